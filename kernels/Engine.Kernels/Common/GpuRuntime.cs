@@ -1,0 +1,88 @@
+using System.Collections.Concurrent;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+
+namespace Engine.Kernels.Common;
+
+/// <summary>
+/// Owns one ILGPU context, its accelerator and the kernels loaded on it. No global state: every GPU
+/// op gets the runtime it runs on and asks it for its kernels, which are compiled once per key.
+/// Launches are serialized through <see cref="Lock"/> (one default stream per runtime).
+/// </summary>
+public sealed class GpuRuntime : IDisposable
+{
+    public enum Choice { Auto, Cuda, CpuAccelerator }
+
+    private readonly ConcurrentDictionary<string, object> _kernels = new();
+
+    private GpuRuntime(Context context, Accelerator accelerator)
+    {
+        Context = context;
+        Accelerator = accelerator;
+        IsCuda = accelerator.AcceleratorType == AcceleratorType.Cuda;
+        // The CPU accelerator simulates every thread of a group with an OS thread: keep groups small there.
+        GroupSize = IsCuda ? 128 : 16;
+    }
+
+    public Context Context { get; }
+    public Accelerator Accelerator { get; }
+    public bool IsCuda { get; }
+
+    /// <summary>Threads per group the kernels are launched with (a multiple of 16).</summary>
+    public int GroupSize { get; }
+
+    public object Lock { get; } = new();
+
+    public string Description => IsCuda
+        ? $"{Accelerator.Name} (CUDA, {Accelerator.MemorySize >> 20} MiB)"
+        : $"ILGPU CPU accelerator ({Accelerator.MaxNumThreadsPerGroup} threads per group; correctness only)";
+
+    /// <summary>The CUDA devices ILGPU finds on this machine (empty when none).</summary>
+    public static IReadOnlyList<string> CudaDevices()
+    {
+        using var context = Context.Create(b => b.Cuda());
+        var names = new List<string>();
+        foreach (CudaDevice d in context.GetCudaDevices())
+            names.Add($"{d.Name} (compute {d.Architecture}, {d.MemorySize >> 20} MiB)");
+        return names;
+    }
+
+    public static GpuRuntime Create(Choice choice)
+    {
+        var context = Context.Create(b =>
+        {
+            b.Optimize(OptimizationLevel.O2).EnableAlgorithms();
+            if (choice != Choice.CpuAccelerator) b.Cuda();
+            if (choice != Choice.Cuda) b.CPU(new CPUDevice(numThreadsPerWarp: 4, numWarpsPerMultiprocessor: 8, numMultiprocessors: 1));
+        });
+        try
+        {
+            var cuda = context.GetCudaDevices();
+            Accelerator accelerator;
+            if (choice != Choice.CpuAccelerator && cuda.Count > 0)
+                accelerator = cuda[0].CreateAccelerator(context);
+            else if (choice == Choice.Cuda)
+                throw new InvalidOperationException("no CUDA device found (the Gpu backend was asked for CUDA only)");
+            else
+                accelerator = context.GetCPUDevices()[0].CreateAccelerator(context);
+            return new GpuRuntime(context, accelerator);
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The kernel loaded under <paramref name="key"/>, loading it on first use.</summary>
+    public TKernel Kernel<TKernel>(string key, Func<Accelerator, TKernel> load) where TKernel : class
+        => (TKernel)_kernels.GetOrAdd(key, _ => load(Accelerator));
+
+    public void Dispose()
+    {
+        Accelerator.Dispose();
+        Context.Dispose();
+    }
+}

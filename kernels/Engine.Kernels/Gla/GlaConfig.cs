@@ -1,0 +1,65 @@
+using Engine.Kernels.Common;
+
+namespace Engine.Kernels.Gla;
+
+/// <summary>How the log-space decay of gated linear attention is given.</summary>
+public enum GateKind
+{
+    /// <summary>No decay: plain causal linear attention.</summary>
+    None,
+    /// <summary>One log gate per token and key/value head, g [T, Hkv] (simple GLA, RetNet, Mamba-2).</summary>
+    PerHead,
+    /// <summary>One log gate per token, head and key dim, g [T, Hkv, K] (GLA).</summary>
+    PerKey,
+    /// <summary>A constant log decay per key/value head (Lightning attention: -slope).</summary>
+    Constant,
+}
+
+/// <summary>
+/// Everything about a GLA call except the sequences: heads, dims, gate form, scale and chunk size.
+/// Kernels and their scratch are built per config and reused across calls.
+/// </summary>
+public sealed record GlaConfig
+{
+    public static readonly int[] ChunkSizes = [16, 32, 64];
+
+    public GlaConfig(HeadLayout heads, GateKind gate, float scale, int chunkSize, float[]? constantLogDecay = null)
+    {
+        if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", nameof(scale));
+        if (Array.IndexOf(ChunkSizes, chunkSize) < 0)
+            throw new ArgumentException($"chunk size must be one of {string.Join(", ", ChunkSizes)}, got {chunkSize}", nameof(chunkSize));
+        if (gate == GateKind.Constant)
+        {
+            if (constantLogDecay is null || constantLogDecay.Length != heads.KvHeads)
+                throw new ArgumentException($"a constant gate needs one log decay per key/value head ({heads.KvHeads}), got {constantLogDecay?.Length ?? 0}", nameof(constantLogDecay));
+            for (int h = 0; h < constantLogDecay.Length; h++)
+                if (!(constantLogDecay[h] <= 0f) || float.IsInfinity(constantLogDecay[h]))
+                    throw new ArgumentException($"constant log decay [{h}] must be finite and <= 0, got {constantLogDecay[h]}", nameof(constantLogDecay));
+        }
+        else if (constantLogDecay is not null)
+        {
+            throw new ArgumentException("a constant log decay is only used with GateKind.Constant", nameof(constantLogDecay));
+        }
+        Heads = heads; Gate = gate; Scale = scale; ChunkSize = chunkSize; ConstantLogDecay = constantLogDecay;
+    }
+
+    public HeadLayout Heads { get; }
+    public GateKind Gate { get; }
+    public float Scale { get; }
+    public int ChunkSize { get; }
+    public float[]? ConstantLogDecay { get; }
+
+    public bool Equals(GlaConfig? other) =>
+        other is not null && Heads == other.Heads && Gate == other.Gate && Scale.Equals(other.Scale) && ChunkSize == other.ChunkSize
+        && (ConstantLogDecay ?? []).AsSpan().SequenceEqual(other.ConstantLogDecay ?? []);
+
+    public override int GetHashCode() => HashCode.Combine(Heads, Gate, Scale, ChunkSize, ConstantLogDecay?.Length ?? -1);
+
+    /// <summary>Floats of gate per token: 0, Hkv or Hkv·K.</summary>
+    public int GatePerToken => Gate switch
+    {
+        GateKind.PerHead => Heads.KvHeads,
+        GateKind.PerKey => Heads.KvHeads * Heads.KeyDim,
+        _ => 0,
+    };
+}

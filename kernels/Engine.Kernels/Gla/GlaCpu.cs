@@ -1,0 +1,397 @@
+using System.Runtime.Intrinsics;
+using Engine.Kernels.Common;
+
+namespace Engine.Kernels.Gla;
+
+/// <summary>
+/// GLA on the CPU: the chunked form as small Vector512 matrix products, and the recurrent form for
+/// decode. Work items are (sequence, key/value head) pairs run by the scheduler; each worker owns a
+/// scratch block sized here from the config, so calls allocate nothing.
+///
+/// Chunk of C tokens, b = in-chunk cumulative log gate (fp32), r_s = first row of sub-chunk s (16 rows):
+///   inter   O   = (scale·q ⊙ exp(b)) S
+///   intra   O  += A V,  A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc), j <= i
+///           off-diagonal sub-blocks: (q ⊙ exp(b − b_r)) (k ⊙ exp(b_r − b))ᵀ, a plain product;
+///           diagonal sub-blocks: k_j ⊙ exp(b_i − b_j) built row by row as k_j ⊙ Π exp(g).
+///   state   S   = diag(exp(b_last)) S + (k ⊙ exp(b_last − b))ᵀ V
+/// Every exponent is <= 0. Scalar gates (per head, constant, none) skip the sub-chunks: A = (Q Kᵀ) ⊙ D.
+/// </summary>
+public sealed unsafe class GlaCpu : IDisposable
+{
+    private const int Sub = 16;
+
+    private readonly GlaConfig _config;
+    private readonly IWorkScheduler _scheduler;
+    private readonly NativeScratch[] _scratch;
+    private readonly int _kp, _vp, _c;
+
+    public GlaCpu(GlaConfig config, IWorkScheduler scheduler)
+    {
+        _config = config;
+        _scheduler = scheduler;
+        _kp = config.Heads.KeyDimPadded;
+        _vp = config.Heads.ValueDimPadded;
+        _c = config.ChunkSize;
+        Carve(null, out long floats);
+        _scratch = new NativeScratch[scheduler.Workers];
+        for (int w = 0; w < _scratch.Length; w++) _scratch[w] = new NativeScratch(floats);
+    }
+
+    public GlaConfig Config => _config;
+
+    public void Dispose()
+    {
+        foreach (var s in _scratch) s.Dispose();
+    }
+
+    /// <summary>Chunked prefill. state: [N, Hkv, K, V], initial on entry, final on return.</summary>
+    public void Chunked(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        ReadOnlySpan<float> g, Span<float> output, Span<float> state)
+        => Run(sequences, q, k, v, g, output, state, chunked: true);
+
+    /// <summary>Token-by-token recurrence (decode). Same contract as <see cref="Chunked"/>.</summary>
+    public void Recurrent(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        ReadOnlySpan<float> g, Span<float> output, Span<float> state)
+        => Run(sequences, q, k, v, g, output, state, chunked: false);
+
+    private void Run(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        ReadOnlySpan<float> g, Span<float> output, Span<float> state, bool chunked)
+    {
+        fixed (float* pq = q, pk = k, pv = v, pg = g, po = output, ps = state)
+        {
+            var io = new Io(pq, pk, pv, pg, po, ps);
+            int hkv = _config.Heads.KvHeads;
+            _scheduler.Run(sequences.Count * hkv, (item, worker) =>
+            {
+                int n = item / hkv, h = item % hkv;
+                var w = Carve(_scratch[worker].Base, out _);
+                LoadState(io, n, h, w.S);
+                int start = sequences.Start(n), end = start + sequences.Length(n);
+                if (chunked)
+                {
+                    for (int cs = start; cs < end; cs += _c)
+                    {
+                        int len = Math.Min(_c, end - cs);
+                        if (_config.Gate == GateKind.PerKey) ChunkPerKey(io, h, cs, len, w);
+                        else ChunkScalar(io, h, cs, len, w);
+                    }
+                }
+                else
+                {
+                    for (int t = start; t < end; t++) RecurrentStep(io, h, t, w);
+                }
+                StoreState(io, n, h, w.S);
+            });
+        }
+    }
+
+    private readonly struct Io(float* q, float* k, float* v, float* g, float* o, float* state)
+    {
+        public readonly float* Q = q, K = k, V = v, G = g, O = o, State = state;
+    }
+
+    /// <summary>Per-worker scratch regions. Built with a null base to size the block.</summary>
+    private readonly struct Work
+    {
+        public float* S { get; init; }        // [KP × VP] state
+        public float* Vc { get; init; }       // [C × VP] chunk values
+        public float* Oc { get; init; }       // [C × VP] chunk output
+        public float* A { get; init; }        // [C × C] intra scores
+        public float* Kc { get; init; }       // [C × KP] chunk keys
+        public float* Qr { get; init; }       // [C × KP] scale · q
+        public float* Qt { get; init; }       // [C × KP] gated q
+        public float* Bcum { get; init; }     // [C × KP] cumulative log gate (scalar gates: [C])
+        public float* Gexp { get; init; }     // [C × KP] exp(g) per row (scalar gates: [C × C] decay mask D)
+        public float* KT { get; init; }       // transposed gated keys, per sub-chunk (scalar gates: [KP × C])
+        public float* KhT { get; init; }      // [KP × C] keys decayed to the chunk end, transposed
+        public float* Kdiag { get; init; }    // [16 × KP] diagonal-block keys
+        public float* Decay { get; init; }    // [KP] exp(b_last); also scratch rows
+        public float* RowExp { get; init; }   // [KP] exp(b_r) per sub-chunk (scalar gates: [C] exp(b_i))
+        public float* Acc { get; init; }      // [G × VP] recurrent output accumulators
+    }
+
+    private Work Carve(float* baseAddress, out long floats)
+    {
+        var c = new ScratchCarver(baseAddress);
+        long kp = _kp, vp = _vp, cc = _c;
+        int nsub = _c / Sub;
+        bool perKey = _config.Gate == GateKind.PerKey;
+        var work = new Work
+        {
+            S = c.Take(kp * vp),
+            Vc = c.Take(cc * vp),
+            Oc = c.Take(cc * vp),
+            A = c.Take(cc * cc),
+            Kc = c.Take(cc * kp),
+            Qr = c.Take(cc * kp),
+            Qt = c.Take(cc * kp),
+            Bcum = c.Take(perKey ? cc * kp : cc),
+            Gexp = c.Take(perKey ? cc * kp : cc * cc),
+            KT = c.Take(perKey ? kp * Sub * nsub * (nsub - 1) / 2 : kp * cc),
+            KhT = c.Take(kp * cc),
+            Kdiag = c.Take(Sub * kp),
+            Decay = c.Take(kp),
+            RowExp = c.Take(Math.Max(kp, cc)),
+            Acc = c.Take((long)_config.Heads.Group * vp),
+        };
+        floats = c.Used;
+        return work;
+    }
+
+    private void LoadState(in Io io, int n, int h, float* s)
+    {
+        int kd = _config.Heads.KeyDim, vd = _config.Heads.ValueDim;
+        float* src = io.State + ((long)n * _config.Heads.KvHeads + h) * kd * vd;
+        for (int c = 0; c < _kp; c++)
+        {
+            if (c < kd) SimdOps.CopyPadded(s + (long)c * _vp, src + (long)c * vd, vd, _vp);
+            else SimdOps.Fill(s + (long)c * _vp, 0f, _vp);
+        }
+    }
+
+    private void StoreState(in Io io, int n, int h, float* s)
+    {
+        int kd = _config.Heads.KeyDim, vd = _config.Heads.ValueDim;
+        float* dst = io.State + ((long)n * _config.Heads.KvHeads + h) * kd * vd;
+        for (int c = 0; c < kd; c++)
+            Buffer.MemoryCopy(s + (long)c * _vp, dst + (long)c * vd, (long)vd * sizeof(float), (long)vd * sizeof(float));
+    }
+
+    /// <summary>Loads the chunk's keys and values (padded rows) shared by every query head of the group.</summary>
+    private void LoadKeysValues(in Io io, int h, int cs, int len, in Work w)
+    {
+        var heads = _config.Heads;
+        for (int i = 0; i < len; i++)
+        {
+            long row = (long)(cs + i) * heads.KvHeads + h;
+            SimdOps.CopyPadded(w.Kc + (long)i * _kp, io.K + row * heads.KeyDim, heads.KeyDim, _kp);
+            SimdOps.CopyPadded(w.Vc + (long)i * _vp, io.V + row * heads.ValueDim, heads.ValueDim, _vp);
+        }
+    }
+
+    private void LoadScaledQueries(in Io io, int qh, int cs, int len, in Work w)
+    {
+        var heads = _config.Heads;
+        for (int i = 0; i < len; i++)
+            SimdOps.CopyScaledPadded(w.Qr + (long)i * _kp, io.Q + ((long)(cs + i) * heads.QHeads + qh) * heads.KeyDim,
+                _config.Scale, heads.KeyDim, _kp);
+    }
+
+    private void WriteOutput(in Io io, int qh, int cs, int len, in Work w)
+    {
+        var heads = _config.Heads;
+        long bytes = (long)heads.ValueDim * sizeof(float);
+        for (int i = 0; i < len; i++)
+            Buffer.MemoryCopy(w.Oc + (long)i * _vp, io.O + ((long)(cs + i) * heads.QHeads + qh) * heads.ValueDim, bytes, bytes);
+    }
+
+    /// <summary>S ← diag(decay) S + KhT · V: rows of S decayed to the chunk end, then the chunk's keys and values added.</summary>
+    private void UpdateState(int len, in Work w, float* rowDecay, float scalarDecay)
+    {
+        for (int c = 0; c < _kp; c++)
+            SimdOps.ScaleInPlace(w.S + (long)c * _vp, rowDecay != null ? rowDecay[c] : scalarDecay, _vp);
+        SimdGemm.Multiply(w.KhT, _c, w.Vc, _vp, w.S, _vp, _kp, len, _vp, accumulate: true);
+    }
+
+    private void ChunkPerKey(in Io io, int h, int cs, int len, in Work w)
+    {
+        var heads = _config.Heads;
+        int kd = heads.KeyDim, kp = _kp, vp = _vp, cc = _c;
+        int nsub = (len + Sub - 1) / Sub;
+        LoadKeysValues(io, h, cs, len, w);
+
+        // Cumulative log gate b (fp32) and exp(g) per row for the diagonal blocks.
+        for (int i = 0; i < len; i++)
+        {
+            float* gexp = w.Gexp + (long)i * kp, b = w.Bcum + (long)i * kp;
+            SimdOps.CopyPadded(gexp, io.G + ((long)(cs + i) * heads.KvHeads + h) * kd, kd, kp);
+            for (int c = 0; c < kp; c += 16)
+            {
+                var gv = Vector512.Load(gexp + c);
+                (i == 0 ? gv : Vector512.Load(b - kp + c) + gv).Store(b + c);
+                Vector512.Exp(gv).Store(gexp + c);
+            }
+        }
+        float* last = w.Bcum + (long)(len - 1) * kp;
+
+        // Off-diagonal keys for query sub-chunk s: k_j ⊙ exp(b_r − b_j), j < r = 16 s, stored [KP × r].
+        for (int s = 1; s < nsub; s++)
+        {
+            int r = s * Sub;
+            float* kt = w.KT + (long)kp * Sub * s * (s - 1) / 2;
+            for (int j = 0; j < r; j++)
+                SimdOps.ScatterColumnDecayed(kt, r, j, w.Kc + (long)j * kp, w.Bcum + (long)r * kp, w.Bcum + (long)j * kp, kp);
+        }
+        // State-update keys k_j ⊙ exp(b_last − b_j), transposed; and the chunk decay exp(b_last).
+        for (int j = 0; j < len; j++)
+            SimdOps.ScatterColumnDecayed(w.KhT, cc, j, w.Kc + (long)j * kp, last, w.Bcum + (long)j * kp, kp);
+        for (int c = 0; c < kp; c += 16) Vector512.Exp(Vector512.Load(last + c)).Store(w.Decay + c);
+
+        for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
+        {
+            LoadScaledQueries(io, qh, cs, len, w);
+            for (int s = 0; s < nsub; s++)
+            {
+                int rs = s * Sub, re = Math.Min(rs + Sub, len);
+                float* br = w.Bcum + (long)rs * kp;
+                for (int c = 0; c < kp; c += 16) Vector512.Exp(Vector512.Load(br + c)).Store(w.RowExp + c);
+                // Gated queries Qt_i = scale q_i ⊙ exp(b_i − b_r).
+                for (int i = rs; i < re; i++)
+                {
+                    float* qt = w.Qt + (long)i * kp, qr = w.Qr + (long)i * kp, bi = w.Bcum + (long)i * kp;
+                    for (int c = 0; c < kp; c += 16)
+                        (Vector512.Load(qr + c) * Vector512.Exp(Vector512.Load(bi + c) - Vector512.Load(br + c))).Store(qt + c);
+                }
+                DiagonalBlock(rs, re, w);
+                // The raw query rows are done with: reuse them for the inter queries Qt_i ⊙ exp(b_r) = scale q_i ⊙ exp(b_i).
+                for (int i = rs; i < re; i++)
+                {
+                    float* qi = w.Qr + (long)i * kp, qt = w.Qt + (long)i * kp;
+                    for (int c = 0; c < kp; c += 16) (Vector512.Load(qt + c) * Vector512.Load(w.RowExp + c)).Store(qi + c);
+                }
+                SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.S, vp, w.Oc + (long)rs * vp, vp, re - rs, kp, vp, accumulate: false);
+                if (s > 0)
+                {
+                    float* kt = w.KT + (long)kp * Sub * s * (s - 1) / 2;
+                    SimdGemm.Multiply(w.Qt + (long)rs * kp, kp, kt, rs, w.A + (long)rs * cc, cc, re - rs, kp, rs, accumulate: false);
+                }
+                SimdGemm.Multiply(w.A + (long)rs * cc, cc, w.Vc, vp, w.Oc + (long)rs * vp, vp, re - rs, re, vp, accumulate: true);
+            }
+            WriteOutput(io, qh, cs, len, w);
+        }
+        UpdateState(len, w, w.Decay, 0f);
+    }
+
+    /// <summary>
+    /// Diagonal sub-block rows rs..re: A_ij = Σ_c Qr_ic · k_jc exp(b_ic − b_jc) for rs <= j <= i, zero above
+    /// the diagonal up to re. The decayed keys are carried row to row by multiplying with exp(g_i) (<= 1).
+    /// </summary>
+    private void DiagonalBlock(int rs, int re, in Work w)
+    {
+        int kp = _kp, cc = _c;
+        for (int i = rs; i < re; i++)
+        {
+            for (int j = rs; j < i; j++) SimdOps.MultiplyInPlace(w.Kdiag + (long)(j - rs) * kp, w.Gexp + (long)i * kp, kp);
+            Buffer.MemoryCopy(w.Kc + (long)i * kp, w.Kdiag + (long)(i - rs) * kp, (long)kp * sizeof(float), (long)kp * sizeof(float));
+            float* arow = w.A + (long)i * cc, qr = w.Qr + (long)i * kp;
+            for (int j = rs; j <= i; j++) arow[j] = SimdOps.Dot(qr, w.Kdiag + (long)(j - rs) * kp, kp);
+            for (int j = i + 1; j < re; j++) arow[j] = 0f;
+        }
+    }
+
+    private void ChunkScalar(in Io io, int h, int cs, int len, in Work w)
+    {
+        var heads = _config.Heads;
+        int kp = _kp, vp = _vp, cc = _c;
+        int lenPadded = HeadLayout.RoundUp16(len);
+        LoadKeysValues(io, h, cs, len, w);
+
+        // b_i: cumulative log gate; D_ij = exp(b_i − b_j) for j <= i (zero above); exp(b_i) for the inter term.
+        float* b = w.Bcum;
+        float acc = 0f;
+        for (int i = 0; i < len; i++)
+        {
+            acc += _config.Gate switch
+            {
+                GateKind.PerHead => io.G[(long)(cs + i) * heads.KvHeads + h],
+                GateKind.Constant => _config.ConstantLogDecay![h],
+                _ => 0f,
+            };
+            b[i] = acc;
+        }
+        for (int i = len; i < lenPadded; i++) b[i] = b[len - 1];
+        float bLast = b[len - 1];
+        for (int i = 0; i < len; i++)
+        {
+            float* d = w.Gexp + (long)i * cc;
+            var bi = Vector512.Create(b[i]);
+            for (int j = 0; j < lenPadded; j += 16)
+            {
+                var e = Vector512.Exp(Vector512.Min(bi - Vector512.Load(b + j), Vector512<float>.Zero));
+                var mask = Vector512.LessThanOrEqual(Vector512.Create(j) + Vector512<int>.Indices, Vector512.Create(i));
+                Vector512.ConditionalSelect(mask.AsSingle(), e, Vector512<float>.Zero).Store(d + j);
+            }
+        }
+        for (int i = 0; i < lenPadded; i += 16) Vector512.Exp(Vector512.Load(b + i)).Store(w.RowExp + i);
+
+        // Keys transposed (raw, for Q Kᵀ) and decayed to the chunk end (for the state update).
+        for (int j = 0; j < len; j++)
+        {
+            float* kj = w.Kc + (long)j * kp;
+            SimdOps.ScatterColumn(w.KT, cc, j, kj, kp);
+            float f = MathF.Exp(bLast - b[j]);
+            for (int c = 0; c < kp; c++) w.KhT[(long)c * cc + j] = kj[c] * f;
+        }
+        for (int j = len; j < lenPadded; j++)
+            for (int c = 0; c < kp; c++) w.KT[(long)c * cc + j] = 0f;
+
+        for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
+        {
+            LoadScaledQueries(io, qh, cs, len, w);
+            SimdGemm.Multiply(w.Qr, kp, w.S, vp, w.Oc, vp, len, kp, vp, accumulate: false);
+            for (int i = 0; i < len; i++) SimdOps.ScaleInPlace(w.Oc + (long)i * vp, w.RowExp[i], vp);
+            for (int rs = 0; rs < len; rs += Sub)
+            {
+                int re = Math.Min(rs + Sub, len), cols = Math.Min(rs + Sub, lenPadded);
+                SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.KT, cc, w.A + (long)rs * cc, cc, re - rs, kp, cols, accumulate: false);
+                for (int i = rs; i < re; i++) SimdOps.MultiplyInPlace(w.A + (long)i * cc, w.Gexp + (long)i * cc, cols);
+                SimdGemm.Multiply(w.A + (long)rs * cc, cc, w.Vc, vp, w.Oc + (long)rs * vp, vp, re - rs, re, vp, accumulate: true);
+            }
+            WriteOutput(io, qh, cs, len, w);
+        }
+        UpdateState(len, w, null, MathF.Exp(bLast));
+    }
+
+    /// <summary>One token: S = diag(exp(g)) S + k vᵀ, then o = Sᵀ (scale q) for each query head of the group.</summary>
+    private void RecurrentStep(in Io io, int h, int t, in Work w)
+    {
+        var heads = _config.Heads;
+        int kd = heads.KeyDim, vd = heads.ValueDim, vp = _vp, group = heads.Group;
+        long kvRow = (long)t * heads.KvHeads + h;
+        float* kt = io.K + kvRow * kd;
+        float* vrow = w.Vc;
+        SimdOps.CopyPadded(vrow, io.V + kvRow * vd, vd, vp);
+        float* decay = w.Decay;
+        switch (_config.Gate)
+        {
+            case GateKind.PerKey:
+                SimdOps.CopyPadded(decay, io.G + kvRow * kd, kd, _kp);
+                for (int c = 0; c < _kp; c += 16) Vector512.Exp(Vector512.Load(decay + c)).Store(decay + c);
+                break;
+            case GateKind.PerHead:
+                SimdOps.Fill(decay, MathF.Exp(io.G[kvRow]), kd);
+                break;
+            case GateKind.Constant:
+                SimdOps.Fill(decay, MathF.Exp(_config.ConstantLogDecay![h]), kd);
+                break;
+            default:
+                SimdOps.Fill(decay, 1f, kd);
+                break;
+        }
+        new Span<float>(w.Acc, group * vp).Clear();
+        float* q0 = io.Q + ((long)t * heads.QHeads + h * group) * kd;
+        for (int c = 0; c < kd; c++)
+        {
+            float* srow = w.S + (long)c * vp;
+            var a = Vector512.Create(decay[c]);
+            var kc = Vector512.Create(kt[c]);
+            for (int d = 0; d < vp; d += 16)
+            {
+                var s = Vector512.FusedMultiplyAdd(kc, Vector512.Load(vrow + d), a * Vector512.Load(srow + d));
+                s.Store(srow + d);
+                for (int gi = 0; gi < group; gi++)
+                {
+                    float* acc = w.Acc + (long)gi * vp + d;
+                    Vector512.FusedMultiplyAdd(Vector512.Create(q0[(long)gi * kd + c]), s, Vector512.Load(acc)).Store(acc);
+                }
+            }
+        }
+        long bytes = (long)vd * sizeof(float);
+        for (int gi = 0; gi < group; gi++)
+        {
+            float* acc = w.Acc + (long)gi * vp;
+            SimdOps.ScaleInPlace(acc, _config.Scale, vp);
+            Buffer.MemoryCopy(acc, io.O + ((long)t * heads.QHeads + h * group + gi) * vd, bytes, bytes);
+        }
+    }
+}

@@ -1,0 +1,83 @@
+using System.Buffers;
+using ILGPU;
+using ILGPU.Runtime;
+using Engine.Kernels.Common;
+
+namespace Engine;
+
+/// <summary>fp32 recurrent state kept where the backend computes: host memory, or GPU memory across decode steps.</summary>
+internal abstract class DeviceState : IDisposable
+{
+    protected DeviceState(int length) => Length = length;
+
+    public int Length { get; }
+
+    public abstract void Load(ReadOnlySpan<float> source);
+    public abstract void Store(Span<float> destination);
+    public abstract void Clear();
+    public abstract void Dispose();
+
+    public static DeviceState Create(EngineDevice device, long length)
+    {
+        if (length > Array.MaxLength) throw new ArgumentException($"state of {length} floats is too large");
+        return device.Backend == Backend.Gpu ? new GpuState(device.Gpu, (int)length) : new HostState((int)length);
+    }
+}
+
+/// <summary>State in a pooled host array.</summary>
+internal sealed class HostState : DeviceState
+{
+    private float[]? _data;
+
+    public HostState(int length) : base(length)
+    {
+        _data = ArrayPool<float>.Shared.Rent(Math.Max(length, 1));
+        Clear();
+    }
+
+    public Span<float> Span => (_data ?? throw new ObjectDisposedException(nameof(HostState))).AsSpan(0, Length);
+
+    public override void Load(ReadOnlySpan<float> source) => source.CopyTo(Span);
+    public override void Store(Span<float> destination) => Span.CopyTo(destination);
+    public override void Clear() => Span.Clear();
+
+    public override void Dispose()
+    {
+        if (_data is not null) ArrayPool<float>.Shared.Return(_data);
+        _data = null;
+    }
+}
+
+/// <summary>State in accelerator memory.</summary>
+internal sealed class GpuState : DeviceState
+{
+    private readonly GpuRuntime _runtime;
+
+    public GpuState(GpuRuntime runtime, int length) : base(length)
+    {
+        _runtime = runtime;
+        Buffer = runtime.Accelerator.Allocate1D<float>(Math.Max(length, 1));
+        Clear();
+    }
+
+    public MemoryBuffer1D<float, Stride1D.Dense> Buffer { get; }
+
+    public ArrayView<float> View => Buffer.View.SubView(0, Length);
+
+    public override void Load(ReadOnlySpan<float> source)
+    {
+        lock (_runtime.Lock) View.CopyFromCPU(source);
+    }
+
+    public override void Store(Span<float> destination)
+    {
+        lock (_runtime.Lock) View.CopyToCPU(destination);
+    }
+
+    public override void Clear()
+    {
+        lock (_runtime.Lock) Buffer.MemSetToZero();
+    }
+
+    public override void Dispose() => Buffer.Dispose();
+}

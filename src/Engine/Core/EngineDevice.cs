@@ -1,0 +1,99 @@
+using System.Collections.Concurrent;
+using Engine.Kernels.Common;
+
+namespace Engine;
+
+/// <summary>Options for <see cref="EngineDevice.Create"/>.</summary>
+public sealed record EngineDeviceOptions
+{
+    /// <summary>CPU worker threads (default: all cores).</summary>
+    public int? CpuThreads { get; init; }
+
+    /// <summary>Runs the CPU work items instead of the .NET thread pool (e.g. a host's own pool).</summary>
+    public IWorkScheduler? Scheduler { get; init; }
+
+    /// <summary>Which ILGPU accelerator the Gpu backend uses.</summary>
+    public GpuPreference Gpu { get; init; } = GpuPreference.Auto;
+}
+
+/// <summary>The accelerator behind <see cref="Backend.Gpu"/>.</summary>
+public enum GpuPreference
+{
+    /// <summary>CUDA when a GPU is present, otherwise ILGPU's CPU accelerator.</summary>
+    Auto,
+    /// <summary>CUDA only: fails when no CUDA device is found.</summary>
+    Cuda,
+    /// <summary>ILGPU's CPU accelerator, which runs the GPU kernels on CPU threads (for testing them).</summary>
+    CpuAccelerator,
+}
+
+/// <summary>
+/// One backend's compute resources: the CPU scheduler, or the ILGPU context and accelerator, and the
+/// kernels built for it. Kernels carry their own scratch and are pooled per configuration, so calls on
+/// several threads at once each get their own instance and steady-state calls allocate nothing.
+/// </summary>
+public sealed class EngineDevice : IDisposable
+{
+    private readonly ConcurrentDictionary<object, ConcurrentBag<IDisposable>> _pools = new();
+    private readonly GpuRuntime? _gpu;
+    private bool _disposed;
+
+    private EngineDevice(Backend backend, IWorkScheduler scheduler, GpuRuntime? gpu)
+    {
+        Backend = backend;
+        Scheduler = scheduler;
+        _gpu = gpu;
+    }
+
+    public static EngineDevice Create(Backend backend, EngineDeviceOptions? options = null)
+    {
+        options ??= new EngineDeviceOptions();
+        int threads = options.CpuThreads ?? Environment.ProcessorCount;
+        if (threads < 1) throw new ArgumentOutOfRangeException(nameof(options), threads, "CpuThreads must be >= 1");
+        var scheduler = options.Scheduler ?? new ThreadPoolScheduler(threads);
+        var gpu = backend == Backend.Gpu ? GpuRuntime.Create(options.Gpu switch
+        {
+            GpuPreference.Cuda => GpuRuntime.Choice.Cuda,
+            GpuPreference.CpuAccelerator => GpuRuntime.Choice.CpuAccelerator,
+            _ => GpuRuntime.Choice.Auto,
+        }) : null;
+        return new EngineDevice(backend, scheduler, gpu);
+    }
+
+    public Backend Backend { get; }
+
+    /// <summary>What runs the work: e.g. "cpu: 2 threads, Vector512" or "gpu: NVIDIA H100 (CUDA)".</summary>
+    public string Description => Backend switch
+    {
+        Backend.Reference => "reference: float64 loops, one thread",
+        Backend.Cpu => $"cpu: {Scheduler.Workers} threads, {CpuInfo.SimdDescription}",
+        _ => $"gpu: {Gpu.Description}",
+    };
+
+    internal IWorkScheduler Scheduler { get; }
+
+    internal GpuRuntime Gpu => _gpu ?? throw new InvalidOperationException("this device is not a GPU device");
+
+    /// <summary>Takes a kernel for <paramref name="key"/> from the pool (or builds one); give it back with <see cref="Return"/>.</summary>
+    internal TKernel Rent<TKernel>(object key, Func<TKernel> create) where TKernel : class, IDisposable
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var pool = _pools.GetOrAdd(key, _ => new ConcurrentBag<IDisposable>());
+        return pool.TryTake(out var kernel) ? (TKernel)kernel : create();
+    }
+
+    internal void Return(object key, IDisposable kernel)
+    {
+        if (_disposed) kernel.Dispose();
+        else _pools.GetOrAdd(key, _ => new ConcurrentBag<IDisposable>()).Add(kernel);
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var pool in _pools.Values)
+            while (pool.TryTake(out var kernel)) kernel.Dispose();
+        _gpu?.Dispose();
+    }
+}

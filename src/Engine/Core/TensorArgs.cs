@@ -1,0 +1,189 @@
+using System.Buffers;
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace Engine;
+
+/// <summary>Shape checks and element-type handling shared by every op facade.</summary>
+internal static class TensorArgs
+{
+    public static void RequireElementType<T>()
+    {
+        if (typeof(T) != typeof(float) && typeof(T) != typeof(Half))
+            throw new NotSupportedException($"element type {typeof(T).Name} is not supported: use float or System.Half");
+    }
+
+    public static string Format(ReadOnlySpan<nint> lengths)
+    {
+        var parts = new string[lengths.Length];
+        for (int i = 0; i < lengths.Length; i++) parts[i] = lengths[i].ToString();
+        return "[" + string.Join(", ", parts) + "]";
+    }
+
+    public static void RequireRank(ReadOnlySpan<nint> lengths, string name, int rank, string dims)
+    {
+        if (lengths.Length != rank)
+            throw new ArgumentException($"{name}: expected rank {rank} {dims}, got rank {lengths.Length} with shape {Format(lengths)}", name);
+    }
+
+    public static void RequireShape(ReadOnlySpan<nint> lengths, string name, string dims, params ReadOnlySpan<nint> expected)
+    {
+        if (!lengths.SequenceEqual(expected))
+            throw new ArgumentException($"{name}: expected shape {Format(expected)} {dims}, got {Format(lengths)}", name);
+    }
+
+    /// <summary>Checks rank and every dimension given as >= 0 (a negative entry is free). dims names the axes.</summary>
+    public static void RequireDims(ReadOnlySpan<nint> lengths, string name, string dims, params ReadOnlySpan<nint> expected)
+    {
+        bool ok = lengths.Length == expected.Length;
+        for (int i = 0; ok && i < expected.Length; i++) ok = expected[i] < 0 || lengths[i] == expected[i];
+        if (ok) return;
+        var parts = new string[expected.Length];
+        for (int i = 0; i < expected.Length; i++) parts[i] = expected[i] < 0 ? "*" : expected[i].ToString();
+        throw new ArgumentException($"{name}: expected shape [{string.Join(", ", parts)}] {dims}, got {Format(lengths)}", name);
+    }
+
+    public static int Dim(ReadOnlySpan<nint> lengths, int axis, string name)
+    {
+        nint n = lengths[axis];
+        if (n > int.MaxValue) throw new ArgumentException($"{name}: dimension {axis} = {n} is too large", name);
+        return (int)n;
+    }
+
+    /// <summary>Every value finite and <= 0 (log-space decay). Names the first offender.</summary>
+    public static void RequireLogGate(ReadOnlySpan<float> values, string name)
+    {
+        if (values.IsEmpty) return;
+        float max = TensorPrimitives.Max(values);
+        if (max <= 0f && !float.IsNegativeInfinity(TensorPrimitives.Min(values))) return;
+        for (int i = 0; i < values.Length; i++)
+        {
+            float x = values[i];
+            if (float.IsNaN(x) || x > 0f || float.IsNegativeInfinity(x))
+                throw new ArgumentException($"{name}: log gates must be finite and <= 0, got {x} at flat index {i}", name);
+        }
+    }
+
+    /// <summary>Every value finite.</summary>
+    public static void RequireFinite(ReadOnlySpan<float> values, string name)
+    {
+        if (values.IsEmpty) return;
+        float sum = TensorPrimitives.Sum(values);
+        if (float.IsFinite(sum)) return;
+        for (int i = 0; i < values.Length; i++)
+            if (!float.IsFinite(values[i]))
+                throw new ArgumentException($"{name}: values must be finite, got {values[i]} at flat index {i}", name);
+    }
+
+    /// <summary>The memory of a dense tensor (or one of at most one element).</summary>
+    public static ReadOnlySpan<T> DenseSpan<T>(ReadOnlyTensorSpan<T> t)
+    {
+        int n = checked((int)t.FlattenedLength);
+        if (n == 0) return ReadOnlySpan<T>.Empty;
+        Span<nint> origin = stackalloc nint[t.Rank];
+        origin.Clear();
+        if (!t.TryGetSpan(origin, n, out ReadOnlySpan<T> span))
+            throw new InvalidOperationException("tensor is not dense");
+        return span;
+    }
+
+    public static Span<T> DenseSpan<T>(TensorSpan<T> t, string name)
+    {
+        int n = checked((int)t.FlattenedLength);
+        if (n == 0) return Span<T>.Empty;
+        Span<nint> origin = stackalloc nint[t.Rank];
+        origin.Clear();
+        if (!t.TryGetSpan(origin, n, out Span<T> span))
+            throw new ArgumentException($"{name}: output tensors must be dense (contiguous, row-major)", name);
+        return span;
+    }
+}
+
+/// <summary>An input as contiguous fp32: the tensor's own memory when it already is, else a pooled copy.</summary>
+internal ref struct FloatInput
+{
+    private float[]? _rented;
+
+    public ReadOnlySpan<float> Span { get; private set; }
+
+    public static FloatInput From<T>(ReadOnlyTensorSpan<T> t) where T : unmanaged
+    {
+        var input = new FloatInput();
+        int n = checked((int)t.FlattenedLength);
+        if (typeof(T) == typeof(float))
+        {
+            input.Init(Unsafe.As<ReadOnlyTensorSpan<T>, ReadOnlyTensorSpan<float>>(ref t));
+            return input;
+        }
+        var halves = Unsafe.As<ReadOnlyTensorSpan<T>, ReadOnlyTensorSpan<Half>>(ref t);
+        input._rented = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
+        if (halves.IsDense || n <= 1)
+        {
+            TensorPrimitives.ConvertToSingle(TensorArgs.DenseSpan(halves), input._rented.AsSpan(0, n));
+        }
+        else
+        {
+            var tmp = ArrayPool<Half>.Shared.Rent(n);
+            halves.FlattenTo(tmp.AsSpan(0, n));
+            TensorPrimitives.ConvertToSingle(tmp.AsSpan(0, n), input._rented.AsSpan(0, n));
+            ArrayPool<Half>.Shared.Return(tmp);
+        }
+        input.Span = input._rented.AsSpan(0, n);
+        return input;
+    }
+
+    private void Init(ReadOnlyTensorSpan<float> t)
+    {
+        int n = checked((int)t.FlattenedLength);
+        if (t.IsDense || n <= 1)
+        {
+            Span = n == 0 ? ReadOnlySpan<float>.Empty : TensorArgs.DenseSpan(t);
+            return;
+        }
+        _rented = ArrayPool<float>.Shared.Rent(n);
+        t.FlattenTo(_rented.AsSpan(0, n));
+        Span = _rented.AsSpan(0, n);
+    }
+
+    public void Dispose()
+    {
+        if (_rented is not null) ArrayPool<float>.Shared.Return(_rented);
+        _rented = null;
+    }
+}
+
+/// <summary>An output written as fp32: the tensor's own memory for float, else a pooled buffer converted on <see cref="Commit"/>.</summary>
+internal ref struct FloatOutput<T> where T : unmanaged
+{
+    private readonly Span<T> _target;
+    private float[]? _rented;
+
+    public FloatOutput(TensorSpan<T> t, string name)
+    {
+        _target = TensorArgs.DenseSpan(t, name);
+        if (typeof(T) == typeof(float))
+        {
+            Span = MemoryMarshal.Cast<T, float>(_target);
+        }
+        else
+        {
+            _rented = ArrayPool<float>.Shared.Rent(Math.Max(_target.Length, 1));
+            Span = _rented.AsSpan(0, _target.Length);
+        }
+    }
+
+    public Span<float> Span { get; }
+
+    public readonly void Commit()
+    {
+        if (_rented is not null)
+            TensorPrimitives.ConvertToHalf(Span, MemoryMarshal.Cast<T, Half>(_target));
+    }
+
+    public void Dispose()
+    {
+        if (_rented is not null) ArrayPool<float>.Shared.Return(_rented);
+        _rented = null;
+    }
+}

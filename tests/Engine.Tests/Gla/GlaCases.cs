@@ -1,0 +1,162 @@
+using System.Numerics.Tensors;
+using Engine.Kernels.Common;
+using Engine.Kernels.Gla;
+using Engine.Tests.Harness;
+
+namespace Engine.Tests.Gla;
+
+/// <summary>A GLA call: shape, gate form and strength, chunk, mode, element type, state and packing.</summary>
+public sealed class GlaCase : OpCase
+{
+    public int B { get; init; } = 1;
+    public int T { get; init; }
+    public int Hq { get; init; } = 1;
+    public int Hkv { get; init; } = 1;
+    public int K { get; init; }
+    public int V { get; init; }
+    public GateKind Gate { get; init; } = GateKind.PerKey;
+    public double GateScale { get; init; } = 1.0;
+    public int Chunk { get; init; } = 64;
+    public AttentionMode Mode { get; init; } = AttentionMode.Chunked;
+    public bool Fp16 { get; init; }
+    public bool WithInitialState { get; init; }
+    public int[]? SeqLens { get; init; }
+    public float? Scale { get; init; }
+    public bool? SmallOverride { get; init; }
+
+    public override bool Half => Fp16;
+    public override bool Small => SmallOverride ?? (long)B * T * Hq * Math.Max(K, V) <= 20_000;
+
+    public override string Name =>
+        $"gla {Gate} {(SeqLens is null ? $"B{B} T{T}" : $"varlen[{string.Join(",", SeqLens)}]")} H{Hq}/{Hkv} K{K} V{V} gate×{GateScale} C{Chunk} {Mode}" +
+        (Fp16 ? " fp16" : "") + (WithInitialState ? " h0" : "") + (Scale is null ? "" : $" scale{Scale}");
+
+    private int Sequences => SeqLens?.Length ?? B;
+    private int TotalT => SeqLens?.Sum() ?? T;
+    private int BatchDim => SeqLens is null ? B : 1;
+    private int[]? CuSeqlens => SeqLens is null ? null : [0, .. SeqLens.Select((_, i) => SeqLens.Take(i + 1).Sum())];
+
+    private (float[] q, float[] k, float[] v, float[] g, float[] h0) Inputs()
+    {
+        var data = new TestData(StableSeed(Name));
+        int bt = BatchDim * TotalT;
+        var q = data.Normal((long)bt * Hq * K);
+        var k = data.UnitRows((long)bt * Hkv, K);
+        var v = data.Normal((long)bt * Hkv * V);
+        var g = Gate switch
+        {
+            GateKind.PerKey => data.LogGates((long)bt * Hkv * K, GateScale),
+            GateKind.PerHead => data.LogGates((long)bt * Hkv, GateScale),
+            _ => [],
+        };
+        var h0 = WithInitialState ? data.Normal((long)Sequences * Hkv * K * V, 0.5) : new float[(long)Sequences * Hkv * K * V];
+        if (Fp16) { q = TestData.RoundToHalf(q); k = TestData.RoundToHalf(k); v = TestData.RoundToHalf(v); g = TestData.RoundToHalf(g); }
+        return (q, k, v, g, h0);
+    }
+
+    public override IReadOnlyDictionary<string, double[]> Reference()
+    {
+        var (q, k, v, g, h0) = Inputs();
+        var config = new GlaConfig(new HeadLayout(Hq, Hkv, K, V), Gate, Scale ?? 1f / MathF.Sqrt(K), Chunk);
+        var layout = SeqLens is null ? SequenceLayout.Dense(B, T) : SequenceLayout.Packed(CuSeqlens, TotalT);
+        var o = new double[(long)BatchDim * TotalT * Hq * V];
+        var s = TestData.ToDouble(h0);
+        GlaReference.Forward(config, layout, q, k, v, g, o, s);
+        return new Dictionary<string, double[]> { ["output"] = o, ["final_state"] = s };
+    }
+
+    public override IReadOnlyDictionary<string, float[]> Run(EngineDevice device)
+    {
+        var (q, k, v, g, h0) = Inputs();
+        int bt = TotalT, b = BatchDim;
+        nint[] gShape = Gate == GateKind.PerKey ? [b, bt, Hkv, K] : [b, bt, Hkv];
+        var options = new GlaOptions { ChunkSize = Chunk, Mode = Mode, Scale = Scale };
+        var finalState = Numerics.NaNs((long)Sequences * Hkv * K * V);
+        var stateShape = new nint[] { Sequences, Hkv, K, V };
+        float[] output;
+        if (Fp16)
+        {
+            var o = Enumerable.Repeat(System.Half.NaN, b * bt * Hq * V).ToArray();
+            Engine.Gla.Forward<System.Half>(device,
+                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(q), [b, bt, Hq, K]),
+                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(k), [b, bt, Hkv, K]),
+                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(v), [b, bt, Hkv, V]),
+                Gate == GateKind.None ? default : new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(g), gShape),
+                new TensorSpan<System.Half>(o, [b, bt, Hq, V]),
+                WithInitialState ? new ReadOnlyTensorSpan<float>(h0, stateShape) : default,
+                new TensorSpan<float>(finalState, stateShape), CuSeqlens, options);
+            output = TestData.FromHalf(o);
+        }
+        else
+        {
+            output = Numerics.NaNs((long)b * bt * Hq * V);
+            Engine.Gla.Forward<float>(device,
+                new ReadOnlyTensorSpan<float>(q, [b, bt, Hq, K]),
+                new ReadOnlyTensorSpan<float>(k, [b, bt, Hkv, K]),
+                new ReadOnlyTensorSpan<float>(v, [b, bt, Hkv, V]),
+                Gate == GateKind.None ? default : new ReadOnlyTensorSpan<float>(g, gShape),
+                new TensorSpan<float>(output, [b, bt, Hq, V]),
+                WithInitialState ? new ReadOnlyTensorSpan<float>(h0, stateShape) : default,
+                new TensorSpan<float>(finalState, stateShape), CuSeqlens, options);
+        }
+        return new Dictionary<string, float[]> { ["output"] = output, ["final_state"] = finalState };
+    }
+
+    /// <summary>A seed that is the same in every process (string.GetHashCode is not).</summary>
+    public static int StableSeed(string text)
+    {
+        unchecked
+        {
+            int h = (int)2166136261;
+            foreach (char c in text) h = (h ^ c) * 16777619;
+            return h & int.MaxValue;
+        }
+    }
+}
+
+public static class GlaCases
+{
+    public static IEnumerable<OpCase> All
+    {
+        get
+        {
+            // The issue's shapes, per-key gates, on the CPU path.
+            yield return new GlaCase { B = 1, T = 63, K = 64, V = 64 };
+            yield return new GlaCase { B = 2, T = 100, Hq = 4, Hkv = 4, K = 60, V = 60, WithInitialState = true };
+            yield return new GlaCase { B = 2, T = 1000, Hq = 3, Hkv = 3, K = 128, V = 128 };
+            // Gate forms and strengths.
+            foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead, GateKind.None })
+            {
+                yield return new GlaCase { B = 2, T = 100, Hq = 4, Hkv = 4, K = 60, V = 60, Gate = gate, WithInitialState = true };
+                foreach (var strength in new[] { 0.1, 1.0, 10.0 })
+                    yield return new GlaCase { B = 1, T = 150, Hq = 2, Hkv = 2, K = 32, V = 48, Gate = gate, GateScale = strength, WithInitialState = true };
+            }
+            // Chunk sizes, grouped heads, explicit scale, recurrent mode, edge lengths.
+            foreach (var chunk in new[] { 16, 32, 64 })
+                yield return new GlaCase { B = 1, T = 100, Hq = 2, Hkv = 2, K = 32, V = 32, Chunk = chunk };
+            yield return new GlaCase { B = 2, T = 77, Hq = 4, Hkv = 2, K = 32, V = 16, WithInitialState = true };
+            yield return new GlaCase { B = 2, T = 77, Hq = 4, Hkv = 2, K = 32, V = 16, Gate = GateKind.PerHead, Scale = 0.5f };
+            foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead, GateKind.None })
+                yield return new GlaCase { B = 2, T = 100, Hq = 4, Hkv = 2, K = 60, V = 60, Gate = gate, Mode = AttentionMode.Recurrent, WithInitialState = true };
+            foreach (var t in new[] { 0, 1, 15, 17 })
+                yield return new GlaCase { B = 2, T = t, Hq = 2, Hkv = 2, K = 16, V = 16, WithInitialState = true };
+            // Packed sequences with empty and one-token members.
+            foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead })
+            {
+                yield return new GlaCase { SeqLens = [0, 1, 17, 64, 100], Hq = 2, Hkv = 2, K = 32, V = 32, Gate = gate, WithInitialState = true };
+                yield return new GlaCase { SeqLens = [0, 1, 17, 64, 100], Hq = 2, Hkv = 2, K = 32, V = 32, Gate = gate, WithInitialState = true, Mode = AttentionMode.Recurrent };
+            }
+            // fp16 in and out.
+            yield return new GlaCase { B = 2, T = 100, Hq = 4, Hkv = 4, K = 60, V = 60, Fp16 = true, WithInitialState = true };
+            yield return new GlaCase { B = 1, T = 100, Hq = 2, Hkv = 2, K = 64, V = 64, Gate = GateKind.PerHead, Fp16 = true };
+            // Small shapes the simulated GPU runs too.
+            foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead, GateKind.None })
+            {
+                yield return new GlaCase { B = 2, T = 40, Hq = 2, Hkv = 1, K = 16, V = 16, Gate = gate, Chunk = 16, WithInitialState = true };
+                yield return new GlaCase { B = 1, T = 21, Hq = 2, Hkv = 2, K = 8, V = 12, Gate = gate, Chunk = 16, Mode = AttentionMode.Recurrent, WithInitialState = true };
+                yield return new GlaCase { SeqLens = [0, 1, 5, 19], Hq = 1, Hkv = 1, K = 16, V = 16, Gate = gate, Chunk = 16, WithInitialState = true };
+            }
+            yield return new GlaCase { B = 1, T = 33, Hq = 2, Hkv = 2, K = 16, V = 16, Chunk = 16, Fp16 = true };
+        }
+    }
+}
