@@ -1,0 +1,39 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Engine.Kernels.Common;
+
+/// <summary>
+/// Named device buffers owned by one GPU kernel instance. A buffer is reallocated only when a call needs
+/// more than it holds, so steady-state calls of the same size allocate nothing.
+/// </summary>
+public sealed class GpuBuffers(Accelerator accelerator) : IDisposable
+{
+    private readonly Dictionary<string, MemoryBuffer> _buffers = new();
+
+    /// <summary>A view of at least <paramref name="length"/> elements (exactly that length) under <paramref name="name"/>.</summary>
+    public ArrayView<T> Get<T>(string name, long length) where T : unmanaged
+    {
+        if (!_buffers.TryGetValue(name, out var buffer) || buffer.Length < Math.Max(length, 1) || buffer.ElementSize != System.Runtime.CompilerServices.Unsafe.SizeOf<T>())
+        {
+            buffer?.Dispose();
+            buffer = accelerator.Allocate1D<T>(Math.Max(length, 1));
+            _buffers[name] = buffer;
+        }
+        return ((MemoryBuffer1D<T, Stride1D.Dense>)buffer).View.SubView(0, Math.Max(length, 1));
+    }
+
+    /// <summary>Copies host data into the named buffer and returns its view.</summary>
+    public ArrayView<T> Upload<T>(string name, ReadOnlySpan<T> data) where T : unmanaged
+    {
+        var view = Get<T>(name, data.Length);
+        if (!data.IsEmpty) view.SubView(0, data.Length).CopyFromCPU(data);
+        return view;
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in _buffers.Values) b.Dispose();
+        _buffers.Clear();
+    }
+}
