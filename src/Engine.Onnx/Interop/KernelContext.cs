@@ -1,0 +1,107 @@
+using System.Numerics.Tensors;
+
+namespace Engine.Onnx.Interop;
+
+/// <summary>
+/// A tensor ORT lends a kernel (an OrtValue* it owns): element type, dims and its memory. Never released
+/// here, and only valid while the callback that received it runs.
+/// </summary>
+internal readonly unsafe struct OrtTensorView
+{
+    public OrtTensorView(nint value)
+    {
+        Value = value;
+        nint info;
+        Ort.Check(Ort.GetTensorTypeAndShape(value, &info));
+        try
+        {
+            int type;
+            Ort.Check(Ort.GetTensorElementType(info, &type));
+            ElementType = type;
+            nuint rank;
+            Ort.Check(Ort.GetDimensionsCount(info, &rank));
+            var dims = new long[rank];
+            fixed (long* p = dims) Ort.Check(Ort.GetDimensions(info, p, rank));
+            Dims = dims;
+        }
+        finally
+        {
+            Ort.ReleaseTensorTypeAndShapeInfo(info);
+        }
+        void* data;
+        Ort.Check(Ort.GetTensorMutableData(value, &data));
+        Data = data;
+    }
+
+    public nint Value { get; }
+    public int ElementType { get; }
+    public long[] Dims { get; }
+    public void* Data { get; }
+
+    public long ElementCount
+    {
+        get
+        {
+            long n = 1;
+            foreach (long d in Dims) n *= d;
+            return n;
+        }
+    }
+
+    public nint[] Lengths => Array.ConvertAll(Dims, d => checked((nint)d));
+
+    public ReadOnlySpan<T> AsReadOnlySpan<T>() where T : unmanaged => new(Data, checked((int)ElementCount));
+
+    public Span<T> AsSpan<T>() where T : unmanaged => new(Data, checked((int)ElementCount));
+
+    /// <summary>The same memory seen with other dims of the same element count (e.g. [B, T, H·d] as [B, T, H, d]).</summary>
+    public ReadOnlyTensorSpan<T> AsReadOnlyTensor<T>(params nint[] lengths) where T : unmanaged =>
+        new((T*)Data, checked((nint)ElementCount), lengths, []);
+
+    public TensorSpan<T> AsTensor<T>(params nint[] lengths) where T : unmanaged =>
+        new((T*)Data, checked((nint)ElementCount), lengths, []);
+}
+
+/// <summary>The inputs and outputs of one kernel call. Valid only inside the compute callback.</summary>
+internal readonly unsafe struct KernelContext(nint context)
+{
+    public nint Handle => context;
+
+    public int InputCount
+    {
+        get
+        {
+            nuint n;
+            Ort.Check(Ort.KernelContextGetInputCount(context, &n));
+            return (int)n;
+        }
+    }
+
+    public int OutputCount
+    {
+        get
+        {
+            nuint n;
+            Ort.Check(Ort.KernelContextGetOutputCount(context, &n));
+            return (int)n;
+        }
+    }
+
+    /// <summary>Input <paramref name="index"/>, or null when the node leaves that optional input out.</summary>
+    public OrtTensorView? Input(int index)
+    {
+        if (index >= InputCount) return null;
+        nint value;
+        Ort.Check(Ort.KernelContextGetInput(context, (nuint)index, &value));
+        return value == 0 ? null : new OrtTensorView(value);
+    }
+
+    /// <summary>Output <paramref name="index"/> allocated by ORT with the given dims, or null when the node does not produce it.</summary>
+    public OrtTensorView? Output(int index, ReadOnlySpan<long> dims)
+    {
+        if (index >= OutputCount) return null;
+        nint value;
+        fixed (long* p = dims) Ort.Check(Ort.KernelContextGetOutput(context, (nuint)index, p, (nuint)dims.Length, &value));
+        return value == 0 ? null : new OrtTensorView(value);
+    }
+}

@@ -1,0 +1,165 @@
+using Engine.Kernels.Gla;
+using Engine.Onnx.Interop;
+
+namespace Engine.Onnx.Ops;
+
+/// <summary>The recurrence a LinearAttention node selects (attribute update_rule).</summary>
+public enum UpdateRule
+{
+    Linear,
+    Gated,
+    Delta,
+    GatedDelta,
+}
+
+/// <summary>
+/// The ONNX LinearAttention signature (ai.onnx opset 27; com.microsoft in ONNX Runtime):
+/// inputs query (B,T,Hq·dk), key (B,T,Hkv·dk), value (B,T,Hkv·dv), past_state (B,Hkv,dk,dv)?,
+/// decay (B,T,Hkv·dk | B,T,Hkv)?, beta (B,T,Hkv | B,T,1)?; outputs output (B,T,Hq·dv), present_state?;
+/// attributes q_num_heads, kv_num_heads (required), update_rule (default gated_delta), scale (0 → 1/sqrt(dk)),
+/// chunk_size (a tuning hint).
+/// </summary>
+public static class LinearAttentionSignature
+{
+    public const string OpType = "LinearAttention";
+    public const string DefaultUpdateRule = "gated_delta";
+    public static readonly string[] InputNames = ["query", "key", "value", "past_state", "decay", "beta"];
+    public static readonly string[] OutputNames = ["output", "present_state"];
+    public static readonly string[] AttributeNames = ["q_num_heads", "kv_num_heads", "update_rule", "scale", "chunk_size"];
+
+    public const int Query = 0, Key = 1, Value = 2, PastState = 3, Decay = 4, Beta = 5;
+
+    public static UpdateRule? ParseRule(string text) => text switch
+    {
+        "linear" => UpdateRule.Linear,
+        "gated" => UpdateRule.Gated,
+        "delta" => UpdateRule.Delta,
+        "gated_delta" => UpdateRule.GatedDelta,
+        _ => null,
+    };
+
+    public static string Name(UpdateRule rule) => rule switch
+    {
+        UpdateRule.Linear => "linear",
+        UpdateRule.Gated => "gated",
+        UpdateRule.Delta => "delta",
+        _ => "gated_delta",
+    };
+
+    public static bool UsesDecay(UpdateRule rule) => rule is UpdateRule.Gated or UpdateRule.GatedDelta;
+    public static bool UsesBeta(UpdateRule rule) => rule is UpdateRule.Delta or UpdateRule.GatedDelta;
+}
+
+/// <summary>LinearAttention in the engine's domain: the ONNX signature, run by the engine's kernels.</summary>
+internal sealed class LinearAttentionOp(IReadOnlySet<UpdateRule> rules) : EngineOp
+{
+    public override string Name => LinearAttentionSignature.OpType;
+
+    public IReadOnlySet<UpdateRule> Rules { get; } = rules;
+
+    public override IReadOnlyList<OpParameter> Inputs { get; } =
+    [
+        new("query", false), new("key", false), new("value", false),
+        new("past_state", true), new("decay", true), new("beta", true),
+    ];
+
+    public override IReadOnlyList<OpParameter> Outputs { get; } = [new("output", false), new("present_state", true)];
+
+    public override IEngineKernel CreateKernel(KernelInfo info, EngineDevice device)
+    {
+        var config = LinearAttentionConfig.FromNode(info, Rules);
+        return config.Rule switch
+        {
+            UpdateRule.Linear or UpdateRule.Gated => new LinearAttentionGlaKernel(config, device),
+            _ => throw new ModelNodeException($"{config.Node}: update_rule '{LinearAttentionSignature.Name(config.Rule)}' has no engine kernel in this build"),
+        };
+    }
+}
+
+/// <summary>A LinearAttention node's attributes and fixed input shapes, checked when its kernel is made.</summary>
+internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHeads, UpdateRule Rule, float? Scale, int ChunkSize,
+    bool HasPastState, bool HasDecay, bool HasBeta)
+{
+    public static LinearAttentionConfig FromNode(KernelInfo info, IReadOnlySet<UpdateRule> rules)
+    {
+        string node = $"LinearAttention node '{info.NodeName}'";
+        long qHeads = info.Int("q_num_heads") ?? throw new ModelNodeException($"{node}: the required attribute q_num_heads is missing");
+        long kvHeads = info.Int("kv_num_heads") ?? throw new ModelNodeException($"{node}: the required attribute kv_num_heads is missing");
+        if (qHeads < 1 || kvHeads < 1 || qHeads > int.MaxValue || kvHeads > int.MaxValue)
+            throw new ModelNodeException($"{node}: q_num_heads and kv_num_heads must be positive, got {qHeads} and {kvHeads}");
+        if (qHeads % kvHeads != 0)
+            throw new ModelNodeException($"{node}: q_num_heads ({qHeads}) must be a multiple of kv_num_heads ({kvHeads})");
+        string ruleText = info.String("update_rule") ?? LinearAttentionSignature.DefaultUpdateRule;
+        var rule = LinearAttentionSignature.ParseRule(ruleText)
+            ?? throw new ModelNodeException($"{node}: update_rule must be one of linear, gated, delta, gated_delta, got '{ruleText}'");
+        if (!rules.Contains(rule))
+            throw new ModelNodeException($"{node}: update_rule '{ruleText}' has no engine kernel in this build");
+        float scale = info.Float("scale") ?? 0f;
+        if (!float.IsFinite(scale)) throw new ModelNodeException($"{node}: scale must be finite, got {scale}");
+        long chunk = info.Int("chunk_size") ?? 64;
+        if (chunk < 1) throw new ModelNodeException($"{node}: chunk_size must be positive, got {chunk}");
+
+        int inputs = info.InputCount;
+        if (inputs > LinearAttentionSignature.InputNames.Length)
+            throw new ModelNodeException($"{node}: expected at most 6 inputs (query, key, value, past_state, decay, beta), got {inputs}");
+        var q = info.Input(LinearAttentionSignature.Query);
+        var k = info.Input(LinearAttentionSignature.Key);
+        var v = info.Input(LinearAttentionSignature.Value);
+        var past = info.Input(LinearAttentionSignature.PastState);
+        var decay = info.Input(LinearAttentionSignature.Decay);
+        var beta = info.Input(LinearAttentionSignature.Beta);
+        foreach (var (input, name) in new[] { (q, "query"), (k, "key"), (v, "value") })
+            if (!input.Present) throw new ModelNodeException($"{node}: the required input {name} is missing");
+        bool usesDecay = LinearAttentionSignature.UsesDecay(rule), usesBeta = LinearAttentionSignature.UsesBeta(rule);
+        if (usesDecay && !decay.Present) throw new ModelNodeException($"{node}: update_rule '{ruleText}' requires the decay input");
+        if (!usesDecay && decay.Present) throw new ModelNodeException($"{node}: update_rule '{ruleText}' takes no decay input, but '{decay.Name}' is given");
+        if (usesBeta && !beta.Present) throw new ModelNodeException($"{node}: update_rule '{ruleText}' requires the beta input");
+        if (!usesBeta && beta.Present) throw new ModelNodeException($"{node}: update_rule '{ruleText}' takes no beta input, but '{beta.Name}' is given");
+
+        foreach (var (input, name, rank) in new[] { (q, "query", 3), (k, "key", 3), (v, "value", 3), (past, "past_state", 4), (decay, "decay", 3), (beta, "beta", 3) })
+        {
+            if (!input.Present) continue;
+            if (input.ElementType != 0 && input.ElementType != Ort.ElementFloat)
+                throw new ModelNodeException($"{node}: input {name} ('{input.Name}') has element type {ElementTypeName(input.ElementType)}; the engine kernels take float32");
+            if (input.Rank is int r && r != rank)
+                throw new ModelNodeException($"{node}: input {name} ('{input.Name}') must have rank {rank}, the model gives rank {r} {Shape(input.Dims!)}");
+        }
+
+        // Head dims, where the model fixes the packed widths.
+        long? dk = q.Dim(2) is long qw ? (qw % qHeads == 0 ? qw / qHeads
+            : throw new ModelNodeException($"{node}: query width {qw} is not a multiple of q_num_heads ({qHeads})")) : null;
+        if (k.Dim(2) is long kw)
+        {
+            if (kw % kvHeads != 0) throw new ModelNodeException($"{node}: key width {kw} is not a multiple of kv_num_heads ({kvHeads})");
+            if (dk is long d && kw != kvHeads * d)
+                throw new ModelNodeException($"{node}: key width {kw} must be kv_num_heads·dk = {kvHeads}·{d} = {kvHeads * d} (dk = query width / q_num_heads)");
+            dk ??= kw / kvHeads;
+        }
+        long? dv = v.Dim(2) is long vw ? (vw % kvHeads == 0 ? vw / kvHeads
+            : throw new ModelNodeException($"{node}: value width {vw} is not a multiple of kv_num_heads ({kvHeads})")) : null;
+        if (decay.Dim(2) is long gw && gw != kvHeads && (dk is not long d2 || gw != kvHeads * d2))
+            throw new ModelNodeException($"{node}: decay width {gw} must be kv_num_heads ({kvHeads}, per head) or kv_num_heads·dk ({(dk is long d3 ? (kvHeads * d3).ToString() : "kv_num_heads·dk")}, per key dim)");
+        if (beta.Dim(2) is long bw && bw != kvHeads && bw != 1)
+            throw new ModelNodeException($"{node}: beta width {bw} must be kv_num_heads ({kvHeads}) or 1 (shared by all heads)");
+        if (past.Present)
+        {
+            long?[] expected = [null, kvHeads, dk, dv];
+            for (int axis = 1; axis < 4; axis++)
+                if (past.Dim(axis) is long got && expected[axis] is long want && got != want)
+                    throw new ModelNodeException($"{node}: past_state must be (B, kv_num_heads, dk, dv) = (B, {kvHeads}, {dk?.ToString() ?? "dk"}, {dv?.ToString() ?? "dv"}), the model gives {Shape(past.Dims!)}");
+        }
+        // Batch and time agree wherever the model fixes them.
+        foreach (var (input, name) in new[] { (k, "key"), (v, "value"), (decay, "decay"), (beta, "beta") })
+            for (int axis = 0; axis < 2; axis++)
+                if (input.Dim(axis) is long a && q.Dim(axis) is long b && a != b)
+                    throw new ModelNodeException($"{node}: {name} {Shape(input.Dims!)} and query {Shape(q.Dims!)} differ in {(axis == 0 ? "batch" : "sequence length")}");
+
+        return new LinearAttentionConfig(node, (int)qHeads, (int)kvHeads, rule, scale == 0f ? null : scale,
+            Array.IndexOf(GlaConfig.ChunkSizes, (int)Math.Min(chunk, 1024)) >= 0 ? (int)chunk : 64,
+            past.Present, decay.Present, beta.Present);
+    }
+
+    private static string Shape(long[] dims) => "[" + string.Join(", ", dims.Select(d => d < 0 ? "?" : d.ToString())) + "]";
+
+    private static string ElementTypeName(int type) => ((Proto.TensorProto.Types.DataType)type).ToString().ToLowerInvariant();
+}

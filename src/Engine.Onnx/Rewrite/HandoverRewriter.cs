@@ -1,0 +1,134 @@
+using Engine.Onnx.Ops;
+using Engine.Onnx.Proto;
+
+namespace Engine.Onnx;
+
+/// <summary>One node the rewrite moved: where it was, where it runs now, and why.</summary>
+public sealed record HandoverNode(string NodeName, string OpType, string FromDomain, string ToDomain, string Detail)
+{
+    public bool ToEngine => ToDomain == HandoverRewriter.EngineDomain;
+
+    public override string ToString() =>
+        $"{NodeName} ({Show(FromDomain)}.{OpType}) -> {(ToEngine ? "engine" : Show(ToDomain))}: {Detail}";
+
+    private static string Show(string domain) => domain.Length == 0 ? "ai.onnx" : domain;
+}
+
+/// <summary>The rewritten model and what changed.</summary>
+public sealed record HandoverPlan(OnnxModel Model, IReadOnlyList<HandoverNode> Nodes, IReadOnlyList<string> Notes)
+{
+    /// <summary>Nodes the engine's kernels run.</summary>
+    public IEnumerable<HandoverNode> EngineNodes => Nodes.Where(n => n.ToEngine);
+}
+
+/// <summary>What the engine can take over: the LinearAttention update rules it has kernels for, and its own ops.</summary>
+public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IReadOnlySet<string> EngineOps)
+{
+    public static EngineCapabilities Current { get; } = new(
+        new HashSet<UpdateRule> { UpdateRule.Linear, UpdateRule.Gated },
+        new HashSet<string>());
+}
+
+/// <summary>
+/// Finds the hot nodes of a model and re-targets them to the engine's domain, where the engine's kernels
+/// (registered as ORT custom ops) run them; ORT keeps every other node.
+///   com.microsoft LinearAttention, ai.onnx LinearAttention (opset 27)  → engine, when the engine has its update rule;
+///   ai.onnx LinearAttention with a rule the engine lacks                → com.microsoft (ORT's own kernel, same signature);
+///   nodes already in the engine's domain (LSSL scan, Lightning)         → kept, the domain imported.
+/// ONNX Runtime 1.31.1 runs ai.onnx up to opset 26: when no node left in the model needs opset 27 (the
+/// opset that added LinearAttention and CausalConvWithState, and changed nothing else) the import is lowered to 26.
+/// </summary>
+public static class HandoverRewriter
+{
+    public const string EngineDomain = "ai.engine";
+    public const string MicrosoftDomain = "com.microsoft";
+    public const long HighestOnnxOpsetOfRuntime = 26;
+
+    /// <summary>The ai.onnx ops that first appear in opset 27.</summary>
+    public static readonly IReadOnlySet<string> Opset27Ops = new HashSet<string> { "LinearAttention", "CausalConvWithState" };
+
+    public static HandoverPlan Rewrite(OnnxModel model, EngineCapabilities? capabilities = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        capabilities ??= EngineCapabilities.Current;
+        var rewritten = model.Clone();
+        var nodes = new List<HandoverNode>();
+        var notes = new List<string>();
+        long onnxOpset = rewritten.OpsetOf(OnnxModel.OnnxDomain) ?? 0;
+
+        foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph))
+        {
+            foreach (var node in graph.Node)
+            {
+                if (node.OpType == LinearAttentionSignature.OpType)
+                    RetargetLinearAttention(node, onnxOpset, capabilities, nodes);
+                else if (node.Domain == EngineDomain)
+                    nodes.Add(new HandoverNode(NameOf(node), node.OpType, EngineDomain, EngineDomain,
+                        capabilities.EngineOps.Contains(node.OpType) ? "engine op" : "engine op unknown to this build"));
+            }
+        }
+
+        if (nodes.Any(n => n.ToEngine)) Import(rewritten.Proto, EngineDomain, 1);
+        if (nodes.Any(n => n.ToDomain == MicrosoftDomain)) Import(rewritten.Proto, MicrosoftDomain, 1);
+
+        if (onnxOpset > HighestOnnxOpsetOfRuntime)
+        {
+            var needs27 = OnnxModel.AllGraphs(rewritten.Graph).SelectMany(g => g.Node)
+                .Where(n => OnnxModel.SameDomain(n.Domain, OnnxModel.OnnxDomain) && Opset27Ops.Contains(n.OpType))
+                .Select(NameOf).ToArray();
+            if (needs27.Length == 0 && onnxOpset == 27)
+            {
+                foreach (var o in rewritten.Proto.OpsetImport)
+                    if (OnnxModel.SameDomain(o.Domain, OnnxModel.OnnxDomain)) o.Version = HighestOnnxOpsetOfRuntime;
+                notes.Add($"ai.onnx opset lowered from 27 to {HighestOnnxOpsetOfRuntime}: no node left needs 27");
+            }
+            else
+            {
+                notes.Add($"ai.onnx opset {onnxOpset} kept (ONNX Runtime {Interop.OrtInfo.Version} runs up to {HighestOnnxOpsetOfRuntime})" +
+                    (needs27.Length > 0 ? $": still needed by {string.Join(", ", needs27)}" : ""));
+            }
+        }
+        return new HandoverPlan(rewritten, nodes, notes);
+    }
+
+    private static void RetargetLinearAttention(NodeProto node, long onnxOpset, EngineCapabilities capabilities, List<HandoverNode> nodes)
+    {
+        bool fromOnnx = OnnxModel.SameDomain(node.Domain, OnnxModel.OnnxDomain);
+        if (!fromOnnx && node.Domain != MicrosoftDomain) return;
+        // Kernel messages name the node: give an unnamed one the name the messages use.
+        if (node.Name.Length == 0) node.Name = NameOf(node);
+        if (fromOnnx && onnxOpset < 27)
+            throw new ModelNodeException($"LinearAttention node '{NameOf(node)}': ai.onnx LinearAttention needs opset 27, the model imports ai.onnx opset {onnxOpset}");
+        foreach (var attribute in node.Attribute)
+            if (!LinearAttentionSignature.AttributeNames.Contains(attribute.Name))
+                throw new ModelNodeException($"LinearAttention node '{NameOf(node)}': unknown attribute '{attribute.Name}' (LinearAttention has {string.Join(", ", LinearAttentionSignature.AttributeNames)})");
+
+        var ruleAttribute = node.Attribute.FirstOrDefault(a => a.Name == "update_rule");
+        string ruleText = ruleAttribute?.S.ToStringUtf8() ?? LinearAttentionSignature.DefaultUpdateRule;
+        var rule = LinearAttentionSignature.ParseRule(ruleText);
+        string from = fromOnnx ? OnnxModel.OnnxDomain : MicrosoftDomain;
+        // An unknown rule goes to the engine too: its kernel refuses the node at load with a message naming it.
+        if (rule is null || capabilities.UpdateRules.Contains(rule.Value))
+        {
+            node.Domain = EngineDomain;
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, EngineDomain, $"update_rule {ruleText}"));
+        }
+        else if (fromOnnx)
+        {
+            node.Domain = MicrosoftDomain;
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain, $"update_rule {ruleText} has no engine kernel: ORT's own kernel runs it"));
+        }
+        else
+        {
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain, $"update_rule {ruleText} has no engine kernel: left to ORT"));
+        }
+    }
+
+    private static void Import(ModelProto model, string domain, long version)
+    {
+        if (!model.OpsetImport.Any(o => o.Domain == domain))
+            model.OpsetImport.Add(new OperatorSetIdProto { Domain = domain, Version = version });
+    }
+
+    private static string NameOf(NodeProto node) => node.Name.Length > 0 ? node.Name : $"{node.OpType}({string.Join(", ", node.Output)})";
+}

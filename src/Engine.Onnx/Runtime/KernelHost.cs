@@ -1,0 +1,148 @@
+using Engine.Onnx.Interop;
+using Engine.Onnx.Ops;
+
+namespace Engine.Onnx;
+
+/// <summary>Where the nodes the engine takes over run.</summary>
+public enum HandoverBackend
+{
+    /// <summary>No hand-over: ONNX Runtime runs the model as given.</summary>
+    None,
+    /// <summary>The engine's CPU kernels (SIMD, threads on ORT's intra-op pool).</summary>
+    Cpu,
+    /// <summary>The engine's GPU kernels behind the same custom-op interface, with host tensors.</summary>
+    Gpu,
+}
+
+/// <summary>Options of a <see cref="KernelHost"/>.</summary>
+public sealed record KernelHostOptions
+{
+    /// <summary>ORT intra-op threads of every session on this host, which also run the engine's CPU work (default: all cores).</summary>
+    public int? IntraOpThreads { get; init; }
+
+    /// <summary>The accelerator behind <see cref="HandoverBackend.Gpu"/>.</summary>
+    public GpuPreference Gpu { get; init; } = GpuPreference.Auto;
+}
+
+/// <summary>
+/// Owns what ORT borrows from the engine: the devices the kernels run on and the native custom-op tables
+/// and domains registered with ORT. It outlives its sessions: disposing it while sessions are open defers
+/// the release until the last one is disposed.
+/// </summary>
+public sealed class KernelHost : IDisposable
+{
+    private static readonly Lazy<KernelHost> SharedHost = new(() => new KernelHost());
+
+    private readonly object _lock = new();
+    private readonly Dictionary<HandoverBackend, (EngineDevice Device, NativeOpDomain Domain)> _backends = [];
+    private int _liveKernels;
+    private int _openSessions;
+    private bool _disposeRequested;
+    private bool _released;
+
+    public KernelHost(KernelHostOptions? options = null)
+    {
+        Options = options ?? new KernelHostOptions();
+        IntraOpThreads = Options.IntraOpThreads ?? Environment.ProcessorCount;
+        if (IntraOpThreads < 1) throw new ArgumentOutOfRangeException(nameof(options), IntraOpThreads, "IntraOpThreads must be >= 1");
+    }
+
+    /// <summary>The process-wide host sessions use unless given their own; never disposed.</summary>
+    public static KernelHost Shared => SharedHost.Value;
+
+    public KernelHostOptions Options { get; }
+    public int IntraOpThreads { get; }
+
+    /// <summary>Kernels ORT has created from this host's ops and not yet destroyed.</summary>
+    public int LiveKernels => Volatile.Read(ref _liveKernels);
+
+    public int OpenSessions
+    {
+        get { lock (_lock) return _openSessions; }
+    }
+
+    public EngineCapabilities Capabilities => EngineCapabilities.Current;
+
+    /// <summary>What the backend's kernels run on, e.g. "cpu: 2 threads, Vector512 (AVX-512)".</summary>
+    public string Describe(HandoverBackend backend) => backend == HandoverBackend.None ? "none (ONNX Runtime only)" : Backend(backend).Device.Description;
+
+    /// <summary>Registers a session: the host's native state stays alive until <see cref="Release"/>.</summary>
+    internal NativeOpDomain Acquire(HandoverBackend backend)
+    {
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposeRequested, this);
+            var domain = Backend(backend).Domain;
+            _openSessions++;
+            return domain;
+        }
+    }
+
+    internal void Release()
+    {
+        lock (_lock)
+        {
+            _openSessions--;
+            if (_disposeRequested && _openSessions == 0) ReleaseNative();
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_disposeRequested) return;
+            _disposeRequested = true;
+            if (_openSessions == 0) ReleaseNative();
+        }
+    }
+
+    private (EngineDevice Device, NativeOpDomain Domain) Backend(HandoverBackend backend)
+    {
+        lock (_lock)
+        {
+            if (_backends.TryGetValue(backend, out var made)) return made;
+            var device = backend switch
+            {
+                HandoverBackend.Cpu => EngineDevice.Create(Engine.Backend.Cpu, new EngineDeviceOptions
+                {
+                    CpuThreads = IntraOpThreads,
+                    Scheduler = new OrtParallelScheduler(IntraOpThreads),
+                }),
+                HandoverBackend.Gpu => EngineDevice.Create(Engine.Backend.Gpu, new EngineDeviceOptions { Gpu = Options.Gpu }),
+                _ => throw new ArgumentOutOfRangeException(nameof(backend), backend, "no engine kernels for this backend"),
+            };
+            try
+            {
+                var ops = EngineOps(Capabilities).Select(op => new NativeCustomOp(op, device, CountKernels)).ToArray();
+                var domain = new NativeOpDomain(HandoverRewriter.EngineDomain, ops);
+                _backends[backend] = (device, domain);
+                return (device, domain);
+            }
+            catch
+            {
+                device.Dispose();
+                throw;
+            }
+        }
+    }
+
+    private static IEnumerable<EngineOp> EngineOps(EngineCapabilities capabilities)
+    {
+        yield return new LinearAttentionOp(capabilities.UpdateRules);
+    }
+
+    private void CountKernels(int delta) => Interlocked.Add(ref _liveKernels, delta);
+
+    private void ReleaseNative()
+    {
+        if (_released) return;
+        _released = true;
+        foreach (var (device, domain) in _backends.Values)
+        {
+            domain.Dispose();
+            device.Dispose();
+        }
+        _backends.Clear();
+    }
+}

@@ -1,0 +1,156 @@
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+using TensorElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
+
+namespace Engine.Onnx;
+
+/// <summary>Options of <see cref="ModelSession.Open(OnnxModel, ModelSessionOptions?)"/>.</summary>
+public sealed record ModelSessionOptions
+{
+    /// <summary>Where the hot nodes run: the engine's CPU or GPU kernels, or nowhere (plain ONNX Runtime).</summary>
+    public HandoverBackend Backend { get; init; } = HandoverBackend.Cpu;
+
+    /// <summary>The host owning the engine's kernels; <see cref="KernelHost.Shared"/> when null.</summary>
+    public KernelHost? Host { get; init; }
+
+    /// <summary>Whether ORT's intra-op threads spin while waiting for work (null: ORT's default, which spins).</summary>
+    public bool? AllowSpinning { get; init; }
+
+    public GraphOptimizationLevel OptimizationLevel { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
+}
+
+/// <summary>An error ONNX Runtime raised while loading or running a model, restated with the model's context.</summary>
+public sealed class ModelRunException(string message, Exception inner) : Exception(message, inner);
+
+/// <summary>
+/// An ONNX model running in ONNX Runtime with its hot nodes handed to the engine's kernels (or not, with
+/// <see cref="HandoverBackend.None"/>). Run it with named tensors from any number of threads; decode by
+/// feeding present_state back as past_state. Dispose it before its host.
+/// </summary>
+public sealed class ModelSession : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly KernelHost? _host;
+    private int _disposed;
+
+    private ModelSession(OnnxModel model, HandoverPlan plan, InferenceSession session, KernelHost? host, HandoverBackend backend)
+    {
+        Model = model;
+        Handover = plan;
+        _session = session;
+        _host = host;
+        Backend = backend;
+        InputNames = session.InputNames.ToArray();
+        OutputNames = session.OutputNames.ToArray();
+    }
+
+    public static ModelSession Open(string path, ModelSessionOptions? options = null) => Open(OnnxModel.Load(path), options);
+
+    public static ModelSession Open(byte[] model, ModelSessionOptions? options = null) => Open(OnnxModel.Load(model), options);
+
+    public static ModelSession Open(OnnxModel model, ModelSessionOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        options ??= new ModelSessionOptions();
+        var host = options.Backend == HandoverBackend.None ? null : options.Host ?? KernelHost.Shared;
+        var plan = host is null ? new HandoverPlan(model, [], []) : HandoverRewriter.Rewrite(model, host.Capabilities);
+        var domain = host?.Acquire(options.Backend);
+        var sessionOptions = new SessionOptions();
+        try
+        {
+            sessionOptions.GraphOptimizationLevel = options.OptimizationLevel;
+            sessionOptions.IntraOpNumThreads = (options.Host ?? KernelHost.Shared).IntraOpThreads;
+            if (options.AllowSpinning is bool spin) sessionOptions.AddSessionConfigEntry("session.intra_op.allow_spinning", spin ? "1" : "0");
+            if (model.BaseDirectory is not null)
+                sessionOptions.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", model.BaseDirectory);
+            domain?.AddTo(sessionOptions);
+            var session = new InferenceSession(plan.Model.ToBytes(), sessionOptions);
+            return new ModelSession(model, plan, session, host, options.Backend);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            host?.Release();
+            throw new ModelRunException($"ONNX Runtime could not load the model: {e.Message}", e);
+        }
+        catch
+        {
+            host?.Release();
+            throw;
+        }
+        finally
+        {
+            // ORT copies what it needs from the options at session creation.
+            sessionOptions.Dispose();
+        }
+    }
+
+    /// <summary>The model as loaded (before the rewrite).</summary>
+    public OnnxModel Model { get; }
+
+    /// <summary>The rewritten model and the nodes the engine took over.</summary>
+    public HandoverPlan Handover { get; }
+
+    public HandoverBackend Backend { get; }
+    public IReadOnlyList<string> InputNames { get; }
+    public IReadOnlyList<string> OutputNames { get; }
+
+    /// <summary>Runs the model. Inputs are passed to ORT without copies; returns the requested outputs (all by default).</summary>
+    public IReadOnlyDictionary<string, TensorData> Run(IReadOnlyDictionary<string, TensorData> inputs, IReadOnlyCollection<string>? outputs = null)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        var names = new List<string>(inputs.Count);
+        var values = new List<OrtValue>(inputs.Count);
+        var pins = new List<GCHandle>(inputs.Count);
+        try
+        {
+            foreach (var (name, data) in inputs)
+            {
+                var pin = GCHandle.Alloc(data.Values, GCHandleType.Pinned);
+                pins.Add(pin);
+                names.Add(name);
+                values.Add(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, (TensorElementType)data.ElementType,
+                    data.Shape, pin.AddrOfPinnedObject(), data.ElementCount * TensorData.ElementSize(data.ElementType)));
+            }
+            var wanted = (outputs ?? OutputNames).ToArray();
+            using var runOptions = new RunOptions();
+            using var results = _session.Run(runOptions, names, values, wanted);
+            var map = new Dictionary<string, TensorData>(wanted.Length);
+            int i = 0;
+            foreach (var result in results) map[wanted[i++]] = ToTensorData(result);
+            return map;
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ModelRunException($"running the model failed: {e.Message}", e);
+        }
+        finally
+        {
+            foreach (var v in values) v.Dispose();
+            foreach (var p in pins) p.Free();
+        }
+    }
+
+    /// <summary>Runs a model whose inputs and outputs are all float32.</summary>
+    public IReadOnlyDictionary<string, Tensor<float>> Run(IReadOnlyDictionary<string, Tensor<float>> inputs, IReadOnlyCollection<string>? outputs = null)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        var data = inputs.ToDictionary(p => p.Key, p => TensorData.FromTensor(p.Value));
+        return Run(data, outputs).ToDictionary(p => p.Key, p => p.Value.ToTensor<float>());
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _session.Dispose();
+        _host?.Release();
+    }
+
+    private static TensorData ToTensorData(OrtValue value)
+    {
+        var info = value.GetTensorTypeAndShape();
+        var type = (Proto.TensorProto.Types.DataType)info.ElementDataType;
+        return TensorData.FromBytes(type, info.Shape, value.GetTensorMutableRawData());
+    }
+}
