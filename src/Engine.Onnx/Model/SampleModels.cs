@@ -1,0 +1,113 @@
+using Engine.Onnx.Ops;
+using Engine.Onnx.Proto;
+
+namespace Engine.Onnx;
+
+/// <summary>How a LinearAttention node's decay is shaped.</summary>
+public enum DecayForm
+{
+    /// <summary>(B, T, Hkv·dk): one log decay per key dim (GLA, RWKV-6).</summary>
+    PerKey,
+    /// <summary>(B, T, Hkv): one log decay per head (RetNet, Mamba-2, Gated DeltaNet).</summary>
+    PerHead,
+}
+
+/// <summary>What the linear-attention block model looks like.</summary>
+public sealed record LinearAttentionBlockSpec
+{
+    /// <summary>Model width: x and y are (B, T, Hidden).</summary>
+    public int Hidden { get; init; } = 256;
+    public int QHeads { get; init; } = 4;
+    public int KvHeads { get; init; } = 4;
+    public int KeyDim { get; init; } = 32;
+    public int ValueDim { get; init; } = 32;
+    public UpdateRule Rule { get; init; } = UpdateRule.Gated;
+    public DecayForm Decay { get; init; } = DecayForm.PerKey;
+    /// <summary>Beta (B, T, Hkv) per head, or (B, T, 1) shared by every head.</summary>
+    public bool BetaPerHead { get; init; } = true;
+    /// <summary>A past_state graph input (decode: feed present_state back).</summary>
+    public bool PastState { get; init; } = true;
+    /// <summary>"com.microsoft" (ONNX Runtime's contrib op) or "" (ai.onnx LinearAttention, opset 27).</summary>
+    public string Domain { get; init; } = HandoverRewriter.MicrosoftDomain;
+    /// <summary>0 lets the op use 1/sqrt(dk).</summary>
+    public float Scale { get; init; }
+    public int Seed { get; init; } = 1;
+}
+
+/// <summary>
+/// Real ONNX models for the tests, the samples and the benchmarks.
+/// The linear-attention block: x → MatMul → q; MatMul → k (L2-normalized per head for the delta rules);
+/// MatMul → v; MatMul → log-sigmoid → decay; MatMul → Sigmoid → beta; LinearAttention; MatMul → y.
+/// Everything but LinearAttention runs in ONNX Runtime.
+/// </summary>
+public static class SampleModels
+{
+    public static OnnxModel LinearAttentionBlock(LinearAttentionBlockSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        var random = new Random(spec.Seed);
+        int d = spec.Hidden, hq = spec.QHeads, hkv = spec.KvHeads, dk = spec.KeyDim, dv = spec.ValueDim;
+        bool opset27 = spec.Domain.Length == 0;
+        var b = new ModelBuilder(opset27 ? 27 : 21, "linear_attention_block");
+        if (!opset27) b.Import(spec.Domain, 1);
+        const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
+
+        string x = b.Input("x", F, "B", "T", d);
+        string? past = spec.PastState ? b.Input("past_state", F, "B", hkv, dk, dv) : null;
+        string Project(string name, int width) => b.Op("MatMul", x, b.Initializer(name, Weights(random, d, width), d, width));
+
+        string q = Project("w_query", hq * dk);
+        string k = Project("w_key", hkv * dk);
+        if (LinearAttentionSignature.UsesBeta(spec.Rule))
+        {
+            // The delta rule wants unit keys: normalize each head's key.
+            var heads = b.Op("Reshape", k, b.Initializer("key_heads_shape", TensorData.Create(new long[] { 0, 0, hkv, dk }, 4)));
+            var unit = b.Node("LpNormalization", [heads], attributes: [("axis", -1L), ("p", 2L)])[0];
+            k = b.Op("Reshape", unit, b.Initializer("key_packed_shape", TensorData.Create(new long[] { 0, 0, hkv * dk }, 3)));
+        }
+        string v = Project("w_value", hkv * dv);
+        string decay = "", beta = "";
+        if (LinearAttentionSignature.UsesDecay(spec.Rule))
+        {
+            int width = spec.Decay == DecayForm.PerKey ? hkv * dk : hkv;
+            // log sigmoid(z) = -softplus(-z), shifted so most gates stay near 1, as trained models' do.
+            var z = b.Op("Add", Project("w_decay", width), b.Initializer("decay_bias", Filled(width, 3f), width));
+            var logSigmoid = b.Op("Neg", b.Op("Softplus", b.Op("Neg", z)));
+            decay = b.Op("Mul", logSigmoid, b.Initializer("decay_strength", [spec.Decay == DecayForm.PerKey ? 0.25f : 1f]));
+        }
+        if (LinearAttentionSignature.UsesBeta(spec.Rule))
+            beta = b.Op("Sigmoid", Project("w_beta", spec.BetaPerHead ? hkv : 1));
+
+        var attributes = new List<(string, object)>
+        {
+            ("q_num_heads", (long)hq), ("kv_num_heads", (long)hkv), ("update_rule", LinearAttentionSignature.Name(spec.Rule)),
+        };
+        if (spec.Scale != 0f) attributes.Add(("scale", spec.Scale));
+        var outputs = b.Node(LinearAttentionSignature.OpType, [q, k, v, past ?? "", decay, beta], domain: spec.Domain,
+            name: "linear_attention", outputNames: ["attention", "present_state"], attributes: [.. attributes]);
+        b.Node("MatMul", [outputs[0], b.Initializer("w_out", Weights(random, hq * dv, d), hq * dv, d)], outputNames: ["y"]);
+        b.Output("y", F, "B", "T", d);
+        b.Output("present_state", F, "B", hkv, dk, dv);
+        return b.Build();
+    }
+
+    /// <summary>Normal(0, 1/sqrt(rows)) weights, so activations keep unit scale.</summary>
+    public static float[] Weights(Random random, int rows, int columns)
+    {
+        var w = new float[rows * columns];
+        double std = 1 / Math.Sqrt(rows);
+        for (int i = 0; i < w.Length; i++)
+        {
+            double u1 = 1.0 - random.NextDouble(), u2 = random.NextDouble();
+            w[i] = (float)(std * Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
+        }
+        return w;
+    }
+
+    private static float[] Filled(int n, float value)
+    {
+        var a = new float[n];
+        Array.Fill(a, value);
+        return a;
+    }
+}

@@ -1,0 +1,113 @@
+using Engine.Onnx;
+using Engine.Onnx.Ops;
+using NUnit.Framework;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>
+/// Every update rule × decay form × beta form × grouped heads × past state: the engine-backed session,
+/// ONNX Runtime's own com.microsoft.LinearAttention kernel (same model, same data) and the float64 reference.
+/// </summary>
+[TestFixture]
+public sealed class LinearAttentionHandoverTests
+{
+    public static IEnumerable<TestCaseData> Grid()
+    {
+        foreach (var rule in Enum.GetValues<UpdateRule>())
+        {
+            var decays = LinearAttentionSignature.UsesDecay(rule) ? new[] { DecayForm.PerKey, DecayForm.PerHead } : [DecayForm.PerKey];
+            var betas = LinearAttentionSignature.UsesBeta(rule) ? new[] { true, false } : [true];
+            foreach (var decay in decays)
+                foreach (bool betaPerHead in betas)
+                    foreach (var (hq, hkv) in new[] { (2, 2), (4, 2) })
+                        foreach (bool past in new[] { false, true })
+                        {
+                            var c = new LinearAttentionNodeCase { Rule = rule, Decay = decay, BetaPerHead = betaPerHead, Hq = hq, Hkv = hkv, PastState = past };
+                            yield return new TestCaseData(c).SetName($"LinearAttention {c.Name}");
+                        }
+        }
+    }
+
+    public static IEnumerable<TestCaseData> Shapes()
+    {
+        LinearAttentionNodeCase[] cases =
+        [
+            // Decode (one token, recurrent path), a short prompt, chunk boundaries, a long prompt.
+            new() { Rule = UpdateRule.Gated, T = 1, PastState = true },
+            new() { Rule = UpdateRule.Linear, T = 1, Hq = 4, Hkv = 1, PastState = true },
+            new() { Rule = UpdateRule.Gated, Decay = DecayForm.PerHead, T = 5, PastState = true },
+            new() { Rule = UpdateRule.Gated, T = 64, B = 1 },
+            new() { Rule = UpdateRule.Gated, T = 200, B = 1, Hq = 2, Hkv = 1, Dk = 32, Dv = 32, PastState = true },
+            new() { Rule = UpdateRule.Gated, Decay = DecayForm.PerHead, T = 130, Dk = 64, Dv = 48, GateStrength = 5 },
+            // Explicit scale, multi-query heads, fixed dims in the model, strong gates.
+            new() { Rule = UpdateRule.Gated, Scale = 0.5f, PastState = true },
+            new() { Rule = UpdateRule.Linear, Hq = 4, Hkv = 1, Scale = 0.125f },
+            new() { Rule = UpdateRule.Gated, SymbolicDims = false, PastState = true },
+            new() { Rule = UpdateRule.Gated, GateStrength = 20, PastState = true },
+        ];
+        return cases.Select(c => new TestCaseData(c).SetName($"LinearAttention shape {c.Name}{(c.SymbolicDims ? "" : " fixed dims")}{(c.GateStrength != 1 ? $" gate×{c.GateStrength}" : "")}"));
+    }
+
+    [TestCaseSource(nameof(Grid))]
+    [TestCaseSource(nameof(Shapes))]
+    public void EngineMatchesOrtKernelAndReference(LinearAttentionNodeCase c)
+    {
+        var model = c.Model();
+        var inputs = c.Inputs();
+        var reference = c.Reference(inputs);
+
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        var byOrt = ort.Run(inputs);
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        var byEngine = engine.Run(inputs);
+
+        bool engineHasRule = OnnxTestHost.Host.Capabilities.UpdateRules.Contains(c.Rule);
+        Assert.That(engine.Handover.EngineNodes.Select(n => n.NodeName), engineHasRule ? Is.EqualTo(new[] { "attention" }) : Is.Empty,
+            "which nodes the engine takes over");
+        OnnxAssert.Shape(byEngine["output"], c.B, c.T, c.Hq * c.Dv);
+        OnnxAssert.Shape(byEngine["present_state"], c.B, c.Hkv, c.Dk, c.Dv);
+        OnnxAssert.Close(byOrt["output"], reference.Output, "ORT kernel output vs reference");
+        OnnxAssert.Close(byOrt["present_state"], reference.State, "ORT kernel present_state vs reference");
+        OnnxAssert.Close(byEngine["output"], reference.Output, "engine output vs reference");
+        OnnxAssert.Close(byEngine["present_state"], reference.State, "engine present_state vs reference");
+        OnnxAssert.Close(byEngine["output"], byOrt["output"], "engine output vs ORT kernel output");
+        OnnxAssert.Close(byEngine["present_state"], byOrt["present_state"], "engine present_state vs ORT kernel present_state");
+    }
+
+    [Test]
+    public void DecodeFeedsPresentStateBackAsPastState()
+    {
+        // A prompt of 40 tokens run at once equals 30 tokens of prefill followed by 10 one-token steps.
+        var full = new LinearAttentionNodeCase { Rule = UpdateRule.Gated, B = 1, T = 40, Hq = 4, Hkv = 2, PastState = true };
+        var inputs = full.Inputs();
+        var reference = full.Reference(inputs);
+        using var session = OnnxTestHost.Open(full.Model(), HandoverBackend.Cpu);
+        Assert.That(session.Handover.EngineNodes.Count(), Is.EqualTo(1));
+
+        var outputs = new List<float>();
+        var state = inputs["past_state"];
+        foreach (var (start, length) in new[] { (0, 30) }.Concat(Enumerable.Range(30, 10).Select(t => (t, 1))))
+        {
+            var step = new Dictionary<string, TensorData>
+            {
+                ["query"] = SliceTokens(inputs["query"], start, length),
+                ["key"] = SliceTokens(inputs["key"], start, length),
+                ["value"] = SliceTokens(inputs["value"], start, length),
+                ["decay"] = SliceTokens(inputs["decay"], start, length),
+                ["past_state"] = state,
+            };
+            var result = session.Run(step);
+            outputs.AddRange(result["output"].As<float>());
+            state = result["present_state"];
+        }
+        OnnxAssert.Close(TensorData.Create(outputs.ToArray(), 1, 40, full.Hq * full.Dv), reference.Output, "output token by token");
+        OnnxAssert.Close(state, reference.State, "state after decoding");
+    }
+
+    /// <summary>Tokens [start, start + length) of a (1, T, W) tensor.</summary>
+    private static TensorData SliceTokens(TensorData t, int start, int length)
+    {
+        int width = (int)t.Shape[2];
+        return TensorData.Create(t.As<float>().AsSpan(start * width, length * width).ToArray(), 1, length, width);
+    }
+}

@@ -1,0 +1,85 @@
+using Engine.Onnx;
+using Engine.Onnx.Ops;
+using Engine.Tests.Gla;
+using Engine.Tests.Harness;
+using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>
+/// A model holding one LinearAttention node whose inputs are graph inputs: every attribute and input form of
+/// the signature, inputs fixed by a stable seed, and the float64 reference of the same call.
+/// </summary>
+public sealed record LinearAttentionNodeCase
+{
+    public UpdateRule Rule { get; init; } = UpdateRule.Gated;
+    public DecayForm Decay { get; init; } = DecayForm.PerKey;
+    public bool BetaPerHead { get; init; } = true;
+    public int B { get; init; } = 2;
+    public int T { get; init; } = 37;
+    public int Hq { get; init; } = 2;
+    public int Hkv { get; init; } = 2;
+    public int Dk { get; init; } = 16;
+    public int Dv { get; init; } = 12;
+    public bool PastState { get; init; }
+    public float Scale { get; init; }
+    public double GateStrength { get; init; } = 1.0;
+    /// <summary>"com.microsoft" or "" (ai.onnx, opset 27).</summary>
+    public string Domain { get; init; } = HandoverRewriter.MicrosoftDomain;
+    /// <summary>Batch and length as symbols in the model (else fixed numbers).</summary>
+    public bool SymbolicDims { get; init; } = true;
+
+    public bool UsesDecay => LinearAttentionSignature.UsesDecay(Rule);
+    public bool UsesBeta => LinearAttentionSignature.UsesBeta(Rule);
+    public int DecayWidth => Decay == DecayForm.PerKey ? Hkv * Dk : Hkv;
+    public int BetaWidth => BetaPerHead ? Hkv : 1;
+
+    public string Name =>
+        $"{LinearAttentionSignature.Name(Rule)}" + (UsesDecay ? $" decay {Decay}" : "") + (UsesBeta ? (BetaPerHead ? " beta per head" : " beta shared") : "") +
+        $" B{B} T{T} H{Hq}/{Hkv} dk{Dk} dv{Dv}" + (PastState ? " past" : "") + (Scale != 0 ? $" scale{Scale}" : "") +
+        (Domain.Length == 0 ? " opset27" : "");
+
+    public override string ToString() => Name;
+
+    public OnnxModel Model()
+    {
+        var b = new ModelBuilder(Domain.Length == 0 ? 27 : 21);
+        if (Domain.Length > 0) b.Import(Domain, 1);
+        object bd = SymbolicDims ? "B" : B, td = SymbolicDims ? "T" : T;
+        b.Input("query", F.Float, bd, td, Hq * Dk);
+        b.Input("key", F.Float, bd, td, Hkv * Dk);
+        b.Input("value", F.Float, bd, td, Hkv * Dv);
+        if (PastState) b.Input("past_state", F.Float, bd, Hkv, Dk, Dv);
+        if (UsesDecay) b.Input("decay", F.Float, bd, td, DecayWidth);
+        if (UsesBeta) b.Input("beta", F.Float, bd, td, BetaWidth);
+        var attributes = new List<(string, object)> { ("q_num_heads", (long)Hq), ("kv_num_heads", (long)Hkv), ("update_rule", LinearAttentionSignature.Name(Rule)) };
+        if (Scale != 0) attributes.Add(("scale", Scale));
+        b.Node("LinearAttention", ["query", "key", "value", PastState ? "past_state" : "", UsesDecay ? "decay" : "", UsesBeta ? "beta" : ""],
+            domain: Domain, name: "attention", outputNames: ["output", "present_state"], attributes: [.. attributes]);
+        b.Output("output", F.Float, bd, td, Hq * Dv);
+        b.Output("present_state", F.Float, bd, Hkv, Dk, Dv);
+        return b.Build();
+    }
+
+    public Dictionary<string, TensorData> Inputs()
+    {
+        var data = new TestData(GlaCase.StableSeed(Name));
+        var inputs = new Dictionary<string, TensorData>
+        {
+            ["query"] = TensorData.Create(data.Normal((long)B * T * Hq * Dk), B, T, Hq * Dk),
+            ["key"] = TensorData.Create(data.UnitRows((long)B * T * Hkv, Dk), B, T, Hkv * Dk),
+            ["value"] = TensorData.Create(data.Normal((long)B * T * Hkv * Dv), B, T, Hkv * Dv),
+        };
+        if (PastState) inputs["past_state"] = TensorData.Create(data.Normal((long)B * Hkv * Dk * Dv, 0.5), B, Hkv, Dk, Dv);
+        if (UsesDecay) inputs["decay"] = TensorData.Create(data.LogGates((long)B * T * DecayWidth, GateStrength), B, T, DecayWidth);
+        if (UsesBeta) inputs["beta"] = TensorData.Create(data.Uniform((long)B * T * BetaWidth, 0.05, 1.0), B, T, BetaWidth);
+        return inputs;
+    }
+
+    public LinearAttentionReference.Result Reference(IReadOnlyDictionary<string, TensorData> inputs) =>
+        LinearAttentionReference.Run(Rule, B, T, Hq, Hkv, Dk, Dv, Scale != 0 ? Scale : 1.0 / Math.Sqrt(Dk),
+            inputs["query"].As<float>(), inputs["key"].As<float>(), inputs["value"].As<float>(),
+            inputs.GetValueOrDefault("past_state")?.As<float>(),
+            inputs.GetValueOrDefault("decay")?.As<float>(), Decay == DecayForm.PerKey,
+            inputs.GetValueOrDefault("beta")?.As<float>(), BetaPerHead);
+}

@@ -1,0 +1,53 @@
+using Engine.Onnx;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>One kernel host for the ONNX tests (its own, so live kernels can be counted), disposed at the end.</summary>
+[SetUpFixture]
+public sealed class OnnxTestHost
+{
+    private static readonly Lazy<KernelHost> CpuHost = new(() => new KernelHost(new KernelHostOptions { IntraOpThreads = 2 }));
+    private static readonly Lazy<KernelHost> SimulatedGpuHost = new(() => new KernelHost(new KernelHostOptions { IntraOpThreads = 2, Gpu = GpuPreference.CpuAccelerator }));
+
+    public static KernelHost Host => CpuHost.Value;
+    public static KernelHost GpuHost => SimulatedGpuHost.Value;
+
+    /// <summary>Session options for a backend; the host's intra-op threads do not spin (the test machine is shared).</summary>
+    public static ModelSessionOptions Options(HandoverBackend backend) => new()
+    {
+        Backend = backend,
+        Host = backend == HandoverBackend.Gpu ? GpuHost : Host,
+        AllowSpinning = false,
+    };
+
+    public static ModelSession Open(OnnxModel model, HandoverBackend backend) => ModelSession.Open(model, Options(backend));
+
+    [OneTimeTearDown]
+    public void DisposeHosts()
+    {
+        if (CpuHost.IsValueCreated) CpuHost.Value.Dispose();
+        if (SimulatedGpuHost.IsValueCreated) SimulatedGpuHost.Value.Dispose();
+    }
+}
+
+/// <summary>Comparisons of model outputs with float64 references.</summary>
+public static class OnnxAssert
+{
+    public static void Close(TensorData actual, double[] expected, string what, double tolerance = Numerics.Fp32Tolerance)
+    {
+        var values = actual.As<float>();
+        Assert.That(values, Has.Length.EqualTo(expected.Length), $"{what}: element count");
+        double err = Numerics.RelativeRms(values, expected);
+        Assert.That(err, Is.LessThanOrEqualTo(tolerance), $"{what}: relative RMS error {err:E2}");
+    }
+
+    public static void Close(TensorData actual, TensorData expected, string what, double tolerance = Numerics.Fp32Tolerance)
+    {
+        Assert.That(actual.Shape, Is.EqualTo(expected.Shape), $"{what}: shape");
+        Close(actual, TestData.ToDouble(expected.As<float>()), what, tolerance);
+    }
+
+    public static void Shape(TensorData actual, params long[] shape) => Assert.That(actual.Shape, Is.EqualTo(shape));
+}
