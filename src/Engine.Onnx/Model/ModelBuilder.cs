@@ -83,31 +83,6 @@ public sealed class ModelBuilder
 
     public OnnxModel Build() => new(_model.Clone());
 
-    /// <summary>
-    /// Saves the model with every initializer of at least <paramref name="minBytes"/> bytes moved to
-    /// <paramref name="dataFileName"/> next to it (ONNX external data).
-    /// </summary>
-    public void SaveWithExternalData(string path, string dataFileName, long minBytes = 1024)
-    {
-        var model = _model.Clone();
-        var dataPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, dataFileName);
-        using (var data = File.Create(dataPath))
-        {
-            foreach (var tensor in model.Graph.Initializer)
-            {
-                if (!tensor.HasRawData || tensor.RawData.Length < minBytes) continue;
-                long offset = data.Position;
-                data.Write(tensor.RawData.Span);
-                tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataFileName });
-                tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString() });
-                tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = tensor.RawData.Length.ToString() });
-                tensor.DataLocation = TensorProto.Types.DataLocation.External;
-                tensor.ClearRawData();
-            }
-        }
-        File.WriteAllBytes(path, model.ToByteArray());
-    }
-
     private void Claim(string name)
     {
         if (!_names.Add(name)) throw new ArgumentException($"the name '{name}' is already used in this graph", nameof(name));

@@ -68,6 +68,30 @@ public sealed class OnnxModel
 
     public void Save(string path) => File.WriteAllBytes(path, ToBytes());
 
+    /// <summary>
+    /// Saves the model with every raw initializer of at least <paramref name="minBytes"/> bytes moved to
+    /// <paramref name="dataFileName"/> next to it (ONNX external data).
+    /// </summary>
+    public void SaveWithExternalData(string path, string dataFileName, long minBytes = 1024)
+    {
+        var copy = Proto.Clone();
+        var dataPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, dataFileName);
+        using (var data = File.Create(dataPath))
+        {
+            foreach (var tensor in AllGraphs(copy.Graph).SelectMany(g => g.Initializer))
+            {
+                if (!tensor.HasRawData || tensor.RawData.Length < minBytes) continue;
+                tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataFileName });
+                tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = data.Position.ToString() });
+                tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = tensor.RawData.Length.ToString() });
+                data.Write(tensor.RawData.Span);
+                tensor.DataLocation = TensorProto.Types.DataLocation.External;
+                tensor.ClearRawData();
+            }
+        }
+        File.WriteAllBytes(path, copy.ToByteArray());
+    }
+
     public OnnxModel Clone() => new(Proto.Clone(), BaseDirectory);
 
     /// <summary>Graph inputs that are fed at run time (initializers listed as inputs are left out).</summary>

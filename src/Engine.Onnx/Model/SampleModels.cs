@@ -32,6 +32,8 @@ public sealed record LinearAttentionBlockSpec
     /// <summary>0 lets the op use 1/sqrt(dk).</summary>
     public float Scale { get; init; }
     public int Seed { get; init; } = 1;
+    /// <summary>Blocks stacked one after another (each with its own weights, state and LinearAttention node).</summary>
+    public int Layers { get; init; } = 1;
 }
 
 /// <summary>
@@ -45,25 +47,37 @@ public static class SampleModels
     public static OnnxModel LinearAttentionBlock(LinearAttentionBlockSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);
+        if (spec.Layers < 1) throw new ArgumentOutOfRangeException(nameof(spec), spec.Layers, "at least one layer");
         var random = new Random(spec.Seed);
-        int d = spec.Hidden, hq = spec.QHeads, hkv = spec.KvHeads, dk = spec.KeyDim, dv = spec.ValueDim;
         bool opset27 = spec.Domain.Length == 0;
         var b = new ModelBuilder(opset27 ? 27 : 21, "linear_attention_block");
         if (!opset27) b.Import(spec.Domain, 1);
-        const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
+        string x = b.Input("x", TensorProto.Types.DataType.Float, "B", "T", spec.Hidden);
+        for (int layer = 0; layer < spec.Layers; layer++)
+            x = AddLayer(b, spec, random, x, spec.Layers == 1 ? "" : $"_{layer}");
+        b.Output(x, TensorProto.Types.DataType.Float, "B", "T", spec.Hidden);
+        return b.Build();
+    }
 
-        string x = b.Input("x", F, "B", "T", d);
-        string? past = spec.PastState ? b.Input("past_state", F, "B", hkv, dk, dv) : null;
-        string Project(string name, int width) => b.Op("MatMul", x, b.Initializer(name, Weights(random, d, width), d, width));
+    /// <summary>Names of a layer's state input and output (suffix "" for a single layer, "_l" for layer l).</summary>
+    public static string PastStateName(string suffix) => "past_state" + suffix;
+    public static string PresentStateName(string suffix) => "present_state" + suffix;
+
+    private static string AddLayer(ModelBuilder b, LinearAttentionBlockSpec spec, Random random, string x, string suffix)
+    {
+        const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
+        int d = spec.Hidden, hq = spec.QHeads, hkv = spec.KvHeads, dk = spec.KeyDim, dv = spec.ValueDim;
+        string? past = spec.PastState ? b.Input(PastStateName(suffix), F, "B", hkv, dk, dv) : null;
+        string Project(string name, int width) => b.Op("MatMul", x, b.Initializer(name + suffix, Weights(random, d, width), d, width));
 
         string q = Project("w_query", hq * dk);
         string k = Project("w_key", hkv * dk);
         if (LinearAttentionSignature.UsesBeta(spec.Rule))
         {
             // The delta rule wants unit keys: normalize each head's key.
-            var heads = b.Op("Reshape", k, b.Initializer("key_heads_shape", TensorData.Create(new long[] { 0, 0, hkv, dk }, 4)));
+            var heads = b.Op("Reshape", k, b.Initializer("key_heads_shape" + suffix, TensorData.Create(new long[] { 0, 0, hkv, dk }, 4)));
             var unit = b.Node("LpNormalization", [heads], attributes: [("axis", -1L), ("p", 2L)])[0];
-            k = b.Op("Reshape", unit, b.Initializer("key_packed_shape", TensorData.Create(new long[] { 0, 0, hkv * dk }, 3)));
+            k = b.Op("Reshape", unit, b.Initializer("key_packed_shape" + suffix, TensorData.Create(new long[] { 0, 0, hkv * dk }, 3)));
         }
         string v = Project("w_value", hkv * dv);
         string decay = "", beta = "";
@@ -71,9 +85,9 @@ public static class SampleModels
         {
             int width = spec.Decay == DecayForm.PerKey ? hkv * dk : hkv;
             // log sigmoid(z) = -softplus(-z), shifted so most gates stay near 1, as trained models' do.
-            var z = b.Op("Add", Project("w_decay", width), b.Initializer("decay_bias", Filled(width, 3f), width));
+            var z = b.Op("Add", Project("w_decay", width), b.Initializer("decay_bias" + suffix, Filled(width, DecayBias), width));
             var logSigmoid = b.Op("Neg", b.Op("Softplus", b.Op("Neg", z)));
-            decay = b.Op("Mul", logSigmoid, b.Initializer("decay_strength", [spec.Decay == DecayForm.PerKey ? 0.25f : 1f]));
+            decay = b.Op("Mul", logSigmoid, b.Initializer("decay_strength" + suffix, [DecayStrength(spec.Decay)]));
         }
         if (LinearAttentionSignature.UsesBeta(spec.Rule))
             beta = b.Op("Sigmoid", Project("w_beta", spec.BetaPerHead ? hkv : 1));
@@ -84,12 +98,16 @@ public static class SampleModels
         };
         if (spec.Scale != 0f) attributes.Add(("scale", spec.Scale));
         var outputs = b.Node(LinearAttentionSignature.OpType, [q, k, v, past ?? "", decay, beta], domain: spec.Domain,
-            name: "linear_attention", outputNames: ["attention", "present_state"], attributes: [.. attributes]);
-        b.Node("MatMul", [outputs[0], b.Initializer("w_out", Weights(random, hq * dv, d), hq * dv, d)], outputNames: ["y"]);
-        b.Output("y", F, "B", "T", d);
-        b.Output("present_state", F, "B", hkv, dk, dv);
-        return b.Build();
+            name: "linear_attention" + suffix, outputNames: ["attention" + suffix, PresentStateName(suffix)], attributes: [.. attributes]);
+        b.Output(PresentStateName(suffix), F, "B", hkv, dk, dv);
+        return b.Node("MatMul", [outputs[0], b.Initializer("w_out" + suffix, Weights(random, hq * dv, d), hq * dv, d)],
+            outputNames: ["y" + suffix])[0];
     }
+
+    /// <summary>The decay is strength · log sigmoid(x W + bias).</summary>
+    public const float DecayBias = 3f;
+
+    public static float DecayStrength(DecayForm form) => form == DecayForm.PerKey ? 0.25f : 1f;
 
     /// <summary>Normal(0, 1/sqrt(rows)) weights, so activations keep unit scale.</summary>
     public static float[] Weights(Random random, int rows, int columns)

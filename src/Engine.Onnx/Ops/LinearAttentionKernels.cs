@@ -99,9 +99,9 @@ internal readonly struct LinearAttentionCall
         {
             string name = OnnxName(e.ParamName);
             string message = e.Message;
-            if (e.ParamName is string p && message.StartsWith(p + ":", StringComparison.Ordinal)) message = name + message[p.Length..];
             int suffix = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
             if (suffix > 0) message = message[..suffix];
+            if (e.ParamName is string p && message.StartsWith(p + ":", StringComparison.Ordinal)) message = name + message[p.Length..];
             throw new ArgumentException($"{c.Node}: {message}", name, e);
         }
     }

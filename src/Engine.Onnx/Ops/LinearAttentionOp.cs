@@ -57,11 +57,9 @@ internal sealed class LinearAttentionOp(IReadOnlySet<UpdateRule> rules) : Engine
 
     public IReadOnlySet<UpdateRule> Rules { get; } = rules;
 
+    // Every input is optional to ORT: the kernel checks which ones the update rule needs and says so by name.
     public override IReadOnlyList<OpParameter> Inputs { get; } =
-    [
-        new("query", false), new("key", false), new("value", false),
-        new("past_state", true), new("decay", true), new("beta", true),
-    ];
+        LinearAttentionSignature.InputNames.Select(name => new OpParameter(name, Optional: true)).ToArray();
 
     public override IReadOnlyList<OpParameter> Outputs { get; } = [new("output", false), new("present_state", true)];
 

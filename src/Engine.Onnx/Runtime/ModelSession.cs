@@ -18,6 +18,9 @@ public sealed record ModelSessionOptions
     public bool? AllowSpinning { get; init; }
 
     public GraphOptimizationLevel OptimizationLevel { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
+
+    /// <summary>What ORT logs to the console. Errors already reach the caller as exceptions, so by default only fatal ones.</summary>
+    public OrtLoggingLevel LogLevel { get; init; } = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL;
 }
 
 /// <summary>An error ONNX Runtime raised while loading or running a model, restated with the model's context.</summary>
@@ -53,6 +56,8 @@ public sealed class ModelSession : IDisposable
     {
         ArgumentNullException.ThrowIfNull(model);
         options ??= new ModelSessionOptions();
+        if (model.BaseDirectory is null && model.HasExternalData)
+            throw new InvalidOperationException("the model keeps initializers in external files: open it from its path, or load its bytes with the folder of its data");
         var host = options.Backend == HandoverBackend.None ? null : options.Host ?? KernelHost.Shared;
         var plan = host is null ? new HandoverPlan(model, [], []) : HandoverRewriter.Rewrite(model, host.Capabilities);
         var domain = host?.Acquire(options.Backend);
@@ -60,6 +65,7 @@ public sealed class ModelSession : IDisposable
         try
         {
             sessionOptions.GraphOptimizationLevel = options.OptimizationLevel;
+            sessionOptions.LogSeverityLevel = options.LogLevel;
             sessionOptions.IntraOpNumThreads = (options.Host ?? KernelHost.Shared).IntraOpThreads;
             if (options.AllowSpinning is bool spin) sessionOptions.AddSessionConfigEntry("session.intra_op.allow_spinning", spin ? "1" : "0");
             if (model.BaseDirectory is not null)

@@ -78,8 +78,9 @@ public sealed record LinearAttentionNodeCase
 
     public LinearAttentionReference.Result Reference(IReadOnlyDictionary<string, TensorData> inputs) =>
         LinearAttentionReference.Run(Rule, B, T, Hq, Hkv, Dk, Dv, Scale != 0 ? Scale : 1.0 / Math.Sqrt(Dk),
-            inputs["query"].As<float>(), inputs["key"].As<float>(), inputs["value"].As<float>(),
-            inputs.GetValueOrDefault("past_state")?.As<float>(),
-            inputs.GetValueOrDefault("decay")?.As<float>(), Decay == DecayForm.PerKey,
-            inputs.GetValueOrDefault("beta")?.As<float>(), BetaPerHead);
+            Values(inputs, "query")!, Values(inputs, "key")!, Values(inputs, "value")!, Values(inputs, "past_state"),
+            Values(inputs, "decay"), Decay == DecayForm.PerKey, Values(inputs, "beta"), BetaPerHead);
+
+    private static double[]? Values(IReadOnlyDictionary<string, TensorData> inputs, string name) =>
+        inputs.TryGetValue(name, out var t) ? TestData.ToDouble(t.As<float>()) : null;
 }

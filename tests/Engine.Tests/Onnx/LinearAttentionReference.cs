@@ -17,12 +17,12 @@ public static class LinearAttentionReference
     public sealed record Result(double[] Output, double[] State);
 
     public static Result Run(UpdateRule rule, int b, int t, int hq, int hkv, int dk, int dv, double scale,
-        float[] q, float[] k, float[] v, float[]? pastState, float[]? decay, bool decayPerKey, float[]? beta, bool betaPerHead)
+        double[] q, double[] k, double[] v, double[]? pastState, double[]? decay, bool decayPerKey, double[]? beta, bool betaPerHead)
     {
         int group = hq / hkv;
         var output = new double[(long)b * t * hq * dv];
         var state = new double[(long)b * hkv * dk * dv];
-        if (pastState is not null) for (int i = 0; i < state.Length; i++) state[i] = pastState[i];
+        pastState?.CopyTo(state, 0);
         bool gated = rule is UpdateRule.Gated or UpdateRule.GatedDelta, delta = rule is UpdateRule.Delta or UpdateRule.GatedDelta;
         var u = new double[dv];
         for (int n = 0; n < b; n++)

@@ -1,0 +1,91 @@
+using Engine.Onnx;
+using Engine.Onnx.Ops;
+using NUnit.Framework;
+using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>
+/// Models the engine cannot run fail when the session is opened, with a message naming the node; a kernel
+/// error during a run becomes an exception and the session keeps working.
+/// </summary>
+[TestFixture]
+public sealed class BadModelTests
+{
+    /// <summary>One LinearAttention node "attention" over graph inputs of the given widths.</summary>
+    private static OnnxModel Node(string[] inputs, (string, object)[] attributes, int queryRank = 3, int keyWidth = 32, int decayWidth = 2)
+    {
+        var b = new ModelBuilder(21).Import("com.microsoft", 1);
+        object[] Dims(int width, int rank) => rank == 3 ? ["B", "T", width] : ["B", "T", 2, width / 2];
+        b.Input("query", F.Float, Dims(32, queryRank));
+        b.Input("key", F.Float, Dims(keyWidth, 3));
+        b.Input("value", F.Float, Dims(24, 3));
+        b.Input("decay", F.Float, Dims(decayWidth, 3));
+        b.Input("beta", F.Float, Dims(2, 3));
+        b.Node("LinearAttention", inputs, domain: "com.microsoft", name: "attention", outputNames: ["output", "present_state"], attributes: attributes);
+        b.Output("output", F.Float, null);
+        return b.Build();
+    }
+
+    private static readonly (string, object)[] Heads = [("q_num_heads", 2L), ("kv_num_heads", 2L)];
+
+    public static IEnumerable<TestCaseData> Models()
+    {
+        yield return new TestCaseData(Node(["query", "key", "value", "", "decay"], [.. Heads, ("update_rule", "gated_linear")]), "update_rule must be one of")
+            .SetName("Unknown update_rule value");
+        yield return new TestCaseData(Node(["query", "key", "value", "", "decay"], [.. Heads, ("update_rule", "gated"), ("window", 4L)]), "unknown attribute 'window'")
+            .SetName("Unknown attribute");
+        yield return new TestCaseData(Node(["query", "key", "value", "", "decay"], [.. Heads, ("update_rule", "gated")], queryRank: 4), "input query ('query') must have rank 3")
+            .SetName("Wrong query rank");
+        yield return new TestCaseData(Node(["query", "", "value"], [.. Heads, ("update_rule", "linear")]), "the required input key is missing")
+            .SetName("Missing key");
+        yield return new TestCaseData(Node(["query", "key", "value"], [.. Heads, ("update_rule", "gated")]), "requires the decay input")
+            .SetName("Missing decay for gated");
+        yield return new TestCaseData(Node(["query", "key", "value", "", "decay"], [.. Heads, ("update_rule", "linear")]), "takes no decay input")
+            .SetName("Decay given to linear");
+        yield return new TestCaseData(Node(["query", "key", "value"], [("q_num_heads", 3L), ("kv_num_heads", 2L), ("update_rule", "linear")]), "must be a multiple of kv_num_heads")
+            .SetName("Query heads not a multiple of key-value heads");
+        yield return new TestCaseData(Node(["query", "key", "value"], [("q_num_heads", 2L), ("update_rule", "linear")]), "kv_num_heads is missing")
+            .SetName("Missing kv_num_heads");
+        yield return new TestCaseData(Node(["query", "key", "value"], [.. Heads, ("update_rule", "linear")], keyWidth: 48), "key width 48 must be kv_num_heads·dk")
+            .SetName("Key width inconsistent with the heads");
+        yield return new TestCaseData(Node(["query", "key", "value", "", "decay"], [.. Heads, ("update_rule", "gated")], decayWidth: 5), "decay width 5")
+            .SetName("Decay width neither per head nor per key");
+    }
+
+    [TestCaseSource(nameof(Models))]
+    public void FailsAtLoadNamingTheNode(OnnxModel model, string why)
+    {
+        var e = Assert.Catch(() => OnnxTestHost.Open(model, HandoverBackend.Cpu).Dispose());
+        Assert.That(e, Is.TypeOf<ModelRunException>().Or.TypeOf<ModelNodeException>());
+        Assert.That(e!.Message, Does.Contain("LinearAttention node 'attention'").And.Contain(why));
+        Assert.That(OnnxTestHost.Host.OpenSessions, Is.Zero, "a failed open leaves no session behind");
+    }
+
+    [Test]
+    public void KernelErrorDuringRunLeavesTheSessionUsable()
+    {
+        var c = new LinearAttentionNodeCase { Rule = UpdateRule.Gated, PastState = true };
+        using var session = OnnxTestHost.Open(c.Model(), HandoverBackend.Cpu);
+        Assert.That(session.Handover.EngineNodes.Count(), Is.EqualTo(1));
+        var inputs = c.Inputs();
+
+        // A positive log decay would grow the state without bound: the kernel refuses it.
+        var bad = new Dictionary<string, TensorData>(inputs);
+        var decay = inputs["decay"].As<float>().ToArray();
+        decay[7] = 0.5f;
+        bad["decay"] = TensorData.Create(decay, inputs["decay"].Shape);
+        var e = Assert.Throws<ModelRunException>(() => session.Run(bad));
+        Assert.That(e!.Message, Does.Contain("LinearAttention node 'attention'").And.Contain("decay").And.Contain("0.5"));
+
+        // Shapes that contradict the node's heads, given at run time (the model leaves B and T symbolic).
+        var shortValue = new Dictionary<string, TensorData>(inputs) { ["past_state"] = TensorData.Create(new float[2 * 2 * 16 * 11], 2, 2, 16, 11) };
+        e = Assert.Throws<ModelRunException>(() => session.Run(shortValue));
+        Assert.That(e!.Message, Does.Contain("past_state"));
+
+        var reference = c.Reference(inputs);
+        var good = session.Run(inputs);
+        OnnxAssert.Close(good["output"], reference.Output, "output after the failed runs");
+        OnnxAssert.Close(good["present_state"], reference.State, "present_state after the failed runs");
+    }
+}

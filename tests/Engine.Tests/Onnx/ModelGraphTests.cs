@@ -1,0 +1,107 @@
+using Engine.Onnx;
+using Engine.Onnx.Ops;
+using Engine.Tests.Gla;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>
+/// Whole models: ORT nodes before and after the engine node, several engine nodes in one model, and
+/// opset-27 models that ONNX Runtime alone refuses.
+/// </summary>
+[TestFixture]
+public sealed class ModelGraphTests
+{
+    private const int Batch = 2, Length = 30;
+
+    private static LinearAttentionBlockSpec Small(UpdateRule rule, DecayForm decay = DecayForm.PerKey, string domain = HandoverRewriter.MicrosoftDomain, int layers = 1) => new()
+    {
+        Hidden = 24, QHeads = 4, KvHeads = 2, KeyDim = 16, ValueDim = 16, Rule = rule, Decay = decay, Domain = domain, Layers = layers,
+    };
+
+    public static IEnumerable<TestCaseData> Blocks()
+    {
+        yield return new TestCaseData(Small(UpdateRule.Linear)).SetName("Block linear");
+        yield return new TestCaseData(Small(UpdateRule.Gated)).SetName("Block gated per-key decay");
+        yield return new TestCaseData(Small(UpdateRule.Gated, DecayForm.PerHead)).SetName("Block gated per-head decay");
+        yield return new TestCaseData(Small(UpdateRule.Delta)).SetName("Block delta");
+        yield return new TestCaseData(Small(UpdateRule.GatedDelta, DecayForm.PerHead)).SetName("Block gated_delta per-head decay");
+        yield return new TestCaseData(Small(UpdateRule.Gated, layers: 3)).SetName("Block gated, three layers (three engine nodes)");
+        yield return new TestCaseData(Small(UpdateRule.Gated, domain: "")).SetName("Block gated, ai.onnx opset 27");
+        yield return new TestCaseData(Small(UpdateRule.GatedDelta, DecayForm.PerHead, domain: "")).SetName("Block gated_delta, ai.onnx opset 27");
+    }
+
+    [TestCaseSource(nameof(Blocks))]
+    public void BlockMatchesReference(LinearAttentionBlockSpec spec)
+    {
+        var model = SampleModels.LinearAttentionBlock(spec);
+        var (inputs, x, pasts) = BlockInputs(spec);
+        var expected = BlockReference.Run(spec, model, x, Batch, Length, pasts);
+        string output = spec.Layers == 1 ? "y" : $"y_{spec.Layers - 1}";
+
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        var byEngine = engine.Run(inputs);
+        bool engineHasRule = OnnxTestHost.Host.Capabilities.UpdateRules.Contains(spec.Rule);
+        Assert.That(engine.Handover.EngineNodes.Count(), Is.EqualTo(engineHasRule ? spec.Layers : 0), "engine nodes");
+        OnnxAssert.Close(byEngine[output], expected.Y, "engine-backed y vs reference");
+        foreach (var (name, state) in expected.States) OnnxAssert.Close(byEngine[name], state, $"engine-backed {name} vs reference");
+
+        if (spec.Domain.Length == 0)
+        {
+            Assert.That(engine.Handover.Model.OpsetOf(""), Is.EqualTo(26), "opset handed to ORT");
+            var refused = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(model, HandoverBackend.None).Dispose());
+            Assert.That(refused!.Message, Does.Contain("Opset 27"), "ONNX Runtime alone refuses opset 27");
+            return;
+        }
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        var byOrt = ort.Run(inputs);
+        OnnxAssert.Close(byOrt[output], expected.Y, "ORT-only y vs reference");
+        OnnxAssert.Close(byEngine[output], byOrt[output], "engine-backed y vs ORT-only y");
+    }
+
+    [Test]
+    public void Opset27KeptWhileAnotherNodeNeedsIt()
+    {
+        var b = new ModelBuilder(27);
+        b.Input("x", F.Float, 1, 4, 3);
+        b.Input("w", F.Float, 3, 1, 2);
+        var conv = b.Node("CausalConvWithState", ["x", "w"], outputs: 2, name: "conv")[0];
+        b.Node("LinearAttention", [conv, conv, conv], name: "attention", outputNames: ["y", "s"],
+            attributes: [("q_num_heads", 1L), ("kv_num_heads", 1L), ("update_rule", "linear")]);
+        b.Output("y", F.Float, null);
+        var plan = HandoverRewriter.Rewrite(b.Build());
+        Assert.That(plan.Model.OpsetOf(""), Is.EqualTo(27));
+        Assert.That(plan.Notes.Single(), Does.Contain("still needed by conv"));
+        Assert.That(plan.EngineNodes.Single().NodeName, Is.EqualTo("attention"));
+    }
+
+    [Test]
+    public void OnnxLinearAttentionBelowOpset27IsRefusedByName()
+    {
+        var b = new ModelBuilder(26);
+        b.Input("x", F.Float, 1, 4, 8);
+        b.Node("LinearAttention", ["x", "x", "x"], name: "too_early", outputNames: ["y", "s"],
+            attributes: [("q_num_heads", 1L), ("kv_num_heads", 1L)]);
+        b.Output("y", F.Float, null);
+        var e = Assert.Throws<ModelNodeException>(() => HandoverRewriter.Rewrite(b.Build()));
+        Assert.That(e!.Message, Does.Contain("too_early").And.Contain("opset 27"));
+    }
+
+    public static (Dictionary<string, TensorData> Inputs, float[] X, Dictionary<string, float[]> Pasts) BlockInputs(LinearAttentionBlockSpec spec)
+    {
+        var data = new TestData(GlaCase.StableSeed($"block {spec}"));
+        var x = data.Normal((long)Batch * Length * spec.Hidden);
+        var inputs = new Dictionary<string, TensorData> { ["x"] = TensorData.Create(x, Batch, Length, spec.Hidden) };
+        var pasts = new Dictionary<string, float[]>();
+        for (int layer = 0; layer < spec.Layers; layer++)
+        {
+            string name = SampleModels.PastStateName(spec.Layers == 1 ? "" : $"_{layer}");
+            var past = data.Normal((long)Batch * spec.KvHeads * spec.KeyDim * spec.ValueDim, 0.3);
+            pasts[name] = past;
+            inputs[name] = TensorData.Create(past, Batch, spec.KvHeads, spec.KeyDim, spec.ValueDim);
+        }
+        return (inputs, x, pasts);
+    }
+}

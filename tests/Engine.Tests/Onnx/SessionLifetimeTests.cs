@@ -1,0 +1,87 @@
+using Engine.Onnx;
+using Engine.Onnx.Ops;
+using NUnit.Framework;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>Several threads on one session, garbage collections during runs, and sessions made and disposed in a loop.</summary>
+[TestFixture]
+public sealed class SessionLifetimeTests
+{
+    [Test]
+    public void SeveralThreadsRunOneSessionWhileTheGarbageCollectorRuns()
+    {
+        const int threads = 4, runsPerThread = 15;
+        var cases = Enumerable.Range(0, threads).Select(i => new LinearAttentionNodeCase { Rule = UpdateRule.Gated, T = 20 + 7 * i, PastState = true, Hq = 4, Hkv = 2 }).ToArray();
+        var inputs = cases.Select(c => c.Inputs()).ToArray();
+        var expected = cases.Select((c, i) => c.Reference(inputs[i])).ToArray();
+        using var session = OnnxTestHost.Open(cases[0].Model(), HandoverBackend.Cpu);
+        Assert.That(session.Handover.EngineNodes.Count(), Is.EqualTo(1));
+
+        using var stop = new CancellationTokenSource();
+        var collector = Task.Run(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+                Thread.Sleep(1);
+            }
+        });
+        var failures = new System.Collections.Concurrent.ConcurrentBag<string>();
+        var workers = Enumerable.Range(0, threads).Select(i => new Thread(() =>
+        {
+            for (int run = 0; run < runsPerThread; run++)
+            {
+                var result = session.Run(inputs[i]);
+                double err = Harness.Numerics.RelativeRms(result["output"].As<float>(), expected[i].Output);
+                double stateErr = Harness.Numerics.RelativeRms(result["present_state"].As<float>(), expected[i].State);
+                if (!(err <= Harness.Numerics.Fp32Tolerance && stateErr <= Harness.Numerics.Fp32Tolerance))
+                    failures.Add($"thread {i} run {run}: output error {err:E2}, state error {stateErr:E2}");
+            }
+        })).ToArray();
+        foreach (var w in workers) w.Start();
+        foreach (var w in workers) w.Join();
+        stop.Cancel();
+        collector.Wait();
+        Assert.That(failures, Is.Empty);
+    }
+
+    [Test]
+    public void SessionsMadeAndDisposedInALoopLeaveNoKernels()
+    {
+        var spec = new LinearAttentionBlockSpec { Hidden = 16, QHeads = 2, KvHeads = 2, KeyDim = 8, ValueDim = 8, Layers = 2 };
+        var model = SampleModels.LinearAttentionBlock(spec);
+        var (inputs, _, _) = ModelGraphTests.BlockInputs(spec);
+        using var host = new KernelHost(new KernelHostOptions { IntraOpThreads = 2 });
+        var options = new ModelSessionOptions { Host = host, AllowSpinning = false };
+        TensorData? first = null;
+        for (int i = 0; i < 25; i++)
+        {
+            using (var session = ModelSession.Open(model, options))
+            {
+                Assert.That(host.LiveKernels, Is.EqualTo(2), "one kernel per engine node while the session is open");
+                Assert.That(host.OpenSessions, Is.EqualTo(1));
+                var y = session.Run(inputs)["y_1"];
+                if (first is null) first = y;
+                else Assert.That(y.As<float>(), Is.EqualTo(first.As<float>()), "every session computes the same");
+            }
+            Assert.That(host.LiveKernels, Is.Zero, "kernels destroyed with their session");
+            Assert.That(host.OpenSessions, Is.Zero);
+        }
+    }
+
+    [Test]
+    public void HostDisposedBeforeItsSessionWaitsForIt()
+    {
+        var c = new LinearAttentionNodeCase { Rule = UpdateRule.Linear, PastState = true };
+        var inputs = c.Inputs();
+        var host = new KernelHost(new KernelHostOptions { IntraOpThreads = 1 });
+        var session = ModelSession.Open(c.Model(), new ModelSessionOptions { Host = host });
+        host.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => ModelSession.Open(c.Model(), new ModelSessionOptions { Host = host }));
+        OnnxAssert.Close(session.Run(inputs)["output"], c.Reference(inputs).Output, "a session outliving its host's Dispose still runs");
+        session.Dispose();
+        Assert.That(host.LiveKernels, Is.Zero);
+        Assert.That(host.OpenSessions, Is.Zero);
+    }
+}
