@@ -50,20 +50,23 @@ public static class Gla
         if (finalState.Rank != 0) state.Store(TensorArgs.DenseSpan(finalState, "final_state"));
     }
 
-    /// <summary>Convenience form: allocates and returns the output (and the final state when asked).</summary>
-    public static Tensor<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T>? g,
-        GlaOptions? options = null, Tensor<float>? initialState = null, Tensor<float>? finalState = null) where T : unmanaged
+    /// <summary>Convenience form: allocates and returns the output and the final state.</summary>
+    public static AttentionResult<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T>? g,
+        GlaOptions? options = null, Tensor<float>? initialState = null, int[]? cuSeqlens = null) where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
         TensorArgs.RequireRank(q.Lengths, "q", 4, "(B, T, Hq, K)");
         TensorArgs.RequireRank(v.Lengths, "v", 4, "(B, T, Hkv, V)");
-        var output = Tensor.CreateFromShapeUninitialized<T>([q.Lengths[0], q.Lengths[1], q.Lengths[2], v.Lengths[3]]);
+        var call = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g is null ? default : g.Lengths,
+            [.. q.Lengths[..^1], v.Lengths[^1]], cuSeqlens, options ?? new GlaOptions(), expected: null);
+        var output = Tensor.CreateFromShapeUninitialized<T>([.. q.Lengths[..^1], v.Lengths[^1]]);
+        var finalState = Tensor.CreateFromShapeUninitialized<float>(call.StateShape);
         Forward(device, q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(),
             g is null ? default : g.AsReadOnlyTensorSpan(), output.AsTensorSpan(),
-            initialState is null ? default : initialState.AsReadOnlyTensorSpan(),
-            finalState is null ? default : finalState.AsTensorSpan(), default, options);
-        return output;
+            initialState is null ? default : initialState.AsReadOnlyTensorSpan(), finalState.AsTensorSpan(), cuSeqlens, options);
+        return new AttentionResult<T>(output, finalState);
     }
 
     /// <summary>The gate form a g tensor of this rank selects: 4 per key dim, 3 per head, 0 (absent) none.</summary>
