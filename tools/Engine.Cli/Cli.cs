@@ -11,6 +11,10 @@ public interface ICommand
     string Name { get; }
     string Summary { get; }
     string Usage { get; }
+
+    /// <summary>The option names (without --) the command accepts.</summary>
+    IReadOnlyCollection<string> Options { get; }
+
     int Run(CommandLine args, CliContext context);
 }
 
@@ -56,7 +60,7 @@ public static class Cli
                 stdout.WriteLine(command.Usage);
                 return 0;
             }
-            var line = new CommandLine(rest);
+            var line = new CommandLine(rest, command.Options);
             return command.Run(line, context);
         }
         catch (UsageException e)

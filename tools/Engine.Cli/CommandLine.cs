@@ -7,14 +7,12 @@ public sealed class UsageException(string message) : Exception(message);
 
 /// <summary>
 /// Options of one command: <c>--name value</c> pairs and <c>--flag</c>s (a flag is an option with no value
-/// following it). Commands read what they know; <see cref="RejectUnused"/> then refuses anything else.
+/// following it). Options the command does not declare are refused before it runs.
 /// </summary>
 public sealed class CommandLine
 {
     private readonly Dictionary<string, List<string?>> _options = new(StringComparer.Ordinal);
-    private readonly HashSet<string> _used = new(StringComparer.Ordinal);
-
-    public CommandLine(IReadOnlyList<string> tokens)
+    public CommandLine(IReadOnlyList<string> tokens, IReadOnlyCollection<string> known)
     {
         for (int i = 0; i < tokens.Count; i++)
         {
@@ -33,6 +31,7 @@ public sealed class CommandLine
             {
                 value = tokens[++i];
             }
+            if (!known.Contains(name)) throw new UsageException($"unknown option --{name}");
             if (!_options.TryGetValue(name, out var list)) _options[name] = list = [];
             list.Add(value);
         }
@@ -42,7 +41,6 @@ public sealed class CommandLine
 
     public bool Flag(string name)
     {
-        _used.Add(name);
         if (!_options.TryGetValue(name, out var values)) return false;
         if (values.Any(v => v is not null)) throw new UsageException($"--{name} takes no value");
         return true;
@@ -50,7 +48,6 @@ public sealed class CommandLine
 
     public string? Value(string name)
     {
-        _used.Add(name);
         if (!_options.TryGetValue(name, out var values)) return null;
         if (values.Count > 1) throw new UsageException($"--{name} given {values.Count} times");
         return values[0] ?? throw new UsageException($"--{name} needs a value");
@@ -58,7 +55,6 @@ public sealed class CommandLine
 
     public IReadOnlyList<string> Values(string name)
     {
-        _used.Add(name);
         if (!_options.TryGetValue(name, out var values)) return [];
         return values.Select(v => v ?? throw new UsageException($"--{name} needs a value")).ToList();
     }
@@ -91,13 +87,6 @@ public sealed class CommandLine
         foreach (var v in Enum.GetValues<T>())
             if (string.Equals(Kebab(v.ToString()), text, StringComparison.OrdinalIgnoreCase)) return v;
         throw new UsageException($"--{name} must be one of {string.Join("|", Enum.GetValues<T>().Select(v => Kebab(v.ToString())))}, got '{text}'");
-    }
-
-    /// <summary>Refuses any option the command did not read.</summary>
-    public void RejectUnused()
-    {
-        var unknown = _options.Keys.Where(k => !_used.Contains(k)).ToList();
-        if (unknown.Count > 0) throw new UsageException($"unknown option{(unknown.Count > 1 ? "s" : "")} {string.Join(", ", unknown.Select(u => "--" + u))}");
     }
 
     /// <summary>PerKey → per-key: how enum values are spelled on the command line.</summary>

@@ -8,11 +8,11 @@ internal sealed class DevicesCommand : ICommand
 {
     public string Name => "devices";
     public string Summary => "list backends and devices (CPU SIMD, ILGPU accelerators, CUDA GPUs)";
+    public IReadOnlyCollection<string> Options { get; } = [];
     public string Usage => "engine devices";
 
     public int Run(CommandLine args, CliContext context)
     {
-        args.RejectUnused();
         var w = context.Out;
         w.WriteLine("reference  float64 loops (the oracle; slow)");
         w.WriteLine($"cpu        {Environment.ProcessorCount} cores, {CpuInfo.SimdDescription}; " +

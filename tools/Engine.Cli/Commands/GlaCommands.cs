@@ -9,6 +9,7 @@ internal sealed class GlaOpCommand : ICommand
 {
     public string Name => "gla";
     public string Summary => "gated linear attention (per-key, per-head or no gate)";
+    public IReadOnlyCollection<string> Options { get; } = ["q", "k", "v", "g", "h0", "cu-seqlens", "scale", "chunk", "mode", "backend", "threads", "o", "ht"];
     public string Usage => """
         engine op gla --q q.npy --k k.npy --v v.npy [--g g.npy] [--h0 h0.npy] [--cu-seqlens c.npy]
                       [--scale S] [--chunk 16|32|64] [--mode chunked|recurrent]
@@ -35,7 +36,6 @@ internal sealed class GlaOpCommand : ICommand
         string outPath = args.Require("o");
         string? statePath = args.Value("ht");
         using var device = OpIo.Device(args);
-        args.RejectUnused();
 
         var initial = h0 is null ? null : OpIo.Float32(h0);
         int[]? cuSeqlens = cu?.ToInt32();
@@ -60,6 +60,7 @@ internal sealed class GlaBenchCommand : ICommand
 {
     public string Name => "gla";
     public string Summary => "time gated linear attention";
+    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "gate", "mode", "chunk", "repeats", "backend", "threads", "json"];
     public string Usage => $"""
         engine bench gla [--B 1] [--T 8192] [--H 8] [--K 128] [--V 128] [--gate per-key|per-head|none]
                          [--mode chunked|recurrent|both] [--chunk 64] [--repeats 7] {OpIo.BackendUsage} [--json]
@@ -76,7 +77,6 @@ internal sealed class GlaBenchCommand : ICommand
         int repeats = args.Int("repeats", 7, min: 1);
         bool json = args.Flag("json");
         using var device = OpIo.Device(args);
-        args.RejectUnused();
 
         var workload = new GlaWorkload(shape.B, shape.T, shape.H, shape.K, shape.V, gate);
         var results = new List<BenchResult>();

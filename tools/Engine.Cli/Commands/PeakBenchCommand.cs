@@ -7,6 +7,7 @@ internal sealed class PeakBenchCommand : ICommand
 {
     public string Name => "peak";
     public string Summary => "measure the fp32 FMA peak (Vector512 FMA chains on all cores)";
+    public IReadOnlyCollection<string> Options { get; } = ["threads", "rounds", "json"];
     public string Usage => """
         engine bench peak [--threads N] [--rounds 5] [--json]
           12 independent Vector512 FMA chains per thread, all threads at once, best of the rounds.
@@ -17,7 +18,6 @@ internal sealed class PeakBenchCommand : ICommand
         int threads = args.Int("threads", Environment.ProcessorCount, min: 1);
         int rounds = args.Int("rounds", 5, min: 1);
         bool json = args.Flag("json");
-        args.RejectUnused();
         double single = FmaPeak.Measure(1, rounds);
         double all = threads == 1 ? single : FmaPeak.Measure(threads, rounds);
         if (json)
