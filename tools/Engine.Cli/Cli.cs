@@ -24,12 +24,14 @@ public static class Cli
     public static readonly IReadOnlyList<ICommand> OpCommands =
     [
         new GlaOpCommand(),
+        new LightningOpCommand(),
     ];
 
     public static readonly IReadOnlyList<ICommand> BenchCommands =
     [
         new PeakBenchCommand(),
         new GlaBenchCommand(),
+        new LightningBenchCommand(),
     ];
 
     public static readonly IReadOnlyList<ICommand> TopCommands =

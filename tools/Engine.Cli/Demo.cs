@@ -36,6 +36,9 @@ public static class Demo
             rows.AddRange(Compare(small, reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
         }
 
+        rows.AddRange(Compare(Lightning(1, t, 8, 128, 128), reference, cpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+        rows.AddRange(Compare(simulated ? Lightning(1, 64, 2, 32, 32) : Lightning(1, t, 8, 128, 128), reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+
         w.WriteLine($"{"op",-30} {"backend",-16} {"shape",-22} {"rel. error",10} {"ms",9} {"tokens/s",11} {"GFLOP/s",8}");
         foreach (var r in rows)
             w.WriteLine($"{r.Op,-30} {r.Backend,-16} {r.Shape,-22} {r.RelativeError,10:E1} {r.Seconds * 1e3,9:F1} {r.Tokens / r.Seconds,11:F0} {r.ModelFlops / r.Seconds / 1e9,8:F1}");
@@ -53,6 +56,15 @@ public static class Demo
         return new Workload($"gla {(gate == GateKind.PerKey ? "per-key gate" : "per-head gate")}", $"B{b} T{t} H{h} K{k} V{v}", (double)b * t,
             mode => work.ModelFlops(mode, 64),
             (device, mode) => work.Run(device, new GlaOptions { Mode = mode }),
+            () => work.Output.ToArray());
+    }
+
+    private static Workload Lightning(int b, int t, int h, int k, int v)
+    {
+        var work = new LightningWorkload(b, t, h, k, v);
+        return new Workload("lightning", $"B{b} T{t} H{h} K{k} V{v}", (double)b * t,
+            mode => work.ModelFlops(mode, 64),
+            (device, mode) => work.Run(device, new LightningOptions { Mode = mode }),
             () => work.Output.ToArray());
     }
 

@@ -7,8 +7,18 @@ namespace Engine.Cli;
 /// <summary>Batch, tokens, heads and head dims of a timed call.</summary>
 public sealed record BenchShape(int B, int T, int H, int K, int V)
 {
+    /// <summary>B, H, K, V from the options; T is given (see <see cref="TokenList"/>).</summary>
     public static BenchShape Parse(CommandLine args, int t, int h, int k, int v) => new(
-        args.Int("B", 1, min: 1), args.Int("T", t, min: 0), args.Int("H", h, min: 1), args.Int("K", k, min: 1), args.Int("V", v, min: 1));
+        args.Int("B", 1, min: 1), t, args.Int("H", h, min: 1), args.Int("K", k, min: 1), args.Int("V", v, min: 1));
+
+    /// <summary>--T as one length or a comma-separated list of lengths.</summary>
+    public static int[] TokenList(CommandLine args, int fallback)
+    {
+        string? text = args.Value("T");
+        if (text is null) return [fallback];
+        return text.Split(',').Select(part => int.TryParse(part, System.Globalization.NumberStyles.None, CultureInfo.InvariantCulture, out int t) && t >= 0
+            ? t : throw new UsageException($"--T must be an integer or a comma-separated list of integers >= 0, got '{text}'")).ToArray();
+    }
 
     public static AttentionMode[] Modes(CommandLine args) => args.Value("mode") switch
     {

@@ -62,14 +62,15 @@ internal sealed class GlaBenchCommand : ICommand
     public string Summary => "time gated linear attention";
     public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "gate", "mode", "chunk", "repeats", "backend", "threads", "json"];
     public string Usage => $"""
-        engine bench gla [--B 1] [--T 8192] [--H 8] [--K 128] [--V 128] [--gate per-key|per-head|none]
+        engine bench gla [--B 1] [--T 8192[,...]] [--H 8] [--K 128] [--V 128] [--gate per-key|per-head|none]
                          [--mode chunked|recurrent|both] [--chunk 64] [--repeats 7] {OpIo.BackendUsage} [--json]
           model flops per token and head: 2·C·(K+V) + 4·K·V chunked, 4·K·V recurrent (C = chunk size)
         """;
 
     public int Run(CommandLine args, CliContext context)
     {
-        var shape = BenchShape.Parse(args, t: 8192, h: 8, k: 128, v: 128);
+        var tokens = BenchShape.TokenList(args, 8192);
+        var shape = BenchShape.Parse(args, t: tokens[0], h: 8, k: 128, v: 128);
         var gate = args.Choice("gate", GateKind.PerKey);
         if (gate == GateKind.Constant) throw new UsageException("--gate constant is Lightning attention: use engine bench lightning");
         int chunk = args.Int("chunk", 64);
@@ -78,14 +79,17 @@ internal sealed class GlaBenchCommand : ICommand
         bool json = args.Flag("json");
         using var device = OpIo.Device(args);
 
-        var workload = new GlaWorkload(shape.B, shape.T, shape.H, shape.K, shape.V, gate);
         var results = new List<BenchResult>();
-        foreach (var mode in modes)
+        foreach (int t in tokens)
         {
-            var options = new GlaOptions { ChunkSize = chunk, Mode = mode };
-            double flops = workload.ModelFlops(mode, chunk);
-            var seconds = BenchTimer.Median(() => workload.Run(device, options), repeats);
-            results.Add(new BenchResult("gla", $"{CommandLine.Kebab(gate.ToString())} {CommandLine.Kebab(mode.ToString())}", device.Description, shape, seconds, flops));
+            var workload = new GlaWorkload(shape.B, t, shape.H, shape.K, shape.V, gate);
+            foreach (var mode in modes)
+            {
+                var options = new GlaOptions { ChunkSize = chunk, Mode = mode };
+                double seconds = BenchTimer.Median(() => workload.Run(device, options), repeats);
+                results.Add(new BenchResult("gla", $"{CommandLine.Kebab(gate.ToString())} {CommandLine.Kebab(mode.ToString())}",
+                    device.Description, shape with { T = t }, seconds, workload.ModelFlops(mode, chunk)));
+            }
         }
         BenchReport.Print(context.Out, results, device.Backend == Backend.Cpu ? BenchReport.MeasurePeak(device) : null, json);
         return 0;
