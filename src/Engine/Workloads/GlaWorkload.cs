@@ -39,13 +39,15 @@ public sealed class GlaWorkload
 
     public ReadOnlySpan<float> Output => _o;
 
+    public double ModelFlops(AttentionMode mode, int chunkSize) => ModelFlops(Batch, Tokens, Heads, KeyDim, ValueDim, mode, chunkSize);
+
     /// <summary>Model flops: per token and head 2·C·(K+V) + 4·K·V for the chunked form, 4·K·V for the recurrent one.</summary>
-    public double ModelFlops(AttentionMode mode, int chunkSize)
+    public static double ModelFlops(int batch, int tokens, int heads, int keyDim, int valueDim, AttentionMode mode, int chunkSize)
     {
         double perTokenHead = mode == AttentionMode.Chunked
-            ? 2.0 * chunkSize * (KeyDim + ValueDim) + 4.0 * KeyDim * ValueDim
-            : 4.0 * KeyDim * ValueDim;
-        return perTokenHead * Batch * Tokens * Heads;
+            ? 2.0 * chunkSize * (keyDim + valueDim) + 4.0 * keyDim * valueDim
+            : 4.0 * keyDim * valueDim;
+        return perTokenHead * batch * tokens * heads;
     }
 
     public void Run(EngineDevice device, GlaOptions options)

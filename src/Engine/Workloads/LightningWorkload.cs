@@ -27,10 +27,8 @@ public sealed class LightningWorkload
 
     public ReadOnlySpan<float> Output => _o;
 
-    /// <summary>Per token and head 2·B·(K+V) + 4·K·V for blocks of B tokens, 4·K·V recurrent.</summary>
-    public double ModelFlops(AttentionMode mode, int blockSize) =>
-        (mode == AttentionMode.Chunked ? 2.0 * blockSize * (KeyDim + ValueDim) + 4.0 * KeyDim * ValueDim : 4.0 * KeyDim * ValueDim)
-        * Batch * Tokens * Heads;
+    /// <summary>Per token and head 2·B·(K+V) + 4·K·V for blocks of B tokens, 4·K·V recurrent: the GLA count.</summary>
+    public double ModelFlops(AttentionMode mode, int blockSize) => GlaWorkload.ModelFlops(Batch, Tokens, Heads, KeyDim, ValueDim, mode, blockSize);
 
     public void Run(EngineDevice device, LightningOptions options)
     {
