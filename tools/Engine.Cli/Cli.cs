@@ -15,6 +15,9 @@ public interface ICommand
     /// <summary>The option names (without --) the command accepts.</summary>
     IReadOnlyCollection<string> Options { get; }
 
+    /// <summary>How many plain arguments may precede the options (e.g. a model file).</summary>
+    int Positionals => 0;
+
     int Run(CommandLine args, CliContext context);
 }
 
@@ -38,6 +41,9 @@ public static class Cli
     [
         new DemoCommand(),
         new DevicesCommand(),
+        new RunModelCommand(),
+        new InspectModelCommand(),
+        new BenchModelCommand(),
     ];
 
     private static readonly Dictionary<string, (string summary, IReadOnlyList<ICommand> members)> Groups = new()
@@ -62,7 +68,7 @@ public static class Cli
                 stdout.WriteLine(command.Usage);
                 return 0;
             }
-            var line = new CommandLine(rest, command.Options);
+            var line = new CommandLine(rest, command.Options, command.Positionals);
             return command.Run(line, context);
         }
         catch (UsageException e)

@@ -7,16 +7,24 @@ public sealed class UsageException(string message) : Exception(message);
 
 /// <summary>
 /// Options of one command: <c>--name value</c> pairs and <c>--flag</c>s (a flag is an option with no value
-/// following it). Options the command does not declare are refused before it runs.
+/// following it), after at most <c>positionals</c> leading plain arguments (e.g. a model file). Options the
+/// command does not declare are refused before it runs.
 /// </summary>
 public sealed class CommandLine
 {
     private readonly Dictionary<string, List<string?>> _options = new(StringComparer.Ordinal);
-    public CommandLine(IReadOnlyList<string> tokens, IReadOnlyCollection<string> known)
+    private readonly List<string> _positionals = [];
+
+    public CommandLine(IReadOnlyList<string> tokens, IReadOnlyCollection<string> known, int positionals = 0)
     {
         for (int i = 0; i < tokens.Count; i++)
         {
             string token = tokens[i];
+            if (!token.StartsWith("--", StringComparison.Ordinal) && i == _positionals.Count && _positionals.Count < positionals)
+            {
+                _positionals.Add(token);
+                continue;
+            }
             if (!token.StartsWith("--", StringComparison.Ordinal) || token.Length == 2)
                 throw new UsageException($"unexpected argument '{token}' (options are --name value)");
             string name = token[2..];
@@ -36,6 +44,9 @@ public sealed class CommandLine
             list.Add(value);
         }
     }
+
+    /// <summary>The leading plain arguments, in order.</summary>
+    public IReadOnlyList<string> Positionals => _positionals;
 
     public bool Has(string name) => _options.ContainsKey(name);
 

@@ -30,6 +30,9 @@ internal sealed unsafe class OrtParallelScheduler : IWorkScheduler
         return new Scope(previous);
     }
 
+    /// <summary>Runs the current thread's work inline until the scope ends: for calls too small to be worth waking the pool.</summary>
+    public static Scope Inline() => Enter(0);
+
     public readonly struct Scope(nint previous) : IDisposable
     {
         public void Dispose() => t_context = previous;

@@ -34,6 +34,9 @@ public sealed record LinearAttentionBlockSpec
     public int Seed { get; init; } = 1;
     /// <summary>Blocks stacked one after another (each with its own weights, state and LinearAttention node).</summary>
     public int Layers { get; init; } = 1;
+    /// <summary>Batch and length fixed in the model; null leaves them symbolic ("B", "T").</summary>
+    public int? Batch { get; init; }
+    public int? Length { get; init; }
 }
 
 /// <summary>
@@ -52,11 +55,52 @@ public static class SampleModels
         bool opset27 = spec.Domain.Length == 0;
         var b = new ModelBuilder(opset27 ? 27 : 21, "linear_attention_block");
         if (!opset27) b.Import(spec.Domain, 1);
-        string x = b.Input("x", TensorProto.Types.DataType.Float, "B", "T", spec.Hidden);
+        string x = b.Input("x", TensorProto.Types.DataType.Float, BatchDim(spec), LengthDim(spec), spec.Hidden);
         for (int layer = 0; layer < spec.Layers; layer++)
             x = AddLayer(b, spec, random, x, spec.Layers == 1 ? "" : $"_{layer}");
-        b.Output(x, TensorProto.Types.DataType.Float, "B", "T", spec.Hidden);
+        b.Output(x, TensorProto.Types.DataType.Float, BatchDim(spec), LengthDim(spec), spec.Hidden);
         return b.Build();
+    }
+
+    /// <summary>
+    /// The LinearAttention node alone, its inputs graph inputs: query, key, value, past_state (when
+    /// <see cref="LinearAttentionBlockSpec.PastState"/>), decay and beta (as the rule needs); outputs output and present_state.
+    /// </summary>
+    public static OnnxModel LinearAttentionNode(LinearAttentionBlockSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
+        bool opset27 = spec.Domain.Length == 0;
+        var b = new ModelBuilder(opset27 ? 27 : 21, "linear_attention");
+        if (!opset27) b.Import(spec.Domain, 1);
+        object batch = BatchDim(spec), length = LengthDim(spec);
+        int hq = spec.QHeads, hkv = spec.KvHeads, dk = spec.KeyDim, dv = spec.ValueDim;
+        b.Input("query", F, batch, length, hq * dk);
+        b.Input("key", F, batch, length, hkv * dk);
+        b.Input("value", F, batch, length, hkv * dv);
+        if (spec.PastState) b.Input("past_state", F, batch, hkv, dk, dv);
+        bool decay = LinearAttentionSignature.UsesDecay(spec.Rule), beta = LinearAttentionSignature.UsesBeta(spec.Rule);
+        if (decay) b.Input("decay", F, batch, length, spec.Decay == DecayForm.PerKey ? hkv * dk : hkv);
+        if (beta) b.Input("beta", F, batch, length, spec.BetaPerHead ? hkv : 1);
+        b.Node(LinearAttentionSignature.OpType,
+            ["query", "key", "value", spec.PastState ? "past_state" : "", decay ? "decay" : "", beta ? "beta" : ""],
+            domain: spec.Domain, name: "linear_attention", outputNames: ["output", "present_state"], attributes: Attributes(spec));
+        b.Output("output", F, batch, length, hq * dv);
+        b.Output("present_state", F, batch, hkv, dk, dv);
+        return b.Build();
+    }
+
+    private static object BatchDim(LinearAttentionBlockSpec spec) => spec.Batch is int n ? n : "B";
+    private static object LengthDim(LinearAttentionBlockSpec spec) => spec.Length is int n ? n : "T";
+
+    private static (string, object)[] Attributes(LinearAttentionBlockSpec spec)
+    {
+        var attributes = new List<(string, object)>
+        {
+            ("q_num_heads", (long)spec.QHeads), ("kv_num_heads", (long)spec.KvHeads), ("update_rule", LinearAttentionSignature.Name(spec.Rule)),
+        };
+        if (spec.Scale != 0f) attributes.Add(("scale", spec.Scale));
+        return [.. attributes];
     }
 
     /// <summary>Names of a layer's state input and output (suffix "" for a single layer, "_l" for layer l).</summary>
@@ -67,7 +111,7 @@ public static class SampleModels
     {
         const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
         int d = spec.Hidden, hq = spec.QHeads, hkv = spec.KvHeads, dk = spec.KeyDim, dv = spec.ValueDim;
-        string? past = spec.PastState ? b.Input(PastStateName(suffix), F, "B", hkv, dk, dv) : null;
+        string? past = spec.PastState ? b.Input(PastStateName(suffix), F, BatchDim(spec), hkv, dk, dv) : null;
         string Project(string name, int width) => b.Op("MatMul", x, b.Initializer(name + suffix, Weights(random, d, width), d, width));
 
         string q = Project("w_query", hq * dk);
@@ -92,14 +136,9 @@ public static class SampleModels
         if (LinearAttentionSignature.UsesBeta(spec.Rule))
             beta = b.Op("Sigmoid", Project("w_beta", spec.BetaPerHead ? hkv : 1));
 
-        var attributes = new List<(string, object)>
-        {
-            ("q_num_heads", (long)hq), ("kv_num_heads", (long)hkv), ("update_rule", LinearAttentionSignature.Name(spec.Rule)),
-        };
-        if (spec.Scale != 0f) attributes.Add(("scale", spec.Scale));
         var outputs = b.Node(LinearAttentionSignature.OpType, [q, k, v, past ?? "", decay, beta], domain: spec.Domain,
-            name: "linear_attention" + suffix, outputNames: ["attention" + suffix, PresentStateName(suffix)], attributes: [.. attributes]);
-        b.Output(PresentStateName(suffix), F, "B", hkv, dk, dv);
+            name: "linear_attention" + suffix, outputNames: ["attention" + suffix, PresentStateName(suffix)], attributes: Attributes(spec));
+        b.Output(PresentStateName(suffix), F, BatchDim(spec), hkv, dk, dv);
         return b.Node("MatMul", [outputs[0], b.Initializer("w_out" + suffix, Weights(random, hq * dv, d), hq * dv, d)],
             outputNames: ["y" + suffix])[0];
     }

@@ -1,3 +1,9 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using Engine.Kernels.Common;
+using Engine.Kernels.Gla;
 using Engine.Onnx.Interop;
 
 namespace Engine.Onnx.Ops;
@@ -119,11 +125,19 @@ internal readonly struct LinearAttentionCall
     };
 }
 
-/// <summary>linear and gated LinearAttention on the engine's GLA kernels (no gate, per-head or per-key-dim decay).</summary>
+/// <summary>
+/// linear and gated LinearAttention on the engine's GLA kernels (no gate, per-head or per-key-dim decay).
+/// On the CPU the kernels run on ORT's tensors in place: the state is present_state itself (past_state
+/// copied in first), so a decode step copies the state once, as ORT's own kernel does. Other backends
+/// go through the GLA facade, which moves the state to the device and back.
+/// </summary>
 internal sealed class LinearAttentionGlaKernel(LinearAttentionConfig config, EngineDevice device) : IEngineKernel
 {
     /// <summary>Calls this short or shorter run token by token (the decode path).</summary>
     private const int RecurrentUpTo = 8;
+
+    /// <summary>Calls with at most this many state multiply-adds per token step run on the calling thread: waking ORT's pool costs more.</summary>
+    private const long InlineWork = 1 << 20;
 
     private readonly GlaOptions _chunked = new() { Scale = config.Scale, ChunkSize = config.ChunkSize, Mode = AttentionMode.Chunked };
     private readonly GlaOptions _recurrent = new() { Scale = config.Scale, ChunkSize = config.ChunkSize, Mode = AttentionMode.Recurrent };
@@ -132,23 +146,99 @@ internal sealed class LinearAttentionGlaKernel(LinearAttentionConfig config, Eng
     {
         var call = LinearAttentionCall.Describe(config, context);
         int b = call.B, t = call.T, hq = config.QHeads, hkv = config.KvHeads, dk = call.Dk, dv = call.Dv;
+        var options = t <= RecurrentUpTo ? _recurrent : _chunked;
         LinearAttentionCall.Guard(config, () =>
         {
+            var q = call.Query.AsReadOnlyTensor<float>(b, t, hq, dk);
+            var k = call.Key.AsReadOnlyTensor<float>(b, t, hkv, dk);
+            var v = call.Value.AsReadOnlyTensor<float>(b, t, hkv, dv);
             var g = call.Decay is OrtTensorView decay
                 ? (call.DecayPerKey ? decay.AsReadOnlyTensor<float>(b, t, hkv, dk) : decay.AsReadOnlyTensor<float>(b, t, hkv))
                 : default;
-            Gla.Forward(device,
-                call.Query.AsReadOnlyTensor<float>(b, t, hq, dk),
-                call.Key.AsReadOnlyTensor<float>(b, t, hkv, dk),
-                call.Value.AsReadOnlyTensor<float>(b, t, hkv, dv),
-                g,
-                call.Output.AsTensor<float>(b, t, hq, dv),
+            var output = call.Output.AsTensor<float>(b, t, hq, dv);
+            if (device.Backend == Backend.Cpu)
+            {
+                if ((long)b * t * hq * dk * dv <= InlineWork)
+                {
+                    using (OrtParallelScheduler.Inline()) RunOnCpu(call, options, q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths);
+                }
+                else
+                {
+                    RunOnCpu(call, options, q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths);
+                }
+                return;
+            }
+            Gla.Forward(device, q, k, v, g, output,
                 call.PastState is OrtTensorView past ? past.AsReadOnlyTensor<float>(b, hkv, dk, dv) : default,
                 call.PresentState is OrtTensorView present ? present.AsTensor<float>(b, hkv, dk, dv) : default,
-                default,
-                t <= RecurrentUpTo ? _recurrent : _chunked);
+                default, options);
         });
     }
 
+    private void RunOnCpu(in LinearAttentionCall call, GlaOptions options,
+        ReadOnlySpan<nint> q, ReadOnlySpan<nint> k, ReadOnlySpan<nint> v, ReadOnlySpan<nint> g, ReadOnlySpan<nint> output)
+    {
+        var gla = GlaCall.Describe(q, k, v, g, output, default, options, expected: null);
+        var decay = call.Decay is OrtTensorView d ? d.AsReadOnlySpan<float>() : default;
+        if (gla.Config.Gate is GateKind.PerHead or GateKind.PerKey) TensorArgs.RequireLogGate(decay, "g");
+        int stateLength = checked((int)gla.StateLength);
+        float[]? scratch = call.PresentState is null ? ArrayPool<float>.Shared.Rent(Math.Max(stateLength, 1)) : null;
+        var key = (typeof(GlaCpu), gla.Config);
+        var kernel = device.Rent(key, () => new GlaCpu(gla.Config, device.Scheduler));
+        try
+        {
+            var state = call.PresentState is OrtTensorView present ? present.AsSpan<float>() : scratch.AsSpan(0, stateLength);
+            if (call.PastState is OrtTensorView past)
+            {
+                if (!StateCopy.CopyAllFinite(past.AsReadOnlySpan<float>(), state))
+                    TensorArgs.RequireFinite(past.AsReadOnlySpan<float>(), "initial_state"); // names the first offender
+            }
+            else
+            {
+                state.Clear();
+            }
+            var run = options.Mode == AttentionMode.Chunked ? (GlaRun)kernel.Chunked : kernel.Recurrent;
+            run(gla.Sequences, call.Query.AsReadOnlySpan<float>(), call.Key.AsReadOnlySpan<float>(), call.Value.AsReadOnlySpan<float>(),
+                decay, call.Output.AsSpan<float>(), state);
+        }
+        finally
+        {
+            device.Return(key, kernel);
+            if (scratch is not null) ArrayPool<float>.Shared.Return(scratch);
+        }
+    }
+
+    private delegate void GlaRun(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        ReadOnlySpan<float> g, Span<float> output, Span<float> state);
+
     public void Dispose() { }
+}
+
+/// <summary>The state copied in for a call, checked on the way (one pass over memory instead of two).</summary>
+internal static class StateCopy
+{
+    /// <summary>Copies <paramref name="source"/> into <paramref name="destination"/>; false when a value is NaN or infinite.</summary>
+    public static bool CopyAllFinite(ReadOnlySpan<float> source, Span<float> destination)
+    {
+        if (destination.Length < source.Length) throw new ArgumentException("destination is shorter than source", nameof(destination));
+        ref float src = ref MemoryMarshal.GetReference(source);
+        ref float dst = ref MemoryMarshal.GetReference(destination);
+        // x − x is 0 for every finite x and NaN otherwise: the sum stays 0 exactly when all are finite.
+        var nonFinite = Vector512<float>.Zero;
+        int i = 0;
+        for (; i <= source.Length - Vector512<float>.Count; i += Vector512<float>.Count)
+        {
+            var x = Vector512.LoadUnsafe(ref src, (nuint)i);
+            x.StoreUnsafe(ref dst, (nuint)i);
+            nonFinite += x - x;
+        }
+        float tail = 0f;
+        for (; i < source.Length; i++)
+        {
+            float x = Unsafe.Add(ref src, i);
+            Unsafe.Add(ref dst, i) = x;
+            tail += x - x;
+        }
+        return Vector512.Sum(nonFinite) + tail == 0f;
+    }
 }

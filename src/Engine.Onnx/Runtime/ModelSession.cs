@@ -19,6 +19,9 @@ public sealed record ModelSessionOptions
 
     public GraphOptimizationLevel OptimizationLevel { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
 
+    /// <summary>Records ORT's per-node profile to a JSON file starting with this prefix (see <see cref="ModelSession.EndProfiling"/>).</summary>
+    public string? ProfilePrefix { get; init; }
+
     /// <summary>What ORT logs to the console. Errors already reach the caller as exceptions, so by default only fatal ones.</summary>
     public OrtLoggingLevel LogLevel { get; init; } = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL;
 }
@@ -66,6 +69,11 @@ public sealed class ModelSession : IDisposable
         {
             sessionOptions.GraphOptimizationLevel = options.OptimizationLevel;
             sessionOptions.LogSeverityLevel = options.LogLevel;
+            if (options.ProfilePrefix is not null)
+            {
+                sessionOptions.EnableProfiling = true;
+                sessionOptions.ProfileOutputPathPrefix = options.ProfilePrefix;
+            }
             sessionOptions.IntraOpNumThreads = (options.Host ?? KernelHost.Shared).IntraOpThreads;
             if (options.AllowSpinning is bool spin) sessionOptions.AddSessionConfigEntry("session.intra_op.allow_spinning", spin ? "1" : "0");
             if (model.BaseDirectory is not null)
@@ -145,6 +153,9 @@ public sealed class ModelSession : IDisposable
         var data = inputs.ToDictionary(p => p.Key, p => TensorData.FromTensor(p.Value));
         return Run(data, outputs).ToDictionary(p => p.Key, p => p.Value.ToTensor<float>());
     }
+
+    /// <summary>Ends ORT's profiling (enabled with <see cref="ModelSessionOptions.ProfilePrefix"/>) and returns the profile file.</summary>
+    public string EndProfiling() => _session.EndProfiling();
 
     public void Dispose()
     {

@@ -76,7 +76,7 @@ public sealed class BadModelTests
         decay[7] = 0.5f;
         bad["decay"] = TensorData.Create(decay, inputs["decay"].Shape);
         var e = Assert.Throws<ModelRunException>(() => session.Run(bad));
-        Assert.That(e!.Message, Does.Contain("LinearAttention node 'attention'").And.Contain("decay").And.Contain("0.5"));
+        Assert.That(e!.Message, Does.Contain("LinearAttention node 'linear_attention'").And.Contain("decay").And.Contain("0.5"));
 
         // Shapes that contradict the node's heads, given at run time (the model leaves B and T symbolic).
         var shortValue = new Dictionary<string, TensorData>(inputs) { ["past_state"] = TensorData.Create(new float[2 * 2 * 16 * 11], 2, 2, 16, 11) };

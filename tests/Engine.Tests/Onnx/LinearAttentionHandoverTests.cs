@@ -62,7 +62,7 @@ public sealed class LinearAttentionHandoverTests
         var byEngine = engine.Run(inputs);
 
         bool engineHasRule = OnnxTestHost.Host.Capabilities.UpdateRules.Contains(c.Rule);
-        Assert.That(engine.Handover.EngineNodes.Select(n => n.NodeName), engineHasRule ? Is.EqualTo(new[] { "attention" }) : Is.Empty,
+        Assert.That(engine.Handover.EngineNodes.Select(n => n.NodeName), engineHasRule ? Is.EqualTo(new[] { "linear_attention" }) : Is.Empty,
             "which nodes the engine takes over");
         OnnxAssert.Shape(byEngine["output"], c.B, c.T, c.Hq * c.Dv);
         OnnxAssert.Shape(byEngine["present_state"], c.B, c.Hkv, c.Dk, c.Dv);

@@ -2,7 +2,6 @@ using Engine.Onnx;
 using Engine.Onnx.Ops;
 using Engine.Tests.Gla;
 using Engine.Tests.Harness;
-using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Engine.Tests.Onnx;
 
@@ -41,25 +40,13 @@ public sealed record LinearAttentionNodeCase
 
     public override string ToString() => Name;
 
-    public OnnxModel Model()
+    public LinearAttentionBlockSpec Spec => new()
     {
-        var b = new ModelBuilder(Domain.Length == 0 ? 27 : 21);
-        if (Domain.Length > 0) b.Import(Domain, 1);
-        object bd = SymbolicDims ? "B" : B, td = SymbolicDims ? "T" : T;
-        b.Input("query", F.Float, bd, td, Hq * Dk);
-        b.Input("key", F.Float, bd, td, Hkv * Dk);
-        b.Input("value", F.Float, bd, td, Hkv * Dv);
-        if (PastState) b.Input("past_state", F.Float, bd, Hkv, Dk, Dv);
-        if (UsesDecay) b.Input("decay", F.Float, bd, td, DecayWidth);
-        if (UsesBeta) b.Input("beta", F.Float, bd, td, BetaWidth);
-        var attributes = new List<(string, object)> { ("q_num_heads", (long)Hq), ("kv_num_heads", (long)Hkv), ("update_rule", LinearAttentionSignature.Name(Rule)) };
-        if (Scale != 0) attributes.Add(("scale", Scale));
-        b.Node("LinearAttention", ["query", "key", "value", PastState ? "past_state" : "", UsesDecay ? "decay" : "", UsesBeta ? "beta" : ""],
-            domain: Domain, name: "attention", outputNames: ["output", "present_state"], attributes: [.. attributes]);
-        b.Output("output", F.Float, bd, td, Hq * Dv);
-        b.Output("present_state", F.Float, bd, Hkv, Dk, Dv);
-        return b.Build();
-    }
+        QHeads = Hq, KvHeads = Hkv, KeyDim = Dk, ValueDim = Dv, Rule = Rule, Decay = Decay, BetaPerHead = BetaPerHead,
+        PastState = PastState, Domain = Domain, Scale = Scale, Batch = SymbolicDims ? null : B, Length = SymbolicDims ? null : T,
+    };
+
+    public OnnxModel Model() => SampleModels.LinearAttentionNode(Spec);
 
     public Dictionary<string, TensorData> Inputs()
     {

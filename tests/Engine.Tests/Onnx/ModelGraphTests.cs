@@ -68,13 +68,13 @@ public sealed class ModelGraphTests
         b.Input("x", F.Float, 1, 4, 3);
         b.Input("w", F.Float, 3, 1, 2);
         var conv = b.Node("CausalConvWithState", ["x", "w"], outputs: 2, name: "conv")[0];
-        b.Node("LinearAttention", [conv, conv, conv], name: "attention", outputNames: ["y", "s"],
+        b.Node("LinearAttention", [conv, conv, conv], name: "linear_attention", outputNames: ["y", "s"],
             attributes: [("q_num_heads", 1L), ("kv_num_heads", 1L), ("update_rule", "linear")]);
         b.Output("y", F.Float, null);
         var plan = HandoverRewriter.Rewrite(b.Build());
         Assert.That(plan.Model.OpsetOf(""), Is.EqualTo(27));
         Assert.That(plan.Notes.Single(), Does.Contain("still needed by conv"));
-        Assert.That(plan.EngineNodes.Single().NodeName, Is.EqualTo("attention"));
+        Assert.That(plan.EngineNodes.Single().NodeName, Is.EqualTo("linear_attention"));
     }
 
     [Test]

@@ -1,0 +1,86 @@
+using Engine.IO;
+using Engine.Onnx.Proto;
+
+namespace Engine.Onnx;
+
+/// <summary>Model inputs and outputs to and from NumPy .npy arrays, and random inputs for timing a model.</summary>
+public static class ModelInputs
+{
+    /// <summary>An .npy array as the element type the model declares for the input (float types convert; integers must match or widen).</summary>
+    public static TensorData FromNpy(NpyArray array, TensorProto.Types.DataType wanted, string name)
+    {
+        ArgumentNullException.ThrowIfNull(array);
+        long[] shape = Array.ConvertAll(array.Shape, d => (long)d);
+        return (wanted, array.Type) switch
+        {
+            (TensorProto.Types.DataType.Float, _) when array.Type is NpyType.Float32 or NpyType.Float16 or NpyType.Float64 => TensorData.Create(array.ToFloat32(), shape),
+            (TensorProto.Types.DataType.Float16, _) when array.Type is NpyType.Float32 or NpyType.Float16 or NpyType.Float64 => TensorData.Create(array.ToFloat16(), shape),
+            (TensorProto.Types.DataType.Double, NpyType.Float64) => TensorData.FromBytes(wanted, shape, array.Data),
+            (TensorProto.Types.DataType.Int64, NpyType.Int64) => TensorData.FromBytes(wanted, shape, array.Data),
+            (TensorProto.Types.DataType.Int64, NpyType.Int32) => TensorData.Create(Array.ConvertAll(array.ToInt32(), i => (long)i), shape),
+            (TensorProto.Types.DataType.Int32, NpyType.Int32) => TensorData.FromBytes(wanted, shape, array.Data),
+            _ => throw new ArgumentException($"{name}: the model takes {wanted}, the file holds {array.Type}", name),
+        };
+    }
+
+    public static NpyArray ToNpy(TensorData tensor, string name)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        var shape = Array.ConvertAll(tensor.Shape, d => checked((nint)d));
+        var type = tensor.ElementType switch
+        {
+            TensorProto.Types.DataType.Float => NpyType.Float32,
+            TensorProto.Types.DataType.Float16 => NpyType.Float16,
+            TensorProto.Types.DataType.Double => NpyType.Float64,
+            TensorProto.Types.DataType.Int32 => NpyType.Int32,
+            TensorProto.Types.DataType.Int64 => NpyType.Int64,
+            var other => throw new NotSupportedException($"{name}: {other} tensors cannot be written as .npy"),
+        };
+        return new NpyArray(type, shape, tensor.Bytes.ToArray());
+    }
+
+    /// <summary>
+    /// Random inputs for every graph input, symbolic dims taken from <paramref name="dims"/>. Values follow the
+    /// inputs' roles by name: *state* zeros, *decay* log gates (&lt;= 0), *beta* in (0, 1), other floats N(0, 1),
+    /// integers zeros.
+    /// </summary>
+    public static Dictionary<string, TensorData> Random(OnnxModel model, IReadOnlyDictionary<string, long> dims, int seed = 1)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var random = new Random(seed);
+        var inputs = new Dictionary<string, TensorData>();
+        foreach (var input in model.Inputs)
+        {
+            if (input.Dims is null) throw new ArgumentException($"input '{input.Name}' has no shape in the model: give it as a file", nameof(model));
+            var shape = input.Dims.Select(d => long.TryParse(d, out long n) ? n
+                : dims.TryGetValue(d, out long v) ? v
+                : throw new ArgumentException($"input '{input.Name}' has the symbolic dim '{d}': give its value", nameof(dims))).ToArray();
+            long count = shape.Aggregate(1L, (a, d) => checked(a * d));
+            inputs[input.Name] = input.ElementType switch
+            {
+                TensorProto.Types.DataType.Float => TensorData.Create(Values(input.Name, count, random), shape),
+                TensorProto.Types.DataType.Float16 => TensorData.Create(Array.ConvertAll(Values(input.Name, count, random), f => (Half)f), shape),
+                TensorProto.Types.DataType.Int64 => TensorData.Create(new long[count], shape),
+                TensorProto.Types.DataType.Int32 => TensorData.Create(new int[count], shape),
+                var other => throw new NotSupportedException($"input '{input.Name}': random {other} values are not supported"),
+            };
+        }
+        return inputs;
+    }
+
+    private static float[] Values(string name, long count, Random random)
+    {
+        var values = new float[count];
+        string role = name.ToLowerInvariant();
+        if (role.Contains("state")) return values;
+        for (long i = 0; i < count; i++)
+        {
+            double u1 = 1.0 - random.NextDouble(), u2 = random.NextDouble();
+            double normal = Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
+            values[i] = role.Contains("decay") ? (float)(-0.05 * Math.Abs(normal))
+                : role.Contains("beta") ? (float)(1 / (1 + Math.Exp(-normal)))
+                : (float)normal;
+        }
+        return values;
+    }
+}

@@ -1,0 +1,327 @@
+using System.Globalization;
+using System.Text.Json;
+using Engine.IO;
+using Engine.Onnx;
+using Engine.Onnx.Ops;
+
+namespace Engine.Cli.Commands;
+
+/// <summary>What the model commands share: the model argument, the hand-over backend, inputs from .npy files.</summary>
+internal static class ModelIo
+{
+    public const string BackendUsage = "[--backend cpu|gpu|none] [--threads N]";
+
+    public static OnnxModel Model(CommandLine args) => args.Positionals.Count == 1
+        ? Guard(() => OnnxModel.Load(args.Positionals[0]))
+        : throw new UsageException("give the model file: engine <command> model.onnx ...");
+
+    public static HandoverBackend Backend(CommandLine args) => args.Choice("backend", HandoverBackend.Cpu);
+
+    public static KernelHost Host(CommandLine args) =>
+        new(new KernelHostOptions { IntraOpThreads = args.Int("threads", Environment.ProcessorCount, min: 1) });
+
+    /// <summary>--input NAME=FILE.npy, each converted to the element type the model declares.</summary>
+    public static Dictionary<string, TensorData> Inputs(CommandLine args, OnnxModel model)
+    {
+        var declared = model.Inputs.ToDictionary(i => i.Name);
+        var inputs = new Dictionary<string, TensorData>();
+        foreach (var (name, path) in Pairs(args, "input"))
+        {
+            if (!declared.TryGetValue(name, out var info))
+                throw new ArgumentException($"--input {name}: the model has no input '{name}' (inputs: {string.Join(", ", declared.Keys)})");
+            inputs[name] = ModelInputs.FromNpy(Npy.Read(path), info.ElementType, name);
+        }
+        return inputs;
+    }
+
+    public static IEnumerable<(string Name, string Value)> Pairs(CommandLine args, string option)
+    {
+        foreach (var text in args.Values(option))
+        {
+            int eq = text.IndexOf('=');
+            if (eq <= 0 || eq == text.Length - 1) throw new UsageException($"--{option} takes NAME=VALUE, got '{text}'");
+            yield return (text[..eq], text[(eq + 1)..]);
+        }
+    }
+
+    /// <summary>Model errors (a node the engine refuses, ORT failing to load or run) are bad input: exit code 1.</summary>
+    public static T Guard<T>(Func<T> run)
+    {
+        try
+        {
+            return run();
+        }
+        catch (Exception e) when (e is ModelRunException or ModelNodeException)
+        {
+            throw new InvalidDataException(e.Message, e);
+        }
+    }
+
+    public static string Shape(IEnumerable<long> dims) => "[" + string.Join(", ", dims) + "]";
+}
+
+/// <summary>engine run: runs a model with the hot nodes on the engine's kernels and writes every output as .npy.</summary>
+internal sealed class RunModelCommand : ICommand
+{
+    public string Name => "run";
+    public string Summary => "run an ONNX model, hot nodes on the engine (outputs as .npy)";
+    public int Positionals => 1;
+    public IReadOnlyCollection<string> Options { get; } = ["input", "output-dir", "backend", "threads"];
+    public string Usage => $"""
+        engine run model.onnx --input NAME=FILE.npy [--input ...] --output-dir DIR {ModelIo.BackendUsage}
+          Runs the model in ONNX Runtime with LinearAttention (and the engine's own ops) on the engine's kernels;
+          --backend none runs ONNX Runtime alone. Writes each output as DIR/NAME.npy.
+        """;
+
+    public int Run(CommandLine args, CliContext context)
+    {
+        var model = ModelIo.Model(args);
+        var inputs = ModelIo.Inputs(args, model);
+        string dir = args.Require("output-dir");
+        var missing = model.Inputs.Select(i => i.Name).Where(n => !inputs.ContainsKey(n)).ToArray();
+        if (missing.Length > 0) throw new ArgumentException($"the model needs inputs {string.Join(", ", missing)}: give each as --input NAME=FILE.npy");
+        using var host = ModelIo.Host(args);
+        var backend = ModelIo.Backend(args);
+        using var session = ModelIo.Guard(() => ModelSession.Open(model, new ModelSessionOptions { Backend = backend, Host = host }));
+        var outputs = ModelIo.Guard(() => session.Run(inputs));
+        Directory.CreateDirectory(dir);
+        var w = context.Out;
+        w.WriteLine($"backend: {host.Describe(backend)}; engine nodes: {session.Handover.EngineNodes.Count()}");
+        foreach (var (name, tensor) in outputs)
+        {
+            string path = Path.Combine(dir, FileName(name) + ".npy");
+            Npy.Write(path, ModelInputs.ToNpy(tensor, name));
+            w.WriteLine($"{name}: {tensor.ElementType.ToString().ToLowerInvariant()} {ModelIo.Shape(tensor.Shape)} -> {path}");
+        }
+        return 0;
+    }
+
+    /// <summary>An output name as a file name: characters a path cannot hold become '_'.</summary>
+    private static string FileName(string name)
+    {
+        var invalid = Path.GetInvalidFileNameChars();
+        return string.Concat(name.Select(c => invalid.Contains(c) || c == '\\' ? '_' : c));
+    }
+}
+
+/// <summary>engine inspect: a model's inputs, outputs, opsets and the nodes the engine takes over.</summary>
+internal sealed class InspectModelCommand : ICommand
+{
+    public string Name => "inspect";
+    public string Summary => "list a model's inputs, outputs and the nodes the engine takes over";
+    public int Positionals => 1;
+    public IReadOnlyCollection<string> Options { get; } = [];
+    public string Usage => "engine inspect model.onnx";
+
+    public int Run(CommandLine args, CliContext context)
+    {
+        var model = ModelIo.Model(args);
+        var plan = ModelIo.Guard(() => HandoverRewriter.Rewrite(model));
+        var w = context.Out;
+        var proto = model.Proto;
+        w.WriteLine($"model: {args.Positionals[0]} (IR {proto.IrVersion}{(proto.ProducerName.Length > 0 ? ", from " + proto.ProducerName : "")})");
+        w.WriteLine($"opsets: {string.Join(", ", proto.OpsetImport.Select(o => $"{(o.Domain.Length == 0 ? "ai.onnx" : o.Domain)} {o.Version}"))}");
+        w.WriteLine("inputs:");
+        foreach (var i in model.Inputs) w.WriteLine($"  {i}");
+        w.WriteLine("outputs:");
+        foreach (var o in model.Outputs) w.WriteLine($"  {o}");
+        var nodes = OnnxModel.AllGraphs(model.Graph).SelectMany(g => g.Node).ToArray();
+        w.WriteLine($"nodes: {nodes.Length} ({string.Join(", ", nodes.GroupBy(n => n.OpType).OrderByDescending(g => g.Count()).Select(g => $"{g.Key} ×{g.Count()}"))})");
+        var engine = plan.EngineNodes.ToArray();
+        w.WriteLine($"the engine takes over {engine.Length} node{(engine.Length == 1 ? "" : "s")}:");
+        foreach (var n in engine) w.WriteLine($"  {n}");
+        foreach (var n in plan.Nodes.Where(n => !n.ToEngine)) w.WriteLine($"  (ONNX Runtime) {n}");
+        foreach (var note in plan.Notes) w.WriteLine($"note: {note}");
+        return 0;
+    }
+}
+
+/// <summary>engine bench-model: times a model with and without the hand-over in one run.</summary>
+internal sealed class BenchModelCommand : ICommand
+{
+    public string Name => "bench-model";
+    public string Summary => "time an ONNX model with and without the hand-over, side by side";
+    public int Positionals => 1;
+    public IReadOnlyCollection<string> Options { get; } = ["input", "dim", "sample", "T", "decode", "repeats", "backend", "threads", "json"];
+    public string Usage => $"""
+        engine bench-model model.onnx [--input NAME=FILE.npy ...] [--dim NAME=VALUE ...] [--repeats 7] [--backend cpu|gpu] [--threads N] [--json]
+        engine bench-model --sample linear|gated-per-key|gated-per-head|delta|gated-delta|all [--T 1024,4096] [--decode] ...
+          Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
+          interleaved, median of --repeats; then, from ORT's profile, the time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
+          (names with 'state' zeros, 'decay' log gates, 'beta' in (0,1), other floats N(0,1)).
+          --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone at
+          each --T, and with --decode one token with past_state.
+        """;
+
+    public int Run(CommandLine args, CliContext context)
+    {
+        int repeats = args.Int("repeats", 7, min: 1);
+        var backend = ModelIo.Backend(args);
+        if (backend == HandoverBackend.None) throw new UsageException("--backend must be cpu or gpu (ONNX Runtime alone is always timed)");
+        using var host = ModelIo.Host(args);
+        var rows = new List<ModelTiming>();
+        if (args.Has("sample"))
+        {
+            if (args.Positionals.Count > 0) throw new UsageException("give either a model file or --sample");
+            var lengths = BenchShape.TokenList(args, 4096);
+            bool decode = args.Flag("decode");
+            foreach (var (label, spec) in Samples(args.Require("sample")))
+            {
+                // The block (projections and activations in ORT around the node) and the node alone.
+                foreach (var (kind, model) in new[] { ("block", SampleModels.LinearAttentionBlock(spec)), ("node", SampleModels.LinearAttentionNode(spec)) })
+                {
+                    foreach (int t in decode ? lengths.Append(1) : lengths)
+                    {
+                        var inputs = ModelInputs.Random(model, new Dictionary<string, long> { ["B"] = 1, ["T"] = t });
+                        rows.Add(Time(model, $"{label} {kind}", t == 1 ? "decode T=1" : $"T={t}", inputs, host, backend, repeats));
+                    }
+                }
+            }
+        }
+        else
+        {
+            var model = ModelIo.Model(args);
+            var dims = ModelIo.Pairs(args, "dim").ToDictionary(p => p.Name, p => long.TryParse(p.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long v)
+                ? v : throw new UsageException($"--dim {p.Name} must be a whole number, got '{p.Value}'"));
+            var inputs = ModelIo.Inputs(args, model);
+            var random = ModelInputs.Random(new OnnxModel(WithoutGiven(model, inputs.Keys)), dims);
+            foreach (var (name, tensor) in random) inputs[name] = tensor;
+            rows.Add(Time(model, Path.GetFileName(args.Positionals[0]), "", inputs, host, backend, repeats));
+        }
+        Print(context.Out, rows, host.Describe(backend), args.Flag("json"));
+        return 0;
+    }
+
+    /// <summary>Whole-model medians, and the medians of the time spent in the taken-over nodes (from ORT's profile).</summary>
+    private sealed record ModelTiming(string Model, string Case, int EngineNodes, double EngineMs, double OrtMs, double EngineNodeMs, double OrtNodeMs)
+    {
+        public double Speedup => OrtMs / EngineMs;
+        public double NodeSpeedup => OrtNodeMs / EngineNodeMs;
+    }
+
+    private static ModelTiming Time(OnnxModel model, string label, string what, Dictionary<string, TensorData> inputs,
+        KernelHost host, HandoverBackend backend, int repeats)
+    {
+        double engineSeconds, ortSeconds;
+        int engineNodes;
+        IReadOnlySet<string> opTypes;
+        using (var engine = ModelIo.Guard(() => ModelSession.Open(model, BenchOptions(backend, host))))
+        using (var ort = ModelIo.Guard(() => ModelSession.Open(model, BenchOptions(HandoverBackend.None, host))))
+        {
+            (engineSeconds, ortSeconds) = MedianInterleaved(() => engine.Run(inputs), () => ort.Run(inputs), repeats);
+            engineNodes = engine.Handover.EngineNodes.Count();
+            opTypes = engine.Handover.EngineNodes.Select(n => n.OpType).ToHashSet();
+        }
+        return new ModelTiming(label, what, engineNodes, engineSeconds * 1e3, ortSeconds * 1e3,
+            NodeMilliseconds(model, inputs, host, backend, opTypes, repeats), NodeMilliseconds(model, inputs, host, HandoverBackend.None, opTypes, repeats));
+    }
+
+    /// <summary>
+    /// Both sessions' intra-op threads do not spin: two sessions run alternately, and one's spinning threads
+    /// would otherwise take the cores from the other's run.
+    /// </summary>
+    private static ModelSessionOptions BenchOptions(HandoverBackend backend, KernelHost host) =>
+        new() { Backend = backend, Host = host, AllowSpinning = false };
+
+    /// <summary>Median time in the nodes of the given op types, read from ORT's profile of a separate profiled session.</summary>
+    private static double NodeMilliseconds(OnnxModel model, Dictionary<string, TensorData> inputs, KernelHost host, HandoverBackend backend,
+        IReadOnlySet<string> opTypes, int repeats)
+    {
+        if (opTypes.Count == 0) return double.NaN;
+        string prefix = Path.Combine(Path.GetTempPath(), $"engine-profile-{Environment.ProcessId}-{backend}");
+        string file;
+        const int warmup = 2;
+        using (var session = ModelIo.Guard(() => ModelSession.Open(model, BenchOptions(backend, host) with { ProfilePrefix = prefix })))
+        {
+            for (int i = 0; i < warmup + repeats; i++) session.Run(inputs);
+            file = session.EndProfiling();
+        }
+        try
+        {
+            return Median(OrtProfile.OpMillisecondsPerRun(file, opTypes).Skip(warmup).ToArray());
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    /// <summary>
+    /// Two variants timed in one run: both warmed up, then their runs alternated so that load on the machine
+    /// falls on both alike; the median of each.
+    /// </summary>
+    private static (double First, double Second) MedianInterleaved(Action first, Action second, int repeats, double warmupSeconds = 1.0)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        int warm = 0;
+        do { first(); second(); warm++; } while (clock.Elapsed.TotalSeconds < warmupSeconds || warm < 2);
+        var a = new double[repeats];
+        var b = new double[repeats];
+        for (int i = 0; i < repeats; i++)
+        {
+            clock.Restart();
+            first();
+            a[i] = clock.Elapsed.TotalSeconds;
+            clock.Restart();
+            second();
+            b[i] = clock.Elapsed.TotalSeconds;
+        }
+        return (Median(a), Median(b));
+    }
+
+    private static double Median(double[] times)
+    {
+        Array.Sort(times);
+        int n = times.Length;
+        return n % 2 == 1 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+    }
+
+    /// <summary>The standard LinearAttention blocks of the benchmark table.</summary>
+    private static IEnumerable<(string Label, LinearAttentionBlockSpec Spec)> Samples(string which)
+    {
+        var all = new (string, UpdateRule, DecayForm)[]
+        {
+            ("linear", UpdateRule.Linear, DecayForm.PerHead),
+            ("gated-per-key", UpdateRule.Gated, DecayForm.PerKey),
+            ("gated-per-head", UpdateRule.Gated, DecayForm.PerHead),
+            ("delta", UpdateRule.Delta, DecayForm.PerHead),
+            ("gated-delta", UpdateRule.GatedDelta, DecayForm.PerHead),
+        };
+        var chosen = which == "all" ? all : all.Where(s => s.Item1 == which).ToArray();
+        if (chosen.Length == 0) throw new UsageException($"--sample must be one of {string.Join("|", all.Select(s => s.Item1))}|all, got '{which}'");
+        return chosen.Select(s => (s.Item1, new LinearAttentionBlockSpec
+        {
+            Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = s.Item2, Decay = s.Item3,
+        }));
+    }
+
+    /// <summary>The model with the inputs given as files left out, so only the others are made up.</summary>
+    private static Onnx.Proto.ModelProto WithoutGiven(OnnxModel model, IEnumerable<string> given)
+    {
+        var copy = model.Proto.Clone();
+        var names = given.ToHashSet();
+        var keep = copy.Graph.Input.Where(i => !names.Contains(i.Name)).ToArray();
+        copy.Graph.Input.Clear();
+        copy.Graph.Input.AddRange(keep);
+        return copy;
+    }
+
+    private static void Print(TextWriter w, IReadOnlyList<ModelTiming> rows, string device, bool json)
+    {
+        if (json)
+        {
+            w.WriteLine(JsonSerializer.Serialize(rows.Select(r => new Dictionary<string, object>
+            {
+                ["model"] = r.Model, ["case"] = r.Case, ["engine_nodes"] = r.EngineNodes, ["device"] = device,
+                ["engine_ms"] = r.EngineMs, ["ort_ms"] = r.OrtMs, ["speedup"] = r.Speedup,
+                ["engine_node_ms"] = r.EngineNodeMs, ["ort_node_ms"] = r.OrtNodeMs, ["node_speedup"] = r.NodeSpeedup,
+            }), new JsonSerializerOptions { WriteIndented = true }));
+            return;
+        }
+        w.WriteLine($"engine: {device}; ONNX Runtime {Onnx.Interop.OrtInfo.Version} alone for comparison (median, runs interleaved)");
+        w.WriteLine("whole model: median ms per run; nodes: median ms in the taken-over nodes (ORT's profile, separate runs)");
+        w.WriteLine($"{"model",-22} {"case",-12} {"nodes",5} {"engine ms",10} {"ORT ms",10} {"speedup",8} {"node engine",12} {"node ORT",10} {"speedup",8}");
+        foreach (var r in rows)
+            w.WriteLine($"{r.Model,-22} {r.Case,-12} {r.EngineNodes,5} {r.EngineMs,10:F3} {r.OrtMs,10:F3} {r.Speedup,7:F2}x {r.EngineNodeMs,12:F3} {r.OrtNodeMs,10:F3} {r.NodeSpeedup,7:F2}x");
+    }
+}
