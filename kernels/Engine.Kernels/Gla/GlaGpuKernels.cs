@@ -169,7 +169,7 @@ internal readonly struct RecurrentTiles(GlaGpuShape s)
 /// Recurrent form: one group per (sequence, kv head, value tile) walks the tokens with the state tile in shared memory.
 /// Every exponent is a difference b_i − b_j with j <= i (or b_last − b_j, or b_i), so it is <= 0.
 /// </summary>
-internal static class GlaGpuKernels
+public static class GlaGpuKernels
 {
     private const int SubChunk = GlaGpuShape.SubChunk;
     private const int SliceWidth = GlaGpuShape.SliceWidth;
