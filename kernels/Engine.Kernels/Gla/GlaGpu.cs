@@ -38,9 +38,14 @@ public sealed class GlaGpu : IDisposable
         _shape = new GlaGpuShape(config, groupSize, cols);
         long recurrentBytes = SharedBytes(new RecurrentTiles(_shape).Floats);
         if (recurrentBytes > limit)
-            _recurrentTooLarge = $"GLA recurrent mode on the GPU keeps a K × {cols} state tile and the {_shape.Group} query rows of a key/value head in shared memory: " +
-                $"K = {config.Heads.KeyDim} with {_shape.Group} query heads per key/value head needs {recurrentBytes} bytes, more than the {limit} a group may use " +
-                "(keep (K + 2) × (query heads per kv head + 2) under about 12,000; the chunked mode has no such limit)";
+        {
+            // With one column the tile needs K·(G + 3) + 1 + G·groupSize floats.
+            int group = _shape.Group;
+            long maxKeyDim = (limit / sizeof(float) - 1 - (long)group * groupSize) / (group + 3);
+            _recurrentTooLarge = $"GLA recurrent mode on the GPU keeps the state of a key/value head and its {group} query rows in shared memory: " +
+                $"K = {config.Heads.KeyDim} needs {recurrentBytes} bytes, more than the {limit} a group may use; with {group} query heads per " +
+                $"key/value head K can be at most {maxKeyDim} (the chunked mode has no such limit)";
+        }
         long chunkedBytes = SharedBytes(Math.Max(new IntraScoreTiles(_shape).Floats, Math.Max(new ChunkStateTiles(_shape).Floats, new OutputTiles(_shape).Floats)));
         if (chunkedBytes > limit)
             throw new NotSupportedException($"GLA chunked kernels need {chunkedBytes} bytes of shared memory per group with group size {groupSize}, more than the {limit} available");
