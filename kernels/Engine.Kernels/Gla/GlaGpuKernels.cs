@@ -21,6 +21,9 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     /// <summary>Rows of one band of the intra-chunk scores (one group each).</summary>
     public const int SubChunk = 16;
 
+    /// <summary>Score columns a band accumulates in shared memory at a time.</summary>
+    public const int ScoreBlock = 64;
+
     public GlaGpuShape(GlaConfig config, int groupSize, int recurrentCols)
     {
         QHeads = config.Heads.QHeads;
@@ -31,7 +34,7 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
         Gate = (int)config.Gate;
         Scale = config.Scale;
         GroupSize = groupSize;
-        OutputRowThreads = Chunk / 4;
+        OutputRowThreads = Math.Min(Chunk / 4, 16);
         OutputColThreads = groupSize / OutputRowThreads;
         StateColThreads = 1 << ((int.Log2(groupSize) + 1) / 2);
         StateRowThreads = groupSize / StateColThreads;
@@ -69,7 +72,8 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     /// <summary>Floats of gate per token: Hkv·K, Hkv, or 0 for a constant or no gate.</summary>
     public int GatePerToken => PerKey ? KvHeads * KeyDim : PerHead ? KvHeads : 0;
 
-    /// <summary>Value columns of one output group (4 per thread column).</summary>
+    /// <summary>Chunk rows and value columns of one output group (4 per thread row and column).</summary>
+    public int OutputRows => 4 * OutputRowThreads;
     public int OutputCols => 4 * OutputColThreads;
 
     /// <summary>Key rows and value columns of one chunk-state tile.</summary>
@@ -118,32 +122,31 @@ public struct GlaGpuViews
 }
 
 /// <summary>Dynamic shared memory of the intra-chunk score kernel, in floats (the host sizes launches with it).</summary>
-internal readonly struct IntraScoreTiles(GlaGpuShape s)
+internal readonly struct IntraScoreTiles
 {
     public int RowSize => GlaGpuShape.SubChunk * GlaGpuShape.SlicePitch;
-    public int ColumnPitch => s.Chunk + 1;
+    public int ColumnPitch => GlaGpuShape.ScoreBlock + 1;
     public int RawQueries => 0;                              // [16 × pitch] scale·q of the band's rows
     public int GatedQueries => RowSize;                      // [16 × pitch] scale·q_i ⊙ exp(b_i − b_r)
     public int RowGates => 2 * RowSize;                      // [16 × pitch] b of the band's rows
-    public int Keys => 3 * RowSize;                          // [slice × (C + 1)] keys, transposed
-    public int Scores => Keys + GlaGpuShape.SliceWidth * ColumnPitch;   // [16 × (r + 16)] accumulated scores
-    public int Floats => Scores + GlaGpuShape.SubChunk * s.Chunk;
+    public int Keys => 3 * RowSize;                          // [slice × (block + 1)] keys of a column block, transposed
+    public int Scores => Keys + GlaGpuShape.SliceWidth * ColumnPitch;   // [16 × block] accumulated scores
+    public int Floats => Scores + GlaGpuShape.SubChunk * GlaGpuShape.ScoreBlock;
 }
 
 /// <summary>Dynamic shared memory of the chunk-state kernel, in floats.</summary>
 internal readonly struct ChunkStateTiles(GlaGpuShape s)
 {
-    public int KeyPitch => s.Chunk + 1;
-    public int Keys => 0;                                    // [StateRows × (C + 1)] k_j ⊙ exp(b_last − b_j), transposed
-    public int Values => s.StateRows * KeyPitch;             // [C × StateCols]
-    public int Floats => Values + s.Chunk * s.StateCols;
+    public int Keys => 0;                                    // [StateRows × pitch] a token slice of k_j ⊙ exp(b_last − b_j), transposed
+    public int Values => s.StateRows * GlaGpuShape.SlicePitch;   // [slice × StateCols]
+    public int Floats => Values + GlaGpuShape.SliceWidth * s.StateCols;
 }
 
 /// <summary>Dynamic shared memory of the output kernel, in floats.</summary>
 internal readonly struct OutputTiles(GlaGpuShape s)
 {
-    public int Left => 0;                                    // [C × pitch] gated queries, then scores
-    public int Right => s.Chunk * GlaGpuShape.SlicePitch;    // [slice × OutputCols] start state, then values
+    public int Left => 0;                                    // [OutputRows × pitch] gated queries, then scores
+    public int Right => s.OutputRows * GlaGpuShape.SlicePitch;   // [slice × OutputCols] start state, then values
     public int Floats => Right + GlaGpuShape.SliceWidth * s.OutputCols;
 }
 
@@ -162,10 +165,11 @@ internal readonly struct RecurrentTiles(GlaGpuShape s)
 /// <summary>
 /// The GLA kernels. Chunked form, one launch each, in order:
 ///   CumulativeGates   b = in-chunk cumulative log gate (per-key and per-head gates; constant gates compute b = (i+1)·λ inline)
-///   ChunkStates       ΔS = Σ_j (k_j ⊙ exp(b_last − b_j)) v_jᵀ per chunk and kv head, tiled over (K, V)
+///   ChunkStates       ΔS = Σ_j (k_j ⊙ exp(b_last − b_j)) v_jᵀ per chunk and kv head, tiled over (K, V), tokens in slices
 ///   ScanChunkStates   S_start(chunk) in place of ΔS, sequentially over each sequence's chunks, parallel over state entries
 ///   IntraScores       A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc), j <= i, per chunk, query head and 16-row band
-///   Output            O = (scale q ⊙ exp(b)) S_start + A V per chunk, query head and value tile
+///   Output            O = (scale q ⊙ exp(b)) S_start + A V per chunk, query head, row block and value tile
+/// Shared memory per group does not grow with K, V or the chunk size: reductions run in slices of 32.
 /// Recurrent form: one group per (sequence, kv head, value tile) walks the tokens with the state tile in shared memory.
 /// Every exponent is a difference b_i − b_j with j <= i (or b_last − b_j, or b_i), so it is <= 0.
 /// </summary>
@@ -174,6 +178,7 @@ public static class GlaGpuKernels
     private const int SubChunk = GlaGpuShape.SubChunk;
     private const int SliceWidth = GlaGpuShape.SliceWidth;
     private const int SlicePitch = GlaGpuShape.SlicePitch;
+    private const int ScoreBlock = GlaGpuShape.ScoreBlock;
 
     /// <summary>b at local row i of the chunk starting at token <paramref name="start"/>, key dim c (scalar gates ignore c).</summary>
     private static float CumulativeLogGate(GlaGpuViews io, GlaGpuShape s, int h, int start, int i, int c)
@@ -212,7 +217,7 @@ public static class GlaGpuKernels
 
     /// <summary>
     /// Grid (chunks, Hkv, K tiles × V tiles): ΔS[c, d] = Σ_j k_jc exp(b_last,c − b_jc) v_jd for one
-    /// StateRows × StateCols tile, the whole chunk staged in shared memory at once.
+    /// StateRows × StateCols tile, the chunk's tokens staged in slices.
     /// </summary>
     public static void ChunkStates(GlaGpuViews io, SpecializedValue<GlaGpuShape> shape)
     {
@@ -223,27 +228,32 @@ public static class GlaGpuKernels
         int c0 = Grid.IdxZ / tilesV * s.StateRows, d0 = Grid.IdxZ % tilesV * s.StateCols;
         int start = io.ChunkStart[chunk], len = io.ChunkLength[chunk];
         var shared = SharedMemory.GetDynamic<float>();
-        var keys = shared.SubView(tiles.Keys, s.StateRows * tiles.KeyPitch);
-        var values = shared.SubView(tiles.Values, s.Chunk * s.StateCols);
-
-        for (int e = tid; e < s.Chunk * s.StateRows; e += s.GroupSize)
-        {
-            int j = e / s.StateRows, cc = e % s.StateRows, c = c0 + cc;
-            float x = 0f;
-            if (j < len && c < s.KeyDim)
-                x = io.K[((long)(start + j) * s.KvHeads + h) * s.KeyDim + c] * Decay(io, s, h, start, len - 1, j, c);
-            keys[cc * tiles.KeyPitch + j] = x;
-        }
-        for (int e = tid; e < s.Chunk * s.StateCols; e += s.GroupSize)
-        {
-            int j = e / s.StateCols, d = d0 + e % s.StateCols;
-            values[e] = j < len && d < s.ValueDim ? io.V[((long)(start + j) * s.KvHeads + h) * s.ValueDim + d] : 0f;
-        }
-        Group.Barrier();
-
+        var keys = shared.SubView(tiles.Keys, s.StateRows * SlicePitch);
+        var values = shared.SubView(tiles.Values, SliceWidth * s.StateCols);
         int row = tid / s.StateColThreads, col = tid % s.StateColThreads;
         var tile = new RegisterTile4x4();
-        tile.Accumulate(keys, tiles.KeyPitch, values, s.StateCols, len, row, s.StateRowThreads, col, s.StateColThreads);
+
+        for (int j0 = 0; j0 < len; j0 += SliceWidth)
+        {
+            int depth = Math.Min(SliceWidth, len - j0);
+            for (int e = tid; e < SliceWidth * s.StateRows; e += s.GroupSize)
+            {
+                int j = e / s.StateRows, cc = e % s.StateRows, c = c0 + cc;
+                float x = 0f;
+                if (j < depth && c < s.KeyDim)
+                    x = io.K[((long)(start + j0 + j) * s.KvHeads + h) * s.KeyDim + c] * Decay(io, s, h, start, len - 1, j0 + j, c);
+                keys[cc * SlicePitch + j] = x;
+            }
+            for (int e = tid; e < SliceWidth * s.StateCols; e += s.GroupSize)
+            {
+                int j = e / s.StateCols, d = d0 + e % s.StateCols;
+                values[e] = j < depth && d < s.ValueDim ? io.V[((long)(start + j0 + j) * s.KvHeads + h) * s.ValueDim + d] : 0f;
+            }
+            Group.Barrier();
+            tile.Accumulate(keys, SlicePitch, values, s.StateCols, depth, row, s.StateRowThreads, col, s.StateColThreads);
+            Group.Barrier();
+        }
+
         long chunkBase = ((long)chunk * s.KvHeads + h) * s.KeyDim * s.ValueDim;
         for (int m = 0; m < 4; m++)
         {
@@ -278,114 +288,119 @@ public static class GlaGpuKernels
     }
 
     /// <summary>
-    /// Grid (chunks, Hq, C / 16): the scores of rows r..r+15 (r = 16·band) against columns 0..r+15, written
-    /// as full rows of A (zeros above the diagonal). Per-key gates: the columns before the band are a plain
-    /// product of (scale q_i ⊙ exp(b_i − b_r)) and (k_j ⊙ exp(b_r − b_j)); the band's own 16 × 16 block takes
-    /// exp(b_ic − b_jc) element by element. Scalar gates: the product q_i · k_j times exp(b_i − b_j).
+    /// Grid (chunks, Hq, C / 16): the scores of rows r..r+15 (r = 16·band) against columns j <= i, in
+    /// column blocks of 64; entries above the diagonal are not written (the output kernel masks them).
+    /// Per-key gates: the columns before the band are a plain product of (scale q_i ⊙ exp(b_i − b_r)) and
+    /// (k_j ⊙ exp(b_r − b_j)); the band's own 16 × 16 block takes exp(b_ic − b_jc) element by element.
+    /// Scalar gates: the product q_i · k_j times exp(b_i − b_j).
     /// </summary>
     public static void IntraScores(GlaGpuViews io, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
-        var tiles = new IntraScoreTiles(s);
+        var tiles = new IntraScoreTiles();
         int chunk = Grid.IdxX, qh = Grid.IdxY, r = Grid.IdxZ * SubChunk, tid = Group.IdxX;
         int start = io.ChunkStart[chunk], len = io.ChunkLength[chunk];
         if (r >= len) return;
-        int h = qh / s.Group, rows = Math.Min(SubChunk, len - r), width = r + SubChunk, pitch = tiles.ColumnPitch;
+        int h = qh / s.Group, rows = Math.Min(SubChunk, len - r), pitch = tiles.ColumnPitch;
         var shared = SharedMemory.GetDynamic<float>();
         var rawQueries = shared.SubView(tiles.RawQueries, tiles.RowSize);
         var gatedQueries = shared.SubView(tiles.GatedQueries, tiles.RowSize);
         var rowGates = shared.SubView(tiles.RowGates, tiles.RowSize);
         var keys = shared.SubView(tiles.Keys, SliceWidth * pitch);
-        var scores = shared.SubView(tiles.Scores, SubChunk * width);
+        var scores = shared.SubView(tiles.Scores, SubChunk * ScoreBlock);
 
-        // Each thread owns the same score entries in every pass, so the running sums need no barrier.
-        for (int e = tid; e < SubChunk * width; e += s.GroupSize) scores[e] = 0f;
-        for (int c0 = 0; c0 < s.KeyDim; c0 += SliceWidth)
+        for (int j0 = 0; j0 < r + SubChunk; j0 += ScoreBlock)
         {
-            int depth = Math.Min(SliceWidth, s.KeyDim - c0);
-            for (int e = tid; e < SubChunk * SliceWidth; e += s.GroupSize)
+            int width = Math.Min(ScoreBlock, r + SubChunk - j0);
+            // Each thread owns the same score entries in every pass, so the running sums need no barrier.
+            for (int e = tid; e < SubChunk * width; e += s.GroupSize) scores[e] = 0f;
+            for (int c0 = 0; c0 < s.KeyDim; c0 += SliceWidth)
             {
-                int i = e / SliceWidth, u = e % SliceWidth, at = i * SlicePitch + u;
-                float q = 0f, b = 0f, gated = 0f;
-                if (i < rows && u < depth)
+                int depth = Math.Min(SliceWidth, s.KeyDim - c0);
+                for (int e = tid; e < SubChunk * SliceWidth; e += s.GroupSize)
                 {
-                    q = s.Scale * io.Q[((long)(start + r + i) * s.QHeads + qh) * s.KeyDim + c0 + u];
+                    int i = e / SliceWidth, u = e % SliceWidth, at = i * SlicePitch + u;
+                    float q = 0f, b = 0f, gated = 0f;
+                    if (i < rows && u < depth)
+                    {
+                        q = s.Scale * io.Q[((long)(start + r + i) * s.QHeads + qh) * s.KeyDim + c0 + u];
+                        if (s.PerKey)
+                        {
+                            b = CumulativeLogGate(io, s, h, start, r + i, c0 + u);
+                            gated = q * XMath.Exp(b - CumulativeLogGate(io, s, h, start, r, c0 + u));
+                        }
+                    }
+                    rawQueries[at] = q;
                     if (s.PerKey)
                     {
-                        b = CumulativeLogGate(io, s, h, start, r + i, c0 + u);
-                        gated = q * XMath.Exp(b - CumulativeLogGate(io, s, h, start, r, c0 + u));
+                        rowGates[at] = b;
+                        gatedQueries[at] = gated;
                     }
                 }
-                rawQueries[at] = q;
-                if (s.PerKey)
+                for (int e = tid; e < width * SliceWidth; e += s.GroupSize)
                 {
-                    rowGates[at] = b;
-                    gatedQueries[at] = gated;
+                    int jj = e / SliceWidth, u = e % SliceWidth, j = j0 + jj;
+                    float k = 0f;
+                    if (j < len && u < depth)
+                    {
+                        k = io.K[((long)(start + j) * s.KvHeads + h) * s.KeyDim + c0 + u];
+                        if (s.PerKey && j < r) k *= XMath.Exp(CumulativeLogGate(io, s, h, start, r, c0 + u) - CumulativeLogGate(io, s, h, start, j, c0 + u));
+                    }
+                    keys[u * pitch + jj] = k;
                 }
-            }
-            for (int e = tid; e < width * SliceWidth; e += s.GroupSize)
-            {
-                int j = e / SliceWidth, u = e % SliceWidth;
-                float k = 0f;
-                if (j < len && u < depth)
+                Group.Barrier();
+
+                for (int e = tid; e < SubChunk * width; e += s.GroupSize)
                 {
-                    k = io.K[((long)(start + j) * s.KvHeads + h) * s.KeyDim + c0 + u];
-                    if (s.PerKey && j < r) k *= XMath.Exp(CumulativeLogGate(io, s, h, start, r, c0 + u) - CumulativeLogGate(io, s, h, start, j, c0 + u));
+                    int i = e / width, jj = e % width, j = j0 + jj;
+                    if (i >= rows || j > r + i) continue;
+                    float sum = 0f;
+                    if (!s.PerKey)
+                    {
+                        for (int u = 0; u < depth; u++) sum += rawQueries[i * SlicePitch + u] * keys[u * pitch + jj];
+                    }
+                    else if (j < r)
+                    {
+                        for (int u = 0; u < depth; u++) sum += gatedQueries[i * SlicePitch + u] * keys[u * pitch + jj];
+                    }
+                    else
+                    {
+                        int jr = j - r;
+                        for (int u = 0; u < depth; u++)
+                            sum += rawQueries[i * SlicePitch + u] * keys[u * pitch + jj] * XMath.Exp(rowGates[i * SlicePitch + u] - rowGates[jr * SlicePitch + u]);
+                    }
+                    scores[e] += sum;
                 }
-                keys[u * pitch + j] = k;
+                Group.Barrier();
             }
-            Group.Barrier();
 
             for (int e = tid; e < SubChunk * width; e += s.GroupSize)
             {
-                int i = e / width, j = e % width;
+                int i = e / width, j = j0 + e % width;
                 if (i >= rows || j > r + i) continue;
-                float sum = 0f;
-                if (!s.PerKey)
-                {
-                    for (int u = 0; u < depth; u++) sum += rawQueries[i * SlicePitch + u] * keys[u * pitch + j];
-                }
-                else if (j < r)
-                {
-                    for (int u = 0; u < depth; u++) sum += gatedQueries[i * SlicePitch + u] * keys[u * pitch + j];
-                }
-                else
-                {
-                    int jr = j - r;
-                    for (int u = 0; u < depth; u++)
-                        sum += rawQueries[i * SlicePitch + u] * keys[u * pitch + j] * XMath.Exp(rowGates[i * SlicePitch + u] - rowGates[jr * SlicePitch + u]);
-                }
-                scores[e] += sum;
-            }
-            Group.Barrier();
-        }
-
-        for (int e = tid; e < rows * s.Chunk; e += s.GroupSize)
-        {
-            int i = e / s.Chunk, j = e % s.Chunk;
-            float a = 0f;
-            if (j <= r + i)
-            {
-                a = scores[i * width + j];
+                float a = scores[e];
                 if (!s.PerKey) a *= Decay(io, s, h, start, r + i, j, 0);
+                io.Scores[((long)(start + r + i) * s.QHeads + qh) * s.Chunk + j] = a;
             }
-            io.Scores[((long)(start + r + i) * s.QHeads + qh) * s.Chunk + j] = a;
         }
     }
 
     /// <summary>
-    /// Grid (chunks, Hq, ceil(V / OutputCols)): O = [scale q ⊙ exp(b) | A] · [S_start ; V] for the chunk's rows
-    /// and one tile of value columns, both halves of the reduction staged slice by slice through shared memory.
+    /// Grid (chunks, Hq, C / OutputRows × ceil(V / OutputCols)): O = [scale q ⊙ exp(b) | A] · [S_start ; V] for
+    /// one block of the chunk's rows and one tile of value columns, both halves of the reduction staged
+    /// slice by slice through shared memory; the scores are masked to j <= i as they are staged.
     /// </summary>
     public static void Output(GlaGpuViews io, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
         var tiles = new OutputTiles(s);
-        int chunk = Grid.IdxX, qh = Grid.IdxY, d0 = Grid.IdxZ * s.OutputCols, tid = Group.IdxX;
+        int rowBlocks = s.Chunk / s.OutputRows, cols = s.OutputCols, rowCount = s.OutputRows;
+        int chunk = Grid.IdxX, qh = Grid.IdxY, i0 = Grid.IdxZ % rowBlocks * rowCount, d0 = Grid.IdxZ / rowBlocks * cols, tid = Group.IdxX;
         int start = io.ChunkStart[chunk], len = io.ChunkLength[chunk];
-        int h = qh / s.Group, cols = s.OutputCols;
+        if (i0 >= len) return;
+        int h = qh / s.Group, rows = Math.Min(rowCount, len - i0);
         var shared = SharedMemory.GetDynamic<float>();
-        var left = shared.SubView(tiles.Left, s.Chunk * SlicePitch);
+        var left = shared.SubView(tiles.Left, rowCount * SlicePitch);
         var right = shared.SubView(tiles.Right, SliceWidth * cols);
         int row = tid / s.OutputColThreads, col = tid % s.OutputColThreads;
         var tile = new RegisterTile4x4();
@@ -395,12 +410,12 @@ public static class GlaGpuKernels
         for (int c0 = 0; c0 < s.KeyDim; c0 += SliceWidth)
         {
             int depth = Math.Min(SliceWidth, s.KeyDim - c0);
-            for (int e = tid; e < s.Chunk * SliceWidth; e += s.GroupSize)
+            for (int e = tid; e < rowCount * SliceWidth; e += s.GroupSize)
             {
                 int i = e / SliceWidth, u = e % SliceWidth;
                 float x = 0f;
-                if (i < len && u < depth)
-                    x = s.Scale * io.Q[((long)(start + i) * s.QHeads + qh) * s.KeyDim + c0 + u] * Decay(io, s, h, start, i, -1, c0 + u);
+                if (i < rows && u < depth)
+                    x = s.Scale * io.Q[((long)(start + i0 + i) * s.QHeads + qh) * s.KeyDim + c0 + u] * Decay(io, s, h, start, i0 + i, -1, c0 + u);
                 left[i * SlicePitch + u] = x;
             }
             for (int e = tid; e < SliceWidth * cols; e += s.GroupSize)
@@ -413,14 +428,14 @@ public static class GlaGpuKernels
             Group.Barrier();
         }
 
-        // Intra-chunk part: the scores against the chunk's values.
-        for (int j0 = 0; j0 < len; j0 += SliceWidth)
+        // Intra-chunk part: the scores against the values of the tokens up to the block's last row.
+        for (int j0 = 0; j0 < i0 + rows; j0 += SliceWidth)
         {
-            int depth = Math.Min(SliceWidth, len - j0);
-            for (int e = tid; e < s.Chunk * SliceWidth; e += s.GroupSize)
+            int depth = Math.Min(SliceWidth, i0 + rows - j0);
+            for (int e = tid; e < rowCount * SliceWidth; e += s.GroupSize)
             {
                 int i = e / SliceWidth, u = e % SliceWidth;
-                left[i * SlicePitch + u] = i < len && u < depth ? io.Scores[((long)(start + i) * s.QHeads + qh) * s.Chunk + j0 + u] : 0f;
+                left[i * SlicePitch + u] = i < rows && j0 + u <= i0 + i ? io.Scores[((long)(start + i0 + i) * s.QHeads + qh) * s.Chunk + j0 + u] : 0f;
             }
             for (int e = tid; e < SliceWidth * cols; e += s.GroupSize)
             {
@@ -435,7 +450,7 @@ public static class GlaGpuKernels
         for (int m = 0; m < 4; m++)
         {
             int i = row + m * s.OutputRowThreads;
-            if (i < len) tile.StoreRow(m, io.Output, ((long)(start + i) * s.QHeads + qh) * s.ValueDim + d0, col, s.OutputColThreads, s.ValueDim - d0);
+            if (i < rows) tile.StoreRow(m, io.Output, ((long)(start + i0 + i) * s.QHeads + qh) * s.ValueDim + d0, col, s.OutputColThreads, s.ValueDim - d0);
         }
     }
 

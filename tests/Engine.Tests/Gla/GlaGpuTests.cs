@@ -14,19 +14,29 @@ namespace Engine.Tests.Gla;
 
 /// <summary>
 /// The GLA GPU kernels beyond the cross-backend grid: called directly on ILGPU's CPU accelerator (the constant
-/// gate, buffer reuse across calls, the recurrent shared-memory limit), through a session (prefill, then decode
-/// steps), and compiled for CUDA. Every result is compared with the float64 reference.
+/// gate, every chunk size, the CUDA group size, buffer reuse across calls, the recurrent shared-memory limit),
+/// through a session (prefill, then decode steps), and compiled for CUDA. Every result is compared with the
+/// float64 reference.
 /// </summary>
 [TestFixture]
 public sealed class GlaGpuTests
 {
     private GpuRuntime _runtime = null!;
+    private GpuRuntime _cudaGroupRuntime = null!;
 
     [OneTimeSetUp]
-    public void CreateRuntime() => _runtime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator);
+    public void CreateRuntimes()
+    {
+        _runtime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator);
+        _cudaGroupRuntime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator, cpuGroupSize: 128);
+    }
 
     [OneTimeTearDown]
-    public void DisposeRuntime() => _runtime.Dispose();
+    public void DisposeRuntimes()
+    {
+        _runtime.Dispose();
+        _cudaGroupRuntime.Dispose();
+    }
 
     /// <summary>One call's inputs, fixed by a seed, with its float64 reference result.</summary>
     private sealed class Problem
@@ -87,6 +97,27 @@ public sealed class GlaGpuTests
         var problem = new Problem(config, SequenceLayout.Packed([0, 0, 1, 41, 58], 58), seed: 11);
         using var gpu = new GlaGpu(config, _runtime);
         AssertMatches(problem.Run(gpu, chunked), problem.Reference(), chunked ? "chunked" : "recurrent");
+    }
+
+    [Test]
+    public void EveryChunkSizeMatchesReference([ValueSource(typeof(GlaConfig), nameof(GlaConfig.ChunkSizes))] int chunk)
+    {
+        var config = new GlaConfig(new HeadLayout(2, 1, 8, 8), GateKind.PerKey, 0.35f, chunk);
+        var problem = new Problem(config, SequenceLayout.Packed([0, 1, 70, 270], 270), seed: 51);
+        using var gpu = new GlaGpu(config, _runtime);
+        AssertMatches(problem.Run(gpu, chunked: true), problem.Reference(), $"chunk {chunk}");
+    }
+
+    /// <summary>The thread layouts CUDA uses (128 threads per group), simulated: 4 × 4 tiles of 16 × 8 threads, split key rows in decode.</summary>
+    [TestCase(16, true)]
+    [TestCase(64, true)]
+    [TestCase(64, false)]
+    public void CudaGroupSizeMatchesReference(int chunk, bool chunked)
+    {
+        var config = new GlaConfig(new HeadLayout(2, 1, 40, 36), GateKind.PerKey, 0.3f, chunk);
+        var problem = new Problem(config, SequenceLayout.Packed([0, 1, 1, 40], 40), seed: 61);
+        using var gpu = new GlaGpu(config, _cudaGroupRuntime);
+        AssertMatches(problem.Run(gpu, chunked), problem.Reference(), chunked ? $"chunked, chunk {chunk}" : "recurrent");
     }
 
     [Test]
