@@ -30,6 +30,8 @@ public sealed class GlaGpu : IDisposable
         int groupSize = runtime.GroupSize;
         if (groupSize < 16 || !int.IsPow2(groupSize))
             throw new NotSupportedException($"GLA GPU kernels need a power-of-two group size >= 16, the runtime has {groupSize}");
+        if (config.ChunkSize < 16 || !int.IsPow2(config.ChunkSize))
+            throw new NotSupportedException($"GLA GPU kernels need a power-of-two chunk size >= 16, got {config.ChunkSize}");
         long limit = Math.Min(SharedMemoryLimit, runtime.Accelerator.MaxSharedMemoryPerGroup);
 
         // The recurrent state tile is K × cols floats: narrow the tile until it fits the shared memory.
