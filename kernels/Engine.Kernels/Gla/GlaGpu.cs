@@ -48,7 +48,7 @@ public sealed class GlaGpu : IDisposable
                 $"K = {config.Heads.KeyDim} needs {recurrentBytes} bytes, more than the {limit} a group may use; with {group} query heads per " +
                 $"key/value head K can be at most {maxKeyDim} (the chunked mode has no such limit)";
         }
-        long chunkedBytes = SharedBytes(Math.Max(new IntraScoreTiles().Floats, Math.Max(new ChunkStateTiles(_shape).Floats, new OutputTiles(_shape).Floats)));
+        long chunkedBytes = SharedBytes(Math.Max(IntraScoreTiles.Floats, Math.Max(new ChunkStateTiles(_shape).Floats, new OutputTiles(_shape).Floats)));
         if (chunkedBytes > limit)
             throw new NotSupportedException($"GLA chunked kernels need {chunkedBytes} bytes of shared memory per group with group size {groupSize}, more than the {limit} available");
 
@@ -146,7 +146,7 @@ public sealed class GlaGpu : IDisposable
         long stateEntries = sequences.Count * (long)s.KvHeads * s.KeyDim * s.ValueDim;
         _scan(Launch(checked((int)((stateEntries + gs - 1) / gs)), 1, 1), io, sequences.Count, spec);
         io.Scores = _buffers.Get<float>("scores", (long)tokens * s.QHeads * s.Chunk);
-        _intraScores(Launch(chunks, s.QHeads, s.Chunk / GlaGpuShape.SubChunk, new IntraScoreTiles().Floats), io, spec);
+        _intraScores(Launch(chunks, s.QHeads, s.Chunk / GlaGpuShape.SubChunk, IntraScoreTiles.Floats), io, spec);
         _output(Launch(chunks, s.QHeads, s.Chunk / s.OutputRows * DivUp(s.ValueDim, s.OutputCols), new OutputTiles(s).Floats), io, spec);
     }
 

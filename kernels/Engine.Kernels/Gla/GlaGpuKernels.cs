@@ -102,7 +102,7 @@ public struct GlaGpuViews
     /// <summary>[Hkv] log decay of a constant gate.</summary>
     public ArrayView<float> ConstantDecay;
 
-    /// <summary>A [T, Hq, C]: scale Σ_c q_ic k_jc exp(b_ic − b_jc) for j <= i, zero above the diagonal.</summary>
+    /// <summary>A [T, Hq, C]: scale Σ_c q_ic k_jc exp(b_ic − b_jc) for j <= i; entries above the diagonal are not written.</summary>
     public ArrayView<float> Scores;
 
     /// <summary>[chunks, Hkv, K, V]: each chunk's state contribution, turned by the scan into its start state.</summary>
@@ -122,16 +122,16 @@ public struct GlaGpuViews
 }
 
 /// <summary>Dynamic shared memory of the intra-chunk score kernel, in floats (the host sizes launches with it).</summary>
-internal readonly struct IntraScoreTiles
+internal static class IntraScoreTiles
 {
-    public int RowSize => GlaGpuShape.SubChunk * GlaGpuShape.SlicePitch;
-    public int ColumnPitch => GlaGpuShape.ScoreBlock + 1;
-    public int RawQueries => 0;                              // [16 × pitch] scale·q of the band's rows
-    public int GatedQueries => RowSize;                      // [16 × pitch] scale·q_i ⊙ exp(b_i − b_r)
-    public int RowGates => 2 * RowSize;                      // [16 × pitch] b of the band's rows
-    public int Keys => 3 * RowSize;                          // [slice × (block + 1)] keys of a column block, transposed
-    public int Scores => Keys + GlaGpuShape.SliceWidth * ColumnPitch;   // [16 × block] accumulated scores
-    public int Floats => Scores + GlaGpuShape.SubChunk * GlaGpuShape.ScoreBlock;
+    public const int RowSize = GlaGpuShape.SubChunk * GlaGpuShape.SlicePitch;
+    public const int ColumnPitch = GlaGpuShape.ScoreBlock + 1;
+    public const int RawQueries = 0;                         // [16 × pitch] scale·q of the band's rows
+    public const int GatedQueries = RowSize;                 // [16 × pitch] scale·q_i ⊙ exp(b_i − b_r)
+    public const int RowGates = 2 * RowSize;                 // [16 × pitch] b of the band's rows
+    public const int Keys = 3 * RowSize;                     // [slice × (block + 1)] keys of a column block, transposed
+    public const int Scores = Keys + GlaGpuShape.SliceWidth * ColumnPitch;   // [16 × block] accumulated scores
+    public const int Floats = Scores + GlaGpuShape.SubChunk * GlaGpuShape.ScoreBlock;
 }
 
 /// <summary>Dynamic shared memory of the chunk-state kernel, in floats.</summary>
@@ -180,16 +180,15 @@ public static class GlaGpuKernels
     private const int SlicePitch = GlaGpuShape.SlicePitch;
     private const int ScoreBlock = GlaGpuShape.ScoreBlock;
 
-    /// <summary>b at local row i of the chunk starting at token <paramref name="start"/>, key dim c (scalar gates ignore c).</summary>
-    private static float CumulativeLogGate(GlaGpuViews io, GlaGpuShape s, int h, int start, int i, int c)
-    {
-        if (s.PerKey) return io.CumulativeGate[((long)(start + i) * s.KvHeads + h) * s.KeyDim + c];
-        if (s.PerHead) return io.CumulativeGate[(long)(start + i) * s.KvHeads + h];
-        if (s.Constant) return (i + 1) * io.ConstantDecay[h];
-        return 0f;
-    }
+    /// <summary>b at local row i of the chunk starting at token <paramref name="start"/>, key dim c: per-key and per-head gates.</summary>
+    private static float CumulativeLogGate(GlaGpuViews io, GlaGpuShape s, int h, int start, int i, int c) => s.PerKey
+        ? io.CumulativeGate[((long)(start + i) * s.KvHeads + h) * s.KeyDim + c]
+        : io.CumulativeGate[(long)(start + i) * s.KvHeads + h];
 
-    /// <summary>exp(b_i − b_j) for local rows j <= i of one chunk; j = −1 stands for the chunk start (b = 0).</summary>
+    /// <summary>
+    /// exp(b_i − b_j) for local rows j <= i of one chunk; j = −1 stands for the chunk start (b = 0).
+    /// A constant gate has b_i − b_j = (i − j)·λ; no gate, 0.
+    /// </summary>
     private static float Decay(GlaGpuViews io, GlaGpuShape s, int h, int start, int i, int j, int c)
     {
         if (s.NoGate) return 1f;
@@ -297,17 +296,16 @@ public static class GlaGpuKernels
     public static void IntraScores(GlaGpuViews io, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
-        var tiles = new IntraScoreTiles();
         int chunk = Grid.IdxX, qh = Grid.IdxY, r = Grid.IdxZ * SubChunk, tid = Group.IdxX;
         int start = io.ChunkStart[chunk], len = io.ChunkLength[chunk];
         if (r >= len) return;
-        int h = qh / s.Group, rows = Math.Min(SubChunk, len - r), pitch = tiles.ColumnPitch;
+        int h = qh / s.Group, rows = Math.Min(SubChunk, len - r), pitch = IntraScoreTiles.ColumnPitch;
         var shared = SharedMemory.GetDynamic<float>();
-        var rawQueries = shared.SubView(tiles.RawQueries, tiles.RowSize);
-        var gatedQueries = shared.SubView(tiles.GatedQueries, tiles.RowSize);
-        var rowGates = shared.SubView(tiles.RowGates, tiles.RowSize);
-        var keys = shared.SubView(tiles.Keys, SliceWidth * pitch);
-        var scores = shared.SubView(tiles.Scores, SubChunk * ScoreBlock);
+        var rawQueries = shared.SubView(IntraScoreTiles.RawQueries, IntraScoreTiles.RowSize);
+        var gatedQueries = shared.SubView(IntraScoreTiles.GatedQueries, IntraScoreTiles.RowSize);
+        var rowGates = shared.SubView(IntraScoreTiles.RowGates, IntraScoreTiles.RowSize);
+        var keys = shared.SubView(IntraScoreTiles.Keys, SliceWidth * pitch);
+        var scores = shared.SubView(IntraScoreTiles.Scores, SubChunk * ScoreBlock);
 
         for (int j0 = 0; j0 < r + SubChunk; j0 += ScoreBlock)
         {
