@@ -90,7 +90,7 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     public override int GetHashCode() => HashCode.Combine(QHeads, KvHeads, KeyDim, ValueDim, Chunk, Gate, Scale, HashCode.Combine(GroupSize, RecurrentCols));
 }
 
-/// <summary>The device buffers of one call. Unused views point at a one-element placeholder.</summary>
+/// <summary>The device buffers of one call. Views a launch does not read point at a one-element placeholder or another valid buffer.</summary>
 public struct GlaGpuViews
 {
     /// <summary>Inputs [T, heads, dim]; G holds the raw log gates, laid out [T, Hkv, K] or [T, Hkv].</summary>
