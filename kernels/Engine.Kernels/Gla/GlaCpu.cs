@@ -20,6 +20,9 @@ namespace Engine.Kernels.Gla;
 ///   state   S   = diag(exp(b_last)) S + (k ⊙ exp(b_last − b))ᵀ V
 /// Every exponent is <= 0. Scalar gates (per head, constant, none) skip the sub-chunks: A = (Q Kᵀ) ⊙ D.
 /// </summary>
+/// <remarks>
+/// Hot methods are compiled fully optimized on first use (a first call on a long sequence must not run unoptimized code).
+/// </remarks>
 public sealed unsafe class GlaCpu : IDisposable
 {
     private const int Sub = 16;
@@ -160,6 +163,7 @@ public sealed unsafe class GlaCpu : IDisposable
     /// Asks for the next chunk's rows ahead of time: a head's rows are H·dim floats apart, so each row sits in its
     /// own 4 KB page and the hardware prefetcher, which stays inside a page, does not follow them.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void PrefetchChunk(in Io io, int h, int cs, int len)
     {
         if (!Sse.IsSupported) return;
@@ -201,6 +205,7 @@ public sealed unsafe class GlaCpu : IDisposable
 
     /// <summary>Loads the chunk's keys and values (padded rows) shared by every query head of the group;
     /// key rows up to the next multiple of 16 are zero so whole 16-row blocks can be transposed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LoadKeysValues(in Io io, int h, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
@@ -213,6 +218,7 @@ public sealed unsafe class GlaCpu : IDisposable
         new Span<float>(w.Kc + (long)len * _kp, (HeadLayout.RoundUp16(len) - len) * _kp).Clear();
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LoadScaledQueries(in Io io, int qh, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
@@ -230,6 +236,7 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     /// <summary>S ← diag(decay) S + Ksᵀ V: rows of S decayed to the chunk end, then the chunk's decayed keys and values added.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void UpdateState(int len, in Work w, float* rowDecay, float scalarDecay)
     {
         for (int c = 0; c < _kp; c++)
@@ -237,6 +244,7 @@ public sealed unsafe class GlaCpu : IDisposable
         SimdGemm.MultiplyTransposedA(w.Ks, _kp, w.Vc, _vp, w.S, _vp, _kp, len, _vp, accumulate: true);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ChunkPerKey(in Io io, int h, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
@@ -329,6 +337,7 @@ public sealed unsafe class GlaCpu : IDisposable
     /// Diagonal sub-block rows rs..re: A_ij = Σ_c Qr_ic · k_jc exp(b_ic − b_jc) for rs <= j <= i, zero above
     /// the diagonal up to re. The decayed keys are carried row to row by multiplying with exp(g_i) (<= 1).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void DiagonalBlock(int rs, int re, in Work w)
     {
         int kp = _kp;
@@ -342,6 +351,7 @@ public sealed unsafe class GlaCpu : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ChunkScalar(in Io io, int h, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
@@ -390,6 +400,7 @@ public sealed unsafe class GlaCpu : IDisposable
     /// D_ij = exp(b_i − b_j) for j <= i (zero above) in Gexp, exp(b_i) in RowExp, exp(b_last − b_j) in ColExp.
     /// Returns the chunk decay exp(b_last).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private float ScalarDecays(in Io io, int h, int cs, int len, in Work w)
     {
         int lenPadded = HeadLayout.RoundUp16(len), cc = _c, hkv = _config.Heads.KvHeads;
@@ -442,6 +453,7 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     /// <summary>One token: S = diag(exp(g)) S + k vᵀ, then o = Sᵀ (scale q) for each query head of the group.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void RecurrentStep(in Io io, int h, int t, in Work w)
     {
         var heads = _config.Heads;
@@ -493,6 +505,7 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     /// <summary>Rows c of a 64-column slice of S: s = decay_c · s + k_c · v, acc += q_c · s.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void UpdateAndRead4(float* s, int ld, float* v, float* decay, float* k, float* q, int kd, float* acc)
     {
         var v0 = Vector512.Load(v); var v1 = Vector512.Load(v + 16); var v2 = Vector512.Load(v + 32); var v3 = Vector512.Load(v + 48);
@@ -513,6 +526,7 @@ public sealed unsafe class GlaCpu : IDisposable
         a0.Store(acc); a1.Store(acc + 16); a2.Store(acc + 32); a3.Store(acc + 48);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void UpdateAndRead1(float* s, int ld, float* v, float* decay, float* k, float* q, int kd, float* acc)
     {
         var v0 = Vector512.Load(v);
