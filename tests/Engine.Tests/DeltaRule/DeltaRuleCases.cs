@@ -167,7 +167,8 @@ public static class DeltaRuleCases
                 yield return new DeltaRuleCase { B = 2, T = 40, Hq = 2, Hkv = 1, K = 16, V = 20, Gated = gated, Chunk = 16, WithInitialState = true };
                 yield return new DeltaRuleCase { B = 1, T = 70, Hq = 1, Hkv = 1, K = 16, V = 16, Gated = gated, Chunk = 64, QkL2Norm = true, Beta = BetaKind.One };
                 yield return new DeltaRuleCase { B = 1, T = 21, Hq = 2, Hkv = 2, K = 8, V = 12, Gated = gated, Chunk = 16, Mode = AttentionMode.Recurrent, WithInitialState = true };
-                yield return new DeltaRuleCase { SeqLens = [0, 1, 5, 19], Hq = 1, Hkv = 1, K = 16, V = 16, Gated = gated, Chunk = 16, WithInitialState = true };
+                foreach (var mode in new[] { AttentionMode.Chunked, AttentionMode.Recurrent })
+                    yield return new DeltaRuleCase { SeqLens = [0, 1, 5, 19], Hq = 1, Hkv = 1, K = 16, V = 16, Gated = gated, Chunk = 16, Mode = mode, WithInitialState = true };
             }
             yield return new DeltaRuleCase { B = 1, T = 40, Hq = 1, Hkv = 1, K = 16, V = 16, Chunk = 32, GateScale = 10.0 };
             yield return new DeltaRuleCase { B = 1, T = 33, Hq = 2, Hkv = 2, K = 16, V = 16, Chunk = 16, Fp16 = true };
