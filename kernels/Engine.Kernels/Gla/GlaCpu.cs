@@ -24,6 +24,8 @@ public sealed unsafe class GlaCpu : IDisposable
     private readonly IWorkScheduler _scheduler;
     private readonly NativeScratch[] _scratch;
     private readonly int _kp, _vp, _c;
+    /// <summary>Constant gate only: per kv head exp(logDecay · m), m = 0..C, made once (Lightning's decays).</summary>
+    private readonly float[][]? _constantPowers;
 
     public GlaCpu(GlaConfig config, IWorkScheduler scheduler)
     {
@@ -32,6 +34,8 @@ public sealed unsafe class GlaCpu : IDisposable
         _kp = config.Heads.KeyDimPadded;
         _vp = config.Heads.ValueDimPadded;
         _c = config.ChunkSize;
+        if (config.ConstantLogDecay is { } logDecay)
+            _constantPowers = logDecay.Select(l => Enumerable.Range(0, _c + 1).Select(m => (float)Math.Exp((double)l * m)).ToArray()).ToArray();
         Carve(null, out long floats);
         _scratch = new NativeScratch[scheduler.Workers];
         for (int w = 0; w < _scratch.Length; w++) _scratch[w] = new NativeScratch(floats);
@@ -107,6 +111,7 @@ public sealed unsafe class GlaCpu : IDisposable
         public float* Kdiag { get; init; }    // [16 × KP] diagonal-block keys
         public float* Decay { get; init; }    // [KP] exp(b_last); also scratch rows
         public float* RowExp { get; init; }   // [KP] exp(b_r) per sub-chunk (scalar gates: [C] exp(b_i))
+        public float* ColExp { get; init; }   // scalar gates: [C] exp(b_last − b_j)
         public float* Acc { get; init; }      // [G × VP] recurrent output accumulators
     }
 
@@ -132,6 +137,7 @@ public sealed unsafe class GlaCpu : IDisposable
             Kdiag = c.Take(Sub * kp),
             Decay = c.Take(kp),
             RowExp = c.Take(Math.Max(kp, cc)),
+            ColExp = c.Take(cc),
             Acc = c.Take((long)_config.Heads.Group * vp),
         };
         floats = c.Used;
@@ -286,40 +292,14 @@ public sealed unsafe class GlaCpu : IDisposable
         int lenPadded = HeadLayout.RoundUp16(len);
         LoadKeysValues(io, h, cs, len, w);
 
-        // b_i: cumulative log gate; D_ij = exp(b_i − b_j) for j <= i (zero above); exp(b_i) for the inter term.
-        float* b = w.Bcum;
-        float acc = 0f;
-        for (int i = 0; i < len; i++)
-        {
-            acc += _config.Gate switch
-            {
-                GateKind.PerHead => io.G[(long)(cs + i) * heads.KvHeads + h],
-                GateKind.Constant => _config.ConstantLogDecay![h],
-                _ => 0f,
-            };
-            b[i] = acc;
-        }
-        for (int i = len; i < lenPadded; i++) b[i] = b[len - 1];
-        float bLast = b[len - 1];
-        for (int i = 0; i < len; i++)
-        {
-            float* d = w.Gexp + (long)i * cc;
-            var bi = Vector512.Create(b[i]);
-            for (int j = 0; j < lenPadded; j += 16)
-            {
-                var e = Vector512.Exp(Vector512.Min(bi - Vector512.Load(b + j), Vector512<float>.Zero));
-                var mask = Vector512.LessThanOrEqual(Vector512.Create(j) + Vector512<int>.Indices, Vector512.Create(i));
-                Vector512.ConditionalSelect(mask.AsSingle(), e, Vector512<float>.Zero).Store(d + j);
-            }
-        }
-        for (int i = 0; i < lenPadded; i += 16) Vector512.Exp(Vector512.Load(b + i)).Store(w.RowExp + i);
+        float chunkDecay = _constantPowers is null ? ScalarDecays(io, h, cs, len, w) : ConstantDecays(h, len, w);
 
         // Keys transposed (raw, for Q Kᵀ) and decayed to the chunk end (for the state update).
         for (int j = 0; j < len; j++)
         {
             float* kj = w.Kc + (long)j * kp;
             SimdOps.ScatterColumn(w.KT, cc, j, kj, kp);
-            float f = MathF.Exp(bLast - b[j]);
+            float f = w.ColExp[j];
             for (int c = 0; c < kp; c++) w.KhT[(long)c * cc + j] = kj[c] * f;
         }
         for (int j = len; j < lenPadded; j++)
@@ -339,7 +319,63 @@ public sealed unsafe class GlaCpu : IDisposable
             }
             WriteOutput(io, qh, cs, len, w);
         }
-        UpdateState(len, w, null, MathF.Exp(bLast));
+        UpdateState(len, w, null, chunkDecay);
+    }
+
+    /// <summary>
+    /// Decay factors of a chunk from its per-head (or absent) log gates, b = in-chunk cumulative sum:
+    /// D_ij = exp(b_i − b_j) for j <= i (zero above) in Gexp, exp(b_i) in RowExp, exp(b_last − b_j) in ColExp.
+    /// Returns the chunk decay exp(b_last).
+    /// </summary>
+    private float ScalarDecays(in Io io, int h, int cs, int len, in Work w)
+    {
+        int lenPadded = HeadLayout.RoundUp16(len), cc = _c, hkv = _config.Heads.KvHeads;
+        float* b = w.Bcum;
+        float acc = 0f;
+        for (int i = 0; i < len; i++)
+        {
+            if (_config.Gate == GateKind.PerHead) acc += io.G[(long)(cs + i) * hkv + h];
+            b[i] = acc;
+        }
+        for (int i = len; i < lenPadded; i++) b[i] = b[len - 1];
+        float bLast = b[len - 1];
+        var zero = Vector512<float>.Zero;
+        for (int i = 0; i < len; i++)
+        {
+            float* d = w.Gexp + (long)i * cc;
+            var bi = Vector512.Create(b[i]);
+            for (int j = 0; j < lenPadded; j += 16)
+            {
+                // Entries above the diagonal are masked to zero; their exponent is never evaluated positive.
+                var e = Vector512.Exp(Vector512.Min(bi - Vector512.Load(b + j), zero));
+                var below = Vector512.LessThanOrEqual(Vector512.Create(j) + Vector512<int>.Indices, Vector512.Create(i));
+                Vector512.ConditionalSelect(below.AsSingle(), e, zero).Store(d + j);
+            }
+        }
+        var last = Vector512.Create(bLast);
+        for (int i = 0; i < lenPadded; i += 16)
+        {
+            var bv = Vector512.Load(b + i);
+            Vector512.Exp(bv).Store(w.RowExp + i);
+            Vector512.Exp(Vector512.Min(last - bv, zero)).Store(w.ColExp + i);
+        }
+        return MathF.Exp(bLast);
+    }
+
+    /// <summary>The same factors for a constant per-head decay, read from the table made once per head.</summary>
+    private float ConstantDecays(int h, int len, in Work w)
+    {
+        int lenPadded = HeadLayout.RoundUp16(len), cc = _c;
+        float[] pow = _constantPowers![h];
+        for (int i = 0; i < len; i++)
+        {
+            float* d = w.Gexp + (long)i * cc;
+            for (int j = 0; j <= i; j++) d[j] = pow[i - j];
+            for (int j = i + 1; j < lenPadded; j++) d[j] = 0f;
+            w.RowExp[i] = pow[i + 1];
+            w.ColExp[i] = pow[len - 1 - i];
+        }
+        return pow[len];
     }
 
     /// <summary>One token: S = diag(exp(g)) S + k vᵀ, then o = Sᵀ (scale q) for each query head of the group.</summary>
