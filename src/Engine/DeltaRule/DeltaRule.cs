@@ -56,22 +56,26 @@ public static class DeltaRule
         if (finalState.Rank != 0) state.Store(TensorArgs.DenseSpan(finalState, "final_state"));
     }
 
-    /// <summary>Convenience form: allocates and returns the output (and fills the final state when given).</summary>
-    public static Tensor<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T> beta, Tensor<T>? g,
-        DeltaRuleOptions? options = null, Tensor<float>? initialState = null, Tensor<float>? finalState = null) where T : unmanaged
+    /// <summary>Convenience form: allocates and returns the output and the final state.</summary>
+    public static AttentionResult<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T> beta, Tensor<T>? g,
+        DeltaRuleOptions? options = null, Tensor<float>? initialState = null, int[]? cuSeqlens = null) where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
         ArgumentNullException.ThrowIfNull(beta);
+        options ??= new DeltaRuleOptions();
         TensorArgs.RequireRank(q.Lengths, "q", 4, "(B, T, Hq, K)");
         TensorArgs.RequireRank(v.Lengths, "v", 4, "(B, T, Hkv, V)");
-        var output = Tensor.CreateFromShapeUninitialized<T>([q.Lengths[0], q.Lengths[1], q.Lengths[2], v.Lengths[3]]);
+        nint[] outputShape = [.. q.Lengths[..^1], v.Lengths[^1]];
+        var call = DeltaRuleCall.Describe(q.Lengths, k.Lengths, v.Lengths, beta.Lengths, g is null ? default : g.Lengths,
+            outputShape, cuSeqlens, options, expected: null);
+        var output = Tensor.CreateFromShapeUninitialized<T>(outputShape);
+        var finalState = Tensor.CreateFromShapeUninitialized<float>(call.StateShape);
         Forward(device, q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(), beta.AsReadOnlyTensorSpan(),
             g is null ? default : g.AsReadOnlyTensorSpan(), output.AsTensorSpan(),
-            initialState is null ? default : initialState.AsReadOnlyTensorSpan(),
-            finalState is null ? default : finalState.AsTensorSpan(), default, options);
-        return output;
+            initialState is null ? default : initialState.AsReadOnlyTensorSpan(), finalState.AsTensorSpan(), cuSeqlens, options);
+        return new AttentionResult<T>(output, finalState);
     }
 }
 
