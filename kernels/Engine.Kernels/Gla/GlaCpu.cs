@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Engine.Kernels.Common;
 
 namespace Engine.Kernels.Gla;
@@ -11,7 +13,9 @@ namespace Engine.Kernels.Gla;
 /// Chunk of C tokens, b = in-chunk cumulative log gate (fp32), r_s = first row of sub-chunk s (16 rows):
 ///   inter   O   = (scale·q ⊙ exp(b)) S
 ///   intra   O  += A V,  A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc), j <= i
-///           off-diagonal sub-blocks: (q ⊙ exp(b − b_r)) (k ⊙ exp(b_r − b))ᵀ, a plain product;
+///           off-diagonal sub-block (s, t < s): exp(b_i − b_j) = exp(b_i − b_{r_s}) · exp(b_{r_s} − b_{r_{t+1}})
+///           · exp(b_{r_{t+1}} − b_j), so it is (q ⊙ exp(b − b_{r_s}) ⊙ d_st) (k ⊙ exp(b_{r_{t+1}} − b))ᵀ, a plain
+///           product, the key factor made once per chunk;
 ///           diagonal sub-blocks: k_j ⊙ exp(b_i − b_j) built row by row as k_j ⊙ Π exp(g).
 ///   state   S   = diag(exp(b_last)) S + (k ⊙ exp(b_last − b))ᵀ V
 /// Every exponent is <= 0. Scalar gates (per head, constant, none) skip the sub-chunks: A = (Q Kᵀ) ⊙ D.
@@ -24,6 +28,8 @@ public sealed unsafe class GlaCpu : IDisposable
     private readonly IWorkScheduler _scheduler;
     private readonly NativeScratch[] _scratch;
     private readonly int _kp, _vp, _c;
+    /// <summary>Row stride of QA: the output of a sub-chunk is one product [Q_inter | A] · [S; V].</summary>
+    private readonly int _lqa;
     /// <summary>Constant gate only: per kv head exp(logDecay · m), m = 0..C, made once (Lightning's decays).</summary>
     private readonly float[][]? _constantPowers;
 
@@ -34,11 +40,14 @@ public sealed unsafe class GlaCpu : IDisposable
         _kp = config.Heads.KeyDimPadded;
         _vp = config.Heads.ValueDimPadded;
         _c = config.ChunkSize;
+        _lqa = _kp + _c;
         if (config.ConstantLogDecay is { } logDecay)
             _constantPowers = logDecay.Select(l => Enumerable.Range(0, _c + 1).Select(m => (float)Math.Exp((double)l * m)).ToArray()).ToArray();
         Carve(null, out long floats);
         _scratch = new NativeScratch[scheduler.Workers];
         for (int w = 0; w < _scratch.Length; w++) _scratch[w] = new NativeScratch(floats);
+        var layout = Carve(_scratch[0].Base, out _);
+        if (layout.Vc != layout.S + (long)_kp * _vp) throw new InvalidOperationException("scratch layout: V must follow S");
     }
 
     public GlaConfig Config => _config;
@@ -76,6 +85,7 @@ public sealed unsafe class GlaCpu : IDisposable
                     for (int cs = start; cs < end; cs += _c)
                     {
                         int len = Math.Min(_c, end - cs);
+                        if (cs + len < end) PrefetchChunk(io, h, cs + len, Math.Min(_c, end - cs - len));
                         if (_config.Gate == GateKind.PerKey) ChunkPerKey(io, h, cs, len, w);
                         else ChunkScalar(io, h, cs, len, w);
                     }
@@ -97,21 +107,23 @@ public sealed unsafe class GlaCpu : IDisposable
     /// <summary>Per-worker scratch regions. Built with a null base to size the block.</summary>
     private readonly struct Work
     {
-        public float* S { get; init; }        // [KP × VP] state
-        public float* Vc { get; init; }       // [C × VP] chunk values
+        public float* S { get; init; }        // [KP × VP] state, directly followed by
+        public float* Vc { get; init; }       // [C × VP] chunk values: [S; V] is the right operand of the output product
         public float* Oc { get; init; }       // [C × VP] chunk output
-        public float* A { get; init; }        // [C × C] intra scores
-        public float* Kc { get; init; }       // [C × KP] chunk keys
-        public float* Qr { get; init; }       // [C × KP] scale · q
-        public float* Qt { get; init; }       // [C × KP] gated q
+        public float* QA { get; init; }       // [C × (KP + C)] inter queries | intra scores A: the left operand
+        public float* Kc { get; init; }       // [C × KP] chunk keys (rows up to the next multiple of 16 zeroed)
+        public float* Kh { get; init; }       // [C × KP] off-diagonal keys k_j ⊙ exp(b_{r_{t+1}} − b_j)
+        public float* KT { get; init; }       // [KP × C] Kh (per-key gate) or Kc (scalar gates) transposed
+        public float* Ks { get; init; }       // [C × KP] keys decayed to the chunk end, for the state update
+        public float* Qr { get; init; }       // [C × KP] scale · q, then the inter queries
+        public float* Qt { get; init; }       // [C × KP] gated queries scale · q ⊙ exp(b − b_r)
+        public float* Qst { get; init; }      // [16 × KP] gated queries scaled by d_st
         public float* Bcum { get; init; }     // [C × KP] cumulative log gate (scalar gates: [C])
         public float* Gexp { get; init; }     // [C × KP] exp(g) per row (scalar gates: [C × C] decay mask D)
-        public float* KT { get; init; }       // transposed gated keys, per sub-chunk (scalar gates: [KP × C])
-        public float* KhT { get; init; }      // [KP × C] keys decayed to the chunk end, transposed
         public float* Kdiag { get; init; }    // [16 × KP] diagonal-block keys
-        public float* Decay { get; init; }    // [KP] exp(b_last); also scratch rows
-        public float* RowExp { get; init; }   // [KP] exp(b_r) per sub-chunk (scalar gates: [C] exp(b_i))
-        public float* ColExp { get; init; }   // scalar gates: [C] exp(b_last − b_j)
+        public float* Decay { get; init; }    // [KP] exp(b_last); the recurrent decay
+        public float* RowExp { get; init; }   // [max(KP, C)] exp(b_r) per sub-chunk (scalar gates: exp(b_i)); d_st
+        public float* ColExp { get; init; }   // [C] scalar gates: exp(b_last − b_j)
         public float* Acc { get; init; }      // [G × VP] recurrent output accumulators
     }
 
@@ -119,21 +131,21 @@ public sealed unsafe class GlaCpu : IDisposable
     {
         var c = new ScratchCarver(baseAddress);
         long kp = _kp, vp = _vp, cc = _c;
-        int nsub = _c / Sub;
-        bool perKey = _config.Gate == GateKind.PerKey;
         var work = new Work
         {
             S = c.Take(kp * vp),
             Vc = c.Take(cc * vp),
             Oc = c.Take(cc * vp),
-            A = c.Take(cc * cc),
+            QA = c.Take(cc * (kp + cc)),
             Kc = c.Take(cc * kp),
+            Kh = c.Take(cc * kp),
+            KT = c.Take(kp * cc),
+            Ks = c.Take(cc * kp),
             Qr = c.Take(cc * kp),
             Qt = c.Take(cc * kp),
-            Bcum = c.Take(perKey ? cc * kp : cc),
-            Gexp = c.Take(perKey ? cc * kp : cc * cc),
-            KT = c.Take(perKey ? kp * Sub * nsub * (nsub - 1) / 2 : kp * cc),
-            KhT = c.Take(kp * cc),
+            Qst = c.Take(Sub * kp),
+            Bcum = c.Take(cc * kp),
+            Gexp = c.Take(cc * Math.Max(kp, cc)),
             Kdiag = c.Take(Sub * kp),
             Decay = c.Take(kp),
             RowExp = c.Take(Math.Max(kp, cc)),
@@ -142,6 +154,30 @@ public sealed unsafe class GlaCpu : IDisposable
         };
         floats = c.Used;
         return work;
+    }
+
+    /// <summary>
+    /// Asks for the next chunk's rows ahead of time: a head's rows are H·dim floats apart, so each row sits in its
+    /// own 4 KB page and the hardware prefetcher, which stays inside a page, does not follow them.
+    /// </summary>
+    private void PrefetchChunk(in Io io, int h, int cs, int len)
+    {
+        if (!Sse.IsSupported) return;
+        var heads = _config.Heads;
+        int kd = heads.KeyDim, vd = heads.ValueDim;
+        for (int i = 0; i < len; i++)
+        {
+            long kvRow = (long)(cs + i) * heads.KvHeads + h;
+            PrefetchRow(io.K + kvRow * kd, kd);
+            PrefetchRow(io.V + kvRow * vd, vd);
+            if (_config.Gate == GateKind.PerKey) PrefetchRow(io.G + kvRow * kd, kd);
+            PrefetchRow(io.Q + ((long)(cs + i) * heads.QHeads + h * heads.Group) * kd, kd * heads.Group);
+        }
+
+        static void PrefetchRow(float* p, int floats)
+        {
+            for (int f = 0; f < floats; f += 16) Sse.Prefetch0(p + f);
+        }
     }
 
     private void LoadState(in Io io, int n, int h, float* s)
@@ -163,7 +199,8 @@ public sealed unsafe class GlaCpu : IDisposable
             Buffer.MemoryCopy(s + (long)c * _vp, dst + (long)c * vd, (long)vd * sizeof(float), (long)vd * sizeof(float));
     }
 
-    /// <summary>Loads the chunk's keys and values (padded rows) shared by every query head of the group.</summary>
+    /// <summary>Loads the chunk's keys and values (padded rows) shared by every query head of the group;
+    /// key rows up to the next multiple of 16 are zero so whole 16-row blocks can be transposed.</summary>
     private void LoadKeysValues(in Io io, int h, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
@@ -173,6 +210,7 @@ public sealed unsafe class GlaCpu : IDisposable
             SimdOps.CopyPadded(w.Kc + (long)i * _kp, io.K + row * heads.KeyDim, heads.KeyDim, _kp);
             SimdOps.CopyPadded(w.Vc + (long)i * _vp, io.V + row * heads.ValueDim, heads.ValueDim, _vp);
         }
+        new Span<float>(w.Kc + (long)len * _kp, (HeadLayout.RoundUp16(len) - len) * _kp).Clear();
     }
 
     private void LoadScaledQueries(in Io io, int qh, int cs, int len, in Work w)
@@ -191,19 +229,19 @@ public sealed unsafe class GlaCpu : IDisposable
             Buffer.MemoryCopy(w.Oc + (long)i * _vp, io.O + ((long)(cs + i) * heads.QHeads + qh) * heads.ValueDim, bytes, bytes);
     }
 
-    /// <summary>S ← diag(decay) S + KhT · V: rows of S decayed to the chunk end, then the chunk's keys and values added.</summary>
+    /// <summary>S ← diag(decay) S + Ksᵀ V: rows of S decayed to the chunk end, then the chunk's decayed keys and values added.</summary>
     private void UpdateState(int len, in Work w, float* rowDecay, float scalarDecay)
     {
         for (int c = 0; c < _kp; c++)
             SimdOps.ScaleInPlace(w.S + (long)c * _vp, rowDecay != null ? rowDecay[c] : scalarDecay, _vp);
-        SimdGemm.Multiply(w.KhT, _c, w.Vc, _vp, w.S, _vp, _kp, len, _vp, accumulate: true);
+        SimdGemm.MultiplyTransposedA(w.Ks, _kp, w.Vc, _vp, w.S, _vp, _kp, len, _vp, accumulate: true);
     }
 
     private void ChunkPerKey(in Io io, int h, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
-        int kd = heads.KeyDim, kp = _kp, vp = _vp, cc = _c;
-        int nsub = (len + Sub - 1) / Sub;
+        int kd = heads.KeyDim, kp = _kp, vp = _vp, cc = _c, lqa = _lqa;
+        int nsub = (len + Sub - 1) / Sub, offDiagonalKeys = (nsub - 1) * Sub;
         LoadKeysValues(io, h, cs, len, w);
 
         // Cumulative log gate b (fp32) and exp(g) per row for the diagonal blocks.
@@ -215,23 +253,19 @@ public sealed unsafe class GlaCpu : IDisposable
             {
                 var gv = Vector512.Load(gexp + c);
                 (i == 0 ? gv : Vector512.Load(b - kp + c) + gv).Store(b + c);
-                Vector512.Exp(gv).Store(gexp + c);
+                SimdMath.ExpNonPositive(gv).Store(gexp + c);
             }
         }
         float* last = w.Bcum + (long)(len - 1) * kp;
 
-        // Off-diagonal keys for query sub-chunk s: k_j ⊙ exp(b_r − b_j), j < r = 16 s, stored [KP × r].
-        for (int s = 1; s < nsub; s++)
-        {
-            int r = s * Sub;
-            float* kt = w.KT + (long)kp * Sub * s * (s - 1) / 2;
-            for (int j = 0; j < r; j++)
-                SimdOps.ScatterColumnDecayed(kt, r, j, w.Kc + (long)j * kp, w.Bcum + (long)r * kp, w.Bcum + (long)j * kp, kp);
-        }
-        // State-update keys k_j ⊙ exp(b_last − b_j), transposed; and the chunk decay exp(b_last).
+        // Off-diagonal keys k_j ⊙ exp(b_{r_{t+1}} − b_j) (t = sub-chunk of j), transposed once for all query sub-chunks;
+        // state-update keys k_j ⊙ exp(b_last − b_j); the chunk decay exp(b_last).
+        for (int j = 0; j < offDiagonalKeys; j++)
+            DecayRow(w.Kh + (long)j * kp, w.Kc + (long)j * kp, w.Bcum + (long)(j / Sub + 1) * Sub * kp, w.Bcum + (long)j * kp, kp);
+        SimdOps.Transpose(w.Kh, kp, w.KT, cc, offDiagonalKeys, kp);
         for (int j = 0; j < len; j++)
-            SimdOps.ScatterColumnDecayed(w.KhT, cc, j, w.Kc + (long)j * kp, last, w.Bcum + (long)j * kp, kp);
-        for (int c = 0; c < kp; c += 16) Vector512.Exp(Vector512.Load(last + c)).Store(w.Decay + c);
+            DecayRow(w.Ks + (long)j * kp, w.Kc + (long)j * kp, last, w.Bcum + (long)j * kp, kp);
+        for (int c = 0; c < kp; c += 16) SimdMath.ExpNonPositive(Vector512.Load(last + c)).Store(w.Decay + c);
 
         for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
         {
@@ -240,32 +274,47 @@ public sealed unsafe class GlaCpu : IDisposable
             {
                 int rs = s * Sub, re = Math.Min(rs + Sub, len);
                 float* br = w.Bcum + (long)rs * kp;
-                for (int c = 0; c < kp; c += 16) Vector512.Exp(Vector512.Load(br + c)).Store(w.RowExp + c);
                 // Gated queries Qt_i = scale q_i ⊙ exp(b_i − b_r).
                 for (int i = rs; i < re; i++)
-                {
-                    float* qt = w.Qt + (long)i * kp, qr = w.Qr + (long)i * kp, bi = w.Bcum + (long)i * kp;
-                    for (int c = 0; c < kp; c += 16)
-                        (Vector512.Load(qr + c) * Vector512.Exp(Vector512.Load(bi + c) - Vector512.Load(br + c))).Store(qt + c);
-                }
+                    DecayRow(w.Qt + (long)i * kp, w.Qr + (long)i * kp, w.Bcum + (long)i * kp, br, kp);
                 DiagonalBlock(rs, re, w);
-                // The raw query rows are done with: reuse them for the inter queries Qt_i ⊙ exp(b_r) = scale q_i ⊙ exp(b_i).
-                for (int i = rs; i < re; i++)
+                // Inter queries Qt_i ⊙ exp(b_r) = scale q_i ⊙ exp(b_i).
+                for (int c = 0; c < kp; c += 16) SimdMath.ExpNonPositive(Vector512.Load(br + c)).Store(w.RowExp + c);
+                for (int i = rs; i < re; i++) MultiplyRows(w.QA + (long)i * lqa, w.Qt + (long)i * kp, w.RowExp, kp);
+                // Off-diagonal blocks: the query side takes d_st = exp(b_{r_s} − b_{r_{t+1}}) (1 for t = s − 1).
+                for (int t = 0; t < s; t++)
                 {
-                    float* qi = w.Qr + (long)i * kp, qt = w.Qt + (long)i * kp;
-                    for (int c = 0; c < kp; c += 16) (Vector512.Load(qt + c) * Vector512.Load(w.RowExp + c)).Store(qi + c);
+                    float* qs = w.Qt + (long)rs * kp;
+                    if (t < s - 1)
+                    {
+                        float* bt = w.Bcum + (long)(t + 1) * Sub * kp;
+                        for (int c = 0; c < kp; c += 16)
+                            SimdMath.ExpNonPositive(Vector512.Load(br + c) - Vector512.Load(bt + c)).Store(w.RowExp + c);
+                        for (int i = 0; i < re - rs; i++) MultiplyRows(w.Qst + (long)i * kp, qs + (long)i * kp, w.RowExp, kp);
+                        qs = w.Qst;
+                    }
+                    SimdGemm.Multiply(qs, kp, w.KT + t * Sub, cc, w.QA + (long)rs * lqa + kp + t * Sub, lqa, re - rs, kp, Sub, accumulate: false);
                 }
-                SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.S, vp, w.Oc + (long)rs * vp, vp, re - rs, kp, vp, accumulate: false);
-                if (s > 0)
-                {
-                    float* kt = w.KT + (long)kp * Sub * s * (s - 1) / 2;
-                    SimdGemm.Multiply(w.Qt + (long)rs * kp, kp, kt, rs, w.A + (long)rs * cc, cc, re - rs, kp, rs, accumulate: false);
-                }
-                SimdGemm.Multiply(w.A + (long)rs * cc, cc, w.Vc, vp, w.Oc + (long)rs * vp, vp, re - rs, re, vp, accumulate: true);
+                SimdGemm.Multiply(w.QA + (long)rs * lqa, lqa, w.S, vp, w.Oc + (long)rs * vp, vp, re - rs, kp + re, vp, accumulate: false);
             }
             WriteOutput(io, qh, cs, len, w);
         }
         UpdateState(len, w, w.Decay, 0f);
+    }
+
+    /// <summary>dst = src ⊙ exp(a − b) over a padded row; a − b <= 0 by construction.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void DecayRow(float* dst, float* src, float* a, float* b, int padded)
+    {
+        for (int c = 0; c < padded; c += 16)
+            (Vector512.Load(src + c) * SimdMath.ExpNonPositive(Vector512.Load(a + c) - Vector512.Load(b + c))).Store(dst + c);
+    }
+
+    /// <summary>dst = src ⊙ factor over a padded row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MultiplyRows(float* dst, float* src, float* factor, int padded)
+    {
+        for (int c = 0; c < padded; c += 16) (Vector512.Load(src + c) * Vector512.Load(factor + c)).Store(dst + c);
     }
 
     /// <summary>
@@ -274,12 +323,12 @@ public sealed unsafe class GlaCpu : IDisposable
     /// </summary>
     private void DiagonalBlock(int rs, int re, in Work w)
     {
-        int kp = _kp, cc = _c;
+        int kp = _kp;
         for (int i = rs; i < re; i++)
         {
             for (int j = rs; j < i; j++) SimdOps.MultiplyInPlace(w.Kdiag + (long)(j - rs) * kp, w.Gexp + (long)i * kp, kp);
             Buffer.MemoryCopy(w.Kc + (long)i * kp, w.Kdiag + (long)(i - rs) * kp, (long)kp * sizeof(float), (long)kp * sizeof(float));
-            float* arow = w.A + (long)i * cc, qr = w.Qr + (long)i * kp;
+            float* arow = w.QA + (long)i * _lqa + kp, qr = w.Qr + (long)i * kp;
             for (int j = rs; j <= i; j++) arow[j] = SimdOps.Dot(qr, w.Kdiag + (long)(j - rs) * kp, kp);
             for (int j = i + 1; j < re; j++) arow[j] = 0f;
         }
@@ -288,19 +337,19 @@ public sealed unsafe class GlaCpu : IDisposable
     private void ChunkScalar(in Io io, int h, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
-        int kp = _kp, vp = _vp, cc = _c;
+        int kp = _kp, vp = _vp, cc = _c, lqa = _lqa;
         int lenPadded = HeadLayout.RoundUp16(len);
         LoadKeysValues(io, h, cs, len, w);
 
         float chunkDecay = _constantPowers is null ? ScalarDecays(io, h, cs, len, w) : ConstantDecays(h, len, w);
 
         // Keys transposed (raw, for Q Kᵀ) and decayed to the chunk end (for the state update).
+        SimdOps.Transpose(w.Kc, kp, w.KT, cc, lenPadded, kp);
         for (int j = 0; j < len; j++)
         {
-            float* kj = w.Kc + (long)j * kp;
-            SimdOps.ScatterColumn(w.KT, cc, j, kj, kp);
-            float f = w.ColExp[j];
-            for (int c = 0; c < kp; c++) w.KhT[(long)c * cc + j] = kj[c] * f;
+            float* src = w.Kc + (long)j * kp, dst = w.Ks + (long)j * kp;
+            var f = Vector512.Create(w.ColExp[j]);
+            for (int c = 0; c < kp; c += 16) (Vector512.Load(src + c) * f).Store(dst + c);
         }
         for (int j = len; j < lenPadded; j++)
             for (int c = 0; c < kp; c++) w.KT[(long)c * cc + j] = 0f;
@@ -308,14 +357,19 @@ public sealed unsafe class GlaCpu : IDisposable
         for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
         {
             LoadScaledQueries(io, qh, cs, len, w);
-            SimdGemm.Multiply(w.Qr, kp, w.S, vp, w.Oc, vp, len, kp, vp, accumulate: false);
-            for (int i = 0; i < len; i++) SimdOps.ScaleInPlace(w.Oc + (long)i * vp, w.RowExp[i], vp);
+            for (int i = 0; i < len; i++)
+            {
+                float* src = w.Qr + (long)i * kp, dst = w.QA + (long)i * lqa;
+                var f = Vector512.Create(w.RowExp[i]);
+                for (int c = 0; c < kp; c += 16) (Vector512.Load(src + c) * f).Store(dst + c);
+            }
             for (int rs = 0; rs < len; rs += Sub)
             {
                 int re = Math.Min(rs + Sub, len), cols = Math.Min(rs + Sub, lenPadded);
-                SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.KT, cc, w.A + (long)rs * cc, cc, re - rs, kp, cols, accumulate: false);
-                for (int i = rs; i < re; i++) SimdOps.MultiplyInPlace(w.A + (long)i * cc, w.Gexp + (long)i * cc, cols);
-                SimdGemm.Multiply(w.A + (long)rs * cc, cc, w.Vc, vp, w.Oc + (long)rs * vp, vp, re - rs, re, vp, accumulate: true);
+                float* a = w.QA + (long)rs * lqa + kp;
+                SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.KT, cc, a, lqa, re - rs, kp, cols, accumulate: false);
+                for (int i = 0; i < re - rs; i++) SimdOps.MultiplyInPlace(a + (long)i * lqa, w.Gexp + (long)(rs + i) * cc, cols);
+                SimdGemm.Multiply(w.QA + (long)rs * lqa, lqa, w.S, vp, w.Oc + (long)rs * vp, vp, re - rs, kp + re, vp, accumulate: false);
             }
             WriteOutput(io, qh, cs, len, w);
         }
@@ -347,7 +401,7 @@ public sealed unsafe class GlaCpu : IDisposable
             for (int j = 0; j < lenPadded; j += 16)
             {
                 // Entries above the diagonal are masked to zero; their exponent is never evaluated positive.
-                var e = Vector512.Exp(Vector512.Min(bi - Vector512.Load(b + j), zero));
+                var e = SimdMath.ExpNonPositive(Vector512.Min(bi - Vector512.Load(b + j), zero));
                 var below = Vector512.LessThanOrEqual(Vector512.Create(j) + Vector512<int>.Indices, Vector512.Create(i));
                 Vector512.ConditionalSelect(below.AsSingle(), e, zero).Store(d + j);
             }
@@ -356,8 +410,8 @@ public sealed unsafe class GlaCpu : IDisposable
         for (int i = 0; i < lenPadded; i += 16)
         {
             var bv = Vector512.Load(b + i);
-            Vector512.Exp(bv).Store(w.RowExp + i);
-            Vector512.Exp(Vector512.Min(last - bv, zero)).Store(w.ColExp + i);
+            SimdMath.ExpNonPositive(bv).Store(w.RowExp + i);
+            SimdMath.ExpNonPositive(Vector512.Min(last - bv, zero)).Store(w.ColExp + i);
         }
         return MathF.Exp(bLast);
     }
@@ -392,7 +446,7 @@ public sealed unsafe class GlaCpu : IDisposable
         {
             case GateKind.PerKey:
                 SimdOps.CopyPadded(decay, io.G + kvRow * kd, kd, _kp);
-                for (int c = 0; c < _kp; c += 16) Vector512.Exp(Vector512.Load(decay + c)).Store(decay + c);
+                for (int c = 0; c < _kp; c += 16) SimdMath.ExpNonPositive(Vector512.Load(decay + c)).Store(decay + c);
                 break;
             case GateKind.PerHead:
                 SimdOps.Fill(decay, MathF.Exp(io.G[kvRow]), kd);
