@@ -94,7 +94,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         public float* S { get; init; }      // [KP × VP] state
         public float* Kc { get; init; }     // [C × KP] chunk keys k̂
         public float* KT { get; init; }     // [KP × C] k̂ transposed, zero right of the chunk
-        public float* KhT { get; init; }    // [KP × C] k̂_j e^{G_last − G_j} transposed (gated)
+        public float* Kd { get; init; }     // [C × KP] k̂_j e^{G_last − G_j} (gated)
         public float* Rhs { get; init; }    // [C × (KP+VP)] −β e^G k̂ | β v
         public float* WU { get; init; }     // [C × (KP+VP)] −W | U, then −W | V_new
         public float* A { get; init; }      // [C × C] A, then Q Kᵀ ⊙ D per query head
@@ -117,7 +117,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             S = c.Take(kp * vp),
             Kc = c.Take(cc * kp),
             KT = c.Take(kp * cc),
-            KhT = c.Take(_config.Gated ? kp * cc : 0),
+            Kd = c.Take(_config.Gated ? cc * kp : 0),
             Rhs = c.Take(cc * ldw),
             WU = c.Take(cc * ldw),
             A = c.Take(cc * cc),
@@ -183,14 +183,16 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             float b = io.Beta[row];
             float* ki = w.Kc + (long)i * kp, rhs = w.Rhs + (long)i * ldw;
             LoadRow(ki, io.K + row * heads.KeyDim, 1f);
-            SimdOps.ScatterColumn(w.KT, cc, i, ki, kp);
             var f = Vector512.Create(-b * w.ExpG[i]);
             for (int c = 0; c < kp; c += 16) (Vector512.Load(ki + c) * f).Store(rhs + c);
             SimdOps.CopyScaledPadded(rhs + kp, io.V + row * heads.ValueDim, b, heads.ValueDim, vp);
         }
-        for (int i = len; i < lenPadded; i++) w.Gcum[i] = acc;
-        for (int c = 0; c < kp; c++)
-            for (int j = len; j < lenPadded; j++) w.KT[(long)c * cc + j] = 0f;
+        for (int i = len; i < lenPadded; i++)
+        {
+            w.Gcum[i] = acc;
+            SimdOps.Fill(w.Kc + (long)i * kp, 0f, kp);
+        }
+        SimdOps.Transpose(w.Kc, kp, w.KT, cc, lenPadded, kp);
         DecayMask(len, lenPadded, w);
 
         // A = strict_lower(diag(β) K Kᵀ ⊙ D), one 16-row block at a time up to its diagonal.
@@ -236,20 +238,20 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         }
 
         // S ← e^{G_last} S + (K ⊙ e^{G_last − G})ᵀ V_new.
-        float* keys = w.KT;
+        float* keys = w.Kc;
         if (_config.Gated)
         {
             float last = w.Gcum[len - 1];
             for (int j = 0; j < len; j++)
             {
-                float f = MathF.Exp(last - w.Gcum[j]);
-                float* kj = w.Kc + (long)j * kp;
-                for (int c = 0; c < kp; c++) w.KhT[(long)c * cc + j] = kj[c] * f;
+                var f = Vector512.Create(MathF.Exp(last - w.Gcum[j]));
+                float* kj = w.Kc + (long)j * kp, dj = w.Kd + (long)j * kp;
+                for (int c = 0; c < kp; c += 16) (Vector512.Load(kj + c) * f).Store(dj + c);
             }
             for (int c = 0; c < kp; c++) SimdOps.ScaleInPlace(w.S + (long)c * vp, w.ExpG[len - 1], vp);
-            keys = w.KhT;
+            keys = w.Kd;
         }
-        SimdGemm.Multiply(keys, cc, vnew, ldw, w.S, vp, kp, len, vp, accumulate: true);
+        SimdGemm.MultiplyTransposedA(keys, kp, vnew, ldw, w.S, vp, kp, len, vp, accumulate: true);
     }
 
     /// <summary>D_ij = exp(G_i − G_j) for j <= i, 0 above the diagonal, over lenPadded columns.</summary>
@@ -263,7 +265,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             var row = Vector512.Create(i);
             for (int j = 0; j < lenPadded; j += 16)
             {
-                var e = _config.Gated ? Vector512.Exp(Vector512.Min(bi - Vector512.Load(b + j), Vector512<float>.Zero)) : Vector512<float>.One;
+                var e = _config.Gated ? SimdMath.ExpNonPositive(Vector512.Min(bi - Vector512.Load(b + j), Vector512<float>.Zero)) : Vector512<float>.One;
                 var mask = Vector512.LessThanOrEqual(Vector512.Create(j) + Vector512<int>.Indices, row);
                 Vector512.ConditionalSelect(mask.AsSingle(), e, Vector512<float>.Zero).Store(d + j);
             }
