@@ -29,9 +29,7 @@ public sealed class DeltaRuleGpu : IDisposable
     private const int StateSlice = DeltaRuleConfig.MaxKeyDim * Tile;
 
     private readonly GpuBuffers _buffers;
-    private int[] _chunkStart = [];
-    private int[] _chunkLength = [];
-    private int[] _firstChunk = [];
+    private readonly ChunkTable _chunks = new();
 
     public DeltaRuleGpu(DeltaRuleConfig config, GpuRuntime runtime)
     {
@@ -80,10 +78,11 @@ public sealed class DeltaRuleGpu : IDisposable
             var passGrid = new KernelConfig(sequences.Count * heads.KvHeads * tiles, Runtime.GroupSize);
             if (chunked)
             {
-                int chunks = ChunkTable(sequences);
-                args.ChunkStart = _buffers.Upload("chunk_start", _chunkStart.AsSpan(0, chunks));
-                args.ChunkLength = _buffers.Upload("chunk_length", _chunkLength.AsSpan(0, chunks));
-                args.FirstChunk = _buffers.Upload("first_chunk", _firstChunk.AsSpan(0, sequences.Count + 1));
+                var table = _buffers.Upload("chunk_table", _chunks.Build(sequences, Config.ChunkSize));
+                int chunks = _chunks.Chunks;
+                args.ChunkStart = table.SubView(0, chunks);
+                args.ChunkLength = table.SubView(chunks, chunks);
+                args.FirstChunk = table.SubView(2 * chunks, sequences.Count + 1);
                 args.W = _buffers.Get<float>("w", tokens * heads.KvHeads * heads.KeyDim);
                 args.U = _buffers.Get<float>("u", tokens * heads.KvHeads * heads.ValueDim);
                 args.Kd = _buffers.Get<float>("kd", tokens * heads.KvHeads * heads.KeyDim);
@@ -104,28 +103,6 @@ public sealed class DeltaRuleGpu : IDisposable
             acc.Synchronize();
             args.O.SubView(0, output.Length).CopyToCPU(output);
         }
-    }
-
-    /// <summary>Fills the chunk table: start token and length of every chunk, and each sequence's first chunk.</summary>
-    private int ChunkTable(SequenceLayout sequences)
-    {
-        int c = Config.ChunkSize, count = 0;
-        for (int n = 0; n < sequences.Count; n++) count += (sequences.Length(n) + c - 1) / c;
-        if (_chunkStart.Length < count) { _chunkStart = new int[count]; _chunkLength = new int[count]; }
-        if (_firstChunk.Length < sequences.Count + 1) _firstChunk = new int[sequences.Count + 1];
-        int i = 0;
-        for (int n = 0; n < sequences.Count; n++)
-        {
-            _firstChunk[n] = i;
-            int end = sequences.Start(n) + sequences.Length(n);
-            for (int s = sequences.Start(n); s < end; s += c, i++)
-            {
-                _chunkStart[i] = s;
-                _chunkLength[i] = Math.Min(c, end - s);
-            }
-        }
-        _firstChunk[sequences.Count] = i;
-        return count;
     }
 
     /// <summary>Everything a kernel reads and writes. Token-major layouts as in the kernels' contract.</summary>
