@@ -28,6 +28,8 @@ public static class Cli
     [
         new GlaOpCommand(),
         new LightningOpCommand(),
+        new DeltaRuleOpCommand(gated: false),
+        new DeltaRuleOpCommand(gated: true),
     ];
 
     public static readonly IReadOnlyList<ICommand> BenchCommands =
@@ -35,6 +37,8 @@ public static class Cli
         new PeakBenchCommand(),
         new GlaBenchCommand(),
         new LightningBenchCommand(),
+        new DeltaRuleBenchCommand(gated: false),
+        new DeltaRuleBenchCommand(gated: true),
     ];
 
     public static readonly IReadOnlyList<ICommand> TopCommands =

@@ -36,6 +36,11 @@ public static class Demo
             rows.AddRange(Compare(small, reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
         }
 
+        foreach (bool gated in new[] { false, true })
+        {
+            rows.AddRange(Compare(Delta(1, t, 8, 128, 128, gated), reference, cpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+            rows.AddRange(Compare(simulated ? Delta(1, 64, 2, 32, 32, gated) : Delta(1, t, 8, 128, 128, gated), reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+        }
         rows.AddRange(Compare(Lightning(1, t, 8, 128, 128), reference, cpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
         rows.AddRange(Compare(simulated ? Lightning(1, 64, 2, 32, 32) : Lightning(1, t, 8, 128, 128), reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
 
@@ -56,6 +61,15 @@ public static class Demo
         return new Workload($"gla {(gate == GateKind.PerKey ? "per-key gate" : "per-head gate")}", $"B{b} T{t} H{h} K{k} V{v}", (double)b * t,
             mode => work.ModelFlops(mode, 64),
             (device, mode) => work.Run(device, new GlaOptions { Mode = mode }),
+            () => work.Output.ToArray());
+    }
+
+    private static Workload Delta(int b, int t, int h, int k, int v, bool gated)
+    {
+        var work = new DeltaRuleWorkload(b, t, h, k, v, gated);
+        return new Workload(gated ? "gated deltanet" : "deltanet", $"B{b} T{t} H{h} K{k} V{v}", (double)b * t,
+            _ => work.ModelFlops(64),
+            (device, mode) => work.Run(device, new DeltaRuleOptions { Mode = mode }),
             () => work.Output.ToArray());
     }
 

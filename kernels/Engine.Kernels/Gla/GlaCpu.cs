@@ -20,6 +20,9 @@ namespace Engine.Kernels.Gla;
 ///   state   S   = diag(exp(b_last)) S + (k ⊙ exp(b_last − b))ᵀ V
 /// Every exponent is <= 0. Scalar gates (per head, constant, none) skip the sub-chunks: A = (Q Kᵀ) ⊙ D.
 /// </summary>
+/// <remarks>
+/// Hot methods are compiled fully optimized on first use (a first call on a long sequence must not run unoptimized code).
+/// </remarks>
 public sealed unsafe class GlaCpu : IDisposable
 {
     private const int Sub = 16;
@@ -160,6 +163,7 @@ public sealed unsafe class GlaCpu : IDisposable
     /// Asks for the next chunk's rows ahead of time: a head's rows are H·dim floats apart, so each row sits in its
     /// own 4 KB page and the hardware prefetcher, which stays inside a page, does not follow them.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void PrefetchChunk(in Io io, int h, int cs, int len)
     {
         if (!Sse.IsSupported) return;
@@ -201,6 +205,7 @@ public sealed unsafe class GlaCpu : IDisposable
 
     /// <summary>Loads the chunk's keys and values (padded rows) shared by every query head of the group;
     /// key rows up to the next multiple of 16 are zero so whole 16-row blocks can be transposed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LoadKeysValues(in Io io, int h, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
@@ -213,6 +218,7 @@ public sealed unsafe class GlaCpu : IDisposable
         new Span<float>(w.Kc + (long)len * _kp, (HeadLayout.RoundUp16(len) - len) * _kp).Clear();
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LoadScaledQueries(in Io io, int qh, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
@@ -230,6 +236,7 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     /// <summary>S ← diag(decay) S + Ksᵀ V: rows of S decayed to the chunk end, then the chunk's decayed keys and values added.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void UpdateState(int len, in Work w, float* rowDecay, float scalarDecay)
     {
         for (int c = 0; c < _kp; c++)
@@ -237,6 +244,7 @@ public sealed unsafe class GlaCpu : IDisposable
         SimdGemm.MultiplyTransposedA(w.Ks, _kp, w.Vc, _vp, w.S, _vp, _kp, len, _vp, accumulate: true);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ChunkPerKey(in Io io, int h, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
@@ -295,11 +303,19 @@ public sealed unsafe class GlaCpu : IDisposable
                     }
                     SimdGemm.Multiply(qs, kp, w.KT + t * Sub, cc, w.QA + (long)rs * lqa + kp + t * Sub, lqa, re - rs, kp, Sub, accumulate: false);
                 }
-                SimdGemm.Multiply(w.QA + (long)rs * lqa, lqa, w.S, vp, w.Oc + (long)rs * vp, vp, re - rs, kp + re, vp, accumulate: false);
+                ZeroAbove(w, rs, re, len);
             }
+            // All rows at once: [S; V] is read from L2 once per column tile, not once per sub-chunk.
+            SimdGemm.Multiply(w.QA, lqa, w.S, vp, w.Oc, vp, len, kp + len, vp, accumulate: false);
             WriteOutput(io, qh, cs, len, w);
         }
         UpdateState(len, w, w.Decay, 0f);
+    }
+
+    /// <summary>Scores of rows rs..re against the later sub-chunks (columns re..len) are zero: causality.</summary>
+    private void ZeroAbove(in Work w, int rs, int re, int len)
+    {
+        for (int i = rs; i < re; i++) new Span<float>(w.QA + (long)i * _lqa + _kp + re, len - re).Clear();
     }
 
     /// <summary>dst = src ⊙ exp(a − b) over a padded row; a − b <= 0 by construction.</summary>
@@ -321,6 +337,7 @@ public sealed unsafe class GlaCpu : IDisposable
     /// Diagonal sub-block rows rs..re: A_ij = Σ_c Qr_ic · k_jc exp(b_ic − b_jc) for rs <= j <= i, zero above
     /// the diagonal up to re. The decayed keys are carried row to row by multiplying with exp(g_i) (<= 1).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void DiagonalBlock(int rs, int re, in Work w)
     {
         int kp = _kp;
@@ -334,6 +351,7 @@ public sealed unsafe class GlaCpu : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ChunkScalar(in Io io, int h, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
@@ -369,8 +387,9 @@ public sealed unsafe class GlaCpu : IDisposable
                 float* a = w.QA + (long)rs * lqa + kp;
                 SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.KT, cc, a, lqa, re - rs, kp, cols, accumulate: false);
                 for (int i = 0; i < re - rs; i++) SimdOps.MultiplyInPlace(a + (long)i * lqa, w.Gexp + (long)(rs + i) * cc, cols);
-                SimdGemm.Multiply(w.QA + (long)rs * lqa, lqa, w.S, vp, w.Oc + (long)rs * vp, vp, re - rs, kp + re, vp, accumulate: false);
+                ZeroAbove(w, rs, Math.Min(cols, len), len);
             }
+            SimdGemm.Multiply(w.QA, lqa, w.S, vp, w.Oc, vp, len, kp + len, vp, accumulate: false);
             WriteOutput(io, qh, cs, len, w);
         }
         UpdateState(len, w, null, chunkDecay);
@@ -381,6 +400,7 @@ public sealed unsafe class GlaCpu : IDisposable
     /// D_ij = exp(b_i − b_j) for j <= i (zero above) in Gexp, exp(b_i) in RowExp, exp(b_last − b_j) in ColExp.
     /// Returns the chunk decay exp(b_last).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private float ScalarDecays(in Io io, int h, int cs, int len, in Work w)
     {
         int lenPadded = HeadLayout.RoundUp16(len), cc = _c, hkv = _config.Heads.KvHeads;
@@ -433,6 +453,7 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     /// <summary>One token: S = diag(exp(g)) S + k vᵀ, then o = Sᵀ (scale q) for each query head of the group.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void RecurrentStep(in Io io, int h, int t, in Work w)
     {
         var heads = _config.Heads;
@@ -458,22 +479,20 @@ public sealed unsafe class GlaCpu : IDisposable
                 SimdOps.Fill(decay, 1f, kd);
                 break;
         }
-        new Span<float>(w.Acc, group * vp).Clear();
         float* q0 = io.Q + ((long)t * heads.QHeads + h * group) * kd;
-        for (int c = 0; c < kd; c++)
+        // The first query head of the group reads S as it is updated (accumulators in registers, 64 columns at a
+        // time); the other heads of a group read the updated S afterwards.
+        int d = 0;
+        for (; d + 64 <= vp; d += 64) UpdateAndRead4(w.S + d, vp, vrow + d, decay, kt, q0, kd, w.Acc + d);
+        for (; d < vp; d += 16) UpdateAndRead1(w.S + d, vp, vrow + d, decay, kt, q0, kd, w.Acc + d);
+        for (int gi = 1; gi < group; gi++)
         {
-            float* srow = w.S + (long)c * vp;
-            var a = Vector512.Create(decay[c]);
-            var kc = Vector512.Create(kt[c]);
-            for (int d = 0; d < vp; d += 16)
+            float* qg = q0 + (long)gi * kd, acc = w.Acc + (long)gi * vp;
+            for (d = 0; d < vp; d += 16)
             {
-                var s = Vector512.FusedMultiplyAdd(kc, Vector512.Load(vrow + d), a * Vector512.Load(srow + d));
-                s.Store(srow + d);
-                for (int gi = 0; gi < group; gi++)
-                {
-                    float* acc = w.Acc + (long)gi * vp + d;
-                    Vector512.FusedMultiplyAdd(Vector512.Create(q0[(long)gi * kd + c]), s, Vector512.Load(acc)).Store(acc);
-                }
+                var sum = Vector512<float>.Zero;
+                for (int c = 0; c < kd; c++) sum = Vector512.FusedMultiplyAdd(Vector512.Create(qg[c]), Vector512.Load(w.S + (long)c * vp + d), sum);
+                sum.Store(acc + d);
             }
         }
         long bytes = (long)vd * sizeof(float);
@@ -483,5 +502,41 @@ public sealed unsafe class GlaCpu : IDisposable
             SimdOps.ScaleInPlace(acc, _config.Scale, vp);
             Buffer.MemoryCopy(acc, io.O + ((long)t * heads.QHeads + h * group + gi) * vd, bytes, bytes);
         }
+    }
+
+    /// <summary>Rows c of a 64-column slice of S: s = decay_c · s + k_c · v, acc += q_c · s.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void UpdateAndRead4(float* s, int ld, float* v, float* decay, float* k, float* q, int kd, float* acc)
+    {
+        var v0 = Vector512.Load(v); var v1 = Vector512.Load(v + 16); var v2 = Vector512.Load(v + 32); var v3 = Vector512.Load(v + 48);
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int c = 0; c < kd; c++, s += ld)
+        {
+            var decayC = Vector512.Create(decay[c]);
+            var kc = Vector512.Create(k[c]);
+            var qc = Vector512.Create(q[c]);
+            var s0 = Vector512.FusedMultiplyAdd(kc, v0, decayC * Vector512.Load(s));
+            var s1 = Vector512.FusedMultiplyAdd(kc, v1, decayC * Vector512.Load(s + 16));
+            var s2 = Vector512.FusedMultiplyAdd(kc, v2, decayC * Vector512.Load(s + 32));
+            var s3 = Vector512.FusedMultiplyAdd(kc, v3, decayC * Vector512.Load(s + 48));
+            s0.Store(s); s1.Store(s + 16); s2.Store(s + 32); s3.Store(s + 48);
+            a0 = Vector512.FusedMultiplyAdd(qc, s0, a0); a1 = Vector512.FusedMultiplyAdd(qc, s1, a1);
+            a2 = Vector512.FusedMultiplyAdd(qc, s2, a2); a3 = Vector512.FusedMultiplyAdd(qc, s3, a3);
+        }
+        a0.Store(acc); a1.Store(acc + 16); a2.Store(acc + 32); a3.Store(acc + 48);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void UpdateAndRead1(float* s, int ld, float* v, float* decay, float* k, float* q, int kd, float* acc)
+    {
+        var v0 = Vector512.Load(v);
+        var a0 = Vector512<float>.Zero;
+        for (int c = 0; c < kd; c++, s += ld)
+        {
+            var s0 = Vector512.FusedMultiplyAdd(Vector512.Create(k[c]), v0, Vector512.Create(decay[c]) * Vector512.Load(s));
+            s0.Store(s);
+            a0 = Vector512.FusedMultiplyAdd(Vector512.Create(q[c]), s0, a0);
+        }
+        a0.Store(acc);
     }
 }

@@ -181,19 +181,9 @@ internal sealed record GlaCall(GlaConfig Config, SequenceLayout Sequences)
         ReadOnlySpan<nint> output, ReadOnlySpan<int> cuSeqlens, GlaOptions options, GlaSession? expected,
         float[]? constantLogDecay = null)
     {
-        TensorArgs.RequireRank(q, "q", 4, "(B, T, Hq, K)");
-        int b = TensorArgs.Dim(q, 0, "q"), t = TensorArgs.Dim(q, 1, "q"), hq = TensorArgs.Dim(q, 2, "q"), kd = TensorArgs.Dim(q, 3, "q");
-        TensorArgs.RequireRank(k, "k", 4, "(B, T, Hkv, K)");
-        TensorArgs.RequireDims(k, "k", "(B, T, Hkv, K) matching q", b, t, -1, kd);
-        int hkv = TensorArgs.Dim(k, 2, "k");
-        if (hkv < 1 || hq % hkv != 0)
-            throw new ArgumentException($"k: key/value heads ({hkv}) must divide the query heads of q ({hq})", "k");
-        TensorArgs.RequireRank(v, "v", 4, "(B, T, Hkv, V)");
-        TensorArgs.RequireDims(v, "v", "(B, T, Hkv, V) matching k", b, t, hkv, -1);
-        int vd = TensorArgs.Dim(v, 3, "v");
-        if (kd < 1 || vd < 1) throw new ArgumentException($"q, v: head dims must be >= 1, got K = {kd}, V = {vd}", kd < 1 ? "q" : "v");
-        TensorArgs.RequireShape(output, "output", "(B, T, Hq, V)", b, t, hq, vd);
-
+        var shapes = AttentionShapes.Check(q, k, v, output, cuSeqlens);
+        var (b, t, heads, layout) = shapes;
+        int hkv = heads.KvHeads, kd = heads.KeyDim;
         GateKind gate;
         if (constantLogDecay is not null)
         {
@@ -207,18 +197,6 @@ internal sealed record GlaCall(GlaConfig Config, SequenceLayout Sequences)
             if (gate == GateKind.PerHead) TensorArgs.RequireShape(g, "g", "(B, T, Hkv)", b, t, hkv);
         }
 
-        SequenceLayout layout;
-        if (cuSeqlens.IsEmpty)
-        {
-            layout = SequenceLayout.Dense(b, t);
-        }
-        else
-        {
-            if (b != 1) throw new ArgumentException($"cu_seqlens: packed sequences need batch B = 1, got B = {b}", "cu_seqlens");
-            layout = SequenceLayout.Packed(cuSeqlens, t);
-        }
-
-        var heads = new HeadLayout(hq, hkv, kd, vd);
         GlaConfig config;
         if (expected is null)
         {
@@ -228,7 +206,7 @@ internal sealed record GlaCall(GlaConfig Config, SequenceLayout Sequences)
         {
             config = expected.Config;
             if (config.Heads != heads)
-                throw new ArgumentException($"q, k, v: heads and dims (Hq {hq}, Hkv {hkv}, K {kd}, V {vd}) differ from the session's (Hq {config.Heads.QHeads}, Hkv {config.Heads.KvHeads}, K {config.Heads.KeyDim}, V {config.Heads.ValueDim})", "q");
+                throw new ArgumentException($"q, k, v: heads and dims (Hq {heads.QHeads}, Hkv {hkv}, K {kd}, V {heads.ValueDim}) differ from the session's (Hq {config.Heads.QHeads}, Hkv {config.Heads.KvHeads}, K {config.Heads.KeyDim}, V {config.Heads.ValueDim})", "q");
             if (config.Gate != gate)
                 throw new ArgumentException($"g: the session was made for gate {config.Gate}, this call gives {gate}", "g");
             if (layout.Count != expected.Sequences)
