@@ -27,15 +27,19 @@ internal sealed unsafe class OrtParallelScheduler : IWorkScheduler
     {
         var previous = t_context;
         t_context = context;
-        return new Scope(previous);
+        return new Scope(previous, active: true);
     }
 
     /// <summary>Runs the current thread's work inline until the scope ends: for calls too small to be worth waking the pool.</summary>
     public static Scope Inline() => Enter(0);
 
-    public readonly struct Scope(nint previous) : IDisposable
+    /// <summary>Restores the previous context when disposed; the default scope does nothing.</summary>
+    public readonly struct Scope(nint previous, bool active) : IDisposable
     {
-        public void Dispose() => t_context = previous;
+        public void Dispose()
+        {
+            if (active) t_context = previous;
+        }
     }
 
     public void Run(int count, Action<int, int> body)

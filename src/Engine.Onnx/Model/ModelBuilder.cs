@@ -35,8 +35,8 @@ public sealed class ModelBuilder
         return this;
     }
 
-    /// <summary>A graph input. Dims are numbers or symbol names (strings).</summary>
-    public string Input(string name, TensorProto.Types.DataType type, params object[] dims)
+    /// <summary>A graph input. Dims are numbers or symbol names (strings); null leaves the shape unknown.</summary>
+    public string Input(string name, TensorProto.Types.DataType type, params object[]? dims)
     {
         Claim(name);
         _graph.Input.Add(ValueInfo(name, type, dims));

@@ -1,8 +1,10 @@
 using System.Buffers;
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using Engine.Kernels.Common;
+using Engine.Kernels.DeltaRule;
 using Engine.Kernels.Gla;
 using Engine.Onnx.Interop;
 
@@ -126,12 +128,13 @@ internal readonly struct LinearAttentionCall
 }
 
 /// <summary>
-/// linear and gated LinearAttention on the engine's GLA kernels (no gate, per-head or per-key-dim decay).
-/// On the CPU the kernels run on ORT's tensors in place: the state is present_state itself (past_state
-/// copied in first), so a decode step copies the state once, as ORT's own kernel does. Other backends
-/// go through the GLA facade, which moves the state to the device and back.
+/// LinearAttention on the engine's kernels: linear and gated on GLA (no gate, per-head or per-key-dim decay),
+/// delta and gated_delta on the delta rule (per-head decay). On the CPU the kernels run on ORT's tensors in
+/// place: the state is present_state itself (past_state copied in first), so a decode step copies the state
+/// once, as ORT's own kernel does. Other backends go through the op facades, which move the state to the
+/// device and back.
 /// </summary>
-internal sealed class LinearAttentionGlaKernel(LinearAttentionConfig config, EngineDevice device) : IEngineKernel
+internal sealed class LinearAttentionKernel : IEngineKernel
 {
     /// <summary>Calls this short or shorter run token by token (the decode path).</summary>
     private const int RecurrentUpTo = 8;
@@ -139,79 +142,186 @@ internal sealed class LinearAttentionGlaKernel(LinearAttentionConfig config, Eng
     /// <summary>Calls with at most this many state multiply-adds per token step run on the calling thread: waking ORT's pool costs more.</summary>
     private const long InlineWork = 1 << 20;
 
-    private readonly GlaOptions _chunked = new() { Scale = config.Scale, ChunkSize = config.ChunkSize, Mode = AttentionMode.Chunked };
-    private readonly GlaOptions _recurrent = new() { Scale = config.Scale, ChunkSize = config.ChunkSize, Mode = AttentionMode.Recurrent };
+    private readonly LinearAttentionConfig _config;
+    private readonly EngineDevice _device;
+    private readonly GlaOptions _glaChunked, _glaRecurrent;
+    private readonly DeltaRuleOptions _deltaChunked, _deltaRecurrent;
+
+    public LinearAttentionKernel(LinearAttentionConfig config, EngineDevice device)
+    {
+        _config = config;
+        _device = device;
+        int glaChunk = Array.IndexOf(GlaConfig.ChunkSizes, config.ChunkSize) >= 0 ? config.ChunkSize : 64;
+        int deltaChunk = Array.IndexOf(DeltaRuleConfig.ChunkSizes, config.ChunkSize) >= 0 ? config.ChunkSize : 64;
+        _glaChunked = new GlaOptions { Scale = config.Scale, ChunkSize = glaChunk, Mode = AttentionMode.Chunked };
+        _glaRecurrent = _glaChunked with { Mode = AttentionMode.Recurrent };
+        _deltaChunked = new DeltaRuleOptions { Scale = config.Scale, ChunkSize = deltaChunk, Mode = AttentionMode.Chunked };
+        _deltaRecurrent = _deltaChunked with { Mode = AttentionMode.Recurrent };
+    }
 
     public void Compute(KernelContext context)
     {
-        var call = LinearAttentionCall.Describe(config, context);
-        int b = call.B, t = call.T, hq = config.QHeads, hkv = config.KvHeads, dk = call.Dk, dv = call.Dv;
-        var options = t <= RecurrentUpTo ? _recurrent : _chunked;
-        LinearAttentionCall.Guard(config, () =>
+        var call = LinearAttentionCall.Describe(_config, context);
+        bool recurrent = call.T <= RecurrentUpTo;
+        LinearAttentionCall.Guard(_config, () =>
         {
-            var q = call.Query.AsReadOnlyTensor<float>(b, t, hq, dk);
-            var k = call.Key.AsReadOnlyTensor<float>(b, t, hkv, dk);
-            var v = call.Value.AsReadOnlyTensor<float>(b, t, hkv, dv);
-            var g = call.Decay is OrtTensorView decay
-                ? (call.DecayPerKey ? decay.AsReadOnlyTensor<float>(b, t, hkv, dk) : decay.AsReadOnlyTensor<float>(b, t, hkv))
-                : default;
-            var output = call.Output.AsTensor<float>(b, t, hq, dv);
-            if (device.Backend == Backend.Cpu)
+            bool inline = _device.Backend == Backend.Cpu && (long)call.B * call.T * _config.QHeads * call.Dk * call.Dv <= InlineWork;
+            using (inline ? OrtParallelScheduler.Inline() : default)
             {
-                if ((long)b * t * hq * dk * dv <= InlineWork)
-                {
-                    using (OrtParallelScheduler.Inline()) RunOnCpu(call, options, q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths);
-                }
-                else
-                {
-                    RunOnCpu(call, options, q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths);
-                }
-                return;
+                if (LinearAttentionSignature.UsesBeta(_config.Rule)) RunDelta(call, recurrent ? _deltaRecurrent : _deltaChunked);
+                else RunGla(call, recurrent ? _glaRecurrent : _glaChunked);
             }
-            Gla.Forward(device, q, k, v, g, output,
-                call.PastState is OrtTensorView past ? past.AsReadOnlyTensor<float>(b, hkv, dk, dv) : default,
-                call.PresentState is OrtTensorView present ? present.AsTensor<float>(b, hkv, dk, dv) : default,
-                default, options);
         });
     }
 
-    private void RunOnCpu(in LinearAttentionCall call, GlaOptions options,
-        ReadOnlySpan<nint> q, ReadOnlySpan<nint> k, ReadOnlySpan<nint> v, ReadOnlySpan<nint> g, ReadOnlySpan<nint> output)
+    public void Dispose() { }
+
+    private void RunGla(in LinearAttentionCall call, GlaOptions options)
     {
-        var gla = GlaCall.Describe(q, k, v, g, output, default, options, expected: null);
-        var decay = call.Decay is OrtTensorView d ? d.AsReadOnlySpan<float>() : default;
-        if (gla.Config.Gate is GateKind.PerHead or GateKind.PerKey) TensorArgs.RequireLogGate(decay, "g");
-        int stateLength = checked((int)gla.StateLength);
-        float[]? scratch = call.PresentState is null ? ArrayPool<float>.Shared.Rent(Math.Max(stateLength, 1)) : null;
+        int b = call.B, t = call.T, hq = _config.QHeads, hkv = _config.KvHeads, dk = call.Dk, dv = call.Dv;
+        var q = call.Query.AsReadOnlyTensor<float>(b, t, hq, dk);
+        var k = call.Key.AsReadOnlyTensor<float>(b, t, hkv, dk);
+        var v = call.Value.AsReadOnlyTensor<float>(b, t, hkv, dv);
+        var g = call.Decay is OrtTensorView decay
+            ? (call.DecayPerKey ? decay.AsReadOnlyTensor<float>(b, t, hkv, dk) : decay.AsReadOnlyTensor<float>(b, t, hkv))
+            : default;
+        var output = call.Output.AsTensor<float>(b, t, hq, dv);
+        if (_device.Backend != Backend.Cpu)
+        {
+            Gla.Forward(_device, q, k, v, g, output, PastState(call), PresentState(call), default, options);
+            return;
+        }
+        var gla = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths, default, options, expected: null);
+        var gates = Values(call.Decay);
+        if (gla.Config.Gate is GateKind.PerHead or GateKind.PerKey) TensorArgs.RequireLogGate(gates, "g");
         var key = (typeof(GlaCpu), gla.Config);
-        var kernel = device.Rent(key, () => new GlaCpu(gla.Config, device.Scheduler));
+        var kernel = _device.Rent(key, () => new GlaCpu(gla.Config, _device.Scheduler));
         try
         {
-            var state = call.PresentState is OrtTensorView present ? present.AsSpan<float>() : scratch.AsSpan(0, stateLength);
-            if (call.PastState is OrtTensorView past)
-            {
-                if (!StateCopy.CopyAllFinite(past.AsReadOnlySpan<float>(), state))
-                    TensorArgs.RequireFinite(past.AsReadOnlySpan<float>(), "initial_state"); // names the first offender
-            }
+            using var state = StateInPlace.Load(call, gla.StateLength);
+            if (options.Mode == AttentionMode.Chunked)
+                kernel.Chunked(gla.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), gates, call.Output.AsSpan<float>(), state.Span);
             else
-            {
-                state.Clear();
-            }
-            var run = options.Mode == AttentionMode.Chunked ? (GlaRun)kernel.Chunked : kernel.Recurrent;
-            run(gla.Sequences, call.Query.AsReadOnlySpan<float>(), call.Key.AsReadOnlySpan<float>(), call.Value.AsReadOnlySpan<float>(),
-                decay, call.Output.AsSpan<float>(), state);
+                kernel.Recurrent(gla.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), gates, call.Output.AsSpan<float>(), state.Span);
         }
         finally
         {
-            device.Return(key, kernel);
-            if (scratch is not null) ArrayPool<float>.Shared.Return(scratch);
+            _device.Return(key, kernel);
         }
     }
 
-    private delegate void GlaRun(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> g, Span<float> output, Span<float> state);
+    private void RunDelta(in LinearAttentionCall call, DeltaRuleOptions options)
+    {
+        int b = call.B, t = call.T, hq = _config.QHeads, hkv = _config.KvHeads, dk = call.Dk, dv = call.Dv;
+        if (call.DecayPerKey)
+            throw new ArgumentException("decay: gated_delta with a per-key-dim decay (B, T, kv_num_heads·dk) has no engine kernel " +
+                "(the delta rule takes one decay per head); the model's declared shapes did not show it when it was loaded", "decay");
+        var q = call.Query.AsReadOnlyTensor<float>(b, t, hq, dk);
+        var k = call.Key.AsReadOnlyTensor<float>(b, t, hkv, dk);
+        var v = call.Value.AsReadOnlyTensor<float>(b, t, hkv, dv);
+        var g = call.Decay is OrtTensorView decay ? decay.AsReadOnlyTensor<float>(b, t, hkv) : default;
+        var output = call.Output.AsTensor<float>(b, t, hq, dv);
+        using var betas = BetaPerHead.From(call.Beta!.Value, call.BetaPerHead, hkv);
+        var beta = new ReadOnlyTensorSpan<float>(betas.Span, [b, t, hkv], []);
+        if (_device.Backend != Backend.Cpu)
+        {
+            DeltaRule.Forward(_device, q, k, v, beta, g, output, PastState(call), PresentState(call), default, options);
+            return;
+        }
+        var delta = DeltaRuleCall.Describe(q.Lengths, k.Lengths, v.Lengths, beta.Lengths, g.Lengths, output.Lengths, default, options, expected: null);
+        TensorArgs.RequireFinite(betas.Span, "beta");
+        if (delta.Config.Gated) TensorArgs.RequireLogGate(Values(call.Decay), "g");
+        var key = (typeof(DeltaRuleCpu), delta.Config);
+        var kernel = _device.Rent(key, () => new DeltaRuleCpu(delta.Config, _device.Scheduler));
+        try
+        {
+            using var state = StateInPlace.Load(call, delta.StateLength);
+            if (options.Mode == AttentionMode.Chunked)
+                kernel.Chunked(delta.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), betas.Span, Values(call.Decay), call.Output.AsSpan<float>(), state.Span);
+            else
+                kernel.Recurrent(delta.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), betas.Span, Values(call.Decay), call.Output.AsSpan<float>(), state.Span);
+        }
+        finally
+        {
+            _device.Return(key, kernel);
+        }
+    }
 
-    public void Dispose() { }
+    private static ReadOnlySpan<float> Values(OrtTensorView? tensor) => tensor is OrtTensorView t ? t.AsReadOnlySpan<float>() : default;
+
+    private ReadOnlyTensorSpan<float> PastState(in LinearAttentionCall call) =>
+        call.PastState is OrtTensorView past ? past.AsReadOnlyTensor<float>(call.B, _config.KvHeads, call.Dk, call.Dv) : default;
+
+    private TensorSpan<float> PresentState(in LinearAttentionCall call) =>
+        call.PresentState is OrtTensorView present ? present.AsTensor<float>(call.B, _config.KvHeads, call.Dk, call.Dv) : default;
+}
+
+/// <summary>
+/// The state of one call, held in present_state (or a pooled buffer when the node does not output it) and
+/// loaded from past_state (checked finite on the way) or zeros. The kernels update it in place.
+/// </summary>
+internal ref struct StateInPlace
+{
+    private float[]? _scratch;
+
+    public Span<float> Span { get; private set; }
+
+    public static StateInPlace Load(in LinearAttentionCall call, long length)
+    {
+        int n = checked((int)length);
+        var lease = new StateInPlace();
+        if (call.PresentState is OrtTensorView present)
+        {
+            lease.Span = present.AsSpan<float>();
+        }
+        else
+        {
+            lease._scratch = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
+            lease.Span = lease._scratch.AsSpan(0, n);
+        }
+        if (call.PastState is OrtTensorView past)
+        {
+            if (!StateCopy.CopyAllFinite(past.AsReadOnlySpan<float>(), lease.Span))
+            {
+                lease.Dispose();
+                TensorArgs.RequireFinite(past.AsReadOnlySpan<float>(), "initial_state"); // names the first offender
+            }
+        }
+        else
+        {
+            lease.Span.Clear();
+        }
+        return lease;
+    }
+
+    public void Dispose()
+    {
+        if (_scratch is not null) ArrayPool<float>.Shared.Return(_scratch);
+        _scratch = null;
+    }
+}
+
+/// <summary>beta as (B, T, Hkv): the tensor itself when it has one value per head, else (B, T, 1) repeated over the heads in a pooled buffer.</summary>
+internal ref struct BetaPerHead
+{
+    private float[]? _expanded;
+
+    public ReadOnlySpan<float> Span { get; private set; }
+
+    public static BetaPerHead From(OrtTensorView beta, bool perHead, int heads)
+    {
+        var values = beta.AsReadOnlySpan<float>();
+        if (perHead) return new BetaPerHead { Span = values };
+        var expanded = ArrayPool<float>.Shared.Rent(Math.Max(values.Length * heads, 1));
+        for (int i = 0; i < values.Length; i++) expanded.AsSpan(i * heads, heads).Fill(values[i]);
+        return new BetaPerHead { _expanded = expanded, Span = expanded.AsSpan(0, values.Length * heads) };
+    }
+
+    public void Dispose()
+    {
+        if (_expanded is not null) ArrayPool<float>.Shared.Return(_expanded);
+        _expanded = null;
+    }
 }
 
 /// <summary>The state copied in for a call, checked on the way (one pass over memory instead of two).</summary>

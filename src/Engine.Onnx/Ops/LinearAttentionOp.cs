@@ -65,12 +65,7 @@ internal sealed class LinearAttentionOp(IReadOnlySet<UpdateRule> rules) : Engine
 
     public override IEngineKernel CreateKernel(KernelInfo info, EngineDevice device)
     {
-        var config = LinearAttentionConfig.FromNode(info, Rules);
-        return config.Rule switch
-        {
-            UpdateRule.Linear or UpdateRule.Gated => new LinearAttentionGlaKernel(config, device),
-            _ => throw new ModelNodeException($"{config.Node}: update_rule '{LinearAttentionSignature.Name(config.Rule)}' has no engine kernel in this build"),
-        };
+        return new LinearAttentionKernel(LinearAttentionConfig.FromNode(info, Rules), device);
     }
 }
 

@@ -24,8 +24,12 @@ public sealed record HandoverPlan(OnnxModel Model, IReadOnlyList<HandoverNode> N
 /// <summary>What the engine can take over: the LinearAttention update rules it has kernels for, and its own ops.</summary>
 public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IReadOnlySet<string> EngineOps)
 {
+    /// <summary>Whether the engine runs a LinearAttention node with this rule and decay form (null: the form is not known).</summary>
+    public bool Takes(UpdateRule rule, DecayForm? decay) =>
+        UpdateRules.Contains(rule) && !(rule == UpdateRule.GatedDelta && decay == DecayForm.PerKey);
+
     public static EngineCapabilities Current { get; } = new(
-        new HashSet<UpdateRule> { UpdateRule.Linear, UpdateRule.Gated },
+        new HashSet<UpdateRule> { UpdateRule.Linear, UpdateRule.Gated, UpdateRule.Delta, UpdateRule.GatedDelta },
         new HashSet<string>());
 }
 
@@ -58,10 +62,11 @@ public static class HandoverRewriter
 
         foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph))
         {
+            var hints = new ShapeHints(graph);
             foreach (var node in graph.Node)
             {
                 if (node.OpType == LinearAttentionSignature.OpType)
-                    RetargetLinearAttention(node, onnxOpset, capabilities, nodes);
+                    RetargetLinearAttention(node, onnxOpset, capabilities, hints, nodes);
                 else if (node.Domain == EngineDomain)
                     nodes.Add(new HandoverNode(NameOf(node), node.OpType, EngineDomain, EngineDomain,
                         capabilities.EngineOps.Contains(node.OpType) ? "engine op" : "engine op unknown to this build"));
@@ -91,7 +96,7 @@ public static class HandoverRewriter
         return new HandoverPlan(rewritten, nodes, notes);
     }
 
-    private static void RetargetLinearAttention(NodeProto node, long onnxOpset, EngineCapabilities capabilities, List<HandoverNode> nodes)
+    private static void RetargetLinearAttention(NodeProto node, long onnxOpset, EngineCapabilities capabilities, ShapeHints hints, List<HandoverNode> nodes)
     {
         bool fromOnnx = OnnxModel.SameDomain(node.Domain, OnnxModel.OnnxDomain);
         if (!fromOnnx && node.Domain != MicrosoftDomain) return;
@@ -107,21 +112,30 @@ public static class HandoverRewriter
         string ruleText = ruleAttribute?.S.ToStringUtf8() ?? LinearAttentionSignature.DefaultUpdateRule;
         var rule = LinearAttentionSignature.ParseRule(ruleText);
         string from = fromOnnx ? OnnxModel.OnnxDomain : MicrosoftDomain;
+        var decay = DecayFormOf(node, hints);
+        string what = $"update_rule {ruleText}" + (decay is null ? "" : decay == DecayForm.PerKey ? ", per-key decay" : ", per-head decay");
         // An unknown rule goes to the engine too: its kernel refuses the node at load with a message naming it.
-        if (rule is null || capabilities.UpdateRules.Contains(rule.Value))
+        if (rule is null || capabilities.Takes(rule.Value, decay))
         {
             node.Domain = EngineDomain;
-            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, EngineDomain, $"update_rule {ruleText}"));
-        }
-        else if (fromOnnx)
-        {
-            node.Domain = MicrosoftDomain;
-            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain, $"update_rule {ruleText} has no engine kernel: ORT's own kernel runs it"));
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, EngineDomain, what));
         }
         else
         {
-            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain, $"update_rule {ruleText} has no engine kernel: left to ORT"));
+            node.Domain = MicrosoftDomain;
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain,
+                $"{what} has no engine kernel: {(fromOnnx ? "ORT's own kernel runs it" : "left to ORT")}"));
         }
+    }
+
+    /// <summary>The decay's form when the model makes its width plain: Hkv per head, Hkv·dk per key dim.</summary>
+    private static DecayForm? DecayFormOf(NodeProto node, ShapeHints hints)
+    {
+        if (node.Input.Count <= LinearAttentionSignature.Decay || hints.LastDim(node.Input[LinearAttentionSignature.Decay]) is not long width) return null;
+        long? kvHeads = node.Attribute.FirstOrDefault(a => a.Name == "kv_num_heads")?.I;
+        if (kvHeads is null || kvHeads < 1) return null;
+        if (width == kvHeads) return DecayForm.PerHead;
+        return width > kvHeads && width % kvHeads == 0 ? DecayForm.PerKey : null;
     }
 
     private static void Import(ModelProto model, string domain, long version)

@@ -1,0 +1,83 @@
+using System.Runtime.InteropServices;
+using Engine.Onnx.Proto;
+
+namespace Engine.Onnx;
+
+/// <summary>
+/// The last dim of a value when the model makes it plain: declared (graph inputs, outputs, value_info,
+/// initializers) or carried through the ops exporters put in front of attention inputs (MatMul or Gemm with
+/// a constant weight, elementwise ops, Reshape to a constant shape). Enough to tell a per-head decay from a
+/// per-key one before ORT runs; null when the model does not say.
+/// </summary>
+internal sealed class ShapeHints
+{
+    private const int MaxDepth = 32;
+
+    private static readonly HashSet<string> Unary =
+    [
+        "Neg", "Exp", "Log", "Sigmoid", "Softplus", "Softsign", "Tanh", "Relu", "LeakyRelu", "Elu", "Selu", "Abs", "Identity",
+        "Cast", "Clip", "HardSigmoid", "Sqrt", "Reciprocal", "Erf", "Gelu", "Silu", "Swish", "Mish", "ThresholdedRelu", "Softmax", "LogSoftmax",
+        "LpNormalization", "LayerNormalization", "RMSNormalization",
+    ];
+
+    private static readonly HashSet<string> Broadcasting = ["Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Where"];
+
+    private readonly Dictionary<string, long[]> _declared = [];
+    private readonly Dictionary<string, TensorProto> _constants = [];
+    private readonly Dictionary<string, NodeProto> _producers = [];
+
+    public ShapeHints(GraphProto graph)
+    {
+        foreach (var info in graph.Input.Concat(graph.Output).Concat(graph.ValueInfo))
+        {
+            var shape = info.Type?.TensorType?.Shape;
+            if (shape is null) continue;
+            _declared[info.Name] = shape.Dim.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue : -1).ToArray();
+        }
+        foreach (var tensor in graph.Initializer)
+        {
+            _constants[tensor.Name] = tensor;
+            _declared[tensor.Name] = tensor.Dims.ToArray();
+        }
+        foreach (var node in graph.Node)
+        {
+            foreach (var output in node.Output) _producers[output] = node;
+            if (node.OpType == "Constant" && node.Output.Count == 1 && node.Attribute.FirstOrDefault(a => a.Name == "value")?.T is TensorProto value)
+            {
+                _constants[node.Output[0]] = value;
+                _declared[node.Output[0]] = value.Dims.ToArray();
+            }
+        }
+    }
+
+    /// <summary>The last dim of <paramref name="value"/>, or null when the model does not make it plain.</summary>
+    public long? LastDim(string value) => LastDim(value, 0);
+
+    private long? LastDim(string value, int depth)
+    {
+        if (value.Length == 0 || depth > MaxDepth) return null;
+        if (_declared.TryGetValue(value, out var dims)) return dims.Length == 0 ? 1 : dims[^1] >= 0 ? dims[^1] : null;
+        if (!_producers.TryGetValue(value, out var node) || node.Input.Count == 0) return null;
+        if (node.OpType == "MatMul" && node.Input.Count == 2) return LastDim(node.Input[1], depth + 1);
+        if (node.OpType == "Gemm" && node.Input.Count >= 2)
+        {
+            bool transB = node.Attribute.Any(a => a.Name == "transB" && a.I != 0);
+            return _declared.TryGetValue(node.Input[1], out var w) && w.Length == 2 && w[transB ? 0 : 1] >= 0 ? w[transB ? 0 : 1] : null;
+        }
+        if (Unary.Contains(node.OpType)) return LastDim(node.Input[0], depth + 1);
+        if (Broadcasting.Contains(node.OpType))
+        {
+            // Broadcasting stretches only dims of 1: any known dim above 1 is the result's.
+            var known = node.Input.Where(i => i.Length > 0).Select(i => LastDim(i, depth + 1)).ToArray();
+            long? wide = known.Where(d => d > 1).Max();
+            if (wide is not null) return wide;
+            return known.All(d => d is not null) ? 1 : null;
+        }
+        if (node.OpType == "Reshape" && node.Input.Count == 2 && _constants.TryGetValue(node.Input[1], out var shape))
+        {
+            var target = shape.HasRawData ? MemoryMarshal.Cast<byte, long>(shape.RawData.Span).ToArray() : shape.Int64Data.ToArray();
+            return target.Length > 0 && target[^1] > 0 ? target[^1] : null;
+        }
+        return null;
+    }
+}
