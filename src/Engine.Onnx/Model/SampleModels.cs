@@ -90,6 +90,33 @@ public static class SampleModels
         return b.Build();
     }
 
+    /// <summary>
+    /// An ai.engine LightningAttention node alone, its inputs graph inputs (query, key, value, past_state when
+    /// <see cref="LinearAttentionBlockSpec.PastState"/>); slopes given, or from the schedule (of a layer, when given).
+    /// The spec's rule, decay and beta are not used; its scale (0 = the op's default 1) is.
+    /// </summary>
+    public static OnnxModel LightningAttentionNode(LinearAttentionBlockSpec spec, float[]? slopes = null, (int Layer, int Layers)? schedule = null)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
+        var b = new ModelBuilder(21, "lightning_attention").Import(HandoverRewriter.EngineDomain, 1);
+        object batch = BatchDim(spec), length = LengthDim(spec);
+        int hq = spec.QHeads, hkv = spec.KvHeads, dk = spec.KeyDim, dv = spec.ValueDim;
+        b.Input("query", F, batch, length, hq * dk);
+        b.Input("key", F, batch, length, hkv * dk);
+        b.Input("value", F, batch, length, hkv * dv);
+        if (spec.PastState) b.Input("past_state", F, batch, hkv, dk, dv);
+        var attributes = new List<(string, object)> { ("q_num_heads", (long)hq), ("kv_num_heads", (long)hkv) };
+        if (slopes is not null) attributes.Add(("slopes", slopes));
+        if (schedule is (int layer, int layers)) attributes.AddRange([("layer", (long)layer), ("num_layers", (long)layers)]);
+        if (spec.Scale != 0f) attributes.Add(("scale", spec.Scale));
+        b.Node(LightningAttentionSignature.OpType, ["query", "key", "value", spec.PastState ? "past_state" : ""],
+            domain: HandoverRewriter.EngineDomain, name: "lightning_attention", outputNames: ["output", "present_state"], attributes: [.. attributes]);
+        b.Output("output", F, batch, length, hq * dv);
+        b.Output("present_state", F, batch, hkv, dk, dv);
+        return b.Build();
+    }
+
     private static object BatchDim(LinearAttentionBlockSpec spec) => spec.Batch is int n ? n : "B";
     private static object LengthDim(LinearAttentionBlockSpec spec) => spec.Length is int n ? n : "T";
 

@@ -129,7 +129,7 @@ internal readonly struct LinearAttentionCall
 
 /// <summary>
 /// LinearAttention on the engine's kernels: linear and gated on GLA (no gate, per-head or per-key-dim decay),
-/// delta and gated_delta on the delta rule (per-head decay). On the CPU the kernels run on ORT's tensors in
+/// delta and gated_delta on the delta rule (per-head decay); Lightning attention is GLA's constant decay. On the CPU the kernels run on ORT's tensors in
 /// place: the state is present_state itself (past_state copied in first), so a decode step copies the state
 /// once, as ORT's own kernel does. Other backends go through the op facades, which move the state to the
 /// device and back.
@@ -186,12 +186,13 @@ internal sealed class LinearAttentionKernel : IEngineKernel
             ? (call.DecayPerKey ? decay.AsReadOnlyTensor<float>(b, t, hkv, dk) : decay.AsReadOnlyTensor<float>(b, t, hkv))
             : default;
         var output = call.Output.AsTensor<float>(b, t, hq, dv);
+        var constant = _config.ConstantLogDecay;
         if (_device.Backend != Backend.Cpu)
         {
-            Gla.Forward(_device, q, k, v, g, output, PastState(call), PresentState(call), default, options);
+            Gla.Forward(_device, q, k, v, g, output, PastState(call), PresentState(call), default, options, constant);
             return;
         }
-        var gla = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths, default, options, expected: null);
+        var gla = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths, default, options, expected: null, constant);
         var gates = Values(call.Decay);
         if (gla.Config.Gate is GateKind.PerHead or GateKind.PerKey) TensorArgs.RequireLogGate(gates, "g");
         var key = (typeof(GlaCpu), gla.Config);

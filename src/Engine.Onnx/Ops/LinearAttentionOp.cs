@@ -70,8 +70,12 @@ internal sealed class LinearAttentionOp(IReadOnlySet<UpdateRule> rules) : Engine
 }
 
 /// <summary>A LinearAttention node's attributes and fixed input shapes, checked when its kernel is made.</summary>
+/// <remarks>
+/// A Lightning attention node is the linear rule with a constant decay per key/value head
+/// (<see cref="ConstantLogDecay"/>, −slope) and scale 1.
+/// </remarks>
 internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHeads, UpdateRule Rule, float? Scale, int ChunkSize,
-    bool HasPastState, bool HasDecay, bool HasBeta)
+    bool HasPastState, bool HasDecay, bool HasBeta, float[]? ConstantLogDecay = null)
 {
     public static LinearAttentionConfig FromNode(KernelInfo info, IReadOnlySet<UpdateRule> rules)
     {

@@ -130,6 +130,7 @@ public sealed class KernelHost : IDisposable
     private static IEnumerable<EngineOp> EngineOps(EngineCapabilities capabilities)
     {
         yield return new LinearAttentionOp(capabilities.UpdateRules);
+        yield return new LightningAttentionOp();
     }
 
     private void CountKernels(int delta) => Interlocked.Add(ref _liveKernels, delta);

@@ -1,0 +1,62 @@
+using Engine.Onnx;
+using Engine.Onnx.Ops;
+using NUnit.Framework;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>
+/// The engine-domain ops: Lightning attention against the float64 recurrence with the ALiBi slope schedule
+/// written out here, and against ORT's own LinearAttention kernel given the same constant decay.
+/// </summary>
+[TestFixture]
+public sealed class EngineOpTests
+{
+    /// <summary>s_h = 2^(−8(h+1)/H) for H a power of two, times (1 − l/(L−1) + 1e−5) for layer l of L.</summary>
+    private static float[] AlibiSlopes(int heads, int? layer = null, int? layers = null)
+    {
+        double factor = layer is int l && layers is int n ? 1 - (double)l / (n - 1) + 1e-5 : 1;
+        return Enumerable.Range(0, heads).Select(h => (float)(Math.Pow(2, -8.0 * (h + 1) / heads) * factor)).ToArray();
+    }
+
+    public static IEnumerable<TestCaseData> LightningCases()
+    {
+        yield return new TestCaseData(4, 4, null, null, true).SetName("Lightning default slopes, past state");
+        yield return new TestCaseData(4, 2, null, (3, 8), false).SetName("Lightning layer 3 of 8, grouped heads");
+        yield return new TestCaseData(2, 2, new[] { 0.3f, 0.01f }, null, true).SetName("Lightning explicit slopes");
+    }
+
+    [TestCaseSource(nameof(LightningCases))]
+    public void LightningMatchesReferenceAndOrtWithTheSameDecay(int hq, int hkv, float[]? slopes, (int, int)? schedule, bool past)
+    {
+        var c = new LinearAttentionNodeCase { Rule = UpdateRule.Gated, Decay = DecayForm.PerHead, Hq = hq, Hkv = hkv, PastState = past, Scale = 1f, T = 70 };
+        var expectedSlopes = slopes ?? AlibiSlopes(hkv, schedule?.Item1, schedule?.Item2);
+        var inputs = c.Inputs();
+        // The same call as gated LinearAttention: decay −s_h at every token.
+        var decay = new float[c.B * c.T * hkv];
+        for (int i = 0; i < decay.Length; i++) decay[i] = -expectedSlopes[i % hkv];
+        inputs["decay"] = TensorData.Create(decay, c.B, c.T, hkv);
+        var reference = c.Reference(inputs);
+
+        using var ort = OnnxTestHost.Open(c.Model(), HandoverBackend.None);
+        var byOrt = ort.Run(inputs);
+        var lightning = SampleModels.LightningAttentionNode(c.Spec, slopes, schedule);
+        using var engine = OnnxTestHost.Open(lightning, HandoverBackend.Cpu);
+        Assert.That(engine.Handover.EngineNodes.Single().OpType, Is.EqualTo("LightningAttention"));
+        inputs.Remove("decay");
+        var byEngine = engine.Run(inputs);
+
+        OnnxAssert.Close(byEngine["output"], reference.Output, "engine Lightning output vs reference");
+        OnnxAssert.Close(byEngine["present_state"], reference.State, "engine Lightning present_state vs reference");
+        OnnxAssert.Close(byEngine["output"], byOrt["output"], "engine Lightning vs ORT LinearAttention with the same decay");
+    }
+
+    [Test]
+    public void LightningRefusesSlopesOfTheWrongCount()
+    {
+        var spec = new LinearAttentionBlockSpec { QHeads = 2, KvHeads = 2, KeyDim = 8, ValueDim = 8 };
+        var e = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(SampleModels.LightningAttentionNode(spec, [0.5f]), HandoverBackend.Cpu));
+        Assert.That(e!.Message, Does.Contain("LightningAttention node 'lightning_attention'").And.Contain("one value per key/value head (2), got 1"));
+        e = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(SampleModels.LightningAttentionNode(spec, schedule: (8, 8)), HandoverBackend.Cpu));
+        Assert.That(e!.Message, Does.Contain("LightningAttention node 'lightning_attention'").And.Contain("layer"));
+    }
+}
