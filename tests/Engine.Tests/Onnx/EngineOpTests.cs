@@ -60,3 +60,35 @@ public sealed class EngineOpTests
         Assert.That(e!.Message, Does.Contain("LightningAttention node 'lightning_attention'").And.Contain("layer"));
     }
 }
+
+/// <summary>
+/// The gpu backend through the same custom-op interface with host tensors: here the GPU kernels run on
+/// ILGPU's CPU accelerator (tiny shapes), on CUDA where a device is present.
+/// </summary>
+[TestFixture]
+public sealed class GpuBackendTests
+{
+    public static IEnumerable<TestCaseData> Cases()
+    {
+        LinearAttentionNodeCase[] cases =
+        [
+            new() { Rule = UpdateRule.Gated, Decay = DecayForm.PerKey, B = 1, T = 20, Hq = 2, Hkv = 1, Dk = 16, Dv = 16, PastState = true },
+            new() { Rule = UpdateRule.Linear, B = 1, T = 3, Hq = 2, Hkv = 2, Dk = 16, Dv = 16, PastState = true },
+            new() { Rule = UpdateRule.GatedDelta, Decay = DecayForm.PerHead, BetaPerHead = false, B = 1, T = 20, Hq = 2, Hkv = 2, Dk = 16, Dv = 16 },
+        ];
+        return cases.Select(c => new TestCaseData(c).SetName($"Gpu backend {c.Name}"));
+    }
+
+    [TestCaseSource(nameof(Cases))]
+    public void GpuBackendMatchesReference(LinearAttentionNodeCase c)
+    {
+        var inputs = c.Inputs();
+        var reference = c.Reference(inputs);
+        using var session = OnnxTestHost.Open(c.Model(), HandoverBackend.Gpu);
+        Assert.That(session.Handover.EngineNodes.Count(), Is.EqualTo(1));
+        Assert.That(OnnxTestHost.GpuHost.Describe(HandoverBackend.Gpu), Does.StartWith("gpu: ILGPU CPU accelerator").Or.Contain("CUDA"));
+        var result = session.Run(inputs);
+        OnnxAssert.Close(result["output"], reference.Output, "gpu-backend output vs reference");
+        OnnxAssert.Close(result["present_state"], reference.State, "gpu-backend present_state vs reference");
+    }
+}
