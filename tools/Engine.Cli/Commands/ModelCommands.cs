@@ -78,11 +78,11 @@ internal sealed class RunModelCommand : ICommand
         var model = ModelIo.Model(args);
         var inputs = ModelIo.Inputs(args, model);
         string dir = args.Require("output-dir");
-        var missing = model.Inputs.Select(i => i.Name).Where(n => !inputs.ContainsKey(n)).ToArray();
-        if (missing.Length > 0) throw new ArgumentException($"the model needs inputs {string.Join(", ", missing)}: give each as --input NAME=FILE.npy");
         using var host = ModelIo.Host(args);
         var backend = ModelIo.Backend(args);
         using var session = ModelIo.Guard(() => ModelSession.Open(model, new ModelSessionOptions { Backend = backend, Host = host }));
+        var missing = model.Inputs.Select(i => i.Name).Where(n => !inputs.ContainsKey(n)).ToArray();
+        if (missing.Length > 0) throw new ArgumentException($"the model needs inputs {string.Join(", ", missing)}: give each as --input NAME=FILE.npy");
         var outputs = ModelIo.Guard(() => session.Run(inputs));
         Directory.CreateDirectory(dir);
         var w = context.Out;

@@ -1,0 +1,93 @@
+using Engine.IO;
+using Engine.Onnx;
+using Engine.Onnx.Ops;
+using NUnit.Framework;
+using CliTests = Engine.Tests.Cli.CliTests;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>engine run, inspect and bench-model, run in-process on model files made by the builder.</summary>
+[TestFixture]
+public sealed class ModelCommandTests
+{
+    private string _dir = "";
+
+    [SetUp]
+    public void MakeDirectory() => _dir = Directory.CreateTempSubdirectory("engine-model-cli-").FullName;
+
+    [TearDown]
+    public void RemoveDirectory() => Directory.Delete(_dir, recursive: true);
+
+    private static readonly LinearAttentionBlockSpec Spec = new() { Hidden = 16, QHeads = 2, KvHeads = 1, KeyDim = 8, ValueDim = 8, Rule = UpdateRule.GatedDelta, Decay = DecayForm.PerHead };
+
+    private string SaveModel(OnnxModel model, string name = "block.onnx")
+    {
+        string path = Path.Combine(_dir, name);
+        model.Save(path);
+        return path;
+    }
+
+    [TestCase("cpu")]
+    [TestCase("none")]
+    public void RunWritesEveryOutputAsNpy(string backend)
+    {
+        var model = SampleModels.LinearAttentionBlock(Spec);
+        var (inputs, x, pasts) = ModelGraphTests.BlockInputs(Spec);
+        var expected = BlockReference.Run(Spec, model, x, 2, 30, pasts);
+        string xPath = Path.Combine(_dir, "x.npy"), pastPath = Path.Combine(_dir, "past.npy");
+        Npy.Write(xPath, ModelInputs.ToNpy(inputs["x"], "x"));
+        Npy.Write(pastPath, ModelInputs.ToNpy(inputs["past_state"], "past_state"));
+        string outDir = Path.Combine(_dir, "out");
+
+        var (code, stdout, stderr) = CliTests.Engine("run", SaveModel(model), "--input", $"x={xPath}", "--input", $"past_state={pastPath}",
+            "--output-dir", outDir, "--backend", backend, "--threads", "2");
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain($"engine nodes: {(backend == "cpu" ? 1 : 0)}"));
+        var y = Npy.Read(Path.Combine(outDir, "y.npy"));
+        Assert.That(y.Shape, Is.EqualTo(new nint[] { 2, 30, 16 }));
+        Assert.That(Harness.Numerics.RelativeRms(y.ToFloat32(), expected.Y), Is.LessThanOrEqualTo(Harness.Numerics.Fp32Tolerance));
+        var state = Npy.Read(Path.Combine(outDir, "present_state.npy"));
+        Assert.That(Harness.Numerics.RelativeRms(state.ToFloat32(), expected.States["present_state"]), Is.LessThanOrEqualTo(Harness.Numerics.Fp32Tolerance));
+    }
+
+    [Test]
+    public void RunNamesWhatIsWrong()
+    {
+        string path = SaveModel(SampleModels.LinearAttentionBlock(Spec));
+        var (code, _, stderr) = CliTests.Engine("run", path, "--output-dir", _dir);
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr.Trim(), Does.StartWith("engine: error:").And.Contain("x, past_state").And.Not.Contain("\n"));
+
+        (code, _, stderr) = CliTests.Engine("run", "--output-dir", _dir);
+        Assert.That(code, Is.EqualTo(2), "no model file is a usage error");
+
+        var bad = SampleModels.LinearAttentionNode(new LinearAttentionBlockSpec { QHeads = 3, KvHeads = 2, KeyDim = 8, ValueDim = 8 });
+        string x = Path.Combine(_dir, "q.npy");
+        Npy.Write(x, NpyArray.From(new float[24], [1, 1, 24]));
+        (code, _, stderr) = CliTests.Engine("run", SaveModel(bad, "bad.onnx"), "--input", $"query={x}", "--output-dir", _dir);
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("LinearAttention node 'linear_attention'").And.Contain("multiple of kv_num_heads"));
+    }
+
+    [Test]
+    public void InspectListsInputsOutputsAndTheEngineNodes()
+    {
+        var (code, stdout, stderr) = CliTests.Engine("inspect", SaveModel(SampleModels.LinearAttentionBlock(Spec with { Domain = "", Layers = 2 })));
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain("x: Float [B, T, 16]").And.Contain("past_state_1: Float [B, 1, 8, 8]").And.Contain("y_1: Float [B, T, 16]"));
+        Assert.That(stdout, Does.Contain("the engine takes over 2 nodes:").And.Contain("linear_attention_0 (ai.onnx.LinearAttention) -> engine: update_rule gated_delta, per-head decay"));
+        Assert.That(stdout, Does.Contain("ai.onnx opset lowered from 27 to 26"));
+    }
+
+    [Test]
+    public void BenchModelTimesBothPaths()
+    {
+        var model = SampleModels.LinearAttentionNode(Spec);
+        var (code, stdout, stderr) = CliTests.Engine("bench-model", SaveModel(model), "--dim", "B=1", "--dim", "T=64", "--repeats", "1", "--threads", "1", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        var row = System.Text.Json.JsonDocument.Parse(stdout).RootElement[0];
+        Assert.That(row.GetProperty("engine_nodes").GetInt32(), Is.EqualTo(1));
+        foreach (var key in new[] { "engine_ms", "ort_ms", "engine_node_ms", "ort_node_ms" })
+            Assert.That(row.GetProperty(key).GetDouble(), Is.GreaterThan(0), key);
+    }
+}
