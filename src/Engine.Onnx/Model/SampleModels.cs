@@ -175,6 +175,26 @@ public static class SampleModels
 
     public static float DecayStrength(DecayForm form) => form == DecayForm.PerKey ? 0.25f : 1f;
 
+    /// <summary>The sample models kept in the repository (samples/models), by file name.</summary>
+    public static IReadOnlyDictionary<string, OnnxModel> Samples()
+    {
+        var small = new LinearAttentionBlockSpec { Hidden = 32, QHeads = 2, KvHeads = 2, KeyDim = 16, ValueDim = 16 };
+        return new Dictionary<string, OnnxModel>
+        {
+            ["gla_block.onnx"] = LinearAttentionBlock(small with { Rule = UpdateRule.Gated, Decay = DecayForm.PerKey }),
+            ["retnet_block.onnx"] = LinearAttentionBlock(small with { Rule = UpdateRule.Gated, Decay = DecayForm.PerHead }),
+            ["gated_deltanet_block_opset27.onnx"] = LinearAttentionBlock(small with { Rule = UpdateRule.GatedDelta, Decay = DecayForm.PerHead, Domain = "", Layers = 2 }),
+            ["lightning_attention.onnx"] = LightningAttentionNode(small with { QHeads = 4, KvHeads = 2 }, schedule: (2, 12)),
+        };
+    }
+
+    /// <summary>Writes <see cref="Samples"/> into <paramref name="directory"/>.</summary>
+    public static void WriteSamples(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        foreach (var (name, model) in Samples()) model.Save(Path.Combine(directory, name));
+    }
+
     /// <summary>Normal(0, 1/sqrt(rows)) weights, so activations keep unit scale.</summary>
     public static float[] Weights(Random random, int rows, int columns)
     {
