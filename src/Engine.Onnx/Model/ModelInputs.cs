@@ -41,8 +41,8 @@ public static class ModelInputs
 
     /// <summary>
     /// Random inputs for every graph input, symbolic dims taken from <paramref name="dims"/>. Values follow the
-    /// inputs' roles by name: *state* zeros, *decay* log gates (&lt;= 0), *beta* in (0, 1), other floats N(0, 1),
-    /// integers zeros.
+    /// inputs' roles by name: *state* zeros, *decay* log gates (&lt;= 0), *beta* in (0, 1), *key* rows of unit
+    /// length (what the delta rule needs to stay bounded), other floats N(0, 1), integers zeros.
     /// </summary>
     public static Dictionary<string, TensorData> Random(OnnxModel model, IReadOnlyDictionary<string, long> dims, int seed = 1)
     {
@@ -58,8 +58,8 @@ public static class ModelInputs
             long count = shape.Aggregate(1L, (a, d) => checked(a * d));
             inputs[input.Name] = input.ElementType switch
             {
-                TensorProto.Types.DataType.Float => TensorData.Create(Values(input.Name, count, random), shape),
-                TensorProto.Types.DataType.Float16 => TensorData.Create(Array.ConvertAll(Values(input.Name, count, random), f => (Half)f), shape),
+                TensorProto.Types.DataType.Float => TensorData.Create(Values(input.Name, shape, count, random), shape),
+                TensorProto.Types.DataType.Float16 => TensorData.Create(Array.ConvertAll(Values(input.Name, shape, count, random), f => (Half)f), shape),
                 TensorProto.Types.DataType.Int64 => TensorData.Create(new long[count], shape),
                 TensorProto.Types.DataType.Int32 => TensorData.Create(new int[count], shape),
                 var other => throw new NotSupportedException($"input '{input.Name}': random {other} values are not supported"),
@@ -68,7 +68,7 @@ public static class ModelInputs
         return inputs;
     }
 
-    private static float[] Values(string name, long count, Random random)
+    private static float[] Values(string name, long[] shape, long count, Random random)
     {
         var values = new float[count];
         string role = name.ToLowerInvariant();
@@ -80,6 +80,16 @@ public static class ModelInputs
             values[i] = role.Contains("decay") ? (float)(-0.05 * Math.Abs(normal))
                 : role.Contains("beta") ? (float)(1 / (1 + Math.Exp(-normal)))
                 : (float)normal;
+        }
+        if (role.Contains("key") && shape.Length > 0 && shape[^1] > 0)
+        {
+            int width = (int)shape[^1];
+            for (long row = 0; row < count / width; row++)
+            {
+                var r = values.AsSpan((int)(row * width), width);
+                float norm = MathF.Sqrt(System.Numerics.Tensors.TensorPrimitives.SumOfSquares<float>(r));
+                if (norm > 0) System.Numerics.Tensors.TensorPrimitives.Divide(r, norm, r);
+            }
         }
         return values;
     }
