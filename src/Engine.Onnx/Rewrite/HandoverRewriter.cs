@@ -114,6 +114,14 @@ public static class HandoverRewriter
         string from = fromOnnx ? OnnxModel.OnnxDomain : MicrosoftDomain;
         var decay = DecayFormOf(node, hints);
         string what = $"update_rule {ruleText}" + (decay is null ? "" : decay == DecayForm.PerKey ? ", per-key decay" : ", per-head decay");
+        var elementType = node.Input.Count > 0 ? hints.ElementType(node.Input[0]) : null;
+        if (elementType is not null and not TensorProto.Types.DataType.Float)
+        {
+            // The engine's custom ops take float32; ORT keeps other types (or refuses them itself).
+            if (fromOnnx) node.Domain = MicrosoftDomain;
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain, $"{what}, {elementType.Value.ToString().ToLowerInvariant()} tensors: left to ORT"));
+            return;
+        }
         // An unknown rule goes to the engine too: its kernel refuses the node at load with a message naming it.
         if (rule is null || capabilities.Takes(rule.Value, decay))
         {

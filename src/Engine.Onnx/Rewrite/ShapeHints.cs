@@ -23,6 +23,7 @@ internal sealed class ShapeHints
     private static readonly HashSet<string> Broadcasting = ["Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Where"];
 
     private readonly Dictionary<string, long[]> _declared = [];
+    private readonly Dictionary<string, int> _elementTypes = [];
     private readonly Dictionary<string, TensorProto> _constants = [];
     private readonly Dictionary<string, NodeProto> _producers = [];
 
@@ -30,6 +31,7 @@ internal sealed class ShapeHints
     {
         foreach (var info in graph.Input.Concat(graph.Output).Concat(graph.ValueInfo))
         {
+            if (info.Type?.TensorType is { ElemType: > 0 } tensorType) _elementTypes[info.Name] = tensorType.ElemType;
             var shape = info.Type?.TensorType?.Shape;
             if (shape is null) continue;
             _declared[info.Name] = shape.Dim.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue : -1).ToArray();
@@ -49,6 +51,10 @@ internal sealed class ShapeHints
             }
         }
     }
+
+    /// <summary>The element type the model declares for <paramref name="value"/>, or null.</summary>
+    public TensorProto.Types.DataType? ElementType(string value) =>
+        _elementTypes.TryGetValue(value, out int type) ? (TensorProto.Types.DataType)type : null;
 
     /// <summary>The last dim of <paramref name="value"/>, or null when the model does not make it plain.</summary>
     public long? LastDim(string value) => LastDim(value, 0);

@@ -106,3 +106,38 @@ public sealed class ModelGraphTests
         return (inputs, x, pasts);
     }
 }
+
+/// <summary>The rewrite's choices where the model's declared types and shapes decide them.</summary>
+[TestFixture]
+public sealed class RewriteTests
+{
+    [Test]
+    public void Float16NodesStayWithOnnxRuntime()
+    {
+        var b = new ModelBuilder(27);
+        b.Input("q", F.Float16, 1, 4, 8);
+        b.Node("LinearAttention", ["q", "q", "q"], name: "half", outputNames: ["y", "s"], attributes: [("q_num_heads", 1L), ("kv_num_heads", 1L), ("update_rule", "linear")]);
+        b.Output("y", F.Float16, null);
+        var plan = HandoverRewriter.Rewrite(b.Build());
+        Assert.That(plan.EngineNodes, Is.Empty);
+        Assert.That(plan.Nodes.Single().ToDomain, Is.EqualTo(HandoverRewriter.MicrosoftDomain));
+        Assert.That(plan.Nodes.Single().Detail, Does.Contain("float16"));
+    }
+
+    [Test]
+    public void DecayWidthIsReadThroughTheOpsInFrontOfTheNode()
+    {
+        // decay = Mul(Sigmoid(Reshape(MatMul(x, w))), 0.5): per key dim after the Reshape to (0, 0, 8).
+        var b = new ModelBuilder(21).Import("com.microsoft", 1);
+        b.Input("x", F.Float, "B", "T", 4);
+        var projected = b.Op("MatMul", "x", b.Initializer("w", new float[4 * 8], 4, 8));
+        var reshaped = b.Op("Reshape", projected, b.Initializer("shape", TensorData.Create(new long[] { 0, 0, 8 }, 3)));
+        var decay = b.Op("Mul", b.Op("Neg", b.Op("Sigmoid", reshaped)), b.Initializer("half", [0.5f]));
+        b.Node("LinearAttention", ["x", "x", "x", "", decay, "x"], domain: "com.microsoft", name: "gdn", outputNames: ["y", "s"],
+            attributes: [("q_num_heads", 2L), ("kv_num_heads", 2L), ("update_rule", "gated_delta")]);
+        b.Output("y", F.Float, null);
+        var plan = HandoverRewriter.Rewrite(b.Build());
+        Assert.That(plan.EngineNodes, Is.Empty, "per-key gated_delta stays with ORT");
+        Assert.That(plan.Nodes.Single().Detail, Does.Contain("per-key decay"));
+    }
+}
