@@ -1,6 +1,9 @@
 using Engine.Onnx;
 using Engine.Onnx.Ops;
+using Engine.Tests.Gla;
+using Engine.Tests.Harness;
 using NUnit.Framework;
+using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Engine.Tests.Onnx;
 
@@ -48,6 +51,49 @@ public sealed class EngineOpTests
         OnnxAssert.Close(byEngine["output"], reference.Output, "engine Lightning output vs reference");
         OnnxAssert.Close(byEngine["present_state"], reference.State, "engine Lightning present_state vs reference");
         OnnxAssert.Close(byEngine["output"], byOrt["output"], "engine Lightning vs ORT LinearAttention with the same decay");
+    }
+
+    [Test]
+    public void LightningBetweenOrtNodes()
+    {
+        // x → MatMul (q, k, v) → LightningAttention → Relu → MatMul → y, the attention on the engine, the rest in ORT.
+        const int batch = 2, length = 25, hidden = 12, heads = 2, dk = 8, dv = 8;
+        var data = new TestData(GlaCase.StableSeed("lightning between ORT nodes"));
+        var weights = new Dictionary<string, float[]>
+        {
+            ["wq"] = data.Normal(hidden * heads * dk, 0.3), ["wk"] = data.Normal(hidden * heads * dk, 0.3),
+            ["wv"] = data.Normal(hidden * heads * dv, 0.3), ["wo"] = data.Normal(heads * dv * hidden, 0.3),
+        };
+        var b = new ModelBuilder(21).Import(HandoverRewriter.EngineDomain, 1);
+        b.Input("x", F.Float, "B", "T", hidden);
+        string Project(string w, int rows, int columns, string input) => b.Op("MatMul", input, b.Initializer(w, weights[w], rows, columns));
+        var attention = b.Node("LightningAttention", [Project("wq", hidden, heads * dk, "x"), Project("wk", hidden, heads * dk, "x"), Project("wv", hidden, heads * dv, "x")],
+            domain: HandoverRewriter.EngineDomain, name: "lightning", outputNames: ["attention"], attributes: [("q_num_heads", (long)heads), ("kv_num_heads", (long)heads)])[0];
+        b.Node("MatMul", [b.Op("Relu", attention), b.Initializer("wo", weights["wo"], heads * dv, hidden)], outputNames: ["y"]);
+        b.Output("y", F.Float, "B", "T", hidden);
+        var x = data.Normal(batch * length * hidden);
+
+        double[] MatMul(double[] a, float[] w, int rows, int inner, int columns)
+        {
+            var c = new double[rows * columns];
+            for (int r = 0; r < rows; r++)
+                for (int i = 0; i < inner; i++)
+                    for (int j = 0; j < columns; j++) c[r * columns + j] += a[r * inner + i] * w[i * columns + j];
+            return c;
+        }
+        var xd = TestData.ToDouble(x);
+        int rowsCount = batch * length;
+        var slopes = AlibiSlopes(heads);
+        var decay = Enumerable.Range(0, rowsCount * heads).Select(i => (double)-slopes[i % heads]).ToArray();
+        var attended = LinearAttentionReference.Run(UpdateRule.Gated, batch, length, heads, heads, dk, dv, 1.0,
+            MatMul(xd, weights["wq"], rowsCount, hidden, heads * dk), MatMul(xd, weights["wk"], rowsCount, hidden, heads * dk),
+            MatMul(xd, weights["wv"], rowsCount, hidden, heads * dv), null, decay, false, null, true).Output;
+        var expected = MatMul(attended.Select(a => Math.Max(a, 0)).ToArray(), weights["wo"], rowsCount, heads * dv, hidden);
+
+        using var session = OnnxTestHost.Open(b.Build(), HandoverBackend.Cpu);
+        Assert.That(session.Handover.EngineNodes.Single().NodeName, Is.EqualTo("lightning"));
+        var y = session.Run(new Dictionary<string, TensorData> { ["x"] = TensorData.Create(x, batch, length, hidden) })["y"];
+        OnnxAssert.Close(y, expected, "y vs reference");
     }
 
     [Test]
