@@ -52,6 +52,7 @@ public static class Demo
         if (simulated) w.WriteLine("gpu rows ran on ILGPU's CPU accelerator (no CUDA device here): they show agreement, not GPU speed.");
         bool ok = rows.All(r => r.RelativeError <= 1e-5);
         w.WriteLine(ok ? "all outputs agree with the reference." : "SOME OUTPUTS DISAGREE WITH THE REFERENCE.");
+        ok &= OnnxDemo.Run(w, quick);
         return ok ? 0 : 1;
     }
 

@@ -1,0 +1,76 @@
+using Engine.Onnx;
+using Engine.Onnx.Ops;
+
+namespace Engine.Cli;
+
+/// <summary>
+/// The demo's ONNX part: LinearAttention block models made by the builder, run by ONNX Runtime with the
+/// LinearAttention node on the engine and without; their agreement and speed, and an opset-27 model that
+/// ONNX Runtime alone refuses.
+/// </summary>
+public static class OnnxDemo
+{
+    public static bool Run(TextWriter w, bool quick)
+    {
+        int t = quick ? 512 : 2048;
+        w.WriteLine();
+        w.WriteLine($"ONNX models (ONNX Runtime {Onnx.Interop.OrtInfo.Version}): a LinearAttention block, B1 T{t} H8 dk128 dv128, hidden 256,");
+        w.WriteLine("LinearAttention on the engine's CPU kernels vs on ONNX Runtime's own kernel; every other node in ONNX Runtime.");
+        w.WriteLine($"{"model",-34} {"engine ms",10} {"ORT ms",10} {"rel. difference",16}");
+        using var host = new KernelHost();
+        bool ok = true;
+        var rules = new (string Name, UpdateRule Rule, DecayForm Decay)[]
+        {
+            ("linear", UpdateRule.Linear, DecayForm.PerHead),
+            ("gated, per-key decay (GLA)", UpdateRule.Gated, DecayForm.PerKey),
+            ("gated, per-head decay (RetNet)", UpdateRule.Gated, DecayForm.PerHead),
+            ("delta (DeltaNet)", UpdateRule.Delta, DecayForm.PerHead),
+            ("gated_delta (Gated DeltaNet)", UpdateRule.GatedDelta, DecayForm.PerHead),
+        };
+        foreach (var (name, rule, decay) in rules)
+        {
+            var spec = new LinearAttentionBlockSpec { Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = rule, Decay = decay };
+            var model = SampleModels.LinearAttentionBlock(spec);
+            var inputs = ModelInputs.Random(model, new Dictionary<string, long> { ["B"] = 1, ["T"] = t });
+            using var engine = ModelSession.Open(model, new ModelSessionOptions { Host = host, Backend = HandoverBackend.Cpu, AllowSpinning = false });
+            using var ort = ModelSession.Open(model, new ModelSessionOptions { Host = host, Backend = HandoverBackend.None, AllowSpinning = false });
+            IReadOnlyDictionary<string, TensorData>? byEngine = null, byOrt = null;
+            double engineSeconds = BenchTimer.Median(() => byEngine = engine.Run(inputs), repeats: 3, warmupSeconds: 0.2);
+            double ortSeconds = BenchTimer.Median(() => byOrt = ort.Run(inputs), repeats: 3, warmupSeconds: 0.2);
+            double difference = Difference(byEngine!["y"].As<float>(), byOrt!["y"].As<float>());
+            ok &= difference <= 1e-5;
+            w.WriteLine($"{name,-34} {engineSeconds * 1e3,10:F1} {ortSeconds * 1e3,10:F1} {difference,16:E1}");
+        }
+
+        var opset27 = SampleModels.LinearAttentionBlock(new LinearAttentionBlockSpec { Rule = UpdateRule.GatedDelta, Decay = DecayForm.PerHead, Domain = "" });
+        string alone;
+        try
+        {
+            using var refused = ModelSession.Open(opset27, new ModelSessionOptions { Backend = HandoverBackend.None });
+            alone = "runs";
+        }
+        catch (ModelRunException)
+        {
+            alone = "refuses it";
+        }
+        using var handed = ModelSession.Open(opset27, new ModelSessionOptions { Host = host });
+        var y = handed.Run(ModelInputs.Random(opset27, new Dictionary<string, long> { ["B"] = 1, ["T"] = 16 }))["y"];
+        w.WriteLine($"ai.onnx LinearAttention (opset 27) block: ONNX Runtime alone {alone}; with the engine it runs " +
+                    $"({handed.Handover.EngineNodes.Count()} node on the engine, {string.Join("; ", handed.Handover.Notes)}), y {TensorData.Format(y.Shape)}");
+        w.WriteLine("rel. difference: relative RMS difference of y between the two paths.");
+        return ok;
+    }
+
+    private static double Difference(float[] a, float[] b)
+    {
+        double err = 0, norm = 0;
+        for (int i = 0; i < a.Length; i++)
+        {
+            if (!float.IsFinite(a[i])) return double.PositiveInfinity;
+            double d = (double)a[i] - b[i];
+            err += d * d;
+            norm += (double)b[i] * b[i];
+        }
+        return norm == 0 ? Math.Sqrt(err) : Math.Sqrt(err / norm);
+    }
+}
