@@ -26,6 +26,7 @@ namespace Engine.Kernels.Gla;
 public sealed unsafe class GlaCpu : IDisposable
 {
     private const int Sub = 16;
+    private const int MaxHeadsPerItem = 4;
 
     private readonly GlaConfig _config;
     private readonly IWorkScheduler _scheduler;
@@ -49,8 +50,6 @@ public sealed unsafe class GlaCpu : IDisposable
         Carve(null, out long floats);
         _scratch = new NativeScratch[scheduler.Workers];
         for (int w = 0; w < _scratch.Length; w++) _scratch[w] = new NativeScratch(floats);
-        var layout = Carve(_scratch[0].Base, out _);
-        if (layout.Vc != layout.S + (long)_kp * _vp) throw new InvalidOperationException("scratch layout: V must follow S");
     }
 
     public GlaConfig Config => _config;
@@ -76,31 +75,60 @@ public sealed unsafe class GlaCpu : IDisposable
         fixed (float* pq = q, pk = k, pv = v, pg = g, po = output, ps = state)
         {
             var io = new Io(pq, pk, pv, pg, po, ps);
+            var (blocks, perBlock) = HeadBlocks(sequences.Count);
             int hkv = _config.Heads.KvHeads;
-            _scheduler.Run(sequences.Count * hkv, (item, worker) =>
+            _scheduler.Run(sequences.Count * blocks, (item, worker) =>
             {
-                int n = item / hkv, h = item % hkv;
+                int n = item / blocks, h0 = item % blocks * perBlock, h1 = Math.Min(hkv, h0 + perBlock);
                 var w = Carve(_scratch[worker].Base, out _);
-                LoadState(io, n, h, w.S);
+                for (int h = h0; h < h1; h++) LoadState(io, n, h, HeadSlot(w, h - h0).S);
                 int start = sequences.Start(n), end = start + sequences.Length(n);
                 if (chunked)
                 {
                     for (int cs = start; cs < end; cs += _c)
                     {
                         int len = Math.Min(_c, end - cs);
-                        if (cs + len < end) PrefetchChunk(io, h, cs + len, Math.Min(_c, end - cs - len));
-                        if (_config.Gate == GateKind.PerKey) ChunkPerKey(io, h, cs, len, w);
-                        else ChunkScalar(io, h, cs, len, w);
+                        var chunk = new Chunk(cs, len, Math.Min(_c, end - cs - len));
+                        for (int h = h0; h < h1; h++)
+                        {
+                            if (_config.Gate == GateKind.PerKey) ChunkPerKey(io, h, chunk, HeadSlot(w, h - h0));
+                            else ChunkScalar(io, h, chunk, HeadSlot(w, h - h0));
+                        }
                     }
                 }
                 else
                 {
-                    for (int t = start; t < end; t++) RecurrentStep(io, h, t, w);
+                    for (int t = start; t < end; t++)
+                        for (int h = h0; h < h1; h++) RecurrentStep(io, h, t, HeadSlot(w, h - h0));
                 }
-                StoreState(io, n, h, w.S);
+                for (int h = h0; h < h1; h++) StoreState(io, n, h, HeadSlot(w, h - h0).S);
             });
         }
     }
+
+    /// <summary>
+    /// A work item is one sequence and a block of up to <see cref="MaxHeadsPerItem"/> adjacent key/value heads:
+    /// a token's rows for those heads are adjacent in memory, which the hardware prefetcher follows, while one
+    /// head alone reads a row per 4 KB page. Blocks are made small enough that every worker gets an item.
+    /// </summary>
+    private (int Blocks, int PerBlock) HeadBlocks(int sequences)
+    {
+        int hkv = _config.Heads.KvHeads;
+        int wanted = (_scheduler.Workers + Math.Max(sequences, 1) - 1) / Math.Max(sequences, 1);
+        int blocks = Math.Max((hkv + MaxHeadsPerItem - 1) / MaxHeadsPerItem, Math.Min(hkv, wanted));
+        int perBlock = (hkv + blocks - 1) / blocks;
+        return ((hkv + perBlock - 1) / perBlock, perBlock);
+    }
+
+    /// <summary>The scratch with S and V pointing at the state slot of the item's j-th head.</summary>
+    private Work HeadSlot(in Work w, int j)
+    {
+        float* slot = w.S + (long)j * (_kp + _c) * _vp;
+        return w with { S = slot, Vc = slot + (long)_kp * _vp };
+    }
+
+    /// <summary>A chunk's first token and length, and how many tokens the next chunk of the sequence has (0 if none).</summary>
+    private readonly record struct Chunk(int Start, int Length, int NextLength);
 
     private readonly struct Io(float* q, float* k, float* v, float* g, float* o, float* state)
     {
@@ -111,7 +139,8 @@ public sealed unsafe class GlaCpu : IDisposable
     private readonly struct Work
     {
         public float* S { get; init; }        // [KP × VP] state, directly followed by
-        public float* Vc { get; init; }       // [C × VP] chunk values: [S; V] is the right operand of the output product
+        public float* Vc { get; init; }       // [C × VP] chunk values: [S; V] is the right operand of the output product;
+                                              // one such pair per head of a work item (MaxHeadsPerItem)
         public float* Oc { get; init; }       // [C × VP] chunk output
         public float* QA { get; init; }       // [C × (KP + C)] inter queries | intra scores A: the left operand
         public float* Kc { get; init; }       // [C × KP] chunk keys (rows up to the next multiple of 16 zeroed)
@@ -121,7 +150,12 @@ public sealed unsafe class GlaCpu : IDisposable
         public float* Qr { get; init; }       // [C × KP] scale · q, then the inter queries
         public float* Qt { get; init; }       // [C × KP] gated queries scale · q ⊙ exp(b − b_r)
         public float* Qst { get; init; }      // [16 × KP] gated queries scaled by d_st
-        public float* Bcum { get; init; }     // [C × KP] cumulative log gate (scalar gates: [C])
+        public float* Bcum { get; init; }     // scalar gates: [C] cumulative log gate
+        public float* F { get; init; }        // [C × KP] exp(b_i − b_{r_s}) within each sub-chunk
+        public float* R { get; init; }        // [C × KP] exp(b_{r_{s+1}} − b_j) within each sub-chunk
+        public float* Step { get; init; }     // [nsub × KP] exp(b_{r_{s+1}} − b_{r_s})
+        public float* Prefix { get; init; }   // [nsub × KP] exp(b_{r_s})
+        public float* Tail { get; init; }     // [nsub × KP] exp(b_last − b_{r_{t+1}})
         public float* Gexp { get; init; }     // [C × KP] exp(g) per row (scalar gates: [C × C] decay mask D)
         public float* Kdiag { get; init; }    // [16 × KP] diagonal-block keys
         public float* Decay { get; init; }    // [KP] exp(b_last); the recurrent decay
@@ -136,8 +170,7 @@ public sealed unsafe class GlaCpu : IDisposable
         long kp = _kp, vp = _vp, cc = _c;
         var work = new Work
         {
-            S = c.Take(kp * vp),
-            Vc = c.Take(cc * vp),
+            S = c.Take(MaxHeadsPerItem * (kp + cc) * vp),
             Oc = c.Take(cc * vp),
             QA = c.Take(cc * (kp + cc)),
             Kc = c.Take(cc * kp),
@@ -147,7 +180,12 @@ public sealed unsafe class GlaCpu : IDisposable
             Qr = c.Take(cc * kp),
             Qt = c.Take(cc * kp),
             Qst = c.Take(Sub * kp),
-            Bcum = c.Take(cc * kp),
+            Bcum = c.Take(cc),
+            F = c.Take(cc * kp),
+            R = c.Take(cc * kp),
+            Step = c.Take(cc / Sub * kp),
+            Prefix = c.Take(cc / Sub * kp),
+            Tail = c.Take(cc / Sub * kp),
             Gexp = c.Take(cc * Math.Max(kp, cc)),
             Kdiag = c.Take(Sub * kp),
             Decay = c.Take(kp),
@@ -156,27 +194,24 @@ public sealed unsafe class GlaCpu : IDisposable
             Acc = c.Take((long)_config.Heads.Group * vp),
         };
         floats = c.Used;
-        return work;
+        return work with { Vc = work.S + kp * vp };
     }
 
     /// <summary>
-    /// Asks for the next chunk's rows ahead of time: a head's rows are H·dim floats apart, so each row sits in its
-    /// own 4 KB page and the hardware prefetcher, which stays inside a page, does not follow them.
+    /// Asks for one row of the next chunk ahead of time, a row per row loaded now so the requests are spread out:
+    /// a head's rows are H·dim floats apart, each in its own 4 KB page, which the hardware prefetcher does not cross.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void PrefetchChunk(in Io io, int h, int cs, int len)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void PrefetchNextRow(in Io io, int h, int token)
     {
         if (!Sse.IsSupported) return;
         var heads = _config.Heads;
         int kd = heads.KeyDim, vd = heads.ValueDim;
-        for (int i = 0; i < len; i++)
-        {
-            long kvRow = (long)(cs + i) * heads.KvHeads + h;
-            PrefetchRow(io.K + kvRow * kd, kd);
-            PrefetchRow(io.V + kvRow * vd, vd);
-            if (_config.Gate == GateKind.PerKey) PrefetchRow(io.G + kvRow * kd, kd);
-            PrefetchRow(io.Q + ((long)(cs + i) * heads.QHeads + h * heads.Group) * kd, kd * heads.Group);
-        }
+        long kvRow = (long)token * heads.KvHeads + h;
+        PrefetchRow(io.K + kvRow * kd, kd);
+        PrefetchRow(io.V + kvRow * vd, vd);
+        if (_config.Gate == GateKind.PerKey) PrefetchRow(io.G + kvRow * kd, kd);
+        PrefetchRow(io.Q + ((long)token * heads.QHeads + h * heads.Group) * kd, kd * heads.Group);
 
         static void PrefetchRow(float* p, int floats)
         {
@@ -206,11 +241,13 @@ public sealed unsafe class GlaCpu : IDisposable
     /// <summary>Loads the chunk's keys and values (padded rows) shared by every query head of the group;
     /// key rows up to the next multiple of 16 are zero so whole 16-row blocks can be transposed.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void LoadKeysValues(in Io io, int h, int cs, int len, in Work w)
+    private void LoadKeysValues(in Io io, int h, Chunk chunk, in Work w)
     {
         var heads = _config.Heads;
+        int cs = chunk.Start, len = chunk.Length;
         for (int i = 0; i < len; i++)
         {
+            if (i < chunk.NextLength) PrefetchNextRow(io, h, cs + len + i);
             long row = (long)(cs + i) * heads.KvHeads + h;
             SimdOps.CopyPadded(w.Kc + (long)i * _kp, io.K + row * heads.KeyDim, heads.KeyDim, _kp);
             SimdOps.CopyPadded(w.Vc + (long)i * _vp, io.V + row * heads.ValueDim, heads.ValueDim, _vp);
@@ -245,35 +282,56 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void ChunkPerKey(in Io io, int h, int cs, int len, in Work w)
+    private void ChunkPerKey(in Io io, int h, Chunk chunk, in Work w)
     {
+        int cs = chunk.Start, len = chunk.Length;
         var heads = _config.Heads;
         int kd = heads.KeyDim, kp = _kp, vp = _vp, cc = _c, lqa = _lqa;
-        int nsub = (len + Sub - 1) / Sub, offDiagonalKeys = (nsub - 1) * Sub;
-        LoadKeysValues(io, h, cs, len, w);
+        int nsub = (len + Sub - 1) / Sub, lastSub = nsub - 1, offDiagonalKeys = lastSub * Sub;
+        LoadKeysValues(io, h, chunk, w);
 
-        // Cumulative log gate b (fp32) and exp(g) per row for the diagonal blocks.
+        // exp(g) per row: the only exponentials of the chunk; every other decay factor is a product of them.
         for (int i = 0; i < len; i++)
         {
-            float* gexp = w.Gexp + (long)i * kp, b = w.Bcum + (long)i * kp;
+            float* gexp = w.Gexp + (long)i * kp;
             SimdOps.CopyPadded(gexp, io.G + ((long)(cs + i) * heads.KvHeads + h) * kd, kd, kp);
-            for (int c = 0; c < kp; c += 16)
-            {
-                var gv = Vector512.Load(gexp + c);
-                (i == 0 ? gv : Vector512.Load(b - kp + c) + gv).Store(b + c);
-                SimdMath.ExpNonPositive(gv).Store(gexp + c);
-            }
+            for (int c = 0; c < kp; c += 16) SimdMath.ExpNonPositive(Vector512.Load(gexp + c)).Store(gexp + c);
         }
-        float* last = w.Bcum + (long)(len - 1) * kp;
-
-        // Off-diagonal keys k_j ⊙ exp(b_{r_{t+1}} − b_j) (t = sub-chunk of j), transposed once for all query sub-chunks;
-        // state-update keys k_j ⊙ exp(b_last − b_j); the chunk decay exp(b_last).
-        for (int j = 0; j < offDiagonalKeys; j++)
-            DecayRow(w.Kh + (long)j * kp, w.Kc + (long)j * kp, w.Bcum + (long)(j / Sub + 1) * Sub * kp, w.Bcum + (long)j * kp, kp);
+        // Within sub-chunk s: F_i = exp(b_i − b_{r_s}) forwards; R_j = exp(b_{r_{s+1}} − b_j) backwards (to the chunk's
+        // last row in the last sub-chunk). Per sub-chunk: the step E_s = exp(b_{r_{s+1}} − b_{r_s}) and the prefix
+        // P_s = exp(b_{r_s}) (b counted from the chunk start, inclusive).
+        for (int s = 0; s < nsub; s++)
+        {
+            int rs = s * Sub, re = Math.Min(rs + Sub, len);
+            SimdOps.Fill(Row(w.F, rs), 1f, kp);
+            for (int i = rs + 1; i < re; i++) MultiplyRows(Row(w.F, i), Row(w.F, i - 1), Row(w.Gexp, i), kp);
+            if (s < lastSub)
+            {
+                CopyRow(Row(w.R, re - 1), Row(w.Gexp, re), kp);
+                MultiplyRows(Row(w.Step, s), Row(w.F, re - 1), Row(w.Gexp, re), kp);
+            }
+            else
+            {
+                SimdOps.Fill(Row(w.R, re - 1), 1f, kp);
+            }
+            for (int j = re - 2; j >= rs; j--) MultiplyRows(Row(w.R, j), Row(w.R, j + 1), Row(w.Gexp, j + 1), kp);
+            if (s == 0) CopyRow(Row(w.Prefix, 0), Row(w.Gexp, 0), kp);
+            else MultiplyRows(Row(w.Prefix, s), Row(w.Prefix, s - 1), Row(w.Step, s - 1), kp);
+        }
+        // Off-diagonal keys k_j ⊙ R_j, transposed once for all query sub-chunks. State-update keys k_j ⊙ exp(b_last − b_j)
+        // = k_j ⊙ R_j ⊙ Tail_t with Tail_t = exp(b_last − b_{r_{t+1}}) = F_last ⊙ E_{L−1} ⊙ … ⊙ E_{t+1}. Decay exp(b_last) = P_L ⊙ F_last.
+        float* fLast = Row(w.F, len - 1);
+        for (int j = 0; j < len; j++) MultiplyRows(Row(w.Kh, j), Row(w.Kc, j), Row(w.R, j), kp);
         SimdOps.Transpose(w.Kh, kp, w.KT, cc, offDiagonalKeys, kp);
-        for (int j = 0; j < len; j++)
-            DecayRow(w.Ks + (long)j * kp, w.Kc + (long)j * kp, last, w.Bcum + (long)j * kp, kp);
-        for (int c = 0; c < kp; c += 16) SimdMath.ExpNonPositive(Vector512.Load(last + c)).Store(w.Decay + c);
+        for (int t = lastSub; t >= 0; t--)
+        {
+            float* tail = Row(w.Tail, t);
+            if (t == lastSub) SimdOps.Fill(tail, 1f, kp);
+            else if (t == lastSub - 1) CopyRow(tail, fLast, kp);
+            else MultiplyRows(tail, Row(w.Tail, t + 1), Row(w.Step, t + 1), kp);
+            for (int j = t * Sub; j < Math.Min(t * Sub + Sub, len); j++) MultiplyRows(Row(w.Ks, j), Row(w.Kh, j), tail, kp);
+        }
+        MultiplyRows(w.Decay, Row(w.Prefix, lastSub), fLast, kp);
 
         for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
         {
@@ -281,24 +339,22 @@ public sealed unsafe class GlaCpu : IDisposable
             for (int s = 0; s < nsub; s++)
             {
                 int rs = s * Sub, re = Math.Min(rs + Sub, len);
-                float* br = w.Bcum + (long)rs * kp;
-                // Gated queries Qt_i = scale q_i ⊙ exp(b_i − b_r).
+                // Gated queries Qt_i = scale q_i ⊙ F_i; inter queries Qt_i ⊙ P_s = scale q_i ⊙ exp(b_i).
                 for (int i = rs; i < re; i++)
-                    DecayRow(w.Qt + (long)i * kp, w.Qr + (long)i * kp, w.Bcum + (long)i * kp, br, kp);
-                DiagonalBlock(rs, re, w);
-                // Inter queries Qt_i ⊙ exp(b_r) = scale q_i ⊙ exp(b_i).
-                for (int c = 0; c < kp; c += 16) SimdMath.ExpNonPositive(Vector512.Load(br + c)).Store(w.RowExp + c);
-                for (int i = rs; i < re; i++) MultiplyRows(w.QA + (long)i * lqa, w.Qt + (long)i * kp, w.RowExp, kp);
-                // Off-diagonal blocks: the query side takes d_st = exp(b_{r_s} − b_{r_{t+1}}) (1 for t = s − 1).
-                for (int t = 0; t < s; t++)
                 {
-                    float* qs = w.Qt + (long)rs * kp;
+                    MultiplyRows(Row(w.Qt, i), Row(w.Qr, i), Row(w.F, i), kp);
+                    MultiplyRows(w.QA + (long)i * lqa, Row(w.Qt, i), Row(w.Prefix, s), kp);
+                }
+                DiagonalBlock(rs, re, w);
+                // Off-diagonal blocks: the query side takes d_st = exp(b_{r_s} − b_{r_{t+1}}) = E_{s−1} ⊙ … ⊙ E_{t+1} (1 for t = s − 1).
+                SimdOps.Fill(w.RowExp, 1f, kp);
+                for (int t = s - 1; t >= 0; t--)
+                {
+                    float* qs = Row(w.Qt, rs);
                     if (t < s - 1)
                     {
-                        float* bt = w.Bcum + (long)(t + 1) * Sub * kp;
-                        for (int c = 0; c < kp; c += 16)
-                            SimdMath.ExpNonPositive(Vector512.Load(br + c) - Vector512.Load(bt + c)).Store(w.RowExp + c);
-                        for (int i = 0; i < re - rs; i++) MultiplyRows(w.Qst + (long)i * kp, qs + (long)i * kp, w.RowExp, kp);
+                        MultiplyRows(w.RowExp, w.RowExp, Row(w.Step, t + 1), kp);
+                        for (int i = 0; i < re - rs; i++) MultiplyRows(Row(w.Qst, i), Row(qs, i), w.RowExp, kp);
                         qs = w.Qst;
                     }
                     SimdGemm.Multiply(qs, kp, w.KT + t * Sub, cc, w.QA + (long)rs * lqa + kp + t * Sub, lqa, re - rs, kp, Sub, accumulate: false);
@@ -312,19 +368,19 @@ public sealed unsafe class GlaCpu : IDisposable
         UpdateState(len, w, w.Decay, 0f);
     }
 
+    /// <summary>Row i of a [rows × KP] scratch region.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private float* Row(float* region, int i) => region + (long)i * _kp;
+
     /// <summary>Scores of rows rs..re against the later sub-chunks (columns re..len) are zero: causality.</summary>
     private void ZeroAbove(in Work w, int rs, int re, int len)
     {
         for (int i = rs; i < re; i++) new Span<float>(w.QA + (long)i * _lqa + _kp + re, len - re).Clear();
     }
 
-    /// <summary>dst = src ⊙ exp(a − b) over a padded row; a − b <= 0 by construction.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void DecayRow(float* dst, float* src, float* a, float* b, int padded)
-    {
-        for (int c = 0; c < padded; c += 16)
-            (Vector512.Load(src + c) * SimdMath.ExpNonPositive(Vector512.Load(a + c) - Vector512.Load(b + c))).Store(dst + c);
-    }
+    private static void CopyRow(float* dst, float* src, int padded) =>
+        Buffer.MemoryCopy(src, dst, (long)padded * sizeof(float), (long)padded * sizeof(float));
 
     /// <summary>dst = src ⊙ factor over a padded row.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -352,12 +408,13 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void ChunkScalar(in Io io, int h, int cs, int len, in Work w)
+    private void ChunkScalar(in Io io, int h, Chunk chunk, in Work w)
     {
+        int cs = chunk.Start, len = chunk.Length;
         var heads = _config.Heads;
         int kp = _kp, vp = _vp, cc = _c, lqa = _lqa;
         int lenPadded = HeadLayout.RoundUp16(len);
-        LoadKeysValues(io, h, cs, len, w);
+        LoadKeysValues(io, h, chunk, w);
 
         float chunkDecay = _constantPowers is null ? ScalarDecays(io, h, cs, len, w) : ConstantDecays(h, len, w);
 

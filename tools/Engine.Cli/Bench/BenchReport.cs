@@ -58,6 +58,8 @@ public static class BenchReport
             return;
         }
         w.WriteLine(results.Count > 0 ? $"device: {results[0].Device}" : "no results");
+        if (results.Count > 0 && results[0].Device.Contains("CPU accelerator", StringComparison.Ordinal))
+            w.WriteLine("note: no CUDA device, the GPU kernels ran on ILGPU's CPU accelerator: these times say nothing about GPU speed");
         if (peakGFlops is not null) w.WriteLine($"fp32 FMA peak (measured now): {peakGFlops:F1} GFLOP/s");
         w.WriteLine($"{"op",-12} {"variant",-22} {"shape",-26} {"median ms",10} {"tokens/s",12} {"GFLOP/s",9} {"of peak",8}");
         foreach (var r in results)
