@@ -155,7 +155,7 @@ internal sealed unsafe class NativeCustomOp : IDisposable
         }
         catch (Exception e)
         {
-            return Ort.Status(e is ModelNodeException or ArgumentException ? Ort.ErrorInvalidArgument : Ort.ErrorFail, MessageOf(e));
+            return Ort.Status(e is ModelNodeException or ArgumentException ? Ort.ErrorInvalidArgument : Ort.ErrorFail, Ops.NodeErrors.MessageOf(e));
         }
     }
 
@@ -171,16 +171,8 @@ internal sealed unsafe class NativeCustomOp : IDisposable
         }
         catch (Exception e)
         {
-            return Ort.Status(e is ArgumentException ? Ort.ErrorInvalidArgument : Ort.ErrorRuntimeException, MessageOf(e));
+            return Ort.Status(e is ArgumentException ? Ort.ErrorInvalidArgument : Ort.ErrorRuntimeException, Ops.NodeErrors.MessageOf(e));
         }
-    }
-
-    /// <summary>The message without the " (Parameter 'x')" suffix argument exceptions append (the message names the tensor).</summary>
-    private static string MessageOf(Exception e)
-    {
-        if (e is not ArgumentException { ParamName: string name }) return e.Message;
-        string suffix = $" (Parameter '{name}')";
-        return e.Message.EndsWith(suffix, StringComparison.Ordinal) ? e.Message[..^suffix.Length] : e.Message;
     }
 
     [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]

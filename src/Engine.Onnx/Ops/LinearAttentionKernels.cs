@@ -97,22 +97,7 @@ internal readonly struct LinearAttentionCall
     private static string Format(long[] dims) => "[" + string.Join(", ", dims) + "]";
 
     /// <summary>Runs an engine call, restating its argument errors in the node's terms (ONNX input names).</summary>
-    public static void Guard(LinearAttentionConfig c, Action run)
-    {
-        try
-        {
-            run();
-        }
-        catch (ArgumentException e) when (!e.Message.StartsWith(c.Node, StringComparison.Ordinal))
-        {
-            string name = OnnxName(e.ParamName);
-            string message = e.Message;
-            int suffix = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
-            if (suffix > 0) message = message[..suffix];
-            if (e.ParamName is string p && message.StartsWith(p + ":", StringComparison.Ordinal)) message = name + message[p.Length..];
-            throw new ArgumentException($"{c.Node}: {message}", name, e);
-        }
-    }
+    public static void Guard(LinearAttentionConfig c, Action run) => NodeErrors.Guard(c.Node, OnnxName, run);
 
     private static string OnnxName(string? engineName) => engineName switch
     {
