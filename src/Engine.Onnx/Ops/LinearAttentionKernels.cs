@@ -314,6 +314,7 @@ internal ref struct BetaPerHead
 internal static class StateCopy
 {
     /// <summary>Copies <paramref name="source"/> into <paramref name="destination"/>; false when a value is NaN or infinite.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // SIMD code: optimized from the first decode step
     public static bool CopyAllFinite(ReadOnlySpan<float> source, Span<float> destination)
     {
         if (destination.Length < source.Length) throw new ArgumentException("destination is shorter than source", nameof(destination));

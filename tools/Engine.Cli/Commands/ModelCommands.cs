@@ -230,10 +230,13 @@ internal sealed class BenchModelCommand : ICommand
         if (opTypes.Count == 0) return double.NaN;
         string prefix = Path.Combine(Path.GetTempPath(), $"engine-profile-{Environment.ProcessId}-{backend}");
         string file;
-        const int warmup = 2;
+        int warmup = 0;
         using (var session = ModelIo.Guard(() => ModelSession.Open(model, BenchOptions(backend, host) with { ProfilePrefix = prefix })))
         {
-            for (int i = 0; i < warmup + repeats; i++) session.Run(inputs);
+            // Warm up as the timed runs do (until tiered compilation settles); those runs are left out of the median.
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            do { session.Run(inputs); warmup++; } while (clock.Elapsed.TotalSeconds < 1.0 || warmup < 2);
+            for (int i = 0; i < repeats; i++) session.Run(inputs);
             file = session.EndProfiling();
         }
         try
