@@ -137,4 +137,19 @@ public sealed class GpuBackendTests
         OnnxAssert.Close(result["output"], reference.Output, "gpu-backend output vs reference");
         OnnxAssert.Close(result["present_state"], reference.State, "gpu-backend present_state vs reference");
     }
+
+    [Test]
+    public void LightningOnTheGpuBackend()
+    {
+        var c = new LinearAttentionNodeCase { Rule = UpdateRule.Gated, Decay = DecayForm.PerHead, B = 1, T = 20, Hq = 2, Hkv = 2, Dk = 16, Dv = 16, PastState = true, Scale = 1f };
+        var slopes = new[] { 0.25f, 0.0625f };
+        var inputs = c.Inputs();
+        inputs["decay"] = TensorData.Create(Enumerable.Range(0, c.T * c.Hkv).Select(i => -slopes[i % c.Hkv]).ToArray(), 1, c.T, c.Hkv);
+        var reference = c.Reference(inputs);
+        inputs.Remove("decay");
+        using var session = OnnxTestHost.Open(SampleModels.LightningAttentionNode(c.Spec, slopes), HandoverBackend.Gpu);
+        var result = session.Run(inputs);
+        OnnxAssert.Close(result["output"], reference.Output, "gpu-backend Lightning output vs reference");
+        OnnxAssert.Close(result["present_state"], reference.State, "gpu-backend Lightning present_state vs reference");
+    }
 }
