@@ -30,5 +30,6 @@ public abstract class OpCase
 public static class OpCases
 {
     public static IEnumerable<OpCase> All =>
-        Gla.GlaCases.All;
+        Gla.GlaCases.All
+        .Concat(Lssl.LsslCases.All);
 }

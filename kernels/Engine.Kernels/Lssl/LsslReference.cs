@@ -1,0 +1,43 @@
+namespace Engine.Kernels.Lssl;
+
+/// <summary>
+/// The float64 oracle: the recurrence over the float64 discretized system, one step at a time.
+///   x_k = Ā x_(k−1) + B̄ u_k,   y_k = C x_k + D u_k
+/// u, y [B, L, H]; state [B, H, N]: the initial state on entry, the final state on return.
+/// </summary>
+public static class LsslReference
+{
+    public static void Forward(LsslSystem system, int batch, int length, ReadOnlySpan<float> u, Span<double> y, Span<double> state)
+    {
+        var config = system.Config;
+        int h = config.Channels, n = config.StateSize;
+        var amI = system.AbarMinusI64;
+        var bbar = system.Bbar64;
+        var c = system.C64;
+        var d = system.D64;
+        var next = new double[n];
+        for (int b = 0; b < batch; b++)
+        {
+            for (int ch = 0; ch < h; ch++)
+            {
+                var x = state.Slice((b * h + ch) * n, n);
+                for (int t = 0; t < length; t++)
+                {
+                    double ut = u[(b * length + t) * h + ch];
+                    for (int i = 0; i < n; i++)
+                    {
+                        // Ā x = x + (Ā − I) x
+                        double sum = x[i] + bbar[ch * n + i] * ut;
+                        if (config.IsDiagonal) sum += amI[ch * n + i] * x[i];
+                        else for (int k = 0; k < n; k++) sum += amI[(ch * n + i) * n + k] * x[k];
+                        next[i] = sum;
+                    }
+                    next.CopyTo(x);
+                    double yt = d[ch] * ut;
+                    for (int i = 0; i < n; i++) yt += c[ch * n + i] * x[i];
+                    y[(b * length + t) * h + ch] = yt;
+                }
+            }
+        }
+    }
+}
