@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace Engine.Kernels.Lssl;
 
 /// <summary>
@@ -11,16 +13,15 @@ public static class LsslReference
     {
         var config = system.Config;
         int h = config.Channels, n = config.StateSize;
-        var amI = system.AbarMinusI64;
-        var bbar = system.Bbar64;
-        var c = system.C64;
-        var d = system.D64;
+        bool diagonal = config.IsDiagonal;
+        double[] amI = system.AbarMinusI64.ToArray(), bbar = system.Bbar64.ToArray(), c = system.C64.ToArray(), d = system.D64.ToArray();
+        var x = new double[n];
         var next = new double[n];
         for (int b = 0; b < batch; b++)
         {
             for (int ch = 0; ch < h; ch++)
             {
-                var x = state.Slice((b * h + ch) * n, n);
+                state.Slice((b * h + ch) * n, n).CopyTo(x);
                 for (int t = 0; t < length; t++)
                 {
                     double ut = u[(b * length + t) * h + ch];
@@ -28,15 +29,23 @@ public static class LsslReference
                     {
                         // Ā x = x + (Ā − I) x
                         double sum = x[i] + bbar[ch * n + i] * ut;
-                        if (config.IsDiagonal) sum += amI[ch * n + i] * x[i];
-                        else for (int k = 0; k < n; k++) sum += amI[(ch * n + i) * n + k] * x[k];
+                        if (diagonal)
+                        {
+                            sum += amI[ch * n + i] * x[i];
+                        }
+                        else
+                        {
+                            int row = (ch * n + i) * n;
+                            for (int k = 0; k < n; k++) sum += amI[row + k] * x[k];
+                        }
                         next[i] = sum;
                     }
-                    next.CopyTo(x);
+                    (x, next) = (next, x);
                     double yt = d[ch] * ut;
                     for (int i = 0; i < n; i++) yt += c[ch * n + i] * x[i];
                     y[(b * length + t) * h + ch] = yt;
                 }
+                x.CopyTo(state.Slice((b * h + ch) * n, n));
             }
         }
     }
