@@ -73,8 +73,10 @@ public sealed record LsslProblem(int H, int N, LsslStateMatrix Form, float[] A, 
 /// <summary>An LSSL call: shape, form of A, discretization, mode, element type and state.</summary>
 public sealed class LsslCase : OpCase
 {
-    // The float64 reference of a problem is shared by the cases that differ only in mode or chunk length.
+    // The float64 reference of a problem is shared by the cases that differ only in mode or chunk length, and
+    // so is the layer (its discretization is device- and mode-independent): built once per test run.
     private static readonly Dictionary<string, IReadOnlyDictionary<string, double[]>> References = new();
+    private static readonly Dictionary<string, LsslLayer> Layers = new();
 
     public int B { get; init; } = 1;
     public int L { get; init; }
@@ -131,7 +133,12 @@ public sealed class LsslCase : OpCase
     public override IReadOnlyDictionary<string, float[]> Run(EngineDevice device)
     {
         var (u, x0) = Inputs();
-        using var layer = Parameters().Layer(Method, Chunk);
+        LsslLayer layer;
+        lock (Layers)
+        {
+            string key = $"{Problem} Q{Chunk}";
+            if (!Layers.TryGetValue(key, out layer!)) Layers[key] = layer = Parameters().Layer(Method, Chunk);
+        }
         nint[] shape = [B, L, H], stateShape = [B, H, N];
         var finalState = Numerics.NaNs((long)B * H * N);
         var init = WithInitialState ? new ReadOnlyTensorSpan<float>(x0, stateShape) : default;

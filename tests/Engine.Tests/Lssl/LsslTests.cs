@@ -10,6 +10,24 @@ namespace Engine.Tests.Lssl;
 [TestFixture]
 public sealed class LsslTests
 {
+    // Own devices: the harness's shared ones are disposed when the Harness namespace's fixtures finish.
+    private EngineDevice _cpu = null!;
+    private EngineDevice _reference = null!;
+
+    [OneTimeSetUp]
+    public void CreateDevices()
+    {
+        _cpu = EngineDevice.Create(Backend.Cpu);
+        _reference = EngineDevice.Create(Backend.Reference);
+    }
+
+    [OneTimeTearDown]
+    public void DisposeDevices()
+    {
+        _cpu.Dispose();
+        _reference.Dispose();
+    }
+
     // ---- HiPPO and Δ builders ----------------------------------------------------------------------------
 
     /// <summary>LegS the way the HiPPO paper derives it: A = T M T⁻¹ with M_nk = −(2k+1) (n >= k) + n δ_nk, T = diag(√(2n+1)).</summary>
@@ -336,7 +354,7 @@ public sealed class LsslTests
     [Test]
     public void BadCallsAreRejected()
     {
-        var device = TestDevices.Get(TestBackend.Cpu);
+        var device = _cpu;
         var p = LsslProblem.Make(3, 4, LsslStateMatrix.DenseShared, seed: 1);
         using var layer = Layer(p);
         var u = new float[2 * 5 * 3];
@@ -364,7 +382,7 @@ public sealed class LsslTests
     public void UnstableSystemsFailInsteadOfReturningNaN()
     {
         // Forward Euler with Δ·|λ| > 2 is unstable: |1 + Δλ| > 1 grows without bound.
-        var device = TestDevices.Get(TestBackend.Cpu);
+        var device = _cpu;
         var p = LsslProblem.Make(1, 8, LsslStateMatrix.Diagonal, seed: 1);
         using var layer = Layer(p, dt: [1f], options: new LsslOptions { Discretization = LsslDiscretization.ForwardEuler });
         var u = new TestData(2).Normal(4000);
@@ -381,14 +399,14 @@ public sealed class LsslTests
     [Test]
     public void AutoPicksByTheRuleAndReportsIt()
     {
-        var cpu = TestDevices.Get(TestBackend.Cpu);
+        var cpu = _cpu;
         var p = LsslProblem.Make(2, 16, LsslStateMatrix.DenseShared, seed: 1);
         using var layer = Layer(p);
         Assert.That(layer.ChunkLength, Is.EqualTo(16));
         Assert.That(layer.ResolveMode(cpu, 1, 8), Is.EqualTo(LsslMode.Recurrent), "shorter than a chunk");
         Assert.That(layer.ResolveMode(cpu, 1, 4096), Is.EqualTo(LsslModeRule.Resolve(LsslMode.Auto, Backend.Cpu, layer.Config, 1, 4096, false, false)));
         Assert.That(layer.ResolveMode(cpu, 1, 4096, LsslMode.Conv), Is.EqualTo(LsslMode.Conv), "an explicit mode is kept");
-        Assert.That(layer.ResolveMode(TestDevices.Reference, 1, 4096, LsslMode.Scan), Is.EqualTo(LsslMode.Recurrent), "the reference has only the recurrence");
+        Assert.That(layer.ResolveMode(_reference, 1, 4096, LsslMode.Scan), Is.EqualTo(LsslMode.Recurrent), "the reference has only the recurrence");
         var u = new float[2 * 64];
         var ran = layer.Forward<float>(cpu, new ReadOnlyTensorSpan<float>(u, [1, 64, 2]), new TensorSpan<float>(new float[128], [1, 64, 2]));
         Assert.That(ran, Is.EqualTo(layer.ResolveMode(cpu, 1, 64)));
@@ -397,7 +415,7 @@ public sealed class LsslTests
     [Test]
     public void DecodeStepByStepMatchesTheWholeSequence()
     {
-        var device = TestDevices.Get(TestBackend.Cpu);
+        var device = _cpu;
         foreach (var form in new[] { LsslStateMatrix.DenseShared, LsslStateMatrix.DensePerChannel, LsslStateMatrix.Diagonal })
         {
             int b = 2, l = 90, h = 3, n = 20;
@@ -451,7 +469,7 @@ public sealed class LsslTests
     [Test]
     public void LegSLayerAtLength16384StaysFiniteAndMatches()
     {
-        var device = TestDevices.Get(TestBackend.Cpu);
+        var device = _cpu;
         int l = 16384, h = 2, n = 64;
         var p = LsslProblem.Make(h, n, LsslStateMatrix.DenseShared, seed: 5);
         using var layer = Layer(p);
