@@ -9,14 +9,17 @@ namespace Engine.Kernels.Lssl;
 /// <summary>
 /// LSSL on the CPU: the recurrence (decode), the chunked scan as small Vector512 matrix products, and the
 /// FFT convolution (MathNet.Numerics). Work items are (sequence, block of up to 16 channels): one cache
-/// line of u per step is gathered into channel-major rows, a segment of 32 chunks at a time, so scratch
-/// is bounded whatever L is. Each worker owns its scratch (sized here from the config).
+/// line of u per step is gathered into per-channel rows, a segment of 32 chunks at a time, so scratch is
+/// bounded whatever L is. Each worker owns its scratch (sized here from the config).
 ///
-/// Scan, per channel, chunk of Q steps (rows of U = the chunk's inputs, X_prev = state before each chunk):
-///   Z      = U Wᵀ                     [chunks × Np]   Wᵀ[j] = Ā^(Q−1−j) B̄   (the chunk's input → its end state)
-///   x_c    = x_(c−1) + (Ā^Q − I) x_(c−1) + Z_c          sequential carry, one Np × Np mat-vec per chunk
-///   Y      = U T                      [chunks × Q]    T[j, i] = K̄_(i−j) (i >= j) + D on the diagonal
-///   Y     += X_prev Rᵀ                               Rᵀ[:, i] = C Ā^(i+1)
+/// Scan, per channel: row c of a block A [33 × (Np + Q)] is [x_c | u_c], the state before chunk c and the
+/// chunk's Q inputs; W [Q × Np] = Ā^(Q−1−j) B̄ (input j's weight on the chunk's end state); OutputWeights
+/// [Np + Q × Q] = [C Ā^(i+1) ; Toeplitz of K̄ with D] (see <see cref="LsslSystem"/>).
+///   Z        = U W                               all chunks' end-state contributions, one product
+///   x_(c+1)  = x_c + (Ā^Q − I) x_c + Z_c         the carry, one Np × Np mat-vec per chunk, into row c+1
+///   Y        = A · OutputWeights                 state part and chunk-local convolution in one product,
+///                                                in column blocks of 32 whose rows are a prefix of A's
+///                                                columns (the Toeplitz block is upper triangular)
 /// A partial last chunk (L mod Q steps) runs the recurrence. Every table is precomputed in float64.
 /// The recurrence keeps Ā − I, not Ā: x ← x + (Ā − I)x + B̄u holds the small part to fp32 precision.
 /// </summary>
@@ -29,7 +32,7 @@ public sealed unsafe class LsslCpu : IDisposable
     private readonly IWorkScheduler _scheduler;
     private readonly NativeScratch[] _scratch;
     private readonly Complex[]?[] _fft;
-    private readonly int _n, _np, _q, _segment;
+    private readonly int _n, _np, _q, _lda, _segment;
 
     public LsslCpu(LsslConfig config, IWorkScheduler scheduler)
     {
@@ -38,6 +41,7 @@ public sealed unsafe class LsslCpu : IDisposable
         _n = config.StateSize;
         _np = config.StatePadded;
         _q = config.ChunkLength;
+        _lda = _np + _q;
         _segment = SegmentChunks * _q;
         Carve(null, out long floats);
         _scratch = new NativeScratch[scheduler.Workers];
@@ -63,11 +67,11 @@ public sealed unsafe class LsslCpu : IDisposable
         if (system.Config != _config) throw new ArgumentException("the system was built for another configuration", nameof(system));
         if (batch == 0 || length == 0) return;
         fixed (float* pu = u, py = y, ps = state,
-               amI = system.AbarMinusIT, bbar = system.Bbar, c = system.C, d = system.D, taps = system.Taps,
-               rowsT = system.OutRowsT, colsT = system.StateColsT, powT = system.ChunkPowMinusIT)
+               amI = system.AbarMinusIT, bbar = system.Bbar, c = system.C, d = system.D,
+               weights = system.OutputWeights, colsT = system.StateColsT, powT = system.ChunkPowMinusIT)
         {
             var io = new Io(pu, py, ps, batch, length);
-            var tables = new Tables(amI, bbar, c, d, taps, rowsT, colsT, powT);
+            var tables = new Tables(amI, bbar, c, d, weights, colsT, powT);
             switch (mode)
             {
                 case LsslMode.Recurrent:
@@ -103,37 +107,35 @@ public sealed unsafe class LsslCpu : IDisposable
         public readonly int Batch = batch, Length = length;
     }
 
-    private readonly struct Tables(float* amI, float* bbar, float* c, float* d, float* taps, float* rowsT, float* colsT, float* powT)
+    private readonly struct Tables(float* amI, float* bbar, float* c, float* d, float* weights, float* colsT, float* powT)
     {
-        public readonly float* AbarMinusIT = amI, Bbar = bbar, C = c, D = d, Taps = taps, OutRowsT = rowsT, StateColsT = colsT, ChunkPowMinusIT = powT;
+        public readonly float* AbarMinusIT = amI, Bbar = bbar, C = c, D = d, OutputWeights = weights, StateColsT = colsT, ChunkPowMinusIT = powT;
     }
 
     /// <summary>Per-worker scratch regions. Built with a null base to size the block.</summary>
     private readonly struct Work
     {
-        public float* Ub { get; init; }      // [16 × segment] inputs, channel-major
+        public float* A { get; init; }       // [16 × 33 × (Np + Q)] per channel: rows [x_c | u_c]
         public float* Yb { get; init; }      // [16 × segment] outputs, channel-major
         public float* X { get; init; }       // [16 × Np] carried state per channel
         public float* S { get; init; }       // [16 × Np] zero-input state per channel (conv mode)
-        public float* Toe { get; init; }     // [Q × Q] Toeplitz block T of the channel
         public float* Z { get; init; }       // [32 × Np] chunk end-state contributions
-        public float* Xprev { get; init; }   // [33 × Np] state before each chunk
         public float* Tmp { get; init; }     // [Np]
     }
+
+    private long ChannelRows => (long)(SegmentChunks + 1) * _lda;
 
     private Work Carve(float* baseAddress, out long floats)
     {
         var c = new ScratchCarver(baseAddress);
-        long np = _np, seg = _segment;
+        long np = _np;
         var work = new Work
         {
-            Ub = c.Take(MaxBlock * seg),
-            Yb = c.Take(MaxBlock * seg),
+            A = c.Take(MaxBlock * ChannelRows),
+            Yb = c.Take(MaxBlock * (long)_segment),
             X = c.Take(MaxBlock * np),
             S = c.Take(MaxBlock * np),
-            Toe = c.Take((long)_q * _q),
             Z = c.Take(SegmentChunks * np),
-            Xprev = c.Take((SegmentChunks + 1) * np),
             Tmp = c.Take(np),
         };
         floats = c.Used;
@@ -166,17 +168,17 @@ public sealed unsafe class LsslCpu : IDisposable
             for (int s0 = 0; s0 < io.Length; s0 += _segment)
             {
                 int len = Math.Min(_segment, io.Length - s0);
-                Gather(io.U, io, b, s0, len, h0, count, w.Ub);
-                if (pass.ReadsOutput) Gather(io.Y, io, b, s0, len, h0, count, w.Yb);
+                GatherInputs(io, b, s0, len, h0, count, w.A);
+                if (pass.ReadsOutput) GatherOutputs(io, b, s0, len, h0, count, w.Yb);
                 for (int c = 0; c < count; c++)
                 {
                     int ch = h0 + c;
-                    float* uc = w.Ub + (long)c * _segment, yc = w.Yb + (long)c * _segment, x = w.X + (long)c * np;
+                    float* a = w.A + c * ChannelRows, yc = w.Yb + (long)c * _segment, x = w.X + (long)c * np;
                     switch (pass.Kind)
                     {
-                        case PassKind.Recurrent: Steps(t, ch, uc, yc, len, x, w); break;
-                        case PassKind.Scan: ScanSegment(t, ch, uc, yc, len, x, w); break;
-                        default: ConvStateSegment(t, ch, uc, yc, len, x, w.S + (long)c * np, pass, w); break;
+                        case PassKind.Recurrent: RecurrentSegment(t, ch, a, yc, len, x, w); break;
+                        case PassKind.Scan: ScanSegment(t, ch, a, yc, len, x, w); break;
+                        default: ConvStateSegment(t, ch, a, yc, len, x, w.S + (long)c * np, pass, w); break;
                     }
                 }
                 if (pass.WritesOutput) Scatter(w.Yb, io, b, s0, len, h0, count);
@@ -189,13 +191,29 @@ public sealed unsafe class LsslCpu : IDisposable
         });
     }
 
-    /// <summary>dst[c·segment + t] = src[b, s0 + t, h0 + c]: one cache line of the token row feeds up to 16 channels.</summary>
-    private void Gather(float* src, in Io io, int b, int s0, int len, int h0, int count, float* dst)
+    /// <summary>
+    /// u[b, s0 + t, h0 + c] into the input part of channel c's rows: row t / Q, column Np + t mod Q. One cache
+    /// line of the token row feeds up to 16 channels.
+    /// </summary>
+    private void GatherInputs(in Io io, int b, int s0, int len, int h0, int count, float* a)
     {
         int h = _config.Channels;
-        float* row = src + ((long)b * io.Length + s0) * h + h0;
+        float* row = io.U + ((long)b * io.Length + s0) * h + h0;
+        for (int r = 0; r * _q < len; r++)
+        {
+            int steps = Math.Min(_q, len - r * _q);
+            float* dst = a + (long)r * _lda + _np;
+            for (int i = 0; i < steps; i++, row += h)
+                for (int c = 0; c < count; c++) dst[c * ChannelRows + i] = row[c];
+        }
+    }
+
+    private void GatherOutputs(in Io io, int b, int s0, int len, int h0, int count, float* yb)
+    {
+        int h = _config.Channels;
+        float* row = io.Y + ((long)b * io.Length + s0) * h + h0;
         for (int t = 0; t < len; t++, row += h)
-            for (int c = 0; c < count; c++) dst[(long)c * _segment + t] = row[c];
+            for (int c = 0; c < count; c++) yb[(long)c * _segment + t] = row[c];
     }
 
     private void Scatter(float* src, in Io io, int b, int s0, int len, int h0, int count)
@@ -206,65 +224,69 @@ public sealed unsafe class LsslCpu : IDisposable
             for (int c = 0; c < count; c++) row[c] = src[(long)c * _segment + t];
     }
 
-    private void ScanSegment(in Tables t, int ch, float* uc, float* yc, int len, float* x, in Work w)
+    private void RecurrentSegment(in Tables t, int ch, float* a, float* yc, int len, float* x, in Work w)
     {
-        int q = _q, np = _np;
+        for (int r = 0; r * _q < len; r++)
+            Steps(t, ch, a + (long)r * _lda + _np, yc + (long)r * _q, Math.Min(_q, len - r * _q), x, w);
+    }
+
+    private void ScanSegment(in Tables t, int ch, float* a, float* yc, int len, float* x, in Work w)
+    {
+        int q = _q, np = _np, lda = _lda;
         int full = len / q;
         if (full > 0)
         {
-            SimdGemm.Multiply(uc, q, t.StateColsT + (long)ch * q * np, np, w.Z, np, full, q, np, accumulate: false);
-            Carry(t, ch, full, w.Z, x, w.Xprev, w);
-            BuildToeplitz(t, ch, w.Toe);
-            // T is upper triangular (T[j, i] = 0 for j > i): output columns [cb, cb + width) need input rows j < cb + width only.
+            Buffer.MemoryCopy(x, a, np * sizeof(float), np * sizeof(float));
+            SimdGemm.Multiply(a + np, lda, t.StateColsT + (long)ch * q * np, np, w.Z, np, full, q, np, accumulate: false);
+            Carry(t, ch, full, w.Z, a);
+            float* weights = t.OutputWeights + (long)ch * lda * q;
             for (int cb = 0; cb < q; cb += 32)
             {
                 int width = Math.Min(32, q - cb);
-                SimdGemm.Multiply(uc, q, w.Toe + cb, q, yc + cb, q, full, cb + width, width, accumulate: false);
+                SimdGemm.Multiply(a, lda, weights + cb, q, yc + cb, q, full, np + cb + width, width, accumulate: false);
             }
-            SimdGemm.Multiply(w.Xprev, np, t.OutRowsT + (long)ch * np * q, q, yc, q, full, _n, q, accumulate: true);
+            Buffer.MemoryCopy(a + (long)full * lda, x, np * sizeof(float), np * sizeof(float));
         }
-        Steps(t, ch, uc + (long)full * q, yc + (long)full * q, len - full * q, x, w);
+        Steps(t, ch, a + (long)full * lda + np, yc + (long)full * q, len - full * q, x, w);
     }
 
     /// <summary>
     /// Conv mode's state terms for one segment: the zero-input response C Ā^(t+1) x₀ added to y (carried in
     /// <paramref name="s"/>), and the state pass for the final state (carried in <paramref name="x"/>).
     /// </summary>
-    private void ConvStateSegment(in Tables t, int ch, float* uc, float* yc, int len, float* x, float* s, Pass pass, in Work w)
+    private void ConvStateSegment(in Tables t, int ch, float* a, float* yc, int len, float* x, float* s, Pass pass, in Work w)
     {
-        int q = _q, np = _np;
+        int q = _q, np = _np, lda = _lda;
         int full = len / q, rest = len - full * q;
         if (pass.ZeroInputResponse)
         {
-            Carry(t, ch, full, null, s, w.Xprev, w);
-            int rows = full;
-            if (rest > 0)
-            {
-                // The partial chunk's outputs i < rest use the first columns of Rᵀ (the rest of the row is scratch).
-                Buffer.MemoryCopy(s, w.Xprev + (long)full * np, np * sizeof(float), np * sizeof(float));
-                rows++;
-            }
-            SimdGemm.Multiply(w.Xprev, np, t.OutRowsT + (long)ch * np * q, q, yc, q, rows, _n, q, accumulate: true);
+            Buffer.MemoryCopy(s, a, np * sizeof(float), np * sizeof(float));
+            Carry(t, ch, full, null, a);
+            Buffer.MemoryCopy(a + (long)full * lda, s, np * sizeof(float), np * sizeof(float));
+            // A partial chunk's outputs i < rest use the first columns of the state rows (the rest of its row is scratch).
+            int rows = full + (rest > 0 ? 1 : 0);
+            SimdGemm.Multiply(a, lda, t.OutputWeights + (long)ch * lda * q, q, yc, q, rows, np, q, accumulate: true);
         }
         if (pass.FinalState)
         {
             if (full > 0)
             {
-                SimdGemm.Multiply(uc, q, t.StateColsT + (long)ch * q * np, np, w.Z, np, full, q, np, accumulate: false);
-                Carry(t, ch, full, w.Z, x, null, w);
+                Buffer.MemoryCopy(x, a, np * sizeof(float), np * sizeof(float));
+                SimdGemm.Multiply(a + np, lda, t.StateColsT + (long)ch * q * np, np, w.Z, np, full, q, np, accumulate: false);
+                Carry(t, ch, full, w.Z, a);
+                Buffer.MemoryCopy(a + (long)full * lda, x, np * sizeof(float), np * sizeof(float));
             }
-            Steps(t, ch, uc + (long)full * q, null, rest, x, w);
+            Steps(t, ch, a + (long)full * lda + np, null, rest, x, w);
         }
     }
 
-    /// <summary>For each chunk c: X_prev[c] = x (when given); x ← x + (Ā^Q − I) x + Z[c] (Z null: zero input).</summary>
-    private void Carry(in Tables t, int ch, int chunks, float* z, float* x, float* xprev, in Work w)
+    /// <summary>The state part of rows c + 1 from row c: x ← x + (Ā^Q − I) x + Z[c] (Z null: zero input), for c &lt; chunks.</summary>
+    private void Carry(in Tables t, int ch, int chunks, float* z, float* a)
     {
-        int np = _np;
-        long bytes = np * sizeof(float);
+        int np = _np, lda = _lda;
         for (int c = 0; c < chunks; c++)
         {
-            if (xprev != null) Buffer.MemoryCopy(x, xprev + (long)c * np, bytes, bytes);
+            float* x = a + (long)c * lda, next = x + lda;
             float* add = z == null ? null : z + (long)c * np;
             if (_config.IsDiagonal)
             {
@@ -273,29 +295,13 @@ public sealed unsafe class LsslCpu : IDisposable
                 {
                     var xv = Vector512.Load(x + i);
                     var r = Vector512.FusedMultiplyAdd(Vector512.Load(p + i), xv, add == null ? xv : xv + Vector512.Load(add + i));
-                    r.Store(x + i);
+                    r.Store(next + i);
                 }
             }
             else
             {
-                ResidualMatVec(t.ChunkPowMinusIT + (long)ch * np * np, x, add, 1f, w.Tmp);
-                Buffer.MemoryCopy(w.Tmp, x, bytes, bytes);
+                ResidualMatVec(t.ChunkPowMinusIT + (long)ch * np * np, x, add, 1f, next);
             }
-        }
-    }
-
-    /// <summary>T[j, i] = K̄_(i−j) for i >= j, 0 below, D added on the diagonal: row j is the taps shifted right by j.</summary>
-    private void BuildToeplitz(in Tables t, int ch, float* toe)
-    {
-        int q = _q;
-        float* taps = t.Taps + (long)ch * q;
-        float d = t.D[ch];
-        for (int j = 0; j < q; j++)
-        {
-            float* row = toe + (long)j * q;
-            new Span<float>(row, j).Clear();
-            Buffer.MemoryCopy(taps, row + j, (q - j) * sizeof(float), (q - j) * sizeof(float));
-            row[j] += d;
         }
     }
 

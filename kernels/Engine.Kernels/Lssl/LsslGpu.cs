@@ -185,13 +185,13 @@ public sealed class LsslGpu : IDisposable
 
         public GpuTables(Accelerator accelerator, LsslSystem s)
         {
-            _arrays = [.. new[] { s.AbarMinusIT, s.Bbar, s.C, s.D, s.Taps, s.OutRowsT, s.StateColsT, s.ChunkPowMinusIT }
+            _arrays = [.. new[] { s.AbarMinusIT, s.Bbar, s.C, s.D, s.Taps, s.OutputWeights, s.StateColsT, s.ChunkPowMinusIT }
                 .Select(a => new GpuArray(accelerator, a))];
             var placeholder = _arrays[3].View;
             Views = new LsslGpuViews
             {
                 AbarMinusIT = _arrays[0].View, Bbar = _arrays[1].View, C = _arrays[2].View, D = _arrays[3].View,
-                Taps = _arrays[4].View, OutRowsT = _arrays[5].View, StateColsT = _arrays[6].View, ChunkPowMinusIT = _arrays[7].View,
+                Taps = _arrays[4].View, OutputWeights = _arrays[5].View, StateColsT = _arrays[6].View, ChunkPowMinusIT = _arrays[7].View,
                 U = placeholder, Y = placeholder, State = placeholder, ConvKernel = placeholder, Z = placeholder, Xprev = placeholder,
             };
         }

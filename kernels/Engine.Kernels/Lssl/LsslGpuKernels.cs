@@ -43,7 +43,7 @@ public struct LsslGpuViews
     public ArrayView<float> U, Y, State;
 
     /// <summary>The fp32 tables of <see cref="LsslSystem"/>, same layouts.</summary>
-    public ArrayView<float> AbarMinusIT, Bbar, C, D, Taps, OutRowsT, StateColsT, ChunkPowMinusIT;
+    public ArrayView<float> AbarMinusIT, Bbar, C, D, Taps, OutputWeights, StateColsT, ChunkPowMinusIT;
 
     /// <summary>K̄ [H, KernelStride] (conv mode).</summary>
     public ArrayView<float> ConvKernel;
@@ -221,9 +221,9 @@ public static class LsslGpuKernels
         int t = c * s.Q + i;
         if (t >= call.Length) return;
         long prev = (((long)b * s.Channels + h) * call.Chunks + c) * s.Np;
-        long rowBase = (long)h * s.Np * s.Q + i;
+        long rowBase = (long)h * (s.Np + s.Q) * s.Q + i;
         float sum = 0f;
-        for (int k = 0; k < s.N; k++) sum += v.OutRowsT[rowBase + (long)k * s.Q] * v.Xprev[prev + k];
+        for (int k = 0; k < s.N; k++) sum += v.OutputWeights[rowBase + (long)k * s.Q] * v.Xprev[prev + k];
         v.Y[((long)b * call.Length + t) * s.Channels + h] += sum;
     }
 

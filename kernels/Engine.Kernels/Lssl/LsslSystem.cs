@@ -11,7 +11,9 @@ namespace Engine.Kernels.Lssl;
 ///   Bbar, C           [H, Np]
 ///   D                 [H]
 ///   Taps              [H, Q]:      K̄_i = C Āⁱ B̄, the first Q kernel taps
-///   OutRowsT          [H, Np, Q]:  [k, i] = (C Ā^(i+1))_k, the carried state's weight on output i of a chunk
+///   OutputWeights     [H, Np + Q, Q]: rows k &lt; Np: (C Ā^(i+1))_k, the carried state's weight on output i of a
+///                     chunk; rows Np + j: the Toeplitz block T[j, i] = K̄_(i−j) (i >= j, else 0) + D on the diagonal.
+///                     One chunk's outputs are [x_prev | u] · OutputWeights, a single product.
 ///   StateColsT        [H, Q, Np]:  [j, k] = (Ā^(Q−1−j) B̄)_k, input j's weight on the state at the chunk's end
 ///   ChunkPowMinusIT   dense [H, Np, Np]: (Ā^Q − I)ᵀ; diagonal [H, Np]: ā^Q − 1
 ///
@@ -64,7 +66,7 @@ public sealed class LsslSystem : IDisposable
         C = new float[h * np];
         D = new float[h];
         Taps = new float[h * q];
-        OutRowsT = new float[h * np * q];
+        OutputWeights = new float[(long)h * (np + q) * q];
         StateColsT = new float[h * q * np];
         ChunkPowMinusIT = new float[dense ? h * np * np : h * np];
         for (int ch = 0; ch < h; ch++)
@@ -117,7 +119,7 @@ public sealed class LsslSystem : IDisposable
     public float[] C { get; }
     public float[] D { get; }
     public float[] Taps { get; }
-    public float[] OutRowsT { get; }
+    public float[] OutputWeights { get; }
     public float[] StateColsT { get; }
     public float[] ChunkPowMinusIT { get; }
 
@@ -179,6 +181,7 @@ public sealed class LsslSystem : IDisposable
     {
         int n = Config.StateSize, np = Config.StatePadded, q = Config.ChunkLength;
         for (int k = 0; k < n; k++) Bbar[ch * np + k] = (float)bbar[k];
+        long weights = (long)ch * (np + q) * q;
         for (int i = 0; i < q; i++)
         {
             double tap = 0;
@@ -186,9 +189,15 @@ public sealed class LsslSystem : IDisposable
             Taps[ch * q + i] = (float)tap;
             for (int k = 0; k < n; k++)
             {
-                OutRowsT[((long)ch * np + k) * q + i] = (float)rows[(i + 1) * n + k];
+                OutputWeights[weights + (long)k * q + i] = (float)rows[(i + 1) * n + k];
                 StateColsT[((long)ch * q + i) * np + k] = (float)cols[(q - 1 - i) * n + k];
             }
+        }
+        for (int j = 0; j < q; j++)
+        {
+            long row = weights + (long)(np + j) * q;
+            for (int i = j; i < q; i++) OutputWeights[row + i] = Taps[ch * q + i - j];
+            OutputWeights[row + j] += D[ch];
         }
     }
 
