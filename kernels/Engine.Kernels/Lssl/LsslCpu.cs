@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Engine.Kernels.Common;
 using MathNet.Numerics.IntegralTransforms;
 
@@ -192,8 +193,17 @@ public sealed unsafe class LsslCpu : IDisposable
     }
 
     /// <summary>
+    /// Token rows are H floats apart, a stride the hardware prefetcher gives up on: the gather and scatter
+    /// prefetch the rows of the next 16-step tile themselves.
+    /// </summary>
+    private static void PrefetchRows(float* row, long stride)
+    {
+        for (int j = 0; j < 16; j++) Sse.Prefetch0(row + j * stride);
+    }
+
+    /// <summary>
     /// u[b, s0 + t, h0 + c] into the input part of channel c's rows: row t / Q, column Np + t mod Q. One cache
-    /// line of the token row feeds up to 16 channels.
+    /// line of the token row feeds up to 16 channels; a full block moves 16 × 16 tiles (Q is a multiple of 16).
     /// </summary>
     private void GatherInputs(in Io io, int b, int s0, int len, int h0, int count, float* a)
     {
@@ -201,26 +211,44 @@ public sealed unsafe class LsslCpu : IDisposable
         float* row = io.U + ((long)b * io.Length + s0) * h + h0;
         for (int r = 0; r * _q < len; r++)
         {
-            int steps = Math.Min(_q, len - r * _q);
+            int steps = Math.Min(_q, len - r * _q), i = 0;
             float* dst = a + (long)r * _lda + _np;
-            for (int i = 0; i < steps; i++, row += h)
+            if (count == MaxBlock)
+            {
+                for (; i + 16 <= steps; i += 16, row += 16 * h)
+                {
+                    PrefetchRows(row + 32 * h, h);
+                    SimdTranspose.Transpose16(row, h, dst + i, ChannelRows);
+                }
+            }
+            for (; i < steps; i++, row += h)
                 for (int c = 0; c < count; c++) dst[c * ChannelRows + i] = row[c];
         }
     }
 
     private void GatherOutputs(in Io io, int b, int s0, int len, int h0, int count, float* yb)
     {
-        int h = _config.Channels;
+        int h = _config.Channels, t = 0;
         float* row = io.Y + ((long)b * io.Length + s0) * h + h0;
-        for (int t = 0; t < len; t++, row += h)
+        if (count == MaxBlock)
+            for (; t + 16 <= len; t += 16, row += 16 * h) SimdTranspose.Transpose16(row, h, yb + t, _segment);
+        for (; t < len; t++, row += h)
             for (int c = 0; c < count; c++) yb[(long)c * _segment + t] = row[c];
     }
 
     private void Scatter(float* src, in Io io, int b, int s0, int len, int h0, int count)
     {
-        int h = _config.Channels;
+        int h = _config.Channels, t = 0;
         float* row = io.Y + ((long)b * io.Length + s0) * h + h0;
-        for (int t = 0; t < len; t++, row += h)
+        if (count == MaxBlock)
+        {
+            for (; t + 16 <= len; t += 16, row += 16 * h)
+            {
+                PrefetchRows(row + 32 * h, h);
+                SimdTranspose.Transpose16(src + t, _segment, row, h);
+            }
+        }
+        for (; t < len; t++, row += h)
             for (int c = 0; c < count; c++) row[c] = src[(long)c * _segment + t];
     }
 

@@ -185,6 +185,9 @@ public static class LsslCases
             foreach (var chunk in new[] { 16, 32, 128 })
                 foreach (var mode in new[] { LsslMode.Scan, LsslMode.Conv })
                     yield return new LsslCase { B = 1, L = 777, H = 4, N = 40, Mode = mode, Chunk = chunk, WithInitialState = true };
+            // Full 16-channel blocks (the SIMD tile transposes) next to a partial one.
+            foreach (var mode in Modes)
+                yield return new LsslCase { B = 2, L = 333, H = 40, N = 16, Mode = mode, WithInitialState = true };
             // Lengths around the chunk and the 32-chunk segment, on the scan.
             foreach (var l in new[] { 15, 16, 17, 2047, 2048, 2049 })
                 yield return new LsslCase { B = 1, L = l, H = 2, N = 16, Mode = LsslMode.Scan, WithInitialState = true };

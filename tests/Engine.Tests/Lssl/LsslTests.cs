@@ -277,6 +277,19 @@ public sealed class LsslTests
         }
     }
 
+    [Test]
+    public unsafe void TileTransposeMovesEveryElement()
+    {
+        var src = new float[20 * 37];
+        var dst = Numerics.NaNs(16 * 29);
+        for (int i = 0; i < src.Length; i++) src[i] = i;
+        fixed (float* s = src, d = dst) Engine.Kernels.Common.SimdTranspose.Transpose16(s + 37 + 3, 37, d, 29);
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 16; j++)
+                Assert.That(dst[j * 29 + i], Is.EqualTo(src[(1 + i) * 37 + 3 + j]), $"[{i}, {j}]");
+        Assert.That(float.IsNaN(dst[16]), Is.True, "nothing written past a row's 16 elements");
+    }
+
     private static (double[] A, double[] B, int N) Hippo((double[] A, double[] B) m, int n) => (m.A, m.B, n);
 
     // ---- Rejected inputs ------------------------------------------------------------------------------------
