@@ -417,12 +417,25 @@ public sealed class LsslTests
         using var layer = Layer(p);
         Assert.That(layer.ChunkLength, Is.EqualTo(16));
         Assert.That(layer.ResolveMode(cpu, 1, 8), Is.EqualTo(LsslMode.Recurrent), "shorter than a chunk");
-        Assert.That(layer.ResolveMode(cpu, 1, 4096), Is.EqualTo(LsslModeRule.Resolve(LsslMode.Auto, Backend.Cpu, layer.Config, 1, 4096, false, false)));
+        Assert.That(layer.ResolveMode(cpu, 1, 4096), Is.EqualTo(LsslMode.Scan));
         Assert.That(layer.ResolveMode(cpu, 1, 4096, LsslMode.Conv), Is.EqualTo(LsslMode.Conv), "an explicit mode is kept");
         Assert.That(layer.ResolveMode(_reference, 1, 4096, LsslMode.Scan), Is.EqualTo(LsslMode.Recurrent), "the reference has only the recurrence");
         var u = new float[2 * 64];
         var ran = layer.Forward<float>(cpu, new ReadOnlyTensorSpan<float>(u, [1, 64, 2]), new TensorSpan<float>(new float[128], [1, 64, 2]));
-        Assert.That(ran, Is.EqualTo(layer.ResolveMode(cpu, 1, 64)));
+        Assert.That(ran, Is.EqualTo(LsslMode.Scan), "Forward reports the mode Auto picked");
+
+        // The benchmark shape runs the scan on both backends; a very large state tips the CPU to the FFT.
+        var benchmark = new LsslConfig(256, 64, LsslStateMatrix.DenseShared, 64);
+        foreach (int l in new[] { 1024, 4096, 16384 })
+        {
+            Assert.That(LsslModeRule.Resolve(LsslMode.Auto, Backend.Cpu, benchmark, 1, l, false, false), Is.EqualTo(LsslMode.Scan), $"cpu L = {l}");
+            Assert.That(LsslModeRule.Resolve(LsslMode.Auto, Backend.Gpu, benchmark, 1, l, false, false), Is.EqualTo(LsslMode.Scan), $"gpu L = {l}");
+        }
+        var wide = new LsslConfig(8, 2048, LsslStateMatrix.DenseShared, 256);
+        Assert.That(LsslModeRule.Resolve(LsslMode.Auto, Backend.Cpu, wide, 1, 16384, false, false), Is.EqualTo(LsslMode.Conv));
+        Assert.That(LsslModeRule.Resolve(LsslMode.Auto, Backend.Gpu, wide, 1, 16384, false, false), Is.EqualTo(LsslMode.Scan));
+        Assert.That(LsslModeRule.EstimateCpuSeconds(LsslMode.Scan, benchmark, 1, 16384, false, false),
+            Is.LessThan(LsslModeRule.EstimateCpuSeconds(LsslMode.Recurrent, benchmark, 1, 16384, false, false)));
     }
 
     [Test]
