@@ -1,1 +1,1 @@
-return 0;
+return Engine.Cli.Cli.Run(args, Console.Out, Console.Error);

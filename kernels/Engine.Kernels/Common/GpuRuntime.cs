@@ -17,13 +17,12 @@ public sealed class GpuRuntime : IDisposable
 
     private readonly ConcurrentDictionary<string, object> _kernels = new();
 
-    private GpuRuntime(Context context, Accelerator accelerator)
+    private GpuRuntime(Context context, Accelerator accelerator, int cpuGroupSize)
     {
         Context = context;
         Accelerator = accelerator;
         IsCuda = accelerator.AcceleratorType == AcceleratorType.Cuda;
-        // The CPU accelerator simulates every thread of a group with an OS thread: keep groups small there.
-        GroupSize = IsCuda ? 128 : 16;
+        GroupSize = IsCuda ? 128 : cpuGroupSize;
     }
 
     public Context Context { get; }
@@ -49,13 +48,19 @@ public sealed class GpuRuntime : IDisposable
         return names;
     }
 
-    public static GpuRuntime Create(Choice choice)
+    /// <param name="cpuGroupSize">
+    /// Threads per group on the CPU accelerator, which simulates every thread of a group with an OS thread:
+    /// small by default; 128 runs the kernels in their CUDA geometry (slowly, for tests of tiny shapes).
+    /// </param>
+    public static GpuRuntime Create(Choice choice, int cpuGroupSize = 16)
     {
+        if (cpuGroupSize < 16 || cpuGroupSize % 16 != 0)
+            throw new ArgumentOutOfRangeException(nameof(cpuGroupSize), cpuGroupSize, "a positive multiple of 16");
         var context = Context.Create(b =>
         {
             b.Optimize(OptimizationLevel.O2).EnableAlgorithms();
             if (choice != Choice.CpuAccelerator) b.Cuda();
-            if (choice != Choice.Cuda) b.CPU(new CPUDevice(numThreadsPerWarp: 4, numWarpsPerMultiprocessor: 8, numMultiprocessors: 1));
+            if (choice != Choice.Cuda) b.CPU(new CPUDevice(numThreadsPerWarp: 4, numWarpsPerMultiprocessor: Math.Max(8, cpuGroupSize / 4), numMultiprocessors: 1));
         });
         try
         {
@@ -67,7 +72,7 @@ public sealed class GpuRuntime : IDisposable
                 throw new InvalidOperationException("no CUDA device found (the Gpu backend was asked for CUDA only)");
             else
                 accelerator = context.GetCPUDevices()[0].CreateAccelerator(context);
-            return new GpuRuntime(context, accelerator);
+            return new GpuRuntime(context, accelerator, cpuGroupSize);
         }
         catch
         {

@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics;
 namespace Engine.Kernels.Common;
 
 /// <summary>
-/// Small dense products for the chunk math: C (+)= A · B with row-major A [m × kd], B [kd × n],
+/// Small dense products for the chunk math: C (+)= A · B (or Aᵀ · B) with row-major A, B [kd × n],
 /// C [m × n] and row strides lda, ldb, ldc (in floats). n must be a multiple of 16 (one Vector512);
 /// scratch is padded so it always is. The main tile keeps an 8 × 32 block of C in 16 Vector512
 /// registers and streams one row of B per step: two vector loads and eight broadcasts feed 16 FMAs.
@@ -13,7 +13,16 @@ public static unsafe class SimdGemm
 {
     public const int Lanes = 16;
 
+    /// <summary>C (+)= A · B, A row-major [m × kd] with row stride lda.</summary>
     public static void Multiply(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate)
+        => Run(a, lda, 1, b, ldb, c, ldc, m, kd, n, accumulate);
+
+    /// <summary>C (+)= Aᵀ · B, A stored row-major [kd × m] with row stride lda (no transposed copy needed).</summary>
+    public static void MultiplyTransposedA(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate)
+        => Run(a, 1, lda, b, ldb, c, ldc, m, kd, n, accumulate);
+
+    /// <summary>Element (i, p) of the left operand is a[i·rowStride + p·kStride].</summary>
+    private static void Run(float* a, nint rowStride, nint kStride, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate)
     {
         if ((n & (Lanes - 1)) != 0) throw new ArgumentException($"n = {n} must be a multiple of {Lanes}", nameof(n));
         if (m <= 0 || n <= 0) return;
@@ -28,22 +37,22 @@ public static unsafe class SimdGemm
         {
             int i = 0;
             for (; i + 8 <= m; i += 8)
-                Tile8x32(a + (nint)i * lda, lda, b + j, ldb, c + (nint)i * ldc + j, ldc, kd, accumulate);
+                Tile8x32(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, kd, accumulate);
             for (; i < m; i++)
-                Tile1x32(a + (nint)i * lda, b + j, ldb, c + (nint)i * ldc + j, kd, accumulate);
+                Tile1x32(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, kd, accumulate);
         }
         if (j < n)
         {
             int i = 0;
             for (; i + 8 <= m; i += 8)
-                Tile8x16(a + (nint)i * lda, lda, b + j, ldb, c + (nint)i * ldc + j, ldc, kd, accumulate);
+                Tile8x16(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, kd, accumulate);
             for (; i < m; i++)
-                Tile1x16(a + (nint)i * lda, b + j, ldb, c + (nint)i * ldc + j, kd, accumulate);
+                Tile1x16(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, kd, accumulate);
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile8x32(float* a, nint lda, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate)
+    private static void Tile8x32(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate)
     {
         Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
         if (accumulate)
@@ -62,27 +71,26 @@ public static unsafe class SimdGemm
             c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = Vector512<float>.Zero;
             c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = Vector512<float>.Zero;
         }
-        float* a1 = a + lda, a2 = a + 2 * lda, a3 = a + 3 * lda, a4 = a + 4 * lda, a5 = a + 5 * lda, a6 = a + 6 * lda, a7 = a + 7 * lda;
-        for (int p = 0; p < kd; p++)
+        nint r2 = 2 * rs, r3 = 3 * rs, r4 = 4 * rs, r5 = 5 * rs, r6 = 6 * rs, r7 = 7 * rs;
+        for (int p = 0; p < kd; p++, a += ks, b += ldb)
         {
             var b0 = Vector512.Load(b);
             var b1 = Vector512.Load(b + 16);
-            b += ldb;
-            var x = Vector512.Create(a[p]);
+            var x = Vector512.Create(a[0]);
             c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
-            x = Vector512.Create(a1[p]);
+            x = Vector512.Create(a[rs]);
             c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
-            x = Vector512.Create(a2[p]);
+            x = Vector512.Create(a[r2]);
             c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
-            x = Vector512.Create(a3[p]);
+            x = Vector512.Create(a[r3]);
             c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
-            x = Vector512.Create(a4[p]);
+            x = Vector512.Create(a[r4]);
             c40 = Vector512.FusedMultiplyAdd(x, b0, c40); c41 = Vector512.FusedMultiplyAdd(x, b1, c41);
-            x = Vector512.Create(a5[p]);
+            x = Vector512.Create(a[r5]);
             c50 = Vector512.FusedMultiplyAdd(x, b0, c50); c51 = Vector512.FusedMultiplyAdd(x, b1, c51);
-            x = Vector512.Create(a6[p]);
+            x = Vector512.Create(a[r6]);
             c60 = Vector512.FusedMultiplyAdd(x, b0, c60); c61 = Vector512.FusedMultiplyAdd(x, b1, c61);
-            x = Vector512.Create(a7[p]);
+            x = Vector512.Create(a[r7]);
             c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71);
         }
         c00.Store(c); c01.Store(c + 16);
@@ -96,7 +104,7 @@ public static unsafe class SimdGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile8x16(float* a, nint lda, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate)
+    private static void Tile8x16(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate)
     {
         Vector512<float> c0, c1, c2, c3, c4, c5, c6, c7;
         if (accumulate)
@@ -108,31 +116,30 @@ public static unsafe class SimdGemm
         {
             c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = Vector512<float>.Zero;
         }
-        float* a1 = a + lda, a2 = a + 2 * lda, a3 = a + 3 * lda, a4 = a + 4 * lda, a5 = a + 5 * lda, a6 = a + 6 * lda, a7 = a + 7 * lda;
-        for (int p = 0; p < kd; p++)
+        nint r2 = 2 * rs, r3 = 3 * rs, r4 = 4 * rs, r5 = 5 * rs, r6 = 6 * rs, r7 = 7 * rs;
+        for (int p = 0; p < kd; p++, a += ks, b += ldb)
         {
             var b0 = Vector512.Load(b);
-            b += ldb;
-            c0 = Vector512.FusedMultiplyAdd(Vector512.Create(a[p]), b0, c0);
-            c1 = Vector512.FusedMultiplyAdd(Vector512.Create(a1[p]), b0, c1);
-            c2 = Vector512.FusedMultiplyAdd(Vector512.Create(a2[p]), b0, c2);
-            c3 = Vector512.FusedMultiplyAdd(Vector512.Create(a3[p]), b0, c3);
-            c4 = Vector512.FusedMultiplyAdd(Vector512.Create(a4[p]), b0, c4);
-            c5 = Vector512.FusedMultiplyAdd(Vector512.Create(a5[p]), b0, c5);
-            c6 = Vector512.FusedMultiplyAdd(Vector512.Create(a6[p]), b0, c6);
-            c7 = Vector512.FusedMultiplyAdd(Vector512.Create(a7[p]), b0, c7);
+            c0 = Vector512.FusedMultiplyAdd(Vector512.Create(a[0]), b0, c0);
+            c1 = Vector512.FusedMultiplyAdd(Vector512.Create(a[rs]), b0, c1);
+            c2 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r2]), b0, c2);
+            c3 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r3]), b0, c3);
+            c4 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r4]), b0, c4);
+            c5 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r5]), b0, c5);
+            c6 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r6]), b0, c6);
+            c7 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r7]), b0, c7);
         }
         c0.Store(c); c1.Store(c + ldc); c2.Store(c + 2 * ldc); c3.Store(c + 3 * ldc);
         c4.Store(c + 4 * ldc); c5.Store(c + 5 * ldc); c6.Store(c + 6 * ldc); c7.Store(c + 7 * ldc);
     }
 
-    private static void Tile1x32(float* a, float* b, nint ldb, float* c, int kd, bool accumulate)
+    private static void Tile1x32(float* a, nint ks, float* b, nint ldb, float* c, int kd, bool accumulate)
     {
         var c0 = accumulate ? Vector512.Load(c) : Vector512<float>.Zero;
         var c1 = accumulate ? Vector512.Load(c + 16) : Vector512<float>.Zero;
         for (int p = 0; p < kd; p++)
         {
-            var x = Vector512.Create(a[p]);
+            var x = Vector512.Create(a[p * ks]);
             c0 = Vector512.FusedMultiplyAdd(x, Vector512.Load(b), c0);
             c1 = Vector512.FusedMultiplyAdd(x, Vector512.Load(b + 16), c1);
             b += ldb;
@@ -140,12 +147,12 @@ public static unsafe class SimdGemm
         c0.Store(c); c1.Store(c + 16);
     }
 
-    private static void Tile1x16(float* a, float* b, nint ldb, float* c, int kd, bool accumulate)
+    private static void Tile1x16(float* a, nint ks, float* b, nint ldb, float* c, int kd, bool accumulate)
     {
         var c0 = accumulate ? Vector512.Load(c) : Vector512<float>.Zero;
         for (int p = 0; p < kd; p++)
         {
-            c0 = Vector512.FusedMultiplyAdd(Vector512.Create(a[p]), Vector512.Load(b), c0);
+            c0 = Vector512.FusedMultiplyAdd(Vector512.Create(a[p * ks]), Vector512.Load(b), c0);
             b += ldb;
         }
         c0.Store(c);

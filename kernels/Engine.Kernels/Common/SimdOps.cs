@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Engine.Kernels.Common;
 
@@ -53,24 +54,61 @@ public static unsafe class SimdOps
         for (int i = 0; i < padded; i += 16) (Vector512.Load(row + i) * f).Store(row + i);
     }
 
-    /// <summary>Writes row · exp(a − b) into the column <paramref name="column"/> of a transposed
-    /// [padded × ld] block: dst[c·ld + column] for c in [0, padded). a − b must be <= 0.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void ScatterColumnDecayed(float* dst, int ld, int column, float* row, float* a, float* b, int padded)
+    /// <summary>dst[c·ldDst + r] = src[r·ldSrc + c] for a [rows × cols] block, both multiples of 16.</summary>
+    public static void Transpose(float* src, int ldSrc, float* dst, int ldDst, int rows, int cols)
     {
-        float* col = dst + column;
-        for (int c = 0; c < padded; c += 16)
-        {
-            var x = Vector512.Load(row + c) * Vector512.Exp(Vector512.Load(a + c) - Vector512.Load(b + c));
-            for (int l = 0; l < 16; l++) col[(nint)(c + l) * ld] = x.GetElement(l);
-        }
+        for (int r = 0; r < rows; r += 16)
+            for (int c = 0; c < cols; c += 16)
+            {
+                if (Avx512F.IsSupported) Transpose16(src + (nint)r * ldSrc + c, ldSrc, dst + (nint)c * ldDst + r, ldDst);
+                else
+                    for (int i = 0; i < 16; i++)
+                        for (int j = 0; j < 16; j++) dst[(nint)(c + j) * ldDst + r + i] = src[(nint)(r + i) * ldSrc + c + j];
+            }
     }
 
-    /// <summary>Writes row into column <paramref name="column"/> of a transposed [padded × ld] block.</summary>
+    /// <summary>One 16 × 16 block in registers: unpack pairs, unpack quads, then swap 128-bit lanes twice.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void ScatterColumn(float* dst, int ld, int column, float* row, int padded)
+    private static void Transpose16(float* s, nint ls, float* d, nint ld)
     {
-        float* col = dst + column;
-        for (int c = 0; c < padded; c++) col[(nint)c * ld] = row[c];
+        var r0 = Vector512.Load(s); var r1 = Vector512.Load(s + ls); var r2 = Vector512.Load(s + 2 * ls); var r3 = Vector512.Load(s + 3 * ls);
+        var r4 = Vector512.Load(s + 4 * ls); var r5 = Vector512.Load(s + 5 * ls); var r6 = Vector512.Load(s + 6 * ls); var r7 = Vector512.Load(s + 7 * ls);
+        var r8 = Vector512.Load(s + 8 * ls); var r9 = Vector512.Load(s + 9 * ls); var r10 = Vector512.Load(s + 10 * ls); var r11 = Vector512.Load(s + 11 * ls);
+        var r12 = Vector512.Load(s + 12 * ls); var r13 = Vector512.Load(s + 13 * ls); var r14 = Vector512.Load(s + 14 * ls); var r15 = Vector512.Load(s + 15 * ls);
+
+        var t0 = Avx512F.UnpackLow(r0, r1); var t1 = Avx512F.UnpackHigh(r0, r1);
+        var t2 = Avx512F.UnpackLow(r2, r3); var t3 = Avx512F.UnpackHigh(r2, r3);
+        var t4 = Avx512F.UnpackLow(r4, r5); var t5 = Avx512F.UnpackHigh(r4, r5);
+        var t6 = Avx512F.UnpackLow(r6, r7); var t7 = Avx512F.UnpackHigh(r6, r7);
+        var t8 = Avx512F.UnpackLow(r8, r9); var t9 = Avx512F.UnpackHigh(r8, r9);
+        var t10 = Avx512F.UnpackLow(r10, r11); var t11 = Avx512F.UnpackHigh(r10, r11);
+        var t12 = Avx512F.UnpackLow(r12, r13); var t13 = Avx512F.UnpackHigh(r12, r13);
+        var t14 = Avx512F.UnpackLow(r14, r15); var t15 = Avx512F.UnpackHigh(r14, r15);
+
+        r0 = Lo(t0, t2); r1 = Hi(t0, t2); r2 = Lo(t1, t3); r3 = Hi(t1, t3);
+        r4 = Lo(t4, t6); r5 = Hi(t4, t6); r6 = Lo(t5, t7); r7 = Hi(t5, t7);
+        r8 = Lo(t8, t10); r9 = Hi(t8, t10); r10 = Lo(t9, t11); r11 = Hi(t9, t11);
+        r12 = Lo(t12, t14); r13 = Hi(t12, t14); r14 = Lo(t13, t15); r15 = Hi(t13, t15);
+
+        t0 = Avx512F.Shuffle4x128(r0, r4, 0x88); t1 = Avx512F.Shuffle4x128(r1, r5, 0x88);
+        t2 = Avx512F.Shuffle4x128(r2, r6, 0x88); t3 = Avx512F.Shuffle4x128(r3, r7, 0x88);
+        t4 = Avx512F.Shuffle4x128(r0, r4, 0xdd); t5 = Avx512F.Shuffle4x128(r1, r5, 0xdd);
+        t6 = Avx512F.Shuffle4x128(r2, r6, 0xdd); t7 = Avx512F.Shuffle4x128(r3, r7, 0xdd);
+        t8 = Avx512F.Shuffle4x128(r8, r12, 0x88); t9 = Avx512F.Shuffle4x128(r9, r13, 0x88);
+        t10 = Avx512F.Shuffle4x128(r10, r14, 0x88); t11 = Avx512F.Shuffle4x128(r11, r15, 0x88);
+        t12 = Avx512F.Shuffle4x128(r8, r12, 0xdd); t13 = Avx512F.Shuffle4x128(r9, r13, 0xdd);
+        t14 = Avx512F.Shuffle4x128(r10, r14, 0xdd); t15 = Avx512F.Shuffle4x128(r11, r15, 0xdd);
+
+        Avx512F.Shuffle4x128(t0, t8, 0x88).Store(d); Avx512F.Shuffle4x128(t1, t9, 0x88).Store(d + ld);
+        Avx512F.Shuffle4x128(t2, t10, 0x88).Store(d + 2 * ld); Avx512F.Shuffle4x128(t3, t11, 0x88).Store(d + 3 * ld);
+        Avx512F.Shuffle4x128(t4, t12, 0x88).Store(d + 4 * ld); Avx512F.Shuffle4x128(t5, t13, 0x88).Store(d + 5 * ld);
+        Avx512F.Shuffle4x128(t6, t14, 0x88).Store(d + 6 * ld); Avx512F.Shuffle4x128(t7, t15, 0x88).Store(d + 7 * ld);
+        Avx512F.Shuffle4x128(t0, t8, 0xdd).Store(d + 8 * ld); Avx512F.Shuffle4x128(t1, t9, 0xdd).Store(d + 9 * ld);
+        Avx512F.Shuffle4x128(t2, t10, 0xdd).Store(d + 10 * ld); Avx512F.Shuffle4x128(t3, t11, 0xdd).Store(d + 11 * ld);
+        Avx512F.Shuffle4x128(t4, t12, 0xdd).Store(d + 12 * ld); Avx512F.Shuffle4x128(t5, t13, 0xdd).Store(d + 13 * ld);
+        Avx512F.Shuffle4x128(t6, t14, 0xdd).Store(d + 14 * ld); Avx512F.Shuffle4x128(t7, t15, 0xdd).Store(d + 15 * ld);
+
+        static Vector512<float> Lo(Vector512<float> a, Vector512<float> b) => Avx512F.UnpackLow(a.AsDouble(), b.AsDouble()).AsSingle();
+        static Vector512<float> Hi(Vector512<float> a, Vector512<float> b) => Avx512F.UnpackHigh(a.AsDouble(), b.AsDouble()).AsSingle();
     }
 }

@@ -21,7 +21,8 @@ public enum GateKind
 /// </summary>
 public sealed record GlaConfig
 {
-    public static readonly int[] ChunkSizes = [16, 32, 64];
+    /// <summary>Chunk sizes the kernels take: GLA uses 16-64 (default 64); Lightning's blocks go to 256.</summary>
+    public static readonly int[] ChunkSizes = [16, 32, 64, 128, 256];
 
     public GlaConfig(HeadLayout heads, GateKind gate, float scale, int chunkSize, float[]? constantLogDecay = null)
     {

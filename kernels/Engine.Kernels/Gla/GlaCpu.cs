@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Engine.Kernels.Common;
 
 namespace Engine.Kernels.Gla;
@@ -11,11 +13,16 @@ namespace Engine.Kernels.Gla;
 /// Chunk of C tokens, b = in-chunk cumulative log gate (fp32), r_s = first row of sub-chunk s (16 rows):
 ///   inter   O   = (scale·q ⊙ exp(b)) S
 ///   intra   O  += A V,  A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc), j <= i
-///           off-diagonal sub-blocks: (q ⊙ exp(b − b_r)) (k ⊙ exp(b_r − b))ᵀ, a plain product;
+///           off-diagonal sub-block (s, t < s): exp(b_i − b_j) = exp(b_i − b_{r_s}) · exp(b_{r_s} − b_{r_{t+1}})
+///           · exp(b_{r_{t+1}} − b_j), so it is (q ⊙ exp(b − b_{r_s}) ⊙ d_st) (k ⊙ exp(b_{r_{t+1}} − b))ᵀ, a plain
+///           product, the key factor made once per chunk;
 ///           diagonal sub-blocks: k_j ⊙ exp(b_i − b_j) built row by row as k_j ⊙ Π exp(g).
 ///   state   S   = diag(exp(b_last)) S + (k ⊙ exp(b_last − b))ᵀ V
 /// Every exponent is <= 0. Scalar gates (per head, constant, none) skip the sub-chunks: A = (Q Kᵀ) ⊙ D.
 /// </summary>
+/// <remarks>
+/// Hot methods are compiled fully optimized on first use (a first call on a long sequence must not run unoptimized code).
+/// </remarks>
 public sealed unsafe class GlaCpu : IDisposable
 {
     private const int Sub = 16;
@@ -24,6 +31,10 @@ public sealed unsafe class GlaCpu : IDisposable
     private readonly IWorkScheduler _scheduler;
     private readonly NativeScratch[] _scratch;
     private readonly int _kp, _vp, _c;
+    /// <summary>Row stride of QA: the output of a sub-chunk is one product [Q_inter | A] · [S; V].</summary>
+    private readonly int _lqa;
+    /// <summary>Constant gate only: per kv head exp(logDecay · m), m = 0..C, made once (Lightning's decays).</summary>
+    private readonly float[][]? _constantPowers;
 
     public GlaCpu(GlaConfig config, IWorkScheduler scheduler)
     {
@@ -32,9 +43,14 @@ public sealed unsafe class GlaCpu : IDisposable
         _kp = config.Heads.KeyDimPadded;
         _vp = config.Heads.ValueDimPadded;
         _c = config.ChunkSize;
+        _lqa = _kp + _c;
+        if (config.ConstantLogDecay is { } logDecay)
+            _constantPowers = logDecay.Select(l => Enumerable.Range(0, _c + 1).Select(m => (float)Math.Exp((double)l * m)).ToArray()).ToArray();
         Carve(null, out long floats);
         _scratch = new NativeScratch[scheduler.Workers];
         for (int w = 0; w < _scratch.Length; w++) _scratch[w] = new NativeScratch(floats);
+        var layout = Carve(_scratch[0].Base, out _);
+        if (layout.Vc != layout.S + (long)_kp * _vp) throw new InvalidOperationException("scratch layout: V must follow S");
     }
 
     public GlaConfig Config => _config;
@@ -72,8 +88,9 @@ public sealed unsafe class GlaCpu : IDisposable
                     for (int cs = start; cs < end; cs += _c)
                     {
                         int len = Math.Min(_c, end - cs);
-                        if (_config.Gate == GateKind.PerKey) ChunkPerKey(io, h, cs, len, w);
-                        else ChunkScalar(io, h, cs, len, w);
+                        var chunk = new Chunk(cs, len, Math.Min(_c, end - cs - len));
+                        if (_config.Gate == GateKind.PerKey) ChunkPerKey(io, h, chunk, w);
+                        else ChunkScalar(io, h, chunk, w);
                     }
                 }
                 else
@@ -85,6 +102,9 @@ public sealed unsafe class GlaCpu : IDisposable
         }
     }
 
+    /// <summary>A chunk's first token and length, and how many tokens the next chunk of the sequence has (0 if none).</summary>
+    private readonly record struct Chunk(int Start, int Length, int NextLength);
+
     private readonly struct Io(float* q, float* k, float* v, float* g, float* o, float* state)
     {
         public readonly float* Q = q, K = k, V = v, G = g, O = o, State = state;
@@ -93,20 +113,28 @@ public sealed unsafe class GlaCpu : IDisposable
     /// <summary>Per-worker scratch regions. Built with a null base to size the block.</summary>
     private readonly struct Work
     {
-        public float* S { get; init; }        // [KP × VP] state
-        public float* Vc { get; init; }       // [C × VP] chunk values
+        public float* S { get; init; }        // [KP × VP] state, directly followed by
+        public float* Vc { get; init; }       // [C × VP] chunk values: [S; V] is the right operand of the output product
         public float* Oc { get; init; }       // [C × VP] chunk output
-        public float* A { get; init; }        // [C × C] intra scores
-        public float* Kc { get; init; }       // [C × KP] chunk keys
-        public float* Qr { get; init; }       // [C × KP] scale · q
-        public float* Qt { get; init; }       // [C × KP] gated q
-        public float* Bcum { get; init; }     // [C × KP] cumulative log gate (scalar gates: [C])
+        public float* QA { get; init; }       // [C × (KP + C)] inter queries | intra scores A: the left operand
+        public float* Kc { get; init; }       // [C × KP] chunk keys (rows up to the next multiple of 16 zeroed)
+        public float* Kh { get; init; }       // [C × KP] off-diagonal keys k_j ⊙ exp(b_{r_{t+1}} − b_j)
+        public float* KT { get; init; }       // [KP × C] Kh (per-key gate) or Kc (scalar gates) transposed
+        public float* Ks { get; init; }       // [C × KP] keys decayed to the chunk end, for the state update
+        public float* Qr { get; init; }       // [C × KP] scale · q, then the inter queries
+        public float* Qt { get; init; }       // [C × KP] gated queries scale · q ⊙ exp(b − b_r)
+        public float* Qst { get; init; }      // [16 × KP] gated queries scaled by d_st
+        public float* Bcum { get; init; }     // scalar gates: [C] cumulative log gate
+        public float* F { get; init; }        // [C × KP] exp(b_i − b_{r_s}) within each sub-chunk
+        public float* R { get; init; }        // [C × KP] exp(b_{r_{s+1}} − b_j) within each sub-chunk
+        public float* Step { get; init; }     // [nsub × KP] exp(b_{r_{s+1}} − b_{r_s})
+        public float* Prefix { get; init; }   // [nsub × KP] exp(b_{r_s})
+        public float* Tail { get; init; }     // [nsub × KP] exp(b_last − b_{r_{t+1}})
         public float* Gexp { get; init; }     // [C × KP] exp(g) per row (scalar gates: [C × C] decay mask D)
-        public float* KT { get; init; }       // transposed gated keys, per sub-chunk (scalar gates: [KP × C])
-        public float* KhT { get; init; }      // [KP × C] keys decayed to the chunk end, transposed
         public float* Kdiag { get; init; }    // [16 × KP] diagonal-block keys
-        public float* Decay { get; init; }    // [KP] exp(b_last); also scratch rows
-        public float* RowExp { get; init; }   // [KP] exp(b_r) per sub-chunk (scalar gates: [C] exp(b_i))
+        public float* Decay { get; init; }    // [KP] exp(b_last); the recurrent decay
+        public float* RowExp { get; init; }   // [max(KP, C)] exp(b_r) per sub-chunk (scalar gates: exp(b_i)); d_st
+        public float* ColExp { get; init; }   // [C] scalar gates: exp(b_last − b_j)
         public float* Acc { get; init; }      // [G × VP] recurrent output accumulators
     }
 
@@ -114,28 +142,56 @@ public sealed unsafe class GlaCpu : IDisposable
     {
         var c = new ScratchCarver(baseAddress);
         long kp = _kp, vp = _vp, cc = _c;
-        int nsub = _c / Sub;
-        bool perKey = _config.Gate == GateKind.PerKey;
         var work = new Work
         {
             S = c.Take(kp * vp),
             Vc = c.Take(cc * vp),
             Oc = c.Take(cc * vp),
-            A = c.Take(cc * cc),
+            QA = c.Take(cc * (kp + cc)),
             Kc = c.Take(cc * kp),
+            Kh = c.Take(cc * kp),
+            KT = c.Take(kp * cc),
+            Ks = c.Take(cc * kp),
             Qr = c.Take(cc * kp),
             Qt = c.Take(cc * kp),
-            Bcum = c.Take(perKey ? cc * kp : cc),
-            Gexp = c.Take(perKey ? cc * kp : cc * cc),
-            KT = c.Take(perKey ? kp * Sub * nsub * (nsub - 1) / 2 : kp * cc),
-            KhT = c.Take(kp * cc),
+            Qst = c.Take(Sub * kp),
+            Bcum = c.Take(cc),
+            F = c.Take(cc * kp),
+            R = c.Take(cc * kp),
+            Step = c.Take(cc / Sub * kp),
+            Prefix = c.Take(cc / Sub * kp),
+            Tail = c.Take(cc / Sub * kp),
+            Gexp = c.Take(cc * Math.Max(kp, cc)),
             Kdiag = c.Take(Sub * kp),
             Decay = c.Take(kp),
             RowExp = c.Take(Math.Max(kp, cc)),
+            ColExp = c.Take(cc),
             Acc = c.Take((long)_config.Heads.Group * vp),
         };
         floats = c.Used;
         return work;
+    }
+
+    /// <summary>
+    /// Asks for one row of the next chunk ahead of time, a row per row loaded now so the requests are spread out:
+    /// a head's rows are H·dim floats apart, each in its own 4 KB page, which the hardware prefetcher does not cross.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void PrefetchNextRow(in Io io, int h, int token)
+    {
+        if (!Sse.IsSupported) return;
+        var heads = _config.Heads;
+        int kd = heads.KeyDim, vd = heads.ValueDim;
+        long kvRow = (long)token * heads.KvHeads + h;
+        PrefetchRow(io.K + kvRow * kd, kd);
+        PrefetchRow(io.V + kvRow * vd, vd);
+        if (_config.Gate == GateKind.PerKey) PrefetchRow(io.G + kvRow * kd, kd);
+        PrefetchRow(io.Q + ((long)token * heads.QHeads + h * heads.Group) * kd, kd * heads.Group);
+
+        static void PrefetchRow(float* p, int floats)
+        {
+            for (int f = 0; f < floats; f += 16) Sse.Prefetch0(p + f);
+        }
     }
 
     private void LoadState(in Io io, int n, int h, float* s)
@@ -157,18 +213,24 @@ public sealed unsafe class GlaCpu : IDisposable
             Buffer.MemoryCopy(s + (long)c * _vp, dst + (long)c * vd, (long)vd * sizeof(float), (long)vd * sizeof(float));
     }
 
-    /// <summary>Loads the chunk's keys and values (padded rows) shared by every query head of the group.</summary>
-    private void LoadKeysValues(in Io io, int h, int cs, int len, in Work w)
+    /// <summary>Loads the chunk's keys and values (padded rows) shared by every query head of the group;
+    /// key rows up to the next multiple of 16 are zero so whole 16-row blocks can be transposed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void LoadKeysValues(in Io io, int h, Chunk chunk, in Work w)
     {
         var heads = _config.Heads;
+        int cs = chunk.Start, len = chunk.Length;
         for (int i = 0; i < len; i++)
         {
+            if (i < chunk.NextLength) PrefetchNextRow(io, h, cs + len + i);
             long row = (long)(cs + i) * heads.KvHeads + h;
             SimdOps.CopyPadded(w.Kc + (long)i * _kp, io.K + row * heads.KeyDim, heads.KeyDim, _kp);
             SimdOps.CopyPadded(w.Vc + (long)i * _vp, io.V + row * heads.ValueDim, heads.ValueDim, _vp);
         }
+        new Span<float>(w.Kc + (long)len * _kp, (HeadLayout.RoundUp16(len) - len) * _kp).Clear();
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LoadScaledQueries(in Io io, int qh, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
@@ -185,47 +247,66 @@ public sealed unsafe class GlaCpu : IDisposable
             Buffer.MemoryCopy(w.Oc + (long)i * _vp, io.O + ((long)(cs + i) * heads.QHeads + qh) * heads.ValueDim, bytes, bytes);
     }
 
-    /// <summary>S ← diag(decay) S + KhT · V: rows of S decayed to the chunk end, then the chunk's keys and values added.</summary>
+    /// <summary>S ← diag(decay) S + Ksᵀ V: rows of S decayed to the chunk end, then the chunk's decayed keys and values added.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void UpdateState(int len, in Work w, float* rowDecay, float scalarDecay)
     {
         for (int c = 0; c < _kp; c++)
             SimdOps.ScaleInPlace(w.S + (long)c * _vp, rowDecay != null ? rowDecay[c] : scalarDecay, _vp);
-        SimdGemm.Multiply(w.KhT, _c, w.Vc, _vp, w.S, _vp, _kp, len, _vp, accumulate: true);
+        SimdGemm.MultiplyTransposedA(w.Ks, _kp, w.Vc, _vp, w.S, _vp, _kp, len, _vp, accumulate: true);
     }
 
-    private void ChunkPerKey(in Io io, int h, int cs, int len, in Work w)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void ChunkPerKey(in Io io, int h, Chunk chunk, in Work w)
     {
+        int cs = chunk.Start, len = chunk.Length;
         var heads = _config.Heads;
-        int kd = heads.KeyDim, kp = _kp, vp = _vp, cc = _c;
-        int nsub = (len + Sub - 1) / Sub;
-        LoadKeysValues(io, h, cs, len, w);
+        int kd = heads.KeyDim, kp = _kp, vp = _vp, cc = _c, lqa = _lqa;
+        int nsub = (len + Sub - 1) / Sub, lastSub = nsub - 1, offDiagonalKeys = lastSub * Sub;
+        LoadKeysValues(io, h, chunk, w);
 
-        // Cumulative log gate b (fp32) and exp(g) per row for the diagonal blocks.
+        // exp(g) per row: the only exponentials of the chunk; every other decay factor is a product of them.
         for (int i = 0; i < len; i++)
         {
-            float* gexp = w.Gexp + (long)i * kp, b = w.Bcum + (long)i * kp;
+            float* gexp = w.Gexp + (long)i * kp;
             SimdOps.CopyPadded(gexp, io.G + ((long)(cs + i) * heads.KvHeads + h) * kd, kd, kp);
-            for (int c = 0; c < kp; c += 16)
-            {
-                var gv = Vector512.Load(gexp + c);
-                (i == 0 ? gv : Vector512.Load(b - kp + c) + gv).Store(b + c);
-                Vector512.Exp(gv).Store(gexp + c);
-            }
+            for (int c = 0; c < kp; c += 16) SimdMath.ExpNonPositive(Vector512.Load(gexp + c)).Store(gexp + c);
         }
-        float* last = w.Bcum + (long)(len - 1) * kp;
-
-        // Off-diagonal keys for query sub-chunk s: k_j ⊙ exp(b_r − b_j), j < r = 16 s, stored [KP × r].
-        for (int s = 1; s < nsub; s++)
+        // Within sub-chunk s: F_i = exp(b_i − b_{r_s}) forwards; R_j = exp(b_{r_{s+1}} − b_j) backwards (to the chunk's
+        // last row in the last sub-chunk). Per sub-chunk: the step E_s = exp(b_{r_{s+1}} − b_{r_s}) and the prefix
+        // P_s = exp(b_{r_s}) (b counted from the chunk start, inclusive).
+        for (int s = 0; s < nsub; s++)
         {
-            int r = s * Sub;
-            float* kt = w.KT + (long)kp * Sub * s * (s - 1) / 2;
-            for (int j = 0; j < r; j++)
-                SimdOps.ScatterColumnDecayed(kt, r, j, w.Kc + (long)j * kp, w.Bcum + (long)r * kp, w.Bcum + (long)j * kp, kp);
+            int rs = s * Sub, re = Math.Min(rs + Sub, len);
+            SimdOps.Fill(Row(w.F, rs), 1f, kp);
+            for (int i = rs + 1; i < re; i++) MultiplyRows(Row(w.F, i), Row(w.F, i - 1), Row(w.Gexp, i), kp);
+            if (s < lastSub)
+            {
+                CopyRow(Row(w.R, re - 1), Row(w.Gexp, re), kp);
+                MultiplyRows(Row(w.Step, s), Row(w.F, re - 1), Row(w.Gexp, re), kp);
+            }
+            else
+            {
+                SimdOps.Fill(Row(w.R, re - 1), 1f, kp);
+            }
+            for (int j = re - 2; j >= rs; j--) MultiplyRows(Row(w.R, j), Row(w.R, j + 1), Row(w.Gexp, j + 1), kp);
+            if (s == 0) CopyRow(Row(w.Prefix, 0), Row(w.Gexp, 0), kp);
+            else MultiplyRows(Row(w.Prefix, s), Row(w.Prefix, s - 1), Row(w.Step, s - 1), kp);
         }
-        // State-update keys k_j ⊙ exp(b_last − b_j), transposed; and the chunk decay exp(b_last).
-        for (int j = 0; j < len; j++)
-            SimdOps.ScatterColumnDecayed(w.KhT, cc, j, w.Kc + (long)j * kp, last, w.Bcum + (long)j * kp, kp);
-        for (int c = 0; c < kp; c += 16) Vector512.Exp(Vector512.Load(last + c)).Store(w.Decay + c);
+        // Off-diagonal keys k_j ⊙ R_j, transposed once for all query sub-chunks. State-update keys k_j ⊙ exp(b_last − b_j)
+        // = k_j ⊙ R_j ⊙ Tail_t with Tail_t = exp(b_last − b_{r_{t+1}}) = F_last ⊙ E_{L−1} ⊙ … ⊙ E_{t+1}. Decay exp(b_last) = P_L ⊙ F_last.
+        float* fLast = Row(w.F, len - 1);
+        for (int j = 0; j < len; j++) MultiplyRows(Row(w.Kh, j), Row(w.Kc, j), Row(w.R, j), kp);
+        SimdOps.Transpose(w.Kh, kp, w.KT, cc, offDiagonalKeys, kp);
+        for (int t = lastSub; t >= 0; t--)
+        {
+            float* tail = Row(w.Tail, t);
+            if (t == lastSub) SimdOps.Fill(tail, 1f, kp);
+            else if (t == lastSub - 1) CopyRow(tail, fLast, kp);
+            else MultiplyRows(tail, Row(w.Tail, t + 1), Row(w.Step, t + 1), kp);
+            for (int j = t * Sub; j < Math.Min(t * Sub + Sub, len); j++) MultiplyRows(Row(w.Ks, j), Row(w.Kh, j), tail, kp);
+        }
+        MultiplyRows(w.Decay, Row(w.Prefix, lastSub), fLast, kp);
 
         for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
         {
@@ -233,94 +314,92 @@ public sealed unsafe class GlaCpu : IDisposable
             for (int s = 0; s < nsub; s++)
             {
                 int rs = s * Sub, re = Math.Min(rs + Sub, len);
-                float* br = w.Bcum + (long)rs * kp;
-                for (int c = 0; c < kp; c += 16) Vector512.Exp(Vector512.Load(br + c)).Store(w.RowExp + c);
-                // Gated queries Qt_i = scale q_i ⊙ exp(b_i − b_r).
+                // Gated queries Qt_i = scale q_i ⊙ F_i; inter queries Qt_i ⊙ P_s = scale q_i ⊙ exp(b_i).
                 for (int i = rs; i < re; i++)
                 {
-                    float* qt = w.Qt + (long)i * kp, qr = w.Qr + (long)i * kp, bi = w.Bcum + (long)i * kp;
-                    for (int c = 0; c < kp; c += 16)
-                        (Vector512.Load(qr + c) * Vector512.Exp(Vector512.Load(bi + c) - Vector512.Load(br + c))).Store(qt + c);
+                    MultiplyRows(Row(w.Qt, i), Row(w.Qr, i), Row(w.F, i), kp);
+                    MultiplyRows(w.QA + (long)i * lqa, Row(w.Qt, i), Row(w.Prefix, s), kp);
                 }
                 DiagonalBlock(rs, re, w);
-                // The raw query rows are done with: reuse them for the inter queries Qt_i ⊙ exp(b_r) = scale q_i ⊙ exp(b_i).
-                for (int i = rs; i < re; i++)
+                // Off-diagonal blocks: the query side takes d_st = exp(b_{r_s} − b_{r_{t+1}}) = E_{s−1} ⊙ … ⊙ E_{t+1} (1 for t = s − 1).
+                SimdOps.Fill(w.RowExp, 1f, kp);
+                for (int t = s - 1; t >= 0; t--)
                 {
-                    float* qi = w.Qr + (long)i * kp, qt = w.Qt + (long)i * kp;
-                    for (int c = 0; c < kp; c += 16) (Vector512.Load(qt + c) * Vector512.Load(w.RowExp + c)).Store(qi + c);
+                    float* qs = Row(w.Qt, rs);
+                    if (t < s - 1)
+                    {
+                        MultiplyRows(w.RowExp, w.RowExp, Row(w.Step, t + 1), kp);
+                        for (int i = 0; i < re - rs; i++) MultiplyRows(Row(w.Qst, i), Row(qs, i), w.RowExp, kp);
+                        qs = w.Qst;
+                    }
+                    SimdGemm.Multiply(qs, kp, w.KT + t * Sub, cc, w.QA + (long)rs * lqa + kp + t * Sub, lqa, re - rs, kp, Sub, accumulate: false);
                 }
-                SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.S, vp, w.Oc + (long)rs * vp, vp, re - rs, kp, vp, accumulate: false);
-                if (s > 0)
-                {
-                    float* kt = w.KT + (long)kp * Sub * s * (s - 1) / 2;
-                    SimdGemm.Multiply(w.Qt + (long)rs * kp, kp, kt, rs, w.A + (long)rs * cc, cc, re - rs, kp, rs, accumulate: false);
-                }
-                SimdGemm.Multiply(w.A + (long)rs * cc, cc, w.Vc, vp, w.Oc + (long)rs * vp, vp, re - rs, re, vp, accumulate: true);
+                ZeroAbove(w, rs, re, len);
             }
+            // All rows at once: [S; V] is read from L2 once per column tile, not once per sub-chunk.
+            SimdGemm.Multiply(w.QA, lqa, w.S, vp, w.Oc, vp, len, kp + len, vp, accumulate: false);
             WriteOutput(io, qh, cs, len, w);
         }
         UpdateState(len, w, w.Decay, 0f);
+    }
+
+    /// <summary>Row i of a [rows × KP] scratch region.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private float* Row(float* region, int i) => region + (long)i * _kp;
+
+    /// <summary>Scores of rows rs..re against the later sub-chunks (columns re..len) are zero: causality.</summary>
+    private void ZeroAbove(in Work w, int rs, int re, int len)
+    {
+        for (int i = rs; i < re; i++) new Span<float>(w.QA + (long)i * _lqa + _kp + re, len - re).Clear();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CopyRow(float* dst, float* src, int padded) =>
+        Buffer.MemoryCopy(src, dst, (long)padded * sizeof(float), (long)padded * sizeof(float));
+
+    /// <summary>dst = src ⊙ factor over a padded row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MultiplyRows(float* dst, float* src, float* factor, int padded)
+    {
+        for (int c = 0; c < padded; c += 16) (Vector512.Load(src + c) * Vector512.Load(factor + c)).Store(dst + c);
     }
 
     /// <summary>
     /// Diagonal sub-block rows rs..re: A_ij = Σ_c Qr_ic · k_jc exp(b_ic − b_jc) for rs <= j <= i, zero above
     /// the diagonal up to re. The decayed keys are carried row to row by multiplying with exp(g_i) (<= 1).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void DiagonalBlock(int rs, int re, in Work w)
     {
-        int kp = _kp, cc = _c;
+        int kp = _kp;
         for (int i = rs; i < re; i++)
         {
             for (int j = rs; j < i; j++) SimdOps.MultiplyInPlace(w.Kdiag + (long)(j - rs) * kp, w.Gexp + (long)i * kp, kp);
             Buffer.MemoryCopy(w.Kc + (long)i * kp, w.Kdiag + (long)(i - rs) * kp, (long)kp * sizeof(float), (long)kp * sizeof(float));
-            float* arow = w.A + (long)i * cc, qr = w.Qr + (long)i * kp;
+            float* arow = w.QA + (long)i * _lqa + kp, qr = w.Qr + (long)i * kp;
             for (int j = rs; j <= i; j++) arow[j] = SimdOps.Dot(qr, w.Kdiag + (long)(j - rs) * kp, kp);
             for (int j = i + 1; j < re; j++) arow[j] = 0f;
         }
     }
 
-    private void ChunkScalar(in Io io, int h, int cs, int len, in Work w)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void ChunkScalar(in Io io, int h, Chunk chunk, in Work w)
     {
+        int cs = chunk.Start, len = chunk.Length;
         var heads = _config.Heads;
-        int kp = _kp, vp = _vp, cc = _c;
+        int kp = _kp, vp = _vp, cc = _c, lqa = _lqa;
         int lenPadded = HeadLayout.RoundUp16(len);
-        LoadKeysValues(io, h, cs, len, w);
+        LoadKeysValues(io, h, chunk, w);
 
-        // b_i: cumulative log gate; D_ij = exp(b_i − b_j) for j <= i (zero above); exp(b_i) for the inter term.
-        float* b = w.Bcum;
-        float acc = 0f;
-        for (int i = 0; i < len; i++)
-        {
-            acc += _config.Gate switch
-            {
-                GateKind.PerHead => io.G[(long)(cs + i) * heads.KvHeads + h],
-                GateKind.Constant => _config.ConstantLogDecay![h],
-                _ => 0f,
-            };
-            b[i] = acc;
-        }
-        for (int i = len; i < lenPadded; i++) b[i] = b[len - 1];
-        float bLast = b[len - 1];
-        for (int i = 0; i < len; i++)
-        {
-            float* d = w.Gexp + (long)i * cc;
-            var bi = Vector512.Create(b[i]);
-            for (int j = 0; j < lenPadded; j += 16)
-            {
-                var e = Vector512.Exp(Vector512.Min(bi - Vector512.Load(b + j), Vector512<float>.Zero));
-                var mask = Vector512.LessThanOrEqual(Vector512.Create(j) + Vector512<int>.Indices, Vector512.Create(i));
-                Vector512.ConditionalSelect(mask.AsSingle(), e, Vector512<float>.Zero).Store(d + j);
-            }
-        }
-        for (int i = 0; i < lenPadded; i += 16) Vector512.Exp(Vector512.Load(b + i)).Store(w.RowExp + i);
+        float chunkDecay = _constantPowers is null ? ScalarDecays(io, h, cs, len, w) : ConstantDecays(h, len, w);
 
         // Keys transposed (raw, for Q Kᵀ) and decayed to the chunk end (for the state update).
+        SimdOps.Transpose(w.Kc, kp, w.KT, cc, lenPadded, kp);
         for (int j = 0; j < len; j++)
         {
-            float* kj = w.Kc + (long)j * kp;
-            SimdOps.ScatterColumn(w.KT, cc, j, kj, kp);
-            float f = MathF.Exp(bLast - b[j]);
-            for (int c = 0; c < kp; c++) w.KhT[(long)c * cc + j] = kj[c] * f;
+            float* src = w.Kc + (long)j * kp, dst = w.Ks + (long)j * kp;
+            var f = Vector512.Create(w.ColExp[j]);
+            for (int c = 0; c < kp; c += 16) (Vector512.Load(src + c) * f).Store(dst + c);
         }
         for (int j = len; j < lenPadded; j++)
             for (int c = 0; c < kp; c++) w.KT[(long)c * cc + j] = 0f;
@@ -328,21 +407,85 @@ public sealed unsafe class GlaCpu : IDisposable
         for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
         {
             LoadScaledQueries(io, qh, cs, len, w);
-            SimdGemm.Multiply(w.Qr, kp, w.S, vp, w.Oc, vp, len, kp, vp, accumulate: false);
-            for (int i = 0; i < len; i++) SimdOps.ScaleInPlace(w.Oc + (long)i * vp, w.RowExp[i], vp);
+            for (int i = 0; i < len; i++)
+            {
+                float* src = w.Qr + (long)i * kp, dst = w.QA + (long)i * lqa;
+                var f = Vector512.Create(w.RowExp[i]);
+                for (int c = 0; c < kp; c += 16) (Vector512.Load(src + c) * f).Store(dst + c);
+            }
             for (int rs = 0; rs < len; rs += Sub)
             {
                 int re = Math.Min(rs + Sub, len), cols = Math.Min(rs + Sub, lenPadded);
-                SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.KT, cc, w.A + (long)rs * cc, cc, re - rs, kp, cols, accumulate: false);
-                for (int i = rs; i < re; i++) SimdOps.MultiplyInPlace(w.A + (long)i * cc, w.Gexp + (long)i * cc, cols);
-                SimdGemm.Multiply(w.A + (long)rs * cc, cc, w.Vc, vp, w.Oc + (long)rs * vp, vp, re - rs, re, vp, accumulate: true);
+                float* a = w.QA + (long)rs * lqa + kp;
+                SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.KT, cc, a, lqa, re - rs, kp, cols, accumulate: false);
+                for (int i = 0; i < re - rs; i++) SimdOps.MultiplyInPlace(a + (long)i * lqa, w.Gexp + (long)(rs + i) * cc, cols);
+                ZeroAbove(w, rs, Math.Min(cols, len), len);
             }
+            SimdGemm.Multiply(w.QA, lqa, w.S, vp, w.Oc, vp, len, kp + len, vp, accumulate: false);
             WriteOutput(io, qh, cs, len, w);
         }
-        UpdateState(len, w, null, MathF.Exp(bLast));
+        UpdateState(len, w, null, chunkDecay);
+    }
+
+    /// <summary>
+    /// Decay factors of a chunk from its per-head (or absent) log gates, b = in-chunk cumulative sum:
+    /// D_ij = exp(b_i − b_j) for j <= i (zero above) in Gexp, exp(b_i) in RowExp, exp(b_last − b_j) in ColExp.
+    /// Returns the chunk decay exp(b_last).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private float ScalarDecays(in Io io, int h, int cs, int len, in Work w)
+    {
+        int lenPadded = HeadLayout.RoundUp16(len), cc = _c, hkv = _config.Heads.KvHeads;
+        float* b = w.Bcum;
+        float acc = 0f;
+        for (int i = 0; i < len; i++)
+        {
+            if (_config.Gate == GateKind.PerHead) acc += io.G[(long)(cs + i) * hkv + h];
+            b[i] = acc;
+        }
+        for (int i = len; i < lenPadded; i++) b[i] = b[len - 1];
+        float bLast = b[len - 1];
+        var zero = Vector512<float>.Zero;
+        for (int i = 0; i < len; i++)
+        {
+            float* d = w.Gexp + (long)i * cc;
+            var bi = Vector512.Create(b[i]);
+            for (int j = 0; j < lenPadded; j += 16)
+            {
+                // Entries above the diagonal are masked to zero; their exponent is never evaluated positive.
+                var e = SimdMath.ExpNonPositive(Vector512.Min(bi - Vector512.Load(b + j), zero));
+                var below = Vector512.LessThanOrEqual(Vector512.Create(j) + Vector512<int>.Indices, Vector512.Create(i));
+                Vector512.ConditionalSelect(below.AsSingle(), e, zero).Store(d + j);
+            }
+        }
+        var last = Vector512.Create(bLast);
+        for (int i = 0; i < lenPadded; i += 16)
+        {
+            var bv = Vector512.Load(b + i);
+            SimdMath.ExpNonPositive(bv).Store(w.RowExp + i);
+            SimdMath.ExpNonPositive(Vector512.Min(last - bv, zero)).Store(w.ColExp + i);
+        }
+        return MathF.Exp(bLast);
+    }
+
+    /// <summary>The same factors for a constant per-head decay, read from the table made once per head.</summary>
+    private float ConstantDecays(int h, int len, in Work w)
+    {
+        int lenPadded = HeadLayout.RoundUp16(len), cc = _c;
+        float[] pow = _constantPowers![h];
+        for (int i = 0; i < len; i++)
+        {
+            float* d = w.Gexp + (long)i * cc;
+            for (int j = 0; j <= i; j++) d[j] = pow[i - j];
+            for (int j = i + 1; j < lenPadded; j++) d[j] = 0f;
+            w.RowExp[i] = pow[i + 1];
+            w.ColExp[i] = pow[len - 1 - i];
+        }
+        return pow[len];
     }
 
     /// <summary>One token: S = diag(exp(g)) S + k vᵀ, then o = Sᵀ (scale q) for each query head of the group.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void RecurrentStep(in Io io, int h, int t, in Work w)
     {
         var heads = _config.Heads;
@@ -356,7 +499,7 @@ public sealed unsafe class GlaCpu : IDisposable
         {
             case GateKind.PerKey:
                 SimdOps.CopyPadded(decay, io.G + kvRow * kd, kd, _kp);
-                for (int c = 0; c < _kp; c += 16) Vector512.Exp(Vector512.Load(decay + c)).Store(decay + c);
+                for (int c = 0; c < _kp; c += 16) SimdMath.ExpNonPositive(Vector512.Load(decay + c)).Store(decay + c);
                 break;
             case GateKind.PerHead:
                 SimdOps.Fill(decay, MathF.Exp(io.G[kvRow]), kd);
@@ -368,22 +511,20 @@ public sealed unsafe class GlaCpu : IDisposable
                 SimdOps.Fill(decay, 1f, kd);
                 break;
         }
-        new Span<float>(w.Acc, group * vp).Clear();
         float* q0 = io.Q + ((long)t * heads.QHeads + h * group) * kd;
-        for (int c = 0; c < kd; c++)
+        // The first query head of the group reads S as it is updated (accumulators in registers, 64 columns at a
+        // time); the other heads of a group read the updated S afterwards.
+        int d = 0;
+        for (; d + 64 <= vp; d += 64) UpdateAndRead4(w.S + d, vp, vrow + d, decay, kt, q0, kd, w.Acc + d);
+        for (; d < vp; d += 16) UpdateAndRead1(w.S + d, vp, vrow + d, decay, kt, q0, kd, w.Acc + d);
+        for (int gi = 1; gi < group; gi++)
         {
-            float* srow = w.S + (long)c * vp;
-            var a = Vector512.Create(decay[c]);
-            var kc = Vector512.Create(kt[c]);
-            for (int d = 0; d < vp; d += 16)
+            float* qg = q0 + (long)gi * kd, acc = w.Acc + (long)gi * vp;
+            for (d = 0; d < vp; d += 16)
             {
-                var s = Vector512.FusedMultiplyAdd(kc, Vector512.Load(vrow + d), a * Vector512.Load(srow + d));
-                s.Store(srow + d);
-                for (int gi = 0; gi < group; gi++)
-                {
-                    float* acc = w.Acc + (long)gi * vp + d;
-                    Vector512.FusedMultiplyAdd(Vector512.Create(q0[(long)gi * kd + c]), s, Vector512.Load(acc)).Store(acc);
-                }
+                var sum = Vector512<float>.Zero;
+                for (int c = 0; c < kd; c++) sum = Vector512.FusedMultiplyAdd(Vector512.Create(qg[c]), Vector512.Load(w.S + (long)c * vp + d), sum);
+                sum.Store(acc + d);
             }
         }
         long bytes = (long)vd * sizeof(float);
@@ -393,5 +534,41 @@ public sealed unsafe class GlaCpu : IDisposable
             SimdOps.ScaleInPlace(acc, _config.Scale, vp);
             Buffer.MemoryCopy(acc, io.O + ((long)t * heads.QHeads + h * group + gi) * vd, bytes, bytes);
         }
+    }
+
+    /// <summary>Rows c of a 64-column slice of S: s = decay_c · s + k_c · v, acc += q_c · s.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void UpdateAndRead4(float* s, int ld, float* v, float* decay, float* k, float* q, int kd, float* acc)
+    {
+        var v0 = Vector512.Load(v); var v1 = Vector512.Load(v + 16); var v2 = Vector512.Load(v + 32); var v3 = Vector512.Load(v + 48);
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int c = 0; c < kd; c++, s += ld)
+        {
+            var decayC = Vector512.Create(decay[c]);
+            var kc = Vector512.Create(k[c]);
+            var qc = Vector512.Create(q[c]);
+            var s0 = Vector512.FusedMultiplyAdd(kc, v0, decayC * Vector512.Load(s));
+            var s1 = Vector512.FusedMultiplyAdd(kc, v1, decayC * Vector512.Load(s + 16));
+            var s2 = Vector512.FusedMultiplyAdd(kc, v2, decayC * Vector512.Load(s + 32));
+            var s3 = Vector512.FusedMultiplyAdd(kc, v3, decayC * Vector512.Load(s + 48));
+            s0.Store(s); s1.Store(s + 16); s2.Store(s + 32); s3.Store(s + 48);
+            a0 = Vector512.FusedMultiplyAdd(qc, s0, a0); a1 = Vector512.FusedMultiplyAdd(qc, s1, a1);
+            a2 = Vector512.FusedMultiplyAdd(qc, s2, a2); a3 = Vector512.FusedMultiplyAdd(qc, s3, a3);
+        }
+        a0.Store(acc); a1.Store(acc + 16); a2.Store(acc + 32); a3.Store(acc + 48);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void UpdateAndRead1(float* s, int ld, float* v, float* decay, float* k, float* q, int kd, float* acc)
+    {
+        var v0 = Vector512.Load(v);
+        var a0 = Vector512<float>.Zero;
+        for (int c = 0; c < kd; c++, s += ld)
+        {
+            var s0 = Vector512.FusedMultiplyAdd(Vector512.Create(k[c]), v0, Vector512.Create(decay[c]) * Vector512.Load(s));
+            s0.Store(s);
+            a0 = Vector512.FusedMultiplyAdd(Vector512.Create(q[c]), s0, a0);
+        }
+        a0.Store(acc);
     }
 }

@@ -218,7 +218,7 @@ public sealed unsafe class LsslCpu : IDisposable
                 for (; i + 16 <= steps; i += 16, row += 16 * h)
                 {
                     PrefetchRows(row + 32 * h, h);
-                    SimdTranspose.Transpose16(row, h, dst + i, ChannelRows);
+                    SimdOps.Transpose(row, h, dst + i, (int)ChannelRows, 16, 16);
                 }
             }
             for (; i < steps; i++, row += h)
@@ -231,7 +231,7 @@ public sealed unsafe class LsslCpu : IDisposable
         int h = _config.Channels, t = 0;
         float* row = io.Y + ((long)b * io.Length + s0) * h + h0;
         if (count == MaxBlock)
-            for (; t + 16 <= len; t += 16, row += 16 * h) SimdTranspose.Transpose16(row, h, yb + t, _segment);
+            for (; t + 16 <= len; t += 16, row += 16 * h) SimdOps.Transpose(row, h, yb + t, _segment, 16, 16);
         for (; t < len; t++, row += h)
             for (int c = 0; c < count; c++) yb[(long)c * _segment + t] = row[c];
     }
@@ -245,7 +245,7 @@ public sealed unsafe class LsslCpu : IDisposable
             for (; t + 16 <= len; t += 16, row += 16 * h)
             {
                 PrefetchRows(row + 32 * h, h);
-                SimdTranspose.Transpose16(src + t, _segment, row, h);
+                SimdOps.Transpose(src + t, _segment, row, h, 16, 16);
             }
         }
         for (; t < len; t++, row += h)

@@ -19,3 +19,6 @@ public enum AttentionMode
     /// <summary>One token at a time with the carried state: the decode path.</summary>
     Recurrent,
 }
+
+/// <summary>An attention op's output [B,T,Hq,V] and final state [N,Hkv,K,V] (fp32).</summary>
+public sealed record AttentionResult<T>(System.Numerics.Tensors.Tensor<T> Output, System.Numerics.Tensors.Tensor<float> FinalState);

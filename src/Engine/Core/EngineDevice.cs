@@ -70,6 +70,9 @@ public sealed class EngineDevice : IDisposable
         _ => $"gpu: {Gpu.Description}",
     };
 
+    /// <summary>CPU workers the kernels split their work over.</summary>
+    public int Threads => Scheduler.Workers;
+
     internal IWorkScheduler Scheduler { get; }
 
     internal GpuRuntime Gpu => _gpu ?? throw new InvalidOperationException("this device is not a GPU device");

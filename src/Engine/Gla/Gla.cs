@@ -10,7 +10,7 @@ public sealed record GlaOptions
     /// <summary>Query scale; default 1/sqrt(K).</summary>
     public float? Scale { get; init; }
 
-    /// <summary>Tokens per chunk in <see cref="AttentionMode.Chunked"/>: 16, 32 or 64.</summary>
+    /// <summary>Tokens per chunk in <see cref="AttentionMode.Chunked"/>: 16, 32, 64 (default), 128 or 256.</summary>
     public int ChunkSize { get; init; } = 64;
 
     public AttentionMode Mode { get; init; } = AttentionMode.Chunked;
@@ -31,10 +31,16 @@ public static class Gla
         TensorSpan<T> output,
         ReadOnlyTensorSpan<float> initialState = default, TensorSpan<float> finalState = default,
         ReadOnlySpan<int> cuSeqlens = default, GlaOptions? options = null) where T : unmanaged
+        => Forward(device, q, k, v, g, output, initialState, finalState, cuSeqlens, options ?? new GlaOptions(), constantLogDecay: null);
+
+    /// <summary>Also the core of Lightning attention, whose constant per-head decay replaces g.</summary>
+    internal static void Forward<T>(EngineDevice device,
+        ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> g,
+        TensorSpan<T> output, ReadOnlyTensorSpan<float> initialState, TensorSpan<float> finalState,
+        ReadOnlySpan<int> cuSeqlens, GlaOptions options, float[]? constantLogDecay) where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(device);
-        options ??= new GlaOptions();
-        var call = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths, cuSeqlens, options, expected: null);
+        var call = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths, cuSeqlens, options, expected: null, constantLogDecay);
         var stateShape = call.StateShape;
         if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", "(N, Hkv, K, V)", stateShape);
         if (finalState.Rank != 0) TensorArgs.RequireShape(finalState.Lengths, "final_state", "(N, Hkv, K, V)", stateShape);
@@ -50,20 +56,27 @@ public static class Gla
         if (finalState.Rank != 0) state.Store(TensorArgs.DenseSpan(finalState, "final_state"));
     }
 
-    /// <summary>Convenience form: allocates and returns the output (and the final state when asked).</summary>
-    public static Tensor<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T>? g,
-        GlaOptions? options = null, Tensor<float>? initialState = null, Tensor<float>? finalState = null) where T : unmanaged
+    /// <summary>Convenience form: allocates and returns the output and the final state.</summary>
+    public static AttentionResult<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T>? g,
+        GlaOptions? options = null, Tensor<float>? initialState = null, int[]? cuSeqlens = null) where T : unmanaged
+        => Forward(device, q, k, v, g, options ?? new GlaOptions(), initialState, cuSeqlens, constantLogDecay: null);
+
+    internal static AttentionResult<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T>? g,
+        GlaOptions options, Tensor<float>? initialState, int[]? cuSeqlens, float[]? constantLogDecay) where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
         TensorArgs.RequireRank(q.Lengths, "q", 4, "(B, T, Hq, K)");
         TensorArgs.RequireRank(v.Lengths, "v", 4, "(B, T, Hkv, V)");
-        var output = Tensor.CreateFromShapeUninitialized<T>([q.Lengths[0], q.Lengths[1], q.Lengths[2], v.Lengths[3]]);
+        var call = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g is null ? default : g.Lengths,
+            [.. q.Lengths[..^1], v.Lengths[^1]], cuSeqlens, options, expected: null, constantLogDecay);
+        var output = Tensor.CreateFromShapeUninitialized<T>([.. q.Lengths[..^1], v.Lengths[^1]]);
+        var finalState = Tensor.CreateFromShapeUninitialized<float>(call.StateShape);
         Forward(device, q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(),
             g is null ? default : g.AsReadOnlyTensorSpan(), output.AsTensorSpan(),
-            initialState is null ? default : initialState.AsReadOnlyTensorSpan(),
-            finalState is null ? default : finalState.AsTensorSpan(), default, options);
-        return output;
+            initialState is null ? default : initialState.AsReadOnlyTensorSpan(), finalState.AsTensorSpan(), cuSeqlens, options, constantLogDecay);
+        return new AttentionResult<T>(output, finalState);
     }
 
     /// <summary>The gate form a g tensor of this rank selects: 4 per key dim, 3 per head, 0 (absent) none.</summary>
@@ -88,15 +101,21 @@ public sealed class GlaSession : IDisposable
 
     /// <param name="sequences">How many sequences the state holds (the batch, or the packed sequence count).</param>
     public GlaSession(EngineDevice device, int sequences, HeadLayout heads, GateKind gate, GlaOptions? options = null)
+        : this(device, sequences, GlaCall.MakeConfig(heads, gate == GateKind.Constant
+            ? throw new ArgumentException("a constant gate belongs to Lightning attention: use LightningSession", nameof(gate))
+            : gate, options ?? new GlaOptions(), constantLogDecay: null), options ?? new GlaOptions())
+    {
+    }
+
+    internal GlaSession(EngineDevice device, int sequences, GlaConfig config, GlaOptions options)
     {
         ArgumentNullException.ThrowIfNull(device);
         if (sequences < 1) throw new ArgumentOutOfRangeException(nameof(sequences), sequences, "at least one sequence");
-        if (gate == GateKind.Constant) throw new ArgumentException("a constant gate belongs to Lightning attention: use LightningSession", nameof(gate));
         _device = device;
-        _options = options ?? new GlaOptions();
+        _options = options;
         Sequences = sequences;
-        Config = GlaCall.MakeConfig(heads, gate, _options, constantLogDecay: null);
-        _state = DeviceState.Create(device, sequences * heads.StatePerSequence);
+        Config = config;
+        _state = DeviceState.Create(device, sequences * config.Heads.StatePerSequence);
     }
 
     public int Sequences { get; }
@@ -136,7 +155,7 @@ public sealed class GlaSession : IDisposable
     private void Run<T>(AttentionMode mode, ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v,
         ReadOnlyTensorSpan<T> g, TensorSpan<T> output, ReadOnlySpan<int> cuSeqlens) where T : unmanaged
     {
-        var call = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths, cuSeqlens, _options, this);
+        var call = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths, cuSeqlens, _options, this, Config.ConstantLogDecay);
         GlaCall.Run(_device, call, mode, q, k, v, g, output, _state);
     }
 }
@@ -162,22 +181,13 @@ internal sealed record GlaCall(GlaConfig Config, SequenceLayout Sequences)
         ReadOnlySpan<nint> output, ReadOnlySpan<int> cuSeqlens, GlaOptions options, GlaSession? expected,
         float[]? constantLogDecay = null)
     {
-        TensorArgs.RequireRank(q, "q", 4, "(B, T, Hq, K)");
-        int b = TensorArgs.Dim(q, 0, "q"), t = TensorArgs.Dim(q, 1, "q"), hq = TensorArgs.Dim(q, 2, "q"), kd = TensorArgs.Dim(q, 3, "q");
-        TensorArgs.RequireRank(k, "k", 4, "(B, T, Hkv, K)");
-        TensorArgs.RequireDims(k, "k", "(B, T, Hkv, K) matching q", b, t, -1, kd);
-        int hkv = TensorArgs.Dim(k, 2, "k");
-        if (hkv < 1 || hq % hkv != 0)
-            throw new ArgumentException($"k: key/value heads ({hkv}) must divide the query heads of q ({hq})", "k");
-        TensorArgs.RequireRank(v, "v", 4, "(B, T, Hkv, V)");
-        TensorArgs.RequireDims(v, "v", "(B, T, Hkv, V) matching k", b, t, hkv, -1);
-        int vd = TensorArgs.Dim(v, 3, "v");
-        if (kd < 1 || vd < 1) throw new ArgumentException($"q, v: head dims must be >= 1, got K = {kd}, V = {vd}", kd < 1 ? "q" : "v");
-        TensorArgs.RequireShape(output, "output", "(B, T, Hq, V)", b, t, hq, vd);
-
+        var shapes = AttentionShapes.Check(q, k, v, output, cuSeqlens);
+        var (b, t, heads, layout) = shapes;
+        int hkv = heads.KvHeads, kd = heads.KeyDim;
         GateKind gate;
         if (constantLogDecay is not null)
         {
+            if (g.Length != 0) throw new ArgumentException("g: a constant decay takes no gate tensor (its decay comes from the slopes)", "g");
             gate = GateKind.Constant;
         }
         else
@@ -187,18 +197,6 @@ internal sealed record GlaCall(GlaConfig Config, SequenceLayout Sequences)
             if (gate == GateKind.PerHead) TensorArgs.RequireShape(g, "g", "(B, T, Hkv)", b, t, hkv);
         }
 
-        SequenceLayout layout;
-        if (cuSeqlens.IsEmpty)
-        {
-            layout = SequenceLayout.Dense(b, t);
-        }
-        else
-        {
-            if (b != 1) throw new ArgumentException($"cu_seqlens: packed sequences need batch B = 1, got B = {b}", "cu_seqlens");
-            layout = SequenceLayout.Packed(cuSeqlens, t);
-        }
-
-        var heads = new HeadLayout(hq, hkv, kd, vd);
         GlaConfig config;
         if (expected is null)
         {
@@ -208,7 +206,7 @@ internal sealed record GlaCall(GlaConfig Config, SequenceLayout Sequences)
         {
             config = expected.Config;
             if (config.Heads != heads)
-                throw new ArgumentException($"q, k, v: heads and dims (Hq {hq}, Hkv {hkv}, K {kd}, V {vd}) differ from the session's (Hq {config.Heads.QHeads}, Hkv {config.Heads.KvHeads}, K {config.Heads.KeyDim}, V {config.Heads.ValueDim})", "q");
+                throw new ArgumentException($"q, k, v: heads and dims (Hq {heads.QHeads}, Hkv {hkv}, K {kd}, V {heads.ValueDim}) differ from the session's (Hq {config.Heads.QHeads}, Hkv {config.Heads.KvHeads}, K {config.Heads.KeyDim}, V {config.Heads.ValueDim})", "q");
             if (config.Gate != gate)
                 throw new ArgumentException($"g: the session was made for gate {config.Gate}, this call gives {gate}", "g");
             if (layout.Count != expected.Sequences)

@@ -157,6 +157,14 @@ public static class GlaCases
                 yield return new GlaCase { SeqLens = [0, 1, 5, 19], Hq = 1, Hkv = 1, K = 16, V = 16, Gate = gate, Chunk = 16, WithInitialState = true };
             }
             yield return new GlaCase { B = 1, T = 33, Hq = 2, Hkv = 2, K = 16, V = 16, Chunk = 16, Fp16 = true };
+            // Head dims that are not multiples of 4 or of the GPU tiles, three query heads per kv head, many chunks per sequence.
+            foreach (var mode in new[] { AttentionMode.Chunked, AttentionMode.Recurrent })
+            {
+                yield return new GlaCase { B = 2, T = 37, Hq = 3, Hkv = 1, K = 6, V = 5, Chunk = 16, Mode = mode, WithInitialState = true };
+                yield return new GlaCase { B = 1, T = 29, Hq = 6, Hkv = 2, K = 12, V = 7, Gate = GateKind.PerHead, Chunk = 16, Mode = mode, WithInitialState = true };
+            }
+            yield return new GlaCase { SeqLens = [130, 3, 0, 67], Hq = 2, Hkv = 1, K = 8, V = 8, Chunk = 16, GateScale = 10, WithInitialState = true };
+            yield return new GlaCase { SeqLens = [130, 3, 0, 67], Hq = 2, Hkv = 1, K = 36, V = 40, Gate = GateKind.PerHead, Chunk = 32, WithInitialState = true };
         }
     }
 }

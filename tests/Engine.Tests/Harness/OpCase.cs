@@ -31,5 +31,7 @@ public static class OpCases
 {
     public static IEnumerable<OpCase> All =>
         Gla.GlaCases.All
+        .Concat(Lightning.LightningCases.All)
+        .Concat(DeltaRule.DeltaRuleCases.All)
         .Concat(Lssl.LsslCases.All);
 }

@@ -13,8 +13,7 @@ public enum TestBackend
     GpuOnCuda,
 }
 
-[SetUpFixture]
-public sealed class TestDevices
+public static class TestDevices
 {
     private static readonly Lazy<EngineDevice> CpuDevice = new(() => EngineDevice.Create(Backend.Cpu));
     private static readonly Lazy<EngineDevice> ReferenceDevice = new(() => EngineDevice.Create(Backend.Reference));
@@ -51,8 +50,7 @@ public sealed class TestDevices
         if (HasCuda) yield return TestBackend.GpuOnCuda;
     }
 
-    [OneTimeTearDown]
-    public void DisposeDevices()
+    public static void DisposeAll()
     {
         foreach (var d in new[] { CpuDevice, ReferenceDevice, SimulatedGpu })
             if (d.IsValueCreated) d.Value.Dispose();

@@ -10,24 +10,6 @@ namespace Engine.Tests.Lssl;
 [TestFixture]
 public sealed class LsslTests
 {
-    // Own devices: the harness's shared ones are disposed when the Harness namespace's fixtures finish.
-    private EngineDevice _cpu = null!;
-    private EngineDevice _reference = null!;
-
-    [OneTimeSetUp]
-    public void CreateDevices()
-    {
-        _cpu = EngineDevice.Create(Backend.Cpu);
-        _reference = EngineDevice.Create(Backend.Reference);
-    }
-
-    [OneTimeTearDown]
-    public void DisposeDevices()
-    {
-        _cpu.Dispose();
-        _reference.Dispose();
-    }
-
     // ---- HiPPO and Δ builders ----------------------------------------------------------------------------
 
     /// <summary>LegS the way the HiPPO paper derives it: A = T M T⁻¹ with M_nk = −(2k+1) (n >= k) + n δ_nk, T = diag(√(2n+1)).</summary>
@@ -277,19 +259,6 @@ public sealed class LsslTests
         }
     }
 
-    [Test]
-    public unsafe void TileTransposeMovesEveryElement()
-    {
-        var src = new float[20 * 37];
-        var dst = Numerics.NaNs(16 * 29);
-        for (int i = 0; i < src.Length; i++) src[i] = i;
-        fixed (float* s = src, d = dst) Engine.Kernels.Common.SimdTranspose.Transpose16(s + 37 + 3, 37, d, 29);
-        for (int i = 0; i < 16; i++)
-            for (int j = 0; j < 16; j++)
-                Assert.That(dst[j * 29 + i], Is.EqualTo(src[(1 + i) * 37 + 3 + j]), $"[{i}, {j}]");
-        Assert.That(float.IsNaN(dst[16]), Is.True, "nothing written past a row's 16 elements");
-    }
-
     private static (double[] A, double[] B, int N) Hippo((double[] A, double[] B) m, int n) => (m.A, m.B, n);
 
     // ---- Rejected inputs ------------------------------------------------------------------------------------
@@ -367,7 +336,7 @@ public sealed class LsslTests
     [Test]
     public void BadCallsAreRejected()
     {
-        var device = _cpu;
+        var device = TestDevices.Get(TestBackend.Cpu);
         var p = LsslProblem.Make(3, 4, LsslStateMatrix.DenseShared, seed: 1);
         using var layer = Layer(p);
         var u = new float[2 * 5 * 3];
@@ -395,7 +364,7 @@ public sealed class LsslTests
     public void UnstableSystemsFailInsteadOfReturningNaN()
     {
         // Forward Euler with Δ·|λ| > 2 is unstable: |1 + Δλ| > 1 grows without bound.
-        var device = _cpu;
+        var device = TestDevices.Get(TestBackend.Cpu);
         var p = LsslProblem.Make(1, 8, LsslStateMatrix.Diagonal, seed: 1);
         using var layer = Layer(p, dt: [1f], options: new LsslOptions { Discretization = LsslDiscretization.ForwardEuler });
         var u = new TestData(2).Normal(4000);
@@ -412,14 +381,14 @@ public sealed class LsslTests
     [Test]
     public void AutoPicksByTheRuleAndReportsIt()
     {
-        var cpu = _cpu;
+        var cpu = TestDevices.Get(TestBackend.Cpu);
         var p = LsslProblem.Make(2, 16, LsslStateMatrix.DenseShared, seed: 1);
         using var layer = Layer(p);
         Assert.That(layer.ChunkLength, Is.EqualTo(16));
         Assert.That(layer.ResolveMode(cpu, 1, 8), Is.EqualTo(LsslMode.Recurrent), "shorter than a chunk");
         Assert.That(layer.ResolveMode(cpu, 1, 4096), Is.EqualTo(LsslMode.Scan));
         Assert.That(layer.ResolveMode(cpu, 1, 4096, LsslMode.Conv), Is.EqualTo(LsslMode.Conv), "an explicit mode is kept");
-        Assert.That(layer.ResolveMode(_reference, 1, 4096, LsslMode.Scan), Is.EqualTo(LsslMode.Recurrent), "the reference has only the recurrence");
+        Assert.That(layer.ResolveMode(TestDevices.Reference, 1, 4096, LsslMode.Scan), Is.EqualTo(LsslMode.Recurrent), "the reference has only the recurrence");
         var u = new float[2 * 64];
         var ran = layer.Forward<float>(cpu, new ReadOnlyTensorSpan<float>(u, [1, 64, 2]), new TensorSpan<float>(new float[128], [1, 64, 2]));
         Assert.That(ran, Is.EqualTo(LsslMode.Scan), "Forward reports the mode Auto picked");
@@ -441,7 +410,7 @@ public sealed class LsslTests
     [Test]
     public void DecodeStepByStepMatchesTheWholeSequence()
     {
-        var device = _cpu;
+        var device = TestDevices.Get(TestBackend.Cpu);
         foreach (var form in new[] { LsslStateMatrix.DenseShared, LsslStateMatrix.DensePerChannel, LsslStateMatrix.Diagonal })
         {
             int b = 2, l = 90, h = 3, n = 20;
@@ -495,7 +464,7 @@ public sealed class LsslTests
     [Test]
     public void LegSLayerAtLength16384StaysFiniteAndMatches()
     {
-        var device = _cpu;
+        var device = TestDevices.Get(TestBackend.Cpu);
         int l = 16384, h = 2, n = 64;
         var p = LsslProblem.Make(h, n, LsslStateMatrix.DenseShared, seed: 5);
         using var layer = Layer(p);

@@ -1,0 +1,34 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Engine.Kernels.Common;
+
+/// <summary>Vector math for the kernels' decay factors.</summary>
+public static class SimdMath
+{
+    /// <summary>
+    /// exp(x) for x <= 0, as the kernels only ever evaluate: n = round(x·log2 e), r = x − n·ln 2 (two-part ln 2, so r
+    /// is exact to a few ulp), exp(r) by its degree-7 Taylor polynomial on |r| <= ln2/2, times 2^n (relative error
+    /// about 2e-7). Arguments below −87.3, whose exp is under the smallest normal float, give 0 (an absolute error
+    /// under 1.2e-38), so no denormal reaches the products. Several times faster than Vector512.Exp on .NET 10.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ExpNonPositive(Vector512<float> x)
+    {
+        var inRange = Vector512.GreaterThanOrEqual(x, Vector512.Create(-87.3f));
+        x = Vector512.Max(x, Vector512.Create(-87.3f));
+        var n = Vector512.Round(x * Vector512.Create(1.44269504088896341f));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693145751953125f), x);
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-1.428606765330187e-06f), r);
+        var p = Vector512.Create(1f / 5040);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 720));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 120));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 24));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 6));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(0.5f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
+        var scale = ((Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23).AsSingle();
+        return Vector512.ConditionalSelect(inRange, p * scale, Vector512<float>.Zero);
+    }
+}

@@ -1,0 +1,68 @@
+using Engine.Kernels.Common;
+
+namespace Engine.Kernels.DeltaRule;
+
+/// <summary>
+/// Everything about a delta-rule call except the sequences: heads, dims, gated or not, scale, chunk
+/// size and in-kernel L2 normalization of q and k. Kernels and their scratch are built per config and
+/// reused across calls (value equality keys the kernel pools).
+/// </summary>
+public sealed record DeltaRuleConfig
+{
+    public static readonly int[] ChunkSizes = [16, 32, 64];
+
+    /// <summary>Largest key head dim the kernels take (the GPU state pass keeps a K × 16 state slice in shared memory).</summary>
+    public const int MaxKeyDim = 256;
+
+    /// <summary>Largest value head dim the kernels take (CPU scratch holds a K × V state per worker).</summary>
+    public const int MaxValueDim = 256;
+
+    /// <summary>The epsilon of the in-kernel L2 normalization: x / sqrt(Σ x² + eps).</summary>
+    public const float L2NormEpsilon = 1e-6f;
+
+    public DeltaRuleConfig(HeadLayout heads, bool gated, float scale, int chunkSize, bool qkL2Norm)
+    {
+        if (heads.KeyDim > MaxKeyDim)
+            throw new ArgumentException($"key head dim K = {heads.KeyDim} is over the delta-rule kernels' limit of {MaxKeyDim}", nameof(heads));
+        if (heads.ValueDim > MaxValueDim)
+            throw new ArgumentException($"value head dim V = {heads.ValueDim} is over the delta-rule kernels' limit of {MaxValueDim}", nameof(heads));
+        if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", nameof(scale));
+        if (Array.IndexOf(ChunkSizes, chunkSize) < 0)
+            throw new ArgumentException($"chunk size must be one of {string.Join(", ", ChunkSizes)}, got {chunkSize}", nameof(chunkSize));
+        Heads = heads; Gated = gated; Scale = scale; ChunkSize = chunkSize; QkL2Norm = qkL2Norm;
+    }
+
+    public HeadLayout Heads { get; }
+
+    /// <summary>Gated DeltaNet (a log decay g per token and key/value head) rather than DeltaNet.</summary>
+    public bool Gated { get; }
+
+    public float Scale { get; }
+    public int ChunkSize { get; }
+
+    /// <summary>q and k rows are L2-normalized per head inside the kernels.</summary>
+    public bool QkL2Norm { get; }
+
+    /// <summary>
+    /// Model floating-point operations of a chunked forward pass over these sequences, the count every
+    /// GFLOP/s figure of the delta rule uses (whatever the mode). Per chunk of c tokens and key/value head:
+    ///   2c²K (K Kᵀ) + c³/3 (the inverse) + 2c²(K + V) (W and U) + 2cKV (W S) + 2cKV (state update),
+    /// and per query head: 2c²K (Q Kᵀ) + 2c²V (its product with V_new) + 2cKV (Q S).
+    /// Triangular products are counted in full, as the dense products they are written as.
+    /// </summary>
+    public double ModelFlops(SequenceLayout sequences)
+    {
+        double kd = Heads.KeyDim, vd = Heads.ValueDim, flops = 0;
+        for (int n = 0; n < sequences.Count; n++)
+        {
+            for (int start = 0; start < sequences.Length(n); start += ChunkSize)
+            {
+                double c = Math.Min(ChunkSize, sequences.Length(n) - start);
+                double perKv = 2 * c * c * kd + c * c * c / 3 + 2 * c * c * (kd + vd) + 4 * c * kd * vd;
+                double perQ = 2 * c * c * kd + 2 * c * c * vd + 2 * c * kd * vd;
+                flops += Heads.KvHeads * perKv + Heads.QHeads * perQ;
+            }
+        }
+        return flops;
+    }
+}

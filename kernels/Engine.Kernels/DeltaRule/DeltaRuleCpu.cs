@@ -1,0 +1,347 @@
+using System.Runtime.Intrinsics;
+using Engine.Kernels.Common;
+
+namespace Engine.Kernels.DeltaRule;
+
+/// <summary>
+/// DeltaNet / Gated DeltaNet on the CPU: the chunked WY/UT form as small Vector512 matrix products, and
+/// the recurrent form for decode. Work items are (sequence, key/value head) pairs; the query heads of a
+/// group share the item's state update. Each worker owns a scratch block sized here from the config.
+///
+/// Chunk of c tokens, local rows i, j; G = in-chunk cumulative log gate (fp32; 0 for DeltaNet),
+/// D_ij = exp(G_i − G_j) for j <= i (else 0), k̂, q̂ the (optionally L2-normalized) rows:
+///   A      = strict_lower(diag(β) K Kᵀ ⊙ D)
+///   T      = (I + A)⁻¹                      forward substitution, row i = e_i − Σ_{m<i} A_im T_m
+///   [−W|U] = T [−diag(β e^G) K | diag(β) V]  one product (rows of T are zero right of the diagonal)
+///   V_new  = U − W S
+///   O      = scale (diag(e^G) Q S + ((Q Kᵀ) ⊙ D) V_new)
+///   S      ← e^{G_last} S + (K ⊙ e^{G_last − G})ᵀ V_new
+/// Every exponent is <= 0: G_i − G_j for j <= i, G_i, G_last − G_j (G never increases along the chunk).
+/// </summary>
+public sealed unsafe class DeltaRuleCpu : IDisposable
+{
+    private const int Block = 16;
+
+    private readonly DeltaRuleConfig _config;
+    private readonly IWorkScheduler _scheduler;
+    private readonly NativeScratch[] _scratch;
+    private readonly int _kp, _vp, _c, _ldw;
+
+    public DeltaRuleCpu(DeltaRuleConfig config, IWorkScheduler scheduler)
+    {
+        _config = config;
+        _scheduler = scheduler;
+        _kp = config.Heads.KeyDimPadded;
+        _vp = config.Heads.ValueDimPadded;
+        _c = config.ChunkSize;
+        _ldw = _kp + _vp;
+        Carve(null, out long floats);
+        _scratch = new NativeScratch[scheduler.Workers];
+        for (int w = 0; w < _scratch.Length; w++) _scratch[w] = new NativeScratch(floats);
+    }
+
+    public DeltaRuleConfig Config => _config;
+
+    public void Dispose()
+    {
+        foreach (var s in _scratch) s.Dispose();
+    }
+
+    /// <summary>Chunked prefill. beta, g: [TotalTokens, Hkv] (g empty for DeltaNet); state [N, Hkv, K, V], initial on entry, final on return.</summary>
+    public void Chunked(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state)
+        => Run(sequences, q, k, v, beta, g, output, state, chunked: true);
+
+    /// <summary>Token-by-token recurrence (decode). Same contract as <see cref="Chunked"/>.</summary>
+    public void Recurrent(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state)
+        => Run(sequences, q, k, v, beta, g, output, state, chunked: false);
+
+    private void Run(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, bool chunked)
+    {
+        fixed (float* pq = q, pk = k, pv = v, pb = beta, pg = g, po = output, ps = state)
+        {
+            var io = new Io(pq, pk, pv, pb, pg, po, ps);
+            int hkv = _config.Heads.KvHeads;
+            _scheduler.Run(sequences.Count * hkv, (item, worker) =>
+            {
+                int n = item / hkv, h = item % hkv;
+                var w = Carve(_scratch[worker].Base, out _);
+                LoadState(io, n, h, w.S);
+                int start = sequences.Start(n), end = start + sequences.Length(n);
+                if (chunked)
+                {
+                    for (int cs = start; cs < end; cs += _c) Chunk(io, h, cs, Math.Min(_c, end - cs), w);
+                }
+                else
+                {
+                    for (int t = start; t < end; t++) RecurrentStep(io, h, t, w);
+                }
+                StoreState(io, n, h, w.S);
+            });
+        }
+    }
+
+    private readonly struct Io(float* q, float* k, float* v, float* beta, float* g, float* o, float* state)
+    {
+        public readonly float* Q = q, K = k, V = v, Beta = beta, G = g, O = o, State = state;
+    }
+
+    /// <summary>Per-worker scratch regions. Built with a null base to size the block.</summary>
+    private readonly struct Work
+    {
+        public float* S { get; init; }      // [KP × VP] state
+        public float* Kc { get; init; }     // [C × KP] chunk keys k̂
+        public float* KT { get; init; }     // [KP × C] k̂ transposed, zero right of the chunk
+        public float* Kd { get; init; }     // [C × KP] k̂_j e^{G_last − G_j} (gated)
+        public float* Rhs { get; init; }    // [C × (KP+VP)] −β e^G k̂ | β v
+        public float* WU { get; init; }     // [C × (KP+VP)] −W | U, then −W | V_new
+        public float* A { get; init; }      // [C × C] A, then Q Kᵀ ⊙ D per query head
+        public float* Tinv { get; init; }   // [C × C] (I + A)⁻¹
+        public float* D { get; init; }      // [C × C] decay mask
+        public float* Gcum { get; init; }   // [C] G
+        public float* ExpG { get; init; }   // [C] e^G
+        public float* Qr { get; init; }     // [C × KP] scale q̂ (recurrent: [G × KP] query rows)
+        public float* Oc { get; init; }     // [C × VP] chunk output (recurrent: [G × VP] accumulators)
+        public float* Row { get; init; }    // [KP] recurrent key row
+        public float* Pred { get; init; }   // [VP] recurrent Sᵀk, then u
+    }
+
+    private Work Carve(float* baseAddress, out long floats)
+    {
+        var c = new ScratchCarver(baseAddress);
+        long kp = _kp, vp = _vp, cc = _c, ldw = _ldw, rows = Math.Max(cc, _config.Heads.Group);
+        var work = new Work
+        {
+            S = c.Take(kp * vp),
+            Kc = c.Take(cc * kp),
+            KT = c.Take(kp * cc),
+            Kd = c.Take(_config.Gated ? cc * kp : 0),
+            Rhs = c.Take(cc * ldw),
+            WU = c.Take(cc * ldw),
+            A = c.Take(cc * cc),
+            Tinv = c.Take(cc * cc),
+            D = c.Take(cc * cc),
+            Gcum = c.Take(cc),
+            ExpG = c.Take(cc),
+            Qr = c.Take(rows * kp),
+            Oc = c.Take(rows * vp),
+            Row = c.Take(kp),
+            Pred = c.Take(vp),
+        };
+        floats = c.Used;
+        return work;
+    }
+
+    private void LoadState(in Io io, int n, int h, float* s)
+    {
+        int kd = _config.Heads.KeyDim, vd = _config.Heads.ValueDim;
+        float* src = io.State + ((long)n * _config.Heads.KvHeads + h) * kd * vd;
+        for (int c = 0; c < _kp; c++)
+        {
+            if (c < kd) SimdOps.CopyPadded(s + (long)c * _vp, src + (long)c * vd, vd, _vp);
+            else SimdOps.Fill(s + (long)c * _vp, 0f, _vp);
+        }
+    }
+
+    private void StoreState(in Io io, int n, int h, float* s)
+    {
+        int kd = _config.Heads.KeyDim, vd = _config.Heads.ValueDim;
+        float* dst = io.State + ((long)n * _config.Heads.KvHeads + h) * kd * vd;
+        for (int c = 0; c < kd; c++)
+            Buffer.MemoryCopy(s + (long)c * _vp, dst + (long)c * vd, (long)vd * sizeof(float), (long)vd * sizeof(float));
+    }
+
+    /// <summary>dst = factor · src / ‖src‖ (with qkL2Norm) or factor · src, padded with zeros.</summary>
+    private void LoadRow(float* dst, float* src, float factor)
+    {
+        int kd = _config.Heads.KeyDim;
+        if (_config.QkL2Norm)
+        {
+            SimdOps.CopyPadded(dst, src, kd, _kp);
+            factor /= MathF.Sqrt(SimdOps.Dot(dst, dst, _kp) + DeltaRuleConfig.L2NormEpsilon);
+        }
+        SimdOps.CopyScaledPadded(dst, src, factor, kd, _kp);
+    }
+
+    private void Chunk(in Io io, int h, int cs, int len, in Work w)
+    {
+        var heads = _config.Heads;
+        int kp = _kp, vp = _vp, cc = _c, ldw = _ldw;
+        int lenPadded = HeadLayout.RoundUp16(len);
+        float* vnew = w.WU + kp;
+
+        // Keys, gates and the right-hand side [−β e^G k̂ | β v].
+        float acc = 0f;
+        for (int i = 0; i < len; i++)
+        {
+            long row = (long)(cs + i) * heads.KvHeads + h;
+            if (_config.Gated) acc += io.G[row];
+            w.Gcum[i] = acc;
+            w.ExpG[i] = MathF.Exp(acc);
+            float b = io.Beta[row];
+            float* ki = w.Kc + (long)i * kp, rhs = w.Rhs + (long)i * ldw;
+            LoadRow(ki, io.K + row * heads.KeyDim, 1f);
+            var f = Vector512.Create(-b * w.ExpG[i]);
+            for (int c = 0; c < kp; c += 16) (Vector512.Load(ki + c) * f).Store(rhs + c);
+            SimdOps.CopyScaledPadded(rhs + kp, io.V + row * heads.ValueDim, b, heads.ValueDim, vp);
+        }
+        for (int i = len; i < lenPadded; i++)
+        {
+            w.Gcum[i] = acc;
+            SimdOps.Fill(w.Kc + (long)i * kp, 0f, kp);
+        }
+        SimdOps.Transpose(w.Kc, kp, w.KT, cc, lenPadded, kp);
+        DecayMask(len, lenPadded, w);
+
+        // A = strict_lower(diag(β) K Kᵀ ⊙ D), one 16-row block at a time up to its diagonal.
+        for (int rs = 0; rs < len; rs += Block)
+        {
+            int re = Math.Min(rs + Block, len);
+            SimdGemm.Multiply(w.Kc + (long)rs * kp, kp, w.KT, cc, w.A + (long)rs * cc, cc, re - rs, kp, rs + Block, accumulate: false);
+        }
+        for (int i = 0; i < len; i++)
+        {
+            float* a = w.A + (long)i * cc, d = w.D + (long)i * cc;
+            float b = io.Beta[(long)(cs + i) * heads.KvHeads + h];
+            for (int j = 0; j < i; j++) a[j] *= b * d[j];
+        }
+        InvertUnitLower(len, lenPadded, w);
+
+        // [−W | U] = T · Rhs, then V_new = U + (−W) S.
+        for (int rs = 0; rs < len; rs += Block)
+        {
+            int re = Math.Min(rs + Block, len);
+            SimdGemm.Multiply(w.Tinv + (long)rs * cc, cc, w.Rhs, ldw, w.WU + (long)rs * ldw, ldw, re - rs, re, ldw, accumulate: false);
+        }
+        SimdGemm.Multiply(w.WU, ldw, w.S, vp, vnew, ldw, len, kp, vp, accumulate: true);
+
+        // Outputs of every query head of the group.
+        for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
+        {
+            for (int i = 0; i < len; i++)
+                LoadRow(w.Qr + (long)i * kp, io.Q + ((long)(cs + i) * heads.QHeads + qh) * heads.KeyDim, _config.Scale);
+            SimdGemm.Multiply(w.Qr, kp, w.S, vp, w.Oc, vp, len, kp, vp, accumulate: false);
+            if (_config.Gated)
+                for (int i = 0; i < len; i++) SimdOps.ScaleInPlace(w.Oc + (long)i * vp, w.ExpG[i], vp);
+            for (int rs = 0; rs < len; rs += Block)
+            {
+                int re = Math.Min(rs + Block, len);
+                SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.KT, cc, w.A + (long)rs * cc, cc, re - rs, kp, rs + Block, accumulate: false);
+                for (int i = rs; i < re; i++) SimdOps.MultiplyInPlace(w.A + (long)i * cc, w.D + (long)i * cc, rs + Block);
+                SimdGemm.Multiply(w.A + (long)rs * cc, cc, vnew, ldw, w.Oc + (long)rs * vp, vp, re - rs, re, vp, accumulate: true);
+            }
+            long bytes = (long)heads.ValueDim * sizeof(float);
+            for (int i = 0; i < len; i++)
+                Buffer.MemoryCopy(w.Oc + (long)i * vp, io.O + ((long)(cs + i) * heads.QHeads + qh) * heads.ValueDim, bytes, bytes);
+        }
+
+        // S ← e^{G_last} S + (K ⊙ e^{G_last − G})ᵀ V_new.
+        float* keys = w.Kc;
+        if (_config.Gated)
+        {
+            float last = w.Gcum[len - 1];
+            for (int j = 0; j < len; j++)
+            {
+                var f = Vector512.Create(MathF.Exp(last - w.Gcum[j]));
+                float* kj = w.Kc + (long)j * kp, dj = w.Kd + (long)j * kp;
+                for (int c = 0; c < kp; c += 16) (Vector512.Load(kj + c) * f).Store(dj + c);
+            }
+            for (int c = 0; c < kp; c++) SimdOps.ScaleInPlace(w.S + (long)c * vp, w.ExpG[len - 1], vp);
+            keys = w.Kd;
+        }
+        SimdGemm.MultiplyTransposedA(keys, kp, vnew, ldw, w.S, vp, kp, len, vp, accumulate: true);
+    }
+
+    /// <summary>D_ij = exp(G_i − G_j) for j <= i, 0 above the diagonal, over lenPadded columns.</summary>
+    private void DecayMask(int len, int lenPadded, in Work w)
+    {
+        float* b = w.Gcum;
+        for (int i = 0; i < len; i++)
+        {
+            float* d = w.D + (long)i * _c;
+            var bi = Vector512.Create(b[i]);
+            var row = Vector512.Create(i);
+            for (int j = 0; j < lenPadded; j += 16)
+            {
+                var e = _config.Gated ? SimdMath.ExpNonPositive(Vector512.Min(bi - Vector512.Load(b + j), Vector512<float>.Zero)) : Vector512<float>.One;
+                var mask = Vector512.LessThanOrEqual(Vector512.Create(j) + Vector512<int>.Indices, row);
+                Vector512.ConditionalSelect(mask.AsSingle(), e, Vector512<float>.Zero).Store(d + j);
+            }
+        }
+    }
+
+    /// <summary>
+    /// T = (I + A)⁻¹ for strictly lower A by forward substitution: T_i = e_i − Σ_{m<i} A_im T_m.
+    /// Row m of T is zero right of column m, so each step touches only the vectors up to m.
+    /// </summary>
+    private void InvertUnitLower(int len, int lenPadded, in Work w)
+    {
+        int cc = _c;
+        for (int i = 0; i < len; i++)
+        {
+            float* t = w.Tinv + (long)i * cc, a = w.A + (long)i * cc;
+            SimdOps.Fill(t, 0f, lenPadded);
+            t[i] = 1f;
+            for (int m = 0; m < i; m++)
+            {
+                var f = Vector512.Create(-a[m]);
+                float* tm = w.Tinv + (long)m * cc;
+                for (int c = 0; c <= m; c += 16)
+                    Vector512.FusedMultiplyAdd(f, Vector512.Load(tm + c), Vector512.Load(t + c)).Store(t + c);
+            }
+        }
+    }
+
+    /// <summary>
+    /// One token, decay first: S = e^g S; u = β (v − Sᵀ k̂); S += k̂ uᵀ; o = Sᵀ (scale q̂) per query head.
+    /// Two passes over S: Sᵀ k̂ from the old state, then the update fused with the outputs.
+    /// </summary>
+    private void RecurrentStep(in Io io, int h, int t, in Work w)
+    {
+        var heads = _config.Heads;
+        int kd = heads.KeyDim, vp = _vp, group = heads.Group;
+        long kvRow = (long)t * heads.KvHeads + h;
+        float decay = _config.Gated ? MathF.Exp(io.G[kvRow]) : 1f;
+        float* key = w.Row, pred = w.Pred;
+        LoadRow(key, io.K + kvRow * kd, 1f);
+        for (int gi = 0; gi < group; gi++)
+            LoadRow(w.Qr + (long)gi * _kp, io.Q + ((long)t * heads.QHeads + h * group + gi) * kd, _config.Scale);
+
+        new Span<float>(pred, vp).Clear();
+        for (int c = 0; c < kd; c++)
+        {
+            float* srow = w.S + (long)c * vp;
+            var kc = Vector512.Create(key[c]);
+            for (int d = 0; d < vp; d += 16)
+                Vector512.FusedMultiplyAdd(kc, Vector512.Load(srow + d), Vector512.Load(pred + d)).Store(pred + d);
+        }
+        // u = β (v − e^g Sᵀk̂), kept in pred.
+        var b = Vector512.Create(io.Beta[kvRow]);
+        var dv = Vector512.Create(decay);
+        SimdOps.CopyPadded(w.Oc, io.V + kvRow * heads.ValueDim, heads.ValueDim, vp);
+        for (int d = 0; d < vp; d += 16)
+            (b * (Vector512.Load(w.Oc + d) - dv * Vector512.Load(pred + d))).Store(pred + d);
+
+        new Span<float>(w.Oc, group * vp).Clear();
+        for (int c = 0; c < kd; c++)
+        {
+            float* srow = w.S + (long)c * vp;
+            var kc = Vector512.Create(key[c]);
+            for (int d = 0; d < vp; d += 16)
+            {
+                var s = Vector512.FusedMultiplyAdd(kc, Vector512.Load(pred + d), dv * Vector512.Load(srow + d));
+                s.Store(srow + d);
+                for (int gi = 0; gi < group; gi++)
+                {
+                    float* o = w.Oc + (long)gi * vp + d;
+                    Vector512.FusedMultiplyAdd(Vector512.Create(w.Qr[(long)gi * _kp + c]), s, Vector512.Load(o)).Store(o);
+                }
+            }
+        }
+        long bytes = (long)heads.ValueDim * sizeof(float);
+        for (int gi = 0; gi < group; gi++)
+            Buffer.MemoryCopy(w.Oc + (long)gi * vp, io.O + ((long)t * heads.QHeads + h * group + gi) * heads.ValueDim, bytes, bytes);
+    }
+}

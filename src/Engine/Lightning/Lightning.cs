@@ -1,0 +1,135 @@
+using System.Numerics.Tensors;
+using Engine.Kernels.Common;
+using Engine.Kernels.Gla;
+
+namespace Engine;
+
+/// <summary>Options of a Lightning attention call.</summary>
+public sealed record LightningOptions
+{
+    /// <summary>Decay slope s_h >= 0 per key/value head (λ_h = exp(−s_h)). Default: <see cref="Lightning.Slopes"/> for the head count.</summary>
+    public float[]? Slopes { get; init; }
+
+    /// <summary>Layer index l of <see cref="Layers"/>: scales the default slopes by (1 − l/(L−1) + 1e−5), as MiniMax-01 does.</summary>
+    public int? Layer { get; init; }
+
+    public int? Layers { get; init; }
+
+    /// <summary>Query scale; Lightning attention uses none (1).</summary>
+    public float Scale { get; init; } = 1f;
+
+    /// <summary>Tokens per block: 64 (the chunk loop of Lightning Attention-2) or 256 (its parallel variant); 16, 32, 128 also work.</summary>
+    public int BlockSize { get; init; } = 64;
+
+    public AttentionMode Mode { get; init; } = AttentionMode.Chunked;
+}
+
+/// <summary>
+/// Lightning attention (TransNormerLLM, Lightning Attention-2, the linear layers of MiniMax-01):
+///   S_t = λ_h S_{t-1} + k_t v_tᵀ,  o_t = S_tᵀ q_t,  λ_h = exp(−s_h)
+/// Block form: O = [(Q Kᵀ) ⊙ D] V + (Q S) ⊙ λ^(i+1), D_ij = λ^(i−j) (j <= i), S ← λ^B S + (K ⊙ λ^(B−1−j))ᵀ V;
+/// the decays λ^m are computed once per head and block size. It is the scalar-gate GLA path with the
+/// constant gate −s_h and scale 1. Shapes as in <see cref="Gla"/> without g.
+/// </summary>
+public static class Lightning
+{
+    /// <summary>
+    /// The ALiBi slope schedule: for H a power of two s_h = 2^(−8(h+1)/H); otherwise the slopes of the
+    /// largest power of two n below H followed by every other slope of the 2n schedule. With a layer index
+    /// l of L layers each slope is scaled by (1 − l/(L−1) + 1e−5).
+    /// </summary>
+    public static float[] Slopes(int heads, int? layer = null, int? layers = null)
+    {
+        if (heads < 1) throw new ArgumentOutOfRangeException(nameof(heads), heads, "heads must be >= 1");
+        if (layer.HasValue != layers.HasValue) throw new ArgumentException("layer and layers are given together");
+        double factor = 1.0;
+        if (layer is int l && layers is int count)
+        {
+            if (count < 2) throw new ArgumentOutOfRangeException(nameof(layers), count, "the per-layer schedule needs at least 2 layers");
+            if (l < 0 || l >= count) throw new ArgumentOutOfRangeException(nameof(layer), l, $"layer must be in [0, {count - 1}]");
+            factor = 1.0 - (double)l / (count - 1) + 1e-5;
+        }
+        return AlibiSlopes(heads).Select(s => (float)(s * factor)).ToArray();
+    }
+
+    private static double[] AlibiSlopes(int heads)
+    {
+        static double[] PowerOfTwo(int n) => Enumerable.Range(0, n).Select(h => Math.Pow(2.0, -8.0 * (h + 1) / n)).ToArray();
+        if ((heads & (heads - 1)) == 0) return PowerOfTwo(heads);
+        int n = 1 << (int)Math.Floor(Math.Log2(heads));
+        var extra = PowerOfTwo(2 * n).Where((_, i) => i % 2 == 0).Take(heads - n);
+        return [.. PowerOfTwo(n), .. extra];
+    }
+
+    public static void Forward<T>(EngineDevice device,
+        ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, TensorSpan<T> output,
+        ReadOnlyTensorSpan<float> initialState = default, TensorSpan<float> finalState = default,
+        ReadOnlySpan<int> cuSeqlens = default, LightningOptions? options = null) where T : unmanaged
+    {
+        options ??= new LightningOptions();
+        var logDecay = LogDecay(k.Lengths, options);
+        Gla.Forward(device, q, k, v, default, output, initialState, finalState, cuSeqlens, GlaOptions(options), logDecay);
+    }
+
+    /// <summary>Convenience form: allocates and returns the output and the final state.</summary>
+    public static AttentionResult<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v,
+        LightningOptions? options = null, Tensor<float>? initialState = null, int[]? cuSeqlens = null) where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(k);
+        options ??= new LightningOptions();
+        return Gla.Forward(device, q, k, v, null, GlaOptions(options), initialState, cuSeqlens, LogDecay(k.Lengths, options));
+    }
+
+    internal static GlaOptions GlaOptions(LightningOptions options) =>
+        new() { Scale = options.Scale, ChunkSize = options.BlockSize, Mode = options.Mode };
+
+    /// <summary>−s_h per key/value head, from the given slopes or the schedule; checks them.</summary>
+    internal static float[] LogDecay(ReadOnlySpan<nint> k, LightningOptions options)
+    {
+        TensorArgs.RequireRank(k, "k", 4, "(B, T, Hkv, K)");
+        int hkv = TensorArgs.Dim(k, 2, "k");
+        if (options.Slopes is not null && (options.Layer is not null || options.Layers is not null))
+            throw new ArgumentException("slopes: give either slopes or layer/layers, not both", "slopes");
+        var slopes = options.Slopes ?? Slopes(hkv, options.Layer, options.Layers);
+        if (slopes.Length != hkv)
+            throw new ArgumentException($"slopes: expected {hkv} slopes (one per key/value head), got {slopes.Length}", "slopes");
+        for (int h = 0; h < slopes.Length; h++)
+            if (!(slopes[h] >= 0f) || float.IsInfinity(slopes[h]))
+                throw new ArgumentException($"slopes: every slope must be finite and >= 0, got {slopes[h]} at head {h}", "slopes");
+        return slopes.Select(s => -s).ToArray();
+    }
+}
+
+/// <summary>A Lightning attention layer with its state on the device: prefill (blocks), then decode (recurrent).</summary>
+public sealed class LightningSession : IDisposable
+{
+    private readonly GlaSession _session;
+
+    public LightningSession(EngineDevice device, int sequences, HeadLayout heads, LightningOptions? options = null)
+    {
+        options ??= new LightningOptions();
+        var logDecay = Lightning.LogDecay([1, 1, heads.KvHeads, heads.KeyDim], options);
+        var glaOptions = Lightning.GlaOptions(options);
+        _session = new GlaSession(device, sequences, GlaCall.MakeConfig(heads, GateKind.Constant, glaOptions, logDecay), glaOptions);
+        Slopes = logDecay.Select(l => -l).ToArray();
+    }
+
+    /// <summary>The slope of each key/value head.</summary>
+    public IReadOnlyList<float> Slopes { get; }
+
+    public int Sequences => _session.Sequences;
+    public nint[] StateShape => _session.StateShape;
+
+    public void Prefill<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, TensorSpan<T> output,
+        ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
+        => _session.Prefill(q, k, v, default, output, cuSeqlens);
+
+    public void Step<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, TensorSpan<T> output,
+        ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
+        => _session.Step(q, k, v, default, output, cuSeqlens);
+
+    public void GetState(TensorSpan<float> destination) => _session.GetState(destination);
+    public void SetState(ReadOnlyTensorSpan<float> source) => _session.SetState(source);
+    public void ResetState() => _session.ResetState();
+    public void Dispose() => _session.Dispose();
+}

@@ -1,0 +1,134 @@
+using Engine.Cli;
+using Engine.IO;
+using Engine.Kernels.Common;
+using Engine.Kernels.Gla;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+
+namespace Engine.Tests.Cli;
+
+/// <summary>The `engine` command, run in-process: exit codes, one-line errors, and op results against the reference.</summary>
+[TestFixture]
+public sealed class CliTests
+{
+    private string _dir = "";
+
+    [SetUp]
+    public void MakeDirectory() => _dir = Directory.CreateTempSubdirectory("engine-cli-").FullName;
+
+    [TearDown]
+    public void RemoveDirectory() => Directory.Delete(_dir, recursive: true);
+
+    public static (int code, string stdout, string stderr) Engine(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = global::Engine.Cli.Cli.Run(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    private string Save(string name, NpyArray array)
+    {
+        string path = Path.Combine(_dir, name);
+        Npy.Write(path, array);
+        return path;
+    }
+
+    [TestCase("fp32")]
+    [TestCase("fp16")]
+    public void OpGlaMatchesTheReference(string precision)
+    {
+        const int t = 50, h = 2, k = 16, v = 8;
+        var data = new TestData(11);
+        var q = data.Normal(t * h * k);
+        var kk = data.UnitRows(t * h, k);
+        var vv = data.Normal(t * h * v);
+        var g = data.LogGates(t * h * k, 1.0);
+        var h0 = data.Normal(2 * h * k * v, 0.3);
+        int[] cu = [0, 20, 50];
+        bool half = precision == "fp16";
+        if (half) { q = TestData.RoundToHalf(q); kk = TestData.RoundToHalf(kk); vv = TestData.RoundToHalf(vv); g = TestData.RoundToHalf(g); }
+        NpyArray Input(float[] a, nint[] s) => half ? NpyArray.From(TestData.ToHalf(a), s) : NpyArray.From(a, s);
+        var (code, _, stderr) = Engine("op", "gla",
+            "--q", Save("q.npy", Input(q, [1, t, h, k])), "--k", Save("k.npy", Input(kk, [1, t, h, k])),
+            "--v", Save("v.npy", Input(vv, [1, t, h, v])), "--g", Save("g.npy", Input(g, [1, t, h, k])),
+            "--h0", Save("h0.npy", NpyArray.From(h0, [2, h, k, v])), "--cu-seqlens", Save("cu.npy", NpyArray.From(cu.Select(x => (long)x).ToArray(), [3])),
+            "--chunk", "16", "--o", Path.Combine(_dir, "o.npy"), "--ht", Path.Combine(_dir, "ht.npy"));
+        Assert.That(code, Is.Zero, stderr);
+
+        var expectedOut = new double[t * h * v];
+        var expectedState = TestData.ToDouble(h0);
+        GlaReference.Forward(new GlaConfig(new HeadLayout(h, h, k, v), GateKind.PerKey, 1f / MathF.Sqrt(k), 16),
+            SequenceLayout.Packed(cu, t), q, kk, vv, g, expectedOut, expectedState);
+        var o = Npy.Read(Path.Combine(_dir, "o.npy"));
+        Assert.That(o.Type, Is.EqualTo(half ? NpyType.Float16 : NpyType.Float32));
+        Assert.That(o.Shape, Is.EqualTo(new nint[] { 1, t, h, v }));
+        double tolerance = half ? Numerics.Fp16Tolerance : Numerics.Fp32Tolerance;
+        Assert.That(Numerics.RelativeRms(o.ToFloat32(), expectedOut), Is.LessThanOrEqualTo(tolerance));
+        Assert.That(Numerics.RelativeRms(Npy.Read(Path.Combine(_dir, "ht.npy")).ToFloat32(), expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+    }
+
+    [Test]
+    public void BadInputIsOneLineOnStderrAndANonZeroExit()
+    {
+        var q = Save("q.npy", NpyArray.From(new float[2 * 4 * 8], [2, 4, 8]));
+        var (code, stdout, stderr) = Engine("op", "gla", "--q", q, "--k", q, "--v", q, "--o", Path.Combine(_dir, "o.npy"));
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stdout, Is.Empty);
+        Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
+        Assert.That(stderr, Does.StartWith("engine: error: q: expected rank 4"));
+    }
+
+    [Test]
+    public void PositiveGateIsRefused()
+    {
+        var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 1 * 4], [1, 3, 1, 4]));
+        var g = Save("g.npy", NpyArray.From(new[] { 0f, 0.25f, -1f }, [1, 3, 1]));
+        var (code, _, stderr) = Engine("op", "gla", "--q", x, "--k", x, "--v", x, "--g", g, "--o", Path.Combine(_dir, "o.npy"));
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("g: log gates must be finite and <= 0, got 0.25"));
+    }
+
+    [TestCase(new[] { "nope" }, "unknown command 'nope'")]
+    [TestCase(new[] { "op" }, "op needs one of")]
+    [TestCase(new[] { "op", "gla", "--q" }, "--q needs a value")]
+    [TestCase(new[] { "op", "gla", "--frobnicate", "1" }, "unknown option --frobnicate")]
+    [TestCase(new[] { "bench", "gla", "--T", "many" }, "--T must be an integer")]
+    [TestCase(new[] { "bench", "gla", "--backend", "tpu" }, "--backend must be one of reference|cpu|gpu")]
+    public void UsageErrorsExitWithTwo(string[] args, string message)
+    {
+        var (code, _, stderr) = Engine(args);
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(stderr, Does.Contain(message));
+        Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
+    }
+
+    [Test]
+    public void MissingFileIsAnError()
+    {
+        var (code, _, stderr) = Engine("op", "gla", "--q", Path.Combine(_dir, "absent.npy"), "--k", "x", "--v", "x", "--o", "o.npy");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.StartWith("engine: error: "));
+    }
+
+    [Test]
+    public void HelpListsEveryCommand()
+    {
+        var (code, stdout, _) = Engine("help");
+        Assert.That(code, Is.Zero);
+        foreach (var c in new[] { "demo", "devices", "op <", "bench <" }) Assert.That(stdout, Does.Contain(c));
+        Assert.That(Engine("help", "op", "gla").stdout, Does.Contain("--cu-seqlens"));
+    }
+
+    [Test]
+    public void BenchGlaPrintsJsonWithModelFlops()
+    {
+        var (code, stdout, stderr) = Engine("bench", "gla", "--T", "64", "--H", "1", "--K", "16", "--V", "16", "--repeats", "1", "--mode", "both", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(stdout);
+        Assert.That(doc.RootElement.GetArrayLength(), Is.EqualTo(2));
+        var row = doc.RootElement[0];
+        double flops = row.GetProperty("model_gflops").GetDouble() * row.GetProperty("median_ms").GetDouble() / 1e3 * 1e9;
+        Assert.That(flops, Is.EqualTo(64 * (2.0 * 64 * 32 + 4.0 * 16 * 16)).Within(1e-6).Percent, "chunked model flops 2·C·(K+V) + 4·K·V per token");
+    }
+}

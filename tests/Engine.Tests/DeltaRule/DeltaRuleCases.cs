@@ -1,0 +1,177 @@
+using System.Numerics.Tensors;
+using Engine.Kernels.Common;
+using Engine.Kernels.DeltaRule;
+using Engine.Tests.Gla;
+using Engine.Tests.Harness;
+
+namespace Engine.Tests.DeltaRule;
+
+/// <summary>How a case draws beta.</summary>
+public enum BetaKind
+{
+    /// <summary>Uniform in (0, 1), as sigmoid outputs are.</summary>
+    Open,
+    /// <summary>Exactly 1 everywhere: each token's transition is a projection.</summary>
+    One,
+}
+
+/// <summary>A delta-rule call: shape, gated or not and gate strength, beta, chunk, mode, element type, state, packing, normalization.</summary>
+public sealed class DeltaRuleCase : OpCase
+{
+    public int B { get; init; } = 1;
+    public int T { get; init; }
+    public int Hq { get; init; } = 1;
+    public int Hkv { get; init; } = 1;
+    public int K { get; init; }
+    public int V { get; init; }
+    public bool Gated { get; init; } = true;
+    public double GateScale { get; init; } = 1.0;
+    public BetaKind Beta { get; init; } = BetaKind.Open;
+    public int Chunk { get; init; } = 64;
+    public AttentionMode Mode { get; init; } = AttentionMode.Chunked;
+    public bool Fp16 { get; init; }
+    public bool WithInitialState { get; init; }
+    public int[]? SeqLens { get; init; }
+    public float? Scale { get; init; }
+    public bool QkL2Norm { get; init; }
+    public bool? SmallOverride { get; init; }
+
+    public override bool Half => Fp16;
+    public override bool Small => SmallOverride ?? (long)(SeqLens?.Sum() ?? B * T) * Hq * Math.Max(K, V) <= 4_000;
+
+    public override string Name =>
+        $"{(Gated ? $"gated-delta gate×{GateScale}" : "delta")} {(SeqLens is null ? $"B{B} T{T}" : $"varlen[{string.Join(",", SeqLens)}]")} H{Hq}/{Hkv} K{K} V{V} β{Beta} C{Chunk} {Mode}" +
+        (Fp16 ? " fp16" : "") + (WithInitialState ? " h0" : "") + (Scale is null ? "" : $" scale{Scale}") + (QkL2Norm ? " l2norm" : "");
+
+    public int Sequences => SeqLens?.Length ?? B;
+    public int TotalT => SeqLens?.Sum() ?? T;
+    public int BatchDim => SeqLens is null ? B : 1;
+    public int[]? CuSeqlens => SeqLens is null ? null : [0, .. SeqLens.Select((_, i) => SeqLens.Take(i + 1).Sum())];
+
+    public DeltaRuleConfig Config => new(new HeadLayout(Hq, Hkv, K, V), Gated, Scale ?? 1f / MathF.Sqrt(K), Chunk, QkL2Norm);
+
+    public SequenceLayout Layout => SeqLens is null ? SequenceLayout.Dense(B, T) : SequenceLayout.Packed(CuSeqlens, TotalT);
+
+    public DeltaRuleOptions Options => new() { ChunkSize = Chunk, Mode = Mode, Scale = Scale, QkL2Norm = QkL2Norm };
+
+    /// <summary>q, k, v, beta, g (empty for DeltaNet) and the initial state (zeros without one). Keys are unit rows unless the kernel normalizes them.</summary>
+    public (float[] q, float[] k, float[] v, float[] beta, float[] g, float[] h0) Inputs()
+    {
+        var data = new TestData(GlaCase.StableSeed(Name));
+        long bt = (long)BatchDim * TotalT;
+        var q = data.Normal(bt * Hq * K);
+        var k = QkL2Norm ? data.Normal(bt * Hkv * K, 3.0) : data.UnitRows(bt * Hkv, K);
+        var v = data.Normal(bt * Hkv * V);
+        var beta = Beta == BetaKind.One ? Enumerable.Repeat(1f, (int)(bt * Hkv)).ToArray() : data.Uniform(bt * Hkv, 0.02, 0.98);
+        var g = Gated ? data.LogGates(bt * Hkv, GateScale) : [];
+        var h0 = WithInitialState ? data.Normal((long)Sequences * Hkv * K * V, 0.5) : new float[(long)Sequences * Hkv * K * V];
+        if (Fp16)
+        {
+            q = TestData.RoundToHalf(q); k = TestData.RoundToHalf(k); v = TestData.RoundToHalf(v);
+            beta = TestData.RoundToHalf(beta); g = TestData.RoundToHalf(g);
+        }
+        return (q, k, v, beta, g, h0);
+    }
+
+    public override IReadOnlyDictionary<string, double[]> Reference()
+    {
+        var (q, k, v, beta, g, h0) = Inputs();
+        var o = new double[(long)BatchDim * TotalT * Hq * V];
+        var s = TestData.ToDouble(h0);
+        DeltaRuleReference.Forward(Config, Layout, q, k, v, beta, g, o, s);
+        return new Dictionary<string, double[]> { ["output"] = o, ["final_state"] = s };
+    }
+
+    public override IReadOnlyDictionary<string, float[]> Run(EngineDevice device)
+    {
+        var (q, k, v, beta, g, h0) = Inputs();
+        int bt = TotalT, b = BatchDim;
+        var finalState = Numerics.NaNs((long)Sequences * Hkv * K * V);
+        var stateShape = new nint[] { Sequences, Hkv, K, V };
+        var initial = WithInitialState ? new ReadOnlyTensorSpan<float>(h0, stateShape) : default;
+        float[] output;
+        if (Fp16)
+        {
+            var o = Enumerable.Repeat(System.Half.NaN, b * bt * Hq * V).ToArray();
+            Engine.DeltaRule.Forward<System.Half>(device,
+                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(q), [b, bt, Hq, K]),
+                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(k), [b, bt, Hkv, K]),
+                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(v), [b, bt, Hkv, V]),
+                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(beta), [b, bt, Hkv]),
+                Gated ? new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(g), [b, bt, Hkv]) : default,
+                new TensorSpan<System.Half>(o, [b, bt, Hq, V]),
+                initial, new TensorSpan<float>(finalState, stateShape), CuSeqlens, Options);
+            output = TestData.FromHalf(o);
+        }
+        else
+        {
+            output = Numerics.NaNs((long)b * bt * Hq * V);
+            Engine.DeltaRule.Forward<float>(device,
+                new ReadOnlyTensorSpan<float>(q, [b, bt, Hq, K]),
+                new ReadOnlyTensorSpan<float>(k, [b, bt, Hkv, K]),
+                new ReadOnlyTensorSpan<float>(v, [b, bt, Hkv, V]),
+                new ReadOnlyTensorSpan<float>(beta, [b, bt, Hkv]),
+                Gated ? new ReadOnlyTensorSpan<float>(g, [b, bt, Hkv]) : default,
+                new TensorSpan<float>(output, [b, bt, Hq, V]),
+                initial, new TensorSpan<float>(finalState, stateShape), CuSeqlens, Options);
+        }
+        return new Dictionary<string, float[]> { ["output"] = output, ["final_state"] = finalState };
+    }
+}
+
+public static class DeltaRuleCases
+{
+    public static IEnumerable<OpCase> All
+    {
+        get
+        {
+            // The issue's shapes, DeltaNet and Gated DeltaNet.
+            foreach (bool gated in new[] { false, true })
+            {
+                yield return new DeltaRuleCase { B = 1, T = 63, K = 64, V = 64, Gated = gated };
+                yield return new DeltaRuleCase { B = 2, T = 100, Hq = 4, Hkv = 4, K = 60, V = 60, Gated = gated, WithInitialState = true };
+                yield return new DeltaRuleCase { B = 2, T = 1000, Hq = 3, Hkv = 3, K = 128, V = 128, Gated = gated };
+            }
+            yield return new DeltaRuleCase { B = 2, T = 1024, Hq = 4, Hkv = 4, K = 128, V = 128, QkL2Norm = true, WithInitialState = true };
+            yield return new DeltaRuleCase { B = 2, T = 1024, Hq = 4, Hkv = 4, K = 128, V = 128, QkL2Norm = true, Gated = false };
+            // beta in (0, 1) and beta = 1; gate strengths.
+            foreach (bool gated in new[] { false, true })
+                foreach (var beta in new[] { BetaKind.Open, BetaKind.One })
+                    yield return new DeltaRuleCase { B = 1, T = 150, Hq = 2, Hkv = 2, K = 32, V = 48, Gated = gated, Beta = beta, WithInitialState = true };
+            foreach (var strength in new[] { 0.1, 1.0, 10.0 })
+            {
+                yield return new DeltaRuleCase { B = 1, T = 150, Hq = 2, Hkv = 2, K = 48, V = 32, GateScale = strength, WithInitialState = true };
+                yield return new DeltaRuleCase { B = 1, T = 150, Hq = 2, Hkv = 2, K = 32, V = 48, GateScale = strength, Beta = BetaKind.One, Mode = AttentionMode.Recurrent };
+            }
+            // Chunk sizes, grouped heads, explicit scale, recurrent mode, edge lengths.
+            foreach (var chunk in new[] { 16, 32, 64 })
+                foreach (bool gated in new[] { false, true })
+                    yield return new DeltaRuleCase { B = 1, T = 100, Hq = 2, Hkv = 2, K = 32, V = 32, Chunk = chunk, Gated = gated, WithInitialState = true };
+            yield return new DeltaRuleCase { B = 2, T = 77, Hq = 4, Hkv = 2, K = 32, V = 16, WithInitialState = true };
+            yield return new DeltaRuleCase { B = 2, T = 77, Hq = 6, Hkv = 2, K = 40, V = 24, Gated = false, Scale = 0.5f, QkL2Norm = true };
+            foreach (bool gated in new[] { false, true })
+                yield return new DeltaRuleCase { B = 2, T = 100, Hq = 4, Hkv = 2, K = 60, V = 60, Gated = gated, Mode = AttentionMode.Recurrent, WithInitialState = true, QkL2Norm = true };
+            foreach (var t in new[] { 0, 1, 15, 17 })
+                foreach (bool gated in new[] { false, true })
+                    yield return new DeltaRuleCase { B = 2, T = t, Hq = 2, Hkv = 2, K = 16, V = 16, Gated = gated, WithInitialState = true };
+            // Packed sequences with empty and one-token members.
+            foreach (bool gated in new[] { false, true })
+                foreach (var mode in new[] { AttentionMode.Chunked, AttentionMode.Recurrent })
+                    yield return new DeltaRuleCase { SeqLens = [0, 1, 17, 64, 100, 0], Hq = 2, Hkv = 2, K = 32, V = 32, Gated = gated, Mode = mode, WithInitialState = true };
+            // fp16 in and out.
+            yield return new DeltaRuleCase { B = 2, T = 100, Hq = 4, Hkv = 4, K = 60, V = 60, Fp16 = true, WithInitialState = true };
+            yield return new DeltaRuleCase { B = 1, T = 100, Hq = 4, Hkv = 2, K = 64, V = 64, Gated = false, Fp16 = true, QkL2Norm = true };
+            // Small shapes the simulated GPU runs too.
+            foreach (bool gated in new[] { false, true })
+            {
+                yield return new DeltaRuleCase { B = 2, T = 40, Hq = 2, Hkv = 1, K = 16, V = 20, Gated = gated, Chunk = 16, WithInitialState = true };
+                yield return new DeltaRuleCase { B = 1, T = 70, Hq = 1, Hkv = 1, K = 16, V = 16, Gated = gated, Chunk = 64, QkL2Norm = true, Beta = BetaKind.One };
+                yield return new DeltaRuleCase { B = 1, T = 21, Hq = 2, Hkv = 2, K = 8, V = 12, Gated = gated, Chunk = 16, Mode = AttentionMode.Recurrent, WithInitialState = true };
+                foreach (var mode in new[] { AttentionMode.Chunked, AttentionMode.Recurrent })
+                    yield return new DeltaRuleCase { SeqLens = [0, 1, 5, 19], Hq = 1, Hkv = 1, K = 16, V = 16, Gated = gated, Chunk = 16, Mode = mode, WithInitialState = true };
+            }
+            yield return new DeltaRuleCase { B = 1, T = 40, Hq = 1, Hkv = 1, K = 16, V = 16, Chunk = 32, GateScale = 10.0 };
+            yield return new DeltaRuleCase { B = 1, T = 33, Hq = 2, Hkv = 2, K = 16, V = 16, Chunk = 16, Fp16 = true };
+        }
+    }
+}

@@ -1,0 +1,119 @@
+using Engine.IO;
+using Engine.Kernels.Common;
+using Engine.Kernels.DeltaRule;
+using Engine.Tests.Cli;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+
+namespace Engine.Tests.DeltaRule;
+
+/// <summary>engine op / bench delta and gated-delta, run in-process, against the float64 reference.</summary>
+[TestFixture]
+public sealed class DeltaRuleCliTests
+{
+    private string _dir = "";
+
+    [SetUp]
+    public void MakeDirectory() => _dir = Directory.CreateTempSubdirectory("engine-delta-cli-").FullName;
+
+    [TearDown]
+    public void RemoveDirectory() => Directory.Delete(_dir, recursive: true);
+
+    private string Save(string name, NpyArray array)
+    {
+        string path = Path.Combine(_dir, name);
+        Npy.Write(path, array);
+        return path;
+    }
+
+    [TestCase("delta", "fp32")]
+    [TestCase("gated-delta", "fp32")]
+    [TestCase("gated-delta", "fp16")]
+    public void OpMatchesTheReference(string op, string precision)
+    {
+        const int t = 50, hq = 4, hkv = 2, k = 16, v = 8;
+        bool gated = op == "gated-delta", half = precision == "fp16";
+        var data = new TestData(23);
+        var q = data.Normal(t * hq * k);
+        var kk = data.Normal(t * hkv * k);
+        var vv = data.Normal(t * hkv * v);
+        var beta = data.Uniform(t * hkv, 0.05, 0.95);
+        var g = gated ? data.LogGates(t * hkv, 1.0) : [];
+        var h0 = data.Normal(2 * hkv * k * v, 0.3);
+        int[] cu = [0, 20, 50];
+        if (half)
+        {
+            q = TestData.RoundToHalf(q); kk = TestData.RoundToHalf(kk); vv = TestData.RoundToHalf(vv);
+            beta = TestData.RoundToHalf(beta); g = TestData.RoundToHalf(g);
+        }
+        NpyArray Input(float[] a, nint[] s) => half ? NpyArray.From(TestData.ToHalf(a), s) : NpyArray.From(a, s);
+        var args = new List<string>
+        {
+            "op", op,
+            "--q", Save("q.npy", Input(q, [1, t, hq, k])), "--k", Save("k.npy", Input(kk, [1, t, hkv, k])),
+            "--v", Save("v.npy", Input(vv, [1, t, hkv, v])), "--beta", Save("beta.npy", Input(beta, [1, t, hkv])),
+            "--h0", Save("h0.npy", NpyArray.From(h0, [2, hkv, k, v])), "--cu-seqlens", Save("cu.npy", NpyArray.From(cu, [3])),
+            "--chunk", "16", "--qk-l2norm", "--o", Path.Combine(_dir, "o.npy"), "--ht", Path.Combine(_dir, "ht.npy"),
+        };
+        if (gated) args.AddRange(["--g", Save("g.npy", Input(g, [1, t, hkv]))]);
+        var (code, _, stderr) = CliTests.Engine([.. args]);
+        Assert.That(code, Is.Zero, stderr);
+
+        var expectedOut = new double[t * hq * v];
+        var expectedState = TestData.ToDouble(h0);
+        DeltaRuleReference.Forward(new DeltaRuleConfig(new HeadLayout(hq, hkv, k, v), gated, 1f / MathF.Sqrt(k), 16, qkL2Norm: true),
+            SequenceLayout.Packed(cu, t), q, kk, vv, beta, g, expectedOut, expectedState);
+        var o = Npy.Read(Path.Combine(_dir, "o.npy"));
+        double tolerance = half ? Numerics.Fp16Tolerance : Numerics.Fp32Tolerance;
+        Assert.Multiple(() =>
+        {
+            Assert.That(o.Type, Is.EqualTo(half ? NpyType.Float16 : NpyType.Float32));
+            Assert.That(o.Shape, Is.EqualTo(new nint[] { 1, t, hq, v }));
+            Assert.That(Numerics.RelativeRms(o.ToFloat32(), expectedOut), Is.LessThanOrEqualTo(tolerance));
+            Assert.That(Numerics.RelativeRms(Npy.Read(Path.Combine(_dir, "ht.npy")).ToFloat32(), expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+        });
+    }
+
+    [Test]
+    public void GatedDeltaWithoutGIsAUsageError()
+    {
+        var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 1 * 4], [1, 3, 1, 4]));
+        var b = Save("b.npy", NpyArray.From(new float[3], [1, 3, 1]));
+        var (code, _, stderr) = CliTests.Engine("op", "gated-delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--o", Path.Combine(_dir, "o.npy"));
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(stderr, Does.Contain("--g is required"));
+        (code, _, stderr) = CliTests.Engine("op", "delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--g", b, "--o", Path.Combine(_dir, "o.npy"));
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(stderr, Does.Contain("unknown option --g"));
+    }
+
+    [Test]
+    public void NaNBetaIsOneLineOnStderr()
+    {
+        var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 1 * 4], [1, 3, 1, 4]));
+        var b = Save("b.npy", NpyArray.From(new[] { 0.5f, float.NaN, 0.5f }, [1, 3, 1]));
+        var (code, stdout, stderr) = CliTests.Engine("op", "delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--o", Path.Combine(_dir, "o.npy"));
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stdout, Is.Empty);
+        Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
+        Assert.That(stderr, Does.StartWith("engine: error: beta: values must be finite, got NaN"));
+    }
+
+    [Test]
+    public void BenchPrintsJsonWithTheModelFlopFormula()
+    {
+        var (code, stdout, stderr) = CliTests.Engine("bench", "gated-delta", "--T", "64", "--H", "1", "--K", "16", "--V", "16",
+            "--chunk", "32", "--repeats", "1", "--mode", "both", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(stdout);
+        Assert.That(doc.RootElement.GetArrayLength(), Is.EqualTo(2));
+        // Two chunks of C = 32, K = V = 16, one head: 2C²K + C³/3 + 2C²(K+V) + 4CKV + 2C²K + 2C²V + 2CKV per chunk.
+        const double c = 32, d = 16;
+        double expected = 2 * (2 * c * c * d + c * c * c / 3 + 2 * c * c * 2 * d + 4 * c * d * d + 2 * c * c * d + 2 * c * c * d + 2 * c * d * d);
+        foreach (var row in doc.RootElement.EnumerateArray())
+        {
+            double flops = row.GetProperty("model_gflops").GetDouble() * row.GetProperty("median_ms").GetDouble() / 1e3 * 1e9;
+            Assert.That(flops, Is.EqualTo(expected).Within(1e-6).Percent);
+        }
+    }
+}

@@ -1,0 +1,44 @@
+using Engine.Kernels.Common;
+using Engine.Kernels.DeltaRule;
+using Engine.Tests.Harness;
+using ILGPU;
+using ILGPU.Runtime;
+using NUnit.Framework;
+
+namespace Engine.Tests.DeltaRule;
+
+/// <summary>
+/// The delta-rule GPU kernels in their CUDA geometry (128 threads per group, so 8 row slices per 16-column
+/// tile) on ILGPU's CPU accelerator, against the float64 reference. The harness runs them at 16 threads.
+/// </summary>
+[TestFixture]
+public sealed class DeltaRuleGpuTests
+{
+    private GpuRuntime _runtime = null!;
+
+    [OneTimeSetUp]
+    public void CreateRuntime() => _runtime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator, cpuGroupSize: 128);
+
+    [OneTimeTearDown]
+    public void DisposeRuntime() => _runtime.Dispose();
+
+    [TestCase(false, AttentionMode.Chunked)]
+    [TestCase(true, AttentionMode.Chunked)]
+    [TestCase(true, AttentionMode.Recurrent)]
+    public void CudaGroupSizeMatchesTheReference(bool gated, AttentionMode mode)
+    {
+        var c = new DeltaRuleCase { SeqLens = [0, 3, 37], Hq = 2, Hkv = 1, K = 16, V = 20, Gated = gated, Chunk = 32, Mode = mode, WithInitialState = true, QkL2Norm = true };
+        var expected = c.Reference();
+        var (q, k, v, beta, g, h0) = c.Inputs();
+        var output = Numerics.NaNs(expected["output"].Length);
+        using var kernel = new DeltaRuleGpu(c.Config, _runtime);
+        using var state = _runtime.Accelerator.Allocate1D(h0);
+        kernel.Run(mode == AttentionMode.Chunked, c.Layout, q, k, v, beta, g, output, state.View);
+        var finalState = state.GetAsArray1D();
+        Assert.Multiple(() =>
+        {
+            Assert.That(Numerics.RelativeRms(output, expected["output"]), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "output");
+            Assert.That(Numerics.RelativeRms(finalState, expected["final_state"]), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "final state");
+        });
+    }
+}

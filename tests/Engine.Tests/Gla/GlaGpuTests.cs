@@ -1,0 +1,212 @@
+using System.Numerics.Tensors;
+using System.Reflection;
+using Engine.Kernels.Common;
+using Engine.Kernels.Gla;
+using Engine.Tests.Harness;
+using ILGPU;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using NUnit.Framework;
+
+namespace Engine.Tests.Gla;
+
+/// <summary>
+/// The GLA GPU kernels beyond the cross-backend grid: called directly on ILGPU's CPU accelerator (the constant
+/// gate, every chunk size, the CUDA group size, buffer reuse across calls, the recurrent shared-memory limit),
+/// through a session (prefill, then decode steps), and compiled for CUDA. Every result is compared with the
+/// float64 reference.
+/// </summary>
+[TestFixture]
+public sealed class GlaGpuTests
+{
+    private GpuRuntime _runtime = null!;
+    private GpuRuntime _cudaGroupRuntime = null!;
+
+    [OneTimeSetUp]
+    public void CreateRuntimes()
+    {
+        _runtime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator);
+        _cudaGroupRuntime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator, cpuGroupSize: 128);
+    }
+
+    [OneTimeTearDown]
+    public void DisposeRuntimes()
+    {
+        _runtime.Dispose();
+        _cudaGroupRuntime.Dispose();
+    }
+
+    /// <summary>One call's inputs, fixed by a seed, with its float64 reference result.</summary>
+    private sealed class Problem
+    {
+        public Problem(GlaConfig config, SequenceLayout layout, int seed)
+        {
+            var heads = config.Heads;
+            var data = new TestData(seed);
+            int t = layout.TotalTokens;
+            Config = config;
+            Layout = layout;
+            Q = data.Normal((long)t * heads.QHeads * heads.KeyDim);
+            K = data.UnitRows((long)t * heads.KvHeads, heads.KeyDim);
+            V = data.Normal((long)t * heads.KvHeads * heads.ValueDim);
+            G = data.LogGates((long)t * config.GatePerToken, 1.0);
+            InitialState = data.Normal(layout.Count * heads.StatePerSequence, 0.5);
+        }
+
+        public GlaConfig Config { get; }
+        public SequenceLayout Layout { get; }
+        public float[] Q { get; }
+        public float[] K { get; }
+        public float[] V { get; }
+        public float[] G { get; }
+        public float[] InitialState { get; }
+
+        private long OutputLength => (long)Layout.TotalTokens * Config.Heads.QHeads * Config.Heads.ValueDim;
+
+        public (double[] Output, double[] State) Reference()
+        {
+            var output = new double[OutputLength];
+            var state = TestData.ToDouble(InitialState);
+            GlaReference.Forward(Config, Layout, Q, K, V, G, output, state);
+            return (output, state);
+        }
+
+        public (float[] Output, float[] State) Run(GlaGpu gpu, bool chunked)
+        {
+            var output = Numerics.NaNs(OutputLength);
+            using var state = gpu.Runtime.Accelerator.Allocate1D(InitialState);
+            gpu.Run(chunked, Layout, Q, K, V, G, output, state.View);
+            return (output, state.GetAsArray1D());
+        }
+    }
+
+    private static void AssertMatches((float[] Output, float[] State) actual, (double[] Output, double[] State) expected, string what)
+    {
+        double outputError = Numerics.RelativeRms(actual.Output, expected.Output);
+        double stateError = Numerics.RelativeRms(actual.State, expected.State);
+        Assert.That(outputError, Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{what}: output relative RMS error {outputError:E2}");
+        Assert.That(stateError, Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{what}: final state relative RMS error {stateError:E2}");
+    }
+
+    [Test]
+    public void ConstantGateMatchesReference([Values] bool chunked)
+    {
+        var config = new GlaConfig(new HeadLayout(4, 2, 8, 12), GateKind.Constant, 1f, 16, [-0.05f, -0.7f]);
+        var problem = new Problem(config, SequenceLayout.Packed([0, 0, 1, 41, 58], 58), seed: 11);
+        using var gpu = new GlaGpu(config, _runtime);
+        AssertMatches(problem.Run(gpu, chunked), problem.Reference(), chunked ? "chunked" : "recurrent");
+    }
+
+    [Test]
+    public void EveryChunkSizeMatchesReference([ValueSource(typeof(GlaConfig), nameof(GlaConfig.ChunkSizes))] int chunk)
+    {
+        var config = new GlaConfig(new HeadLayout(2, 1, 8, 8), GateKind.PerKey, 0.35f, chunk);
+        var problem = new Problem(config, SequenceLayout.Packed([0, 1, 70, 270], 270), seed: 51);
+        using var gpu = new GlaGpu(config, _runtime);
+        AssertMatches(problem.Run(gpu, chunked: true), problem.Reference(), $"chunk {chunk}");
+    }
+
+    /// <summary>The thread layouts CUDA uses (128 threads per group), simulated: 4 × 4 tiles of 16 × 8 threads, split key rows in decode.</summary>
+    [TestCase(16, true)]
+    [TestCase(64, true)]
+    [TestCase(64, false)]
+    public void CudaGroupSizeMatchesReference(int chunk, bool chunked)
+    {
+        var config = new GlaConfig(new HeadLayout(2, 1, 40, 36), GateKind.PerKey, 0.3f, chunk);
+        var problem = new Problem(config, SequenceLayout.Packed([0, 1, 1, 40], 40), seed: 61);
+        using var gpu = new GlaGpu(config, _cudaGroupRuntime);
+        AssertMatches(problem.Run(gpu, chunked), problem.Reference(), chunked ? $"chunked, chunk {chunk}" : "recurrent");
+    }
+
+    [Test]
+    public void RepeatedCallsOnOneInstanceReuseBuffers([Values] bool chunked)
+    {
+        var config = new GlaConfig(new HeadLayout(2, 1, 8, 8), GateKind.PerKey, 0.4f, 16);
+        var large = new Problem(config, SequenceLayout.Dense(2, 35), seed: 21);
+        var small = new Problem(config, SequenceLayout.Packed([0, 3, 4], 4), seed: 22);
+        using var gpu = new GlaGpu(config, _runtime);
+        var first = large.Run(gpu, chunked);
+        var between = small.Run(gpu, chunked);
+        var again = large.Run(gpu, chunked);
+        AssertMatches(first, large.Reference(), "first call");
+        AssertMatches(between, small.Reference(), "smaller call in between");
+        Assert.That(again.Output, Is.EqualTo(first.Output), "the repeated call gives the same output");
+        Assert.That(again.State, Is.EqualTo(first.State), "the repeated call gives the same state");
+    }
+
+    [Test]
+    public void RecurrentModeRefusesStateTilesBeyondSharedMemory()
+    {
+        var config = new GlaConfig(new HeadLayout(1, 1, 4096, 4), GateKind.PerHead, 1f, 16);
+        var problem = new Problem(config, SequenceLayout.Dense(1, 1), seed: 31);
+        using var gpu = new GlaGpu(config, _runtime);
+        var error = Assert.Throws<NotSupportedException>(() => problem.Run(gpu, chunked: false));
+        Assert.That(error!.Message, Does.Contain("K = 4096").And.Contain("K can be at most"));
+        AssertMatches(problem.Run(gpu, chunked: true), problem.Reference(), "chunked mode with the same K");
+    }
+
+    [Test]
+    public void SessionDecodeStepsContinuePrefill()
+    {
+        const int batch = 2, prompt = 21, steps = 4, total = prompt + steps;
+        var heads = new HeadLayout(2, 1, 8, 8);
+        var options = new GlaOptions { ChunkSize = 16 };
+        var config = new GlaConfig(heads, GateKind.PerKey, 1f / MathF.Sqrt(heads.KeyDim), options.ChunkSize);
+        var whole = new Problem(config, SequenceLayout.Dense(batch, total), seed: 41);
+        var expected = whole.Reference();
+
+        var device = TestDevices.Get(TestBackend.GpuOnCpuAccelerator);
+        using var session = new GlaSession(device, batch, heads, GateKind.PerKey, options);
+        session.SetState(new ReadOnlyTensorSpan<float>(whole.InitialState, [batch, 1, 8, 8]));
+        var output = Numerics.NaNs(whole.Q.Length / heads.KeyDim * heads.ValueDim);
+        Call(session, whole, output, 0, prompt, prefill: true);
+        for (int t = prompt; t < total; t++) Call(session, whole, output, t, 1, prefill: false);
+        var state = Numerics.NaNs(whole.InitialState.Length);
+        session.GetState(new TensorSpan<float>(state, [batch, 1, 8, 8]));
+        AssertMatches((output, state), expected, "prefill then decode");
+    }
+
+    /// <summary>Runs tokens [from, from + count) of every sequence of a dense batch through the session.</summary>
+    private static void Call(GlaSession session, Problem whole, float[] output, int from, int count, bool prefill)
+    {
+        var heads = whole.Config.Heads;
+        int batch = whole.Layout.Count, total = whole.Layout.Length(0);
+        float[] Slice(float[] source, int perToken)
+        {
+            var part = new float[batch * count * perToken];
+            for (int b = 0; b < batch; b++)
+                Array.Copy(source, ((long)b * total + from) * perToken, part, (long)b * count * perToken, (long)count * perToken);
+            return part;
+        }
+        int qRow = heads.QHeads * heads.KeyDim, kRow = heads.KvHeads * heads.KeyDim, vRow = heads.KvHeads * heads.ValueDim, oRow = heads.QHeads * heads.ValueDim;
+        var q = new ReadOnlyTensorSpan<float>(Slice(whole.Q, qRow), [batch, count, heads.QHeads, heads.KeyDim]);
+        var k = new ReadOnlyTensorSpan<float>(Slice(whole.K, kRow), [batch, count, heads.KvHeads, heads.KeyDim]);
+        var v = new ReadOnlyTensorSpan<float>(Slice(whole.V, vRow), [batch, count, heads.KvHeads, heads.ValueDim]);
+        var g = new ReadOnlyTensorSpan<float>(Slice(whole.G, kRow), [batch, count, heads.KvHeads, heads.KeyDim]);
+        var o = Numerics.NaNs(batch * count * oRow);
+        var os = new TensorSpan<float>(o, [batch, count, heads.QHeads, heads.ValueDim]);
+        if (prefill) session.Prefill(q, k, v, g, os);
+        else session.Step(q, k, v, g, os);
+        for (int b = 0; b < batch; b++)
+            Array.Copy(o, (long)b * count * oRow, output, ((long)b * total + from) * oRow, (long)count * oRow);
+    }
+
+    /// <summary>No CUDA device is needed to compile for one: every kernel becomes PTX for the H100 (sm_90), with no local memory.</summary>
+    [Test]
+    public void KernelsCompileForCudaWithoutLocalMemory()
+    {
+        using var context = Context.Create(b => b.Cuda().Optimize(OptimizationLevel.O2).EnableAlgorithms());
+        var architecture = CudaArchitecture.SM_90;
+        using var backend = new PTXBackend(context, new CudaCapabilityContext(architecture), architecture, CudaInstructionSet.ISA_80, null);
+        var kernels = typeof(GlaGpuKernels).GetMethods(BindingFlags.Public | BindingFlags.Static);
+        Assert.That(kernels, Has.Length.EqualTo(6));
+        foreach (var kernel in kernels)
+        {
+            var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), new KernelSpecialization(128, null));
+            Assert.That(compiled.PTXAssembly, Does.Contain(".entry"), kernel.Name);
+            Assert.That(compiled.PTXAssembly, Does.Not.Contain(".local"), $"{kernel.Name} spills to local memory");
+        }
+    }
+}

@@ -1,0 +1,87 @@
+using System.Text;
+using Engine.IO;
+using NUnit.Framework;
+
+namespace Engine.Tests.IO;
+
+[TestFixture]
+public sealed class NpyTests
+{
+    private static NpyArray RoundTrip(NpyArray a)
+    {
+        using var stream = new MemoryStream();
+        Npy.Write(stream, a);
+        stream.Position = 0;
+        return Npy.Read(stream);
+    }
+
+    [Test]
+    public void EveryTypeRoundTrips()
+    {
+        var f = RoundTrip(NpyArray.From([1f, -2.5f, 3e-8f, float.MaxValue, 0f, 7f], [2, 3]));
+        Assert.That(f.Shape, Is.EqualTo(new nint[] { 2, 3 }));
+        Assert.That(f.ToFloat32(), Is.EqualTo(new[] { 1f, -2.5f, 3e-8f, float.MaxValue, 0f, 7f }));
+        Assert.That(RoundTrip(NpyArray.From([(Half)1.5f, (Half)(-2f)], [2])).ToFloat16(), Is.EqualTo(new[] { (Half)1.5f, (Half)(-2f) }));
+        Assert.That(RoundTrip(NpyArray.From([1.0, 0.1], [2, 1])).ToFloat32(), Is.EqualTo(new[] { 1f, 0.1f }));
+        Assert.That(RoundTrip(NpyArray.From([0, 5, 9], [3])).ToInt32(), Is.EqualTo(new[] { 0, 5, 9 }));
+        Assert.That(RoundTrip(NpyArray.From([0L, 1L << 20], [2])).ToInt32(), Is.EqualTo(new[] { 0, 1 << 20 }));
+        var scalar = RoundTrip(NpyArray.From([4f], []));
+        Assert.That(scalar.Shape, Is.Empty);
+        Assert.That(RoundTrip(NpyArray.From(ReadOnlySpan<float>.Empty, [0, 4])).Shape, Is.EqualTo(new nint[] { 0, 4 }));
+    }
+
+    [Test]
+    public void HeaderIsNumPysLayout()
+    {
+        using var stream = new MemoryStream();
+        Npy.Write(stream, NpyArray.From([1f, 2f, 3f], [3]));
+        var bytes = stream.ToArray();
+        Assert.That(bytes[..8], Is.EqualTo(new byte[] { 0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0 }));
+        int headerLength = bytes[8] | bytes[9] << 8;
+        Assert.That((10 + headerLength) % 64, Is.Zero, "data starts on a 64-byte boundary");
+        Assert.That(Encoding.Latin1.GetString(bytes, 10, headerLength), Does.StartWith("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }"));
+    }
+
+    /// <summary>A file written by hand the way NumPy writes format versions 2.0 and 3.0.</summary>
+    private static byte[] Handmade(int major, string header, byte[] data)
+    {
+        var h = Encoding.UTF8.GetBytes(header);
+        var total = (12 + h.Length + 1 + 63) / 64 * 64;
+        var padded = new byte[total - 12];
+        Array.Fill(padded, (byte)' ');
+        h.CopyTo(padded, 0);
+        padded[^1] = (byte)'\n';
+        var file = new List<byte> { 0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', (byte)major, 0 };
+        file.AddRange(BitConverter.GetBytes((uint)padded.Length));
+        file.AddRange(padded);
+        file.AddRange(data);
+        return file.ToArray();
+    }
+
+    [TestCase(2)]
+    [TestCase(3)]
+    public void ReadsVersionsTwoAndThree(int major)
+    {
+        var data = BitConverter.GetBytes(1.25f).Concat(BitConverter.GetBytes(-4f)).ToArray();
+        var a = Npy.Read(new MemoryStream(Handmade(major, "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }", data)));
+        Assert.That(a.Shape, Is.EqualTo(new nint[] { 1, 2 }));
+        Assert.That(a.ToFloat32(), Is.EqualTo(new[] { 1.25f, -4f }));
+    }
+
+    [TestCase("{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }", "big-endian")]
+    [TestCase("{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }", "Fortran-order")]
+    [TestCase("{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", "unsupported dtype")]
+    [TestCase("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", "file ends")]
+    public void RefusesWhatItCannotRead(string header, string message)
+    {
+        var bytes = Handmade(2, header, new byte[4]);
+        var e = Assert.Throws<InvalidDataException>(() => Npy.Read(new MemoryStream(bytes)));
+        Assert.That(e!.Message, Does.Contain(message));
+    }
+
+    [Test]
+    public void RefusesNonNpyData()
+    {
+        Assert.Throws<InvalidDataException>(() => Npy.Read(new MemoryStream(Encoding.ASCII.GetBytes("not numpy at all"))));
+    }
+}

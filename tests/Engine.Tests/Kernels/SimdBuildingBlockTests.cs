@@ -1,0 +1,79 @@
+using System.Runtime.Intrinsics;
+using Engine.Kernels.Common;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+
+namespace Engine.Tests.Kernels;
+
+/// <summary>The CPU building blocks against plain loops.</summary>
+[TestFixture]
+public sealed unsafe class SimdBuildingBlockTests
+{
+    [TestCase(1, 1, 16, false)]
+    [TestCase(8, 128, 32, false)]
+    [TestCase(13, 7, 48, true)]
+    [TestCase(64, 64, 128, true)]
+    [TestCase(3, 0, 16, true)]
+    public void ProductsMatchPlainLoops(int m, int kd, int n, bool accumulate)
+    {
+        var data = new TestData(m * 1000 + kd * 10 + n);
+        var a = data.Normal(m * kd + 1);
+        var at = new float[kd * m + 1];
+        for (int i = 0; i < m; i++) for (int p = 0; p < kd; p++) at[p * m + i] = a[i * kd + p];
+        var b = data.Normal(kd * n + 1);
+        var c0 = data.Normal(m * n);
+        var expected = new double[m * n];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double sum = accumulate ? c0[i * n + j] : 0;
+                for (int p = 0; p < kd; p++) sum += (double)a[i * kd + p] * b[p * n + j];
+                expected[i * n + j] = sum;
+            }
+        var nn = (float[])c0.Clone();
+        var tn = (float[])c0.Clone();
+        fixed (float* pa = a, pat = at, pb = b, pnn = nn, ptn = tn)
+        {
+            SimdGemm.Multiply(pa, kd, pb, n, pnn, n, m, kd, n, accumulate);
+            SimdGemm.MultiplyTransposedA(pat, m, pb, n, ptn, n, m, kd, n, accumulate);
+        }
+        Assert.That(Numerics.RelativeRms(nn, expected), Is.LessThanOrEqualTo(1e-6));
+        Assert.That(Numerics.RelativeRms(tn, expected), Is.LessThanOrEqualTo(1e-6));
+    }
+
+    [Test]
+    public void ProductWidthMustBeWholeVectors()
+    {
+        var x = new float[64];
+        Assert.Throws<ArgumentException>(() => { fixed (float* p = x) SimdGemm.Multiply(p, 1, p, 1, p, 1, 1, 1, 8, false); });
+    }
+
+    [TestCase(16, 16)]
+    [TestCase(48, 128)]
+    [TestCase(64, 32)]
+    public void TransposeMovesEveryElement(int rows, int cols)
+    {
+        var src = Enumerable.Range(0, rows * (cols + 16)).Select(i => (float)i).ToArray();
+        var dst = Numerics.NaNs(cols * (rows + 16));
+        fixed (float* ps = src, pd = dst) SimdOps.Transpose(ps, cols + 16, pd, rows + 16, rows, cols);
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                Assert.That(dst[c * (rows + 16) + r], Is.EqualTo(src[r * (cols + 16) + c]), $"({r}, {c})");
+    }
+
+    [Test]
+    public void ExpOfNonPositiveArgumentsIsAccurateAndFlushesBelowTheNormalRange()
+    {
+        var x = Enumerable.Range(0, 4096).Select(i => -i * (100f / 4096)).Append(0f).Append(-1e-30f).Append(-87.3f).Append(-88f).Append(-1e6f).ToArray();
+        Array.Resize(ref x, (x.Length + 15) / 16 * 16);
+        var y = new float[x.Length];
+        fixed (float* px = x, py = y)
+            for (int i = 0; i < x.Length; i += 16) SimdMath.ExpNonPositive(Vector512.Load(px + i)).Store(py + i);
+        for (int i = 0; i < x.Length; i++)
+        {
+            double e = Math.Exp(x[i]);
+            if (x[i] < -87.3f) Assert.That(y[i], Is.Zero, $"exp({x[i]})");
+            else Assert.That(Math.Abs(y[i] - e), Is.LessThanOrEqualTo(5e-7 * e), $"exp({x[i]})");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+using System.Globalization;
+using System.Text.Json;
+using Engine.Kernels.Common;
+
+namespace Engine.Cli;
+
+/// <summary>Batch, tokens, heads and head dims of a timed call.</summary>
+public sealed record BenchShape(int B, int T, int H, int K, int V)
+{
+    /// <summary>B, H, K, V from the options; T is given (see <see cref="TokenList"/>).</summary>
+    public static BenchShape Parse(CommandLine args, int t, int h, int k, int v) => new(
+        args.Int("B", 1, min: 1), t, args.Int("H", h, min: 1), args.Int("K", k, min: 1), args.Int("V", v, min: 1));
+
+    /// <summary>--T as one length or a comma-separated list of lengths.</summary>
+    public static int[] TokenList(CommandLine args, int fallback)
+    {
+        string? text = args.Value("T");
+        if (text is null) return [fallback];
+        return text.Split(',').Select(part => int.TryParse(part, System.Globalization.NumberStyles.None, CultureInfo.InvariantCulture, out int t) && t >= 0
+            ? t : throw new UsageException($"--T must be an integer or a comma-separated list of integers >= 0, got '{text}'")).ToArray();
+    }
+
+    public static AttentionMode[] Modes(CommandLine args) => args.Value("mode") switch
+    {
+        null or "chunked" => [AttentionMode.Chunked],
+        "recurrent" => [AttentionMode.Recurrent],
+        "both" => [AttentionMode.Chunked, AttentionMode.Recurrent],
+        var other => throw new UsageException($"--mode must be chunked, recurrent or both, got '{other}'"),
+    };
+
+    public override string ToString() => $"B{B} T{T} H{H} K{K} V{V}";
+}
+
+/// <summary>One timed configuration.</summary>
+public sealed record BenchResult(string Op, string Variant, string Device, BenchShape Shape, double Seconds, double ModelFlops)
+{
+    public double TokensPerSecond => Shape.B * (double)Shape.T / Seconds;
+    public double GFlops => ModelFlops / Seconds / 1e9;
+}
+
+/// <summary>Prints bench results as a table or JSON, with the fraction of the measured FMA peak.</summary>
+public static class BenchReport
+{
+    public static double MeasurePeak(EngineDevice device) => FmaPeak.Measure(Math.Min(device.Threads, Environment.ProcessorCount));
+
+    public static void Print(TextWriter w, IReadOnlyList<BenchResult> results, double? peakGFlops, bool json)
+    {
+        if (json)
+        {
+            var rows = results.Select(r => new Dictionary<string, object?>
+            {
+                ["op"] = r.Op, ["variant"] = r.Variant, ["device"] = r.Device,
+                ["B"] = r.Shape.B, ["T"] = r.Shape.T, ["H"] = r.Shape.H, ["K"] = r.Shape.K, ["V"] = r.Shape.V,
+                ["median_ms"] = r.Seconds * 1e3, ["tokens_per_s"] = r.TokensPerSecond, ["model_gflops"] = r.GFlops,
+                ["peak_gflops"] = peakGFlops, ["fraction_of_peak"] = peakGFlops is null ? null : r.GFlops / peakGFlops,
+            });
+            w.WriteLine(JsonSerializer.Serialize(rows, new JsonSerializerOptions { WriteIndented = true }));
+            return;
+        }
+        w.WriteLine(results.Count > 0 ? $"device: {results[0].Device}" : "no results");
+        if (results.Count > 0 && results[0].Device.Contains("CPU accelerator", StringComparison.Ordinal))
+            w.WriteLine("note: no CUDA device, the GPU kernels ran on ILGPU's CPU accelerator: these times say nothing about GPU speed");
+        if (peakGFlops is not null) w.WriteLine($"fp32 FMA peak (measured now): {peakGFlops:F1} GFLOP/s");
+        w.WriteLine($"{"op",-12} {"variant",-22} {"shape",-26} {"median ms",10} {"tokens/s",12} {"GFLOP/s",9} {"of peak",8}");
+        foreach (var r in results)
+        {
+            string frac = peakGFlops is null ? "" : (r.GFlops / peakGFlops.Value).ToString("P1", CultureInfo.InvariantCulture);
+            w.WriteLine($"{r.Op,-12} {r.Variant,-22} {r.Shape,-26} {r.Seconds * 1e3,10:F2} {r.TokensPerSecond,12:F0} {r.GFlops,9:F1} {frac,8}");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+using Engine.IO;
+using Engine.Kernels.Gla;
+using Engine.Workloads;
+
+namespace Engine.Cli.Commands;
+
+/// <summary>engine op gla: runs gated linear attention on .npy files.</summary>
+internal sealed class GlaOpCommand : ICommand
+{
+    public string Name => "gla";
+    public string Summary => "gated linear attention (per-key, per-head or no gate)";
+    public IReadOnlyCollection<string> Options { get; } = ["q", "k", "v", "g", "h0", "cu-seqlens", "scale", "chunk", "mode", "backend", "threads", "o", "ht"];
+    public string Usage => """
+        engine op gla --q q.npy --k k.npy --v v.npy [--g g.npy] [--h0 h0.npy] [--cu-seqlens c.npy]
+                      [--scale S] [--chunk 16|32|64] [--mode chunked|recurrent]
+                      [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy]
+          q, k [B,T,H,K]; v [B,T,H,V]; g [B,T,H,K] (per key dim) or [B,T,H] (per head), log space <= 0;
+          h0/ht [N,H,K,V] float32; cu-seqlens int32/int64 offsets of packed sequences (then B = 1).
+          float16 q runs the fp16 path (output float16); otherwise float32.
+        """;
+
+    public int Run(CommandLine args, CliContext context)
+    {
+        var q = OpIo.Required(args, "q");
+        var k = OpIo.Required(args, "k");
+        var v = OpIo.Required(args, "v");
+        var g = OpIo.Optional(args, "g");
+        var h0 = OpIo.Optional(args, "h0");
+        var cu = OpIo.Optional(args, "cu-seqlens");
+        var options = new GlaOptions
+        {
+            Scale = args.Float("scale"),
+            ChunkSize = args.Int("chunk", 64),
+            Mode = args.Choice("mode", AttentionMode.Chunked),
+        };
+        string outPath = args.Require("o");
+        string? statePath = args.Value("ht");
+        using var device = OpIo.Device(args);
+
+        var initial = h0 is null ? null : OpIo.Float32(h0);
+        int[]? cuSeqlens = cu?.ToInt32();
+        if (q.Type == NpyType.Float16)
+        {
+            var r = Engine.Gla.Forward(device, OpIo.Float16(q), OpIo.Float16(k), OpIo.Float16(v), g is null ? null : OpIo.Float16(g), options, initial, cuSeqlens);
+            OpIo.Write(outPath, r.Output);
+            if (statePath is not null) OpIo.Write(statePath, r.FinalState);
+        }
+        else
+        {
+            var r = Engine.Gla.Forward(device, OpIo.Float32(q), OpIo.Float32(k), OpIo.Float32(v), g is null ? null : OpIo.Float32(g), options, initial, cuSeqlens);
+            OpIo.Write(outPath, r.Output);
+            if (statePath is not null) OpIo.Write(statePath, r.FinalState);
+        }
+        return 0;
+    }
+}
+
+/// <summary>engine bench gla: times GLA on random inputs of a given shape.</summary>
+internal sealed class GlaBenchCommand : ICommand
+{
+    public string Name => "gla";
+    public string Summary => "time gated linear attention";
+    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "gate", "mode", "chunk", "repeats", "backend", "threads", "json"];
+    public string Usage => $"""
+        engine bench gla [--B 1] [--T 8192[,...]] [--H 8] [--K 128] [--V 128] [--gate per-key|per-head|none]
+                         [--mode chunked|recurrent|both] [--chunk 64] [--repeats 7] {OpIo.BackendUsage} [--json]
+          model flops per token and head: 2·C·(K+V) + 4·K·V chunked, 4·K·V recurrent (C = chunk size)
+        """;
+
+    public int Run(CommandLine args, CliContext context)
+    {
+        var tokens = BenchShape.TokenList(args, 8192);
+        var shape = BenchShape.Parse(args, t: tokens[0], h: 8, k: 128, v: 128);
+        var gate = args.Choice("gate", GateKind.PerKey);
+        if (gate == GateKind.Constant) throw new UsageException("--gate constant is Lightning attention: use engine bench lightning");
+        int chunk = args.Int("chunk", 64);
+        var modes = BenchShape.Modes(args);
+        int repeats = args.Int("repeats", 7, min: 1);
+        bool json = args.Flag("json");
+        using var device = OpIo.Device(args);
+
+        var results = new List<BenchResult>();
+        foreach (int t in tokens)
+        {
+            var workload = new GlaWorkload(shape.B, t, shape.H, shape.K, shape.V, gate);
+            foreach (var mode in modes)
+            {
+                var options = new GlaOptions { ChunkSize = chunk, Mode = mode };
+                double seconds = BenchTimer.Median(() => workload.Run(device, options), repeats);
+                results.Add(new BenchResult("gla", $"{CommandLine.Kebab(gate.ToString())} {CommandLine.Kebab(mode.ToString())}",
+                    device.Description, shape with { T = t }, seconds, workload.ModelFlops(mode, chunk)));
+            }
+        }
+        BenchReport.Print(context.Out, results, device.Backend == Backend.Cpu ? BenchReport.MeasurePeak(device) : null, json);
+        return 0;
+    }
+}

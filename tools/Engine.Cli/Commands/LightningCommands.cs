@@ -1,0 +1,97 @@
+using Engine.IO;
+using Engine.Workloads;
+
+namespace Engine.Cli.Commands;
+
+/// <summary>engine op lightning: Lightning attention on .npy files.</summary>
+internal sealed class LightningOpCommand : ICommand
+{
+    public string Name => "lightning";
+    public string Summary => "Lightning attention (constant per-head decay, ALiBi slopes)";
+    public IReadOnlyCollection<string> Options { get; } = ["q", "k", "v", "slopes", "layer", "layers", "h0", "cu-seqlens", "scale", "block", "mode", "backend", "threads", "o", "ht"];
+    public string Usage => """
+        engine op lightning --q q.npy --k k.npy --v v.npy [--slopes s.npy | --layer l --layers L]
+                            [--h0 h0.npy] [--cu-seqlens c.npy] [--scale 1] [--block 64|256]
+                            [--mode chunked|recurrent] [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy]
+          q, k [B,T,H,K]; v [B,T,H,V]; slopes [H] (decay exp(-s) per head; default the ALiBi schedule for H,
+          scaled by 1 - l/(L-1) + 1e-5 with --layer/--layers); no 1/sqrt(K) scale unless --scale is given.
+        """;
+
+    public int Run(CommandLine args, CliContext context)
+    {
+        var q = OpIo.Required(args, "q");
+        var k = OpIo.Required(args, "k");
+        var v = OpIo.Required(args, "v");
+        var slopes = OpIo.Optional(args, "slopes");
+        var h0 = OpIo.Optional(args, "h0");
+        var cu = OpIo.Optional(args, "cu-seqlens");
+        int? layer = args.Has("layer") ? args.Int("layer", 0) : null;
+        int? layers = args.Has("layers") ? args.Int("layers", 0) : null;
+        var options = new LightningOptions
+        {
+            Slopes = slopes?.ToFloat32(),
+            Layer = layer,
+            Layers = layers,
+            Scale = args.Float("scale") ?? 1f,
+            BlockSize = args.Int("block", 64),
+            Mode = args.Choice("mode", AttentionMode.Chunked),
+        };
+        string outPath = args.Require("o");
+        string? statePath = args.Value("ht");
+        using var device = OpIo.Device(args);
+        var initial = h0 is null ? null : OpIo.Float32(h0);
+        int[]? cuSeqlens = cu?.ToInt32();
+        if (q.Type == NpyType.Float16)
+        {
+            var r = Engine.Lightning.Forward(device, OpIo.Float16(q), OpIo.Float16(k), OpIo.Float16(v), options, initial, cuSeqlens);
+            OpIo.Write(outPath, r.Output);
+            if (statePath is not null) OpIo.Write(statePath, r.FinalState);
+        }
+        else
+        {
+            var r = Engine.Lightning.Forward(device, OpIo.Float32(q), OpIo.Float32(k), OpIo.Float32(v), options, initial, cuSeqlens);
+            OpIo.Write(outPath, r.Output);
+            if (statePath is not null) OpIo.Write(statePath, r.FinalState);
+        }
+        return 0;
+    }
+}
+
+/// <summary>engine bench lightning: times Lightning attention on random inputs.</summary>
+internal sealed class LightningBenchCommand : ICommand
+{
+    public string Name => "lightning";
+    public string Summary => "time Lightning attention";
+    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "block", "mode", "repeats", "backend", "threads", "json"];
+    public string Usage => $"""
+        engine bench lightning [--B 1] [--T 8192] [--H 8] [--K 128] [--V 128] [--block 64] [--mode chunked|recurrent|both]
+                               [--repeats 7] {OpIo.BackendUsage} [--json]
+          --T takes a comma-separated list (e.g. 2048,8192,32768) to show how time grows with T.
+          model flops per token and head: 2·B·(K+V) + 4·K·V in blocks of B tokens, 4·K·V recurrent
+        """;
+
+    public int Run(CommandLine args, CliContext context)
+    {
+        var tokens = BenchShape.TokenList(args, 8192);
+        var shape = BenchShape.Parse(args, t: tokens[0], h: 8, k: 128, v: 128);
+        int block = args.Int("block", 64);
+        var modes = BenchShape.Modes(args);
+        int repeats = args.Int("repeats", 7, min: 1);
+        bool json = args.Flag("json");
+        using var device = OpIo.Device(args);
+        var results = new List<BenchResult>();
+        foreach (int t in tokens)
+        {
+            var workload = new LightningWorkload(shape.B, t, shape.H, shape.K, shape.V);
+            foreach (var mode in modes)
+            {
+                var options = new LightningOptions { BlockSize = block, Mode = mode };
+                double seconds = BenchTimer.Median(() => workload.Run(device, options), repeats);
+                results.Add(new BenchResult("lightning", $"block{block} {CommandLine.Kebab(mode.ToString())}", device.Description,
+                    shape with { T = t }, seconds, workload.ModelFlops(mode, block)));
+            }
+        }
+        BenchReport.Print(context.Out, results, device.Backend == Backend.Cpu ? BenchReport.MeasurePeak(device) : null, json);
+        return 0;
+    }
+}

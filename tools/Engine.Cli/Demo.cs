@@ -1,0 +1,110 @@
+using Engine.Kernels.Gla;
+using Engine.Workloads;
+
+namespace Engine.Cli;
+
+/// <summary>
+/// The README's main command: each op on each backend at a realistic shape, its agreement with the
+/// float64 reference (relative RMS error) and its speed. On a machine without a CUDA GPU the GPU kernels
+/// run on ILGPU's CPU accelerator, at a small shape, to show they agree (not to show speed).
+/// </summary>
+public static class Demo
+{
+    /// <summary>One demo line: an op variant on a backend.</summary>
+    private sealed record Row(string Op, string Backend, string Shape, double RelativeError, double Seconds, double ModelFlops, double Tokens);
+
+    private sealed record Workload(string Op, string Shape, double Tokens, Func<AttentionMode, double> Flops,
+        Action<EngineDevice, AttentionMode> Run, Func<float[]> Output);
+
+    public static int Run(TextWriter w, bool quick)
+    {
+        using var reference = EngineDevice.Create(Backend.Reference);
+        using var cpu = EngineDevice.Create(Backend.Cpu);
+        using var gpu = EngineDevice.Create(Backend.Gpu);
+        bool simulated = !gpu.Description.Contains("CUDA", StringComparison.Ordinal);
+        w.WriteLine("engine demo");
+        w.WriteLine($"  {cpu.Description}");
+        w.WriteLine($"  {gpu.Description}");
+        w.WriteLine();
+
+        var rows = new List<Row>();
+        int t = quick ? 512 : 2048;
+        foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead })
+        {
+            rows.AddRange(Compare(Gla(1, t, 8, 128, 128, gate), reference, cpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+            var small = simulated ? Gla(1, 64, 2, 32, 32, gate) : Gla(1, t, 8, 128, 128, gate);
+            rows.AddRange(Compare(small, reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+        }
+
+        foreach (bool gated in new[] { false, true })
+        {
+            rows.AddRange(Compare(Delta(1, t, 8, 128, 128, gated), reference, cpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+            rows.AddRange(Compare(simulated ? Delta(1, 64, 2, 32, 32, gated) : Delta(1, t, 8, 128, 128, gated), reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+        }
+        rows.AddRange(Compare(Lightning(1, t, 8, 128, 128), reference, cpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+        rows.AddRange(Compare(simulated ? Lightning(1, 64, 2, 32, 32) : Lightning(1, t, 8, 128, 128), reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+
+        w.WriteLine($"{"op",-30} {"backend",-16} {"shape",-22} {"rel. error",10} {"ms",9} {"tokens/s",11} {"GFLOP/s",8}");
+        foreach (var r in rows)
+            w.WriteLine($"{r.Op,-30} {r.Backend,-16} {r.Shape,-22} {r.RelativeError,10:E1} {r.Seconds * 1e3,9:F1} {r.Tokens / r.Seconds,11:F0} {r.ModelFlops / r.Seconds / 1e9,8:F1}");
+        w.WriteLine();
+        w.WriteLine("rel. error: relative RMS error of the output against the float64 reference (fp32 tolerance 1e-5).");
+        if (simulated) w.WriteLine("gpu rows ran on ILGPU's CPU accelerator (no CUDA device here): they show agreement, not GPU speed.");
+        bool ok = rows.All(r => r.RelativeError <= 1e-5);
+        w.WriteLine(ok ? "all outputs agree with the reference." : "SOME OUTPUTS DISAGREE WITH THE REFERENCE.");
+        return ok ? 0 : 1;
+    }
+
+    private static Workload Gla(int b, int t, int h, int k, int v, GateKind gate)
+    {
+        var work = new GlaWorkload(b, t, h, k, v, gate);
+        return new Workload($"gla {(gate == GateKind.PerKey ? "per-key gate" : "per-head gate")}", $"B{b} T{t} H{h} K{k} V{v}", (double)b * t,
+            mode => work.ModelFlops(mode, 64),
+            (device, mode) => work.Run(device, new GlaOptions { Mode = mode }),
+            () => work.Output.ToArray());
+    }
+
+    private static Workload Delta(int b, int t, int h, int k, int v, bool gated)
+    {
+        var work = new DeltaRuleWorkload(b, t, h, k, v, gated);
+        return new Workload(gated ? "gated deltanet" : "deltanet", $"B{b} T{t} H{h} K{k} V{v}", (double)b * t,
+            _ => work.ModelFlops(64),
+            (device, mode) => work.Run(device, new DeltaRuleOptions { Mode = mode }),
+            () => work.Output.ToArray());
+    }
+
+    private static Workload Lightning(int b, int t, int h, int k, int v)
+    {
+        var work = new LightningWorkload(b, t, h, k, v);
+        return new Workload("lightning", $"B{b} T{t} H{h} K{k} V{v}", (double)b * t,
+            mode => work.ModelFlops(mode, 64),
+            (device, mode) => work.Run(device, new LightningOptions { Mode = mode }),
+            () => work.Output.ToArray());
+    }
+
+    private static IEnumerable<Row> Compare(Workload work, EngineDevice reference, EngineDevice device, AttentionMode[] modes)
+    {
+        work.Run(reference, AttentionMode.Recurrent);
+        var expected = work.Output();
+        string backend = device.Backend == Backend.Gpu ? "gpu" : "cpu";
+        foreach (var mode in modes)
+        {
+            double seconds = BenchTimer.Median(() => work.Run(device, mode), repeats: 3, warmupSeconds: 0.2);
+            yield return new Row($"{work.Op} {(mode == AttentionMode.Chunked ? "chunked" : "recurrent")}", backend, work.Shape,
+                RelativeRms(work.Output(), expected), seconds, work.Flops(mode), work.Tokens);
+        }
+    }
+
+    private static double RelativeRms(float[] actual, float[] expected)
+    {
+        double err = 0, norm = 0;
+        for (int i = 0; i < actual.Length; i++)
+        {
+            if (!float.IsFinite(actual[i])) return double.PositiveInfinity;
+            double d = (double)actual[i] - expected[i];
+            err += d * d;
+            norm += (double)expected[i] * expected[i];
+        }
+        return norm == 0 ? Math.Sqrt(err) : Math.Sqrt(err / norm);
+    }
+}
