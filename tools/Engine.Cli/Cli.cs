@@ -27,6 +27,7 @@ public static class Cli
         new LightningOpCommand(),
         new DeltaRuleOpCommand(gated: false),
         new DeltaRuleOpCommand(gated: true),
+        new LsslOpCommand(),
     ];
 
     public static readonly IReadOnlyList<ICommand> BenchCommands =
@@ -36,12 +37,14 @@ public static class Cli
         new LightningBenchCommand(),
         new DeltaRuleBenchCommand(gated: false),
         new DeltaRuleBenchCommand(gated: true),
+        new LsslBenchCommand(),
     ];
 
     public static readonly IReadOnlyList<ICommand> TopCommands =
     [
         new DemoCommand(),
         new DevicesCommand(),
+        new LsslInitCommand(),
     ];
 
     private static readonly Dictionary<string, (string summary, IReadOnlyList<ICommand> members)> Groups = new()

@@ -30,12 +30,68 @@ public static class Lssl
     public static Tensor<float> LogUniformDt(int channels, int seed, double dtMin = 1e-3, double dtMax = 1e-1)
         => Tensor.Create(ToFloat(LsslInit.LogUniformDt(channels, seed, dtMin, dtMax)), [channels]);
 
+    /// <summary>
+    /// A full parameter set for H channels of state size N, the same for the same seed: A and B from the HiPPO
+    /// measure (LegS or LegT, shared by the channels) or S4D-real (diagonal A_hn = −(n+1), B = 1);
+    /// C ~ N(0, 1/N) [H, N]; D ~ N(0, 1) [H]; Δ log-uniform in [dtMin, dtMax].
+    /// </summary>
+    public static LsslParameters Parameters(LsslInitKind kind, int channels, int stateSize, int seed, double dtMin = 1e-3, double dtMax = 1e-1)
+    {
+        if (channels < 1) throw new ArgumentOutOfRangeException(nameof(channels), channels, "channels H must be >= 1");
+        Tensor<float> a, b;
+        switch (kind)
+        {
+            case LsslInitKind.Legs: (a, b) = HippoLegS(stateSize); break;
+            case LsslInitKind.Legt: (a, b) = HippoLegT(stateSize); break;
+            default:
+            {
+                if (stateSize < 1) throw new ArgumentOutOfRangeException(nameof(stateSize), stateSize, "state size N must be >= 1");
+                var diagonal = new float[channels * stateSize];
+                for (int i = 0; i < diagonal.Length; i++) diagonal[i] = -(i % stateSize + 1);
+                a = Tensor.Create(diagonal, [channels, stateSize]);
+                b = Tensor.Create(Enumerable.Repeat(1f, channels * stateSize).ToArray(), [channels, stateSize]);
+                break;
+            }
+        }
+        var random = new Random(seed);
+        var c = Tensor.Create(Normal(random, channels * stateSize, 1.0 / Math.Sqrt(stateSize)), [channels, stateSize]);
+        var d = Tensor.Create(Normal(random, channels, 1.0), [channels]);
+        var form = kind == LsslInitKind.Diagonal ? LsslStateMatrix.Diagonal : LsslStateMatrix.DenseShared;
+        return new LsslParameters(a, b, c, d, LogUniformDt(channels, seed, dtMin, dtMax), form);
+    }
+
+    private static float[] Normal(Random random, int count, double std)
+    {
+        var x = new float[count];
+        for (int i = 0; i < count; i++)
+            x[i] = (float)(std * Math.Sqrt(-2.0 * Math.Log(1.0 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()));
+        return x;
+    }
+
     private static float[] ToFloat(double[] values)
     {
         var f = new float[values.Length];
         for (int i = 0; i < f.Length; i++) f[i] = (float)values[i];
         return f;
     }
+}
+
+/// <summary>Which structured initialization <see cref="Lssl.Parameters"/> makes.</summary>
+public enum LsslInitKind
+{
+    /// <summary>HiPPO-LegS A [N, N] and B [N], shared by the channels.</summary>
+    Legs,
+    /// <summary>HiPPO-LegT A [N, N] and B [N], shared by the channels.</summary>
+    Legt,
+    /// <summary>S4D-real: diagonal A [H, N] with A_hn = −(n+1), B [H, N] = 1.</summary>
+    Diagonal,
+}
+
+/// <summary>An LSSL parameter set as tensors, with the form of its A: what <see cref="LsslLayer"/> is built from.</summary>
+public sealed record LsslParameters(Tensor<float> A, Tensor<float> B, Tensor<float> C, Tensor<float> D, Tensor<float> Dt, LsslStateMatrix StateMatrix)
+{
+    /// <summary>Discretizes these parameters into a layer (the form of A is this set's, whatever H and N are).</summary>
+    public LsslLayer Layer(LsslOptions? options = null) => new(A, B, C, D, Dt, (options ?? new LsslOptions()) with { StateMatrix = StateMatrix });
 }
 
 /// <summary>Options of an <see cref="LsslLayer"/>.</summary>
