@@ -10,11 +10,11 @@ namespace Engine.Kernels.Lssl;
 /// <summary>
 /// LSSL on the CPU: the recurrence (decode), the chunked scan as small Vector512 matrix products, and the
 /// FFT convolution (MathNet.Numerics). Work items are (sequence, block of up to 16 channels): one cache
-/// line of u per step is gathered into per-channel rows, a segment of 32 chunks at a time, so scratch is
+/// line of u per step is gathered into per-channel rows, a segment of 8192 steps at a time, so scratch is
 /// bounded whatever L is. Each worker owns its scratch (sized here from the config).
 ///
-/// Scan, per channel: row c of a block A [33 × (Np + Q)] is [x_c | u_c], the state before chunk c and the
-/// chunk's Q inputs; W [Q × Np] = Ā^(Q−1−j) B̄ (input j's weight on the chunk's end state); OutputWeights
+/// Scan, per channel: row c of a block A [(S + 1) × (Np + Q)] (S chunks a segment) is [x_c | u_c], the state
+/// before chunk c and the chunk's Q inputs; W [Q × Np] = Ā^(Q−1−j) B̄ (input j's weight on the chunk's end state); OutputWeights
 /// [Np + Q × Q] = [C Ā^(i+1) ; Toeplitz of K̄ with D] (see <see cref="LsslSystem"/>).
 ///   Z        = U W                               all chunks' end-state contributions, one product
 ///   x_(c+1)  = x_c + (Ā^Q − I) x_c + Z_c         the carry, one Np × Np mat-vec per chunk, into row c+1
@@ -27,13 +27,16 @@ namespace Engine.Kernels.Lssl;
 public sealed unsafe class LsslCpu : IDisposable
 {
     private const int MaxBlock = 16;
-    private const int SegmentChunks = 32;
+
+    /// <summary>Steps gathered per work item at a time: long enough that each channel's tables (read once per
+    /// segment) are reused over many chunks, short enough that scratch stays near 1.5 MB per worker.</summary>
+    private const int SegmentSteps = 8192;
 
     private readonly LsslConfig _config;
     private readonly IWorkScheduler _scheduler;
     private readonly NativeScratch[] _scratch;
     private readonly Complex[]?[] _fft;
-    private readonly int _n, _np, _q, _lda, _segment;
+    private readonly int _n, _np, _q, _lda, _segmentChunks, _segment;
 
     public LsslCpu(LsslConfig config, IWorkScheduler scheduler)
     {
@@ -43,7 +46,8 @@ public sealed unsafe class LsslCpu : IDisposable
         _np = config.StatePadded;
         _q = config.ChunkLength;
         _lda = _np + _q;
-        _segment = SegmentChunks * _q;
+        _segmentChunks = Math.Max(1, SegmentSteps / _q);
+        _segment = _segmentChunks * _q;
         Carve(null, out long floats);
         _scratch = new NativeScratch[scheduler.Workers];
         for (int w = 0; w < _scratch.Length; w++) _scratch[w] = new NativeScratch(floats);
@@ -116,15 +120,15 @@ public sealed unsafe class LsslCpu : IDisposable
     /// <summary>Per-worker scratch regions. Built with a null base to size the block.</summary>
     private readonly struct Work
     {
-        public float* A { get; init; }       // [16 × 33 × (Np + Q)] per channel: rows [x_c | u_c]
+        public float* A { get; init; }       // [16 × (S + 1) × (Np + Q)], S chunks a segment: rows [x_c | u_c]
         public float* Yb { get; init; }      // [16 × segment] outputs, channel-major
         public float* X { get; init; }       // [16 × Np] carried state per channel
         public float* S { get; init; }       // [16 × Np] zero-input state per channel (conv mode)
-        public float* Z { get; init; }       // [32 × Np] chunk end-state contributions
+        public float* Z { get; init; }       // [S × Np] chunk end-state contributions
         public float* Tmp { get; init; }     // [Np]
     }
 
-    private long ChannelRows => (long)(SegmentChunks + 1) * _lda;
+    private long ChannelRows => (long)(_segmentChunks + 1) * _lda;
 
     private Work Carve(float* baseAddress, out long floats)
     {
@@ -136,7 +140,7 @@ public sealed unsafe class LsslCpu : IDisposable
             Yb = c.Take(MaxBlock * (long)_segment),
             X = c.Take(MaxBlock * np),
             S = c.Take(MaxBlock * np),
-            Z = c.Take(SegmentChunks * np),
+            Z = c.Take(_segmentChunks * np),
             Tmp = c.Take(np),
         };
         floats = c.Used;

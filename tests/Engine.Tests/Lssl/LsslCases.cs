@@ -188,8 +188,8 @@ public static class LsslCases
             // Full 16-channel blocks (the SIMD tile transposes) next to a partial one.
             foreach (var mode in Modes)
                 yield return new LsslCase { B = 2, L = 333, H = 40, N = 16, Mode = mode, WithInitialState = true };
-            // Lengths around the chunk and the 32-chunk segment, on the scan.
-            foreach (var l in new[] { 15, 16, 17, 2047, 2048, 2049 })
+            // Lengths around the chunk and the 8192-step segment of a CPU work item, on the scan.
+            foreach (var l in new[] { 15, 16, 17, 8191, 8192, 8193 })
                 yield return new LsslCase { B = 1, L = l, H = 2, N = 16, Mode = LsslMode.Scan, WithInitialState = true };
             // fp16 in and out.
             foreach (var mode in Modes)
