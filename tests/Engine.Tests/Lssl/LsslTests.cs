@@ -470,17 +470,46 @@ public sealed class LsslTests
         using var layer = Layer(p);
         using var system = p.System(LsslDiscretization.Bilinear, layer.ChunkLength);
         var u = new TestData(6).Normal(l * h);
+        // A carried-in state too: its response decays over the sequence, across the CPU's 8192-step segments.
+        var x0 = new TestData(7).Normal(h * n, 0.5);
         var expectedY = new double[l * h];
-        var expectedState = new double[h * n];
+        var expectedState = TestData.ToDouble(x0);
         LsslReference.Forward(system, 1, l, u, expectedY, expectedState);
         foreach (var mode in new[] { LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv })
         {
             var y = Numerics.NaNs(l * h);
             var state = Numerics.NaNs(h * n);
             layer.Forward<float>(device, new ReadOnlyTensorSpan<float>(u, [1, l, h]), new TensorSpan<float>(y, [1, l, h]),
-                default, new TensorSpan<float>(state, [1, h, n]), mode);
+                new ReadOnlyTensorSpan<float>(x0, [1, h, n]), new TensorSpan<float>(state, [1, h, n]), mode);
             Assert.That(Numerics.AllFinite(y), Is.True, $"{mode}: y finite");
             Assert.That(Numerics.RelativeRms(y, expectedY), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{mode}: y");
+            Assert.That(Numerics.RelativeRms(state, expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{mode}: state");
+        }
+    }
+
+    [Test]
+    public void InitialStateResponseCarriesAcrossSegments()
+    {
+        // u = 0 and a slowly decaying system: y is x₀'s response alone, still large past the CPU's first 8192-step
+        // segment; compared over the steps after it so a broken hand-over between segments cannot hide. The scan
+        // and conv modes hand over carried states between segments; the recurrence only its x (and at steps this
+        // small its fp32 state rounds ~20000 times: docs/lssl.md, numerics).
+        int l = 20000, h = 2, n = 16, tail = 8192;
+        var p = LsslProblem.Make(h, n, LsslStateMatrix.DensePerChannel, seed: 8, dtMin: 1e-4, dtMax: 2e-4);
+        using var layer = Layer(p);
+        using var system = p.System(LsslDiscretization.Bilinear, layer.ChunkLength);
+        var u = new float[l * h];
+        var x0 = new TestData(9).Normal(h * n);
+        var expectedY = new double[l * h];
+        var expectedState = TestData.ToDouble(x0);
+        LsslReference.Forward(system, 1, l, u, expectedY, expectedState);
+        foreach (var mode in new[] { LsslMode.Scan, LsslMode.Conv })
+        {
+            var y = Numerics.NaNs(l * h);
+            var state = Numerics.NaNs(h * n);
+            layer.Forward<float>(TestDevices.Get(TestBackend.Cpu), new ReadOnlyTensorSpan<float>(u, [1, l, h]), new TensorSpan<float>(y, [1, l, h]),
+                new ReadOnlyTensorSpan<float>(x0, [1, h, n]), new TensorSpan<float>(state, [1, h, n]), mode);
+            Assert.That(Numerics.RelativeRms(y.AsSpan(tail * h), expectedY.AsSpan(tail * h)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{mode}: y after the first segment");
             Assert.That(Numerics.RelativeRms(state, expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{mode}: state");
         }
     }
