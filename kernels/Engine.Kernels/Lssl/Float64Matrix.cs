@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Engine.Kernels.Lssl;
@@ -11,14 +12,8 @@ public static class Float64Matrix
     /// <summary>The spacing of doubles at 1 (2^-52).</summary>
     public const double MachineEpsilon = 2.220446049250313e-16;
 
-    public static double[] Identity(int n)
-    {
-        var a = new double[n * n];
-        for (int i = 0; i < n; i++) a[i * n + i] = 1.0;
-        return a;
-    }
-
     /// <summary>c = a · b with a [m × k], b [k × n], c [m × n]; c must not alias a or b.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Multiply(ReadOnlySpan<double> a, ReadOnlySpan<double> b, Span<double> c, int m, int k, int n)
     {
         c[..(m * n)].Clear();
@@ -41,6 +36,7 @@ public static class Float64Matrix
     }
 
     /// <summary>dst += x · src.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void AddScaled(Span<double> dst, ReadOnlySpan<double> src, double x)
     {
         int i = 0;
@@ -70,6 +66,7 @@ public static class Float64Matrix
     /// LU factorization with partial pivoting, in place: P a = L U. Returns false when a pivot is zero
     /// or negligible against the matrix's largest entry (n · eps · max|a|): the matrix is singular to working precision.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool TryLuFactor(Span<double> a, Span<int> pivots, int n)
     {
         double scale = 0;
@@ -102,6 +99,7 @@ public static class Float64Matrix
     }
 
     /// <summary>Solves (P⁻¹ L U) x = b in place for b [n × columns] (row-major), from <see cref="TryLuFactor"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void LuSolve(ReadOnlySpan<double> lu, ReadOnlySpan<int> pivots, Span<double> b, int n, int columns)
     {
         for (int k = 0; k < n; k++)

@@ -14,8 +14,8 @@ namespace Engine.Kernels.Lssl;
 /// bounded whatever L is. Each worker owns its scratch (sized here from the config).
 ///
 /// Scan, per channel: row c of a block A [(S + 1) × (Np + Q)] (S chunks a segment) is [x_c | u_c], the state
-/// before chunk c and the chunk's Q inputs; W [Q × Np] = Ā^(Q−1−j) B̄ (input j's weight on the chunk's end state); OutputWeights
-/// [Np + Q × Q] = [C Ā^(i+1) ; Toeplitz of K̄ with D] (see <see cref="LsslSystem"/>).
+/// before chunk c and the chunk's Q inputs; W [Q × Np] = Ā^(Q−1−j) B̄ (input j's weight on the chunk's end
+/// state); OutputWeights [Np + Q × Q] = [C Ā^(i+1) ; Toeplitz of K̄ with D] (see <see cref="LsslSystem"/>).
 ///   Z        = U W                               all chunks' end-state contributions, one product
 ///   x_(c+1)  = x_c + (Ā^Q − I) x_c + Z_c         the carry, one Np × Np mat-vec per chunk, into row c+1
 ///   Y        = A · OutputWeights                 state part and chunk-local convolution in one product,
@@ -209,6 +209,7 @@ public sealed unsafe class LsslCpu : IDisposable
     /// u[b, s0 + t, h0 + c] into the input part of channel c's rows: row t / Q, column Np + t mod Q. One cache
     /// line of the token row feeds up to 16 channels; a full block moves 16 × 16 tiles (Q is a multiple of 16).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void GatherInputs(in Io io, int b, int s0, int len, int h0, int count, float* a)
     {
         int h = _config.Channels;
@@ -240,6 +241,7 @@ public sealed unsafe class LsslCpu : IDisposable
             for (int c = 0; c < count; c++) yb[(long)c * _segment + t] = row[c];
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Scatter(float* src, in Io io, int b, int s0, int len, int h0, int count)
     {
         int h = _config.Channels, t = 0;
@@ -262,6 +264,7 @@ public sealed unsafe class LsslCpu : IDisposable
             Steps(t, ch, a + (long)r * _lda + _np, yc + (long)r * _q, Math.Min(_q, len - r * _q), x, w);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ScanSegment(in Tables t, int ch, float* a, float* yc, int len, float* x, in Work w)
     {
         int q = _q, np = _np, lda = _lda;
@@ -313,6 +316,7 @@ public sealed unsafe class LsslCpu : IDisposable
     }
 
     /// <summary>The state part of rows c + 1 from row c: x ← x + (Ā^Q − I) x + Z[c] (Z null: zero input), for c &lt; chunks.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Carry(in Tables t, int ch, int chunks, float* z, float* a)
     {
         int np = _np, lda = _lda;
@@ -338,6 +342,7 @@ public sealed unsafe class LsslCpu : IDisposable
     }
 
     /// <summary>The recurrence over <paramref name="count"/> steps; y null: state only.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Steps(in Tables t, int ch, float* uc, float* yc, int count, float* x, in Work w)
     {
         int np = _np;

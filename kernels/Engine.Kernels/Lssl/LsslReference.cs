@@ -9,6 +9,8 @@ namespace Engine.Kernels.Lssl;
 /// </summary>
 public static class LsslReference
 {
+    // Fully optimized from the first call: tests run it on long sequences once.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Forward(LsslSystem system, int batch, int length, ReadOnlySpan<float> u, Span<double> y, Span<double> state)
     {
         var config = system.Config;
