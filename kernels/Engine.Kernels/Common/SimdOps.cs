@@ -15,6 +15,23 @@ public static unsafe class SimdOps
         for (int i = count; i < padded; i++) dst[i] = 0f;
     }
 
+    /// <summary>A dense [rows × cols] matrix into a zero-padded [rowsPadded × colsPadded] one (e.g. a state into scratch).</summary>
+    public static void CopyToPadded(float* dst, int rowsPadded, int colsPadded, float* src, int rows, int cols)
+    {
+        for (int r = 0; r < rowsPadded; r++)
+        {
+            if (r < rows) CopyPadded(dst + (long)r * colsPadded, src + (long)r * cols, cols, colsPadded);
+            else Fill(dst + (long)r * colsPadded, 0f, colsPadded);
+        }
+    }
+
+    /// <summary>The dense [rows × cols] part of a padded matrix with row stride colsPadded.</summary>
+    public static void CopyFromPadded(float* dst, int rows, int cols, float* src, int colsPadded)
+    {
+        long bytes = (long)cols * sizeof(float);
+        for (int r = 0; r < rows; r++) Buffer.MemoryCopy(src + (long)r * colsPadded, dst + (long)r * cols, bytes, bytes);
+    }
+
     /// <summary>dst[0..padded) = scale · src[0..count) followed by zeros.</summary>
     public static void CopyScaledPadded(float* dst, float* src, float scale, int count, int padded)
     {

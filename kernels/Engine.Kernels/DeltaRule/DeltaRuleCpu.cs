@@ -134,24 +134,13 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         return work;
     }
 
-    private void LoadState(in Io io, int n, int h, float* s)
-    {
-        int kd = _config.Heads.KeyDim, vd = _config.Heads.ValueDim;
-        float* src = io.State + ((long)n * _config.Heads.KvHeads + h) * kd * vd;
-        for (int c = 0; c < _kp; c++)
-        {
-            if (c < kd) SimdOps.CopyPadded(s + (long)c * _vp, src + (long)c * vd, vd, _vp);
-            else SimdOps.Fill(s + (long)c * _vp, 0f, _vp);
-        }
-    }
+    private float* StateOf(in Io io, int n, int h) => io.State + ((long)n * _config.Heads.KvHeads + h) * _config.Heads.KeyDim * _config.Heads.ValueDim;
 
-    private void StoreState(in Io io, int n, int h, float* s)
-    {
-        int kd = _config.Heads.KeyDim, vd = _config.Heads.ValueDim;
-        float* dst = io.State + ((long)n * _config.Heads.KvHeads + h) * kd * vd;
-        for (int c = 0; c < kd; c++)
-            Buffer.MemoryCopy(s + (long)c * _vp, dst + (long)c * vd, (long)vd * sizeof(float), (long)vd * sizeof(float));
-    }
+    private void LoadState(in Io io, int n, int h, float* s) =>
+        SimdOps.CopyToPadded(s, _kp, _vp, StateOf(io, n, h), _config.Heads.KeyDim, _config.Heads.ValueDim);
+
+    private void StoreState(in Io io, int n, int h, float* s) =>
+        SimdOps.CopyFromPadded(StateOf(io, n, h), _config.Heads.KeyDim, _config.Heads.ValueDim, s, _vp);
 
     /// <summary>dst = factor · src / ‖src‖ (with qkL2Norm) or factor · src, padded with zeros.</summary>
     private void LoadRow(float* dst, float* src, float factor)

@@ -26,6 +26,7 @@ namespace Engine.Kernels.Gla;
 public sealed unsafe class GlaCpu : IDisposable
 {
     private const int Sub = 16;
+    private const int MaxHeadsPerItem = 4;
 
     private readonly GlaConfig _config;
     private readonly IWorkScheduler _scheduler;
@@ -49,8 +50,6 @@ public sealed unsafe class GlaCpu : IDisposable
         Carve(null, out long floats);
         _scratch = new NativeScratch[scheduler.Workers];
         for (int w = 0; w < _scratch.Length; w++) _scratch[w] = new NativeScratch(floats);
-        var layout = Carve(_scratch[0].Base, out _);
-        if (layout.Vc != layout.S + (long)_kp * _vp) throw new InvalidOperationException("scratch layout: V must follow S");
     }
 
     public GlaConfig Config => _config;
@@ -76,12 +75,13 @@ public sealed unsafe class GlaCpu : IDisposable
         fixed (float* pq = q, pk = k, pv = v, pg = g, po = output, ps = state)
         {
             var io = new Io(pq, pk, pv, pg, po, ps);
+            var (blocks, perBlock) = HeadBlocks(sequences.Count);
             int hkv = _config.Heads.KvHeads;
-            _scheduler.Run(sequences.Count * hkv, (item, worker) =>
+            _scheduler.Run(sequences.Count * blocks, (item, worker) =>
             {
-                int n = item / hkv, h = item % hkv;
+                int n = item / blocks, h0 = item % blocks * perBlock, h1 = Math.Min(hkv, h0 + perBlock);
                 var w = Carve(_scratch[worker].Base, out _);
-                LoadState(io, n, h, w.S);
+                for (int h = h0; h < h1; h++) LoadState(io, n, h, HeadSlot(w, h - h0).S);
                 int start = sequences.Start(n), end = start + sequences.Length(n);
                 if (chunked)
                 {
@@ -89,17 +89,42 @@ public sealed unsafe class GlaCpu : IDisposable
                     {
                         int len = Math.Min(_c, end - cs);
                         var chunk = new Chunk(cs, len, Math.Min(_c, end - cs - len));
-                        if (_config.Gate == GateKind.PerKey) ChunkPerKey(io, h, chunk, w);
-                        else ChunkScalar(io, h, chunk, w);
+                        for (int h = h0; h < h1; h++)
+                        {
+                            if (_config.Gate == GateKind.PerKey) ChunkPerKey(io, h, chunk, HeadSlot(w, h - h0));
+                            else ChunkScalar(io, h, chunk, HeadSlot(w, h - h0));
+                        }
                     }
                 }
                 else
                 {
-                    for (int t = start; t < end; t++) RecurrentStep(io, h, t, w);
+                    for (int t = start; t < end; t++)
+                        for (int h = h0; h < h1; h++) RecurrentStep(io, h, t, HeadSlot(w, h - h0));
                 }
-                StoreState(io, n, h, w.S);
+                for (int h = h0; h < h1; h++) StoreState(io, n, h, HeadSlot(w, h - h0).S);
             });
         }
+    }
+
+    /// <summary>
+    /// A work item is one sequence and a block of up to <see cref="MaxHeadsPerItem"/> adjacent key/value heads:
+    /// a token's rows for those heads are adjacent in memory, which the hardware prefetcher follows, while one
+    /// head alone reads a row per 4 KB page. Blocks are made small enough that every worker gets an item.
+    /// </summary>
+    private (int Blocks, int PerBlock) HeadBlocks(int sequences)
+    {
+        int hkv = _config.Heads.KvHeads;
+        int wanted = (_scheduler.Workers + Math.Max(sequences, 1) - 1) / Math.Max(sequences, 1);
+        int blocks = Math.Max((hkv + MaxHeadsPerItem - 1) / MaxHeadsPerItem, Math.Min(hkv, wanted));
+        int perBlock = (hkv + blocks - 1) / blocks;
+        return ((hkv + perBlock - 1) / perBlock, perBlock);
+    }
+
+    /// <summary>The scratch with S and V pointing at the state slot of the item's j-th head.</summary>
+    private Work HeadSlot(in Work w, int j)
+    {
+        float* slot = w.S + (long)j * (_kp + _c) * _vp;
+        return w with { S = slot, Vc = slot + (long)_kp * _vp };
     }
 
     /// <summary>A chunk's first token and length, and how many tokens the next chunk of the sequence has (0 if none).</summary>
@@ -114,7 +139,8 @@ public sealed unsafe class GlaCpu : IDisposable
     private readonly struct Work
     {
         public float* S { get; init; }        // [KP × VP] state, directly followed by
-        public float* Vc { get; init; }       // [C × VP] chunk values: [S; V] is the right operand of the output product
+        public float* Vc { get; init; }       // [C × VP] chunk values: [S; V] is the right operand of the output product;
+                                              // one such pair per head of a work item (MaxHeadsPerItem)
         public float* Oc { get; init; }       // [C × VP] chunk output
         public float* QA { get; init; }       // [C × (KP + C)] inter queries | intra scores A: the left operand
         public float* Kc { get; init; }       // [C × KP] chunk keys (rows up to the next multiple of 16 zeroed)
@@ -144,8 +170,7 @@ public sealed unsafe class GlaCpu : IDisposable
         long kp = _kp, vp = _vp, cc = _c;
         var work = new Work
         {
-            S = c.Take(kp * vp),
-            Vc = c.Take(cc * vp),
+            S = c.Take(MaxHeadsPerItem * (kp + cc) * vp),
             Oc = c.Take(cc * vp),
             QA = c.Take(cc * (kp + cc)),
             Kc = c.Take(cc * kp),
@@ -169,7 +194,7 @@ public sealed unsafe class GlaCpu : IDisposable
             Acc = c.Take((long)_config.Heads.Group * vp),
         };
         floats = c.Used;
-        return work;
+        return work with { Vc = work.S + kp * vp };
     }
 
     /// <summary>
@@ -194,24 +219,13 @@ public sealed unsafe class GlaCpu : IDisposable
         }
     }
 
-    private void LoadState(in Io io, int n, int h, float* s)
-    {
-        int kd = _config.Heads.KeyDim, vd = _config.Heads.ValueDim;
-        float* src = io.State + ((long)n * _config.Heads.KvHeads + h) * kd * vd;
-        for (int c = 0; c < _kp; c++)
-        {
-            if (c < kd) SimdOps.CopyPadded(s + (long)c * _vp, src + (long)c * vd, vd, _vp);
-            else SimdOps.Fill(s + (long)c * _vp, 0f, _vp);
-        }
-    }
+    private float* StateOf(in Io io, int n, int h) => io.State + ((long)n * _config.Heads.KvHeads + h) * _config.Heads.KeyDim * _config.Heads.ValueDim;
 
-    private void StoreState(in Io io, int n, int h, float* s)
-    {
-        int kd = _config.Heads.KeyDim, vd = _config.Heads.ValueDim;
-        float* dst = io.State + ((long)n * _config.Heads.KvHeads + h) * kd * vd;
-        for (int c = 0; c < kd; c++)
-            Buffer.MemoryCopy(s + (long)c * _vp, dst + (long)c * vd, (long)vd * sizeof(float), (long)vd * sizeof(float));
-    }
+    private void LoadState(in Io io, int n, int h, float* s) =>
+        SimdOps.CopyToPadded(s, _kp, _vp, StateOf(io, n, h), _config.Heads.KeyDim, _config.Heads.ValueDim);
+
+    private void StoreState(in Io io, int n, int h, float* s) =>
+        SimdOps.CopyFromPadded(StateOf(io, n, h), _config.Heads.KeyDim, _config.Heads.ValueDim, s, _vp);
 
     /// <summary>Loads the chunk's keys and values (padded rows) shared by every query head of the group;
     /// key rows up to the next multiple of 16 are zero so whole 16-row blocks can be transposed.</summary>

@@ -83,30 +83,20 @@ public static class DeltaRule
 /// A DeltaNet / Gated DeltaNet layer with its recurrent state kept on the device: prefill a prompt
 /// (chunked), then decode token by token (recurrent), the state carried between calls.
 /// </summary>
-public sealed class DeltaRuleSession : IDisposable
+public sealed class DeltaRuleSession : StatefulSession
 {
-    private readonly EngineDevice _device;
-    private readonly DeviceState _state;
     private readonly DeltaRuleOptions _options;
 
     /// <param name="sequences">How many sequences the state holds (the batch, or the packed sequence count).</param>
     /// <param name="gated">Gated DeltaNet (every call gives g) rather than DeltaNet (no call gives g).</param>
     public DeltaRuleSession(EngineDevice device, int sequences, HeadLayout heads, bool gated, DeltaRuleOptions? options = null)
+        : base(device, [sequences, heads.KvHeads, heads.KeyDim, heads.ValueDim], "(N, Hkv, K, V)")
     {
-        ArgumentNullException.ThrowIfNull(device);
-        if (sequences < 1) throw new ArgumentOutOfRangeException(nameof(sequences), sequences, "at least one sequence");
-        _device = device;
         _options = options ?? new DeltaRuleOptions();
-        Sequences = sequences;
         Config = DeltaRuleCall.MakeConfig(heads, gated, _options);
-        _state = DeviceState.Create(device, sequences * heads.StatePerSequence);
     }
 
-    public int Sequences { get; }
     public DeltaRuleConfig Config { get; }
-
-    /// <summary>State shape [N, Hkv, K, V].</summary>
-    public nint[] StateShape => [Sequences, Config.Heads.KvHeads, Config.Heads.KeyDim, Config.Heads.ValueDim];
 
     /// <summary>Runs a block of tokens in chunked form and carries the state.</summary>
     public void Prefill<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> beta,
@@ -118,29 +108,11 @@ public sealed class DeltaRuleSession : IDisposable
         ReadOnlyTensorSpan<T> g, TensorSpan<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
         => Run(AttentionMode.Recurrent, q, k, v, beta, g, output, cuSeqlens);
 
-    public void GetState(TensorSpan<float> destination)
-    {
-        TensorArgs.RequireShape(destination.Lengths, "state", "(N, Hkv, K, V)", StateShape);
-        _state.Store(TensorArgs.DenseSpan(destination, "state"));
-    }
-
-    public void SetState(ReadOnlyTensorSpan<float> source)
-    {
-        TensorArgs.RequireShape(source.Lengths, "state", "(N, Hkv, K, V)", StateShape);
-        using var input = FloatInput.From(source);
-        TensorArgs.RequireFinite(input.Span, "state");
-        _state.Load(input.Span);
-    }
-
-    public void ResetState() => _state.Clear();
-
-    public void Dispose() => _state.Dispose();
-
     private void Run<T>(AttentionMode mode, ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v,
         ReadOnlyTensorSpan<T> beta, ReadOnlyTensorSpan<T> g, TensorSpan<T> output, ReadOnlySpan<int> cuSeqlens) where T : unmanaged
     {
         var call = DeltaRuleCall.Describe(q.Lengths, k.Lengths, v.Lengths, beta.Lengths, g.Lengths, output.Lengths, cuSeqlens, _options, this);
-        DeltaRuleCall.Run(_device, call, mode, q, k, v, beta, g, output, _state);
+        DeltaRuleCall.Run(Device, call, mode, q, k, v, beta, g, output, State);
     }
 }
 

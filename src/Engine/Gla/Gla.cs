@@ -93,10 +93,8 @@ public static class Gla
 /// A GLA layer with its recurrent state kept on the device: prefill a prompt (chunked), then decode
 /// token by token (recurrent), the state carried between calls. One interface for both modes.
 /// </summary>
-public sealed class GlaSession : IDisposable
+public sealed class GlaSession : StatefulSession
 {
-    private readonly EngineDevice _device;
-    private readonly DeviceState _state;
     private readonly GlaOptions _options;
 
     /// <param name="sequences">How many sequences the state holds (the batch, or the packed sequence count).</param>
@@ -107,22 +105,14 @@ public sealed class GlaSession : IDisposable
     {
     }
 
-    internal GlaSession(EngineDevice device, int sequences, GlaConfig config, GlaOptions options)
+    private GlaSession(EngineDevice device, int sequences, GlaConfig config, GlaOptions options)
+        : base(device, [sequences, config.Heads.KvHeads, config.Heads.KeyDim, config.Heads.ValueDim], "(N, Hkv, K, V)")
     {
-        ArgumentNullException.ThrowIfNull(device);
-        if (sequences < 1) throw new ArgumentOutOfRangeException(nameof(sequences), sequences, "at least one sequence");
-        _device = device;
         _options = options;
-        Sequences = sequences;
         Config = config;
-        _state = DeviceState.Create(device, sequences * config.Heads.StatePerSequence);
     }
 
-    public int Sequences { get; }
     public GlaConfig Config { get; }
-
-    /// <summary>State shape [N, Hkv, K, V].</summary>
-    public nint[] StateShape => [Sequences, Config.Heads.KvHeads, Config.Heads.KeyDim, Config.Heads.ValueDim];
 
     /// <summary>Runs a block of tokens in chunked form and carries the state.</summary>
     public void Prefill<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> g,
@@ -134,29 +124,11 @@ public sealed class GlaSession : IDisposable
         TensorSpan<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
         => Run(AttentionMode.Recurrent, q, k, v, g, output, cuSeqlens);
 
-    public void GetState(TensorSpan<float> destination)
-    {
-        TensorArgs.RequireShape(destination.Lengths, "state", "(N, Hkv, K, V)", StateShape);
-        _state.Store(TensorArgs.DenseSpan(destination, "state"));
-    }
-
-    public void SetState(ReadOnlyTensorSpan<float> source)
-    {
-        TensorArgs.RequireShape(source.Lengths, "state", "(N, Hkv, K, V)", StateShape);
-        using var input = FloatInput.From(source);
-        TensorArgs.RequireFinite(input.Span, "state");
-        _state.Load(input.Span);
-    }
-
-    public void ResetState() => _state.Clear();
-
-    public void Dispose() => _state.Dispose();
-
     private void Run<T>(AttentionMode mode, ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v,
         ReadOnlyTensorSpan<T> g, TensorSpan<T> output, ReadOnlySpan<int> cuSeqlens) where T : unmanaged
     {
-        var call = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths, cuSeqlens, _options, this, Config.ConstantLogDecay);
-        GlaCall.Run(_device, call, mode, q, k, v, g, output, _state);
+        var call = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths, cuSeqlens, _options, (Config, Sequences), Config.ConstantLogDecay);
+        GlaCall.Run(Device, call, mode, q, k, v, g, output, State);
     }
 }
 
@@ -178,7 +150,7 @@ internal sealed record GlaCall(GlaConfig Config, SequenceLayout Sequences)
 
     /// <summary>Checks every shape against q and, for a session, against the session's config.</summary>
     public static GlaCall Describe(ReadOnlySpan<nint> q, ReadOnlySpan<nint> k, ReadOnlySpan<nint> v, ReadOnlySpan<nint> g,
-        ReadOnlySpan<nint> output, ReadOnlySpan<int> cuSeqlens, GlaOptions options, GlaSession? expected,
+        ReadOnlySpan<nint> output, ReadOnlySpan<int> cuSeqlens, GlaOptions options, (GlaConfig Config, int Sequences)? expected,
         float[]? constantLogDecay = null)
     {
         var shapes = AttentionShapes.Check(q, k, v, output, cuSeqlens);
@@ -204,13 +176,13 @@ internal sealed record GlaCall(GlaConfig Config, SequenceLayout Sequences)
         }
         else
         {
-            config = expected.Config;
+            config = expected.Value.Config;
             if (config.Heads != heads)
                 throw new ArgumentException($"q, k, v: heads and dims (Hq {heads.QHeads}, Hkv {hkv}, K {kd}, V {heads.ValueDim}) differ from the session's (Hq {config.Heads.QHeads}, Hkv {config.Heads.KvHeads}, K {config.Heads.KeyDim}, V {config.Heads.ValueDim})", "q");
             if (config.Gate != gate)
                 throw new ArgumentException($"g: the session was made for gate {config.Gate}, this call gives {gate}", "g");
-            if (layout.Count != expected.Sequences)
-                throw new ArgumentException($"q: the session holds {expected.Sequences} sequences, this call has {layout.Count} ({(cuSeqlens.IsEmpty ? "batch B" : "cu_seqlens")})", cuSeqlens.IsEmpty ? "q" : "cu_seqlens");
+            if (layout.Count != expected.Value.Sequences)
+                throw new ArgumentException($"q: the session holds {expected.Value.Sequences} sequences, this call has {layout.Count} ({(cuSeqlens.IsEmpty ? "batch B" : "cu_seqlens")})", cuSeqlens.IsEmpty ? "q" : "cu_seqlens");
         }
         return new GlaCall(config, layout);
     }

@@ -101,35 +101,38 @@ public static class Lightning
 }
 
 /// <summary>A Lightning attention layer with its state on the device: prefill (blocks), then decode (recurrent).</summary>
-public sealed class LightningSession : IDisposable
+public sealed class LightningSession : StatefulSession
 {
-    private readonly GlaSession _session;
+    private readonly GlaOptions _options;
+    private readonly GlaConfig _config;
 
     public LightningSession(EngineDevice device, int sequences, HeadLayout heads, LightningOptions? options = null)
+        : base(device, [sequences, heads.KvHeads, heads.KeyDim, heads.ValueDim], "(N, Hkv, K, V)")
     {
         options ??= new LightningOptions();
         var logDecay = Lightning.LogDecay([1, 1, heads.KvHeads, heads.KeyDim], options);
-        var glaOptions = Lightning.GlaOptions(options);
-        _session = new GlaSession(device, sequences, GlaCall.MakeConfig(heads, GateKind.Constant, glaOptions, logDecay), glaOptions);
+        _options = Lightning.GlaOptions(options);
+        _config = GlaCall.MakeConfig(heads, GateKind.Constant, _options, logDecay);
         Slopes = logDecay.Select(l => -l).ToArray();
     }
 
     /// <summary>The slope of each key/value head.</summary>
     public IReadOnlyList<float> Slopes { get; }
 
-    public int Sequences => _session.Sequences;
-    public nint[] StateShape => _session.StateShape;
-
+    /// <summary>Runs a block of tokens in blocks and carries the state.</summary>
     public void Prefill<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, TensorSpan<T> output,
         ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
-        => _session.Prefill(q, k, v, default, output, cuSeqlens);
+        => Run(AttentionMode.Chunked, q, k, v, output, cuSeqlens);
 
+    /// <summary>Runs tokens one at a time (usually T = 1) and carries the state.</summary>
     public void Step<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, TensorSpan<T> output,
         ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
-        => _session.Step(q, k, v, default, output, cuSeqlens);
+        => Run(AttentionMode.Recurrent, q, k, v, output, cuSeqlens);
 
-    public void GetState(TensorSpan<float> destination) => _session.GetState(destination);
-    public void SetState(ReadOnlyTensorSpan<float> source) => _session.SetState(source);
-    public void ResetState() => _session.ResetState();
-    public void Dispose() => _session.Dispose();
+    private void Run<T>(AttentionMode mode, ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v,
+        TensorSpan<T> output, ReadOnlySpan<int> cuSeqlens) where T : unmanaged
+    {
+        var call = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, default, output.Lengths, cuSeqlens, _options, (_config, Sequences), _config.ConstantLogDecay);
+        GlaCall.Run(Device, call, mode, q, k, v, default, output, State);
+    }
 }
