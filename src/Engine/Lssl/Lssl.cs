@@ -259,24 +259,15 @@ public sealed class LsslLayer : IDisposable
 /// An LSSL layer with its state [B, H, N] kept on the device: <see cref="Step"/> runs the recurrence one
 /// step (or a few) at a time, <see cref="Prefill"/> runs a block in any mode; both carry the state.
 /// </summary>
-public sealed class LsslSession : IDisposable
+public sealed class LsslSession : StatefulSession
 {
     private readonly LsslLayer _layer;
-    private readonly EngineDevice _device;
-    private readonly DeviceState _state;
 
     internal LsslSession(LsslLayer layer, EngineDevice device, int batch)
+        : base(device, layer.StateShape(batch), "(B, H, N)")
     {
-        ArgumentNullException.ThrowIfNull(device);
-        if (batch < 1) throw new ArgumentOutOfRangeException(nameof(batch), batch, "at least one sequence");
         _layer = layer;
-        _device = device;
-        Batch = batch;
-        _state = DeviceState.Create(device, (long)batch * layer.Channels * layer.StateSize);
     }
-
-    public int Batch { get; }
-    public nint[] StateShape => _layer.StateShape(Batch);
 
     /// <summary>Runs u [B, T, H] (usually T = 1) through the recurrence and carries the state.</summary>
     public void Step<T>(ReadOnlyTensorSpan<T> u, TensorSpan<T> y) where T : unmanaged
@@ -286,29 +277,11 @@ public sealed class LsslSession : IDisposable
     public LsslMode Prefill<T>(ReadOnlyTensorSpan<T> u, TensorSpan<T> y, LsslMode mode = LsslMode.Auto) where T : unmanaged
         => Run(mode, u, y);
 
-    public void GetState(TensorSpan<float> destination)
-    {
-        TensorArgs.RequireShape(destination.Lengths, "state", "(B, H, N)", StateShape);
-        _state.Store(TensorArgs.DenseSpan(destination, "state"));
-    }
-
-    public void SetState(ReadOnlyTensorSpan<float> source)
-    {
-        TensorArgs.RequireShape(source.Lengths, "state", "(B, H, N)", StateShape);
-        using var input = FloatInput.From(source);
-        TensorArgs.RequireFinite(input.Span, "state");
-        _state.Load(input.Span);
-    }
-
-    public void ResetState() => _state.Clear();
-
-    public void Dispose() => _state.Dispose();
-
     private LsslMode Run<T>(LsslMode mode, ReadOnlyTensorSpan<T> u, TensorSpan<T> y) where T : unmanaged
     {
         var (batch, length) = LsslCall.Describe(_layer, u.Lengths, y.Lengths, this);
-        var resolved = _layer.ResolveMode(_device, batch, length, mode, stateIn: true, stateOut: true);
-        LsslCall.Run(_device, _layer, resolved, batch, length, u, y, _state, initialStateIsZero: false, needFinalState: true);
+        var resolved = _layer.ResolveMode(Device, batch, length, mode, stateIn: true, stateOut: true);
+        LsslCall.Run(Device, _layer, resolved, batch, length, u, y, State, initialStateIsZero: false, needFinalState: true);
         return resolved;
     }
 }
