@@ -189,7 +189,7 @@ public static class LsslCases
             foreach (var mode in Modes)
                 yield return new LsslCase { B = 2, L = 333, H = 40, N = 16, Mode = mode, WithInitialState = true };
             // Lengths around the chunk and the 8192-step segment of a CPU work item, on the scan.
-            foreach (var l in new[] { 15, 16, 17, 8191, 8192, 8193 })
+            foreach (var l in new[] { 0, 15, 16, 17, 8191, 8192, 8193 })
                 yield return new LsslCase { B = 1, L = l, H = 2, N = 16, Mode = LsslMode.Scan, WithInitialState = true };
             // fp16 in and out.
             foreach (var mode in Modes)
