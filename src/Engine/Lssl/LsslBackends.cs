@@ -16,30 +16,14 @@ internal static class LsslBackends
                 break;
             case Backend.Cpu:
             {
-                var key = (typeof(LsslCpu), system.Config);
-                var kernel = device.Rent(key, () => new LsslCpu(system.Config, device.Scheduler));
-                try
-                {
-                    kernel.Run(mode, system, batch, length, u, y, ((HostState)state).Span, initialStateIsZero, needFinalState);
-                }
-                finally
-                {
-                    device.Return(key, kernel);
-                }
+                using var lease = device.Lease(system.Config, () => new LsslCpu(system.Config, device.Scheduler));
+                lease.Kernel.Run(mode, system, batch, length, u, y, ((HostState)state).Span, initialStateIsZero, needFinalState);
                 break;
             }
             default:
             {
-                var key = (typeof(LsslGpu), system.Config);
-                var kernel = device.Rent(key, () => new LsslGpu(system.Config, device.Gpu));
-                try
-                {
-                    kernel.Run(mode, system, batch, length, u, y, ((GpuState)state).View, initialStateIsZero, needFinalState);
-                }
-                finally
-                {
-                    device.Return(key, kernel);
-                }
+                using var lease = device.Lease(system.Config, () => new LsslGpu(system.Config, device.Gpu));
+                lease.Kernel.Run(mode, system, batch, length, u, y, ((GpuState)state).View, initialStateIsZero, needFinalState);
                 break;
             }
         }
