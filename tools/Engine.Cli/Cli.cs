@@ -30,6 +30,7 @@ public static class Cli
         new LightningOpCommand(),
         new DeltaRuleOpCommand(gated: false),
         new DeltaRuleOpCommand(gated: true),
+        new LsslOpCommand(),
     ];
 
     public static readonly IReadOnlyList<ICommand> BenchCommands =
@@ -39,12 +40,14 @@ public static class Cli
         new LightningBenchCommand(),
         new DeltaRuleBenchCommand(gated: false),
         new DeltaRuleBenchCommand(gated: true),
+        new LsslBenchCommand(),
     ];
 
     public static readonly IReadOnlyList<ICommand> TopCommands =
     [
         new DemoCommand(),
         new DevicesCommand(),
+        new LsslInitCommand(),
         new RunModelCommand(),
         new InspectModelCommand(),
         new BenchModelCommand(),

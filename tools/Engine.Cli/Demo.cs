@@ -1,4 +1,5 @@
 using Engine.Kernels.Gla;
+using Engine.Kernels.Lssl;
 using Engine.Workloads;
 
 namespace Engine.Cli;
@@ -43,6 +44,8 @@ public static class Demo
         }
         rows.AddRange(Compare(Lightning(1, t, 8, 128, 128), reference, cpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
         rows.AddRange(Compare(simulated ? Lightning(1, 64, 2, 32, 32) : Lightning(1, t, 8, 128, 128), reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+        rows.AddRange(Lssl(reference, cpu, 1, t, 64, 64));
+        rows.AddRange(simulated ? Lssl(reference, gpu, 1, 64, 4, 16) : Lssl(reference, gpu, 1, t, 64, 64));
 
         w.WriteLine($"{"op",-30} {"backend",-16} {"shape",-22} {"rel. error",10} {"ms",9} {"tokens/s",11} {"GFLOP/s",8}");
         foreach (var r in rows)
@@ -81,6 +84,21 @@ public static class Demo
             mode => work.ModelFlops(mode, 64),
             (device, mode) => work.Run(device, new LightningOptions { Mode = mode }),
             () => work.Output.ToArray());
+    }
+
+    /// <summary>LSSL (HiPPO-LegS, bilinear): the recurrence, the chunked scan and the convolution against the float64 recurrence.</summary>
+    private static IEnumerable<Row> Lssl(EngineDevice reference, EngineDevice device, int b, int l, int h, int n)
+    {
+        using var work = new LsslWorkload(b, l, h, n);
+        work.Run(reference, LsslMode.Recurrent);
+        var expected = work.Output.ToArray();
+        string backend = device.Backend == Backend.Gpu ? "gpu" : "cpu";
+        foreach (var mode in new[] { LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv })
+        {
+            double seconds = BenchTimer.Median(() => work.Run(device, mode), repeats: 3, warmupSeconds: 0.2);
+            yield return new Row($"lssl legs {CommandLine.Kebab(mode.ToString())}", backend, $"B{b} L{l} H{h} N{n}",
+                RelativeRms(work.Output.ToArray(), expected), seconds, work.ModelFlops(mode), (double)b * l);
+        }
     }
 
     private static IEnumerable<Row> Compare(Workload work, EngineDevice reference, EngineDevice device, AttentionMode[] modes)

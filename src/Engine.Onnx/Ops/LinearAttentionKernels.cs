@@ -180,20 +180,12 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         var gla = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths, default, options, expected: null, constant);
         var gates = Values(call.Decay);
         if (gla.Config.Gate is GateKind.PerHead or GateKind.PerKey) TensorArgs.RequireLogGate(gates, "g");
-        var key = (typeof(GlaCpu), gla.Config);
-        var kernel = _device.Rent(key, () => new GlaCpu(gla.Config, _device.Scheduler));
-        try
-        {
-            using var state = StateInPlace.Load(call, gla.StateLength);
-            if (options.Mode == AttentionMode.Chunked)
-                kernel.Chunked(gla.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), gates, call.Output.AsSpan<float>(), state.Span);
-            else
-                kernel.Recurrent(gla.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), gates, call.Output.AsSpan<float>(), state.Span);
-        }
-        finally
-        {
-            _device.Return(key, kernel);
-        }
+        using var lease = _device.Lease(gla.Config, () => new GlaCpu(gla.Config, _device.Scheduler));
+        using var state = StateInPlace.Load(call, gla.StateLength);
+        if (options.Mode == AttentionMode.Chunked)
+            lease.Kernel.Chunked(gla.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), gates, call.Output.AsSpan<float>(), state.Span);
+        else
+            lease.Kernel.Recurrent(gla.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), gates, call.Output.AsSpan<float>(), state.Span);
     }
 
     private void RunDelta(in LinearAttentionCall call, DeltaRuleOptions options)
@@ -217,20 +209,12 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         var delta = DeltaRuleCall.Describe(q.Lengths, k.Lengths, v.Lengths, beta.Lengths, g.Lengths, output.Lengths, default, options, expected: null);
         TensorArgs.RequireFinite(betas.Span, "beta");
         if (delta.Config.Gated) TensorArgs.RequireLogGate(Values(call.Decay), "g");
-        var key = (typeof(DeltaRuleCpu), delta.Config);
-        var kernel = _device.Rent(key, () => new DeltaRuleCpu(delta.Config, _device.Scheduler));
-        try
-        {
-            using var state = StateInPlace.Load(call, delta.StateLength);
-            if (options.Mode == AttentionMode.Chunked)
-                kernel.Chunked(delta.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), betas.Span, Values(call.Decay), call.Output.AsSpan<float>(), state.Span);
-            else
-                kernel.Recurrent(delta.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), betas.Span, Values(call.Decay), call.Output.AsSpan<float>(), state.Span);
-        }
-        finally
-        {
-            _device.Return(key, kernel);
-        }
+        using var lease = _device.Lease(delta.Config, () => new DeltaRuleCpu(delta.Config, _device.Scheduler));
+        using var state = StateInPlace.Load(call, delta.StateLength);
+        if (options.Mode == AttentionMode.Chunked)
+            lease.Kernel.Chunked(delta.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), betas.Span, Values(call.Decay), call.Output.AsSpan<float>(), state.Span);
+        else
+            lease.Kernel.Recurrent(delta.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), betas.Span, Values(call.Decay), call.Output.AsSpan<float>(), state.Span);
     }
 
     private static ReadOnlySpan<float> Values(OrtTensorView? tensor) => tensor is OrtTensorView t ? t.AsReadOnlySpan<float>() : default;

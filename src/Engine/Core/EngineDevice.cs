@@ -77,12 +77,13 @@ public sealed class EngineDevice : IDisposable
 
     internal GpuRuntime Gpu => _gpu ?? throw new InvalidOperationException("this device is not a GPU device");
 
-    /// <summary>Takes a kernel for <paramref name="key"/> from the pool (or builds one); give it back with <see cref="Return"/>.</summary>
-    internal TKernel Rent<TKernel>(object key, Func<TKernel> create) where TKernel : class, IDisposable
+    /// <summary>A kernel of this type for <paramref name="config"/> from the pool (or a new one), returned when the lease is disposed.</summary>
+    internal KernelLease<TKernel> Lease<TKernel>(object config, Func<TKernel> create) where TKernel : class, IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        var key = (typeof(TKernel), config);
         var pool = _pools.GetOrAdd(key, _ => new ConcurrentBag<IDisposable>());
-        return pool.TryTake(out var kernel) ? (TKernel)kernel : create();
+        return new KernelLease<TKernel>(this, key, pool.TryTake(out var kernel) ? (TKernel)kernel : create());
     }
 
     internal void Return(object key, IDisposable kernel)
@@ -99,4 +100,12 @@ public sealed class EngineDevice : IDisposable
             while (pool.TryTake(out var kernel)) kernel.Dispose();
         _gpu?.Dispose();
     }
+}
+
+/// <summary>A pooled kernel in use; disposing the lease gives it back to its device.</summary>
+internal readonly struct KernelLease<TKernel>(EngineDevice device, object key, TKernel kernel) : IDisposable where TKernel : class, IDisposable
+{
+    public TKernel Kernel { get; } = kernel;
+
+    public void Dispose() => device.Return(key, Kernel);
 }

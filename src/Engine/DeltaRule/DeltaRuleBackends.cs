@@ -17,32 +17,16 @@ internal static class DeltaRuleBackends
                 break;
             case Backend.Cpu:
             {
-                var key = (typeof(DeltaRuleCpu), call.Config);
-                var kernel = device.Rent(key, () => new DeltaRuleCpu(call.Config, device.Scheduler));
-                try
-                {
-                    var s = ((HostState)state).Span;
-                    if (mode == AttentionMode.Chunked) kernel.Chunked(call.Sequences, q, k, v, beta, g, output, s);
-                    else kernel.Recurrent(call.Sequences, q, k, v, beta, g, output, s);
-                }
-                finally
-                {
-                    device.Return(key, kernel);
-                }
+                using var lease = device.Lease(call.Config, () => new DeltaRuleCpu(call.Config, device.Scheduler));
+                var s = ((HostState)state).Span;
+                if (mode == AttentionMode.Chunked) lease.Kernel.Chunked(call.Sequences, q, k, v, beta, g, output, s);
+                else lease.Kernel.Recurrent(call.Sequences, q, k, v, beta, g, output, s);
                 break;
             }
             default:
             {
-                var key = (typeof(DeltaRuleGpu), call.Config);
-                var kernel = device.Rent(key, () => new DeltaRuleGpu(call.Config, device.Gpu));
-                try
-                {
-                    kernel.Run(mode == AttentionMode.Chunked, call.Sequences, q, k, v, beta, g, output, ((GpuState)state).View);
-                }
-                finally
-                {
-                    device.Return(key, kernel);
-                }
+                using var lease = device.Lease(call.Config, () => new DeltaRuleGpu(call.Config, device.Gpu));
+                lease.Kernel.Run(mode == AttentionMode.Chunked, call.Sequences, q, k, v, beta, g, output, ((GpuState)state).View);
                 break;
             }
         }

@@ -17,32 +17,16 @@ internal static class GlaBackends
                 break;
             case Backend.Cpu:
             {
-                var key = (typeof(GlaCpu), call.Config);
-                var kernel = device.Rent(key, () => new GlaCpu(call.Config, device.Scheduler));
-                try
-                {
-                    var s = ((HostState)state).Span;
-                    if (mode == AttentionMode.Chunked) kernel.Chunked(call.Sequences, q, k, v, g, output, s);
-                    else kernel.Recurrent(call.Sequences, q, k, v, g, output, s);
-                }
-                finally
-                {
-                    device.Return(key, kernel);
-                }
+                using var lease = device.Lease(call.Config, () => new GlaCpu(call.Config, device.Scheduler));
+                var s = ((HostState)state).Span;
+                if (mode == AttentionMode.Chunked) lease.Kernel.Chunked(call.Sequences, q, k, v, g, output, s);
+                else lease.Kernel.Recurrent(call.Sequences, q, k, v, g, output, s);
                 break;
             }
             default:
             {
-                var key = (typeof(GlaGpu), call.Config);
-                var kernel = device.Rent(key, () => new GlaGpu(call.Config, device.Gpu));
-                try
-                {
-                    kernel.Run(mode == AttentionMode.Chunked, call.Sequences, q, k, v, g, output, ((GpuState)state).View);
-                }
-                finally
-                {
-                    device.Return(key, kernel);
-                }
+                using var lease = device.Lease(call.Config, () => new GlaGpu(call.Config, device.Gpu));
+                lease.Kernel.Run(mode == AttentionMode.Chunked, call.Sequences, q, k, v, g, output, ((GpuState)state).View);
                 break;
             }
         }

@@ -32,5 +32,6 @@ public static class OpCases
     public static IEnumerable<OpCase> All =>
         Gla.GlaCases.All
         .Concat(Lightning.LightningCases.All)
-        .Concat(DeltaRule.DeltaRuleCases.All);
+        .Concat(DeltaRule.DeltaRuleCases.All)
+        .Concat(Lssl.LsslCases.All);
 }

@@ -1,0 +1,287 @@
+using System.Numerics.Tensors;
+using Engine.Kernels.Lssl;
+
+namespace Engine;
+
+/// <summary>
+/// The Linear State-Space Layer (LSSL, Gu et al. 2021): H independent channels, each a single-input
+/// single-output state-space model of state size N, discretized once with step Δ_h:
+///   x_k = Ā x_(k−1) + B̄ u_k,   y_k = C x_k + D u_k
+/// u, y [B, L, H] (float or System.Half); state [B, H, N] fp32. Build a <see cref="LsslLayer"/> from A, B, C,
+/// D, Δ; the builders here make the structured initializations (HiPPO matrices, log-uniform Δ).
+/// </summary>
+public static class Lssl
+{
+    /// <summary>HiPPO-LegS: A [N, N] with A_nk = −√(2n+1)√(2k+1) (n > k), −(n+1) (n = k), 0 (n &lt; k); B [N] = √(2n+1).</summary>
+    public static (Tensor<float> A, Tensor<float> B) HippoLegS(int n)
+    {
+        var (a, b) = LsslInit.HippoLegS(n);
+        return (Tensor.Create(ToFloat(a), [n, n]), Tensor.Create(ToFloat(b), [n]));
+    }
+
+    /// <summary>HiPPO-LegT: A [N, N] with A_nk = −½√(2n+1)√(2k+1)·(1 if n >= k else (−1)^(n−k)); B [N] = ½√(2n+1).</summary>
+    public static (Tensor<float> A, Tensor<float> B) HippoLegT(int n)
+    {
+        var (a, b) = LsslInit.HippoLegT(n);
+        return (Tensor.Create(ToFloat(a), [n, n]), Tensor.Create(ToFloat(b), [n]));
+    }
+
+    /// <summary>Δ [H], log-uniform in [dtMin, dtMax], the same values for the same seed in every process.</summary>
+    public static Tensor<float> LogUniformDt(int channels, int seed, double dtMin = 1e-3, double dtMax = 1e-1)
+        => Tensor.Create(ToFloat(LsslInit.LogUniformDt(channels, seed, dtMin, dtMax)), [channels]);
+
+    /// <summary>
+    /// A full parameter set for H channels of state size N, the same for the same seed: A and B from the HiPPO
+    /// measure (LegS or LegT, shared by the channels) or S4D-real (diagonal A_hn = −(n+1), B = 1);
+    /// C ~ N(0, 1/N) [H, N]; D ~ N(0, 1) [H]; Δ log-uniform in [dtMin, dtMax].
+    /// </summary>
+    public static LsslParameters Parameters(LsslInitKind kind, int channels, int stateSize, int seed, double dtMin = 1e-3, double dtMax = 1e-1)
+    {
+        if (channels < 1) throw new ArgumentOutOfRangeException(nameof(channels), channels, "channels H must be >= 1");
+        Tensor<float> a, b;
+        switch (kind)
+        {
+            case LsslInitKind.Legs: (a, b) = HippoLegS(stateSize); break;
+            case LsslInitKind.Legt: (a, b) = HippoLegT(stateSize); break;
+            default:
+            {
+                if (stateSize < 1) throw new ArgumentOutOfRangeException(nameof(stateSize), stateSize, "state size N must be >= 1");
+                var diagonal = new float[channels * stateSize];
+                for (int i = 0; i < diagonal.Length; i++) diagonal[i] = -(i % stateSize + 1);
+                a = Tensor.Create(diagonal, [channels, stateSize]);
+                b = Tensor.Create(Enumerable.Repeat(1f, channels * stateSize).ToArray(), [channels, stateSize]);
+                break;
+            }
+        }
+        var random = new Random(seed);
+        var c = Tensor.Create(Normal(random, channels * stateSize, 1.0 / Math.Sqrt(stateSize)), [channels, stateSize]);
+        var d = Tensor.Create(Normal(random, channels, 1.0), [channels]);
+        var form = kind == LsslInitKind.Diagonal ? LsslStateMatrix.Diagonal : LsslStateMatrix.DenseShared;
+        return new LsslParameters(a, b, c, d, LogUniformDt(channels, seed, dtMin, dtMax), form);
+    }
+
+    private static float[] Normal(Random random, int count, double std)
+    {
+        var x = new float[count];
+        for (int i = 0; i < count; i++)
+            x[i] = (float)(std * Math.Sqrt(-2.0 * Math.Log(1.0 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()));
+        return x;
+    }
+
+    private static float[] ToFloat(double[] values)
+    {
+        var f = new float[values.Length];
+        for (int i = 0; i < f.Length; i++) f[i] = (float)values[i];
+        return f;
+    }
+}
+
+/// <summary>Which structured initialization <see cref="Lssl.Parameters"/> makes.</summary>
+public enum LsslInitKind
+{
+    /// <summary>HiPPO-LegS A [N, N] and B [N], shared by the channels.</summary>
+    Legs,
+    /// <summary>HiPPO-LegT A [N, N] and B [N], shared by the channels.</summary>
+    Legt,
+    /// <summary>S4D-real: diagonal A [H, N] with A_hn = −(n+1), B [H, N] = 1.</summary>
+    Diagonal,
+}
+
+/// <summary>An LSSL parameter set as tensors, with the form of its A: what <see cref="LsslLayer"/> is built from.</summary>
+public sealed record LsslParameters(Tensor<float> A, Tensor<float> B, Tensor<float> C, Tensor<float> D, Tensor<float> Dt, LsslStateMatrix StateMatrix)
+{
+    /// <summary>Discretizes these parameters into a layer (the form of A is this set's, whatever H and N are).</summary>
+    public LsslLayer Layer(LsslOptions? options = null) => new(A, B, C, D, Dt, (options ?? new LsslOptions()) with { StateMatrix = StateMatrix });
+}
+
+/// <summary>Options of an <see cref="LsslLayer"/>.</summary>
+public sealed record LsslOptions
+{
+    /// <summary>The discretization rule; default the bilinear transform (GBT with α = 0.5).</summary>
+    public LsslDiscretization Discretization { get; init; } = LsslDiscretization.Bilinear;
+
+    /// <summary>The form of A; null infers it from A's shape (an error where [N, N] and [H, N] coincide, H = N).</summary>
+    public LsslStateMatrix? StateMatrix { get; init; }
+
+    /// <summary>The dt tensor holds log Δ (as models learn it) rather than Δ.</summary>
+    public bool LogDt { get; init; }
+
+    /// <summary>Steps per chunk of the scan (16, 32, 64, 128 or 256); null: the power of two nearest above N.</summary>
+    public int? ChunkLength { get; init; }
+}
+
+/// <summary>
+/// An LSSL layer: parameters A, B, C, D, Δ discretized once (float64, then fp32 tables), ready to run on
+/// any device in any mode. Shapes: C [H, N] fixes H and N; A [N, N] (shared), [H, N, N] (per channel) or
+/// [H, N] (diagonal); B [N] or [H, N]; D [H]; dt [H]. Dispose releases cached device copies of the tables.
+/// </summary>
+public sealed class LsslLayer : IDisposable
+{
+    public LsslLayer(ReadOnlyTensorSpan<float> a, ReadOnlyTensorSpan<float> b, ReadOnlyTensorSpan<float> c,
+        ReadOnlyTensorSpan<float> d, ReadOnlyTensorSpan<float> dt, LsslOptions? options = null)
+    {
+        options ??= new LsslOptions();
+        TensorArgs.RequireRank(c.Lengths, "C", 2, "(H, N)");
+        int h = TensorArgs.Dim(c.Lengths, 0, "C"), n = TensorArgs.Dim(c.Lengths, 1, "C");
+        if (h < 1 || n < 1) throw new ArgumentException($"C: expected H >= 1 channels and state size N >= 1, got shape {TensorArgs.Format(c.Lengths)}", "C");
+        var form = StateMatrixOf(a.Lengths, h, n, options.StateMatrix);
+        if (b.Rank == 1) TensorArgs.RequireShape(b.Lengths, "B", "(N) shared by the channels", n);
+        else TensorArgs.RequireShape(b.Lengths, "B", "(H, N)", h, n);
+        TensorArgs.RequireShape(d.Lengths, "D", "(H)", h);
+        TensorArgs.RequireShape(dt.Lengths, "dt", "(H)", h);
+        int chunk = options.ChunkLength ?? LsslConfig.DefaultChunkLength(n);
+        if (Array.IndexOf(LsslConfig.ChunkLengths, chunk) < 0)
+            throw new ArgumentException($"options: chunk length must be one of {string.Join(", ", LsslConfig.ChunkLengths)}, got {chunk}", nameof(options));
+
+        var steps = ToDouble(dt, "dt");
+        for (int i = 0; i < steps.Length; i++)
+        {
+            double step = options.LogDt ? Math.Exp(steps[i]) : steps[i];
+            if (!(step > 0.0) || !double.IsFinite(step))
+                throw new ArgumentException(options.LogDt
+                    ? $"dt: log steps must be finite and give a positive finite step, got log dt = {steps[i]} for channel {i}"
+                    : $"dt: steps must be finite and > 0, got {steps[i]} for channel {i}", "dt");
+            steps[i] = step;
+        }
+        Config = new LsslConfig(h, n, form, chunk);
+        Discretization = options.Discretization;
+        System = new LsslSystem(Config, options.Discretization, ToDouble(a, "A"), ToDouble(b, "B"), ToDouble(c, "C"), ToDouble(d, "D"), steps);
+    }
+
+    /// <summary>Convenience form over tensors.</summary>
+    public LsslLayer(Tensor<float> a, Tensor<float> b, Tensor<float> c, Tensor<float> d, Tensor<float> dt, LsslOptions? options = null)
+        : this(Checked(a, "A").AsReadOnlyTensorSpan(), Checked(b, "B").AsReadOnlyTensorSpan(), Checked(c, "C").AsReadOnlyTensorSpan(),
+            Checked(d, "D").AsReadOnlyTensorSpan(), Checked(dt, "dt").AsReadOnlyTensorSpan(), options)
+    {
+    }
+
+    public LsslConfig Config { get; }
+    public LsslDiscretization Discretization { get; }
+    public int Channels => Config.Channels;
+    public int StateSize => Config.StateSize;
+    public LsslStateMatrix StateMatrix => Config.Form;
+    public int ChunkLength => Config.ChunkLength;
+
+    internal LsslSystem System { get; }
+
+    /// <summary>State shape [B, H, N] for a batch.</summary>
+    public nint[] StateShape(int batch) => [batch, Channels, StateSize];
+
+    /// <summary>The mode <paramref name="mode"/> becomes for this shape on this device (Auto resolved by <see cref="LsslModeRule"/>).</summary>
+    public LsslMode ResolveMode(EngineDevice device, int batch, int length, LsslMode mode = LsslMode.Auto, bool stateIn = false, bool stateOut = false)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        return LsslModeRule.Resolve(mode, device.Backend, Config, batch, length, stateIn, stateOut);
+    }
+
+    /// <summary>
+    /// Runs the layer over u [B, L, H] into y [B, L, H]. initialState defaults to zeros; finalState is
+    /// optional. Returns the mode that ran (what Auto picked).
+    /// </summary>
+    public LsslMode Forward<T>(EngineDevice device, ReadOnlyTensorSpan<T> u, TensorSpan<T> y,
+        ReadOnlyTensorSpan<float> initialState = default, TensorSpan<float> finalState = default, LsslMode mode = LsslMode.Auto) where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        var (batch, length) = LsslCall.Describe(this, u.Lengths, y.Lengths, null);
+        var stateShape = StateShape(batch);
+        if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", "(B, H, N)", stateShape);
+        if (finalState.Rank != 0) TensorArgs.RequireShape(finalState.Lengths, "final_state", "(B, H, N)", stateShape);
+        bool stateIn = initialState.Rank != 0, stateOut = finalState.Rank != 0;
+        var resolved = ResolveMode(device, batch, length, mode, stateIn, stateOut);
+
+        using var state = DeviceState.Create(device, (long)batch * Channels * StateSize);
+        if (stateIn)
+        {
+            using var init = FloatInput.From(initialState);
+            TensorArgs.RequireFinite(init.Span, "initial_state");
+            state.Load(init.Span);
+        }
+        LsslCall.Run(device, this, resolved, batch, length, u, y, state, !stateIn, stateOut);
+        if (stateOut) state.Store(TensorArgs.DenseSpan(finalState, "final_state"));
+        return resolved;
+    }
+
+    /// <summary>Convenience form: allocates and returns y (and fills finalState when given).</summary>
+    public Tensor<T> Forward<T>(EngineDevice device, Tensor<T> u, LsslMode mode = LsslMode.Auto,
+        Tensor<float>? initialState = null, Tensor<float>? finalState = null) where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(u);
+        var y = Tensor.CreateFromShapeUninitialized<T>(u.Lengths);
+        Forward(device, u.AsReadOnlyTensorSpan(), y.AsTensorSpan(),
+            initialState is null ? default : initialState.AsReadOnlyTensorSpan(),
+            finalState is null ? default : finalState.AsTensorSpan(), mode);
+        return y;
+    }
+
+    /// <summary>A decode session over <paramref name="batch"/> sequences with its state on the device.</summary>
+    public LsslSession CreateSession(EngineDevice device, int batch) => new(this, device, batch);
+
+    public void Dispose() => System.Dispose();
+
+    private static Tensor<float> Checked(Tensor<float>? t, string name) => t ?? throw new ArgumentNullException(name);
+
+    private static LsslStateMatrix StateMatrixOf(ReadOnlySpan<nint> a, int h, int n, LsslStateMatrix? requested)
+    {
+        string expected = $"[{n}, {n}] (N, N) shared, [{h}, {n}, {n}] (H, N, N) per channel, or [{h}, {n}] (H, N) diagonal";
+        if (requested is { } form)
+        {
+            switch (form)
+            {
+                case LsslStateMatrix.DenseShared: TensorArgs.RequireShape(a, "A", "(N, N) shared", n, n); break;
+                case LsslStateMatrix.DensePerChannel: TensorArgs.RequireShape(a, "A", "(H, N, N) per channel", h, n, n); break;
+                default: TensorArgs.RequireShape(a, "A", "(H, N) diagonal", h, n); break;
+            }
+            return form;
+        }
+        if (a.Length == 3 && a[0] == h && a[1] == n && a[2] == n) return LsslStateMatrix.DensePerChannel;
+        if (a.Length == 2)
+        {
+            bool shared = a[0] == n && a[1] == n, diagonal = a[0] == h && a[1] == n;
+            if (shared && diagonal)
+                throw new ArgumentException($"A: shape {TensorArgs.Format(a)} is both (N, N) and (H, N) when H = N = {n}: set LsslOptions.StateMatrix", "A");
+            if (shared) return LsslStateMatrix.DenseShared;
+            if (diagonal) return LsslStateMatrix.Diagonal;
+        }
+        throw new ArgumentException($"A: expected shape {expected}, got {TensorArgs.Format(a)}", "A");
+    }
+
+    private static double[] ToDouble(ReadOnlyTensorSpan<float> t, string name)
+    {
+        using var input = FloatInput.From(t);
+        TensorArgs.RequireFinite(input.Span, name);
+        var values = new double[input.Span.Length];
+        for (int i = 0; i < values.Length; i++) values[i] = input.Span[i];
+        return values;
+    }
+}
+
+/// <summary>
+/// An LSSL layer with its state [B, H, N] kept on the device: <see cref="Step"/> runs the recurrence one
+/// step (or a few) at a time, <see cref="Prefill"/> runs a block in any mode; both carry the state.
+/// </summary>
+public sealed class LsslSession : StatefulSession
+{
+    private readonly LsslLayer _layer;
+
+    internal LsslSession(LsslLayer layer, EngineDevice device, int batch)
+        : base(device, layer.StateShape(batch), "(B, H, N)")
+    {
+        _layer = layer;
+    }
+
+    /// <summary>Runs u [B, T, H] (usually T = 1) through the recurrence and carries the state.</summary>
+    public void Step<T>(ReadOnlyTensorSpan<T> u, TensorSpan<T> y) where T : unmanaged
+        => Run(LsslMode.Recurrent, u, y);
+
+    /// <summary>Runs u [B, T, H] in <paramref name="mode"/> (Auto: by the rule) and carries the state; returns the mode that ran.</summary>
+    public LsslMode Prefill<T>(ReadOnlyTensorSpan<T> u, TensorSpan<T> y, LsslMode mode = LsslMode.Auto) where T : unmanaged
+        => Run(mode, u, y);
+
+    private LsslMode Run<T>(LsslMode mode, ReadOnlyTensorSpan<T> u, TensorSpan<T> y) where T : unmanaged
+    {
+        var (batch, length) = LsslCall.Describe(_layer, u.Lengths, y.Lengths, this);
+        var resolved = _layer.ResolveMode(Device, batch, length, mode, stateIn: true, stateOut: true);
+        LsslCall.Run(Device, _layer, resolved, batch, length, u, y, State, initialStateIsZero: false, needFinalState: true);
+        return resolved;
+    }
+}

@@ -1,0 +1,40 @@
+using System.Numerics.Tensors;
+using Engine.Kernels.Lssl;
+
+namespace Engine;
+
+/// <summary>Shape checks and the fp32 hand-over of an LSSL call.</summary>
+internal static class LsslCall
+{
+    /// <summary>Checks u [B, L, H] against the layer (and the session's batch) and y against u; returns (B, L).</summary>
+    public static (int Batch, int Length) Describe(LsslLayer layer, ReadOnlySpan<nint> u, ReadOnlySpan<nint> y, LsslSession? session)
+    {
+        TensorArgs.RequireRank(u, "u", 3, "(B, L, H)");
+        int b = TensorArgs.Dim(u, 0, "u"), l = TensorArgs.Dim(u, 1, "u");
+        TensorArgs.RequireDims(u, "u", $"(B, L, H) with the layer's H = {layer.Channels}", -1, -1, layer.Channels);
+        if (session is not null && b != session.Sequences)
+            throw new ArgumentException($"u: the session holds {session.Sequences} sequences, this call has batch B = {b}", "u");
+        TensorArgs.RequireShape(y, "y", "(B, L, H) matching u", b, l, layer.Channels);
+        return (b, l);
+    }
+
+    /// <summary>Converts u to fp32, checks it, runs the backend, checks that y stayed finite and writes it.</summary>
+    public static void Run<T>(EngineDevice device, LsslLayer layer, LsslMode mode, int batch, int length,
+        ReadOnlyTensorSpan<T> u, TensorSpan<T> y, DeviceState state, bool initialStateIsZero, bool needFinalState) where T : unmanaged
+    {
+        TensorArgs.RequireElementType<T>();
+        using var uf = FloatInput.From(u);
+        TensorArgs.RequireFinite(uf.Span, "u");
+        using var yf = new FloatOutput<T>(y, "y");
+        LsslBackends.Run(device, layer.System, mode, batch, length, uf.Span, yf.Span, state, initialStateIsZero, needFinalState);
+        if (!yf.Span.IsEmpty && !float.IsFinite(TensorPrimitives.Sum<float>(yf.Span)))
+        {
+            for (int i = 0; i < yf.Span.Length; i++)
+                if (!float.IsFinite(yf.Span[i]))
+                    throw new ArgumentException(
+                        $"A: y overflowed to {yf.Span[i]} at flat index {i} (step {i / layer.Channels % Math.Max(length, 1)} of {length}): " +
+                        $"the discretized system ({layer.Discretization}) is unstable or the input too large for fp32; use a stable A, a smaller dt or another discretization", "A");
+        }
+        yf.Commit();
+    }
+}

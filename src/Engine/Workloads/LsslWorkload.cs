@@ -1,0 +1,62 @@
+using System.Numerics.Tensors;
+using Engine.Kernels.Lssl;
+
+namespace Engine.Workloads;
+
+/// <summary>
+/// An LSSL layer (<see cref="Lssl.Parameters"/>, bilinear) on random inputs, with the model flop count of each
+/// mode: what `engine bench lssl`, the demo and the BenchmarkDotNet suite run. Buffers are made once and reused.
+/// </summary>
+public sealed class LsslWorkload : IDisposable
+{
+    private readonly float[] _u, _y, _state;
+
+    public LsslWorkload(int batch, int length, int channels, int stateSize, LsslInitKind kind = LsslInitKind.Legs, int seed = 0)
+    {
+        Batch = batch; Length = length; Channels = channels; StateSize = stateSize;
+        Layer = Lssl.Parameters(kind, channels, stateSize, seed).Layer();
+        _u = new WorkloadData(seed + 1).Normal((long)batch * length * channels);
+        _y = new float[_u.Length];
+        _state = new float[(long)batch * channels * stateSize];
+    }
+
+    public int Batch { get; }
+    public int Length { get; }
+    public int Channels { get; }
+    public int StateSize { get; }
+    public LsslLayer Layer { get; }
+
+    public ReadOnlySpan<float> Output => _y;
+
+    public double ModelFlops(LsslMode mode) => ModelFlops(Batch, Length, Channels, StateSize, Layer.Config.IsDiagonal, Layer.ChunkLength, mode);
+
+    /// <summary>
+    /// Model flops of a mode (not Auto), per channel and sequence: recurrent 2L(N² + N) (diagonal: 6LN); scan
+    /// 2L((Q + 1)/2 + 2N + N²/Q) (diagonal: N/Q for the carry), the triangular Toeplitz block counted once;
+    /// conv 5 n log₂ n + 8 n with n = the FFT size (two channels share a forward and an inverse transform).
+    /// </summary>
+    public static double ModelFlops(int batch, int length, int channels, int stateSize, bool diagonal, int chunk, LsslMode mode)
+    {
+        double n = stateSize, l = length, q = chunk;
+        double perChannel = mode switch
+        {
+            LsslMode.Recurrent => diagonal ? 6 * l * n : 2 * l * (n * n + n),
+            LsslMode.Scan => 2 * l * ((q + 1) / 2 + 2 * n + (diagonal ? n : n * n) / q),
+            LsslMode.Conv => FftFlops(LsslCpu.FftSize(length)),
+            _ => throw new ArgumentException($"mode {mode} has no flop model: resolve Auto first", nameof(mode)),
+        };
+        return perChannel * batch * channels;
+    }
+
+    private static double FftFlops(int size) => 5.0 * size * Math.Log2(size) + 8.0 * size;
+
+    /// <summary>Runs the layer (final state kept) and returns the mode that ran.</summary>
+    public LsslMode Run(EngineDevice device, LsslMode mode)
+    {
+        nint[] shape = [Batch, Length, Channels];
+        return Layer.Forward(device, new ReadOnlyTensorSpan<float>(_u, shape), new TensorSpan<float>(_y, shape),
+            finalState: new TensorSpan<float>(_state, [Batch, Channels, StateSize]), mode: mode);
+    }
+
+    public void Dispose() => Layer.Dispose();
+}

@@ -1,0 +1,74 @@
+using System.Reflection;
+using Engine.Kernels.Common;
+using Engine.Kernels.Lssl;
+using Engine.Tests.Harness;
+using ILGPU;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using NUnit.Framework;
+
+namespace Engine.Tests.Lssl;
+
+/// <summary>
+/// The LSSL GPU kernels in their CUDA geometry (128 threads per group: more threads than state rows, partial
+/// sums from idle threads) on ILGPU's CPU accelerator, against the float64 reference (the harness runs them at
+/// 16), and compiled for CUDA.
+/// </summary>
+[TestFixture]
+public sealed class LsslGpuTests
+{
+    private GpuRuntime _runtime = null!;
+
+    [OneTimeSetUp]
+    public void CreateRuntime() => _runtime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator, cpuGroupSize: 128);
+
+    [OneTimeTearDown]
+    public void DisposeRuntime() => _runtime.Dispose();
+
+    [TestCase(LsslStateMatrix.DensePerChannel, LsslMode.Recurrent)]
+    [TestCase(LsslStateMatrix.DensePerChannel, LsslMode.Scan)]
+    [TestCase(LsslStateMatrix.DensePerChannel, LsslMode.Conv)]
+    [TestCase(LsslStateMatrix.Diagonal, LsslMode.Scan)]
+    public void CudaGroupSizeMatchesTheReference(LsslStateMatrix form, LsslMode mode)
+    {
+        int b = 1, l = 37, h = 2, n = 8;
+        var p = LsslProblem.Make(h, n, form, seed: 21);
+        using var system = p.System(LsslDiscretization.Bilinear, 16);
+        var u = new TestData(22).Normal(b * l * h);
+        var x0 = new TestData(23).Normal(b * h * n, 0.5);
+        var expectedY = new double[b * l * h];
+        var expectedState = TestData.ToDouble(x0);
+        LsslReference.Forward(system, b, l, u, expectedY, expectedState);
+
+        var y = Numerics.NaNs(b * l * h);
+        using var kernel = new LsslGpu(system.Config, _runtime);
+        using var state = _runtime.Accelerator.Allocate1D(x0);
+        kernel.Run(mode, system, b, l, u, y, state.View);
+        var finalState = state.GetAsArray1D();
+        Assert.Multiple(() =>
+        {
+            Assert.That(Numerics.RelativeRms(y, expectedY), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "y");
+            Assert.That(Numerics.RelativeRms(finalState, expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "final state");
+        });
+    }
+
+    /// <summary>No CUDA device is needed to compile for one: every kernel becomes PTX for the H100 (sm_90), with no local memory.</summary>
+    [Test]
+    public void KernelsCompileForCudaWithoutLocalMemory()
+    {
+        using var context = Context.Create(b => b.Cuda().Optimize(OptimizationLevel.O2).EnableAlgorithms());
+        var architecture = CudaArchitecture.SM_90;
+        using var backend = new PTXBackend(context, new CudaCapabilityContext(architecture), architecture, CudaInstructionSet.ISA_80, null);
+        var kernels = typeof(LsslGpuKernels).GetMethods(BindingFlags.Public | BindingFlags.Static)
+            .Where(m => m.GetParameters().FirstOrDefault()?.ParameterType == typeof(LsslGpuViews)).ToArray();
+        Assert.That(kernels, Has.Length.EqualTo(6));
+        foreach (var kernel in kernels)
+        {
+            var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), new KernelSpecialization(128, null));
+            Assert.That(compiled.PTXAssembly, Does.Contain(".entry"), kernel.Name);
+            Assert.That(compiled.PTXAssembly, Does.Not.Contain(".local"), $"{kernel.Name} spills to local memory");
+        }
+    }
+}
