@@ -117,6 +117,37 @@ public static class SampleModels
         return b.Build();
     }
 
+    /// <summary>
+    /// An ai.engine LsslScan node: u (B, L, H) and past_state (B, H, N) graph inputs (past_state when
+    /// <paramref name="pastState"/>), the parameters initializers: HiPPO-LegS A (N, N) shared (or its diagonal
+    /// (H, N) when <paramref name="diagonal"/>), B (N), random C (H, N) and D (H), log-uniform Δ (H) stored as
+    /// log Δ; outputs y and present_state.
+    /// </summary>
+    public static OnnxModel LsslScanNode(int channels, int stateSize, bool diagonal = false, bool pastState = true,
+        string discretization = "bilinear", int seed = 1)
+    {
+        const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
+        var random = new Random(seed);
+        var b = new ModelBuilder(21, "lssl_scan").Import(HandoverRewriter.EngineDomain, 1);
+        b.Input("u", F, "B", "L", channels);
+        if (pastState) b.Input("past_state", F, "B", channels, stateSize);
+        var (a, bVector) = Lssl.HippoLegS(stateSize);
+        float[] aValues = a.ToArray();
+        string aName = diagonal
+            ? b.Initializer("A", Enumerable.Range(0, channels * stateSize).Select(i => aValues[(i % stateSize) * (stateSize + 1)]).ToArray(), channels, stateSize)
+            : b.Initializer("A", aValues, stateSize, stateSize);
+        string bName = b.Initializer("B", bVector.ToArray(), stateSize);
+        string cName = b.Initializer("C", Weights(random, channels, stateSize), channels, stateSize);
+        string dName = b.Initializer("D", Weights(random, 1, channels), channels);
+        string dtName = b.Initializer("dt", Lssl.LogUniformDt(channels, seed).ToArray().Select(dt => MathF.Log(dt)).ToArray(), channels);
+        b.Node(LsslScanSignature.OpType, ["u", pastState ? "past_state" : "", aName, bName, cName, dName, dtName],
+            domain: HandoverRewriter.EngineDomain, name: "lssl", outputNames: ["y", "present_state"],
+            attributes: [("discretization", discretization), ("log_dt", 1L)]);
+        b.Output("y", F, "B", "L", channels);
+        b.Output("present_state", F, "B", channels, stateSize);
+        return b.Build();
+    }
+
     private static object BatchDim(LinearAttentionBlockSpec spec) => spec.Batch is int n ? n : "B";
     private static object LengthDim(LinearAttentionBlockSpec spec) => spec.Length is int n ? n : "T";
 
@@ -185,6 +216,7 @@ public static class SampleModels
             ["retnet_block.onnx"] = LinearAttentionBlock(small with { Rule = UpdateRule.Gated, Decay = DecayForm.PerHead }),
             ["gated_deltanet_block_opset27.onnx"] = LinearAttentionBlock(small with { Rule = UpdateRule.GatedDelta, Decay = DecayForm.PerHead, Domain = "", Layers = 2 }),
             ["lightning_attention.onnx"] = LightningAttentionNode(small with { QHeads = 4, KvHeads = 2 }, schedule: (2, 12)),
+            ["lssl_scan.onnx"] = LsslScanNode(channels: 8, stateSize: 16),
         };
     }
 

@@ -30,7 +30,7 @@ public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IR
 
     public static EngineCapabilities Current { get; } = new(
         new HashSet<UpdateRule> { UpdateRule.Linear, UpdateRule.Gated, UpdateRule.Delta, UpdateRule.GatedDelta },
-        new HashSet<string> { LightningAttentionSignature.OpType });
+        new HashSet<string> { LightningAttentionSignature.OpType, LsslScanSignature.OpType });
 }
 
 /// <summary>

@@ -131,6 +131,7 @@ public sealed class KernelHost : IDisposable
     {
         yield return new LinearAttentionOp(capabilities.UpdateRules);
         yield return new LightningAttentionOp();
+        yield return new LsslScanOp();
     }
 
     private void CountKernels(int delta) => Interlocked.Add(ref _liveKernels, delta);

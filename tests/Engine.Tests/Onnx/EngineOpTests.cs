@@ -139,6 +139,21 @@ public sealed class GpuBackendTests
     }
 
     [Test]
+    public void LsslScanOnTheGpuBackend()
+    {
+        var model = SampleModels.LsslScanNode(channels: 4, stateSize: 8);
+        var data = new TestData(GlaCase.StableSeed("lssl on the gpu backend"));
+        var u = data.Normal(2 * 10 * 4);
+        var past = data.Normal(2 * 4 * 8, 0.3);
+        var inputs = new Dictionary<string, TensorData> { ["u"] = TensorData.Create(u, 2, 10, 4), ["past_state"] = TensorData.Create(past, 2, 4, 8) };
+        var expected = LsslScanTests.Reference(model, u, past, "bilinear", 2, 10);
+        using var gpu = OnnxTestHost.Open(model, HandoverBackend.Gpu);
+        var result = gpu.Run(inputs);
+        OnnxAssert.Close(result["y"], expected.Y, "gpu-backend LSSL y vs reference");
+        OnnxAssert.Close(result["present_state"], expected.State, "gpu-backend LSSL present_state vs reference");
+    }
+
+    [Test]
     public void LightningOnTheGpuBackend()
     {
         var c = new LinearAttentionNodeCase { Rule = UpdateRule.Gated, Decay = DecayForm.PerHead, B = 1, T = 20, Hq = 2, Hkv = 2, Dk = 16, Dv = 16, PastState = true, Scale = 1f };

@@ -32,9 +32,9 @@ public sealed class SampleModelTests
         Assert.That(File.ReadAllBytes(path), Is.EqualTo(built.ToBytes()), $"{name} differs from the builder's output: rerun this test with ENGINE_WRITE_SAMPLES=1");
 
         using var session = ModelSession.Open(path, OnnxTestHost.Options(HandoverBackend.Cpu));
-        int expectedEngineNodes = built.Graph.Node.Count(n => n.OpType is "LinearAttention" or "LightningAttention");
+        int expectedEngineNodes = built.Graph.Node.Count(n => n.OpType is "LinearAttention" or "LightningAttention" or "LsslScan");
         Assert.That(session.Handover.EngineNodes.Count(), Is.EqualTo(expectedEngineNodes));
-        var inputs = ModelInputs.Random(session.Model, new Dictionary<string, long> { ["B"] = 1, ["T"] = 5 });
+        var inputs = ModelInputs.Random(session.Model, new Dictionary<string, long> { ["B"] = 1, ["T"] = 5, ["L"] = 5 });
         foreach (var (output, tensor) in session.Run(inputs))
             Assert.That(Harness.Numerics.AllFinite(tensor.As<float>()), $"{output} is finite");
     }
