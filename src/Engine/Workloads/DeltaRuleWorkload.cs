@@ -9,34 +9,21 @@ namespace Engine.Workloads;
 /// (0.05, 0.95), log-sigmoid gates), with its model flop count: what `engine bench delta|gated-delta` and
 /// the BenchmarkDotNet suite run. Output and state buffers are made once and reused.
 /// </summary>
-public sealed class DeltaRuleWorkload
+public sealed class DeltaRuleWorkload : AttentionWorkload
 {
-    private readonly float[] _q, _k, _v, _beta, _g, _o, _state;
+    private readonly float[] _beta, _g;
 
     public DeltaRuleWorkload(int batch, int tokens, int heads, int keyDim, int valueDim, bool gated, int seed = 0)
+        : base(batch, tokens, heads, keyDim, valueDim, seed)
     {
-        Batch = batch; Tokens = tokens; Heads = heads; KeyDim = keyDim; ValueDim = valueDim; Gated = gated;
-        var data = new WorkloadData(seed);
-        long rows = (long)batch * tokens * heads;
-        _q = data.Normal(rows * keyDim);
-        _k = data.UnitRows(rows, keyDim);
-        _v = data.Normal(rows * valueDim);
+        Gated = gated;
         var random = new Random(seed + 1);
-        _beta = new float[rows];
-        for (long i = 0; i < rows; i++) _beta[i] = 0.05f + 0.9f * random.NextSingle();
-        _g = gated ? data.LogGates(rows) : [];
-        _o = new float[rows * valueDim];
-        _state = new float[(long)batch * heads * keyDim * valueDim];
+        _beta = new float[Rows];
+        for (long i = 0; i < Rows; i++) _beta[i] = 0.05f + 0.9f * random.NextSingle();
+        _g = gated ? Data.LogGates(Rows) : [];
     }
 
-    public int Batch { get; }
-    public int Tokens { get; }
-    public int Heads { get; }
-    public int KeyDim { get; }
-    public int ValueDim { get; }
     public bool Gated { get; }
-
-    public ReadOnlySpan<float> Output => _o;
 
     /// <summary>The model flop count of <see cref="DeltaRuleConfig.ModelFlops"/> at this chunk size, whatever the mode.</summary>
     public double ModelFlops(int chunkSize) => ModelFlops(Batch, Tokens, Heads, KeyDim, ValueDim, Gated, chunkSize);
@@ -45,12 +32,7 @@ public sealed class DeltaRuleWorkload
         new DeltaRuleConfig(new HeadLayout(heads, heads, keyDim, valueDim), gated, 1f, chunkSize, qkL2Norm: false)
             .ModelFlops(SequenceLayout.Dense(batch, tokens));
 
-    public void Run(EngineDevice device, DeltaRuleOptions options)
-    {
-        nint[] qk = [Batch, Tokens, Heads, KeyDim], vo = [Batch, Tokens, Heads, ValueDim], perHead = [Batch, Tokens, Heads];
-        DeltaRule.Forward(device, new ReadOnlyTensorSpan<float>(_q, qk), new ReadOnlyTensorSpan<float>(_k, qk),
-            new ReadOnlyTensorSpan<float>(_v, vo), new ReadOnlyTensorSpan<float>(_beta, perHead),
-            Gated ? new ReadOnlyTensorSpan<float>(_g, perHead) : default, new TensorSpan<float>(_o, vo),
-            finalState: new TensorSpan<float>(_state, [Batch, Heads, KeyDim, ValueDim]), options: options);
-    }
+    public void Run(EngineDevice device, DeltaRuleOptions options) =>
+        DeltaRule.Forward(device, Q, K, V, new ReadOnlyTensorSpan<float>(_beta, PerHead),
+            Gated ? new ReadOnlyTensorSpan<float>(_g, PerHead) : default, O, finalState: FinalState, options: options);
 }

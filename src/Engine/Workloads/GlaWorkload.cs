@@ -5,39 +5,26 @@ namespace Engine.Workloads;
 
 /// <summary>
 /// A GLA call on random inputs of a given shape, with its model flop count: what `engine bench gla`, the
-/// demo and the BenchmarkDotNet suite all run. Output and state buffers are made once and reused.
+/// demo and the BenchmarkDotNet suite all run.
 /// </summary>
-public sealed class GlaWorkload
+public sealed class GlaWorkload : AttentionWorkload
 {
-    private readonly float[] _q, _k, _v, _g, _o, _state;
+    private readonly float[] _g;
 
     public GlaWorkload(int batch, int tokens, int heads, int keyDim, int valueDim, GateKind gate, int seed = 0)
+        : base(batch, tokens, heads, keyDim, valueDim, seed)
     {
         if (gate == GateKind.Constant) throw new ArgumentException("a constant gate is Lightning attention: use LightningWorkload", nameof(gate));
-        Batch = batch; Tokens = tokens; Heads = heads; KeyDim = keyDim; ValueDim = valueDim; Gate = gate;
-        var data = new WorkloadData(seed);
-        long rows = (long)batch * tokens * heads;
-        _q = data.Normal(rows * keyDim);
-        _k = data.UnitRows(rows, keyDim);
-        _v = data.Normal(rows * valueDim);
+        Gate = gate;
         _g = gate switch
         {
-            GateKind.PerKey => data.LogGates(rows * keyDim),
-            GateKind.PerHead => data.LogGates(rows),
+            GateKind.PerKey => Data.LogGates(Rows * keyDim),
+            GateKind.PerHead => Data.LogGates(Rows),
             _ => [],
         };
-        _o = new float[rows * valueDim];
-        _state = new float[(long)batch * heads * keyDim * valueDim];
     }
 
-    public int Batch { get; }
-    public int Tokens { get; }
-    public int Heads { get; }
-    public int KeyDim { get; }
-    public int ValueDim { get; }
     public GateKind Gate { get; }
-
-    public ReadOnlySpan<float> Output => _o;
 
     public double ModelFlops(AttentionMode mode, int chunkSize) => ModelFlops(Batch, Tokens, Heads, KeyDim, ValueDim, mode, chunkSize);
 
@@ -52,15 +39,12 @@ public sealed class GlaWorkload
 
     public void Run(EngineDevice device, GlaOptions options)
     {
-        nint[] qk = [Batch, Tokens, Heads, KeyDim], vo = [Batch, Tokens, Heads, ValueDim];
         var g = Gate switch
         {
-            GateKind.PerKey => new ReadOnlyTensorSpan<float>(_g, qk),
-            GateKind.PerHead => new ReadOnlyTensorSpan<float>(_g, [Batch, Tokens, Heads]),
+            GateKind.PerKey => new ReadOnlyTensorSpan<float>(_g, [Batch, Tokens, Heads, KeyDim]),
+            GateKind.PerHead => new ReadOnlyTensorSpan<float>(_g, PerHead),
             _ => default,
         };
-        Gla.Forward(device, new ReadOnlyTensorSpan<float>(_q, qk), new ReadOnlyTensorSpan<float>(_k, qk),
-            new ReadOnlyTensorSpan<float>(_v, vo), g, new TensorSpan<float>(_o, vo),
-            finalState: new TensorSpan<float>(_state, [Batch, Heads, KeyDim, ValueDim]), options: options);
+        Gla.Forward(device, Q, K, V, g, O, finalState: FinalState, options: options);
     }
 }

@@ -30,15 +30,22 @@ public sealed class WorkloadData(int seed)
         return a;
     }
 
-    /// <summary>Log gates logsigmoid(x + 2), x ~ N(0, 1): mostly mild decay, as trained GLA layers have.</summary>
-    public float[] LogGates(long length)
+    /// <summary>Log gates strength · logsigmoid(x + 2), x ~ N(0, 1): mostly mild decay, as trained GLA layers have.</summary>
+    public float[] LogGates(long length, double strength = 1.0)
     {
         var x = Normal(length);
         for (long i = 0; i < length; i++)
         {
             double z = x[i] + 2.0;
-            x[i] = (float)(z >= 0 ? -Math.Log(1 + Math.Exp(-z)) : z - Math.Log(1 + Math.Exp(z)));
+            x[i] = (float)(strength * (z >= 0 ? -Math.Log(1 + Math.Exp(-z)) : z - Math.Log(1 + Math.Exp(z))));
         }
         return x;
+    }
+
+    public float[] Uniform(long length, double lo, double hi)
+    {
+        var a = new float[length];
+        for (long i = 0; i < length; i++) a[i] = (float)(lo + (hi - lo) * _random.NextDouble());
+        return a;
     }
 }

@@ -9,31 +9,8 @@ namespace Engine.Tests.Cli;
 
 /// <summary>The `engine` command, run in-process: exit codes, one-line errors, and op results against the reference.</summary>
 [TestFixture]
-public sealed class CliTests
+public sealed class CliTests : CliFixture
 {
-    private string _dir = "";
-
-    [SetUp]
-    public void MakeDirectory() => _dir = Directory.CreateTempSubdirectory("engine-cli-").FullName;
-
-    [TearDown]
-    public void RemoveDirectory() => Directory.Delete(_dir, recursive: true);
-
-    public static (int code, string stdout, string stderr) Engine(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = global::Engine.Cli.Cli.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
-
-    private string Save(string name, NpyArray array)
-    {
-        string path = Path.Combine(_dir, name);
-        Npy.Write(path, array);
-        return path;
-    }
-
     [TestCase("fp32")]
     [TestCase("fp16")]
     public void OpGlaMatchesTheReference(string precision)
@@ -53,26 +30,26 @@ public sealed class CliTests
             "--q", Save("q.npy", Input(q, [1, t, h, k])), "--k", Save("k.npy", Input(kk, [1, t, h, k])),
             "--v", Save("v.npy", Input(vv, [1, t, h, v])), "--g", Save("g.npy", Input(g, [1, t, h, k])),
             "--h0", Save("h0.npy", NpyArray.From(h0, [2, h, k, v])), "--cu-seqlens", Save("cu.npy", NpyArray.From(cu.Select(x => (long)x).ToArray(), [3])),
-            "--chunk", "16", "--o", Path.Combine(_dir, "o.npy"), "--ht", Path.Combine(_dir, "ht.npy"));
+            "--chunk", "16", "--o", PathOf("o.npy"), "--ht", PathOf("ht.npy"));
         Assert.That(code, Is.Zero, stderr);
 
         var expectedOut = new double[t * h * v];
         var expectedState = TestData.ToDouble(h0);
         GlaReference.Forward(new GlaConfig(new HeadLayout(h, h, k, v), GateKind.PerKey, 1f / MathF.Sqrt(k), 16),
             SequenceLayout.Packed(cu, t), q, kk, vv, g, expectedOut, expectedState);
-        var o = Npy.Read(Path.Combine(_dir, "o.npy"));
+        var o = Npy.Read(PathOf("o.npy"));
         Assert.That(o.Type, Is.EqualTo(half ? NpyType.Float16 : NpyType.Float32));
         Assert.That(o.Shape, Is.EqualTo(new nint[] { 1, t, h, v }));
         double tolerance = half ? Numerics.Fp16Tolerance : Numerics.Fp32Tolerance;
         Assert.That(Numerics.RelativeRms(o.ToFloat32(), expectedOut), Is.LessThanOrEqualTo(tolerance));
-        Assert.That(Numerics.RelativeRms(Npy.Read(Path.Combine(_dir, "ht.npy")).ToFloat32(), expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+        Assert.That(Numerics.RelativeRms(Npy.Read(PathOf("ht.npy")).ToFloat32(), expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
     }
 
     [Test]
     public void BadInputIsOneLineOnStderrAndANonZeroExit()
     {
         var q = Save("q.npy", NpyArray.From(new float[2 * 4 * 8], [2, 4, 8]));
-        var (code, stdout, stderr) = Engine("op", "gla", "--q", q, "--k", q, "--v", q, "--o", Path.Combine(_dir, "o.npy"));
+        var (code, stdout, stderr) = Engine("op", "gla", "--q", q, "--k", q, "--v", q, "--o", PathOf("o.npy"));
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stdout, Is.Empty);
         Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
@@ -84,7 +61,7 @@ public sealed class CliTests
     {
         var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 1 * 4], [1, 3, 1, 4]));
         var g = Save("g.npy", NpyArray.From(new[] { 0f, 0.25f, -1f }, [1, 3, 1]));
-        var (code, _, stderr) = Engine("op", "gla", "--q", x, "--k", x, "--v", x, "--g", g, "--o", Path.Combine(_dir, "o.npy"));
+        var (code, _, stderr) = Engine("op", "gla", "--q", x, "--k", x, "--v", x, "--g", g, "--o", PathOf("o.npy"));
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stderr, Does.Contain("g: log gates must be finite and <= 0, got 0.25"));
     }
@@ -106,7 +83,7 @@ public sealed class CliTests
     [Test]
     public void MissingFileIsAnError()
     {
-        var (code, _, stderr) = Engine("op", "gla", "--q", Path.Combine(_dir, "absent.npy"), "--k", "x", "--v", "x", "--o", "o.npy");
+        var (code, _, stderr) = Engine("op", "gla", "--q", PathOf("absent.npy"), "--k", "x", "--v", "x", "--o", "o.npy");
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stderr, Does.StartWith("engine: error: "));
     }

@@ -9,23 +9,8 @@ namespace Engine.Tests.DeltaRule;
 
 /// <summary>engine op / bench delta and gated-delta, run in-process, against the float64 reference.</summary>
 [TestFixture]
-public sealed class DeltaRuleCliTests
+public sealed class DeltaRuleCliTests : CliFixture
 {
-    private string _dir = "";
-
-    [SetUp]
-    public void MakeDirectory() => _dir = Directory.CreateTempSubdirectory("engine-delta-cli-").FullName;
-
-    [TearDown]
-    public void RemoveDirectory() => Directory.Delete(_dir, recursive: true);
-
-    private string Save(string name, NpyArray array)
-    {
-        string path = Path.Combine(_dir, name);
-        Npy.Write(path, array);
-        return path;
-    }
-
     [TestCase("delta", "fp32")]
     [TestCase("gated-delta", "fp32")]
     [TestCase("gated-delta", "fp16")]
@@ -53,24 +38,24 @@ public sealed class DeltaRuleCliTests
             "--q", Save("q.npy", Input(q, [1, t, hq, k])), "--k", Save("k.npy", Input(kk, [1, t, hkv, k])),
             "--v", Save("v.npy", Input(vv, [1, t, hkv, v])), "--beta", Save("beta.npy", Input(beta, [1, t, hkv])),
             "--h0", Save("h0.npy", NpyArray.From(h0, [2, hkv, k, v])), "--cu-seqlens", Save("cu.npy", NpyArray.From(cu, [3])),
-            "--chunk", "16", "--qk-l2norm", "--o", Path.Combine(_dir, "o.npy"), "--ht", Path.Combine(_dir, "ht.npy"),
+            "--chunk", "16", "--qk-l2norm", "--o", PathOf("o.npy"), "--ht", PathOf("ht.npy"),
         };
         if (gated) args.AddRange(["--g", Save("g.npy", Input(g, [1, t, hkv]))]);
-        var (code, _, stderr) = CliTests.Engine([.. args]);
+        var (code, _, stderr) = Engine([.. args]);
         Assert.That(code, Is.Zero, stderr);
 
         var expectedOut = new double[t * hq * v];
         var expectedState = TestData.ToDouble(h0);
         DeltaRuleReference.Forward(new DeltaRuleConfig(new HeadLayout(hq, hkv, k, v), gated, 1f / MathF.Sqrt(k), 16, qkL2Norm: true),
             SequenceLayout.Packed(cu, t), q, kk, vv, beta, g, expectedOut, expectedState);
-        var o = Npy.Read(Path.Combine(_dir, "o.npy"));
+        var o = Npy.Read(PathOf("o.npy"));
         double tolerance = half ? Numerics.Fp16Tolerance : Numerics.Fp32Tolerance;
         Assert.Multiple(() =>
         {
             Assert.That(o.Type, Is.EqualTo(half ? NpyType.Float16 : NpyType.Float32));
             Assert.That(o.Shape, Is.EqualTo(new nint[] { 1, t, hq, v }));
             Assert.That(Numerics.RelativeRms(o.ToFloat32(), expectedOut), Is.LessThanOrEqualTo(tolerance));
-            Assert.That(Numerics.RelativeRms(Npy.Read(Path.Combine(_dir, "ht.npy")).ToFloat32(), expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+            Assert.That(Numerics.RelativeRms(Npy.Read(PathOf("ht.npy")).ToFloat32(), expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
         });
     }
 
@@ -79,10 +64,10 @@ public sealed class DeltaRuleCliTests
     {
         var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 1 * 4], [1, 3, 1, 4]));
         var b = Save("b.npy", NpyArray.From(new float[3], [1, 3, 1]));
-        var (code, _, stderr) = CliTests.Engine("op", "gated-delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--o", Path.Combine(_dir, "o.npy"));
+        var (code, _, stderr) = Engine("op", "gated-delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--o", PathOf("o.npy"));
         Assert.That(code, Is.EqualTo(2));
         Assert.That(stderr, Does.Contain("--g is required"));
-        (code, _, stderr) = CliTests.Engine("op", "delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--g", b, "--o", Path.Combine(_dir, "o.npy"));
+        (code, _, stderr) = Engine("op", "delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--g", b, "--o", PathOf("o.npy"));
         Assert.That(code, Is.EqualTo(2));
         Assert.That(stderr, Does.Contain("unknown option --g"));
     }
@@ -92,7 +77,7 @@ public sealed class DeltaRuleCliTests
     {
         var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 1 * 4], [1, 3, 1, 4]));
         var b = Save("b.npy", NpyArray.From(new[] { 0.5f, float.NaN, 0.5f }, [1, 3, 1]));
-        var (code, stdout, stderr) = CliTests.Engine("op", "delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--o", Path.Combine(_dir, "o.npy"));
+        var (code, stdout, stderr) = Engine("op", "delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--o", PathOf("o.npy"));
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stdout, Is.Empty);
         Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
@@ -102,7 +87,7 @@ public sealed class DeltaRuleCliTests
     [Test]
     public void BenchPrintsJsonWithTheModelFlopFormula()
     {
-        var (code, stdout, stderr) = CliTests.Engine("bench", "gated-delta", "--T", "64", "--H", "1", "--K", "16", "--V", "16",
+        var (code, stdout, stderr) = Engine("bench", "gated-delta", "--T", "64", "--H", "1", "--K", "16", "--V", "16",
             "--chunk", "32", "--repeats", "1", "--mode", "both", "--json");
         Assert.That(code, Is.Zero, stderr);
         using var doc = System.Text.Json.JsonDocument.Parse(stdout);

@@ -8,22 +8,12 @@ namespace Engine.Tests.Lssl;
 
 /// <summary>engine lssl-init, op lssl and bench lssl, run in-process, against the float64 reference.</summary>
 [TestFixture]
-public sealed class LsslCliTests
+public sealed class LsslCliTests : CliFixture
 {
-    private string _dir = "";
-
-    [SetUp]
-    public void MakeDirectory() => _dir = Directory.CreateTempSubdirectory("engine-lssl-cli-").FullName;
-
-    [TearDown]
-    public void RemoveDirectory() => Directory.Delete(_dir, recursive: true);
-
-    private string PathOf(string name) => Path.Combine(_dir, name);
-
     [Test]
     public void InitWritesTheHippoParameters()
     {
-        var (code, stdout, stderr) = CliTests.Engine("lssl-init", "--N", "6", "--H", "3", "--kind", "legt", "--seed", "4", "--out-dir", _dir);
+        var (code, stdout, stderr) = Engine("lssl-init", "--N", "6", "--H", "3", "--kind", "legt", "--seed", "4", "--out-dir", Directory);
         Assert.That(code, Is.Zero, stderr);
         Assert.That(stdout, Does.Contain("legt"));
         var a = Npy.Read(PathOf("A.npy"));
@@ -38,7 +28,7 @@ public sealed class LsslCliTests
             var dt = Npy.Read(PathOf("dt.npy")).ToFloat32();
             Assert.That(dt, Is.EqualTo(LsslInit.LogUniformDt(3, 4).Select(x => (float)x).ToArray()));
         });
-        Assert.That(CliTests.Engine("lssl-init", "--N", "4", "--H", "2", "--kind", "diagonal", "--out-dir", _dir).code, Is.Zero);
+        Assert.That(Engine("lssl-init", "--N", "4", "--H", "2", "--kind", "diagonal", "--out-dir", Directory).code, Is.Zero);
         Assert.That(Npy.Read(PathOf("A.npy")).ToFloat32(), Is.EqualTo(new float[] { -1, -2, -3, -4, -1, -2, -3, -4 }));
     }
 
@@ -50,14 +40,14 @@ public sealed class LsslCliTests
     {
         const int b = 2, l = 70, h = 3, n = 8;
         bool half = precision == "fp16";
-        Assert.That(CliTests.Engine("lssl-init", "--N", $"{n}", "--H", $"{h}", "--seed", "9", "--out-dir", _dir).code, Is.Zero);
+        Assert.That(Engine("lssl-init", "--N", $"{n}", "--H", $"{h}", "--seed", "9", "--out-dir", Directory).code, Is.Zero);
         var data = new TestData(31);
         var u = data.Normal(b * l * h);
         if (half) u = TestData.RoundToHalf(u);
         var x0 = data.Normal(b * h * n, 0.3);
         Npy.Write(PathOf("u.npy"), half ? NpyArray.From(TestData.ToHalf(u), [b, l, h]) : NpyArray.From(u, [b, l, h]));
         Npy.Write(PathOf("x0.npy"), NpyArray.From(x0, [b, h, n]));
-        var (code, stdout, stderr) = CliTests.Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
+        var (code, stdout, stderr) = Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
             "--C", PathOf("C.npy"), "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--x0", PathOf("x0.npy"),
             "--method", "zoh", "--mode", mode, "--y", PathOf("y.npy"), "--xt", PathOf("xt.npy"));
         Assert.That(code, Is.Zero, stderr);
@@ -84,9 +74,9 @@ public sealed class LsslCliTests
     [TestCase(new[] { "--mode", "fft" }, "--mode must be one of auto|recurrent|scan|conv")]
     public void BadOptionsAreUsageErrors(string[] extra, string message)
     {
-        Assert.That(CliTests.Engine("lssl-init", "--N", "4", "--H", "2", "--out-dir", _dir).code, Is.Zero);
+        Assert.That(Engine("lssl-init", "--N", "4", "--H", "2", "--out-dir", Directory).code, Is.Zero);
         Npy.Write(PathOf("u.npy"), NpyArray.From(new float[10 * 2], [1, 10, 2]));
-        var (code, _, stderr) = CliTests.Engine(["op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
+        var (code, _, stderr) = Engine(["op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
             "--C", PathOf("C.npy"), "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--y", PathOf("y.npy"), .. extra]);
         Assert.That(code, Is.EqualTo(2));
         Assert.That(stderr, Does.Contain(message));
@@ -95,14 +85,14 @@ public sealed class LsslCliTests
     [Test]
     public void BadTensorsAreOneLineErrors()
     {
-        Assert.That(CliTests.Engine("lssl-init", "--N", "4", "--H", "2", "--out-dir", _dir).code, Is.Zero);
+        Assert.That(Engine("lssl-init", "--N", "4", "--H", "2", "--out-dir", Directory).code, Is.Zero);
         Npy.Write(PathOf("u.npy"), NpyArray.From(new float[10 * 3], [1, 10, 3]));
         Npy.Write(PathOf("bad_dt.npy"), NpyArray.From(new float[] { 0.01f, -1f }, [2]));
-        var (code, _, stderr) = CliTests.Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
+        var (code, _, stderr) = Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
             "--C", PathOf("C.npy"), "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--y", PathOf("y.npy"));
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stderr, Does.StartWith("engine: error: u: expected shape [*, *, 2]"));
-        (code, _, stderr) = CliTests.Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
+        (code, _, stderr) = Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
             "--C", PathOf("C.npy"), "--D", PathOf("D.npy"), "--dt", PathOf("bad_dt.npy"), "--y", PathOf("y.npy"));
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stderr, Does.Contain("dt: steps must be finite and > 0, got -1 for channel 1"));
@@ -111,7 +101,7 @@ public sealed class LsslCliTests
     [Test]
     public void BenchReportsEveryMode()
     {
-        var (code, stdout, stderr) = CliTests.Engine("bench", "lssl", "--T", "64", "--H", "4", "--N", "8", "--mode", "all", "--repeats", "1", "--json");
+        var (code, stdout, stderr) = Engine("bench", "lssl", "--T", "64", "--H", "4", "--N", "8", "--mode", "all", "--repeats", "1", "--json");
         Assert.That(code, Is.Zero, stderr);
         foreach (var mode in new[] { "legs recurrent", "legs scan", "legs conv" }) Assert.That(stdout, Does.Contain(mode));
         Assert.That(stdout, Does.Contain("\"model_gflops\""));

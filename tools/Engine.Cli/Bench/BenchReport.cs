@@ -41,9 +41,35 @@ public sealed record BenchResult(string Op, string Variant, string Device, Bench
 /// <summary>Prints bench results as a table or JSON, with the fraction of the measured FMA peak.</summary>
 public static class BenchReport
 {
-    public static double MeasurePeak(EngineDevice device) => FmaPeak.Measure(Math.Min(device.Threads, Environment.ProcessorCount));
+    /// <summary>
+    /// Times every length and variant a bench command asks for: a workload is made per length, each variant is a
+    /// label, its model flops and the call to time (warm-up, then the median of <paramref name="repeats"/>).
+    /// </summary>
+    public static List<BenchResult> Sweep<TWork>(string op, EngineDevice device, BenchShape shape, IEnumerable<int> lengths, int repeats,
+        Func<int, TWork> make, Func<TWork, IEnumerable<(string Variant, double Flops, Action Run)>> variants)
+    {
+        var results = new List<BenchResult>();
+        foreach (int t in lengths)
+        {
+            var work = make(t);
+            try
+            {
+                foreach (var (variant, flops, run) in variants(work))
+                    results.Add(new BenchResult(op, variant, device.Description, shape with { T = t }, BenchTimer.Median(run, repeats), flops));
+            }
+            finally
+            {
+                (work as IDisposable)?.Dispose();
+            }
+        }
+        return results;
+    }
 
-    public static void Print(TextWriter w, IReadOnlyList<BenchResult> results, double? peakGFlops, bool json)
+    /// <summary>Prints the results, with the fraction of the FMA peak measured now when the device is the CPU.</summary>
+    public static void Print(TextWriter w, IReadOnlyList<BenchResult> results, EngineDevice device, bool json) =>
+        Print(w, results, device.Backend == Backend.Cpu ? FmaPeak.Measure(Math.Min(device.Threads, Environment.ProcessorCount)) : null, json);
+
+    private static void Print(TextWriter w, IReadOnlyList<BenchResult> results, double? peakGFlops, bool json)
     {
         if (json)
         {

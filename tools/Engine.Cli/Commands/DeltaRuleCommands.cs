@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using Engine.IO;
 using Engine.Workloads;
 
@@ -43,21 +44,12 @@ internal sealed class DeltaRuleOpCommand(bool gated) : ICommand
 
         var initial = h0 is null ? null : OpIo.Float32(h0);
         int[]? cuSeqlens = cu?.ToInt32();
-        if (q.Type == NpyType.Float16)
-        {
-            var r = Engine.DeltaRule.Forward(device, OpIo.Float16(q), OpIo.Float16(k), OpIo.Float16(v), OpIo.Float16(beta),
-                g is null ? null : OpIo.Float16(g), options, initial, cuSeqlens);
-            OpIo.Write(outPath, r.Output);
-            if (statePath is not null) OpIo.Write(statePath, r.FinalState);
-        }
-        else
-        {
-            var r = Engine.DeltaRule.Forward(device, OpIo.Float32(q), OpIo.Float32(k), OpIo.Float32(v), OpIo.Float32(beta),
-                g is null ? null : OpIo.Float32(g), options, initial, cuSeqlens);
-            OpIo.Write(outPath, r.Output);
-            if (statePath is not null) OpIo.Write(statePath, r.FinalState);
-        }
+        if (q.Type == NpyType.Float16) OpIo.WriteResult(Forward(OpIo.Float16), outPath, statePath);
+        else OpIo.WriteResult(Forward(OpIo.Float32), outPath, statePath);
         return 0;
+
+        AttentionResult<T> Forward<T>(Func<NpyArray, Tensor<T>> load) where T : unmanaged =>
+            Engine.DeltaRule.Forward(device, load(q), load(k), load(v), load(beta), g is null ? null : load(g), options, initial, cuSeqlens);
     }
 }
 
@@ -84,19 +76,11 @@ internal sealed class DeltaRuleBenchCommand(bool gated) : ICommand
         bool json = args.Flag("json");
         using var device = OpIo.Device(args);
 
-        var results = new List<BenchResult>();
-        foreach (int t in tokens)
-        {
-            var workload = new DeltaRuleWorkload(shape.B, t, shape.H, shape.K, shape.V, gated);
-            foreach (var mode in modes)
-            {
-                var options = new DeltaRuleOptions { ChunkSize = chunk, Mode = mode };
-                double seconds = BenchTimer.Median(() => workload.Run(device, options), repeats);
-                results.Add(new BenchResult(Name, $"C{chunk} {CommandLine.Kebab(mode.ToString())}", device.Description,
-                    shape with { T = t }, seconds, workload.ModelFlops(chunk)));
-            }
-        }
-        BenchReport.Print(context.Out, results, device.Backend == Backend.Cpu ? BenchReport.MeasurePeak(device) : null, json);
+        var results = BenchReport.Sweep(Name, device, shape, tokens, repeats,
+            t => new DeltaRuleWorkload(shape.B, t, shape.H, shape.K, shape.V, gated),
+            work => modes.Select(mode => ($"C{chunk} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(chunk),
+                (Action)(() => work.Run(device, new DeltaRuleOptions { ChunkSize = chunk, Mode = mode })))));
+        BenchReport.Print(context.Out, results, device, json);
         return 0;
     }
 }

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using Engine.IO;
 using Engine.Kernels.Gla;
 using Engine.Workloads;
@@ -39,19 +40,12 @@ internal sealed class GlaOpCommand : ICommand
 
         var initial = h0 is null ? null : OpIo.Float32(h0);
         int[]? cuSeqlens = cu?.ToInt32();
-        if (q.Type == NpyType.Float16)
-        {
-            var r = Engine.Gla.Forward(device, OpIo.Float16(q), OpIo.Float16(k), OpIo.Float16(v), g is null ? null : OpIo.Float16(g), options, initial, cuSeqlens);
-            OpIo.Write(outPath, r.Output);
-            if (statePath is not null) OpIo.Write(statePath, r.FinalState);
-        }
-        else
-        {
-            var r = Engine.Gla.Forward(device, OpIo.Float32(q), OpIo.Float32(k), OpIo.Float32(v), g is null ? null : OpIo.Float32(g), options, initial, cuSeqlens);
-            OpIo.Write(outPath, r.Output);
-            if (statePath is not null) OpIo.Write(statePath, r.FinalState);
-        }
+        if (q.Type == NpyType.Float16) OpIo.WriteResult(Forward(OpIo.Float16), outPath, statePath);
+        else OpIo.WriteResult(Forward(OpIo.Float32), outPath, statePath);
         return 0;
+
+        AttentionResult<T> Forward<T>(Func<NpyArray, Tensor<T>> load) where T : unmanaged =>
+            Engine.Gla.Forward(device, load(q), load(k), load(v), g is null ? null : load(g), options, initial, cuSeqlens);
     }
 }
 
@@ -79,19 +73,11 @@ internal sealed class GlaBenchCommand : ICommand
         bool json = args.Flag("json");
         using var device = OpIo.Device(args);
 
-        var results = new List<BenchResult>();
-        foreach (int t in tokens)
-        {
-            var workload = new GlaWorkload(shape.B, t, shape.H, shape.K, shape.V, gate);
-            foreach (var mode in modes)
-            {
-                var options = new GlaOptions { ChunkSize = chunk, Mode = mode };
-                double seconds = BenchTimer.Median(() => workload.Run(device, options), repeats);
-                results.Add(new BenchResult("gla", $"{CommandLine.Kebab(gate.ToString())} {CommandLine.Kebab(mode.ToString())}",
-                    device.Description, shape with { T = t }, seconds, workload.ModelFlops(mode, chunk)));
-            }
-        }
-        BenchReport.Print(context.Out, results, device.Backend == Backend.Cpu ? BenchReport.MeasurePeak(device) : null, json);
+        var results = BenchReport.Sweep("gla", device, shape, tokens, repeats,
+            t => new GlaWorkload(shape.B, t, shape.H, shape.K, shape.V, gate),
+            work => modes.Select(mode => ($"{CommandLine.Kebab(gate.ToString())} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(mode, chunk),
+                (Action)(() => work.Run(device, new GlaOptions { ChunkSize = chunk, Mode = mode })))));
+        BenchReport.Print(context.Out, results, device, json);
         return 0;
     }
 }

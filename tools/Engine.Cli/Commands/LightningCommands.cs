@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using Engine.IO;
 using Engine.Workloads;
 
@@ -41,19 +42,12 @@ internal sealed class LightningOpCommand : ICommand
         using var device = OpIo.Device(args);
         var initial = h0 is null ? null : OpIo.Float32(h0);
         int[]? cuSeqlens = cu?.ToInt32();
-        if (q.Type == NpyType.Float16)
-        {
-            var r = Engine.Lightning.Forward(device, OpIo.Float16(q), OpIo.Float16(k), OpIo.Float16(v), options, initial, cuSeqlens);
-            OpIo.Write(outPath, r.Output);
-            if (statePath is not null) OpIo.Write(statePath, r.FinalState);
-        }
-        else
-        {
-            var r = Engine.Lightning.Forward(device, OpIo.Float32(q), OpIo.Float32(k), OpIo.Float32(v), options, initial, cuSeqlens);
-            OpIo.Write(outPath, r.Output);
-            if (statePath is not null) OpIo.Write(statePath, r.FinalState);
-        }
+        if (q.Type == NpyType.Float16) OpIo.WriteResult(Forward(OpIo.Float16), outPath, statePath);
+        else OpIo.WriteResult(Forward(OpIo.Float32), outPath, statePath);
         return 0;
+
+        AttentionResult<T> Forward<T>(Func<NpyArray, Tensor<T>> load) where T : unmanaged =>
+            Engine.Lightning.Forward(device, load(q), load(k), load(v), options, initial, cuSeqlens);
     }
 }
 
@@ -79,19 +73,11 @@ internal sealed class LightningBenchCommand : ICommand
         int repeats = args.Int("repeats", 7, min: 1);
         bool json = args.Flag("json");
         using var device = OpIo.Device(args);
-        var results = new List<BenchResult>();
-        foreach (int t in tokens)
-        {
-            var workload = new LightningWorkload(shape.B, t, shape.H, shape.K, shape.V);
-            foreach (var mode in modes)
-            {
-                var options = new LightningOptions { BlockSize = block, Mode = mode };
-                double seconds = BenchTimer.Median(() => workload.Run(device, options), repeats);
-                results.Add(new BenchResult("lightning", $"block{block} {CommandLine.Kebab(mode.ToString())}", device.Description,
-                    shape with { T = t }, seconds, workload.ModelFlops(mode, block)));
-            }
-        }
-        BenchReport.Print(context.Out, results, device.Backend == Backend.Cpu ? BenchReport.MeasurePeak(device) : null, json);
+        var results = BenchReport.Sweep("lightning", device, shape, tokens, repeats,
+            t => new LightningWorkload(shape.B, t, shape.H, shape.K, shape.V),
+            work => modes.Select(mode => ($"block{block} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(mode, block),
+                (Action)(() => work.Run(device, new LightningOptions { BlockSize = block, Mode = mode })))));
+        BenchReport.Print(context.Out, results, device, json);
         return 0;
     }
 }

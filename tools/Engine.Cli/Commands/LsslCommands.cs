@@ -148,19 +148,15 @@ internal sealed class LsslBenchCommand : ICommand
         int repeats = args.Int("repeats", 5, min: 1);
         bool json = args.Flag("json");
         using var device = OpIo.Device(args);
-        var results = new List<BenchResult>();
-        foreach (int l in lengths)
-        {
-            using var work = new LsslWorkload(b, l, h, n, kind);
-            foreach (var mode in modes)
+        var results = BenchReport.Sweep("lssl", device, new BenchShape(b, 0, h, n, 1), lengths, repeats,
+            l => new LsslWorkload(b, l, h, n, kind),
+            work => modes.Select(mode =>
             {
                 var ran = work.Run(device, mode);
-                double seconds = BenchTimer.Median(() => work.Run(device, mode), repeats);
                 string variant = $"{CommandLine.Kebab(kind.ToString())} {CommandLine.Kebab(ran.ToString())}" + (mode == LsslMode.Auto ? " (auto)" : "");
-                results.Add(new BenchResult("lssl", variant, device.Description, new BenchShape(b, l, h, n, 1), seconds, work.ModelFlops(ran)));
-            }
-        }
-        BenchReport.Print(context.Out, results, device.Backend == Backend.Cpu ? BenchReport.MeasurePeak(device) : null, json);
+                return (variant, work.ModelFlops(ran), (Action)(() => work.Run(device, mode)));
+            }));
+        BenchReport.Print(context.Out, results, device, json);
         return 0;
     }
 }

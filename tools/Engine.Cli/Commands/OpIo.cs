@@ -27,6 +27,13 @@ internal static class OpIo
 
     public static Tensor<Half> Float16(NpyArray a) => Tensor.Create(a.ToFloat16(), a.Shape);
 
+    /// <summary>Writes an attention op's output and, when asked, its final state.</summary>
+    public static void WriteResult<T>(AttentionResult<T> result, string outputPath, string? statePath) where T : unmanaged
+    {
+        Write(outputPath, result.Output);
+        if (statePath is not null) Write(statePath, result.FinalState);
+    }
+
     public static void Write<T>(string path, Tensor<T> tensor) where T : unmanaged
     {
         var values = new T[tensor.FlattenedLength];

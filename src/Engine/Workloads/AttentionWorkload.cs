@@ -1,0 +1,45 @@
+using System.Numerics.Tensors;
+
+namespace Engine.Workloads;
+
+/// <summary>
+/// What the attention workloads share: random q, k (unit rows), v of shape [B, T, H, dim], and output and
+/// state buffers made once and reused by every run.
+/// </summary>
+public abstract class AttentionWorkload
+{
+    private readonly float[] _q, _k, _v, _o, _state;
+
+    private protected AttentionWorkload(int batch, int tokens, int heads, int keyDim, int valueDim, int seed, double queryStd = 1.0)
+    {
+        Batch = batch; Tokens = tokens; Heads = heads; KeyDim = keyDim; ValueDim = valueDim;
+        Data = new WorkloadData(seed);
+        long rows = (long)batch * tokens * heads;
+        _q = Data.Normal(rows * keyDim, queryStd);
+        _k = Data.UnitRows(rows, keyDim);
+        _v = Data.Normal(rows * valueDim);
+        _o = new float[rows * valueDim];
+        _state = new float[(long)batch * heads * keyDim * valueDim];
+    }
+
+    public int Batch { get; }
+    public int Tokens { get; }
+    public int Heads { get; }
+    public int KeyDim { get; }
+    public int ValueDim { get; }
+
+    public ReadOnlySpan<float> Output => _o;
+
+    /// <summary>Rows of q, k, v: B·T·H.</summary>
+    private protected long Rows => (long)Batch * Tokens * Heads;
+
+    /// <summary>The generator, for the inputs a subclass adds (gates, beta).</summary>
+    private protected WorkloadData Data { get; }
+
+    private protected ReadOnlyTensorSpan<float> Q => new(_q, [Batch, Tokens, Heads, KeyDim]);
+    private protected ReadOnlyTensorSpan<float> K => new(_k, [Batch, Tokens, Heads, KeyDim]);
+    private protected ReadOnlyTensorSpan<float> V => new(_v, [Batch, Tokens, Heads, ValueDim]);
+    private protected TensorSpan<float> O => new(_o, [Batch, Tokens, Heads, ValueDim]);
+    private protected TensorSpan<float> FinalState => new(_state, [Batch, Heads, KeyDim, ValueDim]);
+    private protected nint[] PerHead => [Batch, Tokens, Heads];
+}

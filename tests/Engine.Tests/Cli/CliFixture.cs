@@ -1,0 +1,37 @@
+using Engine.IO;
+using NUnit.Framework;
+
+namespace Engine.Tests.Cli;
+
+/// <summary>What command-line tests share: a fresh directory per test, .npy files in it, and `engine` run in-process.</summary>
+public abstract class CliFixture
+{
+    private string _dir = "";
+
+    [SetUp]
+    public void MakeDirectory() => _dir = System.IO.Directory.CreateTempSubdirectory("engine-cli-").FullName;
+
+    [TearDown]
+    public void RemoveDirectory() => System.IO.Directory.Delete(_dir, recursive: true);
+
+    /// <summary>This test's own directory.</summary>
+    protected string Directory => _dir;
+
+    protected string PathOf(string name) => Path.Combine(_dir, name);
+
+    protected string Save(string name, NpyArray array)
+    {
+        string path = PathOf(name);
+        Npy.Write(path, array);
+        return path;
+    }
+
+    /// <summary>Runs `engine args…` and returns its exit code and what it wrote.</summary>
+    public static (int code, string stdout, string stderr) Engine(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = global::Engine.Cli.Cli.Run(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+}
