@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using Engine.Kernels.Common;
 
@@ -63,22 +64,27 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         fixed (float* pq = q, pk = k, pv = v, pb = beta, pg = g, po = output, ps = state)
         {
             var io = new Io(pq, pk, pv, pb, pg, po, ps);
-            int hkv = _config.Heads.KvHeads;
-            _scheduler.Run(sequences.Count * hkv, (item, worker) =>
+            var blocks = new HeadBlocks(sequences.Count, _config.Heads.KvHeads, _scheduler.Workers);
+            // Decode works on the caller's state in place when no padding is needed; prefill loads it padded.
+            bool inPlace = !chunked && _kp == _config.Heads.KeyDim && _vp == _config.Heads.ValueDim;
+            _scheduler.Run(blocks.Items, (item, worker) =>
             {
-                int n = item / hkv, h = item % hkv;
+                var (n, h0, h1) = blocks[item];
                 var w = Carve(_scratch[worker].Base, out _);
-                LoadState(io, n, h, w.S);
+                Work Slot(int h) => w with { S = inPlace ? StateOf(io, n, h) : w.S + (long)(h - h0) * _kp * _vp };
+                if (!inPlace) for (int h = h0; h < h1; h++) LoadState(io, n, h, Slot(h).S);
                 int start = sequences.Start(n), end = start + sequences.Length(n);
                 if (chunked)
                 {
-                    for (int cs = start; cs < end; cs += _c) Chunk(io, h, cs, Math.Min(_c, end - cs), w);
+                    for (int cs = start; cs < end; cs += _c)
+                        for (int h = h0; h < h1; h++) Chunk(io, h, cs, Math.Min(_c, end - cs), Slot(h));
                 }
                 else
                 {
-                    for (int t = start; t < end; t++) RecurrentStep(io, h, t, w);
+                    for (int t = start; t < end; t++)
+                        for (int h = h0; h < h1; h++) RecurrentStep(io, h, t, Slot(h));
                 }
-                StoreState(io, n, h, w.S);
+                if (!inPlace) for (int h = h0; h < h1; h++) StoreState(io, n, h, Slot(h).S);
             });
         }
     }
@@ -91,7 +97,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     /// <summary>Per-worker scratch regions. Built with a null base to size the block.</summary>
     private readonly struct Work
     {
-        public float* S { get; init; }      // [KP × VP] state
+        public float* S { get; init; }      // [KP × VP] state, one per head of a work item
         public float* Kc { get; init; }     // [C × KP] chunk keys k̂
         public float* KT { get; init; }     // [KP × C] k̂ transposed, zero right of the chunk
         public float* Kd { get; init; }     // [C × KP] k̂_j e^{G_last − G_j} (gated)
@@ -114,7 +120,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         long kp = _kp, vp = _vp, cc = _c, ldw = _ldw, rows = Math.Max(cc, _config.Heads.Group);
         var work = new Work
         {
-            S = c.Take(kp * vp),
+            S = c.Take(HeadBlocks.MaxPerItem * kp * vp),
             Kc = c.Take(cc * kp),
             KT = c.Take(kp * cc),
             Kd = c.Take(_config.Gated ? cc * kp : 0),
@@ -298,39 +304,82 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         for (int gi = 0; gi < group; gi++)
             LoadRow(w.Qr + (long)gi * _kp, io.Q + ((long)t * heads.QHeads + h * group + gi) * kd, _config.Scale);
 
-        new Span<float>(pred, vp).Clear();
-        for (int c = 0; c < kd; c++)
-        {
-            float* srow = w.S + (long)c * vp;
-            var kc = Vector512.Create(key[c]);
-            for (int d = 0; d < vp; d += 16)
-                Vector512.FusedMultiplyAdd(kc, Vector512.Load(srow + d), Vector512.Load(pred + d)).Store(pred + d);
-        }
-        // u = β (v − e^g Sᵀk̂), kept in pred.
-        var b = Vector512.Create(io.Beta[kvRow]);
-        var dv = Vector512.Create(decay);
         SimdOps.CopyPadded(w.Oc, io.V + kvRow * heads.ValueDim, heads.ValueDim, vp);
-        for (int d = 0; d < vp; d += 16)
-            (b * (Vector512.Load(w.Oc + d) - dv * Vector512.Load(pred + d))).Store(pred + d);
-
-        new Span<float>(w.Oc, group * vp).Clear();
-        for (int c = 0; c < kd; c++)
+        // 64 columns of S at a time (32 KB at K = 128, in L1): e^g Sᵀk̂ for them, u = β (v − e^g Sᵀk̂), then
+        // S = e^g S + k̂ uᵀ and the first query head's readout in the same pass; accumulators in registers.
+        int d0 = 0;
+        for (; d0 + 64 <= vp; d0 += 64) Step4(w.S + d0, vp, kd, key, w.Qr, w.Oc + d0, io.Beta[kvRow], decay, pred + d0);
+        for (; d0 < vp; d0 += 16) Step1(w.S + d0, vp, kd, key, w.Qr, w.Oc + d0, io.Beta[kvRow], decay, pred + d0);
+        // pred now holds the first query head's output; further query heads of the group read the updated S.
+        Buffer.MemoryCopy(pred, w.Oc, (long)vp * sizeof(float), (long)vp * sizeof(float));
+        for (int gi = 1; gi < group; gi++)
         {
-            float* srow = w.S + (long)c * vp;
-            var kc = Vector512.Create(key[c]);
+            float* qg = w.Qr + (long)gi * _kp, o = w.Oc + (long)gi * vp;
             for (int d = 0; d < vp; d += 16)
             {
-                var s = Vector512.FusedMultiplyAdd(kc, Vector512.Load(pred + d), dv * Vector512.Load(srow + d));
-                s.Store(srow + d);
-                for (int gi = 0; gi < group; gi++)
-                {
-                    float* o = w.Oc + (long)gi * vp + d;
-                    Vector512.FusedMultiplyAdd(Vector512.Create(w.Qr[(long)gi * _kp + c]), s, Vector512.Load(o)).Store(o);
-                }
+                var sum = Vector512<float>.Zero;
+                for (int c = 0; c < kd; c++) sum = Vector512.FusedMultiplyAdd(Vector512.Create(qg[c]), Vector512.Load(w.S + (long)c * vp + d), sum);
+                sum.Store(o + d);
             }
         }
         long bytes = (long)heads.ValueDim * sizeof(float);
         for (int gi = 0; gi < group; gi++)
             Buffer.MemoryCopy(w.Oc + (long)gi * vp, io.O + ((long)t * heads.QHeads + h * group + gi) * heads.ValueDim, bytes, bytes);
+    }
+
+    /// <summary>One token on a 64-column slice of S: p = Sᵀk̂, u = β(v − e^g p), S = e^g S + k̂ uᵀ, out = Sᵀ q.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Step4(float* s, int ld, int kd, float* k, float* q, float* v, float beta, float decay, float* output)
+    {
+        Vector512<float> p0 = default, p1 = default, p2 = default, p3 = default;
+        float* row = s;
+        for (int c = 0; c < kd; c++, row += ld)
+        {
+            var kc = Vector512.Create(k[c]);
+            p0 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(row), p0);
+            p1 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(row + 16), p1);
+            p2 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(row + 32), p2);
+            p3 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(row + 48), p3);
+        }
+        var b = Vector512.Create(beta);
+        var e = Vector512.Create(decay);
+        var u0 = b * (Vector512.Load(v) - e * p0);
+        var u1 = b * (Vector512.Load(v + 16) - e * p1);
+        var u2 = b * (Vector512.Load(v + 32) - e * p2);
+        var u3 = b * (Vector512.Load(v + 48) - e * p3);
+        Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
+        row = s;
+        for (int c = 0; c < kd; c++, row += ld)
+        {
+            var kc = Vector512.Create(k[c]);
+            var qc = Vector512.Create(q[c]);
+            var s0 = Vector512.FusedMultiplyAdd(kc, u0, e * Vector512.Load(row));
+            var s1 = Vector512.FusedMultiplyAdd(kc, u1, e * Vector512.Load(row + 16));
+            var s2 = Vector512.FusedMultiplyAdd(kc, u2, e * Vector512.Load(row + 32));
+            var s3 = Vector512.FusedMultiplyAdd(kc, u3, e * Vector512.Load(row + 48));
+            s0.Store(row); s1.Store(row + 16); s2.Store(row + 32); s3.Store(row + 48);
+            o0 = Vector512.FusedMultiplyAdd(qc, s0, o0); o1 = Vector512.FusedMultiplyAdd(qc, s1, o1);
+            o2 = Vector512.FusedMultiplyAdd(qc, s2, o2); o3 = Vector512.FusedMultiplyAdd(qc, s3, o3);
+        }
+        o0.Store(output); o1.Store(output + 16); o2.Store(output + 32); o3.Store(output + 48);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Step1(float* s, int ld, int kd, float* k, float* q, float* v, float beta, float decay, float* output)
+    {
+        var p = Vector512<float>.Zero;
+        float* row = s;
+        for (int c = 0; c < kd; c++, row += ld) p = Vector512.FusedMultiplyAdd(Vector512.Create(k[c]), Vector512.Load(row), p);
+        var e = Vector512.Create(decay);
+        var u = Vector512.Create(beta) * (Vector512.Load(v) - e * p);
+        var o = Vector512<float>.Zero;
+        row = s;
+        for (int c = 0; c < kd; c++, row += ld)
+        {
+            var sc = Vector512.FusedMultiplyAdd(Vector512.Create(k[c]), u, e * Vector512.Load(row));
+            sc.Store(row);
+            o = Vector512.FusedMultiplyAdd(Vector512.Create(q[c]), sc, o);
+        }
+        o.Store(output);
     }
 }

@@ -26,7 +26,6 @@ namespace Engine.Kernels.Gla;
 public sealed unsafe class GlaCpu : IDisposable
 {
     private const int Sub = 16;
-    private const int MaxHeadsPerItem = 4;
 
     private readonly GlaConfig _config;
     private readonly IWorkScheduler _scheduler;
@@ -75,13 +74,15 @@ public sealed unsafe class GlaCpu : IDisposable
         fixed (float* pq = q, pk = k, pv = v, pg = g, po = output, ps = state)
         {
             var io = new Io(pq, pk, pv, pg, po, ps);
-            var (blocks, perBlock) = HeadBlocks(sequences.Count);
-            int hkv = _config.Heads.KvHeads;
-            _scheduler.Run(sequences.Count * blocks, (item, worker) =>
+            var blocks = new HeadBlocks(sequences.Count, _config.Heads.KvHeads, _scheduler.Workers);
+            // Decode works on the caller's state in place when no padding is needed; prefill loads it padded.
+            bool inPlace = !chunked && _kp == _config.Heads.KeyDim && _vp == _config.Heads.ValueDim;
+            _scheduler.Run(blocks.Items, (item, worker) =>
             {
-                int n = item / blocks, h0 = item % blocks * perBlock, h1 = Math.Min(hkv, h0 + perBlock);
+                var (n, h0, h1) = blocks[item];
                 var w = Carve(_scratch[worker].Base, out _);
-                for (int h = h0; h < h1; h++) LoadState(io, n, h, HeadSlot(w, h - h0).S);
+                Work Slot(int h) => inPlace ? HeadSlot(w, h - h0) with { S = StateOf(io, n, h) } : HeadSlot(w, h - h0);
+                if (!inPlace) for (int h = h0; h < h1; h++) LoadState(io, n, h, Slot(h).S);
                 int start = sequences.Start(n), end = start + sequences.Length(n);
                 if (chunked)
                 {
@@ -91,33 +92,19 @@ public sealed unsafe class GlaCpu : IDisposable
                         var chunk = new Chunk(cs, len, Math.Min(_c, end - cs - len));
                         for (int h = h0; h < h1; h++)
                         {
-                            if (_config.Gate == GateKind.PerKey) ChunkPerKey(io, h, chunk, HeadSlot(w, h - h0));
-                            else ChunkScalar(io, h, chunk, HeadSlot(w, h - h0));
+                            if (_config.Gate == GateKind.PerKey) ChunkPerKey(io, h, chunk, Slot(h));
+                            else ChunkScalar(io, h, chunk, Slot(h));
                         }
                     }
                 }
                 else
                 {
                     for (int t = start; t < end; t++)
-                        for (int h = h0; h < h1; h++) RecurrentStep(io, h, t, HeadSlot(w, h - h0));
+                        for (int h = h0; h < h1; h++) RecurrentStep(io, h, t, Slot(h));
                 }
-                for (int h = h0; h < h1; h++) StoreState(io, n, h, HeadSlot(w, h - h0).S);
+                if (!inPlace) for (int h = h0; h < h1; h++) StoreState(io, n, h, Slot(h).S);
             });
         }
-    }
-
-    /// <summary>
-    /// A work item is one sequence and a block of up to <see cref="MaxHeadsPerItem"/> adjacent key/value heads:
-    /// a token's rows for those heads are adjacent in memory, which the hardware prefetcher follows, while one
-    /// head alone reads a row per 4 KB page. Blocks are made small enough that every worker gets an item.
-    /// </summary>
-    private (int Blocks, int PerBlock) HeadBlocks(int sequences)
-    {
-        int hkv = _config.Heads.KvHeads;
-        int wanted = (_scheduler.Workers + Math.Max(sequences, 1) - 1) / Math.Max(sequences, 1);
-        int blocks = Math.Max((hkv + MaxHeadsPerItem - 1) / MaxHeadsPerItem, Math.Min(hkv, wanted));
-        int perBlock = (hkv + blocks - 1) / blocks;
-        return ((hkv + perBlock - 1) / perBlock, perBlock);
     }
 
     /// <summary>The scratch with S and V pointing at the state slot of the item's j-th head.</summary>
@@ -140,7 +127,7 @@ public sealed unsafe class GlaCpu : IDisposable
     {
         public float* S { get; init; }        // [KP × VP] state, directly followed by
         public float* Vc { get; init; }       // [C × VP] chunk values: [S; V] is the right operand of the output product;
-                                              // one such pair per head of a work item (MaxHeadsPerItem)
+                                              // one such pair per head of a work item (HeadBlocks.MaxPerItem)
         public float* Oc { get; init; }       // [C × VP] chunk output
         public float* QA { get; init; }       // [C × (KP + C)] inter queries | intra scores A: the left operand
         public float* Kc { get; init; }       // [C × KP] chunk keys (rows up to the next multiple of 16 zeroed)
@@ -170,7 +157,7 @@ public sealed unsafe class GlaCpu : IDisposable
         long kp = _kp, vp = _vp, cc = _c;
         var work = new Work
         {
-            S = c.Take(MaxHeadsPerItem * (kp + cc) * vp),
+            S = c.Take(HeadBlocks.MaxPerItem * (kp + cc) * vp),
             Oc = c.Take(cc * vp),
             QA = c.Take(cc * (kp + cc)),
             Kc = c.Take(cc * kp),

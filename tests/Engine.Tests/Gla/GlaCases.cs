@@ -137,7 +137,11 @@ public static class GlaCases
             yield return new GlaCase { B = 2, T = 77, Hq = 4, Hkv = 2, K = 32, V = 16, WithInitialState = true };
             yield return new GlaCase { B = 2, T = 77, Hq = 4, Hkv = 2, K = 32, V = 16, Gate = GateKind.PerHead, Scale = 0.5f };
             foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead, GateKind.None })
+            {
                 yield return new GlaCase { B = 2, T = 100, Hq = 4, Hkv = 2, K = 60, V = 60, Gate = gate, Mode = AttentionMode.Recurrent, WithInitialState = true };
+                // Head dims that are whole vectors: decode updates the caller's state in place.
+                yield return new GlaCase { B = 2, T = 50, Hq = 6, Hkv = 3, K = 32, V = 80, Gate = gate, Mode = AttentionMode.Recurrent, WithInitialState = true };
+            }
             foreach (var t in new[] { 0, 1, 15, 17 })
                 yield return new GlaCase { B = 2, T = t, Hq = 2, Hkv = 2, K = 16, V = 16, WithInitialState = true };
             // Packed sequences with empty and one-token members.
