@@ -240,12 +240,23 @@ public sealed unsafe class GlaCpu : IDisposable
                 _config.Scale, heads.KeyDim, _kp);
     }
 
-    private void WriteOutput(in Io io, int qh, int cs, int len, in Work w)
+    /// <summary>
+    /// The chunk's output for query head qh, one product [Q_inter | A] · [S; V] over all its rows (so [S; V] is read
+    /// from L2 once per column tile). When V needs no padding it is written straight into the output rows.
+    /// </summary>
+    private void Output(in Io io, int qh, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
-        long bytes = (long)heads.ValueDim * sizeof(float);
+        int vd = heads.ValueDim;
+        if (vd == _vp)
+        {
+            SimdGemm.Multiply(w.QA, _lqa, w.S, _vp, io.O + ((long)cs * heads.QHeads + qh) * vd, heads.QHeads * vd, len, _kp + len, _vp, accumulate: false);
+            return;
+        }
+        SimdGemm.Multiply(w.QA, _lqa, w.S, _vp, w.Oc, _vp, len, _kp + len, _vp, accumulate: false);
+        long bytes = (long)vd * sizeof(float);
         for (int i = 0; i < len; i++)
-            Buffer.MemoryCopy(w.Oc + (long)i * _vp, io.O + ((long)(cs + i) * heads.QHeads + qh) * heads.ValueDim, bytes, bytes);
+            Buffer.MemoryCopy(w.Oc + (long)i * _vp, io.O + ((long)(cs + i) * heads.QHeads + qh) * vd, bytes, bytes);
     }
 
     /// <summary>S ← diag(decay) S + Ksᵀ V: rows of S decayed to the chunk end, then the chunk's decayed keys and values added.</summary>
@@ -337,9 +348,7 @@ public sealed unsafe class GlaCpu : IDisposable
                 }
                 ZeroAbove(w, rs, re, len);
             }
-            // All rows at once: [S; V] is read from L2 once per column tile, not once per sub-chunk.
-            SimdGemm.Multiply(w.QA, lqa, w.S, vp, w.Oc, vp, len, kp + len, vp, accumulate: false);
-            WriteOutput(io, qh, cs, len, w);
+            Output(io, qh, cs, len, w);
         }
         UpdateState(len, w, w.Decay, 0f);
     }
@@ -422,8 +431,7 @@ public sealed unsafe class GlaCpu : IDisposable
                 for (int i = 0; i < re - rs; i++) SimdOps.MultiplyInPlace(a + (long)i * lqa, w.Gexp + (long)(rs + i) * cc, cols);
                 ZeroAbove(w, rs, Math.Min(cols, len), len);
             }
-            SimdGemm.Multiply(w.QA, lqa, w.S, vp, w.Oc, vp, len, kp + len, vp, accumulate: false);
-            WriteOutput(io, qh, cs, len, w);
+            Output(io, qh, cs, len, w);
         }
         UpdateState(len, w, null, chunkDecay);
     }
