@@ -33,6 +33,26 @@ public sealed unsafe class NativeScratch : IDisposable
     ~NativeScratch() => Dispose();
 }
 
+/// <summary>One scratch block per worker of a scheduler, all the same size: what a CPU kernel owns.</summary>
+public sealed unsafe class WorkerScratch : IDisposable
+{
+    private readonly NativeScratch[] _blocks;
+
+    public WorkerScratch(int workers, long floats)
+    {
+        _blocks = new NativeScratch[workers];
+        for (int w = 0; w < workers; w++) _blocks[w] = new NativeScratch(floats);
+    }
+
+    /// <summary>The start of worker <paramref name="worker"/>'s block.</summary>
+    public float* this[int worker] => _blocks[worker].Base;
+
+    public void Dispose()
+    {
+        foreach (var b in _blocks) b.Dispose();
+    }
+}
+
 /// <summary>Hands out consecutive cache-line aligned regions of a scratch block.</summary>
 public unsafe struct ScratchCarver
 {

@@ -25,7 +25,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
 
     private readonly DeltaRuleConfig _config;
     private readonly IWorkScheduler _scheduler;
-    private readonly NativeScratch[] _scratch;
+    private readonly WorkerScratch _scratch;
     private readonly int _kp, _vp, _c, _ldw;
 
     public DeltaRuleCpu(DeltaRuleConfig config, IWorkScheduler scheduler)
@@ -37,15 +37,14 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         _c = config.ChunkSize;
         _ldw = _kp + _vp;
         Carve(null, out long floats);
-        _scratch = new NativeScratch[scheduler.Workers];
-        for (int w = 0; w < _scratch.Length; w++) _scratch[w] = new NativeScratch(floats);
+        _scratch = new WorkerScratch(scheduler.Workers, floats);
     }
 
     public DeltaRuleConfig Config => _config;
 
     public void Dispose()
     {
-        foreach (var s in _scratch) s.Dispose();
+        _scratch.Dispose();
     }
 
     /// <summary>Chunked prefill. beta, g: [TotalTokens, Hkv] (g empty for DeltaNet); state [N, Hkv, K, V], initial on entry, final on return.</summary>
@@ -70,7 +69,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             _scheduler.Run(blocks.Items, (item, worker) =>
             {
                 var (n, h0, h1) = blocks[item];
-                var w = Carve(_scratch[worker].Base, out _);
+                var w = Carve(_scratch[worker], out _);
                 Work Slot(int h) => w with { S = inPlace ? StateOf(io, n, h) : w.S + (long)(h - h0) * _kp * _vp };
                 if (!inPlace) for (int h = h0; h < h1; h++) LoadState(io, n, h, Slot(h).S);
                 int start = sequences.Start(n), end = start + sequences.Length(n);

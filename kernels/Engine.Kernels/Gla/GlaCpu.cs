@@ -29,7 +29,7 @@ public sealed unsafe class GlaCpu : IDisposable
 
     private readonly GlaConfig _config;
     private readonly IWorkScheduler _scheduler;
-    private readonly NativeScratch[] _scratch;
+    private readonly WorkerScratch _scratch;
     private readonly int _kp, _vp, _c;
     /// <summary>Row stride of QA: the output of a sub-chunk is one product [Q_inter | A] · [S; V].</summary>
     private readonly int _lqa;
@@ -47,15 +47,14 @@ public sealed unsafe class GlaCpu : IDisposable
         if (config.ConstantLogDecay is { } logDecay)
             _constantPowers = logDecay.Select(l => Enumerable.Range(0, _c + 1).Select(m => (float)Math.Exp((double)l * m)).ToArray()).ToArray();
         Carve(null, out long floats);
-        _scratch = new NativeScratch[scheduler.Workers];
-        for (int w = 0; w < _scratch.Length; w++) _scratch[w] = new NativeScratch(floats);
+        _scratch = new WorkerScratch(scheduler.Workers, floats);
     }
 
     public GlaConfig Config => _config;
 
     public void Dispose()
     {
-        foreach (var s in _scratch) s.Dispose();
+        _scratch.Dispose();
     }
 
     /// <summary>Chunked prefill. state: [N, Hkv, K, V], initial on entry, final on return.</summary>
@@ -80,7 +79,7 @@ public sealed unsafe class GlaCpu : IDisposable
             _scheduler.Run(blocks.Items, (item, worker) =>
             {
                 var (n, h0, h1) = blocks[item];
-                var w = Carve(_scratch[worker].Base, out _);
+                var w = Carve(_scratch[worker], out _);
                 Work Slot(int h) => inPlace ? HeadSlot(w, h - h0) with { S = StateOf(io, n, h) } : HeadSlot(w, h - h0);
                 if (!inPlace) for (int h = h0; h < h1; h++) LoadState(io, n, h, Slot(h).S);
                 int start = sequences.Start(n), end = start + sequences.Length(n);

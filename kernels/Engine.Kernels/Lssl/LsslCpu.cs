@@ -34,7 +34,7 @@ public sealed unsafe class LsslCpu : IDisposable
 
     private readonly LsslConfig _config;
     private readonly IWorkScheduler _scheduler;
-    private readonly NativeScratch[] _scratch;
+    private readonly WorkerScratch _scratch;
     private readonly Complex[]?[] _fft;
     private readonly int _n, _np, _q, _lda, _segmentChunks, _segment;
 
@@ -49,8 +49,7 @@ public sealed unsafe class LsslCpu : IDisposable
         _segmentChunks = Math.Max(1, SegmentSteps / _q);
         _segment = _segmentChunks * _q;
         Carve(null, out long floats);
-        _scratch = new NativeScratch[scheduler.Workers];
-        for (int w = 0; w < _scratch.Length; w++) _scratch[w] = new NativeScratch(floats);
+        _scratch = new WorkerScratch(scheduler.Workers, floats);
         _fft = new Complex[]?[scheduler.Workers];
     }
 
@@ -58,7 +57,7 @@ public sealed unsafe class LsslCpu : IDisposable
 
     public void Dispose()
     {
-        foreach (var s in _scratch) s.Dispose();
+        _scratch.Dispose();
     }
 
     /// <summary>
@@ -163,7 +162,7 @@ public sealed unsafe class LsslCpu : IDisposable
         _scheduler.Run(io.Batch * blocks, (item, worker) =>
         {
             int b = item / blocks, h0 = item % blocks * width, count = Math.Min(width, h - h0);
-            var w = Carve(_scratch[worker].Base, out _);
+            var w = Carve(_scratch[worker], out _);
             for (int c = 0; c < count; c++)
             {
                 float* x = w.X + (long)c * np;
