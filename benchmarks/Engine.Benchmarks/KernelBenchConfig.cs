@@ -15,12 +15,16 @@ public interface IModelFlops
     static abstract double ModelFlops(IReadOnlyDictionary<string, object> parameters);
 }
 
-/// <summary>Short runs (the kernels take milliseconds to seconds) with model GFLOP/s and the fraction of the FMA peak.</summary>
+/// <summary>
+/// Short runs (the kernels take milliseconds to seconds) with model GFLOP/s and the fraction of the FMA peak. Ten
+/// warm-up calls let tiered compilation settle on the code around the kernels (the hot loops are compiled fully
+/// optimized on first use).
+/// </summary>
 public sealed class KernelBenchConfig : ManualConfig
 {
     public KernelBenchConfig()
     {
-        AddJob(Job.Default.WithLaunchCount(1).WithWarmupCount(3).WithIterationCount(7).WithInvocationCount(1).WithUnrollFactor(1));
+        AddJob(Job.Default.WithLaunchCount(1).WithWarmupCount(10).WithIterationCount(7).WithInvocationCount(1).WithUnrollFactor(1));
         AddColumn(new ModelFlopsColumn(peak: false), new ModelFlopsColumn(peak: true));
     }
 }

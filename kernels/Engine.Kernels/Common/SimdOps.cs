@@ -72,6 +72,7 @@ public static unsafe class SimdOps
     }
 
     /// <summary>dst[c·ldDst + r] = src[r·ldSrc + c] for a [rows × cols] block, both multiples of 16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Transpose(float* src, int ldSrc, float* dst, int ldDst, int rows, int cols)
     {
         for (int r = 0; r < rows; r += 16)

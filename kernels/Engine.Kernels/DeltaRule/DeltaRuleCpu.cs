@@ -148,6 +148,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         SimdOps.CopyFromPadded(StateOf(io, n, h), _config.Heads.KeyDim, _config.Heads.ValueDim, s, _vp);
 
     /// <summary>dst = factor · src / ‖src‖ (with qkL2Norm) or factor · src, padded with zeros.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LoadRow(float* dst, float* src, float factor)
     {
         int kd = _config.Heads.KeyDim;
@@ -159,6 +160,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         SimdOps.CopyScaledPadded(dst, src, factor, kd, _kp);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Chunk(in Io io, int h, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
@@ -249,6 +251,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     }
 
     /// <summary>D_ij = exp(G_i − G_j) for j <= i, 0 above the diagonal, over lenPadded columns.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void DecayMask(int len, int lenPadded, in Work w)
     {
         float* b = w.Gcum;
@@ -270,6 +273,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     /// T = (I + A)⁻¹ for strictly lower A by forward substitution: T_i = e_i − Σ_{m<i} A_im T_m.
     /// Row m of T is zero right of column m, so each step touches only the vectors up to m.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void InvertUnitLower(int len, int lenPadded, in Work w)
     {
         int cc = _c;
@@ -292,6 +296,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     /// One token, decay first: S = e^g S; u = β (v − Sᵀ k̂); S += k̂ uᵀ; o = Sᵀ (scale q̂) per query head.
     /// Two passes over S: Sᵀ k̂ from the old state, then the update fused with the outputs.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void RecurrentStep(in Io io, int h, int t, in Work w)
     {
         var heads = _config.Heads;
