@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace Engine;
 
@@ -54,10 +55,17 @@ internal static class TensorArgs
     /// <summary>Every value finite and <= 0 (log-space decay). Names the first offender.</summary>
     public static void RequireLogGate(ReadOnlySpan<float> values, string name)
     {
-        if (values.IsEmpty) return;
-        float max = TensorPrimitives.Max(values);
-        if (max <= 0f && !float.IsNegativeInfinity(TensorPrimitives.Min(values))) return;
-        for (int i = 0; i < values.Length; i++)
+        // One pass: a value is fine when -∞ < x <= 0 (NaN fails both comparisons).
+        int i = 0;
+        var zero = Vector512<float>.Zero;
+        var negativeInfinity = Vector512.Create(float.NegativeInfinity);
+        ref float start = ref MemoryMarshal.GetReference(values);
+        for (; i + 16 <= values.Length; i += 16)
+        {
+            var x = Vector512.LoadUnsafe(ref start, (nuint)i);
+            if (!Vector512.LessThanOrEqualAll(x, zero) || !Vector512.GreaterThanAll(x, negativeInfinity)) break;
+        }
+        for (; i < values.Length; i++)
         {
             float x = values[i];
             if (float.IsNaN(x) || x > 0f || float.IsNegativeInfinity(x))
