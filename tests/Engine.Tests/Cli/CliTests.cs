@@ -89,6 +89,17 @@ public sealed class CliTests : CliFixture
     }
 
     [Test]
+    public void BenchBestOfInterleavesEveryLengthAndMode()
+    {
+        var (code, stdout, stderr) = Engine("bench", "lightning", "--T", "32,64", "--H", "1", "--K", "16", "--V", "16", "--mode", "both", "--best-of", "2", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(stdout);
+        Assert.That(doc.RootElement.GetArrayLength(), Is.EqualTo(4));
+        Assert.That(doc.RootElement[0].GetProperty("timing").GetString(), Does.StartWith("best of 2 rounds"));
+        Assert.That(Engine("bench", "gla", "--repeats", "3", "--best-of", "2").stderr, Does.Contain("not both"));
+    }
+
+    [Test]
     public void HelpListsEveryCommand()
     {
         var (code, stdout, _) = Engine("help");
@@ -105,7 +116,7 @@ public sealed class CliTests : CliFixture
         using var doc = System.Text.Json.JsonDocument.Parse(stdout);
         Assert.That(doc.RootElement.GetArrayLength(), Is.EqualTo(2));
         var row = doc.RootElement[0];
-        double flops = row.GetProperty("model_gflops").GetDouble() * row.GetProperty("median_ms").GetDouble() / 1e3 * 1e9;
+        double flops = row.GetProperty("model_gflops").GetDouble() * row.GetProperty("ms").GetDouble() / 1e3 * 1e9;
         Assert.That(flops, Is.EqualTo(64 * (2.0 * 64 * 32 + 4.0 * 16 * 16)).Within(1e-6).Percent, "chunked model flops 2·C·(K+V) + 4·K·V per token");
     }
 }

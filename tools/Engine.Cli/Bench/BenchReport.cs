@@ -31,6 +31,23 @@ public sealed record BenchShape(int B, int T, int H, int K, int V)
     public override string ToString() => $"B{B} T{T} H{H} K{K} V{V}";
 }
 
+/// <summary>How a bench command times: the median of --repeats after warm-up, or the best of --best-of interleaved rounds.</summary>
+public sealed record BenchTiming(int Rounds, bool Interleaved)
+{
+    public const string Usage = "[--repeats 7 | --best-of 15]";
+
+    public static BenchTiming Parse(CommandLine args, int repeats)
+    {
+        if (!args.Has("best-of")) return new BenchTiming(args.Int("repeats", repeats, min: 1), Interleaved: false);
+        if (args.Has("repeats")) throw new UsageException("give --repeats or --best-of, not both");
+        return new BenchTiming(args.Int("best-of", 15, min: 1), Interleaved: true);
+    }
+
+    public override string ToString() => Interleaved
+        ? $"best of {Rounds} rounds, every configuration once per round in turn"
+        : $"median of {Rounds} runs after a one-second warm-up";
+}
+
 /// <summary>One timed configuration.</summary>
 public sealed record BenchResult(string Op, string Variant, string Device, BenchShape Shape, double Seconds, double ModelFlops)
 {
@@ -43,33 +60,53 @@ public static class BenchReport
 {
     /// <summary>
     /// Times every length and variant a bench command asks for: a workload is made per length, each variant is a
-    /// label, its model flops and the call to time (warm-up, then the median of <paramref name="repeats"/>).
+    /// label, its model flops and the call to time. By default each call is warmed up and its median of the
+    /// rounds taken; interleaved, every call runs once per round in turn and keeps its best time, which on a
+    /// shared, noisy machine compares configurations far more steadily.
     /// </summary>
-    public static List<BenchResult> Sweep<TWork>(string op, EngineDevice device, BenchShape shape, IEnumerable<int> lengths, int repeats,
+    public static List<BenchResult> Sweep<TWork>(string op, EngineDevice device, BenchShape shape, IEnumerable<int> lengths, BenchTiming timing,
         Func<int, TWork> make, Func<TWork, IEnumerable<(string Variant, double Flops, Action Run)>> variants)
     {
-        var results = new List<BenchResult>();
-        foreach (int t in lengths)
+        var works = new List<TWork>();
+        try
         {
-            var work = make(t);
-            try
+            var cases = new List<(int T, string Variant, double Flops, Action Run)>();
+            var seconds = new List<double>();
+            foreach (int t in lengths)
             {
+                var work = make(t);
+                works.Add(work);
                 foreach (var (variant, flops, run) in variants(work))
-                    results.Add(new BenchResult(op, variant, device.Description, shape with { T = t }, BenchTimer.Median(run, repeats), flops));
+                {
+                    cases.Add((t, variant, flops, run));
+                    seconds.Add(timing.Interleaved ? double.MaxValue : BenchTimer.Median(run, timing.Rounds));
+                }
             }
-            finally
+            if (timing.Interleaved)
             {
-                (work as IDisposable)?.Dispose();
+                foreach (var c in cases) BenchTimer.Median(c.Run, 1);
+                var clock = new System.Diagnostics.Stopwatch();
+                for (int round = 0; round < timing.Rounds; round++)
+                    for (int i = 0; i < cases.Count; i++)
+                    {
+                        clock.Restart();
+                        cases[i].Run();
+                        seconds[i] = Math.Min(seconds[i], clock.Elapsed.TotalSeconds);
+                    }
             }
+            return cases.Select((c, i) => new BenchResult(op, c.Variant, device.Description, shape with { T = c.T }, seconds[i], c.Flops)).ToList();
         }
-        return results;
+        finally
+        {
+            foreach (var work in works) (work as IDisposable)?.Dispose();
+        }
     }
 
     /// <summary>Prints the results, with the fraction of the FMA peak measured now when the device is the CPU.</summary>
-    public static void Print(TextWriter w, IReadOnlyList<BenchResult> results, EngineDevice device, bool json) =>
-        Print(w, results, device.Backend == Backend.Cpu ? FmaPeak.Measure(Math.Min(device.Threads, Environment.ProcessorCount)) : null, json);
+    public static void Print(TextWriter w, IReadOnlyList<BenchResult> results, EngineDevice device, BenchTiming timing, bool json) =>
+        Print(w, results, device.Backend == Backend.Cpu ? FmaPeak.Measure(Math.Min(device.Threads, Environment.ProcessorCount)) : null, timing, json);
 
-    private static void Print(TextWriter w, IReadOnlyList<BenchResult> results, double? peakGFlops, bool json)
+    private static void Print(TextWriter w, IReadOnlyList<BenchResult> results, double? peakGFlops, BenchTiming timing, bool json)
     {
         if (json)
         {
@@ -77,17 +114,17 @@ public static class BenchReport
             {
                 ["op"] = r.Op, ["variant"] = r.Variant, ["device"] = r.Device,
                 ["B"] = r.Shape.B, ["T"] = r.Shape.T, ["H"] = r.Shape.H, ["K"] = r.Shape.K, ["V"] = r.Shape.V,
-                ["median_ms"] = r.Seconds * 1e3, ["tokens_per_s"] = r.TokensPerSecond, ["model_gflops"] = r.GFlops,
+                ["timing"] = timing.ToString(), ["ms"] = r.Seconds * 1e3, ["tokens_per_s"] = r.TokensPerSecond, ["model_gflops"] = r.GFlops,
                 ["peak_gflops"] = peakGFlops, ["fraction_of_peak"] = peakGFlops is null ? null : r.GFlops / peakGFlops,
             });
             w.WriteLine(JsonSerializer.Serialize(rows, new JsonSerializerOptions { WriteIndented = true }));
             return;
         }
-        w.WriteLine(results.Count > 0 ? $"device: {results[0].Device}" : "no results");
+        w.WriteLine(results.Count > 0 ? $"device: {results[0].Device}; {timing}" : "no results");
         if (results.Count > 0 && results[0].Device.Contains("CPU accelerator", StringComparison.Ordinal))
             w.WriteLine("note: no CUDA device, the GPU kernels ran on ILGPU's CPU accelerator: these times say nothing about GPU speed");
         if (peakGFlops is not null) w.WriteLine($"fp32 FMA peak (measured now): {peakGFlops:F1} GFLOP/s");
-        w.WriteLine($"{"op",-12} {"variant",-22} {"shape",-26} {"median ms",10} {"tokens/s",12} {"GFLOP/s",9} {"of peak",8}");
+        w.WriteLine($"{"op",-12} {"variant",-22} {"shape",-26} {"ms",10} {"tokens/s",12} {"GFLOP/s",9} {"of peak",8}");
         foreach (var r in results)
         {
             string frac = peakGFlops is null ? "" : (r.GFlops / peakGFlops.Value).ToString("P1", CultureInfo.InvariantCulture);

@@ -58,10 +58,10 @@ internal sealed class DeltaRuleBenchCommand(bool gated) : ICommand
 {
     public string Name => gated ? "gated-delta" : "delta";
     public string Summary => gated ? "time Gated DeltaNet" : "time DeltaNet";
-    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "mode", "chunk", "repeats", "backend", "threads", "json"];
+    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "mode", "chunk", "repeats", "best-of", "backend", "threads", "json"];
     public string Usage => $"""
         engine bench {Name} [--B 1] [--T 8192[,...]] [--H 8] [--K 128] [--V 128] [--mode chunked|recurrent|both]
-                 [--chunk 64] [--repeats 7] {OpIo.BackendUsage} [--json]
+                 [--chunk 64] {BenchTiming.Usage} {OpIo.BackendUsage} [--json]
           model flops (both modes), per chunk of C tokens and head: 2·C²·K (K Kᵀ) + C³/3 (inverse)
           + 2·C²·(K+V) (W, U) + 2·C·K·V (W S) + 2·C²·K + 2·C²·V + 2·C·K·V (output) + 2·C·K·V (state)
         """;
@@ -72,15 +72,15 @@ internal sealed class DeltaRuleBenchCommand(bool gated) : ICommand
         var shape = BenchShape.Parse(args, t: tokens[0], h: 8, k: 128, v: 128);
         int chunk = args.Int("chunk", 64);
         var modes = BenchShape.Modes(args);
-        int repeats = args.Int("repeats", 7, min: 1);
+        var timing = BenchTiming.Parse(args, 7);
         bool json = args.Flag("json");
         using var device = OpIo.Device(args);
 
-        var results = BenchReport.Sweep(Name, device, shape, tokens, repeats,
+        var results = BenchReport.Sweep(Name, device, shape, tokens, timing,
             t => new DeltaRuleWorkload(shape.B, t, shape.H, shape.K, shape.V, gated),
             work => modes.Select(mode => ($"C{chunk} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(chunk),
                 (Action)(() => work.Run(device, new DeltaRuleOptions { ChunkSize = chunk, Mode = mode })))));
-        BenchReport.Print(context.Out, results, device, json);
+        BenchReport.Print(context.Out, results, device, timing, json);
         return 0;
     }
 }

@@ -54,10 +54,10 @@ internal sealed class GlaBenchCommand : ICommand
 {
     public string Name => "gla";
     public string Summary => "time gated linear attention";
-    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "gate", "mode", "chunk", "repeats", "backend", "threads", "json"];
+    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "gate", "mode", "chunk", "repeats", "best-of", "backend", "threads", "json"];
     public string Usage => $"""
         engine bench gla [--B 1] [--T 8192[,...]] [--H 8] [--K 128] [--V 128] [--gate per-key|per-head|none]
-                         [--mode chunked|recurrent|both] [--chunk 64] [--repeats 7] {OpIo.BackendUsage} [--json]
+                         [--mode chunked|recurrent|both] [--chunk 64] {BenchTiming.Usage} {OpIo.BackendUsage} [--json]
           model flops per token and head: 2·C·(K+V) + 4·K·V chunked, 4·K·V recurrent (C = chunk size)
         """;
 
@@ -69,15 +69,15 @@ internal sealed class GlaBenchCommand : ICommand
         if (gate == GateKind.Constant) throw new UsageException("--gate constant is Lightning attention: use engine bench lightning");
         int chunk = args.Int("chunk", 64);
         var modes = BenchShape.Modes(args);
-        int repeats = args.Int("repeats", 7, min: 1);
+        var timing = BenchTiming.Parse(args, 7);
         bool json = args.Flag("json");
         using var device = OpIo.Device(args);
 
-        var results = BenchReport.Sweep("gla", device, shape, tokens, repeats,
+        var results = BenchReport.Sweep("gla", device, shape, tokens, timing,
             t => new GlaWorkload(shape.B, t, shape.H, shape.K, shape.V, gate),
             work => modes.Select(mode => ($"{CommandLine.Kebab(gate.ToString())} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(mode, chunk),
                 (Action)(() => work.Run(device, new GlaOptions { ChunkSize = chunk, Mode = mode })))));
-        BenchReport.Print(context.Out, results, device, json);
+        BenchReport.Print(context.Out, results, device, timing, json);
         return 0;
     }
 }

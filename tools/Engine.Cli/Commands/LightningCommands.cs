@@ -56,10 +56,10 @@ internal sealed class LightningBenchCommand : ICommand
 {
     public string Name => "lightning";
     public string Summary => "time Lightning attention";
-    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "block", "mode", "repeats", "backend", "threads", "json"];
+    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "block", "mode", "repeats", "best-of", "backend", "threads", "json"];
     public string Usage => $"""
         engine bench lightning [--B 1] [--T 8192] [--H 8] [--K 128] [--V 128] [--block 64] [--mode chunked|recurrent|both]
-                               [--repeats 7] {OpIo.BackendUsage} [--json]
+                               {BenchTiming.Usage} {OpIo.BackendUsage} [--json]
           --T takes a comma-separated list (e.g. 2048,8192,32768) to show how time grows with T.
           model flops per token and head: 2·B·(K+V) + 4·K·V in blocks of B tokens, 4·K·V recurrent
         """;
@@ -70,14 +70,14 @@ internal sealed class LightningBenchCommand : ICommand
         var shape = BenchShape.Parse(args, t: tokens[0], h: 8, k: 128, v: 128);
         int block = args.Int("block", 64);
         var modes = BenchShape.Modes(args);
-        int repeats = args.Int("repeats", 7, min: 1);
+        var timing = BenchTiming.Parse(args, 7);
         bool json = args.Flag("json");
         using var device = OpIo.Device(args);
-        var results = BenchReport.Sweep("lightning", device, shape, tokens, repeats,
+        var results = BenchReport.Sweep("lightning", device, shape, tokens, timing,
             t => new LightningWorkload(shape.B, t, shape.H, shape.K, shape.V),
             work => modes.Select(mode => ($"block{block} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(mode, block),
                 (Action)(() => work.Run(device, new LightningOptions { BlockSize = block, Mode = mode })))));
-        BenchReport.Print(context.Out, results, device, json);
+        BenchReport.Print(context.Out, results, device, timing, json);
         return 0;
     }
 }

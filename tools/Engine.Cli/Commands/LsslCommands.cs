@@ -130,10 +130,10 @@ internal sealed class LsslBenchCommand : ICommand
 {
     public string Name => "lssl";
     public string Summary => "time the LSSL state-space scan (recurrent, scan, conv)";
-    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "N", "kind", "mode", "repeats", "backend", "threads", "json"];
+    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "N", "kind", "mode", "repeats", "best-of", "backend", "threads", "json"];
     public string Usage => $"""
         engine bench lssl [--B 1] [--T 4096[,...]] [--H 256] [--N 64] [--kind legs|legt|diagonal]
-                          [--mode recurrent|scan|conv|auto|all] [--repeats 5] {OpIo.BackendUsage} [--json]
+                          [--mode recurrent|scan|conv|auto|all] {BenchTiming.Usage} {OpIo.BackendUsage} [--json]
           T is the sequence length L; the shape prints as B T H K V with K = N (state size) and V = 1 (one input per channel).
           model flops per channel: recurrent 2L(N²+N) (diagonal 6LN); scan 2L((Q+1)/2 + 2N + N²/Q) (diagonal N/Q);
           conv 5n·log2(n) + 8n with n = the FFT size (the GPU's conv mode is a direct O(L²) convolution).
@@ -145,10 +145,10 @@ internal sealed class LsslBenchCommand : ICommand
         int b = args.Int("B", 1, min: 1), h = args.Int("H", 256, min: 1), n = args.Int("N", 64, min: 1);
         var kind = args.Choice("kind", LsslInitKind.Legs);
         LsslMode[] modes = args.Value("mode") is "all" ? [LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv] : [LsslArgs.Mode(args)];
-        int repeats = args.Int("repeats", 5, min: 1);
+        var timing = BenchTiming.Parse(args, 5);
         bool json = args.Flag("json");
         using var device = OpIo.Device(args);
-        var results = BenchReport.Sweep("lssl", device, new BenchShape(b, 0, h, n, 1), lengths, repeats,
+        var results = BenchReport.Sweep("lssl", device, new BenchShape(b, 0, h, n, 1), lengths, timing,
             l => new LsslWorkload(b, l, h, n, kind),
             work => modes.Select(mode =>
             {
@@ -156,7 +156,7 @@ internal sealed class LsslBenchCommand : ICommand
                 string variant = $"{CommandLine.Kebab(kind.ToString())} {CommandLine.Kebab(ran.ToString())}" + (mode == LsslMode.Auto ? " (auto)" : "");
                 return (variant, work.ModelFlops(ran), (Action)(() => work.Run(device, mode)));
             }));
-        BenchReport.Print(context.Out, results, device, json);
+        BenchReport.Print(context.Out, results, device, timing, json);
         return 0;
     }
 }
