@@ -34,6 +34,9 @@ public sealed class GpuRuntime : IDisposable
 
     public object Lock { get; } = new();
 
+    /// <summary>Shared memory a group may use: the device's, but never more than 48 KB, which ILGPU 1.5.3 never opts in past.</summary>
+    public long SharedMemoryPerGroup => Math.Min(48 * 1024, Accelerator.MaxSharedMemoryPerGroup);
+
     public string Description => IsCuda
         ? $"{Accelerator.Name} (CUDA, {Accelerator.MemorySize >> 20} MiB)"
         : $"ILGPU CPU accelerator ({Accelerator.MaxNumThreadsPerGroup} threads per group; correctness only)";

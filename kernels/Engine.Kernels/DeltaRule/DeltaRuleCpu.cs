@@ -309,81 +309,54 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             LoadRow(w.Qr + (long)gi * _kp, io.Q + ((long)t * heads.QHeads + h * group + gi) * kd, _config.Scale);
 
         SimdOps.CopyPadded(w.Oc, io.V + kvRow * heads.ValueDim, heads.ValueDim, vp);
-        // 64 columns of S at a time (32 KB at K = 128, in L1): e^g Sᵀk̂ for them, u = β (v − e^g Sᵀk̂), then
-        // S = e^g S + k̂ uᵀ and the first query head's readout in the same pass; accumulators in registers.
+        // 64 columns of S at a time (32 KB at K = 128, in L1): u = β (v − e^g Sᵀk̂) for them, then S = e^g S + k̂ uᵀ
+        // and the first query head's readout in one more pass over the same columns. pred holds u, then the readout.
+        float beta = io.Beta[kvRow];
         int d0 = 0;
-        for (; d0 + 64 <= vp; d0 += 64) Step4(w.S + d0, vp, kd, key, w.Qr, w.Oc + d0, io.Beta[kvRow], decay, pred + d0);
-        for (; d0 < vp; d0 += 16) Step1(w.S + d0, vp, kd, key, w.Qr, w.Oc + d0, io.Beta[kvRow], decay, pred + d0);
-        // pred now holds the first query head's output; further query heads of the group read the updated S.
-        Buffer.MemoryCopy(pred, w.Oc, (long)vp * sizeof(float), (long)vp * sizeof(float));
-        for (int gi = 1; gi < group; gi++)
+        for (; d0 + 64 <= vp; d0 += 64)
         {
-            float* qg = w.Qr + (long)gi * _kp, o = w.Oc + (long)gi * vp;
-            for (int d = 0; d < vp; d += 16)
-            {
-                var sum = Vector512<float>.Zero;
-                for (int c = 0; c < kd; c++) sum = Vector512.FusedMultiplyAdd(Vector512.Create(qg[c]), Vector512.Load(w.S + (long)c * vp + d), sum);
-                sum.Store(o + d);
-            }
+            Predict4(w.S + d0, vp, kd, key, w.Oc + d0, beta, decay, pred + d0);
+            RecurrentRows.UpdateAndRead4(w.S + d0, vp, kd, pred + d0, &decay, 0, key, w.Qr, pred + d0);
         }
+        for (; d0 < vp; d0 += 16)
+        {
+            Predict1(w.S + d0, vp, kd, key, w.Oc + d0, beta, decay, pred + d0);
+            RecurrentRows.UpdateAndRead1(w.S + d0, vp, kd, pred + d0, &decay, 0, key, w.Qr, pred + d0);
+        }
+        Buffer.MemoryCopy(pred, w.Oc, (long)vp * sizeof(float), (long)vp * sizeof(float));
+        for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, w.Qr + (long)gi * _kp, w.Oc + (long)gi * vp);
         long bytes = (long)heads.ValueDim * sizeof(float);
         for (int gi = 0; gi < group; gi++)
             Buffer.MemoryCopy(w.Oc + (long)gi * vp, io.O + ((long)t * heads.QHeads + h * group + gi) * heads.ValueDim, bytes, bytes);
     }
 
-    /// <summary>One token on a 64-column slice of S: p = Sᵀk̂, u = β(v − e^g p), S = e^g S + k̂ uᵀ, out = Sᵀ q.</summary>
+    /// <summary>u = β (v − e^g Sᵀk̂) for a 64-column slice of S.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Step4(float* s, int ld, int kd, float* k, float* q, float* v, float beta, float decay, float* output)
+    private static void Predict4(float* s, int ld, int kd, float* k, float* v, float beta, float decay, float* u)
     {
         Vector512<float> p0 = default, p1 = default, p2 = default, p3 = default;
-        float* row = s;
-        for (int c = 0; c < kd; c++, row += ld)
+        for (int c = 0; c < kd; c++, s += ld)
         {
             var kc = Vector512.Create(k[c]);
-            p0 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(row), p0);
-            p1 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(row + 16), p1);
-            p2 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(row + 32), p2);
-            p3 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(row + 48), p3);
+            p0 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(s), p0);
+            p1 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(s + 16), p1);
+            p2 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(s + 32), p2);
+            p3 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(s + 48), p3);
         }
         var b = Vector512.Create(beta);
         var e = Vector512.Create(decay);
-        var u0 = b * (Vector512.Load(v) - e * p0);
-        var u1 = b * (Vector512.Load(v + 16) - e * p1);
-        var u2 = b * (Vector512.Load(v + 32) - e * p2);
-        var u3 = b * (Vector512.Load(v + 48) - e * p3);
-        Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
-        row = s;
-        for (int c = 0; c < kd; c++, row += ld)
-        {
-            var kc = Vector512.Create(k[c]);
-            var qc = Vector512.Create(q[c]);
-            var s0 = Vector512.FusedMultiplyAdd(kc, u0, e * Vector512.Load(row));
-            var s1 = Vector512.FusedMultiplyAdd(kc, u1, e * Vector512.Load(row + 16));
-            var s2 = Vector512.FusedMultiplyAdd(kc, u2, e * Vector512.Load(row + 32));
-            var s3 = Vector512.FusedMultiplyAdd(kc, u3, e * Vector512.Load(row + 48));
-            s0.Store(row); s1.Store(row + 16); s2.Store(row + 32); s3.Store(row + 48);
-            o0 = Vector512.FusedMultiplyAdd(qc, s0, o0); o1 = Vector512.FusedMultiplyAdd(qc, s1, o1);
-            o2 = Vector512.FusedMultiplyAdd(qc, s2, o2); o3 = Vector512.FusedMultiplyAdd(qc, s3, o3);
-        }
-        o0.Store(output); o1.Store(output + 16); o2.Store(output + 32); o3.Store(output + 48);
+        (b * (Vector512.Load(v) - e * p0)).Store(u);
+        (b * (Vector512.Load(v + 16) - e * p1)).Store(u + 16);
+        (b * (Vector512.Load(v + 32) - e * p2)).Store(u + 32);
+        (b * (Vector512.Load(v + 48) - e * p3)).Store(u + 48);
     }
 
+    /// <summary>u = β (v − e^g Sᵀk̂) for a 16-column slice of S.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Step1(float* s, int ld, int kd, float* k, float* q, float* v, float beta, float decay, float* output)
+    private static void Predict1(float* s, int ld, int kd, float* k, float* v, float beta, float decay, float* u)
     {
         var p = Vector512<float>.Zero;
-        float* row = s;
-        for (int c = 0; c < kd; c++, row += ld) p = Vector512.FusedMultiplyAdd(Vector512.Create(k[c]), Vector512.Load(row), p);
-        var e = Vector512.Create(decay);
-        var u = Vector512.Create(beta) * (Vector512.Load(v) - e * p);
-        var o = Vector512<float>.Zero;
-        row = s;
-        for (int c = 0; c < kd; c++, row += ld)
-        {
-            var sc = Vector512.FusedMultiplyAdd(Vector512.Create(k[c]), u, e * Vector512.Load(row));
-            sc.Store(row);
-            o = Vector512.FusedMultiplyAdd(Vector512.Create(q[c]), sc, o);
-        }
-        o.Store(output);
+        for (int c = 0; c < kd; c++, s += ld) p = Vector512.FusedMultiplyAdd(Vector512.Create(k[c]), Vector512.Load(s), p);
+        (Vector512.Create(beta) * (Vector512.Load(v) - Vector512.Create(decay) * p)).Store(u);
     }
 }

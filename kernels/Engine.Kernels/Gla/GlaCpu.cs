@@ -523,21 +523,9 @@ public sealed unsafe class GlaCpu : IDisposable
                 break;
         }
         float* q0 = io.Q + ((long)t * heads.QHeads + h * group) * kd;
-        // The first query head of the group reads S as it is updated (accumulators in registers, 64 columns at a
-        // time); the other heads of a group read the updated S afterwards.
-        int d = 0;
-        for (; d + 64 <= vp; d += 64) UpdateAndRead4(w.S + d, vp, vrow + d, decay, kt, q0, kd, w.Acc + d);
-        for (; d < vp; d += 16) UpdateAndRead1(w.S + d, vp, vrow + d, decay, kt, q0, kd, w.Acc + d);
-        for (int gi = 1; gi < group; gi++)
-        {
-            float* qg = q0 + (long)gi * kd, acc = w.Acc + (long)gi * vp;
-            for (d = 0; d < vp; d += 16)
-            {
-                var sum = Vector512<float>.Zero;
-                for (int c = 0; c < kd; c++) sum = Vector512.FusedMultiplyAdd(Vector512.Create(qg[c]), Vector512.Load(w.S + (long)c * vp + d), sum);
-                sum.Store(acc + d);
-            }
-        }
+        // The first query head of the group reads S as it is updated; the other heads of a group read it afterwards.
+        RecurrentRows.UpdateAndRead(w.S, vp, kd, vrow, decay, 1, kt, q0, w.Acc);
+        for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, q0 + (long)gi * kd, w.Acc + (long)gi * vp);
         long bytes = (long)vd * sizeof(float);
         for (int gi = 0; gi < group; gi++)
         {
@@ -545,41 +533,5 @@ public sealed unsafe class GlaCpu : IDisposable
             SimdOps.ScaleInPlace(acc, _config.Scale, vp);
             Buffer.MemoryCopy(acc, io.O + ((long)t * heads.QHeads + h * group + gi) * vd, bytes, bytes);
         }
-    }
-
-    /// <summary>Rows c of a 64-column slice of S: s = decay_c · s + k_c · v, acc += q_c · s.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void UpdateAndRead4(float* s, int ld, float* v, float* decay, float* k, float* q, int kd, float* acc)
-    {
-        var v0 = Vector512.Load(v); var v1 = Vector512.Load(v + 16); var v2 = Vector512.Load(v + 32); var v3 = Vector512.Load(v + 48);
-        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        for (int c = 0; c < kd; c++, s += ld)
-        {
-            var decayC = Vector512.Create(decay[c]);
-            var kc = Vector512.Create(k[c]);
-            var qc = Vector512.Create(q[c]);
-            var s0 = Vector512.FusedMultiplyAdd(kc, v0, decayC * Vector512.Load(s));
-            var s1 = Vector512.FusedMultiplyAdd(kc, v1, decayC * Vector512.Load(s + 16));
-            var s2 = Vector512.FusedMultiplyAdd(kc, v2, decayC * Vector512.Load(s + 32));
-            var s3 = Vector512.FusedMultiplyAdd(kc, v3, decayC * Vector512.Load(s + 48));
-            s0.Store(s); s1.Store(s + 16); s2.Store(s + 32); s3.Store(s + 48);
-            a0 = Vector512.FusedMultiplyAdd(qc, s0, a0); a1 = Vector512.FusedMultiplyAdd(qc, s1, a1);
-            a2 = Vector512.FusedMultiplyAdd(qc, s2, a2); a3 = Vector512.FusedMultiplyAdd(qc, s3, a3);
-        }
-        a0.Store(acc); a1.Store(acc + 16); a2.Store(acc + 32); a3.Store(acc + 48);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void UpdateAndRead1(float* s, int ld, float* v, float* decay, float* k, float* q, int kd, float* acc)
-    {
-        var v0 = Vector512.Load(v);
-        var a0 = Vector512<float>.Zero;
-        for (int c = 0; c < kd; c++, s += ld)
-        {
-            var s0 = Vector512.FusedMultiplyAdd(Vector512.Create(k[c]), v0, Vector512.Create(decay[c]) * Vector512.Load(s));
-            s0.Store(s);
-            a0 = Vector512.FusedMultiplyAdd(Vector512.Create(q[c]), s0, a0);
-        }
-        a0.Store(acc);
     }
 }

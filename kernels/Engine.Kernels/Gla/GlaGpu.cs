@@ -12,9 +12,6 @@ namespace Engine.Kernels.Gla;
 /// </summary>
 public sealed class GlaGpu : IDisposable
 {
-    /// <summary>ILGPU 1.5.3 never opts in to more than 48 KB of shared memory per group.</summary>
-    private const int SharedMemoryLimit = 48 * 1024;
-
     private readonly GpuBuffers _buffers;
     private readonly ChunkTable _chunks = new();
     private readonly GlaGpuShape _shape;
@@ -32,7 +29,7 @@ public sealed class GlaGpu : IDisposable
             throw new NotSupportedException($"GLA GPU kernels need a power-of-two group size >= 16, the runtime has {groupSize}");
         if (config.ChunkSize < 16 || !int.IsPow2(config.ChunkSize))
             throw new NotSupportedException($"GLA GPU kernels need a power-of-two chunk size >= 16, got {config.ChunkSize}");
-        long limit = Math.Min(SharedMemoryLimit, runtime.Accelerator.MaxSharedMemoryPerGroup);
+        long limit = runtime.SharedMemoryPerGroup;
 
         // The recurrent state tile is K × cols floats: narrow the tile until it fits the shared memory.
         int cols = Math.Min(32, groupSize);

@@ -18,9 +18,6 @@ namespace Engine.Kernels.Lssl;
 /// </summary>
 public sealed class LsslGpu : IDisposable
 {
-    /// <summary>ILGPU 1.5.3 never opts in to more than 48 KB of shared memory per group.</summary>
-    private const int SharedMemoryLimit = 48 * 1024;
-
     private readonly GpuBuffers _buffers;
     private readonly LsslGpuShape _shape;
     private readonly Action<KernelConfig, LsslGpuViews, LsslGpuCall, SpecializedValue<LsslGpuShape>> _recurrent, _carry, _localOutput, _chunkState, _fixUp, _convDirect;
@@ -30,7 +27,7 @@ public sealed class LsslGpu : IDisposable
         Config = config;
         Runtime = runtime;
         _shape = new LsslGpuShape(config, runtime.GroupSize);
-        long limit = Math.Min(SharedMemoryLimit, runtime.Accelerator.MaxSharedMemoryPerGroup);
+        long limit = runtime.SharedMemoryPerGroup;
         long shared = (long)LsslGpuKernels.RecurrentSharedFloats(_shape) * sizeof(float);
         if (shared > limit)
             throw new NotSupportedException($"LSSL GPU kernels keep the state of a channel in shared memory: N = {config.StateSize} needs {shared} bytes, more than the {limit} a group may use");

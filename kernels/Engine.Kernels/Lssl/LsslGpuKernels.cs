@@ -174,13 +174,8 @@ public static class LsslGpuKernels
     {
         var s = shape.Value;
         long index = (long)Grid.IdxX * s.GroupSize + Group.IdxX;
-        if (index >= (long)call.Batch * call.Chunks * s.Q * s.Channels) return;
-        int h = (int)(index % s.Channels);
-        long rest = index / s.Channels;
-        int i = (int)(rest % s.Q);
-        rest /= s.Q;
-        int c = (int)(rest % call.Chunks);
-        int b = (int)(rest / call.Chunks);
+        if (index >= ChunkStep.Count(call, s)) return;
+        var (b, c, i, h) = ChunkStep.Of(index, call, s);
         long first = ((long)b * call.Length + (long)c * s.Q) * s.Channels + h;
         long tapBase = (long)h * s.Q;
         float sum = v.D[h] * v.U[first + (long)i * s.Channels];
@@ -211,13 +206,8 @@ public static class LsslGpuKernels
     {
         var s = shape.Value;
         long index = (long)Grid.IdxX * s.GroupSize + Group.IdxX;
-        if (index >= (long)call.Batch * call.Chunks * s.Q * s.Channels) return;
-        int h = (int)(index % s.Channels);
-        long rest = index / s.Channels;
-        int i = (int)(rest % s.Q);
-        rest /= s.Q;
-        int c = (int)(rest % call.Chunks);
-        int b = (int)(rest / call.Chunks);
+        if (index >= ChunkStep.Count(call, s)) return;
+        var (b, c, i, h) = ChunkStep.Of(index, call, s);
         int t = c * s.Q + i;
         if (t >= call.Length) return;
         long prev = (((long)b * s.Channels + h) * call.Chunks + c) * s.Np;
@@ -242,5 +232,20 @@ public static class LsslGpuKernels
         float sum = v.D[h] * v.U[first + (long)t * s.Channels];
         for (int j = 0; j <= t; j++) sum += v.ConvKernel[kernelBase - j] * v.U[first + (long)j * s.Channels];
         v.Y[first + (long)t * s.Channels] = sum;
+    }
+
+    /// <summary>The kernels with one thread per (batch, chunk, step inside the chunk, channel), channel fastest.</summary>
+    private static class ChunkStep
+    {
+        public static long Count(in LsslGpuCall call, in LsslGpuShape s) => (long)call.Batch * call.Chunks * s.Q * s.Channels;
+
+        public static (int Batch, int Chunk, int Step, int Channel) Of(long index, in LsslGpuCall call, in LsslGpuShape s)
+        {
+            int h = (int)(index % s.Channels);
+            long rest = index / s.Channels;
+            int i = (int)(rest % s.Q);
+            rest /= s.Q;
+            return ((int)(rest / call.Chunks), (int)(rest % call.Chunks), i, h);
+        }
     }
 }

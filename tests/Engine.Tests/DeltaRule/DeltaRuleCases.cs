@@ -1,7 +1,6 @@
 using System.Numerics.Tensors;
 using Engine.Kernels.Common;
 using Engine.Kernels.DeltaRule;
-using Engine.Tests.Gla;
 using Engine.Tests.Harness;
 
 namespace Engine.Tests.DeltaRule;
@@ -16,48 +15,31 @@ public enum BetaKind
 }
 
 /// <summary>A delta-rule call: shape, gated or not and gate strength, beta, chunk, mode, element type, state, packing, normalization.</summary>
-public sealed class DeltaRuleCase : OpCase
+public sealed class DeltaRuleCase : AttentionCase
 {
-    public int B { get; init; } = 1;
-    public int T { get; init; }
-    public int Hq { get; init; } = 1;
-    public int Hkv { get; init; } = 1;
-    public int K { get; init; }
-    public int V { get; init; }
     public bool Gated { get; init; } = true;
     public double GateScale { get; init; } = 1.0;
     public BetaKind Beta { get; init; } = BetaKind.Open;
     public int Chunk { get; init; } = 64;
     public AttentionMode Mode { get; init; } = AttentionMode.Chunked;
-    public bool Fp16 { get; init; }
     public bool WithInitialState { get; init; }
-    public int[]? SeqLens { get; init; }
     public float? Scale { get; init; }
     public bool QkL2Norm { get; init; }
-    public bool? SmallOverride { get; init; }
 
-    public override bool Half => Fp16;
     public override bool Small => SmallOverride ?? (long)(SeqLens?.Sum() ?? B * T) * Hq * Math.Max(K, V) <= 4_000;
 
     public override string Name =>
-        $"{(Gated ? $"gated-delta gate×{GateScale}" : "delta")} {(SeqLens is null ? $"B{B} T{T}" : $"varlen[{string.Join(",", SeqLens)}]")} H{Hq}/{Hkv} K{K} V{V} β{Beta} C{Chunk} {Mode}" +
+        $"{(Gated ? $"gated-delta gate×{GateScale}" : "delta")} {Batch} H{Hq}/{Hkv} K{K} V{V} β{Beta} C{Chunk} {Mode}" +
         (Fp16 ? " fp16" : "") + (WithInitialState ? " h0" : "") + (Scale is null ? "" : $" scale{Scale}") + (QkL2Norm ? " l2norm" : "");
 
-    public int Sequences => SeqLens?.Length ?? B;
-    public int TotalT => SeqLens?.Sum() ?? T;
-    public int BatchDim => SeqLens is null ? B : 1;
-    public int[]? CuSeqlens => SeqLens is null ? null : [0, .. SeqLens.Select((_, i) => SeqLens.Take(i + 1).Sum())];
-
     public DeltaRuleConfig Config => new(new HeadLayout(Hq, Hkv, K, V), Gated, Scale ?? 1f / MathF.Sqrt(K), Chunk, QkL2Norm);
-
-    public SequenceLayout Layout => SeqLens is null ? SequenceLayout.Dense(B, T) : SequenceLayout.Packed(CuSeqlens, TotalT);
 
     public DeltaRuleOptions Options => new() { ChunkSize = Chunk, Mode = Mode, Scale = Scale, QkL2Norm = QkL2Norm };
 
     /// <summary>q, k, v, beta, g (empty for DeltaNet) and the initial state (zeros without one). Keys are unit rows unless the kernel normalizes them.</summary>
     public (float[] q, float[] k, float[] v, float[] beta, float[] g, float[] h0) Inputs()
     {
-        var data = new TestData(GlaCase.StableSeed(Name));
+        var data = Data();
         long bt = (long)BatchDim * TotalT;
         var q = data.Normal(bt * Hq * K);
         var k = QkL2Norm ? data.Normal(bt * Hkv * K, 3.0) : data.UnitRows(bt * Hkv, K);
@@ -65,57 +47,28 @@ public sealed class DeltaRuleCase : OpCase
         var beta = Beta == BetaKind.One ? Enumerable.Repeat(1f, (int)(bt * Hkv)).ToArray() : data.Uniform(bt * Hkv, 0.02, 0.98);
         var g = Gated ? data.LogGates(bt * Hkv, GateScale) : [];
         var h0 = WithInitialState ? data.Normal((long)Sequences * Hkv * K * V, 0.5) : new float[(long)Sequences * Hkv * K * V];
-        if (Fp16)
-        {
-            q = TestData.RoundToHalf(q); k = TestData.RoundToHalf(k); v = TestData.RoundToHalf(v);
-            beta = TestData.RoundToHalf(beta); g = TestData.RoundToHalf(g);
-        }
-        return (q, k, v, beta, g, h0);
+        return (Rounded(q), Rounded(k), Rounded(v), Rounded(beta), Rounded(g), h0);
     }
 
     public override IReadOnlyDictionary<string, double[]> Reference()
     {
         var (q, k, v, beta, g, h0) = Inputs();
-        var o = new double[(long)BatchDim * TotalT * Hq * V];
+        var o = new double[OutputLength];
         var s = TestData.ToDouble(h0);
         DeltaRuleReference.Forward(Config, Layout, q, k, v, beta, g, o, s);
         return new Dictionary<string, double[]> { ["output"] = o, ["final_state"] = s };
     }
 
-    public override IReadOnlyDictionary<string, float[]> Run(EngineDevice device)
+    protected override IReadOnlyDictionary<string, float[]> Run<TElement>(EngineDevice device)
     {
         var (q, k, v, beta, g, h0) = Inputs();
-        int bt = TotalT, b = BatchDim;
+        var output = NaNOutput<TElement>(OutputLength);
         var finalState = Numerics.NaNs((long)Sequences * Hkv * K * V);
-        var stateShape = new nint[] { Sequences, Hkv, K, V };
-        var initial = WithInitialState ? new ReadOnlyTensorSpan<float>(h0, stateShape) : default;
-        float[] output;
-        if (Fp16)
-        {
-            var o = Enumerable.Repeat(System.Half.NaN, b * bt * Hq * V).ToArray();
-            Engine.DeltaRule.Forward<System.Half>(device,
-                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(q), [b, bt, Hq, K]),
-                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(k), [b, bt, Hkv, K]),
-                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(v), [b, bt, Hkv, V]),
-                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(beta), [b, bt, Hkv]),
-                Gated ? new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(g), [b, bt, Hkv]) : default,
-                new TensorSpan<System.Half>(o, [b, bt, Hq, V]),
-                initial, new TensorSpan<float>(finalState, stateShape), CuSeqlens, Options);
-            output = TestData.FromHalf(o);
-        }
-        else
-        {
-            output = Numerics.NaNs((long)b * bt * Hq * V);
-            Engine.DeltaRule.Forward<float>(device,
-                new ReadOnlyTensorSpan<float>(q, [b, bt, Hq, K]),
-                new ReadOnlyTensorSpan<float>(k, [b, bt, Hkv, K]),
-                new ReadOnlyTensorSpan<float>(v, [b, bt, Hkv, V]),
-                new ReadOnlyTensorSpan<float>(beta, [b, bt, Hkv]),
-                Gated ? new ReadOnlyTensorSpan<float>(g, [b, bt, Hkv]) : default,
-                new TensorSpan<float>(output, [b, bt, Hq, V]),
-                initial, new TensorSpan<float>(finalState, stateShape), CuSeqlens, Options);
-        }
-        return new Dictionary<string, float[]> { ["output"] = output, ["final_state"] = finalState };
+        Engine.DeltaRule.Forward(device, In<TElement>(q, Hq, K), In<TElement>(k, Hkv, K), In<TElement>(v, Hkv, V),
+            In<TElement>(beta, Hkv), Gated ? In<TElement>(g, Hkv) : default, Out(output),
+            WithInitialState ? new ReadOnlyTensorSpan<float>(h0, StateShape) : default,
+            new TensorSpan<float>(finalState, StateShape), CuSeqlens, Options);
+        return new Dictionary<string, float[]> { ["output"] = ToFloat(output), ["final_state"] = finalState };
     }
 }
 

@@ -6,111 +6,58 @@ using Engine.Tests.Harness;
 namespace Engine.Tests.Gla;
 
 /// <summary>A GLA call: shape, gate form and strength, chunk, mode, element type, state and packing.</summary>
-public sealed class GlaCase : OpCase
+public sealed class GlaCase : AttentionCase
 {
-    public int B { get; init; } = 1;
-    public int T { get; init; }
-    public int Hq { get; init; } = 1;
-    public int Hkv { get; init; } = 1;
-    public int K { get; init; }
-    public int V { get; init; }
     public GateKind Gate { get; init; } = GateKind.PerKey;
     public double GateScale { get; init; } = 1.0;
     public int Chunk { get; init; } = 64;
     public AttentionMode Mode { get; init; } = AttentionMode.Chunked;
-    public bool Fp16 { get; init; }
     public bool WithInitialState { get; init; }
-    public int[]? SeqLens { get; init; }
     public float? Scale { get; init; }
-    public bool? SmallOverride { get; init; }
 
-    public override bool Half => Fp16;
     public override bool Small => SmallOverride ?? (long)B * T * Hq * Math.Max(K, V) <= 20_000;
 
     public override string Name =>
-        $"gla {Gate} {(SeqLens is null ? $"B{B} T{T}" : $"varlen[{string.Join(",", SeqLens)}]")} H{Hq}/{Hkv} K{K} V{V} gate×{GateScale} C{Chunk} {Mode}" +
+        $"gla {Gate} {Batch} H{Hq}/{Hkv} K{K} V{V} gate×{GateScale} C{Chunk} {Mode}" +
         (Fp16 ? " fp16" : "") + (WithInitialState ? " h0" : "") + (Scale is null ? "" : $" scale{Scale}");
-
-    private int Sequences => SeqLens?.Length ?? B;
-    private int TotalT => SeqLens?.Sum() ?? T;
-    private int BatchDim => SeqLens is null ? B : 1;
-    private int[]? CuSeqlens => SeqLens is null ? null : [0, .. SeqLens.Select((_, i) => SeqLens.Take(i + 1).Sum())];
 
     private (float[] q, float[] k, float[] v, float[] g, float[] h0) Inputs()
     {
-        var data = new TestData(StableSeed(Name));
-        int bt = BatchDim * TotalT;
-        var q = data.Normal((long)bt * Hq * K);
-        var k = data.UnitRows((long)bt * Hkv, K);
-        var v = data.Normal((long)bt * Hkv * V);
+        var data = Data();
+        long bt = (long)BatchDim * TotalT;
+        var q = data.Normal(bt * Hq * K);
+        var k = data.UnitRows(bt * Hkv, K);
+        var v = data.Normal(bt * Hkv * V);
         var g = Gate switch
         {
-            GateKind.PerKey => data.LogGates((long)bt * Hkv * K, GateScale),
-            GateKind.PerHead => data.LogGates((long)bt * Hkv, GateScale),
+            GateKind.PerKey => data.LogGates(bt * Hkv * K, GateScale),
+            GateKind.PerHead => data.LogGates(bt * Hkv, GateScale),
             _ => [],
         };
         var h0 = WithInitialState ? data.Normal((long)Sequences * Hkv * K * V, 0.5) : new float[(long)Sequences * Hkv * K * V];
-        if (Fp16) { q = TestData.RoundToHalf(q); k = TestData.RoundToHalf(k); v = TestData.RoundToHalf(v); g = TestData.RoundToHalf(g); }
-        return (q, k, v, g, h0);
+        return (Rounded(q), Rounded(k), Rounded(v), Rounded(g), h0);
     }
 
     public override IReadOnlyDictionary<string, double[]> Reference()
     {
         var (q, k, v, g, h0) = Inputs();
         var config = new GlaConfig(new HeadLayout(Hq, Hkv, K, V), Gate, Scale ?? 1f / MathF.Sqrt(K), Chunk);
-        var layout = SeqLens is null ? SequenceLayout.Dense(B, T) : SequenceLayout.Packed(CuSeqlens, TotalT);
-        var o = new double[(long)BatchDim * TotalT * Hq * V];
+        var o = new double[OutputLength];
         var s = TestData.ToDouble(h0);
-        GlaReference.Forward(config, layout, q, k, v, g, o, s);
+        GlaReference.Forward(config, Layout, q, k, v, g, o, s);
         return new Dictionary<string, double[]> { ["output"] = o, ["final_state"] = s };
     }
 
-    public override IReadOnlyDictionary<string, float[]> Run(EngineDevice device)
+    protected override IReadOnlyDictionary<string, float[]> Run<TElement>(EngineDevice device)
     {
         var (q, k, v, g, h0) = Inputs();
-        int bt = TotalT, b = BatchDim;
-        nint[] gShape = Gate == GateKind.PerKey ? [b, bt, Hkv, K] : [b, bt, Hkv];
-        var options = new GlaOptions { ChunkSize = Chunk, Mode = Mode, Scale = Scale };
+        var output = NaNOutput<TElement>(OutputLength);
         var finalState = Numerics.NaNs((long)Sequences * Hkv * K * V);
-        var stateShape = new nint[] { Sequences, Hkv, K, V };
-        float[] output;
-        if (Fp16)
-        {
-            var o = Enumerable.Repeat(System.Half.NaN, b * bt * Hq * V).ToArray();
-            Engine.Gla.Forward<System.Half>(device,
-                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(q), [b, bt, Hq, K]),
-                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(k), [b, bt, Hkv, K]),
-                new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(v), [b, bt, Hkv, V]),
-                Gate == GateKind.None ? default : new ReadOnlyTensorSpan<System.Half>(TestData.ToHalf(g), gShape),
-                new TensorSpan<System.Half>(o, [b, bt, Hq, V]),
-                WithInitialState ? new ReadOnlyTensorSpan<float>(h0, stateShape) : default,
-                new TensorSpan<float>(finalState, stateShape), CuSeqlens, options);
-            output = TestData.FromHalf(o);
-        }
-        else
-        {
-            output = Numerics.NaNs((long)b * bt * Hq * V);
-            Engine.Gla.Forward<float>(device,
-                new ReadOnlyTensorSpan<float>(q, [b, bt, Hq, K]),
-                new ReadOnlyTensorSpan<float>(k, [b, bt, Hkv, K]),
-                new ReadOnlyTensorSpan<float>(v, [b, bt, Hkv, V]),
-                Gate == GateKind.None ? default : new ReadOnlyTensorSpan<float>(g, gShape),
-                new TensorSpan<float>(output, [b, bt, Hq, V]),
-                WithInitialState ? new ReadOnlyTensorSpan<float>(h0, stateShape) : default,
-                new TensorSpan<float>(finalState, stateShape), CuSeqlens, options);
-        }
-        return new Dictionary<string, float[]> { ["output"] = output, ["final_state"] = finalState };
-    }
-
-    /// <summary>A seed that is the same in every process (string.GetHashCode is not).</summary>
-    public static int StableSeed(string text)
-    {
-        unchecked
-        {
-            int h = (int)2166136261;
-            foreach (char c in text) h = (h ^ c) * 16777619;
-            return h & int.MaxValue;
-        }
+        Engine.Gla.Forward(device, In<TElement>(q, Hq, K), In<TElement>(k, Hkv, K), In<TElement>(v, Hkv, V),
+            Gate switch { GateKind.PerKey => In<TElement>(g, Hkv, K), GateKind.PerHead => In<TElement>(g, Hkv), _ => default },
+            Out(output), WithInitialState ? new ReadOnlyTensorSpan<float>(h0, StateShape) : default,
+            new TensorSpan<float>(finalState, StateShape), CuSeqlens, new GlaOptions { ChunkSize = Chunk, Mode = Mode, Scale = Scale });
+        return new Dictionary<string, float[]> { ["output"] = ToFloat(output), ["final_state"] = finalState };
     }
 }
 

@@ -1,6 +1,5 @@
 using System.Numerics.Tensors;
 using Engine.Kernels.Lssl;
-using Engine.Tests.Gla;
 using Engine.Tests.Harness;
 
 namespace Engine.Tests.Lssl;
@@ -102,11 +101,11 @@ public sealed class LsslCase : OpCase
 
     public override string Name => $"{Problem} {Mode}" + (Chunk is null ? "" : $" Q{Chunk}");
 
-    private LsslProblem Parameters() => LsslProblem.Make(H, N, Form, GlaCase.StableSeed(Problem), DtMin, DtMax);
+    private LsslProblem Parameters() => LsslProblem.Make(H, N, Form, AttentionCase.StableSeed(Problem), DtMin, DtMax);
 
     private (float[] u, float[] x0) Inputs()
     {
-        var data = new TestData(GlaCase.StableSeed(Problem) + 1);
+        var data = new TestData(AttentionCase.StableSeed(Problem) + 1);
         var u = data.Normal((long)B * L * H);
         var x0 = WithInitialState ? data.Normal((long)B * H * N, 0.5) : new float[B * H * N];
         if (Fp16) u = TestData.RoundToHalf(u);

@@ -1,6 +1,5 @@
 using Engine.Onnx;
 using Engine.Onnx.Ops;
-using Engine.Tests.Gla;
 using Engine.Tests.Harness;
 using NUnit.Framework;
 using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
@@ -58,7 +57,7 @@ public sealed class EngineOpTests
     {
         // x → MatMul (q, k, v) → LightningAttention → Relu → MatMul → y, the attention on the engine, the rest in ORT.
         const int batch = 2, length = 25, hidden = 12, heads = 2, dk = 8, dv = 8;
-        var data = new TestData(GlaCase.StableSeed("lightning between ORT nodes"));
+        var data = new TestData(AttentionCase.StableSeed("lightning between ORT nodes"));
         var weights = new Dictionary<string, float[]>
         {
             ["wq"] = data.Normal(hidden * heads * dk, 0.3), ["wk"] = data.Normal(hidden * heads * dk, 0.3),
@@ -142,7 +141,7 @@ public sealed class GpuBackendTests
     public void LsslScanOnTheGpuBackend()
     {
         var model = SampleModels.LsslScanNode(channels: 4, stateSize: 8);
-        var data = new TestData(GlaCase.StableSeed("lssl on the gpu backend"));
+        var data = new TestData(AttentionCase.StableSeed("lssl on the gpu backend"));
         var u = data.Normal(2 * 10 * 4);
         var past = data.Normal(2 * 4 * 8, 0.3);
         var inputs = new Dictionary<string, TensorData> { ["u"] = TensorData.Create(u, 2, 10, 4), ["past_state"] = TensorData.Create(past, 2, 4, 8) };

@@ -1,6 +1,5 @@
 using Engine.Onnx;
 using Engine.Onnx.Ops;
-using Engine.Tests.Gla;
 using Engine.Tests.Harness;
 
 namespace Engine.Tests.Onnx;
@@ -50,7 +49,7 @@ public sealed record LinearAttentionNodeCase
 
     public Dictionary<string, TensorData> Inputs()
     {
-        var data = new TestData(GlaCase.StableSeed(Name));
+        var data = new TestData(AttentionCase.StableSeed(Name));
         var inputs = new Dictionary<string, TensorData>
         {
             ["query"] = TensorData.Create(data.Normal((long)B * T * Hq * Dk), B, T, Hq * Dk),

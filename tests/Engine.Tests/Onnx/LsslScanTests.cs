@@ -1,7 +1,6 @@
 using System.Numerics.Tensors;
 using Engine.Kernels.Lssl;
 using Engine.Onnx;
-using Engine.Tests.Gla;
 using Engine.Tests.Harness;
 using NUnit.Framework;
 using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
@@ -49,7 +48,7 @@ public sealed class LsslScanTests
     public void LsslScanMatchesTheReference(int channels, int stateSize, bool diagonal, string discretization, bool past)
     {
         var model = SampleModels.LsslScanNode(channels, stateSize, diagonal, past, discretization);
-        var data = new TestData(GlaCase.StableSeed($"lssl {channels} {stateSize} {diagonal} {discretization}"));
+        var data = new TestData(AttentionCase.StableSeed($"lssl {channels} {stateSize} {diagonal} {discretization}"));
         var u = data.Normal(Batch * Length * channels);
         var state = past ? data.Normal(Batch * channels * stateSize, 0.3) : null;
         var inputs = new Dictionary<string, TensorData> { ["u"] = TensorData.Create(u, Batch, Length, channels) };
@@ -68,7 +67,7 @@ public sealed class LsslScanTests
     {
         const int channels = 4, stateSize = 8;
         var model = SampleModels.LsslScanNode(channels, stateSize);
-        var data = new TestData(GlaCase.StableSeed("lssl decode"));
+        var data = new TestData(AttentionCase.StableSeed("lssl decode"));
         var u = data.Normal(Length * channels);
         var expected = Reference(model, u, new float[channels * stateSize], "bilinear", 1, Length);
         using var session = OnnxTestHost.Open(model, HandoverBackend.Cpu);
@@ -95,7 +94,7 @@ public sealed class LsslScanTests
         const int hidden = 3, channels = 4, stateSize = 8;
         var scan = SampleModels.LsslScanNode(channels, stateSize, pastState: false);
         var b = new ModelBuilder(21).Import(HandoverRewriter.EngineDomain, 1);
-        var data = new TestData(GlaCase.StableSeed("lssl between ORT nodes"));
+        var data = new TestData(AttentionCase.StableSeed("lssl between ORT nodes"));
         var w = data.Normal(hidden * channels, 0.5);
         b.Input("x", F.Float, "B", "L", hidden);
         var u = b.Op("MatMul", "x", b.Initializer("w", w, hidden, channels));

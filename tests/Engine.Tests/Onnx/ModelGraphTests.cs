@@ -1,6 +1,5 @@
 using Engine.Onnx;
 using Engine.Onnx.Ops;
-using Engine.Tests.Gla;
 using Engine.Tests.Harness;
 using NUnit.Framework;
 using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
@@ -92,7 +91,7 @@ public sealed class ModelGraphTests
 
     public static (Dictionary<string, TensorData> Inputs, float[] X, Dictionary<string, float[]> Pasts) BlockInputs(LinearAttentionBlockSpec spec)
     {
-        var data = new TestData(GlaCase.StableSeed($"block {spec}"));
+        var data = new TestData(AttentionCase.StableSeed($"block {spec}"));
         var x = data.Normal((long)Batch * Length * spec.Hidden);
         var inputs = new Dictionary<string, TensorData> { ["x"] = TensorData.Create(x, Batch, Length, spec.Hidden) };
         var pasts = new Dictionary<string, float[]>();

@@ -9,9 +9,8 @@ internal sealed class DeltaRuleOpCommand(bool gated) : ICommand
 {
     public string Name => gated ? "gated-delta" : "delta";
     public string Summary => gated ? "Gated DeltaNet (delta rule with a per-head log decay)" : "DeltaNet (delta rule)";
-    public IReadOnlyCollection<string> Options { get; } = gated
-        ? ["q", "k", "v", "beta", "g", "h0", "cu-seqlens", "scale", "chunk", "mode", "qk-l2norm", "backend", "threads", "o", "ht"]
-        : ["q", "k", "v", "beta", "h0", "cu-seqlens", "scale", "chunk", "mode", "qk-l2norm", "backend", "threads", "o", "ht"];
+    public IReadOnlyCollection<string> Options { get; } =
+        [.. AttentionFiles.Options, "beta", "scale", "chunk", "mode", "qk-l2norm", .. (gated ? new[] { "g" } : [])];
     public string Usage => $"""
         engine op {Name} --q q.npy --k k.npy --v v.npy --beta beta.npy{(gated ? " --g g.npy" : "")} [--h0 h0.npy] [--cu-seqlens c.npy]
                  [--scale S] [--chunk 16|32|64] [--mode chunked|recurrent] [--qk-l2norm]
@@ -24,13 +23,9 @@ internal sealed class DeltaRuleOpCommand(bool gated) : ICommand
 
     public int Run(CommandLine args, CliContext context)
     {
-        var q = OpIo.Required(args, "q");
-        var k = OpIo.Required(args, "k");
-        var v = OpIo.Required(args, "v");
+        var files = AttentionFiles.Read(args);
         var beta = OpIo.Required(args, "beta");
         var g = gated ? OpIo.Required(args, "g") : null;
-        var h0 = OpIo.Optional(args, "h0");
-        var cu = OpIo.Optional(args, "cu-seqlens");
         var options = new DeltaRuleOptions
         {
             Scale = args.Float("scale"),
@@ -38,18 +33,13 @@ internal sealed class DeltaRuleOpCommand(bool gated) : ICommand
             Mode = args.Choice("mode", AttentionMode.Chunked),
             QkL2Norm = args.Flag("qk-l2norm"),
         };
-        string outPath = args.Require("o");
-        string? statePath = args.Value("ht");
         using var device = OpIo.Device(args);
-
-        var initial = h0 is null ? null : OpIo.Float32(h0);
-        int[]? cuSeqlens = cu?.ToInt32();
-        if (q.Type == NpyType.Float16) OpIo.WriteResult(Forward(OpIo.Float16), outPath, statePath);
-        else OpIo.WriteResult(Forward(OpIo.Float32), outPath, statePath);
+        if (files.Half) files.Write(Forward(OpIo.Float16));
+        else files.Write(Forward(OpIo.Float32));
         return 0;
 
         AttentionResult<T> Forward<T>(Func<NpyArray, Tensor<T>> load) where T : unmanaged =>
-            Engine.DeltaRule.Forward(device, load(q), load(k), load(v), load(beta), g is null ? null : load(g), options, initial, cuSeqlens);
+            Engine.DeltaRule.Forward(device, load(files.Q), load(files.K), load(files.V), load(beta), g is null ? null : load(g), options, files.InitialState, files.CuSeqlens);
     }
 }
 

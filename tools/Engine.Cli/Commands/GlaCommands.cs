@@ -10,7 +10,7 @@ internal sealed class GlaOpCommand : ICommand
 {
     public string Name => "gla";
     public string Summary => "gated linear attention (per-key, per-head or no gate)";
-    public IReadOnlyCollection<string> Options { get; } = ["q", "k", "v", "g", "h0", "cu-seqlens", "scale", "chunk", "mode", "backend", "threads", "o", "ht"];
+    public IReadOnlyCollection<string> Options { get; } = [.. AttentionFiles.Options, "g", "scale", "chunk", "mode"];
     public string Usage => """
         engine op gla --q q.npy --k k.npy --v v.npy [--g g.npy] [--h0 h0.npy] [--cu-seqlens c.npy]
                       [--scale S] [--chunk 16|32|64] [--mode chunked|recurrent]
@@ -22,30 +22,21 @@ internal sealed class GlaOpCommand : ICommand
 
     public int Run(CommandLine args, CliContext context)
     {
-        var q = OpIo.Required(args, "q");
-        var k = OpIo.Required(args, "k");
-        var v = OpIo.Required(args, "v");
+        var files = AttentionFiles.Read(args);
         var g = OpIo.Optional(args, "g");
-        var h0 = OpIo.Optional(args, "h0");
-        var cu = OpIo.Optional(args, "cu-seqlens");
         var options = new GlaOptions
         {
             Scale = args.Float("scale"),
             ChunkSize = args.Int("chunk", 64),
             Mode = args.Choice("mode", AttentionMode.Chunked),
         };
-        string outPath = args.Require("o");
-        string? statePath = args.Value("ht");
         using var device = OpIo.Device(args);
-
-        var initial = h0 is null ? null : OpIo.Float32(h0);
-        int[]? cuSeqlens = cu?.ToInt32();
-        if (q.Type == NpyType.Float16) OpIo.WriteResult(Forward(OpIo.Float16), outPath, statePath);
-        else OpIo.WriteResult(Forward(OpIo.Float32), outPath, statePath);
+        if (files.Half) files.Write(Forward(OpIo.Float16));
+        else files.Write(Forward(OpIo.Float32));
         return 0;
 
         AttentionResult<T> Forward<T>(Func<NpyArray, Tensor<T>> load) where T : unmanaged =>
-            Engine.Gla.Forward(device, load(q), load(k), load(v), g is null ? null : load(g), options, initial, cuSeqlens);
+            Engine.Gla.Forward(device, load(files.Q), load(files.K), load(files.V), g is null ? null : load(g), options, files.InitialState, files.CuSeqlens);
     }
 }
 

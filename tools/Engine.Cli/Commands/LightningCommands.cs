@@ -9,7 +9,7 @@ internal sealed class LightningOpCommand : ICommand
 {
     public string Name => "lightning";
     public string Summary => "Lightning attention (constant per-head decay, ALiBi slopes)";
-    public IReadOnlyCollection<string> Options { get; } = ["q", "k", "v", "slopes", "layer", "layers", "h0", "cu-seqlens", "scale", "block", "mode", "backend", "threads", "o", "ht"];
+    public IReadOnlyCollection<string> Options { get; } = [.. AttentionFiles.Options, "slopes", "layer", "layers", "scale", "block", "mode"];
     public string Usage => """
         engine op lightning --q q.npy --k k.npy --v v.npy [--slopes s.npy | --layer l --layers L]
                             [--h0 h0.npy] [--cu-seqlens c.npy] [--scale 1] [--block 64|256]
@@ -20,12 +20,8 @@ internal sealed class LightningOpCommand : ICommand
 
     public int Run(CommandLine args, CliContext context)
     {
-        var q = OpIo.Required(args, "q");
-        var k = OpIo.Required(args, "k");
-        var v = OpIo.Required(args, "v");
+        var files = AttentionFiles.Read(args);
         var slopes = OpIo.Optional(args, "slopes");
-        var h0 = OpIo.Optional(args, "h0");
-        var cu = OpIo.Optional(args, "cu-seqlens");
         int? layer = args.Has("layer") ? args.Int("layer", 0) : null;
         int? layers = args.Has("layers") ? args.Int("layers", 0) : null;
         var options = new LightningOptions
@@ -37,17 +33,12 @@ internal sealed class LightningOpCommand : ICommand
             BlockSize = args.Int("block", 64),
             Mode = args.Choice("mode", AttentionMode.Chunked),
         };
-        string outPath = args.Require("o");
-        string? statePath = args.Value("ht");
-        using var device = OpIo.Device(args);
-        var initial = h0 is null ? null : OpIo.Float32(h0);
-        int[]? cuSeqlens = cu?.ToInt32();
-        if (q.Type == NpyType.Float16) OpIo.WriteResult(Forward(OpIo.Float16), outPath, statePath);
-        else OpIo.WriteResult(Forward(OpIo.Float32), outPath, statePath);
+        using var device = OpIo.Device(args);        if (files.Half) files.Write(Forward(OpIo.Float16));
+        else files.Write(Forward(OpIo.Float32));
         return 0;
 
         AttentionResult<T> Forward<T>(Func<NpyArray, Tensor<T>> load) where T : unmanaged =>
-            Engine.Lightning.Forward(device, load(q), load(k), load(v), options, initial, cuSeqlens);
+            Engine.Lightning.Forward(device, load(files.Q), load(files.K), load(files.V), options, files.InitialState, files.CuSeqlens);
     }
 }
 

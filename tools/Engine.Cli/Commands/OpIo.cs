@@ -47,3 +47,41 @@ internal static class OpIo
         Npy.Write(path, array);
     }
 }
+
+/// <summary>
+/// The files every attention op command shares: q, k, v, the optional initial state and packed-sequence
+/// offsets in; the output and the optional final state out. The element type follows q (float16 runs fp16).
+/// </summary>
+internal sealed class AttentionFiles
+{
+    private readonly string _outputPath;
+    private readonly string? _statePath;
+
+    private AttentionFiles(CommandLine args)
+    {
+        Q = OpIo.Required(args, "q");
+        K = OpIo.Required(args, "k");
+        V = OpIo.Required(args, "v");
+        var h0 = OpIo.Optional(args, "h0");
+        InitialState = h0 is null ? null : OpIo.Float32(h0);
+        CuSeqlens = OpIo.Optional(args, "cu-seqlens")?.ToInt32();
+        _outputPath = args.Require("o");
+        _statePath = args.Value("ht");
+    }
+
+    /// <summary>Options every attention op command takes, besides its own.</summary>
+    public static readonly string[] Options = ["q", "k", "v", "h0", "cu-seqlens", "o", "ht", "backend", "threads"];
+
+    public NpyArray Q { get; }
+    public NpyArray K { get; }
+    public NpyArray V { get; }
+    public Tensor<float>? InitialState { get; }
+    public int[]? CuSeqlens { get; }
+
+    /// <summary>q is float16: run the op in System.Half.</summary>
+    public bool Half => Q.Type == NpyType.Float16;
+
+    public static AttentionFiles Read(CommandLine args) => new(args);
+
+    public void Write<T>(AttentionResult<T> result) where T : unmanaged => OpIo.WriteResult(result, _outputPath, _statePath);
+}

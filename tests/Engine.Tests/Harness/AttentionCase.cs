@@ -1,0 +1,74 @@
+using System.Numerics.Tensors;
+using Engine.Kernels.Common;
+
+namespace Engine.Tests.Harness;
+
+/// <summary>
+/// What the attention ops' cases share: batch or packed sequences, heads and dims, element type, and the
+/// tensors of a call built in the element type the case runs in (fp16 cases round their inputs first, so the
+/// reference sees the same values).
+/// </summary>
+public abstract class AttentionCase : OpCase
+{
+    public int B { get; init; } = 1;
+    public int T { get; init; }
+    public int Hq { get; init; } = 1;
+    public int Hkv { get; init; } = 1;
+    public int K { get; init; }
+    public int V { get; init; }
+    public bool Fp16 { get; init; }
+    public int[]? SeqLens { get; init; }
+    public bool? SmallOverride { get; init; }
+
+    public override bool Half => Fp16;
+
+    /// <summary>"B2 T100" or "varlen[0,1,17]" for names.</summary>
+    protected string Batch => SeqLens is null ? $"B{B} T{T}" : $"varlen[{string.Join(",", SeqLens)}]";
+
+    public int Sequences => SeqLens?.Length ?? B;
+    public int TotalT => SeqLens?.Sum() ?? T;
+    public int BatchDim => SeqLens is null ? B : 1;
+    public int[]? CuSeqlens => SeqLens is null ? null : [0, .. SeqLens.Select((_, i) => SeqLens.Take(i + 1).Sum())];
+    public SequenceLayout Layout => SeqLens is null ? SequenceLayout.Dense(B, T) : SequenceLayout.Packed(CuSeqlens, TotalT);
+
+    public nint[] StateShape => [Sequences, Hkv, K, V];
+    public long OutputLength => (long)BatchDim * TotalT * Hq * V;
+
+    /// <summary>The generator of this case's inputs: its seed follows its name, the same in every process.</summary>
+    protected TestData Data() => new(StableSeed(Name));
+
+    /// <summary>Rounds an input through fp16 when the case runs in fp16.</summary>
+    protected float[] Rounded(float[] a) => Fp16 ? TestData.RoundToHalf(a) : a;
+
+    /// <summary>An input tensor [B, T, ...dims] in the case's element type.</summary>
+    protected ReadOnlyTensorSpan<TElement> In<TElement>(float[] values, params nint[] dims) where TElement : unmanaged =>
+        new(Elements<TElement>(values), [BatchDim, TotalT, .. dims]);
+
+    /// <summary>The output [B, T, Hq, V] in the case's element type, every element NaN until a kernel writes it.</summary>
+    protected static TElement[] NaNOutput<TElement>(long length) where TElement : unmanaged =>
+        Elements<TElement>(Numerics.NaNs(length));
+
+    protected TensorSpan<TElement> Out<TElement>(TElement[] output) where TElement : unmanaged => new(output, [BatchDim, TotalT, Hq, V]);
+
+    protected static float[] ToFloat<TElement>(TElement[] values) where TElement : unmanaged =>
+        values is Half[] h ? TestData.FromHalf(h) : (float[])(object)values;
+
+    /// <summary>Runs the case's call in its element type (the op's own Run&lt;T&gt;).</summary>
+    public sealed override IReadOnlyDictionary<string, float[]> Run(EngineDevice device) => Fp16 ? Run<Half>(device) : Run<float>(device);
+
+    protected abstract IReadOnlyDictionary<string, float[]> Run<TElement>(EngineDevice device) where TElement : unmanaged;
+
+    private static TElement[] Elements<TElement>(float[] values) where TElement : unmanaged =>
+        typeof(TElement) == typeof(Half) ? (TElement[])(object)TestData.ToHalf(values) : (TElement[])(object)values;
+
+    /// <summary>A seed that is the same in every process (string.GetHashCode is not).</summary>
+    public static int StableSeed(string text)
+    {
+        unchecked
+        {
+            int h = (int)2166136261;
+            foreach (char c in text) h = (h ^ c) * 16777619;
+            return h & int.MaxValue;
+        }
+    }
+}
