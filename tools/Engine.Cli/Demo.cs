@@ -114,7 +114,8 @@ public static class Demo
         }
     }
 
-    private static double RelativeRms(float[] actual, float[] expected)
+    /// <summary>sqrt(Σ (a − e)² / Σ e²); NaN or infinity in <paramref name="actual"/> gives +∞.</summary>
+    internal static double RelativeRms(float[] actual, float[] expected)
     {
         double err = 0, norm = 0;
         for (int i = 0; i < actual.Length; i++)

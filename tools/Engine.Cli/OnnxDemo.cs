@@ -37,7 +37,7 @@ public static class OnnxDemo
             IReadOnlyDictionary<string, TensorData>? byEngine = null, byOrt = null;
             double engineSeconds = BenchTimer.Median(() => byEngine = engine.Run(inputs), repeats: 3, warmupSeconds: 0.2);
             double ortSeconds = BenchTimer.Median(() => byOrt = ort.Run(inputs), repeats: 3, warmupSeconds: 0.2);
-            double difference = Difference(byEngine!["y"].As<float>(), byOrt!["y"].As<float>());
+            double difference = Demo.RelativeRms(byEngine!["y"].As<float>(), byOrt!["y"].As<float>());
             ok &= difference <= 1e-5;
             w.WriteLine($"{name,-34} {engineSeconds * 1e3,10:F1} {ortSeconds * 1e3,10:F1} {difference,16:E1}");
         }
@@ -59,18 +59,5 @@ public static class OnnxDemo
                     $"({handed.Handover.EngineNodes.Count()} node on the engine, {string.Join("; ", handed.Handover.Notes)}), y {TensorData.Format(y.Shape)}");
         w.WriteLine("rel. difference: relative RMS difference of y between the two paths.");
         return ok;
-    }
-
-    private static double Difference(float[] a, float[] b)
-    {
-        double err = 0, norm = 0;
-        for (int i = 0; i < a.Length; i++)
-        {
-            if (!float.IsFinite(a[i])) return double.PositiveInfinity;
-            double d = (double)a[i] - b[i];
-            err += d * d;
-            norm += (double)b[i] * b[i];
-        }
-        return norm == 0 ? Math.Sqrt(err) : Math.Sqrt(err / norm);
     }
 }

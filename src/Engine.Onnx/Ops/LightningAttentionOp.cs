@@ -34,12 +34,7 @@ internal sealed class LightningAttentionOp : EngineOp
     public override IEngineKernel CreateKernel(KernelInfo info, EngineDevice device)
     {
         string node = $"LightningAttention node '{info.NodeName}'";
-        long qHeads = info.Int("q_num_heads") ?? throw new ModelNodeException($"{node}: the required attribute q_num_heads is missing");
-        long kvHeads = info.Int("kv_num_heads") ?? throw new ModelNodeException($"{node}: the required attribute kv_num_heads is missing");
-        if (qHeads < 1 || kvHeads < 1 || qHeads > int.MaxValue || kvHeads > int.MaxValue)
-            throw new ModelNodeException($"{node}: q_num_heads and kv_num_heads must be positive, got {qHeads} and {kvHeads}");
-        if (qHeads % kvHeads != 0)
-            throw new ModelNodeException($"{node}: q_num_heads ({qHeads}) must be a multiple of kv_num_heads ({kvHeads})");
+        var (qHeads, kvHeads) = info.HeadCounts(node);
         if (info.InputCount > LightningAttentionSignature.InputNames.Length)
             throw new ModelNodeException($"{node}: expected at most 4 inputs (query, key, value, past_state), got {info.InputCount}");
         foreach (var (index, name) in new[] { (0, "query"), (1, "key"), (2, "value") })
@@ -54,13 +49,13 @@ internal sealed class LightningAttentionOp : EngineOp
                 throw new ModelNodeException($"{node}: input {LightningAttentionSignature.InputNames[i]} ('{input.Name}') must be float32");
         }
 
-        float[] slopes = Slopes(info, node, (int)kvHeads);
+        float[] slopes = Slopes(info, node, kvHeads);
         float scale = info.Float("scale") ?? 1f;
         if (!float.IsFinite(scale) || scale == 0f) throw new ModelNodeException($"{node}: scale must be finite and non-zero, got {scale}");
         long block = info.Int("block_size") ?? 64;
         if (Array.IndexOf(GlaConfig.ChunkSizes, (int)Math.Clamp(block, 0, 1024)) < 0)
             throw new ModelNodeException($"{node}: block_size must be one of {string.Join(", ", GlaConfig.ChunkSizes)}, got {block}");
-        var config = new LinearAttentionConfig(node, (int)qHeads, (int)kvHeads, UpdateRule.Linear, scale, (int)block,
+        var config = new LinearAttentionConfig(node, qHeads, kvHeads, UpdateRule.Linear, scale, (int)block,
             info.Input(3).Present, HasDecay: false, HasBeta: false, ConstantLogDecay: slopes.Select(x => -x).ToArray());
         return new LinearAttentionKernel(config, device);
     }

@@ -80,12 +80,7 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
     public static LinearAttentionConfig FromNode(KernelInfo info, IReadOnlySet<UpdateRule> rules)
     {
         string node = $"LinearAttention node '{info.NodeName}'";
-        long qHeads = info.Int("q_num_heads") ?? throw new ModelNodeException($"{node}: the required attribute q_num_heads is missing");
-        long kvHeads = info.Int("kv_num_heads") ?? throw new ModelNodeException($"{node}: the required attribute kv_num_heads is missing");
-        if (qHeads < 1 || kvHeads < 1 || qHeads > int.MaxValue || kvHeads > int.MaxValue)
-            throw new ModelNodeException($"{node}: q_num_heads and kv_num_heads must be positive, got {qHeads} and {kvHeads}");
-        if (qHeads % kvHeads != 0)
-            throw new ModelNodeException($"{node}: q_num_heads ({qHeads}) must be a multiple of kv_num_heads ({kvHeads})");
+        var (qHeads, kvHeads) = info.HeadCounts(node);
         string ruleText = info.String("update_rule") ?? LinearAttentionSignature.DefaultUpdateRule;
         var rule = LinearAttentionSignature.ParseRule(ruleText)
             ?? throw new ModelNodeException($"{node}: update_rule must be one of linear, gated, delta, gated_delta, got '{ruleText}'");
@@ -151,7 +146,7 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
                 if (input.Dim(axis) is long a && q.Dim(axis) is long b && a != b)
                     throw new ModelNodeException($"{node}: {name} {Shape(input.Dims!)} and query {Shape(q.Dims!)} differ in {(axis == 0 ? "batch" : "sequence length")}");
 
-        return new LinearAttentionConfig(node, (int)qHeads, (int)kvHeads, rule, scale == 0f ? null : scale,
+        return new LinearAttentionConfig(node, qHeads, kvHeads, rule, scale == 0f ? null : scale,
             Array.IndexOf(GlaConfig.ChunkSizes, (int)Math.Min(chunk, 1024)) >= 0 ? (int)chunk : 64,
             past.Present, decay.Present, beta.Present);
     }
