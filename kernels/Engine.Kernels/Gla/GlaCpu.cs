@@ -88,9 +88,11 @@ public sealed unsafe class GlaCpu : IDisposable
                     for (int cs = start; cs < end; cs += _c)
                     {
                         int len = Math.Min(_c, end - cs);
-                        var chunk = new Chunk(cs, len, Math.Min(_c, end - cs - len));
                         for (int h = h0; h < h1; h++)
                         {
+                            var chunk = h + 1 < h1
+                                ? new Chunk(cs, len, cs, h + 1, len)
+                                : new Chunk(cs, len, cs + len, h0, Math.Min(_c, end - cs - len));
                             if (_config.Gate == GateKind.PerKey) ChunkPerKey(io, h, chunk, Slot(h));
                             else ChunkScalar(io, h, chunk, Slot(h));
                         }
@@ -113,8 +115,8 @@ public sealed unsafe class GlaCpu : IDisposable
         return w with { S = slot, Vc = slot + (long)_kp * _vp };
     }
 
-    /// <summary>A chunk's first token and length, and how many tokens the next chunk of the sequence has (0 if none).</summary>
-    private readonly record struct Chunk(int Start, int Length, int NextLength);
+    /// <summary>A chunk's first token and length, and the chunk processed after it: its first token, head and length (0 if none).</summary>
+    private readonly record struct Chunk(int Start, int Length, int NextStart, int NextHead, int NextLength);
 
     private readonly struct Io(float* q, float* k, float* v, float* g, float* o, float* state)
     {
@@ -184,24 +186,28 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     /// <summary>
-    /// Asks for one row of the next chunk ahead of time, a row per row loaded now so the requests are spread out:
-    /// a head's rows are H·dim floats apart, each in its own 4 KB page, which the hardware prefetcher does not cross.
+    /// Asks for rows of the chunk processed next ahead of time, into L2 (the chunk's work set fills L1 many times over
+    /// before they are read): a head's rows are H·dim floats apart, each in its own 4 KB page, which the hardware
+    /// prefetcher does not cross. Sub-chunk s asks for its share, so the requests are spread over the chunk's work.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void PrefetchNextRow(in Io io, int h, int token)
+    private void PrefetchNext(in Io io, Chunk chunk, int s, int nsub)
     {
         if (!Sse.IsSupported) return;
         var heads = _config.Heads;
-        int kd = heads.KeyDim, vd = heads.ValueDim;
-        long kvRow = (long)token * heads.KvHeads + h;
-        PrefetchRow(io.K + kvRow * kd, kd);
-        PrefetchRow(io.V + kvRow * vd, vd);
-        if (_config.Gate == GateKind.PerKey) PrefetchRow(io.G + kvRow * kd, kd);
-        PrefetchRow(io.Q + ((long)token * heads.QHeads + h * heads.Group) * kd, kd * heads.Group);
+        int kd = heads.KeyDim, vd = heads.ValueDim, h = chunk.NextHead;
+        int end = s == nsub - 1 ? chunk.NextLength : Math.Min(chunk.NextLength, (s + 1) * Sub);
+        for (int i = s * Sub; i < end; i++)
+        {
+            long token = chunk.NextStart + i, kvRow = token * heads.KvHeads + h;
+            PrefetchRow(io.K + kvRow * kd, kd);
+            PrefetchRow(io.V + kvRow * vd, vd);
+            if (_config.Gate == GateKind.PerKey) PrefetchRow(io.G + kvRow * kd, kd);
+            PrefetchRow(io.Q + (token * heads.QHeads + h * heads.Group) * kd, kd * heads.Group);
+        }
 
         static void PrefetchRow(float* p, int floats)
         {
-            for (int f = 0; f < floats; f += 16) Sse.Prefetch0(p + f);
+            for (int f = 0; f < floats; f += 16) Sse.Prefetch1(p + f);
         }
     }
 
@@ -222,7 +228,6 @@ public sealed unsafe class GlaCpu : IDisposable
         int cs = chunk.Start, len = chunk.Length;
         for (int i = 0; i < len; i++)
         {
-            if (i < chunk.NextLength) PrefetchNextRow(io, h, cs + len + i);
             long row = (long)(cs + i) * heads.KvHeads + h;
             SimdOps.CopyPadded(w.Kc + (long)i * _kp, io.K + row * heads.KeyDim, heads.KeyDim, _kp);
             SimdOps.CopyPadded(w.Vc + (long)i * _vp, io.V + row * heads.ValueDim, heads.ValueDim, _vp);
@@ -328,6 +333,7 @@ public sealed unsafe class GlaCpu : IDisposable
             for (int s = 0; s < nsub; s++)
             {
                 int rs = s * Sub, re = Math.Min(rs + Sub, len);
+                if (qh == h * heads.Group) PrefetchNext(io, chunk, s, nsub);
                 // Gated queries Qt_i = scale q_i ⊙ F_i; inter queries Qt_i ⊙ P_s = scale q_i ⊙ exp(b_i).
                 for (int i = rs; i < re; i++)
                 {
@@ -378,7 +384,8 @@ public sealed unsafe class GlaCpu : IDisposable
 
     /// <summary>
     /// Diagonal sub-block rows rs..re: A_ij = Σ_c Qr_ic · k_jc exp(b_ic − b_jc) for rs <= j <= i, zero above
-    /// the diagonal up to re. The decayed keys are carried row to row by multiplying with exp(g_i) (<= 1).
+    /// the diagonal up to re. Row j of Kdiag holds k_j ⊙ exp(b_{i−1} − b_j) when row i starts; it is carried to
+    /// row i by multiplying with exp(g_i) (<= 1) as it is read. Four rows at a time keep four independent sums.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void DiagonalBlock(int rs, int re, in Work w)
@@ -386,12 +393,49 @@ public sealed unsafe class GlaCpu : IDisposable
         int kp = _kp;
         for (int i = rs; i < re; i++)
         {
-            for (int j = rs; j < i; j++) SimdOps.MultiplyInPlace(w.Kdiag + (long)(j - rs) * kp, w.Gexp + (long)i * kp, kp);
-            Buffer.MemoryCopy(w.Kc + (long)i * kp, w.Kdiag + (long)(i - rs) * kp, (long)kp * sizeof(float), (long)kp * sizeof(float));
-            float* arow = w.QA + (long)i * _lqa + kp, qr = w.Qr + (long)i * kp;
-            for (int j = rs; j <= i; j++) arow[j] = SimdOps.Dot(qr, w.Kdiag + (long)(j - rs) * kp, kp);
-            for (int j = i + 1; j < re; j++) arow[j] = 0f;
+            float* e = w.Gexp + (long)i * kp, qr = w.Qr + (long)i * kp, arow = w.QA + (long)i * _lqa + kp;
+            int j = rs;
+            for (; j + 4 <= i; j += 4) DecayDot4(w.Kdiag + (long)(j - rs) * kp, e, qr, arow + j);
+            for (; j < i; j++)
+            {
+                float* kd = w.Kdiag + (long)(j - rs) * kp;
+                SimdOps.MultiplyInPlace(kd, e, kp);
+                arow[j] = SimdOps.Dot(qr, kd, kp);
+            }
+            float* ki = w.Kdiag + (long)(i - rs) * kp;
+            Buffer.MemoryCopy(w.Kc + (long)i * kp, ki, (long)kp * sizeof(float), (long)kp * sizeof(float));
+            arow[i] = SimdOps.Dot(qr, ki, kp);
+            for (j = i + 1; j < re; j++) arow[j] = 0f;
         }
+    }
+
+    /// <summary>Four consecutive rows kd (KP apart): kd ⊙= e in place, a[r] = q · kd_r.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void DecayDot4(float* kd, float* e, float* q, float* a)
+    {
+        int kp = _kp;
+        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        for (int c = 0; c < kp; c += 16)
+        {
+            var ev = Vector512.Load(e + c);
+            var qv = Vector512.Load(q + c);
+            var x0 = Vector512.Load(kd + c) * ev;
+            var x1 = Vector512.Load(kd + kp + c) * ev;
+            var x2 = Vector512.Load(kd + 2 * kp + c) * ev;
+            var x3 = Vector512.Load(kd + 3 * kp + c) * ev;
+            x0.Store(kd + c);
+            x1.Store(kd + kp + c);
+            x2.Store(kd + 2 * kp + c);
+            x3.Store(kd + 3 * kp + c);
+            s0 = Vector512.FusedMultiplyAdd(qv, x0, s0);
+            s1 = Vector512.FusedMultiplyAdd(qv, x1, s1);
+            s2 = Vector512.FusedMultiplyAdd(qv, x2, s2);
+            s3 = Vector512.FusedMultiplyAdd(qv, x3, s3);
+        }
+        a[0] = Vector512.Sum(s0);
+        a[1] = Vector512.Sum(s1);
+        a[2] = Vector512.Sum(s2);
+        a[3] = Vector512.Sum(s3);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -428,6 +472,7 @@ public sealed unsafe class GlaCpu : IDisposable
             for (int rs = 0; rs < len; rs += Sub)
             {
                 int re = Math.Min(rs + Sub, len), cols = Math.Min(rs + Sub, lenPadded);
+                if (qh == h * heads.Group) PrefetchNext(io, chunk, rs / Sub, lenPadded / Sub);
                 float* a = w.QA + (long)rs * lqa + kp;
                 SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.KT, cc, a, lqa, re - rs, kp, cols, accumulate: false);
                 for (int i = 0; i < re - rs; i++) SimdOps.MultiplyInPlace(a + (long)i * lqa, w.Gexp + (long)(rs + i) * cc, cols);
