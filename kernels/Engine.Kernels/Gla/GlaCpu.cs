@@ -287,9 +287,13 @@ public sealed unsafe class GlaCpu : IDisposable
         // exp(g) per row: the only exponentials of the chunk; every other decay factor is a product of them.
         for (int i = 0; i < len; i++)
         {
-            float* gexp = w.Gexp + (long)i * kp;
-            SimdOps.CopyPadded(gexp, io.G + ((long)(cs + i) * heads.KvHeads + h) * kd, kd, kp);
-            for (int c = 0; c < kp; c += 16) SimdMath.ExpNonPositive(Vector512.Load(gexp + c)).Store(gexp + c);
+            float* gexp = w.Gexp + (long)i * kp, g = io.G + ((long)(cs + i) * heads.KvHeads + h) * kd;
+            if (kd != kp)
+            {
+                SimdOps.CopyPadded(gexp, g, kd, kp);
+                g = gexp;
+            }
+            for (int c = 0; c < kp; c += 16) SimdMath.ExpNonPositive(Vector512.Load(g + c)).Store(gexp + c);
         }
         // Within sub-chunk s: F_i = exp(b_i − b_{r_s}) forwards; R_j = exp(b_{r_{s+1}} − b_j) backwards (to the chunk's
         // last row in the last sub-chunk). Per sub-chunk: the step E_s = exp(b_{r_{s+1}} − b_{r_s}) and the prefix
