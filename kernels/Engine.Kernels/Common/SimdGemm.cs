@@ -15,14 +15,23 @@ public static unsafe class SimdGemm
 
     /// <summary>C (+)= A · B, A row-major [m × kd] with row stride lda.</summary>
     public static void Multiply(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate)
-        => Run(a, lda, 1, b, ldb, c, ldc, m, kd, n, accumulate);
+        => Run(a, lda, 1, b, ldb, c, ldc, m, kd, n, accumulate, causalFrom: -1);
+
+    /// <summary>
+    /// C = A · B where row i of A is zero beyond column kd0 + i (a dense block then a lower triangle, as in
+    /// [Q | scores] · [S; V]): each 8-row tile stops at the last column its rows use.
+    /// </summary>
+    public static void MultiplyCausal(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd0, int n)
+        => Run(a, lda, 1, b, ldb, c, ldc, m, kd0 + m, n, accumulate: false, causalFrom: kd0);
 
     /// <summary>C (+)= Aᵀ · B, A stored row-major [kd × m] with row stride lda (no transposed copy needed).</summary>
     public static void MultiplyTransposedA(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate)
-        => Run(a, 1, lda, b, ldb, c, ldc, m, kd, n, accumulate);
+        => Run(a, 1, lda, b, ldb, c, ldc, m, kd, n, accumulate, causalFrom: -1);
 
     /// <summary>Element (i, p) of the left operand is a[i·rowStride + p·kStride].</summary>
-    private static void Run(float* a, nint rowStride, nint kStride, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate)
+    /// <remarks>causalFrom >= 0: rows [i, i + 8) contract over causalFrom + min(i + 8, m) columns only.</remarks>
+    private static void Run(float* a, nint rowStride, nint kStride, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate,
+        int causalFrom)
     {
         if ((n & (Lanes - 1)) != 0) throw new ArgumentException($"n = {n} must be a multiple of {Lanes}", nameof(n));
         if (m <= 0 || n <= 0) return;
@@ -37,18 +46,20 @@ public static unsafe class SimdGemm
         {
             int i = 0;
             for (; i + 8 <= m; i += 8)
-                Tile8x32(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, kd, accumulate);
+                Tile8x32(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, Depth(i + 8), accumulate);
             for (; i < m; i++)
-                Tile1x32(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, kd, accumulate);
+                Tile1x32(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, Depth(i + 1), accumulate);
         }
         if (j < n)
         {
             int i = 0;
             for (; i + 8 <= m; i += 8)
-                Tile8x16(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, kd, accumulate);
+                Tile8x16(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, Depth(i + 8), accumulate);
             for (; i < m; i++)
-                Tile1x16(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, kd, accumulate);
+                Tile1x16(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, Depth(i + 1), accumulate);
         }
+
+        int Depth(int rowsEnd) => causalFrom < 0 ? kd : causalFrom + rowsEnd;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -246,7 +246,7 @@ public sealed unsafe class GlaCpu : IDisposable
 
     /// <summary>
     /// The chunk's output for query head qh: [Q_inter | A] · [S; V], all rows at once so [S; V] is read from L2
-    /// once per column tile; the rows of the first half stop at their own last token (A is zero beyond it).
+    /// once per column tile; each 8-row tile stops at its own last token (A is zero beyond it).
     /// When V needs no padding the rows are written straight into the output.
     /// </summary>
     private void Output(in Io io, int qh, int cs, int len, in Work w)
@@ -256,10 +256,7 @@ public sealed unsafe class GlaCpu : IDisposable
         bool direct = vd == _vp;
         float* o = direct ? io.O + ((long)cs * heads.QHeads + qh) * vd : w.Oc;
         int ldo = direct ? heads.QHeads * vd : _vp;
-        int half = len > 2 * Sub ? (len / 2 + Sub - 1) / Sub * Sub : 0;
-        if (half > 0)
-            SimdGemm.Multiply(w.QA, _lqa, w.S, _vp, o, ldo, half, _kp + half, _vp, accumulate: false);
-        SimdGemm.Multiply(w.QA + (long)half * _lqa, _lqa, w.S, _vp, o + (long)half * ldo, ldo, len - half, _kp + len, _vp, accumulate: false);
+        SimdGemm.MultiplyCausal(w.QA, _lqa, w.S, _vp, o, ldo, len, _kp, _vp);
         if (direct) return;
         long bytes = (long)vd * sizeof(float);
         for (int i = 0; i < len; i++)

@@ -41,6 +41,27 @@ public sealed unsafe class SimdBuildingBlockTests
         Assert.That(Numerics.RelativeRms(tn, expected), Is.LessThanOrEqualTo(1e-6));
     }
 
+    [TestCase(1, 0, 16)]
+    [TestCase(13, 5, 32)]
+    [TestCase(64, 128, 128)]
+    [TestCase(37, 128, 48)]
+    public void CausalProductMatchesTheDenseOne(int m, int kd0, int n)
+    {
+        // Row i of A is zero beyond column kd0 + i: the causal product must equal the dense one.
+        var data = new TestData(m * 100 + kd0 + n);
+        int kd = kd0 + m;
+        var a = data.Normal(m * kd);
+        for (int i = 0; i < m; i++) for (int p = kd0 + i + 1; p < kd; p++) a[i * kd + p] = 0f;
+        var b = data.Normal(kd * n);
+        var expected = new double[m * n];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                for (int p = 0; p < kd; p++) expected[i * n + j] += (double)a[i * kd + p] * b[p * n + j];
+        var c = Numerics.NaNs(m * n);
+        fixed (float* pa = a, pb = b, pc = c) SimdGemm.MultiplyCausal(pa, kd, pb, n, pc, n, m, kd0, n);
+        Assert.That(Numerics.RelativeRms(c, expected), Is.LessThanOrEqualTo(1e-6));
+    }
+
     [Test]
     public void ProductWidthMustBeWholeVectors()
     {
