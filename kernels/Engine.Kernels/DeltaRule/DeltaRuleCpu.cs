@@ -6,7 +6,7 @@ namespace Engine.Kernels.DeltaRule;
 
 /// <summary>
 /// DeltaNet / Gated DeltaNet on the CPU: the chunked WY/UT form as small Vector512 matrix products, and
-/// the recurrent form for decode. Work items are (sequence, key/value head) pairs; the query heads of a
+/// the recurrent form for decode. Work items are (sequence, block of key/value heads) run by HeadBlockSweep; the query heads of a
 /// group share the item's state update. Each worker owns a scratch block sized here from the config.
 ///
 /// Chunk of c tokens, local rows i, j; G = in-chunk cumulative log gate (fp32; 0 for DeltaNet),
@@ -61,36 +61,25 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, bool chunked)
     {
         fixed (float* pq = q, pk = k, pv = v, pb = beta, pg = g, po = output, ps = state)
-        {
-            var io = new Io(pq, pk, pv, pb, pg, po, ps);
-            var blocks = new HeadBlocks(sequences.Count, _config.Heads.KvHeads, _scheduler.Workers);
-            // Decode works on the caller's state in place when no padding is needed; prefill loads it padded.
-            bool inPlace = !chunked && _kp == _config.Heads.KeyDim && _vp == _config.Heads.ValueDim;
-            _scheduler.Run(blocks.Items, (item, worker) =>
-            {
-                var (n, h0, h1) = blocks[item];
-                var w = Carve(_scratch[worker], out _);
-                Work Slot(int h) => w with { S = inPlace ? StateOf(io, n, h) : w.S + (long)(h - h0) * _kp * _vp };
-                if (!inPlace) for (int h = h0; h < h1; h++) LoadState(io, n, h, Slot(h).S);
-                int start = sequences.Start(n), end = start + sequences.Length(n);
-                if (chunked)
-                {
-                    for (int cs = start; cs < end; cs += _c)
-                        for (int h = h0; h < h1; h++) Chunk(io, h, cs, Math.Min(_c, end - cs), Slot(h));
-                }
-                else
-                {
-                    for (int t = start; t < end; t++)
-                        for (int h = h0; h < h1; h++) RecurrentStep(io, h, t, Slot(h));
-                }
-                if (!inPlace) for (int h = h0; h < h1; h++) StoreState(io, n, h, Slot(h).S);
-            });
-        }
+            HeadBlockSweep.Run<Steps, Work>(_scheduler, _scratch, _config.Heads, sequences, ps, chunked ? _c : 0,
+                new Steps(this, new Io(pq, pk, pv, pb, pg, po)));
     }
 
-    private readonly struct Io(float* q, float* k, float* v, float* beta, float* g, float* o, float* state)
+    private readonly struct Steps(DeltaRuleCpu kernel, Io io) : IHeadBlockSteps<Work>
     {
-        public readonly float* Q = q, K = k, V = v, Beta = beta, G = g, O = o, State = state;
+        public Work Carve(float* scratch) => kernel.Carve(scratch, out _);
+
+        public float* StateSlot(in Work work, int j) => work.S + (long)j * kernel._kp * kernel._vp;
+
+        public void Chunk(in Work work, ChunkUnit unit, float* state) =>
+            kernel.Chunk(io, unit.Head, unit.Start, unit.Length, work with { S = state });
+
+        public void Token(in Work work, int head, int token, float* state) => kernel.RecurrentStep(io, head, token, work with { S = state });
+    }
+
+    private readonly struct Io(float* q, float* k, float* v, float* beta, float* g, float* o)
+    {
+        public readonly float* Q = q, K = k, V = v, Beta = beta, G = g, O = o;
     }
 
     /// <summary>Per-worker scratch regions. Built with a null base to size the block.</summary>
@@ -138,14 +127,6 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         floats = c.Used;
         return work;
     }
-
-    private float* StateOf(in Io io, int n, int h) => io.State + ((long)n * _config.Heads.KvHeads + h) * _config.Heads.KeyDim * _config.Heads.ValueDim;
-
-    private void LoadState(in Io io, int n, int h, float* s) =>
-        SimdOps.CopyToPadded(s, _kp, _vp, StateOf(io, n, h), _config.Heads.KeyDim, _config.Heads.ValueDim);
-
-    private void StoreState(in Io io, int n, int h, float* s) =>
-        SimdOps.CopyFromPadded(StateOf(io, n, h), _config.Heads.KeyDim, _config.Heads.ValueDim, s, _vp);
 
     /// <summary>dst = factor · src / ‖src‖ (with qkL2Norm) or factor · src, padded with zeros.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -7,7 +7,7 @@ namespace Engine.Kernels.Gla;
 
 /// <summary>
 /// GLA on the CPU: the chunked form as small Vector512 matrix products, and the recurrent form for
-/// decode. Work items are (sequence, key/value head) pairs run by the scheduler; each worker owns a
+/// decode. Work items are (sequence, block of key/value heads) run by HeadBlockSweep; each worker owns a
 /// scratch block sized here from the config, so calls allocate nothing.
 ///
 /// Chunk of C tokens, b = in-chunk cumulative log gate (fp32), r_s = first row of sub-chunk s (16 rows):
@@ -71,56 +71,30 @@ public sealed unsafe class GlaCpu : IDisposable
         ReadOnlySpan<float> g, Span<float> output, Span<float> state, bool chunked)
     {
         fixed (float* pq = q, pk = k, pv = v, pg = g, po = output, ps = state)
+            HeadBlockSweep.Run<Steps, Work>(_scheduler, _scratch, _config.Heads, sequences, ps, chunked ? _c : 0,
+                new Steps(this, new Io(pq, pk, pv, pg, po)));
+    }
+
+    private readonly struct Steps(GlaCpu kernel, Io io) : IHeadBlockSteps<Work>
+    {
+        public Work Carve(float* scratch) => kernel.Carve(scratch, out _);
+
+        /// <summary>Each head's state is directly followed by its chunk values: [S; V] is the right operand of the output product.</summary>
+        public float* StateSlot(in Work work, int j) => work.S + (long)j * (kernel._kp + kernel._c) * kernel._vp;
+
+        public void Chunk(in Work work, ChunkUnit unit, float* state)
         {
-            var io = new Io(pq, pk, pv, pg, po, ps);
-            var blocks = new HeadBlocks(sequences.Count, _config.Heads.KvHeads, _scheduler.Workers);
-            // Decode works on the caller's state in place when no padding is needed; prefill loads it padded.
-            bool inPlace = !chunked && _kp == _config.Heads.KeyDim && _vp == _config.Heads.ValueDim;
-            _scheduler.Run(blocks.Items, (item, worker) =>
-            {
-                var (n, h0, h1) = blocks[item];
-                var w = Carve(_scratch[worker], out _);
-                Work Slot(int h) => inPlace ? HeadSlot(w, h - h0) with { S = StateOf(io, n, h) } : HeadSlot(w, h - h0);
-                if (!inPlace) for (int h = h0; h < h1; h++) LoadState(io, n, h, Slot(h).S);
-                int start = sequences.Start(n), end = start + sequences.Length(n);
-                if (chunked)
-                {
-                    for (int cs = start; cs < end; cs += _c)
-                    {
-                        int len = Math.Min(_c, end - cs);
-                        for (int h = h0; h < h1; h++)
-                        {
-                            var chunk = h + 1 < h1
-                                ? new Chunk(cs, len, cs, h + 1, len)
-                                : new Chunk(cs, len, cs + len, h0, Math.Min(_c, end - cs - len));
-                            if (_config.Gate == GateKind.PerKey) ChunkPerKey(io, h, chunk, Slot(h));
-                            else ChunkScalar(io, h, chunk, Slot(h));
-                        }
-                    }
-                }
-                else
-                {
-                    for (int t = start; t < end; t++)
-                        for (int h = h0; h < h1; h++) RecurrentStep(io, h, t, Slot(h));
-                }
-                if (!inPlace) for (int h = h0; h < h1; h++) StoreState(io, n, h, Slot(h).S);
-            });
+            var w = work with { S = state, Vc = state + (long)kernel._kp * kernel._vp };
+            if (kernel._config.Gate == GateKind.PerKey) kernel.ChunkPerKey(io, unit, w);
+            else kernel.ChunkScalar(io, unit, w);
         }
+
+        public void Token(in Work work, int head, int token, float* state) => kernel.RecurrentStep(io, head, token, work with { S = state });
     }
 
-    /// <summary>The scratch with S and V pointing at the state slot of the item's j-th head.</summary>
-    private Work HeadSlot(in Work w, int j)
+    private readonly struct Io(float* q, float* k, float* v, float* g, float* o)
     {
-        float* slot = w.S + (long)j * (_kp + _c) * _vp;
-        return w with { S = slot, Vc = slot + (long)_kp * _vp };
-    }
-
-    /// <summary>A chunk's first token and length, and the chunk processed after it: its first token, head and length (0 if none).</summary>
-    private readonly record struct Chunk(int Start, int Length, int NextStart, int NextHead, int NextLength);
-
-    private readonly struct Io(float* q, float* k, float* v, float* g, float* o, float* state)
-    {
-        public readonly float* Q = q, K = k, V = v, G = g, O = o, State = state;
+        public readonly float* Q = q, K = k, V = v, G = g, O = o;
     }
 
     /// <summary>Per-worker scratch regions. Built with a null base to size the block.</summary>
@@ -129,7 +103,7 @@ public sealed unsafe class GlaCpu : IDisposable
         public float* S { get; init; }        // [KP × VP] state, directly followed by
         public float* Vc { get; init; }       // [C × VP] chunk values: [S; V] is the right operand of the output product;
                                               // one such pair per head of a work item (HeadBlocks.MaxPerItem)
-        public float* Oc { get; init; }       // [C × VP] chunk output
+        public float* Oc { get; init; }       // [C × VP] chunk output (recurrent: the token's value row)
         public float* QA { get; init; }       // [C × (KP + C)] inter queries | intra scores A: the left operand
         public float* Kc { get; init; }       // [C × KP] chunk keys (rows up to the next multiple of 16 zeroed)
         public float* Kh { get; init; }       // [C × KP] off-diagonal keys k_j ⊙ exp(b_{r_{t+1}} − b_j)
@@ -190,7 +164,7 @@ public sealed unsafe class GlaCpu : IDisposable
     /// before they are read): a head's rows are H·dim floats apart, each in its own 4 KB page, which the hardware
     /// prefetcher does not cross. Sub-chunk s asks for its share, so the requests are spread over the chunk's work.
     /// </summary>
-    private void PrefetchNext(in Io io, Chunk chunk, int s, int nsub)
+    private void PrefetchNext(in Io io, ChunkUnit chunk, int s, int nsub)
     {
         if (!Sse.IsSupported) return;
         var heads = _config.Heads;
@@ -211,21 +185,13 @@ public sealed unsafe class GlaCpu : IDisposable
         }
     }
 
-    private float* StateOf(in Io io, int n, int h) => io.State + ((long)n * _config.Heads.KvHeads + h) * _config.Heads.KeyDim * _config.Heads.ValueDim;
-
-    private void LoadState(in Io io, int n, int h, float* s) =>
-        SimdOps.CopyToPadded(s, _kp, _vp, StateOf(io, n, h), _config.Heads.KeyDim, _config.Heads.ValueDim);
-
-    private void StoreState(in Io io, int n, int h, float* s) =>
-        SimdOps.CopyFromPadded(StateOf(io, n, h), _config.Heads.KeyDim, _config.Heads.ValueDim, s, _vp);
-
     /// <summary>Loads the chunk's keys and values (padded rows) shared by every query head of the group;
     /// key rows up to the next multiple of 16 are zero so whole 16-row blocks can be transposed.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void LoadKeysValues(in Io io, int h, Chunk chunk, in Work w)
+    private void LoadKeysValues(in Io io, ChunkUnit chunk, in Work w)
     {
         var heads = _config.Heads;
-        int cs = chunk.Start, len = chunk.Length;
+        int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
         for (int i = 0; i < len; i++)
         {
             long row = (long)(cs + i) * heads.KvHeads + h;
@@ -273,13 +239,13 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void ChunkPerKey(in Io io, int h, Chunk chunk, in Work w)
+    private void ChunkPerKey(in Io io, ChunkUnit chunk, in Work w)
     {
-        int cs = chunk.Start, len = chunk.Length;
+        int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
         var heads = _config.Heads;
         int kd = heads.KeyDim, kp = _kp, vp = _vp, cc = _c, lqa = _lqa;
         int nsub = (len + Sub - 1) / Sub, lastSub = nsub - 1, offDiagonalKeys = lastSub * Sub;
-        LoadKeysValues(io, h, chunk, w);
+        LoadKeysValues(io, chunk, w);
 
         // exp(g) per row: the only exponentials of the chunk; every other decay factor is a product of them.
         for (int i = 0; i < len; i++)
@@ -440,13 +406,13 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void ChunkScalar(in Io io, int h, Chunk chunk, in Work w)
+    private void ChunkScalar(in Io io, ChunkUnit chunk, in Work w)
     {
-        int cs = chunk.Start, len = chunk.Length;
+        int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
         var heads = _config.Heads;
         int kp = _kp, vp = _vp, cc = _c, lqa = _lqa;
         int lenPadded = HeadLayout.RoundUp16(len);
-        LoadKeysValues(io, h, chunk, w);
+        LoadKeysValues(io, chunk, w);
 
         float chunkDecay = _constantPowers is null ? ScalarDecays(io, h, cs, len, w) : ConstantDecays(h, len, w);
 
@@ -549,7 +515,7 @@ public sealed unsafe class GlaCpu : IDisposable
         int kd = heads.KeyDim, vd = heads.ValueDim, vp = _vp, group = heads.Group;
         long kvRow = (long)t * heads.KvHeads + h;
         float* kt = io.K + kvRow * kd;
-        float* vrow = w.Vc;
+        float* vrow = w.Oc;
         SimdOps.CopyPadded(vrow, io.V + kvRow * vd, vd, vp);
         float* decay = w.Decay;
         switch (_config.Gate)

@@ -1,0 +1,72 @@
+namespace Engine.Kernels.Common;
+
+/// <summary>A chunk of one head, and the chunk the same worker runs after it (its length 0 if none): what to prefetch.</summary>
+public readonly record struct ChunkUnit(int Head, int Start, int Length, int NextHead, int NextStart, int NextLength);
+
+/// <summary>
+/// An op's steps for <see cref="HeadBlockSweep"/>: how it carves a worker's scratch, where the state slot of
+/// an item's j-th head lies in it ([KP × VP], row stride VP), and one chunk or one token of one head.
+/// </summary>
+public unsafe interface IHeadBlockSteps<TWork> where TWork : struct
+{
+    TWork Carve(float* scratch);
+
+    float* StateSlot(in TWork work, int j);
+
+    void Chunk(in TWork work, ChunkUnit unit, float* state);
+
+    void Token(in TWork work, int head, int token, float* state);
+}
+
+/// <summary>
+/// The work loop of the CPU attention kernels: items of one sequence and a block of adjacent kv heads
+/// (<see cref="HeadBlocks"/>) run by the scheduler. Each head's state [K, V] is loaded padded into the
+/// worker's scratch and stored back after the sequence; the token-by-token form works on the caller's state
+/// in place when no padding is needed. Chunks run head by head inside a chunk of tokens, so the heads of a
+/// block read adjacent rows.
+/// </summary>
+public static unsafe class HeadBlockSweep
+{
+    /// <param name="state">[sequences, Hkv, K, V]: initial on entry, final on return.</param>
+    /// <param name="chunkSize">tokens per chunk; 0 for the token-by-token form.</param>
+    public static void Run<TSteps, TWork>(IWorkScheduler scheduler, WorkerScratch scratch, HeadLayout heads,
+        SequenceLayout sequences, float* state, int chunkSize, TSteps steps)
+        where TSteps : struct, IHeadBlockSteps<TWork>
+        where TWork : struct
+    {
+        int kd = heads.KeyDim, vd = heads.ValueDim, kp = heads.KeyDimPadded, vp = heads.ValueDimPadded;
+        bool chunked = chunkSize > 0, inPlace = !chunked && kp == kd && vp == vd;
+        var blocks = new HeadBlocks(sequences.Count, heads.KvHeads, scheduler.Workers);
+        scheduler.Run(blocks.Items, (item, worker) =>
+        {
+            var (n, h0, h1) = blocks[item];
+            var work = steps.Carve(scratch[worker]);
+            float* StateOf(int h) => state + ((long)n * heads.KvHeads + h) * kd * vd;
+            float* Slot(int h) => inPlace ? StateOf(h) : steps.StateSlot(work, h - h0);
+            if (!inPlace)
+                for (int h = h0; h < h1; h++) SimdOps.CopyToPadded(Slot(h), kp, vp, StateOf(h), kd, vd);
+            int start = sequences.Start(n), end = start + sequences.Length(n);
+            if (chunked)
+            {
+                for (int cs = start; cs < end; cs += chunkSize)
+                {
+                    int len = Math.Min(chunkSize, end - cs);
+                    for (int h = h0; h < h1; h++)
+                    {
+                        var unit = h + 1 < h1
+                            ? new ChunkUnit(h, cs, len, h + 1, cs, len)
+                            : new ChunkUnit(h, cs, len, h0, cs + len, Math.Min(chunkSize, end - cs - len));
+                        steps.Chunk(work, unit, Slot(h));
+                    }
+                }
+            }
+            else
+            {
+                for (int t = start; t < end; t++)
+                    for (int h = h0; h < h1; h++) steps.Token(work, h, t, Slot(h));
+            }
+            if (!inPlace)
+                for (int h = h0; h < h1; h++) SimdOps.CopyFromPadded(StateOf(h), kd, vd, Slot(h), vp);
+        });
+    }
+}
