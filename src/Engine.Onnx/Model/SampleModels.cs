@@ -73,20 +73,16 @@ public static class SampleModels
         bool opset27 = spec.Domain.Length == 0;
         var b = new ModelBuilder(opset27 ? 27 : 21, "linear_attention");
         if (!opset27) b.Import(spec.Domain, 1);
+        AttentionInputs(b, spec);
         object batch = BatchDim(spec), length = LengthDim(spec);
-        int hq = spec.QHeads, hkv = spec.KvHeads, dk = spec.KeyDim, dv = spec.ValueDim;
-        b.Input("query", F, batch, length, hq * dk);
-        b.Input("key", F, batch, length, hkv * dk);
-        b.Input("value", F, batch, length, hkv * dv);
-        if (spec.PastState) b.Input("past_state", F, batch, hkv, dk, dv);
+        int hkv = spec.KvHeads, dk = spec.KeyDim;
         bool decay = LinearAttentionSignature.UsesDecay(spec.Rule), beta = LinearAttentionSignature.UsesBeta(spec.Rule);
         if (decay) b.Input("decay", F, batch, length, spec.Decay == DecayForm.PerKey ? hkv * dk : hkv);
         if (beta) b.Input("beta", F, batch, length, spec.BetaPerHead ? hkv : 1);
         b.Node(LinearAttentionSignature.OpType,
             ["query", "key", "value", spec.PastState ? "past_state" : "", decay ? "decay" : "", beta ? "beta" : ""],
             domain: spec.Domain, name: "linear_attention", outputNames: ["output", "present_state"], attributes: Attributes(spec));
-        b.Output("output", F, batch, length, hq * dv);
-        b.Output("present_state", F, batch, hkv, dk, dv);
+        AttentionOutputs(b, spec);
         return b.Build();
     }
 
@@ -98,22 +94,15 @@ public static class SampleModels
     public static OnnxModel LightningAttentionNode(LinearAttentionBlockSpec spec, float[]? slopes = null, (int Layer, int Layers)? schedule = null)
     {
         ArgumentNullException.ThrowIfNull(spec);
-        const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
         var b = new ModelBuilder(21, "lightning_attention").Import(HandoverRewriter.EngineDomain, 1);
-        object batch = BatchDim(spec), length = LengthDim(spec);
-        int hq = spec.QHeads, hkv = spec.KvHeads, dk = spec.KeyDim, dv = spec.ValueDim;
-        b.Input("query", F, batch, length, hq * dk);
-        b.Input("key", F, batch, length, hkv * dk);
-        b.Input("value", F, batch, length, hkv * dv);
-        if (spec.PastState) b.Input("past_state", F, batch, hkv, dk, dv);
-        var attributes = new List<(string, object)> { ("q_num_heads", (long)hq), ("kv_num_heads", (long)hkv) };
+        AttentionInputs(b, spec);
+        var attributes = new List<(string, object)> { ("q_num_heads", (long)spec.QHeads), ("kv_num_heads", (long)spec.KvHeads) };
         if (slopes is not null) attributes.Add(("slopes", slopes));
         if (schedule is (int layer, int layers)) attributes.AddRange([("layer", (long)layer), ("num_layers", (long)layers)]);
         if (spec.Scale != 0f) attributes.Add(("scale", spec.Scale));
         b.Node(LightningAttentionSignature.OpType, ["query", "key", "value", spec.PastState ? "past_state" : ""],
             domain: HandoverRewriter.EngineDomain, name: "lightning_attention", outputNames: ["output", "present_state"], attributes: [.. attributes]);
-        b.Output("output", F, batch, length, hq * dv);
-        b.Output("present_state", F, batch, hkv, dk, dv);
+        AttentionOutputs(b, spec);
         return b.Build();
     }
 
@@ -146,6 +135,25 @@ public static class SampleModels
         b.Output("y", F, "B", "L", channels);
         b.Output("present_state", F, "B", channels, stateSize);
         return b.Build();
+    }
+
+    /// <summary>query, key, value (B, T, heads·dim) and, when the spec has one, past_state (B, Hkv, dk, dv).</summary>
+    private static void AttentionInputs(ModelBuilder b, LinearAttentionBlockSpec spec)
+    {
+        const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
+        object batch = BatchDim(spec), length = LengthDim(spec);
+        b.Input("query", F, batch, length, spec.QHeads * spec.KeyDim);
+        b.Input("key", F, batch, length, spec.KvHeads * spec.KeyDim);
+        b.Input("value", F, batch, length, spec.KvHeads * spec.ValueDim);
+        if (spec.PastState) b.Input("past_state", F, batch, spec.KvHeads, spec.KeyDim, spec.ValueDim);
+    }
+
+    /// <summary>output (B, T, Hq·dv) and present_state (B, Hkv, dk, dv).</summary>
+    private static void AttentionOutputs(ModelBuilder b, LinearAttentionBlockSpec spec)
+    {
+        const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
+        b.Output("output", F, BatchDim(spec), LengthDim(spec), spec.QHeads * spec.ValueDim);
+        b.Output("present_state", F, BatchDim(spec), spec.KvHeads, spec.KeyDim, spec.ValueDim);
     }
 
     private static object BatchDim(LinearAttentionBlockSpec spec) => spec.Batch is int n ? n : "B";
