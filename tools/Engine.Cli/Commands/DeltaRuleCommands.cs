@@ -58,19 +58,11 @@ internal sealed class DeltaRuleBenchCommand(bool gated) : ICommand
 
     public int Run(CommandLine args, CliContext context)
     {
-        var tokens = BenchShape.TokenList(args, 8192);
-        var shape = BenchShape.Parse(args, t: tokens[0], h: 8, k: 128, v: 128);
+        var bench = AttentionBench.Parse(args);
         int chunk = args.Int("chunk", 64);
-        var modes = BenchShape.Modes(args);
-        var timing = BenchTiming.Parse(args, 7);
-        bool json = args.Flag("json");
-        using var device = OpIo.Device(args);
-
-        var results = BenchReport.Sweep(Name, device, shape, tokens, timing,
-            t => new DeltaRuleWorkload(shape.B, t, shape.H, shape.K, shape.V, gated),
-            work => modes.Select(mode => ($"C{chunk} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(chunk),
-                (Action)(() => work.Run(device, new DeltaRuleOptions { ChunkSize = chunk, Mode = mode })))));
-        BenchReport.Print(context.Out, results, device, timing, json);
-        return 0;
+        var s = bench.Shape;
+        return bench.Run(args, context, Name, t => new DeltaRuleWorkload(s.B, t, s.H, s.K, s.V, gated),
+            (work, mode) => ($"C{chunk} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(chunk),
+                device => work.Run(device, new DeltaRuleOptions { ChunkSize = chunk, Mode = mode })));
     }
 }

@@ -54,21 +54,13 @@ internal sealed class GlaBenchCommand : ICommand
 
     public int Run(CommandLine args, CliContext context)
     {
-        var tokens = BenchShape.TokenList(args, 8192);
-        var shape = BenchShape.Parse(args, t: tokens[0], h: 8, k: 128, v: 128);
+        var bench = AttentionBench.Parse(args);
         var gate = args.Choice("gate", GateKind.PerKey);
         if (gate == GateKind.Constant) throw new UsageException("--gate constant is Lightning attention: use engine bench lightning");
         int chunk = args.Int("chunk", 64);
-        var modes = BenchShape.Modes(args);
-        var timing = BenchTiming.Parse(args, 7);
-        bool json = args.Flag("json");
-        using var device = OpIo.Device(args);
-
-        var results = BenchReport.Sweep("gla", device, shape, tokens, timing,
-            t => new GlaWorkload(shape.B, t, shape.H, shape.K, shape.V, gate),
-            work => modes.Select(mode => ($"{CommandLine.Kebab(gate.ToString())} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(mode, chunk),
-                (Action)(() => work.Run(device, new GlaOptions { ChunkSize = chunk, Mode = mode })))));
-        BenchReport.Print(context.Out, results, device, timing, json);
-        return 0;
+        var s = bench.Shape;
+        return bench.Run(args, context, "gla", t => new GlaWorkload(s.B, t, s.H, s.K, s.V, gate),
+            (work, mode) => ($"{CommandLine.Kebab(gate.ToString())} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(mode, chunk),
+                device => work.Run(device, new GlaOptions { ChunkSize = chunk, Mode = mode })));
     }
 }

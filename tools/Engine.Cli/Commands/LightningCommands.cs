@@ -33,7 +33,8 @@ internal sealed class LightningOpCommand : ICommand
             BlockSize = args.Int("block", 64),
             Mode = args.Choice("mode", AttentionMode.Chunked),
         };
-        using var device = OpIo.Device(args);        if (files.Half) files.Write(Forward(OpIo.Float16));
+        using var device = OpIo.Device(args);
+        if (files.Half) files.Write(Forward(OpIo.Float16));
         else files.Write(Forward(OpIo.Float32));
         return 0;
 
@@ -57,18 +58,11 @@ internal sealed class LightningBenchCommand : ICommand
 
     public int Run(CommandLine args, CliContext context)
     {
-        var tokens = BenchShape.TokenList(args, 8192);
-        var shape = BenchShape.Parse(args, t: tokens[0], h: 8, k: 128, v: 128);
+        var bench = AttentionBench.Parse(args);
         int block = args.Int("block", 64);
-        var modes = BenchShape.Modes(args);
-        var timing = BenchTiming.Parse(args, 7);
-        bool json = args.Flag("json");
-        using var device = OpIo.Device(args);
-        var results = BenchReport.Sweep("lightning", device, shape, tokens, timing,
-            t => new LightningWorkload(shape.B, t, shape.H, shape.K, shape.V),
-            work => modes.Select(mode => ($"block{block} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(mode, block),
-                (Action)(() => work.Run(device, new LightningOptions { BlockSize = block, Mode = mode })))));
-        BenchReport.Print(context.Out, results, device, timing, json);
-        return 0;
+        var s = bench.Shape;
+        return bench.Run(args, context, "lightning", t => new LightningWorkload(s.B, t, s.H, s.K, s.V),
+            (work, mode) => ($"block{block} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(mode, block),
+                device => work.Run(device, new LightningOptions { BlockSize = block, Mode = mode })));
     }
 }
