@@ -11,7 +11,7 @@ namespace Engine.Benchmarks;
 [Config(typeof(KernelBenchConfig))]
 public class DeltaRuleBenchmarks : IModelFlops
 {
-    private const int Chunk = 64;
+    private const int Chunk = DeltaRuleOptions.DefaultChunkSize;
 
     [Params(512, 2048, 8192)] public int T;
     [Params(false, true)] public bool Gated;

@@ -13,8 +13,8 @@ namespace Engine.Kernels.DeltaRule;
 /// D_ij = exp(G_i − G_j) for j <= i (else 0), k̂, q̂ the (optionally L2-normalized) rows:
 ///   A      = strict_lower(diag(β) K Kᵀ ⊙ D)
 ///   T      = (I + A)⁻¹                      forward substitution, row i = e_i − Σ_{m<i} A_im T_m
-///   [−W|U] = T [−diag(β e^G) K | diag(β) V]  one product (rows of T are zero right of the diagonal)
-///   V_new  = U − W S
+///   V_new  = U − W S = T diag(β) (V − diag(e^G) K S)   (W = T diag(β e^G) K, U = T diag(β) V, never formed:
+///            K S costs what W S does, and T then multiplies V-wide rows only)
 ///   O      = scale (diag(e^G) Q S + ((Q Kᵀ) ⊙ D) V_new)
 ///   S      ← e^{G_last} S + (K ⊙ e^{G_last − G})ᵀ V_new
 /// Every exponent is <= 0: G_i − G_j for j <= i, G_i, G_last − G_j (G never increases along the chunk).
@@ -26,7 +26,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     private readonly DeltaRuleConfig _config;
     private readonly IWorkScheduler _scheduler;
     private readonly WorkerScratch _scratch;
-    private readonly int _kp, _vp, _c, _ldw;
+    private readonly int _kp, _vp, _c;
 
     public DeltaRuleCpu(DeltaRuleConfig config, IWorkScheduler scheduler)
     {
@@ -35,7 +35,6 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         _kp = config.Heads.KeyDimPadded;
         _vp = config.Heads.ValueDimPadded;
         _c = config.ChunkSize;
-        _ldw = _kp + _vp;
         Carve(null, out long floats);
         _scratch = new WorkerScratch(scheduler.Workers, floats);
     }
@@ -71,8 +70,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
 
         public float* StateSlot(in Work work, int j) => work.S + (long)j * kernel._kp * kernel._vp;
 
-        public void Chunk(in Work work, ChunkUnit unit, float* state) =>
-            kernel.Chunk(io, unit.Head, unit.Start, unit.Length, work with { S = state });
+        public void Chunk(in Work work, ChunkUnit unit, float* state) => kernel.Chunk(io, unit, work with { S = state });
 
         public void Token(in Work work, int head, int token, float* state) => kernel.RecurrentStep(io, head, token, work with { S = state });
     }
@@ -89,8 +87,10 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         public float* Kc { get; init; }     // [C × KP] chunk keys k̂
         public float* KT { get; init; }     // [KP × C] k̂ transposed, zero right of the chunk
         public float* Kd { get; init; }     // [C × KP] k̂_j e^{G_last − G_j} (gated)
-        public float* Rhs { get; init; }    // [C × (KP+VP)] −β e^G k̂ | β v
-        public float* WU { get; init; }     // [C × (KP+VP)] −W | U, then −W | V_new
+        public float* Vc { get; init; }     // [C × VP] chunk values
+        public float* R { get; init; }      // [C × VP] K S, then β (v − e^G K S)
+        public float* Vnew { get; init; }   // [C × VP] V_new = T R
+        public float* Beta { get; init; }   // [C] β
         public float* A { get; init; }      // [C × C] A, then Q Kᵀ ⊙ D per query head
         public float* Tinv { get; init; }   // [C × C] (I + A)⁻¹
         public float* D { get; init; }      // [C × C] decay mask
@@ -105,15 +105,17 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     private Work Carve(float* baseAddress, out long floats)
     {
         var c = new ScratchCarver(baseAddress);
-        long kp = _kp, vp = _vp, cc = _c, ldw = _ldw, rows = Math.Max(cc, _config.Heads.Group);
+        long kp = _kp, vp = _vp, cc = _c, rows = Math.Max(cc, _config.Heads.Group);
         var work = new Work
         {
             S = c.Take(HeadBlocks.MaxPerItem * kp * vp),
             Kc = c.Take(cc * kp),
             KT = c.Take(kp * cc),
             Kd = c.Take(_config.Gated ? cc * kp : 0),
-            Rhs = c.Take(cc * ldw),
-            WU = c.Take(cc * ldw),
+            Vc = c.Take(cc * vp),
+            R = c.Take(cc * vp),
+            Vnew = c.Take(cc * vp),
+            Beta = c.Take(cc),
             A = c.Take(cc * cc),
             Tinv = c.Take(cc * cc),
             D = c.Take(cc * cc),
@@ -142,14 +144,15 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Chunk(in Io io, int h, int cs, int len, in Work w)
+    private void Chunk(in Io io, ChunkUnit chunk, in Work w)
     {
         var heads = _config.Heads;
-        int kp = _kp, vp = _vp, cc = _c, ldw = _ldw;
+        int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
+        int kp = _kp, vp = _vp, cc = _c;
         int lenPadded = HeadLayout.RoundUp16(len);
-        float* vnew = w.WU + kp;
+        float* vnew = w.Vnew;
 
-        // Keys, gates and the right-hand side [−β e^G k̂ | β v].
+        // Keys, values, gates and β.
         float acc = 0f;
         for (int i = 0; i < len; i++)
         {
@@ -157,12 +160,9 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             if (_config.Gated) acc += io.G[row];
             w.Gcum[i] = acc;
             w.ExpG[i] = MathF.Exp(acc);
-            float b = io.Beta[row];
-            float* ki = w.Kc + (long)i * kp, rhs = w.Rhs + (long)i * ldw;
-            LoadRow(ki, io.K + row * heads.KeyDim, 1f);
-            var f = Vector512.Create(-b * w.ExpG[i]);
-            for (int c = 0; c < kp; c += 16) (Vector512.Load(ki + c) * f).Store(rhs + c);
-            SimdOps.CopyScaledPadded(rhs + kp, io.V + row * heads.ValueDim, b, heads.ValueDim, vp);
+            w.Beta[i] = io.Beta[row];
+            LoadRow(w.Kc + (long)i * kp, io.K + row * heads.KeyDim, 1f);
+            SimdOps.CopyPadded(w.Vc + (long)i * vp, io.V + row * heads.ValueDim, heads.ValueDim, vp);
         }
         for (int i = len; i < lenPadded; i++)
         {
@@ -181,18 +181,25 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         for (int i = 0; i < len; i++)
         {
             float* a = w.A + (long)i * cc, d = w.D + (long)i * cc;
-            float b = io.Beta[(long)(cs + i) * heads.KvHeads + h];
+            float b = w.Beta[i];
             for (int j = 0; j < i; j++) a[j] *= b * d[j];
         }
         InvertUnitLower(len, lenPadded, w);
 
-        // [−W | U] = T · Rhs, then V_new = U + (−W) S.
+        // R = β (V − e^G K S), then V_new = T R (rows of T are zero right of the diagonal).
+        SimdGemm.Multiply(w.Kc, kp, w.S, vp, w.R, vp, len, kp, vp, accumulate: false);
+        for (int i = 0; i < len; i++)
+        {
+            float* r = w.R + (long)i * vp, v = w.Vc + (long)i * vp;
+            var b = Vector512.Create(w.Beta[i]);
+            var e = Vector512.Create(w.ExpG[i]);
+            for (int c = 0; c < vp; c += 16) (b * (Vector512.Load(v + c) - e * Vector512.Load(r + c))).Store(r + c);
+        }
         for (int rs = 0; rs < len; rs += Block)
         {
             int re = Math.Min(rs + Block, len);
-            SimdGemm.Multiply(w.Tinv + (long)rs * cc, cc, w.Rhs, ldw, w.WU + (long)rs * ldw, ldw, re - rs, re, ldw, accumulate: false);
+            SimdGemm.Multiply(w.Tinv + (long)rs * cc, cc, w.R, vp, vnew + (long)rs * vp, vp, re - rs, re, vp, accumulate: false);
         }
-        SimdGemm.Multiply(w.WU, ldw, w.S, vp, vnew, ldw, len, kp, vp, accumulate: true);
 
         // Outputs of every query head of the group.
         for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
@@ -207,7 +214,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
                 int re = Math.Min(rs + Block, len);
                 SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.KT, cc, w.A + (long)rs * cc, cc, re - rs, kp, rs + Block, accumulate: false);
                 for (int i = rs; i < re; i++) SimdOps.MultiplyInPlace(w.A + (long)i * cc, w.D + (long)i * cc, rs + Block);
-                SimdGemm.Multiply(w.A + (long)rs * cc, cc, vnew, ldw, w.Oc + (long)rs * vp, vp, re - rs, re, vp, accumulate: true);
+                SimdGemm.Multiply(w.A + (long)rs * cc, cc, vnew, vp, w.Oc + (long)rs * vp, vp, re - rs, re, vp, accumulate: true);
             }
             long bytes = (long)heads.ValueDim * sizeof(float);
             for (int i = 0; i < len; i++)
@@ -228,7 +235,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             for (int c = 0; c < kp; c++) SimdOps.ScaleInPlace(w.S + (long)c * vp, w.ExpG[len - 1], vp);
             keys = w.Kd;
         }
-        SimdGemm.MultiplyTransposedA(keys, kp, vnew, ldw, w.S, vp, kp, len, vp, accumulate: true);
+        SimdGemm.MultiplyTransposedA(keys, kp, vnew, vp, w.S, vp, kp, len, vp, accumulate: true);
     }
 
     /// <summary>D_ij = exp(G_i − G_j) for j <= i, 0 above the diagonal, over lenPadded columns.</summary>
@@ -252,7 +259,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
 
     /// <summary>
     /// T = (I + A)⁻¹ for strictly lower A by forward substitution: T_i = e_i − Σ_{m<i} A_im T_m.
-    /// Row m of T is zero right of column m, so each step touches only the vectors up to m.
+    /// Row m of T is zero right of column m; a row's sums stay in registers (chunks are at most 64 = 4 vectors wide),
+    /// two sets of them so consecutive m do not wait on each other.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void InvertUnitLower(int len, int lenPadded, in Work w)
@@ -261,15 +269,40 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         for (int i = 0; i < len; i++)
         {
             float* t = w.Tinv + (long)i * cc, a = w.A + (long)i * cc;
-            SimdOps.Fill(t, 0f, lenPadded);
-            t[i] = 1f;
-            for (int m = 0; m < i; m++)
+            Vector512<float> e0 = default, e1 = default, e2 = default, e3 = default;
+            Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
+            int m = 0;
+            for (; m + 2 <= i; m += 2)
             {
-                var f = Vector512.Create(-a[m]);
                 float* tm = w.Tinv + (long)m * cc;
-                for (int c = 0; c <= m; c += 16)
-                    Vector512.FusedMultiplyAdd(f, Vector512.Load(tm + c), Vector512.Load(t + c)).Store(t + c);
+                var fe = Vector512.Create(a[m]);
+                var fo = Vector512.Create(a[m + 1]);
+                e0 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm), e0);
+                o0 = Vector512.FusedMultiplyAdd(fo, Vector512.Load(tm + cc), o0);
+                if (m + 1 < 16) continue;
+                e1 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 16), e1);
+                o1 = Vector512.FusedMultiplyAdd(fo, Vector512.Load(tm + cc + 16), o1);
+                if (m + 1 < 32) continue;
+                e2 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 32), e2);
+                o2 = Vector512.FusedMultiplyAdd(fo, Vector512.Load(tm + cc + 32), o2);
+                if (m + 1 < 48) continue;
+                e3 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 48), e3);
+                o3 = Vector512.FusedMultiplyAdd(fo, Vector512.Load(tm + cc + 48), o3);
             }
+            if (m < i)
+            {
+                float* tm = w.Tinv + (long)m * cc;
+                var fe = Vector512.Create(a[m]);
+                e0 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm), e0);
+                if (m >= 16) e1 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 16), e1);
+                if (m >= 32) e2 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 32), e2);
+                if (m >= 48) e3 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 48), e3);
+            }
+            (-(e0 + o0)).Store(t);
+            if (lenPadded > 16) (-(e1 + o1)).Store(t + 16);
+            if (lenPadded > 32) (-(e2 + o2)).Store(t + 32);
+            if (lenPadded > 48) (-(e3 + o3)).Store(t + 48);
+            t[i] = 1f;
         }
     }
 

@@ -136,11 +136,12 @@ internal sealed class LinearAttentionKernel : IEngineKernel
     {
         _config = config;
         _device = device;
-        int glaChunk = Array.IndexOf(GlaConfig.ChunkSizes, config.ChunkSize) >= 0 ? config.ChunkSize : 64;
-        int deltaChunk = Array.IndexOf(DeltaRuleConfig.ChunkSizes, config.ChunkSize) >= 0 ? config.ChunkSize : 64;
-        _glaChunked = new GlaOptions { Scale = config.Scale, ChunkSize = glaChunk, Mode = AttentionMode.Chunked };
+        // chunk_size is a hint: one the kernel takes is used, otherwise (or when absent) the op's own default.
+        _glaChunked = new GlaOptions { Scale = config.Scale, Mode = AttentionMode.Chunked };
+        if (config.ChunkSize is int glaChunk && Array.IndexOf(GlaConfig.ChunkSizes, glaChunk) >= 0) _glaChunked = _glaChunked with { ChunkSize = glaChunk };
         _glaRecurrent = _glaChunked with { Mode = AttentionMode.Recurrent };
-        _deltaChunked = new DeltaRuleOptions { Scale = config.Scale, ChunkSize = deltaChunk, Mode = AttentionMode.Chunked };
+        _deltaChunked = new DeltaRuleOptions { Scale = config.Scale, Mode = AttentionMode.Chunked };
+        if (config.ChunkSize is int deltaChunk && Array.IndexOf(DeltaRuleConfig.ChunkSizes, deltaChunk) >= 0) _deltaChunked = _deltaChunked with { ChunkSize = deltaChunk };
         _deltaRecurrent = _deltaChunked with { Mode = AttentionMode.Recurrent };
     }
 

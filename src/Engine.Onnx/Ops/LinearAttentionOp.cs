@@ -74,7 +74,7 @@ internal sealed class LinearAttentionOp(IReadOnlySet<UpdateRule> rules) : Engine
 /// A Lightning attention node is the linear rule with a constant decay per key/value head
 /// (<see cref="ConstantLogDecay"/>, −slope) and scale 1.
 /// </remarks>
-internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHeads, UpdateRule Rule, float? Scale, int ChunkSize,
+internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHeads, UpdateRule Rule, float? Scale, int? ChunkSize,
     bool HasPastState, bool HasDecay, bool HasBeta, float[]? ConstantLogDecay = null)
 {
     public static LinearAttentionConfig FromNode(KernelInfo info, IReadOnlySet<UpdateRule> rules)
@@ -88,7 +88,7 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
             throw new ModelNodeException($"{node}: update_rule '{ruleText}' has no engine kernel in this build");
         float scale = info.Float("scale") ?? 0f;
         if (!float.IsFinite(scale)) throw new ModelNodeException($"{node}: scale must be finite, got {scale}");
-        long chunk = info.Int("chunk_size") ?? 64;
+        long? chunk = info.Int("chunk_size");
         if (chunk < 1) throw new ModelNodeException($"{node}: chunk_size must be positive, got {chunk}");
 
         int inputs = info.InputCount;
@@ -147,7 +147,7 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
                     throw new ModelNodeException($"{node}: {name} {Shape(input.Dims!)} and query {Shape(q.Dims!)} differ in {(axis == 0 ? "batch" : "sequence length")}");
 
         return new LinearAttentionConfig(node, qHeads, kvHeads, rule, scale == 0f ? null : scale,
-            Array.IndexOf(GlaConfig.ChunkSizes, (int)Math.Min(chunk, 1024)) >= 0 ? (int)chunk : 64,
+            chunk is long c ? (int)Math.Min(c, int.MaxValue) : null,
             past.Present, decay.Present, beta.Present);
     }
 

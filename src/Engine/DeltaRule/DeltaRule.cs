@@ -10,8 +10,13 @@ public sealed record DeltaRuleOptions
     /// <summary>Query scale; default 1/sqrt(K).</summary>
     public float? Scale { get; init; }
 
-    /// <summary>Tokens per chunk in <see cref="AttentionMode.Chunked"/>: 16, 32 or 64.</summary>
-    public int ChunkSize { get; init; } = 64;
+    /// <summary>
+    /// Tokens per chunk in <see cref="AttentionMode.Chunked"/>: 16, 32 or 64. Default 32: the chunk-size terms of the
+    /// WY form grow with it while the three K × V products per token do not.
+    /// </summary>
+    public int ChunkSize { get; init; } = DefaultChunkSize;
+
+    public const int DefaultChunkSize = 32;
 
     public AttentionMode Mode { get; init; } = AttentionMode.Chunked;
 

@@ -29,7 +29,7 @@ internal sealed class DeltaRuleOpCommand(bool gated) : ICommand
         var options = new DeltaRuleOptions
         {
             Scale = args.Float("scale"),
-            ChunkSize = args.Int("chunk", 64),
+            ChunkSize = args.Int("chunk", DeltaRuleOptions.DefaultChunkSize),
             Mode = args.Choice("mode", AttentionMode.Chunked),
             QkL2Norm = args.Flag("qk-l2norm"),
         };
@@ -51,7 +51,7 @@ internal sealed class DeltaRuleBenchCommand(bool gated) : ICommand
     public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "mode", "chunk", "repeats", "best-of", "backend", "threads", "json"];
     public string Usage => $"""
         engine bench {Name} [--B 1] [--T 8192[,...]] [--H 8] [--K 128] [--V 128] [--mode chunked|recurrent|both]
-                 [--chunk 64] {BenchTiming.Usage} {OpIo.BackendUsage} [--json]
+                 [--chunk 32] {BenchTiming.Usage} {OpIo.BackendUsage} [--json]
           model flops (both modes), per chunk of C tokens and head: 2·C²·K (K Kᵀ) + C³/3 (inverse)
           + 2·C²·(K+V) (W, U) + 2·C·K·V (W S) + 2·C²·K + 2·C²·V + 2·C·K·V (output) + 2·C·K·V (state)
         """;
@@ -59,7 +59,7 @@ internal sealed class DeltaRuleBenchCommand(bool gated) : ICommand
     public int Run(CommandLine args, CliContext context)
     {
         var bench = AttentionBench.Parse(args);
-        int chunk = args.Int("chunk", 64);
+        int chunk = args.Int("chunk", DeltaRuleOptions.DefaultChunkSize);
         var s = bench.Shape;
         return bench.Run(args, context, Name, t => new DeltaRuleWorkload(s.B, t, s.H, s.K, s.V, gated),
             (work, mode) => ($"C{chunk} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(chunk),
