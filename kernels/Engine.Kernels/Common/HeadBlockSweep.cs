@@ -1,7 +1,12 @@
 namespace Engine.Kernels.Common;
 
 /// <summary>A chunk of one head, and the chunk the same worker runs after it (its length 0 if none): what to prefetch.</summary>
-public readonly record struct ChunkUnit(int Head, int Start, int Length, int NextHead, int NextStart, int NextLength);
+public readonly record struct ChunkUnit(int Head, int Start, int Length, int NextHead, int NextStart, int NextLength)
+{
+    /// <summary>The rows [From, To) of the next unit that step <paramref name="step"/> of <paramref name="steps"/> should prefetch.</summary>
+    public (int From, int To) NextShare(int step, int steps) =>
+        ((int)((long)step * NextLength / steps), (int)((long)(step + 1) * NextLength / steps));
+}
 
 /// <summary>
 /// An op's steps for <see cref="HeadBlockSweep"/>: how it carves a worker's scratch, where the state slot of

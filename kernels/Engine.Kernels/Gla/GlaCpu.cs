@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using Engine.Kernels.Common;
 
 namespace Engine.Kernels.Gla;
@@ -160,29 +159,19 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     /// <summary>
-    /// Asks for rows of the chunk processed next ahead of time, into L2 (the chunk's work set fills L1 many times over
-    /// before they are read): a head's rows are H·dim floats apart, each in its own 4 KB page, which the hardware
-    /// prefetcher does not cross. Sub-chunk s asks for its share, so the requests are spread over the chunk's work.
+    /// Asks for the rows of the chunk processed next ahead of time, into L2 (the chunk's work set fills L1 many times
+    /// over before they are read); sub-chunk s asks for its share, so the requests are spread over the chunk's work.
     /// </summary>
     private void PrefetchNext(in Io io, ChunkUnit chunk, int s, int nsub)
     {
-        if (!Sse.IsSupported) return;
         var heads = _config.Heads;
         int kd = heads.KeyDim, vd = heads.ValueDim, h = chunk.NextHead;
-        int end = s == nsub - 1 ? chunk.NextLength : Math.Min(chunk.NextLength, (s + 1) * Sub);
-        for (int i = s * Sub; i < end; i++)
-        {
-            long token = chunk.NextStart + i, kvRow = token * heads.KvHeads + h;
-            PrefetchRow(io.K + kvRow * kd, kd);
-            PrefetchRow(io.V + kvRow * vd, vd);
-            if (_config.Gate == GateKind.PerKey) PrefetchRow(io.G + kvRow * kd, kd);
-            PrefetchRow(io.Q + (token * heads.QHeads + h * heads.Group) * kd, kd * heads.Group);
-        }
-
-        static void PrefetchRow(float* p, int floats)
-        {
-            for (int f = 0; f < floats; f += 16) Sse.Prefetch1(p + f);
-        }
+        var (from, to) = chunk.NextShare(s, nsub);
+        long token = chunk.NextStart + from, kvRow = token * heads.KvHeads + h;
+        RowPrefetch.Rows(io.K + kvRow * kd, heads.KvHeads * kd, to - from, kd);
+        RowPrefetch.Rows(io.V + kvRow * vd, heads.KvHeads * vd, to - from, vd);
+        if (_config.Gate == GateKind.PerKey) RowPrefetch.Rows(io.G + kvRow * kd, heads.KvHeads * kd, to - from, kd);
+        RowPrefetch.Rows(io.Q + (token * heads.QHeads + h * heads.Group) * kd, heads.QHeads * kd, to - from, kd * heads.Group);
     }
 
     /// <summary>Loads the chunk's keys and values (padded rows) shared by every query head of the group;
