@@ -121,6 +121,9 @@ internal readonly struct LinearAttentionCall
 /// </summary>
 internal sealed class LinearAttentionKernel : IEngineKernel
 {
+    /// <summary>Chunk size when the model gives none the kernels take: measured fastest on the CPU for every rule at dk = dv = 128.</summary>
+    private const int DefaultChunk = 32;
+
     /// <summary>Calls this short or shorter run token by token (the decode path).</summary>
     private const int RecurrentUpTo = 8;
 
@@ -136,12 +139,12 @@ internal sealed class LinearAttentionKernel : IEngineKernel
     {
         _config = config;
         _device = device;
-        // chunk_size is a hint: one the kernel takes is used, otherwise (or when absent) the op's own default.
-        _glaChunked = new GlaOptions { Scale = config.Scale, Mode = AttentionMode.Chunked };
-        if (config.ChunkSize is int glaChunk && Array.IndexOf(GlaConfig.ChunkSizes, glaChunk) >= 0) _glaChunked = _glaChunked with { ChunkSize = glaChunk };
+        // chunk_size is a hint: one the kernel takes is used, otherwise (or when absent) DefaultChunk.
+        int glaChunk = config.ChunkSize is int g && Array.IndexOf(GlaConfig.ChunkSizes, g) >= 0 ? g : DefaultChunk;
+        int deltaChunk = config.ChunkSize is int d && Array.IndexOf(DeltaRuleConfig.ChunkSizes, d) >= 0 ? d : DefaultChunk;
+        _glaChunked = new GlaOptions { Scale = config.Scale, ChunkSize = glaChunk, Mode = AttentionMode.Chunked };
         _glaRecurrent = _glaChunked with { Mode = AttentionMode.Recurrent };
-        _deltaChunked = new DeltaRuleOptions { Scale = config.Scale, Mode = AttentionMode.Chunked };
-        if (config.ChunkSize is int deltaChunk && Array.IndexOf(DeltaRuleConfig.ChunkSizes, deltaChunk) >= 0) _deltaChunked = _deltaChunked with { ChunkSize = deltaChunk };
+        _deltaChunked = new DeltaRuleOptions { Scale = config.Scale, ChunkSize = deltaChunk, Mode = AttentionMode.Chunked };
         _deltaRecurrent = _deltaChunked with { Mode = AttentionMode.Recurrent };
     }
 
