@@ -10,7 +10,8 @@ public readonly record struct ChunkUnit(int Head, int Start, int Length, int Nex
 
 /// <summary>
 /// An op's steps for <see cref="HeadBlockSweep"/>: how it carves a worker's scratch, where the state slot of
-/// an item's j-th head lies in it ([KP × VP], row stride VP), and one chunk or one token of one head.
+/// an item's j-th head lies in it ([KP × VP], row stride VP), and one chunk or one token of one head (a token
+/// step reads the state from source, which is state itself or the call's initial state, and writes state).
 /// </summary>
 public unsafe interface IHeadBlockSteps<TWork> where TWork : struct
 {
@@ -20,22 +21,23 @@ public unsafe interface IHeadBlockSteps<TWork> where TWork : struct
 
     void Chunk(in TWork work, ChunkUnit unit, float* state);
 
-    void Token(in TWork work, int head, int token, float* state);
+    void Token(in TWork work, int head, int token, float* source, float* state);
 }
 
 /// <summary>
 /// The work loop of the CPU attention kernels: items of one sequence and a block of adjacent kv heads
 /// (<see cref="HeadBlocks"/>) run by the scheduler. Each head's state [K, V] is loaded padded into the
 /// worker's scratch and stored back after the sequence; the token-by-token form works on the caller's state
-/// in place when no padding is needed. Chunks run head by head inside a chunk of tokens, so the heads of a
+/// in place when no padding is needed, its first token reading the initial state where that is elsewhere. Chunks run head by head inside a chunk of tokens, so the heads of a
 /// block read adjacent rows.
 /// </summary>
 public static unsafe class HeadBlockSweep
 {
-    /// <param name="state">[sequences, Hkv, K, V]: initial on entry, final on return.</param>
+    /// <param name="initial">[sequences, Hkv, K, V]: the initial state; may be <paramref name="state"/> itself.</param>
+    /// <param name="state">[sequences, Hkv, K, V]: the final state on return.</param>
     /// <param name="chunkSize">tokens per chunk; 0 for the token-by-token form.</param>
     public static void Run<TSteps, TWork>(IWorkScheduler scheduler, WorkerScratch scratch, HeadLayout heads,
-        SequenceLayout sequences, float* state, int chunkSize, TSteps steps)
+        SequenceLayout sequences, float* initial, float* state, int chunkSize, TSteps steps)
         where TSteps : struct, IHeadBlockSteps<TWork>
         where TWork : struct
     {
@@ -46,11 +48,14 @@ public static unsafe class HeadBlockSweep
         {
             var (n, h0, h1) = blocks[item];
             var work = steps.Carve(scratch[worker]);
-            float* StateOf(int h) => state + ((long)n * heads.KvHeads + h) * kd * vd;
+            long Offset(int h) => ((long)n * heads.KvHeads + h) * kd * vd;
+            float* StateOf(int h) => state + Offset(h);
             float* Slot(int h) => inPlace ? StateOf(h) : steps.StateSlot(work, h - h0);
-            if (!inPlace)
-                for (int h = h0; h < h1; h++) SimdOps.CopyToPadded(Slot(h), kp, vp, StateOf(h), kd, vd);
             int start = sequences.Start(n), end = start + sequences.Length(n);
+            if (!inPlace)
+                for (int h = h0; h < h1; h++) SimdOps.CopyToPadded(Slot(h), kp, vp, initial + Offset(h), kd, vd);
+            else if (initial != state && start == end)
+                for (int h = h0; h < h1; h++) new Span<float>(initial + Offset(h), kd * vd).CopyTo(new Span<float>(StateOf(h), kd * vd));
             if (chunked)
             {
                 for (int cs = start; cs < end; cs += chunkSize)
@@ -68,7 +73,7 @@ public static unsafe class HeadBlockSweep
             else
             {
                 for (int t = start; t < end; t++)
-                    for (int h = h0; h < h1; h++) steps.Token(work, h, t, Slot(h));
+                    for (int h = h0; h < h1; h++) steps.Token(work, h, t, t == start && inPlace ? initial + Offset(h) : Slot(h), Slot(h));
             }
             if (!inPlace)
                 for (int h = h0; h < h1; h++) SimdOps.CopyFromPadded(StateOf(h), kd, vd, Slot(h), vp);

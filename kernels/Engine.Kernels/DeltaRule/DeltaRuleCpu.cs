@@ -46,21 +46,27 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         _scratch.Dispose();
     }
 
-    /// <summary>Chunked prefill. beta, g: [TotalTokens, Hkv] (g empty for DeltaNet); state [N, Hkv, K, V], initial on entry, final on return.</summary>
+    /// <summary>
+    /// Chunked prefill. beta, g: [TotalTokens, Hkv] (g empty for DeltaNet); state [N, Hkv, K, V], initial on entry,
+    /// final on return; or, with initialState (same shape) given, final only: the initial state is read from there.
+    /// </summary>
     public void Chunked(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state)
-        => Run(sequences, q, k, v, beta, g, output, state, chunked: true);
+        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default)
+        => Run(sequences, q, k, v, beta, g, output, state, initialState, chunked: true);
 
     /// <summary>Token-by-token recurrence (decode). Same contract as <see cref="Chunked"/>.</summary>
     public void Recurrent(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state)
-        => Run(sequences, q, k, v, beta, g, output, state, chunked: false);
+        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default)
+        => Run(sequences, q, k, v, beta, g, output, state, initialState, chunked: false);
 
     private void Run(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, bool chunked)
+        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, bool chunked)
     {
-        fixed (float* pq = q, pk = k, pv = v, pb = beta, pg = g, po = output, ps = state)
-            HeadBlockSweep.Run<Steps, Work>(_scheduler, _scratch, _config.Heads, sequences, ps, chunked ? _c : 0,
+        if (!initialState.IsEmpty && initialState.Length != state.Length)
+            throw new ArgumentException($"initial state: {initialState.Length} floats, the state has {state.Length}", nameof(initialState));
+        if (initialState.IsEmpty) initialState = state;
+        fixed (float* pq = q, pk = k, pv = v, pb = beta, pg = g, po = output, ps = state, pi = initialState)
+            HeadBlockSweep.Run<Steps, Work>(_scheduler, _scratch, _config.Heads, sequences, pi, ps, chunked ? _c : 0,
                 new Steps(this, new Io(pq, pk, pv, pb, pg, po)));
     }
 
@@ -72,7 +78,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
 
         public void Chunk(in Work work, ChunkUnit unit, float* state) => kernel.Chunk(io, unit, work with { S = state });
 
-        public void Token(in Work work, int head, int token, float* state) => kernel.RecurrentStep(io, head, token, work with { S = state });
+        public void Token(in Work work, int head, int token, float* source, float* state) =>
+            kernel.RecurrentStep(io, head, token, source, work with { S = state });
     }
 
     private readonly struct Io(float* q, float* k, float* v, float* beta, float* g, float* o)
@@ -327,7 +334,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     /// Two passes over S: Sᵀ k̂ from the old state, then the update fused with the outputs.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void RecurrentStep(in Io io, int h, int t, in Work w)
+    private void RecurrentStep(in Io io, int h, int t, float* source, in Work w)
     {
         var heads = _config.Heads;
         int kd = heads.KeyDim, vp = _vp, group = heads.Group;
@@ -345,13 +352,13 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         int d0 = 0;
         for (; d0 + 64 <= vp; d0 += 64)
         {
-            Predict4(w.S + d0, vp, kd, key, w.Oc + d0, beta, decay, pred + d0);
-            RecurrentRows.UpdateAndRead4(w.S + d0, vp, kd, pred + d0, &decay, 0, key, w.Qr, pred + d0);
+            Predict4(source + d0, vp, kd, key, w.Oc + d0, beta, decay, pred + d0);
+            RecurrentRows.UpdateAndRead4(source + d0, w.S + d0, vp, kd, pred + d0, &decay, 0, key, w.Qr, pred + d0);
         }
         for (; d0 < vp; d0 += 16)
         {
-            Predict1(w.S + d0, vp, kd, key, w.Oc + d0, beta, decay, pred + d0);
-            RecurrentRows.UpdateAndRead1(w.S + d0, vp, kd, pred + d0, &decay, 0, key, w.Qr, pred + d0);
+            Predict1(source + d0, vp, kd, key, w.Oc + d0, beta, decay, pred + d0);
+            RecurrentRows.UpdateAndRead1(source + d0, w.S + d0, vp, kd, pred + d0, &decay, 0, key, w.Qr, pred + d0);
         }
         Buffer.MemoryCopy(pred, w.Oc, (long)vp * sizeof(float), (long)vp * sizeof(float));
         for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, w.Qr + (long)gi * _kp, w.Oc + (long)gi * vp);

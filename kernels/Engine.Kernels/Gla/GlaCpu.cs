@@ -56,21 +56,27 @@ public sealed unsafe class GlaCpu : IDisposable
         _scratch.Dispose();
     }
 
-    /// <summary>Chunked prefill. state: [N, Hkv, K, V], initial on entry, final on return.</summary>
+    /// <summary>
+    /// Chunked prefill. state: [N, Hkv, K, V], initial on entry, final on return; or, with initialState (same
+    /// shape) given, final only: the initial state is read from there and never copied.
+    /// </summary>
     public void Chunked(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> g, Span<float> output, Span<float> state)
-        => Run(sequences, q, k, v, g, output, state, chunked: true);
+        ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default)
+        => Run(sequences, q, k, v, g, output, state, initialState, chunked: true);
 
     /// <summary>Token-by-token recurrence (decode). Same contract as <see cref="Chunked"/>.</summary>
     public void Recurrent(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> g, Span<float> output, Span<float> state)
-        => Run(sequences, q, k, v, g, output, state, chunked: false);
+        ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default)
+        => Run(sequences, q, k, v, g, output, state, initialState, chunked: false);
 
     private void Run(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> g, Span<float> output, Span<float> state, bool chunked)
+        ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, bool chunked)
     {
-        fixed (float* pq = q, pk = k, pv = v, pg = g, po = output, ps = state)
-            HeadBlockSweep.Run<Steps, Work>(_scheduler, _scratch, _config.Heads, sequences, ps, chunked ? _c : 0,
+        if (!initialState.IsEmpty && initialState.Length != state.Length)
+            throw new ArgumentException($"initial state: {initialState.Length} floats, the state has {state.Length}", nameof(initialState));
+        if (initialState.IsEmpty) initialState = state;
+        fixed (float* pq = q, pk = k, pv = v, pg = g, po = output, ps = state, pi = initialState)
+            HeadBlockSweep.Run<Steps, Work>(_scheduler, _scratch, _config.Heads, sequences, pi, ps, chunked ? _c : 0,
                 new Steps(this, new Io(pq, pk, pv, pg, po)));
     }
 
@@ -88,7 +94,8 @@ public sealed unsafe class GlaCpu : IDisposable
             else kernel.ChunkScalar(io, unit, w);
         }
 
-        public void Token(in Work work, int head, int token, float* state) => kernel.RecurrentStep(io, head, token, work with { S = state });
+        public void Token(in Work work, int head, int token, float* source, float* state) =>
+            kernel.RecurrentStep(io, head, token, source, work with { S = state });
     }
 
     private readonly struct Io(float* q, float* k, float* v, float* g, float* o)
@@ -498,7 +505,7 @@ public sealed unsafe class GlaCpu : IDisposable
 
     /// <summary>One token: S = diag(exp(g)) S + k vᵀ, then o = Sᵀ (scale q) for each query head of the group.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void RecurrentStep(in Io io, int h, int t, in Work w)
+    private void RecurrentStep(in Io io, int h, int t, float* source, in Work w)
     {
         var heads = _config.Heads;
         int kd = heads.KeyDim, vd = heads.ValueDim, vp = _vp, group = heads.Group;
@@ -525,7 +532,7 @@ public sealed unsafe class GlaCpu : IDisposable
         }
         float* q0 = io.Q + ((long)t * heads.QHeads + h * group) * kd;
         // The first query head of the group reads S as it is updated; the other heads of a group read it afterwards.
-        RecurrentRows.UpdateAndRead(w.S, vp, kd, vrow, decay, 1, kt, q0, w.Acc);
+        RecurrentRows.UpdateAndRead(source, w.S, vp, kd, vrow, decay, 1, kt, q0, w.Acc);
         for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, q0 + (long)gi * kd, w.Acc + (long)gi * vp);
         long bytes = (long)vd * sizeof(float);
         for (int gi = 0; gi < group; gi++)

@@ -185,11 +185,11 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         var gates = Values(call.Decay);
         if (gla.Config.Gate is GateKind.PerHead or GateKind.PerKey) TensorArgs.RequireLogGate(gates, "g");
         using var lease = _device.Lease(gla.Config, () => new GlaCpu(gla.Config, _device.Scheduler));
-        using var state = StateInPlace.Load(call, gla.StateLength);
+        using var state = CallState.Load(call, gla.StateLength);
         if (options.Mode == AttentionMode.Chunked)
-            lease.Kernel.Chunked(gla.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), gates, call.Output.AsSpan<float>(), state.Span);
+            lease.Kernel.Chunked(gla.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), gates, call.Output.AsSpan<float>(), state.Span, state.Initial);
         else
-            lease.Kernel.Recurrent(gla.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), gates, call.Output.AsSpan<float>(), state.Span);
+            lease.Kernel.Recurrent(gla.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), gates, call.Output.AsSpan<float>(), state.Span, state.Initial);
     }
 
     private void RunDelta(in LinearAttentionCall call, DeltaRuleOptions options)
@@ -214,11 +214,11 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         TensorArgs.RequireFinite(betas.Span, "beta");
         if (delta.Config.Gated) TensorArgs.RequireLogGate(Values(call.Decay), "g");
         using var lease = _device.Lease(delta.Config, () => new DeltaRuleCpu(delta.Config, _device.Scheduler));
-        using var state = StateInPlace.Load(call, delta.StateLength);
+        using var state = CallState.Load(call, delta.StateLength);
         if (options.Mode == AttentionMode.Chunked)
-            lease.Kernel.Chunked(delta.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), betas.Span, Values(call.Decay), call.Output.AsSpan<float>(), state.Span);
+            lease.Kernel.Chunked(delta.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), betas.Span, Values(call.Decay), call.Output.AsSpan<float>(), state.Span, state.Initial);
         else
-            lease.Kernel.Recurrent(delta.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), betas.Span, Values(call.Decay), call.Output.AsSpan<float>(), state.Span);
+            lease.Kernel.Recurrent(delta.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), betas.Span, Values(call.Decay), call.Output.AsSpan<float>(), state.Span, state.Initial);
     }
 
     private static ReadOnlySpan<float> Values(OrtTensorView? tensor) => tensor is OrtTensorView t ? t.AsReadOnlySpan<float>() : default;
@@ -231,19 +231,23 @@ internal sealed class LinearAttentionKernel : IEngineKernel
 }
 
 /// <summary>
-/// The state of one call, held in present_state (or a pooled buffer when the node does not output it) and
-/// loaded from past_state (checked finite on the way) or zeros. The kernels update it in place.
+/// The state of one call: written to present_state (or a pooled buffer when the node does not output it),
+/// starting from past_state (checked finite, read by the kernels where it lies: a decode step makes one pass
+/// over the state, not a copy and then a pass) or zeros.
 /// </summary>
-internal ref struct StateInPlace
+internal ref struct CallState
 {
     private float[]? _scratch;
 
     public Span<float> Span { get; private set; }
 
-    public static StateInPlace Load(in LinearAttentionCall call, long length)
+    /// <summary>past_state when given (the kernels read the initial state from it); empty when Span starts at zero.</summary>
+    public ReadOnlySpan<float> Initial { get; private set; }
+
+    public static CallState Load(in LinearAttentionCall call, long length)
     {
         int n = checked((int)length);
-        var lease = new StateInPlace();
+        var lease = new CallState();
         if (call.PresentState is OrtTensorView present)
         {
             lease.Span = present.AsSpan<float>();
@@ -255,7 +259,8 @@ internal ref struct StateInPlace
         }
         if (call.PastState is OrtTensorView past)
         {
-            if (!StateCopy.CopyAllFinite(past.AsReadOnlySpan<float>(), lease.Span))
+            lease.Initial = past.AsReadOnlySpan<float>();
+            if (!StateCheck.AllFinite(lease.Initial))
             {
                 lease.Dispose();
                 TensorArgs.RequireFinite(past.AsReadOnlySpan<float>(), "initial_state"); // names the first offender
@@ -298,32 +303,27 @@ internal ref struct BetaPerHead
     }
 }
 
-/// <summary>The state copied in for a call, checked on the way (one pass over memory instead of two).</summary>
-internal static class StateCopy
+/// <summary>The finite check of a call's initial state, done on every decode step.</summary>
+internal static class StateCheck
 {
-    /// <summary>Copies <paramref name="source"/> into <paramref name="destination"/>; false when a value is NaN or infinite.</summary>
+    /// <summary>False when a value is NaN or infinite.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // SIMD code: optimized from the first decode step
-    public static bool CopyAllFinite(ReadOnlySpan<float> source, Span<float> destination)
+    public static bool AllFinite(ReadOnlySpan<float> values)
     {
-        if (destination.Length < source.Length) throw new ArgumentException("destination is shorter than source", nameof(destination));
-        ref float src = ref MemoryMarshal.GetReference(source);
-        ref float dst = ref MemoryMarshal.GetReference(destination);
+        ref float start = ref MemoryMarshal.GetReference(values);
         // x − x is 0 for every finite x and NaN otherwise: the sum stays 0 exactly when all are finite.
-        var nonFinite = Vector512<float>.Zero;
-        int i = 0;
-        for (; i <= source.Length - Vector512<float>.Count; i += Vector512<float>.Count)
+        // Two sums, so consecutive vectors do not wait on each other.
+        Vector512<float> even = default, odd = default;
+        int i = 0, n = Vector512<float>.Count;
+        for (; i <= values.Length - 2 * n; i += 2 * n)
         {
-            var x = Vector512.LoadUnsafe(ref src, (nuint)i);
-            x.StoreUnsafe(ref dst, (nuint)i);
-            nonFinite += x - x;
+            var x = Vector512.LoadUnsafe(ref start, (nuint)i);
+            var y = Vector512.LoadUnsafe(ref start, (nuint)(i + n));
+            even += x - x;
+            odd += y - y;
         }
         float tail = 0f;
-        for (; i < source.Length; i++)
-        {
-            float x = Unsafe.Add(ref src, i);
-            Unsafe.Add(ref dst, i) = x;
-            tail += x - x;
-        }
-        return Vector512.Sum(nonFinite) + tail == 0f;
+        for (; i < values.Length; i++) tail += Unsafe.Add(ref start, i) - Unsafe.Add(ref start, i);
+        return Vector512.Sum(even + odd) + tail == 0f;
     }
 }

@@ -110,6 +110,13 @@ public sealed class BadModelTests
         e = Assert.Throws<ModelRunException>(() => session.Run(shortValue));
         Assert.That(e!.Message, Does.Contain("past_state"));
 
+        // A NaN in past_state (read where it lies, never copied) is named, not carried into the outputs.
+        var past = inputs["past_state"].As<float>().ToArray();
+        past[123] = float.NaN;
+        var nanState = new Dictionary<string, TensorData>(inputs) { ["past_state"] = TensorData.Create(past, inputs["past_state"].Shape) };
+        e = Assert.Throws<ModelRunException>(() => session.Run(nanState));
+        Assert.That(e!.Message, Does.Contain("past_state").And.Contain("NaN").And.Contain("123"));
+
         var reference = c.Reference(inputs);
         var good = session.Run(inputs);
         OnnxAssert.Close(good["output"], reference.Output, "output after the failed runs");
