@@ -9,8 +9,23 @@ namespace Engine.Kernels.Common;
 /// </summary>
 public static unsafe class RowPrefetch
 {
+    /// <summary>
+    /// Share <paramref name="step"/> of <paramref name="steps"/> of the next unit's rows of q (every query head of
+    /// the group), k, v and, when not null, a per-key-dim gate g; all [tokens, heads, dim].
+    /// </summary>
+    public static void NextUnit(HeadLayout heads, ChunkUnit chunk, int step, int steps, float* q, float* k, float* v, float* keyGate)
+    {
+        int kd = heads.KeyDim, vd = heads.ValueDim, h = chunk.NextHead;
+        var (from, to) = chunk.NextShare(step, steps);
+        long token = chunk.NextStart + from, kvRow = token * heads.KvHeads + h;
+        Rows(k + kvRow * kd, heads.KvHeads * kd, to - from, kd);
+        Rows(v + kvRow * vd, heads.KvHeads * vd, to - from, vd);
+        if (keyGate != null) Rows(keyGate + kvRow * kd, heads.KvHeads * kd, to - from, kd);
+        Rows(q + (token * heads.QHeads + h * heads.Group) * kd, heads.QHeads * kd, to - from, kd * heads.Group);
+    }
+
     /// <summary><paramref name="count"/> rows of <paramref name="floats"/> floats, <paramref name="stride"/> floats apart.</summary>
-    public static void Rows(float* first, long stride, int count, int floats)
+    private static void Rows(float* first, long stride, int count, int floats)
     {
         if (!Sse.IsSupported) return;
         for (int r = 0; r < count; r++, first += stride)

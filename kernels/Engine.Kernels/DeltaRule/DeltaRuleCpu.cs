@@ -219,7 +219,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             for (int rs = 0; rs < len; rs += Block)
             {
                 int re = Math.Min(rs + Block, len);
-                if (qh == h * heads.Group) PrefetchNext(io, chunk, rs / Block, lenPadded / Block);
+                // The next unit's rows, a share per output block, so the requests are spread over the chunk's work.
+                if (qh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, rs / Block, lenPadded / Block, io.Q, io.K, io.V, null);
                 SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.KT, cc, w.A + (long)rs * cc, cc, re - rs, kp, rs + Block, accumulate: false);
                 for (int i = rs; i < re; i++) SimdOps.MultiplyInPlace(w.A + (long)i * cc, w.D + (long)i * cc, rs + Block);
                 SimdGemm.Multiply(w.A + (long)rs * cc, cc, vnew, vp, w.Oc + (long)rs * vp, vp, re - rs, re, vp, accumulate: true);
@@ -244,21 +245,6 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             keys = w.Kd;
         }
         SimdGemm.MultiplyTransposedA(keys, kp, vnew, vp, w.S, vp, kp, len, vp, accumulate: true);
-    }
-
-    /// <summary>
-    /// Asks for the key, value and query rows of the chunk processed next ahead of time, into L2; block s of the
-    /// output asks for its share, so the requests are spread over the chunk's work.
-    /// </summary>
-    private void PrefetchNext(in Io io, ChunkUnit chunk, int s, int blocks)
-    {
-        var heads = _config.Heads;
-        int kd = heads.KeyDim, vd = heads.ValueDim, h = chunk.NextHead;
-        var (from, to) = chunk.NextShare(s, blocks);
-        long token = chunk.NextStart + from, kvRow = token * heads.KvHeads + h;
-        RowPrefetch.Rows(io.K + kvRow * kd, heads.KvHeads * kd, to - from, kd);
-        RowPrefetch.Rows(io.V + kvRow * vd, heads.KvHeads * vd, to - from, vd);
-        RowPrefetch.Rows(io.Q + (token * heads.QHeads + h * heads.Group) * kd, heads.QHeads * kd, to - from, kd * heads.Group);
     }
 
     /// <summary>D_ij = exp(G_i − G_j) for j <= i, 0 above the diagonal, over lenPadded columns.</summary>

@@ -169,17 +169,8 @@ public sealed unsafe class GlaCpu : IDisposable
     /// Asks for the rows of the chunk processed next ahead of time, into L2 (the chunk's work set fills L1 many times
     /// over before they are read); sub-chunk s asks for its share, so the requests are spread over the chunk's work.
     /// </summary>
-    private void PrefetchNext(in Io io, ChunkUnit chunk, int s, int nsub)
-    {
-        var heads = _config.Heads;
-        int kd = heads.KeyDim, vd = heads.ValueDim, h = chunk.NextHead;
-        var (from, to) = chunk.NextShare(s, nsub);
-        long token = chunk.NextStart + from, kvRow = token * heads.KvHeads + h;
-        RowPrefetch.Rows(io.K + kvRow * kd, heads.KvHeads * kd, to - from, kd);
-        RowPrefetch.Rows(io.V + kvRow * vd, heads.KvHeads * vd, to - from, vd);
-        if (_config.Gate == GateKind.PerKey) RowPrefetch.Rows(io.G + kvRow * kd, heads.KvHeads * kd, to - from, kd);
-        RowPrefetch.Rows(io.Q + (token * heads.QHeads + h * heads.Group) * kd, heads.QHeads * kd, to - from, kd * heads.Group);
-    }
+    private void PrefetchNext(in Io io, ChunkUnit chunk, int s, int nsub) =>
+        RowPrefetch.NextUnit(_config.Heads, chunk, s, nsub, io.Q, io.K, io.V, _config.Gate == GateKind.PerKey ? io.G : null);
 
     /// <summary>Loads the chunk's keys and values (padded rows) shared by every query head of the group;
     /// key rows up to the next multiple of 16 are zero so whole 16-row blocks can be transposed.</summary>
