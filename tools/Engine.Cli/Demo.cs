@@ -72,7 +72,7 @@ public static class Demo
     {
         var work = new DeltaRuleWorkload(b, t, h, k, v, gated);
         return new Workload(gated ? "gated deltanet" : "deltanet", $"B{b} T{t} H{h} K{k} V{v}", (double)b * t,
-            _ => work.ModelFlops(64),
+            _ => work.ModelFlops(DeltaRuleOptions.DefaultChunkSize),
             (device, mode) => work.Run(device, new DeltaRuleOptions { Mode = mode }),
             () => work.Output.ToArray());
     }
