@@ -94,7 +94,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         public float* Kc { get; init; }     // [C × KP] chunk keys k̂
         public float* KT { get; init; }     // [KP × C] k̂ transposed, zero right of the chunk
         public float* Kd { get; init; }     // [C × KP] k̂_j e^{G_last − G_j} (gated)
-        public float* Vc { get; init; }     // [C × VP] chunk values
+        public float* Vc { get; init; }     // [C × VP] chunk values (when V needs padding)
         public float* R { get; init; }      // [C × VP] K S, then β (v − e^G K S)
         public float* Vnew { get; init; }   // [C × VP] V_new = T R
         public float* Beta { get; init; }   // [C] β
@@ -158,6 +158,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         int kp = _kp, vp = _vp, cc = _c;
         int lenPadded = HeadLayout.RoundUp16(len);
         float* vnew = w.Vnew;
+        // Value rows that need no padding are read, and output rows written, where they lie in the caller's tensors.
+        bool direct = heads.ValueDim == vp;
 
         // Keys, values, gates and β.
         float acc = 0f;
@@ -169,7 +171,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             w.ExpG[i] = MathF.Exp(acc);
             w.Beta[i] = io.Beta[row];
             LoadRow(w.Kc + (long)i * kp, io.K + row * heads.KeyDim, 1f);
-            SimdOps.CopyPadded(w.Vc + (long)i * vp, io.V + row * heads.ValueDim, heads.ValueDim, vp);
+            if (!direct) SimdOps.CopyPadded(w.Vc + (long)i * vp, io.V + row * heads.ValueDim, heads.ValueDim, vp);
         }
         for (int i = len; i < lenPadded; i++)
         {
@@ -197,7 +199,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         SimdGemm.Multiply(w.Kc, kp, w.S, vp, w.R, vp, len, kp, vp, accumulate: false);
         for (int i = 0; i < len; i++)
         {
-            float* r = w.R + (long)i * vp, v = w.Vc + (long)i * vp;
+            float* r = w.R + (long)i * vp;
+            float* v = direct ? io.V + ((long)(cs + i) * heads.KvHeads + h) * vp : w.Vc + (long)i * vp;
             var b = Vector512.Create(w.Beta[i]);
             var e = Vector512.Create(w.ExpG[i]);
             for (int c = 0; c < vp; c += 16) (b * (Vector512.Load(v + c) - e * Vector512.Load(r + c))).Store(r + c);
@@ -213,9 +216,11 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         {
             for (int i = 0; i < len; i++)
                 LoadRow(w.Qr + (long)i * kp, io.Q + ((long)(cs + i) * heads.QHeads + qh) * heads.KeyDim, _config.Scale);
-            SimdGemm.Multiply(w.Qr, kp, w.S, vp, w.Oc, vp, len, kp, vp, accumulate: false);
+            float* o = direct ? io.O + ((long)cs * heads.QHeads + qh) * vp : w.Oc;
+            int ldo = direct ? heads.QHeads * vp : vp;
+            SimdGemm.Multiply(w.Qr, kp, w.S, vp, o, ldo, len, kp, vp, accumulate: false);
             if (_config.Gated)
-                for (int i = 0; i < len; i++) SimdOps.ScaleInPlace(w.Oc + (long)i * vp, w.ExpG[i], vp);
+                for (int i = 0; i < len; i++) SimdOps.ScaleInPlace(o + (long)i * ldo, w.ExpG[i], vp);
             for (int rs = 0; rs < len; rs += Block)
             {
                 int re = Math.Min(rs + Block, len);
@@ -223,8 +228,9 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
                 if (qh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, rs / Block, lenPadded / Block, io.Q, io.K, io.V, null);
                 SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.KT, cc, w.A + (long)rs * cc, cc, re - rs, kp, rs + Block, accumulate: false);
                 for (int i = rs; i < re; i++) SimdOps.MultiplyInPlace(w.A + (long)i * cc, w.D + (long)i * cc, rs + Block);
-                SimdGemm.Multiply(w.A + (long)rs * cc, cc, vnew, vp, w.Oc + (long)rs * vp, vp, re - rs, re, vp, accumulate: true);
+                SimdGemm.Multiply(w.A + (long)rs * cc, cc, vnew, vp, o + (long)rs * ldo, ldo, re - rs, re, vp, accumulate: true);
             }
+            if (direct) continue;
             long bytes = (long)heads.ValueDim * sizeof(float);
             for (int i = 0; i < len; i++)
                 Buffer.MemoryCopy(w.Oc + (long)i * vp, io.O + ((long)(cs + i) * heads.QHeads + qh) * heads.ValueDim, bytes, bytes);
