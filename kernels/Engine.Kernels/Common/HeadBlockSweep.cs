@@ -33,6 +33,15 @@ public unsafe interface IHeadBlockSteps<TWork> where TWork : struct
 /// </summary>
 public static unsafe class HeadBlockSweep
 {
+    /// <summary>The initial state a call reads: <paramref name="initialState"/> when given (as long as the state), else the state itself.</summary>
+    public static ReadOnlySpan<float> InitialState(ReadOnlySpan<float> initialState, Span<float> state)
+    {
+        if (initialState.IsEmpty) return state;
+        if (initialState.Length != state.Length)
+            throw new ArgumentException($"initial state: {initialState.Length} floats, the state has {state.Length}", nameof(initialState));
+        return initialState;
+    }
+
     /// <param name="initial">[sequences, Hkv, K, V]: the initial state; may be <paramref name="state"/> itself.</param>
     /// <param name="state">[sequences, Hkv, K, V]: the final state on return.</param>
     /// <param name="chunkSize">tokens per chunk; 0 for the token-by-token form.</param>

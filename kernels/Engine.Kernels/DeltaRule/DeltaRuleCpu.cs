@@ -62,9 +62,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     private void Run(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, bool chunked)
     {
-        if (!initialState.IsEmpty && initialState.Length != state.Length)
-            throw new ArgumentException($"initial state: {initialState.Length} floats, the state has {state.Length}", nameof(initialState));
-        if (initialState.IsEmpty) initialState = state;
+        initialState = HeadBlockSweep.InitialState(initialState, state);
         fixed (float* pq = q, pk = k, pv = v, pb = beta, pg = g, po = output, ps = state, pi = initialState)
             HeadBlockSweep.Run<Steps, Work>(_scheduler, _scratch, _config.Heads, sequences, pi, ps, chunked ? _c : 0,
                 new Steps(this, new Io(pq, pk, pv, pb, pg, po)));
