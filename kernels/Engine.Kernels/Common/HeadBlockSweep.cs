@@ -28,8 +28,8 @@ public unsafe interface IHeadBlockSteps<TWork> where TWork : struct
 /// The work loop of the CPU attention kernels: items of one sequence and a block of adjacent kv heads
 /// (<see cref="HeadBlocks"/>) run by the scheduler. Each head's state [K, V] is loaded padded into the
 /// worker's scratch and stored back after the sequence; the token-by-token form works on the caller's state
-/// in place when no padding is needed, its first token reading the initial state where that is elsewhere. Chunks run head by head inside a chunk of tokens, so the heads of a
-/// block read adjacent rows.
+/// in place when no padding is needed, its first token reading the initial state where that is elsewhere.
+/// Chunks run head by head inside a chunk of tokens, so the heads of a block read adjacent rows.
 /// </summary>
 public static unsafe class HeadBlockSweep
 {
