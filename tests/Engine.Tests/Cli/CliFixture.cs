@@ -26,6 +26,15 @@ public abstract class CliFixture
         return path;
     }
 
+    /// <summary>The command line's error contract: exit code, nothing on stdout, one line on stderr starting with "engine: " and containing the message.</summary>
+    public static void AssertOneLineError((int code, string stdout, string stderr) run, int code, string message)
+    {
+        Assert.That(run.code, Is.EqualTo(code), run.stderr);
+        Assert.That(run.stdout, Is.Empty);
+        Assert.That(run.stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1), run.stderr);
+        Assert.That(run.stderr, Does.StartWith("engine: ").And.Contain(message));
+    }
+
     /// <summary>Runs `engine args…` and returns its exit code and what it wrote.</summary>
     public static (int code, string stdout, string stderr) Engine(params string[] args)
     {

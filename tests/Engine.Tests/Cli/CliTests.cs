@@ -49,11 +49,7 @@ public sealed class CliTests : CliFixture
     public void BadInputIsOneLineOnStderrAndANonZeroExit()
     {
         var q = Save("q.npy", NpyArray.From(new float[2 * 4 * 8], [2, 4, 8]));
-        var (code, stdout, stderr) = Engine("op", "gla", "--q", q, "--k", q, "--v", q, "--o", PathOf("o.npy"));
-        Assert.That(code, Is.EqualTo(1));
-        Assert.That(stdout, Is.Empty);
-        Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
-        Assert.That(stderr, Does.StartWith("engine: error: q: expected rank 4"));
+        AssertOneLineError(Engine("op", "gla", "--q", q, "--k", q, "--v", q, "--o", PathOf("o.npy")), 1, "engine: error: q: expected rank 4");
     }
 
     [Test]
@@ -61,9 +57,8 @@ public sealed class CliTests : CliFixture
     {
         var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 1 * 4], [1, 3, 1, 4]));
         var g = Save("g.npy", NpyArray.From(new[] { 0f, 0.25f, -1f }, [1, 3, 1]));
-        var (code, _, stderr) = Engine("op", "gla", "--q", x, "--k", x, "--v", x, "--g", g, "--o", PathOf("o.npy"));
-        Assert.That(code, Is.EqualTo(1));
-        Assert.That(stderr, Does.Contain("g: log gates must be finite and <= 0, got 0.25"));
+        AssertOneLineError(Engine("op", "gla", "--q", x, "--k", x, "--v", x, "--g", g, "--o", PathOf("o.npy")), 1,
+            "g: log gates must be finite and <= 0, got 0.25");
     }
 
     [TestCase(new[] { "nope" }, "unknown command 'nope'")]
@@ -72,20 +67,12 @@ public sealed class CliTests : CliFixture
     [TestCase(new[] { "op", "gla", "--frobnicate", "1" }, "unknown option --frobnicate")]
     [TestCase(new[] { "bench", "gla", "--T", "many" }, "--T must be an integer")]
     [TestCase(new[] { "bench", "gla", "--backend", "tpu" }, "--backend must be one of reference|cpu|gpu")]
-    public void UsageErrorsExitWithTwo(string[] args, string message)
-    {
-        var (code, _, stderr) = Engine(args);
-        Assert.That(code, Is.EqualTo(2));
-        Assert.That(stderr, Does.Contain(message));
-        Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
-    }
+    public void UsageErrorsExitWithTwo(string[] args, string message) => AssertOneLineError(Engine(args), 2, message);
 
     [Test]
     public void MissingFileIsAnError()
     {
-        var (code, _, stderr) = Engine("op", "gla", "--q", PathOf("absent.npy"), "--k", "x", "--v", "x", "--o", "o.npy");
-        Assert.That(code, Is.EqualTo(1));
-        Assert.That(stderr, Does.StartWith("engine: error: "));
+        AssertOneLineError(Engine("op", "gla", "--q", PathOf("absent.npy"), "--k", "x", "--v", "x", "--o", "o.npy"), 1, "engine: error: ");
     }
 
     [Test]

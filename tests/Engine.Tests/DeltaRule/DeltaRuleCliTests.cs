@@ -64,12 +64,8 @@ public sealed class DeltaRuleCliTests : CliFixture
     {
         var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 1 * 4], [1, 3, 1, 4]));
         var b = Save("b.npy", NpyArray.From(new float[3], [1, 3, 1]));
-        var (code, _, stderr) = Engine("op", "gated-delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--o", PathOf("o.npy"));
-        Assert.That(code, Is.EqualTo(2));
-        Assert.That(stderr, Does.Contain("--g is required"));
-        (code, _, stderr) = Engine("op", "delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--g", b, "--o", PathOf("o.npy"));
-        Assert.That(code, Is.EqualTo(2));
-        Assert.That(stderr, Does.Contain("unknown option --g"));
+        AssertOneLineError(Engine("op", "gated-delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--o", PathOf("o.npy")), 2, "--g is required");
+        AssertOneLineError(Engine("op", "delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--g", b, "--o", PathOf("o.npy")), 2, "unknown option --g");
     }
 
     [Test]
@@ -77,11 +73,8 @@ public sealed class DeltaRuleCliTests : CliFixture
     {
         var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 1 * 4], [1, 3, 1, 4]));
         var b = Save("b.npy", NpyArray.From(new[] { 0.5f, float.NaN, 0.5f }, [1, 3, 1]));
-        var (code, stdout, stderr) = Engine("op", "delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--o", PathOf("o.npy"));
-        Assert.That(code, Is.EqualTo(1));
-        Assert.That(stdout, Is.Empty);
-        Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
-        Assert.That(stderr, Does.StartWith("engine: error: beta: values must be finite, got NaN"));
+        AssertOneLineError(Engine("op", "delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--o", PathOf("o.npy")), 1,
+            "engine: error: beta: values must be finite, got NaN");
     }
 
     [Test]

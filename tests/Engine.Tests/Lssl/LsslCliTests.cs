@@ -76,10 +76,8 @@ public sealed class LsslCliTests : CliFixture
     {
         Assert.That(Engine("lssl-init", "--N", "4", "--H", "2", "--out-dir", Directory).code, Is.Zero);
         Npy.Write(PathOf("u.npy"), NpyArray.From(new float[10 * 2], [1, 10, 2]));
-        var (code, _, stderr) = Engine(["op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
-            "--C", PathOf("C.npy"), "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--y", PathOf("y.npy"), .. extra]);
-        Assert.That(code, Is.EqualTo(2));
-        Assert.That(stderr, Does.Contain(message));
+        AssertOneLineError(Engine(["op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
+            "--C", PathOf("C.npy"), "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--y", PathOf("y.npy"), .. extra]), 2, message);
     }
 
     [Test]
@@ -88,14 +86,12 @@ public sealed class LsslCliTests : CliFixture
         Assert.That(Engine("lssl-init", "--N", "4", "--H", "2", "--out-dir", Directory).code, Is.Zero);
         Npy.Write(PathOf("u.npy"), NpyArray.From(new float[10 * 3], [1, 10, 3]));
         Npy.Write(PathOf("bad_dt.npy"), NpyArray.From(new float[] { 0.01f, -1f }, [2]));
-        var (code, _, stderr) = Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
-            "--C", PathOf("C.npy"), "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--y", PathOf("y.npy"));
-        Assert.That(code, Is.EqualTo(1));
-        Assert.That(stderr, Does.StartWith("engine: error: u: expected shape [*, *, 2]"));
-        (code, _, stderr) = Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
-            "--C", PathOf("C.npy"), "--D", PathOf("D.npy"), "--dt", PathOf("bad_dt.npy"), "--y", PathOf("y.npy"));
-        Assert.That(code, Is.EqualTo(1));
-        Assert.That(stderr, Does.Contain("dt: steps must be finite and > 0, got -1 for channel 1"));
+        AssertOneLineError(Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
+            "--C", PathOf("C.npy"), "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--y", PathOf("y.npy")), 1,
+            "engine: error: u: expected shape [*, *, 2]");
+        AssertOneLineError(Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
+            "--C", PathOf("C.npy"), "--D", PathOf("D.npy"), "--dt", PathOf("bad_dt.npy"), "--y", PathOf("y.npy")), 1,
+            "dt: steps must be finite and > 0, got -1 for channel 1");
     }
 
     [Test]

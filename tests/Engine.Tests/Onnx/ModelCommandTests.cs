@@ -2,7 +2,7 @@ using Engine.IO;
 using Engine.Onnx;
 using Engine.Onnx.Ops;
 using NUnit.Framework;
-using CliTests = Engine.Tests.Cli.CliTests;
+using Engine.Tests.Cli;
 
 namespace Engine.Tests.Onnx;
 
@@ -39,7 +39,7 @@ public sealed class ModelCommandTests
         Npy.Write(pastPath, ModelInputs.ToNpy(inputs["past_state"], "past_state"));
         string outDir = Path.Combine(_dir, "out");
 
-        var (code, stdout, stderr) = CliTests.Engine("run", SaveModel(model), "--input", $"x={xPath}", "--input", $"past_state={pastPath}",
+        var (code, stdout, stderr) = CliFixture.Engine("run", SaveModel(model), "--input", $"x={xPath}", "--input", $"past_state={pastPath}",
             "--output-dir", outDir, "--backend", backend, "--threads", "2");
         Assert.That(code, Is.Zero, stderr);
         Assert.That(stdout, Does.Contain($"engine nodes: {(backend == "cpu" ? 1 : 0)}"));
@@ -54,25 +54,20 @@ public sealed class ModelCommandTests
     public void RunNamesWhatIsWrong()
     {
         string path = SaveModel(SampleModels.LinearAttentionBlock(Spec));
-        var (code, _, stderr) = CliTests.Engine("run", path, "--output-dir", _dir);
-        Assert.That(code, Is.EqualTo(1));
-        Assert.That(stderr.Trim(), Does.StartWith("engine: error:").And.Contain("x, past_state").And.Not.Contain("\n"));
-
-        (code, _, stderr) = CliTests.Engine("run", "--output-dir", _dir);
-        Assert.That(code, Is.EqualTo(2), "no model file is a usage error");
+        CliFixture.AssertOneLineError(CliFixture.Engine("run", path, "--output-dir", _dir), 1, "x, past_state");
+        CliFixture.AssertOneLineError(CliFixture.Engine("run", "--output-dir", _dir), 2, "give the model file");
 
         var bad = SampleModels.LinearAttentionNode(new LinearAttentionBlockSpec { QHeads = 3, KvHeads = 2, KeyDim = 8, ValueDim = 8 });
         string x = Path.Combine(_dir, "q.npy");
         Npy.Write(x, NpyArray.From(new float[24], [1, 1, 24]));
-        (code, _, stderr) = CliTests.Engine("run", SaveModel(bad, "bad.onnx"), "--input", $"query={x}", "--output-dir", _dir);
-        Assert.That(code, Is.EqualTo(1));
-        Assert.That(stderr, Does.Contain("LinearAttention node 'linear_attention'").And.Contain("multiple of kv_num_heads"));
+        CliFixture.AssertOneLineError(CliFixture.Engine("run", SaveModel(bad, "bad.onnx"), "--input", $"query={x}", "--output-dir", _dir), 1,
+            "LinearAttention node 'linear_attention'");
     }
 
     [Test]
     public void InspectListsInputsOutputsAndTheEngineNodes()
     {
-        var (code, stdout, stderr) = CliTests.Engine("inspect", SaveModel(SampleModels.LinearAttentionBlock(Spec with { Domain = "", Layers = 2 })));
+        var (code, stdout, stderr) = CliFixture.Engine("inspect", SaveModel(SampleModels.LinearAttentionBlock(Spec with { Domain = "", Layers = 2 })));
         Assert.That(code, Is.Zero, stderr);
         Assert.That(stdout, Does.Contain("x: Float [B, T, 16]").And.Contain("past_state_1: Float [B, 1, 8, 8]").And.Contain("y_1: Float [B, T, 16]"));
         Assert.That(stdout, Does.Contain("the engine takes over 2 nodes:").And.Contain("linear_attention_0 (ai.onnx.LinearAttention) -> engine: update_rule gated_delta, per-head decay"));
@@ -83,7 +78,7 @@ public sealed class ModelCommandTests
     public void BenchModelTimesBothPaths()
     {
         var model = SampleModels.LinearAttentionNode(Spec);
-        var (code, stdout, stderr) = CliTests.Engine("bench-model", SaveModel(model), "--dim", "B=1", "--dim", "T=64", "--repeats", "1", "--threads", "1", "--json");
+        var (code, stdout, stderr) = CliFixture.Engine("bench-model", SaveModel(model), "--dim", "B=1", "--dim", "T=64", "--repeats", "1", "--threads", "1", "--json");
         Assert.That(code, Is.Zero, stderr);
         var row = System.Text.Json.JsonDocument.Parse(stdout).RootElement[0];
         Assert.That(row.GetProperty("engine_nodes").GetInt32(), Is.EqualTo(1));
