@@ -1,10 +1,11 @@
 using BenchmarkDotNet.Attributes;
+using Engine.Kernels.Common;
 using Engine.Workloads;
 
 namespace Engine.Benchmarks;
 
 /// <summary>
-/// DeltaNet and Gated DeltaNet chunked (WY/UT, chunk 64) vs recurrent on the CPU, B=1, H=8, K=V=128.
+/// DeltaNet and Gated DeltaNet (per-head and per-key gate) chunked (WY/UT, chunk 32) vs recurrent on the CPU, B=1, H=8, K=V=128.
 /// Both modes are rated with the same model flop count (DeltaRuleConfig.ModelFlops), so their GFLOP/s
 /// compare like their speeds.
 /// </summary>
@@ -14,7 +15,7 @@ public class DeltaRuleBenchmarks : IModelFlops
     private const int Chunk = DeltaRuleOptions.DefaultChunkSize;
 
     [Params(512, 2048, 8192)] public int T;
-    [Params(false, true)] public bool Gated;
+    [Params(GateKind.None, GateKind.PerHead, GateKind.PerKey)] public GateKind Gate;
     [Params(AttentionMode.Chunked, AttentionMode.Recurrent)] public AttentionMode Mode;
 
     private EngineDevice _device = null!;
@@ -24,7 +25,7 @@ public class DeltaRuleBenchmarks : IModelFlops
     public void Setup()
     {
         _device = EngineDevice.Create(Backend.Cpu);
-        _work = new DeltaRuleWorkload(1, T, 8, 128, 128, Gated);
+        _work = new DeltaRuleWorkload(1, T, 8, 128, 128, Gate);
     }
 
     [GlobalCleanup]
@@ -34,5 +35,5 @@ public class DeltaRuleBenchmarks : IModelFlops
     public void DeltaRule() => _work.Run(_device, new DeltaRuleOptions { Mode = Mode, ChunkSize = Chunk });
 
     public static double ModelFlops(IReadOnlyDictionary<string, object> p) =>
-        DeltaRuleWorkload.ModelFlops(1, (int)p["T"], 8, 128, 128, (bool)p["Gated"], Chunk);
+        DeltaRuleWorkload.ModelFlops(1, (int)p["T"], 8, 128, 128, (GateKind)p["Gate"], Chunk);
 }

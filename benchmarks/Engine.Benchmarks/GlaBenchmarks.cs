@@ -1,4 +1,5 @@
 using BenchmarkDotNet.Attributes;
+using Engine.Kernels.Common;
 using Engine.Kernels.Gla;
 using Engine.Workloads;
 

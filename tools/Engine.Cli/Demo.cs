@@ -1,3 +1,4 @@
+using Engine.Kernels.Common;
 using Engine.Kernels.Gla;
 using Engine.Kernels.Lssl;
 using Engine.Workloads;
@@ -37,10 +38,10 @@ public static class Demo
             rows.AddRange(Compare(small, reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
         }
 
-        foreach (bool gated in new[] { false, true })
+        foreach (var gate in new[] { GateKind.None, GateKind.PerHead, GateKind.PerKey })
         {
-            rows.AddRange(Compare(Delta(1, t, 8, 128, 128, gated), reference, cpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
-            rows.AddRange(Compare(simulated ? Delta(1, 64, 2, 32, 32, gated) : Delta(1, t, 8, 128, 128, gated), reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+            rows.AddRange(Compare(Delta(1, t, 8, 128, 128, gate), reference, cpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+            rows.AddRange(Compare(simulated ? Delta(1, 64, 2, 32, 32, gate) : Delta(1, t, 8, 128, 128, gate), reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
         }
         rows.AddRange(Compare(Lightning(1, t, 8, 128, 128), reference, cpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
         rows.AddRange(Compare(simulated ? Lightning(1, 64, 2, 32, 32) : Lightning(1, t, 8, 128, 128), reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
@@ -68,10 +69,10 @@ public static class Demo
             () => work.Output.ToArray());
     }
 
-    private static Workload Delta(int b, int t, int h, int k, int v, bool gated)
+    private static Workload Delta(int b, int t, int h, int k, int v, GateKind gate)
     {
-        var work = new DeltaRuleWorkload(b, t, h, k, v, gated);
-        return new Workload(gated ? "gated deltanet" : "deltanet", $"B{b} T{t} H{h} K{k} V{v}", (double)b * t,
+        var work = new DeltaRuleWorkload(b, t, h, k, v, gate);
+        return new Workload(gate switch { GateKind.PerHead => "gated deltanet", GateKind.PerKey => "gated deltanet per-key", _ => "deltanet" }, $"B{b} T{t} H{h} K{k} V{v}", (double)b * t,
             _ => work.ModelFlops(DeltaRuleOptions.DefaultChunkSize),
             (device, mode) => work.Run(device, new DeltaRuleOptions { Mode = mode }),
             () => work.Output.ToArray());

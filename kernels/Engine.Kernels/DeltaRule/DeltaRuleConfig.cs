@@ -3,7 +3,7 @@ using Engine.Kernels.Common;
 namespace Engine.Kernels.DeltaRule;
 
 /// <summary>
-/// Everything about a delta-rule call except the sequences: heads, dims, gated or not, scale, chunk
+/// Everything about a delta-rule call except the sequences: heads, dims, gate form, scale, chunk
 /// size and in-kernel L2 normalization of q and k. Kernels and their scratch are built per config and
 /// reused across calls (value equality keys the kernel pools).
 /// </summary>
@@ -20,8 +20,10 @@ public sealed record DeltaRuleConfig
     /// <summary>The epsilon of the in-kernel L2 normalization: x / sqrt(Σ x² + eps).</summary>
     public const float L2NormEpsilon = 1e-6f;
 
-    public DeltaRuleConfig(HeadLayout heads, bool gated, float scale, int chunkSize, bool qkL2Norm)
+    public DeltaRuleConfig(HeadLayout heads, GateKind gate, float scale, int chunkSize, bool qkL2Norm)
     {
+        if (gate is not (GateKind.None or GateKind.PerHead or GateKind.PerKey))
+            throw new ArgumentException($"the delta rule takes no gate, a gate per head or a gate per key dim, got {gate}", nameof(gate));
         if (heads.KeyDim > MaxKeyDim)
             throw new ArgumentException($"key head dim K = {heads.KeyDim} is over the delta-rule kernels' limit of {MaxKeyDim}", nameof(heads));
         if (heads.ValueDim > MaxValueDim)
@@ -29,13 +31,21 @@ public sealed record DeltaRuleConfig
         if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", nameof(scale));
         if (Array.IndexOf(ChunkSizes, chunkSize) < 0)
             throw new ArgumentException($"chunk size must be one of {string.Join(", ", ChunkSizes)}, got {chunkSize}", nameof(chunkSize));
-        Heads = heads; Gated = gated; Scale = scale; ChunkSize = chunkSize; QkL2Norm = qkL2Norm;
+        Heads = heads; Gate = gate; Scale = scale; ChunkSize = chunkSize; QkL2Norm = qkL2Norm;
     }
 
     public HeadLayout Heads { get; }
 
-    /// <summary>Gated DeltaNet (a log decay g per token and key/value head) rather than DeltaNet.</summary>
-    public bool Gated { get; }
+    /// <summary>None: DeltaNet. PerHead: Gated DeltaNet, a log decay per token and key/value head. PerKey: one per key dim too.</summary>
+    public GateKind Gate { get; }
+
+    /// <summary>Floats of gate per token: 0, Hkv or Hkv·K.</summary>
+    public int GatePerToken => Gate switch
+    {
+        GateKind.PerHead => Heads.KvHeads,
+        GateKind.PerKey => Heads.KvHeads * Heads.KeyDim,
+        _ => 0,
+    };
 
     public float Scale { get; }
     public int ChunkSize { get; }

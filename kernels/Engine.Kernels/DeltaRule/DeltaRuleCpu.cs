@@ -18,6 +18,10 @@ namespace Engine.Kernels.DeltaRule;
 ///   O      = scale (diag(e^G) Q S + ((Q Kᵀ) ⊙ D) V_new)
 ///   S      ← e^{G_last} S + (K ⊙ e^{G_last − G})ᵀ V_new
 /// Every exponent is <= 0: G_i − G_j for j <= i, G_i, G_last − G_j (G never increases along the chunk).
+/// A per-key gate (b = in-chunk cumulative log gate per key dim) turns every decay into a per-key factor inside the
+/// products: A_ij = β_i Σ_c k̂_ic k̂_jc e^{b_ic − b_jc}, V_new = T diag(β) (V − (K ⊙ e^b) S), O = scale ((Q ⊙ e^b) S +
+/// P V_new) with P the same scores of q̂, S ← diag(e^{b_last}) S + (K ⊙ e^{b_last − b})ᵀ V_new; the scores of both
+/// row sets, the inter rows and the state update are GLA's (<see cref="PerKeyChunkDecay"/>).
 /// </summary>
 public sealed unsafe class DeltaRuleCpu : IDisposable
 {
@@ -27,6 +31,9 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     private readonly IWorkScheduler _scheduler;
     private readonly WorkerScratch _scratch;
     private readonly int _kp, _vp, _c;
+    /// <summary>Row stride of XA: [inter rows | scores], the left operand of [S; V_new] (per-key gate).</summary>
+    private readonly int _lxa;
+    private readonly bool _headGated;
 
     public DeltaRuleCpu(DeltaRuleConfig config, IWorkScheduler scheduler)
     {
@@ -35,6 +42,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         _kp = config.Heads.KeyDimPadded;
         _vp = config.Heads.ValueDimPadded;
         _c = config.ChunkSize;
+        _lxa = _kp + _c;
+        _headGated = config.Gate == GateKind.PerHead;
         Carve(null, out long floats);
         _scratch = new WorkerScratch(scheduler.Workers, floats);
     }
@@ -47,7 +56,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     }
 
     /// <summary>
-    /// Chunked prefill. beta, g: [TotalTokens, Hkv] (g empty for DeltaNet); state [N, Hkv, K, V], initial on entry,
+    /// Chunked prefill. beta [TotalTokens, Hkv], g [TotalTokens, Hkv] or [TotalTokens, Hkv, K] (empty for DeltaNet); state [N, Hkv, K, V], initial on entry,
     /// final on return; or, with initialState (same shape) given, final only: the initial state is read from there.
     /// </summary>
     public void Chunked(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
@@ -72,9 +81,15 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     {
         public Work Carve(float* scratch) => kernel.Carve(scratch, out _);
 
-        public float* StateSlot(in Work work, int j) => work.S + (long)j * kernel._kp * kernel._vp;
+        /// <summary>Each head's state is directly followed by its V_new: [S; V_new] is the right operand of the per-key output product.</summary>
+        public float* StateSlot(in Work work, int j) => work.S + (long)j * (kernel._kp + kernel._c) * kernel._vp;
 
-        public void Chunk(in Work work, ChunkUnit unit, float* state) => kernel.Chunk(io, unit, work with { S = state });
+        public void Chunk(in Work work, ChunkUnit unit, float* state)
+        {
+            var w = work with { S = state, Vnew = state + (long)kernel._kp * kernel._vp };
+            if (kernel._config.Gate == GateKind.PerKey) kernel.ChunkPerKey(io, unit, w);
+            else kernel.Chunk(io, unit, w);
+        }
 
         public void Token(in Work work, int head, int token, float* source, float* state) =>
             kernel.RecurrentStep(io, head, token, source, work with { S = state });
@@ -88,48 +103,54 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     /// <summary>Per-worker scratch regions. Built with a null base to size the block.</summary>
     private readonly struct Work
     {
-        public float* S { get; init; }      // [KP × VP] state, one per head of a work item
+        public float* S { get; init; }      // [KP × VP] state, directly followed by
+        public float* Vnew { get; init; }   // [C × VP] V_new = T R; one such pair per head of a work item
         public float* Kc { get; init; }     // [C × KP] chunk keys k̂
         public float* KT { get; init; }     // [KP × C] k̂ transposed, zero right of the chunk
-        public float* Kd { get; init; }     // [C × KP] k̂_j e^{G_last − G_j} (gated)
+        public float* Kd { get; init; }     // [C × KP] k̂_j e^{G_last − G_j} (per-head gate)
         public float* Vc { get; init; }     // [C × VP] chunk values (when V needs padding)
         public float* R { get; init; }      // [C × VP] K S, then β (v − e^G K S)
-        public float* Vnew { get; init; }   // [C × VP] V_new = T R
         public float* Beta { get; init; }   // [C] β
         public float* A { get; init; }      // [C × C] A, then Q Kᵀ ⊙ D per query head
         public float* Tinv { get; init; }   // [C × C] (I + A)⁻¹
         public float* D { get; init; }      // [C × C] decay mask
         public float* Gcum { get; init; }   // [C] G
         public float* ExpG { get; init; }   // [C] e^G
-        public float* Qr { get; init; }     // [C × KP] scale q̂ (recurrent: [G × KP] query rows)
+        public float* Qr { get; init; }     // [C × KP] scale q̂ (recurrent: [G × KP] query rows, then k̂ ⊙ e^g)
         public float* Oc { get; init; }     // [C × VP] chunk output (recurrent: [G × VP] accumulators)
         public float* Row { get; init; }    // [KP] recurrent key row
         public float* Pred { get; init; }   // [VP] recurrent Sᵀk, then u
+        public float* Decay { get; init; }  // [KP] per-key gate: the recurrent decay
+        public float* XA { get; init; }     // per-key gate: [C × (KP + C)] inter rows | scores of k̂, then of scale q̂
+        public PerKeyChunkDecay KeyDecay { get; init; }  // per-key gate: the chunk's decay factors
     }
 
     private Work Carve(float* baseAddress, out long floats)
     {
         var c = new ScratchCarver(baseAddress);
         long kp = _kp, vp = _vp, cc = _c, rows = Math.Max(cc, _config.Heads.Group);
+        bool perKey = _config.Gate == GateKind.PerKey;
         var work = new Work
         {
-            S = c.Take(HeadBlocks.MaxPerItem * kp * vp),
+            S = c.Take(HeadBlocks.MaxPerItem * (kp + cc) * vp),
             Kc = c.Take(cc * kp),
             KT = c.Take(kp * cc),
-            Kd = c.Take(_config.Gated ? cc * kp : 0),
+            Kd = c.Take(_headGated ? cc * kp : 0),
             Vc = c.Take(cc * vp),
             R = c.Take(cc * vp),
-            Vnew = c.Take(cc * vp),
             Beta = c.Take(cc),
             A = c.Take(cc * cc),
             Tinv = c.Take(cc * cc),
             D = c.Take(cc * cc),
             Gcum = c.Take(cc),
             ExpG = c.Take(cc),
-            Qr = c.Take(rows * kp),
+            Qr = c.Take((rows + 1) * kp),
             Oc = c.Take(rows * vp),
             Row = c.Take(kp),
             Pred = c.Take(vp),
+            Decay = c.Take(kp),
+            XA = c.Take(perKey ? cc * _lxa : 0),
+            KeyDecay = perKey ? new PerKeyChunkDecay(ref c, _kp, _c) : default,
         };
         floats = c.Used;
         return work;
@@ -164,7 +185,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         for (int i = 0; i < len; i++)
         {
             long row = (long)(cs + i) * heads.KvHeads + h;
-            if (_config.Gated) acc += io.G[row];
+            if (_headGated) acc += io.G[row];
             w.Gcum[i] = acc;
             w.ExpG[i] = MathF.Exp(acc);
             w.Beta[i] = io.Beta[row];
@@ -191,7 +212,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             float b = w.Beta[i];
             for (int j = 0; j < i; j++) a[j] *= b * d[j];
         }
-        InvertUnitLower(len, lenPadded, w);
+        InvertUnitLower(w.A, _c, len, lenPadded, w);
 
         // R = β (V − e^G K S), then V_new = T R (rows of T are zero right of the diagonal).
         SimdGemm.Multiply(w.Kc, kp, w.S, vp, w.R, vp, len, kp, vp, accumulate: false);
@@ -217,7 +238,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             float* o = direct ? io.O + ((long)cs * heads.QHeads + qh) * vp : w.Oc;
             int ldo = direct ? heads.QHeads * vp : vp;
             SimdGemm.Multiply(w.Qr, kp, w.S, vp, o, ldo, len, kp, vp, accumulate: false);
-            if (_config.Gated)
+            if (_headGated)
                 for (int i = 0; i < len; i++) SimdOps.ScaleInPlace(o + (long)i * ldo, w.ExpG[i], vp);
             for (int rs = 0; rs < len; rs += Block)
             {
@@ -236,7 +257,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
 
         // S ← e^{G_last} S + (K ⊙ e^{G_last − G})ᵀ V_new.
         float* keys = w.Kc;
-        if (_config.Gated)
+        if (_headGated)
         {
             float last = w.Gcum[len - 1];
             for (int j = 0; j < len; j++)
@@ -251,6 +272,72 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         SimdGemm.MultiplyTransposedA(keys, kp, vnew, vp, w.S, vp, kp, len, vp, accumulate: true);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void ChunkPerKey(in Io io, ChunkUnit chunk, in Work w)
+    {
+        var heads = _config.Heads;
+        int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
+        int kp = _kp, vp = _vp, cc = _c, lxa = _lxa, kd = heads.KeyDim;
+        int lenPadded = HeadLayout.RoundUp16(len), nsub = lenPadded / PerKeyChunkDecay.Sub;
+        bool direct = heads.ValueDim == vp;
+        var decay = w.KeyDecay;
+
+        for (int i = 0; i < len; i++)
+        {
+            long row = (long)(cs + i) * heads.KvHeads + h;
+            w.Beta[i] = io.Beta[row];
+            LoadRow(w.Kc + (long)i * kp, io.K + row * kd, 1f);
+            if (!direct) SimdOps.CopyPadded(w.Vc + (long)i * vp, io.V + row * heads.ValueDim, heads.ValueDim, vp);
+        }
+        new Span<float>(w.Kc + (long)len * kp, (lenPadded - len) * kp).Clear();
+        decay.Prepare(io.G + ((long)cs * heads.KvHeads + h) * kd, (long)heads.KvHeads * kd, kd, w.Kc, len);
+
+        // [K ⊙ e^b | K Kᵀ ⊙ decay], then A = β_i times its part below the diagonal and T = (I + A)⁻¹.
+        for (int s = 0; s < nsub; s++) decay.Scores(w.Kc, w.Kc, s, len, w.XA, lxa);
+        for (int i = 0; i < len; i++)
+        {
+            float* a = w.XA + (long)i * lxa + kp;
+            float b = w.Beta[i];
+            for (int j = 0; j < i; j++) a[j] *= b;
+        }
+        InvertUnitLower(w.XA + kp, lxa, len, lenPadded, w);
+
+        // R = β (V − (K ⊙ e^b) S), then V_new = T R.
+        SimdGemm.Multiply(w.XA, lxa, w.S, vp, w.R, vp, len, kp, vp, accumulate: false);
+        for (int i = 0; i < len; i++)
+        {
+            float* r = w.R + (long)i * vp;
+            float* v = direct ? io.V + ((long)(cs + i) * heads.KvHeads + h) * vp : w.Vc + (long)i * vp;
+            var b = Vector512.Create(w.Beta[i]);
+            for (int c = 0; c < vp; c += 16) (b * (Vector512.Load(v + c) - Vector512.Load(r + c))).Store(r + c);
+        }
+        for (int rs = 0; rs < len; rs += Block)
+        {
+            int re = Math.Min(rs + Block, len);
+            SimdGemm.Multiply(w.Tinv + (long)rs * cc, cc, w.R, vp, w.Vnew + (long)rs * vp, vp, re - rs, re, vp, accumulate: false);
+        }
+
+        // Outputs: [scale q̂ ⊙ e^b | P] · [S; V_new] per query head.
+        for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
+        {
+            for (int i = 0; i < len; i++)
+                LoadRow(w.Qr + (long)i * kp, io.Q + ((long)(cs + i) * heads.QHeads + qh) * kd, _config.Scale);
+            for (int s = 0; s < nsub; s++)
+            {
+                if (qh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nsub, io.Q, io.K, io.V, io.G);
+                decay.Scores(w.Qr, w.Kc, s, len, w.XA, lxa);
+            }
+            float* o = direct ? io.O + ((long)cs * heads.QHeads + qh) * vp : w.Oc;
+            int ldo = direct ? heads.QHeads * vp : vp;
+            SimdGemm.MultiplyCausal(w.XA, lxa, w.S, vp, o, ldo, len, kp, vp);
+            if (direct) continue;
+            long bytes = (long)heads.ValueDim * sizeof(float);
+            for (int i = 0; i < len; i++)
+                Buffer.MemoryCopy(w.Oc + (long)i * vp, io.O + ((long)(cs + i) * heads.QHeads + qh) * heads.ValueDim, bytes, bytes);
+        }
+        decay.UpdateState(w.S, w.Vnew, vp, len);
+    }
+
     /// <summary>D_ij = exp(G_i − G_j) for j <= i, 0 above the diagonal, over lenPadded columns.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void DecayMask(int len, int lenPadded, in Work w)
@@ -263,7 +350,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             var row = Vector512.Create(i);
             for (int j = 0; j < lenPadded; j += 16)
             {
-                var e = _config.Gated ? SimdMath.ExpNonPositive(Vector512.Min(bi - Vector512.Load(b + j), Vector512<float>.Zero)) : Vector512<float>.One;
+                var e = _headGated ? SimdMath.ExpNonPositive(Vector512.Min(bi - Vector512.Load(b + j), Vector512<float>.Zero)) : Vector512<float>.One;
                 var mask = Vector512.LessThanOrEqual(Vector512.Create(j) + Vector512<int>.Indices, row);
                 Vector512.ConditionalSelect(mask.AsSingle(), e, Vector512<float>.Zero).Store(d + j);
             }
@@ -271,17 +358,18 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     }
 
     /// <summary>
-    /// T = (I + A)⁻¹ for strictly lower A by forward substitution: T_i = e_i − Σ_{m<i} A_im T_m.
+    /// T = (I + A)⁻¹ for strictly lower A (row stride lda; its diagonal and above are not read) by forward
+    /// substitution: T_i = e_i − Σ_{m<i} A_im T_m.
     /// Row m of T is zero right of column m; a row's sums stay in registers (chunks are at most 64 = 4 vectors wide),
     /// two sets of them so consecutive m do not wait on each other.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void InvertUnitLower(int len, int lenPadded, in Work w)
+    private void InvertUnitLower(float* lower, int lda, int len, int lenPadded, in Work w)
     {
         int cc = _c;
         for (int i = 0; i < len; i++)
         {
-            float* t = w.Tinv + (long)i * cc, a = w.A + (long)i * cc;
+            float* t = w.Tinv + (long)i * cc, a = lower + (long)i * lda;
             Vector512<float> e0 = default, e1 = default, e2 = default, e3 = default;
             Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
             int m = 0;
@@ -320,7 +408,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     }
 
     /// <summary>
-    /// One token, decay first: S = e^g S; u = β (v − Sᵀ k̂); S += k̂ uᵀ; o = Sᵀ (scale q̂) per query head.
+    /// One token, decay first: S = diag(e^g) S; u = β (v − Sᵀ k̂); S += k̂ uᵀ; o = Sᵀ (scale q̂) per query head.
     /// Two passes over S: Sᵀ k̂ from the old state, then the update fused with the outputs.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -329,9 +417,25 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         var heads = _config.Heads;
         int kd = heads.KeyDim, vp = _vp, group = heads.Group;
         long kvRow = (long)t * heads.KvHeads + h;
-        float decay = _config.Gated ? MathF.Exp(io.G[kvRow]) : 1f;
         float* key = w.Row, pred = w.Pred;
         LoadRow(key, io.K + kvRow * kd, 1f);
+        // A per-key decay is one value per row of S: the prediction reads k̂ ⊙ e^g (kept in Qr's spare row) with a decay of 1.
+        float decay = _headGated ? MathF.Exp(io.G[kvRow]) : 1f;
+        float* decayRows = &decay, predictKey = key;
+        int decayStride = 0;
+        if (_config.Gate == GateKind.PerKey)
+        {
+            decayRows = w.Decay;
+            decayStride = 1;
+            predictKey = w.Qr + (long)group * _kp;
+            SimdOps.CopyPadded(decayRows, io.G + kvRow * kd, kd, _kp);
+            for (int c = 0; c < _kp; c += 16)
+            {
+                var e = SimdMath.ExpNonPositive(Vector512.Load(decayRows + c));
+                e.Store(decayRows + c);
+                (e * Vector512.Load(key + c)).Store(predictKey + c);
+            }
+        }
         for (int gi = 0; gi < group; gi++)
             LoadRow(w.Qr + (long)gi * _kp, io.Q + ((long)t * heads.QHeads + h * group + gi) * kd, _config.Scale);
 
@@ -342,13 +446,13 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         int d0 = 0;
         for (; d0 + 64 <= vp; d0 += 64)
         {
-            Predict4(source + d0, vp, kd, key, w.Oc + d0, beta, decay, pred + d0);
-            RecurrentRows.UpdateAndRead4(source + d0, w.S + d0, vp, kd, pred + d0, &decay, 0, key, w.Qr, pred + d0);
+            Predict4(source + d0, vp, kd, predictKey, w.Oc + d0, beta, decayStride == 0 ? decay : 1f, pred + d0);
+            RecurrentRows.UpdateAndRead4(source + d0, w.S + d0, vp, kd, pred + d0, decayRows, decayStride, key, w.Qr, pred + d0);
         }
         for (; d0 < vp; d0 += 16)
         {
-            Predict1(source + d0, vp, kd, key, w.Oc + d0, beta, decay, pred + d0);
-            RecurrentRows.UpdateAndRead1(source + d0, w.S + d0, vp, kd, pred + d0, &decay, 0, key, w.Qr, pred + d0);
+            Predict1(source + d0, vp, kd, predictKey, w.Oc + d0, beta, decayStride == 0 ? decay : 1f, pred + d0);
+            RecurrentRows.UpdateAndRead1(source + d0, w.S + d0, vp, kd, pred + d0, decayRows, decayStride, key, w.Qr, pred + d0);
         }
         Buffer.MemoryCopy(pred, w.Oc, (long)vp * sizeof(float), (long)vp * sizeof(float));
         for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, w.Qr + (long)gi * _kp, w.Oc + (long)gi * vp);

@@ -18,6 +18,8 @@ namespace Engine.Kernels.DeltaRule;
 ///  2. State pass, one group per (sequence, key/value head, 16-column tile of V), sequential over the
 ///     chunks: the K × 16 state slice stays in shared memory; V_new = U − W S, O = Q_g S + P V_new,
 ///     S ← e^{G_last} S + K_dᵀ V_new. The delta rule never mixes value columns, so tiles are independent.
+/// A per-key gate makes G a per-key-dim cumulative sum (written to global memory by the preparation): every
+/// e^{G_i − G_j} moves inside the key-dim sums and the chunk decay becomes one factor per row of S.
 /// Recurrent form: one group per (sequence, key/value head, V tile), one token at a time.
 /// Threads of a group: column d = thread % 16 of the tile, slice s = thread / 16 over rows.
 /// </summary>
@@ -27,6 +29,7 @@ public sealed class DeltaRuleGpu : IDisposable
     private const int MaxChunk = 64;
     private const int MaxSlices = 16;
     private const int StateSlice = DeltaRuleConfig.MaxKeyDim * Tile;
+    private const int GateNone = 0, GatePerHead = 1, GatePerKey = 2;
 
     private readonly GpuBuffers _buffers;
     private readonly ChunkTable _chunks = new();
@@ -69,7 +72,7 @@ public sealed class DeltaRuleGpu : IDisposable
                 KeyDim = heads.KeyDim,
                 ValueDim = heads.ValueDim,
                 Chunk = Config.ChunkSize,
-                Gated = Config.Gated ? 1 : 0,
+                Gate = Config.Gate switch { GateKind.PerHead => GatePerHead, GateKind.PerKey => GatePerKey, _ => GateNone },
                 L2Norm = Config.QkL2Norm ? 1 : 0,
                 Scale = Config.Scale,
                 Tiles = tiles,
@@ -88,7 +91,9 @@ public sealed class DeltaRuleGpu : IDisposable
                 args.Kd = _buffers.Get<float>("kd", tokens * heads.KvHeads * heads.KeyDim);
                 args.Qg = _buffers.Get<float>("qg", tokens * heads.QHeads * heads.KeyDim);
                 args.P = _buffers.Get<float>("p", tokens * heads.QHeads * Config.ChunkSize);
-                args.ChunkDecay = _buffers.Get<float>("chunk_decay", (long)chunks * heads.KvHeads);
+                bool perKey = Config.Gate == GateKind.PerKey;
+                args.ChunkDecay = _buffers.Get<float>("chunk_decay", (long)chunks * heads.KvHeads * (perKey ? heads.KeyDim : 1));
+                args.Gcum = _buffers.Get<float>("g_cumulative", perKey ? tokens * heads.KvHeads * heads.KeyDim : 1);
                 var prepare = Runtime.Kernel("DeltaRule.Prepare", a => a.LoadStreamKernel<Args>(PrepareKernel));
                 var pass = Runtime.Kernel("DeltaRule.StatePass", a => a.LoadStreamKernel<Args>(StatePassKernel));
                 if (chunks > 0) prepare(new KernelConfig(chunks * heads.KvHeads, Runtime.GroupSize), args);
@@ -109,10 +114,10 @@ public sealed class DeltaRuleGpu : IDisposable
     public struct Args
     {
         public ArrayView<float> Q, K, V, Beta, G, O, State;
-        public ArrayView<float> W, U, Kd, Qg, P, ChunkDecay;
+        public ArrayView<float> W, U, Kd, Qg, P, ChunkDecay, Gcum;
         /// <summary>Chunked: chunk table and each sequence's first chunk. Recurrent: FirstChunk holds the sequence offsets.</summary>
         public ArrayView<int> ChunkStart, ChunkLength, FirstChunk;
-        public int QHeads, KvHeads, KeyDim, ValueDim, Chunk, Gated, L2Norm, Tiles;
+        public int QHeads, KvHeads, KeyDim, ValueDim, Chunk, Gate, L2Norm, Tiles;
         public float Scale;
     }
 
@@ -123,6 +128,24 @@ public sealed class DeltaRuleGpu : IDisposable
         float sum = 0f;
         for (int c = 0; c < count; c++) sum += x[offset + c] * x[offset + c];
         return 1f / XMath.Sqrt(sum + DeltaRuleConfig.L2NormEpsilon);
+    }
+
+    /// <summary>The in-chunk cumulative log gate of chunk row i at key dim c: from Gcum (per key) or sG (per head, or zeros).</summary>
+    private static float Cumulative(Args a, ArrayView<float> sG, int cs, int h, int i, int c) =>
+        a.Gate == GatePerKey ? a.Gcum[((long)(cs + i) * a.KvHeads + h) * a.KeyDim + c] : sG[i];
+
+    /// <summary>Σ_c x_c y_c e^{G_ic − G_jc}: the decay inside the sum for a per-key gate, outside it otherwise.</summary>
+    private static float DecayedDot(Args a, ArrayView<float> sG, ArrayView<float> x, long xi, long yj, int cs, int h, int i, int j)
+    {
+        float dot = 0f;
+        if (a.Gate == GatePerKey)
+        {
+            for (int c = 0; c < a.KeyDim; c++)
+                dot += x[xi + c] * a.K[yj + c] * XMath.Exp(Cumulative(a, sG, cs, h, i, c) - Cumulative(a, sG, cs, h, j, c));
+            return dot;
+        }
+        for (int c = 0; c < a.KeyDim; c++) dot += x[xi + c] * a.K[yj + c];
+        return dot * XMath.Exp(sG[i] - sG[j]);
     }
 
     private static void PrepareKernel(Args a)
@@ -145,16 +168,28 @@ public sealed class DeltaRuleGpu : IDisposable
             float acc = 0f;
             for (int i = 0; i < len; i++)
             {
-                if (a.Gated != 0) acc += a.G[(long)(cs + i) * hkv + h];
+                if (a.Gate == GatePerHead) acc += a.G[(long)(cs + i) * hkv + h];
                 sG[i] = acc;
                 sBeta[i] = a.Beta[(long)(cs + i) * hkv + h];
+            }
+        }
+        if (a.Gate == GatePerKey)
+        {
+            for (int c = tid; c < kd; c += nt)
+            {
+                float acc = 0f;
+                for (int i = 0; i < len; i++)
+                {
+                    long at = ((long)(cs + i) * hkv + h) * kd + c;
+                    acc += a.G[at];
+                    a.Gcum[at] = acc;
+                }
             }
         }
         for (int i = tid; i < len; i += nt) sRk[i] = InverseNorm(a.K, ((long)(cs + i) * hkv + h) * kd, kd, a.L2Norm);
         Group.Barrier();
 
-        float gLast = sG[len - 1];
-        // A_ij = β_i e^{G_i − G_j} k̂_i·k̂_j below the diagonal; the decayed keys k̂_j e^{G_last − G_j}.
+        // A_ij = β_i Σ_c k̂_ic k̂_jc e^{G_ic − G_jc} below the diagonal; the decayed keys k̂_j ⊙ e^{G_last − G_j}.
         for (int e = tid; e < cc * cc; e += nt)
         {
             int i = e / cc, j = e % cc;
@@ -162,9 +197,7 @@ public sealed class DeltaRuleGpu : IDisposable
             if (j < i && i < len)
             {
                 long ki = ((long)(cs + i) * hkv + h) * kd, kj = ((long)(cs + j) * hkv + h) * kd;
-                float dot = 0f;
-                for (int c = 0; c < kd; c++) dot += a.K[ki + c] * a.K[kj + c];
-                value = sBeta[i] * XMath.Exp(sG[i] - sG[j]) * sRk[i] * sRk[j] * dot;
+                value = sBeta[i] * sRk[i] * sRk[j] * DecayedDot(a, sG, a.K, ki, kj, cs, h, i, j);
             }
             sA[e] = value;
         }
@@ -172,7 +205,7 @@ public sealed class DeltaRuleGpu : IDisposable
         {
             int j = e / kd, c = e % kd;
             long at = ((long)(cs + j) * hkv + h) * kd + c;
-            a.Kd[at] = a.K[at] * sRk[j] * XMath.Exp(gLast - sG[j]);
+            a.Kd[at] = a.K[at] * sRk[j] * XMath.Exp(Cumulative(a, sG, cs, h, len - 1, c) - Cumulative(a, sG, cs, h, j, c));
         }
         Group.Barrier();
 
@@ -213,13 +246,13 @@ public sealed class DeltaRuleGpu : IDisposable
             Group.Barrier();
         }
 
-        // W = T diag(β e^G) K̂ and U = T diag(β) V (T is lower triangular).
+        // W = T diag(β) (K̂ ⊙ e^G) and U = T diag(β) V (T is lower triangular).
         for (int e = tid; e < len * kd; e += nt)
         {
             int i = e / kd, c = e % kd;
             float sum = 0f;
             for (int j = 0; j <= i; j++)
-                sum += sT[i * cc + j] * sBeta[j] * XMath.Exp(sG[j]) * sRk[j] * a.K[((long)(cs + j) * hkv + h) * kd + c];
+                sum += sT[i * cc + j] * sBeta[j] * XMath.Exp(Cumulative(a, sG, cs, h, j, c)) * sRk[j] * a.K[((long)(cs + j) * hkv + h) * kd + c];
             a.W[((long)(cs + i) * hkv + h) * kd + c] = sum;
         }
         for (int e = tid; e < len * vd; e += nt)
@@ -229,9 +262,16 @@ public sealed class DeltaRuleGpu : IDisposable
             for (int j = 0; j <= i; j++) sum += sT[i * cc + j] * sBeta[j] * a.V[((long)(cs + j) * hkv + h) * vd + d];
             a.U[((long)(cs + i) * hkv + h) * vd + d] = sum;
         }
-        if (tid == 0) a.ChunkDecay[(long)chunk * hkv + h] = XMath.Exp(gLast);
+        if (a.Gate == GatePerKey)
+        {
+            for (int c = tid; c < kd; c += nt) a.ChunkDecay[((long)chunk * hkv + h) * kd + c] = XMath.Exp(Cumulative(a, sG, cs, h, len - 1, c));
+        }
+        else if (tid == 0)
+        {
+            a.ChunkDecay[(long)chunk * hkv + h] = XMath.Exp(sG[len - 1]);
+        }
 
-        // Per query head: Q_g = scale e^G q̂ and P_ij = scale e^{G_i − G_j} q̂_i·k̂_j for j <= i.
+        // Per query head: Q_g = scale q̂ ⊙ e^G and P_ij = scale Σ_c q̂_ic k̂_jc e^{G_ic − G_jc} for j <= i.
         int group = a.QHeads / hkv;
         for (int qh = h * group; qh < (h + 1) * group; qh++)
         {
@@ -239,18 +279,16 @@ public sealed class DeltaRuleGpu : IDisposable
             Group.Barrier();
             for (int e = tid; e < len * kd; e += nt)
             {
-                int i = e / kd;
-                long at = ((long)(cs + i) * a.QHeads + qh) * kd + e % kd;
-                a.Qg[at] = a.Scale * XMath.Exp(sG[i]) * sRq[i] * a.Q[at];
+                int i = e / kd, c = e % kd;
+                long at = ((long)(cs + i) * a.QHeads + qh) * kd + c;
+                a.Qg[at] = a.Scale * XMath.Exp(Cumulative(a, sG, cs, h, i, c)) * sRq[i] * a.Q[at];
             }
             for (int e = tid; e < len * cc; e += nt)
             {
                 int i = e / cc, j = e % cc;
                 if (j > i) continue;
                 long qi = ((long)(cs + i) * a.QHeads + qh) * kd, kj = ((long)(cs + j) * hkv + h) * kd;
-                float dot = 0f;
-                for (int c = 0; c < kd; c++) dot += a.Q[qi + c] * a.K[kj + c];
-                a.P[((long)(cs + i) * a.QHeads + qh) * cc + j] = a.Scale * XMath.Exp(sG[i] - sG[j]) * sRq[i] * sRk[j] * dot;
+                a.P[((long)(cs + i) * a.QHeads + qh) * cc + j] = a.Scale * sRq[i] * sRk[j] * DecayedDot(a, sG, a.Q, qi, kj, cs, h, i, j);
             }
             Group.Barrier();
         }
@@ -296,10 +334,10 @@ public sealed class DeltaRuleGpu : IDisposable
                 }
             }
             Group.Barrier();
-            // S ← e^{G_last} S + K_dᵀ V_new.
-            float decay = a.ChunkDecay[(long)chunk * hkv + h];
+            // S ← diag(e^{G_last}) S + K_dᵀ V_new.
             for (int c = s; c < kd; c += slices)
             {
+                float decay = a.Gate == GatePerKey ? a.ChunkDecay[((long)chunk * hkv + h) * kd + c] : a.ChunkDecay[(long)chunk * hkv + h];
                 float sum = decay * sS[c * Tile + d];
                 for (int j = 0; j < len; j++) sum += a.Kd[((long)(cs + j) * hkv + h) * kd + c] * sV[j * Tile + d];
                 sS[c * Tile + d] = sum;
@@ -339,16 +377,21 @@ public sealed class DeltaRuleGpu : IDisposable
                 for (int c = 0; c < kd; c++) sum += sRow[c] * sRow[c];
                 rk = 1f / XMath.Sqrt(sum + DeltaRuleConfig.L2NormEpsilon);
             }
-            // Sᵀ k̂ from the old state, reduced over the slices.
+            // (diag(e^g) S)ᵀ k̂ from the old state, reduced over the slices (a per-head decay is applied after).
             float partial = 0f;
-            for (int c = s; c < kd; c += slices) partial += sS[c * Tile + d] * sRow[c];
+            for (int c = s; c < kd; c += slices)
+                partial += sS[c * Tile + d] * sRow[c] * (a.Gate == GatePerKey ? XMath.Exp(a.G[row * kd + c]) : 1f);
             sPartial[s * Tile + d] = partial * rk;
             Group.Barrier();
             float predicted = 0f;
             for (int r = 0; r < slices; r++) predicted += sPartial[r * Tile + d];
-            float decay = a.Gated != 0 ? XMath.Exp(a.G[row]) : 1f;
+            float decay = a.Gate == GatePerHead ? XMath.Exp(a.G[row]) : 1f;
             float u = a.Beta[row] * ((valid ? a.V[row * vd + col] : 0f) - decay * predicted);
-            for (int c = s; c < kd; c += slices) sS[c * Tile + d] = decay * sS[c * Tile + d] + rk * sRow[c] * u;
+            for (int c = s; c < kd; c += slices)
+            {
+                float rowDecay = a.Gate == GatePerKey ? XMath.Exp(a.G[row * kd + c]) : decay;
+                sS[c * Tile + d] = rowDecay * sS[c * Tile + d] + rk * sRow[c] * u;
+            }
             Group.Barrier();
 
             for (int qh = h * group; qh < (h + 1) * group; qh++)

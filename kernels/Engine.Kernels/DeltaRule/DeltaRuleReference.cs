@@ -4,12 +4,12 @@ namespace Engine.Kernels.DeltaRule;
 
 /// <summary>
 /// The float64 oracle: the recurrent form, one token at a time, decay first.
-///   S = exp(g_t) S                (Gated DeltaNet only)
+///   S = diag(exp(g_t)) S          (gated: g_t one value per head, or one per key dim)
 ///   u = β_t (v_t − Sᵀ k_t)
 ///   S = S + k_t uᵀ
 ///   o_t = Sᵀ (scale · q_t)        for each query head reading this key/value head
 /// With qkL2Norm, q and k rows are first divided by sqrt(Σ x² + eps).
-/// beta [TotalTokens, Hkv], g [TotalTokens, Hkv] (empty for DeltaNet); state [N, Hkv, K, V], initial
+/// beta [TotalTokens, Hkv], g [TotalTokens, Hkv] or [TotalTokens, Hkv, K] (empty for DeltaNet); state [N, Hkv, K, V], initial
 /// on entry, final on return.
 /// </summary>
 public static class DeltaRuleReference
@@ -31,10 +31,10 @@ public static class DeltaRuleReference
                 for (int t = sequences.Start(n); t < sequences.Start(n) + sequences.Length(n); t++)
                 {
                     Row(k.Slice((t * hkv + h) * kd, kd), key, config.QkL2Norm);
-                    if (config.Gated)
+                    for (int c = 0; c < kd && config.Gate != GateKind.None; c++)
                     {
-                        double decay = Math.Exp(g[t * hkv + h]);
-                        for (int i = 0; i < s.Length; i++) s[i] *= decay;
+                        double decay = Math.Exp(config.Gate == GateKind.PerKey ? g[(t * hkv + h) * kd + c] : g[t * hkv + h]);
+                        for (int d = 0; d < vd; d++) s[c * vd + d] *= decay;
                     }
                     double b = beta[t * hkv + h];
                     for (int d = 0; d < vd; d++)

@@ -2,19 +2,6 @@ using Engine.Kernels.Common;
 
 namespace Engine.Kernels.Gla;
 
-/// <summary>How the log-space decay of gated linear attention is given.</summary>
-public enum GateKind
-{
-    /// <summary>No decay: plain causal linear attention.</summary>
-    None,
-    /// <summary>One log gate per token and key/value head, g [T, Hkv] (simple GLA, RetNet, Mamba-2).</summary>
-    PerHead,
-    /// <summary>One log gate per token, head and key dim, g [T, Hkv, K] (GLA).</summary>
-    PerKey,
-    /// <summary>A constant log decay per key/value head (Lightning attention: -slope).</summary>
-    Constant,
-}
-
 /// <summary>
 /// Everything about a GLA call except the sequences: heads, dims, gate form, scale and chunk size.
 /// Kernels and their scratch are built per config and reused across calls.

@@ -9,22 +9,19 @@ namespace Engine.Kernels.Gla;
 /// decode. Work items are (sequence, block of key/value heads) run by HeadBlockSweep; each worker owns a
 /// scratch block sized here from the config, so calls allocate nothing.
 ///
-/// Chunk of C tokens, b = in-chunk cumulative log gate (fp32), r_s = first row of sub-chunk s (16 rows):
+/// Chunk of C tokens, b = in-chunk cumulative log gate (fp32):
 ///   inter   O   = (scale·q ⊙ exp(b)) S
 ///   intra   O  += A V,  A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc), j <= i
-///           off-diagonal sub-block (s, t < s): exp(b_i − b_j) = exp(b_i − b_{r_s}) · exp(b_{r_s} − b_{r_{t+1}})
-///           · exp(b_{r_{t+1}} − b_j), so it is (q ⊙ exp(b − b_{r_s}) ⊙ d_st) (k ⊙ exp(b_{r_{t+1}} − b))ᵀ, a plain
-///           product, the key factor made once per chunk;
-///           diagonal sub-blocks: k_j ⊙ exp(b_i − b_j) built row by row as k_j ⊙ Π exp(g).
 ///   state   S   = diag(exp(b_last)) S + (k ⊙ exp(b_last − b))ᵀ V
-/// Every exponent is <= 0. Scalar gates (per head, constant, none) skip the sub-chunks: A = (Q Kᵀ) ⊙ D.
+/// A per-key gate is factored by sub-chunks (<see cref="PerKeyChunkDecay"/>) so every exponent is <= 0.
+/// Scalar gates (per head, constant, none) need no sub-chunks: A = (Q Kᵀ) ⊙ D.
 /// </summary>
 /// <remarks>
 /// Hot methods are compiled fully optimized on first use (a first call on a long sequence must not run unoptimized code).
 /// </remarks>
 public sealed unsafe class GlaCpu : IDisposable
 {
-    private const int Sub = 16;
+    private const int Sub = PerKeyChunkDecay.Sub;
 
     private readonly GlaConfig _config;
     private readonly IWorkScheduler _scheduler;
@@ -110,23 +107,15 @@ public sealed unsafe class GlaCpu : IDisposable
         public float* Oc { get; init; }       // [C × VP] chunk output (recurrent: the token's value row)
         public float* QA { get; init; }       // [C × (KP + C)] inter queries | intra scores A: the left operand
         public float* Kc { get; init; }       // [C × KP] chunk keys (rows up to the next multiple of 16 zeroed)
-        public float* Kh { get; init; }       // [C × KP] off-diagonal keys k_j ⊙ exp(b_{r_{t+1}} − b_j)
-        public float* KT { get; init; }       // [KP × C] Kh (per-key gate) or Kc (scalar gates) transposed
-        public float* Ks { get; init; }       // [C × KP] keys decayed to the chunk end, for the state update
-        public float* Qr { get; init; }       // [C × KP] scale · q, then the inter queries
-        public float* Qt { get; init; }       // [C × KP] gated queries scale · q ⊙ exp(b − b_r)
-        public float* Qst { get; init; }      // [16 × KP] gated queries scaled by d_st
+        public float* KT { get; init; }       // scalar gates: [KP × C] Kc transposed
+        public float* Ks { get; init; }       // scalar gates: [C × KP] keys decayed to the chunk end
+        public float* Qr { get; init; }       // [C × KP] scale · q
         public float* Bcum { get; init; }     // scalar gates: [C] cumulative log gate
-        public float* F { get; init; }        // [C × KP] exp(b_i − b_{r_s}) within each sub-chunk
-        public float* R { get; init; }        // [C × KP] exp(b_{r_{s+1}} − b_j) within each sub-chunk
-        public float* Step { get; init; }     // [nsub × KP] exp(b_{r_{s+1}} − b_{r_s})
-        public float* Prefix { get; init; }   // [nsub × KP] exp(b_{r_s})
-        public float* Tail { get; init; }     // [nsub × KP] exp(b_last − b_{r_{t+1}})
-        public float* Gexp { get; init; }     // [C × KP] exp(g) per row (scalar gates: [C × C] decay mask D)
-        public float* Kdiag { get; init; }    // [16 × KP] diagonal-block keys
-        public float* Decay { get; init; }    // [KP] exp(b_last); the recurrent decay
-        public float* RowExp { get; init; }   // [max(KP, C)] exp(b_r) per sub-chunk (scalar gates: exp(b_i)); d_st
-        public float* ColExp { get; init; }   // [C] scalar gates: exp(b_last − b_j)
+        public float* Gexp { get; init; }     // scalar gates: [C × C] decay mask D
+        public float* RowExp { get; init; }   // scalar gates: [C] exp(b_i)
+        public float* ColExp { get; init; }   // scalar gates: [C] exp(b_last − b_j)
+        public float* Decay { get; init; }    // [KP] the recurrent decay
+        public PerKeyChunkDecay KeyDecay { get; init; }  // per-key gate: the chunk's decay factors
         public float* Acc { get; init; }      // [G × VP] recurrent output accumulators
     }
 
@@ -140,23 +129,15 @@ public sealed unsafe class GlaCpu : IDisposable
             Oc = c.Take(cc * vp),
             QA = c.Take(cc * (kp + cc)),
             Kc = c.Take(cc * kp),
-            Kh = c.Take(cc * kp),
             KT = c.Take(kp * cc),
             Ks = c.Take(cc * kp),
             Qr = c.Take(cc * kp),
-            Qt = c.Take(cc * kp),
-            Qst = c.Take(Sub * kp),
             Bcum = c.Take(cc),
-            F = c.Take(cc * kp),
-            R = c.Take(cc * kp),
-            Step = c.Take(cc / Sub * kp),
-            Prefix = c.Take(cc / Sub * kp),
-            Tail = c.Take(cc / Sub * kp),
-            Gexp = c.Take(cc * Math.Max(kp, cc)),
-            Kdiag = c.Take(Sub * kp),
-            Decay = c.Take(kp),
-            RowExp = c.Take(Math.Max(kp, cc)),
+            Gexp = c.Take(cc * cc),
+            RowExp = c.Take(cc),
             ColExp = c.Take(cc),
+            Decay = c.Take(kp),
+            KeyDecay = _config.Gate == GateKind.PerKey ? new PerKeyChunkDecay(ref c, _kp, _c) : default,
             Acc = c.Take((long)_config.Heads.Group * vp),
         };
         floats = c.Used;
@@ -214,180 +195,32 @@ public sealed unsafe class GlaCpu : IDisposable
             Buffer.MemoryCopy(w.Oc + (long)i * _vp, io.O + ((long)(cs + i) * heads.QHeads + qh) * vd, bytes, bytes);
     }
 
-    /// <summary>S ← diag(decay) S + Ksᵀ V: rows of S decayed to the chunk end, then the chunk's decayed keys and values added.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void UpdateState(int len, in Work w, float* rowDecay, float scalarDecay)
-    {
-        for (int c = 0; c < _kp; c++)
-            SimdOps.ScaleInPlace(w.S + (long)c * _vp, rowDecay != null ? rowDecay[c] : scalarDecay, _vp);
-        SimdGemm.MultiplyTransposedA(w.Ks, _kp, w.Vc, _vp, w.S, _vp, _kp, len, _vp, accumulate: true);
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ChunkPerKey(in Io io, ChunkUnit chunk, in Work w)
     {
         int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
         var heads = _config.Heads;
-        int kd = heads.KeyDim, kp = _kp, vp = _vp, cc = _c, lqa = _lqa;
-        int nsub = (len + Sub - 1) / Sub, lastSub = nsub - 1, offDiagonalKeys = lastSub * Sub;
+        int nsub = (len + Sub - 1) / Sub;
         LoadKeysValues(io, chunk, w);
-
-        // exp(g) per row: the only exponentials of the chunk; every other decay factor is a product of them.
-        for (int i = 0; i < len; i++)
-        {
-            float* gexp = w.Gexp + (long)i * kp, g = io.G + ((long)(cs + i) * heads.KvHeads + h) * kd;
-            if (kd != kp)
-            {
-                SimdOps.CopyPadded(gexp, g, kd, kp);
-                g = gexp;
-            }
-            for (int c = 0; c < kp; c += 16) SimdMath.ExpNonPositive(Vector512.Load(g + c)).Store(gexp + c);
-        }
-        // Within sub-chunk s: F_i = exp(b_i − b_{r_s}) forwards; R_j = exp(b_{r_{s+1}} − b_j) backwards (to the chunk's
-        // last row in the last sub-chunk). Per sub-chunk: the step E_s = exp(b_{r_{s+1}} − b_{r_s}) and the prefix
-        // P_s = exp(b_{r_s}) (b counted from the chunk start, inclusive).
-        for (int s = 0; s < nsub; s++)
-        {
-            int rs = s * Sub, re = Math.Min(rs + Sub, len);
-            SimdOps.Fill(Row(w.F, rs), 1f, kp);
-            for (int i = rs + 1; i < re; i++) MultiplyRows(Row(w.F, i), Row(w.F, i - 1), Row(w.Gexp, i), kp);
-            if (s < lastSub)
-            {
-                CopyRow(Row(w.R, re - 1), Row(w.Gexp, re), kp);
-                MultiplyRows(Row(w.Step, s), Row(w.F, re - 1), Row(w.Gexp, re), kp);
-            }
-            else
-            {
-                SimdOps.Fill(Row(w.R, re - 1), 1f, kp);
-            }
-            for (int j = re - 2; j >= rs; j--) MultiplyRows(Row(w.R, j), Row(w.R, j + 1), Row(w.Gexp, j + 1), kp);
-            if (s == 0) CopyRow(Row(w.Prefix, 0), Row(w.Gexp, 0), kp);
-            else MultiplyRows(Row(w.Prefix, s), Row(w.Prefix, s - 1), Row(w.Step, s - 1), kp);
-        }
-        // Off-diagonal keys k_j ⊙ R_j, transposed once for all query sub-chunks. State-update keys k_j ⊙ exp(b_last − b_j)
-        // = k_j ⊙ R_j ⊙ Tail_t with Tail_t = exp(b_last − b_{r_{t+1}}) = F_last ⊙ E_{L−1} ⊙ … ⊙ E_{t+1}. Decay exp(b_last) = P_L ⊙ F_last.
-        float* fLast = Row(w.F, len - 1);
-        for (int j = 0; j < len; j++) MultiplyRows(Row(w.Kh, j), Row(w.Kc, j), Row(w.R, j), kp);
-        SimdOps.Transpose(w.Kh, kp, w.KT, cc, offDiagonalKeys, kp);
-        for (int t = lastSub; t >= 0; t--)
-        {
-            float* tail = Row(w.Tail, t);
-            if (t == lastSub) SimdOps.Fill(tail, 1f, kp);
-            else if (t == lastSub - 1) CopyRow(tail, fLast, kp);
-            else MultiplyRows(tail, Row(w.Tail, t + 1), Row(w.Step, t + 1), kp);
-            for (int j = t * Sub; j < Math.Min(t * Sub + Sub, len); j++) MultiplyRows(Row(w.Ks, j), Row(w.Kh, j), tail, kp);
-        }
-        MultiplyRows(w.Decay, Row(w.Prefix, lastSub), fLast, kp);
-
+        var decay = w.KeyDecay;
+        decay.Prepare(io.G + ((long)cs * heads.KvHeads + h) * heads.KeyDim, (long)heads.KvHeads * heads.KeyDim, heads.KeyDim, w.Kc, len);
         for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
         {
             LoadScaledQueries(io, qh, cs, len, w);
             for (int s = 0; s < nsub; s++)
             {
-                int rs = s * Sub, re = Math.Min(rs + Sub, len);
                 if (qh == h * heads.Group) PrefetchNext(io, chunk, s, nsub);
-                // Gated queries Qt_i = scale q_i ⊙ F_i; inter queries Qt_i ⊙ P_s = scale q_i ⊙ exp(b_i).
-                for (int i = rs; i < re; i++)
-                {
-                    MultiplyRows(Row(w.Qt, i), Row(w.Qr, i), Row(w.F, i), kp);
-                    MultiplyRows(w.QA + (long)i * lqa, Row(w.Qt, i), Row(w.Prefix, s), kp);
-                }
-                DiagonalBlock(rs, re, w);
-                // Off-diagonal blocks: the query side takes d_st = exp(b_{r_s} − b_{r_{t+1}}) = E_{s−1} ⊙ … ⊙ E_{t+1} (1 for t = s − 1).
-                SimdOps.Fill(w.RowExp, 1f, kp);
-                for (int t = s - 1; t >= 0; t--)
-                {
-                    float* qs = Row(w.Qt, rs);
-                    if (t < s - 1)
-                    {
-                        MultiplyRows(w.RowExp, w.RowExp, Row(w.Step, t + 1), kp);
-                        for (int i = 0; i < re - rs; i++) MultiplyRows(Row(w.Qst, i), Row(qs, i), w.RowExp, kp);
-                        qs = w.Qst;
-                    }
-                    SimdGemm.Multiply(qs, kp, w.KT + t * Sub, cc, w.QA + (long)rs * lqa + kp + t * Sub, lqa, re - rs, kp, Sub, accumulate: false);
-                }
-                ZeroAbove(w, rs, re, len);
+                decay.Scores(w.Qr, w.Kc, s, len, w.QA, _lqa);
             }
             Output(io, qh, cs, len, w);
         }
-        UpdateState(len, w, w.Decay, 0f);
+        decay.UpdateState(w.S, w.Vc, _vp, len);
     }
-
-    /// <summary>Row i of a [rows × KP] scratch region.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private float* Row(float* region, int i) => region + (long)i * _kp;
 
     /// <summary>Scores of rows rs..re against the later sub-chunks (columns re..len) are zero: causality.</summary>
     private void ZeroAbove(in Work w, int rs, int re, int len)
     {
         for (int i = rs; i < re; i++) new Span<float>(w.QA + (long)i * _lqa + _kp + re, len - re).Clear();
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void CopyRow(float* dst, float* src, int padded) =>
-        Buffer.MemoryCopy(src, dst, (long)padded * sizeof(float), (long)padded * sizeof(float));
-
-    /// <summary>dst = src ⊙ factor over a padded row.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void MultiplyRows(float* dst, float* src, float* factor, int padded)
-    {
-        for (int c = 0; c < padded; c += 16) (Vector512.Load(src + c) * Vector512.Load(factor + c)).Store(dst + c);
-    }
-
-    /// <summary>
-    /// Diagonal sub-block rows rs..re: A_ij = Σ_c Qr_ic · k_jc exp(b_ic − b_jc) for rs <= j <= i, zero above
-    /// the diagonal up to re. Row j of Kdiag holds k_j ⊙ exp(b_{i−1} − b_j) when row i starts; it is carried to
-    /// row i by multiplying with exp(g_i) (<= 1) as it is read. Four rows at a time keep four independent sums.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void DiagonalBlock(int rs, int re, in Work w)
-    {
-        int kp = _kp;
-        for (int i = rs; i < re; i++)
-        {
-            float* e = w.Gexp + (long)i * kp, qr = w.Qr + (long)i * kp, arow = w.QA + (long)i * _lqa + kp;
-            int j = rs;
-            for (; j + 4 <= i; j += 4) DecayDot4(w.Kdiag + (long)(j - rs) * kp, e, qr, arow + j);
-            for (; j < i; j++)
-            {
-                float* kd = w.Kdiag + (long)(j - rs) * kp;
-                SimdOps.MultiplyInPlace(kd, e, kp);
-                arow[j] = SimdOps.Dot(qr, kd, kp);
-            }
-            float* ki = w.Kdiag + (long)(i - rs) * kp;
-            Buffer.MemoryCopy(w.Kc + (long)i * kp, ki, (long)kp * sizeof(float), (long)kp * sizeof(float));
-            arow[i] = SimdOps.Dot(qr, ki, kp);
-            for (j = i + 1; j < re; j++) arow[j] = 0f;
-        }
-    }
-
-    /// <summary>Four consecutive rows kd (KP apart): kd ⊙= e in place, a[r] = q · kd_r.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void DecayDot4(float* kd, float* e, float* q, float* a)
-    {
-        int kp = _kp;
-        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
-        for (int c = 0; c < kp; c += 16)
-        {
-            var ev = Vector512.Load(e + c);
-            var qv = Vector512.Load(q + c);
-            var x0 = Vector512.Load(kd + c) * ev;
-            var x1 = Vector512.Load(kd + kp + c) * ev;
-            var x2 = Vector512.Load(kd + 2 * kp + c) * ev;
-            var x3 = Vector512.Load(kd + 3 * kp + c) * ev;
-            x0.Store(kd + c);
-            x1.Store(kd + kp + c);
-            x2.Store(kd + 2 * kp + c);
-            x3.Store(kd + 3 * kp + c);
-            s0 = Vector512.FusedMultiplyAdd(qv, x0, s0);
-            s1 = Vector512.FusedMultiplyAdd(qv, x1, s1);
-            s2 = Vector512.FusedMultiplyAdd(qv, x2, s2);
-            s3 = Vector512.FusedMultiplyAdd(qv, x3, s3);
-        }
-        a[0] = Vector512.Sum(s0);
-        a[1] = Vector512.Sum(s1);
-        a[2] = Vector512.Sum(s2);
-        a[3] = Vector512.Sum(s3);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -432,7 +265,8 @@ public sealed unsafe class GlaCpu : IDisposable
             }
             Output(io, qh, cs, len, w);
         }
-        UpdateState(len, w, null, chunkDecay);
+        for (int c = 0; c < _kp; c++) SimdOps.ScaleInPlace(w.S + (long)c * _vp, chunkDecay, _vp);
+        SimdGemm.MultiplyTransposedA(w.Ks, _kp, w.Vc, _vp, w.S, _vp, _kp, len, _vp, accumulate: true);
     }
 
     /// <summary>

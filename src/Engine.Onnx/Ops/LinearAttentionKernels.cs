@@ -113,8 +113,8 @@ internal readonly struct LinearAttentionCall
 }
 
 /// <summary>
-/// LinearAttention on the engine's kernels: linear and gated on GLA (no gate, per-head or per-key-dim decay),
-/// delta and gated_delta on the delta rule (per-head decay); Lightning attention is GLA's constant decay. On the CPU the kernels run on ORT's tensors in
+/// LinearAttention on the engine's kernels: linear and gated on GLA, delta and gated_delta on the delta rule (no gate,
+/// per-head or per-key-dim decay for both); Lightning attention is GLA's constant decay. On the CPU the kernels run on ORT's tensors in
 /// place: the state is present_state itself (past_state copied in first), so a decode step copies the state
 /// once, as ORT's own kernel does. Other backends go through the op facades, which move the state to the
 /// device and back.
@@ -195,13 +195,12 @@ internal sealed class LinearAttentionKernel : IEngineKernel
     private void RunDelta(in LinearAttentionCall call, DeltaRuleOptions options)
     {
         int b = call.B, t = call.T, hq = _config.QHeads, hkv = _config.KvHeads, dk = call.Dk, dv = call.Dv;
-        if (call.DecayPerKey)
-            throw new ArgumentException("decay: gated_delta with a per-key-dim decay (B, T, kv_num_heads·dk) has no engine kernel " +
-                "(the delta rule takes one decay per head); the model's declared shapes did not show it when it was loaded", "decay");
         var q = call.Query.AsReadOnlyTensor<float>(b, t, hq, dk);
         var k = call.Key.AsReadOnlyTensor<float>(b, t, hkv, dk);
         var v = call.Value.AsReadOnlyTensor<float>(b, t, hkv, dv);
-        var g = call.Decay is OrtTensorView decay ? decay.AsReadOnlyTensor<float>(b, t, hkv) : default;
+        var g = call.Decay is OrtTensorView decay
+            ? (call.DecayPerKey ? decay.AsReadOnlyTensor<float>(b, t, hkv, dk) : decay.AsReadOnlyTensor<float>(b, t, hkv))
+            : default;
         var output = call.Output.AsTensor<float>(b, t, hq, dv);
         using var betas = BetaPerHead.From(call.Beta!.Value, call.BetaPerHead, hkv);
         var beta = new ReadOnlyTensorSpan<float>(betas.Span, [b, t, hkv], []);
@@ -212,7 +211,7 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         }
         var delta = DeltaRuleCall.Describe(q.Lengths, k.Lengths, v.Lengths, beta.Lengths, g.Lengths, output.Lengths, default, options, expected: null);
         TensorArgs.RequireFinite(betas.Span, "beta");
-        if (delta.Config.Gated) TensorArgs.RequireLogGate(Values(call.Decay), "g");
+        if (delta.Config.Gate != GateKind.None) TensorArgs.RequireLogGate(Values(call.Decay), "g");
         using var lease = _device.Lease(delta.Config, () => new DeltaRuleCpu(delta.Config, _device.Scheduler));
         using var state = CallState.Load(call, delta.StateLength);
         if (options.Mode == AttentionMode.Chunked)

@@ -24,9 +24,8 @@ public sealed record HandoverPlan(OnnxModel Model, IReadOnlyList<HandoverNode> N
 /// <summary>What the engine can take over: the LinearAttention update rules it has kernels for, and its own ops.</summary>
 public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IReadOnlySet<string> EngineOps)
 {
-    /// <summary>Whether the engine runs a LinearAttention node with this rule and decay form (null: the form is not known).</summary>
-    public bool Takes(UpdateRule rule, DecayForm? decay) =>
-        UpdateRules.Contains(rule) && !(rule == UpdateRule.GatedDelta && decay == DecayForm.PerKey);
+    /// <summary>Whether the engine runs a LinearAttention node with this rule (every decay form of it).</summary>
+    public bool Takes(UpdateRule rule) => UpdateRules.Contains(rule);
 
     public static EngineCapabilities Current { get; } = new(
         new HashSet<UpdateRule> { UpdateRule.Linear, UpdateRule.Gated, UpdateRule.Delta, UpdateRule.GatedDelta },
@@ -123,7 +122,7 @@ public static class HandoverRewriter
             return;
         }
         // An unknown rule goes to the engine too: its kernel refuses the node at load with a message naming it.
-        if (rule is null || capabilities.Takes(rule.Value, decay))
+        if (rule is null || capabilities.Takes(rule.Value))
         {
             node.Domain = EngineDomain;
             nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, EngineDomain, what));

@@ -26,9 +26,9 @@ public sealed record DeltaRuleOptions
 
 /// <summary>
 /// DeltaNet (no g) and Gated DeltaNet (g given), the delta rule with decay first:
-///   S = exp(g_t) S;  u = β_t (v_t − Sᵀ k_t);  S = S + k_t uᵀ;  o_t = Sᵀ (scale · q_t)
-/// Shapes: q [B,T,Hq,K], k [B,T,Hkv,K], v [B,T,Hkv,V], beta [B,T,Hkv], g [B,T,Hkv] (log space, <= 0) or
-/// empty, output [B,T,Hq,V], states [N,Hkv,K,V] fp32 with N = B, or the number of packed sequences when
+///   S = diag(exp(g_t)) S;  u = β_t (v_t − Sᵀ k_t);  S = S + k_t uᵀ;  o_t = Sᵀ (scale · q_t)
+/// Shapes: q [B,T,Hq,K], k [B,T,Hkv,K], v [B,T,Hkv,V], beta [B,T,Hkv], g (log space, <= 0) [B,T,Hkv] (one decay
+/// per head, Gated DeltaNet) or [B,T,Hkv,K] (one per key dim, as in Kimi Delta Attention) or empty, output [B,T,Hq,V], states [N,Hkv,K,V] fp32 with N = B, or the number of packed sequences when
 /// cu_seqlens is given (then B = 1). Query head h reads key/value head h / (Hq / Hkv). Element type float
 /// or System.Half. K and V are at most <see cref="DeltaRuleConfig.MaxKeyDim"/> and <see cref="DeltaRuleConfig.MaxValueDim"/>.
 /// beta must be finite; (0, 1] is the stable range with unit-norm keys (each token's transition
@@ -93,12 +93,15 @@ public sealed class DeltaRuleSession : StatefulSession
     private readonly DeltaRuleOptions _options;
 
     /// <param name="sequences">How many sequences the state holds (the batch, or the packed sequence count).</param>
-    /// <param name="gated">Gated DeltaNet (every call gives g) rather than DeltaNet (no call gives g).</param>
-    public DeltaRuleSession(EngineDevice device, int sequences, HeadLayout heads, bool gated, DeltaRuleOptions? options = null)
+    /// <param name="gate">None: DeltaNet (no call gives g); PerHead: Gated DeltaNet (every call gives g [B,T,Hkv]);
+    /// PerKey: every call gives g [B,T,Hkv,K].</param>
+    public DeltaRuleSession(EngineDevice device, int sequences, HeadLayout heads, GateKind gate, DeltaRuleOptions? options = null)
         : base(device, [sequences, heads.KvHeads, heads.KeyDim, heads.ValueDim], "(N, Hkv, K, V)")
     {
         _options = options ?? new DeltaRuleOptions();
-        Config = DeltaRuleCall.MakeConfig(heads, gated, _options);
+        if (gate is not (GateKind.None or GateKind.PerHead or GateKind.PerKey))
+            throw new ArgumentException($"gate: the delta rule takes None, PerHead or PerKey, got {gate}", nameof(gate));
+        Config = DeltaRuleCall.MakeConfig(heads, gate, _options);
     }
 
     public DeltaRuleConfig Config { get; }
@@ -128,7 +131,7 @@ internal sealed record DeltaRuleCall(DeltaRuleConfig Config, SequenceLayout Sequ
 
     public nint[] StateShape => [Sequences.Count, Config.Heads.KvHeads, Config.Heads.KeyDim, Config.Heads.ValueDim];
 
-    public static DeltaRuleConfig MakeConfig(HeadLayout heads, bool gated, DeltaRuleOptions options)
+    public static DeltaRuleConfig MakeConfig(HeadLayout heads, GateKind gate, DeltaRuleOptions options)
     {
         if (heads.KeyDim > DeltaRuleConfig.MaxKeyDim)
             throw new ArgumentException($"q: key head dim K = {heads.KeyDim} is over the delta-rule kernels' limit of {DeltaRuleConfig.MaxKeyDim}", "q");
@@ -138,7 +141,7 @@ internal sealed record DeltaRuleCall(DeltaRuleConfig Config, SequenceLayout Sequ
         if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", "options");
         if (Array.IndexOf(DeltaRuleConfig.ChunkSizes, options.ChunkSize) < 0)
             throw new ArgumentException($"chunk size must be one of {string.Join(", ", DeltaRuleConfig.ChunkSizes)}, got {options.ChunkSize}", "options");
-        return new DeltaRuleConfig(heads, gated, scale, options.ChunkSize, options.QkL2Norm);
+        return new DeltaRuleConfig(heads, gate, scale, options.ChunkSize, options.QkL2Norm);
     }
 
     /// <summary>Checks every shape against q and, for a session, against the session's config.</summary>
@@ -147,24 +150,23 @@ internal sealed record DeltaRuleCall(DeltaRuleConfig Config, SequenceLayout Sequ
     {
         var shapes = AttentionShapes.Check(q, k, v, output, cuSeqlens);
         TensorArgs.RequireShape(beta, "beta", "(B, T, Hkv)", shapes.PerHeadShape);
-        bool gated = g.Length != 0;
-        if (gated) TensorArgs.RequireShape(g, "g", "(B, T, Hkv)", shapes.PerHeadShape);
-
         var heads = shapes.Heads;
+        var gate = Gla.GateKindOf(g.Length);
+        if (gate == GateKind.PerHead) TensorArgs.RequireShape(g, "g", "(B, T, Hkv)", shapes.PerHeadShape);
+        if (gate == GateKind.PerKey) TensorArgs.RequireShape(g, "g", "(B, T, Hkv, K)", [.. shapes.PerHeadShape, heads.KeyDim]);
+
         DeltaRuleConfig config;
         if (expected is null)
         {
-            config = MakeConfig(heads, gated, options);
+            config = MakeConfig(heads, gate, options);
         }
         else
         {
             config = expected.Config;
             if (config.Heads != heads)
                 throw new ArgumentException($"q, k, v: heads and dims (Hq {heads.QHeads}, Hkv {heads.KvHeads}, K {heads.KeyDim}, V {heads.ValueDim}) differ from the session's (Hq {config.Heads.QHeads}, Hkv {config.Heads.KvHeads}, K {config.Heads.KeyDim}, V {config.Heads.ValueDim})", "q");
-            if (config.Gated != gated)
-                throw new ArgumentException(config.Gated
-                    ? "g: the session was made for Gated DeltaNet, this call gives no g"
-                    : "g: the session was made for DeltaNet (no gate), this call gives g", "g");
+            if (config.Gate != gate)
+                throw new ArgumentException($"g: the session was made for gate {config.Gate}, this call gives {gate}", "g");
             if (shapes.Sequences.Count != expected.Sequences)
                 throw new ArgumentException($"q: the session holds {expected.Sequences} sequences, this call has {shapes.Sequences.Count} ({(cuSeqlens.IsEmpty ? "batch B" : "cu_seqlens")})", cuSeqlens.IsEmpty ? "q" : "cu_seqlens");
         }
@@ -180,7 +182,7 @@ internal sealed record DeltaRuleCall(DeltaRuleConfig Config, SequenceLayout Sequ
         using var bf = FloatInput.From(beta);
         TensorArgs.RequireFinite(bf.Span, "beta");
         using var gf = FloatInput.From(g);
-        if (call.Config.Gated) TensorArgs.RequireLogGate(gf.Span, "g");
+        if (call.Config.Gate != GateKind.None) TensorArgs.RequireLogGate(gf.Span, "g");
         using var qf = FloatInput.From(q);
         using var kf = FloatInput.From(k);
         using var vf = FloatInput.From(v);

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using Engine.Kernels.Common;
 using Engine.Kernels.Gla;
 
 namespace Engine.Workloads;

@@ -14,10 +14,10 @@ public enum BetaKind
     One,
 }
 
-/// <summary>A delta-rule call: shape, gated or not and gate strength, beta, chunk, mode, element type, state, packing, normalization.</summary>
+/// <summary>A delta-rule call: shape, gate form and strength, beta, chunk, mode, element type, state, packing, normalization.</summary>
 public sealed class DeltaRuleCase : AttentionCase
 {
-    public bool Gated { get; init; } = true;
+    public GateKind Gate { get; init; } = GateKind.PerHead;
     public double GateScale { get; init; } = 1.0;
     public BetaKind Beta { get; init; } = BetaKind.Open;
     public int Chunk { get; init; } = 64;
@@ -29,12 +29,23 @@ public sealed class DeltaRuleCase : AttentionCase
     public override bool Small => SmallOverride ?? (long)(SeqLens?.Sum() ?? B * T) * Hq * Math.Max(K, V) <= 4_000;
 
     public override string Name =>
-        $"{(Gated ? $"gated-delta gate×{GateScale}" : "delta")} {Batch} H{Hq}/{Hkv} K{K} V{V} β{Beta} C{Chunk} {Mode}" +
+        $"{(Gate == GateKind.None ? "delta" : $"gated-delta {Gate} gate×{GateScale}")} {Batch} H{Hq}/{Hkv} K{K} V{V} β{Beta} C{Chunk} {Mode}" +
         (Fp16 ? " fp16" : "") + (WithInitialState ? " h0" : "") + (Scale is null ? "" : $" scale{Scale}") + (QkL2Norm ? " l2norm" : "");
 
-    public DeltaRuleConfig Config => new(new HeadLayout(Hq, Hkv, K, V), Gated, Scale ?? 1f / MathF.Sqrt(K), Chunk, QkL2Norm);
+    public DeltaRuleConfig Config => new(new HeadLayout(Hq, Hkv, K, V), Gate, Scale ?? 1f / MathF.Sqrt(K), Chunk, QkL2Norm);
 
     public DeltaRuleOptions Options => new() { ChunkSize = Chunk, Mode = Mode, Scale = Scale, QkL2Norm = QkL2Norm };
+
+    /// <summary>Floats of g per token: 0, Hkv or Hkv·K.</summary>
+    public int GatePerToken => Config.GatePerToken;
+
+    /// <summary>g as the facade takes it: [B, T, Hkv], [B, T, Hkv, K] or absent.</summary>
+    public ReadOnlyTensorSpan<TElement> GateIn<TElement>(float[] g) where TElement : unmanaged => Gate switch
+    {
+        GateKind.PerHead => In<TElement>(g, Hkv),
+        GateKind.PerKey => In<TElement>(g, Hkv, K),
+        _ => default,
+    };
 
     /// <summary>q, k, v, beta, g (empty for DeltaNet) and the initial state (zeros without one). Keys are unit rows unless the kernel normalizes them.</summary>
     public (float[] q, float[] k, float[] v, float[] beta, float[] g, float[] h0) Inputs()
@@ -45,7 +56,7 @@ public sealed class DeltaRuleCase : AttentionCase
         var k = QkL2Norm ? data.Normal(bt * Hkv * K, 3.0) : data.UnitRows(bt * Hkv, K);
         var v = data.Normal(bt * Hkv * V);
         var beta = Beta == BetaKind.One ? Enumerable.Repeat(1f, (int)(bt * Hkv)).ToArray() : data.Uniform(bt * Hkv, 0.02, 0.98);
-        var g = Gated ? data.LogGates(bt * Hkv, GateScale) : [];
+        var g = data.LogGates(bt * GatePerToken, GateScale);
         var h0 = WithInitialState ? data.Normal((long)Sequences * Hkv * K * V, 0.5) : new float[(long)Sequences * Hkv * K * V];
         return (Rounded(q), Rounded(k), Rounded(v), Rounded(beta), Rounded(g), h0);
     }
@@ -65,7 +76,7 @@ public sealed class DeltaRuleCase : AttentionCase
         var output = NaNOutput<TElement>(OutputLength);
         var finalState = Numerics.NaNs((long)Sequences * Hkv * K * V);
         Engine.DeltaRule.Forward(device, In<TElement>(q, Hq, K), In<TElement>(k, Hkv, K), In<TElement>(v, Hkv, V),
-            In<TElement>(beta, Hkv), Gated ? In<TElement>(g, Hkv) : default, Out(output),
+            In<TElement>(beta, Hkv), GateIn<TElement>(g), Out(output),
             WithInitialState ? new ReadOnlyTensorSpan<float>(h0, StateShape) : default,
             new TensorSpan<float>(finalState, StateShape), CuSeqlens, Options);
         return new Dictionary<string, float[]> { ["output"] = ToFloat(output), ["final_state"] = finalState };
@@ -74,56 +85,62 @@ public sealed class DeltaRuleCase : AttentionCase
 
 public static class DeltaRuleCases
 {
+    /// <summary>DeltaNet, Gated DeltaNet, and the delta rule with a per-key gate.</summary>
+    public static readonly GateKind[] Gates = [GateKind.None, GateKind.PerHead, GateKind.PerKey];
+
     public static IEnumerable<OpCase> All
     {
         get
         {
             // The issue's shapes, DeltaNet and Gated DeltaNet.
-            foreach (bool gated in new[] { false, true })
+            foreach (var gate in Gates)
             {
-                yield return new DeltaRuleCase { B = 1, T = 63, K = 64, V = 64, Gated = gated };
-                yield return new DeltaRuleCase { B = 2, T = 100, Hq = 4, Hkv = 4, K = 60, V = 60, Gated = gated, WithInitialState = true };
-                yield return new DeltaRuleCase { B = 2, T = 1000, Hq = 3, Hkv = 3, K = 128, V = 128, Gated = gated };
+                yield return new DeltaRuleCase { B = 1, T = 63, K = 64, V = 64, Gate = gate };
+                yield return new DeltaRuleCase { B = 2, T = 100, Hq = 4, Hkv = 4, K = 60, V = 60, Gate = gate, WithInitialState = true };
+                yield return new DeltaRuleCase { B = 2, T = 1000, Hq = 3, Hkv = 3, K = 128, V = 128, Gate = gate };
             }
             yield return new DeltaRuleCase { B = 2, T = 1024, Hq = 4, Hkv = 4, K = 128, V = 128, QkL2Norm = true, WithInitialState = true };
-            yield return new DeltaRuleCase { B = 2, T = 1024, Hq = 4, Hkv = 4, K = 128, V = 128, QkL2Norm = true, Gated = false };
+            yield return new DeltaRuleCase { B = 2, T = 1024, Hq = 4, Hkv = 4, K = 128, V = 128, QkL2Norm = true, Gate = GateKind.None };
             // beta in (0, 1) and beta = 1; gate strengths.
-            foreach (bool gated in new[] { false, true })
+            foreach (var gate in Gates)
                 foreach (var beta in new[] { BetaKind.Open, BetaKind.One })
-                    yield return new DeltaRuleCase { B = 1, T = 150, Hq = 2, Hkv = 2, K = 32, V = 48, Gated = gated, Beta = beta, WithInitialState = true };
+                    yield return new DeltaRuleCase { B = 1, T = 150, Hq = 2, Hkv = 2, K = 32, V = 48, Gate = gate, Beta = beta, WithInitialState = true };
             foreach (var strength in new[] { 0.1, 1.0, 10.0 })
-            {
-                yield return new DeltaRuleCase { B = 1, T = 150, Hq = 2, Hkv = 2, K = 48, V = 32, GateScale = strength, WithInitialState = true };
-                yield return new DeltaRuleCase { B = 1, T = 150, Hq = 2, Hkv = 2, K = 32, V = 48, GateScale = strength, Beta = BetaKind.One, Mode = AttentionMode.Recurrent };
-            }
+                foreach (var gate in new[] { GateKind.PerHead, GateKind.PerKey })
+                {
+                    yield return new DeltaRuleCase { B = 1, T = 150, Hq = 2, Hkv = 2, K = 48, V = 32, Gate = gate, GateScale = strength, WithInitialState = true };
+                    yield return new DeltaRuleCase { B = 1, T = 150, Hq = 2, Hkv = 2, K = 32, V = 48, Gate = gate, GateScale = strength, Beta = BetaKind.One, Mode = AttentionMode.Recurrent };
+                }
             // Chunk sizes, grouped heads, explicit scale, recurrent mode, edge lengths.
             foreach (var chunk in new[] { 16, 32, 64 })
-                foreach (bool gated in new[] { false, true })
-                    yield return new DeltaRuleCase { B = 1, T = 100, Hq = 2, Hkv = 2, K = 32, V = 32, Chunk = chunk, Gated = gated, WithInitialState = true };
+                foreach (var gate in Gates)
+                    yield return new DeltaRuleCase { B = 1, T = 100, Hq = 2, Hkv = 2, K = 32, V = 32, Chunk = chunk, Gate = gate, WithInitialState = true };
             yield return new DeltaRuleCase { B = 2, T = 77, Hq = 4, Hkv = 2, K = 32, V = 16, WithInitialState = true };
-            yield return new DeltaRuleCase { B = 2, T = 77, Hq = 6, Hkv = 2, K = 40, V = 24, Gated = false, Scale = 0.5f, QkL2Norm = true };
-            foreach (bool gated in new[] { false, true })
-                yield return new DeltaRuleCase { B = 2, T = 100, Hq = 4, Hkv = 2, K = 60, V = 60, Gated = gated, Mode = AttentionMode.Recurrent, WithInitialState = true, QkL2Norm = true };
+            yield return new DeltaRuleCase { B = 2, T = 77, Hq = 6, Hkv = 2, K = 40, V = 24, Gate = GateKind.None, Scale = 0.5f, QkL2Norm = true };
+            foreach (var gate in Gates)
+                yield return new DeltaRuleCase { B = 2, T = 100, Hq = 4, Hkv = 2, K = 60, V = 60, Gate = gate, Mode = AttentionMode.Recurrent, WithInitialState = true, QkL2Norm = true };
             foreach (var t in new[] { 0, 1, 15, 17 })
-                foreach (bool gated in new[] { false, true })
-                    yield return new DeltaRuleCase { B = 2, T = t, Hq = 2, Hkv = 2, K = 16, V = 16, Gated = gated, WithInitialState = true };
+                foreach (var gate in Gates)
+                    yield return new DeltaRuleCase { B = 2, T = t, Hq = 2, Hkv = 2, K = 16, V = 16, Gate = gate, WithInitialState = true };
             // Packed sequences with empty and one-token members.
-            foreach (bool gated in new[] { false, true })
+            foreach (var gate in Gates)
                 foreach (var mode in new[] { AttentionMode.Chunked, AttentionMode.Recurrent })
-                    yield return new DeltaRuleCase { SeqLens = [0, 1, 17, 64, 100, 0], Hq = 2, Hkv = 2, K = 32, V = 32, Gated = gated, Mode = mode, WithInitialState = true };
+                    yield return new DeltaRuleCase { SeqLens = [0, 1, 17, 64, 100, 0], Hq = 2, Hkv = 2, K = 32, V = 32, Gate = gate, Mode = mode, WithInitialState = true };
             // fp16 in and out.
             yield return new DeltaRuleCase { B = 2, T = 100, Hq = 4, Hkv = 4, K = 60, V = 60, Fp16 = true, WithInitialState = true };
-            yield return new DeltaRuleCase { B = 1, T = 100, Hq = 4, Hkv = 2, K = 64, V = 64, Gated = false, Fp16 = true, QkL2Norm = true };
+            yield return new DeltaRuleCase { B = 1, T = 100, Hq = 4, Hkv = 2, K = 64, V = 64, Gate = GateKind.None, Fp16 = true, QkL2Norm = true };
             // Small shapes the simulated GPU runs too.
-            foreach (bool gated in new[] { false, true })
+            foreach (var gate in Gates)
             {
-                yield return new DeltaRuleCase { B = 2, T = 40, Hq = 2, Hkv = 1, K = 16, V = 20, Gated = gated, Chunk = 16, WithInitialState = true };
-                yield return new DeltaRuleCase { B = 1, T = 70, Hq = 1, Hkv = 1, K = 16, V = 16, Gated = gated, Chunk = 64, QkL2Norm = true, Beta = BetaKind.One };
-                yield return new DeltaRuleCase { B = 1, T = 21, Hq = 2, Hkv = 2, K = 8, V = 12, Gated = gated, Chunk = 16, Mode = AttentionMode.Recurrent, WithInitialState = true };
+                yield return new DeltaRuleCase { B = 2, T = 40, Hq = 2, Hkv = 1, K = 16, V = 20, Gate = gate, Chunk = 16, WithInitialState = true };
+                yield return new DeltaRuleCase { B = 1, T = 70, Hq = 1, Hkv = 1, K = 16, V = 16, Gate = gate, Chunk = 64, QkL2Norm = true, Beta = BetaKind.One };
+                yield return new DeltaRuleCase { B = 1, T = 21, Hq = 2, Hkv = 2, K = 8, V = 12, Gate = gate, Chunk = 16, Mode = AttentionMode.Recurrent, WithInitialState = true };
                 foreach (var mode in new[] { AttentionMode.Chunked, AttentionMode.Recurrent })
-                    yield return new DeltaRuleCase { SeqLens = [0, 1, 5, 19], Hq = 1, Hkv = 1, K = 16, V = 16, Gated = gated, Chunk = 16, Mode = mode, WithInitialState = true };
+                    yield return new DeltaRuleCase { SeqLens = [0, 1, 5, 19], Hq = 1, Hkv = 1, K = 16, V = 16, Gate = gate, Chunk = 16, Mode = mode, WithInitialState = true };
             }
-            yield return new DeltaRuleCase { B = 1, T = 40, Hq = 1, Hkv = 1, K = 16, V = 16, Chunk = 32, GateScale = 10.0 };
+            foreach (var gate in new[] { GateKind.PerHead, GateKind.PerKey })
+                yield return new DeltaRuleCase { B = 1, T = 40, Hq = 1, Hkv = 1, K = 16, V = 16, Chunk = 32, Gate = gate, GateScale = 10.0 };
+            yield return new DeltaRuleCase { B = 1, T = 100, Hq = 4, Hkv = 2, K = 64, V = 64, Gate = GateKind.PerKey, Fp16 = true, WithInitialState = true };
             yield return new DeltaRuleCase { B = 1, T = 33, Hq = 2, Hkv = 2, K = 16, V = 16, Chunk = 16, Fp16 = true };
         }
     }

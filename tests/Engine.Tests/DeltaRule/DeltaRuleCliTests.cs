@@ -11,19 +11,21 @@ namespace Engine.Tests.DeltaRule;
 [TestFixture]
 public sealed class DeltaRuleCliTests : CliFixture
 {
-    [TestCase("delta", "fp32")]
-    [TestCase("gated-delta", "fp32")]
-    [TestCase("gated-delta", "fp16")]
-    public void OpMatchesTheReference(string op, string precision)
+    [TestCase("delta", GateKind.None, "fp32")]
+    [TestCase("gated-delta", GateKind.PerHead, "fp32")]
+    [TestCase("gated-delta", GateKind.PerHead, "fp16")]
+    [TestCase("gated-delta", GateKind.PerKey, "fp32")]
+    public void OpMatchesTheReference(string op, GateKind gate, string precision)
     {
         const int t = 50, hq = 4, hkv = 2, k = 16, v = 8;
-        bool gated = op == "gated-delta", half = precision == "fp16";
+        bool gated = gate != GateKind.None, half = precision == "fp16";
+        int gateWidth = gate == GateKind.PerKey ? hkv * k : hkv;
         var data = new TestData(23);
         var q = data.Normal(t * hq * k);
         var kk = data.Normal(t * hkv * k);
         var vv = data.Normal(t * hkv * v);
         var beta = data.Uniform(t * hkv, 0.05, 0.95);
-        var g = gated ? data.LogGates(t * hkv, 1.0) : [];
+        var g = gated ? data.LogGates(t * gateWidth, 1.0) : [];
         var h0 = data.Normal(2 * hkv * k * v, 0.3);
         int[] cu = [0, 20, 50];
         if (half)
@@ -40,13 +42,13 @@ public sealed class DeltaRuleCliTests : CliFixture
             "--h0", Save("h0.npy", NpyArray.From(h0, [2, hkv, k, v])), "--cu-seqlens", Save("cu.npy", NpyArray.From(cu, [3])),
             "--chunk", "16", "--qk-l2norm", "--o", PathOf("o.npy"), "--ht", PathOf("ht.npy"),
         };
-        if (gated) args.AddRange(["--g", Save("g.npy", Input(g, [1, t, hkv]))]);
+        if (gated) args.AddRange(["--g", Save("g.npy", Input(g, gate == GateKind.PerKey ? [1, t, hkv, k] : [1, t, hkv]))]);
         var (code, _, stderr) = Engine([.. args]);
         Assert.That(code, Is.Zero, stderr);
 
         var expectedOut = new double[t * hq * v];
         var expectedState = TestData.ToDouble(h0);
-        DeltaRuleReference.Forward(new DeltaRuleConfig(new HeadLayout(hq, hkv, k, v), gated, 1f / MathF.Sqrt(k), 16, qkL2Norm: true),
+        DeltaRuleReference.Forward(new DeltaRuleConfig(new HeadLayout(hq, hkv, k, v), gate, 1f / MathF.Sqrt(k), 16, qkL2Norm: true),
             SequenceLayout.Packed(cu, t), q, kk, vv, beta, g, expectedOut, expectedState);
         var o = Npy.Read(PathOf("o.npy"));
         double tolerance = half ? Numerics.Fp16Tolerance : Numerics.Fp32Tolerance;

@@ -22,12 +22,14 @@ public sealed class DeltaRuleGpuTests
     [OneTimeTearDown]
     public void DisposeRuntime() => _runtime.Dispose();
 
-    [TestCase(false, AttentionMode.Chunked)]
-    [TestCase(true, AttentionMode.Chunked)]
-    [TestCase(true, AttentionMode.Recurrent)]
-    public void CudaGroupSizeMatchesTheReference(bool gated, AttentionMode mode)
+    [TestCase(GateKind.None, AttentionMode.Chunked)]
+    [TestCase(GateKind.PerHead, AttentionMode.Chunked)]
+    [TestCase(GateKind.PerHead, AttentionMode.Recurrent)]
+    [TestCase(GateKind.PerKey, AttentionMode.Chunked)]
+    [TestCase(GateKind.PerKey, AttentionMode.Recurrent)]
+    public void CudaGroupSizeMatchesTheReference(GateKind gate, AttentionMode mode)
     {
-        var c = new DeltaRuleCase { SeqLens = [0, 3, 37], Hq = 2, Hkv = 1, K = 16, V = 20, Gated = gated, Chunk = 32, Mode = mode, WithInitialState = true, QkL2Norm = true };
+        var c = new DeltaRuleCase { SeqLens = [0, 3, 37], Hq = 2, Hkv = 1, K = 16, V = 20, Gate = gate, Chunk = 32, Mode = mode, WithInitialState = true, QkL2Norm = true };
         var expected = c.Reference();
         var (q, k, v, beta, g, h0) = c.Inputs();
         var output = Numerics.NaNs(expected["output"].Length);

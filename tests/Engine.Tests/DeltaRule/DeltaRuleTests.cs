@@ -63,7 +63,9 @@ public sealed class DeltaRuleTests
     public void RejectsMismatchedShapes()
     {
         AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, betaShape: [2, 8, 1], beta: new float[16]), "beta", "expected shape [2, 8, 2] (B, T, Hkv), got [2, 8, 1]");
-        AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, gShape: [2, 8, 2, 1]), "g", "expected shape [2, 8, 2] (B, T, Hkv)");
+        AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, gShape: [2, 8, 1]), "g", "expected shape [2, 8, 2] (B, T, Hkv)");
+        AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, gShape: [2, 8, 2, 1]), "g", "expected shape [2, 8, 2, 16] (B, T, Hkv, K)");
+        AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, g: Enumerable.Repeat(-0.1f, 512).ToArray(), gShape: [2, 8, 2, 4, 4]), "g", "expected rank 4 (B, T, Hkv, K) for a per-key gate, rank 3");
         AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, kShape: [2, 8, 2, 8, 2]), "k", "rank 4");
         AssertRejected(() => Forward(1, 8, 3, 2, 16, 16, beta: new float[16], g: Enumerable.Repeat(-0.1f, 16).ToArray()), "k", "must divide the query heads");
     }
@@ -84,7 +86,7 @@ public sealed class DeltaRuleTests
     [Test]
     public void SessionRejectsTheOtherVariant()
     {
-        using var session = new DeltaRuleSession(Cpu, 1, new HeadLayout(1, 1, 16, 16), gated: true);
+        using var session = new DeltaRuleSession(Cpu, 1, new HeadLayout(1, 1, 16, 16), GateKind.PerHead);
         var x = new float[16];
         var one = new float[1];
         var e = Assert.Throws<ArgumentException>(() => session.Step<float>(
@@ -96,14 +98,14 @@ public sealed class DeltaRuleTests
 
     public static IEnumerable<TestCaseData> Sessions() =>
         from backend in TestDevices.For(small: true)
-        from gated in new[] { false, true }
-        select new TestCaseData(backend, gated).SetName($"delta session {(gated ? "gated" : "plain")} on {backend}");
+        from gate in DeltaRuleCases.Gates
+        select new TestCaseData(backend, gate).SetName($"delta session {gate} on {backend}");
 
     /// <summary>Decode one token at a time after a prefill, and two prefill halves, both against one reference run.</summary>
     [TestCaseSource(nameof(Sessions))]
-    public void SessionDecodeAndStateCarryMatchTheReference(TestBackend backend, bool gated)
+    public void SessionDecodeAndStateCarryMatchTheReference(TestBackend backend, GateKind gate)
     {
-        var c = new DeltaRuleCase { B = 2, T = 37, Hq = 4, Hkv = 2, K = 16, V = 24, Gated = gated, Chunk = 16, WithInitialState = true, QkL2Norm = true };
+        var c = new DeltaRuleCase { B = 2, T = 37, Hq = 4, Hkv = 2, K = 16, V = 24, Gate = gate, Chunk = 16, WithInitialState = true, QkL2Norm = true };
         var expected = c.Reference();
         var (q, k, v, beta, g, h0) = c.Inputs();
         var device = TestDevices.Get(backend);
@@ -124,7 +126,12 @@ public sealed class DeltaRuleTests
             var ks = new ReadOnlyTensorSpan<float>(Slice(k, hkv * kd, t0, t1), [b, len, hkv, kd]);
             var vs = new ReadOnlyTensorSpan<float>(Slice(v, hkv * vd, t0, t1), [b, len, hkv, vd]);
             var bs = new ReadOnlyTensorSpan<float>(Slice(beta, hkv, t0, t1), [b, len, hkv]);
-            var gs = gated ? new ReadOnlyTensorSpan<float>(Slice(g, hkv, t0, t1), [b, len, hkv]) : default;
+            var gs = gate switch
+            {
+                GateKind.PerHead => new ReadOnlyTensorSpan<float>(Slice(g, hkv, t0, t1), [b, len, hkv]),
+                GateKind.PerKey => new ReadOnlyTensorSpan<float>(Slice(g, hkv * kd, t0, t1), [b, len, hkv, kd]),
+                _ => default,
+            };
             var os = new TensorSpan<float>(o, [b, len, hq, vd]);
             if (step) session.Step(qs, ks, vs, bs, gs, os);
             else session.Prefill(qs, ks, vs, bs, gs, os);
@@ -138,8 +145,8 @@ public sealed class DeltaRuleTests
         }
 
         var heads = new HeadLayout(hq, hkv, kd, vd);
-        using var decode = new DeltaRuleSession(device, b, heads, gated, c.Options);
-        using var halves = new DeltaRuleSession(device, b, heads, gated, c.Options);
+        using var decode = new DeltaRuleSession(device, b, heads, gate, c.Options);
+        using var halves = new DeltaRuleSession(device, b, heads, gate, c.Options);
         decode.SetState(new ReadOnlyTensorSpan<float>(h0, decode.StateShape));
         halves.SetState(new ReadOnlyTensorSpan<float>(h0, halves.StateShape));
 

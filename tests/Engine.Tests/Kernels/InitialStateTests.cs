@@ -44,12 +44,19 @@ public sealed class InitialStateTests
     [TestCaseSource(nameof(Cases))]
     public void DeltaRuleReadsTheInitialStateWhereItLies(int kd, int vd, bool chunked)
     {
+        foreach (var gate in new[] { GateKind.PerHead, GateKind.PerKey })
+            DeltaRuleReadsTheInitialStateWhereItLies(kd, vd, chunked, gate);
+    }
+
+    private static void DeltaRuleReadsTheInitialStateWhereItLies(int kd, int vd, bool chunked, GateKind gate)
+    {
         var heads = new HeadLayout(4, 2, kd, vd);
-        using var kernel = new DeltaRuleCpu(new DeltaRuleConfig(heads, gated: true, 0.3f, 16, qkL2Norm: true), new ThreadPoolScheduler(2));
+        var config = new DeltaRuleConfig(heads, gate, 0.3f, 16, qkL2Norm: true);
+        using var kernel = new DeltaRuleCpu(config, new ThreadPoolScheduler(2));
         var data = new TestData(kd * 100 + vd + 1);
         int t = CuSeqlens[^1];
         var (q, k, v) = (data.Normal(t * 4 * kd), data.Normal(t * 2 * kd), data.Normal(t * 2 * vd));
-        var (beta, g) = (data.Uniform(t * 2, 0.05, 0.95), data.LogGates(t * 2, 1));
+        var (beta, g) = (data.Uniform(t * 2, 0.05, 0.95), data.LogGates(t * config.GatePerToken, 1));
         var sequences = SequenceLayout.Packed(CuSeqlens, t);
         AssertSameAsInPlace(t * 4 * vd, 3 * 2 * kd * vd, data, (output, state, initial) =>
         {

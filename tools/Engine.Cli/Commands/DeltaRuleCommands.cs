@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using Engine.IO;
+using Engine.Kernels.Common;
 using Engine.Workloads;
 
 namespace Engine.Cli.Commands;
@@ -8,14 +9,14 @@ namespace Engine.Cli.Commands;
 internal sealed class DeltaRuleOpCommand(bool gated) : ICommand
 {
     public string Name => gated ? "gated-delta" : "delta";
-    public string Summary => gated ? "Gated DeltaNet (delta rule with a per-head log decay)" : "DeltaNet (delta rule)";
+    public string Summary => gated ? "Gated DeltaNet (delta rule with a per-head or per-key log decay)" : "DeltaNet (delta rule)";
     public IReadOnlyCollection<string> Options { get; } =
         [.. AttentionFiles.Options, "beta", "scale", "chunk", "mode", "qk-l2norm", .. (gated ? new[] { "g" } : [])];
     public string Usage => $"""
         engine op {Name} --q q.npy --k k.npy --v v.npy --beta beta.npy{(gated ? " --g g.npy" : "")} [--h0 h0.npy] [--cu-seqlens c.npy]
                  [--scale S] [--chunk 16|32|64] [--mode chunked|recurrent] [--qk-l2norm]
                  [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy]
-          q [B,T,Hq,K]; k [B,T,Hkv,K]; v [B,T,Hkv,V]; beta [B,T,Hkv] (finite; (0,1] is the stable range){(gated ? ";\n  g [B,T,Hkv] log decay <= 0" : "")};
+          q [B,T,Hq,K]; k [B,T,Hkv,K]; v [B,T,Hkv,V]; beta [B,T,Hkv] (finite; (0,1] is the stable range){(gated ? ";\n  g [B,T,Hkv] (per head) or [B,T,Hkv,K] (per key dim) log decay <= 0" : "")};
           h0/ht [N,Hkv,K,V] float32; cu-seqlens int32/int64 offsets of packed sequences (then B = 1);
           Hkv divides Hq; K, V <= 256; --qk-l2norm normalizes q and k rows in the kernel.
           float16 q runs the fp16 path (output float16); otherwise float32.
@@ -48,9 +49,10 @@ internal sealed class DeltaRuleBenchCommand(bool gated) : ICommand
 {
     public string Name => gated ? "gated-delta" : "delta";
     public string Summary => gated ? "time Gated DeltaNet" : "time DeltaNet";
-    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "mode", "chunk", "repeats", "best-of", "backend", "threads", "json"];
+    public IReadOnlyCollection<string> Options { get; } =
+        ["B", "T", "H", "K", "V", "mode", "chunk", "repeats", "best-of", "backend", "threads", "json", .. (gated ? new[] { "gate" } : [])];
     public string Usage => $"""
-        engine bench {Name} [--B 1] [--T 8192[,...]] [--H 8] [--K 128] [--V 128] [--mode chunked|recurrent|both]
+        engine bench {Name} [--B 1] [--T 8192[,...]] [--H 8] [--K 128] [--V 128]{(gated ? " [--gate per-head|per-key]" : "")} [--mode chunked|recurrent|both]
                  [--chunk 32] {BenchTiming.Usage} {OpIo.BackendUsage} [--json]
           model flops (both modes), per chunk of C tokens and head: 2·C²·K (K Kᵀ) + C³/3 (inverse)
           + 2·C²·(K+V) (W, U) + 2·C·K·V (W S) + 2·C²·K + 2·C²·V + 2·C·K·V (output) + 2·C·K·V (state)
@@ -60,9 +62,12 @@ internal sealed class DeltaRuleBenchCommand(bool gated) : ICommand
     {
         var bench = AttentionBench.Parse(args);
         int chunk = args.Int("chunk", DeltaRuleOptions.DefaultChunkSize);
+        var gate = gated ? args.Choice("gate", GateKind.PerHead) : GateKind.None;
+        if (gate is not (GateKind.None or GateKind.PerHead or GateKind.PerKey))
+            throw new UsageException($"--gate {CommandLine.Kebab(gate.ToString())}: Gated DeltaNet takes per-head or per-key");
         var s = bench.Shape;
-        return bench.Run(args, context, Name, t => new DeltaRuleWorkload(s.B, t, s.H, s.K, s.V, gated),
-            (work, mode) => ($"C{chunk} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(chunk),
+        return bench.Run(args, context, Name, t => new DeltaRuleWorkload(s.B, t, s.H, s.K, s.V, gate),
+            (work, mode) => ($"{(gated ? CommandLine.Kebab(gate.ToString()) + " " : "")}C{chunk} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(chunk),
                 device => work.Run(device, new DeltaRuleOptions { ChunkSize = chunk, Mode = mode })));
     }
 }

@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using Engine.IO;
+using Engine.Kernels.Common;
 using Engine.Kernels.Gla;
 using Engine.Workloads;
 
