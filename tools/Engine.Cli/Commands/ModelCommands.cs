@@ -145,7 +145,7 @@ internal sealed class BenchModelCommand : ICommand
     public IReadOnlyCollection<string> Options { get; } = ["input", "dim", "sample", "T", "decode", "repeats", "backend", "threads", "json"];
     public string Usage => $"""
         engine bench-model model.onnx [--input NAME=FILE.npy ...] [--dim NAME=VALUE ...] [--repeats 7] [--backend cpu|gpu] [--threads N] [--json]
-        engine bench-model --sample linear|gated-per-key|gated-per-head|delta|gated-delta|all [--T 1024,4096] [--decode] ...
+        engine bench-model --sample linear|gated-per-key|gated-per-head|delta|gated-delta-per-head|gated-delta-per-key|all [--T 1024,4096] [--decode] ...
           Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
           interleaved, median of --repeats; then, from ORT's profile, the time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
           (names with 'state' zeros, 'decay' log gates, 'beta' in (0,1), other floats N(0,1)).
@@ -288,7 +288,8 @@ internal sealed class BenchModelCommand : ICommand
             ("gated-per-key", UpdateRule.Gated, DecayForm.PerKey),
             ("gated-per-head", UpdateRule.Gated, DecayForm.PerHead),
             ("delta", UpdateRule.Delta, DecayForm.PerHead),
-            ("gated-delta", UpdateRule.GatedDelta, DecayForm.PerHead),
+            ("gated-delta-per-head", UpdateRule.GatedDelta, DecayForm.PerHead),
+            ("gated-delta-per-key", UpdateRule.GatedDelta, DecayForm.PerKey),
         };
         var chosen = which == "all" ? all : all.Where(s => s.Item1 == which).ToArray();
         if (chosen.Length == 0) throw new UsageException($"--sample must be one of {string.Join("|", all.Select(s => s.Item1))}|all, got '{which}'");
