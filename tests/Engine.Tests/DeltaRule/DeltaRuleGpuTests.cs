@@ -1,8 +1,12 @@
 using Engine.Kernels.Common;
 using Engine.Kernels.DeltaRule;
 using Engine.Tests.Harness;
+using System.Reflection;
 using ILGPU;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
 using NUnit.Framework;
 
 namespace Engine.Tests.DeltaRule;
@@ -42,5 +46,22 @@ public sealed class DeltaRuleGpuTests
             Assert.That(Numerics.RelativeRms(output, expected["output"]), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "output");
             Assert.That(Numerics.RelativeRms(finalState, expected["final_state"]), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "final state");
         });
+    }
+
+    /// <summary>No CUDA device is needed to compile for one: every kernel becomes PTX for the H100 (sm_90), with no local memory.</summary>
+    [Test]
+    public void KernelsCompileForCudaWithoutLocalMemory()
+    {
+        using var context = Context.Create(b => b.Cuda().Optimize(OptimizationLevel.O2).EnableAlgorithms());
+        var architecture = CudaArchitecture.SM_90;
+        using var backend = new PTXBackend(context, new CudaCapabilityContext(architecture), architecture, CudaInstructionSet.ISA_80, null);
+        var kernels = typeof(DeltaRuleGpu).GetMethods(BindingFlags.NonPublic | BindingFlags.Static).Where(m => m.Name.EndsWith("Kernel")).ToArray();
+        Assert.That(kernels.Select(k => k.Name), Is.EquivalentTo(new[] { "PrepareKernel", "StatePassKernel", "RecurrentKernel" }));
+        foreach (var kernel in kernels)
+        {
+            var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), new KernelSpecialization(128, null));
+            Assert.That(compiled.PTXAssembly, Does.Contain(".entry"), kernel.Name);
+            Assert.That(compiled.PTXAssembly, Does.Not.Contain(".local"), $"{kernel.Name} spills to local memory");
+        }
     }
 }

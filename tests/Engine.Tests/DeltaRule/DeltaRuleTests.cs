@@ -167,11 +167,13 @@ public sealed class DeltaRuleTests
     }
 
     /// <summary>T = 16384 through both CPU forms: finite and matching the float64 reference.</summary>
-    [TestCase(AttentionMode.Chunked)]
-    [TestCase(AttentionMode.Recurrent)]
-    public void LongSequenceOnCpuStaysFiniteAndMatches(AttentionMode mode)
+    [TestCase(AttentionMode.Chunked, GateKind.PerHead)]
+    [TestCase(AttentionMode.Recurrent, GateKind.PerHead)]
+    [TestCase(AttentionMode.Chunked, GateKind.PerKey)]
+    [TestCase(AttentionMode.Recurrent, GateKind.PerKey)]
+    public void LongSequenceOnCpuStaysFiniteAndMatches(AttentionMode mode, GateKind gate)
     {
-        var c = new DeltaRuleCase { B = 1, T = 16384, Hq = 2, Hkv = 1, K = 32, V = 32, GateScale = 0.1, Mode = mode, QkL2Norm = true, WithInitialState = true };
+        var c = new DeltaRuleCase { B = 1, T = 16384, Hq = 2, Hkv = 1, K = 32, V = 32, Gate = gate, GateScale = 0.1, Mode = mode, QkL2Norm = true, WithInitialState = true };
         var expected = c.Reference();
         var actual = c.Run(Cpu);
         Assert.Multiple(() =>
