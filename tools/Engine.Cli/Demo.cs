@@ -48,9 +48,9 @@ public static class Demo
         rows.AddRange(Lssl(reference, cpu, 1, t, 64, 64));
         rows.AddRange(simulated ? Lssl(reference, gpu, 1, 64, 4, 16) : Lssl(reference, gpu, 1, t, 64, 64));
 
-        w.WriteLine($"{"op",-30} {"backend",-16} {"shape",-22} {"rel. error",10} {"ms",9} {"tokens/s",11} {"GFLOP/s",8}");
+        w.WriteLine($"{"op",-33} {"backend",-10} {"shape",-22} {"rel. error",10} {"ms",9} {"tokens/s",11} {"GFLOP/s",8}");
         foreach (var r in rows)
-            w.WriteLine($"{r.Op,-30} {r.Backend,-16} {r.Shape,-22} {r.RelativeError,10:E1} {r.Seconds * 1e3,9:F1} {r.Tokens / r.Seconds,11:F0} {r.ModelFlops / r.Seconds / 1e9,8:F1}");
+            w.WriteLine($"{r.Op,-33} {r.Backend,-10} {r.Shape,-22} {r.RelativeError,10:E1} {r.Seconds * 1e3,9:F1} {r.Tokens / r.Seconds,11:F0} {r.ModelFlops / r.Seconds / 1e9,8:F1}");
         w.WriteLine();
         w.WriteLine("rel. error: relative RMS error of the output against the float64 reference (fp32 tolerance 1e-5).");
         if (simulated) w.WriteLine("gpu rows ran on ILGPU's CPU accelerator (no CUDA device here): they show agreement, not GPU speed.");

@@ -26,6 +26,7 @@ public static class OnnxDemo
             ("gated, per-head decay (RetNet)", UpdateRule.Gated, DecayForm.PerHead),
             ("delta (DeltaNet)", UpdateRule.Delta, DecayForm.PerHead),
             ("gated_delta (Gated DeltaNet)", UpdateRule.GatedDelta, DecayForm.PerHead),
+            ("gated_delta, per-key decay", UpdateRule.GatedDelta, DecayForm.PerKey),
         };
         foreach (var (name, rule, decay) in rules)
         {
