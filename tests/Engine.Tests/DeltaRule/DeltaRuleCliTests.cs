@@ -71,6 +71,19 @@ public sealed class DeltaRuleCliTests : CliFixture
     }
 
     [Test]
+    public void BenchTakesAPerKeyGateAndRefusesTheOthers()
+    {
+        var (code, stdout, stderr) = Engine("bench", "gated-delta", "--gate", "per-key", "--T", "40", "--H", "1", "--K", "16", "--V", "16",
+            "--chunk", "16", "--repeats", "1", "--mode", "both", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(stdout);
+        Assert.That(doc.RootElement.EnumerateArray().Select(r => r.GetProperty("variant").GetString()),
+            Is.EqualTo(new[] { "per-key C16 chunked", "per-key C16 recurrent" }));
+        AssertOneLineError(Engine("bench", "gated-delta", "--gate", "constant", "--T", "16"), 2, "--gate constant: Gated DeltaNet takes per-head or per-key");
+        AssertOneLineError(Engine("bench", "delta", "--gate", "per-key", "--T", "16"), 2, "unknown option --gate");
+    }
+
+    [Test]
     public void NaNBetaIsOneLineOnStderr()
     {
         var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 1 * 4], [1, 3, 1, 4]));
