@@ -59,13 +59,15 @@ public readonly unsafe struct PerKeyChunkDecay
 
     /// <summary>
     /// The chunk's factors from its log gates (row i at g + i · gStride, kd floats) and keys [C × KP] (rows up to
-    /// the next multiple of 16 zero).
+    /// the next multiple of 16 zero). Returns false when a gate is not a valid log gate (<see cref="LogGates"/>):
+    /// the factors are then meaningless and the caller refuses the call.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void Prepare(float* g, long gStride, int kd, float* keys, int len)
+    public bool Prepare(float* g, long gStride, int kd, float* keys, int len)
     {
         int kp = _kp;
         int nsub = (len + Sub - 1) / Sub, lastSub = nsub - 1;
+        var valid = Vector512<float>.AllBitsSet;
         for (int i = 0; i < len; i++)
         {
             float* gexp = Row(_gexp, i), gi = g + i * gStride;
@@ -74,7 +76,12 @@ public readonly unsafe struct PerKeyChunkDecay
                 SimdOps.CopyPadded(gexp, gi, kd, kp);
                 gi = gexp;
             }
-            for (int c = 0; c < kp; c += 16) SimdMath.ExpNonPositive(Vector512.Load(gi + c)).Store(gexp + c);
+            for (int c = 0; c < kp; c += 16)
+            {
+                var x = Vector512.Load(gi + c);
+                valid &= LogGates.ValidLanes(x);
+                SimdMath.ExpNonPositive(x).Store(gexp + c);
+            }
         }
         // Within sub-chunk s: F forwards, R backwards (to the chunk's last row in the last sub-chunk); per sub-chunk
         // the step E_s and the prefix P_s (b counted from the chunk start, inclusive).
@@ -110,6 +117,7 @@ public readonly unsafe struct PerKeyChunkDecay
             for (int j = t * Sub; j < Math.Min(t * Sub + Sub, len); j++) MultiplyRows(Row(_ks, j), Row(_kh, j), tail, kp);
         }
         MultiplyRows(_decay, Row(_prefix, lastSub), fLast, kp);
+        return LogGates.All(valid);
     }
 
     /// <summary>

@@ -72,9 +72,11 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, bool chunked)
     {
         initialState = HeadBlockSweep.InitialState(initialState, state);
+        int gateFaults = 0;
         fixed (float* pq = q, pk = k, pv = v, pb = beta, pg = g, po = output, ps = state, pi = initialState)
             HeadBlockSweep.Run<Steps, Work>(_scheduler, _scratch, _config.Heads, sequences, pi, ps, chunked ? _c : 0,
-                new Steps(this, new Io(pq, pk, pv, pb, pg, po)));
+                new Steps(this, new Io(pq, pk, pv, pb, pg, po, &gateFaults)));
+        if (gateFaults != 0) LogGates.Require(g, "g");
     }
 
     private readonly struct Steps(DeltaRuleCpu kernel, Io io) : IHeadBlockSteps<Work>
@@ -95,9 +97,11 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             kernel.RecurrentStep(io, head, token, source, work with { S = state });
     }
 
-    private readonly struct Io(float* q, float* k, float* v, float* beta, float* g, float* o)
+    /// <summary>The call's tensors, and a flag any worker sets when it loads a gate that is not a valid log gate.</summary>
+    private readonly struct Io(float* q, float* k, float* v, float* beta, float* g, float* o, int* gateFaults)
     {
         public readonly float* Q = q, K = k, V = v, Beta = beta, G = g, O = o;
+        public readonly int* GateFaults = gateFaults;
     }
 
     /// <summary>Per-worker scratch regions. Built with a null base to size the block.</summary>
@@ -185,7 +189,11 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         for (int i = 0; i < len; i++)
         {
             long row = (long)(cs + i) * heads.KvHeads + h;
-            if (_headGated) acc += io.G[row];
+            if (_headGated)
+            {
+                if (!LogGates.IsValid(io.G[row])) *io.GateFaults = 1;
+                acc += io.G[row];
+            }
             w.Gcum[i] = acc;
             w.ExpG[i] = MathF.Exp(acc);
             w.Beta[i] = io.Beta[row];
@@ -290,7 +298,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             if (!direct) SimdOps.CopyPadded(w.Vc + (long)i * vp, io.V + row * heads.ValueDim, heads.ValueDim, vp);
         }
         new Span<float>(w.Kc + (long)len * kp, (lenPadded - len) * kp).Clear();
-        decay.Prepare(io.G + ((long)cs * heads.KvHeads + h) * kd, (long)heads.KvHeads * kd, kd, w.Kc, len);
+        if (!decay.Prepare(io.G + ((long)cs * heads.KvHeads + h) * kd, (long)heads.KvHeads * kd, kd, w.Kc, len)) *io.GateFaults = 1;
 
         // [K ⊙ e^b | K Kᵀ ⊙ decay], then A = β_i times its part below the diagonal and T = (I + A)⁻¹.
         for (int s = 0; s < nsub; s++) decay.Scores(w.Kc, w.Kc, s, len, w.XA, lxa);
@@ -420,7 +428,12 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         float* key = w.Row, pred = w.Pred;
         LoadRow(key, io.K + kvRow * kd, 1f);
         // A per-key decay is one value per row of S: the prediction reads k̂ ⊙ e^g (kept in Qr's spare row) with a decay of 1.
-        float decay = _headGated ? MathF.Exp(io.G[kvRow]) : 1f;
+        float decay = 1f;
+        if (_headGated)
+        {
+            if (!LogGates.IsValid(io.G[kvRow])) *io.GateFaults = 1;
+            decay = MathF.Exp(io.G[kvRow]);
+        }
         float* decayRows = &decay, predictKey = key;
         int decayStride = 0;
         if (_config.Gate == GateKind.PerKey)
@@ -428,13 +441,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             decayRows = w.Decay;
             decayStride = 1;
             predictKey = w.Qr + (long)group * _kp;
-            SimdOps.CopyPadded(decayRows, io.G + kvRow * kd, kd, _kp);
-            for (int c = 0; c < _kp; c += 16)
-            {
-                var e = SimdMath.ExpNonPositive(Vector512.Load(decayRows + c));
-                e.Store(decayRows + c);
-                (e * Vector512.Load(key + c)).Store(predictKey + c);
-            }
+            if (!LogGates.ExpRow(decayRows, io.G + kvRow * kd, kd, _kp)) *io.GateFaults = 1;
+            for (int c = 0; c < _kp; c += 16) (Vector512.Load(decayRows + c) * Vector512.Load(key + c)).Store(predictKey + c);
         }
         for (int gi = 0; gi < group; gi++)
             LoadRow(w.Qr + (long)gi * _kp, io.Q + ((long)t * heads.QHeads + h * group + gi) * kd, _config.Scale);

@@ -70,9 +70,11 @@ public sealed unsafe class GlaCpu : IDisposable
         ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, bool chunked)
     {
         initialState = HeadBlockSweep.InitialState(initialState, state);
+        int gateFaults = 0;
         fixed (float* pq = q, pk = k, pv = v, pg = g, po = output, ps = state, pi = initialState)
             HeadBlockSweep.Run<Steps, Work>(_scheduler, _scratch, _config.Heads, sequences, pi, ps, chunked ? _c : 0,
-                new Steps(this, new Io(pq, pk, pv, pg, po)));
+                new Steps(this, new Io(pq, pk, pv, pg, po, &gateFaults)));
+        if (gateFaults != 0) LogGates.Require(g, "g");
     }
 
     private readonly struct Steps(GlaCpu kernel, Io io) : IHeadBlockSteps<Work>
@@ -93,9 +95,11 @@ public sealed unsafe class GlaCpu : IDisposable
             kernel.RecurrentStep(io, head, token, source, work with { S = state });
     }
 
-    private readonly struct Io(float* q, float* k, float* v, float* g, float* o)
+    /// <summary>The call's tensors, and a flag any worker sets when it loads a gate that is not a valid log gate.</summary>
+    private readonly struct Io(float* q, float* k, float* v, float* g, float* o, int* gateFaults)
     {
         public readonly float* Q = q, K = k, V = v, G = g, O = o;
+        public readonly int* GateFaults = gateFaults;
     }
 
     /// <summary>Per-worker scratch regions. Built with a null base to size the block.</summary>
@@ -203,7 +207,8 @@ public sealed unsafe class GlaCpu : IDisposable
         int nsub = (len + Sub - 1) / Sub;
         LoadKeysValues(io, chunk, w);
         var decay = w.KeyDecay;
-        decay.Prepare(io.G + ((long)cs * heads.KvHeads + h) * heads.KeyDim, (long)heads.KvHeads * heads.KeyDim, heads.KeyDim, w.Kc, len);
+        if (!decay.Prepare(io.G + ((long)cs * heads.KvHeads + h) * heads.KeyDim, (long)heads.KvHeads * heads.KeyDim, heads.KeyDim, w.Kc, len))
+            *io.GateFaults = 1;
         for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
         {
             LoadScaledQueries(io, qh, cs, len, w);
@@ -282,7 +287,12 @@ public sealed unsafe class GlaCpu : IDisposable
         float acc = 0f;
         for (int i = 0; i < len; i++)
         {
-            if (_config.Gate == GateKind.PerHead) acc += io.G[(long)(cs + i) * hkv + h];
+            if (_config.Gate == GateKind.PerHead)
+            {
+                float gate = io.G[(long)(cs + i) * hkv + h];
+                if (!LogGates.IsValid(gate)) *io.GateFaults = 1;
+                acc += gate;
+            }
             b[i] = acc;
         }
         for (int i = len; i < lenPadded; i++) b[i] = b[len - 1];
@@ -340,10 +350,10 @@ public sealed unsafe class GlaCpu : IDisposable
         switch (_config.Gate)
         {
             case GateKind.PerKey:
-                SimdOps.CopyPadded(decay, io.G + kvRow * kd, kd, _kp);
-                for (int c = 0; c < _kp; c += 16) SimdMath.ExpNonPositive(Vector512.Load(decay + c)).Store(decay + c);
+                if (!LogGates.ExpRow(decay, io.G + kvRow * kd, kd, _kp)) *io.GateFaults = 1;
                 break;
             case GateKind.PerHead:
+                if (!LogGates.IsValid(io.G[kvRow])) *io.GateFaults = 1;
                 SimdOps.Fill(decay, MathF.Exp(io.G[kvRow]), kd);
                 break;
             case GateKind.Constant:

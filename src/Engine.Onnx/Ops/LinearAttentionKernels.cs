@@ -182,8 +182,9 @@ internal sealed class LinearAttentionKernel : IEngineKernel
             return;
         }
         var gla = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths, default, options, expected: null, constant);
+        // The kernel checks the gates as it loads them (no pass of its own over a (B, T, Hkv·dk) decay): a refused
+        // call has written only present_state and output, which ORT drops, and past_state is never written.
         var gates = Values(call.Decay);
-        if (gla.Config.Gate is GateKind.PerHead or GateKind.PerKey) TensorArgs.RequireLogGate(gates, "g");
         using var lease = _device.Lease(gla.Config, () => new GlaCpu(gla.Config, _device.Scheduler));
         using var state = CallState.Load(call, gla.StateLength);
         if (options.Mode == AttentionMode.Chunked)
@@ -211,7 +212,6 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         }
         var delta = DeltaRuleCall.Describe(q.Lengths, k.Lengths, v.Lengths, beta.Lengths, g.Lengths, output.Lengths, default, options, expected: null);
         TensorArgs.RequireFinite(betas.Span, "beta");
-        if (delta.Config.Gate != GateKind.None) TensorArgs.RequireLogGate(Values(call.Decay), "g");
         using var lease = _device.Lease(delta.Config, () => new DeltaRuleCpu(delta.Config, _device.Scheduler));
         using var state = CallState.Load(call, delta.StateLength);
         if (options.Mode == AttentionMode.Chunked)

@@ -52,27 +52,6 @@ internal static class TensorArgs
         return (int)n;
     }
 
-    /// <summary>Every value finite and <= 0 (log-space decay). Names the first offender.</summary>
-    public static void RequireLogGate(ReadOnlySpan<float> values, string name)
-    {
-        // One pass: a value is fine when -∞ < x <= 0 (NaN fails both comparisons).
-        int i = 0;
-        var zero = Vector512<float>.Zero;
-        var negativeInfinity = Vector512.Create(float.NegativeInfinity);
-        ref float start = ref MemoryMarshal.GetReference(values);
-        for (; i + 16 <= values.Length; i += 16)
-        {
-            var x = Vector512.LoadUnsafe(ref start, (nuint)i);
-            if (!Vector512.LessThanOrEqualAll(x, zero) || !Vector512.GreaterThanAll(x, negativeInfinity)) break;
-        }
-        for (; i < values.Length; i++)
-        {
-            float x = values[i];
-            if (float.IsNaN(x) || x > 0f || float.IsNegativeInfinity(x))
-                throw new ArgumentException($"{name}: log gates must be finite and <= 0, got {x} at flat index {i}", name);
-        }
-    }
-
     /// <summary>Every value finite.</summary>
     public static void RequireFinite(ReadOnlySpan<float> values, string name)
     {

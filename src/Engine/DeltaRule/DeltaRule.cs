@@ -182,7 +182,8 @@ internal sealed record DeltaRuleCall(DeltaRuleConfig Config, SequenceLayout Sequ
         using var bf = FloatInput.From(beta);
         TensorArgs.RequireFinite(bf.Span, "beta");
         using var gf = FloatInput.From(g);
-        if (call.Config.Gate != GateKind.None) TensorArgs.RequireLogGate(gf.Span, "g");
+        // Checked before the run (the CPU kernels check again as they load them): a refused call leaves a session's state as it was.
+        if (call.Config.Gate != GateKind.None) LogGates.Require(gf.Span, "g");
         using var qf = FloatInput.From(q);
         using var kf = FloatInput.From(k);
         using var vf = FloatInput.From(v);

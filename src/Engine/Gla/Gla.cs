@@ -197,7 +197,8 @@ internal sealed record GlaCall(GlaConfig Config, SequenceLayout Sequences)
         using var kf = FloatInput.From(k);
         using var vf = FloatInput.From(v);
         using var gf = FloatInput.From(g);
-        if (call.Config.Gate is GateKind.PerHead or GateKind.PerKey) TensorArgs.RequireLogGate(gf.Span, "g");
+        // Checked before the run (the CPU kernels check again as they load them): a refused call leaves a session's state as it was.
+        if (call.Config.Gate is GateKind.PerHead or GateKind.PerKey) LogGates.Require(gf.Span, "g");
         using var of = new FloatOutput<T>(output, "output");
         GlaBackends.Run(device, call, mode, qf.Span, kf.Span, vf.Span, gf.Span, of.Span, state);
         of.Commit();
