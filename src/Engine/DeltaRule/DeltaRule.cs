@@ -96,12 +96,16 @@ public sealed class DeltaRuleSession : StatefulSession
     /// <param name="gate">None: DeltaNet (no call gives g); PerHead: Gated DeltaNet (every call gives g [B,T,Hkv]);
     /// PerKey: every call gives g [B,T,Hkv,K].</param>
     public DeltaRuleSession(EngineDevice device, int sequences, HeadLayout heads, GateKind gate, DeltaRuleOptions? options = null)
-        : base(device, [sequences, heads.KvHeads, heads.KeyDim, heads.ValueDim], "(N, Hkv, K, V)")
+        : this(device, sequences, DeltaRuleCall.MakeConfig(heads, gate, options ?? new DeltaRuleOptions()), options ?? new DeltaRuleOptions())
     {
-        _options = options ?? new DeltaRuleOptions();
-        if (gate is not (GateKind.None or GateKind.PerHead or GateKind.PerKey))
-            throw new ArgumentException($"gate: the delta rule takes None, PerHead or PerKey, got {gate}", nameof(gate));
-        Config = DeltaRuleCall.MakeConfig(heads, gate, _options);
+    }
+
+    /// <summary>The config is made (and checked) before the base allocates the state.</summary>
+    private DeltaRuleSession(EngineDevice device, int sequences, DeltaRuleConfig config, DeltaRuleOptions options)
+        : base(device, [sequences, config.Heads.KvHeads, config.Heads.KeyDim, config.Heads.ValueDim], "(N, Hkv, K, V)")
+    {
+        _options = options;
+        Config = config;
     }
 
     public DeltaRuleConfig Config { get; }
@@ -133,6 +137,8 @@ internal sealed record DeltaRuleCall(DeltaRuleConfig Config, SequenceLayout Sequ
 
     public static DeltaRuleConfig MakeConfig(HeadLayout heads, GateKind gate, DeltaRuleOptions options)
     {
+        if (gate is not (GateKind.None or GateKind.PerHead or GateKind.PerKey))
+            throw new ArgumentException($"gate: the delta rule takes None, PerHead or PerKey, got {gate}", nameof(gate));
         if (heads.KeyDim > DeltaRuleConfig.MaxKeyDim)
             throw new ArgumentException($"q: key head dim K = {heads.KeyDim} is over the delta-rule kernels' limit of {DeltaRuleConfig.MaxKeyDim}", "q");
         if (heads.ValueDim > DeltaRuleConfig.MaxValueDim)

@@ -96,6 +96,14 @@ public sealed class DeltaRuleTests
         Assert.That(e.ParamName, Is.EqualTo("g"));
     }
 
+    [Test]
+    public void SessionRefusesAConstantGate()
+    {
+        var e = Assert.Throws<ArgumentException>(() => new DeltaRuleSession(Cpu, 1, new HeadLayout(1, 1, 16, 16), GateKind.Constant))!;
+        Assert.That(e.ParamName, Is.EqualTo("gate"));
+        Assert.That(e.Message, Does.Contain("None, PerHead or PerKey, got Constant"));
+    }
+
     public static IEnumerable<TestCaseData> Sessions() =>
         from backend in TestDevices.For(small: true)
         from gate in DeltaRuleCases.Gates
