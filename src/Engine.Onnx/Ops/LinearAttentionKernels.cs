@@ -24,6 +24,8 @@ internal readonly struct LinearAttentionCall
     public OrtTensorView? Decay { get; init; }
     public OrtTensorView? Beta { get; init; }
     public bool DecayPerKey { get; init; }
+    /// <summary>float16 tensors (the node's inputs and outputs are all one type); else float32.</summary>
+    public bool Half { get; init; }
     public bool BetaPerHead { get; init; }
     public OrtTensorView Output { get; init; }
     public OrtTensorView? PresentState { get; init; }
@@ -72,7 +74,7 @@ internal readonly struct LinearAttentionCall
         {
             B = (int)b, T = (int)t, Dk = (int)dk, Dv = (int)dv,
             Query = q, Key = k, Value = v, PastState = past, Decay = decay, Beta = beta,
-            DecayPerKey = perKey, BetaPerHead = perHead, Output = output, PresentState = present,
+            DecayPerKey = perKey, BetaPerHead = perHead, Output = output, PresentState = present, Half = q.ElementType == Ort.ElementFloat16,
         };
     }
 
@@ -114,10 +116,10 @@ internal readonly struct LinearAttentionCall
 
 /// <summary>
 /// LinearAttention on the engine's kernels: linear and gated on GLA, delta and gated_delta on the delta rule (no gate,
-/// per-head or per-key-dim decay for both); Lightning attention is GLA's constant decay. On the CPU the kernels run on ORT's tensors in
-/// place: the state is present_state itself (past_state copied in first), so a decode step copies the state
-/// once, as ORT's own kernel does. Other backends go through the op facades, which move the state to the
-/// device and back.
+/// per-head or per-key-dim decay for both); Lightning attention is GLA's constant decay. float32 on the CPU runs the
+/// kernels on ORT's tensors in place: the state is present_state itself and past_state is read where it lies.
+/// Other backends, and float16 tensors, go through the op facades, which convert to fp32 (the state and every
+/// accumulation stay fp32) and move the state to the device and back.
 /// </summary>
 internal sealed class LinearAttentionKernel : IEngineKernel
 {
@@ -167,21 +169,19 @@ internal sealed class LinearAttentionKernel : IEngineKernel
 
     private void RunGla(in LinearAttentionCall call, GlaOptions options)
     {
-        int b = call.B, t = call.T, hq = _config.QHeads, hkv = _config.KvHeads, dk = call.Dk, dv = call.Dv;
-        var q = call.Query.AsReadOnlyTensor<float>(b, t, hq, dk);
-        var k = call.Key.AsReadOnlyTensor<float>(b, t, hkv, dk);
-        var v = call.Value.AsReadOnlyTensor<float>(b, t, hkv, dv);
-        var g = call.Decay is OrtTensorView decay
-            ? (call.DecayPerKey ? decay.AsReadOnlyTensor<float>(b, t, hkv, dk) : decay.AsReadOnlyTensor<float>(b, t, hkv))
-            : default;
-        var output = call.Output.AsTensor<float>(b, t, hq, dv);
-        var constant = _config.ConstantLogDecay;
-        if (_device.Backend != Backend.Cpu)
+        if (call.Half)
         {
-            Gla.Forward(_device, q, k, v, g, output, PastState(call), PresentState(call), default, options, constant);
+            GlaFacade<Half>(call, options);
             return;
         }
-        var gla = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, g.Lengths, output.Lengths, default, options, expected: null, constant);
+        if (_device.Backend != Backend.Cpu)
+        {
+            GlaFacade<float>(call, options);
+            return;
+        }
+        int b = call.B, t = call.T, hq = _config.QHeads, hkv = _config.KvHeads, dk = call.Dk, dv = call.Dv;
+        var gla = GlaCall.Describe([b, t, hq, dk], [b, t, hkv, dk], [b, t, hkv, dv], GateShape(call), [b, t, hq, dv], default, options,
+            expected: null, _config.ConstantLogDecay);
         // The kernel checks the gates as it loads them (no pass of its own over a (B, T, Hkv·dk) decay): a refused
         // call has written only present_state and output, which ORT drops, and past_state is never written.
         var gates = Values(call.Decay);
@@ -195,22 +195,20 @@ internal sealed class LinearAttentionKernel : IEngineKernel
 
     private void RunDelta(in LinearAttentionCall call, DeltaRuleOptions options)
     {
-        int b = call.B, t = call.T, hq = _config.QHeads, hkv = _config.KvHeads, dk = call.Dk, dv = call.Dv;
-        var q = call.Query.AsReadOnlyTensor<float>(b, t, hq, dk);
-        var k = call.Key.AsReadOnlyTensor<float>(b, t, hkv, dk);
-        var v = call.Value.AsReadOnlyTensor<float>(b, t, hkv, dv);
-        var g = call.Decay is OrtTensorView decay
-            ? (call.DecayPerKey ? decay.AsReadOnlyTensor<float>(b, t, hkv, dk) : decay.AsReadOnlyTensor<float>(b, t, hkv))
-            : default;
-        var output = call.Output.AsTensor<float>(b, t, hq, dv);
-        using var betas = BetaPerHead.From(call.Beta!.Value, call.BetaPerHead, hkv);
-        var beta = new ReadOnlyTensorSpan<float>(betas.Span, [b, t, hkv], []);
-        if (_device.Backend != Backend.Cpu)
+        if (call.Half)
         {
-            DeltaRule.Forward(_device, q, k, v, beta, g, output, PastState(call), PresentState(call), default, options);
+            DeltaFacade<Half>(call, options);
             return;
         }
-        var delta = DeltaRuleCall.Describe(q.Lengths, k.Lengths, v.Lengths, beta.Lengths, g.Lengths, output.Lengths, default, options, expected: null);
+        if (_device.Backend != Backend.Cpu)
+        {
+            DeltaFacade<float>(call, options);
+            return;
+        }
+        int b = call.B, t = call.T, hq = _config.QHeads, hkv = _config.KvHeads, dk = call.Dk, dv = call.Dv;
+        using var betas = BetaPerHead<float>.From(call.Beta!.Value, call.BetaPerHead, hkv);
+        var delta = DeltaRuleCall.Describe([b, t, hq, dk], [b, t, hkv, dk], [b, t, hkv, dv], [b, t, hkv], GateShape(call), [b, t, hq, dv], default, options,
+            expected: null);
         TensorArgs.RequireFinite(betas.Span, "beta");
         using var lease = _device.Lease(delta.Config, () => new DeltaRuleCpu(delta.Config, _device.Scheduler));
         using var state = CallState.Load(call, delta.StateLength);
@@ -220,13 +218,91 @@ internal sealed class LinearAttentionKernel : IEngineKernel
             lease.Kernel.Recurrent(delta.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), betas.Span, Values(call.Decay), call.Output.AsSpan<float>(), state.Span, state.Initial);
     }
 
+    /// <summary>GLA through its facade: another backend, or float16 tensors.</summary>
+    private void GlaFacade<T>(in LinearAttentionCall call, GlaOptions options) where T : unmanaged
+    {
+        int b = call.B, t = call.T, hq = _config.QHeads, hkv = _config.KvHeads, dk = call.Dk, dv = call.Dv;
+        using var state = FacadeState.From(call, hkv);
+        Gla.Forward(_device, call.Query.AsReadOnlyTensor<T>(b, t, hq, dk), call.Key.AsReadOnlyTensor<T>(b, t, hkv, dk),
+            call.Value.AsReadOnlyTensor<T>(b, t, hkv, dv), Gates<T>(call), call.Output.AsTensor<T>(b, t, hq, dv),
+            state.Initial, state.Final, default, options, _config.ConstantLogDecay);
+        state.Commit();
+    }
+
+    /// <summary>The delta rule through its facade: another backend, or float16 tensors.</summary>
+    private void DeltaFacade<T>(in LinearAttentionCall call, DeltaRuleOptions options) where T : unmanaged
+    {
+        int b = call.B, t = call.T, hq = _config.QHeads, hkv = _config.KvHeads, dk = call.Dk, dv = call.Dv;
+        using var betas = BetaPerHead<T>.From(call.Beta!.Value, call.BetaPerHead, hkv);
+        using var state = FacadeState.From(call, hkv);
+        DeltaRule.Forward(_device, call.Query.AsReadOnlyTensor<T>(b, t, hq, dk), call.Key.AsReadOnlyTensor<T>(b, t, hkv, dk),
+            call.Value.AsReadOnlyTensor<T>(b, t, hkv, dv), new ReadOnlyTensorSpan<T>(betas.Span, [b, t, hkv], []), Gates<T>(call),
+            call.Output.AsTensor<T>(b, t, hq, dv), state.Initial, state.Final, default, options);
+        state.Commit();
+    }
+
+    /// <summary>decay as the ops take g: (B, T, Hkv, dk) per key dim, (B, T, Hkv) per head, or absent.</summary>
+    private ReadOnlyTensorSpan<T> Gates<T>(in LinearAttentionCall call) where T : unmanaged => call.Decay is OrtTensorView decay
+        ? (call.DecayPerKey ? decay.AsReadOnlyTensor<T>(call.B, call.T, _config.KvHeads, call.Dk) : decay.AsReadOnlyTensor<T>(call.B, call.T, _config.KvHeads))
+        : default;
+
+    private nint[] GateShape(in LinearAttentionCall call) => call.Decay is null ? []
+        : call.DecayPerKey ? [call.B, call.T, _config.KvHeads, call.Dk] : [call.B, call.T, _config.KvHeads];
+
     private static ReadOnlySpan<float> Values(OrtTensorView? tensor) => tensor is OrtTensorView t ? t.AsReadOnlySpan<float>() : default;
+}
 
-    private ReadOnlyTensorSpan<float> PastState(in LinearAttentionCall call) =>
-        call.PastState is OrtTensorView past ? past.AsReadOnlyTensor<float>(call.B, _config.KvHeads, call.Dk, call.Dv) : default;
+/// <summary>
+/// past_state and present_state as the op facades take them (fp32): the tensors themselves when float32, fp32
+/// copies of float16 ones (present_state written back by <see cref="Commit"/>).
+/// </summary>
+internal ref struct FacadeState
+{
+    private float[]? _past, _present;
+    private OrtTensorView? _presentHalf;
 
-    private TensorSpan<float> PresentState(in LinearAttentionCall call) =>
-        call.PresentState is OrtTensorView present ? present.AsTensor<float>(call.B, _config.KvHeads, call.Dk, call.Dv) : default;
+    public ReadOnlyTensorSpan<float> Initial { get; private set; }
+    public TensorSpan<float> Final { get; private set; }
+
+    public static FacadeState From(in LinearAttentionCall call, int kvHeads)
+    {
+        nint[] shape = [call.B, kvHeads, call.Dk, call.Dv];
+        var state = new FacadeState();
+        if (!call.Half)
+        {
+            if (call.PastState is OrtTensorView past) state.Initial = past.AsReadOnlyTensor<float>(shape);
+            if (call.PresentState is OrtTensorView present) state.Final = present.AsTensor<float>(shape);
+            return state;
+        }
+        int length = call.B * kvHeads * call.Dk * call.Dv;
+        if (call.PastState is OrtTensorView halfPast)
+        {
+            state._past = ArrayPool<float>.Shared.Rent(Math.Max(length, 1));
+            TensorPrimitives.ConvertToSingle(halfPast.AsReadOnlySpan<Half>(), state._past);
+            state.Initial = new ReadOnlyTensorSpan<float>(state._past.AsSpan(0, length), shape, []);
+        }
+        if (call.PresentState is OrtTensorView halfPresent)
+        {
+            state._present = ArrayPool<float>.Shared.Rent(Math.Max(length, 1));
+            state._presentHalf = halfPresent;
+            state.Final = new TensorSpan<float>(state._present.AsSpan(0, length), shape, []);
+        }
+        return state;
+    }
+
+    /// <summary>Writes the final state into a float16 present_state (nothing to do for float32).</summary>
+    public readonly void Commit()
+    {
+        if (_presentHalf is OrtTensorView present)
+            TensorPrimitives.ConvertToHalf(_present.AsSpan(0, (int)present.ElementCount), present.AsSpan<Half>());
+    }
+
+    public void Dispose()
+    {
+        if (_past is not null) ArrayPool<float>.Shared.Return(_past);
+        if (_present is not null) ArrayPool<float>.Shared.Return(_present);
+        _past = _present = null;
+    }
 }
 
 /// <summary>
@@ -280,24 +356,24 @@ internal ref struct CallState
 }
 
 /// <summary>beta as (B, T, Hkv): the tensor itself when it has one value per head, else (B, T, 1) repeated over the heads in a pooled buffer.</summary>
-internal ref struct BetaPerHead
+internal ref struct BetaPerHead<T> where T : unmanaged
 {
-    private float[]? _expanded;
+    private T[]? _expanded;
 
-    public ReadOnlySpan<float> Span { get; private set; }
+    public ReadOnlySpan<T> Span { get; private set; }
 
-    public static BetaPerHead From(OrtTensorView beta, bool perHead, int heads)
+    public static BetaPerHead<T> From(OrtTensorView beta, bool perHead, int heads)
     {
-        var values = beta.AsReadOnlySpan<float>();
-        if (perHead) return new BetaPerHead { Span = values };
-        var expanded = ArrayPool<float>.Shared.Rent(Math.Max(values.Length * heads, 1));
+        var values = beta.AsReadOnlySpan<T>();
+        if (perHead) return new BetaPerHead<T> { Span = values };
+        var expanded = ArrayPool<T>.Shared.Rent(Math.Max(values.Length * heads, 1));
         for (int i = 0; i < values.Length; i++) expanded.AsSpan(i * heads, heads).Fill(values[i]);
-        return new BetaPerHead { _expanded = expanded, Span = expanded.AsSpan(0, values.Length * heads) };
+        return new BetaPerHead<T> { _expanded = expanded, Span = expanded.AsSpan(0, values.Length * heads) };
     }
 
     public void Dispose()
     {
-        if (_expanded is not null) ArrayPool<float>.Shared.Return(_expanded);
+        if (_expanded is not null) ArrayPool<T>.Shared.Return(_expanded);
         _expanded = null;
     }
 }

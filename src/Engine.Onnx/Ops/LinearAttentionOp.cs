@@ -50,8 +50,11 @@ public static class LinearAttentionSignature
     public static bool UsesBeta(UpdateRule rule) => rule is UpdateRule.Delta or UpdateRule.GatedDelta;
 }
 
-/// <summary>LinearAttention in the engine's domain: the ONNX signature, run by the engine's kernels.</summary>
-internal sealed class LinearAttentionOp(IReadOnlySet<UpdateRule> rules) : EngineOp
+/// <summary>
+/// LinearAttention in the engine's domain: the ONNX signature, run by the engine's kernels. One op per element
+/// type (float32, float16), registered under the same name: ORT picks the one whose types the node has.
+/// </summary>
+internal sealed class LinearAttentionOp(IReadOnlySet<UpdateRule> rules, int elementType) : EngineOp
 {
     public override string Name => LinearAttentionSignature.OpType;
 
@@ -59,9 +62,9 @@ internal sealed class LinearAttentionOp(IReadOnlySet<UpdateRule> rules) : Engine
 
     // Every input is optional to ORT: the kernel checks which ones the update rule needs and says so by name.
     public override IReadOnlyList<OpParameter> Inputs { get; } =
-        LinearAttentionSignature.InputNames.Select(name => new OpParameter(name, Optional: true)).ToArray();
+        LinearAttentionSignature.InputNames.Select(name => new OpParameter(name, Optional: true, elementType)).ToArray();
 
-    public override IReadOnlyList<OpParameter> Outputs { get; } = [new("output", false), new("present_state", true)];
+    public override IReadOnlyList<OpParameter> Outputs { get; } = [new("output", false, elementType), new("present_state", true, elementType)];
 
     public override IEngineKernel CreateKernel(KernelInfo info, EngineDevice device)
     {
@@ -111,8 +114,8 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
         foreach (var (input, name, rank) in new[] { (q, "query", 3), (k, "key", 3), (v, "value", 3), (past, "past_state", 4), (decay, "decay", 3), (beta, "beta", 3) })
         {
             if (!input.Present) continue;
-            if (input.ElementType != 0 && input.ElementType != Ort.ElementFloat)
-                throw new ModelNodeException($"{node}: input {name} ('{input.Name}') has element type {ElementTypeName(input.ElementType)}; the engine kernels take float32");
+            if (input.ElementType != 0 && input.ElementType != Ort.ElementFloat && input.ElementType != Ort.ElementFloat16)
+                throw new ModelNodeException($"{node}: input {name} ('{input.Name}') has element type {ElementTypeName(input.ElementType)}; the engine kernels take float32 or float16");
             if (input.Rank is int r && r != rank)
                 throw new ModelNodeException($"{node}: input {name} ('{input.Name}') must have rank {rank}, the model gives rank {r} {Shape(input.Dims!)}");
         }

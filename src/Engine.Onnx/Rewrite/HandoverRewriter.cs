@@ -114,9 +114,9 @@ public static class HandoverRewriter
         var decay = DecayFormOf(node, hints);
         string what = $"update_rule {ruleText}" + (decay is null ? "" : decay == DecayForm.PerKey ? ", per-key decay" : ", per-head decay");
         var elementType = node.Input.Count > 0 ? hints.ElementType(node.Input[0]) : null;
-        if (elementType is not null and not TensorProto.Types.DataType.Float)
+        if (elementType is not null and not TensorProto.Types.DataType.Float and not TensorProto.Types.DataType.Float16)
         {
-            // The engine's custom ops take float32; ORT keeps other types (or refuses them itself).
+            // The engine's LinearAttention takes float32 and float16; ORT keeps other types (or refuses them itself).
             if (fromOnnx) node.Domain = MicrosoftDomain;
             nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain, $"{what}, {elementType.Value.ToString().ToLowerInvariant()} tensors: left to ORT"));
             return;

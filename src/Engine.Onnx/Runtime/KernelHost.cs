@@ -129,7 +129,8 @@ public sealed class KernelHost : IDisposable
 
     private static IEnumerable<EngineOp> EngineOps(EngineCapabilities capabilities)
     {
-        yield return new LinearAttentionOp(capabilities.UpdateRules);
+        yield return new LinearAttentionOp(capabilities.UpdateRules, Ort.ElementFloat);
+        yield return new LinearAttentionOp(capabilities.UpdateRules, Ort.ElementFloat16);
         yield return new LightningAttentionOp();
         yield return new LsslScanOp();
     }

@@ -48,6 +48,13 @@ public sealed class LinearAttentionHandoverTests
             new() { Rule = UpdateRule.GatedDelta, T = 1, PastState = true },
             new() { Rule = UpdateRule.GatedDelta, T = 200, B = 1, Hq = 2, Hkv = 1, Dk = 32, Dv = 32, PastState = true },
             new() { Rule = UpdateRule.GatedDelta, GateStrength = 20, PastState = true },
+            // float16 tensors: every rule, decode and prefill, both decay forms, shared beta.
+            new() { Rule = UpdateRule.Linear, Half = true, PastState = true },
+            new() { Rule = UpdateRule.Gated, Half = true, T = 100, PastState = true },
+            new() { Rule = UpdateRule.Gated, Decay = DecayForm.PerHead, Half = true, T = 1, PastState = true },
+            new() { Rule = UpdateRule.Delta, Half = true, Hq = 4, BetaPerHead = false },
+            new() { Rule = UpdateRule.GatedDelta, Decay = DecayForm.PerHead, Half = true, T = 70, PastState = true },
+            new() { Rule = UpdateRule.GatedDelta, Half = true, T = 1, PastState = true },
         ];
         return cases.Select(c => new TestCaseData(c).SetName($"LinearAttention shape {c.Name}{(c.SymbolicDims ? "" : " fixed dims")}{(c.GateStrength != 1 ? $" gate×{c.GateStrength}" : "")}"));
     }
@@ -70,12 +77,13 @@ public sealed class LinearAttentionHandoverTests
             "which nodes the engine takes over");
         OnnxAssert.Shape(byEngine["output"], c.B, c.T, c.Hq * c.Dv);
         OnnxAssert.Shape(byEngine["present_state"], c.B, c.Hkv, c.Dk, c.Dv);
-        OnnxAssert.Close(byOrt["output"], reference.Output, "ORT kernel output vs reference");
-        OnnxAssert.Close(byOrt["present_state"], reference.State, "ORT kernel present_state vs reference");
-        OnnxAssert.Close(byEngine["output"], reference.Output, "engine output vs reference");
-        OnnxAssert.Close(byEngine["present_state"], reference.State, "engine present_state vs reference");
-        OnnxAssert.Close(byEngine["output"], byOrt["output"], "engine output vs ORT kernel output");
-        OnnxAssert.Close(byEngine["present_state"], byOrt["present_state"], "engine present_state vs ORT kernel present_state");
+        Assert.That(byEngine["output"].ElementType, Is.EqualTo(byOrt["output"].ElementType), "output element type");
+        OnnxAssert.Close(byOrt["output"], reference.Output, "ORT kernel output vs reference", c.Tolerance);
+        OnnxAssert.Close(byOrt["present_state"], reference.State, "ORT kernel present_state vs reference", c.Tolerance);
+        OnnxAssert.Close(byEngine["output"], reference.Output, "engine output vs reference", c.Tolerance);
+        OnnxAssert.Close(byEngine["present_state"], reference.State, "engine present_state vs reference", c.Tolerance);
+        OnnxAssert.Close(byEngine["output"], byOrt["output"], "engine output vs ORT kernel output", c.Tolerance);
+        OnnxAssert.Close(byEngine["present_state"], byOrt["present_state"], "engine present_state vs ORT kernel present_state", c.Tolerance);
     }
 
     [Test]

@@ -26,6 +26,11 @@ public sealed record LinearAttentionNodeCase
     public string Domain { get; init; } = HandoverRewriter.MicrosoftDomain;
     /// <summary>Batch and length as symbols in the model (else fixed numbers).</summary>
     public bool SymbolicDims { get; init; } = true;
+    /// <summary>float16 tensors in and out (inputs drawn as floats and rounded to fp16; the reference sees the rounded values).</summary>
+    public bool Half { get; init; }
+
+    /// <summary>The tolerance against the float64 reference: fp32's, or fp16's for float16 tensors.</summary>
+    public double Tolerance => Half ? Numerics.Fp16Tolerance : Numerics.Fp32Tolerance;
 
     public bool UsesDecay => LinearAttentionSignature.UsesDecay(Rule);
     public bool UsesBeta => LinearAttentionSignature.UsesBeta(Rule);
@@ -35,7 +40,7 @@ public sealed record LinearAttentionNodeCase
     public string Name =>
         $"{LinearAttentionSignature.Name(Rule)}" + (UsesDecay ? $" decay {Decay}" : "") + (UsesBeta ? (BetaPerHead ? " beta per head" : " beta shared") : "") +
         $" B{B} T{T} H{Hq}/{Hkv} dk{Dk} dv{Dv}" + (PastState ? " past" : "") + (Scale != 0 ? $" scale{Scale}" : "") +
-        (Domain.Length == 0 ? " opset27" : "");
+        (Domain.Length == 0 ? " opset27" : "") + (Half ? " fp16" : "");
 
     public override string ToString() => Name;
 
@@ -43,6 +48,7 @@ public sealed record LinearAttentionNodeCase
     {
         QHeads = Hq, KvHeads = Hkv, KeyDim = Dk, ValueDim = Dv, Rule = Rule, Decay = Decay, BetaPerHead = BetaPerHead,
         PastState = PastState, Domain = Domain, Scale = Scale, Batch = SymbolicDims ? null : B, Length = SymbolicDims ? null : T,
+        ElementType = Half ? Engine.Onnx.Proto.TensorProto.Types.DataType.Float16 : Engine.Onnx.Proto.TensorProto.Types.DataType.Float,
     };
 
     public OnnxModel Model() => SampleModels.LinearAttentionNode(Spec);
@@ -52,15 +58,18 @@ public sealed record LinearAttentionNodeCase
         var data = new TestData(AttentionCase.StableSeed(Name));
         var inputs = new Dictionary<string, TensorData>
         {
-            ["query"] = TensorData.Create(data.Normal((long)B * T * Hq * Dk), B, T, Hq * Dk),
-            ["key"] = TensorData.Create(data.UnitRows((long)B * T * Hkv, Dk), B, T, Hkv * Dk),
-            ["value"] = TensorData.Create(data.Normal((long)B * T * Hkv * Dv), B, T, Hkv * Dv),
+            ["query"] = Tensor(data.Normal((long)B * T * Hq * Dk), B, T, Hq * Dk),
+            ["key"] = Tensor(data.UnitRows((long)B * T * Hkv, Dk), B, T, Hkv * Dk),
+            ["value"] = Tensor(data.Normal((long)B * T * Hkv * Dv), B, T, Hkv * Dv),
         };
-        if (PastState) inputs["past_state"] = TensorData.Create(data.Normal((long)B * Hkv * Dk * Dv, 0.5), B, Hkv, Dk, Dv);
-        if (UsesDecay) inputs["decay"] = TensorData.Create(data.LogGates((long)B * T * DecayWidth, GateStrength), B, T, DecayWidth);
-        if (UsesBeta) inputs["beta"] = TensorData.Create(data.Uniform((long)B * T * BetaWidth, 0.05, 1.0), B, T, BetaWidth);
+        if (PastState) inputs["past_state"] = Tensor(data.Normal((long)B * Hkv * Dk * Dv, 0.5), B, Hkv, Dk, Dv);
+        if (UsesDecay) inputs["decay"] = Tensor(data.LogGates((long)B * T * DecayWidth, GateStrength), B, T, DecayWidth);
+        if (UsesBeta) inputs["beta"] = Tensor(data.Uniform((long)B * T * BetaWidth, 0.05, 1.0), B, T, BetaWidth);
         return inputs;
     }
+
+    private TensorData Tensor(float[] values, params long[] shape) =>
+        Half ? TensorData.Create(TestData.ToHalf(values), shape) : TensorData.Create(values, shape);
 
     public LinearAttentionReference.Result Reference(IReadOnlyDictionary<string, TensorData> inputs) =>
         LinearAttentionReference.Run(Rule, B, T, Hq, Hkv, Dk, Dv, Scale != 0 ? Scale : 1.0 / Math.Sqrt(Dk),
@@ -68,5 +77,5 @@ public sealed record LinearAttentionNodeCase
             Values(inputs, "decay"), Decay == DecayForm.PerKey, Values(inputs, "beta"), BetaPerHead);
 
     private static double[]? Values(IReadOnlyDictionary<string, TensorData> inputs, string name) =>
-        inputs.TryGetValue(name, out var t) ? TestData.ToDouble(t.As<float>()) : null;
+        inputs.TryGetValue(name, out var t) ? TestData.ToDouble(OnnxAssert.Floats(t)) : null;
 }

@@ -110,17 +110,18 @@ public sealed class ModelGraphTests
 [TestFixture]
 public sealed class RewriteTests
 {
-    [Test]
-    public void Float16NodesStayWithOnnxRuntime()
+    [TestCase(F.Float16, true)]
+    [TestCase(F.Bfloat16, false)]
+    public void Float16NodesGoToTheEngineOtherTypesStayWithOnnxRuntime(F type, bool toEngine)
     {
         var b = new ModelBuilder(27);
-        b.Input("q", F.Float16, 1, 4, 8);
+        b.Input("q", type, 1, 4, 8);
         b.Node("LinearAttention", ["q", "q", "q"], name: "half", outputNames: ["y", "s"], attributes: [("q_num_heads", 1L), ("kv_num_heads", 1L), ("update_rule", "linear")]);
-        b.Output("y", F.Float16, null);
+        b.Output("y", type, null);
         var plan = HandoverRewriter.Rewrite(b.Build());
-        Assert.That(plan.EngineNodes, Is.Empty);
-        Assert.That(plan.Nodes.Single().ToDomain, Is.EqualTo(HandoverRewriter.MicrosoftDomain));
-        Assert.That(plan.Nodes.Single().Detail, Does.Contain("float16"));
+        Assert.That(plan.EngineNodes.Select(n => n.NodeName), toEngine ? Is.EqualTo(new[] { "half" }) : Is.Empty);
+        Assert.That(plan.Nodes.Single().ToDomain, Is.EqualTo(toEngine ? HandoverRewriter.EngineDomain : HandoverRewriter.MicrosoftDomain));
+        if (!toEngine) Assert.That(plan.Nodes.Single().Detail, Does.Contain("bfloat16"));
     }
 
     [Test]

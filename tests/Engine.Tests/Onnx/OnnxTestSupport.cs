@@ -37,7 +37,7 @@ public static class OnnxAssert
 {
     public static void Close(TensorData actual, double[] expected, string what, double tolerance = Numerics.Fp32Tolerance)
     {
-        var values = actual.As<float>();
+        var values = Floats(actual);
         Assert.That(values, Has.Length.EqualTo(expected.Length), $"{what}: element count");
         double err = Numerics.RelativeRms(values, expected);
         Assert.That(err, Is.LessThanOrEqualTo(tolerance), $"{what}: relative RMS error {err:E2}");
@@ -46,8 +46,12 @@ public static class OnnxAssert
     public static void Close(TensorData actual, TensorData expected, string what, double tolerance = Numerics.Fp32Tolerance)
     {
         Assert.That(actual.Shape, Is.EqualTo(expected.Shape), $"{what}: shape");
-        Close(actual, TestData.ToDouble(expected.As<float>()), what, tolerance);
+        Close(actual, TestData.ToDouble(Floats(expected)), what, tolerance);
     }
+
+    /// <summary>A float or float16 tensor's values as floats.</summary>
+    public static float[] Floats(TensorData t) =>
+        t.ElementType == Engine.Onnx.Proto.TensorProto.Types.DataType.Float16 ? TestData.FromHalf(t.As<Half>()) : t.As<float>();
 
     public static void Shape(TensorData actual, params long[] shape) => Assert.That(actual.Shape, Is.EqualTo(shape));
 }
