@@ -23,6 +23,16 @@ public static class LogGates
                 throw new ArgumentException($"{name}: log gates must be finite and <= 0, got {values[i]} at flat index {i}", name);
     }
 
+    /// <summary>
+    /// Throws for gates a kernel found invalid while it ran: names the first offender, or, when there is none left
+    /// (the tensor changed during the call), says so; never returns.
+    /// </summary>
+    public static void Refuse(ReadOnlySpan<float> values, string name)
+    {
+        Require(values, name);
+        throw new ArgumentException($"{name}: a log gate was not finite and <= 0 while the call ran (was {name} written during the call?)", name);
+    }
+
     /// <summary>All bits set in the lanes that hold a valid log gate (−∞ < x <= 0; NaN is not).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ValidLanes(Vector512<float> x) =>

@@ -76,7 +76,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         fixed (float* pq = q, pk = k, pv = v, pb = beta, pg = g, po = output, ps = state, pi = initialState)
             HeadBlockSweep.Run<Steps, Work>(_scheduler, _scratch, _config.Heads, sequences, pi, ps, chunked ? _c : 0,
                 new Steps(this, new Io(pq, pk, pv, pb, pg, po, &gateFaults)));
-        if (gateFaults != 0) LogGates.Require(g, "g");
+        if (gateFaults != 0) LogGates.Refuse(g, "g");
     }
 
     private readonly struct Steps(DeltaRuleCpu kernel, Io io) : IHeadBlockSteps<Work>

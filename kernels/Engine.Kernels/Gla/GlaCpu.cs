@@ -74,7 +74,7 @@ public sealed unsafe class GlaCpu : IDisposable
         fixed (float* pq = q, pk = k, pv = v, pg = g, po = output, ps = state, pi = initialState)
             HeadBlockSweep.Run<Steps, Work>(_scheduler, _scratch, _config.Heads, sequences, pi, ps, chunked ? _c : 0,
                 new Steps(this, new Io(pq, pk, pv, pg, po, &gateFaults)));
-        if (gateFaults != 0) LogGates.Require(g, "g");
+        if (gateFaults != 0) LogGates.Refuse(g, "g");
     }
 
     private readonly struct Steps(GlaCpu kernel, Io io) : IHeadBlockSteps<Work>
