@@ -25,6 +25,22 @@ public unsafe interface IHeadBlockSteps<TWork> where TWork : struct
 }
 
 /// <summary>
+/// The state slots of a worker's scratch when each head's state [KP × VP] is directly followed by up to C rows of
+/// the chunk ([S; rows], row stride VP): the right operand of an [inter rows | scores] · [S; rows] product.
+/// </summary>
+public readonly unsafe record struct StackedStateSlots(int KeyDimPadded, int ValueDimPadded, int Rows)
+{
+    /// <summary>Floats of one slot, state and rows.</summary>
+    public long Floats => (long)(KeyDimPadded + Rows) * ValueDimPadded;
+
+    /// <summary>Slot j of the slots starting at first.</summary>
+    public float* Slot(float* first, int j) => first + j * Floats;
+
+    /// <summary>The rows that follow the state of a slot.</summary>
+    public float* RowsOf(float* state) => state + (long)KeyDimPadded * ValueDimPadded;
+}
+
+/// <summary>
 /// The work loop of the CPU attention kernels: items of one sequence and a block of adjacent kv heads
 /// (<see cref="HeadBlocks"/>) run by the scheduler. Each head's state [K, V] is loaded padded into the
 /// worker's scratch and stored back after the sequence; the token-by-token form works on the caller's state

@@ -33,6 +33,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     private readonly int _kp, _vp, _c;
     /// <summary>Row stride of XA: [inter rows | scores], the left operand of [S; V_new] (per-key gate).</summary>
     private readonly int _lxa;
+    /// <summary>Each head's state slot holds [S; V_new]: V_new follows the state.</summary>
+    private readonly StackedStateSlots _slots;
     private readonly bool _headGated;
 
     public DeltaRuleCpu(DeltaRuleConfig config, IWorkScheduler scheduler)
@@ -43,6 +45,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         _vp = config.Heads.ValueDimPadded;
         _c = config.ChunkSize;
         _lxa = _kp + _c;
+        _slots = new StackedStateSlots(_kp, _vp, _c);
         _headGated = config.Gate == GateKind.PerHead;
         Carve(null, out long floats);
         _scratch = new WorkerScratch(scheduler.Workers, floats);
@@ -84,11 +87,11 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         public Work Carve(float* scratch) => kernel.Carve(scratch, out _);
 
         /// <summary>Each head's state is directly followed by its V_new: [S; V_new] is the right operand of the per-key output product.</summary>
-        public float* StateSlot(in Work work, int j) => work.S + (long)j * (kernel._kp + kernel._c) * kernel._vp;
+        public float* StateSlot(in Work work, int j) => kernel._slots.Slot(work.S, j);
 
         public void Chunk(in Work work, ChunkUnit unit, float* state)
         {
-            var w = work with { S = state, Vnew = state + (long)kernel._kp * kernel._vp };
+            var w = work with { S = state, Vnew = kernel._slots.RowsOf(state) };
             if (kernel._config.Gate == GateKind.PerKey) kernel.ChunkPerKey(io, unit, w);
             else kernel.Chunk(io, unit, w);
         }
@@ -136,7 +139,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         bool perKey = _config.Gate == GateKind.PerKey;
         var work = new Work
         {
-            S = c.Take(HeadBlocks.MaxPerItem * (kp + cc) * vp),
+            S = c.Take(HeadBlocks.MaxPerItem * _slots.Floats),
             Kc = c.Take(cc * kp),
             KT = c.Take(kp * cc),
             Kd = c.Take(_headGated ? cc * kp : 0),

@@ -29,6 +29,8 @@ public sealed unsafe class GlaCpu : IDisposable
     private readonly int _kp, _vp, _c;
     /// <summary>Row stride of QA: the output of a sub-chunk is one product [Q_inter | A] · [S; V].</summary>
     private readonly int _lqa;
+    /// <summary>Each head's state slot holds [S; V]: the chunk values follow the state.</summary>
+    private readonly StackedStateSlots _slots;
     /// <summary>Constant gate only: per kv head exp(logDecay · m), m = 0..C, made once (Lightning's decays).</summary>
     private readonly float[][]? _constantPowers;
 
@@ -40,6 +42,7 @@ public sealed unsafe class GlaCpu : IDisposable
         _vp = config.Heads.ValueDimPadded;
         _c = config.ChunkSize;
         _lqa = _kp + _c;
+        _slots = new StackedStateSlots(_kp, _vp, _c);
         if (config.ConstantLogDecay is { } logDecay)
             _constantPowers = logDecay.Select(l => Enumerable.Range(0, _c + 1).Select(m => (float)Math.Exp((double)l * m)).ToArray()).ToArray();
         Carve(null, out long floats);
@@ -82,11 +85,11 @@ public sealed unsafe class GlaCpu : IDisposable
         public Work Carve(float* scratch) => kernel.Carve(scratch, out _);
 
         /// <summary>Each head's state is directly followed by its chunk values: [S; V] is the right operand of the output product.</summary>
-        public float* StateSlot(in Work work, int j) => work.S + (long)j * (kernel._kp + kernel._c) * kernel._vp;
+        public float* StateSlot(in Work work, int j) => kernel._slots.Slot(work.S, j);
 
         public void Chunk(in Work work, ChunkUnit unit, float* state)
         {
-            var w = work with { S = state, Vc = state + (long)kernel._kp * kernel._vp };
+            var w = work with { S = state, Vc = kernel._slots.RowsOf(state) };
             if (kernel._config.Gate == GateKind.PerKey) kernel.ChunkPerKey(io, unit, w);
             else kernel.ChunkScalar(io, unit, w);
         }
@@ -129,7 +132,7 @@ public sealed unsafe class GlaCpu : IDisposable
         long kp = _kp, vp = _vp, cc = _c;
         var work = new Work
         {
-            S = c.Take(HeadBlocks.MaxPerItem * (kp + cc) * vp),
+            S = c.Take(HeadBlocks.MaxPerItem * _slots.Floats),
             Oc = c.Take(cc * vp),
             QA = c.Take(cc * (kp + cc)),
             Kc = c.Take(cc * kp),
@@ -145,7 +148,7 @@ public sealed unsafe class GlaCpu : IDisposable
             Acc = c.Take((long)_config.Heads.Group * vp),
         };
         floats = c.Used;
-        return work with { Vc = work.S + kp * vp };
+        return work with { Vc = _slots.RowsOf(work.S) };
     }
 
     /// <summary>
