@@ -6,32 +6,37 @@ namespace Engine.Kernels.Common;
 /// <summary>
 /// Small dense products for the chunk math: C (+)= A · B (or Aᵀ · B) with row-major A, B [kd × n],
 /// C [m × n] and row strides lda, ldb, ldc (in floats). n must be a multiple of 16 (one Vector512);
-/// scratch is padded so it always is. The main tile keeps an 8 × 32 block of C in 16 Vector512
-/// registers and streams one row of B per step: two vector loads and eight broadcasts feed 16 FMAs.
+/// scratch is padded so it always is. Two register tilings, one per SIMD width (<see cref="SimdWidth"/>):
+/// with AVX-512 an 8 × 32 block of C in 16 Vector512 registers (two vector loads and eight broadcasts feed
+/// 16 FMAs); with 256-bit vectors (16 registers) a 6 × 16 block in 12 Vector256 registers (two loads and six
+/// broadcasts feed 12 FMAs), rows left over in 4-row and single-row tiles.
 /// </summary>
 public static unsafe class SimdGemm
 {
     public const int Lanes = 16;
 
     /// <summary>C (+)= A · B, A row-major [m × kd] with row stride lda.</summary>
-    public static void Multiply(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate)
-        => Run(a, lda, 1, b, ldb, c, ldc, m, kd, n, accumulate, causalFrom: -1);
+    public static void Multiply(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate,
+        SimdWidth width = SimdWidth.Native)
+        => Run(a, lda, 1, b, ldb, c, ldc, m, kd, n, accumulate, causalFrom: -1, width);
 
     /// <summary>
     /// C = A · B where row i of A is zero beyond column kd0 + i (a dense block then a lower triangle, as in
-    /// [Q | scores] · [S; V]): each 8-row tile stops at the last column its rows use.
+    /// [Q | scores] · [S; V]): each row tile stops at the last column its rows use.
     /// </summary>
-    public static void MultiplyCausal(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd0, int n)
-        => Run(a, lda, 1, b, ldb, c, ldc, m, kd0 + m, n, accumulate: false, causalFrom: kd0);
+    public static void MultiplyCausal(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd0, int n,
+        SimdWidth width = SimdWidth.Native)
+        => Run(a, lda, 1, b, ldb, c, ldc, m, kd0 + m, n, accumulate: false, causalFrom: kd0, width);
 
     /// <summary>C (+)= Aᵀ · B, A stored row-major [kd × m] with row stride lda (no transposed copy needed).</summary>
-    public static void MultiplyTransposedA(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate)
-        => Run(a, 1, lda, b, ldb, c, ldc, m, kd, n, accumulate, causalFrom: -1);
+    public static void MultiplyTransposedA(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate,
+        SimdWidth width = SimdWidth.Native)
+        => Run(a, 1, lda, b, ldb, c, ldc, m, kd, n, accumulate, causalFrom: -1, width);
 
     /// <summary>Element (i, p) of the left operand is a[i·rowStride + p·kStride].</summary>
-    /// <remarks>causalFrom >= 0: rows [i, i + 8) contract over causalFrom + min(i + 8, m) columns only.</remarks>
+    /// <remarks>causalFrom >= 0: rows [i, i + r) contract over causalFrom + min(i + r, m) columns only.</remarks>
     private static void Run(float* a, nint rowStride, nint kStride, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate,
-        int causalFrom)
+        int causalFrom, SimdWidth width)
     {
         if ((n & (Lanes - 1)) != 0) throw new ArgumentException($"n = {n} must be a multiple of {Lanes}", nameof(n));
         if (m <= 0 || n <= 0) return;
@@ -41,6 +46,14 @@ public static unsafe class SimdGemm
                 for (int i = 0; i < m; i++) new Span<float>(c + (nint)i * ldc, n).Clear();
             return;
         }
+        if (width.Resolve() == SimdWidth.W512) Run512(a, rowStride, kStride, b, ldb, c, ldc, m, kd, n, accumulate, causalFrom);
+        else Run256(a, rowStride, kStride, b, ldb, c, ldc, m, kd, n, accumulate, causalFrom);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Run512(float* a, nint rowStride, nint kStride, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate,
+        int causalFrom)
+    {
         int j = 0;
         for (; j + 32 <= n; j += 32)
         {
@@ -57,6 +70,32 @@ public static unsafe class SimdGemm
                 Tile8x16(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, Depth(i + 8), accumulate);
             for (; i < m; i++)
                 Tile1x16(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, Depth(i + 1), accumulate);
+        }
+
+        int Depth(int rowsEnd) => causalFrom < 0 ? kd : causalFrom + rowsEnd;
+    }
+
+    /// <summary>
+    /// 6-row tiles, then the rows left over: 4-row tiles while they divide them (m mod 6 = 2 or 4), an odd row
+    /// alone, so only odd m ever runs a single-row tile.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Run256(float* a, nint rowStride, nint kStride, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate,
+        int causalFrom)
+    {
+        int even = m & ~1, rem = even % 6;
+        int sixes = rem switch { 0 => even / 6, 4 => (even - 4) / 6, _ => even >= 8 ? (even - 8) / 6 : 0 };
+        int fours = rem switch { 0 => 0, 4 => 1, _ => even >= 8 ? 2 : 0 };
+        int end6 = 6 * sixes, end4 = end6 + 4 * fours;
+        for (int j = 0; j < n; j += 16)
+        {
+            float* bj = b + j;
+            for (int i = 0; i < end6; i += 6)
+                Tile6x16(a + i * rowStride, rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, ldc, Depth(i + 6), accumulate);
+            for (int i = end6; i < end4; i += 4)
+                Tile4x16(a + i * rowStride, rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, ldc, Depth(i + 4), accumulate);
+            for (int i = end4; i < m; i++)
+                Tile1x16x256(a + i * rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, Depth(i + 1), accumulate);
         }
 
         int Depth(int rowsEnd) => causalFrom < 0 ? kd : causalFrom + rowsEnd;
@@ -167,5 +206,98 @@ public static unsafe class SimdGemm
             b += ldb;
         }
         c0.Store(c);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile6x16(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate)
+    {
+        Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+        if (accumulate)
+        {
+            c00 = Vector256.Load(c); c01 = Vector256.Load(c + 8);
+            c10 = Vector256.Load(c + ldc); c11 = Vector256.Load(c + ldc + 8);
+            c20 = Vector256.Load(c + 2 * ldc); c21 = Vector256.Load(c + 2 * ldc + 8);
+            c30 = Vector256.Load(c + 3 * ldc); c31 = Vector256.Load(c + 3 * ldc + 8);
+            c40 = Vector256.Load(c + 4 * ldc); c41 = Vector256.Load(c + 4 * ldc + 8);
+            c50 = Vector256.Load(c + 5 * ldc); c51 = Vector256.Load(c + 5 * ldc + 8);
+        }
+        else
+        {
+            c00 = c01 = c10 = c11 = c20 = c21 = Vector256<float>.Zero;
+            c30 = c31 = c40 = c41 = c50 = c51 = Vector256<float>.Zero;
+        }
+        nint r2 = 2 * rs, r3 = 3 * rs, r4 = 4 * rs, r5 = 5 * rs;
+        for (int p = 0; p < kd; p++, a += ks, b += ldb)
+        {
+            var b0 = Vector256.Load(b);
+            var b1 = Vector256.Load(b + 8);
+            var x = Vector256.Create(a[0]);
+            c00 = Vector256.FusedMultiplyAdd(x, b0, c00); c01 = Vector256.FusedMultiplyAdd(x, b1, c01);
+            x = Vector256.Create(a[rs]);
+            c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11);
+            x = Vector256.Create(a[r2]);
+            c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
+            x = Vector256.Create(a[r3]);
+            c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
+            x = Vector256.Create(a[r4]);
+            c40 = Vector256.FusedMultiplyAdd(x, b0, c40); c41 = Vector256.FusedMultiplyAdd(x, b1, c41);
+            x = Vector256.Create(a[r5]);
+            c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51);
+        }
+        c00.Store(c); c01.Store(c + 8);
+        c10.Store(c + ldc); c11.Store(c + ldc + 8);
+        c20.Store(c + 2 * ldc); c21.Store(c + 2 * ldc + 8);
+        c30.Store(c + 3 * ldc); c31.Store(c + 3 * ldc + 8);
+        c40.Store(c + 4 * ldc); c41.Store(c + 4 * ldc + 8);
+        c50.Store(c + 5 * ldc); c51.Store(c + 5 * ldc + 8);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile4x16(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate)
+    {
+        Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31;
+        if (accumulate)
+        {
+            c00 = Vector256.Load(c); c01 = Vector256.Load(c + 8);
+            c10 = Vector256.Load(c + ldc); c11 = Vector256.Load(c + ldc + 8);
+            c20 = Vector256.Load(c + 2 * ldc); c21 = Vector256.Load(c + 2 * ldc + 8);
+            c30 = Vector256.Load(c + 3 * ldc); c31 = Vector256.Load(c + 3 * ldc + 8);
+        }
+        else
+        {
+            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = Vector256<float>.Zero;
+        }
+        nint r2 = 2 * rs, r3 = 3 * rs;
+        for (int p = 0; p < kd; p++, a += ks, b += ldb)
+        {
+            var b0 = Vector256.Load(b);
+            var b1 = Vector256.Load(b + 8);
+            var x = Vector256.Create(a[0]);
+            c00 = Vector256.FusedMultiplyAdd(x, b0, c00); c01 = Vector256.FusedMultiplyAdd(x, b1, c01);
+            x = Vector256.Create(a[rs]);
+            c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11);
+            x = Vector256.Create(a[r2]);
+            c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
+            x = Vector256.Create(a[r3]);
+            c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
+        }
+        c00.Store(c); c01.Store(c + 8);
+        c10.Store(c + ldc); c11.Store(c + ldc + 8);
+        c20.Store(c + 2 * ldc); c21.Store(c + 2 * ldc + 8);
+        c30.Store(c + 3 * ldc); c31.Store(c + 3 * ldc + 8);
+    }
+
+    private static void Tile1x16x256(float* a, nint ks, float* b, nint ldb, float* c, int kd, bool accumulate)
+    {
+        var c0 = accumulate ? Vector256.Load(c) : Vector256<float>.Zero;
+        var c1 = accumulate ? Vector256.Load(c + 8) : Vector256<float>.Zero;
+        for (int p = 0; p < kd; p++)
+        {
+            var x = Vector256.Create(a[p * ks]);
+            c0 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b), c0);
+            c1 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b + 8), c1);
+            b += ldb;
+        }
+        c0.Store(c); c1.Store(c + 8);
     }
 }

@@ -9,12 +9,28 @@ namespace Engine.Tests.Kernels;
 [TestFixture]
 public sealed unsafe class SimdBuildingBlockTests
 {
+    /// <summary>Both tilings run on any machine (the one the machine lacks emulated), so both are checked everywhere.</summary>
+    private static readonly SimdWidth[] Widths = [SimdWidth.W256, SimdWidth.W512];
+
+    // m covers each way the 256-bit tiling splits rows (6-row, 4-row and single-row tiles).
     [TestCase(1, 1, 16, false)]
+    [TestCase(2, 9, 16, true)]
+    [TestCase(4, 5, 32, false)]
+    [TestCase(5, 3, 16, true)]
     [TestCase(8, 128, 32, false)]
+    [TestCase(10, 16, 64, true)]
     [TestCase(13, 7, 48, true)]
+    [TestCase(14, 33, 16, false)]
+    [TestCase(16, 128, 128, true)]
+    [TestCase(32, 128, 128, false)]
     [TestCase(64, 64, 128, true)]
     [TestCase(3, 0, 16, true)]
     public void ProductsMatchPlainLoops(int m, int kd, int n, bool accumulate)
+    {
+        foreach (var width in Widths) ProductsMatchPlainLoops(m, kd, n, accumulate, width);
+    }
+
+    private static void ProductsMatchPlainLoops(int m, int kd, int n, bool accumulate, SimdWidth width)
     {
         var data = new TestData(m * 1000 + kd * 10 + n);
         var a = data.Normal(m * kd + 1);
@@ -30,22 +46,29 @@ public sealed unsafe class SimdBuildingBlockTests
                 for (int p = 0; p < kd; p++) sum += (double)a[i * kd + p] * b[p * n + j];
                 expected[i * n + j] = sum;
             }
-        var nn = (float[])c0.Clone();
-        var tn = (float[])c0.Clone();
+        var nn = accumulate ? (float[])c0.Clone() : Numerics.NaNs(m * n);
+        var tn = accumulate ? (float[])c0.Clone() : Numerics.NaNs(m * n);
         fixed (float* pa = a, pat = at, pb = b, pnn = nn, ptn = tn)
         {
-            SimdGemm.Multiply(pa, kd, pb, n, pnn, n, m, kd, n, accumulate);
-            SimdGemm.MultiplyTransposedA(pat, m, pb, n, ptn, n, m, kd, n, accumulate);
+            SimdGemm.Multiply(pa, kd, pb, n, pnn, n, m, kd, n, accumulate, width);
+            SimdGemm.MultiplyTransposedA(pat, m, pb, n, ptn, n, m, kd, n, accumulate, width);
         }
-        Assert.That(Numerics.RelativeRms(nn, expected), Is.LessThanOrEqualTo(1e-6));
-        Assert.That(Numerics.RelativeRms(tn, expected), Is.LessThanOrEqualTo(1e-6));
+        Assert.That(Numerics.RelativeRms(nn, expected), Is.LessThanOrEqualTo(1e-6), $"{width}");
+        Assert.That(Numerics.RelativeRms(tn, expected), Is.LessThanOrEqualTo(1e-6), $"{width} transposed");
     }
 
     [TestCase(1, 0, 16)]
     [TestCase(13, 5, 32)]
+    [TestCase(16, 128, 128)]
+    [TestCase(32, 128, 128)]
     [TestCase(64, 128, 128)]
     [TestCase(37, 128, 48)]
     public void CausalProductMatchesTheDenseOne(int m, int kd0, int n)
+    {
+        foreach (var width in Widths) CausalProductMatchesTheDenseOne(m, kd0, n, width);
+    }
+
+    private static void CausalProductMatchesTheDenseOne(int m, int kd0, int n, SimdWidth width)
     {
         // Row i of A is zero beyond column kd0 + i: the causal product must equal the dense one.
         var data = new TestData(m * 100 + kd0 + n);
@@ -58,8 +81,8 @@ public sealed unsafe class SimdBuildingBlockTests
             for (int j = 0; j < n; j++)
                 for (int p = 0; p < kd; p++) expected[i * n + j] += (double)a[i * kd + p] * b[p * n + j];
         var c = Numerics.NaNs(m * n);
-        fixed (float* pa = a, pb = b, pc = c) SimdGemm.MultiplyCausal(pa, kd, pb, n, pc, n, m, kd0, n);
-        Assert.That(Numerics.RelativeRms(c, expected), Is.LessThanOrEqualTo(1e-6));
+        fixed (float* pa = a, pb = b, pc = c) SimdGemm.MultiplyCausal(pa, kd, pb, n, pc, n, m, kd0, n, width);
+        Assert.That(Numerics.RelativeRms(c, expected), Is.LessThanOrEqualTo(1e-6), $"{width}");
     }
 
     [Test]
