@@ -7,6 +7,6 @@ public static class CpuInfo
 {
     public static string SimdDescription =>
         Vector512.IsHardwareAccelerated ? "Vector512 (AVX-512)"
-        : Vector256.IsHardwareAccelerated ? "Vector256 (emulated 512-bit lanes)"
+        : Vector256.IsHardwareAccelerated ? "Vector256 (no AVX-512: 256-bit register tiles)"
         : "scalar fallback (no 256/512-bit SIMD)";
 }

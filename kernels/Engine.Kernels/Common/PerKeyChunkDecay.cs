@@ -203,28 +203,34 @@ public readonly unsafe struct PerKeyChunkDecay
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void DecayDot4(float* kd, float* e, float* x, float* a)
     {
-        int kp = _kp;
-        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
-        for (int c = 0; c < kp; c += 16)
+        if (SimdWidths.Wide) DecayDot4<Lanes512>(kd, e, x, a, _kp);
+        else DecayDot4<Lanes256>(kd, e, x, a, _kp);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void DecayDot4<TV>(float* kd, float* e, float* x, float* a, int kp) where TV : unmanaged, ILanes<TV>
+    {
+        TV s0 = TV.Zero, s1 = TV.Zero, s2 = TV.Zero, s3 = TV.Zero;
+        for (int c = 0; c < kp; c += TV.Count)
         {
-            var ev = Vector512.Load(e + c);
-            var xv = Vector512.Load(x + c);
-            var x0 = Vector512.Load(kd + c) * ev;
-            var x1 = Vector512.Load(kd + kp + c) * ev;
-            var x2 = Vector512.Load(kd + 2 * kp + c) * ev;
-            var x3 = Vector512.Load(kd + 3 * kp + c) * ev;
+            var ev = TV.Load(e + c);
+            var xv = TV.Load(x + c);
+            var x0 = TV.Load(kd + c) * ev;
+            var x1 = TV.Load(kd + kp + c) * ev;
+            var x2 = TV.Load(kd + 2 * kp + c) * ev;
+            var x3 = TV.Load(kd + 3 * kp + c) * ev;
             x0.Store(kd + c);
             x1.Store(kd + kp + c);
             x2.Store(kd + 2 * kp + c);
             x3.Store(kd + 3 * kp + c);
-            s0 = Vector512.FusedMultiplyAdd(xv, x0, s0);
-            s1 = Vector512.FusedMultiplyAdd(xv, x1, s1);
-            s2 = Vector512.FusedMultiplyAdd(xv, x2, s2);
-            s3 = Vector512.FusedMultiplyAdd(xv, x3, s3);
+            s0 = TV.Fma(xv, x0, s0);
+            s1 = TV.Fma(xv, x1, s1);
+            s2 = TV.Fma(xv, x2, s2);
+            s3 = TV.Fma(xv, x3, s3);
         }
-        a[0] = Vector512.Sum(s0);
-        a[1] = Vector512.Sum(s1);
-        a[2] = Vector512.Sum(s2);
-        a[3] = Vector512.Sum(s3);
+        a[0] = TV.Sum(s0);
+        a[1] = TV.Sum(s1);
+        a[2] = TV.Sum(s2);
+        a[3] = TV.Sum(s3);
     }
 }

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
 
 namespace Engine.Kernels.Common;
 
@@ -9,61 +8,94 @@ namespace Engine.Kernels.Common;
 /// one pass, the slice's accumulators in registers. src is the state before the step: S itself, or another
 /// buffer with the same layout (a call's initial state, so it need not be copied first). The decay is per row
 /// (decayStride 1) or one value (decayStride 0). x is read before acc is written, so they may share memory.
+/// Slices are four vectors of the machine's width (<see cref="ILanes{TSelf}"/>), then single vectors.
 /// </summary>
 public static unsafe class RecurrentRows
 {
-    /// <summary>A 64-column slice.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void UpdateAndRead4(float* src, float* s, int ld, int kd, float* x, float* decay, int decayStride, float* k, float* q, float* acc)
-    {
-        var x0 = Vector512.Load(x); var x1 = Vector512.Load(x + 16); var x2 = Vector512.Load(x + 32); var x3 = Vector512.Load(x + 48);
-        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        for (int c = 0; c < kd; c++, s += ld, src += ld)
-        {
-            var dc = Vector512.Create(decay[c * decayStride]);
-            var kc = Vector512.Create(k[c]);
-            var qc = Vector512.Create(q[c]);
-            var s0 = Vector512.FusedMultiplyAdd(kc, x0, dc * Vector512.Load(src));
-            var s1 = Vector512.FusedMultiplyAdd(kc, x1, dc * Vector512.Load(src + 16));
-            var s2 = Vector512.FusedMultiplyAdd(kc, x2, dc * Vector512.Load(src + 32));
-            var s3 = Vector512.FusedMultiplyAdd(kc, x3, dc * Vector512.Load(src + 48));
-            s0.Store(s); s1.Store(s + 16); s2.Store(s + 32); s3.Store(s + 48);
-            a0 = Vector512.FusedMultiplyAdd(qc, s0, a0); a1 = Vector512.FusedMultiplyAdd(qc, s1, a1);
-            a2 = Vector512.FusedMultiplyAdd(qc, s2, a2); a3 = Vector512.FusedMultiplyAdd(qc, s3, a3);
-        }
-        a0.Store(acc); a1.Store(acc + 16); a2.Store(acc + 32); a3.Store(acc + 48);
-    }
-
-    /// <summary>A 16-column slice.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void UpdateAndRead1(float* src, float* s, int ld, int kd, float* x, float* decay, int decayStride, float* k, float* q, float* acc)
-    {
-        var x0 = Vector512.Load(x);
-        var a0 = Vector512<float>.Zero;
-        for (int c = 0; c < kd; c++, s += ld, src += ld)
-        {
-            var s0 = Vector512.FusedMultiplyAdd(Vector512.Create(k[c]), x0, Vector512.Create(decay[c * decayStride]) * Vector512.Load(src));
-            s0.Store(s);
-            a0 = Vector512.FusedMultiplyAdd(Vector512.Create(q[c]), s0, a0);
-        }
-        a0.Store(acc);
-    }
-
-    /// <summary>Runs the step over every column of a padded row (vp a multiple of 16), 64 columns at a time.</summary>
+    /// <summary>Runs the step over every column of a padded row (vp a multiple of 16).</summary>
     public static void UpdateAndRead(float* src, float* s, int vp, int kd, float* x, float* decay, int decayStride, float* k, float* q, float* acc)
     {
-        int d = 0;
-        for (; d + 64 <= vp; d += 64) UpdateAndRead4(src + d, s + d, vp, kd, x + d, decay, decayStride, k, q, acc + d);
-        for (; d < vp; d += 16) UpdateAndRead1(src + d, s + d, vp, kd, x + d, decay, decayStride, k, q, acc + d);
+        if (SimdWidths.Wide) UpdateAndRead<Lanes512>(src, s, vp, kd, x, decay, decayStride, k, q, acc);
+        else UpdateAndRead<Lanes256>(src, s, vp, kd, x, decay, decayStride, k, q, acc);
     }
 
     /// <summary>acc = Σ_c q_c · S_c over every column: further query heads reading a state already updated.</summary>
     public static void Read(float* s, int vp, int kd, float* q, float* acc)
     {
-        for (int d = 0; d < vp; d += 16)
+        if (SimdWidths.Wide) Read<Lanes512>(s, vp, kd, q, acc);
+        else Read<Lanes256>(s, vp, kd, q, acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void UpdateAndRead<TV>(float* src, float* s, int vp, int kd, float* x, float* decay, int decayStride, float* k, float* q, float* acc)
+        where TV : unmanaged, ILanes<TV>
+    {
+        int d = 0, n = TV.Count;
+        for (; d + 4 * n <= vp; d += 4 * n) UpdateAndRead4<TV>(src + d, s + d, vp, kd, x + d, decay, decayStride, k, q, acc + d);
+        for (; d < vp; d += n) UpdateAndRead1<TV>(src + d, s + d, vp, kd, x + d, decay, decayStride, k, q, acc + d);
+    }
+
+    /// <summary>A slice of four vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void UpdateAndRead4<TV>(float* src, float* s, int ld, int kd, float* x, float* decay, int decayStride, float* k, float* q, float* acc)
+        where TV : unmanaged, ILanes<TV>
+    {
+        int n = TV.Count;
+        var x0 = TV.Load(x); var x1 = TV.Load(x + n); var x2 = TV.Load(x + 2 * n); var x3 = TV.Load(x + 3 * n);
+        TV a0 = TV.Zero, a1 = TV.Zero, a2 = TV.Zero, a3 = TV.Zero;
+        for (int c = 0; c < kd; c++, s += ld, src += ld)
         {
-            var sum = Vector512<float>.Zero;
-            for (int c = 0; c < kd; c++) sum = Vector512.FusedMultiplyAdd(Vector512.Create(q[c]), Vector512.Load(s + (long)c * vp + d), sum);
+            var dc = TV.Broadcast(decay[c * decayStride]);
+            var kc = TV.Broadcast(k[c]);
+            var qc = TV.Broadcast(q[c]);
+            var s0 = TV.Fma(kc, x0, dc * TV.Load(src));
+            var s1 = TV.Fma(kc, x1, dc * TV.Load(src + n));
+            var s2 = TV.Fma(kc, x2, dc * TV.Load(src + 2 * n));
+            var s3 = TV.Fma(kc, x3, dc * TV.Load(src + 3 * n));
+            s0.Store(s); s1.Store(s + n); s2.Store(s + 2 * n); s3.Store(s + 3 * n);
+            a0 = TV.Fma(qc, s0, a0); a1 = TV.Fma(qc, s1, a1);
+            a2 = TV.Fma(qc, s2, a2); a3 = TV.Fma(qc, s3, a3);
+        }
+        a0.Store(acc); a1.Store(acc + n); a2.Store(acc + 2 * n); a3.Store(acc + 3 * n);
+    }
+
+    /// <summary>A slice of one vector.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void UpdateAndRead1<TV>(float* src, float* s, int ld, int kd, float* x, float* decay, int decayStride, float* k, float* q, float* acc)
+        where TV : unmanaged, ILanes<TV>
+    {
+        var x0 = TV.Load(x);
+        var a0 = TV.Zero;
+        for (int c = 0; c < kd; c++, s += ld, src += ld)
+        {
+            var s0 = TV.Fma(TV.Broadcast(k[c]), x0, TV.Broadcast(decay[c * decayStride]) * TV.Load(src));
+            s0.Store(s);
+            a0 = TV.Fma(TV.Broadcast(q[c]), s0, a0);
+        }
+        a0.Store(acc);
+    }
+
+    /// <summary>Four vectors of columns at a time: four independent sums rather than one chain per column block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Read<TV>(float* s, int vp, int kd, float* q, float* acc) where TV : unmanaged, ILanes<TV>
+    {
+        int d = 0, n = TV.Count;
+        for (; d + 4 * n <= vp; d += 4 * n)
+        {
+            TV a0 = TV.Zero, a1 = TV.Zero, a2 = TV.Zero, a3 = TV.Zero;
+            float* row = s + d;
+            for (int c = 0; c < kd; c++, row += vp)
+            {
+                var qc = TV.Broadcast(q[c]);
+                a0 = TV.Fma(qc, TV.Load(row), a0); a1 = TV.Fma(qc, TV.Load(row + n), a1);
+                a2 = TV.Fma(qc, TV.Load(row + 2 * n), a2); a3 = TV.Fma(qc, TV.Load(row + 3 * n), a3);
+            }
+            a0.Store(acc + d); a1.Store(acc + d + n); a2.Store(acc + d + 2 * n); a3.Store(acc + d + 3 * n);
+        }
+        for (; d < vp; d += n)
+        {
+            var sum = TV.Zero;
+            for (int c = 0; c < kd; c++) sum = TV.Fma(TV.Broadcast(q[c]), TV.Load(s + (long)c * vp + d), sum);
             sum.Store(acc + d);
         }
     }

@@ -78,11 +78,42 @@ public static unsafe class SimdOps
         for (int r = 0; r < rows; r += 16)
             for (int c = 0; c < cols; c += 16)
             {
-                if (Avx512F.IsSupported) Transpose16(src + (nint)r * ldSrc + c, ldSrc, dst + (nint)c * ldDst + r, ldDst);
+                float* s = src + (nint)r * ldSrc + c, d = dst + (nint)c * ldDst + r;
+                if (Avx512F.IsSupported) Transpose16(s, ldSrc, d, ldDst);
+                else if (Avx.IsSupported)
+                {
+                    Transpose8(s, ldSrc, d, ldDst);
+                    Transpose8(s + 8, ldSrc, d + 8 * (nint)ldDst, ldDst);
+                    Transpose8(s + 8 * (nint)ldSrc, ldSrc, d + 8, ldDst);
+                    Transpose8(s + 8 * (nint)ldSrc + 8, ldSrc, d + 8 * (nint)ldDst + 8, ldDst);
+                }
                 else
                     for (int i = 0; i < 16; i++)
-                        for (int j = 0; j < 16; j++) dst[(nint)(c + j) * ldDst + r + i] = src[(nint)(r + i) * ldSrc + c + j];
+                        for (int j = 0; j < 16; j++) d[(nint)j * ldDst + i] = s[(nint)i * ldSrc + j];
             }
+    }
+
+    /// <summary>One 8 × 8 block in registers (AVX): unpack pairs, shuffle quads, then swap 128-bit lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8(float* s, nint ls, float* d, nint ld)
+    {
+        var r0 = Vector256.Load(s); var r1 = Vector256.Load(s + ls); var r2 = Vector256.Load(s + 2 * ls); var r3 = Vector256.Load(s + 3 * ls);
+        var r4 = Vector256.Load(s + 4 * ls); var r5 = Vector256.Load(s + 5 * ls); var r6 = Vector256.Load(s + 6 * ls); var r7 = Vector256.Load(s + 7 * ls);
+
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+
+        r0 = Avx.Shuffle(t0, t2, 0x44); r1 = Avx.Shuffle(t0, t2, 0xee);
+        r2 = Avx.Shuffle(t1, t3, 0x44); r3 = Avx.Shuffle(t1, t3, 0xee);
+        r4 = Avx.Shuffle(t4, t6, 0x44); r5 = Avx.Shuffle(t4, t6, 0xee);
+        r6 = Avx.Shuffle(t5, t7, 0x44); r7 = Avx.Shuffle(t5, t7, 0xee);
+
+        Avx.Permute2x128(r0, r4, 0x20).Store(d); Avx.Permute2x128(r1, r5, 0x20).Store(d + ld);
+        Avx.Permute2x128(r2, r6, 0x20).Store(d + 2 * ld); Avx.Permute2x128(r3, r7, 0x20).Store(d + 3 * ld);
+        Avx.Permute2x128(r0, r4, 0x31).Store(d + 4 * ld); Avx.Permute2x128(r1, r5, 0x31).Store(d + 5 * ld);
+        Avx.Permute2x128(r2, r6, 0x31).Store(d + 6 * ld); Avx.Permute2x128(r3, r7, 0x31).Store(d + 7 * ld);
     }
 
     /// <summary>One 16 × 16 block in registers: unpack pairs, unpack quads, then swap 128-bit lanes twice.</summary>

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Engine.Kernels.Common;
@@ -18,7 +19,14 @@ public enum SimdWidth
 public static class SimdWidths
 {
     /// <summary>The width the machine runs natively: W512 with AVX-512, else W256.</summary>
-    public static SimdWidth Machine => Vector512.IsHardwareAccelerated ? SimdWidth.W512 : SimdWidth.W256;
+    public static SimdWidth Machine => Wide ? SimdWidth.W512 : SimdWidth.W256;
+
+    /// <summary>Whether the machine has AVX-512: a constant to the JIT, so a branch on it costs nothing.</summary>
+    public static bool Wide
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Vector512.IsHardwareAccelerated;
+    }
 
     /// <summary>Native resolved to the machine's width; the others as they are.</summary>
     public static SimdWidth Resolve(this SimdWidth width) => width == SimdWidth.Native ? Machine : width;

@@ -451,20 +451,12 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             LoadRow(w.Qr + (long)gi * _kp, io.Q + ((long)t * heads.QHeads + h * group + gi) * kd, _config.Scale);
 
         SimdOps.CopyPadded(w.Oc, io.V + kvRow * heads.ValueDim, heads.ValueDim, vp);
-        // 64 columns of S at a time (32 KB at K = 128, in L1): u = β (v − e^g Sᵀk̂) for them, then S = e^g S + k̂ uᵀ
-        // and the first query head's readout in one more pass over the same columns. pred holds u, then the readout.
-        float beta = io.Beta[kvRow];
-        int d0 = 0;
-        for (; d0 + 64 <= vp; d0 += 64)
-        {
-            Predict4(source + d0, vp, kd, predictKey, w.Oc + d0, beta, decayStride == 0 ? decay : 1f, pred + d0);
-            RecurrentRows.UpdateAndRead4(source + d0, w.S + d0, vp, kd, pred + d0, decayRows, decayStride, key, w.Qr, pred + d0);
-        }
-        for (; d0 < vp; d0 += 16)
-        {
-            Predict1(source + d0, vp, kd, predictKey, w.Oc + d0, beta, decayStride == 0 ? decay : 1f, pred + d0);
-            RecurrentRows.UpdateAndRead1(source + d0, w.S + d0, vp, kd, pred + d0, decayRows, decayStride, key, w.Qr, pred + d0);
-        }
+        // Four vectors of columns of S at a time (32 KB at K = 128 with AVX-512, in L1): u = β (v − e^g Sᵀk̂) for them,
+        // then S = e^g S + k̂ uᵀ and the first query head's readout in one more pass over the same columns. pred holds u,
+        // then the readout.
+        float beta = io.Beta[kvRow], predictDecay = decayStride == 0 ? decay : 1f;
+        if (SimdWidths.Wide) StepColumns<Lanes512>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecay, decayRows, decayStride, key, w.Qr, pred);
+        else StepColumns<Lanes256>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecay, decayRows, decayStride, key, w.Qr, pred);
         Buffer.MemoryCopy(pred, w.Oc, (long)vp * sizeof(float), (long)vp * sizeof(float));
         for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, w.Qr + (long)gi * _kp, w.Oc + (long)gi * vp);
         long bytes = (long)heads.ValueDim * sizeof(float);
@@ -472,33 +464,51 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             Buffer.MemoryCopy(w.Oc + (long)gi * vp, io.O + ((long)t * heads.QHeads + h * group + gi) * heads.ValueDim, bytes, bytes);
     }
 
-    /// <summary>u = β (v − e^g Sᵀk̂) for a 64-column slice of S.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Predict4(float* s, int ld, int kd, float* k, float* v, float beta, float decay, float* u)
+    private static void StepColumns<TV>(float* source, float* state, int vp, int kd, float* predictKey, float* v, float beta, float predictDecay,
+        float* decayRows, int decayStride, float* key, float* q, float* pred) where TV : unmanaged, ILanes<TV>
     {
-        Vector512<float> p0 = default, p1 = default, p2 = default, p3 = default;
-        for (int c = 0; c < kd; c++, s += ld)
+        int d0 = 0, n = TV.Count;
+        for (; d0 + 4 * n <= vp; d0 += 4 * n)
         {
-            var kc = Vector512.Create(k[c]);
-            p0 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(s), p0);
-            p1 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(s + 16), p1);
-            p2 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(s + 32), p2);
-            p3 = Vector512.FusedMultiplyAdd(kc, Vector512.Load(s + 48), p3);
+            Predict4<TV>(source + d0, vp, kd, predictKey, v + d0, beta, predictDecay, pred + d0);
+            RecurrentRows.UpdateAndRead4<TV>(source + d0, state + d0, vp, kd, pred + d0, decayRows, decayStride, key, q, pred + d0);
         }
-        var b = Vector512.Create(beta);
-        var e = Vector512.Create(decay);
-        (b * (Vector512.Load(v) - e * p0)).Store(u);
-        (b * (Vector512.Load(v + 16) - e * p1)).Store(u + 16);
-        (b * (Vector512.Load(v + 32) - e * p2)).Store(u + 32);
-        (b * (Vector512.Load(v + 48) - e * p3)).Store(u + 48);
+        for (; d0 < vp; d0 += n)
+        {
+            Predict1<TV>(source + d0, vp, kd, predictKey, v + d0, beta, predictDecay, pred + d0);
+            RecurrentRows.UpdateAndRead1<TV>(source + d0, state + d0, vp, kd, pred + d0, decayRows, decayStride, key, q, pred + d0);
+        }
     }
 
-    /// <summary>u = β (v − e^g Sᵀk̂) for a 16-column slice of S.</summary>
+    /// <summary>u = β (v − e^g Sᵀk̂) for a slice of four vectors of columns of S.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Predict1(float* s, int ld, int kd, float* k, float* v, float beta, float decay, float* u)
+    private static void Predict4<TV>(float* s, int ld, int kd, float* k, float* v, float beta, float decay, float* u) where TV : unmanaged, ILanes<TV>
     {
-        var p = Vector512<float>.Zero;
-        for (int c = 0; c < kd; c++, s += ld) p = Vector512.FusedMultiplyAdd(Vector512.Create(k[c]), Vector512.Load(s), p);
-        (Vector512.Create(beta) * (Vector512.Load(v) - Vector512.Create(decay) * p)).Store(u);
+        int n = TV.Count;
+        TV p0 = TV.Zero, p1 = TV.Zero, p2 = TV.Zero, p3 = TV.Zero;
+        for (int c = 0; c < kd; c++, s += ld)
+        {
+            var kc = TV.Broadcast(k[c]);
+            p0 = TV.Fma(kc, TV.Load(s), p0);
+            p1 = TV.Fma(kc, TV.Load(s + n), p1);
+            p2 = TV.Fma(kc, TV.Load(s + 2 * n), p2);
+            p3 = TV.Fma(kc, TV.Load(s + 3 * n), p3);
+        }
+        var b = TV.Broadcast(beta);
+        var e = TV.Broadcast(decay);
+        (b * (TV.Load(v) - e * p0)).Store(u);
+        (b * (TV.Load(v + n) - e * p1)).Store(u + n);
+        (b * (TV.Load(v + 2 * n) - e * p2)).Store(u + 2 * n);
+        (b * (TV.Load(v + 3 * n) - e * p3)).Store(u + 3 * n);
+    }
+
+    /// <summary>u = β (v − e^g Sᵀk̂) for a slice of one vector of columns of S.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Predict1<TV>(float* s, int ld, int kd, float* k, float* v, float beta, float decay, float* u) where TV : unmanaged, ILanes<TV>
+    {
+        var p = TV.Zero;
+        for (int c = 0; c < kd; c++, s += ld) p = TV.Fma(TV.Broadcast(k[c]), TV.Load(s), p);
+        (TV.Broadcast(beta) * (TV.Load(v) - TV.Broadcast(decay) * p)).Store(u);
     }
 }

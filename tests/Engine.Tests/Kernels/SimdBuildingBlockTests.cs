@@ -120,4 +120,43 @@ public sealed unsafe class SimdBuildingBlockTests
             else Assert.That(Math.Abs(y[i] - e), Is.LessThanOrEqualTo(5e-7 * e), $"exp({x[i]})");
         }
     }
+
+    // vp = 48: single-vector slices only at 512 bits, one four-vector slice and two single ones at 256 bits.
+    [TestCase(128, 128, 1)]
+    [TestCase(7, 48, 0)]
+    [TestCase(33, 80, 1)]
+    public void RecurrentStepMatchesPlainLoopsAtBothWidths(int kd, int vp, int decayStride)
+    {
+        RecurrentStep<Lanes256>(kd, vp, decayStride);
+        RecurrentStep<Lanes512>(kd, vp, decayStride);
+    }
+
+    private static void RecurrentStep<TV>(int kd, int vp, int decayStride) where TV : unmanaged, ILanes<TV>
+    {
+        var data = new TestData(kd * 1000 + vp + decayStride);
+        var src = data.Normal(kd * vp);
+        var x = data.Normal(vp);
+        var decay = data.Uniform(kd, 0.5, 1.0);
+        var k = data.Normal(kd);
+        var q = data.Normal(kd);
+        var s = Numerics.NaNs(kd * vp);
+        var acc = Numerics.NaNs(vp);
+        var read = Numerics.NaNs(vp);
+        var expectedS = new double[kd * vp];
+        var expectedAcc = new double[vp];
+        for (int c = 0; c < kd; c++)
+            for (int j = 0; j < vp; j++)
+            {
+                expectedS[c * vp + j] = (double)decay[c * decayStride] * src[c * vp + j] + (double)k[c] * x[j];
+                expectedAcc[j] += q[c] * expectedS[c * vp + j];
+            }
+        fixed (float* ps = src, px = x, pd = decay, pk = k, pq = q, pst = s, pa = acc, pr = read)
+        {
+            RecurrentRows.UpdateAndRead<TV>(ps, pst, vp, kd, px, pd, decayStride, pk, pq, pa);
+            RecurrentRows.Read<TV>(pst, vp, kd, pq, pr);
+        }
+        Assert.That(Numerics.RelativeRms(s, expectedS), Is.LessThanOrEqualTo(1e-6), $"{typeof(TV).Name} state");
+        Assert.That(Numerics.RelativeRms(acc, expectedAcc), Is.LessThanOrEqualTo(1e-6), $"{typeof(TV).Name} readout");
+        Assert.That(Numerics.RelativeRms(read, expectedAcc), Is.LessThanOrEqualTo(1e-6), $"{typeof(TV).Name} read");
+    }
 }
