@@ -379,67 +379,73 @@ public sealed unsafe class LsslCpu : IDisposable
 
     /// <summary>
     /// dst = x + scale·add + Mᵀᵀ x for a transposed [Np × Np] table mT (row k scales with x[k]); add may be null.
-    /// Output in blocks of 64 (4 vectors) with two accumulator sets for even and odd k, so the FMA chains
+    /// Output in blocks of four vectors with two accumulator sets for even and odd k, so the FMA chains
     /// are short enough to keep both FMA ports busy.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ResidualMatVec(float* mT, float* x, float* add, float scale, float* dst)
     {
-        int n = _n, np = _np;
-        var sv = Vector512.Create(scale);
+        if (SimdWidths.Wide) ResidualMatVec<Lanes512>(mT, x, add, scale, dst, _n, _np);
+        else ResidualMatVec<Lanes256>(mT, x, add, scale, dst, _n, _np);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ResidualMatVec<TV>(float* mT, float* x, float* add, float scale, float* dst, int n, int np) where TV : unmanaged, ILanes<TV>
+    {
+        int w = TV.Count;
+        var sv = TV.Broadcast(scale);
         int i0 = 0;
-        for (; i0 + 64 <= np; i0 += 64)
+        for (; i0 + 4 * w <= np; i0 += 4 * w)
         {
-            var e0 = Vector512.Load(x + i0); var e1 = Vector512.Load(x + i0 + 16);
-            var e2 = Vector512.Load(x + i0 + 32); var e3 = Vector512.Load(x + i0 + 48);
+            var e0 = TV.Load(x + i0); var e1 = TV.Load(x + i0 + w);
+            var e2 = TV.Load(x + i0 + 2 * w); var e3 = TV.Load(x + i0 + 3 * w);
             if (add != null)
             {
-                e0 = Vector512.FusedMultiplyAdd(sv, Vector512.Load(add + i0), e0);
-                e1 = Vector512.FusedMultiplyAdd(sv, Vector512.Load(add + i0 + 16), e1);
-                e2 = Vector512.FusedMultiplyAdd(sv, Vector512.Load(add + i0 + 32), e2);
-                e3 = Vector512.FusedMultiplyAdd(sv, Vector512.Load(add + i0 + 48), e3);
+                e0 = TV.Fma(sv, TV.Load(add + i0), e0);
+                e1 = TV.Fma(sv, TV.Load(add + i0 + w), e1);
+                e2 = TV.Fma(sv, TV.Load(add + i0 + 2 * w), e2);
+                e3 = TV.Fma(sv, TV.Load(add + i0 + 3 * w), e3);
             }
-            Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
+            TV o0 = TV.Zero, o1 = TV.Zero, o2 = TV.Zero, o3 = TV.Zero;
             float* row = mT + i0;
             int k = 0;
             for (; k + 2 <= n; k += 2, row += 2 * np)
             {
-                var xa = Vector512.Create(x[k]);
-                e0 = Vector512.FusedMultiplyAdd(xa, Vector512.Load(row), e0);
-                e1 = Vector512.FusedMultiplyAdd(xa, Vector512.Load(row + 16), e1);
-                e2 = Vector512.FusedMultiplyAdd(xa, Vector512.Load(row + 32), e2);
-                e3 = Vector512.FusedMultiplyAdd(xa, Vector512.Load(row + 48), e3);
-                var xb = Vector512.Create(x[k + 1]);
+                var xa = TV.Broadcast(x[k]);
+                e0 = TV.Fma(xa, TV.Load(row), e0);
+                e1 = TV.Fma(xa, TV.Load(row + w), e1);
+                e2 = TV.Fma(xa, TV.Load(row + 2 * w), e2);
+                e3 = TV.Fma(xa, TV.Load(row + 3 * w), e3);
+                var xb = TV.Broadcast(x[k + 1]);
                 float* rb = row + np;
-                o0 = Vector512.FusedMultiplyAdd(xb, Vector512.Load(rb), o0);
-                o1 = Vector512.FusedMultiplyAdd(xb, Vector512.Load(rb + 16), o1);
-                o2 = Vector512.FusedMultiplyAdd(xb, Vector512.Load(rb + 32), o2);
-                o3 = Vector512.FusedMultiplyAdd(xb, Vector512.Load(rb + 48), o3);
+                o0 = TV.Fma(xb, TV.Load(rb), o0);
+                o1 = TV.Fma(xb, TV.Load(rb + w), o1);
+                o2 = TV.Fma(xb, TV.Load(rb + 2 * w), o2);
+                o3 = TV.Fma(xb, TV.Load(rb + 3 * w), o3);
             }
             if (k < n)
             {
-                var xa = Vector512.Create(x[k]);
-                e0 = Vector512.FusedMultiplyAdd(xa, Vector512.Load(row), e0);
-                e1 = Vector512.FusedMultiplyAdd(xa, Vector512.Load(row + 16), e1);
-                e2 = Vector512.FusedMultiplyAdd(xa, Vector512.Load(row + 32), e2);
-                e3 = Vector512.FusedMultiplyAdd(xa, Vector512.Load(row + 48), e3);
+                var xa = TV.Broadcast(x[k]);
+                e0 = TV.Fma(xa, TV.Load(row), e0);
+                e1 = TV.Fma(xa, TV.Load(row + w), e1);
+                e2 = TV.Fma(xa, TV.Load(row + 2 * w), e2);
+                e3 = TV.Fma(xa, TV.Load(row + 3 * w), e3);
             }
-            (e0 + o0).Store(dst + i0); (e1 + o1).Store(dst + i0 + 16);
-            (e2 + o2).Store(dst + i0 + 32); (e3 + o3).Store(dst + i0 + 48);
+            (e0 + o0).Store(dst + i0); (e1 + o1).Store(dst + i0 + w);
+            (e2 + o2).Store(dst + i0 + 2 * w); (e3 + o3).Store(dst + i0 + 3 * w);
         }
-        for (; i0 < np; i0 += 16)
+        for (; i0 < np; i0 += w)
         {
-            var e = Vector512.Load(x + i0);
-            if (add != null) e = Vector512.FusedMultiplyAdd(sv, Vector512.Load(add + i0), e);
-            var o = Vector512<float>.Zero;
+            var e = TV.Load(x + i0);
+            if (add != null) e = TV.Fma(sv, TV.Load(add + i0), e);
+            var o = TV.Zero;
             float* row = mT + i0;
             int k = 0;
             for (; k + 2 <= n; k += 2, row += 2 * np)
             {
-                e = Vector512.FusedMultiplyAdd(Vector512.Create(x[k]), Vector512.Load(row), e);
-                o = Vector512.FusedMultiplyAdd(Vector512.Create(x[k + 1]), Vector512.Load(row + np), o);
+                e = TV.Fma(TV.Broadcast(x[k]), TV.Load(row), e);
+                o = TV.Fma(TV.Broadcast(x[k + 1]), TV.Load(row + np), o);
             }
-            if (k < n) e = Vector512.FusedMultiplyAdd(Vector512.Create(x[k]), Vector512.Load(row), e);
+            if (k < n) e = TV.Fma(TV.Broadcast(x[k]), TV.Load(row), e);
             (e + o).Store(dst + i0);
         }
     }
