@@ -114,22 +114,12 @@ public sealed class ModelSession : IDisposable
     {
         ArgumentNullException.ThrowIfNull(inputs);
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        var names = new List<string>(inputs.Count);
-        var values = new List<OrtValue>(inputs.Count);
-        var pins = new List<GCHandle>(inputs.Count);
+        using var bound = new BoundTensors(inputs);
         try
         {
-            foreach (var (name, data) in inputs)
-            {
-                var pin = GCHandle.Alloc(data.Values, GCHandleType.Pinned);
-                pins.Add(pin);
-                names.Add(name);
-                values.Add(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, (TensorElementType)data.ElementType,
-                    data.Shape, pin.AddrOfPinnedObject(), data.ElementCount * TensorData.ElementSize(data.ElementType)));
-            }
             var wanted = (outputs ?? OutputNames).ToArray();
             using var runOptions = new RunOptions();
-            using var results = _session.Run(runOptions, names, values, wanted);
+            using var results = _session.Run(runOptions, bound.Names, bound.Values, wanted);
             var map = new Dictionary<string, TensorData>(wanted.Length);
             int i = 0;
             foreach (var result in results) map[wanted[i++]] = ToTensorData(result);
@@ -139,10 +129,36 @@ public sealed class ModelSession : IDisposable
         {
             throw new ModelRunException($"running the model failed: {e.Message}", e);
         }
-        finally
+    }
+
+    /// <summary>
+    /// Runs the model and writes the named outputs into the caller's tensors (of the type and shape the model
+    /// gives), with no copy and no allocation of their size: a decode loop alternates two state tensors, the
+    /// present_state of one step being the past_state of the next. An output may not share its array with an input.
+    /// </summary>
+    public void RunInto(IReadOnlyDictionary<string, TensorData> inputs, IReadOnlyDictionary<string, TensorData> outputs)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        ArgumentNullException.ThrowIfNull(outputs);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        foreach (var (name, data) in outputs)
         {
-            foreach (var v in values) v.Dispose();
-            foreach (var p in pins) p.Free();
+            if (!OutputNames.Contains(name))
+                throw new ArgumentException($"{name}: the model has no such output (outputs: {string.Join(", ", OutputNames)})", nameof(outputs));
+            foreach (var (inputName, input) in inputs)
+                if (ReferenceEquals(input.Values, data.Values))
+                    throw new ArgumentException($"{name}: shares its array with the input {inputName}; give it a tensor of its own", nameof(outputs));
+        }
+        using var boundInputs = new BoundTensors(inputs);
+        using var boundOutputs = new BoundTensors(outputs);
+        try
+        {
+            using var runOptions = new RunOptions();
+            _session.Run(runOptions, boundInputs.Names, boundInputs.Values, boundOutputs.Names, boundOutputs.Values);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ModelRunException($"running the model failed: {e.Message}", e);
         }
     }
 
@@ -169,5 +185,45 @@ public sealed class ModelSession : IDisposable
         var info = value.GetTensorTypeAndShape();
         var type = (Proto.TensorProto.Types.DataType)info.ElementDataType;
         return TensorData.FromBytes(type, info.Shape, value.GetTensorMutableRawData());
+    }
+
+    /// <summary>Named tensors pinned and wrapped as ORT values over their own memory, for the length of one run.</summary>
+    private sealed class BoundTensors : IDisposable
+    {
+        private readonly List<GCHandle> _pins;
+
+        public BoundTensors(IReadOnlyDictionary<string, TensorData> tensors)
+        {
+            Names = new List<string>(tensors.Count);
+            Values = new List<OrtValue>(tensors.Count);
+            _pins = new List<GCHandle>(tensors.Count);
+            try
+            {
+                foreach (var (name, data) in tensors)
+                {
+                    var pin = GCHandle.Alloc(data.Values, GCHandleType.Pinned);
+                    _pins.Add(pin);
+                    Names.Add(name);
+                    Values.Add(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, (TensorElementType)data.ElementType,
+                        data.Shape, pin.AddrOfPinnedObject(), data.ElementCount * TensorData.ElementSize(data.ElementType)));
+                }
+            }
+            catch
+            {
+                Dispose();
+                throw;
+            }
+        }
+
+        public List<string> Names { get; }
+        public List<OrtValue> Values { get; }
+
+        public void Dispose()
+        {
+            foreach (var v in Values) v.Dispose();
+            foreach (var p in _pins) p.Free();
+            Values.Clear();
+            _pins.Clear();
+        }
     }
 }

@@ -116,6 +116,64 @@ public sealed class LinearAttentionHandoverTests
         OnnxAssert.Close(state, reference.State, "state after decoding");
     }
 
+    [TestCase(HandoverBackend.Cpu)]
+    [TestCase(HandoverBackend.None)]
+    public void DecodeIntoCallerTensorsAlternatesTwoStates(HandoverBackend backend)
+    {
+        // 30 tokens of prefill then 10 one-token steps, each step writing its output and present_state into tensors the
+        // caller holds (NaN before the run), the two state tensors swapping roles: equal to the whole prompt at once.
+        var full = new LinearAttentionNodeCase { Rule = UpdateRule.GatedDelta, B = 1, T = 40, Hq = 4, Hkv = 2, PastState = true };
+        var inputs = full.Inputs();
+        var reference = full.Reference(inputs);
+        using var session = OnnxTestHost.Open(full.Model(), backend);
+        Assert.That(session.Handover.EngineNodes.Count(), Is.EqualTo(backend == HandoverBackend.None ? 0 : 1));
+
+        var past = TensorData.Create((float[])inputs["past_state"].As<float>().Clone(), inputs["past_state"].Shape);
+        var present = TensorData.Create(new float[past.ElementCount], past.Shape);
+        var outputs = new List<float>();
+        foreach (var (start, length) in new[] { (0, 30) }.Concat(Enumerable.Range(30, 10).Select(t => (t, 1))))
+        {
+            var step = new Dictionary<string, TensorData>
+            {
+                ["query"] = SliceTokens(inputs["query"], start, length),
+                ["key"] = SliceTokens(inputs["key"], start, length),
+                ["value"] = SliceTokens(inputs["value"], start, length),
+                ["decay"] = SliceTokens(inputs["decay"], start, length),
+                ["beta"] = SliceTokens(inputs["beta"], start, length),
+                ["past_state"] = past,
+            };
+            var output = TensorData.Create(Harness.Numerics.NaNs(length * full.Hq * full.Dv), 1, length, full.Hq * full.Dv);
+            present.As<float>().AsSpan().Fill(float.NaN);
+            session.RunInto(step, new Dictionary<string, TensorData> { ["output"] = output, ["present_state"] = present });
+            outputs.AddRange(output.As<float>());
+            (past, present) = (present, past);
+        }
+        OnnxAssert.Close(TensorData.Create(outputs.ToArray(), 1, 40, full.Hq * full.Dv), reference.Output, "output token by token");
+        OnnxAssert.Close(past, reference.State, "state after decoding");
+    }
+
+    [Test]
+    public void RunIntoRefusesUnknownSharedOrMisshapenOutputsAndTheSessionStaysUsable()
+    {
+        var c = new LinearAttentionNodeCase { Rule = UpdateRule.Gated, B = 1, T = 3, Hq = 2, Hkv = 2, PastState = true };
+        var inputs = c.Inputs();
+        var reference = c.Reference(inputs);
+        using var session = OnnxTestHost.Open(c.Model(), HandoverBackend.Cpu);
+        var state = inputs["past_state"];
+        TensorData Output(long t) => TensorData.Create(Harness.Numerics.NaNs((int)(t * c.Hq * c.Dv)), 1, t, c.Hq * c.Dv);
+
+        var unknown = Assert.Throws<ArgumentException>(() => session.RunInto(inputs, new Dictionary<string, TensorData> { ["out"] = Output(3) }));
+        Assert.That(unknown!.Message, Does.StartWith("out: the model has no such output"));
+        var shared = Assert.Throws<ArgumentException>(() => session.RunInto(inputs, new Dictionary<string, TensorData> { ["present_state"] = state }));
+        Assert.That(shared!.Message, Does.StartWith("present_state: shares its array with the input past_state"));
+        var misshapen = Assert.Throws<ModelRunException>(() => session.RunInto(inputs, new Dictionary<string, TensorData> { ["output"] = Output(2) }));
+        Assert.That(misshapen!.Message, Does.StartWith("running the model failed"));
+
+        var output = Output(3);
+        session.RunInto(inputs, new Dictionary<string, TensorData> { ["output"] = output });
+        OnnxAssert.Close(output, reference.Output, "output after the refused calls");
+    }
+
     /// <summary>Tokens [start, start + length) of a (1, T, W) tensor.</summary>
     private static TensorData SliceTokens(TensorData t, int start, int length)
     {
