@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
 
 namespace Engine.Kernels.Common;
 
@@ -46,48 +45,27 @@ public static class FmaPeak
         return best;
     }
 
-    private static readonly bool Wide = SimdWidths.Machine == SimdWidth.W512;
-    private static int Lanes => Wide ? Vector512<float>.Count : Vector256<float>.Count;
+    private static int Lanes => SimdWidths.Wide ? Lanes512.Count : Lanes256.Count;
 
-    private static float Chain(long iterations) => Wide ? Chain512(iterations) : Chain256(iterations);
-
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static float Chain256(long iterations)
-    {
-        var m = Vector256.Create(0.999999f);
-        var a = Vector256.Create(1e-7f);
-        Vector256<float> c0 = Vector256.Create(1f), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
-        Vector256<float> c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
-        for (long i = 0; i < iterations; i++)
-        {
-            c0 = Vector256.FusedMultiplyAdd(c0, m, a); c1 = Vector256.FusedMultiplyAdd(c1, m, a);
-            c2 = Vector256.FusedMultiplyAdd(c2, m, a); c3 = Vector256.FusedMultiplyAdd(c3, m, a);
-            c4 = Vector256.FusedMultiplyAdd(c4, m, a); c5 = Vector256.FusedMultiplyAdd(c5, m, a);
-            c6 = Vector256.FusedMultiplyAdd(c6, m, a); c7 = Vector256.FusedMultiplyAdd(c7, m, a);
-            c8 = Vector256.FusedMultiplyAdd(c8, m, a); c9 = Vector256.FusedMultiplyAdd(c9, m, a);
-            c10 = Vector256.FusedMultiplyAdd(c10, m, a); c11 = Vector256.FusedMultiplyAdd(c11, m, a);
-        }
-        var sum = ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7)) + ((c8 + c9) + (c10 + c11));
-        return Vector256.Sum(sum);
-    }
+    private static float Chain(long iterations) => SimdWidths.Wide ? Chain<Lanes512>(iterations) : Chain<Lanes256>(iterations);
 
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static float Chain512(long iterations)
+    private static float Chain<TV>(long iterations) where TV : unmanaged, ILanes<TV>
     {
-        var m = Vector512.Create(0.999999f);
-        var a = Vector512.Create(1e-7f);
-        Vector512<float> c0 = Vector512.Create(1f), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
-        Vector512<float> c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+        var m = TV.Broadcast(0.999999f);
+        var a = TV.Broadcast(1e-7f);
+        TV c0 = TV.Broadcast(1f), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+        TV c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
         for (long i = 0; i < iterations; i++)
         {
-            c0 = Vector512.FusedMultiplyAdd(c0, m, a); c1 = Vector512.FusedMultiplyAdd(c1, m, a);
-            c2 = Vector512.FusedMultiplyAdd(c2, m, a); c3 = Vector512.FusedMultiplyAdd(c3, m, a);
-            c4 = Vector512.FusedMultiplyAdd(c4, m, a); c5 = Vector512.FusedMultiplyAdd(c5, m, a);
-            c6 = Vector512.FusedMultiplyAdd(c6, m, a); c7 = Vector512.FusedMultiplyAdd(c7, m, a);
-            c8 = Vector512.FusedMultiplyAdd(c8, m, a); c9 = Vector512.FusedMultiplyAdd(c9, m, a);
-            c10 = Vector512.FusedMultiplyAdd(c10, m, a); c11 = Vector512.FusedMultiplyAdd(c11, m, a);
+            c0 = TV.Fma(c0, m, a); c1 = TV.Fma(c1, m, a);
+            c2 = TV.Fma(c2, m, a); c3 = TV.Fma(c3, m, a);
+            c4 = TV.Fma(c4, m, a); c5 = TV.Fma(c5, m, a);
+            c6 = TV.Fma(c6, m, a); c7 = TV.Fma(c7, m, a);
+            c8 = TV.Fma(c8, m, a); c9 = TV.Fma(c9, m, a);
+            c10 = TV.Fma(c10, m, a); c11 = TV.Fma(c11, m, a);
         }
         var sum = ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7)) + ((c8 + c9) + (c10 + c11));
-        return Vector512.Sum(sum);
+        return TV.Sum(sum);
     }
 }

@@ -100,15 +100,7 @@ public sealed class LinearAttentionHandoverTests
         var state = inputs["past_state"];
         foreach (var (start, length) in new[] { (0, 30) }.Concat(Enumerable.Range(30, 10).Select(t => (t, 1))))
         {
-            var step = new Dictionary<string, TensorData>
-            {
-                ["query"] = SliceTokens(inputs["query"], start, length),
-                ["key"] = SliceTokens(inputs["key"], start, length),
-                ["value"] = SliceTokens(inputs["value"], start, length),
-                ["decay"] = SliceTokens(inputs["decay"], start, length),
-                ["past_state"] = state,
-            };
-            var result = session.Run(step);
+            var result = session.Run(Step(inputs, start, length, state));
             outputs.AddRange(result["output"].As<float>());
             state = result["present_state"];
         }
@@ -133,15 +125,7 @@ public sealed class LinearAttentionHandoverTests
         var outputs = new List<float>();
         foreach (var (start, length) in new[] { (0, 30) }.Concat(Enumerable.Range(30, 10).Select(t => (t, 1))))
         {
-            var step = new Dictionary<string, TensorData>
-            {
-                ["query"] = SliceTokens(inputs["query"], start, length),
-                ["key"] = SliceTokens(inputs["key"], start, length),
-                ["value"] = SliceTokens(inputs["value"], start, length),
-                ["decay"] = SliceTokens(inputs["decay"], start, length),
-                ["beta"] = SliceTokens(inputs["beta"], start, length),
-                ["past_state"] = past,
-            };
+            var step = Step(inputs, start, length, past);
             var output = TensorData.Create(Harness.Numerics.NaNs(length * full.Hq * full.Dv), 1, length, full.Hq * full.Dv);
             present.As<float>().AsSpan().Fill(float.NaN);
             session.RunInto(step, new Dictionary<string, TensorData> { ["output"] = output, ["present_state"] = present });
@@ -172,6 +156,14 @@ public sealed class LinearAttentionHandoverTests
         var output = Output(3);
         session.RunInto(inputs, new Dictionary<string, TensorData> { ["output"] = output });
         OnnxAssert.Close(output, reference.Output, "output after the refused calls");
+    }
+
+    /// <summary>Tokens [start, start + length) of every (1, T, W) input, and the given past_state.</summary>
+    private static Dictionary<string, TensorData> Step(Dictionary<string, TensorData> inputs, int start, int length, TensorData pastState)
+    {
+        var step = inputs.Where(p => p.Key != "past_state").ToDictionary(p => p.Key, p => SliceTokens(p.Value, start, length));
+        step["past_state"] = pastState;
+        return step;
     }
 
     /// <summary>Tokens [start, start + length) of a (1, T, W) tensor.</summary>
