@@ -76,8 +76,8 @@ public static unsafe class SimdGemm
     }
 
     /// <summary>
-    /// 6-row tiles, then the rows left over: 4-row tiles while they divide them (m mod 6 = 2 or 4), an odd row
-    /// alone, so only odd m ever runs a single-row tile.
+    /// 6-row tiles, then the rows left over: one or two 4-row tiles when m mod 6 is 4 or 2 (one 6-row tile fewer
+    /// in the latter), an odd row alone; single-row tiles run only for odd m and for m = 2.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Run256(float* a, nint rowStride, nint kStride, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate,
