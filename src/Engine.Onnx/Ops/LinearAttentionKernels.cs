@@ -191,6 +191,7 @@ internal sealed class LinearAttentionKernel : IEngineKernel
             lease.Kernel.Chunked(gla.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), gates, call.Output.AsSpan<float>(), state.Span, state.Initial);
         else
             lease.Kernel.Recurrent(gla.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), gates, call.Output.AsSpan<float>(), state.Span, state.Initial);
+        state.CheckInitial(call, hq);
     }
 
     private void RunDelta(in LinearAttentionCall call, DeltaRuleOptions options)
@@ -216,6 +217,7 @@ internal sealed class LinearAttentionKernel : IEngineKernel
             lease.Kernel.Chunked(delta.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), betas.Span, Values(call.Decay), call.Output.AsSpan<float>(), state.Span, state.Initial);
         else
             lease.Kernel.Recurrent(delta.Sequences, Values(call.Query), Values(call.Key), Values(call.Value), betas.Span, Values(call.Decay), call.Output.AsSpan<float>(), state.Span, state.Initial);
+        state.CheckInitial(call, hq);
     }
 
     /// <summary>GLA through its facade: another backend, or float16 tensors.</summary>
@@ -332,20 +334,25 @@ internal ref struct CallState
             lease._scratch = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
             lease.Span = lease._scratch.AsSpan(0, n);
         }
-        if (call.PastState is OrtTensorView past)
-        {
-            lease.Initial = past.AsReadOnlySpan<float>();
-            if (!StateCheck.AllFinite(lease.Initial))
-            {
-                lease.Dispose();
-                TensorArgs.RequireFinite(past.AsReadOnlySpan<float>(), "initial_state"); // names the first offender
-            }
-        }
-        else
-        {
-            lease.Span.Clear();
-        }
+        if (call.PastState is OrtTensorView past) lease.Initial = past.AsReadOnlySpan<float>();
+        else lease.Span.Clear();
         return lease;
+    }
+
+    /// <summary>
+    /// After the kernel ran: refuses a past_state that is not finite, naming the first offender. A NaN or infinity
+    /// anywhere in it reaches every query head's output at each sequence's first token (those rows read every
+    /// column of S through multiply-adds, and 0 · ∞ is NaN), so only those B · Hq · dv values are read, not the
+    /// whole state, unless they are not finite or there is no token (then past_state itself).
+    /// </summary>
+    public readonly void CheckInitial(in LinearAttentionCall call, int queryHeads)
+    {
+        if (Initial.IsEmpty) return;
+        var output = call.Output.AsReadOnlySpan<float>();
+        long row = (long)queryHeads * call.Dv, rows = (long)call.T * row;
+        bool finite = call.T > 0;
+        for (int b = 0; finite && b < call.B; b++) finite = StateCheck.AllFinite(output.Slice(checked((int)(b * rows)), (int)row));
+        if (!finite) TensorArgs.RequireFinite(Initial, "initial_state");
     }
 
     public void Dispose()
