@@ -98,7 +98,7 @@ public sealed class LinearAttentionHandoverTests
 
         var outputs = new List<float>();
         var state = inputs["past_state"];
-        foreach (var (start, length) in new[] { (0, 30) }.Concat(Enumerable.Range(30, 10).Select(t => (t, 1))))
+        foreach (var (start, length) in PromptThenSteps)
         {
             var result = session.Run(Step(inputs, start, length, state));
             outputs.AddRange(result["output"].As<float>());
@@ -123,7 +123,7 @@ public sealed class LinearAttentionHandoverTests
         var past = TensorData.Create((float[])inputs["past_state"].As<float>().Clone(), inputs["past_state"].Shape);
         var present = TensorData.Create(new float[past.ElementCount], past.Shape);
         var outputs = new List<float>();
-        foreach (var (start, length) in new[] { (0, 30) }.Concat(Enumerable.Range(30, 10).Select(t => (t, 1))))
+        foreach (var (start, length) in PromptThenSteps)
         {
             var step = Step(inputs, start, length, past);
             var output = TensorData.Create(Harness.Numerics.NaNs(length * full.Hq * full.Dv), 1, length, full.Hq * full.Dv);
@@ -157,6 +157,10 @@ public sealed class LinearAttentionHandoverTests
         session.RunInto(inputs, new Dictionary<string, TensorData> { ["output"] = output });
         OnnxAssert.Close(output, reference.Output, "output after the refused calls");
     }
+
+    /// <summary>The calls of the decode tests over 40 tokens: a prompt of 30 at once, then 10 one-token steps.</summary>
+    private static readonly (int Start, int Length)[] PromptThenSteps =
+        [(0, 30), .. Enumerable.Range(30, 10).Select(t => (t, 1))];
 
     /// <summary>Tokens [start, start + length) of every (1, T, W) input, and the given past_state.</summary>
     private static Dictionary<string, TensorData> Step(Dictionary<string, TensorData> inputs, int start, int length, TensorData pastState)
