@@ -1,4 +1,4 @@
-namespace Engine.Kernels.Common;
+namespace Engine;
 
 /// <summary>How the log-space decay of a gated rule (GLA, Gated DeltaNet) is given.</summary>
 public enum GateKind

@@ -69,6 +69,7 @@ public static unsafe class HeadBlockSweep
         int kd = heads.KeyDim, vd = heads.ValueDim, kp = heads.KeyDimPadded, vp = heads.ValueDimPadded;
         bool chunked = chunkSize > 0, inPlace = !chunked && kp == kd && vp == vd;
         var blocks = new HeadBlocks(sequences.Count, heads.KvHeads, scheduler.Workers);
+        scratch.Reserve(scheduler.Workers);
         scheduler.Run(blocks.Items, (item, worker) =>
         {
             var (n, h0, h1) = blocks[item];

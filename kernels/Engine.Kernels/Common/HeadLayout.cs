@@ -1,4 +1,4 @@
-namespace Engine.Kernels.Common;
+namespace Engine;
 
 /// <summary>
 /// Heads and head dims of a linear-attention op. Query heads come in groups that share one key/value

@@ -33,15 +33,22 @@ public sealed unsafe class NativeScratch : IDisposable
     ~NativeScratch() => Dispose();
 }
 
-/// <summary>One scratch block per worker of a scheduler, all the same size: what a CPU kernel owns.</summary>
-public sealed unsafe class WorkerScratch : IDisposable
+/// <summary>
+/// One scratch block per worker, all the same size: what a CPU kernel owns. Blocks are made for as many workers as
+/// the schedulers a kernel is called with have had (<see cref="Reserve"/>), so one kernel serves any scheduler.
+/// </summary>
+public sealed unsafe class WorkerScratch(long floats) : IDisposable
 {
-    private readonly NativeScratch[] _blocks;
+    private NativeScratch[] _blocks = [];
 
-    public WorkerScratch(int workers, long floats)
+    /// <summary>Makes sure workers [0, <paramref name="workers"/>) have a block. Not thread-safe: call it before the work starts.</summary>
+    public void Reserve(int workers)
     {
-        _blocks = new NativeScratch[workers];
-        for (int w = 0; w < workers; w++) _blocks[w] = new NativeScratch(floats);
+        if (workers <= _blocks.Length) return;
+        var blocks = new NativeScratch[workers];
+        _blocks.CopyTo(blocks, 0);
+        for (int w = _blocks.Length; w < workers; w++) blocks[w] = new NativeScratch(floats);
+        _blocks = blocks;
     }
 
     /// <summary>The start of worker <paramref name="worker"/>'s block.</summary>

@@ -1,4 +1,4 @@
-namespace Engine.Kernels.Common;
+namespace Engine;
 
 /// <summary>
 /// The CPU threading contract. An op splits its work into independent items (for the attention ops:

@@ -20,17 +20,9 @@ public sealed record DeltaRuleConfig
     /// <summary>The epsilon of the in-kernel L2 normalization: x / sqrt(Σ x² + eps).</summary>
     public const float L2NormEpsilon = 1e-6f;
 
+    /// <summary>A validated config (the facade checks the options): kernels trust it.</summary>
     public DeltaRuleConfig(HeadLayout heads, GateKind gate, float scale, int chunkSize, bool qkL2Norm)
     {
-        if (gate is not (GateKind.None or GateKind.PerHead or GateKind.PerKey))
-            throw new ArgumentException($"the delta rule takes no gate, a gate per head or a gate per key dim, got {gate}", nameof(gate));
-        if (heads.KeyDim > MaxKeyDim)
-            throw new ArgumentException($"key head dim K = {heads.KeyDim} is over the delta-rule kernels' limit of {MaxKeyDim}", nameof(heads));
-        if (heads.ValueDim > MaxValueDim)
-            throw new ArgumentException($"value head dim V = {heads.ValueDim} is over the delta-rule kernels' limit of {MaxValueDim}", nameof(heads));
-        if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", nameof(scale));
-        if (Array.IndexOf(ChunkSizes, chunkSize) < 0)
-            throw new ArgumentException($"chunk size must be one of {string.Join(", ", ChunkSizes)}, got {chunkSize}", nameof(chunkSize));
         Heads = heads; Gate = gate; Scale = scale; ChunkSize = chunkSize; QkL2Norm = qkL2Norm;
     }
 

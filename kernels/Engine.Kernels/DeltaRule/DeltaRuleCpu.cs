@@ -28,7 +28,6 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     private const int Block = 16;
 
     private readonly DeltaRuleConfig _config;
-    private readonly IWorkScheduler _scheduler;
     private readonly WorkerScratch _scratch;
     private readonly int _kp, _vp, _c;
     /// <summary>Row stride of XA: [inter rows | scores], the left operand of [S; V_new] (per-key gate).</summary>
@@ -37,10 +36,9 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     private readonly StackedStateSlots _slots;
     private readonly bool _headGated;
 
-    public DeltaRuleCpu(DeltaRuleConfig config, IWorkScheduler scheduler)
+    public DeltaRuleCpu(DeltaRuleConfig config)
     {
         _config = config;
-        _scheduler = scheduler;
         _kp = config.Heads.KeyDimPadded;
         _vp = config.Heads.ValueDimPadded;
         _c = config.ChunkSize;
@@ -48,7 +46,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         _slots = new StackedStateSlots(_kp, _vp, _c);
         _headGated = config.Gate == GateKind.PerHead;
         Carve(null, out long floats);
-        _scratch = new WorkerScratch(scheduler.Workers, floats);
+        _scratch = new WorkerScratch(floats);
     }
 
     public DeltaRuleConfig Config => _config;
@@ -62,22 +60,22 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     /// Chunked prefill. beta [TotalTokens, Hkv], g [TotalTokens, Hkv] or [TotalTokens, Hkv, K] (empty for DeltaNet); state [N, Hkv, K, V], initial on entry,
     /// final on return; or, with initialState (same shape) given, final only: the initial state is read from there.
     /// </summary>
-    public void Chunked(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+    public void Chunked(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default)
-        => Run(sequences, q, k, v, beta, g, output, state, initialState, chunked: true);
+        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, chunked: true);
 
     /// <summary>Token-by-token recurrence (decode). Same contract as <see cref="Chunked"/>.</summary>
-    public void Recurrent(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+    public void Recurrent(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default)
-        => Run(sequences, q, k, v, beta, g, output, state, initialState, chunked: false);
+        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, chunked: false);
 
-    private void Run(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+    private void Run(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, bool chunked)
     {
         initialState = HeadBlockSweep.InitialState(initialState, state);
         int gateFaults = 0;
         fixed (float* pq = q, pk = k, pv = v, pb = beta, pg = g, po = output, ps = state, pi = initialState)
-            HeadBlockSweep.Run<Steps, Work>(_scheduler, _scratch, _config.Heads, sequences, pi, ps, chunked ? _c : 0,
+            HeadBlockSweep.Run<Steps, Work>(scheduler, _scratch, _config.Heads, sequences, pi, ps, chunked ? _c : 0,
                 new Steps(this, new Io(pq, pk, pv, pb, pg, po, &gateFaults)));
         if (gateFaults != 0) LogGates.Refuse(g, "g");
     }

@@ -11,23 +11,9 @@ public sealed record GlaConfig
     /// <summary>Chunk sizes the kernels take: GLA uses 16-64 (default 64); Lightning's blocks go to 256.</summary>
     public static readonly int[] ChunkSizes = [16, 32, 64, 128, 256];
 
+    /// <summary>A validated config (the facade checks the options): kernels trust it.</summary>
     public GlaConfig(HeadLayout heads, GateKind gate, float scale, int chunkSize, float[]? constantLogDecay = null)
     {
-        if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", nameof(scale));
-        if (Array.IndexOf(ChunkSizes, chunkSize) < 0)
-            throw new ArgumentException($"chunk size must be one of {string.Join(", ", ChunkSizes)}, got {chunkSize}", nameof(chunkSize));
-        if (gate == GateKind.Constant)
-        {
-            if (constantLogDecay is null || constantLogDecay.Length != heads.KvHeads)
-                throw new ArgumentException($"a constant gate needs one log decay per key/value head ({heads.KvHeads}), got {constantLogDecay?.Length ?? 0}", nameof(constantLogDecay));
-            for (int h = 0; h < constantLogDecay.Length; h++)
-                if (!(constantLogDecay[h] <= 0f) || float.IsInfinity(constantLogDecay[h]))
-                    throw new ArgumentException($"constant log decay [{h}] must be finite and <= 0, got {constantLogDecay[h]}", nameof(constantLogDecay));
-        }
-        else if (constantLogDecay is not null)
-        {
-            throw new ArgumentException("a constant log decay is only used with GateKind.Constant", nameof(constantLogDecay));
-        }
         Heads = heads; Gate = gate; Scale = scale; ChunkSize = chunkSize; ConstantLogDecay = constantLogDecay;
     }
 

@@ -24,7 +24,6 @@ public sealed unsafe class GlaCpu : IDisposable
     private const int Sub = PerKeyChunkDecay.Sub;
 
     private readonly GlaConfig _config;
-    private readonly IWorkScheduler _scheduler;
     private readonly WorkerScratch _scratch;
     private readonly int _kp, _vp, _c;
     /// <summary>Row stride of QA: the output of a sub-chunk is one product [Q_inter | A] · [S; V].</summary>
@@ -34,10 +33,9 @@ public sealed unsafe class GlaCpu : IDisposable
     /// <summary>Constant gate only: per kv head exp(logDecay · m), m = 0..C, made once (Lightning's decays).</summary>
     private readonly float[][]? _constantPowers;
 
-    public GlaCpu(GlaConfig config, IWorkScheduler scheduler)
+    public GlaCpu(GlaConfig config)
     {
         _config = config;
-        _scheduler = scheduler;
         _kp = config.Heads.KeyDimPadded;
         _vp = config.Heads.ValueDimPadded;
         _c = config.ChunkSize;
@@ -46,7 +44,7 @@ public sealed unsafe class GlaCpu : IDisposable
         if (config.ConstantLogDecay is { } logDecay)
             _constantPowers = logDecay.Select(l => Enumerable.Range(0, _c + 1).Select(m => (float)Math.Exp((double)l * m)).ToArray()).ToArray();
         Carve(null, out long floats);
-        _scratch = new WorkerScratch(scheduler.Workers, floats);
+        _scratch = new WorkerScratch(floats);
     }
 
     public GlaConfig Config => _config;
@@ -60,22 +58,22 @@ public sealed unsafe class GlaCpu : IDisposable
     /// Chunked prefill. state: [N, Hkv, K, V], initial on entry, final on return; or, with initialState (same
     /// shape) given, final only: the initial state is read from there and never copied.
     /// </summary>
-    public void Chunked(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+    public void Chunked(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default)
-        => Run(sequences, q, k, v, g, output, state, initialState, chunked: true);
+        => Run(scheduler, sequences, q, k, v, g, output, state, initialState, chunked: true);
 
     /// <summary>Token-by-token recurrence (decode). Same contract as <see cref="Chunked"/>.</summary>
-    public void Recurrent(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+    public void Recurrent(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default)
-        => Run(sequences, q, k, v, g, output, state, initialState, chunked: false);
+        => Run(scheduler, sequences, q, k, v, g, output, state, initialState, chunked: false);
 
-    private void Run(SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+    private void Run(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, bool chunked)
     {
         initialState = HeadBlockSweep.InitialState(initialState, state);
         int gateFaults = 0;
         fixed (float* pq = q, pk = k, pv = v, pg = g, po = output, ps = state, pi = initialState)
-            HeadBlockSweep.Run<Steps, Work>(_scheduler, _scratch, _config.Heads, sequences, pi, ps, chunked ? _c : 0,
+            HeadBlockSweep.Run<Steps, Work>(scheduler, _scratch, _config.Heads, sequences, pi, ps, chunked ? _c : 0,
                 new Steps(this, new Io(pq, pk, pv, pg, po, &gateFaults)));
         if (gateFaults != 0) LogGates.Refuse(g, "g");
     }

@@ -49,7 +49,8 @@ public sealed unsafe class LsslCpu : IDisposable
         _segmentChunks = Math.Max(1, SegmentSteps / _q);
         _segment = _segmentChunks * _q;
         Carve(null, out long floats);
-        _scratch = new WorkerScratch(scheduler.Workers, floats);
+        _scratch = new WorkerScratch(floats);
+        _scratch.Reserve(scheduler.Workers);
         _fft = new Complex[]?[scheduler.Workers];
     }
 

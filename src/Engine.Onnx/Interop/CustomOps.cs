@@ -165,8 +165,7 @@ internal sealed unsafe class NativeCustomOp : IDisposable
         try
         {
             var handle = (KernelHandle)GCHandle.FromIntPtr(kernel).Target!;
-            using (OrtParallelScheduler.Enter(context))
-                handle.Kernel.Compute(new KernelContext(context));
+            handle.Kernel.Compute(new KernelContext(context));
             return 0;
         }
         catch (Exception e)

@@ -55,11 +55,14 @@ internal readonly unsafe struct OrtTensorView
     public Span<T> AsSpan<T>() where T : unmanaged => new(Data, checked((int)ElementCount));
 
     /// <summary>The same memory seen with other dims of the same element count (e.g. [B, T, H·d] as [B, T, H, d]).</summary>
-    public ReadOnlyTensorSpan<T> AsReadOnlyTensor<T>(params nint[] lengths) where T : unmanaged =>
-        new((T*)Data, checked((nint)ElementCount), lengths, []);
+    public ReadOnlyTensorSpan<T> AsReadOnlyTensor<T>(params nint[] lengths) where T : unmanaged => AsTensor<T>(lengths);
 
-    public TensorSpan<T> AsTensor<T>(params nint[] lengths) where T : unmanaged =>
-        new((T*)Data, checked((nint)ElementCount), lengths, []);
+    public TensorSpan<T> AsTensor<T>(params nint[] lengths) where T : unmanaged => ElementCount == 0
+        ? new((T*)EmptyElement, 1, lengths, new nint[lengths.Length])
+        : new((T*)Data, checked((nint)ElementCount), lengths, []);
+
+    /// <summary>What a zero-size view points at: System.Numerics.Tensors refuses zero-length memory under lengths with a 0 axis.</summary>
+    private static readonly void* EmptyElement = System.Runtime.InteropServices.NativeMemory.AllocZeroed(16);
 }
 
 /// <summary>The inputs and outputs of one kernel call. Valid only inside the compute callback.</summary>

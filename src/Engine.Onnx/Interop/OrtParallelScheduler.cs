@@ -1,52 +1,30 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using Engine.Kernels.Common;
 
 namespace Engine.Onnx.Interop;
 
 /// <summary>
-/// Runs a kernel's work items on ONNX Runtime's intra-op thread pool (KernelContext_ParallelFor), so the
-/// engine's threads never compete with ORT's spinning workers. The kernel context is per call and per
-/// thread: the compute callback enters it (<see cref="Enter"/>) before running the op; outside a
-/// compute callback items run on the calling thread.
+/// Runs a kernel's work items on ONNX Runtime's intra-op thread pool (KernelContext_ParallelFor) for one compute
+/// call, so the engine's threads never compete with ORT's spinning workers. Made per call from the call's kernel
+/// context and handed to the engine through the call's options; valid only while that callback runs.
 /// </summary>
 internal sealed unsafe class OrtParallelScheduler : IWorkScheduler
 {
-    [ThreadStatic] private static nint t_context;
+    private readonly nint _context;
 
-    public OrtParallelScheduler(int workers)
+    public OrtParallelScheduler(nint context, int workers)
     {
         if (workers < 1) throw new ArgumentOutOfRangeException(nameof(workers), workers, "at least one worker");
+        _context = context;
         Workers = workers;
     }
 
     public int Workers { get; }
 
-    /// <summary>Makes <paramref name="context"/> the pool the current thread's work runs on until the scope ends.</summary>
-    public static Scope Enter(nint context)
-    {
-        var previous = t_context;
-        t_context = context;
-        return new Scope(previous, active: true);
-    }
-
-    /// <summary>Runs the current thread's work inline until the scope ends: for calls too small to be worth waking the pool.</summary>
-    public static Scope Inline() => Enter(0);
-
-    /// <summary>Restores the previous context when disposed; the default scope does nothing.</summary>
-    public readonly struct Scope(nint previous, bool active) : IDisposable
-    {
-        public void Dispose()
-        {
-            if (active) t_context = previous;
-        }
-    }
-
     public void Run(int count, Action<int, int> body)
     {
         int workers = Math.Min(Workers, count);
-        nint context = t_context;
-        if (workers <= 1 || context == 0)
+        if (workers <= 1)
         {
             for (int i = 0; i < count; i++) body(i, 0);
             return;
@@ -57,7 +35,7 @@ internal sealed unsafe class OrtParallelScheduler : IWorkScheduler
         var handle = GCHandle.Alloc(job);
         try
         {
-            Ort.Check(Ort.KernelContextParallelFor(context, &RunSlot, (nuint)workers, 0, (void*)GCHandle.ToIntPtr(handle)));
+            Ort.Check(Ort.KernelContextParallelFor(_context, &RunSlot, (nuint)workers, 0, (void*)GCHandle.ToIntPtr(handle)));
         }
         finally
         {

@@ -104,11 +104,7 @@ public sealed class KernelHost : IDisposable
             if (_backends.TryGetValue(backend, out var made)) return made;
             var device = backend switch
             {
-                HandoverBackend.Cpu => EngineDevice.Create(Engine.Backend.Cpu, new EngineDeviceOptions
-                {
-                    CpuThreads = IntraOpThreads,
-                    Scheduler = new OrtParallelScheduler(IntraOpThreads),
-                }),
+                HandoverBackend.Cpu => EngineDevice.Create(Engine.Backend.Cpu, new EngineDeviceOptions { CpuThreads = IntraOpThreads }),
                 HandoverBackend.Gpu => EngineDevice.Create(Engine.Backend.Gpu, new EngineDeviceOptions { Gpu = Options.Gpu }),
                 _ => throw new ArgumentOutOfRangeException(nameof(backend), backend, "no engine kernels for this backend"),
             };

@@ -1,3 +1,5 @@
+using System.Numerics.Tensors;
+
 namespace Engine;
 
 /// <summary>Where an op runs.</summary>
@@ -21,4 +23,19 @@ public enum AttentionMode
 }
 
 /// <summary>An attention op's output [B,T,Hq,V] and final state [N,Hkv,K,V] (fp32).</summary>
-public sealed record AttentionResult<T>(System.Numerics.Tensors.Tensor<T> Output, System.Numerics.Tensors.Tensor<float> FinalState);
+public sealed record AttentionResult<T>(Tensor<T> Output, Tensor<float> FinalState)
+{
+    /// <summary>Uninitialized output and final state for the convenience forms; the call they feed checks every shape.</summary>
+    internal static (Tensor<T> Output, Tensor<float> FinalState) Allocate(Tensor<T> q, Tensor<T> k, Tensor<T> v, int[]? cuSeqlens)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        ArgumentNullException.ThrowIfNull(v);
+        TensorArgs.RequireRank(q.Lengths, "q", 4, "(B, T, Hq, K)");
+        TensorArgs.RequireRank(k.Lengths, "k", 4, "(B, T, Hkv, K)");
+        TensorArgs.RequireRank(v.Lengths, "v", 4, "(B, T, Hkv, V)");
+        nint sequences = cuSeqlens is { Length: > 0 } ? cuSeqlens.Length - 1 : q.Lengths[0];
+        return (Tensor.CreateFromShapeUninitialized<T>([.. q.Lengths[..^1], v.Lengths[^1]]),
+            Tensor.CreateFromShapeUninitialized<float>([sequences, k.Lengths[2], k.Lengths[3], v.Lengths[^1]]));
+    }
+}

@@ -5,10 +5,14 @@ namespace Engine;
 /// <summary>
 /// What every op's session shares: an fp32 state kept on the device between calls, and reading, writing and
 /// clearing it. The op's own session adds Prefill (chunked) and Step (recurrent).
+/// A session carries one state, so it serves one thread at a time: a call made while another is running on it
+/// throws <see cref="InvalidOperationException"/>. Devices may be shared by any number of threads and sessions.
 /// </summary>
 public abstract class StatefulSession : IDisposable
 {
     private readonly string _stateAxes;
+    private int _busy;
+    private bool _disposed;
 
     private protected StatefulSession(EngineDevice device, nint[] stateShape, string stateAxes)
     {
@@ -31,22 +35,44 @@ public abstract class StatefulSession : IDisposable
 
     public void GetState(TensorSpan<float> destination)
     {
+        using var use = Use();
         TensorArgs.RequireShape(destination.Lengths, "state", _stateAxes, StateShape);
         State.Store(TensorArgs.DenseSpan(destination, "state"));
     }
 
     public void SetState(ReadOnlyTensorSpan<float> source)
     {
+        using var use = Use();
         TensorArgs.RequireShape(source.Lengths, "state", _stateAxes, StateShape);
         using var input = FloatInput.From(source);
         TensorArgs.RequireFinite(input.Span, "state");
         State.Load(input.Span);
     }
 
-    public void ResetState() => State.Clear();
+    public void ResetState()
+    {
+        using var use = Use();
+        State.Clear();
+    }
+
+    /// <summary>Marks the session in use for one call: a second thread entering meanwhile is refused, not serialized.</summary>
+    private protected UseScope Use()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (Interlocked.Exchange(ref _busy, 1) != 0)
+            throw new InvalidOperationException($"{GetType().Name} is already running a call on another thread: a session carries one state and serves one thread at a time (use one session per thread; devices may be shared)");
+        return new UseScope(this);
+    }
+
+    private protected readonly struct UseScope(StatefulSession session) : IDisposable
+    {
+        public void Dispose() => Volatile.Write(ref session._busy, 0);
+    }
 
     public void Dispose()
     {
+        if (_disposed) return;
+        _disposed = true;
         State.Dispose();
         GC.SuppressFinalize(this);
     }

@@ -1,11 +1,11 @@
 using System.Numerics.Tensors;
-using Engine.Kernels.Common;
+using ILGPU;
 using Engine.Kernels.DeltaRule;
 
 namespace Engine;
 
 /// <summary>Options of a DeltaNet / Gated DeltaNet call.</summary>
-public sealed record DeltaRuleOptions
+public sealed record DeltaRuleOptions : AttentionOptions
 {
     /// <summary>Query scale; default 1/sqrt(K).</summary>
     public float? Scale { get; init; }
@@ -17,8 +17,6 @@ public sealed record DeltaRuleOptions
     public int ChunkSize { get; init; } = DefaultChunkSize;
 
     public const int DefaultChunkSize = 32;
-
-    public AttentionMode Mode { get; init; } = AttentionMode.Chunked;
 
     /// <summary>L2-normalize every q and k row per head inside the kernel (x / sqrt(Σ x² + 1e-6)).</summary>
     public bool QkL2Norm { get; init; }
@@ -37,46 +35,27 @@ public sealed record DeltaRuleOptions
 /// </summary>
 public static class DeltaRule
 {
-    /// <summary>Runs the delta rule over whole sequences. initialState defaults to zeros; finalState is optional.</summary>
+    /// <summary>
+    /// Runs the delta rule over whole sequences. initialState defaults to zeros and is read where it lies; finalState
+    /// is optional and written in place (it may be the same tensor as initialState).
+    /// </summary>
     public static void Forward<T>(EngineDevice device,
         ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> beta,
         ReadOnlyTensorSpan<T> g, TensorSpan<T> output,
         ReadOnlyTensorSpan<float> initialState = default, TensorSpan<float> finalState = default,
         ReadOnlySpan<int> cuSeqlens = default, DeltaRuleOptions? options = null) where T : unmanaged
     {
-        ArgumentNullException.ThrowIfNull(device);
         options ??= new DeltaRuleOptions();
-        var call = DeltaRuleCall.Describe(q.Lengths, k.Lengths, v.Lengths, beta.Lengths, g.Lengths, output.Lengths, cuSeqlens, options, expected: null);
-        if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", "(N, Hkv, K, V)", call.StateShape);
-        if (finalState.Rank != 0) TensorArgs.RequireShape(finalState.Lengths, "final_state", "(N, Hkv, K, V)", call.StateShape);
-
-        using var state = DeviceState.Create(device, call.StateLength);
-        if (initialState.Rank != 0)
-        {
-            using var init = FloatInput.From(initialState);
-            TensorArgs.RequireFinite(init.Span, "initial_state");
-            state.Load(init.Span);
-        }
-        DeltaRuleCall.Run(device, call, options.Mode, q, k, v, beta, g, output, state);
-        if (finalState.Rank != 0) state.Store(TensorArgs.DenseSpan(finalState, "final_state"));
+        AttentionCall.Forward(device, new AttentionTensors<T>(q, k, v, g, beta, output), cuSeqlens, initialState, finalState,
+            options, takesBeta: true, constantGate: false, (heads, gate) => DeltaRuleOp.Create(heads, gate, options));
     }
 
     /// <summary>Convenience form: allocates and returns the output and the final state.</summary>
     public static AttentionResult<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T> beta, Tensor<T>? g,
         DeltaRuleOptions? options = null, Tensor<float>? initialState = null, int[]? cuSeqlens = null) where T : unmanaged
     {
-        ArgumentNullException.ThrowIfNull(q);
-        ArgumentNullException.ThrowIfNull(k);
-        ArgumentNullException.ThrowIfNull(v);
         ArgumentNullException.ThrowIfNull(beta);
-        options ??= new DeltaRuleOptions();
-        TensorArgs.RequireRank(q.Lengths, "q", 4, "(B, T, Hq, K)");
-        TensorArgs.RequireRank(v.Lengths, "v", 4, "(B, T, Hkv, V)");
-        nint[] outputShape = [.. q.Lengths[..^1], v.Lengths[^1]];
-        var call = DeltaRuleCall.Describe(q.Lengths, k.Lengths, v.Lengths, beta.Lengths, g is null ? default : g.Lengths,
-            outputShape, cuSeqlens, options, expected: null);
-        var output = Tensor.CreateFromShapeUninitialized<T>(outputShape);
-        var finalState = Tensor.CreateFromShapeUninitialized<float>(call.StateShape);
+        var (output, finalState) = AttentionResult<T>.Allocate(q, k, v, cuSeqlens);
         Forward(device, q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(), beta.AsReadOnlyTensorSpan(),
             g is null ? default : g.AsReadOnlyTensorSpan(), output.AsTensorSpan(),
             initialState is null ? default : initialState.AsReadOnlyTensorSpan(), finalState.AsTensorSpan(), cuSeqlens, options);
@@ -84,58 +63,49 @@ public static class DeltaRule
     }
 }
 
-/// <summary>
-/// A DeltaNet / Gated DeltaNet layer with its recurrent state kept on the device: prefill a prompt
-/// (chunked), then decode token by token (recurrent), the state carried between calls.
-/// </summary>
-public sealed class DeltaRuleSession : StatefulSession
+/// <summary>A DeltaNet / Gated DeltaNet layer with its state on the device: <see cref="Prefill"/> (chunked), then <see cref="Step"/> (recurrent).</summary>
+public sealed class DeltaRuleSession : AttentionSession
 {
-    private readonly DeltaRuleOptions _options;
-
     /// <param name="sequences">How many sequences the state holds (the batch, or the packed sequence count).</param>
     /// <param name="gate">None: DeltaNet (no call gives g); PerHead: Gated DeltaNet (every call gives g [B,T,Hkv]);
     /// PerKey: every call gives g [B,T,Hkv,K].</param>
     public DeltaRuleSession(EngineDevice device, int sequences, HeadLayout heads, GateKind gate, DeltaRuleOptions? options = null)
-        : this(device, sequences, DeltaRuleCall.MakeConfig(heads, gate, options ?? new DeltaRuleOptions()), options ?? new DeltaRuleOptions())
+        : base(device, sequences, DeltaRuleOp.Create(heads, gate, options ??= new DeltaRuleOptions()), options)
     {
     }
-
-    /// <summary>The config is made (and checked) before the base allocates the state.</summary>
-    private DeltaRuleSession(EngineDevice device, int sequences, DeltaRuleConfig config, DeltaRuleOptions options)
-        : base(device, [sequences, config.Heads.KvHeads, config.Heads.KeyDim, config.Heads.ValueDim], "(N, Hkv, K, V)")
-    {
-        _options = options;
-        Config = config;
-    }
-
-    public DeltaRuleConfig Config { get; }
 
     /// <summary>Runs a block of tokens in chunked form and carries the state.</summary>
     public void Prefill<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> beta,
         ReadOnlyTensorSpan<T> g, TensorSpan<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
-        => Run(AttentionMode.Chunked, q, k, v, beta, g, output, cuSeqlens);
+        => Run(AttentionMode.Chunked, new AttentionTensors<T>(q, k, v, g, beta, output), cuSeqlens);
+
+    /// <inheritdoc cref="Prefill{T}(ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, TensorSpan{T}, ReadOnlySpan{int})"/>
+    public void Prefill<T>(Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T> beta, Tensor<T>? g, Tensor<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
+        => Prefill(q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(), beta.AsReadOnlyTensorSpan(),
+            g is null ? default : g.AsReadOnlyTensorSpan(), output.AsTensorSpan(), cuSeqlens);
 
     /// <summary>Runs tokens one at a time (usually T = 1) and carries the state.</summary>
     public void Step<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> beta,
         ReadOnlyTensorSpan<T> g, TensorSpan<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
-        => Run(AttentionMode.Recurrent, q, k, v, beta, g, output, cuSeqlens);
+        => Run(AttentionMode.Recurrent, new AttentionTensors<T>(q, k, v, g, beta, output), cuSeqlens);
 
-    private void Run<T>(AttentionMode mode, ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v,
-        ReadOnlyTensorSpan<T> beta, ReadOnlyTensorSpan<T> g, TensorSpan<T> output, ReadOnlySpan<int> cuSeqlens) where T : unmanaged
-    {
-        var call = DeltaRuleCall.Describe(q.Lengths, k.Lengths, v.Lengths, beta.Lengths, g.Lengths, output.Lengths, cuSeqlens, _options, this);
-        DeltaRuleCall.Run(Device, call, mode, q, k, v, beta, g, output, State);
-    }
+    /// <inheritdoc cref="Step{T}(ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, TensorSpan{T}, ReadOnlySpan{int})"/>
+    public void Step<T>(Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T> beta, Tensor<T>? g, Tensor<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
+        => Step(q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(), beta.AsReadOnlyTensorSpan(),
+            g is null ? default : g.AsReadOnlyTensorSpan(), output.AsTensorSpan(), cuSeqlens);
 }
 
-/// <summary>A validated delta-rule call: the config, where the sequences lie, and the state it needs.</summary>
-internal sealed record DeltaRuleCall(DeltaRuleConfig Config, SequenceLayout Sequences)
+/// <summary>The delta rule as an attention op: the config and its three kernels.</summary>
+internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
 {
-    public long StateLength => Sequences.Count * Config.Heads.StatePerSequence;
+    public override string Name => "the delta rule";
+    public override HeadLayout Heads => config.Heads;
+    public override GateKind Gate => config.Gate;
+    public override bool TakesBeta => true;
+    public override object Config => config;
 
-    public nint[] StateShape => [Sequences.Count, Config.Heads.KvHeads, Config.Heads.KeyDim, Config.Heads.ValueDim];
-
-    public static DeltaRuleConfig MakeConfig(HeadLayout heads, GateKind gate, DeltaRuleOptions options)
+    /// <summary>The op for these heads and gate, its options checked (the only place they are).</summary>
+    public static DeltaRuleOp Create(HeadLayout heads, GateKind gate, DeltaRuleOptions options)
     {
         if (gate is not (GateKind.None or GateKind.PerHead or GateKind.PerKey))
             throw new ArgumentException($"gate: the delta rule takes None, PerHead or PerKey, got {gate}", nameof(gate));
@@ -147,54 +117,22 @@ internal sealed record DeltaRuleCall(DeltaRuleConfig Config, SequenceLayout Sequ
         if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", "options");
         if (Array.IndexOf(DeltaRuleConfig.ChunkSizes, options.ChunkSize) < 0)
             throw new ArgumentException($"chunk size must be one of {string.Join(", ", DeltaRuleConfig.ChunkSizes)}, got {options.ChunkSize}", "options");
-        return new DeltaRuleConfig(heads, gate, scale, options.ChunkSize, options.QkL2Norm);
+        return new DeltaRuleOp(new DeltaRuleConfig(heads, gate, scale, options.ChunkSize, options.QkL2Norm));
     }
 
-    /// <summary>Checks every shape against q and, for a session, against the session's config.</summary>
-    public static DeltaRuleCall Describe(ReadOnlySpan<nint> q, ReadOnlySpan<nint> k, ReadOnlySpan<nint> v, ReadOnlySpan<nint> beta,
-        ReadOnlySpan<nint> g, ReadOnlySpan<nint> output, ReadOnlySpan<int> cuSeqlens, DeltaRuleOptions options, DeltaRuleSession? expected)
-    {
-        var shapes = AttentionShapes.Check(q, k, v, output, cuSeqlens);
-        TensorArgs.RequireShape(beta, "beta", "(B, T, Hkv)", shapes.PerHeadShape);
-        var heads = shapes.Heads;
-        var gate = Gla.GateKindOf(g.Length);
-        if (gate == GateKind.PerHead) TensorArgs.RequireShape(g, "g", "(B, T, Hkv)", shapes.PerHeadShape);
-        if (gate == GateKind.PerKey) TensorArgs.RequireShape(g, "g", "(B, T, Hkv, K)", [.. shapes.PerHeadShape, heads.KeyDim]);
+    public override void RunReference(in AttentionBatch b, Span<double> output, Span<double> state) =>
+        DeltaRuleReference.Forward(config, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, output, state);
 
-        DeltaRuleConfig config;
-        if (expected is null)
-        {
-            config = MakeConfig(heads, gate, options);
-        }
-        else
-        {
-            config = expected.Config;
-            if (config.Heads != heads)
-                throw new ArgumentException($"q, k, v: heads and dims (Hq {heads.QHeads}, Hkv {heads.KvHeads}, K {heads.KeyDim}, V {heads.ValueDim}) differ from the session's (Hq {config.Heads.QHeads}, Hkv {config.Heads.KvHeads}, K {config.Heads.KeyDim}, V {config.Heads.ValueDim})", "q");
-            if (config.Gate != gate)
-                throw new ArgumentException($"g: the session was made for gate {config.Gate}, this call gives {gate}", "g");
-            if (shapes.Sequences.Count != expected.Sequences)
-                throw new ArgumentException($"q: the session holds {expected.Sequences} sequences, this call has {shapes.Sequences.Count} ({(cuSeqlens.IsEmpty ? "batch B" : "cu_seqlens")})", cuSeqlens.IsEmpty ? "q" : "cu_seqlens");
-        }
-        return new DeltaRuleCall(config, shapes.Sequences);
+    public override void RunCpu(EngineDevice device, IWorkScheduler scheduler, in AttentionBatch b, Span<float> state, ReadOnlySpan<float> initialState)
+    {
+        using var lease = device.Lease(config, () => new DeltaRuleCpu(config));
+        if (b.Chunked) lease.Kernel.Chunked(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState);
+        else lease.Kernel.Recurrent(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState);
     }
 
-    /// <summary>Converts the inputs to fp32, checks beta and g and runs the backend.</summary>
-    public static void Run<T>(EngineDevice device, DeltaRuleCall call, AttentionMode mode,
-        ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> beta, ReadOnlyTensorSpan<T> g,
-        TensorSpan<T> output, DeviceState state) where T : unmanaged
+    public override void RunGpu(EngineDevice device, in AttentionBatch b, ArrayView<float> state)
     {
-        TensorArgs.RequireElementType<T>();
-        using var bf = FloatInput.From(beta);
-        TensorArgs.RequireFinite(bf.Span, "beta");
-        using var gf = FloatInput.From(g);
-        // Checked before the run (the CPU kernels check again as they load them): a refused call leaves a session's state as it was.
-        if (call.Config.Gate != GateKind.None) LogGates.Require(gf.Span, "g");
-        using var qf = FloatInput.From(q);
-        using var kf = FloatInput.From(k);
-        using var vf = FloatInput.From(v);
-        using var of = new FloatOutput<T>(output, "output");
-        DeltaRuleBackends.Run(device, call, mode, qf.Span, kf.Span, vf.Span, bf.Span, gf.Span, of.Span, state);
-        of.Commit();
+        using var lease = device.Lease(config, () => new DeltaRuleGpu(config, device.Gpu));
+        lease.Kernel.Run(b.Chunked, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state);
     }
 }

@@ -1,11 +1,9 @@
 using System.Numerics.Tensors;
-using Engine.Kernels.Common;
-using Engine.Kernels.Gla;
 
 namespace Engine;
 
 /// <summary>Options of a Lightning attention call.</summary>
-public sealed record LightningOptions
+public sealed record LightningOptions : AttentionOptions
 {
     /// <summary>Decay slope s_h >= 0 per key/value head (λ_h = exp(−s_h)). Default: <see cref="Lightning.Slopes"/> for the head count.</summary>
     public float[]? Slopes { get; init; }
@@ -20,8 +18,6 @@ public sealed record LightningOptions
 
     /// <summary>Tokens per block: 64 (the chunk loop of Lightning Attention-2) or 256 (its parallel variant); 16, 32, 128 also work.</summary>
     public int BlockSize { get; init; } = 64;
-
-    public AttentionMode Mode { get; init; } = AttentionMode.Chunked;
 }
 
 /// <summary>
@@ -61,38 +57,39 @@ public static class Lightning
         return [.. PowerOfTwo(n), .. extra];
     }
 
+    /// <summary>Runs Lightning attention over whole sequences; states as in <see cref="Gla.Forward{T}(EngineDevice, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, TensorSpan{T}, ReadOnlyTensorSpan{float}, TensorSpan{float}, ReadOnlySpan{int}, GlaOptions?)"/>.</summary>
     public static void Forward<T>(EngineDevice device,
         ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, TensorSpan<T> output,
         ReadOnlyTensorSpan<float> initialState = default, TensorSpan<float> finalState = default,
         ReadOnlySpan<int> cuSeqlens = default, LightningOptions? options = null) where T : unmanaged
     {
         options ??= new LightningOptions();
-        var logDecay = LogDecay(k.Lengths, options);
-        Gla.Forward(device, q, k, v, default, output, initialState, finalState, cuSeqlens, GlaOptions(options), logDecay);
+        AttentionCall.Forward(device, new AttentionTensors<T>(q, k, v, default, default, output), cuSeqlens, initialState, finalState,
+            options, takesBeta: false, constantGate: true, (heads, _) => Op(heads, options));
     }
 
     /// <summary>Convenience form: allocates and returns the output and the final state.</summary>
     public static AttentionResult<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v,
         LightningOptions? options = null, Tensor<float>? initialState = null, int[]? cuSeqlens = null) where T : unmanaged
     {
-        ArgumentNullException.ThrowIfNull(k);
-        options ??= new LightningOptions();
-        return Gla.Forward(device, q, k, v, null, GlaOptions(options), initialState, cuSeqlens, LogDecay(k.Lengths, options));
+        var (output, finalState) = AttentionResult<T>.Allocate(q, k, v, cuSeqlens);
+        Forward(device, q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(), output.AsTensorSpan(),
+            initialState is null ? default : initialState.AsReadOnlyTensorSpan(), finalState.AsTensorSpan(), cuSeqlens, options);
+        return new AttentionResult<T>(output, finalState);
     }
 
-    internal static GlaOptions GlaOptions(LightningOptions options) =>
-        new() { Scale = options.Scale, ChunkSize = options.BlockSize, Mode = options.Mode };
+    /// <summary>The GLA op with the constant gate −s_h and the block size as its chunk.</summary>
+    internal static GlaOp Op(HeadLayout heads, LightningOptions options) =>
+        GlaOp.Create(heads, GateKind.Constant, new GlaOptions { Scale = options.Scale, ChunkSize = options.BlockSize }, LogDecay(heads.KvHeads, options));
 
     /// <summary>−s_h per key/value head, from the given slopes or the schedule; checks them.</summary>
-    internal static float[] LogDecay(ReadOnlySpan<nint> k, LightningOptions options)
+    private static float[] LogDecay(int kvHeads, LightningOptions options)
     {
-        TensorArgs.RequireRank(k, "k", 4, "(B, T, Hkv, K)");
-        int hkv = TensorArgs.Dim(k, 2, "k");
         if (options.Slopes is not null && (options.Layer is not null || options.Layers is not null))
             throw new ArgumentException("slopes: give either slopes or layer/layers, not both", "slopes");
-        var slopes = options.Slopes ?? Slopes(hkv, options.Layer, options.Layers);
-        if (slopes.Length != hkv)
-            throw new ArgumentException($"slopes: expected {hkv} slopes (one per key/value head), got {slopes.Length}", "slopes");
+        var slopes = options.Slopes ?? Slopes(kvHeads, options.Layer, options.Layers);
+        if (slopes.Length != kvHeads)
+            throw new ArgumentException($"slopes: expected {kvHeads} slopes (one per key/value head), got {slopes.Length}", "slopes");
         for (int h = 0; h < slopes.Length; h++)
             if (!(slopes[h] >= 0f) || float.IsInfinity(slopes[h]))
                 throw new ArgumentException($"slopes: every slope must be finite and >= 0, got {slopes[h]} at head {h}", "slopes");
@@ -100,20 +97,13 @@ public static class Lightning
     }
 }
 
-/// <summary>A Lightning attention layer with its state on the device: prefill (blocks), then decode (recurrent).</summary>
-public sealed class LightningSession : StatefulSession
+/// <summary>A Lightning attention layer with its state on the device: <see cref="Prefill"/> (blocks), then <see cref="Step"/> (recurrent).</summary>
+public sealed class LightningSession : AttentionSession
 {
-    private readonly GlaOptions _options;
-    private readonly GlaConfig _config;
-
     public LightningSession(EngineDevice device, int sequences, HeadLayout heads, LightningOptions? options = null)
-        : base(device, [sequences, heads.KvHeads, heads.KeyDim, heads.ValueDim], "(N, Hkv, K, V)")
+        : base(device, sequences, Lightning.Op(heads, options ??= new LightningOptions()), options)
     {
-        options ??= new LightningOptions();
-        var logDecay = Lightning.LogDecay([1, 1, heads.KvHeads, heads.KeyDim], options);
-        _options = Lightning.GlaOptions(options);
-        _config = GlaCall.MakeConfig(heads, GateKind.Constant, _options, logDecay);
-        Slopes = logDecay.Select(l => -l).ToArray();
+        Slopes = Array.ConvertAll(((GlaOp)Op).ConstantLogDecay!, l => -l);
     }
 
     /// <summary>The slope of each key/value head.</summary>
@@ -122,17 +112,18 @@ public sealed class LightningSession : StatefulSession
     /// <summary>Runs a block of tokens in blocks and carries the state.</summary>
     public void Prefill<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, TensorSpan<T> output,
         ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
-        => Run(AttentionMode.Chunked, q, k, v, output, cuSeqlens);
+        => Run(AttentionMode.Chunked, new AttentionTensors<T>(q, k, v, default, default, output), cuSeqlens);
+
+    /// <inheritdoc cref="Prefill{T}(ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, TensorSpan{T}, ReadOnlySpan{int})"/>
+    public void Prefill<T>(Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
+        => Prefill(q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(), output.AsTensorSpan(), cuSeqlens);
 
     /// <summary>Runs tokens one at a time (usually T = 1) and carries the state.</summary>
     public void Step<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, TensorSpan<T> output,
         ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
-        => Run(AttentionMode.Recurrent, q, k, v, output, cuSeqlens);
+        => Run(AttentionMode.Recurrent, new AttentionTensors<T>(q, k, v, default, default, output), cuSeqlens);
 
-    private void Run<T>(AttentionMode mode, ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v,
-        TensorSpan<T> output, ReadOnlySpan<int> cuSeqlens) where T : unmanaged
-    {
-        var call = GlaCall.Describe(q.Lengths, k.Lengths, v.Lengths, default, output.Lengths, cuSeqlens, _options, (_config, Sequences), _config.ConstantLogDecay);
-        GlaCall.Run(Device, call, mode, q, k, v, default, output, State);
-    }
+    /// <inheritdoc cref="Step{T}(ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, TensorSpan{T}, ReadOnlySpan{int})"/>
+    public void Step<T>(Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
+        => Step(q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(), output.AsTensorSpan(), cuSeqlens);
 }

@@ -13,6 +13,8 @@ namespace Engine.Tests.Kernels;
 [TestFixture]
 public sealed class GateCheckTests
 {
+    private static readonly IWorkScheduler TwoWorkers = new ThreadPoolScheduler(2);
+
     private const int Tokens = 40;
     private static readonly HeadLayout Heads = new(4, 2, 20, 16);
 
@@ -29,13 +31,13 @@ public sealed class GateCheckTests
     [TestCaseSource(nameof(Cases))]
     public void GlaRefusesAnInvalidGate(GateKind gate, bool chunked, float bad, bool last)
     {
-        using var kernel = new GlaCpu(new GlaConfig(Heads, gate, 0.3f, 16), new ThreadPoolScheduler(2));
+        using var kernel = new GlaCpu(new GlaConfig(Heads, gate, 0.3f, 16));
         var (q, k, v, g, index) = Inputs(gate, bad, last);
         var e = Assert.Throws<ArgumentException>(() =>
         {
             var (output, state) = Outputs();
-            if (chunked) kernel.Chunked(SequenceLayout.Dense(1, Tokens), q, k, v, g, output, state);
-            else kernel.Recurrent(SequenceLayout.Dense(1, Tokens), q, k, v, g, output, state);
+            if (chunked) kernel.Chunked(TwoWorkers, SequenceLayout.Dense(1, Tokens), q, k, v, g, output, state);
+            else kernel.Recurrent(TwoWorkers, SequenceLayout.Dense(1, Tokens), q, k, v, g, output, state);
         })!;
         AssertNames(e, bad, index);
     }
@@ -43,14 +45,14 @@ public sealed class GateCheckTests
     [TestCaseSource(nameof(Cases))]
     public void DeltaRuleRefusesAnInvalidGate(GateKind gate, bool chunked, float bad, bool last)
     {
-        using var kernel = new DeltaRuleCpu(new DeltaRuleConfig(Heads, gate, 0.3f, 16, qkL2Norm: true), new ThreadPoolScheduler(2));
+        using var kernel = new DeltaRuleCpu(new DeltaRuleConfig(Heads, gate, 0.3f, 16, qkL2Norm: true));
         var (q, k, v, g, index) = Inputs(gate, bad, last);
         var beta = new TestData(5).Uniform(Tokens * Heads.KvHeads, 0.1, 0.9);
         var e = Assert.Throws<ArgumentException>(() =>
         {
             var (output, state) = Outputs();
-            if (chunked) kernel.Chunked(SequenceLayout.Dense(1, Tokens), q, k, v, beta, g, output, state);
-            else kernel.Recurrent(SequenceLayout.Dense(1, Tokens), q, k, v, beta, g, output, state);
+            if (chunked) kernel.Chunked(TwoWorkers, SequenceLayout.Dense(1, Tokens), q, k, v, beta, g, output, state);
+            else kernel.Recurrent(TwoWorkers, SequenceLayout.Dense(1, Tokens), q, k, v, beta, g, output, state);
         })!;
         AssertNames(e, bad, index);
     }

@@ -13,6 +13,8 @@ namespace Engine.Tests.Kernels;
 [TestFixture]
 public sealed class InitialStateTests
 {
+    private static readonly IWorkScheduler TwoWorkers = new ThreadPoolScheduler(2);
+
     /// <summary>Three packed sequences, one of them empty: its final state is its initial one.</summary>
     private static readonly int[] CuSeqlens = [0, 5, 5, 40];
 
@@ -29,15 +31,15 @@ public sealed class InitialStateTests
     public void GlaReadsTheInitialStateWhereItLies(int kd, int vd, bool chunked)
     {
         var heads = new HeadLayout(4, 2, kd, vd);
-        using var kernel = new GlaCpu(new GlaConfig(heads, GateKind.PerKey, 0.3f, 16), new ThreadPoolScheduler(2));
+        using var kernel = new GlaCpu(new GlaConfig(heads, GateKind.PerKey, 0.3f, 16));
         var data = new TestData(kd * 100 + vd);
         int t = CuSeqlens[^1];
         var (q, k, v, g) = (data.Normal(t * 4 * kd), data.Normal(t * 2 * kd), data.Normal(t * 2 * vd), data.LogGates(t * 2 * kd, 1));
         var sequences = SequenceLayout.Packed(CuSeqlens, t);
         AssertSameAsInPlace(t * 4 * vd, 3 * 2 * kd * vd, data, (output, state, initial) =>
         {
-            if (chunked) kernel.Chunked(sequences, q, k, v, g, output, state, initial);
-            else kernel.Recurrent(sequences, q, k, v, g, output, state, initial);
+            if (chunked) kernel.Chunked(TwoWorkers, sequences, q, k, v, g, output, state, initial);
+            else kernel.Recurrent(TwoWorkers, sequences, q, k, v, g, output, state, initial);
         });
     }
 
@@ -52,7 +54,7 @@ public sealed class InitialStateTests
     {
         var heads = new HeadLayout(4, 2, kd, vd);
         var config = new DeltaRuleConfig(heads, gate, 0.3f, 16, qkL2Norm: true);
-        using var kernel = new DeltaRuleCpu(config, new ThreadPoolScheduler(2));
+        using var kernel = new DeltaRuleCpu(config);
         var data = new TestData(kd * 100 + vd + 1);
         int t = CuSeqlens[^1];
         var (q, k, v) = (data.Normal(t * 4 * kd), data.Normal(t * 2 * kd), data.Normal(t * 2 * vd));
@@ -60,8 +62,8 @@ public sealed class InitialStateTests
         var sequences = SequenceLayout.Packed(CuSeqlens, t);
         AssertSameAsInPlace(t * 4 * vd, 3 * 2 * kd * vd, data, (output, state, initial) =>
         {
-            if (chunked) kernel.Chunked(sequences, q, k, v, beta, g, output, state, initial);
-            else kernel.Recurrent(sequences, q, k, v, beta, g, output, state, initial);
+            if (chunked) kernel.Chunked(TwoWorkers, sequences, q, k, v, beta, g, output, state, initial);
+            else kernel.Recurrent(TwoWorkers, sequences, q, k, v, beta, g, output, state, initial);
         });
     }
 

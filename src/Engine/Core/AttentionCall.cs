@@ -1,0 +1,246 @@
+using System.Buffers;
+using System.Numerics.Tensors;
+using Engine.Kernels.Common;
+
+namespace Engine;
+
+/// <summary>The tensors of one attention call as the caller gives them; g and beta are default when the op or call has none.</summary>
+internal readonly ref struct AttentionTensors<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v,
+    ReadOnlyTensorSpan<T> g, ReadOnlyTensorSpan<T> beta, TensorSpan<T> output) where T : unmanaged
+{
+    public ReadOnlyTensorSpan<T> Q { get; } = q;
+    public ReadOnlyTensorSpan<T> K { get; } = k;
+    public ReadOnlyTensorSpan<T> V { get; } = v;
+    public ReadOnlyTensorSpan<T> G { get; } = g;
+    public ReadOnlyTensorSpan<T> Beta { get; } = beta;
+    public TensorSpan<T> Output { get; } = output;
+}
+
+/// <summary>
+/// The route of every linear-attention call: shapes checked (once, here), inputs as fp32, values checked, the state
+/// where the backend computes, the op's kernel on the device's backend. The facades (<see cref="Gla"/>,
+/// <see cref="Lightning"/>, <see cref="DeltaRule"/>) and <see cref="AttentionSession"/> are its only callers.
+/// </summary>
+internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind Gate)
+{
+    /// <summary>
+    /// Checks every shape against q: k, v, output and cu_seqlens (<see cref="AttentionShapes"/>), beta when the op reads
+    /// it, and g, whose rank gives the gate form (a constant-gate op takes none).
+    /// </summary>
+    public static AttentionCall Describe<T>(in AttentionTensors<T> t, ReadOnlySpan<int> cuSeqlens, bool takesBeta, bool constantGate)
+        where T : unmanaged
+    {
+        var shapes = AttentionShapes.Check(t.Q.Lengths, t.K.Lengths, t.V.Lengths, t.Output.Lengths, cuSeqlens);
+        if (takesBeta) TensorArgs.RequireShape(t.Beta.Lengths, "beta", "(B, T, Hkv)", shapes.PerHeadShape);
+        GateKind gate;
+        if (constantGate)
+        {
+            if (t.G.Rank != 0) throw new ArgumentException("g: a constant decay takes no gate tensor (its decay comes from the slopes)", "g");
+            gate = GateKind.Constant;
+        }
+        else
+        {
+            gate = GateKindOf(t.G.Rank);
+            if (gate == GateKind.PerHead) TensorArgs.RequireShape(t.G.Lengths, "g", "(B, T, Hkv)", shapes.PerHeadShape);
+            if (gate == GateKind.PerKey) TensorArgs.RequireShape(t.G.Lengths, "g", "(B, T, Hkv, K)", [.. shapes.PerHeadShape, shapes.Heads.KeyDim]);
+        }
+        return new AttentionCall(shapes, gate);
+    }
+
+    /// <summary>The gate form a g tensor of this rank selects: 4 per key dim, 3 per head, 0 (absent) none.</summary>
+    public static GateKind GateKindOf(int gateRank) => gateRank switch
+    {
+        0 => GateKind.None,
+        3 => GateKind.PerHead,
+        4 => GateKind.PerKey,
+        _ => throw new ArgumentException($"g: expected rank 4 (B, T, Hkv, K) for a per-key gate, rank 3 (B, T, Hkv) for a per-head gate, or no tensor; got rank {gateRank}", "g"),
+    };
+
+    /// <summary>
+    /// A whole-sequence call. The op is built from the heads and gate form the tensors give. On the host the kernel
+    /// writes the final state straight into <paramref name="finalState"/> (a pooled buffer when not asked for) and
+    /// reads <paramref name="initialState"/> where it lies; a GPU call moves both through a device state.
+    /// </summary>
+    public static void Forward<T>(EngineDevice device, in AttentionTensors<T> t, ReadOnlySpan<int> cuSeqlens,
+        ReadOnlyTensorSpan<float> initialState, TensorSpan<float> finalState, AttentionOptions options,
+        bool takesBeta, bool constantGate, Func<HeadLayout, GateKind, AttentionOp> build) where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        TensorArgs.RequireElementType<T>();
+        var call = Describe(t, cuSeqlens, takesBeta, constantGate);
+        var op = build(call.Shapes.Heads, call.Gate);
+        nint[] stateShape = call.Shapes.StateShape;
+        if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", "(N, Hkv, K, V)", stateShape);
+        if (finalState.Rank != 0) TensorArgs.RequireShape(finalState.Lengths, "final_state", "(N, Hkv, K, V)", stateShape);
+        int stateLength = checked((int)(call.Shapes.Sequences.Count * op.Heads.StatePerSequence));
+
+        using var inputs = CallInputs.From(op, t);
+        using var output = new FloatOutput<T>(t.Output, "output");
+        var batch = inputs.Batch(options.Mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span);
+        if (device.Backend == Backend.Gpu)
+        {
+            using var state = new GpuState(device.Gpu, stateLength);
+            if (initialState.Rank != 0)
+            {
+                using var init = FloatInput.From(initialState);
+                TensorArgs.RequireFinite(init.Span, "initial_state");
+                state.Load(init.Span);
+            }
+            op.RunGpu(device, batch, state.View);
+            if (finalState.Rank != 0) state.Store(TensorArgs.DenseSpan(finalState, "final_state"));
+        }
+        else
+        {
+            using var final = new StateBuffer(finalState, stateLength);
+            using var init = FloatInput.From(initialState);
+            var initial = init.Span;
+            if (initial.IsEmpty) final.Span.Clear();
+            else if (initial.Overlaps(final.Span, out int offset))
+            {
+                if (offset != 0 || initial.Length != final.Span.Length)
+                    throw new ArgumentException("final_state: overlaps initial_state without being the same memory", "final_state");
+                initial = default; // the same tensor: run in place
+                TensorArgs.RequireFinite(final.Span, "initial_state");
+            }
+            RunOnHost(device, op, options.Scheduler, batch, final.Span, initial);
+            if (!initial.IsEmpty) InitialStateCheck.AfterRun(initial, output.Span, call.Shapes.Sequences, op.Heads);
+        }
+        output.Commit();
+    }
+
+    /// <summary>A session's call: the shapes checked against the session's op and sequence count, the state carried in place.</summary>
+    public static void Run<T>(EngineDevice device, AttentionOp op, int sequences, DeviceState state, AttentionMode mode,
+        in AttentionTensors<T> t, ReadOnlySpan<int> cuSeqlens, IWorkScheduler? scheduler) where T : unmanaged
+    {
+        TensorArgs.RequireElementType<T>();
+        var call = Describe(t, cuSeqlens, op.TakesBeta, op.Gate == GateKind.Constant);
+        var heads = call.Shapes.Heads;
+        if (heads != op.Heads)
+            throw new ArgumentException($"q, k, v: heads and dims (Hq {heads.QHeads}, Hkv {heads.KvHeads}, K {heads.KeyDim}, V {heads.ValueDim}) differ from the session's (Hq {op.Heads.QHeads}, Hkv {op.Heads.KvHeads}, K {op.Heads.KeyDim}, V {op.Heads.ValueDim})", "q");
+        if (call.Gate != op.Gate)
+            throw new ArgumentException($"g: the session was made for gate {op.Gate}, this call gives {call.Gate}", "g");
+        if (call.Shapes.Sequences.Count != sequences)
+            throw new ArgumentException($"q: the session holds {sequences} sequences, this call has {call.Shapes.Sequences.Count} ({(cuSeqlens.IsEmpty ? "batch B" : "cu_seqlens")})", cuSeqlens.IsEmpty ? "q" : "cu_seqlens");
+
+        using var inputs = CallInputs.From(op, t);
+        using var output = new FloatOutput<T>(t.Output, "output");
+        var batch = inputs.Batch(mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span);
+        if (state is GpuState gpu) op.RunGpu(device, batch, gpu.View);
+        else RunOnHost(device, op, scheduler, batch, ((HostState)state).Span, default);
+        output.Commit();
+    }
+
+    /// <summary>The CPU kernel, or the float64 reference with the state and output going through double.</summary>
+    private static void RunOnHost(EngineDevice device, AttentionOp op, IWorkScheduler? scheduler, in AttentionBatch batch,
+        Span<float> state, ReadOnlySpan<float> initialState)
+    {
+        if (device.Backend == Backend.Cpu)
+        {
+            op.RunCpu(device, scheduler ?? device.Scheduler, batch, state, initialState);
+            return;
+        }
+        var s = ArrayPool<double>.Shared.Rent(Math.Max(state.Length, 1));
+        var o = ArrayPool<double>.Shared.Rent(Math.Max(batch.Output.Length, 1));
+        try
+        {
+            var sd = s.AsSpan(0, state.Length);
+            var initial = initialState.IsEmpty ? state : initialState;
+            for (int i = 0; i < sd.Length; i++) sd[i] = initial[i];
+            op.RunReference(batch, o.AsSpan(0, batch.Output.Length), sd);
+            for (int i = 0; i < batch.Output.Length; i++) batch.Output[i] = (float)o[i];
+            for (int i = 0; i < sd.Length; i++) state[i] = (float)sd[i];
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(s);
+            ArrayPool<double>.Shared.Return(o);
+        }
+    }
+}
+
+/// <summary>
+/// A call's inputs as fp32 (the tensors' own memory when they are dense float), with the values a kernel cannot
+/// check cheaply as it runs checked before it does: a refused call leaves a session's state as it was.
+/// </summary>
+internal ref struct CallInputs
+{
+    private FloatInput _q, _k, _v, _g, _beta;
+
+    public static CallInputs From<T>(AttentionOp op, in AttentionTensors<T> t) where T : unmanaged
+    {
+        var inputs = new CallInputs();
+        try
+        {
+            inputs._beta = FloatInput.From(t.Beta);
+            if (op.TakesBeta) TensorArgs.RequireFinite(inputs._beta.Span, "beta");
+            inputs._g = FloatInput.From(t.G);
+            if (op.Gate is GateKind.PerHead or GateKind.PerKey) LogGates.Require(inputs._g.Span, "g");
+            inputs._q = FloatInput.From(t.Q);
+            inputs._k = FloatInput.From(t.K);
+            inputs._v = FloatInput.From(t.V);
+            return inputs;
+        }
+        catch
+        {
+            inputs.Dispose();
+            throw;
+        }
+    }
+
+    public readonly AttentionBatch Batch(bool chunked, SequenceLayout sequences, Span<float> output) =>
+        new(chunked, sequences, _q.Span, _k.Span, _v.Span, _g.Span, _beta.Span, output);
+
+    public void Dispose()
+    {
+        _q.Dispose();
+        _k.Dispose();
+        _v.Dispose();
+        _g.Dispose();
+        _beta.Dispose();
+    }
+}
+
+/// <summary>The final state of a whole-sequence call on the host: the caller's tensor, or a pooled buffer when none is asked for.</summary>
+internal ref struct StateBuffer
+{
+    private float[]? _rented;
+
+    public StateBuffer(TensorSpan<float> finalState, int length)
+    {
+        if (finalState.Rank != 0)
+        {
+            Span = TensorArgs.DenseSpan(finalState, "final_state");
+            return;
+        }
+        _rented = ArrayPool<float>.Shared.Rent(Math.Max(length, 1));
+        Span = _rented.AsSpan(0, length);
+    }
+
+    public Span<float> Span { get; }
+
+    public void Dispose()
+    {
+        if (_rented is not null) ArrayPool<float>.Shared.Return(_rented);
+        _rented = null;
+    }
+}
+
+/// <summary>
+/// The finite check of an initial state the kernel read where it lies, made after the run instead of as a pass over
+/// the state: a NaN or infinity anywhere in a sequence's state reaches every value of its first token's output (each
+/// output reads every entry of its kv head's state through multiply-adds, and 0 · ∞ is NaN). So only those rows are
+/// read; the state itself only when they are not finite (to name the offender) or the sequence has no token.
+/// </summary>
+internal static class InitialStateCheck
+{
+    public static void AfterRun(ReadOnlySpan<float> initialState, ReadOnlySpan<float> output, SequenceLayout sequences, HeadLayout heads)
+    {
+        int row = heads.QHeads * heads.ValueDim;
+        for (int n = 0; n < sequences.Count; n++)
+        {
+            if (sequences.Length(n) > 0 && TensorArgs.AllFinite(output.Slice(checked(sequences.Start(n) * row), row))) continue;
+            TensorArgs.RequireFinite(initialState, "initial_state");
+            return;
+        }
+    }
+}

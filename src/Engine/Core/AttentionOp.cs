@@ -1,0 +1,63 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Engine.Kernels.Common;
+
+namespace Engine;
+
+/// <summary>Options every linear-attention op takes.</summary>
+public abstract record AttentionOptions
+{
+    /// <summary>Chunked (prefill) or recurrent (decode) form; the facades' <c>Forward</c> reads it, sessions choose per call.</summary>
+    public AttentionMode Mode { get; init; } = AttentionMode.Chunked;
+
+    /// <summary>
+    /// Runs this call's CPU work items; default the device's scheduler. A host hands its own pool per call here
+    /// (inside ONNX Runtime: ORT's intra-op pool of the node's call).
+    /// </summary>
+    public IWorkScheduler? Scheduler { get; init; }
+}
+
+/// <summary>
+/// One linear-attention op as the facade, the sessions and the dispatch see it: the head layout and gate form it
+/// was built for, whether it reads beta, and its three kernels. GLA, Lightning and the delta rule are short
+/// bindings of this class; everything else (checks, conversion, state, dispatch) is written once in
+/// <see cref="AttentionCall"/>.
+/// </summary>
+internal abstract class AttentionOp
+{
+    /// <summary>The op's name in messages, e.g. "the delta rule".</summary>
+    public abstract string Name { get; }
+
+    public abstract HeadLayout Heads { get; }
+
+    public abstract GateKind Gate { get; }
+
+    /// <summary>Reads beta [B, T, Hkv] (the delta rule).</summary>
+    public abstract bool TakesBeta { get; }
+
+    /// <summary>The kernel config: value equality, so it keys the device's kernel pools.</summary>
+    public abstract object Config { get; }
+
+    /// <summary>The float64 oracle: state [N, Hkv, K, V] initial on entry, final on return.</summary>
+    public abstract void RunReference(in AttentionBatch batch, Span<double> output, Span<double> state);
+
+    /// <summary>The CPU kernel: state final on return, read from initialState when that is not empty.</summary>
+    public abstract void RunCpu(EngineDevice device, IWorkScheduler scheduler, in AttentionBatch batch, Span<float> state, ReadOnlySpan<float> initialState);
+
+    /// <summary>The GPU kernels: state in device memory, initial on entry, final on return.</summary>
+    public abstract void RunGpu(EngineDevice device, in AttentionBatch batch, ArrayView<float> state);
+}
+
+/// <summary>The fp32 tensors of one validated call, flat: q, k [tokens, H, K], v [tokens, Hkv, V], g, beta (empty when absent), output.</summary>
+internal readonly ref struct AttentionBatch(bool chunked, SequenceLayout sequences,
+    ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> g, ReadOnlySpan<float> beta, Span<float> output)
+{
+    public bool Chunked { get; } = chunked;
+    public SequenceLayout Sequences { get; } = sequences;
+    public ReadOnlySpan<float> Q { get; } = q;
+    public ReadOnlySpan<float> K { get; } = k;
+    public ReadOnlySpan<float> V { get; } = v;
+    public ReadOnlySpan<float> G { get; } = g;
+    public ReadOnlySpan<float> Beta { get; } = beta;
+    public Span<float> Output { get; } = output;
+}

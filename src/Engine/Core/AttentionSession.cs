@@ -1,0 +1,34 @@
+using System.Numerics.Tensors;
+
+namespace Engine;
+
+/// <summary>
+/// A linear-attention layer with its recurrent state kept on the device: prefill a prompt (chunked), then decode
+/// token by token (recurrent), the state [N, Hkv, K, V] carried between calls. The op's session
+/// (<see cref="GlaSession"/>, <see cref="LightningSession"/>, <see cref="DeltaRuleSession"/>) names its tensors.
+/// </summary>
+public abstract class AttentionSession : StatefulSession
+{
+    private readonly IWorkScheduler? _scheduler;
+
+    private protected AttentionSession(EngineDevice device, int sequences, AttentionOp op, AttentionOptions options)
+        : base(device, [sequences, op.Heads.KvHeads, op.Heads.KeyDim, op.Heads.ValueDim], "(N, Hkv, K, V)")
+    {
+        Op = op;
+        _scheduler = options.Scheduler;
+    }
+
+    /// <summary>Heads and head dims the session was made for.</summary>
+    public HeadLayout Heads => Op.Heads;
+
+    /// <summary>The gate form every call gives.</summary>
+    public GateKind Gate => Op.Gate;
+
+    private protected AttentionOp Op { get; }
+
+    private protected void Run<T>(AttentionMode mode, in AttentionTensors<T> tensors, ReadOnlySpan<int> cuSeqlens) where T : unmanaged
+    {
+        using var use = Use();
+        AttentionCall.Run(Device, Op, Sequences, State, mode, tensors, cuSeqlens, _scheduler);
+    }
+}
