@@ -3,6 +3,7 @@ using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Jobs;
 using Engine.Onnx;
 using Engine.Onnx.Ops;
+using Engine.Workloads;
 
 namespace Engine.Benchmarks;
 

@@ -1,5 +1,6 @@
 using Engine.Onnx;
 using Engine.Onnx.Ops;
+using Engine.Workloads;
 
 namespace Engine.Tests.Onnx;
 

@@ -1,6 +1,7 @@
 using Engine.Onnx;
 using Engine.Onnx.Ops;
 using Engine.Tests.Harness;
+using Engine.Workloads;
 using NUnit.Framework;
 using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
 

@@ -2,6 +2,7 @@ using System.Numerics.Tensors;
 using Engine.Kernels.Lssl;
 using Engine.Onnx;
 using Engine.Tests.Harness;
+using Engine.Workloads;
 using NUnit.Framework;
 using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
 

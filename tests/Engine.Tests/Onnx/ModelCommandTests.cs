@@ -3,6 +3,7 @@ using Engine.Onnx;
 using Engine.Onnx.Ops;
 using NUnit.Framework;
 using Engine.Tests.Cli;
+using Engine.Workloads;
 
 namespace Engine.Tests.Onnx;
 

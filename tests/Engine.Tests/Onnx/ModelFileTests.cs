@@ -1,5 +1,6 @@
 using Engine.Onnx;
 using Engine.Onnx.Proto;
+using Engine.Workloads;
 using Google.Protobuf;
 using NUnit.Framework;
 

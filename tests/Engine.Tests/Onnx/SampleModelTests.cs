@@ -1,4 +1,5 @@
 using Engine.Onnx;
+using Engine.Workloads;
 using NUnit.Framework;
 
 namespace Engine.Tests.Onnx;

@@ -1,5 +1,6 @@
 using Engine.Onnx;
 using Engine.Onnx.Ops;
+using Engine.Workloads;
 using NUnit.Framework;
 
 namespace Engine.Tests.Onnx;

@@ -3,6 +3,7 @@ using System.Text.Json;
 using Engine.IO;
 using Engine.Onnx;
 using Engine.Onnx.Ops;
+using Engine.Workloads;
 
 namespace Engine.Cli.Commands;
 

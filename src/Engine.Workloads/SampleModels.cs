@@ -1,16 +1,8 @@
+using Engine.Onnx;
 using Engine.Onnx.Ops;
 using Engine.Onnx.Proto;
 
-namespace Engine.Onnx;
-
-/// <summary>How a LinearAttention node's decay is shaped.</summary>
-public enum DecayForm
-{
-    /// <summary>(B, T, Hkv·dk): one log decay per key dim (GLA, RWKV-6).</summary>
-    PerKey,
-    /// <summary>(B, T, Hkv): one log decay per head (RetNet, Mamba-2, Gated DeltaNet).</summary>
-    PerHead,
-}
+namespace Engine.Workloads;
 
 /// <summary>What the linear-attention block model looks like.</summary>
 public sealed record LinearAttentionBlockSpec

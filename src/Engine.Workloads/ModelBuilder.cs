@@ -1,7 +1,8 @@
+using Engine.Onnx;
 using Engine.Onnx.Proto;
 using Google.Protobuf;
 
-namespace Engine.Onnx;
+namespace Engine.Workloads;
 
 /// <summary>
 /// Builds small ONNX models in code: graph inputs and outputs, initializers and nodes. Used by the tests,
