@@ -13,7 +13,7 @@ namespace Engine.Onnx.Ops;
 /// (1 − layer/(num_layers − 1) + 1e−5) when layer and num_layers are given; scale (default 1);
 /// block_size (a tuning hint: 16, 32, 64, 128 or 256; default 64).
 /// </summary>
-public static class LightningAttentionSignature
+internal static class LightningAttentionSignature
 {
     public const string OpType = "LightningAttention";
     public static readonly string[] InputNames = ["query", "key", "value", "past_state"];

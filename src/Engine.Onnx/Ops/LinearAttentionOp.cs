@@ -19,7 +19,7 @@ public enum UpdateRule
 /// attributes q_num_heads, kv_num_heads (required), update_rule (default gated_delta), scale (0 → 1/sqrt(dk)),
 /// chunk_size (a tuning hint).
 /// </summary>
-public static class LinearAttentionSignature
+internal static class LinearAttentionSignature
 {
     public const string OpType = "LinearAttention";
     public const string DefaultUpdateRule = "gated_delta";

@@ -14,7 +14,7 @@ namespace Engine.Onnx.Ops;
 /// backward_euler | gbt with alpha), alpha, log_dt, state_matrix (dense_shared | dense_per_channel | diagonal,
 /// only needed when H = N and A is 2-D), chunk_length (16..256), mode (auto | recurrent | scan | conv).
 /// </summary>
-public static class LsslScanSignature
+internal static class LsslScanSignature
 {
     public const string OpType = "LsslScan";
     public static readonly string[] InputNames = ["u", "past_state", "A", "B", "C", "D", "dt"];

@@ -1,0 +1,139 @@
+using System.Numerics.Tensors;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+
+namespace Engine.Tests.Api;
+
+/// <summary>
+/// The contract of the attention API every op shares: the scheduler handed with a call runs its work, the final
+/// state may be the initial state's own tensor, Tensor arguments infer the element type, and a session serves one
+/// thread at a time.
+/// </summary>
+[TestFixture]
+public sealed class AttentionApiTests
+{
+    private const int T = 40, H = 2, K = 16, V = 16;
+
+    private static EngineDevice Cpu => TestDevices.Get(TestBackend.Cpu);
+
+    private static (Tensor<float> Q, Tensor<float> K, Tensor<float> V, Tensor<float> G, Tensor<float> H0) Inputs()
+    {
+        var data = new TestData(3);
+        return (Tensor.Create(data.Normal(T * H * K), [1, T, H, K]), Tensor.Create(data.Normal(T * H * K), [1, T, H, K]),
+            Tensor.Create(data.Normal(T * H * V), [1, T, H, V]), Tensor.Create(data.LogGates(T * H * K, 0.5), [1, T, H, K]),
+            Tensor.Create(data.Normal(H * K * V), [1, H, K, V]));
+    }
+
+    private static float[] Flat(Tensor<float> t)
+    {
+        var a = new float[t.FlattenedLength];
+        t.FlattenTo(a);
+        return a;
+    }
+
+    /// <summary>Counts the work items it runs and checks every worker index is in range.</summary>
+    private sealed class CountingScheduler(int workers) : IWorkScheduler
+    {
+        private int _items;
+
+        public int Workers => workers;
+        public int Items => _items;
+
+        public void Run(int count, Action<int, int> body)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                Interlocked.Increment(ref _items);
+                body(i, i % workers);
+            }
+        }
+    }
+
+    [Test]
+    public void TheCallsSchedulerRunsTheWork([Values(AttentionMode.Chunked, AttentionMode.Recurrent)] AttentionMode mode)
+    {
+        var (q, k, v, g, h0) = Inputs();
+        var expected = Engine.Gla.Forward(TestDevices.Reference, q, k, v, g, new GlaOptions { Mode = mode }, h0);
+        var scheduler = new CountingScheduler(3);
+        var r = Engine.Gla.Forward(Cpu, q, k, v, g, new GlaOptions { Mode = mode, Scheduler = scheduler }, h0);
+        Assert.Multiple(() =>
+        {
+            Assert.That(scheduler.Items, Is.EqualTo(H), "one item per (sequence, head block) went through the call's scheduler");
+            Assert.That(Numerics.RelativeRms(Flat(r.Output), Flat(expected.Output)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+            Assert.That(Numerics.RelativeRms(Flat(r.FinalState), Flat(expected.FinalState)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+        });
+    }
+
+    [TestCase(Backend.Cpu)]
+    [TestCase(Backend.Reference)]
+    public void TheFinalStateMayBeTheInitialStatesTensor(Backend backend)
+    {
+        var device = backend == Backend.Cpu ? Cpu : TestDevices.Reference;
+        var (q, k, v, g, h0) = Inputs();
+        var expected = Engine.Gla.Forward(TestDevices.Reference, q, k, v, g, initialState: h0);
+        var state = Tensor.Create(Flat(h0), [1, H, K, V]);
+        var output = Tensor.Create(Numerics.NaNs(T * H * V), [1, T, H, V]);
+        Engine.Gla.Forward<float>(device, q, k, v, g, output, state, state);
+        Assert.Multiple(() =>
+        {
+            Assert.That(Numerics.RelativeRms(Flat(output), Flat(expected.Output)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+            Assert.That(Numerics.RelativeRms(Flat(state), Flat(expected.FinalState)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+        });
+    }
+
+    [Test]
+    public void AFinalStateOverlappingTheInitialStateIsRefused()
+    {
+        var (q, k, v, g, _) = Inputs();
+        var memory = new float[H * K * V + 1];
+        var e = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward<float>(Cpu, q, k, v, g, Tensor.Create(new float[T * H * V], [1, T, H, V]),
+            new ReadOnlyTensorSpan<float>(memory.AsSpan(0, H * K * V), [1, H, K, V], []), new TensorSpan<float>(memory.AsSpan(1), [1, H, K, V], [])))!;
+        Assert.That(e.ParamName, Is.EqualTo("final_state"));
+    }
+
+    [Test]
+    public void SessionCallsInferTheElementTypeFromTensors()
+    {
+        var (q, k, v, g, _) = Inputs();
+        var expected = Engine.Gla.Forward(TestDevices.Reference, q, k, v, g);
+        using var session = new GlaSession(Cpu, 1, new HeadLayout(H, H, K, V), GateKind.PerKey);
+        var output = Tensor.Create(Numerics.NaNs(T * H * V), [1, T, H, V]);
+        session.Prefill(q, k, v, g, output);
+        Assert.That(Numerics.RelativeRms(Flat(output), Flat(expected.Output)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+    }
+
+    /// <summary>Holds the first item of a call until released, so a second call can be made while the first runs.</summary>
+    private sealed class GateScheduler : IWorkScheduler
+    {
+        public readonly ManualResetEventSlim Entered = new(), Release = new();
+        public int Workers => 1;
+
+        public void Run(int count, Action<int, int> body)
+        {
+            Entered.Set();
+            Release.Wait(TimeSpan.FromSeconds(30));
+            for (int i = 0; i < count; i++) body(i, 0);
+        }
+    }
+
+    [Test]
+    public void ASessionRefusesASecondThreadWhileACallRuns()
+    {
+        var (q, k, v, g, _) = Inputs();
+        var scheduler = new GateScheduler();
+        using var session = new GlaSession(Cpu, 1, new HeadLayout(H, H, K, V), GateKind.PerKey, new GlaOptions { Scheduler = scheduler });
+        var first = Task.Run(() => session.Prefill(q, k, v, g, Tensor.Create(new float[T * H * V], [1, T, H, V])));
+        Assert.That(scheduler.Entered.Wait(TimeSpan.FromSeconds(30)), "the first call started");
+        var e = Assert.Throws<InvalidOperationException>(() => session.Prefill(q, k, v, g, Tensor.Create(new float[T * H * V], [1, T, H, V])));
+        Assert.That(e!.Message, Does.Contain("one thread at a time"));
+        Assert.Throws<InvalidOperationException>(() => session.ResetState());
+        scheduler.Release.Set();
+        first.Wait();
+
+        // The refused calls touched nothing: the state is the first call's alone.
+        var expected = Engine.Gla.Forward(TestDevices.Reference, q, k, v, g);
+        var state = Tensor.Create(new float[H * K * V], [1, H, K, V]);
+        session.GetState(state);
+        Assert.That(Numerics.RelativeRms(Flat(state), Flat(expected.FinalState)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+    }
+}
