@@ -61,6 +61,20 @@ internal static class TensorArgs
                 throw new ArgumentException($"{name}: values must be finite, got {values[i]} at flat index {i}", name);
     }
 
+    /// <summary>Smallest magnitude float16 rounds to infinity (65504 + half a unit in its last place).</summary>
+    public const float HalfOverflow = 65520f;
+
+    /// <summary>Every value finite and small enough to stay finite in float16.</summary>
+    public static void RequireHalfRange(ReadOnlySpan<float> values, string name)
+    {
+        if (values.IsEmpty || TensorPrimitives.MaxMagnitude(values) is float max && MathF.Abs(max) < HalfOverflow) return;
+        int i = 0;
+        while (MathF.Abs(values[i]) < HalfOverflow) i++;
+        throw new ArgumentException(float.IsFinite(values[i])
+            ? $"{name}: value {values[i]} at flat index {i} is outside float16's range (magnitude < {HalfOverflow}): it would be written as infinity"
+            : $"{name}: value {values[i]} at flat index {i} is not finite", name);
+    }
+
     /// <summary>False when a value is NaN or infinite.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // SIMD code on the decode path: optimized from the first call
     public static bool AllFinite(ReadOnlySpan<float> values)
@@ -163,11 +177,13 @@ internal ref struct FloatInput
 internal ref struct FloatOutput<T> where T : unmanaged
 {
     private readonly Span<T> _target;
+    private readonly string _name;
     private float[]? _rented;
 
     public FloatOutput(TensorSpan<T> t, string name)
     {
         _target = TensorArgs.DenseSpan(t, name);
+        _name = name;
         if (typeof(T) == typeof(float))
         {
             Span = MemoryMarshal.Cast<T, float>(_target);
@@ -181,10 +197,12 @@ internal ref struct FloatOutput<T> where T : unmanaged
 
     public Span<float> Span { get; }
 
+    /// <summary>Writes a float16 target, refusing a value float16 cannot hold (it would become ±Inf) rather than writing it.</summary>
     public readonly void Commit()
     {
-        if (_rented is not null)
-            TensorPrimitives.ConvertToHalf(Span, MemoryMarshal.Cast<T, Half>(_target));
+        if (_rented is null) return;
+        TensorArgs.RequireHalfRange(Span, _name);
+        TensorPrimitives.ConvertToHalf(Span, MemoryMarshal.Cast<T, Half>(_target));
     }
 
     public void Dispose()

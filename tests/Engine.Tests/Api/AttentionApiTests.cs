@@ -137,3 +137,43 @@ public sealed class AttentionApiTests
         Assert.That(Numerics.RelativeRms(Flat(state), Flat(expected.FinalState)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
     }
 }
+
+/// <summary>float16 outputs: a value float16 cannot hold is refused, naming the output and the index, never written as ±Inf.</summary>
+[TestFixture]
+public sealed class HalfOutputRangeTests
+{
+    [TestCase(Backend.Cpu)]
+    [TestCase(Backend.Reference)]
+    public void AnOutputBeyondFloat16sRangeIsRefused(Backend backend)
+    {
+        var device = backend == Backend.Cpu ? TestDevices.Get(TestBackend.Cpu) : TestDevices.Reference;
+        const int t = 4, h = 1, k = 16;
+        var x = Enumerable.Repeat((Half)200, t * h * k).ToArray();
+        var output = Enumerable.Repeat(Half.NaN, t * h * k).ToArray();
+        var e = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward<Half>(device,
+            new ReadOnlyTensorSpan<Half>(x, [1, t, h, k]), new ReadOnlyTensorSpan<Half>(x, [1, t, h, k]), new ReadOnlyTensorSpan<Half>(x, [1, t, h, k]),
+            default, new TensorSpan<Half>(output, [1, t, h, k])))!;
+        Assert.Multiple(() =>
+        {
+            Assert.That(e.ParamName, Is.EqualTo("output"));
+            Assert.That(e.Message, Does.Contain("outside float16's range").And.Contain("at flat index 0"));
+            Assert.That(output, Has.None.Matches<Half>(Half.IsInfinity), "nothing infinite was written");
+        });
+    }
+
+    [Test]
+    public void TheLargestValuesFloat16HoldsAreWritten()
+    {
+        // Inputs chosen so the outputs land just under float16's largest finite value: o = S^T q with S = k v^T, one token.
+        const int k = 16;
+        var q = new Half[k];
+        var kk = new Half[k];
+        var v = new Half[k];
+        q[0] = (Half)1; kk[0] = (Half)1;
+        for (int i = 0; i < k; i++) v[i] = (Half)65504;
+        var output = Enumerable.Repeat(Half.NaN, k).ToArray();
+        Engine.Gla.Forward<Half>(TestDevices.Get(TestBackend.Cpu), new ReadOnlyTensorSpan<Half>(q, [1, 1, 1, k]), new ReadOnlyTensorSpan<Half>(kk, [1, 1, 1, k]),
+            new ReadOnlyTensorSpan<Half>(v, [1, 1, 1, k]), default, new TensorSpan<Half>(output, [1, 1, 1, k]), options: new GlaOptions { Scale = 1f });
+        Assert.That(output, Has.All.EqualTo((Half)65504));
+    }
+}
