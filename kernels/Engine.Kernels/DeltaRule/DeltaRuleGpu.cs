@@ -23,11 +23,8 @@ public sealed class DeltaRuleGpu : IDisposable
     {
         Config = config;
         Runtime = runtime;
+        // The config's limits (K <= 256, chunk <= 64) keep every tile within 48 KB: Prepare's is the largest, 36.9 KB at chunk 64.
         _shape = new DeltaRuleGpuShape(config, runtime.GroupSize);
-        long limit = runtime.SharedMemoryPerGroup;
-        long shared = (long)Math.Max(new PrepareTiles(_shape).Floats, Math.Max(new StatePassTiles(_shape).Floats, new RecurrentTiles(_shape).Floats)) * sizeof(float);
-        if (shared > limit)
-            throw new NotSupportedException($"delta-rule GPU kernels need {shared} bytes of shared memory per group (K = {config.Heads.KeyDim}, chunk {config.ChunkSize}), more than the {limit} available");
         _buffers = new GpuBuffers(runtime.Accelerator);
         _prepare = Load(DeltaRuleGpuKernels.Prepare);
         _statePass = Load(DeltaRuleGpuKernels.StatePass);

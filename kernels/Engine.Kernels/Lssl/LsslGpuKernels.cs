@@ -105,9 +105,12 @@ public static class LsslGpuKernels
         var s = shape.Value;
         int item = Grid.IdxX, tid = Group.IdxX, g = s.GroupSize;
         int b = item / s.Channels, h = item - b * s.Channels;
+        var tiles = new RecurrentTiles(s);
         var shared = SharedMemory.GetDynamic<float>();
+        var states = shared.SubView(tiles.States, 2 * s.Np);
+        var partials = shared.SubView(tiles.Partials, 2 * g);
         long stateBase = (long)item * s.N;
-        for (int i = tid; i < s.N; i += g) shared[i] = args.State[stateBase + i];
+        for (int i = tid; i < s.N; i += g) states[i] = args.State[stateBase + i];
         Group.Barrier();
         int cur = 0;
         float d = args.D[h];
@@ -120,7 +123,7 @@ public static class LsslGpuKernels
             float partial = 0f;
             for (int i = tid; i < s.N; i += g)
             {
-                float xi = shared[xc + i];
+                float xi = states[xc + i];
                 float acc = xi + args.Bbar[rowBase + i] * ut;
                 if (s.Diagonal)
                 {
@@ -128,23 +131,23 @@ public static class LsslGpuKernels
                 }
                 else
                 {
-                    for (int k = 0; k < s.N; k++) acc += args.AbarMinusIT[matrixBase + (long)k * s.Np + i] * shared[xc + k];
+                    for (int k = 0; k < s.N; k++) acc += args.AbarMinusIT[matrixBase + (long)k * s.Np + i] * states[xc + k];
                 }
-                shared[xn + i] = acc;
+                states[xn + i] = acc;
                 partial += args.C[rowBase + i] * acc;
             }
-            int red = new RecurrentTiles(s).Partials + (step & 1) * g;
-            shared[red + tid] = partial;
+            int red = (step & 1) * g;
+            partials[red + tid] = partial;
             Group.Barrier();
             if (args.WriteOutput && tid == 0)
             {
                 float sum = d * ut;
-                for (int r = 0; r < g; r++) sum += shared[red + r];
+                for (int r = 0; r < g; r++) sum += partials[red + r];
                 args.Y[at] = sum;
             }
             cur = 1 - cur;
         }
-        for (int i = tid; i < s.N; i += g) args.State[stateBase + i] = shared[cur * s.Np + i];
+        for (int i = tid; i < s.N; i += g) args.State[stateBase + i] = states[cur * s.Np + i];
     }
 
     /// <summary>
@@ -156,8 +159,9 @@ public static class LsslGpuKernels
         int item = Grid.IdxX, tid = Group.IdxX, g = s.GroupSize;
         int h = item % s.Channels;
         var shared = SharedMemory.GetDynamic<float>();
+        var states = shared.SubView(new CarryTiles(s).States, 2 * s.Np);
         long stateBase = (long)item * s.N;
-        for (int i = tid; i < s.N; i += g) shared[i] = args.State[stateBase + i];
+        for (int i = tid; i < s.N; i += g) states[i] = args.State[stateBase + i];
         Group.Barrier();
         int cur = 0;
         long rowBase = (long)h * s.Np, matrixBase = (long)h * s.Np * s.Np;
@@ -167,7 +171,7 @@ public static class LsslGpuKernels
             long at = ((long)item * args.Chunks + c) * s.Np;
             for (int i = tid; i < s.N; i += g)
             {
-                float xi = shared[xc + i];
+                float xi = states[xc + i];
                 args.Xprev[at + i] = xi;
                 float acc = args.UseZ ? xi + args.Z[at + i] : xi;
                 if (s.Diagonal)
@@ -176,15 +180,15 @@ public static class LsslGpuKernels
                 }
                 else
                 {
-                    for (int k = 0; k < s.N; k++) acc += args.ChunkPowMinusIT[matrixBase + (long)k * s.Np + i] * shared[xc + k];
+                    for (int k = 0; k < s.N; k++) acc += args.ChunkPowMinusIT[matrixBase + (long)k * s.Np + i] * states[xc + k];
                 }
-                shared[xn + i] = acc;
+                states[xn + i] = acc;
             }
             Group.Barrier();
             cur = 1 - cur;
         }
         if (args.WriteState)
-            for (int i = tid; i < s.N; i += g) args.State[stateBase + i] = shared[cur * s.Np + i];
+            for (int i = tid; i < s.N; i += g) args.State[stateBase + i] = states[cur * s.Np + i];
     }
 
     /// <summary>Chunk-local outputs of the full chunks: y_(cQ+i) = Σ_(j<=i) K̄_(i−j) u_(cQ+j) + D u_(cQ+i).</summary>
