@@ -4,8 +4,9 @@ using ILGPU.Runtime;
 namespace Engine.Kernels.Common;
 
 /// <summary>
-/// Named device buffers owned by one GPU kernel instance. A buffer is reallocated only when a call needs
-/// more than it holds, so steady-state calls of the same size allocate nothing.
+/// Named device buffers owned by one GPU op instance, each named after the field of the op's kernel
+/// arguments it backs. A buffer is reallocated only when a call needs more than it holds, so steady-state
+/// calls of the same size allocate nothing.
 /// </summary>
 public sealed class GpuBuffers(Accelerator accelerator) : IDisposable
 {
@@ -29,6 +30,17 @@ public sealed class GpuBuffers(Accelerator accelerator) : IDisposable
         var view = Get<T>(name, data.Length);
         if (!data.IsEmpty) view.SubView(0, data.Length).CopyFromCPU(data);
         return view;
+    }
+
+    /// <summary>A one-element view for the arguments a launch does not read: kernels never get a default view.</summary>
+    public ArrayView<T> Placeholder<T>() where T : unmanaged => Get<T>($"placeholder of {typeof(T).Name}", 1);
+
+    /// <summary>Builds <paramref name="table"/> for the sequences, uploads it and returns its three parts (see <see cref="ChunkTable.Build"/>).</summary>
+    public (ArrayView<int> ChunkStart, ArrayView<int> ChunkLength, ArrayView<int> FirstChunk) UploadChunkTable(ChunkTable table, SequenceLayout sequences, int chunkSize)
+    {
+        var view = Upload(nameof(ChunkTable), table.Build(sequences, chunkSize));
+        int chunks = table.Chunks;
+        return (view.SubView(0, chunks), view.SubView(chunks, chunks), view.SubView(2 * chunks, sequences.Count + 1));
     }
 
     public void Dispose()

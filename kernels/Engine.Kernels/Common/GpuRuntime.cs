@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Reflection;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -8,14 +9,15 @@ namespace Engine.Kernels.Common;
 
 /// <summary>
 /// Owns one ILGPU context, its accelerator and the kernels loaded on it. No global state: every GPU
-/// op gets the runtime it runs on and asks it for its kernels, which are compiled once per key.
-/// Launches are serialized through <see cref="Lock"/> (one default stream per runtime).
+/// op gets the runtime it runs on and asks it for its kernels, which are loaded once per kernel method.
+/// A call runs under <see cref="Lock"/> (one default stream per runtime): upload, launches, then
+/// <see cref="Download"/>, the call's one synchronize (docs/architecture.md, "GPU kernels: one convention").
 /// </summary>
 public sealed class GpuRuntime : IDisposable
 {
     public enum Choice { Auto, Cuda, CpuAccelerator }
 
-    private readonly ConcurrentDictionary<string, object> _kernels = new();
+    private readonly ConcurrentDictionary<MethodInfo, object> _kernels = new();
 
     private GpuRuntime(Context context, Accelerator accelerator, int cpuGroupSize)
     {
@@ -29,7 +31,10 @@ public sealed class GpuRuntime : IDisposable
     public Accelerator Accelerator { get; }
     public bool IsCuda { get; }
 
-    /// <summary>Threads per group the kernels are launched with (a multiple of 16).</summary>
+    /// <summary>
+    /// Threads per group the kernels are launched with (a multiple of 16). Kernels never assume it: it reaches
+    /// them through their shape, and no kernel relies on a warp size (4 threads on the CPU accelerator).
+    /// </summary>
     public int GroupSize { get; }
 
     public object Lock { get; } = new();
@@ -84,9 +89,34 @@ public sealed class GpuRuntime : IDisposable
         }
     }
 
-    /// <summary>The kernel loaded under <paramref name="key"/>, loading it on first use.</summary>
-    public TKernel Kernel<TKernel>(string key, Func<Accelerator, TKernel> load) where TKernel : class
-        => (TKernel)_kernels.GetOrAdd(key, _ => load(Accelerator));
+    /// <summary>
+    /// The launcher of <paramref name="kernel"/>, loaded on first use and cached by the kernel method; ILGPU
+    /// compiles it once per value of the shape. Every kernel takes its op's arguments and its op's shape.
+    /// </summary>
+    public Action<KernelConfig, TArgs, SpecializedValue<TShape>> Kernel<TArgs, TShape>(Action<TArgs, SpecializedValue<TShape>> kernel)
+        where TArgs : struct
+        where TShape : unmanaged, IEquatable<TShape>
+        => (Action<KernelConfig, TArgs, SpecializedValue<TShape>>)_kernels.GetOrAdd(kernel.Method, _ => Accelerator.LoadStreamKernel(kernel));
+
+    /// <summary>A grid of (x, y, z) groups of <see cref="GroupSize"/> threads, with <paramref name="sharedFloats"/> floats of dynamic shared memory.</summary>
+    public KernelConfig Groups(int x, int y, int z, int sharedFloats = 0)
+    {
+        var grid = new Index3D(x, y, z);
+        var group = new Index3D(GroupSize, 1, 1);
+        return sharedFloats > 0
+            ? new KernelConfig(grid, group, SharedMemoryConfig.RequestDynamic<float>(sharedFloats))
+            : new KernelConfig(grid, group);
+    }
+
+    /// <summary>A flat grid of at least <paramref name="count"/> threads, one per element (the kernel returns past the last).</summary>
+    public KernelConfig Threads(long count) => Groups(checked((int)((count + GroupSize - 1) / GroupSize)), 1, 1);
+
+    /// <summary>Waits for the call's launches (its one synchronize, so a failed launch surfaces here), then copies the result to the host.</summary>
+    public void Download(ArrayView<float> source, Span<float> destination)
+    {
+        Accelerator.Synchronize();
+        source.SubView(0, destination.Length).CopyToCPU(destination);
+    }
 
     public void Dispose()
     {

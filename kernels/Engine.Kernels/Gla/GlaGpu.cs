@@ -1,14 +1,15 @@
 using ILGPU;
 using ILGPU.Runtime;
 using Engine.Kernels.Common;
+using Launcher = System.Action<ILGPU.KernelConfig, Engine.Kernels.Gla.GlaGpuArgs, ILGPU.Runtime.SpecializedValue<Engine.Kernels.Gla.GlaGpuShape>>;
 
 namespace Engine.Kernels.Gla;
 
 /// <summary>
-/// GLA on an ILGPU accelerator; the kernels and their geometry are in <see cref="GlaGpuKernels"/>. Each call
-/// uploads q, k, v, g and a chunk table into buffers this instance owns (grown on demand, reused), launches
-/// under the runtime's lock, and downloads the output. The state stays on the device: [N, Hkv, K, V] fp32,
-/// initial on entry, final on return.
+/// GLA on an ILGPU accelerator; the kernels and their geometry are in <see cref="GlaGpuKernels"/>. Each call,
+/// under the runtime's lock, uploads q, k, v, g and a chunk table into buffers this instance owns (grown on
+/// demand, reused), launches, synchronizes once and downloads the output. The state stays on the device:
+/// [N, Hkv, K, V] fp32, initial on entry, final on return.
 /// </summary>
 public sealed class GlaGpu : IDisposable
 {
@@ -16,8 +17,7 @@ public sealed class GlaGpu : IDisposable
     private readonly ChunkTable _chunks = new();
     private readonly GlaGpuShape _shape;
     private readonly string? _recurrentTooLarge;
-    private readonly Action<KernelConfig, GlaGpuViews, SpecializedValue<GlaGpuShape>> _cumulativeGates, _chunkStates, _intraScores, _output, _recurrent;
-    private readonly Action<KernelConfig, GlaGpuViews, int, SpecializedValue<GlaGpuShape>> _scan;
+    private readonly Launcher _cumulativeGates, _chunkStates, _scanChunkStates, _intraScores, _output, _recurrent;
     private bool _constantDecayUploaded;
 
     public GlaGpu(GlaConfig config, GpuRuntime runtime)
@@ -50,13 +50,12 @@ public sealed class GlaGpu : IDisposable
             throw new NotSupportedException($"GLA chunked kernels need {chunkedBytes} bytes of shared memory per group with group size {groupSize}, more than the {limit} available");
 
         _buffers = new GpuBuffers(runtime.Accelerator);
-        _cumulativeGates = Load("gla.cumulative_gates", GlaGpuKernels.CumulativeGates);
-        _chunkStates = Load("gla.chunk_states", GlaGpuKernels.ChunkStates);
-        _intraScores = Load("gla.intra_scores", GlaGpuKernels.IntraScores);
-        _output = Load("gla.output", GlaGpuKernels.Output);
-        _recurrent = Load("gla.recurrent", GlaGpuKernels.Recurrent);
-        _scan = runtime.Kernel("gla.scan_chunk_states",
-            a => a.LoadStreamKernel<GlaGpuViews, int, SpecializedValue<GlaGpuShape>>(GlaGpuKernels.ScanChunkStates));
+        _cumulativeGates = Load(GlaGpuKernels.CumulativeGates);
+        _chunkStates = Load(GlaGpuKernels.ChunkStates);
+        _scanChunkStates = Load(GlaGpuKernels.ScanChunkStates);
+        _intraScores = Load(GlaGpuKernels.IntraScores);
+        _output = Load(GlaGpuKernels.Output);
+        _recurrent = Load(GlaGpuKernels.Recurrent);
     }
 
     public GlaConfig Config { get; }
@@ -73,11 +72,9 @@ public sealed class GlaGpu : IDisposable
         if (sequences.TotalTokens == 0) return;
         lock (Runtime.Lock)
         {
-            var io = Upload(q, k, v, g, output.Length, state);
-            if (chunked) LaunchChunked(sequences, io);
-            else LaunchRecurrent(sequences, io);
-            io.Output.SubView(0, output.Length).CopyToCPU(output);
-            Runtime.Accelerator.DefaultStream.Synchronize();
+            var args = Upload(sequences, chunked, q, k, v, g, output.Length, state);
+            Launch(chunked, args);
+            Runtime.Download(args.Output, output);
         }
     }
 
@@ -85,74 +82,68 @@ public sealed class GlaGpu : IDisposable
 
     private static long SharedBytes(int floats) => (long)floats * sizeof(float);
 
-    private Action<KernelConfig, GlaGpuViews, SpecializedValue<GlaGpuShape>> Load(string key, Action<GlaGpuViews, SpecializedValue<GlaGpuShape>> kernel)
-        => Runtime.Kernel(key, a => a.LoadStreamKernel(kernel));
+    private Launcher Load(Action<GlaGpuArgs, SpecializedValue<GlaGpuShape>> kernel) => Runtime.Kernel(kernel);
 
-    private KernelConfig Launch(int x, int y, int z, int sharedFloats = 0)
+    /// <summary>Uploads the inputs (and the chunk table or the sequence offsets) and sizes every buffer the launches write.</summary>
+    private GlaGpuArgs Upload(SequenceLayout sequences, bool chunked, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        ReadOnlySpan<float> g, int outputLength, ArrayView<float> state)
     {
-        var group = new Index3D(_shape.GroupSize, 1, 1);
-        return sharedFloats > 0
-            ? new KernelConfig(new Index3D(x, y, z), group, SharedMemoryConfig.RequestDynamic<float>(sharedFloats))
-            : new KernelConfig(new Index3D(x, y, z), group);
-    }
-
-    private GlaGpuViews Upload(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> g,
-        int outputLength, ArrayView<float> state)
-    {
-        var placeholder = _buffers.Get<float>("placeholder", 1);
-        var io = new GlaGpuViews
+        var s = _shape;
+        long tokens = sequences.TotalTokens;
+        var placeholder = _buffers.Placeholder<float>();
+        var indexPlaceholder = _buffers.Placeholder<int>();
+        var args = new GlaGpuArgs
         {
-            Q = _buffers.Upload("q", q),
-            K = _buffers.Upload("k", k),
-            V = _buffers.Upload("v", v),
-            G = _shape.GatePerToken > 0 ? _buffers.Upload("g", g) : placeholder,
+            Q = _buffers.Upload(nameof(GlaGpuArgs.Q), q),
+            K = _buffers.Upload(nameof(GlaGpuArgs.K), k),
+            V = _buffers.Upload(nameof(GlaGpuArgs.V), v),
+            G = s.GatePerToken > 0 ? _buffers.Upload(nameof(GlaGpuArgs.G), g) : placeholder,
             CumulativeGate = placeholder,
             ConstantDecay = placeholder,
             Scores = placeholder,
             ChunkStates = placeholder,
-            Output = _buffers.Get<float>("output", outputLength),
+            Output = _buffers.Get<float>(nameof(GlaGpuArgs.Output), outputLength),
             State = state,
+            ChunkStart = indexPlaceholder,
+            ChunkLength = indexPlaceholder,
+            FirstChunk = indexPlaceholder,
+            SequenceStart = indexPlaceholder,
+            Sequences = sequences.Count,
         };
-        if (_shape.Constant)
+        if (s.Constant)
         {
-            if (!_constantDecayUploaded) _buffers.Upload<float>("constant_decay", Config.ConstantLogDecay!);
+            if (!_constantDecayUploaded) _buffers.Upload<float>(nameof(GlaGpuArgs.ConstantDecay), Config.ConstantLogDecay!);
             _constantDecayUploaded = true;
-            io.ConstantDecay = _buffers.Get<float>("constant_decay", _shape.KvHeads);
+            args.ConstantDecay = _buffers.Get<float>(nameof(GlaGpuArgs.ConstantDecay), s.KvHeads);
         }
-        return io;
-    }
-
-    private void LaunchChunked(SequenceLayout sequences, GlaGpuViews io)
-    {
-        var s = _shape;
-        var table = _buffers.Upload("chunk_table", _chunks.Build(sequences, s.Chunk));
-        int chunks = _chunks.Chunks, tokens = sequences.TotalTokens, gs = s.GroupSize;
-        io.ChunkStart = table.SubView(0, chunks);
-        io.ChunkLength = table.SubView(chunks, chunks);
-        io.FirstChunk = table.SubView(2 * chunks, sequences.Count + 1);
-        io.SequenceStart = io.FirstChunk;
-        var spec = SpecializedValue.New(s);
-
-        if (s.GatePerToken > 0)
+        if (!chunked)
         {
-            io.CumulativeGate = _buffers.Get<float>("cumulative_gate", (long)tokens * s.GatePerToken);
-            _cumulativeGates(Launch(chunks, DivUp(s.GatePerToken, gs), 1), io, spec);
+            args.SequenceStart = _buffers.Upload(nameof(GlaGpuArgs.SequenceStart), sequences.Offsets);
+            return args;
         }
-        io.ChunkStates = _buffers.Get<float>("chunk_states", chunks * s.KvHeads * (long)s.KeyDim * s.ValueDim);
-        _chunkStates(Launch(chunks, s.KvHeads, DivUp(s.KeyDim, s.StateRows) * DivUp(s.ValueDim, s.StateCols), new ChunkStateTiles(s).Floats), io, spec);
-        long stateEntries = sequences.Count * (long)s.KvHeads * s.KeyDim * s.ValueDim;
-        _scan(Launch(checked((int)((stateEntries + gs - 1) / gs)), 1, 1), io, sequences.Count, spec);
-        io.Scores = _buffers.Get<float>("scores", (long)tokens * s.QHeads * s.Chunk);
-        _intraScores(Launch(chunks, s.QHeads, s.Chunk / GlaGpuShape.SubChunk, IntraScoreTiles.Floats), io, spec);
-        _output(Launch(chunks, s.QHeads, s.Chunk / s.OutputRows * DivUp(s.ValueDim, s.OutputCols), new OutputTiles(s).Floats), io, spec);
+        (args.ChunkStart, args.ChunkLength, args.FirstChunk) = _buffers.UploadChunkTable(_chunks, sequences, s.Chunk);
+        if (s.GatePerToken > 0) args.CumulativeGate = _buffers.Get<float>(nameof(GlaGpuArgs.CumulativeGate), tokens * s.GatePerToken);
+        args.ChunkStates = _buffers.Get<float>(nameof(GlaGpuArgs.ChunkStates), _chunks.Chunks * s.KvHeads * (long)s.KeyDim * s.ValueDim);
+        args.Scores = _buffers.Get<float>(nameof(GlaGpuArgs.Scores), tokens * s.QHeads * s.Chunk);
+        return args;
     }
 
-    private void LaunchRecurrent(SequenceLayout sequences, GlaGpuViews io)
+    /// <summary>Chunked: the five launches of <see cref="GlaGpuKernels"/> in order; recurrent: one launch.</summary>
+    private void Launch(bool chunked, GlaGpuArgs args)
     {
         var s = _shape;
-        io.SequenceStart = _buffers.Upload("sequence_starts", sequences.Offsets);
-        io.ChunkStart = io.ChunkLength = io.FirstChunk = io.SequenceStart;
-        _recurrent(Launch(sequences.Count, s.KvHeads, DivUp(s.ValueDim, s.RecurrentCols), new RecurrentTiles(s).Floats), io, SpecializedValue.New(s));
+        var shape = SpecializedValue.New(s);
+        if (!chunked)
+        {
+            _recurrent(Runtime.Groups(args.Sequences, s.KvHeads, DivUp(s.ValueDim, s.RecurrentCols), new RecurrentTiles(s).Floats), args, shape);
+            return;
+        }
+        int chunks = _chunks.Chunks;
+        if (s.GatePerToken > 0) _cumulativeGates(Runtime.Groups(chunks, DivUp(s.GatePerToken, s.GroupSize), 1), args, shape);
+        _chunkStates(Runtime.Groups(chunks, s.KvHeads, DivUp(s.KeyDim, s.StateRows) * DivUp(s.ValueDim, s.StateCols), new ChunkStateTiles(s).Floats), args, shape);
+        _scanChunkStates(Runtime.Threads(args.Sequences * (long)s.KvHeads * s.KeyDim * s.ValueDim), args, shape);
+        _intraScores(Runtime.Groups(chunks, s.QHeads, s.Chunk / GlaGpuShape.SubChunk, IntraScoreTiles.Floats), args, shape);
+        _output(Runtime.Groups(chunks, s.QHeads, s.Chunk / s.OutputRows * DivUp(s.ValueDim, s.OutputCols), new OutputTiles(s).Floats), args, shape);
     }
 
     private static int DivUp(int a, int b) => (a + b - 1) / b;

@@ -31,7 +31,7 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
         KeyDim = config.Heads.KeyDim;
         ValueDim = config.Heads.ValueDim;
         Chunk = config.ChunkSize;
-        Gate = (int)config.Gate;
+        Gate = config.Gate;
         Scale = config.Scale;
         GroupSize = groupSize;
         OutputRowThreads = Math.Min(Chunk / 4, 16);
@@ -47,7 +47,7 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     public int KeyDim { get; }
     public int ValueDim { get; }
     public int Chunk { get; }
-    public int Gate { get; }
+    public GateKind Gate { get; }
     public float Scale { get; }
     public int GroupSize { get; }
 
@@ -64,10 +64,10 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     public int RecurrentRowThreads { get; }
 
     public int Group => QHeads / KvHeads;
-    public bool PerKey => Gate == (int)GateKind.PerKey;
-    public bool PerHead => Gate == (int)GateKind.PerHead;
-    public bool Constant => Gate == (int)GateKind.Constant;
-    public bool NoGate => Gate == (int)GateKind.None;
+    public bool PerKey => Gate == GateKind.PerKey;
+    public bool PerHead => Gate == GateKind.PerHead;
+    public bool Constant => Gate == GateKind.Constant;
+    public bool NoGate => Gate == GateKind.None;
 
     /// <summary>Floats of gate per token: Hkv·K, Hkv, or 0 for a constant or no gate.</summary>
     public int GatePerToken => PerKey ? KvHeads * KeyDim : PerHead ? KvHeads : 0;
@@ -90,8 +90,8 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     public override int GetHashCode() => HashCode.Combine(QHeads, KvHeads, KeyDim, ValueDim, Chunk, Gate, Scale, HashCode.Combine(GroupSize, RecurrentCols));
 }
 
-/// <summary>The device buffers of one call. Views a launch does not read point at a one-element placeholder or another valid buffer.</summary>
-public struct GlaGpuViews
+/// <summary>What a GLA kernel gets at run time: the device buffers of one call (views a launch does not read are placeholders) and its sequence count.</summary>
+public struct GlaGpuArgs
 {
     /// <summary>Inputs [T, heads, dim]; G holds the raw log gates, laid out [T, Hkv, K] or [T, Hkv].</summary>
     public ArrayView<float> Q, K, V, G;
@@ -119,6 +119,9 @@ public struct GlaGpuViews
 
     /// <summary>[N + 1] token offsets of the sequences (recurrent form).</summary>
     public ArrayView<int> SequenceStart;
+
+    /// <summary>N, the sequences of the call.</summary>
+    public int Sequences;
 }
 
 /// <summary>Dynamic shared memory of the intra-chunk score kernel, in floats (the host sizes launches with it).</summary>
@@ -181,36 +184,36 @@ public static class GlaGpuKernels
     private const int ScoreBlock = GlaGpuShape.ScoreBlock;
 
     /// <summary>b at local row i of the chunk starting at token <paramref name="start"/>, key dim c: per-key and per-head gates.</summary>
-    private static float CumulativeLogGate(GlaGpuViews io, GlaGpuShape s, int h, int start, int i, int c) => s.PerKey
-        ? io.CumulativeGate[((long)(start + i) * s.KvHeads + h) * s.KeyDim + c]
-        : io.CumulativeGate[(long)(start + i) * s.KvHeads + h];
+    private static float CumulativeLogGate(GlaGpuArgs args, GlaGpuShape s, int h, int start, int i, int c) => s.PerKey
+        ? args.CumulativeGate[((long)(start + i) * s.KvHeads + h) * s.KeyDim + c]
+        : args.CumulativeGate[(long)(start + i) * s.KvHeads + h];
 
     /// <summary>
     /// exp(b_i − b_j) for local rows j <= i of one chunk; j = −1 stands for the chunk start (b = 0).
     /// A constant gate has b_i − b_j = (i − j)·λ; no gate, 0.
     /// </summary>
-    private static float Decay(GlaGpuViews io, GlaGpuShape s, int h, int start, int i, int j, int c)
+    private static float Decay(GlaGpuArgs args, GlaGpuShape s, int h, int start, int i, int j, int c)
     {
         if (s.NoGate) return 1f;
-        if (s.Constant) return XMath.Exp((i - j) * io.ConstantDecay[h]);
-        float before = j < 0 ? 0f : CumulativeLogGate(io, s, h, start, j, c);
-        return XMath.Exp(CumulativeLogGate(io, s, h, start, i, c) - before);
+        if (s.Constant) return XMath.Exp((i - j) * args.ConstantDecay[h]);
+        float before = j < 0 ? 0f : CumulativeLogGate(args, s, h, start, j, c);
+        return XMath.Exp(CumulativeLogGate(args, s, h, start, i, c) - before);
     }
 
     /// <summary>Grid (chunks, ceil(gate floats per token / group)): one thread per gate entry walks the chunk.</summary>
-    public static void CumulativeGates(GlaGpuViews io, SpecializedValue<GlaGpuShape> shape)
+    public static void CumulativeGates(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
         int perToken = s.GatePerToken;
         int entry = Grid.IdxY * s.GroupSize + Group.IdxX;
         if (entry >= perToken) return;
-        int start = io.ChunkStart[Grid.IdxX], len = io.ChunkLength[Grid.IdxX];
+        int start = args.ChunkStart[Grid.IdxX], len = args.ChunkLength[Grid.IdxX];
         float sum = 0f;
         for (int i = 0; i < len; i++)
         {
             long at = (long)(start + i) * perToken + entry;
-            sum += io.G[at];
-            io.CumulativeGate[at] = sum;
+            sum += args.G[at];
+            args.CumulativeGate[at] = sum;
         }
     }
 
@@ -218,14 +221,14 @@ public static class GlaGpuKernels
     /// Grid (chunks, Hkv, K tiles × V tiles): ΔS[c, d] = Σ_j k_jc exp(b_last,c − b_jc) v_jd for one
     /// StateRows × StateCols tile, the chunk's tokens staged in slices.
     /// </summary>
-    public static void ChunkStates(GlaGpuViews io, SpecializedValue<GlaGpuShape> shape)
+    public static void ChunkStates(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
         var tiles = new ChunkStateTiles(s);
         int chunk = Grid.IdxX, h = Grid.IdxY, tid = Group.IdxX;
         int tilesV = (s.ValueDim + s.StateCols - 1) / s.StateCols;
         int c0 = Grid.IdxZ / tilesV * s.StateRows, d0 = Grid.IdxZ % tilesV * s.StateCols;
-        int start = io.ChunkStart[chunk], len = io.ChunkLength[chunk];
+        int start = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
         var shared = SharedMemory.GetDynamic<float>();
         var keys = shared.SubView(tiles.Keys, s.StateRows * SlicePitch);
         var values = shared.SubView(tiles.Values, SliceWidth * s.StateCols);
@@ -240,13 +243,13 @@ public static class GlaGpuKernels
                 int j = e / s.StateRows, cc = e % s.StateRows, c = c0 + cc;
                 float x = 0f;
                 if (j < depth && c < s.KeyDim)
-                    x = io.K[((long)(start + j0 + j) * s.KvHeads + h) * s.KeyDim + c] * Decay(io, s, h, start, len - 1, j0 + j, c);
+                    x = args.K[((long)(start + j0 + j) * s.KvHeads + h) * s.KeyDim + c] * Decay(args, s, h, start, len - 1, j0 + j, c);
                 keys[cc * SlicePitch + j] = x;
             }
             for (int e = tid; e < SliceWidth * s.StateCols; e += s.GroupSize)
             {
                 int j = e / s.StateCols, d = d0 + e % s.StateCols;
-                values[e] = j < depth && d < s.ValueDim ? io.V[((long)(start + j0 + j) * s.KvHeads + h) * s.ValueDim + d] : 0f;
+                values[e] = j < depth && d < s.ValueDim ? args.V[((long)(start + j0 + j) * s.KvHeads + h) * s.ValueDim + d] : 0f;
             }
             Group.Barrier();
             tile.Accumulate(keys, SlicePitch, values, s.StateCols, depth, row, s.StateRowThreads, col, s.StateColThreads);
@@ -257,7 +260,7 @@ public static class GlaGpuKernels
         for (int m = 0; m < 4; m++)
         {
             int c = c0 + row + m * s.StateRowThreads;
-            if (c < s.KeyDim) tile.StoreRow(m, io.ChunkStates, chunkBase + (long)c * s.ValueDim + d0, col, s.StateColThreads, s.ValueDim - d0);
+            if (c < s.KeyDim) tile.StoreRow(m, args.ChunkStates, chunkBase + (long)c * s.ValueDim + d0, col, s.StateColThreads, s.ValueDim - d0);
         }
     }
 
@@ -265,25 +268,25 @@ public static class GlaGpuKernels
     /// Grid (ceil(N·Hkv·K·V / group)): one thread per state entry walks its sequence's chunks, replacing
     /// each chunk's ΔS by the state at the chunk's start, S ← exp(b_last) ⊙ S + ΔS, and stores the final state.
     /// </summary>
-    public static void ScanChunkStates(GlaGpuViews io, int sequences, SpecializedValue<GlaGpuShape> shape)
+    public static void ScanChunkStates(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
         long perSequence = (long)s.KvHeads * s.KeyDim * s.ValueDim;
         long entry = (long)Grid.IdxX * s.GroupSize + Group.IdxX;
-        if (entry >= sequences * perSequence) return;
+        if (entry >= args.Sequences * perSequence) return;
         int n = (int)(entry / perSequence);
         long within = entry - n * perSequence;
         int h = (int)(within / ((long)s.KeyDim * s.ValueDim));
         int c = (int)(within / s.ValueDim % s.KeyDim);
-        float state = io.State[entry];
-        for (int chunk = io.FirstChunk[n]; chunk < io.FirstChunk[n + 1]; chunk++)
+        float state = args.State[entry];
+        for (int chunk = args.FirstChunk[n]; chunk < args.FirstChunk[n + 1]; chunk++)
         {
             long at = chunk * perSequence + within;
-            float delta = io.ChunkStates[at];
-            io.ChunkStates[at] = state;
-            state = Decay(io, s, h, io.ChunkStart[chunk], io.ChunkLength[chunk] - 1, -1, c) * state + delta;
+            float delta = args.ChunkStates[at];
+            args.ChunkStates[at] = state;
+            state = Decay(args, s, h, args.ChunkStart[chunk], args.ChunkLength[chunk] - 1, -1, c) * state + delta;
         }
-        io.State[entry] = state;
+        args.State[entry] = state;
     }
 
     /// <summary>
@@ -293,11 +296,11 @@ public static class GlaGpuKernels
     /// (k_j ⊙ exp(b_r − b_j)); the band's own 16 × 16 block takes exp(b_ic − b_jc) element by element.
     /// Scalar gates: the product q_i · k_j times exp(b_i − b_j).
     /// </summary>
-    public static void IntraScores(GlaGpuViews io, SpecializedValue<GlaGpuShape> shape)
+    public static void IntraScores(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
         int chunk = Grid.IdxX, qh = Grid.IdxY, r = Grid.IdxZ * SubChunk, tid = Group.IdxX;
-        int start = io.ChunkStart[chunk], len = io.ChunkLength[chunk];
+        int start = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
         if (r >= len) return;
         int h = qh / s.Group, rows = Math.Min(SubChunk, len - r), pitch = IntraScoreTiles.ColumnPitch;
         var shared = SharedMemory.GetDynamic<float>();
@@ -321,11 +324,11 @@ public static class GlaGpuKernels
                     float q = 0f, b = 0f, gated = 0f;
                     if (i < rows && u < depth)
                     {
-                        q = s.Scale * io.Q[((long)(start + r + i) * s.QHeads + qh) * s.KeyDim + c0 + u];
+                        q = s.Scale * args.Q[((long)(start + r + i) * s.QHeads + qh) * s.KeyDim + c0 + u];
                         if (s.PerKey)
                         {
-                            b = CumulativeLogGate(io, s, h, start, r + i, c0 + u);
-                            gated = q * XMath.Exp(b - CumulativeLogGate(io, s, h, start, r, c0 + u));
+                            b = CumulativeLogGate(args, s, h, start, r + i, c0 + u);
+                            gated = q * XMath.Exp(b - CumulativeLogGate(args, s, h, start, r, c0 + u));
                         }
                     }
                     rawQueries[at] = q;
@@ -341,8 +344,8 @@ public static class GlaGpuKernels
                     float k = 0f;
                     if (j < len && u < depth)
                     {
-                        k = io.K[((long)(start + j) * s.KvHeads + h) * s.KeyDim + c0 + u];
-                        if (s.PerKey && j < r) k *= XMath.Exp(CumulativeLogGate(io, s, h, start, r, c0 + u) - CumulativeLogGate(io, s, h, start, j, c0 + u));
+                        k = args.K[((long)(start + j) * s.KvHeads + h) * s.KeyDim + c0 + u];
+                        if (s.PerKey && j < r) k *= XMath.Exp(CumulativeLogGate(args, s, h, start, r, c0 + u) - CumulativeLogGate(args, s, h, start, j, c0 + u));
                     }
                     keys[u * pitch + jj] = k;
                 }
@@ -377,8 +380,8 @@ public static class GlaGpuKernels
                 int i = e / width, j = j0 + e % width;
                 if (i >= rows || j > r + i) continue;
                 float a = scores[e];
-                if (!s.PerKey) a *= Decay(io, s, h, start, r + i, j, 0);
-                io.Scores[((long)(start + r + i) * s.QHeads + qh) * s.Chunk + j] = a;
+                if (!s.PerKey) a *= Decay(args, s, h, start, r + i, j, 0);
+                args.Scores[((long)(start + r + i) * s.QHeads + qh) * s.Chunk + j] = a;
             }
         }
     }
@@ -388,13 +391,13 @@ public static class GlaGpuKernels
     /// one block of the chunk's rows and one tile of value columns, both halves of the reduction staged
     /// slice by slice through shared memory; the scores are masked to j <= i as they are staged.
     /// </summary>
-    public static void Output(GlaGpuViews io, SpecializedValue<GlaGpuShape> shape)
+    public static void Output(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
         var tiles = new OutputTiles(s);
         int rowBlocks = s.Chunk / s.OutputRows, cols = s.OutputCols, rowCount = s.OutputRows;
         int chunk = Grid.IdxX, qh = Grid.IdxY, i0 = Grid.IdxZ % rowBlocks * rowCount, d0 = Grid.IdxZ / rowBlocks * cols, tid = Group.IdxX;
-        int start = io.ChunkStart[chunk], len = io.ChunkLength[chunk];
+        int start = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
         if (i0 >= len) return;
         int h = qh / s.Group, rows = Math.Min(rowCount, len - i0);
         var shared = SharedMemory.GetDynamic<float>();
@@ -413,13 +416,13 @@ public static class GlaGpuKernels
                 int i = e / SliceWidth, u = e % SliceWidth;
                 float x = 0f;
                 if (i < rows && u < depth)
-                    x = s.Scale * io.Q[((long)(start + i0 + i) * s.QHeads + qh) * s.KeyDim + c0 + u] * Decay(io, s, h, start, i0 + i, -1, c0 + u);
+                    x = s.Scale * args.Q[((long)(start + i0 + i) * s.QHeads + qh) * s.KeyDim + c0 + u] * Decay(args, s, h, start, i0 + i, -1, c0 + u);
                 left[i * SlicePitch + u] = x;
             }
             for (int e = tid; e < SliceWidth * cols; e += s.GroupSize)
             {
                 int u = e / cols, d = d0 + e % cols;
-                right[e] = u < depth && d < s.ValueDim ? io.ChunkStates[stateBase + (long)(c0 + u) * s.ValueDim + d] : 0f;
+                right[e] = u < depth && d < s.ValueDim ? args.ChunkStates[stateBase + (long)(c0 + u) * s.ValueDim + d] : 0f;
             }
             Group.Barrier();
             tile.Accumulate(left, SlicePitch, right, cols, depth, row, s.OutputRowThreads, col, s.OutputColThreads);
@@ -433,12 +436,12 @@ public static class GlaGpuKernels
             for (int e = tid; e < rowCount * SliceWidth; e += s.GroupSize)
             {
                 int i = e / SliceWidth, u = e % SliceWidth;
-                left[i * SlicePitch + u] = i < rows && j0 + u <= i0 + i ? io.Scores[((long)(start + i0 + i) * s.QHeads + qh) * s.Chunk + j0 + u] : 0f;
+                left[i * SlicePitch + u] = i < rows && j0 + u <= i0 + i ? args.Scores[((long)(start + i0 + i) * s.QHeads + qh) * s.Chunk + j0 + u] : 0f;
             }
             for (int e = tid; e < SliceWidth * cols; e += s.GroupSize)
             {
                 int u = e / cols, d = d0 + e % cols;
-                right[e] = u < depth && d < s.ValueDim ? io.V[((long)(start + j0 + u) * s.KvHeads + h) * s.ValueDim + d] : 0f;
+                right[e] = u < depth && d < s.ValueDim ? args.V[((long)(start + j0 + u) * s.KvHeads + h) * s.ValueDim + d] : 0f;
             }
             Group.Barrier();
             tile.Accumulate(left, SlicePitch, right, cols, depth, row, s.OutputRowThreads, col, s.OutputColThreads);
@@ -448,16 +451,16 @@ public static class GlaGpuKernels
         for (int m = 0; m < 4; m++)
         {
             int i = row + m * s.OutputRowThreads;
-            if (i < rows) tile.StoreRow(m, io.Output, ((long)(start + i0 + i) * s.QHeads + qh) * s.ValueDim + d0, col, s.OutputColThreads, s.ValueDim - d0);
+            if (i < rows) tile.StoreRow(m, args.Output, ((long)(start + i0 + i) * s.QHeads + qh) * s.ValueDim + d0, col, s.OutputColThreads, s.ValueDim - d0);
         }
     }
 
     /// <summary>exp(g_t) of one token at key dim c: the per-token decay of the recurrent form.</summary>
-    private static float StepDecay(GlaGpuViews io, GlaGpuShape s, int t, int h, int c)
+    private static float StepDecay(GlaGpuArgs args, GlaGpuShape s, int t, int h, int c)
     {
-        if (s.PerKey) return XMath.Exp(io.G[((long)t * s.KvHeads + h) * s.KeyDim + c]);
-        if (s.PerHead) return XMath.Exp(io.G[(long)t * s.KvHeads + h]);
-        if (s.Constant) return XMath.Exp(io.ConstantDecay[h]);
+        if (s.PerKey) return XMath.Exp(args.G[((long)t * s.KvHeads + h) * s.KeyDim + c]);
+        if (s.PerHead) return XMath.Exp(args.G[(long)t * s.KvHeads + h]);
+        if (s.Constant) return XMath.Exp(args.ConstantDecay[h]);
         return 1f;
     }
 
@@ -466,7 +469,7 @@ public static class GlaGpuKernels
     /// o_t = Sᵀ (scale q_t) for every query head of the kv head. The state tile [K × cols] stays in shared
     /// memory; thread (row, col) owns the key rows row, row + RecurrentRowThreads, ... of column col.
     /// </summary>
-    public static void Recurrent(GlaGpuViews io, SpecializedValue<GlaGpuShape> shape)
+    public static void Recurrent(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
         var tiles = new RecurrentTiles(s);
@@ -484,23 +487,23 @@ public static class GlaGpuKernels
         for (int e = tid; e < kd * cols; e += s.GroupSize)
         {
             int c = e / cols, d = d0 + e % cols;
-            state[e] = d < s.ValueDim ? io.State[stateBase + (long)c * s.ValueDim + d] : 0f;
+            state[e] = d < s.ValueDim ? args.State[stateBase + (long)c * s.ValueDim + d] : 0f;
         }
 
-        int end = io.SequenceStart[n + 1];
-        for (int t = io.SequenceStart[n]; t < end; t++)
+        int end = args.SequenceStart[n + 1];
+        for (int t = args.SequenceStart[n]; t < end; t++)
         {
             Group.Barrier();
             long kvRow = (long)t * s.KvHeads + h;
             for (int e = tid; e < kd; e += s.GroupSize)
             {
-                keys[e] = io.K[kvRow * kd + e];
-                decay[e] = StepDecay(io, s, t, h, e);
+                keys[e] = args.K[kvRow * kd + e];
+                decay[e] = StepDecay(args, s, t, h, e);
             }
             for (int e = tid; e < cols; e += s.GroupSize)
-                values[e] = d0 + e < s.ValueDim ? io.V[kvRow * s.ValueDim + d0 + e] : 0f;
+                values[e] = d0 + e < s.ValueDim ? args.V[kvRow * s.ValueDim + d0 + e] : 0f;
             long qRow = (long)t * s.QHeads + h * s.Group;
-            for (int e = tid; e < s.Group * kd; e += s.GroupSize) queries[e] = s.Scale * io.Q[qRow * kd + e];
+            for (int e = tid; e < s.Group * kd; e += s.GroupSize) queries[e] = s.Scale * args.Q[qRow * kd + e];
             Group.Barrier();
 
             float v = values[col];
@@ -523,14 +526,14 @@ public static class GlaGpuKernels
                 if (d0 + d >= s.ValueDim) continue;
                 float o = 0f;
                 for (int p = 0; p < rowThreads; p++) o += partials[(g * rowThreads + p) * cols + d];
-                io.Output[(qRow + g) * s.ValueDim + d0 + d] = o;
+                args.Output[(qRow + g) * s.ValueDim + d0 + d] = o;
             }
         }
         Group.Barrier();
         for (int e = tid; e < kd * cols; e += s.GroupSize)
         {
             int c = e / cols, d = d0 + e % cols;
-            if (d < s.ValueDim) io.State[stateBase + (long)c * s.ValueDim + d] = state[e];
+            if (d < s.ValueDim) args.State[stateBase + (long)c * s.ValueDim + d] = state[e];
         }
     }
 }

@@ -1,13 +1,14 @@
 using ILGPU;
 using ILGPU.Runtime;
 using Engine.Kernels.Common;
+using Launcher = System.Action<ILGPU.KernelConfig, Engine.Kernels.Lssl.LsslGpuArgs, ILGPU.Runtime.SpecializedValue<Engine.Kernels.Lssl.LsslGpuShape>>;
 
 namespace Engine.Kernels.Lssl;
 
 /// <summary>
 /// LSSL on an ILGPU accelerator; the kernels are in <see cref="LsslGpuKernels"/>. The system's fp32 tables are
-/// uploaded once per runtime and kept with the system; each call uploads u into buffers this instance owns,
-/// launches under the runtime's lock and downloads y. The state stays on the device: [B, H, N].
+/// uploaded once per runtime and kept with the system; each call, under the runtime's lock, uploads u into
+/// buffers this instance owns, launches, synchronizes once and downloads y. The state stays on the device: [B, H, N].
 ///   recurrent: one kernel, a group per (sequence, channel), one step after another.
 ///   scan:      chunk-local outputs and chunk end states (parallel over every chunk), the carry (sequential
 ///              over chunks, parallel over sequences, channels and state rows), the fix-up (parallel), and the
@@ -20,7 +21,7 @@ public sealed class LsslGpu : IDisposable
 {
     private readonly GpuBuffers _buffers;
     private readonly LsslGpuShape _shape;
-    private readonly Action<KernelConfig, LsslGpuViews, LsslGpuCall, SpecializedValue<LsslGpuShape>> _recurrent, _carry, _localOutput, _chunkState, _fixUp, _convDirect;
+    private readonly Launcher _recurrent, _carry, _localOutput, _chunkState, _fixUp, _convDirect;
 
     public LsslGpu(LsslConfig config, GpuRuntime runtime)
     {
@@ -28,16 +29,16 @@ public sealed class LsslGpu : IDisposable
         Runtime = runtime;
         _shape = new LsslGpuShape(config, runtime.GroupSize);
         long limit = runtime.SharedMemoryPerGroup;
-        long shared = (long)LsslGpuKernels.RecurrentSharedFloats(_shape) * sizeof(float);
+        long shared = (long)new RecurrentTiles(_shape).Floats * sizeof(float);
         if (shared > limit)
             throw new NotSupportedException($"LSSL GPU kernels keep the state of a channel in shared memory: N = {config.StateSize} needs {shared} bytes, more than the {limit} a group may use");
         _buffers = new GpuBuffers(runtime.Accelerator);
-        _recurrent = Load("lssl.recurrent", LsslGpuKernels.Recurrent);
-        _carry = Load("lssl.carry", LsslGpuKernels.Carry);
-        _localOutput = Load("lssl.local_output", LsslGpuKernels.LocalOutput);
-        _chunkState = Load("lssl.chunk_state", LsslGpuKernels.ChunkState);
-        _fixUp = Load("lssl.fix_up", LsslGpuKernels.FixUp);
-        _convDirect = Load("lssl.conv_direct", LsslGpuKernels.ConvDirect);
+        _recurrent = Load(LsslGpuKernels.Recurrent);
+        _carry = Load(LsslGpuKernels.Carry);
+        _localOutput = Load(LsslGpuKernels.LocalOutput);
+        _chunkState = Load(LsslGpuKernels.ChunkState);
+        _fixUp = Load(LsslGpuKernels.FixUp);
+        _convDirect = Load(LsslGpuKernels.ConvDirect);
     }
 
     public LsslConfig Config { get; }
@@ -51,97 +52,97 @@ public sealed class LsslGpu : IDisposable
         if (batch == 0 || length == 0) return;
         lock (Runtime.Lock)
         {
-            var v = Tables(system).Views;
-            v.U = _buffers.Upload("u", u);
-            v.Y = _buffers.Get<float>("y", y.Length);
-            v.State = state;
-            var call = new LsslGpuCall { Batch = batch, Length = length };
-            int q = _shape.Q, full = length / q, rest = length - full * q;
-            switch (mode)
-            {
-                case LsslMode.Recurrent:
-                    Recurrent(v, call, 0, length, writeOutput: true);
-                    break;
-                case LsslMode.Scan:
-                    if (full > 0)
-                    {
-                        ChunkBuffers(ref v, batch, full);
-                        call.Chunks = full;
-                        _localOutput(Flat((long)batch * full * q * _shape.Channels), v, call, Spec);
-                        _chunkState(Flat((long)batch * _shape.Channels * full * _shape.Np), v, call, Spec);
-                        Carry(v, call, useZ: true, writeState: true);
-                        _fixUp(Flat((long)batch * full * q * _shape.Channels), v, call, Spec);
-                    }
-                    if (rest > 0) Recurrent(v, call, full * q, rest, writeOutput: true);
-                    break;
-                case LsslMode.Conv:
-                    v.ConvKernel = ConvKernel(system, length, out call.KernelStride);
-                    _convDirect(Flat((long)batch * length * _shape.Channels), v, call, Spec);
-                    if (!initialStateIsZero)
-                    {
-                        // The zero-input response C Ā^(t+1) x₀: carry x₀ alone, then the fix-up, the partial chunk included.
-                        int chunks = full + (rest > 0 ? 1 : 0);
-                        ChunkBuffers(ref v, batch, chunks);
-                        call.Chunks = chunks;
-                        Carry(v, call, useZ: false, writeState: false);
-                        _fixUp(Flat((long)batch * chunks * q * _shape.Channels), v, call, Spec);
-                    }
-                    if (needFinalState)
-                    {
-                        if (full > 0)
-                        {
-                            ChunkBuffers(ref v, batch, full);
-                            call.Chunks = full;
-                            _chunkState(Flat((long)batch * _shape.Channels * full * _shape.Np), v, call, Spec);
-                            Carry(v, call, useZ: true, writeState: true);
-                        }
-                        if (rest > 0) Recurrent(v, call, full * q, rest, writeOutput: false);
-                    }
-                    break;
-                default:
-                    throw new ArgumentException($"mode {mode} must be resolved before it reaches a kernel", nameof(mode));
-            }
-            v.Y.SubView(0, y.Length).CopyToCPU(y);
-            Runtime.Accelerator.DefaultStream.Synchronize();
+            var args = Upload(mode, system, batch, length, u, y.Length, state);
+            Launch(mode, system, args, initialStateIsZero, needFinalState);
+            Runtime.Download(args.Y, y);
         }
     }
 
     public void Dispose() => _buffers.Dispose();
 
-    private SpecializedValue<LsslGpuShape> Spec => SpecializedValue.New(_shape);
+    private Launcher Load(Action<LsslGpuArgs, SpecializedValue<LsslGpuShape>> kernel) => Runtime.Kernel(kernel);
 
-    private Action<KernelConfig, LsslGpuViews, LsslGpuCall, SpecializedValue<LsslGpuShape>> Load(string key,
-        Action<LsslGpuViews, LsslGpuCall, SpecializedValue<LsslGpuShape>> kernel)
-        => Runtime.Kernel(key, a => a.LoadStreamKernel(kernel));
+    /// <summary>Uploads u and sizes y and the chunk buffers; the system's tables are uploaded once.</summary>
+    private LsslGpuArgs Upload(LsslMode mode, LsslSystem system, int batch, int length, ReadOnlySpan<float> u, int outputLength, ArrayView<float> state)
+    {
+        var args = Tables(system).Args;
+        var placeholder = _buffers.Placeholder<float>();
+        args.ConvKernel = args.Z = args.Xprev = placeholder;
+        args.U = _buffers.Upload(nameof(LsslGpuArgs.U), u);
+        args.Y = _buffers.Get<float>(nameof(LsslGpuArgs.Y), outputLength);
+        args.State = state;
+        args.Batch = batch;
+        args.Length = length;
+        if (mode == LsslMode.Recurrent) return args;
+        // A chunk's entries for every full chunk and the partial last one (the conv mode's zero-input carry covers it).
+        long chunkFloats = (long)batch * _shape.Channels * ((length + _shape.Q - 1) / _shape.Q) * _shape.Np;
+        args.Z = _buffers.Get<float>(nameof(LsslGpuArgs.Z), chunkFloats);
+        args.Xprev = _buffers.Get<float>(nameof(LsslGpuArgs.Xprev), chunkFloats);
+        return args;
+    }
+
+    private void Launch(LsslMode mode, LsslSystem system, LsslGpuArgs args, bool initialStateIsZero, bool needFinalState)
+    {
+        var shape = SpecializedValue.New(_shape);
+        int q = _shape.Q, full = args.Length / q, rest = args.Length - full * q;
+        switch (mode)
+        {
+            case LsslMode.Recurrent:
+                Recurrent(args, 0, args.Length, writeOutput: true);
+                break;
+            case LsslMode.Scan:
+                if (full > 0)
+                {
+                    args.Chunks = full;
+                    _localOutput(Runtime.Threads((long)args.Batch * full * q * _shape.Channels), args, shape);
+                    _chunkState(Runtime.Threads((long)args.Batch * _shape.Channels * full * _shape.Np), args, shape);
+                    Carry(args, useZ: true, writeState: true);
+                    _fixUp(Runtime.Threads((long)args.Batch * full * q * _shape.Channels), args, shape);
+                }
+                if (rest > 0) Recurrent(args, full * q, rest, writeOutput: true);
+                break;
+            case LsslMode.Conv:
+                args.ConvKernel = ConvKernel(system, args.Length, out args.KernelStride);
+                _convDirect(Runtime.Threads((long)args.Batch * args.Length * _shape.Channels), args, shape);
+                if (!initialStateIsZero)
+                {
+                    // The zero-input response C Ā^(t+1) x₀: carry x₀ alone, then the fix-up, the partial chunk included.
+                    args.Chunks = full + (rest > 0 ? 1 : 0);
+                    Carry(args, useZ: false, writeState: false);
+                    _fixUp(Runtime.Threads((long)args.Batch * args.Chunks * q * _shape.Channels), args, shape);
+                }
+                if (needFinalState)
+                {
+                    if (full > 0)
+                    {
+                        args.Chunks = full;
+                        _chunkState(Runtime.Threads((long)args.Batch * _shape.Channels * full * _shape.Np), args, shape);
+                        Carry(args, useZ: true, writeState: true);
+                    }
+                    if (rest > 0) Recurrent(args, full * q, rest, writeOutput: false);
+                }
+                break;
+            default:
+                throw new ArgumentException($"mode {mode} must be resolved before it reaches a kernel", nameof(mode));
+        }
+    }
 
     /// <summary>One group per (sequence, channel) with the given dynamic shared memory.</summary>
-    private KernelConfig PerChannel(int batch, int sharedFloats) =>
-        new(new Index1D(batch * _shape.Channels), new Index1D(_shape.GroupSize), SharedMemoryConfig.RequestDynamic<float>(sharedFloats));
+    private KernelConfig PerChannel(int batch, int sharedFloats) => Runtime.Groups(batch * _shape.Channels, 1, 1, sharedFloats);
 
-    /// <summary>A flat grid of <paramref name="threads"/> threads in groups of the runtime's size.</summary>
-    private KernelConfig Flat(long threads) =>
-        new(new Index1D(checked((int)((threads + _shape.GroupSize - 1) / _shape.GroupSize))), new Index1D(_shape.GroupSize));
-
-    private void Recurrent(LsslGpuViews v, LsslGpuCall call, int start, int count, bool writeOutput)
+    private void Recurrent(LsslGpuArgs args, int start, int count, bool writeOutput)
     {
-        call.Start = start;
-        call.Count = count;
-        call.WriteOutput = writeOutput ? 1 : 0;
-        _recurrent(PerChannel(call.Batch, LsslGpuKernels.RecurrentSharedFloats(_shape)), v, call, Spec);
+        args.Start = start;
+        args.Count = count;
+        args.WriteOutput = writeOutput;
+        _recurrent(PerChannel(args.Batch, new RecurrentTiles(_shape).Floats), args, SpecializedValue.New(_shape));
     }
 
-    private void Carry(LsslGpuViews v, LsslGpuCall call, bool useZ, bool writeState)
+    private void Carry(LsslGpuArgs args, bool useZ, bool writeState)
     {
-        call.UseZ = useZ ? 1 : 0;
-        call.WriteState = writeState ? 1 : 0;
-        _carry(PerChannel(call.Batch, LsslGpuKernels.CarrySharedFloats(_shape)), v, call, Spec);
-    }
-
-    private void ChunkBuffers(ref LsslGpuViews v, int batch, int chunks)
-    {
-        long floats = (long)batch * _shape.Channels * chunks * _shape.Np;
-        v.Z = _buffers.Get<float>("z", floats);
-        v.Xprev = _buffers.Get<float>("xprev", floats);
+        args.UseZ = useZ;
+        args.WriteState = writeState;
+        _carry(PerChannel(args.Batch, new CarryTiles(_shape).Floats), args, SpecializedValue.New(_shape));
     }
 
     /// <summary>The system's tables on this runtime, uploaded on first use.</summary>
@@ -184,16 +185,15 @@ public sealed class LsslGpu : IDisposable
         {
             _arrays = [.. new[] { s.AbarMinusIT, s.Bbar, s.C, s.D, s.Taps, s.OutputWeights, s.StateColsT, s.ChunkPowMinusIT }
                 .Select(a => new GpuArray(accelerator, a))];
-            var placeholder = _arrays[3].View;
-            Views = new LsslGpuViews
+            Args = new LsslGpuArgs
             {
                 AbarMinusIT = _arrays[0].View, Bbar = _arrays[1].View, C = _arrays[2].View, D = _arrays[3].View,
                 Taps = _arrays[4].View, OutputWeights = _arrays[5].View, StateColsT = _arrays[6].View, ChunkPowMinusIT = _arrays[7].View,
-                U = placeholder, Y = placeholder, State = placeholder, ConvKernel = placeholder, Z = placeholder, Xprev = placeholder,
             };
         }
 
-        public LsslGpuViews Views { get; }
+        /// <summary>Arguments with the tables set and nothing else.</summary>
+        public LsslGpuArgs Args { get; }
 
         public void Dispose()
         {

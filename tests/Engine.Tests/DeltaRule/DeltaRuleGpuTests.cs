@@ -1,12 +1,7 @@
 using Engine.Kernels.Common;
 using Engine.Kernels.DeltaRule;
 using Engine.Tests.Harness;
-using System.Reflection;
-using ILGPU;
-using ILGPU.Backends.EntryPoints;
-using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
-using ILGPU.Runtime.Cuda;
 using NUnit.Framework;
 
 namespace Engine.Tests.DeltaRule;
@@ -50,18 +45,6 @@ public sealed class DeltaRuleGpuTests
 
     /// <summary>No CUDA device is needed to compile for one: every kernel becomes PTX for the H100 (sm_90), with no local memory.</summary>
     [Test]
-    public void KernelsCompileForCudaWithoutLocalMemory()
-    {
-        using var context = Context.Create(b => b.Cuda().Optimize(OptimizationLevel.O2).EnableAlgorithms());
-        var architecture = CudaArchitecture.SM_90;
-        using var backend = new PTXBackend(context, new CudaCapabilityContext(architecture), architecture, CudaInstructionSet.ISA_80, null);
-        var kernels = typeof(DeltaRuleGpu).GetMethods(BindingFlags.NonPublic | BindingFlags.Static).Where(m => m.Name.EndsWith("Kernel")).ToArray();
-        Assert.That(kernels.Select(k => k.Name), Is.EquivalentTo(new[] { "PrepareKernel", "StatePassKernel", "RecurrentKernel" }));
-        foreach (var kernel in kernels)
-        {
-            var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), new KernelSpecialization(128, null));
-            Assert.That(compiled.PTXAssembly, Does.Contain(".entry"), kernel.Name);
-            Assert.That(compiled.PTXAssembly, Does.Not.Contain(".local"), $"{kernel.Name} spills to local memory");
-        }
-    }
+    public void KernelsCompileForCudaWithoutLocalMemory() =>
+        CudaCompilation.AssertKernelsCompileWithoutLocalMemory(typeof(DeltaRuleGpuKernels), "Prepare", "StatePass", "Recurrent");
 }

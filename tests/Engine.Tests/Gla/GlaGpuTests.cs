@@ -1,13 +1,8 @@
 using System.Numerics.Tensors;
-using System.Reflection;
 using Engine.Kernels.Common;
 using Engine.Kernels.Gla;
 using Engine.Tests.Harness;
-using ILGPU;
-using ILGPU.Backends.EntryPoints;
-using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
-using ILGPU.Runtime.Cuda;
 using NUnit.Framework;
 
 namespace Engine.Tests.Gla;
@@ -195,18 +190,6 @@ public sealed class GlaGpuTests
 
     /// <summary>No CUDA device is needed to compile for one: every kernel becomes PTX for the H100 (sm_90), with no local memory.</summary>
     [Test]
-    public void KernelsCompileForCudaWithoutLocalMemory()
-    {
-        using var context = Context.Create(b => b.Cuda().Optimize(OptimizationLevel.O2).EnableAlgorithms());
-        var architecture = CudaArchitecture.SM_90;
-        using var backend = new PTXBackend(context, new CudaCapabilityContext(architecture), architecture, CudaInstructionSet.ISA_80, null);
-        var kernels = typeof(GlaGpuKernels).GetMethods(BindingFlags.Public | BindingFlags.Static);
-        Assert.That(kernels, Has.Length.EqualTo(6));
-        foreach (var kernel in kernels)
-        {
-            var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), new KernelSpecialization(128, null));
-            Assert.That(compiled.PTXAssembly, Does.Contain(".entry"), kernel.Name);
-            Assert.That(compiled.PTXAssembly, Does.Not.Contain(".local"), $"{kernel.Name} spills to local memory");
-        }
-    }
+    public void KernelsCompileForCudaWithoutLocalMemory() =>
+        CudaCompilation.AssertKernelsCompileWithoutLocalMemory(typeof(GlaGpuKernels), "CumulativeGates", "ChunkStates", "ScanChunkStates", "IntraScores", "Output", "Recurrent");
 }

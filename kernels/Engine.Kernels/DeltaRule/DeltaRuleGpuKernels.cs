@@ -1,0 +1,464 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+using Engine.Kernels.Common;
+
+namespace Engine.Kernels.DeltaRule;
+
+/// <summary>
+/// What a delta-rule kernel knows at compile time: dims, gate form, normalization, scale, chunk size and group
+/// size. Kernels take it as a <see cref="SpecializedValue{T}"/>, so every field is a constant in the generated
+/// code (loop bounds, shared-memory carving, the gate branches). Built on the host from the config and the
+/// runtime's group size (a multiple of <see cref="Tile"/>).
+/// </summary>
+public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
+{
+    /// <summary>Value columns of one group, and rows of a diagonal block of T: the delta rule never mixes value columns.</summary>
+    public const int Tile = 16;
+
+    private readonly int _qkL2Norm;
+
+    public DeltaRuleGpuShape(DeltaRuleConfig config, int groupSize)
+    {
+        QHeads = config.Heads.QHeads;
+        KvHeads = config.Heads.KvHeads;
+        KeyDim = config.Heads.KeyDim;
+        ValueDim = config.Heads.ValueDim;
+        Chunk = config.ChunkSize;
+        Gate = config.Gate;
+        _qkL2Norm = config.QkL2Norm ? 1 : 0;
+        Scale = config.Scale;
+        GroupSize = groupSize;
+    }
+
+    public int QHeads { get; }
+    public int KvHeads { get; }
+    public int KeyDim { get; }
+    public int ValueDim { get; }
+    public int Chunk { get; }
+    public GateKind Gate { get; }
+    public float Scale { get; }
+    public int GroupSize { get; }
+
+    /// <summary>q and k rows are L2-normalized in the kernels (an int behind it: ILGPU refuses bool kernel parameters).</summary>
+    public bool QkL2Norm => _qkL2Norm != 0;
+
+    public int Group => QHeads / KvHeads;
+    public bool PerKey => Gate == GateKind.PerKey;
+    public bool PerHead => Gate == GateKind.PerHead;
+
+    /// <summary>Row slices of a group: thread = slice · 16 + value column of the tile.</summary>
+    public int Slices => GroupSize / Tile;
+
+    /// <summary>Value tiles of 16 columns (the last one may be partial).</summary>
+    public int ValueTiles => (ValueDim + Tile - 1) / Tile;
+
+    /// <summary>16-row diagonal blocks of T in a full chunk.</summary>
+    public int Blocks => Chunk / Tile;
+
+    public bool Equals(DeltaRuleGpuShape other) =>
+        QHeads == other.QHeads && KvHeads == other.KvHeads && KeyDim == other.KeyDim && ValueDim == other.ValueDim && Chunk == other.Chunk
+        && Gate == other.Gate && _qkL2Norm == other._qkL2Norm && Scale.Equals(other.Scale) && GroupSize == other.GroupSize;
+
+    public override bool Equals(object? obj) => obj is DeltaRuleGpuShape other && Equals(other);
+
+    public override int GetHashCode() => HashCode.Combine(QHeads, KvHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(_qkL2Norm, Scale, GroupSize));
+}
+
+/// <summary>What a delta-rule kernel gets at run time: the device buffers of one call (views a launch does not read are placeholders).</summary>
+public struct DeltaRuleGpuArgs
+{
+    /// <summary>Inputs: q [T, Hq, K], k [T, Hkv, K], v [T, Hkv, V], β [T, Hkv], raw log gates [T, Hkv] or [T, Hkv, K].</summary>
+    public ArrayView<float> Q, K, V, Beta, G;
+
+    /// <summary>[T, Hq, V].</summary>
+    public ArrayView<float> Output;
+
+    /// <summary>[N, Hkv, K, V], initial on entry, final on return.</summary>
+    public ArrayView<float> State;
+
+    /// <summary>Written by the preparation, read by the state pass: W, decayed keys [T, Hkv, K]; U [T, Hkv, V].</summary>
+    public ArrayView<float> W, DecayedKeys, U;
+
+    /// <summary>Per query head: the inter-chunk queries scale q̂ ⊙ e^G [T, Hq, K] and the masked intra scores P [T, Hq, C].</summary>
+    public ArrayView<float> GatedQueries, Scores;
+
+    /// <summary>e^{G_last} per chunk and kv head [chunks, Hkv] (per key dim too with a per-key gate: [chunks, Hkv, K]).</summary>
+    public ArrayView<float> ChunkDecay;
+
+    /// <summary>Per-key gate: the log gates summed within each chunk, laid out as G.</summary>
+    public ArrayView<float> CumulativeGate;
+
+    /// <summary>The <see cref="ChunkTable"/>: first token and length per chunk, first chunk per sequence.</summary>
+    public ArrayView<int> ChunkStart, ChunkLength, FirstChunk;
+
+    /// <summary>[N + 1] token offsets of the sequences (recurrent form).</summary>
+    public ArrayView<int> SequenceStart;
+}
+
+/// <summary>Dynamic shared memory of the preparation kernel, in floats.</summary>
+internal readonly struct PrepareTiles(DeltaRuleGpuShape s)
+{
+    public int A => 0;                                       // [C × C] A, zero on and above the diagonal
+    public int T => s.Chunk * s.Chunk;                       // [C × C] T = (I + A)⁻¹
+    public int Merge => 2 * s.Chunk * s.Chunk;               // [(blocks − 1) × 16 × 16] Σ A T of one block row
+    public int MergeFloats => Math.Max(1, s.Blocks - 1) * DeltaRuleGpuShape.Tile * DeltaRuleGpuShape.Tile;
+    public int Gates => Merge + MergeFloats;                 // [C] in-chunk cumulative log gate (per head; zeros otherwise)
+    public int Betas => Gates + s.Chunk;                     // [C]
+    public int KeyNorms => Betas + s.Chunk;                  // [C] 1 / ‖k_j‖ (or 1)
+    public int QueryNorms => KeyNorms + s.Chunk;             // [C] 1 / ‖q_i‖ (or 1) of one query head
+    public int Floats => QueryNorms + s.Chunk;
+}
+
+/// <summary>Dynamic shared memory of the state-pass kernel, in floats.</summary>
+internal readonly struct StatePassTiles(DeltaRuleGpuShape s)
+{
+    public int State => 0;                                   // [K × 16] the state slice
+    public int NewValues => s.KeyDim * DeltaRuleGpuShape.Tile;   // [C × 16] V_new of the chunk
+    public int Floats => NewValues + s.Chunk * DeltaRuleGpuShape.Tile;
+}
+
+/// <summary>Dynamic shared memory of the recurrent kernel, in floats.</summary>
+internal readonly struct RecurrentTiles(DeltaRuleGpuShape s)
+{
+    public int State => 0;                                   // [K × 16] the state slice
+    public int Row => s.KeyDim * DeltaRuleGpuShape.Tile;     // [K] k_t, then q_t of one query head
+    public int Partials => Row + s.KeyDim;                   // [slices × 16] partial (diag(e^g) S)ᵀ k̂
+    public int Outputs => Partials + s.Slices * DeltaRuleGpuShape.Tile;   // [slices × 16] partial outputs
+    public int Floats => Outputs + s.Slices * DeltaRuleGpuShape.Tile;
+}
+
+/// <summary>
+/// DeltaNet / Gated DeltaNet as ILGPU kernels, explicitly grouped with shared-memory tiles.
+///
+/// Chunked form, two launches (notation of <see cref="DeltaRuleCpu"/>):
+///  1. Prepare, one group per (chunk, key/value head), all chunks in parallel: G, A in shared memory,
+///     T = (I + A)⁻¹ as four-at-most 16×16 diagonal-block inverses (row recurrence, one column per thread)
+///     merged block row by block row (T_pq = −T_pp Σ_{q<=m<p} A_pm T_mq); then W = T diag(β e^G) K,
+///     U = T diag(β) V, the decayed keys k̂ e^{G_last − G}, and per query head the inter query
+///     scale e^G q̂ and the masked intra scores P = scale (Q Kᵀ ⊙ D), all written to global memory.
+///  2. StatePass, one group per (sequence, key/value head, 16-column tile of V), sequential over the
+///     chunks: the K × 16 state slice stays in shared memory; V_new = U − W S, O = Q_g S + P V_new,
+///     S ← e^{G_last} S + K_dᵀ V_new. The delta rule never mixes value columns, so tiles are independent.
+/// A per-key gate makes G a per-key-dim cumulative sum (written to global memory by Prepare): every
+/// e^{G_i − G_j} moves inside the key-dim sums and the chunk decay becomes one factor per row of S.
+/// Recurrent form: one group per (sequence, key/value head, V tile), one token at a time.
+/// Threads of a group: column d = thread % 16 of the tile, slice = thread / 16 over rows.
+/// Every exponent is a difference G_i − G_j with j <= i (or G_last − G_j, or G_i, or a raw log gate), so it is <= 0.
+/// </summary>
+public static class DeltaRuleGpuKernels
+{
+    private const int Tile = DeltaRuleGpuShape.Tile;
+
+    /// <summary>1 / sqrt(Σ x² + eps) over the K floats of a global row at <paramref name="offset"/>, or 1 without normalization.</summary>
+    private static float InverseNorm(DeltaRuleGpuShape s, ArrayView<float> x, long offset)
+    {
+        if (!s.QkL2Norm) return 1f;
+        float sum = 0f;
+        for (int c = 0; c < s.KeyDim; c++) sum += x[offset + c] * x[offset + c];
+        return 1f / XMath.Sqrt(sum + DeltaRuleConfig.L2NormEpsilon);
+    }
+
+    /// <summary>The in-chunk cumulative log gate of chunk row i at key dim c: from CumulativeGate (per key) or <paramref name="gates"/> (per head, or zeros).</summary>
+    private static float CumulativeLogGate(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> gates, int start, int h, int i, int c) =>
+        s.PerKey ? args.CumulativeGate[((long)(start + i) * s.KvHeads + h) * s.KeyDim + c] : gates[i];
+
+    /// <summary>Σ_c x_c k_jc e^{G_ic − G_jc}: the decay inside the sum for a per-key gate, outside it otherwise.</summary>
+    private static float DecayedDot(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> gates, ArrayView<float> x, long xi, long kj,
+        int start, int h, int i, int j)
+    {
+        float dot = 0f;
+        if (s.PerKey)
+        {
+            for (int c = 0; c < s.KeyDim; c++)
+                dot += x[xi + c] * args.K[kj + c] * XMath.Exp(CumulativeLogGate(args, s, gates, start, h, i, c) - CumulativeLogGate(args, s, gates, start, h, j, c));
+            return dot;
+        }
+        for (int c = 0; c < s.KeyDim; c++) dot += x[xi + c] * args.K[kj + c];
+        return dot * XMath.Exp(gates[i] - gates[j]);
+    }
+
+    /// <summary>Grid (chunks, Hkv): T = (I + A)⁻¹ of the chunk, then W, U, the decayed keys, the chunk decay and per query head the gated queries and scores.</summary>
+    public static void Prepare(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
+    {
+        var s = shape.Value;
+        var tiles = new PrepareTiles(s);
+        int cc = s.Chunk, kd = s.KeyDim, vd = s.ValueDim, hkv = s.KvHeads, nt = s.GroupSize;
+        var shared = SharedMemory.GetDynamic<float>();
+        var sA = shared.SubView(tiles.A, cc * cc);
+        var sT = shared.SubView(tiles.T, cc * cc);
+        var sX = shared.SubView(tiles.Merge, tiles.MergeFloats);
+        var sG = shared.SubView(tiles.Gates, cc);
+        var sBeta = shared.SubView(tiles.Betas, cc);
+        var sRk = shared.SubView(tiles.KeyNorms, cc);
+        var sRq = shared.SubView(tiles.QueryNorms, cc);
+
+        int tid = Group.IdxX, chunk = Grid.IdxX, h = Grid.IdxY;
+        int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
+
+        if (tid == 0)
+        {
+            float acc = 0f;
+            for (int i = 0; i < len; i++)
+            {
+                if (s.PerHead) acc += args.G[(long)(cs + i) * hkv + h];
+                sG[i] = acc;
+                sBeta[i] = args.Beta[(long)(cs + i) * hkv + h];
+            }
+        }
+        if (s.PerKey)
+        {
+            for (int c = tid; c < kd; c += nt)
+            {
+                float acc = 0f;
+                for (int i = 0; i < len; i++)
+                {
+                    long at = ((long)(cs + i) * hkv + h) * kd + c;
+                    acc += args.G[at];
+                    args.CumulativeGate[at] = acc;
+                }
+            }
+        }
+        for (int i = tid; i < len; i += nt) sRk[i] = InverseNorm(s, args.K, ((long)(cs + i) * hkv + h) * kd);
+        Group.Barrier();
+
+        // A_ij = β_i Σ_c k̂_ic k̂_jc e^{G_ic − G_jc} below the diagonal; the decayed keys k̂_j ⊙ e^{G_last − G_j}.
+        for (int e = tid; e < cc * cc; e += nt)
+        {
+            int i = e / cc, j = e % cc;
+            float value = 0f;
+            if (j < i && i < len)
+            {
+                long ki = ((long)(cs + i) * hkv + h) * kd, kj = ((long)(cs + j) * hkv + h) * kd;
+                value = sBeta[i] * sRk[i] * sRk[j] * DecayedDot(args, s, sG, args.K, ki, kj, cs, h, i, j);
+            }
+            sA[e] = value;
+        }
+        for (int e = tid; e < len * kd; e += nt)
+        {
+            int j = e / kd, c = e % kd;
+            long at = ((long)(cs + j) * hkv + h) * kd + c;
+            args.DecayedKeys[at] = args.K[at] * sRk[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, len - 1, c) - CumulativeLogGate(args, s, sG, cs, h, j, c));
+        }
+        Group.Barrier();
+
+        // Diagonal 16×16 blocks of T = (I + A)⁻¹: one column per thread, down the rows.
+        int blocks = (len + Tile - 1) / Tile;
+        for (int e = tid; e < blocks * Tile; e += nt)
+        {
+            int b0 = e / Tile * Tile, col = b0 + e % Tile;
+            for (int r = b0; r < b0 + Tile; r++)
+            {
+                float value = r == col ? 1f : 0f;
+                if (r > col)
+                    for (int m = col; m < r; m++) value -= sA[r * cc + m] * sT[m * cc + col];
+                sT[r * cc + col] = value;
+            }
+        }
+        Group.Barrier();
+
+        // Merge: T_pq = −T_pp Σ_{q<=m<p} A_pm T_mq, block row p after block row p − 1.
+        for (int p = 1; p < blocks; p++)
+        {
+            for (int e = tid; e < p * Tile * Tile; e += nt)
+            {
+                int qb = e / (Tile * Tile), r = p * Tile + e / Tile % Tile, col = qb * Tile + e % Tile;
+                float sum = 0f;
+                for (int m = qb * Tile; m < p * Tile; m++) sum += sA[r * cc + m] * sT[m * cc + col];
+                sX[e] = sum;
+            }
+            Group.Barrier();
+            for (int e = tid; e < p * Tile * Tile; e += nt)
+            {
+                int qb = e / (Tile * Tile), rl = e / Tile % Tile, cl = e % Tile;
+                int r = p * Tile + rl;
+                float sum = 0f;
+                for (int l = 0; l < Tile; l++) sum += sT[r * cc + p * Tile + l] * sX[qb * Tile * Tile + l * Tile + cl];
+                sT[r * cc + qb * Tile + cl] = -sum;
+            }
+            Group.Barrier();
+        }
+
+        // W = T diag(β) (K̂ ⊙ e^G) and U = T diag(β) V (T is lower triangular).
+        for (int e = tid; e < len * kd; e += nt)
+        {
+            int i = e / kd, c = e % kd;
+            float sum = 0f;
+            for (int j = 0; j <= i; j++)
+                sum += sT[i * cc + j] * sBeta[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, j, c)) * sRk[j] * args.K[((long)(cs + j) * hkv + h) * kd + c];
+            args.W[((long)(cs + i) * hkv + h) * kd + c] = sum;
+        }
+        for (int e = tid; e < len * vd; e += nt)
+        {
+            int i = e / vd, d = e % vd;
+            float sum = 0f;
+            for (int j = 0; j <= i; j++) sum += sT[i * cc + j] * sBeta[j] * args.V[((long)(cs + j) * hkv + h) * vd + d];
+            args.U[((long)(cs + i) * hkv + h) * vd + d] = sum;
+        }
+        if (s.PerKey)
+        {
+            for (int c = tid; c < kd; c += nt) args.ChunkDecay[((long)chunk * hkv + h) * kd + c] = XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, len - 1, c));
+        }
+        else if (tid == 0)
+        {
+            args.ChunkDecay[(long)chunk * hkv + h] = XMath.Exp(sG[len - 1]);
+        }
+
+        // Per query head: Q_g = scale q̂ ⊙ e^G and P_ij = scale Σ_c q̂_ic k̂_jc e^{G_ic − G_jc} for j <= i.
+        for (int qh = h * s.Group; qh < (h + 1) * s.Group; qh++)
+        {
+            for (int i = tid; i < len; i += nt) sRq[i] = InverseNorm(s, args.Q, ((long)(cs + i) * s.QHeads + qh) * kd);
+            Group.Barrier();
+            for (int e = tid; e < len * kd; e += nt)
+            {
+                int i = e / kd, c = e % kd;
+                long at = ((long)(cs + i) * s.QHeads + qh) * kd + c;
+                args.GatedQueries[at] = s.Scale * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, i, c)) * sRq[i] * args.Q[at];
+            }
+            for (int e = tid; e < len * cc; e += nt)
+            {
+                int i = e / cc, j = e % cc;
+                if (j > i) continue;
+                long qi = ((long)(cs + i) * s.QHeads + qh) * kd, kj = ((long)(cs + j) * hkv + h) * kd;
+                args.Scores[((long)(cs + i) * s.QHeads + qh) * cc + j] = s.Scale * sRq[i] * sRk[j] * DecayedDot(args, s, sG, args.Q, qi, kj, cs, h, i, j);
+            }
+            Group.Barrier();
+        }
+    }
+
+    /// <summary>Grid (N, Hkv, V tiles): the chunks of a sequence in order, the state slice in shared memory.</summary>
+    public static void StatePass(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
+    {
+        var s = shape.Value;
+        var tiles = new StatePassTiles(s);
+        int hkv = s.KvHeads, kd = s.KeyDim, vd = s.ValueDim, cc = s.Chunk, slices = s.Slices;
+        var shared = SharedMemory.GetDynamic<float>();
+        var sS = shared.SubView(tiles.State, kd * Tile);
+        var sV = shared.SubView(tiles.NewValues, cc * Tile);
+
+        int tid = Group.IdxX, d = tid % Tile, slice = tid / Tile;
+        int n = Grid.IdxX, h = Grid.IdxY, col = Grid.IdxZ * Tile + d;
+        bool valid = col < vd;
+        long stateBase = ((long)n * hkv + h) * kd * vd + col;
+
+        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[stateBase + (long)c * vd] : 0f;
+        Group.Barrier();
+
+        for (int chunk = args.FirstChunk[n]; chunk < args.FirstChunk[n + 1]; chunk++)
+        {
+            int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
+            // V_new = U − W S.
+            for (int i = slice; i < len; i += slices)
+            {
+                long row = (long)(cs + i) * hkv + h;
+                float sum = valid ? args.U[row * vd + col] : 0f;
+                for (int c = 0; c < kd; c++) sum -= args.W[row * kd + c] * sS[c * Tile + d];
+                sV[i * Tile + d] = sum;
+            }
+            Group.Barrier();
+            // O = Q_g S + P V_new.
+            for (int qh = h * s.Group; qh < (h + 1) * s.Group; qh++)
+            {
+                for (int i = slice; i < len; i += slices)
+                {
+                    long row = (long)(cs + i) * s.QHeads + qh;
+                    float sum = 0f;
+                    for (int c = 0; c < kd; c++) sum += args.GatedQueries[row * kd + c] * sS[c * Tile + d];
+                    for (int j = 0; j <= i; j++) sum += args.Scores[row * cc + j] * sV[j * Tile + d];
+                    if (valid) args.Output[row * vd + col] = sum;
+                }
+            }
+            Group.Barrier();
+            // S ← diag(e^{G_last}) S + K_dᵀ V_new.
+            for (int c = slice; c < kd; c += slices)
+            {
+                float decay = s.PerKey ? args.ChunkDecay[((long)chunk * hkv + h) * kd + c] : args.ChunkDecay[(long)chunk * hkv + h];
+                float sum = decay * sS[c * Tile + d];
+                for (int j = 0; j < len; j++) sum += args.DecayedKeys[((long)(cs + j) * hkv + h) * kd + c] * sV[j * Tile + d];
+                sS[c * Tile + d] = sum;
+            }
+            Group.Barrier();
+        }
+
+        if (valid)
+            for (int c = slice; c < kd; c += slices) args.State[stateBase + (long)c * vd] = sS[c * Tile + d];
+    }
+
+    /// <summary>Grid (N, Hkv, V tiles): the recurrence token by token, the state slice in shared memory.</summary>
+    public static void Recurrent(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
+    {
+        var s = shape.Value;
+        var tiles = new RecurrentTiles(s);
+        int hkv = s.KvHeads, kd = s.KeyDim, vd = s.ValueDim, nt = s.GroupSize, slices = s.Slices;
+        var shared = SharedMemory.GetDynamic<float>();
+        var sS = shared.SubView(tiles.State, kd * Tile);
+        var sRow = shared.SubView(tiles.Row, kd);
+        var sPartial = shared.SubView(tiles.Partials, slices * Tile);
+        var sOut = shared.SubView(tiles.Outputs, slices * Tile);
+
+        int tid = Group.IdxX, d = tid % Tile, slice = tid / Tile;
+        int n = Grid.IdxX, h = Grid.IdxY, col = Grid.IdxZ * Tile + d;
+        bool valid = col < vd;
+        long stateBase = ((long)n * hkv + h) * kd * vd + col;
+
+        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[stateBase + (long)c * vd] : 0f;
+
+        for (int t = args.SequenceStart[n]; t < args.SequenceStart[n + 1]; t++)
+        {
+            long row = (long)t * hkv + h;
+            for (int c = tid; c < kd; c += nt) sRow[c] = args.K[row * kd + c];
+            Group.Barrier();
+            float rk = 1f;
+            if (s.QkL2Norm)
+            {
+                float sum = 0f;
+                for (int c = 0; c < kd; c++) sum += sRow[c] * sRow[c];
+                rk = 1f / XMath.Sqrt(sum + DeltaRuleConfig.L2NormEpsilon);
+            }
+            // (diag(e^g) S)ᵀ k̂ from the old state, reduced over the slices (a per-head decay is applied after).
+            float partial = 0f;
+            for (int c = slice; c < kd; c += slices)
+                partial += sS[c * Tile + d] * sRow[c] * (s.PerKey ? XMath.Exp(args.G[row * kd + c]) : 1f);
+            sPartial[slice * Tile + d] = partial * rk;
+            Group.Barrier();
+            float predicted = 0f;
+            for (int r = 0; r < slices; r++) predicted += sPartial[r * Tile + d];
+            float decay = s.PerHead ? XMath.Exp(args.G[row]) : 1f;
+            float u = args.Beta[row] * ((valid ? args.V[row * vd + col] : 0f) - decay * predicted);
+            for (int c = slice; c < kd; c += slices)
+            {
+                float rowDecay = s.PerKey ? XMath.Exp(args.G[row * kd + c]) : decay;
+                sS[c * Tile + d] = rowDecay * sS[c * Tile + d] + rk * sRow[c] * u;
+            }
+            Group.Barrier();
+
+            for (int qh = h * s.Group; qh < (h + 1) * s.Group; qh++)
+            {
+                long qrow = (long)t * s.QHeads + qh;
+                for (int c = tid; c < kd; c += nt) sRow[c] = args.Q[qrow * kd + c];
+                Group.Barrier();
+                float rq = s.Scale;
+                if (s.QkL2Norm)
+                {
+                    float sum = 0f;
+                    for (int c = 0; c < kd; c++) sum += sRow[c] * sRow[c];
+                    rq /= XMath.Sqrt(sum + DeltaRuleConfig.L2NormEpsilon);
+                }
+                float o = 0f;
+                for (int c = slice; c < kd; c += slices) o += sRow[c] * sS[c * Tile + d];
+                sOut[slice * Tile + d] = o * rq;
+                Group.Barrier();
+                if (slice == 0 && valid)
+                {
+                    float sum = 0f;
+                    for (int r = 0; r < slices; r++) sum += sOut[r * Tile + d];
+                    args.Output[qrow * vd + col] = sum;
+                }
+                Group.Barrier();
+            }
+        }
+
+        if (valid)
+            for (int c = slice; c < kd; c += slices) args.State[stateBase + (long)c * vd] = sS[c * Tile + d];
+    }
+}
