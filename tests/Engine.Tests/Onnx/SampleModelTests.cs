@@ -1,4 +1,5 @@
 using Engine.Onnx;
+using Engine.Tests.Harness;
 using Engine.Workloads;
 using NUnit.Framework;
 
@@ -11,16 +12,7 @@ namespace Engine.Tests.Onnx;
 [TestFixture]
 public sealed class SampleModelTests
 {
-    private static string SamplesDirectory
-    {
-        get
-        {
-            var dir = new DirectoryInfo(TestContext.CurrentContext.TestDirectory);
-            while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Engine.sln"))) dir = dir.Parent;
-            Assert.That(dir, Is.Not.Null, "the repository root (Engine.sln) above the test directory");
-            return Path.Combine(dir!.FullName, "samples", "models");
-        }
-    }
+    private static string SamplesDirectory => Path.Combine(Repository.Root, "samples", "models");
 
     public static IEnumerable<TestCaseData> Names() => SampleModels.Samples().Keys.Select(n => new TestCaseData(n).SetName($"Sample model {n}"));
 
