@@ -23,7 +23,7 @@ public sealed record ModelValueInfo(string Name, TensorProto.Types.DataType Elem
 /// An ONNX model held as its protobuf messages. Loaded from a path (external data then resolves next to
 /// the file) or from bytes (with an optional folder for external data); saved back as bytes.
 /// Errors name the model (its file, or its graph) and say what was expected: a file that is not an ONNX
-/// model is an <see cref="InvalidDataException"/>; so is a tensor <see cref="ReadTensor"/> cannot read.
+/// model is an <see cref="InvalidDataException"/>; what <see cref="ReadTensor"/> refuses is said there.
 /// </summary>
 public sealed class OnnxModel
 {
