@@ -19,7 +19,7 @@ public static class ModelInputs
             (TensorProto.Types.DataType.Int64, NpyType.Int64) => TensorData.FromBytes(wanted, shape, array.Data),
             (TensorProto.Types.DataType.Int64, NpyType.Int32) => TensorData.Create(Array.ConvertAll(array.ToInt32(), i => (long)i), shape),
             (TensorProto.Types.DataType.Int32, NpyType.Int32) => TensorData.FromBytes(wanted, shape, array.Data),
-            _ => throw new ArgumentException($"{name}: the model takes {wanted}, the file holds {array.Type}", name),
+            _ => throw new ArgumentException($"{name}: the model takes {wanted}, {array.SourceFile ?? "the file"} holds {array.Type}", name),
         };
     }
 

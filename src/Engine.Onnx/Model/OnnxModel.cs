@@ -1,3 +1,4 @@
+using System.Globalization;
 using Engine.Onnx.Proto;
 using Google.Protobuf;
 
@@ -21,17 +22,24 @@ public sealed record ModelValueInfo(string Name, TensorProto.Types.DataType Elem
 /// <summary>
 /// An ONNX model held as its protobuf messages. Loaded from a path (external data then resolves next to
 /// the file) or from bytes (with an optional folder for external data); saved back as bytes.
+/// Errors name the model (its file, or its graph) and say what was expected: a file that is not an ONNX
+/// model is an <see cref="InvalidDataException"/>; what <see cref="ReadTensor"/> refuses is said there.
 /// </summary>
 public sealed class OnnxModel
 {
     public const string OnnxDomain = "";
 
-    public OnnxModel(ModelProto proto, string? baseDirectory = null)
+    public OnnxModel(ModelProto proto, string? baseDirectory = null) : this(proto, baseDirectory, filePath: null)
+    {
+    }
+
+    private OnnxModel(ModelProto proto, string? baseDirectory, string? filePath)
     {
         ArgumentNullException.ThrowIfNull(proto);
-        if (proto.Graph is null) throw new InvalidDataException("the model has no graph");
+        if (proto.Graph is null) throw new InvalidDataException($"{Prefix(filePath)}the model has no graph");
         Proto = proto;
         BaseDirectory = baseDirectory;
+        FilePath = filePath;
     }
 
     public ModelProto Proto { get; }
@@ -39,19 +47,32 @@ public sealed class OnnxModel
     /// <summary>The folder external tensor data is read from (the model file's folder), if any.</summary>
     public string? BaseDirectory { get; }
 
+    /// <summary>The file the model was loaded from, as given, if any.</summary>
+    public string? FilePath { get; }
+
+    /// <summary>What messages call the model: its file, or its graph's name.</summary>
+    public string DisplayName => FilePath ?? $"model '{Graph.Name}'";
+
     public GraphProto Graph => Proto.Graph;
 
+    /// <summary>Loads a model file; <see cref="FileNotFoundException"/> if it is absent, <see cref="InvalidDataException"/> if it is not an ONNX model.</summary>
     public static OnnxModel Load(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var full = Path.GetFullPath(path);
         if (!File.Exists(full)) throw new FileNotFoundException($"model file not found: {path}", path);
-        return Load(File.ReadAllBytes(full), Path.GetDirectoryName(full));
+        return Parse(File.ReadAllBytes(full), Path.GetDirectoryName(full), path);
     }
 
+    /// <summary>A model from its bytes, external data read from <paramref name="baseDirectory"/>; <see cref="InvalidDataException"/> if they are not an ONNX model.</summary>
     public static OnnxModel Load(byte[] bytes, string? baseDirectory = null)
     {
         ArgumentNullException.ThrowIfNull(bytes);
+        return Parse(bytes, baseDirectory, filePath: null);
+    }
+
+    private static OnnxModel Parse(byte[] bytes, string? baseDirectory, string? filePath)
+    {
         ModelProto proto;
         try
         {
@@ -59,10 +80,12 @@ public sealed class OnnxModel
         }
         catch (InvalidProtocolBufferException e)
         {
-            throw new InvalidDataException($"not an ONNX model: {e.Message}", e);
+            throw new InvalidDataException($"{Prefix(filePath)}not an ONNX model: {e.Message}", e);
         }
-        return new OnnxModel(proto, baseDirectory);
+        return new OnnxModel(proto, baseDirectory, filePath);
     }
+
+    private static string Prefix(string? filePath) => filePath is null ? "" : filePath + ": ";
 
     public byte[] ToBytes() => Proto.ToByteArray();
 
@@ -92,7 +115,7 @@ public sealed class OnnxModel
         File.WriteAllBytes(path, copy.ToByteArray());
     }
 
-    public OnnxModel Clone() => new(Proto.Clone(), BaseDirectory);
+    public OnnxModel Clone() => new(Proto.Clone(), BaseDirectory, FilePath);
 
     /// <summary>Graph inputs that are fed at run time (initializers listed as inputs are left out).</summary>
     public IReadOnlyList<ModelValueInfo> Inputs
@@ -135,47 +158,161 @@ public sealed class OnnxModel
             }
     }
 
-    /// <summary>An initializer's values, wherever they are stored (raw bytes, typed fields or an external file).</summary>
+    /// <summary>
+    /// An initializer's values, wherever they are stored (raw bytes, typed fields or an external file).
+    /// Throws <see cref="InvalidDataException"/>, naming the model and the tensor, when the data does not
+    /// hold what the type and dims need, or the external data is not a file inside the model's folder
+    /// (absolute locations, '..' and symbolic links that lead out of it are refused) holding those bytes at
+    /// its offset; <see cref="NotSupportedException"/> for element types it does not read, and
+    /// <see cref="InvalidOperationException"/> for external data when the model has no folder.
+    /// </summary>
     public TensorData ReadTensor(TensorProto tensor)
     {
         ArgumentNullException.ThrowIfNull(tensor);
         var type = (TensorProto.Types.DataType)tensor.DataType;
         var shape = tensor.Dims.ToArray();
+        long count = 1;
+        foreach (long d in shape)
+        {
+            if (d < 0) throw Invalid(tensor, $"dims {TensorData.Format(shape)} have the negative dimension {d}");
+            if (d > 0 && count > long.MaxValue / d) throw Invalid(tensor, $"dims {TensorData.Format(shape)} are too large: more than 2^63 elements");
+            count *= d;
+        }
         if (tensor.DataLocation == TensorProto.Types.DataLocation.External)
-            return TensorData.FromBytes(type, shape, ReadExternal(tensor));
-        if (tensor.HasRawData) return TensorData.FromBytes(type, shape, tensor.RawData.Span);
+            return TensorData.FromBytes(type, shape, ReadExternal(tensor, ByteCount(tensor, count)));
+        if (tensor.HasRawData)
+        {
+            long needed = ByteCount(tensor, count);
+            if (tensor.RawData.Length != needed)
+                throw Invalid(tensor, $"{type} {TensorData.Format(shape)} needs {needed} bytes, raw_data holds {tensor.RawData.Length}");
+            return TensorData.FromBytes(type, shape, tensor.RawData.Span);
+        }
         return type switch
         {
-            TensorProto.Types.DataType.Float => TensorData.Create(tensor.FloatData.ToArray(), shape),
-            TensorProto.Types.DataType.Double => TensorData.Create(tensor.DoubleData.ToArray(), shape),
-            TensorProto.Types.DataType.Int64 => TensorData.Create(tensor.Int64Data.ToArray(), shape),
-            TensorProto.Types.DataType.Int32 => TensorData.Create(tensor.Int32Data.ToArray(), shape),
-            _ => throw new NotSupportedException($"tensor '{tensor.Name}': reading {type} from typed fields is not supported"),
+            TensorProto.Types.DataType.Float => Typed(tensor.FloatData.ToArray(), "float_data"),
+            TensorProto.Types.DataType.Double => Typed(tensor.DoubleData.ToArray(), "double_data"),
+            TensorProto.Types.DataType.Int64 => Typed(tensor.Int64Data.ToArray(), "int64_data"),
+            TensorProto.Types.DataType.Int32 => Typed(tensor.Int32Data.ToArray(), "int32_data"),
+            _ => throw new NotSupportedException($"{DisplayName}: tensor '{tensor.Name}': reading {type} from typed fields is not supported"),
         };
+
+        TensorData Typed<T>(T[] values, string field) where T : unmanaged => values.LongLength == count ? TensorData.Create(values, shape)
+            : throw Invalid(tensor, $"{type} {TensorData.Format(shape)} needs {count} values, {field} holds {values.LongLength}");
     }
 
-    private byte[] ReadExternal(TensorProto tensor)
+    private InvalidDataException Invalid(TensorProto tensor, string why) => new($"{DisplayName}: tensor '{tensor.Name}': {why}");
+
+    /// <summary>The bytes <paramref name="count"/> elements of the tensor's type take.</summary>
+    private long ByteCount(TensorProto tensor, long count)
     {
-        string? location = null;
-        long offset = 0, length = -1;
+        var type = (TensorProto.Types.DataType)tensor.DataType;
+        if (!TensorData.Holds(type)) throw new NotSupportedException($"{DisplayName}: tensor '{tensor.Name}': element type {type} is not supported");
+        int size = TensorData.ElementSize(type);
+        if (count > long.MaxValue / size) throw Invalid(tensor, $"{type} {TensorData.Format(tensor.Dims)} is too large: more than 2^63 bytes");
+        return count * size;
+    }
+
+    /// <summary>The tensor's <paramref name="bytes"/> from its external file, checked against the file before anything is allocated.</summary>
+    private byte[] ReadExternal(TensorProto tensor, long bytes)
+    {
+        string? location = null, offsetText = null, lengthText = null;
         foreach (var entry in tensor.ExternalData)
         {
             switch (entry.Key)
             {
                 case "location": location = entry.Value; break;
-                case "offset": offset = long.Parse(entry.Value); break;
-                case "length": length = long.Parse(entry.Value); break;
+                case "offset": offsetText = entry.Value; break;
+                case "length": lengthText = entry.Value; break;
             }
         }
-        if (location is null) throw new InvalidDataException($"tensor '{tensor.Name}': external data without a location");
+        if (string.IsNullOrEmpty(location)) throw Invalid(tensor, "external data without a location");
         if (BaseDirectory is null)
-            throw new InvalidOperationException($"tensor '{tensor.Name}' keeps its data in '{location}': load the model from its path or give the folder of its data");
-        var file = Path.GetFullPath(Path.Combine(BaseDirectory, location));
+            throw new InvalidOperationException($"{DisplayName}: tensor '{tensor.Name}' keeps its data in '{location}': load the model from its path or give the folder of its data");
+        string file = ExternalFile(tensor, location);
+        long offset = offsetText is null ? 0 : ExternalNumber(tensor, "offset", offsetText);
         using var stream = File.OpenRead(file);
-        if (length < 0) length = stream.Length - offset;
-        var bytes = new byte[length];
+        long fileLength = stream.Length;
+        if (offset > fileLength)
+            throw Invalid(tensor, $"external data offset {offset} is beyond the end of '{location}': the file holds {fileLength} bytes");
+        long length = lengthText is null ? fileLength - offset : ExternalNumber(tensor, "length", lengthText);
+        if (length != bytes)
+            throw Invalid(tensor, $"external data length {length} in '{location}', but {(TensorProto.Types.DataType)tensor.DataType} {TensorData.Format(tensor.Dims)} needs {bytes} bytes");
+        if (length > fileLength - offset)
+            throw Invalid(tensor, $"external data [{offset}, {offset} + {length}) runs past the end of '{location}': the file holds {fileLength} bytes");
+        if (length > Array.MaxLength)
+            throw new NotSupportedException($"{DisplayName}: tensor '{tensor.Name}': {length} bytes of external data: tensors over {Array.MaxLength} bytes are not read");
+        var data = new byte[length];
         stream.Seek(offset, SeekOrigin.Begin);
-        stream.ReadExactly(bytes);
-        return bytes;
+        stream.ReadExactly(data);
+        return data;
+    }
+
+    private long ExternalNumber(TensorProto tensor, string key, string text) =>
+        long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out long value) ? value
+            : throw Invalid(tensor, $"external data {key} '{text}' is not a non-negative integer");
+
+    /// <summary>
+    /// The file an external data location names, with its symbolic links resolved, once it is known to lie
+    /// inside the model's folder: the location relative, inside the folder as written, and no link on its
+    /// way leading out.
+    /// </summary>
+    private string ExternalFile(TensorProto tensor, string location)
+    {
+        if (location.Contains('\0')) throw Invalid(tensor, "external data location contains a NUL character");
+        if (Path.IsPathRooted(location))
+            throw Invalid(tensor, $"external data location '{location}' is an absolute path: it must be relative to the model's folder");
+        string folder = Path.GetFullPath(BaseDirectory!);
+        string file = Path.GetFullPath(Path.Combine(folder, location));
+        if (!IsInside(folder, file)) throw Invalid(tensor, $"external data location '{location}' is outside the model's folder");
+        string realFolder = RealPath(folder);
+        string path = folder;
+        foreach (var segment in Path.GetRelativePath(folder, file).Split(Path.DirectorySeparatorChar))
+        {
+            path = Path.Join(path, segment);
+            if (!Path.Exists(path) || new FileInfo(path).LinkTarget is null) continue;
+            string target = RealPath(path);
+            if (!IsInside(realFolder, target))
+                throw Invalid(tensor, $"external data location '{location}' goes through the symbolic link '{Path.GetRelativePath(folder, path)}' to '{target}', outside the model's folder");
+        }
+        if (!File.Exists(file)) throw Invalid(tensor, $"external data file '{location}' not found in the model's folder");
+        return RealPath(file);
+    }
+
+    private static bool IsInside(string folder, string path)
+    {
+        string relative = Path.GetRelativePath(folder, path);
+        return !Path.IsPathRooted(relative) && relative != ".." && !relative.StartsWith(".." + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// A full path with every symbolic link in it resolved as the system resolves them ('..' after a link
+    /// leaves the link's target). Only links that resolve are followed, so it ends where the system's lookup ends.
+    /// </summary>
+    private static string RealPath(string fullPath)
+    {
+        char[] separators = [Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar];
+        string root = Path.GetPathRoot(fullPath)!;
+        var pending = new Stack<string>(fullPath[root.Length..].Split(separators, StringSplitOptions.RemoveEmptyEntries).Reverse());
+        string real = root;
+        while (pending.TryPop(out var segment))
+        {
+            if (segment == ".") continue;
+            if (segment == "..")
+            {
+                real = Path.GetDirectoryName(real) ?? real;
+                continue;
+            }
+            string next = Path.Join(real, segment);
+            string? target = Path.Exists(next) ? new FileInfo(next).LinkTarget : null;
+            if (target is null)
+            {
+                real = next;
+                continue;
+            }
+            string targetRoot = Path.GetPathRoot(target) ?? "";
+            if (targetRoot.Length > 0) real = targetRoot;
+            foreach (var s in target[targetRoot.Length..].Split(separators, StringSplitOptions.RemoveEmptyEntries).Reverse()) pending.Push(s);
+        }
+        return real;
     }
 }

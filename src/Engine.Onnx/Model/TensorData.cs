@@ -66,6 +66,9 @@ public sealed class TensorData
         return Create(values, shape);
     }
 
+    /// <summary>Whether a tensor of this ONNX element type can be held (the CLR types above).</summary>
+    public static bool Holds(TensorProto.Types.DataType type) => ElementTypes.ContainsValue(type);
+
     /// <summary>The CLR element type for an ONNX element type.</summary>
     public static Type ClrTypeOf(TensorProto.Types.DataType type) =>
         ElementTypes.FirstOrDefault(e => e.Value == type).Key

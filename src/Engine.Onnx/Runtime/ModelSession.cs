@@ -38,6 +38,7 @@ public sealed class ModelSession : IDisposable
 {
     private readonly InferenceSession _session;
     private readonly KernelHost? _host;
+    private readonly Dictionary<string, ModelValueInfo> _declaredInputs;
     private int _disposed;
 
     private ModelSession(OnnxModel model, HandoverPlan plan, InferenceSession session, KernelHost? host, HandoverBackend backend)
@@ -49,6 +50,8 @@ public sealed class ModelSession : IDisposable
         Backend = backend;
         InputNames = session.InputNames.ToArray();
         OutputNames = session.OutputNames.ToArray();
+        // Every graph input, initializers listed as inputs too (a run may override those).
+        _declaredInputs = model.Graph.Input.Select(ModelValueInfo.From).ToDictionary(i => i.Name);
     }
 
     public static ModelSession Open(string path, ModelSessionOptions? options = null) => Open(OnnxModel.Load(path), options);
@@ -106,14 +109,21 @@ public sealed class ModelSession : IDisposable
     public HandoverPlan Handover { get; }
 
     public HandoverBackend Backend { get; }
+    /// <summary>The inputs every run must give (graph inputs without an initializer).</summary>
     public IReadOnlyList<string> InputNames { get; }
     public IReadOnlyList<string> OutputNames { get; }
 
-    /// <summary>Runs the model. Inputs are passed to ORT without copies; returns the requested outputs (all by default).</summary>
+    /// <summary>
+    /// Runs the model. Inputs are passed to ORT without copies; returns the requested outputs (all by default).
+    /// Inputs the model does not take (a required one missing, an unknown name, another element type or rank)
+    /// are an <see cref="ArgumentException"/> naming the input and the model; errors ORT raises while running
+    /// are a <see cref="ModelRunException"/>.
+    /// </summary>
     public IReadOnlyDictionary<string, TensorData> Run(IReadOnlyDictionary<string, TensorData> inputs, IReadOnlyCollection<string>? outputs = null)
     {
         ArgumentNullException.ThrowIfNull(inputs);
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        CheckInputs(inputs);
         using var bound = new BoundTensors(inputs);
         try
         {
@@ -135,12 +145,14 @@ public sealed class ModelSession : IDisposable
     /// Runs the model and writes the named outputs into the caller's tensors (of the type and shape the model
     /// gives), with no copy and no allocation of their size: a decode loop alternates two state tensors, the
     /// present_state of one step being the past_state of the next. An output may not share its array with an input.
+    /// Inputs are checked as <see cref="Run(IReadOnlyDictionary{string, TensorData}, IReadOnlyCollection{string}?)"/> checks them.
     /// </summary>
     public void RunInto(IReadOnlyDictionary<string, TensorData> inputs, IReadOnlyDictionary<string, TensorData> outputs)
     {
         ArgumentNullException.ThrowIfNull(inputs);
         ArgumentNullException.ThrowIfNull(outputs);
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        CheckInputs(inputs);
         foreach (var (name, data) in outputs)
         {
             if (!OutputNames.Contains(name))
@@ -178,6 +190,27 @@ public sealed class ModelSession : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         _session.Dispose();
         _host?.Release();
+    }
+
+    /// <summary>
+    /// Refuses inputs the model does not take before ORT runs, naming the input and the model: ORT names
+    /// neither the model nor, for an element type, the input, and lets a missing input reach the engine's
+    /// kernels (which declare every input optional) as an empty value.
+    /// </summary>
+    private void CheckInputs(IReadOnlyDictionary<string, TensorData> inputs)
+    {
+        foreach (var name in InputNames)
+            if (!inputs.ContainsKey(name))
+                throw new ArgumentException($"{Model.DisplayName}: the required input '{name}' is missing (inputs: {string.Join(", ", InputNames)})", nameof(inputs));
+        foreach (var (name, data) in inputs)
+        {
+            if (!_declaredInputs.TryGetValue(name, out var declared))
+                throw new ArgumentException($"{Model.DisplayName}: the model has no input '{name}' (inputs: {string.Join(", ", _declaredInputs.Keys)})", nameof(inputs));
+            if (declared.ElementType != Proto.TensorProto.Types.DataType.Undefined && data.ElementType != declared.ElementType)
+                throw new ArgumentException($"{Model.DisplayName}: input '{name}' must be {declared.ElementType}, got {data.ElementType}", nameof(inputs));
+            if (declared.Dims is { } dims && data.Shape.Length != dims.Count)
+                throw new ArgumentException($"{Model.DisplayName}: input '{name}' must have rank {dims.Count} [{string.Join(", ", dims)}], got {TensorData.Format(data.Shape)}", nameof(inputs));
+        }
     }
 
     private static TensorData ToTensorData(OrtValue value)

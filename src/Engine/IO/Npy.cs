@@ -30,13 +30,16 @@ public sealed class NpyArray
     public byte[] Data { get; }
     public long Count => Data.Length / Npy.ElementSize(Type);
 
+    /// <summary>The file the array was read from, if any: conversion errors name it.</summary>
+    public string? SourceFile { get; init; }
+
     /// <summary>The values as float32 (float16 and float64 converted).</summary>
     public float[] ToFloat32() => Type switch
     {
         NpyType.Float32 => MemoryMarshal.Cast<byte, float>(Data).ToArray(),
         NpyType.Float16 => ToArray(MemoryMarshal.Cast<byte, Half>(Data), h => (float)h),
         NpyType.Float64 => ToArray(MemoryMarshal.Cast<byte, double>(Data), d => (float)d),
-        _ => throw new InvalidDataException($"expected a float array, got {Npy.Descr(Type)}"),
+        _ => throw Invalid($"expected a float array (float32, float16 or float64), got {Npy.Descr(Type)}"),
     };
 
     public Half[] ToFloat16() => Type == NpyType.Float16 ? MemoryMarshal.Cast<byte, Half>(Data).ToArray() : ToArray(ToFloat32(), f => (Half)f);
@@ -45,9 +48,21 @@ public sealed class NpyArray
     public int[] ToInt32() => Type switch
     {
         NpyType.Int32 => MemoryMarshal.Cast<byte, int>(Data).ToArray(),
-        NpyType.Int64 => ToArray(MemoryMarshal.Cast<byte, long>(Data), l => checked((int)l)),
-        _ => throw new InvalidDataException($"expected an integer array, got {Npy.Descr(Type)}"),
+        NpyType.Int64 => NarrowInt64(),
+        _ => throw Invalid($"expected an integer array (int32 or int64), got {Npy.Descr(Type)}"),
     };
+
+    private int[] NarrowInt64()
+    {
+        var wide = MemoryMarshal.Cast<byte, long>(Data);
+        var result = new int[wide.Length];
+        for (int i = 0; i < result.Length; i++)
+            result[i] = wide[i] is >= int.MinValue and <= int.MaxValue ? (int)wide[i]
+                : throw Invalid($"expected values in the int32 range, got {wide[i]} at index {i}");
+        return result;
+    }
+
+    private InvalidDataException Invalid(string why) => new(SourceFile is null ? why : $"{SourceFile}: {why}");
 
     public Tensor<float> ToTensorFloat32() => Tensor.Create(ToFloat32(), Shape);
     public Tensor<Half> ToTensorFloat16() => Tensor.Create(ToFloat16(), Shape);
@@ -92,7 +107,7 @@ public static class Npy
         try
         {
             using var stream = File.OpenRead(path);
-            return Read(stream);
+            return Read(stream, path);
         }
         catch (InvalidDataException e)
         {
@@ -100,24 +115,25 @@ public static class Npy
         }
     }
 
-    public static NpyArray Read(Stream stream)
+    /// <summary>
+    /// Reads an array; a stream that is not a .npy array this reader takes (truncated, a bad header, an
+    /// unsupported dtype, a shape over 2 GB) is an <see cref="InvalidDataException"/> saying what was expected.
+    /// </summary>
+    public static NpyArray Read(Stream stream) => Read(stream, sourceFile: null);
+
+    private static NpyArray Read(Stream stream, string? sourceFile)
     {
-        Span<byte> preamble = stackalloc byte[8];
-        stream.ReadExactly(preamble);
-        if (!preamble[..6].SequenceEqual(Magic)) throw new InvalidDataException("not a .npy file (bad magic)");
+        var preamble = ReadBlock(stream, 8, "the preamble (the .npy magic and version)");
+        if (!preamble.AsSpan(0, 6).SequenceEqual(Magic)) throw new InvalidDataException("not a .npy file (bad magic)");
         int major = preamble[6];
         int headerLength;
         if (major == 1)
         {
-            Span<byte> len = stackalloc byte[2];
-            stream.ReadExactly(len);
-            headerLength = BinaryPrimitives.ReadUInt16LittleEndian(len);
+            headerLength = BinaryPrimitives.ReadUInt16LittleEndian(ReadBlock(stream, 2, "the header length"));
         }
         else if (major is 2 or 3)
         {
-            Span<byte> len = stackalloc byte[4];
-            stream.ReadExactly(len);
-            uint l = BinaryPrimitives.ReadUInt32LittleEndian(len);
+            uint l = BinaryPrimitives.ReadUInt32LittleEndian(ReadBlock(stream, 4, "the header length"));
             if (l > 1 << 24) throw new InvalidDataException($"header length {l} is implausible");
             headerLength = (int)l;
         }
@@ -125,26 +141,32 @@ public static class Npy
         {
             throw new InvalidDataException($"unsupported .npy format version {major}.{preamble[7]} (1.0, 2.0 and 3.0 are read)");
         }
-        var headerBytes = new byte[headerLength];
-        stream.ReadExactly(headerBytes);
-        string header = (major == 3 ? Encoding.UTF8 : Encoding.Latin1).GetString(headerBytes);
+        string header = (major == 3 ? Encoding.UTF8 : Encoding.Latin1).GetString(ReadBlock(stream, headerLength, "the header"));
         var (type, fortran, shape) = ParseHeader(header);
         if (fortran) throw new InvalidDataException("Fortran-order arrays are not supported: save with C order");
-        long count = 1;
-        foreach (var d in shape) count = checked(count * d);
-        long bytes = checked(count * ElementSize(type));
-        if (bytes > Array.MaxLength) throw new InvalidDataException($"array of {bytes} bytes is too large");
-        var data = new byte[bytes];
-        try
-        {
-            stream.ReadExactly(data);
-        }
-        catch (EndOfStreamException)
-        {
-            throw new InvalidDataException($"file ends before the {bytes} data bytes that shape {TensorArgs.Format(shape)} needs");
-        }
-        return new NpyArray(type, shape, data);
+        // As NumPy does, the dims other than 0 must not overflow even when another dim is 0.
+        InvalidDataException TooLarge() => new($"shape {TensorArgs.Format(shape)} of {Descr(type)} is too large: more than {Array.MaxLength} bytes");
+        long bytes = ElementSize(type);
+        foreach (var d in shape.Where(d => d != 0))
+            bytes = bytes <= long.MaxValue / d ? bytes * d : throw TooLarge();
+        if (shape.Contains(0)) bytes = 0;
+        if (bytes > Array.MaxLength) throw TooLarge();
+        var data = ReadBlock(stream, bytes, $"the data of shape {TensorArgs.Format(shape)} ({Descr(type)})");
+        return new NpyArray(type, shape, data) { SourceFile = sourceFile };
     }
+
+    /// <summary>The stream's next <paramref name="length"/> bytes; a seekable stream is checked to hold them before they are allocated.</summary>
+    private static byte[] ReadBlock(Stream stream, long length, string what)
+    {
+        if (stream.CanSeek && stream.Length - stream.Position < length)
+            throw Truncated(what, length, Math.Max(0, stream.Length - stream.Position));
+        var block = new byte[length];
+        int got = stream.ReadAtLeast(block, block.Length, throwOnEndOfStream: false);
+        return got == length ? block : throw Truncated(what, length, got);
+    }
+
+    private static InvalidDataException Truncated(string what, long expected, long got) =>
+        new($"file ends inside {what}: expected {expected} bytes, got {got}");
 
     public static void Write(string path, NpyArray array)
     {

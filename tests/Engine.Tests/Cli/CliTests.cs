@@ -61,6 +61,38 @@ public sealed class CliTests : CliFixture
             "g: log gates must be finite and <= 0, got 0.25");
     }
 
+    private static byte[] NpyBytes(NpyArray array)
+    {
+        using var stream = new MemoryStream();
+        Npy.Write(stream, array);
+        return stream.ToArray();
+    }
+
+    public static IEnumerable<TestCaseData> BadNpyFiles()
+    {
+        var valid = NpyBytes(NpyArray.From(new float[4 * 8], [1, 4, 1, 8]));
+        TestCaseData Case(string option, byte[] file, string message, string name) => new TestCaseData(option, file, message).SetName(name);
+        yield return Case("q", [], "file ends inside the preamble", "Empty npy file");
+        yield return Case("q", valid[..5], "file ends inside the preamble", "Npy file cut inside the preamble");
+        yield return Case("q", valid[..40], "file ends inside the header", "Npy file cut inside the header");
+        yield return Case("q", valid[..^4], "file ends inside the data of shape [1, 4, 1, 8] (<f4): expected 128 bytes, got 124", "Npy data cut short");
+        yield return Case("q", IO.NpyTests.Handmade(2, "{'descr': '<f4', 'fortran_order': False, 'shape': (2147483647, 2147483647, 2147483647), }", []),
+            "shape [2147483647, 2147483647, 2147483647] of <f4 is too large", "Npy shape whose element count overflows");
+        yield return Case("q", NpyBytes(NpyArray.From(new int[4 * 8], [1, 4, 1, 8])), "expected a float array (float32, float16 or float64), got <i4", "Int32 npy where floats are expected");
+        yield return Case("cu-seqlens", NpyBytes(NpyArray.From([0L, 1L << 40], [2])), "expected values in the int32 range, got 1099511627776 at index 1", "Int64 cu_seqlens out of int32 range");
+    }
+
+    [TestCaseSource(nameof(BadNpyFiles))]
+    public void BadNpyFileIsNamedWithWhatWasExpected(string option, byte[] file, string message)
+    {
+        var x = Save("x.npy", NpyArray.From(new float[4 * 8], [1, 4, 1, 8]));
+        string bad = PathOf("bad.npy");
+        File.WriteAllBytes(bad, file);
+        string q = option == "q" ? bad : x;
+        string cu = option == "cu-seqlens" ? bad : Save("cu.npy", NpyArray.From([0, 4], [2]));
+        AssertOneLineError(Engine("op", "gla", "--q", q, "--k", x, "--v", x, "--cu-seqlens", cu, "--o", PathOf("o.npy")), 1, $"engine: error: {bad}: {message}");
+    }
+
     [TestCase(new[] { "nope" }, "unknown command 'nope'")]
     [TestCase(new[] { "op" }, "op needs one of")]
     [TestCase(new[] { "op", "gla", "--q" }, "--q needs a value")]

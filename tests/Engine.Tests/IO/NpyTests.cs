@@ -43,7 +43,7 @@ public sealed class NpyTests
     }
 
     /// <summary>A file written by hand the way NumPy writes format versions 2.0 and 3.0.</summary>
-    private static byte[] Handmade(int major, string header, byte[] data)
+    internal static byte[] Handmade(int major, string header, byte[] data)
     {
         var h = Encoding.UTF8.GetBytes(header);
         var total = (12 + h.Length + 1 + 63) / 64 * 64;
@@ -83,5 +83,64 @@ public sealed class NpyTests
     public void RefusesNonNpyData()
     {
         Assert.Throws<InvalidDataException>(() => Npy.Read(new MemoryStream(Encoding.ASCII.GetBytes("not numpy at all"))));
+    }
+
+    private static byte[] Valid()
+    {
+        using var stream = new MemoryStream();
+        Npy.Write(stream, NpyArray.From([1f, 2f, 3f], [3]));
+        return stream.ToArray();
+    }
+
+    [TestCase(0, "file ends inside the preamble (the .npy magic and version): expected 8 bytes, got 0")]
+    [TestCase(7, "file ends inside the preamble (the .npy magic and version): expected 8 bytes, got 7")]
+    [TestCase(9, "file ends inside the header length: expected 2 bytes, got 1")]
+    [TestCase(40, "file ends inside the header: expected 118 bytes, got 30")]
+    [TestCase(130, "file ends inside the data of shape [3] (<f4): expected 12 bytes, got 2")]
+    public void TruncatedFileIsInvalidData(int length, string message)
+    {
+        var e = Assert.Throws<InvalidDataException>(() => Npy.Read(new MemoryStream(Valid()[..length])));
+        Assert.That(e!.Message, Does.Contain(message));
+    }
+
+    [TestCase("(2147483647, 2147483647, 2147483647)", "too large")]
+    [TestCase("(1048576, 1048576)", "too large")]
+    [TestCase("(0, 2147483647, 2147483647, 2147483647)", "too large")]
+    [TestCase("(100000,)", "file ends inside the data of shape [100000] (<f4): expected 400000 bytes, got 16")]
+    public void ShapeLargerThanTheFileIsRefusedBeforeAnyAllocation(string shape, string message)
+    {
+        var bytes = Handmade(2, $"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}", new byte[16]);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var e = Assert.Throws<InvalidDataException>(() => Npy.Read(new MemoryStream(bytes)));
+        Assert.That(GC.GetAllocatedBytesForCurrentThread() - before, Is.LessThan(1 << 16), "bytes allocated to refuse it");
+        Assert.That(e!.Message, Does.Contain(message));
+    }
+
+    [Test]
+    public void EmptyArrayWithLargeDimsIsRead()
+    {
+        var a = Npy.Read(new MemoryStream(Handmade(2, "{'descr': '<f4', 'fortran_order': False, 'shape': (1048576, 0, 1048576), }", [])));
+        Assert.That(a.Shape, Is.EqualTo(new nint[] { 1048576, 0, 1048576 }));
+        Assert.That(a.Data, Is.Empty);
+    }
+
+    [Test]
+    public void ConversionErrorsNameTheFile()
+    {
+        var folder = Directory.CreateTempSubdirectory("engine-npy-").FullName;
+        try
+        {
+            string path = Path.Combine(folder, "ints.npy");
+            Npy.Write(path, NpyArray.From([0L, 1L << 40], [2]));
+            var ints = Npy.Read(path);
+            var e = Assert.Throws<InvalidDataException>(() => ints.ToInt32());
+            Assert.That(e!.Message, Does.StartWith($"{path}: ").And.Contain("1099511627776 at index 1").And.Contain("int32"));
+            e = Assert.Throws<InvalidDataException>(() => ints.ToFloat32());
+            Assert.That(e!.Message, Does.StartWith($"{path}: ").And.Contain("expected a float array").And.Contain("<i8"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
     }
 }

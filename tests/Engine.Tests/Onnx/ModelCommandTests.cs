@@ -57,6 +57,9 @@ public sealed class ModelCommandTests
         string path = SaveModel(SampleModels.LinearAttentionBlock(Spec));
         CliFixture.AssertOneLineError(CliFixture.Engine("run", path, "--output-dir", _dir), 1, "x, past_state");
         CliFixture.AssertOneLineError(CliFixture.Engine("run", "--output-dir", _dir), 2, "give the model file");
+        string ints = Path.Combine(_dir, "ints.npy");
+        Npy.Write(ints, NpyArray.From(new int[16], [1, 1, 16]));
+        CliFixture.AssertOneLineError(CliFixture.Engine("run", path, "--input", $"x={ints}", "--output-dir", _dir), 1, $"x: the model takes Float, {ints} holds Int32");
 
         var bad = SampleModels.LinearAttentionNode(new LinearAttentionBlockSpec { QHeads = 3, KvHeads = 2, KeyDim = 8, ValueDim = 8 });
         string x = Path.Combine(_dir, "q.npy");
