@@ -13,8 +13,8 @@ public sealed class OrtCallException(string message) : Exception(message);
 /// </summary>
 internal static unsafe class Ort
 {
-    /// <summary>The API version asked of GetApi: the package's own (1.31).</summary>
-    public const uint ApiVersion = 31;
+    /// <summary>The API version asked of GetApi: the package's own (1.32). The table is append-only, so the slots used are those of 1.31.</summary>
+    public const uint ApiVersion = 32;
 
     public const int ErrorFail = 1;
     public const int ErrorInvalidArgument = 2;

@@ -38,7 +38,7 @@ public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IR
 ///   com.microsoft LinearAttention, ai.onnx LinearAttention (opset 27)  → engine, when the engine has its update rule;
 ///   ai.onnx LinearAttention with a rule the engine lacks                → com.microsoft (ORT's own kernel, same signature);
 ///   nodes already in the engine's domain (LSSL scan, Lightning)         → kept, the domain imported.
-/// ONNX Runtime 1.31.1 runs ai.onnx up to opset 26: when no node left in the model needs opset 27 (the
+/// ONNX Runtime 1.32 runs ai.onnx LinearAttention-27 only as its Scan function body: when no node left in the model needs opset 27 (the
 /// opset that added LinearAttention and CausalConvWithState, and changed nothing else) the import is lowered to 26.
 /// </summary>
 public static class HandoverRewriter

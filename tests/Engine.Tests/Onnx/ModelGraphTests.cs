@@ -9,7 +9,7 @@ namespace Engine.Tests.Onnx;
 
 /// <summary>
 /// Whole models: ORT nodes before and after the engine node, several engine nodes in one model, and
-/// opset-27 models that ONNX Runtime alone refuses.
+/// opset-27 models, which ONNX Runtime alone runs only as the op's Scan function body.
 /// </summary>
 [TestFixture]
 public sealed class ModelGraphTests
@@ -49,13 +49,9 @@ public sealed class ModelGraphTests
         OnnxAssert.Close(byEngine[output], expected.Y, "engine-backed y vs reference");
         foreach (var (name, state) in expected.States) OnnxAssert.Close(byEngine[name], state, $"engine-backed {name} vs reference");
 
-        if (spec.Domain.Length == 0)
-        {
-            Assert.That(engine.Handover.Model.OpsetOf(""), Is.EqualTo(26), "opset handed to ORT");
-            var refused = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(model, HandoverBackend.None).Dispose());
-            Assert.That(refused!.Message, Does.Contain("Opset 27"), "ONNX Runtime alone refuses opset 27");
-            return;
-        }
+        // ONNX Runtime 1.32 runs ai.onnx LinearAttention-27 by itself, as its Scan function body (the slow path the
+        // rewrite replaces): the engine's node must agree with it.
+        if (spec.Domain.Length == 0) Assert.That(engine.Handover.Model.OpsetOf(""), Is.EqualTo(26), "opset handed to ORT");
         using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
         var byOrt = ort.Run(inputs);
         OnnxAssert.Close(byOrt[output], expected.Y, "ORT-only y vs reference");
