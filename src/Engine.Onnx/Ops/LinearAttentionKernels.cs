@@ -225,11 +225,21 @@ internal ref struct OnnxState
         return state;
     }
 
-    /// <summary>Writes the final state into a float16 present_state (nothing to do for float32).</summary>
+    /// <summary>
+    /// Writes the final state into a float16 present_state (nothing to do for float32), refusing a state value float16
+    /// cannot hold rather than writing infinity (the output's values were checked the same way by the facade).
+    /// </summary>
     public readonly void Commit()
     {
-        if (_presentHalf is OrtTensorView present)
-            TensorPrimitives.ConvertToHalf(_present.AsSpan(0, (int)present.ElementCount), present.AsSpan<Half>());
+        if (_presentHalf is not OrtTensorView present) return;
+        var state = _present.AsSpan(0, (int)present.ElementCount);
+        if (!state.IsEmpty && !(MathF.Abs(TensorPrimitives.MaxMagnitude(state)) < 65520f))
+        {
+            int i = 0;
+            while (MathF.Abs(state[i]) < 65520f) i++;
+            throw new ArgumentException($"present_state: value {state[i]} at flat index {i} is outside float16's range (magnitude < 65520): it would be written as infinity", "present_state");
+        }
+        TensorPrimitives.ConvertToHalf(state, present.AsSpan<Half>());
     }
 
     public void Dispose()

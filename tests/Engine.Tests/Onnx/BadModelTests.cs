@@ -97,3 +97,28 @@ public sealed class BadModelTests
         OnnxAssert.Close(good["present_state"], reference.State, "present_state after the failed runs");
     }
 }
+
+/// <summary>A float16 node whose outputs or state float16 cannot hold is refused, naming the tensor, never written as infinity.</summary>
+[TestFixture]
+public sealed class HalfRangeNodeTests
+{
+    [TestCase("query")]
+    [TestCase("past_state")]
+    public void ValuesBeyondFloat16sRangeAreRefused(string large)
+    {
+        var c = new LinearAttentionNodeCase { Rule = UpdateRule.Linear, Half = true, PastState = true, B = 1, T = 4, Scale = 1f };
+        using var session = OnnxTestHost.Open(c.Model(), HandoverBackend.Cpu);
+        var inputs = c.Inputs();
+        static TensorData Filled(TensorData like, double value) =>
+            TensorData.Create(Enumerable.Repeat((Half)value, (int)like.ElementCount).ToArray(), like.Shape);
+        // q = k = v = 200: o = Sᵀ q reaches 200³ · dk, far past 65504. past_state = 65500, q = 0, k = v = 10: the
+        // outputs are 0 but every token adds 100 to S, which then overflows float16.
+        bool output = large == "query";
+        inputs["query"] = Filled(inputs["query"], output ? 200 : 0);
+        inputs["key"] = Filled(inputs["key"], output ? 200 : 10);
+        inputs["value"] = Filled(inputs["value"], output ? 200 : 10);
+        if (!output) inputs["past_state"] = Filled(inputs["past_state"], 65500);
+        var e = Assert.Throws<ModelRunException>(() => session.Run(inputs));
+        Assert.That(e!.Message, Does.Contain(output ? "output: value" : "present_state: value").And.Contain("outside float16's range"));
+    }
+}
