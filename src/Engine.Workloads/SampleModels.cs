@@ -9,8 +9,14 @@ public sealed record LinearAttentionBlockSpec
 {
     /// <summary>Model width: x and y are (B, T, Hidden).</summary>
     public int Hidden { get; init; } = 256;
+    /// <summary>q_num_heads: the query heads.</summary>
     public int QHeads { get; init; } = 4;
+    /// <summary>kv_num_heads: the value heads (of the state, decay and beta); a divisor of QHeads, or a multiple of it (grouped value heads).</summary>
     public int KvHeads { get; init; } = 4;
+    /// <summary>Heads of the key: min(QHeads, KvHeads).</summary>
+    public int KeyHeads => LinearAttentionSignature.KeyHeads(QHeads, KvHeads);
+    /// <summary>Heads of the output: max(QHeads, KvHeads).</summary>
+    public int OutputHeads => Math.Max(QHeads, KvHeads);
     public int KeyDim { get; init; } = 32;
     public int ValueDim { get; init; } = 32;
     public UpdateRule Rule { get; init; } = UpdateRule.Gated;
@@ -137,16 +143,16 @@ public static class SampleModels
         var F = spec.ElementType;
         object batch = BatchDim(spec), length = LengthDim(spec);
         b.Input("query", F, batch, length, spec.QHeads * spec.KeyDim);
-        b.Input("key", F, batch, length, spec.KvHeads * spec.KeyDim);
+        b.Input("key", F, batch, length, spec.KeyHeads * spec.KeyDim);
         b.Input("value", F, batch, length, spec.KvHeads * spec.ValueDim);
         if (spec.PastState) b.Input("past_state", F, batch, spec.KvHeads, spec.KeyDim, spec.ValueDim);
     }
 
-    /// <summary>output (B, T, Hq·dv) and present_state (B, Hkv, dk, dv).</summary>
+    /// <summary>output (B, T, max(Hq, Hkv)·dv) and present_state (B, Hkv, dk, dv).</summary>
     private static void AttentionOutputs(ModelBuilder b, LinearAttentionBlockSpec spec)
     {
         var F = spec.ElementType;
-        b.Output("output", F, BatchDim(spec), LengthDim(spec), spec.QHeads * spec.ValueDim);
+        b.Output("output", F, BatchDim(spec), LengthDim(spec), spec.OutputHeads * spec.ValueDim);
         b.Output("present_state", F, BatchDim(spec), spec.KvHeads, spec.KeyDim, spec.ValueDim);
     }
 
@@ -170,18 +176,18 @@ public static class SampleModels
     private static string AddLayer(ModelBuilder b, LinearAttentionBlockSpec spec, Random random, string x, string suffix)
     {
         const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
-        int d = spec.Hidden, hq = spec.QHeads, hkv = spec.KvHeads, dk = spec.KeyDim, dv = spec.ValueDim;
+        int d = spec.Hidden, hq = spec.QHeads, hk = spec.KeyHeads, hkv = spec.KvHeads, ho = spec.OutputHeads, dk = spec.KeyDim, dv = spec.ValueDim;
         string? past = spec.PastState ? b.Input(PastStateName(suffix), F, BatchDim(spec), hkv, dk, dv) : null;
         string Project(string name, int width) => b.Op("MatMul", x, b.Initializer(name + suffix, Weights(random, d, width), d, width));
 
         string q = Project("w_query", hq * dk);
-        string k = Project("w_key", hkv * dk);
+        string k = Project("w_key", hk * dk);
         if (LinearAttentionSignature.UsesBeta(spec.Rule))
         {
             // The delta rule wants unit keys: normalize each head's key.
-            var heads = b.Op("Reshape", k, b.Initializer("key_heads_shape" + suffix, TensorData.Create(new long[] { 0, 0, hkv, dk }, 4)));
+            var heads = b.Op("Reshape", k, b.Initializer("key_heads_shape" + suffix, TensorData.Create(new long[] { 0, 0, hk, dk }, 4)));
             var unit = b.Node("LpNormalization", [heads], attributes: [("axis", -1L), ("p", 2L)])[0];
-            k = b.Op("Reshape", unit, b.Initializer("key_packed_shape" + suffix, TensorData.Create(new long[] { 0, 0, hkv * dk }, 3)));
+            k = b.Op("Reshape", unit, b.Initializer("key_packed_shape" + suffix, TensorData.Create(new long[] { 0, 0, hk * dk }, 3)));
         }
         string v = Project("w_value", hkv * dv);
         string decay = "", beta = "";
@@ -199,7 +205,7 @@ public static class SampleModels
         var outputs = b.Node(LinearAttentionSignature.OpType, [q, k, v, past ?? "", decay, beta], domain: spec.Domain,
             name: "linear_attention" + suffix, outputNames: ["attention" + suffix, PresentStateName(suffix)], attributes: Attributes(spec));
         b.Output(PresentStateName(suffix), F, BatchDim(spec), hkv, dk, dv);
-        return b.Node("MatMul", [outputs[0], b.Initializer("w_out" + suffix, Weights(random, hq * dv, d), hq * dv, d)],
+        return b.Node("MatMul", [outputs[0], b.Initializer("w_out" + suffix, Weights(random, ho * dv, d), ho * dv, d)],
             outputNames: ["y" + suffix])[0];
     }
 

@@ -28,14 +28,14 @@ public sealed record DeltaRuleConfig
 
     public HeadLayout Heads { get; }
 
-    /// <summary>None: DeltaNet. PerHead: Gated DeltaNet, a log decay per token and key/value head. PerKey: one per key dim too.</summary>
+    /// <summary>None: DeltaNet. PerHead: Gated DeltaNet, a log decay per token and value head. PerKey: one per key dim too.</summary>
     public GateKind Gate { get; }
 
-    /// <summary>Floats of gate per token: 0, Hkv or Hkv·K.</summary>
+    /// <summary>Floats of gate per token: 0, Hv or Hv·K.</summary>
     public int GatePerToken => Gate switch
     {
-        GateKind.PerHead => Heads.KvHeads,
-        GateKind.PerKey => Heads.KvHeads * Heads.KeyDim,
+        GateKind.PerHead => Heads.ValueHeads,
+        GateKind.PerKey => Heads.ValueHeads * Heads.KeyDim,
         _ => 0,
     };
 
@@ -47,9 +47,9 @@ public sealed record DeltaRuleConfig
 
     /// <summary>
     /// Model floating-point operations of a chunked forward pass over these sequences, the count every
-    /// GFLOP/s figure of the delta rule uses (whatever the mode). Per chunk of c tokens and key/value head:
+    /// GFLOP/s figure of the delta rule uses (whatever the mode). Per chunk of c tokens and value head:
     ///   2c²K (K Kᵀ) + c³/3 (the inverse) + 2c²(K + V) (W and U) + 2cKV (W S) + 2cKV (state update),
-    /// and per query head: 2c²K (Q Kᵀ) + 2c²V (its product with V_new) + 2cKV (Q S).
+    /// and per output head: 2c²K (Q Kᵀ) + 2c²V (its product with V_new) + 2cKV (Q S).
     /// Triangular products are counted in full, as the dense products they are written as.
     /// </summary>
     public double ModelFlops(SequenceLayout sequences)
@@ -60,9 +60,9 @@ public sealed record DeltaRuleConfig
             for (int start = 0; start < sequences.Length(n); start += ChunkSize)
             {
                 double c = Math.Min(ChunkSize, sequences.Length(n) - start);
-                double perKv = 2 * c * c * kd + c * c * c / 3 + 2 * c * c * (kd + vd) + 4 * c * kd * vd;
-                double perQ = 2 * c * c * kd + 2 * c * c * vd + 2 * c * kd * vd;
-                flops += Heads.KvHeads * perKv + Heads.QHeads * perQ;
+                double perValueHead = 2 * c * c * kd + c * c * c / 3 + 2 * c * c * (kd + vd) + 4 * c * kd * vd;
+                double perOutputHead = 2 * c * c * kd + 2 * c * c * vd + 2 * c * kd * vd;
+                flops += Heads.ValueHeads * perValueHead + Heads.OutputHeads * perOutputHead;
             }
         }
         return flops;

@@ -9,7 +9,7 @@ namespace Engine.Kernels.DeltaRule;
 /// DeltaNet / Gated DeltaNet on an ILGPU accelerator; the kernels and their geometry are in
 /// <see cref="DeltaRuleGpuKernels"/>. Each call, under the runtime's lock, uploads q, k, v, β, g and a chunk
 /// table (or the sequence offsets) into buffers this instance owns (grown on demand, reused), launches,
-/// synchronizes once and downloads the output. The state stays on the device: [N, Hkv, K, V] fp32, initial on
+/// synchronizes once and downloads the output. The state stays on the device: [N, Hv, K, V] fp32, initial on
 /// entry, final on return.
 /// </summary>
 public sealed class DeltaRuleGpu : IDisposable
@@ -35,8 +35,8 @@ public sealed class DeltaRuleGpu : IDisposable
     public GpuRuntime Runtime { get; }
 
     /// <summary>
-    /// Runs the chunked form (prefill) or the recurrent form (decode, token by token). q [T, Hq, K], k [T, Hkv, K],
-    /// v [T, Hkv, V], β [T, Hkv], g [T, Hkv, K] or [T, Hkv] or empty, output [T, Hq, V]; state [N, Hkv, K, V] on the device.
+    /// Runs the chunked form (prefill) or the recurrent form (decode, token by token). q [T, Hq, K], k [T, Hk, K],
+    /// v [T, Hv, V], β [T, Hv], g [T, Hv, K] or [T, Hv] or empty, output [T, max(Hq, Hv), V]; state [N, Hv, K, V] on the device.
     /// </summary>
     public void Run(bool chunked, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, ArrayView<float> state)
@@ -89,29 +89,29 @@ public sealed class DeltaRuleGpu : IDisposable
             return args;
         }
         (args.ChunkStart, args.ChunkLength, args.FirstChunk) = _buffers.UploadChunkTable(_chunks, sequences, s.Chunk);
-        args.W = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.W), tokens * s.KvHeads * s.KeyDim);
-        args.DecayedKeys = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.DecayedKeys), tokens * s.KvHeads * s.KeyDim);
-        args.U = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.U), tokens * s.KvHeads * s.ValueDim);
-        args.GatedQueries = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.GatedQueries), tokens * s.QHeads * s.KeyDim);
-        args.Scores = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.Scores), tokens * s.QHeads * s.Chunk);
-        args.ChunkDecay = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.ChunkDecay), (long)_chunks.Chunks * s.KvHeads * (s.PerKey ? s.KeyDim : 1));
-        if (s.PerKey) args.CumulativeGate = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.CumulativeGate), tokens * s.KvHeads * s.KeyDim);
+        args.W = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.W), tokens * s.ValueHeads * s.KeyDim);
+        args.DecayedKeys = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.DecayedKeys), tokens * s.ValueHeads * s.KeyDim);
+        args.U = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.U), tokens * s.ValueHeads * s.ValueDim);
+        args.GatedQueries = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.GatedQueries), tokens * s.OutputHeads * s.KeyDim);
+        args.Scores = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.Scores), tokens * s.OutputHeads * s.Chunk);
+        args.ChunkDecay = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.ChunkDecay), (long)_chunks.Chunks * s.ValueHeads * (s.PerKey ? s.KeyDim : 1));
+        if (s.PerKey) args.CumulativeGate = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.CumulativeGate), tokens * s.ValueHeads * s.KeyDim);
         return args;
     }
 
-    /// <summary>Chunked: Prepare over every chunk, then the state pass; recurrent: one launch. Both passes run a group per (sequence, kv head, value tile).</summary>
+    /// <summary>Chunked: Prepare over every chunk, then the state pass; recurrent: one launch. Both passes run a group per (sequence, value head, value tile).</summary>
     private void Launch(bool chunked, int sequences, DeltaRuleGpuArgs args)
     {
         var s = _shape;
         var shape = SpecializedValue.New(s);
         if (chunked)
         {
-            _prepare(Runtime.Groups(_chunks.Chunks, s.KvHeads, 1, new PrepareTiles(s).Floats), args, shape);
-            _statePass(Runtime.Groups(sequences, s.KvHeads, s.ValueTiles, new StatePassTiles(s).Floats), args, shape);
+            _prepare(Runtime.Groups(_chunks.Chunks, s.ValueHeads, 1, new PrepareTiles(s).Floats), args, shape);
+            _statePass(Runtime.Groups(sequences, s.ValueHeads, s.ValueTiles, new StatePassTiles(s).Floats), args, shape);
         }
         else
         {
-            _recurrent(Runtime.Groups(sequences, s.KvHeads, s.ValueTiles, new RecurrentTiles(s).Floats), args, shape);
+            _recurrent(Runtime.Groups(sequences, s.ValueHeads, s.ValueTiles, new RecurrentTiles(s).Floats), args, shape);
         }
     }
 }

@@ -21,7 +21,8 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     public DeltaRuleGpuShape(DeltaRuleConfig config, int groupSize)
     {
         QHeads = config.Heads.QHeads;
-        KvHeads = config.Heads.KvHeads;
+        KeyHeads = config.Heads.KeyHeads;
+        ValueHeads = config.Heads.ValueHeads;
         KeyDim = config.Heads.KeyDim;
         ValueDim = config.Heads.ValueDim;
         Chunk = config.ChunkSize;
@@ -32,7 +33,11 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     }
 
     public int QHeads { get; }
-    public int KvHeads { get; }
+    public int KeyHeads { get; }
+
+    /// <summary>Heads of v, β, the gates and the state (<see cref="HeadLayout"/>).</summary>
+    public int ValueHeads { get; }
+
     public int KeyDim { get; }
     public int ValueDim { get; }
     public int Chunk { get; }
@@ -43,7 +48,14 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     /// <summary>q and k rows are L2-normalized in the kernels (an int behind it: ILGPU refuses bool kernel parameters).</summary>
     public bool QkL2Norm => _qkL2Norm != 0;
 
-    public int Group => QHeads / KvHeads;
+    /// <summary>max(Hq, Hv): heads of the output, the gated queries and the scores.</summary>
+    public int OutputHeads => Math.Max(QHeads, ValueHeads);
+
+    /// <summary>Output heads per value head (grouped query heads).</summary>
+    public int Group => OutputHeads / ValueHeads;
+
+    /// <summary>Value heads per query/key head (grouped value heads).</summary>
+    public int ValueGroup => ValueHeads / KeyHeads;
     public bool PerKey => Gate == GateKind.PerKey;
     public bool PerHead => Gate == GateKind.PerHead;
 
@@ -57,33 +69,33 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     public int Blocks => Chunk / Tile;
 
     public bool Equals(DeltaRuleGpuShape other) =>
-        QHeads == other.QHeads && KvHeads == other.KvHeads && KeyDim == other.KeyDim && ValueDim == other.ValueDim && Chunk == other.Chunk
+        QHeads == other.QHeads && KeyHeads == other.KeyHeads && ValueHeads == other.ValueHeads && KeyDim == other.KeyDim && ValueDim == other.ValueDim && Chunk == other.Chunk
         && Gate == other.Gate && _qkL2Norm == other._qkL2Norm && Scale.Equals(other.Scale) && GroupSize == other.GroupSize;
 
     public override bool Equals(object? obj) => obj is DeltaRuleGpuShape other && Equals(other);
 
-    public override int GetHashCode() => HashCode.Combine(QHeads, KvHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(_qkL2Norm, Scale, GroupSize));
+    public override int GetHashCode() => HashCode.Combine(QHeads, KeyHeads, ValueHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(_qkL2Norm, Scale, GroupSize));
 }
 
 /// <summary>What a delta-rule kernel gets at run time: the device buffers of one call (views a launch does not read are placeholders).</summary>
 public struct DeltaRuleGpuArgs
 {
-    /// <summary>Inputs: q [T, Hq, K], k [T, Hkv, K], v [T, Hkv, V], β [T, Hkv], raw log gates [T, Hkv] or [T, Hkv, K].</summary>
+    /// <summary>Inputs: q [T, Hq, K], k [T, Hk, K], v [T, Hv, V], β [T, Hv], raw log gates [T, Hv] or [T, Hv, K].</summary>
     public ArrayView<float> Q, K, V, Beta, G;
 
-    /// <summary>[T, Hq, V].</summary>
+    /// <summary>[T, max(Hq, Hv), V].</summary>
     public ArrayView<float> Output;
 
-    /// <summary>[N, Hkv, K, V], initial on entry, final on return.</summary>
+    /// <summary>[N, Hv, K, V], initial on entry, final on return.</summary>
     public ArrayView<float> State;
 
-    /// <summary>Written by the preparation, read by the state pass: W, decayed keys [T, Hkv, K]; U [T, Hkv, V].</summary>
+    /// <summary>Written by the preparation, read by the state pass, per value head: W, decayed keys [T, Hv, K]; U [T, Hv, V].</summary>
     public ArrayView<float> W, DecayedKeys, U;
 
-    /// <summary>Per query head: the inter-chunk queries scale q̂ ⊙ e^G [T, Hq, K] and the masked intra scores P [T, Hq, C].</summary>
+    /// <summary>Per output head: the inter-chunk queries scale q̂ ⊙ e^G [T, max(Hq, Hv), K] and the masked intra scores P [T, max(Hq, Hv), C].</summary>
     public ArrayView<float> GatedQueries, Scores;
 
-    /// <summary>e^{G_last} per chunk and kv head [chunks, Hkv] (per key dim too with a per-key gate: [chunks, Hkv, K]).</summary>
+    /// <summary>e^{G_last} per chunk and value head [chunks, Hv] (per key dim too with a per-key gate: [chunks, Hv, K]).</summary>
     public ArrayView<float> ChunkDecay;
 
     /// <summary>Per-key gate: the log gates summed within each chunk, laid out as G.</summary>
@@ -106,7 +118,7 @@ internal readonly struct PrepareTiles(DeltaRuleGpuShape s)
     public int Gates => Merge + MergeFloats;                 // [C] in-chunk cumulative log gate (per head; zeros otherwise)
     public int Betas => Gates + s.Chunk;                     // [C]
     public int KeyNorms => Betas + s.Chunk;                  // [C] 1 / ‖k_j‖ (or 1)
-    public int QueryNorms => KeyNorms + s.Chunk;             // [C] 1 / ‖q_i‖ (or 1) of one query head
+    public int QueryNorms => KeyNorms + s.Chunk;             // [C] 1 / ‖q_i‖ (or 1) of one output head's query head
     public int Floats => QueryNorms + s.Chunk;
 }
 
@@ -122,7 +134,7 @@ internal readonly struct StatePassTiles(DeltaRuleGpuShape s)
 internal readonly struct RecurrentTiles(DeltaRuleGpuShape s)
 {
     public int State => 0;                                   // [K × 16] the state slice
-    public int Row => s.KeyDim * DeltaRuleGpuShape.Tile;     // [K] k_t, then q_t of one query head
+    public int Row => s.KeyDim * DeltaRuleGpuShape.Tile;     // [K] k_t, then q_t of one output head
     public int Partials => Row + s.KeyDim;                   // [slices × 16] partial (diag(e^g) S)ᵀ k̂
     public int Outputs => Partials + s.Slices * DeltaRuleGpuShape.Tile;   // [slices × 16] partial outputs
     public int Floats => Outputs + s.Slices * DeltaRuleGpuShape.Tile;
@@ -132,17 +144,19 @@ internal readonly struct RecurrentTiles(DeltaRuleGpuShape s)
 /// DeltaNet / Gated DeltaNet as ILGPU kernels, explicitly grouped with shared-memory tiles.
 ///
 /// Chunked form, two launches (notation of <see cref="DeltaRuleCpu"/>):
-///  1. Prepare, one group per (chunk, key/value head), all chunks in parallel: G, A in shared memory,
+///  1. Prepare, one group per (chunk, value head), all chunks in parallel: G, A in shared memory,
 ///     T = (I + A)⁻¹ as four-at-most 16×16 diagonal-block inverses (row recurrence, one column per thread)
 ///     merged block row by block row (T_pq = −T_pp Σ_{q<=m<p} A_pm T_mq); then W = T diag(β e^G) K,
-///     U = T diag(β) V, the decayed keys k̂ e^{G_last − G}, and per query head the inter query
+///     U = T diag(β) V, the decayed keys k̂ e^{G_last − G}, and per output head the inter query
 ///     scale e^G q̂ and the masked intra scores P = scale (Q Kᵀ ⊙ D), all written to global memory.
-///  2. StatePass, one group per (sequence, key/value head, 16-column tile of V), sequential over the
+///  2. StatePass, one group per (sequence, value head, 16-column tile of V), sequential over the
 ///     chunks: the K × 16 state slice stays in shared memory; V_new = U − W S, O = Q_g S + P V_new,
 ///     S ← e^{G_last} S + K_dᵀ V_new. The delta rule never mixes value columns, so tiles are independent.
 /// A per-key gate makes G a per-key-dim cumulative sum (written to global memory by Prepare): every
 /// e^{G_i − G_j} moves inside the key-dim sums and the chunk decay becomes one factor per row of S.
-/// Recurrent form: one group per (sequence, key/value head, V tile), one token at a time.
+/// Recurrent form: one group per (sequence, value head, V tile), one token at a time.
+/// Heads (<see cref="HeadLayout"/>): value head h reads key head h / ValueGroup; output head o reads value head o / Group and
+/// query head o / ValueGroup. q and k are read where they lie, never copied per head.
 /// Threads of a group: column d = thread % 16 of the tile, slice = thread / 16 over rows.
 /// Every exponent is a difference G_i − G_j with j <= i (or G_last − G_j, or G_i, or a raw log gate), so it is <= 0.
 /// </summary>
@@ -161,7 +175,7 @@ public static class DeltaRuleGpuKernels
 
     /// <summary>The in-chunk cumulative log gate of chunk row i at key dim c: from CumulativeGate (per key) or <paramref name="gates"/> (per head, or zeros).</summary>
     private static float CumulativeLogGate(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> gates, int start, int h, int i, int c) =>
-        s.PerKey ? args.CumulativeGate[((long)(start + i) * s.KvHeads + h) * s.KeyDim + c] : gates[i];
+        s.PerKey ? args.CumulativeGate[((long)(start + i) * s.ValueHeads + h) * s.KeyDim + c] : gates[i];
 
     /// <summary>Σ_c x_c k_jc e^{G_ic − G_jc}: the decay inside the sum for a per-key gate, outside it otherwise.</summary>
     private static float DecayedDot(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> gates, ArrayView<float> x, long xi, long kj,
@@ -178,12 +192,12 @@ public static class DeltaRuleGpuKernels
         return dot * XMath.Exp(gates[i] - gates[j]);
     }
 
-    /// <summary>Grid (chunks, Hkv): T = (I + A)⁻¹ of the chunk, then W, U, the decayed keys, the chunk decay and per query head the gated queries and scores.</summary>
+    /// <summary>Grid (chunks, Hv): T = (I + A)⁻¹ of the chunk, then W, U, the decayed keys, the chunk decay and per output head the gated queries and scores.</summary>
     public static void Prepare(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
     {
         var s = shape.Value;
         var tiles = new PrepareTiles(s);
-        int cc = s.Chunk, kd = s.KeyDim, vd = s.ValueDim, hkv = s.KvHeads, nt = s.GroupSize;
+        int cc = s.Chunk, kd = s.KeyDim, vd = s.ValueDim, hk = s.KeyHeads, hv = s.ValueHeads, ho = s.OutputHeads, nt = s.GroupSize;
         var shared = SharedMemory.GetDynamic<float>();
         var sA = shared.SubView(tiles.A, cc * cc);
         var sT = shared.SubView(tiles.T, cc * cc);
@@ -193,7 +207,7 @@ public static class DeltaRuleGpuKernels
         var sRk = shared.SubView(tiles.KeyNorms, cc);
         var sRq = shared.SubView(tiles.QueryNorms, cc);
 
-        int tid = Group.IdxX, chunk = Grid.IdxX, h = Grid.IdxY;
+        int tid = Group.IdxX, chunk = Grid.IdxX, h = Grid.IdxY, kh = h / s.ValueGroup;
         int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
 
         if (tid == 0)
@@ -201,9 +215,9 @@ public static class DeltaRuleGpuKernels
             float acc = 0f;
             for (int i = 0; i < len; i++)
             {
-                if (s.PerHead) acc += args.G[(long)(cs + i) * hkv + h];
+                if (s.PerHead) acc += args.G[(long)(cs + i) * hv + h];
                 sG[i] = acc;
-                sBeta[i] = args.Beta[(long)(cs + i) * hkv + h];
+                sBeta[i] = args.Beta[(long)(cs + i) * hv + h];
             }
         }
         if (s.PerKey)
@@ -213,13 +227,13 @@ public static class DeltaRuleGpuKernels
                 float acc = 0f;
                 for (int i = 0; i < len; i++)
                 {
-                    long at = ((long)(cs + i) * hkv + h) * kd + c;
+                    long at = ((long)(cs + i) * hv + h) * kd + c;
                     acc += args.G[at];
                     args.CumulativeGate[at] = acc;
                 }
             }
         }
-        for (int i = tid; i < len; i += nt) sRk[i] = InverseNorm(s, args.K, ((long)(cs + i) * hkv + h) * kd);
+        for (int i = tid; i < len; i += nt) sRk[i] = InverseNorm(s, args.K, ((long)(cs + i) * hk + kh) * kd);
         Group.Barrier();
 
         // A_ij = β_i Σ_c k̂_ic k̂_jc e^{G_ic − G_jc} below the diagonal; the decayed keys k̂_j ⊙ e^{G_last − G_j}.
@@ -229,7 +243,7 @@ public static class DeltaRuleGpuKernels
             float value = 0f;
             if (j < i && i < len)
             {
-                long ki = ((long)(cs + i) * hkv + h) * kd, kj = ((long)(cs + j) * hkv + h) * kd;
+                long ki = ((long)(cs + i) * hk + kh) * kd, kj = ((long)(cs + j) * hk + kh) * kd;
                 value = sBeta[i] * sRk[i] * sRk[j] * DecayedDot(args, s, sG, args.K, ki, kj, cs, h, i, j);
             }
             sA[e] = value;
@@ -237,8 +251,7 @@ public static class DeltaRuleGpuKernels
         for (int e = tid; e < len * kd; e += nt)
         {
             int j = e / kd, c = e % kd;
-            long at = ((long)(cs + j) * hkv + h) * kd + c;
-            args.DecayedKeys[at] = args.K[at] * sRk[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, len - 1, c) - CumulativeLogGate(args, s, sG, cs, h, j, c));
+            args.DecayedKeys[((long)(cs + j) * hv + h) * kd + c] = args.K[((long)(cs + j) * hk + kh) * kd + c] * sRk[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, len - 1, c) - CumulativeLogGate(args, s, sG, cs, h, j, c));
         }
         Group.Barrier();
 
@@ -285,53 +298,54 @@ public static class DeltaRuleGpuKernels
             int i = e / kd, c = e % kd;
             float sum = 0f;
             for (int j = 0; j <= i; j++)
-                sum += sT[i * cc + j] * sBeta[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, j, c)) * sRk[j] * args.K[((long)(cs + j) * hkv + h) * kd + c];
-            args.W[((long)(cs + i) * hkv + h) * kd + c] = sum;
+                sum += sT[i * cc + j] * sBeta[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, j, c)) * sRk[j] * args.K[((long)(cs + j) * hk + kh) * kd + c];
+            args.W[((long)(cs + i) * hv + h) * kd + c] = sum;
         }
         for (int e = tid; e < len * vd; e += nt)
         {
             int i = e / vd, d = e % vd;
             float sum = 0f;
-            for (int j = 0; j <= i; j++) sum += sT[i * cc + j] * sBeta[j] * args.V[((long)(cs + j) * hkv + h) * vd + d];
-            args.U[((long)(cs + i) * hkv + h) * vd + d] = sum;
+            for (int j = 0; j <= i; j++) sum += sT[i * cc + j] * sBeta[j] * args.V[((long)(cs + j) * hv + h) * vd + d];
+            args.U[((long)(cs + i) * hv + h) * vd + d] = sum;
         }
         if (s.PerKey)
         {
-            for (int c = tid; c < kd; c += nt) args.ChunkDecay[((long)chunk * hkv + h) * kd + c] = XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, len - 1, c));
+            for (int c = tid; c < kd; c += nt) args.ChunkDecay[((long)chunk * hv + h) * kd + c] = XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, len - 1, c));
         }
         else if (tid == 0)
         {
-            args.ChunkDecay[(long)chunk * hkv + h] = XMath.Exp(sG[len - 1]);
+            args.ChunkDecay[(long)chunk * hv + h] = XMath.Exp(sG[len - 1]);
         }
 
-        // Per query head: Q_g = scale q̂ ⊙ e^G and P_ij = scale Σ_c q̂_ic k̂_jc e^{G_ic − G_jc} for j <= i.
-        for (int qh = h * s.Group; qh < (h + 1) * s.Group; qh++)
+        // Per output head: Q_g = scale q̂ ⊙ e^G and P_ij = scale Σ_c q̂_ic k̂_jc e^{G_ic − G_jc} for j <= i.
+        for (int o = h * s.Group; o < (h + 1) * s.Group; o++)
         {
+            int qh = o / s.ValueGroup;
             for (int i = tid; i < len; i += nt) sRq[i] = InverseNorm(s, args.Q, ((long)(cs + i) * s.QHeads + qh) * kd);
             Group.Barrier();
             for (int e = tid; e < len * kd; e += nt)
             {
                 int i = e / kd, c = e % kd;
-                long at = ((long)(cs + i) * s.QHeads + qh) * kd + c;
-                args.GatedQueries[at] = s.Scale * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, i, c)) * sRq[i] * args.Q[at];
+                args.GatedQueries[((long)(cs + i) * ho + o) * kd + c] =
+                    s.Scale * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, i, c)) * sRq[i] * args.Q[((long)(cs + i) * s.QHeads + qh) * kd + c];
             }
             for (int e = tid; e < len * cc; e += nt)
             {
                 int i = e / cc, j = e % cc;
                 if (j > i) continue;
-                long qi = ((long)(cs + i) * s.QHeads + qh) * kd, kj = ((long)(cs + j) * hkv + h) * kd;
-                args.Scores[((long)(cs + i) * s.QHeads + qh) * cc + j] = s.Scale * sRq[i] * sRk[j] * DecayedDot(args, s, sG, args.Q, qi, kj, cs, h, i, j);
+                long qi = ((long)(cs + i) * s.QHeads + qh) * kd, kj = ((long)(cs + j) * hk + kh) * kd;
+                args.Scores[((long)(cs + i) * ho + o) * cc + j] = s.Scale * sRq[i] * sRk[j] * DecayedDot(args, s, sG, args.Q, qi, kj, cs, h, i, j);
             }
             Group.Barrier();
         }
     }
 
-    /// <summary>Grid (N, Hkv, V tiles): the chunks of a sequence in order, the state slice in shared memory.</summary>
+    /// <summary>Grid (N, Hv, V tiles): the chunks of a sequence in order, the state slice in shared memory.</summary>
     public static void StatePass(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
     {
         var s = shape.Value;
         var tiles = new StatePassTiles(s);
-        int hkv = s.KvHeads, kd = s.KeyDim, vd = s.ValueDim, cc = s.Chunk, slices = s.Slices;
+        int hv = s.ValueHeads, ho = s.OutputHeads, kd = s.KeyDim, vd = s.ValueDim, cc = s.Chunk, slices = s.Slices;
         var shared = SharedMemory.GetDynamic<float>();
         var sS = shared.SubView(tiles.State, kd * Tile);
         var sV = shared.SubView(tiles.NewValues, cc * Tile);
@@ -339,7 +353,7 @@ public static class DeltaRuleGpuKernels
         int tid = Group.IdxX, d = tid % Tile, slice = tid / Tile;
         int n = Grid.IdxX, h = Grid.IdxY, col = Grid.IdxZ * Tile + d;
         bool valid = col < vd;
-        long stateBase = ((long)n * hkv + h) * kd * vd + col;
+        long stateBase = ((long)n * hv + h) * kd * vd + col;
 
         for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[stateBase + (long)c * vd] : 0f;
         Group.Barrier();
@@ -350,18 +364,18 @@ public static class DeltaRuleGpuKernels
             // V_new = U − W S.
             for (int i = slice; i < len; i += slices)
             {
-                long row = (long)(cs + i) * hkv + h;
+                long row = (long)(cs + i) * hv + h;
                 float sum = valid ? args.U[row * vd + col] : 0f;
                 for (int c = 0; c < kd; c++) sum -= args.W[row * kd + c] * sS[c * Tile + d];
                 sV[i * Tile + d] = sum;
             }
             Group.Barrier();
             // O = Q_g S + P V_new.
-            for (int qh = h * s.Group; qh < (h + 1) * s.Group; qh++)
+            for (int o = h * s.Group; o < (h + 1) * s.Group; o++)
             {
                 for (int i = slice; i < len; i += slices)
                 {
-                    long row = (long)(cs + i) * s.QHeads + qh;
+                    long row = (long)(cs + i) * ho + o;
                     float sum = 0f;
                     for (int c = 0; c < kd; c++) sum += args.GatedQueries[row * kd + c] * sS[c * Tile + d];
                     for (int j = 0; j <= i; j++) sum += args.Scores[row * cc + j] * sV[j * Tile + d];
@@ -372,9 +386,9 @@ public static class DeltaRuleGpuKernels
             // S ← diag(e^{G_last}) S + K_dᵀ V_new.
             for (int c = slice; c < kd; c += slices)
             {
-                float decay = s.PerKey ? args.ChunkDecay[((long)chunk * hkv + h) * kd + c] : args.ChunkDecay[(long)chunk * hkv + h];
+                float decay = s.PerKey ? args.ChunkDecay[((long)chunk * hv + h) * kd + c] : args.ChunkDecay[(long)chunk * hv + h];
                 float sum = decay * sS[c * Tile + d];
-                for (int j = 0; j < len; j++) sum += args.DecayedKeys[((long)(cs + j) * hkv + h) * kd + c] * sV[j * Tile + d];
+                for (int j = 0; j < len; j++) sum += args.DecayedKeys[((long)(cs + j) * hv + h) * kd + c] * sV[j * Tile + d];
                 sS[c * Tile + d] = sum;
             }
             Group.Barrier();
@@ -384,12 +398,12 @@ public static class DeltaRuleGpuKernels
             for (int c = slice; c < kd; c += slices) args.State[stateBase + (long)c * vd] = sS[c * Tile + d];
     }
 
-    /// <summary>Grid (N, Hkv, V tiles): the recurrence token by token, the state slice in shared memory.</summary>
+    /// <summary>Grid (N, Hv, V tiles): the recurrence token by token, the state slice in shared memory.</summary>
     public static void Recurrent(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
     {
         var s = shape.Value;
         var tiles = new RecurrentTiles(s);
-        int hkv = s.KvHeads, kd = s.KeyDim, vd = s.ValueDim, nt = s.GroupSize, slices = s.Slices;
+        int hv = s.ValueHeads, kd = s.KeyDim, vd = s.ValueDim, nt = s.GroupSize, slices = s.Slices;
         var shared = SharedMemory.GetDynamic<float>();
         var sS = shared.SubView(tiles.State, kd * Tile);
         var sRow = shared.SubView(tiles.Row, kd);
@@ -399,14 +413,14 @@ public static class DeltaRuleGpuKernels
         int tid = Group.IdxX, d = tid % Tile, slice = tid / Tile;
         int n = Grid.IdxX, h = Grid.IdxY, col = Grid.IdxZ * Tile + d;
         bool valid = col < vd;
-        long stateBase = ((long)n * hkv + h) * kd * vd + col;
+        long stateBase = ((long)n * hv + h) * kd * vd + col;
 
         for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[stateBase + (long)c * vd] : 0f;
 
         for (int t = args.SequenceStart[n]; t < args.SequenceStart[n + 1]; t++)
         {
-            long row = (long)t * hkv + h;
-            for (int c = tid; c < kd; c += nt) sRow[c] = args.K[row * kd + c];
+            long row = (long)t * hv + h, keyRow = (long)t * s.KeyHeads + h / s.ValueGroup;
+            for (int c = tid; c < kd; c += nt) sRow[c] = args.K[keyRow * kd + c];
             Group.Barrier();
             float rk = 1f;
             if (s.QkL2Norm)
@@ -432,9 +446,9 @@ public static class DeltaRuleGpuKernels
             }
             Group.Barrier();
 
-            for (int qh = h * s.Group; qh < (h + 1) * s.Group; qh++)
+            for (int o = h * s.Group; o < (h + 1) * s.Group; o++)
             {
-                long qrow = (long)t * s.QHeads + qh;
+                long qrow = (long)t * s.QHeads + o / s.ValueGroup;
                 for (int c = tid; c < kd; c += nt) sRow[c] = args.Q[qrow * kd + c];
                 Group.Barrier();
                 float rq = s.Scale;
@@ -444,15 +458,15 @@ public static class DeltaRuleGpuKernels
                     for (int c = 0; c < kd; c++) sum += sRow[c] * sRow[c];
                     rq /= XMath.Sqrt(sum + DeltaRuleConfig.L2NormEpsilon);
                 }
-                float o = 0f;
-                for (int c = slice; c < kd; c += slices) o += sRow[c] * sS[c * Tile + d];
-                sOut[slice * Tile + d] = o * rq;
+                float read = 0f;
+                for (int c = slice; c < kd; c += slices) read += sRow[c] * sS[c * Tile + d];
+                sOut[slice * Tile + d] = read * rq;
                 Group.Barrier();
                 if (slice == 0 && valid)
                 {
                     float sum = 0f;
                     for (int r = 0; r < slices; r++) sum += sOut[r * Tile + d];
-                    args.Output[qrow * vd + col] = sum;
+                    args.Output[((long)t * s.OutputHeads + o) * vd + col] = sum;
                 }
                 Group.Barrier();
             }

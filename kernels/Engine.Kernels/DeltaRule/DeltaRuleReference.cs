@@ -7,10 +7,11 @@ namespace Engine.Kernels.DeltaRule;
 ///   S = diag(exp(g_t)) S          (gated: g_t one value per head, or one per key dim)
 ///   u = β_t (v_t − Sᵀ k_t)
 ///   S = S + k_t uᵀ
-///   o_t = Sᵀ (scale · q_t)        for each query head reading this key/value head
+///   o_t = Sᵀ (scale · q_t)        for each output head of this value head
 /// With qkL2Norm, q and k rows are first divided by sqrt(Σ x² + eps).
-/// beta [TotalTokens, Hkv], g [TotalTokens, Hkv] or [TotalTokens, Hkv, K] (empty for DeltaNet); state [N, Hkv, K, V], initial
-/// on entry, final on return.
+/// Per value head h: k is key head h / ValueGroup, v, beta, g and the state are h's own, and the output heads of h read their
+/// query heads (<see cref="HeadLayout"/>). beta [TotalTokens, Hv], g [TotalTokens, Hv] or [TotalTokens, Hv, K] (empty for
+/// DeltaNet); state [N, Hv, K, V], initial on entry, final on return.
 /// </summary>
 public static class DeltaRuleReference
 {
@@ -19,41 +20,42 @@ public static class DeltaRuleReference
         Span<double> output, Span<double> state)
     {
         var heads = config.Heads;
-        int hq = heads.QHeads, hkv = heads.KvHeads, kd = heads.KeyDim, vd = heads.ValueDim;
+        int hq = heads.QHeads, hk = heads.KeyHeads, hv = heads.ValueHeads, ho = heads.OutputHeads, kd = heads.KeyDim, vd = heads.ValueDim;
         var key = new double[kd];
         var query = new double[kd];
         var u = new double[vd];
         for (int n = 0; n < sequences.Count; n++)
         {
-            for (int h = 0; h < hkv; h++)
+            for (int h = 0; h < hv; h++)
             {
-                var s = state.Slice((int)((n * (long)hkv + h) * kd * vd), kd * vd);
+                int kh = heads.KeyHeadOf(h);
+                var s = state.Slice((int)((n * (long)hv + h) * kd * vd), kd * vd);
                 for (int t = sequences.Start(n); t < sequences.Start(n) + sequences.Length(n); t++)
                 {
-                    Row(k.Slice((t * hkv + h) * kd, kd), key, config.QkL2Norm);
+                    Row(k.Slice((t * hk + kh) * kd, kd), key, config.QkL2Norm);
                     for (int c = 0; c < kd && config.Gate != GateKind.None; c++)
                     {
-                        double decay = Math.Exp(config.Gate == GateKind.PerKey ? g[(t * hkv + h) * kd + c] : g[t * hkv + h]);
+                        double decay = Math.Exp(config.Gate == GateKind.PerKey ? g[(t * hv + h) * kd + c] : g[t * hv + h]);
                         for (int d = 0; d < vd; d++) s[c * vd + d] *= decay;
                     }
-                    double b = beta[t * hkv + h];
+                    double b = beta[t * hv + h];
                     for (int d = 0; d < vd; d++)
                     {
                         double predicted = 0;
                         for (int c = 0; c < kd; c++) predicted += s[c * vd + d] * key[c];
-                        u[d] = b * (v[(t * hkv + h) * vd + d] - predicted);
+                        u[d] = b * (v[(t * hv + h) * vd + d] - predicted);
                     }
                     for (int c = 0; c < kd; c++)
                         for (int d = 0; d < vd; d++)
                             s[c * vd + d] += key[c] * u[d];
-                    for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
+                    for (int o = h * heads.Group; o < (h + 1) * heads.Group; o++)
                     {
-                        Row(q.Slice((t * hq + qh) * kd, kd), query, config.QkL2Norm);
+                        Row(q.Slice((t * hq + heads.QueryHeadOf(o)) * kd, kd), query, config.QkL2Norm);
                         for (int d = 0; d < vd; d++)
                         {
                             double sum = 0;
                             for (int c = 0; c < kd; c++) sum += config.Scale * query[c] * s[c * vd + d];
-                            output[(t * hq + qh) * vd + d] = sum;
+                            output[(t * ho + o) * vd + d] = sum;
                         }
                     }
                 }

@@ -29,11 +29,11 @@ public sealed record GlaConfig
 
     public override int GetHashCode() => HashCode.Combine(Heads, Gate, Scale, ChunkSize, ConstantLogDecay?.Length ?? -1);
 
-    /// <summary>Floats of gate per token: 0, Hkv or Hkv·K.</summary>
+    /// <summary>Floats of gate per token: 0, Hv or Hv·K.</summary>
     public int GatePerToken => Gate switch
     {
-        GateKind.PerHead => Heads.KvHeads,
-        GateKind.PerKey => Heads.KvHeads * Heads.KeyDim,
+        GateKind.PerHead => Heads.ValueHeads,
+        GateKind.PerKey => Heads.ValueHeads * Heads.KeyDim,
         _ => 0,
     };
 }

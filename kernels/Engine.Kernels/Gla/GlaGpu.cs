@@ -9,7 +9,7 @@ namespace Engine.Kernels.Gla;
 /// GLA on an ILGPU accelerator; the kernels and their geometry are in <see cref="GlaGpuKernels"/>. Each call,
 /// under the runtime's lock, uploads q, k, v, g and a chunk table into buffers this instance owns (grown on
 /// demand, reused), launches, synchronizes once and downloads the output. The state stays on the device:
-/// [N, Hkv, K, V] fp32, initial on entry, final on return.
+/// [N, Hv, K, V] fp32, initial on entry, final on return.
 /// </summary>
 public sealed class GlaGpu : IDisposable
 {
@@ -41,9 +41,9 @@ public sealed class GlaGpu : IDisposable
             // With one column the tile needs K·(G + 3) + 1 + G·groupSize floats.
             int group = _shape.Group;
             long maxKeyDim = (limit / sizeof(float) - 1 - (long)group * groupSize) / (group + 3);
-            _recurrentTooLarge = $"GLA recurrent mode on the GPU keeps the state of a key/value head and its {group} query rows in shared memory: " +
+            _recurrentTooLarge = $"GLA recurrent mode on the GPU keeps the state of a value head and its {group} query rows in shared memory: " +
                 $"K = {config.Heads.KeyDim} needs {recurrentBytes} bytes, more than the {limit} a group may use; with {group} query heads per " +
-                $"key/value head K can be at most {maxKeyDim} (the chunked mode has no such limit)";
+                $"value head K can be at most {maxKeyDim} (the chunked mode has no such limit)";
         }
         long chunkedBytes = SharedBytes(Math.Max(IntraScoreTiles.Floats, Math.Max(new ChunkStateTiles(_shape).Floats, new OutputTiles(_shape).Floats)));
         if (chunkedBytes > limit)
@@ -62,8 +62,8 @@ public sealed class GlaGpu : IDisposable
     public GpuRuntime Runtime { get; }
 
     /// <summary>
-    /// Runs the chunked form (prefill) or the recurrent form (decode, token by token). q [T, Hq, K], k [T, Hkv, K],
-    /// v [T, Hkv, V], g [T, Hkv, K] or [T, Hkv] or empty, output [T, Hq, V]; state [N, Hkv, K, V] on the device.
+    /// Runs the chunked form (prefill) or the recurrent form (decode, token by token). q [T, Hq, K], k [T, Hk, K],
+    /// v [T, Hv, V], g [T, Hv, K] or [T, Hv] or empty, output [T, max(Hq, Hv), V]; state [N, Hv, K, V] on the device.
     /// </summary>
     public void Run(bool chunked, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> g, Span<float> output, ArrayView<float> state)
@@ -114,7 +114,7 @@ public sealed class GlaGpu : IDisposable
         {
             if (!_constantDecayUploaded) _buffers.Upload<float>(nameof(GlaGpuArgs.ConstantDecay), Config.ConstantLogDecay!);
             _constantDecayUploaded = true;
-            args.ConstantDecay = _buffers.Get<float>(nameof(GlaGpuArgs.ConstantDecay), s.KvHeads);
+            args.ConstantDecay = _buffers.Get<float>(nameof(GlaGpuArgs.ConstantDecay), s.ValueHeads);
         }
         if (!chunked)
         {
@@ -123,8 +123,8 @@ public sealed class GlaGpu : IDisposable
         }
         (args.ChunkStart, args.ChunkLength, args.FirstChunk) = _buffers.UploadChunkTable(_chunks, sequences, s.Chunk);
         if (s.GatePerToken > 0) args.CumulativeGate = _buffers.Get<float>(nameof(GlaGpuArgs.CumulativeGate), tokens * s.GatePerToken);
-        args.ChunkStates = _buffers.Get<float>(nameof(GlaGpuArgs.ChunkStates), _chunks.Chunks * s.KvHeads * (long)s.KeyDim * s.ValueDim);
-        args.Scores = _buffers.Get<float>(nameof(GlaGpuArgs.Scores), tokens * s.QHeads * s.Chunk);
+        args.ChunkStates = _buffers.Get<float>(nameof(GlaGpuArgs.ChunkStates), _chunks.Chunks * s.ValueHeads * (long)s.KeyDim * s.ValueDim);
+        args.Scores = _buffers.Get<float>(nameof(GlaGpuArgs.Scores), tokens * s.OutputHeads * s.Chunk);
         return args;
     }
 
@@ -135,15 +135,15 @@ public sealed class GlaGpu : IDisposable
         var shape = SpecializedValue.New(s);
         if (!chunked)
         {
-            _recurrent(Runtime.Groups(args.Sequences, s.KvHeads, DivUp(s.ValueDim, s.RecurrentCols), new RecurrentTiles(s).Floats), args, shape);
+            _recurrent(Runtime.Groups(args.Sequences, s.ValueHeads, DivUp(s.ValueDim, s.RecurrentCols), new RecurrentTiles(s).Floats), args, shape);
             return;
         }
         int chunks = _chunks.Chunks;
         if (s.GatePerToken > 0) _cumulativeGates(Runtime.Groups(chunks, DivUp(s.GatePerToken, s.GroupSize), 1), args, shape);
-        _chunkStates(Runtime.Groups(chunks, s.KvHeads, DivUp(s.KeyDim, s.StateRows) * DivUp(s.ValueDim, s.StateCols), new ChunkStateTiles(s).Floats), args, shape);
-        _scanChunkStates(Runtime.Threads(args.Sequences * (long)s.KvHeads * s.KeyDim * s.ValueDim), args, shape);
-        _intraScores(Runtime.Groups(chunks, s.QHeads, s.Chunk / GlaGpuShape.SubChunk, IntraScoreTiles.Floats), args, shape);
-        _output(Runtime.Groups(chunks, s.QHeads, s.Chunk / s.OutputRows * DivUp(s.ValueDim, s.OutputCols), new OutputTiles(s).Floats), args, shape);
+        _chunkStates(Runtime.Groups(chunks, s.ValueHeads, DivUp(s.KeyDim, s.StateRows) * DivUp(s.ValueDim, s.StateCols), new ChunkStateTiles(s).Floats), args, shape);
+        _scanChunkStates(Runtime.Threads(args.Sequences * (long)s.ValueHeads * s.KeyDim * s.ValueDim), args, shape);
+        _intraScores(Runtime.Groups(chunks, s.OutputHeads, s.Chunk / GlaGpuShape.SubChunk, IntraScoreTiles.Floats), args, shape);
+        _output(Runtime.Groups(chunks, s.OutputHeads, s.Chunk / s.OutputRows * DivUp(s.ValueDim, s.OutputCols), new OutputTiles(s).Floats), args, shape);
     }
 
     private static int DivUp(int a, int b) => (a + b - 1) / b;

@@ -27,7 +27,8 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     public GlaGpuShape(GlaConfig config, int groupSize, int recurrentCols)
     {
         QHeads = config.Heads.QHeads;
-        KvHeads = config.Heads.KvHeads;
+        KeyHeads = config.Heads.KeyHeads;
+        ValueHeads = config.Heads.ValueHeads;
         KeyDim = config.Heads.KeyDim;
         ValueDim = config.Heads.ValueDim;
         Chunk = config.ChunkSize;
@@ -43,7 +44,11 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     }
 
     public int QHeads { get; }
-    public int KvHeads { get; }
+    public int KeyHeads { get; }
+
+    /// <summary>Heads of v, the gates and the state (<see cref="HeadLayout"/>).</summary>
+    public int ValueHeads { get; }
+
     public int KeyDim { get; }
     public int ValueDim { get; }
     public int Chunk { get; }
@@ -63,14 +68,21 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     public int RecurrentCols { get; }
     public int RecurrentRowThreads { get; }
 
-    public int Group => QHeads / KvHeads;
+    /// <summary>max(Hq, Hv): heads of the output, the scores' rows.</summary>
+    public int OutputHeads => Math.Max(QHeads, ValueHeads);
+
+    /// <summary>Output heads per value head (grouped query heads).</summary>
+    public int Group => OutputHeads / ValueHeads;
+
+    /// <summary>Value heads per query/key head (grouped value heads).</summary>
+    public int ValueGroup => ValueHeads / KeyHeads;
     public bool PerKey => Gate == GateKind.PerKey;
     public bool PerHead => Gate == GateKind.PerHead;
     public bool Constant => Gate == GateKind.Constant;
     public bool NoGate => Gate == GateKind.None;
 
-    /// <summary>Floats of gate per token: Hkv·K, Hkv, or 0 for a constant or no gate.</summary>
-    public int GatePerToken => PerKey ? KvHeads * KeyDim : PerHead ? KvHeads : 0;
+    /// <summary>Floats of gate per token: Hv·K, Hv, or 0 for a constant or no gate.</summary>
+    public int GatePerToken => PerKey ? ValueHeads * KeyDim : PerHead ? ValueHeads : 0;
 
     /// <summary>Chunk rows and value columns of one output group (4 per thread row and column).</summary>
     public int OutputRows => 4 * OutputRowThreads;
@@ -81,37 +93,37 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     public int StateCols => 4 * StateColThreads;
 
     public bool Equals(GlaGpuShape other) =>
-        QHeads == other.QHeads && KvHeads == other.KvHeads && KeyDim == other.KeyDim && ValueDim == other.ValueDim
+        QHeads == other.QHeads && KeyHeads == other.KeyHeads && ValueHeads == other.ValueHeads && KeyDim == other.KeyDim && ValueDim == other.ValueDim
         && Chunk == other.Chunk && Gate == other.Gate && Scale.Equals(other.Scale) && GroupSize == other.GroupSize
         && RecurrentCols == other.RecurrentCols;
 
     public override bool Equals(object? obj) => obj is GlaGpuShape other && Equals(other);
 
-    public override int GetHashCode() => HashCode.Combine(QHeads, KvHeads, KeyDim, ValueDim, Chunk, Gate, Scale, HashCode.Combine(GroupSize, RecurrentCols));
+    public override int GetHashCode() => HashCode.Combine(QHeads, KeyHeads, ValueHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(Scale, GroupSize, RecurrentCols));
 }
 
 /// <summary>What a GLA kernel gets at run time: the device buffers of one call (views a launch does not read are placeholders) and its sequence count.</summary>
 public struct GlaGpuArgs
 {
-    /// <summary>Inputs [T, heads, dim]; G holds the raw log gates, laid out [T, Hkv, K] or [T, Hkv].</summary>
+    /// <summary>Inputs q [T, Hq, K], k [T, Hk, K], v [T, Hv, V]; G holds the raw log gates, laid out [T, Hv, K] or [T, Hv].</summary>
     public ArrayView<float> Q, K, V, G;
 
     /// <summary>b: the log gates summed within each chunk, laid out as G.</summary>
     public ArrayView<float> CumulativeGate;
 
-    /// <summary>[Hkv] log decay of a constant gate.</summary>
+    /// <summary>[Hv] log decay of a constant gate.</summary>
     public ArrayView<float> ConstantDecay;
 
-    /// <summary>A [T, Hq, C]: scale Σ_c q_ic k_jc exp(b_ic − b_jc) for j <= i; entries above the diagonal are not written.</summary>
+    /// <summary>A [T, max(Hq, Hv), C] per output head: scale Σ_c q_ic k_jc exp(b_ic − b_jc) for j <= i; entries above the diagonal are not written.</summary>
     public ArrayView<float> Scores;
 
-    /// <summary>[chunks, Hkv, K, V]: each chunk's state contribution, turned by the scan into its start state.</summary>
+    /// <summary>[chunks, Hv, K, V]: each chunk's state contribution, turned by the scan into its start state.</summary>
     public ArrayView<float> ChunkStates;
 
-    /// <summary>[T, Hq, V].</summary>
+    /// <summary>[T, max(Hq, Hv), V].</summary>
     public ArrayView<float> Output;
 
-    /// <summary>[N, Hkv, K, V], initial on entry, final on return.</summary>
+    /// <summary>[N, Hv, K, V], initial on entry, final on return.</summary>
     public ArrayView<float> State;
 
     /// <summary>The <see cref="ChunkTable"/>: first token and length per chunk, first chunk per sequence.</summary>
@@ -160,7 +172,7 @@ internal readonly struct RecurrentTiles(GlaGpuShape s)
     public int Keys => s.KeyDim * s.RecurrentCols;           // [K]
     public int Decay => Keys + s.KeyDim;                     // [K] exp(g_t)
     public int Values => Decay + s.KeyDim;                   // [cols]
-    public int Queries => Values + s.RecurrentCols;          // [G × K] scale·q of the group's query heads
+    public int Queries => Values + s.RecurrentCols;          // [G × K] scale·q of the value head's output heads
     public int Partials => Queries + s.Group * s.KeyDim;     // [G × row threads × cols] partial outputs
     public int Floats => Partials + s.Group * s.RecurrentRowThreads * s.RecurrentCols;
 }
@@ -168,12 +180,14 @@ internal readonly struct RecurrentTiles(GlaGpuShape s)
 /// <summary>
 /// The GLA kernels. Chunked form, one launch each, in order:
 ///   CumulativeGates   b = in-chunk cumulative log gate (per-key and per-head gates; constant gates compute b = (i+1)·λ inline)
-///   ChunkStates       ΔS = Σ_j (k_j ⊙ exp(b_last − b_j)) v_jᵀ per chunk and kv head, tiled over (K, V), tokens in slices
+///   ChunkStates       ΔS = Σ_j (k_j ⊙ exp(b_last − b_j)) v_jᵀ per chunk and value head, tiled over (K, V), tokens in slices
 ///   ScanChunkStates   S_start(chunk) in place of ΔS, sequentially over each sequence's chunks, parallel over state entries
-///   IntraScores       A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc), j <= i, per chunk, query head and 16-row band
-///   Output            O = (scale q ⊙ exp(b)) S_start + A V per chunk, query head, row block and value tile
+///   IntraScores       A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc), j <= i, per chunk, output head and 16-row band
+///   Output            O = (scale q ⊙ exp(b)) S_start + A V per chunk, output head, row block and value tile
+/// Heads (<see cref="HeadLayout"/>): value head h reads key head h / ValueGroup; output head o reads value head o / Group and
+/// query head o / ValueGroup. q and k are read where they lie, never copied per head.
 /// Shared memory per group does not grow with K, V or the chunk size: reductions run in slices of 32.
-/// Recurrent form: one group per (sequence, kv head, value tile) walks the tokens with the state tile in shared memory.
+/// Recurrent form: one group per (sequence, value head, value tile) walks the tokens with the state tile in shared memory.
 /// Every exponent is a difference b_i − b_j with j <= i (or b_last − b_j, or b_i), so it is <= 0.
 /// </summary>
 public static class GlaGpuKernels
@@ -185,8 +199,8 @@ public static class GlaGpuKernels
 
     /// <summary>b at local row i of the chunk starting at token <paramref name="start"/>, key dim c: per-key and per-head gates.</summary>
     private static float CumulativeLogGate(GlaGpuArgs args, GlaGpuShape s, int h, int start, int i, int c) => s.PerKey
-        ? args.CumulativeGate[((long)(start + i) * s.KvHeads + h) * s.KeyDim + c]
-        : args.CumulativeGate[(long)(start + i) * s.KvHeads + h];
+        ? args.CumulativeGate[((long)(start + i) * s.ValueHeads + h) * s.KeyDim + c]
+        : args.CumulativeGate[(long)(start + i) * s.ValueHeads + h];
 
     /// <summary>
     /// exp(b_i − b_j) for local rows j <= i of one chunk; j = −1 stands for the chunk start (b = 0).
@@ -218,14 +232,14 @@ public static class GlaGpuKernels
     }
 
     /// <summary>
-    /// Grid (chunks, Hkv, K tiles × V tiles): ΔS[c, d] = Σ_j k_jc exp(b_last,c − b_jc) v_jd for one
+    /// Grid (chunks, Hv, K tiles × V tiles): ΔS[c, d] = Σ_j k_jc exp(b_last,c − b_jc) v_jd for one
     /// StateRows × StateCols tile, the chunk's tokens staged in slices.
     /// </summary>
     public static void ChunkStates(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
         var tiles = new ChunkStateTiles(s);
-        int chunk = Grid.IdxX, h = Grid.IdxY, tid = Group.IdxX;
+        int chunk = Grid.IdxX, h = Grid.IdxY, kh = h / s.ValueGroup, tid = Group.IdxX;
         int tilesV = (s.ValueDim + s.StateCols - 1) / s.StateCols;
         int c0 = Grid.IdxZ / tilesV * s.StateRows, d0 = Grid.IdxZ % tilesV * s.StateCols;
         int start = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
@@ -243,20 +257,20 @@ public static class GlaGpuKernels
                 int j = e / s.StateRows, cc = e % s.StateRows, c = c0 + cc;
                 float x = 0f;
                 if (j < depth && c < s.KeyDim)
-                    x = args.K[((long)(start + j0 + j) * s.KvHeads + h) * s.KeyDim + c] * Decay(args, s, h, start, len - 1, j0 + j, c);
+                    x = args.K[((long)(start + j0 + j) * s.KeyHeads + kh) * s.KeyDim + c] * Decay(args, s, h, start, len - 1, j0 + j, c);
                 keys[cc * SlicePitch + j] = x;
             }
             for (int e = tid; e < SliceWidth * s.StateCols; e += s.GroupSize)
             {
                 int j = e / s.StateCols, d = d0 + e % s.StateCols;
-                values[e] = j < depth && d < s.ValueDim ? args.V[((long)(start + j0 + j) * s.KvHeads + h) * s.ValueDim + d] : 0f;
+                values[e] = j < depth && d < s.ValueDim ? args.V[((long)(start + j0 + j) * s.ValueHeads + h) * s.ValueDim + d] : 0f;
             }
             Group.Barrier();
             tile.Accumulate(keys, SlicePitch, values, s.StateCols, depth, row, s.StateRowThreads, col, s.StateColThreads);
             Group.Barrier();
         }
 
-        long chunkBase = ((long)chunk * s.KvHeads + h) * s.KeyDim * s.ValueDim;
+        long chunkBase = ((long)chunk * s.ValueHeads + h) * s.KeyDim * s.ValueDim;
         for (int m = 0; m < 4; m++)
         {
             int c = c0 + row + m * s.StateRowThreads;
@@ -265,13 +279,13 @@ public static class GlaGpuKernels
     }
 
     /// <summary>
-    /// Grid (ceil(N·Hkv·K·V / group)): one thread per state entry walks its sequence's chunks, replacing
+    /// Grid (ceil(N·Hv·K·V / group)): one thread per state entry walks its sequence's chunks, replacing
     /// each chunk's ΔS by the state at the chunk's start, S ← exp(b_last) ⊙ S + ΔS, and stores the final state.
     /// </summary>
     public static void ScanChunkStates(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
-        long perSequence = (long)s.KvHeads * s.KeyDim * s.ValueDim;
+        long perSequence = (long)s.ValueHeads * s.KeyDim * s.ValueDim;
         long entry = (long)Grid.IdxX * s.GroupSize + Group.IdxX;
         if (entry >= args.Sequences * perSequence) return;
         int n = (int)(entry / perSequence);
@@ -290,7 +304,7 @@ public static class GlaGpuKernels
     }
 
     /// <summary>
-    /// Grid (chunks, Hq, C / 16): the scores of rows r..r+15 (r = 16·band) against columns j <= i, in
+    /// Grid (chunks, max(Hq, Hv), C / 16): the scores of rows r..r+15 (r = 16·band) against columns j <= i, in
     /// column blocks of 64; entries above the diagonal are not written (the output kernel masks them).
     /// Per-key gates: the columns before the band are a plain product of (scale q_i ⊙ exp(b_i − b_r)) and
     /// (k_j ⊙ exp(b_r − b_j)); the band's own 16 × 16 block takes exp(b_ic − b_jc) element by element.
@@ -299,10 +313,10 @@ public static class GlaGpuKernels
     public static void IntraScores(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
-        int chunk = Grid.IdxX, qh = Grid.IdxY, r = Grid.IdxZ * SubChunk, tid = Group.IdxX;
+        int chunk = Grid.IdxX, o = Grid.IdxY, r = Grid.IdxZ * SubChunk, tid = Group.IdxX;
         int start = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
         if (r >= len) return;
-        int h = qh / s.Group, rows = Math.Min(SubChunk, len - r), pitch = IntraScoreTiles.ColumnPitch;
+        int h = o / s.Group, qh = o / s.ValueGroup, kh = h / s.ValueGroup, rows = Math.Min(SubChunk, len - r), pitch = IntraScoreTiles.ColumnPitch;
         var shared = SharedMemory.GetDynamic<float>();
         var rawQueries = shared.SubView(IntraScoreTiles.RawQueries, IntraScoreTiles.RowSize);
         var gatedQueries = shared.SubView(IntraScoreTiles.GatedQueries, IntraScoreTiles.RowSize);
@@ -344,7 +358,7 @@ public static class GlaGpuKernels
                     float k = 0f;
                     if (j < len && u < depth)
                     {
-                        k = args.K[((long)(start + j) * s.KvHeads + h) * s.KeyDim + c0 + u];
+                        k = args.K[((long)(start + j) * s.KeyHeads + kh) * s.KeyDim + c0 + u];
                         if (s.PerKey && j < r) k *= XMath.Exp(CumulativeLogGate(args, s, h, start, r, c0 + u) - CumulativeLogGate(args, s, h, start, j, c0 + u));
                     }
                     keys[u * pitch + jj] = k;
@@ -381,13 +395,13 @@ public static class GlaGpuKernels
                 if (i >= rows || j > r + i) continue;
                 float a = scores[e];
                 if (!s.PerKey) a *= Decay(args, s, h, start, r + i, j, 0);
-                args.Scores[((long)(start + r + i) * s.QHeads + qh) * s.Chunk + j] = a;
+                args.Scores[((long)(start + r + i) * s.OutputHeads + o) * s.Chunk + j] = a;
             }
         }
     }
 
     /// <summary>
-    /// Grid (chunks, Hq, C / OutputRows × ceil(V / OutputCols)): O = [scale q ⊙ exp(b) | A] · [S_start ; V] for
+    /// Grid (chunks, max(Hq, Hv), C / OutputRows × ceil(V / OutputCols)): O = [scale q ⊙ exp(b) | A] · [S_start ; V] for
     /// one block of the chunk's rows and one tile of value columns, both halves of the reduction staged
     /// slice by slice through shared memory; the scores are masked to j <= i as they are staged.
     /// </summary>
@@ -396,10 +410,10 @@ public static class GlaGpuKernels
         var s = shape.Value;
         var tiles = new OutputTiles(s);
         int rowBlocks = s.Chunk / s.OutputRows, cols = s.OutputCols, rowCount = s.OutputRows;
-        int chunk = Grid.IdxX, qh = Grid.IdxY, i0 = Grid.IdxZ % rowBlocks * rowCount, d0 = Grid.IdxZ / rowBlocks * cols, tid = Group.IdxX;
+        int chunk = Grid.IdxX, o = Grid.IdxY, i0 = Grid.IdxZ % rowBlocks * rowCount, d0 = Grid.IdxZ / rowBlocks * cols, tid = Group.IdxX;
         int start = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
         if (i0 >= len) return;
-        int h = qh / s.Group, rows = Math.Min(rowCount, len - i0);
+        int h = o / s.Group, qh = o / s.ValueGroup, rows = Math.Min(rowCount, len - i0);
         var shared = SharedMemory.GetDynamic<float>();
         var left = shared.SubView(tiles.Left, rowCount * SlicePitch);
         var right = shared.SubView(tiles.Right, SliceWidth * cols);
@@ -407,7 +421,7 @@ public static class GlaGpuKernels
         var tile = new RegisterTile4x4();
 
         // Inter-chunk part: the gated queries against the chunk's start state.
-        long stateBase = ((long)chunk * s.KvHeads + h) * s.KeyDim * s.ValueDim;
+        long stateBase = ((long)chunk * s.ValueHeads + h) * s.KeyDim * s.ValueDim;
         for (int c0 = 0; c0 < s.KeyDim; c0 += SliceWidth)
         {
             int depth = Math.Min(SliceWidth, s.KeyDim - c0);
@@ -436,12 +450,12 @@ public static class GlaGpuKernels
             for (int e = tid; e < rowCount * SliceWidth; e += s.GroupSize)
             {
                 int i = e / SliceWidth, u = e % SliceWidth;
-                left[i * SlicePitch + u] = i < rows && j0 + u <= i0 + i ? args.Scores[((long)(start + i0 + i) * s.QHeads + qh) * s.Chunk + j0 + u] : 0f;
+                left[i * SlicePitch + u] = i < rows && j0 + u <= i0 + i ? args.Scores[((long)(start + i0 + i) * s.OutputHeads + o) * s.Chunk + j0 + u] : 0f;
             }
             for (int e = tid; e < SliceWidth * cols; e += s.GroupSize)
             {
                 int u = e / cols, d = d0 + e % cols;
-                right[e] = u < depth && d < s.ValueDim ? args.V[((long)(start + j0 + u) * s.KvHeads + h) * s.ValueDim + d] : 0f;
+                right[e] = u < depth && d < s.ValueDim ? args.V[((long)(start + j0 + u) * s.ValueHeads + h) * s.ValueDim + d] : 0f;
             }
             Group.Barrier();
             tile.Accumulate(left, SlicePitch, right, cols, depth, row, s.OutputRowThreads, col, s.OutputColThreads);
@@ -451,22 +465,22 @@ public static class GlaGpuKernels
         for (int m = 0; m < 4; m++)
         {
             int i = row + m * s.OutputRowThreads;
-            if (i < rows) tile.StoreRow(m, args.Output, ((long)(start + i0 + i) * s.QHeads + qh) * s.ValueDim + d0, col, s.OutputColThreads, s.ValueDim - d0);
+            if (i < rows) tile.StoreRow(m, args.Output, ((long)(start + i0 + i) * s.OutputHeads + o) * s.ValueDim + d0, col, s.OutputColThreads, s.ValueDim - d0);
         }
     }
 
     /// <summary>exp(g_t) of one token at key dim c: the per-token decay of the recurrent form.</summary>
     private static float StepDecay(GlaGpuArgs args, GlaGpuShape s, int t, int h, int c)
     {
-        if (s.PerKey) return XMath.Exp(args.G[((long)t * s.KvHeads + h) * s.KeyDim + c]);
-        if (s.PerHead) return XMath.Exp(args.G[(long)t * s.KvHeads + h]);
+        if (s.PerKey) return XMath.Exp(args.G[((long)t * s.ValueHeads + h) * s.KeyDim + c]);
+        if (s.PerHead) return XMath.Exp(args.G[(long)t * s.ValueHeads + h]);
         if (s.Constant) return XMath.Exp(args.ConstantDecay[h]);
         return 1f;
     }
 
     /// <summary>
-    /// Grid (N, Hkv, ceil(V / RecurrentCols)): the recurrence token by token, S = diag(exp(g_t)) S + k_t v_tᵀ,
-    /// o_t = Sᵀ (scale q_t) for every query head of the kv head. The state tile [K × cols] stays in shared
+    /// Grid (N, Hv, ceil(V / RecurrentCols)): the recurrence token by token, S = diag(exp(g_t)) S + k_t v_tᵀ,
+    /// o_t = Sᵀ (scale q_t) for every output head of the value head (their query heads are adjacent). The state tile [K × cols] stays in shared
     /// memory; thread (row, col) owns the key rows row, row + RecurrentRowThreads, ... of column col.
     /// </summary>
     public static void Recurrent(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
@@ -483,7 +497,7 @@ public static class GlaGpuKernels
         var queries = shared.SubView(tiles.Queries, s.Group * kd);
         var partials = shared.SubView(tiles.Partials, s.Group * rowThreads * cols);
 
-        long stateBase = ((long)n * s.KvHeads + h) * kd * s.ValueDim;
+        long stateBase = ((long)n * s.ValueHeads + h) * kd * s.ValueDim;
         for (int e = tid; e < kd * cols; e += s.GroupSize)
         {
             int c = e / cols, d = d0 + e % cols;
@@ -494,15 +508,15 @@ public static class GlaGpuKernels
         for (int t = args.SequenceStart[n]; t < end; t++)
         {
             Group.Barrier();
-            long kvRow = (long)t * s.KvHeads + h;
+            long keyRow = (long)t * s.KeyHeads + h / s.ValueGroup, valueRow = (long)t * s.ValueHeads + h;
             for (int e = tid; e < kd; e += s.GroupSize)
             {
-                keys[e] = args.K[kvRow * kd + e];
+                keys[e] = args.K[keyRow * kd + e];
                 decay[e] = StepDecay(args, s, t, h, e);
             }
             for (int e = tid; e < cols; e += s.GroupSize)
-                values[e] = d0 + e < s.ValueDim ? args.V[kvRow * s.ValueDim + d0 + e] : 0f;
-            long qRow = (long)t * s.QHeads + h * s.Group;
+                values[e] = d0 + e < s.ValueDim ? args.V[valueRow * s.ValueDim + d0 + e] : 0f;
+            long qRow = (long)t * s.QHeads + h * s.Group / s.ValueGroup, oRow = (long)t * s.OutputHeads + h * s.Group;
             for (int e = tid; e < s.Group * kd; e += s.GroupSize) queries[e] = s.Scale * args.Q[qRow * kd + e];
             Group.Barrier();
 
@@ -526,7 +540,7 @@ public static class GlaGpuKernels
                 if (d0 + d >= s.ValueDim) continue;
                 float o = 0f;
                 for (int p = 0; p < rowThreads; p++) o += partials[(g * rowThreads + p) * cols + d];
-                args.Output[(qRow + g) * s.ValueDim + d0 + d] = o;
+                args.Output[(oRow + g) * s.ValueDim + d0 + d] = o;
             }
         }
         Group.Barrier();

@@ -78,18 +78,6 @@ internal readonly unsafe struct KernelInfo(nint info)
             return Ort.Succeeded(Ort.KernelInfoGetAttributeInt64(info, n, &value)) ? value : null;
     }
 
-    /// <summary>The q_num_heads and kv_num_heads attributes of an attention node, checked; node names it in errors.</summary>
-    public (int QHeads, int KvHeads) HeadCounts(string node)
-    {
-        long qHeads = Int("q_num_heads") ?? throw new ModelNodeException($"{node}: the required attribute q_num_heads is missing");
-        long kvHeads = Int("kv_num_heads") ?? throw new ModelNodeException($"{node}: the required attribute kv_num_heads is missing");
-        if (qHeads < 1 || kvHeads < 1 || qHeads > int.MaxValue || kvHeads > int.MaxValue)
-            throw new ModelNodeException($"{node}: q_num_heads and kv_num_heads must be positive, got {qHeads} and {kvHeads}");
-        if (qHeads % kvHeads != 0)
-            throw new ModelNodeException($"{node}: q_num_heads ({qHeads}) must be a multiple of kv_num_heads ({kvHeads})");
-        return ((int)qHeads, (int)kvHeads);
-    }
-
     public float? Float(string name)
     {
         float value;

@@ -4,12 +4,12 @@ using Engine.Onnx.Interop;
 namespace Engine.Onnx.Ops;
 
 /// <summary>
-/// ai.engine LightningAttention: linear attention with a constant decay per key/value head
+/// ai.engine LightningAttention: linear attention with a constant decay per value head
 /// (TransNormerLLM, Lightning Attention-2, MiniMax-01), in the packed layout of LinearAttention:
 ///   S_t = exp(−s_h) S_{t−1} + k_t v_tᵀ,   o_t = scale · S_tᵀ q_t
-/// inputs query (B,T,Hq·dk), key (B,T,Hkv·dk), value (B,T,Hkv·dv), past_state (B,Hkv,dk,dv)?;
-/// outputs output (B,T,Hq·dv), present_state?; attributes q_num_heads, kv_num_heads (required),
-/// slopes (floats, one per key/value head) or the ALiBi schedule for kv_num_heads heads, scaled by
+/// inputs query (B,T,Hq·dk), key (B,T,min(Hq,Hkv)·dk), value (B,T,Hkv·dv), past_state (B,Hkv,dk,dv)?;
+/// outputs output (B,T,max(Hq,Hkv)·dv), present_state?; attributes q_num_heads, kv_num_heads (required; grouped
+/// either way as LinearAttention's), slopes (floats, one per kv head) or the ALiBi schedule for kv_num_heads heads, scaled by
 /// (1 − layer/(num_layers − 1) + 1e−5) when layer and num_layers are given; scale (default 1);
 /// block_size (a tuning hint: 16, 32, 64, 128 or 256; default 64).
 /// </summary>
@@ -34,7 +34,7 @@ internal sealed class LightningAttentionOp : EngineOp
     public override IEngineKernel CreateKernel(KernelInfo info, EngineDevice device)
     {
         string node = $"LightningAttention node '{info.NodeName}'";
-        var (qHeads, kvHeads) = info.HeadCounts(node);
+        var (qHeads, kvHeads) = LinearAttentionSignature.HeadCounts(info.Int("q_num_heads"), info.Int("kv_num_heads"), node);
         if (info.InputCount > LightningAttentionSignature.InputNames.Length)
             throw new ModelNodeException($"{node}: expected at most 4 inputs (query, key, value, past_state), got {info.InputCount}");
         foreach (var (index, name) in new[] { (0, "query"), (1, "key"), (2, "value") })
@@ -68,7 +68,7 @@ internal sealed class LightningAttentionOp : EngineOp
             throw new ModelNodeException($"{node}: give either slopes or layer and num_layers, not both");
         if (given is not null)
         {
-            if (given.Length != kvHeads) throw new ModelNodeException($"{node}: slopes must hold one value per key/value head ({kvHeads}), got {given.Length}");
+            if (given.Length != kvHeads) throw new ModelNodeException($"{node}: slopes must hold one value per value head (kv_num_heads = {kvHeads}), got {given.Length}");
             for (int h = 0; h < given.Length; h++)
                 if (!(given[h] >= 0f) || float.IsInfinity(given[h]))
                     throw new ModelNodeException($"{node}: slopes must be finite and >= 0, got {given[h]} at head {h}");

@@ -37,7 +37,7 @@ internal readonly struct LinearAttentionCall
         var beta = context.Input(LinearAttentionSignature.Beta);
 
         long dk = Width(c, q, "query", c.QHeads, "q_num_heads");
-        Width(c, k, "key", c.KvHeads, "kv_num_heads");
+        Width(c, k, "key", c.KeyHeads, "min(q_num_heads, kv_num_heads)");
         long dv = Width(c, v, "value", c.KvHeads, "kv_num_heads");
         if (decay is OrtTensorView g) Rank(c, g, "decay", 3);
         if (beta is OrtTensorView bt)
@@ -49,7 +49,7 @@ internal readonly struct LinearAttentionCall
         if (dk < 1 || dv < 1 || dk > int.MaxValue || dv > int.MaxValue) throw Bad(c, dk < 1 ? "query" : "value", $"head dims must be >= 1, got dk = {dk}, dv = {dv}");
 
         long b = q.Dims[0], t = q.Dims[1];
-        var output = context.Output(0, [b, t, c.QHeads * dv]) ?? throw new ModelNodeException($"{c.Node}: ORT gave no output tensor");
+        var output = context.Output(0, [b, t, c.OutputHeads * dv]) ?? throw new ModelNodeException($"{c.Node}: ORT gave no output tensor");
         var present = context.Output(1, [b, c.KvHeads, dk, dv]);
         return new LinearAttentionCall
         {
@@ -129,7 +129,7 @@ internal sealed class LinearAttentionKernel : IEngineKernel
     {
         var call = LinearAttentionCall.Describe(_config, context);
         var mode = call.T <= RecurrentUpTo ? AttentionMode.Recurrent : AttentionMode.Chunked;
-        bool inline = call.B * call.T * _config.QHeads * call.Dk * call.Dv <= InlineWork;
+        bool inline = call.B * call.T * _config.OutputHeads * call.Dk * call.Dv <= InlineWork;
         var scheduler = inline ? CallingThread : new OrtParallelScheduler(context.Handle, _device.Threads);
         LinearAttentionCall.Guard(_config, () =>
         {
@@ -142,11 +142,11 @@ internal sealed class LinearAttentionKernel : IEngineKernel
 
     private void Run<T>(in LinearAttentionCall call, AttentionMode mode, IWorkScheduler scheduler) where T : unmanaged
     {
-        int hq = _config.QHeads, hkv = _config.KvHeads, dk = call.Dk, dv = call.Dv;
-        var q = Heads<T>(call.Query, hq, dk);
-        var k = Heads<T>(call.Key, hkv, dk);
+        int hkv = _config.KvHeads, dk = call.Dk, dv = call.Dv;
+        var q = Heads<T>(call.Query, _config.QHeads, dk);
+        var k = Heads<T>(call.Key, _config.KeyHeads, dk);
         var v = Heads<T>(call.Value, hkv, dv);
-        var output = call.Output.AsTensor<T>(call.B.AsNint(), call.T.AsNint(), hq, dv);
+        var output = call.Output.AsTensor<T>(call.B.AsNint(), call.T.AsNint(), _config.OutputHeads, dv);
         using var state = OnnxState.From(call, hkv);
         if (_config.ConstantLogDecay is float[] logDecay)
         {

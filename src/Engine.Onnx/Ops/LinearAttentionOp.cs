@@ -14,10 +14,12 @@ public enum UpdateRule
 
 /// <summary>
 /// The ONNX LinearAttention signature (ai.onnx opset 27; com.microsoft in ONNX Runtime):
-/// inputs query (B,T,Hq·dk), key (B,T,Hkv·dk), value (B,T,Hkv·dv), past_state (B,Hkv,dk,dv)?,
-/// decay (B,T,Hkv·dk | B,T,Hkv)?, beta (B,T,Hkv | B,T,1)?; outputs output (B,T,Hq·dv), present_state?;
-/// attributes q_num_heads, kv_num_heads (required), update_rule (default gated_delta), scale (0 → 1/sqrt(dk)),
-/// chunk_size (a tuning hint).
+/// inputs query (B,T,Hq·dk), key (B,T,Hk·dk), value (B,T,Hkv·dv), past_state (B,Hkv,dk,dv)?,
+/// decay (B,T,Hkv·dk | B,T,Hkv)?, beta (B,T,Hkv | B,T,1)?; outputs output (B,T,max(Hq,Hkv)·dv), present_state?;
+/// attributes q_num_heads (Hq), kv_num_heads (Hkv; required), update_rule (default gated_delta), scale (0 → 1/sqrt(dk)),
+/// chunk_size (a tuning hint). Heads grouped either way (com.microsoft, ONNX Runtime 1.32): q_num_heads a multiple of
+/// kv_num_heads, key heads Hk = Hkv (grouped query heads; the only form ai.onnx LinearAttention-27 defines); or kv_num_heads
+/// a multiple of q_num_heads, key heads Hk = Hq (grouped value heads, Qwen3-Next/3.5: kv_num_heads are the value heads).
 /// </summary>
 internal static class LinearAttentionSignature
 {
@@ -48,6 +50,33 @@ internal static class LinearAttentionSignature
 
     public static bool UsesDecay(UpdateRule rule) => rule is UpdateRule.Gated or UpdateRule.GatedDelta;
     public static bool UsesBeta(UpdateRule rule) => rule is UpdateRule.Delta or UpdateRule.GatedDelta;
+
+    /// <summary>
+    /// q_num_heads and kv_num_heads of an attention node, checked: present, positive, one a multiple of the other.
+    /// <paramref name="node"/> names the node in errors.
+    /// </summary>
+    public static (int QHeads, int KvHeads) HeadCounts(long? qHeads, long? kvHeads, string node)
+    {
+        if (qHeads is not long q) throw new ModelNodeException($"{node}: the required attribute q_num_heads is missing");
+        if (kvHeads is not long kv) throw new ModelNodeException($"{node}: the required attribute kv_num_heads is missing");
+        if (q < 1 || kv < 1 || q > int.MaxValue || kv > int.MaxValue)
+            throw new ModelNodeException($"{node}: q_num_heads and kv_num_heads must be positive, got {q} and {kv}");
+        if (q % kv != 0 && kv % q != 0)
+            throw new ModelNodeException($"{node}: q_num_heads ({q}) must be a multiple of kv_num_heads ({kv}) (grouped query heads), " +
+                $"or kv_num_heads a multiple of q_num_heads (grouped value heads)");
+        return ((int)q, (int)kv);
+    }
+
+    /// <summary>The key heads the engine's kernels take: min(q_num_heads, kv_num_heads).</summary>
+    public static int KeyHeads(int qHeads, int kvHeads) => Math.Min(qHeads, kvHeads);
+
+    /// <summary>Why a key of this width does not fit the node's heads and dk, or null when it does (width = key heads·dk).</summary>
+    public static string? KeyWidthProblem(int qHeads, int kvHeads, long dk, long keyWidth)
+    {
+        long keyHeads = KeyHeads(qHeads, kvHeads);
+        return keyWidth == keyHeads * dk ? null
+            : $"key width {keyWidth} must be key heads·dk = {keyHeads}·{dk} = {keyHeads * dk} (key heads = min(q_num_heads, kv_num_heads), dk = query width / q_num_heads)";
+    }
 }
 
 /// <summary>
@@ -74,16 +103,22 @@ internal sealed class LinearAttentionOp(IReadOnlySet<UpdateRule> rules, int elem
 
 /// <summary>A LinearAttention node's attributes and fixed input shapes, checked when its kernel is made.</summary>
 /// <remarks>
-/// A Lightning attention node is the linear rule with a constant decay per key/value head
+/// A Lightning attention node is the linear rule with a constant decay per value head
 /// (<see cref="ConstantLogDecay"/>, −slope) and scale 1.
 /// </remarks>
 internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHeads, UpdateRule Rule, float? Scale, int? ChunkSize,
     bool HasPastState, bool HasDecay, bool HasBeta, float[]? ConstantLogDecay = null)
 {
+    /// <summary>Heads of the key: min(q_num_heads, kv_num_heads).</summary>
+    public int KeyHeads => LinearAttentionSignature.KeyHeads(QHeads, KvHeads);
+
+    /// <summary>Heads of the output: max(q_num_heads, kv_num_heads).</summary>
+    public int OutputHeads => Math.Max(QHeads, KvHeads);
+
     public static LinearAttentionConfig FromNode(KernelInfo info, IReadOnlySet<UpdateRule> rules)
     {
         string node = $"LinearAttention node '{info.NodeName}'";
-        var (qHeads, kvHeads) = info.HeadCounts(node);
+        var (qHeads, kvHeads) = LinearAttentionSignature.HeadCounts(info.Int("q_num_heads"), info.Int("kv_num_heads"), node);
         string ruleText = info.String("update_rule") ?? LinearAttentionSignature.DefaultUpdateRule;
         var rule = LinearAttentionSignature.ParseRule(ruleText)
             ?? throw new ModelNodeException($"{node}: update_rule must be one of linear, gated, delta, gated_delta, got '{ruleText}'");
@@ -123,12 +158,13 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
         // Head dims, where the model fixes the packed widths.
         long? dk = q.Dim(2) is long qw ? (qw % qHeads == 0 ? qw / qHeads
             : throw new ModelNodeException($"{node}: query width {qw} is not a multiple of q_num_heads ({qHeads})")) : null;
+        int keyHeads = LinearAttentionSignature.KeyHeads(qHeads, kvHeads);
         if (k.Dim(2) is long kw)
         {
-            if (kw % kvHeads != 0) throw new ModelNodeException($"{node}: key width {kw} is not a multiple of kv_num_heads ({kvHeads})");
-            if (dk is long d && kw != kvHeads * d)
-                throw new ModelNodeException($"{node}: key width {kw} must be kv_num_heads·dk = {kvHeads}·{d} = {kvHeads * d} (dk = query width / q_num_heads)");
-            dk ??= kw / kvHeads;
+            if (kw % keyHeads != 0) throw new ModelNodeException($"{node}: key width {kw} is not a multiple of the key heads ({keyHeads} = min(q_num_heads, kv_num_heads))");
+            if (dk is long d && LinearAttentionSignature.KeyWidthProblem(qHeads, kvHeads, d, kw) is string problem)
+                throw new ModelNodeException($"{node}: {problem}");
+            dk ??= kw / keyHeads;
         }
         long? dv = v.Dim(2) is long vw ? (vw % kvHeads == 0 ? vw / kvHeads
             : throw new ModelNodeException($"{node}: value width {vw} is not a multiple of kv_num_heads ({kvHeads})")) : null;

@@ -37,6 +37,8 @@ public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IR
 /// (registered as ORT custom ops) run them; ORT keeps every other node.
 ///   com.microsoft LinearAttention, ai.onnx LinearAttention (opset 27)  → engine, when the engine has its update rule;
 ///   ai.onnx LinearAttention with a rule the engine lacks                → com.microsoft (ORT's own kernel, same signature);
+///   LinearAttention whose key heads are neither min(q_num_heads,
+///   kv_num_heads) nor refused by ORT (shared key heads)                 → com.microsoft;
 ///   nodes already in the engine's domain (LSSL scan, Lightning)         → kept, the domain imported.
 /// ONNX Runtime 1.32 runs ai.onnx LinearAttention-27 only as its Scan function body: when no node left in the model needs opset 27 (the
 /// opset that added LinearAttention and CausalConvWithState, and changed nothing else) the import is lowered to 26.
@@ -124,6 +126,13 @@ public static class HandoverRewriter
         // An unknown rule goes to the engine too: its kernel refuses the node at load with a message naming it.
         if (rule is null || capabilities.Takes(rule.Value))
         {
+            if (SharedKeyHeads(node, fromOnnx, hints) is long keyHeads)
+            {
+                node.Domain = MicrosoftDomain;
+                nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain,
+                    $"{what}, {keyHeads} key heads shared by the value heads: the engine's kernels take min(q_num_heads, kv_num_heads) key heads, left to ORT"));
+                return;
+            }
             node.Domain = EngineDomain;
             nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, EngineDomain, what));
         }
@@ -134,6 +143,33 @@ public static class HandoverRewriter
                 $"{what} has no engine kernel: {(fromOnnx ? "ORT's own kernel runs it" : "left to ORT")}"));
         }
     }
+
+    /// <summary>
+    /// Checks the heads of a node bound for the engine as its kernel will at load (the same checks, the same messages) so
+    /// the plan never claims a node the kernel then refuses. Returns the key heads when the model's widths show a key
+    /// whose heads ONNX Runtime shares among the value heads in a way the engine's kernels do not (not min(q_num_heads,
+    /// kv_num_heads), but dividing kv_num_heads): ORT's own kernel runs such a node. Null when the engine takes it.
+    /// </summary>
+    private static long? SharedKeyHeads(NodeProto node, bool fromOnnx, ShapeHints hints)
+    {
+        string name = $"LinearAttention node '{NameOf(node)}'";
+        var (qHeads, kvHeads) = LinearAttentionSignature.HeadCounts(IntAttribute(node, "q_num_heads"), IntAttribute(node, "kv_num_heads"), name);
+        if (fromOnnx && qHeads < kvHeads)
+            throw new ModelNodeException($"{name}: ai.onnx LinearAttention-27 needs q_num_heads ({qHeads}) to be a multiple of kv_num_heads ({kvHeads}); " +
+                "grouped value heads (kv_num_heads a multiple of q_num_heads) are com.microsoft.LinearAttention's");
+        if (node.Input.Count <= LinearAttentionSignature.Key) return null;
+        string query = node.Input[LinearAttentionSignature.Query], key = node.Input[LinearAttentionSignature.Key];
+        // Widths of packed (B, T, H·d) inputs only: the kernel refuses other ranks at load, naming them.
+        if (hints.DeclaredRank(query) is not (null or 3) || hints.DeclaredRank(key) is not (null or 3)
+            || hints.LastDim(query) is not long queryWidth || queryWidth % qHeads != 0 || hints.LastDim(key) is not long keyWidth)
+            return null;
+        long dk = queryWidth / qHeads;
+        if (LinearAttentionSignature.KeyWidthProblem(qHeads, kvHeads, dk, keyWidth) is not string problem) return null;
+        if (keyWidth % dk == 0 && keyWidth > 0 && kvHeads % (keyWidth / dk) == 0) return keyWidth / dk;
+        throw new ModelNodeException($"{name}: {problem}");
+    }
+
+    private static long? IntAttribute(NodeProto node, string name) => node.Attribute.FirstOrDefault(a => a.Name == name)?.I;
 
     /// <summary>The decay's form when the model makes its width plain: Hkv per head, Hkv·dk per key dim.</summary>
     private static DecayForm? DecayFormOf(NodeProto node, ShapeHints hints)

@@ -59,6 +59,9 @@ internal sealed class ShapeHints
     /// <summary>The last dim of <paramref name="value"/>, or null when the model does not make it plain.</summary>
     public long? LastDim(string value) => LastDim(value, 0);
 
+    /// <summary>The rank the model declares for <paramref name="value"/>, or null.</summary>
+    public int? DeclaredRank(string value) => _declared.TryGetValue(value, out var dims) ? dims.Length : null;
+
     private long? LastDim(string value, int depth)
     {
         if (value.Length == 0 || depth > MaxDepth) return null;

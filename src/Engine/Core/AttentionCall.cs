@@ -31,7 +31,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         where T : unmanaged
     {
         var shapes = AttentionShapes.Check(t.Q.Lengths, t.K.Lengths, t.V.Lengths, t.Output.Lengths, cuSeqlens);
-        if (takesBeta) TensorArgs.RequireShape(t.Beta.Lengths, "beta", "(B, T, Hkv)", shapes.PerHeadShape);
+        if (takesBeta) TensorArgs.RequireShape(t.Beta.Lengths, "beta", "(B, T, Hv)", shapes.PerHeadShape);
         GateKind gate;
         if (constantGate)
         {
@@ -41,8 +41,8 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         else
         {
             gate = GateKindOf(t.G.Rank);
-            if (gate == GateKind.PerHead) TensorArgs.RequireShape(t.G.Lengths, "g", "(B, T, Hkv)", shapes.PerHeadShape);
-            if (gate == GateKind.PerKey) TensorArgs.RequireShape(t.G.Lengths, "g", "(B, T, Hkv, K)", [.. shapes.PerHeadShape, shapes.Heads.KeyDim]);
+            if (gate == GateKind.PerHead) TensorArgs.RequireShape(t.G.Lengths, "g", "(B, T, Hv)", shapes.PerHeadShape);
+            if (gate == GateKind.PerKey) TensorArgs.RequireShape(t.G.Lengths, "g", "(B, T, Hv, K)", [.. shapes.PerHeadShape, shapes.Heads.KeyDim]);
         }
         return new AttentionCall(shapes, gate);
     }
@@ -53,7 +53,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         0 => GateKind.None,
         3 => GateKind.PerHead,
         4 => GateKind.PerKey,
-        _ => throw new ArgumentException($"g: expected rank 4 (B, T, Hkv, K) for a per-key gate, rank 3 (B, T, Hkv) for a per-head gate, or no tensor; got rank {gateRank}", "g"),
+        _ => throw new ArgumentException($"g: expected rank 4 (B, T, Hv, K) for a per-key gate, rank 3 (B, T, Hv) for a per-head gate, or no tensor; got rank {gateRank}", "g"),
     };
 
     /// <summary>
@@ -70,8 +70,8 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         var call = Describe(t, cuSeqlens, takesBeta, constantGate);
         var op = build(call.Shapes.Heads, call.Gate);
         nint[] stateShape = call.Shapes.StateShape;
-        if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", "(N, Hkv, K, V)", stateShape);
-        if (finalState.Rank != 0) TensorArgs.RequireShape(finalState.Lengths, "final_state", "(N, Hkv, K, V)", stateShape);
+        if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", "(N, Hv, K, V)", stateShape);
+        if (finalState.Rank != 0) TensorArgs.RequireShape(finalState.Lengths, "final_state", "(N, Hv, K, V)", stateShape);
         int stateLength = checked((int)(call.Shapes.Sequences.Count * op.Heads.StatePerSequence));
 
         using var inputs = CallInputs.From(op, t);
@@ -116,7 +116,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         var call = Describe(t, cuSeqlens, op.TakesBeta, op.Gate == GateKind.Constant);
         var heads = call.Shapes.Heads;
         if (heads != op.Heads)
-            throw new ArgumentException($"q, k, v: heads and dims (Hq {heads.QHeads}, Hkv {heads.KvHeads}, K {heads.KeyDim}, V {heads.ValueDim}) differ from the session's (Hq {op.Heads.QHeads}, Hkv {op.Heads.KvHeads}, K {op.Heads.KeyDim}, V {op.Heads.ValueDim})", "q");
+            throw new ArgumentException($"q, k, v: heads and dims ({heads}) differ from the session's ({op.Heads})", "q");
         if (call.Gate != op.Gate)
             throw new ArgumentException($"g: the session was made for gate {op.Gate}, this call gives {call.Gate}", "g");
         if (call.Shapes.Sequences.Count != sequences)
@@ -228,14 +228,14 @@ internal ref struct StateBuffer
 /// <summary>
 /// The finite check of an initial state the kernel read where it lies, made after the run instead of as a pass over
 /// the state: a NaN or infinity anywhere in a sequence's state reaches every value of its first token's output (each
-/// output reads every entry of its kv head's state through multiply-adds, and 0 · ∞ is NaN). So only those rows are
+/// output reads every entry of its value head's state through multiply-adds, and 0 · ∞ is NaN). So only those rows are
 /// read; the state itself only when they are not finite (to name the offender) or the sequence has no token.
 /// </summary>
 internal static class InitialStateCheck
 {
     public static void AfterRun(ReadOnlySpan<float> initialState, ReadOnlySpan<float> output, SequenceLayout sequences, HeadLayout heads)
     {
-        int row = heads.QHeads * heads.ValueDim;
+        int row = heads.OutputHeads * heads.ValueDim;
         for (int n = 0; n < sequences.Count; n++)
         {
             if (sequences.Length(n) > 0 && TensorArgs.AllFinite(output.Slice(checked(sequences.Start(n) * row), row))) continue;

@@ -32,13 +32,13 @@ internal abstract class AttentionOp
 
     public abstract GateKind Gate { get; }
 
-    /// <summary>Reads beta [B, T, Hkv] (the delta rule).</summary>
+    /// <summary>Reads beta [B, T, Hv] (the delta rule).</summary>
     public abstract bool TakesBeta { get; }
 
     /// <summary>The kernel config: value equality, so it keys the device's kernel pools.</summary>
     public abstract object Config { get; }
 
-    /// <summary>The float64 oracle: state [N, Hkv, K, V] initial on entry, final on return.</summary>
+    /// <summary>The float64 oracle: state [N, Hv, K, V] initial on entry, final on return.</summary>
     public abstract void RunReference(in AttentionBatch batch, Span<double> output, Span<double> state);
 
     /// <summary>The CPU kernel: state final on return, read from initialState when that is not empty.</summary>
@@ -48,7 +48,7 @@ internal abstract class AttentionOp
     public abstract void RunGpu(EngineDevice device, in AttentionBatch batch, ArrayView<float> state);
 }
 
-/// <summary>The fp32 tensors of one validated call, flat: q, k [tokens, H, K], v [tokens, Hkv, V], g, beta (empty when absent), output.</summary>
+/// <summary>The fp32 tensors of one validated call, flat: q [tokens, Hq, K], k [tokens, Hk, K], v [tokens, Hv, V], g, beta (empty when absent), output [tokens, max(Hq, Hv), V].</summary>
 internal readonly ref struct AttentionBatch(bool chunked, SequenceLayout sequences,
     ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> g, ReadOnlySpan<float> beta, Span<float> output)
 {

@@ -22,7 +22,7 @@ public enum AttentionMode
     Recurrent,
 }
 
-/// <summary>An attention op's output [B,T,Hq,V] and final state [N,Hkv,K,V] (fp32).</summary>
+/// <summary>An attention op's output [B,T,max(Hq,Hv),V] and final state [N,Hv,K,V] (fp32).</summary>
 public sealed record AttentionResult<T>(Tensor<T> Output, Tensor<float> FinalState)
 {
     /// <summary>Uninitialized output and final state for the convenience forms; the call they feed checks every shape.</summary>
@@ -32,10 +32,10 @@ public sealed record AttentionResult<T>(Tensor<T> Output, Tensor<float> FinalSta
         ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
         TensorArgs.RequireRank(q.Lengths, "q", 4, "(B, T, Hq, K)");
-        TensorArgs.RequireRank(k.Lengths, "k", 4, "(B, T, Hkv, K)");
-        TensorArgs.RequireRank(v.Lengths, "v", 4, "(B, T, Hkv, V)");
+        TensorArgs.RequireRank(k.Lengths, "k", 4, "(B, T, Hk, K)");
+        TensorArgs.RequireRank(v.Lengths, "v", 4, "(B, T, Hv, V)");
         nint sequences = cuSeqlens is { Length: > 0 } ? cuSeqlens.Length - 1 : q.Lengths[0];
-        return (Tensor.CreateFromShapeUninitialized<T>([.. q.Lengths[..^1], v.Lengths[^1]]),
-            Tensor.CreateFromShapeUninitialized<float>([sequences, k.Lengths[2], k.Lengths[3], v.Lengths[^1]]));
+        return (Tensor.CreateFromShapeUninitialized<T>([q.Lengths[0], q.Lengths[1], Math.Max(q.Lengths[2], v.Lengths[2]), v.Lengths[3]]),
+            Tensor.CreateFromShapeUninitialized<float>([sequences, v.Lengths[2], k.Lengths[3], v.Lengths[3]]));
     }
 }

@@ -25,9 +25,11 @@ public sealed record DeltaRuleOptions : AttentionOptions
 /// <summary>
 /// DeltaNet (no g) and Gated DeltaNet (g given), the delta rule with decay first:
 ///   S = diag(exp(g_t)) S;  u = β_t (v_t − Sᵀ k_t);  S = S + k_t uᵀ;  o_t = Sᵀ (scale · q_t)
-/// Shapes: q [B,T,Hq,K], k [B,T,Hkv,K], v [B,T,Hkv,V], beta [B,T,Hkv], g (log space, <= 0) [B,T,Hkv] (one decay
-/// per head, Gated DeltaNet) or [B,T,Hkv,K] (one per key dim, as in Kimi Delta Attention) or empty, output [B,T,Hq,V], states [N,Hkv,K,V] fp32 with N = B, or the number of packed sequences when
-/// cu_seqlens is given (then B = 1). Query head h reads key/value head h / (Hq / Hkv). Element type float
+/// Shapes: q [B,T,Hq,K], k [B,T,Hk,K], v [B,T,Hv,V], beta [B,T,Hv], g (log space, <= 0) [B,T,Hv] (one decay
+/// per head, Gated DeltaNet) or [B,T,Hv,K] (one per key dim, as in Kimi Delta Attention) or empty, output [B,T,max(Hq,Hv),V],
+/// states [N,Hv,K,V] fp32 with N = B, or the number of packed sequences when cu_seqlens is given (then B = 1). Heads are
+/// grouped one way or the other (<see cref="HeadLayout"/>): Hk = Hv with query head h reading key/value head h / (Hq / Hv),
+/// or Hq = Hk with value head h reading query/key head h / (Hv / Hk) (Qwen3-Next/3.5). Element type float
 /// or System.Half. K and V are at most <see cref="DeltaRuleConfig.MaxKeyDim"/> and <see cref="DeltaRuleConfig.MaxValueDim"/>.
 /// beta must be finite; (0, 1] is the stable range with unit-norm keys (each token's transition
 /// I − β k kᵀ then has eigenvalues in [0, 1]); values up to 2 keep them in [−1, 1]; larger ones are
@@ -67,8 +69,8 @@ public static class DeltaRule
 public sealed class DeltaRuleSession : AttentionSession
 {
     /// <param name="sequences">How many sequences the state holds (the batch, or the packed sequence count).</param>
-    /// <param name="gate">None: DeltaNet (no call gives g); PerHead: Gated DeltaNet (every call gives g [B,T,Hkv]);
-    /// PerKey: every call gives g [B,T,Hkv,K].</param>
+    /// <param name="gate">None: DeltaNet (no call gives g); PerHead: Gated DeltaNet (every call gives g [B,T,Hv]);
+    /// PerKey: every call gives g [B,T,Hv,K].</param>
     public DeltaRuleSession(EngineDevice device, int sequences, HeadLayout heads, GateKind gate, DeltaRuleOptions? options = null)
         : base(device, sequences, DeltaRuleOp.Create(heads, gate, options ??= new DeltaRuleOptions()), options)
     {

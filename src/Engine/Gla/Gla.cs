@@ -17,9 +17,11 @@ public sealed record GlaOptions : AttentionOptions
 /// <summary>
 /// Gated linear attention (GLA; with a per-head gate, simple GLA / RetNet; without a gate, linear attention):
 ///   S_t = diag(exp(g_t)) S_{t-1} + k_t v_tᵀ,   o_t = S_tᵀ (scale · q_t)
-/// Shapes: q [B,T,Hq,K], k [B,T,Hkv,K], v [B,T,Hkv,V], g [B,T,Hkv,K] (per key dim) or [B,T,Hkv] (per head)
-/// or empty (no gate), output [B,T,Hq,V], states [N,Hkv,K,V] fp32 with N = B, or the number of packed
-/// sequences when cu_seqlens is given (then B = 1). Element type float or System.Half.
+/// Shapes: q [B,T,Hq,K], k [B,T,Hk,K], v [B,T,Hv,V], g [B,T,Hv,K] (per key dim) or [B,T,Hv] (per head)
+/// or empty (no gate), output [B,T,max(Hq,Hv),V], states [N,Hv,K,V] fp32 with N = B, or the number of packed
+/// sequences when cu_seqlens is given (then B = 1). Heads are grouped one way or the other (<see cref="HeadLayout"/>):
+/// Hk = Hv with query head h reading key/value head h / (Hq / Hv), or Hq = Hk with value head h reading query/key
+/// head h / (Hv / Hk). Element type float or System.Half.
 /// </summary>
 public static class Gla
 {
@@ -57,7 +59,7 @@ public static class Gla
 public sealed class GlaSession : AttentionSession
 {
     /// <param name="sequences">How many sequences the state holds (the batch, or the packed sequence count).</param>
-    /// <param name="gate">None, PerHead (every call gives g [B,T,Hkv]) or PerKey (g [B,T,Hkv,K]).</param>
+    /// <param name="gate">None, PerHead (every call gives g [B,T,Hv]) or PerKey (g [B,T,Hv,K]).</param>
     public GlaSession(EngineDevice device, int sequences, HeadLayout heads, GateKind gate, GlaOptions? options = null)
         : base(device, sequences, GlaOp.Create(heads, gate == GateKind.Constant
             ? throw new ArgumentException("a constant gate belongs to Lightning attention: use LightningSession", nameof(gate))
@@ -93,7 +95,7 @@ internal sealed class GlaOp(GlaConfig config) : AttentionOp
     public override bool TakesBeta => false;
     public override object Config => config;
 
-    /// <summary>Lightning's constant log decay per key/value head (−s_h); null for the other gates.</summary>
+    /// <summary>Lightning's constant log decay per value head (−s_h); null for the other gates.</summary>
     public float[]? ConstantLogDecay => config.ConstantLogDecay;
 
     /// <summary>The op for these heads and gate, its options checked (the only place they are).</summary>

@@ -5,7 +5,7 @@ namespace Engine;
 /// <summary>Options of a Lightning attention call.</summary>
 public sealed record LightningOptions : AttentionOptions
 {
-    /// <summary>Decay slope s_h >= 0 per key/value head (λ_h = exp(−s_h)). Default: <see cref="Lightning.Slopes"/> for the head count.</summary>
+    /// <summary>Decay slope s_h >= 0 per value head (λ_h = exp(−s_h)). Default: <see cref="Lightning.Slopes"/> for the head count.</summary>
     public float[]? Slopes { get; init; }
 
     /// <summary>Layer index l of <see cref="Layers"/>: scales the default slopes by (1 − l/(L−1) + 1e−5), as MiniMax-01 does.</summary>
@@ -80,16 +80,16 @@ public static class Lightning
 
     /// <summary>The GLA op with the constant gate −s_h and the block size as its chunk.</summary>
     internal static GlaOp Op(HeadLayout heads, LightningOptions options) =>
-        GlaOp.Create(heads, GateKind.Constant, new GlaOptions { Scale = options.Scale, ChunkSize = options.BlockSize }, LogDecay(heads.KvHeads, options));
+        GlaOp.Create(heads, GateKind.Constant, new GlaOptions { Scale = options.Scale, ChunkSize = options.BlockSize }, LogDecay(heads.ValueHeads, options));
 
-    /// <summary>−s_h per key/value head, from the given slopes or the schedule; checks them.</summary>
-    private static float[] LogDecay(int kvHeads, LightningOptions options)
+    /// <summary>−s_h per value head, from the given slopes or the schedule; checks them.</summary>
+    private static float[] LogDecay(int valueHeads, LightningOptions options)
     {
         if (options.Slopes is not null && (options.Layer is not null || options.Layers is not null))
             throw new ArgumentException("slopes: give either slopes or layer/layers, not both", "slopes");
-        var slopes = options.Slopes ?? Slopes(kvHeads, options.Layer, options.Layers);
-        if (slopes.Length != kvHeads)
-            throw new ArgumentException($"slopes: expected {kvHeads} slopes (one per key/value head), got {slopes.Length}", "slopes");
+        var slopes = options.Slopes ?? Slopes(valueHeads, options.Layer, options.Layers);
+        if (slopes.Length != valueHeads)
+            throw new ArgumentException($"slopes: expected {valueHeads} slopes (one per value head), got {slopes.Length}", "slopes");
         for (int h = 0; h < slopes.Length; h++)
             if (!(slopes[h] >= 0f) || float.IsInfinity(slopes[h]))
                 throw new ArgumentException($"slopes: every slope must be finite and >= 0, got {slopes[h]} at head {h}", "slopes");
@@ -106,7 +106,7 @@ public sealed class LightningSession : AttentionSession
         Slopes = Array.ConvertAll(((GlaOp)Op).ConstantLogDecay!, l => -l);
     }
 
-    /// <summary>The slope of each key/value head.</summary>
+    /// <summary>The slope of each value head.</summary>
     public IReadOnlyList<float> Slopes { get; }
 
     /// <summary>Runs a block of tokens in blocks and carries the state.</summary>

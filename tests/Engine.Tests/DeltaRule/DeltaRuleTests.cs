@@ -62,9 +62,9 @@ public sealed class DeltaRuleTests
     [Test]
     public void RejectsMismatchedShapes()
     {
-        AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, betaShape: [2, 8, 1], beta: new float[16]), "beta", "expected shape [2, 8, 2] (B, T, Hkv), got [2, 8, 1]");
-        AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, gShape: [2, 8, 1]), "g", "expected shape [2, 8, 2] (B, T, Hkv)");
-        AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, gShape: [2, 8, 2, 1]), "g", "expected shape [2, 8, 2, 16] (B, T, Hkv, K)");
+        AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, betaShape: [2, 8, 1], beta: new float[16]), "beta", "expected shape [2, 8, 2] (B, T, Hv), got [2, 8, 1]");
+        AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, gShape: [2, 8, 1]), "g", "expected shape [2, 8, 2] (B, T, Hv)");
+        AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, gShape: [2, 8, 2, 1]), "g", "expected shape [2, 8, 2, 16] (B, T, Hv, K)");
         AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, g: Enumerable.Repeat(-0.1f, 512).ToArray(), gShape: [2, 8, 2, 4, 4]), "g", "expected rank 4 (B, T, Hkv, K) for a per-key gate, rank 3");
         AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, kShape: [2, 8, 2, 8, 2]), "k", "rank 4");
         AssertRejected(() => Forward(1, 8, 3, 2, 16, 16, beta: new float[16], g: Enumerable.Repeat(-0.1f, 16).ToArray()), "k", "must divide the query heads");

@@ -160,7 +160,7 @@ public sealed class GlaTests
         AssertRejected("k", "matching q", () => Call(q, [2, 11, 2, 8], v, gk, o));
         AssertRejected("k", "matching q", () => Call(q, [2, 10, 2, 9], v, gk, o));
         AssertRejected("k", "must divide", () => Call(q, [2, 10, 3, 8], [2, 10, 3, 6], [2, 10, 3, 8], o));
-        AssertRejected("v", "matching k", () => Call(q, k, [2, 10, 4, 6], gk, o));
+        AssertRejected("v", "must equal the key heads of k (2)", () => Call(q, k, [2, 10, 4, 6], gk, o));
         AssertRejected("output", "expected shape [2, 10, 4, 6]", () => Call(q, k, v, gk, [2, 10, 4, 5]));
         AssertRejected("g", "expected shape [2, 10, 2, 8]", () => Call(q, k, v, [2, 10, 2, 7], o));
         AssertRejected("g", "expected rank 4", () => Call(q, k, v, [2, 10], o));

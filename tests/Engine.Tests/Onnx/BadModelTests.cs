@@ -48,7 +48,7 @@ public sealed class BadModelTests
             .SetName("Query heads not a multiple of key-value heads");
         yield return new TestCaseData(Node(["query", "key", "value"], [("q_num_heads", 2L), ("update_rule", "linear")]), "kv_num_heads is missing")
             .SetName("Missing kv_num_heads");
-        yield return new TestCaseData(Node(["query", "key", "value"], [.. Heads, ("update_rule", "linear")], keyWidth: 48), "key width 48 must be kv_num_heads·dk")
+        yield return new TestCaseData(Node(["query", "key", "value"], [.. Heads, ("update_rule", "linear")], keyWidth: 48), "key width 48 must be key heads·dk = 2·16 = 32")
             .SetName("Key width inconsistent with the heads");
         yield return new TestCaseData(Node(["query", "key", "value", "", "decay"], [.. Heads, ("update_rule", "gated")], decayWidth: 5), "decay width 5")
             .SetName("Decay width neither per head nor per key");

@@ -101,7 +101,7 @@ public sealed class EngineOpTests
     {
         var spec = new LinearAttentionBlockSpec { QHeads = 2, KvHeads = 2, KeyDim = 8, ValueDim = 8 };
         var e = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(SampleModels.LightningAttentionNode(spec, [0.5f]), HandoverBackend.Cpu));
-        Assert.That(e!.Message, Does.Contain("LightningAttention node 'lightning_attention'").And.Contain("one value per key/value head (2), got 1"));
+        Assert.That(e!.Message, Does.Contain("LightningAttention node 'lightning_attention'").And.Contain("one value per value head (kv_num_heads = 2), got 1"));
         e = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(SampleModels.LightningAttentionNode(spec, schedule: (8, 8)), HandoverBackend.Cpu));
         Assert.That(e!.Message, Does.Contain("LightningAttention node 'lightning_attention'").And.Contain("layer"));
     }

@@ -16,9 +16,10 @@ internal sealed class DeltaRuleOpCommand(bool gated) : ICommand
         engine op {Name} --q q.npy --k k.npy --v v.npy --beta beta.npy{(gated ? " --g g.npy" : "")} [--h0 h0.npy] [--cu-seqlens c.npy]
                  [--scale S] [--chunk 16|32|64] [--mode chunked|recurrent] [--qk-l2norm]
                  [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy]
-          q [B,T,Hq,K]; k [B,T,Hkv,K]; v [B,T,Hkv,V]; beta [B,T,Hkv] (finite; (0,1] is the stable range){(gated ? ";\n  g [B,T,Hkv] (per head) or [B,T,Hkv,K] (per key dim) log decay <= 0" : "")};
-          h0/ht [N,Hkv,K,V] float32; cu-seqlens int32/int64 offsets of packed sequences (then B = 1);
-          Hkv divides Hq; K, V <= 256; --qk-l2norm normalizes q and k rows in the kernel.
+          q [B,T,Hq,K]; k [B,T,Hk,K]; v [B,T,Hv,V]; beta [B,T,Hv] (finite; (0,1] is the stable range){(gated ? ";\n  g [B,T,Hv] (per head) or [B,T,Hv,K] (per key dim) log decay <= 0" : "")};
+          h0/ht [N,Hv,K,V] float32; cu-seqlens int32/int64 offsets of packed sequences (then B = 1);
+          heads: Hk = Hv dividing Hq, or Hq = Hk dividing Hv (grouped value heads); o [B,T,max(Hq,Hv),V];
+          K, V <= 256; --qk-l2norm normalizes q and k rows in the kernel.
           float16 q runs the fp16 path (output float16); otherwise float32.
         """;
 

@@ -16,8 +16,9 @@ internal sealed class GlaOpCommand : ICommand
         engine op gla --q q.npy --k k.npy --v v.npy [--g g.npy] [--h0 h0.npy] [--cu-seqlens c.npy]
                       [--scale S] [--chunk 16|32|64] [--mode chunked|recurrent]
                       [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy]
-          q, k [B,T,H,K]; v [B,T,H,V]; g [B,T,H,K] (per key dim) or [B,T,H] (per head), log space <= 0;
-          h0/ht [N,H,K,V] float32; cu-seqlens int32/int64 offsets of packed sequences (then B = 1).
+          q [B,T,Hq,K]; k [B,T,Hk,K]; v [B,T,Hv,V]; g [B,T,Hv,K] (per key dim) or [B,T,Hv] (per head), log space <= 0;
+          h0/ht [N,Hv,K,V] float32; cu-seqlens int32/int64 offsets of packed sequences (then B = 1);
+          heads: Hk = Hv dividing Hq, or Hq = Hk dividing Hv (grouped value heads); o [B,T,max(Hq,Hv),V].
           float16 q runs the fp16 path (output float16); otherwise float32.
         """;
 

@@ -14,8 +14,9 @@ internal sealed class LightningOpCommand : ICommand
         engine op lightning --q q.npy --k k.npy --v v.npy [--slopes s.npy | --layer l --layers L]
                             [--h0 h0.npy] [--cu-seqlens c.npy] [--scale 1] [--block 64|256]
                             [--mode chunked|recurrent] [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy]
-          q, k [B,T,H,K]; v [B,T,H,V]; slopes [H] (decay exp(-s) per head; default the ALiBi schedule for H,
-          scaled by 1 - l/(L-1) + 1e-5 with --layer/--layers); no 1/sqrt(K) scale unless --scale is given.
+          q [B,T,Hq,K]; k [B,T,Hk,K]; v [B,T,Hv,V] (Hk = Hv dividing Hq, or Hq = Hk dividing Hv); o [B,T,max(Hq,Hv),V];
+          slopes [Hv] (decay exp(-s) per value head; default the ALiBi schedule for Hv, scaled by
+          1 - l/(L-1) + 1e-5 with --layer/--layers); no 1/sqrt(K) scale unless --scale is given.
         """;
 
     public int Run(CommandLine args, CliContext context)
