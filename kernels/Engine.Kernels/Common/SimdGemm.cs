@@ -21,12 +21,15 @@ public static unsafe class SimdGemm
         => Run(a, lda, 1, b, ldb, c, ldc, m, kd, n, accumulate, causalFrom: -1, width);
 
     /// <summary>
-    /// C = A · B where row i of A is zero beyond column kd0 + i (a dense block then a lower triangle, as in
-    /// [Q | scores] · [S; V]): each row tile stops at the last column its rows use.
+    /// C (+)= A · B where row i of A ends at column kd0 + i (a dense block then a lower triangle, as in
+    /// [Q | scores] · [S; V]): row i reads columns 0..kd0 + i of A and rows 0..kd0 + i of B, nothing beyond, so a
+    /// row of C never depends on later rows of B (a later token's NaN included) and A need not be zero beyond its
+    /// end. A row tile contracts over its first row's columns together, then each further row over its own rest;
+    /// the sums run in the same order as the dense product's.
     /// </summary>
-    public static void MultiplyCausal(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd0, int n,
+    public static void MultiplyCausal(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd0, int n, bool accumulate,
         SimdWidth width = SimdWidth.Native)
-        => Run(a, lda, 1, b, ldb, c, ldc, m, kd0 + m, n, accumulate: false, causalFrom: kd0, width);
+        => Run(a, lda, 1, b, ldb, c, ldc, m, kd0 + m, n, accumulate, causalFrom: kd0, width);
 
     /// <summary>C (+)= Aᵀ · B, A stored row-major [kd × m] with row stride lda (no transposed copy needed).</summary>
     public static void MultiplyTransposedA(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate,
@@ -34,7 +37,7 @@ public static unsafe class SimdGemm
         => Run(a, 1, lda, b, ldb, c, ldc, m, kd, n, accumulate, causalFrom: -1, width);
 
     /// <summary>Element (i, p) of the left operand is a[i·rowStride + p·kStride].</summary>
-    /// <remarks>causalFrom >= 0: rows [i, i + r) contract over causalFrom + min(i + r, m) columns only.</remarks>
+    /// <remarks>causalFrom >= 0: row i contracts over causalFrom + i + 1 columns only.</remarks>
     private static void Run(float* a, nint rowStride, nint kStride, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate,
         int causalFrom, SimdWidth width)
     {
@@ -59,20 +62,26 @@ public static unsafe class SimdGemm
         {
             int i = 0;
             for (; i + 8 <= m; i += 8)
-                Tile8x32(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, Depth(i + 8), accumulate);
+            {
+                Tile8x32(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, Depth(i), accumulate);
+                if (causalFrom >= 0) CausalRest(&Tile1x32, a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, 8, Depth(i));
+            }
             for (; i < m; i++)
-                Tile1x32(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, Depth(i + 1), accumulate);
+                Tile1x32(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, Depth(i), accumulate);
         }
         if (j < n)
         {
             int i = 0;
             for (; i + 8 <= m; i += 8)
-                Tile8x16(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, Depth(i + 8), accumulate);
+            {
+                Tile8x16(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, Depth(i), accumulate);
+                if (causalFrom >= 0) CausalRest(&Tile1x16, a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, 8, Depth(i));
+            }
             for (; i < m; i++)
-                Tile1x16(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, Depth(i + 1), accumulate);
+                Tile1x16(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, Depth(i), accumulate);
         }
 
-        int Depth(int rowsEnd) => causalFrom < 0 ? kd : causalFrom + rowsEnd;
+        int Depth(int first) => causalFrom < 0 ? kd : causalFrom + first + 1;
     }
 
     /// <summary>
@@ -91,14 +100,32 @@ public static unsafe class SimdGemm
         {
             float* bj = b + j;
             for (int i = 0; i < end6; i += 6)
-                Tile6x16(a + i * rowStride, rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, ldc, Depth(i + 6), accumulate);
+            {
+                Tile6x16(a + i * rowStride, rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, ldc, Depth(i), accumulate);
+                if (causalFrom >= 0) CausalRest(&Tile1x16x256, a + i * rowStride, rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, ldc, 6, Depth(i));
+            }
             for (int i = end6; i < end4; i += 4)
-                Tile4x16(a + i * rowStride, rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, ldc, Depth(i + 4), accumulate);
+            {
+                Tile4x16(a + i * rowStride, rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, ldc, Depth(i), accumulate);
+                if (causalFrom >= 0) CausalRest(&Tile1x16x256, a + i * rowStride, rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, ldc, 4, Depth(i));
+            }
             for (int i = end4; i < m; i++)
-                Tile1x16x256(a + i * rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, Depth(i + 1), accumulate);
+                Tile1x16x256(a + i * rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, Depth(i), accumulate);
         }
 
-        int Depth(int rowsEnd) => causalFrom < 0 ? kd : causalFrom + rowsEnd;
+        int Depth(int first) => causalFrom < 0 ? kd : causalFrom + first + 1;
+    }
+
+    /// <summary>
+    /// Rows 1..rows − 1 of a causal row tile that contracted over its first row's <paramref name="depth"/> columns:
+    /// row r adds its own next r columns with the single-row tile of the same width.
+    /// </summary>
+    private static void CausalRest(delegate*<float*, nint, float*, nint, float*, int, bool, void> rowTile,
+        float* a, nint rowStride, nint kStride, float* b, int ldb, float* c, int ldc, int rows, int depth)
+    {
+        a += depth * kStride;
+        b += (nint)depth * ldb;
+        for (int r = 1; r < rows; r++) rowTile(a + r * rowStride, kStride, b, ldb, c + (nint)r * ldc, r, true);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
