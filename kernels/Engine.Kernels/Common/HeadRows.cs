@@ -14,7 +14,7 @@ public readonly unsafe struct HeadRows(float* tensor, int heads, int dim, int he
     /// <summary>Floats from one row to the next.</summary>
     public int Stride { get; } = heads * dim;
 
-    public int Dim => dim;
+    public int Dim { get; } = dim;
 
     public float* Row(int i) => _first + (long)i * Stride;
 
@@ -22,7 +22,7 @@ public readonly unsafe struct HeadRows(float* tensor, int heads, int dim, int he
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void CopyTo(float* dst, int padded, int len)
     {
-        for (int i = 0; i < len; i++) SimdOps.CopyPadded(dst + (long)i * padded, Row(i), dim, padded);
+        for (int i = 0; i < len; i++) SimdOps.CopyPadded(dst + (long)i * padded, Row(i), Dim, padded);
         ZeroToBlockEnd(dst, padded, len);
     }
 
@@ -30,7 +30,7 @@ public readonly unsafe struct HeadRows(float* tensor, int heads, int dim, int he
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void CopyScaledTo(float* dst, int padded, int len, float scale)
     {
-        for (int i = 0; i < len; i++) SimdOps.CopyScaledPadded(dst + (long)i * padded, Row(i), scale, dim, padded);
+        for (int i = 0; i < len; i++) SimdOps.CopyScaledPadded(dst + (long)i * padded, Row(i), scale, Dim, padded);
         ZeroToBlockEnd(dst, padded, len);
     }
 
@@ -38,12 +38,12 @@ public readonly unsafe struct HeadRows(float* tensor, int heads, int dim, int he
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void CopyNormalizedTo(float* dst, int padded, int len, float scale, float epsilon)
     {
-        for (int i = 0; i < len; i++) SimdOps.CopyNormalizedPadded(dst + (long)i * padded, Row(i), scale, epsilon, dim, padded);
+        for (int i = 0; i < len; i++) SimdOps.CopyNormalizedPadded(dst + (long)i * padded, Row(i), scale, epsilon, Dim, padded);
         ZeroToBlockEnd(dst, padded, len);
     }
 
     /// <summary>Rows 0..len back from scratch rows (stride ldSrc): their first dim floats.</summary>
-    public void CopyFrom(float* src, int ldSrc, int len) => SimdOps.CopyFromPadded(_first, Stride, src, ldSrc, len, dim);
+    public void CopyFrom(float* src, int ldSrc, int len) => SimdOps.CopyFromPadded(_first, Stride, src, ldSrc, len, Dim);
 
     private static void ZeroToBlockEnd(float* dst, int padded, int len) =>
         new Span<float>(dst + (long)len * padded, (HeadLayout.RoundUp16(len) - len) * padded).Clear();

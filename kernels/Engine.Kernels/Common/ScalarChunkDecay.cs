@@ -26,7 +26,7 @@ public readonly unsafe struct ScalarChunkDecay
     private readonly float* _kt;        // [KP × C] the chunk's keys transposed, zero right of the chunk to the next 16
     private readonly float* _ks;        // [C × KP] keys decayed to the chunk end (gated)
 
-    /// <param name="gated">false for a rule without decay: every factor is 1 and is not applied.</param>
+    /// <param name="gated">false for a rule without decay: every factor is 1, and the state update applies none.</param>
     public ScalarChunkDecay(ref ScratchCarver c, int keyDimPadded, int chunkSize, bool gated)
     {
         long kp = keyDimPadded, cc = chunkSize;

@@ -22,7 +22,7 @@ namespace Engine.Kernels.DeltaRule;
 /// products: A_ij = β_i Σ_c k̂_ic k̂_jc e^{b_ic − b_jc}, V_new = T diag(β) (V − (K ⊙ e^b) S), O = scale ((Q ⊙ e^b) S +
 /// P V_new) with P the same scores of q̂, S ← diag(e^{b_last}) S + (K ⊙ e^{b_last − b})ᵀ V_new; the scores of both
 /// row sets, the inter rows and the state update are GLA's (<see cref="PerKeyChunkDecay"/>), as are the per-head
-/// gate's (<see cref="ScalarChunkDecay"/>). T V-wide rows and the outputs are causal products
+/// gate's (<see cref="ScalarChunkDecay"/>). T R and the intra-chunk part of O are causal products
 /// (<see cref="SimdGemm.MultiplyCausal"/>): no row of V_new or O reads a later token's row.
 /// </summary>
 public sealed unsafe class DeltaRuleCpu : IDisposable
