@@ -18,6 +18,8 @@ namespace Engine.Tests.Kernels;
 [TestFixture]
 public sealed class CausalityUnderFaultsTests
 {
+    private static readonly IWorkScheduler TwoWorkers = new ThreadPoolScheduler(2);
+
     private const int QHeads = 4, KvHeads = 2, FirstSequence = 11;
     private static readonly float[] Faults = [float.NaN, float.PositiveInfinity];
 
@@ -38,7 +40,7 @@ public sealed class CausalityUnderFaultsTests
     {
         var heads = new HeadLayout(QHeads, KvHeads, kd, vd);
         var config = new GlaConfig(heads, gate, 1f / MathF.Sqrt(kd), chunk, gate == GateKind.Constant ? [-0.05f, -0.4f] : null);
-        using var kernel = new GlaCpu(config, new ThreadPoolScheduler(2));
+        using var kernel = new GlaCpu(config);
         var (sequences, tokens) = Layout(chunk);
         var data = new TestData(chunk * 1000 + kd * 10 + (int)gate);
         var inputs = new Dictionary<string, (float[] Values, int PerToken)>
@@ -52,7 +54,7 @@ public sealed class CausalityUnderFaultsTests
         float[] Run()
         {
             var output = Numerics.NaNs(tokens * QHeads * vd);
-            kernel.Chunked(sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, g, output, new float[2 * KvHeads * kd * vd]);
+            kernel.Chunked(TwoWorkers, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, g, output, new float[2 * KvHeads * kd * vd]);
             return output;
         }
 
@@ -66,7 +68,7 @@ public sealed class CausalityUnderFaultsTests
     {
         var heads = new HeadLayout(QHeads, KvHeads, kd, vd);
         var config = new DeltaRuleConfig(heads, gate, 1f / MathF.Sqrt(kd), chunk, qkL2Norm: true);
-        using var kernel = new DeltaRuleCpu(config, new ThreadPoolScheduler(2));
+        using var kernel = new DeltaRuleCpu(config);
         var (sequences, tokens) = Layout(chunk);
         var data = new TestData(chunk * 1000 + kd * 10 + (int)gate + 500);
         var inputs = new Dictionary<string, (float[] Values, int PerToken)>
@@ -81,7 +83,7 @@ public sealed class CausalityUnderFaultsTests
         float[] Run()
         {
             var output = Numerics.NaNs(tokens * QHeads * vd);
-            kernel.Chunked(sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, inputs["beta"].Values, g, output,
+            kernel.Chunked(TwoWorkers, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, inputs["beta"].Values, g, output,
                 new float[2 * KvHeads * kd * vd]);
             return output;
         }
