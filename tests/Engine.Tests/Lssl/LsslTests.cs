@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using Engine.Kernels.Common;
 using Engine.Kernels.Lssl;
 using Engine.Tests.Harness;
 using MathNet.Numerics.LinearAlgebra;
@@ -243,7 +244,7 @@ public sealed class LsslTests
     {
         var p = LsslProblem.Make(2, 12, LsslStateMatrix.DensePerChannel, seed: 3);
         using var system = p.System(LsslDiscretization.Bilinear, 16);
-        var (kernel, stride) = system.ConvKernel(100);
+        var (kernel, stride) = system.ConvKernel(100, new ThreadPoolScheduler(3));
         Assert.That(stride, Is.GreaterThanOrEqualTo(100));
         for (int ch = 0; ch < 2; ch++)
         {
