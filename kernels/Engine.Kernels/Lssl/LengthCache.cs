@@ -1,7 +1,7 @@
 namespace Engine.Kernels.Lssl;
 
 /// <summary>A derived constant made for a sequence length, which may serve other lengths too.</summary>
-public interface ILengthBound
+internal interface ILengthBound
 {
     bool Serves(int length);
 }
