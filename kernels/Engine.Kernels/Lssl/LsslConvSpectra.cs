@@ -1,26 +1,27 @@
 using System.Numerics;
 using Engine.Kernels.Common;
-using MathNet.Numerics.IntegralTransforms;
 
 namespace Engine.Kernels.Lssl;
 
 /// <summary>
-/// The half spectra (FFT size <see cref="Size"/>) of every channel's convolution kernel for one sequence length:
-/// what the CPU's FFT convolution multiplies by. Immutable once built.
+/// The half spectra (FFT size <see cref="Size"/>) of every channel's convolution kernel for one sequence length,
+/// and the FFT of that size: what the CPU's FFT convolution multiplies by. Immutable once built.
 /// </summary>
 public sealed class LsslConvSpectra : ILengthBound
 {
-    private LsslConvSpectra(int length, int size, Complex[] half)
+    private LsslConvSpectra(int length, Radix2Fft fft, Complex[] half)
     {
         Length = length;
-        Size = size;
+        Fft = fft;
         Half = half;
     }
 
     public int Length { get; }
 
-    /// <summary><see cref="LsslCpu.FftSize"/> of <see cref="Length"/>.</summary>
-    public int Size { get; }
+    /// <summary>The transform of size <see cref="LsslCpu.FftSize"/>(<see cref="Length"/>).</summary>
+    public Radix2Fft Fft { get; }
+
+    public int Size => Fft.Size;
 
     /// <summary>[H, Size / 2 + 1]</summary>
     public Complex[] Half { get; }
@@ -34,7 +35,8 @@ public sealed class LsslConvSpectra : ILengthBound
     public static LsslConvSpectra Build(LsslSystem system, int length, IWorkScheduler scheduler)
     {
         var kernel = system.ConvKernel(length, scheduler);
-        int h = system.Config.Channels, size = LsslCpu.FftSize(length), half = size / 2 + 1, stride = kernel.Stride;
+        var fft = new Radix2Fft(LsslCpu.FftSize(length));
+        int h = system.Config.Channels, size = fft.Size, half = size / 2 + 1, stride = kernel.Stride;
         var taps = kernel.Values;
         var spectra = new Complex[(long)h * half];
         var buffers = new Complex[scheduler.Workers][];
@@ -45,7 +47,7 @@ public sealed class LsslConvSpectra : ILengthBound
             for (int t = 0; t < length; t++)
                 z[t] = new Complex(taps[(long)h1 * stride + t], h2 < 0 ? 0.0 : taps[(long)h2 * stride + t]);
             Array.Clear(z, length, size - length);
-            Fourier.Forward(z, FourierOptions.NoScaling);
+            fft.Forward(z);
             // Two real sequences in one complex FFT: K1[k] = (Z[k] + conj Z[−k]) / 2, K2[k] = (Z[k] − conj Z[−k]) / 2i.
             for (int k = 0; k < half; k++)
             {
@@ -54,6 +56,6 @@ public sealed class LsslConvSpectra : ILengthBound
                 if (h2 >= 0) spectra[(long)h2 * half + k] = (zk - zm) * new Complex(0, -0.5);
             }
         });
-        return new LsslConvSpectra(length, size, spectra);
+        return new LsslConvSpectra(length, fft, spectra);
     }
 }

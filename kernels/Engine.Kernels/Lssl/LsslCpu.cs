@@ -3,13 +3,12 @@ using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using Engine.Kernels.Common;
-using MathNet.Numerics.IntegralTransforms;
 
 namespace Engine.Kernels.Lssl;
 
 /// <summary>
 /// LSSL on the CPU: the recurrence (decode), the chunked scan as small Vector512 matrix products, and the
-/// FFT convolution (MathNet.Numerics). Work items are (sequence, block of up to 16 channels): one cache
+/// FFT convolution (<see cref="Radix2Fft"/>). Work items are (sequence, block of up to 16 channels): one cache
 /// line of u per step is gathered into per-channel rows, a segment of 8192 steps at a time, so scratch is
 /// bounded whatever L is. Each worker owns its scratch (sized here from the config).
 ///
@@ -476,7 +475,7 @@ public sealed unsafe class LsslCpu : IDisposable
             for (int s = 0; s < length; s++)
                 z[s] = new Complex(ub[(long)s * h + h1], h2 < 0 ? 0.0 : ub[(long)s * h + h2]);
             Array.Clear(z, length, size - length);
-            Fourier.Forward(z, FourierOptions.NoScaling);
+            spectra.Fft.Forward(z);
             var k1 = halves.AsSpan((int)((long)h1 * half), half);
             var k2 = h2 < 0 ? default : halves.AsSpan((int)((long)h2 * half), half);
             var i = Complex.ImaginaryOne;
@@ -490,7 +489,7 @@ public sealed unsafe class LsslCpu : IDisposable
                 z[k] = a * u1 + i * (c2 * u2);
                 z[m] = Complex.Conjugate(a * u1) + i * Complex.Conjugate(c2 * u2);
             }
-            Fourier.Inverse(z, FourierOptions.NoScaling);
+            spectra.Fft.Inverse(z);
             double scale = 1.0 / size;
             float d1 = t.D[h1], d2 = h2 < 0 ? 0f : t.D[h2];
             float* yb = io.Y + (long)b * length * h;
