@@ -102,7 +102,7 @@ public static unsafe class HeadBlockSweep
                     for (int h = h0; h < h1; h++) steps.Token(work, h, t, t == start && inPlace ? initial + Offset(h) : Slot(h), Slot(h));
             }
             if (!inPlace)
-                for (int h = h0; h < h1; h++) SimdOps.CopyFromPadded(StateOf(h), kd, vd, Slot(h), vp);
+                for (int h = h0; h < h1; h++) SimdOps.CopyFromPadded(StateOf(h), vd, Slot(h), vp, kd, vd);
         });
     }
 }

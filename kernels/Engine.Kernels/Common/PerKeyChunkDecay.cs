@@ -122,7 +122,9 @@ public readonly unsafe struct PerKeyChunkDecay
 
     /// <summary>
     /// Rows of sub-chunk s of x [C × KP] against the chunk's keys: row i of xa (stride lxa) gets the inter row
-    /// x_i ⊙ exp(b_i) in its first KP floats, then the scores A_ij for j <= i and zeros up to column len.
+    /// x_i ⊙ exp(b_i) in its first KP floats, then the scores A_ij for j <= i and zeros up to the sub-chunk's end; no
+    /// later key is read. Columns beyond are not written: the products that read the scores are causal
+    /// (<see cref="SimdGemm.MultiplyCausal"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Scores(float* x, float* keys, int s, int len, float* xa, int lxa)
@@ -147,16 +149,12 @@ public readonly unsafe struct PerKeyChunkDecay
             }
             SimdGemm.Multiply(xs, kp, _kt + t * Sub, _c, xa + (long)rs * lxa + kp + t * Sub, lxa, re - rs, kp, Sub, accumulate: false);
         }
-        for (int i = rs; i < re; i++) new Span<float>(xa + (long)i * lxa + kp + re, len - re).Clear();
     }
 
     /// <summary>S ← diag(exp(b_last)) S + (k ⊙ exp(b_last − b))ᵀ V, S [KP × VP] and V [len × VP] with row stride vp.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void UpdateState(float* state, float* values, int vp, int len)
-    {
-        for (int c = 0; c < _kp; c++) SimdOps.ScaleInPlace(state + (long)c * vp, _decay[c], vp);
-        SimdGemm.MultiplyTransposedA(_ks, _kp, values, vp, state, vp, _kp, len, vp, accumulate: true);
-    }
+    public void UpdateState(float* state, float* values, int vp, int len) =>
+        ChunkState.Update(state, _kp, vp, _decay, 1, _ks, values, len);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private float* Row(float* region, int i) => region + (long)i * _kp;

@@ -21,12 +21,15 @@ public static unsafe class SimdGemm
         => Run(a, lda, 1, b, ldb, c, ldc, m, kd, n, accumulate, causalFrom: -1, width);
 
     /// <summary>
-    /// C = A · B where row i of A is zero beyond column kd0 + i (a dense block then a lower triangle, as in
-    /// [Q | scores] · [S; V]): each row tile stops at the last column its rows use.
+    /// C (+)= A · B where row i of A ends at column kd0 + i (a dense block then a lower triangle, as in
+    /// [Q | scores] · [S; V]): row i reads columns 0..kd0 + i of A and rows 0..kd0 + i of B, nothing beyond, so a
+    /// row of C never depends on later rows of B (a later token's NaN included) and A need not be zero beyond its
+    /// end. A row tile contracts over its first row's columns together, then column by column over the triangle
+    /// right of them, each column with the rows that reach it; every sum runs in the order of the dense product's.
     /// </summary>
-    public static void MultiplyCausal(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd0, int n,
+    public static void MultiplyCausal(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd0, int n, bool accumulate,
         SimdWidth width = SimdWidth.Native)
-        => Run(a, lda, 1, b, ldb, c, ldc, m, kd0 + m, n, accumulate: false, causalFrom: kd0, width);
+        => Run(a, lda, 1, b, ldb, c, ldc, m, kd0 + m, n, accumulate, causalFrom: kd0, width);
 
     /// <summary>C (+)= Aᵀ · B, A stored row-major [kd × m] with row stride lda (no transposed copy needed).</summary>
     public static void MultiplyTransposedA(float* a, int lda, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate,
@@ -34,7 +37,7 @@ public static unsafe class SimdGemm
         => Run(a, 1, lda, b, ldb, c, ldc, m, kd, n, accumulate, causalFrom: -1, width);
 
     /// <summary>Element (i, p) of the left operand is a[i·rowStride + p·kStride].</summary>
-    /// <remarks>causalFrom >= 0: rows [i, i + r) contract over causalFrom + min(i + r, m) columns only.</remarks>
+    /// <remarks>causalFrom >= 0: row i contracts over causalFrom + i + 1 columns only.</remarks>
     private static void Run(float* a, nint rowStride, nint kStride, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate,
         int causalFrom, SimdWidth width)
     {
@@ -54,25 +57,26 @@ public static unsafe class SimdGemm
     private static void Run512(float* a, nint rowStride, nint kStride, float* b, int ldb, float* c, int ldc, int m, int kd, int n, bool accumulate,
         int causalFrom)
     {
+        bool causal = causalFrom >= 0;
         int j = 0;
         for (; j + 32 <= n; j += 32)
         {
             int i = 0;
             for (; i + 8 <= m; i += 8)
-                Tile8x32(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, Depth(i + 8), accumulate);
+                Tile8x32(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, Depth(i), accumulate, causal);
             for (; i < m; i++)
-                Tile1x32(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, Depth(i + 1), accumulate);
+                Tile1x32(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, Depth(i), accumulate);
         }
         if (j < n)
         {
             int i = 0;
             for (; i + 8 <= m; i += 8)
-                Tile8x16(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, Depth(i + 8), accumulate);
+                Tile8x16(a + i * rowStride, rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, ldc, Depth(i), accumulate, causal);
             for (; i < m; i++)
-                Tile1x16(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, Depth(i + 1), accumulate);
+                Tile1x16(a + i * rowStride, kStride, b + j, ldb, c + (nint)i * ldc + j, Depth(i), accumulate);
         }
 
-        int Depth(int rowsEnd) => causalFrom < 0 ? kd : causalFrom + rowsEnd;
+        int Depth(int first) => causal ? causalFrom + first + 1 : kd;
     }
 
     /// <summary>
@@ -87,22 +91,23 @@ public static unsafe class SimdGemm
         int sixes = rem switch { 0 => even / 6, 4 => (even - 4) / 6, _ => even >= 8 ? (even - 8) / 6 : 0 };
         int fours = rem switch { 0 => 0, 4 => 1, _ => even >= 8 ? 2 : 0 };
         int end6 = 6 * sixes, end4 = end6 + 4 * fours;
+        bool causal = causalFrom >= 0;
         for (int j = 0; j < n; j += 16)
         {
             float* bj = b + j;
             for (int i = 0; i < end6; i += 6)
-                Tile6x16(a + i * rowStride, rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, ldc, Depth(i + 6), accumulate);
+                Tile6x16(a + i * rowStride, rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, ldc, Depth(i), accumulate, causal);
             for (int i = end6; i < end4; i += 4)
-                Tile4x16(a + i * rowStride, rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, ldc, Depth(i + 4), accumulate);
+                Tile4x16(a + i * rowStride, rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, ldc, Depth(i), accumulate, causal);
             for (int i = end4; i < m; i++)
-                Tile1x16x256(a + i * rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, Depth(i + 1), accumulate);
+                Tile1x16x256(a + i * rowStride, kStride, bj, ldb, c + (nint)i * ldc + j, Depth(i), accumulate);
         }
 
-        int Depth(int rowsEnd) => causalFrom < 0 ? kd : causalFrom + rowsEnd;
+        int Depth(int first) => causal ? causalFrom + first + 1 : kd;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile8x32(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate)
+    private static void Tile8x32(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate, bool causal)
     {
         Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
         if (accumulate)
@@ -143,6 +148,30 @@ public static unsafe class SimdGemm
             x = Vector512.Create(a[r7]);
             c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71);
         }
+        // Causal: the triangle right of row 0's columns; column d − 1 of it goes to rows d and below.
+        for (int d = 1; causal && d < 8; d++, a += ks, b += ldb)
+        {
+            var b0 = Vector512.Load(b);
+            var b1 = Vector512.Load(b + 16);
+            Vector512<float> x;
+            switch (d)
+            {
+                case 1: x = Vector512.Create(a[rs]);
+                    c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11); goto case 2;
+                case 2: x = Vector512.Create(a[r2]);
+                    c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21); goto case 3;
+                case 3: x = Vector512.Create(a[r3]);
+                    c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31); goto case 4;
+                case 4: x = Vector512.Create(a[r4]);
+                    c40 = Vector512.FusedMultiplyAdd(x, b0, c40); c41 = Vector512.FusedMultiplyAdd(x, b1, c41); goto case 5;
+                case 5: x = Vector512.Create(a[r5]);
+                    c50 = Vector512.FusedMultiplyAdd(x, b0, c50); c51 = Vector512.FusedMultiplyAdd(x, b1, c51); goto case 6;
+                case 6: x = Vector512.Create(a[r6]);
+                    c60 = Vector512.FusedMultiplyAdd(x, b0, c60); c61 = Vector512.FusedMultiplyAdd(x, b1, c61); goto case 7;
+                case 7: x = Vector512.Create(a[r7]);
+                    c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71); break;
+            }
+        }
         c00.Store(c); c01.Store(c + 16);
         c10.Store(c + ldc); c11.Store(c + ldc + 16);
         c20.Store(c + 2 * ldc); c21.Store(c + 2 * ldc + 16);
@@ -154,7 +183,7 @@ public static unsafe class SimdGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile8x16(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate)
+    private static void Tile8x16(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate, bool causal)
     {
         Vector512<float> c0, c1, c2, c3, c4, c5, c6, c7;
         if (accumulate)
@@ -178,6 +207,21 @@ public static unsafe class SimdGemm
             c5 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r5]), b0, c5);
             c6 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r6]), b0, c6);
             c7 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r7]), b0, c7);
+        }
+        // Causal: the triangle right of row 0's columns; column d − 1 of it goes to rows d and below.
+        for (int d = 1; causal && d < 8; d++, a += ks, b += ldb)
+        {
+            var b0 = Vector512.Load(b);
+            switch (d)
+            {
+                case 1: c1 = Vector512.FusedMultiplyAdd(Vector512.Create(a[rs]), b0, c1); goto case 2;
+                case 2: c2 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r2]), b0, c2); goto case 3;
+                case 3: c3 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r3]), b0, c3); goto case 4;
+                case 4: c4 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r4]), b0, c4); goto case 5;
+                case 5: c5 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r5]), b0, c5); goto case 6;
+                case 6: c6 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r6]), b0, c6); goto case 7;
+                case 7: c7 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r7]), b0, c7); break;
+            }
         }
         c0.Store(c); c1.Store(c + ldc); c2.Store(c + 2 * ldc); c3.Store(c + 3 * ldc);
         c4.Store(c + 4 * ldc); c5.Store(c + 5 * ldc); c6.Store(c + 6 * ldc); c7.Store(c + 7 * ldc);
@@ -209,7 +253,7 @@ public static unsafe class SimdGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile6x16(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate)
+    private static void Tile6x16(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate, bool causal)
     {
         Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
         if (accumulate)
@@ -244,6 +288,26 @@ public static unsafe class SimdGemm
             x = Vector256.Create(a[r5]);
             c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51);
         }
+        // Causal: the triangle right of row 0's columns; column d − 1 of it goes to rows d and below.
+        for (int d = 1; causal && d < 6; d++, a += ks, b += ldb)
+        {
+            var b0 = Vector256.Load(b);
+            var b1 = Vector256.Load(b + 8);
+            Vector256<float> x;
+            switch (d)
+            {
+                case 1: x = Vector256.Create(a[rs]);
+                    c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11); goto case 2;
+                case 2: x = Vector256.Create(a[r2]);
+                    c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21); goto case 3;
+                case 3: x = Vector256.Create(a[r3]);
+                    c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31); goto case 4;
+                case 4: x = Vector256.Create(a[r4]);
+                    c40 = Vector256.FusedMultiplyAdd(x, b0, c40); c41 = Vector256.FusedMultiplyAdd(x, b1, c41); goto case 5;
+                case 5: x = Vector256.Create(a[r5]);
+                    c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51); break;
+            }
+        }
         c00.Store(c); c01.Store(c + 8);
         c10.Store(c + ldc); c11.Store(c + ldc + 8);
         c20.Store(c + 2 * ldc); c21.Store(c + 2 * ldc + 8);
@@ -253,7 +317,7 @@ public static unsafe class SimdGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile4x16(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate)
+    private static void Tile4x16(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate, bool causal)
     {
         Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31;
         if (accumulate)
@@ -280,6 +344,22 @@ public static unsafe class SimdGemm
             c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
             x = Vector256.Create(a[r3]);
             c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
+        }
+        // Causal: the triangle right of row 0's columns; column d − 1 of it goes to rows d and below.
+        for (int d = 1; causal && d < 4; d++, a += ks, b += ldb)
+        {
+            var b0 = Vector256.Load(b);
+            var b1 = Vector256.Load(b + 8);
+            Vector256<float> x;
+            switch (d)
+            {
+                case 1: x = Vector256.Create(a[rs]);
+                    c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11); goto case 2;
+                case 2: x = Vector256.Create(a[r2]);
+                    c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21); goto case 3;
+                case 3: x = Vector256.Create(a[r3]);
+                    c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31); break;
+            }
         }
         c00.Store(c); c01.Store(c + 8);
         c10.Store(c + ldc); c11.Store(c + ldc + 8);

@@ -25,11 +25,12 @@ public static unsafe class SimdOps
         }
     }
 
-    /// <summary>The dense [rows × cols] part of a padded matrix with row stride colsPadded.</summary>
-    public static void CopyFromPadded(float* dst, int rows, int cols, float* src, int colsPadded)
+    /// <summary>The first cols floats of rows rows of src (row stride ldSrc) into dst (row stride ldDst): padded rows back where they belong.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void CopyFromPadded(float* dst, long ldDst, float* src, int ldSrc, int rows, int cols)
     {
         long bytes = (long)cols * sizeof(float);
-        for (int r = 0; r < rows; r++) Buffer.MemoryCopy(src + (long)r * colsPadded, dst + (long)r * cols, bytes, bytes);
+        for (int r = 0; r < rows; r++) Buffer.MemoryCopy(src + (long)r * ldSrc, dst + r * ldDst, bytes, bytes);
     }
 
     /// <summary>dst[0..padded) = scale · src[0..count) followed by zeros.</summary>
@@ -40,6 +41,13 @@ public static unsafe class SimdOps
         for (; i + 16 <= count; i += 16) (Vector512.Load(src + i) * s).Store(dst + i);
         for (; i < count; i++) dst[i] = scale * src[i];
         for (; i < padded; i++) dst[i] = 0f;
+    }
+
+    /// <summary>dst[0..padded) = scale · src / sqrt(‖src‖² + epsilon) followed by zeros.</summary>
+    public static void CopyNormalizedPadded(float* dst, float* src, float scale, float epsilon, int count, int padded)
+    {
+        CopyPadded(dst, src, count, padded);
+        CopyScaledPadded(dst, src, scale / MathF.Sqrt(Dot(dst, dst, padded) + epsilon), count, padded);
     }
 
     public static void Fill(float* dst, float value, int count)

@@ -21,12 +21,12 @@ namespace Engine.Kernels.DeltaRule;
 /// A per-key gate (b = in-chunk cumulative log gate per key dim) turns every decay into a per-key factor inside the
 /// products: A_ij = β_i Σ_c k̂_ic k̂_jc e^{b_ic − b_jc}, V_new = T diag(β) (V − (K ⊙ e^b) S), O = scale ((Q ⊙ e^b) S +
 /// P V_new) with P the same scores of q̂, S ← diag(e^{b_last}) S + (K ⊙ e^{b_last − b})ᵀ V_new; the scores of both
-/// row sets, the inter rows and the state update are GLA's (<see cref="PerKeyChunkDecay"/>).
+/// row sets, the inter rows and the state update are GLA's (<see cref="PerKeyChunkDecay"/>), as are the per-head
+/// gate's (<see cref="ScalarChunkDecay"/>). T R and the intra-chunk part of O are causal products
+/// (<see cref="SimdGemm.MultiplyCausal"/>): no row of V_new or O reads a later token's row.
 /// </summary>
 public sealed unsafe class DeltaRuleCpu : IDisposable
 {
-    private const int Block = 16;
-
     private readonly DeltaRuleConfig _config;
     private readonly WorkerScratch _scratch;
     private readonly int _kp, _vp, _c;
@@ -34,7 +34,6 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     private readonly int _lxa;
     /// <summary>Each head's state slot holds [S; V_new]: V_new follows the state.</summary>
     private readonly StackedStateSlots _slots;
-    private readonly bool _headGated;
 
     public DeltaRuleCpu(DeltaRuleConfig config)
     {
@@ -44,7 +43,6 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         _c = config.ChunkSize;
         _lxa = _kp + _c;
         _slots = new StackedStateSlots(_kp, _vp, _c);
-        _headGated = config.Gate == GateKind.PerHead;
         Carve(null, out long floats);
         _scratch = new WorkerScratch(floats);
     }
@@ -110,24 +108,20 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     {
         public float* S { get; init; }      // [KP × VP] state, directly followed by
         public float* Vnew { get; init; }   // [C × VP] V_new = T R; one such pair per head of a work item
-        public float* Kc { get; init; }     // [C × KP] chunk keys k̂
-        public float* KT { get; init; }     // [KP × C] k̂ transposed, zero right of the chunk
-        public float* Kd { get; init; }     // [C × KP] k̂_j e^{G_last − G_j} (per-head gate)
+        public float* Kc { get; init; }     // [C × KP] chunk keys k̂ (rows up to the next multiple of 16 zeroed)
         public float* Vc { get; init; }     // [C × VP] chunk values (when V needs padding)
         public float* R { get; init; }      // [C × VP] K S, then β (v − e^G K S)
         public float* Beta { get; init; }   // [C] β
         public float* A { get; init; }      // [C × C] A, then Q Kᵀ ⊙ D per query head
         public float* Tinv { get; init; }   // [C × C] (I + A)⁻¹
-        public float* D { get; init; }      // [C × C] decay mask
-        public float* Gcum { get; init; }   // [C] G
-        public float* ExpG { get; init; }   // [C] e^G
         public float* Qr { get; init; }     // [C × KP] scale q̂ (recurrent: [G × KP] query rows, then k̂ ⊙ e^g)
         public float* Oc { get; init; }     // [C × VP] chunk output (recurrent: [G × VP] accumulators)
         public float* Row { get; init; }    // [KP] recurrent key row
         public float* Pred { get; init; }   // [VP] recurrent Sᵀk, then u
         public float* Decay { get; init; }  // [KP] per-key gate: the recurrent decay
         public float* XA { get; init; }     // per-key gate: [C × (KP + C)] inter rows | scores of k̂, then of scale q̂
-        public PerKeyChunkDecay KeyDecay { get; init; }  // per-key gate: the chunk's decay factors
+        public PerKeyChunkDecay KeyDecay { get; init; }   // per-key gate: the chunk's decay factors
+        public ScalarChunkDecay HeadDecay { get; init; }  // other gates: the chunk's decay factors
     }
 
     private Work Carve(float* baseAddress, out long floats)
@@ -139,16 +133,11 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         {
             S = c.Take(HeadBlocks.MaxPerItem * _slots.Floats),
             Kc = c.Take(cc * kp),
-            KT = c.Take(kp * cc),
-            Kd = c.Take(_headGated ? cc * kp : 0),
             Vc = c.Take(cc * vp),
             R = c.Take(cc * vp),
             Beta = c.Take(cc),
             A = c.Take(cc * cc),
             Tinv = c.Take(cc * cc),
-            D = c.Take(cc * cc),
-            Gcum = c.Take(cc),
-            ExpG = c.Take(cc),
             Qr = c.Take((rows + 1) * kp),
             Oc = c.Take(rows * vp),
             Row = c.Take(kp),
@@ -156,6 +145,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             Decay = c.Take(kp),
             XA = c.Take(perKey ? cc * _lxa : 0),
             KeyDecay = perKey ? new PerKeyChunkDecay(ref c, _kp, _c) : default,
+            HeadDecay = perKey ? default : new ScalarChunkDecay(ref c, _kp, _c, gated: _config.Gate == GateKind.PerHead),
         };
         floats = c.Used;
         return work;
@@ -165,13 +155,65 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LoadRow(float* dst, float* src, float factor)
     {
-        int kd = _config.Heads.KeyDim;
-        if (_config.QkL2Norm)
+        if (_config.QkL2Norm) SimdOps.CopyNormalizedPadded(dst, src, factor, DeltaRuleConfig.L2NormEpsilon, _config.Heads.KeyDim, _kp);
+        else SimdOps.CopyScaledPadded(dst, src, factor, _config.Heads.KeyDim, _kp);
+    }
+
+    /// <summary>Rows 0..len of q or k as <see cref="LoadRow"/> loads one, zero up to the next multiple of 16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void LoadRows(float* dst, HeadRows rows, int len, float factor)
+    {
+        if (_config.QkL2Norm) rows.CopyNormalizedTo(dst, _kp, len, factor, DeltaRuleConfig.L2NormEpsilon);
+        else rows.CopyScaledTo(dst, _kp, len, factor);
+    }
+
+    /// <summary>
+    /// Loads the chunk's β, keys k̂ and values; returns the value rows where they lie when they need no padding, else
+    /// their padded copy, and their row stride.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private float* LoadKeysValues(in Io io, ChunkUnit chunk, in Work w, out int ldv)
+    {
+        var heads = _config.Heads;
+        int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
+        for (int i = 0; i < len; i++) w.Beta[i] = io.Beta[(long)(cs + i) * heads.KvHeads + h];
+        LoadRows(w.Kc, new HeadRows(io.K, heads.KvHeads, heads.KeyDim, h, cs), len, 1f);
+        var values = new HeadRows(io.V, heads.KvHeads, heads.ValueDim, h, cs);
+        if (heads.ValueDim == _vp)
         {
-            SimdOps.CopyPadded(dst, src, kd, _kp);
-            factor /= MathF.Sqrt(SimdOps.Dot(dst, dst, _kp) + DeltaRuleConfig.L2NormEpsilon);
+            ldv = values.Stride;
+            return values.Row(0);
         }
-        SimdOps.CopyScaledPadded(dst, src, factor, kd, _kp);
+        values.CopyTo(w.Vc, _vp, len);
+        ldv = _vp;
+        return w.Vc;
+    }
+
+    /// <summary>
+    /// V_new = T R, R = β (V − e^G K_inter S) with K_inter the keys' inter rows (row stride ldk) and e^G the per-row
+    /// decay (null: none): row i of V_new reads rows 0..i of R.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void NewValues(float* interKeys, int ldk, float* values, int ldv, float* rowDecay, int len, in Work w)
+    {
+        int vp = _vp;
+        SimdGemm.Multiply(interKeys, ldk, w.S, vp, w.R, vp, len, _kp, vp, accumulate: false);
+        for (int i = 0; i < len; i++)
+        {
+            float* r = w.R + (long)i * vp, v = values + (long)i * ldv;
+            var b = Vector512.Create(w.Beta[i]);
+            var e = Vector512.Create(rowDecay == null ? 1f : rowDecay[i]);
+            for (int c = 0; c < vp; c += 16) (b * (Vector512.Load(v + c) - e * Vector512.Load(r + c))).Store(r + c);
+        }
+        SimdGemm.MultiplyCausal(w.Tinv, _c, w.R, vp, w.Vnew, vp, len, 0, vp, accumulate: false);
+    }
+
+    /// <summary>A = β_i times the scores of k̂ below the diagonal (row stride lda), then T = (I + A)⁻¹.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void InvertScores(float* scores, int lda, int len, in Work w)
+    {
+        for (int i = 1; i < len; i++) SimdOps.ScaleInPlace(scores + (long)i * lda, w.Beta[i], HeadLayout.RoundUp16(i));
+        UnitLowerInverse.Invert(scores, lda, w.Tinv, _c, len);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -179,106 +221,38 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     {
         var heads = _config.Heads;
         int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
-        int kp = _kp, vp = _vp, cc = _c;
-        int lenPadded = HeadLayout.RoundUp16(len);
-        float* vnew = w.Vnew;
-        // Value rows that need no padding are read, and output rows written, where they lie in the caller's tensors.
-        bool direct = heads.ValueDim == vp;
+        int kp = _kp, vp = _vp, cc = _c, nblocks = HeadLayout.RoundUp16(len) / ScalarChunkDecay.Block;
+        var decay = w.HeadDecay;
+        float* values = LoadKeysValues(io, chunk, w, out int ldv);
+        if (!decay.Prepare(decay.Gated ? io.G + (long)cs * heads.KvHeads + h : null, heads.KvHeads, w.Kc, len)) *io.GateFaults = 1;
 
-        // Keys, values, gates and β.
-        float acc = 0f;
-        for (int i = 0; i < len; i++)
-        {
-            long row = (long)(cs + i) * heads.KvHeads + h;
-            if (_headGated)
-            {
-                if (!LogGates.IsValid(io.G[row])) *io.GateFaults = 1;
-                acc += io.G[row];
-            }
-            w.Gcum[i] = acc;
-            w.ExpG[i] = MathF.Exp(acc);
-            w.Beta[i] = io.Beta[row];
-            LoadRow(w.Kc + (long)i * kp, io.K + row * heads.KeyDim, 1f);
-            if (!direct) SimdOps.CopyPadded(w.Vc + (long)i * vp, io.V + row * heads.ValueDim, heads.ValueDim, vp);
-        }
-        for (int i = len; i < lenPadded; i++)
-        {
-            w.Gcum[i] = acc;
-            SimdOps.Fill(w.Kc + (long)i * kp, 0f, kp);
-        }
-        SimdOps.Transpose(w.Kc, kp, w.KT, cc, lenPadded, kp);
-        DecayMask(len, lenPadded, w);
+        // A = strict_lower(diag(β) K Kᵀ ⊙ D), T = (I + A)⁻¹, V_new = T β (V − e^G K S).
+        for (int s = 0; s < nblocks; s++) decay.Scores(w.Kc, s, len, w.A, cc);
+        InvertScores(w.A, cc, len, w);
+        NewValues(w.Kc, kp, values, ldv, decay.Gated ? decay.RowDecay : null, len, w);
 
-        // A = strict_lower(diag(β) K Kᵀ ⊙ D), one 16-row block at a time up to its diagonal.
-        for (int rs = 0; rs < len; rs += Block)
-        {
-            int re = Math.Min(rs + Block, len);
-            SimdGemm.Multiply(w.Kc + (long)rs * kp, kp, w.KT, cc, w.A + (long)rs * cc, cc, re - rs, kp, rs + Block, accumulate: false);
-        }
-        for (int i = 0; i < len; i++)
-        {
-            float* a = w.A + (long)i * cc, d = w.D + (long)i * cc;
-            float b = w.Beta[i];
-            for (int j = 0; j < i; j++) a[j] *= b * d[j];
-        }
-        InvertUnitLower(w.A, _c, len, lenPadded, w);
-
-        // R = β (V − e^G K S), then V_new = T R (rows of T are zero right of the diagonal).
-        SimdGemm.Multiply(w.Kc, kp, w.S, vp, w.R, vp, len, kp, vp, accumulate: false);
-        for (int i = 0; i < len; i++)
-        {
-            float* r = w.R + (long)i * vp;
-            float* v = direct ? io.V + ((long)(cs + i) * heads.KvHeads + h) * vp : w.Vc + (long)i * vp;
-            var b = Vector512.Create(w.Beta[i]);
-            var e = Vector512.Create(w.ExpG[i]);
-            for (int c = 0; c < vp; c += 16) (b * (Vector512.Load(v + c) - e * Vector512.Load(r + c))).Store(r + c);
-        }
-        for (int rs = 0; rs < len; rs += Block)
-        {
-            int re = Math.Min(rs + Block, len);
-            SimdGemm.Multiply(w.Tinv + (long)rs * cc, cc, w.R, vp, vnew + (long)rs * vp, vp, re - rs, re, vp, accumulate: false);
-        }
-
-        // Outputs of every query head of the group.
+        // Outputs of every query head of the group: e^G (Q S) + (Q Kᵀ ⊙ D) V_new, one 16-row block of scores at a time.
         for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
         {
-            for (int i = 0; i < len; i++)
-                LoadRow(w.Qr + (long)i * kp, io.Q + ((long)(cs + i) * heads.QHeads + qh) * heads.KeyDim, _config.Scale);
-            float* o = direct ? io.O + ((long)cs * heads.QHeads + qh) * vp : w.Oc;
-            int ldo = direct ? heads.QHeads * vp : vp;
-            SimdGemm.Multiply(w.Qr, kp, w.S, vp, o, ldo, len, kp, vp, accumulate: false);
-            if (_headGated)
-                for (int i = 0; i < len; i++) SimdOps.ScaleInPlace(o + (long)i * ldo, w.ExpG[i], vp);
-            for (int rs = 0; rs < len; rs += Block)
+            LoadRows(w.Qr, new HeadRows(io.Q, heads.QHeads, heads.KeyDim, qh, cs), len, _config.Scale);
+            var o = new ChunkOutput(new HeadRows(io.O, heads.QHeads, heads.ValueDim, qh, cs), w.Oc, vp);
+            SimdGemm.Multiply(w.Qr, kp, w.S, vp, o.Rows, o.Stride, len, kp, vp, accumulate: false);
+            if (decay.Gated)
+                for (int i = 0; i < len; i++) SimdOps.ScaleInPlace(o.Rows + (long)i * o.Stride, decay.RowDecay[i], vp);
+            for (int s = 0; s < nblocks; s++)
             {
-                int re = Math.Min(rs + Block, len);
+                int rs = s * ScalarChunkDecay.Block;
                 // The next unit's rows, a share per output block, so the requests are spread over the chunk's work.
-                if (qh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, rs / Block, lenPadded / Block, io.Q, io.K, io.V, null);
-                SimdGemm.Multiply(w.Qr + (long)rs * kp, kp, w.KT, cc, w.A + (long)rs * cc, cc, re - rs, kp, rs + Block, accumulate: false);
-                for (int i = rs; i < re; i++) SimdOps.MultiplyInPlace(w.A + (long)i * cc, w.D + (long)i * cc, rs + Block);
-                SimdGemm.Multiply(w.A + (long)rs * cc, cc, vnew, vp, o + (long)rs * ldo, ldo, re - rs, re, vp, accumulate: true);
+                if (qh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nblocks, io.Q, io.K, io.V, null);
+                decay.Scores(w.Qr, s, len, w.A, cc);
+                SimdGemm.MultiplyCausal(w.A + (long)rs * cc, cc, w.Vnew, vp, o.Rows + (long)rs * o.Stride, o.Stride,
+                    Math.Min(ScalarChunkDecay.Block, len - rs), rs, vp, accumulate: true);
             }
-            if (direct) continue;
-            long bytes = (long)heads.ValueDim * sizeof(float);
-            for (int i = 0; i < len; i++)
-                Buffer.MemoryCopy(w.Oc + (long)i * vp, io.O + ((long)(cs + i) * heads.QHeads + qh) * heads.ValueDim, bytes, bytes);
+            o.CopyBack(len);
         }
 
         // S ← e^{G_last} S + (K ⊙ e^{G_last − G})ᵀ V_new.
-        float* keys = w.Kc;
-        if (_headGated)
-        {
-            float last = w.Gcum[len - 1];
-            for (int j = 0; j < len; j++)
-            {
-                var f = Vector512.Create(MathF.Exp(last - w.Gcum[j]));
-                float* kj = w.Kc + (long)j * kp, dj = w.Kd + (long)j * kp;
-                for (int c = 0; c < kp; c += 16) (Vector512.Load(kj + c) * f).Store(dj + c);
-            }
-            for (int c = 0; c < kp; c++) SimdOps.ScaleInPlace(w.S + (long)c * vp, w.ExpG[len - 1], vp);
-            keys = w.Kd;
-        }
-        SimdGemm.MultiplyTransposedA(keys, kp, vnew, vp, w.S, vp, kp, len, vp, accumulate: true);
+        decay.UpdateState(w.S, w.Kc, w.Vnew, vp, len);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -286,134 +260,31 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     {
         var heads = _config.Heads;
         int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
-        int kp = _kp, vp = _vp, cc = _c, lxa = _lxa, kd = heads.KeyDim;
-        int lenPadded = HeadLayout.RoundUp16(len), nsub = lenPadded / PerKeyChunkDecay.Sub;
-        bool direct = heads.ValueDim == vp;
+        int kp = _kp, vp = _vp, lxa = _lxa, kd = heads.KeyDim;
+        int nsub = HeadLayout.RoundUp16(len) / PerKeyChunkDecay.Sub;
         var decay = w.KeyDecay;
-
-        for (int i = 0; i < len; i++)
-        {
-            long row = (long)(cs + i) * heads.KvHeads + h;
-            w.Beta[i] = io.Beta[row];
-            LoadRow(w.Kc + (long)i * kp, io.K + row * kd, 1f);
-            if (!direct) SimdOps.CopyPadded(w.Vc + (long)i * vp, io.V + row * heads.ValueDim, heads.ValueDim, vp);
-        }
-        new Span<float>(w.Kc + (long)len * kp, (lenPadded - len) * kp).Clear();
+        float* values = LoadKeysValues(io, chunk, w, out int ldv);
         if (!decay.Prepare(io.G + ((long)cs * heads.KvHeads + h) * kd, (long)heads.KvHeads * kd, kd, w.Kc, len)) *io.GateFaults = 1;
 
-        // [K ⊙ e^b | K Kᵀ ⊙ decay], then A = β_i times its part below the diagonal and T = (I + A)⁻¹.
+        // [K ⊙ e^b | K Kᵀ ⊙ decay], then A = β_i times its part below the diagonal, T = (I + A)⁻¹, V_new = T β (V − (K ⊙ e^b) S).
         for (int s = 0; s < nsub; s++) decay.Scores(w.Kc, w.Kc, s, len, w.XA, lxa);
-        for (int i = 0; i < len; i++)
-        {
-            float* a = w.XA + (long)i * lxa + kp;
-            float b = w.Beta[i];
-            for (int j = 0; j < i; j++) a[j] *= b;
-        }
-        InvertUnitLower(w.XA + kp, lxa, len, lenPadded, w);
-
-        // R = β (V − (K ⊙ e^b) S), then V_new = T R.
-        SimdGemm.Multiply(w.XA, lxa, w.S, vp, w.R, vp, len, kp, vp, accumulate: false);
-        for (int i = 0; i < len; i++)
-        {
-            float* r = w.R + (long)i * vp;
-            float* v = direct ? io.V + ((long)(cs + i) * heads.KvHeads + h) * vp : w.Vc + (long)i * vp;
-            var b = Vector512.Create(w.Beta[i]);
-            for (int c = 0; c < vp; c += 16) (b * (Vector512.Load(v + c) - Vector512.Load(r + c))).Store(r + c);
-        }
-        for (int rs = 0; rs < len; rs += Block)
-        {
-            int re = Math.Min(rs + Block, len);
-            SimdGemm.Multiply(w.Tinv + (long)rs * cc, cc, w.R, vp, w.Vnew + (long)rs * vp, vp, re - rs, re, vp, accumulate: false);
-        }
+        InvertScores(w.XA + kp, lxa, len, w);
+        NewValues(w.XA, lxa, values, ldv, null, len, w);
 
         // Outputs: [scale q̂ ⊙ e^b | P] · [S; V_new] per query head.
         for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
         {
-            for (int i = 0; i < len; i++)
-                LoadRow(w.Qr + (long)i * kp, io.Q + ((long)(cs + i) * heads.QHeads + qh) * kd, _config.Scale);
+            LoadRows(w.Qr, new HeadRows(io.Q, heads.QHeads, kd, qh, cs), len, _config.Scale);
             for (int s = 0; s < nsub; s++)
             {
                 if (qh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nsub, io.Q, io.K, io.V, io.G);
                 decay.Scores(w.Qr, w.Kc, s, len, w.XA, lxa);
             }
-            float* o = direct ? io.O + ((long)cs * heads.QHeads + qh) * vp : w.Oc;
-            int ldo = direct ? heads.QHeads * vp : vp;
-            SimdGemm.MultiplyCausal(w.XA, lxa, w.S, vp, o, ldo, len, kp, vp);
-            if (direct) continue;
-            long bytes = (long)heads.ValueDim * sizeof(float);
-            for (int i = 0; i < len; i++)
-                Buffer.MemoryCopy(w.Oc + (long)i * vp, io.O + ((long)(cs + i) * heads.QHeads + qh) * heads.ValueDim, bytes, bytes);
+            var o = new ChunkOutput(new HeadRows(io.O, heads.QHeads, heads.ValueDim, qh, cs), w.Oc, vp);
+            SimdGemm.MultiplyCausal(w.XA, lxa, w.S, vp, o.Rows, o.Stride, len, kp, vp, accumulate: false);
+            o.CopyBack(len);
         }
         decay.UpdateState(w.S, w.Vnew, vp, len);
-    }
-
-    /// <summary>D_ij = exp(G_i − G_j) for j <= i, 0 above the diagonal, over lenPadded columns.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void DecayMask(int len, int lenPadded, in Work w)
-    {
-        float* b = w.Gcum;
-        for (int i = 0; i < len; i++)
-        {
-            float* d = w.D + (long)i * _c;
-            var bi = Vector512.Create(b[i]);
-            var row = Vector512.Create(i);
-            for (int j = 0; j < lenPadded; j += 16)
-            {
-                var e = _headGated ? SimdMath.ExpNonPositive(Vector512.Min(bi - Vector512.Load(b + j), Vector512<float>.Zero)) : Vector512<float>.One;
-                var mask = Vector512.LessThanOrEqual(Vector512.Create(j) + Vector512<int>.Indices, row);
-                Vector512.ConditionalSelect(mask.AsSingle(), e, Vector512<float>.Zero).Store(d + j);
-            }
-        }
-    }
-
-    /// <summary>
-    /// T = (I + A)⁻¹ for strictly lower A (row stride lda; its diagonal and above are not read) by forward
-    /// substitution: T_i = e_i − Σ_{m<i} A_im T_m.
-    /// Row m of T is zero right of column m; a row's sums stay in registers (chunks are at most 64 = 4 vectors wide),
-    /// two sets of them so consecutive m do not wait on each other.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void InvertUnitLower(float* lower, int lda, int len, int lenPadded, in Work w)
-    {
-        int cc = _c;
-        for (int i = 0; i < len; i++)
-        {
-            float* t = w.Tinv + (long)i * cc, a = lower + (long)i * lda;
-            Vector512<float> e0 = default, e1 = default, e2 = default, e3 = default;
-            Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
-            int m = 0;
-            for (; m + 2 <= i; m += 2)
-            {
-                float* tm = w.Tinv + (long)m * cc;
-                var fe = Vector512.Create(a[m]);
-                var fo = Vector512.Create(a[m + 1]);
-                e0 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm), e0);
-                o0 = Vector512.FusedMultiplyAdd(fo, Vector512.Load(tm + cc), o0);
-                if (m + 1 < 16) continue;
-                e1 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 16), e1);
-                o1 = Vector512.FusedMultiplyAdd(fo, Vector512.Load(tm + cc + 16), o1);
-                if (m + 1 < 32) continue;
-                e2 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 32), e2);
-                o2 = Vector512.FusedMultiplyAdd(fo, Vector512.Load(tm + cc + 32), o2);
-                if (m + 1 < 48) continue;
-                e3 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 48), e3);
-                o3 = Vector512.FusedMultiplyAdd(fo, Vector512.Load(tm + cc + 48), o3);
-            }
-            if (m < i)
-            {
-                float* tm = w.Tinv + (long)m * cc;
-                var fe = Vector512.Create(a[m]);
-                e0 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm), e0);
-                if (m >= 16) e1 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 16), e1);
-                if (m >= 32) e2 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 32), e2);
-                if (m >= 48) e3 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 48), e3);
-            }
-            (-(e0 + o0)).Store(t);
-            if (lenPadded > 16) (-(e1 + o1)).Store(t + 16);
-            if (lenPadded > 32) (-(e2 + o2)).Store(t + 32);
-            if (lenPadded > 48) (-(e3 + o3)).Store(t + 48);
-            t[i] = 1f;
-        }
     }
 
     /// <summary>
@@ -430,7 +301,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         LoadRow(key, io.K + kvRow * kd, 1f);
         // A per-key decay is one value per row of S: the prediction reads k̂ ⊙ e^g (kept in Qr's spare row) with a decay of 1.
         float decay = 1f;
-        if (_headGated)
+        if (_config.Gate == GateKind.PerHead)
         {
             if (!LogGates.IsValid(io.G[kvRow])) *io.GateFaults = 1;
             decay = MathF.Exp(io.G[kvRow]);
@@ -457,9 +328,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         else StepColumns<Lanes256>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecay, decayRows, decayStride, key, w.Qr, pred);
         Buffer.MemoryCopy(pred, w.Oc, (long)vp * sizeof(float), (long)vp * sizeof(float));
         for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, w.Qr + (long)gi * _kp, w.Oc + (long)gi * vp);
-        long bytes = (long)heads.ValueDim * sizeof(float);
-        for (int gi = 0; gi < group; gi++)
-            Buffer.MemoryCopy(w.Oc + (long)gi * vp, io.O + ((long)t * heads.QHeads + h * group + gi) * heads.ValueDim, bytes, bytes);
+        SimdOps.CopyFromPadded(io.O + ((long)t * heads.QHeads + h * group) * heads.ValueDim, heads.ValueDim, w.Oc, vp, group, heads.ValueDim);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

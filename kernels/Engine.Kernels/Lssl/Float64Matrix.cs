@@ -35,6 +35,15 @@ public static class Float64Matrix
         return c;
     }
 
+    /// <summary>[rows × cols] to [cols × rows].</summary>
+    public static double[] Transpose(ReadOnlySpan<double> a, int rows, int cols)
+    {
+        var t = new double[rows * cols];
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) t[j * rows + i] = a[i * cols + j];
+        return t;
+    }
+
     /// <summary>dst += x · src.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void AddScaled(Span<double> dst, ReadOnlySpan<double> src, double x)

@@ -3,13 +3,12 @@ using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using Engine.Kernels.Common;
-using MathNet.Numerics.IntegralTransforms;
 
 namespace Engine.Kernels.Lssl;
 
 /// <summary>
 /// LSSL on the CPU: the recurrence (decode), the chunked scan as small Vector512 matrix products, and the
-/// FFT convolution (MathNet.Numerics). Work items are (sequence, block of up to 16 channels): one cache
+/// FFT convolution (<see cref="Radix2Fft"/>). Work items are (sequence, block of up to 16 channels): one cache
 /// line of u per step is gathered into per-channel rows, a segment of 8192 steps at a time, so scratch is
 /// bounded whatever L is. Each worker owns its scratch (sized here from the config).
 ///
@@ -451,14 +450,6 @@ public sealed unsafe class LsslCpu : IDisposable
         }
     }
 
-    /// <summary>The kernel's half spectra (FFT size n) of every channel, for one sequence length.</summary>
-    private sealed class ConvSpectra(int length, int size, Complex[] half)
-    {
-        public int Length { get; } = length;
-        public int Size { get; } = size;
-        public Complex[] Half { get; } = half;
-    }
-
     /// <summary>Smallest power of two >= 2L − 1: a linear (not circular) convolution of two length-L sequences.</summary>
     public static int FftSize(int length)
     {
@@ -467,39 +458,13 @@ public sealed unsafe class LsslCpu : IDisposable
         return n;
     }
 
-    private ConvSpectra Spectra(LsslSystem system, int length)
-    {
-        return system.Attachment("lssl-cpu-spectra", s => s.Length == length, () =>
-        {
-            int h = _config.Channels, size = FftSize(length), half = size / 2 + 1;
-            var (kernel, stride) = system.ConvKernel(length);
-            var spectra = new Complex[(long)h * half];
-            Parallel.For(0, (h + 1) / 2, pair =>
-            {
-                int h1 = 2 * pair, h2 = h1 + 1 < h ? h1 + 1 : -1;
-                var z = new Complex[size];
-                for (int t = 0; t < length; t++)
-                    z[t] = new Complex(kernel[(long)h1 * stride + t], h2 < 0 ? 0.0 : kernel[(long)h2 * stride + t]);
-                Fourier.Forward(z, FourierOptions.NoScaling);
-                // Two real sequences in one complex FFT: K1[k] = (Z[k] + conj Z[−k]) / 2, K2[k] = (Z[k] − conj Z[−k]) / 2i.
-                for (int k = 0; k < half; k++)
-                {
-                    Complex zk = z[k], zm = Complex.Conjugate(z[(size - k) & (size - 1)]);
-                    spectra[(long)h1 * half + k] = (zk + zm) * 0.5;
-                    if (h2 >= 0) spectra[(long)h2 * half + k] = (zk - zm) * new Complex(0, -0.5);
-                }
-            });
-            return new ConvSpectra(length, size, spectra);
-        });
-    }
-
     /// <summary>
     /// y = K̄ * u + D u by FFT, two channels per complex transform (u₁ + i u₂; the spectrum splits by conjugate
     /// symmetry), float64 throughout. Work items are (sequence, channel pair); the zero initial state is implied.
     /// </summary>
     private void RunConv(LsslSystem system, Io io, Tables t)
     {
-        var spectra = Spectra(system, io.Length);
+        var spectra = system.ConvSpectra(io.Length, _scheduler);
         int h = _config.Channels, pairs = (h + 1) / 2, size = spectra.Size, half = size / 2 + 1, length = io.Length;
         var halves = spectra.Half;
         _scheduler.Run(io.Batch * pairs, (item, worker) =>
@@ -511,7 +476,7 @@ public sealed unsafe class LsslCpu : IDisposable
             for (int s = 0; s < length; s++)
                 z[s] = new Complex(ub[(long)s * h + h1], h2 < 0 ? 0.0 : ub[(long)s * h + h2]);
             Array.Clear(z, length, size - length);
-            Fourier.Forward(z, FourierOptions.NoScaling);
+            spectra.Fft.Forward(z);
             var k1 = halves.AsSpan((int)((long)h1 * half), half);
             var k2 = h2 < 0 ? default : halves.AsSpan((int)((long)h2 * half), half);
             var i = Complex.ImaginaryOne;
@@ -525,7 +490,7 @@ public sealed unsafe class LsslCpu : IDisposable
                 z[k] = a * u1 + i * (c2 * u2);
                 z[m] = Complex.Conjugate(a * u1) + i * Complex.Conjugate(c2 * u2);
             }
-            Fourier.Inverse(z, FourierOptions.NoScaling);
+            spectra.Fft.Inverse(z);
             double scale = 1.0 / size;
             float d1 = t.D[h1], d2 = h2 < 0 ? 0f : t.D[h2];
             float* yb = io.Y + (long)b * length * h;

@@ -1,4 +1,5 @@
 using System.Runtime.ExceptionServices;
+using Engine.Kernels.Common;
 
 namespace Engine.Kernels.Lssl;
 
@@ -17,16 +18,21 @@ namespace Engine.Kernels.Lssl;
 ///   StateColsT        [H, Q, Np]:  [j, k] = (Ā^(Q−1−j) B̄)_k, input j's weight on the state at the chunk's end
 ///   ChunkPowMinusIT   dense [H, Np, Np]: (Ā^Q − I)ᵀ; diagonal [H, Np]: ā^Q − 1
 ///
-/// The convolution kernel K̄ of a length is built on demand (<see cref="ConvKernel"/>) and cached, as are
-/// backend attachments (FFT spectra, GPU copies of the tables).
+/// What depends on a sequence length is made on a call's first need and kept for the next: the convolution
+/// kernel K̄ (<see cref="LsslConvKernel"/>, kept while it is long enough) and its spectra
+/// (<see cref="LsslConvSpectra"/>, kept for one length). Both are immutable, so concurrent calls share them.
+/// All parallel work (the constructor's, the builds) runs on the scheduler the call passes.
 /// </summary>
 public sealed class LsslSystem : IDisposable
 {
+    // A backend without a CPU scheduler (the GPU) builds K̄ on its calling thread: one worker runs inline.
+    private static readonly IWorkScheduler CallingThread = new ThreadPoolScheduler(1);
+
     private readonly object _lock = new();
     private readonly Dictionary<object, object> _attachments = new();
+    private readonly LengthCache<LsslConvKernel> _convKernel = new();
+    private readonly LengthCache<LsslConvSpectra> _convSpectra = new();
     private readonly double[] _abarMinusI64, _bbar64, _c64, _d64;
-    private double[]? _kernel;
-    private int _kernelLength;
     private bool _disposed;
 
     /// <param name="a">DenseShared: [N·N]; DensePerChannel: [H·N·N]; Diagonal: [H·N]. Row-major.</param>
@@ -34,8 +40,10 @@ public sealed class LsslSystem : IDisposable
     /// <param name="c">[H·N]</param>
     /// <param name="d">[H]</param>
     /// <param name="dt">[H], every value finite and > 0.</param>
+    /// <param name="scheduler">Runs the build, one work item per channel.</param>
     public LsslSystem(LsslConfig config, LsslDiscretization method,
-        ReadOnlySpan<double> a, ReadOnlySpan<double> b, ReadOnlySpan<double> c, ReadOnlySpan<double> d, ReadOnlySpan<double> dt)
+        ReadOnlySpan<double> a, ReadOnlySpan<double> b, ReadOnlySpan<double> c, ReadOnlySpan<double> d, ReadOnlySpan<double> dt,
+        IWorkScheduler scheduler)
     {
         Config = config;
         Method = method;
@@ -75,13 +83,13 @@ public sealed class LsslSystem : IDisposable
             for (int i = 0; i < n; i++) C[ch * np + i] = (float)c[ch * n + i];
         }
 
-        // Channels are independent: build them in parallel (once per parameter set), report the first failure.
+        // Channels are independent: one work item each (once per parameter set); the first channel's failure is reported.
         var aCopy = a.ToArray();
         var bCopy = b.ToArray();
         var dtCopy = dt.ToArray();
         bool bShared = b.Length == n && h > 1;
         var errors = new Exception?[h];
-        Parallel.For(0, h, ch =>
+        scheduler.Run(h, (ch, _) =>
         {
             try
             {
@@ -139,7 +147,7 @@ public sealed class LsslSystem : IDisposable
         amI.CopyTo(_abarMinusI64, ch * n * n);
         bbar.CopyTo(_bbar64, ch * n);
         var abar = Abar64(ch);
-        var abarT = Transpose(abar, n);
+        var abarT = Float64Matrix.Transpose(abar, n, n);
 
         // rows r_i = C Āⁱ (i = 0..Q) and columns w_j = Āʲ B̄ (j = 0..Q−1): Q mat-vecs each, cheaper than doubling for Q rows.
         var rows = Krylov.Sequential(abar, n, _c64.AsSpan(ch * n, n), q + 1);
@@ -201,55 +209,19 @@ public sealed class LsslSystem : IDisposable
         }
     }
 
-    /// <summary>
-    /// The convolution kernel K̄_l = C Āˡ B̄ for l &lt; length, float64, channel h at [h·stride, h·stride + length).
-    /// Built by meeting in the middle: rows C Āⁱ (i &lt; Q) and the Krylov block Ā^(jQ) B̄ (j &lt; ⌈L/Q⌉, by doubling
-    /// with the powers Ā^Q, Ā^2Q, Ā^4Q, …) give K̄_(jQ+i) as one [⌈L/Q⌉ × N]·[N × Q] product:
-    /// O(N² (Q + L/Q) + N³ log(L/Q) + N L) per channel instead of the O(N² L) of stepping B̄ through every
-    /// power. Cached; a longer length rebuilds it.
-    /// </summary>
-    public (double[] Kernel, int Stride) ConvKernel(int length)
-    {
-        lock (_lock)
-        {
-            if (_kernel is not null && _kernelLength >= length) return (_kernel, _kernelLength);
-            int h = Config.Channels, n = Config.StateSize, q = Config.ChunkLength;
-            int blocks = Math.Max(1, (length + q - 1) / q);
-            int stride = blocks * q;
-            var kernel = new double[(long)h * stride];
-            Parallel.For(0, h, ch =>
-            {
-                double[] rows, giant;
-                var bbar = _bbar64.AsSpan(ch * n, n);
-                if (Config.IsDiagonal)
-                {
-                    rows = new double[q * n];
-                    giant = new double[blocks * n];
-                    for (int k = 0; k < n; k++)
-                    {
-                        double abar = 1.0 + _abarMinusI64[ch * n + k], abarQ = Math.Pow(abar, q);
-                        double r = _c64[ch * n + k], g = bbar[k];
-                        for (int i = 0; i < q; i++) { rows[i * n + k] = r; r *= abar; }
-                        for (int j = 0; j < blocks; j++) { giant[j * n + k] = g; g *= abarQ; }
-                    }
-                }
-                else
-                {
-                    var abar = Abar64(ch);
-                    var abarQ = Float64Matrix.Power(abar, n, q);
-                    rows = Krylov.Sequential(abar, n, _c64.AsSpan(ch * n, n), q);
-                    giant = Krylov.Doubling(Transpose(abarQ, n), n, bbar, blocks);
-                }
-                Float64Matrix.Multiply(giant, Transpose(rows, q, n), kernel.AsSpan((int)((long)ch * stride), stride), blocks, n, q);
-            });
-            _kernel = kernel;
-            _kernelLength = stride;
-            return (kernel, stride);
-        }
-    }
+    /// <summary>K̄ for at least <paramref name="length"/> steps: the kept one when it is long enough, else built on <paramref name="scheduler"/>.</summary>
+    public LsslConvKernel ConvKernel(int length, IWorkScheduler scheduler) =>
+        _convKernel.Get(length, (System: this, Scheduler: scheduler), static (l, s) => LsslConvKernel.Build(s.System, l, s.Scheduler));
+
+    /// <summary>K̄ for a backend without a CPU scheduler: built, where it must be, on the calling thread.</summary>
+    public LsslConvKernel ConvKernel(int length) => ConvKernel(length, CallingThread);
+
+    /// <summary>The spectra of K̄ for exactly <paramref name="length"/> steps: the kept ones, else built on <paramref name="scheduler"/>.</summary>
+    public LsslConvSpectra ConvSpectra(int length, IWorkScheduler scheduler) =>
+        _convSpectra.Get(length, (System: this, Scheduler: scheduler), static (l, s) => LsslConvSpectra.Build(s.System, l, s.Scheduler));
 
     /// <summary>
-    /// A backend's data attached to this system (GPU copies of the tables, FFT spectra), made on first use
+    /// A GPU backend's data attached to this system (device copies of the tables and of K̄), made on first use
     /// and replaced when <paramref name="reuse"/> says the cached one no longer fits. Disposed with the system.
     /// </summary>
     public T Attachment<T>(object key, Func<T, bool> reuse, Func<T> create) where T : class
@@ -277,19 +249,7 @@ public sealed class LsslSystem : IDisposable
             _disposed = true;
             foreach (var value in _attachments.Values) (value as IDisposable)?.Dispose();
             _attachments.Clear();
-            _kernel = null;
         }
-    }
-
-    private static double[] Transpose(ReadOnlySpan<double> a, int n) => Transpose(a, n, n);
-
-    /// <summary>[rows × cols] to [cols × rows].</summary>
-    private static double[] Transpose(ReadOnlySpan<double> a, int rows, int cols)
-    {
-        var t = new double[rows * cols];
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < cols; j++) t[j * rows + i] = a[i * cols + j];
-        return t;
     }
 
     private static void RequireLength(ReadOnlySpan<double> values, int expected, string name)

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using Engine.Kernels.Common;
 using Engine.Kernels.Lssl;
 
 namespace Engine;
@@ -145,7 +146,9 @@ public sealed class LsslLayer : IDisposable
         }
         Config = new LsslConfig(h, n, form, chunk);
         Discretization = options.Discretization;
-        System = new LsslSystem(Config, options.Discretization, ToDouble(a, "A"), ToDouble(b, "B"), ToDouble(c, "C"), ToDouble(d, "D"), steps);
+        // A layer belongs to no device: its one-off discretization runs on every core.
+        System = new LsslSystem(Config, options.Discretization, ToDouble(a, "A"), ToDouble(b, "B"), ToDouble(c, "C"), ToDouble(d, "D"), steps,
+            new ThreadPoolScheduler(Environment.ProcessorCount));
     }
 
     /// <summary>Convenience form over tensors.</summary>

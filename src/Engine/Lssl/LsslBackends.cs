@@ -22,6 +22,8 @@ internal static class LsslBackends
             }
             default:
             {
+                // K̄ is built on the device's CPU scheduler; the GPU kernel then finds it made.
+                if (mode == LsslMode.Conv) system.ConvKernel(length, device.Scheduler);
                 using var lease = device.Lease(system.Config, () => new LsslGpu(system.Config, device.Gpu));
                 lease.Kernel.Run(mode, system, batch, length, u, y, ((GpuState)state).View, initialStateIsZero, needFinalState);
                 break;

@@ -57,32 +57,46 @@ public sealed unsafe class SimdBuildingBlockTests
         Assert.That(Numerics.RelativeRms(tn, expected), Is.LessThanOrEqualTo(1e-6), $"{width} transposed");
     }
 
-    [TestCase(1, 0, 16)]
-    [TestCase(13, 5, 32)]
-    [TestCase(16, 128, 128)]
-    [TestCase(32, 128, 128)]
-    [TestCase(64, 128, 128)]
-    [TestCase(37, 128, 48)]
-    public void CausalProductMatchesTheDenseOne(int m, int kd0, int n)
+    [TestCase(1, 0, 16, false)]
+    [TestCase(13, 5, 32, true)]
+    [TestCase(16, 128, 128, false)]
+    [TestCase(32, 128, 128, true)]
+    [TestCase(64, 128, 128, false)]
+    [TestCase(37, 128, 48, true)]
+    public void CausalProductReadsEachRowUpToItsEndOnly(int m, int kd0, int n, bool accumulate)
     {
-        foreach (var width in Widths) CausalProductMatchesTheDenseOne(m, kd0, n, width);
+        foreach (var width in Widths) CausalProductReadsEachRowUpToItsEndOnly(m, kd0, n, accumulate, width);
     }
 
-    private static void CausalProductMatchesTheDenseOne(int m, int kd0, int n, SimdWidth width)
+    /// <summary>
+    /// Row i of A ends at column kd0 + i and what lies beyond is NaN; with the rows of B beyond row r's end NaN too
+    /// (r = m − 1: none), rows 0..r of C must still be the dense product of the rows up to their ends.
+    /// </summary>
+    private static void CausalProductReadsEachRowUpToItsEndOnly(int m, int kd0, int n, bool accumulate, SimdWidth width)
     {
-        // Row i of A is zero beyond column kd0 + i: the causal product must equal the dense one.
         var data = new TestData(m * 100 + kd0 + n);
         int kd = kd0 + m;
         var a = data.Normal(m * kd);
-        for (int i = 0; i < m; i++) for (int p = kd0 + i + 1; p < kd; p++) a[i * kd + p] = 0f;
+        for (int i = 0; i < m; i++) for (int p = kd0 + i + 1; p < kd; p++) a[i * kd + p] = float.NaN;
         var b = data.Normal(kd * n);
+        var c0 = data.Normal(m * n);
         var expected = new double[m * n];
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++)
-                for (int p = 0; p < kd; p++) expected[i * n + j] += (double)a[i * kd + p] * b[p * n + j];
-        var c = Numerics.NaNs(m * n);
-        fixed (float* pa = a, pb = b, pc = c) SimdGemm.MultiplyCausal(pa, kd, pb, n, pc, n, m, kd0, n, width);
-        Assert.That(Numerics.RelativeRms(c, expected), Is.LessThanOrEqualTo(1e-6), $"{width}");
+            {
+                double sum = accumulate ? c0[i * n + j] : 0;
+                for (int p = 0; p <= kd0 + i; p++) sum += (double)a[i * kd + p] * b[p * n + j];
+                expected[i * n + j] = sum;
+            }
+        for (int r = 0; r < m; r++)
+        {
+            var poisoned = (float[])b.Clone();
+            Array.Fill(poisoned, float.NaN, (kd0 + r + 1) * n, (m - 1 - r) * n);
+            var c = accumulate ? (float[])c0.Clone() : Numerics.NaNs(m * n);
+            fixed (float* pa = a, pb = poisoned, pc = c) SimdGemm.MultiplyCausal(pa, kd, pb, n, pc, n, m, kd0, n, accumulate, width);
+            Assert.That(Numerics.RelativeRms(c.AsSpan(0, (r + 1) * n), expected.AsSpan(0, (r + 1) * n)), Is.LessThanOrEqualTo(1e-6),
+                $"{width}: rows 0..{r}, rows of B from {kd0 + r + 1} on not finite");
+        }
     }
 
     [Test]

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using Engine.Kernels.Common;
 using Engine.Kernels.Lssl;
 using Engine.Tests.Harness;
 
@@ -61,10 +62,13 @@ public sealed record LsslProblem(int H, int N, LsslStateMatrix Form, float[] A, 
             new ReadOnlyTensorSpan<float>(C, [H, N]), new ReadOnlyTensorSpan<float>(D, [H]), new ReadOnlyTensorSpan<float>(Dt, [H]),
             new LsslOptions { Discretization = method, StateMatrix = Form, ChunkLength = chunk });
 
-    /// <summary>The float64 system the reference runs (the discretization itself is checked in LsslTests).</summary>
-    public LsslSystem System(LsslDiscretization method, int chunk) =>
+    /// <summary>The float64 system the reference runs (the discretization itself is checked in LsslTests), built on
+    /// <paramref name="scheduler"/> (default: all cores).</summary>
+    public LsslSystem System(LsslDiscretization method, int chunk, IWorkScheduler? scheduler = null) =>
         new(new LsslConfig(H, N, Form, chunk), method, TestData.ToDouble(A), TestData.ToDouble(B), TestData.ToDouble(C),
-            TestData.ToDouble(D), TestData.ToDouble(Dt));
+            TestData.ToDouble(D), TestData.ToDouble(Dt), scheduler ?? AllCores);
+
+    private static readonly IWorkScheduler AllCores = new ThreadPoolScheduler(Environment.ProcessorCount);
 
     private static float[] ToFloat(double[] x) => x.Select(v => (float)v).ToArray();
 }

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using Engine.Kernels.Common;
 using Engine.Kernels.Lssl;
 using Engine.Tests.Harness;
 using MathNet.Numerics.LinearAlgebra;
@@ -238,12 +239,42 @@ public sealed class LsslTests
                 Assert.That(RelativeError(Vector<double>.Build.DenseOfArray(rows.AsSpan(j * n, n).ToArray()), expected[j]), Is.LessThan(1e-13), $"row {j}");
     }
 
+    [TestCase(1)]
+    [TestCase(2)]
+    [TestCase(8)]
+    [TestCase(1024)]
+    public void Radix2FftMatchesTheDft(int n)
+    {
+        var data = new TestData(n);
+        var re = data.Normal(n);
+        var im = data.Normal(n);
+        var z = Enumerable.Range(0, n).Select(t => new System.Numerics.Complex(re[t], im[t])).ToArray();
+        var expected = Enumerable.Range(0, n).Select(k => Enumerable.Range(0, n).Aggregate(System.Numerics.Complex.Zero,
+            (sum, t) => sum + z[t] * System.Numerics.Complex.FromPolarCoordinates(1, -2 * Math.PI * ((long)k * t % n) / n))).ToArray();
+        var fft = new Radix2Fft(n);
+        var spectrum = (System.Numerics.Complex[])z.Clone();
+        fft.Forward(spectrum);
+        double norm = Math.Sqrt(expected.Sum(x => x.Magnitude * x.Magnitude));
+        Assert.That(Math.Sqrt(spectrum.Zip(expected, (a, e) => (a - e).Magnitude * (a - e).Magnitude).Sum()) / norm, Is.LessThan(1e-13), "forward");
+        fft.Inverse(spectrum);
+        for (int t = 0; t < n; t++)
+            Assert.That((spectrum[t] / n - z[t]).Magnitude, Is.LessThan(1e-13 * (1 + z[t].Magnitude)), $"inverse of forward, t = {t}");
+    }
+
+    [Test]
+    public void Radix2FftRejectsOtherSizes()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => new Radix2Fft(12));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new Radix2Fft(0));
+        Assert.Throws<ArgumentException>(() => new Radix2Fft(8).Forward(new System.Numerics.Complex[16]));
+    }
+
     [Test]
     public void ConvolutionKernelIsCPowersB()
     {
         var p = LsslProblem.Make(2, 12, LsslStateMatrix.DensePerChannel, seed: 3);
         using var system = p.System(LsslDiscretization.Bilinear, 16);
-        var (kernel, stride) = system.ConvKernel(100);
+        var (kernel, stride) = system.ConvKernel(100, new ThreadPoolScheduler(3));
         Assert.That(stride, Is.GreaterThanOrEqualTo(100));
         for (int ch = 0; ch < 2; ch++)
         {

@@ -1,0 +1,142 @@
+using System.Runtime.InteropServices;
+using Engine.Kernels.Common;
+using Engine.Kernels.DeltaRule;
+using Engine.Kernels.Gla;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+
+namespace Engine.Tests.Kernels;
+
+/// <summary>
+/// A causal op's output at a token never depends on later tokens, faults included: a NaN or an infinity in one
+/// row of q, k, v (or β) leaves every earlier output as it was. The chunked CPU kernels are called directly (the
+/// public facades refuse non-finite inputs). Outputs before the fault must be finite and bitwise those of the run
+/// without the fault, whose outputs match the float64 reference (recurrent, hence causal) to 1e-5 relative RMS.
+/// Faults fall on the first, a middle and the last row of a chunk, inside a 16-row sub-chunk and in a partial
+/// last chunk, of the second of two packed sequences (the first ends mid-chunk).
+/// </summary>
+[TestFixture]
+public sealed class CausalityUnderFaultsTests
+{
+    private static readonly IWorkScheduler TwoWorkers = new ThreadPoolScheduler(2);
+
+    private const int QHeads = 4, KvHeads = 2, FirstSequence = 11;
+    private static readonly float[] Faults = [float.NaN, float.PositiveInfinity];
+
+    private static IEnumerable<TestCaseData> GlaCases() =>
+        from gate in new[] { GateKind.None, GateKind.PerHead, GateKind.PerKey, GateKind.Constant }
+        from chunk in new[] { 16, 32, 64, 128 }
+        from dims in new[] { (32, 32), (20, 24) }
+        select new TestCaseData(gate, chunk, dims.Item1, dims.Item2).SetArgDisplayNames($"{gate}", $"C{chunk}", $"K{dims.Item1} V{dims.Item2}");
+
+    private static IEnumerable<TestCaseData> DeltaRuleCases() =>
+        from gate in new[] { GateKind.None, GateKind.PerHead, GateKind.PerKey }
+        from chunk in DeltaRuleConfig.ChunkSizes
+        from dims in new[] { (32, 32), (20, 24) }
+        select new TestCaseData(gate, chunk, dims.Item1, dims.Item2).SetArgDisplayNames($"{gate}", $"C{chunk}", $"K{dims.Item1} V{dims.Item2}");
+
+    [TestCaseSource(nameof(GlaCases))]
+    public void GlaOutputsBeforeAFaultAreThoseOfTheRunWithoutIt(GateKind gate, int chunk, int kd, int vd)
+    {
+        var heads = new HeadLayout(QHeads, KvHeads, kd, vd);
+        var config = new GlaConfig(heads, gate, 1f / MathF.Sqrt(kd), chunk, gate == GateKind.Constant ? [-0.05f, -0.4f] : null);
+        using var kernel = new GlaCpu(config);
+        var (sequences, tokens) = Layout(chunk);
+        var data = new TestData(chunk * 1000 + kd * 10 + (int)gate);
+        var inputs = new Dictionary<string, (float[] Values, int PerToken)>
+        {
+            ["q"] = (data.Normal(tokens * QHeads * kd), QHeads * kd),
+            ["k"] = (data.UnitRows(tokens * KvHeads, kd), KvHeads * kd),
+            ["v"] = (data.Normal(tokens * KvHeads * vd), KvHeads * vd),
+        };
+        var g = data.LogGates(tokens * config.GatePerToken, 1);
+
+        float[] Run()
+        {
+            var output = Numerics.NaNs(tokens * QHeads * vd);
+            kernel.Chunked(TwoWorkers, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, g, output, new float[2 * KvHeads * kd * vd]);
+            return output;
+        }
+
+        var expected = new double[tokens * QHeads * vd];
+        GlaReference.Forward(config, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, g, expected, new double[2 * KvHeads * kd * vd]);
+        AssertCausal(chunk, QHeads * vd, inputs, Run, expected);
+    }
+
+    [TestCaseSource(nameof(DeltaRuleCases))]
+    public void DeltaRuleOutputsBeforeAFaultAreThoseOfTheRunWithoutIt(GateKind gate, int chunk, int kd, int vd)
+    {
+        var heads = new HeadLayout(QHeads, KvHeads, kd, vd);
+        var config = new DeltaRuleConfig(heads, gate, 1f / MathF.Sqrt(kd), chunk, qkL2Norm: true);
+        using var kernel = new DeltaRuleCpu(config);
+        var (sequences, tokens) = Layout(chunk);
+        var data = new TestData(chunk * 1000 + kd * 10 + (int)gate + 500);
+        var inputs = new Dictionary<string, (float[] Values, int PerToken)>
+        {
+            ["q"] = (data.Normal(tokens * QHeads * kd), QHeads * kd),
+            ["k"] = (data.Normal(tokens * KvHeads * kd), KvHeads * kd),
+            ["v"] = (data.Normal(tokens * KvHeads * vd), KvHeads * vd),
+            ["beta"] = (data.Uniform(tokens * KvHeads, 0.05, 0.95), KvHeads),
+        };
+        var g = data.LogGates(tokens * config.GatePerToken, 1);
+
+        float[] Run()
+        {
+            var output = Numerics.NaNs(tokens * QHeads * vd);
+            kernel.Chunked(TwoWorkers, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, inputs["beta"].Values, g, output,
+                new float[2 * KvHeads * kd * vd]);
+            return output;
+        }
+
+        var expected = new double[tokens * QHeads * vd];
+        DeltaRuleReference.Forward(config, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, inputs["beta"].Values, g,
+            expected, new double[2 * KvHeads * kd * vd]);
+        AssertCausal(chunk, QHeads * vd, inputs, Run, expected);
+    }
+
+    /// <summary>A short first sequence, then one of two full chunks and a partial one of 7 tokens.</summary>
+    private static (SequenceLayout Sequences, int Tokens) Layout(int chunk)
+    {
+        int tokens = FirstSequence + 2 * chunk + 7;
+        return (SequenceLayout.Packed([0, FirstSequence, tokens], tokens), tokens);
+    }
+
+    /// <summary>Tokens of the second sequence that take the fault, as rows of its chunks.</summary>
+    private static IEnumerable<(int Token, string Where)> FaultRows(int chunk) =>
+    [
+        (chunk, "first row of a chunk"),
+        (chunk + 5, "row 5 of a sub-chunk"),
+        (chunk + chunk / 2 + 4, "a middle row of a chunk"),
+        (2 * chunk - 1, "last row of a chunk"),
+        (2 * chunk + 2, "row 2 of a partial chunk"),
+    ];
+
+    private static void AssertCausal(int chunk, int outputPerToken, Dictionary<string, (float[] Values, int PerToken)> inputs,
+        Func<float[]> run, double[] expected)
+    {
+        var clean = run();
+        Assert.That(Numerics.RelativeRms(clean, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "the run without a fault");
+        var failures = new List<string>();
+        foreach (var (name, (values, perToken)) in inputs)
+            foreach (var (row, where) in FaultRows(chunk))
+                foreach (float fault in Faults)
+                {
+                    int token = FirstSequence + row;
+                    int at = token * perToken + perToken / 2 + 1;
+                    float original = values[at];
+                    values[at] = fault;
+                    var faulted = run();
+                    values[at] = original;
+                    int earlier = token * outputPerToken;
+                    var before = faulted.AsSpan(0, earlier);
+                    var bits = MemoryMarshal.Cast<float, int>(before);
+                    var cleanBits = MemoryMarshal.Cast<float, int>(clean.AsSpan(0, earlier));
+                    int first = 0;
+                    while (first < earlier && bits[first] == cleanBits[first]) first++;
+                    if (first < earlier)
+                        failures.Add($"{name} = {fault} at token {token} ({where}): the output of token {first / outputPerToken} is " +
+                            $"{(Numerics.AllFinite(before) ? "finite but changed" : "not finite")}");
+                }
+        Assert.That(failures, Is.Empty);
+    }
+}
