@@ -41,7 +41,7 @@ public readonly unsafe record struct StackedStateSlots(int KeyDimPadded, int Val
 }
 
 /// <summary>
-/// The work loop of the CPU attention kernels: items of one sequence and a block of adjacent kv heads
+/// The work loop of the CPU attention kernels: items of one sequence and a block of adjacent value (state) heads
 /// (<see cref="HeadBlocks"/>) run by the scheduler. Each head's state [K, V] is loaded padded into the
 /// worker's scratch and stored back after the sequence; the token-by-token form works on the caller's state
 /// in place when no padding is needed, its first token reading the initial state where that is elsewhere.
@@ -58,8 +58,8 @@ public static unsafe class HeadBlockSweep
         return initialState;
     }
 
-    /// <param name="initial">[sequences, Hkv, K, V]: the initial state; may be <paramref name="state"/> itself.</param>
-    /// <param name="state">[sequences, Hkv, K, V]: the final state on return.</param>
+    /// <param name="initial">[sequences, Hv, K, V]: the initial state; may be <paramref name="state"/> itself.</param>
+    /// <param name="state">[sequences, Hv, K, V]: the final state on return.</param>
     /// <param name="chunkSize">tokens per chunk; 0 for the token-by-token form.</param>
     public static void Run<TSteps, TWork>(IWorkScheduler scheduler, WorkerScratch scratch, HeadLayout heads,
         SequenceLayout sequences, float* initial, float* state, int chunkSize, TSteps steps)
@@ -68,13 +68,13 @@ public static unsafe class HeadBlockSweep
     {
         int kd = heads.KeyDim, vd = heads.ValueDim, kp = heads.KeyDimPadded, vp = heads.ValueDimPadded;
         bool chunked = chunkSize > 0, inPlace = !chunked && kp == kd && vp == vd;
-        var blocks = new HeadBlocks(sequences.Count, heads.KvHeads, scheduler.Workers);
+        var blocks = new HeadBlocks(sequences.Count, heads.ValueHeads, scheduler.Workers);
         scratch.Reserve(scheduler.Workers);
         scheduler.Run(blocks.Items, (item, worker) =>
         {
             var (n, h0, h1) = blocks[item];
             var work = steps.Carve(scratch[worker]);
-            long Offset(int h) => ((long)n * heads.KvHeads + h) * kd * vd;
+            long Offset(int h) => ((long)n * heads.ValueHeads + h) * kd * vd;
             float* StateOf(int h) => state + Offset(h);
             float* Slot(int h) => inPlace ? StateOf(h) : steps.StateSlot(work, h - h0);
             int start = sequences.Start(n), end = start + sequences.Length(n);

@@ -1,8 +1,9 @@
 namespace Engine.Kernels.Common;
 
 /// <summary>
-/// How the attention kernels split their work: an item is one sequence and a block of adjacent key/value
-/// heads. A token's rows for adjacent heads are adjacent in memory, which the hardware prefetcher follows,
+/// How the attention kernels split their work: an item is one sequence and a block of adjacent value (state)
+/// heads. A token's rows for adjacent heads are adjacent in memory (with grouped value heads, adjacent value heads
+/// share their query/key rows), which the hardware prefetcher follows,
 /// while one head alone reads one row per 4 KB page. Blocks hold at most <see cref="MaxPerItem"/> heads (the
 /// scratch keeps a state per head of an item) and are made small enough that every worker gets an item.
 /// </summary>

@@ -79,7 +79,4 @@ public readonly record struct HeadLayout
 
     /// <summary>"Hq 4, Hk 2, Hv 2, K 64, V 64", for messages.</summary>
     public override string ToString() => $"Hq {QHeads}, Hk {KeyHeads}, Hv {ValueHeads}, K {KeyDim}, V {ValueDim}";
-
-    /// <summary>Key/value heads of the CPU kernels, which read k and v per value head (grouped query heads only until they index h / ValueGroup).</summary>
-    public int KvHeads => ValueHeads;
 }

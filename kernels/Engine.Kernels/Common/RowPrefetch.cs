@@ -10,18 +10,18 @@ namespace Engine.Kernels.Common;
 public static unsafe class RowPrefetch
 {
     /// <summary>
-    /// Share <paramref name="step"/> of <paramref name="steps"/> of the next unit's rows of q (every query head of
-    /// the group), k, v and, when not null, a per-key-dim gate g; all [tokens, heads, dim].
+    /// Share <paramref name="step"/> of <paramref name="steps"/> of the next unit's rows of q (the query heads of the value
+    /// head's output heads), k (its key head), v and, when not null, a per-key-dim gate g; all [tokens, heads, dim].
     /// </summary>
     public static void NextUnit(HeadLayout heads, ChunkUnit chunk, int step, int steps, float* q, float* k, float* v, float* keyGate)
     {
         int kd = heads.KeyDim, vd = heads.ValueDim, h = chunk.NextHead;
         var (from, to) = chunk.NextShare(step, steps);
-        long token = chunk.NextStart + from, kvRow = token * heads.KvHeads + h;
-        Rows(k + kvRow * kd, heads.KvHeads * kd, to - from, kd);
-        Rows(v + kvRow * vd, heads.KvHeads * vd, to - from, vd);
-        if (keyGate != null) Rows(keyGate + kvRow * kd, heads.KvHeads * kd, to - from, kd);
-        Rows(q + (token * heads.QHeads + h * heads.Group) * kd, heads.QHeads * kd, to - from, kd * heads.Group);
+        long token = chunk.NextStart + from, valueRow = token * heads.ValueHeads + h;
+        Rows(k + (token * heads.KeyHeads + heads.KeyHeadOf(h)) * kd, heads.KeyHeads * kd, to - from, kd);
+        Rows(v + valueRow * vd, heads.ValueHeads * vd, to - from, vd);
+        if (keyGate != null) Rows(keyGate + valueRow * kd, heads.ValueHeads * kd, to - from, kd);
+        Rows(q + (token * heads.QHeads + heads.QueryHeadOf(h * heads.Group)) * kd, heads.QHeads * kd, to - from, kd * heads.Group);
     }
 
     /// <summary><paramref name="count"/> rows of <paramref name="floats"/> floats, <paramref name="stride"/> floats apart.</summary>

@@ -6,8 +6,9 @@ namespace Engine.Kernels.DeltaRule;
 
 /// <summary>
 /// DeltaNet / Gated DeltaNet on the CPU: the chunked WY/UT form as small Vector512 matrix products, and
-/// the recurrent form for decode. Work items are (sequence, block of key/value heads) run by HeadBlockSweep; the query heads of a
-/// group share the item's state update. Each worker owns a scratch block sized here from the config.
+/// the recurrent form for decode. Work items are (sequence, block of value heads) run by HeadBlockSweep; the output heads of a
+/// value head share its state update. Value head h reads key head h / ValueGroup and its output heads read their query heads
+/// (<see cref="HeadLayout"/>) where they lie in q and k. Each worker owns a scratch block sized here from the config.
 ///
 /// Chunk of c tokens, local rows i, j; G = in-chunk cumulative log gate (fp32; 0 for DeltaNet),
 /// D_ij = exp(G_i − G_j) for j <= i (else 0), k̂, q̂ the (optionally L2-normalized) rows:
@@ -55,7 +56,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     }
 
     /// <summary>
-    /// Chunked prefill. beta [TotalTokens, Hkv], g [TotalTokens, Hkv] or [TotalTokens, Hkv, K] (empty for DeltaNet); state [N, Hkv, K, V], initial on entry,
+    /// Chunked prefill. beta [TotalTokens, Hv], g [TotalTokens, Hv] or [TotalTokens, Hv, K] (empty for DeltaNet); state [N, Hv, K, V], initial on entry,
     /// final on return; or, with initialState (same shape) given, final only: the initial state is read from there.
     /// </summary>
     public void Chunked(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
@@ -176,9 +177,9 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     {
         var heads = _config.Heads;
         int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
-        for (int i = 0; i < len; i++) w.Beta[i] = io.Beta[(long)(cs + i) * heads.KvHeads + h];
-        LoadRows(w.Kc, new HeadRows(io.K, heads.KvHeads, heads.KeyDim, h, cs), len, 1f);
-        var values = new HeadRows(io.V, heads.KvHeads, heads.ValueDim, h, cs);
+        for (int i = 0; i < len; i++) w.Beta[i] = io.Beta[(long)(cs + i) * heads.ValueHeads + h];
+        LoadRows(w.Kc, new HeadRows(io.K, heads.KeyHeads, heads.KeyDim, heads.KeyHeadOf(h), cs), len, 1f);
+        var values = new HeadRows(io.V, heads.ValueHeads, heads.ValueDim, h, cs);
         if (heads.ValueDim == _vp)
         {
             ldv = values.Stride;
@@ -224,18 +225,18 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         int kp = _kp, vp = _vp, cc = _c, nblocks = HeadLayout.RoundUp16(len) / ScalarChunkDecay.Block;
         var decay = w.HeadDecay;
         float* values = LoadKeysValues(io, chunk, w, out int ldv);
-        if (!decay.Prepare(decay.Gated ? io.G + (long)cs * heads.KvHeads + h : null, heads.KvHeads, w.Kc, len)) *io.GateFaults = 1;
+        if (!decay.Prepare(decay.Gated ? io.G + (long)cs * heads.ValueHeads + h : null, heads.ValueHeads, w.Kc, len)) *io.GateFaults = 1;
 
         // A = strict_lower(diag(β) K Kᵀ ⊙ D), T = (I + A)⁻¹, V_new = T β (V − e^G K S).
         for (int s = 0; s < nblocks; s++) decay.Scores(w.Kc, s, len, w.A, cc);
         InvertScores(w.A, cc, len, w);
         NewValues(w.Kc, kp, values, ldv, decay.Gated ? decay.RowDecay : null, len, w);
 
-        // Outputs of every query head of the group: e^G (Q S) + (Q Kᵀ ⊙ D) V_new, one 16-row block of scores at a time.
-        for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
+        // Outputs of every output head of the value head: e^G (Q S) + (Q Kᵀ ⊙ D) V_new, one 16-row block of scores at a time.
+        for (int oh = h * heads.Group; oh < (h + 1) * heads.Group; oh++)
         {
-            LoadRows(w.Qr, new HeadRows(io.Q, heads.QHeads, heads.KeyDim, qh, cs), len, _config.Scale);
-            var o = new ChunkOutput(new HeadRows(io.O, heads.QHeads, heads.ValueDim, qh, cs), w.Oc, vp);
+            LoadRows(w.Qr, new HeadRows(io.Q, heads.QHeads, heads.KeyDim, heads.QueryHeadOf(oh), cs), len, _config.Scale);
+            var o = new ChunkOutput(new HeadRows(io.O, heads.OutputHeads, heads.ValueDim, oh, cs), w.Oc, vp);
             SimdGemm.Multiply(w.Qr, kp, w.S, vp, o.Rows, o.Stride, len, kp, vp, accumulate: false);
             if (decay.Gated)
                 for (int i = 0; i < len; i++) SimdOps.ScaleInPlace(o.Rows + (long)i * o.Stride, decay.RowDecay[i], vp);
@@ -243,7 +244,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             {
                 int rs = s * ScalarChunkDecay.Block;
                 // The next unit's rows, a share per output block, so the requests are spread over the chunk's work.
-                if (qh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nblocks, io.Q, io.K, io.V, null);
+                if (oh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nblocks, io.Q, io.K, io.V, null);
                 decay.Scores(w.Qr, s, len, w.A, cc);
                 SimdGemm.MultiplyCausal(w.A + (long)rs * cc, cc, w.Vnew, vp, o.Rows + (long)rs * o.Stride, o.Stride,
                     Math.Min(ScalarChunkDecay.Block, len - rs), rs, vp, accumulate: true);
@@ -264,23 +265,23 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         int nsub = HeadLayout.RoundUp16(len) / PerKeyChunkDecay.Sub;
         var decay = w.KeyDecay;
         float* values = LoadKeysValues(io, chunk, w, out int ldv);
-        if (!decay.Prepare(io.G + ((long)cs * heads.KvHeads + h) * kd, (long)heads.KvHeads * kd, kd, w.Kc, len)) *io.GateFaults = 1;
+        if (!decay.Prepare(io.G + ((long)cs * heads.ValueHeads + h) * kd, (long)heads.ValueHeads * kd, kd, w.Kc, len)) *io.GateFaults = 1;
 
         // [K ⊙ e^b | K Kᵀ ⊙ decay], then A = β_i times its part below the diagonal, T = (I + A)⁻¹, V_new = T β (V − (K ⊙ e^b) S).
         for (int s = 0; s < nsub; s++) decay.Scores(w.Kc, w.Kc, s, len, w.XA, lxa);
         InvertScores(w.XA + kp, lxa, len, w);
         NewValues(w.XA, lxa, values, ldv, null, len, w);
 
-        // Outputs: [scale q̂ ⊙ e^b | P] · [S; V_new] per query head.
-        for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
+        // Outputs: [scale q̂ ⊙ e^b | P] · [S; V_new] per output head.
+        for (int oh = h * heads.Group; oh < (h + 1) * heads.Group; oh++)
         {
-            LoadRows(w.Qr, new HeadRows(io.Q, heads.QHeads, kd, qh, cs), len, _config.Scale);
+            LoadRows(w.Qr, new HeadRows(io.Q, heads.QHeads, kd, heads.QueryHeadOf(oh), cs), len, _config.Scale);
             for (int s = 0; s < nsub; s++)
             {
-                if (qh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nsub, io.Q, io.K, io.V, io.G);
+                if (oh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nsub, io.Q, io.K, io.V, io.G);
                 decay.Scores(w.Qr, w.Kc, s, len, w.XA, lxa);
             }
-            var o = new ChunkOutput(new HeadRows(io.O, heads.QHeads, heads.ValueDim, qh, cs), w.Oc, vp);
+            var o = new ChunkOutput(new HeadRows(io.O, heads.OutputHeads, heads.ValueDim, oh, cs), w.Oc, vp);
             SimdGemm.MultiplyCausal(w.XA, lxa, w.S, vp, o.Rows, o.Stride, len, kp, vp, accumulate: false);
             o.CopyBack(len);
         }
@@ -288,7 +289,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     }
 
     /// <summary>
-    /// One token, decay first: S = diag(e^g) S; u = β (v − Sᵀ k̂); S += k̂ uᵀ; o = Sᵀ (scale q̂) per query head.
+    /// One token, decay first: S = diag(e^g) S; u = β (v − Sᵀ k̂); S += k̂ uᵀ; o = Sᵀ (scale q̂) per output head.
     /// Two passes over S: Sᵀ k̂ from the old state, then the update fused with the outputs.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -296,15 +297,15 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     {
         var heads = _config.Heads;
         int kd = heads.KeyDim, vp = _vp, group = heads.Group;
-        long kvRow = (long)t * heads.KvHeads + h;
+        long valueRow = (long)t * heads.ValueHeads + h;
         float* key = w.Row, pred = w.Pred;
-        LoadRow(key, io.K + kvRow * kd, 1f);
+        LoadRow(key, io.K + ((long)t * heads.KeyHeads + heads.KeyHeadOf(h)) * kd, 1f);
         // A per-key decay is one value per row of S: the prediction reads k̂ ⊙ e^g (kept in Qr's spare row) with a decay of 1.
         float decay = 1f;
         if (_config.Gate == GateKind.PerHead)
         {
-            if (!LogGates.IsValid(io.G[kvRow])) *io.GateFaults = 1;
-            decay = MathF.Exp(io.G[kvRow]);
+            if (!LogGates.IsValid(io.G[valueRow])) *io.GateFaults = 1;
+            decay = MathF.Exp(io.G[valueRow]);
         }
         float* decayRows = &decay, predictKey = key;
         int decayStride = 0;
@@ -313,22 +314,23 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             decayRows = w.Decay;
             decayStride = 1;
             predictKey = w.Qr + (long)group * _kp;
-            if (!LogGates.ExpRow(decayRows, io.G + kvRow * kd, kd, _kp)) *io.GateFaults = 1;
+            if (!LogGates.ExpRow(decayRows, io.G + valueRow * kd, kd, _kp)) *io.GateFaults = 1;
             for (int c = 0; c < _kp; c += 16) (Vector512.Load(decayRows + c) * Vector512.Load(key + c)).Store(predictKey + c);
         }
-        for (int gi = 0; gi < group; gi++)
-            LoadRow(w.Qr + (long)gi * _kp, io.Q + ((long)t * heads.QHeads + h * group + gi) * kd, _config.Scale);
+        // The output heads of value head h read adjacent query heads, from the first one's.
+        float* queries = io.Q + ((long)t * heads.QHeads + heads.QueryHeadOf(h * group)) * kd;
+        for (int gi = 0; gi < group; gi++) LoadRow(w.Qr + (long)gi * _kp, queries + (long)gi * kd, _config.Scale);
 
-        SimdOps.CopyPadded(w.Oc, io.V + kvRow * heads.ValueDim, heads.ValueDim, vp);
+        SimdOps.CopyPadded(w.Oc, io.V + valueRow * heads.ValueDim, heads.ValueDim, vp);
         // Four vectors of columns of S at a time (32 KB at K = 128 with AVX-512, in L1): u = β (v − e^g Sᵀk̂) for them,
         // then S = e^g S + k̂ uᵀ and the first query head's readout in one more pass over the same columns. pred holds u,
         // then the readout.
-        float beta = io.Beta[kvRow], predictDecay = decayStride == 0 ? decay : 1f;
+        float beta = io.Beta[valueRow], predictDecay = decayStride == 0 ? decay : 1f;
         if (SimdWidths.Wide) StepColumns<Lanes512>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecay, decayRows, decayStride, key, w.Qr, pred);
         else StepColumns<Lanes256>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecay, decayRows, decayStride, key, w.Qr, pred);
         Buffer.MemoryCopy(pred, w.Oc, (long)vp * sizeof(float), (long)vp * sizeof(float));
         for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, w.Qr + (long)gi * _kp, w.Oc + (long)gi * vp);
-        SimdOps.CopyFromPadded(io.O + ((long)t * heads.QHeads + h * group) * heads.ValueDim, heads.ValueDim, w.Oc, vp, group, heads.ValueDim);
+        SimdOps.CopyFromPadded(io.O + ((long)t * heads.OutputHeads + h * group) * heads.ValueDim, heads.ValueDim, w.Oc, vp, group, heads.ValueDim);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -5,8 +5,9 @@ namespace Engine.Kernels.Gla;
 
 /// <summary>
 /// GLA on the CPU: the chunked form as small Vector512 matrix products, and the recurrent form for
-/// decode. Work items are (sequence, block of key/value heads) run by HeadBlockSweep; each worker owns a
-/// scratch block sized here from the config, so calls allocate nothing.
+/// decode. Work items are (sequence, block of value heads) run by HeadBlockSweep; each worker owns a
+/// scratch block sized here from the config, so calls allocate nothing. Value head h reads key head h / ValueGroup
+/// and its output heads read their query heads (<see cref="HeadLayout"/>) where they lie in q and k.
 ///
 /// Chunk of C tokens, b = in-chunk cumulative log gate (fp32):
 ///   inter   O   = (scale·q ⊙ exp(b)) S
@@ -30,7 +31,7 @@ public sealed unsafe class GlaCpu : IDisposable
     private readonly int _lqa;
     /// <summary>Each head's state slot holds [S; V]: the chunk values follow the state.</summary>
     private readonly StackedStateSlots _slots;
-    /// <summary>Constant gate only: per kv head exp(logDecay · m), m = 0..C, made once (Lightning's decays).</summary>
+    /// <summary>Constant gate only: per value head exp(logDecay · m), m = 0..C, made once (Lightning's decays).</summary>
     private readonly float[][]? _constantPowers;
 
     public GlaCpu(GlaConfig config)
@@ -55,7 +56,7 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     /// <summary>
-    /// Chunked prefill. state: [N, Hkv, K, V], initial on entry, final on return; or, with initialState (same
+    /// Chunked prefill. state: [N, Hv, K, V], initial on entry, final on return; or, with initialState (same
     /// shape) given, final only: the initial state is read from there and never copied.
     /// </summary>
     public void Chunked(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
@@ -146,30 +147,31 @@ public sealed unsafe class GlaCpu : IDisposable
     private void PrefetchNext(in Io io, ChunkUnit chunk, int s, int nsub) =>
         RowPrefetch.NextUnit(_config.Heads, chunk, s, nsub, io.Q, io.K, io.V, _config.Gate == GateKind.PerKey ? io.G : null);
 
-    /// <summary>Loads the chunk's keys and values (padded rows, zero up to the next 16) shared by every query head of the group.</summary>
+    /// <summary>Loads the chunk's keys (of the value head's key head) and values (padded rows, zero up to the next 16), shared by every output head of the value head.</summary>
     private void LoadKeysValues(in Io io, ChunkUnit chunk, in Work w)
     {
         var heads = _config.Heads;
-        new HeadRows(io.K, heads.KvHeads, heads.KeyDim, chunk.Head, chunk.Start).CopyTo(w.Kc, _kp, chunk.Length);
-        new HeadRows(io.V, heads.KvHeads, heads.ValueDim, chunk.Head, chunk.Start).CopyTo(w.Vc, _vp, chunk.Length);
+        new HeadRows(io.K, heads.KeyHeads, heads.KeyDim, heads.KeyHeadOf(chunk.Head), chunk.Start).CopyTo(w.Kc, _kp, chunk.Length);
+        new HeadRows(io.V, heads.ValueHeads, heads.ValueDim, chunk.Head, chunk.Start).CopyTo(w.Vc, _vp, chunk.Length);
     }
 
-    private void LoadScaledQueries(in Io io, int qh, int cs, int len, in Work w)
+    /// <summary>Scale · the queries output head <paramref name="o"/> reads.</summary>
+    private void LoadScaledQueries(in Io io, int o, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
-        new HeadRows(io.Q, heads.QHeads, heads.KeyDim, qh, cs).CopyScaledTo(w.Qr, _kp, len, _config.Scale);
+        new HeadRows(io.Q, heads.QHeads, heads.KeyDim, heads.QueryHeadOf(o), cs).CopyScaledTo(w.Qr, _kp, len, _config.Scale);
     }
 
     /// <summary>
-    /// The chunk's output for query head qh: [Q_inter | A] · [S; V], all rows at once so [S; V] is read from L2
+    /// The chunk's output for output head o: [Q_inter | A] · [S; V], all rows at once so [S; V] is read from L2
     /// once per column tile; row i reads A and V up to its own token only.
     /// </summary>
-    private void Output(in Io io, int qh, int cs, int len, in Work w)
+    private void Output(in Io io, int o, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
-        var o = new ChunkOutput(new HeadRows(io.O, heads.QHeads, heads.ValueDim, qh, cs), w.Oc, _vp);
-        SimdGemm.MultiplyCausal(w.QA, _lqa, w.S, _vp, o.Rows, o.Stride, len, _kp, _vp, accumulate: false);
-        o.CopyBack(len);
+        var rows = new ChunkOutput(new HeadRows(io.O, heads.OutputHeads, heads.ValueDim, o, cs), w.Oc, _vp);
+        SimdGemm.MultiplyCausal(w.QA, _lqa, w.S, _vp, rows.Rows, rows.Stride, len, _kp, _vp, accumulate: false);
+        rows.CopyBack(len);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -180,17 +182,17 @@ public sealed unsafe class GlaCpu : IDisposable
         int nsub = (len + Sub - 1) / Sub;
         LoadKeysValues(io, chunk, w);
         var decay = w.KeyDecay;
-        if (!decay.Prepare(io.G + ((long)cs * heads.KvHeads + h) * heads.KeyDim, (long)heads.KvHeads * heads.KeyDim, heads.KeyDim, w.Kc, len))
+        if (!decay.Prepare(io.G + ((long)cs * heads.ValueHeads + h) * heads.KeyDim, (long)heads.ValueHeads * heads.KeyDim, heads.KeyDim, w.Kc, len))
             *io.GateFaults = 1;
-        for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
+        for (int o = h * heads.Group; o < (h + 1) * heads.Group; o++)
         {
-            LoadScaledQueries(io, qh, cs, len, w);
+            LoadScaledQueries(io, o, cs, len, w);
             for (int s = 0; s < nsub; s++)
             {
-                if (qh == h * heads.Group) PrefetchNext(io, chunk, s, nsub);
+                if (o == h * heads.Group) PrefetchNext(io, chunk, s, nsub);
                 decay.Scores(w.Qr, w.Kc, s, len, w.QA, _lqa);
             }
-            Output(io, qh, cs, len, w);
+            Output(io, o, cs, len, w);
         }
         decay.UpdateState(w.S, w.Vc, _vp, len);
     }
@@ -204,42 +206,42 @@ public sealed unsafe class GlaCpu : IDisposable
         LoadKeysValues(io, chunk, w);
         var decay = w.HeadDecay;
         if (_constantPowers is not null) decay.Prepare(_constantPowers[h], w.Kc, len);
-        else if (!decay.Prepare(_config.Gate == GateKind.PerHead ? io.G + (long)cs * heads.KvHeads + h : null, heads.KvHeads, w.Kc, len))
+        else if (!decay.Prepare(_config.Gate == GateKind.PerHead ? io.G + (long)cs * heads.ValueHeads + h : null, heads.ValueHeads, w.Kc, len))
             *io.GateFaults = 1;
 
-        for (int qh = h * heads.Group; qh < (h + 1) * heads.Group; qh++)
+        for (int o = h * heads.Group; o < (h + 1) * heads.Group; o++)
         {
-            LoadScaledQueries(io, qh, cs, len, w);
+            LoadScaledQueries(io, o, cs, len, w);
             for (int i = 0; i < len; i++) SimdOps.CopyScaledPadded(w.QA + (long)i * lqa, w.Qr + (long)i * kp, decay.RowDecay[i], kp, kp);
             for (int s = 0; s < nblocks; s++)
             {
-                if (qh == h * heads.Group) PrefetchNext(io, chunk, s, nblocks);
+                if (o == h * heads.Group) PrefetchNext(io, chunk, s, nblocks);
                 decay.Scores(w.Qr, s, len, w.QA + kp, lqa);
             }
-            Output(io, qh, cs, len, w);
+            Output(io, o, cs, len, w);
         }
         decay.UpdateState(w.S, w.Kc, w.Vc, _vp, len);
     }
 
-    /// <summary>One token: S = diag(exp(g)) S + k vᵀ, then o = Sᵀ (scale q) for each query head of the group.</summary>
+    /// <summary>One token: S = diag(exp(g)) S + k vᵀ, then o = Sᵀ (scale q) for each output head of the value head.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void RecurrentStep(in Io io, int h, int t, float* source, in Work w)
     {
         var heads = _config.Heads;
         int kd = heads.KeyDim, vd = heads.ValueDim, vp = _vp, group = heads.Group;
-        long kvRow = (long)t * heads.KvHeads + h;
-        float* kt = io.K + kvRow * kd;
+        long valueRow = (long)t * heads.ValueHeads + h;
+        float* kt = io.K + ((long)t * heads.KeyHeads + heads.KeyHeadOf(h)) * kd;
         float* vrow = w.Oc;
-        SimdOps.CopyPadded(vrow, io.V + kvRow * vd, vd, vp);
+        SimdOps.CopyPadded(vrow, io.V + valueRow * vd, vd, vp);
         float* decay = w.Decay;
         switch (_config.Gate)
         {
             case GateKind.PerKey:
-                if (!LogGates.ExpRow(decay, io.G + kvRow * kd, kd, _kp)) *io.GateFaults = 1;
+                if (!LogGates.ExpRow(decay, io.G + valueRow * kd, kd, _kp)) *io.GateFaults = 1;
                 break;
             case GateKind.PerHead:
-                if (!LogGates.IsValid(io.G[kvRow])) *io.GateFaults = 1;
-                SimdOps.Fill(decay, MathF.Exp(io.G[kvRow]), kd);
+                if (!LogGates.IsValid(io.G[valueRow])) *io.GateFaults = 1;
+                SimdOps.Fill(decay, MathF.Exp(io.G[valueRow]), kd);
                 break;
             case GateKind.Constant:
                 SimdOps.Fill(decay, MathF.Exp(_config.ConstantLogDecay![h]), kd);
@@ -248,11 +250,12 @@ public sealed unsafe class GlaCpu : IDisposable
                 SimdOps.Fill(decay, 1f, kd);
                 break;
         }
-        float* q0 = io.Q + ((long)t * heads.QHeads + h * group) * kd;
-        // The first query head of the group reads S as it is updated; the other heads of a group read it afterwards.
+        // The output heads of value head h read adjacent query heads, from the first one's.
+        float* q0 = io.Q + ((long)t * heads.QHeads + heads.QueryHeadOf(h * group)) * kd;
+        // The first output head of the group reads S as it is updated; the other heads of a group read it afterwards.
         RecurrentRows.UpdateAndRead(source, w.S, vp, kd, vrow, decay, 1, kt, q0, w.Acc);
         for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, q0 + (long)gi * kd, w.Acc + (long)gi * vp);
         for (int gi = 0; gi < group; gi++) SimdOps.ScaleInPlace(w.Acc + (long)gi * vp, _config.Scale, vp);
-        SimdOps.CopyFromPadded(io.O + ((long)t * heads.QHeads + h * group) * vd, vd, w.Acc, vp, group, vd);
+        SimdOps.CopyFromPadded(io.O + ((long)t * heads.OutputHeads + h * group) * vd, vd, w.Acc, vp, group, vd);
     }
 }

@@ -26,24 +26,24 @@ public sealed class DeltaRuleCase : AttentionCase
     public float? Scale { get; init; }
     public bool QkL2Norm { get; init; }
 
-    public override bool Small => SmallOverride ?? (long)(SeqLens?.Sum() ?? B * T) * Hq * Math.Max(K, V) <= 4_000;
+    public override bool Small => SmallOverride ?? (long)(SeqLens?.Sum() ?? B * T) * Ho * Math.Max(K, V) <= 4_000;
 
     public override string Name =>
-        $"{(Gate == GateKind.None ? "delta" : $"gated-delta {Gate} gate×{GateScale}")} {Batch} H{Hq}/{Hkv} K{K} V{V} β{Beta} C{Chunk} {Mode}" +
+        $"{(Gate == GateKind.None ? "delta" : $"gated-delta {Gate} gate×{GateScale}")} {Batch} {HeadCounts} K{K} V{V} β{Beta} C{Chunk} {Mode}" +
         (Fp16 ? " fp16" : "") + (WithInitialState ? " h0" : "") + (Scale is null ? "" : $" scale{Scale}") + (QkL2Norm ? " l2norm" : "");
 
-    public DeltaRuleConfig Config => new(new HeadLayout(Hq, Hkv, K, V), Gate, Scale ?? 1f / MathF.Sqrt(K), Chunk, QkL2Norm);
+    public DeltaRuleConfig Config => new(Heads, Gate, Scale ?? 1f / MathF.Sqrt(K), Chunk, QkL2Norm);
 
     public DeltaRuleOptions Options => new() { ChunkSize = Chunk, Mode = Mode, Scale = Scale, QkL2Norm = QkL2Norm };
 
-    /// <summary>Floats of g per token: 0, Hkv or Hkv·K.</summary>
+    /// <summary>Floats of g per token: 0, Hv or Hv·K.</summary>
     public int GatePerToken => Config.GatePerToken;
 
-    /// <summary>g as the facade takes it: [B, T, Hkv], [B, T, Hkv, K] or absent.</summary>
+    /// <summary>g as the facade takes it: [B, T, Hv], [B, T, Hv, K] or absent.</summary>
     public ReadOnlyTensorSpan<TElement> GateIn<TElement>(float[] g) where TElement : unmanaged => Gate switch
     {
-        GateKind.PerHead => In<TElement>(g, Hkv),
-        GateKind.PerKey => In<TElement>(g, Hkv, K),
+        GateKind.PerHead => In<TElement>(g, Hv),
+        GateKind.PerKey => In<TElement>(g, Hv, K),
         _ => default,
     };
 
@@ -53,11 +53,11 @@ public sealed class DeltaRuleCase : AttentionCase
         var data = Data();
         long bt = (long)BatchDim * TotalT;
         var q = data.Normal(bt * Hq * K);
-        var k = QkL2Norm ? data.Normal(bt * Hkv * K, 3.0) : data.UnitRows(bt * Hkv, K);
-        var v = data.Normal(bt * Hkv * V);
-        var beta = Beta == BetaKind.One ? Enumerable.Repeat(1f, (int)(bt * Hkv)).ToArray() : data.Uniform(bt * Hkv, 0.02, 0.98);
+        var k = QkL2Norm ? data.Normal(bt * Hk * K, 3.0) : data.UnitRows(bt * Hk, K);
+        var v = data.Normal(bt * Hv * V);
+        var beta = Beta == BetaKind.One ? Enumerable.Repeat(1f, (int)(bt * Hv)).ToArray() : data.Uniform(bt * Hv, 0.02, 0.98);
         var g = data.LogGates(bt * GatePerToken, GateScale);
-        var h0 = WithInitialState ? data.Normal((long)Sequences * Hkv * K * V, 0.5) : new float[(long)Sequences * Hkv * K * V];
+        var h0 = WithInitialState ? data.Normal((long)Sequences * Hv * K * V, 0.5) : new float[(long)Sequences * Hv * K * V];
         return (Rounded(q), Rounded(k), Rounded(v), Rounded(beta), Rounded(g), h0);
     }
 
@@ -74,9 +74,9 @@ public sealed class DeltaRuleCase : AttentionCase
     {
         var (q, k, v, beta, g, h0) = Inputs();
         var output = NaNOutput<TElement>(OutputLength);
-        var finalState = Numerics.NaNs((long)Sequences * Hkv * K * V);
-        Engine.DeltaRule.Forward(device, In<TElement>(q, Hq, K), In<TElement>(k, Hkv, K), In<TElement>(v, Hkv, V),
-            In<TElement>(beta, Hkv), GateIn<TElement>(g), Out(output),
+        var finalState = Numerics.NaNs((long)Sequences * Hv * K * V);
+        Engine.DeltaRule.Forward(device, In<TElement>(q, Hq, K), In<TElement>(k, Hk, K), In<TElement>(v, Hv, V),
+            In<TElement>(beta, Hv), GateIn<TElement>(g), Out(output),
             WithInitialState ? new ReadOnlyTensorSpan<float>(h0, StateShape) : default,
             new TensorSpan<float>(finalState, StateShape), CuSeqlens, Options);
         return new Dictionary<string, float[]> { ["output"] = ToFloat(output), ["final_state"] = finalState };
@@ -142,6 +142,19 @@ public static class DeltaRuleCases
                 yield return new DeltaRuleCase { B = 1, T = 40, Hq = 1, Hkv = 1, K = 16, V = 16, Chunk = 32, Gate = gate, GateScale = 10.0 };
             yield return new DeltaRuleCase { B = 1, T = 100, Hq = 4, Hkv = 2, K = 64, V = 64, Gate = GateKind.PerKey, Fp16 = true, WithInitialState = true };
             yield return new DeltaRuleCase { B = 1, T = 33, Hq = 2, Hkv = 2, K = 16, V = 16, Chunk = 16, Fp16 = true };
+            // Grouped value heads (Qwen3-Next/3.5): m value heads per query/key head, every gate form, both modes, small enough
+            // for the simulated GPU; then packed sequences, real head dims (with in-kernel L2 normalization) and fp16 on the CPU.
+            foreach (int m in new[] { 2, 4 })
+                foreach (var gate in Gates)
+                {
+                    yield return new DeltaRuleCase { B = 1, T = 37, Hq = 1, Hkv = 1, ValueGroup = m, K = 16, V = 12, Gate = gate, Chunk = 16, WithInitialState = true };
+                    yield return new DeltaRuleCase { B = 1, T = 21, Hq = 1, Hkv = 1, ValueGroup = m, K = 8, V = 12, Gate = gate, Chunk = 16, Mode = AttentionMode.Recurrent, WithInitialState = true };
+                }
+            foreach (var mode in new[] { AttentionMode.Chunked, AttentionMode.Recurrent })
+                yield return new DeltaRuleCase { SeqLens = [0, 1, 17, 64, 100, 0], Hq = 2, Hkv = 2, ValueGroup = 2, K = 32, V = 32, Mode = mode, WithInitialState = true };
+            foreach (var gate in Gates)
+                yield return new DeltaRuleCase { B = 2, T = 150, Hq = 2, Hkv = 2, ValueGroup = 2, K = 64, V = 64, Gate = gate, QkL2Norm = true, WithInitialState = true };
+            yield return new DeltaRuleCase { B = 1, T = 100, Hq = 2, Hkv = 2, ValueGroup = 4, K = 64, V = 64, Fp16 = true, QkL2Norm = true, WithInitialState = true };
         }
     }
 }

@@ -21,14 +21,21 @@ public sealed class DeltaRuleGpuTests
     [OneTimeTearDown]
     public void DisposeRuntime() => _runtime.Dispose();
 
-    [TestCase(GateKind.None, AttentionMode.Chunked)]
-    [TestCase(GateKind.PerHead, AttentionMode.Chunked)]
-    [TestCase(GateKind.PerHead, AttentionMode.Recurrent)]
-    [TestCase(GateKind.PerKey, AttentionMode.Chunked)]
-    [TestCase(GateKind.PerKey, AttentionMode.Recurrent)]
-    public void CudaGroupSizeMatchesTheReference(GateKind gate, AttentionMode mode)
+    /// <summary>CUDA's 128 threads per group; grouped query heads (2 over 1) and grouped value heads (1 query/key head, 2 value heads).</summary>
+    [TestCase(GateKind.None, AttentionMode.Chunked, 2, 1)]
+    [TestCase(GateKind.PerHead, AttentionMode.Chunked, 2, 1)]
+    [TestCase(GateKind.PerHead, AttentionMode.Recurrent, 2, 1)]
+    [TestCase(GateKind.PerKey, AttentionMode.Chunked, 2, 1)]
+    [TestCase(GateKind.PerKey, AttentionMode.Recurrent, 2, 1)]
+    [TestCase(GateKind.PerHead, AttentionMode.Chunked, 1, 2)]
+    [TestCase(GateKind.PerKey, AttentionMode.Recurrent, 1, 2)]
+    public void CudaGroupSizeMatchesTheReference(GateKind gate, AttentionMode mode, int qHeads, int valueGroup)
     {
-        var c = new DeltaRuleCase { SeqLens = [0, 3, 37], Hq = 2, Hkv = 1, K = 16, V = 20, Gate = gate, Chunk = 32, Mode = mode, WithInitialState = true, QkL2Norm = true };
+        var c = new DeltaRuleCase
+        {
+            SeqLens = [0, 3, 37], Hq = qHeads, Hkv = 1, ValueGroup = valueGroup, K = 16, V = 20, Gate = gate, Chunk = 32, Mode = mode,
+            WithInitialState = true, QkL2Norm = true,
+        };
         var expected = c.Reference();
         var (q, k, v, beta, g, h0) = c.Inputs();
         var output = Numerics.NaNs(expected["output"].Length);

@@ -65,7 +65,7 @@ public sealed class DeltaRuleTests
         AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, betaShape: [2, 8, 1], beta: new float[16]), "beta", "expected shape [2, 8, 2] (B, T, Hv), got [2, 8, 1]");
         AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, gShape: [2, 8, 1]), "g", "expected shape [2, 8, 2] (B, T, Hv)");
         AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, gShape: [2, 8, 2, 1]), "g", "expected shape [2, 8, 2, 16] (B, T, Hv, K)");
-        AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, g: Enumerable.Repeat(-0.1f, 512).ToArray(), gShape: [2, 8, 2, 4, 4]), "g", "expected rank 4 (B, T, Hkv, K) for a per-key gate, rank 3");
+        AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, g: Enumerable.Repeat(-0.1f, 512).ToArray(), gShape: [2, 8, 2, 4, 4]), "g", "expected rank 4 (B, T, Hv, K) for a per-key gate, rank 3");
         AssertRejected(() => Forward(2, 8, 2, 2, 16, 16, kShape: [2, 8, 2, 8, 2]), "k", "rank 4");
         AssertRejected(() => Forward(1, 8, 3, 2, 16, 16, beta: new float[16], g: Enumerable.Repeat(-0.1f, 16).ToArray()), "k", "must divide the query heads");
     }
@@ -104,20 +104,23 @@ public sealed class DeltaRuleTests
         Assert.That(e.Message, Does.Contain("None, PerHead or PerKey, got Constant"));
     }
 
+    /// <summary>Grouped query heads (4 over 2) and grouped value heads (2 query/key heads, 4 value heads), every gate, every backend.</summary>
     public static IEnumerable<TestCaseData> Sessions() =>
         from backend in TestDevices.For(small: true)
         from gate in DeltaRuleCases.Gates
-        select new TestCaseData(backend, gate).SetName($"delta session {gate} on {backend}");
+        from grouped in new[] { (Hq: 4, ValueGroup: 1), (Hq: 2, ValueGroup: 2) }
+        select new TestCaseData(backend, gate, grouped.Hq, grouped.ValueGroup)
+            .SetName($"delta session {gate} H{grouped.Hq}/2{(grouped.ValueGroup > 1 ? $"/{2 * grouped.ValueGroup}" : "")} on {backend}");
 
     /// <summary>Decode one token at a time after a prefill, and two prefill halves, both against one reference run.</summary>
     [TestCaseSource(nameof(Sessions))]
-    public void SessionDecodeAndStateCarryMatchTheReference(TestBackend backend, GateKind gate)
+    public void SessionDecodeAndStateCarryMatchTheReference(TestBackend backend, GateKind gate, int qHeads, int valueGroup)
     {
-        var c = new DeltaRuleCase { B = 2, T = 37, Hq = 4, Hkv = 2, K = 16, V = 24, Gate = gate, Chunk = 16, WithInitialState = true, QkL2Norm = true };
+        var c = new DeltaRuleCase { B = 2, T = 37, Hq = qHeads, Hkv = 2, ValueGroup = valueGroup, K = 16, V = 24, Gate = gate, Chunk = 16, WithInitialState = true, QkL2Norm = true };
         var expected = c.Reference();
         var (q, k, v, beta, g, h0) = c.Inputs();
         var device = TestDevices.Get(backend);
-        int b = c.B, hq = c.Hq, hkv = c.Hkv, kd = c.K, vd = c.V;
+        int b = c.B, hq = c.Hq, hk = c.Hk, hv = c.Hv, ho = c.Ho, kd = c.K, vd = c.V;
 
         // Slices of token range [t0, t1) of a [B, T, H, D] (or [B, T, H]) input.
         float[] Slice(float[] x, int perToken, int t0, int t1)
@@ -129,21 +132,21 @@ public sealed class DeltaRuleTests
         void Run(DeltaRuleSession session, bool step, int t0, int t1, float[] output)
         {
             int len = t1 - t0;
-            var o = Numerics.NaNs((long)b * len * hq * vd);
+            var o = Numerics.NaNs((long)b * len * ho * vd);
             var qs = new ReadOnlyTensorSpan<float>(Slice(q, hq * kd, t0, t1), [b, len, hq, kd]);
-            var ks = new ReadOnlyTensorSpan<float>(Slice(k, hkv * kd, t0, t1), [b, len, hkv, kd]);
-            var vs = new ReadOnlyTensorSpan<float>(Slice(v, hkv * vd, t0, t1), [b, len, hkv, vd]);
-            var bs = new ReadOnlyTensorSpan<float>(Slice(beta, hkv, t0, t1), [b, len, hkv]);
+            var ks = new ReadOnlyTensorSpan<float>(Slice(k, hk * kd, t0, t1), [b, len, hk, kd]);
+            var vs = new ReadOnlyTensorSpan<float>(Slice(v, hv * vd, t0, t1), [b, len, hv, vd]);
+            var bs = new ReadOnlyTensorSpan<float>(Slice(beta, hv, t0, t1), [b, len, hv]);
             var gs = gate switch
             {
-                GateKind.PerHead => new ReadOnlyTensorSpan<float>(Slice(g, hkv, t0, t1), [b, len, hkv]),
-                GateKind.PerKey => new ReadOnlyTensorSpan<float>(Slice(g, hkv * kd, t0, t1), [b, len, hkv, kd]),
+                GateKind.PerHead => new ReadOnlyTensorSpan<float>(Slice(g, hv, t0, t1), [b, len, hv]),
+                GateKind.PerKey => new ReadOnlyTensorSpan<float>(Slice(g, hv * kd, t0, t1), [b, len, hv, kd]),
                 _ => default,
             };
-            var os = new TensorSpan<float>(o, [b, len, hq, vd]);
+            var os = new TensorSpan<float>(o, [b, len, ho, vd]);
             if (step) session.Step(qs, ks, vs, bs, gs, os);
             else session.Prefill(qs, ks, vs, bs, gs, os);
-            for (int n = 0; n < b; n++) Array.Copy(o, (long)n * len * hq * vd, output, ((long)n * c.T + t0) * hq * vd, len * hq * vd);
+            for (int n = 0; n < b; n++) Array.Copy(o, (long)n * len * ho * vd, output, ((long)n * c.T + t0) * ho * vd, len * ho * vd);
         }
         float[] FinalState(DeltaRuleSession session)
         {
@@ -152,7 +155,7 @@ public sealed class DeltaRuleTests
             return s;
         }
 
-        var heads = new HeadLayout(hq, hkv, kd, vd);
+        var heads = c.Heads;
         using var decode = new DeltaRuleSession(device, b, heads, gate, c.Options);
         using var halves = new DeltaRuleSession(device, b, heads, gate, c.Options);
         decode.SetState(new ReadOnlyTensorSpan<float>(h0, decode.StateShape));

@@ -15,10 +15,10 @@ public sealed class GlaCase : AttentionCase
     public bool WithInitialState { get; init; }
     public float? Scale { get; init; }
 
-    public override bool Small => SmallOverride ?? (long)B * T * Hq * Math.Max(K, V) <= 20_000;
+    public override bool Small => SmallOverride ?? (long)B * T * Ho * Math.Max(K, V) <= 20_000;
 
     public override string Name =>
-        $"gla {Gate} {Batch} H{Hq}/{Hkv} K{K} V{V} gate×{GateScale} C{Chunk} {Mode}" +
+        $"gla {Gate} {Batch} {HeadCounts} K{K} V{V} gate×{GateScale} C{Chunk} {Mode}" +
         (Fp16 ? " fp16" : "") + (WithInitialState ? " h0" : "") + (Scale is null ? "" : $" scale{Scale}");
 
     private (float[] q, float[] k, float[] v, float[] g, float[] h0) Inputs()
@@ -26,22 +26,22 @@ public sealed class GlaCase : AttentionCase
         var data = Data();
         long bt = (long)BatchDim * TotalT;
         var q = data.Normal(bt * Hq * K);
-        var k = data.UnitRows(bt * Hkv, K);
-        var v = data.Normal(bt * Hkv * V);
+        var k = data.UnitRows(bt * Hk, K);
+        var v = data.Normal(bt * Hv * V);
         var g = Gate switch
         {
-            GateKind.PerKey => data.LogGates(bt * Hkv * K, GateScale),
-            GateKind.PerHead => data.LogGates(bt * Hkv, GateScale),
+            GateKind.PerKey => data.LogGates(bt * Hv * K, GateScale),
+            GateKind.PerHead => data.LogGates(bt * Hv, GateScale),
             _ => [],
         };
-        var h0 = WithInitialState ? data.Normal((long)Sequences * Hkv * K * V, 0.5) : new float[(long)Sequences * Hkv * K * V];
+        var h0 = WithInitialState ? data.Normal((long)Sequences * Hv * K * V, 0.5) : new float[(long)Sequences * Hv * K * V];
         return (Rounded(q), Rounded(k), Rounded(v), Rounded(g), h0);
     }
 
     public override IReadOnlyDictionary<string, double[]> Reference()
     {
         var (q, k, v, g, h0) = Inputs();
-        var config = new GlaConfig(new HeadLayout(Hq, Hkv, K, V), Gate, Scale ?? 1f / MathF.Sqrt(K), Chunk);
+        var config = new GlaConfig(Heads, Gate, Scale ?? 1f / MathF.Sqrt(K), Chunk);
         var o = new double[OutputLength];
         var s = TestData.ToDouble(h0);
         GlaReference.Forward(config, Layout, q, k, v, g, o, s);
@@ -52,9 +52,9 @@ public sealed class GlaCase : AttentionCase
     {
         var (q, k, v, g, h0) = Inputs();
         var output = NaNOutput<TElement>(OutputLength);
-        var finalState = Numerics.NaNs((long)Sequences * Hkv * K * V);
-        Engine.Gla.Forward(device, In<TElement>(q, Hq, K), In<TElement>(k, Hkv, K), In<TElement>(v, Hkv, V),
-            Gate switch { GateKind.PerKey => In<TElement>(g, Hkv, K), GateKind.PerHead => In<TElement>(g, Hkv), _ => default },
+        var finalState = Numerics.NaNs((long)Sequences * Hv * K * V);
+        Engine.Gla.Forward(device, In<TElement>(q, Hq, K), In<TElement>(k, Hk, K), In<TElement>(v, Hv, V),
+            Gate switch { GateKind.PerKey => In<TElement>(g, Hv, K), GateKind.PerHead => In<TElement>(g, Hv), _ => default },
             Out(output), WithInitialState ? new ReadOnlyTensorSpan<float>(h0, StateShape) : default,
             new TensorSpan<float>(finalState, StateShape), CuSeqlens, new GlaOptions { ChunkSize = Chunk, Mode = Mode, Scale = Scale });
         return new Dictionary<string, float[]> { ["output"] = ToFloat(output), ["final_state"] = finalState };
@@ -116,6 +116,18 @@ public static class GlaCases
             }
             yield return new GlaCase { SeqLens = [130, 3, 0, 67], Hq = 2, Hkv = 1, K = 8, V = 8, Chunk = 16, GateScale = 10, WithInitialState = true };
             yield return new GlaCase { SeqLens = [130, 3, 0, 67], Hq = 2, Hkv = 1, K = 36, V = 40, Gate = GateKind.PerHead, Chunk = 32, WithInitialState = true };
+            // Grouped value heads (Qwen3-Next/3.5): m value heads per query/key head, every gate form, both modes, small enough
+            // for the simulated GPU; then packed sequences, real head dims and fp16 on the CPU.
+            foreach (int m in new[] { 2, 4 })
+                foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead, GateKind.None })
+                {
+                    yield return new GlaCase { B = 2, T = 37, Hq = 2, Hkv = 2, ValueGroup = m, K = 16, V = 12, Gate = gate, Chunk = 16, WithInitialState = true };
+                    yield return new GlaCase { B = 1, T = 21, Hq = 1, Hkv = 1, ValueGroup = m, K = 8, V = 12, Gate = gate, Chunk = 16, Mode = AttentionMode.Recurrent, WithInitialState = true };
+                }
+            yield return new GlaCase { SeqLens = [0, 1, 17, 64, 100], Hq = 2, Hkv = 2, ValueGroup = 2, K = 32, V = 32, Gate = GateKind.PerHead, WithInitialState = true };
+            yield return new GlaCase { B = 2, T = 150, Hq = 2, Hkv = 2, ValueGroup = 2, K = 64, V = 64, WithInitialState = true };
+            yield return new GlaCase { B = 2, T = 100, Hq = 2, Hkv = 2, ValueGroup = 2, K = 64, V = 48, Mode = AttentionMode.Recurrent, WithInitialState = true };
+            yield return new GlaCase { B = 1, T = 100, Hq = 2, Hkv = 2, ValueGroup = 2, K = 64, V = 64, Gate = GateKind.PerHead, Fp16 = true, WithInitialState = true };
         }
     }
 }

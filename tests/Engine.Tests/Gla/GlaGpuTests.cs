@@ -44,8 +44,8 @@ public sealed class GlaGpuTests
             Config = config;
             Layout = layout;
             Q = data.Normal((long)t * heads.QHeads * heads.KeyDim);
-            K = data.UnitRows((long)t * heads.KvHeads, heads.KeyDim);
-            V = data.Normal((long)t * heads.KvHeads * heads.ValueDim);
+            K = data.UnitRows((long)t * heads.KeyHeads, heads.KeyDim);
+            V = data.Normal((long)t * heads.ValueHeads * heads.ValueDim);
             G = data.LogGates((long)t * config.GatePerToken, 1.0);
             InitialState = data.Normal(layout.Count * heads.StatePerSequence, 0.5);
         }
@@ -58,7 +58,7 @@ public sealed class GlaGpuTests
         public float[] G { get; }
         public float[] InitialState { get; }
 
-        private long OutputLength => (long)Layout.TotalTokens * Config.Heads.QHeads * Config.Heads.ValueDim;
+        private long OutputLength => (long)Layout.TotalTokens * Config.Heads.OutputHeads * Config.Heads.ValueDim;
 
         public (double[] Output, double[] State) Reference()
         {
@@ -103,13 +103,19 @@ public sealed class GlaGpuTests
         AssertMatches(problem.Run(gpu, chunked: true), problem.Reference(), $"chunk {chunk}");
     }
 
-    /// <summary>The thread layouts CUDA uses (128 threads per group), simulated: 4 × 4 tiles of 16 × 8 threads, split key rows in decode.</summary>
-    [TestCase(16, true)]
-    [TestCase(64, true)]
-    [TestCase(64, false)]
-    public void CudaGroupSizeMatchesReference(int chunk, bool chunked)
+    /// <summary>
+    /// The thread layouts CUDA uses (128 threads per group), simulated: 4 × 4 tiles of 16 × 8 threads, split key rows in decode;
+    /// grouped query heads (2 over 1) and grouped value heads (1 query/key head, 2 value heads).
+    /// </summary>
+    [TestCase(16, true, 2, 1)]
+    [TestCase(64, true, 2, 1)]
+    [TestCase(64, false, 2, 1)]
+    [TestCase(16, true, 1, 2)]
+    [TestCase(64, false, 1, 2)]
+    public void CudaGroupSizeMatchesReference(int chunk, bool chunked, int qkHeads, int valueHeads)
     {
-        var config = new GlaConfig(new HeadLayout(2, 1, 40, 36), GateKind.PerKey, 0.3f, chunk);
+        var heads = qkHeads > valueHeads ? new HeadLayout(qkHeads, valueHeads, 40, 36) : new HeadLayout(qkHeads, qkHeads, valueHeads, 40, 36);
+        var config = new GlaConfig(heads, GateKind.PerKey, 0.3f, chunk);
         var problem = new Problem(config, SequenceLayout.Packed([0, 1, 1, 40], 40), seed: 61);
         using var gpu = new GlaGpu(config, _cudaGroupRuntime);
         AssertMatches(problem.Run(gpu, chunked), problem.Reference(), chunked ? $"chunked, chunk {chunk}" : "recurrent");
@@ -142,24 +148,30 @@ public sealed class GlaGpuTests
         AssertMatches(problem.Run(gpu, chunked: true), problem.Reference(), "chunked mode with the same K");
     }
 
-    [Test]
-    public void SessionDecodeStepsContinuePrefill()
+    /// <summary>
+    /// Grouped query heads (2 over 1 key/value head) and grouped value heads (2 value heads over 1 query/key head); the
+    /// CPU kernels' session the same way with grouped value heads.
+    /// </summary>
+    [TestCase(TestBackend.GpuOnCpuAccelerator, 2, 1, 1)]
+    [TestCase(TestBackend.GpuOnCpuAccelerator, 1, 1, 2)]
+    [TestCase(TestBackend.Cpu, 1, 1, 2)]
+    public void SessionDecodeStepsContinuePrefill(TestBackend backend, int qHeads, int keyHeads, int valueHeads)
     {
         const int batch = 2, prompt = 21, steps = 4, total = prompt + steps;
-        var heads = new HeadLayout(2, 1, 8, 8);
+        var heads = new HeadLayout(qHeads, keyHeads, valueHeads, 8, 8);
         var options = new GlaOptions { ChunkSize = 16 };
         var config = new GlaConfig(heads, GateKind.PerKey, 1f / MathF.Sqrt(heads.KeyDim), options.ChunkSize);
         var whole = new Problem(config, SequenceLayout.Dense(batch, total), seed: 41);
         var expected = whole.Reference();
 
-        var device = TestDevices.Get(TestBackend.GpuOnCpuAccelerator);
+        var device = TestDevices.Get(backend);
         using var session = new GlaSession(device, batch, heads, GateKind.PerKey, options);
-        session.SetState(new ReadOnlyTensorSpan<float>(whole.InitialState, [batch, 1, 8, 8]));
-        var output = Numerics.NaNs(whole.Q.Length / heads.KeyDim * heads.ValueDim);
+        session.SetState(new ReadOnlyTensorSpan<float>(whole.InitialState, [batch, valueHeads, 8, 8]));
+        var output = Numerics.NaNs((long)batch * total * heads.OutputHeads * heads.ValueDim);
         Call(session, whole, output, 0, prompt, prefill: true);
         for (int t = prompt; t < total; t++) Call(session, whole, output, t, 1, prefill: false);
         var state = Numerics.NaNs(whole.InitialState.Length);
-        session.GetState(new TensorSpan<float>(state, [batch, 1, 8, 8]));
+        session.GetState(new TensorSpan<float>(state, [batch, valueHeads, 8, 8]));
         AssertMatches((output, state), expected, "prefill then decode");
     }
 
@@ -175,13 +187,14 @@ public sealed class GlaGpuTests
                 Array.Copy(source, ((long)b * total + from) * perToken, part, (long)b * count * perToken, (long)count * perToken);
             return part;
         }
-        int qRow = heads.QHeads * heads.KeyDim, kRow = heads.KvHeads * heads.KeyDim, vRow = heads.KvHeads * heads.ValueDim, oRow = heads.QHeads * heads.ValueDim;
+        int qRow = heads.QHeads * heads.KeyDim, kRow = heads.KeyHeads * heads.KeyDim, vRow = heads.ValueHeads * heads.ValueDim;
+        int gRow = heads.ValueHeads * heads.KeyDim, oRow = heads.OutputHeads * heads.ValueDim;
         var q = new ReadOnlyTensorSpan<float>(Slice(whole.Q, qRow), [batch, count, heads.QHeads, heads.KeyDim]);
-        var k = new ReadOnlyTensorSpan<float>(Slice(whole.K, kRow), [batch, count, heads.KvHeads, heads.KeyDim]);
-        var v = new ReadOnlyTensorSpan<float>(Slice(whole.V, vRow), [batch, count, heads.KvHeads, heads.ValueDim]);
-        var g = new ReadOnlyTensorSpan<float>(Slice(whole.G, kRow), [batch, count, heads.KvHeads, heads.KeyDim]);
+        var k = new ReadOnlyTensorSpan<float>(Slice(whole.K, kRow), [batch, count, heads.KeyHeads, heads.KeyDim]);
+        var v = new ReadOnlyTensorSpan<float>(Slice(whole.V, vRow), [batch, count, heads.ValueHeads, heads.ValueDim]);
+        var g = new ReadOnlyTensorSpan<float>(Slice(whole.G, gRow), [batch, count, heads.ValueHeads, heads.KeyDim]);
         var o = Numerics.NaNs(batch * count * oRow);
-        var os = new TensorSpan<float>(o, [batch, count, heads.QHeads, heads.ValueDim]);
+        var os = new TensorSpan<float>(o, [batch, count, heads.OutputHeads, heads.ValueDim]);
         if (prefill) session.Prefill(q, k, v, g, os);
         else session.Step(q, k, v, g, os);
         for (int b = 0; b < batch; b++)

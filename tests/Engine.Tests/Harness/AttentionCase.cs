@@ -6,7 +6,8 @@ namespace Engine.Tests.Harness;
 /// <summary>
 /// What the attention ops' cases share: batch or packed sequences, heads and dims, element type, and the
 /// tensors of a call built in the element type the case runs in (fp16 cases round their inputs first, so the
-/// reference sees the same values).
+/// reference sees the same values). Heads: Hq query heads over Hkv key/value heads, or, with a value group m > 1,
+/// Hq = Hkv query/key heads and m·Hkv value heads (grouped value heads).
 /// </summary>
 public abstract class AttentionCase : OpCase
 {
@@ -14,6 +15,8 @@ public abstract class AttentionCase : OpCase
     public int T { get; init; }
     public int Hq { get; init; } = 1;
     public int Hkv { get; init; } = 1;
+    /// <summary>Value heads per key head (grouped value heads).</summary>
+    public int ValueGroup { get; init; } = 1;
     public int K { get; init; }
     public int V { get; init; }
     public bool Fp16 { get; init; }
@@ -22,8 +25,17 @@ public abstract class AttentionCase : OpCase
 
     public override bool Half => Fp16;
 
+    public int Hk => Hkv;
+    public int Hv => Hkv * ValueGroup;
+    /// <summary>Output heads: max(Hq, Hv).</summary>
+    public int Ho => Math.Max(Hq, Hv);
+    public HeadLayout Heads => new(Hq, Hk, Hv, K, V);
+
     /// <summary>"B2 T100" or "varlen[0,1,17]" for names.</summary>
     protected string Batch => SeqLens is null ? $"B{B} T{T}" : $"varlen[{string.Join(",", SeqLens)}]";
+
+    /// <summary>"H4/2" (query over key/value heads) or "H2/2/4" (query, key and value heads) for names.</summary>
+    protected string HeadCounts => ValueGroup == 1 ? $"H{Hq}/{Hkv}" : $"H{Hq}/{Hk}/{Hv}";
 
     public int Sequences => SeqLens?.Length ?? B;
     public int TotalT => SeqLens?.Sum() ?? T;
@@ -31,8 +43,8 @@ public abstract class AttentionCase : OpCase
     public int[]? CuSeqlens => SeqLens is null ? null : [0, .. SeqLens.Select((_, i) => SeqLens.Take(i + 1).Sum())];
     public SequenceLayout Layout => SeqLens is null ? SequenceLayout.Dense(B, T) : SequenceLayout.Packed(CuSeqlens, TotalT);
 
-    public nint[] StateShape => [Sequences, Hkv, K, V];
-    public long OutputLength => (long)BatchDim * TotalT * Hq * V;
+    public nint[] StateShape => [Sequences, Hv, K, V];
+    public long OutputLength => (long)BatchDim * TotalT * Ho * V;
 
     /// <summary>The generator of this case's inputs: its seed follows its name, the same in every process.</summary>
     protected TestData Data() => new(StableSeed(Name));
@@ -44,11 +56,11 @@ public abstract class AttentionCase : OpCase
     protected ReadOnlyTensorSpan<TElement> In<TElement>(float[] values, params nint[] dims) where TElement : unmanaged =>
         new(Elements<TElement>(values), [BatchDim, TotalT, .. dims]);
 
-    /// <summary>The output [B, T, Hq, V] in the case's element type, every element NaN until a kernel writes it.</summary>
+    /// <summary>The output [B, T, max(Hq, Hv), V] in the case's element type, every element NaN until a kernel writes it.</summary>
     protected static TElement[] NaNOutput<TElement>(long length) where TElement : unmanaged =>
         Elements<TElement>(Numerics.NaNs(length));
 
-    protected TensorSpan<TElement> Out<TElement>(TElement[] output) where TElement : unmanaged => new(output, [BatchDim, TotalT, Hq, V]);
+    protected TensorSpan<TElement> Out<TElement>(TElement[] output) where TElement : unmanaged => new(output, [BatchDim, TotalT, Ho, V]);
 
     protected static float[] ToFloat<TElement>(TElement[] values) where TElement : unmanaged =>
         values is Half[] h ? TestData.FromHalf(h) : (float[])(object)values;

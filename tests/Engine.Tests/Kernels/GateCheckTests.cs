@@ -47,7 +47,7 @@ public sealed class GateCheckTests
     {
         using var kernel = new DeltaRuleCpu(new DeltaRuleConfig(Heads, gate, 0.3f, 16, qkL2Norm: true));
         var (q, k, v, g, index) = Inputs(gate, bad, last);
-        var beta = new TestData(5).Uniform(Tokens * Heads.KvHeads, 0.1, 0.9);
+        var beta = new TestData(5).Uniform(Tokens * Heads.ValueHeads, 0.1, 0.9);
         var e = Assert.Throws<ArgumentException>(() =>
         {
             var (output, state) = Outputs();
@@ -60,16 +60,16 @@ public sealed class GateCheckTests
     private static (float[] q, float[] k, float[] v, float[] g, int index) Inputs(GateKind gate, float bad, bool last)
     {
         var data = new TestData(3);
-        int width = gate == GateKind.PerKey ? Heads.KvHeads * Heads.KeyDim : Heads.KvHeads;
+        int width = gate == GateKind.PerKey ? Heads.ValueHeads * Heads.KeyDim : Heads.ValueHeads;
         var g = data.LogGates(Tokens * width, 1.0);
         int index = last ? g.Length - 1 : g.Length / 2 + 3;
         g[index] = bad;
-        return (data.Normal(Tokens * Heads.QHeads * Heads.KeyDim), data.Normal(Tokens * Heads.KvHeads * Heads.KeyDim),
-            data.Normal(Tokens * Heads.KvHeads * Heads.ValueDim), g, index);
+        return (data.Normal(Tokens * Heads.QHeads * Heads.KeyDim), data.Normal(Tokens * Heads.KeyHeads * Heads.KeyDim),
+            data.Normal(Tokens * Heads.ValueHeads * Heads.ValueDim), g, index);
     }
 
     private static (float[] output, float[] state) Outputs() =>
-        (new float[Tokens * Heads.QHeads * Heads.ValueDim], new float[Heads.KvHeads * Heads.KeyDim * Heads.ValueDim]);
+        (new float[Tokens * Heads.QHeads * Heads.ValueDim], new float[Heads.ValueHeads * Heads.KeyDim * Heads.ValueDim]);
 
     private static void AssertNames(ArgumentException e, float bad, int index)
     {

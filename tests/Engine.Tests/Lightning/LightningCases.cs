@@ -10,7 +10,7 @@ public sealed class LightningCase : AttentionCase
 {
     public LightningCase() { Hq = Hkv = 8; }
 
-    /// <summary>Heads (query and key/value alike).</summary>
+    /// <summary>Heads (query and key/value alike; query and key with a value group).</summary>
     public int H { get => Hq; init => Hq = Hkv = value; }
     public int Block { get; init; } = 64;
     public float? ConstantSlope { get; init; }
@@ -19,9 +19,9 @@ public sealed class LightningCase : AttentionCase
     public override bool Small => SmallOverride ?? false;
 
     public override string Name =>
-        $"lightning {Batch} H{H} K{K} V{V} block{Block} {Mode}" + (ConstantSlope is null ? "" : $" slope{ConstantSlope}") + (Fp16 ? " fp16" : "");
+        $"lightning {Batch} {(ValueGroup == 1 ? $"H{H}" : HeadCounts)} K{K} V{V} block{Block} {Mode}" + (ConstantSlope is null ? "" : $" slope{ConstantSlope}") + (Fp16 ? " fp16" : "");
 
-    public float[] Slopes => ConstantSlope is float s ? Enumerable.Repeat(s, H).ToArray() : Engine.Lightning.Slopes(H);
+    public float[] Slopes => ConstantSlope is float s ? Enumerable.Repeat(s, Hv).ToArray() : Engine.Lightning.Slopes(Hv);
 
     private (float[] q, float[] k, float[] v, float[] h0) Inputs()
     {
@@ -29,15 +29,15 @@ public sealed class LightningCase : AttentionCase
         long rows = (long)BatchDim * TotalT * H;
         var q = data.Normal(rows * K, 1 / Math.Sqrt(K));
         var k = data.Normal(rows * K, 1 / Math.Sqrt(K));
-        var v = data.Normal(rows * V);
-        var h0 = data.Normal((long)Sequences * H * K * V, 0.5);
+        var v = data.Normal(rows * ValueGroup * V);
+        var h0 = data.Normal((long)Sequences * Hv * K * V, 0.5);
         return (Rounded(q), Rounded(k), Rounded(v), h0);
     }
 
     public override IReadOnlyDictionary<string, double[]> Reference()
     {
         var (q, k, v, h0) = Inputs();
-        var config = new GlaConfig(new HeadLayout(H, H, K, V), GateKind.Constant, 1f, Block, Slopes.Select(s => -s).ToArray());
+        var config = new GlaConfig(Heads, GateKind.Constant, 1f, Block, Slopes.Select(s => -s).ToArray());
         var o = new double[OutputLength];
         var s = TestData.ToDouble(h0);
         GlaReference.Forward(config, Layout, q, k, v, [], o, s);
@@ -48,9 +48,9 @@ public sealed class LightningCase : AttentionCase
     {
         var (q, k, v, h0) = Inputs();
         var output = NaNOutput<TElement>(OutputLength);
-        var finalState = Numerics.NaNs((long)Sequences * H * K * V);
+        var finalState = Numerics.NaNs((long)Sequences * Hv * K * V);
         var options = new LightningOptions { BlockSize = Block, Mode = Mode, Slopes = ConstantSlope is null ? null : Slopes };
-        Engine.Lightning.Forward(device, In<TElement>(q, H, K), In<TElement>(k, H, K), In<TElement>(v, H, V), Out(output),
+        Engine.Lightning.Forward(device, In<TElement>(q, H, K), In<TElement>(k, H, K), In<TElement>(v, Hv, V), Out(output),
             new ReadOnlyTensorSpan<float>(h0, StateShape), new TensorSpan<float>(finalState, StateShape), CuSeqlens, options);
         return new Dictionary<string, float[]> { ["output"] = ToFloat(output), ["final_state"] = finalState };
     }
@@ -77,6 +77,13 @@ public static class LightningCases
             yield return new LightningCase { B = 2, T = 40, H = 2, K = 16, V = 16, Block = 16, SmallOverride = true };
             yield return new LightningCase { B = 1, T = 20, H = 2, K = 8, V = 8, Block = 16, Mode = AttentionMode.Recurrent, SmallOverride = true };
             yield return new LightningCase { SeqLens = [0, 1, 21], H = 2, K = 16, V = 16, Block = 16, SmallOverride = true };
+            // Grouped value heads: m slopes per query/key head, both modes, small enough for the simulated GPU.
+            foreach (int m in new[] { 2, 4 })
+            {
+                yield return new LightningCase { B = 2, T = 40, H = 1, ValueGroup = m, K = 16, V = 12, Block = 16, SmallOverride = true };
+                yield return new LightningCase { B = 1, T = 20, H = 1, ValueGroup = m, K = 8, V = 8, Block = 16, Mode = AttentionMode.Recurrent, SmallOverride = true };
+            }
+            yield return new LightningCase { B = 2, T = 300, H = 4, ValueGroup = 2, K = 64, V = 64, Block = 64 };
         }
     }
 }
