@@ -11,22 +11,25 @@ namespace Engine.Tests.DeltaRule;
 [TestFixture]
 public sealed class DeltaRuleCliTests : CliFixture
 {
-    [TestCase("delta", GateKind.None, "fp32")]
-    [TestCase("gated-delta", GateKind.PerHead, "fp32")]
-    [TestCase("gated-delta", GateKind.PerHead, "fp16")]
-    [TestCase("gated-delta", GateKind.PerKey, "fp32")]
-    public void OpMatchesTheReference(string op, GateKind gate, string precision)
+    /// <summary>Query heads 4 over 2 key/value heads; or (the last case) 2 query/key heads and 4 value heads.</summary>
+    [TestCase("delta", GateKind.None, "fp32", 4, 2, 2)]
+    [TestCase("gated-delta", GateKind.PerHead, "fp32", 4, 2, 2)]
+    [TestCase("gated-delta", GateKind.PerHead, "fp16", 4, 2, 2)]
+    [TestCase("gated-delta", GateKind.PerKey, "fp32", 4, 2, 2)]
+    [TestCase("gated-delta", GateKind.PerHead, "fp32", 2, 2, 4)]
+    public void OpMatchesTheReference(string op, GateKind gate, string precision, int hq, int hk, int hv)
     {
-        const int t = 50, hq = 4, hkv = 2, k = 16, v = 8;
+        const int t = 50, k = 16, v = 8;
+        int ho = Math.Max(hq, hv);
         bool gated = gate != GateKind.None, half = precision == "fp16";
-        int gateWidth = gate == GateKind.PerKey ? hkv * k : hkv;
+        int gateWidth = gate == GateKind.PerKey ? hv * k : hv;
         var data = new TestData(23);
         var q = data.Normal(t * hq * k);
-        var kk = data.Normal(t * hkv * k);
-        var vv = data.Normal(t * hkv * v);
-        var beta = data.Uniform(t * hkv, 0.05, 0.95);
+        var kk = data.Normal(t * hk * k);
+        var vv = data.Normal(t * hv * v);
+        var beta = data.Uniform(t * hv, 0.05, 0.95);
         var g = gated ? data.LogGates(t * gateWidth, 1.0) : [];
-        var h0 = data.Normal(2 * hkv * k * v, 0.3);
+        var h0 = data.Normal(2 * hv * k * v, 0.3);
         int[] cu = [0, 20, 50];
         if (half)
         {
@@ -37,25 +40,25 @@ public sealed class DeltaRuleCliTests : CliFixture
         var args = new List<string>
         {
             "op", op,
-            "--q", Save("q.npy", Input(q, [1, t, hq, k])), "--k", Save("k.npy", Input(kk, [1, t, hkv, k])),
-            "--v", Save("v.npy", Input(vv, [1, t, hkv, v])), "--beta", Save("beta.npy", Input(beta, [1, t, hkv])),
-            "--h0", Save("h0.npy", NpyArray.From(h0, [2, hkv, k, v])), "--cu-seqlens", Save("cu.npy", NpyArray.From(cu, [3])),
+            "--q", Save("q.npy", Input(q, [1, t, hq, k])), "--k", Save("k.npy", Input(kk, [1, t, hk, k])),
+            "--v", Save("v.npy", Input(vv, [1, t, hv, v])), "--beta", Save("beta.npy", Input(beta, [1, t, hv])),
+            "--h0", Save("h0.npy", NpyArray.From(h0, [2, hv, k, v])), "--cu-seqlens", Save("cu.npy", NpyArray.From(cu, [3])),
             "--chunk", "16", "--qk-l2norm", "--o", PathOf("o.npy"), "--ht", PathOf("ht.npy"),
         };
-        if (gated) args.AddRange(["--g", Save("g.npy", Input(g, gate == GateKind.PerKey ? [1, t, hkv, k] : [1, t, hkv]))]);
+        if (gated) args.AddRange(["--g", Save("g.npy", Input(g, gate == GateKind.PerKey ? [1, t, hv, k] : [1, t, hv]))]);
         var (code, _, stderr) = Engine([.. args]);
         Assert.That(code, Is.Zero, stderr);
 
-        var expectedOut = new double[t * hq * v];
+        var expectedOut = new double[t * ho * v];
         var expectedState = TestData.ToDouble(h0);
-        DeltaRuleReference.Forward(new DeltaRuleConfig(new HeadLayout(hq, hkv, k, v), gate, 1f / MathF.Sqrt(k), 16, qkL2Norm: true),
+        DeltaRuleReference.Forward(new DeltaRuleConfig(new HeadLayout(hq, hk, hv, k, v), gate, 1f / MathF.Sqrt(k), 16, qkL2Norm: true),
             SequenceLayout.Packed(cu, t), q, kk, vv, beta, g, expectedOut, expectedState);
         var o = Npy.Read(PathOf("o.npy"));
         double tolerance = half ? Numerics.Fp16Tolerance : Numerics.Fp32Tolerance;
         Assert.Multiple(() =>
         {
             Assert.That(o.Type, Is.EqualTo(half ? NpyType.Float16 : NpyType.Float32));
-            Assert.That(o.Shape, Is.EqualTo(new nint[] { 1, t, hq, v }));
+            Assert.That(o.Shape, Is.EqualTo(new nint[] { 1, t, ho, v }));
             Assert.That(Numerics.RelativeRms(o.ToFloat32(), expectedOut), Is.LessThanOrEqualTo(tolerance));
             Assert.That(Numerics.RelativeRms(Npy.Read(PathOf("ht.npy")).ToFloat32(), expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
         });

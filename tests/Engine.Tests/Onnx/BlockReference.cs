@@ -16,7 +16,8 @@ public static class BlockReference
     public static Result Run(LinearAttentionBlockSpec spec, OnnxModel model, float[] x, int batch, int length,
         IReadOnlyDictionary<string, float[]>? pastStates = null)
     {
-        int d = spec.Hidden, hq = spec.QHeads, hkv = spec.KvHeads, dk = spec.KeyDim, dv = spec.ValueDim, rows = batch * length;
+        int d = spec.Hidden, hq = spec.QHeads, hk = spec.KeyHeads, hkv = spec.KvHeads, ho = spec.OutputHeads, dk = spec.KeyDim, dv = spec.ValueDim;
+        int rows = batch * length;
         double[] h = x.Select(a => (double)a).ToArray();
         var states = new Dictionary<string, double[]>();
         for (int layer = 0; layer < spec.Layers; layer++)
@@ -24,7 +25,7 @@ public static class BlockReference
             string suffix = spec.Layers == 1 ? "" : $"_{layer}";
             double[] W(string name) => model.ReadTensor(model.Graph.Initializer.Single(t => t.Name == name + suffix)).As<float>().Select(a => (double)a).ToArray();
             var q = MatMul(h, W("w_query"), rows, d, hq * dk);
-            var k = MatMul(h, W("w_key"), rows, d, hkv * dk);
+            var k = MatMul(h, W("w_key"), rows, d, hk * dk);
             var v = MatMul(h, W("w_value"), rows, d, hkv * dv);
             double[]? decay = null, beta = null;
             bool perKey = spec.Decay == DecayForm.PerKey;
@@ -36,7 +37,7 @@ public static class BlockReference
             }
             if (LinearAttentionSignature.UsesBeta(spec.Rule))
             {
-                for (int r = 0; r < rows * hkv; r++)
+                for (int r = 0; r < rows * hk; r++)
                 {
                     double norm = 0;
                     for (int c = 0; c < dk; c++) norm += k[r * dk + c] * k[r * dk + c];
@@ -49,7 +50,7 @@ public static class BlockReference
             var attention = LinearAttentionReference.Run(spec.Rule, batch, length, hq, hkv, dk, dv, spec.Scale != 0 ? spec.Scale : 1 / Math.Sqrt(dk),
                 q, k, v, past, decay, perKey, beta, spec.BetaPerHead);
             states[SampleModels.PresentStateName(suffix)] = attention.State;
-            h = MatMul(attention.Output, W("w_out"), rows, hq * dv, d);
+            h = MatMul(attention.Output, W("w_out"), rows, ho * dv, d);
         }
         return new Result(h, states);
     }

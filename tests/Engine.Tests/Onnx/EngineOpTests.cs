@@ -26,6 +26,7 @@ public sealed class EngineOpTests
         yield return new TestCaseData(4, 4, null, null, true).SetName("Lightning default slopes, past state");
         yield return new TestCaseData(4, 2, null, (3, 8), false).SetName("Lightning layer 3 of 8, grouped heads");
         yield return new TestCaseData(2, 2, new[] { 0.3f, 0.01f }, null, true).SetName("Lightning explicit slopes");
+        yield return new TestCaseData(2, 4, null, null, true).SetName("Lightning default slopes, grouped value heads");
     }
 
     [TestCaseSource(nameof(LightningCases))]

@@ -5,8 +5,9 @@ using NUnit.Framework;
 namespace Engine.Tests.Onnx;
 
 /// <summary>
-/// Every update rule × decay form × beta form × grouped heads × past state: the engine-backed session,
-/// ONNX Runtime's own com.microsoft.LinearAttention kernel (same model, same data) and the float64 reference.
+/// Every update rule × decay form × beta form × grouped heads (query heads, and value heads as Qwen3-Next/3.5 group them)
+/// × past state: the engine-backed session, ONNX Runtime's own com.microsoft.LinearAttention kernel (same model, same
+/// data) and the float64 reference.
 /// </summary>
 [TestFixture]
 public sealed class LinearAttentionHandoverTests
@@ -19,9 +20,11 @@ public sealed class LinearAttentionHandoverTests
             var betas = LinearAttentionSignature.UsesBeta(rule) ? new[] { true, false } : [true];
             foreach (var decay in decays)
                 foreach (bool betaPerHead in betas)
-                    foreach (var (hq, hkv) in new[] { (2, 2), (4, 2) })
+                    foreach (var (hq, hkv) in new[] { (2, 2), (4, 2), (2, 4) })
                         foreach (bool past in new[] { false, true })
                         {
+                            // Grouped value heads (q_num_heads 2, kv_num_heads 4) with a past state only: the state is what they change.
+                            if (hq < hkv && !past) continue;
                             var c = new LinearAttentionNodeCase { Rule = rule, Decay = decay, BetaPerHead = betaPerHead, Hq = hq, Hkv = hkv, PastState = past };
                             yield return new TestCaseData(c).SetName($"LinearAttention {c.Name}");
                         }
@@ -55,6 +58,12 @@ public sealed class LinearAttentionHandoverTests
             new() { Rule = UpdateRule.Delta, Half = true, Hq = 4, BetaPerHead = false },
             new() { Rule = UpdateRule.GatedDelta, Decay = DecayForm.PerHead, Half = true, T = 70, PastState = true },
             new() { Rule = UpdateRule.GatedDelta, Half = true, T = 1, PastState = true },
+            // Grouped value heads (Qwen3.5's layer: gated_delta, per-head decay, scale 1, 2 value heads per query/key head):
+            // decode, several chunks, four value heads per query/key head, float16.
+            new() { Rule = UpdateRule.GatedDelta, Decay = DecayForm.PerHead, T = 1, Hq = 2, Hkv = 4, Scale = 1f, PastState = true },
+            new() { Rule = UpdateRule.GatedDelta, Decay = DecayForm.PerHead, T = 130, B = 1, Hq = 2, Hkv = 4, Dk = 32, Dv = 32, Scale = 1f, PastState = true },
+            new() { Rule = UpdateRule.Gated, T = 100, Hq = 1, Hkv = 4, PastState = true },
+            new() { Rule = UpdateRule.GatedDelta, Half = true, T = 40, Hq = 2, Hkv = 4, PastState = true },
         ];
         return cases.Select(c => new TestCaseData(c).SetName($"LinearAttention shape {c.Name}{(c.SymbolicDims ? "" : " fixed dims")}{(c.GateStrength != 1 ? $" gate×{c.GateStrength}" : "")}"));
     }
@@ -75,7 +84,7 @@ public sealed class LinearAttentionHandoverTests
         bool engineTakesIt = OnnxTestHost.Host.Capabilities.Takes(c.Rule);
         Assert.That(engine.Handover.EngineNodes.Select(n => n.NodeName), engineTakesIt ? Is.EqualTo(new[] { "linear_attention" }) : Is.Empty,
             "which nodes the engine takes over");
-        OnnxAssert.Shape(byEngine["output"], c.B, c.T, c.Hq * c.Dv);
+        OnnxAssert.Shape(byEngine["output"], c.B, c.T, c.OutputHeads * c.Dv);
         OnnxAssert.Shape(byEngine["present_state"], c.B, c.Hkv, c.Dk, c.Dv);
         Assert.That(byEngine["output"].ElementType, Is.EqualTo(byOrt["output"].ElementType), "output element type");
         OnnxAssert.Close(byOrt["output"], reference.Output, "ORT kernel output vs reference", c.Tolerance);

@@ -35,6 +35,9 @@ public sealed record LinearAttentionNodeCase
 
     public bool UsesDecay => LinearAttentionSignature.UsesDecay(Rule);
     public bool UsesBeta => LinearAttentionSignature.UsesBeta(Rule);
+    /// <summary>Heads of the key and of the output (<see cref="LinearAttentionBlockSpec"/>).</summary>
+    public int KeyHeads => Spec.KeyHeads;
+    public int OutputHeads => Spec.OutputHeads;
     public int DecayWidth => Decay == DecayForm.PerKey ? Hkv * Dk : Hkv;
     public int BetaWidth => BetaPerHead ? Hkv : 1;
 
@@ -60,7 +63,7 @@ public sealed record LinearAttentionNodeCase
         var inputs = new Dictionary<string, TensorData>
         {
             ["query"] = Tensor(data.Normal((long)B * T * Hq * Dk), B, T, Hq * Dk),
-            ["key"] = Tensor(data.UnitRows((long)B * T * Hkv, Dk), B, T, Hkv * Dk),
+            ["key"] = Tensor(data.UnitRows((long)B * T * KeyHeads, Dk), B, T, KeyHeads * Dk),
             ["value"] = Tensor(data.Normal((long)B * T * Hkv * Dv), B, T, Hkv * Dv),
         };
         if (PastState) inputs["past_state"] = Tensor(data.Normal((long)B * Hkv * Dk * Dv, 0.5), B, Hkv, Dk, Dv);

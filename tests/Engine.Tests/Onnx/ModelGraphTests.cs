@@ -16,9 +16,10 @@ public sealed class ModelGraphTests
 {
     private const int Batch = 2, Length = 30;
 
-    private static LinearAttentionBlockSpec Small(UpdateRule rule, DecayForm decay = DecayForm.PerKey, string domain = HandoverRewriter.MicrosoftDomain, int layers = 1) => new()
+    private static LinearAttentionBlockSpec Small(UpdateRule rule, DecayForm decay = DecayForm.PerKey, string domain = HandoverRewriter.MicrosoftDomain, int layers = 1,
+        int qHeads = 4, int kvHeads = 2) => new()
     {
-        Hidden = 24, QHeads = 4, KvHeads = 2, KeyDim = 16, ValueDim = 16, Rule = rule, Decay = decay, Domain = domain, Layers = layers,
+        Hidden = 24, QHeads = qHeads, KvHeads = kvHeads, KeyDim = 16, ValueDim = 16, Rule = rule, Decay = decay, Domain = domain, Layers = layers,
     };
 
     public static IEnumerable<TestCaseData> Blocks()
@@ -32,6 +33,8 @@ public sealed class ModelGraphTests
         yield return new TestCaseData(Small(UpdateRule.Gated, layers: 3)).SetName("Block gated, three layers (three engine nodes)");
         yield return new TestCaseData(Small(UpdateRule.Gated, domain: "")).SetName("Block gated, ai.onnx opset 27");
         yield return new TestCaseData(Small(UpdateRule.GatedDelta, DecayForm.PerHead, domain: "")).SetName("Block gated_delta, ai.onnx opset 27");
+        yield return new TestCaseData(Small(UpdateRule.GatedDelta, DecayForm.PerHead, qHeads: 2, kvHeads: 4))
+            .SetName("Block gated_delta per-head decay, grouped value heads (2 query/key heads, 4 value heads)");
     }
 
     [TestCaseSource(nameof(Blocks))]
@@ -119,6 +122,72 @@ public sealed class RewriteTests
         Assert.That(plan.EngineNodes.Select(n => n.NodeName), toEngine ? Is.EqualTo(new[] { "half" }) : Is.Empty);
         Assert.That(plan.Nodes.Single().ToDomain, Is.EqualTo(toEngine ? HandoverRewriter.EngineDomain : HandoverRewriter.MicrosoftDomain));
         if (!toEngine) Assert.That(plan.Nodes.Single().Detail, Does.Contain("bfloat16"));
+    }
+
+    /// <summary>A LinearAttention node over graph inputs query (B, T, 16), key (B, T, keyWidth), value (B, T, 4·kvHeads).</summary>
+    private static OnnxModel HeadsNode(long qHeads, long kvHeads, int keyWidth, string domain = HandoverRewriter.MicrosoftDomain)
+    {
+        var b = new ModelBuilder(domain.Length == 0 ? 27 : 21);
+        if (domain.Length > 0) b.Import(domain, 1);
+        b.Input("query", F.Float, "B", "T", 16);
+        b.Input("key", F.Float, "B", "T", keyWidth);
+        b.Input("value", F.Float, "B", "T", (int)(4 * kvHeads));
+        b.Node("LinearAttention", ["query", "key", "value"], domain: domain, name: "heads", outputNames: ["y", "s"],
+            attributes: [("q_num_heads", qHeads), ("kv_num_heads", kvHeads), ("update_rule", "linear")]);
+        b.Output("y", F.Float, null);
+        return b.Build();
+    }
+
+    [Test]
+    public void GroupedValueHeadsGoToTheEngine()
+    {
+        // q_num_heads 2 (dk 8), kv_num_heads 4: the key has the 2 query heads, the value 4 heads.
+        var plan = HandoverRewriter.Rewrite(HeadsNode(2, 4, keyWidth: 16));
+        Assert.That(plan.EngineNodes.Select(n => n.NodeName), Is.EqualTo(new[] { "heads" }));
+    }
+
+    [TestCase(3, 2)]
+    [TestCase(2, 3)]
+    public void HeadsGroupedNeitherWayAreRefusedBeforeTheEngineClaimsTheNode(long qHeads, long kvHeads)
+    {
+        var e = Assert.Throws<ModelNodeException>(() => HandoverRewriter.Rewrite(HeadsNode(qHeads, kvHeads, keyWidth: 16)));
+        Assert.That(e!.Message, Does.Contain("LinearAttention node 'heads'").And.Contain($"q_num_heads ({qHeads}) must be a multiple of kv_num_heads ({kvHeads})"));
+    }
+
+    [Test]
+    public void OnnxLinearAttentionWithGroupedValueHeadsIsRefusedByName()
+    {
+        // ai.onnx LinearAttention-27 defines grouped query heads only (q_num_heads a multiple of kv_num_heads).
+        var e = Assert.Throws<ModelNodeException>(() => HandoverRewriter.Rewrite(HeadsNode(2, 4, keyWidth: 16, domain: "")));
+        Assert.That(e!.Message, Does.Contain("LinearAttention node 'heads'").And.Contain("com.microsoft.LinearAttention's"));
+    }
+
+    [Test]
+    public void KeyHeadsSharedAnotherWayStayWithOnnxRuntime()
+    {
+        // q_num_heads = kv_num_heads = 2 (dk 8) with one key head shared by both value heads: ONNX Runtime's own kernel
+        // runs it; the engine's kernels take min(q_num_heads, kv_num_heads) key heads, so the plan leaves it to ORT.
+        var model = HeadsNode(2, 2, keyWidth: 8);
+        var plan = HandoverRewriter.Rewrite(model);
+        Assert.That(plan.EngineNodes, Is.Empty);
+        Assert.That(plan.Nodes.Single().ToDomain, Is.EqualTo(HandoverRewriter.MicrosoftDomain));
+        Assert.That(plan.Nodes.Single().Detail, Does.Contain("1 key heads shared by the value heads"));
+
+        // It runs, as ONNX Runtime defines it: each value head reads the one key head.
+        var data = new TestData(4);
+        const int t = 5;
+        var q = data.Normal(t * 16);
+        var k = data.UnitRows(t, 8);
+        var v = data.Normal(t * 8);
+        using var session = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        var y = session.Run(new Dictionary<string, TensorData>
+        {
+            ["query"] = TensorData.Create(q, 1, t, 16), ["key"] = TensorData.Create(k, 1, t, 8), ["value"] = TensorData.Create(v, 1, t, 8),
+        })["y"];
+        var repeatedKeys = Enumerable.Range(0, t * 2).SelectMany(r => k.Skip(r / 2 * 8).Take(8)).Select(x => (double)x).ToArray();
+        var expected = LinearAttentionReference.Run(UpdateRule.Linear, 1, t, 2, 2, 8, 4, 1 / Math.Sqrt(8), TestData.ToDouble(q), repeatedKeys,
+            TestData.ToDouble(v), null, null, false, null, false);
+        OnnxAssert.Close(y, expected.Output, "output of the shared key head");
     }
 
     [Test]
