@@ -42,6 +42,10 @@ public readonly record struct HeadLayout
                 throw new ArgumentException($"with grouped value heads ({valueHeads} value heads over {keyHeads} key heads) the query heads must equal the key heads, got {qHeads}", nameof(qHeads));
         }
         QHeads = qHeads; KeyHeads = keyHeads; ValueHeads = valueHeads; KeyDim = keyDim; ValueDim = valueDim;
+        // Kept, not derived per use: the kernels map heads with them on every token.
+        OutputHeads = Math.Max(qHeads, valueHeads);
+        Group = OutputHeads / valueHeads;
+        ValueGroup = valueHeads / keyHeads;
     }
 
     public int QHeads { get; }
@@ -54,13 +58,13 @@ public readonly record struct HeadLayout
     public int ValueDim { get; }
 
     /// <summary>Heads of the output: max(QHeads, ValueHeads).</summary>
-    public int OutputHeads => Math.Max(QHeads, ValueHeads);
+    public int OutputHeads { get; }
 
     /// <summary>Output (query) heads per value head: QHeads / ValueHeads, 1 with grouped value heads.</summary>
-    public int Group => OutputHeads / ValueHeads;
+    public int Group { get; }
 
     /// <summary>Value heads per query/key head: ValueHeads / KeyHeads, 1 with grouped query heads.</summary>
-    public int ValueGroup => ValueHeads / KeyHeads;
+    public int ValueGroup { get; }
 
     /// <summary>The key head value head <paramref name="valueHead"/> reads.</summary>
     public int KeyHeadOf(int valueHead) => valueHead / ValueGroup;
