@@ -93,6 +93,19 @@ public sealed class GroupedHeadsTests
     }
 
     [Test]
+    public void ASessionForGroupedValueHeadsRefusesCallsGroupedOtherwise()
+    {
+        using var session = new GlaSession(TestDevices.Get(TestBackend.Cpu), 1, new HeadLayout(2, 2, 4, 8, 4), GateKind.None);
+        Assert.That(session.StateShape.ToArray(), Is.EqualTo(new nint[] { 1, 4, 8, 4 }));
+        var x = new float[2 * 8];
+        var e = Assert.Catch<ArgumentException>(() => session.Step(new ReadOnlyTensorSpan<float>(x, [1, 1, 2, 8]),
+            new ReadOnlyTensorSpan<float>(x, [1, 1, 2, 8]), new ReadOnlyTensorSpan<float>(new float[8], [1, 1, 2, 4]), default,
+            new TensorSpan<float>(new float[8], [1, 1, 2, 4])))!;
+        Assert.That(e.ParamName, Is.EqualTo("q"));
+        Assert.That(e.Message, Does.Contain("(Hq 2, Hk 2, Hv 2, K 8, V 4) differ from the session's (Hq 2, Hk 2, Hv 4, K 8, V 4)"));
+    }
+
+    [Test]
     public void ConvenienceFormAllocatesOutputAndStateForValueHeads()
     {
         var data = new TestData(9);
