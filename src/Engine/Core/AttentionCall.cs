@@ -139,21 +139,15 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             op.RunCpu(device, scheduler ?? device.Scheduler, batch, state, initialState);
             return;
         }
-        var s = ArrayPool<double>.Shared.Rent(Math.Max(state.Length, 1));
-        var o = ArrayPool<double>.Shared.Rent(Math.Max(batch.Output.Length, 1));
+        var run = Float64Run.Begin(initialState.IsEmpty ? state : initialState, batch.Output.Length);
         try
         {
-            var sd = s.AsSpan(0, state.Length);
-            var initial = initialState.IsEmpty ? state : initialState;
-            for (int i = 0; i < sd.Length; i++) sd[i] = initial[i];
-            op.RunReference(batch, o.AsSpan(0, batch.Output.Length), sd);
-            for (int i = 0; i < batch.Output.Length; i++) batch.Output[i] = (float)o[i];
-            for (int i = 0; i < sd.Length; i++) state[i] = (float)sd[i];
+            op.RunReference(batch, run.Output, run.State);
+            run.End(batch.Output, state);
         }
         finally
         {
-            ArrayPool<double>.Shared.Return(s);
-            ArrayPool<double>.Shared.Return(o);
+            run.Dispose();
         }
     }
 }
