@@ -3,6 +3,7 @@
 # Engine.Onnx and ONNX Runtime from it and run Program.cs (GLA against the recurrence, an ONNX model with and
 # without the hand-over), then install the engine tool from the feed and run it. Exits non-zero on any failure.
 set -euo pipefail
+SECONDS=0
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
@@ -62,4 +63,4 @@ case "$printed" in
 esac
 "$work/tools/engine" bench-model "$root/samples/models/gla_block.onnx" --dim B=1 --dim T=64 --repeats 1 >/dev/null
 echo "pack-check: engine bench-model ran a model in ONNX Runtime with the hand-over"
-echo "pack-check: OK"
+echo "pack-check: OK in ${SECONDS} s"
