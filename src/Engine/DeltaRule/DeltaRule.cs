@@ -25,7 +25,7 @@ public sealed record DeltaRuleOptions : AttentionOptions
 /// <summary>
 /// DeltaNet (no g) and Gated DeltaNet (g given), the delta rule with decay first:
 ///   S = diag(exp(g_t)) S;  u = β_t (v_t − Sᵀ k_t);  S = S + k_t uᵀ;  o_t = Sᵀ (scale · q_t)
-/// Shapes: q [B,T,Hq,K], k [B,T,Hkv,K], v [B,T,Hkv,V], beta [B,T,Hkv], g (log space, <= 0) [B,T,Hkv] (one decay
+/// Shapes: q [B,T,Hq,K], k [B,T,Hkv,K], v [B,T,Hkv,V], beta [B,T,Hkv], g (log space, ≤ 0) [B,T,Hkv] (one decay
 /// per head, Gated DeltaNet) or [B,T,Hkv,K] (one per key dim, as in Kimi Delta Attention) or empty, output [B,T,Hq,V], states [N,Hkv,K,V] fp32 with N = B, or the number of packed sequences when
 /// cu_seqlens is given (then B = 1). Query head h reads key/value head h / (Hq / Hkv). Element type float
 /// or System.Half. K and V are at most <see cref="DeltaRuleConfig.MaxKeyDim"/> and <see cref="DeltaRuleConfig.MaxValueDim"/>.
