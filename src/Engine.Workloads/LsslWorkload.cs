@@ -28,7 +28,7 @@ public sealed class LsslWorkload : IDisposable
 
     public ReadOnlySpan<float> Output => _y;
 
-    public double ModelFlops(LsslMode mode) => ModelFlops(Batch, Length, Channels, StateSize, Layer.Config.IsDiagonal, Layer.ChunkLength, mode);
+    public double ModelFlops(LsslMode mode) => ModelFlops(Batch, Length, Channels, StateSize, Layer.StateMatrix == LsslStateMatrix.Diagonal, Layer.ChunkLength, mode);
 
     /// <summary>
     /// Model flops of a mode (not Auto), per channel and sequence: recurrent 2L(N² + N) (diagonal: 6LN); scan

@@ -8,7 +8,7 @@ namespace Engine.Workloads;
 /// Builds small ONNX models in code: graph inputs and outputs, initializers and nodes. Used by the tests,
 /// the sample models and the benchmarks to make real model files.
 /// </summary>
-public sealed class ModelBuilder
+internal sealed class ModelBuilder
 {
     private readonly ModelProto _model;
     private readonly GraphProto _graph;

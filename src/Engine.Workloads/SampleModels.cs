@@ -33,7 +33,7 @@ public sealed record LinearAttentionBlockSpec
     /// <summary>Blocks stacked one after another (each with its own weights, state and LinearAttention node).</summary>
     public int Layers { get; init; } = 1;
     /// <summary>Tensor type of the node models (<see cref="SampleModels.LinearAttentionNode"/>): float or float16. The block is float.</summary>
-    public TensorProto.Types.DataType ElementType { get; init; } = TensorProto.Types.DataType.Float;
+    public TensorElementType ElementType { get; init; } = TensorElementType.Float;
     /// <summary>Batch and length fixed in the model; null leaves them symbolic ("B", "T").</summary>
     public int? Batch { get; init; }
     public int? Length { get; init; }
@@ -69,7 +69,7 @@ public static class SampleModels
     public static OnnxModel LinearAttentionNode(LinearAttentionBlockSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);
-        var F = spec.ElementType;
+        var F = (TensorProto.Types.DataType)spec.ElementType;
         bool opset27 = spec.Domain.Length == 0;
         var b = new ModelBuilder(opset27 ? 27 : 21, "linear_attention");
         if (!opset27) b.Import(spec.Domain, 1);
@@ -140,7 +140,7 @@ public static class SampleModels
     /// <summary>query, key, value (B, T, heads·dim) and, when the spec has one, past_state (B, Hkv, dk, dv).</summary>
     private static void AttentionInputs(ModelBuilder b, LinearAttentionBlockSpec spec)
     {
-        var F = spec.ElementType;
+        var F = (TensorProto.Types.DataType)spec.ElementType;
         object batch = BatchDim(spec), length = LengthDim(spec);
         b.Input("query", F, batch, length, spec.QHeads * spec.KeyDim);
         b.Input("key", F, batch, length, spec.KeyHeads * spec.KeyDim);
@@ -151,7 +151,7 @@ public static class SampleModels
     /// <summary>output (B, T, max(Hq, Hkv)·dv) and present_state (B, Hkv, dk, dv).</summary>
     private static void AttentionOutputs(ModelBuilder b, LinearAttentionBlockSpec spec)
     {
-        var F = spec.ElementType;
+        var F = (TensorProto.Types.DataType)spec.ElementType;
         b.Output("output", F, BatchDim(spec), LengthDim(spec), spec.OutputHeads * spec.ValueDim);
         b.Output("present_state", F, BatchDim(spec), spec.KvHeads, spec.KeyDim, spec.ValueDim);
     }

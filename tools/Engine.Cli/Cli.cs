@@ -1,3 +1,4 @@
+using System.Reflection;
 using Engine.Cli.Commands;
 
 namespace Engine.Cli;
@@ -69,6 +70,11 @@ public static class Cli
                 stdout.Write(Help(args.Skip(1).ToArray()));
                 return 0;
             }
+            if (args is ["--version"])
+            {
+                stdout.WriteLine(Version);
+                return 0;
+            }
             var (command, rest) = Find(args);
             if (rest.Contains("--help"))
             {
@@ -90,6 +96,10 @@ public static class Cli
             return 1;
         }
     }
+
+    /// <summary>The package version and the commit it was built from (0.1.0+a1b2c3…).</summary>
+    private static string Version =>
+        typeof(Cli).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion;
 
     private static (ICommand command, string[] rest) Find(string[] args)
     {
@@ -130,6 +140,7 @@ public static class Cli
         }
         w.WriteLine();
         w.WriteLine("engine help <command> shows its options; errors go to stderr with a non-zero exit code.");
+        w.WriteLine("engine --version prints the version and the commit it was built from.");
         return w.ToString();
     }
 

@@ -15,7 +15,7 @@ public static class OnnxDemo
     {
         int t = quick ? 512 : 2048;
         w.WriteLine();
-        w.WriteLine($"ONNX models (ONNX Runtime {Onnx.Interop.OrtInfo.Version}): a LinearAttention block, B1 T{t} H8 dk128 dv128, hidden 256,");
+        w.WriteLine($"ONNX models (ONNX Runtime {OrtInfo.Version}): a LinearAttention block, B1 T{t} H8 dk128 dv128, hidden 256,");
         w.WriteLine("LinearAttention on the engine's CPU kernels vs on ONNX Runtime's own kernel; every other node in ONNX Runtime.");
         w.WriteLine($"{"model",-34} {"engine ms",10} {"ORT ms",10} {"rel. difference",16}");
         using var host = new KernelHost();

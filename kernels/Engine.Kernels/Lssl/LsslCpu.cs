@@ -32,15 +32,14 @@ public sealed unsafe class LsslCpu : IDisposable
     private const int SegmentSteps = 8192;
 
     private readonly LsslConfig _config;
-    private readonly IWorkScheduler _scheduler;
     private readonly WorkerScratch _scratch;
-    private readonly Complex[]?[] _fft;
+    /// <summary>Per worker: the FFT buffer of the convolution (grown with the schedulers a call brings).</summary>
+    private Complex[]?[] _fft = [];
     private readonly int _n, _np, _q, _lda, _segmentChunks, _segment;
 
-    public LsslCpu(LsslConfig config, IWorkScheduler scheduler)
+    public LsslCpu(LsslConfig config)
     {
         _config = config;
-        _scheduler = scheduler;
         _n = config.StateSize;
         _np = config.StatePadded;
         _q = config.ChunkLength;
@@ -49,8 +48,6 @@ public sealed unsafe class LsslCpu : IDisposable
         _segment = _segmentChunks * _q;
         Carve(null, out long floats);
         _scratch = new WorkerScratch(floats);
-        _scratch.Reserve(scheduler.Workers);
-        _fft = new Complex[]?[scheduler.Workers];
     }
 
     public LsslConfig Config => _config;
@@ -65,11 +62,13 @@ public sealed unsafe class LsslCpu : IDisposable
     /// <see cref="LsslMode.Conv"/>, <paramref name="initialStateIsZero"/> skips the zero-input response and
     /// <paramref name="needFinalState"/> = false skips the state pass (the state is then left as given).
     /// </summary>
-    public void Run(LsslMode mode, LsslSystem system, int batch, int length, ReadOnlySpan<float> u, Span<float> y, Span<float> state,
+    public void Run(IWorkScheduler scheduler, LsslMode mode, LsslSystem system, int batch, int length, ReadOnlySpan<float> u, Span<float> y, Span<float> state,
         bool initialStateIsZero = false, bool needFinalState = true)
     {
         if (system.Config != _config) throw new ArgumentException("the system was built for another configuration", nameof(system));
         if (batch == 0 || length == 0) return;
+        _scratch.Reserve(scheduler.Workers);
+        if (_fft.Length < scheduler.Workers) Array.Resize(ref _fft, scheduler.Workers);
         fixed (float* pu = u, py = y, ps = state,
                amI = system.AbarMinusIT, bbar = system.Bbar, c = system.C, d = system.D,
                weights = system.OutputWeights, colsT = system.StateColsT, powT = system.ChunkPowMinusIT)
@@ -79,15 +78,15 @@ public sealed unsafe class LsslCpu : IDisposable
             switch (mode)
             {
                 case LsslMode.Recurrent:
-                    RunBlocks(io, tables, Pass.Recurrent);
+                    RunBlocks(scheduler, io, tables, Pass.Recurrent);
                     break;
                 case LsslMode.Scan:
-                    RunBlocks(io, tables, Pass.Scan);
+                    RunBlocks(scheduler, io, tables, Pass.Scan);
                     break;
                 case LsslMode.Conv:
-                    RunConv(system, io, tables);
+                    RunConv(scheduler, system, io, tables);
                     if (!initialStateIsZero || needFinalState)
-                        RunBlocks(io, tables, new Pass(PassKind.ConvState, !initialStateIsZero, needFinalState));
+                        RunBlocks(scheduler, io, tables, new Pass(PassKind.ConvState, !initialStateIsZero, needFinalState));
                     break;
                 default:
                     throw new ArgumentException($"mode {mode} must be resolved before it reaches a kernel", nameof(mode));
@@ -147,19 +146,19 @@ public sealed unsafe class LsslCpu : IDisposable
     }
 
     /// <summary>Channels per work item: 16 (a cache line of u per step), fewer when that leaves workers idle.</summary>
-    private int BlockWidth(int batch)
+    private int BlockWidth(int batch, int workers)
     {
         int h = _config.Channels, width = MaxBlock;
-        while (width > 1 && (long)batch * ((h + width - 1) / width) < _scheduler.Workers) width /= 2;
+        while (width > 1 && (long)batch * ((h + width - 1) / width) < workers) width /= 2;
         return width;
     }
 
-    private void RunBlocks(Io io, Tables t, Pass pass)
+    private void RunBlocks(IWorkScheduler scheduler, Io io, Tables t, Pass pass)
     {
         int h = _config.Channels, np = _np;
-        int width = BlockWidth(io.Batch);
+        int width = BlockWidth(io.Batch, scheduler.Workers);
         int blocks = (h + width - 1) / width;
-        _scheduler.Run(io.Batch * blocks, (item, worker) =>
+        scheduler.Run(io.Batch * blocks, (item, worker) =>
         {
             int b = item / blocks, h0 = item % blocks * width, count = Math.Min(width, h - h0);
             var w = Carve(_scratch[worker], out _);
@@ -462,12 +461,12 @@ public sealed unsafe class LsslCpu : IDisposable
     /// y = K̄ * u + D u by FFT, two channels per complex transform (u₁ + i u₂; the spectrum splits by conjugate
     /// symmetry), float64 throughout. Work items are (sequence, channel pair); the zero initial state is implied.
     /// </summary>
-    private void RunConv(LsslSystem system, Io io, Tables t)
+    private void RunConv(IWorkScheduler scheduler, LsslSystem system, Io io, Tables t)
     {
-        var spectra = system.ConvSpectra(io.Length, _scheduler);
+        var spectra = system.ConvSpectra(io.Length, scheduler);
         int h = _config.Channels, pairs = (h + 1) / 2, size = spectra.Size, half = size / 2 + 1, length = io.Length;
         var halves = spectra.Half;
-        _scheduler.Run(io.Batch * pairs, (item, worker) =>
+        scheduler.Run(io.Batch * pairs, (item, worker) =>
         {
             int b = item / pairs, h1 = item % pairs * 2, h2 = h1 + 1 < h ? h1 + 1 : -1;
             var z = _fft[worker];

@@ -65,7 +65,7 @@ public sealed class LsslGpu : IDisposable
     /// <summary>Uploads u and sizes y and the chunk buffers; the system's tables are uploaded once.</summary>
     private LsslGpuArgs Upload(LsslMode mode, LsslSystem system, int batch, int length, ReadOnlySpan<float> u, int outputLength, ArrayView<float> state)
     {
-        var args = Tables(system).Args;
+        var args = CopyOf(system).Tables.Args;
         var placeholder = _buffers.Placeholder<float>();
         args.ConvKernel = args.Z = args.Xprev = placeholder;
         args.U = _buffers.Upload(nameof(LsslGpuArgs.U), u);
@@ -102,7 +102,7 @@ public sealed class LsslGpu : IDisposable
                 if (rest > 0) Recurrent(args, full * q, rest, writeOutput: true);
                 break;
             case LsslMode.Conv:
-                args.ConvKernel = ConvKernel(system, args.Length, out args.KernelStride);
+                args.ConvKernel = CopyOf(system).ConvKernel(args.Length, out args.KernelStride);
                 _convDirect(Runtime.Threads((long)args.Batch * args.Length * _shape.Channels), args, shape);
                 if (!initialStateIsZero)
                 {
@@ -145,22 +145,40 @@ public sealed class LsslGpu : IDisposable
         _carry(PerChannel(args.Batch, new CarryTiles(_shape).Floats), args, SpecializedValue.New(_shape));
     }
 
-    /// <summary>The system's tables on this runtime, uploaded on first use.</summary>
-    private GpuTables Tables(LsslSystem system) =>
-        system.Attachment(("lssl-gpu-tables", Runtime), _ => true, () => new GpuTables(Runtime.Accelerator, system));
+    /// <summary>The system's copy on this runtime, uploaded on first use.</summary>
+    private DeviceCopy CopyOf(LsslSystem system) => system.DeviceCopy(Runtime, () => new DeviceCopy(Runtime.Accelerator, system));
 
-    /// <summary>K̄ in fp32 for at least <paramref name="length"/> steps, on this runtime (a longer cached one serves as well).</summary>
-    private ArrayView<float> ConvKernel(LsslSystem system, int length, out int stride)
+    /// <summary>A system's data on one accelerator: its tables, and K̄ in fp32 for the longest length asked so far.</summary>
+    private sealed class DeviceCopy(Accelerator accelerator, LsslSystem system) : IDisposable
     {
-        var kernel = system.Attachment(("lssl-gpu-conv-kernel", Runtime), k => k.Stride >= length, () =>
+        private readonly object _lock = new();
+        private GpuArray? _convKernel;
+
+        public GpuTables Tables { get; } = new(accelerator, system);
+
+        /// <summary>K̄ for at least <paramref name="length"/> steps (a longer one already made serves as well).</summary>
+        public ArrayView<float> ConvKernel(int length, out int stride)
         {
-            var (k64, s) = system.ConvKernel(length);
-            var k32 = new float[k64.Length];
-            for (int i = 0; i < k32.Length; i++) k32[i] = (float)k64[i];
-            return new GpuArray(Runtime.Accelerator, k32, s);
-        });
-        stride = kernel.Stride;
-        return kernel.View;
+            lock (_lock)
+            {
+                if (_convKernel is null || _convKernel.Stride < length)
+                {
+                    var (k64, s) = system.ConvKernel(length);
+                    var k32 = new float[k64.Length];
+                    for (int i = 0; i < k32.Length; i++) k32[i] = (float)k64[i];
+                    _convKernel?.Dispose();
+                    _convKernel = new GpuArray(accelerator, k32, s);
+                }
+                stride = _convKernel.Stride;
+                return _convKernel.View;
+            }
+        }
+
+        public void Dispose()
+        {
+            Tables.Dispose();
+            _convKernel?.Dispose();
+        }
     }
 
     /// <summary>A device copy of a host array, released with the system (or never touched again once the accelerator is gone).</summary>

@@ -29,7 +29,7 @@ public sealed class LsslSystem : IDisposable
     private static readonly IWorkScheduler CallingThread = new ThreadPoolScheduler(1);
 
     private readonly object _lock = new();
-    private readonly Dictionary<object, object> _attachments = new();
+    private readonly Dictionary<GpuRuntime, IDisposable> _deviceCopies = new();
     private readonly LengthCache<LsslConvKernel> _convKernel = new();
     private readonly LengthCache<LsslConvSpectra> _convSpectra = new();
     private readonly double[] _abarMinusI64, _bbar64, _c64, _d64;
@@ -221,22 +221,17 @@ public sealed class LsslSystem : IDisposable
         _convSpectra.Get(length, (System: this, Scheduler: scheduler), static (l, s) => LsslConvSpectra.Build(s.System, l, s.Scheduler));
 
     /// <summary>
-    /// A GPU backend's data attached to this system (device copies of the tables and of K̄), made on first use
-    /// and replaced when <paramref name="reuse"/> says the cached one no longer fits. Disposed with the system.
+    /// A GPU backend's copy of this system on <paramref name="runtime"/> (device tables, K̄), made on first use, one per
+    /// runtime, disposed with the system.
     /// </summary>
-    public T Attachment<T>(object key, Func<T, bool> reuse, Func<T> create) where T : class
+    public T DeviceCopy<T>(GpuRuntime runtime, Func<T> create) where T : class, IDisposable
     {
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_attachments.TryGetValue(key, out var existing))
-            {
-                if (existing is T t && reuse(t)) return t;
-                (existing as IDisposable)?.Dispose();
-                _attachments.Remove(key);
-            }
+            if (_deviceCopies.TryGetValue(runtime, out var existing)) return (T)existing;
             var made = create();
-            _attachments[key] = made;
+            _deviceCopies[runtime] = made;
             return made;
         }
     }
@@ -247,8 +242,8 @@ public sealed class LsslSystem : IDisposable
         {
             if (_disposed) return;
             _disposed = true;
-            foreach (var value in _attachments.Values) (value as IDisposable)?.Dispose();
-            _attachments.Clear();
+            foreach (var copy in _deviceCopies.Values) copy.Dispose();
+            _deviceCopies.Clear();
         }
     }
 

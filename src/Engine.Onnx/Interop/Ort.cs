@@ -4,9 +4,6 @@ using Microsoft.ML.OnnxRuntime;
 
 namespace Engine.Onnx.Interop;
 
-/// <summary>An error ONNX Runtime reported through its C API.</summary>
-public sealed class OrtCallException(string message) : Exception(message);
-
 /// <summary>
 /// ONNX Runtime's C function table (OrtApi), reached through OrtGetApiBase of the native library the
 /// managed package loads. Only the entries the custom-op binding needs are typed here.

@@ -1,5 +1,4 @@
 using Engine.IO;
-using Engine.Onnx.Proto;
 
 namespace Engine.Onnx;
 
@@ -7,18 +6,18 @@ namespace Engine.Onnx;
 public static class ModelInputs
 {
     /// <summary>An .npy array as the element type the model declares for the input (float types convert; integers must match or widen).</summary>
-    public static TensorData FromNpy(NpyArray array, TensorProto.Types.DataType wanted, string name)
+    public static TensorData FromNpy(NpyArray array, TensorElementType wanted, string name)
     {
         ArgumentNullException.ThrowIfNull(array);
         long[] shape = Array.ConvertAll(array.Shape, d => (long)d);
         return (wanted, array.Type) switch
         {
-            (TensorProto.Types.DataType.Float, _) when array.Type is NpyType.Float32 or NpyType.Float16 or NpyType.Float64 => TensorData.Create(array.ToFloat32(), shape),
-            (TensorProto.Types.DataType.Float16, _) when array.Type is NpyType.Float32 or NpyType.Float16 or NpyType.Float64 => TensorData.Create(array.ToFloat16(), shape),
-            (TensorProto.Types.DataType.Double, NpyType.Float64) => TensorData.FromBytes(wanted, shape, array.Data),
-            (TensorProto.Types.DataType.Int64, NpyType.Int64) => TensorData.FromBytes(wanted, shape, array.Data),
-            (TensorProto.Types.DataType.Int64, NpyType.Int32) => TensorData.Create(Array.ConvertAll(array.ToInt32(), i => (long)i), shape),
-            (TensorProto.Types.DataType.Int32, NpyType.Int32) => TensorData.FromBytes(wanted, shape, array.Data),
+            (TensorElementType.Float, _) when array.Type is NpyType.Float32 or NpyType.Float16 or NpyType.Float64 => TensorData.Create(array.ToFloat32(), shape),
+            (TensorElementType.Float16, _) when array.Type is NpyType.Float32 or NpyType.Float16 or NpyType.Float64 => TensorData.Create(array.ToFloat16(), shape),
+            (TensorElementType.Double, NpyType.Float64) => TensorData.FromBytes(wanted, shape, array.Data),
+            (TensorElementType.Int64, NpyType.Int64) => TensorData.FromBytes(wanted, shape, array.Data),
+            (TensorElementType.Int64, NpyType.Int32) => TensorData.Create(Array.ConvertAll(array.ToInt32(), i => (long)i), shape),
+            (TensorElementType.Int32, NpyType.Int32) => TensorData.FromBytes(wanted, shape, array.Data),
             _ => throw new ArgumentException($"{name}: the model takes {wanted}, {array.SourceFile ?? "the file"} holds {array.Type}", name),
         };
     }
@@ -29,28 +28,29 @@ public static class ModelInputs
         var shape = Array.ConvertAll(tensor.Shape, d => checked((nint)d));
         var type = tensor.ElementType switch
         {
-            TensorProto.Types.DataType.Float => NpyType.Float32,
-            TensorProto.Types.DataType.Float16 => NpyType.Float16,
-            TensorProto.Types.DataType.Double => NpyType.Float64,
-            TensorProto.Types.DataType.Int32 => NpyType.Int32,
-            TensorProto.Types.DataType.Int64 => NpyType.Int64,
+            TensorElementType.Float => NpyType.Float32,
+            TensorElementType.Float16 => NpyType.Float16,
+            TensorElementType.Double => NpyType.Float64,
+            TensorElementType.Int32 => NpyType.Int32,
+            TensorElementType.Int64 => NpyType.Int64,
             var other => throw new NotSupportedException($"{name}: {other} tensors cannot be written as .npy"),
         };
         return new NpyArray(type, shape, tensor.Bytes.ToArray());
     }
 
     /// <summary>
-    /// Random inputs for every graph input, symbolic dims taken from <paramref name="dims"/>. Values follow the
-    /// inputs' roles by name: *state* zeros, *decay* log gates (&lt;= 0), *beta* in (0, 1), *key* rows of unit
+    /// Random inputs for every graph input but those named in <paramref name="except"/> (given otherwise), symbolic
+    /// dims taken from <paramref name="dims"/>. Values follow the inputs' roles by name: *state* zeros, *decay* log gates (&lt;= 0), *beta* in (0, 1), *key* rows of unit
     /// length (what the delta rule needs to stay bounded), other floats N(0, 1), integers zeros.
     /// </summary>
-    public static Dictionary<string, TensorData> Random(OnnxModel model, IReadOnlyDictionary<string, long> dims, int seed = 1)
+    public static Dictionary<string, TensorData> Random(OnnxModel model, IReadOnlyDictionary<string, long> dims, int seed = 1, IReadOnlyCollection<string>? except = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         var random = new Random(seed);
         var inputs = new Dictionary<string, TensorData>();
         foreach (var input in model.Inputs)
         {
+            if (except?.Contains(input.Name) == true) continue;
             if (input.Dims is null) throw new ArgumentException($"input '{input.Name}' has no shape in the model: give it as a file", nameof(model));
             var shape = input.Dims.Select(d => long.TryParse(d, out long n) ? n
                 : dims.TryGetValue(d, out long v) ? v
@@ -58,10 +58,10 @@ public static class ModelInputs
             long count = shape.Aggregate(1L, (a, d) => checked(a * d));
             inputs[input.Name] = input.ElementType switch
             {
-                TensorProto.Types.DataType.Float => TensorData.Create(Values(input.Name, shape, count, random), shape),
-                TensorProto.Types.DataType.Float16 => TensorData.Create(Array.ConvertAll(Values(input.Name, shape, count, random), f => (Half)f), shape),
-                TensorProto.Types.DataType.Int64 => TensorData.Create(new long[count], shape),
-                TensorProto.Types.DataType.Int32 => TensorData.Create(new int[count], shape),
+                TensorElementType.Float => TensorData.Create(Values(input.Name, shape, count, random), shape),
+                TensorElementType.Float16 => TensorData.Create(Array.ConvertAll(Values(input.Name, shape, count, random), f => (Half)f), shape),
+                TensorElementType.Int64 => TensorData.Create(new long[count], shape),
+                TensorElementType.Int32 => TensorData.Create(new int[count], shape),
                 var other => throw new NotSupportedException($"input '{input.Name}': random {other} values are not supported"),
             };
         }

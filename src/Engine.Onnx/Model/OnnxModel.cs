@@ -5,17 +5,17 @@ using Google.Protobuf;
 namespace Engine.Onnx;
 
 /// <summary>A graph input or output as the model declares it: name, element type and dims (numbers or symbols).</summary>
-public sealed record ModelValueInfo(string Name, TensorProto.Types.DataType ElementType, IReadOnlyList<string>? Dims)
+public sealed record ModelValueInfo(string Name, TensorElementType ElementType, IReadOnlyList<string>? Dims)
 {
     public override string ToString() => $"{Name}: {ElementType} {(Dims is null ? "(shape unknown)" : "[" + string.Join(", ", Dims) + "]")}";
 
-    public static ModelValueInfo From(ValueInfoProto info)
+    internal static ModelValueInfo From(ValueInfoProto info)
     {
         var tensor = info.Type?.TensorType;
         IReadOnlyList<string>? dims = tensor?.Shape?.Dim.Select(d =>
             d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue.ToString()
             : d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimParam ? d.DimParam : "?").ToArray();
-        return new ModelValueInfo(info.Name, (TensorProto.Types.DataType)(tensor?.ElemType ?? 0), dims);
+        return new ModelValueInfo(info.Name, (TensorElementType)(tensor?.ElemType ?? 0), dims);
     }
 }
 
@@ -29,7 +29,7 @@ public sealed class OnnxModel
 {
     public const string OnnxDomain = "";
 
-    public OnnxModel(ModelProto proto, string? baseDirectory = null) : this(proto, baseDirectory, filePath: null)
+    internal OnnxModel(ModelProto proto, string? baseDirectory = null) : this(proto, baseDirectory, filePath: null)
     {
     }
 
@@ -42,7 +42,7 @@ public sealed class OnnxModel
         FilePath = filePath;
     }
 
-    public ModelProto Proto { get; }
+    internal ModelProto Proto { get; }
 
     /// <summary>The folder external tensor data is read from (the model file's folder), if any.</summary>
     public string? BaseDirectory { get; }
@@ -53,7 +53,7 @@ public sealed class OnnxModel
     /// <summary>What messages call the model: its file, or its graph's name.</summary>
     public string DisplayName => FilePath ?? $"model '{Graph.Name}'";
 
-    public GraphProto Graph => Proto.Graph;
+    internal GraphProto Graph => Proto.Graph;
 
     /// <summary>Loads a model file; <see cref="FileNotFoundException"/> if it is absent, <see cref="InvalidDataException"/> if it is not an ONNX model.</summary>
     public static OnnxModel Load(string path)
@@ -129,6 +129,18 @@ public sealed class OnnxModel
 
     public IReadOnlyList<ModelValueInfo> Outputs => Graph.Output.Select(ModelValueInfo.From).ToArray();
 
+    /// <summary>The ONNX IR version the model declares.</summary>
+    public long IrVersion => Proto.IrVersion;
+
+    /// <summary>The tool that produced the model ("" when not recorded).</summary>
+    public string ProducerName => Proto.ProducerName;
+
+    /// <summary>The opsets the model imports, as (domain, version) in the model's order.</summary>
+    public IReadOnlyList<(string Domain, long Version)> Opsets => Proto.OpsetImport.Select(o => (o.Domain, o.Version)).ToArray();
+
+    /// <summary>The op type of every node, subgraphs included (depth first).</summary>
+    public IReadOnlyList<string> NodeOpTypes => AllGraphs(Graph).SelectMany(g => g.Node).Select(n => n.OpType).ToArray();
+
     /// <summary>The opset the model imports for a domain ("" and "ai.onnx" are the same), or null.</summary>
     public long? OpsetOf(string domain)
     {
@@ -145,7 +157,7 @@ public sealed class OnnxModel
     public bool HasExternalData => AllGraphs(Graph).Any(g => g.Initializer.Any(t => t.DataLocation == TensorProto.Types.DataLocation.External));
 
     /// <summary>The graph and every subgraph held in node attributes (If, Loop, Scan bodies), depth first.</summary>
-    public static IEnumerable<GraphProto> AllGraphs(GraphProto graph)
+    internal static IEnumerable<GraphProto> AllGraphs(GraphProto graph)
     {
         yield return graph;
         foreach (var node in graph.Node)
@@ -166,10 +178,10 @@ public sealed class OnnxModel
     /// its offset; <see cref="NotSupportedException"/> for element types it does not read, and
     /// <see cref="InvalidOperationException"/> for external data when the model has no folder.
     /// </summary>
-    public TensorData ReadTensor(TensorProto tensor)
+    internal TensorData ReadTensor(TensorProto tensor)
     {
         ArgumentNullException.ThrowIfNull(tensor);
-        var type = (TensorProto.Types.DataType)tensor.DataType;
+        var type = (TensorElementType)tensor.DataType;
         var shape = tensor.Dims.ToArray();
         long count = 1;
         foreach (long d in shape)
@@ -189,10 +201,10 @@ public sealed class OnnxModel
         }
         return type switch
         {
-            TensorProto.Types.DataType.Float => Typed(tensor.FloatData.ToArray(), "float_data"),
-            TensorProto.Types.DataType.Double => Typed(tensor.DoubleData.ToArray(), "double_data"),
-            TensorProto.Types.DataType.Int64 => Typed(tensor.Int64Data.ToArray(), "int64_data"),
-            TensorProto.Types.DataType.Int32 => Typed(tensor.Int32Data.ToArray(), "int32_data"),
+            TensorElementType.Float => Typed(tensor.FloatData.ToArray(), "float_data"),
+            TensorElementType.Double => Typed(tensor.DoubleData.ToArray(), "double_data"),
+            TensorElementType.Int64 => Typed(tensor.Int64Data.ToArray(), "int64_data"),
+            TensorElementType.Int32 => Typed(tensor.Int32Data.ToArray(), "int32_data"),
             _ => throw new NotSupportedException($"{DisplayName}: tensor '{tensor.Name}': reading {type} from typed fields is not supported"),
         };
 
@@ -205,7 +217,7 @@ public sealed class OnnxModel
     /// <summary>The bytes <paramref name="count"/> elements of the tensor's type take.</summary>
     private long ByteCount(TensorProto tensor, long count)
     {
-        var type = (TensorProto.Types.DataType)tensor.DataType;
+        var type = (TensorElementType)tensor.DataType;
         if (!TensorData.Holds(type)) throw new NotSupportedException($"{DisplayName}: tensor '{tensor.Name}': element type {type} is not supported");
         int size = TensorData.ElementSize(type);
         if (count > long.MaxValue / size) throw Invalid(tensor, $"{type} {TensorData.Format(tensor.Dims)} is too large: more than 2^63 bytes");
@@ -236,7 +248,7 @@ public sealed class OnnxModel
             throw Invalid(tensor, $"external data offset {offset} is beyond the end of '{location}': the file holds {fileLength} bytes");
         long length = lengthText is null ? fileLength - offset : ExternalNumber(tensor, "length", lengthText);
         if (length != bytes)
-            throw Invalid(tensor, $"external data length {length} in '{location}', but {(TensorProto.Types.DataType)tensor.DataType} {TensorData.Format(tensor.Dims)} needs {bytes} bytes");
+            throw Invalid(tensor, $"external data length {length} in '{location}', but {(TensorElementType)tensor.DataType} {TensorData.Format(tensor.Dims)} needs {bytes} bytes");
         if (length > fileLength - offset)
             throw Invalid(tensor, $"external data [{offset}, {offset} + {length}) runs past the end of '{location}': the file holds {fileLength} bytes");
         if (length > Array.MaxLength)

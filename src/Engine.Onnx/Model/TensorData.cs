@@ -1,6 +1,5 @@
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
-using Engine.Onnx.Proto;
 
 namespace Engine.Onnx;
 
@@ -10,30 +9,30 @@ namespace Engine.Onnx;
 /// </summary>
 public sealed class TensorData
 {
-    private static readonly Dictionary<Type, TensorProto.Types.DataType> ElementTypes = new()
+    private static readonly Dictionary<Type, TensorElementType> ElementTypes = new()
     {
-        [typeof(float)] = TensorProto.Types.DataType.Float,
-        [typeof(Half)] = TensorProto.Types.DataType.Float16,
-        [typeof(double)] = TensorProto.Types.DataType.Double,
-        [typeof(long)] = TensorProto.Types.DataType.Int64,
-        [typeof(int)] = TensorProto.Types.DataType.Int32,
-        [typeof(short)] = TensorProto.Types.DataType.Int16,
-        [typeof(sbyte)] = TensorProto.Types.DataType.Int8,
-        [typeof(byte)] = TensorProto.Types.DataType.Uint8,
-        [typeof(ushort)] = TensorProto.Types.DataType.Uint16,
-        [typeof(uint)] = TensorProto.Types.DataType.Uint32,
-        [typeof(ulong)] = TensorProto.Types.DataType.Uint64,
-        [typeof(bool)] = TensorProto.Types.DataType.Bool,
+        [typeof(float)] = TensorElementType.Float,
+        [typeof(Half)] = TensorElementType.Float16,
+        [typeof(double)] = TensorElementType.Double,
+        [typeof(long)] = TensorElementType.Int64,
+        [typeof(int)] = TensorElementType.Int32,
+        [typeof(short)] = TensorElementType.Int16,
+        [typeof(sbyte)] = TensorElementType.Int8,
+        [typeof(byte)] = TensorElementType.UInt8,
+        [typeof(ushort)] = TensorElementType.UInt16,
+        [typeof(uint)] = TensorElementType.UInt32,
+        [typeof(ulong)] = TensorElementType.UInt64,
+        [typeof(bool)] = TensorElementType.Bool,
     };
 
-    private TensorData(TensorProto.Types.DataType elementType, long[] shape, Array values)
+    private TensorData(TensorElementType elementType, long[] shape, Array values)
     {
         ElementType = elementType;
         Shape = shape;
         Values = values;
     }
 
-    public TensorProto.Types.DataType ElementType { get; }
+    public TensorElementType ElementType { get; }
     public long[] Shape { get; }
     public Array Values { get; }
     public Type ClrType => Values.GetType().GetElementType()!;
@@ -67,10 +66,10 @@ public sealed class TensorData
     }
 
     /// <summary>Whether a tensor of this ONNX element type can be held (the CLR types above).</summary>
-    public static bool Holds(TensorProto.Types.DataType type) => ElementTypes.ContainsValue(type);
+    public static bool Holds(TensorElementType type) => ElementTypes.ContainsValue(type);
 
     /// <summary>The CLR element type for an ONNX element type.</summary>
-    public static Type ClrTypeOf(TensorProto.Types.DataType type) =>
+    public static Type ClrTypeOf(TensorElementType type) =>
         ElementTypes.FirstOrDefault(e => e.Value == type).Key
         ?? throw new NotSupportedException($"ONNX element type {type} is not supported");
 
@@ -88,18 +87,18 @@ public sealed class TensorData
     public ReadOnlySpan<byte> Bytes => MemoryMarshal.CreateReadOnlySpan(
         ref MemoryMarshal.GetArrayDataReference(Values), checked((int)(Values.LongLength * ElementSize(ElementType))));
 
-    public static int ElementSize(TensorProto.Types.DataType type) => type switch
+    public static int ElementSize(TensorElementType type) => type switch
     {
-        TensorProto.Types.DataType.Double or TensorProto.Types.DataType.Int64 or TensorProto.Types.DataType.Uint64 => 8,
-        TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Int32 or TensorProto.Types.DataType.Uint32 => 4,
-        TensorProto.Types.DataType.Float16 or TensorProto.Types.DataType.Int16 or TensorProto.Types.DataType.Uint16
-            or TensorProto.Types.DataType.Bfloat16 => 2,
-        TensorProto.Types.DataType.Int8 or TensorProto.Types.DataType.Uint8 or TensorProto.Types.DataType.Bool => 1,
+        TensorElementType.Double or TensorElementType.Int64 or TensorElementType.UInt64 => 8,
+        TensorElementType.Float or TensorElementType.Int32 or TensorElementType.UInt32 => 4,
+        TensorElementType.Float16 or TensorElementType.Int16 or TensorElementType.UInt16
+            or TensorElementType.BFloat16 => 2,
+        TensorElementType.Int8 or TensorElementType.UInt8 or TensorElementType.Bool => 1,
         _ => throw new NotSupportedException($"ONNX element type {type} is not supported"),
     };
 
     /// <summary>A tensor of <paramref name="type"/> over a copy of <paramref name="bytes"/>.</summary>
-    public static TensorData FromBytes(TensorProto.Types.DataType type, long[] shape, ReadOnlySpan<byte> bytes)
+    public static TensorData FromBytes(TensorElementType type, long[] shape, ReadOnlySpan<byte> bytes)
     {
         var clr = ClrTypeOf(type);
         long count = 1;

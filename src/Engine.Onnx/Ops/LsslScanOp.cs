@@ -136,7 +136,8 @@ internal sealed class LsslScanKernel(string node, LsslLayer layer, LsslMode mode
         NodeErrors.Guard(node, name => name switch { "initial_state" => "past_state", "final_state" => "present_state", null => "u", _ => name }, () =>
             layer.Forward(device, u.AsReadOnlyTensor<float>(lengths), y.AsTensor<float>(lengths),
                 past is OrtTensorView p ? p.AsReadOnlyTensor<float>(stateLengths) : default,
-                present is OrtTensorView s ? s.AsTensor<float>(stateLengths) : default, mode));
+                present is OrtTensorView s ? s.AsTensor<float>(stateLengths) : default, mode,
+                new OrtParallelScheduler(context.Handle, device.Threads)));
     }
 
     public void Dispose() => layer.Dispose();

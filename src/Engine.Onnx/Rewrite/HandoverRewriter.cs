@@ -90,7 +90,7 @@ public static class HandoverRewriter
             }
             else
             {
-                notes.Add($"ai.onnx opset {onnxOpset} kept (ONNX Runtime {Interop.OrtInfo.Version} runs up to {HighestOnnxOpsetOfRuntime})" +
+                notes.Add($"ai.onnx opset {onnxOpset} kept (ONNX Runtime {OrtInfo.Version} runs up to {HighestOnnxOpsetOfRuntime})" +
                     (needs27.Length > 0 ? $": still needed by {string.Join(", ", needs27)}" : ""));
             }
         }

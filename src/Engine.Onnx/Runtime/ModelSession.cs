@@ -1,7 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
-using TensorElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
+using OrtElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 
 namespace Engine.Onnx;
 
@@ -206,7 +206,7 @@ public sealed class ModelSession : IDisposable
         {
             if (!_declaredInputs.TryGetValue(name, out var declared))
                 throw new ArgumentException($"{Model.DisplayName}: the model has no input '{name}' (inputs: {string.Join(", ", _declaredInputs.Keys)})", nameof(inputs));
-            if (declared.ElementType != Proto.TensorProto.Types.DataType.Undefined && data.ElementType != declared.ElementType)
+            if (declared.ElementType != TensorElementType.Undefined && data.ElementType != declared.ElementType)
                 throw new ArgumentException($"{Model.DisplayName}: input '{name}' must be {declared.ElementType}, got {data.ElementType}", nameof(inputs));
             if (declared.Dims is { } dims && data.Shape.Length != dims.Count)
                 throw new ArgumentException($"{Model.DisplayName}: input '{name}' must have rank {dims.Count} [{string.Join(", ", dims)}], got {TensorData.Format(data.Shape)}", nameof(inputs));
@@ -216,7 +216,7 @@ public sealed class ModelSession : IDisposable
     private static TensorData ToTensorData(OrtValue value)
     {
         var info = value.GetTensorTypeAndShape();
-        var type = (Proto.TensorProto.Types.DataType)info.ElementDataType;
+        var type = (TensorElementType)info.ElementDataType;
         return TensorData.FromBytes(type, info.Shape, value.GetTensorMutableRawData());
     }
 
@@ -237,7 +237,7 @@ public sealed class ModelSession : IDisposable
                     var pin = GCHandle.Alloc(data.Values, GCHandleType.Pinned);
                     _pins.Add(pin);
                     Names.Add(name);
-                    Values.Add(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, (TensorElementType)data.ElementType,
+                    Values.Add(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, (OrtElementType)data.ElementType,
                         data.Shape, pin.AddrOfPinnedObject(), data.ElementCount * TensorData.ElementSize(data.ElementType)));
                 }
             }

@@ -86,7 +86,9 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
                 TensorArgs.RequireFinite(init.Span, "initial_state");
                 state.Load(init.Span);
             }
+            inputs.RequireFinite();
             op.RunGpu(device, batch, state.View);
+            OutputCheck.AfterRun(batch, default);
             if (finalState.Rank != 0) state.Store(TensorArgs.DenseSpan(finalState, "final_state"));
         }
         else
@@ -103,13 +105,13 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
                 TensorArgs.RequireFinite(final.Span, "initial_state");
             }
             RunOnHost(device, op, options.Scheduler, batch, final.Span, initial);
-            if (!initial.IsEmpty) InitialStateCheck.AfterRun(initial, output.Span, call.Shapes.Sequences, op.Heads);
+            OutputCheck.AfterRun(batch, initial);
         }
         output.Commit();
     }
 
     /// <summary>A session's call: the shapes checked against the session's op and sequence count, the state carried in place.</summary>
-    public static void Run<T>(EngineDevice device, AttentionOp op, int sequences, DeviceState state, AttentionMode mode,
+    public static void Run<T>(EngineDevice device, AttentionOp op, int sequences, SessionState state, AttentionMode mode,
         in AttentionTensors<T> t, ReadOnlySpan<int> cuSeqlens, IWorkScheduler? scheduler) where T : unmanaged
     {
         TensorArgs.RequireElementType<T>();
@@ -125,8 +127,21 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         using var inputs = CallInputs.From(op, t);
         using var output = new FloatOutput<T>(t.Output, "output");
         var batch = inputs.Batch(mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span);
-        if (state is GpuState gpu) op.RunGpu(device, batch, gpu.View);
-        else RunOnHost(device, op, scheduler, batch, ((HostState)state).Span, default);
+        if (state.Current is GpuState gpu)
+        {
+            // The GPU kernels update the state in place: q, k, v are checked before they run.
+            inputs.RequireFinite();
+            op.RunGpu(device, batch, gpu.View);
+            OutputCheck.AfterRun(batch, default);
+        }
+        else
+        {
+            // The kernel reads the current state and writes the spare; a refused call leaves the current one as it was.
+            var current = (HostState)state.Current;
+            RunOnHost(device, op, scheduler, batch, state.Spare.Span, current.Span);
+            OutputCheck.AfterRun(batch, current.Span);
+            state.Swap();
+        }
         output.Commit();
     }
 
@@ -139,21 +154,15 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             op.RunCpu(device, scheduler ?? device.Scheduler, batch, state, initialState);
             return;
         }
-        var s = ArrayPool<double>.Shared.Rent(Math.Max(state.Length, 1));
-        var o = ArrayPool<double>.Shared.Rent(Math.Max(batch.Output.Length, 1));
+        var run = Float64Run.Begin(initialState.IsEmpty ? state : initialState, batch.Output.Length);
         try
         {
-            var sd = s.AsSpan(0, state.Length);
-            var initial = initialState.IsEmpty ? state : initialState;
-            for (int i = 0; i < sd.Length; i++) sd[i] = initial[i];
-            op.RunReference(batch, o.AsSpan(0, batch.Output.Length), sd);
-            for (int i = 0; i < batch.Output.Length; i++) batch.Output[i] = (float)o[i];
-            for (int i = 0; i < sd.Length; i++) state[i] = (float)sd[i];
+            op.RunReference(batch, run.Output, run.State);
+            run.End(batch.Output, state);
         }
         finally
         {
-            ArrayPool<double>.Shared.Return(s);
-            ArrayPool<double>.Shared.Return(o);
+            run.Dispose();
         }
     }
 }
@@ -185,6 +194,14 @@ internal ref struct CallInputs
             inputs.Dispose();
             throw;
         }
+    }
+
+    /// <summary>q, k and v finite, checked before a kernel that cannot be undone runs (the GPU's in-place state).</summary>
+    public readonly void RequireFinite()
+    {
+        TensorArgs.RequireFinite(_q.Span, "q");
+        TensorArgs.RequireFinite(_k.Span, "k");
+        TensorArgs.RequireFinite(_v.Span, "v");
     }
 
     public readonly AttentionBatch Batch(bool chunked, SequenceLayout sequences, Span<float> output) =>
@@ -226,21 +243,28 @@ internal ref struct StateBuffer
 }
 
 /// <summary>
-/// The finite check of an initial state the kernel read where it lies, made after the run instead of as a pass over
-/// the state: a NaN or infinity anywhere in a sequence's state reaches every value of its first token's output (each
-/// output reads every entry of its value head's state through multiply-adds, and 0 · ∞ is NaN). So only those rows are
-/// read; the state itself only when they are not finite (to name the offender) or the sequence has no token.
+/// The finite check of a call's q, k, v and initial state, made on its output after the run instead of as passes over
+/// the inputs: a NaN or infinity in q, k or v at a token, or anywhere in a sequence's initial state, reaches that
+/// token's (or the sequence's first token's) output through multiply-adds (0 · ∞ is NaN). So one pass over the
+/// output; the inputs are read only when it is not finite, to name the offender. Outputs that overflow fp32 from
+/// finite inputs are refused as such.
 /// </summary>
-internal static class InitialStateCheck
+internal static class OutputCheck
 {
-    public static void AfterRun(ReadOnlySpan<float> initialState, ReadOnlySpan<float> output, SequenceLayout sequences, HeadLayout heads)
+    public static void AfterRun(in AttentionBatch batch, ReadOnlySpan<float> initialState)
     {
-        int row = heads.OutputHeads * heads.ValueDim;
-        for (int n = 0; n < sequences.Count; n++)
+        if (batch.Output.IsEmpty)
         {
-            if (sequences.Length(n) > 0 && TensorArgs.AllFinite(output.Slice(checked(sequences.Start(n) * row), row))) continue;
             TensorArgs.RequireFinite(initialState, "initial_state");
             return;
         }
+        if (TensorArgs.AllFinite(batch.Output)) return;
+        TensorArgs.RequireFinite(batch.Q, "q");
+        TensorArgs.RequireFinite(batch.K, "k");
+        TensorArgs.RequireFinite(batch.V, "v");
+        TensorArgs.RequireFinite(initialState, "initial_state");
+        int i = 0;
+        while (float.IsFinite(batch.Output[i])) i++;
+        throw new ArgumentException($"output: value {batch.Output[i]} at flat index {i} is not finite although q, k, v and the state are: the products overflow fp32 (inputs too large)", "output");
     }
 }

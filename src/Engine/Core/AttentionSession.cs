@@ -29,6 +29,6 @@ public abstract class AttentionSession : StatefulSession
     private protected void Run<T>(AttentionMode mode, in AttentionTensors<T> tensors, ReadOnlySpan<int> cuSeqlens) where T : unmanaged
     {
         using var use = Use();
-        AttentionCall.Run(Device, Op, Sequences, State, mode, tensors, cuSeqlens, _scheduler);
+        AttentionCall.Run(Device, Op, Sequences, States, mode, tensors, cuSeqlens, _scheduler);
     }
 }

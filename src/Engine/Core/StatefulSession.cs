@@ -21,7 +21,7 @@ public abstract class StatefulSession : IDisposable
         Device = device;
         StateShape = stateShape;
         _stateAxes = stateAxes;
-        State = DeviceState.Create(device, stateShape.Aggregate(1L, (a, d) => a * d));
+        States = new SessionState(device, stateShape.Aggregate(1L, (a, d) => a * d));
     }
 
     /// <summary>How many sequences the state holds (the batch, or the packed sequence count).</summary>
@@ -31,7 +31,9 @@ public abstract class StatefulSession : IDisposable
     public nint[] StateShape { get; }
 
     private protected EngineDevice Device { get; }
-    private protected DeviceState State { get; }
+    private protected SessionState States { get; }
+
+    private protected DeviceState State => States.Current;
 
     public void GetState(TensorSpan<float> destination)
     {
@@ -73,7 +75,7 @@ public abstract class StatefulSession : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        State.Dispose();
+        States.Dispose();
         GC.SuppressFinalize(this);
     }
 }

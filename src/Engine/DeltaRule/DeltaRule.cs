@@ -25,7 +25,7 @@ public sealed record DeltaRuleOptions : AttentionOptions
 /// <summary>
 /// DeltaNet (no g) and Gated DeltaNet (g given), the delta rule with decay first:
 ///   S = diag(exp(g_t)) S;  u = β_t (v_t − Sᵀ k_t);  S = S + k_t uᵀ;  o_t = Sᵀ (scale · q_t)
-/// Shapes: q [B,T,Hq,K], k [B,T,Hk,K], v [B,T,Hv,V], beta [B,T,Hv], g (log space, <= 0) [B,T,Hv] (one decay
+/// Shapes: q [B,T,Hq,K], k [B,T,Hk,K], v [B,T,Hv,V], beta [B,T,Hv], g (log space, ≤ 0) [B,T,Hv] (one decay
 /// per head, Gated DeltaNet) or [B,T,Hv,K] (one per key dim, as in Kimi Delta Attention) or empty, output [B,T,max(Hq,Hv),V],
 /// states [N,Hv,K,V] fp32 with N = B, or the number of packed sequences when cu_seqlens is given (then B = 1). Heads are
 /// grouped one way or the other (<see cref="HeadLayout"/>): Hk = Hv with query head h reading key/value head h / (Hq / Hv),

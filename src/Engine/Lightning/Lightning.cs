@@ -23,7 +23,7 @@ public sealed record LightningOptions : AttentionOptions
 /// <summary>
 /// Lightning attention (TransNormerLLM, Lightning Attention-2, the linear layers of MiniMax-01):
 ///   S_t = λ_h S_{t-1} + k_t v_tᵀ,  o_t = S_tᵀ q_t,  λ_h = exp(−s_h)
-/// Block form: O = [(Q Kᵀ) ⊙ D] V + (Q S) ⊙ λ^(i+1), D_ij = λ^(i−j) (j <= i), S ← λ^B S + (K ⊙ λ^(B−1−j))ᵀ V;
+/// Block form: O = [(Q Kᵀ) ⊙ D] V + (Q S) ⊙ λ^(i+1), D_ij = λ^(i−j) (j ≤ i), S ← λ^B S + (K ⊙ λ^(B−1−j))ᵀ V;
 /// the decays λ^m are computed once per head and block size. It is the scalar-gate GLA path with the
 /// constant gate −s_h and scale 1. Shapes as in <see cref="Gla"/> without g.
 /// </summary>

@@ -158,7 +158,7 @@ public sealed class LsslLayer : IDisposable
     {
     }
 
-    public LsslConfig Config { get; }
+    internal LsslConfig Config { get; }
     public LsslDiscretization Discretization { get; }
     public int Channels => Config.Channels;
     public int StateSize => Config.StateSize;
@@ -179,10 +179,12 @@ public sealed class LsslLayer : IDisposable
 
     /// <summary>
     /// Runs the layer over u [B, L, H] into y [B, L, H]. initialState defaults to zeros; finalState is
-    /// optional. Returns the mode that ran (what Auto picked).
+    /// optional. Returns the mode that ran (what Auto picked). <paramref name="scheduler"/> runs this call's CPU work
+    /// (default the device's).
     /// </summary>
     public LsslMode Forward<T>(EngineDevice device, ReadOnlyTensorSpan<T> u, TensorSpan<T> y,
-        ReadOnlyTensorSpan<float> initialState = default, TensorSpan<float> finalState = default, LsslMode mode = LsslMode.Auto) where T : unmanaged
+        ReadOnlyTensorSpan<float> initialState = default, TensorSpan<float> finalState = default, LsslMode mode = LsslMode.Auto,
+        IWorkScheduler? scheduler = null) where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(device);
         var (batch, length) = LsslCall.Describe(this, u.Lengths, y.Lengths, null);
@@ -199,7 +201,7 @@ public sealed class LsslLayer : IDisposable
             TensorArgs.RequireFinite(init.Span, "initial_state");
             state.Load(init.Span);
         }
-        LsslCall.Run(device, this, resolved, batch, length, u, y, state, !stateIn, stateOut);
+        LsslCall.Run(device, scheduler, this, resolved, batch, length, u, y, state, !stateIn, stateOut);
         if (stateOut) state.Store(TensorArgs.DenseSpan(finalState, "final_state"));
         return resolved;
     }
@@ -217,7 +219,8 @@ public sealed class LsslLayer : IDisposable
     }
 
     /// <summary>A decode session over <paramref name="batch"/> sequences with its state on the device.</summary>
-    public LsslSession CreateSession(EngineDevice device, int batch) => new(this, device, batch);
+    /// <param name="scheduler">Runs the session's CPU work (default the device's).</param>
+    public LsslSession CreateSession(EngineDevice device, int batch, IWorkScheduler? scheduler = null) => new(this, device, batch, scheduler);
 
     public void Dispose() => System.Dispose();
 
@@ -265,26 +268,37 @@ public sealed class LsslLayer : IDisposable
 public sealed class LsslSession : StatefulSession
 {
     private readonly LsslLayer _layer;
+    private readonly IWorkScheduler? _scheduler;
 
-    internal LsslSession(LsslLayer layer, EngineDevice device, int batch)
+    internal LsslSession(LsslLayer layer, EngineDevice device, int batch, IWorkScheduler? scheduler)
         : base(device, layer.StateShape(batch), "(B, H, N)")
     {
         _layer = layer;
+        _scheduler = scheduler;
     }
 
     /// <summary>Runs u [B, T, H] (usually T = 1) through the recurrence and carries the state.</summary>
     public void Step<T>(ReadOnlyTensorSpan<T> u, TensorSpan<T> y) where T : unmanaged
         => Run(LsslMode.Recurrent, u, y);
 
+    /// <inheritdoc cref="Step{T}(ReadOnlyTensorSpan{T}, TensorSpan{T})"/>
+    public void Step<T>(Tensor<T> u, Tensor<T> y) where T : unmanaged
+        => Run(LsslMode.Recurrent, u.AsReadOnlyTensorSpan(), y.AsTensorSpan());
+
     /// <summary>Runs u [B, T, H] in <paramref name="mode"/> (Auto: by the rule) and carries the state; returns the mode that ran.</summary>
     public LsslMode Prefill<T>(ReadOnlyTensorSpan<T> u, TensorSpan<T> y, LsslMode mode = LsslMode.Auto) where T : unmanaged
         => Run(mode, u, y);
 
+    /// <inheritdoc cref="Prefill{T}(ReadOnlyTensorSpan{T}, TensorSpan{T}, LsslMode)"/>
+    public LsslMode Prefill<T>(Tensor<T> u, Tensor<T> y, LsslMode mode = LsslMode.Auto) where T : unmanaged
+        => Run(mode, u.AsReadOnlyTensorSpan(), y.AsTensorSpan());
+
     private LsslMode Run<T>(LsslMode mode, ReadOnlyTensorSpan<T> u, TensorSpan<T> y) where T : unmanaged
     {
+        using var use = Use();
         var (batch, length) = LsslCall.Describe(_layer, u.Lengths, y.Lengths, this);
         var resolved = _layer.ResolveMode(Device, batch, length, mode, stateIn: true, stateOut: true);
-        LsslCall.Run(Device, _layer, resolved, batch, length, u, y, State, initialStateIsZero: false, needFinalState: true);
+        LsslCall.Run(Device, _scheduler, _layer, resolved, batch, length, u, y, State, initialStateIsZero: false, needFinalState: true);
         return resolved;
     }
 }

@@ -19,14 +19,14 @@ internal static class LsslCall
     }
 
     /// <summary>Converts u to fp32, checks it, runs the backend, checks that y stayed finite and writes it.</summary>
-    public static void Run<T>(EngineDevice device, LsslLayer layer, LsslMode mode, int batch, int length,
+    public static void Run<T>(EngineDevice device, IWorkScheduler? scheduler, LsslLayer layer, LsslMode mode, int batch, int length,
         ReadOnlyTensorSpan<T> u, TensorSpan<T> y, DeviceState state, bool initialStateIsZero, bool needFinalState) where T : unmanaged
     {
         TensorArgs.RequireElementType<T>();
         using var uf = FloatInput.From(u);
         TensorArgs.RequireFinite(uf.Span, "u");
         using var yf = new FloatOutput<T>(y, "y");
-        LsslBackends.Run(device, layer.System, mode, batch, length, uf.Span, yf.Span, state, initialStateIsZero, needFinalState);
+        LsslBackends.Run(device, scheduler ?? device.Scheduler, layer.System, mode, batch, length, uf.Span, yf.Span, state, initialStateIsZero, needFinalState);
         if (!yf.Span.IsEmpty && !float.IsFinite(TensorPrimitives.Sum<float>(yf.Span)))
         {
             for (int i = 0; i < yf.Span.Length; i++)

@@ -177,3 +177,91 @@ public sealed class HalfOutputRangeTests
         Assert.That(output, Has.All.EqualTo((Half)65504));
     }
 }
+
+/// <summary>
+/// q, k and v are checked as the kernels run (on their output, not as passes over the inputs): a non-finite value is
+/// refused naming the tensor and its flat index, finite inputs whose products overflow fp32 are refused naming the
+/// output, and a session's state is left as it was.
+/// </summary>
+[TestFixture]
+public sealed class NonFiniteInputTests
+{
+    private const int T = 40, H = 2, K = 16, V = 16;
+
+    public static IEnumerable<TestCaseData> Cases() =>
+        from backend in new[] { Backend.Cpu, Backend.Reference, Backend.Gpu }
+        from op in new[] { "gla", "lightning", "delta" }
+        from tensor in new[] { "q", "k", "v" }
+        from mode in new[] { AttentionMode.Chunked, AttentionMode.Recurrent }
+        select new TestCaseData(backend, op, tensor, mode).SetName($"non-finite {tensor} refused: {op} {mode} on {backend}");
+
+    private static void Run(EngineDevice device, string op, AttentionMode mode, Tensor<float> q, Tensor<float> k, Tensor<float> v, Tensor<float>? state = null)
+    {
+        var data = new TestData(9);
+        switch (op)
+        {
+            case "gla":
+                Engine.Gla.Forward(device, q, k, v, Tensor.Create(data.LogGates(T * H * K, 0.5), [1, T, H, K]), new GlaOptions { Mode = mode, ChunkSize = 16 }, state);
+                break;
+            case "lightning":
+                Engine.Lightning.Forward(device, q, k, v, new LightningOptions { Mode = mode, BlockSize = 16 }, state);
+                break;
+            default:
+                Engine.DeltaRule.Forward(device, q, k, v, Tensor.Create(data.Uniform(T * H, 0.1, 0.9), [1, T, H]), null, new DeltaRuleOptions { Mode = mode, ChunkSize = 16 }, state);
+                break;
+        }
+    }
+
+    [TestCaseSource(nameof(Cases))]
+    public void ANonFiniteInputIsNamedWithItsIndex(Backend backend, string op, string tensor, AttentionMode mode)
+    {
+        var data = new TestData(4);
+        var x = new Dictionary<string, float[]> { ["q"] = data.Normal(T * H * K), ["k"] = data.UnitRows(T * H, K), ["v"] = data.Normal(T * H * V) };
+        int index = 23 * H * K + 5;
+        x[tensor][index] = float.NaN;
+        var device = backend switch { Backend.Cpu => TestDevices.Get(TestBackend.Cpu), Backend.Reference => TestDevices.Reference, _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator) };
+        var e = Assert.Throws<ArgumentException>(() => Run(device, op, mode,
+            Tensor.Create(x["q"], [1, T, H, K]), Tensor.Create(x["k"], [1, T, H, K]), Tensor.Create(x["v"], [1, T, H, V])))!;
+        Assert.Multiple(() =>
+        {
+            Assert.That(e.ParamName, Is.EqualTo(tensor));
+            Assert.That(e.Message, Does.Contain($"got NaN at flat index {index}"));
+        });
+    }
+
+    [Test]
+    public void FiniteInputsWhoseProductsOverflowAreRefusedNamingTheOutput()
+    {
+        var big = Enumerable.Repeat(1e30f, T * H * K).ToArray();
+        var e = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward(TestDevices.Get(TestBackend.Cpu),
+            Tensor.Create(big, [1, T, H, K]), Tensor.Create(big, [1, T, H, K]), Tensor.Create(big, [1, T, H, V]), null))!;
+        Assert.That(e.ParamName, Is.EqualTo("output"));
+        Assert.That(e.Message, Does.Contain("overflow"));
+    }
+
+    [TestCase(AttentionMode.Chunked)]
+    [TestCase(AttentionMode.Recurrent)]
+    public void ARefusedSessionCallLeavesTheStateAsItWas(AttentionMode mode)
+    {
+        var data = new TestData(5);
+        var (q, k, v, g) = (data.Normal(T * H * K), data.Normal(T * H * K), data.Normal(T * H * V), data.LogGates(T * H * K, 0.5));
+        using var session = new GlaSession(TestDevices.Get(TestBackend.Cpu), 1, new HeadLayout(H, H, K, V), GateKind.PerKey);
+        var output = new float[T * H * V];
+        void Call(float[] qs)
+        {
+            var (qt, kt, vt, gt) = (Tensor.Create(qs, [1, T, H, K]), Tensor.Create(k, [1, T, H, K]), Tensor.Create(v, [1, T, H, V]), Tensor.Create(g, [1, T, H, K]));
+            var ot = Tensor.Create(output, [1, T, H, V]);
+            if (mode == AttentionMode.Chunked) session.Prefill(qt, kt, vt, gt, ot);
+            else session.Step(qt, kt, vt, gt, ot);
+        }
+        Call(q);
+        var before = new float[H * K * V];
+        session.GetState(new TensorSpan<float>(before, [1, H, K, V]));
+        var bad = (float[])q.Clone();
+        bad[^1] = float.PositiveInfinity;
+        Assert.Throws<ArgumentException>(() => Call(bad));
+        var after = new float[H * K * V];
+        session.GetState(new TensorSpan<float>(after, [1, H, K, V]));
+        Assert.That(after, Is.EqualTo(before), "the refused call left the state as it was");
+    }
+}

@@ -1,3 +1,5 @@
+using System.Text.RegularExpressions;
+using System.Xml.Linq;
 using Engine.Cli;
 using Engine.IO;
 using Engine.Kernels.Common;
@@ -125,6 +127,16 @@ public sealed class CliTests : CliFixture
         Assert.That(code, Is.Zero);
         foreach (var c in new[] { "demo", "devices", "op <", "bench <" }) Assert.That(stdout, Does.Contain(c));
         Assert.That(Engine("help", "op", "gla").stdout, Does.Contain("--cu-seqlens"));
+    }
+
+    [Test]
+    public void VersionIsThePackagesVersion()
+    {
+        // The one version of the packages (Directory.Build.props); a build from a git checkout appends the commit.
+        string prefix = XDocument.Load(Path.Combine(Repository.Root, "Directory.Build.props")).Descendants("VersionPrefix").Single().Value;
+        var (code, stdout, stderr) = Engine("--version");
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout.TrimEnd(), Does.Match($@"^{Regex.Escape(prefix)}(-[0-9A-Za-z.]+)?(\+[0-9a-f]{{40}})?$"));
     }
 
     [Test]

@@ -48,8 +48,8 @@ public sealed class DocSnippetTests
     }
 
     [TestCase("using Engine.Kernels.Gla;\nConsole.WriteLine(q.Rank);", "imports Engine.Kernels.Gla")]
-    [TestCase("var form = Engine.Kernels.Lssl.LsslStateMatrix.Diagonal;", "names Engine.Kernels.Lssl.LsslStateMatrix")]
-    [TestCase("using Form = Engine.Kernels.Lssl.LsslStateMatrix;\nConsole.WriteLine(Form.Diagonal);", "names Engine.Kernels.Lssl.LsslStateMatrix")]
+    [TestCase("var sizes = Engine.Kernels.Gla.GlaConfig.ChunkSizes;", "names Engine.Kernels.Gla.GlaConfig")]
+    [TestCase("using Config = Engine.Kernels.Gla.GlaConfig;\nConsole.WriteLine(Config.ChunkSizes.Length);", "names Engine.Kernels.Gla.GlaConfig")]
     [TestCase("using Engine.Kernels;\nConsole.WriteLine(q.Rank);", "imports Engine.Kernels")]
     [TestCase("var x = new Engine.Workloads.WorkloadData(seed: 0);", "CS0234")]
     [TestCase("Console.WriteLine(TensorArgs.Format([1, 2]));", "CS0122")]
@@ -60,9 +60,4 @@ public sealed class DocSnippetTests
     [TestCase("using var device = EngineDevice.Create(Backend.Cpu);\nAttentionResult<float> r = Gla.Forward(device, q, k, v, g);\nConsole.WriteLine(r.Output.Lengths.Length);")]
     public void WhatUsingEngineReachesCompiles(string code) =>
         Assert.That(DocSnippets.Problems(new DocSnippet("guide.md", 1, code)), Is.Empty);
-
-    [TestCaseSource(typeof(DocSnippets), nameof(DocSnippets.PendingMoveToEngine))]
-    public void APendingTypeIsStillOutsideEngine(string type) =>
-        Assert.That(Type.GetType($"{type}, Engine.Kernels"), Is.Not.Null,
-            $"{type} has moved: drop it from DocSnippets.PendingMoveToEngine and its namespace's using from the docs");
 }

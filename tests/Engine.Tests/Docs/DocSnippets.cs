@@ -28,12 +28,6 @@ public static class DocSnippets
     /// <summary>The namespaces a snippet may take types from: what <c>using Engine;</c> and <c>using Engine.Onnx;</c> reach.</summary>
     private static readonly HashSet<string> UserNamespaces = [.. DefaultUsings, "Engine.Onnx"];
 
-    /// <summary>
-    /// Public types the docs name that still live outside namespace Engine; they are to move there. A snippet may name
-    /// them and import their namespace until then.
-    /// </summary>
-    public static readonly string[] PendingMoveToEngine = ["Engine.Kernels.Lssl.LsslMode", "Engine.Kernels.Lssl.LsslDiscretization"];
-
     /// <summary>The variables snippets use without declaring them (listed in docs/architecture.md).</summary>
     private const string WellKnownVariables = """
         using Engine.Onnx;
@@ -127,10 +121,10 @@ public static class DocSnippets
     }
 
     private static bool MayImport(INamespaceSymbol ns) =>
-        UserNamespaces.Contains(ns.ToDisplayString()) || PendingMoveToEngine.Any(type => type[..type.LastIndexOf('.')] == ns.ToDisplayString());
+        UserNamespaces.Contains(ns.ToDisplayString());
 
     private static bool MayName(INamedTypeSymbol type) =>
-        UserNamespaces.Contains(type.ContainingNamespace.ToDisplayString()) || PendingMoveToEngine.Contains(type.OriginalDefinition.ToDisplayString());
+        UserNamespaces.Contains(type.ContainingNamespace.ToDisplayString());
 
     private static string At(SyntaxNode node)
     {

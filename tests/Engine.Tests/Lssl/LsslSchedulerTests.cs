@@ -56,7 +56,7 @@ public sealed class LsslSchedulerTests
         var p = LsslProblem.Make(H, N, form, seed: 31);
         using var system = p.System(LsslDiscretization.Bilinear, Q, scheduler);
         Assert.That(scheduler.TakeRuns(), Is.EqualTo(new[] { H }), "the build: an item per channel");
-        using var cpu = new LsslCpu(system.Config, scheduler);
+        using var cpu = new LsslCpu(system.Config);
 
         void Check(LsslMode mode, int length, bool withState, int[] runs, string what)
         {
@@ -67,7 +67,7 @@ public sealed class LsslSchedulerTests
             LsslReference.Forward(system, B, length, u, expectedY, expectedState);
             var y = Numerics.NaNs(B * length * H);
             var state = (float[])x0.Clone();
-            cpu.Run(mode, system, B, length, u, y, state, initialStateIsZero: !withState, needFinalState: withState);
+            cpu.Run(scheduler, mode, system, B, length, u, y, state, initialStateIsZero: !withState, needFinalState: withState);
             Assert.That(scheduler.TakeRuns(), Is.EqualTo(runs), $"{mode} L = {length}: {what}");
             Assert.That(Numerics.RelativeRms(y, expectedY), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{mode} L = {length}: y");
             if (withState)

@@ -52,7 +52,7 @@ public sealed record LinearAttentionNodeCase
     {
         QHeads = Hq, KvHeads = Hkv, KeyDim = Dk, ValueDim = Dv, Rule = Rule, Decay = Decay, BetaPerHead = BetaPerHead,
         PastState = PastState, Domain = Domain, Scale = Scale, Batch = SymbolicDims ? null : B, Length = SymbolicDims ? null : T,
-        ElementType = Half ? Engine.Onnx.Proto.TensorProto.Types.DataType.Float16 : Engine.Onnx.Proto.TensorProto.Types.DataType.Float,
+        ElementType = Half ? TensorElementType.Float16 : TensorElementType.Float,
     };
 
     public OnnxModel Model() => SampleModels.LinearAttentionNode(Spec);

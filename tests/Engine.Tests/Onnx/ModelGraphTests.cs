@@ -110,10 +110,11 @@ public sealed class ModelGraphTests
 [TestFixture]
 public sealed class RewriteTests
 {
-    [TestCase(F.Float16, true)]
-    [TestCase(F.Bfloat16, false)]
-    public void Float16NodesGoToTheEngineOtherTypesStayWithOnnxRuntime(F type, bool toEngine)
+    [TestCase(TensorElementType.Float16, true)]
+    [TestCase(TensorElementType.BFloat16, false)]
+    public void Float16NodesGoToTheEngineOtherTypesStayWithOnnxRuntime(TensorElementType elementType, bool toEngine)
     {
+        var type = (F)elementType;
         var b = new ModelBuilder(27);
         b.Input("q", type, 1, 4, 8);
         b.Node("LinearAttention", ["q", "q", "q"], name: "half", outputNames: ["y", "s"], attributes: [("q_num_heads", 1L), ("kv_num_heads", 1L), ("update_rule", "linear")]);

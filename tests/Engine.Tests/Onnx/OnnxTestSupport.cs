@@ -51,7 +51,7 @@ public static class OnnxAssert
 
     /// <summary>A float or float16 tensor's values as floats.</summary>
     public static float[] Floats(TensorData t) =>
-        t.ElementType == Engine.Onnx.Proto.TensorProto.Types.DataType.Float16 ? TestData.FromHalf(t.As<Half>()) : t.As<float>();
+        t.ElementType == TensorElementType.Float16 ? TestData.FromHalf(t.As<Half>()) : t.As<float>();
 
     public static void Shape(TensorData actual, params long[] shape) => Assert.That(actual.Shape, Is.EqualTo(shape));
 }

@@ -119,15 +119,14 @@ internal sealed class InspectModelCommand : ICommand
         var model = ModelIo.Model(args);
         var plan = ModelIo.Guard(() => HandoverRewriter.Rewrite(model));
         var w = context.Out;
-        var proto = model.Proto;
-        w.WriteLine($"model: {args.Positionals[0]} (IR {proto.IrVersion}{(proto.ProducerName.Length > 0 ? ", from " + proto.ProducerName : "")})");
-        w.WriteLine($"opsets: {string.Join(", ", proto.OpsetImport.Select(o => $"{(o.Domain.Length == 0 ? "ai.onnx" : o.Domain)} {o.Version}"))}");
+        w.WriteLine($"model: {args.Positionals[0]} (IR {model.IrVersion}{(model.ProducerName.Length > 0 ? ", from " + model.ProducerName : "")})");
+        w.WriteLine($"opsets: {string.Join(", ", model.Opsets.Select(o => $"{(o.Domain.Length == 0 ? "ai.onnx" : o.Domain)} {o.Version}"))}");
         w.WriteLine("inputs:");
         foreach (var i in model.Inputs) w.WriteLine($"  {i}");
         w.WriteLine("outputs:");
         foreach (var o in model.Outputs) w.WriteLine($"  {o}");
-        var nodes = OnnxModel.AllGraphs(model.Graph).SelectMany(g => g.Node).ToArray();
-        w.WriteLine($"nodes: {nodes.Length} ({string.Join(", ", nodes.GroupBy(n => n.OpType).OrderByDescending(g => g.Count()).Select(g => $"{g.Key} ×{g.Count()}"))})");
+        var opTypes = model.NodeOpTypes;
+        w.WriteLine($"nodes: {opTypes.Count} ({string.Join(", ", opTypes.GroupBy(t => t).OrderByDescending(g => g.Count()).Select(g => $"{g.Key} ×{g.Count()}"))})");
         var engine = plan.EngineNodes.ToArray();
         w.WriteLine($"the engine takes over {engine.Length} node{(engine.Length == 1 ? "" : "s")}:");
         foreach (var n in engine) w.WriteLine($"  {n}");
@@ -185,7 +184,7 @@ internal sealed class BenchModelCommand : ICommand
             var dims = ModelIo.Pairs(args, "dim").ToDictionary(p => p.Name, p => long.TryParse(p.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long v)
                 ? v : throw new UsageException($"--dim {p.Name} must be a whole number, got '{p.Value}'"));
             var inputs = ModelIo.Inputs(args, model);
-            var random = ModelInputs.Random(new OnnxModel(WithoutGiven(model, inputs.Keys)), dims);
+            var random = ModelInputs.Random(model, dims, except: inputs.Keys);
             foreach (var (name, tensor) in random) inputs[name] = tensor;
             rows.Add(Time(model, Path.GetFileName(args.Positionals[0]), "", inputs, host, backend, repeats));
         }
@@ -307,17 +306,6 @@ internal sealed class BenchModelCommand : ICommand
         }));
     }
 
-    /// <summary>The model with the inputs given as files left out, so only the others are made up.</summary>
-    private static Onnx.Proto.ModelProto WithoutGiven(OnnxModel model, IEnumerable<string> given)
-    {
-        var copy = model.Proto.Clone();
-        var names = given.ToHashSet();
-        var keep = copy.Graph.Input.Where(i => !names.Contains(i.Name)).ToArray();
-        copy.Graph.Input.Clear();
-        copy.Graph.Input.AddRange(keep);
-        return copy;
-    }
-
     private static void Print(TextWriter w, IReadOnlyList<ModelTiming> rows, string device, bool json)
     {
         if (json)
@@ -330,7 +318,7 @@ internal sealed class BenchModelCommand : ICommand
             }), new JsonSerializerOptions { WriteIndented = true }));
             return;
         }
-        w.WriteLine($"engine: {device}; ONNX Runtime {Onnx.Interop.OrtInfo.Version} alone for comparison (median, runs interleaved)");
+        w.WriteLine($"engine: {device}; ONNX Runtime {OrtInfo.Version} alone for comparison (median, runs interleaved)");
         w.WriteLine("whole model: median ms per run; nodes: median ms in the taken-over nodes (ORT's profile, separate runs)");
         w.WriteLine($"{"model",-22} {"case",-12} {"nodes",5} {"engine ms",10} {"ORT ms",10} {"speedup",8} {"node engine",12} {"node ORT",10} {"speedup",8}");
         foreach (var r in rows)

@@ -1,4 +1,6 @@
-namespace Engine.Onnx.Interop;
+using Engine.Onnx.Interop;
+
+namespace Engine.Onnx;
 
 /// <summary>The ONNX Runtime library in use.</summary>
 public static class OrtInfo

@@ -1,0 +1,24 @@
+namespace Engine;
+
+/// <summary>
+/// A session's state: the current one, and on the host a spare the next call writes while reading the current one,
+/// swapped in only when the call succeeds — so a call refused after its kernel ran leaves the session as it was.
+/// </summary>
+internal sealed class SessionState(EngineDevice device, long length) : IDisposable
+{
+    private DeviceState? _spare;
+
+    public DeviceState Current { get; private set; } = DeviceState.Create(device, length);
+
+    /// <summary>The buffer a host call writes (made on first use).</summary>
+    public HostState Spare => (HostState)(_spare ??= DeviceState.Create(device, length));
+
+    /// <summary>The spare becomes the current state.</summary>
+    public void Swap() => (Current, _spare) = (Spare, Current);
+
+    public void Dispose()
+    {
+        Current.Dispose();
+        _spare?.Dispose();
+    }
+}

@@ -1,0 +1,75 @@
+// A user's first program on the packed packages: pack-check.sh builds it in a new console app that references
+// Engine, Engine.Onnx and ONNX Runtime's CPU package from a local feed. It prints OK, or what disagreed (exit 1).
+using System.Numerics.Tensors;
+using Engine;
+using Engine.Onnx;
+
+var random = new Random(1);
+float[] Uniform(int n, double low, double high) => [.. Enumerable.Range(0, n).Select(_ => (float)(low + (high - low) * random.NextDouble()))];
+
+// GLA with a per-key gate on the CPU, against the recurrence written out:
+// S = diag(exp g_t) S + k_t v_tᵀ, o_t = Sᵀ q_t / √K.
+const int T = 37, H = 2, K = 8, V = 4;
+float[] q = Uniform(T * H * K, -1, 1), k = Uniform(T * H * K, -1, 1), v = Uniform(T * H * V, -1, 1), g = Uniform(T * H * K, -1, 0);
+using var device = EngineDevice.Create(Backend.Cpu);
+var result = Gla.Forward(device, Tensor.Create(q, [1, T, H, K]), Tensor.Create(k, [1, T, H, K]), Tensor.Create(v, [1, T, H, V]),
+    Tensor.Create(g, [1, T, H, K]));
+var output = new float[T * H * V];
+result.Output.FlattenTo(output);
+
+var expected = new double[T * H * V];
+for (int h = 0; h < H; h++)
+{
+    var s = new double[K, V];
+    for (int t = 0; t < T; t++)
+    {
+        int row = t * H + h;
+        for (int i = 0; i < K; i++)
+        {
+            for (int j = 0; j < V; j++) s[i, j] = Math.Exp(g[row * K + i]) * s[i, j] + k[row * K + i] * v[row * V + j];
+        }
+        for (int i = 0; i < K; i++)
+        {
+            for (int j = 0; j < V; j++) expected[row * V + j] += s[i, j] * q[row * K + i] / Math.Sqrt(K);
+        }
+    }
+}
+Check("Gla.Forward on the CPU against the recurrence", output, expected);
+
+// An ONNX model (args[0]): ONNX Runtime with the GLA node on the engine's kernels, against ONNX Runtime alone.
+var inputs = new Dictionary<string, TensorData>
+{
+    ["x"] = TensorData.Create(Uniform(16 * 32, -1, 1), 1, 16, 32),
+    ["past_state"] = TensorData.Create(Uniform(2 * 16 * 16, -1, 1), 1, 2, 16, 16),
+};
+using var handedOver = ModelSession.Open(args[0]);
+using var ortAlone = ModelSession.Open(args[0], new ModelSessionOptions { Backend = HandoverBackend.None });
+if (!handedOver.Handover.EngineNodes.Any()) Fail($"the engine takes over no node of {args[0]}");
+var byEngine = handedOver.Run(inputs);
+var byOrt = ortAlone.Run(inputs);
+foreach (var name in handedOver.OutputNames)
+{
+    Check($"{name} of {Path.GetFileName(args[0])} with the hand-over against ONNX Runtime alone",
+        byEngine[name].As<float>(), Array.ConvertAll(byOrt[name].As<float>(), x => (double)x));
+}
+Console.WriteLine("OK");
+
+// Relative RMS error within the fp32 tolerance (1e-5); NaN fails.
+static void Check(string what, float[] actual, double[] expected)
+{
+    if (actual.Length != expected.Length) Fail($"{what}: {actual.Length} values, expected {expected.Length}");
+    double error = 0, norm = 0;
+    for (int i = 0; i < actual.Length; i++)
+    {
+        error += (actual[i] - expected[i]) * (actual[i] - expected[i]);
+        norm += expected[i] * expected[i];
+    }
+    double relative = Math.Sqrt(error / norm);
+    if (!(relative <= 1e-5)) Fail($"{what}: relative RMS error {relative:g3} over {actual.Length} values");
+}
+
+static void Fail(string message)
+{
+    Console.Error.WriteLine($"pack check: {message}");
+    Environment.Exit(1);
+}
