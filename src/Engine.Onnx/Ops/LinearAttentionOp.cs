@@ -31,13 +31,14 @@ internal static class LinearAttentionSignature
 
     public const int Query = 0, Key = 1, Value = 2, PastState = 3, Decay = 4, Beta = 5;
 
-    public static UpdateRule? ParseRule(string text) => text switch
+    /// <summary>The update rule an update_rule attribute names; refused naming the node when it names none.</summary>
+    public static UpdateRule ParseRule(string text, string node) => text switch
     {
         "linear" => UpdateRule.Linear,
         "gated" => UpdateRule.Gated,
         "delta" => UpdateRule.Delta,
         "gated_delta" => UpdateRule.GatedDelta,
-        _ => null,
+        _ => throw new ModelNodeException($"{node}: update_rule must be one of linear, gated, delta, gated_delta, got '{text}'"),
     };
 
     public static string Name(UpdateRule rule) => rule switch
@@ -120,8 +121,7 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
         string node = $"LinearAttention node '{info.NodeName}'";
         var (qHeads, kvHeads) = LinearAttentionSignature.HeadCounts(info.Int("q_num_heads"), info.Int("kv_num_heads"), node);
         string ruleText = info.String("update_rule") ?? LinearAttentionSignature.DefaultUpdateRule;
-        var rule = LinearAttentionSignature.ParseRule(ruleText)
-            ?? throw new ModelNodeException($"{node}: update_rule must be one of linear, gated, delta, gated_delta, got '{ruleText}'");
+        var rule = LinearAttentionSignature.ParseRule(ruleText, node);
         if (!rules.Contains(rule))
             throw new ModelNodeException($"{node}: update_rule '{ruleText}' has no engine kernel in this build");
         float scale = info.Float("scale") ?? 0f;

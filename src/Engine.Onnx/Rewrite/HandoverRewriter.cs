@@ -111,7 +111,8 @@ public static class HandoverRewriter
 
         var ruleAttribute = node.Attribute.FirstOrDefault(a => a.Name == "update_rule");
         string ruleText = ruleAttribute?.S.ToStringUtf8() ?? LinearAttentionSignature.DefaultUpdateRule;
-        var rule = LinearAttentionSignature.ParseRule(ruleText);
+        // A rule no LinearAttention has is refused here, so `inspect` never lists a node the kernel then refuses.
+        var rule = LinearAttentionSignature.ParseRule(ruleText, $"LinearAttention node '{NameOf(node)}'");
         string from = fromOnnx ? OnnxModel.OnnxDomain : MicrosoftDomain;
         var decay = DecayFormOf(node, hints);
         string what = $"update_rule {ruleText}" + (decay is null ? "" : decay == DecayForm.PerKey ? ", per-key decay" : ", per-head decay");
@@ -123,8 +124,7 @@ public static class HandoverRewriter
             nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain, $"{what}, {elementType.Value.ToString().ToLowerInvariant()} tensors: left to ORT"));
             return;
         }
-        // An unknown rule goes to the engine too: its kernel refuses the node at load with a message naming it.
-        if (rule is null || capabilities.Takes(rule.Value))
+        if (capabilities.Takes(rule))
         {
             if (SharedKeyHeads(node, fromOnnx, hints) is long keyHeads)
             {

@@ -62,6 +62,18 @@ public sealed class ModelGraphTests
     }
 
     [Test]
+    public void TheRewriteRefusesAnUnknownUpdateRuleNamingTheNode()
+    {
+        var b = new ModelBuilder(21).Import("com.microsoft", 1);
+        b.Input("x", F.Float, 1, 4, 8);
+        b.Node("LinearAttention", ["x", "x", "x"], domain: "com.microsoft", name: "mixer", outputNames: ["y", "s"],
+            attributes: [("q_num_heads", 1L), ("kv_num_heads", 1L), ("update_rule", "gated_linear")]);
+        b.Output("y", F.Float, null);
+        var e = Assert.Throws<ModelNodeException>(() => HandoverRewriter.Rewrite(b.Build()));
+        Assert.That(e!.Message, Does.Contain("LinearAttention node 'mixer'").And.Contain("update_rule must be one of"));
+    }
+
+    [Test]
     public void Opset27KeptWhileAnotherNodeNeedsIt()
     {
         var b = new ModelBuilder(27);
