@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Numerics.Tensors;
+using Engine.Kernels.Common;
 using Engine.Onnx.Interop;
 
 namespace Engine.Onnx.Ops;
@@ -233,12 +234,7 @@ internal ref struct OnnxState
     {
         if (_presentHalf is not OrtTensorView present) return;
         var state = _present.AsSpan(0, (int)present.ElementCount);
-        if (!state.IsEmpty && !(MathF.Abs(TensorPrimitives.MaxMagnitude(state)) < 65520f))
-        {
-            int i = 0;
-            while (MathF.Abs(state[i]) < 65520f) i++;
-            throw new ArgumentException($"present_state: value {state[i]} at flat index {i} is outside float16's range (magnitude < 65520): it would be written as infinity", "present_state");
-        }
+        HalfRange.Require(state, "present_state");
         TensorPrimitives.ConvertToHalf(state, present.AsSpan<Half>());
     }
 

@@ -154,16 +154,9 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             op.RunCpu(device, scheduler ?? device.Scheduler, batch, state, initialState);
             return;
         }
-        var run = Float64Run.Begin(initialState.IsEmpty ? state : initialState, batch.Output.Length);
-        try
-        {
-            op.RunReference(batch, run.Output, run.State);
-            run.End(batch.Output, state);
-        }
-        finally
-        {
-            run.Dispose();
-        }
+        using var run = Float64Run.Begin(initialState.IsEmpty ? state : initialState, batch.Output.Length);
+        op.RunReference(batch, run.Output, run.State);
+        run.End(batch.Output, state);
     }
 }
 

@@ -26,12 +26,11 @@ internal ref struct Float64Run
         return run;
     }
 
-    /// <summary>Writes the results as fp32 and returns the buffers.</summary>
-    public void End(Span<float> output, Span<float> state)
+    /// <summary>Writes the results as fp32.</summary>
+    public readonly void End(Span<float> output, Span<float> state)
     {
         for (int i = 0; i < output.Length; i++) output[i] = (float)Output[i];
         for (int i = 0; i < state.Length; i++) state[i] = (float)State[i];
-        Dispose();
     }
 
     public void Dispose()

@@ -1,3 +1,4 @@
+using Engine.Kernels.Common;
 using System.Buffers;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
@@ -59,20 +60,6 @@ internal static class TensorArgs
         for (int i = 0; i < values.Length; i++)
             if (!float.IsFinite(values[i]))
                 throw new ArgumentException($"{name}: values must be finite, got {values[i]} at flat index {i}", name);
-    }
-
-    /// <summary>Smallest magnitude float16 rounds to infinity (65504 + half a unit in its last place).</summary>
-    public const float HalfOverflow = 65520f;
-
-    /// <summary>Every value finite and small enough to stay finite in float16.</summary>
-    public static void RequireHalfRange(ReadOnlySpan<float> values, string name)
-    {
-        if (values.IsEmpty || TensorPrimitives.MaxMagnitude(values) is float max && MathF.Abs(max) < HalfOverflow) return;
-        int i = 0;
-        while (MathF.Abs(values[i]) < HalfOverflow) i++;
-        throw new ArgumentException(float.IsFinite(values[i])
-            ? $"{name}: value {values[i]} at flat index {i} is outside float16's range (magnitude < {HalfOverflow}): it would be written as infinity"
-            : $"{name}: value {values[i]} at flat index {i} is not finite", name);
     }
 
     /// <summary>False when a value is NaN or infinite.</summary>
@@ -201,7 +188,7 @@ internal ref struct FloatOutput<T> where T : unmanaged
     public readonly void Commit()
     {
         if (_rented is null) return;
-        TensorArgs.RequireHalfRange(Span, _name);
+        HalfRange.Require(Span, _name);
         TensorPrimitives.ConvertToHalf(Span, MemoryMarshal.Cast<T, Half>(_target));
     }
 

@@ -33,15 +33,8 @@ internal static class LsslBackends
     /// <summary>The float64 oracle as a backend.</summary>
     private static void RunReference(LsslSystem system, int batch, int length, ReadOnlySpan<float> u, Span<float> y, HostState state)
     {
-        var run = Float64Run.Begin(state.Span, y.Length);
-        try
-        {
-            LsslReference.Forward(system, batch, length, u, run.Output, run.State);
-            run.End(y, state.Span);
-        }
-        finally
-        {
-            run.Dispose();
-        }
+        using var run = Float64Run.Begin(state.Span, y.Length);
+        LsslReference.Forward(system, batch, length, u, run.Output, run.State);
+        run.End(y, state.Span);
     }
 }
