@@ -39,6 +39,30 @@ public struct RegisterTile4x4
     }
 
     /// <summary>
+    /// <see cref="Accumulate"/> for a product whose left operand is causally masked: row r takes only the terms with
+    /// u <= r + <paramref name="diagonal"/>. The masked terms are selected away, not multiplied by zero, so a non-finite
+    /// value in a row of R that r may not read never reaches row r.
+    /// </summary>
+    public void AccumulateCausal(ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int depth,
+        int row, int rowStep, int col, int colStep, int diagonal)
+    {
+        int rowJump = rowStep * leftStride;
+        for (int u = 0; u < depth; u++)
+        {
+            int a = row * leftStride + u;
+            float l0 = left[a], l1 = left[a + rowJump], l2 = left[a + 2 * rowJump], l3 = left[a + 3 * rowJump];
+            int b = u * rightStride + col;
+            float r0 = right[b], r1 = right[b + colStep], r2 = right[b + 2 * colStep], r3 = right[b + 3 * colStep];
+            int first = u - diagonal;
+            bool k0 = first <= row, k1 = first <= row + rowStep, k2 = first <= row + 2 * rowStep, k3 = first <= row + 3 * rowStep;
+            _c00 += k0 ? l0 * r0 : 0f; _c01 += k0 ? l0 * r1 : 0f; _c02 += k0 ? l0 * r2 : 0f; _c03 += k0 ? l0 * r3 : 0f;
+            _c10 += k1 ? l1 * r0 : 0f; _c11 += k1 ? l1 * r1 : 0f; _c12 += k1 ? l1 * r2 : 0f; _c13 += k1 ? l1 * r3 : 0f;
+            _c20 += k2 ? l2 * r0 : 0f; _c21 += k2 ? l2 * r1 : 0f; _c22 += k2 ? l2 * r2 : 0f; _c23 += k2 ? l2 * r3 : 0f;
+            _c30 += k3 ? l3 * r0 : 0f; _c31 += k3 ? l3 * r1 : 0f; _c32 += k3 ? l3 * r2 : 0f; _c33 += k3 ? l3 * r3 : 0f;
+        }
+    }
+
+    /// <summary>
     /// Writes owned row <paramref name="m"/> to target[rowOffset + col + colStep·n] for every n whose
     /// column col + colStep·n is below <paramref name="columns"/>.
     /// </summary>

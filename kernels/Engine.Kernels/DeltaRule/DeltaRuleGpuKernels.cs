@@ -286,7 +286,8 @@ public static class DeltaRuleGpuKernels
                 int qb = e / (Tile * Tile), rl = e / Tile % Tile, cl = e % Tile;
                 int r = p * Tile + rl;
                 float sum = 0f;
-                for (int l = 0; l < Tile; l++) sum += sT[r * cc + p * Tile + l] * sX[qb * Tile * Tile + l * Tile + cl];
+                // T is lower triangular: row r reads rows up to itself only, so a later token's fault stays there.
+                for (int l = 0; l <= rl; l++) sum += sT[r * cc + p * Tile + l] * sX[qb * Tile * Tile + l * Tile + cl];
                 sT[r * cc + qb * Tile + cl] = -sum;
             }
             Group.Barrier();

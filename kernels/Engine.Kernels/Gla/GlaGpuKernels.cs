@@ -458,7 +458,9 @@ public static class GlaGpuKernels
                 right[e] = u < depth && d < s.ValueDim ? args.V[((long)(start + j0 + u) * s.ValueHeads + h) * s.ValueDim + d] : 0f;
             }
             Group.Barrier();
-            tile.Accumulate(left, SlicePitch, right, cols, depth, row, s.OutputRowThreads, col, s.OutputColThreads);
+            // Slices that reach past the block's first row hold values of tokens some of its rows may not read.
+            if (j0 + depth - 1 <= i0) tile.Accumulate(left, SlicePitch, right, cols, depth, row, s.OutputRowThreads, col, s.OutputColThreads);
+            else tile.AccumulateCausal(left, SlicePitch, right, cols, depth, row, s.OutputRowThreads, col, s.OutputColThreads, i0 - j0);
             Group.Barrier();
         }
 

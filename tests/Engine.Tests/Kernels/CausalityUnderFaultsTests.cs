@@ -3,6 +3,7 @@ using Engine.Kernels.Common;
 using Engine.Kernels.DeltaRule;
 using Engine.Kernels.Gla;
 using Engine.Tests.Harness;
+using ILGPU.Runtime;
 using NUnit.Framework;
 
 namespace Engine.Tests.Kernels;
@@ -13,12 +14,20 @@ namespace Engine.Tests.Kernels;
 /// public facades refuse non-finite inputs). Outputs before the fault must be finite and bitwise those of the run
 /// without the fault, whose outputs match the float64 reference (recurrent, hence causal) to 1e-5 relative RMS.
 /// Faults fall on the first, a middle and the last row of a chunk, inside a 16-row sub-chunk and in a partial
-/// last chunk, of the second of two packed sequences (the first ends mid-chunk).
+/// last chunk, of the second of two packed sequences (the first ends mid-chunk). The GPU kernels (called directly on
+/// ILGPU's CPU accelerator, small shapes) are held to the same contract.
 /// </summary>
 [TestFixture]
 public sealed class CausalityUnderFaultsTests
 {
     private static readonly IWorkScheduler TwoWorkers = new ThreadPoolScheduler(2);
+    private GpuRuntime _gpu = null!;
+
+    [OneTimeSetUp]
+    public void CreateGpuRuntime() => _gpu = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator);
+
+    [OneTimeTearDown]
+    public void DisposeGpuRuntime() => _gpu.Dispose();
 
     private const int QHeads = 4, KvHeads = 2, FirstSequence = 11;
     private static readonly float[] Faults = [float.NaN, float.PositiveInfinity];
@@ -29,6 +38,15 @@ public sealed class CausalityUnderFaultsTests
         from dims in new[] { (32, 32), (20, 24) }
         select new TestCaseData(gate, chunk, dims.Item1, dims.Item2).SetArgDisplayNames($"{gate}", $"C{chunk}", $"K{dims.Item1} V{dims.Item2}");
 
+    private static IEnumerable<TestCaseData> GlaGpuCases() =>
+        from gate in new[] { GateKind.None, GateKind.PerHead, GateKind.PerKey, GateKind.Constant }
+        select new TestCaseData(gate, 16, 16, 16).SetArgDisplayNames($"{gate}", "C16", "K16 V16");
+
+    private static IEnumerable<TestCaseData> DeltaRuleGpuCases() =>
+        from gate in new[] { GateKind.None, GateKind.PerHead, GateKind.PerKey }
+        from chunk in new[] { 16, 32 }
+        select new TestCaseData(gate, chunk, 16, 16).SetArgDisplayNames($"{gate}", $"C{chunk}", "K16 V16");
+
     private static IEnumerable<TestCaseData> DeltaRuleCases() =>
         from gate in new[] { GateKind.None, GateKind.PerHead, GateKind.PerKey }
         from chunk in DeltaRuleConfig.ChunkSizes
@@ -36,11 +54,24 @@ public sealed class CausalityUnderFaultsTests
         select new TestCaseData(gate, chunk, dims.Item1, dims.Item2).SetArgDisplayNames($"{gate}", $"C{chunk}", $"K{dims.Item1} V{dims.Item2}");
 
     [TestCaseSource(nameof(GlaCases))]
-    public void GlaOutputsBeforeAFaultAreThoseOfTheRunWithoutIt(GateKind gate, int chunk, int kd, int vd)
+    public void GlaOutputsBeforeAFaultAreThoseOfTheRunWithoutIt(GateKind gate, int chunk, int kd, int vd) => GlaIsCausal(gate, chunk, kd, vd, gpu: false);
+
+    [TestCaseSource(nameof(GlaGpuCases))]
+    public void GlaGpuOutputsBeforeAFaultAreThoseOfTheRunWithoutIt(GateKind gate, int chunk, int kd, int vd) => GlaIsCausal(gate, chunk, kd, vd, gpu: true);
+
+    [TestCaseSource(nameof(DeltaRuleCases))]
+    public void DeltaRuleOutputsBeforeAFaultAreThoseOfTheRunWithoutIt(GateKind gate, int chunk, int kd, int vd) => DeltaRuleIsCausal(gate, chunk, kd, vd, gpu: false);
+
+    [TestCaseSource(nameof(DeltaRuleGpuCases))]
+    public void DeltaRuleGpuOutputsBeforeAFaultAreThoseOfTheRunWithoutIt(GateKind gate, int chunk, int kd, int vd) => DeltaRuleIsCausal(gate, chunk, kd, vd, gpu: true);
+
+    private void GlaIsCausal(GateKind gate, int chunk, int kd, int vd, bool gpu)
     {
         var heads = new HeadLayout(QHeads, KvHeads, kd, vd);
         var config = new GlaConfig(heads, gate, 1f / MathF.Sqrt(kd), chunk, gate == GateKind.Constant ? [-0.05f, -0.4f] : null);
-        using var kernel = new GlaCpu(config);
+        using var cpuKernel = gpu ? null : new GlaCpu(config);
+        using var gpuKernel = gpu ? new GlaGpu(config, _gpu) : null;
+        using var gpuState = _gpu.Accelerator.Allocate1D<float>(2 * KvHeads * kd * vd);
         var (sequences, tokens) = Layout(chunk);
         var data = new TestData(chunk * 1000 + kd * 10 + (int)gate);
         var inputs = new Dictionary<string, (float[] Values, int PerToken)>
@@ -54,7 +85,13 @@ public sealed class CausalityUnderFaultsTests
         float[] Run()
         {
             var output = Numerics.NaNs(tokens * QHeads * vd);
-            kernel.Chunked(TwoWorkers, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, g, output, new float[2 * KvHeads * kd * vd]);
+            if (gpuKernel is null)
+            {
+                cpuKernel!.Chunked(TwoWorkers, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, g, output, new float[2 * KvHeads * kd * vd]);
+                return output;
+            }
+            gpuState.MemSetToZero();
+            gpuKernel.Run(chunked: true, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, g, output, gpuState.View);
             return output;
         }
 
@@ -63,12 +100,13 @@ public sealed class CausalityUnderFaultsTests
         AssertCausal(chunk, QHeads * vd, inputs, Run, expected);
     }
 
-    [TestCaseSource(nameof(DeltaRuleCases))]
-    public void DeltaRuleOutputsBeforeAFaultAreThoseOfTheRunWithoutIt(GateKind gate, int chunk, int kd, int vd)
+    private void DeltaRuleIsCausal(GateKind gate, int chunk, int kd, int vd, bool gpu)
     {
         var heads = new HeadLayout(QHeads, KvHeads, kd, vd);
         var config = new DeltaRuleConfig(heads, gate, 1f / MathF.Sqrt(kd), chunk, qkL2Norm: true);
-        using var kernel = new DeltaRuleCpu(config);
+        using var cpuKernel = gpu ? null : new DeltaRuleCpu(config);
+        using var gpuKernel = gpu ? new DeltaRuleGpu(config, _gpu) : null;
+        using var gpuState = _gpu.Accelerator.Allocate1D<float>(2 * KvHeads * kd * vd);
         var (sequences, tokens) = Layout(chunk);
         var data = new TestData(chunk * 1000 + kd * 10 + (int)gate + 500);
         var inputs = new Dictionary<string, (float[] Values, int PerToken)>
@@ -83,8 +121,14 @@ public sealed class CausalityUnderFaultsTests
         float[] Run()
         {
             var output = Numerics.NaNs(tokens * QHeads * vd);
-            kernel.Chunked(TwoWorkers, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, inputs["beta"].Values, g, output,
-                new float[2 * KvHeads * kd * vd]);
+            if (gpuKernel is null)
+            {
+                cpuKernel!.Chunked(TwoWorkers, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, inputs["beta"].Values, g, output,
+                    new float[2 * KvHeads * kd * vd]);
+                return output;
+            }
+            gpuState.MemSetToZero();
+            gpuKernel.Run(chunked: true, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, inputs["beta"].Values, g, output, gpuState.View);
             return output;
         }
 
