@@ -48,6 +48,7 @@ public static class Cli
     [
         new DemoCommand(),
         new DevicesCommand(),
+        new PtxCommand(),
         new LsslInitCommand(),
         new RunModelCommand(),
         new InspectModelCommand(),

@@ -24,8 +24,11 @@ public sealed class GpuRuntime : IDisposable
         Context = context;
         Accelerator = accelerator;
         IsCuda = accelerator.AcceleratorType == AcceleratorType.Cuda;
-        GroupSize = IsCuda ? 128 : cpuGroupSize;
+        GroupSize = IsCuda ? CudaGroupSize : cpuGroupSize;
     }
+
+    /// <summary>Threads per group of every launch on CUDA.</summary>
+    public const int CudaGroupSize = 128;
 
     public Context Context { get; }
     public Accelerator Accelerator { get; }

@@ -49,9 +49,4 @@ public sealed class DeltaRuleGpuTests
             Assert.That(Numerics.RelativeRms(finalState, expected["final_state"]), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "final state");
         });
     }
-
-    /// <summary>No CUDA device is needed to compile for one: every kernel becomes PTX for the H100 (sm_90), with no local memory.</summary>
-    [Test]
-    public void KernelsCompileForCudaWithoutLocalMemory() =>
-        CudaCompilation.AssertKernelsCompileWithoutLocalMemory(typeof(DeltaRuleGpuKernels), "Prepare", "StatePass", "Recurrent");
 }

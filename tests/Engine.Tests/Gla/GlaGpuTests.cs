@@ -10,7 +10,7 @@ namespace Engine.Tests.Gla;
 /// <summary>
 /// The GLA GPU kernels beyond the cross-backend grid: called directly on ILGPU's CPU accelerator (the constant
 /// gate, every chunk size, the CUDA group size, buffer reuse across calls, the recurrent shared-memory limit),
-/// through a session (prefill, then decode steps), and compiled for CUDA. Every result is compared with the
+/// through a session (prefill, then decode steps). Every result is compared with the
 /// float64 reference.
 /// </summary>
 [TestFixture]
@@ -200,9 +200,4 @@ public sealed class GlaGpuTests
         for (int b = 0; b < batch; b++)
             Array.Copy(o, (long)b * count * oRow, output, ((long)b * total + from) * oRow, (long)count * oRow);
     }
-
-    /// <summary>No CUDA device is needed to compile for one: every kernel becomes PTX for the H100 (sm_90), with no local memory.</summary>
-    [Test]
-    public void KernelsCompileForCudaWithoutLocalMemory() =>
-        CudaCompilation.AssertKernelsCompileWithoutLocalMemory(typeof(GlaGpuKernels), "CumulativeGates", "ChunkStates", "ScanChunkStates", "IntraScores", "Output", "Recurrent");
 }
