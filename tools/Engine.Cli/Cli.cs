@@ -49,6 +49,7 @@ public static class Cli
         new DemoCommand(),
         new DevicesCommand(),
         new LsslInitCommand(),
+        new InputsCommand(),
         new RunModelCommand(),
         new InspectModelCommand(),
         new BenchModelCommand(),
