@@ -131,31 +131,24 @@ public sealed class NpyArray : IDisposable
 /// <summary>Bytes of a file mapped read-only into memory, from an offset; unmapped on dispose, after which their spans are refused.</summary>
 internal sealed unsafe class MappedData : MemoryManager<byte>
 {
-    private readonly MemoryMappedFile _file;
     private readonly MemoryMappedViewAccessor _view;
     private readonly byte* _start;
     private readonly int _length;
     private int _disposed;
 
-    /// <summary>Maps <paramref name="length"/> (> 0) bytes of the file at <paramref name="offset"/>; the mapping owns the stream.</summary>
+    /// <summary>
+    /// Maps <paramref name="length"/> (> 0) bytes of the file at <paramref name="offset"/>. Only the view is kept: the
+    /// stream and the mapping object may be closed once it exists, so the file is not held open or locked against writers.
+    /// </summary>
     public MappedData(FileStream stream, long offset, int length)
     {
-        _file = MemoryMappedFile.CreateFromFile(stream, mapName: null, capacity: 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-        try
-        {
-            _view = _file.CreateViewAccessor(0, offset + length, MemoryMappedFileAccess.Read);
-            byte* pointer = null;
-            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
-            // The view starts on a page boundary: PointerOffset is where the requested offset 0 lies in it.
-            _start = pointer + _view.PointerOffset + offset;
-            _length = length;
-        }
-        catch
-        {
-            _view?.Dispose();
-            _file.Dispose();
-            throw;
-        }
+        using var file = MemoryMappedFile.CreateFromFile(stream, mapName: null, capacity: 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
+        _view = file.CreateViewAccessor(0, offset + length, MemoryMappedFileAccess.Read);
+        byte* pointer = null;
+        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
+        // The view starts on a page boundary: PointerOffset is where the requested offset 0 lies in it.
+        _start = pointer + _view.PointerOffset + offset;
+        _length = length;
     }
 
     public override Span<byte> GetSpan()
@@ -179,7 +172,6 @@ internal sealed unsafe class MappedData : MemoryManager<byte>
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         _view.SafeMemoryMappedViewHandle.ReleasePointer();
         _view.Dispose();
-        _file.Dispose();
     }
 }
 
@@ -219,24 +211,17 @@ public static class Npy
     /// </summary>
     public static NpyArray Read(string path)
     {
-        FileStream? stream = null;
         try
         {
-            stream = File.OpenRead(path);
+            using var stream = File.OpenRead(path);
             var header = ReadHeader(stream);
             RequireRemaining(stream, header.Bytes, header.Data);
             if (header.Bytes == 0) return new NpyArray(header.Type, header.Shape, []) { SourceFile = path };
-            var mapped = new MappedData(stream, stream.Position, (int)header.Bytes);
-            stream = null;
-            return NpyArray.Mapped(header.Type, header.Shape, mapped, path);
+            return NpyArray.Mapped(header.Type, header.Shape, new MappedData(stream, stream.Position, (int)header.Bytes), path);
         }
         catch (InvalidDataException e)
         {
             throw new InvalidDataException($"{path}: {e.Message}", e);
-        }
-        finally
-        {
-            stream?.Dispose();
         }
     }
 
