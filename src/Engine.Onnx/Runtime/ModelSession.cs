@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Numerics.Tensors;
-using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using OrtElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 
