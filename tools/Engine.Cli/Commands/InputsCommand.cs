@@ -43,7 +43,7 @@ internal sealed class InputsCommand : ICommand
         {
             string path = Path.Combine(dir, name + ".npy");
             Npy.Write(path, new ReadOnlyTensorSpan<float>(values, shape));
-            context.Out.WriteLine(OpIo.Wrote(name, "float32", Array.ConvertAll(shape, d => (long)d), path));
+            context.Out.WriteLine(OpIo.Wrote(name, NpyType.Float32, Array.ConvertAll(shape, d => (long)d), path));
         }
         return 0;
     }

@@ -17,9 +17,12 @@ internal static class OpIo
         return EngineDevice.Create(backend, new EngineDeviceOptions { CpuThreads = threads });
     }
 
-    /// <summary>One line per written file, as `engine op` and `engine run` print them: name: dtype [shape] -> path.</summary>
-    public static string Wrote(string name, string dtype, IEnumerable<long> shape, string path) =>
-        $"{name}: {dtype} [{string.Join(", ", shape)}] -> {path}";
+    /// <summary>One line per written file, as `engine op`, `run` and `inputs` print them: name: dtype [shape] -> path.</summary>
+    public static string Wrote(string name, NpyType type, IEnumerable<long> shape, string path) =>
+        $"{name}: {DType(type)} [{string.Join(", ", shape)}] -> {path}";
+
+    /// <summary>NumPy's name of the element type: float32, float16...</summary>
+    public static string DType(NpyType type) => type.ToString().ToLowerInvariant();
 }
 
 /// <summary>
@@ -83,7 +86,7 @@ internal class OpFiles(CommandLine args) : IDisposable
                 ["milliseconds"] = Math.Round(_call.TotalMilliseconds, 3),
                 ["outputs"] = _written.Select(w => new Dictionary<string, object>
                 {
-                    ["name"] = w.Name, ["file"] = w.Path, ["dtype"] = DType(w.Type), ["shape"] = w.Shape,
+                    ["name"] = w.Name, ["file"] = w.Path, ["dtype"] = OpIo.DType(w.Type), ["shape"] = w.Shape,
                 }).ToArray(),
             };
             foreach (var (key, value) in extra ?? new Dictionary<string, string>()) report[key.Replace(' ', '_')] = value;
@@ -91,12 +94,9 @@ internal class OpFiles(CommandLine args) : IDisposable
             return;
         }
         foreach (var (key, value) in extra ?? new Dictionary<string, string>()) context.Out.WriteLine($"{key}: {value}");
-        foreach (var w in _written) context.Out.WriteLine(OpIo.Wrote(w.Name, DType(w.Type), w.Shape, w.Path));
+        foreach (var w in _written) context.Out.WriteLine(OpIo.Wrote(w.Name, w.Type, w.Shape, w.Path));
         context.Out.WriteLine($"{op}: {_call.TotalMilliseconds:F1} ms ({device})");
     }
-
-    /// <summary>NumPy's name of the element type: float32, float16...</summary>
-    private static string DType(NpyType type) => type.ToString().ToLowerInvariant();
 
     public void Dispose()
     {
