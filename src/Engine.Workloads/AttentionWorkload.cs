@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using Engine.Kernels.Common;
 
 namespace Engine.Workloads;
 
@@ -42,4 +43,22 @@ public abstract class AttentionWorkload
     private protected TensorSpan<float> O => new(_o, [Batch, Tokens, Heads, ValueDim]);
     private protected TensorSpan<float> FinalState => new(_state, [Batch, Heads, KeyDim, ValueDim]);
     private protected nint[] PerHead => [Batch, Tokens, Heads];
+
+    /// <summary>
+    /// The call's inputs by the names the op commands give them (q, k, v, then the op's own g, beta), with their
+    /// shapes: what `engine inputs` writes, so a file-based run times the data the bench times.
+    /// </summary>
+    public IEnumerable<(string Name, float[] Values, nint[] Shape)> Inputs() =>
+        new (string, float[], nint[])[]
+        {
+            ("q", _q, [Batch, Tokens, Heads, KeyDim]),
+            ("k", _k, [Batch, Tokens, Heads, KeyDim]),
+            ("v", _v, [Batch, Tokens, Heads, ValueDim]),
+        }.Concat(OpInputs());
+
+    /// <summary>The inputs a subclass adds (gates, beta); none by default.</summary>
+    private protected virtual IEnumerable<(string Name, float[] Values, nint[] Shape)> OpInputs() => [];
+
+    /// <summary>A gate's shape by its form: [B,T,H,K] per key dim, [B,T,H] per head.</summary>
+    private protected nint[] GateShape(GateKind gate) => gate == GateKind.PerKey ? [Batch, Tokens, Heads, KeyDim] : PerHead;
 }

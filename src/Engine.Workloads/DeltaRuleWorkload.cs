@@ -40,12 +40,10 @@ public sealed class DeltaRuleWorkload : AttentionWorkload
 
     public void Run(EngineDevice device, DeltaRuleOptions options)
     {
-        var g = Gate switch
-        {
-            GateKind.PerKey => new ReadOnlyTensorSpan<float>(_g, [Batch, Tokens, Heads, KeyDim]),
-            GateKind.PerHead => new ReadOnlyTensorSpan<float>(_g, PerHead),
-            _ => default,
-        };
+        var g = Gate == GateKind.None ? default : new ReadOnlyTensorSpan<float>(_g, GateShape(Gate));
         DeltaRule.Forward(device, Q, K, V, new ReadOnlyTensorSpan<float>(_beta, PerHead), g, O, finalState: FinalState, options: options);
     }
+
+    private protected override IEnumerable<(string Name, float[] Values, nint[] Shape)> OpInputs() =>
+        Gate == GateKind.None ? [("beta", _beta, PerHead)] : [("beta", _beta, PerHead), ("g", _g, GateShape(Gate))];
 }

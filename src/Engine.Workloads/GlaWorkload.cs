@@ -40,12 +40,10 @@ public sealed class GlaWorkload : AttentionWorkload
 
     public void Run(EngineDevice device, GlaOptions options)
     {
-        var g = Gate switch
-        {
-            GateKind.PerKey => new ReadOnlyTensorSpan<float>(_g, [Batch, Tokens, Heads, KeyDim]),
-            GateKind.PerHead => new ReadOnlyTensorSpan<float>(_g, PerHead),
-            _ => default,
-        };
+        var g = Gate == GateKind.None ? default : new ReadOnlyTensorSpan<float>(_g, GateShape(Gate));
         Gla.Forward(device, Q, K, V, g, O, finalState: FinalState, options: options);
     }
+
+    private protected override IEnumerable<(string Name, float[] Values, nint[] Shape)> OpInputs() =>
+        Gate == GateKind.None ? [] : [("g", _g, GateShape(Gate))];
 }

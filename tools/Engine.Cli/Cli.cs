@@ -50,6 +50,7 @@ public static class Cli
         new DevicesCommand(),
         new PtxCommand(),
         new LsslInitCommand(),
+        new InputsCommand(),
         new RunModelCommand(),
         new InspectModelCommand(),
         new BenchModelCommand(),

@@ -5,37 +5,44 @@ namespace Engine.Onnx;
 /// <summary>Model inputs and outputs to and from NumPy .npy arrays, and random inputs for timing a model.</summary>
 public static class ModelInputs
 {
-    /// <summary>An .npy array as the element type the model declares for the input (float types convert; integers must match or widen).</summary>
+    /// <summary>
+    /// An .npy array as the element type the model declares for the input: where it lies when it holds that type
+    /// (<see cref="TensorData.Over"/>, valid while the array is: a file's array is its mapped data), else float types
+    /// converted and int32 widened to int64.
+    /// </summary>
     public static TensorData FromNpy(NpyArray array, TensorElementType wanted, string name)
     {
         ArgumentNullException.ThrowIfNull(array);
         long[] shape = Array.ConvertAll(array.Shape, d => (long)d);
+        bool floats = array.Type is NpyType.Float32 or NpyType.Float16 or NpyType.Float64;
         return (wanted, array.Type) switch
         {
-            (TensorElementType.Float, _) when array.Type is NpyType.Float32 or NpyType.Float16 or NpyType.Float64 => TensorData.Create(array.ToFloat32(), shape),
-            (TensorElementType.Float16, _) when array.Type is NpyType.Float32 or NpyType.Float16 or NpyType.Float64 => TensorData.Create(array.ToFloat16(), shape),
-            (TensorElementType.Double, NpyType.Float64) => TensorData.FromBytes(wanted, shape, array.Data),
-            (TensorElementType.Int64, NpyType.Int64) => TensorData.FromBytes(wanted, shape, array.Data),
+            _ when NpyTypes.TryGetValue(wanted, out var same) && same == array.Type => TensorData.Over(wanted, shape, array.Data),
+            (TensorElementType.Float, _) when floats => TensorData.Create(array.ToFloat32(), shape),
+            (TensorElementType.Float16, _) when floats => TensorData.Create(array.ToFloat16(), shape),
             (TensorElementType.Int64, NpyType.Int32) => TensorData.Create(Array.ConvertAll(array.ToInt32(), i => (long)i), shape),
-            (TensorElementType.Int32, NpyType.Int32) => TensorData.FromBytes(wanted, shape, array.Data),
             _ => throw new ArgumentException($"{name}: the model takes {wanted}, {array.SourceFile ?? "the file"} holds {array.Type}", name),
         };
     }
+
+    /// <summary>The .npy element type of an ONNX one, for an output written as .npy.</summary>
+    public static NpyType NpyTypeOf(TensorElementType type, string name) =>
+        NpyTypes.TryGetValue(type, out var npy) ? npy : throw new NotSupportedException($"{name}: {type} tensors cannot be written as .npy");
+
+    private static readonly Dictionary<TensorElementType, NpyType> NpyTypes = new()
+    {
+        [TensorElementType.Float] = NpyType.Float32,
+        [TensorElementType.Float16] = NpyType.Float16,
+        [TensorElementType.Double] = NpyType.Float64,
+        [TensorElementType.Int32] = NpyType.Int32,
+        [TensorElementType.Int64] = NpyType.Int64,
+    };
 
     public static NpyArray ToNpy(TensorData tensor, string name)
     {
         ArgumentNullException.ThrowIfNull(tensor);
         var shape = Array.ConvertAll(tensor.Shape, d => checked((nint)d));
-        var type = tensor.ElementType switch
-        {
-            TensorElementType.Float => NpyType.Float32,
-            TensorElementType.Float16 => NpyType.Float16,
-            TensorElementType.Double => NpyType.Float64,
-            TensorElementType.Int32 => NpyType.Int32,
-            TensorElementType.Int64 => NpyType.Int64,
-            var other => throw new NotSupportedException($"{name}: {other} tensors cannot be written as .npy"),
-        };
-        return new NpyArray(type, shape, tensor.Bytes.ToArray());
+        return new NpyArray(NpyTypeOf(tensor.ElementType, name), shape, tensor.Bytes.ToArray());
     }
 
     /// <summary>

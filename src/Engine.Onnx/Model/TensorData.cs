@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 
@@ -5,7 +6,8 @@ namespace Engine.Onnx;
 
 /// <summary>
 /// A dense tensor of any element type a model takes or gives: its ONNX element type, shape and values
-/// (a float[], Half[], double[], long[], int[], short[], sbyte[], byte[], ushort[], uint[], ulong[] or bool[]).
+/// (a float[], Half[], double[], long[], int[], short[], sbyte[], byte[], ushort[], uint[], ulong[] or bool[]),
+/// or, made by <see cref="Over"/>, read-only bytes kept elsewhere (a memory-mapped .npy file's data).
 /// </summary>
 public sealed class TensorData
 {
@@ -25,18 +27,35 @@ public sealed class TensorData
         [typeof(bool)] = TensorElementType.Bool,
     };
 
+    private readonly Array? _values;
+    private readonly ReadOnlyMemory<byte> _memory;
+
     private TensorData(TensorElementType elementType, long[] shape, Array values)
     {
         ElementType = elementType;
         Shape = shape;
-        Values = values;
+        _values = values;
+    }
+
+    private TensorData(TensorElementType elementType, long[] shape, ReadOnlyMemory<byte> memory)
+    {
+        ElementType = elementType;
+        Shape = shape;
+        _memory = memory;
     }
 
     public TensorElementType ElementType { get; }
     public long[] Shape { get; }
-    public Array Values { get; }
-    public Type ClrType => Values.GetType().GetElementType()!;
-    public long ElementCount => Values.LongLength;
+
+    /// <summary>The values' array; a tensor made by <see cref="Over"/> has none (read <see cref="Bytes"/>).</summary>
+    public Array Values => _values
+        ?? throw new InvalidOperationException($"this {this} lies in memory kept elsewhere (TensorData.Over): it has no array; read its Bytes");
+
+    public Type ClrType => ClrTypeOf(ElementType);
+    public long ElementCount => _values?.LongLength ?? _memory.Length / ElementSize(ElementType);
+
+    /// <summary>A tensor over read-only bytes kept elsewhere (not copied): they must stay valid as long as the tensor is used.</summary>
+    public bool IsReadOnly => _values is null;
 
     /// <summary>Wraps <paramref name="values"/> (not copied) with the given shape.</summary>
     public static TensorData Create<T>(T[] values, params long[] shape) where T : unmanaged
@@ -84,8 +103,16 @@ public sealed class TensorData
     }
 
     /// <summary>The values as bytes, in memory order.</summary>
-    public ReadOnlySpan<byte> Bytes => MemoryMarshal.CreateReadOnlySpan(
-        ref MemoryMarshal.GetArrayDataReference(Values), checked((int)(Values.LongLength * ElementSize(ElementType))));
+    public ReadOnlySpan<byte> Bytes => _values is null ? _memory.Span : MemoryMarshal.CreateReadOnlySpan(
+        ref MemoryMarshal.GetArrayDataReference(_values), checked((int)(_values.LongLength * ElementSize(ElementType))));
+
+    /// <summary>The values pinned where they lie, for ORT to read or write them.</summary>
+    internal unsafe MemoryHandle Pin()
+    {
+        if (_values is null) return _memory.Pin();
+        var handle = GCHandle.Alloc(_values, GCHandleType.Pinned);
+        return new MemoryHandle((void*)handle.AddrOfPinnedObject(), handle);
+    }
 
     public static int ElementSize(TensorElementType type) => type switch
     {
@@ -100,14 +127,37 @@ public sealed class TensorData
     /// <summary>A tensor of <paramref name="type"/> over a copy of <paramref name="bytes"/>.</summary>
     public static TensorData FromBytes(TensorElementType type, long[] shape, ReadOnlySpan<byte> bytes)
     {
-        var clr = ClrTypeOf(type);
-        long count = 1;
-        foreach (long d in shape) count = checked(count * d);
-        if (count * ElementSize(type) != bytes.Length)
-            throw new ArgumentException($"{type} tensor of shape {Format(shape)} needs {count * ElementSize(type)} bytes, got {bytes.Length}", nameof(bytes));
-        var values = Array.CreateInstance(clr, count);
+        long count = ElementsFor(type, shape, bytes.Length);
+        var values = Array.CreateInstance(ClrTypeOf(type), count);
         bytes.CopyTo(MemoryMarshal.CreateSpan(ref MemoryMarshal.GetArrayDataReference(values), bytes.Length));
         return new TensorData(type, (long[])shape.Clone(), values);
+    }
+
+    /// <summary>
+    /// A tensor of <paramref name="type"/> over <paramref name="bytes"/> where they lie (a memory-mapped .npy file's
+    /// data), not copied: ORT reads them in place. They must stay valid while the tensor is used; the tensor is an
+    /// input only (<see cref="IsReadOnly"/>), and has no <see cref="Values"/> array.
+    /// </summary>
+    public static TensorData Over(TensorElementType type, long[] shape, ReadOnlyMemory<byte> bytes)
+    {
+        ArgumentNullException.ThrowIfNull(shape);
+        ElementsFor(type, shape, bytes.Length);
+        return new TensorData(type, (long[])shape.Clone(), bytes);
+    }
+
+    /// <summary>The element count of the shape, which <paramref name="length"/> bytes of the type must hold exactly.</summary>
+    private static long ElementsFor(TensorElementType type, long[] shape, int length)
+    {
+        ClrTypeOf(type);
+        long count = 1;
+        foreach (long d in shape)
+        {
+            if (d < 0) throw new ArgumentException($"shape {Format(shape)} has a negative dimension", nameof(shape));
+            count = checked(count * d);
+        }
+        if (count * ElementSize(type) != length)
+            throw new ArgumentException($"{type} tensor of shape {Format(shape)} needs {count * ElementSize(type)} bytes, got {length}", "bytes");
+        return count;
     }
 
     public static string Format(IEnumerable<long> shape) => "[" + string.Join(", ", shape) + "]";

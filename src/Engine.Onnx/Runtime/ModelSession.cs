@@ -1,5 +1,5 @@
+using System.Buffers;
 using System.Numerics.Tensors;
-using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using OrtElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 
@@ -121,23 +121,45 @@ public sealed class ModelSession : IDisposable
     /// </summary>
     public IReadOnlyDictionary<string, TensorData> Run(IReadOnlyDictionary<string, TensorData> inputs, IReadOnlyCollection<string>? outputs = null)
     {
+        var map = new Dictionary<string, TensorData>();
+        Run(inputs, (name, type, shape, bytes) => map[name] = TensorData.FromBytes(type, shape, bytes), outputs);
+        return map;
+    }
+
+    /// <summary>What reads one output where ORT holds it: its bytes are valid only during the call.</summary>
+    public delegate void OutputReader(string name, TensorElementType type, long[] shape, ReadOnlySpan<byte> bytes);
+
+    /// <summary>
+    /// Runs the model as <see cref="Run(IReadOnlyDictionary{string, TensorData}, IReadOnlyCollection{string}?)"/> does and
+    /// hands each requested output (all by default), in order, to <paramref name="read"/> in ORT's own memory: no copy
+    /// of an output of any size (e.g. written to a file straight from there).
+    /// </summary>
+    public void Run(IReadOnlyDictionary<string, TensorData> inputs, OutputReader read, IReadOnlyCollection<string>? outputs = null)
+    {
         ArgumentNullException.ThrowIfNull(inputs);
+        ArgumentNullException.ThrowIfNull(read);
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         CheckInputs(inputs);
         using var bound = new BoundTensors(inputs);
+        var wanted = (outputs ?? OutputNames).ToArray();
+        IDisposableReadOnlyCollection<OrtValue> results;
         try
         {
-            var wanted = (outputs ?? OutputNames).ToArray();
             using var runOptions = new RunOptions();
-            using var results = _session.Run(runOptions, bound.Names, bound.Values, wanted);
-            var map = new Dictionary<string, TensorData>(wanted.Length);
-            int i = 0;
-            foreach (var result in results) map[wanted[i++]] = ToTensorData(result);
-            return map;
+            results = _session.Run(runOptions, bound.Names, bound.Values, wanted);
         }
         catch (OnnxRuntimeException e)
         {
             throw new ModelRunException($"running the model failed: {e.Message}", e);
+        }
+        using (results)
+        {
+            int i = 0;
+            foreach (var result in results)
+            {
+                var info = result.GetTensorTypeAndShape();
+                read(wanted[i++], (TensorElementType)info.ElementDataType, info.Shape, result.GetTensorDataAsSpan<byte>());
+            }
         }
     }
 
@@ -157,8 +179,10 @@ public sealed class ModelSession : IDisposable
         {
             if (!OutputNames.Contains(name))
                 throw new ArgumentException($"{name}: the model has no such output (outputs: {string.Join(", ", OutputNames)})", nameof(outputs));
+            if (data.IsReadOnly)
+                throw new ArgumentException($"{name}: lies in read-only memory (TensorData.Over); give it a tensor of its own", nameof(outputs));
             foreach (var (inputName, input) in inputs)
-                if (ReferenceEquals(input.Values, data.Values))
+                if (input.Bytes.Overlaps(data.Bytes))
                     throw new ArgumentException($"{name}: shares its array with the input {inputName}; give it a tensor of its own", nameof(outputs));
         }
         using var boundInputs = new BoundTensors(inputs);
@@ -213,32 +237,25 @@ public sealed class ModelSession : IDisposable
         }
     }
 
-    private static TensorData ToTensorData(OrtValue value)
-    {
-        var info = value.GetTensorTypeAndShape();
-        var type = (TensorElementType)info.ElementDataType;
-        return TensorData.FromBytes(type, info.Shape, value.GetTensorMutableRawData());
-    }
-
     /// <summary>Named tensors pinned and wrapped as ORT values over their own memory, for the length of one run.</summary>
-    private sealed class BoundTensors : IDisposable
+    private sealed unsafe class BoundTensors : IDisposable
     {
-        private readonly List<GCHandle> _pins;
+        private readonly List<MemoryHandle> _pins;
 
         public BoundTensors(IReadOnlyDictionary<string, TensorData> tensors)
         {
             Names = new List<string>(tensors.Count);
             Values = new List<OrtValue>(tensors.Count);
-            _pins = new List<GCHandle>(tensors.Count);
+            _pins = new List<MemoryHandle>(tensors.Count);
             try
             {
                 foreach (var (name, data) in tensors)
                 {
-                    var pin = GCHandle.Alloc(data.Values, GCHandleType.Pinned);
+                    var pin = data.Pin();
                     _pins.Add(pin);
                     Names.Add(name);
                     Values.Add(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, (OrtElementType)data.ElementType,
-                        data.Shape, pin.AddrOfPinnedObject(), data.ElementCount * TensorData.ElementSize(data.ElementType)));
+                        data.Shape, (nint)pin.Pointer, data.ElementCount * TensorData.ElementSize(data.ElementType)));
                 }
             }
             catch
@@ -254,7 +271,7 @@ public sealed class ModelSession : IDisposable
         public void Dispose()
         {
             foreach (var v in Values) v.Dispose();
-            foreach (var p in _pins) p.Free();
+            foreach (var p in _pins) p.Dispose();
             Values.Clear();
             _pins.Clear();
         }

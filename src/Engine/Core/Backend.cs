@@ -25,17 +25,25 @@ public enum AttentionMode
 /// <summary>An attention op's output [B,T,max(Hq,Hv),V] and final state [N,Hv,K,V] (fp32).</summary>
 public sealed record AttentionResult<T>(Tensor<T> Output, Tensor<float> FinalState)
 {
-    /// <summary>Uninitialized output and final state for the convenience forms; the call they feed checks every shape.</summary>
-    internal static (Tensor<T> Output, Tensor<float> FinalState) Allocate(Tensor<T> q, Tensor<T> k, Tensor<T> v, int[]? cuSeqlens)
+    /// <summary>
+    /// An uninitialized output and final state for a call on q, k, v of these shapes (the convenience forms' own);
+    /// the call they feed checks every shape.
+    /// </summary>
+    public static AttentionResult<T> Allocate(ReadOnlySpan<nint> q, ReadOnlySpan<nint> k, ReadOnlySpan<nint> v, ReadOnlySpan<int> cuSeqlens = default)
+    {
+        TensorArgs.RequireRank(q, "q", 4, "(B, T, Hq, K)");
+        TensorArgs.RequireRank(k, "k", 4, "(B, T, Hk, K)");
+        TensorArgs.RequireRank(v, "v", 4, "(B, T, Hv, V)");
+        nint sequences = cuSeqlens.Length > 0 ? cuSeqlens.Length - 1 : q[0];
+        return new AttentionResult<T>(Tensor.CreateFromShapeUninitialized<T>([q[0], q[1], Math.Max(q[2], v[2]), v[3]]),
+            Tensor.CreateFromShapeUninitialized<float>([sequences, v[2], k[3], v[3]]));
+    }
+
+    internal static AttentionResult<T> Allocate(Tensor<T> q, Tensor<T> k, Tensor<T> v, int[]? cuSeqlens)
     {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
-        TensorArgs.RequireRank(q.Lengths, "q", 4, "(B, T, Hq, K)");
-        TensorArgs.RequireRank(k.Lengths, "k", 4, "(B, T, Hk, K)");
-        TensorArgs.RequireRank(v.Lengths, "v", 4, "(B, T, Hv, V)");
-        nint sequences = cuSeqlens is { Length: > 0 } ? cuSeqlens.Length - 1 : q.Lengths[0];
-        return (Tensor.CreateFromShapeUninitialized<T>([q.Lengths[0], q.Lengths[1], Math.Max(q.Lengths[2], v.Lengths[2]), v.Lengths[3]]),
-            Tensor.CreateFromShapeUninitialized<float>([sequences, v.Lengths[2], k.Lengths[3], v.Lengths[3]]));
+        return Allocate(q.Lengths, k.Lengths, v.Lengths, cuSeqlens);
     }
 }

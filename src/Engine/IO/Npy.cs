@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Globalization;
+using System.IO.MemoryMappedFiles;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -9,11 +11,23 @@ namespace Engine.IO;
 /// <summary>Element types the .npy reader and writer handle (little-endian).</summary>
 public enum NpyType { Float32, Float16, Float64, Int32, Int64 }
 
-/// <summary>An array read from or written to a NumPy .npy file: C order, little-endian.</summary>
-public sealed class NpyArray
+/// <summary>
+/// An array read from or written to a NumPy .npy file: C order, little-endian. An array read from a file
+/// (<see cref="Npy.Read(string)"/>) is the file's data memory-mapped, never copied: dispose it when done, and use
+/// no span taken from it after that.
+/// </summary>
+public sealed class NpyArray : IDisposable
 {
-    public NpyArray(NpyType type, nint[] shape, byte[] data)
+    private readonly MappedData? _mapped;
+
+    /// <summary>An array over <paramref name="data"/> (not copied), its length checked against the shape.</summary>
+    public NpyArray(NpyType type, nint[] shape, byte[] data) : this(type, shape, data, mapped: null)
     {
+    }
+
+    private NpyArray(NpyType type, nint[] shape, ReadOnlyMemory<byte> data, MappedData? mapped)
+    {
+        ArgumentNullException.ThrowIfNull(shape);
         long count = 1;
         foreach (var d in shape)
         {
@@ -22,39 +36,66 @@ public sealed class NpyArray
         }
         if (data.Length != count * Npy.ElementSize(type))
             throw new ArgumentException($"data holds {data.Length} bytes, shape {TensorArgs.Format(shape)} of {type} needs {count * Npy.ElementSize(type)}", nameof(data));
-        Type = type; Shape = shape; Data = data;
+        Type = type; Shape = shape; Data = data; _mapped = mapped;
     }
+
+    internal static NpyArray Mapped(NpyType type, nint[] shape, MappedData data, string sourceFile) =>
+        new(type, shape, data.Memory, data) { SourceFile = sourceFile };
 
     public NpyType Type { get; }
     public nint[] Shape { get; }
-    public byte[] Data { get; }
+
+    /// <summary>The data as stored: in memory, or the mapped bytes of the file it was read from.</summary>
+    public ReadOnlyMemory<byte> Data { get; }
+
     public long Count => Data.Length / Npy.ElementSize(Type);
 
     /// <summary>The file the array was read from, if any: conversion errors name it.</summary>
     public string? SourceFile { get; init; }
 
-    /// <summary>The values as float32 (float16 and float64 converted).</summary>
+    /// <summary>The values where they lie, as <typeparamref name="T"/>, which must be the stored type (float, Half, double, int, long).</summary>
+    public ReadOnlySpan<T> Values<T>() where T : unmanaged
+    {
+        var wanted = Npy.TypeOf<T>();
+        if (wanted != Type) throw Invalid($"expected {Npy.Descr(wanted)}, got {Npy.Descr(Type)}");
+        return MemoryMarshal.Cast<byte, T>(Data.Span);
+    }
+
+    /// <summary>
+    /// The values as a float32 or float16 tensor (<typeparamref name="T"/> float or Half): the array's own memory
+    /// when it holds that type, else converted once into a new array.
+    /// </summary>
+    public ReadOnlyTensorSpan<T> AsTensorSpan<T>() where T : unmanaged
+    {
+        if (Npy.TypeOf<T>() == Type) return new ReadOnlyTensorSpan<T>(Values<T>(), Shape);
+        T[] converted = typeof(T) == typeof(float) ? (T[])(object)ToFloat32()
+            : typeof(T) == typeof(Half) ? (T[])(object)ToFloat16()
+            : throw new NotSupportedException($"only float and Half tensors convert, not {typeof(T).Name}");
+        return new ReadOnlyTensorSpan<T>(converted, Shape);
+    }
+
+    /// <summary>The values as float32 (float16 and float64 converted), in a new array.</summary>
     public float[] ToFloat32() => Type switch
     {
-        NpyType.Float32 => MemoryMarshal.Cast<byte, float>(Data).ToArray(),
-        NpyType.Float16 => ToArray(MemoryMarshal.Cast<byte, Half>(Data), h => (float)h),
-        NpyType.Float64 => ToArray(MemoryMarshal.Cast<byte, double>(Data), d => (float)d),
+        NpyType.Float32 => MemoryMarshal.Cast<byte, float>(Data.Span).ToArray(),
+        NpyType.Float16 => ToArray(MemoryMarshal.Cast<byte, Half>(Data.Span), h => (float)h),
+        NpyType.Float64 => ToArray(MemoryMarshal.Cast<byte, double>(Data.Span), d => (float)d),
         _ => throw Invalid($"expected a float array (float32, float16 or float64), got {Npy.Descr(Type)}"),
     };
 
-    public Half[] ToFloat16() => Type == NpyType.Float16 ? MemoryMarshal.Cast<byte, Half>(Data).ToArray() : ToArray(ToFloat32(), f => (Half)f);
+    public Half[] ToFloat16() => Type == NpyType.Float16 ? MemoryMarshal.Cast<byte, Half>(Data.Span).ToArray() : ToArray(ToFloat32(), f => (Half)f);
 
     /// <summary>The values as int32 (int64 checked for range). Used for offsets such as cu_seqlens.</summary>
     public int[] ToInt32() => Type switch
     {
-        NpyType.Int32 => MemoryMarshal.Cast<byte, int>(Data).ToArray(),
+        NpyType.Int32 => MemoryMarshal.Cast<byte, int>(Data.Span).ToArray(),
         NpyType.Int64 => NarrowInt64(),
         _ => throw Invalid($"expected an integer array (int32 or int64), got {Npy.Descr(Type)}"),
     };
 
     private int[] NarrowInt64()
     {
-        var wide = MemoryMarshal.Cast<byte, long>(Data);
+        var wide = MemoryMarshal.Cast<byte, long>(Data.Span);
         var result = new int[wide.Length];
         for (int i = 0; i < result.Length; i++)
             result[i] = wide[i] is >= int.MinValue and <= int.MaxValue ? (int)wide[i]
@@ -67,17 +108,70 @@ public sealed class NpyArray
     public Tensor<float> ToTensorFloat32() => Tensor.Create(ToFloat32(), Shape);
     public Tensor<Half> ToTensorFloat16() => Tensor.Create(ToFloat16(), Shape);
 
-    public static NpyArray From(ReadOnlySpan<float> values, ReadOnlySpan<nint> shape) => new(NpyType.Float32, shape.ToArray(), MemoryMarshal.AsBytes(values).ToArray());
-    public static NpyArray From(ReadOnlySpan<Half> values, ReadOnlySpan<nint> shape) => new(NpyType.Float16, shape.ToArray(), MemoryMarshal.AsBytes(values).ToArray());
-    public static NpyArray From(ReadOnlySpan<double> values, ReadOnlySpan<nint> shape) => new(NpyType.Float64, shape.ToArray(), MemoryMarshal.AsBytes(values).ToArray());
-    public static NpyArray From(ReadOnlySpan<int> values, ReadOnlySpan<nint> shape) => new(NpyType.Int32, shape.ToArray(), MemoryMarshal.AsBytes(values).ToArray());
-    public static NpyArray From(ReadOnlySpan<long> values, ReadOnlySpan<nint> shape) => new(NpyType.Int64, shape.ToArray(), MemoryMarshal.AsBytes(values).ToArray());
+    public static NpyArray From(ReadOnlySpan<float> values, ReadOnlySpan<nint> shape) => From<float>(values, shape);
+    public static NpyArray From(ReadOnlySpan<Half> values, ReadOnlySpan<nint> shape) => From<Half>(values, shape);
+    public static NpyArray From(ReadOnlySpan<double> values, ReadOnlySpan<nint> shape) => From<double>(values, shape);
+    public static NpyArray From(ReadOnlySpan<int> values, ReadOnlySpan<nint> shape) => From<int>(values, shape);
+    public static NpyArray From(ReadOnlySpan<long> values, ReadOnlySpan<nint> shape) => From<long>(values, shape);
+
+    private static NpyArray From<T>(ReadOnlySpan<T> values, ReadOnlySpan<nint> shape) where T : unmanaged =>
+        new(Npy.TypeOf<T>(), shape.ToArray(), MemoryMarshal.AsBytes(values).ToArray());
+
+    /// <summary>Unmaps the file an array read from one lies in; nothing for an array in memory.</summary>
+    public void Dispose() => ((IDisposable?)_mapped)?.Dispose();
 
     private static TOut[] ToArray<TIn, TOut>(ReadOnlySpan<TIn> source, Func<TIn, TOut> convert)
     {
         var result = new TOut[source.Length];
         for (int i = 0; i < result.Length; i++) result[i] = convert(source[i]);
         return result;
+    }
+}
+
+/// <summary>Bytes of a file mapped read-only into memory, from an offset; unmapped on dispose, after which their spans are refused.</summary>
+internal sealed unsafe class MappedData : MemoryManager<byte>
+{
+    private readonly MemoryMappedViewAccessor _view;
+    private readonly byte* _start;
+    private readonly int _length;
+    private int _disposed;
+
+    /// <summary>
+    /// Maps <paramref name="length"/> (> 0) bytes of the file at <paramref name="offset"/>. Only the view is kept: the
+    /// stream and the mapping object may be closed once it exists, so the file is not held open or locked against writers.
+    /// </summary>
+    public MappedData(FileStream stream, long offset, int length)
+    {
+        using var file = MemoryMappedFile.CreateFromFile(stream, mapName: null, capacity: 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
+        _view = file.CreateViewAccessor(0, offset + length, MemoryMappedFileAccess.Read);
+        byte* pointer = null;
+        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
+        // The view starts on a page boundary: PointerOffset is where the requested offset 0 lies in it.
+        _start = pointer + _view.PointerOffset + offset;
+        _length = length;
+    }
+
+    public override Span<byte> GetSpan()
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        return new Span<byte>(_start, _length);
+    }
+
+    public override MemoryHandle Pin(int elementIndex = 0)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        return new MemoryHandle(_start + elementIndex);
+    }
+
+    public override void Unpin()
+    {
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _view.SafeMemoryMappedViewHandle.ReleasePointer();
+        _view.Dispose();
     }
 }
 
@@ -102,12 +196,28 @@ public static class Npy
         _ => "<i8",
     };
 
+    /// <summary>The element type of <typeparamref name="T"/>: float, Half, double, int or long.</summary>
+    public static NpyType TypeOf<T>() where T : unmanaged =>
+        typeof(T) == typeof(float) ? NpyType.Float32
+        : typeof(T) == typeof(Half) ? NpyType.Float16
+        : typeof(T) == typeof(double) ? NpyType.Float64
+        : typeof(T) == typeof(int) ? NpyType.Int32
+        : typeof(T) == typeof(long) ? NpyType.Int64
+        : throw new NotSupportedException($".npy arrays of {typeof(T).Name} are not supported (float, Half, double, int, long)");
+
+    /// <summary>
+    /// Reads a file: its header is checked as <see cref="Read(Stream)"/> checks it, and its data memory-mapped, not
+    /// copied (dispose the array). Errors name the file.
+    /// </summary>
     public static NpyArray Read(string path)
     {
         try
         {
             using var stream = File.OpenRead(path);
-            return Read(stream, path);
+            var header = ReadHeader(stream);
+            RequireRemaining(stream, header.Bytes, header.Data);
+            if (header.Bytes == 0) return new NpyArray(header.Type, header.Shape, []) { SourceFile = path };
+            return NpyArray.Mapped(header.Type, header.Shape, new MappedData(stream, stream.Position, (int)header.Bytes), path);
         }
         catch (InvalidDataException e)
         {
@@ -116,12 +226,20 @@ public static class Npy
     }
 
     /// <summary>
-    /// Reads an array; a stream that is not a .npy array this reader takes (truncated, a bad header, an
+    /// Reads an array into memory; a stream that is not a .npy array this reader takes (truncated, a bad header, an
     /// unsupported dtype, a shape over 2 GB) is an <see cref="InvalidDataException"/> saying what was expected.
     /// </summary>
-    public static NpyArray Read(Stream stream) => Read(stream, sourceFile: null);
+    public static NpyArray Read(Stream stream)
+    {
+        var header = ReadHeader(stream);
+        return new NpyArray(header.Type, header.Shape, ReadBlock(stream, header.Bytes, header.Data));
+    }
 
-    private static NpyArray Read(Stream stream, string? sourceFile)
+    /// <summary>A parsed header: element type, shape, the data's length and how the data are named in errors.</summary>
+    private readonly record struct Header(NpyType Type, nint[] Shape, long Bytes, string Data);
+
+    /// <summary>Reads and checks the preamble and the header, leaving the stream at the data.</summary>
+    private static Header ReadHeader(Stream stream)
     {
         var preamble = ReadBlock(stream, 8, "the preamble (the .npy magic and version)");
         if (!preamble.AsSpan(0, 6).SequenceEqual(Magic)) throw new InvalidDataException("not a .npy file (bad magic)");
@@ -151,18 +269,23 @@ public static class Npy
             bytes = bytes <= long.MaxValue / d ? bytes * d : throw TooLarge();
         if (shape.Contains(0)) bytes = 0;
         if (bytes > Array.MaxLength) throw TooLarge();
-        var data = ReadBlock(stream, bytes, $"the data of shape {TensorArgs.Format(shape)} ({Descr(type)})");
-        return new NpyArray(type, shape, data) { SourceFile = sourceFile };
+        return new Header(type, shape, bytes, $"the data of shape {TensorArgs.Format(shape)} ({Descr(type)})");
     }
 
     /// <summary>The stream's next <paramref name="length"/> bytes; a seekable stream is checked to hold them before they are allocated.</summary>
     private static byte[] ReadBlock(Stream stream, long length, string what)
     {
-        if (stream.CanSeek && stream.Length - stream.Position < length)
-            throw Truncated(what, length, Math.Max(0, stream.Length - stream.Position));
+        RequireRemaining(stream, length, what);
         var block = new byte[length];
         int got = stream.ReadAtLeast(block, block.Length, throwOnEndOfStream: false);
         return got == length ? block : throw Truncated(what, length, got);
+    }
+
+    /// <summary>A seekable stream must hold <paramref name="length"/> more bytes.</summary>
+    private static void RequireRemaining(Stream stream, long length, string what)
+    {
+        if (stream.CanSeek && stream.Length - stream.Position < length)
+            throw Truncated(what, length, Math.Max(0, stream.Length - stream.Position));
     }
 
     private static InvalidDataException Truncated(string what, long expected, long got) =>
@@ -170,16 +293,46 @@ public static class Npy
 
     public static void Write(string path, NpyArray array)
     {
-        using var stream = File.Create(path);
-        Write(stream, array);
+        ArgumentNullException.ThrowIfNull(array);
+        Write(path, array.Type, array.Shape, array.Data.Span);
     }
 
     /// <summary>Writes version 1.0 (version 2.0 if the header does not fit 65535 bytes).</summary>
     public static void Write(Stream stream, NpyArray array)
     {
-        var dims = string.Join(", ", array.Shape.Select(d => d.ToString(CultureInfo.InvariantCulture)));
-        if (array.Shape.Length == 1) dims += ",";
-        string dict = $"{{'descr': '{Descr(array.Type)}', 'fortran_order': False, 'shape': ({dims}), }}";
+        ArgumentNullException.ThrowIfNull(array);
+        Write(stream, array.Type, array.Shape, array.Data.Span);
+    }
+
+    /// <summary>
+    /// Writes a dense tensor (float, Half, double, int or long) straight from its memory: the header, then its
+    /// bytes, with no copy between.
+    /// </summary>
+    public static void Write<T>(string path, ReadOnlyTensorSpan<T> tensor) where T : unmanaged
+    {
+        if (!tensor.IsDense) throw new ArgumentException("only a dense tensor is written (C order, no strides)", nameof(tensor));
+        var values = MemoryMarshal.CreateReadOnlySpan(in tensor.GetPinnableReference(), checked((int)tensor.FlattenedLength));
+        Write(path, TypeOf<T>(), tensor.Lengths, MemoryMarshal.AsBytes(values));
+    }
+
+    /// <summary>Writes <paramref name="data"/>, the values of an array of this type and shape in C order, straight from where they lie.</summary>
+    public static void Write(string path, NpyType type, ReadOnlySpan<nint> shape, ReadOnlySpan<byte> data)
+    {
+        using var stream = File.Create(path);
+        Write(stream, type, shape, data);
+    }
+
+    private static void Write(Stream stream, NpyType type, ReadOnlySpan<nint> shape, ReadOnlySpan<byte> data)
+    {
+        long count = 1;
+        foreach (var d in shape) count *= d;
+        if (data.Length != count * ElementSize(type))
+            throw new ArgumentException($"data holds {data.Length} bytes, shape {TensorArgs.Format(shape)} of {type} needs {count * ElementSize(type)}", nameof(data));
+        var dimTexts = new string[shape.Length];
+        for (int i = 0; i < shape.Length; i++) dimTexts[i] = shape[i].ToString(CultureInfo.InvariantCulture);
+        var dims = string.Join(", ", dimTexts);
+        if (shape.Length == 1) dims += ",";
+        string dict = $"{{'descr': '{Descr(type)}', 'fortran_order': False, 'shape': ({dims}), }}";
         int prefix = dict.Length + 1 + 10 > 65535 ? 12 : 10;
         int total = (prefix + dict.Length + 1 + 63) / 64 * 64;
         string header = dict + new string(' ', total - prefix - dict.Length - 1) + "\n";
@@ -198,7 +351,7 @@ public static class Npy
             stream.Write(len);
         }
         stream.Write(Encoding.Latin1.GetBytes(header));
-        stream.Write(array.Data);
+        stream.Write(data);
     }
 
     private static (NpyType type, bool fortran, nint[] shape) ParseHeader(string header)

@@ -28,12 +28,14 @@ public sealed class CliTests : CliFixture
         bool half = precision == "fp16";
         if (half) { q = TestData.RoundToHalf(q); kk = TestData.RoundToHalf(kk); vv = TestData.RoundToHalf(vv); g = TestData.RoundToHalf(g); }
         NpyArray Input(float[] a, nint[] s) => half ? NpyArray.From(TestData.ToHalf(a), s) : NpyArray.From(a, s);
-        var (code, _, stderr) = Engine("op", "gla",
+        var (code, stdout, stderr) = Engine("op", "gla",
             "--q", Save("q.npy", Input(q, [1, t, h, k])), "--k", Save("k.npy", Input(kk, [1, t, h, k])),
             "--v", Save("v.npy", Input(vv, [1, t, h, v])), "--g", Save("g.npy", Input(g, [1, t, h, k])),
             "--h0", Save("h0.npy", NpyArray.From(h0, [2, h, k, v])), "--cu-seqlens", Save("cu.npy", NpyArray.From(cu.Select(x => (long)x).ToArray(), [3])),
             "--chunk", "16", "--o", PathOf("o.npy"), "--ht", PathOf("ht.npy"));
         Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain($"o: {(half ? "float16" : "float32")} [1, {t}, {h}, {v}] -> {PathOf("o.npy")}")
+            .And.Contain($"ht: float32 [2, {h}, {k}, {v}] -> {PathOf("ht.npy")}").And.Contain("gla: "));
 
         var expectedOut = new double[t * h * v];
         var expectedState = TestData.ToDouble(h0);
@@ -45,6 +47,49 @@ public sealed class CliTests : CliFixture
         double tolerance = half ? Numerics.Fp16Tolerance : Numerics.Fp32Tolerance;
         Assert.That(Numerics.RelativeRms(o.ToFloat32(), expectedOut), Is.LessThanOrEqualTo(tolerance));
         Assert.That(Numerics.RelativeRms(Npy.Read(PathOf("ht.npy")).ToFloat32(), expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+    }
+
+    [Test]
+    public void OpReportsWhatItWroteAsJson()
+    {
+        var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 2 * 4], [1, 3, 2, 4]));
+        var (code, stdout, stderr) = Engine("op", "lightning", "--q", x, "--k", x, "--v", x, "--o", PathOf("o.npy"), "--ht", PathOf("ht.npy"), "--json");
+        Assert.That(code, Is.Zero, stderr);
+        var report = System.Text.Json.JsonDocument.Parse(stdout).RootElement;
+        Assert.That(report.GetProperty("op").GetString(), Is.EqualTo("lightning"));
+        Assert.That(report.GetProperty("milliseconds").GetDouble(), Is.GreaterThan(0));
+        var outputs = report.GetProperty("outputs").EnumerateArray().Select(o =>
+            $"{o.GetProperty("name").GetString()} {o.GetProperty("file").GetString()} {o.GetProperty("dtype").GetString()} " +
+            string.Join(",", o.GetProperty("shape").EnumerateArray().Select(d => d.GetInt64())));
+        Assert.That(outputs, Is.EqualTo(new[] { $"o {PathOf("o.npy")} float32 1,3,2,4", $"ht {PathOf("ht.npy")} float32 1,2,4,4" }));
+        using var o = Npy.Read(PathOf("o.npy"));
+        Assert.That(o.Values<float>().ToArray(), Is.All.EqualTo(0f), "zero inputs give zero outputs");
+    }
+
+    [Test]
+    public void InputsAreWrittenForTheOp()
+    {
+        var (code, stdout, stderr) = Engine("inputs", "gated-delta", "--T", "5", "--H", "2", "--K", "4", "--V", "3", "--gate", "per-key", "--out-dir", Directory);
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain($"q: float32 [1, 5, 2, 4] -> {PathOf("q.npy")}").And.Contain($"beta: float32 [1, 5, 2] -> {PathOf("beta.npy")}"));
+        using var k = Npy.Read(PathOf("k.npy"));
+        using var beta = Npy.Read(PathOf("beta.npy"));
+        using var g = Npy.Read(PathOf("g.npy"));
+        using var v = Npy.Read(PathOf("v.npy"));
+        Assert.Multiple(() =>
+        {
+            Assert.That(v.Shape, Is.EqualTo(new nint[] { 1, 5, 2, 3 }));
+            Assert.That(g.Shape, Is.EqualTo(new nint[] { 1, 5, 2, 4 }));
+            Assert.That(g.Values<float>().ToArray(), Is.All.LessThanOrEqualTo(0f));
+            Assert.That(beta.Values<float>().ToArray(), Is.All.InRange(0f, 1f));
+            var keys = k.Values<float>().ToArray();
+            for (int row = 0; row < keys.Length / 4; row++)
+                Assert.That(keys.Skip(row * 4).Take(4).Sum(x => x * x), Is.EqualTo(1f).Within(1e-5f), "unit key rows");
+        });
+        var run = Engine("op", "gated-delta", "--q", PathOf("q.npy"), "--k", PathOf("k.npy"), "--v", PathOf("v.npy"), "--beta", PathOf("beta.npy"),
+            "--g", PathOf("g.npy"), "--o", PathOf("o.npy"));
+        Assert.That(run.code, Is.Zero, run.stderr);
+        AssertOneLineError(Engine("inputs", "delta", "--gate", "per-key", "--out-dir", Directory), 2, "DeltaNet takes no gate");
     }
 
     [Test]

@@ -25,8 +25,8 @@ public static class DocSnippets
         ["System", "System.IO", "System.Linq", "System.Collections.Generic", "System.Threading", "System.Threading.Tasks",
          "System.Net.Http", "System.Numerics.Tensors", "Engine"];
 
-    /// <summary>The namespaces a snippet may take types from: what <c>using Engine;</c> and <c>using Engine.Onnx;</c> reach.</summary>
-    private static readonly HashSet<string> UserNamespaces = [.. DefaultUsings, "Engine.Onnx"];
+    /// <summary>The namespaces a snippet may take types from: what <c>using Engine;</c> and <c>using Engine.Onnx;</c> reach, and .npy files (<c>Engine.IO</c>).</summary>
+    private static readonly HashSet<string> UserNamespaces = [.. DefaultUsings, "Engine.Onnx", "Engine.IO"];
 
     /// <summary>The variables snippets use without declaring them (listed in docs/architecture.md).</summary>
     private const string WellKnownVariables = """

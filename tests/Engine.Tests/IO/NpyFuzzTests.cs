@@ -102,8 +102,9 @@ public sealed class NpyFuzzTests
         {
             return Fuzz.Judge(e, naming, typeof(InvalidDataException));
         }
+        using var read = array;
         long start = DataStart(file);
-        if (!array.Data.AsSpan().SequenceEqual(file.AsSpan((int)start, array.Data.Length)))
+        if (!array.Data.Span.SequenceEqual(file.AsSpan((int)start, array.Data.Length)))
             return $"read {array.Type} [{string.Join(", ", array.Shape)}], but its data is not the {array.Data.Length} bytes at {start}";
         foreach (var convert in new Action[] { () => array.ToFloat32(), () => array.ToFloat16(), () => array.ToInt32() })
         {

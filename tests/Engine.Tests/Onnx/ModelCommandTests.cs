@@ -43,12 +43,20 @@ public sealed class ModelCommandTests
         var (code, stdout, stderr) = CliFixture.Engine("run", SaveModel(model), "--input", $"x={xPath}", "--input", $"past_state={pastPath}",
             "--output-dir", outDir, "--backend", backend, "--threads", "2");
         Assert.That(code, Is.Zero, stderr);
-        Assert.That(stdout, Does.Contain($"engine nodes: {(backend == "cpu" ? 1 : 0)}"));
-        var y = Npy.Read(Path.Combine(outDir, "y.npy"));
+        Assert.That(stdout, Does.Contain($"engine nodes: {(backend == "cpu" ? 1 : 0)}")
+            .And.Contain($"y: float32 [2, 30, 16] -> {Path.Combine(outDir, "y.npy")}"));
+        using var y = Npy.Read(Path.Combine(outDir, "y.npy"));
         Assert.That(y.Shape, Is.EqualTo(new nint[] { 2, 30, 16 }));
         Assert.That(Harness.Numerics.RelativeRms(y.ToFloat32(), expected.Y), Is.LessThanOrEqualTo(Harness.Numerics.Fp32Tolerance));
-        var state = Npy.Read(Path.Combine(outDir, "present_state.npy"));
+        using var state = Npy.Read(Path.Combine(outDir, "present_state.npy"));
         Assert.That(Harness.Numerics.RelativeRms(state.ToFloat32(), expected.States["present_state"]), Is.LessThanOrEqualTo(Harness.Numerics.Fp32Tolerance));
+
+        var json = CliFixture.Engine("run", SaveModel(model), "--input", $"x={xPath}", "--input", $"past_state={pastPath}",
+            "--output-dir", outDir, "--backend", backend, "--threads", "2", "--json");
+        Assert.That(json.code, Is.Zero, json.stderr);
+        var report = System.Text.Json.JsonDocument.Parse(json.stdout).RootElement;
+        Assert.That(report.GetProperty("engine_nodes").GetString(), Is.EqualTo(backend == "cpu" ? "1" : "0"));
+        Assert.That(report.GetProperty("outputs").EnumerateArray().Select(o => o.GetProperty("name").GetString()), Is.EquivalentTo(new[] { "y", "present_state" }));
     }
 
     [Test]

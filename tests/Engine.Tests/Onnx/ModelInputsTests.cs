@@ -1,4 +1,5 @@
 using Engine.Onnx;
+using Engine.Onnx.Ops;
 using Engine.Workloads;
 using NUnit.Framework;
 using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
@@ -29,5 +30,57 @@ public sealed class ModelInputsTests
         Assert.That(made.Keys, Is.EquivalentTo(new[] { "query", "decay" }), "no value for the excepted input, whose dim 'G' is not given");
         foreach (var name in expected.Keys)
             Assert.That(made[name].As<float>(), Is.EqualTo(expected[name].As<float>()), name);
+    }
+}
+
+/// <summary>Inputs from .npy files read where they lie (TensorData.Over), outputs read where ORT holds them.</summary>
+[TestFixture]
+public sealed class MappedModelInputsTests
+{
+    private static readonly LinearAttentionBlockSpec Spec = new() { Hidden = 16, QHeads = 2, KvHeads = 2, KeyDim = 8, ValueDim = 8, Rule = UpdateRule.Gated, Decay = DecayForm.PerKey };
+
+    [Test]
+    public void FileInputsRunInPlaceAndGiveWhatArraysGive()
+    {
+        var folder = Directory.CreateTempSubdirectory("engine-mapped-inputs-").FullName;
+        try
+        {
+            var model = SampleModels.LinearAttentionBlock(Spec);
+            var arrays = ModelInputs.Random(model, new Dictionary<string, long> { ["B"] = 1, ["T"] = 40 });
+            var opened = new List<Engine.IO.NpyArray>();
+            var mapped = new Dictionary<string, TensorData>();
+            foreach (var (name, tensor) in arrays)
+            {
+                string path = Path.Combine(folder, name + ".npy");
+                Engine.IO.Npy.Write(path, ModelInputs.ToNpy(tensor, name));
+                var file = Engine.IO.Npy.Read(path);
+                opened.Add(file);
+                mapped[name] = ModelInputs.FromNpy(file, tensor.ElementType, name);
+                Assert.That(mapped[name].IsReadOnly, name + " lies in its file");
+                Assert.Throws<InvalidOperationException>(() => _ = mapped[name].Values);
+            }
+            using var session = ModelSession.Open(model);
+            var expected = session.Run(arrays);
+            var seen = new List<string>();
+            session.Run(mapped, (name, type, shape, bytes) =>
+            {
+                seen.Add(name);
+                Assert.That(type, Is.EqualTo(expected[name].ElementType), name);
+                Assert.That(shape, Is.EqualTo(expected[name].Shape), name);
+                Assert.That(bytes.SequenceEqual(expected[name].Bytes), name + ": the same bytes as from arrays");
+            });
+            Assert.That(seen, Is.EqualTo(session.OutputNames));
+
+            var outputs = expected.ToDictionary(p => p.Key, p => TensorData.FromBytes(p.Value.ElementType, p.Value.Shape, p.Value.Bytes));
+            string first = session.OutputNames[0];
+            outputs[first] = mapped.Values.First(t => t.ElementType == outputs[first].ElementType && t.Shape.SequenceEqual(outputs[first].Shape));
+            var e = Assert.Throws<ArgumentException>(() => session.RunInto(mapped, outputs));
+            Assert.That(e!.Message, Does.Contain($"{first}: lies in read-only memory"));
+            foreach (var file in opened) file.Dispose();
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
     }
 }

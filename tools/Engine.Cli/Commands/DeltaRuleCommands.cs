@@ -15,7 +15,7 @@ internal sealed class DeltaRuleOpCommand(bool gated) : ICommand
     public string Usage => $"""
         engine op {Name} --q q.npy --k k.npy --v v.npy --beta beta.npy{(gated ? " --g g.npy" : "")} [--h0 h0.npy] [--cu-seqlens c.npy]
                  [--scale S] [--chunk 16|32|64] [--mode chunked|recurrent] [--qk-l2norm]
-                 [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy]
+                 [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy] [--json]
           q [B,T,Hq,K]; k [B,T,Hk,K]; v [B,T,Hv,V]; beta [B,T,Hv] (finite; (0,1] is the stable range){(gated ? ";\n  g [B,T,Hv] (per head) or [B,T,Hv,K] (per key dim) log decay <= 0" : "")};
           h0/ht [N,Hv,K,V] float32; cu-seqlens int32/int64 offsets of packed sequences (then B = 1);
           heads: Hk = Hv dividing Hq, or Hq = Hk dividing Hv (grouped value heads); o [B,T,max(Hq,Hv),V];
@@ -25,9 +25,9 @@ internal sealed class DeltaRuleOpCommand(bool gated) : ICommand
 
     public int Run(CommandLine args, CliContext context)
     {
-        var files = AttentionFiles.Read(args);
-        var beta = OpIo.Required(args, "beta");
-        var g = gated ? OpIo.Required(args, "g") : null;
+        using var files = AttentionFiles.Read(args);
+        var beta = files.Required("beta");
+        var g = gated ? files.Required("g") : null;
         var options = new DeltaRuleOptions
         {
             Scale = args.Float("scale"),
@@ -36,12 +36,14 @@ internal sealed class DeltaRuleOpCommand(bool gated) : ICommand
             QkL2Norm = args.Flag("qk-l2norm"),
         };
         using var device = OpIo.Device(args);
-        if (files.Half) files.Write(Forward(OpIo.Float16));
-        else files.Write(Forward(OpIo.Float32));
+        if (files.Half) files.Run<Half>(Forward);
+        else files.Run<float>(Forward);
+        files.Report(context, Name, device.Description);
         return 0;
 
-        AttentionResult<T> Forward<T>(Func<NpyArray, Tensor<T>> load) where T : unmanaged =>
-            Engine.DeltaRule.Forward(device, load(files.Q), load(files.K), load(files.V), load(beta), g is null ? null : load(g), options, files.InitialState, files.CuSeqlens);
+        void Forward<T>(TensorSpan<T> output, TensorSpan<float> finalState) where T : unmanaged =>
+            Engine.DeltaRule.Forward(device, files.Q.AsTensorSpan<T>(), files.K.AsTensorSpan<T>(), files.V.AsTensorSpan<T>(), beta.AsTensorSpan<T>(),
+                g is null ? default : g.AsTensorSpan<T>(), output, files.InitialState, finalState, files.CuSeqlens, options);
     }
 }
 

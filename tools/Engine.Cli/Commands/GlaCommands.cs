@@ -15,7 +15,7 @@ internal sealed class GlaOpCommand : ICommand
     public string Usage => """
         engine op gla --q q.npy --k k.npy --v v.npy [--g g.npy] [--h0 h0.npy] [--cu-seqlens c.npy]
                       [--scale S] [--chunk 16|32|64] [--mode chunked|recurrent]
-                      [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy]
+                      [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy] [--json]
           q [B,T,Hq,K]; k [B,T,Hk,K]; v [B,T,Hv,V]; g [B,T,Hv,K] (per key dim) or [B,T,Hv] (per head), log space <= 0;
           h0/ht [N,Hv,K,V] float32; cu-seqlens int32/int64 offsets of packed sequences (then B = 1);
           heads: Hk = Hv dividing Hq, or Hq = Hk dividing Hv (grouped value heads); o [B,T,max(Hq,Hv),V].
@@ -24,8 +24,8 @@ internal sealed class GlaOpCommand : ICommand
 
     public int Run(CommandLine args, CliContext context)
     {
-        var files = AttentionFiles.Read(args);
-        var g = OpIo.Optional(args, "g");
+        using var files = AttentionFiles.Read(args);
+        var g = files.Optional("g");
         var options = new GlaOptions
         {
             Scale = args.Float("scale"),
@@ -33,12 +33,14 @@ internal sealed class GlaOpCommand : ICommand
             Mode = args.Choice("mode", AttentionMode.Chunked),
         };
         using var device = OpIo.Device(args);
-        if (files.Half) files.Write(Forward(OpIo.Float16));
-        else files.Write(Forward(OpIo.Float32));
+        if (files.Half) files.Run<Half>(Forward);
+        else files.Run<float>(Forward);
+        files.Report(context, Name, device.Description);
         return 0;
 
-        AttentionResult<T> Forward<T>(Func<NpyArray, Tensor<T>> load) where T : unmanaged =>
-            Engine.Gla.Forward(device, load(files.Q), load(files.K), load(files.V), g is null ? null : load(g), options, files.InitialState, files.CuSeqlens);
+        void Forward<T>(TensorSpan<T> output, TensorSpan<float> finalState) where T : unmanaged =>
+            Engine.Gla.Forward(device, files.Q.AsTensorSpan<T>(), files.K.AsTensorSpan<T>(), files.V.AsTensorSpan<T>(),
+                g is null ? default : g.AsTensorSpan<T>(), output, files.InitialState, finalState, files.CuSeqlens, options);
     }
 }
 

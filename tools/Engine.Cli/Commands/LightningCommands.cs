@@ -13,7 +13,7 @@ internal sealed class LightningOpCommand : ICommand
     public string Usage => """
         engine op lightning --q q.npy --k k.npy --v v.npy [--slopes s.npy | --layer l --layers L]
                             [--h0 h0.npy] [--cu-seqlens c.npy] [--scale 1] [--block 64|256]
-                            [--mode chunked|recurrent] [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy]
+                            [--mode chunked|recurrent] [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy] [--json]
           q [B,T,Hq,K]; k [B,T,Hk,K]; v [B,T,Hv,V] (Hk = Hv dividing Hq, or Hq = Hk dividing Hv); o [B,T,max(Hq,Hv),V];
           slopes [Hv] (decay exp(-s) per value head; default the ALiBi schedule for Hv, scaled by
           1 - l/(L-1) + 1e-5 with --layer/--layers); no 1/sqrt(K) scale unless --scale is given.
@@ -21,8 +21,8 @@ internal sealed class LightningOpCommand : ICommand
 
     public int Run(CommandLine args, CliContext context)
     {
-        var files = AttentionFiles.Read(args);
-        var slopes = OpIo.Optional(args, "slopes");
+        using var files = AttentionFiles.Read(args);
+        var slopes = files.Optional("slopes");
         int? layer = args.Has("layer") ? args.Int("layer", 0) : null;
         int? layers = args.Has("layers") ? args.Int("layers", 0) : null;
         var options = new LightningOptions
@@ -35,12 +35,14 @@ internal sealed class LightningOpCommand : ICommand
             Mode = args.Choice("mode", AttentionMode.Chunked),
         };
         using var device = OpIo.Device(args);
-        if (files.Half) files.Write(Forward(OpIo.Float16));
-        else files.Write(Forward(OpIo.Float32));
+        if (files.Half) files.Run<Half>(Forward);
+        else files.Run<float>(Forward);
+        files.Report(context, Name, device.Description);
         return 0;
 
-        AttentionResult<T> Forward<T>(Func<NpyArray, Tensor<T>> load) where T : unmanaged =>
-            Engine.Lightning.Forward(device, load(files.Q), load(files.K), load(files.V), options, files.InitialState, files.CuSeqlens);
+        void Forward<T>(TensorSpan<T> output, TensorSpan<float> finalState) where T : unmanaged =>
+            Engine.Lightning.Forward(device, files.Q.AsTensorSpan<T>(), files.K.AsTensorSpan<T>(), files.V.AsTensorSpan<T>(),
+                output, files.InitialState, finalState, files.CuSeqlens, options);
     }
 }
 

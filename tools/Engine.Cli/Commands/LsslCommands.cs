@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Numerics.Tensors;
 using Engine.IO;
 using Engine.Kernels.Lssl;
 using Engine.Workloads;
@@ -45,12 +46,12 @@ internal sealed class LsslOpCommand : ICommand
     public string Name => "lssl";
     public string Summary => "LSSL state-space scan (recurrent, chunked scan or FFT convolution)";
     public IReadOnlyCollection<string> Options { get; } =
-        ["u", "A", "B", "C", "D", "dt", "log-dt", "a-form", "x0", "method", "alpha", "mode", "chunk", "backend", "threads", "y", "xt"];
+        ["u", "A", "B", "C", "D", "dt", "log-dt", "a-form", "x0", "method", "alpha", "mode", "chunk", "backend", "threads", "y", "xt", "json"];
     public string Usage => $"""
         engine op lssl --u u.npy --A A.npy --B B.npy --C C.npy --D D.npy --dt dt.npy [--log-dt] [--x0 x0.npy]
                        {LsslArgs.MethodUsage} [--mode recurrent|scan|conv|auto]
                        [--a-form dense-shared|dense-per-channel|diagonal] [--chunk 16..256]
-                       {OpIo.BackendUsage} --y y.npy [--xt xt.npy]
+                       {OpIo.BackendUsage} --y y.npy [--xt xt.npy] [--json]
           u [B,L,H] float32 or float16 (y has u's type); A [N,N] shared, [H,N,N] per channel or [H,N] diagonal
           (--a-form when H = N makes [N,N] ambiguous); B [N] or [H,N]; C [H,N]; D [H]; dt [H] > 0 (log dt with
           --log-dt); x0/xt [B,H,N] float32. Prints the mode that ran (what auto picked).
@@ -58,7 +59,8 @@ internal sealed class LsslOpCommand : ICommand
 
     public int Run(CommandLine args, CliContext context)
     {
-        var u = OpIo.Required(args, "u");
+        using var files = new OpFiles(args);
+        var u = files.Required("u");
         var options = new LsslOptions
         {
             Discretization = LsslArgs.Method(args),
@@ -69,31 +71,27 @@ internal sealed class LsslOpCommand : ICommand
         var mode = LsslArgs.Mode(args);
         string yPath = args.Require("y");
         string? statePath = args.Value("xt");
-        var x0 = OpIo.Optional(args, "x0");
-        using var layer = new LsslLayer(OpIo.Float32(OpIo.Required(args, "A")), OpIo.Float32(OpIo.Required(args, "B")),
-            OpIo.Float32(OpIo.Required(args, "C")), OpIo.Float32(OpIo.Required(args, "D")), OpIo.Float32(OpIo.Required(args, "dt")), options);
+        var x0 = files.Optional("x0");
+        using var layer = new LsslLayer(files.Required("A").ToTensorFloat32(), files.Required("B").ToTensorFloat32(),
+            files.Required("C").ToTensorFloat32(), files.Required("D").ToTensorFloat32(), files.Required("dt").ToTensorFloat32(), options);
         using var device = OpIo.Device(args);
         if (u.Shape.Length != 3) throw new ArgumentException($"u: expected rank 3 (B, L, H), got shape [{string.Join(", ", u.Shape)}]", "u");
-        var finalState = statePath is null ? null : System.Numerics.Tensors.Tensor.Create(new float[u.Shape[0] * layer.Channels * layer.StateSize], layer.StateShape((int)u.Shape[0]));
-        var initial = x0 is null ? null : OpIo.Float32(x0);
-        LsslMode ran;
-        if (u.Type == NpyType.Float16)
-        {
-            var y = System.Numerics.Tensors.Tensor.Create(new Half[u.Count], u.Shape);
-            ran = layer.Forward(device, OpIo.Float16(u).AsReadOnlyTensorSpan(), y.AsTensorSpan(),
-                initial is null ? default : initial.AsReadOnlyTensorSpan(), finalState is null ? default : finalState.AsTensorSpan(), mode);
-            OpIo.Write(yPath, y);
-        }
-        else
-        {
-            var y = System.Numerics.Tensors.Tensor.Create(new float[u.Count], u.Shape);
-            ran = layer.Forward(device, OpIo.Float32(u).AsReadOnlyTensorSpan(), y.AsTensorSpan(),
-                initial is null ? default : initial.AsReadOnlyTensorSpan(), finalState is null ? default : finalState.AsTensorSpan(), mode);
-            OpIo.Write(yPath, y);
-        }
-        if (finalState is not null) OpIo.Write(statePath!, finalState);
-        context.Out.WriteLine($"mode: {CommandLine.Kebab(ran.ToString())} ({layer.Discretization}, Q = {layer.ChunkLength}, {device.Description})");
+        var finalState = statePath is null ? null : Tensor.CreateFromShapeUninitialized<float>(layer.StateShape((int)u.Shape[0]));
+        var ran = u.Type == NpyType.Float16 ? Forward<Half>() : Forward<float>();
+        if (finalState is not null) files.Write("xt", statePath!, finalState);
+        files.Report(context, Name, device.Description,
+            new Dictionary<string, string> { ["mode"] = $"{CommandLine.Kebab(ran.ToString())} ({layer.Discretization}, Q = {layer.ChunkLength})" });
         return 0;
+
+        LsslMode Forward<T>() where T : unmanaged
+        {
+            var y = Tensor.CreateFromShapeUninitialized<T>(u.Shape);
+            LsslMode ran = default;
+            files.Time(() => ran = layer.Forward(device, u.AsTensorSpan<T>(), y.AsTensorSpan(),
+                x0 is null ? default : x0.AsTensorSpan<float>(), finalState is null ? default : finalState.AsTensorSpan(), mode));
+            files.Write("y", yPath, y);
+            return ran;
+        }
     }
 }
 
@@ -119,7 +117,7 @@ internal sealed class LsslInitCommand : ICommand
         var p = Lssl.Parameters(kind, h, n, seed, dtMin, dtMax);
         Directory.CreateDirectory(dir);
         foreach (var (name, tensor) in new[] { ("A", p.A), ("B", p.B), ("C", p.C), ("D", p.D), ("dt", p.Dt) })
-            OpIo.Write(Path.Combine(dir, name + ".npy"), tensor);
+            Npy.Write(Path.Combine(dir, name + ".npy"), tensor.AsReadOnlyTensorSpan());
         context.Out.WriteLine($"wrote A, B, C, D, dt ({CommandLine.Kebab(kind.ToString())}, H = {h}, N = {n}, seed {seed}) to {dir}");
         return 0;
     }

@@ -21,8 +21,11 @@ internal static class ModelIo
     public static KernelHost Host(CommandLine args) =>
         new(new KernelHostOptions { IntraOpThreads = args.Int("threads", Environment.ProcessorCount, min: 1) });
 
-    /// <summary>--input NAME=FILE.npy, each converted to the element type the model declares.</summary>
-    public static Dictionary<string, TensorData> Inputs(CommandLine args, OnnxModel model)
+    /// <summary>
+    /// --input NAME=FILE.npy, each as the element type the model declares: the file's mapped data where it holds
+    /// that type (valid until <paramref name="files"/> is disposed), else converted.
+    /// </summary>
+    public static Dictionary<string, TensorData> Inputs(CommandLine args, OnnxModel model, OpFiles files)
     {
         var declared = model.Inputs.ToDictionary(i => i.Name);
         var inputs = new Dictionary<string, TensorData>();
@@ -30,7 +33,7 @@ internal static class ModelIo
         {
             if (!declared.TryGetValue(name, out var info))
                 throw new ArgumentException($"--input {name}: the model has no input '{name}' (inputs: {string.Join(", ", declared.Keys)})");
-            inputs[name] = ModelInputs.FromNpy(Npy.Read(path), info.ElementType, name);
+            inputs[name] = ModelInputs.FromNpy(files.Open(path), info.ElementType, name);
         }
         return inputs;
     }
@@ -67,9 +70,9 @@ internal sealed class RunModelCommand : ICommand
     public string Name => "run";
     public string Summary => "run an ONNX model, hot nodes on the engine (outputs as .npy)";
     public int Positionals => 1;
-    public IReadOnlyCollection<string> Options { get; } = ["input", "output-dir", "backend", "threads"];
+    public IReadOnlyCollection<string> Options { get; } = ["input", "output-dir", "backend", "threads", "json"];
     public string Usage => $"""
-        engine run model.onnx --input NAME=FILE.npy [--input ...] --output-dir DIR {ModelIo.BackendUsage}
+        engine run model.onnx --input NAME=FILE.npy [--input ...] --output-dir DIR {ModelIo.BackendUsage} [--json]
           Runs the model in ONNX Runtime with LinearAttention (and the engine's own ops) on the engine's kernels;
           --backend none runs ONNX Runtime alone. Writes each output as DIR/NAME.npy.
         """;
@@ -77,23 +80,23 @@ internal sealed class RunModelCommand : ICommand
     public int Run(CommandLine args, CliContext context)
     {
         var model = ModelIo.Model(args);
-        var inputs = ModelIo.Inputs(args, model);
+        using var files = new OpFiles(args);
+        var inputs = ModelIo.Inputs(args, model, files);
         string dir = args.Require("output-dir");
         using var host = ModelIo.Host(args);
         var backend = ModelIo.Backend(args);
         using var session = ModelIo.Guard(() => ModelSession.Open(model, new ModelSessionOptions { Backend = backend, Host = host }));
         var missing = model.Inputs.Select(i => i.Name).Where(n => !inputs.ContainsKey(n)).ToArray();
         if (missing.Length > 0) throw new ArgumentException($"the model needs inputs {string.Join(", ", missing)}: give each as --input NAME=FILE.npy");
-        var outputs = ModelIo.Guard(() => session.Run(inputs));
         Directory.CreateDirectory(dir);
-        var w = context.Out;
-        w.WriteLine($"backend: {host.Describe(backend)}; engine nodes: {session.Handover.EngineNodes.Count()}");
-        foreach (var (name, tensor) in outputs)
+        // Each output is written from ORT's own memory as the run hands it over.
+        files.Time(() => ModelIo.Guard(() =>
         {
-            string path = Path.Combine(dir, FileName(name) + ".npy");
-            Npy.Write(path, ModelInputs.ToNpy(tensor, name));
-            w.WriteLine($"{name}: {tensor.ElementType.ToString().ToLowerInvariant()} {ModelIo.Shape(tensor.Shape)} -> {path}");
-        }
+            session.Run(inputs, (name, type, shape, bytes) =>
+                files.Write(name, Path.Combine(dir, FileName(name) + ".npy"), ModelInputs.NpyTypeOf(type, name), shape, bytes));
+            return 0;
+        }));
+        files.Report(context, "run", host.Describe(backend), new Dictionary<string, string> { ["engine nodes"] = session.Handover.EngineNodes.Count().ToString(CultureInfo.InvariantCulture) });
         return 0;
     }
 
@@ -155,6 +158,7 @@ internal sealed class BenchModelCommand : ICommand
 
     public int Run(CommandLine args, CliContext context)
     {
+        using var files = new OpFiles(args);
         int repeats = args.Int("repeats", 7, min: 1);
         var backend = ModelIo.Backend(args);
         if (backend == HandoverBackend.None) throw new UsageException("--backend must be cpu or gpu (ONNX Runtime alone is always timed)");
@@ -183,7 +187,7 @@ internal sealed class BenchModelCommand : ICommand
             var model = ModelIo.Model(args);
             var dims = ModelIo.Pairs(args, "dim").ToDictionary(p => p.Name, p => long.TryParse(p.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long v)
                 ? v : throw new UsageException($"--dim {p.Name} must be a whole number, got '{p.Value}'"));
-            var inputs = ModelIo.Inputs(args, model);
+            var inputs = ModelIo.Inputs(args, model, files);
             var random = ModelInputs.Random(model, dims, except: inputs.Keys);
             foreach (var (name, tensor) in random) inputs[name] = tensor;
             rows.Add(Time(model, Path.GetFileName(args.Positionals[0]), "", inputs, host, backend, repeats));
