@@ -1,0 +1,190 @@
+using System.Text.Json.Nodes;
+using Engine.Onnx;
+using Engine.Workloads;
+using NUnit.Framework;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>
+/// The hybrid decoder sample (Qwen3.5's layout) written as a GenAI model folder, and <see cref="Generator"/> over it: the
+/// hand-over against ONNX Runtime alone, cancellation, the sampling callback, and bad folders and configs.
+/// </summary>
+[TestFixture]
+public sealed class GeneratorTests
+{
+    private string _folder = "";
+
+    [OneTimeSetUp]
+    public void WriteSample()
+    {
+        _folder = Path.Combine(Path.GetTempPath(), $"engine-hybrid-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        HybridDecoder.Write(_folder, new HybridDecoderSpec());
+    }
+
+    [OneTimeTearDown]
+    public void DeleteSample() => Directory.Delete(_folder, recursive: true);
+
+    private static IReadOnlyList<long> Prompt(int length, int vocab, int seed = 3)
+    {
+        var random = new Random(seed);
+        return Enumerable.Range(0, length).Select(_ => (long)random.Next(vocab)).ToArray();
+    }
+
+    [Test]
+    public void TheFolderIsTheBuildersLayout()
+    {
+        Assert.That(File.Exists(Path.Combine(_folder, HybridDecoder.ModelFile)) && File.Exists(Path.Combine(_folder, HybridDecoder.DataFile)), Is.True, "model.onnx and its external data");
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(_folder, HybridDecoder.ConfigFile)))!;
+        Assert.That((string?)config["model"]!["decoder"]!["inputs"]!["past_key_names"], Is.EqualTo("past_key_values.%d.key"));
+        var model = OnnxModel.Load(Path.Combine(_folder, HybridDecoder.ModelFile));
+        Assert.That(model.HasExternalData, Is.True);
+        Assert.That(model.NodeOpTypes.Count(t => t == "CausalConvWithState"), Is.EqualTo(3), "three Gated DeltaNet layers");
+        Assert.That(model.NodeOpTypes.Count(t => t == "GroupQueryAttention"), Is.EqualTo(1), "one full-attention layer");
+    }
+
+    /// <summary>
+    /// Greedy generation, a prompt of 40 tokens then 16 decode steps: the same tokens, and every step's logits within
+    /// the float32 tolerance (relative RMS) of ONNX Runtime alone's.
+    /// </summary>
+    [Test]
+    public void HandoverGeneratesWhatOrtAloneGeneratesGreedily()
+    {
+        using var ort = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.None));
+        using var engine = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        Assert.That(engine.Handover.EngineNodes.Select(n => n.OpType), Is.EqualTo(Enumerable.Repeat("LinearAttention", 3)), "the three layers' LinearAttention nodes");
+        Assert.That(ort.Handover.EngineNodes, Is.Empty);
+        Assert.That(engine.CarriedStates, Has.Count.EqualTo(8), "conv and recurrent states of three layers, key and value of one");
+
+        var prompt = Prompt(40, engine.VocabSize!.Value);
+        var (ortTokens, ortLogits) = Generate(ort, prompt, 17);
+        var (engineTokens, engineLogits) = Generate(engine, prompt, 17);
+        Assert.That(engineTokens, Is.EqualTo(ortTokens), "greedy tokens");
+        for (int step = 0; step < ortLogits.Count; step++)
+        {
+            Assert.That(ortLogits[step].Any(v => v != 0), Is.True, $"step {step}: ORT's logits are not all zeros");
+            double err = Harness.Numerics.RelativeRms(engineLogits[step], ortLogits[step]);
+            Assert.That(err, Is.LessThanOrEqualTo(Harness.Numerics.Fp32Tolerance), $"step {step} ({(step == 0 ? "prefill" : "decode")}): logits, relative RMS vs ORT alone");
+        }
+    }
+
+    private static (IReadOnlyList<long> Tokens, List<float[]> Logits) Generate(Generator generator, IReadOnlyList<long> prompt, int newTokens)
+    {
+        var logits = new List<float[]>();
+        var result = generator.Generate(prompt, newTokens, new GenerationOptions { OnToken = (_, row) => logits.Add(row.ToArray()) });
+        Assert.That(result.Tokens, Has.Count.EqualTo(newTokens));
+        Assert.That(logits, Has.Count.EqualTo(newTokens), "one callback per token");
+        return (result.Tokens, logits);
+    }
+
+    [Test]
+    public void CancellingStopsGenerationAndTheGeneratorStaysUsable()
+    {
+        using var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        var prompt = Prompt(8, generator.VocabSize!.Value);
+        var expected = generator.Generate(prompt, 6).Tokens;
+
+        using var cancel = new CancellationTokenSource();
+        var seen = new List<long>();
+        var options = new GenerationOptions
+        {
+            OnToken = (token, _) =>
+            {
+                seen.Add(token.TokenId);
+                if (token.Index == 2) cancel.Cancel();
+            },
+        };
+        Assert.Throws<OperationCanceledException>(() => generator.Generate(prompt, 6, options, cancel.Token));
+        Assert.That(seen, Is.EqualTo(expected.Take(3)), "tokens before the cancellation");
+
+        Assert.Throws<OperationCanceledException>(() => generator.Generate(prompt, 6, cancellationToken: cancel.Token), "already cancelled");
+        Assert.That(generator.Generate(prompt, 6).Tokens, Is.EqualTo(expected), "a generation after the cancelled ones starts from empty states");
+    }
+
+    [Test]
+    public void TheSamplerChoosesTokensAndAChoiceOutsideTheVocabularyIsRefused()
+    {
+        using var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        var prompt = Prompt(5, generator.VocabSize!.Value);
+        int calls = 0;
+        var tokens = generator.Generate(prompt, 4, new GenerationOptions { Sampler = logits => { calls++; return logits.Length - 2 - calls; } }).Tokens;
+        Assert.That(tokens, Is.EqualTo(new long[] { 1021, 1020, 1019, 1018 }));
+
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate(prompt, 2, new GenerationOptions { Sampler = logits => logits.Length }));
+        Assert.That(e!.Message, Does.StartWith("the sampler's token 0 is 1024, outside the vocabulary [0, 1024)"));
+        var prompted = Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate([1, -4], 2));
+        Assert.That(prompted!.Message, Does.StartWith("prompt token 1 is -4"));
+    }
+
+    [Test]
+    public void AMissingFolderOrConfigIsNamed()
+    {
+        string missing = Path.Combine(_folder, "no-such-folder");
+        Assert.That(Assert.Throws<DirectoryNotFoundException>(() => Generator.Open(missing))!.Message, Does.StartWith($"{missing}: no such model folder"));
+        string empty = Directory.CreateTempSubdirectory("engine-empty-").FullName;
+        try
+        {
+            Assert.That(Assert.Throws<FileNotFoundException>(() => Generator.Open(empty))!.Message,
+                Is.EqualTo($"{Path.Combine(empty, "genai_config.json")}: the model folder has no genai_config.json"));
+        }
+        finally
+        {
+            Directory.Delete(empty);
+        }
+    }
+
+    public static IEnumerable<TestCaseData> BadConfigs()
+    {
+        static TestCaseData Case(string name, Action<JsonNode> edit, string message) => new TestCaseData(edit, message).SetName($"Bad genai_config.json: {name}");
+        yield return Case("no decoder", c => c["model"]!.AsObject().Remove("decoder"), "model.decoder is missing");
+        yield return Case("no input_ids", c => c["model"]!["decoder"]!["inputs"]!.AsObject().Remove("input_ids"), "model.decoder.inputs.input_ids is missing");
+        yield return Case("input_ids a number", c => c["model"]!["decoder"]!["inputs"]!["input_ids"] = 3, "model.decoder.inputs.input_ids must be a non-empty string, got Number");
+        yield return Case("unknown input", c => c["model"]!["decoder"]!["inputs"]!["input_ids"] = "tokens", "model.decoder.inputs.input_ids names 'tokens', which model.onnx does not take");
+        yield return Case("unknown logits", c => c["model"]!["decoder"]!["outputs"]!["logits"] = "scores", "model.decoder.outputs.logits names 'scores', which model.onnx does not give");
+        yield return Case("template without %d", c => c["model"]!["decoder"]!["inputs"]!["past_key_names"] = "past.key", "model.decoder.inputs.past_key_names must hold one %d");
+        yield return Case("other past names", c => c["model"]!["decoder"]!["inputs"]!["past_key_names"] = "cache.%d.key",
+            "model.onnx takes the input 'past_key_values.0.conv_state', which genai_config.json does not name");
+        yield return Case("other present names", c => c["model"]!["decoder"]!["outputs"]!["present_key_names"] = "present.%d.k",
+            "model.onnx takes 'past_key_values.3.key' but does not give 'present.3.k' to carry into it (model.decoder.outputs.present_key_names)");
+        yield return Case("a file outside the folder", c => c["model"]!["decoder"]!["filename"] = "../model.onnx", "model.decoder.filename must name a file in the model folder, got '../model.onnx'");
+        yield return Case("a missing file", c => c["model"]!["decoder"]!["filename"] = "other.onnx", "model.decoder.filename names 'other.onnx', which is not in the folder");
+        yield return Case("context length zero", c => c["model"]!["context_length"] = 0, "model.context_length must be a positive integer, got 0");
+    }
+
+    [TestCaseSource(nameof(BadConfigs))]
+    public void ABadConfigIsRefusedNamingTheFileAndTheKey(Action<JsonNode> edit, string message)
+    {
+        string folder = Directory.CreateTempSubdirectory("engine-config-").FullName;
+        try
+        {
+            foreach (var file in new[] { HybridDecoder.ModelFile, HybridDecoder.DataFile })
+                File.Copy(Path.Combine(_folder, file), Path.Combine(folder, file));
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(_folder, HybridDecoder.ConfigFile)))!;
+            edit(config);
+            string path = Path.Combine(folder, HybridDecoder.ConfigFile);
+            File.WriteAllText(path, config.ToJsonString());
+            var e = Assert.Catch(() => Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None)));
+            Assert.That(e, Is.InstanceOf<InvalidDataException>().Or.InstanceOf<FileNotFoundException>());
+            Assert.That(e!.Message, Does.StartWith($"{path}: {message}"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Test]
+    public void AConfigThatIsNotJsonIsNamed()
+    {
+        string folder = Directory.CreateTempSubdirectory("engine-config-").FullName;
+        try
+        {
+            string path = Path.Combine(folder, HybridDecoder.ConfigFile);
+            File.WriteAllText(path, "{ \"model\": ");
+            Assert.That(Assert.Throws<InvalidDataException>(() => Generator.Open(folder))!.Message, Does.StartWith($"{path}: not valid JSON"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+}
