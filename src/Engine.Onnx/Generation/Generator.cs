@@ -134,14 +134,7 @@ public sealed class Generator : IDisposable
     /// </summary>
     public GenerationResult Generate(IReadOnlyList<long> prompt, int newTokens, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(prompt);
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _busy) < 0, this);
-        if (prompt.Count == 0) throw new ArgumentException("the prompt needs at least one token", nameof(prompt));
-        ArgumentOutOfRangeException.ThrowIfLessThan(newTokens, 1);
-        for (int i = 0; i < prompt.Count; i++) CheckToken(prompt[i], nameof(prompt), $"prompt token {i}");
-        int total = checked(prompt.Count + newTokens);
-        if (_config.ContextLength is int context && total - 1 > context)
-            throw new ArgumentException($"{prompt.Count} prompt tokens and {newTokens} new ones need {total - 1} positions; the model's context_length is {context} ({_config.ConfigPath})", nameof(newTokens));
+        Validate(prompt, newTokens);
         if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0) throw new InvalidOperationException("the generator is already generating (one generation at a time)");
         try
         {
@@ -151,6 +144,22 @@ public sealed class Generator : IDisposable
         {
             Interlocked.CompareExchange(ref _busy, 0, 1);
         }
+    }
+
+    /// <summary>
+    /// Refuses what <see cref="Generate"/> would refuse before running: an empty prompt, a token outside the vocabulary,
+    /// fewer than one new token, more positions than the config's context_length.
+    /// </summary>
+    public void Validate(IReadOnlyList<long> prompt, int newTokens)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _busy) < 0, this);
+        if (prompt.Count == 0) throw new ArgumentException("the prompt needs at least one token", nameof(prompt));
+        ArgumentOutOfRangeException.ThrowIfLessThan(newTokens, 1);
+        for (int i = 0; i < prompt.Count; i++) CheckToken(prompt[i], nameof(prompt), $"prompt token {i}");
+        int positions = checked(prompt.Count + newTokens - 1);
+        if (_config.ContextLength is int context && positions > context)
+            throw new ArgumentException($"{prompt.Count} prompt tokens and {newTokens} new ones need {positions} positions; the model's context_length is {context} ({_config.ConfigPath})", nameof(newTokens));
     }
 
     public void Dispose()

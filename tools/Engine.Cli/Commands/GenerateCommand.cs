@@ -39,6 +39,7 @@ internal sealed class GenerateCommand : ICommand
             int vocab = paths[0].Generator.VocabSize ?? throw new InvalidDataException($"{folder}: the model's logits do not fix the vocabulary size; random prompts need it");
             var random = new Random(seed);
             long[] prompt = Enumerable.Range(0, promptTokens).Select(_ => (long)random.Next(vocab)).ToArray();
+            paths[0].Generator.Validate(prompt, newTokens);
 
             using var cancel = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
