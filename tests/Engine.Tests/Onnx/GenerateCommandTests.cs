@@ -27,8 +27,20 @@ public sealed class GenerateCommandTests : CliFixture
         Assert.That(json.GetProperty("same_tokens").GetBoolean(), Is.True);
         Assert.That(json.GetProperty("prompt_tokens").GetInt32(), Is.EqualTo(12));
         foreach (var path in new[] { "engine", "ort" })
-            foreach (var key in new[] { "ttft_ms", "decode_tokens_per_s" })
+            foreach (var key in new[] { "ttft_ms", "decode_tokens_per_s", "median_step_ms" })
                 Assert.That(json.GetProperty(path).GetProperty(key).GetDouble(), Is.GreaterThan(0), $"{path} {key}");
+    }
+
+    [Test]
+    public void OneNewTokenHasNoDecodeFigures()
+    {
+        string folder = WriteSamples();
+        var (code, stdout, stderr) = Engine("generate", folder, "--prompt-tokens", "4", "--new-tokens", "1", "--repeats", "1", "--threads", "1", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        var engine = JsonDocument.Parse(stdout).RootElement.GetProperty("engine");
+        Assert.That(engine.GetProperty("ttft_ms").GetDouble(), Is.GreaterThan(0));
+        Assert.That(engine.GetProperty("decode_tokens_per_s").ValueKind, Is.EqualTo(JsonValueKind.Null));
+        Assert.That(engine.GetProperty("median_step_ms").ValueKind, Is.EqualTo(JsonValueKind.Null));
     }
 
     [Test]

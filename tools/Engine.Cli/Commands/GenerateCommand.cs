@@ -15,7 +15,7 @@ internal sealed class GenerateCommand : ICommand
           Greedy generation over the folder's genai_config.json and model: a prompt of N random token ids (from --seed),
           then M new tokens, every state carried from run to run as ONNX Runtime values. Times the engine's hand-over
           (--backend, default cpu) and ONNX Runtime alone, runs interleaved after a warm-up: median time to first token
-          (the prompt's prefill) and decode tokens/s. --backend none times ONNX Runtime alone only.
+          (the prompt's prefill), decode tokens/s and the median decode step. --backend none times ONNX Runtime alone only.
         """;
 
     public int Run(CommandLine args, CliContext context)
@@ -54,20 +54,24 @@ internal sealed class GenerateCommand : ICommand
                 }
                 // Warm-up (tiered compilation, ORT's first-run allocations) on a short prompt, not timed.
                 foreach (var (_, generator) in paths) ModelIo.Guard(() => generator.Generate(prompt[..Math.Min(prompt.Length, 64)], 2, cancellationToken: cancel.Token));
-                var results = paths.ToDictionary(p => p.Label, _ => new List<GenerationResult>());
+                var results = paths.ToDictionary(p => p.Label, _ => new List<TimedRun>());
                 for (int run = 0; run < repeats; run++)
                 {
                     foreach (var (label, generator) in paths)
                     {
+                        var steps = new List<double>(newTokens);
+                        TimeSpan previous = default;
                         var options = new GenerationOptions
                         {
-                            OnToken = json ? null : (token, _) =>
+                            OnToken = (token, _) =>
                             {
-                                if (token.Index == 0) w.WriteLine($"[{run + 1}/{repeats}] {label,-6} first token after {token.Elapsed.TotalMilliseconds:F1} ms");
+                                if (token.Index > 0) steps.Add((token.Elapsed - previous).TotalMilliseconds);
+                                previous = token.Elapsed;
+                                if (token.Index == 0 && !json) w.WriteLine($"[{run + 1}/{repeats}] {label,-6} first token after {token.Elapsed.TotalMilliseconds:F1} ms");
                             },
                         };
                         var result = ModelIo.Guard(() => generator.Generate(prompt, newTokens, options, cancel.Token));
-                        results[label].Add(result);
+                        results[label].Add(new TimedRun(result, steps));
                         if (!json) w.WriteLine($"[{run + 1}/{repeats}] {label,-6} {newTokens} tokens, decode {result.DecodeTokensPerSecond:F1} tokens/s");
                     }
                 }
@@ -90,15 +94,20 @@ internal sealed class GenerateCommand : ICommand
         return 0;
     }
 
-    private static void Print(TextWriter w, bool json, string folder, string device, int promptTokens, int newTokens, Dictionary<string, List<GenerationResult>> results)
+    /// <summary>One timed generation and the time of each decode step (token after token).</summary>
+    private sealed record TimedRun(GenerationResult Result, List<double> StepMs);
+
+    private static void Print(TextWriter w, bool json, string folder, string device, int promptTokens, int newTokens, Dictionary<string, List<TimedRun>> results)
     {
+        // The median step shows the usual decode step; tokens/s (the mean) also counts the stalls a shared machine adds.
         var summary = results.ToDictionary(r => r.Key, r => new
         {
-            TtftMs = Median(r.Value.Select(x => x.TimeToFirstToken.TotalMilliseconds)),
-            DecodeTokensPerSecond = Median(r.Value.Select(x => x.DecodeTokensPerSecond)),
+            TtftMs = Median(r.Value.Select(x => x.Result.TimeToFirstToken.TotalMilliseconds)),
+            DecodeTokensPerSecond = Median(r.Value.Select(x => x.Result.DecodeTokensPerSecond)),
+            MedianStepMs = Median(r.Value.SelectMany(x => x.StepMs).DefaultIfEmpty(double.NaN)),
         });
         // Greedy generation is deterministic per path: the last run's tokens stand for all.
-        bool? same = results.Count == 2 ? results["engine"][^1].Tokens.SequenceEqual(results["ort"][^1].Tokens) : null;
+        bool? same = results.Count == 2 ? results["engine"][^1].Result.Tokens.SequenceEqual(results["ort"][^1].Result.Tokens) : null;
         if (json)
         {
             var document = new Dictionary<string, object?>
@@ -107,19 +116,25 @@ internal sealed class GenerateCommand : ICommand
                 ["same_tokens"] = same,
             };
             foreach (var (label, s) in summary)
-                document[label] = new Dictionary<string, double> { ["ttft_ms"] = s.TtftMs, ["decode_tokens_per_s"] = s.DecodeTokensPerSecond };
+                document[label] = new Dictionary<string, double?>
+                {
+                    // One new token has no decode step: null, not NaN (which JSON cannot hold).
+                    ["ttft_ms"] = s.TtftMs, ["decode_tokens_per_s"] = Finite(s.DecodeTokensPerSecond), ["median_step_ms"] = Finite(s.MedianStepMs),
+                };
             w.WriteLine(JsonSerializer.Serialize(document, new JsonSerializerOptions { WriteIndented = true }));
             return;
         }
         w.WriteLine($"ONNX Runtime {OrtInfo.Version}; medians of the runs");
-        w.WriteLine($"{"path",-8} {"TTFT ms",10} {"decode tokens/s",16}");
-        foreach (var (label, s) in summary) w.WriteLine($"{label,-8} {s.TtftMs,10:F1} {s.DecodeTokensPerSecond,16:F1}");
+        w.WriteLine($"{"path",-8} {"TTFT ms",10} {"decode tokens/s",16} {"median step ms",15}");
+        foreach (var (label, s) in summary) w.WriteLine($"{label,-8} {s.TtftMs,10:F1} {s.DecodeTokensPerSecond,16:F1} {s.MedianStepMs,15:F3}");
         if (same is bool equal)
         {
             w.WriteLine($"engine vs ORT: TTFT {summary["ort"].TtftMs / summary["engine"].TtftMs:F2}x, decode {summary["engine"].DecodeTokensPerSecond / summary["ort"].DecodeTokensPerSecond:F2}x; " +
                         $"same tokens: {(equal ? "yes" : "no")}");
         }
     }
+
+    private static double? Finite(double value) => double.IsFinite(value) ? value : null;
 
     private static double Median(IEnumerable<double> values)
     {
