@@ -43,6 +43,7 @@ public sealed class Generator : IDisposable
     private readonly CarriedState[] _carried;
     private readonly string[] _outputNames;
     private int _busy;
+    private int _disposed;
 
     private Generator(GenAiConfig config, ModelSession session)
     {
@@ -53,18 +54,13 @@ public sealed class Generator : IDisposable
         var inputs = model.Inputs.Where(i => session.InputNames.Contains(i.Name)).ToDictionary(i => i.Name);
         var outputs = model.Outputs.ToDictionary(o => o.Name);
 
-        void Takes(string? name, string key)
-        {
-            if (name is not null && !inputs.ContainsKey(name))
-                throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} names '{name}', which {modelName} does not take (inputs: {string.Join(", ", inputs.Keys)})");
-        }
-        Takes(config.InputIds, "input_ids");
-        Takes(config.AttentionMask, "attention_mask");
-        Takes(config.PositionIds, "position_ids");
         foreach (var (name, key) in new[] { (config.InputIds, "input_ids"), (config.AttentionMask, "attention_mask"), (config.PositionIds, "position_ids") })
         {
-            if (name is not null && inputs[name].ElementType != TensorElementType.Int64)
-                throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} ('{name}') must be an int64 input of {modelName}, it is {inputs[name].ElementType}");
+            if (name is null) continue;
+            if (!inputs.TryGetValue(name, out var input))
+                throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} names '{name}', which {modelName} does not take (inputs: {string.Join(", ", inputs.Keys)})");
+            if (input.ElementType != TensorElementType.Int64)
+                throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} ('{name}') must be an int64 input of {modelName}, it is {input.ElementType}");
         }
         if (!outputs.TryGetValue(config.Logits, out var logits))
             throw new InvalidDataException($"{config.ConfigPath}: model.decoder.outputs.logits names '{config.Logits}', which {modelName} does not give (outputs: {string.Join(", ", outputs.Keys)})");
@@ -135,14 +131,14 @@ public sealed class Generator : IDisposable
     public GenerationResult Generate(IReadOnlyList<long> prompt, int newTokens, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
         Validate(prompt, newTokens);
-        if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0) throw new InvalidOperationException("the generator is already generating (one generation at a time)");
+        if (Interlocked.Exchange(ref _busy, 1) != 0) throw new InvalidOperationException("the generator is already generating (one generation at a time)");
         try
         {
             return Run(prompt, newTokens, options ?? new GenerationOptions(), cancellationToken);
         }
         finally
         {
-            Interlocked.CompareExchange(ref _busy, 0, 1);
+            Volatile.Write(ref _busy, 0);
         }
     }
 
@@ -153,7 +149,7 @@ public sealed class Generator : IDisposable
     public void Validate(IReadOnlyList<long> prompt, int newTokens)
     {
         ArgumentNullException.ThrowIfNull(prompt);
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _busy) < 0, this);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         if (prompt.Count == 0) throw new ArgumentException("the prompt needs at least one token", nameof(prompt));
         ArgumentOutOfRangeException.ThrowIfLessThan(newTokens, 1);
         for (int i = 0; i < prompt.Count; i++) CheckToken(prompt[i], nameof(prompt), $"prompt token {i}");
@@ -162,9 +158,10 @@ public sealed class Generator : IDisposable
             throw new ArgumentException($"{prompt.Count} prompt tokens and {newTokens} new ones need {positions} positions; the model's context_length is {context} ({_config.ConfigPath})", nameof(newTokens));
     }
 
+    /// <summary>Releases the session; call it when no generation runs.</summary>
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _busy, -1) == -1) return;
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         _session.Dispose();
     }
 

@@ -123,6 +123,19 @@ public sealed class GeneratorTests
     }
 
     [Test]
+    public void OneGenerationAtATimeAndNoneAfterDispose()
+    {
+        var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        long[] prompt = [3, 1, 4];
+        Exception? second = null;
+        generator.Generate(prompt, 2, new GenerationOptions { OnToken = (_, _) => second ??= Assert.Catch(() => generator.Generate(prompt, 1)) });
+        Assert.That(second, Is.InstanceOf<InvalidOperationException>().With.Message.EqualTo("the generator is already generating (one generation at a time)"));
+        Assert.That(generator.Generate(prompt, 1).Tokens, Has.Count.EqualTo(1), "usable once the first has ended");
+        generator.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => generator.Generate(prompt, 1));
+    }
+
+    [Test]
     public void AMissingFolderOrConfigIsNamed()
     {
         string missing = Path.Combine(_folder, "no-such-folder");

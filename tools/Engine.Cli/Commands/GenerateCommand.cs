@@ -102,9 +102,9 @@ internal sealed class GenerateCommand : ICommand
         // The median step shows the usual decode step; tokens/s (the mean) also counts the stalls a shared machine adds.
         var summary = results.ToDictionary(r => r.Key, r => new
         {
-            TtftMs = Median(r.Value.Select(x => x.Result.TimeToFirstToken.TotalMilliseconds)),
-            DecodeTokensPerSecond = Median(r.Value.Select(x => x.Result.DecodeTokensPerSecond)),
-            MedianStepMs = Median(r.Value.SelectMany(x => x.StepMs).DefaultIfEmpty(double.NaN)),
+            TtftMs = BenchTimer.MedianOf(r.Value.Select(x => x.Result.TimeToFirstToken.TotalMilliseconds)),
+            DecodeTokensPerSecond = BenchTimer.MedianOf(r.Value.Select(x => x.Result.DecodeTokensPerSecond)),
+            MedianStepMs = BenchTimer.MedianOf(r.Value.SelectMany(x => x.StepMs).DefaultIfEmpty(double.NaN)),
         });
         // Greedy generation is deterministic per path: the last run's tokens stand for all.
         bool? same = results.Count == 2 ? results["engine"][^1].Result.Tokens.SequenceEqual(results["ort"][^1].Result.Tokens) : null;
@@ -136,12 +136,6 @@ internal sealed class GenerateCommand : ICommand
 
     private static double? Finite(double value) => double.IsFinite(value) ? value : null;
 
-    private static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.Order().ToArray();
-        int n = sorted.Length;
-        return n % 2 == 1 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
-    }
 }
 
 /// <summary>engine samples: writes the sample models, and the hybrid decoder as a GenAI model folder.</summary>
