@@ -56,6 +56,21 @@ public sealed class GatedDeltaNetLayerTests
         }
     }
 
+    [Test]
+    public void FixedBatchAndLengthRunAlikeOnBothPaths()
+    {
+        var spec = new GatedDeltaNetSpec { Batch = 2, Length = 8 };
+        var model = GatedDeltaNetLayer.Model(spec);
+        Assert.That(model.Inputs.Single(i => i.Name == GatedDeltaNetLayer.Input).Dims, Is.EqualTo(new[] { "2", "8", "64" }));
+        var inputs = Inputs(Hidden(new Random(5), TensorElementType.Float, 8, spec.Hidden, batch: 2), ZeroStates(model));
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        var byOrt = ort.Run(inputs);
+        var byEngine = engine.Run(inputs);
+        foreach (var name in engine.OutputNames)
+            OnnxAssert.Close(byEngine[name], byOrt[name], $"{name}, hand-over vs ORT alone");
+    }
+
     [TestCase(false, new[] { "CausalConvWithState", "LinearAttention", "LpNormalization", "SimplifiedLayerNormalization", "Softplus" })]
     [TestCase(true, new[] { "CausalConvWithState", "LinearAttention", "LpNormalization", "LinearAttentionGate", "GatedRMSNorm" })]
     public void TheLayerHasTheNodesOfTheBuildersExport(bool fusedGates, string[] opTypes)
@@ -75,13 +90,13 @@ public sealed class GatedDeltaNetLayerTests
         Assert.That(e!.Message, Does.StartWith("value heads (4) must be a multiple of query/key heads (3)"));
     }
 
-    /// <summary>Hidden states N(0, 1), (1, length, width).</summary>
-    internal static TensorData Hidden(Random random, TensorElementType type, int length, int width)
+    /// <summary>Hidden states N(0, 1), (batch, length, width).</summary>
+    private static TensorData Hidden(Random random, TensorElementType type, int length, int width, int batch = 1)
     {
-        var values = SampleModels.Weights(random, 1, length * width);
+        var values = SampleModels.Weights(random, 1, batch * length * width);
         return type == TensorElementType.Float16
-            ? TensorData.Create(Array.ConvertAll(values, v => (Half)v), 1, length, width)
-            : TensorData.Create(values, 1, length, width);
+            ? TensorData.Create(Array.ConvertAll(values, v => (Half)v), batch, length, width)
+            : TensorData.Create(values, batch, length, width);
     }
 
     private static Dictionary<string, TensorData> ZeroStates(OnnxModel model) =>
