@@ -108,6 +108,19 @@ public sealed class GeneratorTests
     }
 
     [Test]
+    public void CancellingDuringThePrefillStopsTheRunInProgress()
+    {
+        using var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        var prompt = Prompt(8000, generator.VocabSize!.Value);
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(30));
+        int tokens = 0;
+        Assert.Throws<OperationCanceledException>(() => generator.Generate(prompt, 4, new GenerationOptions { OnToken = (_, _) => tokens++ }, cancel.Token));
+        // Without the terminate flag the prefill would run to its end and its token be reported before the cancellation is seen.
+        Assert.That(tokens, Is.Zero, "cancelled before the first token");
+        Assert.That(generator.Generate(prompt.Take(8).ToArray(), 2).Tokens, Has.Count.EqualTo(2), "usable after the terminated run");
+    }
+
+    [Test]
     public void TheSamplerChoosesTokensAndAChoiceOutsideTheVocabularyIsRefused()
     {
         using var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
