@@ -148,6 +148,47 @@ public sealed class GeneratorTests
         Assert.Throws<ObjectDisposedException>(() => generator.Generate(prompt, 1));
     }
 
+    /// <summary>
+    /// A model whose logits are one-hot at its position_ids (and whose KV cache appends them): greedy generation returns
+    /// the positions of the tokens it feeds, so position_ids count on from the prompt.
+    /// </summary>
+    [Test]
+    public void PositionIdsCountOnFromThePrompt()
+    {
+        const int vocab = 16;
+        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
+        var b = new ModelBuilder(21, "positions");
+        b.Input("input_ids", I64, "batch_size", "sequence_length");
+        b.Input("attention_mask", I64, "batch_size", "total_sequence_length");
+        string positions = b.Input("position_ids", I64, "batch_size", "sequence_length");
+        var identity = new float[vocab * vocab];
+        for (int i = 0; i < vocab; i++) identity[i * vocab + i] = 1;
+        b.Node("Gather", [b.Initializer("one_hot", identity, vocab, vocab), positions], outputNames: ["logits"]);
+        b.Output("logits", F, "batch_size", "sequence_length", vocab);
+        string asKeys = b.Op("Unsqueeze", b.Node("Cast", [positions], attributes: [("to", 1L)])[0], b.Int64s("axes", 1, 3));
+        foreach (var part in new[] { "key", "value" })
+        {
+            b.Input($"past_key_values.0.{part}", F, "batch_size", 1, "past_sequence_length", 1);
+            b.Node("Concat", [$"past_key_values.0.{part}", asKeys], outputNames: [$"present.0.{part}"], attributes: [("axis", 2L)]);
+            b.Output($"present.0.{part}", F, "batch_size", 1, "total_sequence_length", 1);
+        }
+        string folder = Directory.CreateTempSubdirectory("engine-positions-").FullName;
+        try
+        {
+            b.Build().Save(Path.Combine(folder, "model.onnx"));
+            var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = vocab, ContextLength = vocab });
+            config["model"]!["decoder"]!["inputs"]!["position_ids"] = "position_ids";
+            File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            Assert.That(generator.CarriedStates, Is.EqualTo(new[] { ("past_key_values.0.key", "present.0.key"), ("past_key_values.0.value", "present.0.value") }));
+            Assert.That(generator.Generate([9, 9, 9], 5).Tokens, Is.EqualTo(new long[] { 2, 3, 4, 5, 6 }));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     [Test]
     public void AMissingFolderOrConfigIsNamed()
     {
