@@ -54,6 +54,8 @@ public static class Cli
         new RunModelCommand(),
         new InspectModelCommand(),
         new BenchModelCommand(),
+        new SamplesCommand(),
+        new GenerateCommand(),
     ];
 
     private static readonly Dictionary<string, (string summary, IReadOnlyList<ICommand> members)> Groups = new()

@@ -109,6 +109,10 @@ public sealed class ModelSession : IDisposable
     public HandoverPlan Handover { get; }
 
     public HandoverBackend Backend { get; }
+
+    /// <summary>ONNX Runtime's session, for runs that hand ORT values from one run to the next (<see cref="Generator"/>).</summary>
+    internal InferenceSession Inference => _session;
+
     /// <summary>The inputs every run must give (graph inputs without an initializer).</summary>
     public IReadOnlyList<string> InputNames { get; }
     public IReadOnlyList<string> OutputNames { get; }

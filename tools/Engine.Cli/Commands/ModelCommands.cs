@@ -252,7 +252,7 @@ internal sealed class BenchModelCommand : ICommand
         }
         try
         {
-            return Median(OrtProfile.OpMillisecondsPerRun(file, opTypes).Skip(warmup).ToArray());
+            return BenchTimer.MedianOf(OrtProfile.OpMillisecondsPerRun(file, opTypes).Skip(warmup).ToArray());
         }
         finally
         {
@@ -280,14 +280,7 @@ internal sealed class BenchModelCommand : ICommand
             second();
             b[i] = clock.Elapsed.TotalSeconds;
         }
-        return (Median(a), Median(b));
-    }
-
-    private static double Median(double[] times)
-    {
-        Array.Sort(times);
-        int n = times.Length;
-        return n % 2 == 1 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+        return (BenchTimer.MedianOf(a), BenchTimer.MedianOf(b));
     }
 
     /// <summary>The standard LinearAttention blocks of the benchmark table.</summary>

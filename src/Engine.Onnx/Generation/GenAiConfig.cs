@@ -1,0 +1,112 @@
+using System.Text.Json;
+
+namespace Engine.Onnx;
+
+/// <summary>
+/// What <see cref="Generator"/> reads of an ONNX Runtime GenAI model folder's genai_config.json: the decoder's file and
+/// the names of its inputs and outputs. The KV cache is named by templates (past_key_values.%d.key); as GenAI does, the
+/// conv and recurrent states of linear-attention layers are found by the same templates with conv_state and
+/// recurrent_state for the last part.
+/// </summary>
+internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string InputIds, string? AttentionMask, string? PositionIds, string Logits,
+    string PastKeyTemplate, string PastValueTemplate, string PresentKeyTemplate, string PresentValueTemplate, int? ContextLength)
+{
+    public const string FileName = "genai_config.json";
+
+    public static GenAiConfig Read(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"{directory}: no such model folder");
+        string path = Path.Combine(directory, FileName);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: the model folder has no {FileName}", path);
+        JsonElement root;
+        try
+        {
+            using var document = JsonDocument.Parse(File.ReadAllBytes(path));
+            root = document.RootElement.Clone();
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: not valid JSON ({e.Message})", e);
+        }
+        if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: must hold a JSON object, got {root.ValueKind}");
+        var reader = new Reader(path);
+        var decoder = reader.Object(reader.Object(root, "model"), "model", "decoder");
+        string filename = reader.String(decoder, "model.decoder", "filename");
+        var inputs = reader.Object(decoder, "model.decoder", "inputs");
+        var outputs = reader.Object(decoder, "model.decoder", "outputs");
+        string modelPath = Path.GetFullPath(Path.Combine(directory, filename));
+        string folder = Path.GetFullPath(directory);
+        if (Path.IsPathRooted(filename) || Path.GetDirectoryName(modelPath) != Path.TrimEndingDirectorySeparator(folder))
+            throw new InvalidDataException($"{path}: model.decoder.filename must name a file in the model folder, got '{filename}'");
+        if (!File.Exists(modelPath)) throw new FileNotFoundException($"{path}: model.decoder.filename names '{filename}', which is not in the folder", modelPath);
+        int? context = root.GetProperty("model").TryGetProperty("context_length", out var c) ? reader.PositiveInt(c, "model.context_length") : null;
+        return new GenAiConfig(path, modelPath,
+            reader.String(inputs, "model.decoder.inputs", "input_ids"),
+            reader.OptionalString(inputs, "model.decoder.inputs", "attention_mask"),
+            reader.OptionalString(inputs, "model.decoder.inputs", "position_ids"),
+            reader.String(outputs, "model.decoder.outputs", "logits"),
+            reader.Template(inputs, "model.decoder.inputs", "past_key_names"),
+            reader.Template(inputs, "model.decoder.inputs", "past_value_names"),
+            reader.Template(outputs, "model.decoder.outputs", "present_key_names"),
+            reader.Template(outputs, "model.decoder.outputs", "present_value_names"),
+            context);
+    }
+
+    /// <summary>A template with its last part replaced (past_key_values.%d.key → past_key_values.%d.conv_state), as GenAI derives the state names.</summary>
+    public static string WithLastPart(string template, string part) => template[..(template.LastIndexOf('.') + 1)] + part;
+
+    /// <summary>The layer index a name matches the template at, or null.</summary>
+    public static int? LayerOf(string template, string name)
+    {
+        int at = template.IndexOf("%d", StringComparison.Ordinal);
+        string prefix = template[..at], suffix = template[(at + 2)..];
+        if (name.Length <= prefix.Length + suffix.Length || !name.StartsWith(prefix, StringComparison.Ordinal) || !name.EndsWith(suffix, StringComparison.Ordinal))
+            return null;
+        return int.TryParse(name.AsSpan(prefix.Length, name.Length - prefix.Length - suffix.Length), System.Globalization.NumberStyles.None,
+            System.Globalization.CultureInfo.InvariantCulture, out int layer) ? layer : null;
+    }
+
+    public static string Name(string template, int layer) => template.Replace("%d", layer.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
+
+    /// <summary>Reads keys of the config, naming the file and the key in every refusal.</summary>
+    private sealed class Reader(string path)
+    {
+        public JsonElement Object(JsonElement parent, string key) => Object(parent, "", key);
+
+        public JsonElement Object(JsonElement parent, string where, string key)
+        {
+            var value = Property(parent, where, key);
+            return value.ValueKind == JsonValueKind.Object ? value
+                : throw new InvalidDataException($"{path}: {Key(where, key)} must be an object, got {value.ValueKind}");
+        }
+
+        public string String(JsonElement parent, string where, string key) =>
+            OptionalString(parent, where, key) ?? throw new InvalidDataException($"{path}: {Key(where, key)} is missing");
+
+        public string? OptionalString(JsonElement parent, string where, string key)
+        {
+            if (parent.ValueKind != JsonValueKind.Object || !parent.TryGetProperty(key, out var value)) return null;
+            return value.ValueKind == JsonValueKind.String && value.GetString() is { Length: > 0 } text ? text
+                : throw new InvalidDataException($"{path}: {Key(where, key)} must be a non-empty string, got {value.ValueKind}");
+        }
+
+        public string Template(JsonElement parent, string where, string key)
+        {
+            string template = String(parent, where, key);
+            int at = template.IndexOf("%d", StringComparison.Ordinal);
+            if (at < 0 || template.IndexOf("%d", at + 2, StringComparison.Ordinal) >= 0 || template.LastIndexOf('.') < at)
+                throw new InvalidDataException($"{path}: {Key(where, key)} must hold one %d before its last '.' part (e.g. past_key_values.%d.key), got '{template}'");
+            return template;
+        }
+
+        public int PositiveInt(JsonElement value, string key) =>
+            value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int n) && n > 0 ? n
+                : throw new InvalidDataException($"{path}: {key} must be a positive integer, got {value}");
+
+        private JsonElement Property(JsonElement parent, string where, string key) =>
+            parent.TryGetProperty(key, out var value) ? value : throw new InvalidDataException($"{path}: {Key(where, key)} is missing");
+
+        private static string Key(string where, string key) => where.Length == 0 ? key : $"{where}.{key}";
+    }
+}

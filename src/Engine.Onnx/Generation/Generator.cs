@@ -1,0 +1,323 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+using OrtElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
+
+namespace Engine.Onnx;
+
+/// <summary>Chooses the next token from the logits of the last position (the vocabulary's scores).</summary>
+public delegate long TokenSampler(ReadOnlySpan<float> logits);
+
+/// <summary>Called for every generated token with the logits it was chosen from (valid during the call only).</summary>
+public delegate void TokenCallback(GeneratedToken token, ReadOnlySpan<float> logits);
+
+/// <summary>A generated token: its index among the new tokens (0 is the one after the prompt), its id, and the time since generation began.</summary>
+public readonly record struct GeneratedToken(int Index, long TokenId, TimeSpan Elapsed);
+
+/// <summary>How <see cref="Generator.Generate"/> chooses and reports tokens.</summary>
+public sealed record GenerationOptions
+{
+    /// <summary>Chooses each token; null is greedy (the highest logit, the lowest id among equals).</summary>
+    public TokenSampler? Sampler { get; init; }
+
+    public TokenCallback? OnToken { get; init; }
+}
+
+/// <summary>The new tokens, the time to the first one (the prompt's prefill and its choice) and the time of the rest.</summary>
+public sealed record GenerationResult(IReadOnlyList<long> Tokens, TimeSpan TimeToFirstToken, TimeSpan DecodeTime)
+{
+    /// <summary>Tokens after the first per second of decoding (NaN when only one token was generated).</summary>
+    public double DecodeTokensPerSecond => Tokens.Count > 1 ? (Tokens.Count - 1) / DecodeTime.TotalSeconds : double.NaN;
+}
+
+/// <summary>
+/// Generates tokens with a decoder written as an ONNX Runtime GenAI model folder (genai_config.json and the model it names):
+/// the prompt's token ids in one run (prefill), then one token per run. Every state the model carries (KV caches,
+/// linear-attention conv and recurrent states) goes from a run's present output to the next run's past input as the
+/// ONNX Runtime value itself, never copied through managed memory. One sequence (batch 1); one generation at a time.
+/// </summary>
+public sealed class Generator : IDisposable
+{
+    private readonly ModelSession _session;
+    private readonly GenAiConfig _config;
+    private readonly CarriedState[] _carried;
+    private readonly string[] _outputNames;
+    private int _busy;
+    private int _disposed;
+
+    private Generator(GenAiConfig config, ModelSession session)
+    {
+        _config = config;
+        _session = session;
+        var model = session.Model;
+        string modelName = Path.GetFileName(config.ModelPath);
+        var inputs = model.Inputs.Where(i => session.InputNames.Contains(i.Name)).ToDictionary(i => i.Name);
+        var outputs = model.Outputs.ToDictionary(o => o.Name);
+
+        foreach (var (name, key) in new[] { (config.InputIds, "input_ids"), (config.AttentionMask, "attention_mask"), (config.PositionIds, "position_ids") })
+        {
+            if (name is null) continue;
+            if (!inputs.TryGetValue(name, out var input))
+                throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} names '{name}', which {modelName} does not take (inputs: {string.Join(", ", inputs.Keys)})");
+            if (input.ElementType != TensorElementType.Int64)
+                throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} ('{name}') must be an int64 input of {modelName}, it is {input.ElementType}");
+        }
+        if (!outputs.TryGetValue(config.Logits, out var logits))
+            throw new InvalidDataException($"{config.ConfigPath}: model.decoder.outputs.logits names '{config.Logits}', which {modelName} does not give (outputs: {string.Join(", ", outputs.Keys)})");
+        if (logits.ElementType is not (TensorElementType.Float or TensorElementType.Float16))
+            throw new InvalidDataException($"{config.ConfigPath}: the logits output '{config.Logits}' must be float or float16, it is {logits.ElementType}");
+        VocabSize = logits.Dims is { Count: 3 } dims && long.TryParse(dims[2], out long vocab) ? checked((int)vocab) : null;
+
+        // Past → present pairs: the KV cache by its templates, the linear-attention states by the same templates with another last part.
+        (string Past, string Present, string Key, bool Cache)[] templates =
+        [
+            (config.PastKeyTemplate, config.PresentKeyTemplate, "present_key_names", true),
+            (config.PastValueTemplate, config.PresentValueTemplate, "present_value_names", true),
+            (GenAiConfig.WithLastPart(config.PastKeyTemplate, "conv_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "conv_state"), "present_key_names", false),
+            (GenAiConfig.WithLastPart(config.PastKeyTemplate, "recurrent_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "recurrent_state"), "present_key_names", false),
+        ];
+        var carried = new List<CarriedState>();
+        foreach (var input in inputs.Values)
+        {
+            if (input.Name == config.InputIds || input.Name == config.AttentionMask || input.Name == config.PositionIds) continue;
+            var match = templates.Select(t => (t, Layer: GenAiConfig.LayerOf(t.Past, input.Name))).FirstOrDefault(m => m.Layer is not null);
+            if (match.Layer is not int layer)
+                throw new InvalidDataException($"{config.ConfigPath}: {modelName} takes the input '{input.Name}', which genai_config.json does not name (model.decoder.inputs)");
+            string present = GenAiConfig.Name(match.t.Present, layer);
+            if (!outputs.TryGetValue(present, out var presentInfo))
+                throw new InvalidDataException($"{config.ConfigPath}: {modelName} takes '{input.Name}' but does not give '{present}' to carry into it (model.decoder.outputs.{match.t.Key})");
+            if (presentInfo.ElementType != input.ElementType)
+                throw new InvalidDataException($"{modelName}: '{present}' is {presentInfo.ElementType} but '{input.Name}' takes {input.ElementType}");
+            carried.Add(new CarriedState(input.Name, present, input.ElementType, InitialShape(input, match.t.Cache, modelName)));
+        }
+        _carried = [.. carried.OrderBy(c => c.Past, StringComparer.Ordinal)];
+        _outputNames = [config.Logits, .. _carried.Select(c => c.Present)];
+    }
+
+    /// <summary>Opens the model folder: reads genai_config.json and opens the model it names with <paramref name="options"/> (the hand-over backend, the host).</summary>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="FileNotFoundException">genai_config.json or the model it names is missing.</exception>
+    /// <exception cref="InvalidDataException">The config is not JSON, misses a key, or names inputs and outputs the model does not have (the message names the file and the key).</exception>
+    public static Generator Open(string modelDirectory, ModelSessionOptions? options = null)
+    {
+        var config = GenAiConfig.Read(modelDirectory);
+        var session = ModelSession.Open(config.ModelPath, options);
+        try
+        {
+            return new Generator(config, session);
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The model as rewritten for the hand-over and the nodes the engine runs.</summary>
+    public HandoverPlan Handover => _session.Handover;
+
+    public HandoverBackend Backend => _session.Backend;
+
+    /// <summary>The vocabulary size (the logits' last dim), when the model fixes it.</summary>
+    public int? VocabSize { get; }
+
+    /// <summary>The past inputs the generator carries from run to run, each with the present output it is fed from.</summary>
+    public IReadOnlyList<(string Past, string Present)> CarriedStates => _carried.Select(c => (c.Past, c.Present)).ToArray();
+
+    /// <summary>
+    /// Prefills <paramref name="prompt"/> and generates <paramref name="newTokens"/> tokens. Cancelling stops the run in
+    /// progress (ONNX Runtime's terminate flag) and throws <see cref="OperationCanceledException"/>.
+    /// </summary>
+    public GenerationResult Generate(IReadOnlyList<long> prompt, int newTokens, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        Validate(prompt, newTokens);
+        if (Interlocked.Exchange(ref _busy, 1) != 0) throw new InvalidOperationException("the generator is already generating (one generation at a time)");
+        try
+        {
+            return Run(prompt, newTokens, options ?? new GenerationOptions(), cancellationToken);
+        }
+        finally
+        {
+            Volatile.Write(ref _busy, 0);
+        }
+    }
+
+    /// <summary>
+    /// Refuses what <see cref="Generate"/> would refuse before running: an empty prompt, a token outside the vocabulary,
+    /// fewer than one new token, more positions than the config's context_length.
+    /// </summary>
+    public void Validate(IReadOnlyList<long> prompt, int newTokens)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        if (prompt.Count == 0) throw new ArgumentException("the prompt needs at least one token", nameof(prompt));
+        ArgumentOutOfRangeException.ThrowIfLessThan(newTokens, 1);
+        for (int i = 0; i < prompt.Count; i++) CheckToken(prompt[i], nameof(prompt), $"prompt token {i}");
+        int positions = checked(prompt.Count + newTokens - 1);
+        if (_config.ContextLength is int context && positions > context)
+            throw new ArgumentException($"{prompt.Count} prompt tokens and {newTokens} new ones need {positions} positions; the model's context_length is {context} ({_config.ConfigPath})", nameof(newTokens));
+    }
+
+    /// <summary>Releases the session; call it when no generation runs.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _session.Dispose();
+    }
+
+    private GenerationResult Run(IReadOnlyList<long> prompt, int newTokens, GenerationOptions options, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        var tokens = new List<long>(newTokens);
+        TimeSpan firstToken = default;
+        long[] promptIds = [.. prompt], step = new long[1];
+        long[] ones = new long[prompt.Count + newTokens];
+        Array.Fill(ones, 1L);
+        long[] positions = _config.PositionIds is null ? [] : Enumerable.Range(0, ones.Length).Select(p => (long)p).ToArray();
+        float[] logits = new float[VocabSize ?? 0];
+        var pasts = new OrtValue?[_carried.Length];
+        using var runOptions = new RunOptions();
+        using var cancellation = cancellationToken.Register(() => runOptions.Terminate = true);
+        try
+        {
+            for (int i = 0; i < _carried.Length; i++) pasts[i] = Zeros(_carried[i]);
+            int position = 0;
+            for (int index = 0; index < newTokens; index++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                long[] ids = index == 0 ? promptIds : step;
+                logits = Step(runOptions, ids, ones, positions, position, pasts, logits);
+                position += ids.Length;
+                long next = options.Sampler is { } sampler ? sampler(logits) : ArgMax(logits);
+                CheckToken(next, nameof(options), $"the sampler's token {index}");
+                tokens.Add(next);
+                step[0] = next;
+                if (index == 0) firstToken = clock.Elapsed;
+                options.OnToken?.Invoke(new GeneratedToken(index, next, clock.Elapsed), logits);
+            }
+        }
+        catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException("generation was cancelled", cancellationToken);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ModelRunException($"{_config.ModelPath}: running the model failed: {e.Message}", e);
+        }
+        finally
+        {
+            foreach (var past in pasts) past?.Dispose();
+        }
+        return new GenerationResult(tokens, firstToken, clock.Elapsed - firstToken);
+    }
+
+    /// <summary>One run over <paramref name="ids"/>: the pasts are replaced by the run's presents (the old ones disposed); returns the last position's logits.</summary>
+    private float[] Step(RunOptions runOptions, long[] ids, long[] ones, long[] positions, int position, OrtValue?[] pasts, float[] logits)
+    {
+        var names = new List<string>(_carried.Length + 3);
+        var values = new List<OrtValue>(_carried.Length + 3);
+        using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]);
+        names.Add(_config.InputIds);
+        values.Add(idsValue);
+        using var mask = _config.AttentionMask is null ? null
+            : OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, ones.AsMemory(0, position + ids.Length), [1, position + ids.Length]);
+        if (mask is not null)
+        {
+            names.Add(_config.AttentionMask!);
+            values.Add(mask);
+        }
+        using var positionValue = _config.PositionIds is null ? null
+            : OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, positions.AsMemory(position, ids.Length), [1, ids.Length]);
+        if (positionValue is not null)
+        {
+            names.Add(_config.PositionIds!);
+            values.Add(positionValue);
+        }
+        for (int i = 0; i < _carried.Length; i++)
+        {
+            names.Add(_carried[i].Past);
+            values.Add(pasts[i]!);
+        }
+
+        var outputs = _session.Inference.Run(runOptions, names, values, _outputNames).ToArray();
+        try
+        {
+            logits = LastRow(outputs[0], logits);
+        }
+        finally
+        {
+            outputs[0].Dispose();
+            // The presents become the next run's pasts as they are: no copy.
+            for (int i = 0; i < _carried.Length; i++)
+            {
+                pasts[i]?.Dispose();
+                pasts[i] = outputs[i + 1];
+            }
+        }
+        return logits;
+    }
+
+    /// <summary>The logits of the last position, as floats, into <paramref name="row"/> (resized when the model does not fix the vocabulary).</summary>
+    private float[] LastRow(OrtValue value, float[] row)
+    {
+        var info = value.GetTensorTypeAndShape();
+        long[] shape = info.Shape;
+        if (shape.Length != 3 || shape[0] != 1 || shape[2] < 1)
+            throw new InvalidDataException($"{_config.ModelPath}: logits '{_config.Logits}' must be [1, tokens, vocabulary], got {TensorData.Format(shape)}");
+        int vocab = checked((int)shape[2]);
+        if (row.Length != vocab) row = new float[vocab];
+        var bytes = value.GetTensorMutableRawData();
+        long start = (shape[1] - 1) * vocab;
+        if (info.ElementDataType == OrtElementType.Float16)
+        {
+            var halves = MemoryMarshal.Cast<byte, Half>(bytes).Slice(checked((int)start), vocab);
+            for (int i = 0; i < vocab; i++) row[i] = (float)halves[i];
+        }
+        else
+        {
+            MemoryMarshal.Cast<byte, float>(bytes).Slice(checked((int)start), vocab).CopyTo(row);
+        }
+        foreach (float f in row)
+            if (!float.IsFinite(f)) throw new InvalidDataException($"{_config.ModelPath}: the logits '{_config.Logits}' hold {f}");
+        return row;
+    }
+
+    private static long ArgMax(ReadOnlySpan<float> logits)
+    {
+        int best = 0;
+        for (int i = 1; i < logits.Length; i++)
+            if (logits[i] > logits[best]) best = i;
+        return best;
+    }
+
+    private void CheckToken(long token, string parameter, string what)
+    {
+        if (token < 0 || (VocabSize is int vocab && token >= vocab))
+            throw new ArgumentOutOfRangeException(parameter, token, $"{what} is {token}, outside the vocabulary [0, {VocabSize?.ToString() ?? "?"})");
+    }
+
+    /// <summary>A past input's first value: zeros, batch 1, an empty KV cache (its sequence dim 0).</summary>
+    private static long[] InitialShape(ModelValueInfo input, bool cache, string modelName)
+    {
+        if (input.Dims is null) throw new InvalidDataException($"{modelName}: input '{input.Name}' has no shape; the generator needs its dims to start it");
+        var shape = new long[input.Dims.Count];
+        for (int d = 0; d < shape.Length; d++)
+        {
+            string dim = input.Dims[d];
+            shape[d] = long.TryParse(dim, out long n) ? n
+                : d == 0 ? 1
+                : cache ? 0
+                : throw new InvalidDataException($"{modelName}: input '{input.Name}' has the symbolic dim '{dim}' at axis {d}; a carried state needs fixed dims but for the batch");
+        }
+        return shape;
+    }
+
+    private static OrtValue Zeros(CarriedState state)
+    {
+        var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, (OrtElementType)state.ElementType, state.InitialShape);
+        value.GetTensorMutableRawData().Clear();
+        return value;
+    }
+
+    private sealed record CarriedState(string Past, string Present, TensorElementType ElementType, long[] InitialShape);
+}

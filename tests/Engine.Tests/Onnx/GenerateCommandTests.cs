@@ -1,0 +1,70 @@
+using System.Text.Json;
+using Engine.Tests.Cli;
+using NUnit.Framework;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>engine samples and engine generate, run in-process on a folder the samples command writes.</summary>
+[TestFixture]
+public sealed class GenerateCommandTests : CliFixture
+{
+    private string WriteSamples()
+    {
+        var (code, stdout, stderr) = Engine("samples", Directory, "--vocab", "64", "--hidden", "32", "--context", "256");
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.StartWith("wrote 5 sample models"));
+        return PathOf("hybrid_decoder");
+    }
+
+    [Test]
+    public void GenerateTimesBothPathsAndTheyGenerateTheSameTokens()
+    {
+        string folder = WriteSamples();
+        Assert.That(File.Exists(PathOf("gla_block.onnx")), Is.True, "the other samples");
+        var (code, stdout, stderr) = Engine("generate", folder, "--prompt-tokens", "12", "--new-tokens", "5", "--repeats", "1", "--threads", "1", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        var json = JsonDocument.Parse(stdout).RootElement;
+        Assert.That(json.GetProperty("same_tokens").GetBoolean(), Is.True);
+        Assert.That(json.GetProperty("prompt_tokens").GetInt32(), Is.EqualTo(12));
+        foreach (var path in new[] { "engine", "ort" })
+            foreach (var key in new[] { "ttft_ms", "decode_tokens_per_s", "median_step_ms" })
+                Assert.That(json.GetProperty(path).GetProperty(key).GetDouble(), Is.GreaterThan(0), $"{path} {key}");
+    }
+
+    [Test]
+    public void OneNewTokenHasNoDecodeFigures()
+    {
+        string folder = WriteSamples();
+        var (code, stdout, stderr) = Engine("generate", folder, "--prompt-tokens", "4", "--new-tokens", "1", "--repeats", "1", "--threads", "1", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        var engine = JsonDocument.Parse(stdout).RootElement.GetProperty("engine");
+        Assert.That(engine.GetProperty("ttft_ms").GetDouble(), Is.GreaterThan(0));
+        Assert.That(engine.GetProperty("decode_tokens_per_s").ValueKind, Is.EqualTo(JsonValueKind.Null));
+        Assert.That(engine.GetProperty("median_step_ms").ValueKind, Is.EqualTo(JsonValueKind.Null));
+    }
+
+    [Test]
+    public void GenerateShowsProgressAndTheComparison()
+    {
+        string folder = WriteSamples();
+        var (code, stdout, stderr) = Engine("generate", folder, "--prompt-tokens", "8", "--new-tokens", "3", "--repeats", "2", "--threads", "1");
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain("engine nodes: 3").And.Contain("[2/2] ort    first token after").And.Contain("same tokens: yes"));
+    }
+
+    [Test]
+    public void GenerateErrorsAreOneLine()
+    {
+        string missing = PathOf("nowhere");
+        AssertOneLineError(Engine("generate", missing, "--prompt-tokens", "4", "--new-tokens", "2"), 1, $"{missing}: no such model folder");
+        AssertOneLineError(Engine("generate", Directory, "--prompt-tokens", "4"), 2, "--prompt-tokens and --new-tokens are required");
+        string folder = WriteSamples();
+        string config = Path.Combine(folder, "genai_config.json");
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"logits\": \"logits\"", "\"logits\": \"scores\""));
+        AssertOneLineError(Engine("generate", folder, "--prompt-tokens", "4", "--new-tokens", "2"), 1,
+            $"{config}: model.decoder.outputs.logits names 'scores', which model.onnx does not give");
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"scores\"", "\"logits\""));
+        AssertOneLineError(Engine("generate", folder, "--prompt-tokens", "250", "--new-tokens", "8", "--backend", "none"), 1,
+            "250 prompt tokens and 8 new ones need 257 positions; the model's context_length is 256");
+    }
+}

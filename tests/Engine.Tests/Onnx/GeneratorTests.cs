@@ -1,0 +1,264 @@
+using System.Text.Json.Nodes;
+using Engine.Onnx;
+using Engine.Workloads;
+using NUnit.Framework;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>
+/// The hybrid decoder sample (Qwen3.5's layout) written as a GenAI model folder, and <see cref="Generator"/> over it: the
+/// hand-over against ONNX Runtime alone, cancellation, the sampling callback, and bad folders and configs.
+/// </summary>
+[TestFixture]
+public sealed class GeneratorTests
+{
+    private string _folder = "";
+
+    [OneTimeSetUp]
+    public void WriteSample()
+    {
+        _folder = Path.Combine(Path.GetTempPath(), $"engine-hybrid-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        HybridDecoder.Write(_folder, new HybridDecoderSpec());
+    }
+
+    [OneTimeTearDown]
+    public void DeleteSample() => Directory.Delete(_folder, recursive: true);
+
+    private static IReadOnlyList<long> Prompt(int length, int vocab, int seed = 3)
+    {
+        var random = new Random(seed);
+        return Enumerable.Range(0, length).Select(_ => (long)random.Next(vocab)).ToArray();
+    }
+
+    [Test]
+    public void TheFolderIsTheBuildersLayout()
+    {
+        Assert.That(File.Exists(Path.Combine(_folder, HybridDecoder.ModelFile)) && File.Exists(Path.Combine(_folder, HybridDecoder.DataFile)), Is.True, "model.onnx and its external data");
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(_folder, HybridDecoder.ConfigFile)))!;
+        Assert.That((string?)config["model"]!["decoder"]!["inputs"]!["past_key_names"], Is.EqualTo("past_key_values.%d.key"));
+        var model = OnnxModel.Load(Path.Combine(_folder, HybridDecoder.ModelFile));
+        Assert.That(model.HasExternalData, Is.True);
+        Assert.That(model.NodeOpTypes.Count(t => t == "CausalConvWithState"), Is.EqualTo(3), "three Gated DeltaNet layers");
+        Assert.That(model.NodeOpTypes.Count(t => t == "GroupQueryAttention"), Is.EqualTo(1), "one full-attention layer");
+    }
+
+    /// <summary>
+    /// Greedy generation, a prompt of 40 tokens then 16 decode steps: the same tokens, and every step's logits within
+    /// the tolerance (relative RMS) of ONNX Runtime alone's: float32's, and float16's for a float16 model (every tensor
+    /// between the nodes rounded to float16 on both paths). The GPU kernels run on ILGPU's CPU accelerator here (a
+    /// shorter generation: it is slow), on CUDA where there is a device.
+    /// </summary>
+    [TestCase(TensorElementType.Float, HandoverBackend.Cpu, 40, 17)]
+    [TestCase(TensorElementType.Float16, HandoverBackend.Cpu, 40, 17)]
+    [TestCase(TensorElementType.Float, HandoverBackend.Gpu, 6, 3)]
+    public void HandoverGeneratesWhatOrtAloneGeneratesGreedily(TensorElementType type, HandoverBackend backend, int promptLength, int newTokens)
+    {
+        string folder = type == TensorElementType.Float ? _folder : Path.Combine(_folder, "float16");
+        if (type != TensorElementType.Float) HybridDecoder.Write(folder, new HybridDecoderSpec { ElementType = type });
+        using var ort = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+        using var engine = Generator.Open(folder, OnnxTestHost.Options(backend));
+        Assert.That(engine.Handover.EngineNodes.Select(n => n.OpType), Is.EqualTo(Enumerable.Repeat("LinearAttention", 3)), "the three layers' LinearAttention nodes");
+        Assert.That(ort.Handover.EngineNodes, Is.Empty);
+        Assert.That(engine.CarriedStates, Has.Count.EqualTo(8), "conv and recurrent states of three layers, key and value of one");
+
+        var prompt = Prompt(promptLength, engine.VocabSize!.Value);
+        var (ortTokens, ortLogits) = Generate(ort, prompt, newTokens);
+        var (engineTokens, engineLogits) = Generate(engine, prompt, newTokens);
+        Assert.That(engineTokens, Is.EqualTo(ortTokens), "greedy tokens");
+        double tolerance = type == TensorElementType.Float ? Harness.Numerics.Fp32Tolerance : Harness.Numerics.Fp16Tolerance;
+        for (int step = 0; step < ortLogits.Count; step++)
+        {
+            Assert.That(ortLogits[step].Any(v => v != 0), Is.True, $"step {step}: ORT's logits are not all zeros");
+            double err = Harness.Numerics.RelativeRms(engineLogits[step], ortLogits[step]);
+            Assert.That(err, Is.LessThanOrEqualTo(tolerance), $"step {step} ({(step == 0 ? "prefill" : "decode")}): logits, relative RMS vs ORT alone");
+        }
+    }
+
+    private static (IReadOnlyList<long> Tokens, List<float[]> Logits) Generate(Generator generator, IReadOnlyList<long> prompt, int newTokens)
+    {
+        var logits = new List<float[]>();
+        var result = generator.Generate(prompt, newTokens, new GenerationOptions { OnToken = (_, row) => logits.Add(row.ToArray()) });
+        Assert.That(result.Tokens, Has.Count.EqualTo(newTokens));
+        Assert.That(logits, Has.Count.EqualTo(newTokens), "one callback per token");
+        return (result.Tokens, logits);
+    }
+
+    [Test]
+    public void CancellingStopsGenerationAndTheGeneratorStaysUsable()
+    {
+        using var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        var prompt = Prompt(8, generator.VocabSize!.Value);
+        var expected = generator.Generate(prompt, 6).Tokens;
+
+        using var cancel = new CancellationTokenSource();
+        var seen = new List<long>();
+        var options = new GenerationOptions
+        {
+            OnToken = (token, _) =>
+            {
+                seen.Add(token.TokenId);
+                if (token.Index == 2) cancel.Cancel();
+            },
+        };
+        Assert.Throws<OperationCanceledException>(() => generator.Generate(prompt, 6, options, cancel.Token));
+        Assert.That(seen, Is.EqualTo(expected.Take(3)), "tokens before the cancellation");
+
+        Assert.Throws<OperationCanceledException>(() => generator.Generate(prompt, 6, cancellationToken: cancel.Token), "already cancelled");
+        Assert.That(generator.Generate(prompt, 6).Tokens, Is.EqualTo(expected), "a generation after the cancelled ones starts from empty states");
+    }
+
+    [Test]
+    public void CancellingDuringThePrefillStopsTheRunInProgress()
+    {
+        using var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        var prompt = Prompt(8000, generator.VocabSize!.Value);
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(30));
+        int tokens = 0;
+        Assert.Throws<OperationCanceledException>(() => generator.Generate(prompt, 4, new GenerationOptions { OnToken = (_, _) => tokens++ }, cancel.Token));
+        // Without the terminate flag the prefill would run to its end and its token be reported before the cancellation is seen.
+        Assert.That(tokens, Is.Zero, "cancelled before the first token");
+        Assert.That(generator.Generate(prompt.Take(8).ToArray(), 2).Tokens, Has.Count.EqualTo(2), "usable after the terminated run");
+    }
+
+    [Test]
+    public void TheSamplerChoosesTokensAndAChoiceOutsideTheVocabularyIsRefused()
+    {
+        using var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        var prompt = Prompt(5, generator.VocabSize!.Value);
+        int calls = 0;
+        var tokens = generator.Generate(prompt, 4, new GenerationOptions { Sampler = logits => { calls++; return logits.Length - 2 - calls; } }).Tokens;
+        Assert.That(tokens, Is.EqualTo(new long[] { 1021, 1020, 1019, 1018 }));
+
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate(prompt, 2, new GenerationOptions { Sampler = logits => logits.Length }));
+        Assert.That(e!.Message, Does.StartWith("the sampler's token 0 is 1024, outside the vocabulary [0, 1024)"));
+        var prompted = Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate([1, -4], 2));
+        Assert.That(prompted!.Message, Does.StartWith("prompt token 1 is -4"));
+    }
+
+    [Test]
+    public void OneGenerationAtATimeAndNoneAfterDispose()
+    {
+        var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        long[] prompt = [3, 1, 4];
+        Exception? second = null;
+        generator.Generate(prompt, 2, new GenerationOptions { OnToken = (_, _) => second ??= Assert.Catch(() => generator.Generate(prompt, 1)) });
+        Assert.That(second, Is.InstanceOf<InvalidOperationException>().With.Message.EqualTo("the generator is already generating (one generation at a time)"));
+        Assert.That(generator.Generate(prompt, 1).Tokens, Has.Count.EqualTo(1), "usable once the first has ended");
+        generator.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => generator.Generate(prompt, 1));
+    }
+
+    /// <summary>
+    /// A model whose logits are one-hot at its position_ids (and whose KV cache appends them): greedy generation returns
+    /// the positions of the tokens it feeds, so position_ids count on from the prompt.
+    /// </summary>
+    [Test]
+    public void PositionIdsCountOnFromThePrompt()
+    {
+        const int vocab = 16;
+        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
+        var b = new ModelBuilder(21, "positions");
+        b.Input("input_ids", I64, "batch_size", "sequence_length");
+        b.Input("attention_mask", I64, "batch_size", "total_sequence_length");
+        string positions = b.Input("position_ids", I64, "batch_size", "sequence_length");
+        var identity = new float[vocab * vocab];
+        for (int i = 0; i < vocab; i++) identity[i * vocab + i] = 1;
+        b.Node("Gather", [b.Initializer("one_hot", identity, vocab, vocab), positions], outputNames: ["logits"]);
+        b.Output("logits", F, "batch_size", "sequence_length", vocab);
+        string asKeys = b.Op("Unsqueeze", b.Node("Cast", [positions], attributes: [("to", 1L)])[0], b.Int64s("axes", 1, 3));
+        foreach (var part in new[] { "key", "value" })
+        {
+            b.Input($"past_key_values.0.{part}", F, "batch_size", 1, "past_sequence_length", 1);
+            b.Node("Concat", [$"past_key_values.0.{part}", asKeys], outputNames: [$"present.0.{part}"], attributes: [("axis", 2L)]);
+            b.Output($"present.0.{part}", F, "batch_size", 1, "total_sequence_length", 1);
+        }
+        string folder = Directory.CreateTempSubdirectory("engine-positions-").FullName;
+        try
+        {
+            b.Build().Save(Path.Combine(folder, "model.onnx"));
+            var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = vocab, ContextLength = vocab });
+            config["model"]!["decoder"]!["inputs"]!["position_ids"] = "position_ids";
+            File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            Assert.That(generator.CarriedStates, Is.EqualTo(new[] { ("past_key_values.0.key", "present.0.key"), ("past_key_values.0.value", "present.0.value") }));
+            Assert.That(generator.Generate([9, 9, 9], 5).Tokens, Is.EqualTo(new long[] { 2, 3, 4, 5, 6 }));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Test]
+    public void AMissingFolderOrConfigIsNamed()
+    {
+        string missing = Path.Combine(_folder, "no-such-folder");
+        Assert.That(Assert.Throws<DirectoryNotFoundException>(() => Generator.Open(missing))!.Message, Does.StartWith($"{missing}: no such model folder"));
+        string empty = Directory.CreateTempSubdirectory("engine-empty-").FullName;
+        try
+        {
+            Assert.That(Assert.Throws<FileNotFoundException>(() => Generator.Open(empty))!.Message,
+                Is.EqualTo($"{Path.Combine(empty, "genai_config.json")}: the model folder has no genai_config.json"));
+        }
+        finally
+        {
+            Directory.Delete(empty);
+        }
+    }
+
+    public static IEnumerable<TestCaseData> BadConfigs()
+    {
+        static TestCaseData Case(string name, Action<JsonNode> edit, string message) => new TestCaseData(edit, message).SetName($"Bad genai_config.json: {name}");
+        yield return Case("no decoder", c => c["model"]!.AsObject().Remove("decoder"), "model.decoder is missing");
+        yield return Case("no input_ids", c => c["model"]!["decoder"]!["inputs"]!.AsObject().Remove("input_ids"), "model.decoder.inputs.input_ids is missing");
+        yield return Case("input_ids a number", c => c["model"]!["decoder"]!["inputs"]!["input_ids"] = 3, "model.decoder.inputs.input_ids must be a non-empty string, got Number");
+        yield return Case("unknown input", c => c["model"]!["decoder"]!["inputs"]!["input_ids"] = "tokens", "model.decoder.inputs.input_ids names 'tokens', which model.onnx does not take");
+        yield return Case("unknown logits", c => c["model"]!["decoder"]!["outputs"]!["logits"] = "scores", "model.decoder.outputs.logits names 'scores', which model.onnx does not give");
+        yield return Case("template without %d", c => c["model"]!["decoder"]!["inputs"]!["past_key_names"] = "past.key", "model.decoder.inputs.past_key_names must hold one %d");
+        yield return Case("other past names", c => c["model"]!["decoder"]!["inputs"]!["past_key_names"] = "cache.%d.key",
+            "model.onnx takes the input 'past_key_values.0.conv_state', which genai_config.json does not name");
+        yield return Case("other present names", c => c["model"]!["decoder"]!["outputs"]!["present_key_names"] = "present.%d.k",
+            "model.onnx takes 'past_key_values.3.key' but does not give 'present.3.k' to carry into it (model.decoder.outputs.present_key_names)");
+        yield return Case("a file outside the folder", c => c["model"]!["decoder"]!["filename"] = "../model.onnx", "model.decoder.filename must name a file in the model folder, got '../model.onnx'");
+        yield return Case("a missing file", c => c["model"]!["decoder"]!["filename"] = "other.onnx", "model.decoder.filename names 'other.onnx', which is not in the folder");
+        yield return Case("context length zero", c => c["model"]!["context_length"] = 0, "model.context_length must be a positive integer, got 0");
+    }
+
+    [TestCaseSource(nameof(BadConfigs))]
+    public void ABadConfigIsRefusedNamingTheFileAndTheKey(Action<JsonNode> edit, string message)
+    {
+        string folder = Directory.CreateTempSubdirectory("engine-config-").FullName;
+        try
+        {
+            foreach (var file in new[] { HybridDecoder.ModelFile, HybridDecoder.DataFile })
+                File.Copy(Path.Combine(_folder, file), Path.Combine(folder, file));
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(_folder, HybridDecoder.ConfigFile)))!;
+            edit(config);
+            string path = Path.Combine(folder, HybridDecoder.ConfigFile);
+            File.WriteAllText(path, config.ToJsonString());
+            var e = Assert.Catch(() => Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None)));
+            Assert.That(e, Is.InstanceOf<InvalidDataException>().Or.InstanceOf<FileNotFoundException>());
+            Assert.That(e!.Message, Does.StartWith($"{path}: {message}"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Test]
+    public void AConfigThatIsNotJsonIsNamed()
+    {
+        string folder = Directory.CreateTempSubdirectory("engine-config-").FullName;
+        try
+        {
+            string path = Path.Combine(folder, HybridDecoder.ConfigFile);
+            File.WriteAllText(path, "{ \"model\": ");
+            Assert.That(Assert.Throws<InvalidDataException>(() => Generator.Open(folder))!.Message, Does.StartWith($"{path}: not valid JSON"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+}
