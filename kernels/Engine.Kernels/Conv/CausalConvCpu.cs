@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using Engine.Kernels.Common;
 
@@ -46,22 +45,6 @@ public static unsafe class CausalConvCpu
     private static void Require(bool holds, string what)
     {
         if (!holds) throw new ArgumentException($"causal convolution: {what}");
-    }
-
-    /// <summary>x · sigmoid(x), the exponent e^−|x| <= 1.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Silu(Vector512<float> x)
-    {
-        var e = SimdMath.ExpNonPositive(-Vector512.Abs(x));
-        var r = Vector512<float>.One / (Vector512<float>.One + e);
-        return x * Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, Vector512<float>.Zero), r, e * r);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float Silu(float x)
-    {
-        float e = MathF.Exp(-MathF.Abs(x)), r = 1f / (1f + e);
-        return x * (x >= 0 ? r : e * r);
     }
 
     private sealed class Call(CausalConvConfig config, SequenceLayout sequences, float* x, float* w, float* bias, float* past, float* y)
@@ -122,7 +105,7 @@ public static unsafe class CausalConvCpu
                     {
                         for (int j = 0; j < _k; j++) acc = Vector512.FusedMultiplyAdd(taps[j], ChannelsLastTap(s, xs, t - (_k - 1 - j) * _d, c), acc);
                     }
-                    (_silu ? Silu(acc) : acc).Store(ys + (long)t * _c + c);
+                    (_silu ? SimdMath.Silu(acc) : acc).Store(ys + (long)t * _c + c);
                 }
             }
             for (; c < c1; c++)
@@ -157,7 +140,7 @@ public static unsafe class CausalConvCpu
                 int p = t - (_k - 1 - j) * _d;
                 sum = MathF.FusedMultiplyAdd(w[(long)c * _k + j], p >= 0 ? xc[p * stride] : StateAt(s, c, _s + p), sum);
             }
-            return _silu ? Silu(sum) : sum;
+            return _silu ? SimdMath.Silu(sum) : sum;
         }
 
         private float StateAt(int s, int c, int position) =>
@@ -187,7 +170,7 @@ public static unsafe class CausalConvCpu
             {
                 var acc = b0;
                 for (int j = 0; j < _k; j++) acc = Vector512.FusedMultiplyAdd(Vector512.Create(wc[j]), Vector512.Load(xr + t - (_k - 1 - j) * _d), acc);
-                (_silu ? Silu(acc) : acc).Store(yr + t);
+                (_silu ? SimdMath.Silu(acc) : acc).Store(yr + t);
             }
             for (; t < length; t++) yr[t] = Scalar(s, c, t, xr, 1);
         }
