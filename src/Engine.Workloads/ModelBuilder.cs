@@ -51,6 +51,17 @@ internal sealed class ModelBuilder
     /// <summary>A float initializer stored as raw bytes.</summary>
     public string Initializer(string name, float[] values, params long[] dims) => Initializer(name, TensorData.Create(values, dims));
 
+    /// <summary>A float initializer stored as float32 or float16 (the values rounded to the nearest half).</summary>
+    public string Initializer(string name, float[] values, TensorElementType type, params long[] dims) => type switch
+    {
+        TensorElementType.Float => Initializer(name, values, dims),
+        TensorElementType.Float16 => Initializer(name, TensorData.Create(Array.ConvertAll(values, v => (Half)v), dims)),
+        _ => throw new ArgumentException($"initializer '{name}': float weights are stored as Float or Float16, not {type}", nameof(type)),
+    };
+
+    /// <summary>An int64 initializer (shapes, split sizes, axes).</summary>
+    public string Int64s(string name, params long[] values) => Initializer(name, TensorData.Create(values, values.Length));
+
     public string Initializer(string name, TensorData data)
     {
         Claim(name);

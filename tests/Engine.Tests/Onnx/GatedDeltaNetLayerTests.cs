@@ -1,0 +1,99 @@
+using Engine.Onnx;
+using Engine.Workloads;
+using NUnit.Framework;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>
+/// The Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it for Qwen3.5 (and its fused-gate export): it runs in
+/// ONNX Runtime alone, and with the hand-over it agrees with ONNX Runtime alone over a prompt and 16 one-token steps,
+/// each step fed every present state of the one before.
+/// </summary>
+[TestFixture]
+public sealed class GatedDeltaNetLayerTests
+{
+    private const int PromptLength = 24, DecodeSteps = 16;
+
+    /// <summary>
+    /// Relative RMS difference allowed between the two paths, the project's tolerances: float16 rounds every tensor
+    /// between the nodes on both paths (measured: about 2e-7 in float32, 6e-4 in float16).
+    /// </summary>
+    private static double Tolerance(TensorElementType type) => type == TensorElementType.Float ? Harness.Numerics.Fp32Tolerance : Harness.Numerics.Fp16Tolerance;
+
+    [TestCase(TensorElementType.Float, false)]
+    [TestCase(TensorElementType.Float, true)]
+    [TestCase(TensorElementType.Float16, false)]
+    [TestCase(TensorElementType.Float16, true)]
+    public void HandoverAgreesWithOrtAloneOverPrefillAndDecode(TensorElementType type, bool fusedGates)
+    {
+        var spec = new GatedDeltaNetSpec { ElementType = type, FusedGates = fusedGates };
+        var model = GatedDeltaNetLayer.Model(spec);
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        Assert.That(engine.Handover.EngineNodes.Select(n => n.OpType), Is.EqualTo(new[] { "LinearAttention" }), "nodes the engine takes over");
+
+        var ortStates = ZeroStates(model);
+        var engineStates = ZeroStates(model);
+        var random = new Random(7);
+        int call = 0;
+        foreach (int length in new[] { PromptLength }.Concat(Enumerable.Repeat(1, DecodeSteps)))
+        {
+            string step = call++ == 0 ? "prefill" : $"decode step {call - 1}";
+            var hidden = Hidden(random, type, length, spec.Hidden);
+            var byOrt = ort.Run(Inputs(hidden, ortStates));
+            var byEngine = engine.Run(Inputs(hidden, engineStates));
+            OnnxAssert.Shape(byEngine[GatedDeltaNetLayer.Output], 1, length, spec.Hidden);
+            OnnxAssert.Shape(byEngine[GatedDeltaNetLayer.PresentConvState], 1, spec.ConvChannels, spec.ConvKernel - 1);
+            OnnxAssert.Shape(byEngine[GatedDeltaNetLayer.PresentRecurrentState], 1, spec.ValueHeads, spec.KeyDim, spec.ValueDim);
+            foreach (var name in engine.OutputNames)
+            {
+                var values = OnnxAssert.Floats(byOrt[name]);
+                Assert.That(values.All(float.IsFinite) && values.Any(v => v != 0), Is.True, $"{step}: ORT's {name} is finite and not all zeros");
+                OnnxAssert.Close(byEngine[name], byOrt[name], $"{step}: {name}, hand-over vs ORT alone", Tolerance(type));
+            }
+            ortStates = Presents(byOrt);
+            engineStates = Presents(byEngine);
+        }
+    }
+
+    [TestCase(false, new[] { "CausalConvWithState", "LinearAttention", "LpNormalization", "SimplifiedLayerNormalization", "Softplus" })]
+    [TestCase(true, new[] { "CausalConvWithState", "LinearAttention", "LpNormalization", "LinearAttentionGate", "GatedRMSNorm" })]
+    public void TheLayerHasTheNodesOfTheBuildersExport(bool fusedGates, string[] opTypes)
+    {
+        var model = GatedDeltaNetLayer.Model(new GatedDeltaNetSpec { FusedGates = fusedGates });
+        Assert.That(model.NodeOpTypes, Is.SupersetOf(opTypes));
+        Assert.That(model.NodeOpTypes.Count(t => t == "MatMul"), Is.EqualTo(5), "in_proj_qkv, in_proj_z, in_proj_b, in_proj_a, out_proj");
+        Assert.That(model.NodeOpTypes.Count(t => t == "LpNormalization"), Is.EqualTo(2), "q and k");
+        string[] unfused = ["SimplifiedLayerNormalization", "Softplus"], fused = ["LinearAttentionGate", "GatedRMSNorm"];
+        Assert.That(model.NodeOpTypes, Has.None.AnyOf(fusedGates ? unfused : fused));
+    }
+
+    [Test]
+    public void ValueHeadsNotAMultipleOfQueryHeadsAreRefused()
+    {
+        var e = Assert.Throws<ArgumentException>(() => GatedDeltaNetLayer.Model(new GatedDeltaNetSpec { QkHeads = 3, ValueHeads = 4 }));
+        Assert.That(e!.Message, Does.StartWith("value heads (4) must be a multiple of query/key heads (3)"));
+    }
+
+    /// <summary>Hidden states N(0, 1), (1, length, width).</summary>
+    internal static TensorData Hidden(Random random, TensorElementType type, int length, int width)
+    {
+        var values = SampleModels.Weights(random, 1, length * width);
+        return type == TensorElementType.Float16
+            ? TensorData.Create(Array.ConvertAll(values, v => (Half)v), 1, length, width)
+            : TensorData.Create(values, 1, length, width);
+    }
+
+    private static Dictionary<string, TensorData> ZeroStates(OnnxModel model) =>
+        ModelInputs.Random(model, new Dictionary<string, long> { ["batch_size"] = 1, ["sequence_length"] = 1 })
+            .Where(p => p.Key != GatedDeltaNetLayer.Input).ToDictionary();
+
+    private static Dictionary<string, TensorData> Inputs(TensorData hidden, Dictionary<string, TensorData> states) =>
+        new(states) { [GatedDeltaNetLayer.Input] = hidden };
+
+    private static Dictionary<string, TensorData> Presents(IReadOnlyDictionary<string, TensorData> outputs) => new()
+    {
+        [GatedDeltaNetLayer.PastConvState] = outputs[GatedDeltaNetLayer.PresentConvState],
+        [GatedDeltaNetLayer.PastRecurrentState] = outputs[GatedDeltaNetLayer.PresentRecurrentState],
+    };
+}
