@@ -6,16 +6,16 @@ namespace Engine.Kernels.Conv;
 /// <summary>
 /// The causal depthwise convolution on the CPU, memory bound: every input and output element is touched once.
 /// Channels-last activations ([tokens, channels]) run 16 channels to a Vector512 register: a work item is a block of
-/// tokens of the packed axis × a block of channels, its taps' weights held in K registers while the item walks its
-/// tokens (the rows a tap reads again are in L1). Channels-first activations ([channels, positions] per sequence) run
+/// tokens of the packed axis × a block of channels, walked token by token so each tap reads a contiguous stretch of a
+/// row (the rows a later token reads again are still in L1), the block's taps transposed once per item. Channels-first activations ([channels, positions] per sequence) run
 /// 16 positions to a register along each channel's row. Positions before a sequence's first token come from its carry
 /// state in either layout. The carry state is written after every output, so past and present state may be one buffer.
 /// </summary>
 public static unsafe class CausalConvCpu
 {
     private const int Lanes = 16;
-    /// <summary>Channels-last: tokens and channels per work item (about 128 KB of input each).</summary>
-    private const int TokenBlock = 128, ChannelBlock = 256;
+    /// <summary>Channels-last: tokens per work item, and floats of the item's taps (channels × K, at most 256 channels).</summary>
+    private const int TokenBlock = 128, TapFloats = 4096;
     /// <summary>Channels-first: channel rows per work item.</summary>
     private const int RowBlock = 32;
 
@@ -55,11 +55,12 @@ public static unsafe class CausalConvCpu
         /// <summary>Work items: blocks of the packed token axis × blocks of channels; a token block may span sequences.</summary>
         public void RunChannelsLast(IWorkScheduler scheduler)
         {
-            int tokenBlocks = (sequences.TotalTokens + TokenBlock - 1) / TokenBlock, channelBlocks = (_c + ChannelBlock - 1) / ChannelBlock;
+            int channelBlock = Math.Clamp(TapFloats / _k / Lanes * Lanes, Lanes, 256);
+            int tokenBlocks = (sequences.TotalTokens + TokenBlock - 1) / TokenBlock, channelBlocks = (_c + channelBlock - 1) / channelBlock;
             scheduler.Run(tokenBlocks * channelBlocks, (item, _) =>
             {
                 int a = item / channelBlocks * TokenBlock, end = Math.Min(a + TokenBlock, sequences.TotalTokens);
-                int c0 = item % channelBlocks * ChannelBlock, c1 = Math.Min(c0 + ChannelBlock, _c);
+                int c0 = item % channelBlocks * channelBlock, c1 = Math.Min(c0 + channelBlock, _c);
                 for (int s = SequenceAt(a); a < end; s++)
                 {
                     int start = sequences.Start(s), stop = Math.Min(start + sequences.Length(s), end);
@@ -83,40 +84,44 @@ public static unsafe class CausalConvCpu
             return lo;
         }
 
-        /// <summary>Local positions [t0, t1) of sequence s starting at packed token <paramref name="start"/>, channels [c0, c1).</summary>
+        /// <summary>
+        /// Local positions [t0, t1) of sequence s starting at packed token <paramref name="start"/>, channels [c0, c1): token by
+        /// token, each row's channels streamed 16 at a time against the block's taps, transposed to [K, channels] on the stack.
+        /// </summary>
         private void ChannelsLastSegment(int s, int start, int t0, int t1, int c0, int c1)
         {
             float* xs = x + (long)start * _c, ys = y + (long)start * _c;
-            var taps = stackalloc Vector512<float>[_k];
-            int c = c0;
-            for (; c + Lanes <= c1; c += Lanes)
+            int width = c1 - c0, vectorEnd = c0 + width / Lanes * Lanes;
+            float* taps = stackalloc float[_k * width];
+            for (int j = 0; j < _k; j++)
+                for (int i = 0; i < width; i++) taps[j * width + i] = w[(long)(c0 + i) * _k + j];
+            long tapStride = (long)_d * _c;
+            for (int t = t0; t < t1; t++)
             {
-                for (int j = 0; j < _k; j++) taps[j] = GatherTaps(c, j);
-                var b0 = bias is null ? Vector512<float>.Zero : Vector512.Load(bias + c);
-                for (int t = t0; t < t1; t++)
+                float* yRow = ys + (long)t * _c;
+                if (t >= _s)
                 {
-                    var acc = b0;
-                    if (t >= _s)
+                    float* first = xs + (long)(t - _s) * _c;
+                    for (int c = c0; c < vectorEnd; c += Lanes)
                     {
-                        float* row = xs + (long)(t - _s) * _c + c;
-                        for (int j = 0; j < _k; j++) acc = Vector512.FusedMultiplyAdd(taps[j], Vector512.Load(row + (long)j * _d * _c), acc);
+                        var acc = bias is null ? Vector512<float>.Zero : Vector512.Load(bias + c);
+                        float* tap = taps + (c - c0);
+                        for (int j = 0; j < _k; j++) acc = Vector512.FusedMultiplyAdd(Vector512.Load(tap + j * width), Vector512.Load(first + j * tapStride + c), acc);
+                        (_silu ? SimdMath.Silu(acc) : acc).Store(yRow + c);
                     }
-                    else
-                    {
-                        for (int j = 0; j < _k; j++) acc = Vector512.FusedMultiplyAdd(taps[j], ChannelsLastTap(s, xs, t - (_k - 1 - j) * _d, c), acc);
-                    }
-                    (_silu ? SimdMath.Silu(acc) : acc).Store(ys + (long)t * _c + c);
                 }
+                else
+                {
+                    for (int c = c0; c < vectorEnd; c += Lanes)
+                    {
+                        var acc = bias is null ? Vector512<float>.Zero : Vector512.Load(bias + c);
+                        for (int j = 0; j < _k; j++)
+                            acc = Vector512.FusedMultiplyAdd(Vector512.Load(taps + j * width + (c - c0)), ChannelsLastTap(s, xs, t - (_k - 1 - j) * _d, c), acc);
+                        (_silu ? SimdMath.Silu(acc) : acc).Store(yRow + c);
+                    }
+                }
+                for (int c = vectorEnd; c < c1; c++) yRow[c] = Scalar(s, c, t, xs + c, _c);
             }
-            for (; c < c1; c++)
-                for (int t = t0; t < t1; t++) ys[(long)t * _c + c] = Scalar(s, c, t, xs + c, _c);
-        }
-
-        private Vector512<float> GatherTaps(int c, int j)
-        {
-            var lanes = stackalloc float[Lanes];
-            for (int i = 0; i < Lanes; i++) lanes[i] = w[(long)(c + i) * _k + j];
-            return Vector512.Load(lanes);
         }
 
         /// <summary>16 channels at position p of [state | x] (p < 0 in the carry state).</summary>

@@ -20,8 +20,10 @@ public sealed class CausalConvKernelTests
             yield return new TestCaseData(new CausalConvConfig(40, 4, 1, ConvActivation.Silu, activations, state), new[] { 0, 1, 2 }, true, true, 2).SetName($"CausalConv {layouts}, decode T=1");
             yield return new TestCaseData(new CausalConvConfig(32, 5, 1, ConvActivation.Silu, activations, state), new[] { 0, 2, 4, 6 }, false, true, 2).SetName($"CausalConv {layouts}, T=2 < K-1, no past state");
             yield return new TestCaseData(new CausalConvConfig(17, 1, 1, ConvActivation.None, activations, state), new[] { 0, 20 }, true, true, 1).SetName($"CausalConv {layouts}, K=1 (no state)");
-            if (activations == ConvLayout.ChannelsLast)
-                yield return new TestCaseData(new CausalConvConfig(33, 4, 1, ConvActivation.Silu, activations, state), new[] { 0, 5, 5, 7, 200, 201, 330 }, true, true, 3).SetName($"CausalConv {layouts}, ragged varlen with an empty sequence");
+            if (activations != ConvLayout.ChannelsLast) continue;
+            yield return new TestCaseData(new CausalConvConfig(300, 4, 1, ConvActivation.Silu, activations, state), new[] { 0, 130, 400 }, true, true, 3).SetName($"CausalConv {layouts}, 300 channels over two channel blocks, token blocks across sequences");
+            yield return new TestCaseData(new CausalConvConfig(200, 20, 1, ConvActivation.None, activations, state), new[] { 0, 50 }, true, true, 2).SetName($"CausalConv {layouts}, K=20 (narrower channel blocks)");
+            yield return new TestCaseData(new CausalConvConfig(33, 4, 1, ConvActivation.Silu, activations, state), new[] { 0, 5, 5, 7, 200, 201, 330 }, true, true, 3).SetName($"CausalConv {layouts}, ragged varlen with an empty sequence");
         }
     }
 

@@ -145,12 +145,14 @@ internal sealed class BenchModelCommand : ICommand
     public IReadOnlyCollection<string> Options { get; } = ["input", "dim", "sample", "T", "decode", "repeats", "backend", "threads", "json"];
     public string Usage => $"""
         engine bench-model model.onnx [--input NAME=FILE.npy ...] [--dim NAME=VALUE ...] [--repeats 7] [--backend cpu|gpu] [--threads N] [--json]
-        engine bench-model --sample linear|gated-per-key|gated-per-head|delta|gated-delta-per-head|gated-delta-per-key|all [--T 1024,4096] [--decode] ...
+        engine bench-model --sample linear|gated-per-key|gated-per-head|delta|gated-delta-per-head|gated-delta-per-key|gdn-layer|gdn-layer-fused|all [--T 1024,4096] [--decode] ...
           Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
           interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
           (names with 'state' zeros, 'decay' log gates, 'beta' in (0,1), other floats N(0,1)).
-          --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone at
-          each --T, and with --decode one token with past_state.
+          --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone, or the
+          Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it (hidden 2048, 16 query/key and 32 value heads of
+          128, K=4; gdn-layer-fused: its fused-gate export), at each --T, and with --decode one token with past states.
+          The last column is the share of the hand-over's run spent in ORT's MatMuls (its profile).
         """;
 
     public int Run(CommandLine args, CliContext context)
@@ -165,16 +167,12 @@ internal sealed class BenchModelCommand : ICommand
             if (args.Positionals.Count > 0) throw new UsageException("give either a model file or --sample");
             var lengths = BenchShape.TokenList(args, 4096);
             bool decode = args.Flag("decode");
-            foreach (var (label, spec) in Samples(args.Require("sample")))
+            foreach (var (label, model, batch, time) in Samples(args.Require("sample")))
             {
-                // The block (projections and activations in ORT around the node) and the node alone.
-                foreach (var (kind, model) in new[] { ("block", SampleModels.LinearAttentionBlock(spec)), ("node", SampleModels.LinearAttentionNode(spec)) })
+                foreach (int t in decode ? lengths.Append(1) : lengths)
                 {
-                    foreach (int t in decode ? lengths.Append(1) : lengths)
-                    {
-                        var inputs = ModelInputs.Random(model, new Dictionary<string, long> { ["B"] = 1, ["T"] = t });
-                        rows.Add(Time(model, $"{label} {kind}", t == 1 ? "decode T=1" : $"T={t}", inputs, host, backend, repeats));
-                    }
+                    var inputs = ModelInputs.Random(model, new Dictionary<string, long> { [batch] = 1, [time] = t });
+                    rows.Add(Time(model, label, t == 1 ? "decode T=1" : $"T={t}", inputs, host, backend, repeats));
                 }
             }
         }
@@ -193,8 +191,12 @@ internal sealed class BenchModelCommand : ICommand
     }
 
     /// <summary>Whole-model medians, and the medians of the time spent in the taken-over nodes (from ORT's profile).</summary>
-    private sealed record ModelTiming(string Model, string Case, int EngineNodes, double EngineMs, double OrtMs, double EngineNodeMs, double OrtNodeMs)
+    private sealed record ModelTiming(string Model, string Case, int EngineNodes, double EngineMs, double OrtMs, double EngineNodeMs, double OrtNodeMs,
+        double EngineMatMulMs)
     {
+        /// <summary>The share of the hand-over's run in ORT's MatMuls (profiled runs against the timed median).</summary>
+        public double MatMulShare => EngineMatMulMs / EngineMs;
+
         public double Speedup => OrtMs / EngineMs;
         public double NodeSpeedup => OrtNodeMs / EngineNodeMs;
     }
@@ -216,8 +218,11 @@ internal sealed class BenchModelCommand : ICommand
             opTypes = engine.Handover.EngineNodes.Select(n => n.OpType).ToHashSet();
         }
         return new ModelTiming(label, what, engineNodes, engineSeconds * 1e3, ortSeconds * 1e3,
-            NodeMilliseconds(model, inputs, host, backend, opTypes, repeats), NodeMilliseconds(model, inputs, host, HandoverBackend.None, opTypes, repeats));
+            NodeMilliseconds(model, inputs, host, backend, opTypes, repeats), NodeMilliseconds(model, inputs, host, HandoverBackend.None, opTypes, repeats),
+            NodeMilliseconds(model, inputs, host, backend, MatMul, repeats));
     }
+
+    private static readonly IReadOnlySet<string> MatMul = new HashSet<string> { "MatMul" };
 
     /// <summary>Tensors of the outputs' types and shapes, for runs that write into them.</summary>
     private static Dictionary<string, TensorData> OutputTensors(IReadOnlyDictionary<string, TensorData> outputs) =>
@@ -286,10 +291,13 @@ internal sealed class BenchModelCommand : ICommand
         return n % 2 == 1 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
     }
 
-    /// <summary>The standard LinearAttention blocks of the benchmark table.</summary>
-    private static IEnumerable<(string Label, LinearAttentionBlockSpec Spec)> Samples(string which)
+    /// <summary>
+    /// The models of the benchmark tables: each LinearAttention block (projections and activations in ORT around the node)
+    /// and its node alone, dims B and T; the Gated DeltaNet layers, dims batch_size and sequence_length.
+    /// </summary>
+    private static IEnumerable<(string Label, OnnxModel Model, string Batch, string Time)> Samples(string which)
     {
-        var all = new (string, UpdateRule, DecayForm)[]
+        var blocks = new (string, UpdateRule, DecayForm)[]
         {
             ("linear", UpdateRule.Linear, DecayForm.PerHead),
             ("gated-per-key", UpdateRule.Gated, DecayForm.PerKey),
@@ -298,12 +306,20 @@ internal sealed class BenchModelCommand : ICommand
             ("gated-delta-per-head", UpdateRule.GatedDelta, DecayForm.PerHead),
             ("gated-delta-per-key", UpdateRule.GatedDelta, DecayForm.PerKey),
         };
-        var chosen = which == "all" ? all : all.Where(s => s.Item1 == which).ToArray();
-        if (chosen.Length == 0) throw new UsageException($"--sample must be one of {string.Join("|", all.Select(s => s.Item1))}|all, got '{which}'");
-        return chosen.Select(s => (s.Item1, new LinearAttentionBlockSpec
+        string[] layers = ["gdn-layer", "gdn-layer-fused"];
+        var names = blocks.Select(s => s.Item1).Concat(layers).ToArray();
+        if (which != "all" && !names.Contains(which)) throw new UsageException($"--sample must be one of {string.Join("|", names)}|all, got '{which}'");
+        foreach (var (label, rule, decay) in blocks.Where(s => which == "all" || s.Item1 == which))
         {
-            Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = s.Item2, Decay = s.Item3,
-        }));
+            var spec = new LinearAttentionBlockSpec { Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = rule, Decay = decay };
+            yield return ($"{label} block", SampleModels.LinearAttentionBlock(spec), "B", "T");
+            yield return ($"{label} node", SampleModels.LinearAttentionNode(spec), "B", "T");
+        }
+        foreach (var layer in layers.Where(l => which == "all" || l == which))
+        {
+            var spec = new GatedDeltaNetSpec { Hidden = 2048, QkHeads = 16, ValueHeads = 32, KeyDim = 128, ValueDim = 128, ConvKernel = 4, FusedGates = layer.EndsWith("fused") };
+            yield return (layer, GatedDeltaNetLayer.Model(spec), "batch_size", "sequence_length");
+        }
     }
 
     private static void Print(TextWriter w, IReadOnlyList<ModelTiming> rows, string device, bool json)
@@ -315,13 +331,14 @@ internal sealed class BenchModelCommand : ICommand
                 ["model"] = r.Model, ["case"] = r.Case, ["engine_nodes"] = r.EngineNodes, ["device"] = device,
                 ["engine_ms"] = r.EngineMs, ["ort_ms"] = r.OrtMs, ["speedup"] = r.Speedup,
                 ["engine_node_ms"] = r.EngineNodeMs, ["ort_node_ms"] = r.OrtNodeMs, ["node_speedup"] = r.NodeSpeedup,
+                ["engine_matmul_share"] = r.MatMulShare,
             }), new JsonSerializerOptions { WriteIndented = true }));
             return;
         }
         w.WriteLine($"engine: {device}; ONNX Runtime {OrtInfo.Version} alone for comparison (median, runs interleaved)");
         w.WriteLine("whole model: median ms per run; nodes: median ms in the taken-over nodes (ORT's profile, separate runs)");
-        w.WriteLine($"{"model",-22} {"case",-12} {"nodes",5} {"engine ms",10} {"ORT ms",10} {"speedup",8} {"node engine",12} {"node ORT",10} {"speedup",8}");
+        w.WriteLine($"{"model",-28} {"case",-12} {"nodes",5} {"engine ms",10} {"ORT ms",10} {"speedup",8} {"node engine",12} {"node ORT",10} {"speedup",8} {"MatMul",7}");
         foreach (var r in rows)
-            w.WriteLine($"{r.Model,-22} {r.Case,-12} {r.EngineNodes,5} {r.EngineMs,10:F3} {r.OrtMs,10:F3} {r.Speedup,7:F2}x {r.EngineNodeMs,12:F3} {r.OrtNodeMs,10:F3} {r.NodeSpeedup,7:F2}x");
+            w.WriteLine($"{r.Model,-28} {r.Case,-12} {r.EngineNodes,5} {r.EngineMs,10:F3} {r.OrtMs,10:F3} {r.Speedup,7:F2}x {r.EngineNodeMs,12:F3} {r.OrtNodeMs,10:F3} {r.NodeSpeedup,7:F2}x {r.MatMulShare,6:P0}");
     }
 }
