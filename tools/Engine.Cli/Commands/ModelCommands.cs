@@ -191,11 +191,10 @@ internal sealed class BenchModelCommand : ICommand
     }
 
     /// <summary>Whole-model medians, and the medians of the time spent in the taken-over nodes (from ORT's profile).</summary>
+    /// <param name="MatMulShare">the share of the hand-over's node time in ORT's MatMuls, from one profile.</param>
     private sealed record ModelTiming(string Model, string Case, int EngineNodes, double EngineMs, double OrtMs, double EngineNodeMs, double OrtNodeMs,
-        double EngineMatMulMs)
+        double MatMulShare)
     {
-        /// <summary>The share of the hand-over's run in ORT's MatMuls (profiled runs against the timed median).</summary>
-        public double MatMulShare => EngineMatMulMs / EngineMs;
 
         public double Speedup => OrtMs / EngineMs;
         public double NodeSpeedup => OrtNodeMs / EngineNodeMs;
@@ -217,9 +216,9 @@ internal sealed class BenchModelCommand : ICommand
             engineNodes = engine.Handover.EngineNodes.Count();
             opTypes = engine.Handover.EngineNodes.Select(n => n.OpType).ToHashSet();
         }
-        return new ModelTiming(label, what, engineNodes, engineSeconds * 1e3, ortSeconds * 1e3,
-            NodeMilliseconds(model, inputs, host, backend, opTypes, repeats), NodeMilliseconds(model, inputs, host, HandoverBackend.None, opTypes, repeats),
-            NodeMilliseconds(model, inputs, host, backend, MatMul, repeats));
+        var engineProfile = ProfileMilliseconds(model, inputs, host, backend, repeats, opTypes, MatMul, null);
+        var ortProfile = ProfileMilliseconds(model, inputs, host, HandoverBackend.None, repeats, opTypes);
+        return new ModelTiming(label, what, engineNodes, engineSeconds * 1e3, ortSeconds * 1e3, engineProfile[0], ortProfile[0], engineProfile[1] / engineProfile[2]);
     }
 
     private static readonly IReadOnlySet<string> MatMul = new HashSet<string> { "MatMul" };
@@ -235,11 +234,13 @@ internal sealed class BenchModelCommand : ICommand
     private static ModelSessionOptions BenchOptions(HandoverBackend backend, KernelHost host) =>
         new() { Backend = backend, Host = host, AllowSpinning = false };
 
-    /// <summary>Median time in the nodes of the given op types, read from ORT's profile of a separate profiled session.</summary>
-    private static double NodeMilliseconds(OnnxModel model, Dictionary<string, TensorData> inputs, KernelHost host, HandoverBackend backend,
-        IReadOnlySet<string> opTypes, int repeats)
+    /// <summary>
+    /// Median time per run in the nodes of each set of op types (null: every node), read from ORT's profile of one separate
+    /// profiled session; 0 for a set no node of the model belongs to.
+    /// </summary>
+    private static double[] ProfileMilliseconds(OnnxModel model, Dictionary<string, TensorData> inputs, KernelHost host, HandoverBackend backend,
+        int repeats, params IReadOnlySet<string>?[] opTypes)
     {
-        if (opTypes.Count == 0) return double.NaN;
         string prefix = Path.Combine(Path.GetTempPath(), $"engine-profile-{Environment.ProcessId}-{backend}");
         string file;
         int warmup = 0;
@@ -253,7 +254,11 @@ internal sealed class BenchModelCommand : ICommand
         }
         try
         {
-            return Median(OrtProfile.OpMillisecondsPerRun(file, opTypes).Skip(warmup).ToArray());
+            return opTypes.Select(types =>
+            {
+                var runs = OrtProfile.OpMillisecondsPerRun(file, types).Skip(warmup).ToArray();
+                return runs.Length == 0 ? 0 : Median(runs);
+            }).ToArray();
         }
         finally
         {
