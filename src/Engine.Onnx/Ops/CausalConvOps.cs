@@ -156,7 +156,7 @@ internal sealed class CausalConvKernel(string node, ConvActivation activation, i
         if (weight.Dims.Length != 3 || weight.Dims[1] != 1 || weight.Dims[2] < 1)
             throw Bad("weight", $"expected shape (channels, 1, K), got {TensorData.Format(weight.Dims)}");
         long channels = weight.Dims[0], k = weight.Dims[2];
-        var (batch, length, stateDims, sequences) = Shapes(context, input, channels, k);
+        var (stateDims, sequences) = Shapes(context, input, channels, k);
         if (bias is OrtTensorView b && (b.Dims.Length != 1 || b.Dims[0] != channels))
             throw Bad(names[biasIndex], $"expected shape ({channels}) (channels), got {TensorData.Format(b.Dims)}");
         if (past is OrtTensorView p && !p.Dims.SequenceEqual(stateDims))
@@ -177,8 +177,8 @@ internal sealed class CausalConvKernel(string node, ConvActivation activation, i
     private string StateShapeText => varlen ? "batch, channels, (K - 1)·dilation"
         : state == ConvLayout.ChannelsFirst ? "B, channels, (K - 1)·dilation" : "B, (K - 1)·dilation, d1..dn";
 
-    /// <summary>The batch, the sequences along the token axis and the state's dims the input implies.</summary>
-    private (long Batch, long Length, long[] StateDims, SequenceLayout Sequences) Shapes(KernelContext context, OrtTensorView input, long channels, long k)
+    /// <summary>The state's dims and the sequences along the token axis the input implies.</summary>
+    private (long[] StateDims, SequenceLayout Sequences) Shapes(KernelContext context, OrtTensorView input, long channels, long k)
     {
         long stateLength = (k - 1) * dilation;
         string shape = TensorData.Format(input.Dims);
@@ -189,7 +189,7 @@ internal sealed class CausalConvKernel(string node, ConvActivation activation, i
             if (offsets.Dims.Length != 1 || offsets.Dims[0] < 2) throw Bad("cumulative_sequence_length", $"expected rank 1 with at least 2 elements (batch + 1), got shape {TensorData.Format(offsets.Dims)}");
             var sequences = NodeGuard(() => SequenceLayout.Packed(offsets.AsReadOnlySpan<int>(), checked((int)input.Dims[0]), "cumulative_sequence_length"));
             long batch = offsets.Dims[0] - 1;
-            return (batch, input.Dims[0], [batch, channels, stateLength], sequences);
+            return ([batch, channels, stateLength], sequences);
         }
         bool last = activations == ConvLayout.ChannelsLast;
         if (last ? input.Dims.Length < 3 : input.Dims.Length != 3)
@@ -199,7 +199,7 @@ internal sealed class CausalConvKernel(string node, ConvActivation activation, i
         long b = input.Dims[0], l = input.Dims[last ? 1 : 2];
         long[] stateDims = state == ConvLayout.ChannelsFirst ? [b, channels, stateLength]
             : last ? [b, stateLength, .. input.Dims.Skip(2)] : [b, stateLength, channels];
-        return (b, l, stateDims, SequenceLayout.Dense(checked((int)b), checked((int)l)));
+        return (stateDims, SequenceLayout.Dense(checked((int)b), checked((int)l)));
     }
 
     private T NodeGuard<T>(Func<T> make)

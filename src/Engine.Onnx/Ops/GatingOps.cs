@@ -127,9 +127,3 @@ internal sealed class GatedRmsNormKernel(string node, GateActivation activation,
 
     public void Dispose() { }
 }
-
-/// <summary>The scheduler of calls too small to wake ORT's pool for.</summary>
-internal static class CallingThread
-{
-    public static readonly IWorkScheduler Instance = new ThreadPoolScheduler(1);
-}
