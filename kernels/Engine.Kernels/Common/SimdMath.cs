@@ -31,4 +31,35 @@ public static class SimdMath
         var scale = ((Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23).AsSingle();
         return Vector512.ConditionalSelect(inRange, p * scale, Vector512<float>.Zero);
     }
+
+    /// <summary>1 / (1 + e^−x), its exponent e^−|x| kept <= 1: r = 1 / (1 + e^−|x|) for x >= 0, e^−|x| · r below.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Sigmoid(Vector512<float> x)
+    {
+        var e = ExpNonPositive(-Vector512.Abs(x));
+        var r = Vector512<float>.One / (Vector512<float>.One + e);
+        return Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, Vector512<float>.Zero), r, e * r);
+    }
+
+    /// <summary>x · sigmoid(x) (SiLU, Swish).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Silu(Vector512<float> x) => x * Sigmoid(x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sigmoid(float x)
+    {
+        float e = MathF.Exp(-MathF.Abs(x)), r = 1f / (1f + e);
+        return x >= 0 ? r : e * r;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Silu(float x) => x * Sigmoid(x);
+
+    /// <summary>ln(1 + e^x) = max(x, 0) + ln(1 + e^−|x|), the exponent <= 0.</summary>
+    public static float Softplus(float x)
+    {
+        float e = MathF.Exp(-MathF.Abs(x));
+        // ln(1 + e) loses e's digits in 1 + e when e is tiny: its series then.
+        return MathF.Max(x, 0f) + (e < 1e-4f ? e * (1f - 0.5f * e) : MathF.Log(1f + e));
+    }
 }

@@ -19,6 +19,7 @@ internal static unsafe class Ort
 
     public const int ElementFloat = 1;
     public const int ElementFloat16 = 10;
+    public const int ElementInt32 = 6;
 
     [StructLayout(LayoutKind.Sequential)]
     private struct OrtApiBase

@@ -111,8 +111,6 @@ internal sealed class LinearAttentionKernel : IEngineKernel
     /// <summary>Calls with at most this many state multiply-adds per token step run on the calling thread: waking ORT's pool costs more.</summary>
     private const long InlineWork = 1 << 20;
 
-    private static readonly IWorkScheduler CallingThread = new ThreadPoolScheduler(1);
-
     private readonly LinearAttentionConfig _config;
     private readonly EngineDevice _device;
     private readonly int _chunk;
@@ -131,7 +129,7 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         var call = LinearAttentionCall.Describe(_config, context);
         var mode = call.T <= RecurrentUpTo ? AttentionMode.Recurrent : AttentionMode.Chunked;
         bool inline = call.B * call.T * _config.OutputHeads * call.Dk * call.Dv <= InlineWork;
-        var scheduler = inline ? CallingThread : new OrtParallelScheduler(context.Handle, _device.Threads);
+        var scheduler = inline ? CallingThread.Instance : new OrtParallelScheduler(context.Handle, _device.Threads);
         LinearAttentionCall.Guard(_config, () =>
         {
             if (call.Half) Run<Half>(call, mode, scheduler);

@@ -29,7 +29,11 @@ public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IR
 
     public static EngineCapabilities Current { get; } = new(
         new HashSet<UpdateRule> { UpdateRule.Linear, UpdateRule.Gated, UpdateRule.Delta, UpdateRule.GatedDelta },
-        new HashSet<string> { LightningAttentionSignature.OpType, LsslScanSignature.OpType });
+        new HashSet<string>
+        {
+            LightningAttentionSignature.OpType, LsslScanSignature.OpType, CausalConvSignature.OpType, VarlenCausalConvSignature.OpType,
+            LinearAttentionGateSignature.OpType, GatedRmsNormSignature.OpType,
+        });
 }
 
 /// <summary>
@@ -39,7 +43,13 @@ public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IR
 ///   ai.onnx LinearAttention with a rule the engine lacks                → com.microsoft (ORT's own kernel, same signature);
 ///   LinearAttention whose key heads are neither min(q_num_heads,
 ///   kv_num_heads) nor refused by ORT (shared key heads)                 → com.microsoft;
-///   nodes already in the engine's domain (LSSL scan, Lightning)         → kept, the domain imported.
+///   com.microsoft CausalConvWithState, VarlenCausalConvWithState,
+///   LinearAttentionGate, GatedRMSNorm, ai.onnx CausalConvWithState-27   → engine, unless a CUDA-only attribute, input or output,
+///                                                                        or an element type other than float32/float16, leaves
+///                                                                        it to ORT (the reason in the plan);
+///   Transpose(0,2,1) → CausalConvWithState → Transpose(0,2,1)           → one channels-last engine node, the Transposes gone, when
+///                                                                        nothing else reads the tensors between them;
+///   nodes already in the engine's domain (LSSL scan, Lightning, …)      → kept, the domain imported.
 /// ONNX Runtime 1.32 runs ai.onnx LinearAttention-27 only as its Scan function body: when no node left in the model needs opset 27 (the
 /// opset that added LinearAttention and CausalConvWithState, and changed nothing else) the import is lowered to 26.
 /// </summary>
@@ -68,11 +78,16 @@ public static class HandoverRewriter
             {
                 if (node.OpType == LinearAttentionSignature.OpType)
                     RetargetLinearAttention(node, onnxOpset, capabilities, hints, nodes);
+                else if (CompanionOps.Contains(node.OpType) && node.Domain != EngineDomain)
+                    RetargetCompanion(node, onnxOpset, hints, nodes);
                 else if (node.Domain == EngineDomain)
                     nodes.Add(new HandoverNode(NameOf(node), node.OpType, EngineDomain, EngineDomain,
                         capabilities.EngineOps.Contains(node.OpType) ? "engine op" : "engine op unknown to this build"));
             }
         }
+
+        var uses = Uses(rewritten.Graph);
+        foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldTransposes(graph, uses, nodes);
 
         if (nodes.Any(n => n.ToEngine)) Import(rewritten.Proto, EngineDomain, 1);
         if (nodes.Any(n => n.ToDomain == MicrosoftDomain)) Import(rewritten.Proto, MicrosoftDomain, 1);
@@ -168,6 +183,133 @@ public static class HandoverRewriter
         if (keyWidth % dk == 0 && keyWidth > 0 && kvHeads % (keyWidth / dk) == 0) return keyWidth / dk;
         throw new ModelNodeException($"{name}: {problem}");
     }
+
+    /// <summary>The companion ops of a Gated DeltaNet layer the engine takes from com.microsoft (and ai.onnx, the convolution).</summary>
+    private static readonly HashSet<string> CompanionOps =
+        [CausalConvSignature.OpType, VarlenCausalConvSignature.OpType, LinearAttentionGateSignature.OpType, GatedRmsNormSignature.OpType];
+
+    private static void RetargetCompanion(NodeProto node, long onnxOpset, ShapeHints hints, List<HandoverNode> nodes)
+    {
+        bool fromOnnx = OnnxModel.SameDomain(node.Domain, OnnxModel.OnnxDomain);
+        if (fromOnnx ? node.OpType != CausalConvSignature.OpType : node.Domain != MicrosoftDomain) return;
+        if (node.Name.Length == 0) node.Name = NameOf(node);
+        string name = $"{node.OpType} node '{node.Name}'";
+        if (fromOnnx && onnxOpset < 27)
+            throw new ModelNodeException($"{name}: ai.onnx CausalConvWithState needs opset 27, the model imports ai.onnx opset {onnxOpset}");
+        string from = fromOnnx ? OnnxModel.OnnxDomain : MicrosoftDomain;
+        var (detail, leftToOrt) = CompanionPlan(node, fromOnnx, hints, name);
+        if (leftToOrt is not null)
+        {
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, from, $"{leftToOrt}: left to ORT"));
+            return;
+        }
+        node.Domain = EngineDomain;
+        nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, EngineDomain, detail));
+    }
+
+    /// <summary>What the engine would run (for the plan), or why ORT keeps the node. Values neither runs are refused naming the node.</summary>
+    private static (string Detail, string? LeftToOrt) CompanionPlan(NodeProto node, bool fromOnnx, ShapeHints hints, string name)
+    {
+        string[] known = node.OpType switch
+        {
+            CausalConvSignature.OpType => fromOnnx ? ["activation"] : CausalConvSignature.AttributeNames.Concat(CausalConvSignature.CudaOnlyAttributes).ToArray(),
+            VarlenCausalConvSignature.OpType => VarlenCausalConvSignature.AttributeNames,
+            LinearAttentionGateSignature.OpType => LinearAttentionGateSignature.AttributeNames,
+            _ => GatedRmsNormSignature.AttributeNames,
+        };
+        if (node.Attribute.FirstOrDefault(a => !known.Contains(a.Name)) is AttributeProto unknown)
+            return ("", $"attribute '{unknown.Name}' is not one the engine reads");
+        var elementType = node.Input.Count > 0 ? hints.ElementType(node.Input[0]) : null;
+        if (elementType is not null and not TensorProto.Types.DataType.Float and not TensorProto.Types.DataType.Float16)
+            return ("", $"{elementType.Value.ToString().ToLowerInvariant()} tensors");
+        string? Attr(string attribute) => node.Attribute.FirstOrDefault(a => a.Name == attribute) is AttributeProto a
+            ? a.Type == AttributeProto.Types.AttributeType.String ? a.S.ToStringUtf8() : a.I.ToString() : null;
+        bool Extra(int from, IList<string> values) => values.Skip(from).Any(v => v.Length > 0);
+        switch (node.OpType)
+        {
+            case CausalConvSignature.OpType:
+            {
+                var activation = CausalConvSignature.Activation(Attr("activation"), name);
+                int dilation = CausalConvSignature.Dilation(IntAttribute(node, "dilation"), name);
+                if (IntAttribute(node, "ndim") is long ndim && ndim != 1) return ("", $"ndim {ndim} (the engine runs ndim 1)");
+                if (IntAttribute(node, "state_window") is long window && window != 0) return ("", $"state_window {window} (CUDA only)");
+                foreach (var cudaOnly in CausalConvSignature.CudaOnlyAttributes)
+                    if (IntAttribute(node, cudaOnly) is long v && v != (cudaOnly == "state_channels_last" ? -1 : 0)) return ("", $"{cudaOnly} {v} (CUDA only)");
+                if (Extra(2, node.Output)) return ("", "the state_update output (CUDA only)");
+                long channelsLast = IntAttribute(node, "channels_last") ?? 0;
+                if (channelsLast is not (0 or 1)) throw new ModelNodeException($"{name}: channels_last must be 0 or 1, got {channelsLast}");
+                return ($"activation {(activation == Kernels.Conv.ConvActivation.Silu ? "silu" : "none")}" + (dilation > 1 ? $", dilation {dilation}" : "") +
+                    (channelsLast == 1 ? ", channels-last" : ""), null);
+            }
+            case VarlenCausalConvSignature.OpType:
+            {
+                var activation = CausalConvSignature.Activation(Attr("activation"), name);
+                int dilation = CausalConvSignature.Dilation(IntAttribute(node, "dilation"), name);
+                foreach (var (attribute, plain) in new[] { ("state_update_capacity", 0L), ("group_size", 1L), ("delta_offset", 0L) })
+                    if (IntAttribute(node, attribute) is long v && v != plain) return ("", $"{attribute} {v} (compact capture or dynamic mode)");
+                if (Extra(VarlenCausalConvSignature.InputNames.Length, node.Input)) return ("", "capture_count, kernel_delta or previous_mask given (compact capture or dynamic mode)");
+                if (Extra(2, node.Output)) return ("", "the state_update output (compact capture)");
+                return ($"packed sequences, activation {(activation == Kernels.Conv.ConvActivation.Silu ? "silu" : "none")}" + (dilation > 1 ? $", dilation {dilation}" : ""), null);
+            }
+            case LinearAttentionGateSignature.OpType:
+                return (Extra(1, node.Output) ? "decay and beta" : "decay", null);
+            default:
+                return ($"activation {(GatedRmsNormSignature.Activation(Attr("activation"), name) == Kernels.Gating.GateActivation.Silu ? "silu" : "sigmoid")}", null);
+        }
+    }
+
+    /// <summary>How many times each value is read: node inputs and graph outputs, in every graph (subgraphs read outer values).</summary>
+    private static Dictionary<string, int> Uses(GraphProto main)
+    {
+        var uses = new Dictionary<string, int>();
+        foreach (var graph in OnnxModel.AllGraphs(main))
+        {
+            foreach (var name in graph.Node.SelectMany(n => n.Input).Concat(graph.Output.Select(o => o.Name)))
+                if (name.Length > 0) uses[name] = uses.GetValueOrDefault(name) + 1;
+        }
+        return uses;
+    }
+
+    /// <summary>
+    /// Transpose(0,2,1) → CausalConvWithState → Transpose(0,2,1), as ONNX Runtime GenAI's builder writes it around a channels-first
+    /// convolution: the engine node reads and writes (B, T, C) itself (channels_last = 1, the state still (B, C, K−1)), the
+    /// Transposes removed — only when the conv is the Transpose's one reader and the second Transpose the conv's.
+    /// </summary>
+    private static void FoldTransposes(GraphProto graph, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
+    {
+        var producers = new Dictionary<string, NodeProto>();
+        foreach (var n in graph.Node)
+            foreach (var output in n.Output.Where(o => o.Length > 0)) producers[output] = n;
+        foreach (var conv in graph.Node.Where(n => n.Domain == EngineDomain && n.OpType == CausalConvSignature.OpType).ToArray())
+        {
+            if (conv.Input.Count == 0 || conv.Output.Count == 0 || conv.Attribute.Any(a => a.Name is "channels_last" or "state_channels_last" && a.I != (a.Name == "channels_last" ? 0 : -1)))
+                continue;
+            if (!producers.TryGetValue(conv.Input[0], out var before) || !IsTranspose021(before)) continue;
+            var after = graph.Node.FirstOrDefault(n => n.Input.Contains(conv.Output[0]));
+            string? kept = uses.GetValueOrDefault(conv.Input[0]) != 1 ? $"'{conv.Input[0]}' has another reader"
+                : after is null || !IsTranspose021(after) ? "its output is not read by a Transpose(0,2,1)"
+                : uses.GetValueOrDefault(conv.Output[0]) != 1 ? $"'{conv.Output[0]}' has another reader"
+                : null;
+            int entry = nodes.FindLastIndex(n => n.NodeName == NameOf(conv) && n.ToEngine);
+            if (kept is not null)
+            {
+                if (entry >= 0) nodes[entry] = nodes[entry] with { Detail = $"{nodes[entry].Detail}; Transposes kept: {kept}" };
+                continue;
+            }
+            conv.Input[0] = before.Input[0];
+            conv.Output[0] = after!.Output[0];
+            if (conv.Attribute.FirstOrDefault(a => a.Name == "channels_last") is AttributeProto channelsFirst) conv.Attribute.Remove(channelsFirst);
+            conv.Attribute.Add(new AttributeProto { Name = "channels_last", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+            conv.Attribute.Add(new AttributeProto { Name = "state_channels_last", Type = AttributeProto.Types.AttributeType.Int, I = 0 });
+            graph.Node.Remove(before);
+            graph.Node.Remove(after);
+            if (entry >= 0) nodes[entry] = nodes[entry] with { Detail = $"{nodes[entry].Detail}, channels-last: Transposes '{NameOf(before)}' and '{NameOf(after)}' folded in" };
+        }
+    }
+
+    private static bool IsTranspose021(NodeProto node) =>
+        node.OpType == "Transpose" && OnnxModel.SameDomain(node.Domain, OnnxModel.OnnxDomain) && node.Input.Count == 1 &&
+        node.Attribute.FirstOrDefault(a => a.Name == "perm") is AttributeProto perm && perm.Ints.SequenceEqual([0L, 2L, 1L]);
 
     private static long? IntAttribute(NodeProto node, string name) => node.Attribute.FirstOrDefault(a => a.Name == name)?.I;
 

@@ -129,6 +129,13 @@ public sealed class KernelHost : IDisposable
         yield return new LinearAttentionOp(capabilities.UpdateRules, Ort.ElementFloat16);
         yield return new LightningAttentionOp();
         yield return new LsslScanOp();
+        foreach (int type in new[] { Ort.ElementFloat, Ort.ElementFloat16 })
+        {
+            yield return new CausalConvOp(type);
+            yield return new VarlenCausalConvOp(type);
+            yield return new LinearAttentionGateOp(type);
+            yield return new GatedRmsNormOp(type);
+        }
     }
 
     private void CountKernels(int delta) => Interlocked.Add(ref _liveKernels, delta);

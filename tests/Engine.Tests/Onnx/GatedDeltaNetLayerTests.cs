@@ -30,7 +30,12 @@ public sealed class GatedDeltaNetLayerTests
         var model = GatedDeltaNetLayer.Model(spec);
         using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
         using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
-        Assert.That(engine.Handover.EngineNodes.Select(n => n.OpType), Is.EqualTo(new[] { "LinearAttention" }), "nodes the engine takes over");
+        string[] taken = fusedGates
+            ? ["CausalConvWithState", "LinearAttentionGate", "LinearAttention", "GatedRMSNorm"]
+            : ["CausalConvWithState", "LinearAttention"];
+        Assert.That(engine.Handover.EngineNodes.Select(n => n.OpType), Is.EqualTo(taken), "nodes the engine takes over");
+        Assert.That(engine.Handover.EngineNodes.First().Detail, Does.Contain("Transposes").And.Contain("folded in"));
+        Assert.That(engine.Handover.Model.NodeOpTypes, Has.None.EqualTo("Transpose"));
 
         var ortStates = ZeroStates(model);
         var engineStates = ZeroStates(model);

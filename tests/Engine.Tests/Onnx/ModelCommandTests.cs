@@ -96,5 +96,6 @@ public sealed class ModelCommandTests
         Assert.That(row.GetProperty("engine_nodes").GetInt32(), Is.EqualTo(1));
         foreach (var key in new[] { "engine_ms", "ort_ms", "engine_node_ms", "ort_node_ms" })
             Assert.That(row.GetProperty(key).GetDouble(), Is.GreaterThan(0), key);
+        Assert.That(row.GetProperty("engine_matmul_share").GetDouble(), Is.Zero, "the node alone has no MatMul");
     }
 }

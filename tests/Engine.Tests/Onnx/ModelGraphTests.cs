@@ -76,9 +76,10 @@ public sealed class ModelGraphTests
     [Test]
     public void Opset27KeptWhileAnotherNodeNeedsIt()
     {
+        // A bfloat16 convolution stays with ORT (the engine takes float32 and float16), so ai.onnx opset 27 is still needed.
         var b = new ModelBuilder(27);
-        b.Input("x", F.Float, 1, 4, 3);
-        b.Input("w", F.Float, 3, 1, 2);
+        b.Input("x", F.Bfloat16, 1, 4, 3);
+        b.Input("w", F.Bfloat16, 3, 1, 2);
         var conv = b.Node("CausalConvWithState", ["x", "w"], outputs: 2, name: "conv")[0];
         b.Node("LinearAttention", [conv, conv, conv], name: "linear_attention", outputNames: ["y", "s"],
             attributes: [("q_num_heads", 1L), ("kv_num_heads", 1L), ("update_rule", "linear")]);
@@ -87,6 +88,7 @@ public sealed class ModelGraphTests
         Assert.That(plan.Model.OpsetOf(""), Is.EqualTo(27));
         Assert.That(plan.Notes.Single(), Does.Contain("still needed by conv"));
         Assert.That(plan.EngineNodes.Single().NodeName, Is.EqualTo("linear_attention"));
+        Assert.That(plan.Nodes.Single(n => n.NodeName == "conv").Detail, Is.EqualTo("bfloat16 tensors: left to ORT"));
     }
 
     [Test]

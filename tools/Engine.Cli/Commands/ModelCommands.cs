@@ -148,12 +148,14 @@ internal sealed class BenchModelCommand : ICommand
     public IReadOnlyCollection<string> Options { get; } = ["input", "dim", "sample", "T", "decode", "repeats", "backend", "threads", "json"];
     public string Usage => $"""
         engine bench-model model.onnx [--input NAME=FILE.npy ...] [--dim NAME=VALUE ...] [--repeats 7] [--backend cpu|gpu] [--threads N] [--json]
-        engine bench-model --sample linear|gated-per-key|gated-per-head|delta|gated-delta-per-head|gated-delta-per-key|all [--T 1024,4096] [--decode] ...
+        engine bench-model --sample linear|gated-per-key|gated-per-head|delta|gated-delta-per-head|gated-delta-per-key|gdn-layer|gdn-layer-fused|all [--T 1024,4096] [--decode] ...
           Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
           interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
           (names with 'state' zeros, 'decay' log gates, 'beta' in (0,1), other floats N(0,1)).
-          --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone at
-          each --T, and with --decode one token with past_state.
+          --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone, or the
+          Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it (hidden 2048, 16 query/key and 32 value heads of
+          128, K=4; gdn-layer-fused: its fused-gate export), at each --T, and with --decode one token with past states.
+          The last column is the share of the hand-over's run spent in ORT's MatMuls (its profile).
         """;
 
     public int Run(CommandLine args, CliContext context)
@@ -169,16 +171,12 @@ internal sealed class BenchModelCommand : ICommand
             if (args.Positionals.Count > 0) throw new UsageException("give either a model file or --sample");
             var lengths = BenchShape.TokenList(args, 4096);
             bool decode = args.Flag("decode");
-            foreach (var (label, spec) in Samples(args.Require("sample")))
+            foreach (var (label, model, batch, time) in Samples(args.Require("sample")))
             {
-                // The block (projections and activations in ORT around the node) and the node alone.
-                foreach (var (kind, model) in new[] { ("block", SampleModels.LinearAttentionBlock(spec)), ("node", SampleModels.LinearAttentionNode(spec)) })
+                foreach (int t in decode ? lengths.Append(1) : lengths)
                 {
-                    foreach (int t in decode ? lengths.Append(1) : lengths)
-                    {
-                        var inputs = ModelInputs.Random(model, new Dictionary<string, long> { ["B"] = 1, ["T"] = t });
-                        rows.Add(Time(model, $"{label} {kind}", t == 1 ? "decode T=1" : $"T={t}", inputs, host, backend, repeats));
-                    }
+                    var inputs = ModelInputs.Random(model, new Dictionary<string, long> { [batch] = 1, [time] = t });
+                    rows.Add(Time(model, label, t == 1 ? "decode T=1" : $"T={t}", inputs, host, backend, repeats));
                 }
             }
         }
@@ -197,8 +195,11 @@ internal sealed class BenchModelCommand : ICommand
     }
 
     /// <summary>Whole-model medians, and the medians of the time spent in the taken-over nodes (from ORT's profile).</summary>
-    private sealed record ModelTiming(string Model, string Case, int EngineNodes, double EngineMs, double OrtMs, double EngineNodeMs, double OrtNodeMs)
+    /// <param name="MatMulShare">the share of the hand-over's node time in ORT's MatMuls, from one profile.</param>
+    private sealed record ModelTiming(string Model, string Case, int EngineNodes, double EngineMs, double OrtMs, double EngineNodeMs, double OrtNodeMs,
+        double MatMulShare)
     {
+
         public double Speedup => OrtMs / EngineMs;
         public double NodeSpeedup => OrtNodeMs / EngineNodeMs;
     }
@@ -219,9 +220,12 @@ internal sealed class BenchModelCommand : ICommand
             engineNodes = engine.Handover.EngineNodes.Count();
             opTypes = engine.Handover.EngineNodes.Select(n => n.OpType).ToHashSet();
         }
-        return new ModelTiming(label, what, engineNodes, engineSeconds * 1e3, ortSeconds * 1e3,
-            NodeMilliseconds(model, inputs, host, backend, opTypes, repeats), NodeMilliseconds(model, inputs, host, HandoverBackend.None, opTypes, repeats));
+        var engineProfile = ProfileMilliseconds(model, inputs, host, backend, repeats, opTypes, MatMul, null);
+        var ortProfile = ProfileMilliseconds(model, inputs, host, HandoverBackend.None, repeats, opTypes);
+        return new ModelTiming(label, what, engineNodes, engineSeconds * 1e3, ortSeconds * 1e3, engineProfile[0], ortProfile[0], engineProfile[1] / engineProfile[2]);
     }
+
+    private static readonly IReadOnlySet<string> MatMul = new HashSet<string> { "MatMul" };
 
     /// <summary>Tensors of the outputs' types and shapes, for runs that write into them.</summary>
     private static Dictionary<string, TensorData> OutputTensors(IReadOnlyDictionary<string, TensorData> outputs) =>
@@ -234,11 +238,13 @@ internal sealed class BenchModelCommand : ICommand
     private static ModelSessionOptions BenchOptions(HandoverBackend backend, KernelHost host) =>
         new() { Backend = backend, Host = host, AllowSpinning = false };
 
-    /// <summary>Median time in the nodes of the given op types, read from ORT's profile of a separate profiled session.</summary>
-    private static double NodeMilliseconds(OnnxModel model, Dictionary<string, TensorData> inputs, KernelHost host, HandoverBackend backend,
-        IReadOnlySet<string> opTypes, int repeats)
+    /// <summary>
+    /// Median time per run in the nodes of each set of op types (null: every node), read from ORT's profile of one separate
+    /// profiled session; 0 for a set no node of the model belongs to.
+    /// </summary>
+    private static double[] ProfileMilliseconds(OnnxModel model, Dictionary<string, TensorData> inputs, KernelHost host, HandoverBackend backend,
+        int repeats, params IReadOnlySet<string>?[] opTypes)
     {
-        if (opTypes.Count == 0) return double.NaN;
         string prefix = Path.Combine(Path.GetTempPath(), $"engine-profile-{Environment.ProcessId}-{backend}");
         string file;
         int warmup = 0;
@@ -252,7 +258,11 @@ internal sealed class BenchModelCommand : ICommand
         }
         try
         {
-            return BenchTimer.MedianOf(OrtProfile.OpMillisecondsPerRun(file, opTypes).Skip(warmup).ToArray());
+            return opTypes.Select(types =>
+            {
+                var runs = OrtProfile.OpMillisecondsPerRun(file, types).Skip(warmup).ToArray();
+                return runs.Length == 0 ? 0 : BenchTimer.MedianOf(runs);
+            }).ToArray();
         }
         finally
         {
@@ -283,10 +293,13 @@ internal sealed class BenchModelCommand : ICommand
         return (BenchTimer.MedianOf(a), BenchTimer.MedianOf(b));
     }
 
-    /// <summary>The standard LinearAttention blocks of the benchmark table.</summary>
-    private static IEnumerable<(string Label, LinearAttentionBlockSpec Spec)> Samples(string which)
+    /// <summary>
+    /// The models of the benchmark tables: each LinearAttention block (projections and activations in ORT around the node)
+    /// and its node alone, dims B and T; the Gated DeltaNet layers, dims batch_size and sequence_length.
+    /// </summary>
+    private static IEnumerable<(string Label, OnnxModel Model, string Batch, string Time)> Samples(string which)
     {
-        var all = new (string, UpdateRule, DecayForm)[]
+        var blocks = new (string, UpdateRule, DecayForm)[]
         {
             ("linear", UpdateRule.Linear, DecayForm.PerHead),
             ("gated-per-key", UpdateRule.Gated, DecayForm.PerKey),
@@ -295,12 +308,20 @@ internal sealed class BenchModelCommand : ICommand
             ("gated-delta-per-head", UpdateRule.GatedDelta, DecayForm.PerHead),
             ("gated-delta-per-key", UpdateRule.GatedDelta, DecayForm.PerKey),
         };
-        var chosen = which == "all" ? all : all.Where(s => s.Item1 == which).ToArray();
-        if (chosen.Length == 0) throw new UsageException($"--sample must be one of {string.Join("|", all.Select(s => s.Item1))}|all, got '{which}'");
-        return chosen.Select(s => (s.Item1, new LinearAttentionBlockSpec
+        string[] layers = ["gdn-layer", "gdn-layer-fused"];
+        var names = blocks.Select(s => s.Item1).Concat(layers).ToArray();
+        if (which != "all" && !names.Contains(which)) throw new UsageException($"--sample must be one of {string.Join("|", names)}|all, got '{which}'");
+        foreach (var (label, rule, decay) in blocks.Where(s => which == "all" || s.Item1 == which))
         {
-            Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = s.Item2, Decay = s.Item3,
-        }));
+            var spec = new LinearAttentionBlockSpec { Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = rule, Decay = decay };
+            yield return ($"{label} block", SampleModels.LinearAttentionBlock(spec), "B", "T");
+            yield return ($"{label} node", SampleModels.LinearAttentionNode(spec), "B", "T");
+        }
+        foreach (var layer in layers.Where(l => which == "all" || l == which))
+        {
+            var spec = new GatedDeltaNetSpec { Hidden = 2048, QkHeads = 16, ValueHeads = 32, KeyDim = 128, ValueDim = 128, ConvKernel = 4, FusedGates = layer.EndsWith("fused") };
+            yield return (layer, GatedDeltaNetLayer.Model(spec), "batch_size", "sequence_length");
+        }
     }
 
     private static void Print(TextWriter w, IReadOnlyList<ModelTiming> rows, string device, bool json)
@@ -312,13 +333,14 @@ internal sealed class BenchModelCommand : ICommand
                 ["model"] = r.Model, ["case"] = r.Case, ["engine_nodes"] = r.EngineNodes, ["device"] = device,
                 ["engine_ms"] = r.EngineMs, ["ort_ms"] = r.OrtMs, ["speedup"] = r.Speedup,
                 ["engine_node_ms"] = r.EngineNodeMs, ["ort_node_ms"] = r.OrtNodeMs, ["node_speedup"] = r.NodeSpeedup,
+                ["engine_matmul_share"] = r.MatMulShare,
             }), new JsonSerializerOptions { WriteIndented = true }));
             return;
         }
         w.WriteLine($"engine: {device}; ONNX Runtime {OrtInfo.Version} alone for comparison (median, runs interleaved)");
         w.WriteLine("whole model: median ms per run; nodes: median ms in the taken-over nodes (ORT's profile, separate runs)");
-        w.WriteLine($"{"model",-22} {"case",-12} {"nodes",5} {"engine ms",10} {"ORT ms",10} {"speedup",8} {"node engine",12} {"node ORT",10} {"speedup",8}");
+        w.WriteLine($"{"model",-28} {"case",-12} {"nodes",5} {"engine ms",10} {"ORT ms",10} {"speedup",8} {"node engine",12} {"node ORT",10} {"speedup",8} {"MatMul",7}");
         foreach (var r in rows)
-            w.WriteLine($"{r.Model,-22} {r.Case,-12} {r.EngineNodes,5} {r.EngineMs,10:F3} {r.OrtMs,10:F3} {r.Speedup,7:F2}x {r.EngineNodeMs,12:F3} {r.OrtNodeMs,10:F3} {r.NodeSpeedup,7:F2}x");
+            w.WriteLine($"{r.Model,-28} {r.Case,-12} {r.EngineNodes,5} {r.EngineMs,10:F3} {r.OrtMs,10:F3} {r.Speedup,7:F2}x {r.EngineNodeMs,12:F3} {r.OrtNodeMs,10:F3} {r.NodeSpeedup,7:F2}x {r.MatMulShare,6:P0}");
     }
 }

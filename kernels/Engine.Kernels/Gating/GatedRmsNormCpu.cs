@@ -1,0 +1,55 @@
+using System.Runtime.Intrinsics;
+using Engine.Kernels.Common;
+
+namespace Engine.Kernels.Gating;
+
+/// <summary>
+/// The gated RMS norm on the CPU in one pass over memory: a row's sum of squares and its gated, scaled output are both
+/// computed while the row is in L1, 16 elements to a Vector512 register; blocks of rows are the work items.
+/// </summary>
+public static unsafe class GatedRmsNormCpu
+{
+    private const int Lanes = 16;
+    /// <summary>Elements per work item (about 64 KB of x and z).</summary>
+    private const int ItemElements = 8192;
+
+    public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> gate, ReadOnlySpan<float> scale, float epsilon, GateActivation activation,
+        Span<float> output, IWorkScheduler scheduler)
+    {
+        int c = scale.Length;
+        if (c < 1 || x.Length % c != 0 || gate.Length != x.Length || output.Length != x.Length)
+            throw new ArgumentException("gated RMS norm: x, gate and output hold rows of scale's length");
+        int rows = x.Length / c, rowsPerItem = Math.Max(1, ItemElements / c);
+        fixed (float* xp = x, zp = gate, sp = scale, yp = output)
+        {
+            float* xs = xp, zs = zp, ss = sp, ys = yp;
+            bool silu = activation == GateActivation.Silu;
+            scheduler.Run((rows + rowsPerItem - 1) / rowsPerItem, (item, _) =>
+            {
+                int end = Math.Min(rows, (item + 1) * rowsPerItem);
+                for (int row = item * rowsPerItem; row < end; row++) Row(xs + (long)row * c, zs + (long)row * c, ss, ys + (long)row * c, c, epsilon, silu);
+            });
+        }
+    }
+
+    private static void Row(float* x, float* z, float* scale, float* y, int c, float epsilon, bool silu)
+    {
+        var squares = Vector512<float>.Zero;
+        int i = 0;
+        for (; i + Lanes <= c; i += Lanes)
+        {
+            var v = Vector512.Load(x + i);
+            squares = Vector512.FusedMultiplyAdd(v, v, squares);
+        }
+        float sum = Vector512.Sum(squares);
+        for (int j = i; j < c; j++) sum = MathF.FusedMultiplyAdd(x[j], x[j], sum);
+        float inverse = 1f / MathF.Sqrt(sum / c + epsilon);
+        var inv = Vector512.Create(inverse);
+        for (i = 0; i + Lanes <= c; i += Lanes)
+        {
+            var g = Vector512.Load(z + i);
+            (Vector512.Load(x + i) * inv * Vector512.Load(scale + i) * (silu ? SimdMath.Silu(g) : SimdMath.Sigmoid(g))).Store(y + i);
+        }
+        for (; i < c; i++) y[i] = x[i] * inverse * scale[i] * (silu ? SimdMath.Silu(z[i]) : SimdMath.Sigmoid(z[i]));
+    }
+}

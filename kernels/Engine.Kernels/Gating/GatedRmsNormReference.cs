@@ -1,0 +1,32 @@
+namespace Engine.Kernels.Gating;
+
+/// <summary>The gate's activation in a gated RMS norm.</summary>
+public enum GateActivation
+{
+    /// <summary>z · sigmoid(z) (SiLU, Swish).</summary>
+    Silu,
+    Sigmoid,
+}
+
+/// <summary>
+/// Gated RMS normalization (Mamba2, Gated DeltaNet outputs) over rows of C elements (C = scale's length):
+///   y = x · (mean(x²) + ε)^−½ · scale · act(z)
+/// </summary>
+public static class GatedRmsNormReference
+{
+    public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> gate, ReadOnlySpan<float> scale, double epsilon, GateActivation activation, Span<double> output)
+    {
+        int c = scale.Length;
+        for (int row = 0; row < x.Length / c; row++)
+        {
+            double sum = 0;
+            for (int i = 0; i < c; i++) sum += (double)x[row * c + i] * x[row * c + i];
+            double inverse = 1 / Math.Sqrt(sum / c + epsilon);
+            for (int i = 0; i < c; i++)
+            {
+                double z = gate[row * c + i], sigmoid = Conv.CausalConvReference.Sigmoid(z);
+                output[row * c + i] = x[row * c + i] * inverse * scale[i] * (activation == GateActivation.Silu ? z * sigmoid : sigmoid);
+            }
+        }
+    }
+}
