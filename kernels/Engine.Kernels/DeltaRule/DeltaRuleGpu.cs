@@ -21,6 +21,8 @@ public sealed class DeltaRuleGpu : IDisposable
 
     public DeltaRuleGpu(DeltaRuleConfig config, GpuRuntime runtime)
     {
+        if (config.StateLayout != StateLayout.KeyMajor)
+            throw new NotSupportedException("the delta rule's GPU kernels take the state key-major [N, Hv, K, V]; a value-major state (StateLayout.ValueMajor) runs on the Cpu and Reference backends");
         Config = config;
         Runtime = runtime;
         // The config's limits (K <= 256, chunk <= 64) keep every tile within 48 KB: Prepare's is the largest, 36.9 KB at chunk 64.

@@ -28,6 +28,7 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
         Chunk = config.ChunkSize;
         Gate = config.Gate;
         _qkL2Norm = config.QkL2Norm ? 1 : 0;
+        L2NormEpsilon = config.L2NormEpsilon;
         Scale = config.Scale;
         GroupSize = groupSize;
     }
@@ -43,6 +44,7 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     public int Chunk { get; }
     public GateKind Gate { get; }
     public float Scale { get; }
+    public float L2NormEpsilon { get; }
     public int GroupSize { get; }
 
     /// <summary>q and k rows are L2-normalized in the kernels (an int behind it: ILGPU refuses bool kernel parameters).</summary>
@@ -70,11 +72,11 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
 
     public bool Equals(DeltaRuleGpuShape other) =>
         QHeads == other.QHeads && KeyHeads == other.KeyHeads && ValueHeads == other.ValueHeads && KeyDim == other.KeyDim && ValueDim == other.ValueDim && Chunk == other.Chunk
-        && Gate == other.Gate && _qkL2Norm == other._qkL2Norm && Scale.Equals(other.Scale) && GroupSize == other.GroupSize;
+        && Gate == other.Gate && _qkL2Norm == other._qkL2Norm && L2NormEpsilon.Equals(other.L2NormEpsilon) && Scale.Equals(other.Scale) && GroupSize == other.GroupSize;
 
     public override bool Equals(object? obj) => obj is DeltaRuleGpuShape other && Equals(other);
 
-    public override int GetHashCode() => HashCode.Combine(QHeads, KeyHeads, ValueHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(_qkL2Norm, Scale, GroupSize));
+    public override int GetHashCode() => HashCode.Combine(QHeads, KeyHeads, ValueHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(_qkL2Norm, L2NormEpsilon, Scale, GroupSize));
 }
 
 /// <summary>What a delta-rule kernel gets at run time: the device buffers of one call (views a launch does not read are placeholders).</summary>
@@ -170,7 +172,7 @@ public static class DeltaRuleGpuKernels
         if (!s.QkL2Norm) return 1f;
         float sum = 0f;
         for (int c = 0; c < s.KeyDim; c++) sum += x[offset + c] * x[offset + c];
-        return 1f / XMath.Sqrt(sum + DeltaRuleConfig.L2NormEpsilon);
+        return 1f / XMath.Sqrt(sum + s.L2NormEpsilon);
     }
 
     /// <summary>The in-chunk cumulative log gate of chunk row i at key dim c: from CumulativeGate (per key) or <paramref name="gates"/> (per head, or zeros).</summary>
@@ -427,7 +429,7 @@ public static class DeltaRuleGpuKernels
             {
                 float sum = 0f;
                 for (int c = 0; c < kd; c++) sum += sRow[c] * sRow[c];
-                rk = 1f / XMath.Sqrt(sum + DeltaRuleConfig.L2NormEpsilon);
+                rk = 1f / XMath.Sqrt(sum + s.L2NormEpsilon);
             }
             // (diag(e^g) S)ᵀ k̂ from the old state, reduced over the slices (a per-head decay is applied after).
             float partial = 0f;
@@ -456,7 +458,7 @@ public static class DeltaRuleGpuKernels
                 {
                     float sum = 0f;
                     for (int c = 0; c < kd; c++) sum += sRow[c] * sRow[c];
-                    rq /= XMath.Sqrt(sum + DeltaRuleConfig.L2NormEpsilon);
+                    rq /= XMath.Sqrt(sum + s.L2NormEpsilon);
                 }
                 float read = 0f;
                 for (int c = slice; c < kd; c += slices) read += sRow[c] * sS[c * Tile + d];

@@ -69,9 +69,9 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         TensorArgs.RequireElementType<T>();
         var call = Describe(t, cuSeqlens, takesBeta, constantGate);
         var op = build(call.Shapes.Heads, call.Gate);
-        nint[] stateShape = call.Shapes.StateShape;
-        if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", "(N, Hv, K, V)", stateShape);
-        if (finalState.Rank != 0) TensorArgs.RequireShape(finalState.Lengths, "final_state", "(N, Hv, K, V)", stateShape);
+        nint[] stateShape = op.StateShape(call.Shapes.Sequences.Count);
+        if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", op.StateAxes, stateShape);
+        if (finalState.Rank != 0) TensorArgs.RequireShape(finalState.Lengths, "final_state", op.StateAxes, stateShape);
         int stateLength = checked((int)(call.Shapes.Sequences.Count * op.Heads.StatePerSequence));
 
         using var inputs = CallInputs.From(op, t);

@@ -52,7 +52,4 @@ internal readonly record struct AttentionShapes(int Batch, int Tokens, HeadLayou
 
     /// <summary>Shape of a per-token, per-value-head tensor (gates, beta): [B, T, Hv].</summary>
     public nint[] PerHeadShape => [Batch, Tokens, Heads.ValueHeads];
-
-    /// <summary>State shape [N, Hv, K, V].</summary>
-    public nint[] StateShape => [Sequences.Count, Heads.ValueHeads, Heads.KeyDim, Heads.ValueDim];
 }

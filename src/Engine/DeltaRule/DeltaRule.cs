@@ -18,8 +18,18 @@ public sealed record DeltaRuleOptions : AttentionOptions
 
     public const int DefaultChunkSize = 32;
 
-    /// <summary>L2-normalize every q and k row per head inside the kernel (x / sqrt(Σ x² + 1e-6)).</summary>
+    /// <summary>L2-normalize every q and k row per head inside the kernel (x / sqrt(Σ x² + <see cref="L2NormEpsilon"/>)).</summary>
     public bool QkL2Norm { get; init; }
+
+    /// <summary>eps of the L2 normalization, finite and > 0; default 1e-6 (ONNX Runtime's GatedDeltaNet uses 1e-12).</summary>
+    public float L2NormEpsilon { get; init; } = DeltaRuleConfig.DefaultL2NormEpsilon;
+
+    /// <summary>
+    /// How initialState, finalState and a session's state hold each head: key-major [N, Hv, K, V] (default) or
+    /// value-major [N, Hv, V, K] (ONNX Runtime's GatedDeltaNet), read and written where they lie. The CPU kernels
+    /// transpose each head while loading it into their scratch and storing it back; the GPU kernels take key-major only.
+    /// </summary>
+    public StateLayout StateLayout { get; init; } = StateLayout.KeyMajor;
 }
 
 /// <summary>
@@ -27,7 +37,7 @@ public sealed record DeltaRuleOptions : AttentionOptions
 ///   S = diag(exp(g_t)) S;  u = β_t (v_t − Sᵀ k_t);  S = S + k_t uᵀ;  o_t = Sᵀ (scale · q_t)
 /// Shapes: q [B,T,Hq,K], k [B,T,Hk,K], v [B,T,Hv,V], beta [B,T,Hv], g (log space, ≤ 0) [B,T,Hv] (one decay
 /// per head, Gated DeltaNet) or [B,T,Hv,K] (one per key dim, as in Kimi Delta Attention) or empty, output [B,T,max(Hq,Hv),V],
-/// states [N,Hv,K,V] fp32 with N = B, or the number of packed sequences when cu_seqlens is given (then B = 1). Heads are
+/// states [N,Hv,K,V] fp32 ([N,Hv,V,K] with <see cref="DeltaRuleOptions.StateLayout"/> ValueMajor) with N = B, or the number of packed sequences when cu_seqlens is given (then B = 1). Heads are
 /// grouped one way or the other (<see cref="HeadLayout"/>): Hk = Hv with query head h reading key/value head h / (Hq / Hv),
 /// or Hq = Hk with value head h reading query/key head h / (Hv / Hk) (Qwen3-Next/3.5). Element type float
 /// or System.Half. K and V are at most <see cref="DeltaRuleConfig.MaxKeyDim"/> and <see cref="DeltaRuleConfig.MaxValueDim"/>.
@@ -105,6 +115,7 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
     public override GateKind Gate => config.Gate;
     public override bool TakesBeta => true;
     public override object Config => config;
+    public override StateLayout StateLayout => config.StateLayout;
 
     /// <summary>The op for these heads and gate, its options checked (the only place they are).</summary>
     public static DeltaRuleOp Create(HeadLayout heads, GateKind gate, DeltaRuleOptions options)
@@ -119,7 +130,11 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
         if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", "options");
         if (Array.IndexOf(DeltaRuleConfig.ChunkSizes, options.ChunkSize) < 0)
             throw new ArgumentException($"chunk size must be one of {string.Join(", ", DeltaRuleConfig.ChunkSizes)}, got {options.ChunkSize}", "options");
-        return new DeltaRuleOp(new DeltaRuleConfig(heads, gate, scale, options.ChunkSize, options.QkL2Norm));
+        if (!(options.L2NormEpsilon > 0f) || !float.IsFinite(options.L2NormEpsilon))
+            throw new ArgumentException($"L2 normalization epsilon must be finite and > 0, got {options.L2NormEpsilon}", "options");
+        if (!Enum.IsDefined(options.StateLayout))
+            throw new ArgumentException($"state layout must be KeyMajor or ValueMajor, got {options.StateLayout}", "options");
+        return new DeltaRuleOp(new DeltaRuleConfig(heads, gate, scale, options.ChunkSize, options.QkL2Norm, options.L2NormEpsilon, options.StateLayout));
     }
 
     public override void RunReference(in AttentionBatch b, Span<double> output, Span<double> state) =>

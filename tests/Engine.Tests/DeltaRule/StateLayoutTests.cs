@@ -1,0 +1,122 @@
+using System.Numerics.Tensors;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+
+namespace Engine.Tests.DeltaRule;
+
+/// <summary>
+/// A value-major state ([N, Hv, V, K], ONNX Runtime's GatedDeltaNet) read and written where it lies: the CPU kernels
+/// (chunked and token by token, head dims on and off the 16-float padding) and the float64 reference against the
+/// float64 reference run on the key-major transpose of the same state; the GPU kernels refuse it by name.
+/// </summary>
+[TestFixture]
+public sealed class StateLayoutTests
+{
+    private const int B = 2, T = 21, Hq = 2, Hv = 4;
+
+    public static IEnumerable<TestCaseData> Cases()
+    {
+        foreach (var backend in new[] { Backend.Cpu, Backend.Reference })
+            foreach (var mode in new[] { AttentionMode.Chunked, AttentionMode.Recurrent })
+                foreach (var gate in new[] { GateKind.None, GateKind.PerHead, GateKind.PerKey })
+                    foreach (var (k, v) in new[] { (16, 12), (32, 48) })
+                        yield return new TestCaseData(backend, mode, gate, k, v).SetName($"ValueMajorState {backend} {mode} {gate} K{k} V{v}");
+    }
+
+    /// <summary>[N, Hv, a, b] → [N, Hv, b, a].</summary>
+    private static float[] TransposeHeads(float[] state, int a, int b)
+    {
+        var result = new float[state.Length];
+        for (int head = 0; head < state.Length / (a * b); head++)
+            for (int i = 0; i < a; i++)
+                for (int j = 0; j < b; j++) result[head * a * b + j * a + i] = state[head * a * b + i * b + j];
+        return result;
+    }
+
+    [TestCaseSource(nameof(Cases))]
+    public void MatchesTheKeyMajorReference(Backend backend, AttentionMode mode, GateKind gate, int k, int v)
+    {
+        var data = new TestData(31 + k + (int)gate);
+        var q = data.Normal((long)B * T * Hq * k);
+        var key = data.UnitRows((long)B * T * Hq, k);
+        var value = data.Normal((long)B * T * Hv * v);
+        var beta = data.Uniform((long)B * T * Hv, 0.1, 0.9);
+        long gates = gate == GateKind.PerKey ? (long)B * T * Hv * k : (long)B * T * Hv;
+        float[]? g = gate == GateKind.None ? null : data.LogGates(gates, 1.0);
+        nint[] gShape = gate == GateKind.PerKey ? [B, T, Hv, k] : [B, T, Hv];
+        var keyMajorInitial = data.Normal((long)B * Hv * k * v, 0.5);
+
+        (float[] Output, float[] State) Run(EngineDevice device, StateLayout layout, float[] initial)
+        {
+            var output = Numerics.NaNs((long)B * T * Hv * v);
+            var final = Numerics.NaNs(initial.Length);
+            nint[] stateShape = layout == StateLayout.ValueMajor ? [B, Hv, v, k] : [B, Hv, k, v];
+            Engine.DeltaRule.Forward<float>(device,
+                new ReadOnlyTensorSpan<float>(q, [B, T, Hq, k]), new ReadOnlyTensorSpan<float>(key, [B, T, Hq, k]),
+                new ReadOnlyTensorSpan<float>(value, [B, T, Hv, v]), new ReadOnlyTensorSpan<float>(beta, [B, T, Hv]),
+                g is null ? default : new ReadOnlyTensorSpan<float>(g, gShape), new TensorSpan<float>(output, [B, T, Hv, v]),
+                new ReadOnlyTensorSpan<float>(initial, stateShape), new TensorSpan<float>(final, stateShape),
+                options: new DeltaRuleOptions { Mode = mode, ChunkSize = 16, StateLayout = layout });
+            return (output, final);
+        }
+
+        var expected = Run(TestDevices.Reference, StateLayout.KeyMajor, keyMajorInitial);
+        var actual = Run(backend == Backend.Cpu ? TestDevices.Get(TestBackend.Cpu) : TestDevices.Reference, StateLayout.ValueMajor, TransposeHeads(keyMajorInitial, k, v));
+        Assert.Multiple(() =>
+        {
+            Assert.That(Numerics.RelativeRms(actual.Output, expected.Output), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "output");
+            Assert.That(Numerics.RelativeRms(TransposeHeads(actual.State, v, k), expected.State), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "final state, transposed back");
+        });
+    }
+
+    [Test]
+    public void InPlaceValueMajorStateCarriesAcrossSteps()
+    {
+        // initial_state and final_state the same tensor, one token at a time: the run reads every head before writing it.
+        const int k = 16, v = 16;
+        var data = new TestData(5);
+        var q = data.Normal((long)T * k);
+        var key = data.UnitRows(T, k);
+        var value = data.Normal((long)T * v);
+        var beta = data.Uniform(T, 0.1, 0.9);
+        var g = data.LogGates(T, 1.0);
+        var whole = Numerics.NaNs((long)T * v);
+        var wholeState = new float[k * v];
+        var options = new DeltaRuleOptions { StateLayout = StateLayout.ValueMajor, Mode = AttentionMode.Recurrent };
+        var cpu = TestDevices.Get(TestBackend.Cpu);
+        Engine.DeltaRule.Forward<float>(cpu, new ReadOnlyTensorSpan<float>(q, [1, T, 1, k]), new ReadOnlyTensorSpan<float>(key, [1, T, 1, k]),
+            new ReadOnlyTensorSpan<float>(value, [1, T, 1, v]), new ReadOnlyTensorSpan<float>(beta, [1, T, 1]), new ReadOnlyTensorSpan<float>(g, [1, T, 1]),
+            new TensorSpan<float>(whole, [1, T, 1, v]), finalState: new TensorSpan<float>(wholeState, [1, 1, v, k]), options: options);
+        var state = new float[k * v];
+        var steps = Numerics.NaNs((long)T * v);
+        for (int t = 0; t < T; t++)
+            Engine.DeltaRule.Forward<float>(cpu, new ReadOnlyTensorSpan<float>(q.AsSpan(t * k, k), [1, 1, 1, k]), new ReadOnlyTensorSpan<float>(key.AsSpan(t * k, k), [1, 1, 1, k]),
+                new ReadOnlyTensorSpan<float>(value.AsSpan(t * v, v), [1, 1, 1, v]), new ReadOnlyTensorSpan<float>(beta.AsSpan(t, 1), [1, 1, 1]),
+                new ReadOnlyTensorSpan<float>(g.AsSpan(t, 1), [1, 1, 1]), new TensorSpan<float>(steps.AsSpan(t * v, v), [1, 1, 1, v]),
+                new ReadOnlyTensorSpan<float>(state, [1, 1, v, k]), new TensorSpan<float>(state, [1, 1, v, k]), options: options);
+        Assert.That(Numerics.RelativeRms(steps, whole), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "outputs");
+        Assert.That(Numerics.RelativeRms(state, wholeState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "state");
+    }
+
+    [Test]
+    public void ValueMajorStateOfTheKeyMajorShapeIsRefused()
+    {
+        var e = Assert.Catch<ArgumentException>(() => Engine.DeltaRule.Forward<float>(TestDevices.Get(TestBackend.Cpu),
+            new ReadOnlyTensorSpan<float>(new float[16], [1, 1, 1, 16]), new ReadOnlyTensorSpan<float>(new float[16], [1, 1, 1, 16]),
+            new ReadOnlyTensorSpan<float>(new float[8], [1, 1, 1, 8]), new ReadOnlyTensorSpan<float>(new float[1], [1, 1, 1]), default,
+            new TensorSpan<float>(new float[8], [1, 1, 1, 8]), new ReadOnlyTensorSpan<float>(new float[128], [1, 1, 16, 8]),
+            options: new DeltaRuleOptions { StateLayout = StateLayout.ValueMajor }))!;
+        Assert.That(e.ParamName, Is.EqualTo("initial_state"));
+        Assert.That(e.Message, Does.Contain("expected shape [1, 1, 8, 16] (N, Hv, V, K)"));
+    }
+
+    [Test]
+    public void GpuKernelsRefuseAValueMajorState()
+    {
+        var e = Assert.Catch<NotSupportedException>(() => Engine.DeltaRule.Forward<float>(TestDevices.Get(TestBackend.GpuOnCpuAccelerator),
+            new ReadOnlyTensorSpan<float>(new float[16], [1, 1, 1, 16]), new ReadOnlyTensorSpan<float>(new float[16], [1, 1, 1, 16]),
+            new ReadOnlyTensorSpan<float>(new float[8], [1, 1, 1, 8]), new ReadOnlyTensorSpan<float>(new float[1], [1, 1, 1]), default,
+            new TensorSpan<float>(new float[8], [1, 1, 1, 8]), options: new DeltaRuleOptions { StateLayout = StateLayout.ValueMajor }))!;
+        Assert.That(e.Message, Does.Contain("value-major state (StateLayout.ValueMajor) runs on the Cpu and Reference backends"));
+    }
+}
