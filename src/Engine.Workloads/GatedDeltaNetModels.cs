@@ -45,6 +45,8 @@ public sealed record GatedDeltaNetSpec
     public TensorElementType ElementType { get; init; } = TensorElementType.Float;
     /// <summary>decay and beta: float, or the query's type.</summary>
     public TensorElementType GateElementType { get; init; } = TensorElementType.Float;
+    /// <summary>Heads and head dims as symbols in the model too (only the calls fix them).</summary>
+    public bool SymbolicShapes { get; init; }
     /// <summary>a_log and dt_bias as initializers with these values rather than graph inputs.</summary>
     public (float[] ALog, float[] DtBias)? GateParameters { get; init; }
 
@@ -72,14 +74,14 @@ public static partial class SampleModels
         var gt = (TensorProto.Types.DataType)spec.GateElementType;
         const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float, I = TensorProto.Types.DataType.Int32;
         var b = new ModelBuilder(21, "gated_delta_net").Import(HandoverRewriter.MicrosoftDomain, 1);
-        int hq = spec.QHeads, hv = spec.ValueHeads, dk = spec.KeyDim, dv = spec.ValueDim;
+        object hq = Dim(spec, spec.QHeads, "Hq"), hv = Dim(spec, spec.ValueHeads, "Hv"), dk = Dim(spec, spec.KeyDim, "Dk"), dv = Dim(spec, spec.ValueDim, "Dv");
         object[] tokens = spec.Layout == GatedDeltaNetLayout.Tokens ? ["N"] : ["B", "S"];
         object[] Dims(params object[] tail) => [.. tokens, .. tail];
 
         var inputs = new string[11];
         if (spec.PackedQkv)
         {
-            inputs[0] = b.Input("query", t, Dims(spec.PackedWidth));
+            inputs[0] = b.Input("query", t, Dims(Dim(spec, spec.PackedWidth, "W")));
         }
         else
         {
@@ -89,20 +91,21 @@ public static partial class SampleModels
         }
         if (spec.Ragged) inputs[3] = b.Input("cu_seqlens", I, "B1");
         if (spec.UsesDecay) inputs[4] = b.Input("decay", gt, spec.DecayPerKey ? Dims(hv, dk) : Dims(hv));
+        int heads = spec.ValueHeads, keyDim = spec.KeyDim;
         if (spec.UsesBeta) inputs[5] = b.Input("beta", gt, Dims(hv));
         inputs[6] = b.Input("initial_state", F, "B", hv, dv, dk);
         if (spec.FusedGate)
         {
-            long[] dtShape = spec.DtBiasPerKeyRank switch { 2 => [hv, dk], 1 => [(long)hv * dk], _ => [hv] };
+            long[] dtShape = spec.DtBiasPerKeyRank switch { 2 => [heads, keyDim], 1 => [(long)heads * keyDim], _ => [heads] };
             if (spec.GateParameters is var (aLog, dtBias))
             {
-                inputs[7] = b.Initializer("a_log", aLog, hv);
+                inputs[7] = b.Initializer("a_log", aLog, heads);
                 inputs[8] = b.Initializer("dt_bias", dtBias, dtShape);
             }
             else
             {
                 inputs[7] = b.Input("a_log", F, hv);
-                inputs[8] = b.Input("dt_bias", F, dtShape.Cast<object>().ToArray());
+                inputs[8] = b.Input("dt_bias", F, spec.SymbolicShapes ? dtShape.Select((_, i) => (object)$"DT{i}").ToArray() : dtShape.Cast<object>().ToArray());
             }
         }
         if (spec.StateUpdateCapacity > 0)
@@ -128,4 +131,6 @@ public static partial class SampleModels
         if (spec.StateUpdateCapacity > 0) b.Output("state_update", F, "B", "W");
         return b.Build();
     }
+
+    private static object Dim(GatedDeltaNetSpec spec, int value, string symbol) => spec.SymbolicShapes ? symbol : value;
 }

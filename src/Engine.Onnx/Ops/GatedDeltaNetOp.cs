@@ -380,10 +380,11 @@ internal ref struct FloatViews
         if (call.Config.Packed)
         {
             // One row of the packed query per token: [q (Hq·dk) | k (Hq·dk) | v (Hv·dv)].
-            nint width = 2 * hq * dk + hv * dv;
-            Q = new ReadOnlyTensorSpan<float>(q, [b, t, hq, dk], [t * width, width, dk, 1]);
-            K = new ReadOnlyTensorSpan<float>(q[(int)(hq * dk)..], [b, t, hq, dk], [t * width, width, dk, 1]);
-            V = new ReadOnlyTensorSpan<float>(q[(int)(2 * hq * dk)..], [b, t, hv, dv], [t * width, width, dv, 1]);
+            // (A batch of one gets stride 0: System.Numerics.Tensors bounds a dim of length 1 by its stride too.)
+            nint width = 2 * hq * dk + hv * dv, batchStride = b == 1 ? 0 : t * width;
+            Q = new ReadOnlyTensorSpan<float>(q, [b, t, hq, dk], [batchStride, width, dk, 1]);
+            K = new ReadOnlyTensorSpan<float>(q[(int)(hq * dk)..], [b, t, hq, dk], [batchStride, width, dk, 1]);
+            V = new ReadOnlyTensorSpan<float>(q[(int)(2 * hq * dk)..], [b, t, hv, dv], [batchStride, width, dv, 1]);
         }
         else
         {
