@@ -132,5 +132,35 @@ public static partial class SampleModels
         return b.Build();
     }
 
+    /// <summary>
+    /// One gated delta rule call as a GatedDeltaNet node (rank-4 spelling, per-head decay given as log gates, no fused
+    /// activations) and as a LinearAttention node (gated_delta, grouped value heads), on the same random inputs (B = 1,
+    /// unit keys, zero state): the two ONNX Runtime kernels of the same math, for the benchmark.
+    /// </summary>
+    public static (OnnxModel Model, Dictionary<string, TensorData> Inputs)[] GatedDeltaNetAndLinearAttention(int qHeads, int valueHeads, int keyDim, int valueDim, int tokens, int seed = 1)
+    {
+        var spec = new GatedDeltaNetSpec { Layout = GatedDeltaNetLayout.Batched, QHeads = qHeads, ValueHeads = valueHeads, KeyDim = keyDim, ValueDim = valueDim };
+        var gdn = GatedDeltaNetNode(spec);
+        var inputs = ModelInputs.Random(gdn, new Dictionary<string, long> { ["B"] = 1, ["S"] = tokens }, seed);
+        var keys = inputs["key"].As<float>();
+        for (int row = 0; row < keys.Length; row += keyDim)
+        {
+            var key = keys.AsSpan(row, keyDim);
+            float norm = MathF.Sqrt(System.Numerics.Tensors.TensorPrimitives.SumOfSquares(key));
+            System.Numerics.Tensors.TensorPrimitives.Divide(key, norm, key);
+        }
+        var linear = LinearAttentionNode(new LinearAttentionBlockSpec
+        {
+            QHeads = qHeads, KvHeads = valueHeads, KeyDim = keyDim, ValueDim = valueDim, Rule = Onnx.Ops.UpdateRule.GatedDelta,
+            Decay = DecayForm.PerHead, PastState = false,
+        });
+        TensorData Packed(string name) => TensorData.Create(inputs[name].As<float>(), 1, tokens, inputs[name].ElementCount / tokens);
+        var linearInputs = new Dictionary<string, TensorData>
+        {
+            ["query"] = Packed("query"), ["key"] = Packed("key"), ["value"] = Packed("value"), ["decay"] = Packed("decay"), ["beta"] = Packed("beta"),
+        };
+        return [(gdn, inputs), (linear, linearInputs)];
+    }
+
     private static object Dim(GatedDeltaNetSpec spec, int value, string symbol) => spec.SymbolicShapes ? symbol : value;
 }
