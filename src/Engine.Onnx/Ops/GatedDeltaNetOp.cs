@@ -55,16 +55,14 @@ internal static class GatedDeltaNetSignature
 
     /// <summary>
     /// Why the engine leaves a node with these attributes and query type to ORT, or null when it takes it: the delta
-    /// rules only (linear and gated have no value-major GLA path), float32 and float16 tensors, no state_update capture.
+    /// rules only (linear and gated have no value-major GLA path), float32 and float16 tensors.
     /// </summary>
-    public static string? NotTaken(UpdateRule rule, string? elementType, long capacity)
+    public static string? NotTaken(UpdateRule rule, string? elementType)
     {
         if (!LinearAttentionSignature.UsesBeta(rule))
             return $"update_rule {LinearAttentionSignature.Name(rule)}: the engine runs the delta rules (delta, gated_delta) of GatedDeltaNet";
         if (elementType is not null and not "float" and not "float16")
             return $"{elementType} tensors: the engine's hand-over takes float32 and float16";
-        if (capacity != 0)
-            return $"state_update_capacity {capacity}: the engine does not capture transitions (state_update)";
         return null;
     }
 }
@@ -117,7 +115,7 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
         long capacity = info.Int("state_update_capacity") ?? 0;
         if (capacity is < 0 or > GatedDeltaNetSignature.MaxCapacity)
             throw new ModelNodeException($"{node}: state_update_capacity must be in [0, {GatedDeltaNetSignature.MaxCapacity}], got {capacity}");
-        if (GatedDeltaNetSignature.NotTaken(rule, queryType, capacity) is string reason) throw new ModelNodeException($"{node}: {reason}");
+        if (GatedDeltaNetSignature.NotTaken(rule, queryType) is string reason) throw new ModelNodeException($"{node}: {reason}");
 
         if (info.InputCount > GatedDeltaNetSignature.InputNames.Length)
             throw new ModelNodeException($"{node}: expected at most {GatedDeltaNetSignature.InputNames.Length} inputs ({string.Join(", ", GatedDeltaNetSignature.InputNames)}), got {info.InputCount}");
@@ -204,12 +202,36 @@ internal sealed class GatedDeltaNetKernel(GatedDeltaNetConfig config, EngineDevi
                 Scale = config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler, QkL2Norm = config.QkL2Norm,
                 L2NormEpsilon = GatedDeltaNetSignature.L2NormEpsilon, StateLayout = StateLayout.ValueMajor,
             };
+            // Before the run: final_state may be initial_state's memory.
+            if (call.StateUpdate is OrtTensorView stateUpdate) CaptureTransitions(call, inputs, gates, stateUpdate, options);
             DeltaRule.Forward(device, inputs.Q, inputs.K, inputs.V, gates.Beta, gates.G, output,
                 call.InitialState is OrtTensorView init ? init.AsReadOnlyTensor<float>(init.Lengths) : default,
                 call.FinalState is OrtTensorView final ? final.AsTensor<float>(final.Lengths) : default,
                 call.CuSeqlens, options);
             inputs.Commit();
         });
+    }
+
+    /// <summary>
+    /// state_update [B, C·(decay width + Hq·dk + Hv·dv)]: per request the first min(capture_count, C, length) transitions
+    /// (decay factors, keys as the recurrence uses them, deltas; the layout established by running ORT's kernel), written
+    /// through strided views of each request's row; zeros elsewhere, and everywhere when state_update_active is 0.
+    /// </summary>
+    private void CaptureTransitions(in GatedDeltaNetCall call, in FloatViews inputs, in GatedDeltaNetGates gates, OrtTensorView stateUpdate, DeltaRuleOptions options)
+    {
+        int c = config.Capacity, n = call.Sequences, hq = call.Hq, hv = call.Hv, dk = call.Dk, dv = call.Dv;
+        int width = call.PerKeyDecay ? hv * dk : hv;
+        nint row = (nint)c * (width + hq * dk + hv * dv);
+        var counts = call.CaptureActive ? call.CaptureCount : new int[n];
+        var memory = stateUpdate.AsSpan<float>();
+        var decay = call.PerKeyDecay
+            ? new TensorSpan<float>(memory, [n, c, hv, dk], StridedView.Strides([n, c, hv, dk], [row, width, dk, 1]))
+            : new TensorSpan<float>(memory, [n, c, hv], StridedView.Strides([n, c, hv], [row, width, 1]));
+        var keys = new TensorSpan<float>(memory[(c * width)..], [n, c, hq, dk], StridedView.Strides([n, c, hq, dk], [row, hq * dk, dk, 1]));
+        var deltas = new TensorSpan<float>(memory[(int)(c * (width + hq * dk))..], [n, c, hv, dv], StridedView.Strides([n, c, hv, dv], [row, hv * dv, dv, 1]));
+        DeltaRule.CaptureTransitions(inputs.K, inputs.V, gates.Beta, gates.G,
+            call.InitialState is OrtTensorView init ? init.AsReadOnlyTensor<float>(init.Lengths) : default,
+            counts, decay, keys, deltas, call.CuSeqlens, options);
     }
 }
 
@@ -230,6 +252,10 @@ internal readonly struct GatedDeltaNetCall
     public OrtTensorView? DtBias { get; init; }
     public OrtTensorView Output { get; init; }
     public OrtTensorView? FinalState { get; init; }
+    public OrtTensorView? StateUpdate { get; init; }
+    /// <summary>capture_count (B ints), and whether state_update_active (absent: active) lets transitions be captured.</summary>
+    public int[] CaptureCount { get; init; }
+    public bool CaptureActive { get; init; }
     /// <summary>cu_seqlens copied (B + 1 ints), or null.</summary>
     public int[]? CuSeqlens { get; init; }
     public int Hq { get; init; }
@@ -330,12 +356,29 @@ internal readonly struct GatedDeltaNetCall
             if (!fits) throw Bad(c, "dt_bias", $"expected [Hv] = [{hv}]" + (perKey ? $", [Hv, dk] = [{hv}, {dk}] or [Hv·dk] = [{hv * dk}]" : " (a per-key dt_bias needs a per-key decay)") + $", got {Shape(dt.Dims)}");
         }
 
+        int[] captureCount = [];
+        bool captureActive = false;
+        if (c.Capacity > 0)
+        {
+            var count = context.Input(GatedDeltaNetSignature.CaptureCount) ?? throw Bad(c, "capture_count", "required when state_update_capacity is positive, not given");
+            RequireDims(c, count, "capture_count", [sequences], "[B]");
+            captureCount = count.AsReadOnlySpan<int>().ToArray();
+            captureActive = true;
+            if (context.Input(GatedDeltaNetSignature.StateUpdateActive) is OrtTensorView active)
+            {
+                RequireDims(c, active, "state_update_active", [1], "[1]");
+                captureActive = active.AsReadOnlySpan<int>()[0] != 0;
+            }
+        }
+
         var output = context.Output(0, [.. tokenDims, hv, dv]) ?? throw new ModelNodeException($"{c.Node}: ORT gave no output tensor");
         var final = context.Output(1, [sequences, hv, dv, dk]);
+        long decayWidth = decay is OrtTensorView dg && dg.Dims.Length == tokenRank + 2 ? hv * dk : hv;
+        var stateUpdate = c.Capacity > 0 ? context.Output(2, [sequences, c.Capacity * (decayWidth + hq * dk + hv * dv)]) : null;
         return new GatedDeltaNetCall
         {
             Config = c, Query = q, Key = k, Value = v, Decay = decay, Beta = beta, InitialState = state, ALog = aLog, DtBias = dtBias,
-            Output = output, FinalState = final, CuSeqlens = cu, Hq = (int)hq, Hv = (int)hv, Dk = (int)dk, Dv = (int)dv,
+            Output = output, FinalState = final, StateUpdate = stateUpdate, CaptureCount = captureCount, CaptureActive = captureActive, CuSeqlens = cu, Hq = (int)hq, Hv = (int)hv, Dk = (int)dk, Dv = (int)dv,
             Sequences = sequences, ViewBatch = viewBatch, ViewTokens = viewTokens, MaxLength = maxLength, TokenDims = tokenDims,
         };
     }
@@ -354,6 +397,18 @@ internal readonly struct GatedDeltaNetCall
     public static ArgumentException Bad(GatedDeltaNetConfig c, string name, string what) => new($"{c.Node}: {name}: {what}", name);
 
     private static string Shape(long[] dims) => "[" + string.Join(", ", dims.Select(d => d < 0 ? "*" : d.ToString())) + "]";
+}
+
+/// <summary>Strides of views into ORT's memory.</summary>
+internal static class StridedView
+{
+    /// <summary>The strides with those of dims of length 1 set to 0: System.Numerics.Tensors bounds such a dim by its stride.</summary>
+    public static nint[] Strides(nint[] lengths, nint[] strides)
+    {
+        for (int i = 0; i < lengths.Length; i++)
+            if (lengths[i] == 1) strides[i] = 0;
+        return strides;
+    }
 }
 
 /// <summary>
@@ -380,11 +435,10 @@ internal ref struct FloatViews
         if (call.Config.Packed)
         {
             // One row of the packed query per token: [q (Hq·dk) | k (Hq·dk) | v (Hv·dv)].
-            // (A batch of one gets stride 0: System.Numerics.Tensors bounds a dim of length 1 by its stride too.)
-            nint width = 2 * hq * dk + hv * dv, batchStride = b == 1 ? 0 : t * width;
-            Q = new ReadOnlyTensorSpan<float>(q, [b, t, hq, dk], [batchStride, width, dk, 1]);
-            K = new ReadOnlyTensorSpan<float>(q[(int)(hq * dk)..], [b, t, hq, dk], [batchStride, width, dk, 1]);
-            V = new ReadOnlyTensorSpan<float>(q[(int)(2 * hq * dk)..], [b, t, hv, dv], [batchStride, width, dv, 1]);
+            nint width = 2 * hq * dk + hv * dv;
+            Q = new ReadOnlyTensorSpan<float>(q, [b, t, hq, dk], StridedView.Strides([b, t, hq, dk], [t * width, width, dk, 1]));
+            K = new ReadOnlyTensorSpan<float>(q[(int)(hq * dk)..], [b, t, hq, dk], StridedView.Strides([b, t, hq, dk], [t * width, width, dk, 1]));
+            V = new ReadOnlyTensorSpan<float>(q[(int)(2 * hq * dk)..], [b, t, hv, dv], StridedView.Strides([b, t, hv, dv], [t * width, width, dv, 1]));
         }
         else
         {

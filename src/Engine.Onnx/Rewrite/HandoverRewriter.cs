@@ -168,8 +168,7 @@ public static class HandoverRewriter
         var elementType = node.Input.Count > 0 ? hints.ElementType(node.Input[0]) : null;
         string what = $"update_rule {ruleText}" + (gate == "none" ? "" : $", gate_activation {gate}");
         string? reason = !capabilities.EngineOps.Contains(GatedDeltaNetSignature.OpType) ? "no engine kernel for this backend (the GPU kernels keep the state key-major)"
-            : GatedDeltaNetSignature.NotTaken(rule, elementType?.ToString().ToLowerInvariant(),
-                node.Attribute.FirstOrDefault(a => a.Name == "state_update_capacity")?.I ?? 0);
+            : GatedDeltaNetSignature.NotTaken(rule, elementType?.ToString().ToLowerInvariant());
         if (reason is null)
         {
             node.Domain = EngineDomain;

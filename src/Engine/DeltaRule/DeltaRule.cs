@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Numerics.Tensors;
 using ILGPU;
+using Engine.Kernels.Common;
 using Engine.Kernels.DeltaRule;
 
 namespace Engine;
@@ -60,6 +62,61 @@ public static class DeltaRule
         options ??= new DeltaRuleOptions();
         AttentionCall.Forward(device, new AttentionTensors<T>(q, k, v, g, beta, output), cuSeqlens, initialState, finalState,
             options, takesBeta: true, constantGate: false, (heads, gate) => DeltaRuleOp.Create(heads, gate, options));
+    }
+
+    /// <summary>
+    /// The first transitions of each sequence from <paramref name="initialState"/>, what a speculative decoder keeps to
+    /// replay an accepted prefix: token t of sequence n, value head h, gives decay[n, j, h(, c)] = exp(g_t) (1 without g),
+    /// keys[n, j, key head, :] = k̂_t as the recurrence uses it (L2-normalized with <see cref="DeltaRuleOptions.QkL2Norm"/>)
+    /// and deltas[n, j, h, :] = β_t (v_t − Sᵀ(decay ⊙ k̂_t)), so that S_t = diag(decay) S_{t−1} + k̂_t deltaᵀ, for the first
+    /// min(counts[n], capacity, length) tokens j; the rest is zero. Shapes: k [B,T,Hk,K], v [B,T,Hv,V], beta [B,T,Hv],
+    /// g [B,T,Hv] or [B,T,Hv,K] or empty, initialState as <see cref="Forward{T}(EngineDevice, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, TensorSpan{T}, ReadOnlyTensorSpan{float}, TensorSpan{float}, ReadOnlySpan{int}, DeltaRuleOptions?)"/>
+    /// takes it (zeros when empty), counts [N]; decay [N, C, Hv] (or [N, C, Hv, K] with a per-key g), keys [N, C, Hk, K],
+    /// deltas [N, C, Hv, V], C the capacity; the destinations may be strided views.
+    /// </summary>
+    public static void CaptureTransitions<T>(ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> beta, ReadOnlyTensorSpan<T> g,
+        ReadOnlyTensorSpan<float> initialState, ReadOnlySpan<int> counts, TensorSpan<float> decay, TensorSpan<float> keys, TensorSpan<float> deltas,
+        ReadOnlySpan<int> cuSeqlens = default, DeltaRuleOptions? options = null) where T : unmanaged
+    {
+        options ??= new DeltaRuleOptions();
+        TensorArgs.RequireElementType<T>();
+        // The keys stand in for the queries: the transitions read none, and the shapes are checked as for a call.
+        var call = AttentionCall.Describe(new AttentionTensors<T>(k, k, v, g, beta, default), cuSeqlens, takesBeta: true, constantGate: false, output: false);
+        var op = DeltaRuleOp.Create(call.Shapes.Heads, call.Gate, options);
+        var config = (DeltaRuleConfig)op.Config;
+        int sequences = call.Shapes.Sequences.Count, hk = config.Heads.KeyHeads, hv = config.Heads.ValueHeads;
+        nint capacity = keys.Rank == 4 ? keys.Lengths[1] : -1;
+        TensorArgs.RequireDims(keys.Lengths, "keys", "(N, C, Hk, K)", sequences, -1, hk, config.Heads.KeyDim);
+        TensorArgs.RequireShape(deltas.Lengths, "deltas", "(N, C, Hv, V)", sequences, capacity, hv, config.Heads.ValueDim);
+        if (call.Gate == GateKind.PerKey) TensorArgs.RequireShape(decay.Lengths, "decay", "(N, C, Hv, K)", sequences, capacity, hv, config.Heads.KeyDim);
+        else TensorArgs.RequireShape(decay.Lengths, "decay", "(N, C, Hv)", sequences, capacity, hv);
+        if (counts.Length != sequences) throw new ArgumentException($"counts: expected {sequences} values (one per sequence), got {counts.Length}", "counts");
+        if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", op.StateAxes, op.StateShape(sequences));
+
+        using var inputs = CallInputs.From(op, new AttentionTensors<T>(k, k, v, g, beta, default));
+        using var init = FloatInput.From(initialState);
+        TensorArgs.RequireFinite(init.Span, "initial_state");
+        int stateLength = checked((int)(sequences * config.Heads.StatePerSequence));
+        var batch = inputs.Batch(false, call.Shapes.Sequences, default);
+        float[] zeros = init.Span.IsEmpty ? ArrayPool<float>.Shared.Rent(Math.Max(stateLength, 1)) : [];
+        float[] dense = ArrayPool<float>.Shared.Rent(Math.Max(checked((int)(decay.FlattenedLength + keys.FlattenedLength + deltas.FlattenedLength)), 1));
+        try
+        {
+            var state = init.Span.IsEmpty ? zeros.AsSpan(0, stateLength) : init.Span;
+            if (init.Span.IsEmpty) zeros.AsSpan(0, stateLength).Clear();
+            int nd = (int)decay.FlattenedLength, nk = (int)keys.FlattenedLength, nv = (int)deltas.FlattenedLength;
+            DeltaRuleTransitions.Capture(config, call.Shapes.Sequences, (int)capacity, counts, batch.K, batch.V, batch.Beta, batch.G, state,
+                dense.AsSpan(0, nd), dense.AsSpan(nd, nk), dense.AsSpan(nd + nk, nv));
+            TensorArgs.RequireFinite(dense.AsSpan(0, nd + nk + nv), "deltas");
+            new ReadOnlyTensorSpan<float>(dense.AsSpan(0, nd), decay.Lengths, []).CopyTo(decay);
+            new ReadOnlyTensorSpan<float>(dense.AsSpan(nd, nk), keys.Lengths, []).CopyTo(keys);
+            new ReadOnlyTensorSpan<float>(dense.AsSpan(nd + nk, nv), deltas.Lengths, []).CopyTo(deltas);
+        }
+        finally
+        {
+            if (zeros.Length > 0) ArrayPool<float>.Shared.Return(zeros);
+            ArrayPool<float>.Shared.Return(dense);
+        }
     }
 
     /// <summary>Convenience form: allocates and returns the output and the final state.</summary>

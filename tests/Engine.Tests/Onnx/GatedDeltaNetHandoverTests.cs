@@ -129,7 +129,6 @@ public sealed class GatedDeltaNetHandoverTests
         (GatedDeltaNetSpec Spec, string Why)[] left =
         [
             (new() { UpdateRule = "gated" }, "update_rule gated: the engine runs the delta rules (delta, gated_delta) of GatedDeltaNet, left to ORT"),
-            (new() { StateUpdateCapacity = 2 }, "state_update_capacity 2: the engine does not capture transitions (state_update), left to ORT"),
             (new() { ElementType = TensorElementType.BFloat16 }, "bfloat16 tensors: the engine's hand-over takes float32 and float16, left to ORT"),
         ];
         foreach (var (spec, why) in left)
@@ -144,27 +143,43 @@ public sealed class GatedDeltaNetHandoverTests
         Assert.That(gpu.Nodes.Single().Detail, Does.Contain("the GPU kernels keep the state key-major"));
     }
 
-    [Test]
-    public void OrtsStateUpdateHasTheLayoutTheReferenceStates()
+    public static IEnumerable<TestCaseData> Captures()
     {
-        // What was established by running ORT's kernel (the engine leaves such nodes to it): per request, the first
-        // min(capture_count, capacity, length) transitions as [decay factors exp(g) | normalized keys | deltas], zeros after.
-        foreach (var c in new GatedDeltaNetNodeCase[]
-        {
+        GatedDeltaNetNodeCase[] cases =
+        [
             new() { Spec = new() { StateUpdateCapacity = 3 }, CaptureCount = [2, 5] },
             new() { Spec = new() { StateUpdateCapacity = 3, DecayPerKey = true, QkL2Norm = true }, CaptureCount = [1, 3] },
             new() { Spec = new() { StateUpdateCapacity = 4, UpdateRule = "delta" }, CaptureCount = [4, 0] },
             new() { Spec = new() { StateUpdateCapacity = 4 }, CaptureCount = [4, 2], CaptureActive = false },
-        })
+            new() { Spec = new() { StateUpdateCapacity = 8, Ragged = true, GateActivation = "softplus", BetaSigmoid = true }, Lengths = [3, 1, 12], CaptureCount = [8, 8, -1] },
+            new() { Spec = new() { StateUpdateCapacity = 2, PackedQkv = true, ElementType = TensorElementType.Float16 }, Lengths = [1, 1], CaptureCount = [1, 2] },
+        ];
+        return cases.Select(c => new TestCaseData(c).SetName($"GatedDeltaNet state_update {c.Name}{(c.CaptureActive ? "" : " inactive")} counts {string.Join(",", c.CaptureCount!)}"));
+    }
+
+    /// <summary>
+    /// state_update, the layout established by running ORT's kernel: per request the first min(capture_count, capacity,
+    /// length) transitions as [decay factors exp(g) | keys as the recurrence uses them | deltas], zeros after; all zeros
+    /// when state_update_active is 0.
+    /// </summary>
+    [TestCaseSource(nameof(Captures))]
+    public void StateUpdateMatchesOrtKernelAndReference(GatedDeltaNetNodeCase c)
+    {
+        var inputs = c.Inputs();
+        var expected = c.Reference(inputs);
+        using var ort = OnnxTestHost.Open(c.Model(), HandoverBackend.None);
+        var byOrt = ort.Run(inputs);
+        using var engine = OnnxTestHost.Open(c.Model(), HandoverBackend.Cpu);
+        Assert.That(engine.Handover.EngineNodes, Has.Exactly(1).Items, "the engine takes the node");
+        var byEngine = engine.Run(inputs);
+        foreach (var (who, result) in new[] { ("ORT", byOrt), ("engine", byEngine) })
         {
-            var inputs = c.Inputs();
-            using var session = OnnxTestHost.Open(c.Model(), HandoverBackend.Cpu);
-            var result = session.Run(inputs);
-            var expected = c.Reference(inputs).StateUpdate!;
             var actual = OnnxAssert.Floats(result["state_update"]);
-            Assert.That(actual, Has.Length.EqualTo(expected.Length), c.Name);
-            for (int i = 0; i < expected.Length; i++)
-                Assert.That(actual[i], Is.EqualTo(expected[i]).Within(1e-5 + 1e-5 * Math.Abs(expected[i])), $"{c.Name}: state_update[{i}]");
+            Assert.That(actual, Has.Length.EqualTo(expected.StateUpdate!.Length), $"{who}: state_update length");
+            for (int i = 0; i < actual.Length; i++)
+                Assert.That(actual[i], Is.EqualTo(expected.StateUpdate[i]).Within(1e-5 + 1e-5 * Math.Abs(expected.StateUpdate[i])), $"{who}: state_update[{i}]");
+            OnnxAssert.Close(result["output"], expected.Output, $"{who}: output", c.Tolerance);
+            OnnxAssert.Close(result["final_state"], expected.FinalState, $"{who}: final_state", c.Tolerance);
         }
     }
 
