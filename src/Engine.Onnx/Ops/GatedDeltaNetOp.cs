@@ -158,12 +158,44 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
             };
             if (!typeOk) throw new ModelNodeException($"{node}: input {name} ('{input.Name}') has element type {ElementTypeName(type)}, expected {ExpectedType(i)}");
         }
+        CheckFixedDims(info, node, packed);
         if (info.OutputCount > 2 && info.OutputName(2).Length > 0 && capacity == 0)
             throw new ModelNodeException($"{node}: the state_update output needs state_update_capacity > 0");
 
         return new GatedDeltaNetConfig(node, rule, scale == 0f ? null : scale, gate, lowerBound, betaActivation == "sigmoid", l2Norm == 1,
             chunk is long c ? (int)Math.Min(c, int.MaxValue) : null, (int)capacity, packed);
     }
+
+    /// <summary>
+    /// The heads and head dims the model fixes, checked against each other as a call's would be: key like query, the
+    /// state [B, Hv, dv, dk], value heads a multiple of query heads, decay, beta, a_log and dt_bias by Hv (and dk).
+    /// </summary>
+    private static void CheckFixedDims(KernelInfo info, string node, bool packed)
+    {
+        var q = info.Input(GatedDeltaNetSignature.Query);
+        var v = info.Input(GatedDeltaNetSignature.Value);
+        var state = info.Input(GatedDeltaNetSignature.InitialState);
+        long? FromEnd(NodeInputInfo x, int k) => x.Rank is int r && r >= k ? x.Dim(r - k) : null;
+        long? hq = packed ? null : FromEnd(q, 2), dk = packed ? state.Dim(3) : FromEnd(q, 1);
+        long? hv = packed ? state.Dim(1) : FromEnd(v, 2), dv = packed ? state.Dim(2) : FromEnd(v, 1);
+        void Require(int input, int fromEnd, long? want, string what)
+        {
+            var x = info.Input(input);
+            if (x.Present && want is long w && FromEnd(x, fromEnd) is long got && got != w)
+                throw new ModelNodeException($"{node}: input {GatedDeltaNetSignature.InputNames[input]} ('{x.Name}') has {got} where {what} is {w} ({Shape(x.Dims!)})");
+        }
+        Require(GatedDeltaNetSignature.Key, 2, hq, "Hq (the query's heads)");
+        Require(GatedDeltaNetSignature.Key, 1, dk, "dk (the query's head dim)");
+        Require(GatedDeltaNetSignature.InitialState, 3, hv, "Hv (the value's heads)");
+        Require(GatedDeltaNetSignature.InitialState, 2, dv, "dv (the value's head dim)");
+        Require(GatedDeltaNetSignature.InitialState, 1, dk, "dk (the query's head dim)");
+        Require(GatedDeltaNetSignature.Beta, 1, hv, "Hv");
+        Require(GatedDeltaNetSignature.ALog, 1, hv, "Hv");
+        if (hq is long h && hv is long w && w % h != 0)
+            throw new ModelNodeException($"{node}: value heads ({w}) must be a multiple of the query/key heads ({h}); more query heads than value heads is refused");
+    }
+
+    private static string Shape(long[] dims) => "[" + string.Join(", ", dims.Select(d => d < 0 ? "?" : d.ToString())) + "]";
 
     private static string ExpectedType(int input) => input switch
     {

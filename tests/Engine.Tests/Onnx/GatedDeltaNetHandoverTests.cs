@@ -234,6 +234,8 @@ public sealed class GatedDeltaNetHandoverTests
             (new() { GateActivation = "kda", GateLowerBound = 1f }, "gate_lower_bound must be finite and <= 0 (the gate is a log decay), got 1"),
             (new() { GateActivation = "tanh" }, "gate_activation must be one of none, softplus (qwen), sigmoid (kda), got 'tanh'"),
             (new() { UpdateRule = "delta", GateActivation = "softplus" }, "gate_activation softplus needs a decay (update_rule gated_delta)"),
+            (new() { QHeads = 4, ValueHeads = 2 }, "value heads (2) must be a multiple of the query/key heads (4); more query heads than value heads is refused"),
+            (new() { QHeads = 2, ValueHeads = 3 }, "value heads (3) must be a multiple of the query/key heads (2)"),
         ];
         foreach (var (spec, fragment) in nodes)
         {
