@@ -137,12 +137,13 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
         if (packed && !Has(GatedDeltaNetSignature.InitialState))
             throw new ModelNodeException($"{node}: a packed QKV query needs initial_state, which gives the head counts and dims");
 
-        int?[] ranks = [query.Rank, null, null, 1, null, null, 4, 1, null, 1, 1];
+        // Fixed ranks (query's depends on the packing; key, value, decay, beta and dt_bias follow it).
+        int?[] ranks = [null, null, null, 1, null, null, 4, 1, null, 1, 1];
         for (int i = 0; i < info.InputCount && i < ranks.Length; i++)
         {
             var input = info.Input(i);
             if (!input.Present) continue;
-            int? want = i switch { GatedDeltaNetSignature.Query => null, _ => ranks[i] };
+            int? want = ranks[i];
             if (i == GatedDeltaNetSignature.Query && input.Rank is int r && (packed ? r is not (2 or 3) : r is not (3 or 4)))
                 throw new ModelNodeException($"{node}: input query ('{input.Name}') must have rank {(packed ? "2 or 3 (packed QKV)" : "3 or 4")}, the model gives rank {r}");
             if (want is int w && input.Rank is int got && got != w)
