@@ -130,7 +130,8 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
         if (!Has(GatedDeltaNetSignature.Beta)) throw new ModelNodeException($"{node}: update_rule '{ruleText}' requires the beta input");
         bool fused = gate != GateActivation.None;
         if (fused && !usesDecay) throw new ModelNodeException($"{node}: gate_activation {info.String("gate_activation")} needs a decay (update_rule gated_delta)");
-        if (fused != (Has(GatedDeltaNetSignature.ALog) && Has(GatedDeltaNetSignature.DtBias)) || (!fused && (Has(GatedDeltaNetSignature.ALog) || Has(GatedDeltaNetSignature.DtBias))))
+        bool aLog = Has(GatedDeltaNetSignature.ALog), dtBias = Has(GatedDeltaNetSignature.DtBias);
+        if (fused ? !(aLog && dtBias) : aLog || dtBias)
             throw new ModelNodeException(fused ? $"{node}: gate_activation softplus/sigmoid requires a_log and dt_bias" : $"{node}: a_log and dt_bias require gate_activation softplus or sigmoid");
         if ((capacity > 0) != Has(GatedDeltaNetSignature.CaptureCount))
             throw new ModelNodeException($"{node}: capture_count is given exactly when state_update_capacity is positive (it is {capacity})");
