@@ -27,13 +27,6 @@ public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IR
     /// <summary>Whether the engine runs a LinearAttention node with this rule (every decay form of it).</summary>
     public bool Takes(UpdateRule rule) => UpdateRules.Contains(rule);
 
-    /// <summary>
-    /// What one backend's kernels take: the GPU kernels keep the delta rule's state key-major, so on the GPU backend
-    /// GatedDeltaNet nodes (value-major state) stay with ORT.
-    /// </summary>
-    public EngineCapabilities For(HandoverBackend backend) => backend != HandoverBackend.Gpu ? this
-        : this with { EngineOps = EngineOps.Where(op => op != GatedDeltaNetSignature.OpType).ToHashSet() };
-
     public static EngineCapabilities Current { get; } = new(
         new HashSet<UpdateRule> { UpdateRule.Linear, UpdateRule.Gated, UpdateRule.Delta, UpdateRule.GatedDelta },
         new HashSet<string> { LightningAttentionSignature.OpType, LsslScanSignature.OpType, GatedDeltaNetSignature.OpType });
@@ -167,7 +160,7 @@ public static class HandoverRewriter
         GatedDeltaNetSignature.ParseGateActivation(gate, name);
         var elementType = node.Input.Count > 0 ? hints.ElementType(node.Input[0]) : null;
         string what = $"update_rule {ruleText}" + (gate == "none" ? "" : $", gate_activation {gate}");
-        string? reason = !capabilities.EngineOps.Contains(GatedDeltaNetSignature.OpType) ? "no engine kernel for this backend (the GPU kernels keep the state key-major)"
+        string? reason = !capabilities.EngineOps.Contains(GatedDeltaNetSignature.OpType) ? "no engine kernel in this build"
             : GatedDeltaNetSignature.NotTaken(rule, elementType?.ToString().ToLowerInvariant());
         if (reason is null)
         {

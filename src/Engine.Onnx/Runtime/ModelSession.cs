@@ -65,7 +65,7 @@ public sealed class ModelSession : IDisposable
         if (model.BaseDirectory is null && model.HasExternalData)
             throw new InvalidOperationException("the model keeps initializers in external files: open it from its path, or load its bytes with the folder of its data");
         var host = options.Backend == HandoverBackend.None ? null : options.Host ?? KernelHost.Shared;
-        var plan = host is null ? new HandoverPlan(model, [], []) : HandoverRewriter.Rewrite(model, host.Capabilities.For(options.Backend));
+        var plan = host is null ? new HandoverPlan(model, [], []) : HandoverRewriter.Rewrite(model, host.Capabilities);
         var domain = host?.Acquire(options.Backend);
         var sessionOptions = new SessionOptions();
         try

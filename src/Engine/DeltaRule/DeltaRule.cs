@@ -29,7 +29,8 @@ public sealed record DeltaRuleOptions : AttentionOptions
     /// <summary>
     /// How initialState, finalState and a session's state hold each head: key-major [N, Hv, K, V] (default) or
     /// value-major [N, Hv, V, K] (ONNX Runtime's GatedDeltaNet), read and written where they lie. The CPU kernels
-    /// transpose each head while loading it into their scratch and storing it back; the GPU kernels take key-major only.
+    /// transpose each head while loading it into their scratch and storing it back; the GPU kernels index it transposed
+    /// where they load and store their state slices.
     /// </summary>
     public StateLayout StateLayout { get; init; } = StateLayout.KeyMajor;
 }
