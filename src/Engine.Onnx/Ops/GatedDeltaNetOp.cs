@@ -197,7 +197,8 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
             throw new ModelNodeException($"{node}: value heads ({w}) must be a multiple of the query/key heads ({h}); more query heads than value heads is refused");
     }
 
-    private static string Shape(long[] dims) => "[" + string.Join(", ", dims.Select(d => d < 0 ? "?" : d.ToString())) + "]";
+    /// <summary>Dims as messages show them, "?" for one not known.</summary>
+    public static string Shape(long[] dims) => "[" + string.Join(", ", dims.Select(d => d < 0 ? "?" : d.ToString())) + "]";
 
     private static string ExpectedType(int input) => input switch
     {
@@ -430,7 +431,7 @@ internal readonly struct GatedDeltaNetCall
 
     public static ArgumentException Bad(GatedDeltaNetConfig c, string name, string what) => new($"{c.Node}: {name}: {what}", name);
 
-    private static string Shape(long[] dims) => "[" + string.Join(", ", dims.Select(d => d < 0 ? "*" : d.ToString())) + "]";
+    private static string Shape(long[] dims) => GatedDeltaNetConfig.Shape(dims);
 }
 
 /// <summary>Strides of views into ORT's memory.</summary>
