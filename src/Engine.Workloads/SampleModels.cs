@@ -45,7 +45,7 @@ public sealed record LinearAttentionBlockSpec
 /// MatMul → v; MatMul → log-sigmoid → decay; MatMul → Sigmoid → beta; LinearAttention; MatMul → y.
 /// Everything but LinearAttention runs in ONNX Runtime.
 /// </summary>
-public static class SampleModels
+public static partial class SampleModels
 {
     public static OnnxModel LinearAttentionBlock(LinearAttentionBlockSpec spec)
     {

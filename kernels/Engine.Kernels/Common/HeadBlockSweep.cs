@@ -42,9 +42,10 @@ public readonly unsafe record struct StackedStateSlots(int KeyDimPadded, int Val
 
 /// <summary>
 /// The work loop of the CPU attention kernels: items of one sequence and a block of adjacent value (state) heads
-/// (<see cref="HeadBlocks"/>) run by the scheduler. Each head's state [K, V] is loaded padded into the
-/// worker's scratch and stored back after the sequence; the token-by-token form works on the caller's state
-/// in place when no padding is needed, its first token reading the initial state where that is elsewhere.
+/// (<see cref="HeadBlocks"/>) run by the scheduler. Each head's state is loaded padded into the worker's scratch
+/// as [K, V] and stored back after the sequence, transposed on the way when the caller keeps it value-major
+/// ([V, K], <see cref="StateLayout.ValueMajor"/>); the token-by-token form works on a key-major state in place when
+/// no padding is needed, its first token reading the initial state where that is elsewhere.
 /// Chunks run head by head inside a chunk of tokens, so the heads of a block read adjacent rows.
 /// </summary>
 public static unsafe class HeadBlockSweep
@@ -58,16 +59,18 @@ public static unsafe class HeadBlockSweep
         return initialState;
     }
 
-    /// <param name="initial">[sequences, Hv, K, V]: the initial state; may be <paramref name="state"/> itself.</param>
-    /// <param name="state">[sequences, Hv, K, V]: the final state on return.</param>
+    /// <param name="layout">how <paramref name="initial"/> and <paramref name="state"/> hold each head: [K, V] or [V, K].</param>
+    /// <param name="initial">[sequences, Hv, K, V] (or [.., V, K]): the initial state; may be <paramref name="state"/> itself.</param>
+    /// <param name="state">[sequences, Hv, K, V] (or [.., V, K]): the final state on return.</param>
     /// <param name="chunkSize">tokens per chunk; 0 for the token-by-token form.</param>
-    public static void Run<TSteps, TWork>(IWorkScheduler scheduler, WorkerScratch scratch, HeadLayout heads,
+    public static void Run<TSteps, TWork>(IWorkScheduler scheduler, WorkerScratch scratch, HeadLayout heads, StateLayout layout,
         SequenceLayout sequences, float* initial, float* state, int chunkSize, TSteps steps)
         where TSteps : struct, IHeadBlockSteps<TWork>
         where TWork : struct
     {
         int kd = heads.KeyDim, vd = heads.ValueDim, kp = heads.KeyDimPadded, vp = heads.ValueDimPadded;
-        bool chunked = chunkSize > 0, inPlace = !chunked && kp == kd && vp == vd;
+        bool chunked = chunkSize > 0, valueMajor = layout == StateLayout.ValueMajor;
+        bool inPlace = !chunked && !valueMajor && kp == kd && vp == vd;
         var blocks = new HeadBlocks(sequences.Count, heads.ValueHeads, scheduler.Workers);
         scratch.Reserve(scheduler.Workers);
         scheduler.Run(blocks.Items, (item, worker) =>
@@ -78,7 +81,9 @@ public static unsafe class HeadBlockSweep
             float* StateOf(int h) => state + Offset(h);
             float* Slot(int h) => inPlace ? StateOf(h) : steps.StateSlot(work, h - h0);
             int start = sequences.Start(n), end = start + sequences.Length(n);
-            if (!inPlace)
+            if (valueMajor)
+                for (int h = h0; h < h1; h++) SimdOps.TransposeToPadded(Slot(h), kp, vp, initial + Offset(h), vd, kd);
+            else if (!inPlace)
                 for (int h = h0; h < h1; h++) SimdOps.CopyToPadded(Slot(h), kp, vp, initial + Offset(h), kd, vd);
             else if (initial != state && start == end)
                 for (int h = h0; h < h1; h++) new Span<float>(initial + Offset(h), kd * vd).CopyTo(new Span<float>(StateOf(h), kd * vd));
@@ -101,7 +106,9 @@ public static unsafe class HeadBlockSweep
                 for (int t = start; t < end; t++)
                     for (int h = h0; h < h1; h++) steps.Token(work, h, t, t == start && inPlace ? initial + Offset(h) : Slot(h), Slot(h));
             }
-            if (!inPlace)
+            if (valueMajor)
+                for (int h = h0; h < h1; h++) SimdOps.TransposeFromPadded(StateOf(h), Slot(h), vp, kd, vd);
+            else if (!inPlace)
                 for (int h = h0; h < h1; h++) SimdOps.CopyFromPadded(StateOf(h), vd, Slot(h), vp, kd, vd);
         });
     }

@@ -33,6 +33,38 @@ public static unsafe class SimdOps
         for (int r = 0; r < rows; r++) Buffer.MemoryCopy(src + (long)r * ldSrc, dst + r * ldDst, bytes, bytes);
     }
 
+    /// <summary>
+    /// The transpose of a dense [rows × cols] matrix into a zero-padded [colsPadded × rowsPadded] one (a value-major
+    /// state [V, K] into a key-major scratch slot): 16 × 16 blocks in registers, the edges element by element.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void TransposeToPadded(float* dst, int colsPadded, int rowsPadded, float* src, int rows, int cols)
+    {
+        int r16 = rows & ~15, c16 = cols & ~15;
+        if (r16 > 0 && c16 > 0) Transpose(src, cols, dst, rowsPadded, r16, c16);
+        for (int c = 0; c < colsPadded; c++)
+        {
+            float* d = dst + (long)c * rowsPadded;
+            for (int r = c < c16 ? r16 : 0; r < rowsPadded; r++) d[r] = c < cols && r < rows ? src[(long)r * cols + c] : 0f;
+        }
+    }
+
+    /// <summary>
+    /// The transpose of the first [rows × cols] of src (row stride ldSrc) into a dense [cols × rows] matrix: a key-major
+    /// scratch slot back into a value-major state [V, K].
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void TransposeFromPadded(float* dst, float* src, int ldSrc, int rows, int cols)
+    {
+        int r16 = rows & ~15, c16 = cols & ~15;
+        if (r16 > 0 && c16 > 0) Transpose(src, ldSrc, dst, rows, r16, c16);
+        for (int c = 0; c < cols; c++)
+        {
+            float* d = dst + (long)c * rows;
+            for (int r = c < c16 ? r16 : 0; r < rows; r++) d[r] = src[(long)r * ldSrc + c];
+        }
+    }
+
     /// <summary>dst[0..padded) = scale · src[0..count) followed by zeros.</summary>
     public static void CopyScaledPadded(float* dst, float* src, float scale, int count, int padded)
     {

@@ -17,13 +17,15 @@ public sealed record DeltaRuleConfig
     /// <summary>Largest value head dim the kernels take (CPU scratch holds a K × V state per worker).</summary>
     public const int MaxValueDim = 256;
 
-    /// <summary>The epsilon of the in-kernel L2 normalization: x / sqrt(Σ x² + eps).</summary>
-    public const float L2NormEpsilon = 1e-6f;
+    /// <summary>The default epsilon of the in-kernel L2 normalization: x / sqrt(Σ x² + eps).</summary>
+    public const float DefaultL2NormEpsilon = 1e-6f;
 
     /// <summary>A validated config (the facade checks the options): kernels trust it.</summary>
-    public DeltaRuleConfig(HeadLayout heads, GateKind gate, float scale, int chunkSize, bool qkL2Norm)
+    public DeltaRuleConfig(HeadLayout heads, GateKind gate, float scale, int chunkSize, bool qkL2Norm,
+        float l2NormEpsilon = DefaultL2NormEpsilon, StateLayout stateLayout = StateLayout.KeyMajor)
     {
         Heads = heads; Gate = gate; Scale = scale; ChunkSize = chunkSize; QkL2Norm = qkL2Norm;
+        L2NormEpsilon = l2NormEpsilon; StateLayout = stateLayout;
     }
 
     public HeadLayout Heads { get; }
@@ -44,6 +46,12 @@ public sealed record DeltaRuleConfig
 
     /// <summary>q and k rows are L2-normalized per head inside the kernels.</summary>
     public bool QkL2Norm { get; }
+
+    /// <summary>eps of the L2 normalization x / sqrt(Σ x² + eps), > 0.</summary>
+    public float L2NormEpsilon { get; }
+
+    /// <summary>Each head's state [K, V] (key-major) or [V, K] (value-major) in the caller's memory; kernels work key-major inside.</summary>
+    public StateLayout StateLayout { get; }
 
     /// <summary>
     /// Model floating-point operations of a chunked forward pass over these sequences, the count every

@@ -74,7 +74,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         initialState = HeadBlockSweep.InitialState(initialState, state);
         int gateFaults = 0;
         fixed (float* pq = q, pk = k, pv = v, pb = beta, pg = g, po = output, ps = state, pi = initialState)
-            HeadBlockSweep.Run<Steps, Work>(scheduler, _scratch, _config.Heads, sequences, pi, ps, chunked ? _c : 0,
+            HeadBlockSweep.Run<Steps, Work>(scheduler, _scratch, _config.Heads, _config.StateLayout, sequences, pi, ps, chunked ? _c : 0,
                 new Steps(this, new Io(pq, pk, pv, pb, pg, po, &gateFaults)));
         if (gateFaults != 0) LogGates.Refuse(g, "g");
     }
@@ -156,7 +156,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LoadRow(float* dst, float* src, float factor)
     {
-        if (_config.QkL2Norm) SimdOps.CopyNormalizedPadded(dst, src, factor, DeltaRuleConfig.L2NormEpsilon, _config.Heads.KeyDim, _kp);
+        if (_config.QkL2Norm) SimdOps.CopyNormalizedPadded(dst, src, factor, _config.L2NormEpsilon, _config.Heads.KeyDim, _kp);
         else SimdOps.CopyScaledPadded(dst, src, factor, _config.Heads.KeyDim, _kp);
     }
 
@@ -164,7 +164,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LoadRows(float* dst, HeadRows rows, int len, float factor)
     {
-        if (_config.QkL2Norm) rows.CopyNormalizedTo(dst, _kp, len, factor, DeltaRuleConfig.L2NormEpsilon);
+        if (_config.QkL2Norm) rows.CopyNormalizedTo(dst, _kp, len, factor, _config.L2NormEpsilon);
         else rows.CopyScaledTo(dst, _kp, len, factor);
     }
 

@@ -9,7 +9,8 @@ namespace Engine.Kernels.DeltaRule;
 /// DeltaNet / Gated DeltaNet on an ILGPU accelerator; the kernels and their geometry are in
 /// <see cref="DeltaRuleGpuKernels"/>. Each call, under the runtime's lock, uploads q, k, v, β, g and a chunk
 /// table (or the sequence offsets) into buffers this instance owns (grown on demand, reused), launches,
-/// synchronizes once and downloads the output. The state stays on the device: [N, Hv, K, V] fp32, initial on
+/// synchronizes once and downloads the output. The state stays on the device: [N, Hv, K, V] fp32 (or [N, Hv, V, K],
+/// <see cref="StateLayout.ValueMajor"/>, which the kernels index transposed where they load and store it), initial on
 /// entry, final on return.
 /// </summary>
 public sealed class DeltaRuleGpu : IDisposable

@@ -16,7 +16,7 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     /// <summary>Value columns of one group, and rows of a diagonal block of T: the delta rule never mixes value columns.</summary>
     public const int Tile = 16;
 
-    private readonly int _qkL2Norm;
+    private readonly int _qkL2Norm, _valueMajor;
 
     public DeltaRuleGpuShape(DeltaRuleConfig config, int groupSize)
     {
@@ -28,6 +28,8 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
         Chunk = config.ChunkSize;
         Gate = config.Gate;
         _qkL2Norm = config.QkL2Norm ? 1 : 0;
+        _valueMajor = config.StateLayout == StateLayout.ValueMajor ? 1 : 0;
+        L2NormEpsilon = config.L2NormEpsilon;
         Scale = config.Scale;
         GroupSize = groupSize;
     }
@@ -43,10 +45,20 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     public int Chunk { get; }
     public GateKind Gate { get; }
     public float Scale { get; }
+    public float L2NormEpsilon { get; }
     public int GroupSize { get; }
 
     /// <summary>q and k rows are L2-normalized in the kernels (an int behind it: ILGPU refuses bool kernel parameters).</summary>
     public bool QkL2Norm => _qkL2Norm != 0;
+
+    /// <summary>The state in device memory is [N, Hv, V, K] (value-major): its load and store index it transposed.</summary>
+    public bool ValueMajor => _valueMajor != 0;
+
+    /// <summary>Floats between state elements (c, d) and (c + 1, d): V key-major, 1 value-major.</summary>
+    public long StateKeyStride => ValueMajor ? 1 : ValueDim;
+
+    /// <summary>Floats between state elements (c, d) and (c, d + 1): 1 key-major, K value-major.</summary>
+    public long StateValueStride => ValueMajor ? KeyDim : 1;
 
     /// <summary>max(Hq, Hv): heads of the output, the gated queries and the scores.</summary>
     public int OutputHeads => Math.Max(QHeads, ValueHeads);
@@ -70,11 +82,11 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
 
     public bool Equals(DeltaRuleGpuShape other) =>
         QHeads == other.QHeads && KeyHeads == other.KeyHeads && ValueHeads == other.ValueHeads && KeyDim == other.KeyDim && ValueDim == other.ValueDim && Chunk == other.Chunk
-        && Gate == other.Gate && _qkL2Norm == other._qkL2Norm && Scale.Equals(other.Scale) && GroupSize == other.GroupSize;
+        && Gate == other.Gate && _qkL2Norm == other._qkL2Norm && _valueMajor == other._valueMajor && L2NormEpsilon.Equals(other.L2NormEpsilon) && Scale.Equals(other.Scale) && GroupSize == other.GroupSize;
 
     public override bool Equals(object? obj) => obj is DeltaRuleGpuShape other && Equals(other);
 
-    public override int GetHashCode() => HashCode.Combine(QHeads, KeyHeads, ValueHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(_qkL2Norm, Scale, GroupSize));
+    public override int GetHashCode() => HashCode.Combine(QHeads, KeyHeads, ValueHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(_qkL2Norm, _valueMajor, L2NormEpsilon, Scale, GroupSize));
 }
 
 /// <summary>What a delta-rule kernel gets at run time: the device buffers of one call (views a launch does not read are placeholders).</summary>
@@ -170,7 +182,7 @@ public static class DeltaRuleGpuKernels
         if (!s.QkL2Norm) return 1f;
         float sum = 0f;
         for (int c = 0; c < s.KeyDim; c++) sum += x[offset + c] * x[offset + c];
-        return 1f / XMath.Sqrt(sum + DeltaRuleConfig.L2NormEpsilon);
+        return 1f / XMath.Sqrt(sum + s.L2NormEpsilon);
     }
 
     /// <summary>The in-chunk cumulative log gate of chunk row i at key dim c: from CumulativeGate (per key) or <paramref name="gates"/> (per head, or zeros).</summary>
@@ -354,9 +366,10 @@ public static class DeltaRuleGpuKernels
         int tid = Group.IdxX, d = tid % Tile, slice = tid / Tile;
         int n = Grid.IdxX, h = Grid.IdxY, col = Grid.IdxZ * Tile + d;
         bool valid = col < vd;
-        long stateBase = ((long)n * hv + h) * kd * vd + col;
+        long stateBase = ((long)n * hv + h) * kd * vd, stateStep = s.StateKeyStride;
+        stateBase += col * s.StateValueStride;
 
-        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[stateBase + (long)c * vd] : 0f;
+        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[stateBase + c * stateStep] : 0f;
         Group.Barrier();
 
         for (int chunk = args.FirstChunk[n]; chunk < args.FirstChunk[n + 1]; chunk++)
@@ -396,7 +409,7 @@ public static class DeltaRuleGpuKernels
         }
 
         if (valid)
-            for (int c = slice; c < kd; c += slices) args.State[stateBase + (long)c * vd] = sS[c * Tile + d];
+            for (int c = slice; c < kd; c += slices) args.State[stateBase + c * stateStep] = sS[c * Tile + d];
     }
 
     /// <summary>Grid (N, Hv, V tiles): the recurrence token by token, the state slice in shared memory.</summary>
@@ -414,9 +427,10 @@ public static class DeltaRuleGpuKernels
         int tid = Group.IdxX, d = tid % Tile, slice = tid / Tile;
         int n = Grid.IdxX, h = Grid.IdxY, col = Grid.IdxZ * Tile + d;
         bool valid = col < vd;
-        long stateBase = ((long)n * hv + h) * kd * vd + col;
+        long stateBase = ((long)n * hv + h) * kd * vd, stateStep = s.StateKeyStride;
+        stateBase += col * s.StateValueStride;
 
-        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[stateBase + (long)c * vd] : 0f;
+        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[stateBase + c * stateStep] : 0f;
 
         for (int t = args.SequenceStart[n]; t < args.SequenceStart[n + 1]; t++)
         {
@@ -428,7 +442,7 @@ public static class DeltaRuleGpuKernels
             {
                 float sum = 0f;
                 for (int c = 0; c < kd; c++) sum += sRow[c] * sRow[c];
-                rk = 1f / XMath.Sqrt(sum + DeltaRuleConfig.L2NormEpsilon);
+                rk = 1f / XMath.Sqrt(sum + s.L2NormEpsilon);
             }
             // (diag(e^g) S)ᵀ k̂ from the old state, reduced over the slices (a per-head decay is applied after).
             float partial = 0f;
@@ -457,7 +471,7 @@ public static class DeltaRuleGpuKernels
                 {
                     float sum = 0f;
                     for (int c = 0; c < kd; c++) sum += sRow[c] * sRow[c];
-                    rq /= XMath.Sqrt(sum + DeltaRuleConfig.L2NormEpsilon);
+                    rq /= XMath.Sqrt(sum + s.L2NormEpsilon);
                 }
                 float read = 0f;
                 for (int c = slice; c < kd; c += slices) read += sRow[c] * sS[c * Tile + d];
@@ -474,6 +488,6 @@ public static class DeltaRuleGpuKernels
         }
 
         if (valid)
-            for (int c = slice; c < kd; c += slices) args.State[stateBase + (long)c * vd] = sS[c * Tile + d];
+            for (int c = slice; c < kd; c += slices) args.State[stateBase + c * stateStep] = sS[c * Tile + d];
     }
 }

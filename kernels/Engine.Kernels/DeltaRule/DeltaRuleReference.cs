@@ -11,7 +11,7 @@ namespace Engine.Kernels.DeltaRule;
 /// With qkL2Norm, q and k rows are first divided by sqrt(Σ x² + eps).
 /// Per value head h: k is key head h / ValueGroup, v, beta, g and the state are h's own, and the output heads of h read their
 /// query heads (<see cref="HeadLayout"/>). beta [TotalTokens, Hv], g [TotalTokens, Hv] or [TotalTokens, Hv, K] (empty for
-/// DeltaNet); state [N, Hv, K, V], initial on entry, final on return.
+/// DeltaNet); state [N, Hv, K, V] (or [N, Hv, V, K] with <see cref="StateLayout.ValueMajor"/>), initial on entry, final on return.
 /// </summary>
 public static class DeltaRuleReference
 {
@@ -24,6 +24,9 @@ public static class DeltaRuleReference
         var key = new double[kd];
         var query = new double[kd];
         var u = new double[vd];
+        // Element (c, d) of a head's state: key dim c, value dim d, where the layout puts it.
+        bool valueMajor = config.StateLayout == StateLayout.ValueMajor;
+        int At(int c, int d) => valueMajor ? d * kd + c : c * vd + d;
         for (int n = 0; n < sequences.Count; n++)
         {
             for (int h = 0; h < hv; h++)
@@ -32,29 +35,29 @@ public static class DeltaRuleReference
                 var s = state.Slice((int)((n * (long)hv + h) * kd * vd), kd * vd);
                 for (int t = sequences.Start(n); t < sequences.Start(n) + sequences.Length(n); t++)
                 {
-                    Row(k.Slice((t * hk + kh) * kd, kd), key, config.QkL2Norm);
+                    Row(k.Slice((t * hk + kh) * kd, kd), key, config);
                     for (int c = 0; c < kd && config.Gate != GateKind.None; c++)
                     {
                         double decay = Math.Exp(config.Gate == GateKind.PerKey ? g[(t * hv + h) * kd + c] : g[t * hv + h]);
-                        for (int d = 0; d < vd; d++) s[c * vd + d] *= decay;
+                        for (int d = 0; d < vd; d++) s[At(c, d)] *= decay;
                     }
                     double b = beta[t * hv + h];
                     for (int d = 0; d < vd; d++)
                     {
                         double predicted = 0;
-                        for (int c = 0; c < kd; c++) predicted += s[c * vd + d] * key[c];
+                        for (int c = 0; c < kd; c++) predicted += s[At(c, d)] * key[c];
                         u[d] = b * (v[(t * hv + h) * vd + d] - predicted);
                     }
                     for (int c = 0; c < kd; c++)
                         for (int d = 0; d < vd; d++)
-                            s[c * vd + d] += key[c] * u[d];
+                            s[At(c, d)] += key[c] * u[d];
                     for (int o = h * heads.Group; o < (h + 1) * heads.Group; o++)
                     {
-                        Row(q.Slice((t * hq + heads.QueryHeadOf(o)) * kd, kd), query, config.QkL2Norm);
+                        Row(q.Slice((t * hq + heads.QueryHeadOf(o)) * kd, kd), query, config);
                         for (int d = 0; d < vd; d++)
                         {
                             double sum = 0;
-                            for (int c = 0; c < kd; c++) sum += config.Scale * query[c] * s[c * vd + d];
+                            for (int c = 0; c < kd; c++) sum += config.Scale * query[c] * s[At(c, d)];
                             output[(t * ho + o) * vd + d] = sum;
                         }
                     }
@@ -63,7 +66,7 @@ public static class DeltaRuleReference
         }
     }
 
-    private static void Row(ReadOnlySpan<float> source, double[] row, bool l2Norm)
+    private static void Row(ReadOnlySpan<float> source, double[] row, DeltaRuleConfig config)
     {
         double sumSquares = 0;
         for (int c = 0; c < row.Length; c++)
@@ -71,8 +74,8 @@ public static class DeltaRuleReference
             row[c] = source[c];
             sumSquares += row[c] * row[c];
         }
-        if (!l2Norm) return;
-        double inverse = 1 / Math.Sqrt(sumSquares + DeltaRuleConfig.L2NormEpsilon);
+        if (!config.QkL2Norm) return;
+        double inverse = 1 / Math.Sqrt(sumSquares + config.L2NormEpsilon);
         for (int c = 0; c < row.Length; c++) row[c] *= inverse;
     }
 }

@@ -74,7 +74,7 @@ public sealed unsafe class GlaCpu : IDisposable
         initialState = HeadBlockSweep.InitialState(initialState, state);
         int gateFaults = 0;
         fixed (float* pq = q, pk = k, pv = v, pg = g, po = output, ps = state, pi = initialState)
-            HeadBlockSweep.Run<Steps, Work>(scheduler, _scratch, _config.Heads, sequences, pi, ps, chunked ? _c : 0,
+            HeadBlockSweep.Run<Steps, Work>(scheduler, _scratch, _config.Heads, StateLayout.KeyMajor, sequences, pi, ps, chunked ? _c : 0,
                 new Steps(this, new Io(pq, pk, pv, pg, po, &gateFaults)));
         if (gateFaults != 0) LogGates.Refuse(g, "g");
     }

@@ -17,9 +17,11 @@ internal static unsafe class Ort
     public const int ErrorInvalidArgument = 2;
     public const int ErrorRuntimeException = 6;
 
+    /// <summary>An untyped custom-op input: any element type is accepted (the kernel checks it).</summary>
+    public const int ElementUndefined = 0;
     public const int ElementFloat = 1;
-    public const int ElementFloat16 = 10;
     public const int ElementInt32 = 6;
+    public const int ElementFloat16 = 10;
 
     [StructLayout(LayoutKind.Sequential)]
     private struct OrtApiBase

@@ -102,15 +102,6 @@ internal readonly struct LinearAttentionCall
 /// </summary>
 internal sealed class LinearAttentionKernel : IEngineKernel
 {
-    /// <summary>Chunk size when the model gives none the kernels take: measured fastest on the CPU for every rule at dk = dv = 128.</summary>
-    private const int DefaultChunk = 32;
-
-    /// <summary>Calls this short or shorter run token by token (the decode path).</summary>
-    private const int RecurrentUpTo = 8;
-
-    /// <summary>Calls with at most this many state multiply-adds per token step run on the calling thread: waking ORT's pool costs more.</summary>
-    private const long InlineWork = 1 << 20;
-
     private readonly LinearAttentionConfig _config;
     private readonly EngineDevice _device;
     private readonly int _chunk;
@@ -121,15 +112,14 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         _device = device;
         // chunk_size is a hint: one the op takes is used, otherwise (or when absent) DefaultChunk.
         int[] taken = LinearAttentionSignature.UsesBeta(config.Rule) ? Kernels.DeltaRule.DeltaRuleConfig.ChunkSizes : Kernels.Gla.GlaConfig.ChunkSizes;
-        _chunk = config.ChunkSize is int c && Array.IndexOf(taken, c) >= 0 ? c : DefaultChunk;
+        _chunk = config.ChunkSize is int c && Array.IndexOf(taken, c) >= 0 ? c : CallScheduler.DefaultChunk;
     }
 
     public void Compute(KernelContext context)
     {
         var call = LinearAttentionCall.Describe(_config, context);
-        var mode = call.T <= RecurrentUpTo ? AttentionMode.Recurrent : AttentionMode.Chunked;
-        bool inline = call.B * call.T * _config.OutputHeads * call.Dk * call.Dv <= InlineWork;
-        var scheduler = inline ? CallingThread.Instance : new OrtParallelScheduler(context.Handle, _device.Threads);
+        var mode = call.T <= CallScheduler.RecurrentUpTo ? AttentionMode.Recurrent : AttentionMode.Chunked;
+        var scheduler = CallScheduler.For(context, _device, call.B * call.T * _config.OutputHeads * call.Dk * call.Dv);
         LinearAttentionCall.Guard(_config, () =>
         {
             if (call.Half) Run<Half>(call, mode, scheduler);

@@ -21,7 +21,7 @@ public sealed record HandoverPlan(OnnxModel Model, IReadOnlyList<HandoverNode> N
     public IEnumerable<HandoverNode> EngineNodes => Nodes.Where(n => n.ToEngine);
 }
 
-/// <summary>What the engine can take over: the LinearAttention update rules it has kernels for, and its own ops.</summary>
+/// <summary>What the engine can take over: the LinearAttention update rules it has kernels for (GatedDeltaNet's delta rules with them), and its own ops.</summary>
 public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IReadOnlySet<string> EngineOps)
 {
     /// <summary>Whether the engine runs a LinearAttention node with this rule (every decay form of it).</summary>
@@ -32,7 +32,7 @@ public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IR
         new HashSet<string>
         {
             LightningAttentionSignature.OpType, LsslScanSignature.OpType, CausalConvSignature.OpType, VarlenCausalConvSignature.OpType,
-            LinearAttentionGateSignature.OpType, GatedRmsNormSignature.OpType,
+            LinearAttentionGateSignature.OpType, GatedRmsNormSignature.OpType, GatedDeltaNetSignature.OpType,
         });
 }
 
@@ -49,6 +49,7 @@ public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IR
 ///                                                                        it to ORT (the reason in the plan);
 ///   Transpose(0,2,1) → CausalConvWithState → Transpose(0,2,1)           → one channels-last engine node, the Transposes gone, when
 ///                                                                        nothing else reads the tensors between them;
+///   com.microsoft GatedDeltaNet with a delta rule, float32 or float16   → engine; other rules and types stay with ORT, the reason listed;
 ///   nodes already in the engine's domain (LSSL scan, Lightning, …)      → kept, the domain imported.
 /// ONNX Runtime 1.32 runs ai.onnx LinearAttention-27 only as its Scan function body: when no node left in the model needs opset 27 (the
 /// opset that added LinearAttention and CausalConvWithState, and changed nothing else) the import is lowered to 26.
@@ -78,6 +79,8 @@ public static class HandoverRewriter
             {
                 if (node.OpType == LinearAttentionSignature.OpType)
                     RetargetLinearAttention(node, onnxOpset, capabilities, hints, nodes);
+                else if (node.OpType == GatedDeltaNetSignature.OpType && node.Domain == MicrosoftDomain)
+                    RetargetGatedDeltaNet(node, capabilities, hints, nodes);
                 else if (CompanionOps.Contains(node.OpType) && node.Domain != EngineDomain)
                     RetargetCompanion(node, onnxOpset, hints, nodes);
                 else if (node.Domain == EngineDomain)
@@ -156,6 +159,32 @@ public static class HandoverRewriter
             node.Domain = MicrosoftDomain;
             nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain,
                 $"{what} has no engine kernel: {(fromOnnx ? "ORT's own kernel runs it" : "left to ORT")}"));
+        }
+    }
+
+    private static void RetargetGatedDeltaNet(NodeProto node, EngineCapabilities capabilities, ShapeHints hints, List<HandoverNode> nodes)
+    {
+        if (node.Name.Length == 0) node.Name = NameOf(node);
+        string name = $"GatedDeltaNet node '{NameOf(node)}'";
+        foreach (var attribute in node.Attribute)
+            if (!GatedDeltaNetSignature.AttributeNames.Contains(attribute.Name))
+                throw new ModelNodeException($"{name}: unknown attribute '{attribute.Name}' (GatedDeltaNet has {string.Join(", ", GatedDeltaNetSignature.AttributeNames)})");
+        string ruleText = node.Attribute.FirstOrDefault(a => a.Name == "update_rule")?.S.ToStringUtf8() ?? LinearAttentionSignature.DefaultUpdateRule;
+        var rule = LinearAttentionSignature.ParseRule(ruleText, name);
+        string gate = node.Attribute.FirstOrDefault(a => a.Name == "gate_activation")?.S.ToStringUtf8() ?? "none";
+        GatedDeltaNetSignature.ParseGateActivation(gate, name);
+        var elementType = node.Input.Count > 0 ? hints.ElementType(node.Input[0]) : null;
+        string what = $"update_rule {ruleText}" + (gate == "none" ? "" : $", gate_activation {gate}");
+        string? reason = !capabilities.EngineOps.Contains(GatedDeltaNetSignature.OpType) ? "no engine kernel in this build"
+            : GatedDeltaNetSignature.NotTaken(rule, elementType?.ToString().ToLowerInvariant());
+        if (reason is null)
+        {
+            node.Domain = EngineDomain;
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, MicrosoftDomain, EngineDomain, what + ", value-major state"));
+        }
+        else
+        {
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, MicrosoftDomain, MicrosoftDomain, $"{what}: {reason}, left to ORT"));
         }
     }
 

@@ -27,10 +27,11 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
     /// Checks every shape against q: k, v, output and cu_seqlens (<see cref="AttentionShapes"/>), beta when the op reads
     /// it, and g, whose rank gives the gate form (a constant-gate op takes none).
     /// </summary>
-    public static AttentionCall Describe<T>(in AttentionTensors<T> t, ReadOnlySpan<int> cuSeqlens, bool takesBeta, bool constantGate)
+    /// <param name="output">false for a call that writes no output (its shape is not checked).</param>
+    public static AttentionCall Describe<T>(in AttentionTensors<T> t, ReadOnlySpan<int> cuSeqlens, bool takesBeta, bool constantGate, bool output = true)
         where T : unmanaged
     {
-        var shapes = AttentionShapes.Check(t.Q.Lengths, t.K.Lengths, t.V.Lengths, t.Output.Lengths, cuSeqlens);
+        var shapes = AttentionShapes.Check(t.Q.Lengths, t.K.Lengths, t.V.Lengths, t.Output.Lengths, cuSeqlens, output);
         if (takesBeta) TensorArgs.RequireShape(t.Beta.Lengths, "beta", "(B, T, Hv)", shapes.PerHeadShape);
         GateKind gate;
         if (constantGate)
@@ -69,9 +70,9 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         TensorArgs.RequireElementType<T>();
         var call = Describe(t, cuSeqlens, takesBeta, constantGate);
         var op = build(call.Shapes.Heads, call.Gate);
-        nint[] stateShape = call.Shapes.StateShape;
-        if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", "(N, Hv, K, V)", stateShape);
-        if (finalState.Rank != 0) TensorArgs.RequireShape(finalState.Lengths, "final_state", "(N, Hv, K, V)", stateShape);
+        nint[] stateShape = op.StateShape(call.Shapes.Sequences.Count);
+        if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", op.StateAxes, stateShape);
+        if (finalState.Rank != 0) TensorArgs.RequireShape(finalState.Lengths, "final_state", op.StateAxes, stateShape);
         int stateLength = checked((int)(call.Shapes.Sequences.Count * op.Heads.StatePerSequence));
 
         using var inputs = CallInputs.From(op, t);

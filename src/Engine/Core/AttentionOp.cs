@@ -35,10 +35,21 @@ internal abstract class AttentionOp
     /// <summary>Reads beta [B, T, Hv] (the delta rule).</summary>
     public abstract bool TakesBeta { get; }
 
+    /// <summary>How the caller's state holds each head: [K, V] (default) or [V, K].</summary>
+    public virtual StateLayout StateLayout => StateLayout.KeyMajor;
+
+    /// <summary>The state's shape for this many sequences: [N, Hv, K, V], or [N, Hv, V, K] value-major.</summary>
+    public nint[] StateShape(int sequences) => StateLayout == StateLayout.ValueMajor
+        ? [sequences, Heads.ValueHeads, Heads.ValueDim, Heads.KeyDim]
+        : [sequences, Heads.ValueHeads, Heads.KeyDim, Heads.ValueDim];
+
+    /// <summary>The state's axes in messages.</summary>
+    public string StateAxes => StateLayout == StateLayout.ValueMajor ? "(N, Hv, V, K)" : "(N, Hv, K, V)";
+
     /// <summary>The kernel config: value equality, so it keys the device's kernel pools.</summary>
     public abstract object Config { get; }
 
-    /// <summary>The float64 oracle: state [N, Hv, K, V] initial on entry, final on return.</summary>
+    /// <summary>The float64 oracle: state (<see cref="StateShape"/>) initial on entry, final on return.</summary>
     public abstract void RunReference(in AttentionBatch batch, Span<double> output, Span<double> state);
 
     /// <summary>The CPU kernel: state final on return, read from initialState when that is not empty.</summary>

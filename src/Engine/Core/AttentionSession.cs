@@ -4,7 +4,7 @@ namespace Engine;
 
 /// <summary>
 /// A linear-attention layer with its recurrent state kept on the device: prefill a prompt (chunked), then decode
-/// token by token (recurrent), the state [N, Hv, K, V] carried between calls. The op's session
+/// token by token (recurrent), the state [N, Hv, K, V] (or [N, Hv, V, K], <see cref="StateLayout"/>) carried between calls. The op's session
 /// (<see cref="GlaSession"/>, <see cref="LightningSession"/>, <see cref="DeltaRuleSession"/>) names its tensors.
 /// </summary>
 public abstract class AttentionSession : StatefulSession
@@ -12,7 +12,7 @@ public abstract class AttentionSession : StatefulSession
     private readonly IWorkScheduler? _scheduler;
 
     private protected AttentionSession(EngineDevice device, int sequences, AttentionOp op, AttentionOptions options)
-        : base(device, [sequences, op.Heads.ValueHeads, op.Heads.KeyDim, op.Heads.ValueDim], "(N, Hv, K, V)")
+        : base(device, op.StateShape(sequences), op.StateAxes)
     {
         Op = op;
         _scheduler = options.Scheduler;

@@ -10,7 +10,7 @@ namespace Engine;
 internal readonly record struct AttentionShapes(int Batch, int Tokens, HeadLayout Heads, SequenceLayout Sequences)
 {
     public static AttentionShapes Check(ReadOnlySpan<nint> q, ReadOnlySpan<nint> k, ReadOnlySpan<nint> v,
-        ReadOnlySpan<nint> output, ReadOnlySpan<int> cuSeqlens)
+        ReadOnlySpan<nint> output, ReadOnlySpan<int> cuSeqlens, bool checkOutput = true)
     {
         TensorArgs.RequireRank(q, "q", 4, "(B, T, Hq, K)");
         int b = TensorArgs.Dim(q, 0, "q"), t = TensorArgs.Dim(q, 1, "q"), hq = TensorArgs.Dim(q, 2, "q"), kd = TensorArgs.Dim(q, 3, "q");
@@ -22,7 +22,7 @@ internal readonly record struct AttentionShapes(int Batch, int Tokens, HeadLayou
         int hv = TensorArgs.Dim(v, 2, "v"), vd = TensorArgs.Dim(v, 3, "v");
         if (kd < 1 || vd < 1) throw new ArgumentException($"q, v: head dims must be >= 1, got K = {kd}, V = {vd}", kd < 1 ? "q" : "v");
         CheckHeads(hq, hk, hv);
-        TensorArgs.RequireShape(output, "output", "(B, T, max(Hq, Hv), V)", b, t, Math.Max(hq, hv), vd);
+        if (checkOutput) TensorArgs.RequireShape(output, "output", "(B, T, max(Hq, Hv), V)", b, t, Math.Max(hq, hv), vd);
         SequenceLayout layout;
         if (cuSeqlens.IsEmpty)
         {
@@ -52,7 +52,4 @@ internal readonly record struct AttentionShapes(int Batch, int Tokens, HeadLayou
 
     /// <summary>Shape of a per-token, per-value-head tensor (gates, beta): [B, T, Hv].</summary>
     public nint[] PerHeadShape => [Batch, Tokens, Heads.ValueHeads];
-
-    /// <summary>State shape [N, Hv, K, V].</summary>
-    public nint[] StateShape => [Sequences.Count, Heads.ValueHeads, Heads.KeyDim, Heads.ValueDim];
 }

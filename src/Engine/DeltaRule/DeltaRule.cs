@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Numerics.Tensors;
 using ILGPU;
+using Engine.Kernels.Common;
 using Engine.Kernels.DeltaRule;
 
 namespace Engine;
@@ -18,8 +20,19 @@ public sealed record DeltaRuleOptions : AttentionOptions
 
     public const int DefaultChunkSize = 32;
 
-    /// <summary>L2-normalize every q and k row per head inside the kernel (x / sqrt(Σ x² + 1e-6)).</summary>
+    /// <summary>L2-normalize every q and k row per head inside the kernel (x / sqrt(Σ x² + <see cref="L2NormEpsilon"/>)).</summary>
     public bool QkL2Norm { get; init; }
+
+    /// <summary>eps of the L2 normalization, finite and > 0; default 1e-6 (ONNX Runtime's GatedDeltaNet uses 1e-12).</summary>
+    public float L2NormEpsilon { get; init; } = DeltaRuleConfig.DefaultL2NormEpsilon;
+
+    /// <summary>
+    /// How initialState, finalState and a session's state hold each head: key-major [N, Hv, K, V] (default) or
+    /// value-major [N, Hv, V, K] (ONNX Runtime's GatedDeltaNet), read and written where they lie. The CPU kernels
+    /// transpose each head while loading it into their scratch and storing it back; the GPU kernels index it transposed
+    /// where they load and store their state slices.
+    /// </summary>
+    public StateLayout StateLayout { get; init; } = StateLayout.KeyMajor;
 }
 
 /// <summary>
@@ -27,7 +40,7 @@ public sealed record DeltaRuleOptions : AttentionOptions
 ///   S = diag(exp(g_t)) S;  u = β_t (v_t − Sᵀ k_t);  S = S + k_t uᵀ;  o_t = Sᵀ (scale · q_t)
 /// Shapes: q [B,T,Hq,K], k [B,T,Hk,K], v [B,T,Hv,V], beta [B,T,Hv], g (log space, ≤ 0) [B,T,Hv] (one decay
 /// per head, Gated DeltaNet) or [B,T,Hv,K] (one per key dim, as in Kimi Delta Attention) or empty, output [B,T,max(Hq,Hv),V],
-/// states [N,Hv,K,V] fp32 with N = B, or the number of packed sequences when cu_seqlens is given (then B = 1). Heads are
+/// states [N,Hv,K,V] fp32 ([N,Hv,V,K] with <see cref="DeltaRuleOptions.StateLayout"/> ValueMajor) with N = B, or the number of packed sequences when cu_seqlens is given (then B = 1). Heads are
 /// grouped one way or the other (<see cref="HeadLayout"/>): Hk = Hv with query head h reading key/value head h / (Hq / Hv),
 /// or Hq = Hk with value head h reading query/key head h / (Hv / Hk) (Qwen3-Next/3.5). Element type float
 /// or System.Half. K and V are at most <see cref="DeltaRuleConfig.MaxKeyDim"/> and <see cref="DeltaRuleConfig.MaxValueDim"/>.
@@ -50,6 +63,61 @@ public static class DeltaRule
         options ??= new DeltaRuleOptions();
         AttentionCall.Forward(device, new AttentionTensors<T>(q, k, v, g, beta, output), cuSeqlens, initialState, finalState,
             options, takesBeta: true, constantGate: false, (heads, gate) => DeltaRuleOp.Create(heads, gate, options));
+    }
+
+    /// <summary>
+    /// The first transitions of each sequence from <paramref name="initialState"/>, what a speculative decoder keeps to
+    /// replay an accepted prefix: token t of sequence n, value head h, gives decay[n, j, h(, c)] = exp(g_t) (1 without g),
+    /// keys[n, j, key head, :] = k̂_t as the recurrence uses it (L2-normalized with <see cref="DeltaRuleOptions.QkL2Norm"/>)
+    /// and deltas[n, j, h, :] = β_t (v_t − Sᵀ(decay ⊙ k̂_t)), so that S_t = diag(decay) S_{t−1} + k̂_t deltaᵀ, for the first
+    /// min(counts[n], capacity, length) tokens j; the rest is zero. Shapes: k [B,T,Hk,K], v [B,T,Hv,V], beta [B,T,Hv],
+    /// g [B,T,Hv] or [B,T,Hv,K] or empty, initialState as <see cref="Forward{T}(EngineDevice, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, TensorSpan{T}, ReadOnlyTensorSpan{float}, TensorSpan{float}, ReadOnlySpan{int}, DeltaRuleOptions?)"/>
+    /// takes it (zeros when empty), counts [N]; decay [N, C, Hv] (or [N, C, Hv, K] with a per-key g), keys [N, C, Hk, K],
+    /// deltas [N, C, Hv, V], C the capacity; the destinations may be strided views.
+    /// </summary>
+    public static void CaptureTransitions<T>(ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> beta, ReadOnlyTensorSpan<T> g,
+        ReadOnlyTensorSpan<float> initialState, ReadOnlySpan<int> counts, TensorSpan<float> decay, TensorSpan<float> keys, TensorSpan<float> deltas,
+        ReadOnlySpan<int> cuSeqlens = default, DeltaRuleOptions? options = null) where T : unmanaged
+    {
+        options ??= new DeltaRuleOptions();
+        TensorArgs.RequireElementType<T>();
+        // The keys stand in for the queries: the transitions read none, and the shapes are checked as for a call.
+        var call = AttentionCall.Describe(new AttentionTensors<T>(k, k, v, g, beta, default), cuSeqlens, takesBeta: true, constantGate: false, output: false);
+        var op = DeltaRuleOp.Create(call.Shapes.Heads, call.Gate, options);
+        var config = (DeltaRuleConfig)op.Config;
+        int sequences = call.Shapes.Sequences.Count, hk = config.Heads.KeyHeads, hv = config.Heads.ValueHeads;
+        nint capacity = keys.Rank == 4 ? keys.Lengths[1] : -1;
+        TensorArgs.RequireDims(keys.Lengths, "keys", "(N, C, Hk, K)", sequences, -1, hk, config.Heads.KeyDim);
+        TensorArgs.RequireShape(deltas.Lengths, "deltas", "(N, C, Hv, V)", sequences, capacity, hv, config.Heads.ValueDim);
+        if (call.Gate == GateKind.PerKey) TensorArgs.RequireShape(decay.Lengths, "decay", "(N, C, Hv, K)", sequences, capacity, hv, config.Heads.KeyDim);
+        else TensorArgs.RequireShape(decay.Lengths, "decay", "(N, C, Hv)", sequences, capacity, hv);
+        if (counts.Length != sequences) throw new ArgumentException($"counts: expected {sequences} values (one per sequence), got {counts.Length}", "counts");
+        if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", op.StateAxes, op.StateShape(sequences));
+
+        using var inputs = CallInputs.From(op, new AttentionTensors<T>(k, k, v, g, beta, default));
+        using var init = FloatInput.From(initialState);
+        TensorArgs.RequireFinite(init.Span, "initial_state");
+        int stateLength = checked((int)(sequences * config.Heads.StatePerSequence));
+        var batch = inputs.Batch(false, call.Shapes.Sequences, default);
+        float[] zeros = init.Span.IsEmpty ? ArrayPool<float>.Shared.Rent(Math.Max(stateLength, 1)) : [];
+        float[] dense = ArrayPool<float>.Shared.Rent(Math.Max(checked((int)(decay.FlattenedLength + keys.FlattenedLength + deltas.FlattenedLength)), 1));
+        try
+        {
+            var state = init.Span.IsEmpty ? zeros.AsSpan(0, stateLength) : init.Span;
+            if (init.Span.IsEmpty) zeros.AsSpan(0, stateLength).Clear();
+            int nd = (int)decay.FlattenedLength, nk = (int)keys.FlattenedLength, nv = (int)deltas.FlattenedLength;
+            DeltaRuleTransitions.Capture(config, call.Shapes.Sequences, (int)capacity, counts, batch.K, batch.V, batch.Beta, batch.G, state,
+                dense.AsSpan(0, nd), dense.AsSpan(nd, nk), dense.AsSpan(nd + nk, nv));
+            TensorArgs.RequireFinite(dense.AsSpan(0, nd + nk + nv), "deltas");
+            new ReadOnlyTensorSpan<float>(dense.AsSpan(0, nd), decay.Lengths, []).CopyTo(decay);
+            new ReadOnlyTensorSpan<float>(dense.AsSpan(nd, nk), keys.Lengths, []).CopyTo(keys);
+            new ReadOnlyTensorSpan<float>(dense.AsSpan(nd + nk, nv), deltas.Lengths, []).CopyTo(deltas);
+        }
+        finally
+        {
+            if (zeros.Length > 0) ArrayPool<float>.Shared.Return(zeros);
+            ArrayPool<float>.Shared.Return(dense);
+        }
     }
 
     /// <summary>Convenience form: allocates and returns the output and the final state.</summary>
@@ -105,6 +173,7 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
     public override GateKind Gate => config.Gate;
     public override bool TakesBeta => true;
     public override object Config => config;
+    public override StateLayout StateLayout => config.StateLayout;
 
     /// <summary>The op for these heads and gate, its options checked (the only place they are).</summary>
     public static DeltaRuleOp Create(HeadLayout heads, GateKind gate, DeltaRuleOptions options)
@@ -119,7 +188,11 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
         if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", "options");
         if (Array.IndexOf(DeltaRuleConfig.ChunkSizes, options.ChunkSize) < 0)
             throw new ArgumentException($"chunk size must be one of {string.Join(", ", DeltaRuleConfig.ChunkSizes)}, got {options.ChunkSize}", "options");
-        return new DeltaRuleOp(new DeltaRuleConfig(heads, gate, scale, options.ChunkSize, options.QkL2Norm));
+        if (!(options.L2NormEpsilon > 0f) || !float.IsFinite(options.L2NormEpsilon))
+            throw new ArgumentException($"L2 normalization epsilon must be finite and > 0, got {options.L2NormEpsilon}", "options");
+        if (!Enum.IsDefined(options.StateLayout))
+            throw new ArgumentException($"state layout must be KeyMajor or ValueMajor, got {options.StateLayout}", "options");
+        return new DeltaRuleOp(new DeltaRuleConfig(heads, gate, scale, options.ChunkSize, options.QkL2Norm, options.L2NormEpsilon, options.StateLayout));
     }
 
     public override void RunReference(in AttentionBatch b, Span<double> output, Span<double> state) =>

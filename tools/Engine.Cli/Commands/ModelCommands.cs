@@ -148,13 +148,16 @@ internal sealed class BenchModelCommand : ICommand
     public IReadOnlyCollection<string> Options { get; } = ["input", "dim", "sample", "T", "decode", "repeats", "backend", "threads", "json"];
     public string Usage => $"""
         engine bench-model model.onnx [--input NAME=FILE.npy ...] [--dim NAME=VALUE ...] [--repeats 7] [--backend cpu|gpu] [--threads N] [--json]
-        engine bench-model --sample linear|gated-per-key|gated-per-head|delta|gated-delta-per-head|gated-delta-per-key|gdn-layer|gdn-layer-fused|all [--T 1024,4096] [--decode] ...
+        engine bench-model --sample linear|gated-per-key|gated-per-head|delta|gated-delta-per-head|gated-delta-per-key|gdn-layer|gdn-layer-fused|gated-delta-net|all [--T 1024,4096] [--decode] ...
           Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
           interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
           (names with 'state' zeros, 'decay' log gates, 'beta' in (0,1), other floats N(0,1)).
           --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone, or the
           Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it (hidden 2048, 16 query/key and 32 value heads of
           128, K=4; gdn-layer-fused: its fused-gate export), at each --T, and with --decode one token with past states.
+          gated-delta-net times a com.microsoft GatedDeltaNet node (B=1, Hq=16, Hv=32, dk=dv=128, and Hq=4, Hv=8,
+          dk=dv=64; log-gate decay, unit keys) against ORT's GatedDeltaNet kernel, and the same math as a LinearAttention
+          node ("as LA") against ORT's LinearAttention kernel.
           The last column is the share of the hand-over's run spent in ORT's MatMuls (its profile).
         """;
 
@@ -171,7 +174,21 @@ internal sealed class BenchModelCommand : ICommand
             if (args.Positionals.Count > 0) throw new UsageException("give either a model file or --sample");
             var lengths = BenchShape.TokenList(args, 4096);
             bool decode = args.Flag("decode");
-            foreach (var (label, model, batch, time) in Samples(args.Require("sample")))
+            string which = args.Require("sample");
+            if (which is GatedDeltaNetSample or "all")
+            {
+                // The same gated delta rule as ORT's GatedDeltaNet node and as its LinearAttention node: each timed with the
+                // engine's kernels against ORT's own kernel of that node.
+                foreach (var (label, hq, hv, d) in GatedDeltaNetShapes)
+                    foreach (int t in decode ? lengths.Append(1) : lengths)
+                    {
+                        var pair = SampleModels.GatedDeltaNetAndLinearAttention(hq, hv, d, d, t);
+                        string what = t == 1 ? "decode T=1" : $"T={t}";
+                        rows.Add(Time(pair[0].Model, $"gdn {label}", what, pair[0].Inputs, host, backend, repeats));
+                        rows.Add(Time(pair[1].Model, $"gdn {label} as LA", what, pair[1].Inputs, host, backend, repeats));
+                    }
+            }
+            foreach (var (label, model, batch, time) in which == GatedDeltaNetSample ? [] : Samples(which))
             {
                 foreach (int t in decode ? lengths.Append(1) : lengths)
                 {
@@ -193,6 +210,12 @@ internal sealed class BenchModelCommand : ICommand
         Print(context.Out, rows, host.Describe(backend), args.Flag("json"));
         return 0;
     }
+
+    private const string GatedDeltaNetSample = "gated-delta-net";
+
+    /// <summary>GatedDeltaNet samples: Qwen3.5's layer (16 query/key heads, 32 value heads of 128) and a smaller one.</summary>
+    private static readonly (string Label, int QHeads, int ValueHeads, int HeadDim)[] GatedDeltaNetShapes =
+        [("16/32x128", 16, 32, 128), ("4/8x64", 4, 8, 64)];
 
     /// <summary>Whole-model medians, and the medians of the time spent in the taken-over nodes (from ORT's profile).</summary>
     /// <param name="MatMulShare">the share of the hand-over's node time in ORT's MatMuls, from one profile.</param>
@@ -310,7 +333,8 @@ internal sealed class BenchModelCommand : ICommand
         };
         string[] layers = ["gdn-layer", "gdn-layer-fused"];
         var names = blocks.Select(s => s.Item1).Concat(layers).ToArray();
-        if (which != "all" && !names.Contains(which)) throw new UsageException($"--sample must be one of {string.Join("|", names)}|all, got '{which}'");
+        if (which != "all" && !names.Contains(which))
+            throw new UsageException($"--sample must be one of {string.Join("|", names)}|{GatedDeltaNetSample}|all, got '{which}'");
         foreach (var (label, rule, decay) in blocks.Where(s => which == "all" || s.Item1 == which))
         {
             var spec = new LinearAttentionBlockSpec { Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = rule, Decay = decay };

@@ -1,0 +1,173 @@
+using System.Buffers;
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using Engine.Kernels.Common;
+using Engine.Onnx.Interop;
+
+namespace Engine.Onnx.Ops;
+
+/// <summary>
+/// A GatedDeltaNet call's log gate g and beta as the delta rule takes them ([B, T, Hv] or [B, T, Hv, dk], and
+/// [B, T, Hv], fp32), computed once per call over whole rows, vectorized:
+///   none      g = decay (ORT's memory itself when float32)
+///   softplus  g = −exp(a_log)·softplus(decay + dt_bias),   softplus(x) = max(x, 0) + log1p(exp(−|x|))
+///   sigmoid   g = gate_lower_bound·sigmoid(exp(a_log)·(decay + dt_bias))
+///   beta      sigmoid(beta) with beta_activation sigmoid, else beta
+/// sigmoid(y) = (y ≥ 0 ? 1 : e) / (1 + e) with e = exp(−|y|): every exponent of the data is ≤ 0. exp(a_log) is one
+/// value per head, refused when it overflows. Inputs that go through an activation are checked finite first, so a
+/// NaN never hides behind a saturated sigmoid; the facade then checks g (finite, ≤ 0) and beta as for every call.
+/// </summary>
+internal ref struct GatedDeltaNetGates
+{
+    private float[]? _g, _beta, _scratch;
+
+    public ReadOnlyTensorSpan<float> G { get; private set; }
+    public ReadOnlyTensorSpan<float> Beta { get; private set; }
+
+    public static GatedDeltaNetGates From(GatedDeltaNetConfig config, in GatedDeltaNetCall call)
+    {
+        var gates = new GatedDeltaNetGates();
+        try
+        {
+            nint b = call.ViewBatch, t = call.ViewTokens, hv = call.Hv;
+            if (call.Decay is OrtTensorView decay)
+            {
+                int width = call.PerKeyDecay ? call.Hv * call.Dk : call.Hv;
+                nint[] shape = call.PerKeyDecay ? [b, t, hv, call.Dk] : [b, t, hv];
+                int n = checked((int)decay.ElementCount);
+                gates._g = Copy(decay, config.Gate != DecayGateActivation.None);
+                if (config.Gate != DecayGateActivation.None)
+                {
+                    var g = gates._g!.AsSpan(0, n);
+                    RequireFinite(g, config, "decay");
+                    gates._scratch = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
+                    Activate(config, call, g, width, gates._scratch.AsSpan(0, n));
+                }
+                gates.G = new ReadOnlyTensorSpan<float>(gates._g is float[] copy ? copy.AsSpan(0, n) : decay.AsReadOnlySpan<float>(), shape, []);
+            }
+            int betas = checked((int)call.Beta.ElementCount);
+            gates._beta = Copy(call.Beta, config.BetaSigmoid);
+            if (config.BetaSigmoid)
+            {
+                var values = gates._beta!.AsSpan(0, betas);
+                RequireFinite(values, config, "beta");
+                Sigmoid(values, values, 1f);
+            }
+            gates.Beta = new ReadOnlyTensorSpan<float>(gates._beta is float[] copied ? copied.AsSpan(0, betas) : call.Beta.AsReadOnlySpan<float>(), [b, t, hv], []);
+            return gates;
+        }
+        catch
+        {
+            gates.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// A pooled fp32 copy of the tensor when it is float16 or <paramref name="writable"/> (an activation writes it);
+    /// null when ORT's float32 memory is read where it lies.
+    /// </summary>
+    private static float[]? Copy(OrtTensorView x, bool writable)
+    {
+        bool half = x.ElementType == Ort.ElementFloat16;
+        if (!half && !writable) return null;
+        int n = checked((int)x.ElementCount);
+        var rented = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
+        if (half) TensorPrimitives.ConvertToSingle(x.AsReadOnlySpan<Half>(), rented.AsSpan(0, n));
+        else x.AsReadOnlySpan<float>().CopyTo(rented.AsSpan(0, n));
+        return rented;
+    }
+
+    /// <summary>g in place from decay (rows of <paramref name="width"/>): the softplus or sigmoid gate with a_log and dt_bias.</summary>
+    private static void Activate(GatedDeltaNetConfig config, in GatedDeltaNetCall call, Span<float> g, int width, Span<float> scratch)
+    {
+        var aLog = call.ALog!.Value.AsReadOnlySpan<float>();
+        var dtBias = call.DtBias!.Value.AsReadOnlySpan<float>();
+        RequireFinite(aLog, config, "a_log");
+        RequireFinite(dtBias, config, "dt_bias");
+        // Per column of a row: dt_bias (per head, repeated over the key dims of a per-key decay, or per key dim) and exp(a_log).
+        int perHead = width / call.Hv;
+        var bias = new float[width];
+        var rate = new float[width];
+        for (int i = 0; i < width; i++)
+        {
+            int h = i / perHead;
+            float a = MathF.Exp(aLog[h]);
+            if (!float.IsFinite(a))
+                throw GatedDeltaNetCall.Bad(config, "a_log", $"exp(a_log) overflows float32 at head {h} (a_log = {aLog[h]})");
+            bias[i] = dtBias.Length == width ? dtBias[i] : dtBias[h];
+            rate[i] = config.Gate == DecayGateActivation.Softplus ? -a : a;
+        }
+        for (int row = 0; row < g.Length; row += width) TensorPrimitives.Add(g.Slice(row, width), bias, g.Slice(row, width));
+        if (config.Gate == DecayGateActivation.Softplus)
+        {
+            // softplus(x) = max(x, 0) + log1p(exp(−|x|)), then times −exp(a_log).
+            ExpNegativeMagnitude(g, scratch);
+            TensorPrimitives.LogP1(scratch, scratch);
+            TensorPrimitives.Max(g, 0f, g);
+            TensorPrimitives.Add(g, scratch, g);
+            for (int row = 0; row < g.Length; row += width) TensorPrimitives.Multiply(g.Slice(row, width), rate, g.Slice(row, width));
+        }
+        else
+        {
+            for (int row = 0; row < g.Length; row += width) TensorPrimitives.Multiply(g.Slice(row, width), rate, g.Slice(row, width));
+            Sigmoid(g, g, config.GateLowerBound);
+        }
+    }
+
+    /// <summary>dst = exp(−|x|): every exponent ≤ 0.</summary>
+    private static void ExpNegativeMagnitude(ReadOnlySpan<float> x, Span<float> dst)
+    {
+        int i = 0;
+        ref float src = ref MemoryMarshal.GetReference(x);
+        ref float to = ref MemoryMarshal.GetReference(dst);
+        for (; i + 16 <= x.Length; i += 16)
+            SimdMath.ExpNonPositive(-Vector512.Abs(Vector512.LoadUnsafe(ref src, (nuint)i))).StoreUnsafe(ref to, (nuint)i);
+        for (; i < x.Length; i++) dst[i] = MathF.Exp(-MathF.Abs(x[i]));
+    }
+
+    /// <summary>dst = factor · sigmoid(x) = factor · (x ≥ 0 ? 1 : e) / (1 + e), e = exp(−|x|); x finite.</summary>
+    private static void Sigmoid(ReadOnlySpan<float> x, Span<float> dst, float factor)
+    {
+        int i = 0;
+        ref float src = ref MemoryMarshal.GetReference(x);
+        ref float to = ref MemoryMarshal.GetReference(dst);
+        var one = Vector512<float>.One;
+        var f = Vector512.Create(factor);
+        for (; i + 16 <= x.Length; i += 16)
+        {
+            var y = Vector512.LoadUnsafe(ref src, (nuint)i);
+            var e = SimdMath.ExpNonPositive(-Vector512.Abs(y));
+            var numerator = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(y, Vector512<float>.Zero), one, e);
+            (f * numerator / (one + e)).StoreUnsafe(ref to, (nuint)i);
+        }
+        for (; i < x.Length; i++)
+        {
+            float e = MathF.Exp(-MathF.Abs(x[i]));
+            dst[i] = factor * (x[i] >= 0f ? 1f : e) / (1f + e);
+        }
+    }
+
+    private static void RequireFinite(ReadOnlySpan<float> values, GatedDeltaNetConfig config, string name)
+    {
+        // x − x is 0 exactly when x is finite.
+        int i = 0;
+        ref float start = ref MemoryMarshal.GetReference(values);
+        for (; i + 16 <= values.Length; i += 16)
+        {
+            var x = Vector512.LoadUnsafe(ref start, (nuint)i);
+            if (!Vector512.EqualsAll(x - x, Vector512<float>.Zero)) break;
+        }
+        for (; i < values.Length; i++)
+            if (!float.IsFinite(values[i]))
+                throw GatedDeltaNetCall.Bad(config, name, $"values must be finite, got {values[i]} at flat index {i}");
+    }
+
+    public void Dispose()
+    {
+        foreach (var a in new[] { _g, _beta, _scratch })
+            if (a is not null) ArrayPool<float>.Shared.Return(a);
+        _g = _beta = _scratch = null;
+    }
+}

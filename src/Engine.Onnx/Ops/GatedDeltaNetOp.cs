@@ -1,0 +1,525 @@
+using System.Buffers;
+using System.Numerics.Tensors;
+using Engine.Kernels.Common;
+using Engine.Kernels.DeltaRule;
+using Engine.Onnx.Interop;
+
+namespace Engine.Onnx.Ops;
+
+/// <summary>How a GatedDeltaNet node turns its decay input into the log-space gate g.</summary>
+internal enum DecayGateActivation
+{
+    /// <summary>decay is g.</summary>
+    None,
+    /// <summary>g = −exp(a_log)·softplus(decay + dt_bias) (alias qwen).</summary>
+    Softplus,
+    /// <summary>g = gate_lower_bound·sigmoid(exp(a_log)·(decay + dt_bias)) (alias kda).</summary>
+    Sigmoid,
+}
+
+/// <summary>
+/// ONNX Runtime's com.microsoft GatedDeltaNet (1.32), token-major with an explicit value-major state:
+/// inputs query [N, Hq, dk] | [B, S, Hq, dk] | packed QKV [N | B, S, 2·Hq·dk + Hv·dv]; key, value (absent for packed QKV);
+/// cu_seqlens [B + 1] int32 (ragged packing, rank-3 spelling only); decay [.., Hv] or [.., Hv, dk], log space; beta [.., Hv];
+/// initial_state [B, Hv, dv, dk] fp32, value-major (required without cu_seqlens in the rank-3 spelling, and for packed QKV);
+/// a_log [Hv], dt_bias [Hv] | [Hv, dk] | [Hv·dk] (the last two with a per-key decay); capture_count [B], state_update_active [1] int32.
+/// Outputs output [N, Hv, dv] | [B, S, Hv, dv], final_state [B, Hv, dv, dk] fp32, state_update [B, C·(decay width + Hq·dk + Hv·dv)] fp32.
+/// Query and key heads are Hq; value head h reads query/key head h / (Hv / Hq). What was established by running ORT's kernel:
+/// the L2 normalization is x / sqrt(Σ x² + 1e-12); a per-key dt_bias with a per-head decay is refused.
+/// </summary>
+internal static class GatedDeltaNetSignature
+{
+    public const string OpType = "GatedDeltaNet";
+    public static readonly string[] InputNames =
+        ["query", "key", "value", "cu_seqlens", "decay", "beta", "initial_state", "a_log", "dt_bias", "capture_count", "state_update_active"];
+    public static readonly string[] OutputNames = ["output", "final_state", "state_update"];
+    public static readonly string[] AttributeNames =
+        ["update_rule", "scale", "gate_activation", "gate_lower_bound", "beta_activation", "qk_l2_norm", "chunk_size", "state_update_capacity"];
+
+    public const int Query = 0, Key = 1, Value = 2, CuSeqlens = 3, Decay = 4, Beta = 5, InitialState = 6, ALog = 7, DtBias = 8,
+        CaptureCount = 9, StateUpdateActive = 10;
+
+    /// <summary>ORT's epsilon of qk_l2_norm (inside the square root).</summary>
+    public const float L2NormEpsilon = 1e-12f;
+
+    /// <summary>ORT's largest state_update_capacity.</summary>
+    public const int MaxCapacity = 8;
+
+    public static DecayGateActivation ParseGateActivation(string text, string node) => text switch
+    {
+        "none" => DecayGateActivation.None,
+        "softplus" or "qwen" => DecayGateActivation.Softplus,
+        "sigmoid" or "kda" => DecayGateActivation.Sigmoid,
+        _ => throw new ModelNodeException($"{node}: gate_activation must be one of none, softplus (qwen), sigmoid (kda), got '{text}'"),
+    };
+
+    /// <summary>
+    /// Why the engine leaves a node with these attributes and query type to ORT, or null when it takes it: the delta
+    /// rules only (linear and gated have no value-major GLA path), float32 and float16 tensors.
+    /// </summary>
+    public static string? NotTaken(UpdateRule rule, string? elementType)
+    {
+        if (!LinearAttentionSignature.UsesBeta(rule))
+            return $"update_rule {LinearAttentionSignature.Name(rule)}: the engine runs the delta rules (delta, gated_delta) of GatedDeltaNet";
+        if (elementType is not null and not "float" and not "float16")
+            return $"{elementType} tensors: the engine's hand-over takes float32 and float16";
+        return null;
+    }
+}
+
+/// <summary>GatedDeltaNet in the engine's domain, one op per element type of query, key, value and output (float32, float16).</summary>
+internal sealed class GatedDeltaNetOp(int elementType) : EngineOp
+{
+    public override string Name => GatedDeltaNetSignature.OpType;
+
+    // decay and beta are float or the query's type: registered untyped (0), their type checked by the kernel.
+    public override IReadOnlyList<OpParameter> Inputs { get; } =
+    [
+        new("query", false, elementType), new("key", true, elementType), new("value", true, elementType),
+        new("cu_seqlens", true, Ort.ElementInt32), new("decay", true, Ort.ElementUndefined), new("beta", true, Ort.ElementUndefined),
+        new("initial_state", true), new("a_log", true), new("dt_bias", true),
+        new("capture_count", true, Ort.ElementInt32), new("state_update_active", true, Ort.ElementInt32),
+    ];
+
+    public override IReadOnlyList<OpParameter> Outputs { get; } = [new("output", false, elementType), new("final_state", true), new("state_update", true)];
+
+    public override IEngineKernel CreateKernel(KernelInfo info, EngineDevice device) =>
+        new GatedDeltaNetKernel(GatedDeltaNetConfig.FromNode(info), device);
+}
+
+/// <summary>A GatedDeltaNet node's attributes and the inputs it has, checked when its kernel is made.</summary>
+internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? Scale, DecayGateActivation Gate, float GateLowerBound,
+    bool BetaSigmoid, bool QkL2Norm, int? ChunkSize, int Capacity, bool Packed)
+{
+    public static GatedDeltaNetConfig FromNode(KernelInfo info)
+    {
+        string node = $"GatedDeltaNet node '{info.NodeName}'";
+        string ruleText = info.String("update_rule") ?? LinearAttentionSignature.DefaultUpdateRule;
+        var rule = LinearAttentionSignature.ParseRule(ruleText, node);
+        var query = info.Input(GatedDeltaNetSignature.Query);
+        string? queryType = query.ElementType switch { 0 => null, Ort.ElementFloat => "float", Ort.ElementFloat16 => "float16", var t => ElementTypeName(t) };
+
+        float scale = info.Float("scale") ?? 0f;
+        if (!float.IsFinite(scale)) throw new ModelNodeException($"{node}: scale must be finite, got {scale}");
+        var gate = GatedDeltaNetSignature.ParseGateActivation(info.String("gate_activation") ?? "none", node);
+        float lowerBound = info.Float("gate_lower_bound") ?? -5f;
+        if (!float.IsFinite(lowerBound) || lowerBound > 0f)
+            throw new ModelNodeException($"{node}: gate_lower_bound must be finite and <= 0 (the gate is a log decay), got {lowerBound}");
+        string betaActivation = info.String("beta_activation") ?? "none";
+        if (betaActivation is not ("none" or "sigmoid"))
+            throw new ModelNodeException($"{node}: beta_activation must be none or sigmoid, got '{betaActivation}'");
+        long l2Norm = info.Int("qk_l2_norm") ?? 0;
+        if (l2Norm is not (0 or 1)) throw new ModelNodeException($"{node}: qk_l2_norm must be 0 or 1, got {l2Norm}");
+        long? chunk = info.Int("chunk_size");
+        if (chunk < 1) throw new ModelNodeException($"{node}: chunk_size must be positive, got {chunk}");
+        long capacity = info.Int("state_update_capacity") ?? 0;
+        if (capacity is < 0 or > GatedDeltaNetSignature.MaxCapacity)
+            throw new ModelNodeException($"{node}: state_update_capacity must be in [0, {GatedDeltaNetSignature.MaxCapacity}], got {capacity}");
+        if (GatedDeltaNetSignature.NotTaken(rule, queryType) is string reason) throw new ModelNodeException($"{node}: {reason}");
+
+        if (info.InputCount > GatedDeltaNetSignature.InputNames.Length)
+            throw new ModelNodeException($"{node}: expected at most {GatedDeltaNetSignature.InputNames.Length} inputs ({string.Join(", ", GatedDeltaNetSignature.InputNames)}), got {info.InputCount}");
+        bool Has(int index) => info.Input(index).Present;
+        if (!query.Present) throw new ModelNodeException($"{node}: the required input query is missing");
+        if (Has(GatedDeltaNetSignature.Key) != Has(GatedDeltaNetSignature.Value))
+            throw new ModelNodeException($"{node}: key and value are given together, or both left out for a packed QKV query");
+        bool packed = !Has(GatedDeltaNetSignature.Key);
+        bool usesDecay = LinearAttentionSignature.UsesDecay(rule);
+        if (usesDecay != Has(GatedDeltaNetSignature.Decay))
+            throw new ModelNodeException(usesDecay ? $"{node}: update_rule '{ruleText}' requires the decay input" : $"{node}: update_rule '{ruleText}' takes no decay input");
+        if (!Has(GatedDeltaNetSignature.Beta)) throw new ModelNodeException($"{node}: update_rule '{ruleText}' requires the beta input");
+        bool fused = gate != DecayGateActivation.None;
+        if (fused && !usesDecay) throw new ModelNodeException($"{node}: gate_activation {info.String("gate_activation")} needs a decay (update_rule gated_delta)");
+        bool aLog = Has(GatedDeltaNetSignature.ALog), dtBias = Has(GatedDeltaNetSignature.DtBias);
+        if (fused ? !(aLog && dtBias) : aLog || dtBias)
+            throw new ModelNodeException(fused ? $"{node}: gate_activation softplus/sigmoid requires a_log and dt_bias" : $"{node}: a_log and dt_bias require gate_activation softplus or sigmoid");
+        if ((capacity > 0) != Has(GatedDeltaNetSignature.CaptureCount))
+            throw new ModelNodeException($"{node}: capture_count is given exactly when state_update_capacity is positive (it is {capacity})");
+        if (packed && !Has(GatedDeltaNetSignature.InitialState))
+            throw new ModelNodeException($"{node}: a packed QKV query needs initial_state, which gives the head counts and dims");
+
+        // Fixed ranks (query's depends on the packing; key, value, decay, beta and dt_bias follow it).
+        int?[] ranks = [null, null, null, 1, null, null, 4, 1, null, 1, 1];
+        for (int i = 0; i < info.InputCount && i < ranks.Length; i++)
+        {
+            var input = info.Input(i);
+            if (!input.Present) continue;
+            int? want = ranks[i];
+            if (i == GatedDeltaNetSignature.Query && input.Rank is int r && (packed ? r is not (2 or 3) : r is not (3 or 4)))
+                throw new ModelNodeException($"{node}: input query ('{input.Name}') must have rank {(packed ? "2 or 3 (packed QKV)" : "3 or 4")}, the model gives rank {r}");
+            if (want is int w && input.Rank is int got && got != w)
+                throw new ModelNodeException($"{node}: input {GatedDeltaNetSignature.InputNames[i]} ('{input.Name}') must have rank {w}, the model gives rank {got}");
+            int type = input.ElementType;
+            string name = GatedDeltaNetSignature.InputNames[i];
+            bool typeOk = i switch
+            {
+                GatedDeltaNetSignature.CuSeqlens or GatedDeltaNetSignature.CaptureCount or GatedDeltaNetSignature.StateUpdateActive => type is 0 or Ort.ElementInt32,
+                GatedDeltaNetSignature.Decay or GatedDeltaNetSignature.Beta => type == 0 || type == Ort.ElementFloat || type == query.ElementType,
+                GatedDeltaNetSignature.InitialState or GatedDeltaNetSignature.ALog or GatedDeltaNetSignature.DtBias => type is 0 or Ort.ElementFloat,
+                _ => true,
+            };
+            if (!typeOk) throw new ModelNodeException($"{node}: input {name} ('{input.Name}') has element type {ElementTypeName(type)}, expected {ExpectedType(i)}");
+        }
+        CheckFixedDims(info, node, packed);
+        if (info.OutputCount > 2 && info.OutputName(2).Length > 0 && capacity == 0)
+            throw new ModelNodeException($"{node}: the state_update output needs state_update_capacity > 0");
+
+        return new GatedDeltaNetConfig(node, rule, scale == 0f ? null : scale, gate, lowerBound, betaActivation == "sigmoid", l2Norm == 1,
+            chunk is long c ? (int)Math.Min(c, int.MaxValue) : null, (int)capacity, packed);
+    }
+
+    /// <summary>
+    /// The heads and head dims the model fixes, checked against each other as a call's would be: key like query, the
+    /// state [B, Hv, dv, dk], value heads a multiple of query heads, decay, beta, a_log and dt_bias by Hv (and dk).
+    /// </summary>
+    private static void CheckFixedDims(KernelInfo info, string node, bool packed)
+    {
+        var q = info.Input(GatedDeltaNetSignature.Query);
+        var v = info.Input(GatedDeltaNetSignature.Value);
+        var state = info.Input(GatedDeltaNetSignature.InitialState);
+        long? FromEnd(NodeInputInfo x, int k) => x.Rank is int r && r >= k ? x.Dim(r - k) : null;
+        long? hq = packed ? null : FromEnd(q, 2), dk = packed ? state.Dim(3) : FromEnd(q, 1);
+        long? hv = packed ? state.Dim(1) : FromEnd(v, 2), dv = packed ? state.Dim(2) : FromEnd(v, 1);
+        void Require(int input, int fromEnd, long? want, string what)
+        {
+            var x = info.Input(input);
+            if (x.Present && want is long w && FromEnd(x, fromEnd) is long got && got != w)
+                throw new ModelNodeException($"{node}: input {GatedDeltaNetSignature.InputNames[input]} ('{x.Name}') has {got} where {what} is {w} ({Shape(x.Dims!)})");
+        }
+        Require(GatedDeltaNetSignature.Key, 2, hq, "Hq (the query's heads)");
+        Require(GatedDeltaNetSignature.Key, 1, dk, "dk (the query's head dim)");
+        Require(GatedDeltaNetSignature.InitialState, 3, hv, "Hv (the value's heads)");
+        Require(GatedDeltaNetSignature.InitialState, 2, dv, "dv (the value's head dim)");
+        Require(GatedDeltaNetSignature.InitialState, 1, dk, "dk (the query's head dim)");
+        Require(GatedDeltaNetSignature.Beta, 1, hv, "Hv");
+        Require(GatedDeltaNetSignature.ALog, 1, hv, "Hv");
+        if (hq is long h && hv is long w && w % h != 0)
+            throw new ModelNodeException($"{node}: value heads ({w}) must be a multiple of the query/key heads ({h}); more query heads than value heads is refused");
+    }
+
+    /// <summary>Dims as messages show them, "?" for one not known.</summary>
+    public static string Shape(long[] dims) => "[" + string.Join(", ", dims.Select(d => d < 0 ? "?" : d.ToString())) + "]";
+
+    private static string ExpectedType(int input) => input switch
+    {
+        GatedDeltaNetSignature.CuSeqlens or GatedDeltaNetSignature.CaptureCount or GatedDeltaNetSignature.StateUpdateActive => "int32",
+        GatedDeltaNetSignature.Decay or GatedDeltaNetSignature.Beta => "float32 or the query's type",
+        _ => "float32",
+    };
+
+    private static string ElementTypeName(int type) => ((Proto.TensorProto.Types.DataType)type).ToString().ToLowerInvariant();
+}
+
+/// <summary>
+/// GatedDeltaNet on the delta rule's public facade: the gates and beta activation computed once per call into fp32
+/// log space, query, key and value viewed where they lie ([B, T, H, d] over the token axis; packed QKV as strided views,
+/// which the facade copies dense), cu_seqlens as the facade's packed sequences, the state value-major where ORT keeps
+/// it. float16 tensors are converted to fp32 and back (the output refused when float16 cannot hold it).
+/// </summary>
+internal sealed class GatedDeltaNetKernel(GatedDeltaNetConfig config, EngineDevice device) : IEngineKernel
+{
+    private readonly int _chunk = config.ChunkSize is int c && Array.IndexOf(DeltaRuleConfig.ChunkSizes, c) >= 0 ? c : CallScheduler.DefaultChunk;
+
+    public void Dispose() { }
+
+    public void Compute(KernelContext context)
+    {
+        var call = GatedDeltaNetCall.Describe(config, context);
+        var mode = call.MaxLength <= CallScheduler.RecurrentUpTo ? AttentionMode.Recurrent : AttentionMode.Chunked;
+        var scheduler = CallScheduler.For(context, device, (long)call.Tokens * call.Hv * call.Dk * call.Dv);
+        NodeErrors.Guard(config.Node, name => name switch { "q" => "query", "k" => "key", "v" => "value", "g" => "decay", null => "input", _ => name }, () =>
+        {
+            using var inputs = new GatedDeltaNetViews(call);
+            using var gates = GatedDeltaNetGates.From(config, call);
+            var output = inputs.Output;
+            var options = new DeltaRuleOptions
+            {
+                Scale = config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler, QkL2Norm = config.QkL2Norm,
+                L2NormEpsilon = GatedDeltaNetSignature.L2NormEpsilon, StateLayout = StateLayout.ValueMajor,
+            };
+            // Before the run: final_state may be initial_state's memory.
+            if (call.StateUpdate is OrtTensorView stateUpdate) CaptureTransitions(call, inputs, gates, stateUpdate, options);
+            DeltaRule.Forward(device, inputs.Q, inputs.K, inputs.V, gates.Beta, gates.G, output,
+                call.InitialState is OrtTensorView init ? init.AsReadOnlyTensor<float>(init.Lengths) : default,
+                call.FinalState is OrtTensorView final ? final.AsTensor<float>(final.Lengths) : default,
+                call.CuSeqlens, options);
+            inputs.Commit();
+        });
+    }
+
+    /// <summary>
+    /// state_update [B, C·(decay width + Hq·dk + Hv·dv)]: per request the first min(capture_count, C, length) transitions
+    /// (decay factors, keys as the recurrence uses them, deltas; the layout established by running ORT's kernel), written
+    /// through strided views of each request's row; zeros elsewhere, and everywhere when state_update_active is 0.
+    /// </summary>
+    private void CaptureTransitions(in GatedDeltaNetCall call, in GatedDeltaNetViews inputs, in GatedDeltaNetGates gates, OrtTensorView stateUpdate, DeltaRuleOptions options)
+    {
+        int c = config.Capacity, n = call.Sequences, hq = call.Hq, hv = call.Hv, dk = call.Dk, dv = call.Dv;
+        int width = call.PerKeyDecay ? hv * dk : hv;
+        nint row = (nint)c * (width + hq * dk + hv * dv);
+        var counts = call.CaptureActive ? call.CaptureCount : new int[n];
+        var memory = stateUpdate.AsSpan<float>();
+        var decay = call.PerKeyDecay
+            ? new TensorSpan<float>(memory, [n, c, hv, dk], StridedView.Strides([n, c, hv, dk], [row, width, dk, 1]))
+            : new TensorSpan<float>(memory, [n, c, hv], StridedView.Strides([n, c, hv], [row, width, 1]));
+        var keys = new TensorSpan<float>(memory[(c * width)..], [n, c, hq, dk], StridedView.Strides([n, c, hq, dk], [row, hq * dk, dk, 1]));
+        var deltas = new TensorSpan<float>(memory[(int)(c * (width + hq * dk))..], [n, c, hv, dv], StridedView.Strides([n, c, hv, dv], [row, hv * dv, dv, 1]));
+        DeltaRule.CaptureTransitions(inputs.K, inputs.V, gates.Beta, gates.G,
+            call.InitialState is OrtTensorView init ? init.AsReadOnlyTensor<float>(init.Lengths) : default,
+            counts, decay, keys, deltas, call.CuSeqlens, options);
+    }
+}
+
+/// <summary>
+/// One GatedDeltaNet call's tensors and dims: head counts and dims from query/key/value (packed QKV: from initial_state),
+/// the batch from cu_seqlens, the rank-4 spelling or initial_state; every shape checked naming the node and the input.
+/// </summary>
+internal readonly struct GatedDeltaNetCall
+{
+    public GatedDeltaNetConfig Config { get; init; }
+    public OrtTensorView Query { get; init; }
+    public OrtTensorView? Key { get; init; }
+    public OrtTensorView? Value { get; init; }
+    public OrtTensorView? Decay { get; init; }
+    public OrtTensorView Beta { get; init; }
+    public OrtTensorView? InitialState { get; init; }
+    public OrtTensorView? ALog { get; init; }
+    public OrtTensorView? DtBias { get; init; }
+    public OrtTensorView Output { get; init; }
+    public OrtTensorView? FinalState { get; init; }
+    public OrtTensorView? StateUpdate { get; init; }
+    /// <summary>capture_count (B ints), and whether state_update_active (absent: active) lets transitions be captured.</summary>
+    public int[] CaptureCount { get; init; }
+    public bool CaptureActive { get; init; }
+    /// <summary>cu_seqlens copied (B + 1 ints), or null.</summary>
+    public int[]? CuSeqlens { get; init; }
+    public int Hq { get; init; }
+    public int Hv { get; init; }
+    public int Dk { get; init; }
+    public int Dv { get; init; }
+    /// <summary>Sequences (requests) and the facade's view: [ViewBatch, ViewTokens] over the token axis.</summary>
+    public int Sequences { get; init; }
+    public int ViewBatch { get; init; }
+    public int ViewTokens { get; init; }
+    public int MaxLength { get; init; }
+    public int Tokens => ViewBatch * ViewTokens;
+    /// <summary>Dims before the head axes: [N] or [B, S].</summary>
+    public long[] TokenDims { get; init; }
+    public bool PerKeyDecay => Decay is OrtTensorView d && d.Dims.Length == TokenDims.Length + 2;
+    public bool Half => Query.ElementType == Ort.ElementFloat16;
+
+    public static GatedDeltaNetCall Describe(GatedDeltaNetConfig c, KernelContext context)
+    {
+        var q = context.Input(GatedDeltaNetSignature.Query) ?? throw Bad(c, "query", "the required input was not given");
+        var k = context.Input(GatedDeltaNetSignature.Key);
+        var v = context.Input(GatedDeltaNetSignature.Value);
+        var cuTensor = context.Input(GatedDeltaNetSignature.CuSeqlens);
+        var decay = context.Input(GatedDeltaNetSignature.Decay);
+        var beta = context.Input(GatedDeltaNetSignature.Beta) ?? throw Bad(c, "beta", "the required input was not given");
+        var state = context.Input(GatedDeltaNetSignature.InitialState);
+        if (c.Packed != (k is null) || (k is null) != (v is null)) throw Bad(c, "key", "key and value are given together, or both left out for a packed QKV query");
+        int tokenRank = q.Dims.Length - (c.Packed ? 1 : 2);
+        if (tokenRank is not (1 or 2))
+            throw Bad(c, "query", $"expected rank {(c.Packed ? "2 [N, W] or 3 [B, S, W] (packed QKV)" : "3 [N, Hq, dk] or 4 [B, S, Hq, dk]")}, got shape {Shape(q.Dims)}");
+        long[] tokenDims = q.Dims[..tokenRank];
+        if (state is OrtTensorView s && s.Dims.Length != 4) throw Bad(c, "initial_state", $"expected rank 4 [B, Hv, dv, dk], got shape {Shape(s.Dims)}");
+
+        long hq, hv, dk, dv;
+        if (c.Packed)
+        {
+            var st = state!.Value;
+            (hv, dv, dk) = (st.Dims[1], st.Dims[2], st.Dims[3]);
+            long width = q.Dims[^1], rest = width - hv * dv;
+            if (dk < 1 || rest <= 0 || rest % (2 * dk) != 0)
+                throw Bad(c, "query", $"packed QKV width {width} must be 2·Hq·dk + Hv·dv with Hv = {hv}, dv = {dv}, dk = {dk} from initial_state");
+            hq = rest / (2 * dk);
+        }
+        else
+        {
+            (hq, dk) = (q.Dims[^2], q.Dims[^1]);
+            RequireDims(c, k!.Value, "key", [.. tokenDims, hq, dk], "the query's [.., Hq, dk]");
+            if (v!.Value.Dims.Length != q.Dims.Length || !v.Value.Dims[..tokenRank].SequenceEqual(tokenDims))
+                throw Bad(c, "value", $"expected shape {Shape([.. tokenDims, -1, -1])} (the query's token axes, then Hv, dv), got {Shape(v.Value.Dims)}");
+            (hv, dv) = (v.Value.Dims[^2], v.Value.Dims[^1]);
+        }
+        if (hq < 1 || hv < 1 || dk < 1 || dv < 1 || hv > int.MaxValue || dk > int.MaxValue || dv > int.MaxValue)
+            throw Bad(c, "query", $"heads and head dims must be >= 1, got Hq = {hq}, Hv = {hv}, dk = {dk}, dv = {dv}");
+        if (hv % hq != 0) throw Bad(c, "value", $"value heads ({hv}) must be a multiple of the query/key heads ({hq}); more query heads than value heads is refused");
+
+        int[]? cu = null;
+        int sequences, viewBatch, viewTokens, maxLength;
+        if (cuTensor is OrtTensorView cuView)
+        {
+            if (tokenRank != 1) throw Bad(c, "cu_seqlens", "ragged packing needs the rank-3 spelling (a token axis [N, ..]), the query has [B, S, ..]");
+            if (cuView.Dims.Length != 1 || cuView.Dims[0] < 2) throw Bad(c, "cu_seqlens", $"expected shape [B + 1] with B >= 1, got {Shape(cuView.Dims)}");
+            cu = cuView.AsReadOnlySpan<int>().ToArray();
+            (sequences, viewBatch, viewTokens) = (cu.Length - 1, 1, checked((int)tokenDims[0]));
+            maxLength = 0;
+            for (int i = 0; i + 1 < cu.Length; i++) maxLength = Math.Max(maxLength, cu[i + 1] - cu[i]);
+        }
+        else if (tokenRank == 2)
+        {
+            (sequences, viewBatch, viewTokens) = (checked((int)tokenDims[0]), checked((int)tokenDims[0]), checked((int)tokenDims[1]));
+            maxLength = viewTokens;
+        }
+        else
+        {
+            if (state is not OrtTensorView st) throw Bad(c, "initial_state", "a token-axis query [N, ..] without cu_seqlens takes its batch from initial_state, which was not given");
+            long b = st.Dims[0], n = tokenDims[0];
+            if (b < 1 || n % b != 0) throw Bad(c, "query", $"{n} tokens do not split evenly into the {b} requests of initial_state (give cu_seqlens for ragged requests)");
+            (sequences, viewBatch, viewTokens) = (checked((int)b), checked((int)b), checked((int)(n / b)));
+            maxLength = viewTokens;
+        }
+
+        if (decay is OrtTensorView g)
+        {
+            bool perKey = g.Dims.Length == tokenRank + 2;
+            RequireDims(c, g, "decay", perKey ? [.. tokenDims, hv, dk] : [.. tokenDims, hv], perKey ? "[tokens, Hv, dk] (per key dim)" : "[tokens, Hv] (per head), or [tokens, Hv, dk]");
+            RequireGateType(c, g, q, "decay");
+        }
+        RequireDims(c, beta, "beta", [.. tokenDims, hv], "[tokens, Hv]");
+        RequireGateType(c, beta, q, "beta");
+        if (state is OrtTensorView init) RequireDims(c, init, "initial_state", [sequences, hv, dv, dk], "[B, Hv, dv, dk] (value-major)");
+        var aLog = context.Input(GatedDeltaNetSignature.ALog);
+        var dtBias = context.Input(GatedDeltaNetSignature.DtBias);
+        if (c.Gate != DecayGateActivation.None)
+        {
+            RequireDims(c, aLog!.Value, "a_log", [hv], "[Hv]");
+            bool perKey = decay!.Value.Dims.Length == tokenRank + 2;
+            var dt = dtBias!.Value;
+            bool fits = dt.Dims.SequenceEqual([hv]) || (perKey && (dt.Dims.SequenceEqual([hv, dk]) || dt.Dims.SequenceEqual([hv * dk])));
+            if (!fits) throw Bad(c, "dt_bias", $"expected [Hv] = [{hv}]" + (perKey ? $", [Hv, dk] = [{hv}, {dk}] or [Hv·dk] = [{hv * dk}]" : " (a per-key dt_bias needs a per-key decay)") + $", got {Shape(dt.Dims)}");
+        }
+
+        int[] captureCount = [];
+        bool captureActive = false;
+        if (c.Capacity > 0)
+        {
+            var count = context.Input(GatedDeltaNetSignature.CaptureCount) ?? throw Bad(c, "capture_count", "required when state_update_capacity is positive, not given");
+            RequireDims(c, count, "capture_count", [sequences], "[B]");
+            captureCount = count.AsReadOnlySpan<int>().ToArray();
+            captureActive = true;
+            if (context.Input(GatedDeltaNetSignature.StateUpdateActive) is OrtTensorView active)
+            {
+                RequireDims(c, active, "state_update_active", [1], "[1]");
+                captureActive = active.AsReadOnlySpan<int>()[0] != 0;
+            }
+        }
+
+        var output = context.Output(0, [.. tokenDims, hv, dv]) ?? throw new ModelNodeException($"{c.Node}: ORT gave no output tensor");
+        var final = context.Output(1, [sequences, hv, dv, dk]);
+        long decayWidth = decay is OrtTensorView dg && dg.Dims.Length == tokenRank + 2 ? hv * dk : hv;
+        var stateUpdate = c.Capacity > 0 ? context.Output(2, [sequences, c.Capacity * (decayWidth + hq * dk + hv * dv)]) : null;
+        return new GatedDeltaNetCall
+        {
+            Config = c, Query = q, Key = k, Value = v, Decay = decay, Beta = beta, InitialState = state, ALog = aLog, DtBias = dtBias,
+            Output = output, FinalState = final, StateUpdate = stateUpdate, CaptureCount = captureCount, CaptureActive = captureActive, CuSeqlens = cu, Hq = (int)hq, Hv = (int)hv, Dk = (int)dk, Dv = (int)dv,
+            Sequences = sequences, ViewBatch = viewBatch, ViewTokens = viewTokens, MaxLength = maxLength, TokenDims = tokenDims,
+        };
+    }
+
+    private static void RequireDims(GatedDeltaNetConfig c, OrtTensorView t, string name, long[] expected, string what)
+    {
+        if (!t.Dims.SequenceEqual(expected)) throw Bad(c, name, $"expected shape {Shape(expected)} {what}, got {Shape(t.Dims)}");
+    }
+
+    private static void RequireGateType(GatedDeltaNetConfig c, OrtTensorView t, OrtTensorView query, string name)
+    {
+        if (t.ElementType != Ort.ElementFloat && t.ElementType != query.ElementType)
+            throw Bad(c, name, $"element type {t.ElementType} must be float32 or the query's ({query.ElementType})");
+    }
+
+    public static ArgumentException Bad(GatedDeltaNetConfig c, string name, string what) => new($"{c.Node}: {name}: {what}", name);
+
+    private static string Shape(long[] dims) => GatedDeltaNetConfig.Shape(dims);
+}
+
+/// <summary>Strides of views into ORT's memory.</summary>
+internal static class StridedView
+{
+    /// <summary>The strides with those of dims of length 1 set to 0: System.Numerics.Tensors bounds such a dim by its stride.</summary>
+    public static nint[] Strides(nint[] lengths, nint[] strides)
+    {
+        for (int i = 0; i < lengths.Length; i++)
+            if (lengths[i] == 1) strides[i] = 0;
+        return strides;
+    }
+}
+
+/// <summary>
+/// query, key, value and output as the facade's fp32 tensors [ViewBatch, ViewTokens, H, d]: ORT's memory for float32
+/// nodes (packed QKV as strided views of it), pooled fp32 copies for float16 ones, the output converted back by
+/// <see cref="Commit"/>.
+/// </summary>
+internal ref struct GatedDeltaNetViews
+{
+    private float[]? _q, _k, _v, _output;
+    private readonly OrtTensorView _outputTensor;
+
+    public ReadOnlyTensorSpan<float> Q { get; }
+    public ReadOnlyTensorSpan<float> K { get; }
+    public ReadOnlyTensorSpan<float> V { get; }
+    public TensorSpan<float> Output { get; }
+
+    public GatedDeltaNetViews(in GatedDeltaNetCall call)
+    {
+        nint b = call.ViewBatch, t = call.ViewTokens, hq = call.Hq, hv = call.Hv, dk = call.Dk, dv = call.Dv;
+        _outputTensor = call.Output;
+        _q = Copy(call.Query, call.Half);
+        ReadOnlySpan<float> q = _q is float[] copy ? copy.AsSpan(0, (int)call.Query.ElementCount) : call.Query.AsReadOnlySpan<float>();
+        if (call.Config.Packed)
+        {
+            // One row of the packed query per token: [q (Hq·dk) | k (Hq·dk) | v (Hv·dv)].
+            nint width = 2 * hq * dk + hv * dv;
+            Q = new ReadOnlyTensorSpan<float>(q, [b, t, hq, dk], StridedView.Strides([b, t, hq, dk], [t * width, width, dk, 1]));
+            K = new ReadOnlyTensorSpan<float>(q[(int)(hq * dk)..], [b, t, hq, dk], StridedView.Strides([b, t, hq, dk], [t * width, width, dk, 1]));
+            V = new ReadOnlyTensorSpan<float>(q[(int)(2 * hq * dk)..], [b, t, hv, dv], StridedView.Strides([b, t, hv, dv], [t * width, width, dv, 1]));
+        }
+        else
+        {
+            Q = new ReadOnlyTensorSpan<float>(q, [b, t, hq, dk], []);
+            var key = call.Key!.Value;
+            var value = call.Value!.Value;
+            _k = Copy(key, call.Half);
+            _v = Copy(value, call.Half);
+            K = new ReadOnlyTensorSpan<float>(_k is float[] kc ? kc.AsSpan(0, (int)key.ElementCount) : key.AsReadOnlySpan<float>(), [b, t, hq, dk], []);
+            V = new ReadOnlyTensorSpan<float>(_v is float[] vc ? vc.AsSpan(0, (int)value.ElementCount) : value.AsReadOnlySpan<float>(), [b, t, hv, dv], []);
+        }
+        if (call.Half)
+        {
+            int n = checked((int)call.Output.ElementCount);
+            _output = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
+            Output = new TensorSpan<float>(_output.AsSpan(0, n), [b, t, hv, dv], []);
+        }
+        else
+        {
+            Output = new TensorSpan<float>(call.Output.AsSpan<float>(), [b, t, hv, dv], []);
+        }
+    }
+
+    /// <summary>A pooled fp32 copy of a float16 tensor; null for a float32 one (read where it lies).</summary>
+    private static float[]? Copy(OrtTensorView x, bool half)
+    {
+        if (!half) return null;
+        int n = checked((int)x.ElementCount);
+        var rented = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
+        TensorPrimitives.ConvertToSingle(x.AsReadOnlySpan<Half>(), rented.AsSpan(0, n));
+        return rented;
+    }
+
+    /// <summary>Writes a float16 output, refusing a value float16 cannot hold.</summary>
+    public readonly void Commit()
+    {
+        if (_output is null) return;
+        var values = _output.AsSpan(0, (int)_outputTensor.ElementCount);
+        HalfRange.Require(values, "output");
+        TensorPrimitives.ConvertToHalf(values, _outputTensor.AsSpan<Half>());
+    }
+
+    public void Dispose()
+    {
+        foreach (var a in new[] { _q, _k, _v, _output })
+            if (a is not null) ArrayPool<float>.Shared.Return(a);
+        _q = _k = _v = _output = null;
+    }
+}
