@@ -58,8 +58,8 @@ public static class SimdMath
     /// <summary>ln(1 + e^x) = max(x, 0) + ln(1 + e^−|x|), the exponent <= 0.</summary>
     public static float Softplus(float x)
     {
-        float e = MathF.Exp(-MathF.Abs(x));
-        // ln(1 + e) loses e's digits in 1 + e when e is tiny: its series then.
-        return MathF.Max(x, 0f) + (e < 1e-4f ? e * (1f - 0.5f * e) : MathF.Log(1f + e));
+        float e = MathF.Exp(-MathF.Abs(x)), u = 1f + e;
+        // ln(1 + e) with e's digits kept (Kahan): ln(u) · e / (u − 1) cancels the rounding of u = 1 + e.
+        return MathF.Max(x, 0f) + (u == 1f ? e : MathF.Log(u) * (e / (u - 1f)));
     }
 }

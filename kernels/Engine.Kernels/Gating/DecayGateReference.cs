@@ -14,7 +14,9 @@ public static class DecayGateReference
         for (int i = 0; i < a.Length; i++)
         {
             double y = (double)a[i] + dtBias[i % h];
-            decay[i] = decayScale[i % h] * (Math.Max(y, 0) + Math.Log(1 + Math.Exp(-Math.Abs(y))));
+            double e = Math.Exp(-Math.Abs(y)), u = 1 + e;
+            // ln(1 + e) with e's digits kept: ln(u) · e / (u − 1) cancels the rounding of u = 1 + e.
+            decay[i] = decayScale[i % h] * (Math.Max(y, 0) + (u == 1 ? e : Math.Log(u) * (e / (u - 1))));
         }
         for (int i = 0; i < b.Length; i++) beta[i] = Conv.CausalConvReference.Sigmoid(b[i]);
     }

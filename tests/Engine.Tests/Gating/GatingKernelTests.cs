@@ -1,0 +1,53 @@
+using Engine.Kernels.Gating;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+
+namespace Engine.Tests.Gating;
+
+/// <summary>The gating kernels on the CPU against their float64 references (fp32 tolerance 1e-5 relative RMS), on several workers.</summary>
+[TestFixture]
+public sealed class GatingKernelTests
+{
+    [TestCase(128, GateActivation.Silu, 3)]
+    [TestCase(20, GateActivation.Sigmoid, 2)]
+    [TestCase(7, GateActivation.Silu, 1)]
+    public void GatedRmsNormMatchesReference(int groupSize, GateActivation activation, int workers)
+    {
+        var data = new TestData(AttentionCase.StableSeed($"gated rms norm {groupSize} {activation}"));
+        int rows = 777;
+        var x = data.Normal(rows * groupSize);
+        var z = data.Normal(rows * groupSize, 4);
+        var scale = data.Normal(groupSize, 0.5);
+        var expected = new double[x.Length];
+        GatedRmsNormReference.Forward(x, z, scale, 1e-5, activation, expected);
+        var y = Numerics.NaNs(x.Length);
+        GatedRmsNormCpu.Forward(x, z, scale, 1e-5f, activation, y, new ThreadPoolScheduler(workers));
+        Assert.That(Numerics.RelativeRms(y, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+    }
+
+    [TestCase(true, 3)]
+    [TestCase(false, 2)]
+    public void DecayGateMatchesReferenceOverSoftplusTails(bool withBeta, int workers)
+    {
+        const int heads = 24, tokens = 1500;
+        var data = new TestData(AttentionCase.StableSeed($"decay gate {withBeta}"));
+        // Projections from −120 to 120: softplus's far tails on both sides (e^−|x| down to 1e−52) and sigmoid's.
+        var a = data.Uniform(heads * tokens, -120, 120);
+        var b = withBeta ? data.Uniform(heads * tokens, -120, 120) : [];
+        var dtBias = data.Normal(heads);
+        var decayScale = data.Uniform(heads, 0.01, 16).Select(v => -v).ToArray();
+        var decay = new double[a.Length];
+        var beta = new double[b.Length];
+        DecayGateReference.Forward(a, dtBias, decayScale, b, decay, beta);
+        var gotDecay = Numerics.NaNs(a.Length);
+        var gotBeta = Numerics.NaNs(b.Length);
+        DecayGateCpu.Forward(a, dtBias, decayScale, b, gotDecay, gotBeta, new ThreadPoolScheduler(workers));
+        Assert.That(Numerics.RelativeRms(gotDecay, decay), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "decay");
+        Assert.That(gotDecay.All(d => d <= 0 && float.IsFinite(d)), Is.True, "a negative decay scale gives a finite log decay <= 0");
+        // Element by element too, as the tails are tiny next to the values the RMS is dominated by: relative 1e-5, as the
+        // fp32 sum a + dt_bias (|a| <= 120, rounded to 2^−24 relative) moves e^−|a + dt_bias| by up to 120 · 2^−24 ≈ 7e-6.
+        for (int i = 0; i < a.Length; i++)
+            Assert.That(gotDecay[i], Is.EqualTo(decay[i]).Within(1e-5 * Math.Abs(decay[i]) + 1e-37), $"decay[{i}], a = {a[i]}");
+        if (withBeta) Assert.That(Numerics.RelativeRms(gotBeta, beta), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "beta");
+    }
+}
