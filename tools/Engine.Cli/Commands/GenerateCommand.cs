@@ -144,11 +144,14 @@ internal sealed class SamplesCommand : ICommand
     public string Name => "samples";
     public string Summary => "write the sample models and the hybrid decoder folder (Qwen3.5's layout)";
     public int Positionals => 1;
-    public IReadOnlyCollection<string> Options { get; } = ["vocab", "hidden", "layers", "context", "float16", "fused-gates"];
+    public IReadOnlyCollection<string> Options { get; } =
+        ["vocab", "hidden", "layers", "context", "qk-heads", "value-heads", "head-dim", "float16", "fused-gates"];
     public string Usage => """
-        engine samples DIR [--vocab 1024] [--hidden 128] [--layers 4] [--context 8192] [--float16] [--fused-gates]
+        engine samples DIR [--vocab 1024] [--hidden 128] [--layers 4] [--context 8192] [--qk-heads 2] [--value-heads 4]
+                           [--head-dim 32] [--float16] [--fused-gates]
           Writes the sample models (gla_block.onnx, …) into DIR and the hybrid decoder (three Gated DeltaNet layers to
           one full-attention layer, random weights) as DIR/hybrid_decoder: model.onnx, model.onnx.data, genai_config.json.
+          --qk-heads, --value-heads and --head-dim shape the Gated DeltaNet layers (Qwen3.5: 16, 32, 128).
         """;
 
     public int Run(CommandLine args, CliContext context)
@@ -163,7 +166,14 @@ internal sealed class SamplesCommand : ICommand
             Layers = args.Int("layers", defaults.Layers, min: 1),
             ContextLength = args.Int("context", defaults.ContextLength, min: 1),
             ElementType = args.Flag("float16") ? TensorElementType.Float16 : TensorElementType.Float,
-            LinearAttention = defaults.LinearAttention with { FusedGates = args.Flag("fused-gates") },
+            LinearAttention = defaults.LinearAttention with
+            {
+                QkHeads = args.Int("qk-heads", defaults.LinearAttention.QkHeads, min: 1),
+                ValueHeads = args.Int("value-heads", defaults.LinearAttention.ValueHeads, min: 1),
+                KeyDim = args.Int("head-dim", defaults.LinearAttention.KeyDim, min: 1),
+                ValueDim = args.Int("head-dim", defaults.LinearAttention.ValueDim, min: 1),
+                FusedGates = args.Flag("fused-gates"),
+            },
         };
         Workloads.SampleModels.WriteSamples(dir);
         string hybrid = Path.Combine(dir, "hybrid_decoder");

@@ -145,9 +145,9 @@ internal sealed class BenchModelCommand : ICommand
     public string Name => "bench-model";
     public string Summary => "time an ONNX model with and without the hand-over, side by side";
     public int Positionals => 1;
-    public IReadOnlyCollection<string> Options { get; } = ["input", "dim", "sample", "T", "decode", "repeats", "backend", "threads", "json"];
+    public IReadOnlyCollection<string> Options { get; } = ["input", "dim", "sample", "T", "decode", "repeats", "backend", "threads", "no-spinning", "json"];
     public string Usage => $"""
-        engine bench-model model.onnx [--input NAME=FILE.npy ...] [--dim NAME=VALUE ...] [--repeats 7] [--backend cpu|gpu] [--threads N] [--json]
+        engine bench-model model.onnx [--input NAME=FILE.npy ...] [--dim NAME=VALUE ...] [--repeats 7] [--backend cpu|gpu] [--threads N] [--no-spinning] [--json]
         engine bench-model --sample linear|gated-per-key|gated-per-head|delta|gated-delta-per-head|gated-delta-per-key|gdn-layer|gdn-layer-fused|gated-delta-net|all [--T 1024,4096] [--decode] ...
           Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
           interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
@@ -159,6 +159,9 @@ internal sealed class BenchModelCommand : ICommand
           dk=dv=64; log-gate decay, unit keys) against ORT's GatedDeltaNet kernel, and the same math as a LinearAttention
           node ("as LA") against ORT's LinearAttention kernel.
           The last column is the share of the hand-over's run spent in ORT's MatMuls (its profile).
+          Both sessions run with ORT's default options, whose intra-op threads spin between runs: the two take turns in
+          blocks of three runs, the first of each block (where the other session's threads may still spin) left out.
+          --no-spinning turns spinning off in both (session.intra_op.allow_spinning = 0) and alternates single runs.
         """;
 
     public int Run(CommandLine args, CliContext context)
@@ -168,6 +171,7 @@ internal sealed class BenchModelCommand : ICommand
         var backend = ModelIo.Backend(args);
         if (backend == HandoverBackend.None) throw new UsageException("--backend must be cpu or gpu (ONNX Runtime alone is always timed)");
         using var host = ModelIo.Host(args);
+        bool spinning = !args.Flag("no-spinning");
         var rows = new List<ModelTiming>();
         if (args.Has("sample"))
         {
@@ -184,8 +188,8 @@ internal sealed class BenchModelCommand : ICommand
                     {
                         var pair = SampleModels.GatedDeltaNetAndLinearAttention(hq, hv, d, d, t);
                         string what = t == 1 ? "decode T=1" : $"T={t}";
-                        rows.Add(Time(pair[0].Model, $"gdn {label}", what, pair[0].Inputs, host, backend, repeats));
-                        rows.Add(Time(pair[1].Model, $"gdn {label} as LA", what, pair[1].Inputs, host, backend, repeats));
+                        rows.Add(Time(pair[0].Model, $"gdn {label}", what, pair[0].Inputs, host, backend, repeats, spinning));
+                        rows.Add(Time(pair[1].Model, $"gdn {label} as LA", what, pair[1].Inputs, host, backend, repeats, spinning));
                     }
             }
             foreach (var (label, model, batch, time) in which == GatedDeltaNetSample ? [] : Samples(which))
@@ -193,7 +197,7 @@ internal sealed class BenchModelCommand : ICommand
                 foreach (int t in decode ? lengths.Append(1) : lengths)
                 {
                     var inputs = ModelInputs.Random(model, new Dictionary<string, long> { [batch] = 1, [time] = t });
-                    rows.Add(Time(model, label, t == 1 ? "decode T=1" : $"T={t}", inputs, host, backend, repeats));
+                    rows.Add(Time(model, label, t == 1 ? "decode T=1" : $"T={t}", inputs, host, backend, repeats, spinning));
                 }
             }
         }
@@ -205,9 +209,9 @@ internal sealed class BenchModelCommand : ICommand
             var inputs = ModelIo.Inputs(args, model, files);
             var random = ModelInputs.Random(model, dims, except: inputs.Keys);
             foreach (var (name, tensor) in random) inputs[name] = tensor;
-            rows.Add(Time(model, Path.GetFileName(args.Positionals[0]), "", inputs, host, backend, repeats));
+            rows.Add(Time(model, Path.GetFileName(args.Positionals[0]), "", inputs, host, backend, repeats, spinning));
         }
-        Print(context.Out, rows, host.Describe(backend), args.Flag("json"));
+        Print(context.Out, rows, host.Describe(backend), spinning, args.Flag("json"));
         return 0;
     }
 
@@ -228,23 +232,24 @@ internal sealed class BenchModelCommand : ICommand
     }
 
     private static ModelTiming Time(OnnxModel model, string label, string what, Dictionary<string, TensorData> inputs,
-        KernelHost host, HandoverBackend backend, int repeats)
+        KernelHost host, HandoverBackend backend, int repeats, bool spinning)
     {
         double engineSeconds, ortSeconds;
         int engineNodes;
         IReadOnlySet<string> opTypes;
-        using (var engine = ModelIo.Guard(() => ModelSession.Open(model, BenchOptions(backend, host))))
-        using (var ort = ModelIo.Guard(() => ModelSession.Open(model, BenchOptions(HandoverBackend.None, host))))
+        using (var engine = ModelIo.Guard(() => ModelSession.Open(model, BenchOptions(backend, host, spinning))))
+        using (var ort = ModelIo.Guard(() => ModelSession.Open(model, BenchOptions(HandoverBackend.None, host, spinning))))
         {
             // Outputs go to tensors held across runs (RunInto), as a decode loop keeps them: what is timed is the model.
             var engineOutputs = OutputTensors(engine.Run(inputs));
             var ortOutputs = OutputTensors(ort.Run(inputs));
-            (engineSeconds, ortSeconds) = MedianInterleaved(() => engine.RunInto(inputs, engineOutputs), () => ort.RunInto(inputs, ortOutputs), repeats);
+            (engineSeconds, ortSeconds) = MedianInterleaved(() => engine.RunInto(inputs, engineOutputs), () => ort.RunInto(inputs, ortOutputs), repeats,
+                block: spinning ? 3 : 1);
             engineNodes = engine.Handover.EngineNodes.Count();
             opTypes = engine.Handover.EngineNodes.Select(n => n.OpType).ToHashSet();
         }
-        var engineProfile = ProfileMilliseconds(model, inputs, host, backend, repeats, opTypes, MatMul, null);
-        var ortProfile = ProfileMilliseconds(model, inputs, host, HandoverBackend.None, repeats, opTypes);
+        var engineProfile = ProfileMilliseconds(model, inputs, BenchOptions(backend, host, spinning), repeats, opTypes, MatMul, null);
+        var ortProfile = ProfileMilliseconds(model, inputs, BenchOptions(HandoverBackend.None, host, spinning), repeats, opTypes);
         return new ModelTiming(label, what, engineNodes, engineSeconds * 1e3, ortSeconds * 1e3, engineProfile[0], ortProfile[0], engineProfile[1] / engineProfile[2]);
     }
 
@@ -254,24 +259,21 @@ internal sealed class BenchModelCommand : ICommand
     private static Dictionary<string, TensorData> OutputTensors(IReadOnlyDictionary<string, TensorData> outputs) =>
         outputs.ToDictionary(p => p.Key, p => TensorData.FromBytes(p.Value.ElementType, p.Value.Shape, p.Value.Bytes));
 
-    /// <summary>
-    /// Both sessions' intra-op threads do not spin: two sessions run alternately, and one's spinning threads
-    /// would otherwise take the cores from the other's run.
-    /// </summary>
-    private static ModelSessionOptions BenchOptions(HandoverBackend backend, KernelHost host) =>
-        new() { Backend = backend, Host = host, AllowSpinning = false };
+    /// <summary>ORT's default options (its intra-op threads spin), or spinning off.</summary>
+    private static ModelSessionOptions BenchOptions(HandoverBackend backend, KernelHost host, bool spinning) =>
+        new() { Backend = backend, Host = host, AllowSpinning = spinning ? null : false };
 
     /// <summary>
     /// Median time per run in the nodes of each set of op types (null: every node), read from ORT's profile of one separate
     /// profiled session; 0 for a set no node of the model belongs to.
     /// </summary>
-    private static double[] ProfileMilliseconds(OnnxModel model, Dictionary<string, TensorData> inputs, KernelHost host, HandoverBackend backend,
+    private static double[] ProfileMilliseconds(OnnxModel model, Dictionary<string, TensorData> inputs, ModelSessionOptions options,
         int repeats, params IReadOnlySet<string>?[] opTypes)
     {
-        string prefix = Path.Combine(Path.GetTempPath(), $"engine-profile-{Environment.ProcessId}-{backend}");
+        string prefix = Path.Combine(Path.GetTempPath(), $"engine-profile-{Environment.ProcessId}-{options.Backend}");
         string file;
         int warmup = 0;
-        using (var session = ModelIo.Guard(() => ModelSession.Open(model, BenchOptions(backend, host) with { ProfilePrefix = prefix })))
+        using (var session = ModelIo.Guard(() => ModelSession.Open(model, options with { ProfilePrefix = prefix })))
         {
             // Warm up as the timed runs do (until tiered compilation settles); those runs are left out of the median.
             var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -294,24 +296,27 @@ internal sealed class BenchModelCommand : ICommand
     }
 
     /// <summary>
-    /// Two variants timed in one run: both warmed up, then their runs alternated so that load on the machine
-    /// falls on both alike; the median of each.
+    /// Two variants timed in one run: both warmed up, then they take turns, <paramref name="block"/> runs at a time, so that
+    /// load on the machine falls on both alike; with blocks longer than one run the first of each is left out (the other
+    /// variant's spinning threads may still hold a core). The median of <paramref name="repeats"/> runs of each.
     /// </summary>
-    private static (double First, double Second) MedianInterleaved(Action first, Action second, int repeats, double warmupSeconds = 1.0)
+    private static (double First, double Second) MedianInterleaved(Action first, Action second, int repeats, int block, double warmupSeconds = 1.0)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         int warm = 0;
         do { first(); second(); warm++; } while (clock.Elapsed.TotalSeconds < warmupSeconds || warm < 2);
-        var a = new double[repeats];
-        var b = new double[repeats];
-        for (int i = 0; i < repeats; i++)
+        var a = new List<double>(repeats);
+        var b = new List<double>(repeats);
+        int skip = block > 1 ? 1 : 0;
+        while (a.Count < repeats)
         {
-            clock.Restart();
-            first();
-            a[i] = clock.Elapsed.TotalSeconds;
-            clock.Restart();
-            second();
-            b[i] = clock.Elapsed.TotalSeconds;
+            foreach (var (run, times) in new[] { (first, a), (second, b) })
+                for (int i = 0; i < block; i++)
+                {
+                    clock.Restart();
+                    run();
+                    if (i >= skip && times.Count < repeats) times.Add(clock.Elapsed.TotalSeconds);
+                }
         }
         return (BenchTimer.MedianOf(a), BenchTimer.MedianOf(b));
     }
@@ -348,20 +353,21 @@ internal sealed class BenchModelCommand : ICommand
         }
     }
 
-    private static void Print(TextWriter w, IReadOnlyList<ModelTiming> rows, string device, bool json)
+    private static void Print(TextWriter w, IReadOnlyList<ModelTiming> rows, string device, bool spinning, bool json)
     {
         if (json)
         {
             w.WriteLine(JsonSerializer.Serialize(rows.Select(r => new Dictionary<string, object>
             {
-                ["model"] = r.Model, ["case"] = r.Case, ["engine_nodes"] = r.EngineNodes, ["device"] = device,
+                ["model"] = r.Model, ["case"] = r.Case, ["engine_nodes"] = r.EngineNodes, ["device"] = device, ["ort_spinning"] = spinning,
                 ["engine_ms"] = r.EngineMs, ["ort_ms"] = r.OrtMs, ["speedup"] = r.Speedup,
                 ["engine_node_ms"] = r.EngineNodeMs, ["ort_node_ms"] = r.OrtNodeMs, ["node_speedup"] = r.NodeSpeedup,
                 ["engine_matmul_share"] = r.MatMulShare,
             }), new JsonSerializerOptions { WriteIndented = true }));
             return;
         }
-        w.WriteLine($"engine: {device}; ONNX Runtime {OrtInfo.Version} alone for comparison (median, runs interleaved)");
+        w.WriteLine($"engine: {device}; ONNX Runtime {OrtInfo.Version} alone for comparison (median, runs interleaved); " +
+            (spinning ? "ORT's default options (intra-op threads spin)" : "intra-op spinning off"));
         w.WriteLine("whole model: median ms per run; nodes: median ms in the taken-over nodes (ORT's profile, separate runs)");
         w.WriteLine($"{"model",-28} {"case",-12} {"nodes",5} {"engine ms",10} {"ORT ms",10} {"speedup",8} {"node engine",12} {"node ORT",10} {"speedup",8} {"MatMul",7}");
         foreach (var r in rows)
