@@ -54,12 +54,6 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     /// <summary>The state in device memory is [N, Hv, V, K] (value-major): its load and store index it transposed.</summary>
     public bool ValueMajor => _valueMajor != 0;
 
-    /// <summary>Floats between state elements (c, d) and (c + 1, d): V key-major, 1 value-major.</summary>
-    public long StateKeyStride => ValueMajor ? 1 : ValueDim;
-
-    /// <summary>Floats between state elements (c, d) and (c, d + 1): 1 key-major, K value-major.</summary>
-    public long StateValueStride => ValueMajor ? KeyDim : 1;
-
     /// <summary>max(Hq, Hv): heads of the output, the gated queries and the scores.</summary>
     public int OutputHeads => Math.Max(QHeads, ValueHeads);
 
@@ -184,6 +178,13 @@ public static class DeltaRuleGpuKernels
         for (int c = 0; c < s.KeyDim; c++) sum += x[offset + c] * x[offset + c];
         return 1f / XMath.Sqrt(sum + s.L2NormEpsilon);
     }
+
+    /// <summary>
+    /// Where state element (key c, value d) of head h of sequence n lies: [N, Hv, K, V], or [N, Hv, V, K] value-major.
+    /// Computed where the state is loaded and stored, so no 64-bit address stays live through the chunk loop.
+    /// </summary>
+    private static long StateIndex(DeltaRuleGpuShape s, int n, int h, int c, int d) =>
+        ((long)n * s.ValueHeads + h) * s.KeyDim * s.ValueDim + (s.ValueMajor ? (long)d * s.KeyDim + c : (long)c * s.ValueDim + d);
 
     /// <summary>The in-chunk cumulative log gate of chunk row i at key dim c: from CumulativeGate (per key) or <paramref name="gates"/> (per head, or zeros).</summary>
     private static float CumulativeLogGate(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> gates, int start, int h, int i, int c) =>
@@ -366,10 +367,8 @@ public static class DeltaRuleGpuKernels
         int tid = Group.IdxX, d = tid % Tile, slice = tid / Tile;
         int n = Grid.IdxX, h = Grid.IdxY, col = Grid.IdxZ * Tile + d;
         bool valid = col < vd;
-        long stateBase = ((long)n * hv + h) * kd * vd, stateStep = s.StateKeyStride;
-        stateBase += col * s.StateValueStride;
 
-        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[stateBase + c * stateStep] : 0f;
+        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[StateIndex(s, n, h, c, col)] : 0f;
         Group.Barrier();
 
         for (int chunk = args.FirstChunk[n]; chunk < args.FirstChunk[n + 1]; chunk++)
@@ -409,7 +408,7 @@ public static class DeltaRuleGpuKernels
         }
 
         if (valid)
-            for (int c = slice; c < kd; c += slices) args.State[stateBase + c * stateStep] = sS[c * Tile + d];
+            for (int c = slice; c < kd; c += slices) args.State[StateIndex(s, n, h, c, col)] = sS[c * Tile + d];
     }
 
     /// <summary>Grid (N, Hv, V tiles): the recurrence token by token, the state slice in shared memory.</summary>
@@ -427,10 +426,8 @@ public static class DeltaRuleGpuKernels
         int tid = Group.IdxX, d = tid % Tile, slice = tid / Tile;
         int n = Grid.IdxX, h = Grid.IdxY, col = Grid.IdxZ * Tile + d;
         bool valid = col < vd;
-        long stateBase = ((long)n * hv + h) * kd * vd, stateStep = s.StateKeyStride;
-        stateBase += col * s.StateValueStride;
 
-        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[stateBase + c * stateStep] : 0f;
+        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[StateIndex(s, n, h, c, col)] : 0f;
 
         for (int t = args.SequenceStart[n]; t < args.SequenceStart[n + 1]; t++)
         {
@@ -488,6 +485,6 @@ public static class DeltaRuleGpuKernels
         }
 
         if (valid)
-            for (int c = slice; c < kd; c += slices) args.State[stateBase + c * stateStep] = sS[c * Tile + d];
+            for (int c = slice; c < kd; c += slices) args.State[StateIndex(s, n, h, c, col)] = sS[c * Tile + d];
     }
 }
