@@ -447,14 +447,13 @@ internal static class StridedView
 }
 
 /// <summary>
-/// query, key, value and output as the facade's fp32 tensors [ViewBatch, ViewTokens, H, d]: ORT's memory for float32
-/// nodes (packed QKV as strided views of it), pooled fp32 copies for float16 ones, the output converted back by
-/// <see cref="Commit"/>.
+/// query, key, value and output as the facade's fp32 tensors [ViewBatch, ViewTokens, H, d] over <see cref="FloatViews"/>:
+/// ORT's memory for float32 nodes (packed QKV as strided views of it), pooled fp32 copies for float16 ones, the output
+/// converted back by <see cref="Commit"/>.
 /// </summary>
-internal ref struct GatedDeltaNetViews
+internal readonly ref struct GatedDeltaNetViews
 {
-    private float[]? _q, _k, _v, _output;
-    private readonly OrtTensorView _outputTensor;
+    private readonly FloatViews _views = new();
 
     public ReadOnlyTensorSpan<float> Q { get; }
     public ReadOnlyTensorSpan<float> K { get; }
@@ -464,9 +463,7 @@ internal ref struct GatedDeltaNetViews
     public GatedDeltaNetViews(in GatedDeltaNetCall call)
     {
         nint b = call.ViewBatch, t = call.ViewTokens, hq = call.Hq, hv = call.Hv, dk = call.Dk, dv = call.Dv;
-        _outputTensor = call.Output;
-        _q = Copy(call.Query, call.Half);
-        ReadOnlySpan<float> q = _q is float[] copy ? copy.AsSpan(0, (int)call.Query.ElementCount) : call.Query.AsReadOnlySpan<float>();
+        var q = _views.In(call.Query);
         if (call.Config.Packed)
         {
             // One row of the packed query per token: [q (Hq·dk) | k (Hq·dk) | v (Hv·dv)].
@@ -478,48 +475,14 @@ internal ref struct GatedDeltaNetViews
         else
         {
             Q = new ReadOnlyTensorSpan<float>(q, [b, t, hq, dk], []);
-            var key = call.Key!.Value;
-            var value = call.Value!.Value;
-            _k = Copy(key, call.Half);
-            _v = Copy(value, call.Half);
-            K = new ReadOnlyTensorSpan<float>(_k is float[] kc ? kc.AsSpan(0, (int)key.ElementCount) : key.AsReadOnlySpan<float>(), [b, t, hq, dk], []);
-            V = new ReadOnlyTensorSpan<float>(_v is float[] vc ? vc.AsSpan(0, (int)value.ElementCount) : value.AsReadOnlySpan<float>(), [b, t, hv, dv], []);
+            K = new ReadOnlyTensorSpan<float>(_views.In(call.Key), [b, t, hq, dk], []);
+            V = new ReadOnlyTensorSpan<float>(_views.In(call.Value), [b, t, hv, dv], []);
         }
-        if (call.Half)
-        {
-            int n = checked((int)call.Output.ElementCount);
-            _output = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
-            Output = new TensorSpan<float>(_output.AsSpan(0, n), [b, t, hv, dv], []);
-        }
-        else
-        {
-            Output = new TensorSpan<float>(call.Output.AsSpan<float>(), [b, t, hv, dv], []);
-        }
-    }
-
-    /// <summary>A pooled fp32 copy of a float16 tensor; null for a float32 one (read where it lies).</summary>
-    private static float[]? Copy(OrtTensorView x, bool half)
-    {
-        if (!half) return null;
-        int n = checked((int)x.ElementCount);
-        var rented = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
-        TensorPrimitives.ConvertToSingle(x.AsReadOnlySpan<Half>(), rented.AsSpan(0, n));
-        return rented;
+        Output = new TensorSpan<float>(_views.Out(call.Output, "output"), [b, t, hv, dv], []);
     }
 
     /// <summary>Writes a float16 output, refusing a value float16 cannot hold.</summary>
-    public readonly void Commit()
-    {
-        if (_output is null) return;
-        var values = _output.AsSpan(0, (int)_outputTensor.ElementCount);
-        HalfRange.Require(values, "output");
-        TensorPrimitives.ConvertToHalf(values, _outputTensor.AsSpan<Half>());
-    }
+    public void Commit() => _views.Commit();
 
-    public void Dispose()
-    {
-        foreach (var a in new[] { _q, _k, _v, _output })
-            if (a is not null) ArrayPool<float>.Shared.Return(a);
-        _q = _k = _v = _output = null;
-    }
+    public void Dispose() => _views.Dispose();
 }
