@@ -90,7 +90,7 @@ public static class Cli
         }
         catch (UsageException e)
         {
-            stderr.WriteLine($"engine: {e.Message} (see: engine help {string.Join(' ', args.TakeWhile(a => !a.StartsWith("--", StringComparison.Ordinal)))})");
+            stderr.WriteLine($"engine: {e.Message} (see: {HelpHint(args)})");
             return 2;
         }
         catch (Exception e) when (e is ArgumentException or InvalidDataException or IOException or NotSupportedException
@@ -99,6 +99,15 @@ public static class Cli
             stderr.WriteLine($"engine: error: {OneLine(e.Message)}");
             return 1;
         }
+    }
+
+    /// <summary>The help command for what the arguments name: a command, a group and its member, or the overview.</summary>
+    private static string HelpHint(string[] args)
+    {
+        if (args.Length == 0 || args[0] == "help") return "engine help";
+        if (Groups.TryGetValue(args[0], out var group))
+            return args.Length > 1 && group.members.Any(m => m.Name == args[1]) ? $"engine help {args[0]} {args[1]}" : $"engine help {args[0]}";
+        return TopCommands.Any(c => c.Name == args[0]) ? $"engine help {args[0]}" : "engine help";
     }
 
     /// <summary>The package version and the commit it was built from (0.1.0+a1b2c3…).</summary>
