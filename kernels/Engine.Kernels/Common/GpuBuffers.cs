@@ -8,7 +8,7 @@ namespace Engine.Kernels.Common;
 /// arguments it backs. A buffer is reallocated only when a call needs more than it holds, so steady-state
 /// calls of the same size allocate nothing.
 /// </summary>
-public sealed class GpuBuffers(Accelerator accelerator) : IDisposable
+public sealed class GpuBuffers(GpuRuntime runtime) : IDisposable
 {
     private readonly Dictionary<string, MemoryBuffer> _buffers = new();
 
@@ -18,7 +18,7 @@ public sealed class GpuBuffers(Accelerator accelerator) : IDisposable
         if (!_buffers.TryGetValue(name, out var buffer) || buffer.Length < Math.Max(length, 1) || buffer.ElementSize != System.Runtime.CompilerServices.Unsafe.SizeOf<T>())
         {
             buffer?.Dispose();
-            buffer = accelerator.Allocate1D<T>(Math.Max(length, 1));
+            buffer = runtime.Accelerator.Allocate1D<T>(Math.Max(length, 1));
             _buffers[name] = buffer;
         }
         return ((MemoryBuffer1D<T, Stride1D.Dense>)buffer).View.SubView(0, Math.Max(length, 1));
@@ -28,7 +28,7 @@ public sealed class GpuBuffers(Accelerator accelerator) : IDisposable
     public ArrayView<T> Upload<T>(string name, ReadOnlySpan<T> data) where T : unmanaged
     {
         var view = Get<T>(name, data.Length);
-        if (!data.IsEmpty) view.SubView(0, data.Length).CopyFromCPU(data);
+        runtime.Upload(view, data);
         return view;
     }
 

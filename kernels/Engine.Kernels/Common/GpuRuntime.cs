@@ -18,6 +18,7 @@ public sealed class GpuRuntime : IDisposable
     public enum Choice { Auto, Cuda, CpuAccelerator }
 
     private readonly ConcurrentDictionary<MethodInfo, object> _kernels = new();
+    private long _launches, _bytesToDevice, _bytesToHost;
 
     private GpuRuntime(Context context, Accelerator accelerator, int cpuGroupSize)
     {
@@ -41,6 +42,9 @@ public sealed class GpuRuntime : IDisposable
     public int GroupSize { get; }
 
     public object Lock { get; } = new();
+
+    /// <summary>Kernel launches and host↔device bytes since the runtime was made (every launch and copy of the ops counts).</summary>
+    public GpuTraffic Traffic => new(Interlocked.Read(ref _launches), Interlocked.Read(ref _bytesToDevice), Interlocked.Read(ref _bytesToHost));
 
     /// <summary>Shared memory a group may use: the device's, but never more than 48 KB, which ILGPU 1.5.3 never opts in past.</summary>
     public long SharedMemoryPerGroup => Math.Min(48 * 1024, Accelerator.MaxSharedMemoryPerGroup);
@@ -99,7 +103,23 @@ public sealed class GpuRuntime : IDisposable
     public Action<KernelConfig, TArgs, SpecializedValue<TShape>> Kernel<TArgs, TShape>(Action<TArgs, SpecializedValue<TShape>> kernel)
         where TArgs : struct
         where TShape : unmanaged, IEquatable<TShape>
-        => (Action<KernelConfig, TArgs, SpecializedValue<TShape>>)_kernels.GetOrAdd(kernel.Method, _ => Accelerator.LoadStreamKernel(kernel));
+        => (Action<KernelConfig, TArgs, SpecializedValue<TShape>>)_kernels.GetOrAdd(kernel.Method, _ =>
+        {
+            var launch = Accelerator.LoadStreamKernel(kernel);
+            return (Action<KernelConfig, TArgs, SpecializedValue<TShape>>)((config, args, shape) =>
+            {
+                Interlocked.Increment(ref _launches);
+                launch(config, args, shape);
+            });
+        });
+
+    /// <summary>Copies host data to the device (counted in <see cref="Traffic"/>).</summary>
+    public void Upload<T>(ArrayView<T> destination, ReadOnlySpan<T> source) where T : unmanaged
+    {
+        if (source.IsEmpty) return;
+        destination.SubView(0, source.Length).CopyFromCPU(source);
+        Interlocked.Add(ref _bytesToDevice, (long)source.Length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>());
+    }
 
     /// <summary>A grid of (x, y, z) groups of <see cref="GroupSize"/> threads, with <paramref name="sharedFloats"/> floats of dynamic shared memory.</summary>
     public KernelConfig Groups(int x, int y, int z, int sharedFloats = 0)
@@ -118,7 +138,15 @@ public sealed class GpuRuntime : IDisposable
     public void Download(ArrayView<float> source, Span<float> destination)
     {
         Accelerator.Synchronize();
+        CopyToHost(source, destination);
+    }
+
+    /// <summary>Copies device data to the host (counted in <see cref="Traffic"/>); ordered after the stream's work.</summary>
+    public void CopyToHost(ArrayView<float> source, Span<float> destination)
+    {
+        if (destination.IsEmpty) return;
         source.SubView(0, destination.Length).CopyToCPU(destination);
+        Interlocked.Add(ref _bytesToHost, (long)destination.Length * sizeof(float));
     }
 
     public void Dispose()
@@ -126,4 +154,12 @@ public sealed class GpuRuntime : IDisposable
         Accelerator.Dispose();
         Context.Dispose();
     }
+}
+
+/// <summary>What a GPU runtime has done: kernel launches and bytes copied each way between host and device.</summary>
+public readonly record struct GpuTraffic(long Launches, long BytesToDevice, long BytesToHost)
+{
+    /// <summary>What happened between <paramref name="earlier"/> and this reading.</summary>
+    public GpuTraffic Since(GpuTraffic earlier) =>
+        new(Launches - earlier.Launches, BytesToDevice - earlier.BytesToDevice, BytesToHost - earlier.BytesToHost);
 }

@@ -26,7 +26,7 @@ public sealed class DeltaRuleGpu : IDisposable
         Runtime = runtime;
         // The config's limits (K <= 256, chunk <= 64) keep every tile within 48 KB: Prepare's is the largest, 36.9 KB at chunk 64.
         _shape = new DeltaRuleGpuShape(config, runtime.GroupSize);
-        _buffers = new GpuBuffers(runtime.Accelerator);
+        _buffers = new GpuBuffers(runtime);
         _prepare = Load(DeltaRuleGpuKernels.Prepare);
         _statePass = Load(DeltaRuleGpuKernels.StatePass);
         _recurrent = Load(DeltaRuleGpuKernels.Recurrent);

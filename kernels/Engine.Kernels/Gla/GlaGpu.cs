@@ -49,7 +49,7 @@ public sealed class GlaGpu : IDisposable
         if (chunkedBytes > limit)
             throw new NotSupportedException($"GLA chunked kernels need {chunkedBytes} bytes of shared memory per group with group size {groupSize}, more than the {limit} available");
 
-        _buffers = new GpuBuffers(runtime.Accelerator);
+        _buffers = new GpuBuffers(runtime);
         _cumulativeGates = Load(GlaGpuKernels.CumulativeGates);
         _chunkStates = Load(GlaGpuKernels.ChunkStates);
         _scanChunkStates = Load(GlaGpuKernels.ScanChunkStates);

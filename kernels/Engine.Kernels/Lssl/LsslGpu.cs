@@ -32,7 +32,7 @@ public sealed class LsslGpu : IDisposable
         long shared = (long)new RecurrentTiles(_shape).Floats * sizeof(float);
         if (shared > limit)
             throw new NotSupportedException($"LSSL GPU kernels keep the state of a channel in shared memory: N = {config.StateSize} needs {shared} bytes, more than the {limit} a group may use");
-        _buffers = new GpuBuffers(runtime.Accelerator);
+        _buffers = new GpuBuffers(runtime);
         _recurrent = Load(LsslGpuKernels.Recurrent);
         _carry = Load(LsslGpuKernels.Carry);
         _localOutput = Load(LsslGpuKernels.LocalOutput);

@@ -66,12 +66,12 @@ internal sealed class GpuState : DeviceState
 
     public override void Load(ReadOnlySpan<float> source)
     {
-        lock (_runtime.Lock) View.CopyFromCPU(source);
+        lock (_runtime.Lock) _runtime.Upload(View, source);
     }
 
     public override void Store(Span<float> destination)
     {
-        lock (_runtime.Lock) View.CopyToCPU(destination);
+        lock (_runtime.Lock) _runtime.CopyToHost(View, destination);
     }
 
     public override void Clear()

@@ -75,6 +75,12 @@ public sealed class EngineDevice : IDisposable
 
     internal IWorkScheduler Scheduler { get; }
 
+    /// <summary>
+    /// The GPU's kernel launches and host↔device bytes so far (all zero on the CPU and reference backends): take a reading
+    /// before and after a call and subtract (<see cref="GpuTraffic.Since"/>) to see what the call moved.
+    /// </summary>
+    public GpuTraffic GpuTraffic => _gpu?.Traffic ?? default;
+
     internal GpuRuntime Gpu => _gpu ?? throw new InvalidOperationException("this device is not a GPU device");
 
     /// <summary>A kernel of this type for <paramref name="config"/> from the pool (or a new one), returned when the lease is disposed.</summary>
