@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Xml.Linq;
 using NUnit.Framework;
+using SkiaSharp;
 
 namespace Engine.Tests.Cli;
 
@@ -55,6 +56,28 @@ public sealed class ChartTests : CliFixture
         Assert.That(texts.Any(t => t.StartsWith("engine bench-model: whole model", StringComparison.Ordinal)), Is.True);
         Assert.That(texts.Any(t => t.StartsWith("taken-over nodes", StringComparison.Ordinal)), Is.True);
         Assert.That(texts.Any(t => t.Contains("fp32 FMA peak ") && t.Contains("; ONNX Runtime ")), Is.True, string.Join(" | ", texts));
+    }
+
+    [Test]
+    public void BenchModelPanelsStandSideBySide()
+    {
+        string chart = PathOf("model.png");
+        var (code, _, stderr) = Engine("bench-model", "--sample", "linear", "--T", "64", "--repeats", "1", "--threads", "1", "--plot", chart);
+        Assert.That(code, Is.Zero, stderr);
+        AssertPng(chart, width: 1800, height: 640);
+        // The series' colors (legend and markers) in each panel's half: the second panel drawn leaves the first standing.
+        using var image = SKBitmap.Decode(chart);
+        foreach (int left in new[] { 0, 900 })
+        {
+            int colored = 0;
+            for (int y = 0; y < 560; y++)
+                for (int x = left; x < left + 900; x++)
+                {
+                    var c = image.GetPixel(x, y);
+                    if (Math.Max(Math.Abs(c.Red - c.Green), Math.Abs(c.Green - c.Blue)) > 60) colored++;
+                }
+            Assert.That(colored, Is.GreaterThan(50), $"the panel at x = {left}");
+        }
     }
 
     [TestCase("missing/chart.svg", "does not exist")]

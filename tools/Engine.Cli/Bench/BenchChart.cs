@@ -5,8 +5,11 @@ using SkiaSharp;
 
 namespace Engine.Cli;
 
-/// <summary>One line of a chart: its legend label, its points (T, value), dashed or not; lines with the same color key share a color.</summary>
-public sealed record ChartSeries(string Label, IReadOnlyList<(double X, double Y)> Points, bool Dashed = false, string? ColorKey = null);
+/// <summary>
+/// One line of a chart: its legend label, its points (T, value), filled circles or open squares at the points (not dashes:
+/// Skia's SVG output draws no dashed lines); lines with the same color key share a color.
+/// </summary>
+public sealed record ChartSeries(string Label, IReadOnlyList<(double X, double Y)> Points, bool OpenMarkers = false, string? ColorKey = null);
 
 /// <summary>--plot FILE.svg|FILE.png: the bench commands' results drawn against T, one panel per measure, side by side.</summary>
 public static class BenchChart
@@ -56,8 +59,8 @@ public static class BenchChart
             if (!colors.TryGetValue(key, out var color)) colors[key] = color = palette.GetColor(colors.Count);
             var line = plot.Add.Scatter(points.Select(p => log ? Math.Log10(p.X) : p.X).ToArray(), points.Select(p => log ? Math.Log10(p.Y) : p.Y).ToArray(), color);
             line.LegendText = s.Label;
-            line.MarkerSize = 7;
-            line.LinePattern = s.Dashed ? LinePattern.Dashed : LinePattern.Solid;
+            line.MarkerSize = 8;
+            line.MarkerShape = s.OpenMarkers ? MarkerShape.OpenSquare : MarkerShape.FilledCircle;
         }
         if (log)
         {
@@ -80,7 +83,13 @@ public static class BenchChart
         {
             canvas.Clear(SKColors.White);
             for (int i = 0; i < panels.Count; i++)
+            {
+                // Each panel clears its figure first: clipped to its own place, so it leaves the others standing.
+                canvas.Save();
+                canvas.ClipRect(new SKRect(i * PanelWidth, 0, (i + 1) * PanelWidth, Height - captionHeight));
                 panels[i].Render(canvas, new PixelRect(i * PanelWidth, (i + 1) * PanelWidth, Height - captionHeight, 0));
+                canvas.Restore();
+            }
             using var font = new SKFont(SKTypeface.Default, 14);
             using var paint = new SKPaint { Color = SKColors.Black, IsAntialias = true };
             for (int i = 0; i < caption.Count; i++)

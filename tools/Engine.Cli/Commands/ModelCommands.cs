@@ -226,13 +226,13 @@ internal sealed class BenchModelCommand : ICommand
         return 0;
     }
 
-    /// <summary>Per model, the engine (solid) and ONNX Runtime alone (dashed) against T: the whole model, and the taken-over nodes.</summary>
+    /// <summary>Per model, the engine (filled circles) and ONNX Runtime alone (open squares) against T: the whole model, and the taken-over nodes.</summary>
     private static void Chart(string path, IReadOnlyList<ModelTiming> rows, string device, double peakGFlops, bool spinning)
     {
         ChartSeries[] Lines(Func<ModelTiming, double> engine, Func<ModelTiming, double> ort) => rows.GroupBy(r => r.Model).SelectMany(g => new[]
         {
             new ChartSeries($"{g.Key}: engine", g.Select(r => ((double)r.Tokens, engine(r))).ToArray(), ColorKey: g.Key),
-            new ChartSeries($"{g.Key}: ORT", g.Select(r => ((double)r.Tokens, ort(r))).ToArray(), Dashed: true, ColorKey: g.Key),
+            new ChartSeries($"{g.Key}: ORT", g.Select(r => ((double)r.Tokens, ort(r))).ToArray(), OpenMarkers: true, ColorKey: g.Key),
         }).ToArray();
         string options = spinning ? "ORT's default options" : "intra-op spinning off";
         BenchChart.Save(path, BenchChart.Caption($"engine: {device}", peakGFlops),
