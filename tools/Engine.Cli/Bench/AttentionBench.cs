@@ -5,18 +5,18 @@ namespace Engine.Cli;
 
 /// <summary>
 /// What the attention bench commands share: --T (one length or a list), B, H, K, V (defaults 1, 8, 128, 128),
-/// --mode, the timing options and --json; a run makes a workload per length and times one variant per mode.
+/// --mode, the timing options, --json and --plot; a run makes a workload per length and times one variant per mode.
 /// </summary>
-public sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionMode[] Modes, BenchTiming Timing, bool Json)
+public sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionMode[] Modes, BenchTiming Timing, bool Json, string? Chart)
 {
     public static AttentionBench Parse(CommandLine args)
     {
         var tokens = BenchShape.TokenList(args, 8192);
         return new AttentionBench(tokens, BenchShape.Parse(args, t: tokens[0], h: 8, k: 128, v: 128),
-            BenchShape.Modes(args), BenchTiming.Parse(args, 7), args.Flag("json"));
+            BenchShape.Modes(args), BenchTiming.Parse(args, 7), args.Flag("json"), BenchChart.Target(args));
     }
 
-    /// <summary>Times every length × mode on the device the options name and prints the table (or JSON).</summary>
+    /// <summary>Times every length × mode on the device the options name and prints the table (or JSON), and the chart if asked.</summary>
     /// <param name="variant">a mode's label, model flops and call on a workload.</param>
     public int Run<TWork>(CommandLine args, CliContext context, string op, Func<int, TWork> make,
         Func<TWork, AttentionMode, (string Label, double Flops, Action<EngineDevice> Run)> variant)
@@ -28,7 +28,7 @@ public sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionMod
                 var (label, flops, run) = variant(work, mode);
                 return (label, flops, (Action)(() => run(device)));
             }));
-        BenchReport.Print(context.Out, results, device, Timing, Json);
+        BenchReport.Report(context, results, device, Timing, Json, Chart);
         return 0;
     }
 }

@@ -102,9 +102,23 @@ public static class BenchReport
         }
     }
 
-    /// <summary>Prints the results, with the fraction of the FMA peak measured now when the device is the CPU.</summary>
-    public static void Print(TextWriter w, IReadOnlyList<BenchResult> results, EngineDevice device, BenchTiming timing, bool json) =>
-        Print(w, results, device.Backend == Backend.Cpu ? FmaPeak.Measure(Math.Min(device.Threads, Environment.ProcessorCount)) : null, timing, json);
+    /// <summary>
+    /// Prints the results, with the fraction of the FMA peak measured now when the device is the CPU, and draws them
+    /// to <paramref name="chart"/> (see <see cref="BenchChart.Target"/>) when given: time per call against T, one line per variant.
+    /// </summary>
+    public static void Report(CliContext context, IReadOnlyList<BenchResult> results, EngineDevice device, BenchTiming timing, bool json, string? chart)
+    {
+        double? peak = device.Backend == Backend.Cpu ? FmaPeak.Measure(Math.Min(device.Threads, Environment.ProcessorCount)) : null;
+        Print(context.Out, results, peak, timing, json);
+        if (chart is null) return;
+        var series = results.GroupBy(r => r.Variant)
+            .Select(g => new ChartSeries(g.Key, g.Select(r => ((double)r.Shape.T, r.Seconds * 1e3)).ToArray())).ToArray();
+        string op = results.Count > 0 ? results[0].Op : "";
+        var shape = results.Count > 0 ? results[0].Shape : null;
+        string title = $"engine bench {op}: {(shape is null ? "" : $"B{shape.B} H{shape.H} K{shape.K} V{shape.V}, ")}{timing}";
+        BenchChart.Save(chart, BenchChart.Caption(device.Description, peak), [BenchChart.Panel(title, "ms per call", series)]);
+        BenchChart.Report(context, chart, json);
+    }
 
     private static void Print(TextWriter w, IReadOnlyList<BenchResult> results, double? peakGFlops, BenchTiming timing, bool json)
     {

@@ -53,10 +53,10 @@ internal sealed class DeltaRuleBenchCommand(bool gated) : ICommand
     public string Name => gated ? "gated-delta" : "delta";
     public string Summary => gated ? "time Gated DeltaNet" : "time DeltaNet";
     public IReadOnlyCollection<string> Options { get; } =
-        ["B", "T", "H", "K", "V", "mode", "chunk", "repeats", "best-of", "backend", "threads", "json", .. (gated ? new[] { "gate" } : [])];
+        ["B", "T", "H", "K", "V", "mode", "chunk", "repeats", "best-of", "backend", "threads", "json", "plot", .. (gated ? new[] { "gate" } : [])];
     public string Usage => $"""
         engine bench {Name} [--B 1] [--T 8192[,...]] [--H 8] [--K 128] [--V 128]{(gated ? " [--gate per-head|per-key]" : "")} [--mode chunked|recurrent|both]
-                 [--chunk 32] {BenchTiming.Usage} {OpIo.BackendUsage} [--json]
+                 [--chunk 32] {BenchTiming.Usage} {OpIo.BackendUsage} [--json] {BenchChart.Usage}
           model flops (both modes), per chunk of C tokens and head: 2·C²·K (K Kᵀ) + C³/3 (inverse)
           + 2·C²·(K+V) (W, U) + 2·C·K·V (W S) + 2·C²·K + 2·C²·V + 2·C·K·V (output) + 2·C·K·V (state)
         """;

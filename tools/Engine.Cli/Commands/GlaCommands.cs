@@ -49,10 +49,10 @@ internal sealed class GlaBenchCommand : ICommand
 {
     public string Name => "gla";
     public string Summary => "time gated linear attention";
-    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "gate", "mode", "chunk", "repeats", "best-of", "backend", "threads", "json"];
+    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "gate", "mode", "chunk", "repeats", "best-of", "backend", "threads", "json", "plot"];
     public string Usage => $"""
         engine bench gla [--B 1] [--T 8192[,...]] [--H 8] [--K 128] [--V 128] [--gate per-key|per-head|none]
-                         [--mode chunked|recurrent|both] [--chunk 64] {BenchTiming.Usage} {OpIo.BackendUsage} [--json]
+                         [--mode chunked|recurrent|both] [--chunk 64] {BenchTiming.Usage} {OpIo.BackendUsage} [--json] {BenchChart.Usage}
           model flops per token and head: 2·C·(K+V) + 4·K·V chunked, 4·K·V recurrent (C = chunk size)
         """;
 

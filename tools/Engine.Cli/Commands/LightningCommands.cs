@@ -51,10 +51,10 @@ internal sealed class LightningBenchCommand : ICommand
 {
     public string Name => "lightning";
     public string Summary => "time Lightning attention";
-    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "block", "mode", "repeats", "best-of", "backend", "threads", "json"];
+    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "block", "mode", "repeats", "best-of", "backend", "threads", "json", "plot"];
     public string Usage => $"""
         engine bench lightning [--B 1] [--T 8192] [--H 8] [--K 128] [--V 128] [--block 64] [--mode chunked|recurrent|both]
-                               {BenchTiming.Usage} {OpIo.BackendUsage} [--json]
+                               {BenchTiming.Usage} {OpIo.BackendUsage} [--json] {BenchChart.Usage}
           --T takes a comma-separated list (e.g. 2048,8192,32768) to show how time grows with T.
           model flops per token and head: 2·B·(K+V) + 4·K·V in blocks of B tokens, 4·K·V recurrent
         """;

@@ -128,10 +128,10 @@ internal sealed class LsslBenchCommand : ICommand
 {
     public string Name => "lssl";
     public string Summary => "time the LSSL state-space scan (recurrent, scan, conv)";
-    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "N", "kind", "mode", "repeats", "best-of", "backend", "threads", "json"];
+    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "N", "kind", "mode", "repeats", "best-of", "backend", "threads", "json", "plot"];
     public string Usage => $"""
         engine bench lssl [--B 1] [--T 4096[,...]] [--H 256] [--N 64] [--kind legs|legt|diagonal]
-                          [--mode recurrent|scan|conv|auto|all] {BenchTiming.Usage} {OpIo.BackendUsage} [--json]
+                          [--mode recurrent|scan|conv|auto|all] {BenchTiming.Usage} {OpIo.BackendUsage} [--json] {BenchChart.Usage}
           T is the sequence length L; the shape prints as B T H K V with K = N (state size) and V = 1 (one input per channel).
           model flops per channel: recurrent 2L(N²+N) (diagonal 6LN); scan 2L((Q+1)/2 + 2N + N²/Q) (diagonal N/Q);
           conv 5n·log2(n) + 8n with n = the FFT size (the GPU's conv mode is a direct O(L²) convolution).
@@ -145,6 +145,7 @@ internal sealed class LsslBenchCommand : ICommand
         LsslMode[] modes = args.Value("mode") is "all" ? [LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv] : [LsslArgs.Mode(args)];
         var timing = BenchTiming.Parse(args, 5);
         bool json = args.Flag("json");
+        string? chart = BenchChart.Target(args);
         using var device = OpIo.Device(args);
         var results = BenchReport.Sweep("lssl", device, new BenchShape(b, 0, h, n, 1), lengths, timing,
             l => new LsslWorkload(b, l, h, n, kind),
@@ -154,7 +155,7 @@ internal sealed class LsslBenchCommand : ICommand
                 string variant = $"{CommandLine.Kebab(kind.ToString())} {CommandLine.Kebab(ran.ToString())}" + (mode == LsslMode.Auto ? " (auto)" : "");
                 return (variant, work.ModelFlops(ran), (Action)(() => work.Run(device, mode)));
             }));
-        BenchReport.Print(context.Out, results, device, timing, json);
+        BenchReport.Report(context, results, device, timing, json, chart);
         return 0;
     }
 }

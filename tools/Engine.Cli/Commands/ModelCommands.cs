@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using Engine.IO;
+using Engine.Kernels.Common;
 using Engine.Onnx;
 using Engine.Onnx.Ops;
 using Engine.Workloads;
@@ -145,10 +146,10 @@ internal sealed class BenchModelCommand : ICommand
     public string Name => "bench-model";
     public string Summary => "time an ONNX model with and without the hand-over, side by side";
     public int Positionals => 1;
-    public IReadOnlyCollection<string> Options { get; } = ["input", "dim", "sample", "T", "decode", "repeats", "backend", "threads", "no-spinning", "json"];
+    public IReadOnlyCollection<string> Options { get; } = ["input", "dim", "sample", "T", "decode", "repeats", "backend", "threads", "no-spinning", "json", "plot"];
     public string Usage => $"""
         engine bench-model model.onnx [--input NAME=FILE.npy ...] [--dim NAME=VALUE ...] [--repeats 7] [--backend cpu|gpu] [--threads N] [--no-spinning] [--json]
-        engine bench-model --sample linear|gated-per-key|gated-per-head|delta|gated-delta-per-head|gated-delta-per-key|gdn-layer|gdn-layer-fused|gated-delta-net|all [--T 1024,4096] [--decode] ...
+        engine bench-model --sample linear|gated-per-key|gated-per-head|delta|gated-delta-per-head|gated-delta-per-key|gdn-layer|gdn-layer-fused|gated-delta-net|all [--T 1024,4096] [--decode] [--plot FILE.svg|FILE.png] ...
           Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
           interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
           (names with 'state' zeros, 'decay' log gates, 'beta' in (0,1), other floats N(0,1)).
@@ -162,6 +163,8 @@ internal sealed class BenchModelCommand : ICommand
           Both sessions run with ORT's default options, whose intra-op threads spin between runs: the two take turns in
           blocks of three runs, the first of each block (where the other session's threads may still spin) left out.
           --no-spinning turns spinning off in both (session.intra_op.allow_spinning = 0) and alternates single runs.
+          --plot (with --sample) draws, per model, the engine and ONNX Runtime alone against T: whole model and taken-over
+          nodes (decode at T=1), with this machine's fp32 FMA peak measured after the runs.
         """;
 
     public int Run(CommandLine args, CliContext context)
@@ -172,6 +175,8 @@ internal sealed class BenchModelCommand : ICommand
         if (backend == HandoverBackend.None) throw new UsageException("--backend must be cpu or gpu (ONNX Runtime alone is always timed)");
         using var host = ModelIo.Host(args);
         bool spinning = !args.Flag("no-spinning");
+        string? chart = BenchChart.Target(args);
+        if (chart is not null && !args.Has("sample")) throw new UsageException("--plot draws the --sample runs against T: give --sample");
         var rows = new List<ModelTiming>();
         if (args.Has("sample"))
         {
@@ -188,8 +193,8 @@ internal sealed class BenchModelCommand : ICommand
                     {
                         var pair = SampleModels.GatedDeltaNetAndLinearAttention(hq, hv, d, d, t);
                         string what = t == 1 ? "decode T=1" : $"T={t}";
-                        rows.Add(Time(pair[0].Model, $"gdn {label}", what, pair[0].Inputs, host, backend, repeats, spinning));
-                        rows.Add(Time(pair[1].Model, $"gdn {label} as LA", what, pair[1].Inputs, host, backend, repeats, spinning));
+                        rows.Add(Time(pair[0].Model, $"gdn {label}", what, t, pair[0].Inputs, host, backend, repeats, spinning));
+                        rows.Add(Time(pair[1].Model, $"gdn {label} as LA", what, t, pair[1].Inputs, host, backend, repeats, spinning));
                     }
             }
             foreach (var (label, model, batch, time) in which == GatedDeltaNetSample ? [] : Samples(which))
@@ -197,7 +202,7 @@ internal sealed class BenchModelCommand : ICommand
                 foreach (int t in decode ? lengths.Append(1) : lengths)
                 {
                     var inputs = ModelInputs.Random(model, new Dictionary<string, long> { [batch] = 1, [time] = t });
-                    rows.Add(Time(model, label, t == 1 ? "decode T=1" : $"T={t}", inputs, host, backend, repeats, spinning));
+                    rows.Add(Time(model, label, t == 1 ? "decode T=1" : $"T={t}", t, inputs, host, backend, repeats, spinning));
                 }
             }
         }
@@ -209,10 +214,32 @@ internal sealed class BenchModelCommand : ICommand
             var inputs = ModelIo.Inputs(args, model, files);
             var random = ModelInputs.Random(model, dims, except: inputs.Keys);
             foreach (var (name, tensor) in random) inputs[name] = tensor;
-            rows.Add(Time(model, Path.GetFileName(args.Positionals[0]), "", inputs, host, backend, repeats, spinning));
+            rows.Add(Time(model, Path.GetFileName(args.Positionals[0]), "", 0, inputs, host, backend, repeats, spinning));
         }
-        Print(context.Out, rows, host.Describe(backend), spinning, args.Flag("json"));
+        bool json = args.Flag("json");
+        Print(context.Out, rows, host.Describe(backend), spinning, json);
+        if (chart is not null)
+        {
+            Chart(chart, rows, host.Describe(backend), FmaPeak.Measure(args.Int("threads", Environment.ProcessorCount, min: 1)), spinning);
+            BenchChart.Report(context, chart, json);
+        }
         return 0;
+    }
+
+    /// <summary>Per model, the engine (filled circles) and ONNX Runtime alone (open squares) against T: the whole model, and the taken-over nodes.</summary>
+    private static void Chart(string path, IReadOnlyList<ModelTiming> rows, string device, double peakGFlops, bool spinning)
+    {
+        ChartSeries[] Lines(Func<ModelTiming, double> engine, Func<ModelTiming, double> ort) => rows.GroupBy(r => r.Model).SelectMany(g => new[]
+        {
+            new ChartSeries($"{g.Key}: engine", g.Select(r => ((double)r.Tokens, engine(r))).ToArray(), ColorKey: g.Key),
+            new ChartSeries($"{g.Key}: ORT", g.Select(r => ((double)r.Tokens, ort(r))).ToArray(), OpenMarkers: true, ColorKey: g.Key),
+        }).ToArray();
+        string options = spinning ? "ORT's default options" : "intra-op spinning off";
+        BenchChart.Save(path, BenchChart.Caption($"engine: {device}", peakGFlops),
+        [
+            BenchChart.Panel($"engine bench-model: whole model, median ms per run ({options})", "ms per run", Lines(r => r.EngineMs, r => r.OrtMs)),
+            BenchChart.Panel("taken-over nodes: median ms per run (ORT's profile)", "ms per run", Lines(r => r.EngineNodeMs, r => r.OrtNodeMs)),
+        ]);
     }
 
     private const string GatedDeltaNetSample = "gated-delta-net";
@@ -223,7 +250,8 @@ internal sealed class BenchModelCommand : ICommand
 
     /// <summary>Whole-model medians, and the medians of the time spent in the taken-over nodes (from ORT's profile).</summary>
     /// <param name="MatMulShare">the share of the hand-over's node time in ORT's MatMuls, from one profile.</param>
-    private sealed record ModelTiming(string Model, string Case, int EngineNodes, double EngineMs, double OrtMs, double EngineNodeMs, double OrtNodeMs,
+    /// <param name="Tokens">T of the run (1: one decode step; 0: a model file's own dims).</param>
+    private sealed record ModelTiming(string Model, string Case, int Tokens, int EngineNodes, double EngineMs, double OrtMs, double EngineNodeMs, double OrtNodeMs,
         double MatMulShare)
     {
 
@@ -231,7 +259,7 @@ internal sealed class BenchModelCommand : ICommand
         public double NodeSpeedup => OrtNodeMs / EngineNodeMs;
     }
 
-    private static ModelTiming Time(OnnxModel model, string label, string what, Dictionary<string, TensorData> inputs,
+    private static ModelTiming Time(OnnxModel model, string label, string what, int tokens, Dictionary<string, TensorData> inputs,
         KernelHost host, HandoverBackend backend, int repeats, bool spinning)
     {
         double engineSeconds, ortSeconds;
@@ -250,7 +278,7 @@ internal sealed class BenchModelCommand : ICommand
         }
         var engineProfile = ProfileMilliseconds(model, inputs, BenchOptions(backend, host, spinning), repeats, opTypes, MatMul, null);
         var ortProfile = ProfileMilliseconds(model, inputs, BenchOptions(HandoverBackend.None, host, spinning), repeats, opTypes);
-        return new ModelTiming(label, what, engineNodes, engineSeconds * 1e3, ortSeconds * 1e3, engineProfile[0], ortProfile[0], engineProfile[1] / engineProfile[2]);
+        return new ModelTiming(label, what, tokens, engineNodes, engineSeconds * 1e3, ortSeconds * 1e3, engineProfile[0], ortProfile[0], engineProfile[1] / engineProfile[2]);
     }
 
     private static readonly IReadOnlySet<string> MatMul = new HashSet<string> { "MatMul" };

@@ -1,0 +1,121 @@
+using System.Buffers.Binary;
+using System.Xml.Linq;
+using NUnit.Framework;
+using SkiaSharp;
+
+namespace Engine.Tests.Cli;
+
+/// <summary>--plot on the bench commands: the chart is written, valid, labelled; bad paths are refused before anything is timed.</summary>
+[TestFixture]
+public sealed class ChartTests : CliFixture
+{
+    private static readonly string[] TinyGla = ["bench", "gla", "--T", "64,128", "--H", "1", "--K", "16", "--V", "16", "--repeats", "1", "--mode", "both"];
+
+    [Test]
+    public void BenchDrawsAnSvgWithEveryVariantAndTheCaption()
+    {
+        string chart = PathOf("gla.svg");
+        var (code, stdout, stderr) = Engine([.. TinyGla, "--plot", chart]);
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain($"chart written to {chart}"));
+        var texts = SvgTexts(chart);
+        Assert.That(texts, Does.Contain("per-key chunked").And.Contain("per-key recurrent").And.Contain("T (tokens)"));
+        Assert.That(texts.Any(t => t.StartsWith("fp32 FMA peak ", StringComparison.Ordinal) && t.Contains("GFLOP/s (measured in this run); ONNX Runtime ")), string.Join(" | ", texts));
+    }
+
+    [Test]
+    public void WithJsonTheChartIsReportedOnStderr()
+    {
+        string chart = PathOf("gla.svg");
+        var (code, stdout, stderr) = Engine([.. TinyGla, "--json", "--plot", chart]);
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(System.Text.Json.JsonDocument.Parse(stdout).RootElement.GetArrayLength(), Is.EqualTo(4));
+        Assert.That(stderr, Does.Contain($"chart written to {chart}"));
+    }
+
+    [Test]
+    public void BenchLsslDrawsAPng()
+    {
+        string chart = PathOf("lssl.png");
+        var (code, stdout, stderr) = Engine("bench", "lssl", "--T", "64,128", "--H", "2", "--N", "4", "--mode", "all", "--repeats", "1", "--plot", chart);
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain($"chart written to {chart}"));
+        AssertPng(chart, width: 900, height: 640);
+    }
+
+    [Test]
+    public void BenchModelDrawsBothPanelsPerSampleModel()
+    {
+        string chart = PathOf("model.svg");
+        var (code, stdout, stderr) = Engine("bench-model", "--sample", "linear", "--T", "64,128", "--repeats", "1", "--threads", "1", "--plot", chart);
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain($"chart written to {chart}"));
+        var texts = SvgTexts(chart);
+        foreach (var label in new[] { "linear block: engine", "linear block: ORT", "linear node: engine", "linear node: ORT" })
+            Assert.That(texts.Count(t => t == label), Is.EqualTo(2), $"{label} in both panels' legends");
+        Assert.That(texts.Any(t => t.StartsWith("engine bench-model: whole model", StringComparison.Ordinal)), Is.True);
+        Assert.That(texts.Any(t => t.StartsWith("taken-over nodes", StringComparison.Ordinal)), Is.True);
+        Assert.That(texts.Any(t => t.Contains("fp32 FMA peak ") && t.Contains("; ONNX Runtime ")), Is.True, string.Join(" | ", texts));
+    }
+
+    [Test]
+    public void BenchModelPanelsStandSideBySide()
+    {
+        string chart = PathOf("model.png");
+        var (code, _, stderr) = Engine("bench-model", "--sample", "linear", "--T", "64", "--repeats", "1", "--threads", "1", "--plot", chart);
+        Assert.That(code, Is.Zero, stderr);
+        AssertPng(chart, width: 1800, height: 640);
+        // The series' colors (legend and markers) in each panel's half: the second panel drawn leaves the first standing.
+        using var image = SKBitmap.Decode(chart);
+        foreach (int left in new[] { 0, 900 })
+        {
+            int colored = 0;
+            for (int y = 0; y < 560; y++)
+                for (int x = left; x < left + 900; x++)
+                {
+                    var c = image.GetPixel(x, y);
+                    if (Math.Max(Math.Abs(c.Red - c.Green), Math.Abs(c.Green - c.Blue)) > 60) colored++;
+                }
+            Assert.That(colored, Is.GreaterThan(50), $"the panel at x = {left}");
+        }
+    }
+
+    [TestCase("missing/chart.svg", "does not exist")]
+    [TestCase("chart.txt", "written as .svg or .png, got '.txt'")]
+    [TestCase("chart", "got 'no extension'")]
+    public void BadChartPathsAreRefusedBeforeTiming(string name, string message)
+    {
+        foreach (var command in new[] { TinyGla, ["bench-model", "--sample", "linear", "--T", "64"] })
+        {
+            // Nothing on stdout (the error contract): no table, so nothing was timed.
+            AssertOneLineError(Engine([.. command, "--plot", PathOf(name)]), 1, message);
+        }
+        Assert.That(System.IO.Directory.GetFiles(Directory), Is.Empty);
+    }
+
+    [Test]
+    public void BenchModelChartsOnlySampleRuns()
+    {
+        AssertOneLineError(Engine("bench-model", PathOf("model.onnx"), "--plot", PathOf("chart.svg")), 2, "--plot draws the --sample runs against T");
+    }
+
+    /// <summary>The SVG parsed as XML: the text of each text element.</summary>
+    private static List<string> SvgTexts(string path)
+    {
+        XNamespace svg = "http://www.w3.org/2000/svg";
+        var root = XDocument.Load(path).Root!;
+        Assert.That(root.Name, Is.EqualTo(svg + "svg"));
+        return root.Descendants(svg + "text").Select(t => t.Value.Trim()).ToList();
+    }
+
+    /// <summary>The PNG signature, an IHDR chunk first with the expected size, and an IEND chunk last.</summary>
+    private static void AssertPng(string path, int width, int height)
+    {
+        byte[] bytes = File.ReadAllBytes(path);
+        Assert.That(bytes.Take(8), Is.EqualTo(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A }));
+        Assert.That(System.Text.Encoding.ASCII.GetString(bytes, 12, 4), Is.EqualTo("IHDR"));
+        Assert.That(BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(16)), Is.EqualTo(width));
+        Assert.That(BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(20)), Is.EqualTo(height));
+        Assert.That(System.Text.Encoding.ASCII.GetString(bytes, bytes.Length - 8, 4), Is.EqualTo("IEND"));
+    }
+}

@@ -1,0 +1,123 @@
+using System.Globalization;
+using Engine.Onnx;
+using ScottPlot;
+using SkiaSharp;
+
+namespace Engine.Cli;
+
+/// <summary>
+/// One line of a chart: its legend label, its points (T, value), filled circles or open squares at the points (not dashes:
+/// Skia's SVG output draws no dashed lines); lines with the same color key share a color.
+/// </summary>
+public sealed record ChartSeries(string Label, IReadOnlyList<(double X, double Y)> Points, bool OpenMarkers = false, string? ColorKey = null);
+
+/// <summary>--plot FILE.svg|FILE.png: the bench commands' results drawn against T, one panel per measure, side by side.</summary>
+public static class BenchChart
+{
+    public const string Usage = "[--plot FILE.svg|FILE.png]";
+    private const int PanelWidth = 900, Height = 640;
+
+    /// <summary>The --plot path, checked before anything is timed: an .svg or .png file in a folder that exists; null without --plot.</summary>
+    public static string? Target(CommandLine args)
+    {
+        string? path = args.Value("plot");
+        if (path is null) return null;
+        string extension = Path.GetExtension(path).ToLowerInvariant();
+        if (extension is not (".svg" or ".png"))
+            throw new ArgumentException($"--plot {path}: the chart is written as .svg or .png, got '{(extension.Length == 0 ? "no extension" : extension)}'");
+        string folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        if (!Directory.Exists(folder)) throw new ArgumentException($"--plot {path}: the folder {folder} does not exist");
+        return path;
+    }
+
+    /// <summary>The caption's lines: the machine; its fp32 FMA peak (or that it was not measured), ONNX Runtime's version, the date.</summary>
+    public static string[] Caption(string machine, double? peakGFlops) =>
+    [
+        machine,
+        "fp32 FMA peak " + (peakGFlops is null ? "not measured" : $"{peakGFlops:F1} GFLOP/s (measured in this run)") +
+        $"; ONNX Runtime {OrtInfo.Version}; {DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture)}",
+    ];
+
+    /// <summary>
+    /// A panel: the series against T with markers at the measured points; log-log axes where T spans a decade or more
+    /// (points at T = 0 or a value of 0 cannot be drawn there and are left out).
+    /// </summary>
+    public static Plot Panel(string title, string yLabel, IReadOnlyList<ChartSeries> series)
+    {
+        var xs = series.SelectMany(s => s.Points).Select(p => p.X).Where(x => x > 0).ToArray();
+        bool log = xs.Length > 0 && xs.Max() >= 10 * xs.Min();
+        var plot = new Plot();
+        plot.Title(title, size: 14);
+        plot.XLabel(log ? "T (tokens, log scale)" : "T (tokens)");
+        plot.YLabel(log ? yLabel + " (log scale)" : yLabel);
+        var colors = new Dictionary<string, Color>();
+        var palette = new ScottPlot.Palettes.Category10();
+        foreach (var s in series)
+        {
+            var points = s.Points.Where(p => !log || (p.X > 0 && p.Y > 0)).OrderBy(p => p.X).ToArray();
+            string key = s.ColorKey ?? s.Label;
+            if (!colors.TryGetValue(key, out var color)) colors[key] = color = palette.GetColor(colors.Count);
+            var line = plot.Add.Scatter(points.Select(p => log ? Math.Log10(p.X) : p.X).ToArray(), points.Select(p => log ? Math.Log10(p.Y) : p.Y).ToArray(), color);
+            line.LegendText = s.Label;
+            line.MarkerSize = 8;
+            line.MarkerShape = s.OpenMarkers ? MarkerShape.OpenSquare : MarkerShape.FilledCircle;
+        }
+        if (log)
+        {
+            plot.Axes.Bottom.TickGenerator = LogTicks();
+            plot.Axes.Left.TickGenerator = LogTicks();
+        }
+        plot.Legend.Alignment = Alignment.UpperLeft;
+        plot.ShowLegend();
+        return plot;
+    }
+
+    /// <summary>Writes the panels side by side, the caption under them, as SVG or PNG (by the file's extension).</summary>
+    public static void Save(string path, IReadOnlyList<string> caption, IReadOnlyList<Plot> panels)
+    {
+        const int lineHeight = 20;
+        int width = PanelWidth * panels.Count, captionHeight = lineHeight * caption.Count + 12;
+        // ScottPlot draws a panel a second time when the first draw moved its layout: settle it first, so the SVG holds it once.
+        foreach (var panel in panels) panel.RenderInMemory(PanelWidth, Height - captionHeight);
+        void Draw(SKCanvas canvas)
+        {
+            canvas.Clear(SKColors.White);
+            for (int i = 0; i < panels.Count; i++)
+            {
+                // Each panel clears its figure first: clipped to its own place, so it leaves the others standing.
+                canvas.Save();
+                canvas.ClipRect(new SKRect(i * PanelWidth, 0, (i + 1) * PanelWidth, Height - captionHeight));
+                panels[i].Render(canvas, new PixelRect(i * PanelWidth, (i + 1) * PanelWidth, Height - captionHeight, 0));
+                canvas.Restore();
+            }
+            using var font = new SKFont(SKTypeface.Default, 14);
+            using var paint = new SKPaint { Color = SKColors.Black, IsAntialias = true };
+            for (int i = 0; i < caption.Count; i++)
+                canvas.DrawText(caption[i], 12, Height - captionHeight + lineHeight * (i + 1), font, paint);
+        }
+        using var stream = File.Create(path);
+        if (Path.GetExtension(path).Equals(".svg", StringComparison.OrdinalIgnoreCase))
+        {
+            using var canvas = SKSvgCanvas.Create(new SKRect(0, 0, width, Height), stream);
+            Draw(canvas);
+            return;
+        }
+        using var surface = SKSurface.Create(new SKImageInfo(width, Height));
+        Draw(surface.Canvas);
+        using var image = surface.Snapshot();
+        using var png = image.Encode(SKEncodedImageFormat.Png, 100);
+        png.SaveTo(stream);
+    }
+
+    /// <summary>Says where the chart went: on stdout, or on stderr where stdout carries JSON.</summary>
+    public static void Report(CliContext context, string path, bool json) =>
+        (json ? context.Error : context.Out).WriteLine($"chart written to {Path.GetFullPath(path)}");
+
+    /// <summary>Ticks at the powers of ten of a log10 axis, labelled with the values themselves.</summary>
+    private static ScottPlot.TickGenerators.NumericAutomatic LogTicks() => new()
+    {
+        MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
+        IntegerTicksOnly = true,
+        LabelFormatter = v => Math.Pow(10, v).ToString("G4", CultureInfo.InvariantCulture),
+    };
+}
