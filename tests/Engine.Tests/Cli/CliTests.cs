@@ -197,5 +197,28 @@ public sealed class CliTests : CliFixture
         var row = doc.RootElement[0];
         double flops = row.GetProperty("model_gflops").GetDouble() * row.GetProperty("ms").GetDouble() / 1e3 * 1e9;
         Assert.That(flops, Is.EqualTo(64 * (2.0 * 64 * 32 + 4.0 * 16 * 16)).Within(1e-6).Percent, "chunked model flops 2·C·(K+V) + 4·K·V per token");
+        Assert.That(row.GetProperty("gpu_launches").ValueKind, Is.EqualTo(System.Text.Json.JsonValueKind.Null), "no GPU traffic on the CPU");
+    }
+
+    [Test]
+    public void BenchOnTheGpuReportsLaunchesAndBytesPerCall()
+    {
+        var (code, stdout, stderr) = Engine("bench", "gla", "--backend", "gpu", "--T", "32", "--H", "1", "--K", "16", "--V", "16", "--repeats", "1",
+            "--mode", "both", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(stdout);
+        var rows = doc.RootElement.EnumerateArray().ToDictionary(r => r.GetProperty("variant").GetString()!);
+        // q, k, v, g of 32 tokens × 16 floats up; the 32 × 16 output down (a call without a final state).
+        const long tensorBytes = 32 * 16 * sizeof(float);
+        Assert.Multiple(() =>
+        {
+            Assert.That(rows["per-key chunked"].GetProperty("gpu_launches").GetInt64(), Is.EqualTo(5));
+            Assert.That(rows["per-key recurrent"].GetProperty("gpu_launches").GetInt64(), Is.EqualTo(1));
+            foreach (var row in rows.Values)
+            {
+                Assert.That(row.GetProperty("gpu_bytes_to_device").GetInt64(), Is.GreaterThanOrEqualTo(4 * tensorBytes));
+                Assert.That(row.GetProperty("gpu_bytes_to_host").GetInt64(), Is.GreaterThanOrEqualTo(tensorBytes));
+            }
+        });
     }
 }

@@ -49,7 +49,8 @@ public sealed record BenchTiming(int Rounds, bool Interleaved)
 }
 
 /// <summary>One timed configuration.</summary>
-public sealed record BenchResult(string Op, string Variant, string Device, BenchShape Shape, double Seconds, double ModelFlops)
+/// <param name="Traffic">GPU backend: the kernel launches and host↔device bytes of one call (null on the CPU).</param>
+public sealed record BenchResult(string Op, string Variant, string Device, BenchShape Shape, double Seconds, double ModelFlops, GpuTraffic? Traffic)
 {
     public double TokensPerSecond => Shape.B * (double)Shape.T / Seconds;
     public double GFlops => ModelFlops / Seconds / 1e9;
@@ -94,12 +95,21 @@ public static class BenchReport
                         seconds[i] = Math.Min(seconds[i], clock.Elapsed.TotalSeconds);
                     }
             }
-            return cases.Select((c, i) => new BenchResult(op, c.Variant, device.Description, shape with { T = c.T }, seconds[i], c.Flops)).ToList();
+            return cases.Select((c, i) => new BenchResult(op, c.Variant, device.Description, shape with { T = c.T }, seconds[i], c.Flops,
+                device.Backend == Backend.Gpu ? TrafficOf(device, c.Run) : null)).ToList();
         }
         finally
         {
             foreach (var work in works) (work as IDisposable)?.Dispose();
         }
+    }
+
+    /// <summary>What one more, untimed call launches and moves on the GPU.</summary>
+    private static GpuTraffic TrafficOf(EngineDevice device, Action run)
+    {
+        var before = device.GpuTraffic;
+        run();
+        return device.GpuTraffic.Since(before);
     }
 
     /// <summary>
@@ -130,6 +140,7 @@ public static class BenchReport
                 ["B"] = r.Shape.B, ["T"] = r.Shape.T, ["H"] = r.Shape.H, ["K"] = r.Shape.K, ["V"] = r.Shape.V,
                 ["timing"] = timing.ToString(), ["ms"] = r.Seconds * 1e3, ["tokens_per_s"] = r.TokensPerSecond, ["model_gflops"] = r.GFlops,
                 ["peak_gflops"] = peakGFlops, ["fraction_of_peak"] = peakGFlops is null ? null : r.GFlops / peakGFlops,
+                ["gpu_launches"] = r.Traffic?.Launches, ["gpu_bytes_to_device"] = r.Traffic?.BytesToDevice, ["gpu_bytes_to_host"] = r.Traffic?.BytesToHost,
             });
             w.WriteLine(JsonSerializer.Serialize(rows, new JsonSerializerOptions { WriteIndented = true }));
             return;
@@ -138,11 +149,15 @@ public static class BenchReport
         if (results.Count > 0 && results[0].Device.Contains("CPU accelerator", StringComparison.Ordinal))
             w.WriteLine("note: no CUDA device, the GPU kernels ran on ILGPU's CPU accelerator: these times say nothing about GPU speed");
         if (peakGFlops is not null) w.WriteLine($"fp32 FMA peak (measured now): {peakGFlops:F1} GFLOP/s");
-        w.WriteLine($"{"op",-12} {"variant",-22} {"shape",-26} {"ms",10} {"tokens/s",12} {"GFLOP/s",9} {"of peak",8}");
+        bool gpu = results.Any(r => r.Traffic is not null);
+        w.WriteLine($"{"op",-12} {"variant",-22} {"shape",-26} {"ms",10} {"tokens/s",12} {"GFLOP/s",9} {"of peak",8}" +
+            (gpu ? $" {"launches",8} {"MB to GPU",10} {"MB to host",10}" : ""));
         foreach (var r in results)
         {
             string frac = peakGFlops is null ? "" : (r.GFlops / peakGFlops.Value).ToString("P1", CultureInfo.InvariantCulture);
-            w.WriteLine($"{r.Op,-12} {r.Variant,-22} {r.Shape,-26} {r.Seconds * 1e3,10:F2} {r.TokensPerSecond,12:F0} {r.GFlops,9:F1} {frac,8}");
+            string traffic = r.Traffic is GpuTraffic t ? $" {t.Launches,8} {t.BytesToDevice / 1e6,10:F2} {t.BytesToHost / 1e6,10:F2}" : "";
+            w.WriteLine($"{r.Op,-12} {r.Variant,-22} {r.Shape,-26} {r.Seconds * 1e3,10:F2} {r.TokensPerSecond,12:F0} {r.GFlops,9:F1} {frac,8}{traffic}");
         }
+        if (gpu) w.WriteLine("launches and MB: one call's kernel launches and host-device copies (EngineDevice.GpuTraffic)");
     }
 }
