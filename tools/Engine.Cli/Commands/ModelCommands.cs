@@ -161,8 +161,9 @@ internal sealed class BenchModelCommand : ICommand
           node ("as LA") against ORT's LinearAttention kernel.
           The last column is the share of the hand-over's run spent in ORT's MatMuls (its profile).
           Both sessions run with ORT's default options, whose intra-op threads spin between runs: the two take turns in
-          blocks of three runs, the first of each block (where the other session's threads may still spin) left out.
-          --no-spinning turns spinning off in both (session.intra_op.allow_spinning = 0) and alternates single runs.
+          blocks of eight runs, the first two of each block (where the other session's threads may still spin) left out.
+          Runs of a few ms can still meet the other session's spinning threads: --no-spinning turns spinning off in both
+          (session.intra_op.allow_spinning = 0) and alternates single runs.
           --plot (with --sample) draws, per model, the engine and ONNX Runtime alone against T: whole model and taken-over
           nodes (decode at T=1), with this machine's fp32 FMA peak measured after the runs.
         """;
@@ -272,7 +273,7 @@ internal sealed class BenchModelCommand : ICommand
             var engineOutputs = OutputTensors(engine.Run(inputs));
             var ortOutputs = OutputTensors(ort.Run(inputs));
             (engineSeconds, ortSeconds) = MedianInterleaved(() => engine.RunInto(inputs, engineOutputs), () => ort.RunInto(inputs, ortOutputs), repeats,
-                block: spinning ? 3 : 1);
+                block: spinning ? 8 : 1);
             engineNodes = engine.Handover.EngineNodes.Count();
             opTypes = engine.Handover.EngineNodes.Select(n => n.OpType).ToHashSet();
         }
@@ -325,7 +326,7 @@ internal sealed class BenchModelCommand : ICommand
 
     /// <summary>
     /// Two variants timed in one run: both warmed up, then they take turns, <paramref name="block"/> runs at a time, so that
-    /// load on the machine falls on both alike; with blocks longer than one run the first of each is left out (the other
+    /// load on the machine falls on both alike; with blocks longer than one run the first quarter of each is left out (the other
     /// variant's spinning threads may still hold a core). The median of <paramref name="repeats"/> runs of each.
     /// </summary>
     private static (double First, double Second) MedianInterleaved(Action first, Action second, int repeats, int block, double warmupSeconds = 1.0)
@@ -335,7 +336,7 @@ internal sealed class BenchModelCommand : ICommand
         do { first(); second(); warm++; } while (clock.Elapsed.TotalSeconds < warmupSeconds || warm < 2);
         var a = new List<double>(repeats);
         var b = new List<double>(repeats);
-        int skip = block > 1 ? 1 : 0;
+        int skip = block > 1 ? block / 4 : 0;
         while (a.Count < repeats)
         {
             foreach (var (run, times) in new[] { (first, a), (second, b) })
