@@ -25,6 +25,9 @@ public sealed class ThreadPoolScheduler : IWorkScheduler
 
     public int Workers { get; }
 
+    /// <summary>Runs a call's items one after another on the calling thread: for work too small to wake a pool.</summary>
+    public static IWorkScheduler CallingThread { get; } = new ThreadPoolScheduler(1);
+
     public void Run(int count, Action<int, int> body)
     {
         int workers = Math.Min(Workers, count);

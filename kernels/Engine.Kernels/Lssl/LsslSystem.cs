@@ -26,7 +26,6 @@ namespace Engine.Kernels.Lssl;
 public sealed class LsslSystem : IDisposable
 {
     // A backend without a CPU scheduler (the GPU) builds K̄ on its calling thread: one worker runs inline.
-    private static readonly IWorkScheduler CallingThread = new ThreadPoolScheduler(1);
 
     private readonly object _lock = new();
     private readonly Dictionary<GpuRuntime, IDisposable> _deviceCopies = new();
@@ -214,7 +213,7 @@ public sealed class LsslSystem : IDisposable
         _convKernel.Get(length, (System: this, Scheduler: scheduler), static (l, s) => LsslConvKernel.Build(s.System, l, s.Scheduler));
 
     /// <summary>K̄ for a backend without a CPU scheduler: built, where it must be, on the calling thread.</summary>
-    public LsslConvKernel ConvKernel(int length) => ConvKernel(length, CallingThread);
+    public LsslConvKernel ConvKernel(int length) => ConvKernel(length, ThreadPoolScheduler.CallingThread);
 
     /// <summary>The spectra of K̄ for exactly <paramref name="length"/> steps: the kept ones, else built on <paramref name="scheduler"/>.</summary>
     public LsslConvSpectra ConvSpectra(int length, IWorkScheduler scheduler) =>

@@ -14,10 +14,13 @@ internal static class CallScheduler
     /// <summary>Calls with at most this many state multiply-adds per token step run on the calling thread: waking ORT's pool costs more.</summary>
     private const long InlineWork = 1 << 20;
 
-    /// <summary>Runs a call's work items one after another on the calling thread.</summary>
-    public static readonly IWorkScheduler CallingThread = new ThreadPoolScheduler(1);
+    /// <summary>Element-wise calls (gates, norms) with at most this many elements run on the calling thread.</summary>
+    public const long InlineElements = 1 << 14;
 
     /// <param name="stateWork">tokens × heads × dk × dv of the call.</param>
-    public static IWorkScheduler For(KernelContext context, EngineDevice device, long stateWork) =>
-        stateWork <= InlineWork ? CallingThread : new OrtParallelScheduler(context.Handle, device.Threads);
+    public static IWorkScheduler For(KernelContext context, EngineDevice device, long stateWork) => For(context, device, stateWork <= InlineWork);
+
+    /// <summary>The calling thread when <paramref name="inline"/> (the op's own measure of a small call), else ORT's pool for the call.</summary>
+    public static IWorkScheduler For(KernelContext context, EngineDevice device, bool inline) =>
+        inline ? ThreadPoolScheduler.CallingThread : new OrtParallelScheduler(context.Handle, device.Threads);
 }

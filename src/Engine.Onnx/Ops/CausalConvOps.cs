@@ -167,7 +167,7 @@ internal sealed class CausalConvKernel(string node, ConvActivation activation, i
         var output = context.Output(0, input.Dims) ?? throw new ModelNodeException($"{node}: ORT gave no output tensor");
         var present = context.Output(1, stateDims);
         bool inline = (long)sequences.TotalTokens * channels * k <= InlineWork;
-        var scheduler = inline ? CallScheduler.CallingThread : new OrtParallelScheduler(context.Handle, device.Threads);
+        var scheduler = CallScheduler.For(context, device, inline);
         using var views = new FloatViews();
         CausalConvCpu.Forward(config, sequences, views.In(input), views.In(weight), views.In(bias), views.In(past),
             views.Out(output, "output"), views.Out(present, varlen ? "final_state" : "present_state"), scheduler);

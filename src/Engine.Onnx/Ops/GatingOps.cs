@@ -74,7 +74,7 @@ internal sealed class LinearAttentionGateKernel(string node, EngineDevice device
         if (beta is not null && b is null) throw Bad("b", "the beta output needs the b input");
         if (b is OrtTensorView bt && !bt.Dims.SequenceEqual(a.Dims)) throw Bad("b", $"expected a's shape {TensorData.Format(a.Dims)}, got {TensorData.Format(bt.Dims)}");
         using var views = new FloatViews();
-        var scheduler = a.ElementCount <= 1 << 14 ? CallScheduler.CallingThread : new OrtParallelScheduler(context.Handle, device.Threads);
+        var scheduler = CallScheduler.For(context, device, inline: a.ElementCount <= CallScheduler.InlineElements);
         DecayGateCpu.Forward(views.In(a), views.In(dtBias), views.In(decayScale), beta is null ? [] : views.In(b),
             views.Out(decay, "decay"), views.Out(beta, "beta"), scheduler);
         views.Commit();
@@ -118,7 +118,7 @@ internal sealed class GatedRmsNormKernel(string node, GateActivation activation,
         if (!gate.Dims.SequenceEqual(x.Dims)) throw Bad("gate", $"expected X's shape {TensorData.Format(x.Dims)}, got {TensorData.Format(gate.Dims)}");
         var y = context.Output(0, x.Dims) ?? throw new ModelNodeException($"{node}: ORT gave no output tensor");
         using var views = new FloatViews();
-        var scheduler = x.ElementCount <= 1 << 14 ? CallScheduler.CallingThread : new OrtParallelScheduler(context.Handle, device.Threads);
+        var scheduler = CallScheduler.For(context, device, inline: x.ElementCount <= CallScheduler.InlineElements);
         GatedRmsNormCpu.Forward(views.In(x), views.In(gate), views.In(scale), epsilon, activation, views.Out(y, "Y"), scheduler);
         views.Commit();
     }
