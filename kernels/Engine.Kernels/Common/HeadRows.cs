@@ -3,16 +3,17 @@ using System.Runtime.CompilerServices;
 namespace Engine.Kernels.Common;
 
 /// <summary>
-/// The rows of one head over consecutive tokens of a [tokens, heads, dim] tensor (row i at <see cref="Row"/>), and
+/// The rows of one head over consecutive tokens of a [tokens, heads, dim] tensor whose token rows are
+/// <paramref name="rowStride"/> floats apart (row i at <see cref="Row"/>), and
 /// their copies in scratch rows padded to whole vectors. A copy also zeroes the scratch rows up to the next multiple
 /// of 16, so whole 16-row blocks can be transposed and multiplied.
 /// </summary>
-public readonly unsafe struct HeadRows(float* tensor, int heads, int dim, int head, int start)
+public readonly unsafe struct HeadRows(float* tensor, int rowStride, int dim, int head, int start)
 {
-    private readonly float* _first = tensor + ((long)start * heads + head) * dim;
+    private readonly float* _first = tensor + (long)start * rowStride + (long)head * dim;
 
     /// <summary>Floats from one row to the next.</summary>
-    public int Stride { get; } = heads * dim;
+    public int Stride { get; } = rowStride;
 
     public int Dim { get; } = dim;
 

@@ -56,26 +56,28 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     }
 
     /// <summary>
-    /// Chunked prefill. beta [TotalTokens, Hv], g [TotalTokens, Hv] or [TotalTokens, Hv, K] (empty for DeltaNet); state [N, Hv, K, V], initial on entry,
-    /// final on return; or, with initialState (same shape) given, final only: the initial state is read from there.
+    /// Chunked prefill. q [TotalTokens, Hq, K], k [TotalTokens, Hk, K], v [TotalTokens, Hv, V], their token rows
+    /// <paramref name="rows"/> apart (default dense); beta [TotalTokens, Hv], g [TotalTokens, Hv] or [TotalTokens, Hv, K] (empty for
+    /// DeltaNet); state [N, Hv, K, V], initial on entry, final on return; or, with initialState (same shape) given, final only: the
+    /// initial state is read from there.
     /// </summary>
     public void Chunked(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default)
-        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, chunked: true);
+        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default, TokenRows? rows = null)
+        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, rows, chunked: true);
 
     /// <summary>Token-by-token recurrence (decode). Same contract as <see cref="Chunked"/>.</summary>
     public void Recurrent(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default)
-        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, chunked: false);
+        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default, TokenRows? rows = null)
+        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, rows, chunked: false);
 
     private void Run(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, bool chunked)
+        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, TokenRows? rows, bool chunked)
     {
         initialState = HeadBlockSweep.InitialState(initialState, state);
         int gateFaults = 0;
         fixed (float* pq = q, pk = k, pv = v, pb = beta, pg = g, po = output, ps = state, pi = initialState)
             HeadBlockSweep.Run<Steps, Work>(scheduler, _scratch, _config.Heads, _config.StateLayout, sequences, pi, ps, chunked ? _c : 0,
-                new Steps(this, new Io(pq, pk, pv, pb, pg, po, &gateFaults)));
+                new Steps(this, new Io(pq, pk, pv, pb, pg, po, rows ?? TokenRows.Dense(_config.Heads), &gateFaults)));
         if (gateFaults != 0) LogGates.Refuse(g, "g");
     }
 
@@ -98,9 +100,10 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     }
 
     /// <summary>The call's tensors, and a flag any worker sets when it loads a gate that is not a valid log gate.</summary>
-    private readonly struct Io(float* q, float* k, float* v, float* beta, float* g, float* o, int* gateFaults)
+    private readonly struct Io(float* q, float* k, float* v, float* beta, float* g, float* o, TokenRows rows, int* gateFaults)
     {
         public readonly float* Q = q, K = k, V = v, Beta = beta, G = g, O = o;
+        public readonly TokenRows Rows = rows;
         public readonly int* GateFaults = gateFaults;
     }
 
@@ -178,8 +181,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         var heads = _config.Heads;
         int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
         for (int i = 0; i < len; i++) w.Beta[i] = io.Beta[(long)(cs + i) * heads.ValueHeads + h];
-        LoadRows(w.Kc, new HeadRows(io.K, heads.KeyHeads, heads.KeyDim, heads.KeyHeadOf(h), cs), len, 1f);
-        var values = new HeadRows(io.V, heads.ValueHeads, heads.ValueDim, h, cs);
+        LoadRows(w.Kc, new HeadRows(io.K, io.Rows.K, heads.KeyDim, heads.KeyHeadOf(h), cs), len, 1f);
+        var values = new HeadRows(io.V, io.Rows.V, heads.ValueDim, h, cs);
         if (heads.ValueDim == _vp)
         {
             ldv = values.Stride;
@@ -235,8 +238,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         // Outputs of every output head of the value head: e^G (Q S) + (Q Kᵀ ⊙ D) V_new, one 16-row block of scores at a time.
         for (int oh = h * heads.Group; oh < (h + 1) * heads.Group; oh++)
         {
-            LoadRows(w.Qr, new HeadRows(io.Q, heads.QHeads, heads.KeyDim, heads.QueryHeadOf(oh), cs), len, _config.Scale);
-            var o = new ChunkOutput(new HeadRows(io.O, heads.OutputHeads, heads.ValueDim, oh, cs), w.Oc, vp);
+            LoadRows(w.Qr, new HeadRows(io.Q, io.Rows.Q, heads.KeyDim, heads.QueryHeadOf(oh), cs), len, _config.Scale);
+            var o = new ChunkOutput(new HeadRows(io.O, heads.OutputHeads * heads.ValueDim, heads.ValueDim, oh, cs), w.Oc, vp);
             SimdGemm.Multiply(w.Qr, kp, w.S, vp, o.Rows, o.Stride, len, kp, vp, accumulate: false);
             if (decay.Gated)
                 for (int i = 0; i < len; i++) SimdOps.ScaleInPlace(o.Rows + (long)i * o.Stride, decay.RowDecay[i], vp);
@@ -244,7 +247,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             {
                 int rs = s * ScalarChunkDecay.Block;
                 // The next unit's rows, a share per output block, so the requests are spread over the chunk's work.
-                if (oh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nblocks, io.Q, io.K, io.V, null);
+                if (oh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nblocks, io.Rows, io.Q, io.K, io.V, null);
                 decay.Scores(w.Qr, s, len, w.A, cc);
                 SimdGemm.MultiplyCausal(w.A + (long)rs * cc, cc, w.Vnew, vp, o.Rows + (long)rs * o.Stride, o.Stride,
                     Math.Min(ScalarChunkDecay.Block, len - rs), rs, vp, accumulate: true);
@@ -275,13 +278,13 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         // Outputs: [scale q̂ ⊙ e^b | P] · [S; V_new] per output head.
         for (int oh = h * heads.Group; oh < (h + 1) * heads.Group; oh++)
         {
-            LoadRows(w.Qr, new HeadRows(io.Q, heads.QHeads, kd, heads.QueryHeadOf(oh), cs), len, _config.Scale);
+            LoadRows(w.Qr, new HeadRows(io.Q, io.Rows.Q, kd, heads.QueryHeadOf(oh), cs), len, _config.Scale);
             for (int s = 0; s < nsub; s++)
             {
-                if (oh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nsub, io.Q, io.K, io.V, io.G);
+                if (oh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nsub, io.Rows, io.Q, io.K, io.V, io.G);
                 decay.Scores(w.Qr, w.Kc, s, len, w.XA, lxa);
             }
-            var o = new ChunkOutput(new HeadRows(io.O, heads.OutputHeads, heads.ValueDim, oh, cs), w.Oc, vp);
+            var o = new ChunkOutput(new HeadRows(io.O, heads.OutputHeads * heads.ValueDim, heads.ValueDim, oh, cs), w.Oc, vp);
             SimdGemm.MultiplyCausal(w.XA, lxa, w.S, vp, o.Rows, o.Stride, len, kp, vp, accumulate: false);
             o.CopyBack(len);
         }
@@ -299,7 +302,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         int kd = heads.KeyDim, vp = _vp, group = heads.Group;
         long valueRow = (long)t * heads.ValueHeads + h;
         float* key = w.Row, pred = w.Pred;
-        LoadRow(key, io.K + ((long)t * heads.KeyHeads + heads.KeyHeadOf(h)) * kd, 1f);
+        LoadRow(key, io.K + (long)t * io.Rows.K + (long)heads.KeyHeadOf(h) * kd, 1f);
         // A per-key decay is one value per row of S: the prediction reads k̂ ⊙ e^g (kept in Qr's spare row) with a decay of 1.
         float decay = 1f;
         if (_config.Gate == GateKind.PerHead)
@@ -318,10 +321,10 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             for (int c = 0; c < _kp; c += 16) (Vector512.Load(decayRows + c) * Vector512.Load(key + c)).Store(predictKey + c);
         }
         // The output heads of value head h read adjacent query heads, from the first one's.
-        float* queries = io.Q + ((long)t * heads.QHeads + heads.QueryHeadOf(h * group)) * kd;
+        float* queries = io.Q + (long)t * io.Rows.Q + (long)heads.QueryHeadOf(h * group) * kd;
         for (int gi = 0; gi < group; gi++) LoadRow(w.Qr + (long)gi * _kp, queries + (long)gi * kd, _config.Scale);
 
-        SimdOps.CopyPadded(w.Oc, io.V + valueRow * heads.ValueDim, heads.ValueDim, vp);
+        SimdOps.CopyPadded(w.Oc, io.V + (long)t * io.Rows.V + (long)h * heads.ValueDim, heads.ValueDim, vp);
         // Four vectors of columns of S at a time (32 KB at K = 128 with AVX-512, in L1): u = β (v − e^g Sᵀk̂) for them,
         // then S = e^g S + k̂ uᵀ and the first query head's readout in one more pass over the same columns. pred holds u,
         // then the readout.

@@ -56,26 +56,27 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     /// <summary>
-    /// Chunked prefill. state: [N, Hv, K, V], initial on entry, final on return; or, with initialState (same
-    /// shape) given, final only: the initial state is read from there and never copied.
+    /// Chunked prefill. q [TotalTokens, Hq, K], k [TotalTokens, Hk, K], v [TotalTokens, Hv, V], their token rows
+    /// <paramref name="rows"/> apart (default dense); state: [N, Hv, K, V], initial on entry, final on return; or, with initialState
+    /// (same shape) given, final only: the initial state is read from there and never copied.
     /// </summary>
     public void Chunked(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default)
-        => Run(scheduler, sequences, q, k, v, g, output, state, initialState, chunked: true);
+        ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default, TokenRows? rows = null)
+        => Run(scheduler, sequences, q, k, v, g, output, state, initialState, rows, chunked: true);
 
     /// <summary>Token-by-token recurrence (decode). Same contract as <see cref="Chunked"/>.</summary>
     public void Recurrent(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default)
-        => Run(scheduler, sequences, q, k, v, g, output, state, initialState, chunked: false);
+        ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default, TokenRows? rows = null)
+        => Run(scheduler, sequences, q, k, v, g, output, state, initialState, rows, chunked: false);
 
     private void Run(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, bool chunked)
+        ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, TokenRows? rows, bool chunked)
     {
         initialState = HeadBlockSweep.InitialState(initialState, state);
         int gateFaults = 0;
         fixed (float* pq = q, pk = k, pv = v, pg = g, po = output, ps = state, pi = initialState)
             HeadBlockSweep.Run<Steps, Work>(scheduler, _scratch, _config.Heads, StateLayout.KeyMajor, sequences, pi, ps, chunked ? _c : 0,
-                new Steps(this, new Io(pq, pk, pv, pg, po, &gateFaults)));
+                new Steps(this, new Io(pq, pk, pv, pg, po, rows ?? TokenRows.Dense(_config.Heads), &gateFaults)));
         if (gateFaults != 0) LogGates.Refuse(g, "g");
     }
 
@@ -98,9 +99,10 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     /// <summary>The call's tensors, and a flag any worker sets when it loads a gate that is not a valid log gate.</summary>
-    private readonly struct Io(float* q, float* k, float* v, float* g, float* o, int* gateFaults)
+    private readonly struct Io(float* q, float* k, float* v, float* g, float* o, TokenRows rows, int* gateFaults)
     {
         public readonly float* Q = q, K = k, V = v, G = g, O = o;
+        public readonly TokenRows Rows = rows;
         public readonly int* GateFaults = gateFaults;
     }
 
@@ -145,21 +147,21 @@ public sealed unsafe class GlaCpu : IDisposable
     /// over before they are read); sub-chunk s asks for its share, so the requests are spread over the chunk's work.
     /// </summary>
     private void PrefetchNext(in Io io, ChunkUnit chunk, int s, int nsub) =>
-        RowPrefetch.NextUnit(_config.Heads, chunk, s, nsub, io.Q, io.K, io.V, _config.Gate == GateKind.PerKey ? io.G : null);
+        RowPrefetch.NextUnit(_config.Heads, chunk, s, nsub, io.Rows, io.Q, io.K, io.V, _config.Gate == GateKind.PerKey ? io.G : null);
 
     /// <summary>Loads the chunk's keys (of the value head's key head) and values (padded rows, zero up to the next 16), shared by every output head of the value head.</summary>
     private void LoadKeysValues(in Io io, ChunkUnit chunk, in Work w)
     {
         var heads = _config.Heads;
-        new HeadRows(io.K, heads.KeyHeads, heads.KeyDim, heads.KeyHeadOf(chunk.Head), chunk.Start).CopyTo(w.Kc, _kp, chunk.Length);
-        new HeadRows(io.V, heads.ValueHeads, heads.ValueDim, chunk.Head, chunk.Start).CopyTo(w.Vc, _vp, chunk.Length);
+        new HeadRows(io.K, io.Rows.K, heads.KeyDim, heads.KeyHeadOf(chunk.Head), chunk.Start).CopyTo(w.Kc, _kp, chunk.Length);
+        new HeadRows(io.V, io.Rows.V, heads.ValueDim, chunk.Head, chunk.Start).CopyTo(w.Vc, _vp, chunk.Length);
     }
 
     /// <summary>Scale · the queries output head <paramref name="o"/> reads.</summary>
     private void LoadScaledQueries(in Io io, int o, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
-        new HeadRows(io.Q, heads.QHeads, heads.KeyDim, heads.QueryHeadOf(o), cs).CopyScaledTo(w.Qr, _kp, len, _config.Scale);
+        new HeadRows(io.Q, io.Rows.Q, heads.KeyDim, heads.QueryHeadOf(o), cs).CopyScaledTo(w.Qr, _kp, len, _config.Scale);
     }
 
     /// <summary>
@@ -169,7 +171,7 @@ public sealed unsafe class GlaCpu : IDisposable
     private void Output(in Io io, int o, int cs, int len, in Work w)
     {
         var heads = _config.Heads;
-        var rows = new ChunkOutput(new HeadRows(io.O, heads.OutputHeads, heads.ValueDim, o, cs), w.Oc, _vp);
+        var rows = new ChunkOutput(new HeadRows(io.O, heads.OutputHeads * heads.ValueDim, heads.ValueDim, o, cs), w.Oc, _vp);
         SimdGemm.MultiplyCausal(w.QA, _lqa, w.S, _vp, rows.Rows, rows.Stride, len, _kp, _vp, accumulate: false);
         rows.CopyBack(len);
     }
@@ -230,9 +232,9 @@ public sealed unsafe class GlaCpu : IDisposable
         var heads = _config.Heads;
         int kd = heads.KeyDim, vd = heads.ValueDim, vp = _vp, group = heads.Group;
         long valueRow = (long)t * heads.ValueHeads + h;
-        float* kt = io.K + ((long)t * heads.KeyHeads + heads.KeyHeadOf(h)) * kd;
+        float* kt = io.K + (long)t * io.Rows.K + (long)heads.KeyHeadOf(h) * kd;
         float* vrow = w.Oc;
-        SimdOps.CopyPadded(vrow, io.V + valueRow * vd, vd, vp);
+        SimdOps.CopyPadded(vrow, io.V + (long)t * io.Rows.V + (long)h * vd, vd, vp);
         float* decay = w.Decay;
         switch (_config.Gate)
         {
@@ -251,7 +253,7 @@ public sealed unsafe class GlaCpu : IDisposable
                 break;
         }
         // The output heads of value head h read adjacent query heads, from the first one's.
-        float* q0 = io.Q + ((long)t * heads.QHeads + heads.QueryHeadOf(h * group)) * kd;
+        float* q0 = io.Q + (long)t * io.Rows.Q + (long)heads.QueryHeadOf(h * group) * kd;
         // The first output head of the group reads S as it is updated; the other heads of a group read it afterwards.
         RecurrentRows.UpdateAndRead(source, w.S, vp, kd, vrow, decay, 1, kt, q0, w.Acc);
         for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, q0 + (long)gi * kd, w.Acc + (long)gi * vp);

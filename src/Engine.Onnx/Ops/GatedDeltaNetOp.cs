@@ -434,18 +434,6 @@ internal readonly struct GatedDeltaNetCall
     private static string Shape(long[] dims) => GatedDeltaNetConfig.Shape(dims);
 }
 
-/// <summary>Strides of views into ORT's memory.</summary>
-internal static class StridedView
-{
-    /// <summary>The strides with those of dims of length 1 set to 0: System.Numerics.Tensors bounds such a dim by its stride.</summary>
-    public static nint[] Strides(nint[] lengths, nint[] strides)
-    {
-        for (int i = 0; i < lengths.Length; i++)
-            if (lengths[i] == 1) strides[i] = 0;
-        return strides;
-    }
-}
-
 /// <summary>
 /// query, key, value and output as the facade's fp32 tensors [ViewBatch, ViewTokens, H, d] over <see cref="FloatViews"/>:
 /// ORT's memory for float32 nodes (packed QKV as strided views of it), pooled fp32 copies for float16 ones, the output
@@ -466,11 +454,10 @@ internal readonly ref struct GatedDeltaNetViews
         var q = _views.In(call.Query);
         if (call.Config.Packed)
         {
-            // One row of the packed query per token: [q (Hq·dk) | k (Hq·dk) | v (Hv·dv)].
-            nint width = 2 * hq * dk + hv * dv;
-            Q = new ReadOnlyTensorSpan<float>(q, [b, t, hq, dk], StridedView.Strides([b, t, hq, dk], [t * width, width, dk, 1]));
-            K = new ReadOnlyTensorSpan<float>(q[(int)(hq * dk)..], [b, t, hq, dk], StridedView.Strides([b, t, hq, dk], [t * width, width, dk, 1]));
-            V = new ReadOnlyTensorSpan<float>(q[(int)(2 * hq * dk)..], [b, t, hv, dv], StridedView.Strides([b, t, hv, dv], [t * width, width, dv, 1]));
+            var packed = new PackedQkv<float>(q, b, t, hq, hq, hv, dk, dv);
+            Q = packed.Q;
+            K = packed.K;
+            V = packed.V;
         }
         else
         {

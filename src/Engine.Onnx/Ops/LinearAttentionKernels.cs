@@ -31,15 +31,30 @@ internal readonly struct LinearAttentionCall
     public static LinearAttentionCall Describe(LinearAttentionConfig c, KernelContext context)
     {
         var q = context.Input(LinearAttentionSignature.Query) ?? throw Missing(c, "query");
-        var k = context.Input(LinearAttentionSignature.Key) ?? throw Missing(c, "key");
-        var v = context.Input(LinearAttentionSignature.Value) ?? throw Missing(c, "value");
         var past = context.Input(LinearAttentionSignature.PastState);
         var decay = context.Input(LinearAttentionSignature.Decay);
         var beta = context.Input(LinearAttentionSignature.Beta);
-
-        long dk = Width(c, q, "query", c.QHeads, "q_num_heads");
-        Width(c, k, "key", c.KeyHeads, "min(q_num_heads, kv_num_heads)");
-        long dv = Width(c, v, "value", c.KvHeads, "kv_num_heads");
+        OrtTensorView k, v;
+        long dk, dv;
+        if (c.Packed)
+        {
+            // Packed rows [q | k | v]: past_state (B, kv_num_heads, dk, dv) gives the head dims.
+            var state = past ?? throw Missing(c, "past_state");
+            Rank(c, state, "past_state", 4);
+            Rank(c, q, "query", 3);
+            (k, v, dk, dv) = (q, q, state.Dims[2], state.Dims[3]);
+            long width = PackedQkv.Width(c.QHeads, c.KeyHeads, c.KvHeads, dk, dv);
+            if (q.Dims[2] != width)
+                throw Bad(c, "query", $"packed width {q.Dims[2]} must be (q_num_heads + key heads)·dk + kv_num_heads·dv = ({c.QHeads} + {c.KeyHeads})·{dk} + {c.KvHeads}·{dv} = {width}");
+        }
+        else
+        {
+            k = context.Input(LinearAttentionSignature.Key) ?? throw Missing(c, "key");
+            v = context.Input(LinearAttentionSignature.Value) ?? throw Missing(c, "value");
+            dk = Width(c, q, "query", c.QHeads, "q_num_heads");
+            Width(c, k, "key", c.KeyHeads, "min(q_num_heads, kv_num_heads)");
+            dv = Width(c, v, "value", c.KvHeads, "kv_num_heads");
+        }
         if (decay is OrtTensorView g) Rank(c, g, "decay", 3);
         if (beta is OrtTensorView bt)
         {
@@ -132,9 +147,12 @@ internal sealed class LinearAttentionKernel : IEngineKernel
     private void Run<T>(in LinearAttentionCall call, AttentionMode mode, IWorkScheduler scheduler) where T : unmanaged
     {
         int hkv = _config.KvHeads, dk = call.Dk, dv = call.Dv;
-        var q = Heads<T>(call.Query, _config.QHeads, dk);
-        var k = Heads<T>(call.Key, _config.KeyHeads, dk);
-        var v = Heads<T>(call.Value, hkv, dv);
+        var packed = _config.Packed
+            ? new PackedQkv<T>(call.Query.AsReadOnlySpan<T>(), call.B.AsNint(), call.T.AsNint(), _config.QHeads, _config.KeyHeads, hkv, dk, dv)
+            : default;
+        var q = _config.Packed ? packed.Q : Heads<T>(call.Query, _config.QHeads, dk);
+        var k = _config.Packed ? packed.K : Heads<T>(call.Key, _config.KeyHeads, dk);
+        var v = _config.Packed ? packed.V : Heads<T>(call.Value, hkv, dv);
         var output = call.Output.AsTensor<T>(call.B.AsNint(), call.T.AsNint(), _config.OutputHeads, dv);
         using var state = OnnxState.From(call, hkv);
         if (_config.ConstantLogDecay is float[] logDecay)
@@ -145,7 +163,11 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         else if (LinearAttentionSignature.UsesBeta(_config.Rule))
         {
             using var beta = BetaPerHead<T>.From(call.Beta!.Value, hkv);
-            var options = new DeltaRuleOptions { Scale = _config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler };
+            var options = new DeltaRuleOptions
+            {
+                Scale = _config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler,
+                QkL2Norm = _config.QkL2Norm, L2NormEpsilon = LinearAttentionSignature.LpNormalizationEpsilon,
+            };
             DeltaRule.Forward(_device, q, k, v, beta.Tensor, Gates<T>(call, hkv, dk), output, state.Initial, state.Final, options: options);
         }
         else

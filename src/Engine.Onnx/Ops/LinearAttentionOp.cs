@@ -29,6 +29,20 @@ internal static class LinearAttentionSignature
     public static readonly string[] OutputNames = ["output", "present_state"];
     public static readonly string[] AttributeNames = ["q_num_heads", "kv_num_heads", "update_rule", "scale", "chunk_size"];
 
+    /// <summary>
+    /// What the engine's own LinearAttention adds, written by the rewrite that folds a projection's Split and the per-head
+    /// LpNormalization of q and k into the node: qk_l2_norm = 1 normalizes q and k rows per head as LpNormalization (p = 2)
+    /// does, before the scale; and query may hold the packed rows [q | k | v] (key and value left out, past_state giving dk
+    /// and dv), which the CPU kernels read where they lie.
+    /// </summary>
+    public const string QkL2Norm = "qk_l2_norm";
+
+    /// <summary>
+    /// ONNX LpNormalization divides by the norm itself and maps a zero row to zeros: x / sqrt(Σx² + ε) with the smallest positive
+    /// fp32 ε does both (it differs only for rows whose Σx² is below fp32's normal range).
+    /// </summary>
+    public const float LpNormalizationEpsilon = float.Epsilon;
+
     public const int Query = 0, Key = 1, Value = 2, PastState = 3, Decay = 4, Beta = 5;
 
     /// <summary>The update rule an update_rule attribute names; refused naming the node when it names none.</summary>
@@ -108,7 +122,7 @@ internal sealed class LinearAttentionOp(IReadOnlySet<UpdateRule> rules, int elem
 /// (<see cref="ConstantLogDecay"/>, −slope) and scale 1.
 /// </remarks>
 internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHeads, UpdateRule Rule, float? Scale, int? ChunkSize,
-    bool HasPastState, bool HasDecay, bool HasBeta, float[]? ConstantLogDecay = null)
+    bool HasPastState, bool HasDecay, bool HasBeta, float[]? ConstantLogDecay = null, bool QkL2Norm = false, bool Packed = false)
 {
     /// <summary>Heads of the key: min(q_num_heads, kv_num_heads).</summary>
     public int KeyHeads => LinearAttentionSignature.KeyHeads(QHeads, KvHeads);
@@ -138,8 +152,15 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
         var past = info.Input(LinearAttentionSignature.PastState);
         var decay = info.Input(LinearAttentionSignature.Decay);
         var beta = info.Input(LinearAttentionSignature.Beta);
-        foreach (var (input, name) in new[] { (q, "query"), (k, "key"), (v, "value") })
-            if (!input.Present) throw new ModelNodeException($"{node}: the required input {name} is missing");
+        if (!q.Present) throw new ModelNodeException($"{node}: the required input query is missing");
+        bool packed = !k.Present && !v.Present;
+        if (!packed && !k.Present) throw new ModelNodeException($"{node}: the required input key is missing (key and value are given together, or both left out for packed query rows)");
+        if (!packed && !v.Present) throw new ModelNodeException($"{node}: the required input value is missing (key and value are given together, or both left out for packed query rows)");
+        if (packed && !past.Present) throw new ModelNodeException($"{node}: packed query rows (key and value left out) need past_state, which gives dk and dv");
+        long l2 = info.Int(LinearAttentionSignature.QkL2Norm) ?? 0;
+        if (l2 is not (0 or 1)) throw new ModelNodeException($"{node}: {LinearAttentionSignature.QkL2Norm} must be 0 or 1, got {l2}");
+        if (l2 == 1 && !LinearAttentionSignature.UsesBeta(rule))
+            throw new ModelNodeException($"{node}: {LinearAttentionSignature.QkL2Norm} needs update_rule delta or gated_delta, got '{ruleText}'");
         bool usesDecay = LinearAttentionSignature.UsesDecay(rule), usesBeta = LinearAttentionSignature.UsesBeta(rule);
         if (usesDecay && !decay.Present) throw new ModelNodeException($"{node}: update_rule '{ruleText}' requires the decay input");
         if (!usesDecay && decay.Present) throw new ModelNodeException($"{node}: update_rule '{ruleText}' takes no decay input, but '{decay.Name}' is given");
@@ -155,10 +176,19 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
                 throw new ModelNodeException($"{node}: input {name} ('{input.Name}') must have rank {rank}, the model gives rank {r} {Shape(input.Dims!)}");
         }
 
+        int keyHeads = LinearAttentionSignature.KeyHeads(qHeads, kvHeads);
+        if (packed)
+        {
+            if (q.Dim(2) is long pw && past.Dim(2) is long pdk && past.Dim(3) is long pdv && pw != PackedQkv.Width(qHeads, keyHeads, kvHeads, pdk, pdv))
+                throw new ModelNodeException($"{node}: packed query width {pw} must be (q_num_heads + key heads)·dk + kv_num_heads·dv = " +
+                    $"({qHeads} + {keyHeads})·{pdk} + {kvHeads}·{pdv} = {PackedQkv.Width(qHeads, keyHeads, kvHeads, pdk, pdv)} (dk, dv from past_state)");
+            return new LinearAttentionConfig(node, qHeads, kvHeads, rule, scale == 0f ? null : scale, chunk is long pc ? (int)Math.Min(pc, int.MaxValue) : null,
+                past.Present, decay.Present, beta.Present, QkL2Norm: l2 == 1, Packed: true);
+        }
+
         // Head dims, where the model fixes the packed widths.
         long? dk = q.Dim(2) is long qw ? (qw % qHeads == 0 ? qw / qHeads
             : throw new ModelNodeException($"{node}: query width {qw} is not a multiple of q_num_heads ({qHeads})")) : null;
-        int keyHeads = LinearAttentionSignature.KeyHeads(qHeads, kvHeads);
         if (k.Dim(2) is long kw)
         {
             if (kw % keyHeads != 0) throw new ModelNodeException($"{node}: key width {kw} is not a multiple of the key heads ({keyHeads} = min(q_num_heads, kv_num_heads))");
@@ -187,7 +217,7 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
 
         return new LinearAttentionConfig(node, qHeads, kvHeads, rule, scale == 0f ? null : scale,
             chunk is long c ? (int)Math.Min(c, int.MaxValue) : null,
-            past.Present, decay.Present, beta.Present);
+            past.Present, decay.Present, beta.Present, QkL2Norm: l2 == 1);
     }
 
     private static string Shape(long[] dims) => "[" + string.Join(", ", dims.Select(d => d < 0 ? "?" : d.ToString())) + "]";

@@ -91,6 +91,8 @@ public static class HandoverRewriter
 
         var uses = Uses(rewritten.Graph);
         foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldTransposes(graph, uses, nodes);
+        uses = Uses(rewritten.Graph);
+        foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldQkPreparation(graph, uses, nodes);
 
         if (nodes.Any(n => n.ToEngine)) Import(rewritten.Proto, EngineDomain, 1);
         if (nodes.Any(n => n.ToDomain == MicrosoftDomain)) Import(rewritten.Proto, MicrosoftDomain, 1);
@@ -333,6 +335,35 @@ public static class HandoverRewriter
             graph.Node.Remove(before);
             graph.Node.Remove(after);
             if (entry >= 0) nodes[entry] = nodes[entry] with { Detail = $"{nodes[entry].Detail}, channels-last: Transposes '{NameOf(before)}' and '{NameOf(after)}' folded in" };
+        }
+    }
+
+    /// <summary>
+    /// Split → per-head LpNormalization of q and k (Reshape to (B, T, H, d) and back) → q times a constant → LinearAttention
+    /// with a delta rule, as ONNX Runtime GenAI's builder writes a Gated DeltaNet mixer: the engine node reads the split's input,
+    /// the packed rows [q | k | v], where they lie and normalizes q and k itself (qk_l2_norm, the constant folded into scale),
+    /// the Split, Reshapes, LpNormalizations and Mul removed — only when nothing else reads the tensors in between and
+    /// past_state gives the head dims.
+    /// </summary>
+    private static void FoldQkPreparation(GraphProto graph, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
+    {
+        var hints = new ShapeHints(graph);
+        foreach (var attention in graph.Node.Where(n => n.Domain == EngineDomain && n.OpType == LinearAttentionSignature.OpType).ToArray())
+        {
+            if (QkPreparation.Match(attention, hints, uses) is not QkPreparation fold) continue;
+            attention.Input[LinearAttentionSignature.Query] = fold.Split.Input[0];
+            attention.Input[LinearAttentionSignature.Key] = "";
+            attention.Input[LinearAttentionSignature.Value] = "";
+            if (attention.Attribute.FirstOrDefault(a => a.Name == "scale") is AttributeProto old) attention.Attribute.Remove(old);
+            attention.Attribute.Add(new AttributeProto { Name = "scale", Type = AttributeProto.Types.AttributeType.Float, F = fold.Scale });
+            attention.Attribute.Add(new AttributeProto { Name = LinearAttentionSignature.QkL2Norm, Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+            foreach (var removed in fold.Removed) graph.Node.Remove(removed);
+            int entry = nodes.FindLastIndex(n => n.NodeName == NameOf(attention) && n.ToEngine);
+            if (entry >= 0)
+                nodes[entry] = nodes[entry] with
+                {
+                    Detail = $"{nodes[entry].Detail}, reads the packed rows of '{fold.Split.Input[0]}': Split '{NameOf(fold.Split)}', the q/k LpNormalizations and the q scaling folded in",
+                };
         }
     }
 

@@ -59,6 +59,28 @@ internal sealed class ShapeHints
     /// <summary>The last dim of <paramref name="value"/>, or null when the model does not make it plain.</summary>
     public long? LastDim(string value) => LastDim(value, 0);
 
+    /// <summary>The values of an int64 constant (initializer or Constant node), or null.</summary>
+    public long[]? Int64s(string value) =>
+        _constants.TryGetValue(value, out var t) && t.DataType == (int)TensorProto.Types.DataType.Int64
+            ? t.HasRawData ? MemoryMarshal.Cast<byte, long>(t.RawData.Span).ToArray() : t.Int64Data.ToArray()
+            : null;
+
+    /// <summary>The value of a float32 or float16 constant holding one element, or null.</summary>
+    public float? Scalar(string value)
+    {
+        if (!_constants.TryGetValue(value, out var t) || t.Dims.Aggregate(1L, (a, d) => a * d) != 1) return null;
+        return (TensorProto.Types.DataType)t.DataType switch
+        {
+            TensorProto.Types.DataType.Float => t.HasRawData ? MemoryMarshal.Cast<byte, float>(t.RawData.Span)[0] : t.FloatData[0],
+            // float16 keeps its bits in int32_data unless raw.
+            TensorProto.Types.DataType.Float16 => (float)BitConverter.UInt16BitsToHalf(t.HasRawData ? MemoryMarshal.Cast<byte, ushort>(t.RawData.Span)[0] : (ushort)t.Int32Data[0]),
+            _ => null,
+        };
+    }
+
+    /// <summary>The node that writes <paramref name="value"/>, or null.</summary>
+    public NodeProto? Producer(string value) => _producers.GetValueOrDefault(value);
+
     /// <summary>The rank the model declares for <paramref name="value"/>, or null.</summary>
     public int? DeclaredRank(string value) => _declared.TryGetValue(value, out var dims) ? dims.Length : null;
 
@@ -82,11 +104,8 @@ internal sealed class ShapeHints
             if (wide is not null) return wide;
             return known.All(d => d is not null) ? 1 : null;
         }
-        if (node.OpType == "Reshape" && node.Input.Count == 2 && _constants.TryGetValue(node.Input[1], out var shape))
-        {
-            var target = shape.HasRawData ? MemoryMarshal.Cast<byte, long>(shape.RawData.Span).ToArray() : shape.Int64Data.ToArray();
+        if (node.OpType == "Reshape" && node.Input.Count == 2 && Int64s(node.Input[1]) is long[] target)
             return target.Length > 0 && target[^1] > 0 ? target[^1] : null;
-        }
         return null;
     }
 }

@@ -75,7 +75,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         if (finalState.Rank != 0) TensorArgs.RequireShape(finalState.Lengths, "final_state", op.StateAxes, stateShape);
         int stateLength = checked((int)(call.Shapes.Sequences.Count * op.Heads.StatePerSequence));
 
-        using var inputs = CallInputs.From(op, t);
+        using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu);
         using var output = new FloatOutput<T>(t.Output, "output");
         var batch = inputs.Batch(options.Mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span);
         if (device.Backend == Backend.Gpu)
@@ -89,7 +89,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             }
             inputs.RequireFinite();
             op.RunGpu(device, batch, state.View);
-            OutputCheck.AfterRun(batch, default);
+            OutputCheck.AfterRun(batch, op.Heads, default);
             if (finalState.Rank != 0) state.Store(TensorArgs.DenseSpan(finalState, "final_state"));
         }
         else
@@ -106,7 +106,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
                 TensorArgs.RequireFinite(final.Span, "initial_state");
             }
             RunOnHost(device, op, options.Scheduler, batch, final.Span, initial);
-            OutputCheck.AfterRun(batch, initial);
+            OutputCheck.AfterRun(batch, op.Heads, initial);
         }
         output.Commit();
     }
@@ -125,7 +125,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         if (call.Shapes.Sequences.Count != sequences)
             throw new ArgumentException($"q: the session holds {sequences} sequences, this call has {call.Shapes.Sequences.Count} ({(cuSeqlens.IsEmpty ? "batch B" : "cu_seqlens")})", cuSeqlens.IsEmpty ? "q" : "cu_seqlens");
 
-        using var inputs = CallInputs.From(op, t);
+        using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu);
         using var output = new FloatOutput<T>(t.Output, "output");
         var batch = inputs.Batch(mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span);
         if (state.Current is GpuState gpu)
@@ -133,14 +133,14 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             // The GPU kernels update the state in place: q, k, v are checked before they run.
             inputs.RequireFinite();
             op.RunGpu(device, batch, gpu.View);
-            OutputCheck.AfterRun(batch, default);
+            OutputCheck.AfterRun(batch, op.Heads, default);
         }
         else
         {
             // The kernel reads the current state and writes the spare; a refused call leaves the current one as it was.
             var current = (HostState)state.Current;
             RunOnHost(device, op, scheduler, batch, state.Spare.Span, current.Span);
-            OutputCheck.AfterRun(batch, current.Span);
+            OutputCheck.AfterRun(batch, op.Heads, current.Span);
             state.Swap();
         }
         output.Commit();
@@ -162,14 +162,16 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
 }
 
 /// <summary>
-/// A call's inputs as fp32 (the tensors' own memory when they are dense float), with the values a kernel cannot
+/// A call's inputs as fp32 (the tensors' own memory when they are dense float; with <c>rowsInPlace</c>, also q, k and v whose
+/// token rows are equally spaced inside wider rows, as the parts of a packed projection are), with the values a kernel cannot
 /// check cheaply as it runs checked before it does: a refused call leaves a session's state as it was.
 /// </summary>
 internal ref struct CallInputs
 {
     private FloatInput _q, _k, _v, _g, _beta;
+    private TokenRows _rows;
 
-    public static CallInputs From<T>(AttentionOp op, in AttentionTensors<T> t) where T : unmanaged
+    public static CallInputs From<T>(AttentionOp op, in AttentionTensors<T> t, bool rowsInPlace) where T : unmanaged
     {
         var inputs = new CallInputs();
         try
@@ -178,9 +180,10 @@ internal ref struct CallInputs
             if (op.TakesBeta) TensorArgs.RequireFinite(inputs._beta.Span, "beta");
             inputs._g = FloatInput.From(t.G);
             if (op.Gate is GateKind.PerHead or GateKind.PerKey) LogGates.Require(inputs._g.Span, "g");
-            inputs._q = FloatInput.From(t.Q);
-            inputs._k = FloatInput.From(t.K);
-            inputs._v = FloatInput.From(t.V);
+            inputs._q = FloatInput.Rows(t.Q, rowsInPlace, out int q);
+            inputs._k = FloatInput.Rows(t.K, rowsInPlace, out int k);
+            inputs._v = FloatInput.Rows(t.V, rowsInPlace, out int v);
+            inputs._rows = new TokenRows(q, k, v);
             return inputs;
         }
         catch
@@ -199,7 +202,7 @@ internal ref struct CallInputs
     }
 
     public readonly AttentionBatch Batch(bool chunked, SequenceLayout sequences, Span<float> output) =>
-        new(chunked, sequences, _q.Span, _k.Span, _v.Span, _g.Span, _beta.Span, output);
+        new(chunked, sequences, _q.Span, _k.Span, _v.Span, _rows, _g.Span, _beta.Span, output);
 
     public void Dispose()
     {
@@ -245,7 +248,7 @@ internal ref struct StateBuffer
 /// </summary>
 internal static class OutputCheck
 {
-    public static void AfterRun(in AttentionBatch batch, ReadOnlySpan<float> initialState)
+    public static void AfterRun(in AttentionBatch batch, HeadLayout heads, ReadOnlySpan<float> initialState)
     {
         if (batch.Output.IsEmpty)
         {
@@ -253,9 +256,10 @@ internal static class OutputCheck
             return;
         }
         if (TensorArgs.AllFinite(batch.Output)) return;
-        TensorArgs.RequireFinite(batch.Q, "q");
-        TensorArgs.RequireFinite(batch.K, "k");
-        TensorArgs.RequireFinite(batch.V, "v");
+        var dense = TokenRows.Dense(heads);
+        TensorArgs.RequireFiniteRows(batch.Q, batch.Rows.Q, dense.Q, "q");
+        TensorArgs.RequireFiniteRows(batch.K, batch.Rows.K, dense.K, "k");
+        TensorArgs.RequireFiniteRows(batch.V, batch.Rows.V, dense.V, "v");
         TensorArgs.RequireFinite(initialState, "initial_state");
         int i = 0;
         while (float.IsFinite(batch.Output[i])) i++;

@@ -59,12 +59,17 @@ internal abstract class AttentionOp
     public abstract void RunGpu(EngineDevice device, in AttentionBatch batch, ArrayView<float> state);
 }
 
-/// <summary>The fp32 tensors of one validated call, flat: q [tokens, Hq, K], k [tokens, Hk, K], v [tokens, Hv, V], g, beta (empty when absent), output [tokens, max(Hq, Hv), V].</summary>
+/// <summary>
+/// The fp32 tensors of one validated call, flat: q [tokens, Hq, K], k [tokens, Hk, K], v [tokens, Hv, V] with their token rows
+/// <see cref="Rows"/> apart (dense but on the CPU backend, whose kernels read the rows of a packed projection where they lie),
+/// g, beta (empty when absent), output [tokens, max(Hq, Hv), V].
+/// </summary>
 internal readonly ref struct AttentionBatch(bool chunked, SequenceLayout sequences,
-    ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> g, ReadOnlySpan<float> beta, Span<float> output)
+    ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, TokenRows rows, ReadOnlySpan<float> g, ReadOnlySpan<float> beta, Span<float> output)
 {
     public bool Chunked { get; } = chunked;
     public SequenceLayout Sequences { get; } = sequences;
+    public TokenRows Rows { get; } = rows;
     public ReadOnlySpan<float> Q { get; } = q;
     public ReadOnlySpan<float> K { get; } = k;
     public ReadOnlySpan<float> V { get; } = v;

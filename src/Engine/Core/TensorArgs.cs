@@ -62,6 +62,24 @@ internal static class TensorArgs
                 throw new ArgumentException($"{name}: values must be finite, got {values[i]} at flat index {i}", name);
     }
 
+    /// <summary>Every value of rows <paramref name="width"/> floats wide, <paramref name="stride"/> floats apart, finite (index i counts row floats only).</summary>
+    public static void RequireFiniteRows(ReadOnlySpan<float> rows, int stride, int width, string name)
+    {
+        if (stride == width)
+        {
+            RequireFinite(rows, name);
+            return;
+        }
+        for (long start = 0, row = 0; start < rows.Length; start += stride, row++)
+        {
+            var values = rows.Slice((int)start, width);
+            if (AllFinite(values)) continue;
+            int i = 0;
+            while (float.IsFinite(values[i])) i++;
+            throw new ArgumentException($"{name}: values must be finite, got {values[i]} at flat index {row * width + i}", name);
+        }
+    }
+
     /// <summary>False when a value is NaN or infinite.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // SIMD code on the decode path: optimized from the first call
     public static bool AllFinite(ReadOnlySpan<float> values)
@@ -140,6 +158,22 @@ internal ref struct FloatInput
         return input;
     }
 
+    /// <summary>
+    /// q, k or v [B, T, H, d] as token rows (<paramref name="rowStride"/> floats apart): with <paramref name="inPlace"/>, the tensor's own
+    /// memory when its rows lie where the kernels can read them (<see cref="TokenRowsOf.Stride"/>: e.g. the q, k and v parts of
+    /// one packed projection); else dense fp32 as <see cref="From"/> gives it.
+    /// </summary>
+    public static FloatInput Rows<T>(ReadOnlyTensorSpan<T> t, bool inPlace, out int rowStride) where T : unmanaged
+    {
+        rowStride = t.Rank == 4 ? checked((int)(t.Lengths[2] * t.Lengths[3])) : 0;
+        long rows = t.Rank == 4 ? (long)t.Lengths[0] * t.Lengths[1] : 0;
+        if (!inPlace || t.IsDense || rows == 0 || TokenRowsOf.Stride(t) is not int stride) return From(t);
+        var floats = Unsafe.As<ReadOnlyTensorSpan<T>, ReadOnlyTensorSpan<float>>(ref t);
+        long extent = (rows - 1) * stride + rowStride;
+        rowStride = stride;
+        return new FloatInput { Span = MemoryMarshal.CreateReadOnlySpan(in floats.GetPinnableReference(), checked((int)extent)) };
+    }
+
     private void Init(ReadOnlyTensorSpan<float> t)
     {
         int n = checked((int)t.FlattenedLength);
@@ -157,6 +191,26 @@ internal ref struct FloatInput
     {
         if (_rented is not null) ArrayPool<float>.Shared.Return(_rented);
         _rented = null;
+    }
+}
+
+/// <summary>q, k or v [B, T, H, d] as fp32 token rows: see <see cref="FloatInput.Rows"/>.</summary>
+internal static class TokenRowsOf
+{
+    /// <summary>
+    /// The floats from one token's [H, d] row to the next when the tensor keeps its rows where the kernels can read them:
+    /// float, each row dense, the B·T rows equally spaced without overlap. Null otherwise.
+    /// </summary>
+    public static int? Stride<T>(ReadOnlyTensorSpan<T> t)
+    {
+        if (typeof(T) != typeof(float) || t.Rank != 4) return null;
+        ReadOnlySpan<nint> n = t.Lengths, s = t.Strides;
+        nint width = n[2] * n[3];
+        if ((n[3] > 1 && s[3] != 1) || (n[2] > 1 && s[2] != n[3])) return null;
+        nint stride = n[0] == 1 || n[1] > 1 ? s[1] : s[0];
+        if (n[0] == 1 && n[1] == 1) stride = width;
+        if (n[0] > 1 && n[1] > 1 && s[0] != n[1] * s[1]) return null;
+        return stride >= width && stride <= int.MaxValue ? (int)stride : null;
     }
 }
 

@@ -94,7 +94,7 @@ public static class DeltaRule
         if (counts.Length != sequences) throw new ArgumentException($"counts: expected {sequences} values (one per sequence), got {counts.Length}", "counts");
         if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", op.StateAxes, op.StateShape(sequences));
 
-        using var inputs = CallInputs.From(op, new AttentionTensors<T>(k, k, v, g, beta, default));
+        using var inputs = CallInputs.From(op, new AttentionTensors<T>(k, k, v, g, beta, default), rowsInPlace: false);
         using var init = FloatInput.From(initialState);
         TensorArgs.RequireFinite(init.Span, "initial_state");
         int stateLength = checked((int)(sequences * config.Heads.StatePerSequence));
@@ -201,8 +201,8 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
     public override void RunCpu(EngineDevice device, IWorkScheduler scheduler, in AttentionBatch b, Span<float> state, ReadOnlySpan<float> initialState)
     {
         using var lease = device.Lease(config, () => new DeltaRuleCpu(config));
-        if (b.Chunked) lease.Kernel.Chunked(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState);
-        else lease.Kernel.Recurrent(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState);
+        if (b.Chunked) lease.Kernel.Chunked(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState, b.Rows);
+        else lease.Kernel.Recurrent(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState, b.Rows);
     }
 
     public override void RunGpu(EngineDevice device, in AttentionBatch b, ArrayView<float> state)

@@ -114,8 +114,8 @@ internal sealed class GlaOp(GlaConfig config) : AttentionOp
     public override void RunCpu(EngineDevice device, IWorkScheduler scheduler, in AttentionBatch b, Span<float> state, ReadOnlySpan<float> initialState)
     {
         using var lease = device.Lease(config, () => new GlaCpu(config));
-        if (b.Chunked) lease.Kernel.Chunked(scheduler, b.Sequences, b.Q, b.K, b.V, b.G, b.Output, state, initialState);
-        else lease.Kernel.Recurrent(scheduler, b.Sequences, b.Q, b.K, b.V, b.G, b.Output, state, initialState);
+        if (b.Chunked) lease.Kernel.Chunked(scheduler, b.Sequences, b.Q, b.K, b.V, b.G, b.Output, state, initialState, b.Rows);
+        else lease.Kernel.Recurrent(scheduler, b.Sequences, b.Q, b.K, b.V, b.G, b.Output, state, initialState, b.Rows);
     }
 
     public override void RunGpu(EngineDevice device, in AttentionBatch b, ArrayView<float> state)

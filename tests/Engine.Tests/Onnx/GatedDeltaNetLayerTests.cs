@@ -36,6 +36,8 @@ public sealed class GatedDeltaNetLayerTests
         Assert.That(engine.Handover.EngineNodes.Select(n => n.OpType), Is.EqualTo(taken), "nodes the engine takes over");
         Assert.That(engine.Handover.EngineNodes.First().Detail, Does.Contain("Transposes").And.Contain("folded in"));
         Assert.That(engine.Handover.Model.NodeOpTypes, Has.None.EqualTo("Transpose"));
+        Assert.That(engine.Handover.EngineNodes.Single(n => n.OpType == "LinearAttention").Detail, Does.Contain("reads the packed rows"));
+        Assert.That(engine.Handover.Model.NodeOpTypes, Has.None.AnyOf("Split", "LpNormalization"), "Split and the q/k normalizations folded into the attention");
 
         var ortStates = ZeroStates(model);
         var engineStates = ZeroStates(model);

@@ -1,0 +1,90 @@
+using Engine.Onnx;
+using Engine.Onnx.Proto;
+using Engine.Workloads;
+using NUnit.Framework;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>
+/// Split → per-head LpNormalization of q and k → q times a constant → LinearAttention, folded into one engine node that reads the
+/// packed rows where they lie: the fold happens only where nothing else reads the tensors in between, and every variant runs
+/// as ONNX Runtime alone runs it — zero q and k rows included (LpNormalization maps them to zeros).
+/// </summary>
+[TestFixture]
+public sealed class QkPreparationFoldTests
+{
+    private const int Batch = 2, Length = 37, QkHeads = 2, ValueHeads = 4, Dk = 8, Dv = 4;
+    private const int KeyWidth = QkHeads * Dk, ValueWidth = ValueHeads * Dv, Width = 2 * KeyWidth + ValueWidth;
+
+    /// <summary>How a test model departs from the builder's pattern.</summary>
+    public enum Variant { AsTheBuilderWrites, ConstantFirstInMul, NoQueryScaling, SplitOutputAlsoAGraphOutput, L1Normalization }
+
+    [TestCase(Variant.AsTheBuilderWrites, true)]
+    [TestCase(Variant.ConstantFirstInMul, true)]
+    [TestCase(Variant.NoQueryScaling, true)]
+    [TestCase(Variant.SplitOutputAlsoAGraphOutput, false)]
+    [TestCase(Variant.L1Normalization, false)]
+    public void FoldsWhereThePatternAllowsAndAgreesWithOrtAlone(Variant variant, bool folded)
+    {
+        var model = Model(variant);
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        var attention = engine.Handover.EngineNodes.Single(n => n.OpType == "LinearAttention");
+        Assert.That(attention.Detail.Contains("reads the packed rows"), Is.EqualTo(folded), attention.Detail);
+        Assert.That(engine.Handover.Model.NodeOpTypes.Contains("LpNormalization"), Is.EqualTo(!folded), "LpNormalization nodes left");
+
+        var random = new Random(3);
+        var rows = SampleModels.Weights(random, 1, Batch * Length * Width);
+        // Zero q and k rows in some tokens of some heads: LpNormalization gives zeros, not NaN.
+        for (int token = 0; token < Batch * Length; token += 5)
+            Array.Clear(rows, token * Width + (token % 2) * Dk, Dk);
+        for (int token = 2; token < Batch * Length; token += 7)
+            Array.Clear(rows, token * Width + KeyWidth + Dk, Dk);
+        var inputs = new Dictionary<string, TensorData>
+        {
+            ["x"] = TensorData.Create(rows, Batch, Length, Width),
+            ["past_state"] = TensorData.Create(SampleModels.Weights(random, 1, Batch * ValueHeads * Dk * Dv), Batch, ValueHeads, Dk, Dv),
+            ["decay"] = TensorData.Create(Enumerable.Range(0, Batch * Length * ValueHeads).Select(i => -0.05f * (1 + i % 7)).ToArray(), Batch, Length, ValueHeads),
+            ["beta"] = TensorData.Create(Enumerable.Range(0, Batch * Length * ValueHeads).Select(i => 0.2f + 0.1f * (i % 6)).ToArray(), Batch, Length, ValueHeads),
+        };
+        var byOrt = ort.Run(inputs);
+        var byEngine = engine.Run(inputs);
+        foreach (var name in engine.OutputNames)
+        {
+            Assert.That(OnnxAssert.Floats(byOrt[name]).All(float.IsFinite), Is.True, $"ORT's {name} is finite");
+            OnnxAssert.Close(byEngine[name], byOrt[name], $"{variant}: {name}, hand-over vs ORT alone");
+        }
+    }
+
+    private static OnnxModel Model(Variant variant)
+    {
+        var b = new ModelBuilder().Import("com.microsoft", 1);
+        const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
+        string x = b.Input("x", F, Batch, Length, Width);
+        string past = b.Input("past_state", F, Batch, ValueHeads, Dk, Dv);
+        string decay = b.Input("decay", F, Batch, Length, ValueHeads);
+        string beta = b.Input("beta", F, Batch, Length, ValueHeads);
+        var split = b.Node("Split", [x, b.Int64s("sizes", KeyWidth, KeyWidth, ValueWidth)], outputs: 3, attributes: [("axis", -1L)]);
+        string PerHead(string part, string input)
+        {
+            string heads = b.Op("Reshape", input, b.Int64s(part + "_heads", 0, 0, QkHeads, Dk));
+            string unit = b.Node("LpNormalization", [heads], attributes: [("axis", -1L), ("p", variant == Variant.L1Normalization ? 1L : 2L)])[0];
+            return b.Op("Reshape", unit, b.Int64s(part + "_packed", 0, 0, KeyWidth));
+        }
+        string q = PerHead("q", split[0]);
+        string scale = b.Initializer("q_scale", [1f / MathF.Sqrt(Dk)], 1);
+        q = variant switch
+        {
+            Variant.NoQueryScaling => q,
+            Variant.ConstantFirstInMul => b.Op("Mul", scale, q),
+            _ => b.Op("Mul", q, scale),
+        };
+        string k = PerHead("k", split[1]);
+        b.Node("LinearAttention", [q, k, split[2], past, decay, beta], domain: "com.microsoft", name: "attention", outputNames: ["output", "present_state"],
+            attributes: [("q_num_heads", (long)QkHeads), ("kv_num_heads", (long)ValueHeads), ("update_rule", "gated_delta"), ("scale", 1f)]);
+        b.Output("output", F, Batch, Length, ValueWidth);
+        b.Output("present_state", F, Batch, ValueHeads, Dk, Dv);
+        if (variant == Variant.SplitOutputAlsoAGraphOutput) b.Output(split[2], F, Batch, Length, ValueWidth);
+        return b.Build();
+    }
+}
