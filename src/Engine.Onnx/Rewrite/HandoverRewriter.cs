@@ -93,6 +93,8 @@ public static class HandoverRewriter
         foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldTransposes(graph, uses, nodes);
         uses = Uses(rewritten.Graph);
         foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldQkPreparation(graph, uses, nodes);
+        if (capabilities.EngineOps.Contains(GatedRmsNormSignature.OpType))
+            foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldGatedNorm(graph, uses, nodes);
 
         if (nodes.Any(n => n.ToEngine)) Import(rewritten.Proto, EngineDomain, 1);
         if (nodes.Any(n => n.ToDomain == MicrosoftDomain)) Import(rewritten.Proto, MicrosoftDomain, 1);
@@ -364,6 +366,30 @@ public static class HandoverRewriter
                 {
                     Detail = $"{nodes[entry].Detail}, reads the packed rows of '{fold.Split.Input[0]}': Split '{NameOf(fold.Split)}', the q/k LpNormalizations and the q scaling folded in",
                 };
+        }
+    }
+
+    /// <summary>
+    /// The unfused gated RMS norm ONNX Runtime GenAI's builder writes after the attention (Reshape to heads,
+    /// SimplifiedLayerNormalization, Reshape back, times SiLU(z) in float32, Cast back) as one engine GatedRMSNorm node.
+    /// </summary>
+    private static void FoldGatedNorm(GraphProto graph, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
+    {
+        var hints = new ShapeHints(graph);
+        foreach (var norm in graph.Node.Where(n => n.OpType == "SimplifiedLayerNormalization" && OnnxModel.SameDomain(n.Domain, OnnxModel.OnnxDomain)).ToArray())
+        {
+            if (GatedNormChain.Match(norm, graph, hints, uses) is not GatedNormChain chain) continue;
+            var fused = new NodeProto
+            {
+                OpType = GatedRmsNormSignature.OpType, Domain = EngineDomain, Name = NameOf(norm) + "/gated",
+                Input = { chain.X, chain.Scale, chain.Gate }, Output = { chain.Output },
+            };
+            fused.Attribute.Add(new AttributeProto { Name = "epsilon", Type = AttributeProto.Types.AttributeType.Float, F = chain.Epsilon });
+            fused.Attribute.Add(new AttributeProto { Name = "activation", Type = AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8("silu") });
+            graph.Node.Insert(graph.Node.IndexOf(chain.Removed[^1]), fused);
+            foreach (var removed in chain.Removed) graph.Node.Remove(removed);
+            nodes.Add(new HandoverNode(fused.Name, "SimplifiedLayerNormalization", OnnxModel.OnnxDomain, EngineDomain,
+                $"one GatedRMSNorm (silu) for the chain {string.Join(", ", chain.Removed.Select(n => n.OpType).Distinct())}"));
         }
     }
 

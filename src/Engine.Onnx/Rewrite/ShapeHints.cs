@@ -39,6 +39,7 @@ internal sealed class ShapeHints
         foreach (var tensor in graph.Initializer)
         {
             _constants[tensor.Name] = tensor;
+            _elementTypes[tensor.Name] = tensor.DataType;
             _declared[tensor.Name] = tensor.Dims.ToArray();
         }
         foreach (var node in graph.Node)

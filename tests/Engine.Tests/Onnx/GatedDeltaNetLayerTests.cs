@@ -32,12 +32,14 @@ public sealed class GatedDeltaNetLayerTests
         using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
         string[] taken = fusedGates
             ? ["CausalConvWithState", "LinearAttentionGate", "LinearAttention", "GatedRMSNorm"]
-            : ["CausalConvWithState", "LinearAttention"];
+            : ["CausalConvWithState", "LinearAttention", "SimplifiedLayerNormalization"];
         Assert.That(engine.Handover.EngineNodes.Select(n => n.OpType), Is.EqualTo(taken), "nodes the engine takes over");
         Assert.That(engine.Handover.EngineNodes.First().Detail, Does.Contain("Transposes").And.Contain("folded in"));
         Assert.That(engine.Handover.Model.NodeOpTypes, Has.None.EqualTo("Transpose"));
         Assert.That(engine.Handover.EngineNodes.Single(n => n.OpType == "LinearAttention").Detail, Does.Contain("reads the packed rows"));
         Assert.That(engine.Handover.Model.NodeOpTypes, Has.None.AnyOf("Split", "LpNormalization"), "Split and the q/k normalizations folded into the attention");
+        Assert.That(engine.Handover.Model.NodeOpTypes.Count(t => t is "Sigmoid" or "Cast"), Is.EqualTo(fusedGates ? 0 : 3),
+            "the gated norm chain folded into one GatedRMSNorm: only beta's Sigmoid and the decay's two Casts stay");
 
         var ortStates = ZeroStates(model);
         var engineStates = ZeroStates(model);
