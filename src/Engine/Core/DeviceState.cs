@@ -56,7 +56,7 @@ internal sealed class GpuState : DeviceState
     public GpuState(GpuRuntime runtime, int length) : base(length)
     {
         _runtime = runtime;
-        Buffer = runtime.Accelerator.Allocate1D<float>(Math.Max(length, 1));
+        Buffer = runtime.Allocate<float>(Math.Max(length, 1));
         Clear();
     }
 
@@ -78,6 +78,9 @@ internal sealed class GpuState : DeviceState
     {
         lock (_runtime.Lock) Buffer.MemSetToZero();
     }
+
+    /// <summary>Copies another state of the same length on the device (enqueued on the stream; the caller holds the runtime's lock).</summary>
+    public void CopyFrom(GpuState source) => View.CopyFrom(_runtime.Accelerator.DefaultStream, source.View);
 
     public override void Dispose() => Buffer.Dispose();
 }
