@@ -17,6 +17,9 @@ internal abstract class DeviceState : IDisposable
     public abstract void Clear();
     public abstract void Dispose();
 
+    /// <summary>A state of this length from the device's pool (made on first use): a whole-sequence call allocates no device memory in steady state.</summary>
+    public static KernelLease<DeviceState> Lease(EngineDevice device, long length) => device.Lease((typeof(DeviceState), length), () => Create(device, length));
+
     public static DeviceState Create(EngineDevice device, long length)
     {
         if (length > Array.MaxLength) throw new ArgumentException($"state of {length} floats is too large");

@@ -270,6 +270,53 @@ public sealed class DeviceTensorTests
         Assert.Throws<InvalidOperationException>(() => _gpu.StopGpuProfile(), "no profile is being taken");
     }
 
+    [TestCase(LsslMode.Recurrent)]
+    [TestCase(LsslMode.Scan)]
+    public void AnLsslLayerAndSessionOnDeviceTensorsMatchTheReference(LsslMode mode)
+    {
+        const int batch = 2, length = 20, channels = 4, stateSize = 8;
+        using var layer = Engine.Lssl.Parameters(LsslInitKind.Legs, channels, stateSize, seed: 12).Layer(new LsslOptions { ChunkLength = 16 });
+        var data = new TestData(13);
+        var u = data.Normal(batch * length * channels);
+        var initial = data.Normal(batch * channels * stateSize, 0.3);
+        nint[] shape = [batch, length, channels], stateShape = [batch, channels, stateSize];
+        var expectedFinal = Tensor.Create(new float[initial.Length], stateShape);
+        var expected = layer.Forward(TestDevices.Reference, Tensor.Create(u, shape), LsslMode.Recurrent, Tensor.Create(initial, stateShape), expectedFinal);
+
+        using var du = _gpu.Upload(Tensor.Create(u, shape));
+        using var dy = _gpu.Upload(Tensor.Create(Numerics.NaNs(u.Length), shape));
+        using var dInitial = _gpu.Upload(Tensor.Create(initial, stateShape));
+        using var dFinal = _gpu.Allocate<float>(stateShape);
+        Assert.That(layer.Forward(_gpu, du, dy, dInitial, dFinal, mode), Is.EqualTo(mode));
+        var before = _gpu.GpuTraffic;
+        layer.Forward(_gpu, du, dy, dInitial, dFinal, mode);
+        var call = _gpu.GpuTraffic.Since(before);
+
+        using var session = layer.CreateSession(_gpu, batch);
+        session.SetState(Tensor.Create(initial, stateShape));
+        using var dySession = _gpu.Allocate<float>(shape);
+        session.Prefill(du, dySession, mode);
+        var sessionState = new float[initial.Length];
+        session.GetState(new TensorSpan<float>(sessionState, stateShape, []));
+        Assert.Multiple(() =>
+        {
+            Assert.That(call.BytesToDevice + call.BytesToHost, Is.Zero);
+            Assert.That(call.Allocations, Is.Zero);
+            Assert.That(Numerics.RelativeRms(dy.ToTensor().ToArray(), expected.ToArray()), Is.LessThanOrEqualTo(1e-5));
+            Assert.That(Numerics.RelativeRms(dFinal.ToTensor().ToArray(), expectedFinal.ToArray()), Is.LessThanOrEqualTo(1e-5));
+            Assert.That(Numerics.RelativeRms(dySession.ToTensor().ToArray(), expected.ToArray()), Is.LessThanOrEqualTo(1e-5));
+            Assert.That(Numerics.RelativeRms(sessionState, expectedFinal.ToArray()), Is.LessThanOrEqualTo(1e-5));
+        });
+
+        u[7] = float.PositiveInfinity;
+        du.Upload(u);
+        var error = Assert.Throws<ArgumentException>(() => session.Step(du, dySession));
+        var after = new float[initial.Length];
+        session.GetState(new TensorSpan<float>(after, stateShape, []));
+        Assert.That(error!.ParamName, Is.EqualTo("u"));
+        Assert.That(after, Is.EqualTo(sessionState), "a refused step leaves the state as it was");
+    }
+
     private static (float[] Q, float[] K, float[] V, float[] G) Inputs(int seed, bool perKey)
     {
         var data = new TestData(seed);
