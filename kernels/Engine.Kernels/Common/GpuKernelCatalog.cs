@@ -16,7 +16,10 @@ public sealed record GpuKernel(string Op, MethodInfo Method)
 public static class GpuKernelCatalog
 {
     public static IReadOnlyList<GpuKernel> All { get; } =
-        [.. Of("gla", typeof(GlaGpuKernels)), .. Of("delta-rule", typeof(DeltaRuleGpuKernels)), .. Of("lssl", typeof(LsslGpuKernels))];
+        [.. Of("gla", typeof(GlaGpuKernels)), .. Of("delta-rule", typeof(DeltaRuleGpuKernels)), .. Of("lssl", typeof(LsslGpuKernels)), .. Of("tensor", typeof(TensorGpuKernels))];
+
+    /// <summary>The catalog's name of a kernel method (op.kernel), or the method's own name for one outside the catalog.</summary>
+    public static string NameOf(MethodInfo method) => All.FirstOrDefault(k => k.Method == method)?.Name ?? method.Name;
 
     private static IEnumerable<GpuKernel> Of(string op, Type kernels) =>
         kernels.GetMethods(BindingFlags.Public | BindingFlags.Static).OrderBy(m => m.MetadataToken).Select(m => new GpuKernel(op, m));

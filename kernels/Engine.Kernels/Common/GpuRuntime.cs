@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
 using System.Reflection;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -12,13 +14,17 @@ namespace Engine.Kernels.Common;
 /// op gets the runtime it runs on and asks it for its kernels, which are loaded once per kernel method.
 /// A call runs under <see cref="Lock"/> (one default stream per runtime): upload, launches, then
 /// <see cref="Download"/>, the call's one synchronize (docs/architecture.md, "GPU kernels: one convention").
+/// Host data crosses through one page-locked staging area with asynchronous copies on the default stream.
 /// </summary>
 public sealed class GpuRuntime : IDisposable
 {
     public enum Choice { Auto, Cuda, CpuAccelerator }
 
     private readonly ConcurrentDictionary<MethodInfo, object> _kernels = new();
-    private long _launches, _bytesToDevice, _bytesToHost;
+    private long _launches, _bytesToDevice, _bytesToHost, _allocations;
+    private PageLockedArray1D<byte> _staging = PageLockedArray1D<byte>.Empty;
+    private long _stagingUsed;
+    private List<(string Kernel, ProfilingMarker Start, ProfilingMarker End)>? _profile;
 
     private GpuRuntime(Context context, Accelerator accelerator, int cpuGroupSize)
     {
@@ -43,8 +49,9 @@ public sealed class GpuRuntime : IDisposable
 
     public object Lock { get; } = new();
 
-    /// <summary>Kernel launches and host↔device bytes since the runtime was made (every launch and copy of the ops counts).</summary>
-    public GpuTraffic Traffic => new(Interlocked.Read(ref _launches), Interlocked.Read(ref _bytesToDevice), Interlocked.Read(ref _bytesToHost));
+    /// <summary>Kernel launches, host↔device bytes and device allocations since the runtime was made (every launch, copy and buffer of the ops counts).</summary>
+    public GpuTraffic Traffic => new(Interlocked.Read(ref _launches), Interlocked.Read(ref _bytesToDevice), Interlocked.Read(ref _bytesToHost),
+        Interlocked.Read(ref _allocations));
 
     /// <summary>Shared memory a group may use: the device's, but never more than 48 KB, which ILGPU 1.5.3 never opts in past.</summary>
     public long SharedMemoryPerGroup => Math.Min(48 * 1024, Accelerator.MaxSharedMemoryPerGroup);
@@ -73,7 +80,7 @@ public sealed class GpuRuntime : IDisposable
             throw new ArgumentOutOfRangeException(nameof(cpuGroupSize), cpuGroupSize, "a positive multiple of 16");
         var context = Context.Create(b =>
         {
-            b.Optimize(OptimizationLevel.O2).EnableAlgorithms();
+            b.Optimize(OptimizationLevel.O2).EnableAlgorithms().Profiling();
             if (choice != Choice.CpuAccelerator) b.Cuda();
             if (choice != Choice.Cuda) b.CPU(new CPUDevice(numThreadsPerWarp: 4, numWarpsPerMultiprocessor: Math.Max(8, cpuGroupSize / 4), numMultiprocessors: 1));
         });
@@ -103,22 +110,78 @@ public sealed class GpuRuntime : IDisposable
     public Action<KernelConfig, TArgs, SpecializedValue<TShape>> Kernel<TArgs, TShape>(Action<TArgs, SpecializedValue<TShape>> kernel)
         where TArgs : struct
         where TShape : unmanaged, IEquatable<TShape>
-        => (Action<KernelConfig, TArgs, SpecializedValue<TShape>>)_kernels.GetOrAdd(kernel.Method, _ =>
+        => (Action<KernelConfig, TArgs, SpecializedValue<TShape>>)_kernels.GetOrAdd(kernel.Method, method =>
         {
             var launch = Accelerator.LoadStreamKernel(kernel);
+            string name = GpuKernelCatalog.NameOf(method);
             return (Action<KernelConfig, TArgs, SpecializedValue<TShape>>)((config, args, shape) =>
             {
                 Interlocked.Increment(ref _launches);
+                if (_profile is null)
+                {
+                    launch(config, args, shape);
+                    return;
+                }
+                var start = Accelerator.AddProfilingMarker();
                 launch(config, args, shape);
+                _profile.Add((name, start, Accelerator.AddProfilingMarker()));
             });
         });
 
-    /// <summary>Copies host data to the device (counted in <see cref="Traffic"/>).</summary>
+    /// <summary>
+    /// From now until <see cref="StopProfile"/>, every launch is bracketed by profiling markers on the stream (only then:
+    /// otherwise launches carry no markers and calls stay asynchronous). Under <see cref="Lock"/>, like the launches.
+    /// </summary>
+    public void StartProfile()
+    {
+        lock (Lock)
+        {
+            if (_profile is not null) throw new InvalidOperationException("a GPU profile is already being taken on this device");
+            _profile = [];
+        }
+    }
+
+    /// <summary>Waits for the profiled launches and returns, per kernel in order of first launch, its launches and their summed time.</summary>
+    public IReadOnlyList<GpuKernelTime> StopProfile()
+    {
+        lock (Lock)
+        {
+            var profile = _profile ?? throw new InvalidOperationException("no GPU profile is being taken on this device");
+            _profile = null;
+            Accelerator.Synchronize();
+            var times = new List<GpuKernelTime>();
+            foreach (var (kernel, start, end) in profile)
+            {
+                var elapsed = end.MeasureFrom(start);
+                int i = times.FindIndex(t => t.Kernel == kernel);
+                if (i < 0) times.Add(new GpuKernelTime(kernel, 1, elapsed));
+                else times[i] = times[i] with { Launches = times[i].Launches + 1, Elapsed = times[i].Elapsed + elapsed };
+                start.Dispose();
+                end.Dispose();
+            }
+            return times;
+        }
+    }
+
+    /// <summary>A device buffer of <paramref name="length"/> elements (counted in <see cref="Traffic"/>).</summary>
+    public MemoryBuffer1D<T, Stride1D.Dense> Allocate<T>(long length) where T : unmanaged
+    {
+        var buffer = Accelerator.Allocate1D<T>(length);
+        Interlocked.Increment(ref _allocations);
+        return buffer;
+    }
+
+    /// <summary>
+    /// Copies host data to the device (counted in <see cref="Traffic"/>): into the page-locked staging area, then an
+    /// asynchronous copy on the stream, so the caller may reuse <paramref name="source"/> at once. Under <see cref="Lock"/>.
+    /// </summary>
     public void Upload<T>(ArrayView<T> destination, ReadOnlySpan<T> source) where T : unmanaged
     {
         if (source.IsEmpty) return;
-        destination.SubView(0, source.Length).CopyFromCPU(source);
-        Interlocked.Add(ref _bytesToDevice, (long)source.Length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>());
+        var staged = Stage<T>(source.Length, out var stagedSpan);
+        source.CopyTo(stagedSpan);
+        destination.SubView(0, source.Length).CopyFrom(Accelerator.DefaultStream, staged);
+        Interlocked.Add(ref _bytesToDevice, (long)source.Length * Unsafe.SizeOf<T>());
     }
 
     /// <summary>A grid of (x, y, z) groups of <see cref="GroupSize"/> threads, with <paramref name="sharedFloats"/> floats of dynamic shared memory.</summary>
@@ -135,31 +198,85 @@ public sealed class GpuRuntime : IDisposable
     public KernelConfig Threads(long count) => Groups(checked((int)((count + GroupSize - 1) / GroupSize)), 1, 1);
 
     /// <summary>Waits for the call's launches (its one synchronize, so a failed launch surfaces here), then copies the result to the host.</summary>
-    public void Download(ArrayView<float> source, Span<float> destination)
+    public void Download<T>(ArrayView<T> source, Span<T> destination) where T : unmanaged
     {
-        Accelerator.Synchronize();
+        Synchronize();
         CopyToHost(source, destination);
     }
 
-    /// <summary>Copies device data to the host (counted in <see cref="Traffic"/>); ordered after the stream's work.</summary>
-    public void CopyToHost(ArrayView<float> source, Span<float> destination)
+    /// <summary>
+    /// Copies device data to the host (counted in <see cref="Traffic"/>), ordered after the stream's work: an asynchronous
+    /// copy into the staging area, a synchronize, then the host copy. Under <see cref="Lock"/>.
+    /// </summary>
+    public void CopyToHost<T>(ArrayView<T> source, Span<T> destination) where T : unmanaged
     {
         if (destination.IsEmpty) return;
-        source.SubView(0, destination.Length).CopyToCPU(destination);
-        Interlocked.Add(ref _bytesToHost, (long)destination.Length * sizeof(float));
+        ReadBack(source, destination);
+        Interlocked.Add(ref _bytesToHost, (long)destination.Length * Unsafe.SizeOf<T>());
     }
+
+    /// <summary>
+    /// Reads a call's check words (a few ints; see <see cref="GpuChecks"/>) after its launches: the call's one synchronize.
+    /// Not counted in <see cref="Traffic"/>'s bytes, which count tensor data.
+    /// </summary>
+    public void ReadChecks(ArrayView<int> source, Span<int> destination) => ReadBack(source, destination);
+
+    /// <summary>Waits for every launch and copy on the stream; the staging area is free again.</summary>
+    public void Synchronize()
+    {
+        Accelerator.Synchronize();
+        _stagingUsed = 0;
+    }
+
+    private void ReadBack<T>(ArrayView<T> source, Span<T> destination) where T : unmanaged
+    {
+        var staged = Stage<T>(destination.Length, out var stagedSpan);
+        staged.CopyFrom(Accelerator.DefaultStream, source.SubView(0, destination.Length));
+        Synchronize();
+        stagedSpan.CopyTo(destination);
+    }
+
+    /// <summary>
+    /// Room for <paramref name="count"/> elements in the staging area, after the regions of copies still in flight; when
+    /// the area is full the stream is synchronized first (and the area grown when one copy needs more than it holds).
+    /// </summary>
+    private ArrayView<T> Stage<T>(int count, out Span<T> span) where T : unmanaged
+    {
+        long bytes = (long)count * Unsafe.SizeOf<T>();
+        long start = (_stagingUsed + StagingAlignment - 1) / StagingAlignment * StagingAlignment;
+        if (start + bytes > _staging.Length)
+        {
+            Synchronize();
+            start = 0;
+            if (bytes > _staging.Length)
+            {
+                _staging.Dispose();
+                _staging = Accelerator.AllocatePageLocked1D<byte>(Math.Max(bytes, 2 * _staging.Length));
+            }
+        }
+        _stagingUsed = start + bytes;
+        span = MemoryMarshal.Cast<byte, T>(_staging.Span.Slice(checked((int)start), checked((int)bytes)));
+        return _staging.ArrayView.SubView(start, bytes).Cast<T>();
+    }
+
+    /// <summary>Staged regions start on 256 bytes, what CUDA's copies run fastest from.</summary>
+    private const long StagingAlignment = 256;
 
     public void Dispose()
     {
+        _staging.Dispose();
         Accelerator.Dispose();
         Context.Dispose();
     }
 }
 
-/// <summary>What a GPU runtime has done: kernel launches and bytes copied each way between host and device.</summary>
-public readonly record struct GpuTraffic(long Launches, long BytesToDevice, long BytesToHost)
+/// <summary>One kernel's launches while a profile was taken and their summed device time.</summary>
+public readonly record struct GpuKernelTime(string Kernel, long Launches, TimeSpan Elapsed);
+
+/// <summary>What a GPU runtime has done: kernel launches, bytes copied each way between host and device, device buffers allocated.</summary>
+public readonly record struct GpuTraffic(long Launches, long BytesToDevice, long BytesToHost, long Allocations)
 {
     /// <summary>What happened between <paramref name="earlier"/> and this reading.</summary>
     public GpuTraffic Since(GpuTraffic earlier) =>
-        new(Launches - earlier.Launches, BytesToDevice - earlier.BytesToDevice, BytesToHost - earlier.BytesToHost);
+        new(Launches - earlier.Launches, BytesToDevice - earlier.BytesToDevice, BytesToHost - earlier.BytesToHost, Allocations - earlier.Allocations);
 }

@@ -14,8 +14,6 @@ public static class HalfRange
         if (values.IsEmpty || TensorPrimitives.MaxMagnitude(values) is float max && MathF.Abs(max) < Overflow) return;
         int i = 0;
         while (MathF.Abs(values[i]) < Overflow) i++;
-        throw new ArgumentException(float.IsFinite(values[i])
-            ? $"{name}: value {values[i]} at flat index {i} is outside float16's range (magnitude < {Overflow}): it would be written as infinity"
-            : $"{name}: value {values[i]} at flat index {i} is not finite", name);
+        throw ValueRules.Refusal(ValueRule.HalfRange, name, values[i], i);
     }
 }

@@ -20,7 +20,7 @@ public static class LogGates
             if (!All(ValidLanes(Vector512.LoadUnsafe(ref start, (nuint)i)))) break;
         for (; i < values.Length; i++)
             if (!IsValid(values[i]))
-                throw new ArgumentException($"{name}: log gates must be finite and <= 0, got {values[i]} at flat index {i}", name);
+                throw ValueRules.Refusal(ValueRule.LogGate, name, values[i], i);
     }
 
     /// <summary>

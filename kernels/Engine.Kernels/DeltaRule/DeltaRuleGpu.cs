@@ -7,13 +7,14 @@ namespace Engine.Kernels.DeltaRule;
 
 /// <summary>
 /// DeltaNet / Gated DeltaNet on an ILGPU accelerator; the kernels and their geometry are in
-/// <see cref="DeltaRuleGpuKernels"/>. Each call, under the runtime's lock, uploads q, k, v, β, g and a chunk
-/// table (or the sequence offsets) into buffers this instance owns (grown on demand, reused), launches,
-/// synchronizes once and downloads the output. The state stays on the device: [N, Hv, K, V] fp32 (or [N, Hv, V, K],
+/// <see cref="DeltaRuleGpuKernels"/>. Each call, under the runtime's lock, reads q, k, v, β, g and writes the output
+/// where the caller's device views lie (host data is first uploaded into buffers this instance owns,
+/// <see cref="AttentionGpuHost"/>), uploads a chunk table (or the sequence offsets) when the layout changed, and launches;
+/// scratch buffers are grown on demand and reused. The state stays on the device: [N, Hv, K, V] fp32 (or [N, Hv, V, K],
 /// <see cref="StateLayout.ValueMajor"/>, which the kernels index transposed where they load and store it), initial on
 /// entry, final on return.
 /// </summary>
-public sealed class DeltaRuleGpu : IDisposable
+public sealed class DeltaRuleGpu : IAttentionGpu
 {
     private readonly GpuBuffers _buffers;
     private readonly ChunkTable _chunks = new();
@@ -36,28 +37,30 @@ public sealed class DeltaRuleGpu : IDisposable
     public GpuRuntime Runtime { get; }
 
     /// <summary>
-    /// Runs the chunked form (prefill) or the recurrent form (decode, token by token). q [T, Hq, K], k [T, Hk, K],
-    /// v [T, Hv, V], β [T, Hv], g [T, Hv, K] or [T, Hv] or empty, output [T, max(Hq, Hv), V]; state [N, Hv, K, V] on the device.
+    /// Runs the chunked form (prefill) or the recurrent form (decode, token by token) on host data: uploaded into this
+    /// instance's buffers, then <see cref="Run(bool, SequenceLayout, in AttentionGpuViews)"/>, then the output downloaded.
+    /// q [T, Hq, K], k [T, Hk, K], v [T, Hv, V], β [T, Hv], g [T, Hv, K] or [T, Hv] or empty, output [T, max(Hq, Hv), V];
+    /// state [N, Hv, K, V] on the device.
     /// </summary>
     public void Run(bool chunked, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, ArrayView<float> state)
+        => AttentionGpuHost.Run(this, chunked, sequences, q, k, v, g, beta, output, state);
+
+    /// <summary>Enqueues a call on device views (no copy, no synchronize); the caller holds the runtime's lock.</summary>
+    public void Run(bool chunked, SequenceLayout sequences, in AttentionGpuViews views)
     {
         if (sequences.TotalTokens == 0) return;
-        lock (Runtime.Lock)
-        {
-            var args = Upload(sequences, chunked, q, k, v, beta, g, output.Length, state);
-            Launch(chunked, sequences.Count, args);
-            Runtime.Download(args.Output, output);
-        }
+        Launch(chunked, sequences.Count, Upload(sequences, chunked, views));
     }
+
+    public GpuBuffers Buffers => _buffers;
 
     public void Dispose() => _buffers.Dispose();
 
     private Launcher Load(Action<DeltaRuleGpuArgs, SpecializedValue<DeltaRuleGpuShape>> kernel) => Runtime.Kernel(kernel);
 
-    /// <summary>Uploads the inputs (and the chunk table or the sequence offsets) and sizes every buffer the launches write.</summary>
-    private DeltaRuleGpuArgs Upload(SequenceLayout sequences, bool chunked, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, int outputLength, ArrayView<float> state)
+    /// <summary>Fills the arguments from the call's views, uploads the chunk table or the sequence offsets (when they changed) and sizes every scratch buffer.</summary>
+    private DeltaRuleGpuArgs Upload(SequenceLayout sequences, bool chunked, in AttentionGpuViews views)
     {
         var s = _shape;
         long tokens = sequences.TotalTokens;
@@ -65,13 +68,13 @@ public sealed class DeltaRuleGpu : IDisposable
         var indexPlaceholder = _buffers.Placeholder<int>();
         var args = new DeltaRuleGpuArgs
         {
-            Q = _buffers.Upload(nameof(DeltaRuleGpuArgs.Q), q),
-            K = _buffers.Upload(nameof(DeltaRuleGpuArgs.K), k),
-            V = _buffers.Upload(nameof(DeltaRuleGpuArgs.V), v),
-            Beta = _buffers.Upload(nameof(DeltaRuleGpuArgs.Beta), beta),
-            G = s.Gate == GateKind.None ? placeholder : _buffers.Upload(nameof(DeltaRuleGpuArgs.G), g),
-            Output = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.Output), outputLength),
-            State = state,
+            Q = views.Q,
+            K = views.K,
+            V = views.V,
+            Beta = views.Beta,
+            G = s.Gate == GateKind.None ? placeholder : views.G,
+            Output = views.Output,
+            State = views.State,
             W = placeholder,
             DecayedKeys = placeholder,
             U = placeholder,
@@ -86,7 +89,7 @@ public sealed class DeltaRuleGpu : IDisposable
         };
         if (!chunked)
         {
-            args.SequenceStart = _buffers.Upload(nameof(DeltaRuleGpuArgs.SequenceStart), sequences.Offsets);
+            args.SequenceStart = _buffers.UploadTable(nameof(DeltaRuleGpuArgs.SequenceStart), sequences.Offsets);
             return args;
         }
         (args.ChunkStart, args.ChunkLength, args.FirstChunk) = _buffers.UploadChunkTable(_chunks, sequences, s.Chunk);

@@ -6,12 +6,13 @@ using Launcher = System.Action<ILGPU.KernelConfig, Engine.Kernels.Gla.GlaGpuArgs
 namespace Engine.Kernels.Gla;
 
 /// <summary>
-/// GLA on an ILGPU accelerator; the kernels and their geometry are in <see cref="GlaGpuKernels"/>. Each call,
-/// under the runtime's lock, uploads q, k, v, g and a chunk table into buffers this instance owns (grown on
-/// demand, reused), launches, synchronizes once and downloads the output. The state stays on the device:
+/// GLA on an ILGPU accelerator; the kernels and their geometry are in <see cref="GlaGpuKernels"/>. Each call, under
+/// the runtime's lock, reads q, k, v, g and writes the output where the caller's device views lie (host data is first
+/// uploaded into buffers this instance owns, <see cref="AttentionGpuHost"/>), uploads a chunk table when the layout
+/// changed, and launches; scratch buffers are grown on demand and reused. The state stays on the device:
 /// [N, Hv, K, V] fp32, initial on entry, final on return.
 /// </summary>
-public sealed class GlaGpu : IDisposable
+public sealed class GlaGpu : IAttentionGpu
 {
     private readonly GpuBuffers _buffers;
     private readonly ChunkTable _chunks = new();
@@ -62,31 +63,40 @@ public sealed class GlaGpu : IDisposable
     public GpuRuntime Runtime { get; }
 
     /// <summary>
-    /// Runs the chunked form (prefill) or the recurrent form (decode, token by token). q [T, Hq, K], k [T, Hk, K],
-    /// v [T, Hv, V], g [T, Hv, K] or [T, Hv] or empty, output [T, max(Hq, Hv), V]; state [N, Hv, K, V] on the device.
+    /// Runs the chunked form (prefill) or the recurrent form (decode, token by token) on host data: uploaded into this
+    /// instance's buffers, then <see cref="Run(bool, SequenceLayout, in AttentionGpuViews)"/>, then the output downloaded.
+    /// q [T, Hq, K], k [T, Hk, K], v [T, Hv, V], g [T, Hv, K] or [T, Hv] or empty, output [T, max(Hq, Hv), V]; state [N, Hv, K, V] on the device.
     /// </summary>
     public void Run(bool chunked, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> g, Span<float> output, ArrayView<float> state)
     {
-        if (!chunked && _recurrentTooLarge is not null) throw new NotSupportedException(_recurrentTooLarge);
-        if (sequences.TotalTokens == 0) return;
-        lock (Runtime.Lock)
-        {
-            var args = Upload(sequences, chunked, q, k, v, g, output.Length, state);
-            Launch(chunked, args);
-            Runtime.Download(args.Output, output);
-        }
+        RequireMode(chunked);
+        AttentionGpuHost.Run(this, chunked, sequences, q, k, v, g, default, output, state);
     }
+
+    /// <summary>Enqueues a call on device views (no copy, no synchronize); the caller holds the runtime's lock.</summary>
+    public void Run(bool chunked, SequenceLayout sequences, in AttentionGpuViews views)
+    {
+        RequireMode(chunked);
+        if (sequences.TotalTokens == 0) return;
+        Launch(chunked, Upload(sequences, chunked, views));
+    }
+
+    public GpuBuffers Buffers => _buffers;
 
     public void Dispose() => _buffers.Dispose();
 
     private static long SharedBytes(int floats) => (long)floats * sizeof(float);
 
+    private void RequireMode(bool chunked)
+    {
+        if (!chunked && _recurrentTooLarge is not null) throw new NotSupportedException(_recurrentTooLarge);
+    }
+
     private Launcher Load(Action<GlaGpuArgs, SpecializedValue<GlaGpuShape>> kernel) => Runtime.Kernel(kernel);
 
-    /// <summary>Uploads the inputs (and the chunk table or the sequence offsets) and sizes every buffer the launches write.</summary>
-    private GlaGpuArgs Upload(SequenceLayout sequences, bool chunked, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> g, int outputLength, ArrayView<float> state)
+    /// <summary>Fills the arguments from the call's views, uploads the chunk table or the sequence offsets (when they changed) and sizes every scratch buffer.</summary>
+    private GlaGpuArgs Upload(SequenceLayout sequences, bool chunked, in AttentionGpuViews views)
     {
         var s = _shape;
         long tokens = sequences.TotalTokens;
@@ -94,16 +104,16 @@ public sealed class GlaGpu : IDisposable
         var indexPlaceholder = _buffers.Placeholder<int>();
         var args = new GlaGpuArgs
         {
-            Q = _buffers.Upload(nameof(GlaGpuArgs.Q), q),
-            K = _buffers.Upload(nameof(GlaGpuArgs.K), k),
-            V = _buffers.Upload(nameof(GlaGpuArgs.V), v),
-            G = s.GatePerToken > 0 ? _buffers.Upload(nameof(GlaGpuArgs.G), g) : placeholder,
+            Q = views.Q,
+            K = views.K,
+            V = views.V,
+            G = s.GatePerToken > 0 ? views.G : placeholder,
             CumulativeGate = placeholder,
             ConstantDecay = placeholder,
             Scores = placeholder,
             ChunkStates = placeholder,
-            Output = _buffers.Get<float>(nameof(GlaGpuArgs.Output), outputLength),
-            State = state,
+            Output = views.Output,
+            State = views.State,
             ChunkStart = indexPlaceholder,
             ChunkLength = indexPlaceholder,
             FirstChunk = indexPlaceholder,
@@ -118,7 +128,7 @@ public sealed class GlaGpu : IDisposable
         }
         if (!chunked)
         {
-            args.SequenceStart = _buffers.Upload(nameof(GlaGpuArgs.SequenceStart), sequences.Offsets);
+            args.SequenceStart = _buffers.UploadTable(nameof(GlaGpuArgs.SequenceStart), sequences.Offsets);
             return args;
         }
         (args.ChunkStart, args.ChunkLength, args.FirstChunk) = _buffers.UploadChunkTable(_chunks, sequences, s.Chunk);

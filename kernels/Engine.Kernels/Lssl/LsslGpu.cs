@@ -7,8 +7,8 @@ namespace Engine.Kernels.Lssl;
 
 /// <summary>
 /// LSSL on an ILGPU accelerator; the kernels are in <see cref="LsslGpuKernels"/>. The system's fp32 tables are
-/// uploaded once per runtime and kept with the system; each call, under the runtime's lock, uploads u into
-/// buffers this instance owns, launches, synchronizes once and downloads y. The state stays on the device: [B, H, N].
+/// uploaded once per runtime and kept with the system; each call, under the runtime's lock, reads u and writes y
+/// where the caller's device views lie (host data goes through buffers this instance owns) and launches. The state stays on the device: [B, H, N].
 ///   recurrent: one kernel, a group per (sequence, channel), one step after another.
 ///   scan:      chunk-local outputs and chunk end states (parallel over every chunk), the carry (sequential
 ///              over chunks, parallel over sequences, channels and state rows), the fix-up (parallel), and the
@@ -44,32 +44,43 @@ public sealed class LsslGpu : IDisposable
     public LsslConfig Config { get; }
     public GpuRuntime Runtime { get; }
 
-    /// <summary>Same contract as <see cref="LsslCpu.Run"/>, with the state [B, H, N] in device memory.</summary>
+    /// <summary>Same contract as <see cref="LsslCpu.Run"/>, with the state [B, H, N] in device memory: u uploaded into this instance's buffers, y downloaded.</summary>
     public void Run(LsslMode mode, LsslSystem system, int batch, int length, ReadOnlySpan<float> u, Span<float> y, ArrayView<float> state,
         bool initialStateIsZero = false, bool needFinalState = true)
     {
-        if (system.Config != Config) throw new ArgumentException("the system was built for another configuration", nameof(system));
         if (batch == 0 || length == 0) return;
         lock (Runtime.Lock)
         {
-            var args = Upload(mode, system, batch, length, u, y.Length, state);
-            Launch(mode, system, args, initialStateIsZero, needFinalState);
-            Runtime.Download(args.Y, y);
+            var output = _buffers.Get<float>(nameof(LsslGpuArgs.Y), y.Length);
+            Run(mode, system, batch, length, _buffers.Upload(nameof(LsslGpuArgs.U), u), output, state, initialStateIsZero, needFinalState);
+            Runtime.Download(output, y);
         }
     }
+
+    /// <summary>Enqueues a call on device views u, y [B, L, H] (no copy, no synchronize); the caller holds the runtime's lock.</summary>
+    public void Run(LsslMode mode, LsslSystem system, int batch, int length, ArrayView<float> u, ArrayView<float> y, ArrayView<float> state,
+        bool initialStateIsZero, bool needFinalState)
+    {
+        if (system.Config != Config) throw new ArgumentException("the system was built for another configuration", nameof(system));
+        if (batch == 0 || length == 0) return;
+        Launch(mode, system, Upload(mode, system, batch, length, u, y, state), initialStateIsZero, needFinalState);
+    }
+
+    /// <summary>The instance's device buffers: host data is uploaded into those named after the arguments they become.</summary>
+    public GpuBuffers Buffers => _buffers;
 
     public void Dispose() => _buffers.Dispose();
 
     private Launcher Load(Action<LsslGpuArgs, SpecializedValue<LsslGpuShape>> kernel) => Runtime.Kernel(kernel);
 
-    /// <summary>Uploads u and sizes y and the chunk buffers; the system's tables are uploaded once.</summary>
-    private LsslGpuArgs Upload(LsslMode mode, LsslSystem system, int batch, int length, ReadOnlySpan<float> u, int outputLength, ArrayView<float> state)
+    /// <summary>Fills the arguments from the call's views and sizes the chunk buffers; the system's tables are uploaded once.</summary>
+    private LsslGpuArgs Upload(LsslMode mode, LsslSystem system, int batch, int length, ArrayView<float> u, ArrayView<float> y, ArrayView<float> state)
     {
         var args = CopyOf(system).Tables.Args;
         var placeholder = _buffers.Placeholder<float>();
         args.ConvKernel = args.Z = args.Xprev = placeholder;
-        args.U = _buffers.Upload(nameof(LsslGpuArgs.U), u);
-        args.Y = _buffers.Get<float>(nameof(LsslGpuArgs.Y), outputLength);
+        args.U = u;
+        args.Y = y;
         args.State = state;
         args.Batch = batch;
         args.Length = length;

@@ -1,3 +1,4 @@
+using Engine.Kernels.Common;
 using Engine.Onnx.Interop;
 using Engine.Onnx.Ops;
 
@@ -65,6 +66,18 @@ public sealed class KernelHost : IDisposable
 
     /// <summary>What the backend's kernels run on, e.g. "cpu: 2 threads, Vector512 (AVX-512)".</summary>
     public string Describe(HandoverBackend backend) => backend == HandoverBackend.None ? "none (ONNX Runtime only)" : Backend(backend).Device.Description;
+
+    /// <summary>
+    /// The GPU backend's kernel launches, host↔device bytes and device allocations so far (zero before its first use):
+    /// each hand-over call uploads ORT's tensors once into buffers its kernels own and downloads its outputs.
+    /// </summary>
+    public GpuTraffic GpuTraffic
+    {
+        get
+        {
+            lock (_lock) return _backends.TryGetValue(HandoverBackend.Gpu, out var gpu) ? gpu.Device.GpuTraffic : default;
+        }
+    }
 
     /// <summary>Registers a session: the host's native state stays alive until <see cref="Release"/>.</summary>
     internal NativeOpDomain Acquire(HandoverBackend backend)

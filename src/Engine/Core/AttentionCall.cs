@@ -1,5 +1,7 @@
 using System.Buffers;
 using System.Numerics.Tensors;
+using ILGPU;
+using ILGPU.Runtime;
 using Engine.Kernels.Common;
 
 namespace Engine;
@@ -16,6 +18,34 @@ internal readonly ref struct AttentionTensors<T>(ReadOnlyTensorSpan<T> q, ReadOn
     public TensorSpan<T> Output { get; } = output;
 }
 
+/// <summary>The tensors of one attention call on device tensors; g and beta are null when the op or call has none.</summary>
+internal readonly record struct DeviceAttentionTensors<T>(DeviceTensor<T> Q, DeviceTensor<T> K, DeviceTensor<T> V,
+    DeviceTensor<T>? G, DeviceTensor<T>? Beta, DeviceTensor<T> Output) where T : unmanaged
+{
+    public AttentionLengths Lengths => new(Q.Lengths, K.Lengths, V.Lengths, G is null ? default : G.Lengths, Beta is null ? default : Beta.Lengths, Output.Lengths);
+
+    public static DeviceAttentionTensors<T> Of(DeviceTensor<T> q, DeviceTensor<T> k, DeviceTensor<T> v, DeviceTensor<T>? g, DeviceTensor<T>? beta, DeviceTensor<T> output)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        ArgumentNullException.ThrowIfNull(v);
+        ArgumentNullException.ThrowIfNull(output);
+        return new(q, k, v, g, beta, output);
+    }
+}
+
+/// <summary>The shapes of one attention call's tensors (an absent tensor has none: rank 0).</summary>
+internal readonly ref struct AttentionLengths(ReadOnlySpan<nint> q, ReadOnlySpan<nint> k, ReadOnlySpan<nint> v,
+    ReadOnlySpan<nint> g, ReadOnlySpan<nint> beta, ReadOnlySpan<nint> output)
+{
+    public ReadOnlySpan<nint> Q { get; } = q;
+    public ReadOnlySpan<nint> K { get; } = k;
+    public ReadOnlySpan<nint> V { get; } = v;
+    public ReadOnlySpan<nint> G { get; } = g;
+    public ReadOnlySpan<nint> Beta { get; } = beta;
+    public ReadOnlySpan<nint> Output { get; } = output;
+}
+
 /// <summary>
 /// The route of every linear-attention call: shapes checked (once, here), inputs as fp32, values checked, the state
 /// where the backend computes, the op's kernel on the device's backend. The facades (<see cref="Gla"/>,
@@ -30,20 +60,24 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
     /// <param name="output">false for a call that writes no output (its shape is not checked).</param>
     public static AttentionCall Describe<T>(in AttentionTensors<T> t, ReadOnlySpan<int> cuSeqlens, bool takesBeta, bool constantGate, bool output = true)
         where T : unmanaged
+        => Describe(new AttentionLengths(t.Q.Lengths, t.K.Lengths, t.V.Lengths, t.G.Lengths, t.Beta.Lengths, t.Output.Lengths), cuSeqlens, takesBeta, constantGate, output);
+
+    /// <inheritdoc cref="Describe{T}(in AttentionTensors{T}, ReadOnlySpan{int}, bool, bool, bool)"/>
+    public static AttentionCall Describe(in AttentionLengths t, ReadOnlySpan<int> cuSeqlens, bool takesBeta, bool constantGate, bool output = true)
     {
-        var shapes = AttentionShapes.Check(t.Q.Lengths, t.K.Lengths, t.V.Lengths, t.Output.Lengths, cuSeqlens, output);
-        if (takesBeta) TensorArgs.RequireShape(t.Beta.Lengths, "beta", "(B, T, Hv)", shapes.PerHeadShape);
+        var shapes = AttentionShapes.Check(t.Q, t.K, t.V, t.Output, cuSeqlens, output);
+        if (takesBeta) TensorArgs.RequireShape(t.Beta, "beta", "(B, T, Hv)", shapes.PerHeadShape);
         GateKind gate;
         if (constantGate)
         {
-            if (t.G.Rank != 0) throw new ArgumentException("g: a constant decay takes no gate tensor (its decay comes from the slopes)", "g");
+            if (t.G.Length != 0) throw new ArgumentException("g: a constant decay takes no gate tensor (its decay comes from the slopes)", "g");
             gate = GateKind.Constant;
         }
         else
         {
-            gate = GateKindOf(t.G.Rank);
-            if (gate == GateKind.PerHead) TensorArgs.RequireShape(t.G.Lengths, "g", "(B, T, Hv)", shapes.PerHeadShape);
-            if (gate == GateKind.PerKey) TensorArgs.RequireShape(t.G.Lengths, "g", "(B, T, Hv, K)", [.. shapes.PerHeadShape, shapes.Heads.KeyDim]);
+            gate = GateKindOf(t.G.Length);
+            if (gate == GateKind.PerHead) TensorArgs.RequireShape(t.G, "g", "(B, T, Hv)", shapes.PerHeadShape);
+            if (gate == GateKind.PerKey) TensorArgs.RequireShape(t.G, "g", "(B, T, Hv, K)", [.. shapes.PerHeadShape, shapes.Heads.KeyDim]);
         }
         return new AttentionCall(shapes, gate);
     }
@@ -70,27 +104,28 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         TensorArgs.RequireElementType<T>();
         var call = Describe(t, cuSeqlens, takesBeta, constantGate);
         var op = build(call.Shapes.Heads, call.Gate);
-        nint[] stateShape = op.StateShape(call.Shapes.Sequences.Count);
-        if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", op.StateAxes, stateShape);
-        if (finalState.Rank != 0) TensorArgs.RequireShape(finalState.Lengths, "final_state", op.StateAxes, stateShape);
-        int stateLength = checked((int)(call.Shapes.Sequences.Count * op.Heads.StatePerSequence));
+        int stateLength = call.StateLength(op, initialState.Lengths, finalState.Lengths);
 
         using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu);
         using var output = new FloatOutput<T>(t.Output, "output");
         var batch = inputs.Batch(options.Mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span);
         if (device.Backend == Backend.Gpu)
         {
-            using var state = new GpuState(device.Gpu, stateLength);
-            if (initialState.Rank != 0)
-            {
-                using var init = FloatInput.From(initialState);
-                TensorArgs.RequireFinite(init.Span, "initial_state");
-                state.Load(init.Span);
-            }
+            using var init = FloatInput.From(initialState);
+            TensorArgs.RequireFinite(init.Span, "initial_state");
             inputs.RequireFinite();
-            op.RunGpu(device, batch, state.View);
+            // The state lives in the kernel instance's buffer: no device allocation per call in steady state.
+            using var lease = op.LeaseGpu(device);
+            var gpu = device.Gpu;
+            lock (gpu.Lock)
+            {
+                var state = lease.Kernel.Buffers.Get<float>(nameof(AttentionGpuViews.State), stateLength);
+                if (init.Span.IsEmpty) state.MemSetToZero(gpu.Accelerator.DefaultStream);
+                else gpu.Upload(state, init.Span);
+                AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, state);
+                if (finalState.Rank != 0) gpu.Download(state, TensorArgs.DenseSpan(finalState, "final_state"));
+            }
             OutputCheck.AfterRun(batch, op.Heads, default);
-            if (finalState.Rank != 0) state.Store(TensorArgs.DenseSpan(finalState, "final_state"));
         }
         else
         {
@@ -117,13 +152,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
     {
         TensorArgs.RequireElementType<T>();
         var call = Describe(t, cuSeqlens, op.TakesBeta, op.Gate == GateKind.Constant);
-        var heads = call.Shapes.Heads;
-        if (heads != op.Heads)
-            throw new ArgumentException($"q, k, v: heads and dims ({heads}) differ from the session's ({op.Heads})", "q");
-        if (call.Gate != op.Gate)
-            throw new ArgumentException($"g: the session was made for gate {op.Gate}, this call gives {call.Gate}", "g");
-        if (call.Shapes.Sequences.Count != sequences)
-            throw new ArgumentException($"q: the session holds {sequences} sequences, this call has {call.Shapes.Sequences.Count} ({(cuSeqlens.IsEmpty ? "batch B" : "cu_seqlens")})", cuSeqlens.IsEmpty ? "q" : "cu_seqlens");
+        call.RequireSession(op, sequences, cuSeqlens);
 
         using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu);
         using var output = new FloatOutput<T>(t.Output, "output");
@@ -132,19 +161,115 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         {
             // The GPU kernels update the state in place: q, k, v are checked before they run.
             inputs.RequireFinite();
-            op.RunGpu(device, batch, gpu.View);
+            using var lease = op.LeaseGpu(device);
+            AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, gpu.View);
             OutputCheck.AfterRun(batch, op.Heads, default);
         }
         else
         {
             // The kernel reads the current state and writes the spare; a refused call leaves the current one as it was.
             var current = (HostState)state.Current;
-            RunOnHost(device, op, scheduler, batch, state.Spare.Span, current.Span);
+            RunOnHost(device, op, scheduler, batch, ((HostState)state.Spare).Span, current.Span);
             OutputCheck.AfterRun(batch, op.Heads, current.Span);
             state.Swap();
         }
         output.Commit();
     }
+
+    /// <summary>A session's call: the shapes checked against the session's op and sequence count.</summary>
+    private void RequireSession(AttentionOp op, int sequences, ReadOnlySpan<int> cuSeqlens)
+    {
+        var heads = Shapes.Heads;
+        if (heads != op.Heads)
+            throw new ArgumentException($"q, k, v: heads and dims ({heads}) differ from the session's ({op.Heads})", "q");
+        if (Gate != op.Gate)
+            throw new ArgumentException($"g: the session was made for gate {op.Gate}, this call gives {Gate}", "g");
+        if (Shapes.Sequences.Count != sequences)
+            throw new ArgumentException($"q: the session holds {sequences} sequences, this call has {Shapes.Sequences.Count} ({(cuSeqlens.IsEmpty ? "batch B" : "cu_seqlens")})", cuSeqlens.IsEmpty ? "q" : "cu_seqlens");
+    }
+
+    /// <summary>The state's length in floats, the given initial and final states' shapes (rank 0: not given) checked.</summary>
+    private int StateLength(AttentionOp op, ReadOnlySpan<nint> initialState, ReadOnlySpan<nint> finalState)
+    {
+        nint[] stateShape = op.StateShape(Shapes.Sequences.Count);
+        if (initialState.Length != 0) TensorArgs.RequireShape(initialState, "initial_state", op.StateAxes, stateShape);
+        if (finalState.Length != 0) TensorArgs.RequireShape(finalState, "final_state", op.StateAxes, stateShape);
+        return checked((int)(Shapes.Sequences.Count * op.Heads.StatePerSequence));
+    }
+
+    /// <summary>
+    /// A whole-sequence call on device tensors: no data crosses between host and device. The kernels update
+    /// <paramref name="finalState"/> in place (loaded from <paramref name="initialState"/>, or zeros), or the kernel instance's
+    /// state buffer when no final state is asked for.
+    /// </summary>
+    public static void Forward<T>(EngineDevice device, in DeviceAttentionTensors<T> t, ReadOnlySpan<int> cuSeqlens,
+        DeviceTensor<float>? initialState, DeviceTensor<float>? finalState, AttentionOptions options,
+        bool takesBeta, bool constantGate, Func<HeadLayout, GateKind, AttentionOp> build) where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        TensorArgs.RequireElementType<T>();
+        var call = Describe(t.Lengths, cuSeqlens, takesBeta, constantGate);
+        var op = build(call.Shapes.Heads, call.Gate);
+        int stateLength = call.StateLength(op, initialState is null ? default : initialState.Lengths, finalState is null ? default : finalState.Lengths);
+        using var lease = op.LeaseGpu(device);
+        var gpu = device.Gpu;
+        GpuCheckFailure? failure;
+        lock (gpu.Lock)
+        {
+            var run = new DeviceCall(device, lease.Kernel.Buffers);
+            var state = finalState is null
+                ? lease.Kernel.Buffers.Get<float>(nameof(AttentionGpuViews.State), stateLength)
+                : finalState.ViewFor(device, "final_state");
+            failure = RunOnDevice(run, lease.Kernel, op, options.Mode == AttentionMode.Chunked, call.Shapes.Sequences, t, state,
+                r => r.LoadState(state, initialState, finalState, "initial_state"));
+        }
+        if (failure is { } f) throw Refusal(f);
+    }
+
+    /// <summary>
+    /// A session's call on device tensors. The kernels run on the session's spare state, a device copy of the current
+    /// one, swapped in when every check passed: a refused call leaves the session as it was.
+    /// </summary>
+    public static void Run<T>(EngineDevice device, AttentionOp op, int sequences, SessionState state, AttentionMode mode,
+        in DeviceAttentionTensors<T> t, ReadOnlySpan<int> cuSeqlens) where T : unmanaged
+    {
+        TensorArgs.RequireElementType<T>();
+        var call = Describe(t.Lengths, cuSeqlens, op.TakesBeta, op.Gate == GateKind.Constant);
+        call.RequireSession(op, sequences, cuSeqlens);
+        using var lease = op.LeaseGpu(device);
+        var gpu = device.Gpu;
+        var current = (GpuState)state.Current;
+        var spare = (GpuState)state.Spare;
+        GpuCheckFailure? failure;
+        lock (gpu.Lock)
+        {
+            var run = new DeviceCall(device, lease.Kernel.Buffers);
+            failure = RunOnDevice(run, lease.Kernel, op, mode == AttentionMode.Chunked, call.Shapes.Sequences, t, spare.View, _ => spare.CopyFrom(current));
+        }
+        if (failure is { } f) throw Refusal(f);
+        state.Swap();
+    }
+
+    /// <summary>The launches of a call on device tensors: inputs checked, state loaded, the op's kernels, the output checked; then the check words read.</summary>
+    private static GpuCheckFailure? RunOnDevice<T>(DeviceCall run, IAttentionGpu kernel, AttentionOp op, bool chunked, SequenceLayout sequences,
+        in DeviceAttentionTensors<T> t, ArrayView<float> state, Action<DeviceCall> loadState) where T : unmanaged
+    {
+        // In the order the host checks them, so the same tensor is named first.
+        var beta = run.Input(op.TakesBeta ? t.Beta : null, "beta", nameof(AttentionGpuViews.Beta), ValueRule.Finite);
+        var g = run.Input(op.Gate is GateKind.PerHead or GateKind.PerKey ? t.G : null, "g", nameof(AttentionGpuViews.G), ValueRule.LogGate);
+        var q = run.Input(t.Q, "q", nameof(AttentionGpuViews.Q), ValueRule.Finite);
+        var k = run.Input(t.K, "k", nameof(AttentionGpuViews.K), ValueRule.Finite);
+        var v = run.Input(t.V, "v", nameof(AttentionGpuViews.V), ValueRule.Finite);
+        loadState(run);
+        var output = run.Output(t.Output, "output", nameof(AttentionGpuViews.Output));
+        kernel.Run(chunked, sequences, new AttentionGpuViews(q, k, v, g, beta, output, state));
+        run.CommitOutput(t.Output, output, "output");
+        return run.Finish();
+    }
+
+    /// <summary>The refusal of a device call: the host check's message; an output not finite from finite inputs is an fp32 overflow.</summary>
+    private static ArgumentException Refusal(GpuCheckFailure failure) =>
+        failure is { Name: "output", Rule: ValueRule.Finite } ? OutputCheck.Overflow(failure.Value, failure.Index) : failure.Refusal();
 
     /// <summary>The CPU kernel, or the float64 reference with the state and output going through double.</summary>
     private static void RunOnHost(EngineDevice device, AttentionOp op, IWorkScheduler? scheduler, in AttentionBatch batch,
@@ -263,6 +388,9 @@ internal static class OutputCheck
         TensorArgs.RequireFinite(initialState, "initial_state");
         int i = 0;
         while (float.IsFinite(batch.Output[i])) i++;
-        throw new ArgumentException($"output: value {batch.Output[i]} at flat index {i} is not finite although q, k, v and the state are: the products overflow fp32 (inputs too large)", "output");
+        throw Overflow(batch.Output[i], i);
     }
+
+    public static ArgumentException Overflow(float value, long index) =>
+        new($"output: value {value} at flat index {index} is not finite although q, k, v and the state are: the products overflow fp32 (inputs too large)", "output");
 }

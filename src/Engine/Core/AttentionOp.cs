@@ -1,5 +1,3 @@
-using ILGPU;
-using ILGPU.Runtime;
 using Engine.Kernels.Common;
 
 namespace Engine;
@@ -55,8 +53,8 @@ internal abstract class AttentionOp
     /// <summary>The CPU kernel: state final on return, read from initialState when that is not empty.</summary>
     public abstract void RunCpu(EngineDevice device, IWorkScheduler scheduler, in AttentionBatch batch, Span<float> state, ReadOnlySpan<float> initialState);
 
-    /// <summary>The GPU kernels: state in device memory, initial on entry, final on return.</summary>
-    public abstract void RunGpu(EngineDevice device, in AttentionBatch batch, ArrayView<float> state);
+    /// <summary>The GPU kernels from the device's pool: they run on device views (<see cref="IAttentionGpu.Run"/>), state initial on entry, final on return.</summary>
+    public abstract KernelLease<IAttentionGpu> LeaseGpu(EngineDevice device);
 }
 
 /// <summary>

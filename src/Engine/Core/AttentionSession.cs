@@ -31,4 +31,10 @@ public abstract class AttentionSession : StatefulSession
         using var use = Use();
         AttentionCall.Run(Device, Op, Sequences, States, mode, tensors, cuSeqlens, _scheduler);
     }
+
+    private protected void Run<T>(AttentionMode mode, in DeviceAttentionTensors<T> tensors, ReadOnlySpan<int> cuSeqlens) where T : unmanaged
+    {
+        using var use = Use();
+        AttentionCall.Run(Device, Op, Sequences, States, mode, tensors, cuSeqlens);
+    }
 }

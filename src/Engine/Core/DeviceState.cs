@@ -17,6 +17,9 @@ internal abstract class DeviceState : IDisposable
     public abstract void Clear();
     public abstract void Dispose();
 
+    /// <summary>A state of this length from the device's pool (made on first use): a whole-sequence call allocates no device memory in steady state.</summary>
+    public static KernelLease<DeviceState> Lease(EngineDevice device, long length) => device.Lease((typeof(DeviceState), length), () => Create(device, length));
+
     public static DeviceState Create(EngineDevice device, long length)
     {
         if (length > Array.MaxLength) throw new ArgumentException($"state of {length} floats is too large");
@@ -56,7 +59,7 @@ internal sealed class GpuState : DeviceState
     public GpuState(GpuRuntime runtime, int length) : base(length)
     {
         _runtime = runtime;
-        Buffer = runtime.Accelerator.Allocate1D<float>(Math.Max(length, 1));
+        Buffer = runtime.Allocate<float>(Math.Max(length, 1));
         Clear();
     }
 
@@ -78,6 +81,9 @@ internal sealed class GpuState : DeviceState
     {
         lock (_runtime.Lock) Buffer.MemSetToZero();
     }
+
+    /// <summary>Copies another state of the same length on the device (enqueued on the stream; the caller holds the runtime's lock).</summary>
+    public void CopyFrom(GpuState source) => View.CopyFrom(_runtime.Accelerator.DefaultStream, source.View);
 
     public override void Dispose() => Buffer.Dispose();
 }

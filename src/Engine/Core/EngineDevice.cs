@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Numerics.Tensors;
 using Engine.Kernels.Common;
 
 namespace Engine;
@@ -81,7 +82,50 @@ public sealed class EngineDevice : IDisposable
     /// </summary>
     public GpuTraffic GpuTraffic => _gpu?.Traffic ?? default;
 
-    internal GpuRuntime Gpu => _gpu ?? throw new InvalidOperationException("this device is not a GPU device");
+    internal GpuRuntime Gpu
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _gpu ?? throw new InvalidOperationException($"this device is not a GPU device ({Description}): device tensors and GPU profiles need Backend.Gpu");
+        }
+    }
+
+    internal bool IsDisposed => _disposed;
+
+    /// <summary>An uninitialized tensor of this shape in the GPU's memory (float or System.Half); dispose it to free the memory.</summary>
+    public DeviceTensor<T> Allocate<T>(params ReadOnlySpan<nint> lengths) where T : unmanaged => new(this, lengths);
+
+    /// <summary>A tensor in the GPU's memory with <paramref name="source"/>'s shape and values.</summary>
+    public DeviceTensor<T> Upload<T>(ReadOnlyTensorSpan<T> source) where T : unmanaged
+    {
+        var tensor = Allocate<T>(source.Lengths);
+        try
+        {
+            tensor.Upload(source);
+            return tensor;
+        }
+        catch
+        {
+            tensor.Dispose();
+            throw;
+        }
+    }
+
+    /// <inheritdoc cref="Upload{T}(ReadOnlyTensorSpan{T})"/>
+    public DeviceTensor<T> Upload<T>(Tensor<T> source) where T : unmanaged => Upload(source.AsReadOnlyTensorSpan());
+
+    /// <summary>
+    /// Starts timing every GPU kernel launch (markers on the device's stream around each, only while a profile is taken;
+    /// otherwise calls stay asynchronous). <see cref="StopGpuProfile"/> ends it.
+    /// </summary>
+    public void StartGpuProfile() => Gpu.StartProfile();
+
+    /// <summary>
+    /// Waits for the profiled launches and returns, per kernel ("gla.Output", "delta-rule.Prepare", ...) in order of first
+    /// launch, its launches and their summed device time since <see cref="StartGpuProfile"/>.
+    /// </summary>
+    public IReadOnlyList<GpuKernelTime> StopGpuProfile() => Gpu.StopProfile();
 
     /// <summary>A kernel of this type for <paramref name="config"/> from the pool (or a new one), returned when the lease is disposed.</summary>
     internal KernelLease<TKernel> Lease<TKernel>(object config, Func<TKernel> create) where TKernel : class, IDisposable

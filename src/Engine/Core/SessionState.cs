@@ -1,8 +1,10 @@
 namespace Engine;
 
 /// <summary>
-/// A session's state: the current one, and on the host a spare the next call writes while reading the current one,
-/// swapped in only when the call succeeds — so a call refused after its kernel ran leaves the session as it was.
+/// A session's state: the current one, and a spare the next call writes while reading the current one, swapped in
+/// only when the call succeeds — so a call refused after its kernel ran leaves the session as it was. On the GPU the
+/// spare serves the calls on device tensors, whose values are checked as the kernels run (on host tensors they are
+/// checked before, and the kernels update the current state in place).
 /// </summary>
 internal sealed class SessionState(EngineDevice device, long length) : IDisposable
 {
@@ -10,8 +12,8 @@ internal sealed class SessionState(EngineDevice device, long length) : IDisposab
 
     public DeviceState Current { get; private set; } = DeviceState.Create(device, length);
 
-    /// <summary>The buffer a host call writes (made on first use).</summary>
-    public HostState Spare => (HostState)(_spare ??= DeviceState.Create(device, length));
+    /// <summary>The buffer a call writes (made on first use).</summary>
+    public DeviceState Spare => _spare ??= DeviceState.Create(device, length);
 
     /// <summary>The spare becomes the current state.</summary>
     public void Swap() => (Current, _spare) = (Spare, Current);

@@ -59,7 +59,7 @@ internal static class TensorArgs
         if (AllFinite(values)) return;
         for (int i = 0; i < values.Length; i++)
             if (!float.IsFinite(values[i]))
-                throw new ArgumentException($"{name}: values must be finite, got {values[i]} at flat index {i}", name);
+                throw ValueRules.Refusal(ValueRule.Finite, name, values[i], i);
     }
 
     /// <summary>Every value of rows <paramref name="width"/> floats wide, <paramref name="stride"/> floats apart, finite (index i counts row floats only).</summary>

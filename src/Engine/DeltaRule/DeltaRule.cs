@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Numerics.Tensors;
-using ILGPU;
 using Engine.Kernels.Common;
 using Engine.Kernels.DeltaRule;
 
@@ -120,6 +119,17 @@ public static class DeltaRule
         }
     }
 
+    /// <summary>Runs the delta rule on device tensors; states and checks as in <see cref="Gla.Forward{T}(EngineDevice, DeviceTensor{T}, DeviceTensor{T}, DeviceTensor{T}, DeviceTensor{T}?, DeviceTensor{T}, DeviceTensor{float}?, DeviceTensor{float}?, ReadOnlySpan{int}, GlaOptions?)"/>.</summary>
+    public static void Forward<T>(EngineDevice device, DeviceTensor<T> q, DeviceTensor<T> k, DeviceTensor<T> v, DeviceTensor<T> beta, DeviceTensor<T>? g,
+        DeviceTensor<T> output, DeviceTensor<float>? initialState = null, DeviceTensor<float>? finalState = null,
+        ReadOnlySpan<int> cuSeqlens = default, DeltaRuleOptions? options = null) where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(beta);
+        options ??= new DeltaRuleOptions();
+        AttentionCall.Forward(device, DeviceAttentionTensors<T>.Of(q, k, v, g, beta, output), cuSeqlens, initialState, finalState,
+            options, takesBeta: true, constantGate: false, (heads, gate) => DeltaRuleOp.Create(heads, gate, options));
+    }
+
     /// <summary>Convenience form: allocates and returns the output and the final state.</summary>
     public static AttentionResult<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T> beta, Tensor<T>? g,
         DeltaRuleOptions? options = null, Tensor<float>? initialState = null, int[]? cuSeqlens = null) where T : unmanaged
@@ -148,6 +158,16 @@ public sealed class DeltaRuleSession : AttentionSession
     public void Prefill<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> beta,
         ReadOnlyTensorSpan<T> g, TensorSpan<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
         => Run(AttentionMode.Chunked, new AttentionTensors<T>(q, k, v, g, beta, output), cuSeqlens);
+
+    /// <summary>Runs a block of tokens in chunked form on device tensors and carries the state (no host↔device copy).</summary>
+    public void Prefill<T>(DeviceTensor<T> q, DeviceTensor<T> k, DeviceTensor<T> v, DeviceTensor<T> beta, DeviceTensor<T>? g, DeviceTensor<T> output,
+        ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
+        => Run(AttentionMode.Chunked, DeviceAttentionTensors<T>.Of(q, k, v, g, beta ?? throw new ArgumentNullException(nameof(beta)), output), cuSeqlens);
+
+    /// <summary>Runs tokens one at a time on device tensors and carries the state (no host↔device copy).</summary>
+    public void Step<T>(DeviceTensor<T> q, DeviceTensor<T> k, DeviceTensor<T> v, DeviceTensor<T> beta, DeviceTensor<T>? g, DeviceTensor<T> output,
+        ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
+        => Run(AttentionMode.Recurrent, DeviceAttentionTensors<T>.Of(q, k, v, g, beta ?? throw new ArgumentNullException(nameof(beta)), output), cuSeqlens);
 
     /// <inheritdoc cref="Prefill{T}(ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, TensorSpan{T}, ReadOnlySpan{int})"/>
     public void Prefill<T>(Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T> beta, Tensor<T>? g, Tensor<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
@@ -205,9 +225,5 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
         else lease.Kernel.Recurrent(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState, b.Rows);
     }
 
-    public override void RunGpu(EngineDevice device, in AttentionBatch b, ArrayView<float> state)
-    {
-        using var lease = device.Lease(config, () => new DeltaRuleGpu(config, device.Gpu));
-        lease.Kernel.Run(b.Chunked, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state);
-    }
+    public override KernelLease<IAttentionGpu> LeaseGpu(EngineDevice device) => device.Lease<IAttentionGpu>(config, () => new DeltaRuleGpu(config, device.Gpu));
 }

@@ -1,5 +1,5 @@
 using System.Numerics.Tensors;
-using ILGPU;
+using Engine.Kernels.Common;
 using Engine.Kernels.Gla;
 
 namespace Engine;
@@ -40,6 +40,21 @@ public static class Gla
             options, takesBeta: false, constantGate: false, (heads, gate) => GlaOp.Create(heads, gate, options));
     }
 
+    /// <summary>
+    /// Runs GLA over whole sequences on device tensors of this device, read and written where they lie: with the states
+    /// on the device too, no data crosses between host and device. The kernels update finalState in place (loaded from
+    /// initialState, which may be the same tensor, or zeros). Values are checked on the device (the same refusals as
+    /// for host tensors), read back once after the launches.
+    /// </summary>
+    public static void Forward<T>(EngineDevice device, DeviceTensor<T> q, DeviceTensor<T> k, DeviceTensor<T> v, DeviceTensor<T>? g,
+        DeviceTensor<T> output, DeviceTensor<float>? initialState = null, DeviceTensor<float>? finalState = null,
+        ReadOnlySpan<int> cuSeqlens = default, GlaOptions? options = null) where T : unmanaged
+    {
+        options ??= new GlaOptions();
+        AttentionCall.Forward(device, DeviceAttentionTensors<T>.Of(q, k, v, g, null, output), cuSeqlens, initialState, finalState,
+            options, takesBeta: false, constantGate: false, (heads, gate) => GlaOp.Create(heads, gate, options));
+    }
+
     /// <summary>Convenience form: allocates and returns the output and the final state.</summary>
     public static AttentionResult<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T>? g,
         GlaOptions? options = null, Tensor<float>? initialState = null, int[]? cuSeqlens = null) where T : unmanaged
@@ -71,6 +86,16 @@ public sealed class GlaSession : AttentionSession
     public void Prefill<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> g,
         TensorSpan<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
         => Run(AttentionMode.Chunked, new AttentionTensors<T>(q, k, v, g, default, output), cuSeqlens);
+
+    /// <summary>Runs a block of tokens in chunked form on device tensors and carries the state (no host↔device copy).</summary>
+    public void Prefill<T>(DeviceTensor<T> q, DeviceTensor<T> k, DeviceTensor<T> v, DeviceTensor<T>? g, DeviceTensor<T> output,
+        ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
+        => Run(AttentionMode.Chunked, DeviceAttentionTensors<T>.Of(q, k, v, g, null, output), cuSeqlens);
+
+    /// <summary>Runs tokens one at a time on device tensors and carries the state (no host↔device copy).</summary>
+    public void Step<T>(DeviceTensor<T> q, DeviceTensor<T> k, DeviceTensor<T> v, DeviceTensor<T>? g, DeviceTensor<T> output,
+        ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
+        => Run(AttentionMode.Recurrent, DeviceAttentionTensors<T>.Of(q, k, v, g, null, output), cuSeqlens);
 
     /// <inheritdoc cref="Prefill{T}(ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, TensorSpan{T}, ReadOnlySpan{int})"/>
     public void Prefill<T>(Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T>? g, Tensor<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
@@ -118,9 +143,5 @@ internal sealed class GlaOp(GlaConfig config) : AttentionOp
         else lease.Kernel.Recurrent(scheduler, b.Sequences, b.Q, b.K, b.V, b.G, b.Output, state, initialState, b.Rows);
     }
 
-    public override void RunGpu(EngineDevice device, in AttentionBatch b, ArrayView<float> state)
-    {
-        using var lease = device.Lease(config, () => new GlaGpu(config, device.Gpu));
-        lease.Kernel.Run(b.Chunked, b.Sequences, b.Q, b.K, b.V, b.G, b.Output, state);
-    }
+    public override KernelLease<IAttentionGpu> LeaseGpu(EngineDevice device) => device.Lease<IAttentionGpu>(config, () => new GlaGpu(config, device.Gpu));
 }

@@ -68,6 +68,16 @@ public static class Lightning
             options, takesBeta: false, constantGate: true, (heads, _) => Op(heads, options));
     }
 
+    /// <summary>Runs Lightning attention on device tensors; states and checks as in <see cref="Gla.Forward{T}(EngineDevice, DeviceTensor{T}, DeviceTensor{T}, DeviceTensor{T}, DeviceTensor{T}?, DeviceTensor{T}, DeviceTensor{float}?, DeviceTensor{float}?, ReadOnlySpan{int}, GlaOptions?)"/>.</summary>
+    public static void Forward<T>(EngineDevice device, DeviceTensor<T> q, DeviceTensor<T> k, DeviceTensor<T> v, DeviceTensor<T> output,
+        DeviceTensor<float>? initialState = null, DeviceTensor<float>? finalState = null,
+        ReadOnlySpan<int> cuSeqlens = default, LightningOptions? options = null) where T : unmanaged
+    {
+        options ??= new LightningOptions();
+        AttentionCall.Forward(device, DeviceAttentionTensors<T>.Of(q, k, v, null, null, output), cuSeqlens, initialState, finalState,
+            options, takesBeta: false, constantGate: true, (heads, _) => Op(heads, options));
+    }
+
     /// <summary>Convenience form: allocates and returns the output and the final state.</summary>
     public static AttentionResult<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v,
         LightningOptions? options = null, Tensor<float>? initialState = null, int[]? cuSeqlens = null) where T : unmanaged
@@ -113,6 +123,14 @@ public sealed class LightningSession : AttentionSession
     public void Prefill<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, TensorSpan<T> output,
         ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
         => Run(AttentionMode.Chunked, new AttentionTensors<T>(q, k, v, default, default, output), cuSeqlens);
+
+    /// <summary>Runs a block of tokens in blocks on device tensors and carries the state (no host↔device copy).</summary>
+    public void Prefill<T>(DeviceTensor<T> q, DeviceTensor<T> k, DeviceTensor<T> v, DeviceTensor<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
+        => Run(AttentionMode.Chunked, DeviceAttentionTensors<T>.Of(q, k, v, null, null, output), cuSeqlens);
+
+    /// <summary>Runs tokens one at a time on device tensors and carries the state (no host↔device copy).</summary>
+    public void Step<T>(DeviceTensor<T> q, DeviceTensor<T> k, DeviceTensor<T> v, DeviceTensor<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
+        => Run(AttentionMode.Recurrent, DeviceAttentionTensors<T>.Of(q, k, v, null, null, output), cuSeqlens);
 
     /// <inheritdoc cref="Prefill{T}(ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, TensorSpan{T}, ReadOnlySpan{int})"/>
     public void Prefill<T>(Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged

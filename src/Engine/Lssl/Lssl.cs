@@ -194,15 +194,48 @@ public sealed class LsslLayer : IDisposable
         bool stateIn = initialState.Rank != 0, stateOut = finalState.Rank != 0;
         var resolved = ResolveMode(device, batch, length, mode, stateIn, stateOut);
 
-        using var state = DeviceState.Create(device, (long)batch * Channels * StateSize);
+        using var lease = DeviceState.Lease(device, (long)batch * Channels * StateSize);
+        var state = lease.Kernel;
         if (stateIn)
         {
             using var init = FloatInput.From(initialState);
             TensorArgs.RequireFinite(init.Span, "initial_state");
             state.Load(init.Span);
         }
+        else state.Clear();
         LsslCall.Run(device, scheduler, this, resolved, batch, length, u, y, state, !stateIn, stateOut);
         if (stateOut) state.Store(TensorArgs.DenseSpan(finalState, "final_state"));
+        return resolved;
+    }
+
+    /// <summary>
+    /// Runs the layer over device tensors u, y [B, L, H] of this (GPU) device, read and written where they lie: with the
+    /// states on the device too, no data crosses between host and device. The kernels update finalState in place (loaded
+    /// from initialState, which may be the same tensor, or zeros); u and y are checked on the device. Returns the mode that ran.
+    /// </summary>
+    public LsslMode Forward<T>(EngineDevice device, DeviceTensor<T> u, DeviceTensor<T> y, DeviceTensor<float>? initialState = null,
+        DeviceTensor<float>? finalState = null, LsslMode mode = LsslMode.Auto, IWorkScheduler? scheduler = null) where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentNullException.ThrowIfNull(u);
+        ArgumentNullException.ThrowIfNull(y);
+        var (batch, length) = LsslCall.Describe(this, u.Lengths, y.Lengths, null);
+        var stateShape = StateShape(batch);
+        if (initialState is not null) TensorArgs.RequireShape(initialState.Lengths, "initial_state", "(B, H, N)", stateShape);
+        if (finalState is not null) TensorArgs.RequireShape(finalState.Lengths, "final_state", "(B, H, N)", stateShape);
+        var resolved = ResolveMode(device, batch, length, mode, initialState is not null, finalState is not null);
+        using var lease = LsslCall.LeaseGpu(device, scheduler, System, resolved, length);
+        var gpu = device.Gpu;
+        GpuCheckFailure? failure;
+        lock (gpu.Lock)
+        {
+            var state = finalState is null
+                ? lease.Kernel.Buffers.Get<float>(nameof(LsslGpuArgs.State), (long)batch * Channels * StateSize)
+                : finalState.ViewFor(device, "final_state");
+            failure = LsslCall.RunOnDevice(device, lease.Kernel, this, resolved, batch, length, u, y, state,
+                run => run.LoadState(state, initialState, finalState, "initial_state"), initialState is null, finalState is not null);
+        }
+        if (failure is { } f) throw LsslCall.Refusal(this, length, f);
         return resolved;
     }
 
@@ -285,6 +318,12 @@ public sealed class LsslSession : StatefulSession
     public void Step<T>(Tensor<T> u, Tensor<T> y) where T : unmanaged
         => Run(LsslMode.Recurrent, u.AsReadOnlyTensorSpan(), y.AsTensorSpan());
 
+    /// <summary>Runs device tensors u [B, T, H] (usually T = 1) through the recurrence into y and carries the state (no host↔device copy).</summary>
+    public void Step<T>(DeviceTensor<T> u, DeviceTensor<T> y) where T : unmanaged => Run(LsslMode.Recurrent, u, y);
+
+    /// <summary>Runs device tensors u [B, T, H] in <paramref name="mode"/> into y and carries the state (no host↔device copy); returns the mode that ran.</summary>
+    public LsslMode Prefill<T>(DeviceTensor<T> u, DeviceTensor<T> y, LsslMode mode = LsslMode.Auto) where T : unmanaged => Run(mode, u, y);
+
     /// <summary>Runs u [B, T, H] in <paramref name="mode"/> (Auto: by the rule) and carries the state; returns the mode that ran.</summary>
     public LsslMode Prefill<T>(ReadOnlyTensorSpan<T> u, TensorSpan<T> y, LsslMode mode = LsslMode.Auto) where T : unmanaged
         => Run(mode, u, y);
@@ -299,6 +338,29 @@ public sealed class LsslSession : StatefulSession
         var (batch, length) = LsslCall.Describe(_layer, u.Lengths, y.Lengths, this);
         var resolved = _layer.ResolveMode(Device, batch, length, mode, stateIn: true, stateOut: true);
         LsslCall.Run(Device, _scheduler, _layer, resolved, batch, length, u, y, State, initialStateIsZero: false, needFinalState: true);
+        return resolved;
+    }
+
+    /// <summary>A call on device tensors: the kernels run on the spare state, a device copy of the current one, swapped in when every check passed.</summary>
+    private LsslMode Run<T>(LsslMode mode, DeviceTensor<T> u, DeviceTensor<T> y) where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(u);
+        ArgumentNullException.ThrowIfNull(y);
+        using var use = Use();
+        var (batch, length) = LsslCall.Describe(_layer, u.Lengths, y.Lengths, this);
+        var resolved = _layer.ResolveMode(Device, batch, length, mode, stateIn: true, stateOut: true);
+        using var lease = LsslCall.LeaseGpu(Device, _scheduler, _layer.System, resolved, length);
+        var gpu = Device.Gpu;
+        var current = (GpuState)States.Current;
+        var spare = (GpuState)States.Spare;
+        GpuCheckFailure? failure;
+        lock (gpu.Lock)
+        {
+            failure = LsslCall.RunOnDevice(Device, lease.Kernel, _layer, resolved, batch, length, u, y, spare.View,
+                _ => spare.CopyFrom(current), initialStateIsZero: false, needFinalState: true);
+        }
+        if (failure is { } f) throw LsslCall.Refusal(_layer, length, f);
+        States.Swap();
         return resolved;
     }
 }

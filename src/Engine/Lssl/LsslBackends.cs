@@ -21,9 +21,7 @@ internal static class LsslBackends
             }
             default:
             {
-                // K̄ is built on the call's CPU scheduler; the GPU kernel then finds it made.
-                if (mode == LsslMode.Conv) system.ConvKernel(length, scheduler);
-                using var lease = device.Lease(system.Config, () => new LsslGpu(system.Config, device.Gpu));
+                using var lease = LsslCall.LeaseGpu(device, scheduler, system, mode, length);
                 lease.Kernel.Run(mode, system, batch, length, u, y, ((GpuState)state).View, initialStateIsZero, needFinalState);
                 break;
             }

@@ -1,3 +1,5 @@
+using ILGPU;
+using Engine.Kernels.Common;
 using System.Numerics.Tensors;
 using Engine.Kernels.Lssl;
 
@@ -30,11 +32,37 @@ internal static class LsslCall
         if (!yf.Span.IsEmpty && !float.IsFinite(TensorPrimitives.Sum<float>(yf.Span)))
         {
             for (int i = 0; i < yf.Span.Length; i++)
-                if (!float.IsFinite(yf.Span[i]))
-                    throw new ArgumentException(
-                        $"A: y overflowed to {yf.Span[i]} at flat index {i} (step {i / layer.Channels % Math.Max(length, 1)} of {length}): " +
-                        $"the discretized system ({layer.Discretization}) is unstable or the input too large for fp32; use a stable A, a smaller dt or another discretization", "A");
+                if (!float.IsFinite(yf.Span[i])) throw Overflow(layer, length, yf.Span[i], i);
         }
         yf.Commit();
     }
+
+    /// <summary>The GPU kernels for a call from the device's pool, K̄ built first on the call's CPU scheduler for the conv mode.</summary>
+    public static KernelLease<LsslGpu> LeaseGpu(EngineDevice device, IWorkScheduler? scheduler, LsslSystem system, LsslMode mode, int length)
+    {
+        if (mode == LsslMode.Conv) system.ConvKernel(length, scheduler ?? device.Scheduler);
+        return device.Lease(system.Config, () => new LsslGpu(system.Config, device.Gpu));
+    }
+
+    /// <summary>The launches of a call on device tensors (under the runtime's lock): u checked, the state loaded, the kernels, y checked; then the check words read.</summary>
+    public static GpuCheckFailure? RunOnDevice<T>(EngineDevice device, LsslGpu kernel, LsslLayer layer, LsslMode mode, int batch, int length,
+        DeviceTensor<T> u, DeviceTensor<T> y, ArrayView<float> state, Action<DeviceCall> loadState, bool initialStateIsZero, bool needFinalState) where T : unmanaged
+    {
+        TensorArgs.RequireElementType<T>();
+        var run = new DeviceCall(device, kernel.Buffers);
+        var uf = run.Input(u, "u", nameof(LsslGpuArgs.U), ValueRule.Finite);
+        loadState(run);
+        var yf = run.Output(y, "y", nameof(LsslGpuArgs.Y));
+        kernel.Run(mode, layer.System, batch, length, uf, yf, state, initialStateIsZero, needFinalState);
+        run.CommitOutput(y, yf, "y");
+        return run.Finish();
+    }
+
+    /// <summary>The refusal of a device call: the host check's message; y not finite from a finite u is the system's overflow.</summary>
+    public static ArgumentException Refusal(LsslLayer layer, int length, GpuCheckFailure failure) =>
+        failure is { Name: "y", Rule: ValueRule.Finite } ? Overflow(layer, length, failure.Value, failure.Index) : failure.Refusal();
+
+    private static ArgumentException Overflow(LsslLayer layer, int length, float value, long index) => new(
+        $"A: y overflowed to {value} at flat index {index} (step {index / layer.Channels % Math.Max(length, 1)} of {length}): " +
+        $"the discretized system ({layer.Discretization}) is unstable or the input too large for fp32; use a stable A, a smaller dt or another discretization", "A");
 }

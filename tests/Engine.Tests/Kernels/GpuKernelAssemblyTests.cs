@@ -43,6 +43,7 @@ public sealed class GpuKernelAssemblyTests
             "gla.CumulativeGates", "gla.ChunkStates", "gla.ScanChunkStates", "gla.IntraScores", "gla.Output", "gla.Recurrent",
             "delta-rule.Prepare", "delta-rule.StatePass", "delta-rule.Recurrent",
             "lssl.Recurrent", "lssl.Carry", "lssl.LocalOutput", "lssl.ChunkState", "lssl.FixUp", "lssl.ConvDirect",
+            "tensor.Check", "tensor.HalfToFloat", "tensor.FloatToHalf",
         }));
 
     [TestCaseSource(nameof(Kernels))]

@@ -170,3 +170,52 @@ public sealed class GpuBackendTests
         OnnxAssert.Close(result["present_state"], reference.State, "gpu-backend Lightning present_state vs reference");
     }
 }
+
+/// <summary>What a hand-over call moves on the GPU backend, read from the host's counters (ILGPU's CPU accelerator here).</summary>
+[TestFixture]
+public sealed class GpuHandoverTrafficTests
+{
+    [Test]
+    public void ACallUploadsOrtsInputsOnceDownloadsItsOutputsAndAllocatesNothingOnTheDevice()
+    {
+        var c = new LinearAttentionNodeCase { Rule = UpdateRule.Gated, Decay = DecayForm.PerKey, B = 1, T = 20, Hq = 2, Hkv = 2, Dk = 16, Dv = 16, PastState = true };
+        var inputs = c.Inputs();
+        var reference = c.Reference(inputs);
+        using var session = OnnxTestHost.Open(c.Model(), HandoverBackend.Gpu);
+        session.Run(inputs);
+        var before = OnnxTestHost.GpuHost.GpuTraffic;
+        var result = session.Run(inputs);
+        var call = OnnxTestHost.GpuHost.GpuTraffic.Since(before);
+        long inputBytes = inputs.Values.Sum(t => t.ElementCount) * sizeof(float);
+        long outputBytes = (result["output"].ElementCount + result["present_state"].ElementCount) * sizeof(float);
+        Assert.Multiple(() =>
+        {
+            Assert.That(call.Allocations, Is.Zero, "the second call reuses the kernel instance's buffers");
+            Assert.That(call.BytesToDevice, Is.EqualTo(inputBytes), "query, key, value, decay and past_state, once each");
+            Assert.That(call.BytesToHost, Is.EqualTo(outputBytes), "output and present_state");
+        });
+        OnnxAssert.Close(result["output"], reference.Output, "gpu-backend output vs reference", c.Tolerance);
+        OnnxAssert.Close(result["present_state"], reference.State, "gpu-backend present_state vs reference", c.Tolerance);
+    }
+
+    [Test]
+    public void AnLsslScanCallAllocatesNothingOnTheDeviceInSteadyState()
+    {
+        var model = SampleModels.LsslScanNode(channels: 4, stateSize: 8);
+        var data = new TestData(AttentionCase.StableSeed("lssl traffic on the gpu backend"));
+        var u = data.Normal(2 * 10 * 4);
+        var past = data.Normal(2 * 4 * 8, 0.3);
+        var inputs = new Dictionary<string, TensorData> { ["u"] = TensorData.Create(u, 2, 10, 4), ["past_state"] = TensorData.Create(past, 2, 4, 8) };
+        using var gpu = OnnxTestHost.Open(model, HandoverBackend.Gpu);
+        gpu.Run(inputs);
+        var before = OnnxTestHost.GpuHost.GpuTraffic;
+        var result = gpu.Run(inputs);
+        var call = OnnxTestHost.GpuHost.GpuTraffic.Since(before);
+        Assert.Multiple(() =>
+        {
+            Assert.That(call.Allocations, Is.Zero);
+            Assert.That(call.BytesToDevice, Is.EqualTo((u.Length + past.Length) * sizeof(float)), "u and past_state");
+            Assert.That(call.BytesToHost, Is.EqualTo((result["y"].ElementCount + result["present_state"].ElementCount) * sizeof(float)), "y and present_state");
+        });
+    }
+}

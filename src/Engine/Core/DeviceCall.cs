@@ -1,0 +1,76 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Engine.Kernels.Common;
+
+namespace Engine;
+
+/// <summary>
+/// One call on device tensors, under the runtime's lock: inputs as the fp32 views the kernels read (a float tensor's own
+/// memory; a float16 one converted into the kernel instance's buffer of that name), each checked on the device; the
+/// output written where it lies (float) or converted (float16) after its check; the check words read once, after the
+/// launches (<see cref="Finish"/>). Nothing crosses between host and device but those words.
+/// </summary>
+internal readonly struct DeviceCall
+{
+    private readonly EngineDevice _device;
+    private readonly GpuBuffers _buffers;
+
+    /// <summary>Starts the call; the caller holds <see cref="GpuRuntime.Lock"/> until <see cref="Finish"/>.</summary>
+    public DeviceCall(EngineDevice device, GpuBuffers buffers)
+    {
+        _device = device;
+        _buffers = buffers;
+        buffers.Checks.Begin();
+    }
+
+    /// <summary>An input's fp32 view (empty when absent), its values checked against <paramref name="rule"/>.</summary>
+    public ArrayView<float> Input<T>(DeviceTensor<T>? tensor, string name, string buffer, ValueRule rule) where T : unmanaged
+    {
+        if (tensor is null) return default;
+        var values = Floats(tensor, name, buffer);
+        _buffers.Checks.Check(values, name, rule);
+        return values;
+    }
+
+    /// <summary>The fp32 view the kernels write the output into: the tensor itself (float) or the instance's buffer (float16).</summary>
+    public ArrayView<float> Output<T>(DeviceTensor<T> tensor, string name, string buffer) where T : unmanaged
+    {
+        var view = tensor.ViewFor(_device, name);
+        return typeof(T) == typeof(float) ? view.Cast<float>() : _buffers.Get<float>(buffer, view.Length);
+    }
+
+    /// <summary>Checks the output the kernels wrote (finite; within float16's range for a float16 tensor, then converted into it).</summary>
+    public void CommitOutput<T>(DeviceTensor<T> tensor, ArrayView<float> values, string name) where T : unmanaged
+    {
+        var checks = _buffers.Checks;
+        checks.Check(values, name, ValueRule.Finite);
+        if (typeof(T) == typeof(float)) return;
+        checks.Check(values, name, ValueRule.HalfRange);
+        checks.FloatToHalf(values, tensor.ViewFor(_device, name).Cast<ILGPU.Half>());
+    }
+
+    /// <summary>A state loaded on the device: copied from <paramref name="initial"/> (checked finite) unless it is the same tensor, or zeros.</summary>
+    public void LoadState(ArrayView<float> state, DeviceTensor<float>? initial, DeviceTensor<float>? final, string name)
+    {
+        if (initial is null)
+        {
+            state.MemSetToZero(_device.Gpu.Accelerator.DefaultStream);
+            return;
+        }
+        var source = initial.ViewFor(_device, name);
+        if (!ReferenceEquals(initial, final)) state.CopyFrom(_device.Gpu.Accelerator.DefaultStream, source);
+        _buffers.Checks.Check(state, name, ValueRule.Finite);
+    }
+
+    /// <summary>Waits for the launches and reads the checks: the first refused value, or null.</summary>
+    public GpuCheckFailure? Finish() => _buffers.Checks.Read();
+
+    private ArrayView<float> Floats<T>(DeviceTensor<T> tensor, string name, string buffer) where T : unmanaged
+    {
+        var view = tensor.ViewFor(_device, name);
+        if (typeof(T) == typeof(float)) return view.Cast<float>();
+        var floats = _buffers.Get<float>(buffer, view.Length);
+        _buffers.Checks.HalfToFloat(view.Cast<ILGPU.Half>(), floats);
+        return floats;
+    }
+}

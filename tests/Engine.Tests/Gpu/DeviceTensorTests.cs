@@ -1,0 +1,340 @@
+using System.Numerics.Tensors;
+using Engine.Kernels.Common;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+
+namespace Engine.Tests.Gpu;
+
+/// <summary>
+/// Device tensors on ILGPU's CPU accelerator: copies both ways (float and float16), the refusals (shape, device,
+/// disposal), and the ops and sessions run on them against the float64 reference, with the values checked on the device
+/// and the host↔device traffic of each call read from the device's counters.
+/// </summary>
+[TestFixture]
+public sealed class DeviceTensorTests
+{
+    private const int Heads = 2, Dim = 16, Tokens = 20;
+    private static readonly nint[] Shape = [1, Tokens, Heads, Dim], PerHead = [1, Tokens, Heads], StateShape = [1, Heads, Dim, Dim];
+
+    private EngineDevice _gpu = null!;
+
+    [OneTimeSetUp]
+    public void CreateDevice() => _gpu = EngineDevice.Create(Backend.Gpu, new EngineDeviceOptions { Gpu = GpuPreference.CpuAccelerator });
+
+    [OneTimeTearDown]
+    public void DisposeDevice() => _gpu.Dispose();
+
+    [Test]
+    public void UploadThenDownloadGivesTheValuesBackForFloatAndHalf()
+    {
+        var values = new TestData(1).Normal(Tokens * Heads * Dim);
+        using var floats = _gpu.Upload(Tensor.Create(values, Shape));
+        Assert.That(floats.ToTensor().ToArray(), Is.EqualTo(values));
+        var halves = TestData.ToHalf(values);
+        using var device = _gpu.Allocate<Half>(Shape);
+        device.Upload(halves);
+        var back = new Half[halves.Length];
+        device.Download(back);
+        Assert.That(back, Is.EqualTo(halves));
+    }
+
+    [Test]
+    public void RefusesAWrongShapeAnotherDeviceAndUseAfterDispose()
+    {
+        using var tensor = _gpu.Allocate<float>(Shape);
+        var wrong = Assert.Throws<ArgumentException>(() => tensor.Upload(Tensor.Create(new float[10], [10]).AsReadOnlyTensorSpan()));
+        Assert.That(wrong!.Message, Does.Contain("expected shape [1, 20, 2, 16]"));
+        Assert.Throws<ArgumentException>(() => tensor.Download(new float[3]));
+        using var cpu = EngineDevice.Create(Backend.Cpu);
+        Assert.Throws<InvalidOperationException>(() => cpu.Allocate<float>(Shape), "a CPU device has no device memory");
+        Assert.Throws<NotSupportedException>(() => _gpu.Allocate<double>(Shape));
+
+        using var other = EngineDevice.Create(Backend.Gpu, new EngineDeviceOptions { Gpu = GpuPreference.CpuAccelerator });
+        using var foreign = other.Allocate<float>(Shape);
+        using var k = _gpu.Allocate<float>(Shape);
+        using var v = _gpu.Allocate<float>(Shape);
+        using var output = _gpu.Allocate<float>(Shape);
+        var error = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward(_gpu, foreign, k, v, null, output));
+        Assert.That(error!.ParamName, Is.EqualTo("q"));
+        Assert.That(error.Message, Does.Contain("another device"));
+
+        var disposed = _gpu.Allocate<float>(Shape);
+        disposed.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => disposed.Download(new float[disposed.FlattenedLength]));
+        Assert.Throws<ObjectDisposedException>(() => Engine.Gla.Forward(_gpu, disposed, k, v, null, output));
+    }
+
+    [Test]
+    public void GlaOnDeviceTensorsMatchesTheReferenceAndMovesNothing()
+    {
+        var (q, k, v, g) = Inputs(seed: 2, perKey: true);
+        var initial = new TestData(3).Normal(Heads * Dim * Dim, 0.5);
+        var (expectedOutput, expectedState) = ReferenceGla(q, k, v, g, initial);
+
+        using var dq = _gpu.Upload(Tensor.Create(q, Shape));
+        using var dk = _gpu.Upload(Tensor.Create(k, Shape));
+        using var dv = _gpu.Upload(Tensor.Create(v, Shape));
+        using var dg = _gpu.Upload(Tensor.Create(g, Shape));
+        using var dInitial = _gpu.Upload(Tensor.Create(initial, StateShape));
+        using var dOutput = _gpu.Upload(Tensor.Create(Numerics.NaNs(q.Length), Shape));
+        using var dFinal = _gpu.Allocate<float>(StateShape);
+        var options = new GlaOptions { ChunkSize = 16 };
+        Engine.Gla.Forward(_gpu, dq, dk, dv, dg, dOutput, dInitial, dFinal, options: options);
+        var before = _gpu.GpuTraffic;
+        Engine.Gla.Forward(_gpu, dq, dk, dv, dg, dOutput, dInitial, dFinal, options: options);
+        var call = _gpu.GpuTraffic.Since(before);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(call.BytesToDevice, Is.Zero, "inputs, output and state on the device");
+            Assert.That(call.BytesToHost, Is.Zero);
+            Assert.That(call.Allocations, Is.Zero, "buffers grown once");
+            Assert.That(call.Launches, Is.EqualTo(5 + 6), "five GLA kernels; checks of g, q, k, v, the initial state and the output");
+            Assert.That(Numerics.RelativeRms(dOutput.ToTensor().ToArray(), expectedOutput), Is.LessThanOrEqualTo(1e-5));
+            Assert.That(Numerics.RelativeRms(dFinal.ToTensor().ToArray(), expectedState), Is.LessThanOrEqualTo(1e-5));
+        });
+    }
+
+    [Test]
+    public void AHostCallMovesExactlyItsInputsAndOutputsAndAllocatesNothing()
+    {
+        var (q, k, v, g) = Inputs(seed: 4, perKey: false);
+        var initial = new TestData(5).Normal(Heads * Dim * Dim, 0.5);
+        var output = Numerics.NaNs(q.Length);
+        var final = Numerics.NaNs(initial.Length);
+        void Call() => Engine.Gla.Forward<float>(_gpu, Tensor.Create(q, Shape), Tensor.Create(k, Shape), Tensor.Create(v, Shape),
+            Tensor.Create(g, PerHead), new TensorSpan<float>(output, Shape, []), Tensor.Create(initial, StateShape), new TensorSpan<float>(final, StateShape, []),
+            options: new GlaOptions { ChunkSize = 16 });
+        Call();
+        var before = _gpu.GpuTraffic;
+        Call();
+        var call = _gpu.GpuTraffic.Since(before);
+        var (expectedOutput, expectedState) = ReferenceGla(q, k, v, g, initial);
+        Assert.Multiple(() =>
+        {
+            Assert.That(call.BytesToDevice, Is.EqualTo((q.Length + k.Length + v.Length + g.Length + initial.Length) * sizeof(float)), "q, k, v, g and the initial state, once");
+            Assert.That(call.BytesToHost, Is.EqualTo((output.Length + final.Length) * sizeof(float)), "the output and the final state");
+            Assert.That(call.Allocations, Is.Zero);
+            Assert.That(Numerics.RelativeRms(output, expectedOutput), Is.LessThanOrEqualTo(1e-5));
+            Assert.That(Numerics.RelativeRms(final, expectedState), Is.LessThanOrEqualTo(1e-5));
+        });
+    }
+
+    [Test]
+    public void DeltaRuleInHalfOnDeviceTensorsMatchesTheReference()
+    {
+        var data = new TestData(6);
+        var q = TestData.RoundToHalf(data.Normal(Tokens * Heads * Dim));
+        var k = TestData.RoundToHalf(data.UnitRows(Tokens * Heads, Dim));
+        var v = TestData.RoundToHalf(data.Normal(Tokens * Heads * Dim));
+        var beta = TestData.RoundToHalf(data.Uniform(Tokens * Heads, 0.1, 0.9));
+        var g = TestData.RoundToHalf(data.LogGates(Tokens * Heads, 1));
+        var options = new DeltaRuleOptions { ChunkSize = 16 };
+        var expected = Engine.DeltaRule.Forward(TestDevices.Reference, Tensor.Create(q, Shape), Tensor.Create(k, Shape), Tensor.Create(v, Shape),
+            Tensor.Create(beta, PerHead), Tensor.Create(g, PerHead), options);
+
+        using var dq = _gpu.Upload(Tensor.Create(TestData.ToHalf(q), Shape));
+        using var dk = _gpu.Upload(Tensor.Create(TestData.ToHalf(k), Shape));
+        using var dv = _gpu.Upload(Tensor.Create(TestData.ToHalf(v), Shape));
+        using var dBeta = _gpu.Upload(Tensor.Create(TestData.ToHalf(beta), PerHead));
+        using var dg = _gpu.Upload(Tensor.Create(TestData.ToHalf(g), PerHead));
+        using var dOutput = _gpu.Upload(Tensor.Create(Enumerable.Repeat(Half.NaN, q.Length).ToArray(), Shape));
+        using var dFinal = _gpu.Allocate<float>(StateShape);
+        Engine.DeltaRule.Forward(_gpu, dq, dk, dv, dBeta, dg, dOutput, finalState: dFinal, options: options);
+        Assert.Multiple(() =>
+        {
+            Assert.That(Numerics.RelativeRms(TestData.FromHalf(dOutput.ToTensor().ToArray()), expected.Output.ToArray()), Is.LessThanOrEqualTo(5e-3));
+            Assert.That(Numerics.RelativeRms(dFinal.ToTensor().ToArray(), expected.FinalState.ToArray()), Is.LessThanOrEqualTo(1e-5));
+        });
+    }
+
+    [Test]
+    public void ASessionOnDeviceTensorsPrefillsAndStepsLikeTheReferenceAndAStepMovesNothing()
+    {
+        var (q, k, v, g) = Inputs(seed: 7, perKey: true);
+        var heads = new HeadLayout(Heads, Heads, Dim, Dim);
+        var options = new GlaOptions { ChunkSize = 16 };
+        using var reference = new GlaSession(TestDevices.Reference, 1, heads, GateKind.PerKey, options);
+        using var session = new GlaSession(_gpu, 1, heads, GateKind.PerKey, options);
+        int prompt = Tokens - 2;
+        nint[] promptShape = [1, prompt, Heads, Dim], tokenShape = [1, 1, Heads, Dim];
+        int promptLength = prompt * Heads * Dim, tokenLength = Heads * Dim;
+
+        var expected = new float[q.Length];
+        reference.Prefill<float>(Slice(q, 0, promptShape), Slice(k, 0, promptShape), Slice(v, 0, promptShape), Slice(g, 0, promptShape),
+            new TensorSpan<float>(expected.AsSpan(0, promptLength), promptShape, []));
+        using var pq = _gpu.Upload(Slice(q, 0, promptShape));
+        using var pk = _gpu.Upload(Slice(k, 0, promptShape));
+        using var pv = _gpu.Upload(Slice(v, 0, promptShape));
+        using var pg = _gpu.Upload(Slice(g, 0, promptShape));
+        using var pOutput = _gpu.Allocate<float>(promptShape);
+        session.Prefill(pq, pk, pv, pg, pOutput);
+        var actual = new float[q.Length];
+        pOutput.Download(actual.AsSpan(0, promptLength));
+
+        using var tq = _gpu.Allocate<float>(tokenShape);
+        using var tk = _gpu.Allocate<float>(tokenShape);
+        using var tv = _gpu.Allocate<float>(tokenShape);
+        using var tg = _gpu.Allocate<float>(tokenShape);
+        using var tOutput = _gpu.Allocate<float>(tokenShape);
+        GpuTraffic step = default;
+        for (int t = prompt; t < Tokens; t++)
+        {
+            int at = t * tokenLength;
+            reference.Step<float>(Slice(q, at, tokenShape), Slice(k, at, tokenShape), Slice(v, at, tokenShape), Slice(g, at, tokenShape),
+                new TensorSpan<float>(expected.AsSpan(at, tokenLength), tokenShape, []));
+            tq.Upload(Slice(q, at, tokenShape));
+            tk.Upload(Slice(k, at, tokenShape));
+            tv.Upload(Slice(v, at, tokenShape));
+            tg.Upload(Slice(g, at, tokenShape));
+            var before = _gpu.GpuTraffic;
+            session.Step(tq, tk, tv, tg, tOutput);
+            step = _gpu.GpuTraffic.Since(before);
+            tOutput.Download(actual.AsSpan(at, tokenLength));
+        }
+        var state = new float[Heads * Dim * Dim];
+        var expectedState = new float[state.Length];
+        session.GetState(new TensorSpan<float>(state, StateShape, []));
+        reference.GetState(new TensorSpan<float>(expectedState, StateShape, []));
+        Assert.Multiple(() =>
+        {
+            Assert.That(Numerics.RelativeRms(actual, expected), Is.LessThanOrEqualTo(1e-5));
+            Assert.That(Numerics.RelativeRms(state, expectedState), Is.LessThanOrEqualTo(1e-5));
+            Assert.That(step.BytesToDevice + step.BytesToHost, Is.Zero, "the second step: its token, output and state on the device");
+            Assert.That(step.Allocations, Is.Zero);
+        });
+    }
+
+    [Test]
+    public void APositiveLogGateOnTheDeviceIsRefusedAsOnTheHostAndLeavesTheSessionsStateAsItWas()
+    {
+        var (q, k, v, g) = Inputs(seed: 8, perKey: true);
+        g[37] = 0.5f;
+        var hostError = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward(TestDevices.Get(TestBackend.Cpu),
+            Tensor.Create(q, Shape), Tensor.Create(k, Shape), Tensor.Create(v, Shape), Tensor.Create(g, Shape)));
+
+        var heads = new HeadLayout(Heads, Heads, Dim, Dim);
+        using var session = new GlaSession(_gpu, 1, heads, GateKind.PerKey, new GlaOptions { ChunkSize = 16 });
+        var initial = new TestData(9).Normal(Heads * Dim * Dim, 0.5);
+        session.SetState(Tensor.Create(initial, StateShape));
+        using var dq = _gpu.Upload(Tensor.Create(q, Shape));
+        using var dk = _gpu.Upload(Tensor.Create(k, Shape));
+        using var dv = _gpu.Upload(Tensor.Create(v, Shape));
+        using var dg = _gpu.Upload(Tensor.Create(g, Shape));
+        using var dOutput = _gpu.Allocate<float>(Shape);
+        var deviceError = Assert.Throws<ArgumentException>(() => session.Prefill(dq, dk, dv, dg, dOutput));
+        var state = new float[initial.Length];
+        session.GetState(new TensorSpan<float>(state, StateShape, []));
+        Assert.Multiple(() =>
+        {
+            Assert.That(deviceError!.ParamName, Is.EqualTo("g"));
+            Assert.That(deviceError.Message, Is.EqualTo(hostError!.Message));
+            Assert.That(state, Is.EqualTo(initial), "a refused call leaves the state as it was");
+        });
+    }
+
+    [Test]
+    public void ABetaThatIsNotFiniteOnTheDeviceIsRefusedNamingBeta()
+    {
+        var (q, k, v, _) = Inputs(seed: 10, perKey: false);
+        var beta = new float[Tokens * Heads];
+        Array.Fill(beta, 0.5f);
+        beta[5] = float.NaN;
+        using var dq = _gpu.Upload(Tensor.Create(q, Shape));
+        using var dk = _gpu.Upload(Tensor.Create(k, Shape));
+        using var dv = _gpu.Upload(Tensor.Create(v, Shape));
+        using var dBeta = _gpu.Upload(Tensor.Create(beta, PerHead));
+        using var dOutput = _gpu.Allocate<float>(Shape);
+        var error = Assert.Throws<ArgumentException>(() => Engine.DeltaRule.Forward(_gpu, dq, dk, dv, dBeta, null, dOutput, options: new DeltaRuleOptions { ChunkSize = 16 }));
+        Assert.That(error!.ParamName, Is.EqualTo("beta"));
+        Assert.That(error.Message, Does.Contain("at flat index 5"));
+    }
+
+    [Test]
+    public void AProfileNamesEachKernelWithItsLaunches()
+    {
+        var (q, k, v, g) = Inputs(seed: 11, perKey: true);
+        using var dq = _gpu.Upload(Tensor.Create(q, Shape));
+        using var dk = _gpu.Upload(Tensor.Create(k, Shape));
+        using var dv = _gpu.Upload(Tensor.Create(v, Shape));
+        using var dg = _gpu.Upload(Tensor.Create(g, Shape));
+        using var dOutput = _gpu.Allocate<float>(Shape);
+        _gpu.StartGpuProfile();
+        for (int i = 0; i < 2; i++) Engine.Gla.Forward(_gpu, dq, dk, dv, dg, dOutput, options: new GlaOptions { ChunkSize = 16 });
+        var times = _gpu.StopGpuProfile();
+        Assert.That(times.Select(t => (t.Kernel, t.Launches)), Is.EqualTo(new[]
+        {
+            ("tensor.Check", 10L), ("gla.CumulativeGates", 2L), ("gla.ChunkStates", 2L), ("gla.ScanChunkStates", 2L), ("gla.IntraScores", 2L), ("gla.Output", 2L),
+        }), "per call: checks of g, q, k, v and the output, then the five GLA kernels");
+        Assert.That(times.All(t => t.Elapsed >= TimeSpan.Zero));
+        Assert.Throws<InvalidOperationException>(() => _gpu.StopGpuProfile(), "no profile is being taken");
+    }
+
+    [TestCase(LsslMode.Recurrent)]
+    [TestCase(LsslMode.Scan)]
+    public void AnLsslLayerAndSessionOnDeviceTensorsMatchTheReference(LsslMode mode)
+    {
+        const int batch = 2, length = 20, channels = 4, stateSize = 8;
+        using var layer = Engine.Lssl.Parameters(LsslInitKind.Legs, channels, stateSize, seed: 12).Layer(new LsslOptions { ChunkLength = 16 });
+        var data = new TestData(13);
+        var u = data.Normal(batch * length * channels);
+        var initial = data.Normal(batch * channels * stateSize, 0.3);
+        nint[] shape = [batch, length, channels], stateShape = [batch, channels, stateSize];
+        var expectedFinal = Tensor.Create(new float[initial.Length], stateShape);
+        var expected = layer.Forward(TestDevices.Reference, Tensor.Create(u, shape), LsslMode.Recurrent, Tensor.Create(initial, stateShape), expectedFinal);
+
+        using var du = _gpu.Upload(Tensor.Create(u, shape));
+        using var dy = _gpu.Upload(Tensor.Create(Numerics.NaNs(u.Length), shape));
+        using var dInitial = _gpu.Upload(Tensor.Create(initial, stateShape));
+        using var dFinal = _gpu.Allocate<float>(stateShape);
+        Assert.That(layer.Forward(_gpu, du, dy, dInitial, dFinal, mode), Is.EqualTo(mode));
+        var before = _gpu.GpuTraffic;
+        layer.Forward(_gpu, du, dy, dInitial, dFinal, mode);
+        var call = _gpu.GpuTraffic.Since(before);
+
+        using var session = layer.CreateSession(_gpu, batch);
+        session.SetState(Tensor.Create(initial, stateShape));
+        using var dySession = _gpu.Allocate<float>(shape);
+        session.Prefill(du, dySession, mode);
+        var sessionState = new float[initial.Length];
+        session.GetState(new TensorSpan<float>(sessionState, stateShape, []));
+        Assert.Multiple(() =>
+        {
+            Assert.That(call.BytesToDevice + call.BytesToHost, Is.Zero);
+            Assert.That(call.Allocations, Is.Zero);
+            Assert.That(Numerics.RelativeRms(dy.ToTensor().ToArray(), expected.ToArray()), Is.LessThanOrEqualTo(1e-5));
+            Assert.That(Numerics.RelativeRms(dFinal.ToTensor().ToArray(), expectedFinal.ToArray()), Is.LessThanOrEqualTo(1e-5));
+            Assert.That(Numerics.RelativeRms(dySession.ToTensor().ToArray(), expected.ToArray()), Is.LessThanOrEqualTo(1e-5));
+            Assert.That(Numerics.RelativeRms(sessionState, expectedFinal.ToArray()), Is.LessThanOrEqualTo(1e-5));
+        });
+
+        u[7] = float.PositiveInfinity;
+        du.Upload(u);
+        var error = Assert.Throws<ArgumentException>(() => session.Step(du, dySession));
+        var after = new float[initial.Length];
+        session.GetState(new TensorSpan<float>(after, stateShape, []));
+        Assert.That(error!.ParamName, Is.EqualTo("u"));
+        Assert.That(after, Is.EqualTo(sessionState), "a refused step leaves the state as it was");
+    }
+
+    private static (float[] Q, float[] K, float[] V, float[] G) Inputs(int seed, bool perKey)
+    {
+        var data = new TestData(seed);
+        return (data.Normal(Tokens * Heads * Dim), data.UnitRows(Tokens * Heads, Dim), data.Normal(Tokens * Heads * Dim),
+            data.LogGates(Tokens * Heads * (perKey ? Dim : 1), 1));
+    }
+
+    private static (float[] Output, float[] State) ReferenceGla(float[] q, float[] k, float[] v, float[] g, float[] initial)
+    {
+        var gate = Tensor.Create(g, g.Length == q.Length ? Shape : PerHead);
+        var result = Engine.Gla.Forward(TestDevices.Reference, Tensor.Create(q, Shape), Tensor.Create(k, Shape), Tensor.Create(v, Shape), gate,
+            new GlaOptions { ChunkSize = 16 }, Tensor.Create(initial, StateShape));
+        return (result.Output.ToArray(), result.FinalState.ToArray());
+    }
+
+    private static Tensor<float> Slice(float[] values, int start, nint[] shape)
+    {
+        int n = (int)shape.Aggregate(1L, (a, d) => a * d);
+        return Tensor.Create(values.AsSpan(start, n).ToArray(), shape);
+    }
+}
