@@ -40,7 +40,7 @@ public sealed class GpuKernelAssemblyTests
     public void TheCatalogHoldsEveryKernel() =>
         Assert.That(Kernels(), Is.EquivalentTo(new[]
         {
-            "gla.CumulativeGates", "gla.ChunkStates", "gla.ScanChunkStates", "gla.IntraScores", "gla.Output", "gla.Recurrent",
+            "gla.CumulativeGates", "gla.ChunkStates", "gla.Output", "gla.Recurrent",
             "delta-rule.Prepare", "delta-rule.StatePass", "delta-rule.Recurrent",
             "lssl.Recurrent", "lssl.Carry", "lssl.LocalOutput", "lssl.ChunkState", "lssl.FixUp", "lssl.ConvDirect",
         }));
