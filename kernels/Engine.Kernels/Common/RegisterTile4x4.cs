@@ -18,9 +18,13 @@ public struct RegisterTile4x4 : IProductTile
     private float _c30, _c31, _c32, _c33;
 
     public void Accumulate(ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int depth, TileLayout layout) =>
-        AccumulateCausal(left, leftStride, right, rightStride, depth, layout, depth);
+        Product(left, leftStride, right, rightStride, depth, layout, 0, masked: false);
 
-    public void AccumulateCausal(ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int depth, TileLayout layout, int diagonal)
+    public void AccumulateCausal(ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int depth, TileLayout layout, int diagonal) =>
+        Product(left, leftStride, right, rightStride, depth, layout, diagonal, masked: true);
+
+    /// <summary>Both products in one loop: the compiler inlines it with <paramref name="masked"/> a constant, so the plain product has no selects.</summary>
+    private void Product(ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int depth, TileLayout layout, int diagonal, bool masked)
     {
         int colStep = layout.Cols / 4, rowStep = layout.Rows / 4, row = layout.Thread / colStep, col = layout.Thread % colStep;
         int rowJump = rowStep * leftStride;
@@ -32,7 +36,7 @@ public struct RegisterTile4x4 : IProductTile
             float r0 = right[b], r1 = right[b + colStep], r2 = right[b + 2 * colStep], r3 = right[b + 3 * colStep];
             // The masked terms are selected away, not multiplied by zero, so a non-finite value in a row of R that a row may not read never reaches it.
             int first = u - diagonal;
-            bool k0 = first <= row, k1 = first <= row + rowStep, k2 = first <= row + 2 * rowStep, k3 = first <= row + 3 * rowStep;
+            bool k0 = !masked || first <= row, k1 = !masked || first <= row + rowStep, k2 = !masked || first <= row + 2 * rowStep, k3 = !masked || first <= row + 3 * rowStep;
             _c00 += k0 ? l0 * r0 : 0f; _c01 += k0 ? l0 * r1 : 0f; _c02 += k0 ? l0 * r2 : 0f; _c03 += k0 ? l0 * r3 : 0f;
             _c10 += k1 ? l1 * r0 : 0f; _c11 += k1 ? l1 * r1 : 0f; _c12 += k1 ? l1 * r2 : 0f; _c13 += k1 ? l1 * r3 : 0f;
             _c20 += k2 ? l2 * r0 : 0f; _c21 += k2 ? l2 * r1 : 0f; _c22 += k2 ? l2 * r2 : 0f; _c23 += k2 ? l2 * r3 : 0f;
