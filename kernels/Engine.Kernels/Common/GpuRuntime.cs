@@ -74,15 +74,21 @@ public sealed class GpuRuntime : IDisposable
     /// Threads per group on the CPU accelerator, which simulates every thread of a group with an OS thread:
     /// small by default; 128 runs the kernels in their CUDA geometry (slowly, for tests of tiny shapes).
     /// </param>
-    public static GpuRuntime Create(Choice choice, int cpuGroupSize = 16)
+    /// <param name="cpuWarpSize">
+    /// Lanes of a warp on the CPU accelerator: 4 by default; 32, CUDA's, for the kernels that need whole warps (tensor-core
+    /// products, <see cref="MmaTf32"/>), which the accelerator then emulates.
+    /// </param>
+    public static GpuRuntime Create(Choice choice, int cpuGroupSize = 16, int cpuWarpSize = 4)
     {
         if (cpuGroupSize < 16 || cpuGroupSize % 16 != 0)
             throw new ArgumentOutOfRangeException(nameof(cpuGroupSize), cpuGroupSize, "a positive multiple of 16");
+        if ((cpuWarpSize != 4 && cpuWarpSize != MmaTf32.WarpSize) || cpuGroupSize % cpuWarpSize != 0)
+            throw new ArgumentOutOfRangeException(nameof(cpuWarpSize), cpuWarpSize, "4 or 32, dividing the group size");
         var context = Context.Create(b =>
         {
             b.Optimize(OptimizationLevel.O2).EnableAlgorithms().Profiling();
             if (choice != Choice.CpuAccelerator) b.Cuda();
-            if (choice != Choice.Cuda) b.CPU(new CPUDevice(numThreadsPerWarp: 4, numWarpsPerMultiprocessor: Math.Max(8, cpuGroupSize / 4), numMultiprocessors: 1));
+            if (choice != Choice.Cuda) b.CPU(new CPUDevice(numThreadsPerWarp: cpuWarpSize, numWarpsPerMultiprocessor: Math.Max(8, cpuGroupSize / cpuWarpSize), numMultiprocessors: 1));
         });
         try
         {

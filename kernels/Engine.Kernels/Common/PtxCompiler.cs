@@ -39,3 +39,49 @@ public sealed class PtxCompiler : IDisposable
         _context.Dispose();
     }
 }
+
+/// <summary>What NVIDIA's assembler made of one kernel: its resources (ptxas -v) and its machine code as nvdisasm prints it.</summary>
+public sealed record PtxAssembly(string Report, int Registers, int StackFrameBytes, int SpillStoreBytes, int SpillLoadBytes, int SharedBytes, string Sass);
+
+/// <summary>
+/// Assembles PTX with NVIDIA's ptxas (CUDA 11.8: tools/ptxas/fetch-ptxas.sh fetches it) and disassembles the result with the
+/// nvdisasm beside it, without a GPU.
+/// </summary>
+public sealed class PtxAssembler(string ptxas)
+{
+    private readonly string _nvdisasm = Path.Combine(Path.GetDirectoryName(ptxas) ?? ".", "nvdisasm");
+
+    /// <summary>The kernel's ptxas -v report and SASS; a failed assembly throws with the tool's message.</summary>
+    public PtxAssembly Assemble(string ptx, string arch)
+    {
+        string folder = Directory.CreateTempSubdirectory("engine-ptx-").FullName;
+        try
+        {
+            string source = Path.Combine(folder, "kernel.ptx"), cubin = Path.Combine(folder, "kernel.cubin");
+            File.WriteAllText(source, ptx);
+            string report = Run(ptxas, ["-arch=" + arch, "-v", source, "-o", cubin]);
+            string sass = Run(_nvdisasm, [cubin]);
+            int Read(string pattern) => System.Text.RegularExpressions.Regex.Match(report, pattern) is { Success: true } m
+                ? int.Parse(m.Groups[1].Value)
+                : throw new InvalidOperationException($"ptxas -v printed no '{pattern}':\n{report}");
+            return new PtxAssembly(report, Read(@"Used (\d+) registers"), Read(@"(\d+) bytes stack frame"), Read(@"(\d+) bytes spill stores"),
+                Read(@"(\d+) bytes spill loads"), System.Text.RegularExpressions.Regex.Match(report, @"(\d+) bytes smem") is { Success: true } s ? int.Parse(s.Groups[1].Value) : 0, sass);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>The tool's stdout, and its stderr before it (ptxas writes its report there).</summary>
+    private static string Run(string tool, string[] arguments)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo(tool, arguments) { RedirectStandardError = true, RedirectStandardOutput = true };
+        using var process = System.Diagnostics.Process.Start(start) ?? throw new InvalidOperationException($"{tool} did not start");
+        var stderr = process.StandardError.ReadToEndAsync();
+        string stdout = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        if (process.ExitCode != 0) throw new InvalidOperationException($"{Path.GetFileName(tool)} failed ({process.ExitCode}):\n{stderr.Result}{stdout}");
+        return stderr.Result + stdout;
+    }
+}

@@ -18,7 +18,7 @@ public sealed class GlaGpu : IAttentionGpu
     private readonly ChunkTable _chunks = new();
     private readonly GlaGpuShape _shape;
     private readonly string? _recurrentTooLarge;
-    private readonly Launcher _cumulativeGates, _chunkStates, _scanChunkStates, _intraScores, _output, _recurrent;
+    private readonly Launcher _cumulativeGates, _chunkStates, _output, _recurrent;
     private bool _constantDecayUploaded;
 
     public GlaGpu(GlaConfig config, GpuRuntime runtime)
@@ -46,15 +46,18 @@ public sealed class GlaGpu : IAttentionGpu
                 $"K = {config.Heads.KeyDim} needs {recurrentBytes} bytes, more than the {limit} a group may use; with {group} query heads per " +
                 $"value head K can be at most {maxKeyDim} (the chunked mode has no such limit)";
         }
-        long chunkedBytes = SharedBytes(Math.Max(IntraScoreTiles.Floats, Math.Max(new ChunkStateTiles(_shape).Floats, new OutputTiles(_shape).Floats)));
+        long chunkedBytes = SharedBytes(Math.Max(new ChunkStateTiles(_shape).Floats, new OutputTiles(_shape).Floats));
         if (chunkedBytes > limit)
             throw new NotSupportedException($"GLA chunked kernels need {chunkedBytes} bytes of shared memory per group with group size {groupSize}, more than the {limit} available");
+        if (_shape.Tf32 && runtime.Accelerator.WarpSize != MmaTf32.WarpSize)
+            throw new NotSupportedException($"GLA's tf32 precision runs on tensor cores, whose products need warps of {MmaTf32.WarpSize} threads; the accelerator's warps have {runtime.Accelerator.WarpSize}");
+        if (_shape.Tf32 && (_shape.OutputRows % 16 != 0 || _shape.OutputCols % 32 != 0 || _shape.StateRows % 16 != 0 || _shape.StateCols % 32 != 0))
+            throw new NotSupportedException($"GLA's tf32 tiles are warp blocks of 16 × 32: group size {groupSize} with chunk {config.ChunkSize} gives output tiles of " +
+                $"{_shape.OutputRows} × {_shape.OutputCols} and state tiles of {_shape.StateRows} × {_shape.StateCols}");
 
         _buffers = new GpuBuffers(runtime);
         _cumulativeGates = Load(GlaGpuKernels.CumulativeGates);
         _chunkStates = Load(GlaGpuKernels.ChunkStates);
-        _scanChunkStates = Load(GlaGpuKernels.ScanChunkStates);
-        _intraScores = Load(GlaGpuKernels.IntraScores);
         _output = Load(GlaGpuKernels.Output);
         _recurrent = Load(GlaGpuKernels.Recurrent);
     }
@@ -110,7 +113,6 @@ public sealed class GlaGpu : IAttentionGpu
             G = s.GatePerToken > 0 ? views.G : placeholder,
             CumulativeGate = placeholder,
             ConstantDecay = placeholder,
-            Scores = placeholder,
             ChunkStates = placeholder,
             Output = views.Output,
             State = views.State,
@@ -134,11 +136,10 @@ public sealed class GlaGpu : IAttentionGpu
         (args.ChunkStart, args.ChunkLength, args.FirstChunk) = _buffers.UploadChunkTable(_chunks, sequences, s.Chunk);
         if (s.GatePerToken > 0) args.CumulativeGate = _buffers.Get<float>(nameof(GlaGpuArgs.CumulativeGate), tokens * s.GatePerToken);
         args.ChunkStates = _buffers.Get<float>(nameof(GlaGpuArgs.ChunkStates), _chunks.Chunks * s.ValueHeads * (long)s.KeyDim * s.ValueDim);
-        args.Scores = _buffers.Get<float>(nameof(GlaGpuArgs.Scores), tokens * s.OutputHeads * s.Chunk);
         return args;
     }
 
-    /// <summary>Chunked: the five launches of <see cref="GlaGpuKernels"/> in order; recurrent: one launch.</summary>
+    /// <summary>Chunked: the launches of <see cref="GlaGpuKernels"/> in order (three with a per-key or per-head gate, else two); recurrent: one launch.</summary>
     private void Launch(bool chunked, GlaGpuArgs args)
     {
         var s = _shape;
@@ -150,9 +151,7 @@ public sealed class GlaGpu : IAttentionGpu
         }
         int chunks = _chunks.Chunks;
         if (s.GatePerToken > 0) _cumulativeGates(Runtime.Groups(chunks, DivUp(s.GatePerToken, s.GroupSize), 1), args, shape);
-        _chunkStates(Runtime.Groups(chunks, s.ValueHeads, DivUp(s.KeyDim, s.StateRows) * DivUp(s.ValueDim, s.StateCols), new ChunkStateTiles(s).Floats), args, shape);
-        _scanChunkStates(Runtime.Threads(args.Sequences * (long)s.ValueHeads * s.KeyDim * s.ValueDim), args, shape);
-        _intraScores(Runtime.Groups(chunks, s.OutputHeads, s.Chunk / GlaGpuShape.SubChunk, IntraScoreTiles.Floats), args, shape);
+        _chunkStates(Runtime.Groups(args.Sequences, s.ValueHeads, DivUp(s.KeyDim, s.StateRows) * DivUp(s.ValueDim, s.StateCols), new ChunkStateTiles(s).Floats), args, shape);
         _output(Runtime.Groups(chunks, s.OutputHeads, s.Chunk / s.OutputRows * DivUp(s.ValueDim, s.OutputCols), new OutputTiles(s).Floats), args, shape);
     }
 

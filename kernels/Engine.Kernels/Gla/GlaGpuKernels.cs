@@ -18,12 +18,6 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     /// <summary>Row stride of a staged slice: one float of padding keeps column walks off one bank.</summary>
     public const int SlicePitch = SliceWidth + 1;
 
-    /// <summary>Rows of one band of the intra-chunk scores (one group each).</summary>
-    public const int SubChunk = 16;
-
-    /// <summary>Score columns a band accumulates in shared memory at a time.</summary>
-    public const int ScoreBlock = 64;
-
     public GlaGpuShape(GlaConfig config, int groupSize, int recurrentCols)
     {
         QHeads = config.Heads.QHeads;
@@ -34,6 +28,7 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
         Chunk = config.ChunkSize;
         Gate = config.Gate;
         Scale = config.Scale;
+        Precision = config.GpuPrecision;
         GroupSize = groupSize;
         OutputRowThreads = Math.Min(Chunk / 4, 16);
         OutputColThreads = groupSize / OutputRowThreads;
@@ -54,6 +49,9 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     public int Chunk { get; }
     public GateKind Gate { get; }
     public float Scale { get; }
+
+    /// <summary>How the chunk products are multiplied: <see cref="RegisterTile4x4"/> (fp32) or <see cref="MmaTile"/> (tf32).</summary>
+    public GpuPrecision Precision { get; }
     public int GroupSize { get; }
 
     /// <summary>Output kernel: the threads of a group as OutputRowThreads × OutputColThreads, each owning 4 × 4 outputs.</summary>
@@ -80,11 +78,12 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     public bool PerHead => Gate == GateKind.PerHead;
     public bool Constant => Gate == GateKind.Constant;
     public bool NoGate => Gate == GateKind.None;
+    public bool Tf32 => Precision == GpuPrecision.Tf32;
 
     /// <summary>Floats of gate per token: Hv·K, Hv, or 0 for a constant or no gate.</summary>
     public int GatePerToken => PerKey ? ValueHeads * KeyDim : PerHead ? ValueHeads : 0;
 
-    /// <summary>Chunk rows and value columns of one output group (4 per thread row and column).</summary>
+    /// <summary>Chunk rows and value columns of one output group (4 per thread row and column); a slice of scores spans as many tokens as columns.</summary>
     public int OutputRows => 4 * OutputRowThreads;
     public int OutputCols => 4 * OutputColThreads;
 
@@ -94,12 +93,12 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
 
     public bool Equals(GlaGpuShape other) =>
         QHeads == other.QHeads && KeyHeads == other.KeyHeads && ValueHeads == other.ValueHeads && KeyDim == other.KeyDim && ValueDim == other.ValueDim
-        && Chunk == other.Chunk && Gate == other.Gate && Scale.Equals(other.Scale) && GroupSize == other.GroupSize
+        && Chunk == other.Chunk && Gate == other.Gate && Scale.Equals(other.Scale) && Precision == other.Precision && GroupSize == other.GroupSize
         && RecurrentCols == other.RecurrentCols;
 
     public override bool Equals(object? obj) => obj is GlaGpuShape other && Equals(other);
 
-    public override int GetHashCode() => HashCode.Combine(QHeads, KeyHeads, ValueHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(Scale, GroupSize, RecurrentCols));
+    public override int GetHashCode() => HashCode.Combine(QHeads, KeyHeads, ValueHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(Scale, Precision, GroupSize, RecurrentCols));
 }
 
 /// <summary>What a GLA kernel gets at run time: the device buffers of one call (views a launch does not read are placeholders) and its sequence count.</summary>
@@ -114,10 +113,7 @@ public struct GlaGpuArgs
     /// <summary>[Hv] log decay of a constant gate.</summary>
     public ArrayView<float> ConstantDecay;
 
-    /// <summary>A [T, max(Hq, Hv), C] per output head: scale Σ_c q_ic k_jc exp(b_ic − b_jc) for j <= i; entries above the diagonal are not written.</summary>
-    public ArrayView<float> Scores;
-
-    /// <summary>[chunks, Hv, K, V]: each chunk's state contribution, turned by the scan into its start state.</summary>
+    /// <summary>[chunks, Hv, K, V]: the state at each chunk's start.</summary>
     public ArrayView<float> ChunkStates;
 
     /// <summary>[T, max(Hq, Hv), V].</summary>
@@ -136,33 +132,23 @@ public struct GlaGpuArgs
     public int Sequences;
 }
 
-/// <summary>Dynamic shared memory of the intra-chunk score kernel, in floats (the host sizes launches with it).</summary>
-internal static class IntraScoreTiles
-{
-    public const int RowSize = GlaGpuShape.SubChunk * GlaGpuShape.SlicePitch;
-    public const int ColumnPitch = GlaGpuShape.ScoreBlock + 1;
-    public const int RawQueries = 0;                         // [16 × pitch] scale·q of the band's rows
-    public const int GatedQueries = RowSize;                 // [16 × pitch] scale·q_i ⊙ exp(b_i − b_r)
-    public const int RowGates = 2 * RowSize;                 // [16 × pitch] b of the band's rows
-    public const int Keys = 3 * RowSize;                     // [slice × (block + 1)] keys of a column block, transposed
-    public const int Scores = Keys + GlaGpuShape.SliceWidth * ColumnPitch;   // [16 × block] accumulated scores
-    public const int Floats = Scores + GlaGpuShape.SubChunk * GlaGpuShape.ScoreBlock;
-}
-
 /// <summary>Dynamic shared memory of the chunk-state kernel, in floats.</summary>
 internal readonly struct ChunkStateTiles(GlaGpuShape s)
 {
     public int Keys => 0;                                    // [StateRows × pitch] a token slice of k_j ⊙ exp(b_last − b_j), transposed
     public int Values => s.StateRows * GlaGpuShape.SlicePitch;   // [slice × StateCols]
-    public int Floats => Values + GlaGpuShape.SliceWidth * s.StateCols;
+    public int RowDecay => Values + GlaGpuShape.SliceWidth * s.StateCols;   // [StateRows] exp(b_last) of the tile's key rows
+    public int Floats => RowDecay + s.StateRows;
 }
 
 /// <summary>Dynamic shared memory of the output kernel, in floats.</summary>
 internal readonly struct OutputTiles(GlaGpuShape s)
 {
-    public int Left => 0;                                    // [OutputRows × pitch] gated queries, then scores
-    public int Right => s.OutputRows * GlaGpuShape.SlicePitch;   // [slice × OutputCols] start state, then values
-    public int Floats => Right + GlaGpuShape.SliceWidth * s.OutputCols;
+    public int Left => 0;                                    // [OutputRows × pitch] gated queries
+    public int Right => s.OutputRows * GlaGpuShape.SlicePitch;   // [slice × OutputCols] start state, keys (transposed) or values
+    public int Scores => Right + GlaGpuShape.SliceWidth * s.OutputCols;   // [OutputRows × ScorePitch] a slice of the scores
+    public int ScorePitch => s.OutputCols + 1;
+    public int Floats => Scores + s.OutputRows * ScorePitch;
 }
 
 /// <summary>Dynamic shared memory of the recurrent kernel, in floats.</summary>
@@ -178,12 +164,13 @@ internal readonly struct RecurrentTiles(GlaGpuShape s)
 }
 
 /// <summary>
-/// The GLA kernels. Chunked form, one launch each, in order:
+/// The GLA kernels. Chunked form, one launch each, in order (two for a constant gate or none):
 ///   CumulativeGates   b = in-chunk cumulative log gate (per-key and per-head gates; constant gates compute b = (i+1)·λ inline)
-///   ChunkStates       ΔS = Σ_j (k_j ⊙ exp(b_last − b_j)) v_jᵀ per chunk and value head, tiled over (K, V), tokens in slices
-///   ScanChunkStates   S_start(chunk) in place of ΔS, sequentially over each sequence's chunks, parallel over state entries
-///   IntraScores       A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc), j <= i, per chunk, output head and 16-row band
-///   Output            O = (scale q ⊙ exp(b)) S_start + A V per chunk, output head, row block and value tile
+///   ChunkStates       per sequence, value head and (K, V) tile, the chunks in order with the state tile on chip: each chunk's
+///                     start state is stored, then S ← diag(exp(b_last)) S + Σ_j (k_j ⊙ exp(b_last − b_j)) v_jᵀ; the final state last
+///   Output            per chunk, output head, row block and value tile: O = (scale q ⊙ exp(b)) S_start + A V, the scores
+///                     A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc) (j <= i) made on chip a slice of tokens at a time
+/// The products run on a tile type chosen by <see cref="GlaGpuShape.Precision"/>: <see cref="RegisterTile4x4"/> or <see cref="MmaTile"/>.
 /// Heads (<see cref="HeadLayout"/>): value head h reads key head h / ValueGroup; output head o reads value head o / Group and
 /// query head o / ValueGroup. q and k are read where they lie, never copied per head.
 /// Shared memory per group does not grow with K, V or the chunk size: reductions run in slices of 32.
@@ -192,10 +179,8 @@ internal readonly struct RecurrentTiles(GlaGpuShape s)
 /// </summary>
 public static class GlaGpuKernels
 {
-    private const int SubChunk = GlaGpuShape.SubChunk;
     private const int SliceWidth = GlaGpuShape.SliceWidth;
     private const int SlicePitch = GlaGpuShape.SlicePitch;
-    private const int ScoreBlock = GlaGpuShape.ScoreBlock;
 
     /// <summary>b at local row i of the chunk starting at token <paramref name="start"/>, key dim c: per-key and per-head gates.</summary>
     private static float CumulativeLogGate(GlaGpuArgs args, GlaGpuShape s, int h, int start, int i, int c) => s.PerKey
@@ -232,193 +217,94 @@ public static class GlaGpuKernels
     }
 
     /// <summary>
-    /// Grid (chunks, Hv, K tiles × V tiles): ΔS[c, d] = Σ_j k_jc exp(b_last,c − b_jc) v_jd for one
-    /// StateRows × StateCols tile, the chunk's tokens staged in slices.
+    /// Grid (N, Hv, K tiles × V tiles): one StateRows × StateCols tile of the state walks its sequence's chunks on chip, storing
+    /// the state at each chunk's start in ChunkStates, then S[c, d] ← exp(b_last,c) S[c, d] + Σ_j k_jc exp(b_last,c − b_jc) v_jd,
+    /// the chunk's tokens staged in slices; the final state goes back to State.
     /// </summary>
     public static void ChunkStates(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
+        if (s.Tf32) ChunkStates<MmaTile>(args, s);
+        else ChunkStates<RegisterTile4x4>(args, s);
+    }
+
+    private static void ChunkStates<TTile>(GlaGpuArgs args, GlaGpuShape s) where TTile : struct, IProductTile
+    {
         var tiles = new ChunkStateTiles(s);
-        int chunk = Grid.IdxX, h = Grid.IdxY, kh = h / s.ValueGroup, tid = Group.IdxX;
+        int n = Grid.IdxX, h = Grid.IdxY, kh = h / s.ValueGroup, tid = Group.IdxX;
         int tilesV = (s.ValueDim + s.StateCols - 1) / s.StateCols;
         int c0 = Grid.IdxZ / tilesV * s.StateRows, d0 = Grid.IdxZ % tilesV * s.StateCols;
-        int start = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
+        int rows = Math.Min(s.StateRows, s.KeyDim - c0), cols = Math.Min(s.StateCols, s.ValueDim - d0);
         var shared = SharedMemory.GetDynamic<float>();
         var keys = shared.SubView(tiles.Keys, s.StateRows * SlicePitch);
         var values = shared.SubView(tiles.Values, SliceWidth * s.StateCols);
-        int row = tid / s.StateColThreads, col = tid % s.StateColThreads;
-        var tile = new RegisterTile4x4();
+        var rowDecay = shared.SubView(tiles.RowDecay, s.StateRows);
+        var layout = new TileLayout(s.StateRows, s.StateCols, tid);
+        long perChunk = (long)s.ValueHeads * s.KeyDim * s.ValueDim, tileOffset = (long)h * s.KeyDim * s.ValueDim + (long)c0 * s.ValueDim + d0;
+        var state = default(TTile);
+        state.Load(args.State, n * perChunk + tileOffset, s.ValueDim, rows, cols, layout);
 
-        for (int j0 = 0; j0 < len; j0 += SliceWidth)
-        {
-            int depth = Math.Min(SliceWidth, len - j0);
-            for (int e = tid; e < SliceWidth * s.StateRows; e += s.GroupSize)
-            {
-                int j = e / s.StateRows, cc = e % s.StateRows, c = c0 + cc;
-                float x = 0f;
-                if (j < depth && c < s.KeyDim)
-                    x = args.K[((long)(start + j0 + j) * s.KeyHeads + kh) * s.KeyDim + c] * Decay(args, s, h, start, len - 1, j0 + j, c);
-                keys[cc * SlicePitch + j] = x;
-            }
-            for (int e = tid; e < SliceWidth * s.StateCols; e += s.GroupSize)
-            {
-                int j = e / s.StateCols, d = d0 + e % s.StateCols;
-                values[e] = j < depth && d < s.ValueDim ? args.V[((long)(start + j0 + j) * s.ValueHeads + h) * s.ValueDim + d] : 0f;
-            }
-            Group.Barrier();
-            tile.Accumulate(keys, SlicePitch, values, s.StateCols, depth, row, s.StateRowThreads, col, s.StateColThreads);
-            Group.Barrier();
-        }
-
-        long chunkBase = ((long)chunk * s.ValueHeads + h) * s.KeyDim * s.ValueDim;
-        for (int m = 0; m < 4; m++)
-        {
-            int c = c0 + row + m * s.StateRowThreads;
-            if (c < s.KeyDim) tile.StoreRow(m, args.ChunkStates, chunkBase + (long)c * s.ValueDim + d0, col, s.StateColThreads, s.ValueDim - d0);
-        }
-    }
-
-    /// <summary>
-    /// Grid (ceil(N·Hv·K·V / group)): one thread per state entry walks its sequence's chunks, replacing
-    /// each chunk's ΔS by the state at the chunk's start, S ← exp(b_last) ⊙ S + ΔS, and stores the final state.
-    /// </summary>
-    public static void ScanChunkStates(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
-    {
-        var s = shape.Value;
-        long perSequence = (long)s.ValueHeads * s.KeyDim * s.ValueDim;
-        long entry = (long)Grid.IdxX * s.GroupSize + Group.IdxX;
-        if (entry >= args.Sequences * perSequence) return;
-        int n = (int)(entry / perSequence);
-        long within = entry - n * perSequence;
-        int h = (int)(within / ((long)s.KeyDim * s.ValueDim));
-        int c = (int)(within / s.ValueDim % s.KeyDim);
-        float state = args.State[entry];
         for (int chunk = args.FirstChunk[n]; chunk < args.FirstChunk[n + 1]; chunk++)
         {
-            long at = chunk * perSequence + within;
-            float delta = args.ChunkStates[at];
-            args.ChunkStates[at] = state;
-            state = Decay(args, s, h, args.ChunkStart[chunk], args.ChunkLength[chunk] - 1, -1, c) * state + delta;
+            int start = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
+            state.Store(args.ChunkStates, chunk * perChunk + tileOffset, s.ValueDim, rows, cols, layout);
+            for (int cc = tid; cc < s.StateRows; cc += s.GroupSize)
+                rowDecay[cc] = cc < rows ? Decay(args, s, h, start, len - 1, -1, c0 + cc) : 0f;
+            Group.Barrier();
+            state.ScaleRows(rowDecay, layout);
+            for (int j0 = 0; j0 < len; j0 += SliceWidth)
+            {
+                int depth = Math.Min(SliceWidth, len - j0);
+                for (int e = tid; e < SliceWidth * s.StateRows; e += s.GroupSize)
+                {
+                    int j = e / s.StateRows, cc = e % s.StateRows;
+                    float x = 0f;
+                    if (j < depth && cc < rows)
+                        x = args.K[((long)(start + j0 + j) * s.KeyHeads + kh) * s.KeyDim + c0 + cc] * Decay(args, s, h, start, len - 1, j0 + j, c0 + cc);
+                    keys[cc * SlicePitch + j] = x;
+                }
+                for (int e = tid; e < SliceWidth * s.StateCols; e += s.GroupSize)
+                {
+                    int j = e / s.StateCols, dd = e % s.StateCols;
+                    values[e] = j < depth && dd < cols ? args.V[((long)(start + j0 + j) * s.ValueHeads + h) * s.ValueDim + d0 + dd] : 0f;
+                }
+                Group.Barrier();
+                state.Accumulate(keys, SlicePitch, values, s.StateCols, depth, layout);
+                Group.Barrier();
+            }
         }
-        args.State[entry] = state;
+        state.Store(args.State, n * perChunk + tileOffset, s.ValueDim, rows, cols, layout);
     }
 
     /// <summary>
-    /// Grid (chunks, max(Hq, Hv), C / 16): the scores of rows r..r+15 (r = 16·band) against columns j <= i, in
-    /// column blocks of 64; entries above the diagonal are not written (the output kernel masks them).
-    /// Per-key gates: the columns before the band are a plain product of (scale q_i ⊙ exp(b_i − b_r)) and
-    /// (k_j ⊙ exp(b_r − b_j)); the band's own 16 × 16 block takes exp(b_ic − b_jc) element by element.
-    /// Scalar gates: the product q_i · k_j times exp(b_i − b_j).
-    /// </summary>
-    public static void IntraScores(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
-    {
-        var s = shape.Value;
-        int chunk = Grid.IdxX, o = Grid.IdxY, r = Grid.IdxZ * SubChunk, tid = Group.IdxX;
-        int start = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
-        if (r >= len) return;
-        int h = o / s.Group, qh = o / s.ValueGroup, kh = h / s.ValueGroup, rows = Math.Min(SubChunk, len - r), pitch = IntraScoreTiles.ColumnPitch;
-        var shared = SharedMemory.GetDynamic<float>();
-        var rawQueries = shared.SubView(IntraScoreTiles.RawQueries, IntraScoreTiles.RowSize);
-        var gatedQueries = shared.SubView(IntraScoreTiles.GatedQueries, IntraScoreTiles.RowSize);
-        var rowGates = shared.SubView(IntraScoreTiles.RowGates, IntraScoreTiles.RowSize);
-        var keys = shared.SubView(IntraScoreTiles.Keys, SliceWidth * pitch);
-        var scores = shared.SubView(IntraScoreTiles.Scores, SubChunk * ScoreBlock);
-
-        for (int j0 = 0; j0 < r + SubChunk; j0 += ScoreBlock)
-        {
-            int width = Math.Min(ScoreBlock, r + SubChunk - j0);
-            // Each thread owns the same score entries in every pass, so the running sums need no barrier.
-            for (int e = tid; e < SubChunk * width; e += s.GroupSize) scores[e] = 0f;
-            for (int c0 = 0; c0 < s.KeyDim; c0 += SliceWidth)
-            {
-                int depth = Math.Min(SliceWidth, s.KeyDim - c0);
-                for (int e = tid; e < SubChunk * SliceWidth; e += s.GroupSize)
-                {
-                    int i = e / SliceWidth, u = e % SliceWidth, at = i * SlicePitch + u;
-                    float q = 0f, b = 0f, gated = 0f;
-                    if (i < rows && u < depth)
-                    {
-                        q = s.Scale * args.Q[((long)(start + r + i) * s.QHeads + qh) * s.KeyDim + c0 + u];
-                        if (s.PerKey)
-                        {
-                            b = CumulativeLogGate(args, s, h, start, r + i, c0 + u);
-                            gated = q * XMath.Exp(b - CumulativeLogGate(args, s, h, start, r, c0 + u));
-                        }
-                    }
-                    rawQueries[at] = q;
-                    if (s.PerKey)
-                    {
-                        rowGates[at] = b;
-                        gatedQueries[at] = gated;
-                    }
-                }
-                for (int e = tid; e < width * SliceWidth; e += s.GroupSize)
-                {
-                    int jj = e / SliceWidth, u = e % SliceWidth, j = j0 + jj;
-                    float k = 0f;
-                    if (j < len && u < depth)
-                    {
-                        k = args.K[((long)(start + j) * s.KeyHeads + kh) * s.KeyDim + c0 + u];
-                        if (s.PerKey && j < r) k *= XMath.Exp(CumulativeLogGate(args, s, h, start, r, c0 + u) - CumulativeLogGate(args, s, h, start, j, c0 + u));
-                    }
-                    keys[u * pitch + jj] = k;
-                }
-                Group.Barrier();
-
-                for (int e = tid; e < SubChunk * width; e += s.GroupSize)
-                {
-                    int i = e / width, jj = e % width, j = j0 + jj;
-                    if (i >= rows || j > r + i) continue;
-                    float sum = 0f;
-                    if (!s.PerKey)
-                    {
-                        for (int u = 0; u < depth; u++) sum += rawQueries[i * SlicePitch + u] * keys[u * pitch + jj];
-                    }
-                    else if (j < r)
-                    {
-                        for (int u = 0; u < depth; u++) sum += gatedQueries[i * SlicePitch + u] * keys[u * pitch + jj];
-                    }
-                    else
-                    {
-                        int jr = j - r;
-                        for (int u = 0; u < depth; u++)
-                            sum += rawQueries[i * SlicePitch + u] * keys[u * pitch + jj] * XMath.Exp(rowGates[i * SlicePitch + u] - rowGates[jr * SlicePitch + u]);
-                    }
-                    scores[e] += sum;
-                }
-                Group.Barrier();
-            }
-
-            for (int e = tid; e < SubChunk * width; e += s.GroupSize)
-            {
-                int i = e / width, j = j0 + e % width;
-                if (i >= rows || j > r + i) continue;
-                float a = scores[e];
-                if (!s.PerKey) a *= Decay(args, s, h, start, r + i, j, 0);
-                args.Scores[((long)(start + r + i) * s.OutputHeads + o) * s.Chunk + j] = a;
-            }
-        }
-    }
-
-    /// <summary>
-    /// Grid (chunks, max(Hq, Hv), C / OutputRows × ceil(V / OutputCols)): O = [scale q ⊙ exp(b) | A] · [S_start ; V] for
-    /// one block of the chunk's rows and one tile of value columns, both halves of the reduction staged
-    /// slice by slice through shared memory; the scores are masked to j <= i as they are staged.
+    /// Grid (chunks, max(Hq, Hv), C / OutputRows × ceil(V / OutputCols)): one block of the chunk's rows and one tile of value
+    /// columns. O = (scale q ⊙ exp(b)) S_start, then for each slice of OutputCols tokens up to the block's last row: the scores
+    /// of the block's rows against the slice, made on chip and masked to j <= i, and O += A_slice V_slice.
+    /// Scores: scalar gates multiply (scale q_i · k_j) by exp(b_i − b_j). Per-key gates take the slice's last token p as the
+    /// reference: rows i >= p are the product of (scale q_i ⊙ exp(b_i − b_p)) and (k_j ⊙ exp(b_p − b_j)), j <= p; the rows
+    /// before p sum exp(b_ic − b_jc) term by term.
     /// </summary>
     public static void Output(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
+        if (s.Tf32) Output<MmaTile>(args, s);
+        else Output<RegisterTile4x4>(args, s);
+    }
+
+    private static void Output<TTile>(GlaGpuArgs args, GlaGpuShape s) where TTile : struct, IProductTile
+    {
         var tiles = new OutputTiles(s);
-        int rowBlocks = s.Chunk / s.OutputRows, cols = s.OutputCols, rowCount = s.OutputRows;
+        int rowBlocks = s.Chunk / s.OutputRows, cols = s.OutputCols, rowCount = s.OutputRows, pitch = tiles.ScorePitch;
         int chunk = Grid.IdxX, o = Grid.IdxY, i0 = Grid.IdxZ % rowBlocks * rowCount, d0 = Grid.IdxZ / rowBlocks * cols, tid = Group.IdxX;
         int start = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
         if (i0 >= len) return;
-        int h = o / s.Group, qh = o / s.ValueGroup, rows = Math.Min(rowCount, len - i0);
+        int h = o / s.Group, qh = o / s.ValueGroup, kh = h / s.ValueGroup, rows = Math.Min(rowCount, len - i0), end = i0 + rows;
         var shared = SharedMemory.GetDynamic<float>();
         var left = shared.SubView(tiles.Left, rowCount * SlicePitch);
         var right = shared.SubView(tiles.Right, SliceWidth * cols);
-        int row = tid / s.OutputColThreads, col = tid % s.OutputColThreads;
-        var tile = new RegisterTile4x4();
+        var scores = shared.SubView(tiles.Scores, rowCount * pitch);
+        var layout = new TileLayout(rowCount, cols, tid);
+        var output = default(TTile);
 
         // Inter-chunk part: the gated queries against the chunk's start state.
         long stateBase = ((long)chunk * s.ValueHeads + h) * s.KeyDim * s.ValueDim;
@@ -439,36 +325,85 @@ public static class GlaGpuKernels
                 right[e] = u < depth && d < s.ValueDim ? args.ChunkStates[stateBase + (long)(c0 + u) * s.ValueDim + d] : 0f;
             }
             Group.Barrier();
-            tile.Accumulate(left, SlicePitch, right, cols, depth, row, s.OutputRowThreads, col, s.OutputColThreads);
+            output.Accumulate(left, SlicePitch, right, cols, depth, layout);
             Group.Barrier();
         }
 
-        // Intra-chunk part: the scores against the values of the tokens up to the block's last row.
-        for (int j0 = 0; j0 < i0 + rows; j0 += SliceWidth)
+        // Intra-chunk part, a slice of tokens [j0, j0 + cols) at a time.
+        for (int j0 = 0; j0 < end; j0 += cols)
         {
-            int depth = Math.Min(SliceWidth, i0 + rows - j0);
-            for (int e = tid; e < rowCount * SliceWidth; e += s.GroupSize)
+            int last = Math.Min(j0 + cols, end) - 1;
+            var score = default(TTile);
+            for (int c0 = 0; c0 < s.KeyDim; c0 += SliceWidth)
             {
-                int i = e / SliceWidth, u = e % SliceWidth;
-                left[i * SlicePitch + u] = i < rows && j0 + u <= i0 + i ? args.Scores[((long)(start + i0 + i) * s.OutputHeads + o) * s.Chunk + j0 + u] : 0f;
+                int depth = Math.Min(SliceWidth, s.KeyDim - c0);
+                for (int e = tid; e < rowCount * SliceWidth; e += s.GroupSize)
+                {
+                    int i = e / SliceWidth, u = e % SliceWidth, row = i0 + i;
+                    float x = 0f;
+                    if (i < rows && u < depth && (!s.PerKey || row >= last))
+                    {
+                        x = s.Scale * args.Q[((long)(start + row) * s.QHeads + qh) * s.KeyDim + c0 + u];
+                        if (s.PerKey) x *= Decay(args, s, h, start, row, last, c0 + u);
+                    }
+                    left[i * SlicePitch + u] = x;
+                }
+                for (int e = tid; e < SliceWidth * cols; e += s.GroupSize)
+                {
+                    int u = e / cols, j = j0 + e % cols;
+                    float k = 0f;
+                    if (u < depth && j <= last)
+                    {
+                        k = args.K[((long)(start + j) * s.KeyHeads + kh) * s.KeyDim + c0 + u];
+                        if (s.PerKey) k *= Decay(args, s, h, start, last, j, c0 + u);
+                    }
+                    right[e] = k;
+                }
+                Group.Barrier();
+                score.Accumulate(left, SlicePitch, right, cols, depth, layout);
+                Group.Barrier();
             }
-            for (int e = tid; e < SliceWidth * cols; e += s.GroupSize)
+            score.Store(scores, 0, pitch, rowCount, cols, layout);
+            Group.Barrier();
+            for (int e = tid; e < rowCount * cols; e += s.GroupSize)
             {
-                int u = e / cols, d = d0 + e % cols;
-                right[e] = u < depth && d < s.ValueDim ? args.V[((long)(start + j0 + u) * s.ValueHeads + h) * s.ValueDim + d] : 0f;
+                int i = e / cols, jj = e % cols, row = i0 + i, j = j0 + jj;
+                bool reads = i < rows && j <= row;
+                float a = scores[i * pitch + jj];
+                if (reads && s.PerKey && row < last) a = PerKeyScore(args, s, h, qh, kh, start, row, j);
+                else if (reads && !s.PerKey) a *= Decay(args, s, h, start, row, j, 0);
+                // Selected, not multiplied: a score of a later token may be non-finite.
+                scores[i * pitch + jj] = reads ? a : 0f;
             }
             Group.Barrier();
-            // Slices that reach past the block's first row hold values of tokens some of its rows may not read.
-            if (j0 + depth - 1 <= i0) tile.Accumulate(left, SlicePitch, right, cols, depth, row, s.OutputRowThreads, col, s.OutputColThreads);
-            else tile.AccumulateCausal(left, SlicePitch, right, cols, depth, row, s.OutputRowThreads, col, s.OutputColThreads, i0 - j0);
-            Group.Barrier();
+
+            for (int js = 0; js < cols && j0 + js < end; js += SliceWidth)
+            {
+                int first = j0 + js, depth = Math.Min(Math.Min(SliceWidth, cols - js), end - first);
+                for (int e = tid; e < SliceWidth * cols; e += s.GroupSize)
+                {
+                    int u = e / cols, d = d0 + e % cols;
+                    right[e] = u < depth && d < s.ValueDim ? args.V[((long)(start + first + u) * s.ValueHeads + h) * s.ValueDim + d] : 0f;
+                }
+                Group.Barrier();
+                var slice = scores.SubView(js, rowCount * pitch - js);
+                // Slices that reach past the block's first row hold values of tokens some of its rows may not read.
+                if (first + depth - 1 <= i0) output.Accumulate(slice, pitch, right, cols, depth, layout);
+                else output.AccumulateCausal(slice, pitch, right, cols, depth, layout, i0 - first);
+                Group.Barrier();
+            }
         }
 
-        for (int m = 0; m < 4; m++)
-        {
-            int i = row + m * s.OutputRowThreads;
-            if (i < rows) tile.StoreRow(m, args.Output, ((long)(start + i0 + i) * s.OutputHeads + o) * s.ValueDim + d0, col, s.OutputColThreads, s.ValueDim - d0);
-        }
+        output.Store(args.Output, ((long)(start + i0) * s.OutputHeads + o) * s.ValueDim + d0, s.OutputHeads * s.ValueDim, rows, s.ValueDim - d0, layout);
+    }
+
+    /// <summary>scale Σ_c q_ic k_jc exp(b_ic − b_jc) for local rows j <= i, term by term (per-key gates, near the diagonal).</summary>
+    private static float PerKeyScore(GlaGpuArgs args, GlaGpuShape s, int h, int qh, int kh, int start, int i, int j)
+    {
+        long q = ((long)(start + i) * s.QHeads + qh) * s.KeyDim, k = ((long)(start + j) * s.KeyHeads + kh) * s.KeyDim;
+        float sum = 0f;
+        for (int c = 0; c < s.KeyDim; c++) sum += args.Q[q + c] * args.K[k + c] * Decay(args, s, h, start, i, j, c);
+        return s.Scale * sum;
     }
 
     /// <summary>exp(g_t) of one token at key dim c: the per-token decay of the recurrent form.</summary>
