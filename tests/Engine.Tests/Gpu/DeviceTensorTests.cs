@@ -89,7 +89,7 @@ public sealed class DeviceTensorTests
             Assert.That(call.BytesToDevice, Is.Zero, "inputs, output and state on the device");
             Assert.That(call.BytesToHost, Is.Zero);
             Assert.That(call.Allocations, Is.Zero, "buffers grown once");
-            Assert.That(call.Launches, Is.EqualTo(5 + 6), "five GLA kernels; checks of g, q, k, v, the initial state and the output");
+            Assert.That(call.Launches, Is.EqualTo(5 + 6), "three GLA kernels; checks of g, q, k, v, the initial state and the output");
             Assert.That(Numerics.RelativeRms(dOutput.ToTensor().ToArray(), expectedOutput), Is.LessThanOrEqualTo(1e-5));
             Assert.That(Numerics.RelativeRms(dFinal.ToTensor().ToArray(), expectedState), Is.LessThanOrEqualTo(1e-5));
         });
@@ -264,8 +264,8 @@ public sealed class DeviceTensorTests
         var times = _gpu.StopGpuProfile();
         Assert.That(times.Select(t => (t.Kernel, t.Launches)), Is.EqualTo(new[]
         {
-            ("tensor.Check", 10L), ("gla.CumulativeGates", 2L), ("gla.ChunkStates", 2L), ("gla.ScanChunkStates", 2L), ("gla.IntraScores", 2L), ("gla.Output", 2L),
-        }), "per call: checks of g, q, k, v and the output, then the five GLA kernels");
+            ("tensor.Check", 10L), ("gla.CumulativeGates", 2L), ("gla.ChunkStates", 2L), ("gla.Output", 2L),
+        }), "per call: checks of g, q, k, v and the output, then the three GLA kernels");
         Assert.That(times.All(t => t.Elapsed >= TimeSpan.Zero));
         Assert.Throws<InvalidOperationException>(() => _gpu.StopGpuProfile(), "no profile is being taken");
     }
