@@ -13,8 +13,14 @@ namespace Engine.Kernels.DeltaRule;
 /// </summary>
 public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
 {
-    /// <summary>Value columns of one group, and rows of a diagonal block of T: the delta rule never mixes value columns.</summary>
+    /// <summary>Value columns of an output or recurrent group, and rows of a diagonal block of T: the delta rule never mixes value columns.</summary>
     public const int Tile = 16;
+
+    /// <summary>
+    /// Value columns of one state-pass group, whose chunks run in order: narrow, so the sequential pass fills the
+    /// GPU (B = 1, Hv = 8, V = 128: 256 groups on 132 SMs), and one thread's four adjacent columns stay in registers.
+    /// </summary>
+    public const int StateColumns = 4;
 
     private readonly int _qkL2Norm, _valueMajor;
 
@@ -71,6 +77,15 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     /// <summary>Value tiles of 16 columns (the last one may be partial).</summary>
     public int ValueTiles => (ValueDim + Tile - 1) / Tile;
 
+    /// <summary>Value tiles of <see cref="StateColumns"/> columns: the state pass's groups per (sequence, value head).</summary>
+    public int StateTiles => (ValueDim + StateColumns - 1) / StateColumns;
+
+    /// <summary>Threads of the state pass sharing one chunk row of W S, each summing every KeyParts-th key dim: the group's threads over the chunk's rows.</summary>
+    public int KeyParts => Math.Max(1, GroupSize / Chunk);
+
+    /// <summary>Row stride of the C × C tiles A and T in shared memory: odd, so a column's rows lie in different banks.</summary>
+    public int ChunkStride => Chunk + 1;
+
     /// <summary>16-row diagonal blocks of T in a full chunk.</summary>
     public int Blocks => Chunk / Tile;
 
@@ -95,11 +110,20 @@ public struct DeltaRuleGpuArgs
     /// <summary>[N, Hv, K, V], initial on entry, final on return.</summary>
     public ArrayView<float> State;
 
-    /// <summary>Written by the preparation, read by the state pass, per value head: W, decayed keys [T, Hv, K]; U [T, Hv, V].</summary>
+    /// <summary>
+    /// Written by the preparation, per value head: W [T, Hv, K] chunk-transposed (each chunk's block column by column, see
+    /// <c>ChunkTransposed</c>), the decayed keys [T, Hv, K]; U [T, Hv, V], which the state pass overwrites with V_new.
+    /// </summary>
     public ArrayView<float> W, DecayedKeys, U;
 
-    /// <summary>Per output head: the inter-chunk queries scale q̂ ⊙ e^G [T, max(Hq, Hv), K] and the masked intra scores P [T, max(Hq, Hv), C].</summary>
+    /// <summary>
+    /// Per output head, chunk-transposed: the inter-chunk queries scale q̂ ⊙ e^G [T, max(Hq, Hv), K] and the masked
+    /// intra scores P [T, max(Hq, Hv), C] (row i, key j <= i).
+    /// </summary>
     public ArrayView<float> GatedQueries, Scores;
+
+    /// <summary>Written by the state pass for the output: each chunk's initial state [chunks, Hv, K, V] (key-major whatever the state layout).</summary>
+    public ArrayView<float> ChunkStates;
 
     /// <summary>e^{G_last} per chunk and value head [chunks, Hv] (per key dim too with a per-key gate: [chunks, Hv, K]).</summary>
     public ArrayView<float> ChunkDecay;
@@ -117,9 +141,9 @@ public struct DeltaRuleGpuArgs
 /// <summary>Dynamic shared memory of the preparation kernel, in floats.</summary>
 internal readonly struct PrepareTiles(DeltaRuleGpuShape s)
 {
-    public int A => 0;                                       // [C × C] A, zero on and above the diagonal
-    public int T => s.Chunk * s.Chunk;                       // [C × C] T = (I + A)⁻¹
-    public int Merge => 2 * s.Chunk * s.Chunk;               // [(blocks − 1) × 16 × 16] Σ A T of one block row
+    public int A => 0;                                       // [C × (C + 1)] A, zero on and above the diagonal
+    public int T => s.Chunk * s.ChunkStride;                 // [C × (C + 1)] T = (I + A)⁻¹
+    public int Merge => 2 * s.Chunk * s.ChunkStride;         // [(blocks − 1) × 16 × 16] Σ A T of one block row
     public int MergeFloats => Math.Max(1, s.Blocks - 1) * DeltaRuleGpuShape.Tile * DeltaRuleGpuShape.Tile;
     public int Gates => Merge + MergeFloats;                 // [C] in-chunk cumulative log gate (per head; zeros otherwise)
     public int Betas => Gates + s.Chunk;                     // [C]
@@ -131,8 +155,18 @@ internal readonly struct PrepareTiles(DeltaRuleGpuShape s)
 /// <summary>Dynamic shared memory of the state-pass kernel, in floats.</summary>
 internal readonly struct StatePassTiles(DeltaRuleGpuShape s)
 {
-    public int State => 0;                                   // [K × 16] the state slice
-    public int NewValues => s.KeyDim * DeltaRuleGpuShape.Tile;   // [C × 16] V_new of the chunk
+    private const int Columns = DeltaRuleGpuShape.StateColumns;
+    public int State => 0;                                   // [K × 4] the state tile
+    public int NewValues => s.KeyDim * Columns;              // [C × 4] V_new of the chunk
+    public int Partials => NewValues + s.Chunk * Columns;    // [key parts × 4 × C] partial (W S)ᵀ, one per key part
+    public int Floats => Partials + s.KeyParts * Columns * s.Chunk;
+}
+
+/// <summary>Dynamic shared memory of the output kernel, in floats.</summary>
+internal readonly struct OutputTiles(DeltaRuleGpuShape s)
+{
+    public int State => 0;                                   // [K × 16] the chunk's initial state, one V tile
+    public int NewValues => s.KeyDim * DeltaRuleGpuShape.Tile;   // [C × 16] V_new of the chunk, the same tile
     public int Floats => NewValues + s.Chunk * DeltaRuleGpuShape.Tile;
 }
 
@@ -169,6 +203,41 @@ internal readonly struct RecurrentTiles(DeltaRuleGpuShape s)
 public static class DeltaRuleGpuKernels
 {
     private const int Tile = DeltaRuleGpuShape.Tile;
+    private const int Columns = DeltaRuleGpuShape.StateColumns;
+
+    /// <summary>Four adjacent value columns of one row, in registers (a struct of scalars; an indexed array would go to local memory).</summary>
+    private struct Columns4
+    {
+        public float C0, C1, C2, C3;
+
+        public static Columns4 Load(ArrayView<float> view, long at) => new() { C0 = view[at], C1 = view[at + 1], C2 = view[at + 2], C3 = view[at + 3] };
+
+        /// <summary>this += a · x.</summary>
+        public void AddScaled(float a, Columns4 x)
+        {
+            C0 += a * x.C0; C1 += a * x.C1; C2 += a * x.C2; C3 += a * x.C3;
+        }
+
+        public void Scale(float a)
+        {
+            C0 *= a; C1 *= a; C2 *= a; C3 *= a;
+        }
+
+        /// <summary>The first <paramref name="count"/> columns to view[at], view[at + 1], …</summary>
+        public readonly void Store(ArrayView<float> view, long at, int count)
+        {
+            view[at] = C0;
+            if (count > 1) view[at + 1] = C1;
+            if (count > 2) view[at + 2] = C2;
+            if (count > 3) view[at + 3] = C3;
+        }
+
+        /// <summary>All four columns to view[at], view[at + stride], …</summary>
+        public readonly void StoreStrided(ArrayView<float> view, long at, int stride)
+        {
+            view[at] = C0; view[at + stride] = C1; view[at + 2 * stride] = C2; view[at + 3 * stride] = C3;
+        }
+    }
 
     /// <summary>1 / sqrt(Σ x² + eps) over the K floats of a global row at <paramref name="offset"/>, or 1 without normalization.</summary>
     private static float InverseNorm(DeltaRuleGpuShape s, ArrayView<float> x, long offset)
@@ -185,6 +254,14 @@ public static class DeltaRuleGpuKernels
     /// </summary>
     private static long StateIndex(DeltaRuleGpuShape s, int n, int h, int c, int d) =>
         ((long)n * s.ValueHeads + h) * s.KeyDim * s.ValueDim + (s.ValueMajor ? (long)d * s.KeyDim + c : (long)c * s.ValueDim + d);
+
+    /// <summary>
+    /// Where element (row i, column c) of head h's block of a chunk lies in a chunk-transposed buffer [T, heads, width]:
+    /// from the chunk's first token cs on, head by head, each block column by column, a column len rows long. Threads
+    /// along a block's rows read or write a column with one coalesced access.
+    /// </summary>
+    private static long ChunkTransposed(int cs, int len, int heads, int width, int h, int i, int c) =>
+        ((long)cs * heads + (long)h * len) * width + (long)c * len + i;
 
     /// <summary>The in-chunk cumulative log gate of chunk row i at key dim c: from CumulativeGate (per key) or <paramref name="gates"/> (per head, or zeros).</summary>
     private static float CumulativeLogGate(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> gates, int start, int h, int i, int c) =>
@@ -210,10 +287,10 @@ public static class DeltaRuleGpuKernels
     {
         var s = shape.Value;
         var tiles = new PrepareTiles(s);
-        int cc = s.Chunk, kd = s.KeyDim, vd = s.ValueDim, hk = s.KeyHeads, hv = s.ValueHeads, ho = s.OutputHeads, nt = s.GroupSize;
+        int cc = s.Chunk, ts = s.ChunkStride, kd = s.KeyDim, vd = s.ValueDim, hk = s.KeyHeads, hv = s.ValueHeads, ho = s.OutputHeads, nt = s.GroupSize;
         var shared = SharedMemory.GetDynamic<float>();
-        var sA = shared.SubView(tiles.A, cc * cc);
-        var sT = shared.SubView(tiles.T, cc * cc);
+        var sA = shared.SubView(tiles.A, cc * ts);
+        var sT = shared.SubView(tiles.T, cc * ts);
         var sX = shared.SubView(tiles.Merge, tiles.MergeFloats);
         var sG = shared.SubView(tiles.Gates, cc);
         var sBeta = shared.SubView(tiles.Betas, cc);
@@ -259,7 +336,7 @@ public static class DeltaRuleGpuKernels
                 long ki = ((long)(cs + i) * hk + kh) * kd, kj = ((long)(cs + j) * hk + kh) * kd;
                 value = sBeta[i] * sRk[i] * sRk[j] * DecayedDot(args, s, sG, args.K, ki, kj, cs, h, i, j);
             }
-            sA[e] = value;
+            sA[i * ts + j] = value;
         }
         for (int e = tid; e < len * kd; e += nt)
         {
@@ -277,8 +354,8 @@ public static class DeltaRuleGpuKernels
             {
                 float value = r == col ? 1f : 0f;
                 if (r > col)
-                    for (int m = col; m < r; m++) value -= sA[r * cc + m] * sT[m * cc + col];
-                sT[r * cc + col] = value;
+                    for (int m = col; m < r; m++) value -= sA[r * ts + m] * sT[m * ts + col];
+                sT[r * ts + col] = value;
             }
         }
         Group.Barrier();
@@ -290,7 +367,7 @@ public static class DeltaRuleGpuKernels
             {
                 int qb = e / (Tile * Tile), r = p * Tile + e / Tile % Tile, col = qb * Tile + e % Tile;
                 float sum = 0f;
-                for (int m = qb * Tile; m < p * Tile; m++) sum += sA[r * cc + m] * sT[m * cc + col];
+                for (int m = qb * Tile; m < p * Tile; m++) sum += sA[r * ts + m] * sT[m * ts + col];
                 sX[e] = sum;
             }
             Group.Barrier();
@@ -300,26 +377,26 @@ public static class DeltaRuleGpuKernels
                 int r = p * Tile + rl;
                 float sum = 0f;
                 // T is lower triangular: row r reads rows up to itself only, so a later token's fault stays there.
-                for (int l = 0; l <= rl; l++) sum += sT[r * cc + p * Tile + l] * sX[qb * Tile * Tile + l * Tile + cl];
-                sT[r * cc + qb * Tile + cl] = -sum;
+                for (int l = 0; l <= rl; l++) sum += sT[r * ts + p * Tile + l] * sX[qb * Tile * Tile + l * Tile + cl];
+                sT[r * ts + qb * Tile + cl] = -sum;
             }
             Group.Barrier();
         }
 
-        // W = T diag(β) (K̂ ⊙ e^G) and U = T diag(β) V (T is lower triangular).
+        // W = T diag(β) (K̂ ⊙ e^G) and U = T diag(β) V (T is lower triangular); threads along W's rows, which it stores transposed.
         for (int e = tid; e < len * kd; e += nt)
         {
-            int i = e / kd, c = e % kd;
+            int i = e % len, c = e / len;
             float sum = 0f;
             for (int j = 0; j <= i; j++)
-                sum += sT[i * cc + j] * sBeta[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, j, c)) * sRk[j] * args.K[((long)(cs + j) * hk + kh) * kd + c];
-            args.W[((long)(cs + i) * hv + h) * kd + c] = sum;
+                sum += sT[i * ts + j] * sBeta[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, j, c)) * sRk[j] * args.K[((long)(cs + j) * hk + kh) * kd + c];
+            args.W[ChunkTransposed(cs, len, hv, kd, h, i, c)] = sum;
         }
         for (int e = tid; e < len * vd; e += nt)
         {
             int i = e / vd, d = e % vd;
             float sum = 0f;
-            for (int j = 0; j <= i; j++) sum += sT[i * cc + j] * sBeta[j] * args.V[((long)(cs + j) * hv + h) * vd + d];
+            for (int j = 0; j <= i; j++) sum += sT[i * ts + j] * sBeta[j] * args.V[((long)(cs + j) * hv + h) * vd + d];
             args.U[((long)(cs + i) * hv + h) * vd + d] = sum;
         }
         if (s.PerKey)
@@ -339,76 +416,129 @@ public static class DeltaRuleGpuKernels
             Group.Barrier();
             for (int e = tid; e < len * kd; e += nt)
             {
-                int i = e / kd, c = e % kd;
-                args.GatedQueries[((long)(cs + i) * ho + o) * kd + c] =
+                int i = e % len, c = e / len;
+                args.GatedQueries[ChunkTransposed(cs, len, ho, kd, o, i, c)] =
                     s.Scale * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, i, c)) * sRq[i] * args.Q[((long)(cs + i) * s.QHeads + qh) * kd + c];
             }
-            for (int e = tid; e < len * cc; e += nt)
+            for (int e = tid; e < len * len; e += nt)
             {
-                int i = e / cc, j = e % cc;
+                int i = e % len, j = e / len;
                 if (j > i) continue;
                 long qi = ((long)(cs + i) * s.QHeads + qh) * kd, kj = ((long)(cs + j) * hk + kh) * kd;
-                args.Scores[((long)(cs + i) * ho + o) * cc + j] = s.Scale * sRq[i] * sRk[j] * DecayedDot(args, s, sG, args.Q, qi, kj, cs, h, i, j);
+                args.Scores[ChunkTransposed(cs, len, ho, cc, o, i, j)] = s.Scale * sRq[i] * sRk[j] * DecayedDot(args, s, sG, args.Q, qi, kj, cs, h, i, j);
             }
             Group.Barrier();
         }
     }
 
-    /// <summary>Grid (N, Hv, V tiles): the chunks of a sequence in order, the state slice in shared memory.</summary>
+    /// <summary>
+    /// Grid (N, Hv, V tiles of 4 columns): the chunks of a sequence in order, the K × 4 state tile in shared memory. Per chunk:
+    /// V_new = U − W S (written over U), the chunk's initial state out for <see cref="Output"/>, S ← diag(e^{G_last}) S + K_dᵀ V_new.
+    /// Every global read is a coalesced row: a column of the transposed W over the chunk's rows, a row of K_d over the key dims.
+    /// </summary>
     public static void StatePass(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
     {
         var s = shape.Value;
         var tiles = new StatePassTiles(s);
-        int hv = s.ValueHeads, ho = s.OutputHeads, kd = s.KeyDim, vd = s.ValueDim, cc = s.Chunk, slices = s.Slices;
+        int hv = s.ValueHeads, kd = s.KeyDim, vd = s.ValueDim, cc = s.Chunk, nt = s.GroupSize, parts = s.KeyParts;
         var shared = SharedMemory.GetDynamic<float>();
-        var sS = shared.SubView(tiles.State, kd * Tile);
-        var sV = shared.SubView(tiles.NewValues, cc * Tile);
+        var sS = shared.SubView(tiles.State, kd * Columns);
+        var sV = shared.SubView(tiles.NewValues, cc * Columns);
+        var sPartial = shared.SubView(tiles.Partials, parts * Columns * cc);
 
-        int tid = Group.IdxX, d = tid % Tile, slice = tid / Tile;
-        int n = Grid.IdxX, h = Grid.IdxY, col = Grid.IdxZ * Tile + d;
-        bool valid = col < vd;
+        int tid = Group.IdxX, n = Grid.IdxX, h = Grid.IdxY, col0 = Grid.IdxZ * Columns;
+        int columns = Math.Min(Columns, vd - col0);
 
-        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[StateIndex(s, n, h, c, col)] : 0f;
+        for (int e = tid; e < kd * Columns; e += nt)
+        {
+            int c = e / Columns, d = e % Columns;
+            sS[e] = d < columns ? args.State[StateIndex(s, n, h, c, col0 + d)] : 0f;
+        }
         Group.Barrier();
 
         for (int chunk = args.FirstChunk[n]; chunk < args.FirstChunk[n + 1]; chunk++)
         {
             int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
-            // V_new = U − W S.
-            for (int i = slice; i < len; i += slices)
+            // W S: thread (row i, key part p) sums the key dims p, p + parts, …; the parts meet in shared memory.
+            for (int e = tid; e < cc * parts; e += nt)
             {
-                long row = (long)(cs + i) * hv + h;
-                float sum = valid ? args.U[row * vd + col] : 0f;
-                for (int c = 0; c < kd; c++) sum -= args.W[row * kd + c] * sS[c * Tile + d];
-                sV[i * Tile + d] = sum;
+                int i = e % cc, p = e / cc;
+                if (i >= len) continue;
+                var sum = new Columns4();
+                for (int c = p; c < kd; c += parts) sum.AddScaled(args.W[ChunkTransposed(cs, len, hv, kd, h, i, c)], Columns4.Load(sS, c * Columns));
+                sum.StoreStrided(sPartial, p * Columns * cc + i, cc);
             }
             Group.Barrier();
-            // O = Q_g S + P V_new.
-            for (int o = h * s.Group; o < (h + 1) * s.Group; o++)
+            // V_new = U − W S, kept for the state update and written over U for the output.
+            for (int e = tid; e < len * Columns; e += nt)
             {
-                for (int i = slice; i < len; i += slices)
-                {
-                    long row = (long)(cs + i) * ho + o;
-                    float sum = 0f;
-                    for (int c = 0; c < kd; c++) sum += args.GatedQueries[row * kd + c] * sS[c * Tile + d];
-                    for (int j = 0; j <= i; j++) sum += args.Scores[row * cc + j] * sV[j * Tile + d];
-                    if (valid) args.Output[row * vd + col] = sum;
-                }
+                int i = e / Columns, d = e % Columns;
+                float product = 0f;
+                for (int p = 0; p < parts; p++) product += sPartial[(p * Columns + d) * cc + i];
+                long at = ((long)(cs + i) * hv + h) * vd + col0 + d;
+                float value = (d < columns ? args.U[at] : 0f) - product;
+                sV[e] = value;
+                if (d < columns) args.U[at] = value;
             }
             Group.Barrier();
-            // S ← diag(e^{G_last}) S + K_dᵀ V_new.
-            for (int c = slice; c < kd; c += slices)
+            // The chunk's initial state out, then S ← diag(e^{G_last}) S + K_dᵀ V_new: thread c owns state row c.
+            for (int c = tid; c < kd; c += nt)
             {
-                float decay = s.PerKey ? args.ChunkDecay[((long)chunk * hv + h) * kd + c] : args.ChunkDecay[(long)chunk * hv + h];
-                float sum = decay * sS[c * Tile + d];
-                for (int j = 0; j < len; j++) sum += args.DecayedKeys[((long)(cs + j) * hv + h) * kd + c] * sV[j * Tile + d];
-                sS[c * Tile + d] = sum;
+                var row = Columns4.Load(sS, c * Columns);
+                row.Store(args.ChunkStates, (((long)chunk * hv + h) * kd + c) * vd + col0, columns);
+                row.Scale(s.PerKey ? args.ChunkDecay[((long)chunk * hv + h) * kd + c] : args.ChunkDecay[(long)chunk * hv + h]);
+                for (int j = 0; j < len; j++) row.AddScaled(args.DecayedKeys[((long)(cs + j) * hv + h) * kd + c], Columns4.Load(sV, j * Columns));
+                row.Store(sS, c * Columns, Columns);
             }
             Group.Barrier();
         }
 
-        if (valid)
-            for (int c = slice; c < kd; c += slices) args.State[StateIndex(s, n, h, c, col)] = sS[c * Tile + d];
+        for (int e = tid; e < kd * columns; e += nt)
+        {
+            int c = e / columns, d = e % columns;
+            args.State[StateIndex(s, n, h, c, col0 + d)] = sS[c * Columns + d];
+        }
+    }
+
+    /// <summary>
+    /// Grid (chunks, max(Hq, Hv), V tiles of 16 columns), every chunk in parallel after the state pass: O = Q_g S + P V_new from the
+    /// chunk's initial state and V_new. Thread (row i, 4 columns of the tile) reads a column of the transposed Q_g and P, coalesced.
+    /// </summary>
+    public static void Output(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
+    {
+        var s = shape.Value;
+        var tiles = new OutputTiles(s);
+        int hv = s.ValueHeads, ho = s.OutputHeads, kd = s.KeyDim, vd = s.ValueDim, cc = s.Chunk, nt = s.GroupSize;
+        var shared = SharedMemory.GetDynamic<float>();
+        var sS = shared.SubView(tiles.State, kd * Tile);
+        var sV = shared.SubView(tiles.NewValues, cc * Tile);
+
+        int tid = Group.IdxX, chunk = Grid.IdxX, o = Grid.IdxY, h = o / s.Group, col0 = Grid.IdxZ * Tile;
+        int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
+
+        for (int e = tid; e < kd * Tile; e += nt)
+        {
+            int c = e / Tile, col = col0 + e % Tile;
+            sS[e] = col < vd ? args.ChunkStates[(((long)chunk * hv + h) * kd + c) * vd + col] : 0f;
+        }
+        for (int e = tid; e < len * Tile; e += nt)
+        {
+            int j = e / Tile, col = col0 + e % Tile;
+            sV[e] = col < vd ? args.U[((long)(cs + j) * hv + h) * vd + col] : 0f;
+        }
+        Group.Barrier();
+
+        const int quads = Tile / Columns;
+        for (int e = tid; e < cc * quads; e += nt)
+        {
+            int i = e % cc, quad = e / cc, col = col0 + quad * Columns;
+            if (i >= len || col >= vd) continue;
+            var sum = new Columns4();
+            for (int c = 0; c < kd; c++) sum.AddScaled(args.GatedQueries[ChunkTransposed(cs, len, ho, kd, o, i, c)], Columns4.Load(sS, c * Tile + quad * Columns));
+            // Row i reads the keys up to its own only: a later token's row is never multiplied, not even by zero.
+            for (int j = 0; j <= i; j++) sum.AddScaled(args.Scores[ChunkTransposed(cs, len, ho, cc, o, i, j)], Columns4.Load(sV, j * Tile + quad * Columns));
+            sum.Store(args.Output, ((long)(cs + i) * ho + o) * vd + col, Math.Min(Columns, vd - col));
+        }
     }
 
     /// <summary>Grid (N, Hv, V tiles): the recurrence token by token, the state slice in shared memory.</summary>

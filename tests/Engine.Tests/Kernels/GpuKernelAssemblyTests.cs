@@ -41,7 +41,7 @@ public sealed class GpuKernelAssemblyTests
         Assert.That(Kernels(), Is.EquivalentTo(new[]
         {
             "gla.CumulativeGates", "gla.ChunkStates", "gla.ScanChunkStates", "gla.IntraScores", "gla.Output", "gla.Recurrent",
-            "delta-rule.Prepare", "delta-rule.StatePass", "delta-rule.Recurrent",
+            "delta-rule.Prepare", "delta-rule.StatePass", "delta-rule.Output", "delta-rule.Recurrent",
             "lssl.Recurrent", "lssl.Carry", "lssl.LocalOutput", "lssl.ChunkState", "lssl.FixUp", "lssl.ConvDirect",
         }));
 
