@@ -210,8 +210,6 @@ public static class DeltaRuleGpuKernels
     {
         public float C0, C1, C2, C3;
 
-        public static Columns4 Load(ArrayView<float> view, long at) => new() { C0 = view[at], C1 = view[at + 1], C2 = view[at + 2], C3 = view[at + 3] };
-
         /// <summary>this += a · x.</summary>
         public void AddScaled(float a, Columns4 x)
         {
@@ -444,6 +442,9 @@ public static class DeltaRuleGpuKernels
         var shared = SharedMemory.GetDynamic<float>();
         var sS = shared.SubView(tiles.State, kd * Columns);
         var sV = shared.SubView(tiles.NewValues, cc * Columns);
+        // The state and V_new rows as 16-byte quads: one vector load each (every tile begins at a multiple of 4 floats).
+        var sS4 = sS.AsAligned(16).Cast<Columns4>();
+        var sV4 = sV.AsAligned(16).Cast<Columns4>();
         var sPartial = shared.SubView(tiles.Partials, parts * Columns * cc);
 
         int tid = Group.IdxX, n = Grid.IdxX, h = Grid.IdxY, col0 = Grid.IdxZ * Columns;
@@ -465,7 +466,7 @@ public static class DeltaRuleGpuKernels
                 int i = e % cc, p = e / cc;
                 if (i >= len) continue;
                 var sum = new Columns4();
-                for (int c = p; c < kd; c += parts) sum.AddScaled(args.W[ChunkTransposed(cs, len, hv, kd, h, i, c)], Columns4.Load(sS, c * Columns));
+                for (int c = p; c < kd; c += parts) sum.AddScaled(args.W[ChunkTransposed(cs, len, hv, kd, h, i, c)], sS4[c]);
                 sum.StoreStrided(sPartial, p * Columns * cc + i, cc);
             }
             Group.Barrier();
@@ -484,11 +485,11 @@ public static class DeltaRuleGpuKernels
             // The chunk's initial state out, then S ← diag(e^{G_last}) S + K_dᵀ V_new: thread c owns state row c.
             for (int c = tid; c < kd; c += nt)
             {
-                var row = Columns4.Load(sS, c * Columns);
+                var row = sS4[c];
                 row.Store(args.ChunkStates, (((long)chunk * hv + h) * kd + c) * vd + col0, columns);
                 row.Scale(s.PerKey ? args.ChunkDecay[((long)chunk * hv + h) * kd + c] : args.ChunkDecay[(long)chunk * hv + h]);
-                for (int j = 0; j < len; j++) row.AddScaled(args.DecayedKeys[((long)(cs + j) * hv + h) * kd + c], Columns4.Load(sV, j * Columns));
-                row.Store(sS, c * Columns, Columns);
+                for (int j = 0; j < len; j++) row.AddScaled(args.DecayedKeys[((long)(cs + j) * hv + h) * kd + c], sV4[j]);
+                sS4[c] = row;
             }
             Group.Barrier();
         }
@@ -512,6 +513,9 @@ public static class DeltaRuleGpuKernels
         var shared = SharedMemory.GetDynamic<float>();
         var sS = shared.SubView(tiles.State, kd * Tile);
         var sV = shared.SubView(tiles.NewValues, cc * Tile);
+        const int quads = Tile / Columns;
+        var sS4 = sS.AsAligned(16).Cast<Columns4>();
+        var sV4 = sV.AsAligned(16).Cast<Columns4>();
 
         int tid = Group.IdxX, chunk = Grid.IdxX, o = Grid.IdxY, h = o / s.Group, col0 = Grid.IdxZ * Tile;
         int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
@@ -528,15 +532,14 @@ public static class DeltaRuleGpuKernels
         }
         Group.Barrier();
 
-        const int quads = Tile / Columns;
         for (int e = tid; e < cc * quads; e += nt)
         {
             int i = e % cc, quad = e / cc, col = col0 + quad * Columns;
             if (i >= len || col >= vd) continue;
             var sum = new Columns4();
-            for (int c = 0; c < kd; c++) sum.AddScaled(args.GatedQueries[ChunkTransposed(cs, len, ho, kd, o, i, c)], Columns4.Load(sS, c * Tile + quad * Columns));
+            for (int c = 0; c < kd; c++) sum.AddScaled(args.GatedQueries[ChunkTransposed(cs, len, ho, kd, o, i, c)], sS4[c * quads + quad]);
             // Row i reads the keys up to its own only: a later token's row is never multiplied, not even by zero.
-            for (int j = 0; j <= i; j++) sum.AddScaled(args.Scores[ChunkTransposed(cs, len, ho, cc, o, i, j)], Columns4.Load(sV, j * Tile + quad * Columns));
+            for (int j = 0; j <= i; j++) sum.AddScaled(args.Scores[ChunkTransposed(cs, len, ho, cc, o, i, j)], sV4[j * quads + quad]);
             sum.Store(args.Output, ((long)(cs + i) * ho + o) * vd + col, Math.Min(Columns, vd - col));
         }
     }
