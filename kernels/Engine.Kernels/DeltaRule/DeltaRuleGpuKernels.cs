@@ -77,6 +77,12 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     /// <summary>Value tiles of 16 columns (the last one may be partial).</summary>
     public int ValueTiles => (ValueDim + Tile - 1) / Tile;
 
+    /// <summary>Key dims of the rows the preparation stages in shared memory at a time for its C × C products (K Kᵀ, Q Kᵀ).</summary>
+    public const int Slab = 8;
+
+    /// <summary>Row stride of a staged slab: odd, so the rows of a column lie in different banks.</summary>
+    public const int SlabStride = Slab + 1;
+
     /// <summary>Value tiles of <see cref="StateColumns"/> columns: the state pass's groups per (sequence, value head).</summary>
     public int StateTiles => (ValueDim + StateColumns - 1) / StateColumns;
 
@@ -149,7 +155,9 @@ internal readonly struct PrepareTiles(DeltaRuleGpuShape s)
     public int Betas => Gates + s.Chunk;                     // [C]
     public int KeyNorms => Betas + s.Chunk;                  // [C] 1 / ‖k_j‖ (or 1)
     public int QueryNorms => KeyNorms + s.Chunk;             // [C] 1 / ‖q_i‖ (or 1) of one output head's query head
-    public int Floats => QueryNorms + s.Chunk;
+    public int Slabs => QueryNorms + s.Chunk;                // [3 × C × (slab + 1)] key-dim slabs of the rows x, the keys and the per-key gates
+    public int SlabFloats => 3 * s.Chunk * DeltaRuleGpuShape.SlabStride;
+    public int Floats => Slabs + SlabFloats;
 }
 
 /// <summary>Dynamic shared memory of the state-pass kernel, in floats.</summary>
@@ -265,19 +273,44 @@ public static class DeltaRuleGpuKernels
     private static float CumulativeLogGate(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> gates, int start, int h, int i, int c) =>
         s.PerKey ? args.CumulativeGate[((long)(start + i) * s.ValueHeads + h) * s.KeyDim + c] : gates[i];
 
-    /// <summary>Σ_c x_c k_jc e^{G_ic − G_jc}: the decay inside the sum for a per-key gate, outside it otherwise.</summary>
-    private static float DecayedDot(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> gates, ArrayView<float> x, long xi, long kj,
-        int start, int h, int i, int j)
+    /// <summary>
+    /// acc[i · (C + 1) + j] += Σ_c x̂_ic k̂_jc (e^{G_ic − G_jc} inside the sum with a per-key gate) for the chunk's rows j < i (j <= i with
+    /// <paramref name="diagonal"/>), the rows staged <see cref="DeltaRuleGpuShape.Slab"/> key dims at a time in shared memory, each
+    /// loaded once: x̂_i = x_i · xNorms[i] (row i of head xHead of x, q or k), k̂_j = k_j · 1/‖k_j‖. Row i reads rows up to its own only.
+    /// </summary>
+    private static void DecayedProducts(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> slabs, ArrayView<float> acc,
+        ArrayView<float> x, int xHeads, int xHead, ArrayView<float> xNorms, ArrayView<float> keyNorms, int cs, int len, int h, int diagonal)
     {
-        float dot = 0f;
-        if (s.PerKey)
+        const int slab = DeltaRuleGpuShape.Slab, stride = DeltaRuleGpuShape.SlabStride;
+        int kd = s.KeyDim, ts = s.ChunkStride, nt = s.GroupSize, tid = Group.IdxX, kh = h / s.ValueGroup;
+        var sx = slabs.SubView(0, s.Chunk * stride);
+        var sk = slabs.SubView(s.Chunk * stride, s.Chunk * stride);
+        var sg = slabs.SubView(2 * s.Chunk * stride, s.Chunk * stride);
+        for (int c0 = 0; c0 < kd; c0 += slab)
         {
-            for (int c = 0; c < s.KeyDim; c++)
-                dot += x[xi + c] * args.K[kj + c] * XMath.Exp(CumulativeLogGate(args, s, gates, start, h, i, c) - CumulativeLogGate(args, s, gates, start, h, j, c));
-            return dot;
+            for (int e = tid; e < len * slab; e += nt)
+            {
+                int j = e / slab, cl = e % slab, c = c0 + cl;
+                bool inside = c < kd;
+                sx[j * stride + cl] = inside ? x[((long)(cs + j) * xHeads + xHead) * kd + c] * xNorms[j] : 0f;
+                sk[j * stride + cl] = inside ? args.K[((long)(cs + j) * s.KeyHeads + kh) * kd + c] * keyNorms[j] : 0f;
+                if (s.PerKey) sg[j * stride + cl] = inside ? args.CumulativeGate[((long)(cs + j) * s.ValueHeads + h) * kd + c] : 0f;
+            }
+            Group.Barrier();
+            for (int e = tid; e < len * len; e += nt)
+            {
+                int i = e / len, j = e % len;
+                if (j >= i + diagonal) continue;
+                float dot = 0f;
+                for (int cl = 0; cl < slab; cl++)
+                {
+                    float product = sx[i * stride + cl] * sk[j * stride + cl];
+                    dot += s.PerKey ? product * XMath.Exp(sg[i * stride + cl] - sg[j * stride + cl]) : product;
+                }
+                acc[i * ts + j] += dot;
+            }
+            Group.Barrier();
         }
-        for (int c = 0; c < s.KeyDim; c++) dot += x[xi + c] * args.K[kj + c];
-        return dot * XMath.Exp(gates[i] - gates[j]);
     }
 
     /// <summary>Grid (chunks, Hv): T = (I + A)⁻¹ of the chunk, then W, U, the decayed keys, the chunk decay and per output head the gated queries and scores.</summary>
@@ -294,6 +327,7 @@ public static class DeltaRuleGpuKernels
         var sBeta = shared.SubView(tiles.Betas, cc);
         var sRk = shared.SubView(tiles.KeyNorms, cc);
         var sRq = shared.SubView(tiles.QueryNorms, cc);
+        var sSlabs = shared.SubView(tiles.Slabs, tiles.SlabFloats);
 
         int tid = Group.IdxX, chunk = Grid.IdxX, h = Grid.IdxY, kh = h / s.ValueGroup;
         int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
@@ -324,18 +358,16 @@ public static class DeltaRuleGpuKernels
         for (int i = tid; i < len; i += nt) sRk[i] = InverseNorm(s, args.K, ((long)(cs + i) * hk + kh) * kd);
         Group.Barrier();
 
-        // A_ij = β_i Σ_c k̂_ic k̂_jc e^{G_ic − G_jc} below the diagonal; the decayed keys k̂_j ⊙ e^{G_last − G_j}.
-        for (int e = tid; e < cc * cc; e += nt)
+        // A_ij = β_i Σ_c k̂_ic k̂_jc e^{G_ic − G_jc} below the diagonal, zero elsewhere (a per-head decay applied after the sum).
+        for (int e = tid; e < cc * ts; e += nt) sA[e] = 0f;
+        Group.Barrier();
+        DecayedProducts(args, s, sSlabs, sA, args.K, hk, kh, sRk, sRk, cs, len, h, 0);
+        for (int e = tid; e < len * len; e += nt)
         {
-            int i = e / cc, j = e % cc;
-            float value = 0f;
-            if (j < i && i < len)
-            {
-                long ki = ((long)(cs + i) * hk + kh) * kd, kj = ((long)(cs + j) * hk + kh) * kd;
-                value = sBeta[i] * sRk[i] * sRk[j] * DecayedDot(args, s, sG, args.K, ki, kj, cs, h, i, j);
-            }
-            sA[i * ts + j] = value;
+            int i = e / len, j = e % len;
+            if (j < i) sA[i * ts + j] *= sBeta[i] * (s.PerKey ? 1f : XMath.Exp(sG[i] - sG[j]));
         }
+        // The decayed keys k̂_j ⊙ e^{G_last − G_j}.
         for (int e = tid; e < len * kd; e += nt)
         {
             int j = e / kd, c = e % kd;
@@ -406,24 +438,24 @@ public static class DeltaRuleGpuKernels
             args.ChunkDecay[(long)chunk * hv + h] = XMath.Exp(sG[len - 1]);
         }
 
-        // Per output head: Q_g = scale q̂ ⊙ e^G and P_ij = scale Σ_c q̂_ic k̂_jc e^{G_ic − G_jc} for j <= i.
+        // Per output head: Q_g = scale q̂ ⊙ e^G and P_ij = scale Σ_c q̂_ic k̂_jc e^{G_ic − G_jc} for j <= i, summed in A's tile (T is built).
         for (int o = h * s.Group; o < (h + 1) * s.Group; o++)
         {
             int qh = o / s.ValueGroup;
-            for (int i = tid; i < len; i += nt) sRq[i] = InverseNorm(s, args.Q, ((long)(cs + i) * s.QHeads + qh) * kd);
+            for (int i = tid; i < len; i += nt) sRq[i] = s.Scale * InverseNorm(s, args.Q, ((long)(cs + i) * s.QHeads + qh) * kd);
+            for (int e = tid; e < cc * ts; e += nt) sA[e] = 0f;
             Group.Barrier();
             for (int e = tid; e < len * kd; e += nt)
             {
                 int i = e % len, c = e / len;
                 args.GatedQueries[ChunkTransposed(cs, len, ho, kd, o, i, c)] =
-                    s.Scale * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, i, c)) * sRq[i] * args.Q[((long)(cs + i) * s.QHeads + qh) * kd + c];
+                    XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, i, c)) * sRq[i] * args.Q[((long)(cs + i) * s.QHeads + qh) * kd + c];
             }
+            DecayedProducts(args, s, sSlabs, sA, args.Q, s.QHeads, qh, sRq, sRk, cs, len, h, 1);
             for (int e = tid; e < len * len; e += nt)
             {
                 int i = e % len, j = e / len;
-                if (j > i) continue;
-                long qi = ((long)(cs + i) * s.QHeads + qh) * kd, kj = ((long)(cs + j) * hk + kh) * kd;
-                args.Scores[ChunkTransposed(cs, len, ho, cc, o, i, j)] = s.Scale * sRq[i] * sRk[j] * DecayedDot(args, s, sG, args.Q, qi, kj, cs, h, i, j);
+                if (j <= i) args.Scores[ChunkTransposed(cs, len, ho, cc, o, i, j)] = sA[i * ts + j] * (s.PerKey ? 1f : XMath.Exp(sG[i] - sG[j]));
             }
             Group.Barrier();
         }
