@@ -191,21 +191,23 @@ internal readonly struct RecurrentTiles(DeltaRuleGpuShape s)
 /// <summary>
 /// DeltaNet / Gated DeltaNet as ILGPU kernels, explicitly grouped with shared-memory tiles.
 ///
-/// Chunked form, two launches (notation of <see cref="DeltaRuleCpu"/>):
-///  1. Prepare, one group per (chunk, value head), all chunks in parallel: G, A in shared memory,
-///     T = (I + A)⁻¹ as four-at-most 16×16 diagonal-block inverses (row recurrence, one column per thread)
-///     merged block row by block row (T_pq = −T_pp Σ_{q<=m<p} A_pm T_mq); then W = T diag(β e^G) K,
-///     U = T diag(β) V, the decayed keys k̂ e^{G_last − G}, and per output head the inter query
-///     scale e^G q̂ and the masked intra scores P = scale (Q Kᵀ ⊙ D), all written to global memory.
-///  2. StatePass, one group per (sequence, value head, 16-column tile of V), sequential over the
-///     chunks: the K × 16 state slice stays in shared memory; V_new = U − W S, O = Q_g S + P V_new,
+/// Chunked form, three launches (notation of <see cref="DeltaRuleCpu"/>):
+///  1. Prepare, one group per (chunk, value head), all chunks in parallel: G, A in shared memory (K Kᵀ summed over
+///     key-dim slabs staged in shared memory), T = (I + A)⁻¹ as four-at-most 16×16 diagonal-block inverses (row
+///     recurrence, one column per thread) merged block row by block row (T_pq = −T_pp Σ_{q<=m<p} A_pm T_mq); then
+///     W = T diag(β e^G) K, U = T diag(β) V, the decayed keys k̂ e^{G_last − G}, and per output head the inter query
+///     scale e^G q̂ and the masked intra scores P = scale (Q Kᵀ ⊙ D), all written to global memory; W, the queries and
+///     P chunk-transposed, so the later passes read a column over the chunk's rows with one coalesced load.
+///  2. StatePass, the only sequential part: one group per (sequence, value head, 4 value columns), over the chunks in
+///     order, the K × 4 state tile in shared memory: V_new = U − W S (written over U), the chunk's initial state out,
 ///     S ← e^{G_last} S + K_dᵀ V_new. The delta rule never mixes value columns, so tiles are independent.
+///  3. Output, one group per (chunk, output head, 16 value columns), all chunks in parallel: O = Q_g S + P V_new.
 /// A per-key gate makes G a per-key-dim cumulative sum (written to global memory by Prepare): every
 /// e^{G_i − G_j} moves inside the key-dim sums and the chunk decay becomes one factor per row of S.
 /// Recurrent form: one group per (sequence, value head, V tile), one token at a time.
 /// Heads (<see cref="HeadLayout"/>): value head h reads key head h / ValueGroup; output head o reads value head o / Group and
 /// query head o / ValueGroup. q and k are read where they lie, never copied per head.
-/// Threads of a group: column d = thread % 16 of the tile, slice = thread / 16 over rows.
+/// Threads of the recurrent kernel: column d = thread % 16 of the tile, slice = thread / 16 over the state's rows.
 /// Every exponent is a difference G_i − G_j with j <= i (or G_last − G_j, or G_i, or a raw log gate), so it is <= 0.
 /// </summary>
 public static class DeltaRuleGpuKernels
@@ -222,6 +224,20 @@ public static class DeltaRuleGpuKernels
         public void AddScaled(float a, Columns4 x)
         {
             C0 += a * x.C0; C1 += a * x.C1; C2 += a * x.C2; C3 += a * x.C3;
+        }
+
+        /// <summary>
+        /// this += Σ_m x[at + m · xStep] · rows[(first + m · step) · rowStride + rowOffset] over the m = 0..3 with first + m · step < limit.
+        /// The four global loads are issued before their products, so each thread keeps four in flight (ILGPU unrolls no loop).
+        /// </summary>
+        public void AddProducts4(ArrayView<float> x, long at, long xStep, ArrayView<Columns4> rows, int first, int step, int limit, int rowStride, int rowOffset)
+        {
+            int m1 = first + step, m2 = m1 + step, m3 = m2 + step;
+            float x0 = x[at], x1 = m1 < limit ? x[at + xStep] : 0f, x2 = m2 < limit ? x[at + 2 * xStep] : 0f, x3 = m3 < limit ? x[at + 3 * xStep] : 0f;
+            AddScaled(x0, rows[first * rowStride + rowOffset]);
+            if (m1 < limit) AddScaled(x1, rows[m1 * rowStride + rowOffset]);
+            if (m2 < limit) AddScaled(x2, rows[m2 * rowStride + rowOffset]);
+            if (m3 < limit) AddScaled(x3, rows[m3 * rowStride + rowOffset]);
         }
 
         public void Scale(float a)
@@ -498,7 +514,7 @@ public static class DeltaRuleGpuKernels
                 int i = e % cc, p = e / cc;
                 if (i >= len) continue;
                 var sum = new Columns4();
-                for (int c = p; c < kd; c += parts) sum.AddScaled(args.W[ChunkTransposed(cs, len, hv, kd, h, i, c)], sS4[c]);
+                for (int c = p; c < kd; c += 4 * parts) sum.AddProducts4(args.W, ChunkTransposed(cs, len, hv, kd, h, i, c), (long)parts * len, sS4, c, parts, kd, 1, 0);
                 sum.StoreStrided(sPartial, p * Columns * cc + i, cc);
             }
             Group.Barrier();
@@ -520,7 +536,7 @@ public static class DeltaRuleGpuKernels
                 var row = sS4[c];
                 row.Store(args.ChunkStates, (((long)chunk * hv + h) * kd + c) * vd + col0, columns);
                 row.Scale(s.PerKey ? args.ChunkDecay[((long)chunk * hv + h) * kd + c] : args.ChunkDecay[(long)chunk * hv + h]);
-                for (int j = 0; j < len; j++) row.AddScaled(args.DecayedKeys[((long)(cs + j) * hv + h) * kd + c], sV4[j]);
+                for (int j = 0; j < len; j += 4) row.AddProducts4(args.DecayedKeys, ((long)(cs + j) * hv + h) * kd + c, (long)hv * kd, sV4, j, 1, len, 1, 0);
                 sS4[c] = row;
             }
             Group.Barrier();
@@ -569,9 +585,9 @@ public static class DeltaRuleGpuKernels
             int i = e % cc, quad = e / cc, col = col0 + quad * Columns;
             if (i >= len || col >= vd) continue;
             var sum = new Columns4();
-            for (int c = 0; c < kd; c++) sum.AddScaled(args.GatedQueries[ChunkTransposed(cs, len, ho, kd, o, i, c)], sS4[c * quads + quad]);
+            for (int c = 0; c < kd; c += 4) sum.AddProducts4(args.GatedQueries, ChunkTransposed(cs, len, ho, kd, o, i, c), len, sS4, c, 1, kd, quads, quad);
             // Row i reads the keys up to its own only: a later token's row is never multiplied, not even by zero.
-            for (int j = 0; j <= i; j++) sum.AddScaled(args.Scores[ChunkTransposed(cs, len, ho, cc, o, i, j)], sV4[j * quads + quad]);
+            for (int j = 0; j <= i; j += 4) sum.AddProducts4(args.Scores, ChunkTransposed(cs, len, ho, cc, o, i, j), len, sV4, j, 1, i + 1, quads, quad);
             sum.Store(args.Output, ((long)(cs + i) * ho + o) * vd + col, Math.Min(Columns, vd - col));
         }
     }
