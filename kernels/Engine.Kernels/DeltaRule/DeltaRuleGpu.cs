@@ -19,17 +19,18 @@ public sealed class DeltaRuleGpu : IAttentionGpu
     private readonly GpuBuffers _buffers;
     private readonly ChunkTable _chunks = new();
     private readonly DeltaRuleGpuShape _shape;
-    private readonly Launcher _prepare, _statePass, _recurrent;
+    private readonly Launcher _prepare, _statePass, _output, _recurrent;
 
     public DeltaRuleGpu(DeltaRuleConfig config, GpuRuntime runtime)
     {
         Config = config;
         Runtime = runtime;
-        // The config's limits (K <= 256, chunk <= 64) keep every tile within 48 KB: Prepare's is the largest, 36.9 KB at chunk 64.
+        // The config's limits (K <= 256, chunk <= 64) keep every tile within 48 KB: Prepare's is the largest, 43.3 KB at chunk 64.
         _shape = new DeltaRuleGpuShape(config, runtime.GroupSize);
         _buffers = new GpuBuffers(runtime);
         _prepare = Load(DeltaRuleGpuKernels.Prepare);
         _statePass = Load(DeltaRuleGpuKernels.StatePass);
+        _output = Load(DeltaRuleGpuKernels.Output);
         _recurrent = Load(DeltaRuleGpuKernels.Recurrent);
     }
 
@@ -82,6 +83,7 @@ public sealed class DeltaRuleGpu : IAttentionGpu
             Scores = placeholder,
             ChunkDecay = placeholder,
             CumulativeGate = placeholder,
+            ChunkStates = placeholder,
             ChunkStart = indexPlaceholder,
             ChunkLength = indexPlaceholder,
             FirstChunk = indexPlaceholder,
@@ -99,11 +101,16 @@ public sealed class DeltaRuleGpu : IAttentionGpu
         args.GatedQueries = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.GatedQueries), tokens * s.OutputHeads * s.KeyDim);
         args.Scores = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.Scores), tokens * s.OutputHeads * s.Chunk);
         args.ChunkDecay = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.ChunkDecay), (long)_chunks.Chunks * s.ValueHeads * (s.PerKey ? s.KeyDim : 1));
+        args.ChunkStates = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.ChunkStates), (long)_chunks.Chunks * s.ValueHeads * s.KeyDim * s.ValueDim);
         if (s.PerKey) args.CumulativeGate = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.CumulativeGate), tokens * s.ValueHeads * s.KeyDim);
         return args;
     }
 
-    /// <summary>Chunked: Prepare over every chunk, then the state pass; recurrent: one launch. Both passes run a group per (sequence, value head, value tile).</summary>
+    /// <summary>
+    /// Chunked, three launches: Prepare over every (chunk, value head); the state pass, the one sequential part, a group per
+    /// (sequence, value head, 4 value columns); the output over every (chunk, output head, 16 value columns). Recurrent: one
+    /// launch, a group per (sequence, value head, 16 value columns).
+    /// </summary>
     private void Launch(bool chunked, int sequences, DeltaRuleGpuArgs args)
     {
         var s = _shape;
@@ -111,7 +118,8 @@ public sealed class DeltaRuleGpu : IAttentionGpu
         if (chunked)
         {
             _prepare(Runtime.Groups(_chunks.Chunks, s.ValueHeads, 1, new PrepareTiles(s).Floats), args, shape);
-            _statePass(Runtime.Groups(sequences, s.ValueHeads, s.ValueTiles, new StatePassTiles(s).Floats), args, shape);
+            _statePass(Runtime.Groups(sequences, s.ValueHeads, s.StateTiles, new StatePassTiles(s).Floats), args, shape);
+            _output(Runtime.Groups(_chunks.Chunks, s.OutputHeads, s.ValueTiles, new OutputTiles(s).Floats), args, shape);
         }
         else
         {

@@ -13,8 +13,14 @@ namespace Engine.Kernels.DeltaRule;
 /// </summary>
 public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
 {
-    /// <summary>Value columns of one group, and rows of a diagonal block of T: the delta rule never mixes value columns.</summary>
+    /// <summary>Value columns of an output or recurrent group, and rows of a diagonal block of T: the delta rule never mixes value columns.</summary>
     public const int Tile = 16;
+
+    /// <summary>
+    /// Value columns of one state-pass group, whose chunks run in order: narrow, so the sequential pass fills the
+    /// GPU (B = 1, Hv = 8, V = 128: 256 groups on 132 SMs), and one thread's four adjacent columns stay in registers.
+    /// </summary>
+    public const int StateColumns = 4;
 
     private readonly int _qkL2Norm, _valueMajor;
 
@@ -71,6 +77,21 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     /// <summary>Value tiles of 16 columns (the last one may be partial).</summary>
     public int ValueTiles => (ValueDim + Tile - 1) / Tile;
 
+    /// <summary>Key dims of the rows the preparation stages in shared memory at a time for its C × C products (K Kᵀ, Q Kᵀ).</summary>
+    public const int Slab = 8;
+
+    /// <summary>Row stride of a staged slab: odd, so the rows of a column lie in different banks.</summary>
+    public const int SlabStride = Slab + 1;
+
+    /// <summary>Value tiles of <see cref="StateColumns"/> columns: the state pass's groups per (sequence, value head).</summary>
+    public int StateTiles => (ValueDim + StateColumns - 1) / StateColumns;
+
+    /// <summary>Threads of the state pass sharing one chunk row of W S, each summing every KeyParts-th key dim: the group's threads over the chunk's rows.</summary>
+    public int KeyParts => Math.Max(1, GroupSize / Chunk);
+
+    /// <summary>Row stride of the C × C tiles A and T in shared memory: odd, so a column's rows lie in different banks.</summary>
+    public int ChunkStride => Chunk + 1;
+
     /// <summary>16-row diagonal blocks of T in a full chunk.</summary>
     public int Blocks => Chunk / Tile;
 
@@ -95,11 +116,20 @@ public struct DeltaRuleGpuArgs
     /// <summary>[N, Hv, K, V], initial on entry, final on return.</summary>
     public ArrayView<float> State;
 
-    /// <summary>Written by the preparation, read by the state pass, per value head: W, decayed keys [T, Hv, K]; U [T, Hv, V].</summary>
+    /// <summary>
+    /// Written by the preparation, per value head: W [T, Hv, K] chunk-transposed (each chunk's block column by column, see
+    /// <c>ChunkTransposed</c>), the decayed keys [T, Hv, K]; U [T, Hv, V], which the state pass overwrites with V_new.
+    /// </summary>
     public ArrayView<float> W, DecayedKeys, U;
 
-    /// <summary>Per output head: the inter-chunk queries scale q̂ ⊙ e^G [T, max(Hq, Hv), K] and the masked intra scores P [T, max(Hq, Hv), C].</summary>
+    /// <summary>
+    /// Per output head, chunk-transposed: the inter-chunk queries scale q̂ ⊙ e^G [T, max(Hq, Hv), K] and the masked
+    /// intra scores P [T, max(Hq, Hv), C] (row i, key j <= i).
+    /// </summary>
     public ArrayView<float> GatedQueries, Scores;
+
+    /// <summary>Written by the state pass for the output: each chunk's initial state [chunks, Hv, K, V] (key-major whatever the state layout).</summary>
+    public ArrayView<float> ChunkStates;
 
     /// <summary>e^{G_last} per chunk and value head [chunks, Hv] (per key dim too with a per-key gate: [chunks, Hv, K]).</summary>
     public ArrayView<float> ChunkDecay;
@@ -117,22 +147,34 @@ public struct DeltaRuleGpuArgs
 /// <summary>Dynamic shared memory of the preparation kernel, in floats.</summary>
 internal readonly struct PrepareTiles(DeltaRuleGpuShape s)
 {
-    public int A => 0;                                       // [C × C] A, zero on and above the diagonal
-    public int T => s.Chunk * s.Chunk;                       // [C × C] T = (I + A)⁻¹
-    public int Merge => 2 * s.Chunk * s.Chunk;               // [(blocks − 1) × 16 × 16] Σ A T of one block row
+    public int A => 0;                                       // [C × (C + 1)] A, zero on and above the diagonal
+    public int T => s.Chunk * s.ChunkStride;                 // [C × (C + 1)] T = (I + A)⁻¹
+    public int Merge => 2 * s.Chunk * s.ChunkStride;         // [(blocks − 1) × 16 × 16] Σ A T of one block row
     public int MergeFloats => Math.Max(1, s.Blocks - 1) * DeltaRuleGpuShape.Tile * DeltaRuleGpuShape.Tile;
     public int Gates => Merge + MergeFloats;                 // [C] in-chunk cumulative log gate (per head; zeros otherwise)
     public int Betas => Gates + s.Chunk;                     // [C]
     public int KeyNorms => Betas + s.Chunk;                  // [C] 1 / ‖k_j‖ (or 1)
     public int QueryNorms => KeyNorms + s.Chunk;             // [C] 1 / ‖q_i‖ (or 1) of one output head's query head
-    public int Floats => QueryNorms + s.Chunk;
+    public int Slabs => QueryNorms + s.Chunk;                // [3 × C × (slab + 1)] key-dim slabs of the rows x, the keys and the per-key gates
+    public int SlabFloats => 3 * s.Chunk * DeltaRuleGpuShape.SlabStride;
+    public int Floats => Slabs + SlabFloats;
 }
 
 /// <summary>Dynamic shared memory of the state-pass kernel, in floats.</summary>
 internal readonly struct StatePassTiles(DeltaRuleGpuShape s)
 {
-    public int State => 0;                                   // [K × 16] the state slice
-    public int NewValues => s.KeyDim * DeltaRuleGpuShape.Tile;   // [C × 16] V_new of the chunk
+    private const int Columns = DeltaRuleGpuShape.StateColumns;
+    public int State => 0;                                   // [K × 4] the state tile
+    public int NewValues => s.KeyDim * Columns;              // [C × 4] V_new of the chunk
+    public int Partials => NewValues + s.Chunk * Columns;    // [key parts × 4 × C] partial (W S)ᵀ, one per key part
+    public int Floats => Partials + s.KeyParts * Columns * s.Chunk;
+}
+
+/// <summary>Dynamic shared memory of the output kernel, in floats.</summary>
+internal readonly struct OutputTiles(DeltaRuleGpuShape s)
+{
+    public int State => 0;                                   // [K × 16] the chunk's initial state, one V tile
+    public int NewValues => s.KeyDim * DeltaRuleGpuShape.Tile;   // [C × 16] V_new of the chunk, the same tile
     public int Floats => NewValues + s.Chunk * DeltaRuleGpuShape.Tile;
 }
 
@@ -149,26 +191,75 @@ internal readonly struct RecurrentTiles(DeltaRuleGpuShape s)
 /// <summary>
 /// DeltaNet / Gated DeltaNet as ILGPU kernels, explicitly grouped with shared-memory tiles.
 ///
-/// Chunked form, two launches (notation of <see cref="DeltaRuleCpu"/>):
-///  1. Prepare, one group per (chunk, value head), all chunks in parallel: G, A in shared memory,
-///     T = (I + A)⁻¹ as four-at-most 16×16 diagonal-block inverses (row recurrence, one column per thread)
-///     merged block row by block row (T_pq = −T_pp Σ_{q<=m<p} A_pm T_mq); then W = T diag(β e^G) K,
-///     U = T diag(β) V, the decayed keys k̂ e^{G_last − G}, and per output head the inter query
-///     scale e^G q̂ and the masked intra scores P = scale (Q Kᵀ ⊙ D), all written to global memory.
-///  2. StatePass, one group per (sequence, value head, 16-column tile of V), sequential over the
-///     chunks: the K × 16 state slice stays in shared memory; V_new = U − W S, O = Q_g S + P V_new,
+/// Chunked form, three launches (notation of <see cref="DeltaRuleCpu"/>):
+///  1. Prepare, one group per (chunk, value head), all chunks in parallel: G, A in shared memory (K Kᵀ summed over
+///     key-dim slabs staged in shared memory), T = (I + A)⁻¹ as four-at-most 16×16 diagonal-block inverses (row
+///     recurrence, one column per thread) merged block row by block row (T_pq = −T_pp Σ_{q<=m<p} A_pm T_mq); then
+///     W = T diag(β e^G) K, U = T diag(β) V, the decayed keys k̂ e^{G_last − G}, and per output head the inter query
+///     scale e^G q̂ and the masked intra scores P = scale (Q Kᵀ ⊙ D), all written to global memory; W, the queries and
+///     P chunk-transposed, so the later passes read a column over the chunk's rows with one coalesced load.
+///  2. StatePass, the only sequential part: one group per (sequence, value head, 4 value columns), over the chunks in
+///     order, the K × 4 state tile in shared memory: V_new = U − W S (written over U), the chunk's initial state out,
 ///     S ← e^{G_last} S + K_dᵀ V_new. The delta rule never mixes value columns, so tiles are independent.
+///  3. Output, one group per (chunk, output head, 16 value columns), all chunks in parallel: O = Q_g S + P V_new.
 /// A per-key gate makes G a per-key-dim cumulative sum (written to global memory by Prepare): every
 /// e^{G_i − G_j} moves inside the key-dim sums and the chunk decay becomes one factor per row of S.
 /// Recurrent form: one group per (sequence, value head, V tile), one token at a time.
 /// Heads (<see cref="HeadLayout"/>): value head h reads key head h / ValueGroup; output head o reads value head o / Group and
 /// query head o / ValueGroup. q and k are read where they lie, never copied per head.
-/// Threads of a group: column d = thread % 16 of the tile, slice = thread / 16 over rows.
+/// Threads of the recurrent kernel: column d = thread % 16 of the tile, slice = thread / 16 over the state's rows.
 /// Every exponent is a difference G_i − G_j with j <= i (or G_last − G_j, or G_i, or a raw log gate), so it is <= 0.
 /// </summary>
 public static class DeltaRuleGpuKernels
 {
     private const int Tile = DeltaRuleGpuShape.Tile;
+    private const int Columns = DeltaRuleGpuShape.StateColumns;
+
+    /// <summary>Four adjacent value columns of one row, in registers (a struct of scalars; an indexed array would go to local memory).</summary>
+    private struct Columns4
+    {
+        public float C0, C1, C2, C3;
+
+        /// <summary>this += a · x.</summary>
+        public void AddScaled(float a, Columns4 x)
+        {
+            C0 += a * x.C0; C1 += a * x.C1; C2 += a * x.C2; C3 += a * x.C3;
+        }
+
+        /// <summary>
+        /// this += Σ_m x[at + m · xStep] · rows[(first + m · step) · rowStride + rowOffset] over the m = 0..3 with first + m · step < limit.
+        /// The four global loads are issued before their products, so each thread keeps four in flight (ILGPU unrolls no loop).
+        /// </summary>
+        public void AddProducts4(ArrayView<float> x, long at, long xStep, ArrayView<Columns4> rows, int first, int step, int limit, int rowStride, int rowOffset)
+        {
+            int m1 = first + step, m2 = m1 + step, m3 = m2 + step;
+            float x0 = x[at], x1 = m1 < limit ? x[at + xStep] : 0f, x2 = m2 < limit ? x[at + 2 * xStep] : 0f, x3 = m3 < limit ? x[at + 3 * xStep] : 0f;
+            AddScaled(x0, rows[first * rowStride + rowOffset]);
+            if (m1 < limit) AddScaled(x1, rows[m1 * rowStride + rowOffset]);
+            if (m2 < limit) AddScaled(x2, rows[m2 * rowStride + rowOffset]);
+            if (m3 < limit) AddScaled(x3, rows[m3 * rowStride + rowOffset]);
+        }
+
+        public void Scale(float a)
+        {
+            C0 *= a; C1 *= a; C2 *= a; C3 *= a;
+        }
+
+        /// <summary>The first <paramref name="count"/> columns to view[at], view[at + 1], …</summary>
+        public readonly void Store(ArrayView<float> view, long at, int count)
+        {
+            view[at] = C0;
+            if (count > 1) view[at + 1] = C1;
+            if (count > 2) view[at + 2] = C2;
+            if (count > 3) view[at + 3] = C3;
+        }
+
+        /// <summary>All four columns to view[at], view[at + stride], …</summary>
+        public readonly void StoreStrided(ArrayView<float> view, long at, int stride)
+        {
+            view[at] = C0; view[at + stride] = C1; view[at + 2 * stride] = C2; view[at + 3 * stride] = C3;
+        }
+    }
 
     /// <summary>1 / sqrt(Σ x² + eps) over the K floats of a global row at <paramref name="offset"/>, or 1 without normalization.</summary>
     private static float InverseNorm(DeltaRuleGpuShape s, ArrayView<float> x, long offset)
@@ -186,23 +277,56 @@ public static class DeltaRuleGpuKernels
     private static long StateIndex(DeltaRuleGpuShape s, int n, int h, int c, int d) =>
         ((long)n * s.ValueHeads + h) * s.KeyDim * s.ValueDim + (s.ValueMajor ? (long)d * s.KeyDim + c : (long)c * s.ValueDim + d);
 
+    /// <summary>
+    /// Where element (row i, column c) of head h's block of a chunk lies in a chunk-transposed buffer [T, heads, width]:
+    /// from the chunk's first token cs on, head by head, each block column by column, a column len rows long. Threads
+    /// along a block's rows read or write a column with one coalesced access.
+    /// </summary>
+    private static long ChunkTransposed(int cs, int len, int heads, int width, int h, int i, int c) =>
+        ((long)cs * heads + (long)h * len) * width + (long)c * len + i;
+
     /// <summary>The in-chunk cumulative log gate of chunk row i at key dim c: from CumulativeGate (per key) or <paramref name="gates"/> (per head, or zeros).</summary>
     private static float CumulativeLogGate(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> gates, int start, int h, int i, int c) =>
         s.PerKey ? args.CumulativeGate[((long)(start + i) * s.ValueHeads + h) * s.KeyDim + c] : gates[i];
 
-    /// <summary>Σ_c x_c k_jc e^{G_ic − G_jc}: the decay inside the sum for a per-key gate, outside it otherwise.</summary>
-    private static float DecayedDot(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> gates, ArrayView<float> x, long xi, long kj,
-        int start, int h, int i, int j)
+    /// <summary>
+    /// acc[i · (C + 1) + j] += Σ_c x̂_ic k̂_jc (e^{G_ic − G_jc} inside the sum with a per-key gate) for the chunk's rows j < i (j <= i with
+    /// <paramref name="diagonal"/>), the rows staged <see cref="DeltaRuleGpuShape.Slab"/> key dims at a time in shared memory, each
+    /// loaded once: x̂_i = x_i · xNorms[i] (row i of head xHead of x, q or k), k̂_j = k_j · 1/‖k_j‖. Row i reads rows up to its own only.
+    /// </summary>
+    private static void DecayedProducts(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> slabs, ArrayView<float> acc,
+        ArrayView<float> x, int xHeads, int xHead, ArrayView<float> xNorms, ArrayView<float> keyNorms, int cs, int len, int h, int diagonal)
     {
-        float dot = 0f;
-        if (s.PerKey)
+        const int slab = DeltaRuleGpuShape.Slab, stride = DeltaRuleGpuShape.SlabStride;
+        int kd = s.KeyDim, ts = s.ChunkStride, nt = s.GroupSize, tid = Group.IdxX, kh = h / s.ValueGroup;
+        var sx = slabs.SubView(0, s.Chunk * stride);
+        var sk = slabs.SubView(s.Chunk * stride, s.Chunk * stride);
+        var sg = slabs.SubView(2 * s.Chunk * stride, s.Chunk * stride);
+        for (int c0 = 0; c0 < kd; c0 += slab)
         {
-            for (int c = 0; c < s.KeyDim; c++)
-                dot += x[xi + c] * args.K[kj + c] * XMath.Exp(CumulativeLogGate(args, s, gates, start, h, i, c) - CumulativeLogGate(args, s, gates, start, h, j, c));
-            return dot;
+            for (int e = tid; e < len * slab; e += nt)
+            {
+                int j = e / slab, cl = e % slab, c = c0 + cl;
+                bool inside = c < kd;
+                sx[j * stride + cl] = inside ? x[((long)(cs + j) * xHeads + xHead) * kd + c] * xNorms[j] : 0f;
+                sk[j * stride + cl] = inside ? args.K[((long)(cs + j) * s.KeyHeads + kh) * kd + c] * keyNorms[j] : 0f;
+                if (s.PerKey) sg[j * stride + cl] = inside ? args.CumulativeGate[((long)(cs + j) * s.ValueHeads + h) * kd + c] : 0f;
+            }
+            Group.Barrier();
+            for (int e = tid; e < len * len; e += nt)
+            {
+                int i = e / len, j = e % len;
+                if (j >= i + diagonal) continue;
+                float dot = 0f;
+                for (int cl = 0; cl < slab; cl++)
+                {
+                    float product = sx[i * stride + cl] * sk[j * stride + cl];
+                    dot += s.PerKey ? product * XMath.Exp(sg[i * stride + cl] - sg[j * stride + cl]) : product;
+                }
+                acc[i * ts + j] += dot;
+            }
+            Group.Barrier();
         }
-        for (int c = 0; c < s.KeyDim; c++) dot += x[xi + c] * args.K[kj + c];
-        return dot * XMath.Exp(gates[i] - gates[j]);
     }
 
     /// <summary>Grid (chunks, Hv): T = (I + A)⁻¹ of the chunk, then W, U, the decayed keys, the chunk decay and per output head the gated queries and scores.</summary>
@@ -210,15 +334,16 @@ public static class DeltaRuleGpuKernels
     {
         var s = shape.Value;
         var tiles = new PrepareTiles(s);
-        int cc = s.Chunk, kd = s.KeyDim, vd = s.ValueDim, hk = s.KeyHeads, hv = s.ValueHeads, ho = s.OutputHeads, nt = s.GroupSize;
+        int cc = s.Chunk, ts = s.ChunkStride, kd = s.KeyDim, vd = s.ValueDim, hk = s.KeyHeads, hv = s.ValueHeads, ho = s.OutputHeads, nt = s.GroupSize;
         var shared = SharedMemory.GetDynamic<float>();
-        var sA = shared.SubView(tiles.A, cc * cc);
-        var sT = shared.SubView(tiles.T, cc * cc);
+        var sA = shared.SubView(tiles.A, cc * ts);
+        var sT = shared.SubView(tiles.T, cc * ts);
         var sX = shared.SubView(tiles.Merge, tiles.MergeFloats);
         var sG = shared.SubView(tiles.Gates, cc);
         var sBeta = shared.SubView(tiles.Betas, cc);
         var sRk = shared.SubView(tiles.KeyNorms, cc);
         var sRq = shared.SubView(tiles.QueryNorms, cc);
+        var sSlabs = shared.SubView(tiles.Slabs, tiles.SlabFloats);
 
         int tid = Group.IdxX, chunk = Grid.IdxX, h = Grid.IdxY, kh = h / s.ValueGroup;
         int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
@@ -249,18 +374,16 @@ public static class DeltaRuleGpuKernels
         for (int i = tid; i < len; i += nt) sRk[i] = InverseNorm(s, args.K, ((long)(cs + i) * hk + kh) * kd);
         Group.Barrier();
 
-        // A_ij = β_i Σ_c k̂_ic k̂_jc e^{G_ic − G_jc} below the diagonal; the decayed keys k̂_j ⊙ e^{G_last − G_j}.
-        for (int e = tid; e < cc * cc; e += nt)
+        // A_ij = β_i Σ_c k̂_ic k̂_jc e^{G_ic − G_jc} below the diagonal, zero elsewhere (a per-head decay applied after the sum).
+        for (int e = tid; e < cc * ts; e += nt) sA[e] = 0f;
+        Group.Barrier();
+        DecayedProducts(args, s, sSlabs, sA, args.K, hk, kh, sRk, sRk, cs, len, h, 0);
+        for (int e = tid; e < len * len; e += nt)
         {
-            int i = e / cc, j = e % cc;
-            float value = 0f;
-            if (j < i && i < len)
-            {
-                long ki = ((long)(cs + i) * hk + kh) * kd, kj = ((long)(cs + j) * hk + kh) * kd;
-                value = sBeta[i] * sRk[i] * sRk[j] * DecayedDot(args, s, sG, args.K, ki, kj, cs, h, i, j);
-            }
-            sA[e] = value;
+            int i = e / len, j = e % len;
+            if (j < i) sA[i * ts + j] *= sBeta[i] * (s.PerKey ? 1f : XMath.Exp(sG[i] - sG[j]));
         }
+        // The decayed keys k̂_j ⊙ e^{G_last − G_j}.
         for (int e = tid; e < len * kd; e += nt)
         {
             int j = e / kd, c = e % kd;
@@ -277,8 +400,8 @@ public static class DeltaRuleGpuKernels
             {
                 float value = r == col ? 1f : 0f;
                 if (r > col)
-                    for (int m = col; m < r; m++) value -= sA[r * cc + m] * sT[m * cc + col];
-                sT[r * cc + col] = value;
+                    for (int m = col; m < r; m++) value -= sA[r * ts + m] * sT[m * ts + col];
+                sT[r * ts + col] = value;
             }
         }
         Group.Barrier();
@@ -290,7 +413,7 @@ public static class DeltaRuleGpuKernels
             {
                 int qb = e / (Tile * Tile), r = p * Tile + e / Tile % Tile, col = qb * Tile + e % Tile;
                 float sum = 0f;
-                for (int m = qb * Tile; m < p * Tile; m++) sum += sA[r * cc + m] * sT[m * cc + col];
+                for (int m = qb * Tile; m < p * Tile; m++) sum += sA[r * ts + m] * sT[m * ts + col];
                 sX[e] = sum;
             }
             Group.Barrier();
@@ -300,26 +423,26 @@ public static class DeltaRuleGpuKernels
                 int r = p * Tile + rl;
                 float sum = 0f;
                 // T is lower triangular: row r reads rows up to itself only, so a later token's fault stays there.
-                for (int l = 0; l <= rl; l++) sum += sT[r * cc + p * Tile + l] * sX[qb * Tile * Tile + l * Tile + cl];
-                sT[r * cc + qb * Tile + cl] = -sum;
+                for (int l = 0; l <= rl; l++) sum += sT[r * ts + p * Tile + l] * sX[qb * Tile * Tile + l * Tile + cl];
+                sT[r * ts + qb * Tile + cl] = -sum;
             }
             Group.Barrier();
         }
 
-        // W = T diag(β) (K̂ ⊙ e^G) and U = T diag(β) V (T is lower triangular).
+        // W = T diag(β) (K̂ ⊙ e^G) and U = T diag(β) V (T is lower triangular); threads along W's rows, which it stores transposed.
         for (int e = tid; e < len * kd; e += nt)
         {
-            int i = e / kd, c = e % kd;
+            int i = e % len, c = e / len;
             float sum = 0f;
             for (int j = 0; j <= i; j++)
-                sum += sT[i * cc + j] * sBeta[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, j, c)) * sRk[j] * args.K[((long)(cs + j) * hk + kh) * kd + c];
-            args.W[((long)(cs + i) * hv + h) * kd + c] = sum;
+                sum += sT[i * ts + j] * sBeta[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, j, c)) * sRk[j] * args.K[((long)(cs + j) * hk + kh) * kd + c];
+            args.W[ChunkTransposed(cs, len, hv, kd, h, i, c)] = sum;
         }
         for (int e = tid; e < len * vd; e += nt)
         {
             int i = e / vd, d = e % vd;
             float sum = 0f;
-            for (int j = 0; j <= i; j++) sum += sT[i * cc + j] * sBeta[j] * args.V[((long)(cs + j) * hv + h) * vd + d];
+            for (int j = 0; j <= i; j++) sum += sT[i * ts + j] * sBeta[j] * args.V[((long)(cs + j) * hv + h) * vd + d];
             args.U[((long)(cs + i) * hv + h) * vd + d] = sum;
         }
         if (s.PerKey)
@@ -331,84 +454,142 @@ public static class DeltaRuleGpuKernels
             args.ChunkDecay[(long)chunk * hv + h] = XMath.Exp(sG[len - 1]);
         }
 
-        // Per output head: Q_g = scale q̂ ⊙ e^G and P_ij = scale Σ_c q̂_ic k̂_jc e^{G_ic − G_jc} for j <= i.
+        // Per output head: Q_g = scale q̂ ⊙ e^G and P_ij = scale Σ_c q̂_ic k̂_jc e^{G_ic − G_jc} for j <= i, summed in A's tile (T is built).
         for (int o = h * s.Group; o < (h + 1) * s.Group; o++)
         {
             int qh = o / s.ValueGroup;
-            for (int i = tid; i < len; i += nt) sRq[i] = InverseNorm(s, args.Q, ((long)(cs + i) * s.QHeads + qh) * kd);
+            for (int i = tid; i < len; i += nt) sRq[i] = s.Scale * InverseNorm(s, args.Q, ((long)(cs + i) * s.QHeads + qh) * kd);
+            for (int e = tid; e < cc * ts; e += nt) sA[e] = 0f;
             Group.Barrier();
             for (int e = tid; e < len * kd; e += nt)
             {
-                int i = e / kd, c = e % kd;
-                args.GatedQueries[((long)(cs + i) * ho + o) * kd + c] =
-                    s.Scale * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, i, c)) * sRq[i] * args.Q[((long)(cs + i) * s.QHeads + qh) * kd + c];
+                int i = e % len, c = e / len;
+                args.GatedQueries[ChunkTransposed(cs, len, ho, kd, o, i, c)] =
+                    XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, i, c)) * sRq[i] * args.Q[((long)(cs + i) * s.QHeads + qh) * kd + c];
             }
-            for (int e = tid; e < len * cc; e += nt)
+            DecayedProducts(args, s, sSlabs, sA, args.Q, s.QHeads, qh, sRq, sRk, cs, len, h, 1);
+            for (int e = tid; e < len * len; e += nt)
             {
-                int i = e / cc, j = e % cc;
-                if (j > i) continue;
-                long qi = ((long)(cs + i) * s.QHeads + qh) * kd, kj = ((long)(cs + j) * hk + kh) * kd;
-                args.Scores[((long)(cs + i) * ho + o) * cc + j] = s.Scale * sRq[i] * sRk[j] * DecayedDot(args, s, sG, args.Q, qi, kj, cs, h, i, j);
+                int i = e % len, j = e / len;
+                if (j <= i) args.Scores[ChunkTransposed(cs, len, ho, cc, o, i, j)] = sA[i * ts + j] * (s.PerKey ? 1f : XMath.Exp(sG[i] - sG[j]));
             }
             Group.Barrier();
         }
     }
 
-    /// <summary>Grid (N, Hv, V tiles): the chunks of a sequence in order, the state slice in shared memory.</summary>
+    /// <summary>
+    /// Grid (N, Hv, V tiles of 4 columns): the chunks of a sequence in order, the K × 4 state tile in shared memory. Per chunk:
+    /// V_new = U − W S (written over U), the chunk's initial state out for <see cref="Output"/>, S ← diag(e^{G_last}) S + K_dᵀ V_new.
+    /// Every global read is a coalesced row: a column of the transposed W over the chunk's rows, a row of K_d over the key dims.
+    /// </summary>
     public static void StatePass(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
     {
         var s = shape.Value;
         var tiles = new StatePassTiles(s);
-        int hv = s.ValueHeads, ho = s.OutputHeads, kd = s.KeyDim, vd = s.ValueDim, cc = s.Chunk, slices = s.Slices;
+        int hv = s.ValueHeads, kd = s.KeyDim, vd = s.ValueDim, cc = s.Chunk, nt = s.GroupSize, parts = s.KeyParts;
         var shared = SharedMemory.GetDynamic<float>();
-        var sS = shared.SubView(tiles.State, kd * Tile);
-        var sV = shared.SubView(tiles.NewValues, cc * Tile);
+        var sS = shared.SubView(tiles.State, kd * Columns);
+        var sV = shared.SubView(tiles.NewValues, cc * Columns);
+        // The state and V_new rows as 16-byte quads: one vector load each (every tile begins at a multiple of 4 floats).
+        var sS4 = sS.AsAligned(16).Cast<Columns4>();
+        var sV4 = sV.AsAligned(16).Cast<Columns4>();
+        var sPartial = shared.SubView(tiles.Partials, parts * Columns * cc);
 
-        int tid = Group.IdxX, d = tid % Tile, slice = tid / Tile;
-        int n = Grid.IdxX, h = Grid.IdxY, col = Grid.IdxZ * Tile + d;
-        bool valid = col < vd;
+        int tid = Group.IdxX, n = Grid.IdxX, h = Grid.IdxY, col0 = Grid.IdxZ * Columns;
+        int columns = Math.Min(Columns, vd - col0);
 
-        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[StateIndex(s, n, h, c, col)] : 0f;
+        for (int e = tid; e < kd * Columns; e += nt)
+        {
+            int c = e / Columns, d = e % Columns;
+            sS[e] = d < columns ? args.State[StateIndex(s, n, h, c, col0 + d)] : 0f;
+        }
         Group.Barrier();
 
         for (int chunk = args.FirstChunk[n]; chunk < args.FirstChunk[n + 1]; chunk++)
         {
             int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
-            // V_new = U − W S.
-            for (int i = slice; i < len; i += slices)
+            // W S: thread (row i, key part p) sums the key dims p, p + parts, …; the parts meet in shared memory.
+            for (int e = tid; e < cc * parts; e += nt)
             {
-                long row = (long)(cs + i) * hv + h;
-                float sum = valid ? args.U[row * vd + col] : 0f;
-                for (int c = 0; c < kd; c++) sum -= args.W[row * kd + c] * sS[c * Tile + d];
-                sV[i * Tile + d] = sum;
+                int i = e % cc, p = e / cc;
+                if (i >= len) continue;
+                var sum = new Columns4();
+                for (int c = p; c < kd; c += 4 * parts) sum.AddProducts4(args.W, ChunkTransposed(cs, len, hv, kd, h, i, c), (long)parts * len, sS4, c, parts, kd, 1, 0);
+                sum.StoreStrided(sPartial, p * Columns * cc + i, cc);
             }
             Group.Barrier();
-            // O = Q_g S + P V_new.
-            for (int o = h * s.Group; o < (h + 1) * s.Group; o++)
+            // V_new = U − W S, kept for the state update and written over U for the output.
+            for (int e = tid; e < len * Columns; e += nt)
             {
-                for (int i = slice; i < len; i += slices)
-                {
-                    long row = (long)(cs + i) * ho + o;
-                    float sum = 0f;
-                    for (int c = 0; c < kd; c++) sum += args.GatedQueries[row * kd + c] * sS[c * Tile + d];
-                    for (int j = 0; j <= i; j++) sum += args.Scores[row * cc + j] * sV[j * Tile + d];
-                    if (valid) args.Output[row * vd + col] = sum;
-                }
+                int i = e / Columns, d = e % Columns;
+                float product = 0f;
+                for (int p = 0; p < parts; p++) product += sPartial[(p * Columns + d) * cc + i];
+                long at = ((long)(cs + i) * hv + h) * vd + col0 + d;
+                float value = (d < columns ? args.U[at] : 0f) - product;
+                sV[e] = value;
+                if (d < columns) args.U[at] = value;
             }
             Group.Barrier();
-            // S ← diag(e^{G_last}) S + K_dᵀ V_new.
-            for (int c = slice; c < kd; c += slices)
+            // The chunk's initial state out, then S ← diag(e^{G_last}) S + K_dᵀ V_new: thread c owns state row c.
+            for (int c = tid; c < kd; c += nt)
             {
-                float decay = s.PerKey ? args.ChunkDecay[((long)chunk * hv + h) * kd + c] : args.ChunkDecay[(long)chunk * hv + h];
-                float sum = decay * sS[c * Tile + d];
-                for (int j = 0; j < len; j++) sum += args.DecayedKeys[((long)(cs + j) * hv + h) * kd + c] * sV[j * Tile + d];
-                sS[c * Tile + d] = sum;
+                var row = sS4[c];
+                row.Store(args.ChunkStates, (((long)chunk * hv + h) * kd + c) * vd + col0, columns);
+                row.Scale(s.PerKey ? args.ChunkDecay[((long)chunk * hv + h) * kd + c] : args.ChunkDecay[(long)chunk * hv + h]);
+                for (int j = 0; j < len; j += 4) row.AddProducts4(args.DecayedKeys, ((long)(cs + j) * hv + h) * kd + c, (long)hv * kd, sV4, j, 1, len, 1, 0);
+                sS4[c] = row;
             }
             Group.Barrier();
         }
 
-        if (valid)
-            for (int c = slice; c < kd; c += slices) args.State[StateIndex(s, n, h, c, col)] = sS[c * Tile + d];
+        for (int e = tid; e < kd * columns; e += nt)
+        {
+            int c = e / columns, d = e % columns;
+            args.State[StateIndex(s, n, h, c, col0 + d)] = sS[c * Columns + d];
+        }
+    }
+
+    /// <summary>
+    /// Grid (chunks, max(Hq, Hv), V tiles of 16 columns), every chunk in parallel after the state pass: O = Q_g S + P V_new from the
+    /// chunk's initial state and V_new. Thread (row i, 4 columns of the tile) reads a column of the transposed Q_g and P, coalesced.
+    /// </summary>
+    public static void Output(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
+    {
+        var s = shape.Value;
+        var tiles = new OutputTiles(s);
+        int hv = s.ValueHeads, ho = s.OutputHeads, kd = s.KeyDim, vd = s.ValueDim, cc = s.Chunk, nt = s.GroupSize;
+        var shared = SharedMemory.GetDynamic<float>();
+        var sS = shared.SubView(tiles.State, kd * Tile);
+        var sV = shared.SubView(tiles.NewValues, cc * Tile);
+        const int quads = Tile / Columns;
+        var sS4 = sS.AsAligned(16).Cast<Columns4>();
+        var sV4 = sV.AsAligned(16).Cast<Columns4>();
+
+        int tid = Group.IdxX, chunk = Grid.IdxX, o = Grid.IdxY, h = o / s.Group, col0 = Grid.IdxZ * Tile;
+        int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
+
+        for (int e = tid; e < kd * Tile; e += nt)
+        {
+            int c = e / Tile, col = col0 + e % Tile;
+            sS[e] = col < vd ? args.ChunkStates[(((long)chunk * hv + h) * kd + c) * vd + col] : 0f;
+        }
+        for (int e = tid; e < len * Tile; e += nt)
+        {
+            int j = e / Tile, col = col0 + e % Tile;
+            sV[e] = col < vd ? args.U[((long)(cs + j) * hv + h) * vd + col] : 0f;
+        }
+        Group.Barrier();
+
+        for (int e = tid; e < cc * quads; e += nt)
+        {
+            int i = e % cc, quad = e / cc, col = col0 + quad * Columns;
+            if (i >= len || col >= vd) continue;
+            var sum = new Columns4();
+            for (int c = 0; c < kd; c += 4) sum.AddProducts4(args.GatedQueries, ChunkTransposed(cs, len, ho, kd, o, i, c), len, sS4, c, 1, kd, quads, quad);
+            // Row i reads the keys up to its own only: a later token's row is never multiplied, not even by zero.
+            for (int j = 0; j <= i; j += 4) sum.AddProducts4(args.Scores, ChunkTransposed(cs, len, ho, cc, o, i, j), len, sV4, j, 1, i + 1, quads, quad);
+            sum.Store(args.Output, ((long)(cs + i) * ho + o) * vd + col, Math.Min(Columns, vd - col));
+        }
     }
 
     /// <summary>Grid (N, Hv, V tiles): the recurrence token by token, the state slice in shared memory.</summary>

@@ -25,7 +25,7 @@ public sealed class StateLayoutTests
     }
 
     /// <summary>[N, Hv, a, b] → [N, Hv, b, a].</summary>
-    private static float[] TransposeHeads(float[] state, int a, int b)
+    internal static float[] TransposeHeads(float[] state, int a, int b)
     {
         var result = new float[state.Length];
         for (int head = 0; head < state.Length / (a * b); head++)

@@ -44,7 +44,7 @@ public sealed class GpuKernelAssemblyTests
         Assert.That(Kernels(), Is.EquivalentTo(new[]
         {
             "gla.CumulativeGates", "gla.ChunkStates", "gla.Output", "gla.Recurrent",
-            "delta-rule.Prepare", "delta-rule.StatePass", "delta-rule.Recurrent",
+            "delta-rule.Prepare", "delta-rule.StatePass", "delta-rule.Output", "delta-rule.Recurrent",
             "lssl.Recurrent", "lssl.Carry", "lssl.LocalOutput", "lssl.ChunkState", "lssl.FixUp", "lssl.ConvDirect",
             "tensor.Check", "tensor.HalfToFloat", "tensor.FloatToHalf",
         }));
