@@ -1,161 +1,204 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Invocation;
+using System.CommandLine.Parsing;
 using System.Reflection;
 using Engine.Cli.Commands;
 
 namespace Engine.Cli;
 
-/// <summary>What a command writes to.</summary>
-public sealed record CliContext(TextWriter Out, TextWriter Error);
-
-/// <summary>One `engine` command (or one member of a group such as `op gla`).</summary>
-public interface ICommand
+/// <summary>What a command writes to: its report on <see cref="Out"/>, errors and progress on <see cref="Error"/>.</summary>
+public sealed class CliContext(TextWriter output, TextWriter error)
 {
-    string Name { get; }
-    string Summary { get; }
-    string Usage { get; }
+    public TextWriter Out { get; } = output;
+    public TextWriter Error { get; } = error;
 
-    /// <summary>The option names (without --) the command accepts.</summary>
-    IReadOnlyCollection<string> Options { get; }
+    /// <summary>Progress bars on stderr where stderr is a terminal; nothing where it is redirected.</summary>
+    public CliProgress Progress { get; } = CliProgress.For(error);
 
-    /// <summary>How many plain arguments may precede the options (e.g. a model file).</summary>
-    int Positionals => 0;
-
-    int Run(CommandLine args, CliContext context);
+    internal static CliContext Of(ParseResult result) => new(result.InvocationConfiguration.Output, result.InvocationConfiguration.Error);
 }
 
-/// <summary>The `engine` command: dispatch, help and the error contract (one line on stderr, non-zero exit).</summary>
+/// <summary>
+/// The `engine` command: the command tree, help, --version, and the error contract: a bad command line is one line on
+/// stderr and exit code 2, bad input (files, shapes, values) one line and exit code 1.
+/// </summary>
 public static class Cli
 {
-    public static readonly IReadOnlyList<ICommand> OpCommands =
-    [
-        new GlaOpCommand(),
-        new LightningOpCommand(),
-        new DeltaRuleOpCommand(gated: false),
-        new DeltaRuleOpCommand(gated: true),
-        new LsslOpCommand(),
-    ];
-
-    public static readonly IReadOnlyList<ICommand> BenchCommands =
-    [
-        new PeakBenchCommand(),
-        new GlaBenchCommand(),
-        new LightningBenchCommand(),
-        new DeltaRuleBenchCommand(gated: false),
-        new DeltaRuleBenchCommand(gated: true),
-        new LsslBenchCommand(),
-    ];
-
-    public static readonly IReadOnlyList<ICommand> TopCommands =
-    [
-        new DemoCommand(),
-        new DevicesCommand(),
-        new PtxCommand(),
-        new LsslInitCommand(),
-        new InputsCommand(),
-        new RunModelCommand(),
-        new InspectModelCommand(),
-        new BenchModelCommand(),
-        new SamplesCommand(),
-        new GenerateCommand(),
-    ];
-
-    private static readonly Dictionary<string, (string summary, IReadOnlyList<ICommand> members)> Groups = new()
-    {
-        ["op"] = ("run one op on .npy files", OpCommands),
-        ["bench"] = ("time an op (median of repeats) and compare with the machine's FMA peak", BenchCommands),
-    };
-
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
-        var context = new CliContext(stdout, stderr);
+        var result = Root().Parse(args);
+        if (result.Action is ParseErrorAction)
+        {
+            stderr.WriteLine(ErrorLine(result));
+            return 2;
+        }
         try
         {
-            if (args.Length == 0 || args[0] is "help" or "--help" or "-h")
-            {
-                stdout.Write(Help(args.Skip(1).ToArray()));
-                return 0;
-            }
-            if (args is ["--version"])
-            {
-                stdout.WriteLine(Version);
-                return 0;
-            }
-            var (command, rest) = Find(args);
-            if (rest.Contains("--help"))
-            {
-                stdout.WriteLine(command.Usage);
-                return 0;
-            }
-            var line = new CommandLine(rest, command.Options, command.Positionals);
-            return command.Run(line, context);
+            return result.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
         }
         catch (UsageException e)
         {
-            stderr.WriteLine($"engine: {e.Message} (see: {HelpHint(args)})");
+            stderr.WriteLine(Line(e.Message, e.Command ?? result.CommandResult.Command));
             return 2;
         }
         catch (Exception e) when (e is ArgumentException or InvalidDataException or IOException or NotSupportedException
                                      or InvalidOperationException or UnauthorizedAccessException or OverflowException)
         {
-            stderr.WriteLine($"engine: error: {OneLine(e.Message)}");
+            stderr.WriteLine($"engine: error: {e.Message.ReplaceLineEndings(" ").Trim()}");
             return 1;
         }
     }
 
-    /// <summary>The help command for what the arguments name: a command, a group and its member, or the overview.</summary>
-    private static string HelpHint(string[] args)
+    /// <summary>Every command, each with its options; help on every one (-h, --help), --version, [suggest] completions, @response files.</summary>
+    public static RootCommand Root()
     {
-        if (args.Length == 0 || args[0] == "help") return "engine help";
-        if (Groups.TryGetValue(args[0], out var group))
-            return args.Length > 1 && group.members.Any(m => m.Name == args[1]) ? $"engine help {args[0]} {args[1]}" : $"engine help {args[0]}";
-        return TopCommands.Any(c => c.Name == args[0]) ? $"engine help {args[0]}" : "engine help";
+        var root = new RootCommand("engine: linear-time sequence kernels (GLA, DeltaNet, Lightning, LSSL) on CPU and GPU")
+        {
+            new DemoCommand(),
+            new DevicesCommand(),
+            new PtxCommand(),
+            new LsslInitCommand(),
+            new InputsCommand(),
+            new RunModelCommand(),
+            new InspectModelCommand(),
+            new BenchModelCommand(),
+            new SamplesCommand(),
+            new GenerateCommand(),
+            new Command("op", "run one op on .npy files: gla, lightning, delta, gated-delta, lssl")
+            {
+                new GlaOpCommand(), new LightningOpCommand(), new DeltaRuleOpCommand(gated: false), new DeltaRuleOpCommand(gated: true), new LsslOpCommand(),
+            },
+            new Command("bench", "time an op (median of repeats) and compare with the machine's FMA peak: peak, gla, lightning, delta, gated-delta, lssl")
+            {
+                new PeakBenchCommand(), new GlaBenchCommand(), new LightningBenchCommand(), new DeltaRuleBenchCommand(gated: false),
+                new DeltaRuleBenchCommand(gated: true), new LsslBenchCommand(),
+            },
+        };
+        root.HelpName = "engine";
+        root.Options.OfType<VersionOption>().Single().Action = new VersionAction();
+        var helpOption = root.Options.OfType<HelpOption>().Single();
+        var help = new HelpWithNotes(helpOption.Action!);
+        helpOption.Action = help;
+        root.Add(new HelpCommand(root));
+        root.SetAction(help.Invoke);
+        return root;
     }
 
     /// <summary>The package version and the commit it was built from (0.1.0+a1b2c3…).</summary>
     private static string Version =>
         typeof(Cli).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion;
 
-    private static (ICommand command, string[] rest) Find(string[] args)
+    private sealed class VersionAction : SynchronousCommandLineAction
     {
-        if (Groups.TryGetValue(args[0], out var group))
+        public override int Invoke(ParseResult parseResult)
         {
-            if (args.Length < 2) throw new UsageException($"{args[0]} needs one of: {string.Join(", ", group.members.Select(m => m.Name))}");
-            var member = group.members.FirstOrDefault(m => m.Name == args[1])
-                ?? throw new UsageException($"unknown {args[0]} '{args[1]}': one of {string.Join(", ", group.members.Select(m => m.Name))}");
-            return (member, args[2..]);
+            parseResult.InvocationConfiguration.Output.WriteLine(Version);
+            return 0;
         }
-        var top = TopCommands.FirstOrDefault(c => c.Name == args[0])
-            ?? throw new UsageException($"unknown command '{args[0]}'");
-        return (top, args[1..]);
     }
 
-    private static string Help(string[] topic)
+    /// <summary>The default help, then the notes of an engine command (shapes, formulas, what the command does in detail).</summary>
+    private sealed class HelpWithNotes(CommandLineAction help) : SynchronousCommandLineAction
     {
-        if (topic.Length > 0)
+        public override bool ClearsParseErrors => true;
+
+        public override int Invoke(ParseResult parseResult)
         {
-            try
+            int code = ((SynchronousCommandLineAction)help).Invoke(parseResult);
+            if (parseResult.CommandResult.Command is EngineCommand { Notes.Length: > 0 } command)
             {
-                var (command, _) = Find(topic);
-                return command.Usage + Environment.NewLine;
+                var w = parseResult.InvocationConfiguration.Output;
+                w.WriteLine("Notes:");
+                foreach (var line in command.Notes.TrimEnd().Split('\n')) w.WriteLine("  " + line.TrimEnd());
+                w.WriteLine();
             }
-            catch (UsageException) when (Groups.TryGetValue(topic[0], out var group))
-            {
-                return string.Join(Environment.NewLine, group.members.Select(m => m.Usage)) + Environment.NewLine;
-            }
+            return code;
         }
-        var w = new StringWriter();
-        w.WriteLine("engine: linear-time sequence kernels (GLA, DeltaNet, Lightning, LSSL) on CPU and GPU");
-        w.WriteLine();
-        w.WriteLine("commands:");
-        foreach (var c in TopCommands) w.WriteLine($"  {c.Name,-22} {c.Summary}");
-        foreach (var (name, (summary, members)) in Groups)
-        {
-            w.WriteLine($"  {name + " <" + string.Join("|", members.Select(m => m.Name)) + ">",-22} {summary}");
-        }
-        w.WriteLine();
-        w.WriteLine("engine help <command> shows its options; errors go to stderr with a non-zero exit code.");
-        w.WriteLine("engine --version prints the version and the commit it was built from.");
-        return w.ToString();
     }
 
-    private static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
+    /// <summary>engine help [command...]: the help of a command, as `engine command... --help` shows it.</summary>
+    private sealed class HelpCommand : Command
+    {
+        public HelpCommand(RootCommand root) : base("help", "show the help of a command (engine help op gla)")
+        {
+            var words = new Argument<string[]>("command") { Arity = ArgumentArity.ZeroOrMore, Description = "the command and its member, e.g. op gla" };
+            Add(words);
+            SetAction(result =>
+            {
+                var target = root.Parse([.. result.GetValue(words)!, "--help"]);
+                // A mistyped command is named as `engine` itself would name it.
+                if (target.UnmatchedTokens.Count > 0) throw new UsageException(Message(target), target.CommandResult.Command);
+                return target.Invoke(result.InvocationConfiguration);
+            });
+        }
+    }
+
+    /// <summary>The first parse error as one line, with a suggestion for a mistyped command or option and the help to read.</summary>
+    private static string ErrorLine(ParseResult result) => Line(Message(result), result.CommandResult.Command);
+
+    private static string Line(string message, Command command)
+    {
+        string path = string.Join(" ", Path(command).Skip(1).Select(c => c.Name).Append("--help"));
+        return $"engine: {message} (see: engine {path})";
+    }
+
+    /// <summary>The commands from the root down to <paramref name="command"/>.</summary>
+    private static IEnumerable<Command> Path(Command command)
+    {
+        var path = new List<Command> { command };
+        while (path[0].Parents.OfType<Command>().FirstOrDefault() is { } parent) path.Insert(0, parent);
+        return path;
+    }
+
+    private static string Message(ParseResult result)
+    {
+        var command = result.CommandResult.Command;
+        if (result.UnmatchedTokens.Count > 0)
+        {
+            // The first token nothing took is the cause; what follows it (its value, say) was refused with it.
+            string token = result.UnmatchedTokens[0];
+            if (token.StartsWith('-'))
+                return $"unknown option {token}" + Suggestion(token, command.Options.Concat(Path(command).SelectMany(c => c.Options).Where(o => o.Recursive))
+                    .SelectMany(o => o.Aliases.Prepend(o.Name)));
+            if (command.Subcommands.Count == 0) return $"unexpected argument '{token}'";
+            var names = command.Subcommands.Select(c => c.Name).ToArray();
+            string what = command is RootCommand ? $"unknown command '{token}'" : $"unknown {command.Name} '{token}': one of {string.Join(", ", names)}";
+            return what + Suggestion(token, names);
+        }
+        var error = result.Errors[0];
+        return error.SymbolResult switch
+        {
+            OptionResult { IdentifierToken: null } missing => $"{missing.Option.Name} is required",
+            OptionResult given when given.Tokens.Count == 0 => $"{given.Option.Name} needs a value",
+            OptionResult given when given.Tokens.Count > given.Option.Arity.MaximumNumberOfValues => $"{given.Option.Name} given {given.Tokens.Count} times",
+            ArgumentResult { Tokens.Count: 0 } argument => $"give {argument.Argument.Description}",
+            CommandResult { Command.Subcommands.Count: > 0 } group => $"{group.Command.Name} needs one of: {string.Join(", ", group.Command.Subcommands.Select(c => c.Name))}",
+            _ => error.Message,
+        };
+    }
+
+    /// <summary>"; did you mean 'demo'?" for the candidate nearest a mistyped word, if one is near enough to be meant.</summary>
+    private static string Suggestion(string word, IEnumerable<string> candidates)
+    {
+        var best = candidates.Distinct().Select(c => (Candidate: c, Distance: EditDistance(word, c)))
+            .Where(c => c.Distance <= Math.Max(1, c.Candidate.TrimStart('-').Length / 3)).OrderBy(c => c.Distance).FirstOrDefault();
+        return best.Candidate is null ? "" : $"; did you mean '{best.Candidate}'?";
+    }
+
+    /// <summary>Edits (insert, delete, replace, swap two neighbours) that turn <paramref name="a"/> into <paramref name="b"/>.</summary>
+    private static int EditDistance(string a, string b)
+    {
+        var d = new int[a.Length + 1, b.Length + 1];
+        for (int i = 0; i <= a.Length; i++) d[i, 0] = i;
+        for (int j = 0; j <= b.Length; j++) d[0, j] = j;
+        for (int i = 1; i <= a.Length; i++)
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int cost = a[i - 1] == b[j - 1] ? 0 : 1;
+                d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + cost);
+                if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i, j] = Math.Min(d[i, j], d[i - 2, j - 2] + 1);
+            }
+        return d[a.Length, b.Length];
+    }
 }

@@ -1,106 +1,158 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Globalization;
+using System.Numerics;
 
 namespace Engine.Cli;
 
-/// <summary>A wrong command line: printed as one line with a pointer to the usage, exit code 2.</summary>
-public sealed class UsageException(string message) : Exception(message);
+/// <summary>
+/// A wrong command line found by a command (options that do not go together): one line, exit code 2, pointing to the help
+/// of <see cref="Command"/> (by default the command that was run).
+/// </summary>
+public sealed class UsageException(string message, Command? command = null) : Exception(message)
+{
+    public Command? Command { get; } = command;
+}
 
 /// <summary>
-/// Options of one command: <c>--name value</c> pairs and <c>--flag</c>s (a flag is an option with no value
-/// following it), after at most <c>positionals</c> leading plain arguments (e.g. a model file). Options the
-/// command does not declare are refused before it runs.
+/// One `engine` command: its options are declared in its constructor, <see cref="Run"/> reads them from the parse result.
+/// The help shows the summary, the options and then the notes (shapes, formulas, what the command does in detail).
 /// </summary>
-public sealed class CommandLine
+internal abstract class EngineCommand : Command
 {
-    private readonly Dictionary<string, List<string?>> _options = new(StringComparer.Ordinal);
-    private readonly List<string> _positionals = [];
-
-    public CommandLine(IReadOnlyList<string> tokens, IReadOnlyCollection<string> known, int positionals = 0)
+    protected EngineCommand(string name, string summary, string notes = "") : base(name, summary)
     {
-        for (int i = 0; i < tokens.Count; i++)
+        Notes = notes;
+        SetAction(result => Run(result, CliContext.Of(result)));
+    }
+
+    public string Notes { get; }
+
+    protected abstract int Run(ParseResult args, CliContext context);
+}
+
+/// <summary>
+/// Typed options whose values are checked while the command line is parsed, each refusal a one-line message naming the
+/// option (exit code 2); enum values are spelled in kebab case (PerKey → per-key) and offered to tab completion.
+/// </summary>
+internal static class Opt
+{
+    /// <summary>--json: the command's report as one JSON document on stdout.</summary>
+    public static Option<bool> Json() => Flag("--json", "print the report as one JSON document on stdout");
+
+    public static Option<bool> Flag(string name, string description) => new(name) { Description = description };
+
+    /// <summary>A text value (a file, a folder, a name); null when not given unless <paramref name="required"/>.</summary>
+    public static Option<string> Text(string name, string description, string? helpName = null, bool required = false) =>
+        new(name) { Description = description, HelpName = helpName, Required = required };
+
+    /// <summary>A text value that may be given several times (--input a=x.npy --input b=y.npy).</summary>
+    public static Option<string[]> Repeated(string name, string description, string helpName) =>
+        new(name) { Description = description, HelpName = helpName, Arity = ArgumentArity.OneOrMore, DefaultValueFactory = _ => [] };
+
+    public static Option<int> Int(string name, int fallback, string description, int min = int.MinValue) =>
+        new(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseInt(r, min) };
+
+    /// <summary>One length or a comma-separated list of lengths, each >= 0.</summary>
+    public static Option<int[]> IntList(string name, int fallback, string description) => new(name)
+    {
+        Description = description, HelpName = "T[,T...]", Arity = ArgumentArity.ExactlyOne, DefaultValueFactory = _ => [fallback],
+        CustomParser = r =>
         {
-            string token = tokens[i];
-            if (!token.StartsWith("--", StringComparison.Ordinal) && i == _positionals.Count && _positionals.Count < positionals)
-            {
-                _positionals.Add(token);
-                continue;
-            }
-            if (!token.StartsWith("--", StringComparison.Ordinal) || token.Length == 2)
-                throw new UsageException($"unexpected argument '{token}' (options are --name value)");
-            string name = token[2..];
-            string? value = null;
-            int eq = name.IndexOf('=');
-            if (eq > 0)
-            {
-                value = name[(eq + 1)..];
-                name = name[..eq];
-            }
-            else if (i + 1 < tokens.Count && !tokens[i + 1].StartsWith("--", StringComparison.Ordinal))
-            {
-                value = tokens[++i];
-            }
-            if (!known.Contains(name)) throw new UsageException($"unknown option --{name}");
-            if (!_options.TryGetValue(name, out var list)) _options[name] = list = [];
-            list.Add(value);
-        }
-    }
+            string text = r.Tokens[0].Value;
+            var parts = text.Split(',');
+            if (parts.All(p => int.TryParse(p, NumberStyles.None, CultureInfo.InvariantCulture, out _)))
+                return parts.Select(p => int.Parse(p, NumberStyles.None, CultureInfo.InvariantCulture)).ToArray();
+            r.AddError($"{NameOf(r)} must be an integer or a comma-separated list of integers >= 0, got '{text}'");
+            return [];
+        },
+    };
 
-    /// <summary>The leading plain arguments, in order.</summary>
-    public IReadOnlyList<string> Positionals => _positionals;
+    /// <summary>An integer that has no default (null when not given).</summary>
+    public static Option<int?> OptionalInt(string name, string description, int min = int.MinValue) =>
+        new(name) { Description = description, CustomParser = r => ParseInt(r, min) };
 
-    public bool Has(string name) => _options.ContainsKey(name);
+    public static Option<float?> Float(string name, string description) =>
+        new(name) { Description = description, CustomParser = r => (float?)ParseFinite<float>(r, float.Parse) };
 
-    public bool Flag(string name)
+    /// <summary>A float64 value (a range used in float64, where 1e-3 is not a float).</summary>
+    public static Option<double> Double(string name, double fallback, string description) =>
+        new(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseFinite<double>(r, double.Parse) };
+
+    /// <summary>--threads: CPU threads (the machine's cores by default).</summary>
+    public static Option<int> Threads() => Int("--threads", Environment.ProcessorCount, "CPU threads", min: 1);
+
+    /// <summary>One of an enum's values, spelled in kebab case.</summary>
+    public static Option<T> Choice<T>(string name, T fallback, string description) where T : struct, Enum =>
+        WithChoices(new Option<T>(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseChoice<T>(r) }, Names<T>());
+
+    /// <summary>One of an enum's values with no default (null when not given).</summary>
+    public static Option<T?> OptionalChoice<T>(string name, string description) where T : struct, Enum =>
+        WithChoices(new Option<T?>(name) { Description = description, CustomParser = r => ParseChoice<T>(r) }, Names<T>());
+
+    /// <summary>One of some words (a word given that is not among them is refused while parsing); null when not given and no fallback.</summary>
+    public static Option<string> Choice(string name, string? fallback, IReadOnlyList<string> words, string description)
     {
-        if (!_options.TryGetValue(name, out var values)) return false;
-        if (values.Any(v => v is not null)) throw new UsageException($"--{name} takes no value");
-        return true;
-    }
-
-    public string? Value(string name)
-    {
-        if (!_options.TryGetValue(name, out var values)) return null;
-        if (values.Count > 1) throw new UsageException($"--{name} given {values.Count} times");
-        return values[0] ?? throw new UsageException($"--{name} needs a value");
-    }
-
-    public IReadOnlyList<string> Values(string name)
-    {
-        if (!_options.TryGetValue(name, out var values)) return [];
-        return values.Select(v => v ?? throw new UsageException($"--{name} needs a value")).ToList();
-    }
-
-    public string Require(string name) => Value(name) ?? throw new UsageException($"--{name} is required");
-
-    public int Int(string name, int fallback, int min = int.MinValue)
-    {
-        string? text = Value(name);
-        if (text is null) return fallback;
-        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value))
-            throw new UsageException($"--{name} must be an integer, got '{text}'");
-        if (value < min) throw new UsageException($"--{name} must be >= {min}, got {value}");
-        return value;
-    }
-
-    public float? Float(string name)
-    {
-        string? text = Value(name);
-        if (text is null) return null;
-        if (!float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out float value) || !float.IsFinite(value))
-            throw new UsageException($"--{name} must be a finite number, got '{text}'");
-        return value;
-    }
-
-    public T Choice<T>(string name, T fallback) where T : struct, Enum
-    {
-        string? text = Value(name);
-        if (text is null) return fallback;
-        foreach (var v in Enum.GetValues<T>())
-            if (string.Equals(Kebab(v.ToString()), text, StringComparison.OrdinalIgnoreCase)) return v;
-        throw new UsageException($"--{name} must be one of {string.Join("|", Enum.GetValues<T>().Select(v => Kebab(v.ToString())))}, got '{text}'");
+        var option = new Option<string>(name) { Description = description, CustomParser = r => ParseWord(r, words) };
+        if (fallback is not null) option.DefaultValueFactory = _ => fallback;
+        return WithChoices(option, words);
     }
 
     /// <summary>PerKey → per-key: how enum values are spelled on the command line.</summary>
     public static string Kebab(string name) =>
         string.Concat(name.Select((c, i) => char.IsUpper(c) && i > 0 ? "-" + char.ToLowerInvariant(c) : char.ToLowerInvariant(c).ToString()));
+
+    public static string Kebab<T>(T value) where T : struct, Enum => Kebab(value.ToString());
+
+    private static string[] Names<T>() where T : struct, Enum => Enum.GetValues<T>().Select(v => Kebab(v)).ToArray();
+
+    private static Option<T> WithChoices<T>(Option<T> option, IReadOnlyList<string> words)
+    {
+        option.HelpName = string.Join("|", words);
+        // In place of the enum's own names, which tab completion would offer as they are spelled in C#.
+        option.CompletionSources.Clear();
+        option.CompletionSources.Add(words.ToArray());
+        return option;
+    }
+
+    private static string NameOf(ArgumentResult r) => ((OptionResult)r.Parent!).Option.Name;
+
+    private static int ParseInt(ArgumentResult r, int min)
+    {
+        string text = r.Tokens[0].Value;
+        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value))
+            r.AddError($"{NameOf(r)} must be an integer, got '{text}'");
+        else if (value < min)
+            r.AddError($"{NameOf(r)} must be >= {min}, got {value}");
+        return value;
+    }
+
+    private static T ParseFinite<T>(ArgumentResult r, Func<string, NumberStyles, IFormatProvider, T> parse) where T : struct, IFloatingPoint<T>
+    {
+        string text = r.Tokens[0].Value;
+        try
+        {
+            T value = parse(text, NumberStyles.Float, CultureInfo.InvariantCulture);
+            if (T.IsFinite(value)) return value;
+        }
+        catch (FormatException) { }
+        r.AddError($"{NameOf(r)} must be a finite number, got '{text}'");
+        return T.Zero;
+    }
+
+    private static T ParseChoice<T>(ArgumentResult r) where T : struct, Enum
+    {
+        string text = r.Tokens[0].Value;
+        foreach (var v in Enum.GetValues<T>())
+            if (string.Equals(Kebab(v), text, StringComparison.OrdinalIgnoreCase)) return v;
+        r.AddError($"{NameOf(r)} must be one of {string.Join("|", Names<T>())}, got '{text}'");
+        return default;
+    }
+
+    private static string ParseWord(ArgumentResult r, IReadOnlyList<string> words)
+    {
+        string text = r.Tokens[0].Value;
+        if (!words.Contains(text)) r.AddError($"{NameOf(r)} must be one of {string.Join("|", words)}, got '{text}'");
+        return text;
+    }
 }

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Engine.Kernels.Common;
 using Engine.Kernels.Gla;
 using Engine.Kernels.Lssl;
@@ -18,47 +19,80 @@ public static class Demo
     private sealed record Workload(string Op, string Shape, double Tokens, Func<AttentionMode, double> Flops,
         Action<EngineDevice, AttentionMode> Run, Func<float[]> Output);
 
-    public static int Run(TextWriter w, bool quick)
+    public static int Run(CliContext context, bool quick, bool json)
     {
         using var reference = EngineDevice.Create(Backend.Reference);
         using var cpu = EngineDevice.Create(Backend.Cpu);
         using var gpu = EngineDevice.Create(Backend.Gpu);
         bool simulated = !gpu.Description.Contains("CUDA", StringComparison.Ordinal);
-        w.WriteLine("engine demo");
-        w.WriteLine($"  {cpu.Description}");
-        w.WriteLine($"  {gpu.Description}");
-        w.WriteLine();
+        var w = context.Out;
+        if (!json)
+        {
+            w.WriteLine("engine demo");
+            w.WriteLine($"  {cpu.Description}");
+            w.WriteLine($"  {gpu.Description}");
+            w.WriteLine();
+        }
 
-        var rows = new List<Row>();
         int t = quick ? 512 : 2048;
+        // Each comparison is made when its turn comes: the workloads hold their inputs and outputs.
+        var comparisons = new List<(string Label, Func<IEnumerable<Row>> Rows)>();
+        AttentionMode[] modes = [AttentionMode.Chunked, AttentionMode.Recurrent];
         foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead })
         {
-            rows.AddRange(Compare(Gla(1, t, 8, 128, 128, gate), reference, cpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
-            var small = simulated ? Gla(1, 64, 2, 32, 32, gate) : Gla(1, t, 8, 128, 128, gate);
-            rows.AddRange(Compare(small, reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+            comparisons.Add(($"gla {Opt.Kebab(gate)} cpu", () => Compare(Gla(1, t, 8, 128, 128, gate), reference, cpu, modes)));
+            comparisons.Add(($"gla {Opt.Kebab(gate)} gpu", () => Compare(simulated ? Gla(1, 64, 2, 32, 32, gate) : Gla(1, t, 8, 128, 128, gate), reference, gpu, modes)));
         }
-
         foreach (var gate in new[] { GateKind.None, GateKind.PerHead, GateKind.PerKey })
         {
-            rows.AddRange(Compare(Delta(1, t, 8, 128, 128, gate), reference, cpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
-            rows.AddRange(Compare(simulated ? Delta(1, 64, 2, 32, 32, gate) : Delta(1, t, 8, 128, 128, gate), reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
+            comparisons.Add(($"delta rule {Opt.Kebab(gate)} cpu", () => Compare(Delta(1, t, 8, 128, 128, gate), reference, cpu, modes)));
+            comparisons.Add(($"delta rule {Opt.Kebab(gate)} gpu", () => Compare(simulated ? Delta(1, 64, 2, 32, 32, gate) : Delta(1, t, 8, 128, 128, gate), reference, gpu, modes)));
         }
-        rows.AddRange(Compare(Lightning(1, t, 8, 128, 128), reference, cpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
-        rows.AddRange(Compare(simulated ? Lightning(1, 64, 2, 32, 32) : Lightning(1, t, 8, 128, 128), reference, gpu, [AttentionMode.Chunked, AttentionMode.Recurrent]));
-        rows.AddRange(Lssl(reference, cpu, 1, t, 64, 64));
-        rows.AddRange(simulated ? Lssl(reference, gpu, 1, 64, 4, 16) : Lssl(reference, gpu, 1, t, 64, 64));
+        comparisons.Add(("lightning cpu", () => Compare(Lightning(1, t, 8, 128, 128), reference, cpu, modes)));
+        comparisons.Add(("lightning gpu", () => Compare(simulated ? Lightning(1, 64, 2, 32, 32) : Lightning(1, t, 8, 128, 128), reference, gpu, modes)));
+        comparisons.Add(("lssl cpu", () => Lssl(reference, cpu, 1, t, 64, 64)));
+        comparisons.Add(("lssl gpu", () => simulated ? Lssl(reference, gpu, 1, 64, 4, 16) : Lssl(reference, gpu, 1, t, 64, 64)));
 
+        var (rows, onnx) = context.Progress.Run(w, progress =>
+        {
+            var step = progress.Add("demo: ops against the float64 reference", comparisons.Count);
+            var rows = new List<Row>();
+            foreach (var (label, compare) in comparisons)
+            {
+                step.Describe($"demo: {label}");
+                rows.AddRange(compare());
+                step.Advance();
+            }
+            return (rows, OnnxDemo.Measure(quick, progress));
+        });
+        bool ok = rows.All(r => r.RelativeError <= 1e-5) && onnx.Ok;
+        if (json)
+        {
+            w.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?>
+            {
+                ["cpu"] = cpu.Description, ["gpu"] = gpu.Description, ["gpu_simulated"] = simulated,
+                ["ops"] = rows.Select(r => new Dictionary<string, object?>
+                {
+                    ["op"] = r.Op, ["backend"] = r.Backend, ["shape"] = r.Shape, ["relative_error"] = Finite(r.RelativeError), ["ms"] = r.Seconds * 1e3,
+                    ["tokens_per_s"] = r.Tokens / r.Seconds, ["model_gflops"] = r.ModelFlops / r.Seconds / 1e9,
+                }).ToArray(),
+                ["onnx"] = onnx.Json(), ["ok"] = ok,
+            }, new JsonSerializerOptions { WriteIndented = true }));
+            return ok ? 0 : 1;
+        }
         w.WriteLine($"{"op",-33} {"backend",-10} {"shape",-22} {"rel. error",10} {"ms",9} {"tokens/s",11} {"GFLOP/s",8}");
         foreach (var r in rows)
             w.WriteLine($"{r.Op,-33} {r.Backend,-10} {r.Shape,-22} {r.RelativeError,10:E1} {r.Seconds * 1e3,9:F1} {r.Tokens / r.Seconds,11:F0} {r.ModelFlops / r.Seconds / 1e9,8:F1}");
         w.WriteLine();
         w.WriteLine("rel. error: relative RMS error of the output against the float64 reference (fp32 tolerance 1e-5).");
         if (simulated) w.WriteLine("gpu rows ran on ILGPU's CPU accelerator (no CUDA device here): they show agreement, not GPU speed.");
-        bool ok = rows.All(r => r.RelativeError <= 1e-5);
-        w.WriteLine(ok ? "all outputs agree with the reference." : "SOME OUTPUTS DISAGREE WITH THE REFERENCE.");
-        ok &= OnnxDemo.Run(w, quick);
+        w.WriteLine(rows.All(r => r.RelativeError <= 1e-5) ? "all outputs agree with the reference." : "SOME OUTPUTS DISAGREE WITH THE REFERENCE.");
+        onnx.Print(w);
         return ok ? 0 : 1;
     }
+
+    /// <summary>A relative error as JSON can hold it: +∞ (a non-finite output) as null.</summary>
+    internal static double? Finite(double value) => double.IsFinite(value) ? value : null;
 
     private static Workload Gla(int b, int t, int h, int k, int v, GateKind gate)
     {
@@ -97,7 +131,7 @@ public static class Demo
         foreach (var mode in new[] { LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv })
         {
             double seconds = BenchTimer.Median(() => work.Run(device, mode), repeats: 3, warmupSeconds: 0.2);
-            yield return new Row($"lssl legs {CommandLine.Kebab(mode.ToString())}", backend, $"B{b} L{l} H{h} N{n}",
+            yield return new Row($"lssl legs {Opt.Kebab(mode)}", backend, $"B{b} L{l} H{h} N{n}",
                 RelativeRms(work.Output.ToArray(), expected), seconds, work.ModelFlops(mode), (double)b * l);
         }
     }

@@ -11,15 +11,39 @@ namespace Engine.Cli;
 /// </summary>
 public static class OnnxDemo
 {
-    public static bool Run(TextWriter w, bool quick)
+    /// <summary>One model timed both ways: median ms of each path and the relative RMS difference of y between them.</summary>
+    public sealed record Row(string Model, double EngineMs, double OrtMs, double Difference);
+
+    /// <summary>The rows (the opset-27 model last), the hand-over's notes on the opset-27 model, and the sequence length.</summary>
+    public sealed record Result(int Tokens, IReadOnlyList<Row> Rows, IReadOnlyList<string> Opset27Notes)
+    {
+        public bool Ok => Rows.All(r => r.Difference <= 1e-5);
+
+        public void Print(TextWriter w)
+        {
+            w.WriteLine();
+            w.WriteLine($"ONNX models (ONNX Runtime {OrtInfo.Version}): a LinearAttention block, B1 T{Tokens} H8 dk128 dv128, hidden 256,");
+            w.WriteLine("LinearAttention on the engine's CPU kernels vs on ONNX Runtime's own kernel; every other node in ONNX Runtime.");
+            w.WriteLine($"{"model",-34} {"engine ms",10} {"ORT ms",10} {"rel. difference",16}");
+            foreach (var r in Rows) w.WriteLine($"{r.Model,-34} {r.EngineMs,10:F1} {r.OrtMs,10:F1} {r.Difference,16:E1}");
+            w.WriteLine($"  (ONNX Runtime alone runs LinearAttention-27 as its Scan function body; the engine takes the node: {string.Join("; ", Opset27Notes)})");
+            w.WriteLine("rel. difference: relative RMS difference of y between the two paths.");
+        }
+
+        public Dictionary<string, object> Json() => new()
+        {
+            ["ort_version"] = OrtInfo.Version, ["T"] = Tokens, ["opset27_notes"] = Opset27Notes,
+            ["models"] = Rows.Select(r => new Dictionary<string, object?>
+            {
+                ["model"] = r.Model, ["engine_ms"] = r.EngineMs, ["ort_ms"] = r.OrtMs, ["relative_difference"] = Demo.Finite(r.Difference),
+            }).ToArray(),
+        };
+    }
+
+    public static Result Measure(bool quick, CliProgress.Steps progress)
     {
         int t = quick ? 512 : 2048;
-        w.WriteLine();
-        w.WriteLine($"ONNX models (ONNX Runtime {OrtInfo.Version}): a LinearAttention block, B1 T{t} H8 dk128 dv128, hidden 256,");
-        w.WriteLine("LinearAttention on the engine's CPU kernels vs on ONNX Runtime's own kernel; every other node in ONNX Runtime.");
-        w.WriteLine($"{"model",-34} {"engine ms",10} {"ORT ms",10} {"rel. difference",16}");
         using var host = new KernelHost();
-        bool ok = true;
         var rules = new (string Name, UpdateRule Rule, DecayForm Decay)[]
         {
             ("linear", UpdateRule.Linear, DecayForm.PerHead),
@@ -29,34 +53,36 @@ public static class OnnxDemo
             ("gated_delta (Gated DeltaNet)", UpdateRule.GatedDelta, DecayForm.PerHead),
             ("gated_delta, per-key decay", UpdateRule.GatedDelta, DecayForm.PerKey),
         };
+        var step = progress.Add("demo: ONNX models, engine and ONNX Runtime", rules.Length + 1);
+        var rows = new List<Row>();
         foreach (var (name, rule, decay) in rules)
         {
+            step.Describe($"demo: ONNX {name}");
             var spec = new LinearAttentionBlockSpec { Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = rule, Decay = decay };
             var model = SampleModels.LinearAttentionBlock(spec);
             var inputs = ModelInputs.Random(model, new Dictionary<string, long> { ["B"] = 1, ["T"] = t });
             using var engine = ModelSession.Open(model, new ModelSessionOptions { Host = host, Backend = HandoverBackend.Cpu, AllowSpinning = false });
             using var ort = ModelSession.Open(model, new ModelSessionOptions { Host = host, Backend = HandoverBackend.None, AllowSpinning = false });
-            IReadOnlyDictionary<string, TensorData>? byEngine = null, byOrt = null;
-            double engineSeconds = BenchTimer.Median(() => byEngine = engine.Run(inputs), repeats: 3, warmupSeconds: 0.2);
-            double ortSeconds = BenchTimer.Median(() => byOrt = ort.Run(inputs), repeats: 3, warmupSeconds: 0.2);
-            double difference = Demo.RelativeRms(byEngine!["y"].As<float>(), byOrt!["y"].As<float>());
-            ok &= difference <= 1e-5;
-            w.WriteLine($"{name,-34} {engineSeconds * 1e3,10:F1} {ortSeconds * 1e3,10:F1} {difference,16:E1}");
+            rows.Add(TimeBoth(name, engine, ort, inputs));
+            step.Advance();
         }
 
         // ONNX Runtime 1.32 runs ai.onnx LinearAttention-27 by itself only as its Scan function body, token by token.
+        step.Describe("demo: ONNX opset 27");
         var opset27 = SampleModels.LinearAttentionBlock(new LinearAttentionBlockSpec { Rule = UpdateRule.GatedDelta, Decay = DecayForm.PerHead, Domain = "" });
         var opset27Inputs = ModelInputs.Random(opset27, new Dictionary<string, long> { ["B"] = 1, ["T"] = 256 });
         using var handed = ModelSession.Open(opset27, new ModelSessionOptions { Host = host });
         using var alone = ModelSession.Open(opset27, new ModelSessionOptions { Backend = HandoverBackend.None, Host = host });
-        IReadOnlyDictionary<string, TensorData>? byHanded = null, byAlone = null;
-        double handedSeconds = BenchTimer.Median(() => byHanded = handed.Run(opset27Inputs), repeats: 3, warmupSeconds: 0.2);
-        double aloneSeconds = BenchTimer.Median(() => byAlone = alone.Run(opset27Inputs), repeats: 3, warmupSeconds: 0.2);
-        double opset27Difference = Demo.RelativeRms(byHanded!["y"].As<float>(), byAlone!["y"].As<float>());
-        ok &= opset27Difference <= 1e-5;
-        w.WriteLine($"{"gated_delta block, ai.onnx opset 27",-34} {handedSeconds * 1e3,10:F1} {aloneSeconds * 1e3,10:F1} {opset27Difference,16:E1}");
-        w.WriteLine($"  (ONNX Runtime alone runs LinearAttention-27 as its Scan function body; the engine takes the node: {string.Join("; ", handed.Handover.Notes)})");
-        w.WriteLine("rel. difference: relative RMS difference of y between the two paths.");
-        return ok;
+        rows.Add(TimeBoth("gated_delta block, ai.onnx opset 27", handed, alone, opset27Inputs));
+        step.Advance();
+        return new Result(t, rows, handed.Handover.Notes);
+    }
+
+    private static Row TimeBoth(string name, ModelSession engine, ModelSession ort, IReadOnlyDictionary<string, TensorData> inputs)
+    {
+        IReadOnlyDictionary<string, TensorData>? byEngine = null, byOrt = null;
+        double engineSeconds = BenchTimer.Median(() => byEngine = engine.Run(inputs), repeats: 3, warmupSeconds: 0.2);
+        double ortSeconds = BenchTimer.Median(() => byOrt = ort.Run(inputs), repeats: 3, warmupSeconds: 0.2);
+        return new Row(name, engineSeconds * 1e3, ortSeconds * 1e3, Demo.RelativeRms(byEngine!["y"].As<float>(), byOrt!["y"].As<float>()));
     }
 }

@@ -1,28 +1,66 @@
+using System.CommandLine;
 using Engine.Cli.Commands;
 using Engine.Kernels.Common;
 
 namespace Engine.Cli;
 
-/// <summary>
-/// What the attention bench commands share: --T (one length or a list), B, H, K, V (defaults 1, 8, 128, 128),
-/// --mode, the timing options, --json and --plot; a run makes a workload per length and times one variant per mode.
-/// </summary>
-public sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionMode[] Modes, BenchTiming Timing, bool Json, string? Chart)
+/// <summary>The options every bench command shares: --T (one length or a list), the timing, the device, --json and --plot.</summary>
+internal sealed class BenchOptions(int tokens, int repeats)
 {
-    public static AttentionBench Parse(CommandLine args)
+    public Option<int[]> T { get; } = Opt.IntList("--T", tokens, "sequence length, or a comma-separated list (e.g. 2048,8192,32768) to show how time grows with T");
+    public Option<int?> Repeats { get; } = Opt.OptionalInt("--repeats", $"median of N runs after a one-second warm-up (default {repeats})", min: 1);
+    public Option<int?> BestOf { get; } = Opt.OptionalInt("--best-of", "best of N rounds, every configuration once per round in turn (steadier on a noisy machine)", min: 1);
+    public DeviceOptions Device { get; } = new();
+    public Option<bool> Json { get; } = Opt.Json();
+    public Option<string> Plot { get; } = Opt.Text("--plot", "draw the results against T into an .svg or .png file", "FILE.svg|FILE.png");
+
+    public IEnumerable<Option> All => [T, Repeats, BestOf, .. Device.All, Json, Plot];
+
+    public BenchTiming Timing(ParseResult args) => (args.GetValue(Repeats), args.GetValue(BestOf)) switch
     {
-        var tokens = BenchShape.TokenList(args, 8192);
-        return new AttentionBench(tokens, BenchShape.Parse(args, t: tokens[0], h: 8, k: 128, v: 128),
-            BenchShape.Modes(args), BenchTiming.Parse(args, 7), args.Flag("json"), BenchChart.Target(args));
+        (not null, not null) => throw new UsageException("give --repeats or --best-of, not both"),
+        (_, int rounds) => new BenchTiming(rounds, Interleaved: true),
+        (int rounds, _) => new BenchTiming(rounds, Interleaved: false),
+        _ => new BenchTiming(repeats, Interleaved: false),
+    };
+}
+
+/// <summary>The options of the attention bench commands: the bench options, B, H, K, V (defaults 1, 8, 128, 128) and --mode.</summary>
+internal sealed class AttentionBenchOptions
+{
+    public BenchOptions Bench { get; } = new(tokens: 8192, repeats: 7);
+    public Option<int> B { get; } = Opt.Int("--B", 1, "batch", min: 1);
+    public Option<int> H { get; } = Opt.Int("--H", 8, "heads", min: 1);
+    public Option<int> K { get; } = Opt.Int("--K", 128, "key head dim", min: 1);
+    public Option<int> V { get; } = Opt.Int("--V", 128, "value head dim", min: 1);
+    public Option<string> Mode { get; } = Opt.Choice("--mode", "chunked", ["chunked", "recurrent", "both"], "the chunked form, the recurrent (decode) form, or both");
+
+    public IEnumerable<Option> All => [B, H, K, V, Mode, .. Bench.All];
+}
+
+/// <summary>A parsed attention bench command line: a run makes a workload per length and times one variant per mode.</summary>
+internal sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionMode[] Modes, BenchTiming Timing, bool Json, string? Chart)
+{
+    public static AttentionBench Parse(ParseResult args, AttentionBenchOptions options)
+    {
+        var tokens = args.GetValue(options.Bench.T)!;
+        AttentionMode[] modes = args.GetValue(options.Mode) switch
+        {
+            "recurrent" => [AttentionMode.Recurrent],
+            "both" => [AttentionMode.Chunked, AttentionMode.Recurrent],
+            _ => [AttentionMode.Chunked],
+        };
+        return new AttentionBench(tokens, new BenchShape(args.GetValue(options.B), tokens[0], args.GetValue(options.H), args.GetValue(options.K), args.GetValue(options.V)),
+            modes, options.Bench.Timing(args), args.GetValue(options.Bench.Json), BenchChart.Target(args.GetValue(options.Bench.Plot)));
     }
 
     /// <summary>Times every length × mode on the device the options name and prints the table (or JSON), and the chart if asked.</summary>
     /// <param name="variant">a mode's label, model flops and call on a workload.</param>
-    public int Run<TWork>(CommandLine args, CliContext context, string op, Func<int, TWork> make,
+    public int Run<TWork>(ParseResult args, AttentionBenchOptions options, CliContext context, string op, Func<int, TWork> make,
         Func<TWork, AttentionMode, (string Label, double Flops, Action<EngineDevice> Run)> variant)
     {
-        using var device = OpIo.Device(args);
-        var results = BenchReport.Sweep(op, device, Shape, Tokens, Timing, make,
+        using var device = options.Bench.Device.Create(args);
+        var results = BenchReport.Sweep(context, op, device, Shape, Tokens, Timing, make,
             work => Modes.Select(mode =>
             {
                 var (label, flops, run) = variant(work, mode);

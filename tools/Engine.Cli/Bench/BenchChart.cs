@@ -14,13 +14,11 @@ public sealed record ChartSeries(string Label, IReadOnlyList<(double X, double Y
 /// <summary>--plot FILE.svg|FILE.png: the bench commands' results drawn against T, one panel per measure, side by side.</summary>
 public static class BenchChart
 {
-    public const string Usage = "[--plot FILE.svg|FILE.png]";
     private const int PanelWidth = 900, Height = 640;
 
     /// <summary>The --plot path, checked before anything is timed: an .svg or .png file in a folder that exists; null without --plot.</summary>
-    public static string? Target(CommandLine args)
+    public static string? Target(string? path)
     {
-        string? path = args.Value("plot");
         if (path is null) return null;
         string extension = Path.GetExtension(path).ToLowerInvariant();
         if (extension is not (".svg" or ".png"))

@@ -7,42 +7,12 @@ namespace Engine.Cli;
 /// <summary>Batch, tokens, heads and head dims of a timed call.</summary>
 public sealed record BenchShape(int B, int T, int H, int K, int V)
 {
-    /// <summary>B, H, K, V from the options; T is given (see <see cref="TokenList"/>).</summary>
-    public static BenchShape Parse(CommandLine args, int t, int h, int k, int v) => new(
-        args.Int("B", 1, min: 1), t, args.Int("H", h, min: 1), args.Int("K", k, min: 1), args.Int("V", v, min: 1));
-
-    /// <summary>--T as one length or a comma-separated list of lengths.</summary>
-    public static int[] TokenList(CommandLine args, int fallback)
-    {
-        string? text = args.Value("T");
-        if (text is null) return [fallback];
-        return text.Split(',').Select(part => int.TryParse(part, System.Globalization.NumberStyles.None, CultureInfo.InvariantCulture, out int t) && t >= 0
-            ? t : throw new UsageException($"--T must be an integer or a comma-separated list of integers >= 0, got '{text}'")).ToArray();
-    }
-
-    public static AttentionMode[] Modes(CommandLine args) => args.Value("mode") switch
-    {
-        null or "chunked" => [AttentionMode.Chunked],
-        "recurrent" => [AttentionMode.Recurrent],
-        "both" => [AttentionMode.Chunked, AttentionMode.Recurrent],
-        var other => throw new UsageException($"--mode must be chunked, recurrent or both, got '{other}'"),
-    };
-
     public override string ToString() => $"B{B} T{T} H{H} K{K} V{V}";
 }
 
 /// <summary>How a bench command times: the median of --repeats after warm-up, or the best of --best-of interleaved rounds.</summary>
 public sealed record BenchTiming(int Rounds, bool Interleaved)
 {
-    public const string Usage = "[--repeats 7 | --best-of 15]";
-
-    public static BenchTiming Parse(CommandLine args, int repeats)
-    {
-        if (!args.Has("best-of")) return new BenchTiming(args.Int("repeats", repeats, min: 1), Interleaved: false);
-        if (args.Has("repeats")) throw new UsageException("give --repeats or --best-of, not both");
-        return new BenchTiming(args.Int("best-of", 15, min: 1), Interleaved: true);
-    }
-
     public override string ToString() => Interleaved
         ? $"best of {Rounds} rounds, every configuration once per round in turn"
         : $"median of {Rounds} runs after a one-second warm-up";
@@ -65,36 +35,50 @@ public static class BenchReport
     /// rounds taken; interleaved, every call runs once per round in turn and keeps its best time, which on a
     /// shared, noisy machine compares configurations far more steadily.
     /// </summary>
-    public static List<BenchResult> Sweep<TWork>(string op, EngineDevice device, BenchShape shape, IEnumerable<int> lengths, BenchTiming timing,
-        Func<int, TWork> make, Func<TWork, IEnumerable<(string Variant, double Flops, Action Run)>> variants)
+    /// <remarks>Progress: a bar per configuration over its repeats; interleaved, one bar over the rounds.</remarks>
+    public static List<BenchResult> Sweep<TWork>(CliContext context, string op, EngineDevice device, BenchShape shape, IEnumerable<int> lengths,
+        BenchTiming timing, Func<int, TWork> make, Func<TWork, IEnumerable<(string Variant, double Flops, Action Run)>> variants)
     {
         var works = new List<TWork>();
         try
         {
             var cases = new List<(int T, string Variant, double Flops, Action Run)>();
             var seconds = new List<double>();
-            foreach (int t in lengths)
+            context.Progress.Run(context.Out, progress =>
             {
-                var work = make(t);
-                works.Add(work);
-                foreach (var (variant, flops, run) in variants(work))
+                foreach (int t in lengths)
                 {
-                    cases.Add((t, variant, flops, run));
-                    seconds.Add(timing.Interleaved ? double.MaxValue : BenchTimer.Median(run, timing.Rounds));
-                }
-            }
-            if (timing.Interleaved)
-            {
-                foreach (var c in cases) BenchTimer.Median(c.Run, 1);
-                var clock = new System.Diagnostics.Stopwatch();
-                for (int round = 0; round < timing.Rounds; round++)
-                    for (int i = 0; i < cases.Count; i++)
+                    var work = make(t);
+                    works.Add(work);
+                    foreach (var (variant, flops, run) in variants(work))
                     {
-                        clock.Restart();
-                        cases[i].Run();
-                        seconds[i] = Math.Min(seconds[i], clock.Elapsed.TotalSeconds);
+                        cases.Add((t, variant, flops, run));
+                        if (timing.Interleaved)
+                        {
+                            seconds.Add(double.MaxValue);
+                            continue;
+                        }
+                        var step = progress.Add($"{op} {variant} T={t}", timing.Rounds);
+                        seconds.Add(BenchTimer.Median(run, timing.Rounds, afterRun: () => step.Advance()));
                     }
-            }
+                }
+                if (timing.Interleaved)
+                {
+                    var step = progress.Add($"{op}: {cases.Count} configurations, {timing.Rounds} rounds", timing.Rounds);
+                    foreach (var c in cases) BenchTimer.Median(c.Run, 1);
+                    var clock = new System.Diagnostics.Stopwatch();
+                    for (int round = 0; round < timing.Rounds; round++)
+                    {
+                        for (int i = 0; i < cases.Count; i++)
+                        {
+                            clock.Restart();
+                            cases[i].Run();
+                            seconds[i] = Math.Min(seconds[i], clock.Elapsed.TotalSeconds);
+                        }
+                        step.Advance();
+                    }
+                }
+            });
             return cases.Select((c, i) => new BenchResult(op, c.Variant, device.Description, shape with { T = c.T }, seconds[i], c.Flops,
                 device.Backend == Backend.Gpu ? TrafficOf(device, c.Run) : null)).ToList();
         }

@@ -5,7 +5,8 @@ namespace Engine.Cli;
 /// <summary>Wall-clock timing: warm-up runs (until tiered compilation settles), then the median of repeats.</summary>
 public static class BenchTimer
 {
-    public static double Median(Action run, int repeats, double warmupSeconds = 1.0)
+    /// <param name="afterRun">called after each timed run (a progress bar), outside the time.</param>
+    public static double Median(Action run, int repeats, double warmupSeconds = 1.0, Action? afterRun = null)
     {
         var clock = Stopwatch.StartNew();
         int warm = 0;
@@ -16,6 +17,7 @@ public static class BenchTimer
             clock.Restart();
             run();
             times[i] = clock.Elapsed.TotalSeconds;
+            afterRun?.Invoke();
         }
         return MedianOf(times);
     }

@@ -1,44 +1,50 @@
+using System.CommandLine;
 using System.Numerics.Tensors;
-using Engine.IO;
 using Engine.Kernels.Common;
 using Engine.Workloads;
 
 namespace Engine.Cli.Commands;
 
 /// <summary>engine op delta | gated-delta: runs DeltaNet or Gated DeltaNet on .npy files.</summary>
-internal sealed class DeltaRuleOpCommand(bool gated) : ICommand
+internal sealed class DeltaRuleOpCommand : EngineCommand
 {
-    public string Name => gated ? "gated-delta" : "delta";
-    public string Summary => gated ? "Gated DeltaNet (delta rule with a per-head or per-key log decay)" : "DeltaNet (delta rule)";
-    public IReadOnlyCollection<string> Options { get; } =
-        [.. AttentionFiles.Options, "beta", "scale", "chunk", "mode", "qk-l2norm", .. (gated ? new[] { "g" } : [])];
-    public string Usage => $"""
-        engine op {Name} --q q.npy --k k.npy --v v.npy --beta beta.npy{(gated ? " --g g.npy" : "")} [--h0 h0.npy] [--cu-seqlens c.npy]
-                 [--scale S] [--chunk 16|32|64] [--mode chunked|recurrent] [--qk-l2norm]
-                 [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy] [--json]
-          q [B,T,Hq,K]; k [B,T,Hk,K]; v [B,T,Hv,V]; beta [B,T,Hv] (finite; (0,1] is the stable range){(gated ? ";\n  g [B,T,Hv] (per head) or [B,T,Hv,K] (per key dim) log decay <= 0" : "")};
-          h0/ht [N,Hv,K,V] float32; cu-seqlens int32/int64 offsets of packed sequences (then B = 1);
-          heads: Hk = Hv dividing Hq, or Hq = Hk dividing Hv (grouped value heads); o [B,T,max(Hq,Hv),V];
-          K, V <= 256; --qk-l2norm normalizes q and k rows in the kernel.
-          float16 q runs the fp16 path (output float16); otherwise float32.
-        """;
+    private readonly AttentionOptions _files = new();
+    private readonly Option<string> _beta = Opt.Text("--beta", "beta [B,T,Hv] (finite; (0,1] is the stable range)", "beta.npy", required: true);
+    private readonly Option<string>? _g;
+    private readonly Option<float?> _scale = Opt.Float("--scale", "the scale of q (default 1/sqrt(K))");
+    private readonly Option<int> _chunk = Opt.Int("--chunk", DeltaRuleOptions.DefaultChunkSize, "chunk size: 16, 32 or 64");
+    private readonly Option<AttentionMode> _mode = Opt.Choice("--mode", AttentionMode.Chunked, "the chunked form or the recurrent (decode) form");
+    private readonly Option<bool> _qkL2Norm = Opt.Flag("--qk-l2norm", "normalize q and k rows in the kernel");
 
-    public int Run(CommandLine args, CliContext context)
+    public DeltaRuleOpCommand(bool gated) : base(gated ? "gated-delta" : "delta",
+        gated ? "Gated DeltaNet (delta rule with a per-head or per-key log decay)" : "DeltaNet (delta rule)", $"""
+        q [B,T,Hq,K]; k [B,T,Hk,K]; v [B,T,Hv,V]; beta [B,T,Hv] (finite; (0,1] is the stable range){(gated ? ";\n  g [B,T,Hv] (per head) or [B,T,Hv,K] (per key dim) log decay <= 0" : "")};
+        h0/ht [N,Hv,K,V] float32; cu-seqlens int32/int64 offsets of packed sequences (then B = 1);
+        heads: Hk = Hv dividing Hq, or Hq = Hk dividing Hv (grouped value heads); o [B,T,max(Hq,Hv),V];
+        K, V <= 256; --qk-l2norm normalizes q and k rows in the kernel.
+        float16 q runs the fp16 path (output float16); otherwise float32.
+        """)
     {
-        using var files = AttentionFiles.Read(args);
-        var beta = files.Required("beta");
-        var g = gated ? files.Required("g") : null;
+        if (gated) _g = Opt.Text("--g", "log decay <= 0: [B,T,Hv] per head or [B,T,Hv,K] per key dim", "g.npy", required: true);
+        foreach (var option in _files.All.Concat([_beta, .. _g is null ? Array.Empty<Option>() : [_g], _scale, _chunk, _mode, _qkL2Norm])) Add(option);
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
+        using var files = new AttentionFiles(_files, args);
+        var beta = files.Open(args.GetValue(_beta)!);
+        var g = _g is null ? null : files.Open(args.GetValue(_g)!);
         var options = new DeltaRuleOptions
         {
-            Scale = args.Float("scale"),
-            ChunkSize = args.Int("chunk", DeltaRuleOptions.DefaultChunkSize),
-            Mode = args.Choice("mode", AttentionMode.Chunked),
-            QkL2Norm = args.Flag("qk-l2norm"),
+            Scale = args.GetValue(_scale),
+            ChunkSize = args.GetValue(_chunk),
+            Mode = args.GetValue(_mode),
+            QkL2Norm = args.GetValue(_qkL2Norm),
         };
-        using var device = OpIo.Device(args);
+        using var device = _files.Device.Create(args);
         if (files.Half) files.Run<Half>(Forward);
         else files.Run<float>(Forward);
-        files.Report(context, Name, device.Description);
+        files.Report(context, args.GetValue(_files.Json), Name, device.Description);
         return 0;
 
         void Forward<T>(TensorSpan<T> output, TensorSpan<float> finalState) where T : unmanaged =>
@@ -48,29 +54,31 @@ internal sealed class DeltaRuleOpCommand(bool gated) : ICommand
 }
 
 /// <summary>engine bench delta | gated-delta: times DeltaNet or Gated DeltaNet on random inputs.</summary>
-internal sealed class DeltaRuleBenchCommand(bool gated) : ICommand
+internal sealed class DeltaRuleBenchCommand : EngineCommand
 {
-    public string Name => gated ? "gated-delta" : "delta";
-    public string Summary => gated ? "time Gated DeltaNet" : "time DeltaNet";
-    public IReadOnlyCollection<string> Options { get; } =
-        ["B", "T", "H", "K", "V", "mode", "chunk", "repeats", "best-of", "backend", "threads", "json", "plot", .. (gated ? new[] { "gate" } : [])];
-    public string Usage => $"""
-        engine bench {Name} [--B 1] [--T 8192[,...]] [--H 8] [--K 128] [--V 128]{(gated ? " [--gate per-head|per-key]" : "")} [--mode chunked|recurrent|both]
-                 [--chunk 32] {BenchTiming.Usage} {OpIo.BackendUsage} [--json] {BenchChart.Usage}
-          model flops (both modes), per chunk of C tokens and head: 2·C²·K (K Kᵀ) + C³/3 (inverse)
-          + 2·C²·(K+V) (W, U) + 2·C·K·V (W S) + 2·C²·K + 2·C²·V + 2·C·K·V (output) + 2·C·K·V (state)
-        """;
+    private readonly AttentionBenchOptions _bench = new();
+    private readonly Option<int> _chunk = Opt.Int("--chunk", DeltaRuleOptions.DefaultChunkSize, "chunk size");
+    private readonly Option<GateKind>? _gate;
 
-    public int Run(CommandLine args, CliContext context)
+    public DeltaRuleBenchCommand(bool gated) : base(gated ? "gated-delta" : "delta", gated ? "time Gated DeltaNet" : "time DeltaNet", """
+        model flops (both modes), per chunk of C tokens and head: 2·C²·K (K Kᵀ) + C³/3 (inverse)
+        + 2·C²·(K+V) (W, U) + 2·C·K·V (W S) + 2·C²·K + 2·C²·V + 2·C·K·V (output) + 2·C·K·V (state)
+        """)
     {
-        var bench = AttentionBench.Parse(args);
-        int chunk = args.Int("chunk", DeltaRuleOptions.DefaultChunkSize);
-        var gate = gated ? args.Choice("gate", GateKind.PerHead) : GateKind.None;
-        if (gate is not (GateKind.None or GateKind.PerHead or GateKind.PerKey))
-            throw new UsageException($"--gate {CommandLine.Kebab(gate.ToString())}: Gated DeltaNet takes per-head or per-key");
+        if (gated) _gate = Opt.Choice("--gate", GateKind.PerHead, "the decay: per-head or per-key");
+        foreach (var option in _bench.All.Concat([_chunk, .. _gate is null ? Array.Empty<Option>() : [_gate]])) Add(option);
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
+        var bench = AttentionBench.Parse(args, _bench);
+        int chunk = args.GetValue(_chunk);
+        var gate = _gate is null ? GateKind.None : args.GetValue(_gate);
+        if (_gate is not null && gate is not (GateKind.PerHead or GateKind.PerKey))
+            throw new UsageException($"--gate {Opt.Kebab(gate)}: Gated DeltaNet takes per-head or per-key");
         var s = bench.Shape;
-        return bench.Run(args, context, Name, t => new DeltaRuleWorkload(s.B, t, s.H, s.K, s.V, gate),
-            (work, mode) => ($"{(gated ? CommandLine.Kebab(gate.ToString()) + " " : "")}C{chunk} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(chunk),
+        return bench.Run(args, _bench, context, Name, t => new DeltaRuleWorkload(s.B, t, s.H, s.K, s.V, gate),
+            (work, mode) => ($"{(_gate is null ? "" : Opt.Kebab(gate) + " ")}C{chunk} {Opt.Kebab(mode)}", work.ModelFlops(chunk),
                 device => work.Run(device, new DeltaRuleOptions { ChunkSize = chunk, Mode = mode })));
     }
 }

@@ -1,16 +1,18 @@
+using System.CommandLine;
+
 namespace Engine.Cli.Commands;
 
 /// <summary>engine demo: every op on every backend, agreement with the reference, and speed.</summary>
-internal sealed class DemoCommand : ICommand
+internal sealed class DemoCommand : EngineCommand
 {
-    public string Name => "demo";
-    public string Summary => "run each op on each backend: agreement with the float64 reference and speed";
-    public IReadOnlyCollection<string> Options { get; } = ["quick"];
-    public string Usage => "engine demo [--quick]";
+    private readonly Option<bool> _quick = Opt.Flag("--quick", "shorter sequences (T = 512 instead of 2048)");
+    private readonly Option<bool> _json = Opt.Json();
 
-    public int Run(CommandLine args, CliContext context)
+    public DemoCommand() : base("demo", "run each op on each backend: agreement with the float64 reference and speed")
     {
-        bool quick = args.Flag("quick");
-        return Demo.Run(context.Out, quick);
+        Add(_quick);
+        Add(_json);
     }
+
+    protected override int Run(ParseResult args, CliContext context) => Demo.Run(context, args.GetValue(_quick), args.GetValue(_json));
 }

@@ -1,36 +1,47 @@
+using System.CommandLine;
 using System.Text.Json;
 using Engine.Onnx;
 
 namespace Engine.Cli.Commands;
 
 /// <summary>engine generate: token generation over a GenAI model folder, the hand-over and ONNX Runtime alone in one run.</summary>
-internal sealed class GenerateCommand : ICommand
+internal sealed class GenerateCommand : EngineCommand
 {
     /// <summary>Decode steps of the untimed warm-up generation.</summary>
     private const int WarmupSteps = 128;
 
-    public string Name => "generate";
-    public string Summary => "generate tokens from a GenAI model folder: time to first token and decode tokens/s, engine vs ORT";
-    public int Positionals => 1;
-    public IReadOnlyCollection<string> Options { get; } = ["prompt-tokens", "new-tokens", "repeats", "seed", "backend", "threads", "json"];
-    public string Usage => $"""
-        engine generate MODEL_DIR --prompt-tokens N --new-tokens M [--repeats 3] [--seed 1] {ModelIo.BackendUsage} [--json]
-          Greedy generation over the folder's genai_config.json and model: a prompt of N random token ids (from --seed),
-          then M new tokens, every state carried from run to run as ONNX Runtime values. Times the engine's hand-over
-          (--backend, default cpu) and ONNX Runtime alone, runs interleaved after a warm-up: median time to first token
-          (the prompt's prefill), decode tokens/s and the median decode step. --backend none times ONNX Runtime alone only.
-        """;
+    private readonly Argument<string> _folder = new("model-dir") { HelpName = "MODEL_DIR", Description = "the model folder (genai_config.json and the model)" };
+    private readonly Option<int?> _promptTokens = Opt.OptionalInt("--prompt-tokens", "prompt length N (random token ids); required", min: 1);
+    private readonly Option<int?> _newTokens = Opt.OptionalInt("--new-tokens", "tokens to generate M; required", min: 1);
+    private readonly Option<int> _repeats = Opt.Int("--repeats", 3, "timed generations of each path", min: 1);
+    private readonly Option<int> _seed = Opt.Int("--seed", 1, "seed of the random prompt");
+    private readonly ModelOptions _model = new();
 
-    public int Run(CommandLine args, CliContext context)
+    public GenerateCommand() : base("generate", "generate tokens from a GenAI model folder: time to first token and decode tokens/s, engine vs ORT", """
+        Greedy generation over the folder's genai_config.json and model: a prompt of N random token ids (from --seed),
+        then M new tokens, every state carried from run to run as ONNX Runtime values. Times the engine's hand-over
+        (--backend, default cpu) and ONNX Runtime alone, runs interleaved after a warm-up: median time to first token
+        (the prompt's prefill), decode tokens/s and the median decode step. --backend none times ONNX Runtime alone only.
+        """)
     {
-        if (args.Positionals.Count != 1) throw new UsageException("give the model folder: engine generate MODEL_DIR --prompt-tokens N --new-tokens M");
-        string folder = args.Positionals[0];
-        if (!args.Has("prompt-tokens") || !args.Has("new-tokens")) throw new UsageException("--prompt-tokens and --new-tokens are required");
-        int promptTokens = args.Int("prompt-tokens", 0, min: 1), newTokens = args.Int("new-tokens", 0, min: 1);
-        int repeats = args.Int("repeats", 3, min: 1), seed = args.Int("seed", 1);
-        bool json = args.Flag("json");
-        var backend = ModelIo.Backend(args);
-        using var host = ModelIo.Host(args);
+        Add(_folder);
+        foreach (var option in new Option[] { _promptTokens, _newTokens, _repeats, _seed, _model.Backend, _model.Threads, _model.Json }) Add(option);
+        // Both are required; one message names both, as the synopsis does.
+        Validators.Add(result =>
+        {
+            if (result.GetResult(_promptTokens) is null || result.GetResult(_newTokens) is null)
+                result.AddError("--prompt-tokens and --new-tokens are required");
+        });
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
+        string folder = args.GetValue(_folder)!;
+        int promptTokens = args.GetValue(_promptTokens)!.Value, newTokens = args.GetValue(_newTokens)!.Value;
+        int repeats = args.GetValue(_repeats), seed = args.GetValue(_seed);
+        bool json = args.GetValue(_model.Json);
+        var backend = args.GetValue(_model.Backend);
+        using var host = _model.Host(args);
         // Both sessions' intra-op threads do not spin: the paths run alternately.
         ModelSessionOptions Options(HandoverBackend b) => new() { Backend = b, Host = host, AllowSpinning = false };
 
@@ -55,31 +66,42 @@ internal sealed class GenerateCommand : ICommand
                     w.WriteLine($"model: {folder}; engine: {host.Describe(backend)}; engine nodes: {paths[0].Generator.Handover.EngineNodes.Count()}");
                     w.WriteLine($"prompt {promptTokens} tokens, {newTokens} new tokens, {repeats} runs each, interleaved after a warm-up");
                 }
-                // Warm-up, not timed: ORT's first-run allocations, and enough decode steps on a short prompt for .NET's tiered
-                // compilation to reach the decode path's final code (two dozen steps left it at 0.65x of its settled speed).
-                foreach (var (_, generator) in paths)
-                    ModelIo.Guard(() => generator.Generate(prompt[..Math.Min(prompt.Length, 64)], WarmupSteps, cancellationToken: cancel.Token));
-                var results = paths.ToDictionary(p => p.Label, _ => new List<TimedRun>());
-                for (int run = 0; run < repeats; run++)
+                var results = context.Progress.Run(w, progress =>
                 {
+                    // Warm-up, not timed: ORT's first-run allocations, and enough decode steps on a short prompt for .NET's tiered
+                    // compilation to reach the decode path's final code (two dozen steps left it at 0.65x of its settled speed).
                     foreach (var (label, generator) in paths)
                     {
-                        var steps = new List<double>(newTokens);
-                        TimeSpan previous = default;
-                        var options = new GenerationOptions
-                        {
-                            OnToken = (token, _) =>
-                            {
-                                if (token.Index > 0) steps.Add((token.Elapsed - previous).TotalMilliseconds);
-                                previous = token.Elapsed;
-                                if (token.Index == 0 && !json) w.WriteLine($"[{run + 1}/{repeats}] {label,-6} first token after {token.Elapsed.TotalMilliseconds:F1} ms");
-                            },
-                        };
-                        var result = ModelIo.Guard(() => generator.Generate(prompt, newTokens, options, cancel.Token));
-                        results[label].Add(new TimedRun(result, steps));
-                        if (!json) w.WriteLine($"[{run + 1}/{repeats}] {label,-6} {newTokens} tokens, decode {result.DecodeTokensPerSecond:F1} tokens/s");
+                        var warmup = progress.Add($"warm-up {label}", WarmupSteps + 1);
+                        ModelIo.Guard(() => generator.Generate(prompt[..Math.Min(prompt.Length, 64)], WarmupSteps,
+                            new GenerationOptions { OnToken = (_, _) => warmup.Advance() }, cancel.Token));
+                        warmup.Finish();
                     }
-                }
+                    var results = paths.ToDictionary(p => p.Label, _ => new List<TimedRun>());
+                    for (int run = 0; run < repeats; run++)
+                    {
+                        foreach (var (label, generator) in paths)
+                        {
+                            var step = progress.Add($"[{run + 1}/{repeats}] {label} tokens", newTokens);
+                            var steps = new List<double>(newTokens);
+                            TimeSpan previous = default;
+                            var options = new GenerationOptions
+                            {
+                                OnToken = (token, _) =>
+                                {
+                                    if (token.Index > 0) steps.Add((token.Elapsed - previous).TotalMilliseconds);
+                                    previous = token.Elapsed;
+                                    step.Advance();
+                                    if (token.Index == 0 && !json) progress.Print($"[{run + 1}/{repeats}] {label,-6} first token after {token.Elapsed.TotalMilliseconds:F1} ms");
+                                },
+                            };
+                            var result = ModelIo.Guard(() => generator.Generate(prompt, newTokens, options, cancel.Token));
+                            results[label].Add(new TimedRun(result, steps));
+                            if (!json) progress.Print($"[{run + 1}/{repeats}] {label,-6} {newTokens} tokens, decode {result.DecodeTokensPerSecond:F1} tokens/s");
+                        }
+                    }
+                    return results;
+                });
                 Print(w, json, folder, host.Describe(backend), promptTokens, newTokens, results);
             }
             finally
@@ -144,40 +166,48 @@ internal sealed class GenerateCommand : ICommand
 }
 
 /// <summary>engine samples: writes the sample models, and the hybrid decoder as a GenAI model folder.</summary>
-internal sealed class SamplesCommand : ICommand
+internal sealed class SamplesCommand : EngineCommand
 {
-    public string Name => "samples";
-    public string Summary => "write the sample models and the hybrid decoder folder (Qwen3.5's layout)";
-    public int Positionals => 1;
-    public IReadOnlyCollection<string> Options { get; } =
-        ["vocab", "hidden", "layers", "context", "qk-heads", "value-heads", "head-dim", "float16", "fused-gates"];
-    public string Usage => """
-        engine samples DIR [--vocab 1024] [--hidden 128] [--layers 4] [--context 8192] [--qk-heads 2] [--value-heads 4]
-                           [--head-dim 32] [--float16] [--fused-gates]
-          Writes the sample models (gla_block.onnx, …) into DIR and the hybrid decoder (three Gated DeltaNet layers to
-          one full-attention layer, random weights) as DIR/hybrid_decoder: model.onnx, model.onnx.data, genai_config.json.
-          --qk-heads, --value-heads and --head-dim shape the Gated DeltaNet layers (Qwen3.5: 16, 32, 128).
-        """;
+    private static readonly Workloads.HybridDecoderSpec Defaults = new();
 
-    public int Run(CommandLine args, CliContext context)
+    private readonly Argument<string> _dir = new("dir") { HelpName = "DIR", Description = "the folder to write" };
+    private readonly Option<int> _vocab = Opt.Int("--vocab", Defaults.VocabSize, "vocabulary size", min: 2);
+    private readonly Option<int> _hidden = Opt.Int("--hidden", Defaults.Hidden, "hidden size", min: 1);
+    private readonly Option<int> _layers = Opt.Int("--layers", Defaults.Layers, "layers", min: 1);
+    private readonly Option<int> _context = Opt.Int("--context", Defaults.ContextLength, "context length", min: 1);
+    private readonly Option<int> _qkHeads = Opt.Int("--qk-heads", Defaults.LinearAttention.QkHeads, "query/key heads of the Gated DeltaNet layers", min: 1);
+    private readonly Option<int> _valueHeads = Opt.Int("--value-heads", Defaults.LinearAttention.ValueHeads, "value heads of the Gated DeltaNet layers", min: 1);
+    private readonly Option<int> _headDim = Opt.Int("--head-dim", Defaults.LinearAttention.KeyDim, "head dim of the Gated DeltaNet layers", min: 1);
+    private readonly Option<bool> _float16 = Opt.Flag("--float16", "float16 weights and activations");
+    private readonly Option<bool> _fusedGates = Opt.Flag("--fused-gates", "the fused-gate export of the Gated DeltaNet layers");
+
+    public SamplesCommand() : base("samples", "write the sample models and the hybrid decoder folder (Qwen3.5's layout)", """
+        Writes the sample models (gla_block.onnx, …) into DIR and the hybrid decoder (three Gated DeltaNet layers to
+        one full-attention layer, random weights) as DIR/hybrid_decoder: model.onnx, model.onnx.data, genai_config.json.
+        --qk-heads, --value-heads and --head-dim shape the Gated DeltaNet layers (Qwen3.5: 16, 32, 128).
+        """)
     {
-        if (args.Positionals.Count != 1) throw new UsageException("give the folder to write: engine samples DIR");
-        string dir = args.Positionals[0];
-        var defaults = new Workloads.HybridDecoderSpec();
-        var spec = defaults with
+        Add(_dir);
+        foreach (var option in new Option[] { _vocab, _hidden, _layers, _context, _qkHeads, _valueHeads, _headDim, _float16, _fusedGates }) Add(option);
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
+        string dir = args.GetValue(_dir)!;
+        var spec = Defaults with
         {
-            VocabSize = args.Int("vocab", defaults.VocabSize, min: 2),
-            Hidden = args.Int("hidden", defaults.Hidden, min: 1),
-            Layers = args.Int("layers", defaults.Layers, min: 1),
-            ContextLength = args.Int("context", defaults.ContextLength, min: 1),
-            ElementType = args.Flag("float16") ? TensorElementType.Float16 : TensorElementType.Float,
-            LinearAttention = defaults.LinearAttention with
+            VocabSize = args.GetValue(_vocab),
+            Hidden = args.GetValue(_hidden),
+            Layers = args.GetValue(_layers),
+            ContextLength = args.GetValue(_context),
+            ElementType = args.GetValue(_float16) ? TensorElementType.Float16 : TensorElementType.Float,
+            LinearAttention = Defaults.LinearAttention with
             {
-                QkHeads = args.Int("qk-heads", defaults.LinearAttention.QkHeads, min: 1),
-                ValueHeads = args.Int("value-heads", defaults.LinearAttention.ValueHeads, min: 1),
-                KeyDim = args.Int("head-dim", defaults.LinearAttention.KeyDim, min: 1),
-                ValueDim = args.Int("head-dim", defaults.LinearAttention.ValueDim, min: 1),
-                FusedGates = args.Flag("fused-gates"),
+                QkHeads = args.GetValue(_qkHeads),
+                ValueHeads = args.GetValue(_valueHeads),
+                KeyDim = args.GetValue(_headDim),
+                ValueDim = args.GetValue(_headDim),
+                FusedGates = args.GetValue(_fusedGates),
             },
         };
         Workloads.SampleModels.WriteSamples(dir);

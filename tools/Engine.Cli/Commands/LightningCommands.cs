@@ -1,43 +1,46 @@
+using System.CommandLine;
 using System.Numerics.Tensors;
-using Engine.IO;
 using Engine.Workloads;
 
 namespace Engine.Cli.Commands;
 
 /// <summary>engine op lightning: Lightning attention on .npy files.</summary>
-internal sealed class LightningOpCommand : ICommand
+internal sealed class LightningOpCommand : EngineCommand
 {
-    public string Name => "lightning";
-    public string Summary => "Lightning attention (constant per-head decay, ALiBi slopes)";
-    public IReadOnlyCollection<string> Options { get; } = [.. AttentionFiles.Options, "slopes", "layer", "layers", "scale", "block", "mode"];
-    public string Usage => """
-        engine op lightning --q q.npy --k k.npy --v v.npy [--slopes s.npy | --layer l --layers L]
-                            [--h0 h0.npy] [--cu-seqlens c.npy] [--scale 1] [--block 64|256]
-                            [--mode chunked|recurrent] [--backend reference|cpu|gpu] [--threads N] --o o.npy [--ht ht.npy] [--json]
-          q [B,T,Hq,K]; k [B,T,Hk,K]; v [B,T,Hv,V] (Hk = Hv dividing Hq, or Hq = Hk dividing Hv); o [B,T,max(Hq,Hv),V];
-          slopes [Hv] (decay exp(-s) per value head; default the ALiBi schedule for Hv, scaled by
-          1 - l/(L-1) + 1e-5 with --layer/--layers); no 1/sqrt(K) scale unless --scale is given.
-        """;
+    private readonly AttentionOptions _files = new();
+    private readonly Option<string> _slopes = Opt.Text("--slopes", "decay slopes [Hv] (default the ALiBi schedule for Hv)", "s.npy");
+    private readonly Option<int?> _layer = Opt.OptionalInt("--layer", "this layer's index l (with --layers)");
+    private readonly Option<int?> _layers = Opt.OptionalInt("--layers", "the model's layer count L (with --layer)");
+    private readonly Option<float?> _scale = Opt.Float("--scale", "the scale of q (default 1: no 1/sqrt(K))");
+    private readonly Option<int> _block = Opt.Int("--block", 64, "block size: 64 or 256");
+    private readonly Option<AttentionMode> _mode = Opt.Choice("--mode", AttentionMode.Chunked, "the chunked form or the recurrent (decode) form");
 
-    public int Run(CommandLine args, CliContext context)
+    public LightningOpCommand() : base("lightning", "Lightning attention (constant per-head decay, ALiBi slopes)", """
+        q [B,T,Hq,K]; k [B,T,Hk,K]; v [B,T,Hv,V] (Hk = Hv dividing Hq, or Hq = Hk dividing Hv); o [B,T,max(Hq,Hv),V];
+        slopes [Hv] (decay exp(-s) per value head; default the ALiBi schedule for Hv, scaled by
+        1 - l/(L-1) + 1e-5 with --layer/--layers); no 1/sqrt(K) scale unless --scale is given.
+        """)
     {
-        using var files = AttentionFiles.Read(args);
-        var slopes = files.Optional("slopes");
-        int? layer = args.Has("layer") ? args.Int("layer", 0) : null;
-        int? layers = args.Has("layers") ? args.Int("layers", 0) : null;
+        foreach (var option in _files.All.Concat([_slopes, _layer, _layers, _scale, _block, _mode])) Add(option);
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
+        using var files = new AttentionFiles(_files, args);
+        var slopes = files.Optional(args.GetValue(_slopes));
         var options = new LightningOptions
         {
             Slopes = slopes?.ToFloat32(),
-            Layer = layer,
-            Layers = layers,
-            Scale = args.Float("scale") ?? 1f,
-            BlockSize = args.Int("block", 64),
-            Mode = args.Choice("mode", AttentionMode.Chunked),
+            Layer = args.GetValue(_layer),
+            Layers = args.GetValue(_layers),
+            Scale = args.GetValue(_scale) ?? 1f,
+            BlockSize = args.GetValue(_block),
+            Mode = args.GetValue(_mode),
         };
-        using var device = OpIo.Device(args);
+        using var device = _files.Device.Create(args);
         if (files.Half) files.Run<Half>(Forward);
         else files.Run<float>(Forward);
-        files.Report(context, Name, device.Description);
+        files.Report(context, args.GetValue(_files.Json), Name, device.Description);
         return 0;
 
         void Forward<T>(TensorSpan<T> output, TensorSpan<float> finalState) where T : unmanaged =>
@@ -47,25 +50,24 @@ internal sealed class LightningOpCommand : ICommand
 }
 
 /// <summary>engine bench lightning: times Lightning attention on random inputs.</summary>
-internal sealed class LightningBenchCommand : ICommand
+internal sealed class LightningBenchCommand : EngineCommand
 {
-    public string Name => "lightning";
-    public string Summary => "time Lightning attention";
-    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "K", "V", "block", "mode", "repeats", "best-of", "backend", "threads", "json", "plot"];
-    public string Usage => $"""
-        engine bench lightning [--B 1] [--T 8192] [--H 8] [--K 128] [--V 128] [--block 64] [--mode chunked|recurrent|both]
-                               {BenchTiming.Usage} {OpIo.BackendUsage} [--json] {BenchChart.Usage}
-          --T takes a comma-separated list (e.g. 2048,8192,32768) to show how time grows with T.
-          model flops per token and head: 2·B·(K+V) + 4·K·V in blocks of B tokens, 4·K·V recurrent
-        """;
+    private readonly AttentionBenchOptions _bench = new();
+    private readonly Option<int> _block = Opt.Int("--block", 64, "block size");
 
-    public int Run(CommandLine args, CliContext context)
+    public LightningBenchCommand() : base("lightning", "time Lightning attention",
+        "model flops per token and head: 2·B·(K+V) + 4·K·V in blocks of B tokens, 4·K·V recurrent")
     {
-        var bench = AttentionBench.Parse(args);
-        int block = args.Int("block", 64);
+        foreach (var option in _bench.All.Append(_block)) Add(option);
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
+        var bench = AttentionBench.Parse(args, _bench);
+        int block = args.GetValue(_block);
         var s = bench.Shape;
-        return bench.Run(args, context, "lightning", t => new LightningWorkload(s.B, t, s.H, s.K, s.V),
-            (work, mode) => ($"block{block} {CommandLine.Kebab(mode.ToString())}", work.ModelFlops(mode, block),
+        return bench.Run(args, _bench, context, "lightning", t => new LightningWorkload(s.B, t, s.H, s.K, s.V),
+            (work, mode) => ($"block{block} {Opt.Kebab(mode)}", work.ModelFlops(mode, block),
                 device => work.Run(device, new LightningOptions { BlockSize = block, Mode = mode })));
     }
 }

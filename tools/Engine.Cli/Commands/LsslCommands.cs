@@ -1,4 +1,4 @@
-using System.Globalization;
+using System.CommandLine;
 using System.Numerics.Tensors;
 using Engine.IO;
 using Engine.Kernels.Lssl;
@@ -6,81 +6,84 @@ using Engine.Workloads;
 
 namespace Engine.Cli.Commands;
 
-/// <summary>The discretization options every LSSL command shares.</summary>
-internal static class LsslArgs
+/// <summary>The discretization options every LSSL command shares: --method and --alpha.</summary>
+internal sealed class LsslMethodOptions
 {
-    public const string MethodUsage = "[--method bilinear|zoh|gbt [--alpha 0.5]]";
+    public Option<string> Method { get; } = Opt.Choice("--method", null, ["bilinear", "zoh", "gbt"], "discretization (default bilinear; gbt with --alpha)");
+    public Option<float?> Alpha { get; } = Opt.Float("--alpha", "the generalized bilinear transform's alpha in [0, 1] (with --method gbt; default 0.5)");
 
-    public static LsslDiscretization Method(CommandLine args)
+    public IEnumerable<Option> All => [Method, Alpha];
+
+    public LsslDiscretization Discretization(ParseResult args)
     {
-        float? alpha = args.Float("alpha");
-        string method = args.Value("method") ?? (alpha is null ? "bilinear" : "gbt");
+        float? alpha = args.GetValue(Alpha);
+        string method = args.GetValue(Method) ?? (alpha is null ? "bilinear" : "gbt");
         if (alpha is not null && method != "gbt") throw new UsageException($"--alpha goes with --method gbt, not {method}");
         return method switch
         {
-            "bilinear" => LsslDiscretization.Bilinear,
             "zoh" => LsslDiscretization.ZeroOrderHold,
             "gbt" when alpha is >= 0f and <= 1f => LsslDiscretization.Gbt(alpha.Value),
-            "gbt" when alpha is null => LsslDiscretization.Bilinear,
-            "gbt" => throw new UsageException($"--alpha must lie in [0, 1], got {alpha}"),
-            _ => throw new UsageException($"--method must be bilinear, zoh or gbt, got '{method}'"),
+            "gbt" when alpha is not null => throw new UsageException($"--alpha must lie in [0, 1], got {alpha}"),
+            _ => LsslDiscretization.Bilinear,
         };
-    }
-
-    public static LsslMode Mode(CommandLine args) => args.Choice("mode", LsslMode.Auto);
-
-    /// <summary>A float64 option (the Δ range is used in float64, and 1e-3 is not a float).</summary>
-    public static double Double(CommandLine args, string name, double fallback)
-    {
-        string? text = args.Value(name);
-        if (text is null) return fallback;
-        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !double.IsFinite(value))
-            throw new UsageException($"--{name} must be a finite number, got '{text}'");
-        return value;
     }
 }
 
 /// <summary>engine op lssl: the LSSL state-space scan on .npy files.</summary>
-internal sealed class LsslOpCommand : ICommand
+internal sealed class LsslOpCommand : EngineCommand
 {
-    public string Name => "lssl";
-    public string Summary => "LSSL state-space scan (recurrent, chunked scan or FFT convolution)";
-    public IReadOnlyCollection<string> Options { get; } =
-        ["u", "A", "B", "C", "D", "dt", "log-dt", "a-form", "x0", "method", "alpha", "mode", "chunk", "backend", "threads", "y", "xt", "json"];
-    public string Usage => $"""
-        engine op lssl --u u.npy --A A.npy --B B.npy --C C.npy --D D.npy --dt dt.npy [--log-dt] [--x0 x0.npy]
-                       {LsslArgs.MethodUsage} [--mode recurrent|scan|conv|auto]
-                       [--a-form dense-shared|dense-per-channel|diagonal] [--chunk 16..256]
-                       {OpIo.BackendUsage} --y y.npy [--xt xt.npy] [--json]
-          u [B,L,H] float32 or float16 (y has u's type); A [N,N] shared, [H,N,N] per channel or [H,N] diagonal
-          (--a-form when H = N makes [N,N] ambiguous); B [N] or [H,N]; C [H,N]; D [H]; dt [H] > 0 (log dt with
-          --log-dt); x0/xt [B,H,N] float32. Prints the mode that ran (what auto picked).
-        """;
+    private readonly Option<string> _u = Opt.Text("--u", "input [B,L,H] float32 or float16", "u.npy", required: true);
+    private readonly Option<string> _a = Opt.Text("--A", "state matrix: [N,N] shared, [H,N,N] per channel or [H,N] diagonal", "A.npy", required: true);
+    private readonly Option<string> _b = Opt.Text("--B", "input matrix [N] or [H,N]", "B.npy", required: true);
+    private readonly Option<string> _c = Opt.Text("--C", "output matrix [H,N]", "C.npy", required: true);
+    private readonly Option<string> _d = Opt.Text("--D", "skip [H]", "D.npy", required: true);
+    private readonly Option<string> _dt = Opt.Text("--dt", "steps [H] > 0 (log steps with --log-dt)", "dt.npy", required: true);
+    private readonly Option<bool> _logDt = Opt.Flag("--log-dt", "dt holds log steps");
+    private readonly Option<string> _x0 = Opt.Text("--x0", "initial state [B,H,N] float32", "x0.npy");
+    private readonly LsslMethodOptions _method = new();
+    private readonly Option<LsslMode> _mode = Opt.Choice("--mode", LsslMode.Auto, "recurrent, chunked scan, convolution, or auto (the cost rule)");
+    private readonly Option<LsslStateMatrix?> _aForm = Opt.OptionalChoice<LsslStateMatrix>("--a-form", "the form of A where its shape is ambiguous (H = N)");
+    private readonly Option<int?> _chunk = Opt.OptionalInt("--chunk", "the scan's chunk length, 16..256");
+    private readonly DeviceOptions _device = new();
+    private readonly Option<string> _y = Opt.Text("--y", "the output [B,L,H] to write (u's type)", "y.npy", required: true);
+    private readonly Option<string> _xt = Opt.Text("--xt", "the final state [B,H,N] float32 to write", "xt.npy");
+    private readonly Option<bool> _json = Opt.Json();
 
-    public int Run(CommandLine args, CliContext context)
+    public LsslOpCommand() : base("lssl", "LSSL state-space scan (recurrent, chunked scan or FFT convolution)", """
+        u [B,L,H] float32 or float16 (y has u's type); A [N,N] shared, [H,N,N] per channel or [H,N] diagonal
+        (--a-form when H = N makes [N,N] ambiguous); B [N] or [H,N]; C [H,N]; D [H]; dt [H] > 0 (log dt with
+        --log-dt); x0/xt [B,H,N] float32. Prints the mode that ran (what auto picked).
+        """)
     {
-        using var files = new OpFiles(args);
-        var u = files.Required("u");
+        foreach (var option in (Option[])[_u, _a, _b, _c, _d, _dt, _logDt, _x0, .. _method.All, _mode, _aForm, _chunk, .. _device.All, _y, _xt, _json])
+            Add(option);
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
         var options = new LsslOptions
         {
-            Discretization = LsslArgs.Method(args),
-            StateMatrix = args.Has("a-form") ? args.Choice("a-form", LsslStateMatrix.DenseShared) : null,
-            LogDt = args.Flag("log-dt"),
-            ChunkLength = args.Has("chunk") ? args.Int("chunk", 0) : null,
+            Discretization = _method.Discretization(args),
+            StateMatrix = args.GetValue(_aForm),
+            LogDt = args.GetValue(_logDt),
+            ChunkLength = args.GetValue(_chunk),
         };
-        var mode = LsslArgs.Mode(args);
-        string yPath = args.Require("y");
-        string? statePath = args.Value("xt");
-        var x0 = files.Optional("x0");
-        using var layer = new LsslLayer(files.Required("A").ToTensorFloat32(), files.Required("B").ToTensorFloat32(),
-            files.Required("C").ToTensorFloat32(), files.Required("D").ToTensorFloat32(), files.Required("dt").ToTensorFloat32(), options);
-        using var device = OpIo.Device(args);
+        var mode = args.GetValue(_mode);
+        string yPath = args.GetValue(_y)!;
+        string? statePath = args.GetValue(_xt);
+        using var files = new OpFiles();
+        var u = files.Open(args.GetValue(_u)!);
+        var x0 = files.Optional(args.GetValue(_x0));
+        NpyArray Parameter(Option<string> option) => files.Open(args.GetValue(option)!);
+        using var layer = new LsslLayer(Parameter(_a).ToTensorFloat32(), Parameter(_b).ToTensorFloat32(),
+            Parameter(_c).ToTensorFloat32(), Parameter(_d).ToTensorFloat32(), Parameter(_dt).ToTensorFloat32(), options);
+        using var device = _device.Create(args);
         if (u.Shape.Length != 3) throw new ArgumentException($"u: expected rank 3 (B, L, H), got shape [{string.Join(", ", u.Shape)}]", "u");
         var finalState = statePath is null ? null : Tensor.CreateFromShapeUninitialized<float>(layer.StateShape((int)u.Shape[0]));
         var ran = u.Type == NpyType.Float16 ? Forward<Half>() : Forward<float>();
         if (finalState is not null) files.Write("xt", statePath!, finalState);
-        files.Report(context, Name, device.Description,
-            new Dictionary<string, string> { ["mode"] = $"{CommandLine.Kebab(ran.ToString())} ({layer.Discretization}, Q = {layer.ChunkLength})" });
+        files.Report(context, args.GetValue(_json), Name, device.Description,
+            new Dictionary<string, string> { ["mode"] = $"{Opt.Kebab(ran)} ({layer.Discretization}, Q = {layer.ChunkLength})" });
         return 0;
 
         LsslMode Forward<T>() where T : unmanaged
@@ -96,63 +99,76 @@ internal sealed class LsslOpCommand : ICommand
 }
 
 /// <summary>engine lssl-init: writes an LSSL parameter set (HiPPO or S4D-real, log-uniform Δ) as .npy files.</summary>
-internal sealed class LsslInitCommand : ICommand
+internal sealed class LsslInitCommand : EngineCommand
 {
-    public string Name => "lssl-init";
-    public string Summary => "write LSSL parameters A, B, C, D, dt (HiPPO-LegS/LegT or diagonal) as .npy";
-    public IReadOnlyCollection<string> Options { get; } = ["N", "H", "kind", "seed", "dt-min", "dt-max", "out-dir"];
-    public string Usage => """
-        engine lssl-init [--N 64] [--H 8] [--kind legs|legt|diagonal] [--seed 0] [--dt-min 0.001] [--dt-max 0.1] --out-dir DIR
-          writes DIR/A.npy ([N,N]; [H,N] for diagonal), B.npy ([N]; [H,N]), C.npy [H,N] ~ N(0, 1/N), D.npy [H] ~ N(0, 1),
-          dt.npy [H] log-uniform in [dt-min, dt-max]; float32, the same files for the same seed.
-        """;
+    private readonly Option<int> _n = Opt.Int("--N", 64, "state size", min: 1);
+    private readonly Option<int> _h = Opt.Int("--H", 8, "channels", min: 1);
+    private readonly Option<LsslInitKind> _kind = Opt.Choice("--kind", LsslInitKind.Legs, "HiPPO-LegS, HiPPO-LegT, or S4D-real diagonal");
+    private readonly Option<int> _seed = Opt.Int("--seed", 0, "random seed of C, D and dt");
+    private readonly Option<double> _dtMin = Opt.Double("--dt-min", 1e-3, "smallest step");
+    private readonly Option<double> _dtMax = Opt.Double("--dt-max", 1e-1, "largest step");
+    private readonly Option<string> _outDir = Opt.Text("--out-dir", "the folder to write A, B, C, D, dt .npy into", "DIR", required: true);
 
-    public int Run(CommandLine args, CliContext context)
+    public LsslInitCommand() : base("lssl-init", "write LSSL parameters A, B, C, D, dt (HiPPO-LegS/LegT or diagonal) as .npy", """
+        writes DIR/A.npy ([N,N]; [H,N] for diagonal), B.npy ([N]; [H,N]), C.npy [H,N] ~ N(0, 1/N), D.npy [H] ~ N(0, 1),
+        dt.npy [H] log-uniform in [dt-min, dt-max]; float32, the same files for the same seed.
+        """)
     {
-        int n = args.Int("N", 64, min: 1), h = args.Int("H", 8, min: 1), seed = args.Int("seed", 0);
-        var kind = args.Choice("kind", LsslInitKind.Legs);
-        double dtMin = LsslArgs.Double(args, "dt-min", 1e-3), dtMax = LsslArgs.Double(args, "dt-max", 1e-1);
+        foreach (var option in new Option[] { _n, _h, _kind, _seed, _dtMin, _dtMax, _outDir }) Add(option);
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
+        int n = args.GetValue(_n), h = args.GetValue(_h), seed = args.GetValue(_seed);
+        var kind = args.GetValue(_kind);
+        double dtMin = args.GetValue(_dtMin), dtMax = args.GetValue(_dtMax);
         if (!(dtMin > 0) || dtMax < dtMin) throw new UsageException($"--dt-min must be > 0 and <= --dt-max, got {dtMin} and {dtMax}");
-        string dir = args.Require("out-dir");
+        string dir = args.GetValue(_outDir)!;
         var p = Lssl.Parameters(kind, h, n, seed, dtMin, dtMax);
         Directory.CreateDirectory(dir);
         foreach (var (name, tensor) in new[] { ("A", p.A), ("B", p.B), ("C", p.C), ("D", p.D), ("dt", p.Dt) })
             Npy.Write(Path.Combine(dir, name + ".npy"), tensor.AsReadOnlyTensorSpan());
-        context.Out.WriteLine($"wrote A, B, C, D, dt ({CommandLine.Kebab(kind.ToString())}, H = {h}, N = {n}, seed {seed}) to {dir}");
+        context.Out.WriteLine($"wrote A, B, C, D, dt ({Opt.Kebab(kind)}, H = {h}, N = {n}, seed {seed}) to {dir}");
         return 0;
     }
 }
 
 /// <summary>engine bench lssl: times the LSSL modes on random inputs.</summary>
-internal sealed class LsslBenchCommand : ICommand
+internal sealed class LsslBenchCommand : EngineCommand
 {
-    public string Name => "lssl";
-    public string Summary => "time the LSSL state-space scan (recurrent, scan, conv)";
-    public IReadOnlyCollection<string> Options { get; } = ["B", "T", "H", "N", "kind", "mode", "repeats", "best-of", "backend", "threads", "json", "plot"];
-    public string Usage => $"""
-        engine bench lssl [--B 1] [--T 4096[,...]] [--H 256] [--N 64] [--kind legs|legt|diagonal]
-                          [--mode recurrent|scan|conv|auto|all] {BenchTiming.Usage} {OpIo.BackendUsage} [--json] {BenchChart.Usage}
-          T is the sequence length L; the shape prints as B T H K V with K = N (state size) and V = 1 (one input per channel).
-          model flops per channel: recurrent 2L(N²+N) (diagonal 6LN); scan 2L((Q+1)/2 + 2N + N²/Q) (diagonal N/Q);
-          conv 5n·log2(n) + 8n with n = the FFT size (the GPU's conv mode is a direct O(L²) convolution).
-        """;
+    private readonly BenchOptions _bench = new(tokens: 4096, repeats: 5);
+    private readonly Option<int> _b = Opt.Int("--B", 1, "batch", min: 1);
+    private readonly Option<int> _h = Opt.Int("--H", 256, "channels", min: 1);
+    private readonly Option<int> _n = Opt.Int("--N", 64, "state size", min: 1);
+    private readonly Option<LsslInitKind> _kind = Opt.Choice("--kind", LsslInitKind.Legs, "HiPPO-LegS, HiPPO-LegT, or S4D-real diagonal");
+    private readonly Option<string> _mode = Opt.Choice("--mode", "auto", ["recurrent", "scan", "conv", "auto", "all"], "the mode to time, or all three");
 
-    public int Run(CommandLine args, CliContext context)
+    public LsslBenchCommand() : base("lssl", "time the LSSL state-space scan (recurrent, scan, conv)", """
+        T is the sequence length L; the shape prints as B T H K V with K = N (state size) and V = 1 (one input per channel).
+        model flops per channel: recurrent 2L(N²+N) (diagonal 6LN); scan 2L((Q+1)/2 + 2N + N²/Q) (diagonal N/Q);
+        conv 5n·log2(n) + 8n with n = the FFT size (the GPU's conv mode is a direct O(L²) convolution).
+        """)
     {
-        var lengths = BenchShape.TokenList(args, 4096);
-        int b = args.Int("B", 1, min: 1), h = args.Int("H", 256, min: 1), n = args.Int("N", 64, min: 1);
-        var kind = args.Choice("kind", LsslInitKind.Legs);
-        LsslMode[] modes = args.Value("mode") is "all" ? [LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv] : [LsslArgs.Mode(args)];
-        var timing = BenchTiming.Parse(args, 5);
-        bool json = args.Flag("json");
-        string? chart = BenchChart.Target(args);
-        using var device = OpIo.Device(args);
-        var results = BenchReport.Sweep("lssl", device, new BenchShape(b, 0, h, n, 1), lengths, timing,
+        foreach (var option in _bench.All.Concat([_b, _h, _n, _kind, _mode])) Add(option);
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
+        var lengths = args.GetValue(_bench.T)!;
+        int b = args.GetValue(_b), h = args.GetValue(_h), n = args.GetValue(_n);
+        var kind = args.GetValue(_kind);
+        string which = args.GetValue(_mode)!;
+        LsslMode[] modes = which == "all" ? [LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv] : [Enum.Parse<LsslMode>(which, ignoreCase: true)];
+        var timing = _bench.Timing(args);
+        bool json = args.GetValue(_bench.Json);
+        string? chart = BenchChart.Target(args.GetValue(_bench.Plot));
+        using var device = _bench.Device.Create(args);
+        var results = BenchReport.Sweep(context, "lssl", device, new BenchShape(b, 0, h, n, 1), lengths, timing,
             l => new LsslWorkload(b, l, h, n, kind),
             work => modes.Select(mode =>
             {
                 var ran = work.Run(device, mode);
-                string variant = $"{CommandLine.Kebab(kind.ToString())} {CommandLine.Kebab(ran.ToString())}" + (mode == LsslMode.Auto ? " (auto)" : "");
+                string variant = $"{Opt.Kebab(kind)} {Opt.Kebab(ran)}" + (mode == LsslMode.Auto ? " (auto)" : "");
                 return (variant, work.ModelFlops(ran), (Action)(() => work.Run(device, mode)));
             }));
         BenchReport.Report(context, results, device, timing, json, chart);

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Engine.IO;
@@ -8,29 +9,28 @@ using Engine.Workloads;
 
 namespace Engine.Cli.Commands;
 
-/// <summary>What the model commands share: the model argument, the hand-over backend, inputs from .npy files.</summary>
-internal static class ModelIo
+/// <summary>What the model commands share: the model argument, the hand-over backend and threads, inputs from .npy files.</summary>
+internal sealed class ModelOptions
 {
-    public const string BackendUsage = "[--backend cpu|gpu|none] [--threads N]";
+    public Argument<string> Model { get; } = new("model") { HelpName = "model.onnx", Description = "the model file (.onnx)" };
+    public Option<HandoverBackend> Backend { get; } = Opt.Choice("--backend", HandoverBackend.Cpu, "the engine's kernels for the hot nodes: cpu or gpu; none: ONNX Runtime alone");
+    public Option<int> Threads { get; } = Opt.Threads();
+    public Option<string[]> Input { get; } = Opt.Repeated("--input", "an input from a .npy file, as the element type the model declares (repeat per input)", "NAME=FILE.npy");
+    public Option<bool> Json { get; } = Opt.Json();
 
-    public static OnnxModel Model(CommandLine args) => args.Positionals.Count == 1
-        ? Guard(() => OnnxModel.Load(args.Positionals[0]))
-        : throw new UsageException("give the model file: engine <command> model.onnx ...");
+    public KernelHost Host(ParseResult args) => new(new KernelHostOptions { IntraOpThreads = args.GetValue(Threads) });
 
-    public static HandoverBackend Backend(CommandLine args) => args.Choice("backend", HandoverBackend.Cpu);
-
-    public static KernelHost Host(CommandLine args) =>
-        new(new KernelHostOptions { IntraOpThreads = args.Int("threads", Environment.ProcessorCount, min: 1) });
+    public OnnxModel Load(ParseResult args) => ModelIo.Guard(() => OnnxModel.Load(args.GetValue(Model)!));
 
     /// <summary>
     /// --input NAME=FILE.npy, each as the element type the model declares: the file's mapped data where it holds
     /// that type (valid until <paramref name="files"/> is disposed), else converted.
     /// </summary>
-    public static Dictionary<string, TensorData> Inputs(CommandLine args, OnnxModel model, OpFiles files)
+    public Dictionary<string, TensorData> Inputs(ParseResult args, OnnxModel model, OpFiles files)
     {
         var declared = model.Inputs.ToDictionary(i => i.Name);
         var inputs = new Dictionary<string, TensorData>();
-        foreach (var (name, path) in Pairs(args, "input"))
+        foreach (var (name, path) in ModelIo.Pairs(args.GetValue(Input)!, Input.Name))
         {
             if (!declared.TryGetValue(name, out var info))
                 throw new ArgumentException($"--input {name}: the model has no input '{name}' (inputs: {string.Join(", ", declared.Keys)})");
@@ -38,13 +38,17 @@ internal static class ModelIo
         }
         return inputs;
     }
+}
 
-    public static IEnumerable<(string Name, string Value)> Pairs(CommandLine args, string option)
+/// <summary>How the model commands read NAME=VALUE pairs and report model errors.</summary>
+internal static class ModelIo
+{
+    public static IEnumerable<(string Name, string Value)> Pairs(IEnumerable<string> values, string option)
     {
-        foreach (var text in args.Values(option))
+        foreach (var text in values)
         {
             int eq = text.IndexOf('=');
-            if (eq <= 0 || eq == text.Length - 1) throw new UsageException($"--{option} takes NAME=VALUE, got '{text}'");
+            if (eq <= 0 || eq == text.Length - 1) throw new UsageException($"{option} takes NAME=VALUE, got '{text}'");
             yield return (text[..eq], text[(eq + 1)..]);
         }
     }
@@ -66,38 +70,46 @@ internal static class ModelIo
 }
 
 /// <summary>engine run: runs a model with the hot nodes on the engine's kernels and writes every output as .npy.</summary>
-internal sealed class RunModelCommand : ICommand
+internal sealed class RunModelCommand : EngineCommand
 {
-    public string Name => "run";
-    public string Summary => "run an ONNX model, hot nodes on the engine (outputs as .npy)";
-    public int Positionals => 1;
-    public IReadOnlyCollection<string> Options { get; } = ["input", "output-dir", "backend", "threads", "json"];
-    public string Usage => $"""
-        engine run model.onnx --input NAME=FILE.npy [--input ...] --output-dir DIR {ModelIo.BackendUsage} [--json]
-          Runs the model in ONNX Runtime with LinearAttention (and the engine's own ops) on the engine's kernels;
-          --backend none runs ONNX Runtime alone. Writes each output as DIR/NAME.npy.
-        """;
+    private readonly ModelOptions _model = new();
+    private readonly Option<string> _outputDir = Opt.Text("--output-dir", "the folder to write each output into as NAME.npy", "DIR", required: true);
 
-    public int Run(CommandLine args, CliContext context)
+    public RunModelCommand() : base("run", "run an ONNX model, hot nodes on the engine (outputs as .npy)", """
+        Runs the model in ONNX Runtime with LinearAttention (and the engine's own ops) on the engine's kernels;
+        --backend none runs ONNX Runtime alone. Writes each output as DIR/NAME.npy.
+        """)
     {
-        var model = ModelIo.Model(args);
-        using var files = new OpFiles(args);
-        var inputs = ModelIo.Inputs(args, model, files);
-        string dir = args.Require("output-dir");
-        using var host = ModelIo.Host(args);
-        var backend = ModelIo.Backend(args);
+        Add(_model.Model);
+        foreach (var option in new Option[] { _model.Input, _outputDir, _model.Backend, _model.Threads, _model.Json }) Add(option);
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
+        var model = _model.Load(args);
+        using var files = new OpFiles();
+        var inputs = _model.Inputs(args, model, files);
+        string dir = args.GetValue(_outputDir)!;
+        using var host = _model.Host(args);
+        var backend = args.GetValue(_model.Backend);
         using var session = ModelIo.Guard(() => ModelSession.Open(model, new ModelSessionOptions { Backend = backend, Host = host }));
         var missing = model.Inputs.Select(i => i.Name).Where(n => !inputs.ContainsKey(n)).ToArray();
         if (missing.Length > 0) throw new ArgumentException($"the model needs inputs {string.Join(", ", missing)}: give each as --input NAME=FILE.npy");
         Directory.CreateDirectory(dir);
         // Each output is written from ORT's own memory as the run hands it over.
-        files.Time(() => ModelIo.Guard(() =>
+        context.Progress.Run(context.Out, progress =>
         {
-            session.Run(inputs, (name, type, shape, bytes) =>
-                files.Write(name, Path.Combine(dir, FileName(name) + ".npy"), ModelInputs.NpyTypeOf(type, name), shape, bytes));
-            return 0;
-        }));
-        files.Report(context, "run", host.Describe(backend), new Dictionary<string, string> { ["engine nodes"] = session.Handover.EngineNodes.Count().ToString(CultureInfo.InvariantCulture) });
+            var step = progress.Add($"run {Path.GetFileName(args.GetValue(_model.Model))}");
+            files.Time(() => ModelIo.Guard(() =>
+            {
+                session.Run(inputs, (name, type, shape, bytes) =>
+                    files.Write(name, Path.Combine(dir, FileName(name) + ".npy"), ModelInputs.NpyTypeOf(type, name), shape, bytes));
+                return 0;
+            }));
+            step.Finish();
+        });
+        files.Report(context, args.GetValue(_model.Json), "run", host.Describe(backend),
+            new Dictionary<string, string> { ["engine nodes"] = session.Handover.EngineNodes.Count().ToString(CultureInfo.InvariantCulture) });
         return 0;
     }
 
@@ -110,28 +122,50 @@ internal sealed class RunModelCommand : ICommand
 }
 
 /// <summary>engine inspect: a model's inputs, outputs, opsets and the nodes the engine takes over.</summary>
-internal sealed class InspectModelCommand : ICommand
+internal sealed class InspectModelCommand : EngineCommand
 {
-    public string Name => "inspect";
-    public string Summary => "list a model's inputs, outputs and the nodes the engine takes over";
-    public int Positionals => 1;
-    public IReadOnlyCollection<string> Options { get; } = [];
-    public string Usage => "engine inspect model.onnx";
+    private readonly ModelOptions _model = new();
 
-    public int Run(CommandLine args, CliContext context)
+    public InspectModelCommand() : base("inspect", "list a model's inputs, outputs and the nodes the engine takes over")
     {
-        var model = ModelIo.Model(args);
+        Add(_model.Model);
+        Add(_model.Json);
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
+        string path = args.GetValue(_model.Model)!;
+        var model = _model.Load(args);
         var plan = ModelIo.Guard(() => HandoverRewriter.Rewrite(model));
+        string Domain(string domain) => domain.Length == 0 ? "ai.onnx" : domain;
+        var opTypes = model.NodeOpTypes.GroupBy(t => t).OrderByDescending(g => g.Count()).ToArray();
+        var engine = plan.EngineNodes.ToArray();
         var w = context.Out;
-        w.WriteLine($"model: {args.Positionals[0]} (IR {model.IrVersion}{(model.ProducerName.Length > 0 ? ", from " + model.ProducerName : "")})");
-        w.WriteLine($"opsets: {string.Join(", ", model.Opsets.Select(o => $"{(o.Domain.Length == 0 ? "ai.onnx" : o.Domain)} {o.Version}"))}");
+        if (args.GetValue(_model.Json))
+        {
+            static object Value(ModelValueInfo v) => new Dictionary<string, object?> { ["name"] = v.Name, ["type"] = v.ElementType.ToString(), ["dims"] = v.Dims };
+            static object Node(HandoverNode n) => new Dictionary<string, object>
+            {
+                ["name"] = n.NodeName, ["op_type"] = n.OpType, ["from_domain"] = n.FromDomain, ["to_domain"] = n.ToDomain, ["detail"] = n.Detail,
+            };
+            w.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["model"] = path, ["ir_version"] = model.IrVersion, ["producer"] = model.ProducerName,
+                ["opsets"] = model.Opsets.Select(o => new Dictionary<string, object> { ["domain"] = Domain(o.Domain), ["version"] = o.Version }).ToArray(),
+                ["inputs"] = model.Inputs.Select(Value).ToArray(), ["outputs"] = model.Outputs.Select(Value).ToArray(),
+                ["node_counts"] = opTypes.ToDictionary(g => g.Key, g => g.Count()),
+                ["engine_nodes"] = engine.Select(Node).ToArray(), ["ort_nodes"] = plan.Nodes.Where(n => !n.ToEngine).Select(Node).ToArray(),
+                ["notes"] = plan.Notes,
+            }, new JsonSerializerOptions { WriteIndented = true }));
+            return 0;
+        }
+        w.WriteLine($"model: {path} (IR {model.IrVersion}{(model.ProducerName.Length > 0 ? ", from " + model.ProducerName : "")})");
+        w.WriteLine($"opsets: {string.Join(", ", model.Opsets.Select(o => $"{Domain(o.Domain)} {o.Version}"))}");
         w.WriteLine("inputs:");
         foreach (var i in model.Inputs) w.WriteLine($"  {i}");
         w.WriteLine("outputs:");
         foreach (var o in model.Outputs) w.WriteLine($"  {o}");
-        var opTypes = model.NodeOpTypes;
-        w.WriteLine($"nodes: {opTypes.Count} ({string.Join(", ", opTypes.GroupBy(t => t).OrderByDescending(g => g.Count()).Select(g => $"{g.Key} ×{g.Count()}"))})");
-        var engine = plan.EngineNodes.ToArray();
+        w.WriteLine($"nodes: {model.NodeOpTypes.Count} ({string.Join(", ", opTypes.Select(g => $"{g.Key} ×{g.Count()}"))})");
         w.WriteLine($"the engine takes over {engine.Length} node{(engine.Length == 1 ? "" : "s")}:");
         foreach (var n in engine) w.WriteLine($"  {n}");
         foreach (var n in plan.Nodes.Where(n => !n.ToEngine)) w.WriteLine($"  (ONNX Runtime) {n}");
@@ -141,87 +175,111 @@ internal sealed class InspectModelCommand : ICommand
 }
 
 /// <summary>engine bench-model: times a model with and without the hand-over in one run.</summary>
-internal sealed class BenchModelCommand : ICommand
+internal sealed class BenchModelCommand : EngineCommand
 {
-    public string Name => "bench-model";
-    public string Summary => "time an ONNX model with and without the hand-over, side by side";
-    public int Positionals => 1;
-    public IReadOnlyCollection<string> Options { get; } = ["input", "dim", "sample", "T", "decode", "repeats", "backend", "threads", "no-spinning", "json", "plot"];
-    public string Usage => $"""
-        engine bench-model model.onnx [--input NAME=FILE.npy ...] [--dim NAME=VALUE ...] [--repeats 7] [--backend cpu|gpu] [--threads N] [--no-spinning] [--json]
-        engine bench-model --sample linear|gated-per-key|gated-per-head|delta|gated-delta-per-head|gated-delta-per-key|gdn-layer|gdn-layer-fused|gated-delta-net|all [--T 1024,4096] [--decode] [--plot FILE.svg|FILE.png] ...
-          Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
-          interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
-          (names with 'state' zeros, 'decay' log gates, 'beta' in (0,1), other floats N(0,1)).
-          --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone, or the
-          Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it (hidden 2048, 16 query/key and 32 value heads of
-          128, K=4; gdn-layer-fused: its fused-gate export), at each --T, and with --decode one token with past states.
-          gated-delta-net times a com.microsoft GatedDeltaNet node (B=1, Hq=16, Hv=32, dk=dv=128, and Hq=4, Hv=8,
-          dk=dv=64; log-gate decay, unit keys) against ORT's GatedDeltaNet kernel, and the same math as a LinearAttention
-          node ("as LA") against ORT's LinearAttention kernel.
-          The last column is the share of the hand-over's run spent in ORT's MatMuls (its profile).
-          Both sessions run with ORT's default options, whose intra-op threads spin between runs: the two take turns in
-          blocks of eight runs, the first two of each block (where the other session's threads may still spin) left out.
-          Runs of a few ms can still meet the other session's spinning threads: --no-spinning turns spinning off in both
-          (session.intra_op.allow_spinning = 0) and alternates single runs.
-          --plot (with --sample) draws, per model, the engine and ONNX Runtime alone against T: whole model and taken-over
-          nodes (decode at T=1), with this machine's fp32 FMA peak measured after the runs.
-        """;
+    private readonly ModelOptions _model = new();
+    private readonly Option<string[]> _dim = Opt.Repeated("--dim", "a symbolic dim of the random inputs (repeat per dim)", "NAME=VALUE");
+    private readonly Option<string> _sample = Opt.Choice("--sample", null, [.. SampleNames, GatedDeltaNetSample, "all"], "time a sample model (instead of a model file) at each --T");
+    private readonly Option<int[]> _t = Opt.IntList("--T", 4096, "with --sample: sequence length, or a comma-separated list");
+    private readonly Option<bool> _decode = Opt.Flag("--decode", "with --sample: also one token with past states (T=1)");
+    private readonly Option<int> _repeats = Opt.Int("--repeats", 7, "runs of each session (the median is reported)", min: 1);
+    private readonly Option<bool> _noSpinning = Opt.Flag("--no-spinning", "turn ORT's intra-op spinning off in both sessions and alternate single runs");
+    private readonly Option<string> _plot = Opt.Text("--plot", "with --sample: draw the runs against T into an .svg or .png file", "FILE.svg|FILE.png");
 
-    public int Run(CommandLine args, CliContext context)
+    public BenchModelCommand() : base("bench-model", "time an ONNX model with and without the hand-over, side by side", """
+        Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
+        interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
+        (names with 'state' zeros, 'decay' log gates, 'beta' in (0,1), other floats N(0,1)).
+        --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone, or the
+        Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it (hidden 2048, 16 query/key and 32 value heads of
+        128, K=4; gdn-layer-fused: its fused-gate export), at each --T, and with --decode one token with past states.
+        gated-delta-net times a com.microsoft GatedDeltaNet node (B=1, Hq=16, Hv=32, dk=dv=128, and Hq=4, Hv=8,
+        dk=dv=64; log-gate decay, unit keys) against ORT's GatedDeltaNet kernel, and the same math as a LinearAttention
+        node ("as LA") against ORT's LinearAttention kernel.
+        The last column is the share of the hand-over's run spent in ORT's MatMuls (its profile).
+        Both sessions run with ORT's default options, whose intra-op threads spin between runs: the two take turns in
+        blocks of eight runs, the first two of each block (where the other session's threads may still spin) left out.
+        Runs of a few ms can still meet the other session's spinning threads: --no-spinning turns spinning off in both
+        (session.intra_op.allow_spinning = 0) and alternates single runs.
+        --plot (with --sample) draws, per model, the engine and ONNX Runtime alone against T: whole model and taken-over
+        nodes (decode at T=1), with this machine's fp32 FMA peak measured after the runs.
+""")
     {
-        using var files = new OpFiles(args);
-        int repeats = args.Int("repeats", 7, min: 1);
-        var backend = ModelIo.Backend(args);
+        _model.Model.Arity = ArgumentArity.ZeroOrOne;
+        Add(_model.Model);
+        foreach (var option in new Option[] { _model.Input, _dim, _sample, _t, _decode, _repeats, _model.Backend, _model.Threads, _noSpinning, _model.Json, _plot })
+            Add(option);
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
+        using var files = new OpFiles();
+        int repeats = args.GetValue(_repeats);
+        var backend = args.GetValue(_model.Backend);
         if (backend == HandoverBackend.None) throw new UsageException("--backend must be cpu or gpu (ONNX Runtime alone is always timed)");
-        using var host = ModelIo.Host(args);
-        bool spinning = !args.Flag("no-spinning");
-        string? chart = BenchChart.Target(args);
-        if (chart is not null && !args.Has("sample")) throw new UsageException("--plot draws the --sample runs against T: give --sample");
-        var rows = new List<ModelTiming>();
-        if (args.Has("sample"))
+        using var host = _model.Host(args);
+        bool spinning = !args.GetValue(_noSpinning);
+        string? sample = args.GetValue(_sample);
+        string? chart = BenchChart.Target(args.GetValue(_plot));
+        if (chart is not null && sample is null) throw new UsageException("--plot draws the --sample runs against T: give --sample");
+        // Each timing is a job, so that the progress knows how many there are.
+        var jobs = new List<(string Label, Func<ModelTiming> Time)>();
+        if (sample is not null)
         {
-            if (args.Positionals.Count > 0) throw new UsageException("give either a model file or --sample");
-            var lengths = BenchShape.TokenList(args, 4096);
-            bool decode = args.Flag("decode");
-            string which = args.Require("sample");
-            if (which is GatedDeltaNetSample or "all")
+            if (args.GetValue(_model.Model) is not null) throw new UsageException("give either a model file or --sample");
+            var lengths = args.GetValue(_t)!;
+            bool decode = args.GetValue(_decode);
+            if (sample is GatedDeltaNetSample or "all")
             {
                 // The same gated delta rule as ORT's GatedDeltaNet node and as its LinearAttention node: each timed with the
                 // engine's kernels against ORT's own kernel of that node.
                 foreach (var (label, hq, hv, d) in GatedDeltaNetShapes)
                     foreach (int t in decode ? lengths.Append(1) : lengths)
                     {
-                        var pair = SampleModels.GatedDeltaNetAndLinearAttention(hq, hv, d, d, t);
                         string what = t == 1 ? "decode T=1" : $"T={t}";
-                        rows.Add(Time(pair[0].Model, $"gdn {label}", what, t, pair[0].Inputs, host, backend, repeats, spinning));
-                        rows.Add(Time(pair[1].Model, $"gdn {label} as LA", what, t, pair[1].Inputs, host, backend, repeats, spinning));
+                        var pair = new Lazy<IReadOnlyList<(OnnxModel Model, Dictionary<string, TensorData> Inputs)>>(() => SampleModels.GatedDeltaNetAndLinearAttention(hq, hv, d, d, t));
+                        jobs.Add(($"gdn {label} {what}", () => Time(pair.Value[0].Model, $"gdn {label}", what, t, pair.Value[0].Inputs, host, backend, repeats, spinning)));
+                        jobs.Add(($"gdn {label} as LA {what}", () => Time(pair.Value[1].Model, $"gdn {label} as LA", what, t, pair.Value[1].Inputs, host, backend, repeats, spinning)));
                     }
             }
-            foreach (var (label, model, batch, time) in which == GatedDeltaNetSample ? [] : Samples(which))
+            foreach (var (label, model, batch, time) in sample == GatedDeltaNetSample ? [] : Samples(sample))
             {
                 foreach (int t in decode ? lengths.Append(1) : lengths)
                 {
-                    var inputs = ModelInputs.Random(model, new Dictionary<string, long> { [batch] = 1, [time] = t });
-                    rows.Add(Time(model, label, t == 1 ? "decode T=1" : $"T={t}", t, inputs, host, backend, repeats, spinning));
+                    string what = t == 1 ? "decode T=1" : $"T={t}";
+                    jobs.Add(($"{label} {what}", () => Time(model, label, what, t, ModelInputs.Random(model, new Dictionary<string, long> { [batch] = 1, [time] = t }),
+                        host, backend, repeats, spinning)));
                 }
             }
         }
         else
         {
-            var model = ModelIo.Model(args);
-            var dims = ModelIo.Pairs(args, "dim").ToDictionary(p => p.Name, p => long.TryParse(p.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long v)
+            if (args.GetValue(_model.Model) is null) throw new UsageException($"give {_model.Model.Description} or --sample");
+            var model = _model.Load(args);
+            var dims = ModelIo.Pairs(args.GetValue(_dim)!, _dim.Name).ToDictionary(p => p.Name, p => long.TryParse(p.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long v)
                 ? v : throw new UsageException($"--dim {p.Name} must be a whole number, got '{p.Value}'"));
-            var inputs = ModelIo.Inputs(args, model, files);
+            var inputs = _model.Inputs(args, model, files);
             var random = ModelInputs.Random(model, dims, except: inputs.Keys);
             foreach (var (name, tensor) in random) inputs[name] = tensor;
-            rows.Add(Time(model, Path.GetFileName(args.Positionals[0]), "", 0, inputs, host, backend, repeats, spinning));
+            string label = Path.GetFileName(args.GetValue(_model.Model)!);
+            jobs.Add((label, () => Time(model, label, "", 0, inputs, host, backend, repeats, spinning)));
         }
-        bool json = args.Flag("json");
+        var rows = context.Progress.Run(context.Out, progress =>
+        {
+            var step = progress.Add($"bench-model: {jobs.Count} timings", jobs.Count);
+            return jobs.Select(job =>
+            {
+                step.Describe($"bench-model: {job.Label}");
+                var row = job.Time();
+                step.Advance();
+                return row;
+            }).ToList();
+        });
+        bool json = args.GetValue(_model.Json);
         Print(context.Out, rows, host.Describe(backend), spinning, json);
         if (chart is not null)
         {
-            Chart(chart, rows, host.Describe(backend), FmaPeak.Measure(args.Int("threads", Environment.ProcessorCount, min: 1)), spinning);
+            Chart(chart, rows, host.Describe(backend), FmaPeak.Measure(args.GetValue(_model.Threads)), spinning);
             BenchChart.Report(context, chart, json);
         }
         return 0;
@@ -356,31 +414,32 @@ internal sealed class BenchModelCommand : ICommand
     /// </summary>
     private static IEnumerable<(string Label, OnnxModel Model, string Batch, string Time)> Samples(string which)
     {
-        var blocks = new (string, UpdateRule, DecayForm)[]
-        {
-            ("linear", UpdateRule.Linear, DecayForm.PerHead),
-            ("gated-per-key", UpdateRule.Gated, DecayForm.PerKey),
-            ("gated-per-head", UpdateRule.Gated, DecayForm.PerHead),
-            ("delta", UpdateRule.Delta, DecayForm.PerHead),
-            ("gated-delta-per-head", UpdateRule.GatedDelta, DecayForm.PerHead),
-            ("gated-delta-per-key", UpdateRule.GatedDelta, DecayForm.PerKey),
-        };
-        string[] layers = ["gdn-layer", "gdn-layer-fused"];
-        var names = blocks.Select(s => s.Item1).Concat(layers).ToArray();
-        if (which != "all" && !names.Contains(which))
-            throw new UsageException($"--sample must be one of {string.Join("|", names)}|{GatedDeltaNetSample}|all, got '{which}'");
-        foreach (var (label, rule, decay) in blocks.Where(s => which == "all" || s.Item1 == which))
+        foreach (var (label, rule, decay) in Blocks.Where(s => which == "all" || s.Name == which))
         {
             var spec = new LinearAttentionBlockSpec { Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = rule, Decay = decay };
             yield return ($"{label} block", SampleModels.LinearAttentionBlock(spec), "B", "T");
             yield return ($"{label} node", SampleModels.LinearAttentionNode(spec), "B", "T");
         }
-        foreach (var layer in layers.Where(l => which == "all" || l == which))
+        foreach (var layer in Layers.Where(l => which == "all" || l == which))
         {
             var spec = new GatedDeltaNetSpec { Hidden = 2048, QkHeads = 16, ValueHeads = 32, KeyDim = 128, ValueDim = 128, ConvKernel = 4, FusedGates = layer.EndsWith("fused") };
             yield return (layer, GatedDeltaNetLayer.Model(spec), "batch_size", "sequence_length");
         }
     }
+
+    private static readonly (string Name, UpdateRule Rule, DecayForm Decay)[] Blocks =
+    [
+        ("linear", UpdateRule.Linear, DecayForm.PerHead),
+        ("gated-per-key", UpdateRule.Gated, DecayForm.PerKey),
+        ("gated-per-head", UpdateRule.Gated, DecayForm.PerHead),
+        ("delta", UpdateRule.Delta, DecayForm.PerHead),
+        ("gated-delta-per-head", UpdateRule.GatedDelta, DecayForm.PerHead),
+        ("gated-delta-per-key", UpdateRule.GatedDelta, DecayForm.PerKey),
+    ];
+
+    private static readonly string[] Layers = ["gdn-layer", "gdn-layer-fused"];
+
+    private static readonly string[] SampleNames = [.. Blocks.Select(b => b.Name), .. Layers];
 
     private static void Print(TextWriter w, IReadOnlyList<ModelTiming> rows, string device, bool spinning, bool json)
     {

@@ -1,25 +1,35 @@
 using System.Diagnostics;
 using System.Numerics.Tensors;
+using System.CommandLine;
 using System.Text.Json;
 using Engine.IO;
 
 namespace Engine.Cli.Commands;
 
-/// <summary>What every op command shares: the device option.</summary>
+/// <summary>The device options every op and bench command shares: --backend and --threads.</summary>
+internal sealed class DeviceOptions
+{
+    public Option<Backend> Backend { get; } = Opt.Choice("--backend", Engine.Backend.Cpu, "where the op runs (gpu: CUDA, else ILGPU's CPU accelerator)");
+    public Option<int> Threads { get; } = Opt.Threads();
+
+    public IEnumerable<Option> All => [Backend, Threads];
+
+    public EngineDevice Create(ParseResult args) =>
+        EngineDevice.Create(args.GetValue(Backend), new EngineDeviceOptions { CpuThreads = args.GetValue(Threads) });
+}
+
+/// <summary>How the op and model commands print what they wrote.</summary>
 internal static class OpIo
 {
-    public const string BackendUsage = "[--backend reference|cpu|gpu] [--threads N]";
-
-    public static EngineDevice Device(CommandLine args, Backend fallback = Backend.Cpu)
-    {
-        var backend = args.Choice("backend", fallback);
-        int threads = args.Int("threads", Environment.ProcessorCount, min: 1);
-        return EngineDevice.Create(backend, new EngineDeviceOptions { CpuThreads = threads });
-    }
-
     /// <summary>One line per written file, as `engine op`, `run` and `inputs` print them: name: dtype [shape] -> path.</summary>
     public static string Wrote(string name, NpyType type, IEnumerable<long> shape, string path) =>
         $"{name}: {DType(type)} [{string.Join(", ", shape)}] -> {path}";
+
+    /// <summary>The JSON object of one written file: name, file, dtype, shape.</summary>
+    public static Dictionary<string, object> WroteJson(string name, NpyType type, IEnumerable<long> shape, string path) => new()
+    {
+        ["name"] = name, ["file"] = path, ["dtype"] = DType(type), ["shape"] = shape.ToArray(),
+    };
 
     /// <summary>NumPy's name of the element type: float32, float16...</summary>
     public static string DType(NpyType type) => type.ToString().ToLowerInvariant();
@@ -30,17 +40,14 @@ internal static class OpIo
 /// written straight from the tensors the op wrote, the op's call timed; on success it reports what it wrote and
 /// how long the call took, as text or (--json) one JSON object.
 /// </summary>
-internal class OpFiles(CommandLine args) : IDisposable
+internal class OpFiles : IDisposable
 {
     private readonly List<NpyArray> _opened = [];
     private readonly List<(string Name, string Path, NpyType Type, long[] Shape)> _written = [];
     private TimeSpan _call;
 
-    protected CommandLine Args { get; } = args;
-
-    public NpyArray Required(string option) => Open(Args.Require(option));
-
-    public NpyArray? Optional(string option) => Args.Value(option) is { } path ? Open(path) : null;
+    /// <summary>The file a given option names, memory-mapped until the command ends; null when the option is not given.</summary>
+    public NpyArray? Optional(string? path) => path is null ? null : Open(path);
 
     /// <summary>A .npy file memory-mapped until the command ends.</summary>
     public NpyArray Open(string path)
@@ -75,19 +82,16 @@ internal class OpFiles(CommandLine args) : IDisposable
     /// The files written and the call's time on <paramref name="device"/>; <paramref name="extra"/> adds what the
     /// command reports of its own (LSSL's mode).
     /// </summary>
-    public void Report(CliContext context, string op, string device, IReadOnlyDictionary<string, string>? extra = null)
+    public void Report(CliContext context, bool json, string op, string device, IReadOnlyDictionary<string, string>? extra = null)
     {
-        if (Args.Flag("json"))
+        if (json)
         {
             var report = new Dictionary<string, object>
             {
                 ["op"] = op,
                 ["device"] = device,
                 ["milliseconds"] = Math.Round(_call.TotalMilliseconds, 3),
-                ["outputs"] = _written.Select(w => new Dictionary<string, object>
-                {
-                    ["name"] = w.Name, ["file"] = w.Path, ["dtype"] = OpIo.DType(w.Type), ["shape"] = w.Shape,
-                }).ToArray(),
+                ["outputs"] = _written.Select(w => OpIo.WroteJson(w.Name, w.Type, w.Shape, w.Path)).ToArray(),
             };
             foreach (var (key, value) in extra ?? new Dictionary<string, string>()) report[key.Replace(' ', '_')] = value;
             context.Out.WriteLine(JsonSerializer.Serialize(report));
@@ -105,23 +109,43 @@ internal class OpFiles(CommandLine args) : IDisposable
     }
 }
 
+/// <summary>The options every attention op command shares: q, k, v, h0, cu-seqlens in; o, ht out; the device; --json.</summary>
+internal sealed class AttentionOptions
+{
+    public Option<string> Q { get; } = Opt.Text("--q", "queries [B,T,Hq,K] (.npy)", "q.npy", required: true);
+    public Option<string> K { get; } = Opt.Text("--k", "keys [B,T,Hk,K] (.npy)", "k.npy", required: true);
+    public Option<string> V { get; } = Opt.Text("--v", "values [B,T,Hv,V] (.npy)", "v.npy", required: true);
+    public Option<string> H0 { get; } = Opt.Text("--h0", "initial state [N,Hv,K,V] float32 (.npy)", "h0.npy");
+    public Option<string> CuSeqlens { get; } = Opt.Text("--cu-seqlens", "int32/int64 offsets of packed sequences (then B = 1)", "c.npy");
+    public Option<string> O { get; } = Opt.Text("--o", "the output [B,T,max(Hq,Hv),V] to write", "o.npy", required: true);
+    public Option<string> Ht { get; } = Opt.Text("--ht", "the final state [N,Hv,K,V] float32 to write", "ht.npy");
+    public DeviceOptions Device { get; } = new();
+    public Option<bool> Json { get; } = Opt.Json();
+
+    public IEnumerable<Option> All => [Q, K, V, H0, CuSeqlens, O, Ht, .. Device.All, Json];
+}
+
 /// <summary>
-/// The files every attention op command shares: q, k, v, the optional initial state and packed-sequence
-/// offsets in; the output and the optional final state out. The element type follows q (float16 runs fp16).
+/// The files of one attention op command: q, k, v, the optional initial state and packed-sequence offsets in; the
+/// output and the optional final state out. The element type follows q (float16 runs fp16).
 /// </summary>
 internal sealed class AttentionFiles : OpFiles
 {
     private readonly NpyArray? _initialState;
+    private readonly string _outputPath;
+    private readonly string? _statePath;
 
-    private AttentionFiles(CommandLine args) : base(args)
+    public AttentionFiles(AttentionOptions options, ParseResult args)
     {
         try
         {
-            Q = Required("q");
-            K = Required("k");
-            V = Required("v");
-            _initialState = Optional("h0");
-            CuSeqlens = Optional("cu-seqlens")?.ToInt32();
+            Q = Open(args.GetValue(options.Q)!);
+            K = Open(args.GetValue(options.K)!);
+            V = Open(args.GetValue(options.V)!);
+            _initialState = Optional(args.GetValue(options.H0));
+            CuSeqlens = Optional(args.GetValue(options.CuSeqlens))?.ToInt32();
+            _outputPath = args.GetValue(options.O)!;
+            _statePath = args.GetValue(options.Ht);
         }
         catch
         {
@@ -129,9 +153,6 @@ internal sealed class AttentionFiles : OpFiles
             throw;
         }
     }
-
-    /// <summary>Options every attention op command takes, besides its own.</summary>
-    public static readonly string[] Options = ["q", "k", "v", "h0", "cu-seqlens", "o", "ht", "backend", "threads", "json"];
 
     public NpyArray Q { get; } = null!;
     public NpyArray K { get; } = null!;
@@ -144,8 +165,6 @@ internal sealed class AttentionFiles : OpFiles
     /// <summary>q is float16: run the op in System.Half.</summary>
     public bool Half => Q.Type == NpyType.Float16;
 
-    public static AttentionFiles Read(CommandLine args) => new(args);
-
     /// <summary>The op's call into an output and final state allocated once.</summary>
     public delegate void Call<T>(TensorSpan<T> output, TensorSpan<float> finalState);
 
@@ -153,10 +172,8 @@ internal sealed class AttentionFiles : OpFiles
     public void Run<T>(Call<T> call) where T : unmanaged
     {
         var result = AttentionResult<T>.Allocate(Q.Shape, K.Shape, V.Shape, CuSeqlens);
-        string outputPath = Args.Require("o");
-        string? statePath = Args.Value("ht");
         Time(() => call(result.Output.AsTensorSpan(), result.FinalState.AsTensorSpan()));
-        Write("o", outputPath, result.Output);
-        if (statePath is not null) Write("ht", statePath, result.FinalState);
+        Write("o", _outputPath, result.Output);
+        if (_statePath is not null) Write("ht", _statePath, result.FinalState);
     }
 }

@@ -1,27 +1,34 @@
+using System.CommandLine;
+using System.Text.Json;
 using Engine.Kernels.Common;
 
 namespace Engine.Cli.Commands;
 
 /// <summary>engine bench peak: this machine's fp32 FMA peak, the roofline every bench line is compared with.</summary>
-internal sealed class PeakBenchCommand : ICommand
+internal sealed class PeakBenchCommand : EngineCommand
 {
-    public string Name => "peak";
-    public string Summary => "measure the fp32 FMA peak (Vector512 FMA chains on all cores)";
-    public IReadOnlyCollection<string> Options { get; } = ["threads", "rounds", "json"];
-    public string Usage => """
-        engine bench peak [--threads N] [--rounds 5] [--json]
-          12 independent Vector512 FMA chains per thread, all threads at once, best of the rounds.
-        """;
+    private readonly Option<int> _threads = Opt.Threads();
+    private readonly Option<int> _rounds = Opt.Int("--rounds", 5, "rounds (the best is kept)", min: 1);
+    private readonly Option<bool> _json = Opt.Json();
 
-    public int Run(CommandLine args, CliContext context)
+    public PeakBenchCommand() : base("peak", "measure the fp32 FMA peak (Vector512 FMA chains on all cores)",
+        "12 independent Vector512 FMA chains per thread, all threads at once, best of the rounds.")
     {
-        int threads = args.Int("threads", Environment.ProcessorCount, min: 1);
-        int rounds = args.Int("rounds", 5, min: 1);
-        bool json = args.Flag("json");
+        Add(_threads);
+        Add(_rounds);
+        Add(_json);
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
+        int threads = args.GetValue(_threads), rounds = args.GetValue(_rounds);
         double single = FmaPeak.Measure(1, rounds);
         double all = threads == 1 ? single : FmaPeak.Measure(threads, rounds);
-        if (json)
-            context.Out.WriteLine($$"""{ "threads": {{threads}}, "peak_gflops_one_thread": {{single:F1}}, "peak_gflops": {{all:F1}}, "simd": "{{CpuInfo.SimdDescription}}" }""");
+        if (args.GetValue(_json))
+            context.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["threads"] = threads, ["peak_gflops_one_thread"] = Math.Round(single, 1), ["peak_gflops"] = Math.Round(all, 1), ["simd"] = CpuInfo.SimdDescription,
+            }));
         else
             context.Out.WriteLine($"fp32 FMA peak: {all:F1} GFLOP/s on {threads} threads ({single:F1} on one), {CpuInfo.SimdDescription}");
         return 0;

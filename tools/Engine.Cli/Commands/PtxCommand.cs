@@ -1,36 +1,43 @@
+using System.CommandLine;
+using System.Text.Json;
 using Engine.Kernels.Common;
 
 namespace Engine.Cli.Commands;
 
 /// <summary>engine ptx DIR: every GPU kernel as PTX, for NVIDIA's assembler (no GPU needed).</summary>
-internal sealed class PtxCommand : ICommand
+internal sealed class PtxCommand : EngineCommand
 {
-    public string Name => "ptx";
-    public string Summary => "write every GPU kernel as PTX (no GPU needed), e.g. for NVIDIA's ptxas";
-    public IReadOnlyCollection<string> Options { get; } = ["arch"];
-    public int Positionals => 1;
-    public string Usage => $"""
-        engine ptx DIR [--arch {string.Join("|", PtxCompiler.Architectures.Keys)}]
-          Writes DIR/OP.KERNEL.ptx for each GPU kernel, compiled as ILGPU compiles it for a CUDA launch (PTX ISA 7.8,
-          {GpuRuntime.CudaGroupSize} threads per group); --arch defaults to sm_90. Assemble one with
-          ptxas -arch=sm_90 -v DIR/gla.Output.ptx -o /dev/null
-        """;
+    private readonly Argument<string> _dir = new("dir") { HelpName = "DIR", Description = "the directory to write the .ptx files to" };
+    private readonly Option<string> _arch = Opt.Choice("--arch", "sm_90", [.. PtxCompiler.Architectures.Keys], "the target architecture");
+    private readonly Option<bool> _json = Opt.Json();
 
-    public int Run(CommandLine args, CliContext context)
+    public PtxCommand() : base("ptx", "write every GPU kernel as PTX (no GPU needed), e.g. for NVIDIA's ptxas", $"""
+        Writes DIR/OP.KERNEL.ptx for each GPU kernel, compiled as ILGPU compiles it for a CUDA launch (PTX ISA 7.8,
+        {GpuRuntime.CudaGroupSize} threads per group). Assemble one with
+        ptxas -arch=sm_90 -v DIR/gla.Output.ptx -o /dev/null
+        """)
     {
-        if (args.Positionals.Count != 1) throw new UsageException("give the directory to write the .ptx files to");
-        string arch = args.Value("arch") ?? "sm_90";
-        if (!PtxCompiler.Architectures.TryGetValue(arch, out var architecture))
-            throw new UsageException($"--arch must be one of {string.Join(", ", PtxCompiler.Architectures.Keys)}, got '{arch}'");
-        string directory = Directory.CreateDirectory(args.Positionals[0]).FullName;
-        using var compiler = new PtxCompiler(architecture);
+        Add(_dir);
+        Add(_arch);
+        Add(_json);
+    }
+
+    protected override int Run(ParseResult args, CliContext context)
+    {
+        string arch = args.GetValue(_arch)!;
+        bool json = args.GetValue(_json);
+        string directory = Directory.CreateDirectory(args.GetValue(_dir)!).FullName;
+        using var compiler = new PtxCompiler(PtxCompiler.Architectures[arch]);
+        var files = new List<Dictionary<string, string>>();
         foreach (var kernel in GpuKernelCatalog.All)
         {
             string file = Path.Combine(directory, kernel.Name + ".ptx");
             File.WriteAllText(file, compiler.Compile(kernel));
-            context.Out.WriteLine($"wrote {file}");
+            files.Add(new() { ["kernel"] = kernel.Name, ["file"] = file });
+            if (!json) context.Out.WriteLine($"wrote {file}");
         }
-        context.Out.WriteLine($"{GpuKernelCatalog.All.Count} kernels for {arch}");
+        if (json) context.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object> { ["arch"] = arch, ["kernels"] = files }, new JsonSerializerOptions { WriteIndented = true }));
+        else context.Out.WriteLine($"{GpuKernelCatalog.All.Count} kernels for {arch}");
         return 0;
     }
 }
