@@ -38,7 +38,7 @@ public enum OrtProvider
     /// <summary>ORT's CPU kernels.</summary>
     Cpu,
     /// <summary>
-    /// ORT's CUDA kernels on device 0 (Microsoft.ML.OnnxRuntime.Gpu, CUDA 12 and cuDNN 9). A node the provider has no
+    /// ORT's CUDA kernels on device 0 (Microsoft.ML.OnnxRuntime.Gpu 1.32: CUDA 13 and cuDNN 9). A node the provider has no
     /// CUDA kernel for is refused when the session opens instead of falling back to the CPU unnoticed.
     /// </summary>
     Cuda,

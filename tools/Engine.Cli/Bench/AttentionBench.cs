@@ -43,6 +43,13 @@ internal sealed class AttentionBenchOptions
 /// <summary>A parsed attention bench command line: a run makes a workload per length and times one variant per mode.</summary>
 internal sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionMode[] Modes, BenchTiming Timing, bool Json, string? Chart)
 {
+    /// <summary>What --backend gpu adds, for the commands' help.</summary>
+    public const string GpuNotes = """
+        --backend gpu: each kernel's launches and median device time per call (the GPU profile of as many more calls
+        as were timed), and, where ONNX Runtime's CUDA provider runs, ORT's own CUDA kernels on the same data with
+        the ratio of their time to the engine's (otherwise a note says why they were left out).
+        """;
+
     public static AttentionBench Parse(ParseResult args, AttentionBenchOptions options)
     {
         var tokens = args.GetValue(options.Bench.T)!;
