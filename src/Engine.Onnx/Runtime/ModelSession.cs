@@ -26,8 +26,9 @@ public sealed record ModelSessionOptions
     public OrtLoggingLevel LogLevel { get; init; } = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL;
 
     /// <summary>
-    /// The execution provider ONNX Runtime runs the model's nodes on. <see cref="OrtProvider.Cuda"/> takes
-    /// <see cref="Backend"/> = <see cref="HandoverBackend.None"/>: the engine's nodes are CPU-provider custom ops.
+    /// The execution provider ONNX Runtime runs the model's nodes on. <see cref="OrtProvider.Cuda"/> is for ORT alone
+    /// (<see cref="Backend"/> = <see cref="HandoverBackend.None"/>): the engine's nodes are CPU-provider custom ops, which a
+    /// CUDA session refuses to open with.
     /// </summary>
     public OrtProvider Provider { get; init; } = OrtProvider.Cpu;
 }
@@ -82,8 +83,6 @@ public sealed class ModelSession : IDisposable
         options ??= new ModelSessionOptions();
         if (model.BaseDirectory is null && model.HasExternalData)
             throw new InvalidOperationException("the model keeps initializers in external files: open it from its path, or load its bytes with the folder of its data");
-        if (options.Provider == OrtProvider.Cuda && options.Backend != HandoverBackend.None)
-            throw new ArgumentException($"ORT's CUDA provider runs a model without the hand-over (Backend = None), got Backend = {options.Backend}", nameof(options));
         var host = options.Backend == HandoverBackend.None ? null : options.Host ?? KernelHost.Shared;
         var plan = host is null ? new HandoverPlan(model, [], []) : HandoverRewriter.Rewrite(model, host.Capabilities);
         var domain = host?.Acquire(options.Backend);
