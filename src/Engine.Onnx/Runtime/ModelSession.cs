@@ -24,6 +24,25 @@ public sealed record ModelSessionOptions
 
     /// <summary>What ORT logs to the console. Errors already reach the caller as exceptions, so by default only fatal ones.</summary>
     public OrtLoggingLevel LogLevel { get; init; } = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL;
+
+    /// <summary>
+    /// The execution provider ONNX Runtime runs the model's nodes on. <see cref="OrtProvider.Cuda"/> is for ORT alone
+    /// (<see cref="Backend"/> = <see cref="HandoverBackend.None"/>): the engine's nodes are CPU-provider custom ops, which a
+    /// CUDA session refuses to open with.
+    /// </summary>
+    public OrtProvider Provider { get; init; } = OrtProvider.Cpu;
+}
+
+/// <summary>ONNX Runtime's execution provider for the nodes it runs itself.</summary>
+public enum OrtProvider
+{
+    /// <summary>ORT's CPU kernels.</summary>
+    Cpu,
+    /// <summary>
+    /// ORT's CUDA kernels on device 0 (Microsoft.ML.OnnxRuntime.Gpu 1.32: CUDA 13 and cuDNN 9). A node the provider has no
+    /// CUDA kernel for is refused when the session opens instead of falling back to the CPU unnoticed.
+    /// </summary>
+    Cuda,
 }
 
 /// <summary>An error ONNX Runtime raised while loading or running a model, restated with the model's context.</summary>
@@ -82,6 +101,7 @@ public sealed class ModelSession : IDisposable
             if (model.BaseDirectory is not null)
                 sessionOptions.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", model.BaseDirectory);
             domain?.AddTo(sessionOptions);
+            if (options.Provider == OrtProvider.Cuda) AddCuda(sessionOptions);
             var session = new InferenceSession(plan.Model.ToBytes(), sessionOptions);
             return new ModelSession(model, plan, session, host, options.Backend);
         }
@@ -100,6 +120,24 @@ public sealed class ModelSession : IDisposable
             // ORT copies what it needs from the options at session creation.
             sessionOptions.Dispose();
         }
+    }
+
+    private static void AddCuda(SessionOptions sessionOptions)
+    {
+        try
+        {
+            sessionOptions.AppendExecutionProvider_CUDA(0);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ModelRunException($"ONNX Runtime's CUDA execution provider is not available: {e.Message}", e);
+        }
+        catch (EntryPointNotFoundException e)
+        {
+            throw new ModelRunException("ONNX Runtime's CUDA execution provider is not available: this ONNX Runtime is a CPU build " +
+                "(the provider comes with Microsoft.ML.OnnxRuntime.Gpu)", e);
+        }
+        sessionOptions.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
     }
 
     /// <summary>The model as loaded (before the rewrite).</summary>

@@ -221,4 +221,83 @@ public sealed class CliTests : CliFixture
             }
         });
     }
+
+    [TestCase("gla", "per-key", new[] { "gla.CumulativeGates", "gla.ChunkStates", "gla.Output" })]
+    [TestCase("gla", "per-head", new[] { "gla.CumulativeGates", "gla.ChunkStates", "gla.Output" })]
+    [TestCase("gla", "none", new[] { "gla.ChunkStates", "gla.Output" })]
+    [TestCase("gated-delta", "per-head", new[] { "delta-rule.Prepare", "delta-rule.StatePass", "delta-rule.Output" })]
+    [TestCase("delta", null, new[] { "delta-rule.Prepare", "delta-rule.StatePass", "delta-rule.Output" })]
+    public void BenchOnTheGpuTimesEachKernelOfTheCall(string op, string? gate, string[] chunkedKernels)
+    {
+        string[] args = ["bench", op, "--backend", "gpu", "--T", "32", "--H", "1", "--K", "16", "--V", "16", "--repeats", "2", "--chunk", "16",
+            "--mode", "both", "--json", .. gate is null ? Array.Empty<string>() : ["--gate", gate]];
+        var (code, stdout, stderr) = Engine(args);
+        Assert.That(code, Is.Zero, stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(stdout);
+        var rows = doc.RootElement.EnumerateArray().ToList();
+        string prefix = op == "gla" ? "gla" : "delta-rule";
+        Assert.Multiple(() =>
+        {
+            Assert.That(rows, Has.Count.EqualTo(2), "chunked and recurrent; no ort-cuda row without CUDA");
+            foreach (var row in rows)
+            {
+                bool chunked = row.GetProperty("variant").GetString()!.EndsWith("chunked", StringComparison.Ordinal);
+                var kernels = row.GetProperty("gpu_kernels").EnumerateArray().ToList();
+                Assert.That(kernels.Select(k => k.GetProperty("kernel").GetString()), Is.EqualTo(chunked ? chunkedKernels : new[] { prefix + ".Recurrent" }));
+                Assert.That(kernels.Select(k => k.GetProperty("launches").GetInt64()), Is.All.EqualTo(1));
+                Assert.That(kernels.Count, Is.EqualTo(row.GetProperty("gpu_launches").GetInt64()), "the profile sees every launch the traffic counts");
+                Assert.That(row.GetProperty("gpu_kernels_ms").ValueKind, Is.EqualTo(System.Text.Json.JsonValueKind.Number));
+            }
+        });
+    }
+
+    [Test]
+    public void BenchOnTheGpuSaysWhyOrtCudaIsLeftOutAndRunsTheRest()
+    {
+        var (code, stdout, stderr) = Engine("bench", "gated-delta", "--backend", "gpu", "--T", "32", "--H", "1", "--K", "16", "--V", "16", "--repeats", "1",
+            "--chunk", "16");
+        Assert.That(code, Is.Zero, stderr);
+        var notes = stdout.Split('\n').Where(line => line.StartsWith("note: ort-cuda rows left out: ", StringComparison.Ordinal)).ToList();
+        Assert.That(notes, Has.Count.EqualTo(1), stdout);
+        Assert.That(notes[0], Does.Contain("CUDA"), "the reason, as ONNX Runtime gives it");
+        Assert.That(stdout, Does.Contain("delta-rule.StatePass").And.Contain("gated-delta  per-head C16 chunked"));
+
+        var (jsonCode, json, jsonErr) = Engine("bench", "gla", "--backend", "gpu", "--T", "32", "--H", "1", "--K", "16", "--V", "16", "--repeats", "1",
+            "--json");
+        Assert.That(jsonCode, Is.Zero, jsonErr);
+        Assert.That(System.Text.Json.JsonDocument.Parse(json).RootElement.GetArrayLength(), Is.EqualTo(1), "the note stays out of the JSON document");
+        Assert.That(jsonErr, Does.StartWith("note: ort-cuda rows left out: "));
+    }
+
+    [Test]
+    public void BenchOnTheCpuLeavesOrtCudaOut()
+    {
+        var (code, stdout, stderr) = Engine("bench", "gla", "--T", "32", "--H", "1", "--K", "16", "--V", "16", "--repeats", "1");
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout + stderr, Does.Not.Contain("ort-cuda").And.Not.Contain("all kernels"));
+    }
+
+    [Test]
+    public void BenchReportsEachPeerAgainstTheEngineRowOfItsLength()
+    {
+        var shape = new BenchShape(1, 64, 1, 16, 16);
+        BenchResult[] results =
+        [
+            new("gla", "per-key chunked", "gpu", shape, 0.002, 1e6, null),
+            new("gla", "per-key chunked", "gpu", shape with { T = 128 }, 0.004, 2e6, null),
+            new("gla", "ort-cuda linear-attention", "gpu", shape with { T = 128 }, 0.010, 2e6, null, PeerOf: "per-key chunked"),
+            new("gla", "ort-cuda linear-attention", "gpu", shape, 0.003, 1e6, null, PeerOf: "per-key chunked"),
+        ];
+        var stdout = new StringWriter();
+        using var device = EngineDevice.Create(Backend.Reference);
+        BenchReport.Report(new CliContext(stdout, new StringWriter()), results, device, new BenchTiming(1, Interleaved: false), json: true, chart: null);
+        var rows = System.Text.Json.JsonDocument.Parse(stdout.ToString()).RootElement.EnumerateArray().ToList();
+        Assert.Multiple(() =>
+        {
+            Assert.That(rows[0].GetProperty("ratio_to_engine").ValueKind, Is.EqualTo(System.Text.Json.JsonValueKind.Null));
+            Assert.That(rows[2].GetProperty("ratio_to_engine").GetDouble(), Is.EqualTo(2.5).Within(1e-12));
+            Assert.That(rows[3].GetProperty("ratio_to_engine").GetDouble(), Is.EqualTo(1.5).Within(1e-12));
+            Assert.That(rows[3].GetProperty("peer_of").GetString(), Is.EqualTo("per-key chunked"));
+        });
+    }
 }

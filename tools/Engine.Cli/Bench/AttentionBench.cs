@@ -1,6 +1,8 @@
 using System.CommandLine;
 using Engine.Cli.Commands;
 using Engine.Kernels.Common;
+using Engine.Onnx;
+using Engine.Workloads;
 
 namespace Engine.Cli;
 
@@ -41,6 +43,13 @@ internal sealed class AttentionBenchOptions
 /// <summary>A parsed attention bench command line: a run makes a workload per length and times one variant per mode.</summary>
 internal sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionMode[] Modes, BenchTiming Timing, bool Json, string? Chart)
 {
+    /// <summary>What --backend gpu adds, for the commands' help.</summary>
+    public const string GpuNotes = """
+        --backend gpu: each kernel's launches and median device time per call (the GPU profile of as many more calls
+        as were timed), and, where ONNX Runtime's CUDA provider runs, ORT's own CUDA kernels on the same data with
+        the ratio of their time to the engine's (otherwise a note says why they were left out).
+        """;
+
     public static AttentionBench Parse(ParseResult args, AttentionBenchOptions options)
     {
         var tokens = args.GetValue(options.Bench.T)!;
@@ -54,19 +63,51 @@ internal sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionM
             modes, options.Bench.Timing(args), args.GetValue(options.Bench.Json), BenchChart.Target(args.GetValue(options.Bench.Plot)));
     }
 
-    /// <summary>Times every length × mode on the device the options name and prints the table (or JSON), and the chart if asked.</summary>
+    /// <summary>
+    /// Times every length × mode on the device the options name and prints the table (or JSON), and the chart if asked. On
+    /// the GPU backend, <paramref name="ortCuda"/>'s models (ONNX Runtime's own CUDA kernels of the op) are timed too, on the
+    /// same data, as peers of the first mode; where ORT's CUDA provider cannot run, a note says why and the rest runs.
+    /// </summary>
     /// <param name="variant">a mode's label, model flops and call on a workload.</param>
     public int Run<TWork>(ParseResult args, AttentionBenchOptions options, CliContext context, string op, Func<int, TWork> make,
-        Func<TWork, AttentionMode, (string Label, double Flops, Action<EngineDevice> Run)> variant)
+        Func<TWork, AttentionMode, (string Label, double Flops, Action<EngineDevice> Run)> variant,
+        Func<IEnumerable<(string Variant, OnnxModel Model, Func<AttentionWorkload, Dictionary<string, TensorData>> Inputs)>>? ortCuda = null)
+        where TWork : AttentionWorkload
     {
         using var device = options.Bench.Device.Create(args);
-        var results = BenchReport.Sweep(context, op, device, Shape, Tokens, Timing, make,
-            work => Modes.Select(mode =>
+        var notes = new List<string>();
+        var (opened, unavailable) = device.Backend == Backend.Gpu && ortCuda is not null ? OrtCudaPeer.Open(ortCuda()) : ([], null);
+        if (unavailable is not null) notes.Add($"ort-cuda rows left out: {unavailable}");
+        var peers = opened.ToList();
+        try
+        {
+            var results = BenchReport.Sweep(context, op, device, Shape, Tokens, Timing, make, work =>
             {
-                var (label, flops, run) = variant(work, mode);
-                return (label, flops, (Action)(() => run(device)));
-            }));
-        BenchReport.Report(context, results, device, Timing, Json, Chart);
+                var cases = Modes.Select(mode =>
+                {
+                    var (label, flops, run) = variant(work, mode);
+                    return new BenchCase(label, flops, () => run(device));
+                }).ToList();
+                foreach (var peer in peers.ToList())
+                {
+                    try
+                    {
+                        cases.Add(new BenchCase(peer.Variant, cases[0].Flops, peer.Prepare(work), PeerOf: cases[0].Variant));
+                    }
+                    catch (ModelRunException e)
+                    {
+                        notes.Add($"{peer.Variant} rows left out: ONNX Runtime's kernel refused the call: {OrtCudaPeer.Reason(e)}");
+                        peers.Remove(peer);
+                    }
+                }
+                return cases;
+            });
+            BenchReport.Report(context, results, device, Timing, Json, Chart, notes);
+        }
+        finally
+        {
+            foreach (var peer in opened) peer.Dispose();
+        }
         return 0;
     }
 }

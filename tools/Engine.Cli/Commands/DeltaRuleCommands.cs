@@ -60,9 +60,11 @@ internal sealed class DeltaRuleBenchCommand : EngineCommand
     private readonly Option<int> _chunk = Opt.Int("--chunk", DeltaRuleOptions.DefaultChunkSize, "chunk size");
     private readonly Option<GateKind>? _gate;
 
-    public DeltaRuleBenchCommand(bool gated) : base(gated ? "gated-delta" : "delta", gated ? "time Gated DeltaNet" : "time DeltaNet", """
+    public DeltaRuleBenchCommand(bool gated) : base(gated ? "gated-delta" : "delta", gated ? "time Gated DeltaNet" : "time DeltaNet", $"""
         model flops (both modes), per chunk of C tokens and head: 2·C²·K (K Kᵀ) + C³/3 (inverse)
-        + 2·C²·(K+V) (W, U) + 2·C·K·V (W S) + 2·C²·K + 2·C²·V + 2·C·K·V (output) + 2·C·K·V (state)
+        + 2·C²·(K+V) (W, U) + 2·C·K·V (W S) + 2·C²·K + 2·C²·V + 2·C·K·V (output) + 2·C·K·V (state).
+        {AttentionBench.GpuNotes}
+        ort-cuda linear-attention, ort-cuda gated-delta-net: ORT's com.microsoft.LinearAttention and GatedDeltaNet CUDA kernels.
         """)
     {
         if (gated) _gate = Opt.Choice("--gate", GateKind.PerHead, "the decay: per-head or per-key");
@@ -79,6 +81,7 @@ internal sealed class DeltaRuleBenchCommand : EngineCommand
         var s = bench.Shape;
         return bench.Run(args, _bench, context, Name, t => new DeltaRuleWorkload(s.B, t, s.H, s.K, s.V, gate),
             (work, mode) => ($"{(_gate is null ? "" : Opt.Kebab(gate) + " ")}C{chunk} {Opt.Kebab(mode)}", work.ModelFlops(chunk),
-                device => work.Run(device, new DeltaRuleOptions { ChunkSize = chunk, Mode = mode })));
+                device => work.Run(device, new DeltaRuleOptions { ChunkSize = chunk, Mode = mode })),
+            ortCuda: () => [OrtCudaPeer.LinearAttention(s, gate, delta: true), OrtCudaPeer.GatedDeltaNet(s, gate)]);
     }
 }

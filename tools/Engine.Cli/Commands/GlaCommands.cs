@@ -50,7 +50,11 @@ internal sealed class GlaBenchCommand : EngineCommand
     private readonly Option<int> _chunk = Opt.Int("--chunk", 64, "chunk size");
 
     public GlaBenchCommand() : base("gla", "time gated linear attention",
-        "model flops per token and head: 2·C·(K+V) + 4·K·V chunked, 4·K·V recurrent (C = chunk size)")
+        $"""
+        model flops per token and head: 2·C·(K+V) + 4·K·V chunked, 4·K·V recurrent (C = chunk size).
+        {AttentionBench.GpuNotes}
+        ort-cuda linear-attention: ORT's com.microsoft.LinearAttention CUDA kernel (update_rule linear or gated).
+        """)
     {
         foreach (var option in _bench.All.Concat([_gate, _chunk])) Add(option);
     }
@@ -64,6 +68,7 @@ internal sealed class GlaBenchCommand : EngineCommand
         var s = bench.Shape;
         return bench.Run(args, _bench, context, "gla", t => new GlaWorkload(s.B, t, s.H, s.K, s.V, gate),
             (work, mode) => ($"{Opt.Kebab(gate)} {Opt.Kebab(mode)}", work.ModelFlops(mode, chunk),
-                device => work.Run(device, new GlaOptions { ChunkSize = chunk, Mode = mode })));
+                device => work.Run(device, new GlaOptions { ChunkSize = chunk, Mode = mode })),
+            ortCuda: () => [OrtCudaPeer.LinearAttention(s, gate, delta: false)]);
     }
 }

@@ -169,7 +169,7 @@ internal sealed class LsslBenchCommand : EngineCommand
             {
                 var ran = work.Run(device, mode);
                 string variant = $"{Opt.Kebab(kind)} {Opt.Kebab(ran)}" + (mode == LsslMode.Auto ? " (auto)" : "");
-                return (variant, work.ModelFlops(ran), (Action)(() => work.Run(device, mode)));
+                return new BenchCase(variant, work.ModelFlops(ran), () => work.Run(device, mode));
             }));
         BenchReport.Report(context, results, device, timing, json, chart);
         return 0;
