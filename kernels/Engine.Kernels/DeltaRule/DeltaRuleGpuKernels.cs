@@ -231,6 +231,8 @@ internal readonly struct RecurrentTiles(DeltaRuleGpuShape s)
 ///     order, the K × 4 state tile in shared memory: V_new = U − W S (written over U), the chunk's initial state out,
 ///     S ← e^{G_last} S + K_dᵀ V_new. The delta rule never mixes value columns, so tiles are independent.
 ///  3. Output, one group per (chunk, output head, 16 value columns), all chunks in parallel: O = Q_g S + P V_new.
+/// With <see cref="GpuPrecision.Tf32"/> the chunk products of Prepare (K Kᵀ and Q Kᵀ without a per-key gate, W, U) and of Output run on
+/// tensor cores (<see cref="MmaTile"/>, operands staged in shared memory); the inverse, the state pass and every sum stay fp32.
 /// A per-key gate makes G a per-key-dim cumulative sum (written to global memory by Prepare): every
 /// e^{G_i − G_j} moves inside the key-dim sums and the chunk decay becomes one factor per row of S.
 /// Recurrent form: one group per (sequence, value head, V tile), one token at a time.
