@@ -22,10 +22,10 @@ public sealed record DeltaRuleConfig
 
     /// <summary>A validated config (the facade checks the options): kernels trust it.</summary>
     public DeltaRuleConfig(HeadLayout heads, GateKind gate, float scale, int chunkSize, bool qkL2Norm,
-        float l2NormEpsilon = DefaultL2NormEpsilon, StateLayout stateLayout = StateLayout.KeyMajor)
+        float l2NormEpsilon = DefaultL2NormEpsilon, StateLayout stateLayout = StateLayout.KeyMajor, GpuPrecision gpuPrecision = GpuPrecision.Fp32)
     {
         Heads = heads; Gate = gate; Scale = scale; ChunkSize = chunkSize; QkL2Norm = qkL2Norm;
-        L2NormEpsilon = l2NormEpsilon; StateLayout = stateLayout;
+        L2NormEpsilon = l2NormEpsilon; StateLayout = stateLayout; GpuPrecision = gpuPrecision;
     }
 
     public HeadLayout Heads { get; }
@@ -52,6 +52,9 @@ public sealed record DeltaRuleConfig
 
     /// <summary>Each head's state [K, V] (key-major) or [V, K] (value-major) in the caller's memory; kernels work key-major inside.</summary>
     public StateLayout StateLayout { get; }
+
+    /// <summary>How the GPU kernels multiply the chunk products (the CPU kernels and the reference are fp32 / float64 throughout).</summary>
+    public GpuPrecision GpuPrecision { get; }
 
     /// <summary>
     /// Model floating-point operations of a chunked forward pass over these sequences, the count every

@@ -27,11 +27,27 @@ public sealed class DeltaRuleGpu : IAttentionGpu
         Runtime = runtime;
         // The config's limits (K <= 256, chunk <= 64) keep every tile within 48 KB: Prepare's is the largest, 43.3 KB at chunk 64.
         _shape = new DeltaRuleGpuShape(config, runtime.GroupSize);
+        if (_shape.Tf32) RequireTensorCoreTiles(_shape, runtime);
         _buffers = new GpuBuffers(runtime);
         _prepare = Load(DeltaRuleGpuKernels.Prepare);
         _statePass = Load(DeltaRuleGpuKernels.StatePass);
         _output = Load(DeltaRuleGpuKernels.Output);
         _recurrent = Load(DeltaRuleGpuKernels.Recurrent);
+    }
+
+    /// <summary>The tf32 products are warp blocks of 16 × 32 (<see cref="MmaTile"/>) over the chunk's rows, staged within the shared memory of a group.</summary>
+    private static void RequireTensorCoreTiles(DeltaRuleGpuShape shape, GpuRuntime runtime)
+    {
+        if (runtime.Accelerator.WarpSize != MmaTf32.WarpSize)
+            throw new NotSupportedException($"the delta rule's tf32 precision runs on tensor cores, whose products need warps of {MmaTf32.WarpSize} threads; " +
+                $"the accelerator's warps have {runtime.Accelerator.WarpSize}");
+        if (shape.GroupSize * 16 % shape.Chunk != 0 || shape.ProductCols % 32 != 0)
+            throw new NotSupportedException($"the delta rule's tf32 tiles are warp blocks of 16 × 32 over the chunk's rows: chunk {shape.Chunk} needs a group " +
+                $"size that is a multiple of {2 * shape.Chunk}, the runtime has {shape.GroupSize}");
+        long bytes = sizeof(float) * (long)Math.Max(new PrepareTiles(shape).Floats, new OutputTiles(shape).Floats);
+        if (bytes > runtime.SharedMemoryPerGroup)
+            throw new NotSupportedException($"the delta rule's tf32 kernels need {bytes} bytes of shared memory per group with group size {shape.GroupSize} " +
+                $"and chunk {shape.Chunk}, more than the {runtime.SharedMemoryPerGroup} available");
     }
 
     public DeltaRuleConfig Config { get; }
@@ -108,7 +124,7 @@ public sealed class DeltaRuleGpu : IAttentionGpu
 
     /// <summary>
     /// Chunked, three launches: Prepare over every (chunk, value head); the state pass, the one sequential part, a group per
-    /// (sequence, value head, 4 value columns); the output over every (chunk, output head, 16 value columns). Recurrent: one
+    /// (sequence, value head, 4 value columns); the output over every (chunk, output head, 16 value columns, or a tensor-core tile's width). Recurrent: one
     /// launch, a group per (sequence, value head, 16 value columns).
     /// </summary>
     private void Launch(bool chunked, int sequences, DeltaRuleGpuArgs args)
@@ -119,7 +135,7 @@ public sealed class DeltaRuleGpu : IAttentionGpu
         {
             _prepare(Runtime.Groups(_chunks.Chunks, s.ValueHeads, 1, new PrepareTiles(s).Floats), args, shape);
             _statePass(Runtime.Groups(sequences, s.ValueHeads, s.StateTiles, new StatePassTiles(s).Floats), args, shape);
-            _output(Runtime.Groups(_chunks.Chunks, s.OutputHeads, s.ValueTiles, new OutputTiles(s).Floats), args, shape);
+            _output(Runtime.Groups(_chunks.Chunks, s.OutputHeads, s.OutputTiles, new OutputTiles(s).Floats), args, shape);
         }
         else
         {

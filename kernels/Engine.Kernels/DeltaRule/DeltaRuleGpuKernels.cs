@@ -37,6 +37,7 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
         _valueMajor = config.StateLayout == StateLayout.ValueMajor ? 1 : 0;
         L2NormEpsilon = config.L2NormEpsilon;
         Scale = config.Scale;
+        Precision = config.GpuPrecision;
         GroupSize = groupSize;
     }
 
@@ -52,7 +53,11 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     public GateKind Gate { get; }
     public float Scale { get; }
     public float L2NormEpsilon { get; }
+
+    /// <summary>How the chunk products are multiplied: fp32 FMA on the CUDA cores, or <see cref="MmaTile"/> on tensor cores (tf32).</summary>
+    public GpuPrecision Precision { get; }
     public int GroupSize { get; }
+    public bool Tf32 => Precision == GpuPrecision.Tf32;
 
     /// <summary>q and k rows are L2-normalized in the kernels (an int behind it: ILGPU refuses bool kernel parameters).</summary>
     public bool QkL2Norm => _qkL2Norm != 0;
@@ -95,13 +100,34 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     /// <summary>16-row diagonal blocks of T in a full chunk.</summary>
     public int Blocks => Chunk / Tile;
 
+    /// <summary>Key dims or tokens of the left operand a tensor-core product stages in shared memory at a time.</summary>
+    public const int Slice = 32;
+
+    /// <summary>Row stride of a staged left operand: 4 mod 32, so the lanes of a tf32 A fragment read distinct banks.</summary>
+    public const int SlicePitch = Slice + 4;
+
+    /// <summary>Columns of a tensor-core product tile over the chunk's rows (<see cref="MmaTile"/>: rows · columns = 16 · group size).</summary>
+    public int ProductCols => 16 * GroupSize / Chunk;
+
+    /// <summary>Row stride of a staged right operand: 8 mod 32, so the lanes of a tf32 B fragment read distinct banks.</summary>
+    public int ProductStride => ProductCols + 8;
+
+    /// <summary>Floats a tensor-core product stages: a slice of the left operand and of the right one, or a chunk of the right one.</summary>
+    public int ProductStageFloats => Math.Max(Chunk * SlicePitch + Slice * ProductStride, Chunk * ProductStride);
+
+    /// <summary>Value columns of an output group: 16, or a tensor-core product tile's width.</summary>
+    public int OutputCols => Tf32 ? ProductCols : Tile;
+
+    /// <summary>Output groups per (chunk, output head).</summary>
+    public int OutputTiles => (ValueDim + OutputCols - 1) / OutputCols;
+
     public bool Equals(DeltaRuleGpuShape other) =>
         QHeads == other.QHeads && KeyHeads == other.KeyHeads && ValueHeads == other.ValueHeads && KeyDim == other.KeyDim && ValueDim == other.ValueDim && Chunk == other.Chunk
-        && Gate == other.Gate && _qkL2Norm == other._qkL2Norm && _valueMajor == other._valueMajor && L2NormEpsilon.Equals(other.L2NormEpsilon) && Scale.Equals(other.Scale) && GroupSize == other.GroupSize;
+        && Gate == other.Gate && _qkL2Norm == other._qkL2Norm && _valueMajor == other._valueMajor && L2NormEpsilon.Equals(other.L2NormEpsilon) && Scale.Equals(other.Scale) && Precision == other.Precision && GroupSize == other.GroupSize;
 
     public override bool Equals(object? obj) => obj is DeltaRuleGpuShape other && Equals(other);
 
-    public override int GetHashCode() => HashCode.Combine(QHeads, KeyHeads, ValueHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(_qkL2Norm, _valueMajor, L2NormEpsilon, Scale, GroupSize));
+    public override int GetHashCode() => HashCode.Combine(QHeads, KeyHeads, ValueHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(_qkL2Norm, _valueMajor, L2NormEpsilon, Scale, Precision, GroupSize));
 }
 
 /// <summary>What a delta-rule kernel gets at run time: the device buffers of one call (views a launch does not read are placeholders).</summary>
@@ -147,9 +173,10 @@ public struct DeltaRuleGpuArgs
 /// <summary>Dynamic shared memory of the preparation kernel, in floats.</summary>
 internal readonly struct PrepareTiles(DeltaRuleGpuShape s)
 {
-    public int A => 0;                                       // [C × (C + 1)] A, zero on and above the diagonal
-    public int T => s.Chunk * s.ChunkStride;                 // [C × (C + 1)] T = (I + A)⁻¹
-    public int Merge => 2 * s.Chunk * s.ChunkStride;         // [(blocks − 1) × 16 × 16] Σ A T of one block row
+    public int A => 0;                                       // [C × (C + 1)] A, zero on and above the diagonal; tf32: W's and U's staged operands once T is built
+    public int T => MatrixFloats;                            // [C × (C + 1)] T = (I + A)⁻¹; tf32: the staged operands of the scores before T is built and after W, U
+    public int MatrixFloats => s.Tf32 ? Math.Max(s.Chunk * s.ChunkStride, s.ProductStageFloats) : s.Chunk * s.ChunkStride;
+    public int Merge => 2 * MatrixFloats;                    // [(blocks − 1) × 16 × 16] Σ A T of one block row
     public int MergeFloats => Math.Max(1, s.Blocks - 1) * DeltaRuleGpuShape.Tile * DeltaRuleGpuShape.Tile;
     public int Gates => Merge + MergeFloats;                 // [C] in-chunk cumulative log gate (per head; zeros otherwise)
     public int Betas => Gates + s.Chunk;                     // [C]
@@ -175,7 +202,9 @@ internal readonly struct OutputTiles(DeltaRuleGpuShape s)
 {
     public int State => 0;                                   // [K × 16] the chunk's initial state, one V tile
     public int NewValues => s.KeyDim * DeltaRuleGpuShape.Tile;   // [C × 16] V_new of the chunk, the same tile
-    public int Floats => NewValues + s.Chunk * DeltaRuleGpuShape.Tile;
+    public int Left => 0;                                    // tf32: [C × pitch] a slice of the gated queries or of the scores
+    public int Right => s.Chunk * DeltaRuleGpuShape.SlicePitch;  // tf32: [slice × product stride] the start state's or V_new's rows of the slice
+    public int Floats => s.Tf32 ? s.ProductStageFloats : NewValues + s.Chunk * DeltaRuleGpuShape.Tile;
 }
 
 /// <summary>Dynamic shared memory of the recurrent kernel, in floats.</summary>
@@ -202,6 +231,8 @@ internal readonly struct RecurrentTiles(DeltaRuleGpuShape s)
 ///     order, the K × 4 state tile in shared memory: V_new = U − W S (written over U), the chunk's initial state out,
 ///     S ← e^{G_last} S + K_dᵀ V_new. The delta rule never mixes value columns, so tiles are independent.
 ///  3. Output, one group per (chunk, output head, 16 value columns), all chunks in parallel: O = Q_g S + P V_new.
+/// With <see cref="GpuPrecision.Tf32"/> the chunk products of Prepare (K Kᵀ and Q Kᵀ without a per-key gate, W, U) and of Output run on
+/// tensor cores (<see cref="MmaTile"/>, operands staged in shared memory); the inverse, the state pass and every sum stay fp32.
 /// A per-key gate makes G a per-key-dim cumulative sum (written to global memory by Prepare): every
 /// e^{G_i − G_j} moves inside the key-dim sums and the chunk decay becomes one factor per row of S.
 /// Recurrent form: one group per (sequence, value head, V tile), one token at a time.
@@ -329,6 +360,120 @@ public static class DeltaRuleGpuKernels
         }
     }
 
+    /// <summary>
+    /// acc[i · (C + 1) + j] = Σ_c x̂_ic k̂_jc for every pair of the chunk's rows i, j < len on tensor cores (the caller keeps the causal
+    /// part; entry (i, j) reads rows i and j only), x̂_i = x_i · xNorms[i] (row i of head xHead of x, q or k), k̂_j = k_j · keyNorms[j]:
+    /// a column tile of the product at a time, slices of <see cref="DeltaRuleGpuShape.Slice"/> key dims of the rows and of the keys
+    /// (transposed) staged in <paramref name="stage"/>. No gate per key dim: its decay lies inside the sum.
+    /// </summary>
+    private static void ScoresOnTensorCores(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> stage, ArrayView<float> acc,
+        ArrayView<float> x, int xHeads, int xHead, ArrayView<float> xNorms, ArrayView<float> keyNorms, int cs, int len, int h)
+    {
+        const int slice = DeltaRuleGpuShape.Slice, pitch = DeltaRuleGpuShape.SlicePitch;
+        int kd = s.KeyDim, cc = s.Chunk, nt = s.GroupSize, tid = Group.IdxX, kh = h / s.ValueGroup, cols = s.ProductCols, stride = s.ProductStride;
+        var left = stage.SubView(0, cc * pitch);
+        var right = stage.SubView(cc * pitch, slice * stride);
+        var layout = new TileLayout(cc, cols, tid);
+        for (int j0 = 0; j0 < len; j0 += cols)
+        {
+            var product = default(MmaTile);
+            for (int c0 = 0; c0 < kd; c0 += slice)
+            {
+                int depth = Math.Min(slice, kd - c0);
+                for (int e = tid; e < cc * slice; e += nt)
+                {
+                    int i = e / slice, u = e % slice;
+                    left[i * pitch + u] = i < len && u < depth ? x[((long)(cs + i) * xHeads + xHead) * kd + c0 + u] * xNorms[i] : 0f;
+                }
+                for (int e = tid; e < cols * slice; e += nt)
+                {
+                    int j = j0 + e / slice, u = e % slice;
+                    right[u * stride + e / slice] = j < len && u < depth ? args.K[((long)(cs + j) * s.KeyHeads + kh) * kd + c0 + u] * keyNorms[j] : 0f;
+                }
+                Group.Barrier();
+                product.Accumulate(left, pitch, right, stride, depth, layout);
+                Group.Barrier();
+            }
+            product.Store(acc, j0, s.ChunkStride, len, len - j0, layout);
+        }
+        Group.Barrier();
+    }
+
+    /// <summary>W = T diag(β) (K̂ ⊙ e^G) and U = T diag(β) V in fp32, threads along W's rows, which it stores transposed.</summary>
+    private static void WAndU(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> sT, ArrayView<float> sG, ArrayView<float> sBeta,
+        ArrayView<float> sRk, int cs, int len, int h)
+    {
+        int ts = s.ChunkStride, kd = s.KeyDim, vd = s.ValueDim, hk = s.KeyHeads, hv = s.ValueHeads, kh = h / s.ValueGroup, nt = s.GroupSize, tid = Group.IdxX;
+        for (int e = tid; e < len * kd; e += nt)
+        {
+            int i = e % len, c = e / len;
+            float sum = 0f;
+            for (int j = 0; j <= i; j++)
+                sum += sT[i * ts + j] * sBeta[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, j, c)) * sRk[j] * args.K[((long)(cs + j) * hk + kh) * kd + c];
+            args.W[ChunkTransposed(cs, len, hv, kd, h, i, c)] = sum;
+        }
+        for (int e = tid; e < len * vd; e += nt)
+        {
+            int i = e / vd, d = e % vd;
+            float sum = 0f;
+            for (int j = 0; j <= i; j++) sum += sT[i * ts + j] * sBeta[j] * args.V[((long)(cs + j) * hv + h) * vd + d];
+            args.U[((long)(cs + i) * hv + h) * vd + d] = sum;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="WAndU"/> on tensor cores: a column tile of diag(β) (K̂ ⊙ e^G) or of diag(β) V at a time staged in <paramref name="stage"/>
+    /// (rows from len on zero), multiplied by T with row i reading rows j <= i only (<see cref="MmaTile.AccumulateCausal"/>: T above its
+    /// diagonal is never read, and a later token's row never reaches an earlier one, not even times zero). W goes through the stage to
+    /// be stored transposed.
+    /// </summary>
+    private static void WAndUOnTensorCores(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> sT, ArrayView<float> stage, ArrayView<float> sG,
+        ArrayView<float> sBeta, ArrayView<float> sRk, int cs, int len, int h)
+    {
+        int ts = s.ChunkStride, kd = s.KeyDim, vd = s.ValueDim, hk = s.KeyHeads, hv = s.ValueHeads, kh = h / s.ValueGroup, cc = s.Chunk, nt = s.GroupSize;
+        int tid = Group.IdxX, cols = s.ProductCols, stride = s.ProductStride;
+        var layout = new TileLayout(cc, cols, tid);
+        for (int c0 = 0; c0 < kd; c0 += cols)
+        {
+            for (int e = tid; e < cc * cols; e += nt)
+            {
+                int j = e / cols, c = c0 + e % cols;
+                stage[j * stride + e % cols] = j < len && c < kd
+                    ? sBeta[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, j, c)) * sRk[j] * args.K[((long)(cs + j) * hk + kh) * kd + c]
+                    : 0f;
+            }
+            var w = TimesT(sT, ts, stage, stride, len, layout);
+            w.Store(stage, 0, stride, len, cols, layout);
+            Group.Barrier();
+            for (int e = tid; e < len * cols; e += nt)
+            {
+                int i = e % len, c = c0 + e / len;
+                if (c < kd) args.W[ChunkTransposed(cs, len, hv, kd, h, i, c)] = stage[i * stride + e / len];
+            }
+            Group.Barrier();
+        }
+        for (int d0 = 0; d0 < vd; d0 += cols)
+        {
+            for (int e = tid; e < cc * cols; e += nt)
+            {
+                int j = e / cols, d = d0 + e % cols;
+                stage[j * stride + e % cols] = j < len && d < vd ? sBeta[j] * args.V[((long)(cs + j) * hv + h) * vd + d] : 0f;
+            }
+            var u = TimesT(sT, ts, stage, stride, len, layout);
+            u.Store(args.U, ((long)cs * hv + h) * vd + d0, hv * vd, len, vd - d0, layout);
+        }
+    }
+
+    /// <summary>T times the staged chunk rows on tensor cores, row i reading rows j <= i only; barriers before (the stage is written) and after (it is read).</summary>
+    private static MmaTile TimesT(ArrayView<float> sT, int ts, ArrayView<float> stage, int stride, int len, TileLayout layout)
+    {
+        Group.Barrier();
+        var product = default(MmaTile);
+        product.AccumulateCausal(sT, ts, stage, stride, len, layout, 0);
+        Group.Barrier();
+        return product;
+    }
+
     /// <summary>Grid (chunks, Hv): T = (I + A)⁻¹ of the chunk, then W, U, the decayed keys, the chunk decay and per output head the gated queries and scores.</summary>
     public static void Prepare(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
     {
@@ -336,8 +481,8 @@ public static class DeltaRuleGpuKernels
         var tiles = new PrepareTiles(s);
         int cc = s.Chunk, ts = s.ChunkStride, kd = s.KeyDim, vd = s.ValueDim, hk = s.KeyHeads, hv = s.ValueHeads, ho = s.OutputHeads, nt = s.GroupSize;
         var shared = SharedMemory.GetDynamic<float>();
-        var sA = shared.SubView(tiles.A, cc * ts);
-        var sT = shared.SubView(tiles.T, cc * ts);
+        var sA = shared.SubView(tiles.A, tiles.MatrixFloats);
+        var sT = shared.SubView(tiles.T, tiles.MatrixFloats);
         var sX = shared.SubView(tiles.Merge, tiles.MergeFloats);
         var sG = shared.SubView(tiles.Gates, cc);
         var sBeta = shared.SubView(tiles.Betas, cc);
@@ -377,11 +522,13 @@ public static class DeltaRuleGpuKernels
         // A_ij = β_i Σ_c k̂_ic k̂_jc e^{G_ic − G_jc} below the diagonal, zero elsewhere (a per-head decay applied after the sum).
         for (int e = tid; e < cc * ts; e += nt) sA[e] = 0f;
         Group.Barrier();
-        DecayedProducts(args, s, sSlabs, sA, args.K, hk, kh, sRk, sRk, cs, len, h, 0);
+        if (s.Tf32 && !s.PerKey) ScoresOnTensorCores(args, s, sT, sA, args.K, hk, kh, sRk, sRk, cs, len, h);
+        else DecayedProducts(args, s, sSlabs, sA, args.K, hk, kh, sRk, sRk, cs, len, h, 0);
         for (int e = tid; e < len * len; e += nt)
         {
             int i = e / len, j = e % len;
-            if (j < i) sA[i * ts + j] *= sBeta[i] * (s.PerKey ? 1f : XMath.Exp(sG[i] - sG[j]));
+            // Selected: the tensor-core product fills every pair, the strict lower part is A.
+            sA[i * ts + j] = j < i ? sA[i * ts + j] * sBeta[i] * (s.PerKey ? 1f : XMath.Exp(sG[i] - sG[j])) : 0f;
         }
         // The decayed keys k̂_j ⊙ e^{G_last − G_j}.
         for (int e = tid; e < len * kd; e += nt)
@@ -430,21 +577,8 @@ public static class DeltaRuleGpuKernels
         }
 
         // W = T diag(β) (K̂ ⊙ e^G) and U = T diag(β) V (T is lower triangular); threads along W's rows, which it stores transposed.
-        for (int e = tid; e < len * kd; e += nt)
-        {
-            int i = e % len, c = e / len;
-            float sum = 0f;
-            for (int j = 0; j <= i; j++)
-                sum += sT[i * ts + j] * sBeta[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, j, c)) * sRk[j] * args.K[((long)(cs + j) * hk + kh) * kd + c];
-            args.W[ChunkTransposed(cs, len, hv, kd, h, i, c)] = sum;
-        }
-        for (int e = tid; e < len * vd; e += nt)
-        {
-            int i = e / vd, d = e % vd;
-            float sum = 0f;
-            for (int j = 0; j <= i; j++) sum += sT[i * ts + j] * sBeta[j] * args.V[((long)(cs + j) * hv + h) * vd + d];
-            args.U[((long)(cs + i) * hv + h) * vd + d] = sum;
-        }
+        if (s.Tf32) WAndUOnTensorCores(args, s, sT, sA, sG, sBeta, sRk, cs, len, h);
+        else WAndU(args, s, sT, sG, sBeta, sRk, cs, len, h);
         if (s.PerKey)
         {
             for (int c = tid; c < kd; c += nt) args.ChunkDecay[((long)chunk * hv + h) * kd + c] = XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, len - 1, c));
@@ -467,7 +601,8 @@ public static class DeltaRuleGpuKernels
                 args.GatedQueries[ChunkTransposed(cs, len, ho, kd, o, i, c)] =
                     XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, i, c)) * sRq[i] * args.Q[((long)(cs + i) * s.QHeads + qh) * kd + c];
             }
-            DecayedProducts(args, s, sSlabs, sA, args.Q, s.QHeads, qh, sRq, sRk, cs, len, h, 1);
+            if (s.Tf32 && !s.PerKey) ScoresOnTensorCores(args, s, sT, sA, args.Q, s.QHeads, qh, sRq, sRk, cs, len, h);
+            else DecayedProducts(args, s, sSlabs, sA, args.Q, s.QHeads, qh, sRq, sRk, cs, len, h, 1);
             for (int e = tid; e < len * len; e += nt)
             {
                 int i = e % len, j = e / len;
@@ -556,6 +691,12 @@ public static class DeltaRuleGpuKernels
     public static void Output(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
     {
         var s = shape.Value;
+        if (s.Tf32) OutputOnTensorCores(args, s);
+        else OutputOnCudaCores(args, s);
+    }
+
+    private static void OutputOnCudaCores(DeltaRuleGpuArgs args, DeltaRuleGpuShape s)
+    {
         var tiles = new OutputTiles(s);
         int hv = s.ValueHeads, ho = s.OutputHeads, kd = s.KeyDim, vd = s.ValueDim, cc = s.Chunk, nt = s.GroupSize;
         var shared = SharedMemory.GetDynamic<float>();
@@ -590,6 +731,63 @@ public static class DeltaRuleGpuKernels
             for (int j = 0; j <= i; j += 4) sum.AddProducts4(args.Scores, ChunkTransposed(cs, len, ho, cc, o, i, j), len, sV4, j, 1, i + 1, quads, quad);
             sum.Store(args.Output, ((long)(cs + i) * ho + o) * vd + col, Math.Min(Columns, vd - col));
         }
+    }
+
+    /// <summary>
+    /// <see cref="Output"/> on tensor cores, a tile of <see cref="DeltaRuleGpuShape.ProductCols"/> value columns per group: Q_g S a slice of
+    /// key dims at a time, then P V_new a slice of tokens at a time, both operands staged in shared memory; row i reads the rows of V_new
+    /// up to its own only (<see cref="MmaTile.AccumulateCausal"/>), the scores above the diagonal are never read.
+    /// </summary>
+    private static void OutputOnTensorCores(DeltaRuleGpuArgs args, DeltaRuleGpuShape s)
+    {
+        const int slice = DeltaRuleGpuShape.Slice, pitch = DeltaRuleGpuShape.SlicePitch;
+        var tiles = new OutputTiles(s);
+        int hv = s.ValueHeads, ho = s.OutputHeads, kd = s.KeyDim, vd = s.ValueDim, cc = s.Chunk, nt = s.GroupSize, cols = s.ProductCols, stride = s.ProductStride;
+        var shared = SharedMemory.GetDynamic<float>();
+        var left = shared.SubView(tiles.Left, cc * pitch);
+        var right = shared.SubView(tiles.Right, slice * stride);
+        int tid = Group.IdxX, chunk = Grid.IdxX, o = Grid.IdxY, h = o / s.Group, d0 = Grid.IdxZ * cols;
+        int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
+        var layout = new TileLayout(cc, cols, tid);
+        var output = default(MmaTile);
+
+        long stateBase = ((long)chunk * hv + h) * kd * vd;
+        for (int c0 = 0; c0 < kd; c0 += slice)
+        {
+            int depth = Math.Min(slice, kd - c0);
+            // Threads along the chunk's rows: a column of the transposed Q_g in one coalesced load.
+            for (int e = tid; e < cc * slice; e += nt)
+            {
+                int i = e % cc, u = e / cc;
+                left[i * pitch + u] = i < len && u < depth ? args.GatedQueries[ChunkTransposed(cs, len, ho, kd, o, i, c0 + u)] : 0f;
+            }
+            for (int e = tid; e < slice * cols; e += nt)
+            {
+                int u = e / cols, d = d0 + e % cols;
+                right[u * stride + e % cols] = u < depth && d < vd ? args.ChunkStates[stateBase + (long)(c0 + u) * vd + d] : 0f;
+            }
+            Group.Barrier();
+            output.Accumulate(left, pitch, right, stride, depth, layout);
+            Group.Barrier();
+        }
+        for (int j0 = 0; j0 < len; j0 += slice)
+        {
+            int depth = Math.Min(slice, len - j0);
+            for (int e = tid; e < cc * slice; e += nt)
+            {
+                int i = e % cc, j = j0 + e / cc;
+                left[i * pitch + e / cc] = i < len && j <= i ? args.Scores[ChunkTransposed(cs, len, ho, cc, o, i, j)] : 0f;
+            }
+            for (int e = tid; e < slice * cols; e += nt)
+            {
+                int u = e / cols, d = d0 + e % cols;
+                right[u * stride + e % cols] = u < depth && d < vd ? args.U[((long)(cs + j0 + u) * hv + h) * vd + d] : 0f;
+            }
+            Group.Barrier();
+            output.AccumulateCausal(left, pitch, right, stride, depth, layout, -j0);
+            Group.Barrier();
+        }
+        output.Store(args.Output, ((long)cs * ho + o) * vd + d0, ho * vd, len, vd - d0, layout);
     }
 
     /// <summary>Grid (N, Hv, V tiles): the recurrence token by token, the state slice in shared memory.</summary>

@@ -15,11 +15,25 @@ public sealed class DeltaRuleGpuTests
 {
     private GpuRuntime _runtime = null!;
 
+    /// <summary>CUDA's group size and warps: what the tensor-core products need.</summary>
+    private GpuRuntime _warpRuntime = null!;
+
     [OneTimeSetUp]
-    public void CreateRuntime() => _runtime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator, cpuGroupSize: 128);
+    public void CreateRuntimes()
+    {
+        _runtime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator, cpuGroupSize: 128);
+        _warpRuntime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator, cpuGroupSize: 128, cpuWarpSize: MmaTf32.WarpSize);
+    }
 
     [OneTimeTearDown]
-    public void DisposeRuntime() => _runtime.Dispose();
+    public void DisposeRuntimes()
+    {
+        _runtime.Dispose();
+        _warpRuntime.Dispose();
+    }
+
+    /// <summary>The tf32 precision's stated bound on the relative RMS error against the float64 reference (<see cref="GpuPrecision.Tf32"/>).</summary>
+    private const double Tf32Tolerance = 2e-3;
 
     /// <summary>CUDA's 128 threads per group; grouped query heads (2 over 1) and grouped value heads (1 query/key head, 2 value heads).</summary>
     [TestCase(GateKind.None, AttentionMode.Chunked, 2, 1)]
@@ -53,23 +67,107 @@ public sealed class DeltaRuleGpuTests
             SeqLens = [1, chunk + 5, 0, chunk], Hq = 2, Hkv = 1, K = 12, V = valueDim, Gate = gate, Chunk = chunk, WithInitialState = true,
         }, layout);
 
+    /// <summary>
+    /// The chunk products on tensor cores (32-lane warps, emulated): within the tf32 bound of the reference, and off it by more than
+    /// fp32 rounding, so the tf32 products ran. K = 8 and V = 12 leave partial slices and tiles; the second sequence ends mid-chunk.
+    /// Tiny shapes: the emulated instruction is slow on the CPU accelerator.
+    /// </summary>
+    [TestCase(GateKind.None, 16, StateLayout.KeyMajor)]
+    [TestCase(GateKind.PerHead, 32, StateLayout.ValueMajor)]
+    [TestCase(GateKind.PerHead, 64, StateLayout.KeyMajor)]
+    [TestCase(GateKind.PerKey, 32, StateLayout.ValueMajor)]
+    public void Tf32MatchesTheReferenceWithinItsBound(GateKind gate, int chunk, StateLayout layout)
+    {
+        var c = new DeltaRuleCase
+        {
+            SeqLens = [1, chunk + 9], Hq = 2, Hkv = 1, K = 8, V = 12, Gate = gate, Chunk = chunk, WithInitialState = true, QkL2Norm = true,
+        };
+        var (output, finalState) = Run(c, layout, GpuPrecision.Tf32, _warpRuntime);
+        var expected = c.Reference();
+        double outputError = Numerics.RelativeRms(output, expected["output"]), stateError = Numerics.RelativeRms(finalState, expected["final_state"]);
+        TestContext.Out.WriteLine($"tf32 relative RMS error: output {outputError:E2}, final state {stateError:E2}");
+        Assert.Multiple(() =>
+        {
+            Assert.That(outputError, Is.LessThanOrEqualTo(Tf32Tolerance), "output");
+            Assert.That(stateError, Is.LessThanOrEqualTo(Tf32Tolerance), "final state");
+            Assert.That(outputError, Is.GreaterThan(Numerics.Fp32Tolerance), "the products are rounded to tf32");
+        });
+    }
+
+    /// <summary>A NaN in a later token's k or v leaves every earlier output of the tf32 kernels bitwise as it was.</summary>
+    [TestCase(GateKind.PerHead, "k")]
+    [TestCase(GateKind.None, "v")]
+    public void Tf32OutputsBeforeAFaultAreThoseOfTheRunWithoutIt(GateKind gate, string input)
+    {
+        const int chunk = 16, fault = 3 + chunk + 5;
+        var c = new DeltaRuleCase { SeqLens = [3, 2 * chunk + 3], Hq = 1, Hkv = 1, K = 8, V = 12, Gate = gate, Chunk = chunk, QkL2Norm = true };
+        var config = new DeltaRuleConfig(c.Heads, c.Gate, c.Config.Scale, c.Chunk, c.QkL2Norm, gpuPrecision: GpuPrecision.Tf32);
+        using var kernel = new DeltaRuleGpu(config, _warpRuntime);
+        using var state = _warpRuntime.Accelerator.Allocate1D<float>(c.Sequences * c.Hv * c.K * c.V);
+        var inputs = c.Inputs();
+        float[] Run()
+        {
+            var output = Numerics.NaNs((long)c.TotalT * c.Ho * c.V);
+            state.MemSetToZero();
+            kernel.Run(chunked: true, c.Layout, inputs.q, inputs.k, inputs.v, inputs.beta, inputs.g, output, state.View);
+            return output;
+        }
+        var clean = Run();
+        var faulted = input == "k" ? inputs.k : inputs.v;
+        int perToken = faulted.Length / c.TotalT;
+        faulted[perToken * fault + perToken / 2] = float.NaN;
+        var withFault = Run();
+        int earlier = fault * c.Ho * c.V;
+        Assert.Multiple(() =>
+        {
+            Assert.That(Numerics.AllFinite(clean), "the run without a fault");
+            Assert.That(withFault.AsSpan(0, earlier).ToArray(), Is.EqualTo(clean.AsSpan(0, earlier).ToArray()), "outputs before the fault");
+            Assert.That(Numerics.AllFinite(withFault.AsSpan(earlier, c.Ho * c.V)), Is.False, "the fault reaches its own token");
+        });
+    }
+
+    [Test]
+    public void Tf32NeedsWholeWarps()
+    {
+        var config = new DeltaRuleConfig(new HeadLayout(1, 1, 16, 16), GateKind.PerHead, 1f, 16, qkL2Norm: false, gpuPrecision: GpuPrecision.Tf32);
+        var error = Assert.Throws<NotSupportedException>(() => new DeltaRuleGpu(config, _runtime).Dispose());
+        Assert.That(error!.Message, Does.Contain("warps of 32 threads").And.Contain("have 4"));
+    }
+
+    /// <summary>A warp's 16 × 32 block needs 16 · group size / chunk columns, a multiple of 32; and the staged tiles within 48 KB.</summary>
+    [TestCase(32, 64, "multiple of 128")]
+    [TestCase(256, 16, "bytes of shared memory")]
+    public void Tf32NeedsTilesThatFit(int groupSize, int chunk, string expected)
+    {
+        using var runtime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator, cpuGroupSize: groupSize, cpuWarpSize: MmaTf32.WarpSize);
+        var config = new DeltaRuleConfig(new HeadLayout(1, 1, 16, 16), GateKind.PerHead, 1f, chunk, qkL2Norm: false, gpuPrecision: GpuPrecision.Tf32);
+        var error = Assert.Throws<NotSupportedException>(() => new DeltaRuleGpu(config, runtime).Dispose());
+        Assert.That(error!.Message, Does.Contain(expected));
+    }
+
     /// <summary>The kernels at 128 threads per group against the float64 reference, the state in <paramref name="layout"/>.</summary>
     private void AssertMatchesTheReference(DeltaRuleCase c, StateLayout layout)
     {
         var expected = c.Reference();
-        var (q, k, v, beta, g, h0) = c.Inputs();
-        var output = Numerics.NaNs(expected["output"].Length);
-        bool valueMajor = layout == StateLayout.ValueMajor;
-        var config = new DeltaRuleConfig(c.Heads, c.Gate, c.Config.Scale, c.Chunk, c.QkL2Norm, c.Config.L2NormEpsilon, layout);
-        using var kernel = new DeltaRuleGpu(config, _runtime);
-        using var state = _runtime.Accelerator.Allocate1D(valueMajor ? StateLayoutTests.TransposeHeads(h0, c.K, c.V) : h0);
-        kernel.Run(c.Mode == AttentionMode.Chunked, c.Layout, q, k, v, beta, g, output, state.View);
-        var finalState = state.GetAsArray1D();
-        if (valueMajor) finalState = StateLayoutTests.TransposeHeads(finalState, c.V, c.K);
+        var (output, finalState) = Run(c, layout, GpuPrecision.Fp32, _runtime);
         Assert.Multiple(() =>
         {
             Assert.That(Numerics.RelativeRms(output, expected["output"]), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "output");
             Assert.That(Numerics.RelativeRms(finalState, expected["final_state"]), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "final state");
         });
+    }
+
+    /// <summary>One call of the kernels on <paramref name="runtime"/>: the output and the final state (key-major), the state in <paramref name="layout"/> on the device.</summary>
+    private static (float[] Output, float[] FinalState) Run(DeltaRuleCase c, StateLayout layout, GpuPrecision precision, GpuRuntime runtime)
+    {
+        var (q, k, v, beta, g, h0) = c.Inputs();
+        var output = Numerics.NaNs((long)c.TotalT * c.Ho * c.V);
+        bool valueMajor = layout == StateLayout.ValueMajor;
+        var config = new DeltaRuleConfig(c.Heads, c.Gate, c.Config.Scale, c.Chunk, c.QkL2Norm, c.Config.L2NormEpsilon, layout, precision);
+        using var kernel = new DeltaRuleGpu(config, runtime);
+        using var state = runtime.Accelerator.Allocate1D(valueMajor ? StateLayoutTests.TransposeHeads(h0, c.K, c.V) : h0);
+        kernel.Run(c.Mode == AttentionMode.Chunked, c.Layout, q, k, v, beta, g, output, state.View);
+        var finalState = state.GetAsArray1D();
+        return (output, valueMajor ? StateLayoutTests.TransposeHeads(finalState, c.V, c.K) : finalState);
     }
 }

@@ -21,7 +21,7 @@ public sealed class GpuKernelAssemblyTests
     private static readonly Dictionary<(string Kernel, string Arch), int> KnownOverBudget = new() { [("gla.Output", "sm_90")] = 72 };
 
     /// <summary>The kernels whose chunk products can run on <see cref="MmaTile"/>.</summary>
-    private static readonly string[] TensorCoreKernels = ["gla.ChunkStates", "gla.Output"];
+    private static readonly string[] TensorCoreKernels = ["gla.ChunkStates", "gla.Output", "delta-rule.Prepare", "delta-rule.Output"];
 
     private readonly Dictionary<string, string> _ptx = [];
 
