@@ -3,7 +3,7 @@ using ILGPU.Runtime.Cuda;
 
 namespace Engine.Kernels.Common;
 
-/// <summary>A warp's 16 × 8 fp32 accumulator of <see cref="MmaTf32"/>: this lane's c0..c3 (PTX's fragment layout for C and D).</summary>
+/// <summary>A warp's 16 × 8 fp32 accumulator of <see cref="MmaTf32"/> and <see cref="MmaF16"/>: this lane's c0..c3 (PTX's fragment layout for C and D).</summary>
 public struct MmaAccumulator
 {
     public float C0, C1, C2, C3;

@@ -12,12 +12,12 @@ public readonly struct TileLayout(int rows, int cols, int thread)
 
 /// <summary>
 /// One thread's share of a group's tile of C += L · R, L and R staged in shared memory (row-major, given strides). Kernels
-/// are written once over it: <see cref="RegisterTile4x4"/> in exact fp32, <see cref="MmaTile"/> on tensor cores in tf32.
+/// are written once over it: <see cref="RegisterTile4x4"/> in exact fp32, <see cref="MmaTile{TMma}"/> on tensor cores in tf32 or fp16.
 /// Every thread of the group calls each method together.
 /// </summary>
 public interface IProductTile
 {
-    /// <summary>Adds Σ_u L[r][u] · R[u][c] over u in [0, depth) for the owned entries; L and R hold zeros from depth to the next multiple of 8.</summary>
+    /// <summary>Adds Σ_u L[r][u] · R[u][c] over u in [0, depth) for the owned entries; L and R hold zeros from depth to the next multiple of 16.</summary>
     void Accumulate(ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int depth, TileLayout layout);
 
     /// <summary>
@@ -36,13 +36,59 @@ public interface IProductTile
     void Store(ArrayView<float> target, long offset, int stride, int rows, int cols, TileLayout layout);
 }
 
+/// <summary>One tensor-core instruction as <see cref="MmaTile{TMma}"/> runs it: its reduction depth and one step of a warp's 16 × 32 block.</summary>
+public interface IWarpMma
+{
+    /// <summary>Terms of the reduction one instruction takes (k of m16n8k).</summary>
+    int Depth { get; }
+
+    /// <summary>The four 16 × 8 blocks at columns n0, n0 + 8, n0 + 16, n0 + 24 += L[r0.., k0..k0 + Depth) · R[k0.., n0..n0 + 32).</summary>
+    void Step(ref MmaAccumulator n0Block, ref MmaAccumulator n1Block, ref MmaAccumulator n2Block, ref MmaAccumulator n3Block,
+        ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int r0, int n0, int k0);
+}
+
+/// <summary><see cref="MmaTf32"/>: m16n8k8, operands rounded to tf32.</summary>
+public struct Tf32Mma : IWarpMma
+{
+    public readonly int Depth => 8;
+
+    public readonly void Step(ref MmaAccumulator n0Block, ref MmaAccumulator n1Block, ref MmaAccumulator n2Block, ref MmaAccumulator n3Block,
+        ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int r0, int n0, int k0)
+    {
+        var a = MmaTf32.LoadA(left, r0 * leftStride + k0, leftStride);
+        int b = k0 * rightStride + n0;
+        MmaTf32.Multiply(ref n0Block, a, MmaTf32.LoadB(right, b, rightStride));
+        MmaTf32.Multiply(ref n1Block, a, MmaTf32.LoadB(right, b + 8, rightStride));
+        MmaTf32.Multiply(ref n2Block, a, MmaTf32.LoadB(right, b + 16, rightStride));
+        MmaTf32.Multiply(ref n3Block, a, MmaTf32.LoadB(right, b + 24, rightStride));
+    }
+}
+
+/// <summary><see cref="MmaF16"/>: m16n8k16, operands rounded to fp16.</summary>
+public struct F16Mma : IWarpMma
+{
+    public readonly int Depth => 16;
+
+    public readonly void Step(ref MmaAccumulator n0Block, ref MmaAccumulator n1Block, ref MmaAccumulator n2Block, ref MmaAccumulator n3Block,
+        ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int r0, int n0, int k0)
+    {
+        var a = MmaF16.LoadA(left, r0 * leftStride + k0, leftStride);
+        int b = k0 * rightStride + n0;
+        MmaF16.Multiply(ref n0Block, a, MmaF16.LoadB(right, b, rightStride));
+        MmaF16.Multiply(ref n1Block, a, MmaF16.LoadB(right, b + 8, rightStride));
+        MmaF16.Multiply(ref n2Block, a, MmaF16.LoadB(right, b + 16, rightStride));
+        MmaF16.Multiply(ref n3Block, a, MmaF16.LoadB(right, b + 24, rightStride));
+    }
+}
+
 /// <summary>
-/// A warp's 16 × 32 block of a group's tile on tensor cores (<see cref="MmaTf32"/>: four 16 × 8 accumulators), warps laid
-/// over the tile row-major; the tile's rows a multiple of 16, its columns of 32, and Rows · Cols = 16 · group size. The
-/// reduction runs in steps of 8 (operands rounded to tf32, sums in fp32). A causal step whose 8 terms some of the warp's
-/// rows may not all read is summed per entry in exact fp32 with selects, as <see cref="RegisterTile4x4"/> does.
+/// A warp's 16 × 32 block of a group's tile on tensor cores (four 16 × 8 fp32 accumulators, <see cref="MmaAccumulator"/>), warps
+/// laid over the tile row-major; the tile's rows a multiple of 16, its columns of 32, and Rows · Cols = 16 · group size. The
+/// reduction runs in steps of <typeparamref name="TMma"/>'s depth (operands rounded to tf32 or fp16, sums in fp32). A causal step
+/// whose terms some of the warp's rows may not all read is summed per entry in exact fp32 with selects, as
+/// <see cref="RegisterTile4x4"/> does.
 /// </summary>
-public struct MmaTile : IProductTile
+public struct MmaTile<TMma> : IProductTile where TMma : struct, IWarpMma
 {
     private MmaAccumulator _n0, _n1, _n2, _n3;
 
@@ -55,34 +101,26 @@ public struct MmaTile : IProductTile
     public void Accumulate(ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int depth, TileLayout layout)
     {
         var (r0, n0) = Origin(layout);
-        for (int k0 = 0; k0 < depth; k0 += 8) Step(left, leftStride, right, rightStride, r0, n0, k0);
+        int step = default(TMma).Depth;
+        for (int k0 = 0; k0 < depth; k0 += step) default(TMma).Step(ref _n0, ref _n1, ref _n2, ref _n3, left, leftStride, right, rightStride, r0, n0, k0);
     }
 
     public void AccumulateCausal(ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int depth, TileLayout layout, int diagonal)
     {
         var (r0, n0) = Origin(layout);
-        for (int k0 = 0; k0 < depth; k0 += 8)
+        int step = default(TMma).Depth;
+        for (int k0 = 0; k0 < depth; k0 += step)
         {
-            if (k0 + 7 - diagonal <= r0) Step(left, leftStride, right, rightStride, r0, n0, k0);
+            if (k0 + step - 1 - diagonal <= r0) default(TMma).Step(ref _n0, ref _n1, ref _n2, ref _n3, left, leftStride, right, rightStride, r0, n0, k0);
             else
             {
-                int end = Math.Min(k0 + 8, depth);
+                int end = Math.Min(k0 + step, depth);
                 _n0 = MaskedStep(_n0, left, leftStride, right, rightStride, r0, n0, k0, end, diagonal);
                 _n1 = MaskedStep(_n1, left, leftStride, right, rightStride, r0, n0 + 8, k0, end, diagonal);
                 _n2 = MaskedStep(_n2, left, leftStride, right, rightStride, r0, n0 + 16, k0, end, diagonal);
                 _n3 = MaskedStep(_n3, left, leftStride, right, rightStride, r0, n0 + 24, k0, end, diagonal);
             }
         }
-    }
-
-    private void Step(ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int r0, int n0, int k0)
-    {
-        var a = MmaTf32.LoadA(left, r0 * leftStride + k0, leftStride);
-        int b = k0 * rightStride + n0;
-        MmaTf32.Multiply(ref _n0, a, MmaTf32.LoadB(right, b, rightStride));
-        MmaTf32.Multiply(ref _n1, a, MmaTf32.LoadB(right, b + 8, rightStride));
-        MmaTf32.Multiply(ref _n2, a, MmaTf32.LoadB(right, b + 16, rightStride));
-        MmaTf32.Multiply(ref _n3, a, MmaTf32.LoadB(right, b + 24, rightStride));
     }
 
     /// <summary>Terms u in [k0, end) of the lane's four entries of the 16 × 8 block at (r0, n0), each row taking u <= row + diagonal only.</summary>

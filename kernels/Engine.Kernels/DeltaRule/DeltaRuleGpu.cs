@@ -26,6 +26,8 @@ public sealed class DeltaRuleGpu : IAttentionGpu
         Config = config;
         Runtime = runtime;
         // The config's limits (K <= 256, chunk <= 64) keep every tile within 48 KB: Prepare's is the largest, 43.3 KB at chunk 64.
+        if (config.GpuPrecision == GpuPrecision.Fp16)
+            throw new NotSupportedException("the delta rule's GPU kernels multiply in fp32 or on tf32 tensor cores: GpuPrecision Fp16 is GLA's and Lightning's only");
         _shape = new DeltaRuleGpuShape(config, runtime.GroupSize);
         if (_shape.Tf32) RequireTensorCoreTiles(_shape, runtime);
         _buffers = new GpuBuffers(runtime);
@@ -35,7 +37,7 @@ public sealed class DeltaRuleGpu : IAttentionGpu
         _recurrent = Load(DeltaRuleGpuKernels.Recurrent);
     }
 
-    /// <summary>The tf32 products are warp blocks of 16 × 32 (<see cref="MmaTile"/>) over the chunk's rows, staged within the shared memory of a group.</summary>
+    /// <summary>The tf32 products are warp blocks of 16 × 32 (<see cref="MmaTile{TMma}"/>) over the chunk's rows, staged within the shared memory of a group.</summary>
     private static void RequireTensorCoreTiles(DeltaRuleGpuShape shape, GpuRuntime runtime)
     {
         if (runtime.Accelerator.WarpSize != MmaTf32.WarpSize)

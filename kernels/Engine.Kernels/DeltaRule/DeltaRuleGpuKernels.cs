@@ -54,7 +54,7 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     public float Scale { get; }
     public float L2NormEpsilon { get; }
 
-    /// <summary>How the chunk products are multiplied: fp32 FMA on the CUDA cores, or <see cref="MmaTile"/> on tensor cores (tf32).</summary>
+    /// <summary>How the chunk products are multiplied: fp32 FMA on the CUDA cores, or <see cref="MmaTile{TMma}"/> on tensor cores (tf32).</summary>
     public GpuPrecision Precision { get; }
     public int GroupSize { get; }
     public bool Tf32 => Precision == GpuPrecision.Tf32;
@@ -106,7 +106,7 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     /// <summary>Row stride of a staged left operand: 4 mod 32, so the lanes of a tf32 A fragment read distinct banks.</summary>
     public const int SlicePitch = Slice + 4;
 
-    /// <summary>Columns of a tensor-core product tile over the chunk's rows (<see cref="MmaTile"/>: rows · columns = 16 · group size).</summary>
+    /// <summary>Columns of a tensor-core product tile over the chunk's rows (<see cref="MmaTile{TMma}"/>: rows · columns = 16 · group size).</summary>
     public int ProductCols => 16 * GroupSize / Chunk;
 
     /// <summary>Row stride of a staged right operand: 8 mod 32, so the lanes of a tf32 B fragment read distinct banks.</summary>
@@ -232,7 +232,7 @@ internal readonly struct RecurrentTiles(DeltaRuleGpuShape s)
 ///     S ← e^{G_last} S + K_dᵀ V_new. The delta rule never mixes value columns, so tiles are independent.
 ///  3. Output, one group per (chunk, output head, 16 value columns), all chunks in parallel: O = Q_g S + P V_new.
 /// With <see cref="GpuPrecision.Tf32"/> the chunk products of Prepare (K Kᵀ and Q Kᵀ without a per-key gate, W, U) and of Output run on
-/// tensor cores (<see cref="MmaTile"/>, operands staged in shared memory); the inverse, the state pass and every sum stay fp32.
+/// tensor cores (<see cref="MmaTile{TMma}"/>, operands staged in shared memory); the inverse, the state pass and every sum stay fp32.
 /// A per-key gate makes G a per-key-dim cumulative sum (written to global memory by Prepare): every
 /// e^{G_i − G_j} moves inside the key-dim sums and the chunk decay becomes one factor per row of S.
 /// Recurrent form: one group per (sequence, value head, V tile), one token at a time.
@@ -376,7 +376,7 @@ public static class DeltaRuleGpuKernels
         var layout = new TileLayout(cc, cols, tid);
         for (int j0 = 0; j0 < len; j0 += cols)
         {
-            var product = default(MmaTile);
+            var product = default(MmaTile<Tf32Mma>);
             for (int c0 = 0; c0 < kd; c0 += slice)
             {
                 int depth = Math.Min(slice, kd - c0);
@@ -423,7 +423,7 @@ public static class DeltaRuleGpuKernels
 
     /// <summary>
     /// <see cref="WAndU"/> on tensor cores: a column tile of diag(β) (K̂ ⊙ e^G) or of diag(β) V at a time staged in <paramref name="stage"/>
-    /// (rows from len on zero), multiplied by T with row i reading rows j <= i only (<see cref="MmaTile.AccumulateCausal"/>: T above its
+    /// (rows from len on zero), multiplied by T with row i reading rows j <= i only (<see cref="MmaTile{TMma}.AccumulateCausal"/>: T above its
     /// diagonal is never read, and a later token's row never reaches an earlier one, not even times zero). W goes through the stage to
     /// be stored transposed.
     /// </summary>
@@ -465,10 +465,10 @@ public static class DeltaRuleGpuKernels
     }
 
     /// <summary>T times the staged chunk rows on tensor cores, row i reading rows j <= i only; barriers before (the stage is written) and after (it is read).</summary>
-    private static MmaTile TimesT(ArrayView<float> sT, int ts, ArrayView<float> stage, int stride, int len, TileLayout layout)
+    private static MmaTile<Tf32Mma> TimesT(ArrayView<float> sT, int ts, ArrayView<float> stage, int stride, int len, TileLayout layout)
     {
         Group.Barrier();
-        var product = default(MmaTile);
+        var product = default(MmaTile<Tf32Mma>);
         product.AccumulateCausal(sT, ts, stage, stride, len, layout, 0);
         Group.Barrier();
         return product;
@@ -736,7 +736,7 @@ public static class DeltaRuleGpuKernels
     /// <summary>
     /// <see cref="Output"/> on tensor cores, a tile of <see cref="DeltaRuleGpuShape.ProductCols"/> value columns per group: Q_g S a slice of
     /// key dims at a time, then P V_new a slice of tokens at a time, both operands staged in shared memory; row i reads the rows of V_new
-    /// up to its own only (<see cref="MmaTile.AccumulateCausal"/>), the scores above the diagonal are never read.
+    /// up to its own only (<see cref="MmaTile{TMma}.AccumulateCausal"/>), the scores above the diagonal are never read.
     /// </summary>
     private static void OutputOnTensorCores(DeltaRuleGpuArgs args, DeltaRuleGpuShape s)
     {
@@ -749,7 +749,7 @@ public static class DeltaRuleGpuKernels
         int tid = Group.IdxX, chunk = Grid.IdxX, o = Grid.IdxY, h = o / s.Group, d0 = Grid.IdxZ * cols;
         int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
         var layout = new TileLayout(cc, cols, tid);
-        var output = default(MmaTile);
+        var output = default(MmaTile<Tf32Mma>);
 
         long stateBase = ((long)chunk * hv + h) * kd * vd;
         for (int c0 = 0; c0 < kd; c0 += slice)

@@ -49,10 +49,10 @@ public sealed class GlaGpu : IAttentionGpu
         long chunkedBytes = SharedBytes(Math.Max(new ChunkStateTiles(_shape).Floats, new OutputTiles(_shape).Floats));
         if (chunkedBytes > limit)
             throw new NotSupportedException($"GLA chunked kernels need {chunkedBytes} bytes of shared memory per group with group size {groupSize}, more than the {limit} available");
-        if (_shape.Tf32 && runtime.Accelerator.WarpSize != MmaTf32.WarpSize)
-            throw new NotSupportedException($"GLA's tf32 precision runs on tensor cores, whose products need warps of {MmaTf32.WarpSize} threads; the accelerator's warps have {runtime.Accelerator.WarpSize}");
-        if (_shape.Tf32 && (_shape.OutputRows % 16 != 0 || _shape.OutputCols % 32 != 0 || _shape.StateRows % 16 != 0 || _shape.StateCols % 32 != 0))
-            throw new NotSupportedException($"GLA's tf32 tiles are warp blocks of 16 × 32: group size {groupSize} with chunk {config.ChunkSize} gives output tiles of " +
+        if (_shape.TensorCores && runtime.Accelerator.WarpSize != MmaTf32.WarpSize)
+            throw new NotSupportedException($"GLA's {config.GpuPrecision} precision runs on tensor cores, whose products need warps of {MmaTf32.WarpSize} threads; the accelerator's warps have {runtime.Accelerator.WarpSize}");
+        if (_shape.TensorCores && (_shape.OutputRows % 16 != 0 || _shape.OutputCols % 32 != 0 || _shape.StateRows % 16 != 0 || _shape.StateCols % 32 != 0))
+            throw new NotSupportedException($"GLA's {config.GpuPrecision} tiles are warp blocks of 16 × 32: group size {groupSize} with chunk {config.ChunkSize} gives output tiles of " +
                 $"{_shape.OutputRows} × {_shape.OutputCols} and state tiles of {_shape.StateRows} × {_shape.StateCols}");
 
         _buffers = new GpuBuffers(runtime);

@@ -50,7 +50,7 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     public GateKind Gate { get; }
     public float Scale { get; }
 
-    /// <summary>How the chunk products are multiplied: <see cref="RegisterTile4x4"/> (fp32) or <see cref="MmaTile"/> (tf32).</summary>
+    /// <summary>How the chunk products are multiplied: <see cref="RegisterTile4x4"/> (fp32) or <see cref="MmaTile{TMma}"/> (tf32, fp16).</summary>
     public GpuPrecision Precision { get; }
     public int GroupSize { get; }
 
@@ -78,7 +78,9 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     public bool PerHead => Gate == GateKind.PerHead;
     public bool Constant => Gate == GateKind.Constant;
     public bool NoGate => Gate == GateKind.None;
-    public bool Tf32 => Precision == GpuPrecision.Tf32;
+
+    /// <summary>The products run on tensor cores (tf32 or fp16), in warps of 32 over 16 × 32 blocks.</summary>
+    public bool TensorCores => Precision != GpuPrecision.Fp32;
 
     /// <summary>Floats of gate per token: Hv·K, Hv, or 0 for a constant or no gate.</summary>
     public int GatePerToken => PerKey ? ValueHeads * KeyDim : PerHead ? ValueHeads : 0;
@@ -148,7 +150,8 @@ internal readonly struct OutputTiles(GlaGpuShape s)
     public int Right => s.OutputRows * GlaGpuShape.SlicePitch;   // [slice × OutputCols] start state, keys (transposed) or values
     public int Scores => Right + GlaGpuShape.SliceWidth * s.OutputCols;   // [OutputRows × ScorePitch] a slice of the scores
     public int ScorePitch => s.OutputCols + 1;
-    public int Floats => Scores + s.OutputRows * ScorePitch;
+    public int Output => Scores + s.OutputRows * ScorePitch;   // [OutputRows × ScorePitch] the output block between products
+    public int Floats => Output + s.OutputRows * ScorePitch;
 }
 
 /// <summary>Dynamic shared memory of the recurrent kernel, in floats.</summary>
@@ -170,7 +173,7 @@ internal readonly struct RecurrentTiles(GlaGpuShape s)
 ///                     start state is stored, then S ← diag(exp(b_last)) S + Σ_j (k_j ⊙ exp(b_last − b_j)) v_jᵀ; the final state last
 ///   Output            per chunk, output head, row block and value tile: O = (scale q ⊙ exp(b)) S_start + A V, the scores
 ///                     A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc) (j <= i) made on chip a slice of tokens at a time
-/// The products run on a tile type chosen by <see cref="GlaGpuShape.Precision"/>: <see cref="RegisterTile4x4"/> or <see cref="MmaTile"/>.
+/// The products run on a tile type chosen by <see cref="GlaGpuShape.Precision"/>: <see cref="RegisterTile4x4"/> or <see cref="MmaTile{TMma}"/>.
 /// Heads (<see cref="HeadLayout"/>): value head h reads key head h / ValueGroup; output head o reads value head o / Group and
 /// query head o / ValueGroup. q and k are read where they lie, never copied per head.
 /// Shared memory per group does not grow with K, V or the chunk size: reductions run in slices of 32.
@@ -224,7 +227,8 @@ public static class GlaGpuKernels
     public static void ChunkStates(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
-        if (s.Tf32) ChunkStates<MmaTile>(args, s);
+        // fp16 too keeps the state's products in tf32: a state may outgrow fp16's range, a chunk's operands do so only with the inputs.
+        if (s.TensorCores) ChunkStates<MmaTile<Tf32Mma>>(args, s);
         else ChunkStates<RegisterTile4x4>(args, s);
     }
 
@@ -287,11 +291,14 @@ public static class GlaGpuKernels
     public static void Output(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
-        if (s.Tf32) Output<MmaTile>(args, s);
-        else Output<RegisterTile4x4>(args, s);
+        // fp16 takes the chunk's own products (scores, A·V); the product with the start state stays in tf32, as in ChunkStates.
+        if (s.Precision == GpuPrecision.Tf32) Output<MmaTile<Tf32Mma>, MmaTile<Tf32Mma>>(args, s);
+        else if (s.Precision == GpuPrecision.Fp16) Output<MmaTile<Tf32Mma>, MmaTile<F16Mma>>(args, s);
+        else Output<RegisterTile4x4, RegisterTile4x4>(args, s);
     }
 
-    private static void Output<TTile>(GlaGpuArgs args, GlaGpuShape s) where TTile : struct, IProductTile
+    /// <summary>The output kernel with the product against the start state on <typeparamref name="TStateTile"/> and the chunk's own products on <typeparamref name="TTile"/> (one warp layout).</summary>
+    private static void Output<TStateTile, TTile>(GlaGpuArgs args, GlaGpuShape s) where TStateTile : struct, IProductTile where TTile : struct, IProductTile
     {
         var tiles = new OutputTiles(s);
         int rowBlocks = s.Chunk / s.OutputRows, cols = s.OutputCols, rowCount = s.OutputRows, pitch = tiles.ScorePitch;
@@ -303,8 +310,10 @@ public static class GlaGpuKernels
         var left = shared.SubView(tiles.Left, rowCount * SlicePitch);
         var right = shared.SubView(tiles.Right, SliceWidth * cols);
         var scores = shared.SubView(tiles.Scores, rowCount * pitch);
+        var block = shared.SubView(tiles.Output, rowCount * pitch);
         var layout = new TileLayout(rowCount, cols, tid);
-        var output = default(TTile);
+        // The output block waits in shared memory while the scores are made: one tile of accumulators live at a time.
+        var inter = default(TStateTile);
 
         // Inter-chunk part: the gated queries against the chunk's start state.
         long stateBase = ((long)chunk * s.ValueHeads + h) * s.KeyDim * s.ValueDim;
@@ -325,9 +334,10 @@ public static class GlaGpuKernels
                 right[e] = u < depth && d < s.ValueDim ? args.ChunkStates[stateBase + (long)(c0 + u) * s.ValueDim + d] : 0f;
             }
             Group.Barrier();
-            output.Accumulate(left, SlicePitch, right, cols, depth, layout);
+            inter.Accumulate(left, SlicePitch, right, cols, depth, layout);
             Group.Barrier();
         }
+        inter.Store(block, 0, pitch, rowCount, cols, layout);
 
         // Intra-chunk part, a slice of tokens [j0, j0 + cols) at a time.
         for (int j0 = 0; j0 < end; j0 += cols)
@@ -377,6 +387,8 @@ public static class GlaGpuKernels
             }
             Group.Barrier();
 
+            var output = default(TTile);
+            output.Load(block, 0, pitch, rowCount, cols, layout);
             for (int js = 0; js < cols && j0 + js < end; js += SliceWidth)
             {
                 int first = j0 + js, depth = Math.Min(Math.Min(SliceWidth, cols - js), end - first);
@@ -392,9 +404,16 @@ public static class GlaGpuKernels
                 else output.AccumulateCausal(slice, pitch, right, cols, depth, layout, i0 - first);
                 Group.Barrier();
             }
+            output.Store(block, 0, pitch, rowCount, cols, layout);
         }
 
-        output.Store(args.Output, ((long)(start + i0) * s.OutputHeads + o) * s.ValueDim + d0, s.OutputHeads * s.ValueDim, rows, s.ValueDim - d0, layout);
+        Group.Barrier();
+        long outputBase = ((long)(start + i0) * s.OutputHeads + o) * s.ValueDim + d0;
+        for (int e = tid; e < rowCount * cols; e += s.GroupSize)
+        {
+            int i = e / cols, d = e % cols;
+            if (i < rows && d0 + d < s.ValueDim) args.Output[outputBase + (long)i * s.OutputHeads * s.ValueDim + d] = block[i * pitch + d];
+        }
     }
 
     /// <summary>scale Σ_c q_ic k_jc exp(b_ic − b_jc) for local rows j <= i, term by term (per-key gates, near the diagonal).</summary>

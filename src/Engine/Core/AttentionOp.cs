@@ -13,6 +13,23 @@ public abstract record AttentionOptions
     /// (inside ONNX Runtime: ORT's intra-op pool of the node's call).
     /// </summary>
     public IWorkScheduler? Scheduler { get; init; }
+
+    /// <summary>
+    /// How the GPU kernels multiply the chunked form's products (<see cref="Backend.Gpu"/> only: the CPU backend computes in fp32
+    /// and the reference in float64 whatever this says; states and sums stay fp32 on every choice):
+    /// <see cref="GpuPrecision.Fp32"/> (default) on the CUDA cores, within 1e-5 relative RMS of the float64 reference;
+    /// <see cref="GpuPrecision.Tf32"/> and <see cref="GpuPrecision.Fp16"/> on tensor cores, operands rounded to tf32 or fp16, within
+    /// 2e-3 (fp16 takes the chunk's own products only, the state's stay tf32, and holds while the scaled queries, keys, scores and
+    /// values stay below 65520 in magnitude: past that the output is not finite and the call is refused; GLA and Lightning only, the
+    /// delta rule refuses it with <see cref="NotSupportedException"/>). The tensor-core
+    /// choices need an accelerator with 32-lane warps (CUDA's); on another the call throws <see cref="NotSupportedException"/>.
+    /// </summary>
+    public GpuPrecision GpuPrecision { get; init; } = GpuPrecision.Fp32;
+
+    /// <summary>The option checked: a defined <see cref="GpuPrecision"/> (the facades' ops call it when they are built).</summary>
+    internal GpuPrecision CheckedGpuPrecision => Enum.IsDefined(GpuPrecision)
+        ? GpuPrecision
+        : throw new ArgumentException($"GpuPrecision must be one of {string.Join(", ", Enum.GetNames<GpuPrecision>())}, got {(int)GpuPrecision}", "options");
 }
 
 /// <summary>

@@ -15,6 +15,16 @@ public sealed record EngineDeviceOptions
 
     /// <summary>Which ILGPU accelerator the Gpu backend uses.</summary>
     public GpuPreference Gpu { get; init; } = GpuPreference.Auto;
+
+    /// <summary>
+    /// ILGPU's CPU accelerator only: threads per group (default 16, a multiple of 16) and lanes per warp (4 by default, or 32).
+    /// 128 threads in warps of 32 run the GPU kernels in CUDA's geometry, tensor-core precisions
+    /// (<see cref="AttentionOptions.GpuPrecision"/>) emulated: slowly, for testing them on tiny shapes.
+    /// </summary>
+    public int CpuAcceleratorGroupSize { get; init; } = 16;
+
+    /// <inheritdoc cref="CpuAcceleratorGroupSize"/>
+    public int CpuAcceleratorWarpSize { get; init; } = 4;
 }
 
 /// <summary>The accelerator behind <see cref="Backend.Gpu"/>.</summary>
@@ -57,7 +67,7 @@ public sealed class EngineDevice : IDisposable
             GpuPreference.Cuda => GpuRuntime.Choice.Cuda,
             GpuPreference.CpuAccelerator => GpuRuntime.Choice.CpuAccelerator,
             _ => GpuRuntime.Choice.Auto,
-        }) : null;
+        }, options.CpuAcceleratorGroupSize, options.CpuAcceleratorWarpSize) : null;
         return new EngineDevice(backend, scheduler, gpu);
     }
 

@@ -212,7 +212,8 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
             throw new ArgumentException($"L2 normalization epsilon must be finite and > 0, got {options.L2NormEpsilon}", "options");
         if (!Enum.IsDefined(options.StateLayout))
             throw new ArgumentException($"state layout must be KeyMajor or ValueMajor, got {options.StateLayout}", "options");
-        return new DeltaRuleOp(new DeltaRuleConfig(heads, gate, scale, options.ChunkSize, options.QkL2Norm, options.L2NormEpsilon, options.StateLayout));
+        return new DeltaRuleOp(new DeltaRuleConfig(heads, gate, scale, options.ChunkSize, options.QkL2Norm, options.L2NormEpsilon, options.StateLayout,
+            options.CheckedGpuPrecision));
     }
 
     public override void RunReference(in AttentionBatch b, Span<double> output, Span<double> state) =>

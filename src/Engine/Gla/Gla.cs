@@ -130,7 +130,7 @@ internal sealed class GlaOp(GlaConfig config) : AttentionOp
         if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", "options");
         if (Array.IndexOf(GlaConfig.ChunkSizes, options.ChunkSize) < 0)
             throw new ArgumentException($"chunk size must be one of {string.Join(", ", GlaConfig.ChunkSizes)}, got {options.ChunkSize}", "options");
-        return new GlaOp(new GlaConfig(heads, gate, scale, options.ChunkSize, constantLogDecay));
+        return new GlaOp(new GlaConfig(heads, gate, scale, options.ChunkSize, constantLogDecay, options.CheckedGpuPrecision));
     }
 
     public override void RunReference(in AttentionBatch b, Span<double> output, Span<double> state) =>

@@ -80,8 +80,8 @@ public sealed class GlaGpuTests
         }
     }
 
-    /// <summary>The tf32 precision's stated bound on the relative RMS error against the float64 reference (<see cref="GpuPrecision.Tf32"/>).</summary>
-    private const double Tf32Tolerance = 2e-3;
+    /// <summary>The tensor-core precisions' stated bound on the relative RMS error against the float64 reference (<see cref="GpuPrecision.Tf32"/>, <see cref="GpuPrecision.Fp16"/>).</summary>
+    private const double TensorCoreTolerance = 2e-3;
 
     private static void AssertMatches((float[] Output, float[] State) actual, (double[] Output, double[] State) expected, string what,
         double tolerance = Numerics.Fp32Tolerance)
@@ -129,29 +129,55 @@ public sealed class GlaGpuTests
     }
 
     /// <summary>
-    /// The tensor-core path, emulated in CUDA's geometry (128 threads, 32-lane warps): within the tf32 bound, and not within the
-    /// fp32 one (its products are rounded to tf32). Per-key gates (each chunk size's tile shape) and Lightning's constant gate.
+    /// The tensor-core paths, emulated in CUDA's geometry (128 threads, 32-lane warps): within their bound, and not within the
+    /// fp32 one (the products' operands are rounded to tf32 or fp16). Per-key gates (each chunk size's tile shape), Lightning's
+    /// constant gate and no gate.
     /// </summary>
-    [TestCase(16, GateKind.PerKey)]
-    [TestCase(64, GateKind.PerKey)]
-    [TestCase(32, GateKind.Constant)]
-    public void Tf32MatchesReferenceWithinItsBound(int chunk, GateKind gate)
+    [TestCase(GpuPrecision.Tf32, 16, GateKind.PerKey)]
+    [TestCase(GpuPrecision.Tf32, 64, GateKind.PerKey)]
+    [TestCase(GpuPrecision.Tf32, 32, GateKind.Constant)]
+    [TestCase(GpuPrecision.Fp16, 16, GateKind.PerKey)]
+    [TestCase(GpuPrecision.Fp16, 64, GateKind.PerKey)]
+    [TestCase(GpuPrecision.Fp16, 32, GateKind.Constant)]
+    [TestCase(GpuPrecision.Fp16, 16, GateKind.None)]
+    public void TensorCoresMatchReferenceWithinTheirBound(GpuPrecision precision, int chunk, GateKind gate)
     {
-        var config = new GlaConfig(new HeadLayout(2, 1, 40, 36), gate, 0.3f, chunk, gate == GateKind.Constant ? [-0.2f] : null, GpuPrecision.Tf32);
+        var config = new GlaConfig(new HeadLayout(2, 1, 40, 36), gate, 0.3f, chunk, gate == GateKind.Constant ? [-0.2f] : null, precision);
         var problem = new Problem(config, SequenceLayout.Packed([0, 1, 1, 40], 40), seed: 71);
         using var gpu = new GlaGpu(config, _cudaWarpRuntime);
         var actual = problem.Run(gpu, chunked: true);
         var expected = problem.Reference();
-        AssertMatches(actual, expected, $"tf32, chunk {chunk}", Tf32Tolerance);
-        Assert.That(Numerics.RelativeRms(actual.Output, expected.Output), Is.GreaterThan(Numerics.Fp32Tolerance), "the products are rounded to tf32");
+        AssertMatches(actual, expected, $"{precision}, chunk {chunk}", TensorCoreTolerance);
+        Assert.That(Numerics.RelativeRms(actual.Output, expected.Output), Is.GreaterThan(Numerics.Fp32Tolerance), $"the products are rounded to {precision}");
+    }
+
+    /// <summary>
+    /// A fault in fp16: a value past fp16's range in a later token of the chunk (so its key row, and its scores, overflow) reaches
+    /// no earlier row: the rows before it keep their bound, the rows from it on are not finite.
+    /// </summary>
+    [Test]
+    public void Fp16OverflowOfALaterTokenReachesNoEarlierRow()
+    {
+        var heads = new HeadLayout(1, 1, 32, 32);
+        var config = new GlaConfig(heads, GateKind.PerKey, 1f, 64, gpuPrecision: GpuPrecision.Fp16);
+        var problem = new Problem(config, SequenceLayout.Packed([0, 40], 40), seed: 73);
+        const int fault = 21;
+        problem.K[fault * heads.KeyDim + 3] = 1e6f;
+        problem.V[fault * heads.ValueDim + 5] = 1e6f;
+        using var gpu = new GlaGpu(config, _cudaWarpRuntime);
+        var (output, _) = problem.Run(gpu, chunked: true);
+        var expected = problem.Reference().Output;
+        int before = fault * heads.ValueDim;
+        Assert.That(Numerics.RelativeRms(output[..before], expected[..before]), Is.LessThanOrEqualTo(TensorCoreTolerance), "the rows before the fault");
+        Assert.That(output[before..].Any(x => !float.IsFinite(x)), "the fault's own row and later ones overflow fp16");
     }
 
     [Test]
-    public void Tf32NeedsWholeWarps()
+    public void TensorCoresNeedWholeWarps([Values(GpuPrecision.Tf32, GpuPrecision.Fp16)] GpuPrecision precision)
     {
-        var config = new GlaConfig(new HeadLayout(1, 1, 32, 32), GateKind.PerKey, 1f, 16, gpuPrecision: GpuPrecision.Tf32);
+        var config = new GlaConfig(new HeadLayout(1, 1, 32, 32), GateKind.PerKey, 1f, 16, gpuPrecision: precision);
         var error = Assert.Throws<NotSupportedException>(() => new GlaGpu(config, _cudaGroupRuntime).Dispose());
-        Assert.That(error!.Message, Does.Contain("warps of 32 threads").And.Contain("have 4"));
+        Assert.That(error!.Message, Does.Contain($"{precision} precision").And.Contain("warps of 32 threads").And.Contain("have 4"));
     }
 
     [Test]
