@@ -12,25 +12,10 @@ namespace Engine.Tests.Kernels;
 /// float64 sums of the rounded products for the fragment layouts the tiles use (row-major A and B at a padded stride, two k steps).
 /// </summary>
 [TestFixture]
-public sealed class MmaF16Tests
+public sealed class MmaF16Tests : WarpProductFixture
 {
-    private GpuRuntime _runtime = null!;
-
-    [OneTimeSetUp]
-    public void CreateRuntime() => _runtime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator, cpuGroupSize: 32, cpuWarpSize: MmaF16.WarpSize);
-
-    [OneTimeTearDown]
-    public void DisposeRuntime() => _runtime.Dispose();
-
-    /// <summary>To nearest at 10 mantissa bits, ties to even, with fp16's exponent range (subnormal units of 2^-24), computed in float64 from the value.</summary>
-    private static float F16Reference(float x)
-    {
-        if (!float.IsFinite(x) || x == 0) return x;
-        int exponent = Math.Max(Math.ILogB((double)x), -14);
-        double unit = Math.ScaleB(1.0, exponent - 10);
-        double rounded = Math.CopySign(Math.Round(Math.Abs(x) / unit, MidpointRounding.ToEven) * unit, x);
-        return Math.Abs(rounded) > 65504 ? (x > 0 ? float.PositiveInfinity : float.NegativeInfinity) : (float)rounded;
-    }
+    /// <summary>To nearest at 10 mantissa bits, ties to even, with fp16's exponent range (cvt.rn.f16.f32).</summary>
+    private static float F16Reference(float x) => RoundTo10Bits(x, -14, MidpointRounding.ToEven, 65520);
 
     private static float Low(uint packed) => (float)BitConverter.UInt16BitsToHalf((ushort)packed);
 
@@ -63,12 +48,12 @@ public sealed class MmaF16Tests
         };
         var x = special.Concat(new TestData(3).Normal(1000, 100)).Concat(new TestData(4).Normal(1000, 1e-5)).ToArray();
         var y = x.Reverse().ToArray();
-        var launch = _runtime.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>>(PackKernel);
-        using var dx = _runtime.Accelerator.Allocate1D(x);
-        using var dy = _runtime.Accelerator.Allocate1D(y);
-        using var dp = _runtime.Accelerator.Allocate1D<uint>(x.Length);
+        var launch = Runtime.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<uint>>(PackKernel);
+        using var dx = Runtime.Accelerator.Allocate1D(x);
+        using var dy = Runtime.Accelerator.Allocate1D(y);
+        using var dp = Runtime.Accelerator.Allocate1D<uint>(x.Length);
         launch(x.Length, dx.View, dy.View, dp.View);
-        _runtime.Accelerator.Synchronize();
+        Runtime.Accelerator.Synchronize();
         var packed = dp.GetAsArray1D();
         for (int i = 0; i < x.Length; i++)
         {
@@ -94,13 +79,13 @@ public sealed class MmaF16Tests
         var b = data.Normal(32 * 9);
         var c = data.Normal(16 * 8, scale);
         var d = Numerics.NaNs(16 * 8);
-        var kernel = _runtime.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(MultiplyKernel);
-        using var da = _runtime.Accelerator.Allocate1D(a);
-        using var db = _runtime.Accelerator.Allocate1D(b);
-        using var dc = _runtime.Accelerator.Allocate1D(c);
-        using var dd = _runtime.Accelerator.Allocate1D(d);
+        var kernel = Runtime.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(MultiplyKernel);
+        using var da = Runtime.Accelerator.Allocate1D(a);
+        using var db = Runtime.Accelerator.Allocate1D(b);
+        using var dc = Runtime.Accelerator.Allocate1D(c);
+        using var dd = Runtime.Accelerator.Allocate1D(d);
         kernel(new KernelConfig(1, MmaF16.WarpSize), da.View, db.View, dc.View, dd.View);
-        _runtime.Accelerator.Synchronize();
+        Runtime.Accelerator.Synchronize();
         dd.CopyToCPU(d);
 
         double worstRounded = 0, worstUnrounded = 0;

@@ -12,25 +12,10 @@ namespace Engine.Tests.Kernels;
 /// rounded products for the fragment layouts the tiles use (row-major A and B at a padded stride, two k steps).
 /// </summary>
 [TestFixture]
-public sealed class MmaTf32Tests
+public sealed class MmaTf32Tests : WarpProductFixture
 {
-    private GpuRuntime _runtime = null!;
-
-    [OneTimeSetUp]
-    public void CreateRuntime() => _runtime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator, cpuGroupSize: 32, cpuWarpSize: MmaTf32.WarpSize);
-
-    [OneTimeTearDown]
-    public void DisposeRuntime() => _runtime.Dispose();
-
-    /// <summary>To nearest at 10 mantissa bits, ties away from zero, computed in float64 from the value (not its bits).</summary>
-    private static float Tf32Reference(float x)
-    {
-        if (!float.IsFinite(x) || x == 0) return x;
-        int exponent = Math.Max(Math.ILogB((double)x), -126);
-        double unit = Math.ScaleB(1.0, exponent - 10);
-        double rounded = Math.CopySign(Math.Round(Math.Abs(x) / unit, MidpointRounding.AwayFromZero) * unit, x);
-        return Math.Abs(rounded) >= Math.ScaleB(1.0, 128) ? (x > 0 ? float.PositiveInfinity : float.NegativeInfinity) : (float)rounded;
-    }
+    /// <summary>To nearest at 10 mantissa bits, ties away from zero (cvt.rna.tf32.f32).</summary>
+    private static float Tf32Reference(float x) => RoundTo10Bits(x, -126, MidpointRounding.AwayFromZero, Math.ScaleB(1.0, 128));
 
     private static void RoundKernel(Index1D i, ArrayView<float> x, ArrayView<float> rounded) => rounded[i] = Interop.IntAsFloat(MmaTf32.RoundToTf32(x[i]));
 
@@ -76,13 +61,13 @@ public sealed class MmaTf32Tests
         var b = data.Normal(16 * 9);
         var c = data.Normal(16 * 8);
         var d = Numerics.NaNs(16 * 8);
-        var kernel = _runtime.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(MultiplyKernel);
-        using var da = _runtime.Accelerator.Allocate1D(a);
-        using var db = _runtime.Accelerator.Allocate1D(b);
-        using var dc = _runtime.Accelerator.Allocate1D(c);
-        using var dd = _runtime.Accelerator.Allocate1D(d);
+        var kernel = Runtime.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(MultiplyKernel);
+        using var da = Runtime.Accelerator.Allocate1D(a);
+        using var db = Runtime.Accelerator.Allocate1D(b);
+        using var dc = Runtime.Accelerator.Allocate1D(c);
+        using var dd = Runtime.Accelerator.Allocate1D(d);
         kernel(new KernelConfig(1, MmaTf32.WarpSize), da.View, db.View, dc.View, dd.View);
-        _runtime.Accelerator.Synchronize();
+        Runtime.Accelerator.Synchronize();
         dd.CopyToCPU(d);
 
         double worstRounded = 0, worstUnrounded = 0;
@@ -107,11 +92,11 @@ public sealed class MmaTf32Tests
 
     private float[] Run1D(Action<Index1D, ArrayView<float>, ArrayView<float>> kernel, float[] input)
     {
-        var launch = _runtime.Accelerator.LoadAutoGroupedStreamKernel(kernel);
-        using var x = _runtime.Accelerator.Allocate1D(input);
-        using var y = _runtime.Accelerator.Allocate1D(Numerics.NaNs(input.Length));
+        var launch = Runtime.Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        using var x = Runtime.Accelerator.Allocate1D(input);
+        using var y = Runtime.Accelerator.Allocate1D(Numerics.NaNs(input.Length));
         launch(input.Length, x.View, y.View);
-        _runtime.Accelerator.Synchronize();
+        Runtime.Accelerator.Synchronize();
         return y.GetAsArray1D();
     }
 }
