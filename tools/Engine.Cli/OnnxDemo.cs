@@ -1,3 +1,4 @@
+using Engine.Cli.Commands;
 using Engine.Onnx;
 using Engine.Onnx.Ops;
 using Engine.Workloads;
@@ -44,22 +45,13 @@ public static class OnnxDemo
     {
         int t = quick ? 512 : 2048;
         using var host = new KernelHost();
-        var rules = new (string Name, UpdateRule Rule, DecayForm Decay)[]
-        {
-            ("linear", UpdateRule.Linear, DecayForm.PerHead),
-            ("gated, per-key decay (GLA)", UpdateRule.Gated, DecayForm.PerKey),
-            ("gated, per-head decay (RetNet)", UpdateRule.Gated, DecayForm.PerHead),
-            ("delta (DeltaNet)", UpdateRule.Delta, DecayForm.PerHead),
-            ("gated_delta (Gated DeltaNet)", UpdateRule.GatedDelta, DecayForm.PerHead),
-            ("gated_delta, per-key decay", UpdateRule.GatedDelta, DecayForm.PerKey),
-        };
-        var step = progress.Add("demo: ONNX models, engine and ONNX Runtime", rules.Length + 1);
+        var blocks = BenchModelCommand.Blocks;
+        var step = progress.Add("demo: ONNX models, engine and ONNX Runtime", blocks.Length + 1);
         var rows = new List<Row>();
-        foreach (var (name, rule, decay) in rules)
+        foreach (var (_, name, rule, decay) in blocks)
         {
             step.Describe($"demo: ONNX {name}");
-            var spec = new LinearAttentionBlockSpec { Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = rule, Decay = decay };
-            var model = SampleModels.LinearAttentionBlock(spec);
+            var model = SampleModels.LinearAttentionBlock(BenchModelCommand.BlockSpec(rule, decay));
             var inputs = ModelInputs.Random(model, new Dictionary<string, long> { ["B"] = 1, ["T"] = t });
             using var engine = ModelSession.Open(model, new ModelSessionOptions { Host = host, Backend = HandoverBackend.Cpu, AllowSpinning = false });
             using var ort = ModelSession.Open(model, new ModelSessionOptions { Host = host, Backend = HandoverBackend.None, AllowSpinning = false });

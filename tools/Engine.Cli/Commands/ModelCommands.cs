@@ -414,9 +414,9 @@ internal sealed class BenchModelCommand : EngineCommand
     /// </summary>
     private static IEnumerable<(string Label, OnnxModel Model, string Batch, string Time)> Samples(string which)
     {
-        foreach (var (label, rule, decay) in Blocks.Where(s => which == "all" || s.Name == which))
+        foreach (var (label, _, rule, decay) in Blocks.Where(s => which == "all" || s.Name == which))
         {
-            var spec = new LinearAttentionBlockSpec { Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = rule, Decay = decay };
+            var spec = BlockSpec(rule, decay);
             yield return ($"{label} block", SampleModels.LinearAttentionBlock(spec), "B", "T");
             yield return ($"{label} node", SampleModels.LinearAttentionNode(spec), "B", "T");
         }
@@ -427,15 +427,20 @@ internal sealed class BenchModelCommand : EngineCommand
         }
     }
 
-    private static readonly (string Name, UpdateRule Rule, DecayForm Decay)[] Blocks =
+    /// <summary>The LinearAttention block samples (the demo times them too): name on the command line, title, rule, decay form.</summary>
+    internal static readonly (string Name, string Title, UpdateRule Rule, DecayForm Decay)[] Blocks =
     [
-        ("linear", UpdateRule.Linear, DecayForm.PerHead),
-        ("gated-per-key", UpdateRule.Gated, DecayForm.PerKey),
-        ("gated-per-head", UpdateRule.Gated, DecayForm.PerHead),
-        ("delta", UpdateRule.Delta, DecayForm.PerHead),
-        ("gated-delta-per-head", UpdateRule.GatedDelta, DecayForm.PerHead),
-        ("gated-delta-per-key", UpdateRule.GatedDelta, DecayForm.PerKey),
+        ("linear", "linear", UpdateRule.Linear, DecayForm.PerHead),
+        ("gated-per-key", "gated, per-key decay (GLA)", UpdateRule.Gated, DecayForm.PerKey),
+        ("gated-per-head", "gated, per-head decay (RetNet)", UpdateRule.Gated, DecayForm.PerHead),
+        ("delta", "delta (DeltaNet)", UpdateRule.Delta, DecayForm.PerHead),
+        ("gated-delta-per-head", "gated_delta (Gated DeltaNet)", UpdateRule.GatedDelta, DecayForm.PerHead),
+        ("gated-delta-per-key", "gated_delta, per-key decay", UpdateRule.GatedDelta, DecayForm.PerKey),
     ];
+
+    /// <summary>A block sample's shape: B = 1, hidden 256, 8 heads of 128.</summary>
+    internal static LinearAttentionBlockSpec BlockSpec(UpdateRule rule, DecayForm decay) =>
+        new() { Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = rule, Decay = decay };
 
     private static readonly string[] Layers = ["gdn-layer", "gdn-layer-fused"];
 
