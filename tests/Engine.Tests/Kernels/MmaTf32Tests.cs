@@ -60,31 +60,7 @@ public sealed class MmaTf32Tests : WarpProductFixture
         var a = data.Normal(16 * 17);
         var b = data.Normal(16 * 9);
         var c = data.Normal(16 * 8);
-        var d = Numerics.NaNs(16 * 8);
-        var kernel = Runtime.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(MultiplyKernel);
-        using var da = Runtime.Accelerator.Allocate1D(a);
-        using var db = Runtime.Accelerator.Allocate1D(b);
-        using var dc = Runtime.Accelerator.Allocate1D(c);
-        using var dd = Runtime.Accelerator.Allocate1D(d);
-        kernel(new KernelConfig(1, MmaTf32.WarpSize), da.View, db.View, dc.View, dd.View);
-        Runtime.Accelerator.Synchronize();
-        dd.CopyToCPU(d);
-
-        double worstRounded = 0, worstUnrounded = 0;
-        for (int i = 0; i < 16; i++)
-            for (int n = 0; n < 8; n++)
-            {
-                double sum = c[i * 8 + n], unrounded = sum, magnitude = Math.Abs(sum);
-                for (int k = 0; k < 16; k++)
-                {
-                    float x = a[i * 17 + k], y = b[k * 9 + n];
-                    sum += (double)Tf32Reference(x) * Tf32Reference(y);
-                    unrounded += (double)x * y;
-                    magnitude += Math.Abs((double)x * y);
-                }
-                worstRounded = Math.Max(worstRounded, Math.Abs(d[i * 8 + n] - sum) / magnitude);
-                worstUnrounded = Math.Max(worstUnrounded, Math.Abs(d[i * 8 + n] - unrounded) / magnitude);
-            }
+        var (worstRounded, worstUnrounded) = ProductErrors(MultiplyKernel, a, b, c, depth: 16, Tf32Reference);
         // 17 fp32 additions of exact products: at most 17 · 2^-24 of the magnitude.
         Assert.That(worstRounded, Is.LessThanOrEqualTo(17 * Math.ScaleB(1.0, -24)), "D against float64 sums of the tf32 products");
         Assert.That(worstUnrounded, Is.GreaterThan(1e-5), "the inputs are rounded to tf32: fp32 products would be closer");

@@ -1,4 +1,7 @@
 using Engine.Kernels.Common;
+using Engine.Tests.Harness;
+using ILGPU;
+using ILGPU.Runtime;
 using NUnit.Framework;
 
 namespace Engine.Tests.Kernels;
@@ -16,6 +19,42 @@ public abstract class WarpProductFixture
 
     [OneTimeTearDown]
     public void DisposeRuntime() => Runtime.Dispose();
+
+    /// <summary>
+    /// D (16 × 8) = A (16 × depth, row stride depth + 1) · B (depth × 8, row stride 9) + C by one warp running
+    /// <paramref name="kernel"/>; returns D's worst error, relative to each entry's magnitude Σ|a·b| + |c|, against float64 sums of
+    /// the products of the rounded operands (<paramref name="round"/>) and of the operands as given.
+    /// </summary>
+    protected (double Rounded, double Unrounded) ProductErrors(Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> kernel,
+        float[] a, float[] b, float[] c, int depth, Func<float, float> round)
+    {
+        var d = Numerics.NaNs(16 * 8);
+        var launch = Runtime.Accelerator.LoadStreamKernel(kernel);
+        using var da = Runtime.Accelerator.Allocate1D(a);
+        using var db = Runtime.Accelerator.Allocate1D(b);
+        using var dc = Runtime.Accelerator.Allocate1D(c);
+        using var dd = Runtime.Accelerator.Allocate1D(d);
+        launch(new KernelConfig(1, 32), da.View, db.View, dc.View, dd.View);
+        Runtime.Accelerator.Synchronize();
+        dd.CopyToCPU(d);
+
+        double worstRounded = 0, worstUnrounded = 0;
+        for (int i = 0; i < 16; i++)
+            for (int n = 0; n < 8; n++)
+            {
+                double sum = c[i * 8 + n], unrounded = sum, magnitude = Math.Abs(sum);
+                for (int k = 0; k < depth; k++)
+                {
+                    float x = a[i * (depth + 1) + k], y = b[k * 9 + n];
+                    sum += (double)round(x) * round(y);
+                    unrounded += (double)x * y;
+                    magnitude += Math.Abs((double)x * y);
+                }
+                worstRounded = Math.Max(worstRounded, Math.Abs(d[i * 8 + n] - sum) / magnitude);
+                worstUnrounded = Math.Max(worstUnrounded, Math.Abs(d[i * 8 + n] - unrounded) / magnitude);
+            }
+        return (worstRounded, worstUnrounded);
+    }
 
     /// <summary>
     /// x to nearest at 10 mantissa bits with <paramref name="ties"/>, exponents below <paramref name="minExponent"/> in subnormal
