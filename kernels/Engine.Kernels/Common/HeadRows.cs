@@ -46,6 +46,7 @@ public readonly unsafe struct HeadRows(float* tensor, int rowStride, int dim, in
     /// <summary>Rows 0..len back from scratch rows (stride ldSrc): their first dim floats.</summary>
     public void CopyFrom(float* src, int ldSrc, int len) => SimdOps.CopyFromPadded(_first, Stride, src, ldSrc, len, Dim);
 
-    private static void ZeroToBlockEnd(float* dst, int padded, int len) =>
+    /// <summary>Zeroes scratch rows len.. up to the next multiple of 16 (stride padded).</summary>
+    public static void ZeroToBlockEnd(float* dst, int padded, int len) =>
         new Span<float>(dst + (long)len * padded, (HeadLayout.RoundUp16(len) - len) * padded).Clear();
 }

@@ -17,6 +17,19 @@ public sealed class SequenceLayout
     public int Start(int sequence) => _offsets[sequence];
     public int Length(int sequence) => _offsets[sequence + 1] - _offsets[sequence];
 
+    /// <summary>The sequence holding packed token <paramref name="token"/> (empty sequences at its offset are skipped).</summary>
+    public int SequenceOf(int token)
+    {
+        int lo = 0, hi = Count - 1;
+        while (lo < hi)
+        {
+            int mid = (lo + hi + 1) / 2;
+            if (_offsets[mid] <= token) lo = mid;
+            else hi = mid - 1;
+        }
+        return lo;
+    }
+
     /// <summary>The longest sequence, which bounds per-sequence scratch.</summary>
     public int MaxLength
     {

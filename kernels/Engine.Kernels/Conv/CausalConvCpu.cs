@@ -61,27 +61,13 @@ public static unsafe class CausalConvCpu
             {
                 int a = item / channelBlocks * TokenBlock, end = Math.Min(a + TokenBlock, sequences.TotalTokens);
                 int c0 = item % channelBlocks * channelBlock, c1 = Math.Min(c0 + channelBlock, _c);
-                for (int s = SequenceAt(a); a < end; s++)
+                for (int s = sequences.SequenceOf(a); a < end; s++)
                 {
                     int start = sequences.Start(s), stop = Math.Min(start + sequences.Length(s), end);
                     if (stop > a) ChannelsLastSegment(s, start, a - start, stop - start, c0, c1);
                     a = Math.Max(a, stop);
                 }
             });
-        }
-
-        /// <summary>The sequence holding packed token <paramref name="token"/> (the last of any empty ones before it is skipped).</summary>
-        private int SequenceAt(int token)
-        {
-            var offsets = sequences.Offsets;
-            int lo = 0, hi = sequences.Count - 1;
-            while (lo < hi)
-            {
-                int mid = (lo + hi + 1) / 2;
-                if (offsets[mid] <= token) lo = mid;
-                else hi = mid - 1;
-            }
-            return lo;
         }
 
         /// <summary>

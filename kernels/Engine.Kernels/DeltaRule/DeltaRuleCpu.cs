@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using Engine.Kernels.Common;
+using Engine.Kernels.Conv;
 
 namespace Engine.Kernels.DeltaRule;
 
@@ -59,25 +60,29 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     /// Chunked prefill. q [TotalTokens, Hq, K], k [TotalTokens, Hk, K], v [TotalTokens, Hv, V], their token rows
     /// <paramref name="rows"/> apart (default dense); beta [TotalTokens, Hv], g [TotalTokens, Hv] or [TotalTokens, Hv, K] (empty for
     /// DeltaNet); state [N, Hv, K, V], initial on entry, final on return; or, with initialState (same shape) given, final only: the
-    /// initial state is read from there.
+    /// initial state is read from there. With <paramref name="conv"/> active, q, k and v are the rows before the short convolution,
+    /// which the kernel applies as it loads them (channels [q | k | v]).
     /// </summary>
     public void Chunked(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default, TokenRows? rows = null)
-        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, rows, chunked: true);
+        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default, TokenRows? rows = null,
+        ShortConvRows conv = default)
+        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, rows, conv, chunked: true);
 
     /// <summary>Token-by-token recurrence (decode). Same contract as <see cref="Chunked"/>.</summary>
     public void Recurrent(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default, TokenRows? rows = null)
-        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, rows, chunked: false);
+        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default, TokenRows? rows = null,
+        ShortConvRows conv = default)
+        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, rows, conv, chunked: false);
 
     private void Run(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, TokenRows? rows, bool chunked)
+        ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, TokenRows? rows,
+        ShortConvRows conv, bool chunked)
     {
         initialState = HeadBlockSweep.InitialState(initialState, state);
         int gateFaults = 0;
         fixed (float* pq = q, pk = k, pv = v, pb = beta, pg = g, po = output, ps = state, pi = initialState)
             HeadBlockSweep.Run<Steps, Work>(scheduler, _scratch, _config.Heads, _config.StateLayout, sequences, pi, ps, chunked ? _c : 0,
-                new Steps(this, new Io(pq, pk, pv, pb, pg, po, rows ?? TokenRows.Dense(_config.Heads), &gateFaults)));
+                new Steps(this, new Io(pq, pk, pv, pb, pg, po, rows ?? TokenRows.Dense(_config.Heads), conv, &gateFaults)));
         if (gateFaults != 0) LogGates.Refuse(g, "g");
     }
 
@@ -99,11 +104,12 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             kernel.RecurrentStep(io, head, token, source, work with { S = state });
     }
 
-    /// <summary>The call's tensors, and a flag any worker sets when it loads a gate that is not a valid log gate.</summary>
-    private readonly struct Io(float* q, float* k, float* v, float* beta, float* g, float* o, TokenRows rows, int* gateFaults)
+    /// <summary>The call's tensors, its short convolution (if any), and a flag any worker sets when it loads a gate that is not a valid log gate.</summary>
+    private readonly struct Io(float* q, float* k, float* v, float* beta, float* g, float* o, TokenRows rows, ShortConvRows conv, int* gateFaults)
     {
         public readonly float* Q = q, K = k, V = v, Beta = beta, G = g, O = o;
         public readonly TokenRows Rows = rows;
+        public readonly ShortConvRows Conv = conv;
         public readonly int* GateFaults = gateFaults;
     }
 
@@ -163,13 +169,42 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         else SimdOps.CopyScaledPadded(dst, src, factor, _config.Heads.KeyDim, _kp);
     }
 
-    /// <summary>Rows 0..len of q or k as <see cref="LoadRow"/> loads one, zero up to the next multiple of 16.</summary>
+    /// <summary>
+    /// Rows 0..len of q or k (from packed token <paramref name="start"/>, the head's first convolution channel
+    /// <paramref name="channel"/>) as <see cref="LoadRow"/> loads one, convolved first when the call has a short convolution,
+    /// zero up to the next multiple of 16.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void LoadRows(float* dst, HeadRows rows, int len, float factor)
+    private void LoadRows(in Io io, float* dst, HeadRows rows, int channel, int start, int len, float factor)
     {
-        if (_config.QkL2Norm) rows.CopyNormalizedTo(dst, _kp, len, factor, _config.L2NormEpsilon);
-        else rows.CopyScaledTo(dst, _kp, len, factor);
+        if (!io.Conv.Active)
+        {
+            if (_config.QkL2Norm) rows.CopyNormalizedTo(dst, _kp, len, factor, _config.L2NormEpsilon);
+            else rows.CopyScaledTo(dst, _kp, len, factor);
+            return;
+        }
+        io.Conv.Load(dst, _kp, _kp, rows, channel, start, len);
+        for (int i = 0; i < len; i++) LoadRow(dst + (long)i * _kp, dst + (long)i * _kp, factor);
+        HeadRows.ZeroToBlockEnd(dst, _kp, len);
     }
+
+    /// <summary>One token's row of q or k as <see cref="LoadRows"/> loads it.</summary>
+    private void LoadToken(in Io io, float* dst, float* tensor, int rowStride, int head, int channel, int token, float factor)
+    {
+        if (io.Conv.Active)
+        {
+            io.Conv.Load(dst, _kp, _kp, new HeadRows(tensor, rowStride, _config.Heads.KeyDim, head, token), channel, token, 1);
+            LoadRow(dst, dst, factor);
+        }
+        else LoadRow(dst, tensor + (long)token * rowStride + (long)head * _config.Heads.KeyDim, factor);
+    }
+
+    /// <summary>The first convolution channel of query head <paramref name="head"/>, key head, value head: channels are [q | k | v].</summary>
+    private int QueryChannel(int head) => head * _config.Heads.KeyDim;
+
+    private int KeyChannel(int head) => (_config.Heads.QHeads + head) * _config.Heads.KeyDim;
+
+    private int ValueChannel(int head) => (_config.Heads.QHeads + _config.Heads.KeyHeads) * _config.Heads.KeyDim + head * _config.Heads.ValueDim;
 
     /// <summary>
     /// Loads the chunk's β, keys k̂ and values; returns the value rows where they lie when they need no padding, else
@@ -181,14 +216,19 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         var heads = _config.Heads;
         int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
         for (int i = 0; i < len; i++) w.Beta[i] = io.Beta[(long)(cs + i) * heads.ValueHeads + h];
-        LoadRows(w.Kc, new HeadRows(io.K, io.Rows.K, heads.KeyDim, heads.KeyHeadOf(h), cs), len, 1f);
+        LoadRows(io, w.Kc, new HeadRows(io.K, io.Rows.K, heads.KeyDim, heads.KeyHeadOf(h), cs), KeyChannel(heads.KeyHeadOf(h)), cs, len, 1f);
         var values = new HeadRows(io.V, io.Rows.V, heads.ValueDim, h, cs);
-        if (heads.ValueDim == _vp)
+        if (io.Conv.Active)
+        {
+            io.Conv.Load(w.Vc, _vp, _vp, values, ValueChannel(h), cs, len);
+            HeadRows.ZeroToBlockEnd(w.Vc, _vp, len);
+        }
+        else if (heads.ValueDim == _vp)
         {
             ldv = values.Stride;
             return values.Row(0);
         }
-        values.CopyTo(w.Vc, _vp, len);
+        else values.CopyTo(w.Vc, _vp, len);
         ldv = _vp;
         return w.Vc;
     }
@@ -238,7 +278,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         // Outputs of every output head of the value head: e^G (Q S) + (Q Kᵀ ⊙ D) V_new, one 16-row block of scores at a time.
         for (int oh = h * heads.Group; oh < (h + 1) * heads.Group; oh++)
         {
-            LoadRows(w.Qr, new HeadRows(io.Q, io.Rows.Q, heads.KeyDim, heads.QueryHeadOf(oh), cs), len, _config.Scale);
+            LoadRows(io, w.Qr, new HeadRows(io.Q, io.Rows.Q, heads.KeyDim, heads.QueryHeadOf(oh), cs), QueryChannel(heads.QueryHeadOf(oh)), cs, len, _config.Scale);
             var o = new ChunkOutput(new HeadRows(io.O, heads.OutputHeads * heads.ValueDim, heads.ValueDim, oh, cs), w.Oc, vp);
             SimdGemm.Multiply(w.Qr, kp, w.S, vp, o.Rows, o.Stride, len, kp, vp, accumulate: false);
             if (decay.Gated)
@@ -278,7 +318,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         // Outputs: [scale q̂ ⊙ e^b | P] · [S; V_new] per output head.
         for (int oh = h * heads.Group; oh < (h + 1) * heads.Group; oh++)
         {
-            LoadRows(w.Qr, new HeadRows(io.Q, io.Rows.Q, kd, heads.QueryHeadOf(oh), cs), len, _config.Scale);
+            LoadRows(io, w.Qr, new HeadRows(io.Q, io.Rows.Q, kd, heads.QueryHeadOf(oh), cs), QueryChannel(heads.QueryHeadOf(oh)), cs, len, _config.Scale);
             for (int s = 0; s < nsub; s++)
             {
                 if (oh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nsub, io.Rows, io.Q, io.K, io.V, io.G);
@@ -302,7 +342,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         int kd = heads.KeyDim, vp = _vp, group = heads.Group;
         long valueRow = (long)t * heads.ValueHeads + h;
         float* key = w.Row, pred = w.Pred;
-        LoadRow(key, io.K + (long)t * io.Rows.K + (long)heads.KeyHeadOf(h) * kd, 1f);
+        LoadToken(io, key, io.K, io.Rows.K, heads.KeyHeadOf(h), KeyChannel(heads.KeyHeadOf(h)), t, 1f);
         // A per-key decay is one value per row of S: the prediction reads k̂ ⊙ e^g (kept in Qr's spare row) with a decay of 1.
         float decay = 1f;
         if (_config.Gate == GateKind.PerHead)
@@ -321,10 +361,12 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             for (int c = 0; c < _kp; c += 16) (Vector512.Load(decayRows + c) * Vector512.Load(key + c)).Store(predictKey + c);
         }
         // The output heads of value head h read adjacent query heads, from the first one's.
-        float* queries = io.Q + (long)t * io.Rows.Q + (long)heads.QueryHeadOf(h * group) * kd;
-        for (int gi = 0; gi < group; gi++) LoadRow(w.Qr + (long)gi * _kp, queries + (long)gi * kd, _config.Scale);
+        int firstQuery = heads.QueryHeadOf(h * group);
+        for (int gi = 0; gi < group; gi++)
+            LoadToken(io, w.Qr + (long)gi * _kp, io.Q, io.Rows.Q, firstQuery + gi, QueryChannel(firstQuery + gi), t, _config.Scale);
 
-        SimdOps.CopyPadded(w.Oc, io.V + (long)t * io.Rows.V + (long)h * heads.ValueDim, heads.ValueDim, vp);
+        if (io.Conv.Active) io.Conv.Load(w.Oc, vp, vp, new HeadRows(io.V, io.Rows.V, heads.ValueDim, h, t), ValueChannel(h), t, 1);
+        else SimdOps.CopyPadded(w.Oc, io.V + (long)t * io.Rows.V + (long)h * heads.ValueDim, heads.ValueDim, vp);
         // Four vectors of columns of S at a time (32 KB at K = 128 with AVX-512, in L1): u = β (v − e^g Sᵀk̂) for them,
         // then S = e^g S + k̂ uᵀ and the first query head's readout in one more pass over the same columns. pred holds u,
         // then the readout.

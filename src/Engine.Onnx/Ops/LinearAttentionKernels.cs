@@ -24,6 +24,11 @@ internal readonly struct LinearAttentionCall
     public OrtTensorView? PresentState { get; init; }
     /// <summary>float16 tensors (the node's inputs and outputs are all one type); else float32.</summary>
     public bool Half { get; init; }
+    /// <summary>The folded short convolution's tensors (with <see cref="LinearAttentionConfig.Convolution"/>).</summary>
+    public OrtTensorView? ConvWeight { get; init; }
+    public OrtTensorView? ConvBias { get; init; }
+    public OrtTensorView? PastConvState { get; init; }
+    public OrtTensorView? PresentConvState { get; init; }
 
     public long B => Query.Dims[0];
     public long T => Query.Dims[1];
@@ -65,12 +70,31 @@ internal readonly struct LinearAttentionCall
         if (dk < 1 || dv < 1 || dk > int.MaxValue || dv > int.MaxValue) throw Bad(c, dk < 1 ? "query" : "value", $"head dims must be >= 1, got dk = {dk}, dv = {dv}");
 
         long b = q.Dims[0], t = q.Dims[1];
+        OrtTensorView? convWeight = null, convBias = null, pastConv = null;
+        long convWidth = 0;
+        if (c.Convolution is not null)
+        {
+            // (C, 1, W) with C the packed width; bias (C); past state (B, C, W − 1).
+            convWeight = context.Input(LinearAttentionSignature.ConvWeight) ?? throw Missing(c, "conv_weight");
+            Rank(c, convWeight.Value, "conv_weight", 3);
+            convWidth = convWeight.Value.Dims[2];
+            if (convWeight.Value.Dims[0] != q.Dims[2] || convWeight.Value.Dims[1] != 1 || convWidth < 1)
+                throw Bad(c, "conv_weight", $"expected (C, 1, W) with C = the packed query width {q.Dims[2]}, got [{string.Join(", ", convWeight.Value.Dims)}]");
+            convBias = context.Input(LinearAttentionSignature.ConvBias);
+            if (convBias is OrtTensorView cb && (cb.Dims.Length != 1 || cb.Dims[0] != q.Dims[2]))
+                throw Bad(c, "conv_bias", $"expected ({q.Dims[2]}), got [{string.Join(", ", cb.Dims)}]");
+            pastConv = context.Input(LinearAttentionSignature.PastConvState);
+            if (pastConv is OrtTensorView pc && (pc.Dims.Length != 3 || pc.Dims[0] != b || pc.Dims[1] != q.Dims[2] || pc.Dims[2] != convWidth - 1))
+                throw Bad(c, "past_conv_state", $"expected (B, C, W − 1) = ({b}, {q.Dims[2]}, {convWidth - 1}), got [{string.Join(", ", pc.Dims)}]");
+        }
         var output = context.Output(0, [b, t, c.OutputHeads * dv]) ?? throw new ModelNodeException($"{c.Node}: ORT gave no output tensor");
         var present = context.Output(1, [b, c.KvHeads, dk, dv]);
+        var presentConv = c.Convolution is null ? null : context.Output(LinearAttentionSignature.PresentConvState, [b, q.Dims[2], convWidth - 1]);
         return new LinearAttentionCall
         {
             Dk = (int)dk, Dv = (int)dv, Query = q, Key = k, Value = v, PastState = past, Decay = decay, Beta = beta,
             Output = output, PresentState = present, Half = q.ElementType == Ort.ElementFloat16,
+            ConvWeight = convWeight, ConvBias = convBias, PastConvState = pastConv, PresentConvState = presentConv,
         };
     }
 
@@ -103,6 +127,9 @@ internal readonly struct LinearAttentionCall
         "g" => "decay",
         "initial_state" => "past_state",
         "final_state" => "present_state",
+        "convolution weight" => "conv_weight",
+        "convolution bias" => "conv_bias",
+        "convolution initial state" => "past_conv_state",
         null => "input",
         _ => engineName,
     };
@@ -163,12 +190,14 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         else if (LinearAttentionSignature.UsesBeta(_config.Rule))
         {
             using var beta = BetaPerHead<T>.From(call.Beta!.Value, hkv);
+            using var conv = OnnxConvolution.From(call, _config.Convolution);
             var options = new DeltaRuleOptions
             {
                 Scale = _config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler,
-                QkL2Norm = _config.QkL2Norm, L2NormEpsilon = LinearAttentionSignature.LpNormalizationEpsilon,
+                QkL2Norm = _config.QkL2Norm, L2NormEpsilon = LinearAttentionSignature.LpNormalizationEpsilon, Convolution = conv.Convolution,
             };
             DeltaRule.Forward(_device, q, k, v, beta.Tensor, Gates<T>(call, hkv, dk), output, state.Initial, state.Final, options: options);
+            conv.Commit();
         }
         else
         {
@@ -277,5 +306,64 @@ internal ref struct BetaPerHead<T> where T : unmanaged
     {
         if (_expanded is not null) ArrayPool<T>.Shared.Return(_expanded);
         _expanded = null;
+    }
+}
+
+/// <summary>
+/// A folded short convolution's tensors as <see cref="ShortConvolution"/> takes them: fp32 copies of the weight, bias and past state
+/// (a few floats per channel), the present state written back by <see cref="Commit"/>.
+/// </summary>
+internal ref struct OnnxConvolution
+{
+    private float[]? _weight, _bias, _past, _present;
+    private OrtTensorView? _target;
+
+    public ShortConvolution? Convolution { get; private set; }
+
+    public static OnnxConvolution From(in LinearAttentionCall call, ConvFold? fold)
+    {
+        var conv = new OnnxConvolution();
+        if (fold is null || call.ConvWeight is not OrtTensorView weight) return conv;
+        conv._weight = Floats(weight, call.Half);
+        conv._bias = call.ConvBias is OrtTensorView bias ? Floats(bias, call.Half) : null;
+        conv._past = call.PastConvState is OrtTensorView past ? Floats(past, call.Half) : null;
+        if (call.PresentConvState is OrtTensorView present)
+        {
+            conv._present = ArrayPool<float>.Shared.Rent(Math.Max((int)present.ElementCount, 1));
+            conv._target = present;
+        }
+        conv.Convolution = new ShortConvolution
+        {
+            Weight = conv._weight.AsMemory(0, (int)weight.ElementCount), Width = (int)weight.Dims[2], Silu = fold.Silu,
+            Bias = conv._bias is null ? default : conv._bias.AsMemory(0, (int)call.ConvBias!.Value.ElementCount),
+            InitialState = conv._past is null ? default : conv._past.AsMemory(0, (int)call.PastConvState!.Value.ElementCount),
+            FinalState = conv._present is null ? default : conv._present.AsMemory(0, (int)conv._target!.Value.ElementCount),
+        };
+        return conv;
+    }
+
+    private static float[] Floats(OrtTensorView t, bool half)
+    {
+        int n = checked((int)t.ElementCount);
+        var floats = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
+        if (half) TensorPrimitives.ConvertToSingle(t.AsReadOnlySpan<Half>(), floats);
+        else t.AsReadOnlySpan<float>().CopyTo(floats);
+        return floats;
+    }
+
+    /// <summary>Writes present_conv_state (the input rows it carries are float16 values already when the node is float16).</summary>
+    public readonly void Commit()
+    {
+        if (_target is not OrtTensorView target) return;
+        var state = _present.AsSpan(0, (int)target.ElementCount);
+        if (target.ElementType == Ort.ElementFloat16) TensorPrimitives.ConvertToHalf(state, target.AsSpan<Half>());
+        else state.CopyTo(target.AsSpan<float>());
+    }
+
+    public void Dispose()
+    {
+        foreach (var rented in new[] { _weight, _bias, _past, _present })
+            if (rented is not null) ArrayPool<float>.Shared.Return(rented);
+        _weight = _bias = _past = _present = null;
     }
 }

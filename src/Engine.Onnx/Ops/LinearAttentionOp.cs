@@ -45,6 +45,17 @@ internal static class LinearAttentionSignature
 
     public const int Query = 0, Key = 1, Value = 2, PastState = 3, Decay = 4, Beta = 5;
 
+    /// <summary>
+    /// The engine's own LinearAttention also takes the short convolution that feeds packed query rows, folded in by the rewrite
+    /// (ONNX Runtime GenAI's CausalConvWithState over the q|k|v projection): conv_weight (C, 1, W), conv_bias (C)?,
+    /// past_conv_state (B, C, W − 1)?, output present_conv_state (B, C, W − 1)?, attribute conv_activation none | silu;
+    /// query then holds the rows before the convolution, which the kernels convolve as they load them.
+    /// </summary>
+    public static readonly string[] EngineInputNames = [.. InputNames, "conv_weight", "conv_bias", "past_conv_state"];
+    public static readonly string[] EngineOutputNames = [.. OutputNames, "present_conv_state"];
+    public const int ConvWeight = 6, ConvBias = 7, PastConvState = 8, PresentConvState = 2;
+    public const string ConvActivation = "conv_activation";
+
     /// <summary>The update rule an update_rule attribute names; refused naming the node when it names none.</summary>
     public static UpdateRule ParseRule(string text, string node) => text switch
     {
@@ -106,9 +117,10 @@ internal sealed class LinearAttentionOp(IReadOnlySet<UpdateRule> rules, int elem
 
     // Every input is optional to ORT: the kernel checks which ones the update rule needs and says so by name.
     public override IReadOnlyList<OpParameter> Inputs { get; } =
-        LinearAttentionSignature.InputNames.Select(name => new OpParameter(name, Optional: true, elementType)).ToArray();
+        LinearAttentionSignature.EngineInputNames.Select(name => new OpParameter(name, Optional: true, elementType)).ToArray();
 
-    public override IReadOnlyList<OpParameter> Outputs { get; } = [new("output", false, elementType), new("present_state", true, elementType)];
+    public override IReadOnlyList<OpParameter> Outputs { get; } =
+        [new("output", false, elementType), new("present_state", true, elementType), new("present_conv_state", true, elementType)];
 
     public override IEngineKernel CreateKernel(KernelInfo info, EngineDevice device)
     {
@@ -122,7 +134,8 @@ internal sealed class LinearAttentionOp(IReadOnlySet<UpdateRule> rules, int elem
 /// (<see cref="ConstantLogDecay"/>, −slope) and scale 1.
 /// </remarks>
 internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHeads, UpdateRule Rule, float? Scale, int? ChunkSize,
-    bool HasPastState, bool HasDecay, bool HasBeta, float[]? ConstantLogDecay = null, bool QkL2Norm = false, bool Packed = false)
+    bool HasPastState, bool HasDecay, bool HasBeta, float[]? ConstantLogDecay = null, bool QkL2Norm = false, bool Packed = false,
+    ConvFold? Convolution = null)
 {
     /// <summary>Heads of the key: min(q_num_heads, kv_num_heads).</summary>
     public int KeyHeads => LinearAttentionSignature.KeyHeads(QHeads, KvHeads);
@@ -144,8 +157,8 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
         if (chunk < 1) throw new ModelNodeException($"{node}: chunk_size must be positive, got {chunk}");
 
         int inputs = info.InputCount;
-        if (inputs > LinearAttentionSignature.InputNames.Length)
-            throw new ModelNodeException($"{node}: expected at most 6 inputs (query, key, value, past_state, decay, beta), got {inputs}");
+        if (inputs > LinearAttentionSignature.EngineInputNames.Length)
+            throw new ModelNodeException($"{node}: expected at most 9 inputs (query, key, value, past_state, decay, beta, conv_weight, conv_bias, past_conv_state), got {inputs}");
         var q = info.Input(LinearAttentionSignature.Query);
         var k = info.Input(LinearAttentionSignature.Key);
         var v = info.Input(LinearAttentionSignature.Value);
@@ -177,13 +190,14 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
         }
 
         int keyHeads = LinearAttentionSignature.KeyHeads(qHeads, kvHeads);
+        var convolution = ConvFold.FromNode(info, node, packed, LinearAttentionSignature.UsesBeta(rule));
         if (packed)
         {
             if (q.Dim(2) is long pw && past.Dim(2) is long pdk && past.Dim(3) is long pdv && pw != PackedQkv.Width(qHeads, keyHeads, kvHeads, pdk, pdv))
                 throw new ModelNodeException($"{node}: packed query width {pw} must be (q_num_heads + key heads)·dk + kv_num_heads·dv = " +
                     $"({qHeads} + {keyHeads})·{pdk} + {kvHeads}·{pdv} = {PackedQkv.Width(qHeads, keyHeads, kvHeads, pdk, pdv)} (dk, dv from past_state)");
             return new LinearAttentionConfig(node, qHeads, kvHeads, rule, scale == 0f ? null : scale, chunk is long pc ? (int)Math.Min(pc, int.MaxValue) : null,
-                past.Present, decay.Present, beta.Present, QkL2Norm: l2 == 1, Packed: true);
+                past.Present, decay.Present, beta.Present, QkL2Norm: l2 == 1, Packed: true, Convolution: convolution);
         }
 
         // Head dims, where the model fixes the packed widths.
@@ -220,7 +234,37 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
             past.Present, decay.Present, beta.Present, QkL2Norm: l2 == 1);
     }
 
-    private static string Shape(long[] dims) => "[" + string.Join(", ", dims.Select(d => d < 0 ? "?" : d.ToString())) + "]";
+    internal static string Shape(long[] dims) => "[" + string.Join(", ", dims.Select(d => d < 0 ? "?" : d.ToString())) + "]";
 
     private static string ElementTypeName(int type) => ((Proto.TensorProto.Types.DataType)type).ToString().ToLowerInvariant();
+}
+
+/// <summary>The short convolution a LinearAttention node runs on its packed query rows (the engine's inputs 6-8), checked at load.</summary>
+internal sealed record ConvFold(bool Silu)
+{
+    public static ConvFold? FromNode(KernelInfo info, string node, bool packed, bool deltaRule)
+    {
+        var weight = info.Input(LinearAttentionSignature.ConvWeight);
+        var bias = info.Input(LinearAttentionSignature.ConvBias);
+        var past = info.Input(LinearAttentionSignature.PastConvState);
+        if (!weight.Present)
+        {
+            if (bias.Present || past.Present)
+                throw new ModelNodeException($"{node}: conv_bias and past_conv_state need conv_weight");
+            return null;
+        }
+        if (!packed) throw new ModelNodeException($"{node}: conv_weight needs packed query rows (key and value left out)");
+        if (!deltaRule) throw new ModelNodeException($"{node}: conv_weight needs update_rule delta or gated_delta");
+        foreach (var (input, name, rank) in new[] { (weight, "conv_weight", 3), (bias, "conv_bias", 1), (past, "past_conv_state", 3) })
+            if (input.Present && input.Rank is int r && r != rank)
+                throw new ModelNodeException($"{node}: input {name} ('{input.Name}') must have rank {rank}, the model gives rank {r} {LinearAttentionConfig.Shape(input.Dims!)}");
+        if (weight.Dim(1) is long one && one != 1)
+            throw new ModelNodeException($"{node}: conv_weight must be (C, 1, W), the model gives {LinearAttentionConfig.Shape(weight.Dims!)}");
+        return (info.String(LinearAttentionSignature.ConvActivation) ?? "none") switch
+        {
+            "none" => new ConvFold(false),
+            "silu" or "swish" => new ConvFold(true),
+            var other => throw new ModelNodeException($"{node}: {LinearAttentionSignature.ConvActivation} must be none, silu or swish, got '{other}'"),
+        };
+    }
 }

@@ -93,6 +93,8 @@ public static class HandoverRewriter
         foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldTransposes(graph, uses, nodes);
         uses = Uses(rewritten.Graph);
         foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldQkPreparation(graph, uses, nodes);
+        uses = Uses(rewritten.Graph);
+        foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldConvolution(graph, uses, nodes);
         if (capabilities.EngineOps.Contains(GatedRmsNormSignature.OpType))
             foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldGatedNorm(graph, uses, nodes);
 
@@ -366,6 +368,53 @@ public static class HandoverRewriter
                 {
                     Detail = $"{nodes[entry].Detail}, reads the packed rows of '{fold.Split.Input[0]}': Split '{NameOf(fold.Split)}', the q/k LpNormalizations and the q scaling folded in",
                 };
+        }
+    }
+
+    /// <summary>
+    /// A channels-last engine CausalConvWithState (its state channels first, dilation 1) whose output only a delta-rule
+    /// LinearAttention reads as packed query rows: the attention takes the convolution's input, weight, bias and past state
+    /// (conv_weight, conv_bias, past_conv_state) and writes its present state, and its kernels convolve each head's rows as they
+    /// load them, so the convolved rows are never written out. The convolution node is removed.
+    /// </summary>
+    private static void FoldConvolution(GraphProto graph, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
+    {
+        var producers = new Dictionary<string, NodeProto>();
+        foreach (var n in graph.Node)
+            foreach (var output in n.Output.Where(o => o.Length > 0)) producers[output] = n;
+        foreach (var attention in graph.Node.Where(n => n.Domain == EngineDomain && n.OpType == LinearAttentionSignature.OpType).ToArray())
+        {
+            var inputs = attention.Input;
+            bool packed = inputs.Count > LinearAttentionSignature.PastState && inputs[LinearAttentionSignature.Key].Length == 0 && inputs[LinearAttentionSignature.Value].Length == 0;
+            if (!packed || inputs.Count > LinearAttentionSignature.InputNames.Length || !producers.TryGetValue(inputs[LinearAttentionSignature.Query], out var conv)) continue;
+            if (conv.Domain != EngineDomain || conv.OpType != CausalConvSignature.OpType || conv.Input.Count < 2 || conv.Input[1].Length == 0) continue;
+            if (uses.GetValueOrDefault(conv.Output[0]) != 1) continue;
+            long? Attr(string name) => IntAttribute(conv, name);
+            if (Attr("channels_last") != 1 || Attr("state_channels_last") != 0 || (Attr("dilation") ?? 1) != 1 || (Attr("ndim") ?? 1) != 1) continue;
+            if (conv.Attribute.Any(a => a.Name is not ("channels_last" or "state_channels_last" or "dilation" or "ndim" or "activation"))) continue;
+            string activation = conv.Attribute.FirstOrDefault(a => a.Name == "activation")?.S.ToStringUtf8() ?? "none";
+            if (activation is not ("none" or "silu" or "swish")) continue;
+
+            attention.Input[LinearAttentionSignature.Query] = conv.Input[0];
+            while (attention.Input.Count < LinearAttentionSignature.ConvWeight) attention.Input.Add("");
+            attention.Input.Add(conv.Input[1]);
+            attention.Input.Add(conv.Input.Count > 2 ? conv.Input[2] : "");
+            attention.Input.Add(conv.Input.Count > 3 ? conv.Input[3] : "");
+            if (conv.Output.Count > 1 && conv.Output[1].Length > 0)
+            {
+                while (attention.Output.Count < LinearAttentionSignature.PresentConvState) attention.Output.Add("");
+                attention.Output.Add(conv.Output[1]);
+            }
+            attention.Attribute.Add(new AttributeProto
+            {
+                Name = LinearAttentionSignature.ConvActivation, Type = AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8(activation),
+            });
+            graph.Node.Remove(conv);
+            int convEntry = nodes.FindLastIndex(n => n.NodeName == NameOf(conv) && n.ToEngine);
+            if (convEntry >= 0) nodes[convEntry] = nodes[convEntry] with { Detail = $"{nodes[convEntry].Detail}; folded into LinearAttention '{NameOf(attention)}'" };
+            int entry = nodes.FindLastIndex(n => n.NodeName == NameOf(attention) && n.ToEngine);
+            if (entry >= 0)
+                nodes[entry] = nodes[entry] with { Detail = $"{nodes[entry].Detail}; convolves the rows of '{conv.Input[0]}' as it loads them: CausalConvWithState '{NameOf(conv)}' folded in" };
         }
     }
 

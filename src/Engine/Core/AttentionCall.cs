@@ -94,21 +94,30 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
     /// <summary>
     /// A whole-sequence call. The op is built from the heads and gate form the tensors give. On the host the kernel
     /// writes the final state straight into <paramref name="finalState"/> (a pooled buffer when not asked for) and
-    /// reads <paramref name="initialState"/> where it lies; a GPU call moves both through a device state.
+    /// reads <paramref name="initialState"/> where it lies; a GPU call moves both through a device state. With a short
+    /// <paramref name="convolution"/>, q, k and v are the rows before it: the CPU kernel convolves them as it loads them, the
+    /// other backends run on convolved copies.
     /// </summary>
     public static void Forward<T>(EngineDevice device, in AttentionTensors<T> t, ReadOnlySpan<int> cuSeqlens,
         ReadOnlyTensorSpan<float> initialState, TensorSpan<float> finalState, AttentionOptions options,
-        bool takesBeta, bool constantGate, Func<HeadLayout, GateKind, AttentionOp> build) where T : unmanaged
+        bool takesBeta, bool constantGate, Func<HeadLayout, GateKind, AttentionOp> build, ShortConvolution? convolution = null) where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(device);
         TensorArgs.RequireElementType<T>();
         var call = Describe(t, cuSeqlens, takesBeta, constantGate);
         var op = build(call.Shapes.Heads, call.Gate);
         int stateLength = call.StateLength(op, initialState.Lengths, finalState.Lengths);
+        using var conv = ConvolutionCall.Check(convolution, op.Heads, call.Shapes.Sequences);
 
         using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu);
         using var output = new FloatOutput<T>(t.Output, "output");
-        var batch = inputs.Batch(options.Mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span);
+        if (conv is not null)
+        {
+            inputs.KeepConvolutionState(conv, op.Heads);
+            if (device.Backend != Backend.Cpu) inputs.Convolve(conv, op.Heads);
+        }
+        var batch = inputs.Batch(options.Mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span,
+            device.Backend == Backend.Cpu ? conv : null);
         if (device.Backend == Backend.Gpu)
         {
             using var init = FloatInput.From(initialState);
@@ -144,6 +153,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             OutputCheck.AfterRun(batch, op.Heads, initial);
         }
         output.Commit();
+        conv?.CommitState();
     }
 
     /// <summary>A session's call: the shapes checked against the session's op and sequence count, the state carried in place.</summary>
@@ -326,8 +336,21 @@ internal ref struct CallInputs
         TensorArgs.RequireFinite(_v.Span, "v");
     }
 
-    public readonly AttentionBatch Batch(bool chunked, SequenceLayout sequences, Span<float> output) =>
-        new(chunked, sequences, _q.Span, _k.Span, _v.Span, _rows, _g.Span, _beta.Span, output);
+    public readonly AttentionBatch Batch(bool chunked, SequenceLayout sequences, Span<float> output, ConvolutionCall? convolution = null) =>
+        new(chunked, sequences, _q.Span, _k.Span, _v.Span, _rows, _g.Span, _beta.Span, output, convolution);
+
+    /// <summary>Keeps the convolution's final state of the raw q, k and v rows (before <see cref="Convolve"/> replaces them).</summary>
+    public readonly void KeepConvolutionState(ConvolutionCall conv, HeadLayout heads) => conv.KeepFinalState(_q.Span, _k.Span, _v.Span, _rows, heads);
+
+    /// <summary>q, k and v replaced by dense convolved copies (float64 sums), for the backends whose kernels do not convolve.</summary>
+    public void Convolve(ConvolutionCall conv, HeadLayout heads)
+    {
+        int kw = heads.KeyDim;
+        _q = FloatInput.Convolved(conv, _q, _rows.Q, 0, heads.QHeads, kw);
+        _k = FloatInput.Convolved(conv, _k, _rows.K, heads.QHeads * kw, heads.KeyHeads, kw);
+        _v = FloatInput.Convolved(conv, _v, _rows.V, (heads.QHeads + heads.KeyHeads) * kw, heads.ValueHeads, heads.ValueDim);
+        _rows = TokenRows.Dense(heads);
+    }
 
     public void Dispose()
     {

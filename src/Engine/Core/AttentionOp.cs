@@ -80,8 +80,12 @@ internal abstract class AttentionOp
 /// g, beta (empty when absent), output [tokens, max(Hq, Hv), V].
 /// </summary>
 internal readonly ref struct AttentionBatch(bool chunked, SequenceLayout sequences,
-    ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, TokenRows rows, ReadOnlySpan<float> g, ReadOnlySpan<float> beta, Span<float> output)
+    ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, TokenRows rows, ReadOnlySpan<float> g, ReadOnlySpan<float> beta, Span<float> output,
+    ConvolutionCall? convolution = null)
 {
+    /// <summary>The short convolution the CPU kernel applies to q, k and v as it loads them (the delta rule), or null.</summary>
+    public ConvolutionCall? Convolution { get; } = convolution;
+
     public bool Chunked { get; } = chunked;
     public SequenceLayout Sequences { get; } = sequences;
     public TokenRows Rows { get; } = rows;

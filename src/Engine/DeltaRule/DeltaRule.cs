@@ -32,6 +32,20 @@ public sealed record DeltaRuleOptions : AttentionOptions
     /// where they load and store their state slices.
     /// </summary>
     public StateLayout StateLayout { get; init; } = StateLayout.KeyMajor;
+
+    /// <summary>
+    /// The short convolution q, k and v pass through first (null: none): q, k and v are then the rows before it, and the CPU
+    /// kernels convolve them as they load them. Whole-sequence host calls only: device tensors, sessions and
+    /// <see cref="DeltaRule.CaptureTransitions{T}"/> refuse it.
+    /// </summary>
+    public ShortConvolution? Convolution { get; init; }
+
+    /// <summary>Refuses a short convolution where <paramref name="where"/> does not run one.</summary>
+    internal void RequireNoConvolution(string where)
+    {
+        if (Convolution is not null)
+            throw new NotSupportedException($"options: a short convolution runs in whole-sequence calls on host tensors only, not in {where}: give the convolved q, k and v");
+    }
 }
 
 /// <summary>
@@ -61,7 +75,7 @@ public static class DeltaRule
     {
         options ??= new DeltaRuleOptions();
         AttentionCall.Forward(device, new AttentionTensors<T>(q, k, v, g, beta, output), cuSeqlens, initialState, finalState,
-            options, takesBeta: true, constantGate: false, (heads, gate) => DeltaRuleOp.Create(heads, gate, options));
+            options, takesBeta: true, constantGate: false, (heads, gate) => DeltaRuleOp.Create(heads, gate, options), options.Convolution);
     }
 
     /// <summary>
@@ -79,6 +93,7 @@ public static class DeltaRule
         ReadOnlySpan<int> cuSeqlens = default, DeltaRuleOptions? options = null) where T : unmanaged
     {
         options ??= new DeltaRuleOptions();
+        options.RequireNoConvolution("CaptureTransitions");
         TensorArgs.RequireElementType<T>();
         // The keys stand in for the queries: the transitions read none, and the shapes are checked as for a call.
         var call = AttentionCall.Describe(new AttentionTensors<T>(k, k, v, g, beta, default), cuSeqlens, takesBeta: true, constantGate: false, output: false);
@@ -126,6 +141,7 @@ public static class DeltaRule
     {
         ArgumentNullException.ThrowIfNull(beta);
         options ??= new DeltaRuleOptions();
+        options.RequireNoConvolution("calls on device tensors");
         AttentionCall.Forward(device, DeviceAttentionTensors<T>.Of(q, k, v, g, beta, output), cuSeqlens, initialState, finalState,
             options, takesBeta: true, constantGate: false, (heads, gate) => DeltaRuleOp.Create(heads, gate, options));
     }
@@ -152,6 +168,7 @@ public sealed class DeltaRuleSession : AttentionSession
     public DeltaRuleSession(EngineDevice device, int sequences, HeadLayout heads, GateKind gate, DeltaRuleOptions? options = null)
         : base(device, sequences, DeltaRuleOp.Create(heads, gate, options ??= new DeltaRuleOptions()), options)
     {
+        options.RequireNoConvolution("sessions");
     }
 
     /// <summary>Runs a block of tokens in chunked form and carries the state.</summary>
@@ -219,11 +236,16 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
     public override void RunReference(in AttentionBatch b, Span<double> output, Span<double> state) =>
         DeltaRuleReference.Forward(config, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, output, state);
 
-    public override void RunCpu(EngineDevice device, IWorkScheduler scheduler, in AttentionBatch b, Span<float> state, ReadOnlySpan<float> initialState)
+    public override unsafe void RunCpu(EngineDevice device, IWorkScheduler scheduler, in AttentionBatch b, Span<float> state, ReadOnlySpan<float> initialState)
     {
         using var lease = device.Lease(config, () => new DeltaRuleCpu(config));
-        if (b.Chunked) lease.Kernel.Chunked(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState, b.Rows);
-        else lease.Kernel.Recurrent(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState, b.Rows);
+        var conv = b.Convolution;
+        fixed (float* taps = conv is null ? default : conv.Taps, bias = conv is null ? default : conv.Bias, past = conv is null ? default : conv.InitialState)
+        {
+            var rows = conv is null ? default : conv.Rows(taps, bias, past);
+            if (b.Chunked) lease.Kernel.Chunked(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState, b.Rows, rows);
+            else lease.Kernel.Recurrent(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState, b.Rows, rows);
+        }
     }
 
     public override KernelLease<IAttentionGpu> LeaseGpu(EngineDevice device) => device.Lease<IAttentionGpu>(config, () => new DeltaRuleGpu(config, device.Gpu));

@@ -1,0 +1,157 @@
+using System.Numerics.Tensors;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+
+namespace Engine.Tests.Api;
+
+/// <summary>
+/// The delta rule with its short convolution (<see cref="DeltaRuleOptions.Convolution"/>): q, k and v given as the packed rows
+/// before the convolution. Expected: the float64 reference run on q, k and v convolved by the formula written out here, and
+/// the carried convolution state as the last W − 1 positions of [initial state | rows]. Packed sequences as short as 0, 1 and
+/// 2 tokens (their first taps read the initial state), T not a multiple of the chunk, grouped value heads, every gate form,
+/// head dims that are not multiples of 16, both modes, the CPU kernels (which convolve as they load) and the reference backend.
+/// </summary>
+[TestFixture]
+public sealed class ShortConvolutionTests
+{
+    private const int Hk = 2, Hv = 4, ConvWidth = 4, Spare = 3;
+    private static readonly int[] Offsets = [0, 0, 1, 3, 40, 45];
+    private static int Tokens => Offsets[^1];
+    private static int Sequences => Offsets.Length - 1;
+
+    private sealed record Case(int K, int V, float[] Rows, float[] Weight, float[] Bias, float[] InitialState)
+    {
+        public int Channels => 2 * Hk * K + Hv * V;
+        public int Width => Channels + Spare;
+
+        public ReadOnlyTensorSpan<float> View(int offset, int heads, int dim) =>
+            new(Rows.AsSpan(offset), [1, Tokens, heads, dim], [0, Width, dim, 1]);
+
+        /// <summary>Channel c of every token convolved in float64 over [initial state | rows], per sequence; then SiLU when asked.</summary>
+        public float[] Convolved(bool silu)
+        {
+            var y = new float[Tokens * Channels];
+            for (int n = 0; n < Sequences; n++)
+                for (int t = Offsets[n]; t < Offsets[n + 1]; t++)
+                    for (int c = 0; c < Channels; c++)
+                    {
+                        double sum = Bias.Length == 0 ? 0 : Bias[c];
+                        for (int j = 0; j < ConvWidth; j++)
+                        {
+                            int p = t - Offsets[n] - (ConvWidth - 1) + j;
+                            double x = p >= 0 ? Rows[(Offsets[n] + p) * Width + c] : InitialState[(n * Channels + c) * (ConvWidth - 1) + ConvWidth - 1 + p];
+                            sum += Weight[c * ConvWidth + j] * x;
+                        }
+                        y[t * Channels + c] = (float)(silu ? sum / (1 + Math.Exp(-sum)) : sum);
+                    }
+            return y;
+        }
+
+        /// <summary>The last W − 1 positions of [initial state | rows] per sequence, channels first.</summary>
+        public float[] CarriedState()
+        {
+            var state = new float[Sequences * Channels * (ConvWidth - 1)];
+            for (int n = 0; n < Sequences; n++)
+                for (int c = 0; c < Channels; c++)
+                    for (int j = 0; j < ConvWidth - 1; j++)
+                    {
+                        int p = Offsets[n + 1] - Offsets[n] - (ConvWidth - 1) + j;
+                        state[(n * Channels + c) * (ConvWidth - 1) + j] = p >= 0 ? Rows[(Offsets[n] + p) * Width + c] : InitialState[(n * Channels + c) * (ConvWidth - 1) + ConvWidth - 1 + p];
+                    }
+            return state;
+        }
+    }
+
+    private static Case MakeCase(int k, int v, bool bias, int seed)
+    {
+        var data = new TestData(seed);
+        int channels = 2 * Hk * k + Hv * v;
+        return new Case(k, v, data.Normal(Tokens * (channels + Spare), 0.5), data.Normal(channels * ConvWidth, 0.5),
+            bias ? data.Normal(channels, 0.2) : [], data.Normal(Sequences * channels * (ConvWidth - 1), 0.5));
+    }
+
+    private static ReadOnlyTensorSpan<float> Part(float[] convolved, int channels, int offset, int heads, int dim) =>
+        new(convolved.AsSpan(offset), [1, Tokens, heads, dim], [0, channels, dim, 1]);
+
+    [Test]
+    public void ConvolvedRowsMatchTheReferenceOnConvolvedInputs([Values] AttentionMode mode, [Values("none", "head", "key")] string gate,
+        [Values(16, 20)] int k, [Values] bool onReference)
+    {
+        int v = k == 16 ? 16 : 24;
+        var c = MakeCase(k, v, bias: gate != "none", seed: k + gate.Length);
+        var data = new TestData(7);
+        var beta = new ReadOnlyTensorSpan<float>(data.Uniform(Tokens * Hv, 0.1, 0.9), [1, Tokens, Hv], []);
+        nint[] gateShape = gate == "key" ? [1, Tokens, Hv, k] : [1, Tokens, Hv];
+        var g = gate == "none" ? default : new ReadOnlyTensorSpan<float>(data.LogGates(gateShape.Aggregate(1L, (a, d) => a * d), 0.3), gateShape, []);
+        bool silu = gate != "head";
+        var options = new DeltaRuleOptions { Mode = mode, QkL2Norm = true, Scale = 0.3f, ChunkSize = 16 };
+        int stateLength = Sequences * Hv * k * v;
+
+        var convolved = c.Convolved(silu);
+        int channels = c.Channels;
+        var expected = Numerics.NaNs(Tokens * Hv * v);
+        var expectedState = Numerics.NaNs(stateLength);
+        Engine.DeltaRule.Forward(TestDevices.Reference, Part(convolved, channels, 0, Hk, k), Part(convolved, channels, Hk * k, Hk, k),
+            Part(convolved, channels, 2 * Hk * k, Hv, v), beta, g, new TensorSpan<float>(expected, [1, Tokens, Hv, v], []),
+            finalState: new TensorSpan<float>(expectedState, [Sequences, Hv, k, v], []), cuSeqlens: Offsets, options: options);
+
+        var actual = Numerics.NaNs(Tokens * Hv * v);
+        var actualState = Numerics.NaNs(stateLength);
+        var convState = Numerics.NaNs(c.InitialState.Length);
+        var conv = new ShortConvolution { Weight = c.Weight, Width = ConvWidth, Bias = c.Bias, Silu = silu, InitialState = c.InitialState, FinalState = convState };
+        Engine.DeltaRule.Forward(onReference ? TestDevices.Reference : TestDevices.Get(TestBackend.Cpu), c.View(0, Hk, k), c.View(Hk * k, Hk, k), c.View(2 * Hk * k, Hv, v), beta, g,
+            new TensorSpan<float>(actual, [1, Tokens, Hv, v], []), finalState: new TensorSpan<float>(actualState, [Sequences, Hv, k, v], []),
+            cuSeqlens: Offsets, options: options with { Convolution = conv });
+
+        Assert.That(Numerics.RelativeRms(actual, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "output");
+        Assert.That(Numerics.RelativeRms(actualState, expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "final state");
+        Assert.That(convState, Is.EqualTo(c.CarriedState()), "carried convolution state");
+    }
+
+    [Test]
+    public void TheCarriedStateMayBeTheInitialStatesMemory()
+    {
+        var c = MakeCase(16, 16, bias: true, seed: 3);
+        var expectedState = c.CarriedState();
+        var beta = new float[Tokens * Hv];
+        Array.Fill(beta, 0.5f);
+        var state = (float[])c.InitialState.Clone();
+        var output = Numerics.NaNs(Tokens * Hv * 16);
+        var conv = new ShortConvolution { Weight = c.Weight, Width = ConvWidth, Bias = c.Bias, InitialState = state, FinalState = state };
+        Engine.DeltaRule.Forward(TestDevices.Get(TestBackend.Cpu), c.View(0, Hk, 16), c.View(Hk * 16, Hk, 16), c.View(2 * Hk * 16, Hv, 16),
+            new ReadOnlyTensorSpan<float>(beta, [1, Tokens, Hv], []), default, new TensorSpan<float>(output, [1, Tokens, Hv, 16], []),
+            cuSeqlens: Offsets, options: new DeltaRuleOptions { Convolution = conv });
+        Assert.That(state, Is.EqualTo(expectedState));
+        Assert.That(output.All(float.IsFinite), Is.True);
+    }
+
+    [TestCase("weight", "convolution weight")]
+    [TestCase("bias", "convolution bias")]
+    [TestCase("state", "convolution initial state")]
+    [TestCase("nan", "convolution weight")]
+    public void BadConvolutionsAreRefusedByName(string fault, string named)
+    {
+        var c = MakeCase(16, 16, bias: true, seed: 5);
+        var weight = fault == "weight" ? c.Weight[1..] : c.Weight;
+        if (fault == "nan") weight[7] = float.NaN;
+        var conv = new ShortConvolution
+        {
+            Weight = weight, Width = ConvWidth, Bias = fault == "bias" ? c.Bias[1..] : c.Bias, InitialState = fault == "state" ? c.InitialState[2..] : c.InitialState,
+        };
+        var beta = new float[Tokens * Hv];
+        var output = Numerics.NaNs(Tokens * Hv * 16);
+        var e = Assert.Throws<ArgumentException>(() => Engine.DeltaRule.Forward(TestDevices.Get(TestBackend.Cpu), c.View(0, Hk, 16), c.View(Hk * 16, Hk, 16),
+            c.View(2 * Hk * 16, Hv, 16), new ReadOnlyTensorSpan<float>(beta, [1, Tokens, Hv], []), default, new TensorSpan<float>(output, [1, Tokens, Hv, 16], []),
+            cuSeqlens: Offsets, options: new DeltaRuleOptions { Convolution = conv }))!;
+        Assert.That(e.Message, Does.StartWith(named), e.Message);
+    }
+
+    [Test]
+    public void SessionsRefuseAConvolution()
+    {
+        var conv = new ShortConvolution { Weight = new float[4], Width = 1 };
+        var e = Assert.Throws<NotSupportedException>(() => new DeltaRuleSession(TestDevices.Get(TestBackend.Cpu), 1, new HeadLayout(1, 1, 1, 16, 16),
+            GateKind.None, new DeltaRuleOptions { Convolution = conv }))!;
+        Assert.That(e.Message, Does.Contain("sessions"));
+    }
+}
