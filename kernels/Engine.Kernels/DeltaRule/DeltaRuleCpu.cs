@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using Engine.Kernels.Common;
 using Engine.Kernels.Conv;
+using Engine.Kernels.Gating;
 
 namespace Engine.Kernels.DeltaRule;
 
@@ -61,28 +62,29 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     /// <paramref name="rows"/> apart (default dense); beta [TotalTokens, Hv], g [TotalTokens, Hv] or [TotalTokens, Hv, K] (empty for
     /// DeltaNet); state [N, Hv, K, V], initial on entry, final on return; or, with initialState (same shape) given, final only: the
     /// initial state is read from there. With <paramref name="conv"/> active, q, k and v are the rows before the short convolution,
-    /// which the kernel applies as it loads them (channels [q | k | v]).
+    /// which the kernel applies as it loads them (channels [q | k | v]); with <paramref name="norm"/> active, each output head's rows
+    /// are normalized and gated before they are stored.
     /// </summary>
     public void Chunked(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default, TokenRows? rows = null,
-        ShortConvRows conv = default)
-        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, rows, conv, chunked: true);
+        ShortConvRows conv = default, GatedNormRows norm = default)
+        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, rows, conv, norm, chunked: true);
 
     /// <summary>Token-by-token recurrence (decode). Same contract as <see cref="Chunked"/>.</summary>
     public void Recurrent(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState = default, TokenRows? rows = null,
-        ShortConvRows conv = default)
-        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, rows, conv, chunked: false);
+        ShortConvRows conv = default, GatedNormRows norm = default)
+        => Run(scheduler, sequences, q, k, v, beta, g, output, state, initialState, rows, conv, norm, chunked: false);
 
     private void Run(IWorkScheduler scheduler, SequenceLayout sequences, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> beta, ReadOnlySpan<float> g, Span<float> output, Span<float> state, ReadOnlySpan<float> initialState, TokenRows? rows,
-        ShortConvRows conv, bool chunked)
+        ShortConvRows conv, GatedNormRows norm, bool chunked)
     {
         initialState = HeadBlockSweep.InitialState(initialState, state);
         int gateFaults = 0;
         fixed (float* pq = q, pk = k, pv = v, pb = beta, pg = g, po = output, ps = state, pi = initialState)
             HeadBlockSweep.Run<Steps, Work>(scheduler, _scratch, _config.Heads, _config.StateLayout, sequences, pi, ps, chunked ? _c : 0,
-                new Steps(this, new Io(pq, pk, pv, pb, pg, po, rows ?? TokenRows.Dense(_config.Heads), conv, &gateFaults)));
+                new Steps(this, new Io(pq, pk, pv, pb, pg, po, rows ?? TokenRows.Dense(_config.Heads), conv, norm, &gateFaults)));
         if (gateFaults != 0) LogGates.Refuse(g, "g");
     }
 
@@ -104,12 +106,16 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             kernel.RecurrentStep(io, head, token, source, work with { S = state });
     }
 
-    /// <summary>The call's tensors, its short convolution (if any), and a flag any worker sets when it loads a gate that is not a valid log gate.</summary>
-    private readonly struct Io(float* q, float* k, float* v, float* beta, float* g, float* o, TokenRows rows, ShortConvRows conv, int* gateFaults)
+    /// <summary>
+    /// The call's tensors, its short convolution and output norm (if any), and a flag any worker sets when it loads a gate
+    /// that is not a valid log gate.
+    /// </summary>
+    private readonly struct Io(float* q, float* k, float* v, float* beta, float* g, float* o, TokenRows rows, ShortConvRows conv, GatedNormRows norm, int* gateFaults)
     {
         public readonly float* Q = q, K = k, V = v, Beta = beta, G = g, O = o;
         public readonly TokenRows Rows = rows;
         public readonly ShortConvRows Conv = conv;
+        public readonly GatedNormRows Norm = norm;
         public readonly int* GateFaults = gateFaults;
     }
 
@@ -292,6 +298,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
                 SimdGemm.MultiplyCausal(w.A + (long)rs * cc, cc, w.Vnew, vp, o.Rows + (long)rs * o.Stride, o.Stride,
                     Math.Min(ScalarChunkDecay.Block, len - rs), rs, vp, accumulate: true);
             }
+            if (io.Norm.Active) io.Norm.Apply(o.Rows, o.Stride, oh, cs, len);
             o.CopyBack(len);
         }
 
@@ -326,6 +333,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             }
             var o = new ChunkOutput(new HeadRows(io.O, heads.OutputHeads * heads.ValueDim, heads.ValueDim, oh, cs), w.Oc, vp);
             SimdGemm.MultiplyCausal(w.XA, lxa, w.S, vp, o.Rows, o.Stride, len, kp, vp, accumulate: false);
+            if (io.Norm.Active) io.Norm.Apply(o.Rows, o.Stride, oh, cs, len);
             o.CopyBack(len);
         }
         decay.UpdateState(w.S, w.Vnew, vp, len);
@@ -375,6 +383,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         else StepColumns<Lanes256>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecay, decayRows, decayStride, key, w.Qr, pred);
         Buffer.MemoryCopy(pred, w.Oc, (long)vp * sizeof(float), (long)vp * sizeof(float));
         for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, w.Qr + (long)gi * _kp, w.Oc + (long)gi * vp);
+        for (int gi = 0; gi < group && io.Norm.Active; gi++) io.Norm.Apply(w.Oc + (long)gi * vp, vp, h * group + gi, t, 1);
         SimdOps.CopyFromPadded(io.O + ((long)t * heads.OutputHeads + h * group) * heads.ValueDim, heads.ValueDim, w.Oc, vp, group, heads.ValueDim);
     }
 

@@ -32,7 +32,8 @@ public static unsafe class GatedRmsNormCpu
         }
     }
 
-    private static void Row(float* x, float* z, float* scale, float* y, int c, float epsilon, bool silu)
+    /// <summary>y = x / sqrt(mean(x²) + epsilon) · scale · act(z) for one row of c; y may be x.</summary>
+    internal static void Row(float* x, float* z, float* scale, float* y, int c, float epsilon, bool silu)
     {
         var squares = Vector512<float>.Zero;
         int i = 0;

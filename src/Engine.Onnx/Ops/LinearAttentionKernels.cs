@@ -29,6 +29,9 @@ internal readonly struct LinearAttentionCall
     public OrtTensorView? ConvBias { get; init; }
     public OrtTensorView? PastConvState { get; init; }
     public OrtTensorView? PresentConvState { get; init; }
+    /// <summary>The folded output norm's tensors (with <see cref="LinearAttentionConfig.Norm"/>).</summary>
+    public OrtTensorView? NormScale { get; init; }
+    public OrtTensorView? NormGate { get; init; }
 
     public long B => Query.Dims[0];
     public long T => Query.Dims[1];
@@ -87,6 +90,16 @@ internal readonly struct LinearAttentionCall
             if (pastConv is OrtTensorView pc && (pc.Dims.Length != 3 || pc.Dims[0] != b || pc.Dims[1] != q.Dims[2] || pc.Dims[2] != convWidth - 1))
                 throw Bad(c, "past_conv_state", $"expected (B, C, W − 1) = ({b}, {q.Dims[2]}, {convWidth - 1}), got [{string.Join(", ", pc.Dims)}]");
         }
+        OrtTensorView? normScale = null, normGate = null;
+        if (c.Norm is not null)
+        {
+            normScale = context.Input(LinearAttentionSignature.NormScale) ?? throw Missing(c, "norm_scale");
+            normGate = context.Input(LinearAttentionSignature.NormGate) ?? throw Missing(c, "norm_gate");
+            if (normScale.Value.Dims.Length != 1 || normScale.Value.Dims[0] != dv)
+                throw Bad(c, "norm_scale", $"expected (dv) = ({dv}), got [{string.Join(", ", normScale.Value.Dims)}]");
+            if (normGate.Value.Dims.Length != 3 || normGate.Value.Dims[0] != b || normGate.Value.Dims[1] != t || normGate.Value.Dims[2] != c.OutputHeads * dv)
+                throw Bad(c, "norm_gate", $"expected (B, T, heads·dv) = ({b}, {t}, {c.OutputHeads * dv}), got [{string.Join(", ", normGate.Value.Dims)}]");
+        }
         var output = context.Output(0, [b, t, c.OutputHeads * dv]) ?? throw new ModelNodeException($"{c.Node}: ORT gave no output tensor");
         var present = context.Output(1, [b, c.KvHeads, dk, dv]);
         var presentConv = c.Convolution is null ? null : context.Output(LinearAttentionSignature.PresentConvState, [b, q.Dims[2], convWidth - 1]);
@@ -95,6 +108,7 @@ internal readonly struct LinearAttentionCall
             Dk = (int)dk, Dv = (int)dv, Query = q, Key = k, Value = v, PastState = past, Decay = decay, Beta = beta,
             Output = output, PresentState = present, Half = q.ElementType == Ort.ElementFloat16,
             ConvWeight = convWeight, ConvBias = convBias, PastConvState = pastConv, PresentConvState = presentConv,
+            NormScale = normScale, NormGate = normGate,
         };
     }
 
@@ -130,6 +144,8 @@ internal readonly struct LinearAttentionCall
         "convolution weight" => "conv_weight",
         "convolution bias" => "conv_bias",
         "convolution initial state" => "past_conv_state",
+        "output norm scale" => "norm_scale",
+        "output norm gate" => "norm_gate",
         null => "input",
         _ => engineName,
     };
@@ -191,10 +207,11 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         {
             using var beta = BetaPerHead<T>.From(call.Beta!.Value, hkv);
             using var conv = OnnxConvolution.From(call, _config.Convolution);
+            using var norm = OnnxNorm.From(call, _config.Norm);
             var options = new DeltaRuleOptions
             {
                 Scale = _config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler,
-                QkL2Norm = _config.QkL2Norm, L2NormEpsilon = LinearAttentionSignature.LpNormalizationEpsilon, Convolution = conv.Convolution,
+                QkL2Norm = _config.QkL2Norm, L2NormEpsilon = LinearAttentionSignature.LpNormalizationEpsilon, Convolution = conv.Convolution, OutputNorm = norm.Norm,
             };
             DeltaRule.Forward(_device, q, k, v, beta.Tensor, Gates<T>(call, hkv, dk), output, state.Initial, state.Final, options: options);
             conv.Commit();
@@ -366,4 +383,54 @@ internal ref struct OnnxConvolution
             if (rented is not null) ArrayPool<float>.Shared.Return(rented);
         _weight = _bias = _past = _present = null;
     }
+}
+
+/// <summary>
+/// A folded output norm's tensors as <see cref="GatedOutputNorm"/> takes them: ORT's float32 gate where it lies (float16: an fp32
+/// copy), the scale as fp32.
+/// </summary>
+internal ref struct OnnxNorm
+{
+    private float[]? _scale, _gate;
+
+    public GatedOutputNorm? Norm { get; private set; }
+
+    public static unsafe OnnxNorm From(in LinearAttentionCall call, NormFold? fold)
+    {
+        var norm = new OnnxNorm();
+        if (fold is null || call.NormScale is not OrtTensorView scale || call.NormGate is not OrtTensorView gate) return norm;
+        int dv = (int)scale.ElementCount, n = checked((int)gate.ElementCount);
+        norm._scale = ArrayPool<float>.Shared.Rent(Math.Max(dv, 1));
+        if (call.Half) TensorPrimitives.ConvertToSingle(scale.AsReadOnlySpan<Half>(), norm._scale);
+        else scale.AsReadOnlySpan<float>().CopyTo(norm._scale);
+        ReadOnlyMemory<float> gateMemory;
+        if (call.Half)
+        {
+            norm._gate = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
+            TensorPrimitives.ConvertToSingle(gate.AsReadOnlySpan<Half>(), norm._gate);
+            gateMemory = norm._gate.AsMemory(0, n);
+        }
+        else gateMemory = new NativeFloats((float*)gate.Data, n).Memory;
+        norm.Norm = new GatedOutputNorm { Scale = norm._scale.AsMemory(0, dv), Gate = gateMemory, Epsilon = fold.Epsilon, Activation = fold.Activation };
+        return norm;
+    }
+
+    public void Dispose()
+    {
+        if (_scale is not null) ArrayPool<float>.Shared.Return(_scale);
+        if (_gate is not null) ArrayPool<float>.Shared.Return(_gate);
+        _scale = _gate = null;
+    }
+}
+
+/// <summary>Memory ORT owns seen as <see cref="Memory{T}"/> for the length of one kernel call (nothing to pin: it does not move).</summary>
+internal sealed unsafe class NativeFloats(float* pointer, int length) : MemoryManager<float>
+{
+    public override Span<float> GetSpan() => new(pointer, length);
+
+    public override MemoryHandle Pin(int elementIndex = 0) => new(pointer + elementIndex);
+
+    public override void Unpin() { }
+
+    protected override void Dispose(bool disposing) { }
 }

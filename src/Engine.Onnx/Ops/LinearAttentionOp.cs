@@ -51,10 +51,17 @@ internal static class LinearAttentionSignature
     /// past_conv_state (B, C, W − 1)?, output present_conv_state (B, C, W − 1)?, attribute conv_activation none | silu;
     /// query then holds the rows before the convolution, which the kernels convolve as they load them.
     /// </summary>
-    public static readonly string[] EngineInputNames = [.. InputNames, "conv_weight", "conv_bias", "past_conv_state"];
-    public static readonly string[] EngineOutputNames = [.. OutputNames, "present_conv_state"];
+    public static readonly string[] EngineInputNames = [.. InputNames, "conv_weight", "conv_bias", "past_conv_state", "norm_scale", "norm_gate"];
     public const int ConvWeight = 6, ConvBias = 7, PastConvState = 8, PresentConvState = 2;
     public const string ConvActivation = "conv_activation";
+
+    /// <summary>
+    /// And the gated RMS norm that reads its output, folded in by the rewrite (GatedRMSNorm, or the builder's unfused chain):
+    /// norm_scale (dv), norm_gate (B, T, heads·dv), attributes norm_epsilon (1e−5), norm_activation silu | sigmoid; the output is
+    /// then the normalized, gated one.
+    /// </summary>
+    public const int NormScale = 9, NormGate = 10;
+    public const string NormEpsilon = "norm_epsilon", NormActivation = "norm_activation";
 
     /// <summary>The update rule an update_rule attribute names; refused naming the node when it names none.</summary>
     public static UpdateRule ParseRule(string text, string node) => text switch
@@ -135,7 +142,7 @@ internal sealed class LinearAttentionOp(IReadOnlySet<UpdateRule> rules, int elem
 /// </remarks>
 internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHeads, UpdateRule Rule, float? Scale, int? ChunkSize,
     bool HasPastState, bool HasDecay, bool HasBeta, float[]? ConstantLogDecay = null, bool QkL2Norm = false, bool Packed = false,
-    ConvFold? Convolution = null)
+    ConvFold? Convolution = null, NormFold? Norm = null)
 {
     /// <summary>Heads of the key: min(q_num_heads, kv_num_heads).</summary>
     public int KeyHeads => LinearAttentionSignature.KeyHeads(QHeads, KvHeads);
@@ -158,7 +165,7 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
 
         int inputs = info.InputCount;
         if (inputs > LinearAttentionSignature.EngineInputNames.Length)
-            throw new ModelNodeException($"{node}: expected at most 9 inputs (query, key, value, past_state, decay, beta, conv_weight, conv_bias, past_conv_state), got {inputs}");
+            throw new ModelNodeException($"{node}: expected at most 11 inputs (query, key, value, past_state, decay, beta, conv_weight, conv_bias, past_conv_state, norm_scale, norm_gate), got {inputs}");
         var q = info.Input(LinearAttentionSignature.Query);
         var k = info.Input(LinearAttentionSignature.Key);
         var v = info.Input(LinearAttentionSignature.Value);
@@ -191,13 +198,14 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
 
         int keyHeads = LinearAttentionSignature.KeyHeads(qHeads, kvHeads);
         var convolution = ConvFold.FromNode(info, node, packed, LinearAttentionSignature.UsesBeta(rule));
+        var norm = NormFold.FromNode(info, node, LinearAttentionSignature.UsesBeta(rule));
         if (packed)
         {
             if (q.Dim(2) is long pw && past.Dim(2) is long pdk && past.Dim(3) is long pdv && pw != PackedQkv.Width(qHeads, keyHeads, kvHeads, pdk, pdv))
                 throw new ModelNodeException($"{node}: packed query width {pw} must be (q_num_heads + key heads)·dk + kv_num_heads·dv = " +
                     $"({qHeads} + {keyHeads})·{pdk} + {kvHeads}·{pdv} = {PackedQkv.Width(qHeads, keyHeads, kvHeads, pdk, pdv)} (dk, dv from past_state)");
             return new LinearAttentionConfig(node, qHeads, kvHeads, rule, scale == 0f ? null : scale, chunk is long pc ? (int)Math.Min(pc, int.MaxValue) : null,
-                past.Present, decay.Present, beta.Present, QkL2Norm: l2 == 1, Packed: true, Convolution: convolution);
+                past.Present, decay.Present, beta.Present, QkL2Norm: l2 == 1, Packed: true, Convolution: convolution, Norm: norm);
         }
 
         // Head dims, where the model fixes the packed widths.
@@ -231,7 +239,7 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
 
         return new LinearAttentionConfig(node, qHeads, kvHeads, rule, scale == 0f ? null : scale,
             chunk is long c ? (int)Math.Min(c, int.MaxValue) : null,
-            past.Present, decay.Present, beta.Present, QkL2Norm: l2 == 1);
+            past.Present, decay.Present, beta.Present, QkL2Norm: l2 == 1, Norm: norm);
     }
 
     internal static string Shape(long[] dims) => "[" + string.Join(", ", dims.Select(d => d < 0 ? "?" : d.ToString())) + "]";
@@ -266,5 +274,25 @@ internal sealed record ConvFold(bool Silu)
             "silu" or "swish" => new ConvFold(true),
             var other => throw new ModelNodeException($"{node}: {LinearAttentionSignature.ConvActivation} must be none, silu or swish, got '{other}'"),
         };
+    }
+}
+
+/// <summary>The gated RMS norm a LinearAttention node applies to its output (the engine's inputs 9-10), checked at load.</summary>
+internal sealed record NormFold(float Epsilon, Kernels.Gating.GateActivation Activation)
+{
+    public static NormFold? FromNode(KernelInfo info, string node, bool deltaRule)
+    {
+        var scale = info.Input(LinearAttentionSignature.NormScale);
+        var gate = info.Input(LinearAttentionSignature.NormGate);
+        if (!scale.Present && !gate.Present) return null;
+        if (!scale.Present || !gate.Present) throw new ModelNodeException($"{node}: norm_scale and norm_gate are given together");
+        if (!deltaRule) throw new ModelNodeException($"{node}: norm_scale needs update_rule delta or gated_delta");
+        if (scale.Rank is int rs && rs != 1)
+            throw new ModelNodeException($"{node}: input norm_scale ('{scale.Name}') must have rank 1 (dv), the model gives rank {rs}");
+        if (gate.Rank is int rg && rg != 3)
+            throw new ModelNodeException($"{node}: input norm_gate ('{gate.Name}') must have rank 3 (B, T, heads·dv), the model gives rank {rg}");
+        float epsilon = info.Float(LinearAttentionSignature.NormEpsilon) ?? 1e-5f;
+        if (!(epsilon >= 0) || !float.IsFinite(epsilon)) throw new ModelNodeException($"{node}: {LinearAttentionSignature.NormEpsilon} must be finite and >= 0, got {epsilon}");
+        return new NormFold(epsilon, GatedRmsNormSignature.Activation(info.String(LinearAttentionSignature.NormActivation), node));
     }
 }

@@ -97,6 +97,8 @@ public static class HandoverRewriter
         foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldConvolution(graph, uses, nodes);
         if (capabilities.EngineOps.Contains(GatedRmsNormSignature.OpType))
             foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldGatedNorm(graph, uses, nodes);
+        uses = Uses(rewritten.Graph);
+        foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldOutputNorm(graph, uses, nodes);
 
         if (nodes.Any(n => n.ToEngine)) Import(rewritten.Proto, EngineDomain, 1);
         if (nodes.Any(n => n.ToDomain == MicrosoftDomain)) Import(rewritten.Proto, MicrosoftDomain, 1);
@@ -441,6 +443,60 @@ public static class HandoverRewriter
                 $"one GatedRMSNorm (silu) for the chain {string.Join(", ", chain.Removed.Select(n => n.OpType).Distinct())}"));
         }
     }
+
+    /// <summary>
+    /// An engine GatedRMSNorm whose input is only a delta-rule LinearAttention's output, normalizing each head (its scale as long
+    /// as the head's dv): the attention takes the scale and the gate (norm_scale, norm_gate) and writes the norm's output, its
+    /// kernels normalizing each head's rows before they store them. Only where the gate is computed before the attention (the
+    /// node order stays topological), the types agree and the model makes dv plain (past_state's last dim).
+    /// </summary>
+    private static void FoldOutputNorm(GraphProto graph, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
+    {
+        var hints = new ShapeHints(graph);
+        foreach (var norm in graph.Node.Where(n => n.Domain == EngineDomain && n.OpType == GatedRmsNormSignature.OpType).ToArray())
+        {
+            if (norm.Input.Count != 3 || norm.Input.Any(i => i.Length == 0) || norm.Output.Count != 1) continue;
+            if (hints.Producer(norm.Input[0]) is not { OpType: LinearAttentionSignature.OpType } attention || attention.Domain != EngineDomain) continue;
+            if (attention.Output[0] != norm.Input[0] || uses.GetValueOrDefault(norm.Input[0]) != 1 || attention.Input.Count > LinearAttentionSignature.NormScale) continue;
+            string rule = attention.Attribute.FirstOrDefault(a => a.Name == "update_rule")?.S.ToStringUtf8() ?? LinearAttentionSignature.DefaultUpdateRule;
+            if (rule is not ("delta" or "gated_delta") || attention.Input.Count <= LinearAttentionSignature.PastState) continue;
+            string scale = norm.Input[1], gate = norm.Input[2];
+            if (hints.LastDim(attention.Input[LinearAttentionSignature.PastState]) is not long dv || hints.LastDim(scale) != dv) continue;
+            // The engine's LinearAttention takes every input in one type: past_state's, declared as a graph input or initializer.
+            var type = hints.ElementType(attention.Input[LinearAttentionSignature.PastState]);
+            if (type is null || hints.ElementType(scale) != type || TypeOf(gate, hints) != type) continue;
+            if (hints.Producer(gate) is NodeProto gateNode && graph.Node.IndexOf(gateNode) > graph.Node.IndexOf(attention)) continue;
+
+            while (attention.Input.Count < LinearAttentionSignature.NormScale) attention.Input.Add("");
+            attention.Input.Add(scale);
+            attention.Input.Add(gate);
+            attention.Output[0] = norm.Output[0];
+            attention.Attribute.Add(new AttributeProto
+            {
+                Name = LinearAttentionSignature.NormEpsilon, Type = AttributeProto.Types.AttributeType.Float,
+                F = norm.Attribute.FirstOrDefault(a => a.Name == "epsilon")?.F ?? 1e-5f,
+            });
+            attention.Attribute.Add(new AttributeProto
+            {
+                Name = LinearAttentionSignature.NormActivation, Type = AttributeProto.Types.AttributeType.String,
+                S = norm.Attribute.FirstOrDefault(a => a.Name == "activation")?.S ?? Google.Protobuf.ByteString.CopyFromUtf8("silu"),
+            });
+            graph.Node.Remove(norm);
+            int normEntry = nodes.FindLastIndex(n => n.NodeName == NameOf(norm) && n.ToEngine);
+            if (normEntry >= 0) nodes[normEntry] = nodes[normEntry] with { Detail = $"{nodes[normEntry].Detail}; folded into LinearAttention '{NameOf(attention)}'" };
+            int entry = nodes.FindLastIndex(n => n.NodeName == NameOf(attention) && n.ToEngine);
+            if (entry >= 0)
+                nodes[entry] = nodes[entry] with { Detail = $"{nodes[entry].Detail}; normalizes and gates its output heads: GatedRMSNorm '{NameOf(norm)}' folded in" };
+        }
+    }
+
+    /// <summary>A value's element type: declared, or a MatMul's by its declared weight, or a Cast's target; else null.</summary>
+    private static TensorProto.Types.DataType? TypeOf(string value, ShapeHints hints) => hints.ElementType(value) ?? hints.Producer(value) switch
+    {
+        { OpType: "MatMul" } m when m.Input.Count == 2 => hints.ElementType(m.Input[1]),
+        { OpType: "Cast" } c => (TensorProto.Types.DataType?)IntAttribute(c, "to"),
+        _ => null,
+    };
 
     private static bool IsTranspose021(NodeProto node) =>
         node.OpType == "Transpose" && OnnxModel.SameDomain(node.Domain, OnnxModel.OnnxDomain) && node.Input.Count == 1 &&

@@ -96,11 +96,13 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
     /// writes the final state straight into <paramref name="finalState"/> (a pooled buffer when not asked for) and
     /// reads <paramref name="initialState"/> where it lies; a GPU call moves both through a device state. With a short
     /// <paramref name="convolution"/>, q, k and v are the rows before it: the CPU kernel convolves them as it loads them, the
-    /// other backends run on convolved copies.
+    /// other backends run on convolved copies. With an <paramref name="outputNorm"/>, the output is normalized and gated per head:
+    /// by the CPU kernel before it stores each head's rows, by the other backends after the run.
     /// </summary>
     public static void Forward<T>(EngineDevice device, in AttentionTensors<T> t, ReadOnlySpan<int> cuSeqlens,
         ReadOnlyTensorSpan<float> initialState, TensorSpan<float> finalState, AttentionOptions options,
-        bool takesBeta, bool constantGate, Func<HeadLayout, GateKind, AttentionOp> build, ShortConvolution? convolution = null) where T : unmanaged
+        bool takesBeta, bool constantGate, Func<HeadLayout, GateKind, AttentionOp> build, ShortConvolution? convolution = null,
+        GatedOutputNorm? outputNorm = null) where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(device);
         TensorArgs.RequireElementType<T>();
@@ -108,6 +110,8 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         var op = build(call.Shapes.Heads, call.Gate);
         int stateLength = call.StateLength(op, initialState.Lengths, finalState.Lengths);
         using var conv = ConvolutionCall.Check(convolution, op.Heads, call.Shapes.Sequences);
+        var norm = NormCall.Check(outputNorm, op.Heads, call.Shapes.Sequences.TotalTokens);
+        bool cpu = device.Backend == Backend.Cpu;
 
         using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu);
         using var output = new FloatOutput<T>(t.Output, "output");
@@ -116,8 +120,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             inputs.KeepConvolutionState(conv, op.Heads);
             if (device.Backend != Backend.Cpu) inputs.Convolve(conv, op.Heads);
         }
-        var batch = inputs.Batch(options.Mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span,
-            device.Backend == Backend.Cpu ? conv : null);
+        var batch = inputs.Batch(options.Mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span, cpu ? conv : null, cpu ? norm : null);
         if (device.Backend == Backend.Gpu)
         {
             using var init = FloatInput.From(initialState);
@@ -134,7 +137,8 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
                 AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, state);
                 if (finalState.Rank != 0) gpu.Download(state, TensorArgs.DenseSpan(finalState, "final_state"));
             }
-            OutputCheck.AfterRun(batch, op.Heads, default);
+            norm?.ApplyAfter(batch.Output);
+            OutputCheck.AfterRun(batch, op.Heads, default, norm);
         }
         else
         {
@@ -150,7 +154,8 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
                 TensorArgs.RequireFinite(final.Span, "initial_state");
             }
             RunOnHost(device, op, options.Scheduler, batch, final.Span, initial);
-            OutputCheck.AfterRun(batch, op.Heads, initial);
+            if (!cpu) norm?.ApplyAfter(batch.Output);
+            OutputCheck.AfterRun(batch, op.Heads, initial, norm);
         }
         output.Commit();
         conv?.CommitState();
@@ -336,8 +341,8 @@ internal ref struct CallInputs
         TensorArgs.RequireFinite(_v.Span, "v");
     }
 
-    public readonly AttentionBatch Batch(bool chunked, SequenceLayout sequences, Span<float> output, ConvolutionCall? convolution = null) =>
-        new(chunked, sequences, _q.Span, _k.Span, _v.Span, _rows, _g.Span, _beta.Span, output, convolution);
+    public readonly AttentionBatch Batch(bool chunked, SequenceLayout sequences, Span<float> output, ConvolutionCall? convolution = null, NormCall? norm = null) =>
+        new(chunked, sequences, _q.Span, _k.Span, _v.Span, _rows, _g.Span, _beta.Span, output, convolution, norm);
 
     /// <summary>Keeps the convolution's final state of the raw q, k and v rows (before <see cref="Convolve"/> replaces them).</summary>
     public readonly void KeepConvolutionState(ConvolutionCall conv, HeadLayout heads) => conv.KeepFinalState(_q.Span, _k.Span, _v.Span, _rows, heads);
@@ -396,7 +401,7 @@ internal ref struct StateBuffer
 /// </summary>
 internal static class OutputCheck
 {
-    public static void AfterRun(in AttentionBatch batch, HeadLayout heads, ReadOnlySpan<float> initialState)
+    public static void AfterRun(in AttentionBatch batch, HeadLayout heads, ReadOnlySpan<float> initialState, NormCall? norm = null)
     {
         if (batch.Output.IsEmpty)
         {
@@ -404,6 +409,7 @@ internal static class OutputCheck
             return;
         }
         if (TensorArgs.AllFinite(batch.Output)) return;
+        if (norm is not null) TensorArgs.RequireFinite(norm.Norm.Gate.Span, "output norm gate");
         var dense = TokenRows.Dense(heads);
         TensorArgs.RequireFiniteRows(batch.Q, batch.Rows.Q, dense.Q, "q");
         TensorArgs.RequireFiniteRows(batch.K, batch.Rows.K, dense.K, "k");

@@ -81,10 +81,13 @@ internal abstract class AttentionOp
 /// </summary>
 internal readonly ref struct AttentionBatch(bool chunked, SequenceLayout sequences,
     ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, TokenRows rows, ReadOnlySpan<float> g, ReadOnlySpan<float> beta, Span<float> output,
-    ConvolutionCall? convolution = null)
+    ConvolutionCall? convolution = null, NormCall? norm = null)
 {
     /// <summary>The short convolution the CPU kernel applies to q, k and v as it loads them (the delta rule), or null.</summary>
     public ConvolutionCall? Convolution { get; } = convolution;
+
+    /// <summary>The gated RMS norm the CPU kernel applies to each output head's rows before it stores them (the delta rule), or null.</summary>
+    public NormCall? Norm { get; } = norm;
 
     public bool Chunked { get; } = chunked;
     public SequenceLayout Sequences { get; } = sequences;

@@ -40,11 +40,19 @@ public sealed record DeltaRuleOptions : AttentionOptions
     /// </summary>
     public ShortConvolution? Convolution { get; init; }
 
-    /// <summary>Refuses a short convolution where <paramref name="where"/> does not run one.</summary>
-    internal void RequireNoConvolution(string where)
+    /// <summary>
+    /// The gated RMS norm of each output head (null: none): the output is then the normalized, gated one, and the CPU kernels
+    /// apply it before they store each head's rows. Whole-sequence host calls only, as <see cref="Convolution"/>.
+    /// </summary>
+    public GatedOutputNorm? OutputNorm { get; init; }
+
+    /// <summary>Refuses a short convolution or an output norm where <paramref name="where"/> does not run them.</summary>
+    internal void RequireHostCallOnly(string where)
     {
         if (Convolution is not null)
             throw new NotSupportedException($"options: a short convolution runs in whole-sequence calls on host tensors only, not in {where}: give the convolved q, k and v");
+        if (OutputNorm is not null)
+            throw new NotSupportedException($"options: an output norm runs in whole-sequence calls on host tensors only, not in {where}: normalize the output after the call");
     }
 }
 
@@ -75,7 +83,8 @@ public static class DeltaRule
     {
         options ??= new DeltaRuleOptions();
         AttentionCall.Forward(device, new AttentionTensors<T>(q, k, v, g, beta, output), cuSeqlens, initialState, finalState,
-            options, takesBeta: true, constantGate: false, (heads, gate) => DeltaRuleOp.Create(heads, gate, options), options.Convolution);
+            options, takesBeta: true, constantGate: false, (heads, gate) => DeltaRuleOp.Create(heads, gate, options), options.Convolution,
+            options.OutputNorm);
     }
 
     /// <summary>
@@ -93,7 +102,7 @@ public static class DeltaRule
         ReadOnlySpan<int> cuSeqlens = default, DeltaRuleOptions? options = null) where T : unmanaged
     {
         options ??= new DeltaRuleOptions();
-        options.RequireNoConvolution("CaptureTransitions");
+        options.RequireHostCallOnly("CaptureTransitions");
         TensorArgs.RequireElementType<T>();
         // The keys stand in for the queries: the transitions read none, and the shapes are checked as for a call.
         var call = AttentionCall.Describe(new AttentionTensors<T>(k, k, v, g, beta, default), cuSeqlens, takesBeta: true, constantGate: false, output: false);
@@ -141,7 +150,7 @@ public static class DeltaRule
     {
         ArgumentNullException.ThrowIfNull(beta);
         options ??= new DeltaRuleOptions();
-        options.RequireNoConvolution("calls on device tensors");
+        options.RequireHostCallOnly("calls on device tensors");
         AttentionCall.Forward(device, DeviceAttentionTensors<T>.Of(q, k, v, g, beta, output), cuSeqlens, initialState, finalState,
             options, takesBeta: true, constantGate: false, (heads, gate) => DeltaRuleOp.Create(heads, gate, options));
     }
@@ -168,7 +177,7 @@ public sealed class DeltaRuleSession : AttentionSession
     public DeltaRuleSession(EngineDevice device, int sequences, HeadLayout heads, GateKind gate, DeltaRuleOptions? options = null)
         : base(device, sequences, DeltaRuleOp.Create(heads, gate, options ??= new DeltaRuleOptions()), options)
     {
-        options.RequireNoConvolution("sessions");
+        options.RequireHostCallOnly("sessions");
     }
 
     /// <summary>Runs a block of tokens in chunked form and carries the state.</summary>
@@ -240,11 +249,14 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
     {
         using var lease = device.Lease(config, () => new DeltaRuleCpu(config));
         var conv = b.Convolution;
-        fixed (float* taps = conv is null ? default : conv.Taps, bias = conv is null ? default : conv.Bias, past = conv is null ? default : conv.InitialState)
+        var norm = b.Norm;
+        fixed (float* taps = conv is null ? default : conv.Taps, bias = conv is null ? default : conv.Bias, past = conv is null ? default : conv.InitialState,
+            gate = norm is null ? default : norm.Norm.Gate.Span, scale = norm is null ? default : norm.Norm.Scale.Span)
         {
             var rows = conv is null ? default : conv.Rows(taps, bias, past);
-            if (b.Chunked) lease.Kernel.Chunked(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState, b.Rows, rows);
-            else lease.Kernel.Recurrent(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState, b.Rows, rows);
+            var normRows = norm is null ? default : norm.Rows(gate, scale);
+            if (b.Chunked) lease.Kernel.Chunked(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState, b.Rows, rows, normRows);
+            else lease.Kernel.Recurrent(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState, b.Rows, rows, normRows);
         }
     }
 

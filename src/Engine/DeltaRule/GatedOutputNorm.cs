@@ -1,0 +1,72 @@
+using Engine.Kernels.Common;
+using Engine.Kernels.Gating;
+
+namespace Engine;
+
+/// <summary>
+/// The gated RMS norm Gated DeltaNet applies to each output head (Qwen3-Next/3.5's norm before out_proj):
+///   y = o / sqrt(mean(o²) + <see cref="Epsilon"/>) · Scale · act(Gate),  over each head's V values,
+/// act SiLU or sigmoid. Set in <see cref="DeltaRuleOptions.OutputNorm"/>, the output is y: the CPU kernels normalize each
+/// head's rows before they store them, so o itself is never written out; the reference and GPU backends normalize the
+/// output on the host after the run (in float64). Whole-sequence host calls only, as <see cref="ShortConvolution"/>.
+/// </summary>
+public sealed record GatedOutputNorm
+{
+    /// <summary>[V]: the norm's weight, finite.</summary>
+    public required ReadOnlyMemory<float> Scale { get; init; }
+
+    /// <summary>[B·T (or the packed tokens), max(Hq, Hv), V]: the gate z of this call, finite.</summary>
+    public required ReadOnlyMemory<float> Gate { get; init; }
+
+    /// <summary>Added to the mean square, finite and >= 0; default 1e-6.</summary>
+    public float Epsilon { get; init; } = 1e-6f;
+
+    public GateActivation Activation { get; init; } = GateActivation.Silu;
+}
+
+/// <summary>One call's output norm, checked against the call's heads and tokens.</summary>
+internal sealed class NormCall(GatedOutputNorm norm, HeadLayout heads)
+{
+    public GatedOutputNorm Norm { get; } = norm;
+
+    /// <summary>The norm of a call with these heads and tokens, its shapes and scalars checked; null when none.</summary>
+    public static NormCall? Check(GatedOutputNorm? norm, HeadLayout heads, int tokens)
+    {
+        if (norm is null) return null;
+        if (norm.Scale.Length != heads.ValueDim)
+            throw new ArgumentException($"output norm scale: expected V = {heads.ValueDim} floats (one per value dim), got {norm.Scale.Length}", "options");
+        long gate = (long)tokens * heads.OutputHeads * heads.ValueDim;
+        if (norm.Gate.Length != gate)
+            throw new ArgumentException($"output norm gate: expected (tokens, max(Hq, Hv), V) = ({tokens}, {heads.OutputHeads}, {heads.ValueDim}), {gate} floats; got {norm.Gate.Length}", "options");
+        if (!(norm.Epsilon >= 0f) || !float.IsFinite(norm.Epsilon))
+            throw new ArgumentException($"output norm epsilon must be finite and >= 0, got {norm.Epsilon}", "options");
+        if (!Enum.IsDefined(norm.Activation))
+            throw new ArgumentException($"output norm activation must be Silu or Sigmoid, got {(int)norm.Activation}", "options");
+        TensorArgs.RequireFinite(norm.Scale.Span, "output norm scale");
+        return new NormCall(norm, heads);
+    }
+
+    /// <summary>The kernels' view, on the pinned gate and scale.</summary>
+    public unsafe GatedNormRows Rows(float* gate, float* scale) =>
+        new(gate, (long)heads.OutputHeads * heads.ValueDim, scale, heads.ValueDim, Norm.Epsilon, Norm.Activation);
+
+    /// <summary>The norm applied to a finished output [tokens, max(Hq, Hv), V] in float64: the reference and GPU backends.</summary>
+    public void ApplyAfter(Span<float> output)
+    {
+        int v = heads.ValueDim;
+        var scale = Norm.Scale.Span;
+        var gate = Norm.Gate.Span;
+        for (int row = 0; row < output.Length / v; row++)
+        {
+            var o = output.Slice(row * v, v);
+            double squares = 0;
+            foreach (float x in o) squares += (double)x * x;
+            double inverse = 1 / Math.Sqrt(squares / v + Norm.Epsilon);
+            for (int i = 0; i < v; i++)
+            {
+                double z = gate[row * v + i], sigmoid = z >= 0 ? 1 / (1 + Math.Exp(-z)) : Math.Exp(z) / (1 + Math.Exp(z));
+                o[i] = (float)(o[i] * inverse * scale[i] * (Norm.Activation == GateActivation.Silu ? z * sigmoid : sigmoid));
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+using System.Numerics.Tensors;
+using Engine.Kernels.Gating;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+
+namespace Engine.Tests.Api;
+
+/// <summary>
+/// The delta rule with its gated output norm (<see cref="DeltaRuleOptions.OutputNorm"/>). Expected: the float64 reference's
+/// output without the norm, then the norm written out here per output head row (o / sqrt(mean(o²) + ε) · scale · act(z)).
+/// Both head groupings (more value heads than query heads, and more query heads than value heads), both modes, both
+/// activations, a value dim that is not a multiple of 16, the CPU kernels (which normalize before they store) and the
+/// reference backend; a non-finite gate is named.
+/// </summary>
+[TestFixture]
+public sealed class OutputNormTests
+{
+    private const int B = 2, T = 37;
+
+    [Test]
+    public void NormalizedOutputMatchesTheFormulaOnTheReferenceOutput([Values] AttentionMode mode, [Values] GateActivation activation,
+        [Values(2, 4)] int qHeads, [Values] bool onReference)
+    {
+        int kvHeads = 8 / qHeads, keyHeads = Math.Min(qHeads, kvHeads), outHeads = Math.Max(qHeads, kvHeads), k = 16, v = 24;
+        var data = new TestData(qHeads + (int)activation);
+        var q = new ReadOnlyTensorSpan<float>(data.Normal(B * T * qHeads * k, 0.5), [B, T, qHeads, k], []);
+        var key = new ReadOnlyTensorSpan<float>(data.Normal(B * T * keyHeads * k, 0.5), [B, T, keyHeads, k], []);
+        var value = new ReadOnlyTensorSpan<float>(data.Normal(B * T * kvHeads * v, 0.5), [B, T, kvHeads, v], []);
+        var beta = new ReadOnlyTensorSpan<float>(data.Uniform(B * T * kvHeads, 0.1, 0.9), [B, T, kvHeads], []);
+        var g = new ReadOnlyTensorSpan<float>(data.LogGates(B * T * kvHeads, 0.3), [B, T, kvHeads], []);
+        var scale = data.Normal(v, 0.3).Select(x => 1 + x).ToArray();
+        var gate = data.Normal(B * T * outHeads * v, 1.0);
+        var options = new DeltaRuleOptions { Mode = mode, QkL2Norm = true, ChunkSize = 16 };
+
+        var expected = Numerics.NaNs(B * T * outHeads * v);
+        Engine.DeltaRule.Forward(TestDevices.Reference, q, key, value, beta, g, new TensorSpan<float>(expected, [B, T, outHeads, v], []), options: options);
+        for (int row = 0; row < B * T * outHeads; row++)
+        {
+            double squares = 0;
+            for (int i = 0; i < v; i++) squares += (double)expected[row * v + i] * expected[row * v + i];
+            double inverse = 1 / Math.Sqrt(squares / v + 1e-6);
+            for (int i = 0; i < v; i++)
+            {
+                double z = gate[row * v + i], sigmoid = 1 / (1 + Math.Exp(-z));
+                expected[row * v + i] = (float)(expected[row * v + i] * inverse * scale[i] * (activation == GateActivation.Silu ? z * sigmoid : sigmoid));
+            }
+        }
+
+        var actual = Numerics.NaNs(B * T * outHeads * v);
+        var norm = new GatedOutputNorm { Scale = scale, Gate = gate, Epsilon = 1e-6f, Activation = activation };
+        Engine.DeltaRule.Forward(onReference ? TestDevices.Reference : TestDevices.Get(TestBackend.Cpu), q, key, value, beta, g,
+            new TensorSpan<float>(actual, [B, T, outHeads, v], []), options: options with { OutputNorm = norm });
+        Assert.That(Numerics.RelativeRms(actual, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+    }
+
+    [Test]
+    public void ANonFiniteGateIsNamed()
+    {
+        int h = 2, d = 16;
+        var data = new TestData(9);
+        var rows = data.Normal(B * T * h * d, 0.5);
+        var betas = data.Uniform(B * T * h, 0.1, 0.9);
+        var gate = data.Normal(B * T * h * d, 1.0);
+        gate[123] = float.NaN;
+        var output = Numerics.NaNs(B * T * h * d);
+        var options = new DeltaRuleOptions { OutputNorm = new GatedOutputNorm { Scale = new float[d], Gate = gate } };
+        var e = Assert.Throws<ArgumentException>(() =>
+        {
+            var q = new ReadOnlyTensorSpan<float>(rows, [B, T, h, d], []);
+            Engine.DeltaRule.Forward(TestDevices.Get(TestBackend.Cpu), q, q, q, new ReadOnlyTensorSpan<float>(betas, [B, T, h], []), default,
+                new TensorSpan<float>(output, [B, T, h, d], []), options: options);
+        })!;
+        Assert.That(e.ParamName, Is.EqualTo("output norm gate"), e.Message);
+    }
+}
