@@ -118,7 +118,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         if (conv is not null)
         {
             inputs.KeepConvolutionState(conv, op.Heads);
-            if (device.Backend != Backend.Cpu) inputs.Convolve(conv, op.Heads);
+            if (!cpu) inputs.Convolve(conv, op.Heads, exact: device.Backend == Backend.Reference);
         }
         var batch = inputs.Batch(options.Mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span, cpu ? conv : null, cpu ? norm : null);
         if (device.Backend == Backend.Gpu)
@@ -137,7 +137,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
                 AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, state);
                 if (finalState.Rank != 0) gpu.Download(state, TensorArgs.DenseSpan(finalState, "final_state"));
             }
-            norm?.ApplyAfter(batch.Output);
+            norm?.ApplyAfter(batch.Output, exact: false, options.Scheduler ?? device.Scheduler);
             OutputCheck.AfterRun(batch, op.Heads, default, norm);
         }
         else
@@ -154,7 +154,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
                 TensorArgs.RequireFinite(final.Span, "initial_state");
             }
             RunOnHost(device, op, options.Scheduler, batch, final.Span, initial);
-            if (!cpu) norm?.ApplyAfter(batch.Output);
+            if (!cpu) norm?.ApplyAfter(batch.Output, exact: true, options.Scheduler ?? device.Scheduler);
             OutputCheck.AfterRun(batch, op.Heads, initial, norm);
         }
         output.Commit();
@@ -347,13 +347,13 @@ internal ref struct CallInputs
     /// <summary>Keeps the convolution's final state of the raw q, k and v rows (before <see cref="Convolve"/> replaces them).</summary>
     public readonly void KeepConvolutionState(ConvolutionCall conv, HeadLayout heads) => conv.KeepFinalState(_q.Span, _k.Span, _v.Span, _rows, heads);
 
-    /// <summary>q, k and v replaced by dense convolved copies (float64 sums), for the backends whose kernels do not convolve.</summary>
-    public void Convolve(ConvolutionCall conv, HeadLayout heads)
+    /// <summary>q, k and v replaced by dense convolved copies (float64 sums when exact), for the backends whose kernels do not convolve.</summary>
+    public void Convolve(ConvolutionCall conv, HeadLayout heads, bool exact)
     {
         int kw = heads.KeyDim;
-        _q = FloatInput.Convolved(conv, _q, _rows.Q, 0, heads.QHeads, kw);
-        _k = FloatInput.Convolved(conv, _k, _rows.K, heads.QHeads * kw, heads.KeyHeads, kw);
-        _v = FloatInput.Convolved(conv, _v, _rows.V, (heads.QHeads + heads.KeyHeads) * kw, heads.ValueHeads, heads.ValueDim);
+        _q = FloatInput.Convolved(conv, _q, _rows.Q, 0, heads.QHeads, kw, exact);
+        _k = FloatInput.Convolved(conv, _k, _rows.K, heads.QHeads * kw, heads.KeyHeads, kw, exact);
+        _v = FloatInput.Convolved(conv, _v, _rows.V, (heads.QHeads + heads.KeyHeads) * kw, heads.ValueHeads, heads.ValueDim, exact);
         _rows = TokenRows.Dense(heads);
     }
 

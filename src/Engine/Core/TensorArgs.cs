@@ -178,11 +178,11 @@ internal ref struct FloatInput
     /// The dense convolved rows of one part (q, k or v: <paramref name="heads"/> of <paramref name="dim"/> from convolution channel
     /// <paramref name="channel"/>) of the raw rows <paramref name="raw"/> (token rows <paramref name="rowStride"/> apart), which it disposes.
     /// </summary>
-    public static FloatInput Convolved(ConvolutionCall conv, FloatInput raw, int rowStride, int channel, int heads, int dim)
+    public static FloatInput Convolved(ConvolutionCall conv, FloatInput raw, int rowStride, int channel, int heads, int dim, bool exact)
     {
         int n = conv.Sequences.TotalTokens * heads * dim;
         var input = new FloatInput { _rented = ArrayPool<float>.Shared.Rent(Math.Max(n, 1)) };
-        conv.ConvolveDense(raw.Span, rowStride, channel, heads, dim, input._rented);
+        conv.ConvolveDense(raw.Span, rowStride, channel, heads, dim, input._rented, exact);
         input.Span = input._rented.AsSpan(0, n);
         raw.Dispose();
         return input;

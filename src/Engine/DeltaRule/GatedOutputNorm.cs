@@ -50,9 +50,17 @@ internal sealed class NormCall(GatedOutputNorm norm, HeadLayout heads)
     public unsafe GatedNormRows Rows(float* gate, float* scale) =>
         new(gate, (long)heads.OutputHeads * heads.ValueDim, scale, heads.ValueDim, Norm.Epsilon, Norm.Activation);
 
-    /// <summary>The norm applied to a finished output [tokens, max(Hq, Hv), V] in float64: the reference and GPU backends.</summary>
-    public void ApplyAfter(Span<float> output)
+    /// <summary>
+    /// The norm applied to a finished output [tokens, max(Hq, Hv), V]: in float64 when <paramref name="exact"/> (the reference),
+    /// else by the CPU kernel (after a GPU run).
+    /// </summary>
+    public void ApplyAfter(Span<float> output, bool exact, IWorkScheduler scheduler)
     {
+        if (!exact)
+        {
+            GatedRmsNormCpu.Forward(output, Norm.Gate.Span, Norm.Scale.Span, Norm.Epsilon, Norm.Activation, output, scheduler);
+            return;
+        }
         int v = heads.ValueDim;
         var scale = Norm.Scale.Span;
         var gate = Norm.Gate.Span;

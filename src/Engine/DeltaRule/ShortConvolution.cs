@@ -120,11 +120,28 @@ internal sealed class ConvolutionCall : IDisposable
         new(taps, Bias.IsEmpty ? null : bias, InitialState.IsEmpty ? null : initial, Channels, Width, Silu, Sequences);
 
     /// <summary>
-    /// q, k and v convolved in float64 (rounded to fp32) into dense [tokens, heads, dim] buffers: what the reference and GPU
-    /// backends run on. One obvious loop per output value.
+    /// One part (q, k or v: <paramref name="heads"/> of <paramref name="dim"/> from channel <paramref name="channel"/>) of the raw
+    /// rows <paramref name="x"/> convolved into a dense [tokens, heads, dim] buffer, for the backends whose kernels do not
+    /// convolve: <paramref name="exact"/> (the reference) sums in float64, one obvious loop per value; otherwise (the GPU
+    /// backend) the CPU kernels' own row loads do it.
     /// </summary>
-    public void ConvolveDense(ReadOnlySpan<float> x, int rowStride, int channel, int heads, int dim, Span<float> dense)
+    public unsafe void ConvolveDense(ReadOnlySpan<float> x, int rowStride, int channel, int heads, int dim, Span<float> dense, bool exact)
     {
+        if (!exact)
+        {
+            fixed (float* taps = Taps, pb = Bias, pi = InitialState, px = x, pd = dense)
+            {
+                var rows = Rows(taps, pb, pi);
+                for (int n = 0; n < Sequences.Count; n++)
+                    for (int h = 0; h < heads; h++)
+                    {
+                        int start = Sequences.Start(n);
+                        rows.Load(pd + (long)start * heads * dim + h * dim, heads * dim, dim, new HeadRows(px, rowStride, dim, h, start),
+                            channel + h * dim, start, Sequences.Length(n));
+                    }
+            }
+            return;
+        }
         int width = Width, carry = width - 1, partWidth = heads * dim;
         var weight = _conv.Weight.Span;
         var bias = Bias;

@@ -20,6 +20,14 @@ public sealed class OutputNormTests
     [Test]
     public void NormalizedOutputMatchesTheFormulaOnTheReferenceOutput([Values] AttentionMode mode, [Values] GateActivation activation,
         [Values(2, 4)] int qHeads, [Values] bool onReference)
+        => NormalizedOutputMatches(mode, activation, qHeads, onReference ? TestDevices.Reference : TestDevices.Get(TestBackend.Cpu));
+
+    /// <summary>The GPU backend normalizes its output on the host with the CPU kernel.</summary>
+    [Test]
+    public void TheGpuBackendNormalizesAfterItsRun([Values(TestBackend.GpuOnCpuAccelerator, TestBackend.GpuOnCuda)] TestBackend backend)
+        => NormalizedOutputMatches(AttentionMode.Chunked, GateActivation.Silu, 2, TestDevices.Get(backend));
+
+    private static void NormalizedOutputMatches(AttentionMode mode, GateActivation activation, int qHeads, EngineDevice device)
     {
         int kvHeads = 8 / qHeads, keyHeads = Math.Min(qHeads, kvHeads), outHeads = Math.Max(qHeads, kvHeads), k = 16, v = 24;
         var data = new TestData(qHeads + (int)activation);
@@ -48,7 +56,7 @@ public sealed class OutputNormTests
 
         var actual = Numerics.NaNs(B * T * outHeads * v);
         var norm = new GatedOutputNorm { Scale = scale, Gate = gate, Epsilon = 1e-6f, Activation = activation };
-        Engine.DeltaRule.Forward(onReference ? TestDevices.Reference : TestDevices.Get(TestBackend.Cpu), q, key, value, beta, g,
+        Engine.DeltaRule.Forward(device, q, key, value, beta, g,
             new TensorSpan<float>(actual, [B, T, outHeads, v], []), options: options with { OutputNorm = norm });
         Assert.That(Numerics.RelativeRms(actual, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
     }

@@ -76,6 +76,14 @@ public sealed class ShortConvolutionTests
     [Test]
     public void ConvolvedRowsMatchTheReferenceOnConvolvedInputs([Values] AttentionMode mode, [Values("none", "head", "key")] string gate,
         [Values(16, 20)] int k, [Values] bool onReference)
+        => ConvolvedRowsMatch(mode, gate, k, onReference ? TestDevices.Reference : TestDevices.Get(TestBackend.Cpu));
+
+    /// <summary>The GPU backend convolves on the host with the CPU kernels' row loads, then runs its own kernels.</summary>
+    [Test]
+    public void TheGpuBackendRunsOnConvolvedCopies([Values(TestBackend.GpuOnCpuAccelerator, TestBackend.GpuOnCuda)] TestBackend backend)
+        => ConvolvedRowsMatch(AttentionMode.Chunked, "head", 16, TestDevices.Get(backend));
+
+    private static void ConvolvedRowsMatch(AttentionMode mode, string gate, int k, EngineDevice device)
     {
         int v = k == 16 ? 16 : 24;
         var c = MakeCase(k, v, bias: gate != "none", seed: k + gate.Length);
@@ -99,7 +107,7 @@ public sealed class ShortConvolutionTests
         var actualState = Numerics.NaNs(stateLength);
         var convState = Numerics.NaNs(c.InitialState.Length);
         var conv = new ShortConvolution { Weight = c.Weight, Width = ConvWidth, Bias = c.Bias, Silu = silu, InitialState = c.InitialState, FinalState = convState };
-        Engine.DeltaRule.Forward(onReference ? TestDevices.Reference : TestDevices.Get(TestBackend.Cpu), c.View(0, Hk, k), c.View(Hk * k, Hk, k), c.View(2 * Hk * k, Hv, v), beta, g,
+        Engine.DeltaRule.Forward(device, c.View(0, Hk, k), c.View(Hk * k, Hk, k), c.View(2 * Hk * k, Hv, v), beta, g,
             new TensorSpan<float>(actual, [1, Tokens, Hv, v], []), finalState: new TensorSpan<float>(actualState, [Sequences, Hv, k, v], []),
             cuSeqlens: Offsets, options: options with { Convolution = conv });
 
