@@ -412,11 +412,7 @@ public static class HandoverRewriter
                 Name = LinearAttentionSignature.ConvActivation, Type = AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8(activation),
             });
             graph.Node.Remove(conv);
-            int convEntry = nodes.FindLastIndex(n => n.NodeName == NameOf(conv) && n.ToEngine);
-            if (convEntry >= 0) nodes[convEntry] = nodes[convEntry] with { Detail = $"{nodes[convEntry].Detail}; folded into LinearAttention '{NameOf(attention)}'" };
-            int entry = nodes.FindLastIndex(n => n.NodeName == NameOf(attention) && n.ToEngine);
-            if (entry >= 0)
-                nodes[entry] = nodes[entry] with { Detail = $"{nodes[entry].Detail}; convolves the rows of '{conv.Input[0]}' as it loads them: CausalConvWithState '{NameOf(conv)}' folded in" };
+            NoteFold(nodes, conv, attention, $"convolves the rows of '{conv.Input[0]}' as it loads them: CausalConvWithState '{NameOf(conv)}' folded in");
         }
     }
 
@@ -482,12 +478,17 @@ public static class HandoverRewriter
                 S = norm.Attribute.FirstOrDefault(a => a.Name == "activation")?.S ?? Google.Protobuf.ByteString.CopyFromUtf8("silu"),
             });
             graph.Node.Remove(norm);
-            int normEntry = nodes.FindLastIndex(n => n.NodeName == NameOf(norm) && n.ToEngine);
-            if (normEntry >= 0) nodes[normEntry] = nodes[normEntry] with { Detail = $"{nodes[normEntry].Detail}; folded into LinearAttention '{NameOf(attention)}'" };
-            int entry = nodes.FindLastIndex(n => n.NodeName == NameOf(attention) && n.ToEngine);
-            if (entry >= 0)
-                nodes[entry] = nodes[entry] with { Detail = $"{nodes[entry].Detail}; normalizes and gates its output heads: GatedRMSNorm '{NameOf(norm)}' folded in" };
+            NoteFold(nodes, norm, attention, $"normalizes and gates its output heads: GatedRMSNorm '{NameOf(norm)}' folded in");
         }
+    }
+
+    /// <summary>The plan's entries of a node folded into a LinearAttention and of the attention, which says what it now does.</summary>
+    private static void NoteFold(List<HandoverNode> nodes, NodeProto folded, NodeProto attention, string what)
+    {
+        int foldedEntry = nodes.FindLastIndex(n => n.NodeName == NameOf(folded) && n.ToEngine);
+        if (foldedEntry >= 0) nodes[foldedEntry] = nodes[foldedEntry] with { Detail = $"{nodes[foldedEntry].Detail}; folded into LinearAttention '{NameOf(attention)}'" };
+        int entry = nodes.FindLastIndex(n => n.NodeName == NameOf(attention) && n.ToEngine);
+        if (entry >= 0) nodes[entry] = nodes[entry] with { Detail = $"{nodes[entry].Detail}; {what}" };
     }
 
     /// <summary>A value's element type: declared, or a MatMul's by its declared weight, or a Cast's target; else null.</summary>
