@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Engine.Kernels.Common;
 
@@ -32,12 +33,23 @@ public static class SimdMath
         return Vector512.ConditionalSelect(inRange, p * scale, Vector512<float>.Zero);
     }
 
-    /// <summary>1 / (1 + e^−x), its exponent e^−|x| kept <= 1: r = 1 / (1 + e^−|x|) for x >= 0, e^−|x| · r below.</summary>
+    /// <summary>
+    /// 1 / (1 + e^−x), its exponent e^−|x| kept <= 1: r = 1 / (1 + e^−|x|) for x >= 0, e^−|x| · r below. With AVX-512 the
+    /// reciprocal of 1 + e^−|x| (in [1, 2]) is the 14-bit estimate refined by one Newton step (within 2 ulp), which issues
+    /// several times faster than a division.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Sigmoid(Vector512<float> x)
     {
         var e = ExpNonPositive(-Vector512.Abs(x));
-        var r = Vector512<float>.One / (Vector512<float>.One + e);
+        var d = Vector512<float>.One + e;
+        Vector512<float> r;
+        if (Avx512F.IsSupported)
+        {
+            r = Avx512F.Reciprocal14(d);
+            r = Vector512.FusedMultiplyAdd(r, Vector512.FusedMultiplyAdd(-d, r, Vector512<float>.One), r);
+        }
+        else r = Vector512<float>.One / d;
         return Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, Vector512<float>.Zero), r, e * r);
     }
 

@@ -32,27 +32,56 @@ public readonly unsafe struct ShortConvRows(float* taps, float* bias, float* ini
     {
         int sequence = _sequences.SequenceOf(start), first = start - _sequences.Start(sequence), dim = rows.Dim;
         int vectorEnd = dim / Lanes * Lanes;
-        for (int i = 0; i < len; i++)
+        // Rows whose first taps reach into the initial state, then the rest 16 channels at a time.
+        int inSequence = Math.Clamp(_carry - first, 0, len);
+        for (int i = 0; i < inSequence; i++)
+            for (int c = 0; c < dim; c++) dst[(long)i * ld + c] = Scalar(rows, i, first + i, sequence, channel, c);
+        for (int c = 0; c < vectorEnd; c += Lanes)
         {
-            float* y = dst + (long)i * ld;
-            int position = first + i;
-            if (position >= _carry)
-            {
-                float* x0 = rows.Row(i - _carry);
-                for (int c = 0; c < vectorEnd; c += Lanes)
-                {
-                    var acc = _bias == null ? Vector512<float>.Zero : Vector512.Load(_bias + channel + c);
-                    for (int j = 0; j < _k; j++)
-                        acc = Vector512.FusedMultiplyAdd(Vector512.Load(_taps + (long)j * _channels + channel + c), Vector512.Load(x0 + (long)j * rows.Stride + c), acc);
-                    (_silu ? SimdMath.Silu(acc) : acc).Store(y + c);
-                }
-                for (int c = vectorEnd; c < dim; c++) y[c] = Scalar(rows, i, position, sequence, channel, c);
-            }
-            else
-            {
-                for (int c = 0; c < dim; c++) y[c] = Scalar(rows, i, position, sequence, channel, c);
-            }
-            for (int c = dim; c < padded; c++) y[c] = 0f;
+            if (_k <= 4) Window(dst + c, ld, rows, inSequence, len, channel + c, c);
+            else Taps(dst + c, ld, rows, inSequence, len, channel + c, c);
+        }
+        for (int i = inSequence; i < len; i++)
+            for (int c = vectorEnd; c < dim; c++) dst[(long)i * ld + c] = Scalar(rows, i, first + i, sequence, channel, c);
+        for (int i = 0; i < len; i++)
+            for (int c = dim; c < padded; c++) dst[(long)i * ld + c] = 0f;
+    }
+
+    /// <summary>
+    /// 16 channels of rows [from, to) for W &lt;= 4: the taps and the last three input rows held in registers, one new row
+    /// loaded per output row (a width under 4 is the same sum with its leading taps zero, whose rows are never read).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Window(float* dst, int ld, HeadRows rows, int from, int to, int channel, int c)
+    {
+        var w3 = Vector512.Load(_taps + (long)_carry * _channels + channel);
+        var w2 = _k >= 2 ? Vector512.Load(_taps + (long)(_carry - 1) * _channels + channel) : Vector512<float>.Zero;
+        var w1 = _k >= 3 ? Vector512.Load(_taps + (long)(_carry - 2) * _channels + channel) : Vector512<float>.Zero;
+        var w0 = _k >= 4 ? Vector512.Load(_taps + (long)(_carry - 3) * _channels + channel) : Vector512<float>.Zero;
+        var b = _bias == null ? Vector512<float>.Zero : Vector512.Load(_bias + channel);
+        var x0 = _k >= 4 ? Vector512.Load(rows.Row(from - 3) + c) : Vector512<float>.Zero;
+        var x1 = _k >= 3 ? Vector512.Load(rows.Row(from - 2) + c) : Vector512<float>.Zero;
+        var x2 = _k >= 2 ? Vector512.Load(rows.Row(from - 1) + c) : Vector512<float>.Zero;
+        float* x = rows.Row(from) + c, y = dst + (long)from * ld;
+        for (int i = from; i < to; i++, x += rows.Stride, y += ld)
+        {
+            var x3 = Vector512.Load(x);
+            var acc = Vector512.FusedMultiplyAdd(w3, x3, Vector512.FusedMultiplyAdd(w2, x2, Vector512.FusedMultiplyAdd(w1, x1, Vector512.FusedMultiplyAdd(w0, x0, b))));
+            (_silu ? SimdMath.Silu(acc) : acc).Store(y);
+            (x0, x1, x2) = (x1, x2, x3);
+        }
+    }
+
+    /// <summary>16 channels of rows [from, to), every tap read for every row (widths over 4).</summary>
+    private void Taps(float* dst, int ld, HeadRows rows, int from, int to, int channel, int c)
+    {
+        for (int i = from; i < to; i++)
+        {
+            float* x0 = rows.Row(i - _carry) + c;
+            var acc = _bias == null ? Vector512<float>.Zero : Vector512.Load(_bias + channel);
+            for (int j = 0; j < _k; j++)
+                acc = Vector512.FusedMultiplyAdd(Vector512.Load(_taps + (long)j * _channels + channel), Vector512.Load(x0 + (long)j * rows.Stride), acc);
+            (_silu ? SimdMath.Silu(acc) : acc).Store(dst + (long)i * ld);
         }
     }
 

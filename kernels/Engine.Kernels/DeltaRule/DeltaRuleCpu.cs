@@ -266,6 +266,13 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         UnitLowerInverse.Invert(scores, lda, w.Tinv, _c, len);
     }
 
+    /// <summary>The output norm's gate rows of the chunk's output heads, asked for while the chunk computes.</summary>
+    private void PrefetchNormGates(in Io io, ChunkUnit chunk)
+    {
+        if (!io.Norm.Active) return;
+        for (int oh = chunk.Head * _config.Heads.Group; oh < (chunk.Head + 1) * _config.Heads.Group; oh++) io.Norm.Prefetch(oh, chunk.Start, chunk.Length);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Chunk(in Io io, ChunkUnit chunk, in Work w)
     {
@@ -274,6 +281,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         int kp = _kp, vp = _vp, cc = _c, nblocks = HeadLayout.RoundUp16(len) / ScalarChunkDecay.Block;
         var decay = w.HeadDecay;
         float* values = LoadKeysValues(io, chunk, w, out int ldv);
+        PrefetchNormGates(io, chunk);
         if (!decay.Prepare(decay.Gated ? io.G + (long)cs * heads.ValueHeads + h : null, heads.ValueHeads, w.Kc, len)) *io.GateFaults = 1;
 
         // A = strict_lower(diag(β) K Kᵀ ⊙ D), T = (I + A)⁻¹, V_new = T β (V − e^G K S).
@@ -315,6 +323,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         int nsub = HeadLayout.RoundUp16(len) / PerKeyChunkDecay.Sub;
         var decay = w.KeyDecay;
         float* values = LoadKeysValues(io, chunk, w, out int ldv);
+        PrefetchNormGates(io, chunk);
         if (!decay.Prepare(io.G + ((long)cs * heads.ValueHeads + h) * kd, (long)heads.ValueHeads * kd, kd, w.Kc, len)) *io.GateFaults = 1;
 
         // [K ⊙ e^b | K Kᵀ ⊙ decay], then A = β_i times its part below the diagonal, T = (I + A)⁻¹, V_new = T β (V − (K ⊙ e^b) S).

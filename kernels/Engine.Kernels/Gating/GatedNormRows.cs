@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics.X86;
 using Engine.Kernels.Common;
 
 namespace Engine.Kernels.Gating;
@@ -12,6 +13,20 @@ public readonly unsafe struct GatedNormRows(float* gate, long gateRowStride, flo
     private readonly float* _gate = gate, _scale = scale;
 
     public bool Active => _gate != null;
+
+    /// <summary>
+    /// Asks for the gate rows of output head <paramref name="head"/> over tokens [start, start + len) into L2: each row lies in its
+    /// own page, which the hardware prefetcher does not cross, so a kernel asks when it starts a chunk and reads them at its end.
+    /// </summary>
+    public void Prefetch(int head, int start, int len)
+    {
+        if (!Sse.IsSupported) return;
+        for (int i = 0; i < len; i++)
+        {
+            float* row = _gate + (start + i) * gateRowStride + (long)head * valueDim;
+            for (int f = 0; f < valueDim; f += 16) Sse.Prefetch1(row + f);
+        }
+    }
 
     /// <summary>Rows 0..len (stride <paramref name="ld"/>) of output head <paramref name="head"/> from packed token <paramref name="start"/>, in place.</summary>
     public void Apply(float* rows, int ld, int head, int start, int len)
