@@ -113,7 +113,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         var norm = NormCall.Check(outputNorm, op.Heads, call.Shapes.Sequences.TotalTokens);
         bool cpu = device.Backend == Backend.Cpu;
 
-        using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu);
+        using var inputs = CallInputs.From(op, t, rowsInPlace: cpu);
         using var output = new FloatOutput<T>(t.Output, "output");
         if (conv is not null)
         {
