@@ -31,8 +31,11 @@ public sealed class GpuKernelAssemblyTests
 
     private readonly Dictionary<string, string> _ptx = [];
 
-    /// <summary>Each kernel's assembly per architecture, made once: the register and the instruction checks read the same one.</summary>
-    private readonly Dictionary<(string Kernel, string Arch), PtxAssembly> _assemblies = [];
+    /// <summary>
+    /// Each kernel's assembly per architecture, made once for the register and the instruction checks: all started by the first
+    /// check and run side by side (ptxas keeps one core busy), each check waiting for its own.
+    /// </summary>
+    private Dictionary<(string Kernel, string Arch), Task<PtxAssembly>>? _assemblies;
 
     [OneTimeSetUp]
     public void Compile()
@@ -91,9 +94,10 @@ public sealed class GpuKernelAssemblyTests
 
     private PtxAssembly Assembly(string kernel, string arch)
     {
-        if (!_assemblies.TryGetValue((kernel, arch), out var assembly))
-            _assemblies[(kernel, arch)] = assembly = Assembler().Assemble(_ptx[kernel], arch);
-        return assembly;
+        var assembler = Assembler();
+        _assemblies ??= (from k in Kernels() from a in PtxCompiler.Architectures.Keys select (k, a))
+            .ToDictionary(key => key, key => Task.Run(() => assembler.Assemble(_ptx[key.k], key.a)));
+        return _assemblies[(kernel, arch)].GetAwaiter().GetResult();
     }
 
     private static PtxAssembler Assembler()
