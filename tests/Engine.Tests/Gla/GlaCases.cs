@@ -71,11 +71,11 @@ public static class GlaCases
             yield return new GlaCase { B = 1, T = 63, K = 64, V = 64 };
             yield return new GlaCase { B = 2, T = 100, Hq = 4, Hkv = 4, K = 60, V = 60, WithInitialState = true };
             yield return new GlaCase { B = 2, T = 1000, Hq = 3, Hkv = 3, K = 128, V = 128 };
-            // Gate forms and strengths.
+            // Gate forms and strengths (no gate has no strength).
             foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead, GateKind.None })
             {
                 yield return new GlaCase { B = 2, T = 100, Hq = 4, Hkv = 4, K = 60, V = 60, Gate = gate, WithInitialState = true };
-                foreach (var strength in new[] { 0.1, 1.0, 10.0 })
+                foreach (var strength in gate == GateKind.None ? [1.0] : new[] { 0.1, 1.0, 10.0 })
                     yield return new GlaCase { B = 1, T = 150, Hq = 2, Hkv = 2, K = 32, V = 48, Gate = gate, GateScale = strength, WithInitialState = true };
             }
             // Chunk sizes, grouped heads, explicit scale, recurrent mode, edge lengths.

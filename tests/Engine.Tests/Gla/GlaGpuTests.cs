@@ -131,19 +131,23 @@ public sealed class GlaGpuTests
     /// <summary>
     /// The tensor-core paths, emulated in CUDA's geometry (128 threads, 32-lane warps): within their bound, and not within the
     /// fp32 one (the products' operands are rounded to tf32 or fp16). Per-key gates (each chunk size's tile shape), Lightning's
-    /// constant gate and no gate.
+    /// constant gate and no gate, over an empty sequence and one of a chunk and 7 tokens (a partial chunk that leaves rows empty in
+    /// both halves of a warp's 16, and a partial step of the products over its tokens). K = 8 is one slice of keys and a partial
+    /// step of fp16's depth of 16. Once each (the emulation is slow): grouped query heads (2 over 1), and K = 40, a second, partial
+    /// slice.
     /// </summary>
-    [TestCase(GpuPrecision.Tf32, 16, GateKind.PerKey)]
-    [TestCase(GpuPrecision.Tf32, 64, GateKind.PerKey)]
-    [TestCase(GpuPrecision.Tf32, 32, GateKind.Constant)]
-    [TestCase(GpuPrecision.Fp16, 16, GateKind.PerKey)]
-    [TestCase(GpuPrecision.Fp16, 64, GateKind.PerKey)]
-    [TestCase(GpuPrecision.Fp16, 32, GateKind.Constant)]
-    [TestCase(GpuPrecision.Fp16, 16, GateKind.None)]
-    public void TensorCoresMatchReferenceWithinTheirBound(GpuPrecision precision, int chunk, GateKind gate)
+    [TestCase(GpuPrecision.Tf32, 16, GateKind.PerKey, 2, 8)]
+    [TestCase(GpuPrecision.Tf32, 64, GateKind.PerKey, 1, 8)]
+    [TestCase(GpuPrecision.Tf32, 32, GateKind.Constant, 1, 8)]
+    [TestCase(GpuPrecision.Fp16, 16, GateKind.PerKey, 1, 8)]
+    [TestCase(GpuPrecision.Fp16, 64, GateKind.PerKey, 1, 8)]
+    [TestCase(GpuPrecision.Fp16, 32, GateKind.Constant, 1, 8)]
+    [TestCase(GpuPrecision.Fp16, 16, GateKind.None, 1, 40)]
+    public void TensorCoresMatchReferenceWithinTheirBound(GpuPrecision precision, int chunk, GateKind gate, int queryHeads, int keyDim)
     {
-        var config = new GlaConfig(new HeadLayout(2, 1, 40, 36), gate, 0.3f, chunk, gate == GateKind.Constant ? [-0.2f] : null, precision);
-        var problem = new Problem(config, SequenceLayout.Packed([0, 1, 1, 40], 40), seed: 71);
+        var config = new GlaConfig(new HeadLayout(queryHeads, 1, keyDim, 12), gate, 0.3f, chunk, gate == GateKind.Constant ? [-0.2f] : null, precision);
+        int tokens = chunk + 7;
+        var problem = new Problem(config, SequenceLayout.Packed([0, 0, tokens], tokens), seed: 71);
         using var gpu = new GlaGpu(config, _cudaWarpRuntime);
         var actual = problem.Run(gpu, chunked: true);
         var expected = problem.Reference();
@@ -158,7 +162,7 @@ public sealed class GlaGpuTests
     [Test]
     public void Fp16OverflowOfALaterTokenReachesNoEarlierRow()
     {
-        var heads = new HeadLayout(1, 1, 32, 32);
+        var heads = new HeadLayout(1, 1, 8, 12);
         var config = new GlaConfig(heads, GateKind.PerKey, 1f, 64, gpuPrecision: GpuPrecision.Fp16);
         var problem = new Problem(config, SequenceLayout.Packed([0, 40], 40), seed: 73);
         const int fault = 21;

@@ -14,7 +14,7 @@ namespace Engine.Tests.Gla;
 [TestFixture]
 public sealed class GpuPrecisionTests
 {
-    private const int T = 40, K = 32, V = 32;
+    private const int T = 24, K = 8, V = 12;
 
     /// <summary>The tensor-core precisions' stated bound on the relative RMS error (<see cref="AttentionOptions.GpuPrecision"/>).</summary>
     private const double TensorCoreTolerance = 2e-3;

@@ -29,8 +29,14 @@ public sealed class CausalityUnderFaultsTests
     [OneTimeTearDown]
     public void DisposeGpuRuntime() => _gpu.Dispose();
 
-    private const int QHeads = 4, KvHeads = 2, FirstSequence = 11;
+    private const int FirstSequence = 11;
     private static readonly float[] Faults = [float.NaN, float.PositiveInfinity];
+
+    /// <summary>Query heads over key/value heads, grouped: two pairs on the CPU, one on the GPU kernels (the CPU accelerator is slow).</summary>
+    private static (int Q, int Kv) Heads(bool gpu) => gpu ? (2, 1) : (4, 2);
+
+    /// <summary>The constant gate's log decay of each key/value head.</summary>
+    private static readonly float[] ConstantLogDecays = [-0.05f, -0.4f];
 
     private static IEnumerable<TestCaseData> GlaCases() =>
         from gate in new[] { GateKind.None, GateKind.PerHead, GateKind.PerKey, GateKind.Constant }
@@ -67,27 +73,28 @@ public sealed class CausalityUnderFaultsTests
 
     private void GlaIsCausal(GateKind gate, int chunk, int kd, int vd, bool gpu)
     {
-        var heads = new HeadLayout(QHeads, KvHeads, kd, vd);
-        var config = new GlaConfig(heads, gate, 1f / MathF.Sqrt(kd), chunk, gate == GateKind.Constant ? [-0.05f, -0.4f] : null);
+        var (qHeads, kvHeads) = Heads(gpu);
+        var heads = new HeadLayout(qHeads, kvHeads, kd, vd);
+        var config = new GlaConfig(heads, gate, 1f / MathF.Sqrt(kd), chunk, gate == GateKind.Constant ? ConstantLogDecays[..kvHeads] : null);
         using var cpuKernel = gpu ? null : new GlaCpu(config);
         using var gpuKernel = gpu ? new GlaGpu(config, _gpu) : null;
-        using var gpuState = _gpu.Accelerator.Allocate1D<float>(2 * KvHeads * kd * vd);
+        using var gpuState = _gpu.Accelerator.Allocate1D<float>(2 * kvHeads * kd * vd);
         var (sequences, tokens) = Layout(chunk);
         var data = new TestData(chunk * 1000 + kd * 10 + (int)gate);
         var inputs = new Dictionary<string, (float[] Values, int PerToken)>
         {
-            ["q"] = (data.Normal(tokens * QHeads * kd), QHeads * kd),
-            ["k"] = (data.UnitRows(tokens * KvHeads, kd), KvHeads * kd),
-            ["v"] = (data.Normal(tokens * KvHeads * vd), KvHeads * vd),
+            ["q"] = (data.Normal(tokens * qHeads * kd), qHeads * kd),
+            ["k"] = (data.UnitRows(tokens * kvHeads, kd), kvHeads * kd),
+            ["v"] = (data.Normal(tokens * kvHeads * vd), kvHeads * vd),
         };
         var g = data.LogGates(tokens * config.GatePerToken, 1);
 
         float[] Run()
         {
-            var output = Numerics.NaNs(tokens * QHeads * vd);
+            var output = Numerics.NaNs(tokens * qHeads * vd);
             if (gpuKernel is null)
             {
-                cpuKernel!.Chunked(TwoWorkers, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, g, output, new float[2 * KvHeads * kd * vd]);
+                cpuKernel!.Chunked(TwoWorkers, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, g, output, new float[2 * kvHeads * kd * vd]);
                 return output;
             }
             gpuState.MemSetToZero();
@@ -95,36 +102,37 @@ public sealed class CausalityUnderFaultsTests
             return output;
         }
 
-        var expected = new double[tokens * QHeads * vd];
-        GlaReference.Forward(config, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, g, expected, new double[2 * KvHeads * kd * vd]);
-        AssertCausal(chunk, QHeads * vd, inputs, Run, expected);
+        var expected = new double[tokens * qHeads * vd];
+        GlaReference.Forward(config, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, g, expected, new double[2 * kvHeads * kd * vd]);
+        AssertCausal(chunk, qHeads * vd, inputs, Run, expected);
     }
 
     private void DeltaRuleIsCausal(GateKind gate, int chunk, int kd, int vd, bool gpu)
     {
-        var heads = new HeadLayout(QHeads, KvHeads, kd, vd);
+        var (qHeads, kvHeads) = Heads(gpu);
+        var heads = new HeadLayout(qHeads, kvHeads, kd, vd);
         var config = new DeltaRuleConfig(heads, gate, 1f / MathF.Sqrt(kd), chunk, qkL2Norm: true);
         using var cpuKernel = gpu ? null : new DeltaRuleCpu(config);
         using var gpuKernel = gpu ? new DeltaRuleGpu(config, _gpu) : null;
-        using var gpuState = _gpu.Accelerator.Allocate1D<float>(2 * KvHeads * kd * vd);
+        using var gpuState = _gpu.Accelerator.Allocate1D<float>(2 * kvHeads * kd * vd);
         var (sequences, tokens) = Layout(chunk);
         var data = new TestData(chunk * 1000 + kd * 10 + (int)gate + 500);
         var inputs = new Dictionary<string, (float[] Values, int PerToken)>
         {
-            ["q"] = (data.Normal(tokens * QHeads * kd), QHeads * kd),
-            ["k"] = (data.Normal(tokens * KvHeads * kd), KvHeads * kd),
-            ["v"] = (data.Normal(tokens * KvHeads * vd), KvHeads * vd),
-            ["beta"] = (data.Uniform(tokens * KvHeads, 0.05, 0.95), KvHeads),
+            ["q"] = (data.Normal(tokens * qHeads * kd), qHeads * kd),
+            ["k"] = (data.Normal(tokens * kvHeads * kd), kvHeads * kd),
+            ["v"] = (data.Normal(tokens * kvHeads * vd), kvHeads * vd),
+            ["beta"] = (data.Uniform(tokens * kvHeads, 0.05, 0.95), kvHeads),
         };
         var g = data.LogGates(tokens * config.GatePerToken, 1);
 
         float[] Run()
         {
-            var output = Numerics.NaNs(tokens * QHeads * vd);
+            var output = Numerics.NaNs(tokens * qHeads * vd);
             if (gpuKernel is null)
             {
                 cpuKernel!.Chunked(TwoWorkers, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, inputs["beta"].Values, g, output,
-                    new float[2 * KvHeads * kd * vd]);
+                    new float[2 * kvHeads * kd * vd]);
                 return output;
             }
             gpuState.MemSetToZero();
@@ -132,10 +140,10 @@ public sealed class CausalityUnderFaultsTests
             return output;
         }
 
-        var expected = new double[tokens * QHeads * vd];
+        var expected = new double[tokens * qHeads * vd];
         DeltaRuleReference.Forward(config, sequences, inputs["q"].Values, inputs["k"].Values, inputs["v"].Values, inputs["beta"].Values, g,
-            expected, new double[2 * KvHeads * kd * vd]);
-        AssertCausal(chunk, QHeads * vd, inputs, Run, expected);
+            expected, new double[2 * kvHeads * kd * vd]);
+        AssertCausal(chunk, qHeads * vd, inputs, Run, expected);
     }
 
     /// <summary>A short first sequence, then one of two full chunks and a partial one of 7 tokens.</summary>
