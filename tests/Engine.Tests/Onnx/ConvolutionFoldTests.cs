@@ -43,14 +43,7 @@ public sealed class ConvolutionFoldTests
             ["decay"] = TensorData.Create(Enumerable.Range(0, Batch * length * ValueHeads).Select(i => -0.05f * (1 + i % 7)).ToArray(), Batch, length, ValueHeads),
             ["beta"] = TensorData.Create(Enumerable.Range(0, Batch * length * ValueHeads).Select(i => 0.2f + 0.1f * (i % 6)).ToArray(), Batch, length, ValueHeads),
         };
-        var byOrt = ort.Run(inputs);
-        var byEngine = engine.Run(inputs);
-        Assert.That(engine.OutputNames, Does.Contain("present_conv_state"));
-        foreach (var name in engine.OutputNames)
-        {
-            Assert.That(OnnxAssert.Floats(byOrt[name]).All(float.IsFinite), Is.True, $"ORT's {name} is finite");
-            OnnxAssert.Close(byEngine[name], byOrt[name], $"{variant}, T = {length}: {name}, hand-over vs ORT alone");
-        }
+        OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, $"{variant}, T = {length}");
     }
 
     private static OnnxModel Model(Variant variant, int length)

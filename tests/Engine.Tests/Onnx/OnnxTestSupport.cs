@@ -49,6 +49,21 @@ public static class OnnxAssert
         Close(actual, TestData.ToDouble(Floats(expected)), what, tolerance);
     }
 
+    /// <summary>
+    /// Every output of the hand-over's run close to ORT alone's on the same inputs, ORT's finite (so a fold that breaks a
+    /// value shows as a difference, not as NaN on both sides).
+    /// </summary>
+    public static void AgreesWithOrtAlone(ModelSession engine, ModelSession ort, IReadOnlyDictionary<string, TensorData> inputs, string what)
+    {
+        var byOrt = ort.Run(inputs);
+        var byEngine = engine.Run(inputs);
+        foreach (var name in engine.OutputNames)
+        {
+            Assert.That(Floats(byOrt[name]).All(float.IsFinite), Is.True, $"ORT's {name} is finite");
+            Close(byEngine[name], byOrt[name], $"{what}: {name}, hand-over vs ORT alone");
+        }
+    }
+
     /// <summary>A float or float16 tensor's values as floats.</summary>
     public static float[] Floats(TensorData t) =>
         t.ElementType == TensorElementType.Float16 ? TestData.FromHalf(t.As<Half>()) : t.As<float>();

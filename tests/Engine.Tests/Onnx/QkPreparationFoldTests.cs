@@ -47,13 +47,7 @@ public sealed class QkPreparationFoldTests
             ["decay"] = TensorData.Create(Enumerable.Range(0, Batch * Length * ValueHeads).Select(i => -0.05f * (1 + i % 7)).ToArray(), Batch, Length, ValueHeads),
             ["beta"] = TensorData.Create(Enumerable.Range(0, Batch * Length * ValueHeads).Select(i => 0.2f + 0.1f * (i % 6)).ToArray(), Batch, Length, ValueHeads),
         };
-        var byOrt = ort.Run(inputs);
-        var byEngine = engine.Run(inputs);
-        foreach (var name in engine.OutputNames)
-        {
-            Assert.That(OnnxAssert.Floats(byOrt[name]).All(float.IsFinite), Is.True, $"ORT's {name} is finite");
-            OnnxAssert.Close(byEngine[name], byOrt[name], $"{variant}: {name}, hand-over vs ORT alone");
-        }
+        OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, $"{variant}");
     }
 
     private static OnnxModel Model(Variant variant)
