@@ -266,7 +266,6 @@ public sealed class DeviceTensorTests
         {
             ("tensor.Check", 10L), ("gla.CumulativeGates", 2L), ("gla.ChunkStates", 2L), ("gla.Output", 2L),
         }), "per call: checks of g, q, k, v and the output, then the three GLA kernels");
-        Assert.That(times.All(t => t.Elapsed >= TimeSpan.Zero));
         Assert.Throws<InvalidOperationException>(() => _gpu.StopGpuProfile(), "no profile is being taken");
     }
 
