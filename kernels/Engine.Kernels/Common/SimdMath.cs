@@ -16,22 +16,31 @@ public static class SimdMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ExpNonPositive(Vector512<float> x)
     {
-        var inRange = Vector512.GreaterThanOrEqual(x, Vector512.Create(-87.3f));
-        x = Vector512.Max(x, Vector512.Create(-87.3f));
-        var n = Vector512.Round(x * Vector512.Create(1.44269504088896341f));
-        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693145751953125f), x);
-        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-1.428606765330187e-06f), r);
-        var p = Vector512.Create(1f / 5040);
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 720));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 120));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 24));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 6));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(0.5f));
+        var inRange = Vector512.GreaterThanOrEqual(x, Vector512.Create(ExpFloor));
+        x = Vector512.Max(x, Vector512.Create(ExpFloor));
+        var n = Vector512.Round(x * Vector512.Create(Log2E));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(Ln2High), x);
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(Ln2Low), r);
+        var p = Vector512.Create(T7);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T6));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T5));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T4));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T3));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T2));
         p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
         p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
-        var scale = ((Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23).AsSingle();
-        return Vector512.ConditionalSelect(inRange, p * scale, Vector512<float>.Zero);
+        return Vector512.ConditionalSelect(inRange, p * PowerOfTwo(n), Vector512<float>.Zero);
     }
+
+    private const float ExpFloor = -87.3f, Log2E = 1.44269504088896341f, Ln2High = -0.693145751953125f, Ln2Low = -1.428606765330187e-06f;
+
+    /// <summary>exp(r)'s Taylor coefficients 1/j! of degree j = 2..7 (those of degree 0 and 1 are 1).</summary>
+    private const float T7 = 1f / 5040, T6 = 1f / 720, T5 = 1f / 120, T4 = 1f / 24, T3 = 1f / 6, T2 = 0.5f;
+
+    /// <summary>2^n for whole n in [−126, 127] (the exponent field set directly; no saturating conversion needed).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> PowerOfTwo(Vector512<float> n) =>
+        ((Vector512.ConvertToInt32Native(n) + Vector512.Create(127)) << 23).AsSingle();
 
     /// <summary>
     /// 1 / (1 + e^−x), its exponent e^−|x| kept <= 1: r = 1 / (1 + e^−|x|) for x >= 0, e^−|x| · r below. With AVX-512 the
@@ -42,20 +51,84 @@ public static class SimdMath
     public static Vector512<float> Sigmoid(Vector512<float> x)
     {
         var e = ExpNonPositive(-Vector512.Abs(x));
-        var d = Vector512<float>.One + e;
-        Vector512<float> r;
-        if (Avx512F.IsSupported)
-        {
-            r = Avx512F.Reciprocal14(d);
-            r = Vector512.FusedMultiplyAdd(r, Vector512.FusedMultiplyAdd(-d, r, Vector512<float>.One), r);
-        }
-        else r = Vector512<float>.One / d;
+        var r = Reciprocal(Vector512<float>.One + e);
         return Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, Vector512<float>.Zero), r, e * r);
     }
 
     /// <summary>x · sigmoid(x) (SiLU, Swish).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Silu(Vector512<float> x) => x * Sigmoid(x);
+
+    /// <summary>
+    /// y = sigmoid(x), or x · sigmoid(x) with <paramref name="silu"/>, for <paramref name="count"/> floats (y may be x); each
+    /// vector exactly as <see cref="Sigmoid(Vector512{float})"/> gives it. One sigmoid is a chain of some thirty dependent
+    /// operations, longer than the core's out-of-order window can overlap with the next one's, so four vectors go through
+    /// the same steps side by side: about 1.5× the throughput of one at a time (Zen 5).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void Sigmoid(float* x, float* y, int count, bool silu)
+    {
+        int i = 0;
+        // The steps of ExpNonPositive and Sigmoid(Vector512) on four vectors, interleaved.
+        for (; i + 64 <= count; i += 64)
+        {
+            Vector512<float> x0 = Vector512.Load(x + i), x1 = Vector512.Load(x + i + 16), x2 = Vector512.Load(x + i + 32), x3 = Vector512.Load(x + i + 48);
+            Vector512<float> a0 = -Vector512.Abs(x0), a1 = -Vector512.Abs(x1), a2 = -Vector512.Abs(x2), a3 = -Vector512.Abs(x3);
+            var low = Vector512.Create(ExpFloor);
+            Vector512<float> in0 = Vector512.GreaterThanOrEqual(a0, low), in1 = Vector512.GreaterThanOrEqual(a1, low);
+            Vector512<float> in2 = Vector512.GreaterThanOrEqual(a2, low), in3 = Vector512.GreaterThanOrEqual(a3, low);
+            a0 = Vector512.Max(a0, low); a1 = Vector512.Max(a1, low); a2 = Vector512.Max(a2, low); a3 = Vector512.Max(a3, low);
+            var log2e = Vector512.Create(Log2E);
+            Vector512<float> n0 = Vector512.Round(a0 * log2e), n1 = Vector512.Round(a1 * log2e), n2 = Vector512.Round(a2 * log2e), n3 = Vector512.Round(a3 * log2e);
+            var ln2High = Vector512.Create(Ln2High);
+            var ln2Low = Vector512.Create(Ln2Low);
+            Vector512<float> r0 = Vector512.FusedMultiplyAdd(n0, ln2High, a0), r1 = Vector512.FusedMultiplyAdd(n1, ln2High, a1);
+            Vector512<float> r2 = Vector512.FusedMultiplyAdd(n2, ln2High, a2), r3 = Vector512.FusedMultiplyAdd(n3, ln2High, a3);
+            r0 = Vector512.FusedMultiplyAdd(n0, ln2Low, r0); r1 = Vector512.FusedMultiplyAdd(n1, ln2Low, r1);
+            r2 = Vector512.FusedMultiplyAdd(n2, ln2Low, r2); r3 = Vector512.FusedMultiplyAdd(n3, ln2Low, r3);
+            Vector512<float> p0 = Vector512.Create(T7), p1 = p0, p2 = p0, p3 = p0, c = Vector512.Create(T6);
+            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
+            c = Vector512.Create(T5);
+            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
+            c = Vector512.Create(T4);
+            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
+            c = Vector512.Create(T3);
+            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
+            c = Vector512.Create(T2);
+            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
+            c = Vector512<float>.One;
+            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
+            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
+            var zero = Vector512<float>.Zero;
+            Vector512<float> e0 = Vector512.ConditionalSelect(in0, p0 * PowerOfTwo(n0), zero), e1 = Vector512.ConditionalSelect(in1, p1 * PowerOfTwo(n1), zero);
+            Vector512<float> e2 = Vector512.ConditionalSelect(in2, p2 * PowerOfTwo(n2), zero), e3 = Vector512.ConditionalSelect(in3, p3 * PowerOfTwo(n3), zero);
+            Vector512<float> q0 = Reciprocal(Vector512<float>.One + e0), q1 = Reciprocal(Vector512<float>.One + e1);
+            Vector512<float> q2 = Reciprocal(Vector512<float>.One + e2), q3 = Reciprocal(Vector512<float>.One + e3);
+            q0 = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x0, zero), q0, e0 * q0);
+            q1 = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x1, zero), q1, e1 * q1);
+            q2 = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x2, zero), q2, e2 * q2);
+            q3 = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x3, zero), q3, e3 * q3);
+            (silu ? x0 * q0 : q0).Store(y + i);
+            (silu ? x1 * q1 : q1).Store(y + i + 16);
+            (silu ? x2 * q2 : q2).Store(y + i + 32);
+            (silu ? x3 * q3 : q3).Store(y + i + 48);
+        }
+        for (; i + 16 <= count; i += 16)
+        {
+            var v = Vector512.Load(x + i);
+            (silu ? v * Sigmoid(v) : Sigmoid(v)).Store(y + i);
+        }
+        for (; i < count; i++) y[i] = silu ? Silu(x[i]) : Sigmoid(x[i]);
+    }
+
+    /// <summary>1 / d for d in [1, 2]: with AVX-512 the 14-bit estimate refined by one Newton step (within 2 ulp).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Reciprocal(Vector512<float> d)
+    {
+        if (!Avx512F.IsSupported) return Vector512<float>.One / d;
+        var r = Avx512F.Reciprocal14(d);
+        return Vector512.FusedMultiplyAdd(r, Vector512.FusedMultiplyAdd(-d, r, Vector512<float>.One), r);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sigmoid(float x)

@@ -44,12 +44,16 @@ public readonly unsafe struct ShortConvRows(float* taps, float* bias, float* ini
         for (int i = inSequence; i < len; i++)
             for (int c = vectorEnd; c < dim; c++) dst[(long)i * ld + c] = Scalar(rows, i, first + i, sequence, channel, c);
         for (int i = 0; i < len; i++)
-            for (int c = dim; c < padded; c++) dst[(long)i * ld + c] = 0f;
+        {
+            float* row = dst + (long)i * ld;
+            if (_silu) SimdMath.Sigmoid(row, row, dim, silu: true);
+            for (int c = dim; c < padded; c++) row[c] = 0f;
+        }
     }
 
     /// <summary>
     /// 16 channels of rows [from, to) for W &lt;= 4: the taps and the last three input rows held in registers, one new row
-    /// loaded per output row (a width under 4 is the same sum with its leading taps zero, whose rows are never read).
+    /// loaded per output row, before the activation (a width under 4 is the same sum with its leading taps zero, whose rows are never read).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Window(float* dst, int ld, HeadRows rows, int from, int to, int channel, int c)
@@ -67,12 +71,12 @@ public readonly unsafe struct ShortConvRows(float* taps, float* bias, float* ini
         {
             var x3 = Vector512.Load(x);
             var acc = Vector512.FusedMultiplyAdd(w3, x3, Vector512.FusedMultiplyAdd(w2, x2, Vector512.FusedMultiplyAdd(w1, x1, Vector512.FusedMultiplyAdd(w0, x0, b))));
-            (_silu ? SimdMath.Silu(acc) : acc).Store(y);
+            acc.Store(y);
             (x0, x1, x2) = (x1, x2, x3);
         }
     }
 
-    /// <summary>16 channels of rows [from, to), every tap read for every row (widths over 4).</summary>
+    /// <summary>16 channels of rows [from, to) before the activation, every tap read for every row (widths over 4).</summary>
     private void Taps(float* dst, int ld, HeadRows rows, int from, int to, int channel, int c)
     {
         for (int i = from; i < to; i++)
@@ -81,11 +85,11 @@ public readonly unsafe struct ShortConvRows(float* taps, float* bias, float* ini
             var acc = _bias == null ? Vector512<float>.Zero : Vector512.Load(_bias + channel);
             for (int j = 0; j < _k; j++)
                 acc = Vector512.FusedMultiplyAdd(Vector512.Load(_taps + (long)j * _channels + channel), Vector512.Load(x0 + (long)j * rows.Stride), acc);
-            (_silu ? SimdMath.Silu(acc) : acc).Store(dst + (long)i * ld);
+            acc.Store(dst + (long)i * ld);
         }
     }
 
-    /// <summary>One convolved channel: channel + c of row i, the token at local position <paramref name="position"/>.</summary>
+    /// <summary>One convolved channel before the activation: channel + c of row i, the token at local position <paramref name="position"/>.</summary>
     private float Scalar(HeadRows rows, int i, int position, int sequence, int channel, int c)
     {
         float sum = _bias == null ? 0f : _bias[channel + c];
@@ -95,7 +99,7 @@ public readonly unsafe struct ShortConvRows(float* taps, float* bias, float* ini
             float x = p >= 0 ? rows.Row(i - _carry + j)[c] : Initial(sequence, channel + c, _carry + p);
             sum = MathF.FusedMultiplyAdd(_taps[(long)j * _channels + channel + c], x, sum);
         }
-        return _silu ? SimdMath.Silu(sum) : sum;
+        return sum;
     }
 
     private float Initial(int sequence, int channel, int column) =>

@@ -136,6 +136,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         public float* Pred { get; init; }   // [VP] recurrent Sᵀk, then u
         public float* Decay { get; init; }  // [KP] per-key gate: the recurrent decay
         public float* XA { get; init; }     // per-key gate: [C × (KP + C)] inter rows | scores of k̂, then of scale q̂
+        public RowsTag* KeyRows { get; init; }     // whose chunk rows Kc holds
+        public RowsTag* QueryRows { get; init; }   // whose chunk rows Qr holds
         public PerKeyChunkDecay KeyDecay { get; init; }   // per-key gate: the chunk's decay factors
         public ScalarChunkDecay HeadDecay { get; init; }  // other gates: the chunk's decay factors
     }
@@ -160,11 +162,30 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             Pred = c.Take(vp),
             Decay = c.Take(kp),
             XA = c.Take(perKey ? cc * _lxa : 0),
+            KeyRows = (RowsTag*)c.Take(sizeof(RowsTag) / sizeof(float)),
+            QueryRows = (RowsTag*)c.Take(sizeof(RowsTag) / sizeof(float)),
             KeyDecay = perKey ? new PerKeyChunkDecay(ref c, _kp, _c) : default,
             HeadDecay = perKey ? default : new ScalarChunkDecay(ref c, _kp, _c, gated: _config.Gate == GateKind.PerHead),
         };
         floats = c.Used;
+        if (baseAddress != null) *work.KeyRows = *work.QueryRows = RowsTag.None;
         return work;
+    }
+
+    /// <summary>
+    /// The head whose chunk rows (from packed token Start, Length rows) a scratch block holds: with grouped value heads,
+    /// adjacent value heads of a work item read the same key and query heads, whose rows are then loaded, convolved and
+    /// normalized once. Reset for each work item; only the chunked form keeps rows across units.
+    /// </summary>
+    private struct RowsTag
+    {
+        public int Head, Start, Length;
+
+        public static RowsTag None => new() { Head = -1 };
+
+        public readonly bool Holds(int head, ChunkUnit chunk) => Head == head && Start == chunk.Start && Length == chunk.Length;
+
+        public static RowsTag Of(int head, ChunkUnit chunk) => new() { Head = head, Start = chunk.Start, Length = chunk.Length };
     }
 
     /// <summary>dst = factor · src / ‖src‖ (with qkL2Norm) or factor · src, padded with zeros.</summary>
@@ -192,6 +213,14 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         io.Conv.Load(dst, _kp, _kp, rows, channel, start, len);
         for (int i = 0; i < len; i++) LoadRow(dst + (long)i * _kp, dst + (long)i * _kp, factor);
         HeadRows.ZeroToBlockEnd(dst, _kp, len);
+    }
+
+    /// <summary>The chunk's rows of query head <paramref name="queryHead"/>, scaled, into Qr unless it holds them.</summary>
+    private void LoadQueries(in Io io, ChunkUnit chunk, int queryHead, in Work w)
+    {
+        if (w.QueryRows->Holds(queryHead, chunk)) return;
+        LoadRows(io, w.Qr, new HeadRows(io.Q, io.Rows.Q, _config.Heads.KeyDim, queryHead, chunk.Start), QueryChannel(queryHead), chunk.Start, chunk.Length, _config.Scale);
+        *w.QueryRows = RowsTag.Of(queryHead, chunk);
     }
 
     /// <summary>One token's row of q or k as <see cref="LoadRows"/> loads it.</summary>
@@ -222,7 +251,12 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         var heads = _config.Heads;
         int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
         for (int i = 0; i < len; i++) w.Beta[i] = io.Beta[(long)(cs + i) * heads.ValueHeads + h];
-        LoadRows(io, w.Kc, new HeadRows(io.K, io.Rows.K, heads.KeyDim, heads.KeyHeadOf(h), cs), KeyChannel(heads.KeyHeadOf(h)), cs, len, 1f);
+        int keyHead = heads.KeyHeadOf(h);
+        if (!w.KeyRows->Holds(keyHead, chunk))
+        {
+            LoadRows(io, w.Kc, new HeadRows(io.K, io.Rows.K, heads.KeyDim, keyHead, cs), KeyChannel(keyHead), cs, len, 1f);
+            *w.KeyRows = RowsTag.Of(keyHead, chunk);
+        }
         var values = new HeadRows(io.V, io.Rows.V, heads.ValueDim, h, cs);
         if (io.Conv.Active)
         {
@@ -292,7 +326,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         // Outputs of every output head of the value head: e^G (Q S) + (Q Kᵀ ⊙ D) V_new, one 16-row block of scores at a time.
         for (int oh = h * heads.Group; oh < (h + 1) * heads.Group; oh++)
         {
-            LoadRows(io, w.Qr, new HeadRows(io.Q, io.Rows.Q, heads.KeyDim, heads.QueryHeadOf(oh), cs), QueryChannel(heads.QueryHeadOf(oh)), cs, len, _config.Scale);
+            LoadQueries(io, chunk, heads.QueryHeadOf(oh), w);
             var o = new ChunkOutput(new HeadRows(io.O, heads.OutputHeads * heads.ValueDim, heads.ValueDim, oh, cs), w.Oc, vp);
             SimdGemm.Multiply(w.Qr, kp, w.S, vp, o.Rows, o.Stride, len, kp, vp, accumulate: false);
             if (decay.Gated)
@@ -334,7 +368,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         // Outputs: [scale q̂ ⊙ e^b | P] · [S; V_new] per output head.
         for (int oh = h * heads.Group; oh < (h + 1) * heads.Group; oh++)
         {
-            LoadRows(io, w.Qr, new HeadRows(io.Q, io.Rows.Q, kd, heads.QueryHeadOf(oh), cs), QueryChannel(heads.QueryHeadOf(oh)), cs, len, _config.Scale);
+            LoadQueries(io, chunk, heads.QueryHeadOf(oh), w);
             for (int s = 0; s < nsub; s++)
             {
                 if (oh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nsub, io.Rows, io.Q, io.K, io.V, io.G);

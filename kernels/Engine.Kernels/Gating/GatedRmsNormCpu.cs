@@ -12,6 +12,8 @@ public static unsafe class GatedRmsNormCpu
     private const int Lanes = 16;
     /// <summary>Elements per work item (about 64 KB of x and z).</summary>
     private const int ItemElements = 8192;
+    /// <summary>Gate elements activated at a time (four vectors).</summary>
+    private const int GateBlock = 64;
 
     public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> gate, ReadOnlySpan<float> scale, float epsilon, GateActivation activation,
         Span<float> output, IWorkScheduler scheduler)
@@ -46,11 +48,15 @@ public static unsafe class GatedRmsNormCpu
         for (int j = i; j < c; j++) sum = MathF.FusedMultiplyAdd(x[j], x[j], sum);
         float inverse = 1f / MathF.Sqrt(sum / c + epsilon);
         var inv = Vector512.Create(inverse);
-        for (i = 0; i + Lanes <= c; i += Lanes)
+        // The gate's activation a block at a time through the row form, which overlaps four sigmoids' latencies.
+        float* act = stackalloc float[GateBlock];
+        for (int b = 0; b < c; b += GateBlock)
         {
-            var g = Vector512.Load(z + i);
-            (Vector512.Load(x + i) * inv * Vector512.Load(scale + i) * (silu ? SimdMath.Silu(g) : SimdMath.Sigmoid(g))).Store(y + i);
+            int n = Math.Min(GateBlock, c - b);
+            SimdMath.Sigmoid(z + b, act, n, silu);
+            for (i = 0; i + Lanes <= n; i += Lanes)
+                (Vector512.Load(x + b + i) * inv * Vector512.Load(scale + b + i) * Vector512.Load(act + i)).Store(y + b + i);
+            for (; i < n; i++) y[b + i] = x[b + i] * inverse * scale[b + i] * act[i];
         }
-        for (; i < c; i++) y[i] = x[i] * inverse * scale[i] * (silu ? SimdMath.Silu(z[i]) : SimdMath.Sigmoid(z[i]));
     }
 }

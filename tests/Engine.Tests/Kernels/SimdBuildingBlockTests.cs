@@ -135,6 +135,42 @@ public sealed unsafe class SimdBuildingBlockTests
         }
     }
 
+    // Counts cover the four-vector steps, single vectors after them and scalar tails.
+    [TestCase(0)]
+    [TestCase(5)]
+    [TestCase(16)]
+    [TestCase(64)]
+    [TestCase(93)]
+    [TestCase(200)]
+    public void RowSigmoidAndSiluMatchTheFormulaAndTheVectorForm(int count)
+    {
+        var data = new TestData(count + 7);
+        var x = data.Normal(count).Select(v => v * 12f).ToArray();
+        if (count >= 5) (x[0], x[1], x[2], x[3], x[4]) = (0f, -90f, 90f, -1e6f, 1e6f);
+        foreach (bool silu in new[] { false, true })
+        {
+            var y = Numerics.NaNs(count);
+            var inPlace = (float[])x.Clone();
+            fixed (float* px = x, py = y, pi = inPlace)
+            {
+                SimdMath.Sigmoid(px, py, count, silu);
+                SimdMath.Sigmoid(pi, pi, count, silu);
+                for (int i = 0; i + 16 <= count; i += 16)
+                {
+                    var v = Vector512.Load(px + i);
+                    var one = silu ? SimdMath.Silu(v) : SimdMath.Sigmoid(v);
+                    for (int l = 0; l < 16; l++) Assert.That(py[i + l], Is.EqualTo(one[l]), $"silu {silu}, element {i + l}: the vector form");
+                }
+            }
+            for (int i = 0; i < count; i++)
+            {
+                double s = 1 / (1 + Math.Exp(-(double)x[i])), expected = silu ? x[i] * s : s;
+                Assert.That(y[i], Is.EqualTo(expected).Within(1e-6 * Math.Max(1, Math.Abs(expected))), $"silu {silu}, act({x[i]})");
+                Assert.That(inPlace[i], Is.EqualTo(y[i]), $"silu {silu}, element {i} in place");
+            }
+        }
+    }
+
     // vp = 48: single-vector slices only at 512 bits, one four-vector slice and two single ones at 256 bits.
     [TestCase(128, 128, 1)]
     [TestCase(7, 48, 0)]
