@@ -93,7 +93,7 @@ public static unsafe class CausalConvCpu
                         var acc = bias is null ? Vector512<float>.Zero : Vector512.Load(bias + c);
                         float* tap = taps + (c - c0);
                         for (int j = 0; j < _k; j++) acc = Vector512.FusedMultiplyAdd(Vector512.Load(tap + j * width), Vector512.Load(first + j * tapStride + c), acc);
-                        (_silu ? SimdMath.Silu(acc) : acc).Store(yRow + c);
+                        acc.Store(yRow + c);
                     }
                 }
                 else
@@ -103,10 +103,11 @@ public static unsafe class CausalConvCpu
                         var acc = bias is null ? Vector512<float>.Zero : Vector512.Load(bias + c);
                         for (int j = 0; j < _k; j++)
                             acc = Vector512.FusedMultiplyAdd(Vector512.Load(taps + j * width + (c - c0)), ChannelsLastTap(s, xs, t - (_k - 1 - j) * _d, c), acc);
-                        (_silu ? SimdMath.Silu(acc) : acc).Store(yRow + c);
+                        acc.Store(yRow + c);
                     }
                 }
                 for (int c = vectorEnd; c < c1; c++) yRow[c] = Scalar(s, c, t, xs + c, _c);
+                if (_silu) SimdMath.Sigmoid(yRow + c0, yRow + c0, width, silu: true);
             }
         }
 
@@ -122,7 +123,7 @@ public static unsafe class CausalConvCpu
             return Vector512.Load(lanes);
         }
 
-        /// <summary>One output: channel c at local position t; the channel's position p of the input is xc[p · stride].</summary>
+        /// <summary>One output before the activation: channel c at local position t; the channel's position p of the input is xc[p · stride].</summary>
         private float Scalar(int s, int c, int t, float* xc, long stride)
         {
             float sum = bias is null ? 0f : bias[c];
@@ -131,7 +132,7 @@ public static unsafe class CausalConvCpu
                 int p = t - (_k - 1 - j) * _d;
                 sum = MathF.FusedMultiplyAdd(w[(long)c * _k + j], p >= 0 ? xc[p * stride] : StateAt(s, c, _s + p), sum);
             }
-            return _silu ? SimdMath.Silu(sum) : sum;
+            return sum;
         }
 
         private float StateAt(int s, int c, int position) =>
@@ -161,9 +162,10 @@ public static unsafe class CausalConvCpu
             {
                 var acc = b0;
                 for (int j = 0; j < _k; j++) acc = Vector512.FusedMultiplyAdd(Vector512.Create(wc[j]), Vector512.Load(xr + t - (_k - 1 - j) * _d), acc);
-                (_silu ? SimdMath.Silu(acc) : acc).Store(yr + t);
+                acc.Store(yr + t);
             }
             for (; t < length; t++) yr[t] = Scalar(s, c, t, xr, 1);
+            if (_silu) SimdMath.Sigmoid(yr, yr, length, silu: true);
         }
 
         /// <summary>
