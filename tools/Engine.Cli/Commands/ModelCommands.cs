@@ -384,9 +384,13 @@ internal sealed class BenchModelCommand : EngineCommand
 
     /// <summary>
     /// Two variants timed in one run: both warmed up, then they take turns, <paramref name="block"/> runs at a time, so that
-    /// load on the machine falls on both alike; with blocks longer than one run the first quarter of each is left out (the other
-    /// variant's spinning threads may still hold a core). The median of <paramref name="repeats"/> runs of each.
+    /// load on the machine falls on both alike. With blocks longer than one run (sessions whose intra-op threads spin), each
+    /// block starts after a pause in which the other variant's threads stop spinning, and its first quarter is left out (its
+    /// own threads waking): each session is timed as it runs alone. The median of <paramref name="repeats"/> runs of each.
     /// </summary>
+    /// <summary>Longer than ORT's intra-op threads spin after their last work before they sleep.</summary>
+    private static readonly TimeSpan SpinSettle = TimeSpan.FromMilliseconds(100);
+
     private static (double First, double Second) MedianInterleaved(Action first, Action second, int repeats, int block, double warmupSeconds = 1.0)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -398,12 +402,15 @@ internal sealed class BenchModelCommand : EngineCommand
         while (a.Count < repeats)
         {
             foreach (var (run, times) in new[] { (first, a), (second, b) })
+            {
+                if (block > 1) Thread.Sleep(SpinSettle);
                 for (int i = 0; i < block; i++)
                 {
                     clock.Restart();
                     run();
                     if (i >= skip && times.Count < repeats) times.Add(clock.Elapsed.TotalSeconds);
                 }
+            }
         }
         return (BenchTimer.MedianOf(a), BenchTimer.MedianOf(b));
     }
