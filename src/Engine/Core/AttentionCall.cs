@@ -138,7 +138,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
                 if (finalState.Rank != 0) gpu.Download(state, TensorArgs.DenseSpan(finalState, "final_state"));
             }
             norm?.ApplyAfter(batch.Output, exact: false, options.Scheduler ?? device.Scheduler);
-            OutputCheck.AfterRun(batch, op.Heads, default, norm);
+            OutputCheck.AfterRun(batch, op.Heads, default, options.Scheduler ?? device.Scheduler, norm);
         }
         else
         {
@@ -155,7 +155,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             }
             RunOnHost(device, op, options.Scheduler, batch, final.Span, initial);
             if (!cpu) norm?.ApplyAfter(batch.Output, exact: true, options.Scheduler ?? device.Scheduler);
-            OutputCheck.AfterRun(batch, op.Heads, initial, norm);
+            OutputCheck.AfterRun(batch, op.Heads, initial, options.Scheduler ?? device.Scheduler, norm);
         }
         output.Commit();
         conv?.CommitState();
@@ -178,14 +178,14 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             inputs.RequireFinite();
             using var lease = op.LeaseGpu(device);
             AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, gpu.View);
-            OutputCheck.AfterRun(batch, op.Heads, default);
+            OutputCheck.AfterRun(batch, op.Heads, default, scheduler ?? device.Scheduler);
         }
         else
         {
             // The kernel reads the current state and writes the spare; a refused call leaves the current one as it was.
             var current = (HostState)state.Current;
             RunOnHost(device, op, scheduler, batch, ((HostState)state.Spare).Span, current.Span);
-            OutputCheck.AfterRun(batch, op.Heads, current.Span);
+            OutputCheck.AfterRun(batch, op.Heads, current.Span, scheduler ?? device.Scheduler);
             state.Swap();
         }
         output.Commit();
@@ -401,14 +401,14 @@ internal ref struct StateBuffer
 /// </summary>
 internal static class OutputCheck
 {
-    public static void AfterRun(in AttentionBatch batch, HeadLayout heads, ReadOnlySpan<float> initialState, NormCall? norm = null)
+    public static void AfterRun(in AttentionBatch batch, HeadLayout heads, ReadOnlySpan<float> initialState, IWorkScheduler scheduler, NormCall? norm = null)
     {
         if (batch.Output.IsEmpty)
         {
             TensorArgs.RequireFinite(initialState, "initial_state");
             return;
         }
-        if (TensorArgs.AllFinite(batch.Output)) return;
+        if (TensorArgs.AllFinite(batch.Output, scheduler)) return;
         if (norm is not null) TensorArgs.RequireFinite(norm.Norm.Gate.Span, "output norm gate");
         var dense = TokenRows.Dense(heads);
         TensorArgs.RequireFiniteRows(batch.Q, batch.Rows.Q, dense.Q, "q");

@@ -101,6 +101,31 @@ internal static class TensorArgs
         return Vector512.Sum(even + odd) + tail == 0f;
     }
 
+    /// <summary>Floats below which a finite check runs on the calling thread alone.</summary>
+    private const int ParallelCheckFloats = 1 << 16;
+
+    /// <summary>
+    /// <see cref="AllFinite(ReadOnlySpan{float})"/> on the scheduler's workers, a slice each: a call's output is read once more
+    /// after its kernels, and one core alone draws only part of the memory bandwidth.
+    /// </summary>
+    public static unsafe bool AllFinite(ReadOnlySpan<float> values, IWorkScheduler scheduler)
+    {
+        int slices = Math.Min(scheduler.Workers, values.Length / ParallelCheckFloats);
+        if (slices <= 1) return AllFinite(values);
+        int faults = 0;
+        fixed (float* first = values)
+        {
+            float* start = first;
+            long length = values.Length;
+            scheduler.Run(slices, (slice, _) =>
+            {
+                long from = length * slice / slices, to = length * (slice + 1) / slices;
+                if (!AllFinite(new ReadOnlySpan<float>(start + from, (int)(to - from)))) Volatile.Write(ref faults, 1);
+            });
+        }
+        return faults == 0;
+    }
+
     /// <summary>The memory of a dense tensor (or one of at most one element).</summary>
     public static ReadOnlySpan<T> DenseSpan<T>(ReadOnlyTensorSpan<T> t)
     {

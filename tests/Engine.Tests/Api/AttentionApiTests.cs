@@ -229,6 +229,26 @@ public sealed class NonFiniteInputTests
         });
     }
 
+    /// <summary>A long call's output is checked a slice per worker: a NaN in the first or the last slice is found and named.</summary>
+    [TestCase(3)]
+    [TestCase(1000)]
+    public void ANonFiniteValueInAnySliceOfALongCallIsNamed(int token)
+    {
+        const int t = 1024, h = 4, k = 16, v = 64;
+        var data = new TestData(6);
+        var vs = data.Normal(t * h * v);
+        int index = token * h * v + 7;
+        vs[index] = float.PositiveInfinity;
+        using var device = EngineDevice.Create(Backend.Cpu, new EngineDeviceOptions { CpuThreads = 4 });
+        var e = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward(device, Tensor.Create(data.Normal(t * h * k), [1, t, h, k]),
+            Tensor.Create(data.UnitRows(t * h, k), [1, t, h, k]), Tensor.Create(vs, [1, t, h, v]), Tensor.Create(data.LogGates(t * h * k, 0.5), [1, t, h, k])))!;
+        Assert.Multiple(() =>
+        {
+            Assert.That(e.ParamName, Is.EqualTo("v"));
+            Assert.That(e.Message, Does.Contain($"at flat index {index}"));
+        });
+    }
+
     [Test]
     public void FiniteInputsWhoseProductsOverflowAreRefusedNamingTheOutput()
     {
