@@ -11,7 +11,8 @@ public readonly record struct ChunkUnit(int Head, int Start, int Length, int Nex
 /// <summary>
 /// An op's steps for <see cref="HeadBlockSweep"/>: how it carves a worker's scratch, where the state slot of
 /// an item's j-th head lies in it ([KP × VP], row stride VP), and one chunk or one token of one head (a token
-/// step reads the state from source, which is state itself or the call's initial state, and writes state).
+/// step reads the state from source, which is state itself or the call's initial state, and writes state, both
+/// held as <c>layout</c> says: [K, V], or [V, K] where the caller keeps the state value-major and needs no padding).
 /// </summary>
 public unsafe interface IHeadBlockSteps<TWork> where TWork : struct
 {
@@ -21,7 +22,7 @@ public unsafe interface IHeadBlockSteps<TWork> where TWork : struct
 
     void Chunk(in TWork work, ChunkUnit unit, float* state);
 
-    void Token(in TWork work, int head, int token, float* source, float* state);
+    void Token(in TWork work, int head, int token, float* source, float* state, StateLayout layout);
 }
 
 /// <summary>
@@ -44,8 +45,8 @@ public readonly unsafe record struct StackedStateSlots(int KeyDimPadded, int Val
 /// The work loop of the CPU attention kernels: items of one sequence and a block of adjacent value (state) heads
 /// (<see cref="HeadBlocks"/>) run by the scheduler. Each head's state is loaded padded into the worker's scratch
 /// as [K, V] and stored back after the sequence, transposed on the way when the caller keeps it value-major
-/// ([V, K], <see cref="StateLayout.ValueMajor"/>); the token-by-token form works on a key-major state in place when
-/// no padding is needed, its first token reading the initial state where that is elsewhere.
+/// ([V, K], <see cref="StateLayout.ValueMajor"/>); the token-by-token form works on the state in place, in the
+/// caller's layout, when no padding is needed, its first token reading the initial state where that is elsewhere.
 /// Chunks run head by head inside a chunk of tokens, so the heads of a block read adjacent rows.
 /// </summary>
 public static unsafe class HeadBlockSweep
@@ -70,7 +71,8 @@ public static unsafe class HeadBlockSweep
     {
         int kd = heads.KeyDim, vd = heads.ValueDim, kp = heads.KeyDimPadded, vp = heads.ValueDimPadded;
         bool chunked = chunkSize > 0, valueMajor = layout == StateLayout.ValueMajor;
-        bool inPlace = !chunked && !valueMajor && kp == kd && vp == vd;
+        bool inPlace = !chunked && kp == kd && vp == vd;
+        var tokenLayout = inPlace ? layout : StateLayout.KeyMajor;
         var blocks = new HeadBlocks(sequences.Count, heads.ValueHeads, scheduler.Workers);
         scratch.Reserve(scheduler.Workers);
         scheduler.Run(blocks.Items, (item, worker) =>
@@ -81,7 +83,7 @@ public static unsafe class HeadBlockSweep
             float* StateOf(int h) => state + Offset(h);
             float* Slot(int h) => inPlace ? StateOf(h) : steps.StateSlot(work, h - h0);
             int start = sequences.Start(n), end = start + sequences.Length(n);
-            if (valueMajor)
+            if (valueMajor && !inPlace)
                 for (int h = h0; h < h1; h++) SimdOps.TransposeToPadded(Slot(h), kp, vp, initial + Offset(h), vd, kd);
             else if (!inPlace)
                 for (int h = h0; h < h1; h++) SimdOps.CopyToPadded(Slot(h), kp, vp, initial + Offset(h), kd, vd);
@@ -104,9 +106,9 @@ public static unsafe class HeadBlockSweep
             else
             {
                 for (int t = start; t < end; t++)
-                    for (int h = h0; h < h1; h++) steps.Token(work, h, t, t == start && inPlace ? initial + Offset(h) : Slot(h), Slot(h));
+                    for (int h = h0; h < h1; h++) steps.Token(work, h, t, t == start && inPlace ? initial + Offset(h) : Slot(h), Slot(h), tokenLayout);
             }
-            if (valueMajor)
+            if (valueMajor && !inPlace)
                 for (int h = h0; h < h1; h++) SimdOps.TransposeFromPadded(StateOf(h), Slot(h), vp, kd, vd);
             else if (!inPlace)
                 for (int h = h0; h < h1; h++) SimdOps.CopyFromPadded(StateOf(h), vd, Slot(h), vp, kd, vd);

@@ -102,8 +102,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             else kernel.Chunk(io, unit, w);
         }
 
-        public void Token(in Work work, int head, int token, float* source, float* state) =>
-            kernel.RecurrentStep(io, head, token, source, work with { S = state });
+        public void Token(in Work work, int head, int token, float* source, float* state, StateLayout layout) =>
+            kernel.RecurrentStep(io, head, token, source, work with { S = state }, layout);
     }
 
     /// <summary>
@@ -384,10 +384,11 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
 
     /// <summary>
     /// One token, decay first: S = diag(e^g) S; u = β (v − Sᵀ k̂); S += k̂ uᵀ; o = Sᵀ (scale q̂) per output head.
-    /// Two passes over S: Sᵀ k̂ from the old state, then the update fused with the outputs.
+    /// Key-major: two passes over S, Sᵀ k̂ from the old state, then the update fused with the outputs. Value-major (the
+    /// caller's [V, K] state, unpadded): one pass, each row of Sᵀ updated and read while it is in L1.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void RecurrentStep(in Io io, int h, int t, float* source, in Work w)
+    private void RecurrentStep(in Io io, int h, int t, float* source, in Work w, StateLayout layout)
     {
         var heads = _config.Heads;
         int kd = heads.KeyDim, vp = _vp, group = heads.Group;
@@ -422,12 +423,50 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         // then S = e^g S + k̂ uᵀ and the first query head's readout in one more pass over the same columns. pred holds u,
         // then the readout.
         float beta = io.Beta[valueRow], predictDecay = decayStride == 0 ? decay : 1f;
-        if (SimdWidths.Wide) StepColumns<Lanes512>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecay, decayRows, decayStride, key, w.Qr, pred);
-        else StepColumns<Lanes256>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecay, decayRows, decayStride, key, w.Qr, pred);
-        Buffer.MemoryCopy(pred, w.Oc, (long)vp * sizeof(float), (long)vp * sizeof(float));
-        for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, w.Qr + (long)gi * _kp, w.Oc + (long)gi * vp);
+        if (layout == StateLayout.ValueMajor)
+            StepValueRows(source, w.S, kd, heads.ValueDim, predictKey, w.Oc, beta, decay, decayStride == 0 ? null : decayRows, key, w.Qr, group, vp);
+        else
+        {
+            if (SimdWidths.Wide) StepColumns<Lanes512>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecay, decayRows, decayStride, key, w.Qr, pred);
+            else StepColumns<Lanes256>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecay, decayRows, decayStride, key, w.Qr, pred);
+            Buffer.MemoryCopy(pred, w.Oc, (long)vp * sizeof(float), (long)vp * sizeof(float));
+            for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, w.Qr + (long)gi * _kp, w.Oc + (long)gi * vp);
+        }
         for (int gi = 0; gi < group && io.Norm.Active; gi++) io.Norm.Apply(w.Oc + (long)gi * vp, vp, h * group + gi, t, 1);
         SimdOps.CopyFromPadded(io.O + ((long)t * heads.OutputHeads + h * group) * heads.ValueDim, heads.ValueDim, w.Oc, vp, group, heads.ValueDim);
+    }
+
+    /// <summary>
+    /// The step on a value-major state [V, K] (kd a multiple of 16), row by row: row j of Sᵀ (value dim j) is decayed
+    /// (by e^g, or by the per-key factors <paramref name="keyDecay"/>), u_j = β (v_j − row · k̂ ⊙ decay) from the old row,
+    /// row += u_j k̂, and each output head's o_j = row · q̂. v is out[0..V), read before out[j] is written; output head gi
+    /// goes to out + gi · ldo.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void StepValueRows(float* source, float* state, int kd, int vd, float* predictKey, float* out_, float beta, float decay,
+        float* keyDecay, float* key, float* queries, int group, int ldo)
+    {
+        var scalarDecay = Vector512.Create(decay);
+        for (int j = 0; j < vd; j++)
+        {
+            float* src = source + (long)j * kd, dst = state + (long)j * kd;
+            var dot = Vector512<float>.Zero;
+            for (int c = 0; c < kd; c += 16) dot = Vector512.FusedMultiplyAdd(Vector512.Load(src + c), Vector512.Load(predictKey + c), dot);
+            float u = beta * (out_[j] - (keyDecay == null ? decay : 1f) * Vector512.Sum(dot));
+            var uv = Vector512.Create(u);
+            for (int c = 0; c < kd; c += 16)
+            {
+                var d = keyDecay == null ? scalarDecay : Vector512.Load(keyDecay + c);
+                Vector512.FusedMultiplyAdd(uv, Vector512.Load(key + c), d * Vector512.Load(src + c)).Store(dst + c);
+            }
+            for (int gi = 0; gi < group; gi++)
+            {
+                float* q = queries + (long)gi * kd;
+                var read = Vector512<float>.Zero;
+                for (int c = 0; c < kd; c += 16) read = Vector512.FusedMultiplyAdd(Vector512.Load(dst + c), Vector512.Load(q + c), read);
+                out_[(long)gi * ldo + j] = Vector512.Sum(read);
+            }
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

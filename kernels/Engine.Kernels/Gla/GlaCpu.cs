@@ -94,7 +94,8 @@ public sealed unsafe class GlaCpu : IDisposable
             else kernel.ChunkScalar(io, unit, w);
         }
 
-        public void Token(in Work work, int head, int token, float* source, float* state) =>
+        /// <summary>GLA's state is always key-major (the sweep is given no other layout).</summary>
+        public void Token(in Work work, int head, int token, float* source, float* state, StateLayout layout) =>
             kernel.RecurrentStep(io, head, token, source, work with { S = state });
     }
 
