@@ -4,6 +4,7 @@ using System.CommandLine.Invocation;
 using System.CommandLine.Parsing;
 using System.Reflection;
 using Engine.Cli.Commands;
+using Engine.Onnx;
 
 namespace Engine.Cli;
 
@@ -42,8 +43,11 @@ public static class Cli
             stderr.WriteLine(Line(e.Message, e.Command ?? result.CommandResult.Command));
             return 2;
         }
+        // Bad input, a model ONNX Runtime refuses to load or run (random inputs it cannot take included), a node the engine
+        // refuses: one line and exit code 1.
         catch (Exception e) when (e is ArgumentException or InvalidDataException or IOException or NotSupportedException
-                                     or InvalidOperationException or UnauthorizedAccessException or OverflowException)
+                                     or InvalidOperationException or UnauthorizedAccessException or OverflowException
+                                     or ModelRunException or ModelNodeException or OrtCallException)
         {
             stderr.WriteLine($"engine: error: {e.Message.ReplaceLineEndings(" ").Trim()}");
             return 1;

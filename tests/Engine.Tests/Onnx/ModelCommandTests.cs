@@ -86,6 +86,18 @@ public sealed class ModelCommandTests
         Assert.That(stdout, Does.Contain("ai.onnx opset lowered from 27 to 26"));
     }
 
+    /// <summary>A model ONNX Runtime refuses to run on the random inputs (a Reshape to zeros for a shape): one line, exit code 1.</summary>
+    [Test]
+    public void AModelThatFailsToRunIsOneLineAndExitCodeOne()
+    {
+        var builder = new ModelBuilder();
+        string x = builder.Input("x", Engine.Onnx.Proto.TensorProto.Types.DataType.Float, 2, 2);
+        string shape = builder.Input("shape", Engine.Onnx.Proto.TensorProto.Types.DataType.Int64, 3);
+        builder.Output(builder.Op("Reshape", x, shape), Engine.Onnx.Proto.TensorProto.Types.DataType.Float);
+        string path = SaveModel(builder.Build(), "reshape.onnx");
+        CliFixture.AssertOneLineError(CliFixture.Engine("bench-model", path, "--repeats", "1"), 1, "running the model failed");
+    }
+
     [Test]
     public void BenchModelTimesBothPaths()
     {

@@ -48,8 +48,8 @@ internal sealed class GenerateCommand : EngineCommand
         var paths = new List<(string Label, Generator Generator)>();
         try
         {
-            if (backend != HandoverBackend.None) paths.Add(("engine", ModelIo.Guard(() => Generator.Open(folder, Options(backend)))));
-            paths.Add(("ort", ModelIo.Guard(() => Generator.Open(folder, Options(HandoverBackend.None)))));
+            if (backend != HandoverBackend.None) paths.Add(("engine", Generator.Open(folder, Options(backend))));
+            paths.Add(("ort", Generator.Open(folder, Options(HandoverBackend.None))));
             int vocab = paths[0].Generator.VocabSize ?? throw new InvalidDataException($"{folder}: the model's logits do not fix the vocabulary size; random prompts need it");
             var random = new Random(seed);
             long[] prompt = Enumerable.Range(0, promptTokens).Select(_ => (long)random.Next(vocab)).ToArray();
@@ -73,8 +73,8 @@ internal sealed class GenerateCommand : EngineCommand
                     foreach (var (label, generator) in paths)
                     {
                         var warmup = progress.Add($"warm-up {label}", WarmupSteps + 1);
-                        ModelIo.Guard(() => generator.Generate(prompt[..Math.Min(prompt.Length, 64)], WarmupSteps,
-                            new GenerationOptions { OnToken = (_, _) => warmup.Advance() }, cancel.Token));
+                        generator.Generate(prompt[..Math.Min(prompt.Length, 64)], WarmupSteps,
+                            new GenerationOptions { OnToken = (_, _) => warmup.Advance() }, cancel.Token);
                         warmup.Finish();
                     }
                     var results = paths.ToDictionary(p => p.Label, _ => new List<TimedRun>());
@@ -95,7 +95,7 @@ internal sealed class GenerateCommand : EngineCommand
                                     if (token.Index == 0 && !json) progress.Print($"[{run + 1}/{repeats}] {label,-6} first token after {token.Elapsed.TotalMilliseconds:F1} ms");
                                 },
                             };
-                            var result = ModelIo.Guard(() => generator.Generate(prompt, newTokens, options, cancel.Token));
+                            var result = generator.Generate(prompt, newTokens, options, cancel.Token);
                             results[label].Add(new TimedRun(result, steps));
                             if (!json) progress.Print($"[{run + 1}/{repeats}] {label,-6} {newTokens} tokens, decode {result.DecodeTokensPerSecond:F1} tokens/s");
                         }

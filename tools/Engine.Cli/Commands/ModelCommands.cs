@@ -20,7 +20,7 @@ internal sealed class ModelOptions
 
     public KernelHost Host(ParseResult args) => new(new KernelHostOptions { IntraOpThreads = args.GetValue(Threads) });
 
-    public OnnxModel Load(ParseResult args) => ModelIo.Guard(() => OnnxModel.Load(args.GetValue(Model)!));
+    public OnnxModel Load(ParseResult args) => OnnxModel.Load(args.GetValue(Model)!);
 
     /// <summary>
     /// --input NAME=FILE.npy, each as the element type the model declares: the file's mapped data where it holds
@@ -53,19 +53,6 @@ internal static class ModelIo
         }
     }
 
-    /// <summary>Model errors (a node the engine refuses, ORT failing to load or run) are bad input: exit code 1.</summary>
-    public static T Guard<T>(Func<T> run)
-    {
-        try
-        {
-            return run();
-        }
-        catch (Exception e) when (e is ModelRunException or ModelNodeException)
-        {
-            throw new InvalidDataException(e.Message, e);
-        }
-    }
-
     public static string Shape(IEnumerable<long> dims) => "[" + string.Join(", ", dims) + "]";
 }
 
@@ -92,7 +79,7 @@ internal sealed class RunModelCommand : EngineCommand
         string dir = args.GetValue(_outputDir)!;
         using var host = _model.Host(args);
         var backend = args.GetValue(_model.Backend);
-        using var session = ModelIo.Guard(() => ModelSession.Open(model, new ModelSessionOptions { Backend = backend, Host = host }));
+        using var session = ModelSession.Open(model, new ModelSessionOptions { Backend = backend, Host = host });
         var missing = model.Inputs.Select(i => i.Name).Where(n => !inputs.ContainsKey(n)).ToArray();
         if (missing.Length > 0) throw new ArgumentException($"the model needs inputs {string.Join(", ", missing)}: give each as --input NAME=FILE.npy");
         Directory.CreateDirectory(dir);
@@ -100,12 +87,8 @@ internal sealed class RunModelCommand : EngineCommand
         context.Progress.Run(context.Out, progress =>
         {
             var step = progress.Add($"run {Path.GetFileName(args.GetValue(_model.Model))}");
-            files.Time(() => ModelIo.Guard(() =>
-            {
-                session.Run(inputs, (name, type, shape, bytes) =>
-                    files.Write(name, Path.Combine(dir, FileName(name) + ".npy"), ModelInputs.NpyTypeOf(type, name), shape, bytes));
-                return 0;
-            }));
+            files.Time(() => session.Run(inputs, (name, type, shape, bytes) =>
+                files.Write(name, Path.Combine(dir, FileName(name) + ".npy"), ModelInputs.NpyTypeOf(type, name), shape, bytes)));
             step.Finish();
         });
         files.Report(context, args.GetValue(_model.Json), "run", host.Describe(backend),
@@ -136,7 +119,7 @@ internal sealed class InspectModelCommand : EngineCommand
     {
         string path = args.GetValue(_model.Model)!;
         var model = _model.Load(args);
-        var plan = ModelIo.Guard(() => HandoverRewriter.Rewrite(model));
+        var plan = HandoverRewriter.Rewrite(model);
         string Domain(string domain) => domain.Length == 0 ? "ai.onnx" : domain;
         var opTypes = model.NodeOpTypes.GroupBy(t => t).OrderByDescending(g => g.Count()).ToArray();
         var engine = plan.EngineNodes.ToArray();
@@ -324,8 +307,8 @@ internal sealed class BenchModelCommand : EngineCommand
         double engineSeconds, ortSeconds;
         int engineNodes;
         IReadOnlySet<string> opTypes;
-        using (var engine = ModelIo.Guard(() => ModelSession.Open(model, BenchOptions(backend, host, spinning))))
-        using (var ort = ModelIo.Guard(() => ModelSession.Open(model, BenchOptions(HandoverBackend.None, host, spinning))))
+        using (var engine = ModelSession.Open(model, BenchOptions(backend, host, spinning)))
+        using (var ort = ModelSession.Open(model, BenchOptions(HandoverBackend.None, host, spinning)))
         {
             // Outputs go to tensors held across runs (RunInto), as a decode loop keeps them: what is timed is the model.
             var engineOutputs = OutputTensors(engine.Run(inputs));
@@ -360,7 +343,7 @@ internal sealed class BenchModelCommand : EngineCommand
         string prefix = Path.Combine(Path.GetTempPath(), $"engine-profile-{Environment.ProcessId}-{options.Backend}");
         string file;
         int warmup = 0;
-        using (var session = ModelIo.Guard(() => ModelSession.Open(model, options with { ProfilePrefix = prefix })))
+        using (var session = ModelSession.Open(model, options with { ProfilePrefix = prefix }))
         {
             // Warm up as the timed runs do (until tiered compilation settles); those runs are left out of the median.
             var clock = System.Diagnostics.Stopwatch.StartNew();
