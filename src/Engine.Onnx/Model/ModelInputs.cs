@@ -48,7 +48,8 @@ public static class ModelInputs
     /// <summary>
     /// Random inputs for every graph input but those named in <paramref name="except"/> (given otherwise), symbolic
     /// dims taken from <paramref name="dims"/>. Values follow the inputs' roles by name: *state* zeros, *decay* log gates (&lt;= 0), *beta* in (0, 1), *key* rows of unit
-    /// length (what the delta rule needs to stay bounded), other floats N(0, 1), integers zeros.
+    /// length (what the delta rule needs to stay bounded), other floats N(0, 1); integers zeros, but *mask* ones (every
+    /// position attended, as a GenAI model's attention_mask of a full sequence).
     /// </summary>
     public static Dictionary<string, TensorData> Random(OnnxModel model, IReadOnlyDictionary<string, long> dims, int seed = 1, IReadOnlyCollection<string>? except = null)
     {
@@ -67,12 +68,19 @@ public static class ModelInputs
             {
                 TensorElementType.Float => TensorData.Create(Values(input.Name, shape, count, random), shape),
                 TensorElementType.Float16 => TensorData.Create(Array.ConvertAll(Values(input.Name, shape, count, random), f => (Half)f), shape),
-                TensorElementType.Int64 => TensorData.Create(new long[count], shape),
-                TensorElementType.Int32 => TensorData.Create(new int[count], shape),
+                TensorElementType.Int64 => TensorData.Create(Integers(input.Name, count, 1L), shape),
+                TensorElementType.Int32 => TensorData.Create(Integers(input.Name, count, 1), shape),
                 var other => throw new NotSupportedException($"input '{input.Name}': random {other} values are not supported"),
             };
         }
         return inputs;
+    }
+
+    private static T[] Integers<T>(string name, long count, T one) where T : struct
+    {
+        var values = new T[count];
+        if (name.Contains("mask", StringComparison.OrdinalIgnoreCase)) Array.Fill(values, one);
+        return values;
     }
 
     private static float[] Values(string name, long[] shape, long count, Random random)

@@ -31,6 +31,24 @@ public sealed class ModelInputsTests
         foreach (var name in expected.Keys)
             Assert.That(made[name].As<float>(), Is.EqualTo(expected[name].As<float>()), name);
     }
+
+    /// <summary>Integer inputs are zeros (token ids, positions), but a mask attends to every position.</summary>
+    [Test]
+    public void IntegerInputsAreZerosAndMasksOnes()
+    {
+        var builder = new ModelBuilder();
+        builder.Input("input_ids", F.Int64, 1, 3);
+        builder.Input("attention_mask", F.Int64, 1, 4);
+        builder.Input("seq_mask", F.Int32, 2);
+        builder.Output("input_ids", F.Int64, null);
+        var made = ModelInputs.Random(builder.Build(), new Dictionary<string, long>());
+        Assert.Multiple(() =>
+        {
+            Assert.That(made["input_ids"].As<long>(), Is.EqualTo(new long[3]));
+            Assert.That(made["attention_mask"].As<long>(), Is.EqualTo(new long[] { 1, 1, 1, 1 }));
+            Assert.That(made["seq_mask"].As<int>(), Is.EqualTo(new[] { 1, 1 }));
+        });
+    }
 }
 
 /// <summary>Inputs from .npy files read where they lie (TensorData.Over), outputs read where ORT holds them.</summary>
