@@ -32,10 +32,14 @@ public readonly unsafe struct ShortConvRows(float* taps, float* bias, float* ini
     {
         int sequence = _sequences.SequenceOf(start), first = start - _sequences.Start(sequence), dim = rows.Dim;
         int vectorEnd = dim / Lanes * Lanes;
-        // Rows whose first taps reach into the initial state, then the rest 16 channels at a time.
+        // Rows whose first taps reach into the initial state (at decode, every row), then the rest 16 channels at a time.
         int inSequence = Math.Clamp(_carry - first, 0, len);
+        float* carried = stackalloc float[Lanes];
         for (int i = 0; i < inSequence; i++)
-            for (int c = 0; c < dim; c++) dst[(long)i * ld + c] = Scalar(rows, i, first + i, sequence, channel, c);
+        {
+            for (int c = 0; c < vectorEnd; c += Lanes) StateReach(dst + (long)i * ld + c, rows, i, first + i, sequence, channel + c, c, carried);
+            for (int c = vectorEnd; c < dim; c++) dst[(long)i * ld + c] = Scalar(rows, i, first + i, sequence, channel, c);
+        }
         for (int c = 0; c < vectorEnd; c += Lanes)
         {
             if (_k <= 4) Window(dst + c, ld, rows, inSequence, len, channel + c, c);
@@ -74,6 +78,28 @@ public readonly unsafe struct ShortConvRows(float* taps, float* bias, float* ini
             acc.Store(y);
             (x0, x1, x2) = (x1, x2, x3);
         }
+    }
+
+    /// <summary>
+    /// 16 channels of row i (local position <paramref name="position"/>) before the activation, its taps before the sequence's
+    /// start read from the initial state through <paramref name="carried"/>; the sum in <see cref="Scalar"/>'s order.
+    /// </summary>
+    private void StateReach(float* y, HeadRows rows, int i, int position, int sequence, int channel, int c, float* carried)
+    {
+        var acc = _bias == null ? Vector512<float>.Zero : Vector512.Load(_bias + channel);
+        for (int j = 0; j < _k; j++)
+        {
+            int p = position - _carry + j;
+            Vector512<float> x;
+            if (p >= 0) x = Vector512.Load(rows.Row(i - _carry + j) + c);
+            else
+            {
+                for (int l = 0; l < Lanes; l++) carried[l] = Initial(sequence, channel + l, _carry + p);
+                x = Vector512.Load(carried);
+            }
+            acc = Vector512.FusedMultiplyAdd(Vector512.Load(_taps + (long)j * _channels + channel), x, acc);
+        }
+        acc.Store(y);
     }
 
     /// <summary>16 channels of rows [from, to) before the activation, every tap read for every row (widths over 4).</summary>
