@@ -439,11 +439,11 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     /// <summary>
     /// The step on a value-major state [V, K] (kd a multiple of 16), row by row: row j of Sᵀ (value dim j) is decayed
     /// (by e^g, or by the per-key factors <paramref name="keyDecay"/>), u_j = β (v_j − row · k̂ ⊙ decay) from the old row,
-    /// row += u_j k̂, and each output head's o_j = row · q̂. v is out[0..V), read before out[j] is written; output head gi
-    /// goes to out + gi · ldo.
+    /// row += u_j k̂, and each output head's o_j = row · q̂. v is output[0..V), read before output[j] is written; output head
+    /// gi goes to output + gi · ldo.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void StepValueRows(float* source, float* state, int kd, int vd, float* predictKey, float* out_, float beta, float decay,
+    private static void StepValueRows(float* source, float* state, int kd, int vd, float* predictKey, float* output, float beta, float decay,
         float* keyDecay, float* key, float* queries, int group, int ldo)
     {
         var scalarDecay = Vector512.Create(decay);
@@ -452,7 +452,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             float* src = source + (long)j * kd, dst = state + (long)j * kd;
             var dot = Vector512<float>.Zero;
             for (int c = 0; c < kd; c += 16) dot = Vector512.FusedMultiplyAdd(Vector512.Load(src + c), Vector512.Load(predictKey + c), dot);
-            float u = beta * (out_[j] - (keyDecay == null ? decay : 1f) * Vector512.Sum(dot));
+            float u = beta * (output[j] - (keyDecay == null ? decay : 1f) * Vector512.Sum(dot));
             var uv = Vector512.Create(u);
             for (int c = 0; c < kd; c += 16)
             {
@@ -464,7 +464,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
                 float* q = queries + (long)gi * kd;
                 var read = Vector512<float>.Zero;
                 for (int c = 0; c < kd; c += 16) read = Vector512.FusedMultiplyAdd(Vector512.Load(dst + c), Vector512.Load(q + c), read);
-                out_[(long)gi * ldo + j] = Vector512.Sum(read);
+                output[(long)gi * ldo + j] = Vector512.Sum(read);
             }
         }
     }
