@@ -27,7 +27,7 @@ public readonly unsafe struct ShortConvRows(float* taps, float* bias, float* ini
     /// zero-padded to <paramref name="padded"/> floats, for i in 0..len; the rows start at packed token <paramref name="start"/>,
     /// all in one sequence, whose earlier rows (Row(i) for i &lt; 0) the first taps read.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit] // the carried lanes are written before they are read
     public void Load(float* dst, int ld, int padded, HeadRows rows, int channel, int start, int len)
     {
         int sequence = _sequences.SequenceOf(start), first = start - _sequences.Start(sequence), dim = rows.Dim;

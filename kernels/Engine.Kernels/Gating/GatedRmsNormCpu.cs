@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using Engine.Kernels.Common;
 
@@ -35,6 +36,7 @@ public static unsafe class GatedRmsNormCpu
     }
 
     /// <summary>y = x / sqrt(mean(x²) + epsilon) · scale · act(z) for one row of c; y may be x.</summary>
+    [SkipLocalsInit] // the activation block is written before it is read; one call per row
     internal static void Row(float* x, float* z, float* scale, float* y, int c, float epsilon, bool silu)
     {
         var squares = Vector512<float>.Zero;

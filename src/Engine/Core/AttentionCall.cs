@@ -112,6 +112,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         using var conv = ConvolutionCall.Check(convolution, op.Heads, call.Shapes.Sequences);
         var norm = NormCall.Check(outputNorm, op.Heads, call.Shapes.Sequences.TotalTokens);
         bool cpu = device.Backend == Backend.Cpu;
+        var scheduler = options.Scheduler ?? device.Scheduler;
 
         using var inputs = CallInputs.From(op, t, rowsInPlace: cpu);
         using var output = new FloatOutput<T>(t.Output, "output");
@@ -137,8 +138,8 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
                 AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, state);
                 if (finalState.Rank != 0) gpu.Download(state, TensorArgs.DenseSpan(finalState, "final_state"));
             }
-            norm?.ApplyAfter(batch.Output, exact: false, options.Scheduler ?? device.Scheduler);
-            OutputCheck.AfterRun(batch, op.Heads, default, options.Scheduler ?? device.Scheduler, norm);
+            norm?.ApplyAfter(batch.Output, exact: false, scheduler);
+            OutputCheck.AfterRun(batch, op.Heads, default, scheduler, norm);
         }
         else
         {
@@ -153,9 +154,9 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
                 initial = default; // the same tensor: run in place
                 TensorArgs.RequireFinite(final.Span, "initial_state");
             }
-            RunOnHost(device, op, options.Scheduler, batch, final.Span, initial);
-            if (!cpu) norm?.ApplyAfter(batch.Output, exact: true, options.Scheduler ?? device.Scheduler);
-            OutputCheck.AfterRun(batch, op.Heads, initial, options.Scheduler ?? device.Scheduler, norm);
+            RunOnHost(device, op, scheduler, batch, final.Span, initial);
+            if (!cpu) norm?.ApplyAfter(batch.Output, exact: true, scheduler);
+            OutputCheck.AfterRun(batch, op.Heads, initial, scheduler, norm);
         }
         output.Commit();
         conv?.CommitState();
@@ -163,11 +164,12 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
 
     /// <summary>A session's call: the shapes checked against the session's op and sequence count, the state carried in place.</summary>
     public static void Run<T>(EngineDevice device, AttentionOp op, int sequences, SessionState state, AttentionMode mode,
-        in AttentionTensors<T> t, ReadOnlySpan<int> cuSeqlens, IWorkScheduler? scheduler) where T : unmanaged
+        in AttentionTensors<T> t, ReadOnlySpan<int> cuSeqlens, IWorkScheduler? callScheduler) where T : unmanaged
     {
         TensorArgs.RequireElementType<T>();
         var call = Describe(t, cuSeqlens, op.TakesBeta, op.Gate == GateKind.Constant);
         call.RequireSession(op, sequences, cuSeqlens);
+        var scheduler = callScheduler ?? device.Scheduler;
 
         using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu);
         using var output = new FloatOutput<T>(t.Output, "output");
@@ -178,14 +180,14 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             inputs.RequireFinite();
             using var lease = op.LeaseGpu(device);
             AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, gpu.View);
-            OutputCheck.AfterRun(batch, op.Heads, default, scheduler ?? device.Scheduler);
+            OutputCheck.AfterRun(batch, op.Heads, default, scheduler);
         }
         else
         {
             // The kernel reads the current state and writes the spare; a refused call leaves the current one as it was.
             var current = (HostState)state.Current;
             RunOnHost(device, op, scheduler, batch, ((HostState)state.Spare).Span, current.Span);
-            OutputCheck.AfterRun(batch, op.Heads, current.Span, scheduler ?? device.Scheduler);
+            OutputCheck.AfterRun(batch, op.Heads, current.Span, scheduler);
             state.Swap();
         }
         output.Commit();
@@ -287,12 +289,12 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         failure is { Name: "output", Rule: ValueRule.Finite } ? OutputCheck.Overflow(failure.Value, failure.Index) : failure.Refusal();
 
     /// <summary>The CPU kernel, or the float64 reference with the state and output going through double.</summary>
-    private static void RunOnHost(EngineDevice device, AttentionOp op, IWorkScheduler? scheduler, in AttentionBatch batch,
+    private static void RunOnHost(EngineDevice device, AttentionOp op, IWorkScheduler scheduler, in AttentionBatch batch,
         Span<float> state, ReadOnlySpan<float> initialState)
     {
         if (device.Backend == Backend.Cpu)
         {
-            op.RunCpu(device, scheduler ?? device.Scheduler, batch, state, initialState);
+            op.RunCpu(device, scheduler, batch, state, initialState);
             return;
         }
         using var run = Float64Run.Begin(initialState.IsEmpty ? state : initialState, batch.Output.Length);
