@@ -18,7 +18,7 @@ public sealed class GlaGpu : IAttentionGpu
     private readonly ChunkTable _chunks = new();
     private readonly GlaGpuShape _shape;
     private readonly string? _recurrentTooLarge;
-    private readonly Launcher _cumulativeGates, _chunkStates, _output, _recurrent;
+    private readonly Launcher _chunkDeltas, _stateScan, _output, _recurrent;
     private bool _constantDecayUploaded;
 
     public GlaGpu(GlaConfig config, GpuRuntime runtime)
@@ -46,7 +46,7 @@ public sealed class GlaGpu : IAttentionGpu
                 $"K = {config.Heads.KeyDim} needs {recurrentBytes} bytes, more than the {limit} a group may use; with {group} query heads per " +
                 $"value head K can be at most {maxKeyDim} (the chunked mode has no such limit)";
         }
-        long chunkedBytes = SharedBytes(Math.Max(new ChunkStateTiles(_shape).Floats, new OutputTiles(_shape).Floats));
+        long chunkedBytes = SharedBytes(Math.Max(new ChunkDeltaTiles(_shape).Floats, new OutputTiles(_shape).Floats));
         if (chunkedBytes > limit)
             throw new NotSupportedException($"GLA chunked kernels need {chunkedBytes} bytes of shared memory per group with group size {groupSize}, more than the {limit} available");
         if (_shape.TensorCores && runtime.Accelerator.WarpSize != MmaTf32.WarpSize)
@@ -56,8 +56,8 @@ public sealed class GlaGpu : IAttentionGpu
                 $"{_shape.OutputRows} × {_shape.OutputCols} and state tiles of {_shape.StateRows} × {_shape.StateCols}");
 
         _buffers = new GpuBuffers(runtime);
-        _cumulativeGates = Load(GlaGpuKernels.CumulativeGates);
-        _chunkStates = Load(GlaGpuKernels.ChunkStates);
+        _chunkDeltas = Load(GlaGpuKernels.ChunkDeltas);
+        _stateScan = Load(GlaGpuKernels.StateScan);
         _output = Load(GlaGpuKernels.Output);
         _recurrent = Load(GlaGpuKernels.Recurrent);
     }
@@ -139,7 +139,7 @@ public sealed class GlaGpu : IAttentionGpu
         return args;
     }
 
-    /// <summary>Chunked: the launches of <see cref="GlaGpuKernels"/> in order (three with a per-key or per-head gate, else two); recurrent: one launch.</summary>
+    /// <summary>Chunked: the three launches of <see cref="GlaGpuKernels"/> in order; recurrent: one launch.</summary>
     private void Launch(bool chunked, GlaGpuArgs args)
     {
         var s = _shape;
@@ -150,8 +150,8 @@ public sealed class GlaGpu : IAttentionGpu
             return;
         }
         int chunks = _chunks.Chunks;
-        if (s.GatePerToken > 0) _cumulativeGates(Runtime.Groups(chunks, DivUp(s.GatePerToken, s.GroupSize), 1), args, shape);
-        _chunkStates(Runtime.Groups(args.Sequences, s.ValueHeads, DivUp(s.KeyDim, s.StateRows) * DivUp(s.ValueDim, s.StateCols), new ChunkStateTiles(s).Floats), args, shape);
+        _chunkDeltas(Runtime.Groups(chunks, s.ValueHeads, DivUp(s.KeyDim, s.StateRows) * DivUp(s.ValueDim, s.StateCols), new ChunkDeltaTiles(s).Floats), args, shape);
+        _stateScan(Runtime.Groups(args.Sequences, s.ValueHeads, DivUp(s.KeyDim * s.ValueDim, s.GroupSize)), args, shape);
         _output(Runtime.Groups(chunks, s.OutputHeads, s.Chunk / s.OutputRows * DivUp(s.ValueDim, s.OutputCols), new OutputTiles(s).Floats), args, shape);
     }
 

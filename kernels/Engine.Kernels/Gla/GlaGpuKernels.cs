@@ -58,7 +58,7 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     public int OutputRowThreads { get; }
     public int OutputColThreads { get; }
 
-    /// <summary>Chunk-state kernel: the threads of a group as StateRowThreads × StateColThreads, each owning 4 × 4 state entries.</summary>
+    /// <summary>Chunk-delta kernel: the threads of a group as StateRowThreads × StateColThreads, each owning 4 × 4 state entries.</summary>
     public int StateRowThreads { get; }
     public int StateColThreads { get; }
 
@@ -115,7 +115,7 @@ public struct GlaGpuArgs
     /// <summary>[Hv] log decay of a constant gate.</summary>
     public ArrayView<float> ConstantDecay;
 
-    /// <summary>[chunks, Hv, K, V]: the state at each chunk's start.</summary>
+    /// <summary>[chunks, Hv, K, V]: each chunk's delta from ChunkDeltas, then the state at each chunk's start from StateScan.</summary>
     public ArrayView<float> ChunkStates;
 
     /// <summary>[T, max(Hq, Hv), V].</summary>
@@ -134,13 +134,13 @@ public struct GlaGpuArgs
     public int Sequences;
 }
 
-/// <summary>Dynamic shared memory of the chunk-state kernel, in floats.</summary>
-internal readonly struct ChunkStateTiles(GlaGpuShape s)
+/// <summary>Dynamic shared memory of the chunk-delta kernel, in floats.</summary>
+internal readonly struct ChunkDeltaTiles(GlaGpuShape s)
 {
     public int Keys => 0;                                    // [StateRows × pitch] a token slice of k_j ⊙ exp(b_last − b_j), transposed
     public int Values => s.StateRows * GlaGpuShape.SlicePitch;   // [slice × StateCols]
-    public int RowDecay => Values + GlaGpuShape.SliceWidth * s.StateCols;   // [StateRows] exp(b_last) of the tile's key rows
-    public int Floats => RowDecay + s.StateRows;
+    public int Suffix => Values + GlaGpuShape.SliceWidth * s.StateCols;   // [StateRows] b_last − b_j of the slice's first token, per key row
+    public int Floats => Suffix + s.StateRows;
 }
 
 /// <summary>Dynamic shared memory of the output kernel, in floats.</summary>
@@ -167,12 +167,14 @@ internal readonly struct RecurrentTiles(GlaGpuShape s)
 }
 
 /// <summary>
-/// The GLA kernels. Chunked form, one launch each, in order (two for a constant gate or none):
-///   CumulativeGates   b = in-chunk cumulative log gate (per-key and per-head gates; constant gates compute b = (i+1)·λ inline)
-///   ChunkStates       per sequence, value head and (K, V) tile, the chunks in order with the state tile on chip: each chunk's
-///                     start state is stored, then S ← diag(exp(b_last)) S + Σ_j (k_j ⊙ exp(b_last − b_j)) v_jᵀ; the final state last
-///   Output            per chunk, output head, row block and value tile: O = (scale q ⊙ exp(b)) S_start + A V, the scores
-///                     A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc) (j <= i) made on chip a slice of tokens at a time
+/// The GLA kernels. Chunked form, three launches in order, every chunk in parallel but for the scan's walk:
+///   ChunkDeltas   per chunk, value head and (K, V) tile: the chunk's own contribution to the state,
+///                 Δ = Σ_j (k_j ⊙ exp(b_last − b_j)) v_jᵀ, stored in the chunk's slot of ChunkStates; the groups of the first value
+///                 tile also store b, the in-chunk cumulative log gate (per-key and per-head gates; constant gates compute b = (i+1)·λ inline)
+///   StateScan     per sequence, value head and state entry: the chunks in order, S ← diag(exp(b_last)) S + Δ, each chunk's slot
+///                 overwritten with its start state; the final state back to State
+///   Output        per chunk, output head, row block and value tile: O = (scale q ⊙ exp(b)) S_start + A V, the scores
+///                 A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc) (j <= i) made on chip a slice of tokens at a time
 /// The products run on a tile type chosen by <see cref="GlaGpuShape.Precision"/>: <see cref="RegisterTile4x4"/> or <see cref="MmaTile{TMma}"/>.
 /// Heads (<see cref="HeadLayout"/>): value head h reads key head h / ValueGroup; output head o reads value head o / Group and
 /// query head o / ValueGroup. q and k are read where they lie, never copied per head.
@@ -202,82 +204,128 @@ public static class GlaGpuKernels
         return XMath.Exp(CumulativeLogGate(args, s, h, start, i, c) - before);
     }
 
-    /// <summary>Grid (chunks, ceil(gate floats per token / group)): one thread per gate entry walks the chunk.</summary>
-    public static void CumulativeGates(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
+    /// <summary>
+    /// Grid (chunks, Hv, K tiles × V tiles): the chunk's contribution to one StateRows × StateCols tile of the state,
+    /// Δ[c, d] = Σ_j k_jc exp(b_last,c − b_jc) v_jd, stored in the chunk's slot of ChunkStates for <see cref="StateScan"/>. The
+    /// slices of tokens run from the chunk's end back, so that exp(b_last − b_j) = exp(Σ_{t > j} g_t) is a running sum per key row.
+    /// The groups of the first value tile also store b for <see cref="Output"/> and the scan: a per-head gate's only from the first key tile.
+    /// </summary>
+    public static void ChunkDeltas(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
-        int perToken = s.GatePerToken;
-        int entry = Grid.IdxY * s.GroupSize + Group.IdxX;
-        if (entry >= perToken) return;
-        int start = args.ChunkStart[Grid.IdxX], len = args.ChunkLength[Grid.IdxX];
-        float sum = 0f;
-        for (int i = 0; i < len; i++)
+        // fp16 too keeps the state's products in tf32: a state may outgrow fp16's range, a chunk's operands do so only with the inputs.
+        if (s.TensorCores) ChunkDeltas<MmaTile<Tf32Mma>>(args, s);
+        else ChunkDeltas<RegisterTile4x4>(args, s);
+    }
+
+    private static void ChunkDeltas<TTile>(GlaGpuArgs args, GlaGpuShape s) where TTile : struct, IProductTile
+    {
+        var tiles = new ChunkDeltaTiles(s);
+        int chunk = Grid.IdxX, h = Grid.IdxY, kh = h / s.ValueGroup, tid = Group.IdxX;
+        int tilesV = (s.ValueDim + s.StateCols - 1) / s.StateCols;
+        int c0 = Grid.IdxZ / tilesV * s.StateRows, d0 = Grid.IdxZ % tilesV * s.StateCols;
+        int rows = Math.Min(s.StateRows, s.KeyDim - c0), cols = Math.Min(s.StateCols, s.ValueDim - d0);
+        int start = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
+        var shared = SharedMemory.GetDynamic<float>();
+        var keys = shared.SubView(tiles.Keys, s.StateRows * SlicePitch);
+        var values = shared.SubView(tiles.Values, SliceWidth * s.StateCols);
+        var suffix = shared.SubView(tiles.Suffix, s.StateRows);
+        var layout = new TileLayout(s.StateRows, s.StateCols, tid);
+
+        if (d0 == 0 && (s.PerKey || (s.PerHead && c0 == 0)))
+            StoreCumulativeGates(args, s, h, start, len, s.PerKey ? c0 : 0, s.PerKey ? rows : 1, tid);
+        for (int cc = tid; cc < s.StateRows; cc += s.GroupSize) suffix[cc] = 0f;
+
+        var delta = default(TTile);
+        for (int j0 = (len - 1) / SliceWidth * SliceWidth; j0 >= 0; j0 -= SliceWidth)
         {
-            long at = (long)(start + i) * perToken + entry;
-            sum += args.G[at];
-            args.CumulativeGate[at] = sum;
+            int depth = Math.Min(SliceWidth, len - j0);
+            for (int cc = tid; cc < s.StateRows; cc += s.GroupSize)
+            {
+                float after = suffix[cc];
+                for (int j = SliceWidth - 1; j >= 0; j--)
+                {
+                    float x = 0f;
+                    if (j < depth && cc < rows)
+                    {
+                        int t = start + j0 + j;
+                        x = args.K[((long)t * s.KeyHeads + kh) * s.KeyDim + c0 + cc];
+                        if (s.Constant) x *= XMath.Exp((len - 1 - j0 - j) * args.ConstantDecay[h]);
+                        else if (!s.NoGate)
+                        {
+                            x *= XMath.Exp(after);
+                            after += s.PerKey ? args.G[((long)t * s.ValueHeads + h) * s.KeyDim + c0 + cc] : args.G[(long)t * s.ValueHeads + h];
+                        }
+                    }
+                    keys[cc * SlicePitch + j] = x;
+                }
+                suffix[cc] = after;
+            }
+            for (int e = tid; e < SliceWidth * s.StateCols; e += s.GroupSize)
+            {
+                int j = e / s.StateCols, dd = e % s.StateCols;
+                values[e] = j < depth && dd < cols ? args.V[((long)(start + j0 + j) * s.ValueHeads + h) * s.ValueDim + d0 + dd] : 0f;
+            }
+            Group.Barrier();
+            delta.Accumulate(keys, SlicePitch, values, s.StateCols, depth, layout);
+            Group.Barrier();
+        }
+        long perChunk = (long)s.ValueHeads * s.KeyDim * s.ValueDim;
+        delta.Store(args.ChunkStates, chunk * perChunk + (long)h * s.KeyDim * s.ValueDim + (long)c0 * s.ValueDim + d0, s.ValueDim, rows, cols, layout);
+    }
+
+    /// <summary>b = the log gates summed within the chunk, for <paramref name="count"/> gate entries of the head from <paramref name="first"/> (key dims, or the one per-head entry): one thread per entry walks the chunk.</summary>
+    private static void StoreCumulativeGates(GlaGpuArgs args, GlaGpuShape s, int h, int start, int len, int first, int count, int tid)
+    {
+        int perHead = s.PerKey ? s.KeyDim : 1;
+        for (int entry = tid; entry < count; entry += s.GroupSize)
+        {
+            float sum = 0f;
+            for (int i = 0; i < len; i++)
+            {
+                long at = ((long)(start + i) * s.ValueHeads + h) * perHead + first + entry;
+                sum += args.G[at];
+                args.CumulativeGate[at] = sum;
+            }
         }
     }
 
     /// <summary>
-    /// Grid (N, Hv, K tiles × V tiles): one StateRows × StateCols tile of the state walks its sequence's chunks on chip, storing
-    /// the state at each chunk's start in ChunkStates, then S[c, d] ← exp(b_last,c) S[c, d] + Σ_j k_jc exp(b_last,c − b_jc) v_jd,
-    /// the chunk's tokens staged in slices; the final state goes back to State.
+    /// Grid (N, Hv, ceil(K·V / group)): one thread per state entry walks its sequence's chunks in order, S ← exp(b_last) S + Δ, each
+    /// chunk's slot of ChunkStates read for Δ and overwritten with the chunk's start state; the final state goes back to State.
+    /// The deltas and decays of four chunks are loaded ahead of their steps, so the walk waits on memory once per four chunks.
     /// </summary>
-    public static void ChunkStates(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
+    public static void StateScan(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
         var s = shape.Value;
-        // fp16 too keeps the state's products in tf32: a state may outgrow fp16's range, a chunk's operands do so only with the inputs.
-        if (s.TensorCores) ChunkStates<MmaTile<Tf32Mma>>(args, s);
-        else ChunkStates<RegisterTile4x4>(args, s);
+        int perHead = s.KeyDim * s.ValueDim, entry = Grid.IdxZ * s.GroupSize + Group.IdxX;
+        if (entry >= perHead) return;
+        int n = Grid.IdxX, h = Grid.IdxY, c = entry / s.ValueDim;
+        long perChunk = (long)s.ValueHeads * perHead, at = (long)h * perHead + entry;
+        float state = args.State[n * perChunk + at];
+        int end = args.FirstChunk[n + 1];
+        for (int chunk = args.FirstChunk[n]; chunk < end; chunk += 4)
+        {
+            // The loads read a valid chunk (the last one again past the end) whatever the guards, so none waits behind a branch.
+            int chunk1 = Math.Min(chunk + 1, end - 1), chunk2 = Math.Min(chunk + 2, end - 1), chunk3 = Math.Min(chunk + 3, end - 1);
+            long slot0 = chunk * perChunk + at, slot1 = chunk1 * perChunk + at, slot2 = chunk2 * perChunk + at, slot3 = chunk3 * perChunk + at;
+            float delta0 = args.ChunkStates[slot0], delta1 = args.ChunkStates[slot1], delta2 = args.ChunkStates[slot2], delta3 = args.ChunkStates[slot3];
+            float decay0 = ChunkDecay(args, s, h, c, chunk), decay1 = ChunkDecay(args, s, h, c, chunk1);
+            float decay2 = ChunkDecay(args, s, h, c, chunk2), decay3 = ChunkDecay(args, s, h, c, chunk3);
+            args.ChunkStates[slot0] = state;
+            state = decay0 * state + delta0;
+            if (chunk + 1 < end) { args.ChunkStates[slot1] = state; state = decay1 * state + delta1; }
+            if (chunk + 2 < end) { args.ChunkStates[slot2] = state; state = decay2 * state + delta2; }
+            if (chunk + 3 < end) { args.ChunkStates[slot3] = state; state = decay3 * state + delta3; }
+        }
+        args.State[n * perChunk + at] = state;
     }
 
-    private static void ChunkStates<TTile>(GlaGpuArgs args, GlaGpuShape s) where TTile : struct, IProductTile
+    /// <summary>exp(b_last) of a chunk at key row c: the decay of the state over the whole chunk.</summary>
+    private static float ChunkDecay(GlaGpuArgs args, GlaGpuShape s, int h, int c, int chunk)
     {
-        var tiles = new ChunkStateTiles(s);
-        int n = Grid.IdxX, h = Grid.IdxY, kh = h / s.ValueGroup, tid = Group.IdxX;
-        int tilesV = (s.ValueDim + s.StateCols - 1) / s.StateCols;
-        int c0 = Grid.IdxZ / tilesV * s.StateRows, d0 = Grid.IdxZ % tilesV * s.StateCols;
-        int rows = Math.Min(s.StateRows, s.KeyDim - c0), cols = Math.Min(s.StateCols, s.ValueDim - d0);
-        var shared = SharedMemory.GetDynamic<float>();
-        var keys = shared.SubView(tiles.Keys, s.StateRows * SlicePitch);
-        var values = shared.SubView(tiles.Values, SliceWidth * s.StateCols);
-        var rowDecay = shared.SubView(tiles.RowDecay, s.StateRows);
-        var layout = new TileLayout(s.StateRows, s.StateCols, tid);
-        long perChunk = (long)s.ValueHeads * s.KeyDim * s.ValueDim, tileOffset = (long)h * s.KeyDim * s.ValueDim + (long)c0 * s.ValueDim + d0;
-        var state = default(TTile);
-        state.Load(args.State, n * perChunk + tileOffset, s.ValueDim, rows, cols, layout);
-
-        for (int chunk = args.FirstChunk[n]; chunk < args.FirstChunk[n + 1]; chunk++)
-        {
-            int start = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
-            state.Store(args.ChunkStates, chunk * perChunk + tileOffset, s.ValueDim, rows, cols, layout);
-            for (int cc = tid; cc < s.StateRows; cc += s.GroupSize)
-                rowDecay[cc] = cc < rows ? Decay(args, s, h, start, len - 1, -1, c0 + cc) : 0f;
-            Group.Barrier();
-            state.ScaleRows(rowDecay, layout);
-            for (int j0 = 0; j0 < len; j0 += SliceWidth)
-            {
-                int depth = Math.Min(SliceWidth, len - j0);
-                for (int e = tid; e < SliceWidth * s.StateRows; e += s.GroupSize)
-                {
-                    int j = e / s.StateRows, cc = e % s.StateRows;
-                    float x = 0f;
-                    if (j < depth && cc < rows)
-                        x = args.K[((long)(start + j0 + j) * s.KeyHeads + kh) * s.KeyDim + c0 + cc] * Decay(args, s, h, start, len - 1, j0 + j, c0 + cc);
-                    keys[cc * SlicePitch + j] = x;
-                }
-                for (int e = tid; e < SliceWidth * s.StateCols; e += s.GroupSize)
-                {
-                    int j = e / s.StateCols, dd = e % s.StateCols;
-                    values[e] = j < depth && dd < cols ? args.V[((long)(start + j0 + j) * s.ValueHeads + h) * s.ValueDim + d0 + dd] : 0f;
-                }
-                Group.Barrier();
-                state.Accumulate(keys, SlicePitch, values, s.StateCols, depth, layout);
-                Group.Barrier();
-            }
-        }
-        state.Store(args.State, n * perChunk + tileOffset, s.ValueDim, rows, cols, layout);
+        int start = args.ChunkStart[chunk];
+        return Decay(args, s, h, start, args.ChunkLength[chunk] - 1, -1, c);
     }
 
     /// <summary>

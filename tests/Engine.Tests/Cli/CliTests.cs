@@ -212,7 +212,7 @@ public sealed class CliTests : CliFixture
         const long tensorBytes = 32 * 16 * sizeof(float);
         Assert.Multiple(() =>
         {
-            Assert.That(rows["per-key chunked"].GetProperty("gpu_launches").GetInt64(), Is.EqualTo(3), "cumulative gates, chunk states, output");
+            Assert.That(rows["per-key chunked"].GetProperty("gpu_launches").GetInt64(), Is.EqualTo(3), "chunk deltas, state scan, output");
             Assert.That(rows["per-key recurrent"].GetProperty("gpu_launches").GetInt64(), Is.EqualTo(1));
             foreach (var row in rows.Values)
             {
@@ -222,9 +222,9 @@ public sealed class CliTests : CliFixture
         });
     }
 
-    [TestCase("gla", "per-key", new[] { "gla.CumulativeGates", "gla.ChunkStates", "gla.Output" })]
-    [TestCase("gla", "per-head", new[] { "gla.CumulativeGates", "gla.ChunkStates", "gla.Output" })]
-    [TestCase("gla", "none", new[] { "gla.ChunkStates", "gla.Output" })]
+    [TestCase("gla", "per-key", new[] { "gla.ChunkDeltas", "gla.StateScan", "gla.Output" })]
+    [TestCase("gla", "per-head", new[] { "gla.ChunkDeltas", "gla.StateScan", "gla.Output" })]
+    [TestCase("gla", "none", new[] { "gla.ChunkDeltas", "gla.StateScan", "gla.Output" })]
     [TestCase("gated-delta", "per-head", new[] { "delta-rule.Prepare", "delta-rule.StatePass", "delta-rule.Output" })]
     [TestCase("delta", null, new[] { "delta-rule.Prepare", "delta-rule.StatePass", "delta-rule.Output" })]
     public void BenchOnTheGpuTimesEachKernelOfTheCall(string op, string? gate, string[] chunkedKernels)

@@ -264,7 +264,7 @@ public sealed class DeviceTensorTests
         var times = _gpu.StopGpuProfile();
         Assert.That(times.Select(t => (t.Kernel, t.Launches)), Is.EqualTo(new[]
         {
-            ("tensor.Check", 10L), ("gla.CumulativeGates", 2L), ("gla.ChunkStates", 2L), ("gla.Output", 2L),
+            ("tensor.Check", 10L), ("gla.ChunkDeltas", 2L), ("gla.StateScan", 2L), ("gla.Output", 2L),
         }), "per call: checks of g, q, k, v and the output, then the three GLA kernels");
         Assert.Throws<InvalidOperationException>(() => _gpu.StopGpuProfile(), "no profile is being taken");
     }

@@ -23,7 +23,7 @@ public sealed class GpuKernelAssemblyTests
     /// <summary>The kernels whose chunk products can run on tensor cores, and the instructions their SASS must hold.</summary>
     private static readonly Dictionary<string, string[]> TensorCoreKernels = new()
     {
-        ["gla.ChunkStates"] = [Tf32Hmma],
+        ["gla.ChunkDeltas"] = [Tf32Hmma],
         ["gla.Output"] = [Tf32Hmma, F16Hmma],
         ["delta-rule.Prepare"] = [Tf32Hmma],
         ["delta-rule.Output"] = [Tf32Hmma],
@@ -62,7 +62,7 @@ public sealed class GpuKernelAssemblyTests
     public void TheCatalogHoldsEveryKernel() =>
         Assert.That(Kernels(), Is.EquivalentTo(new[]
         {
-            "gla.CumulativeGates", "gla.ChunkStates", "gla.Output", "gla.Recurrent",
+            "gla.ChunkDeltas", "gla.StateScan", "gla.Output", "gla.Recurrent",
             "delta-rule.Prepare", "delta-rule.StatePass", "delta-rule.Output", "delta-rule.Recurrent",
             "lssl.Recurrent", "lssl.Carry", "lssl.LocalOutput", "lssl.ChunkState", "lssl.FixUp", "lssl.ConvDirect",
             "tensor.Check", "tensor.HalfToFloat", "tensor.FloatToHalf",
