@@ -14,13 +14,26 @@ public static class LogGates
     /// <summary>Throws an ArgumentException naming the first value that is NaN, positive or −∞.</summary>
     public static void Require(ReadOnlySpan<float> values, string name)
     {
-        int i = 0;
-        ref float start = ref MemoryMarshal.GetReference(values);
-        for (; i + 16 <= values.Length; i += 16)
-            if (!All(ValidLanes(Vector512.LoadUnsafe(ref start, (nuint)i)))) break;
-        for (; i < values.Length; i++)
+        if (AllValid(values)) return;
+        for (int i = 0; i < values.Length; i++)
             if (!IsValid(values[i]))
                 throw ValueRules.Refusal(ValueRule.LogGate, name, values[i], i);
+    }
+
+    /// <summary>True when every value is a valid log gate: a pass with no branch but the loop's, four vectors at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static bool AllValid(ReadOnlySpan<float> values)
+    {
+        ref float start = ref MemoryMarshal.GetReference(values);
+        var valid = Vector512<float>.AllBitsSet;
+        int i = 0;
+        for (; i + 64 <= values.Length; i += 64)
+            valid &= ValidLanes(Vector512.LoadUnsafe(ref start, (nuint)i)) & ValidLanes(Vector512.LoadUnsafe(ref start, (nuint)(i + 16)))
+                & ValidLanes(Vector512.LoadUnsafe(ref start, (nuint)(i + 32))) & ValidLanes(Vector512.LoadUnsafe(ref start, (nuint)(i + 48)));
+        for (; i + 16 <= values.Length; i += 16) valid &= ValidLanes(Vector512.LoadUnsafe(ref start, (nuint)i));
+        bool all = All(valid);
+        for (; i < values.Length; i++) all &= IsValid(Unsafe.Add(ref start, i));
+        return all;
     }
 
     /// <summary>

@@ -114,7 +114,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         bool cpu = device.Backend == Backend.Cpu;
         var scheduler = options.Scheduler ?? device.Scheduler;
 
-        using var inputs = CallInputs.From(op, t, rowsInPlace: cpu);
+        using var inputs = CallInputs.From(op, t, rowsInPlace: cpu, scheduler);
         using var output = new FloatOutput<T>(t.Output, "output");
         if (conv is not null)
         {
@@ -171,7 +171,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         call.RequireSession(op, sequences, cuSeqlens);
         var scheduler = callScheduler ?? device.Scheduler;
 
-        using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu);
+        using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu, scheduler);
         using var output = new FloatOutput<T>(t.Output, "output");
         var batch = inputs.Batch(mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span);
         if (state.Current is GpuState gpu)
@@ -313,7 +313,7 @@ internal ref struct CallInputs
     private FloatInput _q, _k, _v, _g, _beta;
     private TokenRows _rows;
 
-    public static CallInputs From<T>(AttentionOp op, in AttentionTensors<T> t, bool rowsInPlace) where T : unmanaged
+    public static CallInputs From<T>(AttentionOp op, in AttentionTensors<T> t, bool rowsInPlace, IWorkScheduler scheduler) where T : unmanaged
     {
         var inputs = new CallInputs();
         try
@@ -321,7 +321,8 @@ internal ref struct CallInputs
             inputs._beta = FloatInput.From(t.Beta);
             if (op.TakesBeta) TensorArgs.RequireFinite(inputs._beta.Span, "beta");
             inputs._g = FloatInput.From(t.G);
-            if (op.Gate is GateKind.PerHead or GateKind.PerKey) LogGates.Require(inputs._g.Span, "g");
+            if (op.Gate is (GateKind.PerHead or GateKind.PerKey) && !TensorArgs.InSlices(inputs._g.Span, scheduler, LogGates.AllValid))
+                LogGates.Refuse(inputs._g.Span, "g");
             inputs._q = FloatInput.Rows(t.Q, rowsInPlace, out int q);
             inputs._k = FloatInput.Rows(t.K, rowsInPlace, out int k);
             inputs._v = FloatInput.Rows(t.V, rowsInPlace, out int v);

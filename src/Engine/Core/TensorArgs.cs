@@ -101,17 +101,23 @@ internal static class TensorArgs
         return Vector512.Sum(even + odd) + tail == 0f;
     }
 
-    /// <summary>Floats below which a finite check runs on the calling thread alone.</summary>
+    /// <summary>A check over a span of values: true when they pass.</summary>
+    public delegate bool ValueCheck(ReadOnlySpan<float> values);
+
+    /// <summary>Floats below which a check runs on the calling thread alone.</summary>
     private const int ParallelCheckFloats = 1 << 16;
 
+    /// <summary><see cref="AllFinite(ReadOnlySpan{float})"/> a slice per worker (<see cref="InSlices"/>).</summary>
+    public static bool AllFinite(ReadOnlySpan<float> values, IWorkScheduler scheduler) => InSlices(values, scheduler, AllFinite);
+
     /// <summary>
-    /// <see cref="AllFinite(ReadOnlySpan{float})"/> on the scheduler's workers, a slice each: a call's output is read once more
-    /// after its kernels, and one core alone draws only part of the memory bandwidth.
+    /// <paramref name="check"/> on the scheduler's workers, a slice each; true when every slice passes. A call's inputs and output
+    /// are read once more around its kernels, and one core alone draws only part of the memory bandwidth.
     /// </summary>
-    public static unsafe bool AllFinite(ReadOnlySpan<float> values, IWorkScheduler scheduler)
+    public static unsafe bool InSlices(ReadOnlySpan<float> values, IWorkScheduler scheduler, ValueCheck check)
     {
         int slices = Math.Min(scheduler.Workers, values.Length / ParallelCheckFloats);
-        if (slices <= 1) return AllFinite(values);
+        if (slices <= 1) return check(values);
         int faults = 0;
         fixed (float* first = values)
         {
@@ -120,7 +126,7 @@ internal static class TensorArgs
             scheduler.Run(slices, (slice, _) =>
             {
                 long from = length * slice / slices, to = length * (slice + 1) / slices;
-                if (!AllFinite(new ReadOnlySpan<float>(start + from, (int)(to - from)))) Volatile.Write(ref faults, 1);
+                if (!check(new ReadOnlySpan<float>(start + from, (int)(to - from)))) Volatile.Write(ref faults, 1);
             });
         }
         return faults == 0;

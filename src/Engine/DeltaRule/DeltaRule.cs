@@ -117,7 +117,7 @@ public static class DeltaRule
         if (counts.Length != sequences) throw new ArgumentException($"counts: expected {sequences} values (one per sequence), got {counts.Length}", "counts");
         if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", op.StateAxes, op.StateShape(sequences));
 
-        using var inputs = CallInputs.From(op, new AttentionTensors<T>(k, k, v, g, beta, default), rowsInPlace: false);
+        using var inputs = CallInputs.From(op, new AttentionTensors<T>(k, k, v, g, beta, default), rowsInPlace: false, ThreadPoolScheduler.CallingThread);
         using var init = FloatInput.From(initialState);
         TensorArgs.RequireFinite(init.Span, "initial_state");
         int stateLength = checked((int)(sequences * config.Heads.StatePerSequence));

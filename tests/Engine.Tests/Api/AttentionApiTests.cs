@@ -249,6 +249,32 @@ public sealed class NonFiniteInputTests
         });
     }
 
+    /// <summary>An invalid log gate anywhere in a long call (its gates are checked a slice per worker) is named, and the state is left as it was.</summary>
+    [TestCase(3, 0.5f)]
+    [TestCase(1500, float.NaN)]
+    [TestCase(2047, float.NegativeInfinity)]
+    public void AnInvalidLogGateInAnySliceOfALongCallIsNamed(int token, float gate)
+    {
+        const int t = 2048, h = 4, k = 32, v = 16;
+        var data = new TestData(8);
+        var gs = data.LogGates(t * h * k, 0.5);
+        int index = token * h * k + h * k - 1;
+        gs[index] = gate;
+        var state = Tensor.Create(Enumerable.Repeat(0.25f, h * k * v).ToArray(), [1, h, k, v]);
+        using var device = EngineDevice.Create(Backend.Cpu, new EngineDeviceOptions { CpuThreads = 4 });
+        var e = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward(device, Tensor.Create(data.Normal(t * h * k), [1, t, h, k]),
+            Tensor.Create(data.UnitRows(t * h, k), [1, t, h, k]), Tensor.Create(data.Normal(t * h * v), [1, t, h, v]), Tensor.Create(gs, [1, t, h, k]),
+            null, state))!;
+        var after = new float[h * k * v];
+        state.FlattenTo(after);
+        Assert.Multiple(() =>
+        {
+            Assert.That(e.ParamName, Is.EqualTo("g"));
+            Assert.That(e.Message, Does.Contain($"at flat index {index}"));
+            Assert.That(after, Is.All.EqualTo(0.25f), "refused before a kernel ran: the state as it was");
+        });
+    }
+
     [Test]
     public void FiniteInputsWhoseProductsOverflowAreRefusedNamingTheOutput()
     {

@@ -171,6 +171,24 @@ public sealed unsafe class SimdBuildingBlockTests
         }
     }
 
+    /// <summary>Every position of the four-vector blocks, the single vectors after them and the scalar tail is read.</summary>
+    [Test]
+    public void LogGateCheckFindsAnInvalidGateAtEveryPosition()
+    {
+        foreach (float bad in new[] { 1e-30f, float.NaN, float.NegativeInfinity, float.PositiveInfinity })
+            for (int n = 1; n <= 150; n++)
+            {
+                var gates = Enumerable.Range(0, n).Select(i => i % 3 == 0 ? 0f : -0.1f * i).ToArray();
+                Assert.That(LogGates.AllValid(gates), Is.True, $"{n} valid gates, zeros among them");
+                for (int i = 0; i < n; i++)
+                {
+                    var x = (float[])gates.Clone();
+                    x[i] = bad;
+                    if (LogGates.AllValid(x)) Assert.Fail($"{bad} at {i} of {n} passed");
+                }
+            }
+    }
+
     // vp = 48: single-vector slices only at 512 bits, one four-vector slice and two single ones at 256 bits.
     [TestCase(128, 128, 1)]
     [TestCase(7, 48, 0)]
