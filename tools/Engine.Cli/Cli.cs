@@ -49,9 +49,18 @@ public static class Cli
                                      or InvalidOperationException or UnauthorizedAccessException or OverflowException
                                      or ModelRunException or ModelNodeException or OrtCallException)
         {
-            stderr.WriteLine($"engine: error: {e.Message.ReplaceLineEndings(" ").Trim()}");
+            stderr.WriteLine($"engine: error: {OneLine(e)}");
             return 1;
         }
+    }
+
+    /// <summary>The exception's message on one line, without the " (Parameter 'name')" .NET appends to an ArgumentException's: the engine's messages name the tensor or option themselves.</summary>
+    private static string OneLine(Exception e)
+    {
+        string message = e.Message;
+        if (e is ArgumentException { ParamName: { } name } && message.EndsWith($" (Parameter '{name}')", StringComparison.Ordinal))
+            message = message[..^$" (Parameter '{name}')".Length];
+        return message.ReplaceLineEndings(" ").Trim();
     }
 
     /// <summary>Every command, each with its options; help on every one (-h, --help), --version, [suggest] completions, @response files.</summary>
