@@ -6,20 +6,11 @@ namespace Engine.Kernels.Common;
 
 /// <summary>
 /// Log gates (log-space decays) must be finite and <= 0: every decay factor is then at most 1 and no exponent a
-/// kernel evaluates is positive. The CPU kernels check the gates as they load them, at no extra pass over the
-/// tensor, and then name the first offender with <see cref="Require"/>.
+/// kernel evaluates is positive. A call checks them before its kernels run (<see cref="AllValid"/>), the CPU kernels
+/// again as they load them, and a refusal names the first offender (<see cref="Refuse"/>).
 /// </summary>
 public static class LogGates
 {
-    /// <summary>Throws an ArgumentException naming the first value that is NaN, positive or −∞.</summary>
-    public static void Require(ReadOnlySpan<float> values, string name)
-    {
-        if (AllValid(values)) return;
-        for (int i = 0; i < values.Length; i++)
-            if (!IsValid(values[i]))
-                throw ValueRules.Refusal(ValueRule.LogGate, name, values[i], i);
-    }
-
     /// <summary>True when every value is a valid log gate: a pass with no branch but the loop's, four vectors at a time.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool AllValid(ReadOnlySpan<float> values)
@@ -37,12 +28,14 @@ public static class LogGates
     }
 
     /// <summary>
-    /// Throws for gates a kernel found invalid while it ran: names the first offender, or, when there is none left
-    /// (the tensor changed during the call), says so; never returns.
+    /// Throws for gates found invalid: an ArgumentException naming the first value that is NaN, positive or −∞, or, when
+    /// there is none left (the tensor changed during the call), saying so; never returns.
     /// </summary>
     public static void Refuse(ReadOnlySpan<float> values, string name)
     {
-        Require(values, name);
+        for (int i = 0; i < values.Length; i++)
+            if (!IsValid(values[i]))
+                throw ValueRules.Refusal(ValueRule.LogGate, name, values[i], i);
         throw new ArgumentException($"{name}: a log gate was not finite and <= 0 while the call ran (was {name} written during the call?)", name);
     }
 

@@ -139,7 +139,8 @@ internal readonly struct ChunkDeltaTiles(GlaGpuShape s)
 {
     public int Keys => 0;                                    // [StateRows × pitch] a token slice of k_j ⊙ exp(b_last − b_j), transposed
     public int Values => s.StateRows * GlaGpuShape.SlicePitch;   // [slice × StateCols]
-    public int Suffix => Values + GlaGpuShape.SliceWidth * s.StateCols;   // [StateRows] b_last − b_j of the slice's first token, per key row
+    public int Gates => Values + GlaGpuShape.SliceWidth * s.StateCols;    // [StateRows × pitch] the slice's log gates, transposed as the keys
+    public int Suffix => Gates + s.StateRows * GlaGpuShape.SlicePitch;   // [StateRows] b_last − b_j of the slice's first token, per key row
     public int Floats => Suffix + s.StateRows;
 }
 
@@ -229,6 +230,7 @@ public static class GlaGpuKernels
         var shared = SharedMemory.GetDynamic<float>();
         var keys = shared.SubView(tiles.Keys, s.StateRows * SlicePitch);
         var values = shared.SubView(tiles.Values, SliceWidth * s.StateCols);
+        var gates = shared.SubView(tiles.Gates, s.StateRows * SlicePitch);
         var suffix = shared.SubView(tiles.Suffix, s.StateRows);
         var layout = new TileLayout(s.StateRows, s.StateCols, tid);
 
@@ -240,26 +242,21 @@ public static class GlaGpuKernels
         for (int j0 = (len - 1) / SliceWidth * SliceWidth; j0 >= 0; j0 -= SliceWidth)
         {
             int depth = Math.Min(SliceWidth, len - j0);
-            for (int cc = tid; cc < s.StateRows; cc += s.GroupSize)
+            // Every thread stages the slice's keys and log gates (a constant gate's decay applied at once), so the loads run side by side.
+            for (int e = tid; e < SliceWidth * s.StateRows; e += s.GroupSize)
             {
-                float after = suffix[cc];
-                for (int j = SliceWidth - 1; j >= 0; j--)
+                int j = e / s.StateRows, cc = e % s.StateRows;
+                float x = 0f, logGate = 0f;
+                if (j < depth && cc < rows)
                 {
-                    float x = 0f;
-                    if (j < depth && cc < rows)
-                    {
-                        int t = start + j0 + j;
-                        x = args.K[((long)t * s.KeyHeads + kh) * s.KeyDim + c0 + cc];
-                        if (s.Constant) x *= XMath.Exp((len - 1 - j0 - j) * args.ConstantDecay[h]);
-                        else if (!s.NoGate)
-                        {
-                            x *= XMath.Exp(after);
-                            after += s.PerKey ? args.G[((long)t * s.ValueHeads + h) * s.KeyDim + c0 + cc] : args.G[(long)t * s.ValueHeads + h];
-                        }
-                    }
-                    keys[cc * SlicePitch + j] = x;
+                    int t = start + j0 + j;
+                    x = args.K[((long)t * s.KeyHeads + kh) * s.KeyDim + c0 + cc];
+                    if (s.Constant) x *= XMath.Exp((len - 1 - j0 - j) * args.ConstantDecay[h]);
+                    else if (s.PerKey) logGate = args.G[((long)t * s.ValueHeads + h) * s.KeyDim + c0 + cc];
+                    else if (s.PerHead) logGate = args.G[(long)t * s.ValueHeads + h];
                 }
-                suffix[cc] = after;
+                keys[cc * SlicePitch + j] = x;
+                gates[cc * SlicePitch + j] = logGate;
             }
             for (int e = tid; e < SliceWidth * s.StateCols; e += s.GroupSize)
             {
@@ -267,6 +264,21 @@ public static class GlaGpuKernels
                 values[e] = j < depth && dd < cols ? args.V[((long)(start + j0 + j) * s.ValueHeads + h) * s.ValueDim + d0 + dd] : 0f;
             }
             Group.Barrier();
+            // Then a thread per key row walks the staged slice back, from shared memory: k_j ← k_j exp(b_last − b_j), the sum of the gates after j.
+            if (s.PerKey || s.PerHead)
+            {
+                for (int cc = tid; cc < s.StateRows; cc += s.GroupSize)
+                {
+                    float after = suffix[cc];
+                    for (int j = depth - 1; j >= 0; j--)
+                    {
+                        keys[cc * SlicePitch + j] *= XMath.Exp(after);
+                        after += gates[cc * SlicePitch + j];
+                    }
+                    suffix[cc] = after;
+                }
+                Group.Barrier();
+            }
             delta.Accumulate(keys, SlicePitch, values, s.StateCols, depth, layout);
             Group.Barrier();
         }
@@ -274,18 +286,29 @@ public static class GlaGpuKernels
         delta.Store(args.ChunkStates, chunk * perChunk + (long)h * s.KeyDim * s.ValueDim + (long)c0 * s.ValueDim + d0, s.ValueDim, rows, cols, layout);
     }
 
-    /// <summary>b = the log gates summed within the chunk, for <paramref name="count"/> gate entries of the head from <paramref name="first"/> (key dims, or the one per-head entry): one thread per entry walks the chunk.</summary>
+    /// <summary>
+    /// b = the log gates summed within the chunk, for <paramref name="count"/> gate entries of the head from <paramref name="first"/>
+    /// (key dims, or the one per-head entry): one thread per entry walks the chunk, four tokens' gates loaded ahead of their sums.
+    /// </summary>
     private static void StoreCumulativeGates(GlaGpuArgs args, GlaGpuShape s, int h, int start, int len, int first, int count, int tid)
     {
         int perHead = s.PerKey ? s.KeyDim : 1;
+        long perToken = (long)s.ValueHeads * perHead;
         for (int entry = tid; entry < count; entry += s.GroupSize)
         {
+            long at = ((long)start * s.ValueHeads + h) * perHead + first + entry;
             float sum = 0f;
-            for (int i = 0; i < len; i++)
+            for (int i = 0; i < len; i += 4)
             {
-                long at = ((long)(start + i) * s.ValueHeads + h) * perHead + first + entry;
-                sum += args.G[at];
-                args.CumulativeGate[at] = sum;
+                // The loads read a valid token (the chunk's last again past its end) whatever the guards.
+                long at0 = at + i * perToken, at1 = at + Math.Min(i + 1, len - 1) * perToken;
+                long at2 = at + Math.Min(i + 2, len - 1) * perToken, at3 = at + Math.Min(i + 3, len - 1) * perToken;
+                float g0 = args.G[at0], g1 = args.G[at1], g2 = args.G[at2], g3 = args.G[at3];
+                sum += g0;
+                args.CumulativeGate[at0] = sum;
+                if (i + 1 < len) { sum += g1; args.CumulativeGate[at1] = sum; }
+                if (i + 2 < len) { sum += g2; args.CumulativeGate[at2] = sum; }
+                if (i + 3 < len) { sum += g3; args.CumulativeGate[at3] = sum; }
             }
         }
     }

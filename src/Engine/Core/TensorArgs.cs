@@ -101,9 +101,6 @@ internal static class TensorArgs
         return Vector512.Sum(even + odd) + tail == 0f;
     }
 
-    /// <summary>A check over a span of values: true when they pass.</summary>
-    public delegate bool ValueCheck(ReadOnlySpan<float> values);
-
     /// <summary>Floats below which a check runs on the calling thread alone.</summary>
     private const int ParallelCheckFloats = 1 << 16;
 
@@ -114,7 +111,7 @@ internal static class TensorArgs
     /// <paramref name="check"/> on the scheduler's workers, a slice each; true when every slice passes. A call's inputs and output
     /// are read once more around its kernels, and one core alone draws only part of the memory bandwidth.
     /// </summary>
-    public static unsafe bool InSlices(ReadOnlySpan<float> values, IWorkScheduler scheduler, ValueCheck check)
+    public static unsafe bool InSlices(ReadOnlySpan<float> values, IWorkScheduler scheduler, Func<ReadOnlySpan<float>, bool> check)
     {
         int slices = Math.Min(scheduler.Workers, values.Length / ParallelCheckFloats);
         if (slices <= 1) return check(values);
