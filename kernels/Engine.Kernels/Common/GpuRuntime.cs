@@ -53,8 +53,11 @@ public sealed class GpuRuntime : IDisposable
     public GpuTraffic Traffic => new(Interlocked.Read(ref _launches), Interlocked.Read(ref _bytesToDevice), Interlocked.Read(ref _bytesToHost),
         Interlocked.Read(ref _allocations));
 
-    /// <summary>Shared memory a group may use: the device's, but never more than 48 KB, which ILGPU 1.5.3 never opts in past.</summary>
-    public long SharedMemoryPerGroup => Math.Min(48 * 1024, Accelerator.MaxSharedMemoryPerGroup);
+    /// <summary>Shared memory a group may use: the device's, but never more than <see cref="MaxSharedMemoryPerGroup"/>.</summary>
+    public long SharedMemoryPerGroup => Math.Min(MaxSharedMemoryPerGroup, Accelerator.MaxSharedMemoryPerGroup);
+
+    /// <summary>48 KB, which ILGPU 1.5.3 never opts in past (every CUDA GPU it runs on offers at least that).</summary>
+    public const int MaxSharedMemoryPerGroup = 48 * 1024;
 
     public string Description => IsCuda
         ? $"{Accelerator.Name} (CUDA, {Accelerator.MemorySize >> 20} MiB)"

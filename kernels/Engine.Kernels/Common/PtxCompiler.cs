@@ -1,6 +1,7 @@
 using ILGPU;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
+using ILGPU.IR;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 
@@ -8,8 +9,8 @@ namespace Engine.Kernels.Common;
 
 /// <summary>
 /// Compiles the GPU kernels to PTX without a CUDA device, as ILGPU compiles them for a launch (O2, algorithms, the
-/// CUDA group size). PTX ISA 7.8: the newest NVIDIA's CUDA 11.8 assembler takes, and enough for sm_90. Shapes are
-/// kernel parameters here; a launch specializes them to constants.
+/// CUDA group size, the shape parameter bound to a constant). PTX ISA 7.8: the newest NVIDIA's CUDA 11.8 assembler takes,
+/// and enough for sm_90.
 /// </summary>
 public sealed class PtxCompiler : IDisposable
 {
@@ -29,9 +30,38 @@ public sealed class PtxCompiler : IDisposable
     public static IReadOnlyDictionary<string, CudaArchitecture> Architectures { get; } =
         new Dictionary<string, CudaArchitecture> { ["sm_80"] = CudaArchitecture.SM_80, ["sm_90"] = CudaArchitecture.SM_90 };
 
-    public string Compile(GpuKernel kernel) =>
-        ((PTXCompiledKernel)_backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel.Method),
-            new KernelSpecialization(GpuRuntime.CudaGroupSize, null))).PTXAssembly;
+    /// <summary>
+    /// The launch's PTX. As ILGPU does when a launch meets a new <see cref="SpecializedValue{T}"/>: a wrapper entry point
+    /// calls the kernel with the shape as a constant, is inlined and optimized, then compiled.
+    /// </summary>
+    public string Compile(GpuKernelLaunch launch)
+    {
+        var entry = EntryPointDescription.FromExplicitlyGroupedKernel(launch.Kernel.Method);
+        var specialized = entry.Parameters.SpecializedParameters;
+        if (specialized.Length != 1)
+            throw new InvalidOperationException($"{launch.Kernel.Name}: expected one specialized shape parameter, found {specialized.Length}");
+        using var kernelContext = _backend.PreCompileKernelMethod(entry).ExtractToContext(out var kernel);
+        var wrapper = kernelContext.Declare(new MethodDeclaration(MethodHandle.Create(launch.Kernel.Method.Name), kernelContext.VoidType), out _);
+        kernel.AddFlags(MethodFlags.Inline);
+        using (var builder = wrapper.CreateBuilder())
+        {
+            var block = builder.EntryBlockBuilder;
+            var call = block.CreateCall(wrapper.Location, kernel);
+            for (int i = 0; i < kernel.NumParameters; i++)
+            {
+                // Every parameter stays in the signature, as the launcher passes them all; the shape's value is the constant.
+                var parameter = builder.AddParameter(kernel.Parameters[i].Type, kernel.Parameters[i].Name);
+                call.Add(i - entry.KernelIndexParameterOffset == specialized[0].Index
+                    ? block.CreateObjectValue(wrapper.Location, launch.SpecializedShape)
+                    : parameter);
+            }
+            call.Seal();
+            block.CreateReturn(wrapper.Location);
+            builder.Complete();
+        }
+        kernelContext.Optimize();
+        return ((PTXCompiledKernel)_backend.Compile(wrapper, entry, new KernelSpecialization(GpuRuntime.CudaGroupSize, null))).PTXAssembly;
+    }
 
     public void Dispose()
     {

@@ -32,10 +32,7 @@ public sealed class GlaGpu : IAttentionGpu
             throw new NotSupportedException($"GLA GPU kernels need a power-of-two chunk size >= 16, got {config.ChunkSize}");
         long limit = runtime.SharedMemoryPerGroup;
 
-        // The recurrent state tile is K × cols floats: narrow the tile until it fits the shared memory.
-        int cols = Math.Min(32, groupSize);
-        while (cols > 1 && SharedBytes(new RecurrentTiles(new GlaGpuShape(config, groupSize, cols)).Floats) > limit) cols /= 2;
-        _shape = new GlaGpuShape(config, groupSize, cols);
+        _shape = Shape(config, groupSize, limit);
         long recurrentBytes = SharedBytes(new RecurrentTiles(_shape).Floats);
         if (recurrentBytes > limit)
         {
@@ -60,6 +57,14 @@ public sealed class GlaGpu : IAttentionGpu
         _stateScan = Load(GlaGpuKernels.StateScan);
         _output = Load(GlaGpuKernels.Output);
         _recurrent = Load(GlaGpuKernels.Recurrent);
+    }
+
+    /// <summary>The kernels' shape: the recurrent state tile is K × cols floats, narrowed until it fits <paramref name="sharedLimit"/> bytes.</summary>
+    public static GlaGpuShape Shape(GlaConfig config, int groupSize, long sharedLimit)
+    {
+        int cols = Math.Min(32, groupSize);
+        while (cols > 1 && SharedBytes(new RecurrentTiles(new GlaGpuShape(config, groupSize, cols)).Floats) > sharedLimit) cols /= 2;
+        return new GlaGpuShape(config, groupSize, cols);
     }
 
     public GlaConfig Config { get; }

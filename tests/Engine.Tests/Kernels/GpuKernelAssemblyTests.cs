@@ -5,11 +5,11 @@ using NUnit.Framework;
 namespace Engine.Tests.Kernels;
 
 /// <summary>
-/// Every GPU kernel of the catalog compiles to PTX without a CUDA device, and NVIDIA's assembler (ptxas from CUDA 11.8, path in
-/// ENGINE_PTXAS; tools/ptxas/fetch-ptxas.sh fetches it, CI sets it) turns it into machine code for sm_80 and sm_90 with no
-/// local memory (no stack frame, no spills) in a register budget that keeps at least half of an SM's 2,048 threads resident
-/// at the launch's group size (65,536 registers an SM). The kernels that multiply on tensor cores hold HMMA instructions in
-/// nvdisasm's listing.
+/// Every GPU kernel of the catalog, under each configuration of <see cref="GpuKernelCatalog.Launches"/>, compiles to PTX as a launch
+/// compiles it (the shape a constant) without a CUDA device, and NVIDIA's assembler (ptxas from CUDA 11.8, path in ENGINE_PTXAS;
+/// tools/ptxas/fetch-ptxas.sh fetches it, CI sets it) turns it into machine code for sm_80 and sm_90 with no local memory (no
+/// stack frame, no spills) in a register budget that keeps at least half of an SM's 2,048 threads resident at the launch's group
+/// size (65,536 registers an SM). The launches that multiply on tensor cores hold HMMA instructions in nvdisasm's listing.
 /// </summary>
 [TestFixture]
 public sealed class GpuKernelAssemblyTests
@@ -20,13 +20,15 @@ public sealed class GpuKernelAssemblyTests
     /// <summary>nvdisasm's names of the tensor-core instructions: mma.m16n8k8 tf32 (<see cref="MmaTf32"/>) and mma.m16n8k16 f16 (<see cref="MmaF16"/>).</summary>
     private const string Tf32Hmma = "HMMA.1688.F32.TF32", F16Hmma = "HMMA.16816.F32";
 
-    /// <summary>The kernels whose chunk products can run on tensor cores, and the instructions their SASS must hold.</summary>
-    private static readonly Dictionary<string, string[]> TensorCoreKernels = new()
+    /// <summary>The launches whose chunk products run on tensor cores, and the instructions their SASS must hold.</summary>
+    private static readonly Dictionary<string, string[]> TensorCoreLaunches = new()
     {
-        ["gla.ChunkDeltas"] = [Tf32Hmma],
-        ["gla.Output"] = [Tf32Hmma, F16Hmma],
-        ["delta-rule.Prepare"] = [Tf32Hmma],
-        ["delta-rule.Output"] = [Tf32Hmma],
+        ["gla.ChunkDeltas.per-head-tf32"] = [Tf32Hmma],
+        ["gla.Output.per-head-tf32"] = [Tf32Hmma],
+        ["gla.ChunkDeltas.per-key-fp16"] = [Tf32Hmma],
+        ["gla.Output.per-key-fp16"] = [Tf32Hmma, F16Hmma],
+        ["delta-rule.Prepare.qwen-tf32"] = [Tf32Hmma],
+        ["delta-rule.Output.qwen-tf32"] = [Tf32Hmma],
     };
 
     private readonly Dictionary<string, string> _ptx = [];
@@ -41,7 +43,7 @@ public sealed class GpuKernelAssemblyTests
     public void Compile()
     {
         using var compiler = new PtxCompiler(CudaArchitecture.SM_90);
-        foreach (var kernel in GpuKernelCatalog.All) _ptx[kernel.Name] = compiler.Compile(kernel);
+        foreach (var launch in GpuKernelCatalog.Launches) _ptx[launch.Name] = compiler.Compile(launch);
     }
 
     /// <summary>A filtered run starts every assembly too: they finish (and remove their folders) before the fixture ends. Each failure is its own check's.</summary>
@@ -51,16 +53,16 @@ public sealed class GpuKernelAssemblyTests
         if (_assemblies is not null) await Task.WhenAll(_assemblies.Values.Cast<Task>()).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
     }
 
-    private static IEnumerable<string> Kernels() => GpuKernelCatalog.All.Select(k => k.Name);
+    private static IEnumerable<string> Launches() => GpuKernelCatalog.Launches.Select(l => l.Name);
 
-    private static IEnumerable<TestCaseData> KernelsByArchitecture() =>
-        from kernel in Kernels()
+    private static IEnumerable<TestCaseData> LaunchesByArchitecture() =>
+        from launch in Launches()
         from arch in PtxCompiler.Architectures.Keys
-        select new TestCaseData(kernel, arch);
+        select new TestCaseData(launch, arch);
 
     [Test]
     public void TheCatalogHoldsEveryKernel() =>
-        Assert.That(Kernels(), Is.EquivalentTo(new[]
+        Assert.That(GpuKernelCatalog.All.Select(k => k.Name), Is.EquivalentTo(new[]
         {
             "gla.ChunkDeltas", "gla.StateScan", "gla.Output", "gla.Recurrent",
             "delta-rule.Prepare", "delta-rule.StatePass", "delta-rule.Output", "delta-rule.Recurrent",
@@ -68,17 +70,25 @@ public sealed class GpuKernelAssemblyTests
             "tensor.Check", "tensor.HalfToFloat", "tensor.FloatToHalf",
         }));
 
-    [TestCaseSource(nameof(Kernels))]
-    public void CompilesToPtx(string kernel)
+    [Test]
+    public void EveryConfigurationOfAnOpLaunchesEveryKernelOfIt()
     {
-        Assert.That(_ptx[kernel], Does.Contain(".entry"));
-        Assert.That(_ptx[kernel], Does.Contain(".version 7.8"), "PTX ISA 7.8, the newest ptxas 11.8 takes");
+        foreach (var configuration in GpuKernelCatalog.Launches.GroupBy(l => (l.Kernel.Op, l.Variant)))
+            Assert.That(configuration.Select(l => l.Kernel), Is.EquivalentTo(GpuKernelCatalog.All.Where(k => k.Op == configuration.Key.Op)), configuration.Key.ToString());
+        Assert.That(GpuKernelCatalog.All, Is.SubsetOf(GpuKernelCatalog.Launches.Select(l => l.Kernel)));
     }
 
-    [TestCaseSource(nameof(KernelsByArchitecture))]
-    public void AssemblesWithoutLocalMemoryWithinTheRegisterBudget(string kernel, string arch)
+    [TestCaseSource(nameof(Launches))]
+    public void CompilesToPtxWithTheShapeAConstant(string launch)
     {
-        var assembly = Assembly(kernel, arch);
+        Assert.That(_ptx[launch], Does.Contain(".entry"));
+        Assert.That(_ptx[launch], Does.Contain(".version 7.8"), "PTX ISA 7.8, the newest ptxas 11.8 takes");
+    }
+
+    [TestCaseSource(nameof(LaunchesByArchitecture))]
+    public void AssemblesWithoutLocalMemoryWithinTheRegisterBudget(string launch, string arch)
+    {
+        var assembly = Assembly(launch, arch);
         Assert.Multiple(() =>
         {
             Assert.That(assembly.StackFrameBytes, Is.Zero, $"local memory\n{assembly.Report}");
@@ -86,25 +96,36 @@ public sealed class GpuKernelAssemblyTests
             Assert.That(assembly.SpillLoadBytes, Is.Zero, $"spill loads\n{assembly.Report}");
             Assert.That(assembly.Registers, Is.LessThanOrEqualTo(RegisterBudget), $"registers\n{assembly.Report}");
         });
-        TestContext.Out.WriteLine($"{kernel} {arch}: {assembly.Registers} registers, {assembly.SharedBytes} bytes static shared memory");
+        TestContext.Out.WriteLine($"{launch} {arch}: {assembly.Registers} registers, {assembly.SharedBytes} bytes static shared memory");
     }
 
-    [TestCaseSource(nameof(TensorCoreKernelsByArchitecture))]
-    public void TensorCoreKernelsHoldHmmaInstructions(string kernel, string arch, string instruction) =>
-        Assert.That(Assembly(kernel, arch).Sass, Does.Contain(instruction), "nvdisasm's listing");
+    [TestCaseSource(nameof(TensorCoreLaunchesByArchitecture))]
+    public void TensorCoreLaunchesHoldHmmaInstructions(string launch, string arch, string instruction) =>
+        Assert.That(Assembly(launch, arch).Sass, Does.Contain(instruction), "nvdisasm's listing");
 
-    private static IEnumerable<TestCaseData> TensorCoreKernelsByArchitecture() =>
-        from kernel in TensorCoreKernels
-        from instruction in kernel.Value
+    [TestCaseSource(nameof(Fp32LaunchesByArchitecture))]
+    public void Fp32LaunchesHoldNoHmmaInstruction(string launch, string arch) =>
+        Assert.That(Assembly(launch, arch).Sass, Does.Not.Contain("HMMA"), "nvdisasm's listing: the fp32 precision multiplies on the CUDA cores");
+
+    private static IEnumerable<TestCaseData> TensorCoreLaunchesByArchitecture() =>
+        from launch in TensorCoreLaunches
+        from instruction in launch.Value
         from arch in PtxCompiler.Architectures.Keys
-        select new TestCaseData(kernel.Key, arch, instruction);
+        select new TestCaseData(launch.Key, arch, instruction);
 
-    private PtxAssembly Assembly(string kernel, string arch)
+    /// <summary>Launches without a tensor-core precision: their tensor-core branches must be gone once the shape is a constant.</summary>
+    private static IEnumerable<TestCaseData> Fp32LaunchesByArchitecture() =>
+        from launch in Launches()
+        where !launch.Contains("tf32") && !launch.Contains("fp16")
+        from arch in PtxCompiler.Architectures.Keys
+        select new TestCaseData(launch, arch);
+
+    private PtxAssembly Assembly(string launch, string arch)
     {
         var assembler = Assembler();
-        _assemblies ??= (from k in Kernels() from a in PtxCompiler.Architectures.Keys select (k, a))
-            .ToDictionary(key => key, key => Task.Run(() => assembler.Assemble(_ptx[key.k], key.a)));
-        return _assemblies[(kernel, arch)].GetAwaiter().GetResult();
+        _assemblies ??= (from l in Launches() from a in PtxCompiler.Architectures.Keys select (l, a))
+            .ToDictionary(key => key, key => Task.Run(() => assembler.Assemble(_ptx[key.l], key.a)));
+        return _assemblies[(launch, arch)].GetAwaiter().GetResult();
     }
 
     private static PtxAssembler Assembler()

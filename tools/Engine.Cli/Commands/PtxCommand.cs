@@ -11,10 +11,11 @@ internal sealed class PtxCommand : EngineCommand
     private readonly Option<string> _arch = Opt.Choice("--arch", "sm_90", [.. PtxCompiler.Architectures.Keys], "the target architecture");
     private readonly Option<bool> _json = Opt.Json();
 
-    public PtxCommand() : base("ptx", "write every GPU kernel as PTX (no GPU needed), e.g. for NVIDIA's ptxas", $"""
-        Writes DIR/OP.KERNEL.ptx for each GPU kernel, compiled as ILGPU compiles it for a CUDA launch (PTX ISA 7.8,
-        {GpuRuntime.CudaGroupSize} threads per group). Assemble one with
-        ptxas -arch=sm_90 -v DIR/gla.Output.ptx -o /dev/null
+    public PtxCommand() : base("ptx", "write every GPU kernel as PTX as a launch compiles it (no GPU needed), e.g. for NVIDIA's ptxas", $"""
+        Writes DIR/OP.KERNEL.VARIANT.ptx for each GPU kernel under each configuration of its op the checks cover
+        (H = 8, K = V = 128; gate forms and precisions), compiled as ILGPU compiles it for a CUDA launch: the shape a
+        constant, PTX ISA 7.8, {GpuRuntime.CudaGroupSize} threads per group. Assemble one with
+        ptxas -arch=sm_90 -v DIR/gla.Output.per-head-tf32.ptx -o /dev/null
         """)
     {
         Add(_dir);
@@ -29,15 +30,15 @@ internal sealed class PtxCommand : EngineCommand
         string directory = Directory.CreateDirectory(args.GetValue(_dir)!).FullName;
         using var compiler = new PtxCompiler(PtxCompiler.Architectures[arch]);
         var files = new List<Dictionary<string, string>>();
-        foreach (var kernel in GpuKernelCatalog.All)
+        foreach (var launch in GpuKernelCatalog.Launches)
         {
-            string file = Path.Combine(directory, kernel.Name + ".ptx");
-            File.WriteAllText(file, compiler.Compile(kernel));
-            files.Add(new() { ["kernel"] = kernel.Name, ["file"] = file });
+            string file = Path.Combine(directory, launch.Name + ".ptx");
+            File.WriteAllText(file, compiler.Compile(launch));
+            files.Add(new() { ["kernel"] = launch.Kernel.Name, ["variant"] = launch.Variant, ["file"] = file });
             if (!json) context.Out.WriteLine($"wrote {file}");
         }
         if (json) context.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object> { ["arch"] = arch, ["kernels"] = files }, new JsonSerializerOptions { WriteIndented = true }));
-        else context.Out.WriteLine($"{GpuKernelCatalog.All.Count} kernels for {arch}");
+        else context.Out.WriteLine($"{GpuKernelCatalog.Launches.Count} launches of {GpuKernelCatalog.All.Count} kernels for {arch}");
         return 0;
     }
 }
