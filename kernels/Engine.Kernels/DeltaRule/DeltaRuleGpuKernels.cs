@@ -261,19 +261,28 @@ public static class DeltaRuleGpuKernels
         /// this += Σ_m x[at + m · xStep] · rows[(first + m · step) · rowStride + rowOffset] over the m = 0..3 with first + m · step < limit.
         /// The four global loads are issued before their products, so each thread keeps four in flight (ILGPU unrolls no loop).
         /// </summary>
-        public void AddProducts4(ArrayView<float> x, long at, long xStep, ArrayView<Columns4> rows, int first, int step, int limit, int rowStride, int rowOffset)
+        public void AddProducts4(ArrayView<float> x, long at, long xStep, ArrayView<Columns4> rows, int first, int step, int limit, int rowStride, int rowOffset) =>
+            AddProducts(Gathered4.Load(x, at, xStep, first, step, limit), rows, first, step, limit, rowStride, rowOffset);
+
+        /// <summary>
+        /// <see cref="AddProducts4"/> over m = 0..7: the eight global loads are issued before any product, so a thread whose loop
+        /// walks a serial path waits on memory once per eight terms.
+        /// </summary>
+        public void AddProducts8(ArrayView<float> x, long at, long xStep, ArrayView<Columns4> rows, int first, int step, int limit, int rowStride, int rowOffset)
         {
-            int m1 = first + step, m2 = m1 + step, m3 = m2 + step;
-            float x0 = x[at], x1 = m1 < limit ? x[at + xStep] : 0f, x2 = m2 < limit ? x[at + 2 * xStep] : 0f, x3 = m3 < limit ? x[at + 3 * xStep] : 0f;
-            AddScaled(x0, rows[first * rowStride + rowOffset]);
-            if (m1 < limit) AddScaled(x1, rows[m1 * rowStride + rowOffset]);
-            if (m2 < limit) AddScaled(x2, rows[m2 * rowStride + rowOffset]);
-            if (m3 < limit) AddScaled(x3, rows[m3 * rowStride + rowOffset]);
+            var x0 = Gathered4.Load(x, at, xStep, first, step, limit);
+            var x1 = Gathered4.Load(x, at + 4 * xStep, xStep, first + 4 * step, step, limit);
+            AddProducts(x0, rows, first, step, limit, rowStride, rowOffset);
+            AddProducts(x1, rows, first + 4 * step, step, limit, rowStride, rowOffset);
         }
 
-        public void Scale(float a)
+        private void AddProducts(Gathered4 x, ArrayView<Columns4> rows, int first, int step, int limit, int rowStride, int rowOffset)
         {
-            C0 *= a; C1 *= a; C2 *= a; C3 *= a;
+            int m1 = first + step, m2 = m1 + step, m3 = m2 + step;
+            if (first < limit) AddScaled(x.X0, rows[first * rowStride + rowOffset]);
+            if (m1 < limit) AddScaled(x.X1, rows[m1 * rowStride + rowOffset]);
+            if (m2 < limit) AddScaled(x.X2, rows[m2 * rowStride + rowOffset]);
+            if (m3 < limit) AddScaled(x.X3, rows[m3 * rowStride + rowOffset]);
         }
 
         /// <summary>The first <paramref name="count"/> columns to view[at], view[at + 1], …</summary>
@@ -289,6 +298,25 @@ public static class DeltaRuleGpuKernels
         public readonly void StoreStrided(ArrayView<float> view, long at, int stride)
         {
             view[at] = C0; view[at + stride] = C1; view[at + 2 * stride] = C2; view[at + 3 * stride] = C3;
+        }
+    }
+
+    /// <summary>Four values of a global view at equal steps, those past a limit zero: loaded together, used later.</summary>
+    private struct Gathered4
+    {
+        public float X0, X1, X2, X3;
+
+        /// <summary>x[at + m · xStep] for m = 0..3 where first + m · step < limit.</summary>
+        public static Gathered4 Load(ArrayView<float> x, long at, long xStep, int first, int step, int limit)
+        {
+            int m1 = first + step, m2 = m1 + step, m3 = m2 + step;
+            return new Gathered4
+            {
+                X0 = first < limit ? x[at] : 0f,
+                X1 = m1 < limit ? x[at + xStep] : 0f,
+                X2 = m2 < limit ? x[at + 2 * xStep] : 0f,
+                X3 = m3 < limit ? x[at + 3 * xStep] : 0f,
+            };
         }
     }
 
@@ -640,16 +668,25 @@ public static class DeltaRuleGpuKernels
         }
         Group.Barrier();
 
-        for (int chunk = args.FirstChunk[n]; chunk < args.FirstChunk[n + 1]; chunk++)
+        // The serial path waits on global memory once per eight terms of a thread's sums (at K = 128, C = 32: four rounds for
+        // W S, four for the state update); the next chunk's place in the table, the thread's first U element and the chunk
+        // decay are asked for beside them, not in rounds of their own.
+        int chunk = args.FirstChunk[n], end = args.FirstChunk[n + 1];
+        int cs = chunk < end ? args.ChunkStart[chunk] : 0, len = chunk < end ? args.ChunkLength[chunk] : 0;
+        for (; chunk < end; chunk++)
         {
-            int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
+            int next = chunk + 1 < end ? chunk + 1 : chunk;
+            int nextStart = args.ChunkStart[next], nextLength = args.ChunkLength[next];
+            // U of this thread's first V_new element (on CUDA, C · 4 <= group size: its only one), loaded beside the W values.
+            int firstRow = tid / Columns, firstColumn = tid % Columns;
+            float firstU = tid < len * Columns && firstColumn < columns ? args.U[((long)(cs + firstRow) * hv + h) * vd + col0 + firstColumn] : 0f;
             // W S: thread (row i, key part p) sums the key dims p, p + parts, …; the parts meet in shared memory.
             for (int e = tid; e < cc * parts; e += nt)
             {
                 int i = e % cc, p = e / cc;
                 if (i >= len) continue;
                 var sum = new Columns4();
-                for (int c = p; c < kd; c += 4 * parts) sum.AddProducts4(args.W, ChunkTransposed(cs, len, hv, kd, h, i, c), (long)parts * len, sS4, c, parts, kd, 1, 0);
+                for (int c = p; c < kd; c += 8 * parts) sum.AddProducts8(args.W, ChunkTransposed(cs, len, hv, kd, h, i, c), (long)parts * len, sS4, c, parts, kd, 1, 0);
                 sum.StoreStrided(sPartial, p * Columns * cc + i, cc);
             }
             Group.Barrier();
@@ -660,21 +697,26 @@ public static class DeltaRuleGpuKernels
                 float product = 0f;
                 for (int p = 0; p < parts; p++) product += sPartial[(p * Columns + d) * cc + i];
                 long at = ((long)(cs + i) * hv + h) * vd + col0 + d;
-                float value = (d < columns ? args.U[at] : 0f) - product;
+                float value = (e == tid ? firstU : d < columns ? args.U[at] : 0f) - product;
                 sV[e] = value;
                 if (d < columns) args.U[at] = value;
             }
             Group.Barrier();
-            // The chunk's initial state out, then S ← diag(e^{G_last}) S + K_dᵀ V_new: thread c owns state row c.
+            // The chunk's initial state out, then S ← diag(e^{G_last}) S + K_dᵀ V_new: thread c owns state row c. The decay is
+            // applied after the products, so its load is in flight with theirs.
             for (int c = tid; c < kd; c += nt)
             {
                 var row = sS4[c];
                 row.Store(args.ChunkStates, (((long)chunk * hv + h) * kd + c) * vd + col0, columns);
-                row.Scale(s.PerKey ? args.ChunkDecay[((long)chunk * hv + h) * kd + c] : args.ChunkDecay[(long)chunk * hv + h]);
-                for (int j = 0; j < len; j += 4) row.AddProducts4(args.DecayedKeys, ((long)(cs + j) * hv + h) * kd + c, (long)hv * kd, sV4, j, 1, len, 1, 0);
-                sS4[c] = row;
+                float decay = s.PerKey ? args.ChunkDecay[((long)chunk * hv + h) * kd + c] : args.ChunkDecay[(long)chunk * hv + h];
+                var update = new Columns4();
+                for (int j = 0; j < len; j += 8) update.AddProducts8(args.DecayedKeys, ((long)(cs + j) * hv + h) * kd + c, (long)hv * kd, sV4, j, 1, len, 1, 0);
+                update.AddScaled(decay, row);
+                sS4[c] = update;
             }
             Group.Barrier();
+            cs = nextStart;
+            len = nextLength;
         }
 
         for (int e = tid; e < kd * columns; e += nt)
