@@ -1,6 +1,7 @@
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
 using Engine.Kernels.Common;
 
 namespace Engine.Kernels.DeltaRule;
@@ -147,6 +148,9 @@ public struct DeltaRuleGpuArgs
     /// <c>ChunkTransposed</c>), the decayed keys [T, Hv, K]; U [T, Hv, V], which the state pass overwrites with V_new.
     /// </summary>
     public ArrayView<float> W, DecayedKeys, U;
+
+    /// <summary>Device addresses of <see cref="W"/> and <see cref="DecayedKeys"/>, for the state pass's prefetch of the next chunk.</summary>
+    public DeviceAddress WAddress, DecayedKeysAddress;
 
     /// <summary>
     /// Per output head, chunk-transposed: the inter-chunk queries scale q̂ ⊙ e^G [T, max(Hq, Hv), K] and the masked
@@ -677,6 +681,7 @@ public static class DeltaRuleGpuKernels
         {
             int next = chunk + 1 < end ? chunk + 1 : chunk;
             int nextStart = args.ChunkStart[next], nextLength = args.ChunkLength[next];
+            if (CudaAsm.IsSupported && next != chunk) PrefetchChunk(args, s, nextStart, nextLength, h, tid);
             // U of this thread's first V_new element (on CUDA, C · 4 <= group size: its only one), loaded beside the W values.
             int firstRow = tid / Columns, firstColumn = tid % Columns;
             float firstU = tid < len * Columns && firstColumn < columns ? args.U[((long)(cs + firstRow) * hv + h) * vd + col0 + firstColumn] : 0f;
@@ -724,6 +729,21 @@ public static class DeltaRuleGpuKernels
             int c = e / columns, d = e % columns;
             args.State[StateIndex(s, n, h, c, col0 + d)] = sS[c * Columns + d];
         }
+    }
+
+    /// <summary>
+    /// Asks L1 for what the state pass reads of a chunk of head h: W's block (len · K floats in a row) and the decayed keys' rows
+    /// (K floats each), 32 floats a line. Issued a chunk ahead, so that chunk's rounds of loads find their lines in L1 instead of
+    /// waiting on L2 or memory.
+    /// </summary>
+    private static void PrefetchChunk(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, int start, int len, int h, int tid)
+    {
+        const int lineFloats = 32;
+        int kd = s.KeyDim, hv = s.ValueHeads, rowLines = (kd + lineFloats - 1) / lineFloats;
+        long block = ChunkTransposed(start, len, hv, kd, h, 0, 0);
+        for (int line = tid; line * lineFloats < len * kd; line += s.GroupSize) args.WAddress.PrefetchL1(block + line * lineFloats);
+        for (int e = tid; e < len * rowLines; e += s.GroupSize)
+            args.DecayedKeysAddress.PrefetchL1(((long)(start + e / rowLines) * hv + h) * kd + e % rowLines * lineFloats);
     }
 
     /// <summary>

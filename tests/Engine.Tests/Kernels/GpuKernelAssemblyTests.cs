@@ -9,7 +9,7 @@ namespace Engine.Tests.Kernels;
 /// compiles it (the shape a constant) without a CUDA device, and NVIDIA's assembler (ptxas from CUDA 11.8, path in ENGINE_PTXAS;
 /// tools/ptxas/fetch-ptxas.sh fetches it, CI sets it) turns it into machine code for sm_80 and sm_90 with no local memory (no
 /// stack frame, no spills) in a register budget that keeps at least half of an SM's 2,048 threads resident at the launch's group
-/// size (65,536 registers an SM). The launches that multiply on tensor cores hold HMMA instructions in nvdisasm's listing.
+/// size (65,536 registers an SM). The launches that multiply on tensor cores hold HMMA instructions in nvdisasm's listing, and the state pass its L1 prefetch.
 /// </summary>
 [TestFixture]
 public sealed class GpuKernelAssemblyTests
@@ -20,8 +20,11 @@ public sealed class GpuKernelAssemblyTests
     /// <summary>nvdisasm's names of the tensor-core instructions: mma.m16n8k8 tf32 (<see cref="MmaTf32"/>) and mma.m16n8k16 f16 (<see cref="MmaF16"/>).</summary>
     private const string Tf32Hmma = "HMMA.1688.F32.TF32", F16Hmma = "HMMA.16816.F32";
 
-    /// <summary>The launches whose chunk products run on tensor cores, and the instructions their SASS must hold.</summary>
-    private static readonly Dictionary<string, string[]> TensorCoreLaunches = new()
+    /// <summary>nvdisasm's name of <c>prefetch.global.L1</c>, with which the state pass asks for the next chunk's operands.</summary>
+    private const string L1Prefetch = "CCTL.E.PF1";
+
+    /// <summary>The launches whose chunk products run on tensor cores or that prefetch, and the instructions their SASS must hold.</summary>
+    private static readonly Dictionary<string, string[]> InstructionsHeld = new()
     {
         ["gla.ChunkDeltas.per-head-tf32"] = [Tf32Hmma],
         ["gla.Output.per-head-tf32"] = [Tf32Hmma],
@@ -29,6 +32,8 @@ public sealed class GpuKernelAssemblyTests
         ["gla.Output.per-key-fp16"] = [Tf32Hmma, F16Hmma],
         ["delta-rule.Prepare.qwen-tf32"] = [Tf32Hmma],
         ["delta-rule.Output.qwen-tf32"] = [Tf32Hmma],
+        ["delta-rule.StatePass.per-key"] = [L1Prefetch],
+        ["delta-rule.StatePass.qwen-tf32"] = [L1Prefetch],
     };
 
     private readonly Dictionary<string, string> _ptx = [];
@@ -99,16 +104,16 @@ public sealed class GpuKernelAssemblyTests
         TestContext.Out.WriteLine($"{launch} {arch}: {assembly.Registers} registers, {assembly.SharedBytes} bytes static shared memory");
     }
 
-    [TestCaseSource(nameof(TensorCoreLaunchesByArchitecture))]
-    public void TensorCoreLaunchesHoldHmmaInstructions(string launch, string arch, string instruction) =>
+    [TestCaseSource(nameof(InstructionsHeldByArchitecture))]
+    public void LaunchesHoldTheirTensorCoreAndPrefetchInstructions(string launch, string arch, string instruction) =>
         Assert.That(Assembly(launch, arch).Sass, Does.Contain(instruction), "nvdisasm's listing");
 
     [TestCaseSource(nameof(Fp32LaunchesByArchitecture))]
     public void Fp32LaunchesHoldNoHmmaInstruction(string launch, string arch) =>
         Assert.That(Assembly(launch, arch).Sass, Does.Not.Contain("HMMA"), "nvdisasm's listing: the fp32 precision multiplies on the CUDA cores");
 
-    private static IEnumerable<TestCaseData> TensorCoreLaunchesByArchitecture() =>
-        from launch in TensorCoreLaunches
+    private static IEnumerable<TestCaseData> InstructionsHeldByArchitecture() =>
+        from launch in InstructionsHeld
         from instruction in launch.Value
         from arch in PtxCompiler.Architectures.Keys
         select new TestCaseData(launch.Key, arch, instruction);
