@@ -61,6 +61,7 @@ public static class GpuKernelCatalog
         // ONNX Runtime's GatedDeltaNet as Qwen3.5 exports it: a per-head gate, q and k normalized in the kernel, the state value-major.
         Add("delta-rule", "qwen-tf32", new DeltaRuleGpuShape(new DeltaRuleConfig(heads, GateKind.PerHead, scale, 32, true,
             stateLayout: StateLayout.ValueMajor, gpuPrecision: GpuPrecision.Tf32), group));
+        Add("delta-rule", "per-head-fp16", new DeltaRuleGpuShape(new DeltaRuleConfig(heads, GateKind.PerHead, scale, 32, false, gpuPrecision: GpuPrecision.Fp16), group));
 
         Add("lssl", "diagonal", new LsslGpuShape(new LsslConfig(1024, 64, LsslStateMatrix.Diagonal, 64), group));
         Add("lssl", "dense", new LsslGpuShape(new LsslConfig(1024, 64, LsslStateMatrix.DensePerChannel, 64), group));

@@ -142,6 +142,10 @@ public struct MmaTile<TMma> : IProductTile where TMma : struct, IWarpMma
         return acc;
     }
 
+    /// <summary>The same accumulators, to be summed on with <typeparamref name="TOther"/>'s instruction (the fragment layout of C and D is one).</summary>
+    public readonly MmaTile<TOther> SummedOnWith<TOther>() where TOther : struct, IWarpMma =>
+        new() { _n0 = _n0, _n1 = _n1, _n2 = _n2, _n3 = _n3 };
+
     public void ScaleRows(ArrayView<float> factors, TileLayout layout)
     {
         var (r0, _) = Origin(layout);

@@ -26,10 +26,8 @@ public sealed class DeltaRuleGpu : IAttentionGpu
         Config = config;
         Runtime = runtime;
         // The config's limits (K <= 256, chunk <= 64) keep every tile within 48 KB: Prepare's is the largest, 43.3 KB at chunk 64.
-        if (config.GpuPrecision == GpuPrecision.Fp16)
-            throw new NotSupportedException("the delta rule's GPU kernels multiply in fp32 or on tf32 tensor cores: GpuPrecision Fp16 is GLA's and Lightning's only");
         _shape = new DeltaRuleGpuShape(config, runtime.GroupSize);
-        if (_shape.Tf32) RequireTensorCoreTiles(_shape, runtime);
+        if (_shape.TensorCores) RequireTensorCoreTiles(_shape, runtime);
         _buffers = new GpuBuffers(runtime);
         _prepare = Load(DeltaRuleGpuKernels.Prepare);
         _statePass = Load(DeltaRuleGpuKernels.StatePass);
@@ -37,18 +35,18 @@ public sealed class DeltaRuleGpu : IAttentionGpu
         _recurrent = Load(DeltaRuleGpuKernels.Recurrent);
     }
 
-    /// <summary>The tf32 products are warp blocks of 16 × 32 (<see cref="MmaTile{TMma}"/>) over the chunk's rows, staged within the shared memory of a group.</summary>
+    /// <summary>The tensor-core products are warp blocks of 16 × 32 (<see cref="MmaTile{TMma}"/>) over the chunk's rows, staged within the shared memory of a group.</summary>
     private static void RequireTensorCoreTiles(DeltaRuleGpuShape shape, GpuRuntime runtime)
     {
         if (runtime.Accelerator.WarpSize != MmaTf32.WarpSize)
-            throw new NotSupportedException($"the delta rule's tf32 precision runs on tensor cores, whose products need warps of {MmaTf32.WarpSize} threads; " +
+            throw new NotSupportedException($"the delta rule's {shape.Precision} precision runs on tensor cores, whose products need warps of {MmaTf32.WarpSize} threads; " +
                 $"the accelerator's warps have {runtime.Accelerator.WarpSize}");
         if (shape.GroupSize * 16 % shape.Chunk != 0 || shape.ProductCols % 32 != 0)
-            throw new NotSupportedException($"the delta rule's tf32 tiles are warp blocks of 16 × 32 over the chunk's rows: chunk {shape.Chunk} needs a group " +
+            throw new NotSupportedException($"the delta rule's {shape.Precision} tiles are warp blocks of 16 × 32 over the chunk's rows: chunk {shape.Chunk} needs a group " +
                 $"size that is a multiple of {2 * shape.Chunk}, the runtime has {shape.GroupSize}");
         long bytes = sizeof(float) * (long)Math.Max(new PrepareTiles(shape).Floats, new OutputTiles(shape).Floats);
         if (bytes > runtime.SharedMemoryPerGroup)
-            throw new NotSupportedException($"the delta rule's tf32 kernels need {bytes} bytes of shared memory per group with group size {shape.GroupSize} " +
+            throw new NotSupportedException($"the delta rule's {shape.Precision} kernels need {bytes} bytes of shared memory per group with group size {shape.GroupSize} " +
                 $"and chunk {shape.Chunk}, more than the {runtime.SharedMemoryPerGroup} available");
     }
 

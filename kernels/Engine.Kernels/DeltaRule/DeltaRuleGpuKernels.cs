@@ -55,10 +55,13 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     public float Scale { get; }
     public float L2NormEpsilon { get; }
 
-    /// <summary>How the chunk products are multiplied: fp32 FMA on the CUDA cores, or <see cref="MmaTile{TMma}"/> on tensor cores (tf32).</summary>
+    /// <summary>
+    /// How the chunk products are multiplied: fp32 FMA on the CUDA cores, or <see cref="MmaTile{TMma}"/> on tensor cores, in tf32, or with the
+    /// chunk's own products (scores, W, U, P V_new) in fp16 and the product with the state in tf32.
+    /// </summary>
     public GpuPrecision Precision { get; }
     public int GroupSize { get; }
-    public bool Tf32 => Precision == GpuPrecision.Tf32;
+    public bool TensorCores => Precision != GpuPrecision.Fp32;
 
     /// <summary>q and k rows are L2-normalized in the kernels (an int behind it: ILGPU refuses bool kernel parameters).</summary>
     public bool QkL2Norm => _qkL2Norm != 0;
@@ -117,7 +120,7 @@ public readonly struct DeltaRuleGpuShape : IEquatable<DeltaRuleGpuShape>
     public int ProductStageFloats => Math.Max(Chunk * SlicePitch + Slice * ProductStride, Chunk * ProductStride);
 
     /// <summary>Value columns of an output group: 16, or a tensor-core product tile's width.</summary>
-    public int OutputCols => Tf32 ? ProductCols : Tile;
+    public int OutputCols => TensorCores ? ProductCols : Tile;
 
     /// <summary>Output groups per (chunk, output head).</summary>
     public int OutputTiles => (ValueDim + OutputCols - 1) / OutputCols;
@@ -179,7 +182,7 @@ internal readonly struct PrepareTiles(DeltaRuleGpuShape s)
 {
     public int A => 0;                                       // [C × (C + 1)] A, zero on and above the diagonal; tf32: W's and U's staged operands once T is built
     public int T => MatrixFloats;                            // [C × (C + 1)] T = (I + A)⁻¹; tf32: the staged operands of the scores before T is built and after W, U
-    public int MatrixFloats => s.Tf32 ? Math.Max(s.Chunk * s.ChunkStride, s.ProductStageFloats) : s.Chunk * s.ChunkStride;
+    public int MatrixFloats => s.TensorCores ? Math.Max(s.Chunk * s.ChunkStride, s.ProductStageFloats) : s.Chunk * s.ChunkStride;
     public int Merge => 2 * MatrixFloats;                    // [(blocks − 1) × 16 × 16] Σ A T of one block row
     public int MergeFloats => Math.Max(1, s.Blocks - 1) * DeltaRuleGpuShape.Tile * DeltaRuleGpuShape.Tile;
     public int Gates => Merge + MergeFloats;                 // [C] in-chunk cumulative log gate (per head; zeros otherwise)
@@ -208,7 +211,7 @@ internal readonly struct OutputTiles(DeltaRuleGpuShape s)
     public int NewValues => s.KeyDim * DeltaRuleGpuShape.Tile;   // [C × 16] V_new of the chunk, the same tile
     public int Left => 0;                                    // tf32: [C × pitch] a slice of the gated queries or of the scores
     public int Right => s.Chunk * DeltaRuleGpuShape.SlicePitch;  // tf32: [slice × product stride] the start state's or V_new's rows of the slice
-    public int Floats => s.Tf32 ? s.ProductStageFloats : NewValues + s.Chunk * DeltaRuleGpuShape.Tile;
+    public int Floats => s.TensorCores ? s.ProductStageFloats : NewValues + s.Chunk * DeltaRuleGpuShape.Tile;
 }
 
 /// <summary>Dynamic shared memory of the recurrent kernel, in floats.</summary>
@@ -236,7 +239,9 @@ internal readonly struct RecurrentTiles(DeltaRuleGpuShape s)
 ///     S ← e^{G_last} S + K_dᵀ V_new. The delta rule never mixes value columns, so tiles are independent.
 ///  3. Output, one group per (chunk, output head, 16 value columns), all chunks in parallel: O = Q_g S + P V_new.
 /// With <see cref="GpuPrecision.Tf32"/> the chunk products of Prepare (K Kᵀ and Q Kᵀ without a per-key gate, W, U) and of Output run on
-/// tensor cores (<see cref="MmaTile{TMma}"/>, operands staged in shared memory); the inverse, the state pass and every sum stay fp32.
+/// tensor cores (<see cref="MmaTile{TMma}"/>, operands staged in shared memory); with <see cref="GpuPrecision.Fp16"/> those of the chunk's
+/// own rows (all but Output's product with the start state, which stays tf32) take fp16 operands; the inverse, the state pass and every
+/// sum stay fp32.
 /// A per-key gate makes G a per-key-dim cumulative sum (written to global memory by Prepare): every
 /// e^{G_i − G_j} moves inside the key-dim sums and the chunk decay becomes one factor per row of S.
 /// Recurrent form: one group per (sequence, value head, V tile), one token at a time.
@@ -398,8 +403,8 @@ public static class DeltaRuleGpuKernels
     /// a column tile of the product at a time, slices of <see cref="DeltaRuleGpuShape.Slice"/> key dims of the rows and of the keys
     /// (transposed) staged in <paramref name="stage"/>. No gate per key dim: its decay lies inside the sum.
     /// </summary>
-    private static void ScoresOnTensorCores(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> stage, ArrayView<float> acc,
-        ArrayView<float> x, int xHeads, int xHead, ArrayView<float> xNorms, ArrayView<float> keyNorms, int cs, int len, int h)
+    private static void ScoresOnTensorCores<TMma>(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> stage, ArrayView<float> acc,
+        ArrayView<float> x, int xHeads, int xHead, ArrayView<float> xNorms, ArrayView<float> keyNorms, int cs, int len, int h) where TMma : struct, IWarpMma
     {
         const int slice = DeltaRuleGpuShape.Slice, pitch = DeltaRuleGpuShape.SlicePitch;
         int kd = s.KeyDim, cc = s.Chunk, nt = s.GroupSize, tid = Group.IdxX, kh = h / s.ValueGroup, cols = s.ProductCols, stride = s.ProductStride;
@@ -408,7 +413,7 @@ public static class DeltaRuleGpuKernels
         var layout = new TileLayout(cc, cols, tid);
         for (int j0 = 0; j0 < len; j0 += cols)
         {
-            var product = default(MmaTile<Tf32Mma>);
+            var product = default(MmaTile<TMma>);
             for (int c0 = 0; c0 < kd; c0 += slice)
             {
                 int depth = Math.Min(slice, kd - c0);
@@ -459,8 +464,8 @@ public static class DeltaRuleGpuKernels
     /// diagonal is never read, and a later token's row never reaches an earlier one, not even times zero). W goes through the stage to
     /// be stored transposed.
     /// </summary>
-    private static void WAndUOnTensorCores(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> sT, ArrayView<float> stage, ArrayView<float> sG,
-        ArrayView<float> sBeta, ArrayView<float> sRk, int cs, int len, int h)
+    private static void WAndUOnTensorCores<TMma>(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> sT, ArrayView<float> stage, ArrayView<float> sG,
+        ArrayView<float> sBeta, ArrayView<float> sRk, int cs, int len, int h) where TMma : struct, IWarpMma
     {
         int ts = s.ChunkStride, kd = s.KeyDim, vd = s.ValueDim, hk = s.KeyHeads, hv = s.ValueHeads, kh = h / s.ValueGroup, cc = s.Chunk, nt = s.GroupSize;
         int tid = Group.IdxX, cols = s.ProductCols, stride = s.ProductStride;
@@ -474,7 +479,7 @@ public static class DeltaRuleGpuKernels
                     ? sBeta[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, j, c)) * sRk[j] * args.K[((long)(cs + j) * hk + kh) * kd + c]
                     : 0f;
             }
-            var w = TimesT(sT, ts, stage, stride, len, layout);
+            var w = TimesT<TMma>(sT, ts, stage, stride, len, layout);
             w.Store(stage, 0, stride, len, cols, layout);
             Group.Barrier();
             for (int e = tid; e < len * cols; e += nt)
@@ -491,16 +496,16 @@ public static class DeltaRuleGpuKernels
                 int j = e / cols, d = d0 + e % cols;
                 stage[j * stride + e % cols] = j < len && d < vd ? sBeta[j] * args.V[((long)(cs + j) * hv + h) * vd + d] : 0f;
             }
-            var u = TimesT(sT, ts, stage, stride, len, layout);
+            var u = TimesT<TMma>(sT, ts, stage, stride, len, layout);
             u.Store(args.U, ((long)cs * hv + h) * vd + d0, hv * vd, len, vd - d0, layout);
         }
     }
 
     /// <summary>T times the staged chunk rows on tensor cores, row i reading rows j <= i only; barriers before (the stage is written) and after (it is read).</summary>
-    private static MmaTile<Tf32Mma> TimesT(ArrayView<float> sT, int ts, ArrayView<float> stage, int stride, int len, TileLayout layout)
+    private static MmaTile<TMma> TimesT<TMma>(ArrayView<float> sT, int ts, ArrayView<float> stage, int stride, int len, TileLayout layout) where TMma : struct, IWarpMma
     {
         Group.Barrier();
-        var product = default(MmaTile<Tf32Mma>);
+        var product = default(MmaTile<TMma>);
         product.AccumulateCausal(sT, ts, stage, stride, len, layout, 0);
         Group.Barrier();
         return product;
@@ -510,6 +515,13 @@ public static class DeltaRuleGpuKernels
     public static void Prepare(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
     {
         var s = shape.Value;
+        if (s.Precision == GpuPrecision.Fp16) Prepare<F16Mma>(args, s);
+        else Prepare<Tf32Mma>(args, s);
+    }
+
+    /// <summary>The preparation with its tensor-core products (if the precision has them) on <typeparamref name="TMma"/>.</summary>
+    private static void Prepare<TMma>(DeltaRuleGpuArgs args, DeltaRuleGpuShape s) where TMma : struct, IWarpMma
+    {
         var tiles = new PrepareTiles(s);
         int cc = s.Chunk, ts = s.ChunkStride, kd = s.KeyDim, vd = s.ValueDim, hk = s.KeyHeads, hv = s.ValueHeads, ho = s.OutputHeads, nt = s.GroupSize;
         var shared = SharedMemory.GetDynamic<float>();
@@ -554,7 +566,7 @@ public static class DeltaRuleGpuKernels
         // A_ij = β_i Σ_c k̂_ic k̂_jc e^{G_ic − G_jc} below the diagonal, zero elsewhere (a per-head decay applied after the sum).
         for (int e = tid; e < cc * ts; e += nt) sA[e] = 0f;
         Group.Barrier();
-        if (s.Tf32 && !s.PerKey) ScoresOnTensorCores(args, s, sT, sA, args.K, hk, kh, sRk, sRk, cs, len, h);
+        if (s.TensorCores && !s.PerKey) ScoresOnTensorCores<TMma>(args, s, sT, sA, args.K, hk, kh, sRk, sRk, cs, len, h);
         else DecayedProducts(args, s, sSlabs, sA, args.K, hk, kh, sRk, sRk, cs, len, h, 0);
         for (int e = tid; e < len * len; e += nt)
         {
@@ -609,7 +621,7 @@ public static class DeltaRuleGpuKernels
         }
 
         // W = T diag(β) (K̂ ⊙ e^G) and U = T diag(β) V (T is lower triangular); threads along W's rows, which it stores transposed.
-        if (s.Tf32) WAndUOnTensorCores(args, s, sT, sA, sG, sBeta, sRk, cs, len, h);
+        if (s.TensorCores) WAndUOnTensorCores<TMma>(args, s, sT, sA, sG, sBeta, sRk, cs, len, h);
         else WAndU(args, s, sT, sG, sBeta, sRk, cs, len, h);
         if (s.PerKey)
         {
@@ -633,7 +645,7 @@ public static class DeltaRuleGpuKernels
                 args.GatedQueries[ChunkTransposed(cs, len, ho, kd, o, i, c)] =
                     XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, i, c)) * sRq[i] * args.Q[((long)(cs + i) * s.QHeads + qh) * kd + c];
             }
-            if (s.Tf32 && !s.PerKey) ScoresOnTensorCores(args, s, sT, sA, args.Q, s.QHeads, qh, sRq, sRk, cs, len, h);
+            if (s.TensorCores && !s.PerKey) ScoresOnTensorCores<TMma>(args, s, sT, sA, args.Q, s.QHeads, qh, sRq, sRk, cs, len, h);
             else DecayedProducts(args, s, sSlabs, sA, args.Q, s.QHeads, qh, sRq, sRk, cs, len, h, 1);
             for (int e = tid; e < len * len; e += nt)
             {
@@ -753,7 +765,8 @@ public static class DeltaRuleGpuKernels
     public static void Output(DeltaRuleGpuArgs args, SpecializedValue<DeltaRuleGpuShape> shape)
     {
         var s = shape.Value;
-        if (s.Tf32) OutputOnTensorCores(args, s);
+        if (s.Precision == GpuPrecision.Fp16) OutputOnTensorCores<F16Mma>(args, s);
+        else if (s.Precision == GpuPrecision.Tf32) OutputOnTensorCores<Tf32Mma>(args, s);
         else OutputOnCudaCores(args, s);
     }
 
@@ -797,10 +810,10 @@ public static class DeltaRuleGpuKernels
 
     /// <summary>
     /// <see cref="Output"/> on tensor cores, a tile of <see cref="DeltaRuleGpuShape.ProductCols"/> value columns per group: Q_g S a slice of
-    /// key dims at a time, then P V_new a slice of tokens at a time, both operands staged in shared memory; row i reads the rows of V_new
-    /// up to its own only (<see cref="MmaTile{TMma}.AccumulateCausal"/>), the scores above the diagonal are never read.
+    /// key dims at a time in tf32, then P V_new a slice of tokens at a time on <typeparamref name="TMma"/>, both operands staged in shared memory;
+    /// row i reads the rows of V_new up to its own only (<see cref="MmaTile{TMma}.AccumulateCausal"/>), the scores above the diagonal are never read.
     /// </summary>
-    private static void OutputOnTensorCores(DeltaRuleGpuArgs args, DeltaRuleGpuShape s)
+    private static void OutputOnTensorCores<TMma>(DeltaRuleGpuArgs args, DeltaRuleGpuShape s) where TMma : struct, IWarpMma
     {
         const int slice = DeltaRuleGpuShape.Slice, pitch = DeltaRuleGpuShape.SlicePitch;
         var tiles = new OutputTiles(s);
@@ -811,7 +824,7 @@ public static class DeltaRuleGpuKernels
         int tid = Group.IdxX, chunk = Grid.IdxX, o = Grid.IdxY, h = o / s.Group, d0 = Grid.IdxZ * cols;
         int cs = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
         var layout = new TileLayout(cc, cols, tid);
-        var output = default(MmaTile<Tf32Mma>);
+        var inter = default(MmaTile<Tf32Mma>);
 
         long stateBase = ((long)chunk * hv + h) * kd * vd;
         for (int c0 = 0; c0 < kd; c0 += slice)
@@ -829,9 +842,11 @@ public static class DeltaRuleGpuKernels
                 right[u * stride + e % cols] = u < depth && d < vd ? args.ChunkStates[stateBase + (long)(c0 + u) * vd + d] : 0f;
             }
             Group.Barrier();
-            output.Accumulate(left, pitch, right, stride, depth, layout);
+            inter.Accumulate(left, pitch, right, stride, depth, layout);
             Group.Barrier();
         }
+        // The chunk's own product goes on from the same accumulators on its own instruction.
+        var output = inter.SummedOnWith<TMma>();
         for (int j0 = 0; j0 < len; j0 += slice)
         {
             int depth = Math.Min(slice, len - j0);

@@ -20,8 +20,7 @@ public abstract record AttentionOptions
     /// <see cref="GpuPrecision.Fp32"/> (default) on the CUDA cores, within 1e-5 relative RMS of the float64 reference;
     /// <see cref="GpuPrecision.Tf32"/> and <see cref="GpuPrecision.Fp16"/> on tensor cores, operands rounded to tf32 or fp16, within
     /// 2e-3 (fp16 takes the chunk's own products only, the state's stay tf32, and holds while the scaled queries, keys, scores and
-    /// values stay below 65520 in magnitude: past that the output is not finite and the call is refused; GLA and Lightning only, the
-    /// delta rule refuses it with <see cref="NotSupportedException"/>). The tensor-core
+    /// values stay below 65520 in magnitude: past that the output is not finite and the call is refused). The tensor-core
     /// choices need an accelerator with 32-lane warps (CUDA's); on another the call throws <see cref="NotSupportedException"/>.
     /// </summary>
     public GpuPrecision GpuPrecision { get; init; } = GpuPrecision.Fp32;

@@ -151,7 +151,14 @@ public sealed class CliTests : CliFixture
     [TestCase(new[] { "ptx", "some-folder", "--arch", "sm_70" }, "--arch must be one of sm_80|sm_90, got 'sm_70' (see: engine ptx --help)")]
     [TestCase(new[] { "bench", "gla", "--T", "many" }, "--T must be an integer")]
     [TestCase(new[] { "bench", "gla", "--backend", "tpu" }, "--backend must be one of reference|cpu|gpu")]
+    [TestCase(new[] { "bench", "gla", "--gpu-precision", "tf32", "--T", "32" }, "--gpu-precision tf32: the cpu backend multiplies in fp32; it applies to --backend gpu")]
     public void UsageErrorsExitWithTwo(string[] args, string message) => AssertOneLineError(Engine(args), 2, message);
+
+    /// <summary>--gpu-precision reaches the op: ILGPU's CPU accelerator here has 4-lane warps, on which the tensor-core precisions are refused.</summary>
+    [Test]
+    public void BenchGpuPrecisionReachesTheOp() =>
+        AssertOneLineError(Engine("bench", "gated-delta", "--backend", "gpu", "--gpu-precision", "fp16", "--T", "32", "--H", "1", "--K", "16", "--V", "16",
+            "--repeats", "1"), 1, "engine: error: the delta rule's Fp16 precision runs on tensor cores, whose products need warps of 32 threads");
 
     [Test]
     public void MissingFileIsAnError()

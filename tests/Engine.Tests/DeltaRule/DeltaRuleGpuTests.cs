@@ -32,8 +32,8 @@ public sealed class DeltaRuleGpuTests
         _warpRuntime.Dispose();
     }
 
-    /// <summary>The tf32 precision's stated bound on the relative RMS error against the float64 reference (<see cref="GpuPrecision.Tf32"/>).</summary>
-    private const double Tf32Tolerance = 2e-3;
+    /// <summary>The tensor-core precisions' stated bound on the relative RMS error against the float64 reference (<see cref="GpuPrecision"/>).</summary>
+    private const double TensorCoreTolerance = 2e-3;
 
     /// <summary>CUDA's 128 threads per group; grouped query heads (2 over 1) and grouped value heads (1 query/key head, 2 value heads).</summary>
     [TestCase(GateKind.None, AttentionMode.Chunked, 2, 1)]
@@ -68,40 +68,44 @@ public sealed class DeltaRuleGpuTests
         }, layout);
 
     /// <summary>
-    /// The chunk products on tensor cores (32-lane warps, emulated): within the tf32 bound of the reference, and off it by more than
-    /// fp32 rounding, so the tf32 products ran. K = 8 and V = 12 leave partial slices and tiles; the second sequence ends mid-chunk.
-    /// Tiny shapes, grouped query heads (2 over 1) once: the emulated instruction is slow on the CPU accelerator.
+    /// The chunk products on tensor cores (32-lane warps, emulated): within the tensor-core bound of the reference, and off it by more
+    /// than fp32 rounding, so the rounded products ran. K = 8 and V = 12 leave partial slices and tiles; the second sequence ends
+    /// mid-chunk. Tiny shapes, grouped query heads (2 over 1) once: the emulated instruction is slow on the CPU accelerator.
     /// </summary>
-    [TestCase(GateKind.None, 16, StateLayout.KeyMajor, 2)]
-    [TestCase(GateKind.PerHead, 32, StateLayout.ValueMajor, 1)]
-    [TestCase(GateKind.PerHead, 64, StateLayout.KeyMajor, 1)]
-    [TestCase(GateKind.PerKey, 32, StateLayout.ValueMajor, 1)]
-    public void Tf32MatchesTheReferenceWithinItsBound(GateKind gate, int chunk, StateLayout layout, int queryHeads)
+    [TestCase(GpuPrecision.Tf32, GateKind.None, 16, StateLayout.KeyMajor, 2)]
+    [TestCase(GpuPrecision.Tf32, GateKind.PerHead, 32, StateLayout.ValueMajor, 1)]
+    [TestCase(GpuPrecision.Tf32, GateKind.PerHead, 64, StateLayout.KeyMajor, 1)]
+    [TestCase(GpuPrecision.Tf32, GateKind.PerKey, 32, StateLayout.ValueMajor, 1)]
+    [TestCase(GpuPrecision.Fp16, GateKind.None, 64, StateLayout.KeyMajor, 1)]
+    [TestCase(GpuPrecision.Fp16, GateKind.PerHead, 32, StateLayout.ValueMajor, 2)]
+    [TestCase(GpuPrecision.Fp16, GateKind.PerKey, 16, StateLayout.KeyMajor, 1)]
+    public void TensorCoresMatchTheReferenceWithinTheirBound(GpuPrecision precision, GateKind gate, int chunk, StateLayout layout, int queryHeads)
     {
         var c = new DeltaRuleCase
         {
             SeqLens = [1, chunk + 9], Hq = queryHeads, Hkv = 1, K = 8, V = 12, Gate = gate, Chunk = chunk, WithInitialState = true, QkL2Norm = true,
         };
-        var (output, finalState) = Run(c, layout, GpuPrecision.Tf32, _warpRuntime);
+        var (output, finalState) = Run(c, layout, precision, _warpRuntime);
         var expected = c.Reference();
         double outputError = Numerics.RelativeRms(output, expected["output"]), stateError = Numerics.RelativeRms(finalState, expected["final_state"]);
-        TestContext.Out.WriteLine($"tf32 relative RMS error: output {outputError:E2}, final state {stateError:E2}");
+        TestContext.Out.WriteLine($"{precision} relative RMS error: output {outputError:E2}, final state {stateError:E2}");
         Assert.Multiple(() =>
         {
-            Assert.That(outputError, Is.LessThanOrEqualTo(Tf32Tolerance), "output");
-            Assert.That(stateError, Is.LessThanOrEqualTo(Tf32Tolerance), "final state");
-            Assert.That(outputError, Is.GreaterThan(Numerics.Fp32Tolerance), "the products are rounded to tf32");
+            Assert.That(outputError, Is.LessThanOrEqualTo(TensorCoreTolerance), "output");
+            Assert.That(stateError, Is.LessThanOrEqualTo(TensorCoreTolerance), "final state");
+            Assert.That(outputError, Is.GreaterThan(Numerics.Fp32Tolerance), $"the products are rounded to {precision}");
         });
     }
 
-    /// <summary>A NaN in a later token's k or v leaves every earlier output of the tf32 kernels bitwise as it was.</summary>
-    [TestCase(GateKind.PerHead, "k")]
-    [TestCase(GateKind.None, "v")]
-    public void Tf32OutputsBeforeAFaultAreThoseOfTheRunWithoutIt(GateKind gate, string input)
+    /// <summary>A NaN in a later token's k or v leaves every earlier output of the tensor-core kernels bitwise as it was.</summary>
+    [TestCase(GpuPrecision.Tf32, GateKind.PerHead, "k")]
+    [TestCase(GpuPrecision.Tf32, GateKind.None, "v")]
+    [TestCase(GpuPrecision.Fp16, GateKind.PerHead, "v")]
+    public void TensorCoreOutputsBeforeAFaultAreThoseOfTheRunWithoutIt(GpuPrecision precision, GateKind gate, string input)
     {
         const int chunk = 16, fault = 3 + chunk + 5;
         var c = new DeltaRuleCase { SeqLens = [3, chunk + 8], Hq = 1, Hkv = 1, K = 8, V = 12, Gate = gate, Chunk = chunk, QkL2Norm = true };
-        var config = new DeltaRuleConfig(c.Heads, c.Gate, c.Config.Scale, c.Chunk, c.QkL2Norm, gpuPrecision: GpuPrecision.Tf32);
+        var config = new DeltaRuleConfig(c.Heads, c.Gate, c.Config.Scale, c.Chunk, c.QkL2Norm, gpuPrecision: precision);
         using var kernel = new DeltaRuleGpu(config, _warpRuntime);
         using var state = _warpRuntime.Accelerator.Allocate1D<float>(c.Sequences * c.Hv * c.K * c.V);
         var inputs = c.Inputs();
@@ -127,11 +131,11 @@ public sealed class DeltaRuleGpuTests
     }
 
     [Test]
-    public void Tf32NeedsWholeWarps()
+    public void TensorCoresNeedWholeWarps([Values(GpuPrecision.Tf32, GpuPrecision.Fp16)] GpuPrecision precision)
     {
-        var config = new DeltaRuleConfig(new HeadLayout(1, 1, 16, 16), GateKind.PerHead, 1f, 16, qkL2Norm: false, gpuPrecision: GpuPrecision.Tf32);
+        var config = new DeltaRuleConfig(new HeadLayout(1, 1, 16, 16), GateKind.PerHead, 1f, 16, qkL2Norm: false, gpuPrecision: precision);
         var error = Assert.Throws<NotSupportedException>(() => new DeltaRuleGpu(config, _runtime).Dispose());
-        Assert.That(error!.Message, Does.Contain("warps of 32 threads").And.Contain("have 4"));
+        Assert.That(error!.Message, Does.Contain($"{precision} precision").And.Contain("warps of 32 threads").And.Contain("have 4"));
     }
 
     /// <summary>A warp's 16 × 32 block needs 16 · group size / chunk columns, a multiple of 32; and the staged tiles within 48 KB.</summary>

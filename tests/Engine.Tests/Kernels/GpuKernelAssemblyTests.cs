@@ -32,6 +32,8 @@ public sealed class GpuKernelAssemblyTests
         ["gla.Output.per-key-fp16"] = [Tf32Hmma, F16Hmma],
         ["delta-rule.Prepare.qwen-tf32"] = [Tf32Hmma],
         ["delta-rule.Output.qwen-tf32"] = [Tf32Hmma],
+        ["delta-rule.Prepare.per-head-fp16"] = [F16Hmma],
+        ["delta-rule.Output.per-head-fp16"] = [Tf32Hmma, F16Hmma],
         ["delta-rule.StatePass.per-key"] = [L1Prefetch],
         ["delta-rule.StatePass.qwen-tf32"] = [L1Prefetch],
     };

@@ -36,12 +36,14 @@ internal sealed class AttentionBenchOptions
     public Option<int> K { get; } = Opt.Int("--K", 128, "key head dim", min: 1);
     public Option<int> V { get; } = Opt.Int("--V", 128, "value head dim", min: 1);
     public Option<string> Mode { get; } = Opt.Choice("--mode", "chunked", ["chunked", "recurrent", "both"], "the chunked form, the recurrent (decode) form, or both");
+    public Option<GpuPrecision> Precision { get; } = Opt.Choice("--gpu-precision", GpuPrecision.Fp32,
+        "how the GPU kernels multiply the chunk products: fp32, or on tensor cores tf32 or fp16 (--backend gpu only)");
 
-    public IEnumerable<Option> All => [B, H, K, V, Mode, .. Bench.All];
+    public IEnumerable<Option> All => [B, H, K, V, Mode, Precision, .. Bench.All];
 }
 
 /// <summary>A parsed attention bench command line: a run makes a workload per length and times one variant per mode.</summary>
-internal sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionMode[] Modes, BenchTiming Timing, bool Json, string? Chart)
+internal sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionMode[] Modes, GpuPrecision Precision, BenchTiming Timing, bool Json, string? Chart)
 {
     /// <summary>What --backend gpu adds, for the commands' help.</summary>
     public const string GpuNotes = """
@@ -60,7 +62,7 @@ internal sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionM
             _ => [AttentionMode.Chunked],
         };
         return new AttentionBench(tokens, new BenchShape(args.GetValue(options.B), tokens[0], args.GetValue(options.H), args.GetValue(options.K), args.GetValue(options.V)),
-            modes, options.Bench.Timing(args), args.GetValue(options.Bench.Json), BenchChart.Target(args.GetValue(options.Bench.Plot)));
+            modes, args.GetValue(options.Precision), options.Bench.Timing(args), args.GetValue(options.Bench.Json), BenchChart.Target(args.GetValue(options.Bench.Plot)));
     }
 
     /// <summary>
@@ -75,6 +77,8 @@ internal sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionM
         where TWork : AttentionWorkload
     {
         using var device = options.Bench.Device.Create(args);
+        if (Precision != GpuPrecision.Fp32 && device.Backend != Backend.Gpu)
+            throw new UsageException($"--gpu-precision {Opt.Kebab(Precision)}: the {Opt.Kebab(device.Backend)} backend multiplies in {(device.Backend == Backend.Reference ? "float64" : "fp32")}; it applies to --backend gpu");
         var notes = new List<string>();
         var (opened, unavailable) = device.Backend == Backend.Gpu && ortCuda is not null ? OrtCudaPeer.Open(ortCuda()) : ([], null);
         if (unavailable is not null) notes.Add($"ort-cuda rows left out: {unavailable}");
@@ -86,7 +90,7 @@ internal sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionM
                 var cases = Modes.Select(mode =>
                 {
                     var (label, flops, run) = variant(work, mode);
-                    return new BenchCase(label, flops, () => run(device));
+                    return new BenchCase(Precision == GpuPrecision.Fp32 ? label : $"{label} {Opt.Kebab(Precision)}", flops, () => run(device));
                 }).ToList();
                 foreach (var peer in peers.ToList())
                 {

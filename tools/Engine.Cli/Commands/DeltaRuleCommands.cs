@@ -81,7 +81,7 @@ internal sealed class DeltaRuleBenchCommand : EngineCommand
         var s = bench.Shape;
         return bench.Run(args, _bench, context, Name, t => new DeltaRuleWorkload(s.B, t, s.H, s.K, s.V, gate),
             (work, mode) => ($"{(_gate is null ? "" : Opt.Kebab(gate) + " ")}C{chunk} {Opt.Kebab(mode)}", work.ModelFlops(chunk),
-                device => work.Run(device, new DeltaRuleOptions { ChunkSize = chunk, Mode = mode })),
+                device => work.Run(device, new DeltaRuleOptions { ChunkSize = chunk, Mode = mode, GpuPrecision = bench.Precision })),
             ortCuda: () => [OrtCudaPeer.LinearAttention(s, gate, delta: true), OrtCudaPeer.GatedDeltaNet(s, gate)]);
     }
 }

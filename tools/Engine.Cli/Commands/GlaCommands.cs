@@ -68,7 +68,7 @@ internal sealed class GlaBenchCommand : EngineCommand
         var s = bench.Shape;
         return bench.Run(args, _bench, context, "gla", t => new GlaWorkload(s.B, t, s.H, s.K, s.V, gate),
             (work, mode) => ($"{Opt.Kebab(gate)} {Opt.Kebab(mode)}", work.ModelFlops(mode, chunk),
-                device => work.Run(device, new GlaOptions { ChunkSize = chunk, Mode = mode })),
+                device => work.Run(device, new GlaOptions { ChunkSize = chunk, Mode = mode, GpuPrecision = bench.Precision })),
             ortCuda: () => [OrtCudaPeer.LinearAttention(s, gate, delta: false)]);
     }
 }

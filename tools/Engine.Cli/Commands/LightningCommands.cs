@@ -68,6 +68,6 @@ internal sealed class LightningBenchCommand : EngineCommand
         var s = bench.Shape;
         return bench.Run(args, _bench, context, "lightning", t => new LightningWorkload(s.B, t, s.H, s.K, s.V),
             (work, mode) => ($"block{block} {Opt.Kebab(mode)}", work.ModelFlops(mode, block),
-                device => work.Run(device, new LightningOptions { BlockSize = block, Mode = mode })));
+                device => work.Run(device, new LightningOptions { BlockSize = block, Mode = mode, GpuPrecision = bench.Precision })));
     }
 }
