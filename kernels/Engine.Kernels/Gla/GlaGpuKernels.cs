@@ -18,6 +18,12 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     /// <summary>Row stride of a staged slice: one float of padding keeps column walks off one bank.</summary>
     public const int SlicePitch = SliceWidth + 1;
 
+    /// <summary>
+    /// Tokens of a per-key score span: the scores of a row against the keys of an earlier span of a slice are a product against the
+    /// span's last token as the reference; only the pairs within a row's own span are summed term by term.
+    /// </summary>
+    public const int ReferenceSpan = 16;
+
     public GlaGpuShape(GlaConfig config, int groupSize, int recurrentCols)
     {
         QHeads = config.Heads.QHeads;
@@ -187,6 +193,7 @@ public static class GlaGpuKernels
 {
     private const int SliceWidth = GlaGpuShape.SliceWidth;
     private const int SlicePitch = GlaGpuShape.SlicePitch;
+    private const int ReferenceSpan = GlaGpuShape.ReferenceSpan;
 
     /// <summary>b at local row i of the chunk starting at token <paramref name="start"/>, key dim c: per-key and per-head gates.</summary>
     private static float CumulativeLogGate(GlaGpuArgs args, GlaGpuShape s, int h, int start, int i, int c) => s.PerKey
@@ -355,9 +362,11 @@ public static class GlaGpuKernels
     /// Grid (chunks, max(Hq, Hv), C / OutputRows × ceil(V / OutputCols)): one block of the chunk's rows and one tile of value
     /// columns. O = (scale q ⊙ exp(b)) S_start, then for each slice of OutputCols tokens up to the block's last row: the scores
     /// of the block's rows against the slice, made on chip and masked to j <= i, and O += A_slice V_slice.
-    /// Scores: scalar gates multiply (scale q_i · k_j) by exp(b_i − b_j). Per-key gates take the slice's last token p as the
-    /// reference: rows i >= p are the product of (scale q_i ⊙ exp(b_i − b_p)) and (k_j ⊙ exp(b_p − b_j)), j <= p; the rows
-    /// before p sum exp(b_ic − b_jc) term by term.
+    /// Scores: scalar gates multiply (scale q_i · k_j) by exp(b_i − b_j). Per-key gates take a reference token p: rows i >= p
+    /// against keys j <= p are the product of (scale q_i ⊙ exp(b_i − b_p)) and (k_j ⊙ exp(b_p − b_j)), both exponents <= 0. The
+    /// slice's last token is the reference of every key of the slice for the rows from it on, and the last token of each
+    /// <see cref="GlaGpuShape.ReferenceSpan"/>-token span before it the reference of that span's keys for the rows between; only a
+    /// row's pairs within its own span sum exp(b_ic − b_jc) term by term.
     /// </summary>
     public static void Output(GlaGpuArgs args, SpecializedValue<GlaGpuShape> shape)
     {
@@ -415,34 +424,42 @@ public static class GlaGpuKernels
         {
             int last = Math.Min(j0 + cols, end) - 1;
             var score = default(TTile);
-            for (int c0 = 0; c0 < s.KeyDim; c0 += SliceWidth)
+            // Per-key gates: a pass per span of the slice before its last token, then the last token's pass (the only one otherwise).
+            int spanPasses = s.PerKey ? (last - j0) / ReferenceSpan : 0;
+            for (int pass = 0; pass <= spanPasses; pass++)
             {
-                int depth = Math.Min(SliceWidth, s.KeyDim - c0);
-                for (int e = tid; e < rowCount * SliceWidth; e += s.GroupSize)
+                bool lastPass = pass == spanPasses;
+                int reference = lastPass ? last : j0 + (pass + 1) * ReferenceSpan - 1;
+                int firstKey = lastPass ? j0 : reference - ReferenceSpan + 1, firstRow = lastPass ? last : reference + 1, endRow = lastPass ? end : last;
+                for (int c0 = 0; c0 < s.KeyDim; c0 += SliceWidth)
                 {
-                    int i = e / SliceWidth, u = e % SliceWidth, row = i0 + i;
-                    float x = 0f;
-                    if (i < rows && u < depth && (!s.PerKey || row >= last))
+                    int depth = Math.Min(SliceWidth, s.KeyDim - c0);
+                    for (int e = tid; e < rowCount * SliceWidth; e += s.GroupSize)
                     {
-                        x = s.Scale * args.Q[((long)(start + row) * s.QHeads + qh) * s.KeyDim + c0 + u];
-                        if (s.PerKey) x *= Decay(args, s, h, start, row, last, c0 + u);
+                        int i = e / SliceWidth, u = e % SliceWidth, row = i0 + i;
+                        float x = 0f;
+                        if (i < rows && u < depth && (!s.PerKey || (row >= firstRow && row < endRow)))
+                        {
+                            x = s.Scale * args.Q[((long)(start + row) * s.QHeads + qh) * s.KeyDim + c0 + u];
+                            if (s.PerKey) x *= Decay(args, s, h, start, row, reference, c0 + u);
+                        }
+                        left[i * SlicePitch + u] = x;
                     }
-                    left[i * SlicePitch + u] = x;
-                }
-                for (int e = tid; e < SliceWidth * cols; e += s.GroupSize)
-                {
-                    int u = e / cols, j = j0 + e % cols;
-                    float k = 0f;
-                    if (u < depth && j <= last)
+                    for (int e = tid; e < SliceWidth * cols; e += s.GroupSize)
                     {
-                        k = args.K[((long)(start + j) * s.KeyHeads + kh) * s.KeyDim + c0 + u];
-                        if (s.PerKey) k *= Decay(args, s, h, start, last, j, c0 + u);
+                        int u = e / cols, j = j0 + e % cols;
+                        float k = 0f;
+                        if (u < depth && j >= firstKey && j <= reference)
+                        {
+                            k = args.K[((long)(start + j) * s.KeyHeads + kh) * s.KeyDim + c0 + u];
+                            if (s.PerKey) k *= Decay(args, s, h, start, reference, j, c0 + u);
+                        }
+                        right[e] = k;
                     }
-                    right[e] = k;
+                    Group.Barrier();
+                    score.Accumulate(left, SlicePitch, right, cols, depth, layout);
+                    Group.Barrier();
                 }
-                Group.Barrier();
-                score.Accumulate(left, SlicePitch, right, cols, depth, layout);
-                Group.Barrier();
             }
             score.Store(scores, 0, pitch, rowCount, cols, layout);
             Group.Barrier();
@@ -451,7 +468,7 @@ public static class GlaGpuKernels
                 int i = e / cols, jj = e % cols, row = i0 + i, j = j0 + jj;
                 bool reads = i < rows && j <= row;
                 float a = scores[i * pitch + jj];
-                if (reads && s.PerKey && row < last) a = PerKeyScore(args, s, h, qh, kh, start, row, j);
+                if (reads && s.PerKey && row < last && (row - j0) / ReferenceSpan == jj / ReferenceSpan) a = PerKeyScore(args, s, h, qh, kh, start, row, j);
                 else if (reads && !s.PerKey) a *= Decay(args, s, h, start, row, j, 0);
                 // Selected, not multiplied: a score of a later token may be non-finite.
                 scores[i * pitch + jj] = reads ? a : 0f;
