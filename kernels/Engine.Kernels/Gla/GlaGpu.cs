@@ -157,7 +157,7 @@ public sealed class GlaGpu : IAttentionGpu
         int chunks = _chunks.Chunks;
         _chunkDeltas(Runtime.Groups(chunks, s.ValueHeads, DivUp(s.KeyDim, s.StateRows) * DivUp(s.ValueDim, s.StateCols), new ChunkDeltaTiles(s).Floats), args, shape);
         _stateScan(Runtime.Groups(args.Sequences, s.ValueHeads, DivUp(s.KeyDim * s.ValueDim, s.GroupSize)), args, shape);
-        _output(Runtime.Groups(chunks, s.OutputHeads, s.Chunk / s.OutputRows * DivUp(s.ValueDim, s.OutputCols), new OutputTiles(s).Floats), args, shape);
+        _output(Runtime.Groups(chunks * s.OutputGroupsPerChunk, s.OutputHeads, 1, new OutputTiles(s).Floats), args, shape);
     }
 
     private static int DivUp(int a, int b) => (a + b - 1) / b;

@@ -36,7 +36,9 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
         Scale = config.Scale;
         Precision = config.GpuPrecision;
         GroupSize = groupSize;
-        OutputRowThreads = Math.Min(Chunk / 4, 16);
+        // Row blocks of one reference span (16 rows) and value tiles as wide as the group allows (128 columns at 128 threads): the
+        // scores of a row are made by one group, not once per value tile, and its term-by-term per-key pairs lie in its own span.
+        OutputRowThreads = ReferenceSpan / 4;
         OutputColThreads = groupSize / OutputRowThreads;
         StateColThreads = 1 << ((int.Log2(groupSize) + 1) / 2);
         StateRowThreads = groupSize / StateColThreads;
@@ -94,6 +96,9 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     /// <summary>Chunk rows and value columns of one output group (4 per thread row and column); a slice of scores spans as many tokens as columns.</summary>
     public int OutputRows => 4 * OutputRowThreads;
     public int OutputCols => 4 * OutputColThreads;
+
+    /// <summary>Output groups per chunk and output head: its row blocks times its value tiles.</summary>
+    public int OutputGroupsPerChunk => Chunk / OutputRows * ((ValueDim + OutputCols - 1) / OutputCols);
 
     /// <summary>Key rows and value columns of one chunk-state tile.</summary>
     public int StateRows => 4 * StateRowThreads;
@@ -359,7 +364,7 @@ public static class GlaGpuKernels
     }
 
     /// <summary>
-    /// Grid (chunks, max(Hq, Hv), C / OutputRows × ceil(V / OutputCols)): one block of the chunk's rows and one tile of value
+    /// Grid (chunks × C / OutputRows × ceil(V / OutputCols), max(Hq, Hv)): one block of 16 rows of a chunk and one tile of value
     /// columns. O = (scale q ⊙ exp(b)) S_start, then for each slice of OutputCols tokens up to the block's last row: the scores
     /// of the block's rows against the slice, made on chip and masked to j <= i, and O += A_slice V_slice.
     /// Scores: scalar gates multiply (scale q_i · k_j) by exp(b_i − b_j). Per-key gates take a reference token p: rows i >= p
@@ -382,7 +387,9 @@ public static class GlaGpuKernels
     {
         var tiles = new OutputTiles(s);
         int rowBlocks = s.Chunk / s.OutputRows, cols = s.OutputCols, rowCount = s.OutputRows, pitch = tiles.ScorePitch;
-        int chunk = Grid.IdxX, o = Grid.IdxY, i0 = Grid.IdxZ % rowBlocks * rowCount, d0 = Grid.IdxZ / rowBlocks * cols, tid = Group.IdxX;
+        // The groups of one chunk and head are adjacent in the grid, so the chunk's start state and rows they all read are in L2.
+        int chunk = Grid.IdxX / s.OutputGroupsPerChunk, tile = Grid.IdxX % s.OutputGroupsPerChunk, o = Grid.IdxY;
+        int i0 = tile % rowBlocks * rowCount, d0 = tile / rowBlocks * cols, tid = Group.IdxX;
         int start = args.ChunkStart[chunk], len = args.ChunkLength[chunk];
         if (i0 >= len) return;
         int h = o / s.Group, qh = o / s.ValueGroup, kh = h / s.ValueGroup, rows = Math.Min(rowCount, len - i0), end = i0 + rows;
