@@ -6,13 +6,13 @@ namespace Engine.Kernels.Common;
 
 /// <summary>
 /// Where a view's first float lies in device memory, for cache hints only: ILGPU gives a kernel no address of its own views,
-/// so the host passes the address beside the view. Zero off CUDA, where the hints compile to nothing.
+/// so the host passes the address beside the view. Off CUDA the hints compile to nothing.
 /// </summary>
 public readonly struct DeviceAddress(long value)
 {
     private readonly long _value = value;
 
-    public static DeviceAddress Of(ArrayView<float> view, bool cuda) => new(cuda ? view.LoadEffectiveAddressAsPtr().ToInt64() : 0);
+    public static DeviceAddress Of(ArrayView<float> view) => new(view.LoadEffectiveAddressAsPtr().ToInt64());
 
     /// <summary>
     /// Asks the SM's L1 cache for the 128-byte line that holds float <paramref name="index"/> of the view (<c>prefetch.global.L1</c>):
@@ -20,6 +20,6 @@ public readonly struct DeviceAddress(long value)
     /// </summary>
     public void PrefetchL1(long index)
     {
-        if (CudaAsm.IsSupported && _value != 0) CudaAsm.Emit("prefetch.global.L1 [%0];", _value + index * sizeof(float));
+        if (CudaAsm.IsSupported) CudaAsm.Emit("prefetch.global.L1 [%0];", _value + index * sizeof(float));
     }
 }

@@ -66,9 +66,9 @@ public static class GpuKernelCatalog
         Add("lssl", "diagonal", new LsslGpuShape(new LsslConfig(1024, 64, LsslStateMatrix.Diagonal, 64), group));
         Add("lssl", "dense", new LsslGpuShape(new LsslConfig(1024, 64, LsslStateMatrix.DensePerChannel, 64), group));
 
-        // Each rule a check launch takes, named in kebab case (LogGate: log-gate).
-        foreach (var rule in Enum.GetValues<ValueRule>())
-            Add("tensor", System.Text.RegularExpressions.Regex.Replace(rule.ToString(), "(?<!^)([A-Z])", "-$1").ToLowerInvariant(), new TensorGpuShape(rule));
+        Add("tensor", "finite", new TensorGpuShape(ValueRule.Finite));
+        Add("tensor", "log-gate", new TensorGpuShape(ValueRule.LogGate));
+        Add("tensor", "half-range", new TensorGpuShape(ValueRule.HalfRange));
         return launches;
     }
 }

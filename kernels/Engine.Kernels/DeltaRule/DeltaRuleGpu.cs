@@ -113,8 +113,8 @@ public sealed class DeltaRuleGpu : IAttentionGpu
         (args.ChunkStart, args.ChunkLength, args.FirstChunk) = _buffers.UploadChunkTable(_chunks, sequences, s.Chunk);
         args.W = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.W), tokens * s.ValueHeads * s.KeyDim);
         args.DecayedKeys = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.DecayedKeys), tokens * s.ValueHeads * s.KeyDim);
-        args.WAddress = DeviceAddress.Of(args.W, Runtime.IsCuda);
-        args.DecayedKeysAddress = DeviceAddress.Of(args.DecayedKeys, Runtime.IsCuda);
+        args.WAddress = DeviceAddress.Of(args.W);
+        args.DecayedKeysAddress = DeviceAddress.Of(args.DecayedKeys);
         args.U = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.U), tokens * s.ValueHeads * s.ValueDim);
         args.GatedQueries = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.GatedQueries), tokens * s.OutputHeads * s.KeyDim);
         args.Scores = _buffers.Get<float>(nameof(DeltaRuleGpuArgs.Scores), tokens * s.OutputHeads * s.Chunk);
