@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 
 namespace Engine.Kernels.Common;
 
@@ -24,6 +25,44 @@ public static unsafe class RecurrentRows
     {
         if (SimdWidths.Wide) Read<Lanes512>(s, vp, kd, q, acc);
         else Read<Lanes256>(s, vp, kd, q, acc);
+    }
+
+    /// <summary>
+    /// The step on a value-major state [vd, kd] (kd a multiple of 16), row by row, each row of Sᵀ (value dim j) updated and
+    /// read while it is in L1: decayed by <paramref name="decay"/> (or by the per-key factors <paramref name="keyDecay"/>), then
+    /// row += u_j k with u_j = x_j, or, given <paramref name="predictKey"/>, the delta rule's u_j = β (x_j − e · row · predictKey)
+    /// from the old row (e = decay, or 1 with per-key factors, which predictKey then carries); each query head's
+    /// acc_j = row · q. x is acc[0..vd), read before acc[j] is written; query head gi reads queries + gi·kd and writes acc + gi·ldo.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void UpdateValueRows(float* source, float* state, int kd, int vd, float decay, float* keyDecay, float* key,
+        float* predictKey, float beta, float* queries, int group, float* acc, int ldo)
+    {
+        var scalarDecay = Vector512.Create(decay);
+        for (int j = 0; j < vd; j++)
+        {
+            float* src = source + (long)j * kd, dst = state + (long)j * kd;
+            float u = acc[j];
+            if (predictKey != null)
+            {
+                var dot = Vector512<float>.Zero;
+                for (int c = 0; c < kd; c += 16) dot = Vector512.FusedMultiplyAdd(Vector512.Load(src + c), Vector512.Load(predictKey + c), dot);
+                u = beta * (u - (keyDecay == null ? decay : 1f) * Vector512.Sum(dot));
+            }
+            var uv = Vector512.Create(u);
+            for (int c = 0; c < kd; c += 16)
+            {
+                var d = keyDecay == null ? scalarDecay : Vector512.Load(keyDecay + c);
+                Vector512.FusedMultiplyAdd(uv, Vector512.Load(key + c), d * Vector512.Load(src + c)).Store(dst + c);
+            }
+            for (int gi = 0; gi < group; gi++)
+            {
+                float* q = queries + (long)gi * kd;
+                var read = Vector512<float>.Zero;
+                for (int c = 0; c < kd; c += 16) read = Vector512.FusedMultiplyAdd(Vector512.Load(dst + c), Vector512.Load(q + c), read);
+                acc[(long)gi * ldo + j] = Vector512.Sum(read);
+            }
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -424,7 +424,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         // then the readout.
         float beta = io.Beta[valueRow], predictDecay = decayStride == 0 ? decay : 1f;
         if (layout == StateLayout.ValueMajor)
-            StepValueRows(source, w.S, kd, heads.ValueDim, predictKey, w.Oc, beta, decay, decayStride == 0 ? null : decayRows, key, w.Qr, group, vp);
+            RecurrentRows.UpdateValueRows(source, w.S, kd, heads.ValueDim, decay, decayStride == 0 ? null : decayRows, key, predictKey, beta, w.Qr, group, w.Oc, vp);
         else
         {
             if (SimdWidths.Wide) StepColumns<Lanes512>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecay, decayRows, decayStride, key, w.Qr, pred);
@@ -434,39 +434,6 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         }
         for (int gi = 0; gi < group && io.Norm.Active; gi++) io.Norm.Apply(w.Oc + (long)gi * vp, vp, h * group + gi, t, 1);
         SimdOps.CopyFromPadded(io.O + ((long)t * heads.OutputHeads + h * group) * heads.ValueDim, heads.ValueDim, w.Oc, vp, group, heads.ValueDim);
-    }
-
-    /// <summary>
-    /// The step on a value-major state [V, K] (kd a multiple of 16), row by row: row j of Sᵀ (value dim j) is decayed
-    /// (by e^g, or by the per-key factors <paramref name="keyDecay"/>), u_j = β (v_j − row · k̂ ⊙ decay) from the old row,
-    /// row += u_j k̂, and each output head's o_j = row · q̂. v is output[0..V), read before output[j] is written; output head
-    /// gi goes to output + gi · ldo.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void StepValueRows(float* source, float* state, int kd, int vd, float* predictKey, float* output, float beta, float decay,
-        float* keyDecay, float* key, float* queries, int group, int ldo)
-    {
-        var scalarDecay = Vector512.Create(decay);
-        for (int j = 0; j < vd; j++)
-        {
-            float* src = source + (long)j * kd, dst = state + (long)j * kd;
-            var dot = Vector512<float>.Zero;
-            for (int c = 0; c < kd; c += 16) dot = Vector512.FusedMultiplyAdd(Vector512.Load(src + c), Vector512.Load(predictKey + c), dot);
-            float u = beta * (output[j] - (keyDecay == null ? decay : 1f) * Vector512.Sum(dot));
-            var uv = Vector512.Create(u);
-            for (int c = 0; c < kd; c += 16)
-            {
-                var d = keyDecay == null ? scalarDecay : Vector512.Load(keyDecay + c);
-                Vector512.FusedMultiplyAdd(uv, Vector512.Load(key + c), d * Vector512.Load(src + c)).Store(dst + c);
-            }
-            for (int gi = 0; gi < group; gi++)
-            {
-                float* q = queries + (long)gi * kd;
-                var read = Vector512<float>.Zero;
-                for (int c = 0; c < kd; c += 16) read = Vector512.FusedMultiplyAdd(Vector512.Load(dst + c), Vector512.Load(q + c), read);
-                output[(long)gi * ldo + j] = Vector512.Sum(read);
-            }
-        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

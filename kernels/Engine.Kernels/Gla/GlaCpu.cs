@@ -75,7 +75,7 @@ public sealed unsafe class GlaCpu : IDisposable
         initialState = HeadBlockSweep.InitialState(initialState, state);
         int gateFaults = 0;
         fixed (float* pq = q, pk = k, pv = v, pg = g, po = output, ps = state, pi = initialState)
-            HeadBlockSweep.Run<Steps, Work>(scheduler, _scratch, _config.Heads, StateLayout.KeyMajor, sequences, pi, ps, chunked ? _c : 0,
+            HeadBlockSweep.Run<Steps, Work>(scheduler, _scratch, _config.Heads, _config.StateLayout, sequences, pi, ps, chunked ? _c : 0,
                 new Steps(this, new Io(pq, pk, pv, pg, po, rows ?? TokenRows.Dense(_config.Heads), &gateFaults)));
         if (gateFaults != 0) LogGates.Refuse(g, "g");
     }
@@ -94,9 +94,8 @@ public sealed unsafe class GlaCpu : IDisposable
             else kernel.ChunkScalar(io, unit, w);
         }
 
-        /// <summary>GLA's state is always key-major (the sweep is given no other layout).</summary>
         public void Token(in Work work, int head, int token, float* source, float* state, StateLayout layout) =>
-            kernel.RecurrentStep(io, head, token, source, work with { S = state });
+            kernel.RecurrentStep(io, head, token, source, work with { S = state }, layout);
     }
 
     /// <summary>The call's tensors, and a flag any worker sets when it loads a gate that is not a valid log gate.</summary>
@@ -113,14 +112,14 @@ public sealed unsafe class GlaCpu : IDisposable
         public float* S { get; init; }        // [KP × VP] state, directly followed by
         public float* Vc { get; init; }       // [C × VP] chunk values: [S; V] is the right operand of the output product;
                                               // one such pair per head of a work item (HeadBlocks.MaxPerItem)
-        public float* Oc { get; init; }       // [C × VP] chunk output (recurrent: the token's value row)
+        public float* Oc { get; init; }       // [C × VP] chunk output
         public float* QA { get; init; }       // [C × (KP + C)] inter queries | intra scores A: the left operand
         public float* Kc { get; init; }       // [C × KP] chunk keys (rows up to the next multiple of 16 zeroed)
         public float* Qr { get; init; }       // [C × KP] scale · q
         public float* Decay { get; init; }    // [KP] the recurrent decay
         public PerKeyChunkDecay KeyDecay { get; init; }      // per-key gate: the chunk's decay factors
         public ScalarChunkDecay HeadDecay { get; init; }     // other gates: the chunk's decay factors
-        public float* Acc { get; init; }      // [G × VP] recurrent output accumulators
+        public float* Acc { get; init; }      // [G × VP] recurrent output accumulators (first, the token's value row)
     }
 
     private Work Carve(float* baseAddress, out long floats)
@@ -226,15 +225,19 @@ public sealed unsafe class GlaCpu : IDisposable
         decay.UpdateState(w.S, w.Kc, w.Vc, _vp, len);
     }
 
-    /// <summary>One token: S = diag(exp(g)) S + k vᵀ, then o = Sᵀ (scale q) for each output head of the value head.</summary>
+    /// <summary>
+    /// One token: S = diag(exp(g)) S + k vᵀ, then o = Sᵀ (scale q) for each output head of the value head; on a key-major
+    /// state column slices at a time, on the caller's value-major state (unpadded) row by row.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void RecurrentStep(in Io io, int h, int t, float* source, in Work w)
+    private void RecurrentStep(in Io io, int h, int t, float* source, in Work w, StateLayout layout)
     {
         var heads = _config.Heads;
         int kd = heads.KeyDim, vd = heads.ValueDim, vp = _vp, group = heads.Group;
         long valueRow = (long)t * heads.ValueHeads + h;
         float* kt = io.K + (long)t * io.Rows.K + (long)heads.KeyHeadOf(h) * kd;
-        float* vrow = w.Oc;
+        // v goes where the first output head's sums go: the step reads each value before it writes that output.
+        float* vrow = w.Acc;
         SimdOps.CopyPadded(vrow, io.V + (long)t * io.Rows.V + (long)h * vd, vd, vp);
         float* decay = w.Decay;
         switch (_config.Gate)
@@ -255,9 +258,13 @@ public sealed unsafe class GlaCpu : IDisposable
         }
         // The output heads of value head h read adjacent query heads, from the first one's.
         float* q0 = io.Q + (long)t * io.Rows.Q + (long)heads.QueryHeadOf(h * group) * kd;
-        // The first output head of the group reads S as it is updated; the other heads of a group read it afterwards.
-        RecurrentRows.UpdateAndRead(source, w.S, vp, kd, vrow, decay, 1, kt, q0, w.Acc);
-        for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, q0 + (long)gi * kd, w.Acc + (long)gi * vp);
+        if (layout == StateLayout.ValueMajor) RecurrentRows.UpdateValueRows(source, w.S, kd, vd, 1f, decay, kt, null, 1f, q0, group, w.Acc, vp);
+        else
+        {
+            // The first output head of the group reads S as it is updated; the other heads of a group read it afterwards.
+            RecurrentRows.UpdateAndRead(source, w.S, vp, kd, vrow, decay, 1, kt, q0, w.Acc);
+            for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, q0 + (long)gi * kd, w.Acc + (long)gi * vp);
+        }
         for (int gi = 0; gi < group; gi++) SimdOps.ScaleInPlace(w.Acc + (long)gi * vp, _config.Scale, vp);
         SimdOps.CopyFromPadded(io.O + ((long)t * heads.OutputHeads + h * group) * vd, vd, w.Acc, vp, group, vd);
     }

@@ -10,7 +10,7 @@ namespace Engine.Kernels.Gla;
 /// the runtime's lock, reads q, k, v, g and writes the output where the caller's device views lie (host data is first
 /// uploaded into buffers this instance owns, <see cref="AttentionGpuHost"/>), uploads a chunk table when the layout
 /// changed, and launches; scratch buffers are grown on demand and reused. The state stays on the device:
-/// [N, Hv, K, V] fp32, initial on entry, final on return.
+/// [N, Hv, K, V] fp32 (or [N, Hv, V, K] value-major, which the kernels index where they load and store it), initial on entry, final on return.
 /// </summary>
 public sealed class GlaGpu : IAttentionGpu
 {

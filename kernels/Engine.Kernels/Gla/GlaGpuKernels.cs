@@ -24,6 +24,8 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     /// </summary>
     public const int ReferenceSpan = 16;
 
+    private readonly int _valueMajor;
+
     public GlaGpuShape(GlaConfig config, int groupSize, int recurrentCols)
     {
         QHeads = config.Heads.QHeads;
@@ -35,6 +37,7 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
         Gate = config.Gate;
         Scale = config.Scale;
         Precision = config.GpuPrecision;
+        _valueMajor = config.StateLayout == StateLayout.ValueMajor ? 1 : 0;
         GroupSize = groupSize;
         // Row blocks of one reference span (16 rows) and value tiles as wide as the group allows (128 columns at 128 threads): the
         // scores of a row are made by one group, not once per value tile, and its term-by-term per-key pairs lie in its own span.
@@ -61,6 +64,9 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     /// <summary>How the chunk products are multiplied: <see cref="RegisterTile4x4"/> (fp32) or <see cref="MmaTile{TMma}"/> (tf32, fp16).</summary>
     public GpuPrecision Precision { get; }
     public int GroupSize { get; }
+
+    /// <summary>The caller's state holds each head [V, K] (<see cref="StateLayout.ValueMajor"/>) rather than [K, V].</summary>
+    public bool ValueMajor => _valueMajor != 0;
 
     /// <summary>Output kernel: the threads of a group as OutputRowThreads × OutputColThreads, each owning 4 × 4 outputs.</summary>
     public int OutputRowThreads { get; }
@@ -107,11 +113,11 @@ public readonly struct GlaGpuShape : IEquatable<GlaGpuShape>
     public bool Equals(GlaGpuShape other) =>
         QHeads == other.QHeads && KeyHeads == other.KeyHeads && ValueHeads == other.ValueHeads && KeyDim == other.KeyDim && ValueDim == other.ValueDim
         && Chunk == other.Chunk && Gate == other.Gate && Scale.Equals(other.Scale) && Precision == other.Precision && GroupSize == other.GroupSize
-        && RecurrentCols == other.RecurrentCols;
+        && RecurrentCols == other.RecurrentCols && _valueMajor == other._valueMajor;
 
     public override bool Equals(object? obj) => obj is GlaGpuShape other && Equals(other);
 
-    public override int GetHashCode() => HashCode.Combine(QHeads, KeyHeads, ValueHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(Scale, Precision, GroupSize, RecurrentCols));
+    public override int GetHashCode() => HashCode.Combine(QHeads, KeyHeads, ValueHeads, KeyDim, ValueDim, Chunk, Gate, HashCode.Combine(Scale, Precision, GroupSize, RecurrentCols, _valueMajor));
 }
 
 /// <summary>What a GLA kernel gets at run time: the device buffers of one call (views a launch does not read are placeholders) and its sequence count.</summary>
@@ -132,7 +138,7 @@ public struct GlaGpuArgs
     /// <summary>[T, max(Hq, Hv), V].</summary>
     public ArrayView<float> Output;
 
-    /// <summary>[N, Hv, K, V], initial on entry, final on return.</summary>
+    /// <summary>[N, Hv, K, V] (or [N, Hv, V, K] value-major), initial on entry, final on return.</summary>
     public ArrayView<float> State;
 
     /// <summary>The <see cref="ChunkTable"/>: first token and length per chunk, first chunk per sequence.</summary>
@@ -337,7 +343,8 @@ public static class GlaGpuKernels
         if (entry >= perHead) return;
         int n = Grid.IdxX, h = Grid.IdxY, c = entry / s.ValueDim;
         long perChunk = (long)s.ValueHeads * perHead, at = (long)h * perHead + entry;
-        float state = args.State[n * perChunk + at];
+        long stateAt = StateIndex(s, n, h, c, entry - c * s.ValueDim);
+        float state = args.State[stateAt];
         int end = args.FirstChunk[n + 1];
         for (int chunk = args.FirstChunk[n]; chunk < end; chunk += 4)
         {
@@ -353,8 +360,12 @@ public static class GlaGpuKernels
             if (chunk + 2 < end) { args.ChunkStates[slot2] = state; state = decay2 * state + delta2; }
             if (chunk + 3 < end) { args.ChunkStates[slot3] = state; state = decay3 * state + delta3; }
         }
-        args.State[n * perChunk + at] = state;
+        args.State[stateAt] = state;
     }
+
+    /// <summary>Where state element (key c, value d) of head h of sequence n lies in the caller's state: [N, Hv, K, V], or [N, Hv, V, K] value-major.</summary>
+    private static long StateIndex(GlaGpuShape s, int n, int h, int c, int d) =>
+        ((long)n * s.ValueHeads + h) * s.KeyDim * s.ValueDim + (s.ValueMajor ? (long)d * s.KeyDim + c : (long)c * s.ValueDim + d);
 
     /// <summary>exp(b_last) of a chunk at key row c: the decay of the state over the whole chunk.</summary>
     private static float ChunkDecay(GlaGpuArgs args, GlaGpuShape s, int h, int c, int chunk)
@@ -548,11 +559,10 @@ public static class GlaGpuKernels
         var queries = shared.SubView(tiles.Queries, s.Group * kd);
         var partials = shared.SubView(tiles.Partials, s.Group * rowThreads * cols);
 
-        long stateBase = ((long)n * s.ValueHeads + h) * kd * s.ValueDim;
         for (int e = tid; e < kd * cols; e += s.GroupSize)
         {
             int c = e / cols, d = d0 + e % cols;
-            state[e] = d < s.ValueDim ? args.State[stateBase + (long)c * s.ValueDim + d] : 0f;
+            state[e] = d < s.ValueDim ? args.State[StateIndex(s, n, h, c, d)] : 0f;
         }
 
         int end = args.SequenceStart[n + 1];
@@ -598,7 +608,7 @@ public static class GlaGpuKernels
         for (int e = tid; e < kd * cols; e += s.GroupSize)
         {
             int c = e / cols, d = d0 + e % cols;
-            if (d < s.ValueDim) args.State[stateBase + (long)c * s.ValueDim + d] = state[e];
+            if (d < s.ValueDim) args.State[StateIndex(s, n, h, c, d)] = state[e];
         }
     }
 }

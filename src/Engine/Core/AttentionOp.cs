@@ -25,6 +25,19 @@ public abstract record AttentionOptions
     /// </summary>
     public GpuPrecision GpuPrecision { get; init; } = GpuPrecision.Fp32;
 
+    /// <summary>
+    /// How initialState, finalState and a session's state hold each head: key-major [N, Hv, K, V] (default) or
+    /// value-major [N, Hv, V, K] (ONNX Runtime's GatedDeltaNet), read and written where they lie. The CPU kernels
+    /// transpose each head while loading it into their scratch and storing it back (the token-by-token form updates it in
+    /// place when no padding is needed); the GPU kernels index it transposed where they load and store it.
+    /// </summary>
+    public StateLayout StateLayout { get; init; } = StateLayout.KeyMajor;
+
+    /// <summary>The option checked: a defined <see cref="StateLayout"/>.</summary>
+    internal StateLayout CheckedStateLayout => Enum.IsDefined(StateLayout)
+        ? StateLayout
+        : throw new ArgumentException($"state layout must be KeyMajor or ValueMajor, got {StateLayout}", "options");
+
     /// <summary>The option checked: a defined <see cref="GpuPrecision"/> (the facades' ops call it when they are built).</summary>
     internal GpuPrecision CheckedGpuPrecision => Enum.IsDefined(GpuPrecision)
         ? GpuPrecision

@@ -26,14 +26,6 @@ public sealed record DeltaRuleOptions : AttentionOptions
     public float L2NormEpsilon { get; init; } = DeltaRuleConfig.DefaultL2NormEpsilon;
 
     /// <summary>
-    /// How initialState, finalState and a session's state hold each head: key-major [N, Hv, K, V] (default) or
-    /// value-major [N, Hv, V, K] (ONNX Runtime's GatedDeltaNet), read and written where they lie. The CPU kernels
-    /// transpose each head while loading it into their scratch and storing it back; the GPU kernels index it transposed
-    /// where they load and store their state slices.
-    /// </summary>
-    public StateLayout StateLayout { get; init; } = StateLayout.KeyMajor;
-
-    /// <summary>
     /// The short convolution q, k and v pass through first (null: none): q, k and v are then the rows before it, and the CPU
     /// kernels convolve them as they load them. Whole-sequence host calls only: device tensors, sessions and
     /// <see cref="DeltaRule.CaptureTransitions{T}"/> refuse it.
@@ -61,7 +53,7 @@ public sealed record DeltaRuleOptions : AttentionOptions
 ///   S = diag(exp(g_t)) S;  u = β_t (v_t − Sᵀ k_t);  S = S + k_t uᵀ;  o_t = Sᵀ (scale · q_t)
 /// Shapes: q [B,T,Hq,K], k [B,T,Hk,K], v [B,T,Hv,V], beta [B,T,Hv], g (log space, ≤ 0) [B,T,Hv] (one decay
 /// per head, Gated DeltaNet) or [B,T,Hv,K] (one per key dim, as in Kimi Delta Attention) or empty, output [B,T,max(Hq,Hv),V],
-/// states [N,Hv,K,V] fp32 ([N,Hv,V,K] with <see cref="DeltaRuleOptions.StateLayout"/> ValueMajor) with N = B, or the number of packed sequences when cu_seqlens is given (then B = 1). Heads are
+/// states [N,Hv,K,V] fp32 ([N,Hv,V,K] with <see cref="AttentionOptions.StateLayout"/> ValueMajor) with N = B, or the number of packed sequences when cu_seqlens is given (then B = 1). Heads are
 /// grouped one way or the other (<see cref="HeadLayout"/>): Hk = Hv with query head h reading key/value head h / (Hq / Hv),
 /// or Hq = Hk with value head h reading query/key head h / (Hv / Hk) (Qwen3-Next/3.5). Element type float
 /// or System.Half. K and V are at most <see cref="DeltaRuleConfig.MaxKeyDim"/> and <see cref="DeltaRuleConfig.MaxValueDim"/>.
@@ -236,9 +228,7 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
             throw new ArgumentException($"chunk size must be one of {string.Join(", ", DeltaRuleConfig.ChunkSizes)}, got {options.ChunkSize}", "options");
         if (!(options.L2NormEpsilon > 0f) || !float.IsFinite(options.L2NormEpsilon))
             throw new ArgumentException($"L2 normalization epsilon must be finite and > 0, got {options.L2NormEpsilon}", "options");
-        if (!Enum.IsDefined(options.StateLayout))
-            throw new ArgumentException($"state layout must be KeyMajor or ValueMajor, got {options.StateLayout}", "options");
-        return new DeltaRuleOp(new DeltaRuleConfig(heads, gate, scale, options.ChunkSize, options.QkL2Norm, options.L2NormEpsilon, options.StateLayout,
+        return new DeltaRuleOp(new DeltaRuleConfig(heads, gate, scale, options.ChunkSize, options.QkL2Norm, options.L2NormEpsilon, options.CheckedStateLayout,
             options.CheckedGpuPrecision));
     }
 

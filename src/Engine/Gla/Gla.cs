@@ -18,7 +18,8 @@ public sealed record GlaOptions : AttentionOptions
 /// Gated linear attention (GLA; with a per-head gate, simple GLA / RetNet; without a gate, linear attention):
 ///   S_t = diag(exp(g_t)) S_{t-1} + k_t v_tᵀ,   o_t = S_tᵀ (scale · q_t)
 /// Shapes: q [B,T,Hq,K], k [B,T,Hk,K], v [B,T,Hv,V], g [B,T,Hv,K] (per key dim) or [B,T,Hv] (per head)
-/// or empty (no gate), output [B,T,max(Hq,Hv),V], states [N,Hv,K,V] fp32 with N = B, or the number of packed
+/// or empty (no gate), output [B,T,max(Hq,Hv),V], states [N,Hv,K,V] fp32 ([N,Hv,V,K] with <see cref="AttentionOptions.StateLayout"/>
+/// ValueMajor) with N = B, or the number of packed
 /// sequences when cu_seqlens is given (then B = 1). Heads are grouped one way or the other (<see cref="HeadLayout"/>):
 /// Hk = Hv with query head h reading key/value head h / (Hq / Hv), or Hq = Hk with value head h reading query/key
 /// head h / (Hv / Hk). Element type float or System.Half.
@@ -119,6 +120,7 @@ internal sealed class GlaOp(GlaConfig config) : AttentionOp
     public override GateKind Gate => config.Gate;
     public override bool TakesBeta => false;
     public override object Config => config;
+    public override StateLayout StateLayout => config.StateLayout;
 
     /// <summary>Lightning's constant log decay per value head (−s_h); null for the other gates.</summary>
     public float[]? ConstantLogDecay => config.ConstantLogDecay;
@@ -130,7 +132,7 @@ internal sealed class GlaOp(GlaConfig config) : AttentionOp
         if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", "options");
         if (Array.IndexOf(GlaConfig.ChunkSizes, options.ChunkSize) < 0)
             throw new ArgumentException($"chunk size must be one of {string.Join(", ", GlaConfig.ChunkSizes)}, got {options.ChunkSize}", "options");
-        return new GlaOp(new GlaConfig(heads, gate, scale, options.ChunkSize, constantLogDecay, options.CheckedGpuPrecision));
+        return new GlaOp(new GlaConfig(heads, gate, scale, options.ChunkSize, constantLogDecay, options.CheckedGpuPrecision, options.CheckedStateLayout));
     }
 
     public override void RunReference(in AttentionBatch b, Span<double> output, Span<double> state) =>

@@ -169,9 +169,9 @@ public sealed class DeltaRuleGpuTests
         bool valueMajor = layout == StateLayout.ValueMajor;
         var config = new DeltaRuleConfig(c.Heads, c.Gate, c.Config.Scale, c.Chunk, c.QkL2Norm, c.Config.L2NormEpsilon, layout, precision);
         using var kernel = new DeltaRuleGpu(config, runtime);
-        using var state = runtime.Accelerator.Allocate1D(valueMajor ? StateLayoutTests.TransposeHeads(h0, c.K, c.V) : h0);
+        using var state = runtime.Accelerator.Allocate1D(valueMajor ? Api.StateLayoutTests.TransposeHeads(h0, c.K, c.V) : h0);
         kernel.Run(c.Mode == AttentionMode.Chunked, c.Layout, q, k, v, beta, g, output, state.View);
         var finalState = state.GetAsArray1D();
-        return (output, valueMajor ? StateLayoutTests.TransposeHeads(finalState, c.V, c.K) : finalState);
+        return (output, valueMajor ? Api.StateLayoutTests.TransposeHeads(finalState, c.V, c.K) : finalState);
     }
 }

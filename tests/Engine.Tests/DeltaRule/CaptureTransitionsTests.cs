@@ -1,0 +1,88 @@
+using System.Numerics.Tensors;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+
+namespace Engine.Tests.DeltaRule;
+
+/// <summary>
+/// <see cref="Engine.DeltaRule.CaptureTransitions{T}"/> against an independent statement of what the transitions are:
+/// replayed onto the initial state (S ← diag(decay) S + key deltaᵀ per token) they give the state the float64
+/// reference reaches after the same tokens.
+/// </summary>
+[TestFixture]
+public sealed class CaptureTransitionsTests
+{
+    [TestCase(GateKind.PerHead, StateLayout.ValueMajor, true)]
+    [TestCase(GateKind.PerKey, StateLayout.ValueMajor, false)]
+    [TestCase(GateKind.None, StateLayout.KeyMajor, true)]
+    public void ReplayedTransitionsReachTheReferenceState(GateKind gate, StateLayout layout, bool l2Norm)
+    {
+        const int hk = 2, hv = 4, k = 16, v = 8, capacity = 5;
+        int[] cu = [0, 3, 11];
+        int[] counts = [2, 7];
+        int n = cu[^1], sequences = cu.Length - 1;
+        var data = new TestData(17 + (int)gate);
+        var key = data.Normal((long)n * hk * k);
+        var value = data.Normal((long)n * hv * v);
+        var beta = data.Uniform((long)n * hv, 0.1, 0.9);
+        int gateWidth = gate == GateKind.PerKey ? hv * k : hv;
+        var g = gate == GateKind.None ? null : data.LogGates((long)n * gateWidth, 1.0);
+        nint[] stateShape = layout == StateLayout.ValueMajor ? [sequences, hv, v, k] : [sequences, hv, k, v];
+        var initial = data.Normal((long)sequences * hv * k * v, 0.5);
+        var options = new DeltaRuleOptions { QkL2Norm = l2Norm, StateLayout = layout };
+        nint[] decayShape = gate == GateKind.PerKey ? [sequences, capacity, hv, k] : [sequences, capacity, hv];
+        var decay = Numerics.NaNs(decayShape.Aggregate(1L, (a, d) => a * d));
+        var keys = Numerics.NaNs((long)sequences * capacity * hk * k);
+        var deltas = Numerics.NaNs((long)sequences * capacity * hv * v);
+        nint[] gShape = gate == GateKind.PerKey ? [1, n, hv, k] : [1, n, hv];
+        Engine.DeltaRule.CaptureTransitions<float>(new ReadOnlyTensorSpan<float>(key, [1, n, hk, k]), new ReadOnlyTensorSpan<float>(value, [1, n, hv, v]),
+            new ReadOnlyTensorSpan<float>(beta, [1, n, hv]), g is null ? default : new ReadOnlyTensorSpan<float>(g, gShape),
+            new ReadOnlyTensorSpan<float>(initial, stateShape), counts, new TensorSpan<float>(decay, decayShape),
+            new TensorSpan<float>(keys, [sequences, capacity, hk, k]), new TensorSpan<float>(deltas, [sequences, capacity, hv, v]), cu, options);
+
+        // The reference over each sequence's captured prefix: min(count, capacity, length) tokens.
+        int[] taken = [.. Enumerable.Range(0, sequences).Select(s => Math.Min(Math.Min(counts[s], capacity), cu[s + 1] - cu[s]))];
+        int[] prefixCu = [0, taken[0], taken[0] + taken[1]];
+        int m = prefixCu[^1];
+        float[] Prefix(float[] x, int width) =>
+            [.. Enumerable.Range(0, sequences).SelectMany(s => x.Skip(cu[s] * width).Take(taken[s] * width))];
+        var expected = Numerics.NaNs(initial.Length);
+        Engine.DeltaRule.Forward<float>(TestDevices.Reference,
+            new ReadOnlyTensorSpan<float>(Prefix(key, hk * k), [1, m, hk, k]), new ReadOnlyTensorSpan<float>(Prefix(key, hk * k), [1, m, hk, k]),
+            new ReadOnlyTensorSpan<float>(Prefix(value, hv * v), [1, m, hv, v]), new ReadOnlyTensorSpan<float>(Prefix(beta, hv), [1, m, hv]),
+            g is null ? default : new ReadOnlyTensorSpan<float>(Prefix(g, gateWidth), gate == GateKind.PerKey ? [1, m, hv, k] : [1, m, hv]),
+            new TensorSpan<float>(new float[m * hv * v], [1, m, hv, v]), new ReadOnlyTensorSpan<float>(initial, stateShape),
+            new TensorSpan<float>(expected, stateShape), prefixCu, options with { Mode = AttentionMode.Recurrent });
+
+        var replayed = (float[])initial.Clone();
+        for (int s = 0; s < sequences; s++)
+            for (int h = 0; h < hv; h++)
+                for (int j = 0; j < capacity; j++)
+                    for (int c = 0; c < k; c++)
+                        for (int d = 0; d < v; d++)
+                        {
+                            int at = layout == StateLayout.ValueMajor ? ((s * hv + h) * v + d) * k + c : ((s * hv + h) * k + c) * v + d;
+                            float factor = gate == GateKind.PerKey ? decay[((s * capacity + j) * hv + h) * k + c] : decay[(s * capacity + j) * hv + h];
+                            if (j >= taken[s])
+                            {
+                                Assert.That(factor, Is.Zero, "past the captured count");
+                                continue;
+                            }
+                            replayed[at] = factor * replayed[at] + keys[((s * capacity + j) * hk + h / (hv / hk)) * k + c] * deltas[((s * capacity + j) * hv + h) * v + d];
+                        }
+        Assert.That(Numerics.RelativeRms(replayed, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "replayed state");
+        Assert.That(deltas.Skip(capacity * hv * v * 0).Where((_, i) => i / (hv * v) % capacity >= taken[i / (capacity * hv * v)]), Is.All.Zero, "deltas past the count");
+    }
+
+    [Test]
+    public void DestinationsOfOtherShapesAreRefused()
+    {
+        var e = Assert.Catch<ArgumentException>(() => Engine.DeltaRule.CaptureTransitions<float>(
+            new ReadOnlyTensorSpan<float>(new float[32], [1, 2, 1, 16]), new ReadOnlyTensorSpan<float>(new float[16], [1, 2, 1, 8]),
+            new ReadOnlyTensorSpan<float>(new float[2], [1, 2, 1]), default, default, [2],
+            new TensorSpan<float>(new float[3], [1, 3, 1]), new TensorSpan<float>(new float[48], [1, 3, 1, 16]),
+            new TensorSpan<float>(new float[16], [1, 2, 1, 8])))!;
+        Assert.That(e.ParamName, Is.EqualTo("deltas"));
+        Assert.That(e.Message, Does.Contain("expected shape [1, 3, 1, 8] (N, C, Hv, V)"));
+    }
+}
