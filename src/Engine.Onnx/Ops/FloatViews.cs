@@ -51,11 +51,14 @@ internal sealed class FloatViews : IDisposable
         _halfOutputs.Clear();
     }
 
-    private ArraySegment<float> Rent(OrtTensorView t)
+    /// <summary>Pooled fp32 memory for <paramref name="count"/> floats, returned with the views.</summary>
+    public ArraySegment<float> Rent(long count)
     {
-        int n = checked((int)t.ElementCount);
+        int n = checked((int)count);
         var array = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
         _rented.Add(array);
         return new ArraySegment<float>(array, 0, n);
     }
+
+    private ArraySegment<float> Rent(OrtTensorView t) => Rent(t.ElementCount);
 }

@@ -8,8 +8,8 @@ using Engine.Onnx.Interop;
 namespace Engine.Onnx.Ops;
 
 /// <summary>
-/// A GatedDeltaNet call's log gate g and beta as the delta rule takes them ([B, T, Hv] or [B, T, Hv, dk], and
-/// [B, T, Hv], fp32), computed once per call over whole rows, vectorized:
+/// A GatedDeltaNet call's log gate g and beta as the kernels take them ([B, T, Hv] or [B, T, Hv, dk], and
+/// [B, T, Hv], fp32; each empty when the update rule takes none), computed once per call over whole rows, vectorized:
 ///   none      g = decay (ORT's memory itself when float32)
 ///   softplus  g = −exp(a_log)·softplus(decay + dt_bias),   softplus(x) = max(x, 0) + log1p(exp(−|x|))
 ///   sigmoid   g = gate_lower_bound·sigmoid(exp(a_log)·(decay + dt_bias))
@@ -46,15 +46,16 @@ internal ref struct GatedDeltaNetGates
                 }
                 gates.G = new ReadOnlyTensorSpan<float>(gates._g is float[] copy ? copy.AsSpan(0, n) : decay.AsReadOnlySpan<float>(), shape, []);
             }
-            int betas = checked((int)call.Beta.ElementCount);
-            gates._beta = Copy(call.Beta, config.BetaSigmoid);
+            if (call.Beta is not OrtTensorView beta) return gates;
+            int betas = checked((int)beta.ElementCount);
+            gates._beta = Copy(beta, config.BetaSigmoid);
             if (config.BetaSigmoid)
             {
                 var values = gates._beta!.AsSpan(0, betas);
                 RequireFinite(values, config, "beta");
                 Sigmoid(values, values, 1f);
             }
-            gates.Beta = new ReadOnlyTensorSpan<float>(gates._beta is float[] copied ? copied.AsSpan(0, betas) : call.Beta.AsReadOnlySpan<float>(), [b, t, hv], []);
+            gates.Beta = new ReadOnlyTensorSpan<float>(gates._beta is float[] copied ? copied.AsSpan(0, betas) : beta.AsReadOnlySpan<float>(), [b, t, hv], []);
             return gates;
         }
         catch

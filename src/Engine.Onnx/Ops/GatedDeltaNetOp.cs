@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Numerics.Tensors;
 using Engine.Kernels.Common;
 using Engine.Kernels.DeltaRule;
+using Engine.Kernels.Gla;
 using Engine.Onnx.Interop;
 
 namespace Engine.Onnx.Ops;
@@ -54,13 +55,10 @@ internal static class GatedDeltaNetSignature
     };
 
     /// <summary>
-    /// Why the engine leaves a node with these attributes and query type to ORT, or null when it takes it: the delta
-    /// rules only (linear and gated have no value-major GLA path), float32 and float16 tensors.
+    /// Why the engine leaves a node with this query type to ORT, or null when it takes it: float32 and float16 tensors.
     /// </summary>
-    public static string? NotTaken(UpdateRule rule, string? elementType)
+    public static string? NotTaken(string? elementType)
     {
-        if (!LinearAttentionSignature.UsesBeta(rule))
-            return $"update_rule {LinearAttentionSignature.Name(rule)}: the engine runs the delta rules (delta, gated_delta) of GatedDeltaNet";
         if (elementType is not null and not "float" and not "float16")
             return $"{elementType} tensors: the engine's hand-over takes float32 and float16";
         return null;
@@ -91,6 +89,9 @@ internal sealed class GatedDeltaNetOp(int elementType) : EngineOp
 internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? Scale, DecayGateActivation Gate, float GateLowerBound,
     bool BetaSigmoid, bool QkL2Norm, int? ChunkSize, int Capacity, bool Packed)
 {
+    /// <summary>The delta rules (delta, gated_delta) run on the delta rule's kernels; linear and gated on GLA's.</summary>
+    public bool UsesBeta => LinearAttentionSignature.UsesBeta(Rule);
+
     public static GatedDeltaNetConfig FromNode(KernelInfo info)
     {
         string node = $"GatedDeltaNet node '{info.NodeName}'";
@@ -115,7 +116,7 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
         long capacity = info.Int("state_update_capacity") ?? 0;
         if (capacity is < 0 or > GatedDeltaNetSignature.MaxCapacity)
             throw new ModelNodeException($"{node}: state_update_capacity must be in [0, {GatedDeltaNetSignature.MaxCapacity}], got {capacity}");
-        if (GatedDeltaNetSignature.NotTaken(rule, queryType) is string reason) throw new ModelNodeException($"{node}: {reason}");
+        if (GatedDeltaNetSignature.NotTaken(queryType) is string reason) throw new ModelNodeException($"{node}: {reason}");
 
         if (info.InputCount > GatedDeltaNetSignature.InputNames.Length)
             throw new ModelNodeException($"{node}: expected at most {GatedDeltaNetSignature.InputNames.Length} inputs ({string.Join(", ", GatedDeltaNetSignature.InputNames)}), got {info.InputCount}");
@@ -127,9 +128,11 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
         bool usesDecay = LinearAttentionSignature.UsesDecay(rule);
         if (usesDecay != Has(GatedDeltaNetSignature.Decay))
             throw new ModelNodeException(usesDecay ? $"{node}: update_rule '{ruleText}' requires the decay input" : $"{node}: update_rule '{ruleText}' takes no decay input");
-        if (!Has(GatedDeltaNetSignature.Beta)) throw new ModelNodeException($"{node}: update_rule '{ruleText}' requires the beta input");
+        bool usesBeta = LinearAttentionSignature.UsesBeta(rule);
+        if (usesBeta != Has(GatedDeltaNetSignature.Beta))
+            throw new ModelNodeException(usesBeta ? $"{node}: update_rule '{ruleText}' requires the beta input" : $"{node}: update_rule '{ruleText}' takes no beta input");
         bool fused = gate != DecayGateActivation.None;
-        if (fused && !usesDecay) throw new ModelNodeException($"{node}: gate_activation {info.String("gate_activation")} needs a decay (update_rule gated_delta)");
+        if (fused && !usesDecay) throw new ModelNodeException($"{node}: gate_activation {info.String("gate_activation")} needs a decay (update_rule gated or gated_delta)");
         bool aLog = Has(GatedDeltaNetSignature.ALog), dtBias = Has(GatedDeltaNetSignature.DtBias);
         if (fused ? !(aLog && dtBias) : aLog || dtBias)
             throw new ModelNodeException(fused ? $"{node}: gate_activation softplus/sigmoid requires a_log and dt_bias" : $"{node}: a_log and dt_bias require gate_activation softplus or sigmoid");
@@ -211,14 +214,18 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
 }
 
 /// <summary>
-/// GatedDeltaNet on the delta rule's public facade: the gates and beta activation computed once per call into fp32
-/// log space, query, key and value viewed where they lie ([B, T, H, d] over the token axis; packed QKV as strided views,
-/// which the facade copies dense), cu_seqlens as the facade's packed sequences, the state value-major where ORT keeps
-/// it. float16 tensors are converted to fp32 and back (the output refused when float16 cannot hold it).
+/// GatedDeltaNet on the public facades: the delta rules on the delta rule's, linear and gated on GLA's (its update
+/// S ← diag(e^g) S + k vᵀ), both with the state value-major where ORT keeps it. The gates and beta activation are
+/// computed once per call into fp32 log space, query, key and value viewed where they lie ([B, T, H, d] over the token
+/// axis; packed QKV as strided views, which the facades copy dense), cu_seqlens as the facades' packed sequences. The delta
+/// rule normalizes q and k in its kernels; for GLA they are normalized into pooled copies first. float16 tensors are
+/// converted to fp32 and back (the output refused when float16 cannot hold it).
 /// </summary>
 internal sealed class GatedDeltaNetKernel(GatedDeltaNetConfig config, EngineDevice device) : IEngineKernel
 {
-    private readonly int _chunk = config.ChunkSize is int c && Array.IndexOf(DeltaRuleConfig.ChunkSizes, c) >= 0 ? c : CallScheduler.DefaultChunk;
+    // chunk_size is a hint: one the rule's kernels take is used, otherwise (or when absent) DefaultChunk.
+    private readonly int _chunk = config.ChunkSize is int c && Array.IndexOf(config.UsesBeta ? DeltaRuleConfig.ChunkSizes : GlaConfig.ChunkSizes, c) >= 0
+        ? c : CallScheduler.DefaultChunk;
 
     public void Dispose() { }
 
@@ -229,44 +236,85 @@ internal sealed class GatedDeltaNetKernel(GatedDeltaNetConfig config, EngineDevi
         var scheduler = CallScheduler.For(context, device, (long)call.Tokens * call.Hv * call.Dk * call.Dv);
         NodeErrors.Guard(config.Node, name => name switch { "q" => "query", "k" => "key", "v" => "value", "g" => "decay", null => "input", _ => name }, () =>
         {
-            using var inputs = new GatedDeltaNetViews(call);
+            using var inputs = new GatedDeltaNetViews(call, normalizeQk: config.QkL2Norm && !config.UsesBeta);
             using var gates = GatedDeltaNetGates.From(config, call);
-            var output = inputs.Output;
-            var options = new DeltaRuleOptions
+            var initial = call.InitialState is OrtTensorView init ? init.AsReadOnlyTensor<float>(init.Lengths) : default;
+            var final = call.FinalState is OrtTensorView last ? last.AsTensor<float>(last.Lengths) : default;
+            if (config.UsesBeta)
             {
-                Scale = config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler, QkL2Norm = config.QkL2Norm,
-                L2NormEpsilon = GatedDeltaNetSignature.L2NormEpsilon, StateLayout = StateLayout.ValueMajor,
-            };
-            // Before the run: final_state may be initial_state's memory.
-            if (call.StateUpdate is OrtTensorView stateUpdate) CaptureTransitions(call, inputs, gates, stateUpdate, options);
-            DeltaRule.Forward(device, inputs.Q, inputs.K, inputs.V, gates.Beta, gates.G, output,
-                call.InitialState is OrtTensorView init ? init.AsReadOnlyTensor<float>(init.Lengths) : default,
-                call.FinalState is OrtTensorView final ? final.AsTensor<float>(final.Lengths) : default,
-                call.CuSeqlens, options);
+                var options = new DeltaRuleOptions
+                {
+                    Scale = config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler, QkL2Norm = config.QkL2Norm,
+                    L2NormEpsilon = GatedDeltaNetSignature.L2NormEpsilon, StateLayout = StateLayout.ValueMajor,
+                };
+                // Before the run: final_state may be initial_state's memory.
+                if (call.StateUpdate is OrtTensorView stateUpdate)
+                {
+                    TransitionViews(call, stateUpdate, out var decay, out var keys, out var deltas);
+                    DeltaRule.CaptureTransitions(inputs.K, inputs.V, gates.Beta, gates.G, initial, CaptureCounts(call), decay, keys, deltas, call.CuSeqlens, options);
+                }
+                DeltaRule.Forward(device, inputs.Q, inputs.K, inputs.V, gates.Beta, gates.G, inputs.Output, initial, final, call.CuSeqlens, options);
+            }
+            else
+            {
+                Gla.Forward(device, inputs.Q, inputs.K, inputs.V, gates.G, inputs.Output, initial, final, call.CuSeqlens,
+                    new GlaOptions { Scale = config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler, StateLayout = StateLayout.ValueMajor });
+                // After the run, which has refused gates that are not log gates: these transitions read no state.
+                if (call.StateUpdate is OrtTensorView stateUpdate) CaptureAdditiveTransitions(call, inputs, gates, stateUpdate);
+            }
             inputs.Commit();
         });
     }
 
+    /// <summary>capture_count, or zeros when state_update_active is 0.</summary>
+    private int[] CaptureCounts(in GatedDeltaNetCall call) => call.CaptureActive ? call.CaptureCount : new int[call.Sequences];
+
     /// <summary>
-    /// state_update [B, C·(decay width + Hq·dk + Hv·dv)]: per request the first min(capture_count, C, length) transitions
-    /// (decay factors, keys as the recurrence uses them, deltas; the layout established by running ORT's kernel), written
-    /// through strided views of each request's row; zeros elsewhere, and everywhere when state_update_active is 0.
+    /// state_update [B, C·(decay width + Hq·dk + Hv·dv)] as strided views of each request's row: the decay factors
+    /// [B, C, Hv(, dk)], the keys as the recurrence uses them [B, C, Hq, dk] and the deltas [B, C, Hv, dv] (the layout
+    /// established by running ORT's kernel).
     /// </summary>
-    private void CaptureTransitions(in GatedDeltaNetCall call, in GatedDeltaNetViews inputs, in GatedDeltaNetGates gates, OrtTensorView stateUpdate, DeltaRuleOptions options)
+    private void TransitionViews(in GatedDeltaNetCall call, OrtTensorView stateUpdate, out TensorSpan<float> decay, out TensorSpan<float> keys, out TensorSpan<float> deltas)
     {
         int c = config.Capacity, n = call.Sequences, hq = call.Hq, hv = call.Hv, dk = call.Dk, dv = call.Dv;
         int width = call.PerKeyDecay ? hv * dk : hv;
         nint row = (nint)c * (width + hq * dk + hv * dv);
-        var counts = call.CaptureActive ? call.CaptureCount : new int[n];
         var memory = stateUpdate.AsSpan<float>();
-        var decay = call.PerKeyDecay
+        decay = call.PerKeyDecay
             ? new TensorSpan<float>(memory, [n, c, hv, dk], StridedView.Strides([n, c, hv, dk], [row, width, dk, 1]))
             : new TensorSpan<float>(memory, [n, c, hv], StridedView.Strides([n, c, hv], [row, width, 1]));
-        var keys = new TensorSpan<float>(memory[(c * width)..], [n, c, hq, dk], StridedView.Strides([n, c, hq, dk], [row, hq * dk, dk, 1]));
-        var deltas = new TensorSpan<float>(memory[(int)(c * (width + hq * dk))..], [n, c, hv, dv], StridedView.Strides([n, c, hv, dv], [row, hv * dv, dv, 1]));
-        DeltaRule.CaptureTransitions(inputs.K, inputs.V, gates.Beta, gates.G,
-            call.InitialState is OrtTensorView init ? init.AsReadOnlyTensor<float>(init.Lengths) : default,
-            counts, decay, keys, deltas, call.CuSeqlens, options);
+        keys = new TensorSpan<float>(memory[(c * width)..], [n, c, hq, dk], StridedView.Strides([n, c, hq, dk], [row, hq * dk, dk, 1]));
+        deltas = new TensorSpan<float>(memory[(int)(c * (width + hq * dk))..], [n, c, hv, dv], StridedView.Strides([n, c, hv, dv], [row, hv * dv, dv, 1]));
+    }
+
+    /// <summary>
+    /// The transitions of the rules without a delta, per request the first min(capture_count, C, length) tokens: the decay
+    /// factors exp(g) (1 for linear), the keys as GLA reads them (normalized with qk_l2_norm) and the values themselves,
+    /// as S ← diag(decay) S + k vᵀ takes them; zeros elsewhere.
+    /// </summary>
+    private void CaptureAdditiveTransitions(in GatedDeltaNetCall call, in GatedDeltaNetViews inputs, in GatedDeltaNetGates gates, OrtTensorView stateUpdate)
+    {
+        stateUpdate.AsSpan<float>().Clear();
+        TransitionViews(call, stateUpdate, out var decay, out var keys, out var deltas);
+        var counts = CaptureCounts(call);
+        for (int n = 0; n < call.Sequences; n++)
+        {
+            int start = call.CuSeqlens is int[] cu ? cu[n] : 0, length = call.CuSeqlens is int[] bounds ? bounds[n + 1] - bounds[n] : call.ViewTokens;
+            int batch = call.CuSeqlens is null ? n : 0, taken = Math.Clamp(counts[n], 0, Math.Min(config.Capacity, length));
+            for (int j = 0; j < taken; j++)
+            {
+                int t = start + j;
+                for (int h = 0; h < call.Hq; h++)
+                    for (int c = 0; c < call.Dk; c++) keys[n, j, h, c] = inputs.K[batch, t, h, c];
+                for (int h = 0; h < call.Hv; h++)
+                {
+                    for (int d = 0; d < call.Dv; d++) deltas[n, j, h, d] = inputs.V[batch, t, h, d];
+                    if (call.PerKeyDecay)
+                        for (int c = 0; c < call.Dk; c++) decay[n, j, h, c] = MathF.Exp(gates.G[batch, t, h, c]);
+                    else decay[n, j, h] = gates.G.IsEmpty ? 1f : MathF.Exp(gates.G[batch, t, h]);
+                }
+            }
+        }
     }
 }
 
@@ -281,7 +329,7 @@ internal readonly struct GatedDeltaNetCall
     public OrtTensorView? Key { get; init; }
     public OrtTensorView? Value { get; init; }
     public OrtTensorView? Decay { get; init; }
-    public OrtTensorView Beta { get; init; }
+    public OrtTensorView? Beta { get; init; }
     public OrtTensorView? InitialState { get; init; }
     public OrtTensorView? ALog { get; init; }
     public OrtTensorView? DtBias { get; init; }
@@ -315,7 +363,8 @@ internal readonly struct GatedDeltaNetCall
         var v = context.Input(GatedDeltaNetSignature.Value);
         var cuTensor = context.Input(GatedDeltaNetSignature.CuSeqlens);
         var decay = context.Input(GatedDeltaNetSignature.Decay);
-        var beta = context.Input(GatedDeltaNetSignature.Beta) ?? throw Bad(c, "beta", "the required input was not given");
+        var beta = context.Input(GatedDeltaNetSignature.Beta);
+        if (c.UsesBeta && beta is null) throw Bad(c, "beta", "the required input was not given");
         var state = context.Input(GatedDeltaNetSignature.InitialState);
         if (c.Packed != (k is null) || (k is null) != (v is null)) throw Bad(c, "key", "key and value are given together, or both left out for a packed QKV query");
         int tokenRank = q.Dims.Length - (c.Packed ? 1 : 2);
@@ -377,8 +426,11 @@ internal readonly struct GatedDeltaNetCall
             RequireDims(c, g, "decay", perKey ? [.. tokenDims, hv, dk] : [.. tokenDims, hv], perKey ? "[tokens, Hv, dk] (per key dim)" : "[tokens, Hv] (per head), or [tokens, Hv, dk]");
             RequireGateType(c, g, q, "decay");
         }
-        RequireDims(c, beta, "beta", [.. tokenDims, hv], "[tokens, Hv]");
-        RequireGateType(c, beta, q, "beta");
+        if (beta is OrtTensorView bt)
+        {
+            RequireDims(c, bt, "beta", [.. tokenDims, hv], "[tokens, Hv]");
+            RequireGateType(c, bt, q, "beta");
+        }
         if (state is OrtTensorView init) RequireDims(c, init, "initial_state", [sequences, hv, dv, dk], "[B, Hv, dv, dk] (value-major)");
         var aLog = context.Input(GatedDeltaNetSignature.ALog);
         var dtBias = context.Input(GatedDeltaNetSignature.DtBias);
@@ -448,7 +500,8 @@ internal readonly ref struct GatedDeltaNetViews
     public ReadOnlyTensorSpan<float> V { get; }
     public TensorSpan<float> Output { get; }
 
-    public GatedDeltaNetViews(in GatedDeltaNetCall call)
+    /// <param name="normalizeQk">q and k as pooled copies, each row L2-normalized with ORT's epsilon (for kernels that do not normalize them).</param>
+    public GatedDeltaNetViews(in GatedDeltaNetCall call, bool normalizeQk)
     {
         nint b = call.ViewBatch, t = call.ViewTokens, hq = call.Hq, hv = call.Hv, dk = call.Dk, dv = call.Dv;
         var q = _views.In(call.Query);
@@ -466,6 +519,24 @@ internal readonly ref struct GatedDeltaNetViews
             V = new ReadOnlyTensorSpan<float>(_views.In(call.Value), [b, t, hv, dv], []);
         }
         Output = new TensorSpan<float>(_views.Out(call.Output, "output"), [b, t, hv, dv], []);
+        if (normalizeQk)
+        {
+            Q = Normalized(Q, dk);
+            K = Normalized(K, dk);
+        }
+    }
+
+    /// <summary>A dense copy of x, each row of <paramref name="dim"/> floats divided by sqrt(Σ x² + ε).</summary>
+    private ReadOnlyTensorSpan<float> Normalized(ReadOnlyTensorSpan<float> x, nint dim)
+    {
+        var rows = _views.Rent(x.FlattenedLength).AsSpan();
+        x.FlattenTo(rows);
+        for (int at = 0; at < rows.Length; at += (int)dim)
+        {
+            var row = rows.Slice(at, (int)dim);
+            TensorPrimitives.Multiply(row, 1f / MathF.Sqrt(TensorPrimitives.SumOfSquares(row) + GatedDeltaNetSignature.L2NormEpsilon), row);
+        }
+        return new ReadOnlyTensorSpan<float>(rows, x.Lengths, []);
     }
 
     /// <summary>Writes a float16 output, refusing a value float16 cannot hold.</summary>

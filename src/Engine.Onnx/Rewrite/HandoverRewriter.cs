@@ -24,7 +24,7 @@ public sealed record HandoverPlan(OnnxModel Model, IReadOnlyList<HandoverNode> N
 /// <summary>What the engine can take over: the LinearAttention update rules it has kernels for (GatedDeltaNet's delta rules with them), and its own ops.</summary>
 public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IReadOnlySet<string> EngineOps)
 {
-    /// <summary>Whether the engine runs a LinearAttention node with this rule (every decay form of it).</summary>
+    /// <summary>Whether the engine runs a LinearAttention or GatedDeltaNet node with this rule (every decay form of it).</summary>
     public bool Takes(UpdateRule rule) => UpdateRules.Contains(rule);
 
     public static EngineCapabilities Current { get; } = new(
@@ -184,7 +184,8 @@ public static class HandoverRewriter
         var elementType = node.Input.Count > 0 ? hints.ElementType(node.Input[0]) : null;
         string what = $"update_rule {ruleText}" + (gate == "none" ? "" : $", gate_activation {gate}");
         string? reason = !capabilities.EngineOps.Contains(GatedDeltaNetSignature.OpType) ? "no engine kernel in this build"
-            : GatedDeltaNetSignature.NotTaken(rule, elementType?.ToString().ToLowerInvariant());
+            : !capabilities.Takes(rule) ? "no engine kernel for this rule in this build"
+            : GatedDeltaNetSignature.NotTaken(elementType?.ToString().ToLowerInvariant());
         if (reason is null)
         {
             node.Domain = EngineDomain;

@@ -29,8 +29,15 @@ public sealed class GatedDeltaNetHandoverTests
             new() { Spec = new() { PackedQkv = true } },
             new() { Spec = new() { PackedQkv = true, Layout = GatedDeltaNetLayout.Batched } },
             new() { Spec = new() { Ragged = true }, Lengths = [5, 17, 0, 1, 9] },
-            // Rules and decay forms: DeltaNet, a per-key decay, no grouping of value heads.
+            // Rules and decay forms: DeltaNet, a per-key decay, no grouping of value heads; the rules without a delta on GLA's kernels
+            // (with the fused gates, L2 normalization, packed QKV, ragged requests, decode and float16 too).
             new() { Spec = new() { UpdateRule = "delta" } },
+            new() { Spec = new() { UpdateRule = "linear" } },
+            new() { Spec = new() { UpdateRule = "gated" } },
+            new() { Spec = new() { UpdateRule = "gated", DecayPerKey = true, QkL2Norm = true, Layout = GatedDeltaNetLayout.Batched } },
+            new() { Spec = new() { UpdateRule = "gated", DecayGateActivation = "softplus", PackedQkv = true, Ragged = true }, Lengths = [40, 1, 70] },
+            new() { Spec = new() { UpdateRule = "linear", QkL2Norm = true, ChunkSize = 64 }, Lengths = [1, 1, 1] },
+            new() { Spec = new() { UpdateRule = "gated", DecayGateActivation = "kda", DecayPerKey = true, ElementType = TensorElementType.Float16 }, Lengths = [50] },
             new() { Spec = new() { DecayPerKey = true } },
             new() { Spec = new() { QHeads = 3, ValueHeads = 3, Scale = 0.3f } },
             // Fused gates: softplus with dt_bias per head, per key ([Hv, dk]); sigmoid with [Hv·dk] and a lower bound; the aliases.
@@ -86,6 +93,8 @@ public sealed class GatedDeltaNetHandoverTests
         {
             new() { Spec = new() { DecayGateActivation = "softplus", QkL2Norm = true, Ragged = true }, Lengths = [20, 13] },
             new() { Spec = new() { PackedQkv = true, DecayPerKey = true }, Lengths = [1, 1] },
+            new() { Spec = new() { UpdateRule = "gated", DecayGateActivation = "softplus", QkL2Norm = true, Ragged = true }, Lengths = [20, 13] },
+            new() { Spec = new() { UpdateRule = "linear" }, Lengths = [1, 1] },
         })
         {
             var inputs = c.Inputs();
@@ -149,7 +158,6 @@ public sealed class GatedDeltaNetHandoverTests
     {
         (GatedDeltaNetNodeSpec Spec, string Why)[] left =
         [
-            (new() { UpdateRule = "gated" }, "update_rule gated: the engine runs the delta rules (delta, gated_delta) of GatedDeltaNet, left to ORT"),
             (new() { ElementType = TensorElementType.BFloat16 }, "bfloat16 tensors: the engine's hand-over takes float32 and float16, left to ORT"),
         ];
         foreach (var (spec, why) in left)
@@ -171,6 +179,8 @@ public sealed class GatedDeltaNetHandoverTests
             new() { Spec = new() { StateUpdateCapacity = 4 }, CaptureCount = [4, 2], CaptureActive = false },
             new() { Spec = new() { StateUpdateCapacity = 8, Ragged = true, DecayGateActivation = "softplus", BetaSigmoid = true }, Lengths = [3, 1, 12], CaptureCount = [8, 8, -1] },
             new() { Spec = new() { StateUpdateCapacity = 2, PackedQkv = true, ElementType = TensorElementType.Float16 }, Lengths = [1, 1], CaptureCount = [1, 2] },
+            new() { Spec = new() { StateUpdateCapacity = 3, UpdateRule = "gated", DecayPerKey = true, QkL2Norm = true }, CaptureCount = [2, 5] },
+            new() { Spec = new() { StateUpdateCapacity = 4, UpdateRule = "linear", PackedQkv = true, Ragged = true }, Lengths = [3, 9], CaptureCount = [4, 1] },
         ];
         return cases.Select(c => new TestCaseData(c).SetName($"GatedDeltaNet state_update {c.Name}{(c.CaptureActive ? "" : " inactive")} counts {string.Join(",", c.CaptureCount!)}"));
     }
@@ -251,7 +261,7 @@ public sealed class GatedDeltaNetHandoverTests
         [
             (new() { DecayGateActivation = "kda", GateLowerBound = 1f }, "gate_lower_bound must be finite and <= 0 (the gate is a log decay), got 1"),
             (new() { DecayGateActivation = "tanh" }, "gate_activation must be one of none, softplus (qwen), sigmoid (kda), got 'tanh'"),
-            (new() { UpdateRule = "delta", DecayGateActivation = "softplus" }, "gate_activation softplus needs a decay (update_rule gated_delta)"),
+            (new() { UpdateRule = "delta", DecayGateActivation = "softplus" }, "gate_activation softplus needs a decay (update_rule gated or gated_delta)"),
             (new() { QHeads = 4, ValueHeads = 2 }, "value heads (2) must be a multiple of the query/key heads (4); more query heads than value heads is refused"),
             (new() { QHeads = 2, ValueHeads = 3 }, "value heads (3) must be a multiple of the query/key heads (2)"),
         ];

@@ -8,7 +8,8 @@ namespace Engine.Tests.Onnx;
 /// <summary>
 /// A model holding one com.microsoft GatedDeltaNet node whose inputs are graph inputs, the inputs fixed by a stable
 /// seed, and the float64 reference of the same call: the gates and beta activations computed here in double from
-/// their formulas, then the delta rule's float64 oracle on a value-major state with ORT's L2 epsilon (1e-12).
+/// their formulas, then the delta rule's float64 oracle on a value-major state with ORT's L2 epsilon (1e-12), or for the
+/// rules without a delta (linear, gated) GLA's, on q and k normalized here.
 /// </summary>
 public sealed record GatedDeltaNetNodeCase
 {
@@ -147,7 +148,18 @@ public sealed record GatedDeltaNetNodeCase
         for (int b = 0; b < B; b++) cu[b + 1] = cu[b] + Lengths[b];
         var output = Numerics.NaNs((long)N * hv * dv);
         var final = Numerics.NaNs(initial.Length);
-        Engine.DeltaRule.Forward<float>(TestDevices.Reference,
+        if (!s.UsesBeta)
+        {
+            // linear and gated: GLA's oracle, q and k normalized here.
+            float[] qn = s.QkL2Norm ? L2Rows(q, dk) : q, kn = s.QkL2Norm ? L2Rows(k, dk) : k;
+            Engine.Gla.Forward<float>(TestDevices.Reference,
+                new ReadOnlyTensorSpan<float>(qn, [1, N, hq, dk]), new ReadOnlyTensorSpan<float>(kn, [1, N, hq, dk]), new ReadOnlyTensorSpan<float>(v, [1, N, hv, dv]),
+                g is null ? default : s.DecayPerKey ? new ReadOnlyTensorSpan<float>(g, [1, N, hv, dk]) : new ReadOnlyTensorSpan<float>(g, [1, N, hv]),
+                new TensorSpan<float>(output, [1, N, hv, dv]),
+                new ReadOnlyTensorSpan<float>(initial, [B, hv, dv, dk]), new TensorSpan<float>(final, [B, hv, dv, dk]), cu,
+                new GlaOptions { Mode = AttentionMode.Recurrent, Scale = s.Scale != 0 ? s.Scale : null, StateLayout = StateLayout.ValueMajor });
+        }
+        else Engine.DeltaRule.Forward<float>(TestDevices.Reference,
             new ReadOnlyTensorSpan<float>(q, [1, N, hq, dk]), new ReadOnlyTensorSpan<float>(k, [1, N, hq, dk]),
             new ReadOnlyTensorSpan<float>(v, [1, N, hv, dv]), new ReadOnlyTensorSpan<float>(beta, [1, N, hv]),
             g is null ? default : s.DecayPerKey ? new ReadOnlyTensorSpan<float>(g, [1, N, hv, dk]) : new ReadOnlyTensorSpan<float>(g, [1, N, hv]),
@@ -160,6 +172,19 @@ public sealed record GatedDeltaNetNodeCase
             });
         double[]? update = s.StateUpdateCapacity > 0 ? Transitions(k, v, beta, g, initial, inputs) : null;
         return new Result(TestData.ToDouble(output), TestData.ToDouble(final), update);
+    }
+
+    /// <summary>Each row of <paramref name="dim"/> values divided by sqrt(Σ x² + ORT's epsilon), in double.</summary>
+    private static float[] L2Rows(float[] x, int dim)
+    {
+        var result = new float[x.Length];
+        for (int at = 0; at < x.Length; at += dim)
+        {
+            double sum = 0;
+            for (int c = 0; c < dim; c++) sum += (double)x[at + c] * x[at + c];
+            for (int c = 0; c < dim; c++) result[at + c] = (float)(x[at + c] / Math.Sqrt(sum + L2Epsilon));
+        }
+        return result;
     }
 
     /// <summary>g in log space from decay: as given, −exp(a_log)·softplus(decay + dt_bias), or lower_bound·sigmoid(exp(a_log)·(decay + dt_bias)).</summary>
@@ -184,7 +209,7 @@ public sealed record GatedDeltaNetNodeCase
 
     /// <summary>
     /// The captured transitions per request, one row [C·(decay width + Hq·dk + Hv·dv)]: decay factors exp(g) [C, width],
-    /// keys as the recurrence uses them (normalized with qk_l2_norm) [C, Hq, dk], deltas β (v − exp(g)·Sᵀk) [C, Hv, dv];
+    /// keys as the recurrence uses them (normalized with qk_l2_norm) [C, Hq, dk], deltas β (v − exp(g)·Sᵀk) [C, Hv, dv] (v itself for linear and gated);
     /// zeros past the captured count.
     /// </summary>
     private double[] Transitions(float[] k, float[] v, float[] beta, float[]? g, float[] initial, IReadOnlyDictionary<string, TensorData> inputs)
@@ -228,7 +253,8 @@ public sealed record GatedDeltaNetNodeCase
                     {
                         double predicted = 0;
                         for (int c = 0; c < dk; c++) predicted += state[(h * dv + d) * dk + c] * keys[(h / group) * dk + c];
-                        double delta = beta[t * hv + h] * (v[(t * hv + h) * dv + d] - predicted);
+                        // The rules without a delta add the value itself.
+                        double delta = s.UsesBeta ? beta[t * hv + h] * (v[(t * hv + h) * dv + d] - predicted) : v[(t * hv + h) * dv + d];
                         result[deltaAt + h * dv + d] = delta;
                         for (int c = 0; c < dk; c++) state[(h * dv + d) * dk + c] += keys[(h / group) * dk + c] * delta;
                     }
