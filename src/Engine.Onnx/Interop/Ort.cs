@@ -22,6 +22,7 @@ internal static unsafe class Ort
     public const int ElementFloat = 1;
     public const int ElementInt32 = 6;
     public const int ElementFloat16 = 10;
+    public const int ElementBFloat16 = 16;
 
     [StructLayout(LayoutKind.Sequential)]
     private struct OrtApiBase

@@ -6,7 +6,8 @@ namespace Engine.Onnx;
 
 /// <summary>
 /// A dense tensor of any element type a model takes or gives: its ONNX element type, shape and values
-/// (a float[], Half[], double[], long[], int[], short[], sbyte[], byte[], ushort[], uint[], ulong[] or bool[]),
+/// (a float[], Half[], BFloat16[] (ONNX Runtime's), double[], long[], int[], short[], sbyte[], byte[], ushort[], uint[],
+/// ulong[] or bool[]),
 /// or, made by <see cref="Over"/>, read-only bytes kept elsewhere (a memory-mapped .npy file's data).
 /// </summary>
 public sealed class TensorData
@@ -15,6 +16,7 @@ public sealed class TensorData
     {
         [typeof(float)] = TensorElementType.Float,
         [typeof(Half)] = TensorElementType.Float16,
+        [typeof(Microsoft.ML.OnnxRuntime.BFloat16)] = TensorElementType.BFloat16,
         [typeof(double)] = TensorElementType.Double,
         [typeof(long)] = TensorElementType.Int64,
         [typeof(int)] = TensorElementType.Int32,

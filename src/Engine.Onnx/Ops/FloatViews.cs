@@ -7,12 +7,13 @@ namespace Engine.Onnx.Ops;
 
 /// <summary>
 /// A call's tensors as the kernels take them, fp32: ORT's memory itself for float32 tensors, pooled fp32 copies of
-/// float16 ones; <see cref="Commit"/> writes the fp32 results into float16 outputs, refusing values float16 cannot hold.
+/// float16 and bfloat16 ones; <see cref="Commit"/> writes the fp32 results into float16 and bfloat16 outputs, refusing
+/// values the type cannot hold.
 /// </summary>
 internal sealed class FloatViews : IDisposable
 {
     private readonly List<float[]> _rented = [];
-    private readonly List<(float[] Values, OrtTensorView Output, string Name)> _halfOutputs = [];
+    private readonly List<(float[] Values, OrtTensorView Output, string Name)> _narrowOutputs = [];
 
     /// <summary>The tensor's values, or empty when it is absent.</summary>
     public ReadOnlySpan<float> In(OrtTensorView? tensor)
@@ -20,7 +21,8 @@ internal sealed class FloatViews : IDisposable
         if (tensor is not OrtTensorView t) return [];
         if (t.ElementType == Ort.ElementFloat) return t.AsReadOnlySpan<float>();
         var copy = Rent(t);
-        TensorPrimitives.ConvertToSingle(t.AsReadOnlySpan<Half>(), copy);
+        if (t.ElementType == Ort.ElementBFloat16) BFloat16Values.ToSingle(t.AsReadOnlySpan<ushort>(), copy);
+        else TensorPrimitives.ConvertToSingle(t.AsReadOnlySpan<Half>(), copy);
         return copy;
     }
 
@@ -30,15 +32,20 @@ internal sealed class FloatViews : IDisposable
         if (tensor is not OrtTensorView t) return [];
         if (t.ElementType == Ort.ElementFloat) return t.AsSpan<float>();
         var values = Rent(t);
-        _halfOutputs.Add((values.Array!, t, name));
+        _narrowOutputs.Add((values.Array!, t, name));
         return values;
     }
 
     public void Commit()
     {
-        foreach (var (values, output, name) in _halfOutputs)
+        foreach (var (values, output, name) in _narrowOutputs)
         {
             var span = values.AsSpan(0, checked((int)output.ElementCount));
+            if (output.ElementType == Ort.ElementBFloat16)
+            {
+                BFloat16Values.FromSingle(span, output.AsSpan<ushort>(), name);
+                continue;
+            }
             HalfRange.Require(span, name);
             TensorPrimitives.ConvertToHalf(span, output.AsSpan<Half>());
         }
@@ -48,7 +55,7 @@ internal sealed class FloatViews : IDisposable
     {
         foreach (var array in _rented) ArrayPool<float>.Shared.Return(array);
         _rented.Clear();
-        _halfOutputs.Clear();
+        _narrowOutputs.Clear();
     }
 
     /// <summary>Pooled fp32 memory for <paramref name="count"/> floats, returned with the views.</summary>

@@ -66,17 +66,18 @@ internal ref struct GatedDeltaNetGates
     }
 
     /// <summary>
-    /// A pooled fp32 copy of the tensor when it is float16 or <paramref name="writable"/> (an activation writes it);
-    /// null when ORT's float32 memory is read where it lies.
+    /// A pooled fp32 copy of the tensor when it is float16, bfloat16 or <paramref name="writable"/> (an activation writes
+    /// it); null when ORT's float32 memory is read where it lies.
     /// </summary>
     private static float[]? Copy(OrtTensorView x, bool writable)
     {
-        bool half = x.ElementType == Ort.ElementFloat16;
-        if (!half && !writable) return null;
+        if (x.ElementType == Ort.ElementFloat && !writable) return null;
         int n = checked((int)x.ElementCount);
         var rented = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
-        if (half) TensorPrimitives.ConvertToSingle(x.AsReadOnlySpan<Half>(), rented.AsSpan(0, n));
-        else x.AsReadOnlySpan<float>().CopyTo(rented.AsSpan(0, n));
+        var copy = rented.AsSpan(0, n);
+        if (x.ElementType == Ort.ElementFloat16) TensorPrimitives.ConvertToSingle(x.AsReadOnlySpan<Half>(), copy);
+        else if (x.ElementType == Ort.ElementBFloat16) BFloat16Values.ToSingle(x.AsReadOnlySpan<ushort>(), copy);
+        else x.AsReadOnlySpan<float>().CopyTo(copy);
         return rented;
     }
 

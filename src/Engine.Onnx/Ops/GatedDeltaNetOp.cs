@@ -55,17 +55,17 @@ internal static class GatedDeltaNetSignature
     };
 
     /// <summary>
-    /// Why the engine leaves a node with this query type to ORT, or null when it takes it: float32 and float16 tensors.
+    /// Why the engine leaves a node with this query type to ORT, or null when it takes it: float32, float16 and bfloat16 tensors.
     /// </summary>
     public static string? NotTaken(string? elementType)
     {
-        if (elementType is not null and not "float" and not "float16")
-            return $"{elementType} tensors: the engine's hand-over takes float32 and float16";
+        if (elementType is not null and not "float" and not "float16" and not "bfloat16")
+            return $"{elementType} tensors: the engine's GatedDeltaNet takes float32, float16 and bfloat16";
         return null;
     }
 }
 
-/// <summary>GatedDeltaNet in the engine's domain, one op per element type of query, key, value and output (float32, float16).</summary>
+/// <summary>GatedDeltaNet in the engine's domain, one op per element type of query, key, value and output (float32, float16, bfloat16).</summary>
 internal sealed class GatedDeltaNetOp(int elementType) : EngineOp
 {
     public override string Name => GatedDeltaNetSignature.OpType;
@@ -218,8 +218,8 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
 /// S ← diag(e^g) S + k vᵀ), both with the state value-major where ORT keeps it. The gates and beta activation are
 /// computed once per call into fp32 log space, query, key and value viewed where they lie ([B, T, H, d] over the token
 /// axis; packed QKV as strided views, which the facades copy dense), cu_seqlens as the facades' packed sequences. The delta
-/// rule normalizes q and k in its kernels; for GLA they are normalized into pooled copies first. float16 tensors are
-/// converted to fp32 and back (the output refused when float16 cannot hold it).
+/// rule normalizes q and k in its kernels; for GLA they are normalized into pooled copies first. float16 and bfloat16
+/// tensors are converted to fp32 and back (the output refused when the type cannot hold it).
 /// </summary>
 internal sealed class GatedDeltaNetKernel(GatedDeltaNetConfig config, EngineDevice device) : IEngineKernel
 {
@@ -354,7 +354,6 @@ internal readonly struct GatedDeltaNetCall
     /// <summary>Dims before the head axes: [N] or [B, S].</summary>
     public long[] TokenDims { get; init; }
     public bool PerKeyDecay => Decay is OrtTensorView d && d.Dims.Length == TokenDims.Length + 2;
-    public bool Half => Query.ElementType == Ort.ElementFloat16;
 
     public static GatedDeltaNetCall Describe(GatedDeltaNetConfig c, KernelContext context)
     {
@@ -488,8 +487,8 @@ internal readonly struct GatedDeltaNetCall
 
 /// <summary>
 /// query, key, value and output as the facade's fp32 tensors [ViewBatch, ViewTokens, H, d] over <see cref="FloatViews"/>:
-/// ORT's memory for float32 nodes (packed QKV as strided views of it), pooled fp32 copies for float16 ones, the output
-/// converted back by <see cref="Commit"/>.
+/// ORT's memory for float32 nodes (packed QKV as strided views of it), pooled fp32 copies for float16 and bfloat16 ones,
+/// the output converted back by <see cref="Commit"/>.
 /// </summary>
 internal readonly ref struct GatedDeltaNetViews
 {

@@ -142,6 +142,7 @@ public sealed class KernelHost : IDisposable
         yield return new LinearAttentionOp(capabilities.UpdateRules, Ort.ElementFloat16);
         yield return new GatedDeltaNetOp(Ort.ElementFloat);
         yield return new GatedDeltaNetOp(Ort.ElementFloat16);
+        yield return new GatedDeltaNetOp(Ort.ElementBFloat16);
         yield return new LightningAttentionOp();
         yield return new LsslScanOp();
         foreach (int type in new[] { Ort.ElementFloat, Ort.ElementFloat16 })

@@ -9,6 +9,12 @@ public static class Numerics
     /// <summary>Tolerance for fp16 inputs and outputs (fp32 accumulation and state).</summary>
     public const double Fp16Tolerance = 5e-3;
 
+    /// <summary>
+    /// Tolerance for bfloat16 inputs and outputs (fp32 accumulation and state): rounding an output to bfloat16's 8-bit
+    /// significand alone gives about 2^-8 / sqrt(3) = 2.3e-3 relative RMS.
+    /// </summary>
+    public const double Bf16Tolerance = 1e-2;
+
     /// <summary>sqrt(Σ (a − e)² / Σ e²); NaN or infinity anywhere in <paramref name="actual"/> gives +∞.</summary>
     public static double RelativeRms(ReadOnlySpan<float> actual, ReadOnlySpan<double> expected)
     {

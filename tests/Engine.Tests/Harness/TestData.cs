@@ -25,5 +25,10 @@ public sealed class TestData(int seed)
 
     public static float[] FromHalf(Half[] a) => a.Select(x => (float)x).ToArray();
 
+    /// <summary>bfloat16 by ONNX Runtime's own conversion (round to nearest even), not the engine's.</summary>
+    public static Microsoft.ML.OnnxRuntime.BFloat16[] ToBFloat16(float[] a) => a.Select(x => (Microsoft.ML.OnnxRuntime.BFloat16)x).ToArray();
+
+    public static float[] FromBFloat16(Microsoft.ML.OnnxRuntime.BFloat16[] a) => a.Select(x => (float)x).ToArray();
+
     public static double[] ToDouble(float[] a) => a.Select(x => (double)x).ToArray();
 }

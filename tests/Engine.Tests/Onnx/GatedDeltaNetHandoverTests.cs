@@ -57,6 +57,10 @@ public sealed class GatedDeltaNetHandoverTests
             new() { Spec = new() { ElementType = TensorElementType.Float16 } },
             new() { Spec = new() { ElementType = TensorElementType.Float16, GateElementType = TensorElementType.Float16, DecayGateActivation = "softplus" }, Lengths = [50] },
             new() { Spec = new() { ElementType = TensorElementType.Float16, PackedQkv = true, Ragged = true }, Lengths = [1, 40] },
+            // bfloat16 (ORT's CPU kernel runs it too), with float32 or bfloat16 decay and beta, both rule families.
+            new() { Spec = new() { ElementType = TensorElementType.BFloat16, QkL2Norm = true } },
+            new() { Spec = new() { ElementType = TensorElementType.BFloat16, GateElementType = TensorElementType.BFloat16, DecayGateActivation = "softplus", BetaSigmoid = true }, Lengths = [50] },
+            new() { Spec = new() { ElementType = TensorElementType.BFloat16, UpdateRule = "gated", DecayPerKey = true, PackedQkv = true, Ragged = true }, Lengths = [1, 40] },
         ];
         return cases.Select(c => new TestCaseData(c).SetName($"GatedDeltaNet {c.Name}"));
     }
@@ -156,15 +160,20 @@ public sealed class GatedDeltaNetHandoverTests
     [Test]
     public void OrtKeepsWhatTheEngineDoesNotTakeAndSaysWhy()
     {
-        (GatedDeltaNetNodeSpec Spec, string Why)[] left =
+        // A build whose capabilities lack a rule, or the op itself: the node stays with ORT, the plan says why.
+        var current = EngineCapabilities.Current;
+        (GatedDeltaNetNodeSpec Spec, EngineCapabilities Capabilities, string Why)[] left =
         [
-            (new() { ElementType = TensorElementType.BFloat16 }, "bfloat16 tensors: the engine's hand-over takes float32 and float16, left to ORT"),
+            (new() { UpdateRule = "gated" }, current with { UpdateRules = new HashSet<UpdateRule> { UpdateRule.Delta, UpdateRule.GatedDelta } },
+                "update_rule gated: no engine kernel for this rule in this build, left to ORT"),
+            (new(), current with { EngineOps = current.EngineOps.Where(op => op != "GatedDeltaNet").ToHashSet() },
+                "update_rule gated_delta: no engine kernel in this build, left to ORT"),
         ];
-        foreach (var (spec, why) in left)
+        foreach (var (spec, capabilities, why) in left)
         {
-            var plan = HandoverRewriter.Rewrite(SampleModels.GatedDeltaNetNode(spec));
+            var plan = HandoverRewriter.Rewrite(SampleModels.GatedDeltaNetNode(spec), capabilities);
             Assert.That(plan.EngineNodes, Is.Empty, why);
-            Assert.That(plan.Nodes.Single().Detail, Does.EndWith(why));
+            Assert.That(plan.Nodes.Single().Detail, Is.EqualTo(why));
             Assert.That(plan.Nodes.Single().ToDomain, Is.EqualTo(HandoverRewriter.MicrosoftDomain));
         }
     }
@@ -181,6 +190,7 @@ public sealed class GatedDeltaNetHandoverTests
             new() { Spec = new() { StateUpdateCapacity = 2, PackedQkv = true, ElementType = TensorElementType.Float16 }, Lengths = [1, 1], CaptureCount = [1, 2] },
             new() { Spec = new() { StateUpdateCapacity = 3, UpdateRule = "gated", DecayPerKey = true, QkL2Norm = true }, CaptureCount = [2, 5] },
             new() { Spec = new() { StateUpdateCapacity = 4, UpdateRule = "linear", PackedQkv = true, Ragged = true }, Lengths = [3, 9], CaptureCount = [4, 1] },
+            new() { Spec = new() { StateUpdateCapacity = 2, ElementType = TensorElementType.BFloat16 }, CaptureCount = [2, 1] },
         ];
         return cases.Select(c => new TestCaseData(c).SetName($"GatedDeltaNet state_update {c.Name}{(c.CaptureActive ? "" : " inactive")} counts {string.Join(",", c.CaptureCount!)}"));
     }

@@ -27,8 +27,12 @@ public sealed record GatedDeltaNetNodeCase
 
     public int B => Lengths.Length;
     public int N => Lengths.Sum();
-    public bool Half => Spec.ElementType == TensorElementType.Float16;
-    public double Tolerance => Half ? Numerics.Fp16Tolerance : Numerics.Fp32Tolerance;
+    public double Tolerance => Spec.ElementType switch
+    {
+        TensorElementType.Float16 => Numerics.Fp16Tolerance,
+        TensorElementType.BFloat16 => Numerics.Bf16Tolerance,
+        _ => Numerics.Fp32Tolerance,
+    };
 
     public string Name
     {
@@ -38,7 +42,7 @@ public sealed record GatedDeltaNetNodeCase
             return $"{s.UpdateRule} {(s.PackedQkv ? "packed-qkv " : "")}{s.Layout}{(s.Ragged ? " ragged" : "")} [{string.Join(",", Lengths)}] H{s.QHeads}/{s.ValueHeads} dk{s.KeyDim} dv{s.ValueDim}" +
                 (s.DecayPerKey ? " decay-per-key" : "") + (s.FusedGate ? $" {s.DecayGateActivation}" + (s.DtBiasPerKeyRank is int r ? $" dt_bias-rank{r}" : "") : "") +
                 (s.BetaSigmoid ? " beta-sigmoid" : "") + (s.QkL2Norm ? " l2norm" : "") + (s.Scale != 0 ? $" scale{s.Scale}" : "") +
-                (s.StateUpdateCapacity > 0 ? $" capture{s.StateUpdateCapacity}" : "") + (Half ? " fp16" : "") + (Label.Length > 0 ? " " + Label : "");
+                (s.StateUpdateCapacity > 0 ? $" capture{s.StateUpdateCapacity}" : "") + (s.ElementType == TensorElementType.Float ? "" : $" {s.ElementType}") + (Label.Length > 0 ? " " + Label : "");
         }
     }
 
@@ -107,11 +111,16 @@ public sealed record GatedDeltaNetNodeCase
         return inputs;
     }
 
-    private TensorData Tensor(float[] values, long[] shape) =>
-        Half ? TensorData.Create(TestData.ToHalf(values), shape) : TensorData.Create(values, shape);
+    private TensorData Tensor(float[] values, long[] shape) => Typed(Spec.ElementType, values, shape);
 
-    private TensorData Gate(float[] values, long[] shape) =>
-        Spec.GateElementType == TensorElementType.Float16 ? TensorData.Create(TestData.ToHalf(values), shape) : TensorData.Create(values, shape);
+    private TensorData Gate(float[] values, long[] shape) => Typed(Spec.GateElementType, values, shape);
+
+    private static TensorData Typed(TensorElementType type, float[] values, long[] shape) => type switch
+    {
+        TensorElementType.Float16 => TensorData.Create(TestData.ToHalf(values), shape),
+        TensorElementType.BFloat16 => TensorData.Create(TestData.ToBFloat16(values), shape),
+        _ => TensorData.Create(values, shape),
+    };
 
     private static float[] Floats(IReadOnlyDictionary<string, TensorData> inputs, string name) => OnnxAssert.Floats(inputs[name]);
 

@@ -65,8 +65,12 @@ public static class OnnxAssert
     }
 
     /// <summary>A float or float16 tensor's values as floats.</summary>
-    public static float[] Floats(TensorData t) =>
-        t.ElementType == TensorElementType.Float16 ? TestData.FromHalf(t.As<Half>()) : t.As<float>();
+    public static float[] Floats(TensorData t) => t.ElementType switch
+    {
+        TensorElementType.Float16 => TestData.FromHalf(t.As<Half>()),
+        TensorElementType.BFloat16 => TestData.FromBFloat16(t.As<Microsoft.ML.OnnxRuntime.BFloat16>()),
+        _ => t.As<float>(),
+    };
 
     public static void Shape(TensorData actual, params long[] shape) => Assert.That(actual.Shape, Is.EqualTo(shape));
 }
