@@ -62,6 +62,8 @@ public readonly unsafe struct ShortConvRows(float* taps, float* bias, float* ini
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Window(float* dst, int ld, HeadRows rows, int from, int to, int channel, int c)
     {
+        // No rows past the initial state's reach (a sequence shorter than K − 1): the rows before `from` may lie before the sequence.
+        if (from >= to) return;
         var w3 = Vector512.Load(_taps + (long)_carry * _channels + channel);
         var w2 = _k >= 2 ? Vector512.Load(_taps + (long)(_carry - 1) * _channels + channel) : Vector512<float>.Zero;
         var w1 = _k >= 3 ? Vector512.Load(_taps + (long)(_carry - 2) * _channels + channel) : Vector512<float>.Zero;
