@@ -29,6 +29,14 @@ public sealed unsafe class GuardedMemory : IDisposable
         Length = count;
     }
 
+    /// <summary>A guarded copy of <paramref name="values"/>.</summary>
+    public static GuardedMemory Of(ReadOnlySpan<float> values, bool flushEnd)
+    {
+        var memory = new GuardedMemory(values.Length, flushEnd);
+        values.CopyTo(memory.Span);
+        return memory;
+    }
+
     public float* Pointer { get; }
     public int Length { get; }
     public Span<float> Span => new(Pointer, Length);
