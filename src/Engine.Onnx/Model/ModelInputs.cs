@@ -1,4 +1,7 @@
+using System.Runtime.InteropServices;
 using Engine.IO;
+using Engine.Onnx.Ops;
+using Microsoft.ML.OnnxRuntime;
 
 namespace Engine.Onnx;
 
@@ -20,14 +23,28 @@ public static class ModelInputs
             _ when NpyTypes.TryGetValue(wanted, out var same) && same == array.Type => TensorData.Over(wanted, shape, array.Data),
             (TensorElementType.Float, _) when floats => TensorData.Create(array.ToFloat32(), shape),
             (TensorElementType.Float16, _) when floats => TensorData.Create(array.ToFloat16(), shape),
+            (TensorElementType.BFloat16, _) when floats => TensorData.Create(Array.ConvertAll(array.ToFloat32(), f => (BFloat16)f), shape),
             (TensorElementType.Int64, NpyType.Int32) => TensorData.Create(Array.ConvertAll(array.ToInt32(), i => (long)i), shape),
             _ => throw new ArgumentException($"{name}: the model takes {wanted}, {array.SourceFile ?? "the file"} holds {array.Type}", name),
         };
     }
 
-    /// <summary>The .npy element type of an ONNX one, for an output written as .npy.</summary>
-    public static NpyType NpyTypeOf(TensorElementType type, string name) =>
-        NpyTypes.TryGetValue(type, out var npy) ? npy : throw new NotSupportedException($"{name}: {type} tensors cannot be written as .npy");
+    /// <summary>
+    /// An output's values as a .npy file holds them, and their .npy type: the bytes themselves, or for bfloat16, which .npy has
+    /// no type for, float32 (widened exactly).
+    /// </summary>
+    public static ReadOnlySpan<byte> NpyBytes(TensorElementType type, ReadOnlySpan<byte> bytes, string name, out NpyType npyType)
+    {
+        if (type != TensorElementType.BFloat16)
+        {
+            npyType = NpyTypes.TryGetValue(type, out var npy) ? npy : throw new NotSupportedException($"{name}: {type} tensors cannot be written as .npy");
+            return bytes;
+        }
+        npyType = NpyType.Float32;
+        var widened = new float[bytes.Length / sizeof(ushort)];
+        BFloat16Values.ToSingle(MemoryMarshal.Cast<byte, ushort>(bytes), widened);
+        return MemoryMarshal.AsBytes(widened.AsSpan());
+    }
 
     private static readonly Dictionary<TensorElementType, NpyType> NpyTypes = new()
     {
@@ -42,7 +59,8 @@ public static class ModelInputs
     {
         ArgumentNullException.ThrowIfNull(tensor);
         var shape = Array.ConvertAll(tensor.Shape, d => checked((nint)d));
-        return new NpyArray(NpyTypeOf(tensor.ElementType, name), shape, tensor.Bytes.ToArray());
+        var bytes = NpyBytes(tensor.ElementType, tensor.Bytes, name, out var type);
+        return new NpyArray(type, shape, bytes.ToArray());
     }
 
     /// <summary>
@@ -68,6 +86,7 @@ public static class ModelInputs
             {
                 TensorElementType.Float => TensorData.Create(Values(input.Name, shape, count, random), shape),
                 TensorElementType.Float16 => TensorData.Create(Array.ConvertAll(Values(input.Name, shape, count, random), f => (Half)f), shape),
+                TensorElementType.BFloat16 => TensorData.Create(Array.ConvertAll(Values(input.Name, shape, count, random), f => (BFloat16)f), shape),
                 TensorElementType.Int64 => TensorData.Create(Integers(input.Name, count, 1L), shape),
                 TensorElementType.Int32 => TensorData.Create(Integers(input.Name, count, 1), shape),
                 var other => throw new NotSupportedException($"input '{input.Name}': random {other} values are not supported"),

@@ -60,6 +60,29 @@ public sealed class ModelCommandTests
     }
 
     [Test]
+    public void RunTakesAndGivesBFloat16AsFloat32Npy()
+    {
+        // .npy has no bfloat16: float32 arrays go in (rounded to the model's bfloat16 inputs), bfloat16 outputs come out widened.
+        var c = new GatedDeltaNetNodeCase { Spec = new() { ElementType = TensorElementType.BFloat16, QkL2Norm = true } };
+        var inputs = c.Inputs();
+        var expected = c.Reference(inputs);
+        var args = new List<string> { "run", SaveModel(c.Model(), "gdn.onnx"), "--output-dir", Path.Combine(_dir, "out"), "--backend", "cpu" };
+        foreach (var (name, tensor) in inputs)
+        {
+            string path = Path.Combine(_dir, name + ".npy");
+            Npy.Write(path, ModelInputs.ToNpy(tensor, name));
+            args.AddRange(["--input", $"{name}={path}"]);
+        }
+        var (code, stdout, stderr) = CliFixture.Engine([.. args]);
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain("engine nodes: 1").And.Contain("output: float32"));
+        using var output = Npy.Read(Path.Combine(_dir, "out", "output.npy"));
+        Assert.That(Harness.Numerics.RelativeRms(output.ToFloat32(), expected.Output), Is.LessThanOrEqualTo(Harness.Numerics.Bf16Tolerance));
+        using var state = Npy.Read(Path.Combine(_dir, "out", "final_state.npy"));
+        Assert.That(Harness.Numerics.RelativeRms(state.ToFloat32(), expected.FinalState), Is.LessThanOrEqualTo(Harness.Numerics.Bf16Tolerance));
+    }
+
+    [Test]
     public void RunNamesWhatIsWrong()
     {
         string path = SaveModel(SampleModels.LinearAttentionBlock(Spec));

@@ -1,5 +1,6 @@
 using Engine.Onnx;
 using Engine.Onnx.Ops;
+using Engine.Tests.Harness;
 using Engine.Workloads;
 using NUnit.Framework;
 using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
@@ -30,6 +31,25 @@ public sealed class ModelInputsTests
         Assert.That(made.Keys, Is.EquivalentTo(new[] { "query", "decay" }), "no value for the excepted input, whose dim 'G' is not given");
         foreach (var name in expected.Keys)
             Assert.That(made[name].As<float>(), Is.EqualTo(expected[name].As<float>()), name);
+    }
+
+    /// <summary>Half-precision inputs hold the float32 values they are made from, rounded (ONNX Runtime's conversions).</summary>
+    [Test]
+    public void HalfPrecisionInputsAreTheFloatValuesRounded()
+    {
+        var builder = new ModelBuilder();
+        builder.Input("query", F.Float, 2, 8);
+        builder.Output("query", F.Float, null);
+        var floats = ModelInputs.Random(builder.Build(), new Dictionary<string, long>(), seed: 3)["query"].As<float>();
+        foreach (var type in new[] { F.Float16, F.Bfloat16 })
+        {
+            var half = new ModelBuilder();
+            half.Input("query", type, 2, 8);
+            half.Output("query", type, null);
+            var made = ModelInputs.Random(half.Build(), new Dictionary<string, long>(), seed: 3)["query"];
+            Assert.That(OnnxAssert.Floats(made), Is.EqualTo(type == F.Float16 ? TestData.RoundToHalf(floats)
+                : TestData.FromBFloat16(TestData.ToBFloat16(floats))), type.ToString());
+        }
     }
 
     /// <summary>Integer inputs are zeros (token ids, positions), but a mask attends to every position.</summary>

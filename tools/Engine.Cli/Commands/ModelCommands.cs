@@ -88,7 +88,10 @@ internal sealed class RunModelCommand : EngineCommand
         {
             var step = progress.Add($"run {Path.GetFileName(args.GetValue(_model.Model))}");
             files.Time(() => session.Run(inputs, (name, type, shape, bytes) =>
-                files.Write(name, Path.Combine(dir, FileName(name) + ".npy"), ModelInputs.NpyTypeOf(type, name), shape, bytes)));
+            {
+                var values = ModelInputs.NpyBytes(type, bytes, name, out var npyType);
+                files.Write(name, Path.Combine(dir, FileName(name) + ".npy"), npyType, shape, values);
+            }));
             step.Finish();
         });
         files.Report(context, args.GetValue(_model.Json), "run", host.Describe(backend),
