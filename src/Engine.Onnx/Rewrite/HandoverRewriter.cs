@@ -189,7 +189,8 @@ public static class HandoverRewriter
         if (reason is null)
         {
             node.Domain = EngineDomain;
-            nodes.Add(new HandoverNode(NameOf(node), node.OpType, MicrosoftDomain, EngineDomain, what + ", value-major state"));
+            string kernels = LinearAttentionSignature.UsesBeta(rule) ? "the delta rule's kernels" : "GLA's kernels";
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, MicrosoftDomain, EngineDomain, $"{what}, value-major state, on {kernels}"));
         }
         else
         {
