@@ -29,6 +29,9 @@ internal static class LinearAttentionSignature
     public static readonly string[] OutputNames = ["output", "present_state"];
     public static readonly string[] AttributeNames = ["q_num_heads", "kv_num_heads", "update_rule", "scale", "chunk_size"];
 
+    /// <summary>com.microsoft's attribute for the states after each of the last W tokens (ORT 1.32: CUDA only).</summary>
+    public const string StateWindow = "state_window";
+
     /// <summary>
     /// What the engine's own LinearAttention adds, written by the rewrite that folds a projection's Split and the per-head
     /// LpNormalization of q and k into the node: qk_l2_norm = 1 normalizes q and k rows per head as LpNormalization (p = 2)

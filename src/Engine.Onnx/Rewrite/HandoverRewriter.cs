@@ -21,7 +21,7 @@ public sealed record HandoverPlan(OnnxModel Model, IReadOnlyList<HandoverNode> N
     public IEnumerable<HandoverNode> EngineNodes => Nodes.Where(n => n.ToEngine);
 }
 
-/// <summary>What the engine can take over: the LinearAttention update rules it has kernels for (GatedDeltaNet's delta rules with them), and its own ops.</summary>
+/// <summary>What the engine can take over: the LinearAttention and GatedDeltaNet update rules it has kernels for, and its own ops.</summary>
 public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IReadOnlySet<string> EngineOps)
 {
     /// <summary>Whether the engine runs a LinearAttention or GatedDeltaNet node with this rule (every decay form of it).</summary>
@@ -42,14 +42,15 @@ public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IR
 ///   com.microsoft LinearAttention, ai.onnx LinearAttention (opset 27)  → engine, when the engine has its update rule;
 ///   ai.onnx LinearAttention with a rule the engine lacks                → com.microsoft (ORT's own kernel, same signature);
 ///   LinearAttention whose key heads are neither min(q_num_heads,
-///   kv_num_heads) nor refused by ORT (shared key heads)                 → com.microsoft;
+///   kv_num_heads) nor refused by ORT (shared key heads), or with a
+///   com.microsoft state_window (ORT: CUDA only)                         → com.microsoft;
 ///   com.microsoft CausalConvWithState, VarlenCausalConvWithState,
 ///   LinearAttentionGate, GatedRMSNorm, ai.onnx CausalConvWithState-27   → engine, unless a CUDA-only attribute, input or output,
 ///                                                                        or an element type other than float32/float16, leaves
 ///                                                                        it to ORT (the reason in the plan);
 ///   Transpose(0,2,1) → CausalConvWithState → Transpose(0,2,1)           → one channels-last engine node, the Transposes gone, when
 ///                                                                        nothing else reads the tensors between them;
-///   com.microsoft GatedDeltaNet with a delta rule, float32 or float16   → engine; other rules and types stay with ORT, the reason listed;
+///   com.microsoft GatedDeltaNet, float32, float16 or bfloat16           → engine; other types stay with ORT, the reason listed;
 ///   nodes already in the engine's domain (LSSL scan, Lightning, …)      → kept, the domain imported.
 /// ONNX Runtime 1.32 runs ai.onnx LinearAttention-27 only as its Scan function body: when no node left in the model needs opset 27 (the
 /// opset that added LinearAttention and CausalConvWithState, and changed nothing else) the import is lowered to 26.
@@ -132,7 +133,7 @@ public static class HandoverRewriter
         if (fromOnnx && onnxOpset < 27)
             throw new ModelNodeException($"LinearAttention node '{NameOf(node)}': ai.onnx LinearAttention needs opset 27, the model imports ai.onnx opset {onnxOpset}");
         foreach (var attribute in node.Attribute)
-            if (!LinearAttentionSignature.AttributeNames.Contains(attribute.Name))
+            if (!LinearAttentionSignature.AttributeNames.Contains(attribute.Name) && (fromOnnx || attribute.Name != LinearAttentionSignature.StateWindow))
                 throw new ModelNodeException($"LinearAttention node '{NameOf(node)}': unknown attribute '{attribute.Name}' (LinearAttention has {string.Join(", ", LinearAttentionSignature.AttributeNames)})");
 
         var ruleAttribute = node.Attribute.FirstOrDefault(a => a.Name == "update_rule");
@@ -142,6 +143,17 @@ public static class HandoverRewriter
         string from = fromOnnx ? OnnxModel.OnnxDomain : MicrosoftDomain;
         var decay = DecayFormOf(node, hints);
         string what = $"update_rule {ruleText}" + (decay is null ? "" : decay == DecayForm.PerKey ? ", per-key decay" : ", per-head decay");
+        // com.microsoft's state_window W keeps the states after each of the last W tokens (ORT runs it on CUDA only); the
+        // engine keeps the final state, so it takes the node only without one, the attribute then dropped.
+        if (node.Attribute.FirstOrDefault(a => a.Name == LinearAttentionSignature.StateWindow) is AttributeProto window)
+        {
+            if (window.I != 0)
+            {
+                nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain, $"{what}, state_window {window.I}: the engine keeps the final state only, left to ORT"));
+                return;
+            }
+            node.Attribute.Remove(window);
+        }
         var elementType = node.Input.Count > 0 ? hints.ElementType(node.Input[0]) : null;
         if (elementType is not null and not TensorProto.Types.DataType.Float and not TensorProto.Types.DataType.Float16)
         {

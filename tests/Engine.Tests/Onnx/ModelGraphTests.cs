@@ -1,5 +1,6 @@
 using Engine.Onnx;
 using Engine.Onnx.Ops;
+using Engine.Onnx.Proto;
 using Engine.Tests.Harness;
 using Engine.Workloads;
 using NUnit.Framework;
@@ -151,6 +152,24 @@ public sealed class RewriteTests
             attributes: [("q_num_heads", qHeads), ("kv_num_heads", kvHeads), ("update_rule", "linear")]);
         b.Output("y", F.Float, null);
         return b.Build();
+    }
+
+    [TestCase(0L, true)]
+    [TestCase(2L, false)]
+    public void AStateWindowLeavesTheNodeToOnnxRuntime(long window, bool toEngine)
+    {
+        // com.microsoft's state_window (states after each of the last W tokens, ORT's CUDA kernel only); 0 is no window.
+        var model = HeadsNode(2, 2, keyWidth: 16);
+        model.Proto.Graph.Node[0].Attribute.Add(new AttributeProto { Name = "state_window", Type = AttributeProto.Types.AttributeType.Int, I = window });
+        var plan = HandoverRewriter.Rewrite(model);
+        Assert.That(plan.EngineNodes.Select(n => n.NodeName), toEngine ? Is.EqualTo(new[] { "heads" }) : Is.Empty);
+        if (toEngine)
+        {
+            Assert.That(plan.Model.Proto.Graph.Node[0].Attribute.Select(a => a.Name), Does.Not.Contain("state_window"), "dropped for the engine's node");
+            using var session = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+            Assert.That(session.Handover.EngineNodes, Has.Exactly(1).Items, "the session opens with the engine's node");
+        }
+        else Assert.That(plan.Nodes.Single().Detail, Does.EndWith("state_window 2: the engine keeps the final state only, left to ORT"));
     }
 
     [Test]
