@@ -70,11 +70,12 @@ public static class OnnxDemo
         return new Result(t, rows, handed.Handover.Notes);
     }
 
+    /// <summary>The two sessions taking turns run by run, so that load on the machine falls on both alike.</summary>
     private static Row TimeBoth(string name, ModelSession engine, ModelSession ort, IReadOnlyDictionary<string, TensorData> inputs)
     {
         IReadOnlyDictionary<string, TensorData>? byEngine = null, byOrt = null;
-        double engineSeconds = BenchTimer.Median(() => byEngine = engine.Run(inputs), repeats: 3, warmupSeconds: 0.2);
-        double ortSeconds = BenchTimer.Median(() => byOrt = ort.Run(inputs), repeats: 3, warmupSeconds: 0.2);
+        var (engineSeconds, ortSeconds) = BenchTimer.MedianInterleaved(() => byEngine = engine.Run(inputs), () => byOrt = ort.Run(inputs),
+            repeats: 5, block: 1, warmupSeconds: 0.3);
         return new Row(name, engineSeconds * 1e3, ortSeconds * 1e3, Demo.RelativeRms(byEngine!["y"].As<float>(), byOrt!["y"].As<float>()));
     }
 }

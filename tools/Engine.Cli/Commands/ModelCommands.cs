@@ -316,7 +316,7 @@ internal sealed class BenchModelCommand : EngineCommand
             // Outputs go to tensors held across runs (RunInto), as a decode loop keeps them: what is timed is the model.
             var engineOutputs = OutputTensors(engine.Run(inputs));
             var ortOutputs = OutputTensors(ort.Run(inputs));
-            (engineSeconds, ortSeconds) = MedianInterleaved(() => engine.RunInto(inputs, engineOutputs), () => ort.RunInto(inputs, ortOutputs), repeats,
+            (engineSeconds, ortSeconds) = BenchTimer.MedianInterleaved(() => engine.RunInto(inputs, engineOutputs), () => ort.RunInto(inputs, ortOutputs), repeats,
                 block: spinning ? 8 : 1);
             engineNodes = engine.Handover.EngineNodes.Count();
             opTypes = engine.Handover.EngineNodes.Select(n => n.OpType).ToHashSet();
@@ -366,39 +366,6 @@ internal sealed class BenchModelCommand : EngineCommand
         {
             File.Delete(file);
         }
-    }
-
-    /// <summary>
-    /// Two variants timed in one run: both warmed up, then they take turns, <paramref name="block"/> runs at a time, so that
-    /// load on the machine falls on both alike. With blocks longer than one run (sessions whose intra-op threads spin), each
-    /// block starts after a pause in which the other variant's threads stop spinning, and its first quarter is left out (its
-    /// own threads waking): each session is timed as it runs alone. The median of <paramref name="repeats"/> runs of each.
-    /// </summary>
-    /// <summary>Longer than ORT's intra-op threads spin after their last work before they sleep.</summary>
-    private static readonly TimeSpan SpinSettle = TimeSpan.FromMilliseconds(100);
-
-    private static (double First, double Second) MedianInterleaved(Action first, Action second, int repeats, int block, double warmupSeconds = 1.0)
-    {
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        int warm = 0;
-        do { first(); second(); warm++; } while (clock.Elapsed.TotalSeconds < warmupSeconds || warm < 2);
-        var a = new List<double>(repeats);
-        var b = new List<double>(repeats);
-        int skip = block > 1 ? block / 4 : 0;
-        while (a.Count < repeats)
-        {
-            foreach (var (run, times) in new[] { (first, a), (second, b) })
-            {
-                if (block > 1) Thread.Sleep(SpinSettle);
-                for (int i = 0; i < block; i++)
-                {
-                    clock.Restart();
-                    run();
-                    if (i >= skip && times.Count < repeats) times.Add(clock.Elapsed.TotalSeconds);
-                }
-            }
-        }
-        return (BenchTimer.MedianOf(a), BenchTimer.MedianOf(b));
     }
 
     /// <summary>
