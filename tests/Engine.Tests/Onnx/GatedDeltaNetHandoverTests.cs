@@ -35,7 +35,7 @@ public sealed class GatedDeltaNetHandoverTests
             new() { Spec = new() { UpdateRule = "linear" } },
             new() { Spec = new() { UpdateRule = "gated" } },
             new() { Spec = new() { UpdateRule = "gated", DecayPerKey = true, QkL2Norm = true, Layout = GatedDeltaNetLayout.Batched } },
-            new() { Spec = new() { UpdateRule = "gated", DecayGateActivation = "softplus", PackedQkv = true, Ragged = true }, Lengths = [40, 1, 70] },
+            new() { Spec = new() { UpdateRule = "gated", DecayGateActivation = "softplus", PackedQkv = true, Ragged = true }, Lengths = [40, 0, 1, 70] },
             new() { Spec = new() { UpdateRule = "linear", QkL2Norm = true, ChunkSize = 64 }, Lengths = [1, 1, 1] },
             new() { Spec = new() { UpdateRule = "gated", DecayGateActivation = "kda", DecayPerKey = true, ElementType = TensorElementType.Float16 }, Lengths = [50] },
             new() { Spec = new() { DecayPerKey = true } },
