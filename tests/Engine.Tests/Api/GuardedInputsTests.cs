@@ -80,9 +80,8 @@ public sealed unsafe class GuardedInputsTests
         {
             var actual = Run(TestDevices.Get(TestBackend.Cpu), x =>
             {
-                var region = new GuardedMemory(x.Length, flushEnd);
+                var region = GuardedMemory.Of(x, flushEnd);
                 regions.Add(region);
-                x.CopyTo(region.Span);
                 return region.Span;
             });
             Assert.That(Numerics.RelativeRms(actual, TestData.ToDouble(expected)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));

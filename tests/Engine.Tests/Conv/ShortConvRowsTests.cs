@@ -30,8 +30,7 @@ public sealed unsafe class ShortConvRowsTests
         var taps = data.Normal(Width * Channels, 0.5);
         var bias = data.Normal(Channels, 0.5);
         var initial = data.Normal((long)sequences.Count * Channels * carry);
-        using var x = new GuardedMemory(tokens * Channels, flushEnd);
-        data.Normal(tokens * Channels).CopyTo(x.Span);
+        using var x = GuardedMemory.Of(data.Normal(tokens * Channels), flushEnd);
         var output = Numerics.NaNs(tokens * Channels);
         fixed (float* pt = taps, pb = bias, pi = initial, po = output)
         {
