@@ -17,11 +17,11 @@ internal static class BFloat16Values
     {
         var wide = MemoryMarshal.Cast<float, uint>(values);
         int i = 0;
-        for (; i + Vector512<ushort>.Count <= bits.Length; i += Vector512<ushort>.Count)
+        for (; i + Vector256<ushort>.Count <= bits.Length; i += Vector256<ushort>.Count)
         {
-            var (lower, upper) = Vector512.Widen(Vector512.Create(bits.Slice(i, Vector512<ushort>.Count)));
+            var (lower, upper) = Vector256.Widen(Vector256.Create(bits.Slice(i, Vector256<ushort>.Count)));
             (lower << 16).CopyTo(wide.Slice(i));
-            (upper << 16).CopyTo(wide.Slice(i + Vector512<uint>.Count));
+            (upper << 16).CopyTo(wide.Slice(i + Vector256<uint>.Count));
         }
         for (; i < bits.Length; i++) wide[i] = (uint)bits[i] << 16;
     }
@@ -30,18 +30,18 @@ internal static class BFloat16Values
     public static void FromSingle(ReadOnlySpan<float> values, Span<ushort> bits, string name)
     {
         var words = MemoryMarshal.Cast<float, uint>(values);
-        var magnitude = Vector512.Create(0x7FFF_FFFFu);
-        var overflow = Vector512.Create(OverflowBits);
-        var half = Vector512.Create(0x7FFFu);
-        int i = 0, n = Vector512<uint>.Count;
+        var magnitude = Vector256.Create(0x7FFF_FFFFu);
+        var overflow = Vector256.Create(OverflowBits);
+        var half = Vector256.Create(0x7FFFu);
+        int i = 0, n = Vector256<uint>.Count;
         for (; i + 2 * n <= words.Length; i += 2 * n)
         {
-            var a = Vector512.Create(words.Slice(i, n));
-            var b = Vector512.Create(words.Slice(i + n, n));
-            if (Vector512.GreaterThanOrEqualAny(a & magnitude, overflow) || Vector512.GreaterThanOrEqualAny(b & magnitude, overflow)) break;
-            var ra = (a + half + ((a >> 16) & Vector512<uint>.One)) >> 16;
-            var rb = (b + half + ((b >> 16) & Vector512<uint>.One)) >> 16;
-            Vector512.Narrow(ra, rb).CopyTo(bits.Slice(i));
+            var a = Vector256.Create(words.Slice(i, n));
+            var b = Vector256.Create(words.Slice(i + n, n));
+            if (Vector256.GreaterThanOrEqualAny(a & magnitude, overflow) || Vector256.GreaterThanOrEqualAny(b & magnitude, overflow)) break;
+            var ra = (a + half + ((a >> 16) & Vector256<uint>.One)) >> 16;
+            var rb = (b + half + ((b >> 16) & Vector256<uint>.One)) >> 16;
+            Vector256.Narrow(ra, rb).CopyTo(bits.Slice(i));
         }
         for (; i < words.Length; i++)
         {

@@ -40,11 +40,12 @@ public sealed class BFloat16ValuesTests
     [TestCase(float.NaN, "is not finite")]
     public void ValuesBFloat16CannotHoldAreRefused(float bad, string fragment)
     {
-        foreach (int at in new[] { 3, 40 })
+        // In a whole vector, and in the scalar tail.
+        foreach (int at in new[] { 3, 49 })
         {
-            var values = new float[48];
+            var values = new float[50];
             values[at] = bad;
-            var e = Assert.Catch<ArgumentException>(() => BFloat16Values.FromSingle(values, new ushort[48], "output"))!;
+            var e = Assert.Catch<ArgumentException>(() => BFloat16Values.FromSingle(values, new ushort[50], "output"))!;
             Assert.That(e.Message, Does.StartWith($"output: value {bad} at flat index {at} ").And.Contain(fragment));
         }
         Assert.DoesNotThrow(() => BFloat16Values.FromSingle([3.396e38f, -3.396e38f], new ushort[2], "output"), "the largest values that round to finite ones");
