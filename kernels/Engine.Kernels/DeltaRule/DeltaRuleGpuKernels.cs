@@ -338,12 +338,7 @@ public static class DeltaRuleGpuKernels
         return 1f / XMath.Sqrt(sum + s.L2NormEpsilon);
     }
 
-    /// <summary>
-    /// Where state element (key c, value d) of head h of sequence n lies: [N, Hv, K, V], or [N, Hv, V, K] value-major.
-    /// Computed where the state is loaded and stored, so no 64-bit address stays live through the chunk loop.
-    /// </summary>
-    private static long StateIndex(DeltaRuleGpuShape s, int n, int h, int c, int d) =>
-        ((long)n * s.ValueHeads + h) * s.KeyDim * s.ValueDim + (s.ValueMajor ? (long)d * s.KeyDim + c : (long)c * s.ValueDim + d);
+    private static long StateAt(DeltaRuleGpuShape s, int n, int h, int c, int d) => StateIndex.Of(s.ValueMajor, s.ValueHeads, s.KeyDim, s.ValueDim, n, h, c, d);
 
     /// <summary>
     /// Where element (row i, column c) of head h's block of a chunk lies in a chunk-transposed buffer [T, heads, width]:
@@ -680,7 +675,7 @@ public static class DeltaRuleGpuKernels
         for (int e = tid; e < kd * Columns; e += nt)
         {
             int c = e / Columns, d = e % Columns;
-            sS[e] = d < columns ? args.State[StateIndex(s, n, h, c, col0 + d)] : 0f;
+            sS[e] = d < columns ? args.State[StateAt(s, n, h, c, col0 + d)] : 0f;
         }
         Group.Barrier();
 
@@ -739,7 +734,7 @@ public static class DeltaRuleGpuKernels
         for (int e = tid; e < kd * columns; e += nt)
         {
             int c = e / columns, d = e % columns;
-            args.State[StateIndex(s, n, h, c, col0 + d)] = sS[c * Columns + d];
+            args.State[StateAt(s, n, h, c, col0 + d)] = sS[c * Columns + d];
         }
     }
 
@@ -883,7 +878,7 @@ public static class DeltaRuleGpuKernels
         int n = Grid.IdxX, h = Grid.IdxY, col = Grid.IdxZ * Tile + d;
         bool valid = col < vd;
 
-        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[StateIndex(s, n, h, c, col)] : 0f;
+        for (int c = slice; c < kd; c += slices) sS[c * Tile + d] = valid ? args.State[StateAt(s, n, h, c, col)] : 0f;
 
         for (int t = args.SequenceStart[n]; t < args.SequenceStart[n + 1]; t++)
         {
@@ -941,6 +936,6 @@ public static class DeltaRuleGpuKernels
         }
 
         if (valid)
-            for (int c = slice; c < kd; c += slices) args.State[StateIndex(s, n, h, c, col)] = sS[c * Tile + d];
+            for (int c = slice; c < kd; c += slices) args.State[StateAt(s, n, h, c, col)] = sS[c * Tile + d];
     }
 }

@@ -343,7 +343,7 @@ public static class GlaGpuKernels
         if (entry >= perHead) return;
         int n = Grid.IdxX, h = Grid.IdxY, c = entry / s.ValueDim;
         long perChunk = (long)s.ValueHeads * perHead, at = (long)h * perHead + entry;
-        long stateAt = StateIndex(s, n, h, c, entry - c * s.ValueDim);
+        long stateAt = StateAt(s, n, h, c, entry - c * s.ValueDim);
         float state = args.State[stateAt];
         int end = args.FirstChunk[n + 1];
         for (int chunk = args.FirstChunk[n]; chunk < end; chunk += 4)
@@ -363,9 +363,7 @@ public static class GlaGpuKernels
         args.State[stateAt] = state;
     }
 
-    /// <summary>Where state element (key c, value d) of head h of sequence n lies in the caller's state: [N, Hv, K, V], or [N, Hv, V, K] value-major.</summary>
-    private static long StateIndex(GlaGpuShape s, int n, int h, int c, int d) =>
-        ((long)n * s.ValueHeads + h) * s.KeyDim * s.ValueDim + (s.ValueMajor ? (long)d * s.KeyDim + c : (long)c * s.ValueDim + d);
+    private static long StateAt(GlaGpuShape s, int n, int h, int c, int d) => StateIndex.Of(s.ValueMajor, s.ValueHeads, s.KeyDim, s.ValueDim, n, h, c, d);
 
     /// <summary>exp(b_last) of a chunk at key row c: the decay of the state over the whole chunk.</summary>
     private static float ChunkDecay(GlaGpuArgs args, GlaGpuShape s, int h, int c, int chunk)
@@ -562,7 +560,7 @@ public static class GlaGpuKernels
         for (int e = tid; e < kd * cols; e += s.GroupSize)
         {
             int c = e / cols, d = d0 + e % cols;
-            state[e] = d < s.ValueDim ? args.State[StateIndex(s, n, h, c, d)] : 0f;
+            state[e] = d < s.ValueDim ? args.State[StateAt(s, n, h, c, d)] : 0f;
         }
 
         int end = args.SequenceStart[n + 1];
@@ -608,7 +606,7 @@ public static class GlaGpuKernels
         for (int e = tid; e < kd * cols; e += s.GroupSize)
         {
             int c = e / cols, d = d0 + e % cols;
-            if (d < s.ValueDim) args.State[StateIndex(s, n, h, c, d)] = state[e];
+            if (d < s.ValueDim) args.State[StateAt(s, n, h, c, d)] = state[e];
         }
     }
 }
