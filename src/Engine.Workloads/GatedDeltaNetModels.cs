@@ -133,13 +133,15 @@ public static partial class SampleModels
     }
 
     /// <summary>
-    /// One gated delta rule call as a GatedDeltaNet node (rank-4 spelling, per-head decay given as log gates, no fused
-    /// activations) and as a LinearAttention node (gated_delta, grouped value heads), on the same random inputs (B = 1,
-    /// unit keys, zero state): the two ONNX Runtime kernels of the same math, for the benchmark.
+    /// One call of an update rule (gated_delta, or another GatedDeltaNet takes) as a GatedDeltaNet node (rank-4 spelling,
+    /// per-head decay given as log gates, no fused activations) and as a LinearAttention node (the same rule, grouped value
+    /// heads), on the same random inputs (B = 1, unit keys, zero state): the two ONNX Runtime kernels of the same math, for
+    /// the benchmark.
     /// </summary>
-    public static (OnnxModel Model, Dictionary<string, TensorData> Inputs)[] GatedDeltaNetAndLinearAttention(int qHeads, int valueHeads, int keyDim, int valueDim, int tokens, int seed = 1)
+    public static (OnnxModel Model, Dictionary<string, TensorData> Inputs)[] GatedDeltaNetAndLinearAttention(int qHeads, int valueHeads, int keyDim, int valueDim, int tokens,
+        string updateRule = "gated_delta", int seed = 1)
     {
-        var spec = new GatedDeltaNetNodeSpec { Layout = GatedDeltaNetLayout.Batched, QHeads = qHeads, ValueHeads = valueHeads, KeyDim = keyDim, ValueDim = valueDim };
+        var spec = new GatedDeltaNetNodeSpec { Layout = GatedDeltaNetLayout.Batched, QHeads = qHeads, ValueHeads = valueHeads, KeyDim = keyDim, ValueDim = valueDim, UpdateRule = updateRule };
         var gdn = GatedDeltaNetNode(spec);
         var inputs = ModelInputs.Random(gdn, new Dictionary<string, long> { ["B"] = 1, ["S"] = tokens }, seed);
         var keys = inputs["key"].As<float>();
@@ -151,14 +153,11 @@ public static partial class SampleModels
         }
         var linear = LinearAttentionNode(new LinearAttentionBlockSpec
         {
-            QHeads = qHeads, KvHeads = valueHeads, KeyDim = keyDim, ValueDim = valueDim, Rule = Onnx.Ops.UpdateRule.GatedDelta,
+            QHeads = qHeads, KvHeads = valueHeads, KeyDim = keyDim, ValueDim = valueDim, Rule = Onnx.Ops.LinearAttentionSignature.ParseRule(updateRule, "update rule"),
             Decay = DecayForm.PerHead, PastState = false,
         });
         TensorData Packed(string name) => TensorData.Create(inputs[name].As<float>(), 1, tokens, inputs[name].ElementCount / tokens);
-        var linearInputs = new Dictionary<string, TensorData>
-        {
-            ["query"] = Packed("query"), ["key"] = Packed("key"), ["value"] = Packed("value"), ["decay"] = Packed("decay"), ["beta"] = Packed("beta"),
-        };
+        var linearInputs = new[] { "query", "key", "value", "decay", "beta" }.Where(inputs.ContainsKey).ToDictionary(name => name, Packed);
         return [(gdn, inputs), (linear, linearInputs)];
     }
 

@@ -180,8 +180,8 @@ internal sealed class BenchModelCommand : EngineCommand
         Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it (hidden 2048, 16 query/key and 32 value heads of
         128, K=4; gdn-layer-fused: its fused-gate export), at each --T, and with --decode one token with past states.
         gated-delta-net times a com.microsoft GatedDeltaNet node (B=1, Hq=16, Hv=32, dk=dv=128, and Hq=4, Hv=8,
-        dk=dv=64; log-gate decay, unit keys) against ORT's GatedDeltaNet kernel, and the same math as a LinearAttention
-        node ("as LA") against ORT's LinearAttention kernel.
+        dk=dv=64, update_rule gated_delta; and Hq=16, Hv=32 with update_rule gated; log-gate decay, unit keys) against
+        ORT's GatedDeltaNet kernel, and the same math as a LinearAttention node ("as LA") against ORT's LinearAttention kernel.
         The last column is the share of the hand-over's run spent in ORT's MatMuls (its profile).
         Both sessions run with ORT's default options, whose intra-op threads spin between runs: the two take turns in
         blocks of eight runs, the first two of each block (where the other session's threads may still spin) left out.
@@ -219,11 +219,11 @@ internal sealed class BenchModelCommand : EngineCommand
             {
                 // The same gated delta rule as ORT's GatedDeltaNet node and as its LinearAttention node: each timed with the
                 // engine's kernels against ORT's own kernel of that node.
-                foreach (var (label, hq, hv, d) in GatedDeltaNetShapes)
+                foreach (var (label, hq, hv, d, rule) in GatedDeltaNetShapes)
                     foreach (int t in decode ? lengths.Append(1) : lengths)
                     {
                         string what = t == 1 ? "decode T=1" : $"T={t}";
-                        var pair = new Lazy<IReadOnlyList<(OnnxModel Model, Dictionary<string, TensorData> Inputs)>>(() => SampleModels.GatedDeltaNetAndLinearAttention(hq, hv, d, d, t));
+                        var pair = new Lazy<IReadOnlyList<(OnnxModel Model, Dictionary<string, TensorData> Inputs)>>(() => SampleModels.GatedDeltaNetAndLinearAttention(hq, hv, d, d, t, rule));
                         jobs.Add(($"gdn {label} {what}", () => Time(pair.Value[0].Model, $"gdn {label}", what, t, pair.Value[0].Inputs, host, backend, repeats, spinning)));
                         jobs.Add(($"gdn {label} as LA {what}", () => Time(pair.Value[1].Model, $"gdn {label} as LA", what, t, pair.Value[1].Inputs, host, backend, repeats, spinning)));
                     }
@@ -290,8 +290,8 @@ internal sealed class BenchModelCommand : EngineCommand
     private const string GatedDeltaNetSample = "gated-delta-net";
 
     /// <summary>GatedDeltaNet samples: Qwen3.5's layer (16 query/key heads, 32 value heads of 128) and a smaller one.</summary>
-    private static readonly (string Label, int QHeads, int ValueHeads, int HeadDim)[] GatedDeltaNetShapes =
-        [("16/32x128", 16, 32, 128), ("4/8x64", 4, 8, 64)];
+    private static readonly (string Label, int QHeads, int ValueHeads, int HeadDim, string Rule)[] GatedDeltaNetShapes =
+        [("16/32x128", 16, 32, 128, "gated_delta"), ("4/8x64", 4, 8, 64, "gated_delta"), ("16/32x128 gated", 16, 32, 128, "gated")];
 
     /// <summary>Whole-model medians, and the medians of the time spent in the taken-over nodes (from ORT's profile).</summary>
     /// <param name="MatMulShare">the share of the hand-over's node time in ORT's MatMuls, from one profile.</param>
