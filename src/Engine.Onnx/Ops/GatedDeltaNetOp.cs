@@ -297,10 +297,12 @@ internal sealed class GatedDeltaNetKernel(GatedDeltaNetConfig config, EngineDevi
         stateUpdate.AsSpan<float>().Clear();
         TransitionViews(call, stateUpdate, out var decay, out var keys, out var deltas);
         var counts = CaptureCounts(call);
+        var cu = call.CuSeqlens;
         for (int n = 0; n < call.Sequences; n++)
         {
-            int start = call.CuSeqlens is int[] cu ? cu[n] : 0, length = call.CuSeqlens is int[] bounds ? bounds[n + 1] - bounds[n] : call.ViewTokens;
-            int batch = call.CuSeqlens is null ? n : 0, taken = Math.Clamp(counts[n], 0, Math.Min(config.Capacity, length));
+            // Request n: its tokens of the packed batch (cu_seqlens), or row n of the [B, S, ..] view.
+            int start = cu is null ? 0 : cu[n], length = cu is null ? call.ViewTokens : cu[n + 1] - cu[n], batch = cu is null ? n : 0;
+            int taken = Math.Clamp(counts[n], 0, Math.Min(config.Capacity, length));
             for (int j = 0; j < taken; j++)
             {
                 int t = start + j;

@@ -37,6 +37,7 @@ public sealed unsafe class GuardedInputsTests
         var value = data.Normal((long)n * Hv * v);
         var beta = data.Uniform((long)n * Hv, 0.1, 0.9);
         var g = data.LogGates((long)n * Hv * k, 0.5);
+        var headGates = data.LogGates((long)n * Hv, 0.5);
         var initial = data.Normal((long)sequences * Hv * k * v, 0.5);
         int channels = 2 * Hq * k + Hv * v;
         var weight = data.Normal(channels * ConvWidth, 0.5);
@@ -65,10 +66,10 @@ public sealed unsafe class GuardedInputsTests
                     var options = new DeltaRuleOptions { Mode = mode, ChunkSize = 16, QkL2Norm = true };
                     if (conv) options = options with
                     {
-                        Convolution = new ShortConvolution { Weight = weight, Width = ConvWidth, InitialState = place(convInitial).ToArray(), Silu = true },
+                        Convolution = new ShortConvolution { Weight = weight, Width = ConvWidth, InitialState = convInitial, Silu = true },
                     };
                     Engine.DeltaRule.Forward<float>(device, qs, ks, vs, new ReadOnlyTensorSpan<float>(place(beta), [1, n, Hv], []),
-                        new ReadOnlyTensorSpan<float>(place(g).Slice(0, n * Hv), [1, n, Hv], []), os, init, fin, Offsets, options);
+                        new ReadOnlyTensorSpan<float>(place(headGates), [1, n, Hv], []), os, init, fin, Offsets, options);
                     break;
             }
             return [.. output, .. final];

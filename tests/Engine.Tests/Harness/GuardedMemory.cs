@@ -31,12 +31,7 @@ public sealed unsafe class GuardedMemory : IDisposable
     }
 
     /// <summary>A guarded copy of <paramref name="values"/>.</summary>
-    public static GuardedMemory Of(ReadOnlySpan<float> values, bool flushEnd)
-    {
-        var memory = new GuardedMemory((long)values.Length * sizeof(float), flushEnd);
-        values.CopyTo(memory.Span);
-        return memory;
-    }
+    public static GuardedMemory Of(ReadOnlySpan<float> values, bool flushEnd) => Of(MemoryMarshal.AsBytes(values), flushEnd);
 
     /// <summary>A guarded copy of <paramref name="bytes"/>.</summary>
     public static GuardedMemory Of(ReadOnlySpan<byte> bytes, bool flushEnd)
