@@ -47,6 +47,18 @@ public static class LogGates
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool IsValid(float x) => x <= 0f && x > float.NegativeInfinity;
 
+    /// <summary>
+    /// The chunked forms' running sums of log gates add each gate no lower than this. exp(g) of a gate this low is 0 in
+    /// fp32 (below half the smallest subnormal), and so is every factor across its token either way, since the sum drops by
+    /// at least 110 there; but a gate of, say, −1e30 would absorb every later gate of the chunk into the sum (−1e30 − 1 is
+    /// −1e30 in fp32) and make the factors between later tokens 1, and 64 gates of −1e37 would sum to −∞.
+    /// </summary>
+    public const float SumFloor = -110f;
+
+    /// <summary>A valid log gate as a running sum adds it: no lower than <see cref="SumFloor"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Summand(float gate) => gate < SumFloor ? SumFloor : gate;
+
     /// <summary>dst = exp(g) over one row of kd gates, padded with ones to kp (a multiple of 16); false when a gate is not valid.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe bool ExpRow(float* dst, float* g, int kd, int kp)

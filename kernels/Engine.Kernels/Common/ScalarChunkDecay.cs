@@ -65,7 +65,7 @@ public readonly unsafe struct ScalarChunkDecay
             {
                 float gate = gates[i * gateStride];
                 valid &= LogGates.IsValid(gate);
-                acc += gate;
+                acc += LogGates.Summand(gate);
             }
             b[i] = acc;
         }

@@ -537,7 +537,7 @@ public static class DeltaRuleGpuKernels
             float acc = 0f;
             for (int i = 0; i < len; i++)
             {
-                if (s.PerHead) acc += args.G[(long)(cs + i) * hv + h];
+                if (s.PerHead) acc += LogGates.Summand(args.G[(long)(cs + i) * hv + h]);
                 sG[i] = acc;
                 sBeta[i] = args.Beta[(long)(cs + i) * hv + h];
             }
@@ -550,7 +550,7 @@ public static class DeltaRuleGpuKernels
                 for (int i = 0; i < len; i++)
                 {
                     long at = ((long)(cs + i) * hv + h) * kd + c;
-                    acc += args.G[at];
+                    acc += LogGates.Summand(args.G[at]);
                     args.CumulativeGate[at] = acc;
                 }
             }

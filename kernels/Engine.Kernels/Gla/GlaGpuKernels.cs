@@ -321,7 +321,8 @@ public static class GlaGpuKernels
                 // The loads read a valid token (the chunk's last again past its end) whatever the guards.
                 long at0 = at + i * perToken, at1 = at + Math.Min(i + 1, len - 1) * perToken;
                 long at2 = at + Math.Min(i + 2, len - 1) * perToken, at3 = at + Math.Min(i + 3, len - 1) * perToken;
-                float g0 = args.G[at0], g1 = args.G[at1], g2 = args.G[at2], g3 = args.G[at3];
+                float g0 = LogGates.Summand(args.G[at0]), g1 = LogGates.Summand(args.G[at1]);
+                float g2 = LogGates.Summand(args.G[at2]), g3 = LogGates.Summand(args.G[at3]);
                 sum += g0;
                 args.CumulativeGate[at0] = sum;
                 if (i + 1 < len) { sum += g1; args.CumulativeGate[at1] = sum; }

@@ -30,7 +30,7 @@ public sealed class DeltaRuleCase : AttentionCase
 
     public override string Name =>
         $"{(Gate == GateKind.None ? "delta" : $"gated-delta {Gate} gate×{GateScale}")} {Batch} {HeadCounts} K{K} V{V} β{Beta} C{Chunk} {Mode}" +
-        (Fp16 ? " fp16" : "") + (WithInitialState ? " h0" : "") + (Scale is null ? "" : $" scale{Scale}") + (QkL2Norm ? " l2norm" : "");
+        (Fp16 ? " fp16" : "") + (WithInitialState ? " h0" : "") + (Scale is null ? "" : $" scale{Scale}") + (QkL2Norm ? " l2norm" : "") + Extreme;
 
     public DeltaRuleConfig Config => new(Heads, Gate, Scale ?? 1f / MathF.Sqrt(K), Chunk, QkL2Norm);
 
@@ -56,7 +56,7 @@ public sealed class DeltaRuleCase : AttentionCase
         var k = QkL2Norm ? data.Normal(bt * Hk * K, 3.0) : data.UnitRows(bt * Hk, K);
         var v = data.Normal(bt * Hv * V);
         var beta = Beta == BetaKind.One ? Enumerable.Repeat(1f, (int)(bt * Hv)).ToArray() : data.Uniform(bt * Hv, 0.02, 0.98);
-        var g = data.LogGates(bt * GatePerToken, GateScale);
+        var g = LogGates(data, bt * GatePerToken, GateScale);
         var h0 = WithInitialState ? data.Normal((long)Sequences * Hv * K * V, 0.5) : new float[(long)Sequences * Hv * K * V];
         return (Rounded(q), Rounded(k), Rounded(v), Rounded(beta), Rounded(g), h0);
     }
@@ -155,6 +155,9 @@ public static class DeltaRuleCases
             foreach (var gate in Gates)
                 yield return new DeltaRuleCase { B = 2, T = 150, Hq = 2, Hkv = 2, ValueGroup = 2, K = 64, V = 64, Gate = gate, QkL2Norm = true, WithInitialState = true };
             yield return new DeltaRuleCase { B = 1, T = 100, Hq = 2, Hkv = 2, ValueGroup = 4, K = 64, V = 64, Fp16 = true, QkL2Norm = true, WithInitialState = true };
+            foreach (var extreme in AttentionCase.ExtremeGates)
+                foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead })
+                    yield return new DeltaRuleCase { B = 1, T = 45, Hq = 1, Hkv = 1, K = 16, V = 12, Gate = gate, Chunk = 64, WithInitialState = true, ExtremeGate = extreme.Gate, ExtremeEvery = extreme.Every };
         }
     }
 }

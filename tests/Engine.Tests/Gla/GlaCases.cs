@@ -19,7 +19,7 @@ public sealed class GlaCase : AttentionCase
 
     public override string Name =>
         $"gla {Gate} {Batch} {HeadCounts} K{K} V{V} gate×{GateScale} C{Chunk} {Mode}" +
-        (Fp16 ? " fp16" : "") + (WithInitialState ? " h0" : "") + (Scale is null ? "" : $" scale{Scale}");
+        (Fp16 ? " fp16" : "") + (WithInitialState ? " h0" : "") + (Scale is null ? "" : $" scale{Scale}") + Extreme;
 
     private (float[] q, float[] k, float[] v, float[] g, float[] h0) Inputs()
     {
@@ -30,8 +30,8 @@ public sealed class GlaCase : AttentionCase
         var v = data.Normal(bt * Hv * V);
         var g = Gate switch
         {
-            GateKind.PerKey => data.LogGates(bt * Hv * K, GateScale),
-            GateKind.PerHead => data.LogGates(bt * Hv, GateScale),
+            GateKind.PerKey => LogGates(data, bt * Hv * K, GateScale),
+            GateKind.PerHead => LogGates(data, bt * Hv, GateScale),
             _ => [],
         };
         var h0 = WithInitialState ? data.Normal((long)Sequences * Hv * K * V, 0.5) : new float[(long)Sequences * Hv * K * V];
@@ -128,6 +128,9 @@ public static class GlaCases
             yield return new GlaCase { B = 2, T = 150, Hq = 2, Hkv = 2, ValueGroup = 2, K = 64, V = 64, WithInitialState = true };
             yield return new GlaCase { B = 2, T = 100, Hq = 2, Hkv = 2, ValueGroup = 2, K = 64, V = 48, Mode = AttentionMode.Recurrent, WithInitialState = true };
             yield return new GlaCase { B = 1, T = 100, Hq = 2, Hkv = 2, ValueGroup = 2, K = 64, V = 64, Gate = GateKind.PerHead, Fp16 = true, WithInitialState = true };
+            foreach (var extreme in AttentionCase.ExtremeGates)
+                foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead })
+                    yield return new GlaCase { B = 1, T = 45, Hq = 2, Hkv = 2, K = 16, V = 12, Gate = gate, Chunk = 64, WithInitialState = true, ExtremeGate = extreme.Gate, ExtremeEvery = extreme.Every };
         }
     }
 }

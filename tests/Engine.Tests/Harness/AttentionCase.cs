@@ -22,8 +22,22 @@ public abstract class AttentionCase : OpCase
     public bool Fp16 { get; init; }
     public int[]? SeqLens { get; init; }
     public bool? SmallOverride { get; init; }
+    /// <summary>Every <see cref="ExtremeEvery"/>-th log gate set to this (fp32 cases): a reset (−1e30), sums past fp32's range (−1e37).</summary>
+    public float? ExtremeGate { get; init; }
+    public int ExtremeEvery { get; init; } = 1;
+
+    /// <summary>
+    /// Valid log gates a chunk's running sum cannot hold: a reset now and then among ordinary gates (the later gates must not be
+    /// absorbed into the sum), and gates whose sum over a chunk passes fp32's range.
+    /// </summary>
+    public static readonly (float Gate, int Every)[] ExtremeGates = [(-1e30f, 7), (-1e37f, 1), (-float.MaxValue, 3)];
+
+    /// <summary>" g=-1E+030/7" for names.</summary>
+    protected string Extreme => ExtremeGate is float x ? $" g={x:E0}/{ExtremeEvery}" : "";
 
     public override bool Half => Fp16;
+
+    public override double Tolerance => ExtremeGate is null ? base.Tolerance : Numerics.ResetGateTolerance;
 
     public int Hk => Hkv;
     public int Hv => Hkv * ValueGroup;
@@ -48,6 +62,15 @@ public abstract class AttentionCase : OpCase
 
     /// <summary>The generator of this case's inputs: its seed follows its name, the same in every process.</summary>
     protected TestData Data() => new(StableSeed(Name));
+
+    /// <summary>Log gates of the given strength, every <see cref="ExtremeEvery"/>-th one (flat index) <see cref="ExtremeGate"/> when given.</summary>
+    protected float[] LogGates(TestData data, long length, double scale)
+    {
+        var g = data.LogGates(length, scale);
+        if (ExtremeGate is float x)
+            for (long i = 0; i < length; i += ExtremeEvery) g[i] = x;
+        return g;
+    }
 
     /// <summary>Rounds an input through fp16 when the case runs in fp16.</summary>
     protected float[] Rounded(float[] a) => Fp16 ? TestData.RoundToHalf(a) : a;

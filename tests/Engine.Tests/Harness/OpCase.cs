@@ -15,7 +15,7 @@ public abstract class OpCase
     /// <summary>fp16 in/out: compared at <see cref="Numerics.Fp16Tolerance"/>.</summary>
     public virtual bool Half => false;
 
-    public double Tolerance => Half ? Numerics.Fp16Tolerance : Numerics.Fp32Tolerance;
+    public virtual double Tolerance => Half ? Numerics.Fp16Tolerance : Numerics.Fp32Tolerance;
 
     /// <summary>The float64 reference outputs, by name.</summary>
     public abstract IReadOnlyDictionary<string, double[]> Reference();
