@@ -121,7 +121,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             inputs.KeepConvolutionState(conv, op.Heads);
             if (!cpu) inputs.Convolve(conv, op.Heads, exact: device.Backend == Backend.Reference);
         }
-        var batch = inputs.Batch(options.Mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span, cpu ? conv : null, cpu ? norm : null);
+        var batch = inputs.Batch(options.CheckedMode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span, cpu ? conv : null, cpu ? norm : null);
         if (device.Backend == Backend.Gpu)
         {
             using var init = FloatInput.From(initialState);
@@ -174,22 +174,26 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu, scheduler);
         using var output = new FloatOutput<T>(t.Output, "output");
         var batch = inputs.Batch(mode == AttentionMode.Chunked, call.Shapes.Sequences, output.Span);
-        if (state.Current is GpuState gpu)
+        // The kernels write the spare, from the current state; a call refused after they ran leaves the current one as it was.
+        if (state.Current is GpuState current)
         {
-            // The GPU kernels update the state in place: q, k, v are checked before they run.
             inputs.RequireFinite();
             using var lease = op.LeaseGpu(device);
-            AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, gpu.View);
+            var spare = (GpuState)state.Spare;
+            lock (device.Gpu.Lock)
+            {
+                spare.CopyFrom(current);
+                AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, spare.View);
+            }
             OutputCheck.AfterRun(batch, op.Heads, default, scheduler);
         }
         else
         {
-            // The kernel reads the current state and writes the spare; a refused call leaves the current one as it was.
-            var current = (HostState)state.Current;
-            RunOnHost(device, op, scheduler, batch, ((HostState)state.Spare).Span, current.Span);
-            OutputCheck.AfterRun(batch, op.Heads, current.Span, scheduler);
-            state.Swap();
+            var initial = ((HostState)state.Current).Span;
+            RunOnHost(device, op, scheduler, batch, ((HostState)state.Spare).Span, initial);
+            OutputCheck.AfterRun(batch, op.Heads, initial, scheduler);
         }
+        state.Swap();
         output.Commit();
     }
 
@@ -237,7 +241,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             var state = finalState is null
                 ? lease.Kernel.Buffers.Get<float>(nameof(AttentionGpuViews.State), stateLength)
                 : finalState.ViewFor(device, "final_state");
-            failure = RunOnDevice(run, lease.Kernel, op, options.Mode == AttentionMode.Chunked, call.Shapes.Sequences, t, state,
+            failure = RunOnDevice(run, lease.Kernel, op, options.CheckedMode == AttentionMode.Chunked, call.Shapes.Sequences, t, state,
                 r => r.LoadState(state, initialState, finalState, "initial_state"));
         }
         if (failure is { } f) throw Refusal(f);

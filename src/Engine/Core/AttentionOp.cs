@@ -33,6 +33,11 @@ public abstract record AttentionOptions
     /// </summary>
     public StateLayout StateLayout { get; init; } = StateLayout.KeyMajor;
 
+    /// <summary>The option checked: a defined <see cref="AttentionMode"/>.</summary>
+    internal AttentionMode CheckedMode => Enum.IsDefined(Mode)
+        ? Mode
+        : throw new ArgumentException($"mode must be Chunked or Recurrent, got {(int)Mode}", "options");
+
     /// <summary>The option checked: a defined <see cref="StateLayout"/>.</summary>
     internal StateLayout CheckedStateLayout => Enum.IsDefined(StateLayout)
         ? StateLayout

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using Engine.Kernels.Common;
 
 namespace Engine;
 
@@ -22,28 +23,29 @@ public enum AttentionMode
     Recurrent,
 }
 
-/// <summary>An attention op's output [B,T,max(Hq,Hv),V] and final state [N,Hv,K,V] (fp32).</summary>
+/// <summary>An attention op's output [B,T,max(Hq,Hv),V] and final state [N,Hv,K,V] (fp32; [N,Hv,V,K] value-major).</summary>
 public sealed record AttentionResult<T>(Tensor<T> Output, Tensor<float> FinalState)
 {
     /// <summary>
     /// An uninitialized output and final state for a call on q, k, v of these shapes (the convenience forms' own);
-    /// the call they feed checks every shape.
+    /// the call they feed checks every shape. The final state is laid out as <paramref name="layout"/> says.
     /// </summary>
-    public static AttentionResult<T> Allocate(ReadOnlySpan<nint> q, ReadOnlySpan<nint> k, ReadOnlySpan<nint> v, ReadOnlySpan<int> cuSeqlens = default)
+    public static AttentionResult<T> Allocate(ReadOnlySpan<nint> q, ReadOnlySpan<nint> k, ReadOnlySpan<nint> v, ReadOnlySpan<int> cuSeqlens = default,
+        StateLayout layout = StateLayout.KeyMajor)
     {
         TensorArgs.RequireRank(q, "q", 4, "(B, T, Hq, K)");
         TensorArgs.RequireRank(k, "k", 4, "(B, T, Hk, K)");
         TensorArgs.RequireRank(v, "v", 4, "(B, T, Hv, V)");
         nint sequences = cuSeqlens.Length > 0 ? cuSeqlens.Length - 1 : q[0];
         return new AttentionResult<T>(Tensor.CreateFromShapeUninitialized<T>([q[0], q[1], Math.Max(q[2], v[2]), v[3]]),
-            Tensor.CreateFromShapeUninitialized<float>([sequences, v[2], k[3], v[3]]));
+            Tensor.CreateFromShapeUninitialized<float>(layout == StateLayout.ValueMajor ? [sequences, v[2], v[3], k[3]] : [sequences, v[2], k[3], v[3]]));
     }
 
-    internal static AttentionResult<T> Allocate(Tensor<T> q, Tensor<T> k, Tensor<T> v, int[]? cuSeqlens)
+    internal static AttentionResult<T> Allocate(Tensor<T> q, Tensor<T> k, Tensor<T> v, int[]? cuSeqlens, AttentionOptions? options)
     {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
-        return Allocate(q.Lengths, k.Lengths, v.Lengths, cuSeqlens);
+        return Allocate(q.Lengths, k.Lengths, v.Lengths, cuSeqlens, options?.StateLayout ?? StateLayout.KeyMajor);
     }
 }

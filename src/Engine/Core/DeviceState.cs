@@ -17,6 +17,9 @@ internal abstract class DeviceState : IDisposable
     public abstract void Clear();
     public abstract void Dispose();
 
+    /// <summary>Copies another state of the same length and backend.</summary>
+    public abstract void CopyFrom(DeviceState source);
+
     /// <summary>A state of this length from the device's pool (made on first use): a whole-sequence call allocates no device memory in steady state.</summary>
     public static KernelLease<DeviceState> Lease(EngineDevice device, long length) => device.Lease((typeof(DeviceState), length), () => Create(device, length));
 
@@ -43,6 +46,7 @@ internal sealed class HostState : DeviceState
     public override void Load(ReadOnlySpan<float> source) => source.CopyTo(Span);
     public override void Store(Span<float> destination) => Span.CopyTo(destination);
     public override void Clear() => Span.Clear();
+    public override void CopyFrom(DeviceState source) => ((HostState)source).Span.CopyTo(Span);
 
     public override void Dispose()
     {
@@ -82,8 +86,11 @@ internal sealed class GpuState : DeviceState
         lock (_runtime.Lock) Buffer.MemSetToZero();
     }
 
-    /// <summary>Copies another state of the same length on the device (enqueued on the stream; the caller holds the runtime's lock).</summary>
-    public void CopyFrom(GpuState source) => View.CopyFrom(_runtime.Accelerator.DefaultStream, source.View);
+    /// <summary>Copies on the device, enqueued on the stream ahead of the kernels that read it.</summary>
+    public override void CopyFrom(DeviceState source)
+    {
+        lock (_runtime.Lock) View.CopyFrom(_runtime.Accelerator.DefaultStream, ((GpuState)source).View);
+    }
 
     public override void Dispose() => Buffer.Dispose();
 }

@@ -2,9 +2,8 @@ namespace Engine;
 
 /// <summary>
 /// A session's state: the current one, and a spare the next call writes while reading the current one, swapped in
-/// only when the call succeeds — so a call refused after its kernel ran leaves the session as it was. On the GPU the
-/// spare serves the calls on device tensors, whose values are checked as the kernels run (on host tensors they are
-/// checked before, and the kernels update the current state in place).
+/// only when the call succeeds — so a call refused after its kernel ran (an output that overflowed, a value the device
+/// checks found) leaves the session as it was. On the GPU the spare starts each call as a device copy of the current one.
 /// </summary>
 internal sealed class SessionState(EngineDevice device, long length) : IDisposable
 {

@@ -61,6 +61,7 @@ public abstract class StatefulSession : IDisposable
     private protected UseScope Use()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (Device.IsDisposed) throw new ObjectDisposedException(nameof(EngineDevice), $"{GetType().Name}: its device was disposed, and its state with it");
         if (Interlocked.Exchange(ref _busy, 1) != 0)
             throw new InvalidOperationException($"{GetType().Name} is already running a call on another thread: a session carries one state and serves one thread at a time (use one session per thread; devices may be shared)");
         return new UseScope(this);

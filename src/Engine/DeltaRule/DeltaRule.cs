@@ -152,7 +152,7 @@ public static class DeltaRule
         DeltaRuleOptions? options = null, Tensor<float>? initialState = null, int[]? cuSeqlens = null) where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(beta);
-        var (output, finalState) = AttentionResult<T>.Allocate(q, k, v, cuSeqlens);
+        var (output, finalState) = AttentionResult<T>.Allocate(q, k, v, cuSeqlens, options);
         Forward(device, q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(), beta.AsReadOnlyTensorSpan(),
             g is null ? default : g.AsReadOnlyTensorSpan(), output.AsTensorSpan(),
             initialState is null ? default : initialState.AsReadOnlyTensorSpan(), finalState.AsTensorSpan(), cuSeqlens, options);

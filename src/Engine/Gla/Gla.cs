@@ -60,7 +60,7 @@ public static class Gla
     public static AttentionResult<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T>? g,
         GlaOptions? options = null, Tensor<float>? initialState = null, int[]? cuSeqlens = null) where T : unmanaged
     {
-        var (output, finalState) = AttentionResult<T>.Allocate(q, k, v, cuSeqlens);
+        var (output, finalState) = AttentionResult<T>.Allocate(q, k, v, cuSeqlens, options);
         Forward(device, q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(),
             g is null ? default : g.AsReadOnlyTensorSpan(), output.AsTensorSpan(),
             initialState is null ? default : initialState.AsReadOnlyTensorSpan(), finalState.AsTensorSpan(), cuSeqlens, options);
@@ -128,6 +128,7 @@ internal sealed class GlaOp(GlaConfig config) : AttentionOp
     /// <summary>The op for these heads and gate, its options checked (the only place they are).</summary>
     public static GlaOp Create(HeadLayout heads, GateKind gate, GlaOptions options, float[]? constantLogDecay = null)
     {
+        if (!Enum.IsDefined(gate)) throw new ArgumentException($"gate must be one of {string.Join(", ", Enum.GetNames<GateKind>())}, got {(int)gate}", nameof(gate));
         float scale = options.Scale ?? 1f / MathF.Sqrt(heads.KeyDim);
         if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", "options");
         if (Array.IndexOf(GlaConfig.ChunkSizes, options.ChunkSize) < 0)

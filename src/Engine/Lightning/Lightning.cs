@@ -82,7 +82,7 @@ public static class Lightning
     public static AttentionResult<T> Forward<T>(EngineDevice device, Tensor<T> q, Tensor<T> k, Tensor<T> v,
         LightningOptions? options = null, Tensor<float>? initialState = null, int[]? cuSeqlens = null) where T : unmanaged
     {
-        var (output, finalState) = AttentionResult<T>.Allocate(q, k, v, cuSeqlens);
+        var (output, finalState) = AttentionResult<T>.Allocate(q, k, v, cuSeqlens, options);
         Forward(device, q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(), output.AsTensorSpan(),
             initialState is null ? default : initialState.AsReadOnlyTensorSpan(), finalState.AsTensorSpan(), cuSeqlens, options);
         return new AttentionResult<T>(output, finalState);

@@ -337,7 +337,11 @@ public sealed class LsslSession : StatefulSession
         using var use = Use();
         var (batch, length) = LsslCall.Describe(_layer, u.Lengths, y.Lengths, this);
         var resolved = _layer.ResolveMode(Device, batch, length, mode, stateIn: true, stateOut: true);
-        LsslCall.Run(Device, _scheduler, _layer, resolved, batch, length, u, y, State, initialStateIsZero: false, needFinalState: true);
+        // The kernels run on the spare, a copy of the current state: a refused call (y overflowed) leaves the session as it was.
+        var spare = States.Spare;
+        spare.CopyFrom(State);
+        LsslCall.Run(Device, _scheduler, _layer, resolved, batch, length, u, y, spare, initialStateIsZero: false, needFinalState: true);
+        States.Swap();
         return resolved;
     }
 

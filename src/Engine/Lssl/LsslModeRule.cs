@@ -20,6 +20,7 @@ public static class LsslModeRule
 
     public static LsslMode Resolve(LsslMode mode, Backend backend, LsslConfig config, int batch, int length, bool stateIn, bool stateOut)
     {
+        if (!Enum.IsDefined(mode)) throw new ArgumentException($"mode must be one of {string.Join(", ", Enum.GetNames<LsslMode>())}, got {(int)mode}", nameof(mode));
         if (backend == Backend.Reference) return LsslMode.Recurrent;
         if (mode != LsslMode.Auto) return mode;
         if (length < config.ChunkLength) return LsslMode.Recurrent;

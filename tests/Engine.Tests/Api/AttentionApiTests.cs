@@ -31,6 +31,27 @@ public sealed class AttentionApiTests
         return a;
     }
 
+    /// <summary>An enum value no member names is refused where it is given, on every backend (the reference ran some as another).</summary>
+    [TestCase(Backend.Reference)]
+    [TestCase(Backend.Cpu)]
+    public void UndefinedEnumValuesAreRefused(Backend backend)
+    {
+        var device = backend == Backend.Reference ? TestDevices.Reference : Cpu;
+        var (q, k, v, g, _) = Inputs();
+        Assert.Multiple(() =>
+        {
+            Assert.That(() => new GlaSession(device, 1, new HeadLayout(H, H, K, V), (GateKind)99),
+                Throws.ArgumentException.With.Property("ParamName").EqualTo("gate").And.Message.Contain("99"));
+            Assert.That(() => Engine.Gla.Forward(device, q, k, v, g, new GlaOptions { Mode = (AttentionMode)5 }),
+                Throws.ArgumentException.With.Property("ParamName").EqualTo("options").And.Message.Contain("mode"));
+            using var layer = new LsslLayer(Tensor.Create(Enumerable.Repeat(-1f, 4).ToArray(), [1, 4]), Tensor.Create(new float[4], [1, 4]),
+                Tensor.Create(new float[4], [1, 4]), Tensor.Create(new float[1], [1]), Tensor.Create(new[] { 0.1f }, [1]),
+                new LsslOptions { StateMatrix = LsslStateMatrix.Diagonal });
+            Assert.That(() => layer.Forward(device, Tensor.Create(new float[3], [1, 3, 1]), (LsslMode)9),
+                Throws.ArgumentException.With.Property("ParamName").EqualTo("mode"));
+        });
+    }
+
     /// <summary>Counts the work items it runs and checks every worker index is in range.</summary>
     private sealed class CountingScheduler(int workers) : IWorkScheduler
     {
@@ -285,29 +306,45 @@ public sealed class NonFiniteInputTests
         Assert.That(e.Message, Does.Contain("overflow"));
     }
 
-    [TestCase(AttentionMode.Chunked)]
-    [TestCase(AttentionMode.Recurrent)]
-    public void ARefusedSessionCallLeavesTheStateAsItWas(AttentionMode mode)
+    public static IEnumerable<TestCaseData> RefusedSessionCalls() =>
+        from backend in new[] { TestBackend.Cpu, TestBackend.GpuOnCpuAccelerator }
+        from mode in new[] { AttentionMode.Chunked, AttentionMode.Recurrent }
+        from overflow in new[] { false, true }
+        select new TestCaseData(backend, mode, overflow).SetName($"a refused session call leaves the state: {(overflow ? "output overflow" : "infinite q")}, {mode} on {backend}");
+
+    /// <summary>Refused before the kernels run (an infinite q) or after (finite inputs whose output overflows): the session's state as it was, and it goes on.</summary>
+    [TestCaseSource(nameof(RefusedSessionCalls))]
+    public void ARefusedSessionCallLeavesTheStateAsItWas(TestBackend backend, AttentionMode mode, bool overflow)
     {
         var data = new TestData(5);
         var (q, k, v, g) = (data.Normal(T * H * K), data.Normal(T * H * K), data.Normal(T * H * V), data.LogGates(T * H * K, 0.5));
-        using var session = new GlaSession(TestDevices.Get(TestBackend.Cpu), 1, new HeadLayout(H, H, K, V), GateKind.PerKey);
+        using var session = new GlaSession(TestDevices.Get(backend), 1, new HeadLayout(H, H, K, V), GateKind.PerKey);
         var output = new float[T * H * V];
-        void Call(float[] qs)
+        void Call(float[] qs, float[] vs)
         {
-            var (qt, kt, vt, gt) = (Tensor.Create(qs, [1, T, H, K]), Tensor.Create(k, [1, T, H, K]), Tensor.Create(v, [1, T, H, V]), Tensor.Create(g, [1, T, H, K]));
+            var (qt, kt, vt, gt) = (Tensor.Create(qs, [1, T, H, K]), Tensor.Create(k, [1, T, H, K]), Tensor.Create(vs, [1, T, H, V]), Tensor.Create(g, [1, T, H, K]));
             var ot = Tensor.Create(output, [1, T, H, V]);
             if (mode == AttentionMode.Chunked) session.Prefill(qt, kt, vt, gt, ot);
             else session.Step(qt, kt, vt, gt, ot);
         }
-        Call(q);
-        var before = new float[H * K * V];
-        session.GetState(new TensorSpan<float>(before, [1, H, K, V]));
-        var bad = (float[])q.Clone();
-        bad[^1] = float.PositiveInfinity;
-        Assert.Throws<ArgumentException>(() => Call(bad));
-        var after = new float[H * K * V];
-        session.GetState(new TensorSpan<float>(after, [1, H, K, V]));
-        Assert.That(after, Is.EqualTo(before), "the refused call left the state as it was");
+        float[] State()
+        {
+            var state = new float[H * K * V];
+            session.GetState(new TensorSpan<float>(state, [1, H, K, V]));
+            return state;
+        }
+        Call(q, v);
+        var before = State();
+        var (badQ, badV) = ((float[])q.Clone(), (float[])v.Clone());
+        if (overflow)
+        {
+            Array.Fill(badQ, 1e20f);
+            Array.Fill(badV, 1e20f);
+        }
+        else badQ[^1] = float.PositiveInfinity;
+        var e = Assert.Throws<ArgumentException>(() => Call(badQ, badV))!;
+        Assert.That(e.ParamName, Is.EqualTo(overflow ? "output" : "q"));
+        Assert.That(State(), Is.EqualTo(before), "the refused call left the state as it was");
+        Assert.DoesNotThrow(() => Call(q, v), "the session goes on");
     }
 }

@@ -141,4 +141,31 @@ public sealed class StateLayoutTests
         Assert.That(e.ParamName, Is.EqualTo("initial_state"));
         Assert.That(e.Message, Does.Contain("expected shape [1, 1, 8, 16] (N, Hv, V, K)"));
     }
+
+    /// <summary>The convenience forms allocate the final state in the layout asked for, also where K ≠ V tells the two apart.</summary>
+    [TestCase("Gla")]
+    [TestCase("Lightning")]
+    [TestCase("DeltaRule")]
+    public void TheConvenienceFormsAllocateAValueMajorState(string op)
+    {
+        const int t = 5, k = 4, v = 8;
+        var data = new TestData(4);
+        var (q, keys, values) = (Tensor.Create(data.Normal(t * k), [1, t, 1, k]), Tensor.Create(data.UnitRows(t, k), [1, t, 1, k]), Tensor.Create(data.Normal(t * v), [1, t, 1, v]));
+        var beta = Tensor.Create(data.Uniform(t, 0.1, 0.9), [1, t, 1]);
+        var device = TestDevices.Get(TestBackend.Cpu);
+        AttentionResult<float> Run(StateLayout layout) => op switch
+        {
+            "Gla" => Engine.Gla.Forward(device, q, keys, values, null, new GlaOptions { StateLayout = layout }),
+            "Lightning" => Engine.Lightning.Forward(device, q, keys, values, new LightningOptions { StateLayout = layout }),
+            _ => Engine.DeltaRule.Forward(device, q, keys, values, beta, null, new DeltaRuleOptions { StateLayout = layout }),
+        };
+        var keyMajor = Run(StateLayout.KeyMajor);
+        var valueMajor = Run(StateLayout.ValueMajor);
+        Assert.That(valueMajor.FinalState.Lengths.ToArray(), Is.EqualTo(new nint[] { 1, 1, v, k }));
+        var expected = new float[k * v];
+        keyMajor.FinalState.FlattenTo(expected);
+        var actual = new float[k * v];
+        valueMajor.FinalState.FlattenTo(actual);
+        Assert.That(actual, Is.EqualTo(TransposeHeads(expected, k, v)));
+    }
 }

@@ -1,0 +1,68 @@
+using System.Numerics.Tensors;
+using Engine.Kernels.Common;
+using Engine.Tests.Harness;
+using NUnit.Framework;
+
+namespace Engine.Tests.Api;
+
+/// <summary>A session outliving its device, and an LSSL session's refused call: clear refusals, the state as it was.</summary>
+[TestFixture]
+public sealed class SessionLifetimeTests
+{
+    private static Tensor<float> Filled(float value, params nint[] shape) =>
+        Tensor.Create(Enumerable.Repeat(value, (int)shape.Aggregate((nint)1, (a, d) => a * d)).ToArray(), shape);
+
+    private static LsslLayer DiagonalLayer() => new(Filled(-1f, 2, 4), Filled(1f, 2, 4), Filled(1f, 2, 4), Filled(2f, 2), Filled(0.01f, 2),
+        new LsslOptions { StateMatrix = LsslStateMatrix.Diagonal });
+
+    [TestCase(Backend.Cpu)]
+    [TestCase(Backend.Gpu)]
+    public void ASessionWhoseDeviceWasDisposedRefusesEveryCall(Backend backend)
+    {
+        // Devices of their own: the shared test devices live to the end of the run.
+        var device = EngineDevice.Create(backend, new EngineDeviceOptions { Gpu = GpuPreference.CpuAccelerator });
+        using var gla = new GlaSession(device, 1, new HeadLayout(1, 1, 4, 4), GateKind.None);
+        using var layer = DiagonalLayer();
+        using var lssl = layer.CreateSession(device, 1);
+        device.Dispose();
+        var state = new float[16];
+        Action[] calls =
+        [
+            () => gla.GetState(new TensorSpan<float>(state, [1, 1, 4, 4])),
+            () => gla.SetState(new ReadOnlyTensorSpan<float>(state, [1, 1, 4, 4])),
+            () => gla.ResetState(),
+            () => gla.Step(Filled(1f, 1, 1, 1, 4), Filled(1f, 1, 1, 1, 4), Filled(1f, 1, 1, 1, 4), null, Filled(0f, 1, 1, 1, 4)),
+            () => lssl.GetState(new TensorSpan<float>(new float[8], [1, 2, 4])),
+            () => lssl.Step(Filled(1f, 1, 1, 2), Filled(0f, 1, 1, 2)),
+        ];
+        foreach (var call in calls)
+            Assert.That(() => call(), Throws.InstanceOf<ObjectDisposedException>().With.Message.Contain("device"));
+    }
+
+    [TestCase(Backend.Reference)]
+    [TestCase(Backend.Cpu)]
+    [TestCase(Backend.Gpu)]
+    public void ARefusedLsslSessionCallLeavesTheStateAsItWas(Backend backend)
+    {
+        var device = backend switch
+        {
+            Backend.Reference => TestDevices.Reference,
+            Backend.Cpu => TestDevices.Get(TestBackend.Cpu),
+            _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator),
+        };
+        using var layer = DiagonalLayer();
+        using var session = layer.CreateSession(device, 1);
+        var u = new TestData(3).Normal(6);
+        session.Step(Tensor.Create(u, [1, 3, 2]), Filled(0f, 1, 3, 2));
+        float[] State()
+        {
+            var state = new float[8];
+            session.GetState(new TensorSpan<float>(state, [1, 2, 4]));
+            return state;
+        }
+        var before = State();
+        var e = Assert.Throws<ArgumentException>(() => session.Step(Filled(2e38f, 1, 1, 2), Filled(0f, 1, 1, 2)))!;
+        Assert.That(e.Message, Does.Contain("overflowed"));
+        Assert.That(State(), Is.EqualTo(before), "the refused call left the state as it was");
+    }
+}
