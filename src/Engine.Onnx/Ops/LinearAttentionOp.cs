@@ -163,8 +163,8 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
             throw new ModelNodeException($"{node}: update_rule '{ruleText}' has no engine kernel in this build");
         float scale = info.Float("scale") ?? 0f;
         if (!float.IsFinite(scale)) throw new ModelNodeException($"{node}: scale must be finite, got {scale}");
+        // A hint, as ORT's CPU kernel takes it too: a size the kernels do not run (0 and negative ones included) falls back to the default.
         long? chunk = info.Int("chunk_size");
-        if (chunk < 1) throw new ModelNodeException($"{node}: chunk_size must be positive, got {chunk}");
 
         int inputs = info.InputCount;
         if (inputs > LinearAttentionSignature.EngineInputNames.Length)

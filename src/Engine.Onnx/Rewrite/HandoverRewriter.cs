@@ -1,3 +1,4 @@
+using Engine.Kernels.DeltaRule;
 using Engine.Onnx.Ops;
 using Engine.Onnx.Proto;
 
@@ -171,6 +172,12 @@ public static class HandoverRewriter
                     $"{what}, {keyHeads} key heads shared by the value heads: the engine's kernels take min(q_num_heads, kv_num_heads) key heads, left to ORT"));
                 return;
             }
+            if (LinearAttentionSignature.UsesBeta(rule) && DeltaRuleHeadDimsProblem(LinearAttentionHeadDims(node, hints)) is string dims)
+            {
+                node.Domain = MicrosoftDomain;
+                nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain, $"{what}, {dims}, left to ORT"));
+                return;
+            }
             node.Domain = EngineDomain;
             nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, EngineDomain, what));
         }
@@ -197,7 +204,8 @@ public static class HandoverRewriter
         string what = $"update_rule {ruleText}" + (gate == "none" ? "" : $", gate_activation {gate}");
         string? reason = !capabilities.EngineOps.Contains(GatedDeltaNetSignature.OpType) ? "no engine kernel in this build"
             : !capabilities.Takes(rule) ? "no engine kernel for this rule in this build"
-            : GatedDeltaNetSignature.NotTaken(elementType?.ToString().ToLowerInvariant());
+            : GatedDeltaNetSignature.NotTaken(elementType?.ToString().ToLowerInvariant())
+            ?? (LinearAttentionSignature.UsesBeta(rule) ? DeltaRuleHeadDimsProblem(GatedDeltaNetHeadDims(node, hints)) : null);
         if (reason is null)
         {
             node.Domain = EngineDomain;
@@ -233,6 +241,35 @@ public static class HandoverRewriter
         if (LinearAttentionSignature.KeyWidthProblem(qHeads, kvHeads, dk, keyWidth) is not string problem) return null;
         if (keyWidth % dk == 0 && keyWidth > 0 && kvHeads % (keyWidth / dk) == 0) return keyWidth / dk;
         throw new ModelNodeException($"{name}: {problem}");
+    }
+
+    /// <summary>Why the delta rule's kernels cannot run heads of these dims, or null (they can, or the model does not say).</summary>
+    private static string? DeltaRuleHeadDimsProblem((long? Key, long? Value) dims) =>
+        dims.Key > DeltaRuleConfig.MaxKeyDim ? $"key head dim {dims.Key} (the delta rule's kernels take up to {DeltaRuleConfig.MaxKeyDim})"
+        : dims.Value > DeltaRuleConfig.MaxValueDim ? $"value head dim {dims.Value} (the delta rule's kernels take up to {DeltaRuleConfig.MaxValueDim})"
+        : null;
+
+    /// <summary>dk and dv of a LinearAttention node where the model declares them: past_state (B, H, dk, dv), else the packed widths.</summary>
+    private static (long? Key, long? Value) LinearAttentionHeadDims(NodeProto node, ShapeHints hints)
+    {
+        string Input(int index) => node.Input.Count > index ? node.Input[index] : "";
+        string state = Input(LinearAttentionSignature.PastState);
+        if (hints.DeclaredDim(state, 4, 2) is long dk && hints.DeclaredDim(state, 4, 3) is long dv) return (dk, dv);
+        if (Input(LinearAttentionSignature.Key).Length == 0) return (null, null);
+        long? Width(string value, long? heads) => hints.LastDim(value) is long width && heads > 0 ? width / heads : null;
+        return (Width(Input(LinearAttentionSignature.Query), IntAttribute(node, "q_num_heads")),
+            Width(Input(LinearAttentionSignature.Value), IntAttribute(node, "kv_num_heads")));
+    }
+
+    /// <summary>dk and dv of a GatedDeltaNet node where the model declares them: initial_state (B, Hv, dv, dk), else query and value.</summary>
+    private static (long? Key, long? Value) GatedDeltaNetHeadDims(NodeProto node, ShapeHints hints)
+    {
+        string Input(int index) => node.Input.Count > index ? node.Input[index] : "";
+        string state = Input(GatedDeltaNetSignature.InitialState);
+        if (hints.DeclaredDim(state, 4, 2) is long dv && hints.DeclaredDim(state, 4, 3) is long dk) return (dk, dv);
+        // A packed QKV query's last dim is its whole row.
+        if (Input(GatedDeltaNetSignature.Key).Length == 0) return (null, null);
+        return (hints.LastDim(Input(GatedDeltaNetSignature.Query)), hints.LastDim(Input(GatedDeltaNetSignature.Value)));
     }
 
     /// <summary>The companion ops of a Gated DeltaNet layer the engine takes from com.microsoft (and ai.onnx, the convolution).</summary>

@@ -82,6 +82,10 @@ internal sealed class ShapeHints
     /// <summary>The node that writes <paramref name="value"/>, or null.</summary>
     public NodeProto? Producer(string value) => _producers.GetValueOrDefault(value);
 
+    /// <summary>Dim <paramref name="axis"/> of <paramref name="value"/> as the model declares it (of rank <paramref name="rank"/>), or null when it does not.</summary>
+    public long? DeclaredDim(string value, int rank, int axis) =>
+        _declared.TryGetValue(value, out var dims) && dims.Length == rank && dims[axis] >= 0 ? dims[axis] : null;
+
     /// <summary>The rank the model declares for <paramref name="value"/>, or null.</summary>
     public int? DeclaredRank(string value) => _declared.TryGetValue(value, out var dims) ? dims.Length : null;
 

@@ -172,6 +172,55 @@ public sealed class RewriteTests
         else Assert.That(plan.Nodes.Single().Detail, Does.EndWith("state_window 2: the engine keeps the final state only, left to ORT"));
     }
 
+    /// <summary>
+    /// The delta rule's kernels take head dims up to 256 (GLA's any): a node whose declared dims are larger stays with ORT,
+    /// says why, and the model runs as ORT alone runs it.
+    /// </summary>
+    [TestCase("LinearAttention", UpdateRule.GatedDelta, 300, 8, "key head dim 300")]
+    [TestCase("LinearAttention", UpdateRule.Delta, 8, 300, "value head dim 300")]
+    [TestCase("LinearAttention", UpdateRule.Gated, 300, 8, null)]
+    [TestCase("GatedDeltaNet", UpdateRule.GatedDelta, 300, 8, "key head dim 300")]
+    [TestCase("GatedDeltaNet", UpdateRule.GatedDelta, 8, 300, "value head dim 300")]
+    [TestCase("GatedDeltaNet", UpdateRule.GatedDelta, 256, 256, null)]
+    public void DeltaRuleHeadDimsOverTheKernelsLimitStayWithOnnxRuntime(string op, UpdateRule rule, int dk, int dv, string? why)
+    {
+        var model = op == "LinearAttention"
+            ? SampleModels.LinearAttentionNode(new LinearAttentionBlockSpec { QHeads = 1, KvHeads = 1, KeyDim = dk, ValueDim = dv, Rule = rule, Decay = DecayForm.PerHead })
+            : SampleModels.GatedDeltaNetNode(new GatedDeltaNetNodeSpec { QHeads = 1, ValueHeads = 1, KeyDim = dk, ValueDim = dv });
+        var plan = HandoverRewriter.Rewrite(model);
+        if (why is null)
+        {
+            Assert.That(plan.EngineNodes, Has.Exactly(1).Items);
+            return;
+        }
+        Assert.That(plan.EngineNodes, Is.Empty);
+        Assert.That(plan.Nodes.Single().Detail, Does.Contain(why).And.EndWith("left to ORT"));
+        var inputs = ModelInputs.Random(model, new Dictionary<string, long> { ["B"] = 1, ["T"] = 3, ["N"] = 3, ["S"] = 3 });
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        var expected = ort.Run(inputs);
+        foreach (var (name, actual) in engine.Run(inputs))
+            Assert.That(actual.As<float>(), Is.EqualTo(expected[name].As<float>()), name);
+    }
+
+    /// <summary>chunk_size is a hint ORT accepts at any value: one the kernels do not run falls back to the default.</summary>
+    [TestCase(0L)]
+    [TestCase(-5L)]
+    [TestCase(48L)]
+    public void AnyChunkSizeHintRunsAsOrtAloneRunsIt(long chunk)
+    {
+        var model = SampleModels.LinearAttentionNode(new LinearAttentionBlockSpec { Rule = UpdateRule.GatedDelta, Decay = DecayForm.PerHead });
+        model.Proto.Graph.Node.Single(n => n.OpType == "LinearAttention").Attribute.Add(
+            new AttributeProto { Name = "chunk_size", Type = AttributeProto.Types.AttributeType.Int, I = chunk });
+        var inputs = ModelInputs.Random(model, new Dictionary<string, long> { ["B"] = 1, ["T"] = 70 });
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        Assert.That(engine.Handover.EngineNodes, Has.Exactly(1).Items);
+        var expected = ort.Run(inputs);
+        foreach (var (name, actual) in engine.Run(inputs))
+            OnnxAssert.Close(actual, expected[name], name);
+    }
+
     [Test]
     public void GroupedValueHeadsGoToTheEngine()
     {
