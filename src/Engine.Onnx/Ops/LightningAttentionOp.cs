@@ -75,6 +75,8 @@ internal sealed class LightningAttentionOp : EngineOp
             return given;
         }
         if (layer.HasValue != layers.HasValue) throw new ModelNodeException($"{node}: layer and num_layers are given together");
+        if (layer is < int.MinValue or > int.MaxValue || layers is < int.MinValue or > int.MaxValue)
+            throw new ModelNodeException($"{node}: layer and num_layers must be 32-bit integers, got {layer} and {layers}");
         try
         {
             return Lightning.Slopes(kvHeads, (int?)layer, (int?)layers);

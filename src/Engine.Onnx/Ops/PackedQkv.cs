@@ -15,10 +15,21 @@ internal readonly ref struct PackedQkv<T> where T : unmanaged
     public PackedQkv(ReadOnlySpan<T> rows, nint b, nint t, nint hq, nint hk, nint hv, nint dk, nint dv)
     {
         nint width = (nint)PackedQkv.Width(hq, hk, hv, dk, dv);
+        if (rows.IsEmpty)
+        {
+            // No tokens (T = 0 or B = 0): System.Numerics.Tensors refuses zero-length memory under a 0 axis, so the empty
+            // views point at one element they never read.
+            Q = new(Nothing, [b, t, hq, dk], new nint[4]);
+            K = new(Nothing, [b, t, hk, dk], new nint[4]);
+            V = new(Nothing, [b, t, hv, dv], new nint[4]);
+            return;
+        }
         Q = View(rows, b, t, hq, dk, width);
         K = View(rows[(int)(hq * dk)..], b, t, hk, dk, width);
         V = View(rows[(int)((hq + hk) * dk)..], b, t, hv, dv, width);
     }
+
+    private static readonly T[] Nothing = new T[1];
 
     private static ReadOnlyTensorSpan<T> View(ReadOnlySpan<T> rows, nint b, nint t, nint heads, nint d, nint width) =>
         new(rows, [b, t, heads, d], StridedView.Strides([b, t, heads, d], [t * width, width, d, 1]));

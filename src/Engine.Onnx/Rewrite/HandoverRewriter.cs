@@ -86,8 +86,11 @@ public static class HandoverRewriter
                 else if (CompanionOps.Contains(node.OpType) && node.Domain != EngineDomain)
                     RetargetCompanion(node, onnxOpset, hints, nodes);
                 else if (node.Domain == EngineDomain)
+                {
+                    RequireKnownAttributes(node);
                     nodes.Add(new HandoverNode(NameOf(node), node.OpType, EngineDomain, EngineDomain,
                         capabilities.EngineOps.Contains(node.OpType) ? "engine op" : "engine op unknown to this build"));
+                }
             }
         }
 
@@ -241,6 +244,20 @@ public static class HandoverRewriter
         if (LinearAttentionSignature.KeyWidthProblem(qHeads, kvHeads, dk, keyWidth) is not string problem) return null;
         if (keyWidth % dk == 0 && keyWidth > 0 && kvHeads % (keyWidth / dk) == 0) return keyWidth / dk;
         throw new ModelNodeException($"{name}: {problem}");
+    }
+
+    /// <summary>The attributes of the engine's own ops as a model may give them: a misspelt one would otherwise go unread.</summary>
+    private static readonly Dictionary<string, string[]> EngineOpAttributes = new()
+    {
+        [LightningAttentionSignature.OpType] = LightningAttentionSignature.AttributeNames,
+        [LsslScanSignature.OpType] = LsslScanSignature.AttributeNames,
+    };
+
+    private static void RequireKnownAttributes(NodeProto node)
+    {
+        if (!EngineOpAttributes.TryGetValue(node.OpType, out var known)) return;
+        if (node.Attribute.FirstOrDefault(a => !known.Contains(a.Name)) is AttributeProto unknown)
+            throw new ModelNodeException($"{node.OpType} node '{NameOf(node)}': unknown attribute '{unknown.Name}' ({node.OpType} has {string.Join(", ", known)})");
     }
 
     /// <summary>Why the delta rule's kernels cannot run heads of these dims, or null (they can, or the model does not say).</summary>

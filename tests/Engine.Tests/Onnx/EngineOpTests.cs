@@ -1,5 +1,6 @@
 using Engine.Onnx;
 using Engine.Onnx.Ops;
+using Engine.Onnx.Proto;
 using Engine.Tests.Harness;
 using Engine.Workloads;
 using NUnit.Framework;
@@ -105,6 +106,30 @@ public sealed class EngineOpTests
         Assert.That(e!.Message, Does.Contain("LightningAttention node 'lightning_attention'").And.Contain("one value per value head (kv_num_heads = 2), got 1"));
         e = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(SampleModels.LightningAttentionNode(spec, schedule: (8, 8)), HandoverBackend.Cpu));
         Assert.That(e!.Message, Does.Contain("LightningAttention node 'lightning_attention'").And.Contain("layer"));
+    }
+
+    [Test]
+    public void LightningRefusesALayerPast32Bits()
+    {
+        // 2^32 + 1 read as an int would be layer 1.
+        var model = SampleModels.LightningAttentionNode(new LinearAttentionBlockSpec { QHeads = 2, KvHeads = 2, KeyDim = 8, ValueDim = 8 }, schedule: (1, 4));
+        model.Proto.Graph.Node.Single(n => n.OpType == "LightningAttention").Attribute.Single(a => a.Name == "layer").I = (1L << 32) + 1;
+        var e = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(model, HandoverBackend.Cpu));
+        Assert.That(e!.Message, Does.Contain("LightningAttention node 'lightning_attention'").And.Contain("32-bit"));
+    }
+
+    /// <summary>A misspelt attribute of the engine's own ops is refused naming it, not left unread.</summary>
+    [TestCase("LightningAttention", "slope")]
+    [TestCase("LsslScan", "discretisation")]
+    public void EngineOpsRefuseAttributesTheyDoNotHave(string opType, string attribute)
+    {
+        var model = opType == "LsslScan"
+            ? SampleModels.LsslScanNode(channels: 4, stateSize: 8)
+            : SampleModels.LightningAttentionNode(new LinearAttentionBlockSpec { QHeads = 2, KvHeads = 2, KeyDim = 8, ValueDim = 8 });
+        model.Proto.Graph.Node.Single(n => n.OpType == opType).Attribute.Add(
+            new AttributeProto { Name = attribute, Type = AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8("zoh") });
+        var e = Assert.Throws<ModelNodeException>(() => HandoverRewriter.Rewrite(model))!;
+        Assert.That(e.Message, Does.StartWith($"{opType} node").And.Contain($"unknown attribute '{attribute}'"));
     }
 }
 

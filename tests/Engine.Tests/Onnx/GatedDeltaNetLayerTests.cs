@@ -80,6 +80,28 @@ public sealed class GatedDeltaNetLayerTests
             OnnxAssert.Close(byEngine[name], byOrt[name], $"{name}, hand-over vs ORT alone");
     }
 
+    /// <summary>An empty request (no tokens, or no batch) gives an empty output, the states passed on, as ORT alone gives them.</summary>
+    [TestCase(false, 1, 0)]
+    [TestCase(true, 1, 0)]
+    [TestCase(false, 0, 5)]
+    public void AnEmptyRequestRunsAsOrtAloneRunsIt(bool fusedGates, int batch, int length)
+    {
+        var spec = new GatedDeltaNetSpec { FusedGates = fusedGates };
+        var model = GatedDeltaNetLayer.Model(spec);
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        var states = ModelInputs.Random(model, new Dictionary<string, long> { ["batch_size"] = batch, ["sequence_length"] = 1 }, seed: 3)
+            .Where(p => p.Key != GatedDeltaNetLayer.Input).ToDictionary();
+        var inputs = Inputs(Hidden(new Random(5), TensorElementType.Float, length, spec.Hidden, batch), states);
+        var byOrt = ort.Run(inputs);
+        var byEngine = engine.Run(inputs);
+        foreach (var name in engine.OutputNames)
+        {
+            Assert.That(byEngine[name].Shape, Is.EqualTo(byOrt[name].Shape), name);
+            Assert.That(OnnxAssert.Floats(byEngine[name]), Is.EqualTo(OnnxAssert.Floats(byOrt[name])), name);
+        }
+    }
+
     [TestCase(false, new[] { "CausalConvWithState", "LinearAttention", "LpNormalization", "SimplifiedLayerNormalization", "Softplus" })]
     [TestCase(true, new[] { "CausalConvWithState", "LinearAttention", "LpNormalization", "LinearAttentionGate", "GatedRMSNorm" })]
     public void TheLayerHasTheNodesOfTheBuildersExport(bool fusedGates, string[] opTypes)
