@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -79,7 +80,24 @@ public static unsafe class SimdOps
     public static void CopyNormalizedPadded(float* dst, float* src, float scale, float epsilon, int count, int padded)
     {
         CopyPadded(dst, src, count, padded);
-        CopyScaledPadded(dst, src, scale / MathF.Sqrt(Dot(dst, dst, padded) + epsilon), count, padded);
+        Normalize(new Span<float>(dst, count), scale, epsilon);
+    }
+
+    /// <summary>
+    /// row = scale · row / sqrt(‖row‖² + epsilon). Where ‖row‖² overflows fp32 (an element past about 1.8e19) the row is
+    /// divided by its largest magnitude first, so it is normalized rather than zeroed.
+    /// </summary>
+    public static void Normalize(Span<float> row, float scale, float epsilon)
+    {
+        float sumOfSquares = TensorPrimitives.SumOfSquares<float>(row);
+        if (!float.IsFinite(sumOfSquares))
+        {
+            float largest = MathF.Abs(TensorPrimitives.MaxMagnitude<float>(row));
+            TensorPrimitives.Divide(row, largest, row);
+            sumOfSquares = TensorPrimitives.SumOfSquares<float>(row);
+            epsilon = epsilon / largest / largest;
+        }
+        TensorPrimitives.Multiply(row, scale / MathF.Sqrt(sumOfSquares + epsilon), row);
     }
 
     public static void Fill(float* dst, float value, int count)

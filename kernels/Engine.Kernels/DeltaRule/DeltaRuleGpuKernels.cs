@@ -330,12 +330,30 @@ public static class DeltaRuleGpuKernels
     }
 
     /// <summary>1 / sqrt(Σ x² + eps) over the K floats of a global row at <paramref name="offset"/>, or 1 without normalization.</summary>
-    private static float InverseNorm(DeltaRuleGpuShape s, ArrayView<float> x, long offset)
+    private static float InverseNorm(DeltaRuleGpuShape s, ArrayView<float> x, long offset) => s.QkL2Norm ? InverseNorm(x, offset, s.KeyDim, s.L2NormEpsilon) : 1f;
+
+    /// <summary>
+    /// 1 / sqrt(Σ x² + eps) over <paramref name="count"/> floats at <paramref name="offset"/> (global or shared memory). Where Σ x²
+    /// overflows fp32 (an element past about 1.8e19) it is summed again over the row divided by its largest magnitude, so the
+    /// factor is small rather than 0.
+    /// </summary>
+    private static float InverseNorm(ArrayView<float> x, long offset, int count, float epsilon)
     {
-        if (!s.QkL2Norm) return 1f;
-        float sum = 0f;
-        for (int c = 0; c < s.KeyDim; c++) sum += x[offset + c] * x[offset + c];
-        return 1f / XMath.Sqrt(sum + s.L2NormEpsilon);
+        float sum = 0f, largest = 0f;
+        for (int c = 0; c < count; c++)
+        {
+            float v = x[offset + c];
+            sum += v * v;
+            largest = XMath.Max(largest, XMath.Abs(v));
+        }
+        if (sum <= float.MaxValue) return 1f / XMath.Sqrt(sum + epsilon);
+        float scaled = 0f;
+        for (int c = 0; c < count; c++)
+        {
+            float v = x[offset + c] / largest;
+            scaled += v * v;
+        }
+        return 1f / XMath.Sqrt(scaled + epsilon / largest / largest) / largest;
     }
 
     private static long StateAt(DeltaRuleGpuShape s, int n, int h, int c, int d) => StateIndex.Of(s.ValueMajor, s.ValueHeads, s.KeyDim, s.ValueDim, n, h, c, d);
@@ -885,13 +903,7 @@ public static class DeltaRuleGpuKernels
             long row = (long)t * hv + h, keyRow = (long)t * s.KeyHeads + h / s.ValueGroup;
             for (int c = tid; c < kd; c += nt) sRow[c] = args.K[keyRow * kd + c];
             Group.Barrier();
-            float rk = 1f;
-            if (s.QkL2Norm)
-            {
-                float sum = 0f;
-                for (int c = 0; c < kd; c++) sum += sRow[c] * sRow[c];
-                rk = 1f / XMath.Sqrt(sum + s.L2NormEpsilon);
-            }
+            float rk = s.QkL2Norm ? InverseNorm(sRow, 0, kd, s.L2NormEpsilon) : 1f;
             // (diag(e^g) S)ᵀ k̂ from the old state, reduced over the slices (a per-head decay is applied after).
             float partial = 0f;
             for (int c = slice; c < kd; c += slices)
@@ -914,13 +926,7 @@ public static class DeltaRuleGpuKernels
                 long qrow = (long)t * s.QHeads + o / s.ValueGroup;
                 for (int c = tid; c < kd; c += nt) sRow[c] = args.Q[qrow * kd + c];
                 Group.Barrier();
-                float rq = s.Scale;
-                if (s.QkL2Norm)
-                {
-                    float sum = 0f;
-                    for (int c = 0; c < kd; c++) sum += sRow[c] * sRow[c];
-                    rq /= XMath.Sqrt(sum + s.L2NormEpsilon);
-                }
+                float rq = s.QkL2Norm ? s.Scale * InverseNorm(sRow, 0, kd, s.L2NormEpsilon) : s.Scale;
                 float read = 0f;
                 for (int c = slice; c < kd; c += slices) read += sRow[c] * sS[c * Tile + d];
                 sOut[slice * Tile + d] = read * rq;

@@ -532,11 +532,7 @@ internal readonly ref struct GatedDeltaNetViews
     {
         var rows = _views.Rent(x.FlattenedLength).AsSpan();
         x.FlattenTo(rows);
-        for (int at = 0; at < rows.Length; at += (int)dim)
-        {
-            var row = rows.Slice(at, (int)dim);
-            TensorPrimitives.Multiply(row, 1f / MathF.Sqrt(TensorPrimitives.SumOfSquares(row) + GatedDeltaNetSignature.L2NormEpsilon), row);
-        }
+        for (int at = 0; at < rows.Length; at += (int)dim) SimdOps.Normalize(rows.Slice(at, (int)dim), 1f, GatedDeltaNetSignature.L2NormEpsilon);
         return new ReadOnlyTensorSpan<float>(rows, x.Lengths, []);
     }
 

@@ -25,12 +25,14 @@ public sealed class DeltaRuleCase : AttentionCase
     public bool WithInitialState { get; init; }
     public float? Scale { get; init; }
     public bool QkL2Norm { get; init; }
+    /// <summary>q and k drawn this many times larger (with <see cref="QkL2Norm"/>: rows whose Σ x² overflows fp32 past 1e19).</summary>
+    public float QkMagnitude { get; init; } = 1f;
 
     public override bool Small => SmallOverride ?? (long)(SeqLens?.Sum() ?? B * T) * Ho * Math.Max(K, V) <= 4_000;
 
     public override string Name =>
         $"{(Gate == GateKind.None ? "delta" : $"gated-delta {Gate} gate×{GateScale}")} {Batch} {HeadCounts} K{K} V{V} β{Beta} C{Chunk} {Mode}" +
-        (Fp16 ? " fp16" : "") + (WithInitialState ? " h0" : "") + (Scale is null ? "" : $" scale{Scale}") + (QkL2Norm ? " l2norm" : "") + Extreme;
+        (Fp16 ? " fp16" : "") + (WithInitialState ? " h0" : "") + (Scale is null ? "" : $" scale{Scale}") + (QkL2Norm ? " l2norm" : "") + (QkMagnitude == 1f ? "" : $" |qk|×{QkMagnitude:E0}") + Extreme;
 
     public DeltaRuleConfig Config => new(Heads, Gate, Scale ?? 1f / MathF.Sqrt(K), Chunk, QkL2Norm);
 
@@ -52,8 +54,8 @@ public sealed class DeltaRuleCase : AttentionCase
     {
         var data = Data();
         long bt = (long)BatchDim * TotalT;
-        var q = data.Normal(bt * Hq * K);
-        var k = QkL2Norm ? data.Normal(bt * Hk * K, 3.0) : data.UnitRows(bt * Hk, K);
+        var q = data.Normal(bt * Hq * K).Select(x => x * QkMagnitude).ToArray();
+        var k = (QkL2Norm ? data.Normal(bt * Hk * K, 3.0) : data.UnitRows(bt * Hk, K)).Select(x => x * QkMagnitude).ToArray();
         var v = data.Normal(bt * Hv * V);
         var beta = Beta == BetaKind.One ? Enumerable.Repeat(1f, (int)(bt * Hv)).ToArray() : data.Uniform(bt * Hv, 0.02, 0.98);
         var g = LogGates(data, bt * GatePerToken, GateScale);
@@ -155,6 +157,9 @@ public static class DeltaRuleCases
             foreach (var gate in Gates)
                 yield return new DeltaRuleCase { B = 2, T = 150, Hq = 2, Hkv = 2, ValueGroup = 2, K = 64, V = 64, Gate = gate, QkL2Norm = true, WithInitialState = true };
             yield return new DeltaRuleCase { B = 1, T = 100, Hq = 2, Hkv = 2, ValueGroup = 4, K = 64, V = 64, Fp16 = true, QkL2Norm = true, WithInitialState = true };
+            foreach (var mode in new[] { AttentionMode.Chunked, AttentionMode.Recurrent })
+                foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead })
+                    yield return new DeltaRuleCase { B = 1, T = 37, Hq = 2, Hkv = 2, K = 16, V = 12, Gate = gate, Chunk = 16, Mode = mode, QkL2Norm = true, QkMagnitude = 1e20f, WithInitialState = true };
             foreach (var extreme in AttentionCase.ExtremeGates)
                 foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead })
                     yield return new DeltaRuleCase { B = 1, T = 45, Hq = 1, Hkv = 1, K = 16, V = 12, Gate = gate, Chunk = 64, WithInitialState = true, ExtremeGate = extreme.Gate, ExtremeEvery = extreme.Every };
