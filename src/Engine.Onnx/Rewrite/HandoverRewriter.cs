@@ -139,6 +139,7 @@ public static class HandoverRewriter
         foreach (var attribute in node.Attribute)
             if (!LinearAttentionSignature.AttributeNames.Contains(attribute.Name) && (fromOnnx || attribute.Name != LinearAttentionSignature.StateWindow))
                 throw new ModelNodeException($"LinearAttention node '{NameOf(node)}': unknown attribute '{attribute.Name}' (LinearAttention has {string.Join(", ", LinearAttentionSignature.AttributeNames)})");
+        RequireAttributeTypes(node, $"LinearAttention node '{NameOf(node)}'");
 
         var ruleAttribute = node.Attribute.FirstOrDefault(a => a.Name == "update_rule");
         string ruleText = ruleAttribute?.S.ToStringUtf8() ?? LinearAttentionSignature.DefaultUpdateRule;
@@ -199,6 +200,7 @@ public static class HandoverRewriter
         foreach (var attribute in node.Attribute)
             if (!GatedDeltaNetSignature.AttributeNames.Contains(attribute.Name))
                 throw new ModelNodeException($"{name}: unknown attribute '{attribute.Name}' (GatedDeltaNet has {string.Join(", ", GatedDeltaNetSignature.AttributeNames)})");
+        RequireAttributeTypes(node, name);
         string ruleText = node.Attribute.FirstOrDefault(a => a.Name == "update_rule")?.S.ToStringUtf8() ?? LinearAttentionSignature.DefaultUpdateRule;
         var rule = LinearAttentionSignature.ParseRule(ruleText, name);
         string gate = node.Attribute.FirstOrDefault(a => a.Name == "gate_activation")?.S.ToStringUtf8() ?? "none";
@@ -244,6 +246,25 @@ public static class HandoverRewriter
         if (LinearAttentionSignature.KeyWidthProblem(qHeads, kvHeads, dk, keyWidth) is not string problem) return null;
         if (keyWidth % dk == 0 && keyWidth > 0 && kvHeads % (keyWidth / dk) == 0) return keyWidth / dk;
         throw new ModelNodeException($"{name}: {problem}");
+    }
+
+    /// <summary>The type of each attribute LinearAttention and GatedDeltaNet have (ORT's schemas).</summary>
+    private static readonly Dictionary<string, AttributeProto.Types.AttributeType> AttentionAttributeTypes = new()
+    {
+        ["q_num_heads"] = AttributeProto.Types.AttributeType.Int, ["kv_num_heads"] = AttributeProto.Types.AttributeType.Int,
+        ["chunk_size"] = AttributeProto.Types.AttributeType.Int, ["state_window"] = AttributeProto.Types.AttributeType.Int,
+        ["qk_l2_norm"] = AttributeProto.Types.AttributeType.Int, ["state_update_capacity"] = AttributeProto.Types.AttributeType.Int,
+        ["update_rule"] = AttributeProto.Types.AttributeType.String, ["gate_activation"] = AttributeProto.Types.AttributeType.String,
+        ["beta_activation"] = AttributeProto.Types.AttributeType.String,
+        ["scale"] = AttributeProto.Types.AttributeType.Float, ["gate_lower_bound"] = AttributeProto.Types.AttributeType.Float,
+    };
+
+    /// <summary>Refuses an attribute of another type than the schema's (a FLOAT q_num_heads would otherwise read as 0), naming it.</summary>
+    private static void RequireAttributeTypes(NodeProto node, string name)
+    {
+        foreach (var attribute in node.Attribute)
+            if (AttentionAttributeTypes.TryGetValue(attribute.Name, out var type) && attribute.Type != type)
+                throw new ModelNodeException($"{name}: attribute '{attribute.Name}' must be {type.ToString().ToUpperInvariant()}, got {attribute.Type.ToString().ToUpperInvariant()}");
     }
 
     /// <summary>The attributes of the engine's own ops as a model may give them: a misspelt one would otherwise go unread.</summary>

@@ -221,6 +221,23 @@ public sealed class RewriteTests
             OnnxAssert.Close(actual, expected[name], name);
     }
 
+    /// <summary>An attribute of another type than the schema's is refused naming it, not read as 0 or "".</summary>
+    [TestCase("LinearAttention", "q_num_heads", "must be INT, got FLOAT")]
+    [TestCase("GatedDeltaNet", "update_rule", "must be STRING, got INT")]
+    public void AttributesOfTheWrongTypeAreRefusedByName(string op, string attribute, string message)
+    {
+        var model = op == "LinearAttention"
+            ? SampleModels.LinearAttentionNode(new LinearAttentionBlockSpec())
+            : SampleModels.GatedDeltaNetNode(new GatedDeltaNetNodeSpec());
+        var node = model.Proto.Graph.Node.Single(n => n.OpType == op);
+        node.Attribute.Remove(node.Attribute.SingleOrDefault(a => a.Name == attribute));
+        node.Attribute.Add(message.EndsWith("FLOAT")
+            ? new AttributeProto { Name = attribute, Type = AttributeProto.Types.AttributeType.Float, F = 2f }
+            : new AttributeProto { Name = attribute, Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+        var e = Assert.Throws<ModelNodeException>(() => HandoverRewriter.Rewrite(model))!;
+        Assert.That(e.Message, Does.StartWith($"{op} node").And.Contain($"attribute '{attribute}' {message}"));
+    }
+
     [Test]
     public void GroupedValueHeadsGoToTheEngine()
     {
