@@ -45,10 +45,12 @@ internal static class ModelIo
 {
     public static IEnumerable<(string Name, string Value)> Pairs(IEnumerable<string> values, string option)
     {
+        var seen = new HashSet<string>();
         foreach (var text in values)
         {
             int eq = text.IndexOf('=');
             if (eq <= 0 || eq == text.Length - 1) throw new UsageException($"{option} takes NAME=VALUE, got '{text}'");
+            if (!seen.Add(text[..eq])) throw new UsageException($"{option} {text[..eq]} is given more than once");
             yield return (text[..eq], text[(eq + 1)..]);
         }
     }
@@ -82,6 +84,9 @@ internal sealed class RunModelCommand : EngineCommand
         using var session = ModelSession.Open(model, new ModelSessionOptions { Backend = backend, Host = host });
         var missing = model.Inputs.Select(i => i.Name).Where(n => !inputs.ContainsKey(n)).ToArray();
         if (missing.Length > 0) throw new ArgumentException($"the model needs inputs {string.Join(", ", missing)}: give each as --input NAME=FILE.npy");
+        // Before the run: an output onto an input file would truncate data ORT may still read or hand back as that output.
+        var outputPaths = session.OutputNames.ToDictionary(name => name, name => Path.Combine(dir, FileName(name) + ".npy"));
+        foreach (var (name, path) in outputPaths) files.Claim(name, path);
         Directory.CreateDirectory(dir);
         // Each output is written from ORT's own memory as the run hands it over.
         context.Progress.Run(context.Out, progress =>
@@ -90,7 +95,7 @@ internal sealed class RunModelCommand : EngineCommand
             files.Time(() => session.Run(inputs, (name, type, shape, bytes) =>
             {
                 var values = ModelInputs.NpyBytes(type, bytes, name, out var npyType);
-                files.Write(name, Path.Combine(dir, FileName(name) + ".npy"), npyType, shape, values);
+                files.Write(name, outputPaths[name], npyType, shape, values);
             }));
             step.Finish();
         });
