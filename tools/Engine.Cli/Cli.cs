@@ -52,6 +52,14 @@ public static class Cli
             stderr.WriteLine($"engine: error: {OneLine(e)}");
             return 1;
         }
+        // An allocation the machine cannot hold: one line too. InsufficientMemoryException names what did not fit; .NET's
+        // own messages ("Array dimensions exceeded supported range.") do not.
+        catch (OutOfMemoryException e)
+        {
+            stderr.WriteLine(e is InsufficientMemoryException ? $"engine: error: out of memory: {OneLine(e)}"
+                : $"engine: error: out of memory: what the command was asked to hold does not fit ({OneLine(e)})");
+            return 1;
+        }
     }
 
     /// <summary>The exception's message on one line, without the " (Parameter 'name')" .NET appends to an ArgumentException's: the engine's messages name the tensor or option themselves.</summary>

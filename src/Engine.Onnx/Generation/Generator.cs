@@ -54,9 +54,12 @@ public sealed class Generator : IDisposable
         var inputs = model.Inputs.Where(i => session.InputNames.Contains(i.Name)).ToDictionary(i => i.Name);
         var outputs = model.Outputs.ToDictionary(o => o.Name);
 
+        var roles = new Dictionary<string, string>();
         foreach (var (name, key) in new[] { (config.InputIds, "input_ids"), (config.AttentionMask, "attention_mask"), (config.PositionIds, "position_ids") })
         {
             if (name is null) continue;
+            if (!roles.TryAdd(name, key))
+                throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} names '{name}', which model.decoder.inputs.{roles[name]} names too: each names its own input");
             if (!inputs.TryGetValue(name, out var input))
                 throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} names '{name}', which {modelName} does not take (inputs: {string.Join(", ", inputs.Keys)})");
             if (input.ElementType != TensorElementType.Int64)
@@ -121,6 +124,9 @@ public sealed class Generator : IDisposable
     /// <summary>The vocabulary size (the logits' last dim), when the model fixes it.</summary>
     public int? VocabSize { get; }
 
+    /// <summary>The longest generation (prompt and new tokens but the last) genai_config.json allows: its context_length, when it gives one.</summary>
+    public int? ContextLength => _config.ContextLength;
+
     /// <summary>The past inputs the generator carries from run to run, each with the present output it is fed from.</summary>
     public IReadOnlyList<(string Past, string Present)> CarriedStates => _carried.Select(c => (c.Past, c.Present)).ToArray();
 
@@ -151,11 +157,24 @@ public sealed class Generator : IDisposable
         ArgumentNullException.ThrowIfNull(prompt);
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         if (prompt.Count == 0) throw new ArgumentException("the prompt needs at least one token", nameof(prompt));
-        ArgumentOutOfRangeException.ThrowIfLessThan(newTokens, 1);
+        ValidateLength(prompt.Count, newTokens);
         for (int i = 0; i < prompt.Count; i++) CheckToken(prompt[i], nameof(prompt), $"prompt token {i}");
-        int positions = checked(prompt.Count + newTokens - 1);
+    }
+
+    /// <summary>
+    /// Refuses a generation of <paramref name="promptTokens"/> and <paramref name="newTokens"/> that needs more positions than
+    /// the config's context_length, or than one array holds: a check to make before the prompt is made.
+    /// </summary>
+    public void ValidateLength(int promptTokens, int newTokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(promptTokens, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(newTokens, 1);
+        long positions = (long)promptTokens + newTokens - 1;
         if (_config.ContextLength is int context && positions > context)
-            throw new ArgumentException($"{prompt.Count} prompt tokens and {newTokens} new ones need {positions} positions; the model's context_length is {context} ({_config.ConfigPath})", nameof(newTokens));
+            throw new ArgumentException($"{promptTokens} prompt tokens and {newTokens} new ones need {positions} positions; the model's context_length is {context} ({_config.ConfigPath})", nameof(newTokens));
+        // The attention mask holds every position and one more.
+        if (positions >= Array.MaxLength)
+            throw new ArgumentException($"{promptTokens} prompt tokens and {newTokens} new ones need {positions} positions; a generation holds at most {Array.MaxLength - 1}", nameof(newTokens));
     }
 
     /// <summary>Releases the session; call it when no generation runs.</summary>

@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.InteropServices;
 using Engine.IO;
 using Engine.Onnx.Ops;
@@ -81,16 +82,28 @@ public static class ModelInputs
             var shape = input.Dims.Select(d => long.TryParse(d, out long n) ? n
                 : dims.TryGetValue(d, out long v) ? v
                 : throw new ArgumentException($"input '{input.Name}' has the symbolic dim '{d}': give its value", nameof(dims))).ToArray();
-            long count = shape.Aggregate(1L, (a, d) => checked(a * d));
-            inputs[input.Name] = input.ElementType switch
+            if (shape.Any(d => d < 0))
+                throw new ArgumentException($"input '{input.Name}' of shape [{string.Join(", ", shape)}]: dims must be >= 0", nameof(model));
+            var elements = shape.Aggregate(BigInteger.One, (a, d) => a * d);
+            if (elements > Array.MaxLength)
+                throw new ArgumentException($"input '{input.Name}' of shape [{string.Join(", ", shape)}] would hold {elements} elements; a random input holds at most {Array.MaxLength}", nameof(dims));
+            long count = (long)elements;
+            try
             {
-                TensorElementType.Float => TensorData.Create(Values(input.Name, shape, count, random), shape),
-                TensorElementType.Float16 => TensorData.Create(Array.ConvertAll(Values(input.Name, shape, count, random), f => (Half)f), shape),
-                TensorElementType.BFloat16 => TensorData.Create(Array.ConvertAll(Values(input.Name, shape, count, random), f => (BFloat16)f), shape),
-                TensorElementType.Int64 => TensorData.Create(Integers(input.Name, count, 1L), shape),
-                TensorElementType.Int32 => TensorData.Create(Integers(input.Name, count, 1), shape),
-                var other => throw new NotSupportedException($"input '{input.Name}': random {other} values are not supported"),
-            };
+                inputs[input.Name] = input.ElementType switch
+                {
+                    TensorElementType.Float => TensorData.Create(Values(input.Name, shape, count, random), shape),
+                    TensorElementType.Float16 => TensorData.Create(Array.ConvertAll(Values(input.Name, shape, count, random), f => (Half)f), shape),
+                    TensorElementType.BFloat16 => TensorData.Create(Array.ConvertAll(Values(input.Name, shape, count, random), f => (BFloat16)f), shape),
+                    TensorElementType.Int64 => TensorData.Create(Integers(input.Name, count, 1L), shape),
+                    TensorElementType.Int32 => TensorData.Create(Integers(input.Name, count, 1), shape),
+                    var other => throw new NotSupportedException($"input '{input.Name}': random {other} values are not supported"),
+                };
+            }
+            catch (OutOfMemoryException e)
+            {
+                throw new InsufficientMemoryException($"input '{input.Name}' of shape [{string.Join(", ", shape)}]: its {count} random values do not fit in memory", e);
+            }
         }
         return inputs;
     }

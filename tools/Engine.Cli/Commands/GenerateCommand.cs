@@ -7,8 +7,11 @@ namespace Engine.Cli.Commands;
 /// <summary>engine generate: token generation over a GenAI model folder, the hand-over and ONNX Runtime alone in one run.</summary>
 internal sealed class GenerateCommand : EngineCommand
 {
-    /// <summary>Decode steps of the untimed warm-up generation.</summary>
+    /// <summary>Decode steps of the untimed warm-up generation, where the model's context_length holds them.</summary>
     private const int WarmupSteps = 128;
+
+    /// <summary>Prompt tokens of the warm-up generation, at most.</summary>
+    private const int WarmupPromptTokens = 64;
 
     private readonly Argument<string> _folder = new("model-dir") { HelpName = "MODEL_DIR", Description = "the model folder (genai_config.json and the model)" };
     private readonly Option<int?> _promptTokens = Opt.OptionalInt("--prompt-tokens", "prompt length N (random token ids); required", min: 1);
@@ -51,9 +54,15 @@ internal sealed class GenerateCommand : EngineCommand
             if (backend != HandoverBackend.None) paths.Add(("engine", Generator.Open(folder, Options(backend))));
             paths.Add(("ort", Generator.Open(folder, Options(HandoverBackend.None))));
             int vocab = paths[0].Generator.VocabSize ?? throw new InvalidDataException($"{folder}: the model's logits do not fix the vocabulary size; random prompts need it");
+            var first = paths[0].Generator;
+            // Before the prompt is made: a length the model cannot take would otherwise be allocated first.
+            first.ValidateLength(promptTokens, newTokens);
             var random = new Random(seed);
             long[] prompt = Enumerable.Range(0, promptTokens).Select(_ => (long)random.Next(vocab)).ToArray();
-            paths[0].Generator.Validate(prompt, newTokens);
+            first.Validate(prompt, newTokens);
+            long[] warmupPrompt = prompt[..Math.Min(prompt.Length, WarmupPromptTokens)];
+            // No more steps than context_length holds after the warm-up prompt (at least one: it holds what was asked for).
+            int warmupSteps = Math.Min(WarmupSteps, first.ContextLength is int contextLength ? contextLength - warmupPrompt.Length + 1 : WarmupSteps);
 
             using var cancel = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
@@ -72,8 +81,8 @@ internal sealed class GenerateCommand : EngineCommand
                     // compilation to reach the decode path's final code (two dozen steps left it at 0.65x of its settled speed).
                     foreach (var (label, generator) in paths)
                     {
-                        var warmup = progress.Add($"warm-up {label}", WarmupSteps + 1);
-                        generator.Generate(prompt[..Math.Min(prompt.Length, 64)], WarmupSteps,
+                        var warmup = progress.Add($"warm-up {label}", warmupSteps + 1);
+                        generator.Generate(warmupPrompt, warmupSteps,
                             new GenerationOptions { OnToken = (_, _) => warmup.Advance() }, cancel.Token);
                         warmup.Finish();
                     }
@@ -210,6 +219,12 @@ internal sealed class SamplesCommand : EngineCommand
                 FusedGates = args.GetValue(_fusedGates),
             },
         };
+        var linear = spec.LinearLayer;
+        OpIo.CheckArraySize($"--vocab {spec.VocabSize} --hidden {spec.Hidden}: the embeddings [vocab, hidden]", spec.VocabSize, spec.Hidden);
+        OpIo.CheckArraySize($"--hidden {spec.Hidden} --qk-heads {linear.QkHeads} --value-heads {linear.ValueHeads} --head-dim {linear.KeyDim}: " +
+            "the q/k/v projection [hidden, 2·qk-heads·head-dim + value-heads·head-dim]", spec.Hidden, 2L * linear.QkHeads * linear.KeyDim + (long)linear.ValueHeads * linear.ValueDim);
+        OpIo.CheckArraySize($"--hidden {spec.Hidden}: the MLP weights [hidden, {spec.Intermediate}]", spec.Hidden, spec.Intermediate);
+        OpIo.CheckArraySize($"--context {spec.ContextLength}: the rotary caches [context, {spec.HeadSize / 2}]", spec.ContextLength, spec.HeadSize / 2);
         Workloads.SampleModels.WriteSamples(dir);
         string hybrid = Path.Combine(dir, "hybrid_decoder");
         Workloads.HybridDecoder.Write(hybrid, spec);

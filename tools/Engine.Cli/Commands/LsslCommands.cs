@@ -77,6 +77,8 @@ internal sealed class LsslOpCommand : EngineCommand
         NpyArray Parameter(Option<string> option) => files.Open(args.GetValue(option)!);
         using var layer = new LsslLayer(Parameter(_a).ToTensorFloat32(), Parameter(_b).ToTensorFloat32(),
             Parameter(_c).ToTensorFloat32(), Parameter(_d).ToTensorFloat32(), Parameter(_dt).ToTensorFloat32(), options);
+        files.Claim("y", yPath);
+        if (statePath is not null) files.Claim("xt", statePath);
         using var device = _device.Create(args);
         if (u.Shape.Length != 3) throw new ArgumentException($"u: expected rank 3 (B, L, H), got shape [{string.Join(", ", u.Shape)}]", "u");
         var finalState = statePath is null ? null : Tensor.CreateFromShapeUninitialized<float>(layer.StateShape((int)u.Shape[0]));

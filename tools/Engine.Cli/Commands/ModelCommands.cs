@@ -45,10 +45,12 @@ internal static class ModelIo
 {
     public static IEnumerable<(string Name, string Value)> Pairs(IEnumerable<string> values, string option)
     {
+        var seen = new HashSet<string>();
         foreach (var text in values)
         {
             int eq = text.IndexOf('=');
             if (eq <= 0 || eq == text.Length - 1) throw new UsageException($"{option} takes NAME=VALUE, got '{text}'");
+            if (!seen.Add(text[..eq])) throw new UsageException($"{option} {text[..eq]} is given more than once");
             yield return (text[..eq], text[(eq + 1)..]);
         }
     }
@@ -82,6 +84,9 @@ internal sealed class RunModelCommand : EngineCommand
         using var session = ModelSession.Open(model, new ModelSessionOptions { Backend = backend, Host = host });
         var missing = model.Inputs.Select(i => i.Name).Where(n => !inputs.ContainsKey(n)).ToArray();
         if (missing.Length > 0) throw new ArgumentException($"the model needs inputs {string.Join(", ", missing)}: give each as --input NAME=FILE.npy");
+        // Before the run: an output onto an input file would truncate data ORT may still read or hand back as that output.
+        var outputPaths = session.OutputNames.ToDictionary(name => name, name => Path.Combine(dir, FileName(name) + ".npy"));
+        foreach (var (name, path) in outputPaths) files.Claim(name, path);
         Directory.CreateDirectory(dir);
         // Each output is written from ORT's own memory as the run hands it over.
         context.Progress.Run(context.Out, progress =>
@@ -90,7 +95,7 @@ internal sealed class RunModelCommand : EngineCommand
             files.Time(() => session.Run(inputs, (name, type, shape, bytes) =>
             {
                 var values = ModelInputs.NpyBytes(type, bytes, name, out var npyType);
-                files.Write(name, Path.Combine(dir, FileName(name) + ".npy"), npyType, shape, values);
+                files.Write(name, outputPaths[name], npyType, shape, values);
             }));
             step.Finish();
         });
@@ -294,14 +299,15 @@ internal sealed class BenchModelCommand : EngineCommand
         [("16/32x128", 16, 32, 128, "gated_delta"), ("4/8x64", 4, 8, 64, "gated_delta"), ("16/32x128 gated", 16, 32, 128, "gated")];
 
     /// <summary>Whole-model medians, and the medians of the time spent in the taken-over nodes (from ORT's profile).</summary>
-    /// <param name="MatMulShare">the share of the hand-over's node time in ORT's MatMuls, from one profile.</param>
+    /// <param name="MatMulShare">the share of the hand-over's node time in ORT's MatMuls, from one profile; null where the profile timed no node.</param>
     /// <param name="Tokens">T of the run (1: one decode step; 0: a model file's own dims).</param>
     private sealed record ModelTiming(string Model, string Case, int Tokens, int EngineNodes, double EngineMs, double OrtMs, double EngineNodeMs, double OrtNodeMs,
-        double MatMulShare)
+        double? MatMulShare)
     {
-
         public double Speedup => OrtMs / EngineMs;
-        public double NodeSpeedup => OrtNodeMs / EngineNodeMs;
+
+        /// <summary>Null where the engine takes no node (no node time to compare).</summary>
+        public double? NodeSpeedup => EngineNodes > 0 && EngineNodeMs > 0 ? OrtNodeMs / EngineNodeMs : null;
     }
 
     private static ModelTiming Time(OnnxModel model, string label, string what, int tokens, Dictionary<string, TensorData> inputs,
@@ -323,7 +329,8 @@ internal sealed class BenchModelCommand : EngineCommand
         }
         var engineProfile = ProfileMilliseconds(model, inputs, BenchOptions(backend, host, spinning), repeats, opTypes, MatMul, null);
         var ortProfile = ProfileMilliseconds(model, inputs, BenchOptions(HandoverBackend.None, host, spinning), repeats, opTypes);
-        return new ModelTiming(label, what, tokens, engineNodes, engineSeconds * 1e3, ortSeconds * 1e3, engineProfile[0], ortProfile[0], engineProfile[1] / engineProfile[2]);
+        double? matMulShare = engineProfile[2] > 0 ? engineProfile[1] / engineProfile[2] : null;
+        return new ModelTiming(label, what, tokens, engineNodes, engineSeconds * 1e3, ortSeconds * 1e3, engineProfile[0], ortProfile[0], matMulShare);
     }
 
     private static readonly IReadOnlySet<string> MatMul = new HashSet<string> { "MatMul" };
@@ -410,7 +417,7 @@ internal sealed class BenchModelCommand : EngineCommand
     {
         if (json)
         {
-            w.WriteLine(JsonSerializer.Serialize(rows.Select(r => new Dictionary<string, object>
+            w.WriteLine(JsonSerializer.Serialize(rows.Select(r => new Dictionary<string, object?>
             {
                 ["model"] = r.Model, ["case"] = r.Case, ["engine_nodes"] = r.EngineNodes, ["device"] = device, ["ort_spinning"] = spinning,
                 ["engine_ms"] = r.EngineMs, ["ort_ms"] = r.OrtMs, ["speedup"] = r.Speedup,
@@ -424,6 +431,7 @@ internal sealed class BenchModelCommand : EngineCommand
         w.WriteLine("whole model: median ms per run; nodes: median ms in the taken-over nodes (ORT's profile, separate runs)");
         w.WriteLine($"{"model",-28} {"case",-12} {"nodes",5} {"engine ms",10} {"ORT ms",10} {"speedup",8} {"node engine",12} {"node ORT",10} {"speedup",8} {"MatMul",7}");
         foreach (var r in rows)
-            w.WriteLine($"{r.Model,-28} {r.Case,-12} {r.EngineNodes,5} {r.EngineMs,10:F3} {r.OrtMs,10:F3} {r.Speedup,7:F2}x {r.EngineNodeMs,12:F3} {r.OrtNodeMs,10:F3} {r.NodeSpeedup,7:F2}x {r.MatMulShare,6:P0}");
+            w.WriteLine($"{r.Model,-28} {r.Case,-12} {r.EngineNodes,5} {r.EngineMs,10:F3} {r.OrtMs,10:F3} {r.Speedup,7:F2}x {r.EngineNodeMs,12:F3} {r.OrtNodeMs,10:F3} " +
+                $"{(r.NodeSpeedup is double node ? $"{node:F2}x" : "-"),8} {(r.MatMulShare is double share ? share.ToString("P0", CultureInfo.InvariantCulture) : "-"),6}");
     }
 }

@@ -33,6 +33,49 @@ internal static class OpIo
 
     /// <summary>NumPy's name of the element type: float32, float16...</summary>
     public static string DType(NpyType type) => type.ToString().ToLowerInvariant();
+
+    /// <summary>Refuses sizes, before anything is allocated, that make an array of more elements than .NET holds in one; <paramref name="what"/> names the options and the array.</summary>
+    public static void CheckArraySize(string what, params long[] dims)
+    {
+        var elements = dims.Aggregate(System.Numerics.BigInteger.One, (a, d) => a * d);
+        if (elements > Array.MaxLength) throw new UsageException($"{what} would hold {elements} elements; an array holds at most {Array.MaxLength}");
+    }
+
+    /// <summary>Paths of one file compare equal: case counts on Linux only (Windows' and macOS's default file systems ignore it).</summary>
+    public static StringComparer PathComparer { get; } = OperatingSystem.IsLinux() ? StringComparer.Ordinal : StringComparer.OrdinalIgnoreCase;
+
+    /// <summary>
+    /// The full path with every symbolic link in it resolved as the system resolves them ('..' after a link leaves the
+    /// link's target), so that two names of one file compare equal; as OnnxModel resolves external data files.
+    /// </summary>
+    public static string RealPath(string path)
+    {
+        char[] separators = [Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar];
+        string fullPath = Path.GetFullPath(path);
+        string root = Path.GetPathRoot(fullPath)!;
+        var pending = new Stack<string>(fullPath[root.Length..].Split(separators, StringSplitOptions.RemoveEmptyEntries).Reverse());
+        string real = root;
+        while (pending.TryPop(out var segment))
+        {
+            if (segment == ".") continue;
+            if (segment == "..")
+            {
+                real = Path.GetDirectoryName(real) ?? real;
+                continue;
+            }
+            string next = Path.Join(real, segment);
+            string? target = Path.Exists(next) ? new FileInfo(next).LinkTarget : null;
+            if (target is null)
+            {
+                real = next;
+                continue;
+            }
+            string targetRoot = Path.GetPathRoot(target) ?? "";
+            if (targetRoot.Length > 0) real = targetRoot;
+            foreach (var s in target[targetRoot.Length..].Split(separators, StringSplitOptions.RemoveEmptyEntries).Reverse()) pending.Push(s);
+        }
+        return real;
+    }
 }
 
 /// <summary>
@@ -44,6 +87,9 @@ internal class OpFiles : IDisposable
 {
     private readonly List<NpyArray> _opened = [];
     private readonly List<(string Name, string Path, NpyType Type, long[] Shape)> _written = [];
+    // By real path: the input files as named, and the outputs' names.
+    private readonly Dictionary<string, string> _inputFiles = new(OpIo.PathComparer);
+    private readonly Dictionary<string, string> _outputFiles = new(OpIo.PathComparer);
     private TimeSpan _call;
 
     /// <summary>The file a given option names, memory-mapped until the command ends; null when the option is not given.</summary>
@@ -52,10 +98,29 @@ internal class OpFiles : IDisposable
     /// <summary>A .npy file memory-mapped until the command ends.</summary>
     public NpyArray Open(string path)
     {
+        string real = OpIo.RealPath(path);
+        if (_outputFiles.TryGetValue(real, out var output)) throw OverwritesInput(output, path, path);
         var array = Npy.Read(path);
         _opened.Add(array);
+        _inputFiles.TryAdd(real, path);
         return array;
     }
+
+    /// <summary>
+    /// Takes <paramref name="path"/> for the output <paramref name="name"/>, refusing one that is an input file (whose mapped
+    /// data a run reads, and may hand back as the output itself) or another output's file.
+    /// </summary>
+    public void Claim(string name, string path)
+    {
+        string real = OpIo.RealPath(path);
+        if (_inputFiles.TryGetValue(real, out var input)) throw OverwritesInput(name, path, input);
+        if (_outputFiles.TryGetValue(real, out var other) && other != name)
+            throw new ArgumentException($"outputs {other} and {name} would both be written to {path}: give each its own file");
+        _outputFiles[real] = name;
+    }
+
+    private static ArgumentException OverwritesInput(string output, string outputPath, string inputPath) =>
+        new($"output {output} would be written to {outputPath}, which is the input file {inputPath}: write it elsewhere");
 
     /// <summary>Runs the op's call, timed.</summary>
     public void Time(Action call)
@@ -67,6 +132,7 @@ internal class OpFiles : IDisposable
 
     public void Write<T>(string name, string path, Tensor<T> tensor) where T : unmanaged
     {
+        Claim(name, path);
         Npy.Write(path, tensor.AsReadOnlyTensorSpan());
         _written.Add((name, path, Npy.TypeOf<T>(), Array.ConvertAll(tensor.Lengths.ToArray(), d => (long)d)));
     }
@@ -74,6 +140,7 @@ internal class OpFiles : IDisposable
     /// <summary>Writes bytes held elsewhere (an ONNX Runtime output) straight from where they lie.</summary>
     public void Write(string name, string path, NpyType type, long[] shape, ReadOnlySpan<byte> bytes)
     {
+        Claim(name, path);
         Npy.Write(path, type, Array.ConvertAll(shape, d => checked((nint)d)), bytes);
         _written.Add((name, path, type, shape));
     }
@@ -146,6 +213,8 @@ internal sealed class AttentionFiles : OpFiles
             CuSeqlens = Optional(args.GetValue(options.CuSeqlens))?.ToInt32();
             _outputPath = args.GetValue(options.O)!;
             _statePath = args.GetValue(options.Ht);
+            Claim("o", _outputPath);
+            if (_statePath is not null) Claim("ht", _statePath);
         }
         catch
         {

@@ -1,0 +1,70 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Engine.Workloads;
+using NUnit.Framework;
+using DataType = Engine.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace Engine.Tests.Cli;
+
+/// <summary>engine bench-model's random inputs and its report on a model the engine takes no node of.</summary>
+[TestFixture]
+public sealed class BenchModelInputTests : CliFixture
+{
+    /// <summary>y = x + x over [B, T, 8]: nothing for the engine to take.</summary>
+    private string AddModel()
+    {
+        var builder = new ModelBuilder();
+        string x = builder.Input("x", DataType.Float, "B", "T", 8);
+        builder.Output(builder.Op("Add", x, x), DataType.Float);
+        string path = PathOf("add.onnx");
+        builder.Build().Save(path);
+        return path;
+    }
+
+    [Test]
+    public void NoEngineNodeShowsNoNodeSpeedup()
+    {
+        string model = AddModel();
+        var (code, stdout, stderr) = Engine("bench-model", model, "--dim", "B=1", "--dim", "T=4", "--repeats", "1", "--threads", "1", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        var row = JsonDocument.Parse(stdout).RootElement[0];
+        Assert.That(row.GetProperty("engine_nodes").GetInt32(), Is.Zero);
+        Assert.That(row.GetProperty("node_speedup").ValueKind, Is.EqualTo(JsonValueKind.Null));
+
+        var text = Engine("bench-model", model, "--dim", "B=1", "--dim", "T=4", "--repeats", "1", "--threads", "1");
+        Assert.That(text.code, Is.Zero, text.stderr);
+        Assert.That(text.stdout, Does.Not.Contain("NaN").And.Not.Contain("∞"));
+    }
+
+    [Test]
+    public void ARandomInputTooLargeForAnArrayIsNamed() =>
+        AssertOneLineError(Engine("bench-model", AddModel(), "--dim", "B=1", "--dim", "T=1000000000", "--repeats", "1"), 1,
+            $"input 'x' of shape [1, 1000000000, 8] would hold 8000000000 elements; a random input holds at most {Array.MaxLength}");
+
+    /// <summary>Run as its own process under a 512 MiB heap limit, so that the allocation fails as it would on a small machine.</summary>
+    [Test]
+    public void ARandomInputBeyondMemoryIsOneLine()
+    {
+        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
+        {
+            ArgumentList = { Path.Combine(AppContext.BaseDirectory, "engine.dll"), "bench-model", AddModel(), "--dim", "B=1", "--dim", "T=20000000", "--repeats", "1" },
+            RedirectStandardOutput = true, RedirectStandardError = true,
+            Environment = { ["DOTNET_GCHeapHardLimit"] = "0x20000000" },
+        };
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        string stderr = process.StandardError.ReadToEnd();
+        Assert.That(process.WaitForExit(120_000), Is.True, "exits");
+        AssertOneLineError((process.ExitCode, stdout.Result, stderr), 1,
+            "engine: error: out of memory: input 'x' of shape [1, 20000000, 8]: its 160000000 random values do not fit in memory");
+    }
+
+    [Test]
+    public void DimsWhoseProductOverflowsAreNamed() =>
+        AssertOneLineError(Engine("bench-model", AddModel(), "--dim", "B=100000000000", "--dim", "T=100000000000", "--repeats", "1"), 1,
+            "input 'x' of shape [100000000000, 100000000000, 8] would hold 80000000000000000000000 elements");
+
+    [Test]
+    public void ADimGivenTwiceIsRefused() =>
+        AssertOneLineError(Engine("bench-model", AddModel(), "--dim", "T=4", "--dim", "T=8", "--repeats", "1"), 2, "--dim T is given more than once");
+}

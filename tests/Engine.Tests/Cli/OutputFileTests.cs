@@ -1,0 +1,97 @@
+using Engine.IO;
+using Engine.Workloads;
+using NUnit.Framework;
+using DataType = Engine.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace Engine.Tests.Cli;
+
+/// <summary>Where `engine run` and `engine op` write: never onto an input file, never two outputs onto one file; each input named once.</summary>
+[TestFixture]
+public sealed class OutputFileTests : CliFixture
+{
+    /// <summary>A graph with no node whose output is its input x: ONNX Runtime hands back x's own (here memory-mapped) memory.</summary>
+    private string IdentityGraph()
+    {
+        var builder = new ModelBuilder();
+        builder.Input("x", DataType.Float, 2, 3);
+        builder.Output("x", DataType.Float, 2, 3);
+        string path = PathOf("identity.onnx");
+        builder.Build().Save(path);
+        return path;
+    }
+
+    private static readonly float[] Values = [1, 2, 3, 4, 5, 6];
+
+    [Test]
+    public void RunRefusesToWriteAnOutputOntoItsInputFile()
+    {
+        string x = Save("x.npy", NpyArray.From(Values, [2, 3]));
+        AssertOneLineError(Engine("run", IdentityGraph(), "--input", $"x={x}", "--output-dir", Directory), 1,
+            $"output x would be written to {x}, which is the input file {x}");
+        using var kept = Npy.Read(x);
+        Assert.That(kept.ToFloat32(), Is.EqualTo(Values), "the input is left as it was");
+    }
+
+    [Test]
+    public void RunRefusesAnInputFileReachedThroughASymbolicLink()
+    {
+        string real = System.IO.Directory.CreateDirectory(PathOf("real")).FullName;
+        string x = Path.Combine(real, "x.npy");
+        Npy.Write(x, NpyArray.From(Values, [2, 3]));
+        string link = PathOf("link");
+        System.IO.Directory.CreateSymbolicLink(link, real);
+        AssertOneLineError(Engine("run", IdentityGraph(), "--input", $"x={x}", "--output-dir", link), 1, $"which is the input file {x}");
+        using var kept = Npy.Read(x);
+        Assert.That(kept.ToFloat32(), Is.EqualTo(Values));
+    }
+
+    [Test]
+    public void RunWritesTheIdentityGraphsOutputElsewhere()
+    {
+        string x = Save("x.npy", NpyArray.From(Values, [2, 3]));
+        string outDir = PathOf("out");
+        var (code, _, stderr) = Engine("run", IdentityGraph(), "--input", $"x={x}", "--output-dir", outDir);
+        Assert.That(code, Is.Zero, stderr);
+        using var y = Npy.Read(Path.Combine(outDir, "x.npy"));
+        Assert.That(y.ToFloat32(), Is.EqualTo(Values));
+    }
+
+    [Test]
+    public void RunRefusesTwoOutputsThatMapToOneFileName()
+    {
+        var builder = new ModelBuilder();
+        string x = builder.Input("x", DataType.Float, 2, 3);
+        builder.Node("Identity", [x], outputNames: ["a/b"]);
+        builder.Node("Neg", [x], outputNames: ["a_b"]);
+        builder.Output("a/b", DataType.Float, 2, 3);
+        builder.Output("a_b", DataType.Float, 2, 3);
+        string model = PathOf("two.onnx");
+        builder.Build().Save(model);
+        string input = Save("x.npy", NpyArray.From(Values, [2, 3]));
+        string outDir = PathOf("out");
+        AssertOneLineError(Engine("run", model, "--input", $"x={input}", "--output-dir", outDir), 1,
+            $"outputs a/b and a_b would both be written to {Path.Combine(outDir, "a_b.npy")}");
+    }
+
+    [Test]
+    public void OpRefusesTheStateAndTheOutputInOneFile()
+    {
+        var inputs = Engine("inputs", "gated-delta", "--T", "4", "--H", "1", "--K", "4", "--V", "4", "--out-dir", Directory);
+        Assert.That(inputs.code, Is.Zero, inputs.stderr);
+        string same = PathOf("same.npy");
+        AssertOneLineError(Engine("op", "gated-delta", "--q", PathOf("q.npy"), "--k", PathOf("k.npy"), "--v", PathOf("v.npy"), "--beta", PathOf("beta.npy"),
+            "--g", PathOf("g.npy"), "--o", same, "--ht", same), 1, $"outputs o and ht would both be written to {same}");
+        Assert.That(File.Exists(same), Is.False, "refused before the op runs");
+        AssertOneLineError(Engine("op", "gated-delta", "--q", PathOf("q.npy"), "--k", PathOf("k.npy"), "--v", PathOf("v.npy"), "--beta", PathOf("beta.npy"),
+            "--g", PathOf("g.npy"), "--o", PathOf("q.npy")), 1, $"output o would be written to {PathOf("q.npy")}, which is the input file");
+    }
+
+    [Test]
+    public void AnInputGivenTwiceIsRefused()
+    {
+        string a = Save("a.npy", NpyArray.From(Values, [2, 3]));
+        string b = Save("b.npy", NpyArray.From(Values, [2, 3]));
+        AssertOneLineError(Engine("run", IdentityGraph(), "--input", $"x={a}", "--input", $"x={b}", "--output-dir", PathOf("out")), 2,
+            "--input x is given more than once");
+    }
+}
