@@ -41,9 +41,8 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
             throw new InvalidDataException($"{path}: model.decoder.filename must name a file in the model folder, got '{filename}'");
         if (!File.Exists(modelPath)) throw new FileNotFoundException($"{path}: model.decoder.filename names '{filename}', which is not in the folder", modelPath);
         // The name is checked as text above; a symbolic link may still lead out, as external data's links are refused to.
-        string realModel = RealPath(modelPath), realFolder = RealPath(folder);
-        string relative = Path.GetRelativePath(realFolder, realModel);
-        if (Path.IsPathRooted(relative) || relative == ".." || relative.StartsWith(".." + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+        string realModel = FilePaths.Real(modelPath);
+        if (!FilePaths.IsInside(FilePaths.Real(folder), realModel))
             throw new InvalidDataException($"{path}: model.decoder.filename names '{filename}', a symbolic link to '{realModel}', outside the model folder");
         int? context = root.GetProperty("model").TryGetProperty("context_length", out var c) ? reader.PositiveInt(c, "model.context_length") : null;
         return new GenAiConfig(path, modelPath,
@@ -73,38 +72,6 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
     }
 
     public static string Name(string template, int layer) => template.Replace("%d", layer.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
-
-    /// <summary>
-    /// A full path with every symbolic link in it resolved as the system resolves them ('..' after a link leaves the link's
-    /// target); as OnnxModel resolves external data files.
-    /// </summary>
-    private static string RealPath(string fullPath)
-    {
-        char[] separators = [Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar];
-        string root = Path.GetPathRoot(fullPath)!;
-        var pending = new Stack<string>(fullPath[root.Length..].Split(separators, StringSplitOptions.RemoveEmptyEntries).Reverse());
-        string real = root;
-        while (pending.TryPop(out var segment))
-        {
-            if (segment == ".") continue;
-            if (segment == "..")
-            {
-                real = Path.GetDirectoryName(real) ?? real;
-                continue;
-            }
-            string next = Path.Join(real, segment);
-            string? target = Path.Exists(next) ? new FileInfo(next).LinkTarget : null;
-            if (target is null)
-            {
-                real = next;
-                continue;
-            }
-            string targetRoot = Path.GetPathRoot(target) ?? "";
-            if (targetRoot.Length > 0) real = targetRoot;
-            foreach (var s in target[targetRoot.Length..].Split(separators, StringSplitOptions.RemoveEmptyEntries).Reverse()) pending.Push(s);
-        }
-        return real;
-    }
 
     /// <summary>Reads keys of the config, naming the file and the key in every refusal.</summary>
     private sealed class Reader(string path)

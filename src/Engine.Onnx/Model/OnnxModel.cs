@@ -275,56 +275,18 @@ public sealed class OnnxModel
             throw Invalid(tensor, $"external data location '{location}' is an absolute path: it must be relative to the model's folder");
         string folder = Path.GetFullPath(BaseDirectory!);
         string file = Path.GetFullPath(Path.Combine(folder, location));
-        if (!IsInside(folder, file)) throw Invalid(tensor, $"external data location '{location}' is outside the model's folder");
-        string realFolder = RealPath(folder);
+        if (!FilePaths.IsInside(folder, file)) throw Invalid(tensor, $"external data location '{location}' is outside the model's folder");
+        string realFolder = FilePaths.Real(folder);
         string path = folder;
         foreach (var segment in Path.GetRelativePath(folder, file).Split(Path.DirectorySeparatorChar))
         {
             path = Path.Join(path, segment);
             if (!Path.Exists(path) || new FileInfo(path).LinkTarget is null) continue;
-            string target = RealPath(path);
-            if (!IsInside(realFolder, target))
+            string target = FilePaths.Real(path);
+            if (!FilePaths.IsInside(realFolder, target))
                 throw Invalid(tensor, $"external data location '{location}' goes through the symbolic link '{Path.GetRelativePath(folder, path)}' to '{target}', outside the model's folder");
         }
         if (!File.Exists(file)) throw Invalid(tensor, $"external data file '{location}' not found in the model's folder");
-        return RealPath(file);
-    }
-
-    private static bool IsInside(string folder, string path)
-    {
-        string relative = Path.GetRelativePath(folder, path);
-        return !Path.IsPathRooted(relative) && relative != ".." && !relative.StartsWith(".." + Path.DirectorySeparatorChar, StringComparison.Ordinal);
-    }
-
-    /// <summary>
-    /// A full path with every symbolic link in it resolved as the system resolves them ('..' after a link
-    /// leaves the link's target). Only links that resolve are followed, so it ends where the system's lookup ends.
-    /// </summary>
-    private static string RealPath(string fullPath)
-    {
-        char[] separators = [Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar];
-        string root = Path.GetPathRoot(fullPath)!;
-        var pending = new Stack<string>(fullPath[root.Length..].Split(separators, StringSplitOptions.RemoveEmptyEntries).Reverse());
-        string real = root;
-        while (pending.TryPop(out var segment))
-        {
-            if (segment == ".") continue;
-            if (segment == "..")
-            {
-                real = Path.GetDirectoryName(real) ?? real;
-                continue;
-            }
-            string next = Path.Join(real, segment);
-            string? target = Path.Exists(next) ? new FileInfo(next).LinkTarget : null;
-            if (target is null)
-            {
-                real = next;
-                continue;
-            }
-            string targetRoot = Path.GetPathRoot(target) ?? "";
-            if (targetRoot.Length > 0) real = targetRoot;
-            foreach (var s in target[targetRoot.Length..].Split(separators, StringSplitOptions.RemoveEmptyEntries).Reverse()) pending.Push(s);
-        }
-        return real;
+        return FilePaths.Real(file);
     }
 }

@@ -3,6 +3,7 @@ using System.Numerics.Tensors;
 using System.CommandLine;
 using System.Text.Json;
 using Engine.IO;
+using Engine.Onnx;
 
 namespace Engine.Cli.Commands;
 
@@ -43,39 +44,6 @@ internal static class OpIo
 
     /// <summary>Paths of one file compare equal: case counts on Linux only (Windows' and macOS's default file systems ignore it).</summary>
     public static StringComparer PathComparer { get; } = OperatingSystem.IsLinux() ? StringComparer.Ordinal : StringComparer.OrdinalIgnoreCase;
-
-    /// <summary>
-    /// The full path with every symbolic link in it resolved as the system resolves them ('..' after a link leaves the
-    /// link's target), so that two names of one file compare equal; as OnnxModel resolves external data files.
-    /// </summary>
-    public static string RealPath(string path)
-    {
-        char[] separators = [Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar];
-        string fullPath = Path.GetFullPath(path);
-        string root = Path.GetPathRoot(fullPath)!;
-        var pending = new Stack<string>(fullPath[root.Length..].Split(separators, StringSplitOptions.RemoveEmptyEntries).Reverse());
-        string real = root;
-        while (pending.TryPop(out var segment))
-        {
-            if (segment == ".") continue;
-            if (segment == "..")
-            {
-                real = Path.GetDirectoryName(real) ?? real;
-                continue;
-            }
-            string next = Path.Join(real, segment);
-            string? target = Path.Exists(next) ? new FileInfo(next).LinkTarget : null;
-            if (target is null)
-            {
-                real = next;
-                continue;
-            }
-            string targetRoot = Path.GetPathRoot(target) ?? "";
-            if (targetRoot.Length > 0) real = targetRoot;
-            foreach (var s in target[targetRoot.Length..].Split(separators, StringSplitOptions.RemoveEmptyEntries).Reverse()) pending.Push(s);
-        }
-        return real;
-    }
 }
 
 /// <summary>
@@ -98,7 +66,7 @@ internal class OpFiles : IDisposable
     /// <summary>A .npy file memory-mapped until the command ends.</summary>
     public NpyArray Open(string path)
     {
-        string real = OpIo.RealPath(path);
+        string real = FilePaths.Real(path);
         if (_outputFiles.TryGetValue(real, out var output)) throw OverwritesInput(output, path, path);
         var array = Npy.Read(path);
         _opened.Add(array);
@@ -112,7 +80,7 @@ internal class OpFiles : IDisposable
     /// </summary>
     public void Claim(string name, string path)
     {
-        string real = OpIo.RealPath(path);
+        string real = FilePaths.Real(path);
         if (_inputFiles.TryGetValue(real, out var input)) throw OverwritesInput(name, path, input);
         if (_outputFiles.TryGetValue(real, out var other) && other != name)
             throw new ArgumentException($"outputs {other} and {name} would both be written to {path}: give each its own file");
