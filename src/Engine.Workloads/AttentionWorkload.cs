@@ -13,6 +13,9 @@ public abstract class AttentionWorkload
 
     private protected AttentionWorkload(int batch, int tokens, int heads, int keyDim, int valueDim, int seed, double queryStd = 1.0)
     {
+        ArraySize.Require($"B {batch}, T {tokens}, H {heads}, K {keyDim}: q [B, T, H, K]", batch, tokens, heads, keyDim);
+        ArraySize.Require($"B {batch}, T {tokens}, H {heads}, V {valueDim}: v [B, T, H, V]", batch, tokens, heads, valueDim);
+        ArraySize.Require($"B {batch}, H {heads}, K {keyDim}, V {valueDim}: the state [B, H, K, V]", batch, heads, keyDim, valueDim);
         Batch = batch; Tokens = tokens; Heads = heads; KeyDim = keyDim; ValueDim = valueDim;
         Data = new WorkloadData(seed);
         long rows = (long)batch * tokens * heads;

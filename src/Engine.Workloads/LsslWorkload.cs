@@ -13,6 +13,8 @@ public sealed class LsslWorkload : IDisposable
 
     public LsslWorkload(int batch, int length, int channels, int stateSize, LsslInitKind kind = LsslInitKind.Legs, int seed = 0)
     {
+        ArraySize.Require($"B {batch}, L {length}, H {channels}: u [B, L, H]", batch, length, channels);
+        ArraySize.Require($"B {batch}, H {channels}, N {stateSize}: the state [B, H, N]", batch, channels, stateSize);
         Batch = batch; Length = length; Channels = channels; StateSize = stateSize;
         Layer = Lssl.Parameters(kind, channels, stateSize, seed).Layer();
         _u = new WorkloadData(seed + 1).Normal((long)batch * length * channels);

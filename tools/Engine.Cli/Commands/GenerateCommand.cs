@@ -220,11 +220,11 @@ internal sealed class SamplesCommand : EngineCommand
             },
         };
         var linear = spec.LinearLayer;
-        OpIo.CheckArraySize($"--vocab {spec.VocabSize} --hidden {spec.Hidden}: the embeddings [vocab, hidden]", spec.VocabSize, spec.Hidden);
-        OpIo.CheckArraySize($"--hidden {spec.Hidden} --qk-heads {linear.QkHeads} --value-heads {linear.ValueHeads} --head-dim {linear.KeyDim}: " +
+        Workloads.ArraySize.Require($"--vocab {spec.VocabSize} --hidden {spec.Hidden}: the embeddings [vocab, hidden]", spec.VocabSize, spec.Hidden);
+        Workloads.ArraySize.Require($"--hidden {spec.Hidden} --qk-heads {linear.QkHeads} --value-heads {linear.ValueHeads} --head-dim {linear.KeyDim}: " +
             "the q/k/v projection [hidden, 2·qk-heads·head-dim + value-heads·head-dim]", spec.Hidden, 2L * linear.QkHeads * linear.KeyDim + (long)linear.ValueHeads * linear.ValueDim);
-        OpIo.CheckArraySize($"--hidden {spec.Hidden}: the MLP weights [hidden, {spec.Intermediate}]", spec.Hidden, spec.Intermediate);
-        OpIo.CheckArraySize($"--context {spec.ContextLength}: the rotary caches [context, {spec.HeadSize / 2}]", spec.ContextLength, spec.HeadSize / 2);
+        Workloads.ArraySize.Require($"--hidden {spec.Hidden}: the MLP weights [hidden, {spec.Intermediate}]", spec.Hidden, spec.Intermediate);
+        Workloads.ArraySize.Require($"--context {spec.ContextLength}: the rotary caches [context, {spec.HeadSize / 2}]", spec.ContextLength, spec.HeadSize / 2);
         Workloads.SampleModels.WriteSamples(dir);
         string hybrid = Path.Combine(dir, "hybrid_decoder");
         Workloads.HybridDecoder.Write(hybrid, spec);

@@ -49,9 +49,6 @@ internal sealed class InputsCommand : EngineCommand
     {
         int b = args.GetValue(_b), t = args.GetValue(_t), h = args.GetValue(_h), k = args.GetValue(_k), v = args.GetValue(_v), seed = args.GetValue(_seed);
         var gate = args.GetValue(_gate);
-        OpIo.CheckArraySize($"--B {b} --T {t} --H {h} --K {k}: q [B,T,H,K]", b, t, h, k);
-        OpIo.CheckArraySize($"--B {b} --T {t} --H {h} --V {v}: v [B,T,H,V]", b, t, h, v);
-        OpIo.CheckArraySize($"--B {b} --H {h} --K {k} --V {v}: the state [B,H,K,V]", b, h, k, v);
         AttentionWorkload work = args.GetValue(_op) switch
         {
             "gla" => new GlaWorkload(b, t, h, k, v, Gate(gate ?? GateKind.PerKey, orNone: true), seed),

@@ -35,13 +35,6 @@ internal static class OpIo
     /// <summary>NumPy's name of the element type: float32, float16...</summary>
     public static string DType(NpyType type) => type.ToString().ToLowerInvariant();
 
-    /// <summary>Refuses sizes, before anything is allocated, that make an array of more elements than .NET holds in one; <paramref name="what"/> names the options and the array.</summary>
-    public static void CheckArraySize(string what, params long[] dims)
-    {
-        var elements = dims.Aggregate(System.Numerics.BigInteger.One, (a, d) => a * d);
-        if (elements > Array.MaxLength) throw new UsageException($"{what} would hold {elements} elements; an array holds at most {Array.MaxLength}");
-    }
-
     /// <summary>Paths of one file compare equal: case counts on Linux only (Windows' and macOS's default file systems ignore it).</summary>
     public static StringComparer PathComparer { get; } = OperatingSystem.IsLinux() ? StringComparer.Ordinal : StringComparer.OrdinalIgnoreCase;
 }
