@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Text.Json;
-using Engine.Workloads;
 using NUnit.Framework;
 using DataType = Engine.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -11,15 +10,11 @@ namespace Engine.Tests.Cli;
 public sealed class BenchModelInputTests : CliFixture
 {
     /// <summary>y = x + x over [B, T, 8]: nothing for the engine to take.</summary>
-    private string AddModel()
+    private string AddModel() => SaveModel("add.onnx", builder =>
     {
-        var builder = new ModelBuilder();
         string x = builder.Input("x", DataType.Float, "B", "T", 8);
         builder.Output(builder.Op("Add", x, x), DataType.Float);
-        string path = PathOf("add.onnx");
-        builder.Build().Save(path);
-        return path;
-    }
+    });
 
     [Test]
     public void NoEngineNodeShowsNoNodeSpeedup()

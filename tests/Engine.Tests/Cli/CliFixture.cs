@@ -1,4 +1,5 @@
 using Engine.IO;
+using Engine.Workloads;
 using NUnit.Framework;
 
 namespace Engine.Tests.Cli;
@@ -18,6 +19,16 @@ public abstract class CliFixture
     protected string Directory => _dir;
 
     protected string PathOf(string name) => Path.Combine(_dir, name);
+
+    /// <summary>A model <paramref name="build"/> writes, saved in this test's directory.</summary>
+    private protected string SaveModel(string name, Action<ModelBuilder> build)
+    {
+        var builder = new ModelBuilder();
+        build(builder);
+        string path = PathOf(name);
+        builder.Build().Save(path);
+        return path;
+    }
 
     protected string Save(string name, NpyArray array)
     {

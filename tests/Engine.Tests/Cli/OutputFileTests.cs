@@ -1,5 +1,4 @@
 using Engine.IO;
-using Engine.Workloads;
 using NUnit.Framework;
 using DataType = Engine.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -10,15 +9,11 @@ namespace Engine.Tests.Cli;
 public sealed class OutputFileTests : CliFixture
 {
     /// <summary>A graph with no node whose output is its input x: ONNX Runtime hands back x's own (here memory-mapped) memory.</summary>
-    private string IdentityGraph()
+    private string IdentityGraph() => SaveModel("identity.onnx", builder =>
     {
-        var builder = new ModelBuilder();
         builder.Input("x", DataType.Float, 2, 3);
         builder.Output("x", DataType.Float, 2, 3);
-        string path = PathOf("identity.onnx");
-        builder.Build().Save(path);
-        return path;
-    }
+    });
 
     private static readonly float[] Values = [1, 2, 3, 4, 5, 6];
 
@@ -59,14 +54,14 @@ public sealed class OutputFileTests : CliFixture
     [Test]
     public void RunRefusesTwoOutputsThatMapToOneFileName()
     {
-        var builder = new ModelBuilder();
-        string x = builder.Input("x", DataType.Float, 2, 3);
-        builder.Node("Identity", [x], outputNames: ["a/b"]);
-        builder.Node("Neg", [x], outputNames: ["a_b"]);
-        builder.Output("a/b", DataType.Float, 2, 3);
-        builder.Output("a_b", DataType.Float, 2, 3);
-        string model = PathOf("two.onnx");
-        builder.Build().Save(model);
+        string model = SaveModel("two.onnx", builder =>
+        {
+            string x = builder.Input("x", DataType.Float, 2, 3);
+            builder.Node("Identity", [x], outputNames: ["a/b"]);
+            builder.Node("Neg", [x], outputNames: ["a_b"]);
+            builder.Output("a/b", DataType.Float, 2, 3);
+            builder.Output("a_b", DataType.Float, 2, 3);
+        });
         string input = Save("x.npy", NpyArray.From(Values, [2, 3]));
         string outDir = PathOf("out");
         AssertOneLineError(Engine("run", model, "--input", $"x={input}", "--output-dir", outDir), 1,
