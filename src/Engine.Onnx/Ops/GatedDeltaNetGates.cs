@@ -44,7 +44,7 @@ internal ref struct GatedDeltaNetGates
                     gates._scratch = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
                     Activate(config, call, g, width, gates._scratch.AsSpan(0, n));
                 }
-                gates.G = new ReadOnlyTensorSpan<float>(gates._g is float[] copy ? copy.AsSpan(0, n) : decay.AsReadOnlySpan<float>(), shape, []);
+                gates.G = StridedView.Dense(gates._g is float[] copy ? copy.AsSpan(0, n) : decay.AsReadOnlySpan<float>(), shape);
             }
             if (call.Beta is not OrtTensorView beta) return gates;
             int betas = checked((int)beta.ElementCount);
@@ -55,7 +55,7 @@ internal ref struct GatedDeltaNetGates
                 RequireFinite(values, config, "beta");
                 Sigmoid(values, values, 1f);
             }
-            gates.Beta = new ReadOnlyTensorSpan<float>(gates._beta is float[] copied ? copied.AsSpan(0, betas) : beta.AsReadOnlySpan<float>(), [b, t, hv], []);
+            gates.Beta = StridedView.Dense(gates._beta is float[] copied ? copied.AsSpan(0, betas) : beta.AsReadOnlySpan<float>(), [b, t, hv]);
             return gates;
         }
         catch

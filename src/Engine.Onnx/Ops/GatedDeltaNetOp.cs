@@ -515,11 +515,11 @@ internal readonly ref struct GatedDeltaNetViews
         }
         else
         {
-            Q = new ReadOnlyTensorSpan<float>(q, [b, t, hq, dk], []);
-            K = new ReadOnlyTensorSpan<float>(_views.In(call.Key), [b, t, hq, dk], []);
-            V = new ReadOnlyTensorSpan<float>(_views.In(call.Value), [b, t, hv, dv], []);
+            Q = StridedView.Dense(q, [b, t, hq, dk]);
+            K = StridedView.Dense(_views.In(call.Key), [b, t, hq, dk]);
+            V = StridedView.Dense(_views.In(call.Value), [b, t, hv, dv]);
         }
-        Output = new TensorSpan<float>(_views.Out(call.Output, "output"), [b, t, hv, dv], []);
+        Output = StridedView.Dense(_views.Out(call.Output, "output"), [b, t, hv, dv]);
         if (normalizeQk)
         {
             Q = Normalized(Q, dk);
@@ -533,7 +533,7 @@ internal readonly ref struct GatedDeltaNetViews
         var rows = _views.Rent(x.FlattenedLength).AsSpan();
         x.FlattenTo(rows);
         for (int at = 0; at < rows.Length; at += (int)dim) SimdOps.Normalize(rows.Slice(at, (int)dim), 1f, GatedDeltaNetSignature.L2NormEpsilon);
-        return new ReadOnlyTensorSpan<float>(rows, x.Lengths, []);
+        return StridedView.Dense<float>(rows, x.Lengths.ToArray());
     }
 
     /// <summary>Writes a float16 output, refusing a value float16 cannot hold.</summary>

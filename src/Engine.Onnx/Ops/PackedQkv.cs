@@ -17,19 +17,15 @@ internal readonly ref struct PackedQkv<T> where T : unmanaged
         nint width = (nint)PackedQkv.Width(hq, hk, hv, dk, dv);
         if (rows.IsEmpty)
         {
-            // No tokens (T = 0 or B = 0): System.Numerics.Tensors refuses zero-length memory under a 0 axis, so the empty
-            // views point at one element they never read.
-            Q = new(Nothing, [b, t, hq, dk], new nint[4]);
-            K = new(Nothing, [b, t, hk, dk], new nint[4]);
-            V = new(Nothing, [b, t, hv, dv], new nint[4]);
+            Q = StridedView.Dense(rows, [b, t, hq, dk]);
+            K = StridedView.Dense(rows, [b, t, hk, dk]);
+            V = StridedView.Dense(rows, [b, t, hv, dv]);
             return;
         }
         Q = View(rows, b, t, hq, dk, width);
         K = View(rows[(int)(hq * dk)..], b, t, hk, dk, width);
         V = View(rows[(int)((hq + hk) * dk)..], b, t, hv, dv, width);
     }
-
-    private static readonly T[] Nothing = new T[1];
 
     private static ReadOnlyTensorSpan<T> View(ReadOnlySpan<T> rows, nint b, nint t, nint heads, nint d, nint width) =>
         new(rows, [b, t, heads, d], StridedView.Strides([b, t, heads, d], [t * width, width, d, 1]));
@@ -41,9 +37,25 @@ internal static class PackedQkv
     public static long Width(long hq, long hk, long hv, long dk, long dv) => (hq + hk) * dk + hv * dv;
 }
 
-/// <summary>Strides of views into ORT's memory.</summary>
+/// <summary>Views into ORT's memory.</summary>
 internal static class StridedView
 {
+    /// <summary>
+    /// A dense view of <paramref name="lengths"/> over <paramref name="span"/>. An empty one (T = 0 or B = 0) points at one
+    /// element it never reads: System.Numerics.Tensors refuses zero-length memory under a 0 axis.
+    /// </summary>
+    public static TensorSpan<T> Dense<T>(Span<T> span, nint[] lengths) =>
+        span.IsEmpty ? new(Nothing<T>.Element, lengths, new nint[lengths.Length]) : new(span, lengths, []);
+
+    /// <inheritdoc cref="Dense{T}(Span{T}, nint[])"/>
+    public static ReadOnlyTensorSpan<T> Dense<T>(ReadOnlySpan<T> span, nint[] lengths) =>
+        span.IsEmpty ? new(Nothing<T>.Element, lengths, new nint[lengths.Length]) : new(span, lengths, []);
+
+    private static class Nothing<T>
+    {
+        public static readonly T[] Element = new T[1];
+    }
+
     /// <summary>The strides with those of dims of length 1 set to 0: System.Numerics.Tensors bounds such a dim by its stride.</summary>
     public static nint[] Strides(nint[] lengths, nint[] strides)
     {

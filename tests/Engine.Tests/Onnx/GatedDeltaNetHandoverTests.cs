@@ -157,6 +157,21 @@ public sealed class GatedDeltaNetHandoverTests
         return TensorData.Create(part, [b, length, .. x.Shape[2..]]);
     }
 
+    /// <summary>No tokens (ORT's kernel refuses them): an empty output, the final state the initial one, packed or not.</summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void NoTokensLeaveTheStateAsItWas(bool packedQkv)
+    {
+        var model = SampleModels.GatedDeltaNetNode(new GatedDeltaNetNodeSpec { PackedQkv = packedQkv });
+        var inputs = ModelInputs.Random(model, new Dictionary<string, long> { ["N"] = 0, ["B"] = 1 });
+        inputs["initial_state"] = TensorData.Create(new TestData(2).Normal(4 * 16 * 16), 1, 4, 16, 16);
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        Assert.That(engine.Handover.EngineNodes, Has.Exactly(1).Items);
+        var outputs = engine.Run(inputs);
+        Assert.That(outputs["output"].ElementCount, Is.Zero);
+        Assert.That(outputs["final_state"].As<float>(), Is.EqualTo(inputs["initial_state"].As<float>()));
+    }
+
     [Test]
     public void OrtKeepsWhatTheEngineDoesNotTakeAndSaysWhy()
     {
