@@ -140,6 +140,8 @@ public sealed class Generator : IDisposable
         if (Interlocked.Exchange(ref _busy, 1) != 0) throw new InvalidOperationException("the generator is already generating (one generation at a time)");
         try
         {
+            // The generation's values stay ORT's from run to run: the session stays open until it ends.
+            using var run = _session.EnterRun();
             return Run(prompt, newTokens, options ?? new GenerationOptions(), cancellationToken);
         }
         finally
@@ -158,7 +160,7 @@ public sealed class Generator : IDisposable
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         if (prompt.Count == 0) throw new ArgumentException("the prompt needs at least one token", nameof(prompt));
         ValidateLength(prompt.Count, newTokens);
-        for (int i = 0; i < prompt.Count; i++) CheckToken(prompt[i], nameof(prompt), $"prompt token {i}");
+        for (int i = 0; i < prompt.Count; i++) CheckToken(prompt[i], VocabSize, nameof(prompt), $"prompt token {i}");
     }
 
     /// <summary>
@@ -177,11 +179,12 @@ public sealed class Generator : IDisposable
             throw new ArgumentException($"{promptTokens} prompt tokens and {newTokens} new ones need {positions} positions; a generation holds at most {Array.MaxLength - 1}", nameof(newTokens));
     }
 
-    /// <summary>Releases the session; call it when no generation runs.</summary>
+    /// <summary>Releases the session, once a generation in progress has ended (not from inside one: its callbacks may not dispose it).</summary>
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        if (Volatile.Read(ref _disposed) != 0) return;
         _session.Dispose();
+        Volatile.Write(ref _disposed, 1);
     }
 
     private GenerationResult Run(IReadOnlyList<long> prompt, int newTokens, GenerationOptions options, CancellationToken cancellationToken)
@@ -208,7 +211,7 @@ public sealed class Generator : IDisposable
                 logits = Step(runOptions, ids, ones, positions, position, pasts, logits);
                 position += ids.Length;
                 long next = options.Sampler is { } sampler ? sampler(logits) : ArgMax(logits);
-                CheckToken(next, nameof(options), $"the sampler's token {index}");
+                CheckToken(next, logits.Length, nameof(options), $"the sampler's token {index}");
                 tokens.Add(next);
                 step[0] = next;
                 if (index == 0) firstToken = clock.Elapsed;
@@ -309,10 +312,11 @@ public sealed class Generator : IDisposable
         return best;
     }
 
-    private void CheckToken(long token, string parameter, string what)
+    /// <param name="vocab">the vocabulary's size: the model's when it fixes it, else the logits' length once known.</param>
+    private static void CheckToken(long token, int? vocab, string parameter, string what)
     {
-        if (token < 0 || (VocabSize is int vocab && token >= vocab))
-            throw new ArgumentOutOfRangeException(parameter, token, $"{what} is {token}, outside the vocabulary [0, {VocabSize?.ToString() ?? "?"})");
+        if (token < 0 || token >= vocab)
+            throw new ArgumentOutOfRangeException(parameter, token, $"{what} is {token}, outside the vocabulary [0, {vocab?.ToString() ?? "?"})");
     }
 
     /// <summary>A past input's first value: zeros, batch 1, an empty KV cache (its sequence dim 0).</summary>

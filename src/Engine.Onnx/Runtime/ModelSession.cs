@@ -51,14 +51,16 @@ public sealed class ModelRunException(string message, Exception inner) : Excepti
 /// <summary>
 /// An ONNX model running in ONNX Runtime with its hot nodes handed to the engine's kernels (or not, with
 /// <see cref="HandoverBackend.None"/>). Run it with named tensors from any number of threads; decode by
-/// feeding present_state back as past_state. Dispose it before its host.
+/// feeding present_state back as past_state. Dispose it before its host: Dispose waits for the runs in progress to end.
 /// </summary>
 public sealed class ModelSession : IDisposable
 {
     private readonly InferenceSession _session;
     private readonly KernelHost? _host;
     private readonly Dictionary<string, ModelValueInfo> _declaredInputs;
-    private int _disposed;
+    // The runs in progress, by thread: Dispose waits for them, so ORT's session is never released under a run.
+    private readonly List<int> _runningThreads = [];
+    private bool _disposed;
 
     private ModelSession(OnnxModel model, HandoverPlan plan, InferenceSession session, KernelHost? host, HandoverBackend backend)
     {
@@ -148,8 +150,31 @@ public sealed class ModelSession : IDisposable
 
     public HandoverBackend Backend { get; }
 
-    /// <summary>ONNX Runtime's session, for runs that hand ORT values from one run to the next (<see cref="Generator"/>).</summary>
+    /// <summary>ONNX Runtime's session, for runs that hand ORT values from one run to the next (<see cref="Generator"/>), inside <see cref="EnterRun"/>.</summary>
     internal InferenceSession Inference => _session;
+
+    /// <summary>Holds the session open until the scope ends: a Dispose meanwhile waits for it; a disposed session refuses.</summary>
+    internal RunScope EnterRun()
+    {
+        lock (_runningThreads)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _runningThreads.Add(Environment.CurrentManagedThreadId);
+        }
+        return new RunScope(this);
+    }
+
+    internal readonly struct RunScope(ModelSession session) : IDisposable
+    {
+        public void Dispose()
+        {
+            lock (session._runningThreads)
+            {
+                session._runningThreads.Remove(Environment.CurrentManagedThreadId);
+                if (session._runningThreads.Count == 0) Monitor.PulseAll(session._runningThreads);
+            }
+        }
+    }
 
     /// <summary>The inputs every run must give (graph inputs without an initializer).</summary>
     public IReadOnlyList<string> InputNames { get; }
@@ -180,7 +205,7 @@ public sealed class ModelSession : IDisposable
     {
         ArgumentNullException.ThrowIfNull(inputs);
         ArgumentNullException.ThrowIfNull(read);
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        using var run = EnterRun();
         CheckInputs(inputs);
         using var bound = new BoundTensors(inputs);
         var wanted = (outputs ?? OutputNames).ToArray();
@@ -215,7 +240,7 @@ public sealed class ModelSession : IDisposable
     {
         ArgumentNullException.ThrowIfNull(inputs);
         ArgumentNullException.ThrowIfNull(outputs);
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        using var run = EnterRun();
         CheckInputs(inputs);
         foreach (var (name, data) in outputs)
         {
@@ -249,11 +274,23 @@ public sealed class ModelSession : IDisposable
     }
 
     /// <summary>Ends ORT's profiling (enabled with <see cref="ModelSessionOptions.ProfilePrefix"/>) and returns the profile file.</summary>
-    public string EndProfiling() => _session.EndProfiling();
+    public string EndProfiling()
+    {
+        using var run = EnterRun();
+        return _session.EndProfiling();
+    }
 
+    /// <summary>Waits for the runs in progress to end, then releases ORT's session; later runs throw <see cref="ObjectDisposedException"/>.</summary>
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        lock (_runningThreads)
+        {
+            if (_disposed) return;
+            if (_runningThreads.Contains(Environment.CurrentManagedThreadId))
+                throw new InvalidOperationException("the session cannot be disposed from inside one of its runs (an output reader or a generation's callback): dispose it after the run");
+            _disposed = true;
+            while (_runningThreads.Count > 0) Monitor.Wait(_runningThreads);
+        }
         _session.Dispose();
         _host?.Release();
     }

@@ -150,37 +150,32 @@ public sealed class GeneratorTests
         Assert.Throws<ObjectDisposedException>(() => generator.Generate(prompt, 1));
     }
 
-    /// <summary>
-    /// A model whose logits are one-hot at its position_ids (and whose KV cache appends them): greedy generation returns
-    /// the positions of the tokens it feeds, so position_ids count on from the prompt.
-    /// </summary>
+    /// <summary>Dispose on another thread waits for the generation in progress to end (it released the session under it and crashed); from inside it, it is refused.</summary>
+    [Test]
+    public void DisposeWaitsForTheGenerationInProgress()
+    {
+        var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        long[] prompt = [3, 1, 4];
+        Exception? fromInside = null;
+        generator.Generate(prompt, 1, new GenerationOptions { OnToken = (_, _) => fromInside = Assert.Catch(generator.Dispose) });
+        Assert.That(fromInside, Is.InstanceOf<InvalidOperationException>());
+
+        using var generating = new ManualResetEventSlim();
+        var generation = Task.Run(() => generator.Generate(prompt, 6, new GenerationOptions { OnToken = (_, _) => generating.Set() }));
+        generating.Wait();
+        generator.Dispose();
+        Assert.That(generation.IsCompleted, Is.True, "Dispose returned after the generation ended");
+        Assert.That(generation.Result.Tokens, Has.Count.EqualTo(6));
+        Assert.Throws<ObjectDisposedException>(() => generator.Generate(prompt, 1));
+    }
+
+    /// <summary>Generating from the positions model returns the positions of the tokens it feeds: position_ids count on from the prompt.</summary>
     [Test]
     public void PositionIdsCountOnFromThePrompt()
     {
-        const int vocab = 16;
-        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
-        var b = new ModelBuilder(21, "positions");
-        b.Input("input_ids", I64, "batch_size", "sequence_length");
-        b.Input("attention_mask", I64, "batch_size", "total_sequence_length");
-        string positions = b.Input("position_ids", I64, "batch_size", "sequence_length");
-        var identity = new float[vocab * vocab];
-        for (int i = 0; i < vocab; i++) identity[i * vocab + i] = 1;
-        b.Node("Gather", [b.Initializer("one_hot", identity, vocab, vocab), positions], outputNames: ["logits"]);
-        b.Output("logits", F, "batch_size", "sequence_length", vocab);
-        string asKeys = b.Op("Unsqueeze", b.Node("Cast", [positions], attributes: [("to", 1L)])[0], b.Int64s("axes", 1, 3));
-        foreach (var part in new[] { "key", "value" })
-        {
-            b.Input($"past_key_values.0.{part}", F, "batch_size", 1, "past_sequence_length", 1);
-            b.Node("Concat", [$"past_key_values.0.{part}", asKeys], outputNames: [$"present.0.{part}"], attributes: [("axis", 2L)]);
-            b.Output($"present.0.{part}", F, "batch_size", 1, "total_sequence_length", 1);
-        }
-        string folder = Directory.CreateTempSubdirectory("engine-positions-").FullName;
+        string folder = PositionsModel(PositionsVocab);
         try
         {
-            b.Build().Save(Path.Combine(folder, "model.onnx"));
-            var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = vocab, ContextLength = vocab });
-            config["model"]!["decoder"]!["inputs"]!["position_ids"] = "position_ids";
-            File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
             using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
             Assert.That(generator.CarriedStates, Is.EqualTo(new[] { ("past_key_values.0.key", "present.0.key"), ("past_key_values.0.value", "present.0.value") }));
             Assert.That(generator.Generate([9, 9, 9], 5).Tokens, Is.EqualTo(new long[] { 2, 3, 4, 5, 6 }));
@@ -189,6 +184,57 @@ public sealed class GeneratorTests
         {
             Directory.Delete(folder, recursive: true);
         }
+    }
+
+    /// <summary>A model that leaves the logits' vocabulary dim symbolic: the sampler's token is checked against the logits it was given.</summary>
+    [Test]
+    public void WithASymbolicVocabularyTheSamplersTokenIsCheckedAgainstTheLogits()
+    {
+        string folder = PositionsModel("vocab");
+        try
+        {
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            Assert.That(generator.VocabSize, Is.Null);
+            var e = Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate([1, 2], 1, new GenerationOptions { Sampler = _ => PositionsVocab }));
+            Assert.That(e!.Message, Does.StartWith($"the sampler's token 0 is {PositionsVocab}, outside the vocabulary [0, {PositionsVocab})"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    private const int PositionsVocab = 16;
+
+    /// <summary>
+    /// A model folder whose logits are one-hot at its position_ids (and whose KV cache appends them): greedy generation returns
+    /// the positions of the tokens it feeds. <paramref name="vocabDim"/>: the logits' last dim as declared.
+    /// </summary>
+    private static string PositionsModel(object vocabDim)
+    {
+        const int vocab = PositionsVocab;
+        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
+        var b = new ModelBuilder(21, "positions");
+        b.Input("input_ids", I64, "batch_size", "sequence_length");
+        b.Input("attention_mask", I64, "batch_size", "total_sequence_length");
+        string positions = b.Input("position_ids", I64, "batch_size", "sequence_length");
+        var identity = new float[vocab * vocab];
+        for (int i = 0; i < vocab; i++) identity[i * vocab + i] = 1;
+        b.Node("Gather", [b.Initializer("one_hot", identity, vocab, vocab), positions], outputNames: ["logits"]);
+        b.Output("logits", F, "batch_size", "sequence_length", vocabDim);
+        string asKeys = b.Op("Unsqueeze", b.Node("Cast", [positions], attributes: [("to", 1L)])[0], b.Int64s("axes", 1, 3));
+        foreach (var part in new[] { "key", "value" })
+        {
+            b.Input($"past_key_values.0.{part}", F, "batch_size", 1, "past_sequence_length", 1);
+            b.Node("Concat", [$"past_key_values.0.{part}", asKeys], outputNames: [$"present.0.{part}"], attributes: [("axis", 2L)]);
+            b.Output($"present.0.{part}", F, "batch_size", 1, "total_sequence_length", 1);
+        }
+        string folder = Directory.CreateTempSubdirectory("engine-positions-").FullName;
+        b.Build().Save(Path.Combine(folder, "model.onnx"));
+        var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = vocab, ContextLength = vocab });
+        config["model"]!["decoder"]!["inputs"]!["position_ids"] = "position_ids";
+        File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
+        return folder;
     }
 
     [Test]

@@ -90,4 +90,46 @@ public sealed class SessionLifetimeTests
         Assert.That(host.LiveKernels, Is.Zero);
         Assert.That(host.OpenSessions, Is.Zero);
     }
+
+    /// <summary>A Dispose on another thread waits for the run in progress (it released ORT's session under it and crashed); later runs are refused.</summary>
+    [Test]
+    public void DisposeWaitsForTheRunInProgress()
+    {
+        var c = new LinearAttentionNodeCase { Rule = UpdateRule.Linear, PastState = true };
+        var inputs = c.Inputs();
+        var session = OnnxTestHost.Open(c.Model(), HandoverBackend.Cpu);
+        using var reading = new ManualResetEventSlim();
+        using var disposing = new ManualResetEventSlim();
+        bool runEnded = false;  // set by the run's last step
+        var run = Task.Run(() => session.Run(inputs, (name, type, shape, bytes) =>
+        {
+            reading.Set();
+            disposing.Wait();
+            // The run holds ORT's outputs a while after Dispose was called.
+            Thread.Sleep(50);
+            Assert.That(bytes.ToArray(), Has.Length.GreaterThan(0));
+            Volatile.Write(ref runEnded, true);
+        }));
+        reading.Wait();
+        var dispose = Task.Run(() =>
+        {
+            disposing.Set();
+            session.Dispose();
+            return Volatile.Read(ref runEnded);
+        });
+        run.Wait();
+        Assert.That(dispose.Result, Is.True, "Dispose returned after the run ended");
+        Assert.Throws<ObjectDisposedException>(() => session.Run(inputs));
+    }
+
+    [Test]
+    public void DisposeFromInsideARunIsRefused()
+    {
+        var c = new LinearAttentionNodeCase { Rule = UpdateRule.Linear, PastState = true };
+        using var session = OnnxTestHost.Open(c.Model(), HandoverBackend.Cpu);
+        Exception? refused = null;
+        session.Run(c.Inputs(), (_, _, _, _) => refused ??= Assert.Catch(session.Dispose));
+        Assert.That(refused, Is.InstanceOf<InvalidOperationException>().With.Message.Contain("inside one of its runs"));
+        Assert.That(session.Run(c.Inputs()), Is.Not.Empty, "the session still runs");
+    }
 }
