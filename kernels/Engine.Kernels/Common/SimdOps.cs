@@ -80,7 +80,10 @@ public static unsafe class SimdOps
     public static void CopyNormalizedPadded(float* dst, float* src, float scale, float epsilon, int count, int padded)
     {
         CopyPadded(dst, src, count, padded);
-        Normalize(new Span<float>(dst, count), scale, epsilon);
+        float sumOfSquares = Dot(dst, dst, padded);
+        // The kernels' hot path: one pass from src; a row whose sum overflowed goes the careful way.
+        if (float.IsFinite(sumOfSquares)) CopyScaledPadded(dst, src, scale / MathF.Sqrt(sumOfSquares + epsilon), count, padded);
+        else Normalize(new Span<float>(dst, count), scale, epsilon);
     }
 
     /// <summary>
