@@ -315,11 +315,25 @@ public static class Npy
         Write(path, TypeOf<T>(), tensor.Lengths, MemoryMarshal.AsBytes(values));
     }
 
-    /// <summary>Writes <paramref name="data"/>, the values of an array of this type and shape in C order, straight from where they lie.</summary>
+    /// <summary>
+    /// Writes <paramref name="data"/>, the values of an array of this type and shape in C order, straight from where they lie.
+    /// The file is written beside <paramref name="path"/> and then moved over it: whatever maps the old file (a hard link of
+    /// it, the very data written here) keeps its contents, and a write that fails leaves no half-written file.
+    /// </summary>
     public static void Write(string path, NpyType type, ReadOnlySpan<nint> shape, ReadOnlySpan<byte> data)
     {
-        using var stream = File.Create(path);
-        Write(stream, type, shape, data);
+        string full = Path.GetFullPath(path), folder = Path.GetDirectoryName(full)!;
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{path}: the folder {folder} does not exist");
+        string temporary = Path.Combine(folder, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var stream = File.Create(temporary)) Write(stream, type, shape, data);
+            File.Move(temporary, full, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(temporary);
+        }
     }
 
     private static void Write(Stream stream, NpyType type, ReadOnlySpan<nint> shape, ReadOnlySpan<byte> data)

@@ -51,6 +51,22 @@ public sealed class OutputFileTests : CliFixture
         Assert.That(y.ToFloat32(), Is.EqualTo(Values));
     }
 
+    /// <summary>A hard link shows no sign of being the input file: the output is written beside it and moved over the link, the input kept.</summary>
+    [Test]
+    public void RunOntoAHardLinkOfItsInputKeepsTheInput()
+    {
+        string x = Save("x.npy", NpyArray.From(Values, [2, 3]));
+        string outDir = System.IO.Directory.CreateDirectory(PathOf("out")).FullName;
+        using (var ln = System.Diagnostics.Process.Start("ln", [x, Path.Combine(outDir, "x.npy")])!) ln.WaitForExit();
+        var (code, _, stderr) = Engine("run", IdentityGraph(), "--input", $"x={x}", "--output-dir", outDir);
+        Assert.That(code, Is.Zero, stderr);
+        using var input = Npy.Read(x);
+        using var output = Npy.Read(Path.Combine(outDir, "x.npy"));
+        Assert.That(input.ToFloat32(), Is.EqualTo(Values), "the input as it was");
+        Assert.That(output.ToFloat32(), Is.EqualTo(Values));
+        Assert.That(System.IO.Directory.GetFiles(outDir), Has.Length.EqualTo(1), "no temporary file left");
+    }
+
     [Test]
     public void RunRefusesTwoOutputsThatMapToOneFileName()
     {

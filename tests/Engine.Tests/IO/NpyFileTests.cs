@@ -119,6 +119,28 @@ public sealed class NpyFileTests
         Assert.DoesNotThrow(() => Npy.Write(PathOf("a.npy"), new ReadOnlyTensorSpan<float>([1f], [1])));
     }
 
+    /// <summary>A file is written beside its path and moved over it: a mapping of the old one keeps its values (writing in place truncated them under it).</summary>
+    [Test]
+    public void WritingOverAMappedFileLeavesTheMappingAsItWas()
+    {
+        Npy.Write(PathOf("a.npy"), new ReadOnlyTensorSpan<float>(Floats, [6]));
+        using var old = Npy.Read(PathOf("a.npy"));
+        Npy.Write(PathOf("a.npy"), old.Type, old.Shape, old.Data.Span);
+        Npy.Write(PathOf("a.npy"), new ReadOnlyTensorSpan<float>([7f, 8f], [2]));
+        using var now = Npy.Read(PathOf("a.npy"));
+        Assert.That(old.Values<float>().ToArray(), Is.EqualTo(Floats), "the mapping as it was");
+        Assert.That(now.Values<float>().ToArray(), Is.EqualTo(new[] { 7f, 8f }));
+        Assert.That(Directory.GetFiles(_dir), Has.Length.EqualTo(1), "no temporary file left");
+    }
+
+    [Test]
+    public void AMissingFolderIsNamed()
+    {
+        string path = Path.Combine(_dir, "missing", "a.npy");
+        var e = Assert.Throws<DirectoryNotFoundException>(() => Npy.Write(path, new ReadOnlyTensorSpan<float>(Floats, [6])));
+        Assert.That(e!.Message, Does.StartWith($"{path}: the folder"));
+    }
+
     [Test]
     public void ValuesOfAnotherTypeAreRefusedNamingTheFile()
     {
