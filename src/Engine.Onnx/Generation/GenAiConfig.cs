@@ -9,7 +9,7 @@ namespace Engine.Onnx;
 /// recurrent_state for the last part.
 /// </summary>
 internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string InputIds, string? AttentionMask, string? PositionIds, string Logits,
-    string PastKeyTemplate, string PastValueTemplate, string PresentKeyTemplate, string PresentValueTemplate, int? ContextLength)
+    string PastKeyTemplate, string PastValueTemplate, string PresentKeyTemplate, string PresentValueTemplate, int? ContextLength, int? VocabSize)
 {
     public const string FileName = "genai_config.json";
 
@@ -45,6 +45,7 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
         if (!FilePaths.IsInside(FilePaths.Real(folder), realModel))
             throw new InvalidDataException($"{path}: model.decoder.filename names '{filename}', a symbolic link to '{realModel}', outside the model folder");
         int? context = root.GetProperty("model").TryGetProperty("context_length", out var c) ? reader.PositiveInt(c, "model.context_length") : null;
+        int? vocab = root.GetProperty("model").TryGetProperty("vocab_size", out var v) ? reader.PositiveInt(v, "model.vocab_size") : null;
         return new GenAiConfig(path, modelPath,
             reader.String(inputs, "model.decoder.inputs", "input_ids"),
             reader.OptionalString(inputs, "model.decoder.inputs", "attention_mask"),
@@ -54,7 +55,7 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
             reader.Template(inputs, "model.decoder.inputs", "past_value_names"),
             reader.Template(outputs, "model.decoder.outputs", "present_key_names"),
             reader.Template(outputs, "model.decoder.outputs", "present_value_names"),
-            context);
+            context, vocab);
     }
 
     /// <summary>A template with its last part replaced (past_key_values.%d.key → past_key_values.%d.conv_state), as GenAI derives the state names.</summary>

@@ -69,7 +69,7 @@ public sealed class Generator : IDisposable
             throw new InvalidDataException($"{config.ConfigPath}: model.decoder.outputs.logits names '{config.Logits}', which {modelName} does not give (outputs: {string.Join(", ", outputs.Keys)})");
         if (logits.ElementType is not (TensorElementType.Float or TensorElementType.Float16))
             throw new InvalidDataException($"{config.ConfigPath}: the logits output '{config.Logits}' must be float or float16, it is {logits.ElementType}");
-        VocabSize = logits.Dims is { Count: 3 } dims && long.TryParse(dims[2], out long vocab) ? checked((int)vocab) : null;
+        VocabSize = logits.Dims is { Count: 3 } dims && long.TryParse(dims[2], out long vocab) ? checked((int)vocab) : config.VocabSize;
 
         // Past → present pairs: the KV cache by its templates, the linear-attention states by the same templates with another last part.
         (string Past, string Present, string Key, bool Cache)[] templates =
@@ -121,7 +121,7 @@ public sealed class Generator : IDisposable
 
     public HandoverBackend Backend => _session.Backend;
 
-    /// <summary>The vocabulary size (the logits' last dim), when the model fixes it.</summary>
+    /// <summary>The vocabulary size: the logits' last dim when the model fixes it, else genai_config.json's model.vocab_size when it gives one.</summary>
     public int? VocabSize { get; }
 
     /// <summary>The longest generation (prompt and new tokens but the last) genai_config.json allows: its context_length, when it gives one.</summary>

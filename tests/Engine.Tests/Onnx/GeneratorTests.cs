@@ -161,10 +161,18 @@ public sealed class GeneratorTests
         Assert.That(fromInside, Is.InstanceOf<InvalidOperationException>());
 
         using var generating = new ManualResetEventSlim();
-        var generation = Task.Run(() => generator.Generate(prompt, 6, new GenerationOptions { OnToken = (_, _) => generating.Set() }));
+        int lastToken = -1;
+        var generation = Task.Run(() => generator.Generate(prompt, 6, new GenerationOptions
+        {
+            OnToken = (token, _) =>
+            {
+                Volatile.Write(ref lastToken, token.Index);
+                generating.Set();
+            },
+        }));
         generating.Wait();
         generator.Dispose();
-        Assert.That(generation.IsCompleted, Is.True, "Dispose returned after the generation ended");
+        Assert.That(Volatile.Read(ref lastToken), Is.EqualTo(5), "Dispose returned after the generation's last token");
         Assert.That(generation.Result.Tokens, Has.Count.EqualTo(6));
         Assert.Throws<ObjectDisposedException>(() => generator.Generate(prompt, 1));
     }
@@ -186,17 +194,23 @@ public sealed class GeneratorTests
         }
     }
 
-    /// <summary>A model that leaves the logits' vocabulary dim symbolic: the sampler's token is checked against the logits it was given.</summary>
-    [Test]
-    public void WithASymbolicVocabularyTheSamplersTokenIsCheckedAgainstTheLogits()
+    /// <summary>
+    /// A model that leaves the logits' vocabulary dim symbolic: prompt tokens are checked against the config's vocab_size
+    /// (when it gives one), the sampler's token against the logits it was given.
+    /// </summary>
+    [TestCase(true)]
+    [TestCase(false)]
+    public void WithASymbolicVocabularyTokensAreStillChecked(bool configVocab)
     {
-        string folder = PositionsModel("vocab");
+        string folder = PositionsModel("vocab", configVocab);
         try
         {
             using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
-            Assert.That(generator.VocabSize, Is.Null);
+            Assert.That(generator.VocabSize, configVocab ? Is.EqualTo(PositionsVocab) : Is.Null);
             var e = Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate([1, 2], 1, new GenerationOptions { Sampler = _ => PositionsVocab }));
             Assert.That(e!.Message, Does.StartWith($"the sampler's token 0 is {PositionsVocab}, outside the vocabulary [0, {PositionsVocab})"));
+            if (configVocab)
+                Assert.That(() => generator.Validate([1, PositionsVocab], 1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.StartWith($"prompt token 1 is {PositionsVocab}"));
         }
         finally
         {
@@ -208,9 +222,10 @@ public sealed class GeneratorTests
 
     /// <summary>
     /// A model folder whose logits are one-hot at its position_ids (and whose KV cache appends them): greedy generation returns
-    /// the positions of the tokens it feeds. <paramref name="vocabDim"/>: the logits' last dim as declared.
+    /// the positions of the tokens it feeds. <paramref name="vocabDim"/>: the logits' last dim as declared; <paramref name="configVocab"/>:
+    /// whether genai_config.json gives vocab_size.
     /// </summary>
-    private static string PositionsModel(object vocabDim)
+    private static string PositionsModel(object vocabDim, bool configVocab = true)
     {
         const int vocab = PositionsVocab;
         const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
@@ -233,6 +248,7 @@ public sealed class GeneratorTests
         b.Build().Save(Path.Combine(folder, "model.onnx"));
         var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = vocab, ContextLength = vocab });
         config["model"]!["decoder"]!["inputs"]!["position_ids"] = "position_ids";
+        if (!configVocab) config["model"]!.AsObject().Remove("vocab_size");
         File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
         return folder;
     }
@@ -270,6 +286,7 @@ public sealed class GeneratorTests
         yield return Case("a file outside the folder", c => c["model"]!["decoder"]!["filename"] = "../model.onnx", "model.decoder.filename must name a file in the model folder, got '../model.onnx'");
         yield return Case("a missing file", c => c["model"]!["decoder"]!["filename"] = "other.onnx", "model.decoder.filename names 'other.onnx', which is not in the folder");
         yield return Case("context length zero", c => c["model"]!["context_length"] = 0, "model.context_length must be a positive integer, got 0");
+        yield return Case("vocab size not a number", c => c["model"]!["vocab_size"] = "many", "model.vocab_size must be a positive integer");
     }
 
     [TestCaseSource(nameof(BadConfigs))]
