@@ -11,8 +11,8 @@ internal sealed class PeakBenchCommand : EngineCommand
     private readonly Option<int> _rounds = Opt.Int("--rounds", 5, "rounds (the best is kept)", min: 1);
     private readonly Option<bool> _json = Opt.Json();
 
-    public PeakBenchCommand() : base("peak", "measure the fp32 FMA peak (Vector512 FMA chains on all cores)",
-        "12 independent Vector512 FMA chains per thread, all threads at once, best of the rounds.")
+    public PeakBenchCommand() : base("peak", "measure the fp32 FMA peak (FMA chains at the machine's vector width on all cores)",
+        "12 independent FMA chains per thread (512-bit with AVX-512, else 256-bit), all threads at once, best of the rounds.")
     {
         Add(_threads);
         Add(_rounds);
