@@ -84,7 +84,7 @@ internal sealed class RunModelCommand : EngineCommand
         using var session = ModelSession.Open(model, new ModelSessionOptions { Backend = backend, Host = host });
         var missing = model.Inputs.Select(i => i.Name).Where(n => !inputs.ContainsKey(n)).ToArray();
         if (missing.Length > 0) throw new ArgumentException($"the model needs inputs {string.Join(", ", missing)}: give each as --input NAME=FILE.npy");
-        // Before the run: an output onto an input file would truncate data ORT may still read or hand back as that output.
+        // Before the run, so a mistaken output folder costs no run: an output would replace an input file or another output's.
         var outputPaths = session.OutputNames.ToDictionary(name => name, name => Path.Combine(dir, FileName(name) + ".npy"));
         foreach (var (name, path) in outputPaths) files.Claim(name, path);
         Directory.CreateDirectory(dir);

@@ -68,8 +68,8 @@ internal class OpFiles : IDisposable
     }
 
     /// <summary>
-    /// Takes <paramref name="path"/> for the output <paramref name="name"/>, refusing one that is an input file (whose mapped
-    /// data a run reads, and may hand back as the output itself) or another output's file.
+    /// Takes <paramref name="path"/> for the output <paramref name="name"/>, refusing one that is an input file (writing it
+    /// would replace the user's input) or another output's file.
     /// </summary>
     public void Claim(string name, string path)
     {
