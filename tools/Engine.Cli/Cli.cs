@@ -126,16 +126,37 @@ public static class Cli
 
         public override int Invoke(ParseResult parseResult)
         {
-            int code = ((SynchronousCommandLineAction)help).Invoke(parseResult);
+            var config = parseResult.InvocationConfiguration;
+            var w = config.Output;
+            var text = new StringWriter();
+            config.Output = text;
+            int code;
+            try { code = ((SynchronousCommandLineAction)help).Invoke(parseResult); }
+            finally { config.Output = w; }
+            w.Write(SpelledDefaults(text.ToString(), parseResult.CommandResult.Command));
             if (parseResult.CommandResult.Command is EngineCommand { Notes.Length: > 0 } command)
             {
-                var w = parseResult.InvocationConfiguration.Output;
                 w.WriteLine("Notes:");
                 foreach (var line in command.Notes.TrimEnd().Split('\n')) w.WriteLine("  " + line.TrimEnd());
                 w.WriteLine();
             }
             return code;
         }
+    }
+
+    /// <summary>
+    /// The help shows a default as the value's ToString(): an enum default as C# spells it (PerKey), which the
+    /// option refuses when typed back; it is shown as the option is spelled (per-key).
+    /// </summary>
+    private static string SpelledDefaults(string help, Command command)
+    {
+        foreach (var option in command.Options)
+        {
+            var type = Nullable.GetUnderlyingType(option.ValueType) ?? option.ValueType;
+            if (!type.IsEnum || !option.HasDefaultValue || option.GetDefaultValue() is not { } value) continue;
+            help = help.Replace($"[default: {value}]", $"[default: {Opt.Kebab(value.ToString()!)}]");
+        }
+        return help;
     }
 
     /// <summary>engine help [command...]: the help of a command, as `engine command... --help` shows it.</summary>

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Text.Json;
 using Engine.Onnx.Ops;
 using Engine.Workloads;
@@ -37,6 +38,25 @@ public sealed class CommandLineTests : CliFixture
         var undescribed = EveryCommand().Select(words => words.Aggregate((Command)global::Engine.Cli.Cli.Root(), (c, w) => c.Subcommands.Single(s => s.Name == w)))
             .SelectMany(c => c.Options.Where(o => string.IsNullOrWhiteSpace(o.Description)).Select(o => $"{c.Name} {o.Name}"));
         Assert.That(undescribed, Is.Empty);
+    }
+
+    /// <summary>A default the help shows is one the option takes: a choice's default as it is spelled on the command line.</summary>
+    [TestCaseSource(nameof(EveryCommand))]
+    public void EveryShownDefaultParsesWhenTypedBack(string[] command)
+    {
+        var root = global::Engine.Cli.Cli.Root();
+        string help = Engine([.. command, "--help"]).stdout;
+        var target = command.Aggregate((Command)root, (c, w) => c.Subcommands.Single(s => s.Name == w));
+        foreach (var option in target.Options.Where(o => o.HasDefaultValue && o.HelpName?.Contains('|') == true))
+        {
+            string line = help.Split('\n').Single(l => l.TrimStart().StartsWith(option.Name + " <", StringComparison.Ordinal));
+            string shown = line[(line.LastIndexOf("[default: ", StringComparison.Ordinal) + "[default: ".Length)..line.LastIndexOf(']')];
+            var parsed = root.Parse([.. command, option.Name, shown]);
+            // Errors of the option itself: a command's required arguments are left out here.
+            var errors = parsed.Errors.Where(e => e.SymbolResult is OptionResult r && r.Option == option).Select(e => e.Message);
+            Assert.That(errors, Is.Empty, $"{string.Join(" ", command)} {option.Name} {shown}");
+            Assert.That(parsed.GetValue<object>(option.Name), Is.EqualTo(option.GetDefaultValue()));
+        }
     }
 
     [Test]
