@@ -55,7 +55,7 @@ public sealed class ModelCommandTests
             "--output-dir", outDir, "--backend", backend, "--threads", "2", "--json");
         Assert.That(json.code, Is.Zero, json.stderr);
         var report = System.Text.Json.JsonDocument.Parse(json.stdout).RootElement;
-        Assert.That(report.GetProperty("engine_nodes").GetString(), Is.EqualTo(backend == "cpu" ? "1" : "0"));
+        Assert.That(report.GetProperty("engine_nodes").GetInt32(), Is.EqualTo(backend == "cpu" ? 1 : 0));
         Assert.That(report.GetProperty("outputs").EnumerateArray().Select(o => o.GetProperty("name").GetString()), Is.EquivalentTo(new[] { "y", "present_state" }));
     }
 

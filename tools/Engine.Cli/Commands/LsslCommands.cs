@@ -85,7 +85,7 @@ internal sealed class LsslOpCommand : EngineCommand
         var ran = u.Type == NpyType.Float16 ? Forward<Half>() : Forward<float>();
         if (finalState is not null) files.Write("xt", statePath!, finalState);
         files.Report(context, args.GetValue(_json), Name, device.Description,
-            new Dictionary<string, string> { ["mode"] = $"{Opt.Kebab(ran)} ({layer.Discretization}, Q = {layer.ChunkLength})" });
+            new Dictionary<string, object> { ["mode"] = $"{Opt.Kebab(ran)} ({layer.Discretization}, Q = {layer.ChunkLength})" });
         return 0;
 
         LsslMode Forward<T>() where T : unmanaged

@@ -100,7 +100,7 @@ internal sealed class RunModelCommand : EngineCommand
             step.Finish();
         });
         files.Report(context, args.GetValue(_model.Json), "run", host.Describe(backend),
-            new Dictionary<string, string> { ["engine nodes"] = session.Handover.EngineNodes.Count().ToString(CultureInfo.InvariantCulture) });
+            new Dictionary<string, object> { ["engine nodes"] = session.Handover.EngineNodes.Count() });
         return 0;
     }
 

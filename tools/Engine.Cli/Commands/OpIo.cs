@@ -108,9 +108,9 @@ internal class OpFiles : IDisposable
 
     /// <summary>
     /// The files written and the call's time on <paramref name="device"/>; <paramref name="extra"/> adds what the
-    /// command reports of its own (LSSL's mode).
+    /// command reports of its own (LSSL's mode, the model's engine nodes): strings, or numbers that JSON keeps as numbers.
     /// </summary>
-    public void Report(CliContext context, bool json, string op, string device, IReadOnlyDictionary<string, string>? extra = null)
+    public void Report(CliContext context, bool json, string op, string device, IReadOnlyDictionary<string, object>? extra = null)
     {
         if (json)
         {
@@ -121,11 +121,11 @@ internal class OpFiles : IDisposable
                 ["milliseconds"] = Math.Round(_call.TotalMilliseconds, 3),
                 ["outputs"] = _written.Select(w => OpIo.WroteJson(w.Name, w.Type, w.Shape, w.Path)).ToArray(),
             };
-            foreach (var (key, value) in extra ?? new Dictionary<string, string>()) report[key.Replace(' ', '_')] = value;
+            foreach (var (key, value) in extra ?? new Dictionary<string, object>()) report[key.Replace(' ', '_')] = value;
             context.Out.WriteLine(JsonSerializer.Serialize(report));
             return;
         }
-        foreach (var (key, value) in extra ?? new Dictionary<string, string>()) context.Out.WriteLine($"{key}: {value}");
+        foreach (var (key, value) in extra ?? new Dictionary<string, object>()) context.Out.WriteLine(FormattableString.Invariant($"{key}: {value}"));
         foreach (var w in _written) context.Out.WriteLine(OpIo.Wrote(w.Name, w.Type, w.Shape, w.Path));
         context.Out.WriteLine($"{op}: {_call.TotalMilliseconds:F1} ms ({device})");
     }
