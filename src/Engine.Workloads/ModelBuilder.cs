@@ -22,7 +22,8 @@ internal sealed class ModelBuilder
         _model = new ModelProto
         {
             IrVersion = onnxOpset >= 27 ? 13 : 10,
-            ProducerName = "Engine.Onnx.ModelBuilder",
+            ProducerName = "Engine.Workloads",
+            ProducerVersion = typeof(ModelBuilder).Assembly.GetName().Version!.ToString(3),
             Graph = _graph,
         };
         _model.OpsetImport.Add(new OperatorSetIdProto { Domain = OnnxModel.OnnxDomain, Version = onnxOpset });

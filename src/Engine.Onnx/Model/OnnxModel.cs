@@ -135,6 +135,9 @@ public sealed class OnnxModel
     /// <summary>The tool that produced the model ("" when not recorded).</summary>
     public string ProducerName => Proto.ProducerName;
 
+    /// <summary>The producing tool's version ("" when not recorded).</summary>
+    public string ProducerVersion => Proto.ProducerVersion;
+
     /// <summary>The opsets the model imports, as (domain, version) in the model's order.</summary>
     public IReadOnlyList<(string Domain, long Version)> Opsets => Proto.OpsetImport.Select(o => (o.Domain, o.Version)).ToArray();
 

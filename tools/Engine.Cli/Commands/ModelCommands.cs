@@ -141,7 +141,7 @@ internal sealed class InspectModelCommand : EngineCommand
             };
             w.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
             {
-                ["model"] = path, ["ir_version"] = model.IrVersion, ["producer"] = model.ProducerName,
+                ["model"] = path, ["ir_version"] = model.IrVersion, ["producer"] = model.ProducerName, ["producer_version"] = model.ProducerVersion,
                 ["opsets"] = model.Opsets.Select(o => new Dictionary<string, object> { ["domain"] = Domain(o.Domain), ["version"] = o.Version }).ToArray(),
                 ["inputs"] = model.Inputs.Select(Value).ToArray(), ["outputs"] = model.Outputs.Select(Value).ToArray(),
                 ["node_counts"] = opTypes.ToDictionary(g => g.Key, g => g.Count()),
@@ -150,7 +150,8 @@ internal sealed class InspectModelCommand : EngineCommand
             }, new JsonSerializerOptions { WriteIndented = true }));
             return 0;
         }
-        w.WriteLine($"model: {path} (IR {model.IrVersion}{(model.ProducerName.Length > 0 ? ", from " + model.ProducerName : "")})");
+        string producer = $"{model.ProducerName} {model.ProducerVersion}".Trim();
+        w.WriteLine($"model: {path} (IR {model.IrVersion}{(producer.Length > 0 ? ", from " + producer : "")})");
         w.WriteLine($"opsets: {string.Join(", ", model.Opsets.Select(o => $"{Domain(o.Domain)} {o.Version}"))}");
         w.WriteLine("inputs:");
         foreach (var i in model.Inputs) w.WriteLine($"  {i}");
