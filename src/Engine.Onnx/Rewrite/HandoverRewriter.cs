@@ -549,7 +549,7 @@ public static class HandoverRewriter
             if (hints.LastDim(attention.Input[LinearAttentionSignature.PastState]) is not long dv || hints.LastDim(scale) != dv) continue;
             // The engine's LinearAttention takes every input in one type: past_state's, declared as a graph input or initializer.
             var type = hints.ElementType(attention.Input[LinearAttentionSignature.PastState]);
-            if (type is null || hints.ElementType(scale) != type || TypeOf(gate, hints) != type) continue;
+            if (type is null || hints.ElementType(scale) != type || hints.InferredType(gate) != type) continue;
             if (hints.Producer(gate) is NodeProto gateNode && graph.Node.IndexOf(gateNode) > graph.Node.IndexOf(attention)) continue;
 
             while (attention.Input.Count < LinearAttentionSignature.NormScale) attention.Input.Add("");
@@ -579,14 +579,6 @@ public static class HandoverRewriter
         int entry = nodes.FindLastIndex(n => n.NodeName == NameOf(attention) && n.ToEngine);
         if (entry >= 0) nodes[entry] = nodes[entry] with { Detail = $"{nodes[entry].Detail}; {what}" };
     }
-
-    /// <summary>A value's element type: declared, or a MatMul's by its declared weight, or a Cast's target; else null.</summary>
-    private static TensorProto.Types.DataType? TypeOf(string value, ShapeHints hints) => hints.ElementType(value) ?? hints.Producer(value) switch
-    {
-        { OpType: "MatMul" } m when m.Input.Count == 2 => hints.ElementType(m.Input[1]),
-        { OpType: "Cast" } c => (TensorProto.Types.DataType?)IntAttribute(c, "to"),
-        _ => null,
-    };
 
     private static bool IsTranspose021(NodeProto node) =>
         node.OpType == "Transpose" && OnnxModel.SameDomain(node.Domain, OnnxModel.OnnxDomain) && node.Input.Count == 1 &&

@@ -36,7 +36,10 @@ internal sealed class ShapeHints
             if (shape is null) continue;
             _declared[info.Name] = shape.Dim.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue : -1).ToArray();
         }
-        foreach (var tensor in graph.Initializer)
+        // An initializer that is also a graph input is a default the caller may feed over: its value is no constant,
+        // and its declared input shape is what a feed must have.
+        var inputs = graph.Input.Select(i => i.Name).ToHashSet();
+        foreach (var tensor in graph.Initializer.Where(t => !inputs.Contains(t.Name)))
         {
             _constants[tensor.Name] = tensor;
             _elementTypes[tensor.Name] = tensor.DataType;
@@ -57,10 +60,21 @@ internal sealed class ShapeHints
     public TensorProto.Types.DataType? ElementType(string value) =>
         _elementTypes.TryGetValue(value, out int type) ? (TensorProto.Types.DataType)type : null;
 
+    /// <summary>The element type of <paramref name="value"/>: declared, or a MatMul's by its declared weight, or a Cast's target; else null.</summary>
+    public TensorProto.Types.DataType? InferredType(string value) => ElementType(value) ?? Producer(value) switch
+    {
+        { OpType: "MatMul" } m when m.Input.Count == 2 => ElementType(m.Input[1]),
+        { OpType: "Cast" } c => (TensorProto.Types.DataType?)c.Attribute.FirstOrDefault(a => a.Name == "to")?.I,
+        _ => null,
+    };
+
+    /// <summary>The dims the model declares for <paramref name="value"/> (−1 for a symbolic one), or null.</summary>
+    public IReadOnlyList<long>? DeclaredDims(string value) => _declared.GetValueOrDefault(value);
+
     /// <summary>The last dim of <paramref name="value"/>, or null when the model does not make it plain.</summary>
     public long? LastDim(string value) => LastDim(value, 0);
 
-    /// <summary>The values of an int64 constant (initializer or Constant node), or null.</summary>
+    /// <summary>The values of an int64 constant (an initializer no graph input overrides, or a Constant node), or null.</summary>
     public long[]? Int64s(string value) =>
         _constants.TryGetValue(value, out var t) && t.DataType == (int)TensorProto.Types.DataType.Int64
             ? t.HasRawData ? MemoryMarshal.Cast<byte, long>(t.RawData.Span).ToArray() : t.Int64Data.ToArray()

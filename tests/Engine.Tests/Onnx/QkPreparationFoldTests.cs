@@ -17,13 +17,15 @@ public sealed class QkPreparationFoldTests
     private const int KeyWidth = QkHeads * Dk, ValueWidth = ValueHeads * Dv, Width = 2 * KeyWidth + ValueWidth;
 
     /// <summary>How a test model departs from the builder's pattern.</summary>
-    public enum Variant { AsTheBuilderWrites, ConstantFirstInMul, NoQueryScaling, SplitOutputAlsoAGraphOutput, L1Normalization }
+    /// <summary>How a test model departs from the builder's pattern (QueryScaleFedOver: q's factor is an initializer that is also a graph input, fed 2.5).</summary>
+    public enum Variant { AsTheBuilderWrites, ConstantFirstInMul, NoQueryScaling, SplitOutputAlsoAGraphOutput, L1Normalization, QueryScaleFedOver }
 
     [TestCase(Variant.AsTheBuilderWrites, true)]
     [TestCase(Variant.ConstantFirstInMul, true)]
     [TestCase(Variant.NoQueryScaling, true)]
     [TestCase(Variant.SplitOutputAlsoAGraphOutput, false)]
     [TestCase(Variant.L1Normalization, false)]
+    [TestCase(Variant.QueryScaleFedOver, false)]
     public void FoldsWhereThePatternAllowsAndAgreesWithOrtAlone(Variant variant, bool folded)
     {
         var model = Model(variant);
@@ -47,6 +49,7 @@ public sealed class QkPreparationFoldTests
             ["decay"] = TensorData.Create(Enumerable.Range(0, Batch * Length * ValueHeads).Select(i => -0.05f * (1 + i % 7)).ToArray(), Batch, Length, ValueHeads),
             ["beta"] = TensorData.Create(Enumerable.Range(0, Batch * Length * ValueHeads).Select(i => 0.2f + 0.1f * (i % 6)).ToArray(), Batch, Length, ValueHeads),
         };
+        if (variant == Variant.QueryScaleFedOver) inputs["q_scale"] = TensorData.Create(new[] { 2.5f }, 1);
         OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, $"{variant}");
     }
 
@@ -79,6 +82,14 @@ public sealed class QkPreparationFoldTests
         b.Output("output", F, Batch, Length, ValueWidth);
         b.Output("present_state", F, Batch, ValueHeads, Dk, Dv);
         if (variant == Variant.SplitOutputAlsoAGraphOutput) b.Output(split[2], F, Batch, Length, ValueWidth);
-        return b.Build();
+        var model = b.Build();
+        // A default the caller may feed over (ONNX IR >= 4): ORT takes the fed value.
+        if (variant == Variant.QueryScaleFedOver)
+            model.Proto.Graph.Input.Add(new ValueInfoProto
+            {
+                Name = scale,
+                Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)F, Shape = new TensorShapeProto { Dim = { new TensorShapeProto.Types.Dimension { DimValue = 1 } } } } },
+            });
+        return model;
     }
 }
