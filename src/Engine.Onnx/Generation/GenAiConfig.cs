@@ -22,7 +22,8 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
         JsonElement root;
         try
         {
-            using var document = JsonDocument.Parse(File.ReadAllBytes(path));
+            // As text: a byte-order mark, which editors on Windows write, is skipped.
+            using var document = JsonDocument.Parse(File.ReadAllText(path));
             root = document.RootElement.Clone();
         }
         catch (JsonException e)

@@ -80,6 +80,7 @@ public sealed class Generator : IDisposable
             (GenAiConfig.WithLastPart(config.PastKeyTemplate, "recurrent_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "recurrent_state"), "present_key_names", false),
         ];
         var carried = new List<CarriedState>();
+        var carriedFrom = new Dictionary<string, string>();
         foreach (var input in inputs.Values)
         {
             if (input.Name == config.InputIds || input.Name == config.AttentionMask || input.Name == config.PositionIds) continue;
@@ -91,6 +92,8 @@ public sealed class Generator : IDisposable
                 throw new InvalidDataException($"{config.ConfigPath}: {modelName} takes '{input.Name}' but does not give '{present}' to carry into it (model.decoder.outputs.{match.t.Key})");
             if (presentInfo.ElementType != input.ElementType)
                 throw new InvalidDataException($"{modelName}: '{present}' is {presentInfo.ElementType} but '{input.Name}' takes {input.ElementType}");
+            if (!carriedFrom.TryAdd(present, input.Name))
+                throw new InvalidDataException($"{config.ConfigPath}: '{present}' would be carried into both '{carriedFrom[present]}' and '{input.Name}' (model.decoder.outputs.{match.t.Key}): each past takes its own present");
             carried.Add(new CarriedState(input.Name, present, input.ElementType, InitialShape(input, match.t.Cache, modelName)));
         }
         _carried = [.. carried.OrderBy(c => c.Past, StringComparer.Ordinal)];

@@ -283,6 +283,8 @@ public sealed class GeneratorTests
             "model.onnx takes the input 'past_key_values.0.conv_state', which genai_config.json does not name");
         yield return Case("other present names", c => c["model"]!["decoder"]!["outputs"]!["present_key_names"] = "present.%d.k",
             "model.onnx takes 'past_key_values.3.key' but does not give 'present.3.k' to carry into it (model.decoder.outputs.present_key_names)");
+        yield return Case("two pasts from one present", c => c["model"]!["decoder"]!["outputs"]!["present_value_names"] = "present.%d.key",
+            "'present.3.key' would be carried into both 'past_key_values.3.key' and 'past_key_values.3.value' (model.decoder.outputs.present_value_names)");
         yield return Case("a file outside the folder", c => c["model"]!["decoder"]!["filename"] = "../model.onnx", "model.decoder.filename must name a file in the model folder, got '../model.onnx'");
         yield return Case("a missing file", c => c["model"]!["decoder"]!["filename"] = "other.onnx", "model.decoder.filename names 'other.onnx', which is not in the folder");
         yield return Case("context length zero", c => c["model"]!["context_length"] = 0, "model.context_length must be a positive integer, got 0");
@@ -304,6 +306,25 @@ public sealed class GeneratorTests
             var e = Assert.Catch(() => Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None)));
             Assert.That(e, Is.InstanceOf<InvalidDataException>().Or.InstanceOf<FileNotFoundException>());
             Assert.That(e!.Message, Does.StartWith($"{path}: {message}"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Test]
+    public void AConfigWithAByteOrderMarkIsRead()
+    {
+        string folder = Directory.CreateTempSubdirectory("engine-config-").FullName;
+        try
+        {
+            foreach (var file in new[] { HybridDecoder.ModelFile, HybridDecoder.DataFile })
+                File.Copy(Path.Combine(_folder, file), Path.Combine(folder, file));
+            File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), File.ReadAllText(Path.Combine(_folder, HybridDecoder.ConfigFile)), new System.Text.UTF8Encoding(true));
+            Assert.That(File.ReadAllBytes(Path.Combine(folder, HybridDecoder.ConfigFile))[..3], Is.EqualTo(new byte[] { 0xEF, 0xBB, 0xBF }));
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            Assert.That(generator.VocabSize, Is.GreaterThan(0));
         }
         finally
         {
