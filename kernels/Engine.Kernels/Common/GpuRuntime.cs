@@ -271,11 +271,15 @@ public sealed class GpuRuntime : IDisposable
     /// <summary>Staged regions start on 256 bytes, what CUDA's copies run fastest from.</summary>
     private const long StagingAlignment = 256;
 
+    /// <summary>Under <see cref="Lock"/>: a call in flight on another thread finishes before the accelerator goes.</summary>
     public void Dispose()
     {
-        _staging.Dispose();
-        Accelerator.Dispose();
-        Context.Dispose();
+        lock (Lock)
+        {
+            _staging.Dispose();
+            Accelerator.Dispose();
+            Context.Dispose();
+        }
     }
 }
 

@@ -7,12 +7,14 @@ namespace Engine;
 /// clearing it. The op's own session adds Prefill (chunked) and Step (recurrent).
 /// A session carries one state, so it serves one thread at a time: a call made while another is running on it
 /// throws <see cref="InvalidOperationException"/>. Devices may be shared by any number of threads and sessions.
+/// Dispose waits for a call running on another thread, then frees the state; later calls throw
+/// <see cref="ObjectDisposedException"/>.
 /// </summary>
 public abstract class StatefulSession : IDisposable
 {
     private readonly string _stateAxes;
     private int _busy;
-    private bool _disposed;
+    private volatile bool _disposed;
 
     private protected StatefulSession(EngineDevice device, nint[] stateShape, string stateAxes)
     {
@@ -63,7 +65,16 @@ public abstract class StatefulSession : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (Device.IsDisposed) throw new ObjectDisposedException(nameof(EngineDevice), $"{GetType().Name}: its device was disposed, and its state with it");
         if (Interlocked.Exchange(ref _busy, 1) != 0)
+        {
+            // A disposed session holds the flag for good.
+            ObjectDisposedException.ThrowIf(_disposed, this);
             throw new InvalidOperationException($"{GetType().Name} is already running a call on another thread: a session carries one state and serves one thread at a time (use one session per thread; devices may be shared)");
+        }
+        if (_disposed)
+        {
+            Volatile.Write(ref _busy, 0);
+            throw new ObjectDisposedException(GetType().Name);
+        }
         return new UseScope(this);
     }
 
@@ -76,6 +87,9 @@ public abstract class StatefulSession : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        // Takes the flag a running call holds once that call is done, and keeps it: the state is freed under no call.
+        var wait = new SpinWait();
+        while (Interlocked.CompareExchange(ref _busy, 1, 0) != 0) wait.SpinOnce();
         States.Dispose();
         GC.SuppressFinalize(this);
     }

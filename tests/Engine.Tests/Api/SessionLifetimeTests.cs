@@ -39,6 +39,42 @@ public sealed class SessionLifetimeTests
             Assert.That(() => call(), Throws.InstanceOf<ObjectDisposedException>().With.Message.Contain("device"));
     }
 
+    /// <summary>
+    /// Dispose on one thread while another runs calls: it waits for the running call (which before freed the state under the
+    /// kernel: a crash on the GPU, the state handed back to the array pool on the CPU), and every later call is refused.
+    /// </summary>
+    [TestCase(Backend.Cpu)]
+    [TestCase(Backend.Gpu)]
+    public void DisposeWaitsForACallOnAnotherThread(Backend backend)
+    {
+        var device = TestDevices.Get(backend == Backend.Cpu ? TestBackend.Cpu : TestBackend.GpuOnCpuAccelerator);
+        var heads = new HeadLayout(2, 2, 32, 32);
+        var session = new GlaSession(device, 1, heads, GateKind.None);
+        var data = new TestData(5);
+        var q = Tensor.Create(data.Normal(256 * 2 * 32), [1, 256, 2, 32]);
+        var output = Tensor.Create(new float[256 * 2 * 32], [1, 256, 2, 32]);
+        int calls = 0;
+        Exception? failure = null;
+        var worker = new Thread(() =>
+        {
+            try
+            {
+                while (true)
+                {
+                    session.Prefill<float>(q, q, q, null, output);
+                    Interlocked.Increment(ref calls);
+                }
+            }
+            catch (Exception e) { failure = e; }
+        });
+        worker.Start();
+        SpinWait.SpinUntil(() => Volatile.Read(ref calls) >= 2);
+        session.Dispose();
+        Assert.That(worker.Join(TimeSpan.FromSeconds(30)), Is.True, "the worker's calls ended");
+        Assert.That(failure, Is.InstanceOf<ObjectDisposedException>(), failure?.ToString());
+        Assert.That(() => session.ResetState(), Throws.InstanceOf<ObjectDisposedException>());
+    }
+
     [TestCase(Backend.Reference)]
     [TestCase(Backend.Cpu)]
     [TestCase(Backend.Gpu)]
