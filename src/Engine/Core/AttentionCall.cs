@@ -109,6 +109,9 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         var call = Describe(t, cuSeqlens, takesBeta, constantGate);
         var op = build(call.Shapes.Heads, call.Gate);
         int stateLength = call.StateLength(op, initialState.Lengths, finalState.Lengths);
+        // The kernels read the initial state and write the final one while they read the inputs and write the output.
+        RequireStateApart(initialState, "initial_state", t);
+        RequireStateApart(finalState, "final_state", t);
         using var conv = ConvolutionCall.Check(convolution, op.Heads, call.Shapes.Sequences);
         var norm = NormCall.Check(outputNorm, op.Heads, call.Shapes.Sequences.TotalTokens);
         bool cpu = device.Backend == Backend.Cpu;
@@ -160,6 +163,16 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         }
         output.Commit();
         conv?.CommitState();
+    }
+
+    private static void RequireStateApart<T>(ReadOnlyTensorSpan<float> state, string name, in AttentionTensors<T> t) where T : unmanaged
+    {
+        TensorArgs.RequireApart(state, name, t.Q, "q");
+        TensorArgs.RequireApart(state, name, t.K, "k");
+        TensorArgs.RequireApart(state, name, t.V, "v");
+        TensorArgs.RequireApart(state, name, t.G, "g");
+        TensorArgs.RequireApart(state, name, t.Beta, "beta");
+        TensorArgs.RequireApart(state, name, (ReadOnlyTensorSpan<T>)t.Output, "output");
     }
 
     /// <summary>A session's call: the shapes checked against the session's op and sequence count, the state carried in place.</summary>

@@ -53,6 +53,24 @@ internal static class TensorArgs
         return (int)n;
     }
 
+    /// <summary>Refuses <paramref name="a"/> and <paramref name="b"/> sharing any byte from their first element to their last.</summary>
+    public static void RequireApart<TA, TB>(ReadOnlyTensorSpan<TA> a, string nameA, ReadOnlyTensorSpan<TB> b, string nameB)
+    {
+        if (a.IsEmpty || b.IsEmpty) return;
+        nint offset = Unsafe.ByteOffset(ref Unsafe.As<TA, byte>(ref Unsafe.AsRef(in a.GetPinnableReference())),
+            ref Unsafe.As<TB, byte>(ref Unsafe.AsRef(in b.GetPinnableReference())));
+        if (offset < ExtentBytes(a) && -offset < ExtentBytes(b))
+            throw new ArgumentException($"{nameA}: shares memory with {nameB}: give it a tensor of its own", nameA);
+    }
+
+    /// <summary>Bytes from a tensor's first element to the end of its last (strides of 0 and gaps included).</summary>
+    private static long ExtentBytes<T>(ReadOnlyTensorSpan<T> t)
+    {
+        long last = 0;
+        for (int i = 0; i < t.Rank; i++) last += (long)(t.Lengths[i] - 1) * t.Strides[i];
+        return (last + 1) * Unsafe.SizeOf<T>();
+    }
+
     /// <summary>Every value finite.</summary>
     public static void RequireFinite(ReadOnlySpan<float> values, string name)
     {

@@ -112,6 +112,39 @@ public sealed class AttentionApiTests
         Assert.That(e.ParamName, Is.EqualTo("final_state"));
     }
 
+    /// <summary>
+    /// A state that shares memory with an input or the output (the CPU kernels wrote one while reading the other: wrong
+    /// results, no error) is refused on every backend, naming both tensors.
+    /// </summary>
+    [Test]
+    public void AStateSharingMemoryWithAnInputOrTheOutputIsRefused(
+        [Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend,
+        [Values("initial_state", "final_state")] string state,
+        [Values("q", "g", "output")] string other)
+    {
+        var device = backend switch
+        {
+            Backend.Reference => TestDevices.Reference,
+            Backend.Cpu => Cpu,
+            _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator),
+        };
+        var (q, k, v, g, h0) = Inputs();
+        // T·H·K = T·H·V floats: a state [1, H, K, V] fits in the first H·K·V of them. Tensor.Create wraps the array.
+        var memory = other switch { "q" => Flat(q), "g" => Flat(g), _ => Numerics.NaNs(T * H * V) };
+        var shared = Tensor.Create(memory, [1, T, H, K]);
+        if (other == "q") q = shared;
+        if (other == "g") g = shared;
+        var output = other == "output" ? shared : Tensor.Create(Numerics.NaNs(T * H * V), [1, T, H, V]);
+        var final = Tensor.Create(new float[H * K * V], [1, H, K, V]);
+        var e = Assert.Throws<ArgumentException>(() =>
+        {
+            var stateView = new TensorSpan<float>(memory.AsSpan(0, H * K * V), [1, H, K, V], []);
+            Engine.Gla.Forward<float>(device, q, k, v, g, output, state == "initial_state" ? stateView : h0, state == "final_state" ? stateView : final);
+        })!;
+        Assert.That(e.ParamName, Is.EqualTo(state));
+        Assert.That(e.Message, Does.Contain($"shares memory with {other}"));
+    }
+
     [Test]
     public void SessionCallsInferTheElementTypeFromTensors()
     {
