@@ -1,3 +1,4 @@
+using System.Buffers;
 using Engine.Kernels.Lssl;
 
 namespace Engine;
@@ -16,7 +17,16 @@ internal static class LsslBackends
             case Backend.Cpu:
             {
                 using var lease = device.Lease(system.Config, () => new LsslCpu(system.Config));
-                lease.Kernel.Run(scheduler, mode, system, batch, length, u, y, ((HostState)state).Span, initialStateIsZero, needFinalState);
+                // The conv mode's state pass reads u after the kernel wrote y: y written over u (an in-place call) reads a copy.
+                float[]? copy = null;
+                if (mode == LsslMode.Conv && u.Overlaps(y))
+                {
+                    copy = ArrayPool<float>.Shared.Rent(u.Length);
+                    u.CopyTo(copy);
+                    u = copy.AsSpan(0, u.Length);
+                }
+                try { lease.Kernel.Run(scheduler, mode, system, batch, length, u, y, ((HostState)state).Span, initialStateIsZero, needFinalState); }
+                finally { if (copy is not null) ArrayPool<float>.Shared.Return(copy); }
                 break;
             }
             default:

@@ -5,7 +5,10 @@ using NUnit.Framework;
 
 namespace Engine.Tests.Api;
 
-/// <summary>A session outliving its device, and an LSSL session's refused call: clear refusals, the state as it was.</summary>
+/// <summary>
+/// A session outliving its device or disposed under a call, an LSSL session's refused call, an LSSL call in place: clear
+/// refusals, the state as it was, or the results of the call with its tensors apart.
+/// </summary>
 [TestFixture]
 public sealed class SessionLifetimeTests
 {
@@ -73,6 +76,32 @@ public sealed class SessionLifetimeTests
         Assert.That(worker.Join(TimeSpan.FromSeconds(30)), Is.True, "the worker's calls ended");
         Assert.That(failure, Is.InstanceOf<ObjectDisposedException>(), failure?.ToString());
         Assert.That(() => session.ResetState(), Throws.InstanceOf<ObjectDisposedException>());
+    }
+
+    /// <summary>y written over u: the CPU's conv mode read u for the final state after it wrote y (a wrong state, no error).</summary>
+    [Test]
+    public void AnLsslCallInPlaceGivesTheResultsOfOneWithYApart(
+        [Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend, [Values(LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv)] LsslMode mode)
+    {
+        var device = backend switch
+        {
+            Backend.Reference => TestDevices.Reference,
+            Backend.Cpu => TestDevices.Get(TestBackend.Cpu),
+            _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator),
+        };
+        using var layer = DiagonalLayer();
+        var u = new TestData(4).Normal(40 * 2);
+        var initial = Tensor.Create(new TestData(5).Normal(2 * 4), [1, 2, 4]);
+        var apart = new float[u.Length];
+        var stateApart = new float[8];
+        layer.Forward<float>(TestDevices.Reference, Tensor.Create(u, [1, 40, 2]), new TensorSpan<float>(apart, [1, 40, 2], []), initial,
+            new TensorSpan<float>(stateApart, [1, 2, 4], []), LsslMode.Recurrent);
+        var inPlace = (float[])u.Clone();
+        var state = new float[8];
+        layer.Forward<float>(device, new ReadOnlyTensorSpan<float>(inPlace, [1, 40, 2], []), new TensorSpan<float>(inPlace, [1, 40, 2], []), initial,
+            new TensorSpan<float>(state, [1, 2, 4], []), mode);
+        Assert.That(Numerics.RelativeRms(inPlace, apart), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "y");
+        Assert.That(Numerics.RelativeRms(state, stateApart), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "final state");
     }
 
     [TestCase(Backend.Reference)]
