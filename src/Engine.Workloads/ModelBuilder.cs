@@ -22,8 +22,8 @@ internal sealed class ModelBuilder
         _model = new ModelProto
         {
             IrVersion = onnxOpset >= 27 ? 13 : 10,
+            // No version: the sample models kept in the repository stay the same bytes from release to release.
             ProducerName = "Engine.Workloads",
-            ProducerVersion = typeof(ModelBuilder).Assembly.GetName().Version!.ToString(3),
             Graph = _graph,
         };
         _model.OpsetImport.Add(new OperatorSetIdProto { Domain = OnnxModel.OnnxDomain, Version = onnxOpset });

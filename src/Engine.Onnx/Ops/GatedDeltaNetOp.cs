@@ -267,7 +267,8 @@ internal sealed class GatedDeltaNetKernel(GatedDeltaNetConfig config, EngineDevi
     }
 
     /// <summary>capture_count, or zeros when state_update_active is 0.</summary>
-    private int[] CaptureCounts(in GatedDeltaNetCall call) => call.CaptureActive ? call.CaptureCount : new int[call.Sequences];
+    /// <summary>capture_count as ORT's kernel reads it: a negative count captures nothing.</summary>
+    private int[] CaptureCounts(in GatedDeltaNetCall call) => call.CaptureActive ? Array.ConvertAll(call.CaptureCount, c => Math.Max(c, 0)) : new int[call.Sequences];
 
     /// <summary>
     /// state_update [B, C·(decay width + Hq·dk + Hv·dv)] as strided views of each request's row: the decay factors

@@ -142,7 +142,8 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
                 if (finalState.Rank != 0) gpu.Download(state, TensorArgs.DenseSpan(finalState, "final_state"));
             }
             norm?.ApplyAfter(batch.Output, exact: false, scheduler);
-            OutputCheck.AfterRun(batch, op.Heads, default, scheduler, norm);
+            bool checkState = finalState.Rank != 0 && OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend);
+            OutputCheck.AfterRun(batch, op.Heads, init.Span, checkState ? TensorArgs.DenseSpan(finalState, "final_state") : default, scheduler, norm);
         }
         else
         {
@@ -159,7 +160,9 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             }
             RunOnHost(device, op, scheduler, batch, final.Span, initial);
             if (!cpu) norm?.ApplyAfter(batch.Output, exact: true, scheduler);
-            OutputCheck.AfterRun(batch, op.Heads, initial, scheduler, norm);
+            // A state the caller did not ask for is not checked: the GPU keeps such a state on the device, unread.
+            bool checkState = finalState.Rank != 0 && OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend);
+            OutputCheck.AfterRun(batch, op.Heads, initial, checkState ? final.Span : default, scheduler, norm);
         }
         output.Commit();
         conv?.CommitState();
@@ -198,17 +201,28 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
                 spare.CopyFrom(current);
                 AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, spare.View);
             }
-            OutputCheck.AfterRun(batch, op.Heads, default, scheduler);
+            float[]? written = OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend) ? ArrayPool<float>.Shared.Rent(spare.Length) : null;
+            try
+            {
+                var check = written is null ? default : written.AsSpan(0, spare.Length);
+                if (written is not null) spare.Store(check);
+                OutputCheck.AfterRun(batch, op.Heads, default, check, scheduler, stateName: SessionStateName);
+            }
+            finally { if (written is not null) ArrayPool<float>.Shared.Return(written); }
         }
         else
         {
             var initial = ((HostState)state.Current).Span;
-            RunOnHost(device, op, scheduler, batch, ((HostState)state.Spare).Span, initial);
-            OutputCheck.AfterRun(batch, op.Heads, initial, scheduler);
+            var spare = ((HostState)state.Spare).Span;
+            RunOnHost(device, op, scheduler, batch, spare, initial);
+            OutputCheck.AfterRun(batch, op.Heads, initial, OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend) ? spare : default, scheduler,
+                stateName: SessionStateName);
         }
         state.Swap();
         output.Commit();
     }
+
+    private const string SessionStateName = "the session's state (not finite: an earlier call overflowed fp32; ResetState or SetState)";
 
     /// <summary>A session's call: the shapes checked against the session's op and sequence count.</summary>
     private void RequireSession(AttentionOp op, int sequences, ReadOnlySpan<int> cuSeqlens)
@@ -413,31 +427,48 @@ internal ref struct StateBuffer
 }
 
 /// <summary>
-/// The finite check of a call's q, k, v and initial state, made on its output after the run instead of as passes over
-/// the inputs: a NaN or infinity in q, k or v at a token, or anywhere in a sequence's initial state, reaches that
-/// token's (or the sequence's first token's) output through multiply-adds (0 · ∞ is NaN). So one pass over the
-/// output; the inputs are read only when it is not finite, to name the offender. Outputs that overflow fp32 from
-/// finite inputs are refused as such.
+/// The finite check of a call's q, k, v and initial state, made on its output and final state after the run instead of as
+/// passes over the inputs: a NaN or infinity in q, k or v at a token, or anywhere in a sequence's initial state, reaches
+/// that token's (or the sequence's first token's) output, and the sequence's final state, through multiply-adds (0 · ∞ is
+/// NaN). So one pass over the output and the final state; the inputs are read only when one is not finite, to name the
+/// offender. An output or a state that overflows fp32 from finite inputs is refused as such.
 /// </summary>
 internal static class OutputCheck
 {
-    public static void AfterRun(in AttentionBatch batch, HeadLayout heads, ReadOnlySpan<float> initialState, IWorkScheduler scheduler, NormCall? norm = null)
+    /// <param name="finalState">the state the call wrote, checked when not empty (a state no output reads: the last chunk's).</param>
+    /// <param name="stateName">what the initial state is to the caller: the call's initial_state, or a session's state.</param>
+    public static void AfterRun(in AttentionBatch batch, HeadLayout heads, ReadOnlySpan<float> initialState, ReadOnlySpan<float> finalState,
+        IWorkScheduler scheduler, NormCall? norm = null, string stateName = "initial_state")
     {
-        if (batch.Output.IsEmpty)
-        {
-            TensorArgs.RequireFinite(initialState, "initial_state");
-            return;
-        }
-        if (TensorArgs.AllFinite(batch.Output, scheduler)) return;
-        if (norm is not null) TensorArgs.RequireFinite(norm.Norm.Gate.Span, "output norm gate");
+        // An empty sequence's initial state reaches no output.
+        bool anyEmpty = false;
+        for (int n = 0; n < batch.Sequences.Count && !anyEmpty; n++) anyEmpty = batch.Sequences.Length(n) == 0;
+        if (anyEmpty) TensorArgs.RequireFinite(initialState, stateName);
+        bool outputFinite = TensorArgs.AllFinite(batch.Output, scheduler);
+        if (outputFinite && TensorArgs.AllFinite(finalState, scheduler)) return;
+        if (norm is not null && !outputFinite) TensorArgs.RequireFinite(norm.Norm.Gate.Span, "output norm gate");
         var dense = TokenRows.Dense(heads);
         TensorArgs.RequireFiniteRows(batch.Q, batch.Rows.Q, dense.Q, "q");
         TensorArgs.RequireFiniteRows(batch.K, batch.Rows.K, dense.K, "k");
         TensorArgs.RequireFiniteRows(batch.V, batch.Rows.V, dense.V, "v");
-        TensorArgs.RequireFinite(initialState, "initial_state");
-        int i = 0;
-        while (float.IsFinite(batch.Output[i])) i++;
-        throw Overflow(batch.Output[i], i);
+        TensorArgs.RequireFinite(initialState, stateName);
+        if (!outputFinite) throw Overflow(FirstNotFinite(batch.Output, out int i), i);
+        float value = FirstNotFinite(finalState, out int j);
+        throw new ArgumentException($"final_state: value {value} at flat index {j} is not finite although q, k, v and the initial state are: the state overflows fp32: inputs too large", "final_state");
+    }
+
+    /// <summary>
+    /// Whether a call's final state needs a check of its own: the chunked form writes it after the last chunk's outputs, and
+    /// the reference rounds it from float64, where it may not have overflowed. In fp32, the recurrent form's last output reads
+    /// every element of the final state (an infinite one gives ±∞, or NaN times a zero of q), so its output check covers it.
+    /// </summary>
+    public static bool StateReachesNoOutput(bool chunked, Backend backend) => chunked || backend == Backend.Reference;
+
+    private static float FirstNotFinite(ReadOnlySpan<float> values, out int index)
+    {
+        index = 0;
+        while (float.IsFinite(values[index])) index++;
+        return values[index];
     }
 
     public static ArgumentException Overflow(float value, long index) =>

@@ -107,6 +107,8 @@ public static class DeltaRule
         if (call.Gate == GateKind.PerKey) TensorArgs.RequireShape(decay.Lengths, "decay", "(N, C, Hv, K)", sequences, capacity, hv, config.Heads.KeyDim);
         else TensorArgs.RequireShape(decay.Lengths, "decay", "(N, C, Hv)", sequences, capacity, hv);
         if (counts.Length != sequences) throw new ArgumentException($"counts: expected {sequences} values (one per sequence), got {counts.Length}", "counts");
+        for (int n = 0; n < sequences; n++)
+            if (counts[n] < 0) throw new ArgumentOutOfRangeException("counts", counts[n], $"counts: sequence {n}'s count must be >= 0");
         if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", op.StateAxes, op.StateShape(sequences));
 
         using var inputs = CallInputs.From(op, new AttentionTensors<T>(k, k, v, g, beta, default), rowsInPlace: false, ThreadPoolScheduler.CallingThread);

@@ -253,9 +253,22 @@ public sealed class LsslLayer : IDisposable
 
     /// <summary>A decode session over <paramref name="batch"/> sequences with its state on the device.</summary>
     /// <param name="scheduler">Runs the session's CPU work (default the device's).</param>
-    public LsslSession CreateSession(EngineDevice device, int batch, IWorkScheduler? scheduler = null) => new(this, device, batch, scheduler);
+    public LsslSession CreateSession(EngineDevice device, int batch, IWorkScheduler? scheduler = null)
+    {
+        ThrowIfDisposed();
+        return new(this, device, batch, scheduler);
+    }
 
-    public void Dispose() => System.Dispose();
+    private bool _disposed;
+
+    /// <summary>Refuses a call on a disposed layer (the GPU's cached tables are gone; the host paths would run on).</summary>
+    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    public void Dispose()
+    {
+        _disposed = true;
+        System.Dispose();
+    }
 
     private static Tensor<float> Checked(Tensor<float>? t, string name) => t ?? throw new ArgumentNullException(name);
 

@@ -1,3 +1,4 @@
+using System.Buffers;
 using ILGPU;
 using Engine.Kernels.Common;
 using System.Numerics.Tensors;
@@ -11,6 +12,7 @@ internal static class LsslCall
     /// <summary>Checks u [B, L, H] against the layer (and the session's batch) and y against u; returns (B, L).</summary>
     public static (int Batch, int Length) Describe(LsslLayer layer, ReadOnlySpan<nint> u, ReadOnlySpan<nint> y, LsslSession? session)
     {
+        layer.ThrowIfDisposed();
         TensorArgs.RequireRank(u, "u", 3, "(B, L, H)");
         int b = TensorArgs.Dim(u, 0, "u"), l = TensorArgs.Dim(u, 1, "u");
         TensorArgs.RequireDims(u, "u", $"(B, L, H) with the layer's H = {layer.Channels}", -1, -1, layer.Channels);
@@ -34,7 +36,25 @@ internal static class LsslCall
             for (int i = 0; i < yf.Span.Length; i++)
                 if (!float.IsFinite(yf.Span[i])) throw Overflow(layer, length, yf.Span[i], i);
         }
+        if (needFinalState) RequireFiniteState(layer, length, state);
         yf.Commit();
+    }
+
+    /// <summary>The final state, which y need not read (C = 0, or the conv mode's separate pass): an unstable system overflows it too.</summary>
+    private static void RequireFiniteState(LsslLayer layer, int length, DeviceState state)
+    {
+        float[]? copy = state is HostState ? null : ArrayPool<float>.Shared.Rent(state.Length);
+        try
+        {
+            Span<float> values = state is HostState host ? host.Span : copy.AsSpan(0, state.Length);
+            if (copy is not null) state.Store(values);
+            if (float.IsFinite(TensorPrimitives.Sum<float>(values))) return;
+            for (int i = 0; i < values.Length; i++)
+                if (!float.IsFinite(values[i]))
+                    throw new ArgumentException($"A: the final state overflowed to {values[i]} at flat index {i} over {length} steps: the discretized system " +
+                        $"({layer.Discretization}) is unstable or the input too large for fp32; use a stable A, a smaller dt or another discretization", "A");
+        }
+        finally { if (copy is not null) ArrayPool<float>.Shared.Return(copy); }
     }
 
     /// <summary>The GPU kernels for a call from the device's pool, K̄ built first on the call's CPU scheduler for the conv mode.</summary>

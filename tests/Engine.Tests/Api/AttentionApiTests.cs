@@ -145,6 +145,63 @@ public sealed class AttentionApiTests
         Assert.That(e.Message, Does.Contain($"shares memory with {other}"));
     }
 
+    private static EngineDevice DeviceOf(Backend backend) => backend switch
+    {
+        Backend.Reference => TestDevices.Reference,
+        Backend.Cpu => Cpu,
+        _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator),
+    };
+
+    /// <summary>
+    /// k·vᵀ past fp32's range with q = 0: the output stays 0 and the state is infinite (accepted before, where no output reads
+    /// the last chunk's state). Refused on every backend and form, by the output's or the state's overflow.
+    /// </summary>
+    [Test]
+    public void AFinalStateThatOverflowsIsRefused([Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend,
+        [Values(AttentionMode.Chunked, AttentionMode.Recurrent)] AttentionMode mode)
+    {
+        var q = Tensor.Create(new float[H * K], [1, 1, H, K]);
+        var kv = Tensor.Create(Enumerable.Repeat(1e20f, H * K).ToArray(), [1, 1, H, K]);
+        var output = Tensor.Create(Numerics.NaNs(H * V), [1, 1, H, V]);
+        var final = Tensor.Create(new float[H * K * V], [1, H, K, V]);
+        var e = Assert.Throws<ArgumentException>(() =>
+            Engine.Gla.Forward<float>(DeviceOf(backend), q, kv, kv, default, output, default, final, options: new GlaOptions { Mode = mode }))!;
+        Assert.That(e.ParamName, Is.AnyOf("final_state", "output"));
+        Assert.That(e.Message, Does.Contain("overflow"));
+    }
+
+    /// <summary>An empty packed sequence's initial state reaches no output; a NaN in it was copied to the final state on the host.</summary>
+    [Test]
+    public void ANonFiniteInitialStateOfAnEmptySequenceIsRefused([Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend)
+    {
+        var (q, k, v, g, _) = Inputs();
+        var initial = Tensor.Create(new float[2 * H * K * V], [2, H, K, V]);
+        initial[0, 0, 0, 3] = float.NaN;
+        var output = Tensor.Create(Numerics.NaNs(T * H * V), [1, T, H, V]);
+        var final = Tensor.Create(new float[2 * H * K * V], [2, H, K, V]);
+        var e = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward<float>(DeviceOf(backend), q, k, v, g, output, initial, final, [0, 0, T]))!;
+        Assert.That(e.ParamName, Is.EqualTo("initial_state"));
+    }
+
+    /// <summary>A session's prefill whose state overflows is refused and leaves the state as it was (before: an infinite state, then every call refused).</summary>
+    [Test]
+    public void ASessionPrefillWhoseStateOverflowsIsRefusedAndLeavesTheState([Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend)
+    {
+        using var session = new GlaSession(DeviceOf(backend), 1, new HeadLayout(H, H, K, V), GateKind.None);
+        var (q, k, v, _, _) = Inputs();
+        session.Prefill(q, k, v, null, Tensor.Create(Numerics.NaNs(T * H * V), [1, T, H, V]));
+        var before = new float[H * K * V];
+        session.GetState(new TensorSpan<float>(before, [1, H, K, V], []));
+        var zero = Tensor.Create(new float[H * K], [1, 1, H, K]);
+        var large = Tensor.Create(Enumerable.Repeat(1e20f, H * K).ToArray(), [1, 1, H, K]);
+        var e = Assert.Throws<ArgumentException>(() => session.Prefill(zero, large, large, null, Tensor.Create(Numerics.NaNs(H * V), [1, 1, H, V])))!;
+        Assert.That(e.Message, Does.Contain("overflow"));
+        var after = new float[H * K * V];
+        session.GetState(new TensorSpan<float>(after, [1, H, K, V], []));
+        Assert.That(after, Is.EqualTo(before), "the refused call left the state as it was");
+        Assert.That(() => session.Prefill(q, k, v, null, Tensor.Create(Numerics.NaNs(T * H * V), [1, T, H, V])), Throws.Nothing, "the session runs on");
+    }
+
     [Test]
     public void SessionCallsInferTheElementTypeFromTensors()
     {

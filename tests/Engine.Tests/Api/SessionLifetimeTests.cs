@@ -78,6 +78,31 @@ public sealed class SessionLifetimeTests
         Assert.That(() => session.ResetState(), Throws.InstanceOf<ObjectDisposedException>());
     }
 
+    /// <summary>A disposed layer is refused by name on every backend (the host paths ran on; the GPU named an internal type).</summary>
+    [TestCase(Backend.Reference)]
+    [TestCase(Backend.Cpu)]
+    [TestCase(Backend.Gpu)]
+    public void ADisposedLsslLayerRefusesEveryCall(Backend backend)
+    {
+        var device = backend switch
+        {
+            Backend.Reference => TestDevices.Reference,
+            Backend.Cpu => TestDevices.Get(TestBackend.Cpu),
+            _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator),
+        };
+        var layer = DiagonalLayer();
+        using var session = layer.CreateSession(device, 1);
+        layer.Dispose();
+        Action[] calls =
+        [
+            () => layer.Forward(device, Filled(1f, 1, 3, 2)),
+            () => layer.CreateSession(device, 1),
+            () => session.Step(Filled(1f, 1, 1, 2), Filled(0f, 1, 1, 2)),
+        ];
+        foreach (var call in calls)
+            Assert.That(() => call(), Throws.InstanceOf<ObjectDisposedException>().With.Message.Contain(nameof(LsslLayer)));
+    }
+
     /// <summary>y written over u: the CPU's conv mode read u for the final state after it wrote y (a wrong state, no error).</summary>
     [Test]
     public void AnLsslCallInPlaceGivesTheResultsOfOneWithYApart(
@@ -102,6 +127,28 @@ public sealed class SessionLifetimeTests
             new TensorSpan<float>(state, [1, 2, 4], []), mode);
         Assert.That(Numerics.RelativeRms(inPlace, apart), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "y");
         Assert.That(Numerics.RelativeRms(state, stateApart), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "final state");
+    }
+
+    /// <summary>
+    /// An unstable system whose output does not read the state (C = 0): y = D u stays finite while the state overflows.
+    /// Returned infinite before by the reference and the conv mode; refused now by every backend and mode.
+    /// </summary>
+    [Test]
+    public void AnLsslFinalStateThatOverflowsIsRefused(
+        [Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend, [Values(LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv)] LsslMode mode)
+    {
+        var device = backend switch
+        {
+            Backend.Reference => TestDevices.Reference,
+            Backend.Cpu => TestDevices.Get(TestBackend.Cpu),
+            _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator),
+        };
+        using var unstable = new LsslLayer(Filled(1f, 2, 4), Filled(1f, 2, 4), Filled(0f, 2, 4), Filled(2f, 2), Filled(1.9f, 2),
+            new LsslOptions { StateMatrix = LsslStateMatrix.Diagonal });
+        var y = new float[64 * 2];
+        var e = Assert.Throws<ArgumentException>(() => unstable.Forward<float>(device, Filled(1f, 1, 64, 2), new TensorSpan<float>(y, [1, 64, 2], []),
+            default, new TensorSpan<float>(new float[8], [1, 2, 4], []), mode))!;
+        Assert.That(e.Message, Does.Contain("overflowed"));
     }
 
     [TestCase(Backend.Reference)]

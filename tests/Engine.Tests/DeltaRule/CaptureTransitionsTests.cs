@@ -85,4 +85,17 @@ public sealed class CaptureTransitionsTests
         Assert.That(e.ParamName, Is.EqualTo("deltas"));
         Assert.That(e.Message, Does.Contain("expected shape [1, 3, 1, 8] (N, C, Hv, V)"));
     }
+
+    /// <summary>A count above the capacity or the length takes what there is; a negative one is bad input (it was taken as 0).</summary>
+    [Test]
+    public void ANegativeCountIsRefused()
+    {
+        var e = Assert.Catch<ArgumentException>(() => Engine.DeltaRule.CaptureTransitions<float>(
+            new ReadOnlyTensorSpan<float>(new float[32], [1, 2, 1, 16]), new ReadOnlyTensorSpan<float>(new float[16], [1, 2, 1, 8]),
+            new ReadOnlyTensorSpan<float>(new float[2], [1, 2, 1]), default, default, [-5],
+            new TensorSpan<float>(new float[2], [1, 2, 1]), new TensorSpan<float>(new float[32], [1, 2, 1, 16]),
+            new TensorSpan<float>(new float[16], [1, 2, 1, 8])))!;
+        Assert.That(e.ParamName, Is.EqualTo("counts"));
+        Assert.That(e.Message, Does.Contain("sequence 0's count must be >= 0"));
+    }
 }

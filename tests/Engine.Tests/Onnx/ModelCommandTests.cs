@@ -107,8 +107,7 @@ public sealed class ModelCommandTests
         Assert.That(stdout, Does.Contain("x: Float [B, T, 16]").And.Contain("past_state_1: Float [B, 1, 8, 8]").And.Contain("y_1: Float [B, T, 16]"));
         Assert.That(stdout, Does.Contain("the engine takes over 2 nodes:").And.Contain("linear_attention_0 (ai.onnx.LinearAttention) -> engine: update_rule gated_delta, per-head decay"));
         Assert.That(stdout, Does.Contain("ai.onnx opset lowered from 27 to 26"));
-        string version = typeof(ModelBuilder).Assembly.GetName().Version!.ToString(3);
-        Assert.That(stdout, Does.Contain($"(IR 13, from Engine.Workloads {version})"), "the producer: the library that built the model");
+        Assert.That(stdout, Does.Contain("(IR 13, from Engine.Workloads)"), "the producer: the library that built the model");
     }
 
     /// <summary>A model ONNX Runtime refuses to run on the random inputs (a Reshape to zeros for a shape): one line, exit code 1.</summary>
