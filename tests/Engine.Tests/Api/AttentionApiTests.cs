@@ -122,12 +122,7 @@ public sealed class AttentionApiTests
         [Values("initial_state", "final_state")] string state,
         [Values("q", "g", "output")] string other)
     {
-        var device = backend switch
-        {
-            Backend.Reference => TestDevices.Reference,
-            Backend.Cpu => Cpu,
-            _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator),
-        };
+        var device = TestDevices.Of(backend);
         var (q, k, v, g, h0) = Inputs();
         // T·H·K = T·H·V floats: a state [1, H, K, V] fits in the first H·K·V of them. Tensor.Create wraps the array.
         var memory = other switch { "q" => Flat(q), "g" => Flat(g), _ => Numerics.NaNs(T * H * V) };
@@ -145,13 +140,6 @@ public sealed class AttentionApiTests
         Assert.That(e.Message, Does.Contain($"shares memory with {other}"));
     }
 
-    private static EngineDevice DeviceOf(Backend backend) => backend switch
-    {
-        Backend.Reference => TestDevices.Reference,
-        Backend.Cpu => Cpu,
-        _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator),
-    };
-
     /// <summary>
     /// k·vᵀ past fp32's range with q = 0: the output stays 0 and the state is infinite (accepted before, where no output reads
     /// the last chunk's state). Refused on every backend and form, by the output's or the state's overflow.
@@ -165,7 +153,7 @@ public sealed class AttentionApiTests
         var output = Tensor.Create(Numerics.NaNs(H * V), [1, 1, H, V]);
         var final = Tensor.Create(new float[H * K * V], [1, H, K, V]);
         var e = Assert.Throws<ArgumentException>(() =>
-            Engine.Gla.Forward<float>(DeviceOf(backend), q, kv, kv, default, output, default, final, options: new GlaOptions { Mode = mode }))!;
+            Engine.Gla.Forward<float>(TestDevices.Of(backend), q, kv, kv, default, output, default, final, options: new GlaOptions { Mode = mode }))!;
         Assert.That(e.ParamName, Is.AnyOf("final_state", "output"));
         Assert.That(e.Message, Does.Contain("overflow"));
     }
@@ -179,7 +167,7 @@ public sealed class AttentionApiTests
         initial[0, 0, 0, 3] = float.NaN;
         var output = Tensor.Create(Numerics.NaNs(T * H * V), [1, T, H, V]);
         var final = Tensor.Create(new float[2 * H * K * V], [2, H, K, V]);
-        var e = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward<float>(DeviceOf(backend), q, k, v, g, output, initial, final, [0, 0, T]))!;
+        var e = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward<float>(TestDevices.Of(backend), q, k, v, g, output, initial, final, [0, 0, T]))!;
         Assert.That(e.ParamName, Is.EqualTo("initial_state"));
     }
 
@@ -187,7 +175,7 @@ public sealed class AttentionApiTests
     [Test]
     public void ASessionPrefillWhoseStateOverflowsIsRefusedAndLeavesTheState([Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend)
     {
-        using var session = new GlaSession(DeviceOf(backend), 1, new HeadLayout(H, H, K, V), GateKind.None);
+        using var session = new GlaSession(TestDevices.Of(backend), 1, new HeadLayout(H, H, K, V), GateKind.None);
         var (q, k, v, _, _) = Inputs();
         session.Prefill(q, k, v, null, Tensor.Create(Numerics.NaNs(T * H * V), [1, T, H, V]));
         var before = new float[H * K * V];
@@ -257,7 +245,7 @@ public sealed class HalfOutputRangeTests
     [TestCase(Backend.Reference)]
     public void AnOutputBeyondFloat16sRangeIsRefused(Backend backend)
     {
-        var device = backend == Backend.Cpu ? TestDevices.Get(TestBackend.Cpu) : TestDevices.Reference;
+        var device = TestDevices.Of(backend);
         const int t = 4, h = 1, k = 16;
         var x = Enumerable.Repeat((Half)200, t * h * k).ToArray();
         var output = Enumerable.Repeat(Half.NaN, t * h * k).ToArray();
@@ -330,7 +318,7 @@ public sealed class NonFiniteInputTests
         var x = new Dictionary<string, float[]> { ["q"] = data.Normal(T * H * K), ["k"] = data.UnitRows(T * H, K), ["v"] = data.Normal(T * H * V) };
         int index = 23 * H * K + 5;
         x[tensor][index] = float.NaN;
-        var device = backend switch { Backend.Cpu => TestDevices.Get(TestBackend.Cpu), Backend.Reference => TestDevices.Reference, _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator) };
+        var device = TestDevices.Of(backend);
         var e = Assert.Throws<ArgumentException>(() => Run(device, op, mode,
             Tensor.Create(x["q"], [1, T, H, K]), Tensor.Create(x["k"], [1, T, H, K]), Tensor.Create(x["v"], [1, T, H, V])))!;
         Assert.Multiple(() =>

@@ -50,7 +50,7 @@ public sealed class SessionLifetimeTests
     [TestCase(Backend.Gpu)]
     public void DisposeWaitsForACallOnAnotherThread(Backend backend)
     {
-        var device = TestDevices.Get(backend == Backend.Cpu ? TestBackend.Cpu : TestBackend.GpuOnCpuAccelerator);
+        var device = TestDevices.Of(backend);
         var heads = new HeadLayout(2, 2, 32, 32);
         var session = new GlaSession(device, 1, heads, GateKind.None);
         var data = new TestData(5);
@@ -84,12 +84,7 @@ public sealed class SessionLifetimeTests
     [TestCase(Backend.Gpu)]
     public void ADisposedLsslLayerRefusesEveryCall(Backend backend)
     {
-        var device = backend switch
-        {
-            Backend.Reference => TestDevices.Reference,
-            Backend.Cpu => TestDevices.Get(TestBackend.Cpu),
-            _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator),
-        };
+        var device = TestDevices.Of(backend);
         var layer = DiagonalLayer();
         using var session = layer.CreateSession(device, 1);
         layer.Dispose();
@@ -108,12 +103,7 @@ public sealed class SessionLifetimeTests
     public void AnLsslCallInPlaceGivesTheResultsOfOneWithYApart(
         [Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend, [Values(LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv)] LsslMode mode)
     {
-        var device = backend switch
-        {
-            Backend.Reference => TestDevices.Reference,
-            Backend.Cpu => TestDevices.Get(TestBackend.Cpu),
-            _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator),
-        };
+        var device = TestDevices.Of(backend);
         using var layer = DiagonalLayer();
         var u = new TestData(4).Normal(40 * 2);
         var initial = Tensor.Create(new TestData(5).Normal(2 * 4), [1, 2, 4]);
@@ -137,12 +127,7 @@ public sealed class SessionLifetimeTests
     public void AnLsslFinalStateThatOverflowsIsRefused(
         [Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend, [Values(LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv)] LsslMode mode)
     {
-        var device = backend switch
-        {
-            Backend.Reference => TestDevices.Reference,
-            Backend.Cpu => TestDevices.Get(TestBackend.Cpu),
-            _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator),
-        };
+        var device = TestDevices.Of(backend);
         using var unstable = new LsslLayer(Filled(1f, 2, 4), Filled(1f, 2, 4), Filled(0f, 2, 4), Filled(2f, 2), Filled(1.9f, 2),
             new LsslOptions { StateMatrix = LsslStateMatrix.Diagonal });
         var y = new float[64 * 2];
@@ -156,12 +141,7 @@ public sealed class SessionLifetimeTests
     [TestCase(Backend.Gpu)]
     public void ARefusedLsslSessionCallLeavesTheStateAsItWas(Backend backend)
     {
-        var device = backend switch
-        {
-            Backend.Reference => TestDevices.Reference,
-            Backend.Cpu => TestDevices.Get(TestBackend.Cpu),
-            _ => TestDevices.Get(TestBackend.GpuOnCpuAccelerator),
-        };
+        var device = TestDevices.Of(backend);
         using var layer = DiagonalLayer();
         using var session = layer.CreateSession(device, 1);
         var u = new TestData(3).Normal(6);

@@ -42,6 +42,14 @@ public static class TestDevices
         }
     }
 
+    /// <summary>The device of a backend as the API names it: the float64 reference, the CPU, or the GPU kernels on ILGPU's CPU accelerator.</summary>
+    public static EngineDevice Of(Backend backend) => backend switch
+    {
+        Backend.Reference => Reference,
+        Backend.Cpu => CpuDevice.Value,
+        _ => SimulatedGpu.Value,
+    };
+
     /// <summary>The backends a case of this size runs on: all, or without the slow simulated GPU for big shapes.</summary>
     public static IEnumerable<TestBackend> For(bool small)
     {
