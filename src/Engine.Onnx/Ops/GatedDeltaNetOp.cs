@@ -266,8 +266,7 @@ internal sealed class GatedDeltaNetKernel(GatedDeltaNetConfig config, EngineDevi
         });
     }
 
-    /// <summary>capture_count, or zeros when state_update_active is 0.</summary>
-    /// <summary>capture_count as ORT's kernel reads it: a negative count captures nothing.</summary>
+    /// <summary>capture_count as ORT's kernel reads it (a negative count captures nothing), or zeros when state_update_active is 0.</summary>
     private int[] CaptureCounts(in GatedDeltaNetCall call) => call.CaptureActive ? Array.ConvertAll(call.CaptureCount, c => Math.Max(c, 0)) : new int[call.Sequences];
 
     /// <summary>
