@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Numerics.Tensors;
 using Engine.IO;
+using Engine.Kernels.Common;
 using Engine.Kernels.Lssl;
 using Engine.Workloads;
 
@@ -126,12 +127,44 @@ internal sealed class LsslInitCommand : EngineCommand
         double dtMin = args.GetValue(_dtMin), dtMax = args.GetValue(_dtMax);
         if (!(dtMin > 0) || dtMax < dtMin) throw new UsageException($"--dt-min must be > 0 and <= --dt-max, got {dtMin} and {dtMax}");
         string dir = args.GetValue(_outDir)!;
+        LsslSizes.RequireParameters(h, n, kind);
         var p = Lssl.Parameters(kind, h, n, seed, dtMin, dtMax);
         Directory.CreateDirectory(dir);
         foreach (var (name, tensor) in new[] { ("A", p.A), ("B", p.B), ("C", p.C), ("D", p.D), ("dt", p.Dt) })
             Npy.Write(Path.Combine(dir, name + ".npy"), tensor.AsReadOnlyTensorSpan());
         context.Out.WriteLine($"wrote A, B, C, D, dt ({Opt.Kebab(kind)}, H = {h}, N = {n}, seed {seed}) to {dir}");
         return 0;
+    }
+}
+
+/// <summary>
+/// What an LSSL parameter set and the layer built from it allocate, refused by --H and --N before anything is made: a
+/// size past one array would overflow or crash the build, a layer past the machine's memory would swap it to a halt.
+/// </summary>
+internal static class LsslSizes
+{
+    /// <summary>A [N, N] (HiPPO) or [H, N] (diagonal), B and C [H, N].</summary>
+    public static void RequireParameters(int h, int n, LsslInitKind kind)
+    {
+        if (kind == LsslInitKind.Diagonal) ArraySize.Require($"--H {h} --N {n}: A [H, N]", h, n);
+        else ArraySize.Require($"--N {n}: A [N, N]", n, n);
+        ArraySize.Require($"--H {h} --N {n}: C [H, N]", h, n);
+    }
+
+    /// <summary>The parameters and the layer's tables: per channel Ā − I and Ā^Q − I [N, N] (HiPPO), the scan's output weights [N + Q, Q] and state columns [Q, N].</summary>
+    public static void RequireLayer(int h, int n, LsslInitKind kind)
+    {
+        RequireParameters(h, n, kind);
+        int np = HeadLayout.RoundUp16(n), q = LsslConfig.DefaultChunkLength(n);
+        bool dense = kind != LsslInitKind.Diagonal;
+        if (dense) ArraySize.Require($"--H {h} --N {n}: the discretized A of every channel [H, {np}, {np}]", h, np, np);
+        ArraySize.Require($"--H {h} --N {n}: the scan's output weights [H, {np + q}, {q}]", h, np + q, q);
+        ArraySize.Require($"--H {h} --N {n}: the scan's state columns [H, {q}, {np}]", h, q, np);
+        // Ā − I in float64 and float32, Ā^Q − I in float32 (HiPPO), the output weights and the state columns in float32.
+        long perChannel = (dense ? (long)n * n * 8 + 2L * np * np * 4 : 0) + ((long)(np + q) * q + (long)q * np) * 4;
+        long bytes = perChannel * h, available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        if (bytes > available)
+            throw new InsufficientMemoryException($"--H {h} --N {n}: the layer's tables would take {bytes / 1e9:0.#} GB, more than the {available / 1e9:0.#} GB this machine has");
     }
 }
 
@@ -159,6 +192,7 @@ internal sealed class LsslBenchCommand : EngineCommand
         var lengths = args.GetValue(_bench.T)!;
         int b = args.GetValue(_b), h = args.GetValue(_h), n = args.GetValue(_n);
         var kind = args.GetValue(_kind);
+        LsslSizes.RequireLayer(h, n, kind);
         string which = args.GetValue(_mode)!;
         LsslMode[] modes = which == "all" ? [LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv] : [Enum.Parse<LsslMode>(which, ignoreCase: true)];
         var timing = _bench.Timing(args);
