@@ -50,8 +50,8 @@ internal static class Opt
     public static Option<string[]> Repeated(string name, string description, string helpName) =>
         new(name) { Description = description, HelpName = helpName, Arity = ArgumentArity.OneOrMore, DefaultValueFactory = _ => [] };
 
-    public static Option<int> Int(string name, int fallback, string description, int min = int.MinValue) =>
-        new(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseInt(r, min) };
+    public static Option<int> Int(string name, int fallback, string description, int min = int.MinValue, int max = int.MaxValue) =>
+        new(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseInt(r, min, max) };
 
     /// <summary>One length or a comma-separated list of lengths, each >= 0.</summary>
     public static Option<int[]> IntList(string name, int fallback, string description) => new(name)
@@ -70,7 +70,7 @@ internal static class Opt
 
     /// <summary>An integer that has no default (null when not given).</summary>
     public static Option<int?> OptionalInt(string name, string description, int min = int.MinValue) =>
-        new(name) { Description = description, CustomParser = r => ParseInt(r, min) };
+        new(name) { Description = description, CustomParser = r => ParseInt(r, min, int.MaxValue) };
 
     public static Option<float?> Float(string name, string description) =>
         new(name) { Description = description, CustomParser = r => (float?)ParseFinite<float>(r, float.Parse) };
@@ -79,8 +79,15 @@ internal static class Opt
     public static Option<double> Double(string name, double fallback, string description) =>
         new(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseFinite<double>(r, double.Parse) };
 
+    /// <summary>
+    /// The most --threads takes: each thread past the cores only adds its start and its scratch, and a count far past
+    /// them (a typo) would spend minutes and gigabytes starting threads.
+    /// </summary>
+    public const int MaxThreads = 1024;
+
     /// <summary>--threads: CPU threads (the machine's cores by default).</summary>
-    public static Option<int> Threads() => Int("--threads", Environment.ProcessorCount, "CPU threads", min: 1);
+    public static Option<int> Threads() =>
+        Int("--threads", Environment.ProcessorCount, $"CPU threads, 1..{MaxThreads} (default: the machine's cores)", min: 1, max: MaxThreads);
 
     /// <summary>One of an enum's values, spelled in kebab case.</summary>
     public static Option<T> Choice<T>(string name, T fallback, string description) where T : struct, Enum =>
@@ -117,13 +124,15 @@ internal static class Opt
 
     private static string NameOf(ArgumentResult r) => ((OptionResult)r.Parent!).Option.Name;
 
-    private static int ParseInt(ArgumentResult r, int min)
+    private static int ParseInt(ArgumentResult r, int min, int max)
     {
         string text = r.Tokens[0].Value;
         if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value))
             r.AddError($"{NameOf(r)} must be an integer, got '{text}'");
         else if (value < min)
             r.AddError($"{NameOf(r)} must be >= {min}, got {value}");
+        else if (value > max)
+            r.AddError($"{NameOf(r)} must be <= {max}, got {value}");
         return value;
     }
 

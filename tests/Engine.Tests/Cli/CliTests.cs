@@ -309,4 +309,13 @@ public sealed class CliTests : CliFixture
             Assert.That(rows[3].GetProperty("peer_of").GetString(), Is.EqualTo("per-key chunked"));
         });
     }
+
+    [Test]
+    public void ThePeakIsMeasuredOnAtMostTheMachinesCores()
+    {
+        int cores = Environment.ProcessorCount;
+        var (code, stdout, stderr) = Engine("bench", "peak", "--threads", (cores + 3).ToString(), "--rounds", "1");
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain($"on {cores} threads").And.Contain($"(not {cores + 3}: threads past the machine's {cores} cores add no FMA throughput)"));
+    }
 }

@@ -78,6 +78,8 @@ public sealed class CommandLineTests : CliFixture
 
     [TestCase(new[] { "bench", "gla", "--T", "64", "--T", "128" }, "--T given 2 times")]
     [TestCase(new[] { "bench", "gla", "--threads", "0" }, "--threads must be >= 1, got 0")]
+    [TestCase(new[] { "op", "gla", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "--o", "o.npy", "--threads", "99999999" }, "--threads must be <= 1024, got 99999999")]
+    [TestCase(new[] { "bench", "peak", "--threads", "1025" }, "--threads must be <= 1024, got 1025")]
     [TestCase(new[] { "bench", "gla", "--mode", "sideways" }, "--mode must be one of chunked|recurrent|both, got 'sideways'")]
     [TestCase(new[] { "op", "lssl", "--u", "u.npy" }, "--A is required")]
     [TestCase(new[] { "op", "gla", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "--o", "o.npy", "--scale", "nan" }, "--scale must be a finite number, got 'nan'")]

@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Engine.IO;
-using Engine.Kernels.Common;
 using Engine.Onnx;
 using Engine.Onnx.Ops;
 using Engine.Workloads;
@@ -271,7 +270,7 @@ internal sealed class BenchModelCommand : EngineCommand
         Print(context.Out, rows, host.Describe(backend), spinning, json);
         if (chart is not null)
         {
-            Chart(chart, rows, host.Describe(backend), FmaPeak.Measure(args.GetValue(_model.Threads)), spinning);
+            Chart(chart, rows, host.Describe(backend), BenchReport.Peak(args.GetValue(_model.Threads)), spinning);
             BenchChart.Report(context, chart, json);
         }
         return 0;
