@@ -218,14 +218,17 @@ internal sealed class BenchModelCommand : EngineCommand
         if (sample is not null)
         {
             if (args.GetValue(_model.Model) is not null) throw new UsageException("give either a model file or --sample");
-            var lengths = args.GetValue(_t)!;
+            foreach (var option in new Option[] { _model.Input, _dim })
+                if (Given(args, option)) throw new UsageException($"{option.Name} goes with a model file: --sample makes its own inputs");
             bool decode = args.GetValue(_decode);
+            // --decode adds T=1 unless --T has it; a length given twice is timed once.
+            var lengths = (decode ? args.GetValue(_t)!.Append(1) : args.GetValue(_t)!).Distinct().ToArray();
             if (sample is GatedDeltaNetSample or "all")
             {
                 // The same gated delta rule as ORT's GatedDeltaNet node and as its LinearAttention node: each timed with the
                 // engine's kernels against ORT's own kernel of that node.
                 foreach (var (label, hq, hv, d, rule) in GatedDeltaNetShapes)
-                    foreach (int t in decode ? lengths.Append(1) : lengths)
+                    foreach (int t in lengths)
                     {
                         string what = t == 1 ? "decode T=1" : $"T={t}";
                         var pair = new Lazy<IReadOnlyList<(OnnxModel Model, Dictionary<string, TensorData> Inputs)>>(() => SampleModels.GatedDeltaNetAndLinearAttention(hq, hv, d, d, t, rule));
@@ -235,7 +238,7 @@ internal sealed class BenchModelCommand : EngineCommand
             }
             foreach (var (label, model, batch, time) in sample == GatedDeltaNetSample ? [] : Samples(sample))
             {
-                foreach (int t in decode ? lengths.Append(1) : lengths)
+                foreach (int t in lengths)
                 {
                     string what = t == 1 ? "decode T=1" : $"T={t}";
                     jobs.Add(($"{label} {what}", () => Time(model, label, what, t, ModelInputs.Random(model, new Dictionary<string, long> { [batch] = 1, [time] = t }),
@@ -246,9 +249,15 @@ internal sealed class BenchModelCommand : EngineCommand
         else
         {
             if (args.GetValue(_model.Model) is null) throw new UsageException($"give {_model.Model.Description} or --sample");
+            foreach (var option in new Option[] { _t, _decode })
+                if (Given(args, option)) throw new UsageException($"{option.Name} goes with --sample: a model file's dims come from --dim");
             var model = _model.Load(args);
             var dims = ModelIo.Pairs(args.GetValue(_dim)!, _dim.Name).ToDictionary(p => p.Name, p => long.TryParse(p.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long v)
                 ? v : throw new UsageException($"--dim {p.Name} must be a whole number, got '{p.Value}'"));
+            var symbolic = model.Inputs.SelectMany(i => i.Dims ?? []).Where(d => !long.TryParse(d, out _)).Distinct().ToArray();
+            foreach (var name in dims.Keys.Where(name => !symbolic.Contains(name)))
+                throw new ArgumentException($"--dim {name}: the model has no symbolic dim '{name}' " +
+                    (symbolic.Length == 0 ? "(its inputs have none)" : $"(its symbolic dims: {string.Join(", ", symbolic)})"));
             var inputs = _model.Inputs(args, model, files);
             var random = ModelInputs.Random(model, dims, except: inputs.Keys);
             foreach (var (name, tensor) in random) inputs[name] = tensor;
@@ -406,6 +415,8 @@ internal sealed class BenchModelCommand : EngineCommand
     ];
 
     /// <summary>A block sample's shape: B = 1, hidden 256, 8 heads of 128.</summary>
+    private static bool Given(ParseResult args, Option option) => args.GetResult(option) is { Implicit: false };
+
     internal static LinearAttentionBlockSpec BlockSpec(UpdateRule rule, DecayForm decay) =>
         new() { Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = rule, Decay = decay };
 
