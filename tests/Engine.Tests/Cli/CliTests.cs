@@ -320,4 +320,13 @@ public sealed class CliTests : CliFixture
         Assert.That(code, Is.Zero, stderr);
         Assert.That(stdout, Does.Contain($"on {cores} threads").And.Contain($"(not {cores + 3}: threads past the machine's {cores} cores add no FMA throughput)"));
     }
+
+    [Test]
+    public void AnOutOfRangeValueFromTheLibraryIsOneLineWithoutDotNetsSuffixes()
+    {
+        var x = Save("x.npy", NpyArray.From(new float[4 * 8], [1, 4, 1, 8]));
+        var run = Engine("op", "lightning", "--q", x, "--k", x, "--v", x, "--o", PathOf("o.npy"), "--layer", "30", "--layers", "24");
+        AssertOneLineError(run, 1, "engine: error: layer must be in [0, 23]");
+        Assert.That(run.stderr, Does.Not.Contain("Parameter").And.Not.Contain("Actual value"));
+    }
 }
