@@ -72,6 +72,14 @@ internal static class Opt
     public static Option<int?> OptionalInt(string name, string description, int min = int.MinValue) =>
         new(name) { Description = description, CustomParser = r => ParseInt(r, min, int.MaxValue) };
 
+    /// <summary>An integer that must be one of <paramref name="values"/> (a chunk size, say): another is refused while parsing.</summary>
+    public static Option<int> OneOf(string name, int fallback, IReadOnlyList<int> values, string description) =>
+        new(name) { Description = description, HelpName = string.Join("|", values), DefaultValueFactory = _ => fallback, CustomParser = r => ParseOneOf(r, values) };
+
+    /// <summary>One of <paramref name="values"/> with no default (null when not given).</summary>
+    public static Option<int?> OptionalOneOf(string name, IReadOnlyList<int> values, string description) =>
+        new(name) { Description = description, HelpName = string.Join("|", values), CustomParser = r => ParseOneOf(r, values) };
+
     public static Option<float?> Float(string name, string description) =>
         new(name) { Description = description, CustomParser = r => (float?)ParseFinite<float>(r, float.Parse) };
 
@@ -133,6 +141,14 @@ internal static class Opt
             r.AddError($"{NameOf(r)} must be >= {min}, got {value}");
         else if (value > max)
             r.AddError($"{NameOf(r)} must be <= {max}, got {value}");
+        return value;
+    }
+
+    private static int ParseOneOf(ArgumentResult r, IReadOnlyList<int> values)
+    {
+        string text = r.Tokens[0].Value;
+        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) || !values.Contains(value))
+            r.AddError($"{NameOf(r)} must be one of {string.Join(", ", values)}, got '{text}'");
         return value;
     }
 
