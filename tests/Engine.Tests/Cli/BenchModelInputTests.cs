@@ -87,4 +87,16 @@ public sealed class BenchModelInputTests : CliFixture
             .Select(r => (Model: r.GetProperty("model").GetString(), Case: r.GetProperty("case").GetString())).ToArray();
         Assert.That(runs.Where(r => r.Model == "linear block").Select(r => r.Case), Is.EqualTo(new[] { "decode T=1", "T=16" }));
     }
+
+    [Test]
+    public void InspectJsonGivesFixedDimsAsNumbersAndTypesAsRunSpellsThem()
+    {
+        var (code, stdout, stderr) = Engine("inspect", AddModel(), "--json");
+        Assert.That(code, Is.Zero, stderr);
+        var x = JsonDocument.Parse(stdout).RootElement.GetProperty("inputs")[0];
+        Assert.That(x.GetProperty("type").GetString(), Is.EqualTo("float32"));
+        var dims = x.GetProperty("dims").EnumerateArray().ToArray();
+        Assert.That(dims.Select(d => d.ValueKind), Is.EqualTo(new[] { JsonValueKind.String, JsonValueKind.String, JsonValueKind.Number }));
+        Assert.That((dims[0].GetString(), dims[1].GetString(), dims[2].GetInt64()), Is.EqualTo(("B", "T", 8L)));
+    }
 }

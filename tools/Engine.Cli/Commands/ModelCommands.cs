@@ -54,6 +54,14 @@ internal static class ModelIo
         }
     }
 
+    /// <summary>An element type as `op` and `run` spell it (NumPy's names): float32, float16, bfloat16, int64...</summary>
+    public static string TypeName(TensorElementType type) => type switch
+    {
+        TensorElementType.Float => "float32",
+        TensorElementType.Double => "float64",
+        _ => type.ToString().ToLowerInvariant(),
+    };
+
     public static string Shape(IEnumerable<long> dims) => "[" + string.Join(", ", dims) + "]";
 }
 
@@ -133,7 +141,12 @@ internal sealed class InspectModelCommand : EngineCommand
         var w = context.Out;
         if (args.GetValue(_model.Json))
         {
-            static object Value(ModelValueInfo v) => new Dictionary<string, object?> { ["name"] = v.Name, ["type"] = v.ElementType.ToString(), ["dims"] = v.Dims };
+            // Fixed dims as numbers, symbolic ones as their names.
+            static object Value(ModelValueInfo v) => new Dictionary<string, object?>
+            {
+                ["name"] = v.Name, ["type"] = ModelIo.TypeName(v.ElementType),
+                ["dims"] = v.Dims?.Select(d => long.TryParse(d, NumberStyles.None, CultureInfo.InvariantCulture, out long n) ? (object)n : d).ToArray(),
+            };
             static object Node(HandoverNode n) => new Dictionary<string, object>
             {
                 ["name"] = n.NodeName, ["op_type"] = n.OpType, ["from_domain"] = n.FromDomain, ["to_domain"] = n.ToDomain, ["detail"] = n.Detail,
