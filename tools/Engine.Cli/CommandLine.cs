@@ -97,13 +97,13 @@ internal static class Opt
     public static Option<int> Threads() =>
         Int("--threads", Environment.ProcessorCount, $"CPU threads, 1..{MaxThreads} (default: the machine's cores)", min: 1, max: MaxThreads);
 
-    /// <summary>One of an enum's values, spelled in kebab case.</summary>
-    public static Option<T> Choice<T>(string name, T fallback, string description) where T : struct, Enum =>
-        WithChoices(new Option<T>(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseChoice<T>(r) }, Names<T>());
+    /// <summary>One of an enum's values (those in <paramref name="only"/> where the command takes no others), spelled in kebab case.</summary>
+    public static Option<T> Choice<T>(string name, T fallback, string description, params T[] only) where T : struct, Enum =>
+        WithChoices(new Option<T>(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseChoice(r, Values(only)) }, Names(Values(only)));
 
-    /// <summary>One of an enum's values with no default (null when not given).</summary>
-    public static Option<T?> OptionalChoice<T>(string name, string description) where T : struct, Enum =>
-        WithChoices(new Option<T?>(name) { Description = description, CustomParser = r => ParseChoice<T>(r) }, Names<T>());
+    /// <summary>One of an enum's values (those in <paramref name="only"/> where given) with no default (null when not given).</summary>
+    public static Option<T?> OptionalChoice<T>(string name, string description, params T[] only) where T : struct, Enum =>
+        WithChoices(new Option<T?>(name) { Description = description, CustomParser = r => ParseChoice(r, Values(only)) }, Names(Values(only)));
 
     /// <summary>One of some words (a word given that is not among them is refused while parsing); null when not given and no fallback.</summary>
     public static Option<string> Choice(string name, string? fallback, IReadOnlyList<string> words, string description)
@@ -119,7 +119,9 @@ internal static class Opt
 
     public static string Kebab<T>(T value) where T : struct, Enum => Kebab(value.ToString());
 
-    private static string[] Names<T>() where T : struct, Enum => Enum.GetValues<T>().Select(v => Kebab(v)).ToArray();
+    private static T[] Values<T>(T[] only) where T : struct, Enum => only.Length > 0 ? only : Enum.GetValues<T>();
+
+    private static string[] Names<T>(T[] values) where T : struct, Enum => values.Select(v => Kebab(v)).ToArray();
 
     private static Option<T> WithChoices<T>(Option<T> option, IReadOnlyList<string> words)
     {
@@ -165,12 +167,12 @@ internal static class Opt
         return T.Zero;
     }
 
-    private static T ParseChoice<T>(ArgumentResult r) where T : struct, Enum
+    private static T ParseChoice<T>(ArgumentResult r, T[] values) where T : struct, Enum
     {
         string text = r.Tokens[0].Value;
-        foreach (var v in Enum.GetValues<T>())
+        foreach (var v in values)
             if (string.Equals(Kebab(v), text, StringComparison.OrdinalIgnoreCase)) return v;
-        r.AddError($"{NameOf(r)} must be one of {string.Join("|", Names<T>())}, got '{text}'");
+        r.AddError($"{NameOf(r)} must be one of {string.Join("|", Names(values))}, got '{text}'");
         return default;
     }
 

@@ -68,7 +68,7 @@ internal sealed class DeltaRuleBenchCommand : EngineCommand
         ort-cuda linear-attention, ort-cuda gated-delta-net: ORT's com.microsoft.LinearAttention and GatedDeltaNet CUDA kernels.
         """)
     {
-        if (gated) _gate = Opt.Choice("--gate", GateKind.PerHead, "the decay: per-head or per-key");
+        if (gated) _gate = Opt.Choice("--gate", GateKind.PerHead, "the decay", GateKind.PerHead, GateKind.PerKey);
         foreach (var option in _bench.All.Concat([_chunk, .. _gate is null ? Array.Empty<Option>() : [_gate]])) Add(option);
     }
 
@@ -77,8 +77,6 @@ internal sealed class DeltaRuleBenchCommand : EngineCommand
         var bench = AttentionBench.Parse(args, _bench);
         int chunk = args.GetValue(_chunk);
         var gate = _gate is null ? GateKind.None : args.GetValue(_gate);
-        if (_gate is not null && gate is not (GateKind.PerHead or GateKind.PerKey))
-            throw new UsageException($"--gate {Opt.Kebab(gate)}: Gated DeltaNet takes per-head or per-key");
         var s = bench.Shape;
         return bench.Run(args, _bench, context, Name, t => new DeltaRuleWorkload(s.B, t, s.H, s.K, s.V, gate),
             (work, mode) => ($"{(_gate is null ? "" : Opt.Kebab(gate) + " ")}C{chunk} {Opt.Kebab(mode)}", work.ModelFlops(chunk),

@@ -46,7 +46,8 @@ internal sealed class GlaOpCommand : EngineCommand
 internal sealed class GlaBenchCommand : EngineCommand
 {
     private readonly AttentionBenchOptions _bench = new();
-    private readonly Option<GateKind> _gate = Opt.Choice("--gate", GateKind.PerKey, "per-key, per-head or none (constant is Lightning attention: engine bench lightning)");
+    private readonly Option<GateKind> _gate = Opt.Choice("--gate", GateKind.PerKey, "the decay (a constant one is Lightning attention: engine bench lightning)",
+        GateKind.PerKey, GateKind.PerHead, GateKind.None);
     private readonly Option<int> _chunk = Opt.OneOf("--chunk", 64, GlaConfig.ChunkSizes, "chunk size");
 
     public GlaBenchCommand() : base("gla", "time gated linear attention",
@@ -63,7 +64,6 @@ internal sealed class GlaBenchCommand : EngineCommand
     {
         var bench = AttentionBench.Parse(args, _bench);
         var gate = args.GetValue(_gate);
-        if (gate == GateKind.Constant) throw new UsageException("--gate constant is Lightning attention: use engine bench lightning");
         int chunk = args.GetValue(_chunk);
         var s = bench.Shape;
         return bench.Run(args, _bench, context, "gla", t => new GlaWorkload(s.B, t, s.H, s.K, s.V, gate),
