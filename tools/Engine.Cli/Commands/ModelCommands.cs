@@ -106,7 +106,8 @@ internal sealed class RunModelCommand : EngineCommand
             }));
             step.Finish();
         });
-        files.Report(context, args.GetValue(_model.Json), "run", host.Describe(backend),
+        // Report puts the device in parentheses: ONNX Runtime alone is named without its own.
+        files.Report(context, args.GetValue(_model.Json), "run", backend == HandoverBackend.None ? "ONNX Runtime only" : host.Describe(backend),
             new Dictionary<string, object> { ["engine nodes"] = session.Handover.EngineNodes.Count() });
         return 0;
     }
