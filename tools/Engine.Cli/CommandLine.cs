@@ -83,6 +83,10 @@ internal static class Opt
     public static Option<float?> Float(string name, string description) =>
         new(name) { Description = description, CustomParser = r => (float?)ParseFinite<float>(r, float.Parse) };
 
+    /// <summary>A float64 value with no default (null when not given).</summary>
+    public static Option<double?> OptionalDouble(string name, string description) =>
+        new(name) { Description = description, CustomParser = r => (double?)ParseFinite<double>(r, double.Parse) };
+
     /// <summary>A float64 value (a range used in float64, where 1e-3 is not a float).</summary>
     public static Option<double> Double(string name, double fallback, string description) =>
         new(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseFinite<double>(r, double.Parse) };

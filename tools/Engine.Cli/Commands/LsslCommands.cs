@@ -10,20 +10,30 @@ namespace Engine.Cli.Commands;
 /// <summary>The discretization options every LSSL command shares: --method and --alpha.</summary>
 internal sealed class LsslMethodOptions
 {
-    public Option<string> Method { get; } = Opt.Choice("--method", null, ["bilinear", "zoh", "gbt"], "discretization (default bilinear; gbt with --alpha)");
-    public Option<float?> Alpha { get; } = Opt.Float("--alpha", "the generalized bilinear transform's alpha in [0, 1] (with --method gbt; default 0.5)");
+    public Option<string> Method { get; } = Opt.Choice("--method", null, ["bilinear", "zoh", "gbt"],
+        "discretization (default bilinear, the generalized bilinear transform with alpha 0.5; gbt where --alpha is given)");
+    // float64, as the discretization computes: --alpha 0.3 is 0.3, not the float nearest it.
+    public Option<double?> Alpha { get; } = Opt.OptionalDouble("--alpha", "the generalized bilinear transform's alpha in [0, 1] (gbt; given alone it selects gbt; default 0.5)");
 
     public IEnumerable<Option> All => [Method, Alpha];
 
+    /// <summary>The discretization as the options name it: bilinear (gbt with alpha 0.5), zoh, or gbt(alpha=0.3) as --alpha gave it.</summary>
+    public static string Describe(LsslDiscretization discretization) => discretization switch
+    {
+        { Method: LsslMethod.Zoh } => "zoh",
+        { Alpha: 0.5 } => "bilinear",
+        var gbt => FormattableString.Invariant($"gbt(alpha={gbt.Alpha})"),
+    };
+
     public LsslDiscretization Discretization(ParseResult args)
     {
-        float? alpha = args.GetValue(Alpha);
+        double? alpha = args.GetValue(Alpha);
         string method = args.GetValue(Method) ?? (alpha is null ? "bilinear" : "gbt");
         if (alpha is not null && method != "gbt") throw new UsageException($"--alpha goes with --method gbt, not {method}");
         return method switch
         {
             "zoh" => LsslDiscretization.ZeroOrderHold,
-            "gbt" when alpha is >= 0f and <= 1f => LsslDiscretization.Gbt(alpha.Value),
+            "gbt" when alpha is >= 0 and <= 1 => LsslDiscretization.Gbt(alpha.Value),
             "gbt" when alpha is not null => throw new UsageException($"--alpha must lie in [0, 1], got {alpha}"),
             _ => LsslDiscretization.Bilinear,
         };
@@ -86,7 +96,7 @@ internal sealed class LsslOpCommand : EngineCommand
         var ran = u.Type == NpyType.Float16 ? Forward<Half>() : Forward<float>();
         if (finalState is not null) files.Write("xt", statePath!, finalState);
         files.Report(context, args.GetValue(_json), Name, device.Description,
-            new Dictionary<string, object> { ["mode"] = $"{Opt.Kebab(ran)} ({layer.Discretization}, Q = {layer.ChunkLength})" });
+            new Dictionary<string, object> { ["mode"] = $"{Opt.Kebab(ran)} ({LsslMethodOptions.Describe(layer.Discretization)}, Q = {layer.ChunkLength})" });
         return 0;
 
         LsslMode Forward<T>() where T : unmanaged
