@@ -30,6 +30,9 @@ public sealed class CommandLineTests : CliFixture
         Assert.That(stderr, Is.Empty);
         Assert.That(stdout, Does.Contain("Usage:").And.Contain($"engine {string.Join(" ", command)}"));
         Assert.That(Engine(["help", .. command]).stdout, Is.EqualTo(stdout), "engine help <command> shows the same");
+        var notes = stdout.Split('\n').SkipWhile(line => line != "Notes:").Skip(1).Where(line => line.Trim().Length > 0).ToArray();
+        Assert.That(notes.Where(line => !line.StartsWith("  ", StringComparison.Ordinal) || line.StartsWith("        ", StringComparison.Ordinal) || line.Length > 124),
+            Is.Empty, "the notes indented as written (by two spaces), no line longer than 124");
     }
 
     [Test]

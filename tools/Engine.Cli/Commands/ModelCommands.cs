@@ -193,7 +193,8 @@ internal sealed class BenchModelCommand : EngineCommand
 
     public BenchModelCommand() : base("bench-model", "time an ONNX model with and without the hand-over, side by side", """
         Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
-        interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
+        interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the
+        time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
         (names with 'state' zeros, 'decay' log gates, 'beta' in (0,1), other floats N(0,1); integers zeros, 'mask' ones).
         --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone, or the
         Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it (hidden 2048, 16 query/key and 32 value heads of
@@ -208,7 +209,7 @@ internal sealed class BenchModelCommand : EngineCommand
         (session.intra_op.allow_spinning = 0) and alternates single runs.
         --plot (with --sample) draws, per model, the engine and ONNX Runtime alone against T: whole model and taken-over
         nodes (decode at T=1), with this machine's fp32 FMA peak measured after the runs.
-""")
+        """)
     {
         _model.Model.Arity = ArgumentArity.ZeroOrOne;
         Add(_model.Model);
