@@ -62,12 +62,18 @@ public static class Cli
         }
     }
 
-    /// <summary>The exception's message on one line, without the " (Parameter 'name')" .NET appends to an ArgumentException's: the engine's messages name the tensor or option themselves.</summary>
+    /// <summary>
+    /// The exception's message on one line, without what .NET appends to an ArgumentException's: " (Parameter 'name')",
+    /// and for an ArgumentOutOfRangeException a line "Actual value was X." after it. The engine's messages name the
+    /// tensor or option and the value themselves.
+    /// </summary>
     private static string OneLine(Exception e)
     {
         string message = e.Message;
-        if (e is ArgumentException { ParamName: { } name } && message.EndsWith($" (Parameter '{name}')", StringComparison.Ordinal))
-            message = message[..^$" (Parameter '{name}')".Length];
+        if (e is ArgumentOutOfRangeException { ActualValue: not null } && message.LastIndexOf(Environment.NewLine, StringComparison.Ordinal) is int line and >= 0)
+            message = message[..line];
+        if (e is ArgumentException { ParamName: { } name })
+            message = message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal);
         return message.ReplaceLineEndings(" ").Trim();
     }
 

@@ -50,8 +50,8 @@ internal static class Opt
     public static Option<string[]> Repeated(string name, string description, string helpName) =>
         new(name) { Description = description, HelpName = helpName, Arity = ArgumentArity.OneOrMore, DefaultValueFactory = _ => [] };
 
-    public static Option<int> Int(string name, int fallback, string description, int min = int.MinValue) =>
-        new(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseInt(r, min) };
+    public static Option<int> Int(string name, int fallback, string description, int min = int.MinValue, int max = int.MaxValue) =>
+        new(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseInt(r, min, max) };
 
     /// <summary>One length or a comma-separated list of lengths, each >= 0.</summary>
     public static Option<int[]> IntList(string name, int fallback, string description) => new(name)
@@ -70,25 +70,44 @@ internal static class Opt
 
     /// <summary>An integer that has no default (null when not given).</summary>
     public static Option<int?> OptionalInt(string name, string description, int min = int.MinValue) =>
-        new(name) { Description = description, CustomParser = r => ParseInt(r, min) };
+        new(name) { Description = description, CustomParser = r => ParseInt(r, min, int.MaxValue) };
+
+    /// <summary>An integer that must be one of <paramref name="values"/> (a chunk size, say): another is refused while parsing.</summary>
+    public static Option<int> OneOf(string name, int fallback, IReadOnlyList<int> values, string description) =>
+        new(name) { Description = description, HelpName = string.Join("|", values), DefaultValueFactory = _ => fallback, CustomParser = r => ParseOneOf(r, values) };
+
+    /// <summary>One of <paramref name="values"/> with no default (null when not given).</summary>
+    public static Option<int?> OptionalOneOf(string name, IReadOnlyList<int> values, string description) =>
+        new(name) { Description = description, HelpName = string.Join("|", values), CustomParser = r => ParseOneOf(r, values) };
 
     public static Option<float?> Float(string name, string description) =>
         new(name) { Description = description, CustomParser = r => (float?)ParseFinite<float>(r, float.Parse) };
+
+    /// <summary>A float64 value with no default (null when not given).</summary>
+    public static Option<double?> OptionalDouble(string name, string description) =>
+        new(name) { Description = description, CustomParser = r => (double?)ParseFinite<double>(r, double.Parse) };
 
     /// <summary>A float64 value (a range used in float64, where 1e-3 is not a float).</summary>
     public static Option<double> Double(string name, double fallback, string description) =>
         new(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseFinite<double>(r, double.Parse) };
 
+    /// <summary>
+    /// The most --threads takes: each thread past the cores only adds its start and its scratch, and a count far past
+    /// them (a typo) would spend minutes and gigabytes starting threads.
+    /// </summary>
+    public const int MaxThreads = 1024;
+
     /// <summary>--threads: CPU threads (the machine's cores by default).</summary>
-    public static Option<int> Threads() => Int("--threads", Environment.ProcessorCount, "CPU threads", min: 1);
+    public static Option<int> Threads() =>
+        Int("--threads", Environment.ProcessorCount, $"CPU threads, 1..{MaxThreads} (default: the machine's cores)", min: 1, max: MaxThreads);
 
-    /// <summary>One of an enum's values, spelled in kebab case.</summary>
-    public static Option<T> Choice<T>(string name, T fallback, string description) where T : struct, Enum =>
-        WithChoices(new Option<T>(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseChoice<T>(r) }, Names<T>());
+    /// <summary>One of an enum's values (those in <paramref name="only"/> where the command takes no others), spelled in kebab case.</summary>
+    public static Option<T> Choice<T>(string name, T fallback, string description, params T[] only) where T : struct, Enum =>
+        WithChoices(new Option<T>(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseChoice(r, Values(only)) }, Names(Values(only)));
 
-    /// <summary>One of an enum's values with no default (null when not given).</summary>
-    public static Option<T?> OptionalChoice<T>(string name, string description) where T : struct, Enum =>
-        WithChoices(new Option<T?>(name) { Description = description, CustomParser = r => ParseChoice<T>(r) }, Names<T>());
+    /// <summary>One of an enum's values (those in <paramref name="only"/> where given) with no default (null when not given).</summary>
+    public static Option<T?> OptionalChoice<T>(string name, string description, params T[] only) where T : struct, Enum =>
+        WithChoices(new Option<T?>(name) { Description = description, CustomParser = r => ParseChoice(r, Values(only)) }, Names(Values(only)));
 
     /// <summary>One of some words (a word given that is not among them is refused while parsing); null when not given and no fallback.</summary>
     public static Option<string> Choice(string name, string? fallback, IReadOnlyList<string> words, string description)
@@ -104,7 +123,9 @@ internal static class Opt
 
     public static string Kebab<T>(T value) where T : struct, Enum => Kebab(value.ToString());
 
-    private static string[] Names<T>() where T : struct, Enum => Enum.GetValues<T>().Select(v => Kebab(v)).ToArray();
+    private static T[] Values<T>(T[] only) where T : struct, Enum => only.Length > 0 ? only : Enum.GetValues<T>();
+
+    private static string[] Names<T>(T[] values) where T : struct, Enum => values.Select(v => Kebab(v)).ToArray();
 
     private static Option<T> WithChoices<T>(Option<T> option, IReadOnlyList<string> words)
     {
@@ -117,13 +138,23 @@ internal static class Opt
 
     private static string NameOf(ArgumentResult r) => ((OptionResult)r.Parent!).Option.Name;
 
-    private static int ParseInt(ArgumentResult r, int min)
+    private static int ParseInt(ArgumentResult r, int min, int max)
     {
         string text = r.Tokens[0].Value;
         if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value))
             r.AddError($"{NameOf(r)} must be an integer, got '{text}'");
         else if (value < min)
             r.AddError($"{NameOf(r)} must be >= {min}, got {value}");
+        else if (value > max)
+            r.AddError($"{NameOf(r)} must be <= {max}, got {value}");
+        return value;
+    }
+
+    private static int ParseOneOf(ArgumentResult r, IReadOnlyList<int> values)
+    {
+        string text = r.Tokens[0].Value;
+        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) || !values.Contains(value))
+            r.AddError($"{NameOf(r)} must be one of {string.Join(", ", values)}, got '{text}'");
         return value;
     }
 
@@ -140,12 +171,12 @@ internal static class Opt
         return T.Zero;
     }
 
-    private static T ParseChoice<T>(ArgumentResult r) where T : struct, Enum
+    private static T ParseChoice<T>(ArgumentResult r, T[] values) where T : struct, Enum
     {
         string text = r.Tokens[0].Value;
-        foreach (var v in Enum.GetValues<T>())
+        foreach (var v in values)
             if (string.Equals(Kebab(v), text, StringComparison.OrdinalIgnoreCase)) return v;
-        r.AddError($"{NameOf(r)} must be one of {string.Join("|", Names<T>())}, got '{text}'");
+        r.AddError($"{NameOf(r)} must be one of {string.Join("|", Names(values))}, got '{text}'");
         return default;
     }
 

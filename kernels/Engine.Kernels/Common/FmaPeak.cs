@@ -28,15 +28,19 @@ public static class FmaPeak
         double best = 0;
         for (int round = 0; round < rounds; round++)
         {
-            using var start = new Barrier(threads + 1);
+            // The clock starts before any worker may: started after a barrier released them all, it could start after
+            // some (on a busy machine, all) of them had finished, and the peak read far above the machine's.
+            using var ready = new CountdownEvent(threads);
+            using var go = new ManualResetEventSlim();
             var workers = new Thread[threads];
             for (int t = 0; t < threads; t++)
             {
-                workers[t] = new Thread(() => { start.SignalAndWait(); Chain(iterations); }) { IsBackground = true };
+                workers[t] = new Thread(() => { ready.Signal(); go.Wait(); Chain(iterations); }) { IsBackground = true };
                 workers[t].Start();
             }
-            start.SignalAndWait();
+            ready.Wait();
             var clock = Stopwatch.StartNew();
+            go.Set();
             foreach (var w in workers) w.Join();
             double seconds = clock.Elapsed.TotalSeconds;
             double flops = (double)iterations * Chains * Lanes * 2 * threads;

@@ -74,7 +74,8 @@ public static unsafe class HeadBlockSweep
         bool inPlace = !chunked && kp == kd && vp == vd;
         var tokenLayout = inPlace ? layout : StateLayout.KeyMajor;
         var blocks = new HeadBlocks(sequences.Count, heads.ValueHeads, scheduler.Workers);
-        scratch.Reserve(scheduler.Workers);
+        // Never more workers than items: a scheduler asked for far more threads than there is work reserves no more scratch.
+        scratch.Reserve(Math.Min(scheduler.Workers, blocks.Items));
         scheduler.Run(blocks.Items, (item, worker) =>
         {
             var (n, h0, h1) = blocks[item];

@@ -60,7 +60,23 @@ public sealed class PtxCompiler : IDisposable
             builder.Complete();
         }
         kernelContext.Optimize();
-        return ((PTXCompiledKernel)_backend.Compile(wrapper, entry, new KernelSpecialization(GpuRuntime.CudaGroupSize, null))).PTXAssembly;
+        string ptx = ((PTXCompiledKernel)_backend.Compile(wrapper, entry, new KernelSpecialization(GpuRuntime.CudaGroupSize, null))).PTXAssembly;
+        return WithTarget(ptx, Target);
+    }
+
+    /// <summary>The ptxas name of <see cref="Architecture"/>: sm_90.</summary>
+    public string Target => $"sm_{Architecture.Major}{Architecture.Minor}";
+
+    /// <summary>
+    /// ILGPU's PTX backend writes ".target sm_80" whatever architecture it is given (the newest it names); the kernels use
+    /// nothing beyond sm_80, so the requested architecture is stated instead, as ptxas then assembles for it.
+    /// </summary>
+    private static string WithTarget(string ptx, string target)
+    {
+        int start = ptx.IndexOf("\n.target ", StringComparison.Ordinal);
+        if (start < 0) throw new InvalidOperationException("the PTX has no .target line");
+        int end = ptx.IndexOf('\n', start + 1);
+        return string.Concat(ptx.AsSpan(0, start), "\n.target ", target, ptx.AsSpan(end));
     }
 
     public void Dispose()

@@ -10,7 +10,10 @@ public interface IWorkScheduler
 {
     int Workers { get; }
 
-    /// <summary>Runs body(item, worker) for item in [0, count); returns when all are done.</summary>
+    /// <summary>
+    /// Runs body(item, worker) for item in [0, count), worker in [0, min(<see cref="Workers"/>, count)) (so scratch
+    /// for that many workers is enough); returns when all are done.
+    /// </summary>
     void Run(int count, Action<int, int> body);
 }
 

@@ -39,7 +39,7 @@ public sealed class LsslConvSpectra : ILengthBound
         int h = system.Config.Channels, size = fft.Size, half = size / 2 + 1, stride = kernel.Stride;
         var taps = kernel.Values;
         var spectra = new Complex[(long)h * half];
-        var buffers = new Complex[scheduler.Workers][];
+        var buffers = new Complex[Math.Min(scheduler.Workers, (h + 1) / 2)][];
         scheduler.Run((h + 1) / 2, (pair, worker) =>
         {
             int h1 = 2 * pair, h2 = h1 + 1 < h ? h1 + 1 : -1;

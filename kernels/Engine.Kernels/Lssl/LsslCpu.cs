@@ -67,8 +67,10 @@ public sealed unsafe class LsslCpu : IDisposable
     {
         if (system.Config != _config) throw new ArgumentException("the system was built for another configuration", nameof(system));
         if (batch == 0 || length == 0) return;
-        _scratch.Reserve(scheduler.Workers);
-        if (_fft.Length < scheduler.Workers) Array.Resize(ref _fft, scheduler.Workers);
+        // Every pass has at most one item per sequence and channel, so no more workers than that ever run.
+        int workers = (int)Math.Min(scheduler.Workers, (long)batch * _config.Channels);
+        _scratch.Reserve(workers);
+        if (_fft.Length < workers) Array.Resize(ref _fft, workers);
         fixed (float* pu = u, py = y, ps = state,
                amI = system.AbarMinusIT, bbar = system.Bbar, c = system.C, d = system.D,
                weights = system.OutputWeights, colsT = system.StateColsT, powT = system.ChunkPowMinusIT)

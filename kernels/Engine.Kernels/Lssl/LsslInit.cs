@@ -61,8 +61,13 @@ public static class LsslInit
         return dt;
     }
 
+    /// <summary>The largest N whose A [N, N] one array holds.</summary>
+    public static readonly int MaxStateSize = (int)Math.Sqrt(Array.MaxLength);
+
     private static void RequireSize(int n)
     {
         if (n < 1) throw new ArgumentOutOfRangeException(nameof(n), n, "state size N must be >= 1");
+        if (n > MaxStateSize)
+            throw new ArgumentOutOfRangeException(nameof(n), n, $"state size N must be <= {MaxStateSize}: A [N, N] would hold {(long)n * n} elements, an array at most {Array.MaxLength}");
     }
 }

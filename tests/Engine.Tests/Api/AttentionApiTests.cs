@@ -85,6 +85,15 @@ public sealed class AttentionApiTests
         });
     }
 
+    [Test]
+    public void ASchedulerClaimingMoreWorkersThanItemsGetsScratchForTheItemsOnly([Values(AttentionMode.Chunked, AttentionMode.Recurrent)] AttentionMode mode)
+    {
+        var (q, k, v, g, h0) = Inputs();
+        var expected = Engine.Gla.Forward(TestDevices.Reference, q, k, v, g, new GlaOptions { Mode = mode }, h0);
+        var r = Engine.Gla.Forward(Cpu, q, k, v, g, new GlaOptions { Mode = mode, Scheduler = new ManyWorkersScheduler() }, h0);
+        Assert.That(Numerics.RelativeRms(Flat(r.Output), Flat(expected.Output)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+    }
+
     [TestCase(Backend.Cpu)]
     [TestCase(Backend.Reference)]
     public void TheFinalStateMayBeTheInitialStatesTensor(Backend backend)

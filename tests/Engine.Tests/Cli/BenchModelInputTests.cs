@@ -62,4 +62,41 @@ public sealed class BenchModelInputTests : CliFixture
     [Test]
     public void ADimGivenTwiceIsRefused() =>
         AssertOneLineError(Engine("bench-model", AddModel(), "--dim", "T=4", "--dim", "T=8", "--repeats", "1"), 2, "--dim T is given more than once");
+
+    [TestCase(new[] { "--sample", "linear", "--input", "x=x.npy" }, "--input goes with a model file: --sample makes its own inputs")]
+    [TestCase(new[] { "--sample", "linear", "--dim", "B=1" }, "--dim goes with a model file: --sample makes its own inputs")]
+    public void OptionsOfAModelFileAreRefusedWithASample(string[] args, string message) =>
+        AssertOneLineError(Engine(["bench-model", .. args]), 2, message);
+
+    [TestCase("--T", "64")]
+    [TestCase("--decode")]
+    public void OptionsOfASampleAreRefusedWithAModelFile(params string[] option) =>
+        AssertOneLineError(Engine(["bench-model", AddModel(), "--dim", "B=1", "--dim", "T=4", .. option]), 2, $"{option[0]} goes with --sample: a model file's dims come from --dim");
+
+    [Test]
+    public void ADimTheModelDoesNotHaveIsRefused() =>
+        AssertOneLineError(Engine("bench-model", AddModel(), "--dim", "B=1", "--dim", "T=4", "--dim", "Z=3", "--repeats", "1"), 1,
+            "--dim Z: the model has no symbolic dim 'Z' (its symbolic dims: B, T)");
+
+    [Test]
+    public void DecodeWithT1InTheListTimesT1Once()
+    {
+        var (code, stdout, stderr) = Engine("bench-model", "--sample", "linear", "--T", "1,16", "--decode", "--repeats", "1", "--threads", "1", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        var runs = JsonDocument.Parse(stdout).RootElement.EnumerateArray()
+            .Select(r => (Model: r.GetProperty("model").GetString(), Case: r.GetProperty("case").GetString())).ToArray();
+        Assert.That(runs.Where(r => r.Model == "linear block").Select(r => r.Case), Is.EqualTo(new[] { "decode T=1", "T=16" }));
+    }
+
+    [Test]
+    public void InspectJsonGivesFixedDimsAsNumbersAndTypesAsRunSpellsThem()
+    {
+        var (code, stdout, stderr) = Engine("inspect", AddModel(), "--json");
+        Assert.That(code, Is.Zero, stderr);
+        var x = JsonDocument.Parse(stdout).RootElement.GetProperty("inputs")[0];
+        Assert.That(x.GetProperty("type").GetString(), Is.EqualTo("float32"));
+        var dims = x.GetProperty("dims").EnumerateArray().ToArray();
+        Assert.That(dims.Select(d => d.ValueKind), Is.EqualTo(new[] { JsonValueKind.String, JsonValueKind.String, JsonValueKind.Number }));
+        Assert.That((dims[0].GetString(), dims[1].GetString(), dims[2].GetInt64()), Is.EqualTo(("B", "T", 8L)));
+    }
 }

@@ -129,6 +129,8 @@ public sealed class CliTests : CliFixture
             "shape [2147483647, 2147483647, 2147483647] of <f4 is too large", "Npy shape whose element count overflows");
         yield return Case("q", NpyBytes(NpyArray.From(new int[4 * 8], [1, 4, 1, 8])), "expected a float array (float32, float16 or float64), got <i4", "Int32 npy where floats are expected");
         yield return Case("cu-seqlens", NpyBytes(NpyArray.From([0L, 1L << 40], [2])), "expected values in the int32 range, got 1099511627776 at index 1", "Int64 cu_seqlens out of int32 range");
+        yield return Case("cu-seqlens", NpyBytes(NpyArray.From(Array.Empty<long>(), [0])), "expected --cu-seqlens offsets of rank 1 with at least 2 values (0, ..., T), got shape [0]", "Empty cu_seqlens");
+        yield return Case("cu-seqlens", NpyBytes(NpyArray.From([0L, 4L], [1, 2])), "expected --cu-seqlens offsets of rank 1 with at least 2 values (0, ..., T), got shape [1, 2]", "Cu_seqlens of rank 2");
     }
 
     [TestCaseSource(nameof(BadNpyFiles))]
@@ -308,5 +310,23 @@ public sealed class CliTests : CliFixture
             Assert.That(rows[3].GetProperty("ratio_to_engine").GetDouble(), Is.EqualTo(1.5).Within(1e-12));
             Assert.That(rows[3].GetProperty("peer_of").GetString(), Is.EqualTo("per-key chunked"));
         });
+    }
+
+    [Test]
+    public void ThePeakIsMeasuredOnAtMostTheMachinesCores()
+    {
+        int cores = Environment.ProcessorCount;
+        var (code, stdout, stderr) = Engine("bench", "peak", "--threads", (cores + 3).ToString(), "--rounds", "1");
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain($"on {cores} threads").And.Contain($"(not {cores + 3}: threads past the machine's {cores} cores add no FMA throughput)"));
+    }
+
+    [Test]
+    public void AnOutOfRangeValueFromTheLibraryIsOneLineWithoutDotNetsSuffixes()
+    {
+        var x = Save("x.npy", NpyArray.From(new float[4 * 8], [1, 4, 1, 8]));
+        var run = Engine("op", "lightning", "--q", x, "--k", x, "--v", x, "--o", PathOf("o.npy"), "--layer", "30", "--layers", "24");
+        AssertOneLineError(run, 1, "engine: error: layer must be in [0, 23]");
+        Assert.That(run.stderr, Does.Not.Contain("Parameter").And.Not.Contain("Actual value"));
     }
 }

@@ -30,6 +30,9 @@ public sealed class CommandLineTests : CliFixture
         Assert.That(stderr, Is.Empty);
         Assert.That(stdout, Does.Contain("Usage:").And.Contain($"engine {string.Join(" ", command)}"));
         Assert.That(Engine(["help", .. command]).stdout, Is.EqualTo(stdout), "engine help <command> shows the same");
+        var notes = stdout.Split('\n').SkipWhile(line => line != "Notes:").Skip(1).Where(line => line.Trim().Length > 0).ToArray();
+        Assert.That(notes.Where(line => !line.StartsWith("  ", StringComparison.Ordinal) || line.StartsWith("        ", StringComparison.Ordinal) || line.Length > 124),
+            Is.Empty, "the notes indented as written (by two spaces), no line longer than 124");
     }
 
     [Test]
@@ -78,6 +81,15 @@ public sealed class CommandLineTests : CliFixture
 
     [TestCase(new[] { "bench", "gla", "--T", "64", "--T", "128" }, "--T given 2 times")]
     [TestCase(new[] { "bench", "gla", "--threads", "0" }, "--threads must be >= 1, got 0")]
+    [TestCase(new[] { "op", "gla", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "--o", "o.npy", "--threads", "99999999" }, "--threads must be <= 1024, got 99999999")]
+    [TestCase(new[] { "bench", "peak", "--threads", "1025" }, "--threads must be <= 1024, got 1025")]
+    [TestCase(new[] { "inputs", "gla", "--out-dir", "d", "--gate", "constant" }, "--gate must be one of none|per-head|per-key, got 'constant'")]
+    [TestCase(new[] { "bench", "gla", "--gate", "constant" }, "--gate must be one of per-key|per-head|none, got 'constant'")]
+    [TestCase(new[] { "bench", "gla", "--chunk", "48" }, "--chunk must be one of 16, 32, 64, 128, 256, got '48' (see: engine bench gla --help)")]
+    [TestCase(new[] { "op", "delta", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "--beta", "b.npy", "--o", "o.npy", "--chunk", "128" }, "--chunk must be one of 16, 32, 64, got '128'")]
+    [TestCase(new[] { "op", "lssl", "--u", "u", "--A", "a", "--B", "b", "--C", "c", "--D", "d", "--dt", "t", "--y", "y", "--chunk", "8" }, "--chunk must be one of 16, 32, 64, 128, 256, got '8'")]
+    [TestCase(new[] { "op", "lightning", "--q", "q", "--k", "k", "--v", "v", "--o", "o", "--block", "48" }, "--block must be one of 16, 32, 64, 128, 256, got '48'")]
+    [TestCase(new[] { "op", "lightning", "--q", "q", "--k", "k", "--v", "v", "--o", "o", "--layer", "3" }, "--layer and --layers go together: give both or neither")]
     [TestCase(new[] { "bench", "gla", "--mode", "sideways" }, "--mode must be one of chunked|recurrent|both, got 'sideways'")]
     [TestCase(new[] { "op", "lssl", "--u", "u.npy" }, "--A is required")]
     [TestCase(new[] { "op", "gla", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "--o", "o.npy", "--scale", "nan" }, "--scale must be a finite number, got 'nan'")]
@@ -108,7 +120,7 @@ public sealed class CommandLineTests : CliFixture
         Assert.That(code, Is.Zero, stderr);
         Assert.That(stdout.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries), Is.EqualTo(new[] { "lightning" }));
         var modes = Engine("[suggest:17]", "bench gla --gate ").stdout.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-        Assert.That(modes, Is.EquivalentTo(new[] { "none", "per-head", "per-key", "constant" }));
+        Assert.That(modes, Is.EquivalentTo(new[] { "none", "per-head", "per-key" }));
     }
 
     /// <summary>The cheap reporting commands, each with --json: one JSON document on stdout.</summary>

@@ -82,7 +82,8 @@ public sealed class DeltaRuleCliTests : CliFixture
         using var doc = System.Text.Json.JsonDocument.Parse(stdout);
         Assert.That(doc.RootElement.EnumerateArray().Select(r => r.GetProperty("variant").GetString()),
             Is.EqualTo(new[] { "per-key C16 chunked", "per-key C16 recurrent" }));
-        AssertOneLineError(Engine("bench", "gated-delta", "--gate", "constant", "--T", "16"), 2, "--gate constant: Gated DeltaNet takes per-head or per-key");
+        AssertOneLineError(Engine("bench", "gated-delta", "--gate", "constant", "--T", "16"), 2, "--gate must be one of per-head|per-key, got 'constant'");
+        AssertOneLineError(Engine("bench", "gated-delta", "--gate", "none", "--T", "16"), 2, "--gate must be one of per-head|per-key, got 'none'");
         AssertOneLineError(Engine("bench", "delta", "--gate", "per-key", "--T", "16"), 2, "unknown option --gate");
     }
 

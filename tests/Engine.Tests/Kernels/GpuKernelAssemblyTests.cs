@@ -1,5 +1,4 @@
 using Engine.Kernels.Common;
-using ILGPU.Runtime.Cuda;
 using NUnit.Framework;
 
 namespace Engine.Tests.Kernels;
@@ -38,7 +37,8 @@ public sealed class GpuKernelAssemblyTests
         ["delta-rule.StatePass.qwen-tf32"] = [L1Prefetch],
     };
 
-    private readonly Dictionary<string, string> _ptx = [];
+    /// <summary>Each launch's PTX per architecture, as `engine ptx --arch` writes it.</summary>
+    private readonly Dictionary<(string Launch, string Arch), string> _ptx = [];
 
     /// <summary>
     /// Each kernel's assembly per architecture, made once for the register and the instruction checks: all started by the first
@@ -49,8 +49,11 @@ public sealed class GpuKernelAssemblyTests
     [OneTimeSetUp]
     public void Compile()
     {
-        using var compiler = new PtxCompiler(CudaArchitecture.SM_90);
-        foreach (var launch in GpuKernelCatalog.Launches) _ptx[launch.Name] = compiler.Compile(launch);
+        foreach (var (arch, architecture) in PtxCompiler.Architectures)
+        {
+            using var compiler = new PtxCompiler(architecture);
+            foreach (var launch in GpuKernelCatalog.Launches) _ptx[(launch.Name, arch)] = compiler.Compile(launch);
+        }
     }
 
     /// <summary>A filtered run starts every assembly too: they finish (and remove their folders) before the fixture ends. Each failure is its own check's.</summary>
@@ -85,11 +88,12 @@ public sealed class GpuKernelAssemblyTests
         Assert.That(GpuKernelCatalog.All, Is.SubsetOf(GpuKernelCatalog.Launches.Select(l => l.Kernel)));
     }
 
-    [TestCaseSource(nameof(Launches))]
-    public void CompilesToPtxWithTheShapeAConstant(string launch)
+    [TestCaseSource(nameof(LaunchesByArchitecture))]
+    public void CompilesToPtxForTheArchitectureAsked(string launch, string arch)
     {
-        Assert.That(_ptx[launch], Does.Contain(".entry"));
-        Assert.That(_ptx[launch], Does.Contain(".version 7.8"), "PTX ISA 7.8, the newest ptxas 11.8 takes");
+        Assert.That(_ptx[(launch, arch)], Does.Contain(".entry"));
+        Assert.That(_ptx[(launch, arch)], Does.Contain(".version 7.8"), "PTX ISA 7.8, the newest ptxas 11.8 takes");
+        Assert.That(_ptx[(launch, arch)].Split('\n').Where(line => line.StartsWith(".target ", StringComparison.Ordinal)), Is.EqualTo(new[] { $".target {arch}" }));
     }
 
     [TestCaseSource(nameof(LaunchesByArchitecture))]
@@ -131,7 +135,7 @@ public sealed class GpuKernelAssemblyTests
     {
         var assembler = Assembler();
         _assemblies ??= (from l in Launches() from a in PtxCompiler.Architectures.Keys select (l, a))
-            .ToDictionary(key => key, key => Task.Run(() => assembler.Assemble(_ptx[key.l], key.a)));
+            .ToDictionary(key => key, key => Task.Run(() => assembler.Assemble(_ptx[key], key.a)));
         return _assemblies[(launch, arch)].GetAwaiter().GetResult();
     }
 

@@ -102,4 +102,18 @@ public sealed class LsslCliTests : CliFixture
         foreach (var mode in new[] { "legs recurrent", "legs scan", "legs conv" }) Assert.That(stdout, Does.Contain(mode));
         Assert.That(stdout, Does.Contain("\"model_gflops\""));
     }
+
+    [TestCase(new string[0], "bilinear")]
+    [TestCase(new[] { "--alpha", "0.3" }, "gbt(alpha=0.3)")]
+    [TestCase(new[] { "--method", "gbt", "--alpha", "0.5" }, "bilinear")]
+    [TestCase(new[] { "--method", "zoh" }, "zoh")]
+    public void TheDiscretizationIsPrintedAsTheOptionsNameIt(string[] method, string printed)
+    {
+        Assert.That(Engine("lssl-init", "--N", "4", "--H", "2", "--out-dir", Directory).code, Is.Zero);
+        Npy.Write(PathOf("u.npy"), NpyArray.From(new float[1 * 8 * 2], [1, 8, 2]));
+        var (code, stdout, stderr) = Engine(["op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"), "--C", PathOf("C.npy"),
+            "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--mode", "recurrent", "--y", PathOf("y.npy"), .. method]);
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain($"mode: recurrent ({printed}, Q = 16)"));
+    }
 }

@@ -47,6 +47,22 @@ public sealed class LsslSchedulerTests
     private const int B = 2, H = 41, N = 8, Q = 16;
     private const int Pairs = (H + 1) / 2, Blocks = (H + 15) / 16;
 
+    [Test]
+    public void ASchedulerClaimingMoreWorkersThanItemsGetsScratchForTheItemsOnly([Values(LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv)] LsslMode mode)
+    {
+        var scheduler = new ManyWorkersScheduler();
+        var p = LsslProblem.Make(H, N, LsslStateMatrix.DenseShared, seed: 31);
+        using var system = p.System(LsslDiscretization.Bilinear, Q, scheduler);
+        using var cpu = new LsslCpu(system.Config);
+        const int length = 40;
+        var u = new TestData(length).Normal(B * length * H);
+        var expectedY = new double[B * length * H];
+        LsslReference.Forward(system, B, length, u, expectedY, new double[B * H * N]);
+        var y = Numerics.NaNs(B * length * H);
+        cpu.Run(scheduler, mode, system, B, length, u, y, new float[B * H * N]);
+        Assert.That(Numerics.RelativeRms(y, expectedY), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+    }
+
     [TestCase(LsslStateMatrix.DenseShared)]
     [TestCase(LsslStateMatrix.DensePerChannel)]
     [TestCase(LsslStateMatrix.Diagonal)]

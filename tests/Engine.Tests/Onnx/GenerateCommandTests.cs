@@ -44,6 +44,15 @@ public sealed class GenerateCommandTests : CliFixture
     }
 
     [Test]
+    public void OneNewTokenPrintsNoNaN()
+    {
+        string folder = WriteSamples();
+        var (code, stdout, stderr) = Engine("generate", folder, "--prompt-tokens", "4", "--new-tokens", "1", "--repeats", "1", "--threads", "1");
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Not.Contain("NaN").And.Contain("decode n/a tokens/s").And.Contain("decode n/a;"));
+    }
+
+    [Test]
     public void GenerateShowsProgressAndTheComparison()
     {
         string folder = WriteSamples();

@@ -131,6 +131,12 @@ public static class BenchReport
         return result with { Traffic = traffic, Kernels = kernels, KernelSeconds = BenchTimer.MedianOf(profiles.Select(p => p.Sum(t => t.Elapsed.TotalSeconds))) };
     }
 
+    /// <summary>The FMA peak of <paramref name="threads"/> threads, measured on at most <see cref="PeakThreads"/> of them.</summary>
+    public static double Peak(int threads) => FmaPeak.Measure(PeakThreads(threads));
+
+    /// <summary>Threads the peak is measured on: no more than the cores, as threads past them add no FMA throughput, only their start.</summary>
+    public static int PeakThreads(int threads) => Math.Min(threads, Environment.ProcessorCount);
+
     /// <summary>
     /// Prints the results, with the fraction of the FMA peak measured now when the device is the CPU, and draws them
     /// to <paramref name="chart"/> (see <see cref="BenchChart.Target"/>) when given: time per call against T, one line per variant.
@@ -139,7 +145,7 @@ public static class BenchReport
     public static void Report(CliContext context, IReadOnlyList<BenchResult> results, EngineDevice device, BenchTiming timing, bool json, string? chart,
         IReadOnlyList<string>? notes = null)
     {
-        double? peak = device.Backend == Backend.Cpu ? FmaPeak.Measure(Math.Min(device.Threads, Environment.ProcessorCount)) : null;
+        double? peak = device.Backend == Backend.Cpu ? Peak(device.Threads) : null;
         Print(context.Out, results, peak, timing, json);
         foreach (var note in notes ?? []) (json ? context.Error : context.Out).WriteLine($"note: {note}");
         if (chart is null) return;

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Numerics.Tensors;
 using Engine.Kernels.Common;
+using Engine.Kernels.DeltaRule;
 using Engine.Workloads;
 
 namespace Engine.Cli.Commands;
@@ -12,7 +13,7 @@ internal sealed class DeltaRuleOpCommand : EngineCommand
     private readonly Option<string> _beta = Opt.Text("--beta", "beta [B,T,Hv] (finite; (0,1] is the stable range)", "beta.npy", required: true);
     private readonly Option<string>? _g;
     private readonly Option<float?> _scale = Opt.Float("--scale", "the scale of q (default 1/sqrt(K))");
-    private readonly Option<int> _chunk = Opt.Int("--chunk", DeltaRuleOptions.DefaultChunkSize, "chunk size: 16, 32 or 64");
+    private readonly Option<int> _chunk = Opt.OneOf("--chunk", DeltaRuleOptions.DefaultChunkSize, DeltaRuleConfig.ChunkSizes, "chunk size");
     private readonly Option<AttentionMode> _mode = Opt.Choice("--mode", AttentionMode.Chunked, "the chunked form or the recurrent (decode) form");
     private readonly Option<bool> _qkL2Norm = Opt.Flag("--qk-l2norm", "normalize q and k rows in the kernel");
 
@@ -57,7 +58,7 @@ internal sealed class DeltaRuleOpCommand : EngineCommand
 internal sealed class DeltaRuleBenchCommand : EngineCommand
 {
     private readonly AttentionBenchOptions _bench = new();
-    private readonly Option<int> _chunk = Opt.Int("--chunk", DeltaRuleOptions.DefaultChunkSize, "chunk size");
+    private readonly Option<int> _chunk = Opt.OneOf("--chunk", DeltaRuleOptions.DefaultChunkSize, DeltaRuleConfig.ChunkSizes, "chunk size");
     private readonly Option<GateKind>? _gate;
 
     public DeltaRuleBenchCommand(bool gated) : base(gated ? "gated-delta" : "delta", gated ? "time Gated DeltaNet" : "time DeltaNet", $"""
@@ -67,7 +68,7 @@ internal sealed class DeltaRuleBenchCommand : EngineCommand
         ort-cuda linear-attention, ort-cuda gated-delta-net: ORT's com.microsoft.LinearAttention and GatedDeltaNet CUDA kernels.
         """)
     {
-        if (gated) _gate = Opt.Choice("--gate", GateKind.PerHead, "the decay: per-head or per-key");
+        if (gated) _gate = Opt.Choice("--gate", GateKind.PerHead, "the decay", GateKind.PerHead, GateKind.PerKey);
         foreach (var option in _bench.All.Concat([_chunk, .. _gate is null ? Array.Empty<Option>() : [_gate]])) Add(option);
     }
 
@@ -76,8 +77,6 @@ internal sealed class DeltaRuleBenchCommand : EngineCommand
         var bench = AttentionBench.Parse(args, _bench);
         int chunk = args.GetValue(_chunk);
         var gate = _gate is null ? GateKind.None : args.GetValue(_gate);
-        if (_gate is not null && gate is not (GateKind.PerHead or GateKind.PerKey))
-            throw new UsageException($"--gate {Opt.Kebab(gate)}: Gated DeltaNet takes per-head or per-key");
         var s = bench.Shape;
         return bench.Run(args, _bench, context, Name, t => new DeltaRuleWorkload(s.B, t, s.H, s.K, s.V, gate),
             (work, mode) => ($"{(_gate is null ? "" : Opt.Kebab(gate) + " ")}C{chunk} {Opt.Kebab(mode)}", work.ModelFlops(chunk),

@@ -106,7 +106,7 @@ internal sealed class GenerateCommand : EngineCommand
                             };
                             var result = generator.Generate(prompt, newTokens, options, cancel.Token);
                             results[label].Add(new TimedRun(result, steps));
-                            if (!json) progress.Print($"[{run + 1}/{repeats}] {label,-6} {newTokens} tokens, decode {result.DecodeTokensPerSecond:F1} tokens/s");
+                            if (!json) progress.Print($"[{run + 1}/{repeats}] {label,-6} {newTokens} tokens, decode {Shown(result.DecodeTokensPerSecond, "F1")} tokens/s");
                         }
                     }
                     return results;
@@ -162,16 +162,18 @@ internal sealed class GenerateCommand : EngineCommand
         }
         w.WriteLine($"ONNX Runtime {OrtInfo.Version}; medians of the runs");
         w.WriteLine($"{"path",-8} {"TTFT ms",10} {"decode tokens/s",16} {"median step ms",15}");
-        foreach (var (label, s) in summary) w.WriteLine($"{label,-8} {s.TtftMs,10:F1} {s.DecodeTokensPerSecond,16:F1} {s.MedianStepMs,15:F3}");
+        foreach (var (label, s) in summary) w.WriteLine($"{label,-8} {s.TtftMs,10:F1} {Shown(s.DecodeTokensPerSecond, "F1"),16} {Shown(s.MedianStepMs, "F3"),15}");
         if (same is bool equal)
         {
-            w.WriteLine($"engine vs ORT: TTFT {summary["ort"].TtftMs / summary["engine"].TtftMs:F2}x, decode {summary["engine"].DecodeTokensPerSecond / summary["ort"].DecodeTokensPerSecond:F2}x; " +
+            w.WriteLine($"engine vs ORT: TTFT {summary["ort"].TtftMs / summary["engine"].TtftMs:F2}x, decode {Shown(summary["engine"].DecodeTokensPerSecond / summary["ort"].DecodeTokensPerSecond, "0.00x")}; " +
                         $"same tokens: {(equal ? "yes" : "no")}");
         }
     }
 
     private static double? Finite(double value) => double.IsFinite(value) ? value : null;
 
+    /// <summary>A decode figure as text: "n/a" where no decode step was timed (one new token), not NaN.</summary>
+    private static string Shown(double value, string format) => double.IsFinite(value) ? value.ToString(format) : "n/a";
 }
 
 /// <summary>engine samples: writes the sample models, and the hybrid decoder as a GenAI model folder.</summary>

@@ -12,7 +12,7 @@ internal sealed class GlaOpCommand : EngineCommand
     private readonly AttentionOptions _files = new();
     private readonly Option<string> _g = Opt.Text("--g", "log gates <= 0: [B,T,Hv,K] per key dim or [B,T,Hv] per head (none: no gate)", "g.npy");
     private readonly Option<float?> _scale = Opt.Float("--scale", "the scale of q (default 1/sqrt(K))");
-    private readonly Option<int> _chunk = Opt.Int("--chunk", 64, "chunk size: 16, 32, 64, 128 or 256");
+    private readonly Option<int> _chunk = Opt.OneOf("--chunk", 64, GlaConfig.ChunkSizes, "chunk size");
     private readonly Option<AttentionMode> _mode = Opt.Choice("--mode", AttentionMode.Chunked, "the chunked form or the recurrent (decode) form");
 
     public GlaOpCommand() : base("gla", "gated linear attention (per-key, per-head or no gate)", """
@@ -46,8 +46,9 @@ internal sealed class GlaOpCommand : EngineCommand
 internal sealed class GlaBenchCommand : EngineCommand
 {
     private readonly AttentionBenchOptions _bench = new();
-    private readonly Option<GateKind> _gate = Opt.Choice("--gate", GateKind.PerKey, "per-key, per-head or none (constant is Lightning attention: engine bench lightning)");
-    private readonly Option<int> _chunk = Opt.Int("--chunk", 64, "chunk size");
+    private readonly Option<GateKind> _gate = Opt.Choice("--gate", GateKind.PerKey, "the decay (a constant one is Lightning attention: engine bench lightning)",
+        GateKind.PerKey, GateKind.PerHead, GateKind.None);
+    private readonly Option<int> _chunk = Opt.OneOf("--chunk", 64, GlaConfig.ChunkSizes, "chunk size");
 
     public GlaBenchCommand() : base("gla", "time gated linear attention",
         $"""
@@ -63,7 +64,6 @@ internal sealed class GlaBenchCommand : EngineCommand
     {
         var bench = AttentionBench.Parse(args, _bench);
         var gate = args.GetValue(_gate);
-        if (gate == GateKind.Constant) throw new UsageException("--gate constant is Lightning attention: use engine bench lightning");
         int chunk = args.GetValue(_chunk);
         var s = bench.Shape;
         return bench.Run(args, _bench, context, "gla", t => new GlaWorkload(s.B, t, s.H, s.K, s.V, gate),

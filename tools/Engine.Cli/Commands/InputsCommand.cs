@@ -23,7 +23,8 @@ internal sealed class InputsCommand : EngineCommand
     private readonly Option<int> _h = Opt.Int("--H", 8, "heads", min: 1);
     private readonly Option<int> _k = Opt.Int("--K", 128, "key head dim", min: 1);
     private readonly Option<int> _v = Opt.Int("--V", 128, "value head dim", min: 1);
-    private readonly Option<GateKind?> _gate = Opt.OptionalChoice<GateKind>("--gate", "per-key or per-head (gla also none; default gla per-key, gated-delta per-head)");
+    private readonly Option<GateKind?> _gate = Opt.OptionalChoice("--gate", "gla: per-key (default), per-head or none; gated-delta: per-head (default) or per-key",
+        GateKind.None, GateKind.PerHead, GateKind.PerKey);
     private readonly Option<int> _seed = Opt.Int("--seed", 0, "random seed");
     private readonly Option<string> _outDir = Opt.Text("--out-dir", "the folder to write the .npy files into", "DIR", required: true);
     private readonly Option<bool> _json = Opt.Json();

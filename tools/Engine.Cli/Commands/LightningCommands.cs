@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Numerics.Tensors;
+using Engine.Kernels.Gla;
 using Engine.Workloads;
 
 namespace Engine.Cli.Commands;
@@ -12,7 +13,7 @@ internal sealed class LightningOpCommand : EngineCommand
     private readonly Option<int?> _layer = Opt.OptionalInt("--layer", "this layer's index l (with --layers)");
     private readonly Option<int?> _layers = Opt.OptionalInt("--layers", "the model's layer count L (with --layer)");
     private readonly Option<float?> _scale = Opt.Float("--scale", "the scale of q (default 1: no 1/sqrt(K))");
-    private readonly Option<int> _block = Opt.Int("--block", 64, "block size: 64 or 256");
+    private readonly Option<int> _block = Opt.OneOf("--block", 64, GlaConfig.ChunkSizes, "block size");
     private readonly Option<AttentionMode> _mode = Opt.Choice("--mode", AttentionMode.Chunked, "the chunked form or the recurrent (decode) form");
 
     public LightningOpCommand() : base("lightning", "Lightning attention (constant per-head decay, ALiBi slopes)", """
@@ -26,6 +27,8 @@ internal sealed class LightningOpCommand : EngineCommand
 
     protected override int Run(ParseResult args, CliContext context)
     {
+        if (args.GetValue(_layer).HasValue != args.GetValue(_layers).HasValue)
+            throw new UsageException("--layer and --layers go together: give both or neither");
         using var files = new AttentionFiles(_files, args);
         var slopes = files.Optional(args.GetValue(_slopes));
         var options = new LightningOptions
@@ -53,7 +56,7 @@ internal sealed class LightningOpCommand : EngineCommand
 internal sealed class LightningBenchCommand : EngineCommand
 {
     private readonly AttentionBenchOptions _bench = new();
-    private readonly Option<int> _block = Opt.Int("--block", 64, "block size");
+    private readonly Option<int> _block = Opt.OneOf("--block", 64, GlaConfig.ChunkSizes, "block size");
 
     public LightningBenchCommand() : base("lightning", "time Lightning attention",
         "model flops per token and head: 2·B·(K+V) + 4·K·V in blocks of B tokens, 4·K·V recurrent")

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Numerics.Tensors;
 using Engine.IO;
+using Engine.Kernels.Common;
 using Engine.Kernels.Lssl;
 using Engine.Workloads;
 
@@ -9,20 +10,30 @@ namespace Engine.Cli.Commands;
 /// <summary>The discretization options every LSSL command shares: --method and --alpha.</summary>
 internal sealed class LsslMethodOptions
 {
-    public Option<string> Method { get; } = Opt.Choice("--method", null, ["bilinear", "zoh", "gbt"], "discretization (default bilinear; gbt with --alpha)");
-    public Option<float?> Alpha { get; } = Opt.Float("--alpha", "the generalized bilinear transform's alpha in [0, 1] (with --method gbt; default 0.5)");
+    public Option<string> Method { get; } = Opt.Choice("--method", null, ["bilinear", "zoh", "gbt"],
+        "discretization (default bilinear, the generalized bilinear transform with alpha 0.5; gbt where --alpha is given)");
+    // float64, as the discretization computes: --alpha 0.3 is 0.3, not the float nearest it.
+    public Option<double?> Alpha { get; } = Opt.OptionalDouble("--alpha", "the generalized bilinear transform's alpha in [0, 1] (gbt; given alone it selects gbt; default 0.5)");
 
     public IEnumerable<Option> All => [Method, Alpha];
 
+    /// <summary>The discretization as the options name it: bilinear (gbt with alpha 0.5), zoh, or gbt(alpha=0.3) as --alpha gave it.</summary>
+    public static string Describe(LsslDiscretization discretization) => discretization switch
+    {
+        { Method: LsslMethod.Zoh } => "zoh",
+        { Alpha: 0.5 } => "bilinear",
+        var gbt => FormattableString.Invariant($"gbt(alpha={gbt.Alpha})"),
+    };
+
     public LsslDiscretization Discretization(ParseResult args)
     {
-        float? alpha = args.GetValue(Alpha);
+        double? alpha = args.GetValue(Alpha);
         string method = args.GetValue(Method) ?? (alpha is null ? "bilinear" : "gbt");
         if (alpha is not null && method != "gbt") throw new UsageException($"--alpha goes with --method gbt, not {method}");
         return method switch
         {
             "zoh" => LsslDiscretization.ZeroOrderHold,
-            "gbt" when alpha is >= 0f and <= 1f => LsslDiscretization.Gbt(alpha.Value),
+            "gbt" when alpha is >= 0 and <= 1 => LsslDiscretization.Gbt(alpha.Value),
             "gbt" when alpha is not null => throw new UsageException($"--alpha must lie in [0, 1], got {alpha}"),
             _ => LsslDiscretization.Bilinear,
         };
@@ -43,7 +54,7 @@ internal sealed class LsslOpCommand : EngineCommand
     private readonly LsslMethodOptions _method = new();
     private readonly Option<LsslMode> _mode = Opt.Choice("--mode", LsslMode.Auto, "recurrent, chunked scan, convolution, or auto (the cost rule)");
     private readonly Option<LsslStateMatrix?> _aForm = Opt.OptionalChoice<LsslStateMatrix>("--a-form", "the form of A where its shape is ambiguous (H = N)");
-    private readonly Option<int?> _chunk = Opt.OptionalInt("--chunk", "the scan's chunk length, 16..256");
+    private readonly Option<int?> _chunk = Opt.OptionalOneOf("--chunk", LsslConfig.ChunkLengths, "the scan's chunk length (default: the power of two nearest above N)");
     private readonly DeviceOptions _device = new();
     private readonly Option<string> _y = Opt.Text("--y", "the output [B,L,H] to write (u's type)", "y.npy", required: true);
     private readonly Option<string> _xt = Opt.Text("--xt", "the final state [B,H,N] float32 to write", "xt.npy");
@@ -85,7 +96,7 @@ internal sealed class LsslOpCommand : EngineCommand
         var ran = u.Type == NpyType.Float16 ? Forward<Half>() : Forward<float>();
         if (finalState is not null) files.Write("xt", statePath!, finalState);
         files.Report(context, args.GetValue(_json), Name, device.Description,
-            new Dictionary<string, object> { ["mode"] = $"{Opt.Kebab(ran)} ({layer.Discretization}, Q = {layer.ChunkLength})" });
+            new Dictionary<string, object> { ["mode"] = $"{Opt.Kebab(ran)} ({LsslMethodOptions.Describe(layer.Discretization)}, Q = {layer.ChunkLength})" });
         return 0;
 
         LsslMode Forward<T>() where T : unmanaged
@@ -126,12 +137,44 @@ internal sealed class LsslInitCommand : EngineCommand
         double dtMin = args.GetValue(_dtMin), dtMax = args.GetValue(_dtMax);
         if (!(dtMin > 0) || dtMax < dtMin) throw new UsageException($"--dt-min must be > 0 and <= --dt-max, got {dtMin} and {dtMax}");
         string dir = args.GetValue(_outDir)!;
+        LsslSizes.RequireParameters(h, n, kind);
         var p = Lssl.Parameters(kind, h, n, seed, dtMin, dtMax);
         Directory.CreateDirectory(dir);
         foreach (var (name, tensor) in new[] { ("A", p.A), ("B", p.B), ("C", p.C), ("D", p.D), ("dt", p.Dt) })
             Npy.Write(Path.Combine(dir, name + ".npy"), tensor.AsReadOnlyTensorSpan());
         context.Out.WriteLine($"wrote A, B, C, D, dt ({Opt.Kebab(kind)}, H = {h}, N = {n}, seed {seed}) to {dir}");
         return 0;
+    }
+}
+
+/// <summary>
+/// What an LSSL parameter set and the layer built from it allocate, refused by --H and --N before anything is made: a
+/// size past one array would overflow or crash the build, a layer past the machine's memory would swap it to a halt.
+/// </summary>
+internal static class LsslSizes
+{
+    /// <summary>A [N, N] (HiPPO) or [H, N] (diagonal), B and C [H, N].</summary>
+    public static void RequireParameters(int h, int n, LsslInitKind kind)
+    {
+        if (kind == LsslInitKind.Diagonal) ArraySize.Require($"--H {h} --N {n}: A [H, N]", h, n);
+        else ArraySize.Require($"--N {n}: A [N, N]", n, n);
+        ArraySize.Require($"--H {h} --N {n}: C [H, N]", h, n);
+    }
+
+    /// <summary>The parameters and the layer's tables: per channel Ā − I and Ā^Q − I [N, N] (HiPPO), the scan's output weights [N + Q, Q] and state columns [Q, N].</summary>
+    public static void RequireLayer(int h, int n, LsslInitKind kind)
+    {
+        RequireParameters(h, n, kind);
+        int np = HeadLayout.RoundUp16(n), q = LsslConfig.DefaultChunkLength(n);
+        bool dense = kind != LsslInitKind.Diagonal;
+        if (dense) ArraySize.Require($"--H {h} --N {n}: the discretized A of every channel [H, {np}, {np}]", h, np, np);
+        ArraySize.Require($"--H {h} --N {n}: the scan's output weights [H, {np + q}, {q}]", h, np + q, q);
+        ArraySize.Require($"--H {h} --N {n}: the scan's state columns [H, {q}, {np}]", h, q, np);
+        // Ā − I in float64 and float32, Ā^Q − I in float32 (HiPPO), the output weights and the state columns in float32.
+        long perChannel = (dense ? (long)n * n * 8 + 2L * np * np * 4 : 0) + ((long)(np + q) * q + (long)q * np) * 4;
+        long bytes = perChannel * h, available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        if (bytes > available)
+            throw new InsufficientMemoryException($"--H {h} --N {n}: the layer's tables would take {bytes / 1e9:0.#} GB, more than the {available / 1e9:0.#} GB this machine has");
     }
 }
 
@@ -159,6 +202,7 @@ internal sealed class LsslBenchCommand : EngineCommand
         var lengths = args.GetValue(_bench.T)!;
         int b = args.GetValue(_b), h = args.GetValue(_h), n = args.GetValue(_n);
         var kind = args.GetValue(_kind);
+        LsslSizes.RequireLayer(h, n, kind);
         string which = args.GetValue(_mode)!;
         LsslMode[] modes = which == "all" ? [LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv] : [Enum.Parse<LsslMode>(which, ignoreCase: true)];
         var timing = _bench.Timing(args);

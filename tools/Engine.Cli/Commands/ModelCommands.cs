@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Engine.IO;
-using Engine.Kernels.Common;
 using Engine.Onnx;
 using Engine.Onnx.Ops;
 using Engine.Workloads;
@@ -55,6 +54,14 @@ internal static class ModelIo
         }
     }
 
+    /// <summary>An element type as `op` and `run` spell it (NumPy's names): float32, float16, bfloat16, int64...</summary>
+    public static string TypeName(TensorElementType type) => type switch
+    {
+        TensorElementType.Float => "float32",
+        TensorElementType.Double => "float64",
+        _ => type.ToString().ToLowerInvariant(),
+    };
+
     public static string Shape(IEnumerable<long> dims) => "[" + string.Join(", ", dims) + "]";
 }
 
@@ -99,7 +106,8 @@ internal sealed class RunModelCommand : EngineCommand
             }));
             step.Finish();
         });
-        files.Report(context, args.GetValue(_model.Json), "run", host.Describe(backend),
+        // Report puts the device in parentheses: ONNX Runtime alone is named without its own.
+        files.Report(context, args.GetValue(_model.Json), "run", backend == HandoverBackend.None ? "ONNX Runtime only" : host.Describe(backend),
             new Dictionary<string, object> { ["engine nodes"] = session.Handover.EngineNodes.Count() });
         return 0;
     }
@@ -134,7 +142,12 @@ internal sealed class InspectModelCommand : EngineCommand
         var w = context.Out;
         if (args.GetValue(_model.Json))
         {
-            static object Value(ModelValueInfo v) => new Dictionary<string, object?> { ["name"] = v.Name, ["type"] = v.ElementType.ToString(), ["dims"] = v.Dims };
+            // Fixed dims as numbers, symbolic ones as their names.
+            static object Value(ModelValueInfo v) => new Dictionary<string, object?>
+            {
+                ["name"] = v.Name, ["type"] = ModelIo.TypeName(v.ElementType),
+                ["dims"] = v.Dims?.Select(d => long.TryParse(d, NumberStyles.None, CultureInfo.InvariantCulture, out long n) ? (object)n : d).ToArray(),
+            };
             static object Node(HandoverNode n) => new Dictionary<string, object>
             {
                 ["name"] = n.NodeName, ["op_type"] = n.OpType, ["from_domain"] = n.FromDomain, ["to_domain"] = n.ToDomain, ["detail"] = n.Detail,
@@ -180,7 +193,8 @@ internal sealed class BenchModelCommand : EngineCommand
 
     public BenchModelCommand() : base("bench-model", "time an ONNX model with and without the hand-over, side by side", """
         Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
-        interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
+        interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the
+        time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
         (names with 'state' zeros, 'decay' log gates, 'beta' in (0,1), other floats N(0,1); integers zeros, 'mask' ones).
         --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone, or the
         Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it (hidden 2048, 16 query/key and 32 value heads of
@@ -195,7 +209,7 @@ internal sealed class BenchModelCommand : EngineCommand
         (session.intra_op.allow_spinning = 0) and alternates single runs.
         --plot (with --sample) draws, per model, the engine and ONNX Runtime alone against T: whole model and taken-over
         nodes (decode at T=1), with this machine's fp32 FMA peak measured after the runs.
-""")
+        """)
     {
         _model.Model.Arity = ArgumentArity.ZeroOrOne;
         Add(_model.Model);
@@ -219,14 +233,17 @@ internal sealed class BenchModelCommand : EngineCommand
         if (sample is not null)
         {
             if (args.GetValue(_model.Model) is not null) throw new UsageException("give either a model file or --sample");
-            var lengths = args.GetValue(_t)!;
+            foreach (var option in new Option[] { _model.Input, _dim })
+                if (Given(args, option)) throw new UsageException($"{option.Name} goes with a model file: --sample makes its own inputs");
             bool decode = args.GetValue(_decode);
+            // --decode adds T=1 unless --T has it; a length given twice is timed once.
+            var lengths = (decode ? args.GetValue(_t)!.Append(1) : args.GetValue(_t)!).Distinct().ToArray();
             if (sample is GatedDeltaNetSample or "all")
             {
                 // The same gated delta rule as ORT's GatedDeltaNet node and as its LinearAttention node: each timed with the
                 // engine's kernels against ORT's own kernel of that node.
                 foreach (var (label, hq, hv, d, rule) in GatedDeltaNetShapes)
-                    foreach (int t in decode ? lengths.Append(1) : lengths)
+                    foreach (int t in lengths)
                     {
                         string what = t == 1 ? "decode T=1" : $"T={t}";
                         var pair = new Lazy<IReadOnlyList<(OnnxModel Model, Dictionary<string, TensorData> Inputs)>>(() => SampleModels.GatedDeltaNetAndLinearAttention(hq, hv, d, d, t, rule));
@@ -236,7 +253,7 @@ internal sealed class BenchModelCommand : EngineCommand
             }
             foreach (var (label, model, batch, time) in sample == GatedDeltaNetSample ? [] : Samples(sample))
             {
-                foreach (int t in decode ? lengths.Append(1) : lengths)
+                foreach (int t in lengths)
                 {
                     string what = t == 1 ? "decode T=1" : $"T={t}";
                     jobs.Add(($"{label} {what}", () => Time(model, label, what, t, ModelInputs.Random(model, new Dictionary<string, long> { [batch] = 1, [time] = t }),
@@ -247,9 +264,15 @@ internal sealed class BenchModelCommand : EngineCommand
         else
         {
             if (args.GetValue(_model.Model) is null) throw new UsageException($"give {_model.Model.Description} or --sample");
+            foreach (var option in new Option[] { _t, _decode })
+                if (Given(args, option)) throw new UsageException($"{option.Name} goes with --sample: a model file's dims come from --dim");
             var model = _model.Load(args);
             var dims = ModelIo.Pairs(args.GetValue(_dim)!, _dim.Name).ToDictionary(p => p.Name, p => long.TryParse(p.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long v)
                 ? v : throw new UsageException($"--dim {p.Name} must be a whole number, got '{p.Value}'"));
+            var symbolic = model.Inputs.SelectMany(i => i.Dims ?? []).Where(d => !long.TryParse(d, out _)).Distinct().ToArray();
+            foreach (var name in dims.Keys.Where(name => !symbolic.Contains(name)))
+                throw new ArgumentException($"--dim {name}: the model has no symbolic dim '{name}' " +
+                    (symbolic.Length == 0 ? "(its inputs have none)" : $"(its symbolic dims: {string.Join(", ", symbolic)})"));
             var inputs = _model.Inputs(args, model, files);
             var random = ModelInputs.Random(model, dims, except: inputs.Keys);
             foreach (var (name, tensor) in random) inputs[name] = tensor;
@@ -271,7 +294,7 @@ internal sealed class BenchModelCommand : EngineCommand
         Print(context.Out, rows, host.Describe(backend), spinning, json);
         if (chart is not null)
         {
-            Chart(chart, rows, host.Describe(backend), FmaPeak.Measure(args.GetValue(_model.Threads)), spinning);
+            Chart(chart, rows, host.Describe(backend), BenchReport.Peak(args.GetValue(_model.Threads)), spinning);
             BenchChart.Report(context, chart, json);
         }
         return 0;
@@ -407,6 +430,8 @@ internal sealed class BenchModelCommand : EngineCommand
     ];
 
     /// <summary>A block sample's shape: B = 1, hidden 256, 8 heads of 128.</summary>
+    private static bool Given(ParseResult args, Option option) => args.GetResult(option) is { Implicit: false };
+
     internal static LinearAttentionBlockSpec BlockSpec(UpdateRule rule, DecayForm decay) =>
         new() { Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = rule, Decay = decay };
 

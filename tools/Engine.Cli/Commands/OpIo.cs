@@ -171,7 +171,7 @@ internal sealed class AttentionFiles : OpFiles
             K = Open(args.GetValue(options.K)!);
             V = Open(args.GetValue(options.V)!);
             _initialState = Optional(args.GetValue(options.H0));
-            CuSeqlens = Optional(args.GetValue(options.CuSeqlens))?.ToInt32();
+            CuSeqlens = Offsets(args.GetValue(options.CuSeqlens));
             _outputPath = args.GetValue(options.O)!;
             _statePath = args.GetValue(options.Ht);
             Claim("o", _outputPath);
@@ -182,6 +182,18 @@ internal sealed class AttentionFiles : OpFiles
             Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The packed sequences' offsets: a file of rank 1 with a start and an end at least; an empty or multi-dimensional
+    /// array would be taken for no packing or flattened into offsets it does not hold.
+    /// </summary>
+    private int[]? Offsets(string? path)
+    {
+        if (Optional(path) is not { } offsets) return null;
+        if (offsets.Shape.Length != 1 || offsets.Shape[0] < 2)
+            throw new ArgumentException($"{path}: expected --cu-seqlens offsets of rank 1 with at least 2 values (0, ..., T), got shape [{string.Join(", ", offsets.Shape)}]");
+        return offsets.ToInt32();
     }
 
     public NpyArray Q { get; } = null!;

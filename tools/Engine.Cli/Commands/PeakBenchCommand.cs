@@ -12,7 +12,10 @@ internal sealed class PeakBenchCommand : EngineCommand
     private readonly Option<bool> _json = Opt.Json();
 
     public PeakBenchCommand() : base("peak", "measure the fp32 FMA peak (FMA chains at the machine's vector width on all cores)",
-        "12 independent FMA chains per thread (512-bit with AVX-512, else 256-bit), all threads at once, best of the rounds.")
+        """
+        12 independent FMA chains per thread (512-bit with AVX-512, else 256-bit), all threads at once, best of the rounds;
+        on at most the machine's cores (threads past them add no FMA throughput).
+        """)
     {
         Add(_threads);
         Add(_rounds);
@@ -21,7 +24,7 @@ internal sealed class PeakBenchCommand : EngineCommand
 
     protected override int Run(ParseResult args, CliContext context)
     {
-        int threads = args.GetValue(_threads), rounds = args.GetValue(_rounds);
+        int requested = args.GetValue(_threads), threads = BenchReport.PeakThreads(requested), rounds = args.GetValue(_rounds);
         double single = FmaPeak.Measure(1, rounds);
         double all = threads == 1 ? single : FmaPeak.Measure(threads, rounds);
         if (args.GetValue(_json))
@@ -30,7 +33,8 @@ internal sealed class PeakBenchCommand : EngineCommand
                 ["threads"] = threads, ["peak_gflops_one_thread"] = Math.Round(single, 1), ["peak_gflops"] = Math.Round(all, 1), ["simd"] = CpuInfo.SimdDescription,
             }));
         else
-            context.Out.WriteLine($"fp32 FMA peak: {all:F1} GFLOP/s on {threads} threads ({single:F1} on one), {CpuInfo.SimdDescription}");
+            context.Out.WriteLine($"fp32 FMA peak: {all:F1} GFLOP/s on {threads} threads ({single:F1} on one), {CpuInfo.SimdDescription}" +
+                (threads < requested ? $" (not {requested}: threads past the machine's {threads} cores add no FMA throughput)" : ""));
         return 0;
     }
 }

@@ -8,13 +8,14 @@ namespace Engine.Cli.Commands;
 internal sealed class PtxCommand : EngineCommand
 {
     private readonly Argument<string> _dir = new("dir") { HelpName = "DIR", Description = "the directory to write the .ptx files to" };
-    private readonly Option<string> _arch = Opt.Choice("--arch", "sm_90", [.. PtxCompiler.Architectures.Keys], "the target architecture");
+    private readonly Option<string> _arch = Opt.Choice("--arch", "sm_90", [.. PtxCompiler.Architectures.Keys], "the target architecture the PTX's .target states");
     private readonly Option<bool> _json = Opt.Json();
 
     public PtxCommand() : base("ptx", "write every GPU kernel as PTX as a launch compiles it (no GPU needed), e.g. for NVIDIA's ptxas", $"""
         Writes DIR/OP.KERNEL.VARIANT.ptx for each GPU kernel under each configuration of its op the checks cover
         (H = 8, K = V = 128; gate forms and precisions), compiled as ILGPU compiles it for a CUDA launch: the shape a
-        constant, PTX ISA 7.8, {GpuRuntime.CudaGroupSize} threads per group. Assemble one with
+        constant, PTX ISA 7.8, .target the --arch given (the instructions are sm_80's, which sm_90 runs too),
+        {GpuRuntime.CudaGroupSize} threads per group. Assemble one with
         ptxas -arch=sm_90 -v DIR/gla.Output.per-head-tf32.ptx -o /dev/null
         """)
     {
