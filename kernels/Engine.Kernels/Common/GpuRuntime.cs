@@ -239,6 +239,12 @@ public sealed class GpuRuntime : IDisposable
 
     private void ReadBack<T>(ArrayView<T> source, Span<T> destination) where T : unmanaged
     {
+        // Nothing to stage (a call with no check words: an empty batch); the synchronize is still the call's.
+        if (destination.IsEmpty)
+        {
+            Synchronize();
+            return;
+        }
         var staged = Stage<T>(destination.Length, out var stagedSpan);
         staged.CopyFrom(Accelerator.DefaultStream, source.SubView(0, destination.Length));
         Synchronize();

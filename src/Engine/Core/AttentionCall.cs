@@ -30,7 +30,27 @@ internal readonly record struct DeviceAttentionTensors<T>(DeviceTensor<T> Q, Dev
         ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
         ArgumentNullException.ThrowIfNull(output);
+        foreach (var (input, name) in new[] { (q, "q"), (k, "k"), (v, "v"), (g, "g"), (beta, "beta") })
+            RequireApart(output, "output", input, name);
         return new(q, k, v, g, beta, output);
+    }
+
+    /// <summary>
+    /// Refuses one device tensor in two roles where the kernels write the one while they read the other (on the host the
+    /// output may be an input's tensor: it is written from pooled rows).
+    /// </summary>
+    public static void RequireApart(object written, string writtenName, object? read, string readName)
+    {
+        if (ReferenceEquals(written, read))
+            throw new ArgumentException($"{writtenName}: is the device tensor given as {readName}: the kernels read the one while they write the other; give {writtenName} a tensor of its own", writtenName);
+    }
+
+    /// <summary>Refuses a state that is one of the call's device tensors.</summary>
+    public void RequireStateApart(DeviceTensor<float>? state, string name)
+    {
+        if (state is null) return;
+        foreach (var (tensor, role) in new (object?, string)[] { (Q, "q"), (K, "k"), (V, "v"), (G, "g"), (Beta, "beta"), (Output, "output") })
+            RequireApart(state, name, tensor, role);
     }
 }
 
@@ -259,6 +279,8 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         var call = Describe(t.Lengths, cuSeqlens, takesBeta, constantGate);
         var op = build(call.Shapes.Heads, call.Gate);
         int stateLength = call.StateLength(op, initialState is null ? default : initialState.Lengths, finalState is null ? default : finalState.Lengths);
+        t.RequireStateApart(initialState, "initial_state");
+        t.RequireStateApart(finalState, "final_state");
         using var lease = op.LeaseGpu(device);
         var gpu = device.Gpu;
         GpuCheckFailure? failure;

@@ -64,6 +64,48 @@ public sealed class DeviceTensorTests
         Assert.Throws<ObjectDisposedException>(() => Engine.Gla.Forward(_gpu, disposed, k, v, null, output));
     }
 
+    /// <summary>
+    /// One device tensor as the output and an input, or as a state and an input or the output: the kernels read the one while
+    /// they write the other (GLA's output was wrong, no error). Refused, naming both roles. With T = H = K = V a state has
+    /// q's shape, so only the roles tell them apart.
+    /// </summary>
+    [TestCase("output", "q")]
+    [TestCase("output", "v")]
+    [TestCase("final_state", "q")]
+    [TestCase("initial_state", "output")]
+    public void OneDeviceTensorInTwoRolesIsRefused(string written, string read)
+    {
+        const int n = 16;
+        nint[] shape = [1, n, n, n];
+        var data = new TestData(4);
+        using var dq = _gpu.Upload(Tensor.Create(data.Normal(n * n * n), shape));
+        using var dk = _gpu.Upload(Tensor.Create(data.UnitRows(n * n, n), shape));
+        using var dv = _gpu.Upload(Tensor.Create(data.Normal(n * n * n), shape));
+        using var dOutput = _gpu.Allocate<float>(shape);
+        var e = Assert.Throws<ArgumentException>(() =>
+        {
+            switch (written)
+            {
+                case "output": Engine.Gla.Forward(_gpu, dq, dk, dv, null, read == "q" ? dq : dv); break;
+                case "final_state": Engine.Gla.Forward(_gpu, dq, dk, dv, null, dOutput, finalState: dq); break;
+                default: Engine.Gla.Forward(_gpu, dq, dk, dv, null, dOutput, initialState: dOutput); break;
+            }
+        })!;
+        Assert.That(e.ParamName, Is.EqualTo(written));
+        Assert.That(e.Message, Does.Contain($"is the device tensor given as {read}"));
+    }
+
+    /// <summary>An empty batch on device tensors runs (it ended the process: the check words' read staged nothing past the end).</summary>
+    [Test]
+    public void AnEmptyBatchOnDeviceTensorsRuns()
+    {
+        nint[] shape = [0, 4, Heads, Dim];
+        using var dq = _gpu.Allocate<float>(shape);
+        using var dOutput = _gpu.Allocate<float>(shape);
+        using var dg = _gpu.Allocate<float>(0, 4, Heads);
+        Assert.That(() => Engine.Gla.Forward(_gpu, dq, dq, dq, dg, dOutput), Throws.Nothing);
+    }
+
     [Test]
     public void GlaOnDeviceTensorsMatchesTheReferenceAndMovesNothing()
     {
