@@ -24,7 +24,7 @@ public static class ModelInputs
             _ when NpyTypes.TryGetValue(wanted, out var same) && same == array.Type => TensorData.Over(wanted, shape, array.Data),
             (TensorElementType.Float, _) when floats => TensorData.Create(array.ToFloat32(), shape),
             (TensorElementType.Float16, _) when floats => TensorData.Create(array.ToFloat16(), shape),
-            (TensorElementType.BFloat16, _) when floats => TensorData.Create(Array.ConvertAll(array.ToFloat32(), f => (BFloat16)f), shape),
+            (TensorElementType.BFloat16, _) when floats => TensorData.Create(array.Narrowed<float, BFloat16>(array.ToFloat32(), f => (BFloat16)f, float.IsFinite, b => float.IsFinite(b.ToFloat()), "bfloat16"), shape),
             (TensorElementType.Int64, NpyType.Int32) => TensorData.Create(Array.ConvertAll(array.ToInt32(), i => (long)i), shape),
             _ => throw new ArgumentException($"{name}: the model takes {wanted}, {array.SourceFile ?? "the file"} holds {array.Type}", name),
         };

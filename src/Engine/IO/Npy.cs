@@ -74,16 +74,32 @@ public sealed class NpyArray : IDisposable
         return new ReadOnlyTensorSpan<T>(converted, Shape);
     }
 
-    /// <summary>The values as float32 (float16 and float64 converted), in a new array.</summary>
+    /// <summary>
+    /// The values as float32 (float16 and float64 converted), in a new array. A finite float64 past float32's range is
+    /// refused, not turned into an infinity.
+    /// </summary>
     public float[] ToFloat32() => Type switch
     {
         NpyType.Float32 => MemoryMarshal.Cast<byte, float>(Data.Span).ToArray(),
         NpyType.Float16 => ToArray(MemoryMarshal.Cast<byte, Half>(Data.Span), h => (float)h),
-        NpyType.Float64 => ToArray(MemoryMarshal.Cast<byte, double>(Data.Span), d => (float)d),
+        NpyType.Float64 => Narrowed(MemoryMarshal.Cast<byte, double>(Data.Span), d => (float)d, double.IsFinite, float.IsFinite, "float32"),
         _ => throw Invalid($"expected a float array (float32, float16 or float64), got {Npy.Descr(Type)}"),
     };
 
-    public Half[] ToFloat16() => Type == NpyType.Float16 ? MemoryMarshal.Cast<byte, Half>(Data.Span).ToArray() : ToArray(ToFloat32(), f => (Half)f);
+    /// <summary>The values as float16, in a new array; a finite value past float16's range (65504) is refused.</summary>
+    public Half[] ToFloat16() => Type == NpyType.Float16 ? MemoryMarshal.Cast<byte, Half>(Data.Span).ToArray() : Narrowed<float, Half>(ToFloat32(), f => (Half)f, float.IsFinite, Half.IsFinite, "float16");
+
+    /// <summary>Each value converted to a narrower type; a finite one that becomes infinite there is refused, naming it.</summary>
+    public TOut[] Narrowed<TIn, TOut>(ReadOnlySpan<TIn> source, Func<TIn, TOut> convert, Func<TIn, bool> finite, Func<TOut, bool> finiteThere, string type)
+    {
+        var result = new TOut[source.Length];
+        for (int i = 0; i < result.Length; i++)
+        {
+            result[i] = convert(source[i]);
+            if (!finiteThere(result[i]) && finite(source[i])) throw Invalid($"value {source[i]} at flat index {i} is outside {type}'s range");
+        }
+        return result;
+    }
 
     /// <summary>The values as int32 (int64 checked for range). Used for offsets such as cu_seqlens.</summary>
     public int[] ToInt32() => Type switch

@@ -40,7 +40,7 @@ public sealed class NpyFileTests
 
     private static readonly float[] Floats = [1f, -2.5f, 3e-8f, float.MaxValue, 0f, 7f];
     private static readonly Half[] Halves = [(Half)1.5f, (Half)(-2f), Half.MaxValue, (Half)0f];
-    private static readonly double[] Doubles = [1.0, 0.1, -3.0, 1e300];
+    private static readonly double[] Doubles = [1.0, 0.1, -3.0, 3e38];
     private static readonly int[] Ints = [0, 5, -9, int.MaxValue];
     private static readonly long[] Longs = [0L, 1L << 40, -1L];
 

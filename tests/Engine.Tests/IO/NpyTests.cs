@@ -30,6 +30,18 @@ public sealed class NpyTests
         Assert.That(RoundTrip(NpyArray.From(ReadOnlySpan<float>.Empty, [0, 4])).Shape, Is.EqualTo(new nint[] { 0, 4 }));
     }
 
+    /// <summary>A finite value past the narrower type's range is refused by value and index (it became ±∞ silently).</summary>
+    [Test]
+    public void NarrowingPastTheRangeIsRefused()
+    {
+        var wide = RoundTrip(NpyArray.From([1.5, 1e300], [2]));
+        Assert.That(() => wide.ToFloat32(), Throws.InstanceOf<InvalidDataException>().With.Message.Contain("value 1E+300 at flat index 1 is outside float32's range"));
+        var single = RoundTrip(NpyArray.From([1.5f, 70000f], [2]));
+        Assert.That(() => single.ToFloat16(), Throws.InstanceOf<InvalidDataException>().With.Message.Contain("value 70000 at flat index 1 is outside float16's range"));
+        var infinite = RoundTrip(NpyArray.From([double.PositiveInfinity, 2.0], [2]));
+        Assert.That(infinite.ToFloat32(), Is.EqualTo(new[] { float.PositiveInfinity, 2f }), "an infinity stays one: the caller's finite checks name it");
+    }
+
     [Test]
     public void HeaderIsNumPysLayout()
     {
