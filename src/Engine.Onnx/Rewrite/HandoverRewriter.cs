@@ -74,9 +74,8 @@ public static class HandoverRewriter
         var notes = new List<string>();
         long onnxOpset = rewritten.OpsetOf(OnnxModel.OnnxDomain) ?? 0;
 
-        foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph))
+        foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph))
         {
-            var hints = new ShapeHints(graph);
             foreach (var node in graph.Node)
             {
                 if (node.OpType == LinearAttentionSignature.OpType)
@@ -97,13 +96,13 @@ public static class HandoverRewriter
         var uses = Uses(rewritten.Graph);
         foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldTransposes(graph, uses, nodes);
         uses = Uses(rewritten.Graph);
-        foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldQkPreparation(graph, uses, nodes);
+        foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldQkPreparation(graph, hints, uses, nodes);
         uses = Uses(rewritten.Graph);
         foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldConvolution(graph, uses, nodes);
         if (capabilities.EngineOps.Contains(GatedRmsNormSignature.OpType))
-            foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldGatedNorm(graph, uses, nodes);
+            foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldGatedNorm(graph, hints, uses, nodes);
         uses = Uses(rewritten.Graph);
-        foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldOutputNorm(graph, uses, nodes);
+        foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldOutputNorm(graph, hints, uses, nodes);
 
         if (nodes.Any(n => n.ToEngine)) Import(rewritten.Proto, EngineDomain, 1);
         if (nodes.Any(n => n.ToDomain == MicrosoftDomain)) Import(rewritten.Proto, MicrosoftDomain, 1);
@@ -440,9 +439,8 @@ public static class HandoverRewriter
     /// the Split, Reshapes, LpNormalizations and Mul removed — only when nothing else reads the tensors in between and
     /// past_state gives the head dims.
     /// </summary>
-    private static void FoldQkPreparation(GraphProto graph, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
+    private static void FoldQkPreparation(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
     {
-        var hints = new ShapeHints(graph);
         foreach (var attention in graph.Node.Where(n => n.Domain == EngineDomain && n.OpType == LinearAttentionSignature.OpType).ToArray())
         {
             if (QkPreparation.Match(attention, hints, uses) is not QkPreparation fold) continue;
@@ -509,9 +507,8 @@ public static class HandoverRewriter
     /// The unfused gated RMS norm ONNX Runtime GenAI's builder writes after the attention (Reshape to heads,
     /// SimplifiedLayerNormalization, Reshape back, times SiLU(z) in float32, Cast back) as one engine GatedRMSNorm node.
     /// </summary>
-    private static void FoldGatedNorm(GraphProto graph, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
+    private static void FoldGatedNorm(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
     {
-        var hints = new ShapeHints(graph);
         foreach (var norm in graph.Node.Where(n => n.OpType == "SimplifiedLayerNormalization" && OnnxModel.SameDomain(n.Domain, OnnxModel.OnnxDomain)).ToArray())
         {
             if (GatedNormChain.Match(norm, graph, hints, uses) is not GatedNormChain chain) continue;
@@ -535,9 +532,8 @@ public static class HandoverRewriter
     /// kernels normalizing each head's rows before they store them. Only where the gate is computed before the attention (the
     /// node order stays topological), the types agree and the model makes dv plain (past_state's last dim).
     /// </summary>
-    private static void FoldOutputNorm(GraphProto graph, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
+    private static void FoldOutputNorm(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
     {
-        var hints = new ShapeHints(graph);
         foreach (var norm in graph.Node.Where(n => n.Domain == EngineDomain && n.OpType == GatedRmsNormSignature.OpType).ToArray())
         {
             if (norm.Input.Count != 3 || norm.Input.Any(i => i.Length == 0) || norm.Output.Count != 1) continue;

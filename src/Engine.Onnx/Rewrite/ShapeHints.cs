@@ -27,8 +27,40 @@ internal sealed class ShapeHints
     private readonly Dictionary<string, TensorProto> _constants = [];
     private readonly Dictionary<string, NodeProto> _producers = [];
 
-    public ShapeHints(GraphProto graph)
+    /// <summary>
+    /// The hints of <paramref name="graph"/>, and of every subgraph (If, Loop, Scan bodies) with its enclosing graphs' in
+    /// scope: a body reads outer values by name. Depth first; each graph's hints are made when it is reached, so a pass
+    /// may change a graph before its subgraphs are reached.
+    /// </summary>
+    public static IEnumerable<(GraphProto Graph, ShapeHints Hints)> OfEveryGraph(GraphProto graph, ShapeHints? enclosing = null)
     {
+        var hints = new ShapeHints(graph, enclosing);
+        yield return (graph, hints);
+        foreach (var node in graph.Node.ToArray())
+            foreach (var attribute in node.Attribute)
+                foreach (var sub in attribute.G is null ? attribute.Graphs : attribute.Graphs.Prepend(attribute.G))
+                    foreach (var scoped in OfEveryGraph(sub, hints))
+                        yield return scoped;
+    }
+
+    /// <param name="enclosing">the hints of the graph whose node holds <paramref name="graph"/> as a body, or null.</param>
+    public ShapeHints(GraphProto graph, ShapeHints? enclosing = null)
+    {
+        if (enclosing is not null)
+        {
+            _declared = new(enclosing._declared);
+            _elementTypes = new(enclosing._elementTypes);
+            _constants = new(enclosing._constants);
+            _producers = new(enclosing._producers);
+        }
+        // A body's own inputs hide outer values of the same name.
+        foreach (var input in graph.Input)
+        {
+            _declared.Remove(input.Name);
+            _elementTypes.Remove(input.Name);
+            _constants.Remove(input.Name);
+            _producers.Remove(input.Name);
+        }
         foreach (var info in graph.Input.Concat(graph.Output).Concat(graph.ValueInfo))
         {
             if (info.Type?.TensorType is { ElemType: > 0 } tensorType) _elementTypes[info.Name] = tensorType.ElemType;

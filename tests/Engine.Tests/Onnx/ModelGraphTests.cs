@@ -172,35 +172,81 @@ public sealed class RewriteTests
         else Assert.That(plan.Nodes.Single().Detail, Does.EndWith("state_window 2: the engine keeps the final state only, left to ORT"));
     }
 
+    public static IEnumerable<TestCaseData> HeadDimCases()
+    {
+        (string Op, UpdateRule Rule, int Dk, int Dv, string? Why)[] cases =
+        [
+            ("LinearAttention", UpdateRule.GatedDelta, 300, 8, "key head dim 300"),
+            ("LinearAttention", UpdateRule.Delta, 8, 300, "value head dim 300"),
+            ("LinearAttention", UpdateRule.Gated, 300, 8, null),
+            ("GatedDeltaNet", UpdateRule.GatedDelta, 300, 8, "key head dim 300"),
+            ("GatedDeltaNet", UpdateRule.GatedDelta, 8, 300, "value head dim 300"),
+            ("GatedDeltaNet", UpdateRule.GatedDelta, 256, 256, null),
+        ];
+        foreach (bool insideIf in new[] { false, true })
+            foreach (var c in cases)
+                yield return new TestCaseData(c.Op, c.Rule, c.Dk, c.Dv, c.Why, insideIf)
+                    .SetName($"Delta-rule head dims: {c.Op} {c.Rule} dk {c.Dk} dv {c.Dv}{(insideIf ? ", inside an If" : "")}");
+    }
+
     /// <summary>
     /// The delta rule's kernels take head dims up to 256 (GLA's any): a node whose declared dims are larger stays with ORT,
-    /// says why, and the model runs as ORT alone runs it.
+    /// says why, and the model runs as ORT alone runs it — in an If's branches too, where the dims are declared in the
+    /// enclosing graph (a branch reads its inputs from there).
     /// </summary>
-    [TestCase("LinearAttention", UpdateRule.GatedDelta, 300, 8, "key head dim 300")]
-    [TestCase("LinearAttention", UpdateRule.Delta, 8, 300, "value head dim 300")]
-    [TestCase("LinearAttention", UpdateRule.Gated, 300, 8, null)]
-    [TestCase("GatedDeltaNet", UpdateRule.GatedDelta, 300, 8, "key head dim 300")]
-    [TestCase("GatedDeltaNet", UpdateRule.GatedDelta, 8, 300, "value head dim 300")]
-    [TestCase("GatedDeltaNet", UpdateRule.GatedDelta, 256, 256, null)]
-    public void DeltaRuleHeadDimsOverTheKernelsLimitStayWithOnnxRuntime(string op, UpdateRule rule, int dk, int dv, string? why)
+    [TestCaseSource(nameof(HeadDimCases))]
+    public void DeltaRuleHeadDimsOverTheKernelsLimitStayWithOnnxRuntime(string op, UpdateRule rule, int dk, int dv, string? why, bool insideIf)
     {
         var model = op == "LinearAttention"
             ? SampleModels.LinearAttentionNode(new LinearAttentionBlockSpec { QHeads = 1, KvHeads = 1, KeyDim = dk, ValueDim = dv, Rule = rule, Decay = DecayForm.PerHead })
             : SampleModels.GatedDeltaNetNode(new GatedDeltaNetNodeSpec { QHeads = 1, ValueHeads = 1, KeyDim = dk, ValueDim = dv });
+        if (insideIf) model = InBothBranchesOfAnIf(model);
         var plan = HandoverRewriter.Rewrite(model);
+        int branches = insideIf ? 2 : 1;
         if (why is null)
         {
-            Assert.That(plan.EngineNodes, Has.Exactly(1).Items);
+            Assert.That(plan.EngineNodes, Has.Exactly(branches).Items);
             return;
         }
         Assert.That(plan.EngineNodes, Is.Empty);
-        Assert.That(plan.Nodes.Single().Detail, Does.Contain(why).And.EndWith("left to ORT"));
-        var inputs = ModelInputs.Random(model, new Dictionary<string, long> { ["B"] = 1, ["T"] = 3, ["N"] = 3, ["S"] = 3 });
+        Assert.That(plan.Nodes, Has.Exactly(branches).Items.And.All.Property(nameof(HandoverNode.Detail)).Contain(why).And.All.Property(nameof(HandoverNode.Detail)).EndWith("left to ORT"));
+        var inputs = ModelInputs.Random(model, new Dictionary<string, long> { ["B"] = 1, ["T"] = 3, ["N"] = 3, ["S"] = 3 }, except: ["cond"]);
+        if (insideIf) inputs["cond"] = TensorData.Create(new[] { true });
         using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
         using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
         var expected = ort.Run(inputs);
         foreach (var (name, actual) in engine.Run(inputs))
             Assert.That(actual.As<float>(), Is.EqualTo(expected[name].As<float>()), name);
+    }
+
+    /// <summary>The model's nodes in both branches of an If on a new bool input "cond", each branch's values renamed apart.</summary>
+    private static OnnxModel InBothBranchesOfAnIf(OnnxModel model)
+    {
+        var copy = model.Clone();
+        var graph = copy.Proto.Graph;
+        var produced = graph.Node.SelectMany(n => n.Output).ToHashSet();
+        GraphProto Branch(string prefix)
+        {
+            var body = new GraphProto { Name = prefix };
+            foreach (var node in graph.Node)
+            {
+                var n = node.Clone();
+                n.Name = prefix + n.Name;
+                for (int i = 0; i < n.Input.Count; i++) if (produced.Contains(n.Input[i])) n.Input[i] = prefix + n.Input[i];
+                for (int i = 0; i < n.Output.Count; i++) n.Output[i] = prefix + n.Output[i];
+                body.Node.Add(n);
+            }
+            foreach (var output in graph.Output) body.Output.Add(new ValueInfoProto { Name = prefix + output.Name, Type = output.Type });
+            return body;
+        }
+        var branchIf = new NodeProto { OpType = "If", Name = "branch", Input = { "cond" } };
+        branchIf.Output.AddRange(graph.Output.Select(o => o.Name));
+        branchIf.Attribute.Add(new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = Branch("then/") });
+        branchIf.Attribute.Add(new AttributeProto { Name = "else_branch", Type = AttributeProto.Types.AttributeType.Graph, G = Branch("else/") });
+        graph.Node.Clear();
+        graph.Node.Add(branchIf);
+        graph.Input.Add(new ValueInfoProto { Name = "cond", Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)F.Bool, Shape = new TensorShapeProto() } } });
+        return copy;
     }
 
     /// <summary>chunk_size is a hint ORT accepts at any value: one the kernels do not run falls back to the default.</summary>
