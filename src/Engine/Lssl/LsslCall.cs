@@ -1,4 +1,3 @@
-using System.Buffers;
 using ILGPU;
 using Engine.Kernels.Common;
 using System.Numerics.Tensors;
@@ -36,25 +35,19 @@ internal static class LsslCall
             for (int i = 0; i < yf.Span.Length; i++)
                 if (!float.IsFinite(yf.Span[i])) throw Overflow(layer, length, yf.Span[i], i);
         }
-        if (needFinalState) RequireFiniteState(layer, length, state);
+        // A state on the GPU is checked where the caller downloads it (a session's stays there unchecked: no copy per call).
+        if (needFinalState && state is HostState host) RequireFiniteState(layer, length, host.Span);
         yf.Commit();
     }
 
     /// <summary>The final state, which y need not read (C = 0, or the conv mode's separate pass): an unstable system overflows it too.</summary>
-    private static void RequireFiniteState(LsslLayer layer, int length, DeviceState state)
+    public static void RequireFiniteState(LsslLayer layer, int length, ReadOnlySpan<float> values)
     {
-        float[]? copy = state is HostState ? null : ArrayPool<float>.Shared.Rent(state.Length);
-        try
-        {
-            Span<float> values = state is HostState host ? host.Span : copy.AsSpan(0, state.Length);
-            if (copy is not null) state.Store(values);
-            if (float.IsFinite(TensorPrimitives.Sum<float>(values))) return;
-            for (int i = 0; i < values.Length; i++)
-                if (!float.IsFinite(values[i]))
-                    throw new ArgumentException($"A: the final state overflowed to {values[i]} at flat index {i} over {length} steps: the discretized system " +
-                        $"({layer.Discretization}) is unstable or the input too large for fp32; use a stable A, a smaller dt or another discretization", "A");
-        }
-        finally { if (copy is not null) ArrayPool<float>.Shared.Return(copy); }
+        if (float.IsFinite(TensorPrimitives.Sum(values))) return;
+        for (int i = 0; i < values.Length; i++)
+            if (!float.IsFinite(values[i]))
+                throw new ArgumentException($"A: the final state overflowed to {values[i]} at flat index {i} over {length} steps: the discretized system " +
+                    $"({layer.Discretization}) is unstable or the input too large for fp32; use a stable A, a smaller dt or another discretization", "A");
     }
 
     /// <summary>The GPU kernels for a call from the device's pool, K̄ built first on the call's CPU scheduler for the conv mode.</summary>
