@@ -187,3 +187,14 @@ internal static class Opt
         return text;
     }
 }
+
+/// <summary>The folder a command writes into, made if missing.</summary>
+internal static class OutputFolder
+{
+    /// <summary>Makes <paramref name="path"/> (given as <paramref name="option"/>) and returns its full path; a file there is a usage error.</summary>
+    public static string Create(string path, string option)
+    {
+        if (File.Exists(path)) throw new UsageException($"{option} {path}: is a file; give a folder (made if missing)");
+        return Directory.CreateDirectory(path).FullName;
+    }
+}

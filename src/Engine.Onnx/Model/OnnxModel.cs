@@ -60,6 +60,7 @@ public sealed class OnnxModel
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var full = Path.GetFullPath(path);
+        if (Directory.Exists(full)) throw new FileNotFoundException($"{path}: is a folder, not a model file", path);
         if (!File.Exists(full)) throw new FileNotFoundException($"model file not found: {path}", path);
         return Parse(File.ReadAllBytes(full), Path.GetDirectoryName(full), path);
     }

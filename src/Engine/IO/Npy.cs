@@ -227,6 +227,7 @@ public static class Npy
     /// </summary>
     public static NpyArray Read(string path)
     {
+        if (Directory.Exists(path)) throw new IOException($"{path}: is a folder, not a .npy file");
         try
         {
             using var stream = File.OpenRead(path);
@@ -339,12 +340,18 @@ public static class Npy
     public static void Write(string path, NpyType type, ReadOnlySpan<nint> shape, ReadOnlySpan<byte> data)
     {
         string full = Path.GetFullPath(path), folder = Path.GetDirectoryName(full)!;
+        if (Path.EndsInDirectorySeparator(path) || Directory.Exists(full)) throw new IOException($"{path}: is a folder, not a file to write");
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{path}: the folder {folder} does not exist");
         string temporary = Path.Combine(folder, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
         try
         {
             using (var stream = File.Create(temporary)) Write(stream, type, shape, data);
             File.Move(temporary, full, overwrite: true);
+        }
+        // The file written beside the path is this method's own: the caller is told of the path it gave.
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"{path}: cannot be written ({e.Message.Replace(temporary, full)})", e);
         }
         finally
         {

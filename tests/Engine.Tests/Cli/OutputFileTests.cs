@@ -40,6 +40,27 @@ public sealed class OutputFileTests : CliFixture
         Assert.That(kept.ToFloat32(), Is.EqualTo(Values));
     }
 
+    /// <summary>Folders where files are named, and files where folders are: said as such, naming what the user gave.</summary>
+    [Test]
+    public void AFolderForAFileOrAFileForAFolderIsNamedAsSuch()
+    {
+        string x = Save("x.npy", NpyArray.From(Values, [2, 3]));
+        string folder = System.IO.Directory.CreateDirectory(PathOf("folder")).FullName;
+        AssertOneLineError(Engine("run", IdentityGraph(), "--input", $"x={folder}", "--output-dir", PathOf("out")), 1, $"{folder}: is a folder, not a .npy file");
+        AssertOneLineError(Engine("inspect", folder), 1, $"{folder}: is a folder, not a model file");
+        AssertOneLineError(Engine("run", IdentityGraph(), "--input", $"x={x}", "--output-dir", x), 2, $"--output-dir {x}: is a file; give a folder");
+        AssertOneLineError(Engine("inputs", "gla", "--T", "4", "--H", "1", "--K", "4", "--V", "4", "--out-dir", x), 2, $"--out-dir {x}: is a file; give a folder");
+    }
+
+    /// <summary>A file that cannot be written is named as the user gave it, not by the file written beside it first.</summary>
+    [Test]
+    public void AnUnwritableOutputIsNamedAsGiven()
+    {
+        var (code, _, stderr) = Engine("lssl-init", "--H", "2", "--N", "4", "--out-dir", "/proc");
+        Assert.That(code, Is.EqualTo(1), stderr);
+        Assert.That(stderr, Does.Contain("/proc/A.npy: cannot be written").And.Not.Contain(".tmp"));
+    }
+
     [Test]
     public void RunWritesTheIdentityGraphsOutputElsewhere()
     {

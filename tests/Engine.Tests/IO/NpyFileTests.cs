@@ -152,6 +152,15 @@ public sealed class NpyFileTests
         Assert.That(e!.Message, Does.StartWith($"{PathOf("ints.npy")}: expected a float array"));
     }
 
+    /// <summary>A folder given as the file to write, by its name or with a trailing separator: said as such (it was "Could not find a part of the path").</summary>
+    [Test]
+    public void AFolderIsNotWrittenAsAFile()
+    {
+        string folder = Directory.CreateDirectory(PathOf("out")).FullName;
+        foreach (var path in new[] { folder, folder + Path.DirectorySeparatorChar })
+            Assert.That(() => Npy.Write(path, NpyArray.From([1f], [1])), Throws.InstanceOf<IOException>().With.Message.EqualTo($"{path}: is a folder, not a file to write"));
+    }
+
     [Test]
     public void OtherFloatTypesConvertOnce()
     {

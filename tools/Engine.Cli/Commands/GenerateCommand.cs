@@ -205,6 +205,7 @@ internal sealed class SamplesCommand : EngineCommand
     protected override int Run(ParseResult args, CliContext context)
     {
         string dir = args.GetValue(_dir)!;
+        OutputFolder.Create(dir, "DIR");
         var spec = Defaults with
         {
             VocabSize = args.GetValue(_vocab),

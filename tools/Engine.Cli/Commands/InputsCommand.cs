@@ -60,7 +60,7 @@ internal sealed class InputsCommand : EngineCommand
             _ => throw new UsageException("Lightning attention's decay is its slopes: it takes no --gate"),
         };
         string dir = args.GetValue(_outDir)!;
-        Directory.CreateDirectory(dir);
+        OutputFolder.Create(dir, "--out-dir");
         var written = new List<Dictionary<string, object>>();
         bool json = args.GetValue(_json);
         foreach (var (name, values, shape) in work.Inputs())

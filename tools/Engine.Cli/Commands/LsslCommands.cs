@@ -139,7 +139,7 @@ internal sealed class LsslInitCommand : EngineCommand
         string dir = args.GetValue(_outDir)!;
         LsslSizes.RequireParameters(h, n, kind);
         var p = Lssl.Parameters(kind, h, n, seed, dtMin, dtMax);
-        Directory.CreateDirectory(dir);
+        OutputFolder.Create(dir, "--out-dir");
         foreach (var (name, tensor) in new[] { ("A", p.A), ("B", p.B), ("C", p.C), ("D", p.D), ("dt", p.Dt) })
             Npy.Write(Path.Combine(dir, name + ".npy"), tensor.AsReadOnlyTensorSpan());
         context.Out.WriteLine($"wrote A, B, C, D, dt ({Opt.Kebab(kind)}, H = {h}, N = {n}, seed {seed}) to {dir}");

@@ -94,7 +94,7 @@ internal sealed class RunModelCommand : EngineCommand
         // Before the run, so a mistaken output folder costs no run: an output would replace an input file or another output's.
         var outputPaths = session.OutputNames.ToDictionary(name => name, name => Path.Combine(dir, FileName(name) + ".npy"));
         foreach (var (name, path) in outputPaths) files.Claim(name, path);
-        Directory.CreateDirectory(dir);
+        OutputFolder.Create(dir, "--output-dir");
         // Each output is written from ORT's own memory as the run hands it over.
         context.Progress.Run(context.Out, progress =>
         {

@@ -28,7 +28,7 @@ internal sealed class PtxCommand : EngineCommand
     {
         string arch = args.GetValue(_arch)!;
         bool json = args.GetValue(_json);
-        string directory = Directory.CreateDirectory(args.GetValue(_dir)!).FullName;
+        string directory = OutputFolder.Create(args.GetValue(_dir)!, "DIR");
         using var compiler = new PtxCompiler(PtxCompiler.Architectures[arch]);
         var files = new List<Dictionary<string, string>>();
         foreach (var launch in GpuKernelCatalog.Launches)
