@@ -35,6 +35,24 @@ public sealed class ChartTests : CliFixture
         AssertPng(chart, width: 900, height: 640);
     }
 
+    /// <summary>
+    /// Log axes over a range that holds no power of ten get labels still (the y axis had none), and a series measured only
+    /// at T = 0, which a log axis cannot draw, has no legend entry (it had one, with no point).
+    /// </summary>
+    [Test]
+    public void LogAxesAreLabelledOverAnyRangeAndUndrawnSeriesLeftOutOfTheLegend()
+    {
+        string chart = PathOf("lssl.svg");
+        var (code, stdout, stderr) = Engine("bench", "lssl", "--T", "0,64,1024", "--H", "4", "--N", "8", "--repeats", "1", "--plot", chart);
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain("recurrent (auto)").And.Contain("B1 T0 "), "at T = 0 the cost rule picks the recurrence");
+        var texts = SvgTexts(chart);
+        Assert.That(texts, Has.None.Contain("recurrent (auto)"), "the series measured only at T = 0");
+        var yLabels = texts.SkipWhile(t => !t.StartsWith("ms per call", StringComparison.Ordinal)).Skip(1)
+            .Where(t => double.TryParse(t, System.Globalization.CultureInfo.InvariantCulture, out _)).ToArray();
+        Assert.That(yLabels, Has.Length.GreaterThanOrEqualTo(2), string.Join(" | ", texts));
+    }
+
     [Test]
     public void BenchModelDrawsBothPanelsPerSampleModel()
     {

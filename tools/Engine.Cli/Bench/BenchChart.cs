@@ -50,9 +50,13 @@ public static class BenchChart
         plot.YLabel(log ? yLabel + " (log scale)" : yLabel);
         var colors = new Dictionary<string, Color>();
         var palette = new ScottPlot.Palettes.Category10();
+        var drawn = new List<(double X, double Y)>();
         foreach (var s in series)
         {
             var points = s.Points.Where(p => !log || (p.X > 0 && p.Y > 0)).OrderBy(p => p.X).ToArray();
+            // A series with no point to draw (measured only at T = 0 on log axes) gets no legend entry either.
+            if (points.Length == 0) continue;
+            drawn.AddRange(points.Select(p => (p.X, p.Y)));
             string key = s.ColorKey ?? s.Label;
             if (!colors.TryGetValue(key, out var color)) colors[key] = color = palette.GetColor(colors.Count);
             var line = plot.Add.Scatter(points.Select(p => log ? Math.Log10(p.X) : p.X).ToArray(), points.Select(p => log ? Math.Log10(p.Y) : p.Y).ToArray(), color);
@@ -60,10 +64,10 @@ public static class BenchChart
             line.MarkerSize = 8;
             line.MarkerShape = s.OpenMarkers ? MarkerShape.OpenSquare : MarkerShape.FilledCircle;
         }
-        if (log)
+        if (log && drawn.Count > 0)
         {
-            plot.Axes.Bottom.TickGenerator = LogTicks();
-            plot.Axes.Left.TickGenerator = LogTicks();
+            plot.Axes.Bottom.TickGenerator = LogTicks(drawn.Select(p => p.X));
+            plot.Axes.Left.TickGenerator = LogTicks(drawn.Select(p => p.Y));
         }
         plot.Legend.Alignment = Alignment.UpperLeft;
         plot.ShowLegend();
@@ -111,11 +115,27 @@ public static class BenchChart
     public static void Report(CliContext context, string path, bool json) =>
         (json ? context.Error : context.Out).WriteLine($"chart written to {Path.GetFullPath(path)}");
 
-    /// <summary>Ticks at the powers of ten of a log10 axis, labelled with the values themselves.</summary>
-    private static ScottPlot.TickGenerators.NumericAutomatic LogTicks() => new()
+    /// <summary>
+    /// Ticks of a log10 axis over <paramref name="values"/>, labelled with the values themselves: at the powers of ten where
+    /// the values span two decades or more, else at 1, 2 and 5 times them, else at every multiple, so that a range holding
+    /// no power of ten (4 to 9 ms) still has labels; minor ticks at the other multiples.
+    /// </summary>
+    private static ScottPlot.TickGenerators.NumericManual LogTicks(IEnumerable<double> values)
     {
-        MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
-        IntegerTicksOnly = true,
-        LabelFormatter = v => Math.Pow(10, v).ToString("G4", CultureInfo.InvariantCulture),
-    };
+        var logs = values.Select(Math.Log10).ToArray();
+        double low = logs.Min(), high = logs.Max();
+        int first = (int)Math.Floor(low) - 1, last = (int)Math.Ceiling(high) + 1;
+        int[] LabelledIn(int[] mantissas) => Enumerable.Range(first, last - first + 1)
+            .SelectMany(k => mantissas.Where(m => Math.Log10(m) + k >= low && Math.Log10(m) + k <= high)).ToArray();
+        int[] labelled = high - low >= 2 ? [1] : LabelledIn([1, 2, 5]).Length >= 2 ? [1, 2, 5] : [1, 2, 3, 4, 5, 6, 7, 8, 9];
+        var ticks = new ScottPlot.TickGenerators.NumericManual();
+        for (int k = first; k <= last; k++)
+            for (int m = 1; m <= 9; m++)
+            {
+                double at = Math.Log10(m) + k;
+                if (labelled.Contains(m)) ticks.AddMajor(at, (m * Math.Pow(10, k)).ToString("G4", CultureInfo.InvariantCulture));
+                else ticks.AddMinor(at);
+            }
+        return ticks;
+    }
 }
