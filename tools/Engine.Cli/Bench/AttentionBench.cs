@@ -37,7 +37,8 @@ internal sealed class AttentionBenchOptions
     public Option<int> V { get; } = Opt.Int("--V", 128, "value head dim", min: 1);
     public Option<string> Mode { get; } = Opt.Choice("--mode", "chunked", ["chunked", "recurrent", "both"], "the chunked form, the recurrent (decode) form, or both");
     public Option<GpuPrecision> Precision { get; } = Opt.Choice("--gpu-precision", GpuPrecision.Fp32,
-        "how the GPU kernels multiply the chunk products: fp32, or on tensor cores tf32 or fp16 (--backend gpu only)");
+        "how the GPU kernels multiply the chunk products: fp32, or on tensor cores tf32 or fp16 (--backend gpu only; " +
+        "without CUDA emulated on ILGPU's CPU accelerator in warps of 32, seconds per call even at tiny shapes)");
 
     public IEnumerable<Option> All => [B, H, K, V, Mode, Precision, .. Bench.All];
 }
@@ -76,7 +77,7 @@ internal sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionM
         Func<IEnumerable<(string Variant, OnnxModel Model, Func<AttentionWorkload, Dictionary<string, TensorData>> Inputs)>>? ortCuda = null)
         where TWork : AttentionWorkload
     {
-        using var device = options.Bench.Device.Create(args);
+        using var device = options.Bench.Device.Create(args, tensorCores: Precision != GpuPrecision.Fp32);
         if (Precision != GpuPrecision.Fp32 && device.Backend != Backend.Gpu)
             throw new UsageException($"--gpu-precision {Opt.Kebab(Precision)}: the {Opt.Kebab(device.Backend)} backend multiplies in {(device.Backend == Backend.Reference ? "float64" : "fp32")}; it applies to --backend gpu");
         var notes = new List<string>();

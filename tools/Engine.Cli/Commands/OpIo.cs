@@ -15,8 +15,17 @@ internal sealed class DeviceOptions
 
     public IEnumerable<Option> All => [Backend, Threads];
 
-    public EngineDevice Create(ParseResult args) =>
-        EngineDevice.Create(args.GetValue(Backend), new EngineDeviceOptions { CpuThreads = args.GetValue(Threads) });
+    /// <param name="tensorCores">
+    /// a tensor-core precision is asked for: ILGPU's CPU accelerator, where there is no CUDA, then runs in CUDA's geometry
+    /// (groups of 128 in warps of 32), which the emulated products need.
+    /// </param>
+    public EngineDevice Create(ParseResult args, bool tensorCores = false) =>
+        EngineDevice.Create(args.GetValue(Backend), new EngineDeviceOptions
+        {
+            CpuThreads = args.GetValue(Threads),
+            CpuAcceleratorGroupSize = tensorCores ? 128 : 16,
+            CpuAcceleratorWarpSize = tensorCores ? 32 : 4,
+        });
 }
 
 /// <summary>How the op and model commands print what they wrote.</summary>
