@@ -216,19 +216,22 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             inputs.RequireFinite();
             using var lease = op.LeaseGpu(device);
             var spare = (GpuState)state.Spare;
+            GpuCheckFailure? stateFailure = null;
             lock (device.Gpu.Lock)
             {
                 spare.CopyFrom(current);
                 AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, spare.View);
+                // The state checked where it lies: one launch and a check word read back, not the state.
+                if (OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend))
+                {
+                    var checks = lease.Kernel.Buffers.Checks;
+                    checks.Begin();
+                    checks.Check(spare.View, "final_state", ValueRule.Finite);
+                    stateFailure = checks.Read();
+                }
             }
-            float[]? written = OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend) ? ArrayPool<float>.Shared.Rent(spare.Length) : null;
-            try
-            {
-                var check = written is null ? default : written.AsSpan(0, spare.Length);
-                if (written is not null) spare.Store(check);
-                OutputCheck.AfterRun(batch, op.Heads, default, check, scheduler, stateName: SessionStateName);
-            }
-            finally { if (written is not null) ArrayPool<float>.Shared.Return(written); }
+            OutputCheck.AfterRun(batch, op.Heads, default, default, scheduler);
+            if (stateFailure is { } f) throw OutputCheck.StateOverflow(f.Value, f.Index);
         }
         else
         {
@@ -475,9 +478,11 @@ internal static class OutputCheck
         TensorArgs.RequireFiniteRows(batch.V, batch.Rows.V, dense.V, "v");
         TensorArgs.RequireFinite(initialState, stateName);
         if (!outputFinite) throw Overflow(FirstNotFinite(batch.Output, out int i), i);
-        float value = FirstNotFinite(finalState, out int j);
-        throw new ArgumentException($"final_state: value {value} at flat index {j} is not finite although q, k, v and the initial state are: the state overflows fp32: inputs too large", "final_state");
+        throw StateOverflow(FirstNotFinite(finalState, out int j), j);
     }
+
+    public static ArgumentException StateOverflow(float value, long index) =>
+        new($"final_state: value {value} at flat index {index} is not finite although q, k, v and the initial state are: the state overflows fp32: inputs too large", "final_state");
 
     /// <summary>
     /// Whether a call's final state needs a check of its own: the chunked form writes it after the last chunk's outputs, and
