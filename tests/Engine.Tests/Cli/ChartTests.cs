@@ -53,6 +53,26 @@ public sealed class ChartTests : CliFixture
         Assert.That(yLabels, Has.Length.GreaterThanOrEqualTo(2), string.Join(" | ", texts));
     }
 
+    /// <summary>
+    /// The ticks of a log axis, from the values alone (the timings of a run vary): two labels at least over any two values
+    /// (0.021 to 0.028 holds not even two multiples of a power of ten), every label inside the values' range or on a
+    /// power of ten's multiple.
+    /// </summary>
+    [TestCase(0.021, 0.028)]
+    [TestCase(0.004, 0.009)]
+    [TestCase(0.02, 0.05)]
+    [TestCase(0.5, 400.0)]
+    public void ALogAxisHasTwoLabelsInTheRangeOfAnyTwoValues(double low, double high)
+    {
+        var plot = global::Engine.Cli.BenchChart.Panel("t", "ms", [new("series", [(64, low), (1024, high)])]);
+        XNamespace svg = "http://www.w3.org/2000/svg";
+        var texts = XDocument.Parse(plot.GetSvgXml(900, 640)).Root!.Descendants(svg + "text").Select(t => t.Value.Trim()).ToList();
+        var yLabels = texts.SkipWhile(t => !t.StartsWith("ms (log scale)", StringComparison.Ordinal)).Skip(1)
+            .Select(t => double.TryParse(t, System.Globalization.CultureInfo.InvariantCulture, out double v) ? v : double.NaN)
+            .Where(v => v >= low * (1 - 1e-9) && v <= high * (1 + 1e-9)).ToArray();
+        Assert.That(yLabels, Has.Length.GreaterThanOrEqualTo(2), string.Join(" | ", texts));
+    }
+
     [Test]
     public void BenchModelDrawsBothPanelsPerSampleModel()
     {

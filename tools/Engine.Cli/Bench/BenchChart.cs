@@ -118,7 +118,8 @@ public static class BenchChart
     /// <summary>
     /// Ticks of a log10 axis over <paramref name="values"/>, labelled with the values themselves: at the powers of ten where
     /// the values span two decades or more, else at 1, 2 and 5 times them, else at every multiple, so that a range holding
-    /// no power of ten (4 to 9 ms) still has labels; minor ticks at the other multiples.
+    /// no power of ten (4 to 9 ms) still has labels, and at the lowest and highest values where not even two multiples fall
+    /// between them (21 to 28 µs); minor ticks at the other multiples.
     /// </summary>
     private static ScottPlot.TickGenerators.NumericManual LogTicks(IEnumerable<double> values)
     {
@@ -136,6 +137,8 @@ public static class BenchChart
                 if (labelled.Contains(m)) ticks.AddMajor(at, (m * Math.Pow(10, k)).ToString("G4", CultureInfo.InvariantCulture));
                 else ticks.AddMinor(at);
             }
+        if (LabelledIn([1, 2, 3, 4, 5, 6, 7, 8, 9]).Length < 2)
+            foreach (double end in (double[])(high > low ? [low, high] : [low])) ticks.AddMajor(end, Math.Pow(10, end).ToString("G3", CultureInfo.InvariantCulture));
         return ticks;
     }
 }
