@@ -16,7 +16,7 @@ public sealed class GpuChecks
     /// <summary>A word no check lowered: every byte 0x7F, what a byte fill can write, above every flat index a tensor has.</summary>
     public const int None = 0x7F7F7F7F;
 
-    private const int MaxSlots = 8;
+    private const int MaxSlots = 12;
 
     private readonly GpuRuntime _runtime;
     private readonly GpuBuffers _buffers;
@@ -51,6 +51,14 @@ public sealed class GpuChecks
         var args = new TensorGpuArgs { Floats = values, Halves = _buffers.Placeholder<ILGPU.Half>(), FirstBad = _words, Slot = _used, Count = checked((int)values.Length) };
         _check(_runtime.Threads(values.Length), args, SpecializedValue.New(new TensorGpuShape(rule)));
         _used++;
+    }
+
+    /// <summary>Checks one tensor now, after what the stream holds: a launch, then its word read back (the caller holds the runtime's lock).</summary>
+    public GpuCheckFailure? CheckNow(ArrayView<float> values, string name, ValueRule rule)
+    {
+        Begin();
+        Check(values, name, rule);
+        return Read();
     }
 
     /// <summary>

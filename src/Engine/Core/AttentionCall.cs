@@ -223,12 +223,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
                 AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, spare.View);
                 // The state checked where it lies: one launch and a check word read back, not the state.
                 if (OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend))
-                {
-                    var checks = lease.Kernel.Buffers.Checks;
-                    checks.Begin();
-                    checks.Check(spare.View, "final_state", ValueRule.Finite);
-                    stateFailure = checks.Read();
-                }
+                    stateFailure = lease.Kernel.Buffers.Checks.CheckNow(spare.View, DeviceCall.FinalState, ValueRule.Finite);
             }
             OutputCheck.AfterRun(batch, op.Heads, default, default, scheduler);
             if (stateFailure is { } f) throw OutputCheck.StateOverflow(f.Value, f.Index);
@@ -293,8 +288,10 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             var state = finalState is null
                 ? lease.Kernel.Buffers.Get<float>(nameof(AttentionGpuViews.State), stateLength)
                 : finalState.ViewFor(device, "final_state");
-            failure = RunOnDevice(run, lease.Kernel, op, options.CheckedMode == AttentionMode.Chunked, call.Shapes.Sequences, t, state,
-                r => r.LoadState(state, initialState, finalState, "initial_state"));
+            bool chunked = options.CheckedMode == AttentionMode.Chunked;
+            // A state the caller did not ask for stays unread in the kernel's buffer: no check.
+            failure = RunOnDevice(run, lease.Kernel, op, chunked, call.Shapes.Sequences, t, state,
+                r => r.LoadState(state, initialState, finalState, "initial_state"), checkState: finalState is not null && OutputCheck.StateReachesNoOutput(chunked, Backend.Gpu));
         }
         if (failure is { } f) throw Refusal(f);
     }
@@ -317,15 +314,20 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         lock (gpu.Lock)
         {
             var run = new DeviceCall(device, lease.Kernel.Buffers);
-            failure = RunOnDevice(run, lease.Kernel, op, mode == AttentionMode.Chunked, call.Shapes.Sequences, t, spare.View, _ => spare.CopyFrom(current));
+            bool chunked = mode == AttentionMode.Chunked;
+            failure = RunOnDevice(run, lease.Kernel, op, chunked, call.Shapes.Sequences, t, spare.View, _ => spare.CopyFrom(current),
+                checkState: OutputCheck.StateReachesNoOutput(chunked, Backend.Gpu));
         }
         if (failure is { } f) throw Refusal(f);
         state.Swap();
     }
 
-    /// <summary>The launches of a call on device tensors: inputs checked, state loaded, the op's kernels, the output checked; then the check words read.</summary>
+    /// <summary>
+    /// The launches of a call on device tensors: inputs checked, state loaded, the op's kernels, the output checked (and the
+    /// final state with <paramref name="checkState"/>); then the check words read.
+    /// </summary>
     private static GpuCheckFailure? RunOnDevice<T>(DeviceCall run, IAttentionGpu kernel, AttentionOp op, bool chunked, SequenceLayout sequences,
-        in DeviceAttentionTensors<T> t, ArrayView<float> state, Action<DeviceCall> loadState) where T : unmanaged
+        in DeviceAttentionTensors<T> t, ArrayView<float> state, Action<DeviceCall> loadState, bool checkState) where T : unmanaged
     {
         // In the order the host checks them, so the same tensor is named first.
         var beta = run.Input(op.TakesBeta ? t.Beta : null, "beta", nameof(AttentionGpuViews.Beta), ValueRule.Finite);
@@ -337,12 +339,17 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         var output = run.Output(t.Output, "output", nameof(AttentionGpuViews.Output));
         kernel.Run(chunked, sequences, new AttentionGpuViews(q, k, v, g, beta, output, state));
         run.CommitOutput(t.Output, output, "output");
+        if (checkState) run.CheckFinalState(state);
         return run.Finish();
     }
 
-    /// <summary>The refusal of a device call: the host check's message; an output not finite from finite inputs is an fp32 overflow.</summary>
-    private static ArgumentException Refusal(GpuCheckFailure failure) =>
-        failure is { Name: "output", Rule: ValueRule.Finite } ? OutputCheck.Overflow(failure.Value, failure.Index) : failure.Refusal();
+    /// <summary>The refusal of a device call: the host check's message; an output or final state not finite from finite inputs is an fp32 overflow.</summary>
+    private static ArgumentException Refusal(GpuCheckFailure failure) => failure switch
+    {
+        { Name: "output", Rule: ValueRule.Finite } => OutputCheck.Overflow(failure.Value, failure.Index),
+        { Name: DeviceCall.FinalState, Rule: ValueRule.Finite } => OutputCheck.StateOverflow(failure.Value, failure.Index),
+        _ => failure.Refusal(),
+    };
 
     /// <summary>The CPU kernel, or the float64 reference with the state and output going through double.</summary>
     private static void RunOnHost(EngineDevice device, AttentionOp op, IWorkScheduler scheduler, in AttentionBatch batch,

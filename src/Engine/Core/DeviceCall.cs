@@ -49,6 +49,11 @@ internal readonly struct DeviceCall
         checks.FloatToHalf(values, tensor.ViewFor(_device, name).Cast<ILGPU.Half>());
     }
 
+    /// <summary>A final state no output reads (a chunked call's, or LSSL's), checked finite: an fp32 overflow of the state alone.</summary>
+    public void CheckFinalState(ArrayView<float> state) => _buffers.Checks.Check(state, FinalState, ValueRule.Finite);
+
+    public const string FinalState = "final_state";
+
     /// <summary>A state loaded on the device: copied from <paramref name="initial"/> (checked finite) unless it is the same tensor, or zeros.</summary>
     public void LoadState(ArrayView<float> state, DeviceTensor<float>? initial, DeviceTensor<float>? final, string name)
     {

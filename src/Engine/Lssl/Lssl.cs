@@ -204,12 +204,7 @@ public sealed class LsslLayer : IDisposable
         }
         else state.Clear();
         LsslCall.Run(device, scheduler, this, resolved, batch, length, u, y, state, !stateIn, stateOut);
-        if (stateOut)
-        {
-            var final = TensorArgs.DenseSpan(finalState, "final_state");
-            state.Store(final);
-            if (state is GpuState) LsslCall.RequireFiniteState(this, length, final);
-        }
+        if (stateOut) state.Store(TensorArgs.DenseSpan(finalState, "final_state"));
         return resolved;
     }
 

@@ -1,4 +1,5 @@
 using System.Buffers;
+using Engine.Kernels.Common;
 using Engine.Kernels.Lssl;
 
 namespace Engine;
@@ -6,7 +7,11 @@ namespace Engine;
 /// <summary>Sends a validated LSSL call to the device's backend. u and y are fp32 here.</summary>
 internal static class LsslBackends
 {
-    public static void Run(EngineDevice device, IWorkScheduler scheduler, LsslSystem system, LsslMode mode, int batch, int length,
+    /// <summary>
+    /// Runs the call; returns the final state's check where the GPU keeps it (with <paramref name="needFinalState"/>, made on the
+    /// device: the state is not read back), null where it passed or lies on the host, for the caller to check there.
+    /// </summary>
+    public static GpuCheckFailure? Run(EngineDevice device, IWorkScheduler scheduler, LsslSystem system, LsslMode mode, int batch, int length,
         ReadOnlySpan<float> u, Span<float> y, DeviceState state, bool initialStateIsZero, bool needFinalState)
     {
         switch (device.Backend)
@@ -32,10 +37,13 @@ internal static class LsslBackends
             default:
             {
                 using var lease = LsslCall.LeaseGpu(device, scheduler, system, mode, length);
-                lease.Kernel.Run(mode, system, batch, length, u, y, ((GpuState)state).View, initialStateIsZero, needFinalState);
-                break;
+                var view = ((GpuState)state).View;
+                lease.Kernel.Run(mode, system, batch, length, u, y, view, initialStateIsZero, needFinalState);
+                if (!needFinalState) return null;
+                lock (device.Gpu.Lock) return lease.Kernel.Buffers.Checks.CheckNow(view, DeviceCall.FinalState, ValueRule.Finite);
             }
         }
+        return null;
     }
 
     /// <summary>The float64 oracle as a backend.</summary>

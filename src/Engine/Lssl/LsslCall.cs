@@ -29,26 +29,29 @@ internal static class LsslCall
         using var uf = FloatInput.From(u);
         TensorArgs.RequireFinite(uf.Span, "u");
         using var yf = new FloatOutput<T>(y, "y");
-        LsslBackends.Run(device, scheduler ?? device.Scheduler, layer.System, mode, batch, length, uf.Span, yf.Span, state, initialStateIsZero, needFinalState);
+        var stateFailure = LsslBackends.Run(device, scheduler ?? device.Scheduler, layer.System, mode, batch, length, uf.Span, yf.Span, state,
+            initialStateIsZero, needFinalState);
         if (!yf.Span.IsEmpty && !float.IsFinite(TensorPrimitives.Sum<float>(yf.Span)))
         {
             for (int i = 0; i < yf.Span.Length; i++)
                 if (!float.IsFinite(yf.Span[i])) throw Overflow(layer, length, yf.Span[i], i);
         }
-        // A state on the GPU is checked where the caller downloads it (a session's stays there unchecked: no copy per call).
+        if (stateFailure is { } f) throw StateOverflow(layer, length, f.Value, f.Index);
         if (needFinalState && state is HostState host) RequireFiniteState(layer, length, host.Span);
         yf.Commit();
     }
 
     /// <summary>The final state, which y need not read (C = 0, or the conv mode's separate pass): an unstable system overflows it too.</summary>
-    public static void RequireFiniteState(LsslLayer layer, int length, ReadOnlySpan<float> values)
+    private static void RequireFiniteState(LsslLayer layer, int length, ReadOnlySpan<float> values)
     {
         if (float.IsFinite(TensorPrimitives.Sum(values))) return;
         for (int i = 0; i < values.Length; i++)
-            if (!float.IsFinite(values[i]))
-                throw new ArgumentException($"A: the final state overflowed to {values[i]} at flat index {i} over {length} steps: the discretized system " +
-                    $"({layer.Discretization}) is unstable or the input too large for fp32; use a stable A, a smaller dt or another discretization", "A");
+            if (!float.IsFinite(values[i])) throw StateOverflow(layer, length, values[i], i);
     }
+
+    private static ArgumentException StateOverflow(LsslLayer layer, int length, float value, long index) => new(
+        $"A: the final state overflowed to {value} at flat index {index} over {length} steps: the discretized system " +
+        $"({layer.Discretization}) is unstable or the input too large for fp32; use a stable A, a smaller dt or another discretization", "A");
 
     /// <summary>The GPU kernels for a call from the device's pool, K̄ built first on the call's CPU scheduler for the conv mode.</summary>
     public static KernelLease<LsslGpu> LeaseGpu(EngineDevice device, IWorkScheduler? scheduler, LsslSystem system, LsslMode mode, int length)
@@ -68,12 +71,17 @@ internal static class LsslCall
         var yf = run.Output(y, "y", nameof(LsslGpuArgs.Y));
         kernel.Run(mode, layer.System, batch, length, uf, yf, state, initialStateIsZero, needFinalState);
         run.CommitOutput(y, yf, "y");
+        if (needFinalState) run.CheckFinalState(state);
         return run.Finish();
     }
 
-    /// <summary>The refusal of a device call: the host check's message; y not finite from a finite u is the system's overflow.</summary>
-    public static ArgumentException Refusal(LsslLayer layer, int length, GpuCheckFailure failure) =>
-        failure is { Name: "y", Rule: ValueRule.Finite } ? Overflow(layer, length, failure.Value, failure.Index) : failure.Refusal();
+    /// <summary>The refusal of a device call: the host check's message; y or the final state not finite from a finite u is the system's overflow.</summary>
+    public static ArgumentException Refusal(LsslLayer layer, int length, GpuCheckFailure failure) => failure switch
+    {
+        { Name: "y", Rule: ValueRule.Finite } => Overflow(layer, length, failure.Value, failure.Index),
+        { Name: DeviceCall.FinalState, Rule: ValueRule.Finite } => StateOverflow(layer, length, failure.Value, failure.Index),
+        _ => failure.Refusal(),
+    };
 
     private static ArgumentException Overflow(LsslLayer layer, int length, float value, long index) => new(
         $"A: y overflowed to {value} at flat index {index} (step {index / layer.Channels % Math.Max(length, 1)} of {length}): " +

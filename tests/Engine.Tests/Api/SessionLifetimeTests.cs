@@ -136,6 +136,29 @@ public sealed class SessionLifetimeTests
         Assert.That(e.Message, Does.Contain("overflowed"));
     }
 
+    /// <summary>
+    /// An unstable system (C = 0, Ā = 2) in a session, in the conv mode, whose y does not read the state: y = D u stays finite
+    /// while the state overflows. A GPU session kept such a state on the device unchecked, and every later call went on from
+    /// it; now refused on every backend, the state kept.
+    /// </summary>
+    [TestCase(Backend.Reference)]
+    [TestCase(Backend.Cpu)]
+    [TestCase(Backend.Gpu)]
+    public void AnLsslSessionWhoseStateOverflowsIsRefusedAndKeepsItsState(Backend backend)
+    {
+        using var unstable = new LsslLayer(Filled(1f, 2, 4), Filled(1f, 2, 4), Filled(0f, 2, 4), Filled(2f, 2), Filled(2f / 3, 2),
+            new LsslOptions { StateMatrix = LsslStateMatrix.Diagonal });
+        using var session = unstable.CreateSession(TestDevices.Of(backend), 1);
+        session.Prefill(Filled(1f, 1, 3, 2), Filled(0f, 1, 3, 2), LsslMode.Conv);
+        var before = new float[8];
+        session.GetState(new TensorSpan<float>(before, [1, 2, 4]));
+        var e = Assert.Throws<ArgumentException>(() => session.Prefill(Filled(1e37f, 1, 64, 2), Filled(0f, 1, 64, 2), LsslMode.Conv))!;
+        var after = new float[8];
+        session.GetState(new TensorSpan<float>(after, [1, 2, 4]));
+        Assert.That(e.Message, Does.Contain("final state overflowed"));
+        Assert.That(after, Is.EqualTo(before), "the refused call left the state as it was");
+    }
+
     [TestCase(Backend.Reference)]
     [TestCase(Backend.Cpu)]
     [TestCase(Backend.Gpu)]

@@ -131,7 +131,7 @@ public sealed class DeviceTensorTests
             Assert.That(call.BytesToDevice, Is.Zero, "inputs, output and state on the device");
             Assert.That(call.BytesToHost, Is.Zero);
             Assert.That(call.Allocations, Is.Zero, "buffers grown once");
-            Assert.That(call.Launches, Is.EqualTo(3 + 6), "three GLA kernels; checks of g, q, k, v, the initial state and the output");
+            Assert.That(call.Launches, Is.EqualTo(3 + 7), "three GLA kernels; checks of g, q, k, v, the initial state, the output and the final state");
             Assert.That(Numerics.RelativeRms(dOutput.ToTensor().ToArray(), expectedOutput), Is.LessThanOrEqualTo(1e-5));
             Assert.That(Numerics.RelativeRms(dFinal.ToTensor().ToArray(), expectedState), Is.LessThanOrEqualTo(1e-5));
         });
@@ -273,6 +273,55 @@ public sealed class DeviceTensorTests
             Assert.That(deviceError.Message, Is.EqualTo(hostError!.Message));
             Assert.That(state, Is.EqualTo(initial), "a refused call leaves the state as it was");
         });
+    }
+
+    /// <summary>
+    /// k·vᵀ past fp32's range with q = 0: the output stays 0 and the chunked state is infinite. On device tensors the final state
+    /// was returned infinite, and a session kept it; now refused, naming the final state, and the session's state kept.
+    /// </summary>
+    [Test]
+    public void AFinalStateThatOverflowsOnTheDeviceIsRefusedAndASessionKeepsItsState()
+    {
+        nint[] shape = [1, 1, Heads, Dim];
+        var large = Enumerable.Repeat(1e20f, Heads * Dim).ToArray();
+        using var dq = _gpu.Upload(Tensor.Create(new float[Heads * Dim], shape));
+        using var dLarge = _gpu.Upload(Tensor.Create(large, shape));
+        using var dOutput = _gpu.Allocate<float>(shape);
+        using var dFinal = _gpu.Allocate<float>(StateShape);
+        var forward = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward(_gpu, dq, dLarge, dLarge, null, dOutput, finalState: dFinal))!;
+
+        using var session = new GlaSession(_gpu, 1, new HeadLayout(Heads, Heads, Dim, Dim), GateKind.None);
+        var initial = new TestData(14).Normal(Heads * Dim * Dim, 0.5);
+        session.SetState(Tensor.Create(initial, StateShape));
+        var prefill = Assert.Throws<ArgumentException>(() => session.Prefill(dq, dLarge, dLarge, null, dOutput))!;
+        var state = new float[initial.Length];
+        session.GetState(new TensorSpan<float>(state, StateShape, []));
+        Assert.Multiple(() =>
+        {
+            Assert.That(forward.ParamName, Is.EqualTo("final_state"));
+            Assert.That(forward.Message, Does.Contain("overflows fp32"));
+            Assert.That(prefill.ParamName, Is.EqualTo("final_state"));
+            Assert.That(state, Is.EqualTo(initial), "a refused call leaves the state as it was");
+        });
+    }
+
+    [Test]
+    public void AnLsslSessionWhoseStateOverflowsOnTheDeviceIsRefusedAndKeepsItsState()
+    {
+        nint[] shape = [1, 64, 2], stateShape = [1, 2, 4];
+        static Tensor<float> Filled(float value, params nint[] shape) => Tensor.Create(Enumerable.Repeat(value, (int)shape.Aggregate((nint)1, (a, d) => a * d)).ToArray(), shape);
+        using var unstable = new LsslLayer(Filled(1f, 2, 4), Filled(1f, 2, 4), Filled(0f, 2, 4), Filled(2f, 2), Filled(2f / 3, 2),
+            new LsslOptions { StateMatrix = LsslStateMatrix.Diagonal });
+        using var session = unstable.CreateSession(_gpu, 1);
+        var initial = new TestData(15).Normal(8, 0.5);
+        session.SetState(Tensor.Create(initial, stateShape));
+        using var du = _gpu.Upload(Filled(1e37f, shape));
+        using var dy = _gpu.Allocate<float>(shape);
+        var error = Assert.Throws<ArgumentException>(() => session.Prefill(du, dy, LsslMode.Conv))!;
+        var state = new float[8];
+        session.GetState(new TensorSpan<float>(state, stateShape, []));
+        Assert.That(error.Message, Does.Contain("final state overflowed"));
+        Assert.That(state, Is.EqualTo(initial), "a refused call leaves the state as it was");
     }
 
     [Test]
