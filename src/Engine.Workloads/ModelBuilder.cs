@@ -74,7 +74,8 @@ internal sealed class ModelBuilder
 
     /// <summary>
     /// A node; returns its output names (generated unless given). Attribute values: long or int (INT),
-    /// float (FLOAT), string (STRING), long[] (INTS), float[] (FLOATS), TensorData (TENSOR).
+    /// float (FLOAT), string (STRING), long[] (INTS), float[] (FLOATS), TensorData (TENSOR), OnnxModel (GRAPH: its graph,
+    /// e.g. an If's branch, whose nodes may read the outer graph's values).
     /// </summary>
     public string[] Node(string opType, IReadOnlyList<string> inputs, int outputs = 1, string domain = "",
         string? name = null, IReadOnlyList<string>? outputNames = null, params (string Name, object Value)[] attributes)
@@ -137,6 +138,7 @@ internal sealed class ModelBuilder
                 a.T = new TensorProto { DataType = (int)t.ElementType, RawData = ByteString.CopyFrom(t.Bytes) };
                 a.T.Dims.AddRange(t.Shape);
                 break;
+            case OnnxModel m: a.Type = AttributeProto.Types.AttributeType.Graph; a.G = m.Proto.Graph.Clone(); break;
             default: throw new ArgumentException($"attribute '{name}': values of type {value.GetType().Name} are not supported", nameof(value));
         }
         return a;

@@ -12,7 +12,7 @@ public static class ModelInputs
     /// <summary>
     /// An .npy array as the element type the model declares for the input: where it lies when it holds that type
     /// (<see cref="TensorData.Over"/>, valid while the array is: a file's array is its mapped data), else float types
-    /// converted and int32 widened to int64.
+    /// converted and int32 widened to int64; any other pair of types is refused, naming the input, the file and both.
     /// </summary>
     public static TensorData FromNpy(NpyArray array, TensorElementType wanted, string name)
     {
@@ -54,6 +54,13 @@ public static class ModelInputs
         [TensorElementType.Double] = NpyType.Float64,
         [TensorElementType.Int32] = NpyType.Int32,
         [TensorElementType.Int64] = NpyType.Int64,
+        [TensorElementType.Bool] = NpyType.Bool,
+        [TensorElementType.Int8] = NpyType.Int8,
+        [TensorElementType.UInt8] = NpyType.UInt8,
+        [TensorElementType.Int16] = NpyType.Int16,
+        [TensorElementType.UInt16] = NpyType.UInt16,
+        [TensorElementType.UInt32] = NpyType.UInt32,
+        [TensorElementType.UInt64] = NpyType.UInt64,
     };
 
     public static NpyArray ToNpy(TensorData tensor, string name)
@@ -68,7 +75,8 @@ public static class ModelInputs
     /// Random inputs for every graph input but those named in <paramref name="except"/> (given otherwise), symbolic
     /// dims taken from <paramref name="dims"/>. Values follow the inputs' roles by name: *state* zeros, *decay* log gates (&lt;= 0), *beta* in (0, 1), *key* rows of unit
     /// length (what the delta rule needs to stay bounded), other floats N(0, 1); integers zeros, but *mask* ones (every
-    /// position attended, as a GenAI model's attention_mask of a full sequence).
+    /// position attended, as a GenAI model's attention_mask of a full sequence); bools likewise false, but *mask* true (an
+    /// If's condition takes its else branch).
     /// </summary>
     public static Dictionary<string, TensorData> Random(OnnxModel model, IReadOnlyDictionary<string, long> dims, int seed = 1, IReadOnlyCollection<string>? except = null)
     {
@@ -95,8 +103,15 @@ public static class ModelInputs
                     TensorElementType.Float => TensorData.Create(Values(input.Name, shape, count, random), shape),
                     TensorElementType.Float16 => TensorData.Create(Array.ConvertAll(Values(input.Name, shape, count, random), f => (Half)f), shape),
                     TensorElementType.BFloat16 => TensorData.Create(Array.ConvertAll(Values(input.Name, shape, count, random), f => (BFloat16)f), shape),
-                    TensorElementType.Int64 => TensorData.Create(Integers(input.Name, count, 1L), shape),
-                    TensorElementType.Int32 => TensorData.Create(Integers(input.Name, count, 1), shape),
+                    TensorElementType.Int64 => TensorData.Create(ZerosOrMaskOnes(input.Name, count, 1L), shape),
+                    TensorElementType.Int32 => TensorData.Create(ZerosOrMaskOnes(input.Name, count, 1), shape),
+                    TensorElementType.Int16 => TensorData.Create(ZerosOrMaskOnes(input.Name, count, (short)1), shape),
+                    TensorElementType.Int8 => TensorData.Create(ZerosOrMaskOnes(input.Name, count, (sbyte)1), shape),
+                    TensorElementType.UInt64 => TensorData.Create(ZerosOrMaskOnes(input.Name, count, 1UL), shape),
+                    TensorElementType.UInt32 => TensorData.Create(ZerosOrMaskOnes(input.Name, count, 1U), shape),
+                    TensorElementType.UInt16 => TensorData.Create(ZerosOrMaskOnes(input.Name, count, (ushort)1), shape),
+                    TensorElementType.UInt8 => TensorData.Create(ZerosOrMaskOnes(input.Name, count, (byte)1), shape),
+                    TensorElementType.Bool => TensorData.Create(ZerosOrMaskOnes(input.Name, count, true), shape),
                     var other => throw new NotSupportedException($"input '{input.Name}': random {other} values are not supported"),
                 };
             }
@@ -108,7 +123,8 @@ public static class ModelInputs
         return inputs;
     }
 
-    private static T[] Integers<T>(string name, long count, T one) where T : struct
+    /// <summary>Zeros (false), or for a *mask* all <paramref name="one"/>.</summary>
+    private static T[] ZerosOrMaskOnes<T>(string name, long count, T one) where T : struct
     {
         var values = new T[count];
         if (name.Contains("mask", StringComparison.OrdinalIgnoreCase)) Array.Fill(values, one);

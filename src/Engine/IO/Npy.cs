@@ -8,8 +8,8 @@ using System.Text;
 
 namespace Engine.IO;
 
-/// <summary>Element types the .npy reader and writer handle (little-endian).</summary>
-public enum NpyType { Float32, Float16, Float64, Int32, Int64 }
+/// <summary>Element types the .npy reader and writer handle (little-endian); lower-cased, each is NumPy's name of it.</summary>
+public enum NpyType { Float32, Float16, Float64, Int32, Int64, Bool, Int8, UInt8, Int16, UInt16, UInt32, UInt64 }
 
 /// <summary>
 /// An array read from or written to a NumPy .npy file: C order, little-endian. An array read from a file
@@ -53,7 +53,7 @@ public sealed class NpyArray : IDisposable
     /// <summary>The file the array was read from, if any: conversion errors name it.</summary>
     public string? SourceFile { get; init; }
 
-    /// <summary>The values where they lie, as <typeparamref name="T"/>, which must be the stored type (float, Half, double, int, long).</summary>
+    /// <summary>The values where they lie, as <typeparamref name="T"/>, which must be the stored type (see <see cref="Npy.TypeOf{T}"/>).</summary>
     public ReadOnlySpan<T> Values<T>() where T : unmanaged
     {
         var wanted = Npy.TypeOf<T>();
@@ -129,6 +129,13 @@ public sealed class NpyArray : IDisposable
     public static NpyArray From(ReadOnlySpan<double> values, ReadOnlySpan<nint> shape) => From<double>(values, shape);
     public static NpyArray From(ReadOnlySpan<int> values, ReadOnlySpan<nint> shape) => From<int>(values, shape);
     public static NpyArray From(ReadOnlySpan<long> values, ReadOnlySpan<nint> shape) => From<long>(values, shape);
+    public static NpyArray From(ReadOnlySpan<bool> values, ReadOnlySpan<nint> shape) => From<bool>(values, shape);
+    public static NpyArray From(ReadOnlySpan<sbyte> values, ReadOnlySpan<nint> shape) => From<sbyte>(values, shape);
+    public static NpyArray From(ReadOnlySpan<byte> values, ReadOnlySpan<nint> shape) => From<byte>(values, shape);
+    public static NpyArray From(ReadOnlySpan<short> values, ReadOnlySpan<nint> shape) => From<short>(values, shape);
+    public static NpyArray From(ReadOnlySpan<ushort> values, ReadOnlySpan<nint> shape) => From<ushort>(values, shape);
+    public static NpyArray From(ReadOnlySpan<uint> values, ReadOnlySpan<nint> shape) => From<uint>(values, shape);
+    public static NpyArray From(ReadOnlySpan<ulong> values, ReadOnlySpan<nint> shape) => From<ulong>(values, shape);
 
     private static NpyArray From<T>(ReadOnlySpan<T> values, ReadOnlySpan<nint> shape) where T : unmanaged =>
         new(Npy.TypeOf<T>(), shape.ToArray(), MemoryMarshal.AsBytes(values).ToArray());
@@ -196,30 +203,44 @@ public static class Npy
 {
     private static readonly byte[] Magic = [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
 
-    public static int ElementSize(NpyType type) => type switch
-    {
-        NpyType.Float16 => 2,
-        NpyType.Float32 or NpyType.Int32 => 4,
-        _ => 8,
-    };
+    /// <summary>Bytes per element: the digit <see cref="Descr"/> ends with.</summary>
+    public static int ElementSize(NpyType type) => Descr(type)[2] - '0';
 
+    /// <summary>
+    /// The dtype as NumPy writes it: byte order, kind, bytes. A one-byte type has no byte order, which NumPy writes as '|'.
+    /// </summary>
     public static string Descr(NpyType type) => type switch
     {
         NpyType.Float32 => "<f4",
         NpyType.Float16 => "<f2",
         NpyType.Float64 => "<f8",
         NpyType.Int32 => "<i4",
-        _ => "<i8",
+        NpyType.Int64 => "<i8",
+        NpyType.Bool => "|b1",
+        NpyType.Int8 => "|i1",
+        NpyType.UInt8 => "|u1",
+        NpyType.Int16 => "<i2",
+        NpyType.UInt16 => "<u2",
+        NpyType.UInt32 => "<u4",
+        NpyType.UInt64 => "<u8",
+        _ => throw new ArgumentOutOfRangeException(nameof(type), type, "not an .npy element type"),
     };
 
-    /// <summary>The element type of <typeparamref name="T"/>: float, Half, double, int or long.</summary>
+    /// <summary>The element type of <typeparamref name="T"/>: float, Half, double, int, long, bool, sbyte, byte, short, ushort, uint or ulong.</summary>
     public static NpyType TypeOf<T>() where T : unmanaged =>
         typeof(T) == typeof(float) ? NpyType.Float32
         : typeof(T) == typeof(Half) ? NpyType.Float16
         : typeof(T) == typeof(double) ? NpyType.Float64
         : typeof(T) == typeof(int) ? NpyType.Int32
         : typeof(T) == typeof(long) ? NpyType.Int64
-        : throw new NotSupportedException($".npy arrays of {typeof(T).Name} are not supported (float, Half, double, int, long)");
+        : typeof(T) == typeof(bool) ? NpyType.Bool
+        : typeof(T) == typeof(sbyte) ? NpyType.Int8
+        : typeof(T) == typeof(byte) ? NpyType.UInt8
+        : typeof(T) == typeof(short) ? NpyType.Int16
+        : typeof(T) == typeof(ushort) ? NpyType.UInt16
+        : typeof(T) == typeof(uint) ? NpyType.UInt32
+        : typeof(T) == typeof(ulong) ? NpyType.UInt64
+        : throw new NotSupportedException($".npy arrays of {typeof(T).Name} are not supported (float, Half, double, int, long, bool, sbyte, byte, short, ushort, uint, ulong)");
 
     /// <summary>
     /// Reads a file: its header is checked as <see cref="Read(Stream)"/> checks it, and its data memory-mapped, not
@@ -234,7 +255,17 @@ public static class Npy
             var header = ReadHeader(stream);
             RequireRemaining(stream, header.Bytes, header.Data);
             if (header.Bytes == 0) return new NpyArray(header.Type, header.Shape, []) { SourceFile = path };
-            return NpyArray.Mapped(header.Type, header.Shape, new MappedData(stream, stream.Position, (int)header.Bytes), path);
+            var data = new MappedData(stream, stream.Position, (int)header.Bytes);
+            try
+            {
+                RequireBools(header.Type, data.GetSpan());
+            }
+            catch (InvalidDataException)
+            {
+                ((IDisposable)data).Dispose();
+                throw;
+            }
+            return NpyArray.Mapped(header.Type, header.Shape, data, path);
         }
         catch (InvalidDataException e)
         {
@@ -244,12 +275,26 @@ public static class Npy
 
     /// <summary>
     /// Reads an array into memory; a stream that is not a .npy array this reader takes (truncated, a bad header, an
-    /// unsupported dtype, a shape over 2 GB) is an <see cref="InvalidDataException"/> saying what was expected.
+    /// unsupported dtype, a shape over 2 GB, a bool byte other than 0 or 1) is an <see cref="InvalidDataException"/>
+    /// saying what was expected.
     /// </summary>
     public static NpyArray Read(Stream stream)
     {
         var header = ReadHeader(stream);
-        return new NpyArray(header.Type, header.Shape, ReadBlock(stream, header.Bytes, header.Data));
+        var data = ReadBlock(stream, header.Bytes, header.Data);
+        RequireBools(header.Type, data);
+        return new NpyArray(header.Type, header.Shape, data);
+    }
+
+    /// <summary>
+    /// A bool array must hold only 0 (False) and 1 (True), as NumPy writes them: any other byte is no bool that .NET or
+    /// ONNX Runtime reads reliably.
+    /// </summary>
+    private static void RequireBools(NpyType type, ReadOnlySpan<byte> data)
+    {
+        if (type != NpyType.Bool) return;
+        int bad = data.IndexOfAnyExcept((byte)0, (byte)1);
+        if (bad >= 0) throw new InvalidDataException($"bool value {data[bad]} at flat index {bad} is not 0 or 1 (False or True)");
     }
 
     /// <summary>A parsed header: element type, shape, the data's length and how the data are named in errors.</summary>
@@ -322,7 +367,7 @@ public static class Npy
     }
 
     /// <summary>
-    /// Writes a dense tensor (float, Half, double, int or long) straight from its memory: the header, then its
+    /// Writes a dense tensor (of a type <see cref="TypeOf{T}"/> takes) straight from its memory: the header, then its
     /// bytes, with no copy between.
     /// </summary>
     public static void Write<T>(string path, ReadOnlyTensorSpan<T> tensor) where T : unmanaged
@@ -395,16 +440,14 @@ public static class Npy
     {
         string descr = Field(header, "descr");
         string trimmed = descr.Trim().Trim('\'', '"');
-        NpyType type = trimmed switch
-        {
-            "<f4" or "f4" => NpyType.Float32,
-            "<f2" or "f2" => NpyType.Float16,
-            "<f8" or "f8" => NpyType.Float64,
-            "<i4" or "i4" => NpyType.Int32,
-            "<i8" or "i8" => NpyType.Int64,
-            _ when trimmed.StartsWith('>') => throw new InvalidDataException($"big-endian arrays are not supported (descr {trimmed})"),
-            _ => throw new InvalidDataException($"unsupported dtype {trimmed}: use float32, float16, float64, int32 or int64"),
-        };
+        bool marked = trimmed.Length > 0 && "<>|=".Contains(trimmed[0]);
+        char order = marked ? trimmed[0] : '<';
+        string kindAndSize = marked ? trimmed[1..] : trimmed;
+        var known = Enum.GetValues<NpyType>().Where(t => Descr(t)[1..] == kindAndSize).Select(t => (NpyType?)t).SingleOrDefault();
+        // A one-byte type has no byte order: NumPy writes '|' and reads any mark alike. Wider types are read little-endian only.
+        NpyType type = known is { } t && (order == '<' || ElementSize(t) == 1) ? t
+            : order == '>' ? throw new InvalidDataException($"big-endian arrays are not supported (descr {trimmed})")
+            : throw new InvalidDataException($"unsupported dtype {trimmed}: use float32, float16, float64, int8, int16, int32, int64, uint8, uint16, uint32, uint64 or bool");
         bool fortran = Field(header, "fortran_order").Trim() switch
         {
             "True" => true,

@@ -76,6 +76,48 @@ public sealed class NpyFileTests
         Assert.That(File.ReadAllBytes(PathOf("bytes.npy")), Is.EqualTo(NumPyFile("<f8", "(2, 2)", LittleEndian(Doubles, BitConverter.GetBytes))));
     }
 
+    /// <summary>
+    /// Bool and the integer types besides int32 and int64, each written from a tensor and read back: the file is the bytes
+    /// NumPy writes, laid out here literally ('|' for the one-byte types, which have no byte order).
+    /// </summary>
+    private static IEnumerable<TestCaseData> IntegerAndBoolFiles()
+    {
+        TestCaseData Case<T>(T[] values, nint[] shape, NpyType type, string descr, string shapeText, byte[] data) where T : unmanaged =>
+            new TestCaseData((Action<string>)(path => Npy.Write(path, new ReadOnlyTensorSpan<T>(values, shape))), type, descr, shapeText, data,
+                (Func<NpyArray, Array>)(a => a.Values<T>().ToArray()), values).SetName($"{descr} {shapeText}");
+        yield return Case(new[] { true, false, true }, [3], NpyType.Bool, "|b1", "(3,)", [1, 0, 1]);
+        yield return Case(new sbyte[] { 0, -1, 127, -128 }, [2, 2], NpyType.Int8, "|i1", "(2, 2)", [0, 0xff, 0x7f, 0x80]);
+        yield return Case(new byte[] { 0, 1, 200, 255 }, [4], NpyType.UInt8, "|u1", "(4,)", [0, 1, 200, 255]);
+        yield return Case(new short[] { 1, -2, short.MaxValue }, [3], NpyType.Int16, "<i2", "(3,)", [1, 0, 0xfe, 0xff, 0xff, 0x7f]);
+        yield return Case(new ushort[] { 258, ushort.MaxValue }, [2, 1], NpyType.UInt16, "<u2", "(2, 1)", [2, 1, 0xff, 0xff]);
+        yield return Case(new uint[] { 0x01020304, uint.MaxValue }, [2], NpyType.UInt32, "<u4", "(2,)", [4, 3, 2, 1, 0xff, 0xff, 0xff, 0xff]);
+        yield return Case(new ulong[] { 0x0102030405060708, ulong.MaxValue }, [2], NpyType.UInt64, "<u8", "(2,)", [8, 7, 6, 5, 4, 3, 2, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    }
+
+    [TestCaseSource(nameof(IntegerAndBoolFiles))]
+    public void IntegerAndBoolTypesAreWrittenAsNumPyWritesThemAndReadBack(Action<string> write, NpyType type, string descr, string shape, byte[] data,
+        Func<NpyArray, Array> read, Array values)
+    {
+        write(PathOf("a.npy"));
+        Assert.That(File.ReadAllBytes(PathOf("a.npy")), Is.EqualTo(NumPyFile(descr, shape, data)));
+        using var array = Npy.Read(PathOf("a.npy"));
+        Assert.That(array.Type, Is.EqualTo(type));
+        Assert.That(read(array), Is.EqualTo(values));
+    }
+
+    /// <summary>A one-byte type has no byte order: NumPy writes '|', and reads '&lt;', '&gt;', '=' or no mark the same.</summary>
+    [TestCase("|u1")]
+    [TestCase("<u1")]
+    [TestCase(">u1")]
+    [TestCase("=u1")]
+    [TestCase("u1")]
+    public void OneByteTypesAreReadWithAnyByteOrderMark(string descr)
+    {
+        File.WriteAllBytes(PathOf("a.npy"), NumPyFile(descr, "(2,)", [7, 250]));
+        using var array = Npy.Read(PathOf("a.npy"));
+        Assert.That(array.Values<byte>().ToArray(), Is.EqualTo(new byte[] { 7, 250 }));
+    }
+
     [Test]
     public void WritingRefusesDataThatDoesNotFillTheShape()
     {
@@ -180,6 +222,8 @@ public sealed class NpyFileTests
         yield return new TestCaseData(NpyTests.Handmade(2, "{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }", new byte[4]), "big-endian arrays are not supported (descr >f4)").SetName("big-endian");
         yield return new TestCaseData(NpyTests.Handmade(2, "{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }", new byte[4]), "Fortran-order arrays are not supported").SetName("Fortran order");
         yield return new TestCaseData(NpyTests.Handmade(2, "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", new byte[4]), "unsupported dtype <c8").SetName("complex dtype");
+        // NumPy writes a bool as 0 or 1: another byte is not read as either.
+        yield return new TestCaseData(NumPyFile("|b1", "(3,)", [1, 2, 0]), "bool value 2 at flat index 1 is not 0 or 1").SetName("bool byte 2");
         yield return new TestCaseData(NpyTests.Handmade(2, "{'descr': '<f4', 'shape': (1,), }", new byte[4]), "header has no 'fortran_order'").SetName("no fortran_order");
         yield return new TestCaseData(NpyTests.Handmade(2, "{'descr': '<f4', 'fortran_order': False, 'shape': (a,), }", new byte[4]), "bad dimension 'a'").SetName("bad dimension");
         yield return new TestCaseData(NpyTests.Handmade(2, "{'descr': '<f4', 'fortran_order': False, 'shape': (1048576, 1048576), }", new byte[4]), "too large").SetName("too large");

@@ -36,7 +36,7 @@ public sealed class NpyFuzzTests
         NpyTests.Handmade(3, "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }", new byte[16]),
     ];
 
-    private static readonly string[] Descrs = ["'<f4'", "'<f2'", "'<f8'", "'<i4'", "'<i8'", "'f4'", "'>f4'", "'<c8'", "'|u1'", "'<f4", "", "<f4", "'<f4' '<f8'"];
+    private static readonly string[] Descrs = ["'<f4'", "'<f2'", "'<f8'", "'<i4'", "'<i8'", "'f4'", "'>f4'", "'<c8'", "'|u1'", "'|b1'", "'>u2'", "'<f4", "", "<f4", "'<f4' '<f8'"];
 
     private static readonly string[] Shapes =
     [

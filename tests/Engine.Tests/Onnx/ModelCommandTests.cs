@@ -4,6 +4,7 @@ using Engine.Onnx.Ops;
 using NUnit.Framework;
 using Engine.Tests.Cli;
 using Engine.Workloads;
+using DataType = Engine.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Engine.Tests.Onnx;
 
@@ -80,6 +81,86 @@ public sealed class ModelCommandTests
         Assert.That(Harness.Numerics.RelativeRms(output.ToFloat32(), expected.Output), Is.LessThanOrEqualTo(Harness.Numerics.Bf16Tolerance));
         using var state = Npy.Read(Path.Combine(_dir, "out", "final_state.npy"));
         Assert.That(Harness.Numerics.RelativeRms(state.ToFloat32(), expected.FinalState), Is.LessThanOrEqualTo(Harness.Numerics.Bf16Tolerance));
+    }
+
+    /// <summary>y = cond ? x + 1 : x * 2 over x [3], and not_cond = !cond: a bool graph input drives an If, and a bool output comes back.</summary>
+    private static OnnxModel IfModel()
+    {
+        var builder = new ModelBuilder();
+        string cond = builder.Input("cond", DataType.Bool);
+        string x = builder.Input("x", DataType.Float, 3);
+        string one = builder.Initializer("one", [1f]);
+        string two = builder.Initializer("two", [2f]);
+        var thenBranch = new ModelBuilder(graphName: "then");
+        thenBranch.Output(thenBranch.Node("Add", [x, one], outputNames: ["x_plus_one"])[0], DataType.Float, 3);
+        var elseBranch = new ModelBuilder(graphName: "else");
+        elseBranch.Output(elseBranch.Node("Mul", [x, two], outputNames: ["x_times_two"])[0], DataType.Float, 3);
+        builder.Node("If", [cond], outputNames: ["y"], attributes: [("then_branch", thenBranch.Build()), ("else_branch", elseBranch.Build())]);
+        builder.Output("y", DataType.Float, 3);
+        builder.Output(builder.Node("Not", [cond], outputNames: ["not_cond"])[0], DataType.Bool);
+        return builder.Build();
+    }
+
+    [TestCase(true, new[] { 2f, -1f, 4.5f })]
+    [TestCase(false, new[] { 2f, -4f, 7f })]
+    public void RunTakesABoolConditionAndWritesABoolOutput(bool cond, float[] branch)
+    {
+        string condPath = Path.Combine(_dir, "cond.npy"), xPath = Path.Combine(_dir, "x.npy"), outDir = Path.Combine(_dir, "out");
+        Npy.Write(condPath, NpyArray.From([cond], []));
+        Npy.Write(xPath, NpyArray.From([1f, -2f, 3.5f], [3]));
+
+        var (code, stdout, stderr) = CliFixture.Engine("run", SaveModel(IfModel(), "if.onnx"), "--input", $"cond={condPath}", "--input", $"x={xPath}",
+            "--output-dir", outDir, "--threads", "1");
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain($"y: float32 [3] -> {Path.Combine(outDir, "y.npy")}").And.Contain($"not_cond: bool [] -> {Path.Combine(outDir, "not_cond.npy")}"));
+        using var y = Npy.Read(Path.Combine(outDir, "y.npy"));
+        Assert.That(y.Values<float>().ToArray(), Is.EqualTo(branch), cond ? "x + 1, the then branch" : "x * 2, the else branch");
+        using var notCond = Npy.Read(Path.Combine(outDir, "not_cond.npy"));
+        Assert.That(notCond.Type, Is.EqualTo(NpyType.Bool));
+        Assert.That(notCond.Shape, Is.Empty);
+        Assert.That(notCond.Values<bool>().ToArray(), Is.EqualTo(new[] { !cond }));
+    }
+
+    /// <summary>bench-model takes a bool condition from a file, and makes one (false: the else branch) when none is given.</summary>
+    [Test]
+    public void BenchModelTakesOrMakesABoolCondition()
+    {
+        string model = SaveModel(IfModel(), "if.onnx"), condPath = Path.Combine(_dir, "cond.npy");
+        Npy.Write(condPath, NpyArray.From([true], []));
+        foreach (var given in new[] { new[] { "--input", $"cond={condPath}" }, [] })
+        {
+            var (code, stdout, stderr) = CliFixture.Engine(["bench-model", model, .. given, "--repeats", "1", "--threads", "1", "--json"]);
+            Assert.That(code, Is.Zero, stderr);
+            Assert.That(System.Text.Json.JsonDocument.Parse(stdout).RootElement[0].GetProperty("engine_nodes").GetInt32(), Is.Zero);
+        }
+    }
+
+    /// <summary>pixels uint8 [4] cast to float32 plus 0.5, and the pixels themselves back as uint8.</summary>
+    [Test]
+    public void RunTakesAndGivesUInt8()
+    {
+        var builder = new ModelBuilder();
+        string pixels = builder.Input("pixels", DataType.Uint8, 4);
+        string half = builder.Initializer("half", [0.5f]);
+        string floats = builder.Node("Cast", [pixels], attributes: [("to", (long)DataType.Float)])[0];
+        builder.Output(builder.Node("Add", [floats, half], outputNames: ["shifted"])[0], DataType.Float, 4);
+        builder.Output(builder.Node("Identity", [pixels], outputNames: ["same"])[0], DataType.Uint8, 4);
+        string model = SaveModel(builder.Build(), "pixels.onnx"), outDir = Path.Combine(_dir, "out");
+        string pixelsPath = Path.Combine(_dir, "pixels.npy");
+        Npy.Write(pixelsPath, NpyArray.From(new byte[] { 0, 1, 200, 255 }, [4]));
+
+        var (code, stdout, stderr) = CliFixture.Engine("run", model, "--input", $"pixels={pixelsPath}", "--output-dir", outDir, "--threads", "1");
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain($"same: uint8 [4] -> {Path.Combine(outDir, "same.npy")}"));
+        using var shifted = Npy.Read(Path.Combine(outDir, "shifted.npy"));
+        Assert.That(shifted.Values<float>().ToArray(), Is.EqualTo(new[] { 0.5f, 1.5f, 200.5f, 255.5f }));
+        using var same = Npy.Read(Path.Combine(outDir, "same.npy"));
+        Assert.That(same.Values<byte>().ToArray(), Is.EqualTo(new byte[] { 0, 1, 200, 255 }));
+
+        string ints = Path.Combine(_dir, "ints.npy");
+        Npy.Write(ints, NpyArray.From(new int[4], [4]));
+        CliFixture.AssertOneLineError(CliFixture.Engine("run", model, "--input", $"pixels={ints}", "--output-dir", outDir), 1,
+            $"pixels: the model takes UInt8, {ints} holds Int32");
     }
 
     [Test]

@@ -69,6 +69,82 @@ public sealed class ModelInputsTests
             Assert.That(made["seq_mask"].As<int>(), Is.EqualTo(new[] { 1, 1 }));
         });
     }
+
+    /// <summary>The narrower and unsigned integers follow int64's roles; bools are false, but a mask attends to every position (true).</summary>
+    [Test]
+    public void OtherIntegerAndBoolInputsAreZerosAndMasksOnes()
+    {
+        var builder = new ModelBuilder();
+        builder.Input("pixels", F.Uint8, 3);
+        builder.Input("byte_mask", F.Uint8, 2);
+        builder.Input("offsets", F.Int8, 2);
+        builder.Input("short_mask", F.Int16, 2);
+        builder.Input("counts", F.Uint16, 2);
+        builder.Input("ids", F.Uint32, 2);
+        builder.Input("long_mask", F.Uint64, 2);
+        builder.Input("cond", F.Bool);
+        builder.Input("attention_mask", F.Bool, 1, 3);
+        builder.Output("pixels", F.Uint8, null);
+        var made = ModelInputs.Random(builder.Build(), new Dictionary<string, long>());
+        Assert.Multiple(() =>
+        {
+            Assert.That(made["pixels"].As<byte>(), Is.EqualTo(new byte[3]));
+            Assert.That(made["byte_mask"].As<byte>(), Is.EqualTo(new byte[] { 1, 1 }));
+            Assert.That(made["offsets"].As<sbyte>(), Is.EqualTo(new sbyte[2]));
+            Assert.That(made["short_mask"].As<short>(), Is.EqualTo(new short[] { 1, 1 }));
+            Assert.That(made["counts"].As<ushort>(), Is.EqualTo(new ushort[2]));
+            Assert.That(made["ids"].As<uint>(), Is.EqualTo(new uint[2]));
+            Assert.That(made["long_mask"].As<ulong>(), Is.EqualTo(new ulong[] { 1, 1 }));
+            Assert.That(made["cond"].As<bool>(), Is.EqualTo(new[] { false }));
+            Assert.That(made["cond"].Shape, Is.Empty, "a scalar");
+            Assert.That(made["attention_mask"].As<bool>(), Is.EqualTo(new[] { true, true, true }));
+        });
+    }
+}
+
+/// <summary>Model inputs from .npy arrays of bool and the integer types, and outputs of those types back to .npy.</summary>
+[TestFixture]
+public sealed class IntegerAndBoolModelInputsTests
+{
+    private static IEnumerable<TestCaseData> SameTypes()
+    {
+        yield return new TestCaseData(Engine.IO.NpyArray.From([true, false], [2]), TensorElementType.Bool, new byte[] { 1, 0 }).SetName("bool");
+        yield return new TestCaseData(Engine.IO.NpyArray.From(new sbyte[] { -1, 2 }, [2]), TensorElementType.Int8, new byte[] { 0xff, 2 }).SetName("int8");
+        yield return new TestCaseData(Engine.IO.NpyArray.From(new byte[] { 200, 3 }, [2]), TensorElementType.UInt8, new byte[] { 200, 3 }).SetName("uint8");
+        yield return new TestCaseData(Engine.IO.NpyArray.From(new short[] { -2 }, [1]), TensorElementType.Int16, new byte[] { 0xfe, 0xff }).SetName("int16");
+        yield return new TestCaseData(Engine.IO.NpyArray.From(new ushort[] { 258 }, [1]), TensorElementType.UInt16, new byte[] { 2, 1 }).SetName("uint16");
+        yield return new TestCaseData(Engine.IO.NpyArray.From(new uint[] { 0x01020304 }, [1]), TensorElementType.UInt32, new byte[] { 4, 3, 2, 1 }).SetName("uint32");
+        yield return new TestCaseData(Engine.IO.NpyArray.From(new ulong[] { 0x0102030405060708 }, [1]), TensorElementType.UInt64, new byte[] { 8, 7, 6, 5, 4, 3, 2, 1 }).SetName("uint64");
+    }
+
+    /// <summary>An array of the type the model declares is taken where it lies, and an output of that type is written as that .npy type.</summary>
+    [TestCaseSource(nameof(SameTypes))]
+    public void AnArrayOfTheDeclaredTypeIsTakenInPlaceAndWrittenBackAsIs(Engine.IO.NpyArray array, TensorElementType type, byte[] bytes)
+    {
+        var input = ModelInputs.FromNpy(array, type, "x");
+        Assert.That(input.ElementType, Is.EqualTo(type));
+        Assert.That(input.IsReadOnly, "over the array's data, not copied");
+        Assert.That(input.Shape, Is.EqualTo(Array.ConvertAll(array.Shape, d => (long)d)));
+        Assert.That(input.Bytes.ToArray(), Is.EqualTo(bytes));
+
+        var output = ModelInputs.ToNpy(TensorData.FromBytes(type, input.Shape, bytes), "y");
+        Assert.That(output.Type, Is.EqualTo(array.Type));
+        Assert.That(output.Shape, Is.EqualTo(array.Shape));
+        Assert.That(output.Data.ToArray(), Is.EqualTo(bytes));
+    }
+
+    /// <summary>Only int32 widens (to int64), as before: any other pair of integer or bool types is refused naming the input and both types.</summary>
+    [TestCase(TensorElementType.UInt8, TensorElementType.Int64)]
+    [TestCase(TensorElementType.Bool, TensorElementType.UInt8)]
+    [TestCase(TensorElementType.UInt8, TensorElementType.Bool)]
+    [TestCase(TensorElementType.Int16, TensorElementType.Int32)]
+    [TestCase(TensorElementType.UInt32, TensorElementType.Int64)]
+    public void AnotherTypeIsRefusedNamingBoth(TensorElementType held, TensorElementType wanted)
+    {
+        var array = ModelInputs.ToNpy(TensorData.FromBytes(held, [1], new byte[TensorData.ElementSize(held)]), "held");
+        var e = Assert.Throws<ArgumentException>(() => ModelInputs.FromNpy(array, wanted, "x"));
+        Assert.That(e!.Message, Does.StartWith($"x: the model takes {wanted}, the file holds {array.Type}"));
+    }
 }
 
 /// <summary>Inputs from .npy files read where they lie (TensorData.Over), outputs read where ORT holds them.</summary>

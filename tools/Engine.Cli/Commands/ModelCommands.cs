@@ -74,6 +74,9 @@ internal sealed class RunModelCommand : EngineCommand
     public RunModelCommand() : base("run", "run an ONNX model, hot nodes on the engine (outputs as .npy)", """
         Runs the model in ONNX Runtime with LinearAttention (and the engine's own ops) on the engine's kernels;
         --backend none runs ONNX Runtime alone. Writes each output as DIR/NAME.npy.
+        An --input file holds the element type the model declares: float32, float16, float64, int8, int16, int32, int64,
+        uint8, uint16, uint32, uint64 or bool; besides, any float file converts to a float input (bfloat16 included) and
+        int32 widens to int64. bfloat16 outputs, which .npy has no type for, are written as float32.
         """)
     {
         Add(_model.Model);
@@ -195,7 +198,8 @@ internal sealed class BenchModelCommand : EngineCommand
         Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
         interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the
         time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
-        (names with 'state' zeros, 'decay' log gates, 'beta' in (0,1), other floats N(0,1); integers zeros, 'mask' ones).
+        (names with 'state' zeros, 'decay' log gates, 'beta' in (0,1), other floats N(0,1); integers zeros and bools false,
+        'mask' ones and true).
         --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone, or the
         Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it (hidden 2048, 16 query/key and 32 value heads of
         128, K=4; gdn-layer-fused: its fused-gate export), at each --T, and with --decode one token with past states.
