@@ -1,6 +1,8 @@
 // A user's first program on the packed packages: pack-check.sh builds it in a new console app that references
 // Engine, Engine.Onnx and ONNX Runtime's CPU package from a local feed. It prints OK, or what disagreed (exit 1).
+using System.IO.Compression;
 using System.Numerics.Tensors;
+using System.Reflection.Metadata;
 using Engine;
 using Engine.Onnx;
 
@@ -51,6 +53,27 @@ foreach (var name in handedOver.OutputNames)
 {
     Check($"{name} of {Path.GetFileName(args[0])} with the hand-over against ONNX Runtime alone",
         byEngine[name].As<float>(), Array.ConvertAll(byOrt[name].As<float>(), x => (double)x));
+}
+
+// The symbol packages (in the feed, args[1]): each PDB carries every source file it names, so a debugger steps into the
+// packages' code without fetching anything.
+var embeddedSource = new Guid("0E8A571B-6926-466E-B4AD-8AB04611F5FE");
+foreach (var symbols in Directory.GetFiles(args[1], "*.snupkg"))
+{
+    using var archive = ZipFile.OpenRead(symbols);
+    foreach (var entry in archive.Entries.Where(e => e.FullName.EndsWith(".pdb", StringComparison.Ordinal)))
+    {
+        var pdb = new MemoryStream();
+        using (var stream = entry.Open()) stream.CopyTo(pdb);
+        pdb.Position = 0;
+        using var provider = MetadataReaderProvider.FromPortablePdbStream(pdb);
+        var reader = provider.GetMetadataReader();
+        var missing = reader.Documents
+            .Where(d => !reader.GetCustomDebugInformation(d).Any(c => reader.GetGuid(reader.GetCustomDebugInformation(c).Kind) == embeddedSource))
+            .Select(d => reader.GetString(reader.GetDocument(d).Name)).ToList();
+        if (reader.Documents.Count == 0 || missing.Count > 0)
+            Fail($"{Path.GetFileName(symbols)}/{entry.FullName}: {reader.Documents.Count} source files, {missing.Count} not embedded ({string.Join(", ", missing.Take(3))})");
+    }
 }
 Console.WriteLine("OK");
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The packages as a user gets them: pack everything packable into a local feed, build a new console app on Engine,
 # Engine.Onnx and ONNX Runtime from it and run Program.cs (GLA against the recurrence, an ONNX model with and
-# without the hand-over), then install the engine tool from the feed and run it. Exits non-zero on any failure.
+# without the hand-over, every source file inside the symbol packages' PDBs), then install the engine tool from the
+# feed and run it. Exits non-zero on any failure.
 set -euo pipefail
 SECONDS=0
 cd "$(dirname "$0")/../.."
@@ -52,7 +53,17 @@ dotnet add "$app" package Engine.Onnx --version "$version" --no-restore >/dev/nu
 dotnet add "$app" package Microsoft.ML.OnnxRuntime --version "$ort" --no-restore >/dev/null
 cp tools/pack-check/Program.cs "$app/Program.cs"
 echo "pack-check: a new console app on Engine, Engine.Onnx $version and Microsoft.ML.OnnxRuntime $ort"
-dotnet run --project "$app" -c Release -- "$root/samples/models/gla_block.onnx"
+dotnet run --project "$app" -c Release -- "$root/samples/models/gla_block.onnx" "$feed"
+
+# Without ORT's native package, opening a model fails saying which package to add.
+dotnet remove "$app" package Microsoft.ML.OnnxRuntime >/dev/null
+rm -rf "$app/bin" "$app/obj"
+if printed=$(dotnet run --project "$app" -c Release -- "$root/samples/models/gla_block.onnx" "$feed" 2>&1); then
+  echo "pack-check: the app ran without ONNX Runtime's native package" >&2; exit 1
+fi
+grep -q "add the package Microsoft.ML.OnnxRuntime" <<<"$printed" \
+  || { echo "pack-check: without ONNX Runtime's native package the app printed: $printed" >&2; exit 1; }
+echo "pack-check: without ONNX Runtime's native package, the error names it"
 
 echo "pack-check: dotnet tool install Engine.Cli --version $version"
 dotnet tool install Engine.Cli --version "$version" --tool-path "$work/tools" --add-source "$feed" >/dev/null

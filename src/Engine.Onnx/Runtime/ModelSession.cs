@@ -82,6 +82,7 @@ public sealed class ModelSession : IDisposable
     public static ModelSession Open(OnnxModel model, ModelSessionOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
+        OrtInfo.RequireNativeLibrary();
         options ??= new ModelSessionOptions();
         if (model.BaseDirectory is null && model.HasExternalData)
             throw new InvalidOperationException("the model keeps initializers in external files: open it from its path, or load its bytes with the folder of its data");

@@ -30,6 +30,17 @@ public sealed class BadModelTests
 
     private static readonly (string, object)[] Heads = [("q_num_heads", 2L), ("kv_num_heads", 2L)];
 
+    /// <summary>An application without ORT's native package got a type initializer's error; it is told which package to add.</summary>
+    [Test]
+    public void AMissingNativeLibraryNamesThePackageToAdd()
+    {
+        var failed = new TypeInitializationException("Microsoft.ML.OnnxRuntime.NativeMethods", new DllNotFoundException("Unable to load shared library 'onnxruntime'"));
+        var error = OrtInfo.MissingNativeLibrary(failed);
+        Assert.That(error, Is.Not.Null);
+        Assert.That(error!.Message, Does.Contain("add the package Microsoft.ML.OnnxRuntime").And.Contain("Unable to load shared library 'onnxruntime'"));
+        Assert.That(OrtInfo.MissingNativeLibrary(new InvalidOperationException("other")), Is.Null);
+    }
+
     public static IEnumerable<TestCaseData> Models()
     {
         yield return new TestCaseData(Node(["query", "key", "value", "", "decay"], [.. Heads, ("update_rule", "gated_linear")]), "update_rule must be one of")
