@@ -20,7 +20,7 @@ public interface IAttentionGpu : IDisposable
     /// <summary>The instance's device buffers: host inputs are uploaded into those named after the views they become.</summary>
     GpuBuffers Buffers { get; }
 
-    /// <summary>Enqueues the chunked form (prefill) or the recurrent form (decode) over <paramref name="views"/>; the caller holds <see cref="GpuRuntime.Lock"/>.</summary>
+    /// <summary>Enqueues the chunked form (prefill) or the recurrent form (decode) over <paramref name="views"/>; the caller holds the runtime's lock (<see cref="GpuRuntime.Enter"/>).</summary>
     void Run(bool chunked, SequenceLayout sequences, in AttentionGpuViews views);
 }
 
@@ -32,7 +32,7 @@ public static class AttentionGpuHost
     {
         if (sequences.TotalTokens == 0) return;
         var buffers = gpu.Buffers;
-        lock (gpu.Runtime.Lock)
+        using (gpu.Runtime.Enter())
         {
             var views = new AttentionGpuViews(
                 buffers.Upload(nameof(AttentionGpuViews.Q), q), buffers.Upload(nameof(AttentionGpuViews.K), k), buffers.Upload(nameof(AttentionGpuViews.V), v),

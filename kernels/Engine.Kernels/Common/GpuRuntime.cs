@@ -12,7 +12,7 @@ namespace Engine.Kernels.Common;
 /// <summary>
 /// Owns one ILGPU context, its accelerator and the kernels loaded on it. No global state: every GPU
 /// op gets the runtime it runs on and asks it for its kernels, which are loaded once per kernel method.
-/// A call runs under <see cref="Lock"/> (one default stream per runtime): upload, launches, then
+/// A call runs under the runtime's lock (<see cref="Enter"/>; one default stream per runtime): upload, launches, then
 /// <see cref="Download"/>, the call's one synchronize (docs/architecture.md, "GPU kernels: one convention").
 /// Host data crosses through one page-locked staging area with asynchronous copies on the default stream.
 /// </summary>
@@ -47,7 +47,26 @@ public sealed class GpuRuntime : IDisposable
     /// </summary>
     public int GroupSize { get; }
 
-    public object Lock { get; } = new();
+    private readonly object _lock = new();
+    private bool _disposed;
+
+    /// <summary>
+    /// Takes the runtime's lock for a call (reentrant) and refuses a runtime disposed meanwhile: a call that waited for the
+    /// lock while another thread disposed the runtime never touches the freed accelerator.
+    /// </summary>
+    public CallLock Enter()
+    {
+        Monitor.Enter(_lock);
+        if (!_disposed) return new CallLock(_lock);
+        Monitor.Exit(_lock);
+        throw new ObjectDisposedException(nameof(GpuRuntime), "the GPU runtime of this device was disposed");
+    }
+
+    /// <summary>The runtime's lock, held until disposed.</summary>
+    public readonly struct CallLock(object gate) : IDisposable
+    {
+        public void Dispose() => Monitor.Exit(gate);
+    }
 
     /// <summary>Kernel launches, host↔device bytes and device allocations since the runtime was made (every launch, copy and buffer of the ops counts).</summary>
     public GpuTraffic Traffic => new(Interlocked.Read(ref _launches), Interlocked.Read(ref _bytesToDevice), Interlocked.Read(ref _bytesToHost),
@@ -139,11 +158,11 @@ public sealed class GpuRuntime : IDisposable
 
     /// <summary>
     /// From now until <see cref="StopProfile"/>, every launch is bracketed by profiling markers on the stream (only then:
-    /// otherwise launches carry no markers and calls stay asynchronous). Under <see cref="Lock"/>, like the launches.
+    /// otherwise launches carry no markers and calls stay asynchronous). Under <see cref="Enter"/>, like the launches.
     /// </summary>
     public void StartProfile()
     {
-        lock (Lock)
+        using (Enter())
         {
             if (_profile is not null) throw new InvalidOperationException("a GPU profile is already being taken on this device");
             _profile = [];
@@ -153,7 +172,7 @@ public sealed class GpuRuntime : IDisposable
     /// <summary>Waits for the profiled launches and returns, per kernel in order of first launch, its launches and their summed time.</summary>
     public IReadOnlyList<GpuKernelTime> StopProfile()
     {
-        lock (Lock)
+        using (Enter())
         {
             var profile = _profile ?? throw new InvalidOperationException("no GPU profile is being taken on this device");
             _profile = null;
@@ -175,14 +194,15 @@ public sealed class GpuRuntime : IDisposable
     /// <summary>A device buffer of <paramref name="length"/> elements (counted in <see cref="Traffic"/>).</summary>
     public MemoryBuffer1D<T, Stride1D.Dense> Allocate<T>(long length) where T : unmanaged
     {
-        var buffer = Accelerator.Allocate1D<T>(length);
+        MemoryBuffer1D<T, Stride1D.Dense> buffer;
+        using (Enter()) buffer = Accelerator.Allocate1D<T>(length);
         Interlocked.Increment(ref _allocations);
         return buffer;
     }
 
     /// <summary>
     /// Copies host data to the device (counted in <see cref="Traffic"/>): into the page-locked staging area, then an
-    /// asynchronous copy on the stream, so the caller may reuse <paramref name="source"/> at once. Under <see cref="Lock"/>.
+    /// asynchronous copy on the stream, so the caller may reuse <paramref name="source"/> at once. Under <see cref="Enter"/>.
     /// </summary>
     public void Upload<T>(ArrayView<T> destination, ReadOnlySpan<T> source) where T : unmanaged
     {
@@ -215,7 +235,7 @@ public sealed class GpuRuntime : IDisposable
 
     /// <summary>
     /// Copies device data to the host (counted in <see cref="Traffic"/>), ordered after the stream's work: an asynchronous
-    /// copy into the staging area, a synchronize, then the host copy. Under <see cref="Lock"/>.
+    /// copy into the staging area, a synchronize, then the host copy. Under <see cref="Enter"/>.
     /// </summary>
     public void CopyToHost<T>(ArrayView<T> source, Span<T> destination) where T : unmanaged
     {
@@ -277,11 +297,13 @@ public sealed class GpuRuntime : IDisposable
     /// <summary>Staged regions start on 256 bytes, what CUDA's copies run fastest from.</summary>
     private const long StagingAlignment = 256;
 
-    /// <summary>Under <see cref="Lock"/>: a call in flight on another thread finishes before the accelerator goes.</summary>
+    /// <summary>Under the lock: a call in flight on another thread finishes before the accelerator goes, and later ones are refused.</summary>
     public void Dispose()
     {
-        lock (Lock)
+        lock (_lock)
         {
+            if (_disposed) return;
+            _disposed = true;
             _staging.Dispose();
             Accelerator.Dispose();
             Context.Dispose();

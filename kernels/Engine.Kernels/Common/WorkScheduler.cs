@@ -4,7 +4,15 @@ namespace Engine;
 /// The CPU threading contract. An op splits its work into independent items (for the attention ops:
 /// one per sequence and key/value head) and sizes one scratch area per worker up front; the
 /// scheduler runs the items on at most <see cref="Workers"/> workers and tells each item which
-/// worker runs it, so the item uses that worker's scratch and allocates nothing.
+/// worker runs it, so the item uses that worker's scratch and allocates nothing. A scheduler must:
+/// <list type="bullet">
+/// <item>have <see cref="Workers"/> >= 1 (refused otherwise);</item>
+/// <item>never run two items with the same worker index at once (they would share one scratch area: wrong results, which
+/// nothing detects);</item>
+/// <item>return from <see cref="Run"/> only when every item is done, passing an item's exception on;</item>
+/// <item>take calls of <see cref="Run"/> from many threads at once, and from inside its own items (a device's
+/// scheduler serves every call on the device).</item>
+/// </list>
 /// </summary>
 public interface IWorkScheduler
 {
@@ -12,7 +20,7 @@ public interface IWorkScheduler
 
     /// <summary>
     /// Runs body(item, worker) for item in [0, count), worker in [0, min(<see cref="Workers"/>, count)) (so scratch
-    /// for that many workers is enough); returns when all are done.
+    /// for that many workers is enough), no two items of one worker at once; returns when all are done.
     /// </summary>
     void Run(int count, Action<int, int> body);
 }

@@ -49,7 +49,7 @@ public sealed class LsslGpu : IDisposable
         bool initialStateIsZero = false, bool needFinalState = true)
     {
         if (batch == 0 || length == 0) return;
-        lock (Runtime.Lock)
+        using (Runtime.Enter())
         {
             var output = _buffers.Get<float>(nameof(LsslGpuArgs.Y), y.Length);
             Run(mode, system, batch, length, _buffers.Upload(nameof(LsslGpuArgs.U), u), output, state, initialStateIsZero, needFinalState);

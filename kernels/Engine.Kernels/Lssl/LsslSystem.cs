@@ -237,12 +237,26 @@ public sealed class LsslSystem : IDisposable
 
     public void Dispose()
     {
+        KeyValuePair<GpuRuntime, IDisposable>[] copies;
         lock (_lock)
         {
             if (_disposed) return;
             _disposed = true;
-            foreach (var copy in _deviceCopies.Values) copy.Dispose();
+            copies = [.. _deviceCopies];
             _deviceCopies.Clear();
+        }
+        // Each under its runtime's lock (taken outside this system's, which calls take inside theirs): a call using the copy
+        // on another thread finishes first, and later ones find the system disposed. A disposed runtime runs no call.
+        foreach (var (runtime, copy) in copies)
+        {
+            try
+            {
+                using (runtime.Enter()) copy.Dispose();
+            }
+            catch (ObjectDisposedException)
+            {
+                copy.Dispose();
+            }
         }
     }
 

@@ -135,7 +135,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         using var conv = ConvolutionCall.Check(convolution, op.Heads, call.Shapes.Sequences);
         var norm = NormCall.Check(outputNorm, op.Heads, call.Shapes.Sequences.TotalTokens);
         bool cpu = device.Backend == Backend.Cpu;
-        var scheduler = options.Scheduler ?? device.Scheduler;
+        var scheduler = device.SchedulerFor(options.Scheduler);
 
         using var inputs = CallInputs.From(op, t, rowsInPlace: cpu, scheduler);
         using var output = new FloatOutput<T>(t.Output, "output");
@@ -153,7 +153,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             // The state lives in the kernel instance's buffer: no device allocation per call in steady state.
             using var lease = op.LeaseGpu(device);
             var gpu = device.Gpu;
-            lock (gpu.Lock)
+            using (gpu.Enter())
             {
                 var state = lease.Kernel.Buffers.Get<float>(nameof(AttentionGpuViews.State), stateLength);
                 if (init.Span.IsEmpty) state.MemSetToZero(gpu.Accelerator.DefaultStream);
@@ -205,7 +205,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         TensorArgs.RequireElementType<T>();
         var call = Describe(t, cuSeqlens, op.TakesBeta, op.Gate == GateKind.Constant);
         call.RequireSession(op, sequences, cuSeqlens);
-        var scheduler = callScheduler ?? device.Scheduler;
+        var scheduler = device.SchedulerFor(callScheduler);
 
         using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu, scheduler);
         using var output = new FloatOutput<T>(t.Output, "output");
@@ -217,7 +217,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             using var lease = op.LeaseGpu(device);
             var spare = (GpuState)state.Spare;
             GpuCheckFailure? stateFailure = null;
-            lock (device.Gpu.Lock)
+            using (device.Gpu.Enter())
             {
                 spare.CopyFrom(current);
                 AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, spare.View);
@@ -282,7 +282,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         using var lease = op.LeaseGpu(device);
         var gpu = device.Gpu;
         GpuCheckFailure? failure;
-        lock (gpu.Lock)
+        using (gpu.Enter())
         {
             var run = new DeviceCall(device, lease.Kernel.Buffers);
             var state = finalState is null
@@ -311,7 +311,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         var current = (GpuState)state.Current;
         var spare = (GpuState)state.Spare;
         GpuCheckFailure? failure;
-        lock (gpu.Lock)
+        using (gpu.Enter())
         {
             var run = new DeviceCall(device, lease.Kernel.Buffers);
             bool chunked = mode == AttentionMode.Chunked;

@@ -15,7 +15,7 @@ internal readonly struct DeviceCall
     private readonly EngineDevice _device;
     private readonly GpuBuffers _buffers;
 
-    /// <summary>Starts the call; the caller holds <see cref="GpuRuntime.Lock"/> until <see cref="Finish"/>.</summary>
+    /// <summary>Starts the call; the caller holds the runtime's lock (<see cref="GpuRuntime.Enter"/>) until <see cref="Finish"/>.</summary>
     public DeviceCall(EngineDevice device, GpuBuffers buffers)
     {
         _device = device;

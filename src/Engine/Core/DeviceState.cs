@@ -73,23 +73,23 @@ internal sealed class GpuState : DeviceState
 
     public override void Load(ReadOnlySpan<float> source)
     {
-        lock (_runtime.Lock) _runtime.Upload(View, source);
+        using (_runtime.Enter()) _runtime.Upload(View, source);
     }
 
     public override void Store(Span<float> destination)
     {
-        lock (_runtime.Lock) _runtime.CopyToHost(View, destination);
+        using (_runtime.Enter()) _runtime.CopyToHost(View, destination);
     }
 
     public override void Clear()
     {
-        lock (_runtime.Lock) Buffer.MemSetToZero();
+        using (_runtime.Enter()) Buffer.MemSetToZero();
     }
 
     /// <summary>Copies on the device, enqueued on the stream ahead of the kernels that read it.</summary>
     public override void CopyFrom(DeviceState source)
     {
-        lock (_runtime.Lock) View.CopyFrom(_runtime.Accelerator.DefaultStream, ((GpuState)source).View);
+        using (_runtime.Enter()) View.CopyFrom(_runtime.Accelerator.DefaultStream, ((GpuState)source).View);
     }
 
     public override void Dispose() => Buffer.Dispose();

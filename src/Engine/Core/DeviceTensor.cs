@@ -72,9 +72,8 @@ public sealed class DeviceTensor<T> : IDisposable where T : unmanaged
     {
         if (source.Length != FlattenedLength)
             throw new ArgumentException($"source: expected {FlattenedLength} elements (shape {TensorArgs.Format(_lengths)}), got {source.Length}", nameof(source));
-        var view = View;
         var gpu = Device.Gpu;
-        lock (gpu.Lock) gpu.Upload(view, source);
+        using (gpu.Enter()) gpu.Upload(View, source);
     }
 
     /// <summary>Copies the tensor into <paramref name="destination"/> (of this tensor's shape, dense), after the device's pending work.</summary>
@@ -89,9 +88,8 @@ public sealed class DeviceTensor<T> : IDisposable where T : unmanaged
     {
         if (destination.Length != FlattenedLength)
             throw new ArgumentException($"destination: expected {FlattenedLength} elements (shape {TensorArgs.Format(_lengths)}), got {destination.Length}", nameof(destination));
-        var view = View;
         var gpu = Device.Gpu;
-        lock (gpu.Lock) gpu.Download(view, destination);
+        using (gpu.Enter()) gpu.Download(View, destination);
     }
 
     /// <summary>A new host tensor with the device tensor's values.</summary>
@@ -102,11 +100,25 @@ public sealed class DeviceTensor<T> : IDisposable where T : unmanaged
         return tensor;
     }
 
+    /// <summary>
+    /// Frees the buffer under the runtime's lock: a call reading the tensor on another thread finishes first, and later
+    /// ones find it disposed.
+    /// </summary>
     public void Dispose()
     {
-        // Once the device is gone its accelerator has released every buffer.
-        if (_buffer is not null && !Device.IsDisposed) _buffer.Dispose();
-        _buffer = null;
+        if (_buffer is null) return;
+        try
+        {
+            using (Device.Gpu.Enter())
+            {
+                _buffer.Dispose();
+                _buffer = null;
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+            _buffer = null; // the device is gone: its accelerator released every buffer
+        }
     }
 
     /// <summary>The view of a tensor a call names <paramref name="name"/>, refused when it belongs to another device.</summary>

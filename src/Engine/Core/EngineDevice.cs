@@ -10,7 +10,7 @@ public sealed record EngineDeviceOptions
     /// <summary>CPU worker threads (default: all cores).</summary>
     public int? CpuThreads { get; init; }
 
-    /// <summary>Runs the CPU work items instead of the .NET thread pool (e.g. a host's own pool).</summary>
+    /// <summary>Runs the CPU work items instead of the .NET thread pool (e.g. a host's own pool), with its own workers: not with <see cref="CpuThreads"/>.</summary>
     public IWorkScheduler? Scheduler { get; init; }
 
     /// <summary>Which ILGPU accelerator the Gpu backend uses.</summary>
@@ -61,7 +61,9 @@ public sealed class EngineDevice : IDisposable
         options ??= new EngineDeviceOptions();
         int threads = options.CpuThreads ?? Environment.ProcessorCount;
         if (threads < 1) throw new ArgumentOutOfRangeException(nameof(options), threads, "CpuThreads must be >= 1");
-        var scheduler = options.Scheduler ?? new ThreadPoolScheduler(threads);
+        if (options.Scheduler is not null && options.CpuThreads is not null)
+            throw new ArgumentException("CpuThreads and Scheduler: give one (a scheduler brings its own workers)", nameof(options));
+        var scheduler = options.Scheduler is null ? new ThreadPoolScheduler(threads) : RequireWorkers(options.Scheduler, "Scheduler");
         var gpu = backend == Backend.Gpu ? GpuRuntime.Create(options.Gpu switch
         {
             GpuPreference.Cuda => GpuRuntime.Choice.Cuda,
@@ -102,6 +104,12 @@ public sealed class EngineDevice : IDisposable
     }
 
     internal bool IsDisposed => _disposed;
+
+    /// <summary>The scheduler a call runs its CPU work on: the one it was given (checked), else the device's.</summary>
+    internal IWorkScheduler SchedulerFor(IWorkScheduler? given) => given is null ? Scheduler : RequireWorkers(given, "Scheduler");
+
+    private static IWorkScheduler RequireWorkers(IWorkScheduler scheduler, string name) => scheduler.Workers >= 1 ? scheduler
+        : throw new ArgumentException($"{name}: the scheduler has {scheduler.Workers} workers; IWorkScheduler.Workers must be >= 1", name);
 
     /// <summary>An uninitialized tensor of this shape in the GPU's memory (float or System.Half); dispose it to free the memory.</summary>
     public DeviceTensor<T> Allocate<T>(params ReadOnlySpan<nint> lengths) where T : unmanaged => new(this, lengths);

@@ -8,12 +8,14 @@ namespace Engine;
 /// A session carries one state, so it serves one thread at a time: a call made while another is running on it
 /// throws <see cref="InvalidOperationException"/>. Devices may be shared by any number of threads and sessions.
 /// Dispose waits for a call running on another thread, then frees the state; later calls throw
-/// <see cref="ObjectDisposedException"/>.
+/// <see cref="ObjectDisposedException"/>. Disposing it, or calling it again, from inside one of its calls (its scheduler)
+/// throws <see cref="InvalidOperationException"/>.
 /// </summary>
 public abstract class StatefulSession : IDisposable
 {
     private readonly string _stateAxes;
-    private int _busy;
+    /// <summary>The managed thread id of the running call's thread; 0 when none; -1 once disposed.</summary>
+    private int _callThread;
     private volatile bool _disposed;
 
     private protected StatefulSession(EngineDevice device, nint[] stateShape, string stateAxes)
@@ -64,15 +66,19 @@ public abstract class StatefulSession : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (Device.IsDisposed) throw new ObjectDisposedException(nameof(EngineDevice), $"{GetType().Name}: its device was disposed, and its state with it");
-        if (Interlocked.Exchange(ref _busy, 1) != 0)
+        int thread = Environment.CurrentManagedThreadId;
+        int running = Interlocked.CompareExchange(ref _callThread, thread, 0);
+        if (running != 0)
         {
             // A disposed session holds the flag for good.
             ObjectDisposedException.ThrowIf(_disposed, this);
-            throw new InvalidOperationException($"{GetType().Name} is already running a call on another thread: a session carries one state and serves one thread at a time (use one session per thread; devices may be shared)");
+            throw new InvalidOperationException(running == thread
+                ? $"{GetType().Name} is already running a call on this thread (entered again from inside it: its scheduler or a callback); a session runs one call at a time"
+                : $"{GetType().Name} is already running a call on another thread: a session carries one state and serves one thread at a time (use one session per thread; devices may be shared)");
         }
         if (_disposed)
         {
-            Volatile.Write(ref _busy, 0);
+            Volatile.Write(ref _callThread, 0);
             throw new ObjectDisposedException(GetType().Name);
         }
         return new UseScope(this);
@@ -80,16 +86,19 @@ public abstract class StatefulSession : IDisposable
 
     private protected readonly struct UseScope(StatefulSession session) : IDisposable
     {
-        public void Dispose() => Volatile.Write(ref session._busy, 0);
+        public void Dispose() => Volatile.Write(ref session._callThread, 0);
     }
 
     public void Dispose()
     {
         if (_disposed) return;
+        // Waiting for its own thread's call would never end.
+        if (Volatile.Read(ref _callThread) == Environment.CurrentManagedThreadId)
+            throw new InvalidOperationException($"{GetType().Name} cannot be disposed from inside one of its calls (its scheduler or a callback): dispose it after the call");
         _disposed = true;
         // Takes the flag a running call holds once that call is done, and keeps it: the state is freed under no call.
         var wait = new SpinWait();
-        while (Interlocked.CompareExchange(ref _busy, 1, 0) != 0) wait.SpinOnce();
+        while (Interlocked.CompareExchange(ref _callThread, -1, 0) != 0) wait.SpinOnce();
         States.Dispose();
         GC.SuppressFinalize(this);
     }

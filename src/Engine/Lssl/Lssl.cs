@@ -227,7 +227,7 @@ public sealed class LsslLayer : IDisposable
         using var lease = LsslCall.LeaseGpu(device, scheduler, System, resolved, length);
         var gpu = device.Gpu;
         GpuCheckFailure? failure;
-        lock (gpu.Lock)
+        using (gpu.Enter())
         {
             var state = finalState is null
                 ? lease.Kernel.Buffers.Get<float>(nameof(LsslGpuArgs.State), (long)batch * Channels * StateSize)
@@ -371,7 +371,7 @@ public sealed class LsslSession : StatefulSession
         var current = (GpuState)States.Current;
         var spare = (GpuState)States.Spare;
         GpuCheckFailure? failure;
-        lock (gpu.Lock)
+        using (gpu.Enter())
         {
             failure = LsslCall.RunOnDevice(Device, lease.Kernel, _layer, resolved, batch, length, u, y, spare.View,
                 _ => spare.CopyFrom(current), initialStateIsZero: false, needFinalState: true);

@@ -40,7 +40,7 @@ internal static class LsslBackends
                 var view = ((GpuState)state).View;
                 lease.Kernel.Run(mode, system, batch, length, u, y, view, initialStateIsZero, needFinalState);
                 if (!needFinalState) return null;
-                lock (device.Gpu.Lock) return lease.Kernel.Buffers.Checks.CheckNow(view, DeviceCall.FinalState, ValueRule.Finite);
+                using (device.Gpu.Enter()) return lease.Kernel.Buffers.Checks.CheckNow(view, DeviceCall.FinalState, ValueRule.Finite);
             }
         }
         return null;

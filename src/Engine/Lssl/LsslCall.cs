@@ -29,7 +29,7 @@ internal static class LsslCall
         using var uf = FloatInput.From(u);
         TensorArgs.RequireFinite(uf.Span, "u");
         using var yf = new FloatOutput<T>(y, "y");
-        var stateFailure = LsslBackends.Run(device, scheduler ?? device.Scheduler, layer.System, mode, batch, length, uf.Span, yf.Span, state,
+        var stateFailure = LsslBackends.Run(device, device.SchedulerFor(scheduler), layer.System, mode, batch, length, uf.Span, yf.Span, state,
             initialStateIsZero, needFinalState);
         if (!yf.Span.IsEmpty && !float.IsFinite(TensorPrimitives.Sum<float>(yf.Span)))
         {
@@ -56,7 +56,7 @@ internal static class LsslCall
     /// <summary>The GPU kernels for a call from the device's pool, K̄ built first on the call's CPU scheduler for the conv mode.</summary>
     public static KernelLease<LsslGpu> LeaseGpu(EngineDevice device, IWorkScheduler? scheduler, LsslSystem system, LsslMode mode, int length)
     {
-        if (mode == LsslMode.Conv) system.ConvKernel(length, scheduler ?? device.Scheduler);
+        if (mode == LsslMode.Conv) system.ConvKernel(length, device.SchedulerFor(scheduler));
         return device.Lease(system.Config, () => new LsslGpu(system.Config, device.Gpu));
     }
 

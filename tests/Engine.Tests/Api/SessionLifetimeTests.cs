@@ -78,6 +78,116 @@ public sealed class SessionLifetimeTests
         Assert.That(() => session.ResetState(), Throws.InstanceOf<ObjectDisposedException>());
     }
 
+    /// <summary>
+    /// Runs <paramref name="call"/> in a loop on four threads, disposes <paramref name="target"/> once they are running, and
+    /// returns what ended each thread's loop: every call must finish or be refused as disposed (a call waiting for the GPU's
+    /// lock used to run on the freed accelerator and end the process).
+    /// </summary>
+    private static Exception?[] DisposeWhileCalling(IDisposable target, Action call)
+    {
+        int calls = 0;
+        var failures = new Exception?[4];
+        var threads = Enumerable.Range(0, failures.Length).Select(i => new Thread(() =>
+        {
+            try
+            {
+                for (int n = 0; n < 100_000; n++)
+                {
+                    call();
+                    Interlocked.Increment(ref calls);
+                }
+            }
+            catch (Exception e) { failures[i] = e; }
+        })).ToArray();
+        foreach (var t in threads) t.Start();
+        SpinWait.SpinUntil(() => Volatile.Read(ref calls) >= 8);
+        target.Dispose();
+        foreach (var t in threads) Assert.That(t.Join(TimeSpan.FromSeconds(60)), Is.True, "the calls ended");
+        return failures;
+    }
+
+    [Test]
+    public void AGpuDeviceDisposedWhileThreadsCallItRefusesTheCallsAfter()
+    {
+        var device = EngineDevice.Create(Backend.Gpu, new EngineDeviceOptions { Gpu = GpuPreference.CpuAccelerator });
+        var data = new TestData(16);
+        var q = Tensor.Create(data.Normal(32 * 2 * 16), [1, 32, 2, 16]);
+        var g = Filled(-0.1f, 1, 32, 2);
+        Assert.That(DisposeWhileCalling(device, () => Engine.Gla.Forward(device, q, q, q, g)), Has.All.InstanceOf<ObjectDisposedException>());
+    }
+
+    [Test]
+    public void AnLsslLayerDisposedWhileThreadsRunItOnTheGpuRefusesTheCallsAfter()
+    {
+        var device = TestDevices.Of(Backend.Gpu);
+        var layer = Engine.Lssl.Parameters(LsslInitKind.Legs, 8, 16, seed: 1).Layer();
+        var u = Tensor.Create(new TestData(17).Normal(64 * 8), [1, 64, 8]);
+        Assert.That(DisposeWhileCalling(layer, () => layer.Forward(device, u, LsslMode.Scan)), Has.All.InstanceOf<ObjectDisposedException>());
+    }
+
+    [Test]
+    public void ADeviceTensorDisposedWhileThreadsReadItRefusesTheCallsAfter()
+    {
+        var device = TestDevices.Of(Backend.Gpu);
+        nint[] shape = [1, 32, 2, 16];
+        var q = device.Upload(Tensor.Create(new TestData(18).Normal(32 * 2 * 16), shape));
+        using var output = device.Allocate<float>(shape);
+        Assert.That(DisposeWhileCalling(q, () => Engine.Gla.Forward(device, q, q, q, null, output)), Has.All.InstanceOf<ObjectDisposedException>());
+    }
+
+    /// <summary>Disposes its session from inside the session's call.</summary>
+    private sealed class DisposingScheduler : IWorkScheduler
+    {
+        public IDisposable? Session;
+        public int Workers => 1;
+
+        public void Run(int count, Action<int, int> body)
+        {
+            Session?.Dispose();
+            for (int i = 0; i < count; i++) body(i, 0);
+        }
+    }
+
+    /// <summary>A session disposed from inside its own call waited for that call for ever; it is refused, and the session runs on.</summary>
+    [Test]
+    public void ASessionDisposedFromInsideItsCallIsRefused()
+    {
+        var scheduler = new DisposingScheduler();
+        var session = new GlaSession(TestDevices.Of(Backend.Cpu), 1, new HeadLayout(1, 1, 16, 16), GateKind.None, new GlaOptions { Scheduler = scheduler });
+        scheduler.Session = session;
+        var x = Filled(0.5f, 1, 4, 1, 16);
+        var e = Assert.Throws<InvalidOperationException>(() => session.Prefill(x, x, x, null, Filled(0f, 1, 4, 1, 16)))!;
+        Assert.That(e.Message, Does.Contain("cannot be disposed from inside one of its calls"));
+        scheduler.Session = null;
+        Assert.That(() => session.Prefill(x, x, x, null, Filled(0f, 1, 4, 1, 16)), Throws.Nothing);
+        session.Dispose();
+    }
+
+    private sealed class NoWorkers : IWorkScheduler
+    {
+        public int Workers => 0;
+        public void Run(int count, Action<int, int> body) => throw new InvalidOperationException("never run");
+    }
+
+    /// <summary>A scheduler of no workers divided by zero inside the kernels; refused where it is given, by name.</summary>
+    [Test]
+    public void ASchedulerWithoutWorkersIsRefused()
+    {
+        var x = Filled(0.5f, 1, 4, 1, 16);
+        Assert.Multiple(() =>
+        {
+            Assert.That(() => EngineDevice.Create(Backend.Cpu, new EngineDeviceOptions { Scheduler = new NoWorkers() }),
+                Throws.ArgumentException.With.Message.Contains("Workers must be >= 1"));
+            Assert.That(() => EngineDevice.Create(Backend.Cpu, new EngineDeviceOptions { Scheduler = new ThreadPoolScheduler(2), CpuThreads = 4 }),
+                Throws.ArgumentException.With.Message.Contains("give one"));
+            Assert.That(() => Engine.Gla.Forward(TestDevices.Of(Backend.Cpu), x, x, x, null, new GlaOptions { Scheduler = new NoWorkers() }),
+                Throws.ArgumentException.With.Message.Contains("Workers must be >= 1"));
+            using var layer = DiagonalLayer();
+            Assert.That(() => layer.Forward<float>(TestDevices.Of(Backend.Cpu), Filled(1f, 1, 4, 2), new TensorSpan<float>(new float[8], [1, 4, 2], []),
+                scheduler: new NoWorkers()), Throws.ArgumentException.With.Message.Contains("Workers must be >= 1"));
+        });
+    }
+
     /// <summary>A disposed layer is refused by name on every backend (the host paths ran on; the GPU named an internal type).</summary>
     [TestCase(Backend.Reference)]
     [TestCase(Backend.Cpu)]
