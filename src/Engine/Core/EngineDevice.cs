@@ -135,7 +135,8 @@ public sealed class EngineDevice : IDisposable
 
     /// <summary>
     /// Starts timing every GPU kernel launch (markers on the device's stream around each, only while a profile is taken;
-    /// otherwise calls stay asynchronous). <see cref="StopGpuProfile"/> ends it.
+    /// otherwise calls stay asynchronous). <see cref="StopGpuProfile"/> ends it. The profile is the device's: it holds the
+    /// launches of every thread's calls meanwhile, and one profile at a time is taken.
     /// </summary>
     public void StartGpuProfile() => Gpu.StartProfile();
 
