@@ -19,7 +19,8 @@ public readonly unsafe struct ScalarChunkDecay
 
     private readonly int _kp, _c;
     private readonly bool _gated;
-    private readonly float* _b;         // [C] b
+    private readonly double* _b;        // [C] b, in double: after strong gates (|b| in the hundreds) a later weak gate
+                                        // would vanish into an fp32 sum, and D between later tokens with it
     private readonly float* _d;         // [C × C] D, zero above the diagonal
     private readonly float* _rowDecay;  // [C] exp(b_i)
     private readonly float* _colDecay;  // [C] exp(b_last − b_j)
@@ -33,7 +34,7 @@ public readonly unsafe struct ScalarChunkDecay
         _kp = keyDimPadded;
         _c = chunkSize;
         _gated = gated;
-        _b = c.Take(cc);
+        _b = (double*)c.Take(2 * cc);
         _d = c.Take(cc * cc);
         _rowDecay = c.Take(cc);
         _colDecay = c.Take(cc);
@@ -56,9 +57,9 @@ public readonly unsafe struct ScalarChunkDecay
     public bool Prepare(float* gates, long gateStride, float* keys, int len)
     {
         int lenPadded = HeadLayout.RoundUp16(len), cc = _c;
-        float* b = _b;
+        double* b = _b;
         bool valid = true;
-        float acc = 0f;
+        double acc = 0;
         for (int i = 0; i < len; i++)
         {
             if (gates != null)
@@ -70,7 +71,6 @@ public readonly unsafe struct ScalarChunkDecay
             b[i] = acc;
         }
         for (int i = len; i < lenPadded; i++) b[i] = b[len - 1];
-        float bLast = b[len - 1];
         var zero = Vector512<float>.Zero;
         for (int i = 0; i < len; i++)
         {
@@ -79,21 +79,25 @@ public readonly unsafe struct ScalarChunkDecay
             for (int j = 0; j < lenPadded; j += 16)
             {
                 // Entries above the diagonal are masked to zero; their exponent is never evaluated positive.
-                var e = SimdMath.ExpNonPositive(Vector512.Min(bi - Vector512.Load(b + j), zero));
+                var e = SimdMath.ExpNonPositive(Vector512.Min(Differences(bi, b + j), zero));
                 var below = Vector512.LessThanOrEqual(Vector512.Create(j) + Vector512<int>.Indices, Vector512.Create(i));
                 Vector512.ConditionalSelect(below.AsSingle(), e, zero).Store(d + j);
             }
         }
-        var last = Vector512.Create(bLast);
+        var last = Vector512.Create(b[len - 1]);
         for (int i = 0; i < lenPadded; i += 16)
         {
-            var bv = Vector512.Load(b + i);
-            SimdMath.ExpNonPositive(bv).Store(_rowDecay + i);
-            SimdMath.ExpNonPositive(Vector512.Min(last - bv, zero)).Store(_colDecay + i);
+            SimdMath.ExpNonPositive(Vector512.Narrow(Vector512.Load(b + i), Vector512.Load(b + i + 8))).Store(_rowDecay + i);
+            SimdMath.ExpNonPositive(Vector512.Min(Differences(last, b + i), zero)).Store(_colDecay + i);
         }
         PrepareKeys(keys, len);
         return valid;
     }
+
+    /// <summary>x − b[0..16], in double, rounded to fp32 only then: the difference keeps fp32's relative precision.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Differences(Vector512<double> x, double* b) =>
+        Vector512.Narrow(x - Vector512.Load(b), x - Vector512.Load(b + 8));
 
     /// <summary>The same factors for a constant decay, from powers[m] = exp(m · log decay), m = 0..C.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
