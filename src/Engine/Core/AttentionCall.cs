@@ -506,5 +506,6 @@ internal static class OutputCheck
     }
 
     public static ArgumentException Overflow(float value, long index) =>
-        new($"output: value {value} at flat index {index} is not finite although q, k, v and the state are: the products overflow their precision (fp32, or fp16 with GpuPrecision Fp16): inputs too large", "output");
+        new($"output: value {value} at flat index {index} is not finite although the inputs and the initial state are: the products or the state " +
+            "overflow fp32 (or fp16, with GpuPrecision Fp16 on the GPU): inputs too large", "output");
 }
