@@ -329,6 +329,20 @@ public sealed class CliTests : CliFixture
         Assert.That(stdout, Does.Contain($"on {cores} threads").And.Contain($"(not {cores + 3}: threads past the machine's {cores} cores add no FMA throughput)"));
     }
 
+    /// <summary>A missing input file is named by its option and its path as given (it was .NET's "Could not find file '/full/path'").</summary>
+    [TestCase("--q", "nope.npy")]
+    [TestCase("--v", "no-such-folder/nope.npy")]
+    [TestCase("--h0", "nope.npy")]
+    [TestCase("--cu-seqlens", "nope.npy")]
+    [TestCase("--g", "nope.npy")]
+    public void AMissingInputFileNamesItsOptionAndThePathAsGiven(string option, string missing)
+    {
+        var x = Save("x.npy", NpyArray.From(new float[4 * 8], [1, 4, 1, 8]));
+        var files = new Dictionary<string, string> { ["--q"] = x, ["--k"] = x, ["--v"] = x, [option] = missing };
+        var run = Engine(["op", "gla", .. files.SelectMany(f => new[] { f.Key, f.Value }), "--o", PathOf("o.npy")]);
+        AssertOneLineError(run, 1, $"engine: error: {option}: file not found: {missing}");
+    }
+
     [Test]
     public void AnOutOfRangeValueFromTheLibraryIsOneLineWithoutDotNetsSuffixes()
     {

@@ -94,6 +94,20 @@ public sealed class LsslCliTests : CliFixture
             "dt: steps must be finite and > 0, got -1 for channel 1");
     }
 
+    [TestCase("--u")]
+    [TestCase("--A")]
+    [TestCase("--dt")]
+    [TestCase("--x0")]
+    public void AMissingInputFileNamesItsOptionAndThePathAsGiven(string option)
+    {
+        Assert.That(Engine("lssl-init", "--N", "4", "--H", "2", "--out-dir", Directory).code, Is.Zero);
+        Npy.Write(PathOf("u.npy"), NpyArray.From(new float[1 * 8 * 2], [1, 8, 2]));
+        var files = new[] { "--u", "--A", "--B", "--C", "--D", "--dt" }.ToDictionary(o => o, o => PathOf(o[2..] + ".npy"));
+        files[option] = "nope.npy";
+        AssertOneLineError(Engine(["op", "lssl", .. files.SelectMany(f => new[] { f.Key, f.Value }), "--y", PathOf("y.npy")]), 1,
+            $"engine: error: {option}: file not found: nope.npy");
+    }
+
     [Test]
     public void BenchReportsEveryMode()
     {

@@ -30,7 +30,7 @@ internal sealed class LightningOpCommand : EngineCommand
         if (args.GetValue(_layer).HasValue != args.GetValue(_layers).HasValue)
             throw new UsageException("--layer and --layers go together: give both or neither");
         using var files = new AttentionFiles(_files, args);
-        var slopes = files.Optional(args.GetValue(_slopes));
+        var slopes = files.Optional(args, _slopes);
         var options = new LightningOptions
         {
             Slopes = slopes?.ToFloat32(),

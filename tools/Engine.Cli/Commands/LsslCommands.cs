@@ -83,11 +83,10 @@ internal sealed class LsslOpCommand : EngineCommand
         string yPath = args.GetValue(_y)!;
         string? statePath = args.GetValue(_xt);
         using var files = new OpFiles();
-        var u = files.Open(args.GetValue(_u)!);
-        var x0 = files.Optional(args.GetValue(_x0));
-        NpyArray Parameter(Option<string> option) => files.Open(args.GetValue(option)!);
-        using var layer = new LsslLayer(Parameter(_a).ToTensorFloat32(), Parameter(_b).ToTensorFloat32(),
-            Parameter(_c).ToTensorFloat32(), Parameter(_d).ToTensorFloat32(), Parameter(_dt).ToTensorFloat32(), options);
+        var u = files.Open(args, _u);
+        var x0 = files.Optional(args, _x0);
+        Tensor<float> Parameter(Option<string> option) => files.Open(args, option).ToTensorFloat32();
+        using var layer = new LsslLayer(Parameter(_a), Parameter(_b), Parameter(_c), Parameter(_d), Parameter(_dt), options);
         files.Claim("y", yPath);
         if (statePath is not null) files.Claim("xt", statePath);
         using var device = _device.Create(args);

@@ -33,7 +33,7 @@ internal sealed class ModelOptions
         {
             if (!declared.TryGetValue(name, out var info))
                 throw new ArgumentException($"--input {name}: the model has no input '{name}' (inputs: {string.Join(", ", declared.Keys)})");
-            inputs[name] = ModelInputs.FromNpy(files.Open(path), info.ElementType, name);
+            inputs[name] = ModelInputs.FromNpy(files.Open(path, $"{Input.Name} {name}"), info.ElementType, name);
         }
         return inputs;
     }
