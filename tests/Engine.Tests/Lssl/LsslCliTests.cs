@@ -108,6 +108,22 @@ public sealed class LsslCliTests : CliFixture
             $"engine: error: {option}: file not found: nope.npy");
     }
 
+    /// <summary>A [N, N] with H = N: the error names --a-form, not the library's LsslOptions.StateMatrix; with it the op runs.</summary>
+    [Test]
+    public void AnAmbiguousStateMatrixAsksForTheFormOption()
+    {
+        Assert.That(Engine("lssl-init", "--N", "8", "--H", "8", "--out-dir", Directory).code, Is.Zero);
+        Npy.Write(PathOf("u.npy"), NpyArray.From(new float[1 * 4 * 8], [1, 4, 8]));
+        string[] op = ["op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"), "--C", PathOf("C.npy"),
+            "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--y", PathOf("y.npy")];
+        var run = Engine(op);
+        AssertOneLineError(run, 1, $"engine: error: --A {PathOf("A.npy")}: shape [8, 8] is both [N, N] (shared) and [H, N] (diagonal) as H = N = 8: " +
+            "give --a-form dense-shared or --a-form diagonal");
+        Assert.That(run.stderr, Does.Not.Contain("LsslOptions"));
+        var (code, stdout, stderr) = Engine([.. op, "--a-form", "dense-shared"]);
+        Assert.That(code, Is.Zero, stderr);
+    }
+
     [Test]
     public void BenchReportsEveryMode()
     {

@@ -86,7 +86,14 @@ internal sealed class LsslOpCommand : EngineCommand
         var u = files.Open(args, _u);
         var x0 = files.Optional(args, _x0);
         Tensor<float> Parameter(Option<string> option) => files.Open(args, option).ToTensorFloat32();
-        using var layer = new LsslLayer(Parameter(_a), Parameter(_b), Parameter(_c), Parameter(_d), Parameter(_dt), options);
+        var a = Parameter(_a);
+        var c = Parameter(_c);
+        // A [N, N] with C [N, N] is both one shared matrix and the diagonals of H = N channels: the library asks for
+        // LsslOptions.StateMatrix, which this command sets from --a-form.
+        if (options.StateMatrix is null && a.Rank == 2 && a.Lengths[0] == a.Lengths[1] && c.Lengths.SequenceEqual(a.Lengths))
+            throw new ArgumentException($"--A {args.GetValue(_a)}: shape [{a.Lengths[0]}, {a.Lengths[1]}] is both [N, N] (shared) and [H, N] (diagonal) " +
+                $"as H = N = {a.Lengths[0]}: give --a-form {Opt.Kebab(LsslStateMatrix.DenseShared)} or --a-form {Opt.Kebab(LsslStateMatrix.Diagonal)}");
+        using var layer = new LsslLayer(a, Parameter(_b), c, Parameter(_d), Parameter(_dt), options);
         files.Claim("y", yPath);
         if (statePath is not null) files.Claim("xt", statePath);
         using var device = _device.Create(args);
