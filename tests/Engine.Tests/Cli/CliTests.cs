@@ -344,11 +344,16 @@ public sealed class CliTests : CliFixture
     }
 
     [Test]
-    public void AnOutOfRangeValueFromTheLibraryIsOneLineWithoutDotNetsSuffixes()
+    public void AnOutOfRangeValueFromTheLibraryIsOneLineWithoutDotNetsSuffixes() =>
+        Assert.That(global::Engine.Cli.Cli.OneLine(new ArgumentOutOfRangeException("layer", 30, "layer must be in [0, 23]")), Is.EqualTo("layer must be in [0, 23]"));
+
+    /// <summary>--layer and --layers are option values: refused as usage errors naming the options (it was the library's "layer must be in", exit code 1).</summary>
+    [TestCase("30", "24", "engine: --layer must be in [0, 23] (--layers 24), got 30")]
+    [TestCase("-1", "24", "engine: --layer must be in [0, 23] (--layers 24), got -1")]
+    [TestCase("0", "1", "engine: --layers must be >= 2 for the per-layer slope schedule, got 1")]
+    public void ALayerOutsideTheLayersIsAUsageError(string layer, string layers, string message)
     {
         var x = Save("x.npy", NpyArray.From(new float[4 * 8], [1, 4, 1, 8]));
-        var run = Engine("op", "lightning", "--q", x, "--k", x, "--v", x, "--o", PathOf("o.npy"), "--layer", "30", "--layers", "24");
-        AssertOneLineError(run, 1, "engine: error: layer must be in [0, 23]");
-        Assert.That(run.stderr, Does.Not.Contain("Parameter").And.Not.Contain("Actual value"));
+        AssertOneLineError(Engine("op", "lightning", "--q", x, "--k", x, "--v", x, "--o", PathOf("o.npy"), "--layer", layer, "--layers", layers), 2, message);
     }
 }
