@@ -118,7 +118,7 @@ public sealed class ChartTests : CliFixture
         foreach (var command in new[] { TinyGla, ["bench-model", "--sample", "linear", "--T", "64"] })
         {
             // Nothing on stdout (the error contract): no table, so nothing was timed.
-            AssertOneLineError(Engine([.. command, "--plot", PathOf(name)]), 1, message);
+            AssertOneLineError(Engine([.. command, "--plot", PathOf(name)]), 2, message);
         }
         Assert.That(System.IO.Directory.GetFiles(Directory), Is.Empty);
     }
