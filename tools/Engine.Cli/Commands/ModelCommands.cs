@@ -29,7 +29,7 @@ internal sealed class ModelOptions
     {
         var declared = model.Inputs.ToDictionary(i => i.Name);
         var inputs = new Dictionary<string, TensorData>();
-        foreach (var (name, path) in ModelIo.Pairs(args.GetValue(Input)!, Input.Name))
+        foreach (var (name, path) in ModelIo.Pairs(args, Input))
         {
             if (!declared.TryGetValue(name, out var info))
                 throw new ArgumentException($"--input {name}: the model has no input '{name}' (inputs: {string.Join(", ", declared.Keys)})");
@@ -42,14 +42,15 @@ internal sealed class ModelOptions
 /// <summary>How the model commands read NAME=VALUE pairs and report model errors.</summary>
 internal static class ModelIo
 {
-    public static IEnumerable<(string Name, string Value)> Pairs(IEnumerable<string> values, string option)
+    /// <summary>The NAME=VALUE pairs of a repeated option, each refused as the help spells the option (NAME=FILE.npy, NAME=VALUE).</summary>
+    public static IEnumerable<(string Name, string Value)> Pairs(ParseResult args, Option<string[]> option)
     {
         var seen = new HashSet<string>();
-        foreach (var text in values)
+        foreach (var text in args.GetValue(option)!)
         {
             int eq = text.IndexOf('=');
-            if (eq <= 0 || eq == text.Length - 1) throw new UsageException($"{option} takes NAME=VALUE, got '{text}'");
-            if (!seen.Add(text[..eq])) throw new UsageException($"{option} {text[..eq]} is given more than once");
+            if (eq <= 0 || eq == text.Length - 1) throw new UsageException($"{option.Name} takes {option.HelpName}, got '{text}'");
+            if (!seen.Add(text[..eq])) throw new UsageException($"{option.Name} {text[..eq]} is given more than once");
             yield return (text[..eq], text[(eq + 1)..]);
         }
     }
@@ -271,13 +272,18 @@ internal sealed class BenchModelCommand : EngineCommand
             foreach (var option in new Option[] { _t, _decode })
                 if (Given(args, option)) throw new UsageException($"{option.Name} goes with --sample: a model file's dims come from --dim");
             var model = _model.Load(args);
-            var dims = ModelIo.Pairs(args.GetValue(_dim)!, _dim.Name).ToDictionary(p => p.Name, p => long.TryParse(p.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long v)
-                ? v : throw new UsageException($"--dim {p.Name} must be a whole number, got '{p.Value}'"));
+            var dims = ModelIo.Pairs(args, _dim).ToDictionary(p => p.Name, p => long.TryParse(p.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long v)
+                ? v : throw new UsageException($"--dim {p.Name} must be an integer >= 0, got '{p.Value}'"));
             var symbolic = model.Inputs.SelectMany(i => i.Dims ?? []).Where(d => !long.TryParse(d, out _)).Distinct().ToArray();
             foreach (var name in dims.Keys.Where(name => !symbolic.Contains(name)))
                 throw new ArgumentException($"--dim {name}: the model has no symbolic dim '{name}' " +
                     (symbolic.Length == 0 ? "(its inputs have none)" : $"(its symbolic dims: {string.Join(", ", symbolic)})"));
             var inputs = _model.Inputs(args, model, files);
+            var unset = model.Inputs.Where(i => !inputs.ContainsKey(i.Name)).SelectMany(i => i.Dims ?? [])
+                .Where(d => !long.TryParse(d, out _) && !dims.ContainsKey(d)).Distinct().ToArray();
+            if (unset.Length > 0)
+                throw new ArgumentException($"the random inputs have the symbolic dim{(unset.Length == 1 ? "" : "s")} {string.Join(", ", unset)}: " +
+                    $"give {(unset.Length == 1 ? "its value" : "each value")} as {string.Join(" ", unset.Select(d => $"--dim {d}=VALUE"))}");
             var random = ModelInputs.Random(model, dims, except: inputs.Keys);
             foreach (var (name, tensor) in random) inputs[name] = tensor;
             string label = Path.GetFileName(args.GetValue(_model.Model)!);
