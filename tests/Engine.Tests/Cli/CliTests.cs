@@ -285,7 +285,24 @@ public sealed class CliTests : CliFixture
             "--json");
         Assert.That(jsonCode, Is.Zero, jsonErr);
         Assert.That(System.Text.Json.JsonDocument.Parse(json).RootElement.GetArrayLength(), Is.EqualTo(1), "the note stays out of the JSON document");
-        Assert.That(jsonErr, Does.StartWith("note: ort-cuda rows left out: "));
+        Assert.That(jsonErr, Does.Contain("note: ort-cuda rows left out: "));
+    }
+
+    /// <summary>Without CUDA the GPU kernels run slowly on ILGPU's CPU accelerator: said on stderr before the timing, not only in the report.</summary>
+    [Test]
+    public void BenchOnTheCpuAcceleratorSaysSoBeforeTiming()
+    {
+        Assume.That(TestDevices.HasCuda, Is.False, "the note is for machines without CUDA");
+        string[] args = ["bench", "gla", "--backend", "gpu", "--T", "32", "--H", "1", "--K", "16", "--V", "16", "--repeats", "1"];
+        const string note = "note: no CUDA device, the GPU kernels run on ILGPU's CPU accelerator";
+        var (code, stdout, stderr) = Engine(args);
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stderr, Does.StartWith(note));
+        // stdout and stderr into one writer, in the order written: the note comes before the report's first line.
+        var both = new StringWriter();
+        Assert.That(global::Engine.Cli.Cli.Run(args, both, both), Is.Zero, both.ToString());
+        string text = both.ToString();
+        Assert.That(text.IndexOf(note, StringComparison.Ordinal), Is.GreaterThanOrEqualTo(0).And.LessThan(text.IndexOf("device: gpu", StringComparison.Ordinal)), text);
     }
 
     [Test]
