@@ -144,6 +144,20 @@ public sealed class LsslCliTests : CliFixture
         var (code, stdout, stderr) = Engine(["op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"), "--C", PathOf("C.npy"),
             "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--mode", "recurrent", "--y", PathOf("y.npy"), .. method]);
         Assert.That(code, Is.Zero, stderr);
-        Assert.That(stdout, Does.Contain($"mode: recurrent ({printed}, Q = 16)"));
+        Assert.That(stdout.ReplaceLineEndings("\n"), Does.Contain($"mode: recurrent ({printed})\n"));
+    }
+
+    /// <summary>The chunk length Q is printed for the scan, the one mode with chunks.</summary>
+    [TestCase("recurrent", "mode: recurrent (bilinear)\n")]
+    [TestCase("conv", "mode: conv (bilinear)\n")]
+    [TestCase("scan", "mode: scan (bilinear, Q = 16)\n")]
+    public void TheChunkLengthIsPrintedForTheScanOnly(string mode, string printed)
+    {
+        Assert.That(Engine("lssl-init", "--N", "4", "--H", "2", "--out-dir", Directory).code, Is.Zero);
+        Npy.Write(PathOf("u.npy"), NpyArray.From(new float[1 * 8 * 2], [1, 8, 2]));
+        var (code, stdout, stderr) = Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"), "--C", PathOf("C.npy"),
+            "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--mode", mode, "--y", PathOf("y.npy"));
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout.ReplaceLineEndings("\n"), Does.Contain(printed));
     }
 }

@@ -101,8 +101,10 @@ internal sealed class LsslOpCommand : EngineCommand
         var finalState = statePath is null ? null : Tensor.CreateFromShapeUninitialized<float>(layer.StateShape((int)u.Shape[0]));
         var ran = u.Type == NpyType.Float16 ? Forward<Half>() : Forward<float>();
         if (finalState is not null) files.Write("xt", statePath!, finalState);
+        // The chunk length Q is the scan's alone: the recurrence and the convolution have no chunks.
+        string chunk = ran == LsslMode.Scan ? $", Q = {layer.ChunkLength}" : "";
         files.Report(context, args.GetValue(_json), Name, device.Description,
-            new Dictionary<string, object> { ["mode"] = $"{Opt.Kebab(ran)} ({LsslMethodOptions.Describe(layer.Discretization)}, Q = {layer.ChunkLength})" });
+            new Dictionary<string, object> { ["mode"] = $"{Opt.Kebab(ran)} ({LsslMethodOptions.Describe(layer.Discretization)}{chunk})" });
         return 0;
 
         LsslMode Forward<T>() where T : unmanaged
