@@ -53,17 +53,20 @@ internal static class Opt
     public static Option<int> Int(string name, int fallback, string description, int min = int.MinValue, int max = int.MaxValue) =>
         new(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseInt(r, min, max) };
 
-    /// <summary>One length or a comma-separated list of lengths, each >= 0.</summary>
-    public static Option<int[]> IntList(string name, int fallback, string description) => new(name)
+    /// <summary>
+    /// The sequence lengths a bench times: one or a comma-separated list, each >= 1 (a call over no token times nothing,
+    /// and its tokens/s would be 0).
+    /// </summary>
+    public static Option<int[]> TimedLengths(string name, int fallback, string description) => new(name)
     {
         Description = description, HelpName = "T[,T...]", Arity = ArgumentArity.ExactlyOne, DefaultValueFactory = _ => [fallback],
         CustomParser = r =>
         {
             string text = r.Tokens[0].Value;
             var parts = text.Split(',');
-            if (parts.All(p => int.TryParse(p, NumberStyles.None, CultureInfo.InvariantCulture, out _)))
+            if (parts.All(p => int.TryParse(p, NumberStyles.None, CultureInfo.InvariantCulture, out int t) && t >= 1))
                 return parts.Select(p => int.Parse(p, NumberStyles.None, CultureInfo.InvariantCulture)).ToArray();
-            r.AddError($"{NameOf(r)} must be an integer or a comma-separated list of integers >= 0, got '{text}'");
+            r.AddError($"{NameOf(r)} must be an integer >= 1 or a comma-separated list of them (T = 0 times nothing), got '{text}'");
             return [];
         },
     };

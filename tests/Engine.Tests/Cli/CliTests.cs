@@ -152,6 +152,9 @@ public sealed class CliTests : CliFixture
     [TestCase(new[] { "op", "gla", "--frobnicate", "1" }, "unknown option --frobnicate (see: engine op gla --help)")]
     [TestCase(new[] { "ptx", "some-folder", "--arch", "sm_70" }, "--arch must be one of sm_80|sm_90, got 'sm_70' (see: engine ptx --help)")]
     [TestCase(new[] { "bench", "gla", "--T", "many" }, "--T must be an integer")]
+    [TestCase(new[] { "bench", "gla", "--T", "0" }, "--T must be an integer >= 1 or a comma-separated list of them (T = 0 times nothing), got '0'")]
+    [TestCase(new[] { "bench", "lssl", "--T", "64,0" }, "--T must be an integer >= 1")]
+    [TestCase(new[] { "bench-model", "--sample", "linear", "--T", "0" }, "--T must be an integer >= 1")]
     [TestCase(new[] { "bench", "gla", "--backend", "tpu" }, "--backend must be one of reference|cpu|gpu")]
     [TestCase(new[] { "bench", "gla", "--gpu-precision", "tf32", "--T", "32" }, "--gpu-precision tf32: the cpu backend multiplies in fp32; it applies to --backend gpu")]
     public void UsageErrorsExitWithTwo(string[] args, string message) => AssertOneLineError(Engine(args), 2, message);

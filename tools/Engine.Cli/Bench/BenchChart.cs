@@ -57,7 +57,7 @@ public static class BenchChart
         foreach (var s in series)
         {
             var points = s.Points.Where(p => !log || (p.X > 0 && p.Y > 0)).OrderBy(p => p.X).ToArray();
-            // A series with no point to draw (measured only at T = 0 on log axes) gets no legend entry either.
+            // A series with no point to draw on log axes (measured only at T = 0, or as 0) gets no legend entry either.
             if (points.Length == 0) continue;
             drawn.AddRange(points.Select(p => (p.X, p.Y)));
             string key = s.ColorKey ?? s.Label;

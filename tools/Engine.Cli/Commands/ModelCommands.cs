@@ -189,7 +189,7 @@ internal sealed class BenchModelCommand : EngineCommand
     private readonly ModelOptions _model = new();
     private readonly Option<string[]> _dim = Opt.Repeated("--dim", "a symbolic dim of the random inputs (repeat per dim)", "NAME=VALUE");
     private readonly Option<string> _sample = Opt.Choice("--sample", null, [.. SampleNames, GatedDeltaNetSample, "all"], "time a sample model (instead of a model file) at each --T");
-    private readonly Option<int[]> _t = Opt.IntList("--T", 4096, "with --sample: sequence length, or a comma-separated list");
+    private readonly Option<int[]> _t = Opt.TimedLengths("--T", 4096, "with --sample: sequence length, or a comma-separated list");
     private readonly Option<bool> _decode = Opt.Flag("--decode", "with --sample: also one token with past states (T=1)");
     private readonly Option<int> _repeats = Opt.Int("--repeats", 7, "runs of each session (the median is reported)", min: 1);
     private readonly Option<bool> _noSpinning = Opt.Flag("--no-spinning", "turn ORT's intra-op spinning off in both sessions and alternate single runs");
