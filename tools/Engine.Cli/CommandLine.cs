@@ -72,8 +72,8 @@ internal static class Opt
     };
 
     /// <summary>An integer that has no default (null when not given).</summary>
-    public static Option<int?> OptionalInt(string name, string description, int min = int.MinValue) =>
-        new(name) { Description = description, CustomParser = r => ParseInt(r, min, int.MaxValue) };
+    public static Option<int?> OptionalInt(string name, string description, int min = int.MinValue, int max = int.MaxValue) =>
+        new(name) { Description = description, CustomParser = r => ParseInt(r, min, max) };
 
     /// <summary>An integer that must be one of <paramref name="values"/> (a chunk size, say): another is refused while parsing.</summary>
     public static Option<int> OneOf(string name, int fallback, IReadOnlyList<int> values, string description) =>
@@ -100,9 +100,12 @@ internal static class Opt
     /// </summary>
     public const int MaxThreads = 1024;
 
-    /// <summary>--threads: CPU threads (the machine's cores by default).</summary>
-    public static Option<int> Threads() =>
-        Int("--threads", Environment.ProcessorCount, $"CPU threads, 1..{MaxThreads} (default: the machine's cores)", min: 1, max: MaxThreads);
+    /// <summary>
+    /// --threads: CPU threads; null when not given, which the device and the kernel host take as the machine's cores. No
+    /// default value, so the help states the default once, in words, not also as this machine's count.
+    /// </summary>
+    public static Option<int?> Threads() =>
+        OptionalInt("--threads", $"CPU threads, 1..{MaxThreads} (default: the machine's cores)", min: 1, max: MaxThreads);
 
     /// <summary>One of an enum's values (those in <paramref name="only"/> where the command takes no others), spelled in kebab case.</summary>
     public static Option<T> Choice<T>(string name, T fallback, string description, params T[] only) where T : struct, Enum =>

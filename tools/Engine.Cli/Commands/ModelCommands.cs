@@ -13,7 +13,7 @@ internal sealed class ModelOptions
 {
     public Argument<string> Model { get; } = new("model") { HelpName = "model.onnx", Description = "the model file (.onnx)" };
     public Option<HandoverBackend> Backend { get; } = Opt.Choice("--backend", HandoverBackend.Cpu, "the engine's kernels for the hot nodes: cpu or gpu; none: ONNX Runtime alone");
-    public Option<int> Threads { get; } = Opt.Threads();
+    public Option<int?> Threads { get; } = Opt.Threads();
     public Option<string[]> Input { get; } = Opt.Repeated("--input", "an input from a .npy file, as the element type the model declares (repeat per input)", "NAME=FILE.npy");
     public Option<bool> Json { get; } = Opt.Json();
 
@@ -304,7 +304,7 @@ internal sealed class BenchModelCommand : EngineCommand
         Print(context.Out, rows, host.Describe(backend), spinning, json);
         if (chart is not null)
         {
-            Chart(chart, rows, host.Describe(backend), BenchReport.Peak(args.GetValue(_model.Threads)), spinning);
+            Chart(chart, rows, host.Describe(backend), BenchReport.Peak(host.IntraOpThreads), spinning);
             BenchChart.Report(context, chart, json);
         }
         return 0;

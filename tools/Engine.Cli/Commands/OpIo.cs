@@ -11,7 +11,7 @@ namespace Engine.Cli.Commands;
 internal sealed class DeviceOptions
 {
     public Option<Backend> Backend { get; } = Opt.Choice("--backend", Engine.Backend.Cpu, "where the op runs (gpu: CUDA, else ILGPU's CPU accelerator)");
-    public Option<int> Threads { get; } = Opt.Threads();
+    public Option<int?> Threads { get; } = Opt.Threads();
 
     public IEnumerable<Option> All => [Backend, Threads];
 
