@@ -71,6 +71,10 @@ internal static class Opt
         },
     };
 
+    /// <summary>An integer the command cannot run without: the help marks it (REQUIRED), and a command line without it is refused.</summary>
+    public static Option<int> RequiredInt(string name, string description, int min = int.MinValue) =>
+        new(name) { Description = description, Required = true, CustomParser = r => ParseInt(r, min, int.MaxValue) };
+
     /// <summary>An integer that has no default (null when not given).</summary>
     public static Option<int?> OptionalInt(string name, string description, int min = int.MinValue, int max = int.MaxValue) =>
         new(name) { Description = description, CustomParser = r => ParseInt(r, min, max) };
