@@ -67,7 +67,7 @@ public static class Cli
     /// and for an ArgumentOutOfRangeException a line "Actual value was X." after it. The engine's messages name the
     /// tensor or option and the value themselves.
     /// </summary>
-    private static string OneLine(Exception e)
+    internal static string OneLine(Exception e)
     {
         string message = e.Message;
         if (e is ArgumentOutOfRangeException { ActualValue: not null } && message.LastIndexOf(Environment.NewLine, StringComparison.Ordinal) is int line and >= 0)

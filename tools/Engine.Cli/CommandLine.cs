@@ -53,24 +53,31 @@ internal static class Opt
     public static Option<int> Int(string name, int fallback, string description, int min = int.MinValue, int max = int.MaxValue) =>
         new(name) { Description = description, DefaultValueFactory = _ => fallback, CustomParser = r => ParseInt(r, min, max) };
 
-    /// <summary>One length or a comma-separated list of lengths, each >= 0.</summary>
-    public static Option<int[]> IntList(string name, int fallback, string description) => new(name)
+    /// <summary>
+    /// The sequence lengths a bench times: one or a comma-separated list, each >= 1 (a call over no token times nothing,
+    /// and its tokens/s would be 0).
+    /// </summary>
+    public static Option<int[]> TimedLengths(string name, int fallback, string description) => new(name)
     {
         Description = description, HelpName = "T[,T...]", Arity = ArgumentArity.ExactlyOne, DefaultValueFactory = _ => [fallback],
         CustomParser = r =>
         {
             string text = r.Tokens[0].Value;
             var parts = text.Split(',');
-            if (parts.All(p => int.TryParse(p, NumberStyles.None, CultureInfo.InvariantCulture, out _)))
+            if (parts.All(p => int.TryParse(p, NumberStyles.None, CultureInfo.InvariantCulture, out int t) && t >= 1))
                 return parts.Select(p => int.Parse(p, NumberStyles.None, CultureInfo.InvariantCulture)).ToArray();
-            r.AddError($"{NameOf(r)} must be an integer or a comma-separated list of integers >= 0, got '{text}'");
+            r.AddError($"{NameOf(r)} must be an integer >= 1 or a comma-separated list of them (T = 0 times nothing), got '{text}'");
             return [];
         },
     };
 
+    /// <summary>An integer the command cannot run without: the help marks it (REQUIRED), and a command line without it is refused.</summary>
+    public static Option<int> RequiredInt(string name, string description, int min = int.MinValue) =>
+        new(name) { Description = description, Required = true, CustomParser = r => ParseInt(r, min, int.MaxValue) };
+
     /// <summary>An integer that has no default (null when not given).</summary>
-    public static Option<int?> OptionalInt(string name, string description, int min = int.MinValue) =>
-        new(name) { Description = description, CustomParser = r => ParseInt(r, min, int.MaxValue) };
+    public static Option<int?> OptionalInt(string name, string description, int min = int.MinValue, int max = int.MaxValue) =>
+        new(name) { Description = description, CustomParser = r => ParseInt(r, min, max) };
 
     /// <summary>An integer that must be one of <paramref name="values"/> (a chunk size, say): another is refused while parsing.</summary>
     public static Option<int> OneOf(string name, int fallback, IReadOnlyList<int> values, string description) =>
@@ -97,9 +104,12 @@ internal static class Opt
     /// </summary>
     public const int MaxThreads = 1024;
 
-    /// <summary>--threads: CPU threads (the machine's cores by default).</summary>
-    public static Option<int> Threads() =>
-        Int("--threads", Environment.ProcessorCount, $"CPU threads, 1..{MaxThreads} (default: the machine's cores)", min: 1, max: MaxThreads);
+    /// <summary>
+    /// --threads: CPU threads; null when not given, which the device and the kernel host take as the machine's cores. No
+    /// default value, so the help states the default once, in words, not also as this machine's count.
+    /// </summary>
+    public static Option<int?> Threads() =>
+        OptionalInt("--threads", $"CPU threads, 1..{MaxThreads} (default: the machine's cores)", min: 1, max: MaxThreads);
 
     /// <summary>One of an enum's values (those in <paramref name="only"/> where the command takes no others), spelled in kebab case.</summary>
     public static Option<T> Choice<T>(string name, T fallback, string description, params T[] only) where T : struct, Enum =>

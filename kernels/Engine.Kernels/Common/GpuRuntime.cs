@@ -80,7 +80,7 @@ public sealed class GpuRuntime : IDisposable
 
     public string Description => IsCuda
         ? $"{Accelerator.Name} (CUDA, {Accelerator.MemorySize >> 20} MiB)"
-        : $"ILGPU CPU accelerator ({Accelerator.MaxNumThreadsPerGroup} threads per group; correctness only)";
+        : $"ILGPU CPU accelerator ({GroupSize} threads per group in warps of {Accelerator.WarpSize}; correctness only)";
 
     /// <summary>The CUDA devices ILGPU finds on this machine (empty when none).</summary>
     public static IReadOnlyList<string> CudaDevices()

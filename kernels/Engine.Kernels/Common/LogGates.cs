@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics;
 namespace Engine.Kernels.Common;
 
 /// <summary>
-/// Log gates (log-space decays) must be finite and <= 0: every decay factor is then at most 1 and no exponent a
+/// Log gates (log-space decays) must be finite and &lt;= 0: every decay factor is then at most 1 and no exponent a
 /// kernel evaluates is positive. A call checks them before its kernels run (<see cref="AllValid"/>), the CPU kernels
 /// again as they load them, and a refusal names the first offender (<see cref="Refuse"/>).
 /// </summary>
@@ -39,7 +39,7 @@ public static class LogGates
         throw new ArgumentException($"{name}: a log gate was not finite and <= 0 while the call ran (was {name} written during the call?)", name);
     }
 
-    /// <summary>All bits set in the lanes that hold a valid log gate (−∞ < x <= 0; NaN is not).</summary>
+    /// <summary>All bits set in the lanes that hold a valid log gate (−∞ &lt; x &lt;= 0; NaN is not).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ValidLanes(Vector512<float> x) =>
         Vector512.LessThanOrEqual(x, Vector512<float>.Zero) & Vector512.GreaterThan(x, Vector512.Create(float.NegativeInfinity));

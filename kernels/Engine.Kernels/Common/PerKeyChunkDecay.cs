@@ -6,14 +6,14 @@ namespace Engine.Kernels.Common;
 /// <summary>
 /// A per-key-dim decay over one chunk, for every rule that carries S_t = diag(exp(g_t)) S_{t−1} + … (GLA, the
 /// delta rule with a per-key gate). b = in-chunk cumulative log gate, r_s = first row of 16-row sub-chunk s:
-///   scores   A_ij = Σ_c x_ic k_jc exp(b_ic − b_jc), j <= i, for any rows x (queries, or the keys themselves)
-///            off-diagonal sub-block (s, t < s): exp(b_i − b_j) = exp(b_i − b_{r_s}) · exp(b_{r_s} − b_{r_{t+1}})
+///   scores   A_ij = Σ_c x_ic k_jc exp(b_ic − b_jc), j &lt;= i, for any rows x (queries, or the keys themselves)
+///            off-diagonal sub-block (s, t &lt; s): exp(b_i − b_j) = exp(b_i − b_{r_s}) · exp(b_{r_s} − b_{r_{t+1}})
 ///            · exp(b_{r_{t+1}} − b_j), so it is (x ⊙ exp(b − b_{r_s}) ⊙ d_st) (k ⊙ exp(b_{r_{t+1}} − b))ᵀ, a plain
 ///            product, the key factor made once per chunk;
 ///            diagonal sub-blocks: k_j ⊙ exp(b_i − b_j) built row by row as k_j ⊙ Π exp(g).
 ///   inter    x ⊙ exp(b), the rows that read the chunk's initial state
 ///   state    S ← diag(exp(b_last)) S + (k ⊙ exp(b_last − b))ᵀ V
-/// Every exponent is <= 0; exp(g) per row is the only exponential, every other factor a product of them.
+/// Every exponent is &lt;= 0; exp(g) per row is the only exponential, every other factor a product of them.
 /// The regions are one worker's scratch, carved once.
 /// </summary>
 public readonly unsafe struct PerKeyChunkDecay
@@ -122,7 +122,7 @@ public readonly unsafe struct PerKeyChunkDecay
 
     /// <summary>
     /// Rows of sub-chunk s of x [C × KP] against the chunk's keys: row i of xa (stride lxa) gets the inter row
-    /// x_i ⊙ exp(b_i) in its first KP floats, then the scores A_ij for j <= i and zeros up to the sub-chunk's end; no
+    /// x_i ⊙ exp(b_i) in its first KP floats, then the scores A_ij for j &lt;= i and zeros up to the sub-chunk's end; no
     /// later key is read. Columns beyond are not written: the products that read the scores are causal
     /// (<see cref="SimdGemm.MultiplyCausal"/>).
     /// </summary>
@@ -171,9 +171,9 @@ public readonly unsafe struct PerKeyChunkDecay
     }
 
     /// <summary>
-    /// Diagonal sub-block rows rs..re: A_ij = Σ_c x_ic · k_jc exp(b_ic − b_jc) for rs <= j <= i, zero above the
+    /// Diagonal sub-block rows rs..re: A_ij = Σ_c x_ic · k_jc exp(b_ic − b_jc) for rs &lt;= j &lt;= i, zero above the
     /// diagonal up to re. Row j of the diagonal keys holds k_j ⊙ exp(b_{i−1} − b_j) when row i starts; it is carried
-    /// to row i by multiplying with exp(g_i) (<= 1) as it is read. Four rows at a time keep four independent sums.
+    /// to row i by multiplying with exp(g_i) (&lt;= 1) as it is read. Four rows at a time keep four independent sums.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void DiagonalBlock(float* x, float* keys, int rs, int re, float* xa, int lxa)

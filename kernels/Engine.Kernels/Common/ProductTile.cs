@@ -21,7 +21,7 @@ public interface IProductTile
     void Accumulate(ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int depth, TileLayout layout);
 
     /// <summary>
-    /// <see cref="Accumulate"/> with L causally masked: row r takes only the terms with u <= r + <paramref name="diagonal"/>, selected,
+    /// <see cref="Accumulate"/> with L causally masked: row r takes only the terms with u &lt;= r + <paramref name="diagonal"/>, selected,
     /// never multiplied by zero, so a non-finite value in a row of R that r may not read never reaches r.
     /// </summary>
     void AccumulateCausal(ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride, int depth, TileLayout layout, int diagonal);
@@ -32,7 +32,7 @@ public interface IProductTile
     /// <summary>Sets the tile from source[offset + r·stride + c]; entries at r >= rows or c >= cols are zero.</summary>
     void Load(ArrayView<float> source, long offset, int stride, int rows, int cols, TileLayout layout);
 
-    /// <summary>Writes the entries with r < rows and c < cols to target[offset + r·stride + c].</summary>
+    /// <summary>Writes the entries with r &lt; rows and c &lt; cols to target[offset + r·stride + c].</summary>
     void Store(ArrayView<float> target, long offset, int stride, int rows, int cols, TileLayout layout);
 }
 
@@ -123,7 +123,7 @@ public struct MmaTile<TMma> : IProductTile where TMma : struct, IWarpMma
         }
     }
 
-    /// <summary>Terms u in [k0, end) of the lane's four entries of the 16 × 8 block at (r0, n0), each row taking u <= row + diagonal only.</summary>
+    /// <summary>Terms u in [k0, end) of the lane's four entries of the 16 × 8 block at (r0, n0), each row taking u &lt;= row + diagonal only.</summary>
     private static MmaAccumulator MaskedStep(MmaAccumulator acc, ArrayView<float> left, int leftStride, ArrayView<float> right, int rightStride,
         int r0, int n0, int k0, int end, int diagonal)
     {

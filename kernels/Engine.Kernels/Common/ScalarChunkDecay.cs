@@ -6,10 +6,10 @@ namespace Engine.Kernels.Common;
 /// <summary>
 /// A decay of one value per token and head over one chunk (a per-head gate, a constant decay, or none), for every
 /// rule that carries S_t = exp(g_t) S_{t−1} + … (GLA, Lightning, the delta rule). b = in-chunk cumulative log gate:
-///   scores   A_ij = (x_i · k_j) D_ij, D_ij = exp(b_i − b_j), j <= i, for any rows x (queries, or the keys themselves)
+///   scores   A_ij = (x_i · k_j) D_ij, D_ij = exp(b_i − b_j), j &lt;= i, for any rows x (queries, or the keys themselves)
 ///   inter    exp(b_i), the factor of the rows that read the chunk's initial state
 ///   state    S ← exp(b_last) S + (k ⊙ exp(b_last − b))ᵀ V
-/// Every exponent is <= 0 (b never increases along the chunk). The scalar counterpart of <see cref="PerKeyChunkDecay"/>;
+/// Every exponent is &lt;= 0 (b never increases along the chunk). The scalar counterpart of <see cref="PerKeyChunkDecay"/>;
 /// the regions are one worker's scratch, carved once.
 /// </summary>
 public readonly unsafe struct ScalarChunkDecay

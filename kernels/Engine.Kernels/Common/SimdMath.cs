@@ -8,8 +8,8 @@ namespace Engine.Kernels.Common;
 public static class SimdMath
 {
     /// <summary>
-    /// exp(x) for x <= 0, as the kernels only ever evaluate: n = round(x·log2 e), r = x − n·ln 2 (two-part ln 2, so r
-    /// is exact to a few ulp), exp(r) by its degree-7 Taylor polynomial on |r| <= ln2/2, times 2^n (relative error
+    /// exp(x) for x &lt;= 0, as the kernels only ever evaluate: n = round(x·log2 e), r = x − n·ln 2 (two-part ln 2, so r
+    /// is exact to a few ulp), exp(r) by its degree-7 Taylor polynomial on |r| &lt;= ln2/2, times 2^n (relative error
     /// about 2e-7). Arguments below −87.3, whose exp is under the smallest normal float, give 0 (an absolute error
     /// under 1.2e-38), so no denormal reaches the products. Several times faster than Vector512.Exp on .NET 10.
     /// </summary>
@@ -43,7 +43,7 @@ public static class SimdMath
         ((Vector512.ConvertToInt32Native(n) + Vector512.Create(127)) << 23).AsSingle();
 
     /// <summary>
-    /// 1 / (1 + e^−x), its exponent e^−|x| kept <= 1: r = 1 / (1 + e^−|x|) for x >= 0, e^−|x| · r below. With AVX-512 the
+    /// 1 / (1 + e^−x), its exponent e^−|x| kept &lt;= 1: r = 1 / (1 + e^−|x|) for x >= 0, e^−|x| · r below. With AVX-512 the
     /// reciprocal of 1 + e^−|x| (in [1, 2]) is the 14-bit estimate refined by one Newton step (within 2 ulp), which issues
     /// several times faster than a division.
     /// </summary>
@@ -140,7 +140,7 @@ public static class SimdMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Silu(float x) => x * Sigmoid(x);
 
-    /// <summary>ln(1 + e^x) = max(x, 0) + ln(1 + e^−|x|), the exponent <= 0.</summary>
+    /// <summary>ln(1 + e^x) = max(x, 0) + ln(1 + e^−|x|), the exponent &lt;= 0.</summary>
     public static float Softplus(float x)
     {
         float e = MathF.Exp(-MathF.Abs(x)), u = 1f + e;

@@ -10,7 +10,7 @@ public enum ValueRule
 {
     /// <summary>Finite.</summary>
     Finite,
-    /// <summary>A log gate: finite and <= 0.</summary>
+    /// <summary>A log gate: finite and &lt;= 0.</summary>
     LogGate,
     /// <summary>Finite and inside float16's range (magnitude below <see cref="HalfRange.Overflow"/>).</summary>
     HalfRange,

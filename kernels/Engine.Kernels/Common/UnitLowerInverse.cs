@@ -10,7 +10,7 @@ public static unsafe class UnitLowerInverse
 {
     /// <summary>
     /// T = (I + A)⁻¹ for strictly lower A [len × len] (row stride lda; its diagonal and above are not read) by forward
-    /// substitution: T_i = e_i − Σ_{m<i} A_im T_m, into t (row stride ldt), each row zero right of its diagonal up
+    /// substitution: T_i = e_i − Σ_{m&lt;i} A_im T_m, into t (row stride ldt), each row zero right of its diagonal up
     /// to the next multiple of 16. A row's sums stay in registers (at most 4 vectors wide), two sets of them so
     /// consecutive m do not wait on each other.
     /// </summary>

@@ -111,7 +111,7 @@ public static unsafe class CausalConvCpu
             }
         }
 
-        /// <summary>16 channels at position p of [state | x] (p < 0 in the carry state).</summary>
+        /// <summary>16 channels at position p of [state | x] (p &lt; 0 in the carry state).</summary>
         private Vector512<float> ChannelsLastTap(int s, float* xs, int p, int c)
         {
             if (p >= 0) return Vector512.Load(xs + (long)p * _c + c);

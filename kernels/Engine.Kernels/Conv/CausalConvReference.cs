@@ -38,7 +38,7 @@ public static class CausalConvReference
         }
     }
 
-    /// <summary>1 / (1 + e^−x) with the exponent kept <= 0.</summary>
+    /// <summary>1 / (1 + e^−x) with the exponent kept &lt;= 0.</summary>
     public static double Sigmoid(double x)
     {
         double e = Math.Exp(-Math.Abs(x));

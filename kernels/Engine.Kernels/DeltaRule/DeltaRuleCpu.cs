@@ -13,14 +13,14 @@ namespace Engine.Kernels.DeltaRule;
 /// (<see cref="HeadLayout"/>) where they lie in q and k. Each worker owns a scratch block sized here from the config.
 ///
 /// Chunk of c tokens, local rows i, j; G = in-chunk cumulative log gate (fp32; 0 for DeltaNet),
-/// D_ij = exp(G_i − G_j) for j <= i (else 0), k̂, q̂ the (optionally L2-normalized) rows:
+/// D_ij = exp(G_i − G_j) for j &lt;= i (else 0), k̂, q̂ the (optionally L2-normalized) rows:
 ///   A      = strict_lower(diag(β) K Kᵀ ⊙ D)
-///   T      = (I + A)⁻¹                      forward substitution, row i = e_i − Σ_{m<i} A_im T_m
+///   T      = (I + A)⁻¹                      forward substitution, row i = e_i − Σ_{m&lt;i} A_im T_m
 ///   V_new  = U − W S = T diag(β) (V − diag(e^G) K S)   (W = T diag(β e^G) K, U = T diag(β) V, never formed:
 ///            K S costs what W S does, and T then multiplies V-wide rows only)
 ///   O      = scale (diag(e^G) Q S + ((Q Kᵀ) ⊙ D) V_new)
 ///   S      ← e^{G_last} S + (K ⊙ e^{G_last − G})ᵀ V_new
-/// Every exponent is <= 0: G_i − G_j for j <= i, G_i, G_last − G_j (G never increases along the chunk).
+/// Every exponent is &lt;= 0: G_i − G_j for j &lt;= i, G_i, G_last − G_j (G never increases along the chunk).
 /// A per-key gate (b = in-chunk cumulative log gate per key dim) turns every decay into a per-key factor inside the
 /// products: A_ij = β_i Σ_c k̂_ic k̂_jc e^{b_ic − b_jc}, V_new = T diag(β) (V − (K ⊙ e^b) S), O = scale ((Q ⊙ e^b) S +
 /// P V_new) with P the same scores of q̂, S ← diag(e^{b_last}) S + (K ⊙ e^{b_last − b})ᵀ V_new; the scores of both

@@ -157,7 +157,7 @@ public struct DeltaRuleGpuArgs
 
     /// <summary>
     /// Per output head, chunk-transposed: the inter-chunk queries scale q̂ ⊙ e^G [T, max(Hq, Hv), K] and the masked
-    /// intra scores P [T, max(Hq, Hv), C] (row i, key j <= i).
+    /// intra scores P [T, max(Hq, Hv), C] (row i, key j &lt;= i).
     /// </summary>
     public ArrayView<float> GatedQueries, Scores;
 
@@ -230,7 +230,7 @@ internal readonly struct RecurrentTiles(DeltaRuleGpuShape s)
 /// Chunked form, three launches (notation of <see cref="DeltaRuleCpu"/>):
 ///  1. Prepare, one group per (chunk, value head), all chunks in parallel: G, A in shared memory (K Kᵀ summed over
 ///     key-dim slabs staged in shared memory), T = (I + A)⁻¹ as four-at-most 16×16 diagonal-block inverses (row
-///     recurrence, one column per thread) merged block row by block row (T_pq = −T_pp Σ_{q<=m<p} A_pm T_mq); then
+///     recurrence, one column per thread) merged block row by block row (T_pq = −T_pp Σ_{q&lt;=m&lt;p} A_pm T_mq); then
 ///     W = T diag(β e^G) K, U = T diag(β) V, the decayed keys k̂ e^{G_last − G}, and per output head the inter query
 ///     scale e^G q̂ and the masked intra scores P = scale (Q Kᵀ ⊙ D), all written to global memory; W, the queries and
 ///     P chunk-transposed, so the later passes read a column over the chunk's rows with one coalesced load.
@@ -248,7 +248,7 @@ internal readonly struct RecurrentTiles(DeltaRuleGpuShape s)
 /// Heads (<see cref="HeadLayout"/>): value head h reads key head h / ValueGroup; output head o reads value head o / Group and
 /// query head o / ValueGroup. q and k are read where they lie, never copied per head.
 /// Threads of the recurrent kernel: column d = thread % 16 of the tile, slice = thread / 16 over the state's rows.
-/// Every exponent is a difference G_i − G_j with j <= i (or G_last − G_j, or G_i, or a raw log gate), so it is <= 0.
+/// Every exponent is a difference G_i − G_j with j &lt;= i (or G_last − G_j, or G_i, or a raw log gate), so it is &lt;= 0.
 /// </summary>
 public static class DeltaRuleGpuKernels
 {
@@ -267,7 +267,7 @@ public static class DeltaRuleGpuKernels
         }
 
         /// <summary>
-        /// this += Σ_m x[at + m · xStep] · rows[(first + m · step) · rowStride + rowOffset] over the m = 0..3 with first + m · step < limit.
+        /// this += Σ_m x[at + m · xStep] · rows[(first + m · step) · rowStride + rowOffset] over the m = 0..3 with first + m · step &lt; limit.
         /// The four global loads are issued before their products, so each thread keeps four in flight (ILGPU unrolls no loop).
         /// </summary>
         public void AddProducts4(ArrayView<float> x, long at, long xStep, ArrayView<Columns4> rows, int first, int step, int limit, int rowStride, int rowOffset) =>
@@ -315,7 +315,7 @@ public static class DeltaRuleGpuKernels
     {
         public float X0, X1, X2, X3;
 
-        /// <summary>x[at + m · xStep] for m = 0..3 where first + m · step < limit.</summary>
+        /// <summary>x[at + m · xStep] for m = 0..3 where first + m · step &lt; limit.</summary>
         public static Gathered4 Load(ArrayView<float> x, long at, long xStep, int first, int step, int limit)
         {
             int m1 = first + step, m2 = m1 + step, m3 = m2 + step;
@@ -371,7 +371,7 @@ public static class DeltaRuleGpuKernels
         s.PerKey ? args.CumulativeGate[((long)(start + i) * s.ValueHeads + h) * s.KeyDim + c] : gates[i];
 
     /// <summary>
-    /// acc[i · (C + 1) + j] += Σ_c x̂_ic k̂_jc (e^{G_ic − G_jc} inside the sum with a per-key gate) for the chunk's rows j < i (j <= i with
+    /// acc[i · (C + 1) + j] += Σ_c x̂_ic k̂_jc (e^{G_ic − G_jc} inside the sum with a per-key gate) for the chunk's rows j &lt; i (j &lt;= i with
     /// <paramref name="diagonal"/>), the rows staged <see cref="DeltaRuleGpuShape.Slab"/> key dims at a time in shared memory, each
     /// loaded once: x̂_i = x_i · xNorms[i] (row i of head xHead of x, q or k), k̂_j = k_j · 1/‖k_j‖. Row i reads rows up to its own only.
     /// </summary>
@@ -411,7 +411,7 @@ public static class DeltaRuleGpuKernels
     }
 
     /// <summary>
-    /// acc[i · (C + 1) + j] = Σ_c x̂_ic k̂_jc for every pair of the chunk's rows i, j < len on tensor cores (the caller keeps the causal
+    /// acc[i · (C + 1) + j] = Σ_c x̂_ic k̂_jc for every pair of the chunk's rows i, j &lt; len on tensor cores (the caller keeps the causal
     /// part; entry (i, j) reads rows i and j only), x̂_i = x_i · xNorms[i] (row i of head xHead of x, q or k), k̂_j = k_j · keyNorms[j]:
     /// a column tile of the product at a time, slices of <see cref="DeltaRuleGpuShape.Slice"/> key dims of the rows and of the keys
     /// (transposed) staged in <paramref name="stage"/>. No gate per key dim: its decay lies inside the sum.
@@ -473,7 +473,7 @@ public static class DeltaRuleGpuKernels
 
     /// <summary>
     /// <see cref="WAndU"/> on tensor cores: a column tile of diag(β) (K̂ ⊙ e^G) or of diag(β) V at a time staged in <paramref name="stage"/>
-    /// (rows from len on zero), multiplied by T with row i reading rows j <= i only (<see cref="MmaTile{TMma}.AccumulateCausal"/>: T above its
+    /// (rows from len on zero), multiplied by T with row i reading rows j &lt;= i only (<see cref="MmaTile{TMma}.AccumulateCausal"/>: T above its
     /// diagonal is never read, and a later token's row never reaches an earlier one, not even times zero). W goes through the stage to
     /// be stored transposed.
     /// </summary>
@@ -514,7 +514,7 @@ public static class DeltaRuleGpuKernels
         }
     }
 
-    /// <summary>T times the staged chunk rows on tensor cores, row i reading rows j <= i only; barriers before (the stage is written) and after (it is read).</summary>
+    /// <summary>T times the staged chunk rows on tensor cores, row i reading rows j &lt;= i only; barriers before (the stage is written) and after (it is read).</summary>
     private static MmaTile<TMma> TimesT<TMma>(ArrayView<float> sT, int ts, ArrayView<float> stage, int stride, int len, TileLayout layout) where TMma : struct, IWarpMma
     {
         Group.Barrier();

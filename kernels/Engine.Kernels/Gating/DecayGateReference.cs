@@ -2,7 +2,7 @@ namespace Engine.Kernels.Gating;
 
 /// <summary>
 /// The gates of a gated delta rule from their projections, per head h of H (the last axis):
-///   decay = decay_scale[h] · softplus(a + dt_bias[h])      (decay_scale = −exp(A_log): log-space decay <= 0)
+///   decay = decay_scale[h] · softplus(a + dt_bias[h])      (decay_scale = −exp(A_log): log-space decay &lt;= 0)
 ///   beta  = sigmoid(b)
 /// </summary>
 public static class DecayGateReference

@@ -8,7 +8,7 @@ namespace Engine.Kernels.Gla;
 /// </summary>
 public sealed record GlaConfig
 {
-    /// <summary>Chunk sizes the kernels take: GLA uses 16-64 (default 64); Lightning's blocks go to 256.</summary>
+    /// <summary>Chunk sizes the kernels take, for GLA and Lightning's blocks alike: 16, 32, 64 (the default), 128, 256.</summary>
     public static readonly int[] ChunkSizes = [16, 32, 64, 128, 256];
 
     /// <summary>A validated config (the facade checks the options): kernels trust it.</summary>

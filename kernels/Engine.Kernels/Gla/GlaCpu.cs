@@ -11,9 +11,9 @@ namespace Engine.Kernels.Gla;
 ///
 /// Chunk of C tokens, b = in-chunk cumulative log gate (fp32):
 ///   inter   O   = (scale·q ⊙ exp(b)) S
-///   intra   O  += A V,  A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc), j <= i
+///   intra   O  += A V,  A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc), j &lt;= i
 ///   state   S   = diag(exp(b_last)) S + (k ⊙ exp(b_last − b))ᵀ V
-/// A per-key gate is factored by sub-chunks (<see cref="PerKeyChunkDecay"/>) so every exponent is <= 0.
+/// A per-key gate is factored by sub-chunks (<see cref="PerKeyChunkDecay"/>) so every exponent is &lt;= 0.
 /// Scalar gates (per head, constant, none) need no sub-chunks: A = (Q Kᵀ) ⊙ D (<see cref="ScalarChunkDecay"/>).
 /// The output product is causal (<see cref="SimdGemm.MultiplyCausal"/>): no output row reads a later token's row.
 /// </summary>

@@ -192,13 +192,13 @@ internal readonly struct RecurrentTiles(GlaGpuShape s)
 ///   StateScan     per sequence, value head and state entry: the chunks in order, S ← diag(exp(b_last)) S + Δ, each chunk's slot
 ///                 overwritten with its start state; the final state back to State
 ///   Output        per chunk, output head, row block and value tile: O = (scale q ⊙ exp(b)) S_start + A V, the scores
-///                 A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc) (j <= i) made on chip a slice of tokens at a time
+///                 A_ij = scale Σ_c q_ic k_jc exp(b_ic − b_jc) (j &lt;= i) made on chip a slice of tokens at a time
 /// The products run on a tile type chosen by <see cref="GlaGpuShape.Precision"/>: <see cref="RegisterTile4x4"/> or <see cref="MmaTile{TMma}"/>.
 /// Heads (<see cref="HeadLayout"/>): value head h reads key head h / ValueGroup; output head o reads value head o / Group and
 /// query head o / ValueGroup. q and k are read where they lie, never copied per head.
 /// Shared memory per group does not grow with K, V or the chunk size: reductions run in slices of 32.
 /// Recurrent form: one group per (sequence, value head, value tile) walks the tokens with the state tile in shared memory.
-/// Every exponent is a difference b_i − b_j with j <= i (or b_last − b_j, or b_i), so it is <= 0.
+/// Every exponent is a difference b_i − b_j with j &lt;= i (or b_last − b_j, or b_i), so it is &lt;= 0.
 /// </summary>
 public static class GlaGpuKernels
 {
@@ -212,7 +212,7 @@ public static class GlaGpuKernels
         : args.CumulativeGate[(long)(start + i) * s.ValueHeads + h];
 
     /// <summary>
-    /// exp(b_i − b_j) for local rows j <= i of one chunk; j = −1 stands for the chunk start (b = 0).
+    /// exp(b_i − b_j) for local rows j &lt;= i of one chunk; j = −1 stands for the chunk start (b = 0).
     /// A constant gate has b_i − b_j = (i − j)·λ; no gate, 0.
     /// </summary>
     private static float Decay(GlaGpuArgs args, GlaGpuShape s, int h, int start, int i, int j, int c)
@@ -376,9 +376,9 @@ public static class GlaGpuKernels
     /// <summary>
     /// Grid (chunks × C / OutputRows × ceil(V / OutputCols), max(Hq, Hv)): one block of 16 rows of a chunk and one tile of value
     /// columns. O = (scale q ⊙ exp(b)) S_start, then for each slice of OutputCols tokens up to the block's last row: the scores
-    /// of the block's rows against the slice, made on chip and masked to j <= i, and O += A_slice V_slice.
+    /// of the block's rows against the slice, made on chip and masked to j &lt;= i, and O += A_slice V_slice.
     /// Scores: scalar gates multiply (scale q_i · k_j) by exp(b_i − b_j). Per-key gates take a reference token p: rows i >= p
-    /// against keys j <= p are the product of (scale q_i ⊙ exp(b_i − b_p)) and (k_j ⊙ exp(b_p − b_j)), both exponents <= 0. The
+    /// against keys j &lt;= p are the product of (scale q_i ⊙ exp(b_i − b_p)) and (k_j ⊙ exp(b_p − b_j)), both exponents &lt;= 0. The
     /// slice's last token is the reference of every key of the slice for the rows from it on, and the last token of each
     /// <see cref="GlaGpuShape.ReferenceSpan"/>-token span before it the reference of that span's keys for the rows between; only a
     /// row's pairs within its own span sum exp(b_ic − b_jc) term by term.
@@ -521,7 +521,7 @@ public static class GlaGpuKernels
         }
     }
 
-    /// <summary>scale Σ_c q_ic k_jc exp(b_ic − b_jc) for local rows j <= i, term by term (per-key gates, near the diagonal).</summary>
+    /// <summary>scale Σ_c q_ic k_jc exp(b_ic − b_jc) for local rows j &lt;= i, term by term (per-key gates, near the diagonal).</summary>
     private static float PerKeyScore(GlaGpuArgs args, GlaGpuShape s, int h, int qh, int kh, int start, int i, int j)
     {
         long q = ((long)(start + i) * s.QHeads + qh) * s.KeyDim, k = ((long)(start + j) * s.KeyHeads + kh) * s.KeyDim;

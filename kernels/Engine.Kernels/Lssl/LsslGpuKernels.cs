@@ -191,7 +191,7 @@ public static class LsslGpuKernels
             for (int i = tid; i < s.N; i += g) args.State[stateBase + i] = states[cur * s.Np + i];
     }
 
-    /// <summary>Chunk-local outputs of the full chunks: y_(cQ+i) = Σ_(j<=i) K̄_(i−j) u_(cQ+j) + D u_(cQ+i).</summary>
+    /// <summary>Chunk-local outputs of the full chunks: y_(cQ+i) = Σ_(j&lt;=i) K̄_(i−j) u_(cQ+j) + D u_(cQ+i).</summary>
     public static void LocalOutput(LsslGpuArgs args, SpecializedValue<LsslGpuShape> shape)
     {
         var s = shape.Value;
@@ -239,7 +239,7 @@ public static class LsslGpuKernels
         args.Y[((long)b * args.Length + t) * s.Channels + h] += sum;
     }
 
-    /// <summary>Direct causal convolution with the kernel K̄: y_t = Σ_(s<=t) K̄_(t−s) u_s + D u_t (zero initial state).</summary>
+    /// <summary>Direct causal convolution with the kernel K̄: y_t = Σ_(s&lt;=t) K̄_(t−s) u_s + D u_t (zero initial state).</summary>
     public static void ConvDirect(LsslGpuArgs args, SpecializedValue<LsslGpuShape> shape)
     {
         var s = shape.Value;

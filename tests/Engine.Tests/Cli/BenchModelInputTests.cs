@@ -73,6 +73,23 @@ public sealed class BenchModelInputTests : CliFixture
     public void OptionsOfASampleAreRefusedWithAModelFile(params string[] option) =>
         AssertOneLineError(Engine(["bench-model", AddModel(), "--dim", "B=1", "--dim", "T=4", .. option]), 2, $"{option[0]} goes with --sample: a model file's dims come from --dim");
 
+    [TestCase(new string[0], "the random inputs have the symbolic dims B, T: give each value as --dim B=VALUE --dim T=VALUE")]
+    [TestCase(new[] { "--dim", "B=1" }, "the random inputs have the symbolic dim T: give its value as --dim T=VALUE")]
+    public void AnUnsetDimIsNamedWithTheOptionThatSetsIt(string[] dims, string message) =>
+        AssertOneLineError(Engine(["bench-model", AddModel(), .. dims, "--repeats", "1"]), 1, message);
+
+    [Test]
+    public void ANegativeDimIsRefusedAsSuch() =>
+        AssertOneLineError(Engine("bench-model", AddModel(), "--dim", "B=1", "--dim", "T=-1"), 2, "--dim T must be an integer >= 0, got '-1'");
+
+    [Test]
+    public void AnInputWithoutItsFileIsRefusedAsTheHelpSpellsIt()
+    {
+        AssertOneLineError(Engine("run", AddModel(), "--input", "x", "--output-dir", Directory), 2, "--input takes NAME=FILE.npy, got 'x'");
+        AssertOneLineError(Engine("bench-model", AddModel(), "--input", "x="), 2, "--input takes NAME=FILE.npy, got 'x='");
+        AssertOneLineError(Engine("bench-model", AddModel(), "--dim", "T"), 2, "--dim takes NAME=VALUE, got 'T'");
+    }
+
     [Test]
     public void ADimTheModelDoesNotHaveIsRefused() =>
         AssertOneLineError(Engine("bench-model", AddModel(), "--dim", "B=1", "--dim", "T=4", "--dim", "Z=3", "--repeats", "1"), 1,

@@ -152,6 +152,9 @@ public sealed class CliTests : CliFixture
     [TestCase(new[] { "op", "gla", "--frobnicate", "1" }, "unknown option --frobnicate (see: engine op gla --help)")]
     [TestCase(new[] { "ptx", "some-folder", "--arch", "sm_70" }, "--arch must be one of sm_80|sm_90, got 'sm_70' (see: engine ptx --help)")]
     [TestCase(new[] { "bench", "gla", "--T", "many" }, "--T must be an integer")]
+    [TestCase(new[] { "bench", "gla", "--T", "0" }, "--T must be an integer >= 1 or a comma-separated list of them (T = 0 times nothing), got '0'")]
+    [TestCase(new[] { "bench", "lssl", "--T", "64,0" }, "--T must be an integer >= 1")]
+    [TestCase(new[] { "bench-model", "--sample", "linear", "--T", "0" }, "--T must be an integer >= 1")]
     [TestCase(new[] { "bench", "gla", "--backend", "tpu" }, "--backend must be one of reference|cpu|gpu")]
     [TestCase(new[] { "bench", "gla", "--gpu-precision", "tf32", "--T", "32" }, "--gpu-precision tf32: the cpu backend multiplies in fp32; it applies to --backend gpu")]
     public void UsageErrorsExitWithTwo(string[] args, string message) => AssertOneLineError(Engine(args), 2, message);
@@ -285,7 +288,24 @@ public sealed class CliTests : CliFixture
             "--json");
         Assert.That(jsonCode, Is.Zero, jsonErr);
         Assert.That(System.Text.Json.JsonDocument.Parse(json).RootElement.GetArrayLength(), Is.EqualTo(1), "the note stays out of the JSON document");
-        Assert.That(jsonErr, Does.StartWith("note: ort-cuda rows left out: "));
+        Assert.That(jsonErr, Does.Contain("note: ort-cuda rows left out: "));
+    }
+
+    /// <summary>Without CUDA the GPU kernels run slowly on ILGPU's CPU accelerator: said on stderr before the timing, not only in the report.</summary>
+    [Test]
+    public void BenchOnTheCpuAcceleratorSaysSoBeforeTiming()
+    {
+        Assume.That(TestDevices.HasCuda, Is.False, "the note is for machines without CUDA");
+        string[] args = ["bench", "gla", "--backend", "gpu", "--T", "32", "--H", "1", "--K", "16", "--V", "16", "--repeats", "1"];
+        const string note = "note: no CUDA device, the GPU kernels run on ILGPU's CPU accelerator";
+        var (code, stdout, stderr) = Engine(args);
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stderr, Does.StartWith(note));
+        // stdout and stderr into one writer, in the order written: the note comes before the report's first line.
+        var both = new StringWriter();
+        Assert.That(global::Engine.Cli.Cli.Run(args, both, both), Is.Zero, both.ToString());
+        string text = both.ToString();
+        Assert.That(text.IndexOf(note, StringComparison.Ordinal), Is.GreaterThanOrEqualTo(0).And.LessThan(text.IndexOf("device: gpu", StringComparison.Ordinal)), text);
     }
 
     [Test]
@@ -329,12 +349,31 @@ public sealed class CliTests : CliFixture
         Assert.That(stdout, Does.Contain($"on {cores} threads").And.Contain($"(not {cores + 3}: threads past the machine's {cores} cores add no FMA throughput)"));
     }
 
-    [Test]
-    public void AnOutOfRangeValueFromTheLibraryIsOneLineWithoutDotNetsSuffixes()
+    /// <summary>A missing input file is named by its option and its path as given (it was .NET's "Could not find file '/full/path'").</summary>
+    [TestCase("--q", "nope.npy")]
+    [TestCase("--v", "no-such-folder/nope.npy")]
+    [TestCase("--h0", "nope.npy")]
+    [TestCase("--cu-seqlens", "nope.npy")]
+    [TestCase("--g", "nope.npy")]
+    public void AMissingInputFileNamesItsOptionAndThePathAsGiven(string option, string missing)
     {
         var x = Save("x.npy", NpyArray.From(new float[4 * 8], [1, 4, 1, 8]));
-        var run = Engine("op", "lightning", "--q", x, "--k", x, "--v", x, "--o", PathOf("o.npy"), "--layer", "30", "--layers", "24");
-        AssertOneLineError(run, 1, "engine: error: layer must be in [0, 23]");
-        Assert.That(run.stderr, Does.Not.Contain("Parameter").And.Not.Contain("Actual value"));
+        var files = new Dictionary<string, string> { ["--q"] = x, ["--k"] = x, ["--v"] = x, [option] = missing };
+        var run = Engine(["op", "gla", .. files.SelectMany(f => new[] { f.Key, f.Value }), "--o", PathOf("o.npy")]);
+        AssertOneLineError(run, 1, $"engine: error: {option}: file not found: {missing}");
+    }
+
+    [Test]
+    public void AnOutOfRangeValueFromTheLibraryIsOneLineWithoutDotNetsSuffixes() =>
+        Assert.That(global::Engine.Cli.Cli.OneLine(new ArgumentOutOfRangeException("layer", 30, "layer must be in [0, 23]")), Is.EqualTo("layer must be in [0, 23]"));
+
+    /// <summary>--layer and --layers are option values: refused as usage errors naming the options (it was the library's "layer must be in", exit code 1).</summary>
+    [TestCase("30", "24", "engine: --layer must be in [0, 23] (--layers 24), got 30")]
+    [TestCase("-1", "24", "engine: --layer must be in [0, 23] (--layers 24), got -1")]
+    [TestCase("0", "1", "engine: --layers must be >= 2 for the per-layer slope schedule, got 1")]
+    public void ALayerOutsideTheLayersIsAUsageError(string layer, string layers, string message)
+    {
+        var x = Save("x.npy", NpyArray.From(new float[4 * 8], [1, 4, 1, 8]));
+        AssertOneLineError(Engine("op", "lightning", "--q", x, "--k", x, "--v", x, "--o", PathOf("o.npy"), "--layer", layer, "--layers", layers), 2, message);
     }
 }

@@ -35,6 +35,26 @@ public sealed class CommandLineTests : CliFixture
             Is.Empty, "the notes indented as written (by two spaces), no line longer than 124");
     }
 
+    /// <summary>An option the command needs is marked (REQUIRED) by the help, not only said to be in its description.</summary>
+    [Test]
+    public void GenerateMarksItsRequiredOptions()
+    {
+        var lines = Engine("generate", "--help").stdout.Split('\n');
+        foreach (var option in new[] { "--prompt-tokens", "--new-tokens" })
+            Assert.That(lines.Single(l => l.TrimStart().StartsWith(option + " ", StringComparison.Ordinal)), Does.Contain("(REQUIRED)").And.Not.Contain("; required"));
+    }
+
+    /// <summary>--threads states its default once, in words (it showed "(default: the machine's cores) [default: 2]").</summary>
+    [TestCase("op", "gla")]
+    [TestCase("bench", "peak")]
+    [TestCase("run")]
+    public void TheThreadsDefaultIsStatedOnceInWords(params string[] command)
+    {
+        string line = Engine([.. command, "--help"]).stdout.Split('\n').Single(l => l.TrimStart().StartsWith("--threads ", StringComparison.Ordinal));
+        Assert.That(line.TrimEnd(), Does.EndWith("(default: the machine's cores)"));
+        Assert.That(line.Split("default").Length - 1, Is.EqualTo(1), line);
+    }
+
     [Test]
     public void EveryOptionHasADescription()
     {

@@ -2,7 +2,10 @@ using NUnit.Framework;
 
 namespace Engine.Tests.Docs;
 
-/// <summary>Every C# block of the docs compiles with only what `using Engine;` / `using Engine.Onnx;` reach.</summary>
+/// <summary>
+/// Every C# block of the docs compiles with only what `using Engine;` / `using Engine.Onnx;` reach, and every block that
+/// declares all it uses runs.
+/// </summary>
 [TestFixture]
 public sealed class DocSnippetTests
 {
@@ -12,6 +15,40 @@ public sealed class DocSnippetTests
     [TestCaseSource(nameof(Snippets))]
     public void Compiles(DocSnippet snippet) =>
         Assert.That(DocSnippets.Problems(snippet), Is.Empty, $"{snippet} as a user's program");
+
+    public static IEnumerable<TestCaseData> RunnableSnippets() =>
+        DocSnippets.InRepository().Where(DocSnippets.Runs).Select(snippet => new TestCaseData(snippet).SetName($"Doc snippet runs {snippet}"));
+
+    [TestCaseSource(nameof(RunnableSnippets))]
+    public void Runs(DocSnippet snippet) =>
+        Assert.That(() => DocSnippets.Run(snippet), Throws.Nothing, $"{snippet} run as a user's program");
+
+    [Test]
+    public void TheDeltaRuleExamplesRun() =>
+        Assert.That(DocSnippets.InRepository().Where(DocSnippets.Runs).Select(snippet => snippet.File), Has.Exactly(2).EqualTo("docs/delta-rule.md"));
+
+    [Test]
+    public void ASnippetThatThrowsFailsItsRun()
+    {
+        var snippet = new DocSnippet("guide.md", 1, "Console.WriteLine(Lightning.Slopes(heads: 0).Length);");
+        Assert.Multiple(() =>
+        {
+            Assert.That(DocSnippets.Problems(snippet), Is.Empty);
+            Assert.That(DocSnippets.Runs(snippet), Is.True);
+            Assert.That(() => DocSnippets.Run(snippet), Throws.InstanceOf<ArgumentException>());
+        });
+    }
+
+    [TestCase("using var device = EngineDevice.Create(Backend.Cpu);\nGla.Forward(device, q, k, v, g);", TestName = "A snippet using the well-known variables is not run")]
+    [TestCase("using Engine.Onnx;\nusing var session = ModelSession.Open(\"model.onnx\");", TestName = "A snippet opening a file is not run")]
+    [TestCase("using Engine.Onnx;\nusing var generator = Generator.Open(\"qwen3.5-hybrid\");", TestName = "A snippet opening a folder is not run")]
+    public void NotRun(string code) =>
+        Assert.That(DocSnippets.Runs(new DocSnippet("guide.md", 1, code)), Is.False);
+
+    [TestCase("var t = Tensor.Create<float>([1, 64, 4]);")]
+    [TestCase("DeltaRule.Forward<float>(EngineDevice.Create(Backend.Cpu), q, k, v, Tensor.Create<float>([1, 64, 4]), g, output);")]
+    public void TensorCreateOfAShapeListIsAProblem(string code) =>
+        Assert.That(DocSnippets.Problems(new DocSnippet("guide.md", 1, code)), Has.Some.StartsWith("guide.md(2,").And.Contains("Tensor.CreateFromShape"));
 
     [Test]
     public void TheReadmeSnippetsAreFound() =>

@@ -1,4 +1,6 @@
 using System.Reflection;
+using System.Runtime.ExceptionServices;
+using System.Runtime.Loader;
 using Engine.Onnx;
 using Engine.Tests.Harness;
 using Microsoft.CodeAnalysis;
@@ -16,7 +18,8 @@ public sealed record DocSnippet(string File, int Line, string Code)
 /// <summary>
 /// The C# blocks of the docs, compiled as a user's program would be (docs/architecture.md, "Docs are tested"): top-level
 /// statements with the usings of a new project plus <c>Engine</c> and <c>System.Numerics.Tensors</c>, the variables of
-/// <see cref="WellKnownVariables"/> in scope, against the framework and Engine.Onnx with what it depends on.
+/// <see cref="WellKnownVariables"/> in scope, against the framework and Engine.Onnx with what it depends on. A block that
+/// declares everything it uses and names no file is run as well (<see cref="Runs"/>).
 /// </summary>
 public static class DocSnippets
 {
@@ -95,10 +98,7 @@ public static class DocSnippets
     /// </summary>
     public static IReadOnlyList<string> Problems(DocSnippet snippet)
     {
-        // #line maps every diagnostic to the markdown file's own lines.
-        var tree = CSharpSyntaxTree.ParseText($"#line {snippet.Line + 1} \"{snippet.File}\"\n{snippet.Code}", ParseOptions, path: snippet.File);
-        var compilation = CSharpCompilation.Create("DocSnippet", [Preamble, tree], References.Value,
-            new CSharpCompilationOptions(OutputKind.ConsoleApplication, nullableContextOptions: NullableContextOptions.Enable));
+        var (compilation, tree) = Compile(snippet);
         var problems = compilation.GetDiagnostics()
             .Where(d => d.Severity >= DiagnosticSeverity.Warning)
             .Select(d => d.ToString())
@@ -117,7 +117,76 @@ public static class DocSnippets
             if (model.GetSymbolInfo(name).Symbol is INamedTypeSymbol type && !MayName(type))
                 problems.Add($"{At(name)}: names {type.ToDisplayString()}, which `using Engine;` and `using Engine.Onnx;` do not reach");
         }
+        // Tensor.Create<T>([1, T, H]) compiles, binds to Create(T[] values) and makes a 1-D tensor holding those numbers:
+        // refused in every snippet, as most are compiled only (they use the well-known variables).
+        foreach (var call in root.DescendantNodes().OfType<InvocationExpressionSyntax>())
+        {
+            if (call.ArgumentList.Arguments is [{ Expression: CollectionExpressionSyntax }]
+                && model.GetSymbolInfo(call).Symbol is IMethodSymbol { Name: "Create", Parameters.Length: 1 } create
+                && create.ContainingType.ToDisplayString() == "System.Numerics.Tensors.Tensor")
+                problems.Add($"{At(call)}: Tensor.Create of a list makes a 1-D tensor of those values; a tensor of a shape is Tensor.CreateFromShape");
+        }
         return problems;
+    }
+
+    /// <summary>
+    /// Whether <see cref="Run"/> runs the snippet: it uses none of the well-known variables (so it declares every tensor
+    /// it reads, with its shape and values) and calls nothing that takes a path or a folder (a file of the user's).
+    /// </summary>
+    public static bool Runs(DocSnippet snippet)
+    {
+        var (compilation, tree) = Compile(snippet);
+        var model = compilation.GetSemanticModel(tree);
+        foreach (var node in tree.GetCompilationUnitRoot().DescendantNodes())
+        {
+            var symbol = model.GetSymbolInfo(node).Symbol;
+            if (symbol is IFieldSymbol { ContainingType.Name: "WellKnown" }) return false;
+            if (symbol is IMethodSymbol method && method.Parameters.Any(TakesAFile)) return false;
+        }
+        return true;
+    }
+
+    private static bool TakesAFile(IParameterSymbol parameter) =>
+        parameter.Type.SpecialType == SpecialType.System_String
+        && (parameter.Name.Contains("path", StringComparison.OrdinalIgnoreCase) || parameter.Name.Contains("directory", StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>
+    /// Runs the snippet's program in this process (its own load context, the engine's assemblies shared); what it throws
+    /// is rethrown as it was thrown. Only for snippets that compile without problems.
+    /// </summary>
+    public static void Run(DocSnippet snippet)
+    {
+        var (compilation, _) = Compile(snippet);
+        using var image = new MemoryStream();
+        var emitted = compilation.Emit(image);
+        if (!emitted.Success) throw new InvalidOperationException($"{snippet} does not compile: {emitted.Diagnostics.First(d => d.Severity == DiagnosticSeverity.Error)}");
+        image.Position = 0;
+        var context = new AssemblyLoadContext(snippet.ToString(), isCollectible: true);
+        try
+        {
+            var entry = context.LoadFromStream(image).EntryPoint!;
+            try
+            {
+                entry.Invoke(null, entry.GetParameters().Length == 0 ? null : [Array.Empty<string>()]);
+            }
+            catch (TargetInvocationException e) when (e.InnerException is not null)
+            {
+                ExceptionDispatchInfo.Capture(e.InnerException).Throw();
+            }
+        }
+        finally
+        {
+            context.Unload();
+        }
+    }
+
+    /// <summary>The snippet as a program with the preamble; #line maps every diagnostic to the markdown file's own lines.</summary>
+    private static (CSharpCompilation Compilation, SyntaxTree Tree) Compile(DocSnippet snippet)
+    {
+        var tree = CSharpSyntaxTree.ParseText($"#line {snippet.Line + 1} \"{snippet.File}\"\n{snippet.Code}", ParseOptions, path: snippet.File);
+        var compilation = CSharpCompilation.Create("DocSnippet", [Preamble, tree], References.Value,
+            new CSharpCompilationOptions(OutputKind.ConsoleApplication, nullableContextOptions: NullableContextOptions.Enable));
+        return (compilation, tree);
     }
 
     private static bool MayImport(INamespaceSymbol ns) =>

@@ -81,6 +81,10 @@ public static class GlaCases
             // Chunk sizes, grouped heads, explicit scale, recurrent mode, edge lengths.
             foreach (var chunk in new[] { 16, 32, 64 })
                 yield return new GlaCase { B = 1, T = 100, Hq = 2, Hkv = 2, K = 32, V = 32, Chunk = chunk };
+            // The chunks past 64 (Lightning's blocks), which GLA takes too: whole chunks and a partial one, both gate forms.
+            foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead })
+                foreach (var chunk in new[] { 128, 256 })
+                    yield return new GlaCase { B = 1, T = 300, Hq = 2, Hkv = 2, K = 16, V = 16, Gate = gate, Chunk = chunk, WithInitialState = true };
             yield return new GlaCase { B = 2, T = 77, Hq = 4, Hkv = 2, K = 32, V = 16, WithInitialState = true };
             yield return new GlaCase { B = 2, T = 77, Hq = 4, Hkv = 2, K = 32, V = 16, Gate = GateKind.PerHead, Scale = 0.5f };
             foreach (var gate in new[] { GateKind.PerKey, GateKind.PerHead, GateKind.None })

@@ -24,6 +24,16 @@ public sealed class DeviceTensorTests
     [OneTimeTearDown]
     public void DisposeDevice() => _gpu.Dispose();
 
+    /// <summary>The description gives the geometry the kernels are launched in (it gave the accelerator's most threads per group, 32).</summary>
+    [Test]
+    public void TheCpuAcceleratorIsDescribedByTheGroupsItLaunches()
+    {
+        Assert.That(_gpu.Description, Is.EqualTo("gpu: ILGPU CPU accelerator (16 threads per group in warps of 4; correctness only)"));
+        using var cudaGeometry = EngineDevice.Create(Backend.Gpu,
+            new EngineDeviceOptions { Gpu = GpuPreference.CpuAccelerator, CpuAcceleratorGroupSize = 128, CpuAcceleratorWarpSize = 32 });
+        Assert.That(cudaGeometry.Description, Does.Contain("(128 threads per group in warps of 32;"));
+    }
+
     [Test]
     public void UploadThenDownloadGivesTheValuesBackForFloatAndHalf()
     {

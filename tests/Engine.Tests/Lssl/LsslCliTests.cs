@@ -94,6 +94,36 @@ public sealed class LsslCliTests : CliFixture
             "dt: steps must be finite and > 0, got -1 for channel 1");
     }
 
+    [TestCase("--u")]
+    [TestCase("--A")]
+    [TestCase("--dt")]
+    [TestCase("--x0")]
+    public void AMissingInputFileNamesItsOptionAndThePathAsGiven(string option)
+    {
+        Assert.That(Engine("lssl-init", "--N", "4", "--H", "2", "--out-dir", Directory).code, Is.Zero);
+        Npy.Write(PathOf("u.npy"), NpyArray.From(new float[1 * 8 * 2], [1, 8, 2]));
+        var files = new[] { "--u", "--A", "--B", "--C", "--D", "--dt" }.ToDictionary(o => o, o => PathOf(o[2..] + ".npy"));
+        files[option] = "nope.npy";
+        AssertOneLineError(Engine(["op", "lssl", .. files.SelectMany(f => new[] { f.Key, f.Value }), "--y", PathOf("y.npy")]), 1,
+            $"engine: error: {option}: file not found: nope.npy");
+    }
+
+    /// <summary>A [N, N] with H = N: the error names --a-form, not the library's LsslOptions.StateMatrix; with it the op runs.</summary>
+    [Test]
+    public void AnAmbiguousStateMatrixAsksForTheFormOption()
+    {
+        Assert.That(Engine("lssl-init", "--N", "8", "--H", "8", "--out-dir", Directory).code, Is.Zero);
+        Npy.Write(PathOf("u.npy"), NpyArray.From(new float[1 * 4 * 8], [1, 4, 8]));
+        string[] op = ["op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"), "--C", PathOf("C.npy"),
+            "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--y", PathOf("y.npy")];
+        var run = Engine(op);
+        AssertOneLineError(run, 1, $"engine: error: --A {PathOf("A.npy")}: shape [8, 8] is both [N, N] (shared) and [H, N] (diagonal) as H = N = 8: " +
+            "give --a-form dense-shared or --a-form diagonal");
+        Assert.That(run.stderr, Does.Not.Contain("LsslOptions"));
+        var (code, stdout, stderr) = Engine([.. op, "--a-form", "dense-shared"]);
+        Assert.That(code, Is.Zero, stderr);
+    }
+
     [Test]
     public void BenchReportsEveryMode()
     {
@@ -114,6 +144,20 @@ public sealed class LsslCliTests : CliFixture
         var (code, stdout, stderr) = Engine(["op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"), "--C", PathOf("C.npy"),
             "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--mode", "recurrent", "--y", PathOf("y.npy"), .. method]);
         Assert.That(code, Is.Zero, stderr);
-        Assert.That(stdout, Does.Contain($"mode: recurrent ({printed}, Q = 16)"));
+        Assert.That(stdout.ReplaceLineEndings("\n"), Does.Contain($"mode: recurrent ({printed})\n"));
+    }
+
+    /// <summary>The chunk length Q is printed for the scan, the one mode with chunks.</summary>
+    [TestCase("recurrent", "mode: recurrent (bilinear)\n")]
+    [TestCase("conv", "mode: conv (bilinear)\n")]
+    [TestCase("scan", "mode: scan (bilinear, Q = 16)\n")]
+    public void TheChunkLengthIsPrintedForTheScanOnly(string mode, string printed)
+    {
+        Assert.That(Engine("lssl-init", "--N", "4", "--H", "2", "--out-dir", Directory).code, Is.Zero);
+        Npy.Write(PathOf("u.npy"), NpyArray.From(new float[1 * 8 * 2], [1, 8, 2]));
+        var (code, stdout, stderr) = Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"), "--C", PathOf("C.npy"),
+            "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--mode", mode, "--y", PathOf("y.npy"));
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout.ReplaceLineEndings("\n"), Does.Contain(printed));
     }
 }

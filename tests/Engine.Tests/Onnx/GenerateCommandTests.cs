@@ -66,7 +66,8 @@ public sealed class GenerateCommandTests : CliFixture
     {
         string missing = PathOf("nowhere");
         AssertOneLineError(Engine("generate", missing, "--prompt-tokens", "4", "--new-tokens", "2"), 1, $"{missing}: no such model folder");
-        AssertOneLineError(Engine("generate", Directory, "--prompt-tokens", "4"), 2, "--prompt-tokens and --new-tokens are required");
+        AssertOneLineError(Engine("generate", Directory, "--prompt-tokens", "4"), 2, "engine: --new-tokens is required (see: engine generate --help)");
+        AssertOneLineError(Engine("generate", Directory, "--new-tokens", "4"), 2, "engine: --prompt-tokens is required (see: engine generate --help)");
         string folder = WriteSamples();
         string config = Path.Combine(folder, "genai_config.json");
         File.WriteAllText(config, File.ReadAllText(config).Replace("\"logits\": \"logits\"", "\"logits\": \"scores\""));

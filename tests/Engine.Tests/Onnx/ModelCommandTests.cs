@@ -181,6 +181,16 @@ public sealed class ModelCommandTests
     }
 
     [Test]
+    public void AMissingInputFileNamesTheInputAndThePathAsGiven()
+    {
+        string path = SaveModel(SampleModels.LinearAttentionBlock(Spec));
+        CliFixture.AssertOneLineError(CliFixture.Engine("run", path, "--input", "x=nope.npy", "--output-dir", _dir), 1,
+            "engine: error: --input x: file not found: nope.npy");
+        CliFixture.AssertOneLineError(CliFixture.Engine("bench-model", path, "--input", "past_state=no-such-folder/s.npy", "--dim", "B=1", "--dim", "T=4"), 1,
+            "engine: error: --input past_state: file not found: no-such-folder/s.npy");
+    }
+
+    [Test]
     public void InspectListsInputsOutputsAndTheEngineNodes()
     {
         var (code, stdout, stderr) = CliFixture.Engine("inspect", SaveModel(SampleModels.LinearAttentionBlock(Spec with { Domain = "", Layers = 2 })));

@@ -9,7 +9,7 @@ namespace Engine.Cli;
 /// <summary>The options every bench command shares: --T (one length or a list), the timing, the device, --json and --plot.</summary>
 internal sealed class BenchOptions(int tokens, int repeats)
 {
-    public Option<int[]> T { get; } = Opt.IntList("--T", tokens, "sequence length, or a comma-separated list (e.g. 2048,8192,32768) to show how time grows with T");
+    public Option<int[]> T { get; } = Opt.TimedLengths("--T", tokens, "sequence length, or a comma-separated list (e.g. 2048,8192,32768) to show how time grows with T");
     public Option<int?> Repeats { get; } = Opt.OptionalInt("--repeats", $"median of N runs after a one-second warm-up (default {repeats})", min: 1);
     public Option<int?> BestOf { get; } = Opt.OptionalInt("--best-of", "best of N rounds, every configuration once per round in turn (steadier on a noisy machine)", min: 1);
     public DeviceOptions Device { get; } = new();

@@ -16,15 +16,18 @@ public static class BenchChart
 {
     private const int PanelWidth = 900, Height = 640;
 
-    /// <summary>The --plot path, checked before anything is timed: an .svg or .png file in a folder that exists; null without --plot.</summary>
+    /// <summary>
+    /// The --plot path, checked before anything is timed: an .svg or .png file in a folder that exists; null without --plot.
+    /// Another is a bad option value (exit code 2).
+    /// </summary>
     public static string? Target(string? path)
     {
         if (path is null) return null;
         string extension = Path.GetExtension(path).ToLowerInvariant();
         if (extension is not (".svg" or ".png"))
-            throw new ArgumentException($"--plot {path}: the chart is written as .svg or .png, got '{(extension.Length == 0 ? "no extension" : extension)}'");
+            throw new UsageException($"--plot {path}: the chart is written as .svg or .png, got '{(extension.Length == 0 ? "no extension" : extension)}'");
         string folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        if (!Directory.Exists(folder)) throw new ArgumentException($"--plot {path}: the folder {folder} does not exist");
+        if (!Directory.Exists(folder)) throw new UsageException($"--plot {path}: the folder {folder} does not exist");
         return path;
     }
 
@@ -54,7 +57,7 @@ public static class BenchChart
         foreach (var s in series)
         {
             var points = s.Points.Where(p => !log || (p.X > 0 && p.Y > 0)).OrderBy(p => p.X).ToArray();
-            // A series with no point to draw (measured only at T = 0 on log axes) gets no legend entry either.
+            // A series with no point to draw on log axes (measured only at T = 0, or as 0) gets no legend entry either.
             if (points.Length == 0) continue;
             drawn.AddRange(points.Select(p => (p.X, p.Y)));
             string key = s.ColorKey ?? s.Label;

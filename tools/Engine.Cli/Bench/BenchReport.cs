@@ -48,10 +48,14 @@ public static class BenchReport
     /// engine's calls is then run as many times again under the device's GPU profile: the profile's markers stay out of
     /// the timed calls.
     /// </summary>
-    /// <remarks>Progress: a bar per configuration over its repeats; interleaved, one bar over the rounds.</remarks>
+    /// <remarks>
+    /// Progress: a bar per configuration over its repeats; interleaved, one bar over the rounds. Where the GPU kernels run on
+    /// ILGPU's CPU accelerator, which takes long, a note on stderr says so before anything is timed.
+    /// </remarks>
     public static List<BenchResult> Sweep<TWork>(CliContext context, string op, EngineDevice device, BenchShape shape, IEnumerable<int> lengths,
         BenchTiming timing, Func<int, TWork> make, Func<TWork, IEnumerable<BenchCase>> variants)
     {
+        if (OnCpuAccelerator(device.Description)) context.Error.WriteLine($"note: {CpuAcceleratorNote}");
         var works = new List<TWork>();
         try
         {
@@ -158,6 +162,11 @@ public static class BenchReport
         BenchChart.Report(context, chart, json);
     }
 
+    private const string CpuAcceleratorNote =
+        "no CUDA device, the GPU kernels run on ILGPU's CPU accelerator (slowly, for correctness): these times say nothing about GPU speed";
+
+    private static bool OnCpuAccelerator(string device) => device.Contains("CPU accelerator", StringComparison.Ordinal);
+
     /// <summary>A peer's time over the time of the engine's variant it is compared with (same T); null for the engine's rows.</summary>
     private static double? RatioToEngine(BenchResult peer, IReadOnlyList<BenchResult> results) =>
         peer.PeerOf is null ? null : results.FirstOrDefault(r => r.PeerOf is null && r.Variant == peer.PeerOf && r.Shape == peer.Shape) is { } engine
@@ -182,8 +191,7 @@ public static class BenchReport
             return;
         }
         w.WriteLine(results.Count > 0 ? $"device: {results[0].Device}; {timing}" : "no results");
-        if (results.Count > 0 && results[0].Device.Contains("CPU accelerator", StringComparison.Ordinal))
-            w.WriteLine("note: no CUDA device, the GPU kernels ran on ILGPU's CPU accelerator: these times say nothing about GPU speed");
+        if (results.Count > 0 && OnCpuAccelerator(results[0].Device)) w.WriteLine($"note: {CpuAcceleratorNote}");
         if (peakGFlops is not null) w.WriteLine($"fp32 FMA peak (measured now): {peakGFlops:F1} GFLOP/s");
         bool gpu = results.Any(r => r.Traffic is not null);
         bool peers = results.Any(r => r.PeerOf is not null);

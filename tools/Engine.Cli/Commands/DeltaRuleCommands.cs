@@ -33,8 +33,8 @@ internal sealed class DeltaRuleOpCommand : EngineCommand
     protected override int Run(ParseResult args, CliContext context)
     {
         using var files = new AttentionFiles(_files, args);
-        var beta = files.Open(args.GetValue(_beta)!);
-        var g = _g is null ? null : files.Open(args.GetValue(_g)!);
+        var beta = files.Open(args, _beta);
+        var g = _g is null ? null : files.Open(args, _g);
         var options = new DeltaRuleOptions
         {
             Scale = args.GetValue(_scale),

@@ -14,8 +14,8 @@ internal sealed class GenerateCommand : EngineCommand
     private const int WarmupPromptTokens = 64;
 
     private readonly Argument<string> _folder = new("model-dir") { HelpName = "MODEL_DIR", Description = "the model folder (genai_config.json and the model)" };
-    private readonly Option<int?> _promptTokens = Opt.OptionalInt("--prompt-tokens", "prompt length N (random token ids); required", min: 1);
-    private readonly Option<int?> _newTokens = Opt.OptionalInt("--new-tokens", "tokens to generate M; required", min: 1);
+    private readonly Option<int> _promptTokens = Opt.RequiredInt("--prompt-tokens", "prompt length N (random token ids)", min: 1);
+    private readonly Option<int> _newTokens = Opt.RequiredInt("--new-tokens", "tokens to generate M", min: 1);
     private readonly Option<int> _repeats = Opt.Int("--repeats", 3, "timed generations of each path", min: 1);
     private readonly Option<int> _seed = Opt.Int("--seed", 1, "seed of the random prompt");
     private readonly ModelOptions _model = new();
@@ -29,18 +29,12 @@ internal sealed class GenerateCommand : EngineCommand
     {
         Add(_folder);
         foreach (var option in new Option[] { _promptTokens, _newTokens, _repeats, _seed, _model.Backend, _model.Threads, _model.Json }) Add(option);
-        // Both are required; one message names both, as the synopsis does.
-        Validators.Add(result =>
-        {
-            if (result.GetResult(_promptTokens) is null || result.GetResult(_newTokens) is null)
-                result.AddError("--prompt-tokens and --new-tokens are required");
-        });
     }
 
     protected override int Run(ParseResult args, CliContext context)
     {
         string folder = args.GetValue(_folder)!;
-        int promptTokens = args.GetValue(_promptTokens)!.Value, newTokens = args.GetValue(_newTokens)!.Value;
+        int promptTokens = args.GetValue(_promptTokens), newTokens = args.GetValue(_newTokens);
         int repeats = args.GetValue(_repeats), seed = args.GetValue(_seed);
         bool json = args.GetValue(_model.Json);
         var backend = args.GetValue(_model.Backend);

@@ -28,7 +28,7 @@ internal sealed class GlaOpCommand : EngineCommand
     protected override int Run(ParseResult args, CliContext context)
     {
         using var files = new AttentionFiles(_files, args);
-        var g = files.Optional(args.GetValue(_g));
+        var g = files.Optional(args, _g);
         var options = new GlaOptions { Scale = args.GetValue(_scale), ChunkSize = args.GetValue(_chunk), Mode = args.GetValue(_mode) };
         using var device = _files.Device.Create(args);
         if (files.Half) files.Run<Half>(Forward);

@@ -27,15 +27,19 @@ internal sealed class LightningOpCommand : EngineCommand
 
     protected override int Run(ParseResult args, CliContext context)
     {
-        if (args.GetValue(_layer).HasValue != args.GetValue(_layers).HasValue)
+        var (layer, layers) = (args.GetValue(_layer), args.GetValue(_layers));
+        if (layer.HasValue != layers.HasValue)
             throw new UsageException("--layer and --layers go together: give both or neither");
+        // Checked here, as the options are named: the library's refusals name its own parameters and exit as bad input.
+        if (layers < 2) throw new UsageException($"--layers must be >= 2 for the per-layer slope schedule, got {layers}");
+        if (layer < 0 || layer >= layers) throw new UsageException($"--layer must be in [0, {layers - 1}] (--layers {layers}), got {layer}");
         using var files = new AttentionFiles(_files, args);
-        var slopes = files.Optional(args.GetValue(_slopes));
+        var slopes = files.Optional(args, _slopes);
         var options = new LightningOptions
         {
             Slopes = slopes?.ToFloat32(),
-            Layer = args.GetValue(_layer),
-            Layers = args.GetValue(_layers),
+            Layer = layer,
+            Layers = layers,
             Scale = args.GetValue(_scale) ?? 1f,
             BlockSize = args.GetValue(_block),
             Mode = args.GetValue(_mode),

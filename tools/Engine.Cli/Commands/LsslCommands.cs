@@ -83,11 +83,17 @@ internal sealed class LsslOpCommand : EngineCommand
         string yPath = args.GetValue(_y)!;
         string? statePath = args.GetValue(_xt);
         using var files = new OpFiles();
-        var u = files.Open(args.GetValue(_u)!);
-        var x0 = files.Optional(args.GetValue(_x0));
-        NpyArray Parameter(Option<string> option) => files.Open(args.GetValue(option)!);
-        using var layer = new LsslLayer(Parameter(_a).ToTensorFloat32(), Parameter(_b).ToTensorFloat32(),
-            Parameter(_c).ToTensorFloat32(), Parameter(_d).ToTensorFloat32(), Parameter(_dt).ToTensorFloat32(), options);
+        var u = files.Open(args, _u);
+        var x0 = files.Optional(args, _x0);
+        Tensor<float> Parameter(Option<string> option) => files.Open(args, option).ToTensorFloat32();
+        var a = Parameter(_a);
+        var c = Parameter(_c);
+        // A [N, N] with C [N, N] is both one shared matrix and the diagonals of H = N channels: the library asks for
+        // LsslOptions.StateMatrix, which this command sets from --a-form.
+        if (options.StateMatrix is null && a.Rank == 2 && a.Lengths[0] == a.Lengths[1] && c.Lengths.SequenceEqual(a.Lengths))
+            throw new ArgumentException($"--A {args.GetValue(_a)}: shape [{a.Lengths[0]}, {a.Lengths[1]}] is both [N, N] (shared) and [H, N] (diagonal) " +
+                $"as H = N = {a.Lengths[0]}: give --a-form {Opt.Kebab(LsslStateMatrix.DenseShared)} or --a-form {Opt.Kebab(LsslStateMatrix.Diagonal)}");
+        using var layer = new LsslLayer(a, Parameter(_b), c, Parameter(_d), Parameter(_dt), options);
         files.Claim("y", yPath);
         if (statePath is not null) files.Claim("xt", statePath);
         using var device = _device.Create(args);
@@ -95,8 +101,10 @@ internal sealed class LsslOpCommand : EngineCommand
         var finalState = statePath is null ? null : Tensor.CreateFromShapeUninitialized<float>(layer.StateShape((int)u.Shape[0]));
         var ran = u.Type == NpyType.Float16 ? Forward<Half>() : Forward<float>();
         if (finalState is not null) files.Write("xt", statePath!, finalState);
+        // The chunk length Q is the scan's alone: the recurrence and the convolution have no chunks.
+        string chunk = ran == LsslMode.Scan ? $", Q = {layer.ChunkLength}" : "";
         files.Report(context, args.GetValue(_json), Name, device.Description,
-            new Dictionary<string, object> { ["mode"] = $"{Opt.Kebab(ran)} ({LsslMethodOptions.Describe(layer.Discretization)}, Q = {layer.ChunkLength})" });
+            new Dictionary<string, object> { ["mode"] = $"{Opt.Kebab(ran)} ({LsslMethodOptions.Describe(layer.Discretization)}{chunk})" });
         return 0;
 
         LsslMode Forward<T>() where T : unmanaged

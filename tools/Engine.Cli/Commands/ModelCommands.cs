@@ -13,7 +13,7 @@ internal sealed class ModelOptions
 {
     public Argument<string> Model { get; } = new("model") { HelpName = "model.onnx", Description = "the model file (.onnx)" };
     public Option<HandoverBackend> Backend { get; } = Opt.Choice("--backend", HandoverBackend.Cpu, "the engine's kernels for the hot nodes: cpu or gpu; none: ONNX Runtime alone");
-    public Option<int> Threads { get; } = Opt.Threads();
+    public Option<int?> Threads { get; } = Opt.Threads();
     public Option<string[]> Input { get; } = Opt.Repeated("--input", "an input from a .npy file, as the element type the model declares (repeat per input)", "NAME=FILE.npy");
     public Option<bool> Json { get; } = Opt.Json();
 
@@ -29,11 +29,11 @@ internal sealed class ModelOptions
     {
         var declared = model.Inputs.ToDictionary(i => i.Name);
         var inputs = new Dictionary<string, TensorData>();
-        foreach (var (name, path) in ModelIo.Pairs(args.GetValue(Input)!, Input.Name))
+        foreach (var (name, path) in ModelIo.Pairs(args, Input))
         {
             if (!declared.TryGetValue(name, out var info))
                 throw new ArgumentException($"--input {name}: the model has no input '{name}' (inputs: {string.Join(", ", declared.Keys)})");
-            inputs[name] = ModelInputs.FromNpy(files.Open(path), info.ElementType, name);
+            inputs[name] = ModelInputs.FromNpy(files.Open(path, $"{Input.Name} {name}"), info.ElementType, name);
         }
         return inputs;
     }
@@ -42,14 +42,15 @@ internal sealed class ModelOptions
 /// <summary>How the model commands read NAME=VALUE pairs and report model errors.</summary>
 internal static class ModelIo
 {
-    public static IEnumerable<(string Name, string Value)> Pairs(IEnumerable<string> values, string option)
+    /// <summary>The NAME=VALUE pairs of a repeated option, each refused as the help spells the option (NAME=FILE.npy, NAME=VALUE).</summary>
+    public static IEnumerable<(string Name, string Value)> Pairs(ParseResult args, Option<string[]> option)
     {
         var seen = new HashSet<string>();
-        foreach (var text in values)
+        foreach (var text in args.GetValue(option)!)
         {
             int eq = text.IndexOf('=');
-            if (eq <= 0 || eq == text.Length - 1) throw new UsageException($"{option} takes NAME=VALUE, got '{text}'");
-            if (!seen.Add(text[..eq])) throw new UsageException($"{option} {text[..eq]} is given more than once");
+            if (eq <= 0 || eq == text.Length - 1) throw new UsageException($"{option.Name} takes {option.HelpName}, got '{text}'");
+            if (!seen.Add(text[..eq])) throw new UsageException($"{option.Name} {text[..eq]} is given more than once");
             yield return (text[..eq], text[(eq + 1)..]);
         }
     }
@@ -188,7 +189,7 @@ internal sealed class BenchModelCommand : EngineCommand
     private readonly ModelOptions _model = new();
     private readonly Option<string[]> _dim = Opt.Repeated("--dim", "a symbolic dim of the random inputs (repeat per dim)", "NAME=VALUE");
     private readonly Option<string> _sample = Opt.Choice("--sample", null, [.. SampleNames, GatedDeltaNetSample, "all"], "time a sample model (instead of a model file) at each --T");
-    private readonly Option<int[]> _t = Opt.IntList("--T", 4096, "with --sample: sequence length, or a comma-separated list");
+    private readonly Option<int[]> _t = Opt.TimedLengths("--T", 4096, "with --sample: sequence length, or a comma-separated list");
     private readonly Option<bool> _decode = Opt.Flag("--decode", "with --sample: also one token with past states (T=1)");
     private readonly Option<int> _repeats = Opt.Int("--repeats", 7, "runs of each session (the median is reported)", min: 1);
     private readonly Option<bool> _noSpinning = Opt.Flag("--no-spinning", "turn ORT's intra-op spinning off in both sessions and alternate single runs");
@@ -271,13 +272,18 @@ internal sealed class BenchModelCommand : EngineCommand
             foreach (var option in new Option[] { _t, _decode })
                 if (Given(args, option)) throw new UsageException($"{option.Name} goes with --sample: a model file's dims come from --dim");
             var model = _model.Load(args);
-            var dims = ModelIo.Pairs(args.GetValue(_dim)!, _dim.Name).ToDictionary(p => p.Name, p => long.TryParse(p.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long v)
-                ? v : throw new UsageException($"--dim {p.Name} must be a whole number, got '{p.Value}'"));
+            var dims = ModelIo.Pairs(args, _dim).ToDictionary(p => p.Name, p => long.TryParse(p.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long v)
+                ? v : throw new UsageException($"--dim {p.Name} must be an integer >= 0, got '{p.Value}'"));
             var symbolic = model.Inputs.SelectMany(i => i.Dims ?? []).Where(d => !long.TryParse(d, out _)).Distinct().ToArray();
             foreach (var name in dims.Keys.Where(name => !symbolic.Contains(name)))
                 throw new ArgumentException($"--dim {name}: the model has no symbolic dim '{name}' " +
                     (symbolic.Length == 0 ? "(its inputs have none)" : $"(its symbolic dims: {string.Join(", ", symbolic)})"));
             var inputs = _model.Inputs(args, model, files);
+            var unset = model.Inputs.Where(i => !inputs.ContainsKey(i.Name)).SelectMany(i => i.Dims ?? [])
+                .Where(d => !long.TryParse(d, out _) && !dims.ContainsKey(d)).Distinct().ToArray();
+            if (unset.Length > 0)
+                throw new ArgumentException($"the random inputs have the symbolic dim{(unset.Length == 1 ? "" : "s")} {string.Join(", ", unset)}: " +
+                    $"give {(unset.Length == 1 ? "its value" : "each value")} as {string.Join(" ", unset.Select(d => $"--dim {d}=VALUE"))}");
             var random = ModelInputs.Random(model, dims, except: inputs.Keys);
             foreach (var (name, tensor) in random) inputs[name] = tensor;
             string label = Path.GetFileName(args.GetValue(_model.Model)!);
@@ -298,7 +304,7 @@ internal sealed class BenchModelCommand : EngineCommand
         Print(context.Out, rows, host.Describe(backend), spinning, json);
         if (chart is not null)
         {
-            Chart(chart, rows, host.Describe(backend), BenchReport.Peak(args.GetValue(_model.Threads)), spinning);
+            Chart(chart, rows, host.Describe(backend), BenchReport.Peak(host.IntraOpThreads), spinning);
             BenchChart.Report(context, chart, json);
         }
         return 0;

@@ -11,7 +11,7 @@ namespace Engine.Cli.Commands;
 internal sealed class DeviceOptions
 {
     public Option<Backend> Backend { get; } = Opt.Choice("--backend", Engine.Backend.Cpu, "where the op runs (gpu: CUDA, else ILGPU's CPU accelerator)");
-    public Option<int> Threads { get; } = Opt.Threads();
+    public Option<int?> Threads { get; } = Opt.Threads();
 
     public IEnumerable<Option> All => [Backend, Threads];
 
@@ -62,15 +62,29 @@ internal class OpFiles : IDisposable
     private readonly Dictionary<string, string> _outputFiles = new(OpIo.PathComparer);
     private TimeSpan _call;
 
-    /// <summary>The file a given option names, memory-mapped until the command ends; null when the option is not given.</summary>
-    public NpyArray? Optional(string? path) => path is null ? null : Open(path);
+    /// <summary>The file <paramref name="option"/> names, memory-mapped until the command ends; null when the option is not given.</summary>
+    public NpyArray? Optional(ParseResult args, Option<string> option) => args.GetValue(option) is { } path ? Open(path, option.Name) : null;
 
-    /// <summary>A .npy file memory-mapped until the command ends.</summary>
-    public NpyArray Open(string path)
+    /// <summary>The file a required <paramref name="option"/> names, memory-mapped until the command ends.</summary>
+    public NpyArray Open(ParseResult args, Option<string> option) => Open(args.GetValue(option)!, option.Name);
+
+    /// <summary>
+    /// A .npy file memory-mapped until the command ends. A missing file is named by <paramref name="givenAs"/> (the
+    /// option, or "--input x") and the path as given: .NET's own message has the full path and no option.
+    /// </summary>
+    public NpyArray Open(string path, string givenAs)
     {
         string real = FilePaths.Real(path);
         if (_outputFiles.TryGetValue(real, out var output)) throw OverwritesInput(output, path, path);
-        var array = Npy.Read(path);
+        NpyArray array;
+        try
+        {
+            array = Npy.Read(path);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new FileNotFoundException($"{givenAs}: file not found: {path}", path, e);
+        }
         _opened.Add(array);
         _inputFiles.TryAdd(real, path);
         return array;
@@ -176,11 +190,11 @@ internal sealed class AttentionFiles : OpFiles
     {
         try
         {
-            Q = Open(args.GetValue(options.Q)!);
-            K = Open(args.GetValue(options.K)!);
-            V = Open(args.GetValue(options.V)!);
-            _initialState = Optional(args.GetValue(options.H0));
-            CuSeqlens = Offsets(args.GetValue(options.CuSeqlens));
+            Q = Open(args, options.Q);
+            K = Open(args, options.K);
+            V = Open(args, options.V);
+            _initialState = Optional(args, options.H0);
+            CuSeqlens = Offsets(args, options.CuSeqlens);
             _outputPath = args.GetValue(options.O)!;
             _statePath = args.GetValue(options.Ht);
             Claim("o", _outputPath);
@@ -197,11 +211,11 @@ internal sealed class AttentionFiles : OpFiles
     /// The packed sequences' offsets: a file of rank 1 with a start and an end at least; an empty or multi-dimensional
     /// array would be taken for no packing or flattened into offsets it does not hold.
     /// </summary>
-    private int[]? Offsets(string? path)
+    private int[]? Offsets(ParseResult args, Option<string> option)
     {
-        if (Optional(path) is not { } offsets) return null;
+        if (Optional(args, option) is not { } offsets) return null;
         if (offsets.Shape.Length != 1 || offsets.Shape[0] < 2)
-            throw new ArgumentException($"{path}: expected --cu-seqlens offsets of rank 1 with at least 2 values (0, ..., T), got shape [{string.Join(", ", offsets.Shape)}]");
+            throw new ArgumentException($"{offsets.SourceFile}: expected --cu-seqlens offsets of rank 1 with at least 2 values (0, ..., T), got shape [{string.Join(", ", offsets.Shape)}]");
         return offsets.ToInt32();
     }
 

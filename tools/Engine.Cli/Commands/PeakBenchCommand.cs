@@ -7,7 +7,7 @@ namespace Engine.Cli.Commands;
 /// <summary>engine bench peak: this machine's fp32 FMA peak, the roofline every bench line is compared with.</summary>
 internal sealed class PeakBenchCommand : EngineCommand
 {
-    private readonly Option<int> _threads = Opt.Threads();
+    private readonly Option<int?> _threads = Opt.Threads();
     private readonly Option<int> _rounds = Opt.Int("--rounds", 5, "rounds (the best is kept)", min: 1);
     private readonly Option<bool> _json = Opt.Json();
 
@@ -24,7 +24,7 @@ internal sealed class PeakBenchCommand : EngineCommand
 
     protected override int Run(ParseResult args, CliContext context)
     {
-        int requested = args.GetValue(_threads), threads = BenchReport.PeakThreads(requested), rounds = args.GetValue(_rounds);
+        int requested = args.GetValue(_threads) ?? Environment.ProcessorCount, threads = BenchReport.PeakThreads(requested), rounds = args.GetValue(_rounds);
         double single = FmaPeak.Measure(1, rounds);
         double all = threads == 1 ? single : FmaPeak.Measure(threads, rounds);
         if (args.GetValue(_json))
