@@ -904,11 +904,12 @@ public static class DeltaRuleGpuKernels
             for (int c = tid; c < kd; c += nt) sRow[c] = args.K[keyRow * kd + c];
             Group.Barrier();
             float rk = s.QkL2Norm ? InverseNorm(sRow, 0, kd, s.L2NormEpsilon) : 1f;
-            // (diag(e^g) S)ᵀ k̂ from the old state, reduced over the slices (a per-head decay is applied after).
+            // (diag(e^g) S)ᵀ k̂ from the old state, reduced over the slices (a per-head decay is applied after). Each element
+            // of k̂ is normalized before the product: a row past 1e19 would overflow the product of the raw row.
             float partial = 0f;
             for (int c = slice; c < kd; c += slices)
-                partial += sS[c * Tile + d] * sRow[c] * (s.PerKey ? XMath.Exp(args.G[row * kd + c]) : 1f);
-            sPartial[slice * Tile + d] = partial * rk;
+                partial += sS[c * Tile + d] * (sRow[c] * rk) * (s.PerKey ? XMath.Exp(args.G[row * kd + c]) : 1f);
+            sPartial[slice * Tile + d] = partial;
             Group.Barrier();
             float predicted = 0f;
             for (int r = 0; r < slices; r++) predicted += sPartial[r * Tile + d];
@@ -928,8 +929,8 @@ public static class DeltaRuleGpuKernels
                 Group.Barrier();
                 float rq = s.QkL2Norm ? s.Scale * InverseNorm(sRow, 0, kd, s.L2NormEpsilon) : s.Scale;
                 float read = 0f;
-                for (int c = slice; c < kd; c += slices) read += sRow[c] * sS[c * Tile + d];
-                sOut[slice * Tile + d] = read * rq;
+                for (int c = slice; c < kd; c += slices) read += sRow[c] * rq * sS[c * Tile + d];
+                sOut[slice * Tile + d] = read;
                 Group.Barrier();
                 if (slice == 0 && valid)
                 {

@@ -167,6 +167,27 @@ public sealed class AttentionApiTests
         Assert.That(e.Message, Does.Contain("overflow"));
     }
 
+    /// <summary>
+    /// q and k rows of 1e38 under L2 normalization: normalized they are ordinary, but their raw products with the state
+    /// overflow fp32. The GPU's recurrent form multiplied the raw rows and refused the call; every backend and form now
+    /// normalizes each element first and gives the reference's output.
+    /// </summary>
+    [Test]
+    public void RowsNear3e38UnderL2NormalizationRunOnEveryBackendAndForm([Values(Backend.Cpu, Backend.Gpu)] Backend backend,
+        [Values(AttentionMode.Chunked, AttentionMode.Recurrent)] AttentionMode mode)
+    {
+        const int dim = 16;
+        var qk = Tensor.Create(Enumerable.Repeat(1e38f, dim).ToArray(), [1, 1, 1, dim]);
+        var v = Tensor.Create(Enumerable.Repeat(1f, dim).ToArray(), [1, 1, 1, dim]);
+        var beta = Tensor.Create([0.5f], [1, 1, 1]);
+        var g = Tensor.Create([-0.1f], [1, 1, 1]);
+        var initial = Tensor.Create(Enumerable.Repeat(1f, dim * dim).ToArray(), [1, 1, dim, dim]);
+        var options = new DeltaRuleOptions { QkL2Norm = true, Mode = mode };
+        var expected = Engine.DeltaRule.Forward(TestDevices.Reference, qk, qk, v, beta, g, options, initial).Output;
+        var actual = Engine.DeltaRule.Forward(TestDevices.Of(backend), qk, qk, v, beta, g, options, initial).Output;
+        Assert.That(Numerics.RelativeRms(actual.ToArray(), expected.ToArray()), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+    }
+
     /// <summary>An empty packed sequence's initial state reaches no output; a NaN in it was copied to the final state on the host.</summary>
     [Test]
     public void ANonFiniteInitialStateOfAnEmptySequenceIsRefused([Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend)
