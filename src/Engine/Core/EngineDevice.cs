@@ -41,7 +41,9 @@ public enum GpuPreference
 /// <summary>
 /// One backend's compute resources: the CPU scheduler, or the ILGPU context and accelerator, and the
 /// kernels built for it. Kernels carry their own scratch and are pooled per configuration, so calls on
-/// several threads at once each get their own instance and steady-state calls allocate nothing.
+/// several threads at once each get their own instance and steady-state calls allocate nothing. Disposing it while other
+/// threads call it: each call finishes or throws <see cref="ObjectDisposedException"/> (on the GPU, a call in flight
+/// finishes before the accelerator goes).
 /// </summary>
 public sealed class EngineDevice : IDisposable
 {

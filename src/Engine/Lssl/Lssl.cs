@@ -114,7 +114,9 @@ public sealed record LsslOptions
 /// <summary>
 /// An LSSL layer: parameters A, B, C, D, Δ discretized once (float64, then fp32 tables), ready to run on
 /// any device in any mode. Shapes: C [H, N] fixes H and N; A [N, N] (shared), [H, N, N] (per channel) or
-/// [H, N] (diagonal); B [N] or [H, N]; D [H]; dt [H]. Dispose releases cached device copies of the tables.
+/// [H, N] (diagonal); B [N] or [H, N]; D [H]; dt [H]. Calls on one layer may run on any number of threads at once (the
+/// tables are shared, read only). Dispose releases cached device copies of the tables once the GPU calls using them are
+/// done; later calls throw <see cref="ObjectDisposedException"/>.
 /// </summary>
 public sealed class LsslLayer : IDisposable
 {
