@@ -59,9 +59,9 @@ public static class LogGates
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Summand(float gate) => gate < SumFloor ? SumFloor : gate;
 
-    /// <summary>dst = exp(g) over one row of kd gates, padded with ones to kp (a multiple of 16); false when a gate is not valid.</summary>
+    /// <summary>dst = e^g − 1 over one row of kd gates, padded with zeros to kp (a multiple of 16); false when a gate is not valid.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe bool ExpRow(float* dst, float* g, int kd, int kp)
+    public static unsafe bool ExpM1Row(float* dst, float* g, int kd, int kp)
     {
         SimdOps.CopyPadded(dst, g, kd, kp);
         var valid = Vector512<float>.AllBitsSet;
@@ -69,7 +69,7 @@ public static class LogGates
         {
             var x = Vector512.Load(dst + c);
             valid &= ValidLanes(x);
-            SimdMath.ExpNonPositive(x).Store(dst + c);
+            SimdMath.ExpM1NonPositive(x).Store(dst + c);
         }
         return All(valid);
     }

@@ -12,8 +12,10 @@ namespace Engine.Kernels.Common;
 ///            product, the key factor made once per chunk;
 ///            diagonal sub-blocks: k_j ⊙ exp(b_i − b_j) built row by row as k_j ⊙ Π exp(g).
 ///   inter    x ⊙ exp(b), the rows that read the chunk's initial state
-///   state    S ← diag(exp(b_last)) S + (k ⊙ exp(b_last − b))ᵀ V
-/// Every exponent is &lt;= 0; exp(g) per row is the only exponential, every other factor a product of them.
+///   state    S ← diag(exp(b_last)) S + (k ⊙ exp(b_last − b))ᵀ V, the decay as S + diag(e^{b_last} − 1) S (<see cref="ChunkState"/>)
+/// Every exponent is &lt;= 0; exp(g) per row is the only exponential within the chunk, every other factor a product of
+/// them. The state's decay is e^{b_last} − 1 of the summed gates instead: a product of C rounded factors, applied once per
+/// chunk, would drift a state carried over thousands of tokens where the decays are near 1.
 /// The regions are one worker's scratch, carved once.
 /// </summary>
 public readonly unsafe struct PerKeyChunkDecay
@@ -34,7 +36,7 @@ public readonly unsafe struct PerKeyChunkDecay
     private readonly float* _xst;     // [16 × KP] gated rows scaled by d_st
     private readonly float* _dst;     // [KP] d_st
     private readonly float* _kdiag;   // [16 × KP] diagonal-block keys
-    private readonly float* _decay;   // [KP] exp(b_last)
+    private readonly float* _decay;   // [KP] b_last (the summed gates), then e^{b_last} − 1
 
     public PerKeyChunkDecay(ref ScratchCarver c, int keyDimPadded, int chunkSize)
     {
@@ -68,6 +70,8 @@ public readonly unsafe struct PerKeyChunkDecay
         int kp = _kp;
         int nsub = (len + Sub - 1) / Sub, lastSub = nsub - 1;
         var valid = Vector512<float>.AllBitsSet;
+        var floor = Vector512.Create(LogGates.SumFloor);
+        SimdOps.Fill(_decay, 0f, kp);
         for (int i = 0; i < len; i++)
         {
             float* gexp = Row(_gexp, i), gi = g + i * gStride;
@@ -80,6 +84,7 @@ public readonly unsafe struct PerKeyChunkDecay
             {
                 var x = Vector512.Load(gi + c);
                 valid &= LogGates.ValidLanes(x);
+                (Vector512.Load(_decay + c) + Vector512.Max(x, floor)).Store(_decay + c);
                 SimdMath.ExpNonPositive(x).Store(gexp + c);
             }
         }
@@ -104,7 +109,7 @@ public readonly unsafe struct PerKeyChunkDecay
             else MultiplyRows(Row(_prefix, s), Row(_prefix, s - 1), Row(_step, s - 1), kp);
         }
         // Off-diagonal keys k_j ⊙ R_j, transposed once for every row set scored. Keys decayed to the chunk end
-        // k_j ⊙ exp(b_last − b_j) = k_j ⊙ R_j ⊙ Tail_t, Tail_t = F_last ⊙ E_{L−1} ⊙ … ⊙ E_{t+1}. exp(b_last) = P_L ⊙ F_last.
+        // k_j ⊙ exp(b_last − b_j) = k_j ⊙ R_j ⊙ Tail_t, Tail_t = F_last ⊙ E_{L−1} ⊙ … ⊙ E_{t+1}.
         float* fLast = Row(_f, len - 1);
         for (int j = 0; j < len; j++) MultiplyRows(Row(_kh, j), Row(keys, j), Row(_r, j), kp);
         SimdOps.Transpose(_kh, kp, _kt, _c, lastSub * Sub, kp);
@@ -116,7 +121,7 @@ public readonly unsafe struct PerKeyChunkDecay
             else MultiplyRows(tail, Row(_tail, t + 1), Row(_step, t + 1), kp);
             for (int j = t * Sub; j < Math.Min(t * Sub + Sub, len); j++) MultiplyRows(Row(_ks, j), Row(_kh, j), tail, kp);
         }
-        MultiplyRows(_decay, Row(_prefix, lastSub), fLast, kp);
+        for (int c = 0; c < kp; c += 16) SimdMath.ExpM1NonPositive(Vector512.Load(_decay + c)).Store(_decay + c);
         return LogGates.All(valid);
     }
 

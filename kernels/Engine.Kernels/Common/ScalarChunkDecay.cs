@@ -8,7 +8,7 @@ namespace Engine.Kernels.Common;
 /// rule that carries S_t = exp(g_t) S_{t−1} + … (GLA, Lightning, the delta rule). b = in-chunk cumulative log gate:
 ///   scores   A_ij = (x_i · k_j) D_ij, D_ij = exp(b_i − b_j), j &lt;= i, for any rows x (queries, or the keys themselves)
 ///   inter    exp(b_i), the factor of the rows that read the chunk's initial state
-///   state    S ← exp(b_last) S + (k ⊙ exp(b_last − b))ᵀ V
+///   state    S ← exp(b_last) S + (k ⊙ exp(b_last − b))ᵀ V, the decay as S + (e^{b_last} − 1) S (<see cref="ChunkState"/>)
 /// Every exponent is &lt;= 0 (b never increases along the chunk). The scalar counterpart of <see cref="PerKeyChunkDecay"/>;
 /// the regions are one worker's scratch, carved once.
 /// </summary>
@@ -26,6 +26,7 @@ public readonly unsafe struct ScalarChunkDecay
     private readonly float* _colDecay;  // [C] exp(b_last − b_j)
     private readonly float* _kt;        // [KP × C] the chunk's keys transposed, zero right of the chunk to the next 16
     private readonly float* _ks;        // [C × KP] keys decayed to the chunk end (gated)
+    private readonly float* _stateDecayM1;  // [1] e^{b_last} − 1, the state's decay less one
 
     /// <param name="gated">false for a rule without decay: every factor is 1, and the state update applies none.</param>
     public ScalarChunkDecay(ref ScratchCarver c, int keyDimPadded, int chunkSize, bool gated)
@@ -40,6 +41,7 @@ public readonly unsafe struct ScalarChunkDecay
         _colDecay = c.Take(cc);
         _kt = c.Take(kp * cc);
         _ks = c.Take(gated ? cc * kp : 0);
+        _stateDecayM1 = c.Take(1);
     }
 
     /// <summary>Whether the chunk decays (false: every factor is 1).</summary>
@@ -90,6 +92,7 @@ public readonly unsafe struct ScalarChunkDecay
             SimdMath.ExpNonPositive(Vector512.Narrow(Vector512.Load(b + i), Vector512.Load(b + i + 8))).Store(_rowDecay + i);
             SimdMath.ExpNonPositive(Vector512.Min(Differences(last, b + i), zero)).Store(_colDecay + i);
         }
+        *_stateDecayM1 = SimdMath.ExpM1NonPositive((float)b[len - 1]);
         PrepareKeys(keys, len);
         return valid;
     }
@@ -99,9 +102,9 @@ public readonly unsafe struct ScalarChunkDecay
     private static Vector512<float> Differences(Vector512<double> x, double* b) =>
         Vector512.Narrow(x - Vector512.Load(b), x - Vector512.Load(b + 8));
 
-    /// <summary>The same factors for a constant decay, from powers[m] = exp(m · log decay), m = 0..C.</summary>
+    /// <summary>The same factors for a constant decay, from powers[m] = exp(m · logDecay), m = 0..C.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void Prepare(ReadOnlySpan<float> powers, float* keys, int len)
+    public void Prepare(ReadOnlySpan<float> powers, float logDecay, float* keys, int len)
     {
         int lenPadded = HeadLayout.RoundUp16(len), cc = _c;
         for (int i = 0; i < len; i++)
@@ -112,6 +115,7 @@ public readonly unsafe struct ScalarChunkDecay
             _rowDecay[i] = powers[i + 1];
             _colDecay[i] = powers[len - 1 - i];
         }
+        *_stateDecayM1 = SimdMath.ExpM1NonPositive(len * logDecay);
         PrepareKeys(keys, len);
     }
 
@@ -149,7 +153,7 @@ public readonly unsafe struct ScalarChunkDecay
     /// <summary>S ← exp(b_last) S + (k ⊙ exp(b_last − b))ᵀ V, S [KP × VP] and V [len × VP] with row stride vp.</summary>
     public void UpdateState(float* state, float* keys, float* values, int vp, int len)
     {
-        if (_gated) ChunkState.Update(state, _kp, vp, _rowDecay + len - 1, 0, _ks, values, len);
+        if (_gated) ChunkState.Update(state, _kp, vp, _stateDecayM1, 0, _ks, values, len);
         else ChunkState.Update(state, _kp, vp, null, 0, keys, values, len);
     }
 }

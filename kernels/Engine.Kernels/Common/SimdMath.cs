@@ -32,6 +32,39 @@ public static class SimdMath
         return Vector512.ConditionalSelect(inRange, p * PowerOfTwo(n), Vector512<float>.Zero);
     }
 
+    /// <summary>
+    /// e^x − 1 for x &lt;= 0 (−1 below −87.3): <see cref="ExpNonPositive(Vector512{float})"/>'s steps with the polynomial's
+    /// last 1 left out, so q = e^r − 1 keeps its digits near 0, then 2^n q + (2^n − 1) in one rounding. A recurrence that
+    /// decays its state as S + (e^g − 1) S loses no digits where e^g is within 6e-8 of 1 and would round to 1 or its
+    /// neighbour at every step.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ExpM1NonPositive(Vector512<float> x)
+    {
+        var inRange = Vector512.GreaterThanOrEqual(x, Vector512.Create(ExpFloor));
+        x = Vector512.Max(x, Vector512.Create(ExpFloor));
+        var n = Vector512.Round(x * Vector512.Create(Log2E));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(Ln2High), x);
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(Ln2Low), r);
+        var p = Vector512.Create(T7);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T6));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T5));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T4));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T3));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T2));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
+        var power = PowerOfTwo(n);
+        var m = Vector512.FusedMultiplyAdd(power, p * r, power - Vector512<float>.One);
+        return Vector512.ConditionalSelect(inRange, m, Vector512.Create(-1f));
+    }
+
+    /// <summary>
+    /// e^x − 1 for x &lt;= 0, one value, on the CPU and in the GPU kernels: exp's Taylor polynomial without its 1 above −0.35
+    /// (truncated at degree 7, within 2e-8 of the value there), e^x − 1 below, where it cannot cancel.
+    /// </summary>
+    public static float ExpM1NonPositive(float x) =>
+        x > -0.35f ? x * (1f + x * (T2 + x * (T3 + x * (T4 + x * (T5 + x * (T6 + x * T7)))))) : MathF.Exp(x) - 1f;
+
     private const float ExpFloor = -87.3f, Log2E = 1.44269504088896341f, Ln2High = -0.693145751953125f, Ln2Low = -1.428606765330187e-06f;
 
     /// <summary>exp(r)'s Taylor coefficients 1/j! of degree j = 2..7 (those of degree 0 and 1 are 1).</summary>

@@ -132,6 +132,18 @@ public static unsafe class SimdOps
         for (int i = 0; i < padded; i += 16) (Vector512.Load(row + i) * f).Store(row + i);
     }
 
+    /// <summary>row[0..padded) += decayM1 · row: decayed by 1 + decayM1 without rounding that factor to fp32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void DecayInPlace(float* row, float decayM1, int padded)
+    {
+        var m = Vector512.Create(decayM1);
+        for (int i = 0; i < padded; i += 16)
+        {
+            var x = Vector512.Load(row + i);
+            Vector512.FusedMultiplyAdd(m, x, x).Store(row + i);
+        }
+    }
+
     /// <summary>dst[c·ldDst + r] = src[r·ldSrc + c] for a [rows × cols] block, both multiples of 16.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Transpose(float* src, int ldSrc, float* dst, int ldDst, int rows, int cols)

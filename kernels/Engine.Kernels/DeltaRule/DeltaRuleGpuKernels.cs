@@ -908,17 +908,22 @@ public static class DeltaRuleGpuKernels
             // of k̂ is normalized before the product: a row past 1e19 would overflow the product of the raw row.
             float partial = 0f;
             for (int c = slice; c < kd; c += slices)
-                partial += sS[c * Tile + d] * (sRow[c] * rk) * (s.PerKey ? XMath.Exp(args.G[row * kd + c]) : 1f);
+            {
+                float key = sRow[c] * rk;
+                partial += sS[c * Tile + d] * (s.PerKey ? key + SimdMath.ExpM1NonPositive(args.G[row * kd + c]) * key : key);
+            }
             sPartial[slice * Tile + d] = partial;
             Group.Barrier();
             float predicted = 0f;
             for (int r = 0; r < slices; r++) predicted += sPartial[r * Tile + d];
-            float decay = s.PerHead ? XMath.Exp(args.G[row]) : 1f;
-            float u = args.Beta[row] * ((valid ? args.V[row * vd + col] : 0f) - decay * predicted);
+            // Decays as S + (e^g − 1) S: e^g near 1 rounded to fp32 would drift the state at every token.
+            float decayM1 = s.PerHead ? SimdMath.ExpM1NonPositive(args.G[row]) : 0f;
+            float u = args.Beta[row] * ((valid ? args.V[row * vd + col] : 0f) - (predicted + decayM1 * predicted));
             for (int c = slice; c < kd; c += slices)
             {
-                float rowDecay = s.PerKey ? XMath.Exp(args.G[row * kd + c]) : decay;
-                sS[c * Tile + d] = rowDecay * sS[c * Tile + d] + rk * sRow[c] * u;
+                float rowDecayM1 = s.PerKey ? SimdMath.ExpM1NonPositive(args.G[row * kd + c]) : decayM1;
+                float old = sS[c * Tile + d];
+                sS[c * Tile + d] = old + rowDecayM1 * old + rk * sRow[c] * u;
             }
             Group.Barrier();
 

@@ -116,7 +116,7 @@ public sealed unsafe class GlaCpu : IDisposable
         public float* QA { get; init; }       // [C × (KP + C)] inter queries | intra scores A: the left operand
         public float* Kc { get; init; }       // [C × KP] chunk keys (rows up to the next multiple of 16 zeroed)
         public float* Qr { get; init; }       // [C × KP] scale · q
-        public float* Decay { get; init; }    // [KP] the recurrent decay
+        public float* Decay { get; init; }    // [KP] the recurrent decay less one, e^g − 1
         public PerKeyChunkDecay KeyDecay { get; init; }      // per-key gate: the chunk's decay factors
         public ScalarChunkDecay HeadDecay { get; init; }     // other gates: the chunk's decay factors
         public float* Acc { get; init; }      // [G × VP] recurrent output accumulators (first, the token's value row)
@@ -207,7 +207,7 @@ public sealed unsafe class GlaCpu : IDisposable
         int kp = _kp, lqa = _lqa, nblocks = HeadLayout.RoundUp16(len) / ScalarChunkDecay.Block;
         LoadKeysValues(io, chunk, w);
         var decay = w.HeadDecay;
-        if (_constantPowers is not null) decay.Prepare(_constantPowers[h], w.Kc, len);
+        if (_constantPowers is not null) decay.Prepare(_constantPowers[h], _config.ConstantLogDecay![h], w.Kc, len);
         else if (!decay.Prepare(_config.Gate == GateKind.PerHead ? io.G + (long)cs * heads.ValueHeads + h : null, heads.ValueHeads, w.Kc, len))
             *io.GateFaults = 1;
 
@@ -226,7 +226,7 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     /// <summary>
-    /// One token: S = diag(exp(g)) S + k vᵀ, then o = Sᵀ (scale q) for each output head of the value head; on a key-major
+    /// One token: S = S + diag(e^g − 1) S + k vᵀ, then o = Sᵀ (scale q) for each output head of the value head; on a key-major
     /// state column slices at a time, on the caller's value-major state (unpadded) row by row.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -239,26 +239,27 @@ public sealed unsafe class GlaCpu : IDisposable
         // v goes where the first output head's sums go: the step reads each value before it writes that output.
         float* vrow = w.Acc;
         SimdOps.CopyPadded(vrow, io.V + (long)t * io.Rows.V + (long)h * vd, vd, vp);
+        // The decay less one, e^g − 1, per key row (RecurrentRows).
         float* decay = w.Decay;
         switch (_config.Gate)
         {
             case GateKind.PerKey:
-                if (!LogGates.ExpRow(decay, io.G + valueRow * kd, kd, _kp)) *io.GateFaults = 1;
+                if (!LogGates.ExpM1Row(decay, io.G + valueRow * kd, kd, _kp)) *io.GateFaults = 1;
                 break;
             case GateKind.PerHead:
                 if (!LogGates.IsValid(io.G[valueRow])) *io.GateFaults = 1;
-                SimdOps.Fill(decay, MathF.Exp(io.G[valueRow]), kd);
+                SimdOps.Fill(decay, SimdMath.ExpM1NonPositive(io.G[valueRow]), kd);
                 break;
             case GateKind.Constant:
-                SimdOps.Fill(decay, MathF.Exp(_config.ConstantLogDecay![h]), kd);
+                SimdOps.Fill(decay, SimdMath.ExpM1NonPositive(_config.ConstantLogDecay![h]), kd);
                 break;
             default:
-                SimdOps.Fill(decay, 1f, kd);
+                SimdOps.Fill(decay, 0f, kd);
                 break;
         }
         // The output heads of value head h read adjacent query heads, from the first one's.
         float* q0 = io.Q + (long)t * io.Rows.Q + (long)heads.QueryHeadOf(h * group) * kd;
-        if (layout == StateLayout.ValueMajor) RecurrentRows.UpdateValueRows(source, w.S, kd, vd, 1f, decay, kt, null, 1f, q0, group, w.Acc, vp);
+        if (layout == StateLayout.ValueMajor) RecurrentRows.UpdateValueRows(source, w.S, kd, vd, 0f, decay, kt, null, 1f, q0, group, w.Acc, vp);
         else
         {
             // The first output head of the group reads S as it is updated; the other heads of a group read it afterwards.

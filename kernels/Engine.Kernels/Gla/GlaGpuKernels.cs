@@ -530,13 +530,16 @@ public static class GlaGpuKernels
         return s.Scale * sum;
     }
 
-    /// <summary>exp(g_t) of one token at key dim c: the per-token decay of the recurrent form.</summary>
-    private static float StepDecay(GlaGpuArgs args, GlaGpuShape s, int t, int h, int c)
+    /// <summary>
+    /// e^{g_t} − 1 of one token at key dim c: the recurrent form's decay less one, which it adds as S + (e^g − 1) S, so a
+    /// decay near 1 does not drift the state by its rounding to fp32 at every token.
+    /// </summary>
+    private static float StepDecayM1(GlaGpuArgs args, GlaGpuShape s, int t, int h, int c)
     {
-        if (s.PerKey) return XMath.Exp(args.G[((long)t * s.ValueHeads + h) * s.KeyDim + c]);
-        if (s.PerHead) return XMath.Exp(args.G[(long)t * s.ValueHeads + h]);
-        if (s.Constant) return XMath.Exp(args.ConstantDecay[h]);
-        return 1f;
+        if (s.PerKey) return SimdMath.ExpM1NonPositive(args.G[((long)t * s.ValueHeads + h) * s.KeyDim + c]);
+        if (s.PerHead) return SimdMath.ExpM1NonPositive(args.G[(long)t * s.ValueHeads + h]);
+        if (s.Constant) return SimdMath.ExpM1NonPositive(args.ConstantDecay[h]);
+        return 0f;
     }
 
     /// <summary>
@@ -572,7 +575,7 @@ public static class GlaGpuKernels
             for (int e = tid; e < kd; e += s.GroupSize)
             {
                 keys[e] = args.K[keyRow * kd + e];
-                decay[e] = StepDecay(args, s, t, h, e);
+                decay[e] = StepDecayM1(args, s, t, h, e);
             }
             for (int e = tid; e < cols; e += s.GroupSize)
                 values[e] = d0 + e < s.ValueDim ? args.V[valueRow * s.ValueDim + d0 + e] : 0f;
@@ -584,7 +587,7 @@ public static class GlaGpuKernels
             for (int c = row; c < kd; c += rowThreads)
             {
                 int at = c * cols + col;
-                state[at] = decay[c] * state[at] + keys[c] * v;
+                state[at] = state[at] + decay[c] * state[at] + keys[c] * v;
             }
             for (int g = 0; g < s.Group; g++)
             {

@@ -135,6 +135,26 @@ public sealed unsafe class SimdBuildingBlockTests
         }
     }
 
+    /// <summary>e^x − 1 near 0 is where exp(x) − 1 in fp32 loses every digit: both forms against the double formula.</summary>
+    [Test]
+    public void ExpM1OfNonPositiveArgumentsKeepsItsDigitsNearZero()
+    {
+        var x = Enumerable.Range(0, 4096).Select(i => -i * (100f / 4096))
+            .Concat([0f, -1e-30f, -1e-10f, -3e-8f, -1e-5f, -0.3499f, -0.35f, -0.3501f, -16.7f, -87.3f, -88f, -1e6f, -3.4e38f]).ToArray();
+        Array.Resize(ref x, (x.Length + 15) / 16 * 16);
+        var y = new float[x.Length];
+        fixed (float* px = x, py = y)
+            for (int i = 0; i < x.Length; i += 16) SimdMath.ExpM1NonPositive(Vector512.Load(px + i)).Store(py + i);
+        for (int i = 0; i < x.Length; i++)
+        {
+            double m = Math.Abs(x[i]) < 1e-3 ? x[i] * (1 + x[i] / 2.0 * (1 + x[i] / 3.0)) : Math.Exp(x[i]) - 1;
+            // Within 3 ulp of the value, and of −1 (where it cannot be closer than fp32's spacing there).
+            double tolerance = 3 * Math.Max(Math.Abs(m), 1e-7) * 6e-8 + (Math.Abs(m) > 0.25 ? 6e-8 : 0);
+            Assert.That(Math.Abs(y[i] - m), Is.LessThanOrEqualTo(tolerance), $"vector expm1({x[i]})");
+            Assert.That(Math.Abs(SimdMath.ExpM1NonPositive(x[i]) - m), Is.LessThanOrEqualTo(tolerance), $"scalar expm1({x[i]})");
+        }
+    }
+
     // Counts cover the four-vector steps, single vectors after them and scalar tails.
     [TestCase(0)]
     [TestCase(5)]
@@ -204,7 +224,7 @@ public sealed unsafe class SimdBuildingBlockTests
         var data = new TestData(kd * 1000 + vp + decayStride);
         var src = data.Normal(kd * vp);
         var x = data.Normal(vp);
-        var decay = data.Uniform(kd, 0.5, 1.0);
+        var decayM1 = data.Uniform(kd, -0.5, 0.0);
         var k = data.Normal(kd);
         var q = data.Normal(kd);
         var s = Numerics.NaNs(kd * vp);
@@ -215,10 +235,10 @@ public sealed unsafe class SimdBuildingBlockTests
         for (int c = 0; c < kd; c++)
             for (int j = 0; j < vp; j++)
             {
-                expectedS[c * vp + j] = (double)decay[c * decayStride] * src[c * vp + j] + (double)k[c] * x[j];
+                expectedS[c * vp + j] = (1.0 + decayM1[c * decayStride]) * src[c * vp + j] + (double)k[c] * x[j];
                 expectedAcc[j] += q[c] * expectedS[c * vp + j];
             }
-        fixed (float* ps = src, px = x, pd = decay, pk = k, pq = q, pst = s, pa = acc, pr = read)
+        fixed (float* ps = src, px = x, pd = decayM1, pk = k, pq = q, pst = s, pa = acc, pr = read)
         {
             RecurrentRows.UpdateAndRead<TV>(ps, pst, vp, kd, px, pd, decayStride, pk, pq, pa);
             RecurrentRows.Read<TV>(pst, vp, kd, pq, pr);
