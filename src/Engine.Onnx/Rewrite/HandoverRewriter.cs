@@ -423,7 +423,8 @@ public static class HandoverRewriter
             }
             conv.Input[0] = before.Input[0];
             conv.Output[0] = after!.Output[0];
-            if (conv.Attribute.FirstOrDefault(a => a.Name == "channels_last") is AttributeProto channelsFirst) conv.Attribute.Remove(channelsFirst);
+            // Either may be given as its default already: replaced, never repeated.
+            foreach (var given in conv.Attribute.Where(a => a.Name is "channels_last" or "state_channels_last").ToArray()) conv.Attribute.Remove(given);
             conv.Attribute.Add(new AttributeProto { Name = "channels_last", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
             conv.Attribute.Add(new AttributeProto { Name = "state_channels_last", Type = AttributeProto.Types.AttributeType.Int, I = 0 });
             graph.Node.Remove(before);
