@@ -109,7 +109,12 @@ public static class HandoverRewriter
 
         if (onnxOpset > HighestOnnxOpsetOfRuntime)
         {
+            // Model-local functions count as the graph does: ORT inlines their bodies under the model's ai.onnx import.
+            var functions = rewritten.Proto.Functions;
+            var functionGraphs = functions.SelectMany(f => f.Node).SelectMany(n => n.Attribute)
+                .SelectMany(a => a.G is null ? a.Graphs : a.Graphs.Prepend(a.G)).SelectMany(OnnxModel.AllGraphs);
             var needs27 = OnnxModel.AllGraphs(rewritten.Graph).SelectMany(g => g.Node)
+                .Concat(functions.SelectMany(f => f.Node)).Concat(functionGraphs.SelectMany(g => g.Node))
                 .Where(n => OnnxModel.SameDomain(n.Domain, OnnxModel.OnnxDomain) && Opset27Ops.Contains(n.OpType))
                 .Select(NameOf).ToArray();
             if (needs27.Length == 0 && onnxOpset == 27)
