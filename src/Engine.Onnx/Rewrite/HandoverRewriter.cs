@@ -100,7 +100,7 @@ public static class HandoverRewriter
         uses = Uses(rewritten.Graph);
         foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldConvolution(graph, uses, nodes);
         if (capabilities.EngineOps.Contains(GatedRmsNormSignature.OpType))
-            foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldGatedNorm(graph, hints, uses, nodes);
+            foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldGatedNorm(graph, hints, uses, nodes, notes);
         uses = Uses(rewritten.Graph);
         foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldOutputNorm(graph, hints, uses, nodes);
 
@@ -511,13 +511,19 @@ public static class HandoverRewriter
 
     /// <summary>
     /// The unfused gated RMS norm ONNX Runtime GenAI's builder writes after the attention (Reshape to heads,
-    /// SimplifiedLayerNormalization, Reshape back, times SiLU(z) in float32, Cast back) as one engine GatedRMSNorm node.
+    /// SimplifiedLayerNormalization, Reshape back, times SiLU(z) in float32, Cast back) as one engine GatedRMSNorm node — only
+    /// when the weight holds one head's d values, x is known to be [B, T, H·d] and the types of x, weight and gate are known
+    /// and one; else a note says why ORT keeps the chain.
     /// </summary>
-    private static void FoldGatedNorm(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
+    private static void FoldGatedNorm(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes, List<string> notes)
     {
         foreach (var norm in graph.Node.Where(n => n.OpType == "SimplifiedLayerNormalization" && OnnxModel.SameDomain(n.Domain, OnnxModel.OnnxDomain)).ToArray())
         {
-            if (GatedNormChain.Match(norm, graph, hints, uses) is not GatedNormChain chain) continue;
+            if (GatedNormChain.Match(norm, graph, hints, uses, out string? refusal) is not GatedNormChain chain)
+            {
+                if (refusal is not null) notes.Add($"gated norm at '{NameOf(norm)}' kept with ORT: {refusal}");
+                continue;
+            }
             var fused = new NodeProto
             {
                 OpType = GatedRmsNormSignature.OpType, Domain = EngineDomain, Name = NameOf(norm) + "/gated",
