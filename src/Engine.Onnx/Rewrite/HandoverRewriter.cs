@@ -442,14 +442,19 @@ public static class HandoverRewriter
     /// Split → per-head LpNormalization of q and k (Reshape to (B, T, H, d) and back) → q times a constant → LinearAttention
     /// with a delta rule, as ONNX Runtime GenAI's builder writes a Gated DeltaNet mixer: the engine node reads the split's input,
     /// the packed rows [q | k | v], where they lie and normalizes q and k itself (qk_l2_norm, the constant folded into scale),
-    /// the Split, Reshapes, LpNormalizations and Mul removed — only when nothing else reads the tensors in between and
-    /// past_state gives the head dims.
+    /// the Split, Reshapes, LpNormalizations and Mul removed — only when nothing else reads the tensors in between, past_state
+    /// gives the head dims, the nodes lie in the attention's graph and the folded scale is finite and not 0 (which the kernel
+    /// reads as 1/sqrt(dk)).
     /// </summary>
     private static void FoldQkPreparation(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
     {
         foreach (var attention in graph.Node.Where(n => n.Domain == EngineDomain && n.OpType == LinearAttentionSignature.OpType).ToArray())
         {
-            if (QkPreparation.Match(attention, hints, uses) is not QkPreparation fold) continue;
+            if (QkPreparation.Match(attention, graph, hints, uses, out string? refusal) is not QkPreparation fold)
+            {
+                if (refusal is not null) NoteKept(nodes, attention, $"q/k preparation kept: {refusal}");
+                continue;
+            }
             attention.Input[LinearAttentionSignature.Query] = fold.Split.Input[0];
             attention.Input[LinearAttentionSignature.Key] = "";
             attention.Input[LinearAttentionSignature.Value] = "";
@@ -577,6 +582,13 @@ public static class HandoverRewriter
             graph.Node.Remove(norm);
             NoteFold(nodes, norm, attention, $"normalizes and gates its output heads: GatedRMSNorm '{NameOf(norm)}' folded in");
         }
+    }
+
+    /// <summary>Why a fold that matched its pattern was refused, on the plan's entry of the node it would have changed (`inspect` shows it).</summary>
+    private static void NoteKept(List<HandoverNode> nodes, NodeProto node, string why)
+    {
+        int entry = nodes.FindLastIndex(n => n.NodeName == NameOf(node) && n.ToEngine);
+        if (entry >= 0) nodes[entry] = nodes[entry] with { Detail = $"{nodes[entry].Detail}; {why}" };
     }
 
     /// <summary>The plan's entries of a node folded into a LinearAttention and of the attention, which says what it now does.</summary>
