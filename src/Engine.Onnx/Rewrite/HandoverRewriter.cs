@@ -544,26 +544,39 @@ public static class HandoverRewriter
     }
 
     /// <summary>
-    /// An engine GatedRMSNorm whose input is only a delta-rule LinearAttention's output, normalizing each head (its scale as long
-    /// as the head's dv): the attention takes the scale and the gate (norm_scale, norm_gate) and writes the norm's output, its
-    /// kernels normalizing each head's rows before they store them. Only where the gate is computed before the attention (the
-    /// node order stays topological), the types agree and the model makes dv plain (past_state's last dim).
+    /// An engine GatedRMSNorm whose input is only a delta-rule LinearAttention's output (in the same graph), normalizing each head
+    /// (its scale holds one head's dv values): the attention takes the scale and the gate (norm_scale, norm_gate) and writes the
+    /// norm's output, its kernels normalizing each head's rows before they store them. Only where the gate is computed before the
+    /// attention (the node order stays topological), the types agree and the model makes dv plain (past_state's last dim). A
+    /// constant scale [1, …, 1, dv] is given as a copy of shape [dv] (norm_scale has rank 1).
     /// </summary>
     private static void FoldOutputNorm(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
     {
         foreach (var norm in graph.Node.Where(n => n.Domain == EngineDomain && n.OpType == GatedRmsNormSignature.OpType).ToArray())
         {
             if (norm.Input.Count != 3 || norm.Input.Any(i => i.Length == 0) || norm.Output.Count != 1) continue;
-            if (hints.Producer(norm.Input[0]) is not { OpType: LinearAttentionSignature.OpType } attention || attention.Domain != EngineDomain) continue;
+            // An attention in an enclosing graph is no node this graph can change.
+            if (hints.Producer(norm.Input[0]) is not { OpType: LinearAttentionSignature.OpType } attention || attention.Domain != EngineDomain || !graph.Node.Contains(attention)) continue;
             if (attention.Output[0] != norm.Input[0] || uses.GetValueOrDefault(norm.Input[0]) != 1 || attention.Input.Count > LinearAttentionSignature.NormScale) continue;
             string rule = attention.Attribute.FirstOrDefault(a => a.Name == "update_rule")?.S.ToStringUtf8() ?? LinearAttentionSignature.DefaultUpdateRule;
             if (rule is not ("delta" or "gated_delta") || attention.Input.Count <= LinearAttentionSignature.PastState) continue;
             string scale = norm.Input[1], gate = norm.Input[2];
-            if (hints.LastDim(attention.Input[LinearAttentionSignature.PastState]) is not long dv || hints.LastDim(scale) != dv) continue;
             // The engine's LinearAttention takes every input in one type: past_state's, declared as a graph input or initializer.
             var type = hints.ElementType(attention.Input[LinearAttentionSignature.PastState]);
-            if (type is null || hints.ElementType(scale) != type || hints.InferredType(gate) != type) continue;
-            if (hints.Producer(gate) is NodeProto gateNode && graph.Node.IndexOf(gateNode) > graph.Node.IndexOf(attention)) continue;
+            var scaleDims = hints.DeclaredDims(scale);
+            string? kept = hints.LastDim(attention.Input[LinearAttentionSignature.PastState]) is not long dv ? "past_state does not declare dv"
+                : scaleDims is null || scaleDims.Count == 0 || scaleDims[^1] != dv || scaleDims.SkipLast(1).Any(n => n != 1)
+                    ? $"its scale '{scale}' is {(scaleDims is null ? "of unknown shape" : $"[{string.Join(", ", scaleDims)}]")}, the fold needs [{dv}] (one head's)"
+                : scaleDims.Count > 1 && hints.Constant(scale) is null ? $"its scale '{scale}' is [{string.Join(", ", scaleDims)}] and no constant to give as [{dv}]"
+                : type is null || hints.ElementType(scale) != type || hints.InferredType(gate) != type ? "the types of past_state, the scale and the gate are not known to be one"
+                : hints.Producer(gate) is NodeProto gateNode && graph.Node.IndexOf(gateNode) > graph.Node.IndexOf(attention) ? $"the gate '{gate}' is computed after the attention"
+                : null;
+            if (kept is not null)
+            {
+                NoteKept(nodes, attention, $"output norm '{NameOf(norm)}' kept: {kept}");
+                continue;
+            }
+            if (scaleDims!.Count > 1) scale = ConstantAsVector(graph, hints.Constant(scale)!, scale);
 
             while (attention.Input.Count < LinearAttentionSignature.NormScale) attention.Input.Add("");
             attention.Input.Add(scale);
@@ -582,6 +595,20 @@ public static class HandoverRewriter
             graph.Node.Remove(norm);
             NoteFold(nodes, norm, attention, $"normalizes and gates its output heads: GatedRMSNorm '{NameOf(norm)}' folded in");
         }
+    }
+
+    /// <summary>The constant <paramref name="name"/> as a rank-1 initializer of <paramref name="graph"/> (one copy per graph): its name.</summary>
+    private static string ConstantAsVector(GraphProto graph, TensorProto constant, string name)
+    {
+        string vectorName = $"{name}/as_vector";
+        if (graph.Initializer.Any(t => t.Name == vectorName)) return vectorName;
+        var vector = constant.Clone();
+        vector.Name = vectorName;
+        long count = vector.Dims.Aggregate(1L, (a, n) => a * n);
+        vector.Dims.Clear();
+        vector.Dims.Add(count);
+        graph.Initializer.Add(vector);
+        return vectorName;
     }
 
     /// <summary>Why a fold that matched its pattern was refused, on the plan's entry of the node it would have changed (`inspect` shows it).</summary>

@@ -118,6 +118,9 @@ internal sealed class ShapeHints
             ? t.HasRawData ? MemoryMarshal.Cast<byte, long>(t.RawData.Span).ToArray() : t.Int64Data.ToArray()
             : null;
 
+    /// <summary>The tensor of a constant (an initializer no graph input overrides, or a Constant node), or null.</summary>
+    public TensorProto? Constant(string value) => _constants.GetValueOrDefault(value);
+
     /// <summary>The value of a float32 or float16 constant holding one element, or null.</summary>
     public float? Scalar(string value)
     {
