@@ -488,12 +488,21 @@ public static class HandoverRewriter
             bool packed = inputs.Count > LinearAttentionSignature.PastState && inputs[LinearAttentionSignature.Key].Length == 0 && inputs[LinearAttentionSignature.Value].Length == 0;
             if (!packed || inputs.Count > LinearAttentionSignature.InputNames.Length || !producers.TryGetValue(inputs[LinearAttentionSignature.Query], out var conv)) continue;
             if (conv.Domain != EngineDomain || conv.OpType != CausalConvSignature.OpType || conv.Input.Count < 2 || conv.Input[1].Length == 0) continue;
-            if (uses.GetValueOrDefault(conv.Output[0]) != 1) continue;
             long? Attr(string name) => IntAttribute(conv, name);
-            if (Attr("channels_last") != 1 || Attr("state_channels_last") != 0 || (Attr("dilation") ?? 1) != 1 || (Attr("ndim") ?? 1) != 1) continue;
-            if (conv.Attribute.Any(a => a.Name is not ("channels_last" or "state_channels_last" or "dilation" or "ndim" or "activation"))) continue;
             string activation = conv.Attribute.FirstOrDefault(a => a.Name == "activation")?.S.ToStringUtf8() ?? "none";
-            if (activation is not ("none" or "silu" or "swish")) continue;
+            string? kept = uses.GetValueOrDefault(conv.Output[0]) != 1 ? $"'{conv.Output[0]}' has another reader"
+                : Attr("channels_last") != 1 || Attr("state_channels_last") != 0 ? "it is not channels-last with its state channels first"
+                : (Attr("dilation") ?? 1) != 1 ? $"dilation {Attr("dilation")} (the fold takes 1)"
+                : (Attr("ndim") ?? 1) != 1 ? $"ndim {Attr("ndim")} (the fold takes 1)"
+                : conv.Attribute.FirstOrDefault(a => a.Name is not ("channels_last" or "state_channels_last" or "dilation" or "ndim" or "activation")) is AttributeProto other
+                    ? $"attribute '{other.Name}' (the fold takes channels_last, state_channels_last, dilation, ndim and activation)"
+                : activation is not ("none" or "silu" or "swish") ? $"activation {activation}"
+                : null;
+            if (kept is not null)
+            {
+                NoteKept(nodes, attention, $"convolution '{NameOf(conv)}' kept: {kept}");
+                continue;
+            }
 
             attention.Input[LinearAttentionSignature.Query] = conv.Input[0];
             while (attention.Input.Count < LinearAttentionSignature.ConvWeight) attention.Input.Add("");
