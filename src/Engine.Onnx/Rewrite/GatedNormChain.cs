@@ -6,34 +6,34 @@ namespace Engine.Onnx;
 /// The gated RMS norm as ONNX Runtime GenAI's builder writes it without com.microsoft.GatedRMSNorm:
 /// y = Cast(Cast(Reshape(SimplifiedLayerNormalization(Reshape(x, (.., .., H, d)), scale), (.., .., H·d)), float) · SiLU(z_f)),
 /// z_f = Cast(z, float) (each Cast to float optional), SiLU(z_f) = z_f · Sigmoid(z_f), the last Cast back to x's type.
-/// <see cref="Match"/> finds it when every tensor in between has one reader (z_f two: the Sigmoid and the product).
+/// <see cref="Match"/> finds it when every tensor in between has one reader (z_f two: the Sigmoid and the product) and every
+/// node of it lies in the graph searched.
 /// </summary>
 internal sealed record GatedNormChain(string X, string Scale, string Gate, string Output, float Epsilon, IReadOnlyList<NodeProto> Removed)
 {
-    public static GatedNormChain? Match(NodeProto norm, GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses)
+    /// <param name="refusal">when the chain is there but one GatedRMSNorm would not compute what it does: why; else null.</param>
+    public static GatedNormChain? Match(NodeProto norm, GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, out string? refusal)
     {
+        refusal = null;
         var removed = new List<NodeProto>();
         int Uses(string value) => uses.GetValueOrDefault(value);
         NodeProto? OnlyReader(string value) =>
             Uses(value) == 1 ? graph.Node.FirstOrDefault(n => n.Input.Contains(value)) : null;
+        // A producer in an enclosing graph is no node this graph can replace.
+        NodeProto? Producer(string value) => hints.Producer(value) is NodeProto node && graph.Node.Contains(node) ? node : null;
 
         if (norm.Input.Count != 2 || norm.Output.Skip(1).Any(o => o.Length > 0 && Uses(o) > 0)) return null;
         if ((Int(norm, "axis") ?? -1) != -1 || (Int(norm, "stash_type") ?? 1) != 1) return null;
         float epsilon = norm.Attribute.FirstOrDefault(a => a.Name == "epsilon")?.F ?? 1e-5f;
         string scale = norm.Input[1];
-        var type = hints.ElementType(scale);
-        if (type is not (TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Float16) || hints.LastDim(scale) is not long d) return null;
 
         // x → heads → norm → packed.
-        if (hints.Producer(norm.Input[0]) is not { OpType: "Reshape" } toHeads || !IsOnnx(toHeads) || Uses(norm.Input[0]) != 1) return null;
-        if (hints.Int64s(toHeads.Input[1]) is not [0, 0, long heads, long dim] || dim != d) return null;
+        if (Producer(norm.Input[0]) is not { OpType: "Reshape" } toHeads || !IsOnnx(toHeads) || Uses(norm.Input[0]) != 1) return null;
+        if (hints.Int64s(toHeads.Input[1]) is not [0, 0, long heads, long d] || d < 1) return null;
         if (OnlyReader(norm.Output[0]) is not { OpType: "Reshape" } toPacked || !IsOnnx(toPacked)) return null;
         if (hints.Int64s(toPacked.Input[1]) is not [0, 0, long width] || (width != heads * d && width != -1)) return null;
         removed.AddRange([toHeads, norm, toPacked]);
-        // The fused node writes y in x's shape: x must be [B, T, H·d], as the chain's output is.
         string x = toHeads.Input[0];
-        if (hints.InferredType(x) is { } xType && xType != type) return null;
-        if (hints.DeclaredDims(x) is { } xDims && (xDims.Count != 3 || xDims[2] >= 0 && xDims[2] != heads * d)) return null;
 
         // packed (as float) · SiLU(z_f).
         string normed = toPacked.Output[0];
@@ -48,30 +48,64 @@ internal sealed record GatedNormChain(string X, string Scale, string Gate, strin
         }
         if (reader is not { OpType: "Mul" } product || !IsOnnx(product) || product.Input.Count != 2) return null;
         string silu = product.Input[0] == normed ? product.Input[1] : product.Input[0];
-        if (Uses(silu) != 1 || hints.Producer(silu) is not { OpType: "Mul" } siluMul || !IsOnnx(siluMul) || siluMul.Input.Count != 2) return null;
-        var sigmoidSide = siluMul.Input.Select(i => hints.Producer(i)).ToArray();
+        if (Uses(silu) != 1 || Producer(silu) is not { OpType: "Mul" } siluMul || !IsOnnx(siluMul) || siluMul.Input.Count != 2) return null;
+        var sigmoidSide = siluMul.Input.Select(Producer).ToArray();
         int s = sigmoidSide[0] is { OpType: "Sigmoid" } ? 0 : sigmoidSide[1] is { OpType: "Sigmoid" } ? 1 : -1;
         if (s < 0) return null;
         var sigmoid = sigmoidSide[s]!;
         string gateFloat = siluMul.Input[1 - s];
         if (sigmoid.Input[0] != gateFloat || Uses(siluMul.Input[s]) != 1 || Uses(gateFloat) != 2) return null;
         removed.AddRange([sigmoid, siluMul, product]);
-        string gate = gateFloat;
         // The fused node takes the gate in x's type: z itself when it is cast to float, else z_f, float when the product is.
-        if (hints.Producer(gateFloat) is { OpType: "Cast" } gateCast && IsCastToFloat(gateCast))
+        string gate = gateFloat;
+        bool gateCast = false;
+        if (Producer(gateFloat) is { OpType: "Cast" } cast && IsCastToFloat(cast))
         {
-            removed.Add(gateCast);
-            gate = gateCast.Input[0];
-            if (hints.InferredType(gate) is { } gateType && gateType != type) return null;
+            removed.Add(cast);
+            gate = cast.Input[0];
+            gateCast = true;
         }
-        else if (productInFloat && type != TensorProto.Types.DataType.Float) return null;
-        if (!SameShape(hints.DeclaredDims(x), hints.DeclaredDims(gate))) return null;
 
         // Back to x's type: the fused node writes the Cast's output.
-        if (OnlyReader(product.Output[0]) is not { OpType: "Cast" } back || !IsOnnx(back) || Int(back, "to") != (long)type) return null;
+        if (OnlyReader(product.Output[0]) is not { OpType: "Cast" } back || !IsOnnx(back)) return null;
         removed.Add(back);
-        return new GatedNormChain(x, scale, gate, back.Output[0], epsilon, removed);
+
+        refusal = Refusal(hints, x, scale, gate, gateCast, productInFloat, heads, d, Int(back, "to"));
+        return refusal is null ? new GatedNormChain(x, scale, gate, back.Output[0], epsilon, removed) : null;
     }
+
+    /// <summary>
+    /// Why one GatedRMSNorm (x, scale and gate in one type; y in x's shape; each group of scale's length normalized) would not
+    /// compute what the chain does, or null. The chain normalizes each head of d; the fused node groups of the whole scale.
+    /// </summary>
+    private static string? Refusal(ShapeHints hints, string x, string scale, string gate, bool gateCast, bool productInFloat, long heads, long d, long? backTo)
+    {
+        var type = hints.ElementType(scale);
+        if (type is not (TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Float16))
+            return $"its weight '{scale}' is {TypeName(type)}, the fold needs float32 or float16";
+        var scaleDims = hints.DeclaredDims(scale);
+        if (scaleDims is null || scaleDims.Any(n => n < 0) || scaleDims.Aggregate(1L, (a, n) => a * n) != d)
+            return $"its weight '{scale}' is {Dims(scaleDims)}, the fold needs [{d}] (one head's)";
+        if (backTo != (long)type) return $"it casts back to {TypeName((TensorProto.Types.DataType?)backTo)}, its weight is {TypeName(type)}";
+        var xDims = hints.DeclaredDims(x);
+        if (hints.Rank(x) != 3 || xDims is not null && xDims[2] >= 0 && xDims[2] != heads * d)
+            return $"x '{x}' is {Dims(xDims)}, the fold needs [B, T, {heads * d}]";
+        if (hints.InferredType(x) != type) return $"x '{x}' is {TypeName(hints.InferredType(x))}, its weight {TypeName(type)}";
+        if (gateCast && hints.InferredType(gate) != type) return $"the gate '{gate}' is {TypeName(hints.InferredType(gate))}, its weight {TypeName(type)}";
+        if (!gateCast && productInFloat && type != TensorProto.Types.DataType.Float) return $"the gate '{gate}' is float32, its weight {TypeName(type)}";
+        if (!SameShape(xDims, hints.DeclaredDims(gate))) return $"x '{x}' is {Dims(xDims)} and the gate '{gate}' {Dims(hints.DeclaredDims(gate))}: the product broadcasts";
+        return null;
+    }
+
+    private static string TypeName(TensorProto.Types.DataType? type) => type switch
+    {
+        null => "of unknown type",
+        TensorProto.Types.DataType.Float => "float32",
+        _ => type.Value.ToString().ToLowerInvariant(),
+    };
+
+    private static string Dims(IReadOnlyList<long>? dims) =>
+        dims is null ? "of unknown shape" : $"[{string.Join(", ", dims.Select(n => n >= 0 ? n.ToString() : "?"))}]";
 
     /// <summary>
     /// Whether x and the gate have one shape as far as the model declares them: the product broadcasts a dim of 1 on one side

@@ -100,7 +100,7 @@ public static class HandoverRewriter
         uses = Uses(rewritten.Graph);
         foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldConvolution(graph, uses, nodes);
         if (capabilities.EngineOps.Contains(GatedRmsNormSignature.OpType))
-            foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldGatedNorm(graph, hints, uses, nodes);
+            foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldGatedNorm(graph, hints, uses, nodes, notes);
         uses = Uses(rewritten.Graph);
         foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldOutputNorm(graph, hints, uses, nodes);
 
@@ -109,7 +109,12 @@ public static class HandoverRewriter
 
         if (onnxOpset > HighestOnnxOpsetOfRuntime)
         {
+            // Model-local functions count as the graph does: ORT inlines their bodies under the model's ai.onnx import.
+            var functions = rewritten.Proto.Functions;
+            var functionGraphs = functions.SelectMany(f => f.Node).SelectMany(n => n.Attribute)
+                .SelectMany(a => a.G is null ? a.Graphs : a.Graphs.Prepend(a.G)).SelectMany(OnnxModel.AllGraphs);
             var needs27 = OnnxModel.AllGraphs(rewritten.Graph).SelectMany(g => g.Node)
+                .Concat(functions.SelectMany(f => f.Node)).Concat(functionGraphs.SelectMany(g => g.Node))
                 .Where(n => OnnxModel.SameDomain(n.Domain, OnnxModel.OnnxDomain) && Opset27Ops.Contains(n.OpType))
                 .Select(NameOf).ToArray();
             if (needs27.Length == 0 && onnxOpset == 27)
@@ -423,7 +428,8 @@ public static class HandoverRewriter
             }
             conv.Input[0] = before.Input[0];
             conv.Output[0] = after!.Output[0];
-            if (conv.Attribute.FirstOrDefault(a => a.Name == "channels_last") is AttributeProto channelsFirst) conv.Attribute.Remove(channelsFirst);
+            // Either may be given as its default already: replaced, never repeated.
+            foreach (var given in conv.Attribute.Where(a => a.Name is "channels_last" or "state_channels_last").ToArray()) conv.Attribute.Remove(given);
             conv.Attribute.Add(new AttributeProto { Name = "channels_last", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
             conv.Attribute.Add(new AttributeProto { Name = "state_channels_last", Type = AttributeProto.Types.AttributeType.Int, I = 0 });
             graph.Node.Remove(before);
@@ -436,14 +442,19 @@ public static class HandoverRewriter
     /// Split → per-head LpNormalization of q and k (Reshape to (B, T, H, d) and back) → q times a constant → LinearAttention
     /// with a delta rule, as ONNX Runtime GenAI's builder writes a Gated DeltaNet mixer: the engine node reads the split's input,
     /// the packed rows [q | k | v], where they lie and normalizes q and k itself (qk_l2_norm, the constant folded into scale),
-    /// the Split, Reshapes, LpNormalizations and Mul removed — only when nothing else reads the tensors in between and
-    /// past_state gives the head dims.
+    /// the Split, Reshapes, LpNormalizations and Mul removed — only when nothing else reads the tensors in between, past_state
+    /// gives the head dims, the nodes lie in the attention's graph and the folded scale is finite and not 0 (which the kernel
+    /// reads as 1/sqrt(dk)).
     /// </summary>
     private static void FoldQkPreparation(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
     {
         foreach (var attention in graph.Node.Where(n => n.Domain == EngineDomain && n.OpType == LinearAttentionSignature.OpType).ToArray())
         {
-            if (QkPreparation.Match(attention, hints, uses) is not QkPreparation fold) continue;
+            if (QkPreparation.Match(attention, graph, hints, uses, out string? refusal) is not QkPreparation fold)
+            {
+                if (refusal is not null) NoteKept(nodes, attention, $"q/k preparation kept: {refusal}");
+                continue;
+            }
             attention.Input[LinearAttentionSignature.Query] = fold.Split.Input[0];
             attention.Input[LinearAttentionSignature.Key] = "";
             attention.Input[LinearAttentionSignature.Value] = "";
@@ -477,12 +488,21 @@ public static class HandoverRewriter
             bool packed = inputs.Count > LinearAttentionSignature.PastState && inputs[LinearAttentionSignature.Key].Length == 0 && inputs[LinearAttentionSignature.Value].Length == 0;
             if (!packed || inputs.Count > LinearAttentionSignature.InputNames.Length || !producers.TryGetValue(inputs[LinearAttentionSignature.Query], out var conv)) continue;
             if (conv.Domain != EngineDomain || conv.OpType != CausalConvSignature.OpType || conv.Input.Count < 2 || conv.Input[1].Length == 0) continue;
-            if (uses.GetValueOrDefault(conv.Output[0]) != 1) continue;
             long? Attr(string name) => IntAttribute(conv, name);
-            if (Attr("channels_last") != 1 || Attr("state_channels_last") != 0 || (Attr("dilation") ?? 1) != 1 || (Attr("ndim") ?? 1) != 1) continue;
-            if (conv.Attribute.Any(a => a.Name is not ("channels_last" or "state_channels_last" or "dilation" or "ndim" or "activation"))) continue;
             string activation = conv.Attribute.FirstOrDefault(a => a.Name == "activation")?.S.ToStringUtf8() ?? "none";
-            if (activation is not ("none" or "silu" or "swish")) continue;
+            string? kept = uses.GetValueOrDefault(conv.Output[0]) != 1 ? $"'{conv.Output[0]}' has another reader"
+                : Attr("channels_last") != 1 || Attr("state_channels_last") != 0 ? "it is not channels-last with its state channels first"
+                : (Attr("dilation") ?? 1) != 1 ? $"dilation {Attr("dilation")} (the fold takes 1)"
+                : (Attr("ndim") ?? 1) != 1 ? $"ndim {Attr("ndim")} (the fold takes 1)"
+                : conv.Attribute.FirstOrDefault(a => a.Name is not ("channels_last" or "state_channels_last" or "dilation" or "ndim" or "activation")) is AttributeProto other
+                    ? $"attribute '{other.Name}' (the fold takes channels_last, state_channels_last, dilation, ndim and activation)"
+                : activation is not ("none" or "silu" or "swish") ? $"activation {activation}"
+                : null;
+            if (kept is not null)
+            {
+                NoteKept(nodes, attention, $"convolution '{NameOf(conv)}' kept: {kept}");
+                continue;
+            }
 
             attention.Input[LinearAttentionSignature.Query] = conv.Input[0];
             while (attention.Input.Count < LinearAttentionSignature.ConvWeight) attention.Input.Add("");
@@ -505,13 +525,19 @@ public static class HandoverRewriter
 
     /// <summary>
     /// The unfused gated RMS norm ONNX Runtime GenAI's builder writes after the attention (Reshape to heads,
-    /// SimplifiedLayerNormalization, Reshape back, times SiLU(z) in float32, Cast back) as one engine GatedRMSNorm node.
+    /// SimplifiedLayerNormalization, Reshape back, times SiLU(z) in float32, Cast back) as one engine GatedRMSNorm node — only
+    /// when the weight holds one head's d values, x is known to be [B, T, H·d] and the types of x, weight and gate are known
+    /// and one; else a note says why ORT keeps the chain.
     /// </summary>
-    private static void FoldGatedNorm(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
+    private static void FoldGatedNorm(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes, List<string> notes)
     {
         foreach (var norm in graph.Node.Where(n => n.OpType == "SimplifiedLayerNormalization" && OnnxModel.SameDomain(n.Domain, OnnxModel.OnnxDomain)).ToArray())
         {
-            if (GatedNormChain.Match(norm, graph, hints, uses) is not GatedNormChain chain) continue;
+            if (GatedNormChain.Match(norm, graph, hints, uses, out string? refusal) is not GatedNormChain chain)
+            {
+                if (refusal is not null) notes.Add($"gated norm at '{NameOf(norm)}' kept with ORT: {refusal}");
+                continue;
+            }
             var fused = new NodeProto
             {
                 OpType = GatedRmsNormSignature.OpType, Domain = EngineDomain, Name = NameOf(norm) + "/gated",
@@ -527,26 +553,39 @@ public static class HandoverRewriter
     }
 
     /// <summary>
-    /// An engine GatedRMSNorm whose input is only a delta-rule LinearAttention's output, normalizing each head (its scale as long
-    /// as the head's dv): the attention takes the scale and the gate (norm_scale, norm_gate) and writes the norm's output, its
-    /// kernels normalizing each head's rows before they store them. Only where the gate is computed before the attention (the
-    /// node order stays topological), the types agree and the model makes dv plain (past_state's last dim).
+    /// An engine GatedRMSNorm whose input is only a delta-rule LinearAttention's output (in the same graph), normalizing each head
+    /// (its scale holds one head's dv values): the attention takes the scale and the gate (norm_scale, norm_gate) and writes the
+    /// norm's output, its kernels normalizing each head's rows before they store them. Only where the gate is computed before the
+    /// attention (the node order stays topological), the types agree and the model makes dv plain (past_state's last dim). A
+    /// constant scale [1, …, 1, dv] is given as a copy of shape [dv] (norm_scale has rank 1).
     /// </summary>
     private static void FoldOutputNorm(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
     {
         foreach (var norm in graph.Node.Where(n => n.Domain == EngineDomain && n.OpType == GatedRmsNormSignature.OpType).ToArray())
         {
             if (norm.Input.Count != 3 || norm.Input.Any(i => i.Length == 0) || norm.Output.Count != 1) continue;
-            if (hints.Producer(norm.Input[0]) is not { OpType: LinearAttentionSignature.OpType } attention || attention.Domain != EngineDomain) continue;
+            // An attention in an enclosing graph is no node this graph can change.
+            if (hints.Producer(norm.Input[0]) is not { OpType: LinearAttentionSignature.OpType } attention || attention.Domain != EngineDomain || !graph.Node.Contains(attention)) continue;
             if (attention.Output[0] != norm.Input[0] || uses.GetValueOrDefault(norm.Input[0]) != 1 || attention.Input.Count > LinearAttentionSignature.NormScale) continue;
             string rule = attention.Attribute.FirstOrDefault(a => a.Name == "update_rule")?.S.ToStringUtf8() ?? LinearAttentionSignature.DefaultUpdateRule;
             if (rule is not ("delta" or "gated_delta") || attention.Input.Count <= LinearAttentionSignature.PastState) continue;
             string scale = norm.Input[1], gate = norm.Input[2];
-            if (hints.LastDim(attention.Input[LinearAttentionSignature.PastState]) is not long dv || hints.LastDim(scale) != dv) continue;
             // The engine's LinearAttention takes every input in one type: past_state's, declared as a graph input or initializer.
             var type = hints.ElementType(attention.Input[LinearAttentionSignature.PastState]);
-            if (type is null || hints.ElementType(scale) != type || hints.InferredType(gate) != type) continue;
-            if (hints.Producer(gate) is NodeProto gateNode && graph.Node.IndexOf(gateNode) > graph.Node.IndexOf(attention)) continue;
+            var scaleDims = hints.DeclaredDims(scale);
+            string? kept = hints.LastDim(attention.Input[LinearAttentionSignature.PastState]) is not long dv ? "past_state does not declare dv"
+                : scaleDims is null || scaleDims.Count == 0 || scaleDims[^1] != dv || scaleDims.SkipLast(1).Any(n => n != 1)
+                    ? $"its scale '{scale}' is {(scaleDims is null ? "of unknown shape" : $"[{string.Join(", ", scaleDims)}]")}, the fold needs [{dv}] (one head's)"
+                : scaleDims.Count > 1 && hints.Constant(scale) is null ? $"its scale '{scale}' is [{string.Join(", ", scaleDims)}] and no constant to give as [{dv}]"
+                : type is null || hints.ElementType(scale) != type || hints.InferredType(gate) != type ? "the types of past_state, the scale and the gate are not known to be one"
+                : hints.Producer(gate) is NodeProto gateNode && graph.Node.IndexOf(gateNode) > graph.Node.IndexOf(attention) ? $"the gate '{gate}' is computed after the attention"
+                : null;
+            if (kept is not null)
+            {
+                NoteKept(nodes, attention, $"output norm '{NameOf(norm)}' kept: {kept}");
+                continue;
+            }
+            if (scaleDims!.Count > 1) scale = ConstantAsVector(graph, hints.Constant(scale)!, scale);
 
             while (attention.Input.Count < LinearAttentionSignature.NormScale) attention.Input.Add("");
             attention.Input.Add(scale);
@@ -565,6 +604,27 @@ public static class HandoverRewriter
             graph.Node.Remove(norm);
             NoteFold(nodes, norm, attention, $"normalizes and gates its output heads: GatedRMSNorm '{NameOf(norm)}' folded in");
         }
+    }
+
+    /// <summary>The constant <paramref name="name"/> as a rank-1 initializer of <paramref name="graph"/> (one copy per graph): its name.</summary>
+    private static string ConstantAsVector(GraphProto graph, TensorProto constant, string name)
+    {
+        string vectorName = $"{name}/as_vector";
+        if (graph.Initializer.Any(t => t.Name == vectorName)) return vectorName;
+        var vector = constant.Clone();
+        vector.Name = vectorName;
+        long count = vector.Dims.Aggregate(1L, (a, n) => a * n);
+        vector.Dims.Clear();
+        vector.Dims.Add(count);
+        graph.Initializer.Add(vector);
+        return vectorName;
+    }
+
+    /// <summary>Why a fold that matched its pattern was refused, on the plan's entry of the node it would have changed (`inspect` shows it).</summary>
+    private static void NoteKept(List<HandoverNode> nodes, NodeProto node, string why)
+    {
+        int entry = nodes.FindLastIndex(n => n.NodeName == NameOf(node) && n.ToEngine);
+        if (entry >= 0) nodes[entry] = nodes[entry] with { Detail = $"{nodes[entry].Detail}; {why}" };
     }
 
     /// <summary>The plan's entries of a node folded into a LinearAttention and of the attention, which says what it now does.</summary>

@@ -7,12 +7,14 @@ namespace Engine.Onnx;
 /// What lies between a packed q|k|v projection and a delta-rule LinearAttention node in ONNX Runtime GenAI's Gated DeltaNet
 /// export: Split(x, [Hq·dk, Hk·dk, Hkv·dv], last axis); q = Reshape(LpNormalization(Reshape(q, (.., .., Hq, dk))), (.., .., Hq·dk))
 /// times a constant; k the same without the constant; v as split. <see cref="Match"/> finds it when every tensor in between
-/// has one reader.
+/// has one reader and every node of it lies in the graph searched.
 /// </summary>
 internal sealed record QkPreparation(NodeProto Split, float Scale, IReadOnlyList<NodeProto> Removed)
 {
-    public static QkPreparation? Match(NodeProto attention, ShapeHints hints, IReadOnlyDictionary<string, int> uses)
+    /// <param name="refusal">when the preparation is there but the engine node would not compute what it does: why; else null.</param>
+    public static QkPreparation? Match(NodeProto attention, GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, out string? refusal)
     {
+        refusal = null;
         var inputs = attention.Input;
         if (inputs.Count <= LinearAttentionSignature.PastState || inputs[LinearAttentionSignature.PastState].Length == 0) return null;
         string rule = attention.Attribute.FirstOrDefault(a => a.Name == "update_rule")?.S.ToStringUtf8() ?? LinearAttentionSignature.DefaultUpdateRule;
@@ -22,11 +24,13 @@ internal sealed record QkPreparation(NodeProto Split, float Scale, IReadOnlyList
         long keyHeads = Math.Min(qHeads.Value, kvHeads.Value);
         var removed = new List<NodeProto>();
         bool OnlyReader(string value) => uses.GetValueOrDefault(value) == 1;
+        // A producer in an enclosing graph is no node this graph can remove.
+        NodeProto? Producer(string value) => hints.Producer(value) is NodeProto node && graph.Node.Contains(node) ? node : null;
 
         // q: an optional Mul by a constant, then the normalized heads.
         string query = inputs[LinearAttentionSignature.Query];
         float factor = 1f;
-        if (hints.Producer(query) is { OpType: "Mul" } mul && IsOnnx(mul) && mul.Input.Count == 2 && OnlyReader(query))
+        if (Producer(query) is { OpType: "Mul" } mul && IsOnnx(mul) && mul.Input.Count == 2 && OnlyReader(query))
         {
             int constant = hints.Scalar(mul.Input[1]) is not null ? 1 : hints.Scalar(mul.Input[0]) is not null ? 0 : -1;
             if (constant < 0) return null;
@@ -34,12 +38,12 @@ internal sealed record QkPreparation(NodeProto Split, float Scale, IReadOnlyList
             query = mul.Input[1 - constant];
             removed.Add(mul);
         }
-        if (Normalized(query, qHeads.Value, hints, OnlyReader, removed) is not (string qPart, long dk)) return null;
-        if (Normalized(inputs[LinearAttentionSignature.Key], keyHeads, hints, OnlyReader, removed) is not (string kPart, long dk2) || dk2 != dk) return null;
+        if (Normalized(query, qHeads.Value, hints, Producer, OnlyReader, removed) is not (string qPart, long dk)) return null;
+        if (Normalized(inputs[LinearAttentionSignature.Key], keyHeads, hints, Producer, OnlyReader, removed) is not (string kPart, long dk2) || dk2 != dk) return null;
         string vPart = inputs[LinearAttentionSignature.Value];
 
         // The three parts, in order, of one Split of the packed rows on the last axis.
-        if (hints.Producer(qPart) is not { OpType: "Split" } split || !IsOnnx(split) || split.Output.Count != 3 ||
+        if (Producer(qPart) is not { OpType: "Split" } split || !IsOnnx(split) || split.Output.Count != 3 ||
             split.Output[0] != qPart || split.Output[1] != kPart || split.Output[2] != vPart || !split.Output.All(OnlyReader))
             return null;
         long axis = Int(split, "axis") ?? 0;
@@ -50,19 +54,27 @@ internal sealed record QkPreparation(NodeProto Split, float Scale, IReadOnlyList
         removed.Add(split);
 
         float scale = attention.Attribute.FirstOrDefault(a => a.Name == "scale")?.F ?? 0f;
-        return new QkPreparation(split, factor * (scale == 0f ? 1f / MathF.Sqrt(dk) : scale), removed);
+        float folded = factor * (scale == 0f ? 1f / MathF.Sqrt(dk) : scale);
+        // The kernel reads a scale of 0 as 1/sqrt(dk).
+        if (folded == 0f || !float.IsFinite(folded))
+        {
+            refusal = $"q's factor {factor} times the scale gives {folded}, which the engine's scale attribute cannot carry";
+            return null;
+        }
+        return new QkPreparation(split, folded, removed);
     }
 
     /// <summary>
     /// value = Reshape(LpNormalization(Reshape(part, (.., .., heads, d)), last axis, p = 2), (.., .., heads·d)): the part and d, the
     /// three nodes added to <paramref name="removed"/>; or null.
     /// </summary>
-    private static (string Part, long Dim)? Normalized(string value, long heads, ShapeHints hints, Func<string, bool> onlyReader, List<NodeProto> removed)
+    private static (string Part, long Dim)? Normalized(string value, long heads, ShapeHints hints, Func<string, NodeProto?> producer, Func<string, bool> onlyReader,
+        List<NodeProto> removed)
     {
-        if (hints.Producer(value) is not { OpType: "Reshape" } unflat || !IsOnnx(unflat) || unflat.Input.Count != 2 || !onlyReader(value)) return null;
-        if (hints.Producer(unflat.Input[0]) is not { OpType: "LpNormalization" } norm || !IsOnnx(norm) || !onlyReader(unflat.Input[0])) return null;
+        if (producer(value) is not { OpType: "Reshape" } unflat || !IsOnnx(unflat) || unflat.Input.Count != 2 || !onlyReader(value)) return null;
+        if (producer(unflat.Input[0]) is not { OpType: "LpNormalization" } norm || !IsOnnx(norm) || !onlyReader(unflat.Input[0])) return null;
         if ((Int(norm, "p") ?? 2) != 2 || (Int(norm, "axis") ?? -1) is not (-1 or 3)) return null;
-        if (hints.Producer(norm.Input[0]) is not { OpType: "Reshape" } flat || !IsOnnx(flat) || flat.Input.Count != 2 || !onlyReader(norm.Input[0])) return null;
+        if (producer(norm.Input[0]) is not { OpType: "Reshape" } flat || !IsOnnx(flat) || flat.Input.Count != 2 || !onlyReader(norm.Input[0])) return null;
         if (hints.Int64s(flat.Input[1]) is not [0, 0, long h, long d] || h != heads || d < 1) return null;
         if (hints.Int64s(unflat.Input[1]) is not [0, 0, long width] || (width != heads * d && width != -1)) return null;
         if (Int(flat, "allowzero") is 1 || Int(unflat, "allowzero") is 1) return null;

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Engine.Onnx.Ops;
 using Engine.Onnx.Proto;
 
 namespace Engine.Onnx;
@@ -92,11 +93,16 @@ internal sealed class ShapeHints
     public TensorProto.Types.DataType? ElementType(string value) =>
         _elementTypes.TryGetValue(value, out int type) ? (TensorProto.Types.DataType)type : null;
 
-    /// <summary>The element type of <paramref name="value"/>: declared, or a MatMul's by its declared weight, or a Cast's target; else null.</summary>
+    /// <summary>
+    /// The element type of <paramref name="value"/>: declared, or a MatMul's by its declared weight, or a Cast's target, or an
+    /// engine LinearAttention's by its declared inputs (it takes and writes one type); else null.
+    /// </summary>
     public TensorProto.Types.DataType? InferredType(string value) => ElementType(value) ?? Producer(value) switch
     {
         { OpType: "MatMul" } m when m.Input.Count == 2 => ElementType(m.Input[1]),
         { OpType: "Cast" } c => (TensorProto.Types.DataType?)c.Attribute.FirstOrDefault(a => a.Name == "to")?.I,
+        { OpType: LinearAttentionSignature.OpType, Domain: HandoverRewriter.EngineDomain } a =>
+            a.Input.Where(i => i.Length > 0).Select(ElementType).FirstOrDefault(t => t is not null),
         _ => null,
     };
 
@@ -111,6 +117,9 @@ internal sealed class ShapeHints
         _constants.TryGetValue(value, out var t) && t.DataType == (int)TensorProto.Types.DataType.Int64
             ? t.HasRawData ? MemoryMarshal.Cast<byte, long>(t.RawData.Span).ToArray() : t.Int64Data.ToArray()
             : null;
+
+    /// <summary>The tensor of a constant (an initializer no graph input overrides, or a Constant node), or null.</summary>
+    public TensorProto? Constant(string value) => _constants.GetValueOrDefault(value);
 
     /// <summary>The value of a float32 or float16 constant holding one element, or null.</summary>
     public float? Scalar(string value)
@@ -134,6 +143,16 @@ internal sealed class ShapeHints
 
     /// <summary>The rank the model declares for <paramref name="value"/>, or null.</summary>
     public int? DeclaredRank(string value) => _declared.TryGetValue(value, out var dims) ? dims.Length : null;
+
+    /// <summary>
+    /// The rank of <paramref name="value"/>: declared, or 3 for an engine LinearAttention's output (its kernel takes and writes
+    /// (B, T, H·d) only); else null.
+    /// </summary>
+    public int? Rank(string value) => DeclaredRank(value) ?? Producer(value) switch
+    {
+        { OpType: LinearAttentionSignature.OpType, Domain: HandoverRewriter.EngineDomain } a when a.Output[0] == value => 3,
+        _ => null,
+    };
 
     private long? LastDim(string value, int depth)
     {

@@ -272,8 +272,11 @@ public sealed class CausalConvHandoverTests
         Assert.That(e!.Message, Does.Contain($"CausalConvWithState node 'conv': {message}"));
     }
 
-    /// <summary>x (B, T, C) → Transpose → CausalConvWithState → Transpose → y, as the builder writes it; optionally a second reader of the transposed input.</summary>
-    private static OnnxModel TransposedModel(int channels, int k, bool secondReader)
+    /// <summary>
+    /// x (B, T, C) → Transpose → CausalConvWithState → Transpose → y, as the builder writes it; optionally a second reader of the
+    /// transposed input, or the layout attributes written out at their defaults (channels_last = 0, state_channels_last = -1).
+    /// </summary>
+    private static OnnxModel TransposedModel(int channels, int k, bool secondReader, bool layoutDefaultsGiven)
     {
         var b = new ModelBuilder(21).Import(HandoverRewriter.MicrosoftDomain, 1);
         b.Input("x", F.Float, "B", "T", channels);
@@ -281,7 +284,8 @@ public sealed class CausalConvHandoverTests
         var perm = ("perm", (object)new long[] { 0, 2, 1 });
         var channelsFirst = b.Node("Transpose", ["x"], name: "to_channels_first", attributes: [perm])[0];
         var conv = b.Node("CausalConvWithState", [channelsFirst, b.Input("weight", F.Float, channels, 1, k), "", "past_state"], 2,
-            HandoverRewriter.MicrosoftDomain, "conv", ["conv_out", "present_state"], ("activation", "silu"));
+            HandoverRewriter.MicrosoftDomain, "conv", ["conv_out", "present_state"],
+            layoutDefaultsGiven ? [("activation", "silu"), ("channels_last", 0L), ("state_channels_last", -1L)] : [("activation", "silu")]);
         b.Node("Transpose", [conv[0]], name: "to_channels_last", outputNames: ["y"], attributes: [perm]);
         b.Output("y", F.Float, "B", "T", channels);
         b.Output("present_state", F.Float, "B", channels, k - 1);
@@ -293,12 +297,13 @@ public sealed class CausalConvHandoverTests
         return b.Build();
     }
 
-    [TestCase(false, TestName = "Transpose, CausalConvWithState, Transpose fold into one channels-last engine node")]
-    [TestCase(true, TestName = "Transposes kept when the transposed input has another reader")]
-    public void TransposesAroundTheConvolution(bool secondReader)
+    [TestCase(false, false, TestName = "Transpose, CausalConvWithState, Transpose fold into one channels-last engine node")]
+    [TestCase(false, true, TestName = "Transposes fold into a convolution that gives its layout attributes at their defaults")]
+    [TestCase(true, false, TestName = "Transposes kept when the transposed input has another reader")]
+    public void TransposesAroundTheConvolution(bool secondReader, bool layoutDefaultsGiven)
     {
         const int batch = 2, length = 50, channels = 48, k = 4;
-        var model = TransposedModel(channels, k, secondReader);
+        var model = TransposedModel(channels, k, secondReader, layoutDefaultsGiven);
         var data = new TestData(AttentionCase.StableSeed(TestContext.CurrentContext.Test.Name));
         var inputs = new Dictionary<string, TensorData>
         {

@@ -33,6 +33,7 @@ public sealed class ConvolutionFoldTests
         var attention = engine.Handover.EngineNodes.Single(n => n.OpType == "LinearAttention");
         Assert.That(attention.Detail.Contains("convolves the rows"), Is.EqualTo(folded), attention.Detail);
         Assert.That(engine.Handover.Model.NodeOpTypes.Contains("CausalConvWithState"), Is.EqualTo(!folded), "CausalConvWithState node left");
+        if (!folded) Assert.That(attention.Detail, Does.Contain("convolution 'conv' kept: '").And.Contain("' has another reader"));
 
         var random = new Random(5);
         var inputs = new Dictionary<string, TensorData>

@@ -15,19 +15,29 @@ public sealed class GatedNormFoldTests
     private const int Batch = 2, Length = 9, Heads = 3, Dim = 16, Width = Heads * Dim;
 
     /// <summary>
-    /// How a test model departs from the builder's pattern. The last three are chains ORT runs by broadcasting or by its
-    /// mixed types, which the fused node (x, scale and gate in one type and one shape) cannot take: a float16 x whose float
-    /// gate is not cast, a gate [B, 1, H·d] broadcast over the tokens, and an x [B, T, H, d] the chain flattens.
+    /// How a test model departs from the builder's pattern. From HalfXFloatGateNotCast on they are chains ORT runs by
+    /// broadcasting, by its mixed types or per head, which the fused node (x, scale and gate in one type and one shape, each
+    /// group of the scale's length normalized) cannot take: a float16 x whose float gate is not cast, a gate [B, 1, H·d]
+    /// broadcast over the tokens, an x [B, T, H, d] the chain flattens (declared, or a Reshape's output of no declared shape),
+    /// a weight [H, d] (one per head), and a float16 z negated (no declared type) and then cast to float.
     /// </summary>
-    public enum Variant { AsTheBuilderWrites, NoCastOfZ, NormOutputAlsoAGraphOutput, TanhGate, HalfXFloatGateNotCast, GateBroadcastOverTokens, XOfRankFour }
+    public enum Variant
+    {
+        AsTheBuilderWrites, NoCastOfZ, WeightOneByD, NormOutputAlsoAGraphOutput, TanhGate, HalfXFloatGateNotCast, GateBroadcastOverTokens, XOfRankFour,
+        XOfRankFourUndeclared, WeightPerHead, HalfGateOfUndeclaredType,
+    }
 
     [TestCase(Variant.AsTheBuilderWrites, true)]
     [TestCase(Variant.NoCastOfZ, true)]
+    [TestCase(Variant.WeightOneByD, true)]
     [TestCase(Variant.NormOutputAlsoAGraphOutput, false)]
     [TestCase(Variant.TanhGate, false)]
     [TestCase(Variant.HalfXFloatGateNotCast, false)]
     [TestCase(Variant.GateBroadcastOverTokens, false)]
     [TestCase(Variant.XOfRankFour, false)]
+    [TestCase(Variant.XOfRankFourUndeclared, false)]
+    [TestCase(Variant.WeightPerHead, false)]
+    [TestCase(Variant.HalfGateOfUndeclaredType, false)]
     public void FoldsWhereThePatternAllowsAndAgreesWithOrtAlone(Variant variant, bool folded)
     {
         var model = Model(variant);
@@ -45,24 +55,42 @@ public sealed class GatedNormFoldTests
             ["x"] = variant == Variant.HalfXFloatGateNotCast ? TensorData.Create(xValues.Select(v => (Half)v).ToArray(), xShape) : TensorData.Create(xValues, xShape),
             ["z"] = TensorData.Create(SampleModels.Weights(random, 1, (int)zShape.Aggregate(1L, (a, d) => a * d)), zShape),
         };
+        if (variant == Variant.HalfGateOfUndeclaredType) inputs["z"] = TensorData.Create(inputs["z"].As<float>().Select(v => (Half)v).ToArray(), zShape);
         OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, $"{variant}");
     }
 
-    private static OnnxModel Model(Variant variant)
+    [TestCase(Variant.WeightPerHead, "its weight 'norm_weight' is [3, 16], the fold needs [16]")]
+    [TestCase(Variant.XOfRankFourUndeclared, "is of unknown shape, the fold needs [B, T, 48]")]
+    [TestCase(Variant.HalfGateOfUndeclaredType, "is of unknown type, its weight float32")]
+    public void ARefusedChainIsNotedWithItsReason(Variant variant, string reason)
+    {
+        var plan = HandoverRewriter.Rewrite(Model(variant));
+        Assert.That(plan.Notes, Has.One.Contains("gated norm at 'SimplifiedLayerNormalization_").And.Contains("kept with ORT: ").And.Contains(reason));
+    }
+
+    internal static OnnxModel Model(Variant variant)
     {
         var b = new ModelBuilder();
         const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
         var xType = variant == Variant.HalfXFloatGateNotCast ? TensorProto.Types.DataType.Float16 : F;
         string x = variant == Variant.XOfRankFour ? b.Input("x", F, Batch, Length, Heads, Dim) : b.Input("x", xType, Batch, Length, Width);
-        string z = b.Input("z", F, Batch, variant == Variant.GateBroadcastOverTokens ? 1 : Length, Width);
+        string z = b.Input("z", variant == Variant.HalfGateOfUndeclaredType ? TensorProto.Types.DataType.Float16 : F,
+            Batch, variant == Variant.GateBroadcastOverTokens ? 1 : Length, Width);
         const int dim = Dim;
-        var scale = Enumerable.Range(0, dim).Select(i => 0.9f + 0.01f * i).ToArray();
-        string weight = b.Initializer("norm_weight", scale, (TensorElementType)xType, dim);
+        long[] weightDims = variant switch { Variant.WeightOneByD => [1, dim], Variant.WeightPerHead => [Heads, dim], _ => [dim] };
+        var scale = Enumerable.Range(0, (int)weightDims.Aggregate(1L, (a, d) => a * d)).Select(i => 0.9f + 0.01f * i).ToArray();
+        string weight = b.Initializer("norm_weight", scale, (TensorElementType)xType, weightDims);
+        if (variant == Variant.XOfRankFourUndeclared) x = b.Op("Reshape", x, b.Int64s("split_heads", 0, 0, Heads, Dim));
         string heads = b.Op("Reshape", x, b.Int64s("heads_shape", 0, 0, Width / dim, dim));
         var norm = b.Node("SimplifiedLayerNormalization", [heads, weight], attributes: [("epsilon", 1e-6f), ("axis", -1L), ("stash_type", 1L)])[0];
         string packed = b.Op("Reshape", norm, b.Int64s("packed_shape", 0, 0, Width));
         string Cast(string value) => b.Node("Cast", [value], attributes: [("to", (long)TensorElementType.Float)])[0];
-        string zFloat = variant is Variant.NoCastOfZ or Variant.HalfXFloatGateNotCast ? z : Cast(z);
+        string zFloat = variant switch
+        {
+            Variant.NoCastOfZ or Variant.HalfXFloatGateNotCast => z,
+            Variant.HalfGateOfUndeclaredType => Cast(b.Op("Neg", z)),
+            _ => Cast(z),
+        };
         string silu = b.Op("Mul", zFloat, b.Op(variant == Variant.TanhGate ? "Tanh" : "Sigmoid", zFloat));
         string product = b.Op("Mul", Cast(packed), silu);
         b.Node("Cast", [product], outputNames: ["y"], attributes: [("to", (long)xType)]);

@@ -201,6 +201,15 @@ public sealed class ModelCommandTests
         Assert.That(stdout, Does.Contain("(IR 13, from Engine.Workloads)"), "the producer: the library that built the model");
     }
 
+    [Test]
+    public void InspectSaysWhyAFoldWasRefused()
+    {
+        var (code, stdout, stderr) = CliFixture.Engine("inspect", SaveModel(GatedNormFoldTests.Model(GatedNormFoldTests.Variant.WeightPerHead)));
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain("note: gated norm at 'SimplifiedLayerNormalization_")
+            .And.Contain("kept with ORT: its weight 'norm_weight' is [3, 16], the fold needs [16] (one head's)"));
+    }
+
     /// <summary>A model ONNX Runtime refuses to run on the random inputs (a Reshape to zeros for a shape): one line, exit code 1.</summary>
     [Test]
     public void AModelThatFailsToRunIsOneLineAndExitCodeOne()

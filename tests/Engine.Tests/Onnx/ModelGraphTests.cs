@@ -92,6 +92,44 @@ public sealed class ModelGraphTests
         Assert.That(plan.Nodes.Single(n => n.NodeName == "conv").Detail, Is.EqualTo("bfloat16 tensors: left to ORT"));
     }
 
+    /// <summary>The model's one ai.onnx LinearAttention-27 lies in a model-local function, which ORT inlines under the model's import: 27 is kept.</summary>
+    [Test]
+    public void Opset27KeptWhileALocalFunctionHoldsLinearAttention()
+    {
+        const int heads = 2, dk = 8, dv = 4;
+        var b = new ModelBuilder(27).Import("local", 1);
+        b.Input("q", F.Float, Batch, Length, heads * dk);
+        b.Input("k", F.Float, Batch, Length, heads * dk);
+        b.Input("v", F.Float, Batch, Length, heads * dv);
+        b.Input("decay", F.Float, Batch, Length, heads);
+        b.Input("beta", F.Float, Batch, Length, heads);
+        b.Node("MyAttention", ["q", "k", "v", "decay", "beta"], domain: "local", outputNames: ["output"]);
+        b.Output("output", F.Float, Batch, Length, heads * dv);
+        var model = b.Build();
+        var function = new FunctionProto { Name = "MyAttention", Domain = "local", Input = { "Q", "K", "V", "G", "Be" }, Output = { "Y" } };
+        function.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 27 });
+        var attention = new NodeProto { OpType = "LinearAttention", Input = { "Q", "K", "V", "", "G", "Be" }, Output = { "Y", "S" } };
+        attention.Attribute.Add(new AttributeProto { Name = "q_num_heads", Type = AttributeProto.Types.AttributeType.Int, I = heads });
+        attention.Attribute.Add(new AttributeProto { Name = "kv_num_heads", Type = AttributeProto.Types.AttributeType.Int, I = heads });
+        function.Node.Add(attention);
+        model.Proto.Functions.Add(function);
+
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        Assert.That(engine.Handover.Model.OpsetOf(""), Is.EqualTo(27));
+        Assert.That(engine.Handover.Notes.Single(), Does.Contain("still needed by LinearAttention(Y, S)"));
+        var data = new TestData(11);
+        var inputs = new Dictionary<string, TensorData>
+        {
+            ["q"] = TensorData.Create(data.Normal(Batch * Length * heads * dk), Batch, Length, heads * dk),
+            ["k"] = TensorData.Create(data.Normal(Batch * Length * heads * dk), Batch, Length, heads * dk),
+            ["v"] = TensorData.Create(data.Normal(Batch * Length * heads * dv), Batch, Length, heads * dv),
+            ["decay"] = TensorData.Create(Enumerable.Range(0, Batch * Length * heads).Select(i => -0.05f * (1 + i % 7)).ToArray(), Batch, Length, heads),
+            ["beta"] = TensorData.Create(Enumerable.Range(0, Batch * Length * heads).Select(i => 0.2f + 0.1f * (i % 6)).ToArray(), Batch, Length, heads),
+        };
+        OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, "LinearAttention-27 inside a local function");
+    }
+
     [Test]
     public void OnnxLinearAttentionBelowOpset27IsRefusedByName()
     {

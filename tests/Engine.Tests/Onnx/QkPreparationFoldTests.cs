@@ -16,9 +16,11 @@ public sealed class QkPreparationFoldTests
     private const int Batch = 2, Length = 37, QkHeads = 2, ValueHeads = 4, Dk = 8, Dv = 4;
     private const int KeyWidth = QkHeads * Dk, ValueWidth = ValueHeads * Dv, Width = 2 * KeyWidth + ValueWidth;
 
-    /// <summary>How a test model departs from the builder's pattern.</summary>
-    /// <summary>How a test model departs from the builder's pattern (QueryScaleFedOver: q's factor is an initializer that is also a graph input, fed 2.5).</summary>
-    public enum Variant { AsTheBuilderWrites, ConstantFirstInMul, NoQueryScaling, SplitOutputAlsoAGraphOutput, L1Normalization, QueryScaleFedOver }
+    /// <summary>
+    /// How a test model departs from the builder's pattern (QueryScaleFedOver: q's factor is an initializer that is also a graph
+    /// input, fed 2.5; QueryTimesZero: q's factor is 0, a scale the engine's attribute reads as 1/sqrt(dk)).
+    /// </summary>
+    public enum Variant { AsTheBuilderWrites, ConstantFirstInMul, NoQueryScaling, SplitOutputAlsoAGraphOutput, L1Normalization, QueryScaleFedOver, QueryTimesZero }
 
     [TestCase(Variant.AsTheBuilderWrites, true)]
     [TestCase(Variant.ConstantFirstInMul, true)]
@@ -26,6 +28,7 @@ public sealed class QkPreparationFoldTests
     [TestCase(Variant.SplitOutputAlsoAGraphOutput, false)]
     [TestCase(Variant.L1Normalization, false)]
     [TestCase(Variant.QueryScaleFedOver, false)]
+    [TestCase(Variant.QueryTimesZero, false)]
     public void FoldsWhereThePatternAllowsAndAgreesWithOrtAlone(Variant variant, bool folded)
     {
         var model = Model(variant);
@@ -34,6 +37,7 @@ public sealed class QkPreparationFoldTests
         var attention = engine.Handover.EngineNodes.Single(n => n.OpType == "LinearAttention");
         Assert.That(attention.Detail.Contains("reads the packed rows"), Is.EqualTo(folded), attention.Detail);
         Assert.That(engine.Handover.Model.NodeOpTypes.Contains("LpNormalization"), Is.EqualTo(!folded), "LpNormalization nodes left");
+        if (variant == Variant.QueryTimesZero) Assert.That(attention.Detail, Does.Contain("q/k preparation kept: q's factor 0 times the scale gives 0"));
 
         var random = new Random(3);
         var rows = SampleModels.Weights(random, 1, Batch * Length * Width);
@@ -69,7 +73,7 @@ public sealed class QkPreparationFoldTests
             return b.Op("Reshape", unit, b.Int64s(part + "_packed", 0, 0, KeyWidth));
         }
         string q = PerHead("q", split[0]);
-        string scale = b.Initializer("q_scale", [1f / MathF.Sqrt(Dk)], 1);
+        string scale = b.Initializer("q_scale", [variant == Variant.QueryTimesZero ? 0f : 1f / MathF.Sqrt(Dk)], 1);
         q = variant switch
         {
             Variant.NoQueryScaling => q,
