@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using Engine.Onnx.Interop;
 using Microsoft.ML.OnnxRuntime;
 using OrtElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 
@@ -282,26 +284,25 @@ public sealed class Generator : IDisposable
         return logits;
     }
 
-    /// <summary>The logits of the last position, as floats, into <paramref name="row"/> (resized when the model does not fix the vocabulary).</summary>
-    private float[] LastRow(OrtValue value, float[] row)
+    /// <summary>
+    /// The logits of the last position, as floats, into <paramref name="row"/> (resized when the model does not fix the
+    /// vocabulary). Only that row is read, by pointer: a prefill's logits [1, tokens, vocabulary] pass 2 GiB (151,936
+    /// float32 logits a token reach it at 3,534 tokens), more than a span covers.
+    /// </summary>
+    private unsafe float[] LastRow(OrtValue value, float[] row)
     {
         var info = value.GetTensorTypeAndShape();
         long[] shape = info.Shape;
-        if (shape.Length != 3 || shape[0] != 1 || shape[2] < 1)
+        if (shape.Length != 3 || shape[0] != 1 || shape[1] < 1 || shape[2] < 1)
             throw new InvalidDataException($"{_config.ModelPath}: logits '{_config.Logits}' must be [1, tokens, vocabulary], got {TensorData.Format(shape)}");
         int vocab = checked((int)shape[2]);
         if (row.Length != vocab) row = new float[vocab];
-        var bytes = value.GetTensorMutableRawData();
         long start = (shape[1] - 1) * vocab;
+        void* data = OrtValueMemory.Data(value);
         if (info.ElementDataType == OrtElementType.Float16)
-        {
-            var halves = MemoryMarshal.Cast<byte, Half>(bytes).Slice(checked((int)start), vocab);
-            for (int i = 0; i < vocab; i++) row[i] = (float)halves[i];
-        }
+            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)data + start, vocab), row);
         else
-        {
-            MemoryMarshal.Cast<byte, float>(bytes).Slice(checked((int)start), vocab).CopyTo(row);
-        }
+            new ReadOnlySpan<float>((float*)data + start, vocab).CopyTo(row);
         foreach (float f in row)
             if (!float.IsFinite(f)) throw new InvalidDataException($"{_config.ModelPath}: the logits '{_config.Logits}' hold {f}");
         return row;
@@ -338,10 +339,12 @@ public sealed class Generator : IDisposable
         return shape;
     }
 
-    private static OrtValue Zeros(CarriedState state)
+    private static unsafe OrtValue Zeros(CarriedState state)
     {
         var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, (OrtElementType)state.ElementType, state.InitialShape);
-        value.GetTensorMutableRawData().Clear();
+        // By pointer: a state may pass the 2 GiB a span covers.
+        long bytes = state.InitialShape.Aggregate(1L, (n, d) => n * d) * TensorData.ElementSize(state.ElementType);
+        if (bytes > 0) NativeMemory.Clear(OrtValueMemory.Data(value), (nuint)bytes);
         return value;
     }
 

@@ -218,6 +218,63 @@ public sealed class GeneratorTests
         }
     }
 
+    /// <summary>
+    /// A prefill whose logits [1, T, V] pass 2 GiB (V = 2^18, T = 2,049 float32: 2^31 + 1 MiB) reads the last row only,
+    /// where a span over the whole tensor threw. The last row is (id - 1) · row, the row's largest entry at V - 10; the
+    /// rows before it are zeros (padded), whose greedy token is 0. The same output from
+    /// <see cref="ModelSession.Run(IReadOnlyDictionary{string, TensorData}, IReadOnlyCollection{string}?)"/>, which hands
+    /// outputs on as spans, is refused naming it.
+    /// </summary>
+    [Test]
+    public void APrefillWhoseLogitsPass2GiBReadsTheLastRowOnly()
+    {
+        const int vocab = 1 << 18, promptLength = 2049;
+        Assert.That((long)vocab * promptLength * sizeof(float), Is.GreaterThan(int.MaxValue));
+        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
+        var b = new ModelBuilder(21, "wide");
+        string ids = b.Input("input_ids", I64, "batch_size", "sequence_length");
+        b.Input("attention_mask", I64, "batch_size", "total_sequence_length");
+        var row = new float[vocab];
+        for (int i = 0; i < vocab; i++) row[i] = i % 1000 / 1000f;
+        row[vocab - 10] = 5;
+        string last = b.Op("Slice", ids, b.Int64s("starts", -1), b.Int64s("ends", long.MaxValue), b.Int64s("slice_axes", 1));
+        string scale = b.Op("Sub", b.Node("Cast", [last], attributes: [("to", 1L)])[0], b.Initializer("one", [1f], 1));
+        string lastRow = b.Op("Mul", b.Op("Unsqueeze", scale, b.Int64s("unsqueeze_axes", 2)), b.Initializer("row", row, 1, 1, vocab));
+        // Padding fills the rows before the last with zeros: no arithmetic over 2 GiB.
+        string before = b.Op("Sub", b.Op("Gather", b.Op("Shape", ids), b.Int64s("index", 1)), b.Int64s("one_row", 1));
+        string pads = b.Node("Concat", [b.Int64s("zeros_before", 0), before, b.Int64s("zeros_after", 0, 0, 0, 0)], attributes: [("axis", 0L)])[0];
+        b.Node("Pad", [lastRow, pads], outputNames: ["logits"]);
+        b.Output("logits", F, "batch_size", "sequence_length", vocab);
+        string folder = Directory.CreateTempSubdirectory("engine-wide-").FullName;
+        try
+        {
+            b.Build().Save(Path.Combine(folder, "model.onnx"));
+            var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = vocab, ContextLength = 4096 });
+            File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
+            var prompt = new long[promptLength];
+            prompt[^1] = 2;
+            using (var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None)))
+            {
+                float first = float.NaN;
+                var result = generator.Generate(prompt, 2, new GenerationOptions { OnToken = (t, logits) => { if (t.Index == 0) first = logits[vocab - 10]; } });
+                Assert.That(result.Tokens, Is.EqualTo(new long[] { vocab - 10, vocab - 10 }));
+                Assert.That(first, Is.EqualTo(5f), "the last row, (2 - 1) · row");
+            }
+
+            using var session = ModelSession.Open(Path.Combine(folder, "model.onnx"), OnnxTestHost.Options(HandoverBackend.None));
+            var inputs = new Dictionary<string, TensorData>
+            {
+                ["input_ids"] = TensorData.Create(prompt, 1, promptLength),
+                ["attention_mask"] = TensorData.Create(Enumerable.Repeat(1L, promptLength).ToArray(), 1, promptLength),
+            };
+            Assert.That(() => session.Run(inputs), Throws.InstanceOf<NotSupportedException>().With.Message.Contains($"output 'logits' (Float [1, {promptLength}, {vocab}]) is {(long)vocab * promptLength * 4} bytes"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     private const int PositionsVocab = 16;
 
     /// <summary>
