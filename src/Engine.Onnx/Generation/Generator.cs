@@ -44,6 +44,8 @@ public sealed class Generator : IDisposable
     private readonly GenAiConfig _config;
     private readonly CarriedState[] _carried;
     private readonly string[] _outputNames;
+    private readonly string? _attentionMask;
+    private readonly string? _positionIds;
     private int _busy;
     private int _disposed;
 
@@ -56,8 +58,11 @@ public sealed class Generator : IDisposable
         var inputs = model.Inputs.Where(i => session.InputNames.Contains(i.Name)).ToDictionary(i => i.Name);
         var outputs = model.Outputs.ToDictionary(o => o.Name);
 
+        // Named by the config, or GenAI's default name where the model takes that input.
+        _attentionMask = config.AttentionMask ?? (inputs.ContainsKey(GenAiConfig.DefaultAttentionMask) ? GenAiConfig.DefaultAttentionMask : null);
+        _positionIds = config.PositionIds ?? (inputs.ContainsKey(GenAiConfig.DefaultPositionIds) ? GenAiConfig.DefaultPositionIds : null);
         var roles = new Dictionary<string, string>();
-        foreach (var (name, key) in new[] { (config.InputIds, "input_ids"), (config.AttentionMask, "attention_mask"), (config.PositionIds, "position_ids") })
+        foreach (var (name, key) in new[] { (config.InputIds, "input_ids"), (_attentionMask, "attention_mask"), (_positionIds, "position_ids") })
         {
             if (name is null) continue;
             if (!roles.TryAdd(name, key))
@@ -73,22 +78,25 @@ public sealed class Generator : IDisposable
             throw new InvalidDataException($"{config.ConfigPath}: the logits output '{config.Logits}' must be float or float16, it is {logits.ElementType}");
         VocabSize = logits.Dims is { Count: 3 } dims && long.TryParse(dims[2], out long vocab) ? checked((int)vocab) : config.VocabSize;
 
-        // Past → present pairs: the KV cache by its templates, the linear-attention states by the same templates with another last part.
+        // Past → present pairs: the KV cache by its templates, the linear-attention states by the same templates with
+        // another last part, LFM2's conv cache by its own.
         (string Past, string Present, string Key, bool Cache)[] templates =
         [
             (config.PastKeyTemplate, config.PresentKeyTemplate, "present_key_names", true),
             (config.PastValueTemplate, config.PresentValueTemplate, "present_value_names", true),
             (GenAiConfig.WithLastPart(config.PastKeyTemplate, "conv_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "conv_state"), "present_key_names", false),
             (GenAiConfig.WithLastPart(config.PastKeyTemplate, "recurrent_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "recurrent_state"), "present_key_names", false),
+            (config.PastConvTemplate, config.PresentConvTemplate, "present_conv_names", false),
         ];
         var carried = new List<CarriedState>();
         var carriedFrom = new Dictionary<string, string>();
         foreach (var input in inputs.Values)
         {
-            if (input.Name == config.InputIds || input.Name == config.AttentionMask || input.Name == config.PositionIds) continue;
+            if (roles.ContainsKey(input.Name)) continue;
             var match = templates.Select(t => (t, Layer: GenAiConfig.LayerOf(t.Past, input.Name))).FirstOrDefault(m => m.Layer is not null);
             if (match.Layer is not int layer)
-                throw new InvalidDataException($"{config.ConfigPath}: {modelName} takes the input '{input.Name}', which genai_config.json does not name (model.decoder.inputs)");
+                throw new InvalidDataException($"{config.ConfigPath}: {modelName} takes the input '{input.Name}', which genai_config.json does not name: " +
+                    $"it is not model.decoder.inputs' input_ids, attention_mask or position_ids, and no past template ({string.Join(", ", templates.Select(t => t.Past))}) matches it");
             string present = GenAiConfig.Name(match.t.Present, layer);
             if (!outputs.TryGetValue(present, out var presentInfo))
                 throw new InvalidDataException($"{config.ConfigPath}: {modelName} takes '{input.Name}' but does not give '{present}' to carry into it (model.decoder.outputs.{match.t.Key})");
@@ -200,7 +208,7 @@ public sealed class Generator : IDisposable
         long[] promptIds = [.. prompt], step = new long[1];
         long[] ones = new long[prompt.Count + newTokens];
         Array.Fill(ones, 1L);
-        long[] positions = _config.PositionIds is null ? [] : Enumerable.Range(0, ones.Length).Select(p => (long)p).ToArray();
+        long[] positions = _positionIds is null ? [] : Enumerable.Range(0, ones.Length).Select(p => (long)p).ToArray();
         float[] logits = new float[VocabSize ?? 0];
         var pasts = new OrtValue?[_carried.Length];
         using var runOptions = new RunOptions();
@@ -246,18 +254,18 @@ public sealed class Generator : IDisposable
         using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]);
         names.Add(_config.InputIds);
         values.Add(idsValue);
-        using var mask = _config.AttentionMask is null ? null
+        using var mask = _attentionMask is null ? null
             : OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, ones.AsMemory(0, position + ids.Length), [1, position + ids.Length]);
         if (mask is not null)
         {
-            names.Add(_config.AttentionMask!);
+            names.Add(_attentionMask!);
             values.Add(mask);
         }
-        using var positionValue = _config.PositionIds is null ? null
+        using var positionValue = _positionIds is null ? null
             : OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, positions.AsMemory(position, ids.Length), [1, ids.Length]);
         if (positionValue is not null)
         {
-            names.Add(_config.PositionIds!);
+            names.Add(_positionIds!);
             values.Add(positionValue);
         }
         for (int i = 0; i < _carried.Length; i++)

@@ -310,6 +310,104 @@ public sealed class GeneratorTests
         return folder;
     }
 
+    /// <summary>
+    /// LFM2 as GenAI's builder writes it (lfm2.py): genai_config.json names the conv cache by past_conv_names and
+    /// present_conv_names, which GenAI reads (config.h) and carries present to past; left out, they are GenAI's defaults.
+    /// </summary>
+    [TestCase(true)]
+    [TestCase(false)]
+    public void AnLfm2ConvCacheIsCarriedByItsTemplates(bool named)
+    {
+        string folder = CountingModel(conv: true, config =>
+        {
+            if (!named) return;
+            config["model"]!["decoder"]!["inputs"]!["past_conv_names"] = "past_conv.%d";
+            config["model"]!["decoder"]!["outputs"]!["present_conv_names"] = "present_conv.%d";
+        });
+        try
+        {
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            Assert.That(generator.CarriedStates, Is.EqualTo(new[]
+            {
+                ("past_conv.0", "present_conv.0"), ("past_key_values.1.key", "present.1.key"), ("past_key_values.1.value", "present.1.value"),
+            }));
+            Assert.That(generator.Generate([3], 3).Tokens, Is.EqualTo(new long[] { 4, 5, 6 }));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// GenAI lets a config leave out the decoder's inputs and outputs objects and every name in them (config.h gives the
+    /// defaults: input_ids, attention_mask, logits, past_key_values.%d.key, present.%d.key, ...): such a config runs.
+    /// </summary>
+    [TestCase("inputs", "outputs")]
+    [TestCase("past_key_names", "past_value_names", "present_key_names", "present_value_names")]
+    public void NamesLeftOutAreGenAisDefaults(params string[] keys)
+    {
+        string folder = CountingModel(conv: false, config =>
+        {
+            var decoder = config["model"]!["decoder"]!.AsObject();
+            foreach (var key in keys)
+            {
+                decoder.Remove(key);
+                decoder["inputs"]?.AsObject().Remove(key);
+                decoder["outputs"]?.AsObject().Remove(key);
+            }
+        });
+        try
+        {
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            Assert.That(generator.CarriedStates, Is.EqualTo(new[] { ("past_key_values.1.key", "present.1.key"), ("past_key_values.1.value", "present.1.value") }));
+            Assert.That(generator.Generate([3], 3).Tokens, Is.EqualTo(new long[] { 4, 5, 6 }));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    private const int CountingVocab = 8;
+
+    /// <summary>
+    /// A model folder whose logits are one-hot at (token + 1) mod V, so greedy generation counts on from the last token,
+    /// with a KV cache for layer 1 (past_key_values.1.key/value → present.1.key/value) and, with <paramref name="conv"/>,
+    /// an LFM2-style conv cache past_conv.0 → present_conv.0 as lfm2.py names it. <paramref name="edit"/> edits genai_config.json.
+    /// </summary>
+    private static string CountingModel(bool conv, Action<JsonNode> edit)
+    {
+        const int vocab = CountingVocab;
+        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
+        var b = new ModelBuilder(21, "counting");
+        string ids = b.Input("input_ids", I64, "batch_size", "sequence_length");
+        b.Input("attention_mask", I64, "batch_size", "total_sequence_length");
+        var shifted = new float[vocab * vocab];
+        for (int i = 0; i < vocab; i++) shifted[i * vocab + (i + 1) % vocab] = 1;
+        b.Node("Gather", [b.Initializer("table", shifted, vocab, vocab), ids], outputNames: ["logits"]);
+        b.Output("logits", F, "batch_size", "sequence_length", vocab);
+        string asKeys = b.Op("Unsqueeze", b.Node("Cast", [ids], attributes: [("to", 1L)])[0], b.Int64s("axes", 1, 3));
+        foreach (var part in new[] { "key", "value" })
+        {
+            b.Input($"past_key_values.1.{part}", F, "batch_size", 1, "past_sequence_length", 1);
+            b.Node("Concat", [$"past_key_values.1.{part}", asKeys], outputNames: [$"present.1.{part}"], attributes: [("axis", 2L)]);
+            b.Output($"present.1.{part}", F, "batch_size", 1, "total_sequence_length", 1);
+        }
+        if (conv)
+        {
+            b.Input("past_conv.0", F, "batch_size", 4, 2);
+            b.Node("Identity", ["past_conv.0"], outputNames: ["present_conv.0"]);
+            b.Output("present_conv.0", F, "batch_size", 4, 2);
+        }
+        string folder = Directory.CreateTempSubdirectory("engine-counting-").FullName;
+        b.Build().Save(Path.Combine(folder, "model.onnx"));
+        var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = vocab, ContextLength = 64 });
+        edit(config);
+        File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
+        return folder;
+    }
+
     [Test]
     public void AMissingFolderOrConfigIsNamed()
     {
@@ -331,13 +429,14 @@ public sealed class GeneratorTests
     {
         static TestCaseData Case(string name, Action<JsonNode> edit, string message) => new TestCaseData(edit, message).SetName($"Bad genai_config.json: {name}");
         yield return Case("no decoder", c => c["model"]!.AsObject().Remove("decoder"), "model.decoder is missing");
-        yield return Case("no input_ids", c => c["model"]!["decoder"]!["inputs"]!.AsObject().Remove("input_ids"), "model.decoder.inputs.input_ids is missing");
+        yield return Case("inputs not an object", c => c["model"]!["decoder"]!["inputs"] = "input_ids", "model.decoder.inputs must be an object, got String");
         yield return Case("input_ids a number", c => c["model"]!["decoder"]!["inputs"]!["input_ids"] = 3, "model.decoder.inputs.input_ids must be a non-empty string, got Number");
         yield return Case("unknown input", c => c["model"]!["decoder"]!["inputs"]!["input_ids"] = "tokens", "model.decoder.inputs.input_ids names 'tokens', which model.onnx does not take");
         yield return Case("unknown logits", c => c["model"]!["decoder"]!["outputs"]!["logits"] = "scores", "model.decoder.outputs.logits names 'scores', which model.onnx does not give");
         yield return Case("template without %d", c => c["model"]!["decoder"]!["inputs"]!["past_key_names"] = "past.key", "model.decoder.inputs.past_key_names must hold one %d");
         yield return Case("other past names", c => c["model"]!["decoder"]!["inputs"]!["past_key_names"] = "cache.%d.key",
-            "model.onnx takes the input 'past_key_values.0.conv_state', which genai_config.json does not name");
+            "model.onnx takes the input 'past_key_values.0.conv_state', which genai_config.json does not name: it is not model.decoder.inputs' " +
+            "input_ids, attention_mask or position_ids, and no past template (cache.%d.key, past_key_values.%d.value, cache.%d.conv_state, cache.%d.recurrent_state, past_conv.%d) matches it");
         yield return Case("other present names", c => c["model"]!["decoder"]!["outputs"]!["present_key_names"] = "present.%d.k",
             "model.onnx takes 'past_key_values.3.key' but does not give 'present.3.k' to carry into it (model.decoder.outputs.present_key_names)");
         yield return Case("two pasts from one present", c => c["model"]!["decoder"]!["outputs"]!["present_value_names"] = "present.%d.key",
