@@ -12,7 +12,7 @@ namespace Engine.Onnx;
 /// </summary>
 internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string InputIds, string? AttentionMask, string? PositionIds, string Logits,
     string PastKeyTemplate, string PastValueTemplate, string PresentKeyTemplate, string PresentValueTemplate,
-    string PastConvTemplate, string PresentConvTemplate, int? ContextLength, int? VocabSize)
+    string PastConvTemplate, string PresentConvTemplate, int? ContextLength, int? VocabSize, IReadOnlyList<long> EosTokenIds)
 {
     public const string FileName = "genai_config.json";
 
@@ -53,6 +53,7 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
             throw new InvalidDataException($"{path}: model.decoder.filename names '{filename}', a symbolic link to '{realModel}', outside the model folder");
         int? context = root.GetProperty("model").TryGetProperty("context_length", out var c) ? reader.PositiveInt(c, "model.context_length") : null;
         int? vocab = root.GetProperty("model").TryGetProperty("vocab_size", out var v) ? reader.PositiveInt(v, "model.vocab_size") : null;
+        long[] eos = root.GetProperty("model").TryGetProperty("eos_token_id", out var eosIds) ? reader.TokenIds(eosIds, "model.eos_token_id") : [];
         return new GenAiConfig(path, modelPath,
             reader.OptionalString(inputs, "model.decoder.inputs", "input_ids") ?? "input_ids",
             reader.OptionalString(inputs, "model.decoder.inputs", "attention_mask"),
@@ -64,7 +65,7 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
             reader.Template(outputs, "model.decoder.outputs", "present_value_names", "present.%d.value", lastPartAfter: true),
             reader.Template(inputs, "model.decoder.inputs", "past_conv_names", "past_conv.%d", lastPartAfter: false),
             reader.Template(outputs, "model.decoder.outputs", "present_conv_names", "present_conv.%d", lastPartAfter: false),
-            context, vocab);
+            context, vocab, eos);
     }
 
     /// <summary>A template with its last part replaced (past_key_values.%d.key → past_key_values.%d.conv_state), as GenAI derives the state names.</summary>
@@ -127,6 +128,15 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
         public int PositiveInt(JsonElement value, string key) =>
             value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int n) && n > 0 ? n
                 : throw new InvalidDataException($"{path}: {key} must be a positive integer, got {value}");
+
+        /// <summary>A token id or a list of them, as GenAI reads eos_token_id.</summary>
+        public long[] TokenIds(JsonElement value, string key)
+        {
+            static bool IsId(JsonElement e) => e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out long id) && id >= 0;
+            if (IsId(value)) return [value.GetInt64()];
+            if (value.ValueKind == JsonValueKind.Array && value.EnumerateArray().All(IsId)) return [.. value.EnumerateArray().Select(e => e.GetInt64())];
+            throw new InvalidDataException($"{path}: {key} must be a token id or a list of token ids (non-negative integers), got {value}");
+        }
 
         private JsonElement Property(JsonElement parent, string where, string key) =>
             parent.TryGetProperty(key, out var value) ? value : throw new InvalidDataException($"{path}: {Key(where, key)} is missing");

@@ -16,17 +16,35 @@ public delegate void TokenCallback(GeneratedToken token, ReadOnlySpan<float> log
 /// <summary>A generated token: its index among the new tokens (0 is the one after the prompt), its id, and the time since generation began.</summary>
 public readonly record struct GeneratedToken(int Index, long TokenId, TimeSpan Elapsed);
 
-/// <summary>How <see cref="Generator.Generate"/> chooses and reports tokens.</summary>
+/// <summary>How <see cref="Generator.Generate"/> chooses and reports tokens, and when it stops.</summary>
 public sealed record GenerationOptions
 {
     /// <summary>Chooses each token; null is greedy (the highest logit, the lowest id among equals).</summary>
     public TokenSampler? Sampler { get; init; }
 
     public TokenCallback? OnToken { get; init; }
+
+    /// <summary>
+    /// Tokens that end the generation before the number asked for: the first one chosen is the last token of the result
+    /// (reported to <see cref="OnToken"/> like the others). Null, the default, takes genai_config.json's
+    /// model.eos_token_id (<see cref="Generator.EosTokenIds"/>), as ONNX Runtime GenAI does; an empty list never stops
+    /// early, so every generation makes the number of tokens asked for (what a benchmark times).
+    /// </summary>
+    public IReadOnlyCollection<long>? StopTokenIds { get; init; }
 }
 
-/// <summary>The new tokens, the time to the first one (the prompt's prefill and its choice) and the time of the rest.</summary>
-public sealed record GenerationResult(IReadOnlyList<long> Tokens, TimeSpan TimeToFirstToken, TimeSpan DecodeTime)
+/// <summary>Why a generation ended.</summary>
+public enum GenerationStopReason
+{
+    /// <summary>It made the number of new tokens asked for.</summary>
+    Length,
+
+    /// <summary>It chose one of the stop tokens (<see cref="GenerationOptions.StopTokenIds"/>), the result's last token.</summary>
+    StopToken,
+}
+
+/// <summary>The new tokens, the time to the first one (the prompt's prefill and its choice), the time of the rest, and why it ended.</summary>
+public sealed record GenerationResult(IReadOnlyList<long> Tokens, TimeSpan TimeToFirstToken, TimeSpan DecodeTime, GenerationStopReason StopReason)
 {
     /// <summary>Tokens after the first per second of decoding (NaN when only one token was generated).</summary>
     public double DecodeTokensPerSecond => Tokens.Count > 1 ? (Tokens.Count - 1) / DecodeTime.TotalSeconds : double.NaN;
@@ -46,6 +64,8 @@ public sealed class Generator : IDisposable
     private readonly string[] _outputNames;
     private readonly string? _attentionMask;
     private readonly string? _positionIds;
+    /// <summary>The attention mask's ones, kept from one generation to the next (one at a time).</summary>
+    private long[] _ones = [];
     private int _busy;
     private int _disposed;
 
@@ -140,12 +160,17 @@ public sealed class Generator : IDisposable
     /// <summary>The longest generation (prompt and new tokens but the last) genai_config.json allows: its context_length, when it gives one.</summary>
     public int? ContextLength => _config.ContextLength;
 
+    /// <summary>genai_config.json's model.eos_token_id (a token or a list of them; none when it gives none): where a generation stops unless <see cref="GenerationOptions.StopTokenIds"/> says otherwise.</summary>
+    public IReadOnlyList<long> EosTokenIds => _config.EosTokenIds;
+
     /// <summary>The past inputs the generator carries from run to run, each with the present output it is fed from.</summary>
     public IReadOnlyList<(string Past, string Present)> CarriedStates => _carried.Select(c => (c.Past, c.Present)).ToArray();
 
     /// <summary>
-    /// Prefills <paramref name="prompt"/> and generates <paramref name="newTokens"/> tokens. Cancelling stops the run in
-    /// progress (ONNX Runtime's terminate flag) and throws <see cref="OperationCanceledException"/>.
+    /// Prefills <paramref name="prompt"/> and generates <paramref name="newTokens"/> tokens, fewer where a stop token
+    /// (<see cref="GenerationOptions.StopTokenIds"/>, by default the config's eos_token_id) is chosen first:
+    /// <see cref="GenerationResult.StopReason"/> says which. Memory grows with the tokens generated, not those asked for.
+    /// Cancelling stops the run in progress (ONNX Runtime's terminate flag) and throws <see cref="OperationCanceledException"/>.
     /// </summary>
     public GenerationResult Generate(IReadOnlyList<long> prompt, int newTokens, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
@@ -203,12 +228,11 @@ public sealed class Generator : IDisposable
     private GenerationResult Run(IReadOnlyList<long> prompt, int newTokens, GenerationOptions options, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
-        var tokens = new List<long>(newTokens);
+        var tokens = new List<long>();
+        var stopTokens = (options.StopTokenIds ?? _config.EosTokenIds).ToHashSet();
+        var stopReason = GenerationStopReason.Length;
         TimeSpan firstToken = default;
         long[] promptIds = [.. prompt], step = new long[1];
-        long[] ones = new long[prompt.Count + newTokens];
-        Array.Fill(ones, 1L);
-        long[] positions = _positionIds is null ? [] : Enumerable.Range(0, ones.Length).Select(p => (long)p).ToArray();
         float[] logits = new float[VocabSize ?? 0];
         var pasts = new OrtValue?[_carried.Length];
         using var runOptions = new RunOptions();
@@ -221,7 +245,7 @@ public sealed class Generator : IDisposable
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 long[] ids = index == 0 ? promptIds : step;
-                logits = Step(runOptions, ids, ones, positions, position, pasts, logits);
+                logits = Step(runOptions, ids, position, pasts, logits);
                 position += ids.Length;
                 long next = options.Sampler is { } sampler ? sampler(logits) : ArgMax(logits);
                 CheckToken(next, logits.Length, nameof(options), $"the sampler's token {index}");
@@ -229,6 +253,11 @@ public sealed class Generator : IDisposable
                 step[0] = next;
                 if (index == 0) firstToken = clock.Elapsed;
                 options.OnToken?.Invoke(new GeneratedToken(index, next, clock.Elapsed), logits);
+                if (stopTokens.Contains(next))
+                {
+                    stopReason = GenerationStopReason.StopToken;
+                    break;
+                }
             }
         }
         catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
@@ -243,26 +272,35 @@ public sealed class Generator : IDisposable
         {
             foreach (var past in pasts) past?.Dispose();
         }
-        return new GenerationResult(tokens, firstToken, clock.Elapsed - firstToken);
+        return new GenerationResult(tokens, firstToken, clock.Elapsed - firstToken, stopReason);
     }
 
-    /// <summary>One run over <paramref name="ids"/>: the pasts are replaced by the run's presents (the old ones disposed); returns the last position's logits.</summary>
-    private float[] Step(RunOptions runOptions, long[] ids, long[] ones, long[] positions, int position, OrtValue?[] pasts, float[] logits)
+    /// <summary>One run over <paramref name="ids"/> at <paramref name="position"/>: the pasts are replaced by the run's presents (the old ones disposed); returns the last position's logits.</summary>
+    private float[] Step(RunOptions runOptions, long[] ids, int position, OrtValue?[] pasts, float[] logits)
     {
         var names = new List<string>(_carried.Length + 3);
         var values = new List<OrtValue>(_carried.Length + 3);
         using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]);
         names.Add(_config.InputIds);
         values.Add(idsValue);
+        int total = position + ids.Length;
+        if (_attentionMask is not null && _ones.Length < total)
+        {
+            // Grown as the generation goes (doubling), not sized for the tokens asked for: a generation meant to end at a
+            // stop token may ask for many more than it makes.
+            _ones = new long[Math.Max(total, (int)Math.Min(2L * _ones.Length, Array.MaxLength))];
+            Array.Fill(_ones, 1L);
+        }
         using var mask = _attentionMask is null ? null
-            : OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, ones.AsMemory(0, position + ids.Length), [1, position + ids.Length]);
+            : OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _ones.AsMemory(0, total), [1, total]);
         if (mask is not null)
         {
             names.Add(_attentionMask!);
             values.Add(mask);
         }
-        using var positionValue = _positionIds is null ? null
-            : OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, positions.AsMemory(position, ids.Length), [1, ids.Length]);
+        long[] positions = _positionIds is null ? [] : new long[ids.Length];
+        for (int i = 0; i < positions.Length; i++) positions[i] = position + i;
+        using var positionValue = _positionIds is null ? null : OrtValue.CreateTensorValueFromMemory(positions, [1, ids.Length]);
         if (positionValue is not null)
         {
             names.Add(_positionIds!);

@@ -369,6 +369,71 @@ public sealed class GeneratorTests
         }
     }
 
+    /// <summary>
+    /// Generation stops at genai_config.json's eos_token_id (a token or a list), as GenAI does, the stop token the last
+    /// of the result; GenerationOptions.StopTokenIds replaces them, and an empty list makes every token asked for.
+    /// </summary>
+    [Test]
+    public void GenerationStopsAtTheConfigsEosTokensUnlessToldOtherwise()
+    {
+        foreach (var (eos, ids) in new (JsonNode Eos, long[] Ids)[] { (6, [6]), (new JsonArray(7, 5), [7, 5]) })
+        {
+            string folder = CountingModel(conv: false, config => config["model"]!["eos_token_id"] = eos.DeepClone());
+            try
+            {
+                using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+                Assert.That(generator.EosTokenIds, Is.EqualTo(ids));
+                var seen = new List<long>();
+                var result = generator.Generate([3], 10, new GenerationOptions { OnToken = (t, _) => seen.Add(t.TokenId) });
+                long[] expected = ids.Length == 1 ? [4, 5, 6] : [4, 5];
+                Assert.That(result.Tokens, Is.EqualTo(expected), $"eos {eos.ToJsonString()}");
+                Assert.That(seen, Is.EqualTo(expected), "the stop token reported like the others");
+                Assert.That(result.StopReason, Is.EqualTo(GenerationStopReason.StopToken));
+
+                var all = generator.Generate([3], 10, new GenerationOptions { StopTokenIds = [] });
+                Assert.That(all.Tokens, Is.EqualTo(new long[] { 4, 5, 6, 7, 0, 1, 2, 3, 4, 5 }));
+                Assert.That(all.StopReason, Is.EqualTo(GenerationStopReason.Length));
+                Assert.That(generator.Generate([3], 10, new GenerationOptions { StopTokenIds = [1] }).Tokens, Is.EqualTo(new long[] { 4, 5, 6, 7, 0, 1 }));
+            }
+            finally
+            {
+                Directory.Delete(folder, recursive: true);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Without a context_length, a generation asked for 100 million tokens (meant to end at a stop token or a cancel)
+    /// allocated the attention mask and position ids for all of them (1.6 GB) before its first token.
+    /// </summary>
+    [Test]
+    public void MemoryFollowsTheTokensGeneratedNotThoseAskedFor()
+    {
+        string folder = CountingModel(conv: false, config => config["model"]!.AsObject().Remove("context_length"));
+        try
+        {
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            generator.Generate([3], 2);
+            using var cancel = new CancellationTokenSource();
+            long before = GC.GetAllocatedBytesForCurrentThread(), beforeFirstToken = 0;
+            Assert.Throws<OperationCanceledException>(() => generator.Generate([3], 100_000_000, new GenerationOptions
+            {
+                StopTokenIds = [],
+                OnToken = (token, _) =>
+                {
+                    if (token.Index > 0) return;
+                    beforeFirstToken = GC.GetAllocatedBytesForCurrentThread() - before;
+                    cancel.Cancel();
+                },
+            }, cancel.Token));
+            Assert.That(beforeFirstToken, Is.LessThan(1_000_000), "bytes allocated before the first token");
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     private const int CountingVocab = 8;
 
     /// <summary>
@@ -444,6 +509,8 @@ public sealed class GeneratorTests
         yield return Case("a file outside the folder", c => c["model"]!["decoder"]!["filename"] = "../model.onnx", "model.decoder.filename must name a file in the model folder, got '../model.onnx'");
         yield return Case("a missing file", c => c["model"]!["decoder"]!["filename"] = "other.onnx", "model.decoder.filename names 'other.onnx', which is not in the folder");
         yield return Case("context length zero", c => c["model"]!["context_length"] = 0, "model.context_length must be a positive integer, got 0");
+        yield return Case("eos token not a number", c => c["model"]!["eos_token_id"] = new JsonArray(2, "end"),
+            "model.eos_token_id must be a token id or a list of token ids (non-negative integers), got [2,\"end\"]");
         yield return Case("vocab size not a number", c => c["model"]!["vocab_size"] = "many", "model.vocab_size must be a positive integer");
     }
 
