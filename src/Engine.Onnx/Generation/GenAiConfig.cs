@@ -22,6 +22,7 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
     public static GenAiConfig Read(string directory)
     {
         ArgumentNullException.ThrowIfNull(directory);
+        if (File.Exists(directory)) throw new DirectoryNotFoundException($"{directory}: is a file; a model folder (genai_config.json and the model it names) is expected");
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"{directory}: no such model folder");
         string path = Path.Combine(directory, FileName);
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: the model folder has no {FileName}", path);

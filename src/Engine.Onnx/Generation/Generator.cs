@@ -91,6 +91,10 @@ public sealed class Generator : IDisposable
                 throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} names '{name}', which {modelName} does not take (inputs: {string.Join(", ", inputs.Keys)})");
             if (input.ElementType != TensorElementType.Int64)
                 throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} ('{name}') must be an int64 input of {modelName}, it is {input.ElementType}");
+            // Fed as [1, tokens]: a multimodal model's 3-D position ids ([3, batch, sequence], Qwen VL's rotary) would fail at the first run.
+            if (input.Dims is { Count: not 2 } rank)
+                throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} ('{name}') is [{string.Join(", ", rank)}] in {modelName}; " +
+                    "the generator feeds it as [batch, sequence] and takes no other layout (such as the 3-D position ids of a multimodal model)");
         }
         if (!outputs.TryGetValue(config.Logits, out var logits))
             throw new InvalidDataException($"{config.ConfigPath}: model.decoder.outputs.logits names '{config.Logits}', which {modelName} does not give (outputs: {string.Join(", ", outputs.Keys)})");
@@ -100,13 +104,15 @@ public sealed class Generator : IDisposable
 
         // Past → present pairs: the KV cache by its templates, the linear-attention states by the same templates with
         // another last part, LFM2's conv cache by its own.
-        (string Past, string Present, string Key, bool Cache)[] templates =
+        // WindowedRank: the rank of a state exported with a window of its last W states ahead of the batch (qwen.py's
+        // state_window: [W, batch, ...]), by which GenAI tells it (recurrent_state.cpp); 0 where there is no such form.
+        (string Past, string Present, string Key, bool Cache, int WindowedRank)[] templates =
         [
-            (config.PastKeyTemplate, config.PresentKeyTemplate, "present_key_names", true),
-            (config.PastValueTemplate, config.PresentValueTemplate, "present_value_names", true),
-            (GenAiConfig.WithLastPart(config.PastKeyTemplate, "conv_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "conv_state"), "present_key_names", false),
-            (GenAiConfig.WithLastPart(config.PastKeyTemplate, "recurrent_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "recurrent_state"), "present_key_names", false),
-            (config.PastConvTemplate, config.PresentConvTemplate, "present_conv_names", false),
+            (config.PastKeyTemplate, config.PresentKeyTemplate, "present_key_names", true, 0),
+            (config.PastValueTemplate, config.PresentValueTemplate, "present_value_names", true, 0),
+            (GenAiConfig.WithLastPart(config.PastKeyTemplate, "conv_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "conv_state"), "present_key_names", false, 4),
+            (GenAiConfig.WithLastPart(config.PastKeyTemplate, "recurrent_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "recurrent_state"), "present_key_names", false, 5),
+            (config.PastConvTemplate, config.PresentConvTemplate, "present_conv_names", false, 0),
         ];
         var carried = new List<CarriedState>();
         var carriedFrom = new Dictionary<string, string>();
@@ -124,16 +130,20 @@ public sealed class Generator : IDisposable
                 throw new InvalidDataException($"{modelName}: '{present}' is {presentInfo.ElementType} but '{input.Name}' takes {input.ElementType}");
             if (!carriedFrom.TryAdd(present, input.Name))
                 throw new InvalidDataException($"{config.ConfigPath}: '{present}' would be carried into both '{carriedFrom[present]}' and '{input.Name}' (model.decoder.outputs.{match.t.Key}): each past takes its own present");
-            carried.Add(new CarriedState(input.Name, present, input.ElementType, InitialShape(input, match.t.Cache, modelName)));
+            int batchAxis = input.Dims?.Count == match.t.WindowedRank ? 1 : 0;
+            carried.Add(new CarriedState(input.Name, present, input.ElementType, InitialShape(input, batchAxis, match.t.Cache, modelName)));
         }
         _carried = [.. carried.OrderBy(c => c.Past, StringComparer.Ordinal)];
         _outputNames = [config.Logits, .. _carried.Select(c => c.Present)];
     }
 
     /// <summary>Opens the model folder: reads genai_config.json and opens the model it names with <paramref name="options"/> (the hand-over backend, the host).</summary>
-    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist, or is a file.</exception>
     /// <exception cref="FileNotFoundException">genai_config.json or the model it names is missing.</exception>
-    /// <exception cref="InvalidDataException">The config is not JSON, misses a key, or names inputs and outputs the model does not have (the message names the file and the key).</exception>
+    /// <exception cref="InvalidDataException">
+    /// The config is not JSON, misses a key, or names inputs and outputs the model does not have or in a layout the
+    /// generator does not feed (the message names the file and the key).
+    /// </exception>
     public static Generator Open(string modelDirectory, ModelSessionOptions? options = null)
     {
         var config = GenAiConfig.Read(modelDirectory);
@@ -369,8 +379,8 @@ public sealed class Generator : IDisposable
             throw new ArgumentOutOfRangeException(parameter, token, $"{what} is {token}, outside the vocabulary [0, {vocab?.ToString() ?? "?"})");
     }
 
-    /// <summary>A past input's first value: zeros, batch 1, an empty KV cache (its sequence dim 0).</summary>
-    private static long[] InitialShape(ModelValueInfo input, bool cache, string modelName)
+    /// <summary>A past input's first value: zeros, batch 1 (at <paramref name="batchAxis"/>), an empty KV cache (its sequence dim 0).</summary>
+    private static long[] InitialShape(ModelValueInfo input, int batchAxis, bool cache, string modelName)
     {
         if (input.Dims is null) throw new InvalidDataException($"{modelName}: input '{input.Name}' has no shape; the generator needs its dims to start it");
         var shape = new long[input.Dims.Count];
@@ -378,9 +388,10 @@ public sealed class Generator : IDisposable
         {
             string dim = input.Dims[d];
             shape[d] = long.TryParse(dim, out long n) ? n
-                : d == 0 ? 1
+                : d == batchAxis ? 1
                 : cache ? 0
-                : throw new InvalidDataException($"{modelName}: input '{input.Name}' has the symbolic dim '{dim}' at axis {d}; a carried state needs fixed dims but for the batch");
+                : throw new InvalidDataException($"{modelName}: input '{input.Name}' has the symbolic dim '{dim}' at axis {d}; a carried state needs fixed dims " +
+                    $"but for the batch (axis {batchAxis}{(batchAxis == 1 ? ", after its state window" : "")})");
         }
         return shape;
     }

@@ -434,6 +434,76 @@ public sealed class GeneratorTests
         }
     }
 
+    /// <summary>
+    /// States exported with a window of their last W states ahead of the batch (qwen.py's state_window: conv_state
+    /// [W, batch, C, K - 1]) start as zeros with batch 1 at axis 1, as GenAI tells them by their rank; a symbolic dim
+    /// other than the batch is refused naming the input, the dim and where the batch is.
+    /// </summary>
+    [TestCase(4)]
+    [TestCase("channels")]
+    public void WindowedStatesHaveTheirBatchAfterTheWindow(object channels)
+    {
+        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
+        var b = new ModelBuilder(21, "windowed");
+        string ids = b.Input("input_ids", I64, "batch_size", "sequence_length");
+        b.Input("attention_mask", I64, "batch_size", "total_sequence_length");
+        var shifted = new float[CountingVocab * CountingVocab];
+        for (int i = 0; i < CountingVocab; i++) shifted[i * CountingVocab + (i + 1) % CountingVocab] = 1;
+        b.Node("Gather", [b.Initializer("table", shifted, CountingVocab, CountingVocab), ids], outputNames: ["logits"]);
+        b.Output("logits", F, "batch_size", "sequence_length", CountingVocab);
+        b.Input("past_key_values.0.conv_state", F, 2, "batch_size", channels, 3);
+        b.Node("Identity", ["past_key_values.0.conv_state"], outputNames: ["present.0.conv_state"]);
+        b.Output("present.0.conv_state", F, 2, "batch_size", channels, 3);
+        string folder = Directory.CreateTempSubdirectory("engine-windowed-").FullName;
+        try
+        {
+            b.Build().Save(Path.Combine(folder, "model.onnx"));
+            var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = CountingVocab, ContextLength = 64 });
+            File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
+            if (channels is string)
+            {
+                Assert.That(() => Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None)), Throws.InstanceOf<InvalidDataException>().With.Message.EqualTo(
+                    "model.onnx: input 'past_key_values.0.conv_state' has the symbolic dim 'channels' at axis 2; a carried state needs fixed dims but for the batch (axis 1, after its state window)"));
+                return;
+            }
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            Assert.That(generator.CarriedStates, Is.EqualTo(new[] { ("past_key_values.0.conv_state", "present.0.conv_state") }));
+            Assert.That(generator.Generate([3], 3).Tokens, Is.EqualTo(new long[] { 4, 5, 6 }));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>3-D position ids (a multimodal model's rotary layout, [3, batch, sequence]) are refused at Open, not at the first run.</summary>
+    [Test]
+    public void PositionIdsInAnotherLayoutAreRefusedAtOpen()
+    {
+        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
+        var b = new ModelBuilder(21, "positions3d");
+        string ids = b.Input("input_ids", I64, "batch_size", "sequence_length");
+        b.Input("attention_mask", I64, "batch_size", "total_sequence_length");
+        b.Input("position_ids", I64, 3, "batch_size", "sequence_length");
+        b.Node("Gather", [b.Initializer("table", new float[CountingVocab * CountingVocab], CountingVocab, CountingVocab), ids], outputNames: ["logits"]);
+        b.Output("logits", F, "batch_size", "sequence_length", CountingVocab);
+        string folder = Directory.CreateTempSubdirectory("engine-positions3d-").FullName;
+        try
+        {
+            b.Build().Save(Path.Combine(folder, "model.onnx"));
+            var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = CountingVocab, ContextLength = 64 });
+            config["model"]!["decoder"]!["inputs"]!["position_ids"] = "position_ids";
+            string path = Path.Combine(folder, HybridDecoder.ConfigFile);
+            File.WriteAllText(path, config.ToJsonString());
+            Assert.That(() => Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None)), Throws.InstanceOf<InvalidDataException>().With.Message.StartWith(
+                $"{path}: model.decoder.inputs.position_ids ('position_ids') is [3, batch_size, sequence_length] in model.onnx; the generator feeds it as [batch, sequence]"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     private const int CountingVocab = 8;
 
     /// <summary>
@@ -478,6 +548,9 @@ public sealed class GeneratorTests
     {
         string missing = Path.Combine(_folder, "no-such-folder");
         Assert.That(Assert.Throws<DirectoryNotFoundException>(() => Generator.Open(missing))!.Message, Does.StartWith($"{missing}: no such model folder"));
+        string file = Path.Combine(_folder, HybridDecoder.ModelFile);
+        Assert.That(Assert.Throws<DirectoryNotFoundException>(() => Generator.Open(file))!.Message,
+            Is.EqualTo($"{file}: is a file; a model folder (genai_config.json and the model it names) is expected"));
         string empty = Directory.CreateTempSubdirectory("engine-empty-").FullName;
         try
         {
