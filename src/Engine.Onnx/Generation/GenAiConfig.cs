@@ -6,16 +6,23 @@ namespace Engine.Onnx;
 /// What <see cref="Generator"/> reads of an ONNX Runtime GenAI model folder's genai_config.json: the decoder's file and
 /// the names of its inputs and outputs. The KV cache is named by templates (past_key_values.%d.key); as GenAI does, the
 /// conv and recurrent states of linear-attention layers are found by the same templates with conv_state and
-/// recurrent_state for the last part.
+/// recurrent_state for the last part, and LFM2's conv cache by its own (past_conv.%d → present_conv.%d). Every name but
+/// the decoder's filename may be left out, as GenAI lets it be: its default is GenAI's (config.h). An attention mask
+/// or position ids the config does not name are the model's attention_mask or position_ids input, when it takes one.
 /// </summary>
 internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string InputIds, string? AttentionMask, string? PositionIds, string Logits,
-    string PastKeyTemplate, string PastValueTemplate, string PresentKeyTemplate, string PresentValueTemplate, int? ContextLength, int? VocabSize)
+    string PastKeyTemplate, string PastValueTemplate, string PresentKeyTemplate, string PresentValueTemplate,
+    string PastConvTemplate, string PresentConvTemplate, int? ContextLength, int? VocabSize, IReadOnlyList<long> EosTokenIds)
 {
     public const string FileName = "genai_config.json";
+
+    /// <summary>The attention mask's and position ids' names where the config names none (GenAI's defaults).</summary>
+    public const string DefaultAttentionMask = "attention_mask", DefaultPositionIds = "position_ids";
 
     public static GenAiConfig Read(string directory)
     {
         ArgumentNullException.ThrowIfNull(directory);
+        if (File.Exists(directory)) throw new DirectoryNotFoundException($"{directory}: is a file; a model folder (genai_config.json and the model it names) is expected");
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"{directory}: no such model folder");
         string path = Path.Combine(directory, FileName);
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: the model folder has no {FileName}", path);
@@ -34,8 +41,8 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
         var reader = new Reader(path);
         var decoder = reader.Object(reader.Object(root, "model"), "model", "decoder");
         string filename = reader.String(decoder, "model.decoder", "filename");
-        var inputs = reader.Object(decoder, "model.decoder", "inputs");
-        var outputs = reader.Object(decoder, "model.decoder", "outputs");
+        var inputs = reader.OptionalObject(decoder, "model.decoder", "inputs");
+        var outputs = reader.OptionalObject(decoder, "model.decoder", "outputs");
         string modelPath = Path.GetFullPath(Path.Combine(directory, filename));
         string folder = Path.GetFullPath(directory);
         if (Path.IsPathRooted(filename) || Path.GetDirectoryName(modelPath) != Path.TrimEndingDirectorySeparator(folder))
@@ -47,16 +54,19 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
             throw new InvalidDataException($"{path}: model.decoder.filename names '{filename}', a symbolic link to '{realModel}', outside the model folder");
         int? context = root.GetProperty("model").TryGetProperty("context_length", out var c) ? reader.PositiveInt(c, "model.context_length") : null;
         int? vocab = root.GetProperty("model").TryGetProperty("vocab_size", out var v) ? reader.PositiveInt(v, "model.vocab_size") : null;
+        long[] eos = root.GetProperty("model").TryGetProperty("eos_token_id", out var eosIds) ? reader.TokenIds(eosIds, "model.eos_token_id") : [];
         return new GenAiConfig(path, modelPath,
-            reader.String(inputs, "model.decoder.inputs", "input_ids"),
+            reader.OptionalString(inputs, "model.decoder.inputs", "input_ids") ?? "input_ids",
             reader.OptionalString(inputs, "model.decoder.inputs", "attention_mask"),
             reader.OptionalString(inputs, "model.decoder.inputs", "position_ids"),
-            reader.String(outputs, "model.decoder.outputs", "logits"),
-            reader.Template(inputs, "model.decoder.inputs", "past_key_names"),
-            reader.Template(inputs, "model.decoder.inputs", "past_value_names"),
-            reader.Template(outputs, "model.decoder.outputs", "present_key_names"),
-            reader.Template(outputs, "model.decoder.outputs", "present_value_names"),
-            context, vocab);
+            reader.OptionalString(outputs, "model.decoder.outputs", "logits") ?? "logits",
+            reader.Template(inputs, "model.decoder.inputs", "past_key_names", "past_key_values.%d.key", lastPartAfter: true),
+            reader.Template(inputs, "model.decoder.inputs", "past_value_names", "past_key_values.%d.value", lastPartAfter: true),
+            reader.Template(outputs, "model.decoder.outputs", "present_key_names", "present.%d.key", lastPartAfter: true),
+            reader.Template(outputs, "model.decoder.outputs", "present_value_names", "present.%d.value", lastPartAfter: true),
+            reader.Template(inputs, "model.decoder.inputs", "past_conv_names", "past_conv.%d", lastPartAfter: false),
+            reader.Template(outputs, "model.decoder.outputs", "present_conv_names", "present_conv.%d", lastPartAfter: false),
+            context, vocab, eos);
     }
 
     /// <summary>A template with its last part replaced (past_key_values.%d.key → past_key_values.%d.conv_state), as GenAI derives the state names.</summary>
@@ -97,18 +107,37 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
                 : throw new InvalidDataException($"{path}: {Key(where, key)} must be a non-empty string, got {value.ValueKind}");
         }
 
-        public string Template(JsonElement parent, string where, string key)
+        /// <summary>An object the config may leave out: default (no keys) when it does.</summary>
+        public JsonElement OptionalObject(JsonElement parent, string where, string key) =>
+            parent.TryGetProperty(key, out _) ? Object(parent, where, key) : default;
+
+        /// <summary>
+        /// A name template with one %d for the layer, or <paramref name="fallback"/> when the key is left out.
+        /// <paramref name="lastPartAfter"/>: the KV templates, whose last '.' part the linear-attention states replace, hold it after the %d.
+        /// </summary>
+        public string Template(JsonElement parent, string where, string key, string fallback, bool lastPartAfter)
         {
-            string template = String(parent, where, key);
+            string template = OptionalString(parent, where, key) ?? fallback;
             int at = template.IndexOf("%d", StringComparison.Ordinal);
-            if (at < 0 || template.IndexOf("%d", at + 2, StringComparison.Ordinal) >= 0 || template.LastIndexOf('.') < at)
-                throw new InvalidDataException($"{path}: {Key(where, key)} must hold one %d before its last '.' part (e.g. past_key_values.%d.key), got '{template}'");
+            if (at < 0 || template.IndexOf("%d", at + 2, StringComparison.Ordinal) >= 0)
+                throw new InvalidDataException($"{path}: {Key(where, key)} must hold one %d (e.g. {fallback}), got '{template}'");
+            if (lastPartAfter && template.LastIndexOf('.') < at)
+                throw new InvalidDataException($"{path}: {Key(where, key)} must hold its %d before its last '.' part (e.g. {fallback}), got '{template}'");
             return template;
         }
 
         public int PositiveInt(JsonElement value, string key) =>
             value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int n) && n > 0 ? n
                 : throw new InvalidDataException($"{path}: {key} must be a positive integer, got {value}");
+
+        /// <summary>A token id or a list of them, as GenAI reads eos_token_id.</summary>
+        public long[] TokenIds(JsonElement value, string key)
+        {
+            static bool IsId(JsonElement e) => e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out long id) && id >= 0;
+            if (IsId(value)) return [value.GetInt64()];
+            if (value.ValueKind == JsonValueKind.Array && value.EnumerateArray().All(IsId)) return [.. value.EnumerateArray().Select(e => e.GetInt64())];
+            throw new InvalidDataException($"{path}: {key} must be a token id or a list of token ids (non-negative integers), got {value}");
+        }
 
         private JsonElement Property(JsonElement parent, string where, string key) =>
             parent.TryGetProperty(key, out var value) ? value : throw new InvalidDataException($"{path}: {Key(where, key)} is missing");

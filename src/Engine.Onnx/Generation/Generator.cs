@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using Engine.Onnx.Interop;
 using Microsoft.ML.OnnxRuntime;
 using OrtElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 
@@ -14,17 +16,35 @@ public delegate void TokenCallback(GeneratedToken token, ReadOnlySpan<float> log
 /// <summary>A generated token: its index among the new tokens (0 is the one after the prompt), its id, and the time since generation began.</summary>
 public readonly record struct GeneratedToken(int Index, long TokenId, TimeSpan Elapsed);
 
-/// <summary>How <see cref="Generator.Generate"/> chooses and reports tokens.</summary>
+/// <summary>How <see cref="Generator.Generate"/> chooses and reports tokens, and when it stops.</summary>
 public sealed record GenerationOptions
 {
     /// <summary>Chooses each token; null is greedy (the highest logit, the lowest id among equals).</summary>
     public TokenSampler? Sampler { get; init; }
 
     public TokenCallback? OnToken { get; init; }
+
+    /// <summary>
+    /// Tokens that end the generation before the number asked for: the first one chosen is the last token of the result
+    /// (reported to <see cref="OnToken"/> like the others). Null, the default, takes genai_config.json's
+    /// model.eos_token_id (<see cref="Generator.EosTokenIds"/>), as ONNX Runtime GenAI does; an empty list never stops
+    /// early, so every generation makes the number of tokens asked for (what a benchmark times).
+    /// </summary>
+    public IReadOnlyCollection<long>? StopTokenIds { get; init; }
 }
 
-/// <summary>The new tokens, the time to the first one (the prompt's prefill and its choice) and the time of the rest.</summary>
-public sealed record GenerationResult(IReadOnlyList<long> Tokens, TimeSpan TimeToFirstToken, TimeSpan DecodeTime)
+/// <summary>Why a generation ended.</summary>
+public enum GenerationStopReason
+{
+    /// <summary>It made the number of new tokens asked for.</summary>
+    Length,
+
+    /// <summary>It chose one of the stop tokens (<see cref="GenerationOptions.StopTokenIds"/>), the result's last token.</summary>
+    StopToken,
+}
+
+/// <summary>The new tokens, the time to the first one (the prompt's prefill and its choice), the time of the rest, and why it ended.</summary>
+public sealed record GenerationResult(IReadOnlyList<long> Tokens, TimeSpan TimeToFirstToken, TimeSpan DecodeTime, GenerationStopReason StopReason)
 {
     /// <summary>Tokens after the first per second of decoding (NaN when only one token was generated).</summary>
     public double DecodeTokensPerSecond => Tokens.Count > 1 ? (Tokens.Count - 1) / DecodeTime.TotalSeconds : double.NaN;
@@ -42,6 +62,10 @@ public sealed class Generator : IDisposable
     private readonly GenAiConfig _config;
     private readonly CarriedState[] _carried;
     private readonly string[] _outputNames;
+    private readonly string? _attentionMask;
+    private readonly string? _positionIds;
+    /// <summary>The attention mask's ones, kept from one generation to the next (one at a time).</summary>
+    private long[] _ones = [];
     private int _busy;
     private int _disposed;
 
@@ -54,8 +78,11 @@ public sealed class Generator : IDisposable
         var inputs = model.Inputs.Where(i => session.InputNames.Contains(i.Name)).ToDictionary(i => i.Name);
         var outputs = model.Outputs.ToDictionary(o => o.Name);
 
+        // Named by the config, or GenAI's default name where the model takes that input.
+        _attentionMask = config.AttentionMask ?? (inputs.ContainsKey(GenAiConfig.DefaultAttentionMask) ? GenAiConfig.DefaultAttentionMask : null);
+        _positionIds = config.PositionIds ?? (inputs.ContainsKey(GenAiConfig.DefaultPositionIds) ? GenAiConfig.DefaultPositionIds : null);
         var roles = new Dictionary<string, string>();
-        foreach (var (name, key) in new[] { (config.InputIds, "input_ids"), (config.AttentionMask, "attention_mask"), (config.PositionIds, "position_ids") })
+        foreach (var (name, key) in new[] { (config.InputIds, "input_ids"), (_attentionMask, "attention_mask"), (_positionIds, "position_ids") })
         {
             if (name is null) continue;
             if (!roles.TryAdd(name, key))
@@ -64,6 +91,10 @@ public sealed class Generator : IDisposable
                 throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} names '{name}', which {modelName} does not take (inputs: {string.Join(", ", inputs.Keys)})");
             if (input.ElementType != TensorElementType.Int64)
                 throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} ('{name}') must be an int64 input of {modelName}, it is {input.ElementType}");
+            // Fed as [1, tokens]: a multimodal model's 3-D position ids ([3, batch, sequence], Qwen VL's rotary) would fail at the first run.
+            if (input.Dims is { Count: not 2 } rank)
+                throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} ('{name}') is [{string.Join(", ", rank)}] in {modelName}; " +
+                    "the generator feeds it as [batch, sequence] and takes no other layout (such as the 3-D position ids of a multimodal model)");
         }
         if (!outputs.TryGetValue(config.Logits, out var logits))
             throw new InvalidDataException($"{config.ConfigPath}: model.decoder.outputs.logits names '{config.Logits}', which {modelName} does not give (outputs: {string.Join(", ", outputs.Keys)})");
@@ -71,22 +102,27 @@ public sealed class Generator : IDisposable
             throw new InvalidDataException($"{config.ConfigPath}: the logits output '{config.Logits}' must be float or float16, it is {logits.ElementType}");
         VocabSize = logits.Dims is { Count: 3 } dims && long.TryParse(dims[2], out long vocab) ? checked((int)vocab) : config.VocabSize;
 
-        // Past → present pairs: the KV cache by its templates, the linear-attention states by the same templates with another last part.
-        (string Past, string Present, string Key, bool Cache)[] templates =
+        // Past → present pairs: the KV cache by its templates, the linear-attention states by the same templates with
+        // another last part, LFM2's conv cache by its own.
+        // WindowedRank: the rank of a state exported with a window of its last W states ahead of the batch (qwen.py's
+        // state_window: [W, batch, ...]), by which GenAI tells it (recurrent_state.cpp); 0 where there is no such form.
+        (string Past, string Present, string Key, bool Cache, int WindowedRank)[] templates =
         [
-            (config.PastKeyTemplate, config.PresentKeyTemplate, "present_key_names", true),
-            (config.PastValueTemplate, config.PresentValueTemplate, "present_value_names", true),
-            (GenAiConfig.WithLastPart(config.PastKeyTemplate, "conv_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "conv_state"), "present_key_names", false),
-            (GenAiConfig.WithLastPart(config.PastKeyTemplate, "recurrent_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "recurrent_state"), "present_key_names", false),
+            (config.PastKeyTemplate, config.PresentKeyTemplate, "present_key_names", true, 0),
+            (config.PastValueTemplate, config.PresentValueTemplate, "present_value_names", true, 0),
+            (GenAiConfig.WithLastPart(config.PastKeyTemplate, "conv_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "conv_state"), "present_key_names", false, 4),
+            (GenAiConfig.WithLastPart(config.PastKeyTemplate, "recurrent_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "recurrent_state"), "present_key_names", false, 5),
+            (config.PastConvTemplate, config.PresentConvTemplate, "present_conv_names", false, 0),
         ];
         var carried = new List<CarriedState>();
         var carriedFrom = new Dictionary<string, string>();
         foreach (var input in inputs.Values)
         {
-            if (input.Name == config.InputIds || input.Name == config.AttentionMask || input.Name == config.PositionIds) continue;
+            if (roles.ContainsKey(input.Name)) continue;
             var match = templates.Select(t => (t, Layer: GenAiConfig.LayerOf(t.Past, input.Name))).FirstOrDefault(m => m.Layer is not null);
             if (match.Layer is not int layer)
-                throw new InvalidDataException($"{config.ConfigPath}: {modelName} takes the input '{input.Name}', which genai_config.json does not name (model.decoder.inputs)");
+                throw new InvalidDataException($"{config.ConfigPath}: {modelName} takes the input '{input.Name}', which genai_config.json does not name: " +
+                    $"it is not model.decoder.inputs' input_ids, attention_mask or position_ids, and no past template ({string.Join(", ", templates.Select(t => t.Past))}) matches it");
             string present = GenAiConfig.Name(match.t.Present, layer);
             if (!outputs.TryGetValue(present, out var presentInfo))
                 throw new InvalidDataException($"{config.ConfigPath}: {modelName} takes '{input.Name}' but does not give '{present}' to carry into it (model.decoder.outputs.{match.t.Key})");
@@ -94,16 +130,20 @@ public sealed class Generator : IDisposable
                 throw new InvalidDataException($"{modelName}: '{present}' is {presentInfo.ElementType} but '{input.Name}' takes {input.ElementType}");
             if (!carriedFrom.TryAdd(present, input.Name))
                 throw new InvalidDataException($"{config.ConfigPath}: '{present}' would be carried into both '{carriedFrom[present]}' and '{input.Name}' (model.decoder.outputs.{match.t.Key}): each past takes its own present");
-            carried.Add(new CarriedState(input.Name, present, input.ElementType, InitialShape(input, match.t.Cache, modelName)));
+            int batchAxis = input.Dims?.Count == match.t.WindowedRank ? 1 : 0;
+            carried.Add(new CarriedState(input.Name, present, input.ElementType, InitialShape(input, batchAxis, match.t.Cache, modelName)));
         }
         _carried = [.. carried.OrderBy(c => c.Past, StringComparer.Ordinal)];
         _outputNames = [config.Logits, .. _carried.Select(c => c.Present)];
     }
 
     /// <summary>Opens the model folder: reads genai_config.json and opens the model it names with <paramref name="options"/> (the hand-over backend, the host).</summary>
-    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist, or is a file.</exception>
     /// <exception cref="FileNotFoundException">genai_config.json or the model it names is missing.</exception>
-    /// <exception cref="InvalidDataException">The config is not JSON, misses a key, or names inputs and outputs the model does not have (the message names the file and the key).</exception>
+    /// <exception cref="InvalidDataException">
+    /// The config is not JSON, misses a key, or names inputs and outputs the model does not have or in a layout the
+    /// generator does not feed (the message names the file and the key).
+    /// </exception>
     public static Generator Open(string modelDirectory, ModelSessionOptions? options = null)
     {
         var config = GenAiConfig.Read(modelDirectory);
@@ -130,12 +170,17 @@ public sealed class Generator : IDisposable
     /// <summary>The longest generation (prompt and new tokens but the last) genai_config.json allows: its context_length, when it gives one.</summary>
     public int? ContextLength => _config.ContextLength;
 
+    /// <summary>genai_config.json's model.eos_token_id (a token or a list of them; none when it gives none): where a generation stops unless <see cref="GenerationOptions.StopTokenIds"/> says otherwise.</summary>
+    public IReadOnlyList<long> EosTokenIds => _config.EosTokenIds;
+
     /// <summary>The past inputs the generator carries from run to run, each with the present output it is fed from.</summary>
     public IReadOnlyList<(string Past, string Present)> CarriedStates => _carried.Select(c => (c.Past, c.Present)).ToArray();
 
     /// <summary>
-    /// Prefills <paramref name="prompt"/> and generates <paramref name="newTokens"/> tokens. Cancelling stops the run in
-    /// progress (ONNX Runtime's terminate flag) and throws <see cref="OperationCanceledException"/>.
+    /// Prefills <paramref name="prompt"/> and generates <paramref name="newTokens"/> tokens, fewer where a stop token
+    /// (<see cref="GenerationOptions.StopTokenIds"/>, by default the config's eos_token_id) is chosen first:
+    /// <see cref="GenerationResult.StopReason"/> says which. Memory grows with the tokens generated, not those asked for.
+    /// Cancelling stops the run in progress (ONNX Runtime's terminate flag) and throws <see cref="OperationCanceledException"/>.
     /// </summary>
     public GenerationResult Generate(IReadOnlyList<long> prompt, int newTokens, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
@@ -193,12 +238,11 @@ public sealed class Generator : IDisposable
     private GenerationResult Run(IReadOnlyList<long> prompt, int newTokens, GenerationOptions options, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
-        var tokens = new List<long>(newTokens);
+        var tokens = new List<long>();
+        var stopTokens = (options.StopTokenIds ?? _config.EosTokenIds).ToHashSet();
+        var stopReason = GenerationStopReason.Length;
         TimeSpan firstToken = default;
         long[] promptIds = [.. prompt], step = new long[1];
-        long[] ones = new long[prompt.Count + newTokens];
-        Array.Fill(ones, 1L);
-        long[] positions = _config.PositionIds is null ? [] : Enumerable.Range(0, ones.Length).Select(p => (long)p).ToArray();
         float[] logits = new float[VocabSize ?? 0];
         var pasts = new OrtValue?[_carried.Length];
         using var runOptions = new RunOptions();
@@ -211,7 +255,7 @@ public sealed class Generator : IDisposable
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 long[] ids = index == 0 ? promptIds : step;
-                logits = Step(runOptions, ids, ones, positions, position, pasts, logits);
+                logits = Step(runOptions, ids, position, pasts, logits);
                 position += ids.Length;
                 long next = options.Sampler is { } sampler ? sampler(logits) : ArgMax(logits);
                 CheckToken(next, logits.Length, nameof(options), $"the sampler's token {index}");
@@ -219,6 +263,11 @@ public sealed class Generator : IDisposable
                 step[0] = next;
                 if (index == 0) firstToken = clock.Elapsed;
                 options.OnToken?.Invoke(new GeneratedToken(index, next, clock.Elapsed), logits);
+                if (stopTokens.Contains(next))
+                {
+                    stopReason = GenerationStopReason.StopToken;
+                    break;
+                }
             }
         }
         catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
@@ -233,29 +282,38 @@ public sealed class Generator : IDisposable
         {
             foreach (var past in pasts) past?.Dispose();
         }
-        return new GenerationResult(tokens, firstToken, clock.Elapsed - firstToken);
+        return new GenerationResult(tokens, firstToken, clock.Elapsed - firstToken, stopReason);
     }
 
-    /// <summary>One run over <paramref name="ids"/>: the pasts are replaced by the run's presents (the old ones disposed); returns the last position's logits.</summary>
-    private float[] Step(RunOptions runOptions, long[] ids, long[] ones, long[] positions, int position, OrtValue?[] pasts, float[] logits)
+    /// <summary>One run over <paramref name="ids"/> at <paramref name="position"/>: the pasts are replaced by the run's presents (the old ones disposed); returns the last position's logits.</summary>
+    private float[] Step(RunOptions runOptions, long[] ids, int position, OrtValue?[] pasts, float[] logits)
     {
         var names = new List<string>(_carried.Length + 3);
         var values = new List<OrtValue>(_carried.Length + 3);
         using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]);
         names.Add(_config.InputIds);
         values.Add(idsValue);
-        using var mask = _config.AttentionMask is null ? null
-            : OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, ones.AsMemory(0, position + ids.Length), [1, position + ids.Length]);
+        int total = position + ids.Length;
+        if (_attentionMask is not null && _ones.Length < total)
+        {
+            // Grown as the generation goes (doubling), not sized for the tokens asked for: a generation meant to end at a
+            // stop token may ask for many more than it makes.
+            _ones = new long[Math.Max(total, (int)Math.Min(2L * _ones.Length, Array.MaxLength))];
+            Array.Fill(_ones, 1L);
+        }
+        using var mask = _attentionMask is null ? null
+            : OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _ones.AsMemory(0, total), [1, total]);
         if (mask is not null)
         {
-            names.Add(_config.AttentionMask!);
+            names.Add(_attentionMask!);
             values.Add(mask);
         }
-        using var positionValue = _config.PositionIds is null ? null
-            : OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, positions.AsMemory(position, ids.Length), [1, ids.Length]);
+        long[] positions = _positionIds is null ? [] : new long[ids.Length];
+        for (int i = 0; i < positions.Length; i++) positions[i] = position + i;
+        using var positionValue = _positionIds is null ? null : OrtValue.CreateTensorValueFromMemory(positions, [1, ids.Length]);
         if (positionValue is not null)
         {
-            names.Add(_config.PositionIds!);
+            names.Add(_positionIds!);
             values.Add(positionValue);
         }
         for (int i = 0; i < _carried.Length; i++)
@@ -282,26 +340,25 @@ public sealed class Generator : IDisposable
         return logits;
     }
 
-    /// <summary>The logits of the last position, as floats, into <paramref name="row"/> (resized when the model does not fix the vocabulary).</summary>
-    private float[] LastRow(OrtValue value, float[] row)
+    /// <summary>
+    /// The logits of the last position, as floats, into <paramref name="row"/> (resized when the model does not fix the
+    /// vocabulary). Only that row is read, by pointer: a prefill's logits [1, tokens, vocabulary] pass 2 GiB (151,936
+    /// float32 logits a token reach it at 3,534 tokens), more than a span covers.
+    /// </summary>
+    private unsafe float[] LastRow(OrtValue value, float[] row)
     {
         var info = value.GetTensorTypeAndShape();
         long[] shape = info.Shape;
-        if (shape.Length != 3 || shape[0] != 1 || shape[2] < 1)
+        if (shape.Length != 3 || shape[0] != 1 || shape[1] < 1 || shape[2] < 1)
             throw new InvalidDataException($"{_config.ModelPath}: logits '{_config.Logits}' must be [1, tokens, vocabulary], got {TensorData.Format(shape)}");
         int vocab = checked((int)shape[2]);
         if (row.Length != vocab) row = new float[vocab];
-        var bytes = value.GetTensorMutableRawData();
         long start = (shape[1] - 1) * vocab;
+        void* data = OrtValueMemory.Data(value);
         if (info.ElementDataType == OrtElementType.Float16)
-        {
-            var halves = MemoryMarshal.Cast<byte, Half>(bytes).Slice(checked((int)start), vocab);
-            for (int i = 0; i < vocab; i++) row[i] = (float)halves[i];
-        }
+            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)data + start, vocab), row);
         else
-        {
-            MemoryMarshal.Cast<byte, float>(bytes).Slice(checked((int)start), vocab).CopyTo(row);
-        }
+            new ReadOnlySpan<float>((float*)data + start, vocab).CopyTo(row);
         foreach (float f in row)
             if (!float.IsFinite(f)) throw new InvalidDataException($"{_config.ModelPath}: the logits '{_config.Logits}' hold {f}");
         return row;
@@ -322,8 +379,8 @@ public sealed class Generator : IDisposable
             throw new ArgumentOutOfRangeException(parameter, token, $"{what} is {token}, outside the vocabulary [0, {vocab?.ToString() ?? "?"})");
     }
 
-    /// <summary>A past input's first value: zeros, batch 1, an empty KV cache (its sequence dim 0).</summary>
-    private static long[] InitialShape(ModelValueInfo input, bool cache, string modelName)
+    /// <summary>A past input's first value: zeros, batch 1 (at <paramref name="batchAxis"/>), an empty KV cache (its sequence dim 0).</summary>
+    private static long[] InitialShape(ModelValueInfo input, int batchAxis, bool cache, string modelName)
     {
         if (input.Dims is null) throw new InvalidDataException($"{modelName}: input '{input.Name}' has no shape; the generator needs its dims to start it");
         var shape = new long[input.Dims.Count];
@@ -331,17 +388,20 @@ public sealed class Generator : IDisposable
         {
             string dim = input.Dims[d];
             shape[d] = long.TryParse(dim, out long n) ? n
-                : d == 0 ? 1
+                : d == batchAxis ? 1
                 : cache ? 0
-                : throw new InvalidDataException($"{modelName}: input '{input.Name}' has the symbolic dim '{dim}' at axis {d}; a carried state needs fixed dims but for the batch");
+                : throw new InvalidDataException($"{modelName}: input '{input.Name}' has the symbolic dim '{dim}' at axis {d}; a carried state needs fixed dims " +
+                    $"but for the batch (axis {batchAxis}{(batchAxis == 1 ? ", after its state window" : "")})");
         }
         return shape;
     }
 
-    private static OrtValue Zeros(CarriedState state)
+    private static unsafe OrtValue Zeros(CarriedState state)
     {
         var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, (OrtElementType)state.ElementType, state.InitialShape);
-        value.GetTensorMutableRawData().Clear();
+        // By pointer: a state may pass the 2 GiB a span covers.
+        long bytes = state.InitialShape.Aggregate(1L, (n, d) => n * d) * TensorData.ElementSize(state.ElementType);
+        if (bytes > 0) NativeMemory.Clear(OrtValueMemory.Data(value), (nuint)bytes);
         return value;
     }
 

@@ -50,9 +50,13 @@ internal readonly unsafe struct OrtTensorView
 
     public nint[] Lengths => Array.ConvertAll(Dims, d => checked((nint)d));
 
-    public ReadOnlySpan<T> AsReadOnlySpan<T>() where T : unmanaged => new(Data, checked((int)ElementCount));
+    public ReadOnlySpan<T> AsReadOnlySpan<T>() where T : unmanaged => new(Data, SpanLength);
 
-    public Span<T> AsSpan<T>() where T : unmanaged => new(Data, checked((int)ElementCount));
+    public Span<T> AsSpan<T>() where T : unmanaged => new(Data, SpanLength);
+
+    /// <summary>The element count as a span's length (elements, not bytes: a float tensor of 8 GiB still fits one).</summary>
+    private int SpanLength => ElementCount <= int.MaxValue ? (int)ElementCount
+        : throw new NotSupportedException($"a tensor of {ElementCount} elements {TensorData.Format(Dims)} is more than one span holds ({int.MaxValue})");
 
     /// <summary>The same memory seen with other dims of the same element count (e.g. [B, T, H·d] as [B, T, H, d]).</summary>
     public ReadOnlyTensorSpan<T> AsReadOnlyTensor<T>(params nint[] lengths) where T : unmanaged => AsTensor<T>(lengths);

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Numerics.Tensors;
+using Engine.Onnx.Interop;
 using Microsoft.ML.OnnxRuntime;
 using OrtElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 
@@ -185,7 +186,7 @@ public sealed class ModelSession : IDisposable
     /// Runs the model. Inputs are passed to ORT without copies; returns the requested outputs (all by default).
     /// Inputs the model does not take (a required one missing, an unknown name, another element type or rank)
     /// are an <see cref="ArgumentException"/> naming the input and the model; errors ORT raises while running
-    /// are a <see cref="ModelRunException"/>.
+    /// are a <see cref="ModelRunException"/>; an output over 2 GiB, which one array cannot hold, a <see cref="NotSupportedException"/> naming it.
     /// </summary>
     public IReadOnlyDictionary<string, TensorData> Run(IReadOnlyDictionary<string, TensorData> inputs, IReadOnlyCollection<string>? outputs = null)
     {
@@ -200,7 +201,8 @@ public sealed class ModelSession : IDisposable
     /// <summary>
     /// Runs the model as <see cref="Run(IReadOnlyDictionary{string, TensorData}, IReadOnlyCollection{string}?)"/> does and
     /// hands each requested output (all by default), in order, to <paramref name="read"/> in ORT's own memory: no copy
-    /// of an output of any size (e.g. written to a file straight from there).
+    /// of an output of any size up to 2 GiB, what one span holds (e.g. written to a file straight from there). A larger
+    /// output is a <see cref="NotSupportedException"/> naming it.
     /// </summary>
     public void Run(IReadOnlyDictionary<string, TensorData> inputs, OutputReader read, IReadOnlyCollection<string>? outputs = null)
     {
@@ -226,7 +228,14 @@ public sealed class ModelSession : IDisposable
             foreach (var result in results)
             {
                 var info = result.GetTensorTypeAndShape();
-                read(wanted[i++], (TensorElementType)info.ElementDataType, info.Shape, result.GetTensorDataAsSpan<byte>());
+                string name = wanted[i++];
+                var type = (TensorElementType)info.ElementDataType;
+                // The reader takes a span, which holds at most 2 GiB; the package's own would wrap past 4 GiB, not throw.
+                long bytes = info.ElementCount * TensorData.ElementSize(type);
+                if (bytes > OrtValueMemory.MaxSpanBytes)
+                    throw new NotSupportedException($"{Model.DisplayName}: output '{name}' ({type} {TensorData.Format(info.Shape)}) is {bytes} bytes; " +
+                        $"a run hands each output on as one span, which holds at most {OrtValueMemory.MaxSpanBytes} bytes");
+                read(name, type, info.Shape, result.GetTensorDataAsSpan<byte>());
             }
         }
     }

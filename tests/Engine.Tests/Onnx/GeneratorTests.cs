@@ -218,6 +218,63 @@ public sealed class GeneratorTests
         }
     }
 
+    /// <summary>
+    /// A prefill whose logits [1, T, V] pass 2 GiB (V = 2^18, T = 2,049 float32: 2^31 + 1 MiB) reads the last row only,
+    /// where a span over the whole tensor threw. The last row is (id - 1) · row, the row's largest entry at V - 10; the
+    /// rows before it are zeros (padded), whose greedy token is 0. The same output from
+    /// <see cref="ModelSession.Run(IReadOnlyDictionary{string, TensorData}, IReadOnlyCollection{string}?)"/>, which hands
+    /// outputs on as spans, is refused naming it.
+    /// </summary>
+    [Test]
+    public void APrefillWhoseLogitsPass2GiBReadsTheLastRowOnly()
+    {
+        const int vocab = 1 << 18, promptLength = 2049;
+        Assert.That((long)vocab * promptLength * sizeof(float), Is.GreaterThan(int.MaxValue));
+        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
+        var b = new ModelBuilder(21, "wide");
+        string ids = b.Input("input_ids", I64, "batch_size", "sequence_length");
+        b.Input("attention_mask", I64, "batch_size", "total_sequence_length");
+        var row = new float[vocab];
+        for (int i = 0; i < vocab; i++) row[i] = i % 1000 / 1000f;
+        row[vocab - 10] = 5;
+        string last = b.Op("Slice", ids, b.Int64s("starts", -1), b.Int64s("ends", long.MaxValue), b.Int64s("slice_axes", 1));
+        string scale = b.Op("Sub", b.Node("Cast", [last], attributes: [("to", 1L)])[0], b.Initializer("one", [1f], 1));
+        string lastRow = b.Op("Mul", b.Op("Unsqueeze", scale, b.Int64s("unsqueeze_axes", 2)), b.Initializer("row", row, 1, 1, vocab));
+        // Padding fills the rows before the last with zeros: no arithmetic over 2 GiB.
+        string before = b.Op("Sub", b.Op("Gather", b.Op("Shape", ids), b.Int64s("index", 1)), b.Int64s("one_row", 1));
+        string pads = b.Node("Concat", [b.Int64s("zeros_before", 0), before, b.Int64s("zeros_after", 0, 0, 0, 0)], attributes: [("axis", 0L)])[0];
+        b.Node("Pad", [lastRow, pads], outputNames: ["logits"]);
+        b.Output("logits", F, "batch_size", "sequence_length", vocab);
+        string folder = Directory.CreateTempSubdirectory("engine-wide-").FullName;
+        try
+        {
+            b.Build().Save(Path.Combine(folder, "model.onnx"));
+            var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = vocab, ContextLength = 4096 });
+            File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
+            var prompt = new long[promptLength];
+            prompt[^1] = 2;
+            using (var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None)))
+            {
+                float first = float.NaN;
+                var result = generator.Generate(prompt, 2, new GenerationOptions { OnToken = (t, logits) => { if (t.Index == 0) first = logits[vocab - 10]; } });
+                Assert.That(result.Tokens, Is.EqualTo(new long[] { vocab - 10, vocab - 10 }));
+                Assert.That(first, Is.EqualTo(5f), "the last row, (2 - 1) · row");
+            }
+
+            using var session = ModelSession.Open(Path.Combine(folder, "model.onnx"), OnnxTestHost.Options(HandoverBackend.None));
+            var inputs = new Dictionary<string, TensorData>
+            {
+                ["input_ids"] = TensorData.Create(prompt, 1, promptLength),
+                ["attention_mask"] = TensorData.Create(Enumerable.Repeat(1L, promptLength).ToArray(), 1, promptLength),
+            };
+            Assert.That(() => session.Run(inputs), Throws.InstanceOf<NotSupportedException>().With.Message.Contains($"output 'logits' (Float [1, {promptLength}, {vocab}]) is {(long)vocab * promptLength * 4} bytes"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     private const int PositionsVocab = 16;
 
     /// <summary>
@@ -253,11 +310,247 @@ public sealed class GeneratorTests
         return folder;
     }
 
+    /// <summary>
+    /// LFM2 as GenAI's builder writes it (lfm2.py): genai_config.json names the conv cache by past_conv_names and
+    /// present_conv_names, which GenAI reads (config.h) and carries present to past; left out, they are GenAI's defaults.
+    /// </summary>
+    [TestCase(true)]
+    [TestCase(false)]
+    public void AnLfm2ConvCacheIsCarriedByItsTemplates(bool named)
+    {
+        string folder = CountingModel(conv: true, config =>
+        {
+            if (!named) return;
+            config["model"]!["decoder"]!["inputs"]!["past_conv_names"] = "past_conv.%d";
+            config["model"]!["decoder"]!["outputs"]!["present_conv_names"] = "present_conv.%d";
+        });
+        try
+        {
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            Assert.That(generator.CarriedStates, Is.EqualTo(new[]
+            {
+                ("past_conv.0", "present_conv.0"), ("past_key_values.1.key", "present.1.key"), ("past_key_values.1.value", "present.1.value"),
+            }));
+            Assert.That(generator.Generate([3], 3).Tokens, Is.EqualTo(new long[] { 4, 5, 6 }));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// GenAI lets a config leave out the decoder's inputs and outputs objects and every name in them (config.h gives the
+    /// defaults: input_ids, attention_mask, logits, past_key_values.%d.key, present.%d.key, ...): such a config runs.
+    /// </summary>
+    [TestCase("inputs", "outputs")]
+    [TestCase("past_key_names", "past_value_names", "present_key_names", "present_value_names")]
+    public void NamesLeftOutAreGenAisDefaults(params string[] keys)
+    {
+        string folder = CountingModel(conv: false, config =>
+        {
+            var decoder = config["model"]!["decoder"]!.AsObject();
+            foreach (var key in keys)
+            {
+                decoder.Remove(key);
+                decoder["inputs"]?.AsObject().Remove(key);
+                decoder["outputs"]?.AsObject().Remove(key);
+            }
+        });
+        try
+        {
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            Assert.That(generator.CarriedStates, Is.EqualTo(new[] { ("past_key_values.1.key", "present.1.key"), ("past_key_values.1.value", "present.1.value") }));
+            Assert.That(generator.Generate([3], 3).Tokens, Is.EqualTo(new long[] { 4, 5, 6 }));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// Generation stops at genai_config.json's eos_token_id (a token or a list), as GenAI does, the stop token the last
+    /// of the result; GenerationOptions.StopTokenIds replaces them, and an empty list makes every token asked for.
+    /// </summary>
+    [Test]
+    public void GenerationStopsAtTheConfigsEosTokensUnlessToldOtherwise()
+    {
+        foreach (var (eos, ids) in new (JsonNode Eos, long[] Ids)[] { (6, [6]), (new JsonArray(7, 5), [7, 5]) })
+        {
+            string folder = CountingModel(conv: false, config => config["model"]!["eos_token_id"] = eos.DeepClone());
+            try
+            {
+                using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+                Assert.That(generator.EosTokenIds, Is.EqualTo(ids));
+                var seen = new List<long>();
+                var result = generator.Generate([3], 10, new GenerationOptions { OnToken = (t, _) => seen.Add(t.TokenId) });
+                long[] expected = ids.Length == 1 ? [4, 5, 6] : [4, 5];
+                Assert.That(result.Tokens, Is.EqualTo(expected), $"eos {eos.ToJsonString()}");
+                Assert.That(seen, Is.EqualTo(expected), "the stop token reported like the others");
+                Assert.That(result.StopReason, Is.EqualTo(GenerationStopReason.StopToken));
+
+                var all = generator.Generate([3], 10, new GenerationOptions { StopTokenIds = [] });
+                Assert.That(all.Tokens, Is.EqualTo(new long[] { 4, 5, 6, 7, 0, 1, 2, 3, 4, 5 }));
+                Assert.That(all.StopReason, Is.EqualTo(GenerationStopReason.Length));
+                Assert.That(generator.Generate([3], 10, new GenerationOptions { StopTokenIds = [1] }).Tokens, Is.EqualTo(new long[] { 4, 5, 6, 7, 0, 1 }));
+            }
+            finally
+            {
+                Directory.Delete(folder, recursive: true);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Without a context_length, a generation asked for 100 million tokens (meant to end at a stop token or a cancel)
+    /// allocated the attention mask and position ids for all of them (1.6 GB) before its first token.
+    /// </summary>
+    [Test]
+    public void MemoryFollowsTheTokensGeneratedNotThoseAskedFor()
+    {
+        string folder = CountingModel(conv: false, config => config["model"]!.AsObject().Remove("context_length"));
+        try
+        {
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            generator.Generate([3], 2);
+            using var cancel = new CancellationTokenSource();
+            long before = GC.GetAllocatedBytesForCurrentThread(), beforeFirstToken = 0;
+            Assert.Throws<OperationCanceledException>(() => generator.Generate([3], 100_000_000, new GenerationOptions
+            {
+                StopTokenIds = [],
+                OnToken = (token, _) =>
+                {
+                    if (token.Index > 0) return;
+                    beforeFirstToken = GC.GetAllocatedBytesForCurrentThread() - before;
+                    cancel.Cancel();
+                },
+            }, cancel.Token));
+            Assert.That(beforeFirstToken, Is.LessThan(1_000_000), "bytes allocated before the first token");
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// States exported with a window of their last W states ahead of the batch (qwen.py's state_window: conv_state
+    /// [W, batch, C, K - 1]) start as zeros with batch 1 at axis 1, as GenAI tells them by their rank; a symbolic dim
+    /// other than the batch is refused naming the input, the dim and where the batch is.
+    /// </summary>
+    [TestCase(4)]
+    [TestCase("channels")]
+    public void WindowedStatesHaveTheirBatchAfterTheWindow(object channels)
+    {
+        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
+        var b = new ModelBuilder(21, "windowed");
+        string ids = b.Input("input_ids", I64, "batch_size", "sequence_length");
+        b.Input("attention_mask", I64, "batch_size", "total_sequence_length");
+        var shifted = new float[CountingVocab * CountingVocab];
+        for (int i = 0; i < CountingVocab; i++) shifted[i * CountingVocab + (i + 1) % CountingVocab] = 1;
+        b.Node("Gather", [b.Initializer("table", shifted, CountingVocab, CountingVocab), ids], outputNames: ["logits"]);
+        b.Output("logits", F, "batch_size", "sequence_length", CountingVocab);
+        b.Input("past_key_values.0.conv_state", F, 2, "batch_size", channels, 3);
+        b.Node("Identity", ["past_key_values.0.conv_state"], outputNames: ["present.0.conv_state"]);
+        b.Output("present.0.conv_state", F, 2, "batch_size", channels, 3);
+        string folder = Directory.CreateTempSubdirectory("engine-windowed-").FullName;
+        try
+        {
+            b.Build().Save(Path.Combine(folder, "model.onnx"));
+            var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = CountingVocab, ContextLength = 64 });
+            File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
+            if (channels is string)
+            {
+                Assert.That(() => Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None)), Throws.InstanceOf<InvalidDataException>().With.Message.EqualTo(
+                    "model.onnx: input 'past_key_values.0.conv_state' has the symbolic dim 'channels' at axis 2; a carried state needs fixed dims but for the batch (axis 1, after its state window)"));
+                return;
+            }
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            Assert.That(generator.CarriedStates, Is.EqualTo(new[] { ("past_key_values.0.conv_state", "present.0.conv_state") }));
+            Assert.That(generator.Generate([3], 3).Tokens, Is.EqualTo(new long[] { 4, 5, 6 }));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>3-D position ids (a multimodal model's rotary layout, [3, batch, sequence]) are refused at Open, not at the first run.</summary>
+    [Test]
+    public void PositionIdsInAnotherLayoutAreRefusedAtOpen()
+    {
+        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
+        var b = new ModelBuilder(21, "positions3d");
+        string ids = b.Input("input_ids", I64, "batch_size", "sequence_length");
+        b.Input("attention_mask", I64, "batch_size", "total_sequence_length");
+        b.Input("position_ids", I64, 3, "batch_size", "sequence_length");
+        b.Node("Gather", [b.Initializer("table", new float[CountingVocab * CountingVocab], CountingVocab, CountingVocab), ids], outputNames: ["logits"]);
+        b.Output("logits", F, "batch_size", "sequence_length", CountingVocab);
+        string folder = Directory.CreateTempSubdirectory("engine-positions3d-").FullName;
+        try
+        {
+            b.Build().Save(Path.Combine(folder, "model.onnx"));
+            var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = CountingVocab, ContextLength = 64 });
+            config["model"]!["decoder"]!["inputs"]!["position_ids"] = "position_ids";
+            string path = Path.Combine(folder, HybridDecoder.ConfigFile);
+            File.WriteAllText(path, config.ToJsonString());
+            Assert.That(() => Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None)), Throws.InstanceOf<InvalidDataException>().With.Message.StartWith(
+                $"{path}: model.decoder.inputs.position_ids ('position_ids') is [3, batch_size, sequence_length] in model.onnx; the generator feeds it as [batch, sequence]"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    private const int CountingVocab = 8;
+
+    /// <summary>
+    /// A model folder whose logits are one-hot at (token + 1) mod V, so greedy generation counts on from the last token,
+    /// with a KV cache for layer 1 (past_key_values.1.key/value → present.1.key/value) and, with <paramref name="conv"/>,
+    /// an LFM2-style conv cache past_conv.0 → present_conv.0 as lfm2.py names it. <paramref name="edit"/> edits genai_config.json.
+    /// </summary>
+    private static string CountingModel(bool conv, Action<JsonNode> edit)
+    {
+        const int vocab = CountingVocab;
+        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
+        var b = new ModelBuilder(21, "counting");
+        string ids = b.Input("input_ids", I64, "batch_size", "sequence_length");
+        b.Input("attention_mask", I64, "batch_size", "total_sequence_length");
+        var shifted = new float[vocab * vocab];
+        for (int i = 0; i < vocab; i++) shifted[i * vocab + (i + 1) % vocab] = 1;
+        b.Node("Gather", [b.Initializer("table", shifted, vocab, vocab), ids], outputNames: ["logits"]);
+        b.Output("logits", F, "batch_size", "sequence_length", vocab);
+        string asKeys = b.Op("Unsqueeze", b.Node("Cast", [ids], attributes: [("to", 1L)])[0], b.Int64s("axes", 1, 3));
+        foreach (var part in new[] { "key", "value" })
+        {
+            b.Input($"past_key_values.1.{part}", F, "batch_size", 1, "past_sequence_length", 1);
+            b.Node("Concat", [$"past_key_values.1.{part}", asKeys], outputNames: [$"present.1.{part}"], attributes: [("axis", 2L)]);
+            b.Output($"present.1.{part}", F, "batch_size", 1, "total_sequence_length", 1);
+        }
+        if (conv)
+        {
+            b.Input("past_conv.0", F, "batch_size", 4, 2);
+            b.Node("Identity", ["past_conv.0"], outputNames: ["present_conv.0"]);
+            b.Output("present_conv.0", F, "batch_size", 4, 2);
+        }
+        string folder = Directory.CreateTempSubdirectory("engine-counting-").FullName;
+        b.Build().Save(Path.Combine(folder, "model.onnx"));
+        var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = vocab, ContextLength = 64 });
+        edit(config);
+        File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
+        return folder;
+    }
+
     [Test]
     public void AMissingFolderOrConfigIsNamed()
     {
         string missing = Path.Combine(_folder, "no-such-folder");
         Assert.That(Assert.Throws<DirectoryNotFoundException>(() => Generator.Open(missing))!.Message, Does.StartWith($"{missing}: no such model folder"));
+        string file = Path.Combine(_folder, HybridDecoder.ModelFile);
+        Assert.That(Assert.Throws<DirectoryNotFoundException>(() => Generator.Open(file))!.Message,
+            Is.EqualTo($"{file}: is a file; a model folder (genai_config.json and the model it names) is expected"));
         string empty = Directory.CreateTempSubdirectory("engine-empty-").FullName;
         try
         {
@@ -274,13 +567,14 @@ public sealed class GeneratorTests
     {
         static TestCaseData Case(string name, Action<JsonNode> edit, string message) => new TestCaseData(edit, message).SetName($"Bad genai_config.json: {name}");
         yield return Case("no decoder", c => c["model"]!.AsObject().Remove("decoder"), "model.decoder is missing");
-        yield return Case("no input_ids", c => c["model"]!["decoder"]!["inputs"]!.AsObject().Remove("input_ids"), "model.decoder.inputs.input_ids is missing");
+        yield return Case("inputs not an object", c => c["model"]!["decoder"]!["inputs"] = "input_ids", "model.decoder.inputs must be an object, got String");
         yield return Case("input_ids a number", c => c["model"]!["decoder"]!["inputs"]!["input_ids"] = 3, "model.decoder.inputs.input_ids must be a non-empty string, got Number");
         yield return Case("unknown input", c => c["model"]!["decoder"]!["inputs"]!["input_ids"] = "tokens", "model.decoder.inputs.input_ids names 'tokens', which model.onnx does not take");
         yield return Case("unknown logits", c => c["model"]!["decoder"]!["outputs"]!["logits"] = "scores", "model.decoder.outputs.logits names 'scores', which model.onnx does not give");
         yield return Case("template without %d", c => c["model"]!["decoder"]!["inputs"]!["past_key_names"] = "past.key", "model.decoder.inputs.past_key_names must hold one %d");
         yield return Case("other past names", c => c["model"]!["decoder"]!["inputs"]!["past_key_names"] = "cache.%d.key",
-            "model.onnx takes the input 'past_key_values.0.conv_state', which genai_config.json does not name");
+            "model.onnx takes the input 'past_key_values.0.conv_state', which genai_config.json does not name: it is not model.decoder.inputs' " +
+            "input_ids, attention_mask or position_ids, and no past template (cache.%d.key, past_key_values.%d.value, cache.%d.conv_state, cache.%d.recurrent_state, past_conv.%d) matches it");
         yield return Case("other present names", c => c["model"]!["decoder"]!["outputs"]!["present_key_names"] = "present.%d.k",
             "model.onnx takes 'past_key_values.3.key' but does not give 'present.3.k' to carry into it (model.decoder.outputs.present_key_names)");
         yield return Case("two pasts from one present", c => c["model"]!["decoder"]!["outputs"]!["present_value_names"] = "present.%d.key",
@@ -288,6 +582,8 @@ public sealed class GeneratorTests
         yield return Case("a file outside the folder", c => c["model"]!["decoder"]!["filename"] = "../model.onnx", "model.decoder.filename must name a file in the model folder, got '../model.onnx'");
         yield return Case("a missing file", c => c["model"]!["decoder"]!["filename"] = "other.onnx", "model.decoder.filename names 'other.onnx', which is not in the folder");
         yield return Case("context length zero", c => c["model"]!["context_length"] = 0, "model.context_length must be a positive integer, got 0");
+        yield return Case("eos token not a number", c => c["model"]!["eos_token_id"] = new JsonArray(2, "end"),
+            "model.eos_token_id must be a token id or a list of token ids (non-negative integers), got [2,\"end\"]");
         yield return Case("vocab size not a number", c => c["model"]!["vocab_size"] = "many", "model.vocab_size must be a positive integer");
     }
 

@@ -15,7 +15,7 @@ internal sealed class GenerateCommand : EngineCommand
 
     private readonly Argument<string> _folder = new("model-dir") { HelpName = "MODEL_DIR", Description = "the model folder (genai_config.json and the model)" };
     private readonly Option<int> _promptTokens = Opt.RequiredInt("--prompt-tokens", "prompt length N (random token ids)", min: 1);
-    private readonly Option<int> _newTokens = Opt.RequiredInt("--new-tokens", "tokens to generate M", min: 1);
+    private readonly Option<int> _newTokens = Opt.RequiredInt("--new-tokens", "tokens to generate M (exactly: no stop at eos_token_id)", min: 1);
     private readonly Option<int> _repeats = Opt.Int("--repeats", 3, "timed generations of each path", min: 1);
     private readonly Option<int> _seed = Opt.Int("--seed", 1, "seed of the random prompt");
     private readonly ModelOptions _model = new();
@@ -25,6 +25,7 @@ internal sealed class GenerateCommand : EngineCommand
         then M new tokens, every state carried from run to run as ONNX Runtime values. Times the engine's hand-over
         (--backend, default cpu) and ONNX Runtime alone, runs interleaved after a warm-up: median time to first token
         (the prompt's prefill), decode tokens/s and the median decode step. --backend none times ONNX Runtime alone only.
+        A benchmark: every run makes exactly M tokens, without stopping at the config's eos_token_id, so runs compare.
         """)
     {
         Add(_folder);
@@ -77,7 +78,7 @@ internal sealed class GenerateCommand : EngineCommand
                     {
                         var warmup = progress.Add($"warm-up {label}", warmupSteps + 1);
                         generator.Generate(warmupPrompt, warmupSteps,
-                            new GenerationOptions { OnToken = (_, _) => warmup.Advance() }, cancel.Token);
+                            new GenerationOptions { OnToken = (_, _) => warmup.Advance(), StopTokenIds = [] }, cancel.Token);
                         warmup.Finish();
                     }
                     var results = paths.ToDictionary(p => p.Label, _ => new List<TimedRun>());
@@ -90,6 +91,8 @@ internal sealed class GenerateCommand : EngineCommand
                             TimeSpan previous = default;
                             var options = new GenerationOptions
                             {
+                                // Exactly newTokens, as the timings assume.
+                                StopTokenIds = [],
                                 OnToken = (token, _) =>
                                 {
                                     if (token.Index > 0) steps.Add((token.Elapsed - previous).TotalMilliseconds);
