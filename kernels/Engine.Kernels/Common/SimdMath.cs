@@ -16,20 +16,8 @@ public static class SimdMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ExpNonPositive(Vector512<float> x)
     {
-        var inRange = Vector512.GreaterThanOrEqual(x, Vector512.Create(ExpFloor));
-        x = Vector512.Max(x, Vector512.Create(ExpFloor));
-        var n = Vector512.Round(x * Vector512.Create(Log2E));
-        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(Ln2High), x);
-        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(Ln2Low), r);
-        var p = Vector512.Create(T7);
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T6));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T5));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T4));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T3));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T2));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
-        return Vector512.ConditionalSelect(inRange, p * PowerOfTwo(n), Vector512<float>.Zero);
+        var p = Reduce(x, out var r, out var n, out var inRange);
+        return Vector512.ConditionalSelect(inRange, Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One) * PowerOfTwo(n), Vector512<float>.Zero);
     }
 
     /// <summary>
@@ -41,10 +29,23 @@ public static class SimdMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ExpM1NonPositive(Vector512<float> x)
     {
-        var inRange = Vector512.GreaterThanOrEqual(x, Vector512.Create(ExpFloor));
+        var p = Reduce(x, out var r, out var n, out var inRange);
+        var power = PowerOfTwo(n);
+        var m = Vector512.FusedMultiplyAdd(power, p * r, power - Vector512<float>.One);
+        return Vector512.ConditionalSelect(inRange, m, Vector512.Create(-1f));
+    }
+
+    /// <summary>
+    /// x = n ln 2 + r with |r| &lt;= ln2/2 (x raised to −87.3 first; <paramref name="inRange"/> marks the lanes that were not),
+    /// and p with e^r = 1 + r p: the Taylor polynomial of degree 7 but its last step.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Reduce(Vector512<float> x, out Vector512<float> r, out Vector512<float> n, out Vector512<float> inRange)
+    {
+        inRange = Vector512.GreaterThanOrEqual(x, Vector512.Create(ExpFloor));
         x = Vector512.Max(x, Vector512.Create(ExpFloor));
-        var n = Vector512.Round(x * Vector512.Create(Log2E));
-        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(Ln2High), x);
+        n = Vector512.Round(x * Vector512.Create(Log2E));
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(Ln2High), x);
         r = Vector512.FusedMultiplyAdd(n, Vector512.Create(Ln2Low), r);
         var p = Vector512.Create(T7);
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T6));
@@ -52,10 +53,7 @@ public static class SimdMath
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T4));
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T3));
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T2));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
-        var power = PowerOfTwo(n);
-        var m = Vector512.FusedMultiplyAdd(power, p * r, power - Vector512<float>.One);
-        return Vector512.ConditionalSelect(inRange, m, Vector512.Create(-1f));
+        return Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
     }
 
     /// <summary>
