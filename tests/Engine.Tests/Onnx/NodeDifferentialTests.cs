@@ -127,7 +127,7 @@ public sealed class NodeDifferentialTests
             ["value"] = Typed(half, data.Normal((long)b * t * hkv * dv), b, t, hkv * dv),
         };
         if (past) inputs["past_state"] = Typed(half, data.Normal((long)b * hkv * dk * dv, 0.5), b, hkv, dk, dv);
-        if (decay) inputs["decay"] = Typed(half, data.LogGates((long)b * t * decayWidth, Pick(r, 0.1, 1.0, 5.0)), b, t, decayWidth);
+        if (decay) inputs["decay"] = Typed(half, data.LogGates((long)b * t * decayWidth, Pick(r, 0.1, 1.0, 5.0, 20.0)), b, t, decayWidth);
         if (beta) inputs["beta"] = Typed(half, data.Uniform((long)b * t * betaWidth, 0.05, 1.0), b, t, betaWidth);
         string label = $"LinearAttention#{index} {LinearAttentionSignature.Name(rule)}{(opset27 ? " opset27" : "")} B{b} T{t} H{hq}/{hkv} dk{dk} dv{dv}" +
             (decay ? (perKey ? " decay per key" : " decay per head") : "") + (beta ? (betaPerHead ? " beta per head" : " beta shared") : "") +
