@@ -26,7 +26,8 @@ internal enum DecayGateActivation
 /// a_log [Hv], dt_bias [Hv] | [Hv, dk] | [Hv·dk] (the last two with a per-key decay); capture_count [B], state_update_active [1] int32.
 /// Outputs output [N, Hv, dv] | [B, S, Hv, dv], final_state [B, Hv, dv, dk] fp32, state_update [B, C·(decay width + Hq·dk + Hv·dv)] fp32.
 /// Query and key heads are Hq; value head h reads query/key head h / (Hv / Hq). What was established by running ORT's kernel:
-/// the L2 normalization is x / sqrt(Σ x² + 1e-12); a per-key dt_bias with a per-head decay is refused.
+/// the L2 normalization is x / sqrt(Σ x² + 1e-12), or + 1e-6 with gate_activation sigmoid (kda); a per-key dt_bias with a
+/// per-head decay is refused.
 /// </summary>
 internal static class GatedDeltaNetSignature
 {
@@ -42,6 +43,9 @@ internal static class GatedDeltaNetSignature
 
     /// <summary>ORT's epsilon of qk_l2_norm (inside the square root).</summary>
     public const float L2NormEpsilon = 1e-12f;
+
+    /// <summary>ORT's epsilon of qk_l2_norm with gate_activation sigmoid (kda): KDA's 1e-6.</summary>
+    public const float SigmoidGateL2NormEpsilon = 1e-6f;
 
     /// <summary>ORT's largest state_update_capacity.</summary>
     public const int MaxCapacity = 8;
@@ -91,6 +95,9 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
 {
     /// <summary>The delta rules (delta, gated_delta) run on the delta rule's kernels; linear and gated on GLA's.</summary>
     public bool UsesBeta => LinearAttentionSignature.UsesBeta(Rule);
+
+    /// <summary>qk_l2_norm's epsilon as ORT's kernel takes it: 1e-6 with the sigmoid (kda) gate, 1e-12 otherwise.</summary>
+    public float L2NormEpsilon => Gate == DecayGateActivation.Sigmoid ? GatedDeltaNetSignature.SigmoidGateL2NormEpsilon : GatedDeltaNetSignature.L2NormEpsilon;
 
     public static GatedDeltaNetConfig FromNode(KernelInfo info)
     {
@@ -236,7 +243,7 @@ internal sealed class GatedDeltaNetKernel(GatedDeltaNetConfig config, EngineDevi
         var scheduler = CallScheduler.For(context, device, (long)call.Tokens * call.Hv * call.Dk * call.Dv);
         NodeErrors.Guard(config.Node, name => name switch { "q" => "query", "k" => "key", "v" => "value", "g" => "decay", null => "input", _ => name }, () =>
         {
-            using var inputs = new GatedDeltaNetViews(call, normalizeQk: config.QkL2Norm && !config.UsesBeta);
+            using var inputs = new GatedDeltaNetViews(call, normalizeQk: config.QkL2Norm && !config.UsesBeta, config.L2NormEpsilon);
             using var gates = GatedDeltaNetGates.From(config, call);
             var initial = call.InitialState is OrtTensorView init ? init.AsReadOnlyTensor<float>(init.Lengths) : default;
             var final = call.FinalState is OrtTensorView last ? last.AsTensor<float>(last.Lengths) : default;
@@ -245,7 +252,7 @@ internal sealed class GatedDeltaNetKernel(GatedDeltaNetConfig config, EngineDevi
                 var options = new DeltaRuleOptions
                 {
                     Scale = config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler, QkL2Norm = config.QkL2Norm,
-                    L2NormEpsilon = GatedDeltaNetSignature.L2NormEpsilon, StateLayout = StateLayout.ValueMajor,
+                    L2NormEpsilon = config.L2NormEpsilon, StateLayout = StateLayout.ValueMajor,
                 };
                 // Before the run: final_state may be initial_state's memory.
                 if (call.StateUpdate is OrtTensorView stateUpdate)
@@ -502,7 +509,8 @@ internal readonly ref struct GatedDeltaNetViews
     public TensorSpan<float> Output { get; }
 
     /// <param name="normalizeQk">q and k as pooled copies, each row L2-normalized with ORT's epsilon (for kernels that do not normalize them).</param>
-    public GatedDeltaNetViews(in GatedDeltaNetCall call, bool normalizeQk)
+    /// <param name="epsilon">that epsilon (<see cref="GatedDeltaNetConfig.L2NormEpsilon"/>).</param>
+    public GatedDeltaNetViews(in GatedDeltaNetCall call, bool normalizeQk, float epsilon)
     {
         nint b = call.ViewBatch, t = call.ViewTokens, hq = call.Hq, hv = call.Hv, dk = call.Dk, dv = call.Dv;
         var q = _views.In(call.Query);
@@ -522,17 +530,17 @@ internal readonly ref struct GatedDeltaNetViews
         Output = StridedView.Dense(_views.Out(call.Output, "output"), [b, t, hv, dv]);
         if (normalizeQk)
         {
-            Q = Normalized(Q, dk);
-            K = Normalized(K, dk);
+            Q = Normalized(Q, dk, epsilon);
+            K = Normalized(K, dk, epsilon);
         }
     }
 
     /// <summary>A dense copy of x, each row of <paramref name="dim"/> floats divided by sqrt(Σ x² + ε).</summary>
-    private ReadOnlyTensorSpan<float> Normalized(ReadOnlyTensorSpan<float> x, nint dim)
+    private ReadOnlyTensorSpan<float> Normalized(ReadOnlyTensorSpan<float> x, nint dim, float epsilon)
     {
         var rows = _views.Rent(x.FlattenedLength).AsSpan();
         x.FlattenTo(rows);
-        for (int at = 0; at < rows.Length; at += (int)dim) SimdOps.Normalize(rows.Slice(at, (int)dim), 1f, GatedDeltaNetSignature.L2NormEpsilon);
+        for (int at = 0; at < rows.Length; at += (int)dim) SimdOps.Normalize(rows.Slice(at, (int)dim), 1f, epsilon);
         return StridedView.Dense<float>(rows, x.Lengths.ToArray());
     }
 

@@ -48,6 +48,9 @@ public sealed class GatedDeltaNetHandoverTests
             // beta sigmoid, L2 normalization (and rows so small that ORT's 1e-12 epsilon, not 1e-6, gives its result).
             new() { Spec = new() { BetaSigmoid = true, QkL2Norm = true } },
             new() { Spec = new() { QkL2Norm = true }, QkStd = 1e-4, Label = "tiny rows" },
+            // With the sigmoid (kda) gate ORT's kernel normalizes with KDA's epsilon, 1e-6, on both rule families.
+            new() { Spec = new() { UpdateRule = "gated", DecayGateActivation = "sigmoid", QkL2Norm = true }, QkStd = 1e-3, Label = "tiny rows" },
+            new() { Spec = new() { DecayGateActivation = "kda", DecayPerKey = true, QkL2Norm = true, BetaSigmoid = true }, QkStd = 1e-3, Label = "tiny rows" },
             // Decode (one token per request), a prompt not a multiple of the chunk (chunk_size hints 16, 64, none), longer heads.
             new() { Lengths = [1, 1, 1] },
             new() { Spec = new() { ChunkSize = 16, Layout = GatedDeltaNetLayout.Batched }, Lengths = [100] },
@@ -206,6 +209,7 @@ public sealed class GatedDeltaNetHandoverTests
             new() { Spec = new() { StateUpdateCapacity = 3, UpdateRule = "gated", DecayPerKey = true, QkL2Norm = true }, CaptureCount = [2, 5] },
             new() { Spec = new() { StateUpdateCapacity = 4, UpdateRule = "linear", PackedQkv = true, Ragged = true }, Lengths = [3, 9], CaptureCount = [4, 1] },
             new() { Spec = new() { StateUpdateCapacity = 2, ElementType = TensorElementType.BFloat16 }, CaptureCount = [2, 1] },
+            new() { Spec = new() { StateUpdateCapacity = 3, DecayGateActivation = "sigmoid", QkL2Norm = true }, CaptureCount = [3, 2], QkStd = 1e-3 },
         ];
         return cases.Select(c => new TestCaseData(c).SetName($"GatedDeltaNet state_update {c.Name}{(c.CaptureActive ? "" : " inactive")} counts {string.Join(",", c.CaptureCount!)}"));
     }

@@ -8,7 +8,8 @@ namespace Engine.Tests.Onnx;
 /// <summary>
 /// A model holding one com.microsoft GatedDeltaNet node whose inputs are graph inputs, the inputs fixed by a stable
 /// seed, and the float64 reference of the same call: the gates and beta activations computed here in double from
-/// their formulas, then the delta rule's float64 oracle on a value-major state with ORT's L2 epsilon (1e-12), or for the
+/// their formulas, then the delta rule's float64 oracle on a value-major state with ORT's L2 epsilon (1e-12; 1e-6 with the
+/// sigmoid gate), or for the
 /// rules without a delta (linear, gated) GLA's, on q and k normalized here.
 /// </summary>
 public sealed record GatedDeltaNetNodeCase
@@ -24,6 +25,9 @@ public sealed record GatedDeltaNetNodeCase
     public string Label { get; init; } = "";
 
     public const double L2Epsilon = 1e-12;
+
+    /// <summary>ORT's qk_l2_norm epsilon for this node: 1e-6 with the sigmoid (kda) gate, else <see cref="L2Epsilon"/>.</summary>
+    public double L2NormEpsilon => Spec.DecayGateActivation is "sigmoid" or "kda" ? 1e-6 : L2Epsilon;
 
     public int B => Lengths.Length;
     public int N => Lengths.Sum();
@@ -160,7 +164,7 @@ public sealed record GatedDeltaNetNodeCase
         if (!s.UsesBeta)
         {
             // linear and gated: GLA's oracle, q and k normalized here.
-            float[] qn = s.QkL2Norm ? L2Rows(q, dk) : q, kn = s.QkL2Norm ? L2Rows(k, dk) : k;
+            float[] qn = s.QkL2Norm ? L2Rows(q, dk, L2NormEpsilon) : q, kn = s.QkL2Norm ? L2Rows(k, dk, L2NormEpsilon) : k;
             Engine.Gla.Forward<float>(TestDevices.Reference,
                 new ReadOnlyTensorSpan<float>(qn, [1, N, hq, dk]), new ReadOnlyTensorSpan<float>(kn, [1, N, hq, dk]), new ReadOnlyTensorSpan<float>(v, [1, N, hv, dv]),
                 g is null ? default : s.DecayPerKey ? new ReadOnlyTensorSpan<float>(g, [1, N, hv, dk]) : new ReadOnlyTensorSpan<float>(g, [1, N, hv]),
@@ -177,21 +181,21 @@ public sealed record GatedDeltaNetNodeCase
             new DeltaRuleOptions
             {
                 Mode = AttentionMode.Recurrent, Scale = s.Scale != 0 ? s.Scale : null, QkL2Norm = s.QkL2Norm,
-                L2NormEpsilon = (float)L2Epsilon, StateLayout = StateLayout.ValueMajor,
+                L2NormEpsilon = (float)L2NormEpsilon, StateLayout = StateLayout.ValueMajor,
             });
         double[]? update = s.StateUpdateCapacity > 0 ? Transitions(k, v, beta, g, initial, inputs) : null;
         return new Result(TestData.ToDouble(output), TestData.ToDouble(final), update);
     }
 
     /// <summary>Each row of <paramref name="dim"/> values divided by sqrt(Σ x² + ORT's epsilon), in double.</summary>
-    private static float[] L2Rows(float[] x, int dim)
+    private static float[] L2Rows(float[] x, int dim, double epsilon)
     {
         var result = new float[x.Length];
         for (int at = 0; at < x.Length; at += dim)
         {
             double sum = 0;
             for (int c = 0; c < dim; c++) sum += (double)x[at + c] * x[at + c];
-            for (int c = 0; c < dim; c++) result[at + c] = (float)(x[at + c] / Math.Sqrt(sum + L2Epsilon));
+            for (int c = 0; c < dim; c++) result[at + c] = (float)(x[at + c] / Math.Sqrt(sum + epsilon));
         }
         return result;
     }
@@ -245,7 +249,7 @@ public sealed record GatedDeltaNetNodeCase
                 {
                     double norm = 0;
                     for (int c = 0; c < dk; c++) norm += (double)k[(t * hq + h) * dk + c] * k[(t * hq + h) * dk + c];
-                    double inverse = s.QkL2Norm ? 1 / Math.Sqrt(norm + L2Epsilon) : 1;
+                    double inverse = s.QkL2Norm ? 1 / Math.Sqrt(norm + L2NormEpsilon) : 1;
                     for (int c = 0; c < dk; c++) keys[h * dk + c] = result[keyAt + h * dk + c] = k[(t * hq + h) * dk + c] * inverse;
                 }
                 for (int h = 0; h < hv; h++)
