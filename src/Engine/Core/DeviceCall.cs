@@ -57,6 +57,8 @@ internal readonly struct DeviceCall
     /// <summary>A state loaded on the device: copied from <paramref name="initial"/> (checked finite) unless it is the same tensor, or zeros.</summary>
     public void LoadState(ArrayView<float> state, DeviceTensor<float>? initial, DeviceTensor<float>? final, string name)
     {
+        // A batch of no sequences has an empty state: nothing to load (ILGPU refuses to set or copy an empty view).
+        if (state.Length == 0) return;
         if (initial is null)
         {
             state.MemSetToZero(_device.Gpu.Accelerator.DefaultStream);

@@ -44,4 +44,34 @@ public sealed class EmptyCallTests
         session.Prefill(q, k, v, g, output, cu);
         session.Step(q, k, v, g, output, cu);
     }
+
+    /// <summary>
+    /// A batch of B = 0 sequences runs on host tensors (an empty output and state); on device tensors, loading the empty final
+    /// state threw ArgumentNullException ("view") from ILGPU's memset.
+    /// </summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void DeviceTensorsOfAnEmptyBatchRunAsHostTensorsDo(bool withInitialState)
+    {
+        var gpu = TestDevices.Of(Backend.Gpu);
+        using var q = gpu.Allocate<float>(0, 5, 2, 8);
+        using var k = gpu.Allocate<float>(0, 5, 2, 8);
+        using var v = gpu.Allocate<float>(0, 5, 2, 4);
+        using var beta = gpu.Allocate<float>(0, 5, 2);
+        using var gate = gpu.Allocate<float>(0, 5, 2);
+        using var output = gpu.Allocate<float>(0, 5, 2, 4);
+        using var init = withInitialState ? gpu.Allocate<float>(0, 2, 8, 4) : null;
+        using var final = gpu.Allocate<float>(0, 2, 8, 4);
+        Engine.Gla.Forward(gpu, q, k, v, gate, output, init, final);
+        Engine.DeltaRule.Forward(gpu, q, k, v, beta, gate, output, init, final);
+        Engine.Lightning.Forward(gpu, q, k, v, output, init, final);
+
+        using var layer = Engine.Lssl.Parameters(LsslInitKind.Diagonal, 2, 4, 1).Layer();
+        using var u = gpu.Allocate<float>(0, 5, 2);
+        using var y = gpu.Allocate<float>(0, 5, 2);
+        using var lsslInit = withInitialState ? gpu.Allocate<float>(0, 2, 4) : null;
+        using var lsslFinal = gpu.Allocate<float>(0, 2, 4);
+        layer.Forward(gpu, u, y, lsslInit, lsslFinal, LsslMode.Recurrent);
+        layer.Forward(gpu, u, y, lsslInit, lsslFinal, LsslMode.Scan);
+    }
 }
