@@ -236,8 +236,9 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             OutputCheck.AfterRun(batch, op.Heads, initial, OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend) ? spare : default, scheduler,
                 stateName: SessionStateName);
         }
-        state.Swap();
+        // The output's float16 range is checked as it is committed: a refusal there leaves the state as it was too.
         output.Commit();
+        state.Swap();
     }
 
     private const string SessionStateName = "the session's state (not finite: an earlier call overflowed fp32; ResetState or SetState)";

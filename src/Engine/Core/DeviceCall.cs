@@ -36,7 +36,7 @@ internal readonly struct DeviceCall
     public ArrayView<float> Output<T>(DeviceTensor<T> tensor, string name, string buffer) where T : unmanaged
     {
         var view = tensor.ViewFor(_device, name);
-        return typeof(T) == typeof(float) ? view.Cast<float>() : _buffers.Get<float>(buffer, view.Length);
+        return typeof(T) == typeof(float) ? view.Cast<float>() : Scratch(buffer, view.Length);
     }
 
     /// <summary>Checks the output the kernels wrote (finite; within float16's range for a float16 tensor, then converted into it).</summary>
@@ -57,6 +57,8 @@ internal readonly struct DeviceCall
     /// <summary>A state loaded on the device: copied from <paramref name="initial"/> (checked finite) unless it is the same tensor, or zeros.</summary>
     public void LoadState(ArrayView<float> state, DeviceTensor<float>? initial, DeviceTensor<float>? final, string name)
     {
+        // A batch of no sequences has an empty state: nothing to load (ILGPU refuses to set or copy an empty view).
+        if (state.Length == 0) return;
         if (initial is null)
         {
             state.MemSetToZero(_device.Gpu.Accelerator.DefaultStream);
@@ -70,11 +72,17 @@ internal readonly struct DeviceCall
     /// <summary>Waits for the launches and reads the checks: the first refused value, or null.</summary>
     public GpuCheckFailure? Finish() => _buffers.Checks.Read();
 
+    /// <summary>
+    /// The instance's buffer of that name, exactly <paramref name="length"/> long: the pool hands out at least one element, and
+    /// a longer view of an empty tensor was converted into it (past its end) and checked with a stale value.
+    /// </summary>
+    private ArrayView<float> Scratch(string buffer, long length) => _buffers.Get<float>(buffer, length).SubView(0, length);
+
     private ArrayView<float> Floats<T>(DeviceTensor<T> tensor, string name, string buffer) where T : unmanaged
     {
         var view = tensor.ViewFor(_device, name);
         if (typeof(T) == typeof(float)) return view.Cast<float>();
-        var floats = _buffers.Get<float>(buffer, view.Length);
+        var floats = Scratch(buffer, view.Length);
         _buffers.Checks.HalfToFloat(view.Cast<ILGPU.Half>(), floats);
         return floats;
     }

@@ -290,6 +290,38 @@ public sealed class HalfOutputRangeTests
         });
     }
 
+    /// <summary>
+    /// A session's float16 output beyond float16's range is refused after the kernels ran: the state stays as it was (the
+    /// session swapped in the new state before the output's range check, so the refused tokens were in it).
+    /// </summary>
+    [TestCase(Backend.Cpu)]
+    [TestCase(Backend.Reference)]
+    [TestCase(Backend.Gpu)]
+    public void ASessionsOutputBeyondFloat16sRangeLeavesTheStateAsItWas(Backend backend)
+    {
+        var device = TestDevices.Of(backend);
+        const int t = 4, h = 1, k = 16;
+        var x = Enumerable.Repeat((Half)200, t * h * k).ToArray();
+        var output = new Half[t * h * k];
+        using var session = new GlaSession(device, 1, new HeadLayout(h, h, k, k), GateKind.None);
+        var before = new TestData(3).Normal(h * k * k, 0.1);
+        session.SetState(new ReadOnlyTensorSpan<float>(before, [1, h, k, k]));
+        foreach (var mode in new[] { AttentionMode.Chunked, AttentionMode.Recurrent })
+        {
+            var e = Assert.Throws<ArgumentException>(() =>
+            {
+                var q = new ReadOnlyTensorSpan<Half>(x, [1, t, h, k]);
+                var o = new TensorSpan<Half>(output, [1, t, h, k]);
+                if (mode == AttentionMode.Chunked) session.Prefill(q, q, q, default, o);
+                else session.Step(q, q, q, default, o);
+            })!;
+            Assert.That(e.Message, Does.Contain("outside float16's range"), $"{mode}");
+            var after = new float[h * k * k];
+            session.GetState(new TensorSpan<float>(after, [1, h, k, k]));
+            Assert.That(after, Is.EqualTo(before), $"{mode}: the state after the refused call");
+        }
+    }
+
     [Test]
     public void TheLargestValuesFloat16HoldsAreWritten()
     {
