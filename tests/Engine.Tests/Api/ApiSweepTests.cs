@@ -130,7 +130,7 @@ public sealed class ApiSweepTests
     private static float[] Back<T>(T[] a) where T : unmanaged => a is Half[] h ? TestData.FromHalf(h) : (float[])(object)a;
 
     /// <summary>One whole-sequence call: the output and the final state (null when not asked for).</summary>
-    internal static (float[] Output, float[]? State) Call<T>(EngineDevice device, Spec s, Inputs x, bool onDevice, bool aliasQ = false) where T : unmanaged
+    internal static (float[] Output, float[]? State) Call<T>(EngineDevice device, Spec s, Inputs x, bool onDevice) where T : unmanaged
     {
         nint bd = s.BatchDim, tt = s.TotalT;
         var o = As<T>(Numerics.NaNs(bd * tt * s.Ho * s.V));
@@ -164,7 +164,6 @@ public sealed class ApiSweepTests
         var K = new ReadOnlyTensorSpan<T>(k, ks);
         var V = new ReadOnlyTensorSpan<T>(v, vs);
         var G = hasG ? new ReadOnlyTensorSpan<T>(g, gs) : default;
-        if (aliasQ) o = q;
         var O = new TensorSpan<T>(o, os);
         var init = s.Init ? new ReadOnlyTensorSpan<float>(x.S0, s.StateShape) : default;
         var fin = s.Final ? new TensorSpan<float>(st, s.StateShape) : default;
