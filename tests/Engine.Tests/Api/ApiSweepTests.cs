@@ -368,18 +368,24 @@ public sealed class ApiSweepTests
     [Test]
     public void CpuAndSimulatedGpuMatchTheReferenceOverDrawnCombinations()
     {
-        var problems = new List<string>();
-        int count = int.TryParse(Environment.GetEnvironmentVariable("API_SWEEP_CASES"), out int c) ? c : 30;
-        int seed = int.TryParse(Environment.GetEnvironmentVariable("API_SWEEP_SEED"), out int sd) ? sd : 1;
-        var clock = System.Diagnostics.Stopwatch.StartNew();
         // The simulated GPU compiles its kernels per head layout and options (seconds each): only the first few cases run there
         // unless API_SWEEP_GPU_CASES says more.
-        int gpuCases = int.TryParse(Environment.GetEnvironmentVariable("API_SWEEP_GPU_CASES"), out int g) ? g : 4;
-        for (int i = 0; i < count; i++) problems.AddRange(RunCase(seed, i, withGpu: i < gpuCases).Select(p => $"case {i}: {p}"));
-        TestContext.Out.WriteLine($"{count} cases in {clock.Elapsed.TotalSeconds:F1} s");
+        int gpuCases = Setting("API_SWEEP_GPU_CASES", 4);
+        Sweep(Setting("API_SWEEP_CASES", 30), (seed, i) => RunCase(seed, i, withGpu: i < gpuCases));
+    }
+
+    /// <summary>Runs cases 0..count of the seed (API_SWEEP_SEED, default 1) and asserts none found a problem, listing them all.</summary>
+    private static void Sweep(int count, Func<int, int, IEnumerable<string>> runCase)
+    {
+        int seed = Setting("API_SWEEP_SEED", 1);
+        var problems = new List<string>();
+        for (int i = 0; i < count; i++) problems.AddRange(runCase(seed, i).Select(p => $"case {i}: {p}"));
         foreach (var p in problems) TestContext.Out.WriteLine(p);
         Assert.That(problems, Is.Empty);
     }
+
+    private static int Setting(string variable, int fallback) =>
+        int.TryParse(Environment.GetEnvironmentVariable(variable), out int value) ? value : fallback;
 
     internal sealed record LsslSpec(LsslInitKind Kind, bool PerChannel, int H, int N, int B, int L, LsslDiscretization Method, int? Chunk, LsslMode Mode,
         bool Init, bool Final, bool Fp16, int[] Pieces)
@@ -512,15 +518,6 @@ public sealed class ApiSweepTests
     }
 
     [Test]
-    public void LsslOnCpuAndSimulatedGpuMatchesTheReferenceOverDrawnCombinations()
-    {
-        var problems = new List<string>();
-        int count = int.TryParse(Environment.GetEnvironmentVariable("API_SWEEP_LSSL_CASES"), out int c) ? c : 24;
-        int seed = int.TryParse(Environment.GetEnvironmentVariable("API_SWEEP_SEED"), out int sd) ? sd : 1;
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        for (int i = 0; i < count; i++) problems.AddRange(RunLsslCase(seed, i, withGpu: true).Select(p => $"case {i}: {p}"));
-        TestContext.Out.WriteLine($"{count} LSSL cases in {clock.Elapsed.TotalSeconds:F1} s");
-        foreach (var p in problems) TestContext.Out.WriteLine(p);
-        Assert.That(problems, Is.Empty);
-    }
+    public void LsslOnCpuAndSimulatedGpuMatchesTheReferenceOverDrawnCombinations() =>
+        Sweep(Setting("API_SWEEP_LSSL_CASES", 24), (seed, i) => RunLsslCase(seed, i, withGpu: true));
 }
