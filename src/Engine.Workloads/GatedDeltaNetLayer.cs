@@ -23,6 +23,17 @@ public sealed record GatedDeltaNetSpec
     public bool FusedGates { get; init; }
     /// <summary>Tensor type of the hidden states, weights and states: Float or Float16 (the decay is computed in float32 either way).</summary>
     public TensorElementType ElementType { get; init; } = TensorElementType.Float;
+    /// <summary>
+    /// The builder's CPU int4 export: every projection a com.microsoft MatMulNBits with 4-bit weights (<see cref="Projection"/>)
+    /// instead of a MatMul; the activations keep <see cref="ElementType"/>.
+    /// </summary>
+    public bool Int4Weights { get; init; }
+    /// <summary>
+    /// The int4 projections' accuracy_level: 4, the builder's CPU default, rounds each input row to int8 per block of 32 and
+    /// multiplies in integers; 0 multiplies in the activations' type.
+    /// </summary>
+    public int Int4AccuracyLevel { get; init; } = 4;
+    internal int? Int4Projections => Int4Weights ? Int4AccuracyLevel : null;
     /// <summary>Batch and length fixed in the standalone model; null leaves them symbolic ("batch_size", "sequence_length").</summary>
     public int? Batch { get; init; }
     public int? Length { get; init; }
@@ -40,6 +51,8 @@ public sealed record GatedDeltaNetSpec
             throw new ArgumentException($"value heads ({ValueHeads}) must be a multiple of query/key heads ({QkHeads})", nameof(GatedDeltaNetSpec));
         if (ConvKernel < 2)
             throw new ArgumentOutOfRangeException(nameof(GatedDeltaNetSpec), ConvKernel, "the conv kernel must be at least 2 wide (the state keeps K - 1 columns)");
+        if (Int4AccuracyLevel is < 0 or > 4)
+            throw new ArgumentOutOfRangeException(nameof(GatedDeltaNetSpec), Int4AccuracyLevel, "the int4 accuracy level must be in [0, 4] (MatMulNBits' accuracy_level)");
         if (ElementType is not (TensorElementType.Float or TensorElementType.Float16))
             throw new ArgumentException($"element type must be Float or Float16, got {ElementType}", nameof(GatedDeltaNetSpec));
     }
@@ -98,7 +111,7 @@ public static class GatedDeltaNetLayer
         string Name(string part) => $"{prefix}/{part}";
         string Weight(string part, float[] values, params long[] dims) => b.Initializer(Name(part), values, io, dims);
         string MatMul(string part, string x, int rows, int columns) =>
-            b.Node("MatMul", [x, Weight(part + ".weight", SampleModels.Weights(random, rows, columns), rows, columns)], name: Name(part + "/MatMul"))[0];
+            Projection.Add(b, x, Name(part + ".weight"), SampleModels.Weights(random, rows, columns), rows, columns, io, spec.Int4Projections, Name(part));
         string Node(string opType, string part, string[] inputs, string domain = "", params (string, object)[] attributes) =>
             b.Node(opType, inputs, domain: domain, name: Name(part), attributes: attributes)[0];
         string Cast(string part, string x, TensorElementType to) => Node("Cast", part, [x], attributes: [("to", (long)to)]);

@@ -24,13 +24,17 @@ public sealed record HybridDecoderSpec
     public float RopeTheta { get; init; } = 10_000f;
     public float NormEpsilon { get; init; } = 1e-6f;
     public TensorElementType ElementType { get; init; } = TensorElementType.Float;
+    /// <summary>The builder's CPU int4 export: every projection, the LM head's too, a com.microsoft MatMulNBits with 4-bit weights.</summary>
+    public bool Int4Weights { get; init; }
+    /// <summary>The int4 projections' accuracy_level (<see cref="GatedDeltaNetSpec.Int4AccuracyLevel"/>).</summary>
+    public int Int4AccuracyLevel { get; init; } = 4;
     public int Seed { get; init; } = 1;
 
     /// <summary>Whether layer <paramref name="layer"/> is full attention (layer_types as Qwen3.5's config derives them).</summary>
     public bool IsFullAttention(int layer) => (layer + 1) % FullAttentionInterval == 0;
 
-    /// <summary>The Gated DeltaNet layers' spec at this model's width and element type.</summary>
-    public GatedDeltaNetSpec LinearLayer => LinearAttention with { Hidden = Hidden, ElementType = ElementType, NormEpsilon = NormEpsilon };
+    /// <summary>The Gated DeltaNet layers' spec at this model's width, element type and weight form.</summary>
+    public GatedDeltaNetSpec LinearLayer => LinearAttention with { Hidden = Hidden, ElementType = ElementType, NormEpsilon = NormEpsilon, Int4Weights = Int4Weights, Int4AccuracyLevel = Int4AccuracyLevel };
 
     internal void Validate()
     {
@@ -71,8 +75,9 @@ public static class HybridDecoder
         string mask = b.Input("attention_mask", TensorProto.Types.DataType.Int64, "batch_size", "total_sequence_length");
         string Weight(string name, float[] values, params long[] dims) => b.Initializer(name, values, io, dims);
         string NormWeight(string name, int width) => Weight(name, Enumerable.Range(0, width).Select(_ => 1f + 0.1f * (2 * random.NextSingle() - 1)).ToArray(), width);
-        string MatMul(string name, string x, int rows, int columns) =>
-            b.Node("MatMul", [x, Weight(name.TrimStart('/').Replace('/', '.') + ".weight", SampleModels.Weights(random, rows, columns), rows, columns)], name: name + "/MatMul")[0];
+        int? int4 = spec.LinearLayer.Int4Projections;
+        string MatMul(string name, string x, int rows, int columns) => Projection.Add(b, x, name.TrimStart('/').Replace('/', '.') + ".weight",
+            SampleModels.Weights(random, rows, columns), rows, columns, io, int4, name);
 
         string embeddings = b.Node("Gather", [Weight("model.embed_tokens.weight", SampleModels.Weights(random, d, spec.VocabSize), spec.VocabSize, d), ids],
             name: "/model/embed_tokens/Gather")[0];
@@ -119,7 +124,7 @@ public static class HybridDecoder
             (normed, residual) = SkipNorm(b, down, residual, NormWeight(last ? "model.norm.weight" : $"model.layers.{layer + 1}.input_layernorm.weight", d),
                 last ? "/model/layers.final/norm" : $"/model/layers.{layer + 1}/input_layernorm", spec);
         }
-        b.Node("MatMul", [normed, Weight("lm_head.weight", SampleModels.Weights(random, d, spec.VocabSize), d, spec.VocabSize)], name: "/lm_head/MatMul", outputNames: ["logits"]);
+        Projection.Add(b, normed, "lm_head.weight", SampleModels.Weights(random, d, spec.VocabSize), d, spec.VocabSize, io, int4, "/lm_head", "logits");
         b.Output("logits", type, "batch_size", "sequence_length", spec.VocabSize);
         return b.Build();
     }

@@ -13,6 +13,8 @@ namespace Engine.Onnx;
 internal sealed class ShapeHints
 {
     private const int MaxDepth = 32;
+    /// <summary>com.microsoft's matrix product by block-quantized weights: attribute N is its output's last dim.</summary>
+    private const string MatMulNBits = "MatMulNBits";
 
     private static readonly HashSet<string> Unary =
     [
@@ -100,6 +102,8 @@ internal sealed class ShapeHints
     public TensorProto.Types.DataType? InferredType(string value) => ElementType(value) ?? Producer(value) switch
     {
         { OpType: "MatMul" } m when m.Input.Count == 2 => ElementType(m.Input[1]),
+        // int4/int8 weights (the builder's quantized exports): the scales are of the activations' type.
+        { OpType: MatMulNBits, Domain: HandoverRewriter.MicrosoftDomain } m when m.Input.Count >= 3 => ElementType(m.Input[2]),
         { OpType: "Cast" } c => (TensorProto.Types.DataType?)c.Attribute.FirstOrDefault(a => a.Name == "to")?.I,
         { OpType: LinearAttentionSignature.OpType, Domain: HandoverRewriter.EngineDomain } a =>
             a.Input.Where(i => i.Length > 0).Select(ElementType).FirstOrDefault(t => t is not null),
@@ -160,6 +164,8 @@ internal sealed class ShapeHints
         if (_declared.TryGetValue(value, out var dims)) return dims.Length == 0 ? 1 : dims[^1] >= 0 ? dims[^1] : null;
         if (!_producers.TryGetValue(value, out var node) || node.Input.Count == 0) return null;
         if (node.OpType == "MatMul" && node.Input.Count == 2) return LastDim(node.Input[1], depth + 1);
+        if (node.OpType == MatMulNBits && node.Domain == HandoverRewriter.MicrosoftDomain)
+            return node.Attribute.FirstOrDefault(a => a.Name == "N")?.I is long n && n > 0 ? n : null;
         if (node.OpType == "Gemm" && node.Input.Count >= 2)
         {
             bool transB = node.Attribute.Any(a => a.Name == "transB" && a.I != 0);

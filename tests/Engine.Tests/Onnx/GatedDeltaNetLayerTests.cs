@@ -16,18 +16,27 @@ public sealed class GatedDeltaNetLayerTests
 
     /// <summary>
     /// Relative RMS difference allowed between the two paths, the project's tolerances: float16 rounds every tensor
-    /// between the nodes on both paths (measured: about 2e-7 in float32, 6e-4 in float16).
+    /// between the nodes on both paths (measured: about 2e-7 in float32, 6e-4 in float16). With int4 weights, out_proj's
+    /// MatMulNBits (accuracy_level 4) rounds its input to int8 per block of 32, which turns the paths' differences into whole
+    /// int8 steps where a value lies near a rounding boundary: the output's differences grow about fourfold (measured: 1.4e-6
+    /// in float32, 5.7e-3 in float16), the states' do not; the output is allowed twice the tolerance.
     /// </summary>
-    private static double Tolerance(TensorElementType type) => type == TensorElementType.Float ? Harness.Numerics.Fp32Tolerance : Harness.Numerics.Fp16Tolerance;
+    private static double Tolerance(TensorElementType type, bool int4Weights, string output) =>
+        (type == TensorElementType.Float ? Harness.Numerics.Fp32Tolerance : Harness.Numerics.Fp16Tolerance)
+        * (int4Weights && output == GatedDeltaNetLayer.Output ? 2 : 1);
 
-    [TestCase(TensorElementType.Float, false)]
-    [TestCase(TensorElementType.Float, true)]
-    [TestCase(TensorElementType.Float16, false)]
-    [TestCase(TensorElementType.Float16, true)]
-    public void HandoverAgreesWithOrtAloneOverPrefillAndDecode(TensorElementType type, bool fusedGates)
+    [TestCase(TensorElementType.Float, false, false)]
+    [TestCase(TensorElementType.Float, true, false)]
+    [TestCase(TensorElementType.Float16, false, false)]
+    [TestCase(TensorElementType.Float16, true, false)]
+    [TestCase(TensorElementType.Float, false, true)]
+    [TestCase(TensorElementType.Float, true, true)]
+    [TestCase(TensorElementType.Float16, false, true)]
+    public void HandoverAgreesWithOrtAloneOverPrefillAndDecode(TensorElementType type, bool fusedGates, bool int4Weights)
     {
-        var spec = new GatedDeltaNetSpec { ElementType = type, FusedGates = fusedGates };
+        var spec = new GatedDeltaNetSpec { ElementType = type, FusedGates = fusedGates, Int4Weights = int4Weights };
         var model = GatedDeltaNetLayer.Model(spec);
+        Assert.That(model.NodeOpTypes.Count(t => t == (int4Weights ? "MatMulNBits" : "MatMul")), Is.EqualTo(5), "the five projections");
         using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
         using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
         string[] taken = fusedGates
@@ -58,7 +67,7 @@ public sealed class GatedDeltaNetLayerTests
             {
                 var values = OnnxAssert.Floats(byOrt[name]);
                 Assert.That(values.All(float.IsFinite) && values.Any(v => v != 0), Is.True, $"{step}: ORT's {name} is finite and not all zeros");
-                OnnxAssert.Close(byEngine[name], byOrt[name], $"{step}: {name}, hand-over vs ORT alone", Tolerance(type));
+                OnnxAssert.Close(byEngine[name], byOrt[name], $"{step}: {name}, hand-over vs ORT alone", Tolerance(type, int4Weights, name));
             }
             ortStates = Presents(byOrt);
             engineStates = Presents(byEngine);

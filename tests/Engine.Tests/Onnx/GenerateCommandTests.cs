@@ -32,6 +32,18 @@ public sealed class GenerateCommandTests : CliFixture
     }
 
     [Test]
+    public void Int4SamplesProjectWithMatMulNBitsAndTheEngineStillTakesTheMixers()
+    {
+        var (code, _, stderr) = Engine("samples", Directory, "--vocab", "64", "--hidden", "32", "--context", "256", "--int4");
+        Assert.That(code, Is.Zero, stderr);
+        string folder = PathOf("hybrid_decoder");
+        var model = global::Engine.Onnx.OnnxModel.Load(Path.Combine(folder, "model.onnx"));
+        Assert.That(model.NodeOpTypes, Has.None.EqualTo("MatMul").And.Some.EqualTo("MatMulNBits"), "every projection, the LM head's too");
+        using var generator = global::Engine.Onnx.Generator.Open(folder, OnnxTestHost.Options(global::Engine.Onnx.HandoverBackend.Cpu));
+        Assert.That(generator.Handover.EngineNodes.Count(n => n.OpType == "LinearAttention"), Is.EqualTo(3), "the three Gated DeltaNet layers' mixers");
+    }
+
+    [Test]
     public void OneNewTokenHasNoDecodeFigures()
     {
         string folder = WriteSamples();

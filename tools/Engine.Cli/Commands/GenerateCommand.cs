@@ -188,6 +188,7 @@ internal sealed class SamplesCommand : EngineCommand
     private readonly Option<int> _headDim = Opt.Int("--head-dim", Defaults.LinearAttention.KeyDim, "head dim of the Gated DeltaNet layers", min: 1);
     private readonly Option<bool> _float16 = Opt.Flag("--float16", "float16 weights and activations");
     private readonly Option<bool> _fusedGates = Opt.Flag("--fused-gates", "the fused-gate export of the Gated DeltaNet layers");
+    private readonly Option<bool> _int4 = Opt.Flag("--int4", "the CPU int4 export: every projection a com.microsoft MatMulNBits (4 bits, blocks of 32, accuracy_level 4)");
 
     public SamplesCommand() : base("samples", "write the sample models and the hybrid decoder folder (Qwen3.5's layout)", """
         Writes the sample models (gla_block.onnx, …) into DIR and the hybrid decoder (three Gated DeltaNet layers to
@@ -196,7 +197,7 @@ internal sealed class SamplesCommand : EngineCommand
         """)
     {
         Add(_dir);
-        foreach (var option in new Option[] { _vocab, _hidden, _layers, _context, _qkHeads, _valueHeads, _headDim, _float16, _fusedGates }) Add(option);
+        foreach (var option in new Option[] { _vocab, _hidden, _layers, _context, _qkHeads, _valueHeads, _headDim, _float16, _fusedGates, _int4 }) Add(option);
     }
 
     protected override int Run(ParseResult args, CliContext context)
@@ -210,6 +211,7 @@ internal sealed class SamplesCommand : EngineCommand
             Layers = args.GetValue(_layers),
             ContextLength = args.GetValue(_context),
             ElementType = args.GetValue(_float16) ? TensorElementType.Float16 : TensorElementType.Float,
+            Int4Weights = args.GetValue(_int4),
             LinearAttention = Defaults.LinearAttention with
             {
                 QkHeads = args.GetValue(_qkHeads),

@@ -203,11 +203,12 @@ internal sealed class BenchModelCommand : EngineCommand
         'mask' ones and true).
         --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone, or the
         Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it (hidden 2048, 16 query/key and 32 value heads of
-        128, K=4; gdn-layer-fused: its fused-gate export), at each --T, and with --decode one token with past states.
+        128, K=4; gdn-layer-fused: its fused-gate export; gdn-layer-int4: its CPU int4 export, the projections MatMulNBits),
+        at each --T, and with --decode one token with past states.
         gated-delta-net times a com.microsoft GatedDeltaNet node (B=1, Hq=16, Hv=32, dk=dv=128, and Hq=4, Hv=8,
         dk=dv=64, update_rule gated_delta; and Hq=16, Hv=32 with update_rule gated; log-gate decay, unit keys) against
         ORT's GatedDeltaNet kernel, and the same math as a LinearAttention node ("as LA") against ORT's LinearAttention kernel.
-        The last column is the share of the hand-over's run spent in ORT's MatMuls (its profile).
+        The last column is the share of the hand-over's run spent in ORT's MatMuls and MatMulNBits (its profile).
         Both sessions run with ORT's default options, whose intra-op threads spin between runs: the two take turns in
         blocks of eight runs, the first two of each block (where the other session's threads may still spin) left out.
         Runs of a few ms can still meet the other session's spinning threads: --no-spinning turns spinning off in both
@@ -367,7 +368,7 @@ internal sealed class BenchModelCommand : EngineCommand
         return new ModelTiming(label, what, tokens, engineNodes, engineSeconds * 1e3, ortSeconds * 1e3, engineProfile[0], ortProfile[0], matMulShare);
     }
 
-    private static readonly IReadOnlySet<string> MatMul = new HashSet<string> { "MatMul" };
+    private static readonly IReadOnlySet<string> MatMul = new HashSet<string> { "MatMul", "MatMulNBits" };
 
     /// <summary>Tensors of the outputs' types and shapes, for runs that write into them.</summary>
     private static Dictionary<string, TensorData> OutputTensors(IReadOnlyDictionary<string, TensorData> outputs) =>
@@ -423,7 +424,7 @@ internal sealed class BenchModelCommand : EngineCommand
         }
         foreach (var layer in Layers.Where(l => which == "all" || l == which))
         {
-            var spec = new GatedDeltaNetSpec { Hidden = 2048, QkHeads = 16, ValueHeads = 32, KeyDim = 128, ValueDim = 128, ConvKernel = 4, FusedGates = layer.EndsWith("fused") };
+            var spec = new GatedDeltaNetSpec { Hidden = 2048, QkHeads = 16, ValueHeads = 32, KeyDim = 128, ValueDim = 128, ConvKernel = 4, FusedGates = layer.EndsWith("fused"), Int4Weights = layer.EndsWith("int4") };
             yield return (layer, GatedDeltaNetLayer.Model(spec), "batch_size", "sequence_length");
         }
     }
@@ -445,7 +446,7 @@ internal sealed class BenchModelCommand : EngineCommand
     internal static LinearAttentionBlockSpec BlockSpec(UpdateRule rule, DecayForm decay) =>
         new() { Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = rule, Decay = decay };
 
-    private static readonly string[] Layers = ["gdn-layer", "gdn-layer-fused"];
+    private static readonly string[] Layers = ["gdn-layer", "gdn-layer-fused", "gdn-layer-int4"];
 
     private static readonly string[] SampleNames = [.. Blocks.Select(b => b.Name), .. Layers];
 
