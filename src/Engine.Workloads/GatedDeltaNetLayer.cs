@@ -34,6 +34,11 @@ public sealed record GatedDeltaNetSpec
     /// </summary>
     public int Int4AccuracyLevel { get; init; } = 4;
     internal int? Int4Projections => Int4Weights ? Int4AccuracyLevel : null;
+    /// <summary>
+    /// Whether the graph declares every inner value's type and shape (value_info), batch and length symbolic unless fixed, as
+    /// the builder's make_value does; false leaves them for the rewrite to infer, as exporters that declare none do.
+    /// </summary>
+    public bool DeclareValues { get; init; } = true;
     /// <summary>Batch and length fixed in the standalone model; null leaves them symbolic ("batch_size", "sequence_length").</summary>
     public int? Batch { get; init; }
     public int? Length { get; init; }
@@ -109,6 +114,12 @@ public static class GatedDeltaNetLayer
         int d = spec.Hidden, hk = spec.QkHeads, hv = spec.ValueHeads, dk = spec.KeyDim, dv = spec.ValueDim, k = spec.ConvKernel;
         int keyWidth = hk * dk, valueWidth = hv * dv, channels = spec.ConvChannels;
         string Name(string part) => $"{prefix}/{part}";
+        object batch = spec.Batch is int fixedBatch ? fixedBatch : "batch_size", length = spec.Length is int fixedLength ? fixedLength : "sequence_length";
+        // The builder's make_value: each value's type, and its shape with batch and length as they are given.
+        string Declared(string value, TensorElementType type, params object[] dims) =>
+            spec.DeclareValues ? b.Declare(value, (TensorProto.Types.DataType)type, dims) : value;
+        string Rows(string value, TensorElementType type, params object[] dims) => Declared(value, type, [batch, length, .. dims]);
+        const TensorElementType fp32 = TensorElementType.Float;
         string Weight(string part, float[] values, params long[] dims) => b.Initializer(Name(part), values, io, dims);
         string MatMul(string part, string x, int rows, int columns) =>
             Projection.Add(b, x, Name(part + ".weight"), SampleModels.Weights(random, rows, columns), rows, columns, io, spec.Int4Projections, Name(part));
@@ -116,29 +127,33 @@ public static class GatedDeltaNetLayer
             b.Node(opType, inputs, domain: domain, name: Name(part), attributes: attributes)[0];
         string Cast(string part, string x, TensorElementType to) => Node("Cast", part, [x], attributes: [("to", (long)to)]);
 
-        string qkv = MatMul("in_proj_qkv", input, d, channels);
-        string z = MatMul("in_proj_z", input, d, valueWidth);
-        string betaLogits = MatMul("in_proj_b", input, d, hv);
-        string a = MatMul("in_proj_a", input, d, hv);
+        string qkv = Rows(MatMul("in_proj_qkv", input, d, channels), io, channels);
+        string z = Rows(MatMul("in_proj_z", input, d, valueWidth), io, valueWidth);
+        string betaLogits = Rows(MatMul("in_proj_b", input, d, hv), io, hv);
+        string a = Rows(MatMul("in_proj_a", input, d, hv), io, hv);
 
         // The depthwise causal convolution over time, channels first, with its K − 1 columns of carried state.
-        string channelsFirst = Node("Transpose", "qkv_transpose/Transpose", [qkv], attributes: [("perm", new long[] { 0, 2, 1 })]);
+        string channelsFirst = Declared(Node("Transpose", "qkv_transpose/Transpose", [qkv], attributes: [("perm", new long[] { 0, 2, 1 })]), io, batch, channels, length);
         string convWeight = Weight("conv1d.weight", SampleModels.Weights(random, k, channels), channels, 1, k);
         string convBias = Weight("conv1d.bias", new float[channels], channels);
         string conv = b.Node("CausalConvWithState", [channelsFirst, convWeight, convBias, states.PastConv], domain: HandoverRewriter.MicrosoftDomain,
             name: Name("CausalConvWithState"), outputNames: [Name("CausalConvWithState/output_0"), states.PresentConv],
             attributes: [("ndim", 1L), ("activation", "silu")])[0];
-        string convOut = Node("Transpose", "conv_out/Transpose", [conv], attributes: [("perm", new long[] { 0, 2, 1 })]);
+        Declared(conv, io, batch, channels, length);
+        string convOut = Rows(Node("Transpose", "conv_out/Transpose", [conv], attributes: [("perm", new long[] { 0, 2, 1 })]), io, channels);
         var split = b.Node("Split", [convOut, b.Int64s(Name("split_sizes"), keyWidth, keyWidth, valueWidth)], outputs: 3,
             name: Name("split_qkv/Split"), attributes: [("axis", -1L)]);
+        Rows(split[0], io, keyWidth);
+        Rows(split[1], io, keyWidth);
+        Rows(split[2], io, valueWidth);
 
         string PerHeadL2(string part, string x)
         {
-            string heads = Node("Reshape", part + "/flat/Reshape", [x, b.Int64s(Name(part + "/heads_shape"), 0, 0, hk, dk)]);
-            string unit = Node("LpNormalization", part + "/LpNormalization", [heads], attributes: [("axis", -1L), ("p", 2L)]);
-            return Node("Reshape", part + "/unflat/Reshape", [unit, b.Int64s(Name(part + "/packed_shape"), 0, 0, keyWidth)]);
+            string heads = Rows(Node("Reshape", part + "/flat/Reshape", [x, b.Int64s(Name(part + "/heads_shape"), 0, 0, hk, dk)]), io, hk, dk);
+            string unit = Rows(Node("LpNormalization", part + "/LpNormalization", [heads], attributes: [("axis", -1L), ("p", 2L)]), io, hk, dk);
+            return Rows(Node("Reshape", part + "/unflat/Reshape", [unit, b.Int64s(Name(part + "/packed_shape"), 0, 0, keyWidth)]), io, keyWidth);
         }
-        string q = Node("Mul", "q_scaled/Mul", [PerHeadL2("q_l2norm", split[0]), Weight("q_scale", [1f / MathF.Sqrt(dk)], 1)]);
+        string q = Rows(Node("Mul", "q_scaled/Mul", [PerHeadL2("q_l2norm", split[0]), Weight("q_scale", [1f / MathF.Sqrt(dk)], 1)]), io, keyWidth);
         string key = PerHeadL2("k_l2norm", split[1]);
 
         // A = uniform(1, 16) and dt = log-uniform(0.001, 0.1) as the reference model initializes them; dt_bias = softplus⁻¹(dt).
@@ -155,39 +170,42 @@ public static class GatedDeltaNetLayer
         {
             var gates = b.Node("LinearAttentionGate", [a, dtBiasName, negExpAName, betaLogits], outputs: 2,
                 domain: HandoverRewriter.MicrosoftDomain, name: Name("gate/LinearAttentionGate"));
-            (decay, beta) = (gates[0], gates[1]);
+            (decay, beta) = (Rows(gates[0], io, hv), Rows(gates[1], io, hv));
         }
         else
         {
-            beta = Node("Sigmoid", "beta/Sigmoid", [betaLogits]);
-            string shifted = Node("Add", "decay/Add", [Cast("decay/a_cast/Cast", a, TensorElementType.Float), dtBiasName]);
-            string decayFloat = Node("Mul", "decay/Mul", [negExpAName, Node("Softplus", "decay/Softplus", [shifted])]);
-            decay = Cast("decay/g_cast/Cast", decayFloat, io);
+            beta = Rows(Node("Sigmoid", "beta/Sigmoid", [betaLogits]), io, hv);
+            string shifted = Rows(Node("Add", "decay/Add", [Rows(Cast("decay/a_cast/Cast", a, fp32), fp32, hv), dtBiasName]), fp32, hv);
+            string decayFloat = Rows(Node("Mul", "decay/Mul", [negExpAName, Rows(Node("Softplus", "decay/Softplus", [shifted]), fp32, hv)]), fp32, hv);
+            decay = Rows(Cast("decay/g_cast/Cast", decayFloat, io), io, hv);
         }
 
         string attention = b.Node("LinearAttention", [q, key, split[2], states.PastRecurrent, decay, beta], domain: HandoverRewriter.MicrosoftDomain,
             name: Name("LinearAttention"), outputNames: [Name("LinearAttention/output_0"), states.PresentRecurrent],
             attributes: [("q_num_heads", (long)hk), ("kv_num_heads", (long)hv), ("update_rule", "gated_delta"), ("scale", 1f)])[0];
+        Rows(attention, io, valueWidth);
 
         // RMS norm per value head (a weight of dv, around 1), times SiLU(z) in float32.
         string normWeight = Weight("norm.weight", Enumerable.Range(0, dv).Select(_ => 1f + 0.1f * (2 * random.NextSingle() - 1)).ToArray(), dv);
         string gated;
         if (spec.FusedGates)
         {
-            gated = Node("GatedRMSNorm", "gated_norm/GatedRMSNorm", [attention, normWeight, z], HandoverRewriter.MicrosoftDomain,
-                ("epsilon", spec.NormEpsilon));
+            gated = Rows(Node("GatedRMSNorm", "gated_norm/GatedRMSNorm", [attention, normWeight, z], HandoverRewriter.MicrosoftDomain,
+                ("epsilon", spec.NormEpsilon)), io, valueWidth);
         }
         else
         {
-            string heads = Node("Reshape", "gated_norm/input_flat/Reshape", [attention, b.Int64s(Name("gated_norm/heads_shape"), 0, 0, hv, dv)]);
-            string normed = Node("SimplifiedLayerNormalization", "gated_norm/SimplifiedLayerNormalization", [heads, normWeight],
-                attributes: [("epsilon", spec.NormEpsilon), ("axis", -1L), ("stash_type", 1L)]);
-            string packed = Node("Reshape", "gated_norm/norm_unflat/Reshape", [normed, b.Int64s(Name("gated_norm/packed_shape"), 0, 0, valueWidth)]);
-            string zFloat = Cast("gated_norm/z_cast/Cast", z, TensorElementType.Float);
-            string silu = Node("Mul", "gated_norm/z_silu/Mul", [zFloat, Node("Sigmoid", "gated_norm/z_sigmoid/Sigmoid", [zFloat])]);
-            string product = Node("Mul", "gated_norm/gated_fp32/Mul", [Cast("gated_norm/norm_cast/Cast", packed, TensorElementType.Float), silu]);
-            gated = Cast("gated_norm/gated/Cast", product, io);
+            string heads = Rows(Node("Reshape", "gated_norm/input_flat/Reshape", [attention, b.Int64s(Name("gated_norm/heads_shape"), 0, 0, hv, dv)]), io, hv, dv);
+            string normed = Rows(Node("SimplifiedLayerNormalization", "gated_norm/SimplifiedLayerNormalization", [heads, normWeight],
+                attributes: [("epsilon", spec.NormEpsilon), ("axis", -1L), ("stash_type", 1L)]), io, hv, dv);
+            string packed = Rows(Node("Reshape", "gated_norm/norm_unflat/Reshape", [normed, b.Int64s(Name("gated_norm/packed_shape"), 0, 0, valueWidth)]), io, valueWidth);
+            string zFloat = Rows(Cast("gated_norm/z_cast/Cast", z, fp32), fp32, valueWidth);
+            string sigmoid = Rows(Node("Sigmoid", "gated_norm/z_sigmoid/Sigmoid", [zFloat]), fp32, valueWidth);
+            string silu = Rows(Node("Mul", "gated_norm/z_silu/Mul", [zFloat, sigmoid]), fp32, valueWidth);
+            string packedFloat = Rows(Cast("gated_norm/norm_cast/Cast", packed, fp32), fp32, valueWidth);
+            string product = Rows(Node("Mul", "gated_norm/gated_fp32/Mul", [packedFloat, silu]), fp32, valueWidth);
+            gated = Rows(Cast("gated_norm/gated/Cast", product, io), io, valueWidth);
         }
-        return MatMul("out_proj", gated, valueWidth, d);
+        return Rows(MatMul("out_proj", gated, valueWidth, d), io, d);
     }
 }

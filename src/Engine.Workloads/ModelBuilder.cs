@@ -45,6 +45,13 @@ internal sealed class ModelBuilder
         return name;
     }
 
+    /// <summary>Declares an inner value's type and shape (the graph's value_info), as exporters that annotate every value do.</summary>
+    public string Declare(string name, TensorProto.Types.DataType type, params object[] dims)
+    {
+        _graph.ValueInfo.Add(ValueInfo(name, type, dims));
+        return name;
+    }
+
     /// <summary>A graph output; dims null leaves the shape to inference.</summary>
     public void Output(string name, TensorProto.Types.DataType type, params object[]? dims) =>
         _graph.Output.Add(ValueInfo(name, type, dims));

@@ -5,7 +5,8 @@ using NUnit.Framework;
 namespace Engine.Tests.Onnx;
 
 /// <summary>
-/// The Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it for Qwen3.5 (and its fused-gate export): it runs in
+/// The Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it for Qwen3.5 (and its fused-gate and int4 exports,
+/// every inner value declared as the builder declares it, or none): it runs in
 /// ONNX Runtime alone, and with the hand-over it agrees with ONNX Runtime alone over a prompt and 16 one-token steps,
 /// each step fed every present state of the one before.
 /// </summary>
@@ -32,9 +33,11 @@ public sealed class GatedDeltaNetLayerTests
     [TestCase(TensorElementType.Float, false, true)]
     [TestCase(TensorElementType.Float, true, true)]
     [TestCase(TensorElementType.Float16, false, true)]
-    public void HandoverAgreesWithOrtAloneOverPrefillAndDecode(TensorElementType type, bool fusedGates, bool int4Weights)
+    [TestCase(TensorElementType.Float, false, false, false)]
+    [TestCase(TensorElementType.Float16, true, true, false)]
+    public void HandoverAgreesWithOrtAloneOverPrefillAndDecode(TensorElementType type, bool fusedGates, bool int4Weights, bool declareValues = true)
     {
-        var spec = new GatedDeltaNetSpec { ElementType = type, FusedGates = fusedGates, Int4Weights = int4Weights };
+        var spec = new GatedDeltaNetSpec { ElementType = type, FusedGates = fusedGates, Int4Weights = int4Weights, DeclareValues = declareValues };
         var model = GatedDeltaNetLayer.Model(spec);
         Assert.That(model.NodeOpTypes.Count(t => t == (int4Weights ? "MatMulNBits" : "MatMul")), Is.EqualTo(5), "the five projections");
         using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
