@@ -12,6 +12,10 @@ public static class ArraySize
         if (elements > Array.MaxLength) throw new ArgumentException($"{what} would hold {elements} elements; an array holds at most {Array.MaxLength}");
     }
 
+    /// <summary>A bench's sequence lengths as a message names them: all of a few, the first and last of many.</summary>
+    public static string Lengths(IReadOnlyCollection<int> lengths) =>
+        lengths.Count <= 3 ? string.Join(",", lengths) : $"{lengths.First()},...,{lengths.Last()} ({lengths.Count} lengths)";
+
     /// <summary>
     /// Refuses <paramref name="bytes"/> past what this process can still take (the machine's memory, or its container's
     /// limit, less the heap already in use): sizes that each fit an array can still together swap the machine to a halt.

@@ -38,8 +38,7 @@ public abstract class AttentionWorkload
         }
         ArraySize.Require($"B {batch}, H {heads}, K {keyDim}, V {valueDim}: the state [B, H, K, V]", batch, heads, keyDim, valueDim);
         double floats = lengths.Sum(tokens => (double)batch * tokens * heads * (3.0 * keyDim + 2.0 * valueDim + 1) + (double)batch * heads * keyDim * valueDim);
-        string t = lengths.Count <= 3 ? string.Join(",", lengths) : $"{lengths.First()},...,{lengths.Last()} ({lengths.Count} lengths)";
-        ArraySize.RequireMemory($"B {batch}, T {t}, H {heads}, K {keyDim}, V {valueDim}: q, k, v, gates, output and state", floats * sizeof(float));
+        ArraySize.RequireMemory($"B {batch}, T {ArraySize.Lengths(lengths)}, H {heads}, K {keyDim}, V {valueDim}: q, k, v, gates, output and state", floats * sizeof(float));
     }
 
     public int Batch { get; }

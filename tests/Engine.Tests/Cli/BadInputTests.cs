@@ -72,14 +72,11 @@ public sealed class BadInputTests : CliFixture
         Assert.That(System.IO.Directory.GetFileSystemEntries(Directory), Is.Empty, "nothing written");
     }
 
-    [Test]
-    public void BenchRefusesLengthsWhoseWorkloadsTogetherNoMachineHolds()
-    {
-        // 100 lengths, each of 2 million tokens with 8 heads of 128: 41 GB each, held together through the sweep.
-        string lengths = string.Join(",", Enumerable.Range(2_000_000, 100));
-        AssertOneLineError(Engine("bench", "gla", "--T", lengths, "--H", "8", "--K", "128", "--V", "128"), 1,
-            "out of memory: B 1, T 2000000,...,2000099 (100 lengths), H 8, K 128, V 128: q, k, v, gates, output and state would take");
-    }
+    /// <summary>100 lengths, each within an array and a few GB, held together through the sweep: terabytes.</summary>
+    [TestCase("gla", 2_000_000, "--H 8 --K 128 --V 128", "B 1, T 2000000,...,2000099 (100 lengths), H 8, K 128, V 128: q, k, v, gates, output and state would take")]
+    [TestCase("lssl", 100_000_000, "--H 20 --N 4", "B 1, L 100000000,...,100000099 (100 lengths), H 20, N 4: u, y and the state would take")]
+    public void BenchRefusesLengthsWhoseWorkloadsTogetherNoMachineHolds(string op, int first, string sizes, string message) =>
+        AssertOneLineError(Engine(["bench", op, "--T", string.Join(",", Enumerable.Range(first, 100)), .. sizes.Split(' ')]), 1, "out of memory: " + message);
 
     /// <summary>A folder given as a response file was a crash with a stack trace.</summary>
     [Test]

@@ -212,6 +212,8 @@ internal sealed class LsslBenchCommand : EngineCommand
         int b = args.GetValue(_b), h = args.GetValue(_h), n = args.GetValue(_n);
         var kind = args.GetValue(_kind);
         LsslSizes.RequireLayer(h, n, kind);
+        // Before anything is timed: the sweep holds the workload of every L until it ends.
+        LsslWorkload.RequireSizes(b, lengths, h, n);
         string which = args.GetValue(_mode)!;
         LsslMode[] modes = which == "all" ? [LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv] : [Enum.Parse<LsslMode>(which, ignoreCase: true)];
         var timing = _bench.Timing(args);
