@@ -13,9 +13,7 @@ public abstract class AttentionWorkload
 
     private protected AttentionWorkload(int batch, int tokens, int heads, int keyDim, int valueDim, int seed, double queryStd = 1.0)
     {
-        ArraySize.Require($"B {batch}, T {tokens}, H {heads}, K {keyDim}: q [B, T, H, K]", batch, tokens, heads, keyDim);
-        ArraySize.Require($"B {batch}, T {tokens}, H {heads}, V {valueDim}: v [B, T, H, V]", batch, tokens, heads, valueDim);
-        ArraySize.Require($"B {batch}, H {heads}, K {keyDim}, V {valueDim}: the state [B, H, K, V]", batch, heads, keyDim, valueDim);
+        RequireSizes(batch, [tokens], heads, keyDim, valueDim);
         Batch = batch; Tokens = tokens; Heads = heads; KeyDim = keyDim; ValueDim = valueDim;
         Data = new WorkloadData(seed);
         long rows = (long)batch * tokens * heads;
@@ -24,6 +22,23 @@ public abstract class AttentionWorkload
         _v = Data.Normal(rows * valueDim);
         _o = new float[rows * valueDim];
         _state = new float[(long)batch * heads * keyDim * valueDim];
+    }
+
+    /// <summary>
+    /// Refuses, before anything is allocated, sizes past what one array holds and workloads of <paramref name="lengths"/>
+    /// (a bench makes one per T and holds them all) past the machine's memory: q, k, v, the output and the state, with a
+    /// per-key gate and beta (what the largest workload adds).
+    /// </summary>
+    public static void RequireSizes(int batch, IReadOnlyCollection<int> lengths, int heads, int keyDim, int valueDim)
+    {
+        foreach (int tokens in lengths)
+        {
+            ArraySize.Require($"B {batch}, T {tokens}, H {heads}, K {keyDim}: q [B, T, H, K]", batch, tokens, heads, keyDim);
+            ArraySize.Require($"B {batch}, T {tokens}, H {heads}, V {valueDim}: v [B, T, H, V]", batch, tokens, heads, valueDim);
+        }
+        ArraySize.Require($"B {batch}, H {heads}, K {keyDim}, V {valueDim}: the state [B, H, K, V]", batch, heads, keyDim, valueDim);
+        double floats = lengths.Sum(tokens => (double)batch * tokens * heads * (3.0 * keyDim + 2.0 * valueDim + 1) + (double)batch * heads * keyDim * valueDim);
+        ArraySize.RequireMemory($"B {batch}, T {ArraySize.Lengths(lengths)}, H {heads}, K {keyDim}, V {valueDim}: q, k, v, gates, output and state", floats * sizeof(float));
     }
 
     public int Batch { get; }

@@ -36,6 +36,24 @@ public sealed record HybridDecoderSpec
     /// <summary>The Gated DeltaNet layers' spec at this model's width, element type and weight form.</summary>
     public GatedDeltaNetSpec LinearLayer => LinearAttention with { Hidden = Hidden, ElementType = ElementType, NormEpsilon = NormEpsilon, Int4Weights = Int4Weights, Int4AccuracyLevel = Int4AccuracyLevel };
 
+    /// <summary>
+    /// About how many weights the model holds: the projections, the embeddings and LM head and the rotary caches (norms,
+    /// biases and per-head scalars left out). What writing the model allocates grows with it.
+    /// </summary>
+    public double WeightCount
+    {
+        get
+        {
+            var linear = LinearLayer;
+            double d = Hidden, valueWidth = (double)linear.ValueHeads * linear.ValueDim;
+            double linearLayer = d * (linear.ConvChannels + valueWidth + 2.0 * linear.ValueHeads) + valueWidth * d + (double)linear.ConvKernel * linear.ConvChannels;
+            // The q projection is doubled (its output gate); k and v have the key/value heads; o maps the heads back.
+            double fullLayer = d * (2.0 * AttentionHeads * HeadSize + 2.0 * KvHeads * HeadSize) + (double)AttentionHeads * HeadSize * d;
+            int full = Layers / FullAttentionInterval;
+            return (Layers - full) * linearLayer + full * fullLayer + Layers * 3.0 * d * Intermediate + 2.0 * VocabSize * d + (double)ContextLength * HeadSize;
+        }
+    }
+
     internal void Validate()
     {
         if (VocabSize < 2 || Hidden < 1 || Layers < 1 || FullAttentionInterval < 1 || AttentionHeads < 1 || KvHeads < 1 || Intermediate < 1 || ContextLength < 1)

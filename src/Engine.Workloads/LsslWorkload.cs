@@ -13,13 +13,24 @@ public sealed class LsslWorkload : IDisposable
 
     public LsslWorkload(int batch, int length, int channels, int stateSize, LsslInitKind kind = LsslInitKind.Legs, int seed = 0)
     {
-        ArraySize.Require($"B {batch}, L {length}, H {channels}: u [B, L, H]", batch, length, channels);
-        ArraySize.Require($"B {batch}, H {channels}, N {stateSize}: the state [B, H, N]", batch, channels, stateSize);
+        RequireSizes(batch, [length], channels, stateSize);
         Batch = batch; Length = length; Channels = channels; StateSize = stateSize;
         Layer = Lssl.Parameters(kind, channels, stateSize, seed).Layer();
         _u = new WorkloadData(seed + 1).Normal((long)batch * length * channels);
         _y = new float[_u.Length];
         _state = new float[(long)batch * channels * stateSize];
+    }
+
+    /// <summary>
+    /// Refuses, before anything is allocated, sizes past what one array holds and workloads of <paramref name="lengths"/>
+    /// (a bench makes one per L and holds them all) past the machine's memory: u, y and the state.
+    /// </summary>
+    public static void RequireSizes(int batch, IReadOnlyCollection<int> lengths, int channels, int stateSize)
+    {
+        foreach (int length in lengths) ArraySize.Require($"B {batch}, L {length}, H {channels}: u [B, L, H]", batch, length, channels);
+        ArraySize.Require($"B {batch}, H {channels}, N {stateSize}: the state [B, H, N]", batch, channels, stateSize);
+        double floats = lengths.Sum(length => 2.0 * batch * length * channels + (double)batch * channels * stateSize);
+        ArraySize.RequireMemory($"B {batch}, L {ArraySize.Lengths(lengths)}, H {channels}, N {stateSize}: u, y and the state", floats * sizeof(float));
     }
 
     public int Batch { get; }

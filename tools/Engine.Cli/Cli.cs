@@ -28,7 +28,7 @@ public static class Cli
 {
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
-        var result = Root().Parse(args);
+        var result = Root().Parse(args, Parsing());
         if (result.Action is ParseErrorAction)
         {
             stderr.WriteLine(ErrorLine(result));
@@ -60,6 +60,31 @@ public static class Cli
                 : $"engine: error: out of memory: what the command was asked to hold does not fit ({OneLine(e)})");
             return 1;
         }
+    }
+
+    /// <summary>
+    /// How the command line is parsed: a response file (@FILE) that cannot be read is a parse error naming it. The parser's
+    /// own reader reports one it fails to read (IOException) so, but lets a folder or a file it may not read
+    /// (UnauthorizedAccessException) escape as a crash.
+    /// </summary>
+    private static ParserConfiguration Parsing()
+    {
+        var configuration = new ParserConfiguration();
+        var read = configuration.ResponseFileTokenReplacer!;
+        configuration.ResponseFileTokenReplacer = (string token, out IReadOnlyList<string>? tokens, out string? error) =>
+        {
+            try
+            {
+                return read(token, out tokens, out error);
+            }
+            catch (UnauthorizedAccessException e)
+            {
+                tokens = null;
+                error = Directory.Exists(token) ? $"response file '{token}' is a folder, not a file" : $"response file '{token}' cannot be read ({e.Message})";
+                return false;
+            }
+        };
+        return configuration;
     }
 
     /// <summary>
@@ -206,9 +231,10 @@ public static class Cli
         {
             // The first token nothing took is the cause; what follows it (its value, say) was refused with it.
             string token = result.UnmatchedTokens[0];
-            if (token.StartsWith('-'))
-                return $"unknown option {token}" + Suggestion(token, command.Options.Concat(Path(command).SelectMany(c => c.Options).Where(o => o.Recursive))
-                    .SelectMany(o => o.Aliases.Prepend(o.Name)));
+            var optionNames = command.Options.Concat(Path(command).SelectMany(c => c.Options).Where(o => o.Recursive)).SelectMany(o => o.Aliases.Prepend(o.Name)).ToArray();
+            // An option's own name left over was read as an argument: it came after "--", which ends the options.
+            if (optionNames.Contains(token)) return $"unexpected argument '{token}' (after --, every word is an argument)";
+            if (token.StartsWith('-')) return $"unknown option {token}" + Suggestion(token, optionNames);
             if (command.Subcommands.Count == 0) return $"unexpected argument '{token}'";
             var names = command.Subcommands.Select(c => c.Name).ToArray();
             string what = command is RootCommand ? $"unknown command '{token}'" : $"unknown {command.Name} '{token}': one of {string.Join(", ", names)}";

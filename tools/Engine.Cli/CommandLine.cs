@@ -42,9 +42,29 @@ internal static class Opt
 
     public static Option<bool> Flag(string name, string description) => new(name) { Description = description };
 
-    /// <summary>A text value (a file, a folder, a name); null when not given unless <paramref name="required"/>.</summary>
-    public static Option<string> Text(string name, string description, string? helpName = null, bool required = false) =>
-        new(name) { Description = description, HelpName = helpName, Required = required };
+    /// <summary>
+    /// A path (a file or a folder); null when not given unless <paramref name="required"/>. An empty one is refused while
+    /// parsing: .NET's own refusal ("The value cannot be an empty string.") names neither the option nor the path.
+    /// </summary>
+    public static Option<string> Text(string name, string description, string? helpName = null, bool required = false)
+    {
+        var option = new Option<string>(name) { Description = description, HelpName = helpName, Required = required };
+        option.Validators.Add(r => RefuseEmptyPath(r, name));
+        return option;
+    }
+
+    /// <summary>A path argument (a model file, a folder), refused while parsing where it is empty, as <see cref="Text"/> is.</summary>
+    public static Argument<string> PathArgument(string name, string helpName, string description)
+    {
+        var argument = new Argument<string>(name) { HelpName = helpName, Description = description };
+        argument.Validators.Add(r => RefuseEmptyPath(r, helpName));
+        return argument;
+    }
+
+    private static void RefuseEmptyPath(SymbolResult r, string name)
+    {
+        if (r.Tokens.Any(t => t.Value.Length == 0)) r.AddError($"{name} is an empty path: give a file or folder name");
+    }
 
     /// <summary>A text value that may be given several times (--input a=x.npy --input b=y.npy).</summary>
     public static Option<string[]> Repeated(string name, string description, string helpName) =>
@@ -201,10 +221,20 @@ internal static class Opt
 /// <summary>The folder a command writes into, made if missing.</summary>
 internal static class OutputFolder
 {
-    /// <summary>Makes <paramref name="path"/> (given as <paramref name="option"/>) and returns its full path; a file there is a usage error.</summary>
+    /// <summary>
+    /// Makes <paramref name="path"/> (given as <paramref name="option"/>) and returns its full path; a file there is a usage
+    /// error, a folder that cannot be made is named with the option (.NET's message names neither).
+    /// </summary>
     public static string Create(string path, string option)
     {
         if (File.Exists(path)) throw new UsageException($"{option} {path}: is a file; give a folder (made if missing)");
-        return Directory.CreateDirectory(path).FullName;
+        try
+        {
+            return Directory.CreateDirectory(path).FullName;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"{option} {path}: the folder cannot be made ({e.Message})", e);
+        }
     }
 }

@@ -27,9 +27,22 @@ public static class Lssl
         return (Tensor.Create(ToFloat(a), [n, n]), Tensor.Create(ToFloat(b), [n]));
     }
 
-    /// <summary>Δ [H], log-uniform in [dtMin, dtMax], the same values for the same seed in every process.</summary>
+    /// <summary>
+    /// Δ [H], log-uniform in [dtMin, dtMax], the same values for the same seed in every process. Both bounds must lie in
+    /// float32's normal range: past it a step would be stored as 0 or infinity, which no layer takes.
+    /// </summary>
     public static Tensor<float> LogUniformDt(int channels, int seed, double dtMin = 1e-3, double dtMax = 1e-1)
-        => Tensor.Create(ToFloat(LsslInit.LogUniformDt(channels, seed, dtMin, dtMax)), [channels]);
+    {
+        if (!(dtMin >= MinStep && dtMax <= MaxStep))
+            throw new ArgumentOutOfRangeException(nameof(dtMin), $"steps must lie in float32's range [{MinStep}, {MaxStep}], got [{dtMin}, {dtMax}]");
+        return Tensor.Create(ToFloat(LsslInit.LogUniformDt(channels, seed, dtMin, dtMax)), [channels]);
+    }
+
+    /// <summary>The smallest step float32 holds at full precision (its smallest normal number).</summary>
+    public const float MinStep = 1.17549435e-38f;
+
+    /// <summary>The largest step float32 holds.</summary>
+    public const float MaxStep = float.MaxValue;
 
     /// <summary>
     /// A full parameter set for H channels of state size N, the same for the same seed: A and B from the HiPPO

@@ -56,13 +56,16 @@ internal sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionM
     public static AttentionBench Parse(ParseResult args, AttentionBenchOptions options)
     {
         var tokens = args.GetValue(options.Bench.T)!;
+        int b = args.GetValue(options.B), h = args.GetValue(options.H), k = args.GetValue(options.K), v = args.GetValue(options.V);
+        // Before anything is timed: the sweep holds the workload of every T until it ends.
+        AttentionWorkload.RequireSizes(b, tokens, h, k, v);
         AttentionMode[] modes = args.GetValue(options.Mode) switch
         {
             "recurrent" => [AttentionMode.Recurrent],
             "both" => [AttentionMode.Chunked, AttentionMode.Recurrent],
             _ => [AttentionMode.Chunked],
         };
-        return new AttentionBench(tokens, new BenchShape(args.GetValue(options.B), tokens[0], args.GetValue(options.H), args.GetValue(options.K), args.GetValue(options.V)),
+        return new AttentionBench(tokens, new BenchShape(b, tokens[0], h, k, v),
             modes, args.GetValue(options.Precision), options.Bench.Timing(args), args.GetValue(options.Bench.Json), BenchChart.Target(args.GetValue(options.Bench.Plot)));
     }
 

@@ -26,6 +26,7 @@ public static class BenchChart
         string extension = Path.GetExtension(path).ToLowerInvariant();
         if (extension is not (".svg" or ".png"))
             throw new UsageException($"--plot {path}: the chart is written as .svg or .png, got '{(extension.Length == 0 ? "no extension" : extension)}'");
+        if (Directory.Exists(path)) throw new UsageException($"--plot {path}: is a folder; give an .svg or .png file to write");
         string folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
         if (!Directory.Exists(folder)) throw new UsageException($"--plot {path}: the folder {folder} does not exist");
         return path;
@@ -77,6 +78,19 @@ public static class BenchChart
         return plot;
     }
 
+    /// <summary>The --plot file, opened for writing; one that cannot be is named as the option gave it (.NET's message has no option).</summary>
+    private static FileStream Create(string path)
+    {
+        try
+        {
+            return File.Create(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"--plot {path}: cannot be written ({e.Message})", e);
+        }
+    }
+
     /// <summary>Writes the panels side by side, the caption under them, as SVG or PNG (by the file's extension).</summary>
     public static void Save(string path, IReadOnlyList<string> caption, IReadOnlyList<Plot> panels)
     {
@@ -100,7 +114,7 @@ public static class BenchChart
             for (int i = 0; i < caption.Count; i++)
                 canvas.DrawText(caption[i], 12, Height - captionHeight + lineHeight * (i + 1), font, paint);
         }
-        using var stream = File.Create(path);
+        using var stream = Create(path);
         if (Path.GetExtension(path).Equals(".svg", StringComparison.OrdinalIgnoreCase))
         {
             using var canvas = SKSvgCanvas.Create(new SKRect(0, 0, width, Height), stream);

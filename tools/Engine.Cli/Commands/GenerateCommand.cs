@@ -13,7 +13,7 @@ internal sealed class GenerateCommand : EngineCommand
     /// <summary>Prompt tokens of the warm-up generation, at most.</summary>
     private const int WarmupPromptTokens = 64;
 
-    private readonly Argument<string> _folder = new("model-dir") { HelpName = "MODEL_DIR", Description = "the model folder (genai_config.json and the model)" };
+    private readonly Argument<string> _folder = Opt.PathArgument("model-dir", "MODEL_DIR", "the model folder (genai_config.json and the model)");
     private readonly Option<int> _promptTokens = Opt.RequiredInt("--prompt-tokens", "prompt length N (random token ids)", min: 1);
     private readonly Option<int> _newTokens = Opt.RequiredInt("--new-tokens", "tokens to generate M (exactly: no stop at eos_token_id)", min: 1);
     private readonly Option<int> _repeats = Opt.Int("--repeats", 3, "timed generations of each path", min: 1);
@@ -178,7 +178,7 @@ internal sealed class SamplesCommand : EngineCommand
 {
     private static readonly Workloads.HybridDecoderSpec Defaults = new();
 
-    private readonly Argument<string> _dir = new("dir") { HelpName = "DIR", Description = "the folder to write" };
+    private readonly Argument<string> _dir = Opt.PathArgument("dir", "DIR", "the folder to write");
     private readonly Option<int> _vocab = Opt.Int("--vocab", Defaults.VocabSize, "vocabulary size", min: 2);
     private readonly Option<int> _hidden = Opt.Int("--hidden", Defaults.Hidden, "hidden size", min: 1);
     private readonly Option<int> _layers = Opt.Int("--layers", Defaults.Layers, "layers", min: 1);
@@ -203,7 +203,6 @@ internal sealed class SamplesCommand : EngineCommand
     protected override int Run(ParseResult args, CliContext context)
     {
         string dir = args.GetValue(_dir)!;
-        OutputFolder.Create(dir, "DIR");
         var spec = Defaults with
         {
             VocabSize = args.GetValue(_vocab),
@@ -227,6 +226,13 @@ internal sealed class SamplesCommand : EngineCommand
             "the q/k/v projection [hidden, 2·qk-heads·head-dim + value-heads·head-dim]", spec.Hidden, 2L * linear.QkHeads * linear.KeyDim + (long)linear.ValueHeads * linear.ValueDim);
         Workloads.ArraySize.Require($"--hidden {spec.Hidden}: the MLP weights [hidden, {spec.Intermediate}]", spec.Hidden, spec.Intermediate);
         Workloads.ArraySize.Require($"--context {spec.ContextLength}: the rotary caches [context, {spec.HeadSize / 2}]", spec.ContextLength, spec.HeadSize / 2);
+        // Each weight is sampled as float32 and copied into the model at its element size; each layer's nodes take about
+        // 11 KB in model.onnx.
+        double bytes = spec.WeightCount * (sizeof(float) + (spec.ElementType == TensorElementType.Float16 ? 2 : 4)) + spec.Layers * 16384.0;
+        Workloads.ArraySize.RequireMemory($"--vocab {spec.VocabSize} --hidden {spec.Hidden} --layers {spec.Layers} --context {spec.ContextLength} " +
+            $"--qk-heads {linear.QkHeads} --value-heads {linear.ValueHeads} --head-dim {linear.KeyDim}: the hybrid decoder", bytes);
+        // After the sizes are checked: a refused size leaves no empty folder behind.
+        OutputFolder.Create(dir, "DIR");
         Workloads.SampleModels.WriteSamples(dir);
         string hybrid = Path.Combine(dir, "hybrid_decoder");
         Workloads.HybridDecoder.Write(hybrid, spec);

@@ -126,8 +126,8 @@ internal sealed class LsslInitCommand : EngineCommand
     private readonly Option<int> _h = Opt.Int("--H", 8, "channels", min: 1);
     private readonly Option<LsslInitKind> _kind = Opt.Choice("--kind", LsslInitKind.Legs, "HiPPO-LegS, HiPPO-LegT, or S4D-real diagonal");
     private readonly Option<int> _seed = Opt.Int("--seed", 0, "random seed of C, D and dt");
-    private readonly Option<double> _dtMin = Opt.Double("--dt-min", 1e-3, "smallest step");
-    private readonly Option<double> _dtMax = Opt.Double("--dt-max", 1e-1, "largest step");
+    private readonly Option<double> _dtMin = Opt.Double("--dt-min", 1e-3, "smallest step (> 0, at least float32's smallest normal 1.1754944E-38)");
+    private readonly Option<double> _dtMax = Opt.Double("--dt-max", 1e-1, "largest step (at most float32's largest 3.4028235E+38)");
     private readonly Option<string> _outDir = Opt.Text("--out-dir", "the folder to write A, B, C, D, dt .npy into", "DIR", required: true);
 
     public LsslInitCommand() : base("lssl-init", "write LSSL parameters A, B, C, D, dt (HiPPO-LegS/LegT or diagonal) as .npy", """
@@ -144,6 +144,9 @@ internal sealed class LsslInitCommand : EngineCommand
         var kind = args.GetValue(_kind);
         double dtMin = args.GetValue(_dtMin), dtMax = args.GetValue(_dtMax);
         if (!(dtMin > 0) || dtMax < dtMin) throw new UsageException($"--dt-min must be > 0 and <= --dt-max, got {dtMin} and {dtMax}");
+        // dt is written as float32: a bound past its range would write steps of 0 or infinity, which `engine op lssl` refuses.
+        if (dtMin < Lssl.MinStep || dtMax > Lssl.MaxStep)
+            throw new UsageException($"--dt-min and --dt-max must lie in [{Lssl.MinStep}, {Lssl.MaxStep}] (dt is written as float32), got {dtMin} and {dtMax}");
         string dir = args.GetValue(_outDir)!;
         LsslSizes.RequireParameters(h, n, kind);
         var p = Lssl.Parameters(kind, h, n, seed, dtMin, dtMax);
@@ -180,9 +183,7 @@ internal static class LsslSizes
         ArraySize.Require($"--H {h} --N {n}: the scan's state columns [H, {q}, {np}]", h, q, np);
         // Ā − I in float64 and float32, Ā^Q − I in float32 (HiPPO), the output weights and the state columns in float32.
         long perChannel = (dense ? (long)n * n * 8 + 2L * np * np * 4 : 0) + ((long)(np + q) * q + (long)q * np) * 4;
-        long bytes = perChannel * h, available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
-        if (bytes > available)
-            throw new InsufficientMemoryException($"--H {h} --N {n}: the layer's tables would take {bytes / 1e9:0.#} GB, more than the {available / 1e9:0.#} GB this machine has");
+        ArraySize.RequireMemory($"--H {h} --N {n}: the layer's tables", (double)perChannel * h);
     }
 }
 
@@ -211,6 +212,8 @@ internal sealed class LsslBenchCommand : EngineCommand
         int b = args.GetValue(_b), h = args.GetValue(_h), n = args.GetValue(_n);
         var kind = args.GetValue(_kind);
         LsslSizes.RequireLayer(h, n, kind);
+        // Before anything is timed: the sweep holds the workload of every L until it ends.
+        LsslWorkload.RequireSizes(b, lengths, h, n);
         string which = args.GetValue(_mode)!;
         LsslMode[] modes = which == "all" ? [LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv] : [Enum.Parse<LsslMode>(which, ignoreCase: true)];
         var timing = _bench.Timing(args);

@@ -11,7 +11,7 @@ namespace Engine.Cli.Commands;
 /// <summary>What the model commands share: the model argument, the hand-over backend and threads, inputs from .npy files.</summary>
 internal sealed class ModelOptions
 {
-    public Argument<string> Model { get; } = new("model") { HelpName = "model.onnx", Description = "the model file (.onnx)" };
+    public Argument<string> Model { get; } = Opt.PathArgument("model", "model.onnx", "the model file (.onnx)");
     public Option<HandoverBackend> Backend { get; } = Opt.Choice("--backend", HandoverBackend.Cpu, "the engine's kernels for the hot nodes: cpu or gpu; none: ONNX Runtime alone");
     public Option<int?> Threads { get; } = Opt.Threads();
     public Option<string[]> Input { get; } = Opt.Repeated("--input", "an input from a .npy file, as the element type the model declares (repeat per input)", "NAME=FILE.npy");

@@ -7,7 +7,7 @@ namespace Engine.Cli.Commands;
 /// <summary>engine ptx DIR: every GPU kernel as PTX, for NVIDIA's assembler (no GPU needed).</summary>
 internal sealed class PtxCommand : EngineCommand
 {
-    private readonly Argument<string> _dir = new("dir") { HelpName = "DIR", Description = "the directory to write the .ptx files to" };
+    private readonly Argument<string> _dir = Opt.PathArgument("dir", "DIR", "the directory to write the .ptx files to");
     private readonly Option<string> _arch = Opt.Choice("--arch", "sm_90", [.. PtxCompiler.Architectures.Keys], "the target architecture the PTX's .target states");
     private readonly Option<bool> _json = Opt.Json();
 

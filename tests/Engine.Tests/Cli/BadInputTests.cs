@@ -1,0 +1,89 @@
+using NUnit.Framework;
+
+namespace Engine.Tests.Cli;
+
+/// <summary>
+/// Bad command lines and values no other fixture covers: each refused with one line naming the option, argument or file,
+/// before anything is allocated or written.
+/// </summary>
+[TestFixture]
+public sealed class BadInputTests : CliFixture
+{
+    /// <summary>An empty path is named by its option or argument (.NET's own refusal names neither).</summary>
+    [TestCase(new[] { "op", "gla", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "--o", "" }, "--o is an empty path")]
+    [TestCase(new[] { "op", "lssl", "--u", "", "--A", "A.npy", "--B", "B.npy", "--C", "C.npy", "--D", "D.npy", "--dt", "dt.npy", "--y", "y.npy" }, "--u is an empty path")]
+    [TestCase(new[] { "inputs", "gla", "--out-dir", "" }, "--out-dir is an empty path")]
+    [TestCase(new[] { "run", "", "--output-dir", "out" }, "model.onnx is an empty path")]
+    [TestCase(new[] { "inspect", "" }, "model.onnx is an empty path")]
+    [TestCase(new[] { "generate", "", "--prompt-tokens", "1", "--new-tokens", "1" }, "MODEL_DIR is an empty path")]
+    [TestCase(new[] { "samples", "" }, "DIR is an empty path")]
+    [TestCase(new[] { "ptx", "" }, "DIR is an empty path")]
+    public void AnEmptyPathIsNamed(string[] args, string message) => AssertOneLineError(Engine(args), 2, message);
+
+    /// <summary>A folder the command cannot make is named with the option that gave it.</summary>
+    [TestCase("inputs", "--out-dir")]
+    [TestCase("lssl-init", "--out-dir")]
+    [TestCase("ptx", "DIR")]
+    public void AFolderThatCannotBeMadeIsNamedWithItsOption(string command, string option)
+    {
+        string[] args = command switch
+        {
+            "inputs" => ["inputs", "gla", "--T", "2", "--H", "1", "--K", "2", "--V", "2", "--out-dir", "/proc/engine-out"],
+            "lssl-init" => ["lssl-init", "--H", "2", "--N", "4", "--out-dir", "/proc/engine-out"],
+            _ => ["ptx", "/proc/engine-out"],
+        };
+        AssertOneLineError(Engine(args), 1, $"{option} /proc/engine-out: the folder cannot be made");
+    }
+
+    [Test]
+    public void APlotPathThatIsAFolderIsRefusedBeforeTheBench() =>
+        AssertOneLineError(Engine("bench", "gla", "--T", "16", "--plot", System.IO.Directory.CreateDirectory(PathOf("chart.svg")).FullName), 2, "is a folder");
+
+    [Test]
+    public void APlotFileThatCannotBeWrittenIsNamedWithTheOption()
+    {
+        var (code, _, stderr) = Engine("bench", "gla", "--T", "16", "--H", "1", "--K", "16", "--V", "16", "--best-of", "1", "--plot", "/proc/engine-chart.svg");
+        Assert.That(code, Is.EqualTo(1), stderr);
+        Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1), stderr);
+        Assert.That(stderr, Does.StartWith("engine: error: --plot /proc/engine-chart.svg: cannot be written"));
+    }
+
+    /// <summary>dt is written as float32: bounds past its range would write steps of 0 or infinity, which `op lssl` refuses.</summary>
+    [TestCase("--dt-max", "1e300")]
+    [TestCase("--dt-min", "1e-320")]
+    public void LsslInitRefusesStepsFloat32CannotHold(string option, string value)
+    {
+        string dir = PathOf("params");
+        AssertOneLineError(Engine("lssl-init", "--H", "2", "--N", "4", option, value, "--out-dir", dir), 2, "--dt-min and --dt-max must lie in [1.1754944E-38, 3.4028235E+38]");
+        Assert.That(System.IO.Directory.Exists(dir), Is.False, "nothing written");
+    }
+
+    [Test]
+    public void LogUniformDtRefusesStepsFloat32CannotHold() =>
+        Assert.That(() => global::Engine.Lssl.LogUniformDt(4, seed: 0, dtMin: 1e-3, dtMax: 1e300),
+            Throws.TypeOf<ArgumentOutOfRangeException>().With.Message.Contains("steps must lie in float32's range"));
+
+    /// <summary>Sizes that each fit an array but together need terabytes: refused before anything is allocated.</summary>
+    [Test]
+    public void SamplesRefuseAModelNoMachineHolds()
+    {
+        AssertOneLineError(Engine("samples", Directory, "--layers", "2000000000"), 1,
+            "--layers 2000000000 --context 8192 --qk-heads 2 --value-heads 4 --head-dim 32: the hybrid decoder would take");
+        Assert.That(System.IO.Directory.GetFileSystemEntries(Directory), Is.Empty, "nothing written");
+    }
+
+    /// <summary>100 lengths, each within an array and a few GB, held together through the sweep: terabytes.</summary>
+    [TestCase("gla", 2_000_000, "--H 8 --K 128 --V 128", "B 1, T 2000000,...,2000099 (100 lengths), H 8, K 128, V 128: q, k, v, gates, output and state would take")]
+    [TestCase("lssl", 100_000_000, "--H 20 --N 4", "B 1, L 100000000,...,100000099 (100 lengths), H 20, N 4: u, y and the state would take")]
+    public void BenchRefusesLengthsWhoseWorkloadsTogetherNoMachineHolds(string op, int first, string sizes, string message) =>
+        AssertOneLineError(Engine(["bench", op, "--T", string.Join(",", Enumerable.Range(first, 100)), .. sizes.Split(' ')]), 1, "out of memory: " + message);
+
+    /// <summary>A folder given as a response file was a crash with a stack trace.</summary>
+    [Test]
+    public void AFolderAsAResponseFileIsAParseError() =>
+        AssertOneLineError(Engine("inputs", "@" + Directory), 2, $"response file '{Directory}' is a folder, not a file");
+
+    [Test]
+    public void AnOptionAfterTheEndOfOptionsIsAnArgument() =>
+        AssertOneLineError(Engine("op", "gla", "--", "--q"), 2, "unexpected argument '--q' (after --, every word is an argument)");
+}
