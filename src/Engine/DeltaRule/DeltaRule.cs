@@ -17,6 +17,7 @@ public sealed record DeltaRuleOptions : AttentionOptions
     /// </summary>
     public int ChunkSize { get; init; } = DefaultChunkSize;
 
+    /// <summary>The default <see cref="ChunkSize"/>: 32 tokens.</summary>
     public const int DefaultChunkSize = 32;
 
     /// <summary>L2-normalize every q and k row per head inside the kernel (x / sqrt(Σ x² + <see cref="L2NormEpsilon"/>)).</summary>

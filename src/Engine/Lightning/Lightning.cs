@@ -8,9 +8,10 @@ public sealed record LightningOptions : AttentionOptions
     /// <summary>Decay slope s_h >= 0 per value head (λ_h = exp(−s_h)). Default: <see cref="Lightning.Slopes"/> for the head count.</summary>
     public float[]? Slopes { get; init; }
 
-    /// <summary>Layer index l of <see cref="Layers"/>: scales the default slopes by (1 − l/(L−1) + 1e−5), as MiniMax-01 does.</summary>
+    /// <summary>Layer index l in [0, L − 1] of <see cref="Layers"/>: scales the default slopes by (1 − l/(L−1) + 1e−5), as MiniMax-01 does.</summary>
     public int? Layer { get; init; }
 
+    /// <summary>The model's layer count L, given with <see cref="Layer"/> (at least 2); not with <see cref="Slopes"/>.</summary>
     public int? Layers { get; init; }
 
     /// <summary>Query scale; Lightning attention uses none (1).</summary>

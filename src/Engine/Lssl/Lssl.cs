@@ -107,7 +107,7 @@ public sealed record LsslOptions
     /// <summary>The dt tensor holds log Δ (as models learn it) rather than Δ.</summary>
     public bool LogDt { get; init; }
 
-    /// <summary>Steps per chunk of the scan (16, 32, 64, 128 or 256); null: the power of two nearest above N.</summary>
+    /// <summary>Steps per chunk of the scan (16, 32, 64, 128 or 256); null: the smallest power of two &gt;= N, within 16–256 (N = 64: 64).</summary>
     public int? ChunkLength { get; init; }
 }
 
