@@ -184,6 +184,10 @@ public sealed class LsslLayer : IDisposable
     /// optional. Returns the mode that ran (what Auto picked). <paramref name="scheduler"/> runs this call's CPU work
     /// (default the device's).
     /// </summary>
+    /// <exception cref="ArgumentException">
+    /// u, y or a state of the wrong shape, non-finite u or initial state, or (parameter A) a y that overflowed: the
+    /// discretized system is unstable or the input too large for fp32.
+    /// </exception>
     public LsslMode Forward<T>(EngineDevice device, ReadOnlyTensorSpan<T> u, TensorSpan<T> y,
         ReadOnlyTensorSpan<float> initialState = default, TensorSpan<float> finalState = default, LsslMode mode = LsslMode.Auto,
         IWorkScheduler? scheduler = null) where T : unmanaged
