@@ -124,9 +124,12 @@ public sealed class EngineDevice : IDisposable
         : throw new ArgumentException($"{name}: the scheduler has {scheduler.Workers} workers; IWorkScheduler.Workers must be >= 1", name);
 
     /// <summary>An uninitialized tensor of this shape in the GPU's memory (float or System.Half); dispose it to free the memory.</summary>
+    /// <exception cref="InvalidOperationException">The device is not a <see cref="Backend.Gpu"/> device.</exception>
+    /// <exception cref="NotSupportedException">T is neither float nor System.Half.</exception>
     public DeviceTensor<T> Allocate<T>(params ReadOnlySpan<nint> lengths) where T : unmanaged => new(this, lengths);
 
     /// <summary>A tensor in the GPU's memory with <paramref name="source"/>'s shape and values.</summary>
+    /// <exception cref="InvalidOperationException">The device is not a <see cref="Backend.Gpu"/> device.</exception>
     public DeviceTensor<T> Upload<T>(ReadOnlyTensorSpan<T> source) where T : unmanaged
     {
         var tensor = Allocate<T>(source.Lengths);
