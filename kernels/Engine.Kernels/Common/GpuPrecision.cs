@@ -1,4 +1,6 @@
-namespace Engine.Kernels.Common;
+using Engine.Kernels.Common;
+
+namespace Engine;
 
 /// <summary>How the GPU kernels multiply the chunk products (state and accumulation are fp32 either way).</summary>
 public enum GpuPrecision

@@ -1,13 +1,5 @@
 namespace Engine.Kernels.Gating;
 
-/// <summary>The gate's activation in a gated RMS norm.</summary>
-public enum GateActivation
-{
-    /// <summary>z · sigmoid(z) (SiLU, Swish).</summary>
-    Silu,
-    Sigmoid,
-}
-
 /// <summary>
 /// Gated RMS normalization (Mamba2, Gated DeltaNet outputs) over rows of C elements (C = scale's length):
 ///   y = x · (mean(x²) + ε)^−½ · scale · act(z)

@@ -29,7 +29,7 @@ public sealed record LsslConfig
     /// <summary>N padded to whole Vector512s, as every fp32 table holds the state.</summary>
     public int StatePadded => HeadLayout.RoundUp16(StateSize);
 
-    /// <summary>The default Q: the power of two nearest above N (the scan's cost 2(Q + 2N + N²/Q) per step is least at Q ≈ N), in [16, 256].</summary>
+    /// <summary>The default Q: the smallest power of two &gt;= N (the scan's cost 2(Q + 2N + N²/Q) per step is least at Q ≈ N), in [16, 256].</summary>
     public static int DefaultChunkLength(int stateSize)
     {
         int q = 16;

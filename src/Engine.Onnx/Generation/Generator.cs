@@ -22,6 +22,7 @@ public sealed record GenerationOptions
     /// <summary>Chooses each token; null is greedy (the highest logit, the lowest id among equals).</summary>
     public TokenSampler? Sampler { get; init; }
 
+    /// <summary>Called with each generated token as it is chosen, and the logits it was chosen from (valid during the call only); null: none.</summary>
     public TokenCallback? OnToken { get; init; }
 
     /// <summary>
@@ -182,6 +183,12 @@ public sealed class Generator : IDisposable
     /// <see cref="GenerationResult.StopReason"/> says which. Memory grows with the tokens generated, not those asked for.
     /// Cancelling stops the run in progress (ONNX Runtime's terminate flag) and throws <see cref="OperationCanceledException"/>.
     /// </summary>
+    /// <exception cref="ArgumentException">
+    /// What <see cref="Validate"/> refuses (an empty prompt, a token outside the vocabulary, fewer than one new token, more
+    /// positions than context_length), or a sampler's token outside the vocabulary.
+    /// </exception>
+    /// <exception cref="InvalidOperationException">Another generation is in progress on this generator.</exception>
+    /// <exception cref="ModelRunException">ONNX Runtime failed to run the model.</exception>
     public GenerationResult Generate(IReadOnlyList<long> prompt, int newTokens, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
         Validate(prompt, newTokens);

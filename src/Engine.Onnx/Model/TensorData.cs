@@ -56,10 +56,15 @@ public sealed class TensorData
     public Type ClrType => ClrTypeOf(ElementType);
     public long ElementCount => _values?.LongLength ?? _memory.Length / ElementSize(ElementType);
 
-    /// <summary>A tensor over read-only bytes kept elsewhere (not copied): they must stay valid as long as the tensor is used.</summary>
+    /// <summary>
+    /// Whether the tensor is over read-only bytes kept elsewhere (made by <see cref="Over"/>, not copied): an input only,
+    /// whose bytes must stay valid as long as the tensor is used.
+    /// </summary>
     public bool IsReadOnly => _values is null;
 
-    /// <summary>Wraps <paramref name="values"/> (not copied) with the given shape.</summary>
+    /// <summary>Wraps <paramref name="values"/> (not copied, row-major) with the given shape.</summary>
+    /// <exception cref="ArgumentException">A negative dimension, or a shape that does not hold exactly values.Length elements.</exception>
+    /// <exception cref="NotSupportedException">T is not one of the element types above.</exception>
     public static TensorData Create<T>(T[] values, params long[] shape) where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(values);
@@ -76,6 +81,7 @@ public sealed class TensorData
         return new TensorData(type, (long[])shape.Clone(), values);
     }
 
+    /// <summary>A copy of <paramref name="tensor"/>'s values with its shape.</summary>
     public static TensorData FromTensor<T>(Tensor<T> tensor) where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(tensor);
@@ -94,9 +100,11 @@ public sealed class TensorData
         ElementTypes.FirstOrDefault(e => e.Value == type).Key
         ?? throw new NotSupportedException($"ONNX element type {type} is not supported");
 
+    /// <summary>The values' array as T[] (not copied); <see cref="InvalidCastException"/> when the tensor holds another type.</summary>
     public T[] As<T>() where T : unmanaged =>
         Values as T[] ?? throw new InvalidCastException($"tensor holds {ClrType.Name}, not {typeof(T).Name}");
 
+    /// <summary>A <see cref="Tensor{T}"/> over the values' array (not copied) with this shape.</summary>
     public Tensor<T> ToTensor<T>() where T : unmanaged
     {
         var lengths = new nint[Shape.Length];

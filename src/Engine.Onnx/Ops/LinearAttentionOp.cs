@@ -281,7 +281,7 @@ internal sealed record ConvFold(bool Silu)
 }
 
 /// <summary>The gated RMS norm a LinearAttention node applies to its output (the engine's inputs 9-10), checked at load.</summary>
-internal sealed record NormFold(float Epsilon, Kernels.Gating.GateActivation Activation)
+internal sealed record NormFold(float Epsilon, GateActivation Activation)
 {
     public static NormFold? FromNode(KernelInfo info, string node, bool deltaRule)
     {

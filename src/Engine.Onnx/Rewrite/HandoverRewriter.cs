@@ -384,7 +384,7 @@ public static class HandoverRewriter
             case LinearAttentionGateSignature.OpType:
                 return (Extra(1, node.Output) ? "decay and beta" : "decay", null);
             default:
-                return ($"activation {(GatedRmsNormSignature.Activation(Attr("activation"), name) == Kernels.Gating.GateActivation.Silu ? "silu" : "sigmoid")}", null);
+                return ($"activation {(GatedRmsNormSignature.Activation(Attr("activation"), name) == GateActivation.Silu ? "silu" : "sigmoid")}", null);
         }
     }
 

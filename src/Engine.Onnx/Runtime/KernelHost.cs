@@ -41,6 +41,8 @@ public sealed class KernelHost : IDisposable
     private bool _disposeRequested;
     private bool _released;
 
+    /// <summary>A host of its own for the sessions given it in <see cref="ModelSessionOptions.Host"/>; dispose it after them.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">IntraOpThreads below 1.</exception>
     public KernelHost(KernelHostOptions? options = null)
     {
         Options = options ?? new KernelHostOptions();
@@ -51,17 +53,22 @@ public sealed class KernelHost : IDisposable
     /// <summary>The process-wide host sessions use unless given their own; never disposed.</summary>
     public static KernelHost Shared => SharedHost.Value;
 
+    /// <summary>The options the host was made with.</summary>
     public KernelHostOptions Options { get; }
+
+    /// <summary>The intra-op threads of every session on this host (<see cref="KernelHostOptions.IntraOpThreads"/>, default all cores).</summary>
     public int IntraOpThreads { get; }
 
     /// <summary>Kernels ORT has created from this host's ops and not yet destroyed.</summary>
     public int LiveKernels => Volatile.Read(ref _liveKernels);
 
+    /// <summary>Sessions open on this host (not yet disposed).</summary>
     public int OpenSessions
     {
         get { lock (_lock) return _openSessions; }
     }
 
+    /// <summary>The update rules and engine ops this build's kernels run: what <see cref="HandoverRewriter.Rewrite"/> hands over.</summary>
     public EngineCapabilities Capabilities => EngineCapabilities.Current;
 
     /// <summary>What the backend's kernels run on, e.g. "cpu: 2 threads, Vector512 (AVX-512)".</summary>

@@ -76,10 +76,25 @@ public sealed class ModelSession : IDisposable
         _declaredInputs = model.Graph.Input.Select(ModelValueInfo.From).ToDictionary(i => i.Name);
     }
 
+    /// <summary>
+    /// Loads the model file (external data resolved next to it, <see cref="OnnxModel.Load(string)"/>), rewrites it for the
+    /// hand-over and opens it in ONNX Runtime; <paramref name="options"/> default to the engine's CPU kernels
+    /// (<see cref="HandoverBackend.Cpu"/>) on <see cref="KernelHost.Shared"/>.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="InvalidDataException">The file is not an ONNX model.</exception>
+    /// <exception cref="DllNotFoundException">ONNX Runtime's native library is missing (the message names the package to add).</exception>
+    /// <exception cref="ModelRunException">ONNX Runtime could not load the model (or, with <see cref="OrtProvider.Cuda"/>, its CUDA provider).</exception>
     public static ModelSession Open(string path, ModelSessionOptions? options = null) => Open(OnnxModel.Load(path), options);
 
+    /// <summary>Opens a model from its bytes, as <see cref="Open(string, ModelSessionOptions?)"/> does; a model with external data needs its path or <see cref="OnnxModel.Load(byte[], string?)"/> with its folder.</summary>
+    /// <exception cref="InvalidDataException">The bytes are not an ONNX model.</exception>
+    /// <exception cref="InvalidOperationException">The model keeps initializers in external files.</exception>
     public static ModelSession Open(byte[] model, ModelSessionOptions? options = null) => Open(OnnxModel.Load(model), options);
 
+    /// <summary>Opens a loaded model, as <see cref="Open(string, ModelSessionOptions?)"/> does.</summary>
+    /// <exception cref="InvalidOperationException">The model keeps initializers in external files and was loaded without its folder.</exception>
+    /// <exception cref="ModelRunException">ONNX Runtime could not load the model.</exception>
     public static ModelSession Open(OnnxModel model, ModelSessionOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -150,6 +165,7 @@ public sealed class ModelSession : IDisposable
     /// <summary>The rewritten model and the nodes the engine took over.</summary>
     public HandoverPlan Handover { get; }
 
+    /// <summary>Where the engine's nodes run (<see cref="ModelSessionOptions.Backend"/>); <see cref="HandoverBackend.None"/>: ONNX Runtime alone.</summary>
     public HandoverBackend Backend { get; }
 
     /// <summary>ONNX Runtime's session, for runs that hand ORT values from one run to the next (<see cref="Generator"/>), inside <see cref="EnterRun"/>.</summary>
@@ -180,6 +196,8 @@ public sealed class ModelSession : IDisposable
 
     /// <summary>The inputs every run must give (graph inputs without an initializer).</summary>
     public IReadOnlyList<string> InputNames { get; }
+
+    /// <summary>The model's outputs, in the graph's order: what <see cref="Run(IReadOnlyDictionary{string, TensorData}, IReadOnlyCollection{string}?)"/> returns by default.</summary>
     public IReadOnlyList<string> OutputNames { get; }
 
     /// <summary>

@@ -37,10 +37,13 @@ public sealed class DeviceTensor<T> : IDisposable where T : unmanaged
     /// <summary>The device whose memory holds the tensor; calls on another device refuse it.</summary>
     public EngineDevice Device { get; }
 
+    /// <summary>The shape, dense and row-major (the last dim contiguous), as the host tensors the ops take.</summary>
     public ReadOnlySpan<nint> Lengths => _lengths;
 
+    /// <summary>The number of dims.</summary>
     public int Rank => _lengths.Length;
 
+    /// <summary>The number of elements: the product of <see cref="Lengths"/>.</summary>
     public long FlattenedLength { get; }
 
     /// <summary>The elements as a view (exactly <see cref="FlattenedLength"/> of them).</summary>

@@ -58,6 +58,15 @@ public sealed class EngineDevice : IDisposable
         _gpu = gpu;
     }
 
+    /// <summary>
+    /// A device for <paramref name="backend"/>: <see cref="Backend.Reference"/> (float64 loops), <see cref="Backend.Cpu"/>
+    /// (SIMD kernels on <see cref="EngineDeviceOptions.CpuThreads"/> workers, default all cores) or <see cref="Backend.Gpu"/>
+    /// (the ILGPU kernels on the accelerator <see cref="EngineDeviceOptions.Gpu"/> picks: CUDA when present, else ILGPU's CPU
+    /// accelerator). Dispose it after the sessions and device tensors made on it.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">CpuThreads below 1, or (Gpu) a CPU accelerator group size that is not a multiple of 16 or a warp size other than 4 or 32.</exception>
+    /// <exception cref="ArgumentException">Both CpuThreads and Scheduler given, or a scheduler with no workers.</exception>
+    /// <exception cref="InvalidOperationException"><see cref="GpuPreference.Cuda"/> asked for and no CUDA device found.</exception>
     public static EngineDevice Create(Backend backend, EngineDeviceOptions? options = null)
     {
         options ??= new EngineDeviceOptions();
@@ -75,6 +84,7 @@ public sealed class EngineDevice : IDisposable
         return new EngineDevice(backend, scheduler, gpu);
     }
 
+    /// <summary>The backend the device was created for.</summary>
     public Backend Backend { get; }
 
     /// <summary>What runs the work: e.g. "cpu: 2 threads, Vector512" or "gpu: NVIDIA H100 (CUDA)".</summary>
@@ -114,9 +124,12 @@ public sealed class EngineDevice : IDisposable
         : throw new ArgumentException($"{name}: the scheduler has {scheduler.Workers} workers; IWorkScheduler.Workers must be >= 1", name);
 
     /// <summary>An uninitialized tensor of this shape in the GPU's memory (float or System.Half); dispose it to free the memory.</summary>
+    /// <exception cref="InvalidOperationException">The device is not a <see cref="Backend.Gpu"/> device.</exception>
+    /// <exception cref="NotSupportedException">T is neither float nor System.Half.</exception>
     public DeviceTensor<T> Allocate<T>(params ReadOnlySpan<nint> lengths) where T : unmanaged => new(this, lengths);
 
     /// <summary>A tensor in the GPU's memory with <paramref name="source"/>'s shape and values.</summary>
+    /// <exception cref="InvalidOperationException">The device is not a <see cref="Backend.Gpu"/> device.</exception>
     public DeviceTensor<T> Upload<T>(ReadOnlyTensorSpan<T> source) where T : unmanaged
     {
         var tensor = Allocate<T>(source.Lengths);

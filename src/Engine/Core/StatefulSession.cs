@@ -39,6 +39,11 @@ public abstract class StatefulSession : IDisposable
 
     private protected DeviceState State => States.Current;
 
+    /// <summary>
+    /// Copies the state into <paramref name="destination"/> (fp32, of <see cref="StateShape"/>: [N, Hv, K, V], or
+    /// [N, Hv, V, K] with a value-major <see cref="AttentionOptions.StateLayout"/>; LSSL [B, H, N]).
+    /// </summary>
+    /// <exception cref="ArgumentException">destination is not of <see cref="StateShape"/>.</exception>
     public void GetState(TensorSpan<float> destination)
     {
         using var use = Use();
@@ -46,6 +51,8 @@ public abstract class StatefulSession : IDisposable
         State.Store(TensorArgs.DenseSpan(destination, "state"));
     }
 
+    /// <summary>Replaces the state with <paramref name="source"/> (fp32, of <see cref="StateShape"/>), e.g. a state saved with <see cref="GetState"/>.</summary>
+    /// <exception cref="ArgumentException">source is not of <see cref="StateShape"/>, or holds a NaN or an infinity (the state is then left as it was).</exception>
     public void SetState(ReadOnlyTensorSpan<float> source)
     {
         using var use = Use();
@@ -55,6 +62,7 @@ public abstract class StatefulSession : IDisposable
         State.Load(input.Span);
     }
 
+    /// <summary>Sets the state to zeros, as a new session starts: the next call begins new sequences.</summary>
     public void ResetState()
     {
         using var use = Use();

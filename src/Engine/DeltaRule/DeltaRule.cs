@@ -17,6 +17,7 @@ public sealed record DeltaRuleOptions : AttentionOptions
     /// </summary>
     public int ChunkSize { get; init; } = DefaultChunkSize;
 
+    /// <summary>The default <see cref="ChunkSize"/>: 32 tokens.</summary>
     public const int DefaultChunkSize = 32;
 
     /// <summary>L2-normalize every q and k row per head inside the kernel (x / sqrt(Σ x² + <see cref="L2NormEpsilon"/>)).</summary>
@@ -67,6 +68,11 @@ public static class DeltaRule
     /// Runs the delta rule over whole sequences. initialState defaults to zeros and is read where it lies; finalState
     /// is optional and written in place (it may be the same tensor as initialState).
     /// </summary>
+    /// <exception cref="ArgumentException">
+    /// A tensor whose shape does not match q's (the message names it and the expected shape), heads grouped neither way,
+    /// invalid options, a state sharing memory with an input or the output, non-finite inputs, log gates above 0, or an output or final
+    /// state that overflows fp32 (float16 for a Half output) from finite inputs.
+    /// </exception>
     public static void Forward<T>(EngineDevice device,
         ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> beta,
         ReadOnlyTensorSpan<T> g, TensorSpan<T> output,

@@ -7,8 +7,8 @@ namespace Engine;
 /// The gated RMS norm Gated DeltaNet applies to each output head (Qwen3-Next/3.5's norm before out_proj):
 ///   y = o / sqrt(mean(o²) + <see cref="Epsilon"/>) · Scale · act(Gate),  over each head's V values,
 /// act SiLU or sigmoid. Set in <see cref="DeltaRuleOptions.OutputNorm"/>, the output is y: the CPU kernels normalize each
-/// head's rows before they store them, so o itself is never written out; the reference and GPU backends normalize the
-/// output on the host after the run (in float64). Whole-sequence host calls only, as <see cref="ShortConvolution"/>.
+/// head's rows before they store them, so o itself is never written out; the reference backend normalizes the output after
+/// its run in float64, the GPU backend on the host after its run with the CPU kernels' fp32 pass. Whole-sequence host calls only, as <see cref="ShortConvolution"/>.
 /// </summary>
 public sealed record GatedOutputNorm
 {
@@ -21,6 +21,7 @@ public sealed record GatedOutputNorm
     /// <summary>Added to the mean square, finite and >= 0; default 1e-6.</summary>
     public float Epsilon { get; init; } = 1e-6f;
 
+    /// <summary>act applied to the gate: SiLU (the default, as Gated DeltaNet) or sigmoid.</summary>
     public GateActivation Activation { get; init; } = GateActivation.Silu;
 }
 

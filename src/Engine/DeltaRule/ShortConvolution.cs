@@ -11,7 +11,8 @@ namespace Engine;
 /// with x the rows of q, k and v side by side (C = Hq·K + Hk·K + Hv·V channels: q's heads, then k's, then v's) and positions
 /// before a sequence's first token read from <see cref="InitialState"/>. Set in <see cref="DeltaRuleOptions.Convolution"/>, q,
 /// k and v are the rows before the convolution: the CPU kernels convolve each head's rows as they load them, so the convolved
-/// rows are never written out; the float64 reference and the GPU backend convolve them first (on the host, in float64).
+/// rows are never written out; the reference backend convolves them first in float64, the GPU backend on the host with the
+/// CPU kernels' row loads (fp32), before the upload.
 /// Whole-sequence host calls only (<see cref="DeltaRule.Forward{T}(EngineDevice, System.Numerics.Tensors.ReadOnlyTensorSpan{T}, System.Numerics.Tensors.ReadOnlyTensorSpan{T}, System.Numerics.Tensors.ReadOnlyTensorSpan{T}, System.Numerics.Tensors.ReadOnlyTensorSpan{T}, System.Numerics.Tensors.ReadOnlyTensorSpan{T}, System.Numerics.Tensors.TensorSpan{T}, System.Numerics.Tensors.ReadOnlyTensorSpan{float}, System.Numerics.Tensors.TensorSpan{float}, ReadOnlySpan{int}, DeltaRuleOptions?)"/>).
 /// </summary>
 public sealed record ShortConvolution

@@ -30,6 +30,11 @@ public static class Gla
     /// Runs GLA over whole sequences. initialState defaults to zeros and is read where it lies; finalState is optional
     /// and written in place (it may be the same tensor as initialState).
     /// </summary>
+    /// <exception cref="ArgumentException">
+    /// A tensor whose shape does not match q's (the message names it and the expected shape), heads grouped neither way,
+    /// invalid options, a state sharing memory with an input or the output, non-finite inputs, log gates above 0, or an output or final
+    /// state that overflows fp32 (float16 for a Half output) from finite inputs.
+    /// </exception>
     public static void Forward<T>(EngineDevice device,
         ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> g,
         TensorSpan<T> output,

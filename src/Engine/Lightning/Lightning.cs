@@ -8,9 +8,10 @@ public sealed record LightningOptions : AttentionOptions
     /// <summary>Decay slope s_h >= 0 per value head (λ_h = exp(−s_h)). Default: <see cref="Lightning.Slopes"/> for the head count.</summary>
     public float[]? Slopes { get; init; }
 
-    /// <summary>Layer index l of <see cref="Layers"/>: scales the default slopes by (1 − l/(L−1) + 1e−5), as MiniMax-01 does.</summary>
+    /// <summary>Layer index l in [0, L − 1] of <see cref="Layers"/>: scales the default slopes by (1 − l/(L−1) + 1e−5), as MiniMax-01 does.</summary>
     public int? Layer { get; init; }
 
+    /// <summary>The model's layer count L, given with <see cref="Layer"/> (at least 2); not with <see cref="Slopes"/>.</summary>
     public int? Layers { get; init; }
 
     /// <summary>Query scale; Lightning attention uses none (1).</summary>
@@ -58,6 +59,11 @@ public static class Lightning
     }
 
     /// <summary>Runs Lightning attention over whole sequences; states as in <see cref="Gla.Forward{T}(EngineDevice, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, TensorSpan{T}, ReadOnlyTensorSpan{float}, TensorSpan{float}, ReadOnlySpan{int}, GlaOptions?)"/>.</summary>
+    /// <exception cref="ArgumentException">
+    /// A tensor whose shape does not match q's, heads grouped neither way, slopes that are negative, not finite or not one
+    /// per value head, slopes given with layer/layers, a state sharing memory with an input or the output, non-finite
+    /// inputs, or an output or final state that overflows fp32 (float16 for a Half output) from finite inputs.
+    /// </exception>
     public static void Forward<T>(EngineDevice device,
         ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, TensorSpan<T> output,
         ReadOnlyTensorSpan<float> initialState = default, TensorSpan<float> finalState = default,
@@ -110,6 +116,8 @@ public static class Lightning
 /// <summary>A Lightning attention layer with its state on the device: <see cref="Prefill"/> (blocks), then <see cref="Step"/> (recurrent).</summary>
 public sealed class LightningSession : AttentionSession
 {
+    /// <param name="sequences">How many sequences the state holds (the batch, or the packed sequence count).</param>
+    /// <param name="options">The slopes (default the ALiBi schedule for the value heads, or that of <see cref="LightningOptions.Layer"/>), scale and block size of every call.</param>
     public LightningSession(EngineDevice device, int sequences, HeadLayout heads, LightningOptions? options = null)
         : base(device, sequences, Lightning.Op(heads, options ??= new LightningOptions()), options)
     {

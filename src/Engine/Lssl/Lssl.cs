@@ -120,7 +120,7 @@ public sealed record LsslOptions
     /// <summary>The dt tensor holds log Δ (as models learn it) rather than Δ.</summary>
     public bool LogDt { get; init; }
 
-    /// <summary>Steps per chunk of the scan (16, 32, 64, 128 or 256); null: the power of two nearest above N.</summary>
+    /// <summary>Steps per chunk of the scan (16, 32, 64, 128 or 256); null: the smallest power of two &gt;= N, within 16–256 (N = 64: 64).</summary>
     public int? ChunkLength { get; init; }
 }
 
@@ -197,6 +197,10 @@ public sealed class LsslLayer : IDisposable
     /// optional. Returns the mode that ran (what Auto picked). <paramref name="scheduler"/> runs this call's CPU work
     /// (default the device's).
     /// </summary>
+    /// <exception cref="ArgumentException">
+    /// u, y or a state of the wrong shape, non-finite u or initial state, or (parameter A) a y that overflowed: the
+    /// discretized system is unstable or the input too large for fp32.
+    /// </exception>
     public LsslMode Forward<T>(EngineDevice device, ReadOnlyTensorSpan<T> u, TensorSpan<T> y,
         ReadOnlyTensorSpan<float> initialState = default, TensorSpan<float> finalState = default, LsslMode mode = LsslMode.Auto,
         IWorkScheduler? scheduler = null) where T : unmanaged

@@ -95,6 +95,10 @@ public sealed class DocSnippetTests
 
     [TestCase("using Engine.Onnx;\nusing var session = ModelSession.Open(\"model.onnx\");")]
     [TestCase("using var device = EngineDevice.Create(Backend.Cpu);\nAttentionResult<float> r = Gla.Forward(device, q, k, v, g);\nConsole.WriteLine(r.Output.Lengths.Length);")]
+    // The types the public API hands out or takes are named with `using Engine;` alone, not from the kernels' namespaces.
+    [TestCase("var options = new GlaOptions { GpuPrecision = GpuPrecision.Tf32 };\nConsole.WriteLine(options);", TestName = "GpuPrecision is reached by using Engine")]
+    [TestCase("using var gpu = EngineDevice.Create(Backend.Gpu);\nGpuTraffic before = gpu.GpuTraffic;\ngpu.StartGpuProfile();\nIReadOnlyList<GpuKernelTime> times = gpu.StopGpuProfile();\nConsole.WriteLine(gpu.GpuTraffic.Since(before).Launches + times.Count);", TestName = "GpuTraffic and GpuKernelTime are reached by using Engine")]
+    [TestCase("var norm = new GatedOutputNorm { Scale = new float[4], Gate = new float[4], Activation = GateActivation.Sigmoid };\nConsole.WriteLine(norm);", TestName = "GateActivation is reached by using Engine")]
     public void WhatUsingEngineReachesCompiles(string code) =>
         Assert.That(DocSnippets.Problems(new DocSnippet("guide.md", 1, code)), Is.Empty);
 }

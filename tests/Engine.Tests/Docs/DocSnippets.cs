@@ -37,7 +37,7 @@ public static class DocSnippets
 
         public static class WellKnown
         {
-            // Attention: q, k [B,T,Hq,K]; v [B,T,Hkv,V]; g [B,T,Hkv,K] or [B,T,Hkv]; beta [B,T,Hkv]; output [B,T,Hq,V];
+            // Attention: q [B,T,Hq,K]; k [B,T,Hk,K]; v [B,T,Hkv,V]; g [B,T,Hkv,K] or [B,T,Hkv]; beta [B,T,Hkv]; output [B,T,max(Hq,Hkv),V];
             // initialState, finalState: the op's state ([B,Hkv,K,V]; LSSL [B,H,N]); cuSeqlens: packed sequence offsets.
             public static readonly Tensor<float> q = null!, k = null!, v = null!, g = null!, beta = null!, output = null!;
             public static readonly Tensor<float> initialState = null!, finalState = null!;

@@ -54,7 +54,7 @@ internal sealed class LsslOpCommand : EngineCommand
     private readonly LsslMethodOptions _method = new();
     private readonly Option<LsslMode> _mode = Opt.Choice("--mode", LsslMode.Auto, "recurrent, chunked scan, convolution, or auto (the cost rule)");
     private readonly Option<LsslStateMatrix?> _aForm = Opt.OptionalChoice<LsslStateMatrix>("--a-form", "the form of A where its shape is ambiguous (H = N)");
-    private readonly Option<int?> _chunk = Opt.OptionalOneOf("--chunk", LsslConfig.ChunkLengths, "the scan's chunk length (default: the power of two nearest above N)");
+    private readonly Option<int?> _chunk = Opt.OptionalOneOf("--chunk", LsslConfig.ChunkLengths, "the scan's chunk length (default: the smallest power of two >= N, within 16..256)");
     private readonly DeviceOptions _device = new();
     private readonly Option<string> _y = Opt.Text("--y", "the output [B,L,H] to write (u's type)", "y.npy", required: true);
     private readonly Option<string> _xt = Opt.Text("--xt", "the final state [B,H,N] float32 to write", "xt.npy");
