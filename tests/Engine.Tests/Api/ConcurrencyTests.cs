@@ -288,4 +288,25 @@ public sealed class ConcurrencyTests
         session.GetState(new TensorSpan<float>(state, [1, 2, 16, 16]));
         Assert.That(state, Is.EqualTo(expected[^state.Length..]), "the state after the decode steps");
     }
+
+    /// <summary>The same for an LSSL session: a prefill stopped part way leaves the state it had.</summary>
+    [TestCase(LsslMode.Recurrent)]
+    [TestCase(LsslMode.Scan)]
+    [TestCase(LsslMode.Conv)]
+    public void AnLsslPrefillThatFailsPartWayLeavesTheStateAsItWas(LsslMode mode)
+    {
+        var device = TestDevices.Of(Backend.Cpu);
+        using var layer = Engine.Lssl.Parameters(LsslInitKind.Legs, 32, 8, seed: 1).Layer();
+        using var session = layer.CreateSession(device, 1, new FailingScheduler { Fail = false });
+        var y = Tensor.Create(new float[64 * 32], [1, 64, 32]);
+        session.Prefill(Tensor.Create(new TestData(1).Normal(64 * 32), [1, 64, 32]), y, mode);
+        var before = new float[32 * 8];
+        session.GetState(new TensorSpan<float>(before, [1, 32, 8]));
+        using var failing = layer.CreateSession(device, 1, new FailingScheduler());
+        failing.SetState(new ReadOnlyTensorSpan<float>(before, [1, 32, 8]));
+        Assert.That(() => failing.Prefill(Tensor.Create(new TestData(2).Normal(64 * 32), [1, 64, 32]), y, mode), Throws.InstanceOf<OperationCanceledException>());
+        var after = new float[before.Length];
+        failing.GetState(new TensorSpan<float>(after, [1, 32, 8]));
+        Assert.That(after, Is.EqualTo(before));
+    }
 }
