@@ -309,4 +309,32 @@ public sealed class ConcurrencyTests
         failing.GetState(new TensorSpan<float>(after, [1, 32, 8]));
         Assert.That(after, Is.EqualTo(before));
     }
+
+    /// <summary>
+    /// A device disposed while a session's call runs on another thread (held inside its scheduler): the call finishes with the
+    /// results it has alone, and the session's later calls are refused as disposed, naming the device.
+    /// </summary>
+    [Test]
+    public void ADeviceDisposedDuringASessionsCallLetsTheCallFinish()
+    {
+        var device = EngineDevice.Create(Backend.Cpu, new EngineDeviceOptions { CpuThreads = 1 });
+        var expected = PrefillAndDecode(TestDevices.Of(Backend.Cpu), 7, new GlaOptions { Scheduler = new ThreadPoolScheduler(1) });
+        var scheduler = new GateScheduler();
+        using var session = new GlaSession(device, 1, Heads, GateKind.PerHead, new GlaOptions { Scheduler = scheduler });
+        var output = Tensor.Create(new float[PromptLength * 32], [1, PromptLength, 2, 16]);
+        Exception? failure = null;
+        var prefill = new Thread(() =>
+        {
+            try { session.Prefill(Normal(7, PromptLength), Normal(8, PromptLength), Normal(9, PromptLength), LogGates(10, PromptLength), output); }
+            catch (Exception e) { failure = e; }
+        });
+        prefill.Start();
+        scheduler.Entered.Wait();
+        device.Dispose();
+        scheduler.Release.Set();
+        prefill.Join();
+        Assert.That(failure, Is.Null);
+        Assert.That(output.ToArray(), Is.EqualTo(expected[..(PromptLength * 32)]), "the prompt's output");
+        Assert.That(() => session.ResetState(), Throws.InstanceOf<ObjectDisposedException>().With.Message.Contain("device"));
+    }
 }

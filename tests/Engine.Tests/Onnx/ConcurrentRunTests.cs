@@ -84,4 +84,24 @@ public sealed class ConcurrentRunTests
         long[] lengths = [1, 33, 200, 1100];
         RunConcurrentlyAndCompare(session, lengths.Select((l, i) => Inputs(model, 1 + i % 2, l, seed: 30 + i)).ToArray());
     }
+
+    /// <summary>
+    /// A disposed host refuses what would make a backend: describing one made its device and native op tables again, which
+    /// nothing would release. Disposing it again is harmless.
+    /// </summary>
+    [Test]
+    public void ADisposedHostRefusesToMakeABackend()
+    {
+        var host = new KernelHost(new KernelHostOptions { IntraOpThreads = 1 });
+        Assert.That(host.Describe(HandoverBackend.Cpu), Does.StartWith("cpu"));
+        host.Dispose();
+        host.Dispose();
+        Assert.Multiple(() =>
+        {
+            Assert.That(() => host.Describe(HandoverBackend.Gpu), Throws.InstanceOf<ObjectDisposedException>().With.Message.Contain(nameof(KernelHost)));
+            Assert.That(() => host.Describe(HandoverBackend.Cpu), Throws.InstanceOf<ObjectDisposedException>().With.Message.Contain(nameof(KernelHost)));
+            Assert.That(() => ModelSession.Open(SampleModels.LsslScanNode(channels: 2, stateSize: 4), new ModelSessionOptions { Host = host }),
+                Throws.InstanceOf<ObjectDisposedException>());
+        });
+    }
 }
