@@ -8,8 +8,8 @@ namespace Engine;
 /// A session carries one state, so it serves one thread at a time: a call made while another is running on it
 /// throws <see cref="InvalidOperationException"/>. Devices may be shared by any number of threads and sessions.
 /// Dispose waits for a call running on another thread, then frees the state; later calls throw
-/// <see cref="ObjectDisposedException"/>. Dispose may be called again, or by several threads at once. Disposing it, or calling it again, from inside one of its calls (its scheduler)
-/// throws <see cref="InvalidOperationException"/>.
+/// <see cref="ObjectDisposedException"/>. Dispose may be called again, or by several threads at once. Disposing it, or
+/// calling it again, from inside one of its calls (its scheduler) throws <see cref="InvalidOperationException"/>.
 /// </summary>
 public abstract class StatefulSession : IDisposable
 {
