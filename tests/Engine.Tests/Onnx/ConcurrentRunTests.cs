@@ -86,6 +86,40 @@ public sealed class ConcurrentRunTests
     }
 
     /// <summary>
+    /// Sessions opened at once from one model on a new host (which makes its backend on the first open), each run and
+    /// disposed on its thread: each gives what a session of the shared test host gives, and the host ends with no kernels.
+    /// </summary>
+    [Test]
+    public void SessionsOpenedAtOnceOnOneHostFromOneModelEachRunAlike()
+    {
+        var model = GatedDeltaNetLayer.Model(new GatedDeltaNetSpec());
+        var inputs = Inputs(model, 1, 20, seed: 40);
+        IReadOnlyDictionary<string, TensorData> expected;
+        using (var reference = OnnxTestHost.Open(model, HandoverBackend.Cpu)) expected = reference.Run(inputs);
+        using var host = new KernelHost(new KernelHostOptions { IntraOpThreads = 2 });
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var start = new Barrier(Threads);
+        var workers = Enumerable.Range(0, Threads).Select(i => new Thread(() =>
+        {
+            try
+            {
+                start.SignalAndWait();
+                using var session = ModelSession.Open(model, new ModelSessionOptions { Host = host });
+                foreach (var (name, values) in session.Run(inputs))
+                    if (!values.Bytes.SequenceEqual(expected[name].Bytes)) failures.Enqueue($"thread {i}: {name} differs");
+            }
+            catch (Exception e)
+            {
+                failures.Enqueue($"thread {i}: {e}");
+            }
+        })).ToArray();
+        foreach (var w in workers) w.Start();
+        foreach (var w in workers) w.Join();
+        Assert.That(failures, Is.Empty);
+        Assert.That((host.OpenSessions, host.LiveKernels), Is.EqualTo((0, 0)));
+    }
+
+    /// <summary>
     /// A disposed host refuses what would make a backend: describing one made its device and native op tables again, which
     /// nothing would release. Disposing it again is harmless.
     /// </summary>
