@@ -122,6 +122,8 @@ public sealed class KernelHost : IDisposable
         lock (_lock)
         {
             if (_backends.TryGetValue(backend, out var made)) return made;
+            // Made after the release, a backend's device and native tables would never be released.
+            ObjectDisposedException.ThrowIf(_released, this);
             var device = backend switch
             {
                 HandoverBackend.Cpu => EngineDevice.Create(Engine.Backend.Cpu, new EngineDeviceOptions { CpuThreads = IntraOpThreads }),

@@ -105,22 +105,20 @@ public sealed class DeviceTensor<T> : IDisposable where T : unmanaged
 
     /// <summary>
     /// Frees the buffer under the runtime's lock: a call reading the tensor on another thread finishes first, and later
-    /// ones find it disposed.
+    /// ones find it disposed. Any number of threads may dispose it, at once or again: the buffer is freed once.
     /// </summary>
     public void Dispose()
     {
-        if (_buffer is null) return;
+        // Taken before the lock: two disposers both waiting for it would otherwise both free it.
+        var buffer = Interlocked.Exchange(ref _buffer, null);
+        if (buffer is null) return;
         try
         {
-            using (Device.Gpu.Enter())
-            {
-                _buffer.Dispose();
-                _buffer = null;
-            }
+            using (Device.Gpu.Enter()) buffer.Dispose();
         }
         catch (ObjectDisposedException)
         {
-            _buffer = null; // the device is gone: its accelerator released every buffer
+            // The device is gone: its accelerator released every buffer.
         }
     }
 

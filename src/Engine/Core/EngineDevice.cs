@@ -117,8 +117,15 @@ public sealed class EngineDevice : IDisposable
 
     internal bool IsDisposed => _disposed;
 
-    /// <summary>The scheduler a call runs its CPU work on: the one it was given (checked), else the device's.</summary>
-    internal IWorkScheduler SchedulerFor(IWorkScheduler? given) => given is null ? Scheduler : RequireWorkers(given, "Scheduler");
+    /// <summary>
+    /// The scheduler a call runs its CPU work on: the one it was given (checked), else the device's. Every call on host
+    /// tensors asks for it before it runs, so a disposed device is refused here, whatever the backend.
+    /// </summary>
+    internal IWorkScheduler SchedulerFor(IWorkScheduler? given)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return given is null ? Scheduler : RequireWorkers(given, "Scheduler");
+    }
 
     private static IWorkScheduler RequireWorkers(IWorkScheduler scheduler, string name) => scheduler.Workers >= 1 ? scheduler
         : throw new ArgumentException($"{name}: the scheduler has {scheduler.Workers} workers; IWorkScheduler.Workers must be >= 1", name);

@@ -8,8 +8,8 @@ namespace Engine;
 /// A session carries one state, so it serves one thread at a time: a call made while another is running on it
 /// throws <see cref="InvalidOperationException"/>. Devices may be shared by any number of threads and sessions.
 /// Dispose waits for a call running on another thread, then frees the state; later calls throw
-/// <see cref="ObjectDisposedException"/>. Disposing it, or calling it again, from inside one of its calls (its scheduler)
-/// throws <see cref="InvalidOperationException"/>.
+/// <see cref="ObjectDisposedException"/>. Dispose may be called again, or by several threads at once. Disposing it, or
+/// calling it again, from inside one of its calls (its scheduler) throws <see cref="InvalidOperationException"/>.
 /// </summary>
 public abstract class StatefulSession : IDisposable
 {
@@ -17,10 +17,12 @@ public abstract class StatefulSession : IDisposable
     /// <summary>The managed thread id of the running call's thread; 0 when none; -1 once disposed.</summary>
     private int _callThread;
     private volatile bool _disposed;
+    private int _disposing;
 
     private protected StatefulSession(EngineDevice device, nint[] stateShape, string stateAxes)
     {
         ArgumentNullException.ThrowIfNull(device);
+        ObjectDisposedException.ThrowIf(device.IsDisposed, device);
         if (stateShape[0] < 1) throw new ArgumentOutOfRangeException("sequences", stateShape[0], "at least one sequence");
         Device = device;
         StateShape = stateShape;
@@ -103,6 +105,8 @@ public abstract class StatefulSession : IDisposable
         // Waiting for its own thread's call would never end.
         if (Volatile.Read(ref _callThread) == Environment.CurrentManagedThreadId)
             throw new InvalidOperationException($"{GetType().Name} cannot be disposed from inside one of its calls (its scheduler or a callback): dispose it after the call");
+        // One disposer frees the state; a second one racing it would wait for ever for the flag the first keeps.
+        if (Interlocked.Exchange(ref _disposing, 1) != 0) return;
         _disposed = true;
         // Takes the flag a running call holds once that call is done, and keeps it: the state is freed under no call.
         var wait = new SpinWait();

@@ -154,6 +154,61 @@ public sealed class GeneratorTests
         Assert.Throws<ObjectDisposedException>(() => generator.Generate(prompt, 1));
     }
 
+    /// <summary>
+    /// A callback that throws (the per-token callback, the sampler) ends the generation with its own exception, and the
+    /// generator goes on as if that generation had never been made.
+    /// </summary>
+    [Test]
+    public void ACallbackThatThrowsEndsTheGenerationAndTheGeneratorStaysUsable()
+    {
+        using var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        var prompt = Prompt(8, generator.VocabSize!.Value);
+        var expected = generator.Generate(prompt, 5).Tokens;
+        var onToken = new GenerationOptions { OnToken = (token, _) => { if (token.Index == 2) throw new FormatException("from the callback"); } };
+        Assert.That(() => generator.Generate(prompt, 5, onToken), Throws.InstanceOf<FormatException>().With.Message.EqualTo("from the callback"));
+        Assert.That(generator.Generate(prompt, 5).Tokens, Is.EqualTo(expected), "after the per-token callback threw");
+        var sampler = new GenerationOptions { Sampler = _ => throw new FormatException("from the sampler") };
+        Assert.That(() => generator.Generate(prompt, 5, sampler), Throws.InstanceOf<FormatException>().With.Message.EqualTo("from the sampler"));
+        Assert.That(generator.Generate(prompt, 5).Tokens, Is.EqualTo(expected), "after the sampler threw");
+    }
+
+    /// <summary>
+    /// A second thread's generation while one runs is refused at once, and the running one is not disturbed; generators of
+    /// their own on the same model folder run at once, each generating what it generates alone.
+    /// </summary>
+    [Test]
+    public void OneGeneratorServesOneThreadAndGeneratorsOfTheirOwnRunTogether()
+    {
+        using var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        using var other = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        var prompts = new[] { Prompt(8, generator.VocabSize!.Value, seed: 1), Prompt(5, generator.VocabSize!.Value, seed: 2) };
+        var expected = prompts.Select(p => generator.Generate(p, 6).Tokens).ToArray();
+
+        using var inside = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var held = Task.Run(() => generator.Generate(prompts[0], 6, new GenerationOptions
+        {
+            OnToken = (token, _) =>
+            {
+                if (token.Index != 1) return;
+                inside.Set();
+                release.Wait();
+            },
+        }));
+        inside.Wait();
+        Assert.That(() => generator.Generate(prompts[1], 2), Throws.InvalidOperationException.With.Message.Contain("already generating"));
+        release.Set();
+        Assert.That(held.Result.Tokens, Is.EqualTo(expected[0]), "the held generation");
+
+        using var start = new Barrier(2);
+        var together = new[] { generator, other }.Select((g, i) => Task.Factory.StartNew(() =>
+        {
+            start.SignalAndWait();
+            return g.Generate(prompts[i], 6).Tokens;
+        }, TaskCreationOptions.LongRunning)).ToArray();
+        Assert.That(together.Select(t => t.Result), Is.EqualTo(expected), "two generators at once");
+    }
+
     /// <summary>Dispose on another thread waits for the generation in progress to end (it released the session under it and crashed); from inside it, it is refused.</summary>
     [Test]
     public void DisposeWaitsForTheGenerationInProgress()
