@@ -21,12 +21,15 @@ public sealed class LayerDifferentialTests
 {
     private const string Prefix = "/model/layers.0/linear_attn/";
 
+    /// <summary>The hand-over's backend: the CPU kernels, or with ENGINE_LAYER_FUZZ_GPU=1 the GPU kernels (ILGPU's CPU accelerator when no GPU is present; slow).</summary>
+    private static HandoverBackend Backend => Environment.GetEnvironmentVariable("ENGINE_LAYER_FUZZ_GPU") == "1" ? HandoverBackend.Gpu : HandoverBackend.Cpu;
+
     /// <summary>
     /// One drawn layer: the spec (its FusedGates when gate and norm are both fused), the gate and norm forms, whether the
     /// convolution and (for ungrouped heads) the attention are ai.onnx-27 nodes, the run's batch and lengths.
     /// </summary>
     private sealed record LayerCase(string Label, GatedDeltaNetSpec Spec, bool FusedGate, bool FusedNorm, bool Opset27, int Batch, int PrefillLength, int DecodeSteps,
-        IReadOnlyList<Edit> Edits);
+        IReadOnlyList<Edit> Edits, (int Batch, int Length)? Second);
 
     /// <summary>A change to the builder's export in a form the rewrites claim to handle (or to refuse), named for the label.</summary>
     private sealed record Edit(string Name, Action<GraphProto, GatedDeltaNetSpec> Apply);
@@ -57,6 +60,27 @@ public sealed class LayerDifferentialTests
         new("k read", (g, s) => Expose(g, Node(g, "k_l2norm/unflat/Reshape").Output[0], s)),
         new("attention output read", (g, s) => Expose(g, Node(g, "LinearAttention").Output[0], s)),
         new("channels-first conv read", (g, s) => Expose(g, Node(g, "CausalConvWithState").Output[0], s)),
+        new("norm over the whole width", (g, s) =>
+        {
+            if (Norm(g) is not { OpType: "GatedRMSNorm" } norm) return;
+            var weight = g.Initializer.Single(t => t.Name == norm.Input[1]);
+            norm.Input[1] = Tiled(g, weight, s.ValueHeads);
+        }),
+        new("norm scale [1, dv]", (g, s) =>
+        {
+            var weight = g.Initializer.Single(t => t.Name == Norm(g).Input[1]);
+            weight.Dims.Clear();
+            weight.Dims.AddRange([1, s.ValueDim]);
+            if (Norm(g).OpType == "SimplifiedLayerNormalization") weight.Dims.RemoveAt(0);
+        }),
+        new("no past states", (g, _) =>
+        {
+            Node(g, "CausalConvWithState").Input[3] = "";
+            Node(g, "LinearAttention").Input[3] = "";
+            foreach (var name in new[] { GatedDeltaNetLayer.PastConvState, GatedDeltaNetLayer.PastRecurrentState }) g.Input.Remove(g.Input.Single(i => i.Name == name));
+        }),
+        new("present conv state unread", (g, _) => g.Output.Remove(g.Output.Single(o => o.Name == GatedDeltaNetLayer.PresentConvState))),
+        new("present recurrent state unread", (g, _) => g.Output.Remove(g.Output.Single(o => o.Name == GatedDeltaNetLayer.PresentRecurrentState))),
     ];
 
     private static T Pick<T>(Random r, params T[] values) => values[r.Next(values.Length)];
@@ -84,7 +108,9 @@ public sealed class LayerDifferentialTests
             (form >= 2 ? " fixed batch" : "") + (form == 3 ? " fixed length" : "") + (opset27 ? " opset27" : "") + (half ? " fp16" : "");
         var edits = Enumerable.Range(0, Pick(r, 0, 0, 1, 1, 2)).Select(_ => Pick(r, Edits)).Distinct().ToArray();
         if (edits.Length > 0) label += ", " + string.Join(", ", edits.Select(e => e.Name));
-        return new LayerCase(label, spec, fusedGate, fusedNorm, opset27, batch, length, decodeSteps, edits);
+        (int, int)? second = form == 0 && r.Next(2) == 0 ? (r.Next(1, 4), Pick(r, 1, 3, 17, 64, 100)) : null;
+        if (second is var (secondBatch, secondLength)) label += $", then B{secondBatch} T{secondLength}";
+        return new LayerCase(label, spec, fusedGate, fusedNorm, opset27, batch, length, decodeSteps, edits, second);
     }
 
     /// <summary>The layer's model in the case's forms, made by editing the builder's export.</summary>
@@ -123,6 +149,18 @@ public sealed class LayerDifferentialTests
     {
         Remove(node, name);
         node.Attribute.Add(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value });
+    }
+
+    /// <summary>A copy of <paramref name="weight"/> repeated <paramref name="times"/> times end to end: its name.</summary>
+    private static string Tiled(GraphProto graph, TensorProto weight, int times)
+    {
+        var tiled = weight.Clone();
+        tiled.Name = weight.Name + "/tiled";
+        tiled.Dims.Clear();
+        tiled.Dims.Add(weight.Dims.Aggregate(1L, (a, n) => a * n) * times);
+        tiled.RawData = Google.Protobuf.ByteString.CopyFrom(Enumerable.Repeat(weight.RawData.ToByteArray(), times).SelectMany(bytes => bytes).ToArray());
+        graph.Initializer.Add(tiled);
+        return tiled.Name;
     }
 
     private static void Swap(NodeProto node) => (node.Input[0], node.Input[1]) = (node.Input[1], node.Input[0]);
@@ -199,30 +237,44 @@ public sealed class LayerDifferentialTests
         bool half = spec.ElementType == TensorElementType.Float16;
         var model = LayerModel(c);
         var data = new TestData(3000 + index);
-        long b = c.Batch;
-        var states = new Dictionary<string, TensorData>
+        Dictionary<string, TensorData> States(long b) => new()
         {
             [GatedDeltaNetLayer.PastConvState] = Typed(half, data.Normal(b * spec.ConvChannels * (spec.ConvKernel - 1)), b, spec.ConvChannels, spec.ConvKernel - 1),
             [GatedDeltaNetLayer.PastRecurrentState] = Typed(half, data.Normal(b * spec.ValueHeads * spec.KeyDim * spec.ValueDim, 0.5), b, spec.ValueHeads, spec.KeyDim, spec.ValueDim),
         };
-        var calls = new[] { c.PrefillLength }.Concat(Enumerable.Repeat(1, c.DecodeSteps)).Select(length => (IReadOnlyDictionary<string, TensorData>)new Dictionary<string, TensorData>
+        var magnitudes = new Random(3000 + index);
+        Call Hidden(long b, int length, Dictionary<string, TensorData>? states = null)
         {
-            [GatedDeltaNetLayer.Input] = Typed(half, data.Normal(b * length * spec.Hidden), b, length, spec.Hidden),
-        });
-        return Compare(c.Label, model, half, states, calls.ToArray(), ortRefused,
-            presents => new Dictionary<string, TensorData>
+            // Now and then a token of zeros, a tiny one or a large one: q/k rows of (nearly) zero norm, saturated gates.
+            var values = data.Normal(b * length * spec.Hidden);
+            for (long row = 0; row < b * length; row++)
             {
-                [GatedDeltaNetLayer.PastConvState] = presents[GatedDeltaNetLayer.PresentConvState],
-                [GatedDeltaNetLayer.PastRecurrentState] = presents[GatedDeltaNetLayer.PresentRecurrentState],
-            });
+                float magnitude = magnitudes.Next(8) == 0 ? Pick(magnitudes, 0f, 1e-3f, 8f) : 1f;
+                for (int i = 0; i < spec.Hidden; i++) values[row * spec.Hidden + i] *= magnitude;
+            }
+            return new(new Dictionary<string, TensorData> { [GatedDeltaNetLayer.Input] = Typed(half, values, b, length, spec.Hidden) }, states);
+        }
+        var calls = new List<Call> { Hidden(c.Batch, c.PrefillLength, States(c.Batch)) };
+        calls.AddRange(Enumerable.Range(0, c.DecodeSteps).Select(_ => Hidden(c.Batch, 1)));
+        // The same session on a second request of another size (scratch and kernels made for the first must not leak into it).
+        if (c.Second is var (batch, length)) calls.Add(Hidden(batch, length, States(batch)));
+        return Compare(c.Label, model, half, calls, ortRefused, output => output switch
+        {
+            GatedDeltaNetLayer.PresentConvState => GatedDeltaNetLayer.PastConvState,
+            GatedDeltaNetLayer.PresentRecurrentState => GatedDeltaNetLayer.PastRecurrentState,
+            _ => null,
+        });
     }
 
+    /// <summary>One call of a session: its inputs, and the states it starts from, or null to carry on from the call before.</summary>
+    private sealed record Call(IReadOnlyDictionary<string, TensorData> Inputs, Dictionary<string, TensorData>? FreshStates);
+
     /// <summary>
-    /// Runs the calls on both paths, each with the states the same path's previous call gave (<paramref name="carry"/> maps its
-    /// outputs to the next call's state inputs), and compares every output of every call.
+    /// Runs the calls on both paths, each from its fresh states or with the states the same path's previous call gave
+    /// (<paramref name="pastOf"/> names the state input an output feeds, or null), and compares every output of every call.
+    /// States the model does not take (an edit removed them) are left out.
     /// </summary>
-    private static string? Compare(string label, OnnxModel model, bool half, Dictionary<string, TensorData> states, IReadOnlyDictionary<string, TensorData>[] calls,
-        List<string> ortRefused, Func<IReadOnlyDictionary<string, TensorData>, Dictionary<string, TensorData>> carry)
+    private static string? Compare(string label, OnnxModel model, bool half, IReadOnlyList<Call> calls, List<string> ortRefused, Func<string, string?> pastOf)
     {
         ModelSession ort;
         try { ort = OnnxTestHost.Open(model, HandoverBackend.None); }
@@ -234,26 +286,32 @@ public sealed class LayerDifferentialTests
         using (ort)
         {
             ModelSession engine;
-            try { engine = OnnxTestHost.Open(model, HandoverBackend.Cpu); }
+            try { engine = OnnxTestHost.Open(model, Backend); }
             catch (Exception e) { return $"{label}: ORT alone opens it, the hand-over does not: {e.GetType().Name}: {First(e.Message)}"; }
             using (engine)
             {
                 if (!engine.Handover.EngineNodes.Any(n => n.OpType == "LinearAttention"))
                     return $"{label}: the engine does not take the attention ({string.Join("; ", engine.Handover.Nodes.Select(n => n.ToString()))})";
-                var ortStates = states;
-                var engineStates = states;
-                for (int call = 0; call < calls.Length; call++)
+                var inputNames = model.Inputs.Select(i => i.Name).ToHashSet();
+                var ortStates = new Dictionary<string, TensorData>();
+                var engineStates = new Dictionary<string, TensorData>();
+                for (int call = 0; call < calls.Count; call++)
                 {
-                    string step = call == 0 ? "prefill" : $"decode step {call}";
+                    string step = call == 0 ? "prefill" : calls[call].FreshStates is null ? $"decode step {call}" : $"call {call}, a new request";
+                    if (calls[call].FreshStates is { } fresh)
+                    {
+                        ortStates = fresh.Where(p => inputNames.Contains(p.Key)).ToDictionary();
+                        engineStates = new(ortStates);
+                    }
                     IReadOnlyDictionary<string, TensorData> byOrt;
-                    try { byOrt = ort.Run(new Dictionary<string, TensorData>(calls[call].Concat(ortStates))); }
+                    try { byOrt = ort.Run(new Dictionary<string, TensorData>(calls[call].Inputs.Concat(ortStates))); }
                     catch (Exception e)
                     {
                         ortRefused.Add($"{label}, {step}: ORT alone fails: {e.GetType().Name}: {First(e.Message)}");
                         return null;
                     }
                     var byEngine = byOrt.ToDictionary(p => p.Key, p => NaNs(p.Value));
-                    try { engine.RunInto(new Dictionary<string, TensorData>(calls[call].Concat(engineStates)), byEngine); }
+                    try { engine.RunInto(new Dictionary<string, TensorData>(calls[call].Inputs.Concat(engineStates)), byEngine); }
                     catch (Exception e) { return $"{label}, {step}: ORT alone runs it, the hand-over fails: {e.GetType().Name}: {First(e.Message)}"; }
                     var problems = new List<string>();
                     foreach (var (name, expected) in byOrt)
@@ -272,12 +330,18 @@ public sealed class LayerDifferentialTests
                         if (!(err <= tolerance)) problems.Add($"{name}: relative RMS {err:E2}");
                     }
                     if (problems.Count > 0) return $"{label}, {step}: {string.Join("; ", problems)}";
-                    ortStates = carry(byOrt);
-                    engineStates = carry(byEngine);
+                    Carry(ortStates, byOrt);
+                    Carry(engineStates, byEngine);
                 }
             }
         }
         return null;
+
+        void Carry(Dictionary<string, TensorData> states, IReadOnlyDictionary<string, TensorData> outputs)
+        {
+            foreach (var (name, value) in outputs)
+                if (pastOf(name) is string past && states.ContainsKey(past)) states[past] = value;
+        }
     }
 
     /// <summary>One drawn hybrid decoder and its run: batch, prompt length, decode steps.</summary>
@@ -331,20 +395,73 @@ public sealed class LayerDifferentialTests
             states[HybridDecoder.PastRecurrent(layer)] = Typed(half, data.Normal(b * linear.ValueHeads * linear.KeyDim * linear.ValueDim, 0.5),
                 b, linear.ValueHeads, linear.KeyDim, linear.ValueDim);
         }
-        var calls = new List<IReadOnlyDictionary<string, TensorData>>();
+        var calls = new List<Call>();
         int total = 0;
         foreach (int length in new[] { c.PromptLength }.Concat(Enumerable.Repeat(1, c.DecodeSteps)))
         {
             total += length;
-            calls.Add(new Dictionary<string, TensorData>
+            calls.Add(new Call(new Dictionary<string, TensorData>
             {
                 ["input_ids"] = TensorData.Create(Enumerable.Range(0, (int)b * length).Select(_ => (long)random.Next(spec.VocabSize)).ToArray(), b, length),
                 ["attention_mask"] = TensorData.Create(Enumerable.Repeat(1L, (int)b * total).ToArray(), b, total),
-            });
+            }, calls.Count == 0 ? states : null));
         }
-        return Compare(c.Label, model, half, states, calls.ToArray(), ortRefused,
-            outputs => outputs.Where(p => p.Key.StartsWith("present.", StringComparison.Ordinal))
-                .ToDictionary(p => "past_key_values." + p.Key["present.".Length..], p => p.Value));
+        return Compare(c.Label, model, half, calls, ortRefused,
+            output => output.StartsWith("present.", StringComparison.Ordinal) ? "past_key_values." + output["present.".Length..] : null)
+            ?? CompareGenerators(c, random);
+    }
+
+    /// <summary>
+    /// The decoder as a GenAI model folder, through <see cref="Generator"/> on both paths: a prompt, then tokens chosen in
+    /// advance (so both paths read the same tokens whatever their logits), each step's logits compared.
+    /// </summary>
+    private static string? CompareGenerators(DecoderCase c, Random random)
+    {
+        string folder = Path.Combine(Path.GetTempPath(), $"engine-layer-fuzz-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        try
+        {
+            HybridDecoder.Write(folder, c.Spec);
+            var prompt = Enumerable.Range(0, Math.Max(c.PromptLength, 1)).Select(_ => (long)random.Next(c.Spec.VocabSize)).ToArray();
+            var chosen = Enumerable.Range(0, c.DecodeSteps + 1).Select(_ => (long)random.Next(c.Spec.VocabSize)).ToArray();
+            List<float[]> Logits(HandoverBackend backend, string? from = null)
+            {
+                using var generator = Generator.Open(from ?? folder, OnnxTestHost.Options(backend));
+                var logits = new List<float[]>();
+                generator.Generate(prompt, chosen.Length, new GenerationOptions
+                {
+                    // The sampler runs before OnToken adds the step's logits: their count is the step.
+                    Sampler = _ => chosen[logits.Count],
+                    OnToken = (_, row) => logits.Add(row.ToArray()),
+                });
+                return logits;
+            }
+            var byOrt = Logits(HandoverBackend.None);
+            var byEngine = Logits(Backend);
+            double tolerance = c.Spec.ElementType == TensorElementType.Float16 ? Numerics.Fp16Tolerance : Numerics.Fp32Tolerance;
+            List<float[]>? reference = null;
+            for (int step = 0; step < byOrt.Count; step++)
+            {
+                double err = Numerics.RelativeRms(byEngine[step], byOrt[step]);
+                if (err <= tolerance) continue;
+                if (c.Spec.ElementType != TensorElementType.Float16) return $"{c.Label}, generator step {step}: logits, relative RMS {err:E2}";
+                // A float16 decoder's logits can sit farther apart than one layer's (rounding through every layer, logits of
+                // small norm): then the hand-over must be as close to the float32 model as ORT alone's float16 run is.
+                if (reference is null)
+                {
+                    HybridDecoder.Write(folder + "-float32", c.Spec with { ElementType = TensorElementType.Float });
+                    reference = Logits(HandoverBackend.None, folder + "-float32");
+                }
+                double ortOff = Numerics.RelativeRms(byOrt[step], reference[step]), engineOff = Numerics.RelativeRms(byEngine[step], reference[step]);
+                if (!(engineOff <= ortOff + tolerance))
+                    return $"{c.Label}, generator step {step}: logits, relative RMS {err:E2} (vs the float32 model: ORT alone {ortOff:E2}, hand-over {engineOff:E2})";
+            }
+            return null;
+        }
+        finally
+        {
+            foreach (var written in new[] { folder, folder + "-float32" })
+                if (Directory.Exists(written)) Directory.Delete(written, recursive: true);
+        }
     }
 
     [Test]
