@@ -59,17 +59,21 @@ public static class LogGates
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Summand(float gate) => gate < SumFloor ? SumFloor : gate;
 
-    /// <summary>dst = e^g − 1 over one row of kd gates, padded with zeros to kp (a multiple of 16); false when a gate is not valid.</summary>
+    /// <summary>
+    /// The decay e^g over one row of kd gates in <see cref="SimdMath.DecayParts"/>' two parts, near and far, each padded with
+    /// zeros to kp (a multiple of 16); false when a gate is not valid.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe bool ExpM1Row(float* dst, float* g, int kd, int kp)
+    public static unsafe bool DecayRow(float* near, float* far, float* g, int kd, int kp)
     {
-        SimdOps.CopyPadded(dst, g, kd, kp);
+        SimdOps.CopyPadded(near, g, kd, kp);
         var valid = Vector512<float>.AllBitsSet;
         for (int c = 0; c < kp; c += 16)
         {
-            var x = Vector512.Load(dst + c);
+            var x = Vector512.Load(near + c);
             valid &= ValidLanes(x);
-            SimdMath.ExpM1NonPositive(x).Store(dst + c);
+            SimdMath.DecayParts(x, out var farPart).Store(near + c);
+            farPart.Store(far + c);
         }
         return All(valid);
     }

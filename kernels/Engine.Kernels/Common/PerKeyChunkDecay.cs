@@ -36,7 +36,8 @@ public readonly unsafe struct PerKeyChunkDecay
     private readonly float* _xst;     // [16 × KP] gated rows scaled by d_st
     private readonly float* _dst;     // [KP] d_st
     private readonly float* _kdiag;   // [16 × KP] diagonal-block keys
-    private readonly float* _decay;   // [KP] b_last (the summed gates), then e^{b_last} − 1
+    private readonly float* _decay;   // [KP] b_last (the summed gates), then the near part of e^{b_last} (SimdMath.DecayParts)
+    private readonly float* _decayFar;   // [KP] its far part
 
     public PerKeyChunkDecay(ref ScratchCarver c, int keyDimPadded, int chunkSize)
     {
@@ -57,6 +58,7 @@ public readonly unsafe struct PerKeyChunkDecay
         _dst = c.Take(kp);
         _kdiag = c.Take(Sub * kp);
         _decay = c.Take(kp);
+        _decayFar = c.Take(kp);
     }
 
     /// <summary>
@@ -121,7 +123,11 @@ public readonly unsafe struct PerKeyChunkDecay
             else MultiplyRows(tail, Row(_tail, t + 1), Row(_step, t + 1), kp);
             for (int j = t * Sub; j < Math.Min(t * Sub + Sub, len); j++) MultiplyRows(Row(_ks, j), Row(_kh, j), tail, kp);
         }
-        for (int c = 0; c < kp; c += 16) SimdMath.ExpM1NonPositive(Vector512.Load(_decay + c)).Store(_decay + c);
+        for (int c = 0; c < kp; c += 16)
+        {
+            SimdMath.DecayParts(Vector512.Load(_decay + c), out var far).Store(_decay + c);
+            far.Store(_decayFar + c);
+        }
         return LogGates.All(valid);
     }
 
@@ -159,7 +165,7 @@ public readonly unsafe struct PerKeyChunkDecay
     /// <summary>S ← diag(exp(b_last)) S + (k ⊙ exp(b_last − b))ᵀ V, S [KP × VP] and V [len × VP] with row stride vp.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void UpdateState(float* state, float* values, int vp, int len) =>
-        ChunkState.Update(state, _kp, vp, _decay, 1, _ks, values, len);
+        ChunkState.Update(state, _kp, vp, _decay, _decayFar, 1, _ks, values, len);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private float* Row(float* region, int i) => region + (long)i * _kp;

@@ -5,21 +5,22 @@ namespace Engine.Kernels.Common;
 
 /// <summary>
 /// The decode step every recurrent kernel shares, on a slice of the state S [kd × ld] (row c at s + c·ld):
-///   S_c = src_c + m_c · src_c + k_c · x,   acc = Σ_c q_c · S_c
+///   S_c = src_c + m_c · src_c + f_c · src_c + k_c · x,   acc = Σ_c q_c · S_c
 /// one pass, the slice's accumulators in registers. src is the state before the step: S itself, or another
-/// buffer with the same layout (a call's initial state, so it need not be copied first). m = e^g − 1 is the decay
-/// less one (<see cref="SimdMath.ExpM1NonPositive(float)"/>), per row (decayStride 1) or one value (decayStride 0):
-/// a decay near 1 multiplied in as e^g rounded to fp32 would drift the state by that rounding at every token.
+/// buffer with the same layout (a call's initial state, so it need not be copied first). m and f are the decay's near and
+/// far parts (<see cref="SimdMath.DecayParts"/>), per row (decayStride 1) or one value (decayStride 0): a decay near 1
+/// multiplied in as e^g rounded to fp32 would drift the state by that rounding at every token, and e^g − 1 alone would
+/// drop a state decayed below 3e-8.
 /// x is read before acc is written, so they may share memory.
 /// Slices are four vectors of the machine's width (<see cref="ILanes{TSelf}"/>), then single vectors.
 /// </summary>
 public static unsafe class RecurrentRows
 {
     /// <summary>Runs the step over every column of a padded row (vp a multiple of 16).</summary>
-    public static void UpdateAndRead(float* src, float* s, int vp, int kd, float* x, float* decayM1, int decayStride, float* k, float* q, float* acc)
+    public static void UpdateAndRead(float* src, float* s, int vp, int kd, float* x, float* near, float* far, int decayStride, float* k, float* q, float* acc)
     {
-        if (SimdWidths.Wide) UpdateAndRead<Lanes512>(src, s, vp, kd, x, decayM1, decayStride, k, q, acc);
-        else UpdateAndRead<Lanes256>(src, s, vp, kd, x, decayM1, decayStride, k, q, acc);
+        if (SimdWidths.Wide) UpdateAndRead<Lanes512>(src, s, vp, kd, x, near, far, decayStride, k, q, acc);
+        else UpdateAndRead<Lanes256>(src, s, vp, kd, x, near, far, decayStride, k, q, acc);
     }
 
     /// <summary>acc = Σ_c q_c · S_c over every column: further query heads reading a state already updated.</summary>
@@ -31,17 +32,17 @@ public static unsafe class RecurrentRows
 
     /// <summary>
     /// The step on a value-major state [vd, kd] (kd a multiple of 16), row by row, each row of Sᵀ (value dim j) updated and
-    /// read while it is in L1: decayed by the decay less one <paramref name="decayM1"/> (or the per-key ones <paramref name="keyDecayM1"/>)
-    /// as row + m row, then row += u_j k with u_j = x_j, or, given <paramref name="predictKey"/>, the delta rule's
-    /// u_j = β (x_j − e · row · predictKey) from the old row (e = 1 + decayM1, or 1 with per-key factors, which predictKey then
-    /// carries); each query head's acc_j = row · q. x is acc[0..vd), read before acc[j] is written; query head gi reads
+    /// read while it is in L1: decayed by the decay's parts <paramref name="near"/> and <paramref name="far"/> (or the per-key ones
+    /// <paramref name="keyNear"/>, <paramref name="keyFar"/>) as row + m row + f row, then row += u_j k with u_j = x_j, or, given
+    /// <paramref name="predictKey"/>, the delta rule's u_j = β (x_j − e · row · predictKey) from the old row (e = 1 + near + far,
+    /// or 1 with per-key factors, which predictKey then carries); each query head's acc_j = row · q. x is acc[0..vd), read before acc[j] is written; query head gi reads
     /// queries + gi·kd and writes acc + gi·ldo.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void UpdateValueRows(float* source, float* state, int kd, int vd, float decayM1, float* keyDecayM1, float* key,
+    public static void UpdateValueRows(float* source, float* state, int kd, int vd, float near, float far, float* keyNear, float* keyFar, float* key,
         float* predictKey, float beta, float* queries, int group, float* acc, int ldo)
     {
-        var scalarDecay = Vector512.Create(decayM1);
+        Vector512<float> scalarNear = Vector512.Create(near), scalarFar = Vector512.Create(far);
         for (int j = 0; j < vd; j++)
         {
             float* src = source + (long)j * kd, dst = state + (long)j * kd;
@@ -51,14 +52,15 @@ public static unsafe class RecurrentRows
                 var dot = Vector512<float>.Zero;
                 for (int c = 0; c < kd; c += 16) dot = Vector512.FusedMultiplyAdd(Vector512.Load(src + c), Vector512.Load(predictKey + c), dot);
                 float predicted = Vector512.Sum(dot);
-                u = beta * (u - (keyDecayM1 == null ? MathF.FusedMultiplyAdd(decayM1, predicted, predicted) : predicted));
+                u = beta * (u - (keyNear == null ? MathF.FusedMultiplyAdd(far, predicted, MathF.FusedMultiplyAdd(near, predicted, predicted)) : predicted));
             }
             var uv = Vector512.Create(u);
             for (int c = 0; c < kd; c += 16)
             {
-                var m = keyDecayM1 == null ? scalarDecay : Vector512.Load(keyDecayM1 + c);
+                var m = keyNear == null ? scalarNear : Vector512.Load(keyNear + c);
+                var f = keyNear == null ? scalarFar : Vector512.Load(keyFar + c);
                 var old = Vector512.Load(src + c);
-                Vector512.FusedMultiplyAdd(uv, Vector512.Load(key + c), Vector512.FusedMultiplyAdd(m, old, old)).Store(dst + c);
+                Vector512.FusedMultiplyAdd(uv, Vector512.Load(key + c), Vector512.FusedMultiplyAdd(f, old, Vector512.FusedMultiplyAdd(m, old, old))).Store(dst + c);
             }
             for (int gi = 0; gi < group; gi++)
             {
@@ -71,17 +73,17 @@ public static unsafe class RecurrentRows
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void UpdateAndRead<TV>(float* src, float* s, int vp, int kd, float* x, float* decayM1, int decayStride, float* k, float* q, float* acc)
+    public static void UpdateAndRead<TV>(float* src, float* s, int vp, int kd, float* x, float* near, float* far, int decayStride, float* k, float* q, float* acc)
         where TV : unmanaged, ILanes<TV>
     {
         int d = 0, n = TV.Count;
-        for (; d + 4 * n <= vp; d += 4 * n) UpdateAndRead4<TV>(src + d, s + d, vp, kd, x + d, decayM1, decayStride, k, q, acc + d);
-        for (; d < vp; d += n) UpdateAndRead1<TV>(src + d, s + d, vp, kd, x + d, decayM1, decayStride, k, q, acc + d);
+        for (; d + 4 * n <= vp; d += 4 * n) UpdateAndRead4<TV>(src + d, s + d, vp, kd, x + d, near, far, decayStride, k, q, acc + d);
+        for (; d < vp; d += n) UpdateAndRead1<TV>(src + d, s + d, vp, kd, x + d, near, far, decayStride, k, q, acc + d);
     }
 
     /// <summary>A slice of four vectors.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void UpdateAndRead4<TV>(float* src, float* s, int ld, int kd, float* x, float* decayM1, int decayStride, float* k, float* q, float* acc)
+    public static void UpdateAndRead4<TV>(float* src, float* s, int ld, int kd, float* x, float* near, float* far, int decayStride, float* k, float* q, float* acc)
         where TV : unmanaged, ILanes<TV>
     {
         int n = TV.Count;
@@ -89,14 +91,15 @@ public static unsafe class RecurrentRows
         TV a0 = TV.Zero, a1 = TV.Zero, a2 = TV.Zero, a3 = TV.Zero;
         for (int c = 0; c < kd; c++, s += ld, src += ld)
         {
-            var mc = TV.Broadcast(decayM1[c * decayStride]);
+            var mc = TV.Broadcast(near[c * decayStride]);
+            var fc = TV.Broadcast(far[c * decayStride]);
             var kc = TV.Broadcast(k[c]);
             var qc = TV.Broadcast(q[c]);
             TV o0 = TV.Load(src), o1 = TV.Load(src + n), o2 = TV.Load(src + 2 * n), o3 = TV.Load(src + 3 * n);
-            var s0 = TV.Fma(kc, x0, TV.Fma(mc, o0, o0));
-            var s1 = TV.Fma(kc, x1, TV.Fma(mc, o1, o1));
-            var s2 = TV.Fma(kc, x2, TV.Fma(mc, o2, o2));
-            var s3 = TV.Fma(kc, x3, TV.Fma(mc, o3, o3));
+            var s0 = TV.Fma(kc, x0, TV.Fma(fc, o0, TV.Fma(mc, o0, o0)));
+            var s1 = TV.Fma(kc, x1, TV.Fma(fc, o1, TV.Fma(mc, o1, o1)));
+            var s2 = TV.Fma(kc, x2, TV.Fma(fc, o2, TV.Fma(mc, o2, o2)));
+            var s3 = TV.Fma(kc, x3, TV.Fma(fc, o3, TV.Fma(mc, o3, o3)));
             s0.Store(s); s1.Store(s + n); s2.Store(s + 2 * n); s3.Store(s + 3 * n);
             a0 = TV.Fma(qc, s0, a0); a1 = TV.Fma(qc, s1, a1);
             a2 = TV.Fma(qc, s2, a2); a3 = TV.Fma(qc, s3, a3);
@@ -106,7 +109,7 @@ public static unsafe class RecurrentRows
 
     /// <summary>A slice of one vector.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void UpdateAndRead1<TV>(float* src, float* s, int ld, int kd, float* x, float* decayM1, int decayStride, float* k, float* q, float* acc)
+    public static void UpdateAndRead1<TV>(float* src, float* s, int ld, int kd, float* x, float* near, float* far, int decayStride, float* k, float* q, float* acc)
         where TV : unmanaged, ILanes<TV>
     {
         var x0 = TV.Load(x);
@@ -114,7 +117,7 @@ public static unsafe class RecurrentRows
         for (int c = 0; c < kd; c++, s += ld, src += ld)
         {
             var o0 = TV.Load(src);
-            var s0 = TV.Fma(TV.Broadcast(k[c]), x0, TV.Fma(TV.Broadcast(decayM1[c * decayStride]), o0, o0));
+            var s0 = TV.Fma(TV.Broadcast(k[c]), x0, TV.Fma(TV.Broadcast(far[c * decayStride]), o0, TV.Fma(TV.Broadcast(near[c * decayStride]), o0, o0)));
             s0.Store(s);
             a0 = TV.Fma(TV.Broadcast(q[c]), s0, a0);
         }

@@ -26,7 +26,7 @@ public readonly unsafe struct ScalarChunkDecay
     private readonly float* _colDecay;  // [C] exp(b_last − b_j)
     private readonly float* _kt;        // [KP × C] the chunk's keys transposed, zero right of the chunk to the next 16
     private readonly float* _ks;        // [C × KP] keys decayed to the chunk end (gated)
-    private readonly float* _stateDecayM1;  // [1] e^{b_last} − 1, the state's decay less one
+    private readonly float* _stateDecay;  // [2] the state's decay e^{b_last} in its near and far parts (SimdMath.DecayParts)
 
     /// <param name="gated">false for a rule without decay: every factor is 1, and the state update applies none.</param>
     public ScalarChunkDecay(ref ScratchCarver c, int keyDimPadded, int chunkSize, bool gated)
@@ -41,7 +41,7 @@ public readonly unsafe struct ScalarChunkDecay
         _colDecay = c.Take(cc);
         _kt = c.Take(kp * cc);
         _ks = c.Take(gated ? cc * kp : 0);
-        _stateDecayM1 = c.Take(1);
+        _stateDecay = c.Take(2);
     }
 
     /// <summary>Whether the chunk decays (false: every factor is 1).</summary>
@@ -92,7 +92,7 @@ public readonly unsafe struct ScalarChunkDecay
             SimdMath.ExpNonPositive(Vector512.Narrow(Vector512.Load(b + i), Vector512.Load(b + i + 8))).Store(_rowDecay + i);
             SimdMath.ExpNonPositive(Vector512.Min(Differences(last, b + i), zero)).Store(_colDecay + i);
         }
-        *_stateDecayM1 = SimdMath.ExpM1NonPositive((float)b[len - 1]);
+        SetStateDecay((float)b[len - 1]);
         PrepareKeys(keys, len);
         return valid;
     }
@@ -115,8 +115,14 @@ public readonly unsafe struct ScalarChunkDecay
             _rowDecay[i] = powers[i + 1];
             _colDecay[i] = powers[len - 1 - i];
         }
-        *_stateDecayM1 = SimdMath.ExpM1NonPositive(len * logDecay);
+        SetStateDecay(len * logDecay);
         PrepareKeys(keys, len);
+    }
+
+    private void SetStateDecay(float logDecay)
+    {
+        _stateDecay[0] = SimdMath.DecayNear(logDecay);
+        _stateDecay[1] = SimdMath.DecayFar(logDecay);
     }
 
     /// <summary>Keys transposed (for the scores) and, gated, decayed to the chunk end (for the state update).</summary>
@@ -153,7 +159,7 @@ public readonly unsafe struct ScalarChunkDecay
     /// <summary>S ← exp(b_last) S + (k ⊙ exp(b_last − b))ᵀ V, S [KP × VP] and V [len × VP] with row stride vp.</summary>
     public void UpdateState(float* state, float* keys, float* values, int vp, int len)
     {
-        if (_gated) ChunkState.Update(state, _kp, vp, _stateDecayM1, 0, _ks, values, len);
-        else ChunkState.Update(state, _kp, vp, null, 0, keys, values, len);
+        if (_gated) ChunkState.Update(state, _kp, vp, _stateDecay, _stateDecay + 1, 0, _ks, values, len);
+        else ChunkState.Update(state, _kp, vp, null, null, 0, keys, values, len);
     }
 }

@@ -21,19 +21,26 @@ public static class SimdMath
     }
 
     /// <summary>
-    /// e^x − 1 for x &lt;= 0 (−1 below −87.3): <see cref="ExpNonPositive(Vector512{float})"/>'s steps with the polynomial's
-    /// last 1 left out, so q = e^r − 1 keeps its digits near 0, then 2^n q + (2^n − 1) in one rounding. A recurrence that
-    /// decays its state as S + (e^g − 1) S loses no digits where e^g is within 6e-8 of 1 and would round to 1 or its
-    /// neighbour at every step.
+    /// The decay e^x (x &lt;= 0) in two parts, so that S e^x = S + near S + far S keeps its digits at both ends: near = e^x − 1
+    /// and far = 0 where e^x &gt;= 1/2, near = −1 and far = e^x below. e^x − 1 alone keeps a decay near 1 but rounds one below
+    /// 3e-8 to exactly −1 (the decayed state dropped); e^x alone rounds a decay near 1 to 1 or its neighbour.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> ExpM1NonPositive(Vector512<float> x)
+    public static Vector512<float> DecayParts(Vector512<float> x, out Vector512<float> far)
     {
         var p = Reduce(x, out var r, out var n, out var inRange);
         var power = PowerOfTwo(n);
-        var m = Vector512.FusedMultiplyAdd(power, p * r, power - Vector512<float>.One);
-        return Vector512.ConditionalSelect(inRange, m, Vector512.Create(-1f));
+        var pr = p * r;
+        var nearOne = Vector512.GreaterThanOrEqual(x, Vector512.Create(-Ln2));
+        far = Vector512.ConditionalSelect(nearOne | ~inRange, Vector512<float>.Zero, Vector512.FusedMultiplyAdd(power, pr, power));
+        return Vector512.ConditionalSelect(nearOne, Vector512.FusedMultiplyAdd(power, pr, power - Vector512<float>.One), Vector512.Create(-1f));
     }
+
+    /// <summary><see cref="DecayParts(Vector512{float}, out Vector512{float})"/>'s near part of one value: e^x − 1 where e^x &gt;= 1/2, else −1.</summary>
+    public static float DecayNear(float x) => x >= -Ln2 ? ExpM1NonPositive(x) : -1f;
+
+    /// <summary><see cref="DecayParts(Vector512{float}, out Vector512{float})"/>'s far part of one value: e^x where e^x &lt; 1/2, else 0.</summary>
+    public static float DecayFar(float x) => x >= -Ln2 ? 0f : MathF.Exp(x);
 
     /// <summary>
     /// x = n ln 2 + r with |r| &lt;= ln2/2 (x raised to −87.3 first; <paramref name="inRange"/> marks the lanes that were not),
@@ -63,7 +70,7 @@ public static class SimdMath
     public static float ExpM1NonPositive(float x) =>
         x > -0.35f ? x * (1f + x * (T2 + x * (T3 + x * (T4 + x * (T5 + x * (T6 + x * T7)))))) : MathF.Exp(x) - 1f;
 
-    private const float ExpFloor = -87.3f, Log2E = 1.44269504088896341f, Ln2High = -0.693145751953125f, Ln2Low = -1.428606765330187e-06f;
+    private const float Ln2 = 0.693147180559945309f, ExpFloor = -87.3f, Log2E = 1.44269504088896341f, Ln2High = -0.693145751953125f, Ln2Low = -1.428606765330187e-06f;
 
     /// <summary>exp(r)'s Taylor coefficients 1/j! of degree j = 2..7 (those of degree 0 and 1 are 1).</summary>
     private const float T7 = 1f / 5040, T6 = 1f / 720, T5 = 1f / 120, T4 = 1f / 24, T3 = 1f / 6, T2 = 0.5f;

@@ -132,15 +132,15 @@ public static unsafe class SimdOps
         for (int i = 0; i < padded; i += 16) (Vector512.Load(row + i) * f).Store(row + i);
     }
 
-    /// <summary>row[0..padded) += decayM1 · row: decayed by 1 + decayM1 without rounding that factor to fp32.</summary>
+    /// <summary>row[0..padded) += near · row + far · row: decayed by 1 + near + far (<see cref="SimdMath.DecayParts"/>) without rounding that factor to fp32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void DecayInPlace(float* row, float decayM1, int padded)
+    public static void DecayInPlace(float* row, float near, float far, int padded)
     {
-        var m = Vector512.Create(decayM1);
+        Vector512<float> m = Vector512.Create(near), f = Vector512.Create(far);
         for (int i = 0; i < padded; i += 16)
         {
             var x = Vector512.Load(row + i);
-            Vector512.FusedMultiplyAdd(m, x, x).Store(row + i);
+            Vector512.FusedMultiplyAdd(f, x, Vector512.FusedMultiplyAdd(m, x, x)).Store(row + i);
         }
     }
 

@@ -134,7 +134,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         public float* Oc { get; init; }     // [C × VP] chunk output (recurrent: [G × VP] accumulators)
         public float* Row { get; init; }    // [KP] recurrent key row
         public float* Pred { get; init; }   // [VP] recurrent Sᵀk, then u
-        public float* Decay { get; init; }  // [KP] per-key gate: the recurrent decay less one, e^g − 1
+        public float* DecayNear { get; init; }  // [KP] per-key gate: the recurrent decay's near part (SimdMath.DecayParts), then
+        public float* DecayFar { get; init; }   // [KP] its far part
         public float* XA { get; init; }     // per-key gate: [C × (KP + C)] inter rows | scores of k̂, then of scale q̂
         public RowsTag* KeyRows { get; init; }     // whose chunk rows Kc holds
         public RowsTag* QueryRows { get; init; }   // whose chunk rows Qr holds
@@ -160,7 +161,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             Oc = c.Take(rows * vp),
             Row = c.Take(kp),
             Pred = c.Take(vp),
-            Decay = c.Take(kp),
+            DecayNear = c.Take(kp),
+            DecayFar = c.Take(kp),
             XA = c.Take(perKey ? cc * _lxa : 0),
             KeyRows = (RowsTag*)c.Take(sizeof(RowsTag) / sizeof(float)),
             QueryRows = (RowsTag*)c.Take(sizeof(RowsTag) / sizeof(float)),
@@ -396,26 +398,28 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         long valueRow = (long)t * heads.ValueHeads + h;
         float* key = w.Row, pred = w.Pred;
         LoadToken(io, key, io.K, io.Rows.K, heads.KeyHeadOf(h), KeyChannel(heads.KeyHeadOf(h)), t, 1f);
-        // The decay less one, e^g − 1. A per-key decay is one value per row of S: the prediction reads k̂ ⊙ e^g (kept in Qr's
-        // spare row) with a decay of 1.
-        float decayM1 = 0f;
+        // The decay's two parts, e^g = 1 + near + far (SimdMath.DecayParts). A per-key decay is one value per row of S: the
+        // prediction reads k̂ ⊙ e^g (kept in Qr's spare row) with a decay of 1.
+        float near = 0f, far = 0f;
         if (_config.Gate == GateKind.PerHead)
         {
             if (!LogGates.IsValid(io.G[valueRow])) *io.GateFaults = 1;
-            decayM1 = SimdMath.ExpM1NonPositive(io.G[valueRow]);
+            near = SimdMath.DecayNear(io.G[valueRow]);
+            far = SimdMath.DecayFar(io.G[valueRow]);
         }
-        float* decayRows = &decayM1, predictKey = key;
+        float* nearRows = &near, farRows = &far, predictKey = key;
         int decayStride = 0;
         if (_config.Gate == GateKind.PerKey)
         {
-            decayRows = w.Decay;
+            nearRows = w.DecayNear;
+            farRows = w.DecayFar;
             decayStride = 1;
             predictKey = w.Qr + (long)group * _kp;
-            if (!LogGates.ExpM1Row(decayRows, io.G + valueRow * kd, kd, _kp)) *io.GateFaults = 1;
+            if (!LogGates.DecayRow(nearRows, farRows, io.G + valueRow * kd, kd, _kp)) *io.GateFaults = 1;
             for (int c = 0; c < _kp; c += 16)
             {
                 var k = Vector512.Load(key + c);
-                Vector512.FusedMultiplyAdd(Vector512.Load(decayRows + c), k, k).Store(predictKey + c);
+                Vector512.FusedMultiplyAdd(Vector512.Load(farRows + c), k, Vector512.FusedMultiplyAdd(Vector512.Load(nearRows + c), k, k)).Store(predictKey + c);
             }
         }
         // The output heads of value head h read adjacent query heads, from the first one's.
@@ -428,13 +432,15 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         // Four vectors of columns of S at a time (32 KB at K = 128 with AVX-512, in L1): u = β (v − e^g Sᵀk̂) for them,
         // then S = e^g S + k̂ uᵀ and the first query head's readout in one more pass over the same columns. pred holds u,
         // then the readout.
-        float beta = io.Beta[valueRow], predictDecayM1 = decayStride == 0 ? decayM1 : 0f;
+        float beta = io.Beta[valueRow];
+        var predictDecay = decayStride == 0 ? (near, far) : (0f, 0f);
         if (layout == StateLayout.ValueMajor)
-            RecurrentRows.UpdateValueRows(source, w.S, kd, heads.ValueDim, decayM1, decayStride == 0 ? null : decayRows, key, predictKey, beta, w.Qr, group, w.Oc, vp);
+            RecurrentRows.UpdateValueRows(source, w.S, kd, heads.ValueDim, near, far, decayStride == 0 ? null : nearRows, decayStride == 0 ? null : farRows,
+                key, predictKey, beta, w.Qr, group, w.Oc, vp);
         else
         {
-            if (SimdWidths.Wide) StepColumns<Lanes512>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecayM1, decayRows, decayStride, key, w.Qr, pred);
-            else StepColumns<Lanes256>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecayM1, decayRows, decayStride, key, w.Qr, pred);
+            if (SimdWidths.Wide) StepColumns<Lanes512>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecay, nearRows, farRows, decayStride, key, w.Qr, pred);
+            else StepColumns<Lanes256>(source, w.S, vp, kd, predictKey, w.Oc, beta, predictDecay, nearRows, farRows, decayStride, key, w.Qr, pred);
             Buffer.MemoryCopy(pred, w.Oc, (long)vp * sizeof(float), (long)vp * sizeof(float));
             for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, w.Qr + (long)gi * _kp, w.Oc + (long)gi * vp);
         }
@@ -443,25 +449,25 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void StepColumns<TV>(float* source, float* state, int vp, int kd, float* predictKey, float* v, float beta, float predictDecayM1,
-        float* decayRows, int decayStride, float* key, float* q, float* pred) where TV : unmanaged, ILanes<TV>
+    private static void StepColumns<TV>(float* source, float* state, int vp, int kd, float* predictKey, float* v, float beta, (float Near, float Far) predictDecay,
+        float* nearRows, float* farRows, int decayStride, float* key, float* q, float* pred) where TV : unmanaged, ILanes<TV>
     {
         int d0 = 0, n = TV.Count;
         for (; d0 + 4 * n <= vp; d0 += 4 * n)
         {
-            Predict4<TV>(source + d0, vp, kd, predictKey, v + d0, beta, predictDecayM1, pred + d0);
-            RecurrentRows.UpdateAndRead4<TV>(source + d0, state + d0, vp, kd, pred + d0, decayRows, decayStride, key, q, pred + d0);
+            Predict4<TV>(source + d0, vp, kd, predictKey, v + d0, beta, predictDecay, pred + d0);
+            RecurrentRows.UpdateAndRead4<TV>(source + d0, state + d0, vp, kd, pred + d0, nearRows, farRows, decayStride, key, q, pred + d0);
         }
         for (; d0 < vp; d0 += n)
         {
-            Predict1<TV>(source + d0, vp, kd, predictKey, v + d0, beta, predictDecayM1, pred + d0);
-            RecurrentRows.UpdateAndRead1<TV>(source + d0, state + d0, vp, kd, pred + d0, decayRows, decayStride, key, q, pred + d0);
+            Predict1<TV>(source + d0, vp, kd, predictKey, v + d0, beta, predictDecay, pred + d0);
+            RecurrentRows.UpdateAndRead1<TV>(source + d0, state + d0, vp, kd, pred + d0, nearRows, farRows, decayStride, key, q, pred + d0);
         }
     }
 
-    /// <summary>u = β (v − e^g Sᵀk̂) for a slice of four vectors of columns of S, e^g Sᵀk̂ as Sᵀk̂ + (e^g − 1) Sᵀk̂.</summary>
+    /// <summary>u = β (v − e^g Sᵀk̂) for a slice of four vectors of columns of S, e^g Sᵀk̂ as Sᵀk̂ + near Sᵀk̂ + far Sᵀk̂.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Predict4<TV>(float* s, int ld, int kd, float* k, float* v, float beta, float decayM1, float* u) where TV : unmanaged, ILanes<TV>
+    private static void Predict4<TV>(float* s, int ld, int kd, float* k, float* v, float beta, (float Near, float Far) decay, float* u) where TV : unmanaged, ILanes<TV>
     {
         int n = TV.Count;
         TV p0 = TV.Zero, p1 = TV.Zero, p2 = TV.Zero, p3 = TV.Zero;
@@ -474,19 +480,19 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             p3 = TV.Fma(kc, TV.Load(s + 3 * n), p3);
         }
         var b = TV.Broadcast(beta);
-        var m = TV.Broadcast(decayM1);
-        (b * (TV.Load(v) - TV.Fma(m, p0, p0))).Store(u);
-        (b * (TV.Load(v + n) - TV.Fma(m, p1, p1))).Store(u + n);
-        (b * (TV.Load(v + 2 * n) - TV.Fma(m, p2, p2))).Store(u + 2 * n);
-        (b * (TV.Load(v + 3 * n) - TV.Fma(m, p3, p3))).Store(u + 3 * n);
+        TV m = TV.Broadcast(decay.Near), f = TV.Broadcast(decay.Far);
+        (b * (TV.Load(v) - TV.Fma(f, p0, TV.Fma(m, p0, p0)))).Store(u);
+        (b * (TV.Load(v + n) - TV.Fma(f, p1, TV.Fma(m, p1, p1)))).Store(u + n);
+        (b * (TV.Load(v + 2 * n) - TV.Fma(f, p2, TV.Fma(m, p2, p2)))).Store(u + 2 * n);
+        (b * (TV.Load(v + 3 * n) - TV.Fma(f, p3, TV.Fma(m, p3, p3)))).Store(u + 3 * n);
     }
 
     /// <summary>u = β (v − e^g Sᵀk̂) for a slice of one vector of columns of S.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Predict1<TV>(float* s, int ld, int kd, float* k, float* v, float beta, float decayM1, float* u) where TV : unmanaged, ILanes<TV>
+    private static void Predict1<TV>(float* s, int ld, int kd, float* k, float* v, float beta, (float Near, float Far) decay, float* u) where TV : unmanaged, ILanes<TV>
     {
         var p = TV.Zero;
         for (int c = 0; c < kd; c++, s += ld) p = TV.Fma(TV.Broadcast(k[c]), TV.Load(s), p);
-        (TV.Broadcast(beta) * (TV.Load(v) - TV.Fma(TV.Broadcast(decayM1), p, p))).Store(u);
+        (TV.Broadcast(beta) * (TV.Load(v) - TV.Fma(TV.Broadcast(decay.Far), p, TV.Fma(TV.Broadcast(decay.Near), p, p)))).Store(u);
     }
 }

@@ -910,20 +910,23 @@ public static class DeltaRuleGpuKernels
             for (int c = slice; c < kd; c += slices)
             {
                 float key = sRow[c] * rk;
-                partial += sS[c * Tile + d] * (s.PerKey ? key + SimdMath.ExpM1NonPositive(args.G[row * kd + c]) * key : key);
+                float gate = s.PerKey ? args.G[row * kd + c] : 0f;
+                partial += sS[c * Tile + d] * (s.PerKey ? key + SimdMath.DecayNear(gate) * key + SimdMath.DecayFar(gate) * key : key);
             }
             sPartial[slice * Tile + d] = partial;
             Group.Barrier();
             float predicted = 0f;
             for (int r = 0; r < slices; r++) predicted += sPartial[r * Tile + d];
-            // Decays as S + (e^g − 1) S: e^g near 1 rounded to fp32 would drift the state at every token.
-            float decayM1 = s.PerHead ? SimdMath.ExpM1NonPositive(args.G[row]) : 0f;
-            float u = args.Beta[row] * ((valid ? args.V[row * vd + col] : 0f) - (predicted + decayM1 * predicted));
+            // Decays as S + near S + far S (SimdMath.DecayParts): e^g near 1 rounded to fp32 would drift the state at every
+            // token, and e^g − 1 alone would drop a state decayed below 3e-8.
+            float headGate = s.PerHead ? args.G[row] : 0f, near = SimdMath.DecayNear(headGate), far = SimdMath.DecayFar(headGate);
+            float u = args.Beta[row] * ((valid ? args.V[row * vd + col] : 0f) - (predicted + near * predicted + far * predicted));
             for (int c = slice; c < kd; c += slices)
             {
-                float rowDecayM1 = s.PerKey ? SimdMath.ExpM1NonPositive(args.G[row * kd + c]) : decayM1;
+                float gate = s.PerKey ? args.G[row * kd + c] : 0f;
+                float rowNear = s.PerKey ? SimdMath.DecayNear(gate) : near, rowFar = s.PerKey ? SimdMath.DecayFar(gate) : far;
                 float old = sS[c * Tile + d];
-                sS[c * Tile + d] = old + rowDecayM1 * old + rk * sRow[c] * u;
+                sS[c * Tile + d] = old + rowNear * old + rowFar * old + rk * sRow[c] * u;
             }
             Group.Barrier();
 

@@ -116,7 +116,8 @@ public sealed unsafe class GlaCpu : IDisposable
         public float* QA { get; init; }       // [C × (KP + C)] inter queries | intra scores A: the left operand
         public float* Kc { get; init; }       // [C × KP] chunk keys (rows up to the next multiple of 16 zeroed)
         public float* Qr { get; init; }       // [C × KP] scale · q
-        public float* Decay { get; init; }    // [KP] the recurrent decay less one, e^g − 1
+        public float* DecayNear { get; init; }   // [KP] the recurrent decay's near part (SimdMath.DecayParts), then
+        public float* DecayFar { get; init; }    // [KP] its far part
         public PerKeyChunkDecay KeyDecay { get; init; }      // per-key gate: the chunk's decay factors
         public ScalarChunkDecay HeadDecay { get; init; }     // other gates: the chunk's decay factors
         public float* Acc { get; init; }      // [G × VP] recurrent output accumulators (first, the token's value row)
@@ -133,7 +134,8 @@ public sealed unsafe class GlaCpu : IDisposable
             QA = c.Take(cc * (kp + cc)),
             Kc = c.Take(cc * kp),
             Qr = c.Take(cc * kp),
-            Decay = c.Take(kp),
+            DecayNear = c.Take(kp),
+            DecayFar = c.Take(kp),
             KeyDecay = _config.Gate == GateKind.PerKey ? new PerKeyChunkDecay(ref c, _kp, _c) : default,
             HeadDecay = _config.Gate != GateKind.PerKey ? new ScalarChunkDecay(ref c, _kp, _c, gated: _config.Gate != GateKind.None) : default,
             Acc = c.Take((long)_config.Heads.Group * vp),
@@ -226,7 +228,7 @@ public sealed unsafe class GlaCpu : IDisposable
     }
 
     /// <summary>
-    /// One token: S = S + diag(e^g − 1) S + k vᵀ, then o = Sᵀ (scale q) for each output head of the value head; on a key-major
+    /// One token: S = S + diag(near) S + diag(far) S + k vᵀ (e^g = 1 + near + far), then o = Sᵀ (scale q) for each output head of the value head; on a key-major
     /// state column slices at a time, on the caller's value-major state (unpadded) row by row.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -239,31 +241,34 @@ public sealed unsafe class GlaCpu : IDisposable
         // v goes where the first output head's sums go: the step reads each value before it writes that output.
         float* vrow = w.Acc;
         SimdOps.CopyPadded(vrow, io.V + (long)t * io.Rows.V + (long)h * vd, vd, vp);
-        // The decay less one, e^g − 1, per key row (RecurrentRows).
-        float* decay = w.Decay;
+        // The decay's two parts per key row (RecurrentRows).
+        float* near = w.DecayNear, far = w.DecayFar;
+        float scalarGate = 0f;
         switch (_config.Gate)
         {
             case GateKind.PerKey:
-                if (!LogGates.ExpM1Row(decay, io.G + valueRow * kd, kd, _kp)) *io.GateFaults = 1;
+                if (!LogGates.DecayRow(near, far, io.G + valueRow * kd, kd, _kp)) *io.GateFaults = 1;
                 break;
             case GateKind.PerHead:
                 if (!LogGates.IsValid(io.G[valueRow])) *io.GateFaults = 1;
-                SimdOps.Fill(decay, SimdMath.ExpM1NonPositive(io.G[valueRow]), kd);
+                scalarGate = io.G[valueRow];
                 break;
             case GateKind.Constant:
-                SimdOps.Fill(decay, SimdMath.ExpM1NonPositive(_config.ConstantLogDecay![h]), kd);
+                scalarGate = _config.ConstantLogDecay![h];
                 break;
-            default:
-                SimdOps.Fill(decay, 0f, kd);
-                break;
+        }
+        if (_config.Gate != GateKind.PerKey)
+        {
+            SimdOps.Fill(near, SimdMath.DecayNear(scalarGate), kd);
+            SimdOps.Fill(far, SimdMath.DecayFar(scalarGate), kd);
         }
         // The output heads of value head h read adjacent query heads, from the first one's.
         float* q0 = io.Q + (long)t * io.Rows.Q + (long)heads.QueryHeadOf(h * group) * kd;
-        if (layout == StateLayout.ValueMajor) RecurrentRows.UpdateValueRows(source, w.S, kd, vd, 0f, decay, kt, null, 1f, q0, group, w.Acc, vp);
+        if (layout == StateLayout.ValueMajor) RecurrentRows.UpdateValueRows(source, w.S, kd, vd, 0f, 0f, near, far, kt, null, 1f, q0, group, w.Acc, vp);
         else
         {
             // The first output head of the group reads S as it is updated; the other heads of a group read it afterwards.
-            RecurrentRows.UpdateAndRead(source, w.S, vp, kd, vrow, decay, 1, kt, q0, w.Acc);
+            RecurrentRows.UpdateAndRead(source, w.S, vp, kd, vrow, near, far, 1, kt, q0, w.Acc);
             for (int gi = 1; gi < group; gi++) RecurrentRows.Read(w.S, vp, kd, q0 + (long)gi * kd, w.Acc + (long)gi * vp);
         }
         for (int gi = 0; gi < group; gi++) SimdOps.ScaleInPlace(w.Acc + (long)gi * vp, _config.Scale, vp);

@@ -177,8 +177,9 @@ internal readonly struct RecurrentTiles(GlaGpuShape s)
 {
     public int State => 0;                                   // [K × cols] the state tile
     public int Keys => s.KeyDim * s.RecurrentCols;           // [K]
-    public int Decay => Keys + s.KeyDim;                     // [K] exp(g_t)
-    public int Values => Decay + s.KeyDim;                   // [cols]
+    public int Decay => Keys + s.KeyDim;                     // [K] exp(g_t)'s near part (SimdMath.DecayParts)
+    public int DecayFar => Decay + s.KeyDim;                 // [K] its far part
+    public int Values => DecayFar + s.KeyDim;                // [cols]
     public int Queries => Values + s.RecurrentCols;          // [G × K] scale·q of the value head's output heads
     public int Partials => Queries + s.Group * s.KeyDim;     // [G × row threads × cols] partial outputs
     public int Floats => Partials + s.Group * s.RecurrentRowThreads * s.RecurrentCols;
@@ -531,14 +532,15 @@ public static class GlaGpuKernels
     }
 
     /// <summary>
-    /// e^{g_t} − 1 of one token at key dim c: the recurrent form's decay less one, which it adds as S + (e^g − 1) S, so a
-    /// decay near 1 does not drift the state by its rounding to fp32 at every token.
+    /// g_t of one token at key dim c (0 without a gate): the recurrent form adds its decay as S + near S + far S
+    /// (<see cref="SimdMath.DecayParts"/>), so a decay near 1 does not drift the state by its rounding to fp32 at every token
+    /// and one below 3e-8 does not drop it.
     /// </summary>
-    private static float StepDecayM1(GlaGpuArgs args, GlaGpuShape s, int t, int h, int c)
+    private static float StepGate(GlaGpuArgs args, GlaGpuShape s, int t, int h, int c)
     {
-        if (s.PerKey) return SimdMath.ExpM1NonPositive(args.G[((long)t * s.ValueHeads + h) * s.KeyDim + c]);
-        if (s.PerHead) return SimdMath.ExpM1NonPositive(args.G[(long)t * s.ValueHeads + h]);
-        if (s.Constant) return SimdMath.ExpM1NonPositive(args.ConstantDecay[h]);
+        if (s.PerKey) return args.G[((long)t * s.ValueHeads + h) * s.KeyDim + c];
+        if (s.PerHead) return args.G[(long)t * s.ValueHeads + h];
+        if (s.Constant) return args.ConstantDecay[h];
         return 0f;
     }
 
@@ -557,6 +559,7 @@ public static class GlaGpuKernels
         var state = shared.SubView(tiles.State, kd * cols);
         var keys = shared.SubView(tiles.Keys, kd);
         var decay = shared.SubView(tiles.Decay, kd);
+        var decayFar = shared.SubView(tiles.DecayFar, kd);
         var values = shared.SubView(tiles.Values, cols);
         var queries = shared.SubView(tiles.Queries, s.Group * kd);
         var partials = shared.SubView(tiles.Partials, s.Group * rowThreads * cols);
@@ -575,7 +578,9 @@ public static class GlaGpuKernels
             for (int e = tid; e < kd; e += s.GroupSize)
             {
                 keys[e] = args.K[keyRow * kd + e];
-                decay[e] = StepDecayM1(args, s, t, h, e);
+                float gate = StepGate(args, s, t, h, e);
+                decay[e] = SimdMath.DecayNear(gate);
+                decayFar[e] = SimdMath.DecayFar(gate);
             }
             for (int e = tid; e < cols; e += s.GroupSize)
                 values[e] = d0 + e < s.ValueDim ? args.V[valueRow * s.ValueDim + d0 + e] : 0f;
@@ -587,7 +592,7 @@ public static class GlaGpuKernels
             for (int c = row; c < kd; c += rowThreads)
             {
                 int at = c * cols + col;
-                state[at] = state[at] + decay[c] * state[at] + keys[c] * v;
+                state[at] = state[at] + decay[c] * state[at] + decayFar[c] * state[at] + keys[c] * v;
             }
             for (int g = 0; g < s.Group; g++)
             {

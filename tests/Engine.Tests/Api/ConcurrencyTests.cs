@@ -186,7 +186,10 @@ public sealed class ConcurrencyTests
         return ((GpuRuntime)gpu.GetValue(device)!).Enter();
     }
 
-    /// <summary>Starts <paramref name="count"/> threads running <paramref name="action"/> and returns once every one is blocked (on the lock the caller holds).</summary>
+    /// <summary>
+    /// Starts <paramref name="count"/> threads running <paramref name="action"/> and returns once every one is blocked (on the
+    /// lock the caller holds) or done (one that found nothing to wait for).
+    /// </summary>
     private static (Thread[] Threads, Exception?[] Failures) StartBlocked(int count, Action action)
     {
         var failures = new Exception?[count];
@@ -196,7 +199,7 @@ public sealed class ConcurrencyTests
             catch (Exception e) { failures[i] = e; }
         })).ToArray();
         foreach (var t in threads) t.Start();
-        SpinWait.SpinUntil(() => threads.All(t => (t.ThreadState & ThreadState.WaitSleepJoin) != 0));
+        SpinWait.SpinUntil(() => threads.All(t => (t.ThreadState & (ThreadState.WaitSleepJoin | ThreadState.Stopped)) != 0));
         return (threads, failures);
     }
 

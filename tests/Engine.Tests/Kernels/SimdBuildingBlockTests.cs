@@ -135,23 +135,44 @@ public sealed unsafe class SimdBuildingBlockTests
         }
     }
 
-    /// <summary>e^x − 1 near 0 is where exp(x) − 1 in fp32 loses every digit: both forms against the double formula.</summary>
+    /// <summary>
+    /// The decay's two parts against the double formula, both forms: near 1 the near part keeps e^x − 1's digits (where
+    /// exp(x) − 1 in fp32 loses them all) and the far part is 0; below 1/2 the near part is −1 and the far part keeps e^x's
+    /// relative precision down to the smallest values (where e^x − 1 alone rounds to −1).
+    /// </summary>
     [Test]
-    public void ExpM1OfNonPositiveArgumentsKeepsItsDigitsNearZero()
+    public void DecayPartsKeepTheirDigitsAtBothEnds()
     {
         var x = Enumerable.Range(0, 4096).Select(i => -i * (100f / 4096))
-            .Concat([0f, -1e-30f, -1e-10f, -3e-8f, -1e-5f, -0.3499f, -0.35f, -0.3501f, -16.7f, -87.3f, -88f, -1e6f, -3.4e38f]).ToArray();
+            .Concat([0f, -1e-30f, -1e-10f, -3e-8f, -1e-5f, -0.3499f, -0.35f, -0.3501f, -0.6931471f, -0.6931472f, -16.7f, -17.4f, -19f, -80f,
+                -87.3f, -88f, -1e6f, -3.4e38f]).ToArray();
         Array.Resize(ref x, (x.Length + 15) / 16 * 16);
-        var y = new float[x.Length];
-        fixed (float* px = x, py = y)
-            for (int i = 0; i < x.Length; i += 16) SimdMath.ExpM1NonPositive(Vector512.Load(px + i)).Store(py + i);
+        float[] near = new float[x.Length], far = new float[x.Length];
+        fixed (float* px = x, pn = near, pf = far)
+            for (int i = 0; i < x.Length; i += 16)
+            {
+                SimdMath.DecayParts(Vector512.Load(px + i), out var f).Store(pn + i);
+                f.Store(pf + i);
+            }
         for (int i = 0; i < x.Length; i++)
         {
-            double m = Math.Abs(x[i]) < 1e-3 ? x[i] * (1 + x[i] / 2.0 * (1 + x[i] / 3.0)) : Math.Exp(x[i]) - 1;
-            // Within 3 ulp of the value, and of −1 (where it cannot be closer than fp32's spacing there).
-            double tolerance = 3 * Math.Max(Math.Abs(m), 1e-7) * 6e-8 + (Math.Abs(m) > 0.25 ? 6e-8 : 0);
-            Assert.That(Math.Abs(y[i] - m), Is.LessThanOrEqualTo(tolerance), $"vector expm1({x[i]})");
-            Assert.That(Math.Abs(SimdMath.ExpM1NonPositive(x[i]) - m), Is.LessThanOrEqualTo(tolerance), $"scalar expm1({x[i]})");
+            double e = Math.Exp(x[i]);
+            foreach (var (n, f, form) in new[] { (near[i], far[i], "vector"), (SimdMath.DecayNear(x[i]), SimdMath.DecayFar(x[i]), "scalar") })
+            {
+                if (e >= 0.5000001)
+                {
+                    double m = Math.Abs(x[i]) < 1e-3 ? x[i] * (1 + x[i] / 2.0 * (1 + x[i] / 3.0)) : e - 1;
+                    Assert.That(Math.Abs(n - m), Is.LessThanOrEqualTo(3 * Math.Max(Math.Abs(m), 1e-7) * 6e-8), $"{form} near part of e^{x[i]}");
+                    Assert.That(f, Is.Zero, $"{form} far part of e^{x[i]}");
+                }
+                else if (e <= 0.4999999)
+                {
+                    Assert.That(n, Is.EqualTo(-1f), $"{form} near part of e^{x[i]}");
+                    // Zero past exp's floor, -87.3 (the vector form) or fp32's smallest subnormal (the scalar one).
+                    Assert.That(Math.Abs(f - e), Is.LessThanOrEqualTo(x[i] < -87.3f ? Math.Exp(-87.3) : 5e-7 * e), $"{form} far part of e^{x[i]}");
+                }
+                Assert.That(Math.Abs(1.0 + n + f - e), Is.LessThanOrEqualTo(1.2e-7), $"{form} 1 + near + far against e^{x[i]}");
+            }
         }
     }
 
@@ -224,7 +245,9 @@ public sealed unsafe class SimdBuildingBlockTests
         var data = new TestData(kd * 1000 + vp + decayStride);
         var src = data.Normal(kd * vp);
         var x = data.Normal(vp);
-        var decayM1 = data.Uniform(kd, -0.5, 0.0);
+        // Gates on both sides of the parts' split at e^g = 1/2, some decays far below fp32's spacing near 1.
+        var gates = data.Uniform(kd, -30.0, 0.0);
+        float[] near = Array.ConvertAll(gates, SimdMath.DecayNear), far = Array.ConvertAll(gates, SimdMath.DecayFar);
         var k = data.Normal(kd);
         var q = data.Normal(kd);
         var s = Numerics.NaNs(kd * vp);
@@ -235,12 +258,12 @@ public sealed unsafe class SimdBuildingBlockTests
         for (int c = 0; c < kd; c++)
             for (int j = 0; j < vp; j++)
             {
-                expectedS[c * vp + j] = (1.0 + decayM1[c * decayStride]) * src[c * vp + j] + (double)k[c] * x[j];
+                expectedS[c * vp + j] = Math.Exp(gates[c * decayStride]) * src[c * vp + j] + (double)k[c] * x[j];
                 expectedAcc[j] += q[c] * expectedS[c * vp + j];
             }
-        fixed (float* ps = src, px = x, pd = decayM1, pk = k, pq = q, pst = s, pa = acc, pr = read)
+        fixed (float* ps = src, px = x, pn = near, pf = far, pk = k, pq = q, pst = s, pa = acc, pr = read)
         {
-            RecurrentRows.UpdateAndRead<TV>(ps, pst, vp, kd, px, pd, decayStride, pk, pq, pa);
+            RecurrentRows.UpdateAndRead<TV>(ps, pst, vp, kd, px, pn, pf, decayStride, pk, pq, pa);
             RecurrentRows.Read<TV>(pst, vp, kd, pq, pr);
         }
         Assert.That(Numerics.RelativeRms(s, expectedS), Is.LessThanOrEqualTo(1e-6), $"{typeof(TV).Name} state");
