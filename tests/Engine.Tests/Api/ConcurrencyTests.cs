@@ -105,15 +105,7 @@ public sealed class ConcurrencyTests
         var expected = PrefillAndDecode(device, 7, new GlaOptions { Scheduler = new ThreadPoolScheduler(1) });
         var scheduler = new GateScheduler();
         using var session = new GlaSession(device, 1, Heads, GateKind.PerHead, new GlaOptions { Scheduler = scheduler });
-        var output = Tensor.Create(new float[PromptLength * 32], [1, PromptLength, 2, 16]);
-        Exception? failure = null;
-        var prefill = new Thread(() =>
-        {
-            try { session.Prefill(Normal(7, PromptLength), Normal(8, PromptLength), Normal(9, PromptLength), LogGates(10, PromptLength), output); }
-            catch (Exception e) { failure = e; }
-        });
-        prefill.Start();
-        scheduler.Entered.Wait();
+        var prefill = HeldPrefill.Start(session, scheduler);
         var state = new float[2 * 16 * 16];
         var one = Tensor.Create(new float[32], [1, 1, 2, 16]);
         Action[] calls =
@@ -127,9 +119,9 @@ public sealed class ConcurrencyTests
         foreach (var call in calls)
             Assert.That(() => call(), Throws.InvalidOperationException.With.Message.Contain("already running a call on another thread"));
         scheduler.Release.Set();
-        prefill.Join();
-        Assert.That(failure, Is.Null);
-        Assert.That(output.ToArray(), Is.EqualTo(expected[..(PromptLength * 32)]), "the prompt's output");
+        prefill.Thread.Join();
+        Assert.That(prefill.Failure, Is.Null);
+        Assert.That(prefill.Output.ToArray(), Is.EqualTo(expected[..(PromptLength * 32)]), "the prompt's output");
         for (int step = 0; step < DecodeSteps; step++)
         {
             int s = 7 + 10 * (step + 1);
@@ -342,20 +334,35 @@ public sealed class ConcurrencyTests
         var expected = PrefillAndDecode(TestDevices.Of(Backend.Cpu), 7, new GlaOptions { Scheduler = new ThreadPoolScheduler(1) });
         var scheduler = new GateScheduler();
         using var session = new GlaSession(device, 1, Heads, GateKind.PerHead, new GlaOptions { Scheduler = scheduler });
-        var output = Tensor.Create(new float[PromptLength * 32], [1, PromptLength, 2, 16]);
-        Exception? failure = null;
-        var prefill = new Thread(() =>
-        {
-            try { session.Prefill(Normal(7, PromptLength), Normal(8, PromptLength), Normal(9, PromptLength), LogGates(10, PromptLength), output); }
-            catch (Exception e) { failure = e; }
-        });
-        prefill.Start();
-        scheduler.Entered.Wait();
+        var prefill = HeldPrefill.Start(session, scheduler);
         device.Dispose();
         scheduler.Release.Set();
-        prefill.Join();
-        Assert.That(failure, Is.Null);
-        Assert.That(output.ToArray(), Is.EqualTo(expected[..(PromptLength * 32)]), "the prompt's output");
+        prefill.Thread.Join();
+        Assert.That(prefill.Failure, Is.Null);
+        Assert.That(prefill.Output.ToArray(), Is.EqualTo(expected[..(PromptLength * 32)]), "the prompt's output");
         Assert.That(() => session.ResetState(), Throws.InstanceOf<ObjectDisposedException>().With.Message.Contain("device"));
+    }
+
+    /// <summary>The prompt's prefill on a thread of its own, held inside the session's call by its scheduler until released.</summary>
+    private sealed class HeldPrefill
+    {
+        public required Thread Thread { get; init; }
+        public required Tensor<float> Output { get; init; }
+        public Exception? Failure { get; private set; }
+
+        public static HeldPrefill Start(GlaSession session, GateScheduler scheduler)
+        {
+            var output = Tensor.Create(new float[PromptLength * 32], [1, PromptLength, 2, 16]);
+            HeldPrefill? held = null;
+            var thread = new Thread(() =>
+            {
+                try { session.Prefill(Normal(7, PromptLength), Normal(8, PromptLength), Normal(9, PromptLength), LogGates(10, PromptLength), output); }
+                catch (Exception e) { held!.Failure = e; }
+            });
+            held = new HeldPrefill { Thread = thread, Output = output };
+            thread.Start();
+            scheduler.Entered.Wait();
+            return held;
+        }
     }
 }
