@@ -34,6 +34,7 @@ public sealed class GatedDeltaNetLayerTests
     [TestCase(TensorElementType.Float, true, true)]
     [TestCase(TensorElementType.Float16, false, true)]
     [TestCase(TensorElementType.Float, false, false, false)]
+    [TestCase(TensorElementType.Float, false, true, false)]
     [TestCase(TensorElementType.Float16, true, true, false)]
     public void HandoverAgreesWithOrtAloneOverPrefillAndDecode(TensorElementType type, bool fusedGates, bool int4Weights, bool declareValues = true)
     {
