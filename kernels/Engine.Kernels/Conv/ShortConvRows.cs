@@ -7,39 +7,36 @@ namespace Engine.Kernels.Conv;
 /// <summary>
 /// The short causal depthwise convolution q, k and v pass through before the delta rule (Gated DeltaNet's conv1d over its
 /// q|k|v projection), applied by the kernel as it loads a head's rows, so the convolved rows are never written out. Channel c
-/// of the token at local position p of a sequence is act(bias_c + Σ_j taps[j, c] · x[p − (K − 1) + j, c]); positions before
-/// the sequence's first token read its initial state [sequences, channels, K − 1] (channels first, as ONNX Runtime keeps it;
-/// zeros when null). Channels are q's heads, then k's, then v's; taps are tap-major [K, channels] (dilation 1).
-/// A default instance is no convolution.
+/// of the token at local position p of a sequence is act(bias_c + Σ_j w[c, j] · x[p − (K − 1) + j, c]); positions before
+/// the sequence's first token read its initial state [sequences, channels, K − 1] (zeros when null). The weights w [channels, K]
+/// and the initial state are channels first, as ONNX Runtime keeps them: the rows that reach into the initial state (at decode,
+/// every row) are convolved channel by channel from them. The rows past that reach are convolved 16 channels at a time from
+/// <paramref name="taps"/>, the weights tap-major [K, channels], which may be null where no sequence is longer than K − 1.
+/// Channels are q's heads, then k's, then v's (dilation 1). A default instance is no convolution.
 /// </summary>
-public readonly unsafe struct ShortConvRows(float* taps, float* bias, float* initialState, int channels, int kernelSize, bool silu, SequenceLayout sequences)
+public readonly unsafe struct ShortConvRows(float* weights, float* taps, float* bias, float* initialState, int channels, int kernelSize, bool silu, SequenceLayout sequences)
 {
     private const int Lanes = 16;
-    private readonly float* _taps = taps, _bias = bias, _initial = initialState;
+    private readonly float* _weights = weights, _taps = taps, _bias = bias, _initial = initialState;
     private readonly int _channels = channels, _k = kernelSize, _carry = kernelSize - 1;
     private readonly bool _silu = silu;
     private readonly SequenceLayout _sequences = sequences;
 
-    public bool Active => _taps != null;
+    public bool Active => _weights != null;
 
     /// <summary>
     /// dst row i (stride <paramref name="ld"/>) = the convolved channels [channel, channel + rows.Dim) of the rows.Row(i) token,
     /// zero-padded to <paramref name="padded"/> floats, for i in 0..len; the rows start at packed token <paramref name="start"/>,
     /// all in one sequence, whose earlier rows (Row(i) for i &lt; 0) the first taps read.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit] // the carried lanes are written before they are read
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Load(float* dst, int ld, int padded, HeadRows rows, int channel, int start, int len)
     {
         int sequence = _sequences.SequenceOf(start), first = start - _sequences.Start(sequence), dim = rows.Dim;
         int vectorEnd = dim / Lanes * Lanes;
         // Rows whose first taps reach into the initial state (at decode, every row), then the rest 16 channels at a time.
         int inSequence = Math.Clamp(_carry - first, 0, len);
-        float* carried = stackalloc float[Lanes];
-        for (int i = 0; i < inSequence; i++)
-        {
-            for (int c = 0; c < vectorEnd; c += Lanes) StateReach(dst + (long)i * ld + c, rows, i, first + i, sequence, channel + c, c, carried);
-            for (int c = vectorEnd; c < dim; c++) dst[(long)i * ld + c] = Scalar(rows, i, first + i, sequence, channel, c);
-        }
+        for (int i = 0; i < inSequence; i++) ReachRow(dst + (long)i * ld, rows, i, first + i, sequence, channel, dim);
         for (int c = 0; c < vectorEnd; c += Lanes)
         {
             if (_k <= 4) Window(dst + c, ld, rows, inSequence, len, channel + c, c);
@@ -82,28 +79,6 @@ public readonly unsafe struct ShortConvRows(float* taps, float* bias, float* ini
         }
     }
 
-    /// <summary>
-    /// 16 channels of row i (local position <paramref name="position"/>) before the activation, its taps before the sequence's
-    /// start read from the initial state through <paramref name="carried"/>; the sum in <see cref="Scalar"/>'s order.
-    /// </summary>
-    private void StateReach(float* y, HeadRows rows, int i, int position, int sequence, int channel, int c, float* carried)
-    {
-        var acc = _bias == null ? Vector512<float>.Zero : Vector512.Load(_bias + channel);
-        for (int j = 0; j < _k; j++)
-        {
-            int p = position - _carry + j;
-            Vector512<float> x;
-            if (p >= 0) x = Vector512.Load(rows.Row(i - _carry + j) + c);
-            else
-            {
-                for (int l = 0; l < Lanes; l++) carried[l] = Initial(sequence, channel + l, _carry + p);
-                x = Vector512.Load(carried);
-            }
-            acc = Vector512.FusedMultiplyAdd(Vector512.Load(_taps + (long)j * _channels + channel), x, acc);
-        }
-        acc.Store(y);
-    }
-
     /// <summary>16 channels of rows [from, to) before the activation, every tap read for every row (widths over 4).</summary>
     private void Taps(float* dst, int ld, HeadRows rows, int from, int to, int channel, int c)
     {
@@ -117,15 +92,43 @@ public readonly unsafe struct ShortConvRows(float* taps, float* bias, float* ini
         }
     }
 
-    /// <summary>One convolved channel before the activation: channel + c of row i, the token at local position <paramref name="position"/>.</summary>
+    /// <summary>
+    /// Row i (local position <paramref name="position"/>, within the initial state's reach) before the activation, channel by
+    /// channel from the weights and the initial state as they lie; the sums in <see cref="Window"/>'s order.
+    /// </summary>
+    private void ReachRow(float* y, HeadRows rows, int i, int position, int sequence, int channel, int dim)
+    {
+        for (int c = 0; c < dim; c++) y[c] = _bias == null ? 0f : _bias[channel + c];
+        float* w = _weights + (long)channel * _k;
+        for (int j = 0; j < _k; j++, w++)
+        {
+            int p = position - _carry + j;
+            if (p >= 0)
+            {
+                float* x = rows.Row(i - _carry + j);
+                for (int c = 0; c < dim; c++) y[c] = MathF.FusedMultiplyAdd(w[(long)c * _k], x[c], y[c]);
+            }
+            else if (_initial != null)
+            {
+                float* x = _initial + ((long)sequence * _channels + channel) * _carry + _carry + p;
+                for (int c = 0; c < dim; c++) y[c] = MathF.FusedMultiplyAdd(w[(long)c * _k], x[(long)c * _carry], y[c]);
+            }
+        }
+    }
+
+    /// <summary>
+    /// One convolved channel before the activation: channel + c of row i, the token at local position <paramref name="position"/>;
+    /// the sum in <see cref="Window"/>'s order.
+    /// </summary>
     private float Scalar(HeadRows rows, int i, int position, int sequence, int channel, int c)
     {
         float sum = _bias == null ? 0f : _bias[channel + c];
+        float* w = _weights + (long)(channel + c) * _k;
         for (int j = 0; j < _k; j++)
         {
             int p = position - _carry + j;
             float x = p >= 0 ? rows.Row(i - _carry + j)[c] : Initial(sequence, channel + c, _carry + p);
-            sum = MathF.FusedMultiplyAdd(_taps[(long)j * _channels + channel + c], x, sum);
+            sum = MathF.FusedMultiplyAdd(w[j], x, sum);
         }
         return sum;
     }
@@ -144,11 +147,20 @@ public readonly unsafe struct ShortConvRows(float* taps, float* bias, float* ini
         {
             int length = _sequences.Length(n);
             float* rows = part + (long)_sequences.Start(n) * rowStride;
-            for (int j = 0; j < _carry; j++)
+            float* target = final + ((long)n * _channels + channel) * _carry;
+            if (length >= _carry)
             {
-                int p = length - _carry + j;
-                for (int c = 0; c < width; c++)
-                    final[((long)n * _channels + channel + c) * _carry + j] = p >= 0 ? rows[p * rowStride + c] : Initial(n, channel + c, _carry + p);
+                for (int c = 0; c < width; c++, target += _carry)
+                    for (int j = 0; j < _carry; j++) target[j] = rows[(length - _carry + j) * rowStride + c];
+                continue;
+            }
+            // Shorter than the reach (decode): each channel's carried positions move up by the length, its rows follow.
+            float* initial = _initial == null ? null : _initial + ((long)n * _channels + channel) * _carry;
+            int kept = _carry - length;
+            for (int c = 0; c < width; c++, target += _carry)
+            {
+                for (int j = 0; j < kept; j++) target[j] = initial == null ? 0f : initial[(long)c * _carry + length + j];
+                for (int j = kept; j < _carry; j++) target[j] = rows[(j - kept) * rowStride + c];
             }
         }
     }

@@ -248,10 +248,10 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
         using var lease = device.Lease(config, () => new DeltaRuleCpu(config));
         var conv = b.Convolution;
         var norm = b.Norm;
-        fixed (float* taps = conv is null ? default : conv.Taps, bias = conv is null ? default : conv.Bias, past = conv is null ? default : conv.InitialState,
+        fixed (float* weights = conv is null ? default : conv.Weights, taps = conv is null ? default : conv.Taps, bias = conv is null ? default : conv.Bias, past = conv is null ? default : conv.InitialState,
             gate = norm is null ? default : norm.Norm.Gate.Span, scale = norm is null ? default : norm.Norm.Scale.Span)
         {
-            var rows = conv is null ? default : conv.Rows(taps, bias, past);
+            var rows = conv is null ? default : conv.Rows(weights, taps, bias, past);
             var normRows = norm is null ? default : norm.Rows(gate, scale);
             if (b.Chunked) lease.Kernel.Chunked(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState, b.Rows, rows, normRows);
             else lease.Kernel.Recurrent(scheduler, b.Sequences, b.Q, b.K, b.V, b.Beta, b.G, b.Output, state, initialState, b.Rows, rows, normRows);

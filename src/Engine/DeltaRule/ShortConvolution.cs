@@ -60,8 +60,14 @@ internal sealed class ConvolutionCall : IDisposable
     public ReadOnlySpan<float> Bias => _conv.Bias.Span;
     public ReadOnlySpan<float> InitialState => _conv.InitialState.Span;
 
-    /// <summary>Taps [W, C], tap-major: a tap's channels adjacent, as the kernels read 16 channels at a time.</summary>
-    public ReadOnlySpan<float> Taps => _taps.AsSpan(0, Channels * Width);
+    /// <summary>The weights [C, W] as given, channels first.</summary>
+    public ReadOnlySpan<float> Weights => _conv.Weight.Span;
+
+    /// <summary>
+    /// Taps [W, C], tap-major: a tap's channels adjacent, as the kernels read 16 channels at a time past the initial state's
+    /// reach; empty where no sequence reaches past it (decode), whose rows the kernels convolve from <see cref="Weights"/>.
+    /// </summary>
+    public ReadOnlySpan<float> Taps => _taps is null ? default : _taps.AsSpan(0, Channels * Width);
 
     /// <summary>The convolution of a call with these heads and sequences, every shape and value checked; null when none.</summary>
     public static ConvolutionCall? Check(ShortConvolution? conv, HeadLayout heads, SequenceLayout sequences)
@@ -85,11 +91,20 @@ internal sealed class ConvolutionCall : IDisposable
         TensorArgs.RequireFinite(conv.InitialState.Span, "convolution initial state");
 
         var call = new ConvolutionCall(conv, (int)channels, sequences);
-        call._taps = ArrayPool<float>.Shared.Rent(Math.Max((int)channels * width, 1));
-        var weight = conv.Weight.Span;
-        for (int c = 0; c < channels; c++)
-            for (int j = 0; j < width; j++) call._taps[j * channels + c] = weight[c * width + j];
+        if (sequences.MaxLength > width - 1) call._taps = TapMajor(conv.Weight.Span, (int)channels, width);
         return call;
+    }
+
+    private static unsafe float[] TapMajor(ReadOnlySpan<float> weight, int channels, int width)
+    {
+        var taps = ArrayPool<float>.Shared.Rent(channels * width);
+        fixed (float* from = weight, to = taps)
+            for (int j = 0; j < width; j++)
+            {
+                float* tap = to + (long)j * channels;
+                for (int c = 0; c < channels; c++) tap[c] = from[(long)c * width + j];
+            }
+        return taps;
     }
 
     /// <summary>
@@ -102,7 +117,7 @@ internal sealed class ConvolutionCall : IDisposable
         _final = ArrayPool<float>.Shared.Rent(Math.Max(_conv.FinalState.Length, 1));
         fixed (float* pq = q, pk = k, pv = v, final = _final, initial = InitialState)
         {
-            var convolution = Rows(null, null, initial);
+            var convolution = Rows(null, null, null, initial);
             int kw = heads.KeyDim;
             convolution.WriteState(final, pq, rows.Q, 0, heads.QHeads * kw);
             convolution.WriteState(final, pk, rows.K, heads.QHeads * kw, heads.KeyHeads * kw);
@@ -116,9 +131,9 @@ internal sealed class ConvolutionCall : IDisposable
         if (_final is not null) _final.AsSpan(0, _conv.FinalState.Length).CopyTo(_conv.FinalState.Span);
     }
 
-    /// <summary>The kernels' view, on pinned taps, bias and initial state.</summary>
-    public unsafe ShortConvRows Rows(float* taps, float* bias, float* initial) =>
-        new(taps, Bias.IsEmpty ? null : bias, InitialState.IsEmpty ? null : initial, Channels, Width, Silu, Sequences);
+    /// <summary>The kernels' view, on pinned <see cref="Weights"/>, <see cref="Taps"/>, bias and initial state.</summary>
+    public unsafe ShortConvRows Rows(float* weights, float* taps, float* bias, float* initial) =>
+        new(weights, taps, Bias.IsEmpty ? null : bias, InitialState.IsEmpty ? null : initial, Channels, Width, Silu, Sequences);
 
     /// <summary>
     /// One part (q, k or v: <paramref name="heads"/> of <paramref name="dim"/> from channel <paramref name="channel"/>) of the raw
@@ -130,9 +145,9 @@ internal sealed class ConvolutionCall : IDisposable
     {
         if (!exact)
         {
-            fixed (float* taps = Taps, pb = Bias, pi = InitialState, px = x, pd = dense)
+            fixed (float* weights = Weights, taps = Taps, pb = Bias, pi = InitialState, px = x, pd = dense)
             {
-                var rows = Rows(taps, pb, pi);
+                var rows = Rows(weights, taps, pb, pi);
                 for (int n = 0; n < Sequences.Count; n++)
                     for (int h = 0; h < heads; h++)
                     {

@@ -15,12 +15,16 @@ namespace Engine.Tests.Api;
 public sealed class ShortConvolutionTests
 {
     private const int Hk = 2, Hv = 4, ConvWidth = 4, Spare = 3;
-    private static readonly int[] Offsets = [0, 0, 1, 3, 40, 45];
-    private static int Tokens => Offsets[^1];
-    private static int Sequences => Offsets.Length - 1;
+    /// <summary>Sequences of 0 to 37 tokens: rows within the initial state's reach and past it.</summary>
+    private static readonly int[] Prefill = [0, 0, 1, 3, 40, 45];
 
-    private sealed record Case(int K, int V, float[] Rows, float[] Weight, float[] Bias, float[] InitialState)
+    /// <summary>Decode: every sequence within the initial state's reach (1 or 2 tokens), every row convolved channel by channel.</summary>
+    private static readonly int[] Decode = [0, 1, 2, 4, 5];
+
+    private sealed record Case(int[] Offsets, int K, int V, float[] Rows, float[] Weight, float[] Bias, float[] InitialState)
     {
+        public int Tokens => Offsets[^1];
+        public int Sequences => Offsets.Length - 1;
         public int Channels => 2 * Hk * K + Hv * V;
         public int Width => Channels + Spare;
 
@@ -62,54 +66,56 @@ public sealed class ShortConvolutionTests
         }
     }
 
-    private static Case MakeCase(int k, int v, bool bias, int seed)
+    private static Case MakeCase(int k, int v, bool bias, int seed, int[]? offsets = null)
     {
+        offsets ??= Prefill;
         var data = new TestData(seed);
         int channels = 2 * Hk * k + Hv * v;
-        return new Case(k, v, data.Normal(Tokens * (channels + Spare), 0.5), data.Normal(channels * ConvWidth, 0.5),
-            bias ? data.Normal(channels, 0.2) : [], data.Normal(Sequences * channels * (ConvWidth - 1), 0.5));
+        return new Case(offsets, k, v, data.Normal(offsets[^1] * (channels + Spare), 0.5), data.Normal(channels * ConvWidth, 0.5),
+            bias ? data.Normal(channels, 0.2) : [], data.Normal((offsets.Length - 1) * channels * (ConvWidth - 1), 0.5));
     }
 
-    private static ReadOnlyTensorSpan<float> Part(float[] convolved, int channels, int offset, int heads, int dim) =>
-        new(convolved.AsSpan(offset), [1, Tokens, heads, dim], [0, channels, dim, 1]);
+    private static ReadOnlyTensorSpan<float> Part(float[] convolved, int tokens, int channels, int offset, int heads, int dim) =>
+        new(convolved.AsSpan(offset), [1, tokens, heads, dim], [0, channels, dim, 1]);
 
     [Test]
     public void ConvolvedRowsMatchTheReferenceOnConvolvedInputs([Values] AttentionMode mode, [Values("none", "head", "key")] string gate,
-        [Values(16, 20)] int k, [Values] bool onReference)
-        => ConvolvedRowsMatch(mode, gate, k, onReference ? TestDevices.Reference : TestDevices.Get(TestBackend.Cpu));
+        [Values(16, 20)] int k, [Values] bool onReference, [Values] bool decode)
+        => ConvolvedRowsMatch(mode, gate, k, onReference ? TestDevices.Reference : TestDevices.Get(TestBackend.Cpu), decode ? Decode : Prefill);
 
     /// <summary>The GPU backend convolves on the host with the CPU kernels' row loads, then runs its own kernels.</summary>
     [Test]
     public void TheGpuBackendRunsOnConvolvedCopies([Values(TestBackend.GpuOnCpuAccelerator, TestBackend.GpuOnCuda)] TestBackend backend)
-        => ConvolvedRowsMatch(AttentionMode.Chunked, "head", 16, TestDevices.Get(backend));
+        => ConvolvedRowsMatch(AttentionMode.Chunked, "head", 16, TestDevices.Get(backend), Prefill);
 
-    private static void ConvolvedRowsMatch(AttentionMode mode, string gate, int k, EngineDevice device)
+    private static void ConvolvedRowsMatch(AttentionMode mode, string gate, int k, EngineDevice device, int[] offsets)
     {
         int v = k == 16 ? 16 : 24;
-        var c = MakeCase(k, v, bias: gate != "none", seed: k + gate.Length);
+        var c = MakeCase(k, v, bias: gate != "none", seed: k + gate.Length, offsets);
+        int tokens = c.Tokens, sequences = c.Sequences;
         var data = new TestData(7);
-        var beta = new ReadOnlyTensorSpan<float>(data.Uniform(Tokens * Hv, 0.1, 0.9), [1, Tokens, Hv], []);
-        nint[] gateShape = gate == "key" ? [1, Tokens, Hv, k] : [1, Tokens, Hv];
+        var beta = new ReadOnlyTensorSpan<float>(data.Uniform(tokens * Hv, 0.1, 0.9), [1, tokens, Hv], []);
+        nint[] gateShape = gate == "key" ? [1, tokens, Hv, k] : [1, tokens, Hv];
         var g = gate == "none" ? default : new ReadOnlyTensorSpan<float>(data.LogGates(gateShape.Aggregate(1L, (a, d) => a * d), 0.3), gateShape, []);
         bool silu = gate != "head";
         var options = new DeltaRuleOptions { Mode = mode, QkL2Norm = true, Scale = 0.3f, ChunkSize = 16 };
-        int stateLength = Sequences * Hv * k * v;
+        int stateLength = sequences * Hv * k * v;
 
         var convolved = c.Convolved(silu);
         int channels = c.Channels;
-        var expected = Numerics.NaNs(Tokens * Hv * v);
+        var expected = Numerics.NaNs(tokens * Hv * v);
         var expectedState = Numerics.NaNs(stateLength);
-        Engine.DeltaRule.Forward(TestDevices.Reference, Part(convolved, channels, 0, Hk, k), Part(convolved, channels, Hk * k, Hk, k),
-            Part(convolved, channels, 2 * Hk * k, Hv, v), beta, g, new TensorSpan<float>(expected, [1, Tokens, Hv, v], []),
-            finalState: new TensorSpan<float>(expectedState, [Sequences, Hv, k, v], []), cuSeqlens: Offsets, options: options);
+        Engine.DeltaRule.Forward(TestDevices.Reference, Part(convolved, tokens, channels, 0, Hk, k), Part(convolved, tokens, channels, Hk * k, Hk, k),
+            Part(convolved, tokens, channels, 2 * Hk * k, Hv, v), beta, g, new TensorSpan<float>(expected, [1, tokens, Hv, v], []),
+            finalState: new TensorSpan<float>(expectedState, [sequences, Hv, k, v], []), cuSeqlens: c.Offsets, options: options);
 
-        var actual = Numerics.NaNs(Tokens * Hv * v);
+        var actual = Numerics.NaNs(tokens * Hv * v);
         var actualState = Numerics.NaNs(stateLength);
         var convState = Numerics.NaNs(c.InitialState.Length);
         var conv = new ShortConvolution { Weight = c.Weight, Width = ConvWidth, Bias = c.Bias, Silu = silu, InitialState = c.InitialState, FinalState = convState };
         Engine.DeltaRule.Forward(device, c.View(0, Hk, k), c.View(Hk * k, Hk, k), c.View(2 * Hk * k, Hv, v), beta, g,
-            new TensorSpan<float>(actual, [1, Tokens, Hv, v], []), finalState: new TensorSpan<float>(actualState, [Sequences, Hv, k, v], []),
-            cuSeqlens: Offsets, options: options with { Convolution = conv });
+            new TensorSpan<float>(actual, [1, tokens, Hv, v], []), finalState: new TensorSpan<float>(actualState, [sequences, Hv, k, v], []),
+            cuSeqlens: c.Offsets, options: options with { Convolution = conv });
 
         Assert.That(Numerics.RelativeRms(actual, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "output");
         Assert.That(Numerics.RelativeRms(actualState, expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "final state");
@@ -117,18 +123,18 @@ public sealed class ShortConvolutionTests
     }
 
     [Test]
-    public void TheCarriedStateMayBeTheInitialStatesMemory()
+    public void TheCarriedStateMayBeTheInitialStatesMemory([Values] bool decode)
     {
-        var c = MakeCase(16, 16, bias: true, seed: 3);
+        var c = MakeCase(16, 16, bias: true, seed: 3, decode ? Decode : Prefill);
         var expectedState = c.CarriedState();
-        var beta = new float[Tokens * Hv];
+        var beta = new float[c.Tokens * Hv];
         Array.Fill(beta, 0.5f);
         var state = (float[])c.InitialState.Clone();
-        var output = Numerics.NaNs(Tokens * Hv * 16);
+        var output = Numerics.NaNs(c.Tokens * Hv * 16);
         var conv = new ShortConvolution { Weight = c.Weight, Width = ConvWidth, Bias = c.Bias, InitialState = state, FinalState = state };
         Engine.DeltaRule.Forward(TestDevices.Get(TestBackend.Cpu), c.View(0, Hk, 16), c.View(Hk * 16, Hk, 16), c.View(2 * Hk * 16, Hv, 16),
-            new ReadOnlyTensorSpan<float>(beta, [1, Tokens, Hv], []), default, new TensorSpan<float>(output, [1, Tokens, Hv, 16], []),
-            cuSeqlens: Offsets, options: new DeltaRuleOptions { Convolution = conv });
+            new ReadOnlyTensorSpan<float>(beta, [1, c.Tokens, Hv], []), default, new TensorSpan<float>(output, [1, c.Tokens, Hv, 16], []),
+            cuSeqlens: c.Offsets, options: new DeltaRuleOptions { Convolution = conv });
         Assert.That(state, Is.EqualTo(expectedState));
         Assert.That(output.All(float.IsFinite), Is.True);
     }
@@ -146,11 +152,11 @@ public sealed class ShortConvolutionTests
         {
             Weight = weight, Width = ConvWidth, Bias = fault == "bias" ? c.Bias[1..] : c.Bias, InitialState = fault == "state" ? c.InitialState[2..] : c.InitialState,
         };
-        var beta = new float[Tokens * Hv];
-        var output = Numerics.NaNs(Tokens * Hv * 16);
+        var beta = new float[c.Tokens * Hv];
+        var output = Numerics.NaNs(c.Tokens * Hv * 16);
         var e = Assert.Throws<ArgumentException>(() => Engine.DeltaRule.Forward(TestDevices.Get(TestBackend.Cpu), c.View(0, Hk, 16), c.View(Hk * 16, Hk, 16),
-            c.View(2 * Hk * 16, Hv, 16), new ReadOnlyTensorSpan<float>(beta, [1, Tokens, Hv], []), default, new TensorSpan<float>(output, [1, Tokens, Hv, 16], []),
-            cuSeqlens: Offsets, options: new DeltaRuleOptions { Convolution = conv }))!;
+            c.View(2 * Hk * 16, Hv, 16), new ReadOnlyTensorSpan<float>(beta, [1, c.Tokens, Hv], []), default, new TensorSpan<float>(output, [1, c.Tokens, Hv, 16], []),
+            cuSeqlens: c.Offsets, options: new DeltaRuleOptions { Convolution = conv }))!;
         Assert.That(e.Message, Does.StartWith(named), e.Message);
     }
 
