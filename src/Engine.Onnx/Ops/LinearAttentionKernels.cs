@@ -327,13 +327,13 @@ internal ref struct BetaPerHead<T> where T : unmanaged
 }
 
 /// <summary>
-/// A folded short convolution's tensors as <see cref="ShortConvolution"/> takes them: fp32 copies of the weight, bias and past state
-/// (a few floats per channel), the present state written back by <see cref="Commit"/>.
+/// A folded short convolution's tensors as <see cref="ShortConvolution"/> takes them: ORT's float32 weight, bias, past and present
+/// states where they lie; fp32 copies of float16 ones (a few floats per channel), the present state written back by <see cref="Commit"/>.
 /// </summary>
 internal ref struct OnnxConvolution
 {
     private float[]? _weight, _bias, _past, _present;
-    private OrtTensorView? _target;
+    private OrtTensorView? _halfPresent;
 
     public ShortConvolution? Convolution { get; private set; }
 
@@ -341,40 +341,44 @@ internal ref struct OnnxConvolution
     {
         var conv = new OnnxConvolution();
         if (fold is null || call.ConvWeight is not OrtTensorView weight) return conv;
-        conv._weight = Floats(weight, call.Half);
-        conv._bias = call.ConvBias is OrtTensorView bias ? Floats(bias, call.Half) : null;
-        conv._past = call.PastConvState is OrtTensorView past ? Floats(past, call.Half) : null;
-        if (call.PresentConvState is OrtTensorView present)
+        Memory<float> present = default;
+        if (call.PresentConvState is OrtTensorView target)
         {
-            conv._present = ArrayPool<float>.Shared.Rent(Math.Max((int)present.ElementCount, 1));
-            conv._target = present;
+            if (call.Half)
+            {
+                conv._present = ArrayPool<float>.Shared.Rent(Math.Max((int)target.ElementCount, 1));
+                conv._halfPresent = target;
+                present = conv._present.AsMemory(0, (int)target.ElementCount);
+            }
+            else present = Floats(target);
         }
         conv.Convolution = new ShortConvolution
         {
-            Weight = conv._weight.AsMemory(0, (int)weight.ElementCount), Width = (int)weight.Dims[2], Silu = fold.Silu,
-            Bias = conv._bias is null ? default : conv._bias.AsMemory(0, (int)call.ConvBias!.Value.ElementCount),
-            InitialState = conv._past is null ? default : conv._past.AsMemory(0, (int)call.PastConvState!.Value.ElementCount),
-            FinalState = conv._present is null ? default : conv._present.AsMemory(0, (int)conv._target!.Value.ElementCount),
+            Weight = Floats(weight, call.Half, ref conv._weight), Width = (int)weight.Dims[2], Silu = fold.Silu,
+            Bias = call.ConvBias is OrtTensorView bias ? Floats(bias, call.Half, ref conv._bias) : default,
+            InitialState = call.PastConvState is OrtTensorView past ? Floats(past, call.Half, ref conv._past) : default,
+            FinalState = present,
         };
         return conv;
     }
 
-    private static float[] Floats(OrtTensorView t, bool half)
+    /// <summary>A float32 tensor where it lies.</summary>
+    private static unsafe Memory<float> Floats(OrtTensorView t) => new NativeFloats((float*)t.Data, checked((int)t.ElementCount)).Memory;
+
+    /// <summary>A float32 tensor where it lies, or an fp32 copy of a float16 one in <paramref name="copy"/>.</summary>
+    private static ReadOnlyMemory<float> Floats(OrtTensorView t, bool half, ref float[]? copy)
     {
+        if (!half) return Floats(t);
         int n = checked((int)t.ElementCount);
-        var floats = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
-        if (half) TensorPrimitives.ConvertToSingle(t.AsReadOnlySpan<Half>(), floats);
-        else t.AsReadOnlySpan<float>().CopyTo(floats);
-        return floats;
+        copy = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
+        TensorPrimitives.ConvertToSingle(t.AsReadOnlySpan<Half>(), copy);
+        return copy.AsMemory(0, n);
     }
 
-    /// <summary>Writes present_conv_state (the input rows it carries are float16 values already when the node is float16).</summary>
+    /// <summary>Writes a float16 present_conv_state (the input rows it carries are float16 values already); float32 ones were written in place.</summary>
     public readonly void Commit()
     {
-        if (_target is not OrtTensorView target) return;
-        var state = _present.AsSpan(0, (int)target.ElementCount);
-        if (target.ElementType == Ort.ElementFloat16) TensorPrimitives.ConvertToHalf(state, target.AsSpan<Half>());
-        else state.CopyTo(target.AsSpan<float>());
+        if (_halfPresent is OrtTensorView target) TensorPrimitives.ConvertToHalf(_present.AsSpan(0, (int)target.ElementCount), target.AsSpan<Half>());
     }
 
     public void Dispose()
