@@ -25,11 +25,21 @@ public sealed class GenerateCommandTests : CliFixture
         Assert.That(code, Is.Zero, stderr);
         var json = JsonDocument.Parse(stdout).RootElement;
         Assert.That(json.GetProperty("same_tokens").GetBoolean(), Is.True);
+        Assert.That(json.GetProperty("first_different_token").ValueKind, Is.EqualTo(JsonValueKind.Null));
         Assert.That(json.GetProperty("prompt_tokens").GetInt32(), Is.EqualTo(12));
         foreach (var path in new[] { "engine", "ort" })
             foreach (var key in new[] { "ttft_ms", "decode_tokens_per_s", "median_step_ms" })
                 Assert.That(json.GetProperty(path).GetProperty(key).GetDouble(), Is.GreaterThan(0), $"{path} {key}");
     }
+
+    /// <summary>Where two generations part: the first index that differs, where the shorter one ends, or −1.</summary>
+    [TestCase(new long[] { 1, 2, 3 }, new long[] { 1, 2, 3 }, -1)]
+    [TestCase(new long[] { 1, 2, 3 }, new long[] { 1, 2, 4 }, 2)]
+    [TestCase(new long[] { 5, 2 }, new long[] { 1, 2 }, 0)]
+    [TestCase(new long[] { 1, 2 }, new long[] { 1, 2, 3 }, 2)]
+    [TestCase(new long[0], new long[0], -1)]
+    public void TokensPartAtTheFirstDifference(long[] engine, long[] ort, int expected) =>
+        Assert.That(global::Engine.Cli.Commands.GenerateCommand.FirstDifference(engine, ort), Is.EqualTo(expected));
 
     [Test]
     public void Int4SamplesProjectWithMatMulNBitsAndTheEngineStillTakesTheMixers()

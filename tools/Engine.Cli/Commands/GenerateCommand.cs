@@ -139,14 +139,16 @@ internal sealed class GenerateCommand : EngineCommand
             DecodeTokensPerSecond = BenchTimer.MedianOf(r.Value.Select(x => x.Result.DecodeTokensPerSecond)),
             MedianStepMs = BenchTimer.MedianOf(r.Value.SelectMany(x => x.StepMs).DefaultIfEmpty(double.NaN)),
         });
-        // Greedy generation is deterministic per path: the last run's tokens stand for all.
-        bool? same = results.Count == 2 ? results["engine"][^1].Result.Tokens.SequenceEqual(results["ort"][^1].Result.Tokens) : null;
+        // Greedy generation is deterministic per path: the last run's tokens stand for all. Where they part tells a rounding
+        // difference late in a long generation from a wrong first token.
+        int? firstDifferent = results.Count == 2 ? FirstDifference(results["engine"][^1].Result.Tokens, results["ort"][^1].Result.Tokens) : null;
+        bool? same = firstDifferent is null ? null : firstDifferent < 0;
         if (json)
         {
             var document = new Dictionary<string, object?>
             {
                 ["model"] = folder, ["device"] = device, ["prompt_tokens"] = promptTokens, ["new_tokens"] = newTokens, ["runs"] = results.First().Value.Count,
-                ["same_tokens"] = same,
+                ["same_tokens"] = same, ["first_different_token"] = firstDifferent >= 0 ? firstDifferent : null,
             };
             foreach (var (label, s) in summary)
                 document[label] = new Dictionary<string, double?>
@@ -163,8 +165,16 @@ internal sealed class GenerateCommand : EngineCommand
         if (same is bool equal)
         {
             w.WriteLine($"engine vs ORT: TTFT {summary["ort"].TtftMs / summary["engine"].TtftMs:F2}x, decode {Shown(summary["engine"].DecodeTokensPerSecond / summary["ort"].DecodeTokensPerSecond, "0.00x")}; " +
-                        $"same tokens: {(equal ? "yes" : "no")}");
+                        $"same tokens: {(equal ? "yes" : $"no, from token {firstDifferent} (counting from 0)")}");
         }
+    }
+
+    /// <summary>The first index where the two token lists differ (a shorter list differs where it ends); −1 where they are equal.</summary>
+    internal static int FirstDifference(IReadOnlyList<long> a, IReadOnlyList<long> b)
+    {
+        for (int i = 0; i < Math.Min(a.Count, b.Count); i++)
+            if (a[i] != b[i]) return i;
+        return a.Count == b.Count ? -1 : Math.Min(a.Count, b.Count);
     }
 
     private static double? Finite(double value) => double.IsFinite(value) ? value : null;
