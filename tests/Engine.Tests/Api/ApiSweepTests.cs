@@ -132,49 +132,90 @@ public sealed class ApiSweepTests
     /// <summary>One whole-sequence call: the output and the final state (null when not asked for).</summary>
     internal static (float[] Output, float[]? State) Call<T>(EngineDevice device, Spec s, Inputs x, bool onDevice) where T : unmanaged
     {
-        nint bd = s.BatchDim, tt = s.TotalT;
-        var o = As<T>(Numerics.NaNs(bd * tt * s.Ho * s.V));
+        var shapes = CallShapes.Of(s, s.BatchDim, s.TotalT);
+        var o = As<T>(Numerics.NaNs(shapes.Output.Aggregate(1L, (a, d) => a * d)));
         var st = s.Final ? Numerics.NaNs(s.StateLength) : null;
-        nint[] qs = [bd, tt, s.Hq, s.K], ks = [bd, tt, s.Hk, s.K], vs = [bd, tt, s.Hv, s.V], os = [bd, tt, s.Ho, s.V];
-        nint[] gs = s.Gate == GateKind.PerKey ? [bd, tt, s.Hv, s.K] : [bd, tt, s.Hv], bs = [bd, tt, s.Hv];
-        T[] q = As<T>(x.Q), k = As<T>(x.K), v = As<T>(x.V), g = As<T>(x.G), beta = As<T>(x.Beta);
-        bool hasG = s.Gate is GateKind.PerHead or GateKind.PerKey;
         var cu = s.Cu;
         if (onDevice)
         {
-            using var dq = device.Upload(new ReadOnlyTensorSpan<T>(q, qs));
-            using var dk = device.Upload(new ReadOnlyTensorSpan<T>(k, ks));
-            using var dv = device.Upload(new ReadOnlyTensorSpan<T>(v, vs));
-            using var dg = hasG ? device.Upload(new ReadOnlyTensorSpan<T>(g, gs)) : null;
-            using var db = s.Op == OpKind.DeltaRule ? device.Upload(new ReadOnlyTensorSpan<T>(beta, bs)) : null;
-            using var dout = device.Upload(new ReadOnlyTensorSpan<T>(o, os));
+            using var d = new DeviceInputs<T>(device, s, shapes, x, o);
             using var dinit = s.Init ? device.Upload(new ReadOnlyTensorSpan<float>(x.S0, s.StateShape)) : null;
             using var dfin = s.Final ? device.Allocate<float>(s.StateShape) : null;
             switch (s.Op)
             {
-                case OpKind.Gla: Engine.Gla.Forward(device, dq, dk, dv, dg, dout, dinit, dfin, cu, GlaOpts(s)); break;
-                case OpKind.DeltaRule: Engine.DeltaRule.Forward(device, dq, dk, dv, db!, dg, dout, dinit, dfin, cu, DeltaOpts(s)); break;
-                default: Engine.Lightning.Forward(device, dq, dk, dv, dout, dinit, dfin, cu, LightningOpts(s)); break;
+                case OpKind.Gla: Engine.Gla.Forward(device, d.Q, d.K, d.V, d.G, d.Output, dinit, dfin, cu, GlaOpts(s)); break;
+                case OpKind.DeltaRule: Engine.DeltaRule.Forward(device, d.Q, d.K, d.V, d.Beta!, d.G, d.Output, dinit, dfin, cu, DeltaOpts(s)); break;
+                default: Engine.Lightning.Forward(device, d.Q, d.K, d.V, d.Output, dinit, dfin, cu, LightningOpts(s)); break;
             }
-            dout.Download(o.AsSpan());
+            d.Output.Download(o.AsSpan());
             dfin?.Download(st!.AsSpan());
             return (Back(o), st);
         }
-        var Q = new ReadOnlyTensorSpan<T>(q, qs);
-        var K = new ReadOnlyTensorSpan<T>(k, ks);
-        var V = new ReadOnlyTensorSpan<T>(v, vs);
-        var G = hasG ? new ReadOnlyTensorSpan<T>(g, gs) : default;
-        var O = new TensorSpan<T>(o, os);
+        var h = HostInputs<T>.Of(s, shapes, x);
+        var O = new TensorSpan<T>(o, shapes.Output);
         var init = s.Init ? new ReadOnlyTensorSpan<float>(x.S0, s.StateShape) : default;
         var fin = s.Final ? new TensorSpan<float>(st, s.StateShape) : default;
         switch (s.Op)
         {
-            case OpKind.Gla: Engine.Gla.Forward(device, Q, K, V, G, O, init, fin, cu, GlaOpts(s)); break;
-            case OpKind.DeltaRule: Engine.DeltaRule.Forward(device, Q, K, V, new ReadOnlyTensorSpan<T>(beta, bs), G, O, init, fin, cu, DeltaOpts(s)); break;
-            default: Engine.Lightning.Forward(device, Q, K, V, O, init, fin, cu, LightningOpts(s)); break;
+            case OpKind.Gla: Engine.Gla.Forward(device, h.Q, h.K, h.V, h.G, O, init, fin, cu, GlaOpts(s)); break;
+            case OpKind.DeltaRule: Engine.DeltaRule.Forward(device, h.Q, h.K, h.V, h.Beta, h.G, O, init, fin, cu, DeltaOpts(s)); break;
+            default: Engine.Lightning.Forward(device, h.Q, h.K, h.V, O, init, fin, cu, LightningOpts(s)); break;
         }
         return (Back(o), st);
     }
+
+    /// <summary>The shapes of a call's q, k, v, g, beta and output over <paramref name="batch"/> × <paramref name="tokens"/>.</summary>
+    private sealed record CallShapes(nint[] Q, nint[] K, nint[] V, nint[] G, nint[] Beta, nint[] Output)
+    {
+        public static CallShapes Of(Spec s, nint batch, nint tokens) =>
+            new([batch, tokens, s.Hq, s.K], [batch, tokens, s.Hk, s.K], [batch, tokens, s.Hv, s.V],
+                s.Gate == GateKind.PerKey ? [batch, tokens, s.Hv, s.K] : [batch, tokens, s.Hv], [batch, tokens, s.Hv], [batch, tokens, s.Ho, s.V]);
+    }
+
+    /// <summary>A call's inputs as host tensors; g where the gate form has one, beta for the delta rule (else empty).</summary>
+    private readonly ref struct HostInputs<T> where T : unmanaged
+    {
+        public ReadOnlyTensorSpan<T> Q { get; init; }
+        public ReadOnlyTensorSpan<T> K { get; init; }
+        public ReadOnlyTensorSpan<T> V { get; init; }
+        public ReadOnlyTensorSpan<T> G { get; init; }
+        public ReadOnlyTensorSpan<T> Beta { get; init; }
+
+        public static HostInputs<T> Of(Spec s, CallShapes shapes, Inputs x) => new()
+        {
+            Q = new(As<T>(x.Q), shapes.Q), K = new(As<T>(x.K), shapes.K), V = new(As<T>(x.V), shapes.V),
+            G = HasGate(s) ? new(As<T>(x.G), shapes.G) : default,
+            Beta = s.Op == OpKind.DeltaRule ? new(As<T>(x.Beta), shapes.Beta) : default,
+        };
+    }
+
+    /// <summary>A call's inputs and its NaN-filled output uploaded; g and beta as <see cref="HostInputs{T}"/> has them (else null).</summary>
+    private sealed class DeviceInputs<T> : IDisposable where T : unmanaged
+    {
+        public DeviceInputs(EngineDevice device, Spec s, CallShapes shapes, Inputs x, T[] output)
+        {
+            Q = device.Upload(new ReadOnlyTensorSpan<T>(As<T>(x.Q), shapes.Q));
+            K = device.Upload(new ReadOnlyTensorSpan<T>(As<T>(x.K), shapes.K));
+            V = device.Upload(new ReadOnlyTensorSpan<T>(As<T>(x.V), shapes.V));
+            G = HasGate(s) ? device.Upload(new ReadOnlyTensorSpan<T>(As<T>(x.G), shapes.G)) : null;
+            Beta = s.Op == OpKind.DeltaRule ? device.Upload(new ReadOnlyTensorSpan<T>(As<T>(x.Beta), shapes.Beta)) : null;
+            Output = device.Upload(new ReadOnlyTensorSpan<T>(output, shapes.Output));
+        }
+
+        public DeviceTensor<T> Q { get; }
+        public DeviceTensor<T> K { get; }
+        public DeviceTensor<T> V { get; }
+        public DeviceTensor<T>? G { get; }
+        public DeviceTensor<T>? Beta { get; }
+        public DeviceTensor<T> Output { get; }
+
+        public void Dispose()
+        {
+            foreach (var tensor in new[] { Q, K, V, G, Beta, Output }) tensor?.Dispose();
+        }
+    }
+
+    private static bool HasGate(Spec s) => s.Gate is GateKind.PerHead or GateKind.PerKey;
 
     internal static GlaOptions GlaOpts(Spec s) => new() { Scale = s.Scale, ChunkSize = s.Chunk, Mode = s.Mode, StateLayout = s.Layout };
 
@@ -276,45 +317,33 @@ public sealed class ApiSweepTests
 
     private static float[] Piece<T>(EngineDevice device, AttentionSession session, Spec s, Inputs x, int n, bool step, bool onDevice, int[]? cu = null) where T : unmanaged
     {
-        nint[] qs = [s.B, n, s.Hq, s.K], ks = [s.B, n, s.Hk, s.K], vs = [s.B, n, s.Hv, s.V], os = [s.B, n, s.Ho, s.V];
-        nint[] gs = s.Gate == GateKind.PerKey ? [s.B, n, s.Hv, s.K] : [s.B, n, s.Hv], bs = [s.B, n, s.Hv];
-        T[] q = As<T>(x.Q), k = As<T>(x.K), v = As<T>(x.V), g = As<T>(x.G), beta = As<T>(x.Beta);
+        var shapes = CallShapes.Of(s, s.B, n);
         var o = As<T>(Numerics.NaNs((long)s.B * n * s.Ho * s.V));
-        bool hasG = s.Gate is GateKind.PerHead or GateKind.PerKey;
         if (onDevice)
         {
-            using var dq = device.Upload(new ReadOnlyTensorSpan<T>(q, qs));
-            using var dk = device.Upload(new ReadOnlyTensorSpan<T>(k, ks));
-            using var dv = device.Upload(new ReadOnlyTensorSpan<T>(v, vs));
-            using var dg = hasG ? device.Upload(new ReadOnlyTensorSpan<T>(g, gs)) : null;
-            using var db = s.Op == OpKind.DeltaRule ? device.Upload(new ReadOnlyTensorSpan<T>(beta, bs)) : null;
-            using var dout = device.Upload(new ReadOnlyTensorSpan<T>(o, os));
+            using var d = new DeviceInputs<T>(device, s, shapes, x, o);
             switch (session)
             {
-                case GlaSession gla when step: gla.Step(dq, dk, dv, dg, dout, cu); break;
-                case GlaSession gla: gla.Prefill(dq, dk, dv, dg, dout, cu); break;
-                case DeltaRuleSession d when step: d.Step(dq, dk, dv, db!, dg, dout, cu); break;
-                case DeltaRuleSession d: d.Prefill(dq, dk, dv, db!, dg, dout, cu); break;
-                case LightningSession l when step: l.Step(dq, dk, dv, dout, cu); break;
-                case LightningSession l: l.Prefill(dq, dk, dv, dout, cu); break;
+                case GlaSession gla when step: gla.Step(d.Q, d.K, d.V, d.G, d.Output, cu); break;
+                case GlaSession gla: gla.Prefill(d.Q, d.K, d.V, d.G, d.Output, cu); break;
+                case DeltaRuleSession delta when step: delta.Step(d.Q, d.K, d.V, d.Beta!, d.G, d.Output, cu); break;
+                case DeltaRuleSession delta: delta.Prefill(d.Q, d.K, d.V, d.Beta!, d.G, d.Output, cu); break;
+                case LightningSession l when step: l.Step(d.Q, d.K, d.V, d.Output, cu); break;
+                case LightningSession l: l.Prefill(d.Q, d.K, d.V, d.Output, cu); break;
             }
-            dout.Download(o.AsSpan());
+            d.Output.Download(o.AsSpan());
             return Back(o);
         }
-        var Q = new ReadOnlyTensorSpan<T>(q, qs);
-        var K = new ReadOnlyTensorSpan<T>(k, ks);
-        var V = new ReadOnlyTensorSpan<T>(v, vs);
-        var G = hasG ? new ReadOnlyTensorSpan<T>(g, gs) : default;
-        var B = s.Op == OpKind.DeltaRule ? new ReadOnlyTensorSpan<T>(beta, bs) : default;
-        var O = new TensorSpan<T>(o, os);
+        var h = HostInputs<T>.Of(s, shapes, x);
+        var O = new TensorSpan<T>(o, shapes.Output);
         switch (session)
         {
-            case GlaSession gla when step: gla.Step(Q, K, V, G, O, cu); break;
-            case GlaSession gla: gla.Prefill(Q, K, V, G, O, cu); break;
-            case DeltaRuleSession d when step: d.Step(Q, K, V, B, G, O, cu); break;
-            case DeltaRuleSession d: d.Prefill(Q, K, V, B, G, O, cu); break;
-            case LightningSession l when step: l.Step(Q, K, V, O, cu); break;
-            case LightningSession l: l.Prefill(Q, K, V, O, cu); break;
+            case GlaSession gla when step: gla.Step(h.Q, h.K, h.V, h.G, O, cu); break;
+            case GlaSession gla: gla.Prefill(h.Q, h.K, h.V, h.G, O, cu); break;
+            case DeltaRuleSession delta when step: delta.Step(h.Q, h.K, h.V, h.Beta, h.G, O, cu); break;
+            case DeltaRuleSession delta: delta.Prefill(h.Q, h.K, h.V, h.Beta, h.G, O, cu); break;
+            case LightningSession l when step: l.Step(h.Q, h.K, h.V, O, cu); break;
+            case LightningSession l: l.Prefill(h.Q, h.K, h.V, O, cu); break;
         }
         return Back(o);
     }
