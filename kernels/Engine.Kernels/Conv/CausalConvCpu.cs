@@ -72,15 +72,17 @@ public static unsafe class CausalConvCpu
 
         /// <summary>
         /// Local positions [t0, t1) of sequence s starting at packed token <paramref name="start"/>, channels [c0, c1): token by
-        /// token, each row's channels streamed 16 at a time against the block's taps, transposed to [K, channels] on the stack.
+        /// token. Tokens past the carry state's reach stream each row's channels 16 at a time against the block's taps,
+        /// transposed to [K, channels] on the stack; tokens within its reach (every token at decode) run channel by channel.
         /// </summary>
         private void ChannelsLastSegment(int s, int start, int t0, int t1, int c0, int c1)
         {
             float* xs = x + (long)start * _c, ys = y + (long)start * _c;
             int width = c1 - c0, vectorEnd = c0 + width / Lanes * Lanes;
             float* taps = stackalloc float[_k * width];
-            for (int j = 0; j < _k; j++)
-                for (int i = 0; i < width; i++) taps[j * width + i] = w[(long)(c0 + i) * _k + j];
+            if (t1 > _s)
+                for (int j = 0; j < _k; j++)
+                    for (int i = 0; i < width; i++) taps[j * width + i] = w[(long)(c0 + i) * _k + j];
             long tapStride = (long)_d * _c;
             for (int t = t0; t < t1; t++)
             {
@@ -95,32 +97,36 @@ public static unsafe class CausalConvCpu
                         for (int j = 0; j < _k; j++) acc = Vector512.FusedMultiplyAdd(Vector512.Load(tap + j * width), Vector512.Load(first + j * tapStride + c), acc);
                         acc.Store(yRow + c);
                     }
+                    for (int c = vectorEnd; c < c1; c++) yRow[c] = Scalar(s, c, t, xs + c, _c);
                 }
-                else
-                {
-                    for (int c = c0; c < vectorEnd; c += Lanes)
-                    {
-                        var acc = bias is null ? Vector512<float>.Zero : Vector512.Load(bias + c);
-                        for (int j = 0; j < _k; j++)
-                            acc = Vector512.FusedMultiplyAdd(Vector512.Load(taps + j * width + (c - c0)), ChannelsLastTap(s, xs, t - (_k - 1 - j) * _d, c), acc);
-                        acc.Store(yRow + c);
-                    }
-                }
-                for (int c = vectorEnd; c < c1; c++) yRow[c] = Scalar(s, c, t, xs + c, _c);
+                else ReachRow(s, xs, t, c0, c1, yRow);
                 if (_silu) SimdMath.Sigmoid(yRow + c0, yRow + c0, width, silu: true);
             }
         }
 
-        /// <summary>16 channels at position p of [state | x] (p &lt; 0 in the carry state).</summary>
-        private Vector512<float> ChannelsLastTap(int s, float* xs, int p, int c)
+        /// <summary>
+        /// Channels [c0, c1) of channels-last row t, within the carry state's reach, before the activation: tap by tap over the
+        /// channels, from the weights and the state as they lie; each sum in <see cref="Scalar"/>'s order.
+        /// </summary>
+        private void ReachRow(int s, float* xs, int t, int c0, int c1, float* yRow)
         {
-            if (p >= 0) return Vector512.Load(xs + (long)p * _c + c);
-            if (past is null) return Vector512<float>.Zero;
-            float* state = past + (long)s * _c * _s;
-            if (config.State == ConvLayout.ChannelsLast) return Vector512.Load(state + (long)(_s + p) * _c + c);
-            var lanes = stackalloc float[Lanes];
-            for (int i = 0; i < Lanes; i++) lanes[i] = state[(long)(c + i) * _s + _s + p];
-            return Vector512.Load(lanes);
+            for (int c = c0; c < c1; c++) yRow[c] = bias is null ? 0f : bias[c];
+            long channelStride = config.State == ConvLayout.ChannelsFirst ? _s : 1;
+            for (int j = 0; j < _k; j++)
+            {
+                int p = t - (_k - 1 - j) * _d;
+                float* wj = w + j;
+                if (p >= 0)
+                {
+                    float* row = xs + (long)p * _c;
+                    for (int c = c0; c < c1; c++) yRow[c] = MathF.FusedMultiplyAdd(wj[(long)c * _k], row[c], yRow[c]);
+                }
+                else if (past is not null)
+                {
+                    float* state = past + (long)s * _c * _s + CausalConvConfig.Offset(config.State, _c, _s, 0, _s + p);
+                    for (int c = c0; c < c1; c++) yRow[c] = MathF.FusedMultiplyAdd(wj[(long)c * _k], state[c * channelStride], yRow[c]);
+                }
+            }
         }
 
         /// <summary>One output before the activation: channel c at local position t; the channel's position p of the input is xc[p · stride].</summary>
@@ -174,25 +180,23 @@ public static unsafe class CausalConvCpu
         /// </summary>
         public void WriteState(float* present)
         {
+            // Strides of a channel and of a position in the state's and the activations' layouts.
+            (long stateChannel, long statePosition) = config.State == ConvLayout.ChannelsFirst ? ((long)_s, 1L) : (1L, (long)_c);
             for (int s = 0; s < sequences.Count; s++)
             {
                 int length = sequences.Length(s);
-                long activationBase = (long)sequences.Start(s) * _c, stateBase = (long)s * _c * _s;
+                (long inputChannel, long inputPosition) = config.Activations == ConvLayout.ChannelsFirst ? ((long)length, 1L) : (1L, (long)_c);
+                long stateBase = (long)s * _c * _s;
                 for (int j = 0; j < _s; j++)
                 {
                     int p = length - _s + j;
-                    if (config.State == ConvLayout.ChannelsLast && (p < 0 || config.Activations == ConvLayout.ChannelsLast))
-                    {
-                        var row = new Span<float>(present + stateBase + (long)j * _c, _c);
-                        if (p >= 0) new ReadOnlySpan<float>(x + activationBase + (long)p * _c, _c).CopyTo(row);
-                        else if (past is null) row.Clear();
-                        else new ReadOnlySpan<float>(past + stateBase + (long)(_s + p) * _c, _c).CopyTo(row);
-                        continue;
-                    }
-                    for (int c = 0; c < _c; c++)
-                        present[stateBase + CausalConvConfig.Offset(config.State, _c, _s, c, j)] = p >= 0
-                            ? x[activationBase + CausalConvConfig.Offset(config.Activations, _c, length, c, p)]
-                            : StateAt(s, c, _s + p);
+                    float* target = present + stateBase + j * statePosition;
+                    float* source = p >= 0 ? x + (long)sequences.Start(s) * _c + p * inputPosition : past is null ? null : past + stateBase + (_s + p) * statePosition;
+                    long stride = p >= 0 ? inputChannel : stateChannel;
+                    if (source is null)
+                        for (int c = 0; c < _c; c++) target[c * stateChannel] = 0f;
+                    else
+                        for (int c = 0; c < _c; c++) target[c * stateChannel] = source[c * stride];
                 }
             }
         }
