@@ -97,7 +97,7 @@ public sealed class CliTests : CliFixture
     {
         var q = Save("q.npy", NpyArray.From(new float[2 * 4 * 8], [2, 4, 8]));
         var run = Engine("op", "gla", "--q", q, "--k", q, "--v", q, "--o", PathOf("o.npy"));
-        AssertOneLineError(run, 1, "engine: error: q: expected rank 4");
+        AssertOneLineError(run, 1, $"engine: error: --q ({q}): expected rank 4");
         Assert.That(run.stderr, Does.Not.Contain("(Parameter '"), "the message names the tensor itself; .NET's suffix is dropped");
     }
 
@@ -107,7 +107,20 @@ public sealed class CliTests : CliFixture
         var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 1 * 4], [1, 3, 1, 4]));
         var g = Save("g.npy", NpyArray.From(new[] { 0f, 0.25f, -1f }, [1, 3, 1]));
         AssertOneLineError(Engine("op", "gla", "--q", x, "--k", x, "--v", x, "--g", g, "--o", PathOf("o.npy")), 1,
-            "g: log gates must be finite and <= 0, got 0.25");
+            $"engine: error: --g ({g}): log gates must be finite and <= 0, got 0.25");
+    }
+
+    /// <summary>A state file the op refuses is named by its option and path, as the user gave it, not by the op's name for it.</summary>
+    [Test]
+    public void AStateFileIsNamedByItsOption()
+    {
+        var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 1 * 4], [1, 3, 1, 4]));
+        var wrongShape = Save("h0.npy", NpyArray.From(new float[4 * 2], [1, 1, 4, 2]));
+        var notFinite = Save("h0nan.npy", NpyArray.From(Enumerable.Repeat(float.NaN, 16).ToArray(), [1, 1, 4, 4]));
+        AssertOneLineError(Engine("op", "gla", "--q", x, "--k", x, "--v", x, "--h0", wrongShape, "--o", PathOf("o.npy")), 1,
+            $"engine: error: --h0 ({wrongShape}): expected shape [1, 1, 4, 4]");
+        AssertOneLineError(Engine("op", "gla", "--q", x, "--k", x, "--v", x, "--h0", notFinite, "--o", PathOf("o.npy")), 1,
+            $"engine: error: --h0 ({notFinite}): values must be finite, got NaN");
     }
 
     private static byte[] NpyBytes(NpyArray array)

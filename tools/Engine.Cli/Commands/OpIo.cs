@@ -60,6 +60,8 @@ internal class OpFiles : IDisposable
     // By real path: the input files as named, and the outputs' names.
     private readonly Dictionary<string, string> _inputFiles = new(OpIo.PathComparer);
     private readonly Dictionary<string, string> _outputFiles = new(OpIo.PathComparer);
+    // The op's name of each file given by an option ("initial_state") → how the user gave it ("--h0 (h0.npy)").
+    private readonly Dictionary<string, string> _givenAs = [];
     private TimeSpan _call;
 
     /// <summary>The file <paramref name="option"/> names, memory-mapped until the command ends; null when the option is not given.</summary>
@@ -87,8 +89,19 @@ internal class OpFiles : IDisposable
         }
         _opened.Add(array);
         _inputFiles.TryAdd(real, path);
+        if (givenAs.StartsWith("--", StringComparison.Ordinal) && !givenAs.Contains(' ')) _givenAs[OpName(givenAs)] = $"{givenAs} ({path})";
         return array;
     }
+
+    /// <summary>The op's name of the tensor an option's file holds: the option's own name but for the states, the output and cu_seqlens.</summary>
+    private static string OpName(string option) => option switch
+    {
+        "--h0" or "--x0" => "initial_state",
+        "--ht" or "--xt" => "final_state",
+        "--o" => "output",
+        "--cu-seqlens" => "cu_seqlens",
+        _ => option[2..],
+    };
 
     /// <summary>
     /// Takes <paramref name="path"/> for the output <paramref name="name"/>, refusing one that is an input file (writing it
@@ -101,17 +114,35 @@ internal class OpFiles : IDisposable
         if (_outputFiles.TryGetValue(real, out var other) && other != name)
             throw new ArgumentException($"outputs {other} and {name} would both be written to {path}: give each its own file");
         _outputFiles[real] = name;
+        if (name is "o" or "ht" or "y" or "xt") _givenAs[OpName("--" + name)] = $"--{name} ({path})";
     }
 
     private static ArgumentException OverwritesInput(string output, string outputPath, string inputPath) =>
         new($"output {output} would be written to {outputPath}, which is the input file {inputPath}: write it elsewhere");
 
-    /// <summary>Runs the op's call, timed.</summary>
+    /// <summary>Runs the op's call, timed; a tensor it refuses is named as the user gave it (<see cref="Named{T}"/>).</summary>
     public void Time(Action call)
     {
         var clock = Stopwatch.StartNew();
-        call();
+        Named(() => { call(); return 0; });
         _call = clock.Elapsed;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/>, an op's tensor it refuses named as the user gave it: "--h0 (h0.npy): ..." rather than the
+    /// op's "initial_state: ...".
+    /// </summary>
+    public T Named<T>(Func<T> work)
+    {
+        try
+        {
+            return work();
+        }
+        catch (ArgumentException e) when (e.ParamName is { } name && _givenAs.TryGetValue(name, out var file))
+        {
+            string message = Cli.OneLine(e);
+            throw new ArgumentException(message.StartsWith(name + ":", StringComparison.Ordinal) ? file + message[name.Length..] : $"{file}: {message}", e);
+        }
     }
 
     public void Write<T>(string name, string path, Tensor<T> tensor) where T : unmanaged
@@ -236,7 +267,7 @@ internal sealed class AttentionFiles : OpFiles
     /// <summary>Allocates the output and final state, runs the op (timed) and writes them (--o, and --ht when given).</summary>
     public void Run<T>(Call<T> call) where T : unmanaged
     {
-        var result = AttentionResult<T>.Allocate(Q.Shape, K.Shape, V.Shape, CuSeqlens);
+        var result = Named(() => AttentionResult<T>.Allocate(Q.Shape, K.Shape, V.Shape, CuSeqlens));
         Time(() => call(result.Output.AsTensorSpan(), result.FinalState.AsTensorSpan()));
         Write("o", _outputPath, result.Output);
         if (_statePath is not null) Write("ht", _statePath, result.FinalState);
