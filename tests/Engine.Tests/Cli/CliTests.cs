@@ -110,6 +110,18 @@ public sealed class CliTests : CliFixture
             $"engine: error: --g ({g}): log gates must be finite and <= 0, got 0.25");
     }
 
+    /// <summary>devices --json says what the text says: where the gpu backend runs (here, without CUDA, the CPU accelerator).</summary>
+    [Test]
+    public void DevicesJsonSaysWhereTheGpuBackendRuns()
+    {
+        Assume.That(TestDevices.HasCuda, Is.False, "a machine without CUDA");
+        var (code, stdout, stderr) = Engine("devices", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        var json = System.Text.Json.JsonDocument.Parse(stdout).RootElement;
+        Assert.That(json.GetProperty("gpu_backend_runs_on").GetString(), Is.EqualTo("ilgpu-cpu-accelerator"));
+        Assert.That(json.GetProperty("cuda_devices").GetArrayLength(), Is.Zero);
+    }
+
     /// <summary>A state file the op refuses is named by its option and path, as the user gave it, not by the op's name for it.</summary>
     [Test]
     public void AStateFileIsNamedByItsOption()

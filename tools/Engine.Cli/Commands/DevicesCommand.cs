@@ -25,6 +25,8 @@ internal sealed class DevicesCommand : EngineCommand
                 ["cpu_cores"] = Environment.ProcessorCount, ["simd"] = CpuInfo.SimdDescription,
                 ["vector512_accelerated"] = Vector512.IsHardwareAccelerated, ["vector256_accelerated"] = Vector256.IsHardwareAccelerated,
                 ["cuda_devices"] = cuda,
+                // Where the gpu backend's kernels run: CUDA, or without a CUDA device ILGPU's CPU accelerator (correctness only).
+                ["gpu_backend_runs_on"] = cuda.Count == 0 ? "ilgpu-cpu-accelerator" : "cuda",
             }, new JsonSerializerOptions { WriteIndented = true }));
             return 0;
         }
