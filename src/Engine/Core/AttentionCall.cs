@@ -45,6 +45,19 @@ internal readonly record struct DeviceAttentionTensors<T>(DeviceTensor<T> Q, Dev
             throw new ArgumentException($"{writtenName}: is the device tensor given as {readName}: the kernels read the one while they write the other; give {writtenName} a tensor of its own", writtenName);
     }
 
+    /// <summary>Refuses a tensor of another device than the call's (the states too, where given).</summary>
+    public void RequireOn(EngineDevice device, DeviceTensor<float>? initialState = null, DeviceTensor<float>? finalState = null)
+    {
+        Q.RequireOn(device, "q");
+        K.RequireOn(device, "k");
+        V.RequireOn(device, "v");
+        G?.RequireOn(device, "g");
+        Beta?.RequireOn(device, "beta");
+        Output.RequireOn(device, "output");
+        initialState?.RequireOn(device, "initial_state");
+        finalState?.RequireOn(device, "final_state");
+    }
+
     /// <summary>Refuses a state that is one of the call's device tensors.</summary>
     public void RequireStateApart(DeviceTensor<float>? state, string name)
     {
@@ -280,6 +293,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         int stateLength = call.StateLength(op, initialState is null ? default : initialState.Lengths, finalState is null ? default : finalState.Lengths);
         t.RequireStateApart(initialState, "initial_state");
         t.RequireStateApart(finalState, "final_state");
+        t.RequireOn(device, initialState, finalState);
         using var lease = op.LeaseGpu(device);
         var gpu = device.Gpu;
         GpuCheckFailure? failure;
@@ -307,6 +321,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         TensorArgs.RequireElementType<T>();
         var call = Describe(t.Lengths, cuSeqlens, op.TakesBeta, op.Gate == GateKind.Constant);
         call.RequireSession(op, sequences, cuSeqlens);
+        t.RequireOn(device);
         using var lease = op.LeaseGpu(device);
         var gpu = device.Gpu;
         var current = (GpuState)state.Current;

@@ -125,8 +125,14 @@ public sealed class DeviceTensor<T> : IDisposable where T : unmanaged
     /// <summary>The view of a tensor a call names <paramref name="name"/>, refused when it belongs to another device.</summary>
     internal ArrayView<T> ViewFor(EngineDevice device, string name)
     {
+        RequireOn(device, name);
+        return View;
+    }
+
+    /// <summary>Refuses a tensor of another device than the call's, before the call compiles or launches anything.</summary>
+    internal void RequireOn(EngineDevice device, string name)
+    {
         if (!ReferenceEquals(Device, device))
             throw new ArgumentException($"{name}: the device tensor lives on another device than the call's ({Device.Description}); upload it to the call's device", name);
-        return View;
     }
 }

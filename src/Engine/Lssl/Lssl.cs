@@ -242,6 +242,10 @@ public sealed class LsslLayer : IDisposable
         var stateShape = StateShape(batch);
         if (initialState is not null) TensorArgs.RequireShape(initialState.Lengths, "initial_state", "(B, H, N)", stateShape);
         if (finalState is not null) TensorArgs.RequireShape(finalState.Lengths, "final_state", "(B, H, N)", stateShape);
+        u.RequireOn(device, "u");
+        y.RequireOn(device, "y");
+        initialState?.RequireOn(device, "initial_state");
+        finalState?.RequireOn(device, "final_state");
         var resolved = ResolveMode(device, batch, length, mode, initialState is not null, finalState is not null);
         using var lease = LsslCall.LeaseGpu(device, scheduler, System, resolved, length);
         var gpu = device.Gpu;
