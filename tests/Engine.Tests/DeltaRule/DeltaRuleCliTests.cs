@@ -93,7 +93,7 @@ public sealed class DeltaRuleCliTests : CliFixture
         var x = Save("x.npy", NpyArray.From(new float[1 * 3 * 1 * 4], [1, 3, 1, 4]));
         var b = Save("b.npy", NpyArray.From(new[] { 0.5f, float.NaN, 0.5f }, [1, 3, 1]));
         AssertOneLineError(Engine("op", "delta", "--q", x, "--k", x, "--v", x, "--beta", b, "--o", PathOf("o.npy")), 1,
-            "engine: error: beta: values must be finite, got NaN");
+            $"engine: error: --beta ({b}): values must be finite, got NaN");
     }
 
     [Test]

@@ -88,10 +88,10 @@ public sealed class LsslCliTests : CliFixture
         Npy.Write(PathOf("bad_dt.npy"), NpyArray.From(new float[] { 0.01f, -1f }, [2]));
         AssertOneLineError(Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
             "--C", PathOf("C.npy"), "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--y", PathOf("y.npy")), 1,
-            "engine: error: u: expected shape [*, *, 2]");
+            $"engine: error: --u ({PathOf("u.npy")}): expected shape [*, *, 2]");
         AssertOneLineError(Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"),
             "--C", PathOf("C.npy"), "--D", PathOf("D.npy"), "--dt", PathOf("bad_dt.npy"), "--y", PathOf("y.npy")), 1,
-            "dt: steps must be finite and > 0, got -1 for channel 1");
+            $"engine: error: --dt ({PathOf("bad_dt.npy")}): steps must be finite and > 0, got -1 for channel 1");
     }
 
     [TestCase("--u")]
@@ -117,7 +117,7 @@ public sealed class LsslCliTests : CliFixture
         string[] op = ["op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("A.npy"), "--B", PathOf("B.npy"), "--C", PathOf("C.npy"),
             "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--y", PathOf("y.npy")];
         var run = Engine(op);
-        AssertOneLineError(run, 1, $"engine: error: --A {PathOf("A.npy")}: shape [8, 8] is both [N, N] (shared) and [H, N] (diagonal) as H = N = 8: " +
+        AssertOneLineError(run, 1, $"engine: error: --A ({PathOf("A.npy")}): shape [8, 8] is both [N, N] (shared) and [H, N] (diagonal) as H = N = 8: " +
             "give --a-form dense-shared or --a-form diagonal");
         Assert.That(run.stderr, Does.Not.Contain("LsslOptions"));
         var (code, stdout, stderr) = Engine([.. op, "--a-form", "dense-shared"]);

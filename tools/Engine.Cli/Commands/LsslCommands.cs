@@ -91,13 +91,13 @@ internal sealed class LsslOpCommand : EngineCommand
         // A [N, N] with C [N, N] is both one shared matrix and the diagonals of H = N channels: the library asks for
         // LsslOptions.StateMatrix, which this command sets from --a-form.
         if (options.StateMatrix is null && a.Rank == 2 && a.Lengths[0] == a.Lengths[1] && c.Lengths.SequenceEqual(a.Lengths))
-            throw new ArgumentException($"--A {args.GetValue(_a)}: shape [{a.Lengths[0]}, {a.Lengths[1]}] is both [N, N] (shared) and [H, N] (diagonal) " +
+            throw new ArgumentException($"--A ({args.GetValue(_a)}): shape [{a.Lengths[0]}, {a.Lengths[1]}] is both [N, N] (shared) and [H, N] (diagonal) " +
                 $"as H = N = {a.Lengths[0]}: give --a-form {Opt.Kebab(LsslStateMatrix.DenseShared)} or --a-form {Opt.Kebab(LsslStateMatrix.Diagonal)}");
-        using var layer = new LsslLayer(a, Parameter(_b), c, Parameter(_d), Parameter(_dt), options);
+        using var layer = files.Named(() => new LsslLayer(a, Parameter(_b), c, Parameter(_d), Parameter(_dt), options));
         files.Claim("y", yPath);
         if (statePath is not null) files.Claim("xt", statePath);
         using var device = _device.Create(args);
-        if (u.Shape.Length != 3) throw new ArgumentException($"u: expected rank 3 (B, L, H), got shape [{string.Join(", ", u.Shape)}]", "u");
+        if (u.Shape.Length != 3) throw new ArgumentException($"--u ({args.GetValue(_u)}): expected rank 3 (B, L, H), got shape [{string.Join(", ", u.Shape)}]");
         var finalState = statePath is null ? null : Tensor.CreateFromShapeUninitialized<float>(layer.StateShape((int)u.Shape[0]));
         var ran = u.Type == NpyType.Float16 ? Forward<Half>() : Forward<float>();
         if (finalState is not null) files.Write("xt", statePath!, finalState);
