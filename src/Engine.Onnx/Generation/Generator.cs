@@ -196,7 +196,7 @@ public sealed class Generator : IDisposable
         try
         {
             // The generation's values stay ORT's from run to run: the session stays open until it ends.
-            using var run = _session.EnterRun();
+            using var run = EnterRun();
             return Run(prompt, newTokens, options ?? new GenerationOptions(), cancellationToken);
         }
         finally
@@ -234,12 +234,34 @@ public sealed class Generator : IDisposable
             throw new ArgumentException($"{promptTokens} prompt tokens and {newTokens} new ones need {positions} positions; a generation holds at most {Array.MaxLength - 1}", nameof(newTokens));
     }
 
+    /// <summary>The session held open for a generation; a generator disposed meanwhile (its session with it) refused as the generator.</summary>
+    private ModelSession.RunScope EnterRun()
+    {
+        try
+        {
+            return _session.EnterRun();
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw new ObjectDisposedException($"{nameof(Generator)}: the generator was disposed", e);
+        }
+    }
+
     /// <summary>Releases the session, once a generation in progress has ended (not from inside one: its callbacks may not dispose it).</summary>
     public void Dispose()
     {
-        if (Volatile.Read(ref _disposed) != 0) return;
-        _session.Dispose();
-        Volatile.Write(ref _disposed, 1);
+        // Marked first, so a generation that starts from here on is refused before it reaches the session; unmarked when the
+        // session refuses (a Dispose from inside a generation's callback).
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        try
+        {
+            _session.Dispose();
+        }
+        catch
+        {
+            Volatile.Write(ref _disposed, 0);
+            throw;
+        }
     }
 
     private GenerationResult Run(IReadOnlyList<long> prompt, int newTokens, GenerationOptions options, CancellationToken cancellationToken)

@@ -233,7 +233,8 @@ public sealed class GeneratorTests
         generator.Dispose();
         Assert.That(Volatile.Read(ref lastToken), Is.EqualTo(5), "Dispose returned after the generation's last token");
         Assert.That(generation.Result.Tokens, Has.Count.EqualTo(6));
-        Assert.Throws<ObjectDisposedException>(() => generator.Generate(prompt, 1));
+        var refused = Assert.Throws<ObjectDisposedException>(() => generator.Generate(prompt, 1))!;
+        Assert.That(refused.ObjectName, Does.Contain(nameof(Generator)), "the generator is named, not its session");
     }
 
     /// <summary>Generating from the positions model returns the positions of the tokens it feeds: position_ids count on from the prompt.</summary>
