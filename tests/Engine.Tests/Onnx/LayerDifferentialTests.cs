@@ -564,23 +564,36 @@ public sealed class LayerDifferentialTests
     [Test]
     public void RandomHybridDecodersAgreeWithOrtAloneOverPrefillAndDecode()
     {
-        int seed = int.TryParse(Environment.GetEnvironmentVariable("ENGINE_LAYER_FUZZ_SEED"), out var s) ? s : 20261207;
-        int count = int.TryParse(Environment.GetEnvironmentVariable("ENGINE_DECODER_FUZZ_COUNT"), out var n) ? n : 12;
-        var r = new Random(seed);
+        int count = Setting("ENGINE_DECODER_FUZZ_COUNT", 12);
+        var (failures, ortRefused) = Sweep(count, only: null, "decoders", DrawDecoder, c => c.Label, CheckDecoder);
+        Assert.That(failures, Is.Empty, string.Join("\n", failures));
+        Assert.That(ortRefused, Is.Empty, "ORT alone runs every drawn decoder");
+    }
+
+    private static int Setting(string name, int fallback) => int.TryParse(Environment.GetEnvironmentVariable(name), out var value) ? value : fallback;
+
+    /// <summary>
+    /// Draws <paramref name="count"/> cases from ENGINE_LAYER_FUZZ_SEED's generator and checks each (only case
+    /// <paramref name="only"/> where given, the ones before it still drawn): the problems found, and the cases ORT alone refused (printed).
+    /// </summary>
+    private static (List<string> Failures, List<string> OrtRefused) Sweep<T>(int count, int? only, string what, Func<Random, int, T> draw,
+        Func<T, string> label, Func<T, int, List<string>, string?> check)
+    {
+        var r = new Random(Setting("ENGINE_LAYER_FUZZ_SEED", 20261207));
         var failures = new List<string>();
         var ortRefused = new List<string>();
         for (int i = 0; i < count; i++)
         {
-            var c = DrawDecoder(r, i);
+            var c = draw(r, i);
+            if (only is int single && i != single) continue;
             string? problem;
-            try { problem = CheckDecoder(c, i, ortRefused); }
-            catch (Exception e) { problem = $"{c.Label}: {e.GetType().Name}: {First(e.Message)}"; }
+            try { problem = check(c, i, ortRefused); }
+            catch (Exception e) { problem = $"{label(c)}: {e.GetType().Name}: {First(e.Message)}"; }
             if (problem is not null) failures.Add(problem);
         }
-        TestContext.Out.WriteLine($"{count} decoders, {ortRefused.Count} refused by ORT alone:");
+        TestContext.Out.WriteLine($"{count} {what}, {ortRefused.Count} refused by ORT alone:");
         foreach (var line in ortRefused) TestContext.Out.WriteLine("  " + line);
-        Assert.That(failures, Is.Empty, string.Join("\n", failures));
-        Assert.That(ortRefused, Is.Empty, "ORT alone runs every drawn decoder");
+        return (failures, ortRefused);
     }
 
     private static TensorData AsFloat32(TensorData t) => t.ElementType == TensorElementType.Float16 ? TensorData.Create(OnnxAssert.Floats(t), t.Shape) : t;
@@ -599,23 +612,9 @@ public sealed class LayerDifferentialTests
     [Test]
     public void RandomLayersAgreeWithOrtAloneOverPrefillAndDecode()
     {
-        int seed = int.TryParse(Environment.GetEnvironmentVariable("ENGINE_LAYER_FUZZ_SEED"), out var s) ? s : 20261207;
-        int count = int.TryParse(Environment.GetEnvironmentVariable("ENGINE_LAYER_FUZZ_COUNT"), out var n) ? n : 400;
-        int? only = int.TryParse(Environment.GetEnvironmentVariable("ENGINE_LAYER_FUZZ_ONLY"), out var o) ? o : null;
-        var r = new Random(seed);
-        var failures = new List<string>();
-        var ortRefused = new List<string>();
-        for (int i = 0; i < count; i++)
-        {
-            var c = DrawLayer(r, i);
-            if (only is int single && i != single) continue;
-            string? problem;
-            try { problem = CheckLayer(c, i, ortRefused); }
-            catch (Exception e) { problem = $"{c.Label}: {e.GetType().Name}: {First(e.Message)}"; }
-            if (problem is not null) failures.Add(problem);
-        }
-        TestContext.Out.WriteLine($"{count} layers, {ortRefused.Count} refused by ORT alone:");
-        foreach (var line in ortRefused) TestContext.Out.WriteLine("  " + line);
+        int count = Setting("ENGINE_LAYER_FUZZ_COUNT", 400);
+        int? only = int.TryParse(Environment.GetEnvironmentVariable("ENGINE_LAYER_FUZZ_ONLY"), out var single) ? single : null;
+        var (failures, ortRefused) = Sweep(count, only, "layers", DrawLayer, c => c.Label, CheckLayer);
         Assert.That(failures, Is.Empty, string.Join("\n", failures));
         Assert.That(ortRefused, Has.Count.LessThan(count / 5), "most drawn cases are ones ORT alone runs");
     }
