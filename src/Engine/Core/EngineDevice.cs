@@ -179,17 +179,24 @@ public sealed class EngineDevice : IDisposable
 
     internal void Return(object key, IDisposable kernel)
     {
-        if (_disposed) kernel.Dispose();
-        else _pools.GetOrAdd(key, _ => new ConcurrentBag<IDisposable>()).Add(kernel);
+        var pool = _pools.GetOrAdd(key, _ => new ConcurrentBag<IDisposable>());
+        pool.Add(kernel);
+        // A Dispose that ran between the call's start and here has drained the pools already: drain this one again, so a
+        // kernel given back meanwhile is disposed too (Dispose marks, then drains; this adds, then reads the mark).
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref _disposed)) Drain(pool);
     }
 
     public void Dispose()
     {
-        if (_disposed) return;
-        _disposed = true;
-        foreach (var pool in _pools.Values)
-            while (pool.TryTake(out var kernel)) kernel.Dispose();
+        if (Interlocked.Exchange(ref _disposed, true)) return;
+        foreach (var pool in _pools.Values) Drain(pool);
         _gpu?.Dispose();
+    }
+
+    private static void Drain(ConcurrentBag<IDisposable> pool)
+    {
+        while (pool.TryTake(out var kernel)) kernel.Dispose();
     }
 }
 
