@@ -21,6 +21,11 @@ public unsafe interface ILanes<TSelf> where TSelf : unmanaged, ILanes<TSelf>
     static abstract TSelf operator +(TSelf a, TSelf b);
     static abstract TSelf operator -(TSelf a, TSelf b);
     static abstract float Sum(TSelf x);
+    /// <summary>
+    /// Column j of Count rows of n floats that lie one after the other from p: lane i is p[i·n + j]. Moved into place by
+    /// shuffles of the rows' vectors (no gather); reads nothing past the last row.
+    /// </summary>
+    static abstract TSelf Column(float* p, int n, int j);
     void Store(float* p);
 }
 
@@ -37,6 +42,17 @@ public readonly unsafe struct Lanes256(Vector256<float> v) : ILanes<Lanes256>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Lanes256 operator +(Lanes256 a, Lanes256 b) => new(a._v + b._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Lanes256 operator -(Lanes256 a, Lanes256 b) => new(a._v - b._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Lanes256 x) => Vector256.Sum(x._v);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Lanes256 Column(float* p, int n, int j)
+    {
+        // Lane i's value lies in vector (i·n + j) / Count; a shuffle index outside 0..Count − 1 gives zero.
+        var index = Vector256<int>.Indices * n + Vector256.Create(j);
+        var column = Vector256<float>.Zero;
+        for (int m = j / Count, last = ((Count - 1) * n + j) / Count; m <= last; m++)
+            column |= Vector256.Shuffle(Vector256.Load(p + m * Count), index - Vector256.Create(m * Count));
+        return new(column);
+    }
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public void Store(float* p) => _v.Store(p);
 }
 
@@ -53,5 +69,16 @@ public readonly unsafe struct Lanes512(Vector512<float> v) : ILanes<Lanes512>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Lanes512 operator +(Lanes512 a, Lanes512 b) => new(a._v + b._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Lanes512 operator -(Lanes512 a, Lanes512 b) => new(a._v - b._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Lanes512 x) => Vector512.Sum(x._v);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Lanes512 Column(float* p, int n, int j)
+    {
+        // Lane i's value lies in vector (i·n + j) / Count; a shuffle index outside 0..Count − 1 gives zero.
+        var index = Vector512<int>.Indices * n + Vector512.Create(j);
+        var column = Vector512<float>.Zero;
+        for (int m = j / Count, last = ((Count - 1) * n + j) / Count; m <= last; m++)
+            column |= Vector512.Shuffle(Vector512.Load(p + m * Count), index - Vector512.Create(m * Count));
+        return new(column);
+    }
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public void Store(float* p) => _v.Store(p);
 }

@@ -104,29 +104,20 @@ public static unsafe class CausalConvCpu
             }
         }
 
-        /// <summary>
-        /// Channels [c0, c1) of channels-last row t, within the carry state's reach, before the activation: tap by tap over the
-        /// channels, from the weights and the state as they lie; each sum in <see cref="Scalar"/>'s order.
-        /// </summary>
+        /// <summary>Channels [c0, c1) of channels-last row t, within the carry state's reach, before the activation.</summary>
         private void ReachRow(int s, float* xs, int t, int c0, int c1, float* yRow)
         {
-            for (int c = c0; c < c1; c++) yRow[c] = bias is null ? 0f : bias[c];
-            long channelStride = config.State == ConvLayout.ChannelsFirst ? _s : 1;
+            var taps = stackalloc ReachRows.Tap[_k];
+            float* state = past is null ? null : past + (long)s * _c * _s;
             for (int j = 0; j < _k; j++)
             {
                 int p = t - (_k - 1 - j) * _d;
-                float* wj = w + j;
-                if (p >= 0)
-                {
-                    float* row = xs + (long)p * _c;
-                    for (int c = c0; c < c1; c++) yRow[c] = MathF.FusedMultiplyAdd(wj[(long)c * _k], row[c], yRow[c]);
-                }
-                else if (past is not null)
-                {
-                    float* state = past + (long)s * _c * _s + CausalConvConfig.Offset(config.State, _c, _s, 0, _s + p);
-                    for (int c = c0; c < c1; c++) yRow[c] = MathF.FusedMultiplyAdd(wj[(long)c * _k], state[c * channelStride], yRow[c]);
-                }
+                taps[j] = p >= 0 ? ReachRows.Tap.Row(xs + (long)p * _c + c0)
+                    : state is null ? default
+                    : config.State == ConvLayout.ChannelsFirst ? new ReachRows.Tap(state + (long)c0 * _s, _s, _s + p)
+                    : ReachRows.Tap.Row(state + (long)(_s + p) * _c + c0);
             }
+            ReachRows.Compute(yRow + c0, c1 - c0, bias is null ? null : bias + c0, w + (long)c0 * _k, _k, taps);
         }
 
         /// <summary>One output before the activation: channel c at local position t; the channel's position p of the input is xc[p · stride].</summary>
@@ -187,7 +178,16 @@ public static unsafe class CausalConvCpu
                 int length = sequences.Length(s);
                 (long inputChannel, long inputPosition) = config.Activations == ConvLayout.ChannelsFirst ? ((long)length, 1L) : (1L, (long)_c);
                 long stateBase = (long)s * _c * _s;
-                for (int j = 0; j < _s; j++)
+                int first = 0;
+                if (length < _s && past is not null)
+                {
+                    // The kept positions move up by the length: in either layout one move of the block by length positions
+                    // (memmove, so in place too), which also fills the positions the rows then overwrite.
+                    long shift = length * statePosition;
+                    Buffer.MemoryCopy(past + stateBase + shift, present + stateBase, ((long)_c * _s - shift) * sizeof(float), ((long)_c * _s - shift) * sizeof(float));
+                    first = _s - length;
+                }
+                for (int j = first; j < _s; j++)
                 {
                     int p = length - _s + j;
                     float* target = present + stateBase + j * statePosition;

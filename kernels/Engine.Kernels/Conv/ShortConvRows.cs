@@ -92,28 +92,18 @@ public readonly unsafe struct ShortConvRows(float* weights, float* taps, float* 
         }
     }
 
-    /// <summary>
-    /// Row i (local position <paramref name="position"/>, within the initial state's reach) before the activation, channel by
-    /// channel from the weights and the initial state as they lie; the sums in <see cref="Window"/>'s order.
-    /// </summary>
+    /// <summary>Row i (local position <paramref name="position"/>, within the initial state's reach) before the activation.</summary>
     private void ReachRow(float* y, HeadRows rows, int i, int position, int sequence, int channel, int dim)
     {
-        for (int c = 0; c < dim; c++) y[c] = _bias == null ? 0f : _bias[channel + c];
-        float* w = _weights + (long)channel * _k;
-        for (int j = 0; j < _k; j++, w++)
+        var taps = stackalloc ReachRows.Tap[_k];
+        for (int j = 0; j < _k; j++)
         {
             int p = position - _carry + j;
-            if (p >= 0)
-            {
-                float* x = rows.Row(i - _carry + j);
-                for (int c = 0; c < dim; c++) y[c] = MathF.FusedMultiplyAdd(w[(long)c * _k], x[c], y[c]);
-            }
-            else if (_initial != null)
-            {
-                float* x = _initial + ((long)sequence * _channels + channel) * _carry + _carry + p;
-                for (int c = 0; c < dim; c++) y[c] = MathF.FusedMultiplyAdd(w[(long)c * _k], x[(long)c * _carry], y[c]);
-            }
+            taps[j] = p >= 0 ? ReachRows.Tap.Row(rows.Row(i - _carry + j))
+                : _initial == null ? default
+                : new ReachRows.Tap(_initial + ((long)sequence * _channels + channel) * _carry, _carry, _carry + p);
         }
+        ReachRows.Compute(y, dim, _bias == null ? null : _bias + channel, _weights + (long)channel * _k, _k, taps);
     }
 
     /// <summary>
@@ -154,14 +144,15 @@ public readonly unsafe struct ShortConvRows(float* weights, float* taps, float* 
                     for (int j = 0; j < _carry; j++) target[j] = rows[(length - _carry + j) * rowStride + c];
                 continue;
             }
-            // Shorter than the reach (decode): each channel's carried positions move up by the length, its rows follow.
-            float* initial = _initial == null ? null : _initial + ((long)n * _channels + channel) * _carry;
+            // Shorter than the reach (decode): each channel's carried positions move up by the length, its rows follow. One
+            // move of the part's block by the length (memmove, so in place too) moves them all, and fills the positions the
+            // rows then overwrite.
             int kept = _carry - length;
+            long moved = (long)width * _carry - length;
+            if (_initial == null) new Span<float>(target, (int)moved).Clear();
+            else Buffer.MemoryCopy(_initial + ((long)n * _channels + channel) * _carry + length, target, moved * sizeof(float), moved * sizeof(float));
             for (int c = 0; c < width; c++, target += _carry)
-            {
-                for (int j = 0; j < kept; j++) target[j] = initial == null ? 0f : initial[(long)c * _carry + length + j];
                 for (int j = kept; j < _carry; j++) target[j] = rows[(j - kept) * rowStride + c];
-            }
         }
     }
 }

@@ -1,5 +1,6 @@
 using System.Runtime.Intrinsics;
 using Engine.Kernels.Common;
+using Engine.Kernels.Conv;
 using Engine.Tests.Harness;
 using NUnit.Framework;
 
@@ -269,5 +270,65 @@ public sealed unsafe class SimdBuildingBlockTests
         Assert.That(Numerics.RelativeRms(s, expectedS), Is.LessThanOrEqualTo(1e-6), $"{typeof(TV).Name} state");
         Assert.That(Numerics.RelativeRms(acc, expectedAcc), Is.LessThanOrEqualTo(1e-6), $"{typeof(TV).Name} readout");
         Assert.That(Numerics.RelativeRms(read, expectedAcc), Is.LessThanOrEqualTo(1e-6), $"{typeof(TV).Name} read");
+    }
+
+    /// <summary>Column j of Count rows of n floats, moved into lanes by shuffles, at both widths: lane i holds row i's float j.</summary>
+    [TestCase(1)]
+    [TestCase(3)]
+    [TestCase(4)]
+    [TestCase(7)]
+    [TestCase(16)]
+    [TestCase(19)]
+    public void ColumnsPutEachRowsFloatInItsLane(int n)
+    {
+        Columns<Lanes256>(n);
+        Columns<Lanes512>(n);
+    }
+
+    private static void Columns<TV>(int n) where TV : unmanaged, ILanes<TV>
+    {
+        var rows = new float[TV.Count * n];
+        for (int i = 0; i < TV.Count; i++) for (int j = 0; j < n; j++) rows[i * n + j] = 1000 * i + j + 0.5f;
+        var lanes = Numerics.NaNs(TV.Count);
+        for (int j = 0; j < n; j++)
+        {
+            fixed (float* pr = rows, pl = lanes) TV.Column(pr, n, j).Store(pl);
+            Assert.That(lanes, Is.EqualTo(Enumerable.Range(0, TV.Count).Select(i => 1000f * i + j + 0.5f)), $"{typeof(TV).Name}, column {j} of {n}");
+        }
+    }
+
+    /// <summary>
+    /// A convolution row within the carried state's reach: taps on activation rows, on a column of a channels-first state
+    /// and on no state, channels past the last whole vector, at both widths, against sums in double; both widths sum in
+    /// one order, so they agree to the bit.
+    /// </summary>
+    [TestCase(37, 4)]
+    [TestCase(16, 3)]
+    [TestCase(5, 2)]
+    public void ReachRowsMatchPlainSums(int width, int k)
+    {
+        var data = new TestData(width * 10 + k);
+        const int Carry = 3;
+        float[] weights = data.Normal(width * k), bias = data.Normal(width), state = data.Normal(width * Carry);
+        float[][] rows = [data.Normal(width), data.Normal(width)];
+        var expected = new double[width];
+        var outputs = new[] { Numerics.NaNs(width), Numerics.NaNs(width) };
+        fixed (float* pw = weights, pb = bias, ps = state, r0 = rows[0], r1 = rows[1], o256 = outputs[0], o512 = outputs[1])
+        {
+            // Tap 0 reads no state, tap 1 the state's column 2, the last two the rows (fewer taps: the last ones of these).
+            var all = new[] { default, new ReachRows.Tap(ps, Carry, 2), ReachRows.Tap.Row(r0), ReachRows.Tap.Row(r1) }[(4 - k)..];
+            var taps = stackalloc ReachRows.Tap[k];
+            for (int j = 0; j < k; j++) taps[j] = all[j];
+            for (int c = 0; c < width; c++)
+            {
+                expected[c] = bias[c];
+                for (int j = 0; j < k; j++)
+                    if (all[j].At != null) expected[c] += (double)weights[c * k + j] * all[j].At[c * all[j].Stride + all[j].Column];
+            }
+            ReachRows.Compute(o256, width, pb, pw, k, taps, SimdWidth.W256);
+            ReachRows.Compute(o512, width, pb, pw, k, taps, SimdWidth.W512);
+        }
+        Assert.That(Numerics.RelativeRms(outputs[1], expected), Is.LessThanOrEqualTo(1e-6));
+        Assert.That(outputs[0], Is.EqualTo(outputs[1]), "the two widths");
     }
 }
