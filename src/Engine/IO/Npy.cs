@@ -244,7 +244,8 @@ public static class Npy
 
     /// <summary>
     /// Reads a file: its header is checked as <see cref="Read(Stream)"/> checks it, and its data memory-mapped, not
-    /// copied (dispose the array). Errors name the file.
+    /// copied (dispose the array); a pipe (a FIFO, a shell's process substitution) is read into memory. The file holds one
+    /// array: bytes past its data are refused. Errors name the file.
     /// </summary>
     public static NpyArray Read(string path)
     {
@@ -253,7 +254,15 @@ public static class Npy
         {
             using var stream = File.OpenRead(path);
             var header = ReadHeader(stream);
+            if (!stream.CanSeek)
+            {
+                var bytes = ReadBlock(stream, header.Bytes, header.Data);
+                RequireBools(header.Type, bytes);
+                if (stream.ReadByte() >= 0) throw TrailingBytes(header, "more bytes");
+                return new NpyArray(header.Type, header.Shape, bytes) { SourceFile = path };
+            }
             RequireRemaining(stream, header.Bytes, header.Data);
+            if (stream.Length - stream.Position > header.Bytes) throw TrailingBytes(header, $"{stream.Length - stream.Position - header.Bytes} bytes");
             if (header.Bytes == 0) return new NpyArray(header.Type, header.Shape, []) { SourceFile = path };
             var data = new MappedData(stream, stream.Position, (int)header.Bytes);
             try
@@ -350,6 +359,9 @@ public static class Npy
             throw Truncated(what, length, Math.Max(0, stream.Length - stream.Position));
     }
 
+    private static InvalidDataException TrailingBytes(Header header, string extra) =>
+        new($"{extra} follow {header.Data}: a .npy file ends with its one array's data");
+
     private static InvalidDataException Truncated(string what, long expected, long got) =>
         new($"file ends inside {what}: expected {expected} bytes, got {got}");
 
@@ -380,13 +392,28 @@ public static class Npy
     /// <summary>
     /// Writes <paramref name="data"/>, the values of an array of this type and shape in C order, straight from where they lie.
     /// The file is written beside <paramref name="path"/> and then moved over it: whatever maps the old file (a hard link of
-    /// it, the very data written here) keeps its contents, and a write that fails leaves no half-written file.
+    /// it, the very data written here) keeps its contents, and a write that fails leaves no half-written file. A path that is
+    /// not a regular file (a symbolic link, a device such as /dev/null, a FIFO) is written through instead, as a shell's
+    /// redirection would: the link, the device stay.
     /// </summary>
     public static void Write(string path, NpyType type, ReadOnlySpan<nint> shape, ReadOnlySpan<byte> data)
     {
         string full = Path.GetFullPath(path), folder = Path.GetDirectoryName(full)!;
         if (Path.EndsInDirectorySeparator(path) || Directory.Exists(full)) throw new IOException($"{path}: is a folder, not a file to write");
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{path}: the folder {folder} does not exist");
+        if (OutputPath.IsWrittenThrough(full))
+        {
+            try
+            {
+                using var through = new FileStream(full, FileMode.Create, FileAccess.Write, FileShare.ReadWrite);
+                Write(through, type, shape, data);
+                return;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new IOException($"{path}: cannot be written ({e.Message})", e);
+            }
+        }
         string temporary = Path.Combine(folder, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
         try
         {

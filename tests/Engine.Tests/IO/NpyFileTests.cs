@@ -194,6 +194,56 @@ public sealed class NpyFileTests
         Assert.That(e!.Message, Does.StartWith($"{PathOf("ints.npy")}: expected a float array"));
     }
 
+    /// <summary>A file holds one array: bytes past its data (another array appended, a wrong shape) are refused, not ignored.</summary>
+    [Test]
+    public void BytesPastTheDataAreRefused()
+    {
+        File.WriteAllBytes(PathOf("long.npy"), [.. NumPyFile("<f4", "(6,)", LittleEndian(Floats, BitConverter.GetBytes)), 0, 0, 0, 0]);
+        Assert.That(() => Npy.Read(PathOf("long.npy")), Throws.InstanceOf<InvalidDataException>()
+            .With.Message.EqualTo($"{PathOf("long.npy")}: 4 bytes follow the data of shape [6] (<f4): a .npy file ends with its one array's data"));
+    }
+
+    /// <summary>A symbolic link is written through, as a shell's redirection writes it: the link stays, its target gets the array.</summary>
+    [Test]
+    public void ASymbolicLinkIsWrittenThroughAndKept()
+    {
+        File.WriteAllText(PathOf("target.npy"), "precious");
+        File.CreateSymbolicLink(PathOf("link.npy"), PathOf("target.npy"));
+        Npy.Write(PathOf("link.npy"), new ReadOnlyTensorSpan<float>(Floats, [6]));
+        Assert.That(new FileInfo(PathOf("link.npy")).LinkTarget, Is.EqualTo(PathOf("target.npy")), "still a link to the target");
+        using var array = Npy.Read(PathOf("target.npy"));
+        Assert.That(array.Values<float>().ToArray(), Is.EqualTo(Floats));
+    }
+
+    /// <summary>
+    /// A FIFO (as a shell's process substitution gives) is written through and read from as a pipe: it was replaced by a
+    /// regular file when written, and refused as "Stream does not support seeking" when read.
+    /// </summary>
+    [Test]
+    public void AFifoIsWrittenAndReadThrough()
+    {
+        Assume.That(OperatingSystem.IsLinux(), "mkfifo");
+        string fifo = PathOf("pipe.npy");
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo)) mkfifo.WaitForExit();
+        float[]? read = null;
+        Exception? failure = null;
+        var reader = new Thread(() =>
+        {
+            try
+            {
+                using var array = Npy.Read(fifo);
+                read = array.Values<float>().ToArray();
+            }
+            catch (Exception e) { failure = e; }
+        }) { IsBackground = true };
+        reader.Start();
+        Npy.Write(fifo, new ReadOnlyTensorSpan<float>(Floats, [6]));
+        Assert.That(reader.Join(TimeSpan.FromSeconds(30)), Is.True, "the reader got the array");
+        Assert.That(failure, Is.Null);
+        Assert.That(read, Is.EqualTo(Floats));
+        Assert.That(new FileInfo(fifo).Length, Is.Zero, "still a FIFO, not a file moved over it");
+    }
+
     /// <summary>A folder given as the file to write, by its name or with a trailing separator: said as such (it was "Could not find a part of the path").</summary>
     [Test]
     public void AFolderIsNotWrittenAsAFile()
