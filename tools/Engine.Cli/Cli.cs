@@ -65,7 +65,8 @@ public static class Cli
     /// <summary>
     /// How the command line is parsed: a response file (@FILE) that cannot be read is a parse error naming it. The parser's
     /// own reader reports one it fails to read (IOException) so, but lets a folder or a file it may not read
-    /// (UnauthorizedAccessException) escape as a crash.
+    /// (UnauthorizedAccessException) escape as a crash, and follows a file that names itself until the stack overflows:
+    /// response files do not nest here.
     /// </summary>
     private static ParserConfiguration Parsing()
     {
@@ -75,9 +76,15 @@ public static class Cli
         {
             try
             {
+                if (File.Exists(token) && NestedResponseFile(token) is { } nested)
+                {
+                    tokens = null;
+                    error = $"response file '{token}' names another response file ('{nested}'): response files do not nest";
+                    return false;
+                }
                 return read(token, out tokens, out error);
             }
-            catch (UnauthorizedAccessException e)
+            catch (Exception e) when (e is UnauthorizedAccessException or IOException)
             {
                 tokens = null;
                 error = Directory.Exists(token) ? $"response file '{token}' is a folder, not a file" : $"response file '{token}' cannot be read ({e.Message})";
@@ -86,6 +93,13 @@ public static class Cli
         };
         return configuration;
     }
+
+    /// <summary>The first word of a response file's lines (comments, starting with #, aside) that names a response file.</summary>
+    private static string? NestedResponseFile(string path) => File.ReadLines(path)
+        .Select(line => line.Trim())
+        .Where(line => !line.StartsWith('#'))
+        .SelectMany(line => line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
+        .FirstOrDefault(word => word.StartsWith('@') || word.StartsWith("\"@", StringComparison.Ordinal));
 
     /// <summary>
     /// The exception's message on one line, without what .NET appends to an ArgumentException's: " (Parameter 'name')",

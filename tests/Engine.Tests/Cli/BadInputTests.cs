@@ -83,6 +83,14 @@ public sealed class BadInputTests : CliFixture
     public void AFolderAsAResponseFileIsAParseError() =>
         AssertOneLineError(Engine("inputs", "@" + Directory), 2, $"response file '{Directory}' is a folder, not a file");
 
+    /// <summary>A response file that names itself (or any other) was followed until the stack overflowed: a crash of 60,000 lines.</summary>
+    [Test]
+    public void AResponseFileNamingAnotherIsAParseError()
+    {
+        File.WriteAllText(PathOf("self.rsp"), "devices\n@" + PathOf("self.rsp") + "\n");
+        AssertOneLineError(Engine("@" + PathOf("self.rsp")), 2, $"response file '{PathOf("self.rsp")}' names another response file ('@{PathOf("self.rsp")}'): response files do not nest");
+    }
+
     [Test]
     public void AnOptionAfterTheEndOfOptionsIsAnArgument() =>
         AssertOneLineError(Engine("op", "gla", "--", "--q"), 2, "unexpected argument '--q' (after --, every word is an argument)");

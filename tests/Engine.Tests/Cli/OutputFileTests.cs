@@ -27,6 +27,19 @@ public sealed class OutputFileTests : CliFixture
         Assert.That(kept.ToFloat32(), Is.EqualTo(Values), "the input is left as it was");
     }
 
+    /// <summary>
+    /// An output that holds NaN or infinity (here passed on by ONNX Runtime from an input only its own nodes read; a model
+    /// overflowing on finite inputs does the same) was written, and the run reported as a success.
+    /// </summary>
+    [Test]
+    public void RunRefusesToWriteAnOutputThatIsNotFinite()
+    {
+        string x = Save("x.npy", NpyArray.From([1f, float.NaN, 3f, float.PositiveInfinity, 5f, 6f], [2, 3]));
+        AssertOneLineError(Engine("run", IdentityGraph(), "--input", $"x={x}", "--output-dir", PathOf("out")), 1,
+            "output 'x': 2 of its values are NaN or infinite (the first at flat index 1): the model overflowed on these inputs; it is not written");
+        Assert.That(File.Exists(Path.Combine(PathOf("out"), "x.npy")), Is.False);
+    }
+
     [Test]
     public void RunRefusesAnInputFileReachedThroughASymbolicLink()
     {

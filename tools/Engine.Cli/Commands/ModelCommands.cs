@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using Engine.IO;
 using Engine.Onnx;
@@ -106,6 +107,7 @@ internal sealed class RunModelCommand : EngineCommand
             files.Time(() => session.Run(inputs, (name, type, shape, bytes) =>
             {
                 var values = ModelInputs.NpyBytes(type, bytes, name, out var npyType);
+                RequireFinite(name, npyType, values);
                 files.Write(name, outputPaths[name], npyType, shape, values);
             }));
             step.Finish();
@@ -114,6 +116,31 @@ internal sealed class RunModelCommand : EngineCommand
         files.Report(context, args.GetValue(_model.Json), "run", backend == HandoverBackend.None ? "ONNX Runtime only" : host.Describe(backend),
             new Dictionary<string, object> { ["engine nodes"] = session.Handover.EngineNodes.Count() });
         return 0;
+    }
+
+    /// <summary>
+    /// A float output holds no NaN or infinity: ONNX Runtime's own nodes pass on what they make of inputs they overflow on
+    /// (the engine's refuse them), and a file of NaNs is no result. The outputs before it stay written.
+    /// </summary>
+    private static void RequireFinite(string name, NpyType type, ReadOnlySpan<byte> bytes)
+    {
+        (long count, long first) = type switch
+        {
+            NpyType.Float32 => NonFinite(MemoryMarshal.Cast<byte, float>(bytes), float.IsFinite),
+            NpyType.Float16 => NonFinite(MemoryMarshal.Cast<byte, Half>(bytes), Half.IsFinite),
+            NpyType.Float64 => NonFinite(MemoryMarshal.Cast<byte, double>(bytes), double.IsFinite),
+            _ => (0, -1),
+        };
+        if (count > 0)
+            throw new InvalidDataException($"output '{name}': {count} of its values are NaN or infinite (the first at flat index {first}): the model overflowed on these inputs; it is not written");
+    }
+
+    private static (long Count, long First) NonFinite<T>(ReadOnlySpan<T> values, Func<T, bool> isFinite)
+    {
+        long count = 0, first = -1;
+        for (int i = 0; i < values.Length; i++)
+            if (!isFinite(values[i]) && count++ == 0) first = i;
+        return (count, first);
     }
 
     /// <summary>An output name as a file name: characters a path cannot hold become '_'.</summary>
