@@ -138,8 +138,9 @@ public sealed class LsslLayer : IDisposable
     {
         options ??= new LsslOptions();
         TensorArgs.RequireRank(c.Lengths, "C", 2, "(H, N)");
-        int h = TensorArgs.Dim(c.Lengths, 0, "C"), n = TensorArgs.Dim(c.Lengths, 1, "C");
+        var (h, n) = ChannelsAndStateSize(a.Lengths, b.Lengths, c.Lengths, d.Lengths, dt.Lengths);
         if (h < 1 || n < 1) throw new ArgumentException($"C: expected H >= 1 channels and state size N >= 1, got shape {TensorArgs.Format(c.Lengths)}", "C");
+        TensorArgs.RequireShape(c.Lengths, "C", "(H, N)", h, n);
         var form = StateMatrixOf(a.Lengths, h, n, options.StateMatrix);
         if (b.Rank == 1) TensorArgs.RequireShape(b.Lengths, "B", "(N) shared by the channels", n);
         else TensorArgs.RequireShape(b.Lengths, "B", "(H, N)", h, n);
@@ -164,6 +165,24 @@ public sealed class LsslLayer : IDisposable
         // A layer belongs to no device: its one-off discretization runs on every core.
         System = new LsslSystem(Config, options.Discretization, ToDouble(a, "A"), ToDouble(b, "B"), ToDouble(c, "C"), ToDouble(d, "D"), steps,
             new ThreadPoolScheduler(Environment.ProcessorCount));
+    }
+
+    /// <summary>
+    /// H and N as most of the tensors that hold them give them (C's where they split evenly): a mistaken tensor is then
+    /// refused by its own name, not every other one against it. A's first dim, H or N as its form says, is left out.
+    /// </summary>
+    private static (int H, int N) ChannelsAndStateSize(ReadOnlySpan<nint> a, ReadOnlySpan<nint> b, ReadOnlySpan<nint> c, ReadOnlySpan<nint> d, ReadOnlySpan<nint> dt)
+    {
+        List<nint> channels = [c[0]], states = [c[1]];
+        if (d.Length == 1) channels.Add(d[0]);
+        if (dt.Length == 1) channels.Add(dt[0]);
+        if (b.Length == 2) channels.Add(b[0]);
+        if (b.Length is 1 or 2) states.Add(b[^1]);
+        if (a.Length is 2 or 3) states.Add(a[^1]);
+        if (a.Length == 3) channels.Add(a[0]);
+        static int MostCommon(List<nint> dims) =>
+            (int)Math.Min(dims.GroupBy(x => x).OrderByDescending(g => g.Count()).ThenBy(g => dims.IndexOf(g.Key)).First().Key, int.MaxValue);
+        return (MostCommon(channels), MostCommon(states));
     }
 
     /// <summary>Convenience form over tensors.</summary>

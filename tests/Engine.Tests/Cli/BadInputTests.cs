@@ -1,3 +1,4 @@
+using Engine.IO;
 using NUnit.Framework;
 
 namespace Engine.Tests.Cli;
@@ -82,6 +83,16 @@ public sealed class BadInputTests : CliFixture
     [Test]
     public void AFolderAsAResponseFileIsAParseError() =>
         AssertOneLineError(Engine("inputs", "@" + Directory), 2, $"response file '{Directory}' is a folder, not a file");
+
+    /// <summary>Slopes of another rank were flattened and taken when their count matched.</summary>
+    [Test]
+    public void SlopesOfAnotherRankAreRefusedNamingTheFile()
+    {
+        string Tensor(string name, int heads) => Save(name + ".npy", NpyArray.From(new float[4 * heads * 4], [1, 4, heads, 4]));
+        string slopes = Save("slopes.npy", NpyArray.From([0.5f, 0.25f], [1, 2]));
+        AssertOneLineError(Engine("op", "lightning", "--q", Tensor("q", 2), "--k", Tensor("k", 2), "--v", Tensor("v", 2), "--slopes", slopes, "--o", PathOf("o.npy")), 1,
+            $"--slopes ({slopes}): expected shape [Hv] (one slope per value head), got [1, 2]");
+    }
 
     /// <summary>A response file that names itself (or any other) was followed until the stack overflowed: a crash of 60,000 lines.</summary>
     [Test]

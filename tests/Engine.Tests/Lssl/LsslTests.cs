@@ -338,6 +338,11 @@ public sealed class LsslTests
             new ReadOnlyTensorSpan<float>(p.C, [3, 4]), new ReadOnlyTensorSpan<float>(new float[4], [4]), new ReadOnlyTensorSpan<float>(p.Dt, [3])), "D", "expected shape [3]");
         Rejects(() => new LsslLayer(new ReadOnlyTensorSpan<float>(p.A, [4, 4]), new ReadOnlyTensorSpan<float>(p.B, [4]),
             new ReadOnlyTensorSpan<float>(p.C, [3, 4]), new ReadOnlyTensorSpan<float>(p.D, [3]), new ReadOnlyTensorSpan<float>(p.Dt, [1, 3])), "dt", "expected shape [3]");
+        // A mistaken C is refused as C, not the others against it: H and N are what most of the tensors give.
+        Rejects(() => new LsslLayer(new ReadOnlyTensorSpan<float>(p.A, [4, 4]), new ReadOnlyTensorSpan<float>(p.B, [4]),
+            new ReadOnlyTensorSpan<float>(new float[15], [3, 5]), new ReadOnlyTensorSpan<float>(p.D, [3]), new ReadOnlyTensorSpan<float>(p.Dt, [3])), "C", "expected shape [3, 4] (H, N), got [3, 5]");
+        Rejects(() => new LsslLayer(new ReadOnlyTensorSpan<float>(p.A, [4, 4]), new ReadOnlyTensorSpan<float>(p.B, [4]),
+            new ReadOnlyTensorSpan<float>(new float[16], [4, 4]), new ReadOnlyTensorSpan<float>(p.D, [3]), new ReadOnlyTensorSpan<float>(p.Dt, [3])), "C", "expected shape [3, 4] (H, N), got [4, 4]");
         Rejects(() => Layer(p, options: new LsslOptions { ChunkLength = 48 }), "options", "chunk length");
         // H = N: [N, N] could be shared or diagonal.
         var square = LsslProblem.Make(4, 4, LsslStateMatrix.DenseShared, seed: 1);

@@ -35,6 +35,8 @@ internal sealed class LightningOpCommand : EngineCommand
         if (layer < 0 || layer >= layers) throw new UsageException($"--layer must be in [0, {layers - 1}] (--layers {layers}), got {layer}");
         using var files = new AttentionFiles(_files, args);
         var slopes = files.Optional(args, _slopes);
+        if (slopes is not null && slopes.Shape.Length != 1)
+            throw new ArgumentException($"--slopes ({slopes.SourceFile}): expected shape [Hv] (one slope per value head), got [{string.Join(", ", slopes.Shape)}]");
         var options = new LightningOptions
         {
             Slopes = slopes?.ToFloat32(),
