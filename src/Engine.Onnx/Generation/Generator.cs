@@ -102,6 +102,10 @@ public sealed class Generator : IDisposable
         if (logits.ElementType is not (TensorElementType.Float or TensorElementType.Float16))
             throw new InvalidDataException($"{config.ConfigPath}: the logits output '{config.Logits}' must be float or float16, it is {logits.ElementType}");
         VocabSize = logits.Dims is { Count: 3 } dims && long.TryParse(dims[2], out long vocab) ? checked((int)vocab) : config.VocabSize;
+        if (config.VocabSize is int said && said != VocabSize)
+            throw new InvalidDataException($"{config.ConfigPath}: model.vocab_size is {said}, but {modelName}'s logits '{config.Logits}' hold {VocabSize} tokens");
+        if (VocabSize is int size && config.EosTokenIds.FirstOrDefault(id => id >= size) is var eos and > 0)
+            throw new InvalidDataException($"{config.ConfigPath}: model.eos_token_id {eos} is not a token of the vocabulary ({size} tokens)");
 
         // Past → present pairs: the KV cache by its templates, the linear-attention states by the same templates with
         // another last part, LFM2's conv cache by its own.

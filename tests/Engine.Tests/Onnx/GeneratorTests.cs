@@ -645,6 +645,10 @@ public sealed class GeneratorTests
         yield return Case("eos token not a number", c => c["model"]!["eos_token_id"] = new JsonArray(2, "end"),
             "model.eos_token_id must be a token id or a list of token ids (non-negative integers), got [2,\"end\"]");
         yield return Case("vocab size not a number", c => c["model"]!["vocab_size"] = "many", "model.vocab_size must be a positive integer");
+        yield return Case("vocab size not the logits'", c => c["model"]!["vocab_size"] = 10,
+            $"model.vocab_size is 10, but model.onnx's logits 'logits' hold {new HybridDecoderSpec().VocabSize} tokens");
+        yield return Case("eos token outside the vocabulary", c => c["model"]!["eos_token_id"] = new JsonArray(2, 1_000_000),
+            $"model.eos_token_id 1000000 is not a token of the vocabulary ({new HybridDecoderSpec().VocabSize} tokens)");
     }
 
     [TestCaseSource(nameof(BadConfigs))]
