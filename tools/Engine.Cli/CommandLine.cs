@@ -237,4 +237,16 @@ internal static class OutputFolder
             throw new IOException($"{option} {path}: the folder cannot be made ({e.Message})", e);
         }
     }
+
+    /// <summary>
+    /// Refuses, before anything is written, a folder where a file of <paramref name="files"/> goes and a file where a
+    /// folder of <paramref name="folders"/> goes (.NET says "access denied" or "already exists").
+    /// </summary>
+    public static void RequireRoom(IEnumerable<string> files, IEnumerable<string> folders)
+    {
+        foreach (var file in files)
+            if (Directory.Exists(file)) throw new IOException($"{file}: is a folder, not a file to write");
+        foreach (var folder in folders)
+            if (File.Exists(folder)) throw new IOException($"{folder}: is a file, where a folder is written");
+    }
 }

@@ -1,4 +1,5 @@
 using Engine.IO;
+using Engine.Kernels.Common;
 using NUnit.Framework;
 using DataType = Engine.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -63,6 +64,26 @@ public sealed class OutputFileTests : CliFixture
         AssertOneLineError(Engine("inspect", folder), 1, $"{folder}: is a folder, not a model file");
         AssertOneLineError(Engine("run", IdentityGraph(), "--input", $"x={x}", "--output-dir", x), 2, $"--output-dir {x}: is a file; give a folder");
         AssertOneLineError(Engine("inputs", "gla", "--T", "4", "--H", "1", "--K", "4", "--V", "4", "--out-dir", x), 2, $"--out-dir {x}: is a file; give a folder");
+    }
+
+    /// <summary>
+    /// A folder where `samples` or `ptx` writes a file, and a file where `samples` writes the hybrid decoder's folder: said
+    /// as such before anything is written (it was .NET's "Access to the path is denied" or "The file already exists").
+    /// </summary>
+    [Test]
+    public void SamplesAndPtxNameAFolderWhereTheyWriteAFile()
+    {
+        string samples = System.IO.Directory.CreateDirectory(PathOf("samples")).FullName;
+        string blocked = System.IO.Directory.CreateDirectory(Path.Combine(samples, "gla_block.onnx")).FullName;
+        AssertOneLineError(Engine("samples", samples), 1, $"{blocked}: is a folder, not a file to write");
+        Assert.That(System.IO.Directory.GetFileSystemEntries(samples), Is.EqualTo(new[] { blocked }), "nothing written");
+        System.IO.Directory.Delete(blocked);
+        File.WriteAllText(Path.Combine(samples, "hybrid_decoder"), "");
+        AssertOneLineError(Engine("samples", samples), 1, $"{Path.Combine(samples, "hybrid_decoder")}: is a file, where a folder is written");
+        string ptx = System.IO.Directory.CreateDirectory(PathOf("ptx")).FullName;
+        string kernel = System.IO.Directory.CreateDirectory(Path.Combine(ptx, GpuKernelCatalog.Launches[^1].Name + ".ptx")).FullName;
+        AssertOneLineError(Engine("ptx", ptx), 1, $"{kernel}: is a folder, not a file to write");
+        Assert.That(System.IO.Directory.GetFileSystemEntries(ptx), Is.EqualTo(new[] { kernel }), "nothing written");
     }
 
     /// <summary>A file that cannot be written is named as the user gave it, not by the file written beside it first.</summary>

@@ -243,8 +243,10 @@ internal sealed class SamplesCommand : EngineCommand
             $"--qk-heads {linear.QkHeads} --value-heads {linear.ValueHeads} --head-dim {linear.KeyDim}: the hybrid decoder", bytes);
         // After the sizes are checked: a refused size leaves no empty folder behind.
         OutputFolder.Create(dir, "DIR");
-        Workloads.SampleModels.WriteSamples(dir);
         string hybrid = Path.Combine(dir, "hybrid_decoder");
+        OutputFolder.RequireRoom(Workloads.SampleModels.Samples().Keys.Select(name => Path.Combine(dir, name))
+            .Concat(new[] { Workloads.HybridDecoder.ModelFile, Workloads.HybridDecoder.DataFile, Workloads.HybridDecoder.ConfigFile }.Select(name => Path.Combine(hybrid, name))), [hybrid]);
+        Workloads.SampleModels.WriteSamples(dir);
         Workloads.HybridDecoder.Write(hybrid, spec);
         context.Out.WriteLine($"wrote {Workloads.SampleModels.Samples().Count} sample models to {dir} and the hybrid decoder to {hybrid}");
         return 0;

@@ -29,6 +29,7 @@ internal sealed class PtxCommand : EngineCommand
         string arch = args.GetValue(_arch)!;
         bool json = args.GetValue(_json);
         string directory = OutputFolder.Create(args.GetValue(_dir)!, "DIR");
+        OutputFolder.RequireRoom(GpuKernelCatalog.Launches.Select(launch => Path.Combine(directory, launch.Name + ".ptx")), []);
         using var compiler = new PtxCompiler(PtxCompiler.Architectures[arch]);
         var files = new List<Dictionary<string, string>>();
         foreach (var launch in GpuKernelCatalog.Launches)
