@@ -42,6 +42,16 @@ internal static class Opt
 
     public static Option<bool> Flag(string name, string description) => new(name) { Description = description };
 
+    /// <summary>Whether the command line gives the option (not its default).</summary>
+    public static bool Given(ParseResult args, Option option) => args.GetResult(option) is { Implicit: false };
+
+    /// <summary>A chunk (or block) size given with --mode recurrent, which runs token by token: refused, not ignored.</summary>
+    public static void RequireChunked(ParseResult args, Option<AttentionMode> mode, Option<int> chunk)
+    {
+        if (args.GetValue(mode) == AttentionMode.Recurrent && Given(args, chunk))
+            throw new UsageException($"{chunk.Name} applies to --mode chunked: the recurrent form runs token by token");
+    }
+
     /// <summary>
     /// A path (a file or a folder); null when not given unless <paramref name="required"/>. An empty one is refused while
     /// parsing: .NET's own refusal ("The value cannot be an empty string.") names neither the option nor the path.

@@ -21,6 +21,17 @@ public sealed class BadInputTests : CliFixture
     [TestCase(new[] { "ptx", "" }, "DIR is an empty path")]
     public void AnEmptyPathIsNamed(string[] args, string message) => AssertOneLineError(Engine(args), 2, message);
 
+    /// <summary>A chunk size given with the recurrent form, which has no chunks, was ignored.</summary>
+    [TestCase("gla", "--chunk")]
+    [TestCase("gated-delta", "--chunk")]
+    [TestCase("lightning", "--block")]
+    public void AChunkSizeWithTheRecurrentFormIsRefused(string op, string option)
+    {
+        string[] files = op == "gated-delta" ? ["--beta", "beta.npy", "--g", "g.npy"] : [];
+        AssertOneLineError(Engine(["op", op, "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", .. files, "--o", "o.npy", "--mode", "recurrent", option, "16"]), 2,
+            $"{option} applies to --mode chunked: the recurrent form runs token by token");
+    }
+
     /// <summary>A folder the command cannot make is named with the option that gave it.</summary>
     [TestCase("inputs", "--out-dir")]
     [TestCase("lssl-init", "--out-dir")]

@@ -32,6 +32,7 @@ internal sealed class DeltaRuleOpCommand : EngineCommand
 
     protected override int Run(ParseResult args, CliContext context)
     {
+        Opt.RequireChunked(args, _mode, _chunk);
         using var files = new AttentionFiles(_files, args);
         var beta = files.Open(args, _beta);
         var g = _g is null ? null : files.Open(args, _g);

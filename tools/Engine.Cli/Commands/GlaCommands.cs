@@ -27,6 +27,7 @@ internal sealed class GlaOpCommand : EngineCommand
 
     protected override int Run(ParseResult args, CliContext context)
     {
+        Opt.RequireChunked(args, _mode, _chunk);
         using var files = new AttentionFiles(_files, args);
         var g = files.Optional(args, _g);
         var options = new GlaOptions { Scale = args.GetValue(_scale), ChunkSize = args.GetValue(_chunk), Mode = args.GetValue(_mode) };

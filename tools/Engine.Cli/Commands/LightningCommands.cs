@@ -33,6 +33,7 @@ internal sealed class LightningOpCommand : EngineCommand
         // Checked here, as the options are named: the library's refusals name its own parameters and exit as bad input.
         if (layers < 2) throw new UsageException($"--layers must be >= 2 for the per-layer slope schedule, got {layers}");
         if (layer < 0 || layer >= layers) throw new UsageException($"--layer must be in [0, {layers - 1}] (--layers {layers}), got {layer}");
+        Opt.RequireChunked(args, _mode, _block);
         using var files = new AttentionFiles(_files, args);
         var slopes = files.Optional(args, _slopes);
         if (slopes is not null && slopes.Shape.Length != 1)

@@ -267,7 +267,7 @@ internal sealed class BenchModelCommand : EngineCommand
         {
             if (args.GetValue(_model.Model) is not null) throw new UsageException("give either a model file or --sample");
             foreach (var option in new Option[] { _model.Input, _dim })
-                if (Given(args, option)) throw new UsageException($"{option.Name} goes with a model file: --sample makes its own inputs");
+                if (Opt.Given(args, option)) throw new UsageException($"{option.Name} goes with a model file: --sample makes its own inputs");
             bool decode = args.GetValue(_decode);
             // --decode adds T=1 unless --T has it; a length given twice is timed once.
             var lengths = (decode ? args.GetValue(_t)!.Append(1) : args.GetValue(_t)!).Distinct().ToArray();
@@ -298,7 +298,7 @@ internal sealed class BenchModelCommand : EngineCommand
         {
             if (args.GetValue(_model.Model) is null) throw new UsageException($"give {_model.Model.Description} or --sample");
             foreach (var option in new Option[] { _t, _decode })
-                if (Given(args, option)) throw new UsageException($"{option.Name} goes with --sample: a model file's dims come from --dim");
+                if (Opt.Given(args, option)) throw new UsageException($"{option.Name} goes with --sample: a model file's dims come from --dim");
             var model = _model.Load(args);
             var dims = ModelIo.Pairs(args, _dim).ToDictionary(p => p.Name, p => long.TryParse(p.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long v)
                 ? v : throw new UsageException($"--dim {p.Name} must be an integer >= 0, got '{p.Value}'"));
@@ -468,7 +468,6 @@ internal sealed class BenchModelCommand : EngineCommand
     ];
 
     /// <summary>A block sample's shape: B = 1, hidden 256, 8 heads of 128.</summary>
-    private static bool Given(ParseResult args, Option option) => args.GetResult(option) is { Implicit: false };
 
     internal static LinearAttentionBlockSpec BlockSpec(UpdateRule rule, DecayForm decay) =>
         new() { Hidden = 256, QHeads = 8, KvHeads = 8, KeyDim = 128, ValueDim = 128, Rule = rule, Decay = decay };
