@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Engine.IO;
 using NUnit.Framework;
 using DataType = Engine.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -94,6 +95,15 @@ public sealed class BenchModelInputTests : CliFixture
     public void ADimTheModelDoesNotHaveIsRefused() =>
         AssertOneLineError(Engine("bench-model", AddModel(), "--dim", "B=1", "--dim", "T=4", "--dim", "Z=3", "--repeats", "1"), 1,
             "--dim Z: the model has no symbolic dim 'Z' (its symbolic dims: B, T)");
+
+    /// <summary>A dim only the input files have: their shapes set it, and --dim was ignored.</summary>
+    [Test]
+    public void ADimOnlyTheInputFilesHaveIsRefused()
+    {
+        string x = Save("x.npy", NpyArray.From(new float[80], [1, 10, 8]));
+        AssertOneLineError(Engine("bench-model", AddModel(), "--input", $"x={x}", "--dim", "T=4", "--repeats", "1"), 2,
+            "--dim T: only inputs given as files have it (x), and a file's shape sets it: --dim sets the random inputs' dims");
+    }
 
     [Test]
     public void DecodeWithT1InTheListTimesT1Once()

@@ -307,6 +307,10 @@ internal sealed class BenchModelCommand : EngineCommand
                 throw new ArgumentException($"--dim {name}: the model has no symbolic dim '{name}' " +
                     (symbolic.Length == 0 ? "(its inputs have none)" : $"(its symbolic dims: {string.Join(", ", symbolic)})"));
             var inputs = _model.Inputs(args, model, files);
+            var randomDims = model.Inputs.Where(i => !inputs.ContainsKey(i.Name)).SelectMany(i => i.Dims ?? []).ToHashSet();
+            foreach (var name in dims.Keys.Where(name => !randomDims.Contains(name)))
+                throw new UsageException($"--dim {name}: only inputs given as files have it ({string.Join(", ", model.Inputs.Where(i => i.Dims?.Contains(name) == true).Select(i => i.Name))}), " +
+                    "and a file's shape sets it: --dim sets the random inputs' dims");
             var unset = model.Inputs.Where(i => !inputs.ContainsKey(i.Name)).SelectMany(i => i.Dims ?? [])
                 .Where(d => !long.TryParse(d, out _) && !dims.ContainsKey(d)).Distinct().ToArray();
             if (unset.Length > 0)
