@@ -579,6 +579,7 @@ public static class HandoverRewriter
                 : scaleDims.Count > 1 && hints.Constant(scale) is null ? $"its scale '{scale}' is [{string.Join(", ", scaleDims)}] and no constant to give as [{dv}]"
                 : type is null || hints.ElementType(scale) != type || hints.InferredType(gate) != type ? "the types of past_state, the scale and the gate are not known to be one"
                 : hints.Producer(gate) is NodeProto gateNode && graph.Node.IndexOf(gateNode) > graph.Node.IndexOf(attention) ? $"the gate '{gate}' is computed after the attention"
+                : !(NormEpsilon(norm) > 0) ? $"its epsilon is {NormEpsilon(norm)}: the fold needs one > 0 (a row of zeros is 0/0 otherwise)"
                 : null;
             if (kept is not null)
             {
@@ -594,7 +595,7 @@ public static class HandoverRewriter
             attention.Attribute.Add(new AttributeProto
             {
                 Name = LinearAttentionSignature.NormEpsilon, Type = AttributeProto.Types.AttributeType.Float,
-                F = norm.Attribute.FirstOrDefault(a => a.Name == "epsilon")?.F ?? 1e-5f,
+                F = NormEpsilon(norm),
             });
             attention.Attribute.Add(new AttributeProto
             {
@@ -605,6 +606,8 @@ public static class HandoverRewriter
             NoteFold(nodes, norm, attention, $"normalizes and gates its output heads: GatedRMSNorm '{NameOf(norm)}' folded in");
         }
     }
+
+    private static float NormEpsilon(NodeProto norm) => norm.Attribute.FirstOrDefault(a => a.Name == "epsilon")?.F ?? 1e-5f;
 
     /// <summary>The constant <paramref name="name"/> as a rank-1 initializer of <paramref name="graph"/> (one copy per graph): its name.</summary>
     private static string ConstantAsVector(GraphProto graph, TensorProto constant, string name)

@@ -37,7 +37,7 @@ internal readonly record struct DeviceAttentionTensors<T>(DeviceTensor<T> Q, Dev
 
     /// <summary>
     /// Refuses one device tensor in two roles where the kernels write the one while they read the other (on the host the
-    /// output may be an input's tensor: it is written from pooled rows).
+    /// output may be q's, k's or v's very tensor: each row is read before it is written over).
     /// </summary>
     public static void RequireApart(object written, string writtenName, object? read, string readName)
     {
@@ -143,6 +143,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         var op = build(call.Shapes.Heads, call.Gate);
         int stateLength = call.StateLength(op, initialState.Lengths, finalState.Lengths);
         // The kernels read the initial state and write the final one while they read the inputs and write the output.
+        RequireOutputPlacement(t);
         RequireStateApart(initialState, "initial_state", t);
         RequireStateApart(finalState, "final_state", t);
         using var conv = ConvolutionCall.Check(convolution, op.Heads, call.Shapes.Sequences);
@@ -201,6 +202,20 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         conv?.CommitState();
     }
 
+    /// <summary>
+    /// The CPU kernels write the output in place while they read q, k and v: it may be one of them exactly (each row is read
+    /// before it is written over) or lie apart from them; any other overlap, and any with g or beta, is refused.
+    /// </summary>
+    private static void RequireOutputPlacement<T>(in AttentionTensors<T> t) where T : unmanaged
+    {
+        var output = (ReadOnlyTensorSpan<T>)t.Output;
+        TensorArgs.RequireSameOrApart(output, "output", t.Q, "q");
+        TensorArgs.RequireSameOrApart(output, "output", t.K, "k");
+        TensorArgs.RequireSameOrApart(output, "output", t.V, "v");
+        TensorArgs.RequireApart(output, "output", t.G, "g");
+        TensorArgs.RequireApart(output, "output", t.Beta, "beta");
+    }
+
     private static void RequireStateApart<T>(ReadOnlyTensorSpan<float> state, string name, in AttentionTensors<T> t) where T : unmanaged
     {
         TensorArgs.RequireApart(state, name, t.Q, "q");
@@ -218,6 +233,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         TensorArgs.RequireElementType<T>();
         var call = Describe(t, cuSeqlens, op.TakesBeta, op.Gate == GateKind.Constant);
         call.RequireSession(op, sequences, cuSeqlens);
+        RequireOutputPlacement(t);
         var scheduler = device.SchedulerFor(callScheduler);
 
         using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu, scheduler);

@@ -39,6 +39,7 @@ internal readonly record struct AttentionShapes(int Batch, int Tokens, HeadLayou
     /// <summary>The two groupings <see cref="HeadLayout"/> takes, refused naming the tensor whose heads do not fit.</summary>
     private static void CheckHeads(int hq, int hk, int hv)
     {
+        if (hq < 1) throw new ArgumentException($"q: query heads must be >= 1, got {hq}", "q");
         if (hk < 1) throw new ArgumentException($"k: key heads must be >= 1, got {hk}", "k");
         if (hv < 1) throw new ArgumentException($"v: value heads must be >= 1, got {hv}", "v");
         if (hk == hv)

@@ -69,7 +69,9 @@ public sealed class EngineDevice : IDisposable
     /// <exception cref="InvalidOperationException"><see cref="GpuPreference.Cuda"/> asked for and no CUDA device found.</exception>
     public static EngineDevice Create(Backend backend, EngineDeviceOptions? options = null)
     {
+        if (!Enum.IsDefined(backend)) throw new ArgumentOutOfRangeException(nameof(backend), backend, "backend must be Backend.Reference, Cpu or Gpu");
         options ??= new EngineDeviceOptions();
+        if (!Enum.IsDefined(options.Gpu)) throw new ArgumentOutOfRangeException(nameof(options), options.Gpu, "options.Gpu must be GpuPreference.Auto, Cuda or CpuAccelerator");
         int threads = options.CpuThreads ?? Environment.ProcessorCount;
         if (threads < 1) throw new ArgumentOutOfRangeException(nameof(options), threads, "CpuThreads must be >= 1");
         if (options.Scheduler is not null && options.CpuThreads is not null)
@@ -92,7 +94,7 @@ public sealed class EngineDevice : IDisposable
     {
         Backend.Reference => "reference: float64 loops, one thread",
         Backend.Cpu => $"cpu: {Scheduler.Workers} threads, {CpuInfo.SimdDescription}",
-        _ => $"gpu: {Gpu.Description}",
+        _ => $"gpu: {_gpu!.Description}",
     };
 
     /// <summary>CPU workers the kernels split their work over.</summary>

@@ -24,10 +24,14 @@ public abstract class StatefulSession : IDisposable
         ArgumentNullException.ThrowIfNull(device);
         ObjectDisposedException.ThrowIf(device.IsDisposed, device);
         if (stateShape[0] < 1) throw new ArgumentOutOfRangeException("sequences", stateShape[0], "at least one sequence");
+        long floats = stateShape.Aggregate(1L, (a, d) => a * d);
+        if (floats > Array.MaxLength)
+            throw new ArgumentOutOfRangeException("sequences", stateShape[0],
+                $"the state {stateAxes} = [{string.Join(", ", stateShape)}] would hold {floats} floats, more than one array holds ({Array.MaxLength}): fewer sequences or smaller heads");
         Device = device;
         StateShape = stateShape;
         _stateAxes = stateAxes;
-        States = new SessionState(device, stateShape.Aggregate(1L, (a, d) => a * d));
+        States = new SessionState(device, floats);
     }
 
     /// <summary>How many sequences the state holds (the batch, or the packed sequence count).</summary>

@@ -63,6 +63,21 @@ internal static class TensorArgs
             throw new ArgumentException($"{nameA}: shares memory with {nameB}: give it a tensor of its own", nameA);
     }
 
+    /// <summary>
+    /// Refuses <paramref name="written"/> sharing memory with <paramref name="read"/> unless it is that very tensor: the same
+    /// first element, shape and strides, so that a kernel writing rows in place writes each over the row it has just read.
+    /// </summary>
+    public static void RequireSameOrApart<T>(ReadOnlyTensorSpan<T> written, string writtenName, ReadOnlyTensorSpan<T> read, string readName)
+    {
+        if (written.IsEmpty || read.IsEmpty) return;
+        if (Unsafe.AreSame(ref Unsafe.AsRef(in written.GetPinnableReference()), ref Unsafe.AsRef(in read.GetPinnableReference()))
+            && written.Lengths.SequenceEqual(read.Lengths) && written.Strides.SequenceEqual(read.Strides)) return;
+        nint offset = Unsafe.ByteOffset(ref Unsafe.AsRef(in written.GetPinnableReference()), ref Unsafe.AsRef(in read.GetPinnableReference()));
+        if (offset < ExtentBytes(written) && -offset < ExtentBytes(read))
+            throw new ArgumentException($"{writtenName}: shares memory with {readName} without being its tensor (the same first element, shape and " +
+                $"strides): give {writtenName} a tensor of its own, or {readName} itself", writtenName);
+    }
+
     /// <summary>Bytes from a tensor's first element to the end of its last (strides of 0 and gaps included).</summary>
     private static long ExtentBytes<T>(ReadOnlyTensorSpan<T> t)
     {

@@ -122,6 +122,9 @@ public static class DeltaRule
         TensorArgs.RequireFinite(init.Span, "initial_state");
         int stateLength = checked((int)(sequences * config.Heads.StatePerSequence));
         var batch = inputs.Batch(false, call.Shapes.Sequences, default);
+        // A NaN or infinity of k or v is named there, not in the deltas it would reach.
+        TensorArgs.RequireFinite(batch.K, "k");
+        TensorArgs.RequireFinite(batch.V, "v");
         float[] zeros = init.Span.IsEmpty ? ArrayPool<float>.Shared.Rent(Math.Max(stateLength, 1)) : [];
         float[] dense = ArrayPool<float>.Shared.Rent(Math.Max(checked((int)(decay.FlattenedLength + keys.FlattenedLength + deltas.FlattenedLength)), 1));
         try

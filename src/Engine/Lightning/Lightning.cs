@@ -38,7 +38,9 @@ public static class Lightning
     public static float[] Slopes(int heads, int? layer = null, int? layers = null)
     {
         if (heads < 1) throw new ArgumentOutOfRangeException(nameof(heads), heads, "heads must be >= 1");
-        if (layer.HasValue != layers.HasValue) throw new ArgumentException("layer and layers are given together");
+        if (layer.HasValue != layers.HasValue)
+            throw new ArgumentException($"layer and layers go together: give both or neither, got {(layer.HasValue ? $"layer {layer} alone" : $"layers {layers} alone")}",
+                layer.HasValue ? nameof(layers) : nameof(layer));
         double factor = 1.0;
         if (layer is int l && layers is int count)
         {

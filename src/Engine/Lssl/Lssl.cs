@@ -229,6 +229,9 @@ public sealed class LsslLayer : IDisposable
         var stateShape = StateShape(batch);
         if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", "(B, H, N)", stateShape);
         if (finalState.Rank != 0) TensorArgs.RequireShape(finalState.Lengths, "final_state", "(B, H, N)", stateShape);
+        // The final state is stored after y is written and u read: in either, it would overwrite them.
+        TensorArgs.RequireApart((ReadOnlyTensorSpan<float>)finalState, "final_state", (ReadOnlyTensorSpan<T>)y, "y");
+        TensorArgs.RequireApart((ReadOnlyTensorSpan<float>)finalState, "final_state", u, "u");
         bool stateIn = initialState.Rank != 0, stateOut = finalState.Rank != 0;
         var resolved = ResolveMode(device, batch, length, mode, stateIn, stateOut);
 
@@ -263,6 +266,12 @@ public sealed class LsslLayer : IDisposable
         if (finalState is not null) TensorArgs.RequireShape(finalState.Lengths, "final_state", "(B, H, N)", stateShape);
         u.RequireOn(device, "u");
         y.RequireOn(device, "y");
+        if (finalState is not null)
+        {
+            // The kernels update the final state while they write y and read u.
+            DeviceAttentionTensors<T>.RequireApart(finalState, "final_state", y, "y");
+            DeviceAttentionTensors<T>.RequireApart(finalState, "final_state", u, "u");
+        }
         initialState?.RequireOn(device, "initial_state");
         finalState?.RequireOn(device, "final_state");
         var resolved = ResolveMode(device, batch, length, mode, initialState is not null, finalState is not null);

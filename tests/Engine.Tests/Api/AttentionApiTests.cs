@@ -52,6 +52,56 @@ public sealed class AttentionApiTests
         });
     }
 
+    /// <summary>Refusals that named a parameter the caller never passed (qHeads) or none at all.</summary>
+    [Test]
+    public void RefusalsNameWhatTheCallerGave()
+    {
+        var (_, k, v, g, _) = Inputs();
+        Assert.That(() => Engine.Gla.Forward(Cpu, Tensor.Create(new float[0], [1, T, 0, K]), k, v, g),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("q").And.Message.EqualTo("q: query heads must be >= 1, got 0 (Parameter 'q')"));
+        Assert.That(() => new GlaSession(Cpu, int.MaxValue, new HeadLayout(H, H, K, V), GateKind.PerHead),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("sequences").And.Message.Contain("more than one array holds"));
+        Assert.That(() => Engine.Lightning.Forward(Cpu, Tensor.Create(new float[T * H * K], [1, T, H, K]), k, v, new LightningOptions { Layers = 4 }),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("layer").And.Message.Contain("give both or neither, got layers 4 alone"));
+    }
+
+    /// <summary>A backend no member names was taken; the device's description then called itself until the stack overflowed.</summary>
+    [Test]
+    public void AnUndefinedBackendOrGpuPreferenceIsRefused()
+    {
+        Assert.That(() => EngineDevice.Create((Backend)9), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("backend"));
+        Assert.That(() => EngineDevice.Create(Backend.Gpu, new EngineDeviceOptions { Gpu = (GpuPreference)9 }),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("options").And.Message.Contain("options.Gpu"));
+    }
+
+    /// <summary>
+    /// The CPU kernels write the output in place while they read q, k and v: an output overlapping one of them, other than
+    /// that very tensor, gave wrong results (q's memory as the output of grouped value heads, or shifted by a token). Refused
+    /// on every backend; q's very tensor as the output is taken.
+    /// </summary>
+    [Test]
+    public void AnOutputOverlappingAnInputOtherThanAsItsTensorIsRefused([Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend)
+    {
+        var device = TestDevices.Of(backend);
+        var (q, k, v, g, _) = Inputs();
+        var memory = new float[(T + 1) * H * K];
+        Flat(q).CopyTo(memory, 0);
+        ReadOnlyTensorSpan<float> Q(float[] m) => new(m.AsSpan(0, T * H * K), [1, T, H, K], []);
+        var e = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward<float>(device, Q(memory), k, v, g,
+            new TensorSpan<float>(memory.AsSpan(H * K, T * H * V), [1, T, H, V], []), default, default))!;
+        Assert.That(e.ParamName, Is.EqualTo("output"));
+        Assert.That(e.Message, Does.StartWith("output: shares memory with q without being its tensor"));
+        // Grouped value heads: two per key head, the output [1, T, 2H, V/2] laid over q [1, T, H, K] (K = V).
+        Assert.That(() => Engine.Gla.Forward<float>(device, Q(memory), k, Tensor.Create(new float[T * 2 * H * (V / 2)], [1, T, 2 * H, V / 2]),
+            Tensor.Create(new float[T * 2 * H * K], [1, T, 2 * H, K]), new TensorSpan<float>(memory.AsSpan(0, T * H * V), [1, T, 2 * H, V / 2], []), default, default),
+            Throws.ArgumentException.With.Message.StartWith("output: shares memory with q without being its tensor"));
+        var inPlace = (float[])memory.Clone();
+        var expected = Engine.Gla.Forward(TestDevices.Reference, q, k, v, g).Output;
+        Engine.Gla.Forward<float>(device, Q(inPlace), k, v, g,
+            new TensorSpan<float>(inPlace.AsSpan(0, T * H * V), [1, T, H, V], []), default, default);
+        Assert.That(Numerics.RelativeRms(inPlace[..(T * H * V)], Flat(expected)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "q's own tensor as the output");
+    }
+
     /// <summary>Counts the work items it runs and checks every worker index is in range.</summary>
     private sealed class CountingScheduler(int workers) : IWorkScheduler
     {

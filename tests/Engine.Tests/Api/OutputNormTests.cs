@@ -80,4 +80,20 @@ public sealed class OutputNormTests
         })!;
         Assert.That(e.ParamName, Is.EqualTo("output norm gate"), e.Message);
     }
+
+    /// <summary>Epsilon 0 was taken, and a row of zeros then came out as 0/0, refused as an fp32 overflow of the inputs.</summary>
+    [Test]
+    public void AZeroEpsilonIsRefused()
+    {
+        int h = 2, d = 16;
+        var rows = new float[B * T * h * d];
+        var options = new DeltaRuleOptions { OutputNorm = new GatedOutputNorm { Scale = new float[d], Gate = new float[B * T * h * d], Epsilon = 0f } };
+        var e = Assert.Throws<ArgumentException>(() =>
+        {
+            var q = new ReadOnlyTensorSpan<float>(rows, [B, T, h, d], []);
+            Engine.DeltaRule.Forward(TestDevices.Get(TestBackend.Cpu), q, q, q, new ReadOnlyTensorSpan<float>(new float[B * T * h], [B, T, h], []), default,
+                new TensorSpan<float>(Numerics.NaNs(B * T * h * d), [B, T, h, d], []), options: options);
+        })!;
+        Assert.That(e.Message, Does.StartWith("output norm epsilon must be finite and > 0"));
+    }
 }

@@ -98,4 +98,20 @@ public sealed class CaptureTransitionsTests
         Assert.That(e.ParamName, Is.EqualTo("counts"));
         Assert.That(e.Message, Does.Contain("sequence 0's count must be >= 0"));
     }
+
+    /// <summary>A NaN or infinity of k or v is named there; it was named as the deltas it reached.</summary>
+    [TestCase("k")]
+    [TestCase("v")]
+    public void ANonFiniteKeyOrValueIsNamed(string tensor)
+    {
+        float[] k = new float[32], v = new float[16];
+        (tensor == "k" ? k : v)[11] = tensor == "k" ? float.NaN : float.PositiveInfinity;
+        var e = Assert.Catch<ArgumentException>(() => Engine.DeltaRule.CaptureTransitions<float>(
+            new ReadOnlyTensorSpan<float>(k, [1, 2, 1, 16]), new ReadOnlyTensorSpan<float>(v, [1, 2, 1, 8]),
+            new ReadOnlyTensorSpan<float>(new float[2], [1, 2, 1]), default, default, [2],
+            new TensorSpan<float>(new float[2], [1, 2, 1]), new TensorSpan<float>(new float[32], [1, 2, 1, 16]),
+            new TensorSpan<float>(new float[16], [1, 2, 1, 8])))!;
+        Assert.That(e.ParamName, Is.EqualTo(tensor), e.Message);
+        Assert.That(e.Message, Does.Contain("at flat index 11"));
+    }
 }

@@ -384,6 +384,9 @@ public sealed class LsslTests
             new ReadOnlyTensorSpan<float>(new float[12], [1, 3, 4])), "initial_state", "expected shape [2, 3, 4]");
         Rejects(() => layer.Forward<float>(device, new ReadOnlyTensorSpan<float>(u, [2, 5, 3]), new TensorSpan<float>(y, [2, 5, 3]),
             default, new TensorSpan<float>(new float[24], [2, 4, 3])), "final_state", "expected shape [2, 3, 4]");
+        // The final state is stored after y is written: in y's memory it overwrote y.
+        Rejects(() => layer.Forward<float>(device, new ReadOnlyTensorSpan<float>(u, [2, 5, 3]), new TensorSpan<float>(y, [2, 5, 3]),
+            default, new TensorSpan<float>(y.AsSpan(0, 24), [2, 3, 4], [])), "final_state", "shares memory with y");
         var nanState = new float[24];
         nanState[3] = float.NaN;
         Rejects(() => layer.Forward<float>(device, new ReadOnlyTensorSpan<float>(u, [2, 5, 3]), new TensorSpan<float>(y, [2, 5, 3]),
