@@ -64,7 +64,10 @@ public sealed class EngineDevice : IDisposable
     /// (the ILGPU kernels on the accelerator <see cref="EngineDeviceOptions.Gpu"/> picks: CUDA when present, else ILGPU's CPU
     /// accelerator). Dispose it after the sessions and device tensors made on it.
     /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException">CpuThreads below 1, or (Gpu) a CPU accelerator group size that is not a multiple of 16 or a warp size other than 4 or 32.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">
+    /// A backend or GPU preference no member names, CpuThreads below 1, or (Gpu) a CPU accelerator group size that is not a
+    /// multiple of 16 or a warp size other than 4 or 32.
+    /// </exception>
     /// <exception cref="ArgumentException">Both CpuThreads and Scheduler given, or a scheduler with no workers.</exception>
     /// <exception cref="InvalidOperationException"><see cref="GpuPreference.Cuda"/> asked for and no CUDA device found.</exception>
     public static EngineDevice Create(Backend backend, EngineDeviceOptions? options = null)

@@ -56,11 +56,7 @@ internal static class TensorArgs
     /// <summary>Refuses <paramref name="a"/> and <paramref name="b"/> sharing any byte from their first element to their last.</summary>
     public static void RequireApart<TA, TB>(ReadOnlyTensorSpan<TA> a, string nameA, ReadOnlyTensorSpan<TB> b, string nameB)
     {
-        if (a.IsEmpty || b.IsEmpty) return;
-        nint offset = Unsafe.ByteOffset(ref Unsafe.As<TA, byte>(ref Unsafe.AsRef(in a.GetPinnableReference())),
-            ref Unsafe.As<TB, byte>(ref Unsafe.AsRef(in b.GetPinnableReference())));
-        if (offset < ExtentBytes(a) && -offset < ExtentBytes(b))
-            throw new ArgumentException($"{nameA}: shares memory with {nameB}: give it a tensor of its own", nameA);
+        if (Overlap(a, b)) throw new ArgumentException($"{nameA}: shares memory with {nameB}: give it a tensor of its own", nameA);
     }
 
     /// <summary>
@@ -69,13 +65,20 @@ internal static class TensorArgs
     /// </summary>
     public static void RequireSameOrApart<T>(ReadOnlyTensorSpan<T> written, string writtenName, ReadOnlyTensorSpan<T> read, string readName)
     {
-        if (written.IsEmpty || read.IsEmpty) return;
+        if (!Overlap(written, read)) return;
         if (Unsafe.AreSame(ref Unsafe.AsRef(in written.GetPinnableReference()), ref Unsafe.AsRef(in read.GetPinnableReference()))
             && written.Lengths.SequenceEqual(read.Lengths) && written.Strides.SequenceEqual(read.Strides)) return;
-        nint offset = Unsafe.ByteOffset(ref Unsafe.AsRef(in written.GetPinnableReference()), ref Unsafe.AsRef(in read.GetPinnableReference()));
-        if (offset < ExtentBytes(written) && -offset < ExtentBytes(read))
-            throw new ArgumentException($"{writtenName}: shares memory with {readName} without being its tensor (the same first element, shape and " +
-                $"strides): give {writtenName} a tensor of its own, or {readName} itself", writtenName);
+        throw new ArgumentException($"{writtenName}: shares memory with {readName} without being its tensor (the same first element, shape and " +
+            $"strides): give {writtenName} a tensor of its own, or {readName} itself", writtenName);
+    }
+
+    /// <summary>Whether two tensors share any byte from their first element to their last.</summary>
+    private static bool Overlap<TA, TB>(ReadOnlyTensorSpan<TA> a, ReadOnlyTensorSpan<TB> b)
+    {
+        if (a.IsEmpty || b.IsEmpty) return false;
+        nint offset = Unsafe.ByteOffset(ref Unsafe.As<TA, byte>(ref Unsafe.AsRef(in a.GetPinnableReference())),
+            ref Unsafe.As<TB, byte>(ref Unsafe.AsRef(in b.GetPinnableReference())));
+        return offset < ExtentBytes(a) && -offset < ExtentBytes(b);
     }
 
     /// <summary>Bytes from a tensor's first element to the end of its last (strides of 0 and gaps included).</summary>
