@@ -198,7 +198,7 @@ public readonly unsafe struct PerKeyChunkDecay
             for (; j < i; j++)
             {
                 float* kd = Row(_kdiag, j - rs);
-                SimdOps.MultiplyInPlace(kd, e, kp);
+                SimdOps.Multiply(kd, kd, e, kp);
                 arow[j] = SimdOps.Dot(xi, kd, kp);
             }
             float* ki = Row(_kdiag, i - rs);

@@ -52,8 +52,9 @@ public readonly unsafe struct ScalarChunkDecay
 
     /// <summary>
     /// The chunk's factors from its per-head log gates (row i at gates[i · gateStride]; null for a rule without decay)
-    /// and keys [C × KP] (rows up to the next multiple of 16 zero). Returns false when a gate is not a valid log
-    /// gate (<see cref="LogGates"/>): the factors are then meaningless and the caller refuses the call.
+    /// and keys [C × KP] (rows up to the next multiple of 16 zero), whose transpose <see cref="TransposeKeys"/> made.
+    /// Returns false when a gate is not a valid log gate (<see cref="LogGates"/>): the factors are then meaningless
+    /// and the caller refuses the call.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public bool Prepare(float* gates, long gateStride, float* keys, int len)
@@ -93,7 +94,7 @@ public readonly unsafe struct ScalarChunkDecay
             SimdMath.ExpNonPositive(Vector512.Min(Differences(last, b + i), zero)).Store(_colDecay + i);
         }
         SetStateDecay((float)b[len - 1]);
-        PrepareKeys(keys, len);
+        DecayKeys(keys, len);
         return valid;
     }
 
@@ -102,7 +103,7 @@ public readonly unsafe struct ScalarChunkDecay
     private static Vector512<float> Differences(Vector512<double> x, double* b) =>
         Vector512.Narrow(x - Vector512.Load(b), x - Vector512.Load(b + 8));
 
-    /// <summary>The same factors for a constant decay, from powers[m] = exp(m · logDecay), m = 0..C.</summary>
+    /// <summary>The same factors for a constant decay, from powers[m] = exp(m · logDecay), m = 0..C; keys as there.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Prepare(ReadOnlySpan<float> powers, float logDecay, float* keys, int len)
     {
@@ -116,7 +117,7 @@ public readonly unsafe struct ScalarChunkDecay
             _colDecay[i] = powers[len - 1 - i];
         }
         SetStateDecay(len * logDecay);
-        PrepareKeys(keys, len);
+        DecayKeys(keys, len);
     }
 
     private void SetStateDecay(float logDecay)
@@ -125,11 +126,16 @@ public readonly unsafe struct ScalarChunkDecay
         _stateDecay[1] = SimdMath.DecayFar(logDecay);
     }
 
-    /// <summary>Keys transposed (for the scores) and, gated, decayed to the chunk end (for the state update).</summary>
+    /// <summary>
+    /// The chunk's keys [C × KP] transposed, what the scores read: once per set of keys, before <see cref="Prepare(float*, long, float*, int)"/>;
+    /// value heads that read the same key head in turn keep it.
+    /// </summary>
+    public void TransposeKeys(float* keys, int len) => SimdOps.Transpose(keys, _kp, _kt, _c, HeadLayout.RoundUp16(len), _kp);
+
+    /// <summary>Gated, the keys decayed to the chunk end (for the state update).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void PrepareKeys(float* keys, int len)
+    private void DecayKeys(float* keys, int len)
     {
-        SimdOps.Transpose(keys, _kp, _kt, _c, HeadLayout.RoundUp16(len), _kp);
         if (!_gated) return;
         for (int j = 0; j < len; j++) SimdOps.CopyScaledPadded(_ks + (long)j * _kp, keys + (long)j * _kp, _colDecay[j], _kp, _kp);
     }
@@ -141,18 +147,35 @@ public readonly unsafe struct ScalarChunkDecay
     /// Columns from rs + 16 on are not written: the products that read the scores are causal
     /// (<see cref="SimdGemm.MultiplyCausal"/>).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Scores(float* x, int s, int len, float* a, int lda)
     {
+        Products(x, s, len, a, lda);
+        Decay(a, lda, s, len, a, lda);
+    }
+
+    /// <summary>
+    /// Block s of x [C × KP] times the chunk's keys, before the decay: row i of p (stride ldp) gets x_i · k_j in its
+    /// columns 0..rs + 16. Value heads that read the same rows x and keys share these and each applies its own
+    /// <see cref="Decay"/>.
+    /// </summary>
+    public void Products(float* x, int s, int len, float* p, int ldp)
+    {
+        int rs = s * Block, re = Math.Min(rs + Block, len);
+        SimdGemm.Multiply(x + (long)rs * _kp, _kp, _kt, _c, p + (long)rs * ldp, ldp, re - rs, _kp, rs + Block, accumulate: false);
+    }
+
+    /// <summary>Block s of the scores A = P ⊙ D from the products p (stride ldp) as <see cref="Scores"/> leaves them in a; a may be p.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Decay(float* p, int ldp, int s, int len, float* a, int lda)
+    {
         int rs = s * Block, re = Math.Min(rs + Block, len), cc = _c;
-        SimdGemm.Multiply(x + (long)rs * _kp, _kp, _kt, cc, a + (long)rs * lda, lda, re - rs, _kp, rs + Block, accumulate: false);
         var columns = Vector512.Create(rs) + Vector512<int>.Indices;
         for (int i = rs; i < re; i++)
         {
-            float* row = a + (long)i * lda, d = _d + (long)i * cc;
-            SimdOps.MultiplyInPlace(row, d, rs);
+            float* row = a + (long)i * lda, products = p + (long)i * ldp, d = _d + (long)i * cc;
+            SimdOps.Multiply(row, products, d, rs);
             var below = Vector512.LessThanOrEqual(columns, Vector512.Create(i)).AsSingle();
-            Vector512.ConditionalSelect(below, Vector512.Load(row + rs) * Vector512.Load(d + rs), Vector512<float>.Zero).Store(row + rs);
+            Vector512.ConditionalSelect(below, Vector512.Load(products + rs) * Vector512.Load(d + rs), Vector512<float>.Zero).Store(row + rs);
         }
     }
 

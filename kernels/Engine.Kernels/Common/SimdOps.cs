@@ -117,11 +117,11 @@ public static unsafe class SimdOps
         return Vector512.Sum(acc);
     }
 
-    /// <summary>row[0..padded) *= factor[0..padded).</summary>
+    /// <summary>dst[0..padded) = a[0..padded) * b[0..padded); dst may be a or b.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void MultiplyInPlace(float* row, float* factor, int padded)
+    public static void Multiply(float* dst, float* a, float* b, int padded)
     {
-        for (int i = 0; i < padded; i += 16) (Vector512.Load(row + i) * Vector512.Load(factor + i)).Store(row + i);
+        for (int i = 0; i < padded; i += 16) (Vector512.Load(a + i) * Vector512.Load(b + i)).Store(dst + i);
     }
 
     /// <summary>row[0..padded) *= factor.</summary>

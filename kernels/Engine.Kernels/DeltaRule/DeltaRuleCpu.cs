@@ -129,6 +129,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         public float* R { get; init; }      // [C × VP] K S, then β (v − e^G K S)
         public float* Beta { get; init; }   // [C] β
         public float* A { get; init; }      // [C × C] A, then Q Kᵀ ⊙ D per query head
+        public float* KeyProducts { get; init; }    // scalar gates: [C × C] K Kᵀ of the keys Kc holds, before the decay
+        public float* QueryProducts { get; init; }  // scalar gates: [C × C] Q Kᵀ of the rows Qr and Kc hold, before the decay
         public float* Tinv { get; init; }   // [C × C] (I + A)⁻¹
         public float* Qr { get; init; }     // [C × KP] scale q̂ (recurrent: [G × KP] query rows, then k̂ ⊙ e^g)
         public float* Oc { get; init; }     // [C × VP] chunk output (recurrent: [G × VP] accumulators)
@@ -139,6 +141,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         public float* XA { get; init; }     // per-key gate: [C × (KP + C)] inter rows | scores of k̂, then of scale q̂
         public RowsTag* KeyRows { get; init; }     // whose chunk rows Kc holds
         public RowsTag* QueryRows { get; init; }   // whose chunk rows Qr holds
+        public RowsTag* QueryProductRows { get; init; }  // whose query rows QueryProducts holds against Kc's keys
         public PerKeyChunkDecay KeyDecay { get; init; }   // per-key gate: the chunk's decay factors
         public ScalarChunkDecay HeadDecay { get; init; }  // other gates: the chunk's decay factors
     }
@@ -156,6 +159,8 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             R = c.Take(cc * vp),
             Beta = c.Take(cc),
             A = c.Take(cc * cc),
+            KeyProducts = c.Take(perKey ? 0 : cc * cc),
+            QueryProducts = c.Take(perKey ? 0 : cc * cc),
             Tinv = c.Take(cc * cc),
             Qr = c.Take((rows + 1) * kp),
             Oc = c.Take(rows * vp),
@@ -166,18 +171,20 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             XA = c.Take(perKey ? cc * _lxa : 0),
             KeyRows = (RowsTag*)c.Take(sizeof(RowsTag) / sizeof(float)),
             QueryRows = (RowsTag*)c.Take(sizeof(RowsTag) / sizeof(float)),
+            QueryProductRows = (RowsTag*)c.Take(sizeof(RowsTag) / sizeof(float)),
             KeyDecay = perKey ? new PerKeyChunkDecay(ref c, _kp, _c) : default,
             HeadDecay = perKey ? default : new ScalarChunkDecay(ref c, _kp, _c, gated: _config.Gate == GateKind.PerHead),
         };
         floats = c.Used;
-        if (baseAddress != null) *work.KeyRows = *work.QueryRows = RowsTag.None;
+        if (baseAddress != null) *work.KeyRows = *work.QueryRows = *work.QueryProductRows = RowsTag.None;
         return work;
     }
 
     /// <summary>
     /// The head whose chunk rows (from packed token Start, Length rows) a scratch block holds: with grouped value heads,
     /// adjacent value heads of a work item read the same key and query heads, whose rows are then loaded, convolved and
-    /// normalized once. Reset for each work item; only the chunked form keeps rows across units.
+    /// normalized once, and under a scalar gate multiplied into their scores once. Reset for each work item; only the
+    /// chunked form keeps rows across units.
     /// </summary>
     private struct RowsTag
     {
@@ -244,17 +251,18 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
     private int ValueChannel(int head) => (_config.Heads.QHeads + _config.Heads.KeyHeads) * _config.Heads.KeyDim + head * _config.Heads.ValueDim;
 
     /// <summary>
-    /// Loads the chunk's β, keys k̂ and values; returns the value rows where they lie when they need no padding, else
-    /// their padded copy, and their row stride.
+    /// Loads the chunk's β, keys k̂ (unless Kc holds them: <paramref name="newKeys"/> false) and values; returns the value
+    /// rows where they lie when they need no padding, else their padded copy, and their row stride.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private float* LoadKeysValues(in Io io, ChunkUnit chunk, in Work w, out int ldv)
+    private float* LoadKeysValues(in Io io, ChunkUnit chunk, in Work w, out int ldv, out bool newKeys)
     {
         var heads = _config.Heads;
         int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
         for (int i = 0; i < len; i++) w.Beta[i] = io.Beta[(long)(cs + i) * heads.ValueHeads + h];
         int keyHead = heads.KeyHeadOf(h);
-        if (!w.KeyRows->Holds(keyHead, chunk))
+        newKeys = !w.KeyRows->Holds(keyHead, chunk);
+        if (newKeys)
         {
             LoadRows(io, w.Kc, new HeadRows(io.K, io.Rows.K, heads.KeyDim, keyHead, cs), KeyChannel(keyHead), cs, len, 1f);
             *w.KeyRows = RowsTag.Of(keyHead, chunk);
@@ -316,19 +324,31 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         int h = chunk.Head, cs = chunk.Start, len = chunk.Length;
         int kp = _kp, vp = _vp, cc = _c, nblocks = HeadLayout.RoundUp16(len) / ScalarChunkDecay.Block;
         var decay = w.HeadDecay;
-        float* values = LoadKeysValues(io, chunk, w, out int ldv);
+        float* values = LoadKeysValues(io, chunk, w, out int ldv, out bool newKeys);
         PrefetchNormGates(io, chunk);
+        if (newKeys)
+        {
+            decay.TransposeKeys(w.Kc, len);
+            for (int s = 0; s < nblocks; s++) decay.Products(w.Kc, s, len, w.KeyProducts, cc);
+            *w.QueryProductRows = RowsTag.None;
+        }
         if (!decay.Prepare(decay.Gated ? io.G + (long)cs * heads.ValueHeads + h : null, heads.ValueHeads, w.Kc, len)) *io.GateFaults = 1;
 
         // A = strict_lower(diag(β) K Kᵀ ⊙ D), T = (I + A)⁻¹, V_new = T β (V − e^G K S).
-        for (int s = 0; s < nblocks; s++) decay.Scores(w.Kc, s, len, w.A, cc);
+        for (int s = 0; s < nblocks; s++) decay.Decay(w.KeyProducts, cc, s, len, w.A, cc);
         InvertScores(w.A, cc, len, w);
         NewValues(w.Kc, kp, values, ldv, decay.Gated ? decay.RowDecay : null, len, w);
 
         // Outputs of every output head of the value head: e^G (Q S) + (Q Kᵀ ⊙ D) V_new, one 16-row block of scores at a time.
         for (int oh = h * heads.Group; oh < (h + 1) * heads.Group; oh++)
         {
-            LoadQueries(io, chunk, heads.QueryHeadOf(oh), w);
+            int queryHead = heads.QueryHeadOf(oh);
+            LoadQueries(io, chunk, queryHead, w);
+            if (!w.QueryProductRows->Holds(queryHead, chunk))
+            {
+                for (int s = 0; s < nblocks; s++) decay.Products(w.Qr, s, len, w.QueryProducts, cc);
+                *w.QueryProductRows = RowsTag.Of(queryHead, chunk);
+            }
             var o = new ChunkOutput(new HeadRows(io.O, heads.OutputHeads * heads.ValueDim, heads.ValueDim, oh, cs), w.Oc, vp);
             SimdGemm.Multiply(w.Qr, kp, w.S, vp, o.Rows, o.Stride, len, kp, vp, accumulate: false);
             if (decay.Gated)
@@ -338,7 +358,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
                 int rs = s * ScalarChunkDecay.Block;
                 // The next unit's rows, a share per output block, so the requests are spread over the chunk's work.
                 if (oh == h * heads.Group) RowPrefetch.NextUnit(heads, chunk, s, nblocks, io.Rows, io.Q, io.K, io.V, null);
-                decay.Scores(w.Qr, s, len, w.A, cc);
+                decay.Decay(w.QueryProducts, cc, s, len, w.A, cc);
                 SimdGemm.MultiplyCausal(w.A + (long)rs * cc, cc, w.Vnew, vp, o.Rows + (long)rs * o.Stride, o.Stride,
                     Math.Min(ScalarChunkDecay.Block, len - rs), rs, vp, accumulate: true);
             }
@@ -358,7 +378,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
         int kp = _kp, vp = _vp, lxa = _lxa, kd = heads.KeyDim;
         int nsub = HeadLayout.RoundUp16(len) / PerKeyChunkDecay.Sub;
         var decay = w.KeyDecay;
-        float* values = LoadKeysValues(io, chunk, w, out int ldv);
+        float* values = LoadKeysValues(io, chunk, w, out int ldv, out _);
         PrefetchNormGates(io, chunk);
         if (!decay.Prepare(io.G + ((long)cs * heads.ValueHeads + h) * kd, (long)heads.ValueHeads * kd, kd, w.Kc, len)) *io.GateFaults = 1;
 

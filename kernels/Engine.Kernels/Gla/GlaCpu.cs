@@ -209,6 +209,7 @@ public sealed unsafe class GlaCpu : IDisposable
         int kp = _kp, lqa = _lqa, nblocks = HeadLayout.RoundUp16(len) / ScalarChunkDecay.Block;
         LoadKeysValues(io, chunk, w);
         var decay = w.HeadDecay;
+        decay.TransposeKeys(w.Kc, len);
         if (_constantPowers is not null) decay.Prepare(_constantPowers[h], _config.ConstantLogDecay![h], w.Kc, len);
         else if (!decay.Prepare(_config.Gate == GateKind.PerHead ? io.G + (long)cs * heads.ValueHeads + h : null, heads.ValueHeads, w.Kc, len))
             *io.GateFaults = 1;
