@@ -101,6 +101,8 @@ public sealed class Generator : IDisposable
             throw new InvalidDataException($"{config.ConfigPath}: model.decoder.outputs.logits names '{config.Logits}', which {modelName} does not give (outputs: {string.Join(", ", outputs.Keys)})");
         if (logits.ElementType is not (TensorElementType.Float or TensorElementType.Float16))
             throw new InvalidDataException($"{config.ConfigPath}: the logits output '{config.Logits}' must be float or float16, it is {logits.ElementType}");
+        if (logits.Dims is { Count: not 3 } declared)
+            throw new InvalidDataException($"{config.ConfigPath}: the logits output '{config.Logits}' must be [batch, tokens, vocabulary], {modelName} declares it [{string.Join(", ", declared)}]");
         VocabSize = logits.Dims is { Count: 3 } dims && long.TryParse(dims[2], out long vocab) ? checked((int)vocab) : config.VocabSize;
         if (config.VocabSize is int said && said != VocabSize)
             throw new InvalidDataException($"{config.ConfigPath}: model.vocab_size is {said}, but {modelName}'s logits '{config.Logits}' hold {VocabSize} tokens");
@@ -151,6 +153,7 @@ public sealed class Generator : IDisposable
     /// </exception>
     public static Generator Open(string modelDirectory, ModelSessionOptions? options = null)
     {
+        ArgumentException.ThrowIfNullOrEmpty(modelDirectory);
         var config = GenAiConfig.Read(modelDirectory);
         var session = ModelSession.Open(config.ModelPath, options);
         try

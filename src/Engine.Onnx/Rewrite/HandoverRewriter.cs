@@ -180,14 +180,16 @@ public static class HandoverRewriter
                     $"{what}, {keyHeads} key heads shared by the value heads: the engine's kernels take min(q_num_heads, kv_num_heads) key heads, left to ORT"));
                 return;
             }
-            if (LinearAttentionSignature.UsesBeta(rule) && DeltaRuleHeadDimsProblem(LinearAttentionHeadDims(node, hints)) is string dims)
+            var headDims = LinearAttentionHeadDims(node, hints);
+            if (LinearAttentionSignature.UsesBeta(rule) && DeltaRuleHeadDimsProblem(headDims) is string dims)
             {
                 node.Domain = MicrosoftDomain;
                 nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain, $"{what}, {dims}, left to ORT"));
                 return;
             }
             node.Domain = EngineDomain;
-            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, EngineDomain, what));
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, EngineDomain,
+                what + (LinearAttentionSignature.UsesBeta(rule) ? UndeclaredHeadDims(headDims) : "")));
         }
         else
         {
@@ -211,14 +213,15 @@ public static class HandoverRewriter
         GatedDeltaNetSignature.ParseGateActivation(gate, name);
         var elementType = node.Input.Count > 0 ? hints.ElementType(node.Input[0]) : null;
         string what = $"update_rule {ruleText}" + (gate == "none" ? "" : $", gate_activation {gate}");
+        var headDims = GatedDeltaNetHeadDims(node, hints);
         string? reason = !capabilities.EngineOps.Contains(GatedDeltaNetSignature.OpType) ? "no engine kernel in this build"
             : !capabilities.Takes(rule) ? "no engine kernel for this rule in this build"
             : GatedDeltaNetSignature.NotTaken(elementType?.ToString().ToLowerInvariant())
-            ?? (LinearAttentionSignature.UsesBeta(rule) ? DeltaRuleHeadDimsProblem(GatedDeltaNetHeadDims(node, hints)) : null);
+            ?? (LinearAttentionSignature.UsesBeta(rule) ? DeltaRuleHeadDimsProblem(headDims) : null);
         if (reason is null)
         {
             node.Domain = EngineDomain;
-            string kernels = LinearAttentionSignature.UsesBeta(rule) ? "the delta rule's kernels" : "GLA's kernels";
+            string kernels = LinearAttentionSignature.UsesBeta(rule) ? "the delta rule's kernels" + UndeclaredHeadDims(headDims) : "GLA's kernels";
             nodes.Add(new HandoverNode(NameOf(node), node.OpType, MicrosoftDomain, EngineDomain, $"{what}, value-major state, on {kernels}"));
         }
         else
@@ -290,6 +293,14 @@ public static class HandoverRewriter
         dims.Key > DeltaRuleConfig.MaxKeyDim ? $"key head dim {dims.Key} (the delta rule's kernels take up to {DeltaRuleConfig.MaxKeyDim})"
         : dims.Value > DeltaRuleConfig.MaxValueDim ? $"value head dim {dims.Value} (the delta rule's kernels take up to {DeltaRuleConfig.MaxValueDim})"
         : null;
+
+    /// <summary>
+    /// What the plan adds for a delta-rule node whose head dims the model leaves unknown: the kernels' limit is checked only
+    /// when the node runs, and a run over it is refused there.
+    /// </summary>
+    private static string UndeclaredHeadDims((long? Key, long? Value) dims) =>
+        dims.Key is not null && dims.Value is not null ? ""
+        : $" (head dims unknown before a run: a run with dk over {DeltaRuleConfig.MaxKeyDim} or dv over {DeltaRuleConfig.MaxValueDim} is refused)";
 
     /// <summary>dk and dv of a LinearAttention node where the model declares them: past_state (B, H, dk, dv), else the packed widths.</summary>
     private static (long? Key, long? Value) LinearAttentionHeadDims(NodeProto node, ShapeHints hints)

@@ -172,6 +172,13 @@ internal sealed class ShapeHints
             return _declared.TryGetValue(node.Input[1], out var w) && w.Length == 2 && w[transB ? 0 : 1] >= 0 ? w[transB ? 0 : 1] : null;
         }
         if (Unary.Contains(node.OpType)) return LastDim(node.Input[0], depth + 1);
+        if (node.OpType == "Transpose" && _declared.TryGetValue(node.Input[0], out var input))
+        {
+            // Without perm, Transpose reverses the dims.
+            var perm = node.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints;
+            long from = perm is { Count: > 0 } ? perm[^1] : 0;
+            return perm is { Count: > 0 } && perm.Count != input.Length || from < 0 || from >= input.Length || input[from] < 0 ? null : input[from];
+        }
         if (Broadcasting.Contains(node.OpType))
         {
             // Broadcasting stretches only dims of 1: any known dim above 1 is the result's.

@@ -85,6 +85,7 @@ public sealed class ModelSession : IDisposable
     /// <exception cref="InvalidDataException">The file is not an ONNX model.</exception>
     /// <exception cref="DllNotFoundException">ONNX Runtime's native library is missing (the message names the package to add).</exception>
     /// <exception cref="ModelRunException">ONNX Runtime could not load the model (or, with <see cref="OrtProvider.Cuda"/>, its CUDA provider).</exception>
+    /// <exception cref="ModelNodeException">A node the hand-over refuses, or, with <see cref="HandoverBackend.None"/>, an engine op (ai.engine), which ORT alone cannot run.</exception>
     public static ModelSession Open(string path, ModelSessionOptions? options = null) => Open(OnnxModel.Load(path), options);
 
     /// <summary>Opens a model from its bytes, as <see cref="Open(string, ModelSessionOptions?)"/> does; a model with external data needs its path or <see cref="OnnxModel.Load(byte[], string?)"/> with its folder.</summary>
@@ -103,6 +104,7 @@ public sealed class ModelSession : IDisposable
         if (model.BaseDirectory is null && model.HasExternalData)
             throw new InvalidOperationException("the model keeps initializers in external files: open it from its path, or load its bytes with the folder of its data");
         var host = options.Backend == HandoverBackend.None ? null : options.Host ?? KernelHost.Shared;
+        if (host is null) RequireNoEngineOps(model);
         var plan = host is null ? new HandoverPlan(model, [], []) : HandoverRewriter.Rewrite(model, host.Capabilities);
         var domain = host?.Acquire(options.Backend);
         var sessionOptions = new SessionOptions();
@@ -261,7 +263,8 @@ public sealed class ModelSession : IDisposable
     /// <summary>
     /// Runs the model and writes the named outputs into the caller's tensors (of the type and shape the model
     /// gives), with no copy and no allocation of their size: a decode loop alternates two state tensors, the
-    /// present_state of one step being the past_state of the next. An output may not share its array with an input.
+    /// present_state of one step being the past_state of the next. An output may not share its array with an input or
+    /// another output.
     /// Inputs are checked as <see cref="Run(IReadOnlyDictionary{string, TensorData}, IReadOnlyCollection{string}?)"/> checks them.
     /// </summary>
     public void RunInto(IReadOnlyDictionary<string, TensorData> inputs, IReadOnlyDictionary<string, TensorData> outputs)
@@ -270,8 +273,10 @@ public sealed class ModelSession : IDisposable
         ArgumentNullException.ThrowIfNull(outputs);
         using var run = EnterRun();
         CheckInputs(inputs);
+        var placed = new List<(string Name, TensorData Data)>(outputs.Count);
         foreach (var (name, data) in outputs)
         {
+            if (data is null) throw new ArgumentNullException(nameof(outputs), $"output '{name}' is null; give it a tensor");
             if (!OutputNames.Contains(name))
                 throw new ArgumentException($"{name}: the model has no such output (outputs: {string.Join(", ", OutputNames)})", nameof(outputs));
             if (data.IsReadOnly)
@@ -279,6 +284,10 @@ public sealed class ModelSession : IDisposable
             foreach (var (inputName, input) in inputs)
                 if (input.Bytes.Overlaps(data.Bytes))
                     throw new ArgumentException($"{name}: shares its array with the input {inputName}; give it a tensor of its own", nameof(outputs));
+            foreach (var (otherName, other) in placed)
+                if (other.Bytes.Overlaps(data.Bytes))
+                    throw new ArgumentException($"{name}: shares its array with the output {otherName}; give each output a tensor of its own", nameof(outputs));
+            placed.Add((name, data));
         }
         using var boundInputs = new BoundTensors(inputs);
         using var boundOutputs = new BoundTensors(outputs);
@@ -323,6 +332,15 @@ public sealed class ModelSession : IDisposable
         _host?.Release();
     }
 
+    /// <summary>ONNX Runtime alone has no kernel for the engine's own ops (ai.engine): such a node is named before ORT refuses it without.</summary>
+    private static void RequireNoEngineOps(OnnxModel model)
+    {
+        var node = OnnxModel.AllGraphs(model.Proto.Graph).SelectMany(g => g.Node).FirstOrDefault(n => n.Domain == HandoverRewriter.EngineDomain);
+        if (node is not null)
+            throw new ModelNodeException($"{model.DisplayName}: node '{node.Name}' ({HandoverRewriter.EngineDomain} {node.OpType}) runs on the engine's kernels only; " +
+                "ONNX Runtime alone (backend none) has no kernel for it: open the model with the cpu or gpu backend");
+    }
+
     /// <summary>
     /// Refuses inputs the model does not take before ORT runs, naming the input and the model: ORT names
     /// neither the model nor, for an element type, the input, and lets a missing input reach the engine's
@@ -335,6 +353,7 @@ public sealed class ModelSession : IDisposable
                 throw new ArgumentException($"{Model.DisplayName}: the required input '{name}' is missing (inputs: {string.Join(", ", InputNames)})", nameof(inputs));
         foreach (var (name, data) in inputs)
         {
+            if (data is null) throw new ArgumentNullException(nameof(inputs), $"{Model.DisplayName}: input '{name}' is null; give it a tensor");
             if (!_declaredInputs.TryGetValue(name, out var declared))
                 throw new ArgumentException($"{Model.DisplayName}: the model has no input '{name}' (inputs: {string.Join(", ", _declaredInputs.Keys)})", nameof(inputs));
             if (declared.ElementType != TensorElementType.Undefined && data.ElementType != declared.ElementType)

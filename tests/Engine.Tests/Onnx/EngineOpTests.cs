@@ -118,6 +118,19 @@ public sealed class EngineOpTests
         Assert.That(e!.Message, Does.Contain("LightningAttention node 'lightning_attention'").And.Contain("32-bit"));
     }
 
+    /// <summary>ORT alone has no kernel for the engine's own ops: opening such a model without the engine names the node.</summary>
+    [TestCase("LightningAttention")]
+    [TestCase("LsslScan")]
+    public void EngineOpsWithoutTheEngineAreRefusedNamingTheNode(string opType)
+    {
+        var model = opType == "LsslScan"
+            ? SampleModels.LsslScanNode(channels: 4, stateSize: 8)
+            : SampleModels.LightningAttentionNode(new LinearAttentionBlockSpec { QHeads = 2, KvHeads = 2, KeyDim = 8, ValueDim = 8 });
+        string name = model.Proto.Graph.Node.Single(n => n.OpType == opType).Name;
+        var e = Assert.Throws<ModelNodeException>(() => OnnxTestHost.Open(model, HandoverBackend.None))!;
+        Assert.That(e.Message, Does.Contain($"node '{name}' (ai.engine {opType}) runs on the engine's kernels only"));
+    }
+
     /// <summary>A misspelt attribute of the engine's own ops is refused naming it, not left unread.</summary>
     [TestCase("LightningAttention", "slope")]
     [TestCase("LsslScan", "discretisation")]

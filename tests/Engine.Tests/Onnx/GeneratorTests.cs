@@ -608,6 +608,7 @@ public sealed class GeneratorTests
     {
         string missing = Path.Combine(_folder, "no-such-folder");
         Assert.That(Assert.Throws<DirectoryNotFoundException>(() => Generator.Open(missing))!.Message, Does.StartWith($"{missing}: no such model folder"));
+        Assert.That(Assert.Throws<ArgumentException>(() => Generator.Open(""))!.ParamName, Is.EqualTo("modelDirectory"));
         string file = Path.Combine(_folder, HybridDecoder.ModelFile);
         Assert.That(Assert.Throws<DirectoryNotFoundException>(() => Generator.Open(file))!.Message,
             Is.EqualTo($"{file}: is a file; a model folder (genai_config.json and the model it names) is expected"));
@@ -644,6 +645,8 @@ public sealed class GeneratorTests
         yield return Case("context length zero", c => c["model"]!["context_length"] = 0, "model.context_length must be a positive integer, got 0");
         yield return Case("eos token not a number", c => c["model"]!["eos_token_id"] = new JsonArray(2, "end"),
             "model.eos_token_id must be a token id or a list of token ids (non-negative integers), got [2,\"end\"]");
+        yield return Case("logits naming a cache output", c => c["model"]!["decoder"]!["outputs"]!["logits"] = "present.3.key",
+            "the logits output 'present.3.key' must be [batch, tokens, vocabulary], model.onnx declares it [");
         yield return Case("vocab size not a number", c => c["model"]!["vocab_size"] = "many", "model.vocab_size must be a positive integer");
         yield return Case("vocab size not the logits'", c => c["model"]!["vocab_size"] = 10,
             $"model.vocab_size is 10, but model.onnx's logits 'logits' hold {new HybridDecoderSpec().VocabSize} tokens");

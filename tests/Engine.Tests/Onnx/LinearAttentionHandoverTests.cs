@@ -146,7 +146,7 @@ public sealed class LinearAttentionHandoverTests
     }
 
     [Test]
-    public void RunIntoRefusesUnknownSharedOrMisshapenOutputsAndTheSessionStaysUsable()
+    public void RunIntoRefusesUnknownSharedNullOrMisshapenOutputsAndTheSessionStaysUsable()
     {
         var c = new LinearAttentionNodeCase { Rule = UpdateRule.Gated, B = 1, T = 3, Hq = 2, Hkv = 2, PastState = true };
         var inputs = c.Inputs();
@@ -159,6 +159,17 @@ public sealed class LinearAttentionHandoverTests
         Assert.That(unknown!.Message, Does.StartWith("out: the model has no such output"));
         var shared = Assert.Throws<ArgumentException>(() => session.RunInto(inputs, new Dictionary<string, TensorData> { ["present_state"] = state }));
         Assert.That(shared!.Message, Does.StartWith("present_state: shares its array with the input past_state"));
+        var first = Output(3);
+        var together = Assert.Throws<ArgumentException>(() => session.RunInto(inputs, new Dictionary<string, TensorData>
+        {
+            ["output"] = first,
+            ["present_state"] = TensorData.Create(first.As<float>(), first.ElementCount),
+        }));
+        Assert.That(together!.Message, Does.StartWith("present_state: shares its array with the output output"));
+        var noOutput = Assert.Throws<ArgumentNullException>(() => session.RunInto(inputs, new Dictionary<string, TensorData> { ["output"] = null! }));
+        Assert.That(noOutput!.Message, Does.StartWith("output 'output' is null"));
+        var noInput = Assert.Throws<ArgumentNullException>(() => session.Run(new Dictionary<string, TensorData>(inputs) { ["past_state"] = null! }));
+        Assert.That(noInput!.Message, Does.Contain("input 'past_state' is null"));
         var misshapen = Assert.Throws<ModelRunException>(() => session.RunInto(inputs, new Dictionary<string, TensorData> { ["output"] = Output(2) }));
         Assert.That(misshapen!.Message, Does.StartWith("running the model failed"));
 

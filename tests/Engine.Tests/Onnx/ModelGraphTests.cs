@@ -257,6 +257,38 @@ public sealed class RewriteTests
             Assert.That(actual.As<float>(), Is.EqualTo(expected[name].As<float>()), name);
     }
 
+    /// <summary>
+    /// A delta-rule node whose query and key come through a Transpose of declared [B, dk, T] tensors: the plan reads dk
+    /// through it, so dk 320 stays with ORT and the model runs; where the width is symbolic the node goes to the engine
+    /// and the plan says its head dims are checked only when it runs.
+    /// </summary>
+    [TestCase(320, "key head dim 320 (the delta rule's kernels take up to 256), left to ORT")]
+    [TestCase(16, null)]
+    [TestCase(-1, "update_rule delta (head dims unknown before a run: a run with dk over 256 or dv over 256 is refused)")]
+    public void DeltaRuleHeadDimsAreReadThroughATranspose(int dk, string? detail)
+    {
+        var b = new ModelBuilder(21);
+        b.Import(HandoverRewriter.MicrosoftDomain, 1);
+        object width = dk > 0 ? dk : "W";
+        string query = b.Node("Transpose", [b.Input("query_t", F.Float, "B", width, "T")], attributes: ("perm", new long[] { 0, 2, 1 }))[0];
+        string key = b.Node("Transpose", [b.Input("key_t", F.Float, "B", width, "T")], attributes: ("perm", new long[] { 0, 2, 1 }))[0];
+        b.Input("value", F.Float, "B", "T", 16);
+        b.Input("beta", F.Float, "B", "T", 1);
+        b.Node("LinearAttention", [query, key, "value", "", "", "beta"], domain: HandoverRewriter.MicrosoftDomain, name: "la", outputNames: ["y", "s"],
+            attributes: [("q_num_heads", 1L), ("kv_num_heads", 1L), ("update_rule", "delta")]);
+        b.Output("y", F.Float, null);
+        var model = b.Build();
+
+        var node = HandoverRewriter.Rewrite(model).Nodes.Single();
+        if (detail is null) Assert.That(node.ToDomain, Is.EqualTo(HandoverRewriter.EngineDomain), node.Detail);
+        else Assert.That(node.Detail, Does.EndWith(detail));
+        if (dk < 0) return;
+        var inputs = ModelInputs.Random(model, new Dictionary<string, long> { ["B"] = 1, ["T"] = 5 });
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        OnnxAssert.Close(engine.Run(inputs)["y"], ort.Run(inputs)["y"], "y");
+    }
+
     /// <summary>The model's nodes in both branches of an If on a new bool input "cond", each branch's values renamed apart.</summary>
     private static OnnxModel InBothBranchesOfAnIf(OnnxModel model)
     {
