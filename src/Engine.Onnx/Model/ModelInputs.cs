@@ -73,7 +73,8 @@ public static class ModelInputs
 
     /// <summary>
     /// Random inputs for every graph input but those named in <paramref name="except"/> (given otherwise), symbolic
-    /// dims taken from <paramref name="dims"/>. Values follow the inputs' roles by name: *state* zeros, *decay* log gates (&lt;= 0), *beta* in (0, 1), *key* rows of unit
+    /// dims taken from <paramref name="dims"/>. Values follow the inputs' roles by name: *state* zeros (a carried state;
+    /// *hidden_state* names a layer's activations, which are N(0, 1)), *decay* log gates (&lt;= 0), *beta* in (0, 1), *key* rows of unit
     /// length (what the delta rule needs to stay bounded), other floats N(0, 1); integers zeros, but *mask* ones (every
     /// position attended, as a GenAI model's attention_mask of a full sequence); bools likewise false, but *mask* true (an
     /// If's condition takes its else branch).
@@ -135,7 +136,7 @@ public static class ModelInputs
     {
         var values = new float[count];
         string role = name.ToLowerInvariant();
-        if (role.Contains("state")) return values;
+        if (role.Contains("state") && !role.Contains("hidden_state")) return values;
         for (long i = 0; i < count; i++)
         {
             double u1 = 1.0 - random.NextDouble(), u2 = random.NextDouble();
