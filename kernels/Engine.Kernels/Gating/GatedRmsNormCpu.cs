@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using Engine.Kernels.Common;
@@ -39,17 +40,9 @@ public static unsafe class GatedRmsNormCpu
     [SkipLocalsInit] // the activation block is written before it is read; one call per row
     internal static void Row(float* x, float* z, float* scale, float* y, int c, float epsilon, bool silu)
     {
-        var squares = Vector512<float>.Zero;
-        int i = 0;
-        for (; i + Lanes <= c; i += Lanes)
-        {
-            var v = Vector512.Load(x + i);
-            squares = Vector512.FusedMultiplyAdd(v, v, squares);
-        }
-        float sum = Vector512.Sum(squares);
-        for (int j = i; j < c; j++) sum = MathF.FusedMultiplyAdd(x[j], x[j], sum);
-        float inverse = 1f / MathF.Sqrt(sum / c + epsilon);
+        float inverse = InverseRms(x, c, epsilon);
         var inv = Vector512.Create(inverse);
+        int i;
         // The gate's activation a block at a time through the row form, which overlaps four sigmoids' latencies.
         float* act = stackalloc float[GateBlock];
         for (int b = 0; b < c; b += GateBlock)
@@ -60,5 +53,28 @@ public static unsafe class GatedRmsNormCpu
                 (Vector512.Load(x + b + i) * inv * Vector512.Load(scale + b + i) * Vector512.Load(act + i)).Store(y + b + i);
             for (; i < n; i++) y[b + i] = x[b + i] * inverse * scale[b + i] * act[i];
         }
+    }
+
+    /// <summary>
+    /// 1 / sqrt(mean(x²) + epsilon). Where the sum of squares overflows fp32 (an element past about 1.8e19 / √c) the row's
+    /// squares are summed divided by its largest magnitude, so a large finite row is normalized rather than zeroed.
+    /// </summary>
+    private static float InverseRms(float* x, int c, float epsilon)
+    {
+        var squares = Vector512<float>.Zero;
+        int i = 0;
+        for (; i + Lanes <= c; i += Lanes)
+        {
+            var v = Vector512.Load(x + i);
+            squares = Vector512.FusedMultiplyAdd(v, v, squares);
+        }
+        float sum = Vector512.Sum(squares);
+        for (; i < c; i++) sum = MathF.FusedMultiplyAdd(x[i], x[i], sum);
+        if (float.IsFinite(sum)) return 1f / MathF.Sqrt(sum / c + epsilon);
+        var row = new ReadOnlySpan<float>(x, c);
+        float largest = MathF.Abs(TensorPrimitives.MaxMagnitude(row));
+        float scaled = 0f;
+        foreach (float value in row) scaled = MathF.FusedMultiplyAdd(value / largest, value / largest, scaled);
+        return 1f / (largest * MathF.Sqrt(scaled / c + epsilon / largest / largest));
     }
 }

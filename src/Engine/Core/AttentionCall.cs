@@ -143,7 +143,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         var op = build(call.Shapes.Heads, call.Gate);
         int stateLength = call.StateLength(op, initialState.Lengths, finalState.Lengths);
         // The kernels read the initial state and write the final one while they read the inputs and write the output.
-        RequireOutputPlacement(t);
+        RequireOutputPlacement(t, convolved: convolution is not null);
         RequireStateApart(initialState, "initial_state", t);
         RequireStateApart(finalState, "final_state", t);
         using var conv = ConvolutionCall.Check(convolution, op.Heads, call.Shapes.Sequences);
@@ -206,14 +206,24 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
     /// The CPU kernels write the output in place while they read q, k and v: it may be one of them exactly (each row is read
     /// before it is written over) or lie apart from them; any other overlap, and any with g or beta, is refused.
     /// </summary>
-    private static void RequireOutputPlacement<T>(in AttentionTensors<T> t) where T : unmanaged
+    /// <summary>
+    /// The output may be q's, k's or v's very tensor (a row is written after it is read), but not under a short convolution,
+    /// whose rows read the rows up to width − 1 tokens before them as they were.
+    /// </summary>
+    private static void RequireOutputPlacement<T>(in AttentionTensors<T> t, bool convolved) where T : unmanaged
     {
         var output = (ReadOnlyTensorSpan<T>)t.Output;
-        TensorArgs.RequireSameOrApart(output, "output", t.Q, "q");
-        TensorArgs.RequireSameOrApart(output, "output", t.K, "k");
-        TensorArgs.RequireSameOrApart(output, "output", t.V, "v");
+        RequireReadable(output, t.Q, "q", convolved);
+        RequireReadable(output, t.K, "k", convolved);
+        RequireReadable(output, t.V, "v", convolved);
         TensorArgs.RequireApart(output, "output", t.G, "g");
         TensorArgs.RequireApart(output, "output", t.Beta, "beta");
+    }
+
+    private static void RequireReadable<T>(ReadOnlyTensorSpan<T> output, ReadOnlyTensorSpan<T> read, string name, bool convolved)
+    {
+        if (convolved) TensorArgs.RequireApart(output, "output", read, name, why: $"the short convolution reads each row of {name} as it was for the tokens after it");
+        else TensorArgs.RequireSameOrApart(output, "output", read, name);
     }
 
     private static void RequireStateApart<T>(ReadOnlyTensorSpan<float> state, string name, in AttentionTensors<T> t) where T : unmanaged
@@ -233,7 +243,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         TensorArgs.RequireElementType<T>();
         var call = Describe(t, cuSeqlens, op.TakesBeta, op.Gate == GateKind.Constant);
         call.RequireSession(op, sequences, cuSeqlens);
-        RequireOutputPlacement(t);
+        RequireOutputPlacement(t, convolved: false);
         var scheduler = device.SchedulerFor(callScheduler);
 
         using var inputs = CallInputs.From(op, t, rowsInPlace: device.Backend == Backend.Cpu, scheduler);

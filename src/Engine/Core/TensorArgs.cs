@@ -54,9 +54,9 @@ internal static class TensorArgs
     }
 
     /// <summary>Refuses <paramref name="a"/> and <paramref name="b"/> sharing any byte from their first element to their last.</summary>
-    public static void RequireApart<TA, TB>(ReadOnlyTensorSpan<TA> a, string nameA, ReadOnlyTensorSpan<TB> b, string nameB)
+    public static void RequireApart<TA, TB>(ReadOnlyTensorSpan<TA> a, string nameA, ReadOnlyTensorSpan<TB> b, string nameB, string? why = null)
     {
-        if (Overlap(a, b)) throw new ArgumentException($"{nameA}: shares memory with {nameB}: give it a tensor of its own", nameA);
+        if (Overlap(a, b)) throw new ArgumentException($"{nameA}: shares memory with {nameB}{(why is null ? "" : $" ({why})")}: give it a tensor of its own", nameA);
     }
 
     /// <summary>

@@ -25,6 +25,25 @@ public sealed class GatingKernelTests
         Assert.That(Numerics.RelativeRms(y, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
     }
 
+    /// <summary>Rows whose squares overflow fp32 (elements up to 3e38) are normalized as the float64 reference does, not zeroed.</summary>
+    [TestCase(128, 1e20)]
+    [TestCase(7, 3e38)]
+    [TestCase(20, 1e-30)]
+    public void GatedRmsNormOfLargeAndTinyRowsMatchesReference(int groupSize, double magnitude)
+    {
+        var data = new TestData(AttentionCase.StableSeed($"gated rms norm extremes {groupSize} {magnitude}"));
+        int rows = 9;
+        var x = Array.ConvertAll(data.Normal(rows * groupSize), v => (float)Math.Clamp(v * magnitude, -float.MaxValue, float.MaxValue));
+        var z = data.Normal(rows * groupSize, 4);
+        var scale = data.Normal(groupSize, 0.5);
+        var expected = new double[x.Length];
+        GatedRmsNormReference.Forward(x, z, scale, 1e-5, GateActivation.Silu, expected);
+        var y = Numerics.NaNs(x.Length);
+        GatedRmsNormCpu.Forward(x, z, scale, 1e-5f, GateActivation.Silu, y, new ThreadPoolScheduler(2));
+        Assert.That(y.All(float.IsFinite), Is.True);
+        Assert.That(Numerics.RelativeRms(y, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+    }
+
     [TestCase(true, 3)]
     [TestCase(false, 2)]
     public void DecayGateMatchesReferenceOverSoftplusTails(bool withBeta, int workers)
