@@ -40,7 +40,11 @@ public sealed unsafe class ChunkDecayScoresTests
             fixed (float* px = x, pk = k, pg = g, pa = a)
             {
                 if (perKey) Assert.That(keyDecay.Prepare(pg, KeyDim, KeyDim, pk, len));
-                else Assert.That(headDecay.Prepare(pg, 1, pk, len));
+                else
+                {
+                    headDecay.TransposeKeys(pk, len);
+                    Assert.That(headDecay.Prepare(pg, 1, pk, len));
+                }
                 for (int s = 0; s < blocks; s++)
                     if (perKey) keyDecay.Scores(px, pk, s, len, pa, lda);
                     else headDecay.Scores(px, s, len, pa + KeyDimPadded, lda);
