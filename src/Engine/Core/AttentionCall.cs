@@ -204,11 +204,8 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
 
     /// <summary>
     /// The CPU kernels write the output in place while they read q, k and v: it may be one of them exactly (each row is read
-    /// before it is written over) or lie apart from them; any other overlap, and any with g or beta, is refused.
-    /// </summary>
-    /// <summary>
-    /// The output may be q's, k's or v's very tensor (a row is written after it is read), but not under a short convolution,
-    /// whose rows read the rows up to width − 1 tokens before them as they were.
+    /// before it is written over) or lie apart from them; any other overlap, and any with g or beta, is refused. Under a
+    /// short convolution it lies apart from q, k and v: each row is read again, as it was, for the tokens after it.
     /// </summary>
     private static void RequireOutputPlacement<T>(in AttentionTensors<T> t, bool convolved) where T : unmanaged
     {
