@@ -116,26 +116,50 @@ internal sealed class ShapeHints
     /// <summary>The last dim of <paramref name="value"/>, or null when the model does not make it plain.</summary>
     public long? LastDim(string value) => LastDim(value, 0);
 
-    /// <summary>The values of an int64 constant (an initializer no graph input overrides, or a Constant node), or null.</summary>
-    public long[]? Int64s(string value) =>
-        _constants.TryGetValue(value, out var t) && t.DataType == (int)TensorProto.Types.DataType.Int64
-            ? t.HasRawData ? MemoryMarshal.Cast<byte, long>(t.RawData.Span).ToArray() : t.Int64Data.ToArray()
-            : null;
+    /// <summary>
+    /// The values of an int64 constant (an initializer no graph input overrides, or a Constant node) held in the model itself
+    /// as many as its dims say, or null: a constant in an external file, or one whose data do not hold its dims, is no hint
+    /// (ONNX Runtime reads and checks it).
+    /// </summary>
+    public long[]? Int64s(string value)
+    {
+        if (!_constants.TryGetValue(value, out var t) || t.DataType != (int)TensorProto.Types.DataType.Int64 || InlineCount(t) is not long count) return null;
+        if (t.HasRawData) return t.RawData.Length == count * sizeof(long) ? MemoryMarshal.Cast<byte, long>(t.RawData.Span).ToArray() : null;
+        return t.Int64Data.Count == count ? t.Int64Data.ToArray() : null;
+    }
 
     /// <summary>The tensor of a constant (an initializer no graph input overrides, or a Constant node), or null.</summary>
     public TensorProto? Constant(string value) => _constants.GetValueOrDefault(value);
 
-    /// <summary>The value of a float32 or float16 constant holding one element, or null.</summary>
+    /// <summary>
+    /// The value of a float32 or float16 constant holding one element in the model itself, or null (as for <see cref="Int64s"/>,
+    /// a constant in an external file or with data that do not hold one element is none).
+    /// </summary>
     public float? Scalar(string value)
     {
-        if (!_constants.TryGetValue(value, out var t) || t.Dims.Aggregate(1L, (a, d) => a * d) != 1) return null;
+        if (!_constants.TryGetValue(value, out var t) || InlineCount(t) != 1) return null;
         return (TensorProto.Types.DataType)t.DataType switch
         {
-            TensorProto.Types.DataType.Float => t.HasRawData ? MemoryMarshal.Cast<byte, float>(t.RawData.Span)[0] : t.FloatData[0],
+            TensorProto.Types.DataType.Float when t.HasRawData => t.RawData.Length == sizeof(float) ? MemoryMarshal.Read<float>(t.RawData.Span) : null,
+            TensorProto.Types.DataType.Float => t.FloatData.Count == 1 ? t.FloatData[0] : null,
             // float16 keeps its bits in int32_data unless raw.
-            TensorProto.Types.DataType.Float16 => (float)BitConverter.UInt16BitsToHalf(t.HasRawData ? MemoryMarshal.Cast<byte, ushort>(t.RawData.Span)[0] : (ushort)t.Int32Data[0]),
+            TensorProto.Types.DataType.Float16 when t.HasRawData => t.RawData.Length == sizeof(ushort) ? (float)MemoryMarshal.Read<Half>(t.RawData.Span) : null,
+            TensorProto.Types.DataType.Float16 => t.Int32Data.Count == 1 ? (float)BitConverter.UInt16BitsToHalf((ushort)t.Int32Data[0]) : null,
             _ => null,
         };
+    }
+
+    /// <summary>The element count of a constant whose data the model holds (not in an external file) and whose dims are valid, or null.</summary>
+    private static long? InlineCount(TensorProto t)
+    {
+        if (t.DataLocation == TensorProto.Types.DataLocation.External) return null;
+        long count = 1;
+        foreach (long d in t.Dims)
+        {
+            if (d < 0 || (d > 0 && count > int.MaxValue / d)) return null;
+            count *= d;
+        }
+        return count;
     }
 
     /// <summary>The node that writes <paramref name="value"/>, or null.</summary>

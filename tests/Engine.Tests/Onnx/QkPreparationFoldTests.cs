@@ -57,6 +57,69 @@ public sealed class QkPreparationFoldTests
         OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, $"{variant}");
     }
 
+    /// <summary>
+    /// q's factor kept in an external file (a valid model, as an export with no size threshold writes it): the hand-over does
+    /// not read it as a constant, and the model runs as ONNX Runtime alone runs it.
+    /// </summary>
+    [Test]
+    public void ConstantsInAnExternalFileRunAsOrtAloneRunsThem()
+    {
+        var folder = Directory.CreateTempSubdirectory("engine-qk-external-").FullName;
+        try
+        {
+            string path = Path.Combine(folder, "model.onnx");
+            var built = Model(Variant.AsTheBuilderWrites);
+            var scale = built.Graph.Initializer.Single(t => t.Name == "q_scale");
+            File.WriteAllBytes(Path.Combine(folder, "q_scale.bin"), scale.RawData.ToByteArray());
+            scale.ClearRawData();
+            scale.DataLocation = TensorProto.Types.DataLocation.External;
+            scale.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = "q_scale.bin" });
+            built.Save(path);
+            var model = OnnxModel.Load(path);
+            using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+            using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+            var random = new Random(5);
+            var inputs = new Dictionary<string, TensorData>
+            {
+                ["x"] = TensorData.Create(SampleModels.Weights(random, 1, Batch * Length * Width), Batch, Length, Width),
+                ["past_state"] = TensorData.Create(SampleModels.Weights(random, 1, Batch * ValueHeads * Dk * Dv), Batch, ValueHeads, Dk, Dv),
+                ["decay"] = TensorData.Create(Enumerable.Repeat(-0.1f, Batch * Length * ValueHeads).ToArray(), Batch, Length, ValueHeads),
+                ["beta"] = TensorData.Create(Enumerable.Repeat(0.5f, Batch * Length * ValueHeads).ToArray(), Batch, Length, ValueHeads),
+            };
+            OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, "constants in an external file");
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// q's factor or a Reshape shape whose data do not hold its dims: no constant to fold, so ONNX Runtime, which checks every
+    /// initializer it keeps, refuses the model naming the tensor; never an index past the data.
+    /// </summary>
+    [TestCase("q_scale", 2, null)]
+    [TestCase("q_scale", 0, null)]
+    [TestCase("q_scale", 8, null)]
+    [TestCase("q_heads", 40, null)]
+    [TestCase("q_heads", -1, new long[] { 5 })]
+    [TestCase("k_packed", -1, new long[] { 2 })]
+    public void ConstantWhoseDataDoNotHoldItsDimsIsRefusedNamingIt(string name, int rawBytes, long[]? dims)
+    {
+        var model = Model(Variant.AsTheBuilderWrites);
+        var tensor = model.Graph.Initializer.Single(t => t.Name == name);
+        if (rawBytes >= 0) tensor.RawData = Google.Protobuf.ByteString.CopyFrom(new byte[rawBytes]);
+        if (dims is not null)
+        {
+            tensor.Dims.Clear();
+            tensor.Dims.AddRange(dims);
+        }
+        var plan = HandoverRewriter.Rewrite(model, OnnxTestHost.Host.Capabilities);
+        Assert.That(plan.Model.Graph.Initializer.Any(t => t.Name == name), Is.True, $"'{name}' is still read by a node ORT runs");
+        var e = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(model, HandoverBackend.Cpu).Dispose());
+        Assert.That(e!.Message, Does.Contain(name));
+    }
+
     private static OnnxModel Model(Variant variant)
     {
         var b = new ModelBuilder().Import("com.microsoft", 1);
