@@ -43,6 +43,8 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
         string filename = reader.String(decoder, "model.decoder", "filename");
         var inputs = reader.OptionalObject(decoder, "model.decoder", "inputs");
         var outputs = reader.OptionalObject(decoder, "model.decoder", "outputs");
+        // A NUL is no character of a path: .NET's own refusal ("Null character in path.") names neither the file nor the key.
+        if (filename.Contains('\0')) throw new InvalidDataException($"{path}: model.decoder.filename contains a NUL character");
         string modelPath = Path.GetFullPath(Path.Combine(directory, filename));
         string folder = Path.GetFullPath(directory);
         if (Path.IsPathRooted(filename) || Path.GetDirectoryName(modelPath) != Path.TrimEndingDirectorySeparator(folder))

@@ -641,6 +641,7 @@ public sealed class GeneratorTests
         yield return Case("two pasts from one present", c => c["model"]!["decoder"]!["outputs"]!["present_value_names"] = "present.%d.key",
             "'present.3.key' would be carried into both 'past_key_values.3.key' and 'past_key_values.3.value' (model.decoder.outputs.present_value_names)");
         yield return Case("a file outside the folder", c => c["model"]!["decoder"]!["filename"] = "../model.onnx", "model.decoder.filename must name a file in the model folder, got '../model.onnx'");
+        yield return Case("a NUL in the filename", c => c["model"]!["decoder"]!["filename"] = "model\0.onnx", "model.decoder.filename contains a NUL character");
         yield return Case("a missing file", c => c["model"]!["decoder"]!["filename"] = "other.onnx", "model.decoder.filename names 'other.onnx', which is not in the folder");
         yield return Case("context length zero", c => c["model"]!["context_length"] = 0, "model.context_length must be a positive integer, got 0");
         yield return Case("eos token not a number", c => c["model"]!["eos_token_id"] = new JsonArray(2, "end"),
