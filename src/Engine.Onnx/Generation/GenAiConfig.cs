@@ -26,6 +26,10 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"{directory}: no such model folder");
         string path = Path.Combine(directory, FileName);
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: the model folder has no {FileName}", path);
+        // As the model's file: a symbolic link that leads out of the folder (to another file, or a device such as /dev/zero) is not read.
+        string realConfig = FilePaths.Real(path);
+        if (!FilePaths.IsInside(FilePaths.Real(directory), realConfig))
+            throw new InvalidDataException($"{path}: a symbolic link to '{realConfig}', outside the model folder");
         JsonElement root;
         try
         {

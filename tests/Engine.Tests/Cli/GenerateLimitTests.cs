@@ -40,6 +40,21 @@ public sealed class GenerateLimitTests : CliFixture
             $"model.decoder.filename names 'model.onnx', a symbolic link to '{Path.Combine(outside, "model.onnx")}', outside the model folder");
     }
 
+    /// <summary>genai_config.json linked from outside the folder is not read, as the model file is not: a device such as /dev/zero least of all.</summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void AConfigLinkedFromOutsideTheFolderIsRefused(bool device)
+    {
+        string folder = ShortContextDecoder();
+        string config = Path.Combine(folder, "genai_config.json");
+        string target = device ? "/dev/zero" : Path.Combine(System.IO.Directory.CreateDirectory(PathOf("outside")).FullName, "genai_config.json");
+        if (!device) File.Move(config, target);
+        else File.Delete(config);
+        File.CreateSymbolicLink(config, target);
+        AssertOneLineError(Engine("generate", folder, "--prompt-tokens", "4", "--new-tokens", "2", "--backend", "none"), 1,
+            $"{config}: a symbolic link to '{target}', outside the model folder");
+    }
+
     [Test]
     public void TwoConfigKeysNamingOneInputAreRefused()
     {
