@@ -62,22 +62,24 @@ public sealed class OnnxModel
         var full = Path.GetFullPath(path);
         if (Directory.Exists(full)) throw new FileNotFoundException($"{path}: is a folder, not a model file", path);
         if (!File.Exists(full)) throw new FileNotFoundException($"model file not found: {path}", path);
-        return Parse(File.ReadAllBytes(full), Path.GetDirectoryName(full), path);
+        // Parsed as it is read: a path that is no model (a device such as /dev/zero, which has no end) fails at its first bytes.
+        using var stream = File.OpenRead(full);
+        return Parse(() => ModelProto.Parser.ParseFrom(stream), Path.GetDirectoryName(full), path);
     }
 
     /// <summary>A model from its bytes, external data read from <paramref name="baseDirectory"/>; <see cref="InvalidDataException"/> if they are not an ONNX model.</summary>
     public static OnnxModel Load(byte[] bytes, string? baseDirectory = null)
     {
         ArgumentNullException.ThrowIfNull(bytes);
-        return Parse(bytes, baseDirectory, filePath: null);
+        return Parse(() => ModelProto.Parser.ParseFrom(bytes), baseDirectory, filePath: null);
     }
 
-    private static OnnxModel Parse(byte[] bytes, string? baseDirectory, string? filePath)
+    private static OnnxModel Parse(Func<ModelProto> parse, string? baseDirectory, string? filePath)
     {
         ModelProto proto;
         try
         {
-            proto = ModelProto.Parser.ParseFrom(bytes);
+            proto = parse();
         }
         catch (InvalidProtocolBufferException e)
         {

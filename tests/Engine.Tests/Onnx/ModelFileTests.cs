@@ -108,6 +108,15 @@ public sealed class ModelFileTests
         Assert.That(e!.Message, Does.StartWith("not an ONNX model"));
     }
 
+    /// <summary>A device named as the model is refused at its first bytes: /dev/zero, which has no end, was read up to 2 GiB first.</summary>
+    [Test]
+    public void ADeviceNamedAsTheModelIsRefusedAtOnce()
+    {
+        Assume.That(File.Exists("/dev/zero"), "a system with /dev/zero");
+        var e = Assert.Throws<InvalidDataException>(() => OnnxModel.Load("/dev/zero"));
+        Assert.That(e!.Message, Does.StartWith("/dev/zero: not an ONNX model"));
+    }
+
     [Test]
     public void ModelsWithExternalDataRunFromTheirPath()
     {
