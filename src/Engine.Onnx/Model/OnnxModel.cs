@@ -189,13 +189,7 @@ public sealed class OnnxModel
         ArgumentNullException.ThrowIfNull(tensor);
         var type = (TensorElementType)tensor.DataType;
         var shape = tensor.Dims.ToArray();
-        long count = 1;
-        foreach (long d in shape)
-        {
-            if (d < 0) throw Invalid(tensor, $"dims {TensorData.Format(shape)} have the negative dimension {d}");
-            if (d > 0 && count > long.MaxValue / d) throw Invalid(tensor, $"dims {TensorData.Format(shape)} are too large: more than 2^63 elements");
-            count *= d;
-        }
+        long count = ElementCount(tensor);
         if (tensor.DataLocation == TensorProto.Types.DataLocation.External)
             return TensorData.FromBytes(type, shape, ReadExternal(tensor, ByteCount(tensor, count)));
         if (tensor.HasRawData)
@@ -218,6 +212,33 @@ public sealed class OnnxModel
             : throw Invalid(tensor, $"{type} {TensorData.Format(shape)} needs {count} values, {field} holds {values.LongLength}");
     }
 
+    /// <summary>
+    /// Checks every initializer kept in an external file as <see cref="ReadTensor"/> would read it, reading none of its data:
+    /// a file inside the model's folder holding, at its offset, the bytes its type and dims take (where the type is one
+    /// <see cref="TensorData"/> holds; for others only where the file lies). ONNX Runtime reads them itself; this names
+    /// the tensor and refuses a location outside the folder whatever the native library does.
+    /// </summary>
+    internal void CheckExternalData()
+    {
+        foreach (var tensor in AllGraphs(Graph).SelectMany(g => g.Initializer).Where(t => t.DataLocation == TensorProto.Types.DataLocation.External))
+        {
+            long count = ElementCount(tensor);
+            LocateExternal(tensor, TensorData.Holds((TensorElementType)tensor.DataType) ? ByteCount(tensor, count) : null);
+        }
+    }
+
+    private long ElementCount(TensorProto tensor)
+    {
+        long count = 1;
+        foreach (long d in tensor.Dims)
+        {
+            if (d < 0) throw Invalid(tensor, $"dims {TensorData.Format(tensor.Dims)} have the negative dimension {d}");
+            if (d > 0 && count > long.MaxValue / d) throw Invalid(tensor, $"dims {TensorData.Format(tensor.Dims)} are too large: more than 2^63 elements");
+            count *= d;
+        }
+        return count;
+    }
+
     private InvalidDataException Invalid(TensorProto tensor, string why) => new($"{DisplayName}: tensor '{tensor.Name}': {why}");
 
     /// <summary>The bytes <paramref name="count"/> elements of the tensor's type take.</summary>
@@ -232,6 +253,22 @@ public sealed class OnnxModel
 
     /// <summary>The tensor's <paramref name="bytes"/> from its external file, checked against the file before anything is allocated.</summary>
     private byte[] ReadExternal(TensorProto tensor, long bytes)
+    {
+        var (file, offset, length) = LocateExternal(tensor, bytes);
+        if (length > Array.MaxLength)
+            throw new NotSupportedException($"{DisplayName}: tensor '{tensor.Name}': {length} bytes of external data: tensors over {Array.MaxLength} bytes are not read");
+        var data = new byte[length];
+        using var stream = File.OpenRead(file);
+        stream.Seek(offset, SeekOrigin.Begin);
+        stream.ReadExactly(data);
+        return data;
+    }
+
+    /// <summary>
+    /// The file, offset and length of the tensor's external data, checked against the file: inside the model's folder, and
+    /// holding <paramref name="bytes"/> (when known) at the offset.
+    /// </summary>
+    private (string File, long Offset, long Length) LocateExternal(TensorProto tensor, long? bytes)
     {
         string? location = null, offsetText = null, lengthText = null;
         foreach (var entry in tensor.ExternalData)
@@ -248,21 +285,15 @@ public sealed class OnnxModel
             throw new InvalidOperationException($"{DisplayName}: tensor '{tensor.Name}' keeps its data in '{location}': load the model from its path or give the folder of its data");
         string file = ExternalFile(tensor, location);
         long offset = offsetText is null ? 0 : ExternalNumber(tensor, "offset", offsetText);
-        using var stream = File.OpenRead(file);
-        long fileLength = stream.Length;
+        long fileLength = new FileInfo(file).Length;
         if (offset > fileLength)
             throw Invalid(tensor, $"external data offset {offset} is beyond the end of '{location}': the file holds {fileLength} bytes");
         long length = lengthText is null ? fileLength - offset : ExternalNumber(tensor, "length", lengthText);
-        if (length != bytes)
-            throw Invalid(tensor, $"external data length {length} in '{location}', but {(TensorElementType)tensor.DataType} {TensorData.Format(tensor.Dims)} needs {bytes} bytes");
+        if (bytes is long needed && length != needed)
+            throw Invalid(tensor, $"external data length {length} in '{location}', but {(TensorElementType)tensor.DataType} {TensorData.Format(tensor.Dims)} needs {needed} bytes");
         if (length > fileLength - offset)
             throw Invalid(tensor, $"external data [{offset}, {offset} + {length}) runs past the end of '{location}': the file holds {fileLength} bytes");
-        if (length > Array.MaxLength)
-            throw new NotSupportedException($"{DisplayName}: tensor '{tensor.Name}': {length} bytes of external data: tensors over {Array.MaxLength} bytes are not read");
-        var data = new byte[length];
-        stream.Seek(offset, SeekOrigin.Begin);
-        stream.ReadExactly(data);
-        return data;
+        return (file, offset, length);
     }
 
     private long ExternalNumber(TensorProto tensor, string key, string text) =>

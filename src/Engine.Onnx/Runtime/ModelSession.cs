@@ -95,6 +95,7 @@ public sealed class ModelSession : IDisposable
 
     /// <summary>Opens a loaded model, as <see cref="Open(string, ModelSessionOptions?)"/> does.</summary>
     /// <exception cref="InvalidOperationException">The model keeps initializers in external files and was loaded without its folder.</exception>
+    /// <exception cref="InvalidDataException">An initializer's external data is not a file inside the model's folder holding its bytes.</exception>
     /// <exception cref="ModelRunException">ONNX Runtime could not load the model.</exception>
     public static ModelSession Open(OnnxModel model, ModelSessionOptions? options = null)
     {
@@ -103,6 +104,7 @@ public sealed class ModelSession : IDisposable
         options ??= new ModelSessionOptions();
         if (model.BaseDirectory is null && model.HasExternalData)
             throw new InvalidOperationException("the model keeps initializers in external files: open it from its path, or load its bytes with the folder of its data");
+        model.CheckExternalData();
         var host = options.Backend == HandoverBackend.None ? null : options.Host ?? KernelHost.Shared;
         if (host is null) RequireNoEngineOps(model);
         var plan = host is null ? new HandoverPlan(model, [], []) : HandoverRewriter.Rewrite(model, host.Capabilities);

@@ -57,11 +57,17 @@ public sealed class ExternalDataTests
         return (model, tensor);
     }
 
+    /// <summary>
+    /// Reading the tensor and opening a session on the model are refused alike, before ONNX Runtime sees the model: whatever
+    /// its native library would do with the location, the session reads nothing outside the folder.
+    /// </summary>
     private InvalidDataException Refused(string? location, string? offset = "0", string? length = null, params long[] dims)
     {
         var (model, tensor) = Edited(location, offset, length, dims);
         var e = Assert.Throws<InvalidDataException>(() => model.ReadTensor(tensor))!;
         Assert.That(e.Message, Does.Contain(_modelPath).And.Contain("tensor 'w'"));
+        var opening = Assert.Throws<InvalidDataException>(() => ModelSession.Open(model, new ModelSessionOptions { Backend = HandoverBackend.None }).Dispose())!;
+        Assert.That(opening.Message, Is.EqualTo(e.Message), "opening a session");
         return e;
     }
 
@@ -107,6 +113,9 @@ public sealed class ExternalDataTests
         {
             var (model, tensor) = Edited(location);
             Assert.That(model.ReadTensor(tensor).As<float>(), Is.EqualTo(_weights), location);
+            using var session = ModelSession.Open(model, new ModelSessionOptions { Backend = HandoverBackend.None });
+            var y = session.Run(new Dictionary<string, TensorData> { ["x"] = TensorData.Create(new float[4 * 32], 4, 32) })[session.OutputNames[0]];
+            Assert.That(y.As<float>()[..32], Is.EqualTo(_weights), $"{location}: a session reads the same weights");
         }
     }
 
