@@ -111,8 +111,9 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
         if (!float.IsFinite(scale)) throw new ModelNodeException($"{node}: scale must be finite, got {scale}");
         var gate = GatedDeltaNetSignature.ParseGateActivation(info.String("gate_activation") ?? "none", node);
         float lowerBound = info.Float("gate_lower_bound") ?? -5f;
-        if (!float.IsFinite(lowerBound) || lowerBound > 0f)
-            throw new ModelNodeException($"{node}: gate_lower_bound must be finite and <= 0 (the gate is a log decay), got {lowerBound}");
+        // ORT's kernel refuses 0 too (and whatever gate_activation is): the bound is a log decay that decays.
+        if (!float.IsFinite(lowerBound) || !(lowerBound < 0f))
+            throw new ModelNodeException($"{node}: gate_lower_bound must be finite and negative (the gate is a log decay), got {lowerBound}");
         string betaActivation = info.String("beta_activation") ?? "none";
         if (betaActivation is not ("none" or "sigmoid"))
             throw new ModelNodeException($"{node}: beta_activation must be none or sigmoid, got '{betaActivation}'");

@@ -288,7 +288,10 @@ public sealed class GatedDeltaNetHandoverTests
     {
         (GatedDeltaNetNodeSpec Spec, string Fragment)[] nodes =
         [
-            (new() { DecayGateActivation = "kda", GateLowerBound = 1f }, "gate_lower_bound must be finite and <= 0 (the gate is a log decay), got 1"),
+            // ORT's kernel refuses a bound of 0 (or −0) with any gate_activation, none included.
+            (new() { DecayGateActivation = "kda", GateLowerBound = 0f }, "gate_lower_bound must be finite and negative (the gate is a log decay), got 0"),
+            (new() { GateLowerBound = -0f }, "gate_lower_bound must be finite and negative (the gate is a log decay), got -0"),
+            (new() { DecayGateActivation = "kda", GateLowerBound = 1f }, "gate_lower_bound must be finite and negative (the gate is a log decay), got 1"),
             (new() { DecayGateActivation = "tanh" }, "gate_activation must be one of none, softplus (qwen), sigmoid (kda), got 'tanh'"),
             (new() { UpdateRule = "delta", DecayGateActivation = "softplus" }, "gate_activation softplus needs a decay (update_rule gated or gated_delta)"),
             (new() { QHeads = 4, ValueHeads = 2 }, "value heads (2) must be a multiple of the query/key heads (4); more query heads than value heads is refused"),
