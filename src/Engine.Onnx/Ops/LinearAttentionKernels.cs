@@ -60,7 +60,9 @@ internal readonly struct LinearAttentionCall
             k = context.Input(LinearAttentionSignature.Key) ?? throw Missing(c, "key");
             v = context.Input(LinearAttentionSignature.Value) ?? throw Missing(c, "value");
             dk = Width(c, q, "query", c.QHeads, "q_num_heads");
-            Width(c, k, "key", c.KeyHeads, "min(q_num_heads, kv_num_heads)");
+            // The key's whole width, not just a multiple of its heads: the kernels view it as (B, T, key heads, dk).
+            Rank(c, k, "key", 3);
+            if (LinearAttentionSignature.KeyWidthProblem(c.QHeads, c.KvHeads, dk, k.Dims[2]) is string problem) throw Bad(c, "key", problem);
             dv = Width(c, v, "value", c.KvHeads, "kv_num_heads");
         }
         if (decay is OrtTensorView g) Rank(c, g, "decay", 3);

@@ -74,6 +74,39 @@ public sealed class BadModelTests
         Assert.That(OnnxTestHost.Host.OpenSessions, Is.Zero, "a failed open leaves no session behind");
     }
 
+    /// <summary>
+    /// A key whose width the model leaves symbolic, given at the run as other than key heads·dk (dk from the query): refused
+    /// naming the key. One whose width was a multiple of the key heads was read with the query's dk, the rows of other
+    /// heads as a head's (q 4, kv 2: ORT's kernel refuses 4 key heads); ONNX Runtime's shared key heads (q 4, kv 8, 2 key
+    /// heads, which its own kernel runs) failed in a tensor view without naming the key.
+    /// </summary>
+    [TestCase(4, 2, 4)]
+    [TestCase(2, 2, 4)]
+    [TestCase(4, 8, 2)]
+    public void AKeyWidthContradictingTheHeadsAtTheRunIsRefusedNamingTheKey(int qHeads, int kvHeads, int keyHeads)
+    {
+        const int dk = 16, dv = 8, t = 5;
+        var b = new ModelBuilder(21).Import("com.microsoft", 1);
+        b.Input("query", F.Float, "B", "T", "WQ");
+        b.Input("key", F.Float, "B", "T", "WK");
+        b.Input("value", F.Float, "B", "T", "WV");
+        b.Node("LinearAttention", ["query", "key", "value"], domain: "com.microsoft", name: "attention", outputNames: ["output", "present_state"],
+            attributes: [("q_num_heads", (long)qHeads), ("kv_num_heads", (long)kvHeads), ("update_rule", "linear")]);
+        b.Output("output", F.Float, null);
+        using var session = OnnxTestHost.Open(b.Build(), HandoverBackend.Cpu);
+        Assert.That(session.Handover.EngineNodes.Count(), Is.EqualTo(1), "the widths are unknown before the run: the engine takes the node");
+        var data = new Harness.TestData(7);
+        var inputs = new Dictionary<string, TensorData>
+        {
+            ["query"] = TensorData.Create(data.Normal(t * qHeads * dk), 1, t, qHeads * dk),
+            ["key"] = TensorData.Create(data.Normal(t * keyHeads * dk), 1, t, keyHeads * dk),
+            ["value"] = TensorData.Create(data.Normal(t * kvHeads * dv), 1, t, kvHeads * dv),
+        };
+        int expected = Math.Min(qHeads, kvHeads);
+        var e = Assert.Throws<ModelRunException>(() => session.Run(inputs));
+        Assert.That(e!.Message, Does.Contain($"LinearAttention node 'attention': key: key width {keyHeads * dk} must be key heads·dk = {expected}·{dk} = {expected * dk}"));
+    }
+
     [Test]
     public void KernelErrorDuringRunLeavesTheSessionUsable()
     {
