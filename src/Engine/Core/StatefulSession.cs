@@ -14,6 +14,8 @@ namespace Engine;
 public abstract class StatefulSession : IDisposable
 {
     private readonly string _stateAxes;
+    /// <summary>The state's shape the session was made with: the calls check against it, so callers get copies.</summary>
+    private readonly nint[] _stateShape;
     /// <summary>The managed thread id of the running call's thread; 0 when none; -1 once disposed.</summary>
     private int _callThread;
     private volatile bool _disposed;
@@ -29,16 +31,16 @@ public abstract class StatefulSession : IDisposable
             throw new ArgumentOutOfRangeException("sequences", stateShape[0],
                 $"the state {stateAxes} = [{string.Join(", ", stateShape)}] would hold {floats} floats, more than one array holds ({Array.MaxLength}): fewer sequences or smaller heads");
         Device = device;
-        StateShape = stateShape;
+        _stateShape = stateShape;
         _stateAxes = stateAxes;
         States = new SessionState(device, floats);
     }
 
     /// <summary>How many sequences the state holds (the batch, or the packed sequence count).</summary>
-    public int Sequences => (int)StateShape[0];
+    public int Sequences => (int)_stateShape[0];
 
-    /// <summary>The state's shape, sequences first.</summary>
-    public nint[] StateShape { get; }
+    /// <summary>The state's shape, sequences first: a copy of its own for each caller, who may change it.</summary>
+    public nint[] StateShape => (nint[])_stateShape.Clone();
 
     private protected EngineDevice Device { get; }
     private protected SessionState States { get; }
@@ -53,7 +55,7 @@ public abstract class StatefulSession : IDisposable
     public void GetState(TensorSpan<float> destination)
     {
         using var use = Use();
-        TensorArgs.RequireShape(destination.Lengths, "state", _stateAxes, StateShape);
+        TensorArgs.RequireShape(destination.Lengths, "state", _stateAxes, _stateShape);
         State.Store(TensorArgs.DenseSpan(destination, "state"));
     }
 
@@ -62,7 +64,7 @@ public abstract class StatefulSession : IDisposable
     public void SetState(ReadOnlyTensorSpan<float> source)
     {
         using var use = Use();
-        TensorArgs.RequireShape(source.Lengths, "state", _stateAxes, StateShape);
+        TensorArgs.RequireShape(source.Lengths, "state", _stateAxes, _stateShape);
         using var input = FloatInput.From(source);
         TensorArgs.RequireFinite(input.Span, "state");
         State.Load(input.Span);

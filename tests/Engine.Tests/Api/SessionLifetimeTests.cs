@@ -290,4 +290,35 @@ public sealed class SessionLifetimeTests
         Assert.That(e.Message, Does.Contain("overflowed"));
         Assert.That(State(), Is.EqualTo(before), "the refused call left the state as it was");
     }
+
+    /// <summary>
+    /// The state shape a session hands out is the caller's to change: changed (e.g. to make a state tensor for more
+    /// sequences), the session still holds its own sequences, refuses a call of another batch and checks its state against
+    /// its own shape. Before, it handed out the very array its calls checked against: a batch of more sequences than its
+    /// state held ran past the end of the state (a crash, or another sequence's state read and written).
+    /// </summary>
+    [TestCase(Backend.Cpu)]
+    [TestCase(Backend.Gpu)]
+    public void ChangingTheStateShapeHandedOutLeavesTheSessionAsItWas(Backend backend)
+    {
+        var device = TestDevices.Of(backend);
+        using var gla = new GlaSession(device, 1, new HeadLayout(1, 1, 4, 4), GateKind.None);
+        using var layer = DiagonalLayer();
+        using var lssl = layer.CreateSession(device, 1);
+        foreach (StatefulSession session in new StatefulSession[] { gla, lssl })
+        {
+            var shape = session.StateShape;
+            nint[] made = [.. shape];
+            shape[0] = 8;
+            Assert.That(session.Sequences, Is.EqualTo(1), session.GetType().Name);
+            Assert.That(session.StateShape, Is.EqualTo(made), session.GetType().Name);
+            Assert.That(() => session.GetState(new TensorSpan<float>(new float[8 * made[1] * made[2] * (made.Length > 3 ? made[3] : 1)], shape)),
+                Throws.ArgumentException.With.Message.Contain("state: expected shape"), session.GetType().Name);
+        }
+        var x = Filled(1f, 8, 3, 1, 4);
+        Assert.That(() => gla.Prefill<float>(x, x, x, null, Filled(0f, 8, 3, 1, 4)),
+            Throws.ArgumentException.With.Message.Contain("the session holds 1 sequences, this call has 8"));
+        Assert.That(() => lssl.Step(Filled(1f, 8, 1, 2), Filled(0f, 8, 1, 2)),
+            Throws.ArgumentException.With.Message.Contain("the session holds 1 sequences, this call has batch B = 8"));
+    }
 }
