@@ -451,9 +451,18 @@ public sealed unsafe class LsslCpu : IDisposable
         }
     }
 
+    /// <summary>
+    /// The longest sequence the FFT convolution takes: its transform (<see cref="FftSize"/>) of 2^30 complex values is the
+    /// largest power of two one array holds.
+    /// </summary>
+    public const int MaxConvLength = 1 << 29;
+
     /// <summary>Smallest power of two >= 2L − 1: a linear (not circular) convolution of two length-L sequences.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is above <see cref="MaxConvLength"/>.</exception>
     public static int FftSize(int length)
     {
+        // Past it the doubling wrapped: a size of 1 for a length above 2^30, and no end for one above 2^29.
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, MaxConvLength);
         int n = 1;
         while (n < 2 * length - 1) n *= 2;
         return n;

@@ -10,7 +10,7 @@ namespace Engine;
 /// - on the CPU, the mode with the least estimated time: each mode's flops at the rate that mode reached on the
 ///   development machine (AVX-512, per core). With MathNet's managed FFT the convolution wins only for state
 ///   sizes in the high hundreds; for N &lt;= 256 Auto picks the scan.
-/// An explicit mode is kept as asked.
+/// An explicit mode is kept as asked; the CPU's conv mode takes at most <see cref="LsslCpu.MaxConvLength"/> steps (Auto never picks it past them).
 /// </summary>
 public static class LsslModeRule
 {
@@ -22,6 +22,9 @@ public static class LsslModeRule
     {
         if (!Enum.IsDefined(mode)) throw new ArgumentException($"mode must be one of {string.Join(", ", Enum.GetNames<LsslMode>())}, got {(int)mode}", nameof(mode));
         if (backend == Backend.Reference) return LsslMode.Recurrent;
+        if (mode == LsslMode.Conv && backend == Backend.Cpu && length > LsslCpu.MaxConvLength)
+            throw new ArgumentException($"mode: the CPU's conv mode takes at most {LsslCpu.MaxConvLength} steps (its FFT's size, 2^30, is the largest one array holds), " +
+                $"got {length}: use the scan or the recurrence, or split the sequence (the state carried between the calls)", nameof(mode));
         if (mode != LsslMode.Auto) return mode;
         if (length < config.ChunkLength) return LsslMode.Recurrent;
         if (backend == Backend.Gpu) return LsslMode.Scan;
@@ -48,6 +51,8 @@ public static class LsslModeRule
                 return channels * ((steps - remainder) * (2 * ((q + 1) / 2 + 2 * n) + carryPerStep) / ScanRate + remainder * recurrentPerStep);
             case LsslMode.Conv:
             {
+                // Longer than the FFT takes: never the choice.
+                if (length > LsslCpu.MaxConvLength) return double.PositiveInfinity;
                 double size = LsslCpu.FftSize(length);
                 double fft = channels * (5 * size * Math.Log2(size) + 8 * size) / FftRate;
                 // The state terms run on the scan's tables: B̄ columns and carries for the final state, C rows for x₀'s response.

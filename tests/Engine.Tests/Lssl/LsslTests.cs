@@ -446,6 +446,30 @@ public sealed class LsslTests
             Is.LessThan(LsslModeRule.EstimateCpuSeconds(LsslMode.Recurrent, benchmark, 1, 16384, false, false)));
     }
 
+    /// <summary>
+    /// Sequences longer than the CPU's FFT convolution takes (2^29 steps: its transform of 2^30 is the largest power of two
+    /// one array holds): Auto never picks the conv mode for them, and an explicit conv mode is refused naming the mode.
+    /// Before, the FFT size's doubling wrapped: the rule never returned for a length above 2^29, and above 2^30 it
+    /// estimated a transform of size 1 and picked the conv mode, whose run then indexed past its buffer.
+    /// </summary>
+    [Test]
+    public void SequencesLongerThanTheFftTakesAreNotGivenTheConvMode()
+    {
+        var wide = new LsslConfig(8, 2048, LsslStateMatrix.DenseShared, 256);
+        var rule = Task.Run(() => new[] { LsslCpu.MaxConvLength, LsslCpu.MaxConvLength + 1, (1 << 30) + 1, int.MaxValue }
+            .Select(l => LsslModeRule.Resolve(LsslMode.Auto, Backend.Cpu, wide, 1, l, false, false)).ToArray());
+        Assert.That(rule.Wait(TimeSpan.FromSeconds(30)), Is.True, "the rule returned");
+        Assert.That(rule.Result, Is.EqualTo(new[] { LsslMode.Conv, LsslMode.Scan, LsslMode.Scan, LsslMode.Scan }));
+        Assert.That(LsslModeRule.EstimateCpuSeconds(LsslMode.Conv, wide, 1, LsslCpu.MaxConvLength + 1, false, false), Is.EqualTo(double.PositiveInfinity));
+
+        var e = Assert.Throws<ArgumentException>(() => LsslModeRule.Resolve(LsslMode.Conv, Backend.Cpu, wide, 1, LsslCpu.MaxConvLength + 1, false, false))!;
+        Assert.That(e.ParamName, Is.EqualTo("mode"));
+        Assert.That(e.Message, Does.StartWith($"mode: the CPU's conv mode takes at most {LsslCpu.MaxConvLength} steps"));
+        Assert.That(LsslModeRule.Resolve(LsslMode.Conv, Backend.Cpu, wide, 1, LsslCpu.MaxConvLength, false, false), Is.EqualTo(LsslMode.Conv));
+        Assert.That(LsslCpu.FftSize(LsslCpu.MaxConvLength), Is.EqualTo(1 << 30));
+        Assert.That(() => LsslCpu.FftSize(LsslCpu.MaxConvLength + 1), Throws.InstanceOf<ArgumentOutOfRangeException>());
+    }
+
     [Test]
     public void DecodeStepByStepMatchesTheWholeSequence()
     {
