@@ -99,6 +99,10 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
     public static AttentionCall Describe(in AttentionLengths t, ReadOnlySpan<int> cuSeqlens, bool takesBeta, bool constantGate, bool output = true)
     {
         var shapes = AttentionShapes.Check(t.Q, t.K, t.V, t.Output, cuSeqlens, output);
+        TensorArgs.RequireElementCount(t.Q, "q");
+        TensorArgs.RequireElementCount(t.K, "k");
+        TensorArgs.RequireElementCount(t.V, "v");
+        if (output) TensorArgs.RequireElementCount(t.Output, "output");
         if (takesBeta) TensorArgs.RequireShape(t.Beta, "beta", "(B, T, Hv)", shapes.PerHeadShape);
         GateKind gate;
         if (constantGate)
@@ -111,6 +115,8 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             gate = GateKindOf(t.G.Length);
             if (gate == GateKind.PerHead) TensorArgs.RequireShape(t.G, "g", "(B, T, Hv)", shapes.PerHeadShape);
             if (gate == GateKind.PerKey) TensorArgs.RequireShape(t.G, "g", "(B, T, Hv, K)", [.. shapes.PerHeadShape, shapes.Heads.KeyDim]);
+            // Per key dim, g holds K floats per value head: more than q where the value heads outnumber the query heads.
+            TensorArgs.RequireElementCount(t.G, "g");
         }
         return new AttentionCall(shapes, gate);
     }

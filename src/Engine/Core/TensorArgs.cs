@@ -46,6 +46,23 @@ internal static class TensorArgs
         throw new ArgumentException($"{name}: expected shape [{string.Join(", ", parts)}] {dims}, got {Format(lengths)}", name);
     }
 
+    /// <summary>
+    /// Refuses a tensor of more elements than one array holds (<see cref="Array.MaxLength"/>), naming it: a call holds each
+    /// tensor's values as one span, and a tensor over native memory may hold more.
+    /// </summary>
+    public static void RequireElementCount(ReadOnlySpan<nint> lengths, string name)
+    {
+        if (lengths.IndexOf(0) >= 0) return;
+        long count = 1;
+        foreach (nint n in lengths)
+        {
+            if (n > Array.MaxLength / count)
+                throw new ArgumentException($"{name}: shape {Format(lengths)} holds more than {Array.MaxLength} elements, the most one call takes in a tensor: " +
+                    "split the call (fewer tokens or sequences per call, the state carried between them)", name);
+            count *= n;
+        }
+    }
+
     public static int Dim(ReadOnlySpan<nint> lengths, int axis, string name)
     {
         nint n = lengths[axis];

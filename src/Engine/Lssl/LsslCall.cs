@@ -18,6 +18,7 @@ internal static class LsslCall
         if (session is not null && b != session.Sequences)
             throw new ArgumentException($"u: the session holds {session.Sequences} sequences, this call has batch B = {b}", "u");
         TensorArgs.RequireShape(y, "y", "(B, L, H) matching u", b, l, layer.Channels);
+        TensorArgs.RequireElementCount(u, "u");
         return (b, l);
     }
 
