@@ -112,6 +112,26 @@ public sealed class TensorData
         return Tensor.Create(As<T>(), lengths);
     }
 
+    /// <summary>
+    /// Whether <see cref="Shape"/> still holds exactly <see cref="ElementCount"/> elements: it is the caller's array, which
+    /// may be changed after the tensor was made, and a run must not hand ORT a shape its values do not fill.
+    /// </summary>
+    internal bool ShapeHoldsValues
+    {
+        get
+        {
+            long values = ElementCount;
+            Int128 count = 1;
+            foreach (long d in Shape)
+            {
+                if (d < 0) return false;
+                // Capped past the values: the product of the rest may not overflow; a later zero still makes it 0.
+                count = Int128.Min(count * d, (Int128)values + 1);
+            }
+            return count == values;
+        }
+    }
+
     /// <summary>The values as bytes, in memory order.</summary>
     public ReadOnlySpan<byte> Bytes => _values is null ? _memory.Span : MemoryMarshal.CreateReadOnlySpan(
         ref MemoryMarshal.GetArrayDataReference(_values), checked((int)(_values.LongLength * ElementSize(ElementType))));

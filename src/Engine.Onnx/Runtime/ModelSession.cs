@@ -279,6 +279,7 @@ public sealed class ModelSession : IDisposable
         foreach (var (name, data) in outputs)
         {
             if (data is null) throw new ArgumentNullException(nameof(outputs), $"output '{name}' is null; give it a tensor");
+            if (!data.ShapeHoldsValues) throw new ArgumentException($"{name}: {ShapeChanged(data)}", nameof(outputs));
             if (!OutputNames.Contains(name))
                 throw new ArgumentException($"{name}: the model has no such output (outputs: {string.Join(", ", OutputNames)})", nameof(outputs));
             if (data.IsReadOnly)
@@ -356,6 +357,7 @@ public sealed class ModelSession : IDisposable
         foreach (var (name, data) in inputs)
         {
             if (data is null) throw new ArgumentNullException(nameof(inputs), $"{Model.DisplayName}: input '{name}' is null; give it a tensor");
+            if (!data.ShapeHoldsValues) throw new ArgumentException($"{Model.DisplayName}: input '{name}' {ShapeChanged(data)}", nameof(inputs));
             if (!_declaredInputs.TryGetValue(name, out var declared))
                 throw new ArgumentException($"{Model.DisplayName}: the model has no input '{name}' (inputs: {string.Join(", ", _declaredInputs.Keys)})", nameof(inputs));
             if (declared.ElementType != TensorElementType.Undefined && data.ElementType != declared.ElementType)
@@ -364,6 +366,10 @@ public sealed class ModelSession : IDisposable
                 throw new ArgumentException($"{Model.DisplayName}: input '{name}' must have rank {dims.Count} [{string.Join(", ", dims)}], got {TensorData.Format(data.Shape)}", nameof(inputs));
         }
     }
+
+    /// <summary>The refusal of a tensor whose shape no longer holds its values (<see cref="TensorData.ShapeHoldsValues"/>).</summary>
+    private static string ShapeChanged(TensorData data) =>
+        $"has the shape {TensorData.Format(data.Shape)} but holds {data.ElementCount} values: its Shape array was changed after it was made; make a tensor of the shape wanted";
 
     /// <summary>Named tensors pinned and wrapped as ORT values over their own memory, for the length of one run.</summary>
     private sealed unsafe class BoundTensors : IDisposable

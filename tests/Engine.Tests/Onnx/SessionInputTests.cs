@@ -23,6 +23,15 @@ public sealed class SessionInputTests
         yield return Make(d => d["pastState"] = d["past_state"], "has no input 'pastState'", "Unknown input name");
         yield return Make(d => d["query"] = TensorData.Create(new double[1 * 3 * 32], 1, 3, 32), "input 'query' must be Float, got Double", "Wrong element type");
         yield return Make(d => d["key"] = TensorData.Create(new float[3 * 32], 3, 32), "input 'key' must have rank 3 [B, T, 32], got [3, 32]", "Wrong rank");
+        // The shape is the caller's array: changed after the tensor was made, ORT was handed a shape the values do not
+        // fill (its own error, naming neither the input nor the model) or a part of them (a silent prefix).
+        foreach (long tokens in new long[] { 4, 2, -1 })
+            yield return Make(d =>
+            {
+                var key = TensorData.Create(new float[1 * 3 * 32], 1, 3, 32);
+                key.Shape[1] = tokens;
+                d["key"] = key;
+            }, $"input 'key' has the shape [1, {tokens}, 32] but holds 96 values: its Shape array was changed", $"Shape changed to {tokens} tokens");
     }
 
     [TestCaseSource(nameof(BadInputs))]
@@ -47,6 +56,16 @@ public sealed class SessionInputTests
         {
             Directory.Delete(folder, recursive: true);
         }
+    }
+
+    [Test]
+    public void AnOutputWhoseShapeWasChangedIsRefusedByName()
+    {
+        using var session = OnnxTestHost.Open(Case.Model(), HandoverBackend.Cpu);
+        var output = TensorData.Create(new float[1 * 3 * 24], 1, 3, 24);
+        output.Shape[1] = 2;
+        var e = Assert.Throws<ArgumentException>(() => session.RunInto(Case.Inputs(), new Dictionary<string, TensorData> { ["output"] = output }));
+        Assert.That(e!.Message, Does.StartWith("output: has the shape [1, 2, 24] but holds 72 values"));
     }
 
     [Test]
