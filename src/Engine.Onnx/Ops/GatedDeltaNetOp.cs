@@ -90,14 +90,14 @@ internal sealed class GatedDeltaNetOp(int elementType) : EngineOp
 }
 
 /// <summary>A GatedDeltaNet node's attributes and the inputs it has, checked when its kernel is made.</summary>
+/// <param name="L2NormEpsilon">qk_l2_norm's epsilon as ORT's kernel takes it: 1e-6 where gate_activation is sigmoid (kda), under
+/// any rule, 1e-12 otherwise.</param>
 internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? Scale, DecayGateActivation Gate, float GateLowerBound,
-    bool BetaSigmoid, bool QkL2Norm, int? ChunkSize, int Capacity, bool Packed)
+    bool BetaSigmoid, bool QkL2Norm, float L2NormEpsilon, int? ChunkSize, int Capacity, bool Packed)
 {
     /// <summary>The delta rules (delta, gated_delta) run on the delta rule's kernels; linear and gated on GLA's.</summary>
     public bool UsesBeta => LinearAttentionSignature.UsesBeta(Rule);
 
-    /// <summary>qk_l2_norm's epsilon as ORT's kernel takes it: 1e-6 with the sigmoid (kda) gate, 1e-12 otherwise.</summary>
-    public float L2NormEpsilon => Gate == DecayGateActivation.Sigmoid ? GatedDeltaNetSignature.SigmoidGateL2NormEpsilon : GatedDeltaNetSignature.L2NormEpsilon;
 
     public static GatedDeltaNetConfig FromNode(KernelInfo info)
     {
@@ -139,10 +139,12 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
         bool usesBeta = LinearAttentionSignature.UsesBeta(rule);
         if (usesBeta != Has(GatedDeltaNetSignature.Beta))
             throw new ModelNodeException(usesBeta ? $"{node}: update_rule '{ruleText}' requires the beta input" : $"{node}: update_rule '{ruleText}' takes no beta input");
+        float l2NormEpsilon = gate == DecayGateActivation.Sigmoid ? GatedDeltaNetSignature.SigmoidGateL2NormEpsilon : GatedDeltaNetSignature.L2NormEpsilon;
+        // Under a rule with no decay (delta, linear) ORT's kernel ignores gate_activation, a_log and dt_bias (not the epsilon).
+        if (!usesDecay) gate = DecayGateActivation.None;
         bool fused = gate != DecayGateActivation.None;
-        if (fused && !usesDecay) throw new ModelNodeException($"{node}: gate_activation {info.String("gate_activation")} needs a decay (update_rule gated or gated_delta)");
         bool aLog = Has(GatedDeltaNetSignature.ALog), dtBias = Has(GatedDeltaNetSignature.DtBias);
-        if (fused ? !(aLog && dtBias) : aLog || dtBias)
+        if (usesDecay && (fused ? !(aLog && dtBias) : aLog || dtBias))
             throw new ModelNodeException(fused ? $"{node}: gate_activation softplus/sigmoid requires a_log and dt_bias" : $"{node}: a_log and dt_bias require gate_activation softplus or sigmoid");
         if ((capacity > 0) != Has(GatedDeltaNetSignature.CaptureCount))
             throw new ModelNodeException($"{node}: capture_count is given exactly when state_update_capacity is positive (it is {capacity})");
@@ -175,7 +177,7 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
         if (info.OutputCount > 2 && info.OutputName(2).Length > 0 && capacity == 0)
             throw new ModelNodeException($"{node}: the state_update output needs state_update_capacity > 0");
 
-        return new GatedDeltaNetConfig(node, rule, scale == 0f ? null : scale, gate, lowerBound, betaActivation == "sigmoid", l2Norm == 1,
+        return new GatedDeltaNetConfig(node, rule, scale == 0f ? null : scale, gate, lowerBound, betaActivation == "sigmoid", l2Norm == 1, l2NormEpsilon,
             chunk is long c ? (int)Math.Min(c, int.MaxValue) : null, (int)capacity, packed);
     }
 

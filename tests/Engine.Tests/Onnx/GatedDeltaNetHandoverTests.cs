@@ -51,6 +51,10 @@ public sealed class GatedDeltaNetHandoverTests
             // With the sigmoid (kda) gate ORT's kernel normalizes with KDA's epsilon, 1e-6, on both rule families.
             new() { Spec = new() { UpdateRule = "gated", DecayGateActivation = "sigmoid", QkL2Norm = true }, QkStd = 1e-3, Label = "tiny rows" },
             new() { Spec = new() { DecayGateActivation = "kda", DecayPerKey = true, QkL2Norm = true, BetaSigmoid = true }, QkStd = 1e-3, Label = "tiny rows" },
+            // Under a rule with no decay ORT's kernel ignores gate_activation, a_log and dt_bias, but not the epsilon it implies.
+            new() { Spec = new() { UpdateRule = "delta", DecayGateActivation = "softplus" } },
+            new() { Spec = new() { UpdateRule = "delta", DecayGateActivation = "kda", QkL2Norm = true }, QkStd = 1e-3, Label = "tiny rows" },
+            new() { Spec = new() { UpdateRule = "linear", DecayGateActivation = "sigmoid", QkL2Norm = true }, QkStd = 1e-3, Label = "tiny rows" },
             // Decode (one token per request), a prompt not a multiple of the chunk (chunk_size hints 16, 64, none), longer heads.
             new() { Lengths = [1, 1, 1] },
             new() { Spec = new() { ChunkSize = 16, Layout = GatedDeltaNetLayout.Batched }, Lengths = [100] },
@@ -293,7 +297,6 @@ public sealed class GatedDeltaNetHandoverTests
             (new() { GateLowerBound = -0f }, "gate_lower_bound must be finite and negative (the gate is a log decay), got -0"),
             (new() { DecayGateActivation = "kda", GateLowerBound = 1f }, "gate_lower_bound must be finite and negative (the gate is a log decay), got 1"),
             (new() { DecayGateActivation = "tanh" }, "gate_activation must be one of none, softplus (qwen), sigmoid (kda), got 'tanh'"),
-            (new() { UpdateRule = "delta", DecayGateActivation = "softplus" }, "gate_activation softplus needs a decay (update_rule gated or gated_delta)"),
             (new() { QHeads = 4, ValueHeads = 2 }, "value heads (2) must be a multiple of the query/key heads (4); more query heads than value heads is refused"),
             (new() { QHeads = 2, ValueHeads = 3 }, "value heads (3) must be a multiple of the query/key heads (2)"),
         ];
