@@ -224,9 +224,12 @@ public sealed class ModelSession : IDisposable
     /// Runs the model as <see cref="Run(IReadOnlyDictionary{string, TensorData}, IReadOnlyCollection{string}?)"/> does and
     /// hands each requested output (all by default), in order, to <paramref name="read"/> in ORT's own memory: no copy
     /// of an output of any size up to 2 GiB, what one span holds (e.g. written to a file straight from there). A larger
-    /// output is a <see cref="NotSupportedException"/> naming it.
+    /// output is a <see cref="NotSupportedException"/> naming it. <paramref name="check"/>, when given, sees every output the
+    /// same way before <paramref name="read"/> sees any: what it throws leaves every output unread (e.g. no file written
+    /// when one output is refused).
     /// </summary>
-    public void Run(IReadOnlyDictionary<string, TensorData> inputs, OutputReader read, IReadOnlyCollection<string>? outputs = null)
+    public void Run(IReadOnlyDictionary<string, TensorData> inputs, OutputReader read, IReadOnlyCollection<string>? outputs = null,
+        OutputReader? check = null)
     {
         ArgumentNullException.ThrowIfNull(inputs);
         ArgumentNullException.ThrowIfNull(read);
@@ -246,19 +249,26 @@ public sealed class ModelSession : IDisposable
         }
         using (results)
         {
-            int i = 0;
-            foreach (var result in results)
-            {
-                var info = result.GetTensorTypeAndShape();
-                string name = wanted[i++];
-                var type = (TensorElementType)info.ElementDataType;
-                // The reader takes a span, which holds at most 2 GiB; the package's own would wrap past 4 GiB, not throw.
-                long bytes = info.ElementCount * TensorData.ElementSize(type);
-                if (bytes > OrtValueMemory.MaxSpanBytes)
-                    throw new NotSupportedException($"{Model.DisplayName}: output '{name}' ({type} {TensorData.Format(info.Shape)}) is {bytes} bytes; " +
-                        $"a run hands each output on as one span, which holds at most {OrtValueMemory.MaxSpanBytes} bytes");
-                read(name, type, info.Shape, result.GetTensorDataAsSpan<byte>());
-            }
+            if (check is not null) HandOn(results, wanted, check);
+            HandOn(results, wanted, read);
+        }
+    }
+
+    /// <summary>Each of a run's outputs to <paramref name="reader"/>, in ORT's memory.</summary>
+    private void HandOn(IReadOnlyCollection<OrtValue> results, string[] wanted, OutputReader reader)
+    {
+        int i = 0;
+        foreach (var result in results)
+        {
+            var info = result.GetTensorTypeAndShape();
+            string name = wanted[i++];
+            var type = (TensorElementType)info.ElementDataType;
+            // The reader takes a span, which holds at most 2 GiB; the package's own would wrap past 4 GiB, not throw.
+            long bytes = info.ElementCount * TensorData.ElementSize(type);
+            if (bytes > OrtValueMemory.MaxSpanBytes)
+                throw new NotSupportedException($"{Model.DisplayName}: output '{name}' ({type} {TensorData.Format(info.Shape)}) is {bytes} bytes; " +
+                    $"a run hands each output on as one span, which holds at most {OrtValueMemory.MaxSpanBytes} bytes");
+            reader(name, type, info.Shape, result.GetTensorDataAsSpan<byte>());
         }
     }
 

@@ -41,6 +41,24 @@ public sealed class OutputFileTests : CliFixture
         Assert.That(File.Exists(Path.Combine(PathOf("out"), "x.npy")), Is.False);
     }
 
+    /// <summary>Every output is checked before any is written: the finite output before the refused one was left in the folder.</summary>
+    [Test]
+    public void RunWritesNoOutputWhenALaterOneIsNotFinite()
+    {
+        string model = SaveModel("two.onnx", builder =>
+        {
+            builder.Input("x", DataType.Float, 2, 3);
+            builder.Input("y", DataType.Float, 2, 3);
+            builder.Output("x", DataType.Float, 2, 3);
+            builder.Output("y", DataType.Float, 2, 3);
+        });
+        string x = Save("x.npy", NpyArray.From(Values, [2, 3]));
+        string y = Save("y.npy", NpyArray.From([1f, 2f, float.NaN, 4f, 5f, 6f], [2, 3]));
+        AssertOneLineError(Engine("run", model, "--input", $"x={x}", "--input", $"y={y}", "--output-dir", PathOf("out")), 1,
+            "output 'y': 1 of its values are NaN or infinite (the first at flat index 2)");
+        Assert.That(System.IO.Directory.GetFiles(PathOf("out")), Is.Empty, "files written");
+    }
+
     [Test]
     public void RunRefusesAnInputFileReachedThroughASymbolicLink()
     {

@@ -107,9 +107,8 @@ internal sealed class RunModelCommand : EngineCommand
             files.Time(() => session.Run(inputs, (name, type, shape, bytes) =>
             {
                 var values = ModelInputs.NpyBytes(type, bytes, name, out var npyType);
-                RequireFinite(name, npyType, values);
                 files.Write(name, outputPaths[name], npyType, shape, values);
-            }));
+            }, check: (name, type, shape, bytes) => RequireFinite(name, ModelInputs.NpyBytes(type, bytes, name, out var npyType), npyType)));
             step.Finish();
         });
         // Report puts the device in parentheses: ONNX Runtime alone is named without its own.
@@ -120,9 +119,9 @@ internal sealed class RunModelCommand : EngineCommand
 
     /// <summary>
     /// A float output holds no NaN or infinity: ONNX Runtime's own nodes pass on what they make of inputs they overflow on
-    /// (the engine's refuse them), and a file of NaNs is no result. The outputs before it stay written.
+    /// (the engine's refuse them), and a file of NaNs is no result. Every output is checked before any is written.
     /// </summary>
-    private static void RequireFinite(string name, NpyType type, ReadOnlySpan<byte> bytes)
+    private static void RequireFinite(string name, ReadOnlySpan<byte> bytes, NpyType type)
     {
         (long count, long first) = type switch
         {
