@@ -32,6 +32,13 @@ public sealed class BadInputTests : CliFixture
             $"{option} applies to --mode chunked: the recurrent form runs token by token");
     }
 
+    /// <summary>LSSL's chunk length given with a mode that has no chunks (the recurrence, the convolution) was ignored.</summary>
+    [TestCase("recurrent")]
+    [TestCase("conv")]
+    public void AnLsslChunkLengthWithAModeWithoutChunksIsRefused(string mode) =>
+        AssertOneLineError(Engine("op", "lssl", "--u", "u.npy", "--A", "A.npy", "--B", "B.npy", "--C", "C.npy", "--D", "D.npy", "--dt", "dt.npy",
+            "--y", "y.npy", "--mode", mode, "--chunk", "16"), 2, $"--chunk applies to --mode scan or auto: the {mode} mode has no chunks");
+
     /// <summary>A folder the command cannot make is named with the option that gave it.</summary>
     [TestCase("inputs", "--out-dir")]
     [TestCase("lssl-init", "--out-dir")]

@@ -72,6 +72,9 @@ internal sealed class LsslOpCommand : EngineCommand
 
     protected override int Run(ParseResult args, CliContext context)
     {
+        // The chunk length is the scan's (and auto's cost rule's): the recurrence and the convolution have none, and would ignore it.
+        if (args.GetValue(_mode) is LsslMode.Recurrent or LsslMode.Conv && Opt.Given(args, _chunk))
+            throw new UsageException($"{_chunk.Name} applies to --mode scan or auto: the {Opt.Kebab(args.GetValue(_mode))} mode has no chunks");
         var options = new LsslOptions
         {
             Discretization = _method.Discretization(args),
