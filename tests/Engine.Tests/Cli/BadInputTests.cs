@@ -32,6 +32,15 @@ public sealed class BadInputTests : CliFixture
             $"{option} applies to --mode chunked: the recurrent form runs token by token");
     }
 
+    /// <summary>A bench's chunk size given with the recurrent form only, which has no chunks, was ignored (and printed in the label).</summary>
+    [TestCase("gla", "--chunk")]
+    [TestCase("delta", "--chunk")]
+    [TestCase("gated-delta", "--chunk")]
+    [TestCase("lightning", "--block")]
+    public void ABenchChunkSizeWithTheRecurrentFormIsRefused(string op, string option) =>
+        AssertOneLineError(Engine("bench", op, "--T", "16", "--H", "1", "--K", "16", "--V", "16", "--best-of", "1", "--mode", "recurrent", option, "32"), 2,
+            $"{option} applies to --mode chunked or both: the recurrent form runs token by token");
+
     /// <summary>LSSL's chunk length given with a mode that has no chunks (the recurrence, the convolution) was ignored.</summary>
     [TestCase("recurrent")]
     [TestCase("conv")]

@@ -53,6 +53,16 @@ internal sealed record AttentionBench(int[] Tokens, BenchShape Shape, AttentionM
         the ratio of their time to the engine's (otherwise a note says why they were left out).
         """;
 
+    /// <summary>
+    /// A chunk (or block) size given with --mode recurrent, which runs token by token: refused, not ignored (with --mode both
+    /// it sizes the chunked form's chunks).
+    /// </summary>
+    public static void RequireChunked(ParseResult args, AttentionBenchOptions options, Option<int> chunk)
+    {
+        if (args.GetValue(options.Mode) == "recurrent" && Opt.Given(args, chunk))
+            throw new UsageException($"{chunk.Name} applies to --mode chunked or both: the recurrent form runs token by token");
+    }
+
     public static AttentionBench Parse(ParseResult args, AttentionBenchOptions options)
     {
         var tokens = args.GetValue(options.Bench.T)!;

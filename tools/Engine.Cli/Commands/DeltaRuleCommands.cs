@@ -75,6 +75,7 @@ internal sealed class DeltaRuleBenchCommand : EngineCommand
 
     protected override int Run(ParseResult args, CliContext context)
     {
+        AttentionBench.RequireChunked(args, _bench, _chunk);
         var bench = AttentionBench.Parse(args, _bench);
         int chunk = args.GetValue(_chunk);
         var gate = _gate is null ? GateKind.None : args.GetValue(_gate);

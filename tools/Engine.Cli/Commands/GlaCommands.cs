@@ -63,6 +63,7 @@ internal sealed class GlaBenchCommand : EngineCommand
 
     protected override int Run(ParseResult args, CliContext context)
     {
+        AttentionBench.RequireChunked(args, _bench, _chunk);
         var bench = AttentionBench.Parse(args, _bench);
         var gate = args.GetValue(_gate);
         int chunk = args.GetValue(_chunk);

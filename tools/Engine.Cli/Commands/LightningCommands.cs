@@ -73,6 +73,7 @@ internal sealed class LightningBenchCommand : EngineCommand
 
     protected override int Run(ParseResult args, CliContext context)
     {
+        AttentionBench.RequireChunked(args, _bench, _block);
         var bench = AttentionBench.Parse(args, _bench);
         int block = args.GetValue(_block);
         var s = bench.Shape;
