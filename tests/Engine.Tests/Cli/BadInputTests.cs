@@ -32,6 +32,16 @@ public sealed class BadInputTests : CliFixture
             $"{option} applies to --mode chunked: the recurrent form runs token by token");
     }
 
+    /// <summary>
+    /// A round count far past any useful one: --repeats 2000000000 allocated 16 GB for the times after the warm-up (out of
+    /// memory without naming the option), and --rounds ran for years.
+    /// </summary>
+    [TestCase("gla", "--repeats", "2000000000", "--repeats must be <= 1000000, got 2000000000")]
+    [TestCase("lssl", "--best-of", "1000001", "--best-of must be <= 1000000, got 1000001")]
+    [TestCase("peak", "--rounds", "2000000000", "--rounds must be <= 1000, got 2000000000")]
+    public void ARoundCountFarPastAnyUsefulOneIsRefused(string op, string option, string value, string message) =>
+        AssertOneLineError(Engine(["bench", op, .. op == "peak" ? Array.Empty<string>() : ["--T", "16", "--H", "1"], option, value]), 2, message);
+
     /// <summary>A bench's chunk size given with the recurrent form only, which has no chunks, was ignored (and printed in the label).</summary>
     [TestCase("gla", "--chunk")]
     [TestCase("delta", "--chunk")]

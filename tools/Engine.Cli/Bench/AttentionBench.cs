@@ -10,8 +10,14 @@ namespace Engine.Cli;
 internal sealed class BenchOptions(int tokens, int repeats)
 {
     public Option<int[]> T { get; } = Opt.TimedLengths("--T", tokens, "sequence length, or a comma-separated list (e.g. 2048,8192,32768) to show how time grows with T");
-    public Option<int?> Repeats { get; } = Opt.OptionalInt("--repeats", $"median of N runs after a one-second warm-up (default {repeats})", min: 1);
-    public Option<int?> BestOf { get; } = Opt.OptionalInt("--best-of", "best of N rounds, every configuration once per round in turn (steadier on a noisy machine)", min: 1);
+    /// <summary>
+    /// The most --repeats and --best-of take: each timed call's time is held until the median is taken (and on the GPU each
+    /// is profiled once more), so a count far past any useful one (a typo) would allocate gigabytes and time for days.
+    /// </summary>
+    public const int MaxRounds = 1_000_000;
+
+    public Option<int?> Repeats { get; } = Opt.OptionalInt("--repeats", $"median of N runs after a one-second warm-up, 1..{MaxRounds} (default {repeats})", min: 1, max: MaxRounds);
+    public Option<int?> BestOf { get; } = Opt.OptionalInt("--best-of", $"best of N rounds, every configuration once per round in turn (steadier on a noisy machine), 1..{MaxRounds}", min: 1, max: MaxRounds);
     public DeviceOptions Device { get; } = new();
     public Option<bool> Json { get; } = Opt.Json();
     public Option<string> Plot { get; } = Opt.Text("--plot", "draw the results against T into an .svg or .png file", "FILE.svg|FILE.png");

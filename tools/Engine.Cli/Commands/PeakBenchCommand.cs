@@ -8,7 +8,10 @@ namespace Engine.Cli.Commands;
 internal sealed class PeakBenchCommand : EngineCommand
 {
     private readonly Option<int?> _threads = Opt.Threads();
-    private readonly Option<int> _rounds = Opt.Int("--rounds", 5, "rounds (the best is kept)", min: 1);
+    /// <summary>The most --rounds takes: a round lasts about 0.4 s (one thread, then all), so 1000 take some 7 minutes.</summary>
+    public const int MaxRounds = 1000;
+
+    private readonly Option<int> _rounds = Opt.Int("--rounds", 5, $"rounds (the best is kept), 1..{MaxRounds}", min: 1, max: MaxRounds);
     private readonly Option<bool> _json = Opt.Json();
 
     public PeakBenchCommand() : base("peak", "measure the fp32 FMA peak (FMA chains at the machine's vector width on all cores)",
