@@ -42,6 +42,13 @@ public sealed class BadInputTests : CliFixture
     public void ARoundCountFarPastAnyUsefulOneIsRefused(string op, string option, string value, string message) =>
         AssertOneLineError(Engine(["bench", op, .. op == "peak" ? Array.Empty<string>() : ["--T", "16", "--H", "1"], option, value]), 2, message);
 
+    /// <summary>A head dim past the delta-rule kernels' limit was refused naming the op's tensor (q, v), not the option.</summary>
+    [TestCase("delta", "--K")]
+    [TestCase("gated-delta", "--V")]
+    public void ADeltaRuleBenchHeadDimPastTheKernelsLimitNamesTheOption(string op, string option) =>
+        AssertOneLineError(Engine("bench", op, "--T", "16", "--H", "1", "--K", option == "--K" ? "300" : "16", "--V", option == "--V" ? "300" : "16", "--best-of", "1"), 2,
+            $"{option} must be <= 256 (the delta-rule kernels' limit), got 300");
+
     /// <summary>A bench's chunk size given with the recurrent form only, which has no chunks, was ignored (and printed in the label).</summary>
     [TestCase("gla", "--chunk")]
     [TestCase("delta", "--chunk")]

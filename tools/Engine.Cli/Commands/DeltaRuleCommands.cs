@@ -76,6 +76,10 @@ internal sealed class DeltaRuleBenchCommand : EngineCommand
     protected override int Run(ParseResult args, CliContext context)
     {
         AttentionBench.RequireChunked(args, _bench, _chunk);
+        // The kernels' head-dim limits, named by the options that set them: the op's refusal names its tensors (q, v).
+        foreach (var (option, limit) in new[] { (_bench.K, DeltaRuleConfig.MaxKeyDim), (_bench.V, DeltaRuleConfig.MaxValueDim) })
+            if (args.GetValue(option) > limit)
+                throw new UsageException($"{option.Name} must be <= {limit} (the delta-rule kernels' limit), got {args.GetValue(option)}");
         var bench = AttentionBench.Parse(args, _bench);
         int chunk = args.GetValue(_chunk);
         var gate = _gate is null ? GateKind.None : args.GetValue(_gate);
