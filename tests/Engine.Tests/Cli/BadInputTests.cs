@@ -49,6 +49,12 @@ public sealed class BadInputTests : CliFixture
         AssertOneLineError(Engine("bench", op, "--T", "16", "--H", "1", "--K", option == "--K" ? "300" : "16", "--V", option == "--V" ? "300" : "16", "--best-of", "1"), 2,
             $"{option} must be <= 256 (the delta-rule kernels' limit), got 300");
 
+    /// <summary>Slopes given both ways were refused as bad input (exit code 1) after the files were read, naming "layer/layers".</summary>
+    [Test]
+    public void LightningSlopesAndTheLayerScheduleTogetherAreAUsageError() =>
+        AssertOneLineError(Engine("op", "lightning", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "--o", "o.npy", "--slopes", "s.npy", "--layer", "1", "--layers", "4"), 2,
+            "--slopes and --layer/--layers are two ways to give the slopes: give one");
+
     /// <summary>A bench's chunk size given with the recurrent form only, which has no chunks, was ignored (and printed in the label).</summary>
     [TestCase("gla", "--chunk")]
     [TestCase("delta", "--chunk")]

@@ -30,6 +30,8 @@ internal sealed class LightningOpCommand : EngineCommand
         var (layer, layers) = (args.GetValue(_layer), args.GetValue(_layers));
         if (layer.HasValue != layers.HasValue)
             throw new UsageException("--layer and --layers go together: give both or neither");
+        if (layer.HasValue && Opt.Given(args, _slopes))
+            throw new UsageException("--slopes and --layer/--layers are two ways to give the slopes: give one");
         // Checked here, as the options are named: the library's refusals name its own parameters and exit as bad input.
         if (layers < 2) throw new UsageException($"--layers must be >= 2 for the per-layer slope schedule, got {layers}");
         if (layer < 0 || layer >= layers) throw new UsageException($"--layer must be in [0, {layers - 1}] (--layers {layers}), got {layer}");
