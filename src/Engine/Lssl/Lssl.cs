@@ -328,6 +328,8 @@ public sealed class LsslLayer : IDisposable
         string expected = $"[{n}, {n}] (N, N) shared, [{h}, {n}, {n}] (H, N, N) per channel, or [{h}, {n}] (H, N) diagonal";
         if (requested is { } form)
         {
+            if (!Enum.IsDefined(form))
+                throw new ArgumentException($"options: StateMatrix must be one of {string.Join(", ", Enum.GetNames<LsslStateMatrix>())}, got {(int)form}", "options");
             switch (form)
             {
                 case LsslStateMatrix.DenseShared: TensorArgs.RequireShape(a, "A", "(N, N) shared", n, n); break;

@@ -354,6 +354,18 @@ public sealed class LsslTests
     }
 
     [Test]
+    public void UndefinedStateMatrixFormIsRejected()
+    {
+        // An undefined form reached the kernels as "dense" with a diagonal-sized A: an IndexOutOfRangeException for N > 1,
+        // a silently run layer for N = 1.
+        foreach (int n in new[] { 1, 4 })
+        {
+            var p = LsslProblem.Make(2, n, LsslStateMatrix.Diagonal, seed: 1);
+            Rejects(() => Layer(p, options: new LsslOptions { StateMatrix = (LsslStateMatrix)5 }), "options", "StateMatrix");
+        }
+    }
+
+    [Test]
     public void SingularDiscretizationIsRejected()
     {
         // Backward Euler with A = I/Δ makes I − ΔA = 0.
