@@ -52,6 +52,8 @@ public static class Lssl
     public static LsslParameters Parameters(LsslInitKind kind, int channels, int stateSize, int seed, double dtMin = 1e-3, double dtMax = 1e-1)
     {
         if (channels < 1) throw new ArgumentOutOfRangeException(nameof(channels), channels, "channels H must be >= 1");
+        if (!Enum.IsDefined(kind))
+            throw new ArgumentOutOfRangeException(nameof(kind), kind, $"kind must be one of {string.Join(", ", Enum.GetNames<LsslInitKind>())}");
         Tensor<float> a, b;
         switch (kind)
         {

@@ -354,6 +354,14 @@ public sealed class LsslTests
     }
 
     [Test]
+    public void UndefinedInitKindIsRejected()
+    {
+        // It made S4D-real's diagonal A [H, N] labelled DenseShared: with H = N the layer ran it as a dense [N, N] A.
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Engine.Lssl.Parameters((LsslInitKind)7, 4, 4, seed: 1));
+        Assert.That(e!.ParamName, Is.EqualTo("kind"));
+    }
+
+    [Test]
     public void UndefinedStateMatrixFormIsRejected()
     {
         // An undefined form reached the kernels as "dense" with a diagonal-sized A: an IndexOutOfRangeException for N > 1,
