@@ -330,7 +330,10 @@ public sealed unsafe class LsslCpu : IDisposable
                 for (int i = 0; i < np; i += 16)
                 {
                     var xv = Vector512.Load(x + i);
-                    var r = Vector512.FusedMultiplyAdd(Vector512.Load(p + i), xv, add == null ? xv : xv + Vector512.Load(add + i));
+                    // Ā^Q x first, then the chunk's input: x + Z rounded first would lose a small Z against a large x
+                    // that (Ā^Q − I) x then cancels (a decayed Ā^Q).
+                    var r = Vector512.FusedMultiplyAdd(Vector512.Load(p + i), xv, xv);
+                    if (add != null) r += Vector512.Load(add + i);
                     r.Store(next + i);
                 }
             }
@@ -359,7 +362,8 @@ public sealed unsafe class LsslCpu : IDisposable
                 for (int i = 0; i < np; i += 16)
                 {
                     var xv = Vector512.Load(x + i);
-                    var r = Vector512.FusedMultiplyAdd(Vector512.Load(amI + i), xv, Vector512.FusedMultiplyAdd(Vector512.Load(bbar + i), uv, xv));
+                    // Ā x first, then B̄ u (see Carry).
+                    var r = Vector512.FusedMultiplyAdd(Vector512.Load(bbar + i), uv, Vector512.FusedMultiplyAdd(Vector512.Load(amI + i), xv, xv));
                     r.Store(x + i);
                     acc = Vector512.FusedMultiplyAdd(Vector512.Load(c + i), r, acc);
                 }
@@ -379,7 +383,7 @@ public sealed unsafe class LsslCpu : IDisposable
     }
 
     /// <summary>
-    /// dst = x + scale·add + Mᵀᵀ x for a transposed [Np × Np] table mT (row k scales with x[k]); add may be null.
+    /// dst = (x + Mᵀᵀ x) + scale·add (the added term last) for a transposed [Np × Np] table mT (row k scales with x[k]); add may be null.
     /// Output in blocks of four vectors with two accumulator sets for even and odd k, so the FMA chains
     /// are short enough to keep both FMA ports busy.
     /// </summary>
@@ -399,13 +403,6 @@ public sealed unsafe class LsslCpu : IDisposable
         {
             var e0 = TV.Load(x + i0); var e1 = TV.Load(x + i0 + w);
             var e2 = TV.Load(x + i0 + 2 * w); var e3 = TV.Load(x + i0 + 3 * w);
-            if (add != null)
-            {
-                e0 = TV.Fma(sv, TV.Load(add + i0), e0);
-                e1 = TV.Fma(sv, TV.Load(add + i0 + w), e1);
-                e2 = TV.Fma(sv, TV.Load(add + i0 + 2 * w), e2);
-                e3 = TV.Fma(sv, TV.Load(add + i0 + 3 * w), e3);
-            }
             TV o0 = TV.Zero, o1 = TV.Zero, o2 = TV.Zero, o3 = TV.Zero;
             float* row = mT + i0;
             int k = 0;
@@ -431,13 +428,21 @@ public sealed unsafe class LsslCpu : IDisposable
                 e2 = TV.Fma(xa, TV.Load(row + 2 * w), e2);
                 e3 = TV.Fma(xa, TV.Load(row + 3 * w), e3);
             }
-            (e0 + o0).Store(dst + i0); (e1 + o1).Store(dst + i0 + w);
-            (e2 + o2).Store(dst + i0 + 2 * w); (e3 + o3).Store(dst + i0 + 3 * w);
+            e0 += o0; e1 += o1; e2 += o2; e3 += o3;
+            // The added term last: x + add rounded first would lose a small add against a large x that M x then cancels.
+            if (add != null)
+            {
+                e0 = TV.Fma(sv, TV.Load(add + i0), e0);
+                e1 = TV.Fma(sv, TV.Load(add + i0 + w), e1);
+                e2 = TV.Fma(sv, TV.Load(add + i0 + 2 * w), e2);
+                e3 = TV.Fma(sv, TV.Load(add + i0 + 3 * w), e3);
+            }
+            e0.Store(dst + i0); e1.Store(dst + i0 + w);
+            e2.Store(dst + i0 + 2 * w); e3.Store(dst + i0 + 3 * w);
         }
         for (; i0 < np; i0 += w)
         {
             var e = TV.Load(x + i0);
-            if (add != null) e = TV.Fma(sv, TV.Load(add + i0), e);
             var o = TV.Zero;
             float* row = mT + i0;
             int k = 0;
@@ -447,7 +452,9 @@ public sealed unsafe class LsslCpu : IDisposable
                 o = TV.Fma(TV.Broadcast(x[k + 1]), TV.Load(row + np), o);
             }
             if (k < n) e = TV.Fma(TV.Broadcast(x[k]), TV.Load(row), e);
-            (e + o).Store(dst + i0);
+            e += o;
+            if (add != null) e = TV.Fma(sv, TV.Load(add + i0), e);
+            e.Store(dst + i0);
         }
     }
 

@@ -124,7 +124,8 @@ public static class LsslGpuKernels
             for (int i = tid; i < s.N; i += g)
             {
                 float xi = states[xc + i];
-                float acc = xi + args.Bbar[rowBase + i] * ut;
+                // Ā x first, then B̄ u: x + B̄ u rounded first would lose a small B̄ u against a large x that (Ā − I) x then cancels.
+                float acc = xi;
                 if (s.Diagonal)
                 {
                     acc += args.AbarMinusIT[rowBase + i] * xi;
@@ -133,6 +134,7 @@ public static class LsslGpuKernels
                 {
                     for (int k = 0; k < s.N; k++) acc += args.AbarMinusIT[matrixBase + (long)k * s.Np + i] * states[xc + k];
                 }
+                acc += args.Bbar[rowBase + i] * ut;
                 states[xn + i] = acc;
                 partial += args.C[rowBase + i] * acc;
             }
@@ -173,7 +175,8 @@ public static class LsslGpuKernels
             {
                 float xi = states[xc + i];
                 args.Xprev[at + i] = xi;
-                float acc = args.UseZ ? xi + args.Z[at + i] : xi;
+                // Ā^Q x first, then Z (see Recurrent).
+                float acc = xi;
                 if (s.Diagonal)
                 {
                     acc += args.ChunkPowMinusIT[rowBase + i] * xi;
@@ -182,6 +185,7 @@ public static class LsslGpuKernels
                 {
                     for (int k = 0; k < s.N; k++) acc += args.ChunkPowMinusIT[matrixBase + (long)k * s.Np + i] * states[xc + k];
                 }
+                if (args.UseZ) acc += args.Z[at + i];
                 states[xn + i] = acc;
             }
             Group.Barrier();

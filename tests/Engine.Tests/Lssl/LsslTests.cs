@@ -544,6 +544,40 @@ public sealed class LsslTests
         }
     }
 
+    [TestCase(TestBackend.Cpu)]
+    [TestCase(TestBackend.GpuOnCpuAccelerator)]
+    public void SmallInputTermSurvivesAStateThatDecaysAway(TestBackend backend)
+    {
+        // A large initial state that Ā (dt = 16: ā = e^-32) or Ā^Q (dt = 1, Q = 16: e^-32) all but erases, and a small B̄ u:
+        // x + B̄ u (or x + Z) rounded before the (Ā − I) x that cancels x lost B̄ u to fp32's rounding of x (4.6% of the final state).
+        var device = TestDevices.Get(backend);
+        foreach (var form in new[] { LsslStateMatrix.Diagonal, LsslStateMatrix.DenseShared })
+        {
+            foreach (var (dt, length) in new[] { (16f, 3), (1f, 16), (1f, 40) })
+            {
+                using var layer = new LsslLayer(new ReadOnlyTensorSpan<float>([-2f], [1, 1]),
+                    new ReadOnlyTensorSpan<float>([1e-6f], form == LsslStateMatrix.Diagonal ? [1, 1] : [1]), new ReadOnlyTensorSpan<float>([1f], [1, 1]),
+                    new ReadOnlyTensorSpan<float>([0f], [1]), new ReadOnlyTensorSpan<float>([dt], [1]),
+                    new LsslOptions { StateMatrix = form, Discretization = LsslDiscretization.ZeroOrderHold, ChunkLength = 16 });
+                using var system = new LsslSystem(new LsslConfig(1, 1, form, 16), LsslDiscretization.ZeroOrderHold, [-2.0], [1e-6f], [1.0], [0.0], [dt],
+                    ThreadPoolScheduler.CallingThread);
+                var u = Enumerable.Repeat(1f, length).ToArray();
+                var expectedY = new double[length];
+                var expectedState = new double[] { 1.0 };
+                LsslReference.Forward(system, 1, length, u, expectedY, expectedState);
+                foreach (var mode in new[] { LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv })
+                {
+                    var y = Numerics.NaNs(length);
+                    var state = Numerics.NaNs(1);
+                    layer.Forward<float>(device, new ReadOnlyTensorSpan<float>(u, [1, length, 1]), new TensorSpan<float>(y, [1, length, 1]),
+                        new ReadOnlyTensorSpan<float>([1f], [1, 1, 1]), new TensorSpan<float>(state, [1, 1, 1]), mode);
+                    Assert.That(Numerics.RelativeRms(y, expectedY), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{form} dt {dt} L {length} {mode}: y");
+                    Assert.That(Numerics.RelativeRms(state, expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{form} dt {dt} L {length} {mode}: state");
+                }
+            }
+        }
+    }
+
     [Test]
     public void LegSLayerAtLength16384StaysFiniteAndMatches()
     {
