@@ -152,6 +152,13 @@ public sealed class BadInputTests : CliFixture
         AssertOneLineError(Engine("@" + PathOf("self.rsp")), 2, $"response file '{PathOf("self.rsp")}' names another response file ('@{PathOf("self.rsp")}'): response files do not nest");
     }
 
+    /// <summary>--threads with the reference backend was ignored (its report says one thread).</summary>
+    [TestCase("bench", "gla")]
+    [TestCase("bench", "lssl")]
+    public void ThreadsWithTheReferenceBackendAreAUsageError(string command, string op) =>
+        AssertOneLineError(Engine(command, op, "--T", "16", "--backend", "reference", "--threads", "2"), 2,
+            "--threads applies to --backend cpu and gpu: the reference runs on one thread");
+
     [Test]
     public void AnOptionAfterTheEndOfOptionsIsAnArgument() =>
         AssertOneLineError(Engine("op", "gla", "--", "--q"), 2, "unexpected argument '--q' (after --, every word is an argument)");

@@ -19,13 +19,18 @@ internal sealed class DeviceOptions
     /// a tensor-core precision is asked for: ILGPU's CPU accelerator, where there is no CUDA, then runs in CUDA's geometry
     /// (groups of 128 in warps of 32), which the emulated products need.
     /// </param>
-    public EngineDevice Create(ParseResult args, bool tensorCores = false) =>
-        EngineDevice.Create(args.GetValue(Backend), new EngineDeviceOptions
+    public EngineDevice Create(ParseResult args, bool tensorCores = false)
+    {
+        // Refused, not ignored: the reference's float64 loops run on the calling thread.
+        if (args.GetValue(Backend) == Engine.Backend.Reference && Opt.Given(args, Threads))
+            throw new UsageException("--threads applies to --backend cpu and gpu: the reference runs on one thread");
+        return EngineDevice.Create(args.GetValue(Backend), new EngineDeviceOptions
         {
             CpuThreads = args.GetValue(Threads),
             CpuAcceleratorGroupSize = tensorCores ? 128 : 16,
             CpuAcceleratorWarpSize = tensorCores ? 32 : 4,
         });
+    }
 }
 
 /// <summary>How the op and model commands print what they wrote.</summary>
