@@ -159,6 +159,13 @@ public sealed class BadInputTests : CliFixture
         AssertOneLineError(Engine(command, op, "--T", "16", "--backend", "reference", "--threads", "2"), 2,
             "--threads applies to --backend cpu and gpu: the reference runs on one thread");
 
+    /// <summary>inputs wrote delta-rule files with head dims the kernels then refused in `op`.</summary>
+    [TestCase("delta", "--K")]
+    [TestCase("gated-delta", "--V")]
+    public void InputsRefuseDeltaRuleHeadDimsTheKernelsDoNotTake(string op, string option) =>
+        AssertOneLineError(Engine("inputs", op, "--T", "4", option, "300", "--out-dir", Directory), 2,
+            $"{option} must be <= 256 (the delta-rule kernels' limit), got 300");
+
     [Test]
     public void AnOptionAfterTheEndOfOptionsIsAnArgument() =>
         AssertOneLineError(Engine("op", "gla", "--", "--q"), 2, "unexpected argument '--q' (after --, every word is an argument)");

@@ -73,13 +73,21 @@ internal sealed class DeltaRuleBenchCommand : EngineCommand
         foreach (var option in _bench.All.Concat([_chunk, .. _gate is null ? Array.Empty<Option>() : [_gate]])) Add(option);
     }
 
+    /// <summary>
+    /// The kernels' head-dim limits, named by the options that set them (the op's own refusal names its tensors, q and v):
+    /// for `bench`, and for `inputs`, whose files `op` would then refuse.
+    /// </summary>
+    public static void RequireHeadDims(ParseResult args, Option<int> k, Option<int> v)
+    {
+        foreach (var (option, limit) in new[] { (k, DeltaRuleConfig.MaxKeyDim), (v, DeltaRuleConfig.MaxValueDim) })
+            if (args.GetValue(option) > limit)
+                throw new UsageException($"{option.Name} must be <= {limit} (the delta-rule kernels' limit), got {args.GetValue(option)}");
+    }
+
     protected override int Run(ParseResult args, CliContext context)
     {
         AttentionBench.RequireChunked(args, _bench, _chunk);
-        // The kernels' head-dim limits, named by the options that set them: the op's refusal names its tensors (q, v).
-        foreach (var (option, limit) in new[] { (_bench.K, DeltaRuleConfig.MaxKeyDim), (_bench.V, DeltaRuleConfig.MaxValueDim) })
-            if (args.GetValue(option) > limit)
-                throw new UsageException($"{option.Name} must be <= {limit} (the delta-rule kernels' limit), got {args.GetValue(option)}");
+        RequireHeadDims(args, _bench.K, _bench.V);
         var bench = AttentionBench.Parse(args, _bench);
         int chunk = args.GetValue(_chunk);
         var gate = _gate is null ? GateKind.None : args.GetValue(_gate);

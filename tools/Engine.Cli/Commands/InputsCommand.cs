@@ -50,6 +50,7 @@ internal sealed class InputsCommand : EngineCommand
     {
         int b = args.GetValue(_b), t = args.GetValue(_t), h = args.GetValue(_h), k = args.GetValue(_k), v = args.GetValue(_v), seed = args.GetValue(_seed);
         var gate = args.GetValue(_gate);
+        if (args.GetValue(_op) is "delta" or "gated-delta") DeltaRuleBenchCommand.RequireHeadDims(args, _k, _v);
         AttentionWorkload work = args.GetValue(_op) switch
         {
             "gla" => new GlaWorkload(b, t, h, k, v, Gate(gate ?? GateKind.PerKey, orNone: true), seed),
