@@ -70,12 +70,7 @@ public sealed class TensorData
         ArgumentNullException.ThrowIfNull(values);
         if (!ElementTypes.TryGetValue(typeof(T), out var type))
             throw new NotSupportedException($"element type {typeof(T).Name} is not supported");
-        long count = 1;
-        foreach (long d in shape)
-        {
-            if (d < 0) throw new ArgumentException($"shape {Format(shape)} has a negative dimension", nameof(shape));
-            count = checked(count * d);
-        }
+        if (!TryCount(shape, out long count)) throw BadShape(shape);
         if (count != values.LongLength)
             throw new ArgumentException($"shape {Format(shape)} holds {count} elements, got {values.LongLength} values", nameof(values));
         return new TensorData(type, (long[])shape.Clone(), values);
@@ -116,21 +111,25 @@ public sealed class TensorData
     /// Whether <see cref="Shape"/> still holds exactly <see cref="ElementCount"/> elements: it is the caller's array, which
     /// may be changed after the tensor was made, and a run must not hand ORT a shape its values do not fill.
     /// </summary>
-    internal bool ShapeHoldsValues
+    internal bool ShapeHoldsValues => TryCount(Shape, out long count) && count == ElementCount;
+
+    /// <summary>The element count of <paramref name="shape"/>; false for a negative dimension or a count past a long.</summary>
+    private static bool TryCount(long[] shape, out long count)
     {
-        get
+        count = 0;
+        if (shape.Any(d => d < 0)) return false;
+        if (shape.Contains(0)) return true;
+        count = 1;
+        foreach (long d in shape)
         {
-            long values = ElementCount;
-            Int128 count = 1;
-            foreach (long d in Shape)
-            {
-                if (d < 0) return false;
-                // Capped past the values: the product of the rest may not overflow; a later zero still makes it 0.
-                count = Int128.Min(count * d, (Int128)values + 1);
-            }
-            return count == values;
+            if (count > long.MaxValue / d) return false;
+            count *= d;
         }
+        return true;
     }
+
+    private static ArgumentException BadShape(long[] shape) =>
+        new($"shape {Format(shape)} has a negative dimension or more elements than a long counts", nameof(shape));
 
     /// <summary>The values as bytes, in memory order.</summary>
     public ReadOnlySpan<byte> Bytes => _values is null ? _memory.Span : MemoryMarshal.CreateReadOnlySpan(
@@ -179,12 +178,7 @@ public sealed class TensorData
     private static long ElementsFor(TensorElementType type, long[] shape, int length)
     {
         ClrTypeOf(type);
-        long count = 1;
-        foreach (long d in shape)
-        {
-            if (d < 0) throw new ArgumentException($"shape {Format(shape)} has a negative dimension", nameof(shape));
-            count = checked(count * d);
-        }
+        if (!TryCount(shape, out long count)) throw BadShape(shape);
         if (count * ElementSize(type) != length)
             throw new ArgumentException($"{type} tensor of shape {Format(shape)} needs {count * ElementSize(type)} bytes, got {length}", "bytes");
         return count;

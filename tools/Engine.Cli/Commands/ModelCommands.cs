@@ -108,7 +108,7 @@ internal sealed class RunModelCommand : EngineCommand
             {
                 var values = ModelInputs.NpyBytes(type, bytes, name, out var npyType);
                 files.Write(name, outputPaths[name], npyType, shape, values);
-            }, check: (name, type, shape, bytes) => RequireFinite(name, ModelInputs.NpyBytes(type, bytes, name, out var npyType), npyType)));
+            }, check: (name, type, _, bytes) => RequireFinite(name, type, bytes)));
             step.Finish();
         });
         // Report puts the device in parentheses: ONNX Runtime alone is named without its own.
@@ -121,13 +121,15 @@ internal sealed class RunModelCommand : EngineCommand
     /// A float output holds no NaN or infinity: ONNX Runtime's own nodes pass on what they make of inputs they overflow on
     /// (the engine's refuse them), and a file of NaNs is no result. Every output is checked before any is written.
     /// </summary>
-    private static void RequireFinite(string name, ReadOnlySpan<byte> bytes, NpyType type)
+    private static void RequireFinite(string name, TensorElementType type, ReadOnlySpan<byte> bytes)
     {
         (long count, long first) = type switch
         {
-            NpyType.Float32 => NonFinite(MemoryMarshal.Cast<byte, float>(bytes), float.IsFinite),
-            NpyType.Float16 => NonFinite(MemoryMarshal.Cast<byte, Half>(bytes), Half.IsFinite),
-            NpyType.Float64 => NonFinite(MemoryMarshal.Cast<byte, double>(bytes), double.IsFinite),
+            TensorElementType.Float => NonFinite(MemoryMarshal.Cast<byte, float>(bytes), float.IsFinite),
+            TensorElementType.Float16 => NonFinite(MemoryMarshal.Cast<byte, Half>(bytes), Half.IsFinite),
+            TensorElementType.Double => NonFinite(MemoryMarshal.Cast<byte, double>(bytes), double.IsFinite),
+            // A bfloat16 is NaN or infinite where its exponent bits are all ones, as a float32's.
+            TensorElementType.BFloat16 => NonFinite(MemoryMarshal.Cast<byte, ushort>(bytes), bits => (bits & 0x7F80) != 0x7F80),
             _ => (0, -1),
         };
         if (count > 0)
