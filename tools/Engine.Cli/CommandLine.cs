@@ -94,10 +94,14 @@ internal static class Opt
         {
             string text = r.Tokens[0].Value;
             var parts = text.Split(',');
-            if (parts.All(p => int.TryParse(p, NumberStyles.None, CultureInfo.InvariantCulture, out int t) && t >= 1))
-                return parts.Select(p => int.Parse(p, NumberStyles.None, CultureInfo.InvariantCulture)).ToArray();
-            r.AddError($"{NameOf(r)} must be an integer >= 1 or a comma-separated list of them (T = 0 times nothing), got '{text}'");
-            return [];
+            var lengths = new int[parts.Length];
+            for (int i = 0; i < parts.Length; i++)
+            {
+                if (TryParseInteger(parts[i], out lengths[i]) && lengths[i] >= 1) continue;
+                r.AddError($"{NameOf(r)} must be an integer >= 1 or a comma-separated list of them (T = 0 times nothing), got '{text}'");
+                return [];
+            }
+            return lengths;
         },
     };
 
@@ -178,10 +182,13 @@ internal static class Opt
 
     private static string NameOf(ArgumentResult r) => ((OptionResult)r.Parent!).Option.Name;
 
+    /// <summary>The one way an integer option is read: an optional sign and digits, whitespace around them allowed.</summary>
+    private static bool TryParseInteger(string text, out int value) => int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out value);
+
     private static int ParseInt(ArgumentResult r, int min, int max)
     {
         string text = r.Tokens[0].Value;
-        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value))
+        if (!TryParseInteger(text, out int value))
             r.AddError($"{NameOf(r)} must be an integer, got '{text}'");
         else if (value < min)
             r.AddError($"{NameOf(r)} must be >= {min}, got {value}");
@@ -193,7 +200,7 @@ internal static class Opt
     private static int ParseOneOf(ArgumentResult r, IReadOnlyList<int> values)
     {
         string text = r.Tokens[0].Value;
-        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) || !values.Contains(value))
+        if (!TryParseInteger(text, out int value) || !values.Contains(value))
             r.AddError($"{NameOf(r)} must be one of {string.Join(", ", values)}, got '{text}'");
         return value;
     }

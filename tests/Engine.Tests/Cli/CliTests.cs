@@ -155,6 +155,7 @@ public sealed class CliTests : CliFixture
         yield return Case("q", NpyBytes(NpyArray.From(new int[4 * 8], [1, 4, 1, 8])), "expected a float array (float32, float16 or float64), got <i4", "Int32 npy where floats are expected");
         yield return Case("cu-seqlens", NpyBytes(NpyArray.From([0L, 1L << 40], [2])), "expected values in the int32 range, got 1099511627776 at index 1", "Int64 cu_seqlens out of int32 range");
         yield return Case("cu-seqlens", NpyBytes(NpyArray.From(Array.Empty<long>(), [0])), "expected --cu-seqlens offsets of rank 1 with at least 2 values (0, ..., T), got shape [0]", "Empty cu_seqlens");
+        yield return Case("cu-seqlens", NpyBytes(NpyArray.From([0f, 4f], [2])), "expected --cu-seqlens offsets of int32 or int64, got <f4", "Float cu_seqlens");
         yield return Case("cu-seqlens", NpyBytes(NpyArray.From([0L, 4L], [1, 2])), "expected --cu-seqlens offsets of rank 1 with at least 2 values (0, ..., T), got shape [1, 2]", "Cu_seqlens of rank 2");
     }
 
@@ -196,6 +197,16 @@ public sealed class CliTests : CliFixture
         Assert.That(code, Is.Zero, stderr);
         using var doc = System.Text.Json.JsonDocument.Parse(stdout);
         Assert.That(doc.RootElement[0].GetProperty("variant").GetString(), Does.EndWith("fp16"));
+    }
+
+    /// <summary>--T reads its lengths as every integer option reads its value: "+32" was refused there and taken by --H.</summary>
+    [Test]
+    public void LengthsAndOtherIntegersAreReadAlike()
+    {
+        var (code, stdout, stderr) = Engine("bench", "lightning", "--T", "+32, 48", "--H", "+1", "--K", "16", "--V", "16", "--repeats", "1", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(stdout);
+        Assert.That(doc.RootElement.EnumerateArray().Select(r => r.GetProperty("T").GetInt32()), Is.EqualTo(new[] { 32, 48 }));
     }
 
     [Test]

@@ -252,6 +252,8 @@ internal sealed class AttentionFiles : OpFiles
         if (Optional(args, option) is not { } offsets) return null;
         if (offsets.Shape.Length != 1 || offsets.Shape[0] < 2)
             throw new ArgumentException($"{offsets.SourceFile}: expected --cu-seqlens offsets of rank 1 with at least 2 values (0, ..., T), got shape [{string.Join(", ", offsets.Shape)}]");
+        if (offsets.Type is not (NpyType.Int32 or NpyType.Int64))
+            throw new ArgumentException($"{offsets.SourceFile}: expected --cu-seqlens offsets of int32 or int64, got {Npy.Descr(offsets.Type)}");
         return offsets.ToInt32();
     }
 
