@@ -110,6 +110,9 @@ internal ref struct GatedDeltaNetGates
             TensorPrimitives.Max(g, 0f, g);
             TensorPrimitives.Add(g, scratch, g);
             for (int row = 0; row < g.Length; row += width) TensorPrimitives.Multiply(g.Slice(row, width), rate, g.Slice(row, width));
+            // Finite inputs whose product overflows: refused as exp(a_log) overflowing is, not as a gate the user never gave.
+            if (FirstNonFinite(g) is int i and >= 0)
+                throw GatedDeltaNetCall.Bad(config, "decay", $"−exp(a_log)·softplus(decay + dt_bias) overflows float32 at flat index {i} (head {i % width / perHead})");
         }
         else
         {
@@ -153,6 +156,13 @@ internal ref struct GatedDeltaNetGates
 
     private static void RequireFinite(ReadOnlySpan<float> values, GatedDeltaNetConfig config, string name)
     {
+        if (FirstNonFinite(values) is int i and >= 0)
+            throw GatedDeltaNetCall.Bad(config, name, $"values must be finite, got {values[i]} at flat index {i}");
+    }
+
+    /// <summary>The index of the first NaN or infinity, or −1.</summary>
+    private static int FirstNonFinite(ReadOnlySpan<float> values)
+    {
         // x − x is 0 exactly when x is finite.
         int i = 0;
         ref float start = ref MemoryMarshal.GetReference(values);
@@ -162,8 +172,8 @@ internal ref struct GatedDeltaNetGates
             if (!Vector512.EqualsAll(x - x, Vector512<float>.Zero)) break;
         }
         for (; i < values.Length; i++)
-            if (!float.IsFinite(values[i]))
-                throw GatedDeltaNetCall.Bad(config, name, $"values must be finite, got {values[i]} at flat index {i}");
+            if (!float.IsFinite(values[i])) return i;
+        return -1;
     }
 
     public void Dispose()

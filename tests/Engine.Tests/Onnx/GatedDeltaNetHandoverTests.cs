@@ -274,6 +274,12 @@ public sealed class GatedDeltaNetHandoverTests
         AssertRefused(fused, i => i["decay"].As<float>()[7] = float.NaN, "decay: values must be finite, got NaN at flat index 7");
         AssertRefused(fused, i => i["beta"].As<float>()[3] = float.PositiveInfinity, "beta: values must be finite, got Infinity at flat index 3");
         AssertRefused(fused, i => i["a_log"] = TensorData.Create(new[] { 0f, 0f, 100f, 0f }, 4), "a_log: exp(a_log) overflows float32 at head 2");
+        // Finite a_log and decay whose gate overflows: it was refused as a decay of −Infinity, which the model never held.
+        AssertRefused(fused, i =>
+        {
+            i["a_log"] = TensorData.Create(new[] { 0f, 80f, 0f, 0f }, 4);
+            i["decay"].As<float>()[5] = 1e5f;
+        }, "decay: −exp(a_log)·softplus(decay + dt_bias) overflows float32 at flat index 5 (head 1)");
         var perKeyBias = new GatedDeltaNetNodeCase { Spec = new() { DecayGateActivation = "softplus", DtBiasPerKeyRank = 2 } };
         using (var session = OnnxTestHost.Open(perKeyBias.Model(), HandoverBackend.Cpu))
             Assert.That(Assert.Catch<ModelRunException>(() => session.Run(perKeyBias.Inputs()))!.Message,
