@@ -45,15 +45,9 @@ public static class DeltaRuleTransitions
                 {
                     int t = sequences.Start(n) + j;
                     long slot = (long)n * capacity + j;
-                    var row = k.Slice((t * hk + kh) * kd, kd);
-                    float inverse = 1f;
-                    if (config.QkL2Norm)
-                    {
-                        float sum = 0f;
-                        for (int c = 0; c < kd; c++) sum += row[c] * row[c];
-                        inverse = 1f / MathF.Sqrt(sum + config.L2NormEpsilon);
-                    }
-                    for (int c = 0; c < kd; c++) key[c] = row[c] * inverse;
+                    k.Slice((t * hk + kh) * kd, kd).CopyTo(key);
+                    // As the kernels normalize: a row whose sum of squares overflows fp32 is normalized, not zeroed.
+                    if (config.QkL2Norm) SimdOps.Normalize(key, 1f, config.L2NormEpsilon);
                     if (h == heads.KeyHeadOf(h) * heads.ValueGroup) key.CopyTo(keys.Slice((int)((slot * hk + kh) * kd), kd));
                     for (int c = 0; c < kd; c++)
                     {

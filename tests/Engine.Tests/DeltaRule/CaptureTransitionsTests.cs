@@ -74,6 +74,45 @@ public sealed class CaptureTransitionsTests
         Assert.That(deltas.Skip(capacity * hv * v * 0).Where((_, i) => i / (hv * v) % capacity >= taken[i / (capacity * hv * v)]), Is.All.Zero, "deltas past the count");
     }
 
+    /// <summary>
+    /// Keys past about 1.8e19, whose sum of squares overflows fp32, are normalized under QkL2Norm as the kernels normalize
+    /// them (they were zeroed, and the deltas were then β v): the keys against k / ‖k‖ in float64, the replayed state against
+    /// the reference's.
+    /// </summary>
+    [Test]
+    public void KeysWhoseSquaresOverflowFp32AreNormalized()
+    {
+        const int k = 16, v = 8, n = 3;
+        var data = new TestData(41);
+        var key = data.Normal(n * k).Select(x => x * 1e20f).ToArray();
+        var value = data.Normal(n * v);
+        var beta = data.Uniform(n, 0.1, 0.9);
+        var options = new DeltaRuleOptions { QkL2Norm = true };
+        var keys = Numerics.NaNs(n * k);
+        var deltas = Numerics.NaNs(n * v);
+        Engine.DeltaRule.CaptureTransitions<float>(new ReadOnlyTensorSpan<float>(key, [1, n, 1, k]), new ReadOnlyTensorSpan<float>(value, [1, n, 1, v]),
+            new ReadOnlyTensorSpan<float>(beta, [1, n, 1]), default, default, [n], new TensorSpan<float>(Numerics.NaNs(n), [1, n, 1]),
+            new TensorSpan<float>(keys, [1, n, 1, k]), new TensorSpan<float>(deltas, [1, n, 1, v]), options: options);
+
+        var unitKeys = new double[n * k];
+        for (int t = 0; t < n; t++)
+        {
+            double norm = Math.Sqrt(Enumerable.Range(0, k).Sum(c => (double)key[t * k + c] * key[t * k + c]));
+            for (int c = 0; c < k; c++) unitKeys[t * k + c] = key[t * k + c] / norm;
+        }
+        Assert.That(Numerics.RelativeRms(keys, unitKeys), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "keys");
+
+        var expected = Numerics.NaNs(k * v);
+        Engine.DeltaRule.Forward<float>(TestDevices.Reference, new ReadOnlyTensorSpan<float>(key, [1, n, 1, k]), new ReadOnlyTensorSpan<float>(key, [1, n, 1, k]),
+            new ReadOnlyTensorSpan<float>(value, [1, n, 1, v]), new ReadOnlyTensorSpan<float>(beta, [1, n, 1]), default,
+            new TensorSpan<float>(new float[n * v], [1, n, 1, v]), finalState: new TensorSpan<float>(expected, [1, 1, k, v]), options: options);
+        var replayed = new float[k * v];
+        for (int t = 0; t < n; t++)
+            for (int c = 0; c < k; c++)
+                for (int d = 0; d < v; d++) replayed[c * v + d] += keys[t * k + c] * deltas[t * v + d];
+        Assert.That(Numerics.RelativeRms(replayed, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "replayed state");
+    }
+
     [Test]
     public void DestinationsOfOtherShapesAreRefused()
     {
