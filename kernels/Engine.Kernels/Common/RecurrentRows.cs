@@ -5,12 +5,13 @@ namespace Engine.Kernels.Common;
 
 /// <summary>
 /// The decode step every recurrent kernel shares, on a slice of the state S [kd × ld] (row c at s + c·ld):
-///   S_c = src_c + m_c · src_c + f_c · src_c + k_c · x,   acc = Σ_c q_c · S_c
+///   S_c = src_c + (m_c · src_c + k_c · x) where e^g >= 1/2,   S_c = f_c · src_c + k_c · x below (m_c = −1),   acc = Σ_c q_c · S_c
 /// one pass, the slice's accumulators in registers. src is the state before the step: S itself, or another
 /// buffer with the same layout (a call's initial state, so it need not be copied first). m and f are the decay's near and
 /// far parts (<see cref="SimdMath.DecayParts"/>), per row (decayStride 1) or one value (decayStride 0): a decay near 1
 /// multiplied in as e^g rounded to fp32 would drift the state by that rounding at every token, and e^g − 1 alone would
-/// drop a state decayed below 3e-8.
+/// drop a state decayed below 3e-8. The near part joins the token's write before the state is added: src + m · src rounded
+/// on its own drops a decay below half an ulp of the state (g above about −6e-8), at every token, the same way.
 /// x is read before acc is written, so they may share memory.
 /// Slices are four vectors of the machine's width (<see cref="ILanes{TSelf}"/>), then single vectors.
 /// </summary>
@@ -33,7 +34,8 @@ public static unsafe class RecurrentRows
     /// <summary>
     /// The step on a value-major state [vd, kd] (kd a multiple of 16), row by row, each row of Sᵀ (value dim j) updated and
     /// read while it is in L1: decayed by the decay's parts <paramref name="near"/> and <paramref name="far"/> (or the per-key ones
-    /// <paramref name="keyNear"/>, <paramref name="keyFar"/>) as row + m row + f row, then row += u_j k with u_j = x_j, or, given
+    /// <paramref name="keyNear"/>, <paramref name="keyFar"/>) and added u_j k as row + (m row + u_j k), or f row + u_j k where m is −1
+    /// (as <see cref="UpdateAndRead"/>), with u_j = x_j, or, given
     /// <paramref name="predictKey"/>, the delta rule's u_j = β (x_j − e · row · predictKey) from the old row (e = 1 + near + far,
     /// or 1 with per-key factors, which predictKey then carries); each query head's acc_j = row · q. x is acc[0..vd), read before acc[j] is written; query head gi reads
     /// queries + gi·kd and writes acc + gi·ldo.
@@ -60,7 +62,9 @@ public static unsafe class RecurrentRows
                 var m = keyNear == null ? scalarNear : Vector512.Load(keyNear + c);
                 var f = keyNear == null ? scalarFar : Vector512.Load(keyFar + c);
                 var old = Vector512.Load(src + c);
-                Vector512.FusedMultiplyAdd(uv, Vector512.Load(key + c), Vector512.FusedMultiplyAdd(f, old, Vector512.FusedMultiplyAdd(m, old, old))).Store(dst + c);
+                var write = uv * Vector512.Load(key + c);
+                Vector512.ConditionalSelect(Vector512.Equals(m, Vector512.Create(-1f)), Vector512.FusedMultiplyAdd(f, old, write),
+                    old + Vector512.FusedMultiplyAdd(m, old, write)).Store(dst + c);
             }
             for (int gi = 0; gi < group; gi++)
             {
@@ -96,10 +100,17 @@ public static unsafe class RecurrentRows
             var kc = TV.Broadcast(k[c]);
             var qc = TV.Broadcast(q[c]);
             TV o0 = TV.Load(src), o1 = TV.Load(src + n), o2 = TV.Load(src + 2 * n), o3 = TV.Load(src + 3 * n);
-            var s0 = TV.Fma(kc, x0, TV.Fma(fc, o0, TV.Fma(mc, o0, o0)));
-            var s1 = TV.Fma(kc, x1, TV.Fma(fc, o1, TV.Fma(mc, o1, o1)));
-            var s2 = TV.Fma(kc, x2, TV.Fma(fc, o2, TV.Fma(mc, o2, o2)));
-            var s3 = TV.Fma(kc, x3, TV.Fma(fc, o3, TV.Fma(mc, o3, o3)));
+            TV s0, s1, s2, s3;
+            if (near[c * decayStride] == -1f)
+            {
+                s0 = TV.Fma(fc, o0, kc * x0); s1 = TV.Fma(fc, o1, kc * x1);
+                s2 = TV.Fma(fc, o2, kc * x2); s3 = TV.Fma(fc, o3, kc * x3);
+            }
+            else
+            {
+                s0 = o0 + TV.Fma(mc, o0, kc * x0); s1 = o1 + TV.Fma(mc, o1, kc * x1);
+                s2 = o2 + TV.Fma(mc, o2, kc * x2); s3 = o3 + TV.Fma(mc, o3, kc * x3);
+            }
             s0.Store(s); s1.Store(s + n); s2.Store(s + 2 * n); s3.Store(s + 3 * n);
             a0 = TV.Fma(qc, s0, a0); a1 = TV.Fma(qc, s1, a1);
             a2 = TV.Fma(qc, s2, a2); a3 = TV.Fma(qc, s3, a3);
@@ -117,7 +128,9 @@ public static unsafe class RecurrentRows
         for (int c = 0; c < kd; c++, s += ld, src += ld)
         {
             var o0 = TV.Load(src);
-            var s0 = TV.Fma(TV.Broadcast(k[c]), x0, TV.Fma(TV.Broadcast(far[c * decayStride]), o0, TV.Fma(TV.Broadcast(near[c * decayStride]), o0, o0)));
+            var kx = TV.Broadcast(k[c]) * x0;
+            float m = near[c * decayStride];
+            var s0 = m == -1f ? TV.Fma(TV.Broadcast(far[c * decayStride]), o0, kx) : o0 + TV.Fma(TV.Broadcast(m), o0, kx);
             s0.Store(s);
             a0 = TV.Fma(TV.Broadcast(q[c]), s0, a0);
         }
