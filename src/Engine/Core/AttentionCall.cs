@@ -458,14 +458,31 @@ internal ref struct CallInputs
     /// <summary>Keeps the convolution's final state of the raw q, k and v rows (before <see cref="Convolve"/> replaces them).</summary>
     public readonly void KeepConvolutionState(ConvolutionCall conv, HeadLayout heads) => conv.KeepFinalState(_q.Span, _k.Span, _v.Span, _rows, heads);
 
-    /// <summary>q, k and v replaced by dense convolved copies (float64 sums when exact), for the backends whose kernels do not convolve.</summary>
+    /// <summary>
+    /// q, k and v replaced by dense convolved copies (float64 sums when exact), for the backends whose kernels do not convolve.
+    /// The rows given are checked first and the convolved ones after: a NaN or infinity is named where the caller put it, and
+    /// a convolution that overflows fp32 from finite rows is refused as such, not as a q, k or v that is not finite.
+    /// </summary>
     public void Convolve(ConvolutionCall conv, HeadLayout heads, bool exact)
     {
+        RequireFinite();
         int kw = heads.KeyDim;
         _q = FloatInput.Convolved(conv, _q, _rows.Q, 0, heads.QHeads, kw, exact);
         _k = FloatInput.Convolved(conv, _k, _rows.K, heads.QHeads * kw, heads.KeyHeads, kw, exact);
         _v = FloatInput.Convolved(conv, _v, _rows.V, (heads.QHeads + heads.KeyHeads) * kw, heads.ValueHeads, heads.ValueDim, exact);
         _rows = TokenRows.Dense(heads);
+        RequireConvolvedFinite(_q.Span, "q");
+        RequireConvolvedFinite(_k.Span, "k");
+        RequireConvolvedFinite(_v.Span, "v");
+    }
+
+    private static void RequireConvolvedFinite(ReadOnlySpan<float> rows, string name)
+    {
+        if (TensorArgs.AllFinite(rows)) return;
+        int i = 0;
+        while (float.IsFinite(rows[i])) i++;
+        throw new ArgumentException($"options: the short convolution of {name} overflows fp32 although the rows, weights, bias and state are finite " +
+            $"(value {rows[i]} at flat index {i} of the convolved {name}): inputs or weights too large", "options");
     }
 
     public void Dispose()

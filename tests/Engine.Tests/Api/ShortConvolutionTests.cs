@@ -181,6 +181,26 @@ public sealed class ShortConvolutionTests
         Assert.That(e.Message, Does.StartWith(named), e.Message);
     }
 
+    /// <summary>
+    /// Finite rows and weights whose convolution overflows fp32, on the backends that convolve before their run (the GPU backend
+    /// on ILGPU's CPU accelerator): refused as the convolution's overflow; it was refused as a v that is not finite, the index
+    /// one of the convolved copy.
+    /// </summary>
+    [Test]
+    public void AConvolutionThatOverflowsFp32IsRefusedAsSuch([Values(Backend.Reference, Backend.Gpu)] Backend backend)
+    {
+        var c = MakeCase(16, 16, bias: false, seed: 7);
+        int channel = 2 * Hk * 16;
+        c.Weight[channel * ConvWidth + ConvWidth - 1] = 3e38f;
+        c.Rows[10 * c.Width + channel] = 10f;
+        var beta = new float[c.Tokens * Hv];
+        var output = Numerics.NaNs(c.Tokens * Hv * 16);
+        var e = Assert.Throws<ArgumentException>(() => Engine.DeltaRule.Forward(TestDevices.Of(backend), c.View(0, Hk, 16), c.View(Hk * 16, Hk, 16),
+            c.View(2 * Hk * 16, Hv, 16), new ReadOnlyTensorSpan<float>(beta, [1, c.Tokens, Hv], []), default, new TensorSpan<float>(output, [1, c.Tokens, Hv, 16], []),
+            cuSeqlens: c.Offsets, options: new DeltaRuleOptions { Convolution = new ShortConvolution { Weight = c.Weight, Width = ConvWidth } }))!;
+        Assert.That(e.Message, Does.StartWith("options: the short convolution of v overflows fp32"), e.Message);
+    }
+
     [Test]
     public void SessionsRefuseAConvolution()
     {
