@@ -925,8 +925,10 @@ public static class DeltaRuleGpuKernels
             {
                 float gate = s.PerKey ? args.G[row * kd + c] : 0f;
                 float rowNear = s.PerKey ? SimdMath.DecayNear(gate) : near, rowFar = s.PerKey ? SimdMath.DecayFar(gate) : far;
-                float old = sS[c * Tile + d];
-                sS[c * Tile + d] = old + rowNear * old + rowFar * old + rk * sRow[c] * u;
+                float old = sS[c * Tile + d], write = rk * sRow[c] * u;
+                // The near part joins the token's write before the state: S + near S rounded on its own drops a decay
+                // within half an ulp of 1 at every token.
+                sS[c * Tile + d] = rowNear == -1f ? rowFar * old + write : old + (rowNear * old + write);
             }
             Group.Barrier();
 

@@ -109,18 +109,23 @@ public sealed class ExtremeDecayTests
         });
     }
 
+    private static IEnumerable<TestCaseData> RecurrentCases() =>
+        from c in Cases()
+        where (AttentionMode)c.Arguments[2]! == AttentionMode.Recurrent
+        select new TestCaseData(c.Arguments[0], c.Arguments[1], c.Arguments[3]);
+
     /// <summary>
     /// Decays within half an ulp of 1 (g = −3e-8, about the slope of a MiniMax-01 last layer's slowest heads, 2^−8 · 1e-5):
-    /// S + near S rounded on its own gave S back at every token, so the CPU's recurrent forms dropped the decay and drifted
-    /// from the float64 reference by 3e-5 to 4e-5 over 4,000 tokens. The near part joins the token's write before the state
-    /// is added.
+    /// S + near S rounded on its own gave S back at every token, so the recurrent forms (CPU and GPU) dropped the decay and
+    /// drifted from the float64 reference by 3e-5 to 7e-5 over 4,000 tokens. The near part joins the token's write before
+    /// the state is added.
     /// </summary>
-    [Test]
-    public void ADecayWithinHalfAnUlpOfOneIsNotDroppedAtEveryToken([Values] Rule rule, [Values] StateLayout layout)
+    [TestCaseSource(nameof(RecurrentCases))]
+    public void ADecayWithinHalfAnUlpOfOneIsNotDroppedAtEveryToken(Rule rule, TestBackend backend, StateLayout layout)
     {
         const int t = 4000;
         var expected = Run(TestDevices.Reference, rule, AttentionMode.Recurrent, t, layout, gate: -3e-8f);
-        var actual = Run(TestDevices.Get(TestBackend.Cpu), rule, AttentionMode.Recurrent, t, layout, gate: -3e-8f);
+        var actual = Run(TestDevices.Get(backend), rule, AttentionMode.Recurrent, t, layout, gate: -3e-8f);
         Assert.Multiple(() =>
         {
             Assert.That(Numerics.RelativeRms(actual.Output.ToArray(), expected.Output.ToArray()), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "output");
