@@ -260,9 +260,7 @@ public sealed class LsslLayer : IDisposable
         DeviceTensor<float>? finalState = null, LsslMode mode = LsslMode.Auto, IWorkScheduler? scheduler = null) where T : unmanaged
     {
         ArgumentNullException.ThrowIfNull(device);
-        ArgumentNullException.ThrowIfNull(u);
-        ArgumentNullException.ThrowIfNull(y);
-        var (batch, length) = LsslCall.Describe(this, u.Lengths, y.Lengths, null);
+        var (batch, length) = LsslCall.Describe(this, u, y, null);
         var stateShape = StateShape(batch);
         if (initialState is not null) TensorArgs.RequireShape(initialState.Lengths, "initial_state", "(B, H, N)", stateShape);
         if (finalState is not null) TensorArgs.RequireShape(finalState.Lengths, "final_state", "(B, H, N)", stateShape);
@@ -416,10 +414,8 @@ public sealed class LsslSession : StatefulSession
     /// <summary>A call on device tensors: the kernels run on the spare state, a device copy of the current one, swapped in when every check passed.</summary>
     private LsslMode Run<T>(LsslMode mode, DeviceTensor<T> u, DeviceTensor<T> y) where T : unmanaged
     {
-        ArgumentNullException.ThrowIfNull(u);
-        ArgumentNullException.ThrowIfNull(y);
         using var use = Use();
-        var (batch, length) = LsslCall.Describe(_layer, u.Lengths, y.Lengths, this);
+        var (batch, length) = LsslCall.Describe(_layer, u, y, this);
         var resolved = _layer.ResolveMode(Device, batch, length, mode, stateIn: true, stateOut: true);
         using var lease = LsslCall.LeaseGpu(Device, _scheduler, _layer.System, resolved, length);
         var gpu = Device.Gpu;

@@ -22,6 +22,19 @@ internal static class LsslCall
         return (b, l);
     }
 
+    /// <summary>
+    /// <see cref="Describe(LsslLayer, ReadOnlySpan{nint}, ReadOnlySpan{nint}, LsslSession?)"/> for a call on device tensors, which
+    /// refuses one tensor as both u and y: the scan and conv kernels read rows of u that y has already been written over.
+    /// </summary>
+    public static (int Batch, int Length) Describe<T>(LsslLayer layer, DeviceTensor<T> u, DeviceTensor<T> y, LsslSession? session) where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(u);
+        ArgumentNullException.ThrowIfNull(y);
+        var described = Describe(layer, u.Lengths, y.Lengths, session);
+        DeviceAttentionTensors<T>.RequireApart(y, "y", u, "u");
+        return described;
+    }
+
     /// <summary>Converts u to fp32, checks it, runs the backend, checks that y stayed finite and writes it.</summary>
     public static void Run<T>(EngineDevice device, IWorkScheduler? scheduler, LsslLayer layer, LsslMode mode, int batch, int length,
         ReadOnlyTensorSpan<T> u, TensorSpan<T> y, DeviceState state, bool initialStateIsZero, bool needFinalState) where T : unmanaged
