@@ -42,7 +42,7 @@ public sealed class GpuRuntime : IDisposable
     public bool IsCuda { get; }
 
     /// <summary>
-    /// Threads per group the kernels are launched with (a multiple of 16). Kernels never assume it: it reaches
+    /// Threads per group the kernels are launched with (a power of two >= 16). Kernels never assume it: it reaches
     /// them through their shape, and no kernel relies on a warp size (4 threads on the CPU accelerator).
     /// </summary>
     public int GroupSize { get; }
@@ -102,8 +102,10 @@ public sealed class GpuRuntime : IDisposable
     /// </param>
     public static GpuRuntime Create(Choice choice, int cpuGroupSize = 16, int cpuWarpSize = 4)
     {
-        if (cpuGroupSize < 16 || cpuGroupSize % 16 != 0)
-            throw new ArgumentOutOfRangeException(nameof(cpuGroupSize), cpuGroupSize, "a positive multiple of 16");
+        // GLA's kernels lay a group out as a power-of-two grid of threads, and ILGPU's CPU device refuses groups of 48 or 80
+        // threads in warps of 4 with an exception that names neither.
+        if (cpuGroupSize < 16 || !int.IsPow2(cpuGroupSize))
+            throw new ArgumentOutOfRangeException(nameof(cpuGroupSize), cpuGroupSize, "a power of two >= 16");
         if ((cpuWarpSize != 4 && cpuWarpSize != MmaTf32.WarpSize) || cpuGroupSize % cpuWarpSize != 0)
             throw new ArgumentOutOfRangeException(nameof(cpuWarpSize), cpuWarpSize, "4 or 32, dividing the group size");
         var context = Context.Create(b =>

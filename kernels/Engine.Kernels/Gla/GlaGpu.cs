@@ -26,8 +26,6 @@ public sealed class GlaGpu : IAttentionGpu
         Config = config;
         Runtime = runtime;
         int groupSize = runtime.GroupSize;
-        if (groupSize < 16 || !int.IsPow2(groupSize))
-            throw new NotSupportedException($"GLA GPU kernels need a power-of-two group size >= 16, the runtime has {groupSize}");
         if (config.ChunkSize < 16 || !int.IsPow2(config.ChunkSize))
             throw new NotSupportedException($"GLA GPU kernels need a power-of-two chunk size >= 16, got {config.ChunkSize}");
         long limit = runtime.SharedMemoryPerGroup;

@@ -17,7 +17,7 @@ public sealed record EngineDeviceOptions
     public GpuPreference Gpu { get; init; } = GpuPreference.Auto;
 
     /// <summary>
-    /// ILGPU's CPU accelerator only: threads per group (default 16, a multiple of 16) and lanes per warp (4 by default, or 32).
+    /// ILGPU's CPU accelerator only: threads per group (default 16, a power of two >= 16) and lanes per warp (4 by default, or 32).
     /// 128 threads in warps of 32 run the GPU kernels in CUDA's geometry, tensor-core precisions
     /// (<see cref="AttentionOptions.GpuPrecision"/>) emulated: slowly, for testing them on tiny shapes.
     /// </summary>
@@ -66,7 +66,7 @@ public sealed class EngineDevice : IDisposable
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">
     /// A backend or GPU preference no member names, CpuThreads below 1, or (Gpu) a CPU accelerator group size that is not a
-    /// multiple of 16 or a warp size other than 4 or 32.
+    /// power of two >= 16 or a warp size other than 4 or 32.
     /// </exception>
     /// <exception cref="ArgumentException">Both CpuThreads and Scheduler given, or a scheduler with no workers.</exception>
     /// <exception cref="InvalidOperationException"><see cref="GpuPreference.Cuda"/> asked for and no CUDA device found.</exception>

@@ -34,6 +34,21 @@ public sealed class DeviceTensorTests
         Assert.That(cudaGeometry.Description, Does.Contain("(128 threads per group in warps of 32;"));
     }
 
+    /// <summary>
+    /// A CPU accelerator group size that is a multiple of 16 but not a power of two: 48 in warps of 4 ended in ILGPU's own
+    /// exception (naming numThreadsPerWarp), and 96 in warps of 32 made a device whose GLA and Lightning calls all failed.
+    /// Refused when the device is made.
+    /// </summary>
+    [TestCase(48, 4)]
+    [TestCase(96, 32)]
+    public void ACpuAcceleratorGroupSizeThatIsNotAPowerOfTwoIsRefused(int groupSize, int warpSize)
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => EngineDevice.Create(Backend.Gpu,
+            new EngineDeviceOptions { Gpu = GpuPreference.CpuAccelerator, CpuAcceleratorGroupSize = groupSize, CpuAcceleratorWarpSize = warpSize }).Dispose())!;
+        Assert.That(e.ActualValue, Is.EqualTo(groupSize));
+        Assert.That(e.Message, Does.Contain("a power of two >= 16"));
+    }
+
     [Test]
     public void UploadThenDownloadGivesTheValuesBackForFloatAndHalf()
     {
