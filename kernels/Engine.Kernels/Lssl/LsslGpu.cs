@@ -157,15 +157,15 @@ public sealed class LsslGpu : IDisposable
     }
 
     /// <summary>The system's copy on this runtime, uploaded on first use.</summary>
-    private DeviceCopy CopyOf(LsslSystem system) => system.DeviceCopy(Runtime, () => new DeviceCopy(Runtime.Accelerator, system));
+    private DeviceCopy CopyOf(LsslSystem system) => system.DeviceCopy(Runtime, () => new DeviceCopy(Runtime, system));
 
     /// <summary>A system's data on one accelerator: its tables, and K̄ in fp32 for the longest length asked so far.</summary>
-    private sealed class DeviceCopy(Accelerator accelerator, LsslSystem system) : IDisposable
+    private sealed class DeviceCopy(GpuRuntime runtime, LsslSystem system) : IDisposable
     {
         private readonly object _lock = new();
         private GpuArray? _convKernel;
 
-        public GpuTables Tables { get; } = new(accelerator, system);
+        public GpuTables Tables { get; } = new(runtime, system);
 
         /// <summary>K̄ for at least <paramref name="length"/> steps (a longer one already made serves as well).</summary>
         public ArrayView<float> ConvKernel(int length, out int stride)
@@ -178,7 +178,7 @@ public sealed class LsslGpu : IDisposable
                     var k32 = new float[k64.Length];
                     for (int i = 0; i < k32.Length; i++) k32[i] = (float)k64[i];
                     _convKernel?.Dispose();
-                    _convKernel = new GpuArray(accelerator, k32, s);
+                    _convKernel = new GpuArray(runtime, k32, s);
                 }
                 stride = _convKernel.Stride;
                 return _convKernel.View;
@@ -192,17 +192,29 @@ public sealed class LsslGpu : IDisposable
         }
     }
 
-    /// <summary>A device copy of a host array, released with the system (or never touched again once the accelerator is gone).</summary>
-    private sealed class GpuArray(Accelerator accelerator, float[] data, int stride = 0) : IDisposable
+    /// <summary>
+    /// A device copy of a host array, released with the system (or never touched again once the accelerator is gone).
+    /// Allocated and uploaded through the runtime, so that <see cref="GpuRuntime.Traffic"/> counts the tables and K̄.
+    /// </summary>
+    private sealed class GpuArray : IDisposable
     {
-        private readonly MemoryBuffer1D<float, Stride1D.Dense> _buffer = accelerator.Allocate1D(data.Length == 0 ? [0f] : data);
+        private readonly Accelerator _accelerator;
+        private readonly MemoryBuffer1D<float, Stride1D.Dense> _buffer;
 
-        public int Stride { get; } = stride;
+        public GpuArray(GpuRuntime runtime, float[] data, int stride = 0)
+        {
+            _accelerator = runtime.Accelerator;
+            _buffer = runtime.Allocate<float>(Math.Max(data.Length, 1));
+            runtime.Upload(_buffer.View, data.Length == 0 ? [0f] : data);
+            Stride = stride;
+        }
+
+        public int Stride { get; }
         public ArrayView<float> View => _buffer.View;
 
         public void Dispose()
         {
-            if (!accelerator.IsDisposed) _buffer.Dispose();
+            if (!_accelerator.IsDisposed) _buffer.Dispose();
         }
     }
 
@@ -210,10 +222,10 @@ public sealed class LsslGpu : IDisposable
     {
         private readonly GpuArray[] _arrays;
 
-        public GpuTables(Accelerator accelerator, LsslSystem s)
+        public GpuTables(GpuRuntime runtime, LsslSystem s)
         {
             _arrays = [.. new[] { s.AbarMinusIT, s.Bbar, s.C, s.D, s.Taps, s.OutputWeights, s.StateColsT, s.ChunkPowMinusIT }
-                .Select(a => new GpuArray(accelerator, a))];
+                .Select(a => new GpuArray(runtime, a))];
             Args = new LsslGpuArgs
             {
                 AbarMinusIT = _arrays[0].View, Bbar = _arrays[1].View, C = _arrays[2].View, D = _arrays[3].View,

@@ -415,6 +415,37 @@ public sealed class DeviceTensorTests
         Assert.Throws<InvalidOperationException>(() => _gpu.StopGpuProfile(), "no profile is being taken");
     }
 
+    /// <summary>
+    /// An LSSL layer's first call on a device uploads its tables, and a conv call longer than any before it K̄ for its length:
+    /// GpuTraffic counted neither (the ILGPU buffers were allocated and filled around the runtime), so a call on device
+    /// tensors reported no bytes and no allocation while it moved both. A call that reuses them moves nothing.
+    /// </summary>
+    [Test]
+    public void GpuTrafficCountsAnLsslLayersTablesAndConvKernel()
+    {
+        const int batch = 1, channels = 3, stateSize = 4;
+        using var layer = Engine.Lssl.Parameters(LsslInitKind.Legs, channels, stateSize, seed: 14).Layer();
+        GpuTraffic Call(int length)
+        {
+            using var du = _gpu.Upload(Tensor.Create(new TestData(15).Normal(batch * length * channels), [batch, length, channels]));
+            using var dy = _gpu.Allocate<float>(batch, length, channels);
+            var before = _gpu.GpuTraffic;
+            layer.Forward(_gpu, du, dy, mode: LsslMode.Conv);
+            return _gpu.GpuTraffic.Since(before);
+        }
+        var first = Call(20);
+        var again = Call(12);
+        var longer = Call(200);
+        Assert.Multiple(() =>
+        {
+            Assert.That(first.Allocations, Is.GreaterThanOrEqualTo(9), "8 tables and K̄, besides the instance's buffers");
+            Assert.That(first.BytesToDevice, Is.GreaterThanOrEqualTo(20 * channels * sizeof(float)), "K̄ of 20 steps at least");
+            Assert.That((again.BytesToDevice, again.Allocations), Is.EqualTo((0L, 0L)), "the tables and the longer K̄ serve");
+            Assert.That(longer.BytesToDevice, Is.GreaterThanOrEqualTo(200 * channels * sizeof(float)), "K̄ of 200 steps at least");
+            Assert.That(longer.BytesToHost, Is.Zero);
+        });
+    }
+
     [TestCase(LsslMode.Recurrent)]
     [TestCase(LsslMode.Scan)]
     public void AnLsslLayerAndSessionOnDeviceTensorsMatchTheReference(LsslMode mode)
