@@ -13,8 +13,11 @@ namespace Engine.Kernels.Common;
 /// </summary>
 public sealed class GpuChecks
 {
-    /// <summary>A word no check lowered: every byte 0x7F, what a byte fill can write, above every flat index a tensor has.</summary>
-    public const int None = 0x7F7F7F7F;
+    /// <summary>
+    /// A word no check lowered: every byte 0xFF, what a byte fill can write, above every flat index a tensor has (0x7F7F7F7F,
+    /// an int's, was below the last 8.4 million of a tensor of Array.MaxLength elements, whose faults then went unrefused).
+    /// </summary>
+    public const uint None = uint.MaxValue;
 
     private const int MaxSlots = 12;
 
@@ -23,7 +26,7 @@ public sealed class GpuChecks
     private readonly Launcher _check, _halfToFloat, _floatToHalf;
     private readonly (string Name, ValueRule Rule, ArrayView<float> Values)[] _slots = new (string, ValueRule, ArrayView<float>)[MaxSlots];
     private int _used;
-    private ArrayView<int> _words;
+    private ArrayView<uint> _words;
 
     public GpuChecks(GpuRuntime runtime, GpuBuffers buffers)
     {
@@ -38,8 +41,8 @@ public sealed class GpuChecks
     public void Begin()
     {
         _used = 0;
-        _words = _buffers.Get<int>(nameof(TensorGpuArgs.FirstBad), MaxSlots);
-        _words.MemSet(_runtime.Accelerator.DefaultStream, 0x7F);
+        _words = _buffers.Get<uint>(nameof(TensorGpuArgs.FirstBad), MaxSlots);
+        _words.MemSet(_runtime.Accelerator.DefaultStream, 0xFF);
     }
 
     /// <summary>Launches the check of <paramref name="values"/> against <paramref name="rule"/>; nothing is read back yet.</summary>
@@ -67,7 +70,7 @@ public sealed class GpuChecks
     /// </summary>
     public GpuCheckFailure? Read()
     {
-        Span<int> words = stackalloc int[MaxSlots];
+        Span<uint> words = stackalloc uint[MaxSlots];
         _runtime.ReadChecks(_words, words[.._used]);
         for (int slot = 0; slot < _used; slot++)
         {
@@ -75,7 +78,7 @@ public sealed class GpuChecks
             var (name, rule, values) = _slots[slot];
             Span<float> value = stackalloc float[1];
             _runtime.CopyToHost(values.SubView(words[slot], 1), value);
-            return new GpuCheckFailure(name, rule, value[0], words[slot]);
+            return new GpuCheckFailure(name, rule, value[0], (int)words[slot]);
         }
         return null;
     }
@@ -89,7 +92,7 @@ public sealed class GpuChecks
     private void Convert(Launcher kernel, ArrayView<ILGPU.Half> halves, ArrayView<float> floats)
     {
         if (floats.Length == 0) return;
-        var args = new TensorGpuArgs { Floats = floats, Halves = halves, FirstBad = _buffers.Placeholder<int>(), Count = checked((int)floats.Length) };
+        var args = new TensorGpuArgs { Floats = floats, Halves = halves, FirstBad = _buffers.Placeholder<uint>(), Count = checked((int)floats.Length) };
         kernel(_runtime.Threads(floats.Length), args, SpecializedValue.New(new TensorGpuShape(ValueRule.Finite)));
     }
 }

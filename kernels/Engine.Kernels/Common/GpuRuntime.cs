@@ -250,7 +250,7 @@ public sealed class GpuRuntime : IDisposable
     /// Reads a call's check words (a few ints; see <see cref="GpuChecks"/>) after its launches: the call's one synchronize.
     /// Not counted in <see cref="Traffic"/>'s bytes, which count tensor data.
     /// </summary>
-    public void ReadChecks(ArrayView<int> source, Span<int> destination) => ReadBack(source, destination);
+    public void ReadChecks(ArrayView<uint> source, Span<uint> destination) => ReadBack(source, destination);
 
     /// <summary>Waits for every launch and copy on the stream; the staging area is free again.</summary>
     public void Synchronize()

@@ -28,7 +28,7 @@ public struct TensorGpuArgs
 {
     public ArrayView<float> Floats;
     public ArrayView<IlgpuHalf> Halves;
-    public ArrayView<int> FirstBad;
+    public ArrayView<uint> FirstBad;
     public int Slot;
     public int Count;
 }
@@ -48,7 +48,7 @@ public static class TensorGpuKernels
             ValueRule.HalfRange => XMath.Abs(x) < HalfRange.Overflow,
             _ => x - x == 0f,
         };
-        if (!ok) Atomic.Min(ref args.FirstBad[args.Slot], i);
+        if (!ok) Atomic.Min(ref args.FirstBad[args.Slot], (uint)i);
     }
 
     /// <summary>Floats[i] = Halves[i].</summary>

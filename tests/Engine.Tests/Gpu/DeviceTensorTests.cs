@@ -396,6 +396,13 @@ public sealed class DeviceTensorTests
         Assert.That(error.Message, Does.Contain("at flat index 5"));
     }
 
+    /// <summary>
+    /// A device check's word starts above every flat index a tensor can have: it started at 0x7F7F7F7F, below the last
+    /// 8.4 million elements of a tensor of Array.MaxLength elements, whose NaNs then passed unrefused.
+    /// </summary>
+    [Test]
+    public void TheCheckWordStartsAboveEveryFlatIndex() => Assert.That((ulong)Array.MaxLength, Is.LessThan(GpuChecks.None));
+
     [Test]
     public void AProfileNamesEachKernelWithItsLaunches()
     {
