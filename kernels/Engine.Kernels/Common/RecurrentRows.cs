@@ -59,12 +59,13 @@ public static unsafe class RecurrentRows
             var uv = Vector512.Create(u);
             for (int c = 0; c < kd; c += 16)
             {
-                var m = keyNear == null ? scalarNear : Vector512.Load(keyNear + c);
-                var f = keyNear == null ? scalarFar : Vector512.Load(keyFar + c);
                 var old = Vector512.Load(src + c);
                 var write = uv * Vector512.Load(key + c);
-                Vector512.ConditionalSelect(Vector512.Equals(m, Vector512.Create(-1f)), Vector512.FusedMultiplyAdd(f, old, write),
-                    old + Vector512.FusedMultiplyAdd(m, old, write)).Store(dst + c);
+                // A per-head decay takes one form for the whole row; per-key factors choose theirs lane by lane.
+                var next = keyNear != null ? Decayed(Vector512.Load(keyNear + c), Vector512.Load(keyFar + c), old, write)
+                    : near == -1f ? Vector512.FusedMultiplyAdd(scalarFar, old, write)
+                    : old + Vector512.FusedMultiplyAdd(scalarNear, old, write);
+                next.Store(dst + c);
             }
             for (int gi = 0; gi < group; gi++)
             {
@@ -75,6 +76,11 @@ public static unsafe class RecurrentRows
             }
         }
     }
+
+    /// <summary>old decayed by its parts plus write: f old + write where m is −1, else old + (m old + write).</summary>
+    private static Vector512<float> Decayed(Vector512<float> m, Vector512<float> f, Vector512<float> old, Vector512<float> write) =>
+        Vector512.ConditionalSelect(Vector512.Equals(m, Vector512.Create(-1f)), Vector512.FusedMultiplyAdd(f, old, write),
+            old + Vector512.FusedMultiplyAdd(m, old, write));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void UpdateAndRead<TV>(float* src, float* s, int vp, int kd, float* x, float* near, float* far, int decayStride, float* k, float* q, float* acc)
