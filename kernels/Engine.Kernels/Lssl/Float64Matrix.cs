@@ -211,4 +211,49 @@ public static class Float64Matrix
             (sq, tmp) = (tmp, sq);
         }
     }
+
+    /// <summary>
+    /// (I + M)^power − I for M [n × n], by squaring on the parts minus I: (I + X)(I + Y) − I = X + Y + XY. A power near I
+    /// keeps its small part to float64 relative precision, where (I + M)^power − I would cancel.
+    /// </summary>
+    public static double[] PowerMinusIdentity(ReadOnlySpan<double> m, int n, int power)
+    {
+        if (power < 1) throw new ArgumentOutOfRangeException(nameof(power), power, "power must be >= 1");
+        double[]? result = null;
+        var sq = m.ToArray();
+        var tmp = new double[n * n];
+        while (true)
+        {
+            if ((power & 1) != 0)
+            {
+                if (result is null) result = sq.ToArray();
+                else { ComposeMinusIdentity(result, sq, tmp, n); (result, tmp) = (tmp, result); }
+            }
+            power >>= 1;
+            if (power == 0) return result!;
+            ComposeMinusIdentity(sq, sq, tmp, n);
+            (sq, tmp) = (tmp, sq);
+        }
+    }
+
+    /// <summary>(1 + m)^power − 1 the same way, for a diagonal entry.</summary>
+    public static double PowerMinusIdentity(double m, int power)
+    {
+        if (power < 1) throw new ArgumentOutOfRangeException(nameof(power), power, "power must be >= 1");
+        double result = 0.0, sq = m;
+        while (true)
+        {
+            if ((power & 1) != 0) result = result + sq + result * sq;
+            power >>= 1;
+            if (power == 0) return result;
+            sq = 2 * sq + sq * sq;
+        }
+    }
+
+    /// <summary>dst = X + Y + X Y: (I + X)(I + Y) − I.</summary>
+    private static void ComposeMinusIdentity(double[] x, double[] y, double[] dst, int n)
+    {
+        Multiply(x, y, dst, n, n, n);
+        for (int i = 0; i < n * n; i++) dst[i] += x[i] + y[i];
+    }
 }

@@ -16,7 +16,8 @@ namespace Engine.Kernels.Lssl;
 /// before chunk c and the chunk's Q inputs; W [Q × Np] = Ā^(Q−1−j) B̄ (input j's weight on the chunk's end
 /// state); OutputWeights [Np + Q × Q] = [C Ā^(i+1) ; Toeplitz of K̄ with D] (see <see cref="LsslSystem"/>).
 ///   Z        = U W                               all chunks' end-state contributions, one product
-///   x_(c+1)  = x_c + (Ā^Q − I) x_c + Z_c         the carry, one Np × Np mat-vec per chunk, into row c+1
+///   x_(c+1)  = K x_c + (Ā^Q − K) x_c + Z_c       the carry, one Np × Np mat-vec per chunk, into row c+1 (K diagonal,
+///                                                1 where Ā^Q keeps a state element, 0 where it decays it away)
 ///   Y        = A · OutputWeights                 state part and chunk-local convolution in one product,
 ///                                                in column blocks of 32 whose rows are a prefix of A's
 ///                                                columns (the Toeplitz block is upper triangular)
@@ -73,10 +74,11 @@ public sealed unsafe class LsslCpu : IDisposable
         if (_fft.Length < workers) Array.Resize(ref _fft, workers);
         fixed (float* pu = u, py = y, ps = state,
                amI = system.AbarMinusIT, bbar = system.Bbar, c = system.C, d = system.D,
-               weights = system.OutputWeights, colsT = system.StateColsT, powT = system.ChunkPowMinusIT)
+               weights = system.OutputWeights, colsT = system.StateColsT,
+               carryT = system.ChunkCarryT, keep = system.ChunkCarryKeep)
         {
             var io = new Io(pu, py, ps, batch, length);
-            var tables = new Tables(amI, bbar, c, d, weights, colsT, powT);
+            var tables = new Tables(amI, bbar, c, d, weights, colsT, carryT, keep);
             switch (mode)
             {
                 case LsslMode.Recurrent:
@@ -112,9 +114,10 @@ public sealed unsafe class LsslCpu : IDisposable
         public readonly int Batch = batch, Length = length;
     }
 
-    private readonly struct Tables(float* amI, float* bbar, float* c, float* d, float* weights, float* colsT, float* powT)
+    private readonly struct Tables(float* amI, float* bbar, float* c, float* d, float* weights, float* colsT, float* carryT, float* keep)
     {
-        public readonly float* AbarMinusIT = amI, Bbar = bbar, C = c, D = d, OutputWeights = weights, StateColsT = colsT, ChunkPowMinusIT = powT;
+        public readonly float* AbarMinusIT = amI, Bbar = bbar, C = c, D = d, OutputWeights = weights, StateColsT = colsT,
+            ChunkCarryT = carryT, ChunkCarryKeep = keep;
     }
 
     /// <summary>Per-worker scratch regions. Built with a null base to size the block.</summary>
@@ -315,7 +318,7 @@ public sealed unsafe class LsslCpu : IDisposable
         }
     }
 
-    /// <summary>The state part of rows c + 1 from row c: x ← x + (Ā^Q − I) x + Z[c] (Z null: zero input), for c &lt; chunks.</summary>
+    /// <summary>The state part of rows c + 1 from row c: x ← K x + (Ā^Q − K) x + Z[c] (Z null: zero input), for c &lt; chunks.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Carry(in Tables t, int ch, int chunks, float* z, float* a)
     {
@@ -326,20 +329,20 @@ public sealed unsafe class LsslCpu : IDisposable
             float* add = z == null ? null : z + (long)c * np;
             if (_config.IsDiagonal)
             {
-                float* p = t.ChunkPowMinusIT + (long)ch * np;
+                float* p = t.ChunkCarryT + (long)ch * np, keep = t.ChunkCarryKeep + (long)ch * np;
                 for (int i = 0; i < np; i += 16)
                 {
                     var xv = Vector512.Load(x + i);
                     // Ā^Q x first, then the chunk's input: x + Z rounded first would lose a small Z against a large x
                     // that (Ā^Q − I) x then cancels (a decayed Ā^Q).
-                    var r = Vector512.FusedMultiplyAdd(Vector512.Load(p + i), xv, xv);
+                    var r = Vector512.FusedMultiplyAdd(Vector512.Load(p + i), xv, Vector512.Load(keep + i) * xv);
                     if (add != null) r += Vector512.Load(add + i);
                     r.Store(next + i);
                 }
             }
             else
             {
-                ResidualMatVec(t.ChunkPowMinusIT + (long)ch * np * np, x, add, 1f, next);
+                ResidualMatVec(t.ChunkCarryT + (long)ch * np * np, x, t.ChunkCarryKeep + (long)ch * np, add, 1f, next);
             }
         }
     }
@@ -376,25 +379,26 @@ public sealed unsafe class LsslCpu : IDisposable
         for (int s = 0; s < count; s++)
         {
             float us = uc[s];
-            ResidualMatVec(amIT, x, bbar, us, w.Tmp);
+            ResidualMatVec(amIT, x, null, bbar, us, w.Tmp);
             Buffer.MemoryCopy(w.Tmp, x, bytes, bytes);
             if (yc != null) yc[s] = SimdOps.Dot(c, x, np) + d * us;
         }
     }
 
     /// <summary>
-    /// dst = (x + Mᵀᵀ x) + scale·add (the added term last) for a transposed [Np × Np] table mT (row k scales with x[k]); add may be null.
+    /// dst = (keep ⊙ x + Mᵀᵀ x) + scale·add (the added term last) for a transposed [Np × Np] table mT (row k scales with x[k]);
+    /// keep null keeps all of x; add may be null.
     /// Output in blocks of four vectors with two accumulator sets for even and odd k, so the FMA chains
     /// are short enough to keep both FMA ports busy.
     /// </summary>
-    private void ResidualMatVec(float* mT, float* x, float* add, float scale, float* dst)
+    private void ResidualMatVec(float* mT, float* x, float* keep, float* add, float scale, float* dst)
     {
-        if (SimdWidths.Wide) ResidualMatVec<Lanes512>(mT, x, add, scale, dst, _n, _np);
-        else ResidualMatVec<Lanes256>(mT, x, add, scale, dst, _n, _np);
+        if (SimdWidths.Wide) ResidualMatVec<Lanes512>(mT, x, keep, add, scale, dst, _n, _np);
+        else ResidualMatVec<Lanes256>(mT, x, keep, add, scale, dst, _n, _np);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ResidualMatVec<TV>(float* mT, float* x, float* add, float scale, float* dst, int n, int np) where TV : unmanaged, ILanes<TV>
+    private static void ResidualMatVec<TV>(float* mT, float* x, float* keep, float* add, float scale, float* dst, int n, int np) where TV : unmanaged, ILanes<TV>
     {
         int w = TV.Count;
         var sv = TV.Broadcast(scale);
@@ -403,6 +407,11 @@ public sealed unsafe class LsslCpu : IDisposable
         {
             var e0 = TV.Load(x + i0); var e1 = TV.Load(x + i0 + w);
             var e2 = TV.Load(x + i0 + 2 * w); var e3 = TV.Load(x + i0 + 3 * w);
+            if (keep != null)
+            {
+                e0 *= TV.Load(keep + i0); e1 *= TV.Load(keep + i0 + w);
+                e2 *= TV.Load(keep + i0 + 2 * w); e3 *= TV.Load(keep + i0 + 3 * w);
+            }
             TV o0 = TV.Zero, o1 = TV.Zero, o2 = TV.Zero, o3 = TV.Zero;
             float* row = mT + i0;
             int k = 0;
@@ -443,6 +452,7 @@ public sealed unsafe class LsslCpu : IDisposable
         for (; i0 < np; i0 += w)
         {
             var e = TV.Load(x + i0);
+            if (keep != null) e *= TV.Load(keep + i0);
             var o = TV.Zero;
             float* row = mT + i0;
             int k = 0;

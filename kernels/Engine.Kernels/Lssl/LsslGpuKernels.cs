@@ -46,7 +46,7 @@ public struct LsslGpuArgs
     public ArrayView<float> U, Y, State;
 
     /// <summary>The fp32 tables of <see cref="LsslSystem"/>, same layouts.</summary>
-    public ArrayView<float> AbarMinusIT, Bbar, C, D, Taps, OutputWeights, StateColsT, ChunkPowMinusIT;
+    public ArrayView<float> AbarMinusIT, Bbar, C, D, Taps, OutputWeights, StateColsT, ChunkCarryT, ChunkCarryKeep;
 
     /// <summary>K̄ [H, KernelStride] (conv mode).</summary>
     public ArrayView<float> ConvKernel;
@@ -153,7 +153,8 @@ public static class LsslGpuKernels
     }
 
     /// <summary>
-    /// The chunk carry, sequential over chunks: Xprev[c] = x; x ← x + (Ā^Q − I) x (+ Z[c]). Group = (sequence, channel).
+    /// The chunk carry, sequential over chunks: Xprev[c] = x; x ← K x + (Ā^Q − K) x (+ Z[c]) (see <see cref="LsslSystem"/>).
+    /// Group = (sequence, channel).
     /// </summary>
     public static void Carry(LsslGpuArgs args, SpecializedValue<LsslGpuShape> shape)
     {
@@ -176,14 +177,14 @@ public static class LsslGpuKernels
                 float xi = states[xc + i];
                 args.Xprev[at + i] = xi;
                 // Ā^Q x first, then Z (see Recurrent).
-                float acc = xi;
+                float acc = args.ChunkCarryKeep[rowBase + i] * xi;
                 if (s.Diagonal)
                 {
-                    acc += args.ChunkPowMinusIT[rowBase + i] * xi;
+                    acc += args.ChunkCarryT[rowBase + i] * xi;
                 }
                 else
                 {
-                    for (int k = 0; k < s.N; k++) acc += args.ChunkPowMinusIT[matrixBase + (long)k * s.Np + i] * states[xc + k];
+                    for (int k = 0; k < s.N; k++) acc += args.ChunkCarryT[matrixBase + (long)k * s.Np + i] * states[xc + k];
                 }
                 if (args.UseZ) acc += args.Z[at + i];
                 states[xn + i] = acc;

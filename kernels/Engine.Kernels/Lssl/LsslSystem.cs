@@ -16,7 +16,10 @@ namespace Engine.Kernels.Lssl;
 ///                     chunk; rows Np + j: the Toeplitz block T[j, i] = K̄_(i−j) (i >= j, else 0) + D on the diagonal.
 ///                     One chunk's outputs are [x_prev | u] · OutputWeights, a single product.
 ///   StateColsT        [H, Q, Np]:  [j, k] = (Ā^(Q−1−j) B̄)_k, input j's weight on the state at the chunk's end
-///   ChunkPowMinusIT   dense [H, Np, Np]: (Ā^Q − I)ᵀ; diagonal [H, Np]: ā^Q − 1
+///   ChunkCarryT       dense [H, Np, Np]: (Ā^Q − K)ᵀ; diagonal [H, Np]: ā^Q − k. The carry is x ← K x + (Ā^Q − K) x.
+///   ChunkCarryKeep    [H, Np]: K's diagonal, 1 where (Ā^Q)_ii >= ½, else 0. Near I the table holds the small Ā^Q − I (fp32
+///                     relative precision, as for Ā − I); where the chunk decays the state away it holds Ā^Q itself,
+///                     whose small entries −1 + (Ā^Q)_ii would round away in fp32 and x + (Ā^Q − I) x would cancel.
 ///
 /// What depends on a sequence length is made on a call's first need and kept for the next: the convolution
 /// kernel K̄ (<see cref="LsslConvKernel"/>, kept while it is long enough) and its spectra
@@ -75,7 +78,8 @@ public sealed class LsslSystem : IDisposable
         Taps = new float[h * q];
         OutputWeights = new float[(long)h * (np + q) * q];
         StateColsT = new float[h * q * np];
-        ChunkPowMinusIT = new float[dense ? h * np * np : h * np];
+        ChunkCarryT = new float[dense ? h * np * np : h * np];
+        ChunkCarryKeep = new float[h * np];
         for (int ch = 0; ch < h; ch++)
         {
             D[ch] = (float)d[ch];
@@ -128,7 +132,8 @@ public sealed class LsslSystem : IDisposable
     public float[] Taps { get; }
     public float[] OutputWeights { get; }
     public float[] StateColsT { get; }
-    public float[] ChunkPowMinusIT { get; }
+    public float[] ChunkCarryT { get; }
+    public float[] ChunkCarryKeep { get; }
 
     /// <summary>Ā of channel h in float64 [N, N] (dense forms).</summary>
     public double[] Abar64(int channel)
@@ -152,12 +157,16 @@ public sealed class LsslSystem : IDisposable
         var rows = Krylov.Sequential(abar, n, _c64.AsSpan(ch * n, n), q + 1);
         var cols = Krylov.Sequential(abarT, n, bbar, q);
         var abarQ = Float64Matrix.Power(abar, n, q);
-        for (int k = 0; k < n; k++)
+        var abarQMinusI = Float64Matrix.PowerMinusIdentity(amI, n, q);
+        for (int i = 0; i < n; i++)
         {
-            for (int i = 0; i < n; i++)
+            bool keep = KeepsState(abarQ[i * n + i]);
+            ChunkCarryKeep[ch * np + i] = keep ? 1f : 0f;
+            var carry = keep ? abarQMinusI : abarQ;
+            for (int k = 0; k < n; k++)
             {
                 AbarMinusIT[((long)ch * np + k) * np + i] = (float)amI[i * n + k];
-                ChunkPowMinusIT[((long)ch * np + k) * np + i] = (float)(abarQ[i * n + k] - (i == k ? 1.0 : 0.0));
+                ChunkCarryT[((long)ch * np + k) * np + i] = (float)carry[i * n + k];
             }
         }
         FillTables(ch, rows, cols, bbar);
@@ -178,10 +187,19 @@ public sealed class LsslSystem : IDisposable
             for (int i = 0; i <= q; i++) { rows[i * n + k] = r; r *= abar; }
             for (int j = 0; j < q; j++) { cols[j * n + k] = w; w *= abar; }
             AbarMinusIT[ch * np + k] = (float)amI[k];
-            ChunkPowMinusIT[ch * np + k] = (float)(Math.Pow(abar, q) - 1.0);
+            double abarQ = Math.Pow(abar, q);
+            bool keep = KeepsState(abarQ);
+            ChunkCarryKeep[ch * np + k] = keep ? 1f : 0f;
+            ChunkCarryT[ch * np + k] = (float)(keep ? Float64Matrix.PowerMinusIdentity(amI[k], q) : abarQ);
         }
         FillTables(ch, rows, cols, bbar);
     }
+
+    /// <summary>
+    /// Whether the carry keeps x_i and adds (Ā^Q − I) x (a diagonal entry of Ā^Q from ½ up), or takes Ā^Q x alone: whichever
+    /// of (Ā^Q)_ii − 1 and (Ā^Q)_ii is smaller in size, so fp32 rounds the smaller number.
+    /// </summary>
+    private static bool KeepsState(double abarQDiagonal) => abarQDiagonal >= 0.5;
 
     /// <summary>Rounds the float64 rows C Āⁱ (i = 0..Q) and columns Āʲ B̄ (j &lt; Q) into the fp32 tables.</summary>
     private void FillTables(int ch, double[] rows, double[] cols, ReadOnlySpan<double> bbar)

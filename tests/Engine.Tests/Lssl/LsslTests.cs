@@ -578,6 +578,54 @@ public sealed class LsslTests
         }
     }
 
+    [TestCase(TestBackend.Cpu)]
+    [TestCase(TestBackend.GpuOnCpuAccelerator)]
+    public void ChunkCarryOfADecayedStateKeepsItsPrecision(TestBackend backend)
+    {
+        // u = 0 and x₀ = 1 through a = −1, dt = 0.72, Q = 16: each step keeps ā = 0.49 of the state, each chunk ā^Q = 1e-5.
+        // The carry's table held ā^Q − 1 = −0.99999 in fp32, whose rounding (3e-8) is 0.3% of ā^Q: the final state was off by
+        // 0.5% (scan, and conv's state pass). Tolerance: the fp32 one, 1e-5 relative RMS against the float64 recurrence.
+        var device = TestDevices.Get(backend);
+        foreach (var form in new[] { LsslStateMatrix.Diagonal, LsslStateMatrix.DenseShared })
+        {
+            foreach (int length in new[] { 32, 40 })
+            {
+                var options = new LsslOptions { StateMatrix = form, Discretization = LsslDiscretization.ZeroOrderHold, ChunkLength = 16 };
+                using var layer = new LsslLayer(new ReadOnlyTensorSpan<float>([-1f], [1, 1]),
+                    new ReadOnlyTensorSpan<float>([1f], form == LsslStateMatrix.Diagonal ? [1, 1] : [1]), new ReadOnlyTensorSpan<float>([1f], [1, 1]),
+                    new ReadOnlyTensorSpan<float>([0f], [1]), new ReadOnlyTensorSpan<float>([0.72f], [1]), options);
+                using var system = new LsslSystem(new LsslConfig(1, 1, form, 16), LsslDiscretization.ZeroOrderHold, [-1.0], [1.0], [1.0], [0.0],
+                    [(double)0.72f], ThreadPoolScheduler.CallingThread);
+                var u = new float[length];
+                var expectedY = new double[length];
+                var expectedState = new double[] { 1.0 };
+                LsslReference.Forward(system, 1, length, u, expectedY, expectedState);
+                foreach (var mode in new[] { LsslMode.Scan, LsslMode.Conv })
+                {
+                    var y = Numerics.NaNs(length);
+                    var state = Numerics.NaNs(1);
+                    layer.Forward<float>(device, new ReadOnlyTensorSpan<float>(u, [1, length, 1]), new TensorSpan<float>(y, [1, length, 1]),
+                        new ReadOnlyTensorSpan<float>([1f], [1, 1, 1]), new TensorSpan<float>(state, [1, 1, 1]), mode);
+                    Assert.That(Numerics.RelativeRms(y, expectedY), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{form} L {length} {mode}: y");
+                    Assert.That(Numerics.RelativeRms(state, expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{form} L {length} {mode}: state");
+                }
+            }
+        }
+    }
+
+    [Test]
+    public void ChunkPowerMinusIdentityKeepsASmallPower()
+    {
+        // (I + M)^Q − I for ‖M‖ = 1e-12: formed as a power, then minus I, it cancels to ~1e-4 relative; squaring on the parts minus I
+        // keeps float64 precision. Against the binomial series Q M + C(Q, 2) M² (M³ terms below 1e-30).
+        int n = 3, q = 64;
+        double[] m = [-1e-12, 2e-13, 0, 0, -3e-12, 1e-13, 5e-13, 0, -2e-12];
+        var expected = Matrix<double>.Build.DenseOfRowMajor(n, n, m) * q
+            + Matrix<double>.Build.DenseOfRowMajor(n, n, m).Power(2) * (q * (q - 1) / 2.0);
+        Assert.That(RelativeError(M(n, Float64Matrix.PowerMinusIdentity(m, n, q)), expected), Is.LessThan(1e-13));
+        Assert.That(Float64Matrix.PowerMinusIdentity(-1e-12, q), Is.EqualTo(q * -1e-12 + q * (q - 1) / 2.0 * 1e-24).Within(1e-13 * q * 1e-12));
+    }
+
     [Test]
     public void LegSLayerAtLength16384StaysFiniteAndMatches()
     {
