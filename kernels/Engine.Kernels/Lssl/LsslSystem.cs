@@ -1,5 +1,7 @@
+using System.Numerics;
 using System.Runtime.ExceptionServices;
 using Engine.Kernels.Common;
+using MathNet.Numerics.LinearAlgebra;
 
 namespace Engine.Kernels.Lssl;
 
@@ -148,6 +150,15 @@ public sealed class LsslSystem : IDisposable
     {
         int n = Config.StateSize, np = Config.StatePadded, q = Config.ChunkLength;
         var (amI, bbar) = LsslDiscretizer.Dense(a, b, n, dt, Method, ch);
+        var eigenvalues = Matrix<double>.Build.DenseOfRowMajor(n, n, amI).Evd(Symmetricity.Asymmetric).EigenValues;
+        double norm = 0;
+        for (int i = 0; i < n; i++)
+        {
+            double row = 0;
+            for (int k = 0; k < n; k++) row += Math.Abs(amI[i * n + k]);
+            norm = Math.Max(norm, row);
+        }
+        foreach (var mu in eigenvalues) RequireStable(mu, norm, ch, dt);
         amI.CopyTo(_abarMinusI64, ch * n * n);
         bbar.CopyTo(_bbar64, ch * n);
         var abar = Abar64(ch);
@@ -178,6 +189,7 @@ public sealed class LsslSystem : IDisposable
         var amI = _abarMinusI64.AsSpan(ch * n, n);
         var bbar = _bbar64.AsSpan(ch * n, n);
         LsslDiscretizer.Diagonal(a, b, dt, Method, amI, bbar, ch);
+        foreach (double mu in amI) RequireStable(mu, Math.Abs(mu), ch, dt);
         var rows = new double[(q + 1) * n];
         var cols = new double[q * n];
         for (int k = 0; k < n; k++)
@@ -193,6 +205,20 @@ public sealed class LsslSystem : IDisposable
             ChunkCarryT[ch * np + k] = (float)(keep ? Float64Matrix.PowerMinusIdentity(amI[k], q) : abarQ);
         }
         FillTables(ch, rows, cols, bbar);
+    }
+
+    /// <summary>
+    /// Refuses a channel whose Ā has an eigenvalue outside the unit circle: its state would grow without bound until it
+    /// overflowed. For an eigenvalue μ of Ā − I, |1 + μ| > 1 is 2 Re μ + |μ|² > 0, which keeps its precision for a small μ;
+    /// the allowance of 1e-9 ‖Ā − I‖ covers the eigenvalue solver's rounding, so a marginal Ā (A singular: μ = 0) is kept.
+    /// </summary>
+    private void RequireStable(Complex mu, double norm, int ch, double dt)
+    {
+        if (2 * mu.Real + mu.Real * mu.Real + mu.Imaginary * mu.Imaginary <= 1e-9 * norm) return;
+        throw new ArgumentException(
+            $"A: the {Method} discretization of channel {ch} (dt = {dt}) is unstable: Ā has an eigenvalue of modulus " +
+            $"{Complex.Abs(1 + mu)} > 1, so the state would grow without bound; expected A's eigenvalues to have real part <= 0 " +
+            "(and, for alpha < 0.5, dt small enough that Ā's stay within the unit circle)", "A");
     }
 
     /// <summary>

@@ -219,8 +219,8 @@ public sealed class LsslLayer : IDisposable
     /// (default the device's).
     /// </summary>
     /// <exception cref="ArgumentException">
-    /// u, y or a state of the wrong shape, non-finite u or initial state, or (parameter A) a y that overflowed: the
-    /// discretized system is unstable or the input too large for fp32.
+    /// u, y or a state of the wrong shape, non-finite u or initial state, or (parameter A) a y or final state that overflowed:
+    /// the input too large for fp32 in this (stable) system.
     /// </exception>
     public LsslMode Forward<T>(EngineDevice device, ReadOnlyTensorSpan<T> u, TensorSpan<T> y,
         ReadOnlyTensorSpan<float> initialState = default, TensorSpan<float> finalState = default, LsslMode mode = LsslMode.Auto,

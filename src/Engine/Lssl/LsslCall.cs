@@ -55,7 +55,7 @@ internal static class LsslCall
         yf.Commit();
     }
 
-    /// <summary>The final state, which y need not read (C = 0, or the conv mode's separate pass): an unstable system overflows it too.</summary>
+    /// <summary>The final state, which y need not read (C = 0, or the conv mode's separate pass): a large input overflows it too.</summary>
     private static void RequireFiniteState(LsslLayer layer, int length, ReadOnlySpan<float> values)
     {
         if (float.IsFinite(TensorPrimitives.Sum(values))) return;
@@ -64,8 +64,9 @@ internal static class LsslCall
     }
 
     private static ArgumentException StateOverflow(LsslLayer layer, int length, float value, long index) => new(
-        $"A: the final state overflowed to {value} at flat index {index} over {length} steps: the discretized system " +
-        $"({layer.Discretization}) is unstable or the input too large for fp32; use a stable A, a smaller dt or another discretization", "A");
+        $"A: the final state overflowed to {value} at flat index {index} over {length} steps: the input is too large for fp32 in the " +
+        $"discretized system ({layer.Discretization}), which is stable (an unstable one is refused when the layer is built) but may " +
+        "amplify it; scale u or B down", "A");
 
     /// <summary>The GPU kernels for a call from the device's pool, K̄ built first on the call's CPU scheduler for the conv mode.</summary>
     public static KernelLease<LsslGpu> LeaseGpu(EngineDevice device, IWorkScheduler? scheduler, LsslSystem system, LsslMode mode, int length)
@@ -99,5 +100,6 @@ internal static class LsslCall
 
     private static ArgumentException Overflow(LsslLayer layer, int length, float value, long index) => new(
         $"A: y overflowed to {value} at flat index {index} (step {index / layer.Channels % Math.Max(length, 1)} of {length}): " +
-        $"the discretized system ({layer.Discretization}) is unstable or the input too large for fp32; use a stable A, a smaller dt or another discretization", "A");
+        $"the input is too large for fp32 in the discretized system ({layer.Discretization}), which is stable (an unstable one is refused when the " +
+        "layer is built) but may amplify it; scale u or B down", "A");
 }

@@ -230,25 +230,26 @@ public sealed class SessionLifetimeTests
     }
 
     /// <summary>
-    /// An unstable system whose output does not read the state (C = 0): y = D u stays finite while the state overflows.
-    /// Returned infinite before by the reference and the conv mode; refused now by every backend and mode.
+    /// A system whose output does not read the state (C = 0) and whose input overflows it (B = 1e30, u = 1e10): y = D u stays
+    /// finite while the state overflows. Returned infinite before by the reference and the conv mode; refused now by every
+    /// backend and mode.
     /// </summary>
     [Test]
     public void AnLsslFinalStateThatOverflowsIsRefused(
         [Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend, [Values(LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv)] LsslMode mode)
     {
         var device = TestDevices.Of(backend);
-        using var unstable = new LsslLayer(Filled(1f, 2, 4), Filled(1f, 2, 4), Filled(0f, 2, 4), Filled(2f, 2), Filled(1.9f, 2),
+        using var overflowing = new LsslLayer(Filled(-1f, 2, 4), Filled(1e30f, 2, 4), Filled(0f, 2, 4), Filled(2f, 2), Filled(1.9f, 2),
             new LsslOptions { StateMatrix = LsslStateMatrix.Diagonal });
         var y = new float[64 * 2];
-        var e = Assert.Throws<ArgumentException>(() => unstable.Forward<float>(device, Filled(1f, 1, 64, 2), new TensorSpan<float>(y, [1, 64, 2], []),
+        var e = Assert.Throws<ArgumentException>(() => overflowing.Forward<float>(device, Filled(1e10f, 1, 64, 2), new TensorSpan<float>(y, [1, 64, 2], []),
             default, new TensorSpan<float>(new float[8], [1, 2, 4], []), mode))!;
         Assert.That(e.Message, Does.Contain("overflowed"));
     }
 
     /// <summary>
-    /// An unstable system (C = 0, Ā = 2) in a session, in the conv mode, whose y does not read the state: y = D u stays finite
-    /// while the state overflows. A GPU session kept such a state on the device unchecked, and every later call went on from
+    /// A system in a session, in the conv mode, whose y does not read the state (C = 0) and whose input overflows it (B = 1e30,
+    /// u = 1e37): y = D u stays finite while the state overflows. A GPU session kept such a state on the device unchecked, and every later call went on from
     /// it; now refused on every backend, the state kept.
     /// </summary>
     [TestCase(Backend.Reference)]
@@ -256,9 +257,9 @@ public sealed class SessionLifetimeTests
     [TestCase(Backend.Gpu)]
     public void AnLsslSessionWhoseStateOverflowsIsRefusedAndKeepsItsState(Backend backend)
     {
-        using var unstable = new LsslLayer(Filled(1f, 2, 4), Filled(1f, 2, 4), Filled(0f, 2, 4), Filled(2f, 2), Filled(2f / 3, 2),
+        using var overflowing = new LsslLayer(Filled(-1f, 2, 4), Filled(1e30f, 2, 4), Filled(0f, 2, 4), Filled(2f, 2), Filled(2f / 3, 2),
             new LsslOptions { StateMatrix = LsslStateMatrix.Diagonal });
-        using var session = unstable.CreateSession(TestDevices.Of(backend), 1);
+        using var session = overflowing.CreateSession(TestDevices.Of(backend), 1);
         session.Prefill(Filled(1f, 1, 3, 2), Filled(0f, 1, 3, 2), LsslMode.Conv);
         var before = new float[8];
         session.GetState(new TensorSpan<float>(before, [1, 2, 4]));

@@ -365,9 +365,10 @@ public sealed class DeviceTensorTests
     {
         nint[] shape = [1, 64, 2], stateShape = [1, 2, 4];
         static Tensor<float> Filled(float value, params nint[] shape) => Tensor.Create(Enumerable.Repeat(value, (int)shape.Aggregate((nint)1, (a, d) => a * d)).ToArray(), shape);
-        using var unstable = new LsslLayer(Filled(1f, 2, 4), Filled(1f, 2, 4), Filled(0f, 2, 4), Filled(2f, 2), Filled(2f / 3, 2),
+        // A stable system whose input overflows the state (B = 1e30, u = 1e37); C = 0, so y = D u stays finite.
+        using var overflowing = new LsslLayer(Filled(-1f, 2, 4), Filled(1e30f, 2, 4), Filled(0f, 2, 4), Filled(2f, 2), Filled(2f / 3, 2),
             new LsslOptions { StateMatrix = LsslStateMatrix.Diagonal });
-        using var session = unstable.CreateSession(_gpu, 1);
+        using var session = overflowing.CreateSession(_gpu, 1);
         var initial = new TestData(15).Normal(8, 0.5);
         session.SetState(Tensor.Create(initial, stateShape));
         using var du = _gpu.Upload(Filled(1e37f, shape));

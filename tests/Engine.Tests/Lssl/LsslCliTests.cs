@@ -94,6 +94,19 @@ public sealed class LsslCliTests : CliFixture
             $"engine: error: --dt ({PathOf("bad_dt.npy")}): steps must be finite and > 0, got -1 for channel 1");
     }
 
+    /// <summary>An A whose discretization grows without bound is refused when the layer is built, naming --A and the channel.</summary>
+    [Test]
+    public void AnUnstableStateMatrixIsAOneLineError()
+    {
+        Assert.That(Engine("lssl-init", "--N", "4", "--H", "2", "--kind", "diagonal", "--out-dir", Directory).code, Is.Zero);
+        Npy.Write(PathOf("u.npy"), NpyArray.From(new float[1 * 10 * 2], [1, 10, 2]));
+        Npy.Write(PathOf("unstable_A.npy"), NpyArray.From(new float[] { -1, -2, -3, -4, -1, -2, 0.5f, -4 }, [2, 4]));
+        AssertOneLineError(Engine("op", "lssl", "--u", PathOf("u.npy"), "--A", PathOf("unstable_A.npy"), "--B", PathOf("B.npy"),
+            "--C", PathOf("C.npy"), "--D", PathOf("D.npy"), "--dt", PathOf("dt.npy"), "--y", PathOf("y.npy")), 1,
+            $"engine: error: --A ({PathOf("unstable_A.npy")}): the gbt(alpha=0.5) discretization of channel 1");
+        Assert.That(File.Exists(PathOf("y.npy")), Is.False);
+    }
+
     [TestCase("--u")]
     [TestCase("--A")]
     [TestCase("--dt")]

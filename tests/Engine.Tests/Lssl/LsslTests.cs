@@ -383,10 +383,10 @@ public sealed class LsslTests
         for (int i = 0; i < 3; i++) a[i * 3 + i] = 2f;
         Rejects(() => Layer(p, a: a, dt: dt, options: new LsslOptions { Discretization = LsslDiscretization.BackwardEuler }), "A", "singular");
         var diagonal = LsslProblem.Make(2, 3, LsslStateMatrix.Diagonal, seed: 1);
-        Rejects(() => Layer(diagonal, a: [1, 3, 4, 1, 2, 6], dt: [0.5f, 0.5f], options: new LsslOptions { Discretization = LsslDiscretization.BackwardEuler }),
+        Rejects(() => Layer(diagonal, a: [-1, -3, -4, 1, 2, 6], dt: [0.5f, 0.5f], options: new LsslOptions { Discretization = LsslDiscretization.BackwardEuler }),
             "A", "channel 1 is singular");
-        // The same matrix is fine under ZOH (no inverse is formed).
-        using var zoh = Layer(p, a: a, dt: dt, options: new LsslOptions { Discretization = LsslDiscretization.ZeroOrderHold });
+        // Under ZOH (no inverse is formed) the same matrix is not singular, only unstable (ā = e^1).
+        Rejects(() => Layer(p, a: a, dt: dt, options: new LsslOptions { Discretization = LsslDiscretization.ZeroOrderHold }), "A", "unstable");
     }
 
     [Test]
@@ -420,19 +420,28 @@ public sealed class LsslTests
     }
 
     [Test]
-    public void UnstableSystemsFailInsteadOfReturningNaN()
+    public void UnstableSystemsAreRefusedWhenTheLayerIsBuilt()
     {
-        // Forward Euler with Δ·|λ| > 2 is unstable: |1 + Δλ| > 1 grows without bound.
-        var device = TestDevices.Get(TestBackend.Cpu);
-        var p = LsslProblem.Make(1, 8, LsslStateMatrix.Diagonal, seed: 1);
-        using var layer = Layer(p, dt: [1f], options: new LsslOptions { Discretization = LsslDiscretization.ForwardEuler });
-        var u = new TestData(2).Normal(4000);
-        foreach (var mode in new[] { LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv })
-        {
-            var y = Numerics.NaNs(4000);
-            Rejects(() => layer.Forward<float>(device, new ReadOnlyTensorSpan<float>(u, [1, 4000, 1]), new TensorSpan<float>(y, [1, 4000, 1]), mode: mode),
-                "A", "unstable");
-        }
+        // Ā with an eigenvalue outside the unit circle: the state grows without bound (to infinity over a long sequence).
+        // Forward Euler with Δ·|λ| > 2 (ā = 1 − 3 for a = −3, Δ = 1):
+        var p = LsslProblem.Make(1, 2, LsslStateMatrix.Diagonal, seed: 1);
+        Rejects(() => Layer(p, a: [-1f, -3f], dt: [1f], options: new LsslOptions { Discretization = LsslDiscretization.ForwardEuler }), "A",
+            "gbt(alpha=0) discretization of channel 0 (dt = 1) is unstable: Ā has an eigenvalue of modulus 2 > 1");
+        // An eigenvalue of A with positive real part, in the second channel, under every discretization (bilinear, ZOH,
+        // backward Euler at a step too small to map it inside): A lower triangular with eigenvalues −1 and 0.1.
+        var dense = LsslProblem.Make(2, 2, LsslStateMatrix.DensePerChannel, seed: 1);
+        float[] a = [-1f, 0f, 0f, -2f, -1f, 0f, 0.5f, 0.1f];
+        foreach (var method in new[] { LsslDiscretization.Bilinear, LsslDiscretization.ZeroOrderHold, LsslDiscretization.BackwardEuler })
+            Rejects(() => Layer(dense, a: a, dt: [0.1f, 0.1f], options: new LsslOptions { Discretization = method }), "A", "channel 1 (dt = 0.1");
+        var diagonal = LsslProblem.Make(2, 2, LsslStateMatrix.Diagonal, seed: 1);
+        Rejects(() => Layer(diagonal, a: [-1f, -2f, -1f, 1e-3f], dt: [0.1f, 0.1f], options: new LsslOptions { StateMatrix = LsslStateMatrix.Diagonal }),
+            "A", "channel 1");
+        // On the unit circle is kept: A = 0 (ā = 1, ZOH needs no inverse), a rotation under the bilinear transform (|ā| = 1),
+        // and forward Euler just inside its bound.
+        using var integrator = Layer(diagonal, a: [0f, 0f, 0f, 0f], dt: [0.1f, 0.1f],
+            options: new LsslOptions { Discretization = LsslDiscretization.ZeroOrderHold, StateMatrix = LsslStateMatrix.Diagonal });
+        using var rotation = Layer(LsslProblem.Make(1, 2, LsslStateMatrix.DenseShared, seed: 1), a: [0f, 1f, -1f, 0f], dt: [0.1f]);
+        using var euler = Layer(p, a: [-1f, -3f], dt: [0.66f], options: new LsslOptions { Discretization = LsslDiscretization.ForwardEuler });
     }
 
     // ---- Modes, decode and long sequences ---------------------------------------------------------------------
