@@ -35,26 +35,37 @@ public enum LsslMethod
     Zoh,
 }
 
-/// <summary>A discretization rule: zero-order hold, or the generalized bilinear transform with its α.</summary>
+/// <summary>
+/// A discretization rule: zero-order hold, or the generalized bilinear transform with its α. The zero value
+/// (<c>default(LsslDiscretization)</c>, a field never set) is the bilinear transform, the documented default.
+/// </summary>
 public readonly record struct LsslDiscretization
 {
-    private LsslDiscretization(LsslMethod method, double alpha) { Method = method; Alpha = alpha; }
+    // The bilinear transform is rule 0, so that a zero-initialized value is the default rule and not GBT with α = 0 (forward
+    // Euler, the least accurate and least stable). Gbt(0.5) is stored as Bilinear: one representation per rule, so equal
+    // rules compare equal.
+    private enum Rule { Bilinear, Gbt, Zoh }
 
-    public LsslMethod Method { get; }
+    private readonly Rule _rule;
+    private readonly double _gbtAlpha;
+
+    private LsslDiscretization(Rule rule, double gbtAlpha) { _rule = rule; _gbtAlpha = gbtAlpha; }
+
+    public LsslMethod Method => _rule == Rule.Zoh ? LsslMethod.Zoh : LsslMethod.Gbt;
 
     /// <summary>α of the generalized bilinear transform (0 forward Euler, 0.5 bilinear, 1 backward Euler); 0 for ZOH.</summary>
-    public double Alpha { get; }
+    public double Alpha => _rule switch { Rule.Bilinear => 0.5, Rule.Gbt => _gbtAlpha, _ => 0.0 };
 
-    public static LsslDiscretization Bilinear => new(LsslMethod.Gbt, 0.5);
-    public static LsslDiscretization ForwardEuler => new(LsslMethod.Gbt, 0.0);
-    public static LsslDiscretization BackwardEuler => new(LsslMethod.Gbt, 1.0);
-    public static LsslDiscretization ZeroOrderHold => new(LsslMethod.Zoh, 0.0);
+    public static LsslDiscretization Bilinear => default;
+    public static LsslDiscretization ForwardEuler => Gbt(0.0);
+    public static LsslDiscretization BackwardEuler => Gbt(1.0);
+    public static LsslDiscretization ZeroOrderHold => new(Rule.Zoh, 0.0);
 
     public static LsslDiscretization Gbt(double alpha)
     {
         if (!(alpha >= 0.0 && alpha <= 1.0))
             throw new ArgumentOutOfRangeException(nameof(alpha), alpha, "the bilinear transform's alpha must lie in [0, 1]");
-        return new LsslDiscretization(LsslMethod.Gbt, alpha);
+        return alpha == 0.5 ? Bilinear : new LsslDiscretization(Rule.Gbt, alpha);
     }
 
     public override string ToString() => Method == LsslMethod.Zoh ? "zoh" : $"gbt(alpha={Alpha})";

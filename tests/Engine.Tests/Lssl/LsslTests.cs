@@ -127,6 +127,39 @@ public sealed class LsslTests
     }
 
     [Test]
+    public void TheZeroDiscretizationIsTheBilinearTransform()
+    {
+        // default(LsslDiscretization), a field never set, was GBT with α = 0: forward Euler, not the documented bilinear default.
+        var unset = default(LsslDiscretization);
+        Assert.That(unset, Is.EqualTo(LsslDiscretization.Bilinear));
+        Assert.That((unset.Method, unset.Alpha, unset.ToString()), Is.EqualTo((LsslMethod.Gbt, 0.5, "gbt(alpha=0.5)")));
+        Assert.That(new LsslOptions().Discretization, Is.EqualTo(unset));
+        Assert.That(LsslDiscretization.Gbt(0.5), Is.EqualTo(unset));
+        // The named and explicit rules keep their values.
+        Assert.That((LsslDiscretization.ForwardEuler.Method, LsslDiscretization.ForwardEuler.Alpha), Is.EqualTo((LsslMethod.Gbt, 0.0)));
+        Assert.That(LsslDiscretization.ForwardEuler, Is.Not.EqualTo(unset));
+        Assert.That((LsslDiscretization.BackwardEuler.Method, LsslDiscretization.BackwardEuler.Alpha), Is.EqualTo((LsslMethod.Gbt, 1.0)));
+        Assert.That((LsslDiscretization.ZeroOrderHold.Method, LsslDiscretization.ZeroOrderHold.Alpha), Is.EqualTo((LsslMethod.Zoh, 0.0)));
+        Assert.That((LsslDiscretization.Gbt(0.3).Alpha, LsslDiscretization.Gbt(0.3).ToString()), Is.EqualTo((0.3, "gbt(alpha=0.3)")));
+        Assert.That(LsslDiscretization.Gbt(0.3), Is.Not.EqualTo(unset).And.Not.EqualTo(LsslDiscretization.ZeroOrderHold));
+
+        // A layer built with it runs the bilinear system. One state, a = −2, b = c = 1, d = 0, Δ = 0.1: ā = (1 + Δa/2)/(1 − Δa/2)
+        // = 0.9/1.1, b̄ = Δb/(1 − Δa/2) = 0.1/1.1 (forward Euler: 0.8 and 0.1), against that recurrence in float64 (fp32 tolerance).
+        using var layer = new LsslLayer(new ReadOnlyTensorSpan<float>([-2f], [1, 1]), new ReadOnlyTensorSpan<float>([1f], [1, 1]),
+            new ReadOnlyTensorSpan<float>([1f], [1, 1]), new ReadOnlyTensorSpan<float>([0f], [1]), new ReadOnlyTensorSpan<float>([0.1f], [1]),
+            new LsslOptions { StateMatrix = LsslStateMatrix.Diagonal, Discretization = unset });
+        const int length = 64;
+        var u = new TestData(3).Normal(length);
+        double dt = 0.1f, abar = (1 - dt) / (1 + dt), bbar = dt / (1 + dt), x = 0;
+        var expected = new double[length];
+        for (int t = 0; t < length; t++) expected[t] = x = abar * x + bbar * u[t];
+        var y = Numerics.NaNs(length);
+        layer.Forward<float>(TestDevices.Get(TestBackend.Cpu), new ReadOnlyTensorSpan<float>(u, [1, length, 1]), new TensorSpan<float>(y, [1, length, 1]),
+            mode: LsslMode.Recurrent);
+        Assert.That(Numerics.RelativeRms(y, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+    }
+
+    [Test]
     public void ForwardEulerIsIPlusDtA()
     {
         var (a, b, n) = Hippo(LsslInit.HippoLegT(8), 8);
