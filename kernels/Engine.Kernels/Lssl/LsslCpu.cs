@@ -22,7 +22,8 @@ namespace Engine.Kernels.Lssl;
 ///                                                in column blocks of 32 whose rows are a prefix of A's
 ///                                                columns (the Toeplitz block is upper triangular)
 /// A partial last chunk (L mod Q steps) runs the recurrence. Every table is precomputed in float64.
-/// The recurrence keeps Ā − I, not Ā: x ← x + (Ā − I)x + B̄u holds the small part to fp32 precision.
+/// The recurrence keeps Ā − I, not Ā, where Ā is near I: x ← x + (Ā − I)x + B̄u holds the small part to fp32 precision; where
+/// one step decays a state element away it keeps Ā (<see cref="LsslSystem.StepKeep"/>), whose small entry −1 + ā would round.
 /// </summary>
 public sealed unsafe class LsslCpu : IDisposable
 {
@@ -73,12 +74,12 @@ public sealed unsafe class LsslCpu : IDisposable
         _scratch.Reserve(workers);
         if (_fft.Length < workers) Array.Resize(ref _fft, workers);
         fixed (float* pu = u, py = y, ps = state,
-               amI = system.AbarMinusIT, bbar = system.Bbar, c = system.C, d = system.D,
+               stepT = system.StepT, stepKeep = system.StepKeep, bbar = system.Bbar, c = system.C, d = system.D,
                weights = system.OutputWeights, colsT = system.StateColsT,
                carryT = system.ChunkCarryT, keep = system.ChunkCarryKeep)
         {
             var io = new Io(pu, py, ps, batch, length);
-            var tables = new Tables(amI, bbar, c, d, weights, colsT, carryT, keep);
+            var tables = new Tables(stepT, stepKeep, bbar, c, d, weights, colsT, carryT, keep);
             switch (mode)
             {
                 case LsslMode.Recurrent:
@@ -114,9 +115,9 @@ public sealed unsafe class LsslCpu : IDisposable
         public readonly int Batch = batch, Length = length;
     }
 
-    private readonly struct Tables(float* amI, float* bbar, float* c, float* d, float* weights, float* colsT, float* carryT, float* keep)
+    private readonly struct Tables(float* stepT, float* stepKeep, float* bbar, float* c, float* d, float* weights, float* colsT, float* carryT, float* keep)
     {
-        public readonly float* AbarMinusIT = amI, Bbar = bbar, C = c, D = d, OutputWeights = weights, StateColsT = colsT,
+        public readonly float* StepT = stepT, StepKeep = stepKeep, Bbar = bbar, C = c, D = d, OutputWeights = weights, StateColsT = colsT,
             ChunkCarryT = carryT, ChunkCarryKeep = keep;
     }
 
@@ -356,7 +357,7 @@ public sealed unsafe class LsslCpu : IDisposable
         float d = t.D[ch];
         if (_config.IsDiagonal)
         {
-            float* amI = t.AbarMinusIT + (long)ch * np;
+            float* step = t.StepT + (long)ch * np, keep = t.StepKeep + (long)ch * np;
             for (int s = 0; s < count; s++)
             {
                 float us = uc[s];
@@ -366,7 +367,7 @@ public sealed unsafe class LsslCpu : IDisposable
                 {
                     var xv = Vector512.Load(x + i);
                     // Ā x first, then B̄ u (see Carry).
-                    var r = Vector512.FusedMultiplyAdd(Vector512.Load(bbar + i), uv, Vector512.FusedMultiplyAdd(Vector512.Load(amI + i), xv, xv));
+                    var r = Vector512.FusedMultiplyAdd(Vector512.Load(bbar + i), uv, Vector512.FusedMultiplyAdd(Vector512.Load(step + i), xv, Vector512.Load(keep + i) * xv));
                     r.Store(x + i);
                     acc = Vector512.FusedMultiplyAdd(Vector512.Load(c + i), r, acc);
                 }
@@ -374,12 +375,12 @@ public sealed unsafe class LsslCpu : IDisposable
             }
             return;
         }
-        float* amIT = t.AbarMinusIT + (long)ch * np * np;
+        float* stepT = t.StepT + (long)ch * np * np, stepKeep = t.StepKeep + (long)ch * np;
         long bytes = np * sizeof(float);
         for (int s = 0; s < count; s++)
         {
             float us = uc[s];
-            ResidualMatVec(amIT, x, null, bbar, us, w.Tmp);
+            ResidualMatVec(stepT, x, stepKeep, bbar, us, w.Tmp);
             Buffer.MemoryCopy(w.Tmp, x, bytes, bytes);
             if (yc != null) yc[s] = SimdOps.Dot(c, x, np) + d * us;
         }
@@ -387,7 +388,7 @@ public sealed unsafe class LsslCpu : IDisposable
 
     /// <summary>
     /// dst = (keep ⊙ x + Mᵀᵀ x) + scale·add (the added term last) for a transposed [Np × Np] table mT (row k scales with x[k]);
-    /// keep null keeps all of x; add may be null.
+    /// add may be null.
     /// Output in blocks of four vectors with two accumulator sets for even and odd k, so the FMA chains
     /// are short enough to keep both FMA ports busy.
     /// </summary>
@@ -407,11 +408,8 @@ public sealed unsafe class LsslCpu : IDisposable
         {
             var e0 = TV.Load(x + i0); var e1 = TV.Load(x + i0 + w);
             var e2 = TV.Load(x + i0 + 2 * w); var e3 = TV.Load(x + i0 + 3 * w);
-            if (keep != null)
-            {
-                e0 *= TV.Load(keep + i0); e1 *= TV.Load(keep + i0 + w);
-                e2 *= TV.Load(keep + i0 + 2 * w); e3 *= TV.Load(keep + i0 + 3 * w);
-            }
+            e0 *= TV.Load(keep + i0); e1 *= TV.Load(keep + i0 + w);
+            e2 *= TV.Load(keep + i0 + 2 * w); e3 *= TV.Load(keep + i0 + 3 * w);
             TV o0 = TV.Zero, o1 = TV.Zero, o2 = TV.Zero, o3 = TV.Zero;
             float* row = mT + i0;
             int k = 0;
@@ -451,8 +449,7 @@ public sealed unsafe class LsslCpu : IDisposable
         }
         for (; i0 < np; i0 += w)
         {
-            var e = TV.Load(x + i0);
-            if (keep != null) e *= TV.Load(keep + i0);
+            var e = TV.Load(x + i0) * TV.Load(keep + i0);
             var o = TV.Zero;
             float* row = mT + i0;
             int k = 0;

@@ -224,13 +224,13 @@ public sealed class LsslGpu : IDisposable
 
         public GpuTables(GpuRuntime runtime, LsslSystem s)
         {
-            _arrays = [.. new[] { s.AbarMinusIT, s.Bbar, s.C, s.D, s.Taps, s.OutputWeights, s.StateColsT, s.ChunkCarryT, s.ChunkCarryKeep }
+            _arrays = [.. new[] { s.StepT, s.StepKeep, s.Bbar, s.C, s.D, s.Taps, s.OutputWeights, s.StateColsT, s.ChunkCarryT, s.ChunkCarryKeep }
                 .Select(a => new GpuArray(runtime, a))];
             Args = new LsslGpuArgs
             {
-                AbarMinusIT = _arrays[0].View, Bbar = _arrays[1].View, C = _arrays[2].View, D = _arrays[3].View,
-                Taps = _arrays[4].View, OutputWeights = _arrays[5].View, StateColsT = _arrays[6].View,
-                ChunkCarryT = _arrays[7].View, ChunkCarryKeep = _arrays[8].View,
+                StepT = _arrays[0].View, StepKeep = _arrays[1].View, Bbar = _arrays[2].View, C = _arrays[3].View, D = _arrays[4].View,
+                Taps = _arrays[5].View, OutputWeights = _arrays[6].View, StateColsT = _arrays[7].View,
+                ChunkCarryT = _arrays[8].View, ChunkCarryKeep = _arrays[9].View,
             };
         }
 

@@ -46,7 +46,7 @@ public struct LsslGpuArgs
     public ArrayView<float> U, Y, State;
 
     /// <summary>The fp32 tables of <see cref="LsslSystem"/>, same layouts.</summary>
-    public ArrayView<float> AbarMinusIT, Bbar, C, D, Taps, OutputWeights, StateColsT, ChunkCarryT, ChunkCarryKeep;
+    public ArrayView<float> StepT, StepKeep, Bbar, C, D, Taps, OutputWeights, StateColsT, ChunkCarryT, ChunkCarryKeep;
 
     /// <summary>K̄ [H, KernelStride] (conv mode).</summary>
     public ArrayView<float> ConvKernel;
@@ -97,7 +97,7 @@ internal readonly struct CarryTiles(LsslGpuShape s)
 public static class LsslGpuKernels
 {
     /// <summary>
-    /// x ← x + (Ā − I) x + B̄ u_t, y_t = C x + D u_t for steps [Start, Start + Count). Group = (sequence, channel);
+    /// x ← K x + (Ā − K) x + B̄ u_t (see <see cref="LsslSystem"/>), y_t = C x + D u_t for steps [Start, Start + Count). Group = (sequence, channel);
     /// thread i owns state rows i, i + G, …; the output is the sum of the threads' partial C·x.
     /// </summary>
     public static void Recurrent(LsslGpuArgs args, SpecializedValue<LsslGpuShape> shape)
@@ -125,14 +125,14 @@ public static class LsslGpuKernels
             {
                 float xi = states[xc + i];
                 // Ā x first, then B̄ u: x + B̄ u rounded first would lose a small B̄ u against a large x that (Ā − I) x then cancels.
-                float acc = xi;
+                float acc = args.StepKeep[rowBase + i] * xi;
                 if (s.Diagonal)
                 {
-                    acc += args.AbarMinusIT[rowBase + i] * xi;
+                    acc += args.StepT[rowBase + i] * xi;
                 }
                 else
                 {
-                    for (int k = 0; k < s.N; k++) acc += args.AbarMinusIT[matrixBase + (long)k * s.Np + i] * states[xc + k];
+                    for (int k = 0; k < s.N; k++) acc += args.StepT[matrixBase + (long)k * s.Np + i] * states[xc + k];
                 }
                 acc += args.Bbar[rowBase + i] * ut;
                 states[xn + i] = acc;

@@ -10,7 +10,9 @@ namespace Engine.Kernels.Lssl;
 /// tables every kernel reads, all computed in float64 and rounded once. State vectors are padded to
 /// Np = <see cref="LsslConfig.StatePadded"/> with zeros; Q = chunk length.
 ///
-///   AbarMinusIT       dense [H, Np, Np]: (Ā − I)ᵀ, so one row of it scales one state element; diagonal [H, Np]: ā − 1
+///   StepT             dense [H, Np, Np]: (Ā − K)ᵀ, so one row of it scales one state element; diagonal [H, Np]: ā − k.
+///   StepKeep          [H, Np]: K's diagonal, 1 where Ā_ii >= ½, else 0: a step is x ← K x + (Ā − K) x + B̄ u, Ā − I where Ā
+///                     is near I, Ā itself where one step decays the state away (as for the chunk carry below).
 ///   Bbar, C           [H, Np]
 ///   D                 [H]
 ///   Taps              [H, Q]:      K̄_i = C Āⁱ B̄, the first Q kernel taps
@@ -73,7 +75,8 @@ public sealed class LsslSystem : IDisposable
         _bbar64 = new double[h * n];
         _c64 = c.ToArray();
         _d64 = d.ToArray();
-        AbarMinusIT = new float[dense ? h * np * np : h * np];
+        StepT = new float[dense ? h * np * np : h * np];
+        StepKeep = new float[h * np];
         Bbar = new float[h * np];
         C = new float[h * np];
         D = new float[h];
@@ -127,7 +130,8 @@ public sealed class LsslSystem : IDisposable
     public ReadOnlySpan<double> C64 => _c64;
     public ReadOnlySpan<double> D64 => _d64;
 
-    public float[] AbarMinusIT { get; }
+    public float[] StepT { get; }
+    public float[] StepKeep { get; }
     public float[] Bbar { get; }
     public float[] C { get; }
     public float[] D { get; }
@@ -171,12 +175,14 @@ public sealed class LsslSystem : IDisposable
         var abarQMinusI = Float64Matrix.PowerMinusIdentity(amI, n, q);
         for (int i = 0; i < n; i++)
         {
-            bool keep = KeepsState(abarQ[i * n + i]);
+            bool keepStep = KeepsState(abar[i * n + i]), keep = KeepsState(abarQ[i * n + i]);
+            StepKeep[ch * np + i] = keepStep ? 1f : 0f;
             ChunkCarryKeep[ch * np + i] = keep ? 1f : 0f;
+            var step = keepStep ? amI : abar;
             var carry = keep ? abarQMinusI : abarQ;
             for (int k = 0; k < n; k++)
             {
-                AbarMinusIT[((long)ch * np + k) * np + i] = (float)amI[i * n + k];
+                StepT[((long)ch * np + k) * np + i] = (float)step[i * n + k];
                 ChunkCarryT[((long)ch * np + k) * np + i] = (float)carry[i * n + k];
             }
         }
@@ -198,7 +204,9 @@ public sealed class LsslSystem : IDisposable
             double r = _c64[ch * n + k], w = bbar[k];
             for (int i = 0; i <= q; i++) { rows[i * n + k] = r; r *= abar; }
             for (int j = 0; j < q; j++) { cols[j * n + k] = w; w *= abar; }
-            AbarMinusIT[ch * np + k] = (float)amI[k];
+            bool keepStep = KeepsState(abar);
+            StepKeep[ch * np + k] = keepStep ? 1f : 0f;
+            StepT[ch * np + k] = (float)(keepStep ? amI[k] : abar);
             double abarQ = Math.Pow(abar, q);
             bool keep = KeepsState(abarQ);
             ChunkCarryKeep[ch * np + k] = keep ? 1f : 0f;
@@ -222,10 +230,10 @@ public sealed class LsslSystem : IDisposable
     }
 
     /// <summary>
-    /// Whether the carry keeps x_i and adds (Ā^Q − I) x (a diagonal entry of Ā^Q from ½ up), or takes Ā^Q x alone: whichever
-    /// of (Ā^Q)_ii − 1 and (Ā^Q)_ii is smaller in size, so fp32 rounds the smaller number.
+    /// Whether a step (the carry) keeps x_i and adds (Ā − I) x (a diagonal entry of Ā, Ā^Q, from ½ up), or takes Ā x alone:
+    /// whichever of Ā_ii − 1 and Ā_ii is smaller in size, so fp32 rounds the smaller number.
     /// </summary>
-    private static bool KeepsState(double abarQDiagonal) => abarQDiagonal >= 0.5;
+    private static bool KeepsState(double diagonal) => diagonal >= 0.5;
 
     /// <summary>Rounds the float64 rows C Āⁱ (i = 0..Q) and columns Āʲ B̄ (j &lt; Q) into the fp32 tables.</summary>
     private void FillTables(int ch, double[] rows, double[] cols, ReadOnlySpan<double> bbar)

@@ -655,6 +655,39 @@ public sealed class LsslTests
         }
     }
 
+    [TestCase(TestBackend.Cpu)]
+    [TestCase(TestBackend.GpuOnCpuAccelerator)]
+    public void StepOfADecayedStateKeepsItsPrecision(TestBackend backend)
+    {
+        // u = 0 and x₀ = 1 through a = −1, dt = 11.5 (ZOH): each step keeps ā = 1e-5 of the state. The step's table held
+        // ā − 1 = −0.99999 in fp32, whose rounding (3e-8) is 0.3% of ā: the final state was off by 8e-4 to 1.3e-3 (the
+        // recurrence, and the scan's partial last chunk). Tolerance: the fp32 one, 1e-5 relative RMS against the float64 recurrence.
+        var device = TestDevices.Get(backend);
+        foreach (var form in new[] { LsslStateMatrix.Diagonal, LsslStateMatrix.DenseShared })
+        {
+            const int length = 3;
+            var options = new LsslOptions { StateMatrix = form, Discretization = LsslDiscretization.ZeroOrderHold, ChunkLength = 16 };
+            using var layer = new LsslLayer(new ReadOnlyTensorSpan<float>([-1f], [1, 1]),
+                new ReadOnlyTensorSpan<float>([1f], form == LsslStateMatrix.Diagonal ? [1, 1] : [1]), new ReadOnlyTensorSpan<float>([1f], [1, 1]),
+                new ReadOnlyTensorSpan<float>([0f], [1]), new ReadOnlyTensorSpan<float>([11.5f], [1]), options);
+            using var system = new LsslSystem(new LsslConfig(1, 1, form, 16), LsslDiscretization.ZeroOrderHold, [-1.0], [1.0], [1.0], [0.0],
+                [11.5], ThreadPoolScheduler.CallingThread);
+            var u = new float[length];
+            var expectedY = new double[length];
+            var expectedState = new double[] { 1.0 };
+            LsslReference.Forward(system, 1, length, u, expectedY, expectedState);
+            foreach (var mode in new[] { LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv })
+            {
+                var y = Numerics.NaNs(length);
+                var state = Numerics.NaNs(1);
+                layer.Forward<float>(device, new ReadOnlyTensorSpan<float>(u, [1, length, 1]), new TensorSpan<float>(y, [1, length, 1]),
+                    new ReadOnlyTensorSpan<float>([1f], [1, 1, 1]), new TensorSpan<float>(state, [1, 1, 1]), mode);
+                Assert.That(Numerics.RelativeRms(y, expectedY), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{form} {mode}: y");
+                Assert.That(Numerics.RelativeRms(state, expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{form} {mode}: state");
+            }
+        }
+    }
+
     [Test]
     public void ChunkPowerMinusIdentityKeepsASmallPower()
     {
