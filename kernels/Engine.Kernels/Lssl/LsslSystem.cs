@@ -96,6 +96,8 @@ public sealed class LsslSystem : IDisposable
         var bCopy = b.ToArray();
         var dtCopy = dt.ToArray();
         bool bShared = b.Length == n && h > 1;
+        // The stability check maps A's eigenvalues through each channel's discretization: a shared A is decomposed once.
+        var sharedSpectrum = config.Form == LsslStateMatrix.DenseShared ? Spectrum.Of(aCopy, n) : null;
         var errors = new Exception?[h];
         scheduler.Run(h, (ch, _) =>
         {
@@ -108,7 +110,7 @@ public sealed class LsslSystem : IDisposable
                     _ => aCopy.AsSpan(ch * n, n),
                 };
                 var bCh = bShared ? bCopy.AsSpan() : bCopy.AsSpan(ch * n, n);
-                if (dense) BuildDense(ch, aCh, bCh, dtCopy[ch]);
+                if (dense) BuildDense(ch, aCh, bCh, dtCopy[ch], sharedSpectrum ?? Spectrum.Of(aCh, n));
                 else BuildDiagonal(ch, aCh, bCh, dtCopy[ch]);
             }
             catch (Exception e)
@@ -150,19 +152,11 @@ public sealed class LsslSystem : IDisposable
         return abar;
     }
 
-    private void BuildDense(int ch, ReadOnlySpan<double> a, ReadOnlySpan<double> b, double dt)
+    private void BuildDense(int ch, ReadOnlySpan<double> a, ReadOnlySpan<double> b, double dt, Spectrum spectrum)
     {
         int n = Config.StateSize, np = Config.StatePadded, q = Config.ChunkLength;
         var (amI, bbar) = LsslDiscretizer.Dense(a, b, n, dt, Method, ch);
-        var eigenvalues = Matrix<double>.Build.DenseOfRowMajor(n, n, amI).Evd(Symmetricity.Asymmetric).EigenValues;
-        double norm = 0;
-        for (int i = 0; i < n; i++)
-        {
-            double row = 0;
-            for (int k = 0; k < n; k++) row += Math.Abs(amI[i * n + k]);
-            norm = Math.Max(norm, row);
-        }
-        foreach (var mu in eigenvalues) RequireStable(mu, norm, ch, dt);
+        foreach (var lambda in spectrum.Eigenvalues) RequireStable(lambda, spectrum.Norm, ch, dt);
         amI.CopyTo(_abarMinusI64, ch * n * n);
         bbar.CopyTo(_bbar64, ch * n);
         var abar = Abar64(ch);
@@ -195,7 +189,7 @@ public sealed class LsslSystem : IDisposable
         var amI = _abarMinusI64.AsSpan(ch * n, n);
         var bbar = _bbar64.AsSpan(ch * n, n);
         LsslDiscretizer.Diagonal(a, b, dt, Method, amI, bbar, ch);
-        foreach (double mu in amI) RequireStable(mu, Math.Abs(mu), ch, dt);
+        foreach (double lambda in a) RequireStable(lambda, Math.Abs(lambda), ch, dt);
         var rows = new double[(q + 1) * n];
         var cols = new double[q * n];
         for (int k = 0; k < n; k++)
@@ -217,16 +211,41 @@ public sealed class LsslSystem : IDisposable
 
     /// <summary>
     /// Refuses a channel whose Ā has an eigenvalue outside the unit circle: its state would grow without bound until it
-    /// overflowed. For an eigenvalue μ of Ā − I, |1 + μ| > 1 is 2 Re μ + |μ|² > 0, which keeps its precision for a small μ;
-    /// the allowance of 1e-9 ‖Ā − I‖ covers the eigenvalue solver's rounding, so a marginal Ā (A singular: μ = 0) is kept.
+    /// overflowed. Ā is a function of ΔA, so its eigenvalues are that function of z = Δλ for A's eigenvalues λ (spectral
+    /// mapping): GBT(α) μ = (1 + (1 − α)z) / (1 − αz), where |μ|² − 1 = (2 Re z + (1 − 2α)|z|²) / |1 − αz|²; ZOH μ = e^z,
+    /// where |μ| > 1 is Re z > 0 (the same numerator with 1 − 2α read as 0). It keeps its precision for a small z. The
+    /// allowance 1e-9 s (1 + |1 − 2α| s), s = Δ·scale (‖A‖ for a solver's λ, |λ| for a diagonal entry), covers the solver's
+    /// rounding, so a marginal Ā (A singular: μ = 1; a rotation under the bilinear transform: |μ| = 1) is kept.
     /// </summary>
-    private void RequireStable(Complex mu, double norm, int ch, double dt)
+    private void RequireStable(Complex lambda, double scale, int ch, double dt)
     {
-        if (2 * mu.Real + mu.Real * mu.Real + mu.Imaginary * mu.Imaginary <= 1e-9 * norm) return;
+        var z = dt * lambda;
+        bool zoh = Method.Method == LsslMethod.Zoh;
+        double alpha = Method.Alpha, curvature = zoh ? 0.0 : 1 - 2 * alpha, size = dt * scale;
+        double growth = 2 * z.Real + curvature * (z.Real * z.Real + z.Imaginary * z.Imaginary);
+        if (growth <= 1e-9 * size * (1 + Math.Abs(curvature) * size)) return;
+        double modulus = zoh ? Math.Exp(z.Real) : Complex.Abs(1 + (1 - alpha) * z) / Complex.Abs(1 - alpha * z);
         throw new ArgumentException(
             $"A: the {Method} discretization of channel {ch} (dt = {dt}) is unstable: Ā has an eigenvalue of modulus " +
-            $"{Complex.Abs(1 + mu)} > 1, so the state would grow without bound; expected A's eigenvalues to have real part <= 0 " +
+            $"{modulus} > 1, so the state would grow without bound; expected A's eigenvalues to have real part <= 0 " +
             "(and, for alpha < 0.5, dt small enough that Ā's stay within the unit circle)", "A");
+    }
+
+    /// <summary>The eigenvalues of a dense A [n × n], and its ∞-norm: the scale of the solver's rounding.</summary>
+    private sealed record Spectrum(Complex[] Eigenvalues, double Norm)
+    {
+        public static Spectrum Of(ReadOnlySpan<double> a, int n)
+        {
+            double norm = 0;
+            for (int i = 0; i < n; i++)
+            {
+                double row = 0;
+                for (int k = 0; k < n; k++) row += Math.Abs(a[i * n + k]);
+                norm = Math.Max(norm, row);
+            }
+            var eigenvalues = Matrix<double>.Build.DenseOfRowMajor(n, n, a.ToArray()).Evd(Symmetricity.Asymmetric).EigenValues;
+            return new Spectrum(eigenvalues.ToArray(), norm);
+        }
     }
 
     /// <summary>

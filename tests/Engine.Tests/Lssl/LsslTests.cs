@@ -460,6 +460,11 @@ public sealed class LsslTests
         var p = LsslProblem.Make(1, 2, LsslStateMatrix.Diagonal, seed: 1);
         Rejects(() => Layer(p, a: [-1f, -3f], dt: [1f], options: new LsslOptions { Discretization = LsslDiscretization.ForwardEuler }), "A",
             "gbt(alpha=0) discretization of channel 0 (dt = 1) is unstable: Ā has an eigenvalue of modulus 2 > 1");
+        // A shared dense A is decomposed once and its eigenvalues (−1, −3) mapped through each channel's Δ: only the second
+        // channel's is outside.
+        var shared = LsslProblem.Make(3, 2, LsslStateMatrix.DenseShared, seed: 1);
+        Rejects(() => Layer(shared, a: [-1f, 0f, 5f, -3f], dt: [0.66f, 1f, 0.5f], options: new LsslOptions { Discretization = LsslDiscretization.ForwardEuler }),
+            "A", "gbt(alpha=0) discretization of channel 1 (dt = 1) is unstable");
         // An eigenvalue of A with positive real part, in the second channel, under every discretization (bilinear, ZOH,
         // backward Euler at a step too small to map it inside): A lower triangular with eigenvalues −1 and 0.1.
         var dense = LsslProblem.Make(2, 2, LsslStateMatrix.DensePerChannel, seed: 1);
