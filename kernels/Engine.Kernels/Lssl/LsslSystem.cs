@@ -166,14 +166,17 @@ public sealed class LsslSystem : IDisposable
         var rows = Krylov.Sequential(abar, n, _c64.AsSpan(ch * n, n), q + 1);
         var cols = Krylov.Sequential(abarT, n, bbar, q);
         var abarQ = Float64Matrix.Power(abar, n, q);
-        var abarQMinusI = Float64Matrix.PowerMinusIdentity(amI, n, q);
+        // Ā^Q − I only where a carry row reads it: a chunk that decays every state element away (a large Δ) takes Ā^Q alone.
+        bool anyKept = false;
+        for (int i = 0; i < n; i++) anyKept |= KeepsState(abarQ[i * n + i]);
+        var abarQMinusI = anyKept ? Float64Matrix.PowerMinusIdentity(amI, n, q) : null;
         for (int i = 0; i < n; i++)
         {
             bool keepStep = KeepsState(abar[i * n + i]), keep = KeepsState(abarQ[i * n + i]);
             StepKeep[ch * np + i] = keepStep ? 1f : 0f;
             ChunkCarryKeep[ch * np + i] = keep ? 1f : 0f;
             var step = keepStep ? amI : abar;
-            var carry = keep ? abarQMinusI : abarQ;
+            var carry = keep ? abarQMinusI! : abarQ;
             for (int k = 0; k < n; k++)
             {
                 StepT[((long)ch * np + k) * np + i] = (float)step[i * n + k];
