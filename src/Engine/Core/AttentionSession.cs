@@ -26,6 +26,13 @@ public abstract class AttentionSession : StatefulSession
 
     private protected AttentionOp Op { get; }
 
+    /// <summary>
+    /// The heads a session is made for, refused when they are <c>default(HeadLayout)</c>, which no constructor makes: without
+    /// heads the session held an empty state that refused every call, or its default scale came out infinite.
+    /// </summary>
+    private protected static HeadLayout Checked(HeadLayout heads) => heads.QHeads >= 1 ? heads
+        : throw new ArgumentException("heads: default(HeadLayout) has no heads; make one with its constructor (heads and head dims >= 1)", nameof(heads));
+
     private protected void Run<T>(AttentionMode mode, in AttentionTensors<T> tensors, ReadOnlySpan<int> cuSeqlens) where T : unmanaged
     {
         using var use = Use();

@@ -178,7 +178,7 @@ public sealed class DeltaRuleSession : AttentionSession
     /// <param name="gate">None: DeltaNet (no call gives g); PerHead: Gated DeltaNet (every call gives g [B,T,Hv]);
     /// PerKey: every call gives g [B,T,Hv,K].</param>
     public DeltaRuleSession(EngineDevice device, int sequences, HeadLayout heads, GateKind gate, DeltaRuleOptions? options = null)
-        : base(device, sequences, DeltaRuleOp.Create(heads, gate, options ??= new DeltaRuleOptions()), options)
+        : base(device, sequences, DeltaRuleOp.Create(Checked(heads), gate, options ??= new DeltaRuleOptions()), options)
     {
         options.RequireHostCallOnly("sessions");
     }

@@ -82,7 +82,7 @@ public sealed class GlaSession : AttentionSession
     /// <param name="sequences">How many sequences the state holds (the batch, or the packed sequence count).</param>
     /// <param name="gate">None, PerHead (every call gives g [B,T,Hv]) or PerKey (g [B,T,Hv,K]).</param>
     public GlaSession(EngineDevice device, int sequences, HeadLayout heads, GateKind gate, GlaOptions? options = null)
-        : base(device, sequences, GlaOp.Create(heads, gate == GateKind.Constant
+        : base(device, sequences, GlaOp.Create(Checked(heads), gate == GateKind.Constant
             ? throw new ArgumentException("a constant gate belongs to Lightning attention: use LightningSession", nameof(gate))
             : gate, options ??= new GlaOptions()), options)
     {

@@ -121,7 +121,7 @@ public sealed class LightningSession : AttentionSession
     /// <param name="sequences">How many sequences the state holds (the batch, or the packed sequence count).</param>
     /// <param name="options">The slopes (default the ALiBi schedule for the value heads, or that of <see cref="LightningOptions.Layer"/>), scale and block size of every call.</param>
     public LightningSession(EngineDevice device, int sequences, HeadLayout heads, LightningOptions? options = null)
-        : base(device, sequences, Lightning.Op(heads, options ??= new LightningOptions()), options)
+        : base(device, sequences, Lightning.Op(Checked(heads), options ??= new LightningOptions()), options)
     {
         Slopes = Array.ConvertAll(((GlaOp)Op).ConstantLogDecay!, l => -l);
     }

@@ -65,6 +65,28 @@ public sealed class AttentionApiTests
             Throws.ArgumentException.With.Property("ParamName").EqualTo("layer").And.Message.Contain("give both or neither, got layers 4 alone"));
     }
 
+    /// <summary>
+    /// default(HeadLayout), which no constructor makes, has no heads: a GLA or delta-rule session with a scale given, or a
+    /// Lightning session with its slopes, was made with an empty state and refused every call as heads that differ; without
+    /// a scale it was refused as an infinite scale. Refused now as the heads it is.
+    /// </summary>
+    [Test]
+    public void ASessionOfDefaultHeadsIsRefused()
+    {
+        Func<IDisposable>[] sessions =
+        [
+            () => new GlaSession(Cpu, 1, default, GateKind.None, new GlaOptions { Scale = 1f }),
+            () => new GlaSession(Cpu, 1, default, GateKind.PerHead),
+            () => new DeltaRuleSession(Cpu, 1, default, GateKind.None, new DeltaRuleOptions { Scale = 1f }),
+            () => new DeltaRuleSession(Cpu, 1, default, GateKind.PerHead),
+            () => new LightningSession(Cpu, 1, default, new LightningOptions { Slopes = [] }),
+            () => new LightningSession(Cpu, 1, default),
+        ];
+        foreach (var session in sessions)
+            Assert.That(() => session().Dispose(),
+                Throws.ArgumentException.With.Property("ParamName").EqualTo("heads").And.Message.Contain("default(HeadLayout)"));
+    }
+
     /// <summary>A backend no member names was taken; the device's description then called itself until the stack overflowed.</summary>
     [Test]
     public void AnUndefinedBackendOrGpuPreferenceIsRefused()
