@@ -158,7 +158,7 @@ public sealed class EngineDevice : IDisposable
     }
 
     /// <inheritdoc cref="Upload{T}(ReadOnlyTensorSpan{T})"/>
-    public DeviceTensor<T> Upload<T>(Tensor<T> source) where T : unmanaged => Upload(source.AsReadOnlyTensorSpan());
+    public DeviceTensor<T> Upload<T>(Tensor<T> source) where T : unmanaged => Upload(TensorArgs.Input(source, nameof(source)));
 
     /// <summary>
     /// Starts timing every GPU kernel launch (markers on the device's stream around each, only while a profile is taken;

@@ -63,6 +63,12 @@ internal static class TensorArgs
         }
     }
 
+    /// <summary>A <see cref="Tensor{T}"/> the call reads, as a span: null refused by its name rather than dereferenced.</summary>
+    public static ReadOnlyTensorSpan<T> Input<T>(Tensor<T>? tensor, string name) => (tensor ?? throw new ArgumentNullException(name)).AsReadOnlyTensorSpan();
+
+    /// <summary>A <see cref="Tensor{T}"/> the call writes, as a span: null refused by its name rather than dereferenced.</summary>
+    public static TensorSpan<T> Output<T>(Tensor<T>? tensor, string name) => (tensor ?? throw new ArgumentNullException(name)).AsTensorSpan();
+
     public static int Dim(ReadOnlySpan<nint> lengths, int axis, string name)
     {
         nint n = lengths[axis];

@@ -105,7 +105,7 @@ public sealed class GlaSession : AttentionSession
 
     /// <inheritdoc cref="Prefill{T}(ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, TensorSpan{T}, ReadOnlySpan{int})"/>
     public void Prefill<T>(Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T>? g, Tensor<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
-        => Prefill(q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(), g is null ? default : g.AsReadOnlyTensorSpan(), output.AsTensorSpan(), cuSeqlens);
+        => Prefill(TensorArgs.Input(q, nameof(q)), TensorArgs.Input(k, nameof(k)), TensorArgs.Input(v, nameof(v)), g is null ? default : g.AsReadOnlyTensorSpan(), TensorArgs.Output(output, nameof(output)), cuSeqlens);
 
     /// <summary>Runs tokens one at a time (usually T = 1) and carries the state.</summary>
     public void Step<T>(ReadOnlyTensorSpan<T> q, ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> g,
@@ -114,7 +114,7 @@ public sealed class GlaSession : AttentionSession
 
     /// <inheritdoc cref="Step{T}(ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, ReadOnlyTensorSpan{T}, TensorSpan{T}, ReadOnlySpan{int})"/>
     public void Step<T>(Tensor<T> q, Tensor<T> k, Tensor<T> v, Tensor<T>? g, Tensor<T> output, ReadOnlySpan<int> cuSeqlens = default) where T : unmanaged
-        => Step(q.AsReadOnlyTensorSpan(), k.AsReadOnlyTensorSpan(), v.AsReadOnlyTensorSpan(), g is null ? default : g.AsReadOnlyTensorSpan(), output.AsTensorSpan(), cuSeqlens);
+        => Step(TensorArgs.Input(q, nameof(q)), TensorArgs.Input(k, nameof(k)), TensorArgs.Input(v, nameof(v)), g is null ? default : g.AsReadOnlyTensorSpan(), TensorArgs.Output(output, nameof(output)), cuSeqlens);
 }
 
 /// <summary>GLA (and Lightning, its constant gate) as an attention op: the config and its three kernels.</summary>

@@ -382,7 +382,7 @@ public sealed class LsslSession : StatefulSession
 
     /// <inheritdoc cref="Step{T}(ReadOnlyTensorSpan{T}, TensorSpan{T})"/>
     public void Step<T>(Tensor<T> u, Tensor<T> y) where T : unmanaged
-        => Run(LsslMode.Recurrent, u.AsReadOnlyTensorSpan(), y.AsTensorSpan());
+        => Run(LsslMode.Recurrent, TensorArgs.Input(u, nameof(u)), TensorArgs.Output(y, nameof(y)));
 
     /// <summary>Runs device tensors u [B, T, H] (usually T = 1) through the recurrence into y and carries the state (no host↔device copy).</summary>
     public void Step<T>(DeviceTensor<T> u, DeviceTensor<T> y) where T : unmanaged => Run(LsslMode.Recurrent, u, y);
@@ -396,7 +396,7 @@ public sealed class LsslSession : StatefulSession
 
     /// <inheritdoc cref="Prefill{T}(ReadOnlyTensorSpan{T}, TensorSpan{T}, LsslMode)"/>
     public LsslMode Prefill<T>(Tensor<T> u, Tensor<T> y, LsslMode mode = LsslMode.Auto) where T : unmanaged
-        => Run(mode, u.AsReadOnlyTensorSpan(), y.AsTensorSpan());
+        => Run(mode, TensorArgs.Input(u, nameof(u)), TensorArgs.Output(y, nameof(y)));
 
     private LsslMode Run<T>(LsslMode mode, ReadOnlyTensorSpan<T> u, TensorSpan<T> y) where T : unmanaged
     {

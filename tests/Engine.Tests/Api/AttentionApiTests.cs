@@ -87,6 +87,40 @@ public sealed class AttentionApiTests
                 Throws.ArgumentException.With.Property("ParamName").EqualTo("heads").And.Message.Contain("default(HeadLayout)"));
     }
 
+    /// <summary>
+    /// A null <see cref="Tensor{T}"/> given to a session's Prefill or Step, or to <see cref="EngineDevice.Upload{T}(Tensor{T})"/>,
+    /// threw a NullReferenceException from inside the engine; refused now naming the argument, the state left as it was.
+    /// </summary>
+    [Test]
+    public void ANullTensorIsRefusedByName()
+    {
+        using var gla = new GlaSession(Cpu, 1, new HeadLayout(1, 1, 4, 4), GateKind.None);
+        using var delta = new DeltaRuleSession(Cpu, 1, new HeadLayout(1, 1, 4, 4), GateKind.None);
+        using var lightning = new LightningSession(Cpu, 1, new HeadLayout(1, 1, 4, 4));
+        using var layer = new LsslLayer(Tensor.Create(Enumerable.Repeat(-1f, 4).ToArray(), [1, 4]), Tensor.Create(new float[4], [1, 4]),
+            Tensor.Create(new float[4], [1, 4]), Tensor.Create(new float[1], [1]), Tensor.Create(new[] { 0.1f }, [1]),
+            new LsslOptions { StateMatrix = LsslStateMatrix.Diagonal });
+        using var lssl = layer.CreateSession(Cpu, 1);
+        var x = Tensor.Create(new float[4], [1, 1, 1, 4]);
+        var b = Tensor.Create(new float[1], [1, 1, 1]);
+        Tensor<float> none = null!;
+        (Action Call, string Name)[] calls =
+        [
+            (() => gla.Prefill(none, x, x, null, x), "q"),
+            (() => gla.Step(x, x, none, null, x), "v"),
+            (() => gla.Step(x, x, x, null, none), "output"),
+            (() => delta.Prefill(x, none, x, b, null, x), "k"),
+            (() => delta.Step(x, x, x, none, null, x), "beta"),
+            (() => lightning.Prefill(x, x, x, none), "output"),
+            (() => lightning.Step(none, x, x, x), "q"),
+            (() => lssl.Step(none, b), "u"),
+            (() => lssl.Prefill(b, none), "y"),
+            (() => Cpu.Upload(none), "source"),
+        ];
+        foreach (var (call, name) in calls)
+            Assert.That(() => call(), Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo(name), name);
+    }
+
     /// <summary>A backend no member names was taken; the device's description then called itself until the stack overflowed.</summary>
     [Test]
     public void AnUndefinedBackendOrGpuPreferenceIsRefused()
