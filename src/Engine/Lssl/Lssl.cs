@@ -204,7 +204,8 @@ public sealed class LsslLayer : IDisposable
     internal LsslSystem System { get; }
 
     /// <summary>State shape [B, H, N] for a batch.</summary>
-    public nint[] StateShape(int batch) => [batch, Channels, StateSize];
+    public nint[] StateShape(int batch) => batch >= 0 ? [batch, Channels, StateSize]
+        : throw new ArgumentOutOfRangeException(nameof(batch), batch, "batch must be >= 0");
 
     /// <summary>The mode <paramref name="mode"/> becomes for this shape on this device (Auto resolved by <see cref="LsslModeRule"/>).</summary>
     public LsslMode ResolveMode(EngineDevice device, int batch, int length, LsslMode mode = LsslMode.Auto, bool stateIn = false, bool stateOut = false)

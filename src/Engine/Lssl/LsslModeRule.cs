@@ -21,6 +21,7 @@ public static class LsslModeRule
     public static LsslMode Resolve(LsslMode mode, Backend backend, LsslConfig config, int batch, int length, bool stateIn, bool stateOut)
     {
         if (!Enum.IsDefined(mode)) throw new ArgumentException($"mode must be one of {string.Join(", ", Enum.GetNames<LsslMode>())}, got {(int)mode}", nameof(mode));
+        RequireShape(batch, length);
         if (backend == Backend.Reference) return LsslMode.Recurrent;
         if (mode == LsslMode.Conv && backend == Backend.Cpu && length > LsslCpu.MaxConvLength)
             throw new ArgumentException($"mode: the CPU's conv mode takes at most {LsslCpu.MaxConvLength} steps (its FFT's size, 2^30, is the largest one array holds), " +
@@ -38,6 +39,7 @@ public static class LsslModeRule
     /// <summary>The cost model's time for a mode on one CPU core (the rule compares these; the absolute value is indicative).</summary>
     public static double EstimateCpuSeconds(LsslMode mode, LsslConfig config, int batch, int length, bool stateIn, bool stateOut)
     {
+        RequireShape(batch, length);
         double channels = (double)batch * config.Channels, n = config.StateSize, q = config.ChunkLength, steps = length;
         bool dense = !config.IsDiagonal;
         double recurrentPerStep = dense ? (2 * n * n + 2 * n) / DenseRecurrentRate : 6 * n / DiagonalRecurrentRate;
@@ -62,5 +64,12 @@ public static class LsslModeRule
             default:
                 throw new ArgumentException($"no estimate for mode {mode}", nameof(mode));
         }
+    }
+
+    /// <summary>Refuses a negative batch or length, which no call has: it was resolved to a mode, or estimated a negative time.</summary>
+    private static void RequireShape(int batch, int length)
+    {
+        if (batch < 0) throw new ArgumentOutOfRangeException(nameof(batch), batch, "batch must be >= 0");
+        if (length < 0) throw new ArgumentOutOfRangeException(nameof(length), length, "length must be >= 0");
     }
 }

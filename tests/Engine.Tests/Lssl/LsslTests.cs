@@ -484,6 +484,24 @@ public sealed class LsslTests
 
     // ---- Modes, decode and long sequences ---------------------------------------------------------------------
 
+    /// <summary>A negative batch or length, which no call has, was resolved to a mode (the recurrence), estimated a negative time, or given a state shape.</summary>
+    [Test]
+    public void ANegativeBatchOrLengthIsRefused()
+    {
+        var cpu = TestDevices.Get(TestBackend.Cpu);
+        using var layer = Layer(LsslProblem.Make(2, 16, LsslStateMatrix.DenseShared, seed: 1));
+        Assert.Multiple(() =>
+        {
+            Assert.That(() => layer.ResolveMode(cpu, -1, 64), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("batch"));
+            Assert.That(() => layer.ResolveMode(cpu, 1, -64), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("length"));
+            Assert.That(() => layer.ResolveMode(TestDevices.Reference, 1, -1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("length"));
+            Assert.That(() => LsslModeRule.EstimateCpuSeconds(LsslMode.Scan, new LsslConfig(2, 16, LsslStateMatrix.DenseShared, 16), 1, -4096, false, false),
+                Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("length"));
+            Assert.That(() => layer.StateShape(-2), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("batch"));
+        });
+        Assert.That(layer.ResolveMode(cpu, 0, 0), Is.EqualTo(LsslMode.Recurrent), "an empty call");
+    }
+
     [Test]
     public void AutoPicksByTheRuleAndReportsIt()
     {
