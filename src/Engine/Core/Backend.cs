@@ -36,6 +36,11 @@ public sealed record AttentionResult<T>(Tensor<T> Output, Tensor<float> FinalSta
         TensorArgs.RequireRank(q, "q", 4, "(B, T, Hq, K)");
         TensorArgs.RequireRank(k, "k", 4, "(B, T, Hk, K)");
         TensorArgs.RequireRank(v, "v", 4, "(B, T, Hv, V)");
+        RequireLengths(q, "q");
+        RequireLengths(k, "k");
+        RequireLengths(v, "v");
+        // An undefined layout was given the key-major shape, which no call with that layout takes.
+        if (!Enum.IsDefined(layout)) throw new ArgumentException($"state layout must be KeyMajor or ValueMajor, got {(int)layout}", nameof(layout));
         nint sequences = cuSeqlens.Length > 0 ? cuSeqlens.Length - 1 : q[0];
         return new AttentionResult<T>(Tensor.CreateFromShapeUninitialized<T>([q[0], q[1], Math.Max(q[2], v[2]), v[3]]),
             Tensor.CreateFromShapeUninitialized<float>(layout == StateLayout.ValueMajor ? [sequences, v[2], v[3], k[3]] : [sequences, v[2], k[3], v[3]]));
@@ -46,6 +51,13 @@ public sealed record AttentionResult<T>(Tensor<T> Output, Tensor<float> FinalSta
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
-        return Allocate(q.Lengths, k.Lengths, v.Lengths, cuSeqlens, options?.StateLayout ?? StateLayout.KeyMajor);
+        return Allocate(q.Lengths, k.Lengths, v.Lengths, cuSeqlens, options?.CheckedStateLayout ?? StateLayout.KeyMajor);
+    }
+
+    /// <summary>Refuses a negative length by the tensor's name, which allocating would refuse naming none.</summary>
+    private static void RequireLengths(ReadOnlySpan<nint> lengths, string name)
+    {
+        foreach (nint n in lengths)
+            if (n < 0) throw new ArgumentException($"{name}: lengths must be >= 0, got {TensorArgs.Format(lengths)}", name);
     }
 }

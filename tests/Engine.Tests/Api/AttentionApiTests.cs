@@ -121,6 +121,26 @@ public sealed class AttentionApiTests
             Assert.That(() => call(), Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo(name), name);
     }
 
+    /// <summary>
+    /// AttentionResult.Allocate gave an undefined state layout the key-major state's shape, and a negative length an
+    /// exception that named no argument; both are refused by name now (the convenience forms name their options).
+    /// </summary>
+    [Test]
+    public void AllocateRefusesAnUndefinedLayoutOrANegativeLength()
+    {
+        nint[] x = [1, 2, 1, 4];
+        Assert.Multiple(() =>
+        {
+            Assert.That(() => AttentionResult<float>.Allocate(x, x, x, default, (StateLayout)7),
+                Throws.ArgumentException.With.Property("ParamName").EqualTo("layout").And.Message.Contain("7"));
+            Assert.That(() => AttentionResult<float>.Allocate(x, x, [1, 2, -1, 4]), Throws.ArgumentException.With.Property("ParamName").EqualTo("v"));
+            Assert.That(() => AttentionResult<float>.Allocate([-1, 2, 1, 4], x, x), Throws.ArgumentException.With.Property("ParamName").EqualTo("q"));
+            var t = Tensor.Create(new float[8], x);
+            Assert.That(() => Engine.Gla.Forward(Cpu, t, t, t, null, new GlaOptions { StateLayout = (StateLayout)7 }),
+                Throws.ArgumentException.With.Property("ParamName").EqualTo("options").And.Message.Contain("state layout"));
+        });
+    }
+
     /// <summary>A backend no member names was taken; the device's description then called itself until the stack overflowed.</summary>
     [Test]
     public void AnUndefinedBackendOrGpuPreferenceIsRefused()
