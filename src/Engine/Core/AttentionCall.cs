@@ -173,17 +173,24 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             // The state lives in the kernel instance's buffer: no device allocation per call in steady state.
             using var lease = op.LeaseGpu(device);
             var gpu = device.Gpu;
+            ArrayView<float> state;
             using (gpu.Enter())
             {
-                var state = lease.Kernel.Buffers.Get<float>(nameof(AttentionGpuViews.State), stateLength);
+                state = lease.Kernel.Buffers.Get<float>(nameof(AttentionGpuViews.State), stateLength);
                 if (init.Span.IsEmpty) state.MemSetToZero(gpu.Accelerator.DefaultStream);
                 else gpu.Upload(state, init.Span);
                 AttentionGpuHost.Run(lease.Kernel, batch.Chunked, batch.Sequences, batch.Q, batch.K, batch.V, batch.G, batch.Beta, batch.Output, state);
-                if (finalState.Rank != 0) gpu.Download(state, TensorArgs.DenseSpan(finalState, "final_state"));
             }
             norm?.ApplyAfter(batch.Output, exact: false, scheduler);
-            bool checkState = finalState.Rank != 0 && OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend);
-            OutputCheck.AfterRun(batch, op.Heads, init.Span, checkState ? TensorArgs.DenseSpan(finalState, "final_state") : default, scheduler, norm);
+            // q, k, v and the initial state were checked before the run, so a value not finite after it is an overflow. The final
+            // state may be the initial state's memory: downloaded once the output passed, so a refused output leaves it as it was.
+            OutputCheck.AfterRun(batch, op.Heads, default, default, scheduler, norm);
+            if (finalState.Rank != 0)
+            {
+                var final = TensorArgs.DenseSpan(finalState, "final_state");
+                using (gpu.Enter()) gpu.Download(state, final);
+                if (OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend)) OutputCheck.RequireStateFinite(final, scheduler);
+            }
         }
         else
         {
@@ -548,6 +555,12 @@ internal static class OutputCheck
         TensorArgs.RequireFinite(initialState, stateName);
         if (!outputFinite) throw Overflow(FirstNotFinite(batch.Output, out int i), i);
         throw StateOverflow(FirstNotFinite(finalState, out int j), j);
+    }
+
+    /// <summary>Refuses a final state that is not finite from inputs and an initial state checked finite: an fp32 overflow.</summary>
+    public static void RequireStateFinite(ReadOnlySpan<float> finalState, IWorkScheduler scheduler)
+    {
+        if (!TensorArgs.AllFinite(finalState, scheduler)) throw StateOverflow(FirstNotFinite(finalState, out int i), i);
     }
 
     public static ArgumentException StateOverflow(float value, long index) =>

@@ -237,6 +237,33 @@ public sealed class AttentionApiTests
         });
     }
 
+    /// <summary>
+    /// The GPU backend, on host tensors with the final state the initial state's tensor: it downloaded the final state before
+    /// checking the output, so an output that overflowed fp32 from finite inputs was refused as a non-finite initial_state
+    /// (the state just written over it) and the caller's state was lost. Now named as the output's overflow, the state kept;
+    /// a call that passes still writes the reference's state in place.
+    /// </summary>
+    [TestCase(AttentionMode.Chunked)]
+    [TestCase(AttentionMode.Recurrent)]
+    public void AGpuCallInPlaceRefusedForAnOverflowNamesItAndKeepsTheState(AttentionMode mode)
+    {
+        var gpu = TestDevices.Of(Backend.Gpu);
+        var options = new GlaOptions { Mode = mode };
+        var (q, k, v, g, h0) = Inputs();
+        var expected = Engine.Gla.Forward(TestDevices.Reference, q, k, v, g, options, h0);
+        var state = Tensor.Create(Flat(h0), [1, H, K, V]);
+        var output = Tensor.Create(Numerics.NaNs(T * H * V), [1, T, H, V]);
+        Engine.Gla.Forward<float>(gpu, q, k, v, g, output, state, state, options: options);
+        Assert.That(Numerics.RelativeRms(Flat(state), Flat(expected.FinalState)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "in place");
+
+        var large = Tensor.Create(Enumerable.Repeat(1e20f, T * H * K).ToArray(), [1, T, H, K]);
+        var before = Flat(state);
+        var e = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward<float>(gpu, large, large, large, g, output, state, state, options: options))!;
+        Assert.That(e.ParamName, Is.EqualTo("output"), e.Message);
+        Assert.That(e.Message, Does.Contain("overflow"));
+        Assert.That(Flat(state), Is.EqualTo(before), "the refused call left the state as it was");
+    }
+
     [Test]
     public void AFinalStateOverlappingTheInitialStateIsRefused()
     {
