@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Engine.Kernels.Common;
 
 namespace Engine.Kernels.DeltaRule;
@@ -9,7 +10,7 @@ namespace Engine.Kernels.DeltaRule;
 /// </summary>
 public sealed record DeltaRuleConfig
 {
-    public static readonly int[] ChunkSizes = [16, 32, 64];
+    public static readonly ImmutableArray<int> ChunkSizes = [16, 32, 64];
 
     /// <summary>Largest key head dim the kernels take (the GPU state pass keeps a K × 16 state slice in shared memory).</summary>
     public const int MaxKeyDim = 256;

@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Engine.Kernels.Common;
 
 namespace Engine.Kernels.Gla;
@@ -9,7 +10,7 @@ namespace Engine.Kernels.Gla;
 public sealed record GlaConfig
 {
     /// <summary>Chunk sizes the kernels take, for GLA and Lightning's blocks alike: 16, 32, 64 (the default), 128, 256.</summary>
-    public static readonly int[] ChunkSizes = [16, 32, 64, 128, 256];
+    public static readonly ImmutableArray<int> ChunkSizes = [16, 32, 64, 128, 256];
 
     /// <summary>A validated config (the facade checks the options): kernels trust it.</summary>
     public GlaConfig(HeadLayout heads, GateKind gate, float scale, int chunkSize, float[]? constantLogDecay = null, GpuPrecision gpuPrecision = GpuPrecision.Fp32,

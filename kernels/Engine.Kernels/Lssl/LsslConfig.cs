@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Engine.Kernels.Common;
 
 namespace Engine.Kernels.Lssl;
@@ -8,13 +9,13 @@ namespace Engine.Kernels.Lssl;
 /// </summary>
 public sealed record LsslConfig
 {
-    public static readonly int[] ChunkLengths = [16, 32, 64, 128, 256];
+    public static readonly ImmutableArray<int> ChunkLengths = [16, 32, 64, 128, 256];
 
     public LsslConfig(int channels, int stateSize, LsslStateMatrix form, int chunkLength)
     {
         if (channels < 1) throw new ArgumentOutOfRangeException(nameof(channels), channels, "channels H must be >= 1");
         if (stateSize < 1) throw new ArgumentOutOfRangeException(nameof(stateSize), stateSize, "state size N must be >= 1");
-        if (Array.IndexOf(ChunkLengths, chunkLength) < 0)
+        if (!ChunkLengths.Contains(chunkLength))
             throw new ArgumentException($"chunk length must be one of {string.Join(", ", ChunkLengths)}, got {chunkLength}", nameof(chunkLength));
         Channels = channels; StateSize = stateSize; Form = form; ChunkLength = chunkLength;
     }

@@ -234,7 +234,7 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
 internal sealed class GatedDeltaNetKernel(GatedDeltaNetConfig config, EngineDevice device) : IEngineKernel
 {
     // chunk_size is a hint: one the rule's kernels take is used, otherwise (or when absent) DefaultChunk.
-    private readonly int _chunk = config.ChunkSize is int c && Array.IndexOf(config.UsesBeta ? DeltaRuleConfig.ChunkSizes : GlaConfig.ChunkSizes, c) >= 0
+    private readonly int _chunk = config.ChunkSize is int c && (config.UsesBeta ? DeltaRuleConfig.ChunkSizes : GlaConfig.ChunkSizes).Contains(c)
         ? c : CallScheduler.DefaultChunk;
 
     public void Dispose() { }

@@ -53,7 +53,7 @@ internal sealed class LightningAttentionOp : EngineOp
         float scale = info.Float("scale") ?? 1f;
         if (!float.IsFinite(scale) || scale == 0f) throw new ModelNodeException($"{node}: scale must be finite and non-zero, got {scale}");
         long block = info.Int("block_size") ?? 64;
-        if (Array.IndexOf(GlaConfig.ChunkSizes, (int)Math.Clamp(block, 0, 1024)) < 0)
+        if (!GlaConfig.ChunkSizes.Contains((int)Math.Clamp(block, 0, 1024)))
             throw new ModelNodeException($"{node}: block_size must be one of {string.Join(", ", GlaConfig.ChunkSizes)}, got {block}");
         var config = new LinearAttentionConfig(node, qHeads, kvHeads, UpdateRule.Linear, scale, (int)block,
             info.Input(3).Present, HasDecay: false, HasBeta: false, ConstantLogDecay: slopes.Select(x => -x).ToArray());

@@ -171,8 +171,8 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         _config = config;
         _device = device;
         // chunk_size is a hint: one the op takes is used, otherwise (or when absent) DefaultChunk.
-        int[] taken = LinearAttentionSignature.UsesBeta(config.Rule) ? Kernels.DeltaRule.DeltaRuleConfig.ChunkSizes : Kernels.Gla.GlaConfig.ChunkSizes;
-        _chunk = config.ChunkSize is int c && Array.IndexOf(taken, c) >= 0 ? c : CallScheduler.DefaultChunk;
+        var taken = LinearAttentionSignature.UsesBeta(config.Rule) ? Kernels.DeltaRule.DeltaRuleConfig.ChunkSizes : Kernels.Gla.GlaConfig.ChunkSizes;
+        _chunk = config.ChunkSize is int c && taken.Contains(c) ? c : CallScheduler.DefaultChunk;
     }
 
     public void Compute(KernelContext context)

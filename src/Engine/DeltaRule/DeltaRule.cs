@@ -235,7 +235,7 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
             throw new ArgumentException($"v: value head dim V = {heads.ValueDim} is over the delta-rule kernels' limit of {DeltaRuleConfig.MaxValueDim}", "v");
         float scale = options.Scale ?? 1f / MathF.Sqrt(heads.KeyDim);
         if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", "options");
-        if (Array.IndexOf(DeltaRuleConfig.ChunkSizes, options.ChunkSize) < 0)
+        if (!DeltaRuleConfig.ChunkSizes.Contains(options.ChunkSize))
             throw new ArgumentException($"chunk size must be one of {string.Join(", ", DeltaRuleConfig.ChunkSizes)}, got {options.ChunkSize}", "options");
         if (!(options.L2NormEpsilon > 0f) || !float.IsFinite(options.L2NormEpsilon))
             throw new ArgumentException($"L2 normalization epsilon must be finite and > 0, got {options.L2NormEpsilon}", "options");

@@ -136,7 +136,7 @@ internal sealed class GlaOp(GlaConfig config) : AttentionOp
         if (!Enum.IsDefined(gate)) throw new ArgumentException($"gate must be one of {string.Join(", ", Enum.GetNames<GateKind>())}, got {(int)gate}", nameof(gate));
         float scale = options.Scale ?? 1f / MathF.Sqrt(heads.KeyDim);
         if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", "options");
-        if (Array.IndexOf(GlaConfig.ChunkSizes, options.ChunkSize) < 0)
+        if (!GlaConfig.ChunkSizes.Contains(options.ChunkSize))
             throw new ArgumentException($"chunk size must be one of {string.Join(", ", GlaConfig.ChunkSizes)}, got {options.ChunkSize}", "options");
         return new GlaOp(new GlaConfig(heads, gate, scale, options.ChunkSize, constantLogDecay, options.CheckedGpuPrecision, options.CheckedStateLayout));
     }

@@ -149,7 +149,7 @@ public sealed class LsslLayer : IDisposable
         TensorArgs.RequireShape(d.Lengths, "D", "(H)", h);
         TensorArgs.RequireShape(dt.Lengths, "dt", "(H)", h);
         int chunk = options.ChunkLength ?? LsslConfig.DefaultChunkLength(n);
-        if (Array.IndexOf(LsslConfig.ChunkLengths, chunk) < 0)
+        if (!LsslConfig.ChunkLengths.Contains(chunk))
             throw new ArgumentException($"options: chunk length must be one of {string.Join(", ", LsslConfig.ChunkLengths)}, got {chunk}", nameof(options));
 
         var steps = ToDouble(dt, "dt");
