@@ -27,6 +27,10 @@ internal static class GatedRmsNormSignature
     public static readonly string[] InputNames = ["X", "scale", "gate"];
     public static readonly string[] OutputNames = ["Y"];
     public static readonly string[] AttributeNames = ["activation", "epsilon"];
+    public const float DefaultEpsilon = 1e-5f;
+
+    /// <summary>Whether the engine's kernel takes this epsilon; the rewrite leaves a node with another to ORT.</summary>
+    public static bool EngineRuns(float epsilon) => epsilon >= 0 && float.IsFinite(epsilon);
 
     public static GateActivation Activation(string? text, string node) => text switch
     {
@@ -97,8 +101,8 @@ internal sealed class GatedRmsNormOp(int elementType) : EngineOp
     {
         string node = $"GatedRMSNorm node '{info.NodeName}'";
         var activation = GatedRmsNormSignature.Activation(info.String("activation"), node);
-        float epsilon = info.Float("epsilon") ?? 1e-5f;
-        if (!(epsilon >= 0) || !float.IsFinite(epsilon)) throw new ModelNodeException($"{node}: epsilon must be finite and >= 0, got {epsilon}");
+        float epsilon = info.Float("epsilon") ?? GatedRmsNormSignature.DefaultEpsilon;
+        if (!GatedRmsNormSignature.EngineRuns(epsilon)) throw new ModelNodeException($"{node}: epsilon must be finite and >= 0, got {epsilon}");
         for (int i = 0; i < 3; i++)
             if (!info.Input(i).Present) throw new ModelNodeException($"{node}: the required input {GatedRmsNormSignature.InputNames[i]} is missing");
         return new GatedRmsNormKernel(node, activation, epsilon, device);

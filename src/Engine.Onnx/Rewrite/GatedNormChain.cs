@@ -1,3 +1,4 @@
+using Engine.Onnx.Ops;
 using Engine.Onnx.Proto;
 
 namespace Engine.Onnx;
@@ -70,7 +71,8 @@ internal sealed record GatedNormChain(string X, string Scale, string Gate, strin
         if (OnlyReader(product.Output[0]) is not { OpType: "Cast" } back || !IsOnnx(back)) return null;
         removed.Add(back);
 
-        refusal = Refusal(hints, x, scale, gate, gateCast, productInFloat, heads, d, Int(back, "to"));
+        refusal = !GatedRmsNormSignature.EngineRuns(epsilon) ? $"its epsilon is {epsilon}, the engine takes a finite epsilon >= 0"
+            : Refusal(hints, x, scale, gate, gateCast, productInFloat, heads, d, Int(back, "to"));
         return refusal is null ? new GatedNormChain(x, scale, gate, back.Output[0], epsilon, removed) : null;
     }
 

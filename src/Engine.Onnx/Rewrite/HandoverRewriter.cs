@@ -395,7 +395,13 @@ public static class HandoverRewriter
             case LinearAttentionGateSignature.OpType:
                 return (Extra(1, node.Output) ? "decay and beta" : "decay", null);
             default:
-                return ($"activation {(GatedRmsNormSignature.Activation(Attr("activation"), name) == GateActivation.Silu ? "silu" : "sigmoid")}", null);
+            {
+                var activation = GatedRmsNormSignature.Activation(Attr("activation"), name);
+                // ORT runs any epsilon; the engine's kernel takes finite ones >= 0 (a negative one makes rows NaN by their norm).
+                float epsilon = NormEpsilon(node);
+                if (!GatedRmsNormSignature.EngineRuns(epsilon)) return ("", $"epsilon {epsilon} (the engine takes a finite epsilon >= 0)");
+                return ($"activation {(activation == GateActivation.Silu ? "silu" : "sigmoid")}", null);
+            }
         }
     }
 
@@ -618,7 +624,7 @@ public static class HandoverRewriter
         }
     }
 
-    private static float NormEpsilon(NodeProto norm) => norm.Attribute.FirstOrDefault(a => a.Name == "epsilon")?.F ?? 1e-5f;
+    private static float NormEpsilon(NodeProto norm) => norm.Attribute.FirstOrDefault(a => a.Name == "epsilon")?.F ?? GatedRmsNormSignature.DefaultEpsilon;
 
     /// <summary>The constant <paramref name="name"/> as a rank-1 initializer of <paramref name="graph"/> (one copy per graph): its name.</summary>
     private static string ConstantAsVector(GraphProto graph, TensorProto constant, string name)

@@ -19,12 +19,13 @@ public sealed class GatedNormFoldTests
     /// broadcasting, by its mixed types or per head, which the fused node (x, scale and gate in one type and one shape, each
     /// group of the scale's length normalized) cannot take: a float16 x whose float gate is not cast, a gate [B, 1, H·d]
     /// broadcast over the tokens, an x [B, T, H, d] the chain flattens (declared, or a Reshape's output of no declared shape),
-    /// a weight [H, d] (one per head), and a float16 z negated (no declared type) and then cast to float.
+    /// a weight [H, d] (one per head), and a float16 z negated (no declared type) and then cast to float. NegativeEpsilon is a
+    /// chain ORT runs with an epsilon the engine's kernel refuses.
     /// </summary>
     public enum Variant
     {
         AsTheBuilderWrites, NoCastOfZ, WeightOneByD, NormOutputAlsoAGraphOutput, TanhGate, HalfXFloatGateNotCast, GateBroadcastOverTokens, XOfRankFour,
-        XOfRankFourUndeclared, WeightPerHead, HalfGateOfUndeclaredType,
+        XOfRankFourUndeclared, WeightPerHead, HalfGateOfUndeclaredType, NegativeEpsilon,
     }
 
     [TestCase(Variant.AsTheBuilderWrites, true)]
@@ -38,6 +39,7 @@ public sealed class GatedNormFoldTests
     [TestCase(Variant.XOfRankFourUndeclared, false)]
     [TestCase(Variant.WeightPerHead, false)]
     [TestCase(Variant.HalfGateOfUndeclaredType, false)]
+    [TestCase(Variant.NegativeEpsilon, false)]
     public void FoldsWhereThePatternAllowsAndAgreesWithOrtAlone(Variant variant, bool folded)
     {
         var model = Model(variant);
@@ -62,6 +64,7 @@ public sealed class GatedNormFoldTests
     [TestCase(Variant.WeightPerHead, "its weight 'norm_weight' is [3, 16], the fold needs [16]")]
     [TestCase(Variant.XOfRankFourUndeclared, "is of unknown shape, the fold needs [B, T, 48]")]
     [TestCase(Variant.HalfGateOfUndeclaredType, "is of unknown type, its weight float32")]
+    [TestCase(Variant.NegativeEpsilon, "its epsilon is -1E-06, the engine takes a finite epsilon >= 0")]
     public void ARefusedChainIsNotedWithItsReason(Variant variant, string reason)
     {
         var plan = HandoverRewriter.Rewrite(Model(variant));
@@ -82,7 +85,7 @@ public sealed class GatedNormFoldTests
         string weight = b.Initializer("norm_weight", scale, (TensorElementType)xType, weightDims);
         if (variant == Variant.XOfRankFourUndeclared) x = b.Op("Reshape", x, b.Int64s("split_heads", 0, 0, Heads, Dim));
         string heads = b.Op("Reshape", x, b.Int64s("heads_shape", 0, 0, Width / dim, dim));
-        var norm = b.Node("SimplifiedLayerNormalization", [heads, weight], attributes: [("epsilon", 1e-6f), ("axis", -1L), ("stash_type", 1L)])[0];
+        var norm = b.Node("SimplifiedLayerNormalization", [heads, weight], attributes: [("epsilon", variant == Variant.NegativeEpsilon ? -1e-6f : 1e-6f), ("axis", -1L), ("stash_type", 1L)])[0];
         string packed = b.Op("Reshape", norm, b.Int64s("packed_shape", 0, 0, Width));
         string Cast(string value) => b.Node("Cast", [value], attributes: [("to", (long)TensorElementType.Float)])[0];
         string zFloat = variant switch

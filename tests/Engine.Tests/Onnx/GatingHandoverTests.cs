@@ -133,6 +133,27 @@ public sealed class GatingHandoverTests
     }
 
     [Test]
+    public void NormWithANegativeEpsilonIsLeftToOrt()
+    {
+        const float epsilon = -1e-5f;
+        const int width = 24, groupSize = 8;
+        var model = NormModel(false, null, epsilon, width, groupSize);
+        var node = HandoverRewriter.Rewrite(model).Nodes.Single();
+        Assert.That(node.ToEngine, Is.False);
+        Assert.That(node.Detail, Is.EqualTo($"epsilon {epsilon} (the engine takes a finite epsilon >= 0): left to ORT"));
+
+        var data = new TestData(AttentionCase.StableSeed(TestContext.CurrentContext.Test.Name));
+        var inputs = new Dictionary<string, TensorData>
+        {
+            ["x"] = TensorData.Create(data.Normal(2 * 3 * width), 2, 3, width), ["scale"] = TensorData.Create(data.Normal(groupSize, 0.5), groupSize),
+            ["z"] = TensorData.Create(data.Normal(2 * 3 * width, 3), 2, 3, width),
+        };
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        OnnxAssert.Close(engine.Run(inputs)["y"], ort.Run(inputs)["y"], "hand-over vs ORT alone");
+    }
+
+    [Test]
     public void BFloat16IsLeftToOrt()
     {
         var b = new ModelBuilder(21).Import(HandoverRewriter.MicrosoftDomain, 1);
