@@ -360,7 +360,8 @@ public static class HandoverRewriter
         };
         if (node.Attribute.FirstOrDefault(a => !known.Contains(a.Name)) is AttributeProto unknown)
             return ("", $"attribute '{unknown.Name}' is not one the engine reads");
-        var elementType = node.Input.Count > 0 ? hints.ElementType(node.Input[0]) : null;
+        // Inferred, not only declared: a bfloat16 Cast's output bound for the engine's ops fails ORT's type check at load.
+        var elementType = node.Input.Count > 0 ? hints.InferredType(node.Input[0]) : null;
         if (elementType is not null and not TensorProto.Types.DataType.Float and not TensorProto.Types.DataType.Float16)
             return ("", $"{elementType.Value.ToString().ToLowerInvariant()} tensors");
         string? Attr(string attribute) => node.Attribute.FirstOrDefault(a => a.Name == attribute) is AttributeProto a

@@ -164,4 +164,31 @@ public sealed class GatingHandoverTests
         Assert.That(node.ToEngine, Is.False);
         Assert.That(node.Detail, Is.EqualTo("bfloat16 tensors: left to ORT"));
     }
+
+    [Test]
+    public void BFloat16MadeByACastIsLeftToOrt()
+    {
+        // The model declares only the float32 projections; a Cast makes the bfloat16 tensors the gate reads.
+        const int heads = 6;
+        var b = new ModelBuilder(21).Import(HandoverRewriter.MicrosoftDomain, 1);
+        string ToBFloat16(string value) => b.Node("Cast", [value], attributes: [("to", (long)F.Bfloat16)])[0];
+        b.Node("LinearAttentionGate", [ToBFloat16(b.Input("a", F.Float, 2, 3, heads)), b.Input("dt_bias", F.Float, heads), b.Input("decay_scale", F.Float, heads),
+            ToBFloat16(b.Input("b", F.Float, 2, 3, heads))], domain: HandoverRewriter.MicrosoftDomain, name: "gate", outputNames: ["decay", "beta"]);
+        b.Output("decay", F.Bfloat16, 2, 3, heads);
+        b.Output("beta", F.Bfloat16, 2, 3, heads);
+        var model = b.Build();
+        var node = HandoverRewriter.Rewrite(model).Nodes.Single();
+        Assert.That(node.ToEngine, Is.False);
+        Assert.That(node.Detail, Is.EqualTo("bfloat16 tensors: left to ORT"));
+
+        var data = new TestData(AttentionCase.StableSeed(TestContext.CurrentContext.Test.Name));
+        var inputs = new Dictionary<string, TensorData>
+        {
+            ["a"] = TensorData.Create(data.Normal(2 * 3 * heads, 3), 2, 3, heads), ["b"] = TensorData.Create(data.Normal(2 * 3 * heads, 3), 2, 3, heads),
+            ["dt_bias"] = TensorData.Create(data.Normal(heads, 1), heads), ["decay_scale"] = TensorData.Create(data.Uniform(heads, 0.01, 4).Select(v => -v).ToArray(), heads),
+        };
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, "bfloat16 gate");
+    }
 }
