@@ -171,7 +171,7 @@ internal sealed class CausalConvKernel(string node, ConvActivation activation, i
         using var views = new FloatViews();
         CausalConvCpu.Forward(config, sequences, views.In(input), views.In(weight), views.In(bias), views.In(past),
             views.Out(output, "output"), views.Out(present, varlen ? "final_state" : "present_state"), scheduler);
-        views.Commit();
+        NodeErrors.Commit(node, views);
     }
 
     private string StateShapeText => varlen ? "batch, channels, (K - 1)·dilation"

@@ -81,7 +81,7 @@ internal sealed class LinearAttentionGateKernel(string node, EngineDevice device
         var scheduler = CallScheduler.For(context, device, inline: a.ElementCount <= CallScheduler.InlineElements);
         DecayGateCpu.Forward(views.In(a), views.In(dtBias), views.In(decayScale), beta is null ? [] : views.In(b),
             views.Out(decay, "decay"), views.Out(beta, "beta"), scheduler);
-        views.Commit();
+        NodeErrors.Commit(node, views);
     }
 
     private ArgumentException Bad(string name, string what) => new($"{node}: {name}: {what}", name);
@@ -124,7 +124,7 @@ internal sealed class GatedRmsNormKernel(string node, GateActivation activation,
         using var views = new FloatViews();
         var scheduler = CallScheduler.For(context, device, inline: x.ElementCount <= CallScheduler.InlineElements);
         GatedRmsNormCpu.Forward(views.In(x), views.In(gate), views.In(scale), epsilon, activation, views.Out(y, "Y"), scheduler);
-        views.Commit();
+        NodeErrors.Commit(node, views);
     }
 
     private ArgumentException Bad(string name, string what) => new($"{node}: {name}: {what}", name);

@@ -30,4 +30,10 @@ internal static class NodeErrors
             throw new ArgumentException($"{node}: {message}", name, e);
         }
     }
+
+    /// <summary>
+    /// Writes a call's float16 and bfloat16 outputs back (<see cref="FloatViews.Commit"/>); a value the type cannot hold is
+    /// refused naming <paramref name="node"/> and the output.
+    /// </summary>
+    public static void Commit(string node, FloatViews views) => Guard(node, name => name ?? "output", views.Commit);
 }

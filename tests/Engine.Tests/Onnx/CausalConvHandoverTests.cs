@@ -137,6 +137,18 @@ public sealed class CausalConvHandoverTests
     }
 
     [Test]
+    public void Float16OutputItCannotHoldIsRefusedNamingTheNode()
+    {
+        var c = new ConvNodeCase { Half = true, Activation = null, Bias = false, Past = false, B = 1, T = 3, C = 4 };
+        var inputs = c.Inputs("causal conv float16 overflow");
+        inputs["x"] = TensorData.Create(Enumerable.Repeat((Half)60000, c.B * c.T * c.C).ToArray(), c.B, c.C, c.T);
+        inputs["weight"] = TensorData.Create(Enumerable.Repeat((Half)1, c.C * c.K).ToArray(), c.C, 1, c.K);
+        using var engine = OnnxTestHost.Open(c.Model(), HandoverBackend.Cpu);
+        var e = Assert.Throws<ModelRunException>(() => engine.Run(inputs));
+        Assert.That(e!.Message, Does.Contain("CausalConvWithState node 'conv': output: value").And.Contain("outside float16's range"));
+    }
+
+    [Test]
     public void DecodeStepsCarryTheState()
     {
         // A prompt of 30 tokens then 3 single-token steps, present_state fed back, equals one call over 33 tokens.

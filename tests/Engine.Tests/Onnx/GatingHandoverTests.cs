@@ -72,6 +72,20 @@ public sealed class GatingHandoverTests
         Assert.That(e!.Message, Does.Contain("LinearAttentionGate node 'gate': dt_bias: expected 4 values"));
     }
 
+    [Test]
+    public void GateRefusesAFloat16DecayItCannotHoldNamingTheNode()
+    {
+        // decay = −16 · softplus(60000) ≈ −960000, beyond float16's range.
+        using var engine = OnnxTestHost.Open(GateModel(true, true, 4), HandoverBackend.Cpu);
+        var a = TensorData.Create(Enumerable.Repeat((Half)60000, 8).ToArray(), 1, 2, 4);
+        var inputs = new Dictionary<string, TensorData>
+        {
+            ["a"] = a, ["b"] = a, ["dt_bias"] = TensorData.Create(new float[4], 4), ["decay_scale"] = TensorData.Create(new[] { -16f, -16f, -16f, -16f }, 4),
+        };
+        var e = Assert.Throws<ModelRunException>(() => engine.Run(inputs));
+        Assert.That(e!.Message, Does.Contain("LinearAttentionGate node 'gate': decay: value").And.Contain("outside float16's range"));
+    }
+
     private static OnnxModel NormModel(bool half, string? activation, float? epsilon, int width, int groupSize)
     {
         var type = half ? F.Float16 : F.Float;
@@ -123,6 +137,19 @@ public sealed class GatingHandoverTests
         };
         var e = Assert.Throws<ModelRunException>(() => engine.Run(inputs));
         Assert.That(e!.Message, Does.Contain("GatedRMSNorm node 'norm': scale: its length must divide X's last axis (12)"));
+    }
+
+    [Test]
+    public void NormRefusesAFloat16OutputItCannotHoldNamingTheNode()
+    {
+        using var engine = OnnxTestHost.Open(NormModel(true, null, null, 8, 8), HandoverBackend.Cpu);
+        var inputs = new Dictionary<string, TensorData>
+        {
+            ["x"] = TensorData.Create(Enumerable.Range(0, 8).Select(i => (Half)(i + 1)).ToArray(), 1, 1, 8),
+            ["scale"] = TensorData.Create(Enumerable.Repeat((Half)60000, 8).ToArray(), 8), ["z"] = TensorData.Create(Enumerable.Repeat((Half)10, 8).ToArray(), 1, 1, 8),
+        };
+        var e = Assert.Throws<ModelRunException>(() => engine.Run(inputs));
+        Assert.That(e!.Message, Does.Contain("GatedRMSNorm node 'norm': Y: value").And.Contain("outside float16's range"));
     }
 
     [Test]
