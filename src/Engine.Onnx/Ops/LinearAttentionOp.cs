@@ -66,6 +66,9 @@ internal static class LinearAttentionSignature
     public const int NormScale = 9, NormGate = 10;
     public const string NormEpsilon = "norm_epsilon", NormActivation = "norm_activation";
 
+    /// <summary>The attributes of the engine's own LinearAttention: ONNX's and those its folds write.</summary>
+    public static readonly string[] EngineAttributeNames = [.. AttributeNames, QkL2Norm, ConvActivation, NormEpsilon, NormActivation];
+
     /// <summary>The update rule an update_rule attribute names; refused naming the node when it names none.</summary>
     public static UpdateRule ParseRule(string text, string node) => text switch
     {

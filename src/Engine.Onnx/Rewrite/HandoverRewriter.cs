@@ -32,7 +32,7 @@ public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IR
         new HashSet<UpdateRule> { UpdateRule.Linear, UpdateRule.Gated, UpdateRule.Delta, UpdateRule.GatedDelta },
         new HashSet<string>
         {
-            LightningAttentionSignature.OpType, LsslScanSignature.OpType, CausalConvSignature.OpType, VarlenCausalConvSignature.OpType,
+            LinearAttentionSignature.OpType, LightningAttentionSignature.OpType, LsslScanSignature.OpType, CausalConvSignature.OpType, VarlenCausalConvSignature.OpType,
             LinearAttentionGateSignature.OpType, GatedRmsNormSignature.OpType, GatedDeltaNetSignature.OpType,
         });
 }
@@ -78,7 +78,7 @@ public static class HandoverRewriter
         {
             foreach (var node in graph.Node)
             {
-                if (node.OpType == LinearAttentionSignature.OpType)
+                if (node.OpType == LinearAttentionSignature.OpType && node.Domain != EngineDomain)
                     RetargetLinearAttention(node, onnxOpset, capabilities, hints, nodes);
                 else if (node.OpType == GatedDeltaNetSignature.OpType && node.Domain == MicrosoftDomain)
                     RetargetGatedDeltaNet(node, capabilities, hints, nodes);
@@ -279,6 +279,7 @@ public static class HandoverRewriter
     {
         [LightningAttentionSignature.OpType] = LightningAttentionSignature.AttributeNames,
         [LsslScanSignature.OpType] = LsslScanSignature.AttributeNames,
+        [LinearAttentionSignature.OpType] = LinearAttentionSignature.EngineAttributeNames,
     };
 
     private static void RequireKnownAttributes(NodeProto node)

@@ -118,6 +118,15 @@ public sealed class EngineOpTests
         Assert.That(e!.Message, Does.Contain("LightningAttention node 'lightning_attention'").And.Contain("32-bit"));
     }
 
+    [Test]
+    public void AnEngineLinearAttentionIsListedAsAnEngineNode()
+    {
+        var spec = new LinearAttentionBlockSpec { QHeads = 2, KvHeads = 2, KeyDim = 8, ValueDim = 8, Domain = HandoverRewriter.EngineDomain };
+        var node = HandoverRewriter.Rewrite(SampleModels.LinearAttentionNode(spec)).EngineNodes.Single();
+        Assert.That(node.OpType, Is.EqualTo("LinearAttention"));
+        Assert.That(node.Detail, Is.EqualTo("engine op"));
+    }
+
     /// <summary>ORT alone has no kernel for the engine's own ops: opening such a model without the engine names the node.</summary>
     [TestCase("LightningAttention")]
     [TestCase("LsslScan")]
@@ -134,11 +143,16 @@ public sealed class EngineOpTests
     /// <summary>A misspelt attribute of the engine's own ops is refused naming it, not left unread.</summary>
     [TestCase("LightningAttention", "slope")]
     [TestCase("LsslScan", "discretisation")]
+    [TestCase("LinearAttention", "update_rul")]
     public void EngineOpsRefuseAttributesTheyDoNotHave(string opType, string attribute)
     {
-        var model = opType == "LsslScan"
-            ? SampleModels.LsslScanNode(channels: 4, stateSize: 8)
-            : SampleModels.LightningAttentionNode(new LinearAttentionBlockSpec { QHeads = 2, KvHeads = 2, KeyDim = 8, ValueDim = 8 });
+        var spec = new LinearAttentionBlockSpec { QHeads = 2, KvHeads = 2, KeyDim = 8, ValueDim = 8 };
+        var model = opType switch
+        {
+            "LsslScan" => SampleModels.LsslScanNode(channels: 4, stateSize: 8),
+            "LinearAttention" => SampleModels.LinearAttentionNode(spec with { Domain = HandoverRewriter.EngineDomain }),
+            _ => SampleModels.LightningAttentionNode(spec),
+        };
         model.Proto.Graph.Node.Single(n => n.OpType == opType).Attribute.Add(
             new AttributeProto { Name = attribute, Type = AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8("zoh") });
         var e = Assert.Throws<ModelNodeException>(() => HandoverRewriter.Rewrite(model))!;
