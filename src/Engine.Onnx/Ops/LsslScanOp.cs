@@ -72,7 +72,13 @@ internal sealed class LsslScanOp : EngineOp
                 "diagonal" => LsslStateMatrix.Diagonal,
                 var other => throw new ModelNodeException($"{node}: state_matrix must be dense_shared, dense_per_channel or diagonal, got '{other}'"),
             },
-            ChunkLength = info.Int("chunk_length") is long q ? (int)Math.Clamp(q, 0, 1 << 20) : null,
+            ChunkLength = info.Int("chunk_length") switch
+            {
+                null => null,
+                // Checked here, against the value as given: one outside int's range would reach the layer's own check changed.
+                long q when q is >= 0 and <= int.MaxValue && LsslConfig.ChunkLengths.Contains((int)q) => (int)q,
+                var q => throw new ModelNodeException($"{node}: chunk_length must be one of {string.Join(", ", LsslConfig.ChunkLengths)}, got {q}"),
+            },
         };
         var mode = info.String("mode") switch
         {

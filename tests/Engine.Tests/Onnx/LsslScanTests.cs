@@ -144,4 +144,17 @@ public sealed class LsslScanTests
         var e = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(b.Build(), HandoverBackend.Cpu).Dispose());
         Assert.That(e!.Message, Does.Contain("LsslScan node 'lssl'").And.Contain("u has 3 channels, C (H, N) has 2"));
     }
+
+    [TestCase(1L << 40, TestName = "LsslScan refuses a chunk_length beyond int's range naming the value given")]
+    [TestCase(-5L, TestName = "LsslScan refuses a negative chunk_length naming the value given")]
+    public void LsslScanRefusesAChunkLengthNamingTheValueGiven(long chunkLength)
+    {
+        var model = SampleModels.LsslScanNode(channels: 4, stateSize: 8);
+        model.Proto.Graph.Node.Single().Attribute.Add(new Engine.Onnx.Proto.AttributeProto
+        {
+            Name = "chunk_length", Type = Engine.Onnx.Proto.AttributeProto.Types.AttributeType.Int, I = chunkLength,
+        });
+        var e = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(model, HandoverBackend.Cpu).Dispose());
+        Assert.That(e!.Message, Does.Contain($"LsslScan node 'lssl': chunk_length must be one of 16, 32, 64, 128, 256, got {chunkLength}"));
+    }
 }
