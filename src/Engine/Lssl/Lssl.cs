@@ -308,6 +308,8 @@ public sealed class LsslLayer : IDisposable
     public LsslSession CreateSession(EngineDevice device, int batch, IWorkScheduler? scheduler = null)
     {
         ThrowIfDisposed();
+        // Named here: the session's own check knows the state's first axis as the attention sessions' "sequences".
+        ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
         return new(this, device, batch, scheduler);
     }
 

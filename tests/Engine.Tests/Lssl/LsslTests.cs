@@ -447,6 +447,8 @@ public sealed class LsslTests
         var nanU = new float[30];
         nanU[7] = float.NaN;
         Rejects(() => layer.Forward<float>(device, new ReadOnlyTensorSpan<float>(nanU, [2, 5, 3]), new TensorSpan<float>(y, [2, 5, 3])), "u", "finite");
+        // A session over no sequence names the argument given, batch (it named the attention sessions' "sequences").
+        Rejects(() => layer.CreateSession(device, 0), "batch", "'1'");
         using var session = layer.CreateSession(device, 2);
         Rejects(() => session.Step<float>(new ReadOnlyTensorSpan<float>(new float[3], [1, 1, 3]), new TensorSpan<float>(new float[3], [1, 1, 3])), "u", "session holds 2");
         Rejects(() => session.SetState(new ReadOnlyTensorSpan<float>(new float[12], [1, 3, 4])), "state", "expected shape [2, 3, 4]");
