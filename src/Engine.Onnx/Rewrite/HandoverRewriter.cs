@@ -163,7 +163,8 @@ public static class HandoverRewriter
             }
             node.Attribute.Remove(window);
         }
-        var elementType = node.Input.Count > 0 ? hints.ElementType(node.Input[0]) : null;
+        // Inferred, not only declared: a Cast's output of another type bound for the engine's op fails ORT's type check at load.
+        var elementType = node.Input.Count > 0 ? hints.InferredType(node.Input[0]) : null;
         if (elementType is not null and not TensorProto.Types.DataType.Float and not TensorProto.Types.DataType.Float16)
         {
             // The engine's LinearAttention takes float32 and float16; ORT keeps other types (or refuses them itself).
@@ -211,7 +212,7 @@ public static class HandoverRewriter
         var rule = LinearAttentionSignature.ParseRule(ruleText, name);
         string gate = node.Attribute.FirstOrDefault(a => a.Name == "gate_activation")?.S.ToStringUtf8() ?? "none";
         GatedDeltaNetSignature.ParseGateActivation(gate, name);
-        var elementType = node.Input.Count > 0 ? hints.ElementType(node.Input[0]) : null;
+        var elementType = node.Input.Count > 0 ? hints.InferredType(node.Input[0]) : null;
         string what = $"update_rule {ruleText}" + (gate == "none" ? "" : $", gate_activation {gate}");
         var headDims = GatedDeltaNetHeadDims(node, hints);
         string? reason = !capabilities.EngineOps.Contains(GatedDeltaNetSignature.OpType) ? "no engine kernel in this build"

@@ -192,6 +192,24 @@ public sealed class RewriteTests
         return b.Build();
     }
 
+    /// <summary>
+    /// A LinearAttention whose query a Cast makes bfloat16, its type declared nowhere: left to ORT, as a declared one is.
+    /// The engine took it, and ORT refused the model at load (the engine's op takes float32 and float16).
+    /// </summary>
+    [Test]
+    public void BFloat16MadeByACastLeavesLinearAttentionToOnnxRuntime()
+    {
+        var b = new ModelBuilder(21).Import(HandoverRewriter.MicrosoftDomain, 1);
+        string ToBFloat16(string value) => b.Node("Cast", [value], attributes: [("to", (long)F.Bfloat16)])[0];
+        b.Node("LinearAttention", [ToBFloat16(b.Input("query", F.Float, "B", "T", 16)), ToBFloat16(b.Input("key", F.Float, "B", "T", 16)),
+            ToBFloat16(b.Input("value", F.Float, "B", "T", 8))], domain: HandoverRewriter.MicrosoftDomain, name: "heads", outputNames: ["y", "s"],
+            attributes: [("q_num_heads", 2L), ("kv_num_heads", 2L), ("update_rule", "linear")]);
+        b.Output("y", F.Bfloat16, null);
+        var node = HandoverRewriter.Rewrite(b.Build()).Nodes.Single();
+        Assert.That(node.ToEngine, Is.False);
+        Assert.That(node.Detail, Does.EndWith("bfloat16 tensors: left to ORT"));
+    }
+
     [TestCase(0L, true)]
     [TestCase(2L, false)]
     public void AStateWindowLeavesTheNodeToOnnxRuntime(long window, bool toEngine)
