@@ -234,20 +234,13 @@ public sealed class LsslSystem : IDisposable
             "(and, for alpha < 0.5, dt small enough that Ā's stay within the unit circle)", "A");
     }
 
-    /// <summary>The eigenvalues of a dense A [n × n], and its ∞-norm: the scale of the solver's rounding.</summary>
+    /// <summary>The eigenvalues of a dense A [n × n], and its 1-norm: the scale of the solver's rounding.</summary>
     private sealed record Spectrum(Complex[] Eigenvalues, double Norm)
     {
         public static Spectrum Of(ReadOnlySpan<double> a, int n)
         {
-            double norm = 0;
-            for (int i = 0; i < n; i++)
-            {
-                double row = 0;
-                for (int k = 0; k < n; k++) row += Math.Abs(a[i * n + k]);
-                norm = Math.Max(norm, row);
-            }
             var eigenvalues = Matrix<double>.Build.DenseOfRowMajor(n, n, a.ToArray()).Evd(Symmetricity.Asymmetric).EigenValues;
-            return new Spectrum(eigenvalues.ToArray(), norm);
+            return new Spectrum(eigenvalues.ToArray(), Float64Matrix.NormOne(a, n));
         }
     }
 

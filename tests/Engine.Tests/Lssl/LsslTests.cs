@@ -617,32 +617,9 @@ public sealed class LsslTests
     {
         // A large initial state that Ā (dt = 16: ā = e^-32) or Ā^Q (dt = 1, Q = 16: e^-32) all but erases, and a small B̄ u:
         // x + B̄ u (or x + Z) rounded before the (Ā − I) x that cancels x lost B̄ u to fp32's rounding of x (4.6% of the final state).
-        var device = TestDevices.Get(backend);
-        foreach (var form in new[] { LsslStateMatrix.Diagonal, LsslStateMatrix.DenseShared })
-        {
-            foreach (var (dt, length) in new[] { (16f, 3), (1f, 16), (1f, 40) })
-            {
-                using var layer = new LsslLayer(new ReadOnlyTensorSpan<float>([-2f], [1, 1]),
-                    new ReadOnlyTensorSpan<float>([1e-6f], form == LsslStateMatrix.Diagonal ? [1, 1] : [1]), new ReadOnlyTensorSpan<float>([1f], [1, 1]),
-                    new ReadOnlyTensorSpan<float>([0f], [1]), new ReadOnlyTensorSpan<float>([dt], [1]),
-                    new LsslOptions { StateMatrix = form, Discretization = LsslDiscretization.ZeroOrderHold, ChunkLength = 16 });
-                using var system = new LsslSystem(new LsslConfig(1, 1, form, 16), LsslDiscretization.ZeroOrderHold, [-2.0], [1e-6f], [1.0], [0.0], [dt],
-                    ThreadPoolScheduler.CallingThread);
-                var u = Enumerable.Repeat(1f, length).ToArray();
-                var expectedY = new double[length];
-                var expectedState = new double[] { 1.0 };
-                LsslReference.Forward(system, 1, length, u, expectedY, expectedState);
-                foreach (var mode in new[] { LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv })
-                {
-                    var y = Numerics.NaNs(length);
-                    var state = Numerics.NaNs(1);
-                    layer.Forward<float>(device, new ReadOnlyTensorSpan<float>(u, [1, length, 1]), new TensorSpan<float>(y, [1, length, 1]),
-                        new ReadOnlyTensorSpan<float>([1f], [1, 1, 1]), new TensorSpan<float>(state, [1, 1, 1]), mode);
-                    Assert.That(Numerics.RelativeRms(y, expectedY), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{form} dt {dt} L {length} {mode}: y");
-                    Assert.That(Numerics.RelativeRms(state, expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{form} dt {dt} L {length} {mode}: state");
-                }
-            }
-        }
+        foreach (var (dt, length) in new[] { (16f, 3), (1f, 16), (1f, 40) })
+            AssertOneStateMatchesReference(TestDevices.Get(backend), a: -2f, b: 1e-6f, dt, Enumerable.Repeat(1f, length).ToArray(),
+                [LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv]);
     }
 
     [TestCase(TestBackend.Cpu)]
@@ -651,33 +628,9 @@ public sealed class LsslTests
     {
         // u = 0 and x₀ = 1 through a = −1, dt = 0.72, Q = 16: each step keeps ā = 0.49 of the state, each chunk ā^Q = 1e-5.
         // The carry's table held ā^Q − 1 = −0.99999 in fp32, whose rounding (3e-8) is 0.3% of ā^Q: the final state was off by
-        // 0.5% (scan, and conv's state pass). Tolerance: the fp32 one, 1e-5 relative RMS against the float64 recurrence.
-        var device = TestDevices.Get(backend);
-        foreach (var form in new[] { LsslStateMatrix.Diagonal, LsslStateMatrix.DenseShared })
-        {
-            foreach (int length in new[] { 32, 40 })
-            {
-                var options = new LsslOptions { StateMatrix = form, Discretization = LsslDiscretization.ZeroOrderHold, ChunkLength = 16 };
-                using var layer = new LsslLayer(new ReadOnlyTensorSpan<float>([-1f], [1, 1]),
-                    new ReadOnlyTensorSpan<float>([1f], form == LsslStateMatrix.Diagonal ? [1, 1] : [1]), new ReadOnlyTensorSpan<float>([1f], [1, 1]),
-                    new ReadOnlyTensorSpan<float>([0f], [1]), new ReadOnlyTensorSpan<float>([0.72f], [1]), options);
-                using var system = new LsslSystem(new LsslConfig(1, 1, form, 16), LsslDiscretization.ZeroOrderHold, [-1.0], [1.0], [1.0], [0.0],
-                    [(double)0.72f], ThreadPoolScheduler.CallingThread);
-                var u = new float[length];
-                var expectedY = new double[length];
-                var expectedState = new double[] { 1.0 };
-                LsslReference.Forward(system, 1, length, u, expectedY, expectedState);
-                foreach (var mode in new[] { LsslMode.Scan, LsslMode.Conv })
-                {
-                    var y = Numerics.NaNs(length);
-                    var state = Numerics.NaNs(1);
-                    layer.Forward<float>(device, new ReadOnlyTensorSpan<float>(u, [1, length, 1]), new TensorSpan<float>(y, [1, length, 1]),
-                        new ReadOnlyTensorSpan<float>([1f], [1, 1, 1]), new TensorSpan<float>(state, [1, 1, 1]), mode);
-                    Assert.That(Numerics.RelativeRms(y, expectedY), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{form} L {length} {mode}: y");
-                    Assert.That(Numerics.RelativeRms(state, expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{form} L {length} {mode}: state");
-                }
-            }
-        }
+        // 0.5% (scan, and conv's state pass).
+        foreach (int length in new[] { 32, 40 })
+            AssertOneStateMatchesReference(TestDevices.Get(backend), a: -1f, b: 1f, dt: 0.72f, new float[length], [LsslMode.Scan, LsslMode.Conv]);
     }
 
     [TestCase(TestBackend.Cpu)]
@@ -686,29 +639,37 @@ public sealed class LsslTests
     {
         // u = 0 and x₀ = 1 through a = −1, dt = 11.5 (ZOH): each step keeps ā = 1e-5 of the state. The step's table held
         // ā − 1 = −0.99999 in fp32, whose rounding (3e-8) is 0.3% of ā: the final state was off by 8e-4 to 1.3e-3 (the
-        // recurrence, and the scan's partial last chunk). Tolerance: the fp32 one, 1e-5 relative RMS against the float64 recurrence.
-        var device = TestDevices.Get(backend);
+        // recurrence, and the scan's partial last chunk).
+        AssertOneStateMatchesReference(TestDevices.Get(backend), a: -1f, b: 1f, dt: 11.5f, new float[3], [LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv]);
+    }
+
+    /// <summary>
+    /// One channel with one state element (a, b, C = 1, D = 0, ZOH, chunks of 16), diagonal and dense, from x₀ = 1 through u in
+    /// each mode: y and the final state within the fp32 tolerance (1e-5 relative RMS) of the float64 recurrence.
+    /// </summary>
+    private static void AssertOneStateMatchesReference(EngineDevice device, float a, float b, float dt, float[] u, LsslMode[] modes)
+    {
+        int length = u.Length;
         foreach (var form in new[] { LsslStateMatrix.Diagonal, LsslStateMatrix.DenseShared })
         {
-            const int length = 3;
             var options = new LsslOptions { StateMatrix = form, Discretization = LsslDiscretization.ZeroOrderHold, ChunkLength = 16 };
-            using var layer = new LsslLayer(new ReadOnlyTensorSpan<float>([-1f], [1, 1]),
-                new ReadOnlyTensorSpan<float>([1f], form == LsslStateMatrix.Diagonal ? [1, 1] : [1]), new ReadOnlyTensorSpan<float>([1f], [1, 1]),
-                new ReadOnlyTensorSpan<float>([0f], [1]), new ReadOnlyTensorSpan<float>([11.5f], [1]), options);
-            using var system = new LsslSystem(new LsslConfig(1, 1, form, 16), LsslDiscretization.ZeroOrderHold, [-1.0], [1.0], [1.0], [0.0],
-                [11.5], ThreadPoolScheduler.CallingThread);
-            var u = new float[length];
+            using var layer = new LsslLayer(new ReadOnlyTensorSpan<float>([a], [1, 1]),
+                new ReadOnlyTensorSpan<float>([b], form == LsslStateMatrix.Diagonal ? [1, 1] : [1]), new ReadOnlyTensorSpan<float>([1f], [1, 1]),
+                new ReadOnlyTensorSpan<float>([0f], [1]), new ReadOnlyTensorSpan<float>([dt], [1]), options);
+            using var system = new LsslSystem(new LsslConfig(1, 1, form, 16), LsslDiscretization.ZeroOrderHold, [a], [b], [1.0], [0.0], [dt],
+                ThreadPoolScheduler.CallingThread);
             var expectedY = new double[length];
             var expectedState = new double[] { 1.0 };
             LsslReference.Forward(system, 1, length, u, expectedY, expectedState);
-            foreach (var mode in new[] { LsslMode.Recurrent, LsslMode.Scan, LsslMode.Conv })
+            foreach (var mode in modes)
             {
                 var y = Numerics.NaNs(length);
                 var state = Numerics.NaNs(1);
                 layer.Forward<float>(device, new ReadOnlyTensorSpan<float>(u, [1, length, 1]), new TensorSpan<float>(y, [1, length, 1]),
                     new ReadOnlyTensorSpan<float>([1f], [1, 1, 1]), new TensorSpan<float>(state, [1, 1, 1]), mode);
-                Assert.That(Numerics.RelativeRms(y, expectedY), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{form} {mode}: y");
-                Assert.That(Numerics.RelativeRms(state, expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{form} {mode}: state");
+                string label = $"{form} a {a} dt {dt} L {length} {mode}";
+                Assert.That(Numerics.RelativeRms(y, expectedY), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{label}: y");
+                Assert.That(Numerics.RelativeRms(state, expectedState), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), $"{label}: state");
             }
         }
     }
