@@ -486,10 +486,9 @@ internal ref struct CallInputs
     private static void RequireConvolvedFinite(ReadOnlySpan<float> rows, string name)
     {
         if (TensorArgs.AllFinite(rows)) return;
-        int i = 0;
-        while (float.IsFinite(rows[i])) i++;
+        float value = OutputCheck.FirstNotFinite(rows, out int i);
         throw new ArgumentException($"options: the short convolution of {name} overflows fp32 although the rows, weights, bias and state are finite " +
-            $"(value {rows[i]} at flat index {i} of the convolved {name}): inputs or weights too large", "options");
+            $"(value {value} at flat index {i} of the convolved {name}): inputs or weights too large", "options");
     }
 
     public void Dispose()
@@ -573,7 +572,7 @@ internal static class OutputCheck
     /// </summary>
     public static bool StateReachesNoOutput(bool chunked, Backend backend) => chunked || backend == Backend.Reference;
 
-    private static float FirstNotFinite(ReadOnlySpan<float> values, out int index)
+    public static float FirstNotFinite(ReadOnlySpan<float> values, out int index)
     {
         index = 0;
         while (float.IsFinite(values[index])) index++;

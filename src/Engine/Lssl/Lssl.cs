@@ -220,7 +220,7 @@ public sealed class LsslLayer : IDisposable
     /// (default the device's).
     /// </summary>
     /// <exception cref="ArgumentException">
-    /// u, y or a state of the wrong shape, non-finite u or initial state, or (parameter A) a y or final state that overflowed:
+    /// u, y or a state of the wrong shape, non-finite u or initial state, or (parameter u) a y or final state that overflowed:
     /// the input too large for fp32 in this (stable) system.
     /// </exception>
     public LsslMode Forward<T>(EngineDevice device, ReadOnlyTensorSpan<T> u, TensorSpan<T> y,

@@ -64,9 +64,9 @@ internal static class LsslCall
     }
 
     private static ArgumentException StateOverflow(LsslLayer layer, int length, float value, long index) => new(
-        $"A: the final state overflowed to {value} at flat index {index} over {length} steps: the input is too large for fp32 in the " +
+        $"u: the final state overflowed to {value} at flat index {index} over {length} steps: the input is too large for fp32 in the " +
         $"discretized system ({layer.Discretization}), which is stable (an unstable one is refused when the layer is built) but may " +
-        "amplify it; scale u or B down", "A");
+        "amplify it; scale u or B down", "u");
 
     /// <summary>The GPU kernels for a call from the device's pool, K̄ built first on the call's CPU scheduler for the conv mode.</summary>
     public static KernelLease<LsslGpu> LeaseGpu(EngineDevice device, IWorkScheduler? scheduler, LsslSystem system, LsslMode mode, int length)
@@ -99,7 +99,7 @@ internal static class LsslCall
     };
 
     private static ArgumentException Overflow(LsslLayer layer, int length, float value, long index) => new(
-        $"A: y overflowed to {value} at flat index {index} (step {index / layer.Channels % Math.Max(length, 1)} of {length}): " +
+        $"u: y overflowed to {value} at flat index {index} (step {index / layer.Channels % Math.Max(length, 1)} of {length}): " +
         $"the input is too large for fp32 in the discretized system ({layer.Discretization}), which is stable (an unstable one is refused when the " +
-        "layer is built) but may amplify it; scale u or B down", "A");
+        "layer is built) but may amplify it; scale u or B down", "u");
 }

@@ -245,6 +245,7 @@ public sealed class SessionLifetimeTests
         var e = Assert.Throws<ArgumentException>(() => overflowing.Forward<float>(device, Filled(1e10f, 1, 64, 2), new TensorSpan<float>(y, [1, 64, 2], []),
             default, new TensorSpan<float>(new float[8], [1, 2, 4], []), mode))!;
         Assert.That(e.Message, Does.Contain("overflowed"));
+        Assert.That(e.ParamName, Is.EqualTo("u"), "a stable system overflows from its input (an unstable A is refused when the layer is built)");
     }
 
     /// <summary>
