@@ -281,6 +281,11 @@ public static class HandoverRewriter
         [LightningAttentionSignature.OpType] = LightningAttentionSignature.AttributeNames,
         [LsslScanSignature.OpType] = LsslScanSignature.AttributeNames,
         [LinearAttentionSignature.OpType] = LinearAttentionSignature.EngineAttributeNames,
+        [GatedDeltaNetSignature.OpType] = GatedDeltaNetSignature.AttributeNames,
+        [CausalConvSignature.OpType] = CausalConvSignature.AttributeNames,
+        [VarlenCausalConvSignature.OpType] = VarlenCausalConvSignature.AttributeNames,
+        [LinearAttentionGateSignature.OpType] = LinearAttentionGateSignature.AttributeNames,
+        [GatedRmsNormSignature.OpType] = GatedRmsNormSignature.AttributeNames,
     };
 
     private static void RequireKnownAttributes(NodeProto node)

@@ -158,6 +158,25 @@ public sealed class EngineOpTests
         var e = Assert.Throws<ModelNodeException>(() => HandoverRewriter.Rewrite(model))!;
         Assert.That(e.Message, Does.StartWith($"{opType} node").And.Contain($"unknown attribute '{attribute}'"));
     }
+
+    /// <summary>
+    /// The companion ops and GatedDeltaNet written in the engine's domain refuse a misspelt attribute too: an ai.engine
+    /// CausalConvWithState with "activaton" ran without its activation.
+    /// </summary>
+    [TestCase("CausalConvWithState", "activaton")]
+    [TestCase("VarlenCausalConvWithState", "dilaton")]
+    [TestCase("LinearAttentionGate", "decay_scale")]
+    [TestCase("GatedRMSNorm", "epsillon")]
+    [TestCase("GatedDeltaNet", "gate_activaton")]
+    public void EngineDomainCompanionsRefuseAttributesTheyDoNotHave(string opType, string attribute)
+    {
+        var b = new ModelBuilder(21).Import(HandoverRewriter.EngineDomain, 1);
+        b.Node(opType, [b.Input("x", F.Float, 1, 4, 8)], domain: HandoverRewriter.EngineDomain, name: "typo", outputNames: ["y"],
+            attributes: [(attribute, "silu")]);
+        b.Output("y", F.Float, null);
+        var e = Assert.Throws<ModelNodeException>(() => HandoverRewriter.Rewrite(b.Build()))!;
+        Assert.That(e.Message, Does.StartWith($"{opType} node 'typo'").And.Contain($"unknown attribute '{attribute}'"));
+    }
 }
 
 /// <summary>
