@@ -185,11 +185,19 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             // q, k, v and the initial state were checked before the run, so a value not finite after it is an overflow. The final
             // state may be the initial state's memory: downloaded once the output passed, so a refused output leaves it as it was.
             OutputCheck.AfterRun(batch, op.Heads, default, default, scheduler, norm);
+            output.Commit();
             if (finalState.Rank != 0)
             {
                 var final = TensorArgs.DenseSpan(finalState, "final_state");
-                using (gpu.Enter()) gpu.Download(state, final);
-                if (OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend)) OutputCheck.RequireStateFinite(final, scheduler);
+                GpuCheckFailure? stateFailure = null;
+                using (gpu.Enter())
+                {
+                    // Checked where it lies, before it is downloaded over what may be the caller's initial state.
+                    if (OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend))
+                        stateFailure = lease.Kernel.Buffers.Checks.CheckNow(state, DeviceCall.FinalState, ValueRule.Finite);
+                    if (stateFailure is null) gpu.Download(state, final);
+                }
+                if (stateFailure is { } f) throw OutputCheck.StateOverflow(f.Value, f.Index);
             }
         }
         else
@@ -197,21 +205,37 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             using var final = new StateBuffer(finalState, stateLength);
             using var init = FloatInput.From(initialState);
             var initial = init.Span;
+            float[]? kept = null;
             if (initial.IsEmpty) final.Span.Clear();
             else if (initial.Overlaps(final.Span, out int offset))
             {
                 if (offset != 0 || initial.Length != final.Span.Length)
                     throw new ArgumentException("final_state: overlaps initial_state without being the same memory", "final_state");
-                initial = default; // the same tensor: run in place
-                TensorArgs.RequireFinite(final.Span, "initial_state");
+                // The same tensor: the kernels read a copy, so a call refused after they ran puts the caller's state back.
+                kept = ArrayPool<float>.Shared.Rent(initial.Length);
+                initial.CopyTo(kept);
+                initial = kept.AsSpan(0, initial.Length);
             }
-            RunOnHost(device, op, scheduler, batch, final.Span, initial);
-            if (!cpu) norm?.ApplyAfter(batch.Output, exact: true, scheduler);
-            // A state the caller did not ask for is not checked: the GPU keeps such a state on the device, unread.
-            bool checkState = finalState.Rank != 0 && OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend);
-            OutputCheck.AfterRun(batch, op.Heads, initial, checkState ? final.Span : default, scheduler, norm);
+            try
+            {
+                RunOnHost(device, op, scheduler, batch, final.Span, initial);
+                if (!cpu) norm?.ApplyAfter(batch.Output, exact: true, scheduler);
+                // A state the caller did not ask for is not checked: the GPU keeps such a state on the device, unread.
+                bool checkState = finalState.Rank != 0 && OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend);
+                OutputCheck.AfterRun(batch, op.Heads, initial, checkState ? final.Span : default, scheduler, norm);
+                // The output's float16 range is checked as it is committed.
+                output.Commit();
+            }
+            catch when (kept is not null)
+            {
+                initial.CopyTo(final.Span);
+                throw;
+            }
+            finally
+            {
+                if (kept is not null) ArrayPool<float>.Shared.Return(kept);
+            }
         }
-        output.Commit();
         conv?.CommitState();
     }
 
@@ -336,13 +360,12 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         using (gpu.Enter())
         {
             var run = new DeviceCall(device, lease.Kernel.Buffers);
-            var state = finalState is null
-                ? lease.Kernel.Buffers.Get<float>(nameof(AttentionGpuViews.State), stateLength)
-                : finalState.ViewFor(device, "final_state");
+            var state = run.StateFor(finalState, initialState, nameof(AttentionGpuViews.State), stateLength);
             bool chunked = options.CheckedMode == AttentionMode.Chunked;
             // A state the caller did not ask for stays unread in the kernel's buffer: no check.
             failure = RunOnDevice(run, lease.Kernel, op, chunked, call.Shapes.Sequences, t, state,
-                r => r.LoadState(state, initialState, finalState, "initial_state"), checkState: finalState is not null && OutputCheck.StateReachesNoOutput(chunked, Backend.Gpu));
+                r => r.LoadState(state, initialState, "initial_state"), checkState: finalState is not null && OutputCheck.StateReachesNoOutput(chunked, Backend.Gpu));
+            if (failure is null) run.StoreState(state, finalState, initialState);
         }
         if (failure is { } f) throw Refusal(f);
     }
@@ -554,12 +577,6 @@ internal static class OutputCheck
         TensorArgs.RequireFinite(initialState, stateName);
         if (!outputFinite) throw Overflow(FirstNotFinite(batch.Output, out int i), i);
         throw StateOverflow(FirstNotFinite(finalState, out int j), j);
-    }
-
-    /// <summary>Refuses a final state that is not finite from inputs and an initial state checked finite: an fp32 overflow.</summary>
-    public static void RequireStateFinite(ReadOnlySpan<float> finalState, IWorkScheduler scheduler)
-    {
-        if (!TensorArgs.AllFinite(finalState, scheduler)) throw StateOverflow(FirstNotFinite(finalState, out int i), i);
     }
 
     public static ArgumentException StateOverflow(float value, long index) =>

@@ -54,8 +54,15 @@ internal readonly struct DeviceCall
 
     public const string FinalState = "final_state";
 
-    /// <summary>A state loaded on the device: copied from <paramref name="initial"/> (checked finite) unless it is the same tensor, or zeros.</summary>
-    public void LoadState(ArrayView<float> state, DeviceTensor<float>? initial, DeviceTensor<float>? final, string name)
+    /// <summary>
+    /// The view the kernels update the state in: the final state's own memory, or the instance's buffer of that name when
+    /// none is asked for or it is the initial state's tensor (so a refused call leaves the caller's state as it was).
+    /// </summary>
+    public ArrayView<float> StateFor(DeviceTensor<float>? final, DeviceTensor<float>? initial, string buffer, long length) =>
+        final is null || ReferenceEquals(final, initial) ? Scratch(buffer, length) : final.ViewFor(_device, FinalState);
+
+    /// <summary>A state loaded on the device: copied from <paramref name="initial"/> (checked finite), or zeros.</summary>
+    public void LoadState(ArrayView<float> state, DeviceTensor<float>? initial, string name)
     {
         // A batch of no sequences has an empty state: nothing to load (ILGPU refuses to set or copy an empty view).
         if (state.Length == 0) return;
@@ -64,9 +71,15 @@ internal readonly struct DeviceCall
             state.MemSetToZero(_device.Gpu.Accelerator.DefaultStream);
             return;
         }
-        var source = initial.ViewFor(_device, name);
-        if (!ReferenceEquals(initial, final)) state.CopyFrom(_device.Gpu.Accelerator.DefaultStream, source);
+        state.CopyFrom(_device.Gpu.Accelerator.DefaultStream, initial.ViewFor(_device, name));
         _buffers.Checks.Check(state, name, ValueRule.Finite);
+    }
+
+    /// <summary>After a call that passed its checks: the state the kernels updated in the instance's buffer (see <see cref="StateFor"/>) copied into the caller's tensor.</summary>
+    public void StoreState(ArrayView<float> state, DeviceTensor<float>? final, DeviceTensor<float>? initial)
+    {
+        if (final is null || !ReferenceEquals(final, initial) || state.Length == 0) return;
+        final.ViewFor(_device, FinalState).CopyFrom(_device.Gpu.Accelerator.DefaultStream, state);
     }
 
     /// <summary>Waits for the launches and reads the checks: the first refused value, or null.</summary>

@@ -66,7 +66,7 @@ public static class DeltaRule
 {
     /// <summary>
     /// Runs the delta rule over whole sequences. initialState defaults to zeros and is read where it lies; finalState
-    /// is optional and written in place (it may be the same tensor as initialState).
+    /// is optional and written in place (it may be the same tensor as initialState: a refused call leaves it as it was).
     /// </summary>
     /// <exception cref="ArgumentException">
     /// A tensor whose shape does not match q's (the message names it and the expected shape), heads grouped neither way,

@@ -28,7 +28,7 @@ public static class Gla
 {
     /// <summary>
     /// Runs GLA over whole sequences. initialState defaults to zeros and is read where it lies; finalState is optional
-    /// and written in place (it may be the same tensor as initialState).
+    /// and written in place (it may be the same tensor as initialState: a refused call leaves it as it was).
     /// </summary>
     /// <exception cref="ArgumentException">
     /// A tensor whose shape does not match q's (the message names it and the expected shape), heads grouped neither way,
@@ -49,7 +49,7 @@ public static class Gla
     /// <summary>
     /// Runs GLA over whole sequences on device tensors of this device, read and written where they lie: with the states
     /// on the device too, no data crosses between host and device. The kernels update finalState in place (loaded from
-    /// initialState, which may be the same tensor, or zeros). Values are checked on the device (the same refusals as
+    /// initialState, or zeros; when it is initialState's tensor, it is written once the call passed). Values are checked on the device (the same refusals as
     /// for host tensors), read back once after the launches.
     /// </summary>
     public static void Forward<T>(EngineDevice device, DeviceTensor<T> q, DeviceTensor<T> k, DeviceTensor<T> v, DeviceTensor<T>? g,

@@ -255,7 +255,7 @@ public sealed class LsslLayer : IDisposable
     /// <summary>
     /// Runs the layer over device tensors u, y [B, L, H] of this (GPU) device, read and written where they lie: with the
     /// states on the device too, no data crosses between host and device. The kernels update finalState in place (loaded
-    /// from initialState, which may be the same tensor, or zeros); u and y are checked on the device. Returns the mode that ran.
+    /// from initialState, or zeros; when it is initialState's tensor, it is written once the call passed); u and y are checked on the device. Returns the mode that ran.
     /// </summary>
     public LsslMode Forward<T>(EngineDevice device, DeviceTensor<T> u, DeviceTensor<T> y, DeviceTensor<float>? initialState = null,
         DeviceTensor<float>? finalState = null, LsslMode mode = LsslMode.Auto, IWorkScheduler? scheduler = null) where T : unmanaged
@@ -281,11 +281,11 @@ public sealed class LsslLayer : IDisposable
         GpuCheckFailure? failure;
         using (gpu.Enter())
         {
-            var state = finalState is null
-                ? lease.Kernel.Buffers.Get<float>(nameof(LsslGpuArgs.State), (long)batch * Channels * StateSize)
-                : finalState.ViewFor(device, "final_state");
-            failure = LsslCall.RunOnDevice(device, lease.Kernel, this, resolved, batch, length, u, y, state,
-                run => run.LoadState(state, initialState, finalState, "initial_state"), initialState is null, finalState is not null);
+            var call = new DeviceCall(device, lease.Kernel.Buffers);
+            var state = call.StateFor(finalState, initialState, nameof(LsslGpuArgs.State), (long)batch * Channels * StateSize);
+            failure = LsslCall.RunOnDevice(call, lease.Kernel, this, resolved, batch, length, u, y, state,
+                run => run.LoadState(state, initialState, "initial_state"), initialState is null, finalState is not null);
+            if (failure is null) call.StoreState(state, finalState, initialState);
         }
         if (failure is { } f) throw LsslCall.Refusal(this, length, f);
         return resolved;
@@ -427,7 +427,7 @@ public sealed class LsslSession : StatefulSession
         GpuCheckFailure? failure;
         using (gpu.Enter())
         {
-            failure = LsslCall.RunOnDevice(Device, lease.Kernel, _layer, resolved, batch, length, u, y, spare.View,
+            failure = LsslCall.RunOnDevice(new DeviceCall(Device, lease.Kernel.Buffers), lease.Kernel, _layer, resolved, batch, length, u, y, spare.View,
                 _ => spare.CopyFrom(current), initialStateIsZero: false, needFinalState: true);
         }
         if (failure is { } f) throw LsslCall.Refusal(_layer, length, f);

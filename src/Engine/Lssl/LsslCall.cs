@@ -76,11 +76,10 @@ internal static class LsslCall
     }
 
     /// <summary>The launches of a call on device tensors (under the runtime's lock): u checked, the state loaded, the kernels, y checked; then the check words read.</summary>
-    public static GpuCheckFailure? RunOnDevice<T>(EngineDevice device, LsslGpu kernel, LsslLayer layer, LsslMode mode, int batch, int length,
+    public static GpuCheckFailure? RunOnDevice<T>(DeviceCall run, LsslGpu kernel, LsslLayer layer, LsslMode mode, int batch, int length,
         DeviceTensor<T> u, DeviceTensor<T> y, ArrayView<float> state, Action<DeviceCall> loadState, bool initialStateIsZero, bool needFinalState) where T : unmanaged
     {
         TensorArgs.RequireElementType<T>();
-        var run = new DeviceCall(device, kernel.Buffers);
         var uf = run.Input(u, "u", nameof(LsslGpuArgs.U), ValueRule.Finite);
         loadState(run);
         var yf = run.Output(y, "y", nameof(LsslGpuArgs.Y));

@@ -238,29 +238,46 @@ public sealed class AttentionApiTests
     }
 
     /// <summary>
-    /// The GPU backend, on host tensors with the final state the initial state's tensor: it downloaded the final state before
-    /// checking the output, so an output that overflowed fp32 from finite inputs was refused as a non-finite initial_state
-    /// (the state just written over it) and the caller's state was lost. Now named as the output's overflow, the state kept;
-    /// a call that passes still writes the reference's state in place.
+    /// Host tensors with the final state the initial state's tensor, refused after the kernels ran: on the GPU backend the
+    /// final state was downloaded before the output was checked (and refused as a non-finite initial_state); on the CPU and
+    /// the reference the kernels wrote the caller's state as they ran, and a refused output (an fp32 overflow, or a float16
+    /// output beyond float16's range) left it written; a chunked call's state that overflowed on its own was downloaded
+    /// infinite over it. Now each is named and the caller's state kept; a call that passes still writes the reference's
+    /// state in place.
     /// </summary>
-    [TestCase(AttentionMode.Chunked)]
-    [TestCase(AttentionMode.Recurrent)]
-    public void AGpuCallInPlaceRefusedForAnOverflowNamesItAndKeepsTheState(AttentionMode mode)
+    [Test]
+    public void ACallInPlaceRefusedAfterTheKernelsRanKeepsTheState(
+        [Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend, [Values] AttentionMode mode)
     {
-        var gpu = TestDevices.Of(Backend.Gpu);
+        var device = TestDevices.Of(backend);
         var options = new GlaOptions { Mode = mode };
         var (q, k, v, g, h0) = Inputs();
         var expected = Engine.Gla.Forward(TestDevices.Reference, q, k, v, g, options, h0);
         var state = Tensor.Create(Flat(h0), [1, H, K, V]);
         var output = Tensor.Create(Numerics.NaNs(T * H * V), [1, T, H, V]);
-        Engine.Gla.Forward<float>(gpu, q, k, v, g, output, state, state, options: options);
+        Engine.Gla.Forward<float>(device, q, k, v, g, output, state, state, options: options);
         Assert.That(Numerics.RelativeRms(Flat(state), Flat(expected.FinalState)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "in place");
 
-        var large = Tensor.Create(Enumerable.Repeat(1e20f, T * H * K).ToArray(), [1, T, H, K]);
         var before = Flat(state);
-        var e = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward<float>(gpu, large, large, large, g, output, state, state, options: options))!;
-        Assert.That(e.ParamName, Is.EqualTo("output"), e.Message);
-        Assert.That(e.Message, Does.Contain("overflow"));
+        var large = Tensor.Create(Enumerable.Repeat(1e20f, T * H * K).ToArray(), [1, T, H, K]);
+        var overflow = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward<float>(device, large, large, large, g, output, state, state, options: options))!;
+        var halves = Enumerable.Repeat((Half)200, T * H * K).ToArray();
+        var halfOutput = new Half[T * H * V];
+        var outOfRange = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward<Half>(device, new ReadOnlyTensorSpan<Half>(halves, [1, T, H, K]),
+            new ReadOnlyTensorSpan<Half>(halves, [1, T, H, K]), new ReadOnlyTensorSpan<Half>(halves, [1, T, H, V]), default,
+            new TensorSpan<Half>(halfOutput, [1, T, H, V]), state, state, options: options))!;
+        Assert.Multiple(() =>
+        {
+            Assert.That(overflow.ParamName, Is.EqualTo("output"), overflow.Message);
+            Assert.That(overflow.Message, Does.Contain("overflow"));
+            Assert.That(outOfRange.Message, Does.Contain("outside float16's range"));
+            Assert.That(Flat(state), Is.EqualTo(before), "the refused calls left the state as it was");
+        });
+        if (mode == AttentionMode.Recurrent) return;
+        // q = 0 keeps the output 0 while k·vᵀ overflows the state, which no output reads.
+        var zeros = Tensor.Create(new float[T * H * K], [1, T, H, K]);
+        var stateOverflow = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward<float>(device, zeros, large, large, g, output, state, state, options: options))!;
+        Assert.That(stateOverflow.ParamName, Is.EqualTo("final_state"), stateOverflow.Message);
         Assert.That(Flat(state), Is.EqualTo(before), "the refused call left the state as it was");
     }
 

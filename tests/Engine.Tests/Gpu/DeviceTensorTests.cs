@@ -360,6 +360,53 @@ public sealed class DeviceTensorTests
         });
     }
 
+    /// <summary>
+    /// A whole-sequence call on device tensors with the final state the initial state's tensor: the kernels updated it where it
+    /// lay, so a call refused after they ran (a state that overflowed) left the caller's state infinite. They now run on the
+    /// instance's buffer, copied back once every check passed; a call that passes still updates the state in place.
+    /// </summary>
+    [Test]
+    public void AWholeSequenceCallInPlaceOnDeviceTensorsKeepsTheStateWhenRefused()
+    {
+        var (q, k, v, g) = Inputs(seed: 16, perKey: true);
+        var initial = new TestData(17).Normal(Heads * Dim * Dim, 0.5);
+        var (expectedOutput, expectedState) = ReferenceGla(q, k, v, g, initial);
+        using var dq = _gpu.Upload(Tensor.Create(q, Shape));
+        using var dk = _gpu.Upload(Tensor.Create(k, Shape));
+        using var dv = _gpu.Upload(Tensor.Create(v, Shape));
+        using var dg = _gpu.Upload(Tensor.Create(g, Shape));
+        using var dState = _gpu.Upload(Tensor.Create(initial, StateShape));
+        using var dOutput = _gpu.Allocate<float>(Shape);
+        Engine.Gla.Forward(_gpu, dq, dk, dv, dg, dOutput, dState, dState, options: new GlaOptions { ChunkSize = 16 });
+        var passed = dState.ToTensor().ToArray();
+        var passedOutput = dOutput.ToTensor().ToArray();
+
+        // q = 0 keeps the output 0 while k·vᵀ overflows the chunked state.
+        using var dZeros = _gpu.Upload(Tensor.Create(new float[q.Length], Shape));
+        using var dLarge = _gpu.Upload(Tensor.Create(Enumerable.Repeat(1e20f, q.Length).ToArray(), Shape));
+        var refused = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward(_gpu, dZeros, dLarge, dLarge, dg, dOutput, dState, dState))!;
+        Assert.Multiple(() =>
+        {
+            Assert.That(Numerics.RelativeRms(passedOutput, expectedOutput), Is.LessThanOrEqualTo(1e-5));
+            Assert.That(Numerics.RelativeRms(passed, expectedState), Is.LessThanOrEqualTo(1e-5), "in place");
+            Assert.That(refused.ParamName, Is.EqualTo("final_state"), refused.Message);
+            Assert.That(dState.ToTensor().ToArray(), Is.EqualTo(passed), "the refused call left the state as it was");
+        });
+
+        // LSSL, a stable system whose input overflows the state (C = 0: y = D u stays finite).
+        nint[] uShape = [1, 64, 2], stateShape = [1, 2, 4];
+        static Tensor<float> Filled(float value, params nint[] shape) => Tensor.Create(Enumerable.Repeat(value, (int)shape.Aggregate((nint)1, (a, d) => a * d)).ToArray(), shape);
+        using var overflowing = new LsslLayer(Filled(-1f, 2, 4), Filled(1e30f, 2, 4), Filled(0f, 2, 4), Filled(2f, 2), Filled(2f / 3, 2),
+            new LsslOptions { StateMatrix = LsslStateMatrix.Diagonal });
+        var lsslInitial = new TestData(18).Normal(8, 0.5);
+        using var dLsslState = _gpu.Upload(Tensor.Create(lsslInitial, stateShape));
+        using var du = _gpu.Upload(Filled(1e37f, uShape));
+        using var dy = _gpu.Allocate<float>(uShape);
+        var lssl = Assert.Throws<ArgumentException>(() => overflowing.Forward(_gpu, du, dy, dLsslState, dLsslState, LsslMode.Conv))!;
+        Assert.That(lssl.Message, Does.Contain("final state overflowed"));
+        Assert.That(dLsslState.ToTensor().ToArray(), Is.EqualTo(lsslInitial), "the refused call left the state as it was");
+    }
+
     [Test]
     public void AnLsslSessionWhoseStateOverflowsOnTheDeviceIsRefusedAndKeepsItsState()
     {
