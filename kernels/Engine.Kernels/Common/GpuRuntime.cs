@@ -48,7 +48,10 @@ public sealed class GpuRuntime : IDisposable
     public int GroupSize { get; }
 
     private readonly object _lock = new();
-    private bool _disposed;
+    private volatile bool _disposed;
+
+    /// <summary>Whether the runtime was disposed (its accelerator and every buffer on it are gone).</summary>
+    public bool IsDisposed => _disposed;
 
     /// <summary>
     /// Takes the runtime's lock for a call (reentrant) and refuses a runtime disposed meanwhile: a call that waited for the

@@ -288,7 +288,7 @@ public sealed class LsslSystem : IDisposable
 
     /// <summary>
     /// A GPU backend's copy of this system on <paramref name="runtime"/> (device tables, K̄), made on first use, one per
-    /// runtime, disposed with the system.
+    /// runtime, disposed with the system or, once that runtime is disposed, when the next copy is made.
     /// </summary>
     public T DeviceCopy<T>(GpuRuntime runtime, Func<T> create) where T : class, IDisposable
     {
@@ -296,6 +296,12 @@ public sealed class LsslSystem : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (_deviceCopies.TryGetValue(runtime, out var existing)) return (T)existing;
+            // A layer that outlives its devices would otherwise hold each one's runtime and copy until it is disposed.
+            foreach (var gone in _deviceCopies.Keys.Where(r => r.IsDisposed).ToArray())
+            {
+                _deviceCopies.Remove(gone, out var copy);
+                copy!.Dispose();
+            }
             var made = create();
             _deviceCopies[runtime] = made;
             return made;

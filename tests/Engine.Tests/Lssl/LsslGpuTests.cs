@@ -22,6 +22,30 @@ public sealed class LsslGpuTests
     [OneTimeTearDown]
     public void DisposeRuntime() => _runtime.Dispose();
 
+    /// <summary>
+    /// A system's copy on a runtime that was disposed (its device gone) is released when a copy is next made: a layer that
+    /// outlived its devices kept every one's runtime and copy until the layer itself was disposed.
+    /// </summary>
+    [Test]
+    public void ACopyOnADisposedRuntimeIsReleasedWhenTheNextIsMade()
+    {
+        using var system = LsslProblem.Make(2, 4, LsslStateMatrix.Diagonal, seed: 24).System(LsslDiscretization.Bilinear, 16);
+        var first = new DisposalProbe();
+        using (var gone = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator)) system.DeviceCopy(gone, () => first);
+        Assert.That(first.Disposed, Is.False, "kept until a copy is made");
+        var second = new DisposalProbe();
+        Assert.That(system.DeviceCopy(_runtime, () => second), Is.SameAs(second));
+        Assert.That(first.Disposed, Is.True, "released with its runtime gone");
+        Assert.That(second.Disposed, Is.False);
+    }
+
+    private sealed class DisposalProbe : IDisposable
+    {
+        public bool Disposed { get; private set; }
+
+        public void Dispose() => Disposed = true;
+    }
+
     [TestCase(LsslStateMatrix.DensePerChannel, LsslMode.Recurrent)]
     [TestCase(LsslStateMatrix.DensePerChannel, LsslMode.Scan)]
     [TestCase(LsslStateMatrix.DensePerChannel, LsslMode.Conv)]
