@@ -41,6 +41,19 @@ public static unsafe class GatedRmsNormCpu
     internal static void Row(float* x, float* z, float* scale, float* y, int c, float epsilon, bool silu)
     {
         float inverse = InverseRms(x, c, epsilon);
+        if (!float.IsFinite(inverse))
+        {
+            // Only with epsilon 0 (or subnormal): a row whose mean square underflows is normalized as x/L over the RMS of
+            // x/L, L its largest magnitude, written into y first; a zero row gives 0, the limit as epsilon goes to 0.
+            float largest = MathF.Abs(TensorPrimitives.MaxMagnitude(new ReadOnlySpan<float>(x, c)));
+            if (largest == 0f) inverse = 0f;
+            else
+            {
+                TensorPrimitives.Divide(new ReadOnlySpan<float>(x, c), largest, new Span<float>(y, c));
+                x = y;
+                inverse = InverseRms(x, c, epsilon / largest / largest);
+            }
+        }
         var inv = Vector512.Create(inverse);
         int i;
         // The gate's activation a block at a time through the row form, which overlaps four sigmoids' latencies.

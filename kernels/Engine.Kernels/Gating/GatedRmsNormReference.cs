@@ -3,6 +3,7 @@ namespace Engine.Kernels.Gating;
 /// <summary>
 /// Gated RMS normalization (Mamba2, Gated DeltaNet outputs) over rows of C elements (C = scale's length):
 ///   y = x · (mean(x²) + ε)^−½ · scale · act(z)
+/// A zero row with ε = 0 gives 0 (the limit as ε goes to 0), not 0/0.
 /// </summary>
 public static class GatedRmsNormReference
 {
@@ -13,7 +14,7 @@ public static class GatedRmsNormReference
         {
             double sum = 0;
             for (int i = 0; i < c; i++) sum += (double)x[row * c + i] * x[row * c + i];
-            double inverse = 1 / Math.Sqrt(sum / c + epsilon);
+            double inverse = sum == 0 && epsilon == 0 ? 0 : 1 / Math.Sqrt(sum / c + epsilon);
             for (int i = 0; i < c; i++)
             {
                 double z = gate[row * c + i], sigmoid = Conv.CausalConvReference.Sigmoid(z);

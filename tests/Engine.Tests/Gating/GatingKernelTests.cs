@@ -44,6 +44,30 @@ public sealed class GatingKernelTests
         Assert.That(Numerics.RelativeRms(y, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
     }
 
+    /// <summary>
+    /// Epsilon 0 (ORT's GatedRMSNorm takes it): a zero row was 0/0 and a row whose squares underflow fp32 (elements below
+    /// about 1e-19, subnormals too) 0·∞, both NaN. Now a zero row gives 0, the limit as epsilon goes to 0, and a tiny row
+    /// is normalized as the float64 reference does.
+    /// </summary>
+    [TestCase(16, 0.0)]
+    [TestCase(20, 1e-25)]
+    [TestCase(7, 1e-41)]
+    public void GatedRmsNormWithEpsilonZeroOfZeroAndTinyRowsMatchesReference(int groupSize, double magnitude)
+    {
+        var data = new TestData(AttentionCase.StableSeed($"gated rms norm epsilon 0 {groupSize} {magnitude}"));
+        int rows = 5;
+        var x = Array.ConvertAll(data.Normal(rows * groupSize), v => (float)(v * magnitude));
+        var z = data.Normal(rows * groupSize, 4);
+        var scale = data.Normal(groupSize, 0.5);
+        var expected = new double[x.Length];
+        GatedRmsNormReference.Forward(x, z, scale, 0, GateActivation.Silu, expected);
+        var y = Numerics.NaNs(x.Length);
+        GatedRmsNormCpu.Forward(x, z, scale, 0f, GateActivation.Silu, y, new ThreadPoolScheduler(2));
+        Assert.That(y.All(float.IsFinite), Is.True);
+        if (magnitude == 0) Assert.That(y, Is.All.Zero);
+        else Assert.That(Numerics.RelativeRms(y, expected), Is.LessThanOrEqualTo(1e-5), "subnormal inputs carry fewer significant bits");
+    }
+
     [TestCase(true, 3)]
     [TestCase(false, 2)]
     public void DecayGateMatchesReferenceOverSoftplusTails(bool withBeta, int workers)
