@@ -298,7 +298,7 @@ internal sealed record NormFold(float Epsilon, GateActivation Activation)
         if (gate.Rank is int rg && rg != 3)
             throw new ModelNodeException($"{node}: input norm_gate ('{gate.Name}') must have rank 3 (B, T, heads·dv), the model gives rank {rg}");
         float epsilon = info.Float(LinearAttentionSignature.NormEpsilon) ?? 1e-5f;
-        if (!(epsilon > 0) || !float.IsFinite(epsilon)) throw new ModelNodeException($"{node}: {LinearAttentionSignature.NormEpsilon} must be finite and > 0 (with 0 a row of zeros is 0/0), got {epsilon}");
+        if (!GatedRmsNormSignature.EngineRuns(epsilon)) throw new ModelNodeException($"{node}: {LinearAttentionSignature.NormEpsilon} must be finite and >= 0, got {epsilon}");
         return new NormFold(epsilon, GatedRmsNormSignature.Activation(info.String(LinearAttentionSignature.NormActivation), node));
     }
 }

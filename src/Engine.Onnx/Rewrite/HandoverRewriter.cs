@@ -604,7 +604,7 @@ public static class HandoverRewriter
                 : scaleDims.Count > 1 && hints.Constant(scale) is null ? $"its scale '{scale}' is [{string.Join(", ", scaleDims)}] and no constant to give as [{dv}]"
                 : type is null || hints.ElementType(scale) != type || hints.InferredType(gate) != type ? "the types of past_state, the scale and the gate are not known to be one"
                 : hints.Producer(gate) is NodeProto gateNode && graph.Node.IndexOf(gateNode) > graph.Node.IndexOf(attention) ? $"the gate '{gate}' is computed after the attention"
-                : !(NormEpsilon(norm) > 0) ? $"its epsilon is {NormEpsilon(norm)}: the fold needs one > 0 (a row of zeros is 0/0 otherwise)"
+                : !GatedRmsNormSignature.EngineRuns(NormEpsilon(norm)) ? $"its epsilon is {NormEpsilon(norm)}, the engine takes a finite epsilon >= 0"
                 : null;
             if (kept is not null)
             {

@@ -18,7 +18,7 @@ public sealed record GatedOutputNorm
     /// <summary>[B·T (or the packed tokens), max(Hq, Hv), V]: the gate z of this call, finite.</summary>
     public required ReadOnlyMemory<float> Gate { get; init; }
 
-    /// <summary>Added to the mean square, finite and > 0 (with 0 a row of zeros would be 0/0); default 1e-6.</summary>
+    /// <summary>Added to the mean square, finite and >= 0 (with 0 a row of zeros gives 0); default 1e-6.</summary>
     public float Epsilon { get; init; } = 1e-6f;
 
     /// <summary>act applied to the gate: SiLU (the default, as Gated DeltaNet) or sigmoid.</summary>
@@ -39,8 +39,8 @@ internal sealed class NormCall(GatedOutputNorm norm, HeadLayout heads)
         long gate = (long)tokens * heads.OutputHeads * heads.ValueDim;
         if (norm.Gate.Length != gate)
             throw new ArgumentException($"output norm gate: expected (tokens, max(Hq, Hv), V) = ({tokens}, {heads.OutputHeads}, {heads.ValueDim}), {gate} floats; got {norm.Gate.Length}", "options");
-        if (!(norm.Epsilon > 0f) || !float.IsFinite(norm.Epsilon))
-            throw new ArgumentException($"output norm epsilon must be finite and > 0 (with 0 a row of zeros is normalized as 0/0), got {norm.Epsilon}", "options");
+        if (!(norm.Epsilon >= 0f) || !float.IsFinite(norm.Epsilon))
+            throw new ArgumentException($"output norm epsilon must be finite and >= 0, got {norm.Epsilon}", "options");
         if (!Enum.IsDefined(norm.Activation))
             throw new ArgumentException($"output norm activation must be Silu or Sigmoid, got {(int)norm.Activation}", "options");
         TensorArgs.RequireFinite(norm.Scale.Span, "output norm scale");
@@ -62,20 +62,8 @@ internal sealed class NormCall(GatedOutputNorm norm, HeadLayout heads)
             GatedRmsNormCpu.Forward(output, Norm.Gate.Span, Norm.Scale.Span, Norm.Epsilon, Norm.Activation, output, scheduler);
             return;
         }
-        int v = heads.ValueDim;
-        var scale = Norm.Scale.Span;
-        var gate = Norm.Gate.Span;
-        for (int row = 0; row < output.Length / v; row++)
-        {
-            var o = output.Slice(row * v, v);
-            double squares = 0;
-            foreach (float x in o) squares += (double)x * x;
-            double inverse = 1 / Math.Sqrt(squares / v + Norm.Epsilon);
-            for (int i = 0; i < v; i++)
-            {
-                double z = gate[row * v + i], sigmoid = z >= 0 ? 1 / (1 + Math.Exp(-z)) : Math.Exp(z) / (1 + Math.Exp(z));
-                o[i] = (float)(o[i] * inverse * scale[i] * (Norm.Activation == GateActivation.Silu ? z * sigmoid : sigmoid));
-            }
-        }
+        var exactOutput = new double[output.Length];
+        GatedRmsNormReference.Forward(output, Norm.Gate.Span, Norm.Scale.Span, Norm.Epsilon, Norm.Activation, exactOutput);
+        for (int i = 0; i < output.Length; i++) output[i] = (float)exactOutput[i];
     }
 }

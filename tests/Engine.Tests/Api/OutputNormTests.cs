@@ -81,19 +81,27 @@ public sealed class OutputNormTests
         Assert.That(e.ParamName, Is.EqualTo("output norm gate"), e.Message);
     }
 
-    /// <summary>Epsilon 0 was taken, and a row of zeros then came out as 0/0, refused as an fp32 overflow of the inputs.</summary>
+    /// <summary>
+    /// Epsilon 0 (was refused: a row of zeros came out as 0/0): a zero row gives 0 on every backend, the limit as epsilon goes
+    /// to 0; a negative epsilon is refused.
+    /// </summary>
     [Test]
-    public void AZeroEpsilonIsRefused()
+    public void AZeroEpsilonGivesZeroForAZeroRowAndANegativeOneIsRefused([Values] Backend backend)
     {
         int h = 2, d = 16;
         var rows = new float[B * T * h * d];
-        var options = new DeltaRuleOptions { OutputNorm = new GatedOutputNorm { Scale = new float[d], Gate = new float[B * T * h * d], Epsilon = 0f } };
-        var e = Assert.Throws<ArgumentException>(() =>
+        var gate = new TestData(8).Normal(B * T * h * d);
+        var output = Numerics.NaNs(B * T * h * d);
+        void Run(float epsilon)
         {
+            var options = new DeltaRuleOptions { OutputNorm = new GatedOutputNorm { Scale = Enumerable.Repeat(1f, d).ToArray(), Gate = gate, Epsilon = epsilon } };
             var q = new ReadOnlyTensorSpan<float>(rows, [B, T, h, d], []);
-            Engine.DeltaRule.Forward(TestDevices.Get(TestBackend.Cpu), q, q, q, new ReadOnlyTensorSpan<float>(new float[B * T * h], [B, T, h], []), default,
-                new TensorSpan<float>(Numerics.NaNs(B * T * h * d), [B, T, h, d], []), options: options);
-        })!;
-        Assert.That(e.Message, Does.StartWith("output norm epsilon must be finite and > 0"));
+            Engine.DeltaRule.Forward(TestDevices.Of(backend), q, q, q, new ReadOnlyTensorSpan<float>(new float[B * T * h], [B, T, h], []), default,
+                new TensorSpan<float>(output, [B, T, h, d], []), options: options);
+        }
+        Run(0f);
+        Assert.That(output, Is.All.Zero);
+        var e = Assert.Throws<ArgumentException>(() => Run(-1e-6f))!;
+        Assert.That(e.Message, Does.StartWith("output norm epsilon must be finite and >= 0"));
     }
 }
