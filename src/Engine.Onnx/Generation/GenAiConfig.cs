@@ -110,7 +110,7 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
         {
             if (parent.ValueKind != JsonValueKind.Object || !parent.TryGetProperty(key, out var value)) return null;
             return value.ValueKind == JsonValueKind.String && value.GetString() is { Length: > 0 } text ? text
-                : throw new InvalidDataException($"{path}: {Key(where, key)} must be a non-empty string, got {value.ValueKind}");
+                : throw new InvalidDataException($"{path}: {Key(where, key)} must be a non-empty string, got {(value.ValueKind == JsonValueKind.String ? "an empty one" : value.ValueKind)}");
         }
 
         /// <summary>An object the config may leave out: default (no keys) when it does.</summary>

@@ -630,6 +630,7 @@ public sealed class GeneratorTests
         yield return Case("no decoder", c => c["model"]!.AsObject().Remove("decoder"), "model.decoder is missing");
         yield return Case("inputs not an object", c => c["model"]!["decoder"]!["inputs"] = "input_ids", "model.decoder.inputs must be an object, got String");
         yield return Case("input_ids a number", c => c["model"]!["decoder"]!["inputs"]!["input_ids"] = 3, "model.decoder.inputs.input_ids must be a non-empty string, got Number");
+        yield return Case("an empty filename", c => c["model"]!["decoder"]!["filename"] = "", "model.decoder.filename must be a non-empty string, got an empty one");
         yield return Case("unknown input", c => c["model"]!["decoder"]!["inputs"]!["input_ids"] = "tokens", "model.decoder.inputs.input_ids names 'tokens', which model.onnx does not take");
         yield return Case("unknown logits", c => c["model"]!["decoder"]!["outputs"]!["logits"] = "scores", "model.decoder.outputs.logits names 'scores', which model.onnx does not give");
         yield return Case("template without %d", c => c["model"]!["decoder"]!["inputs"]!["past_key_names"] = "past.key", "model.decoder.inputs.past_key_names must hold one %d");
