@@ -189,7 +189,9 @@ internal static class Opt
     {
         string text = r.Tokens[0].Value;
         if (!TryParseInteger(text, out int value))
-            r.AddError($"{NameOf(r)} must be an integer, got '{text}'");
+            r.AddError(System.Numerics.BigInteger.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var large)
+                ? $"{NameOf(r)} must be {(large < min ? $">= {min}" : $"<= {max}")}, got {text.Trim()}"
+                : $"{NameOf(r)} must be an integer, got '{text}'");
         else if (value < min)
             r.AddError($"{NameOf(r)} must be >= {min}, got {value}");
         else if (value > max)

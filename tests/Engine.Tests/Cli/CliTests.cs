@@ -178,6 +178,8 @@ public sealed class CliTests : CliFixture
     [TestCase(new[] { "op", "gla", "--frobnicate", "1" }, "unknown option --frobnicate (see: engine op gla --help)")]
     [TestCase(new[] { "ptx", "some-folder", "--arch", "sm_70" }, "--arch must be one of sm_80|sm_90, got 'sm_70' (see: engine ptx --help)")]
     [TestCase(new[] { "bench", "gla", "--T", "many" }, "--T must be an integer")]
+    [TestCase(new[] { "generate", "some-folder", "--prompt-tokens", "99999999999", "--new-tokens", "1" }, "--prompt-tokens must be <= 2147483647, got 99999999999 (see: engine generate --help)")]
+    [TestCase(new[] { "bench", "gla", "--H", "-99999999999" }, "--H must be >= 1, got -99999999999")]
     [TestCase(new[] { "bench", "gla", "--T", "0" }, "--T must be an integer >= 1 or a comma-separated list of them (T = 0 times nothing), got '0'")]
     [TestCase(new[] { "bench", "lssl", "--T", "64,0" }, "--T must be an integer >= 1")]
     [TestCase(new[] { "bench-model", "--sample", "linear", "--T", "0" }, "--T must be an integer >= 1")]
