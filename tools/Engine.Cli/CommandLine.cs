@@ -98,7 +98,10 @@ internal static class Opt
             for (int i = 0; i < parts.Length; i++)
             {
                 if (TryParseInteger(parts[i], out lengths[i]) && lengths[i] >= 1) continue;
-                r.AddError($"{NameOf(r)} must be an integer >= 1 or a comma-separated list of them (T = 0 times nothing), got '{text}'");
+                if (System.Numerics.BigInteger.TryParse(parts[i], NumberStyles.Integer, CultureInfo.InvariantCulture, out var large) && large > int.MaxValue)
+                    r.AddError($"{NameOf(r)} must be <= {int.MaxValue}, got {parts[i].Trim()}");
+                else
+                    r.AddError($"{NameOf(r)} must be an integer >= 1 or a comma-separated list of them (T = 0 times nothing), got '{text}'");
                 return [];
             }
             return lengths;

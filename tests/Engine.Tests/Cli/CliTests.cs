@@ -182,6 +182,7 @@ public sealed class CliTests : CliFixture
     [TestCase(new[] { "bench", "gla", "--H", "-99999999999" }, "--H must be >= 1, got -99999999999")]
     [TestCase(new[] { "bench", "gla", "--T", "0" }, "--T must be an integer >= 1 or a comma-separated list of them (T = 0 times nothing), got '0'")]
     [TestCase(new[] { "bench", "lssl", "--T", "64,0" }, "--T must be an integer >= 1")]
+    [TestCase(new[] { "bench", "lssl", "--T", "64,99999999999" }, "--T must be <= 2147483647, got 99999999999 (see: engine bench lssl --help)")]
     [TestCase(new[] { "bench-model", "--sample", "linear", "--T", "0" }, "--T must be an integer >= 1")]
     [TestCase(new[] { "bench", "gla", "--backend", "tpu" }, "--backend must be one of reference|cpu|gpu")]
     [TestCase(new[] { "bench", "gla", "--gpu-precision", "tf32", "--T", "32" }, "--gpu-precision tf32: the cpu backend multiplies in fp32; it applies to --backend gpu")]
