@@ -181,6 +181,7 @@ public sealed class CliTests : CliFixture
     [TestCase(new[] { "generate", "some-folder", "--prompt-tokens", "99999999999", "--new-tokens", "1" }, "--prompt-tokens must be <= 2147483647, got 99999999999 (see: engine generate --help)")]
     [TestCase(new[] { "bench", "gla", "--H", "-99999999999" }, "--H must be >= 1, got -99999999999")]
     [TestCase(new[] { "bench", "gla", "--T", "0" }, "--T must be an integer >= 1 or a comma-separated list of them (T = 0 times nothing), got '0'")]
+    [TestCase(new[] { "inputs", "gated-delta", "--gate", "none", "--out-dir", "some-folder" }, "--gate must be per-key or per-head, got none (see: engine inputs --help)")]
     [TestCase(new[] { "bench", "lssl", "--T", "64,0" }, "--T must be an integer >= 1")]
     [TestCase(new[] { "bench", "lssl", "--T", "64,99999999999" }, "--T must be <= 2147483647, got 99999999999 (see: engine bench lssl --help)")]
     [TestCase(new[] { "bench-model", "--sample", "linear", "--T", "0" }, "--T must be an integer >= 1")]

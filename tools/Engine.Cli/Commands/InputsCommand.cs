@@ -79,5 +79,5 @@ internal sealed class InputsCommand : EngineCommand
     /// <summary>--gate, per-key or per-head (or none where <paramref name="orNone"/> allows it).</summary>
     private static GateKind Gate(GateKind gate, bool orNone) =>
         gate is GateKind.PerKey or GateKind.PerHead || (orNone && gate == GateKind.None) ? gate
-            : throw new UsageException($"--gate must be per-key, per-head{(orNone ? " or none" : "")}, got {Opt.Kebab(gate)}");
+            : throw new UsageException($"--gate must be {(orNone ? "per-key, per-head or none" : "per-key or per-head")}, got {Opt.Kebab(gate)}");
 }
