@@ -196,7 +196,8 @@ internal sealed class LinearAttentionKernel : IEngineKernel
             ? new PackedQkv<T>(call.Query.AsReadOnlySpan<T>(), call.B.AsNint(), call.T.AsNint(), _config.QHeads, _config.KeyHeads, hkv, dk, dv)
             : default;
         var q = _config.Packed ? packed.Q : Heads<T>(call.Query, _config.QHeads, dk);
-        var k = _config.Packed ? packed.K : Heads<T>(call.Key, _config.KeyHeads, dk);
+        using var sharedKey = _config.Packed ? default : RepeatedHeads<T>.From(call.Key, checked((int)(call.Key.Dims[2] / dk)), _config.KeyHeads, dk);
+        var k = _config.Packed ? packed.K : sharedKey.Tensor;
         var v = _config.Packed ? packed.V : Heads<T>(call.Value, hkv, dv);
         var output = call.Output.AsTensor<T>(call.B.AsNint(), call.T.AsNint(), _config.OutputHeads, dv);
         using var state = OnnxState.From(call, hkv);
@@ -207,7 +208,7 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         }
         else if (LinearAttentionSignature.UsesBeta(_config.Rule))
         {
-            using var beta = BetaPerHead<T>.From(call.Beta!.Value, hkv);
+            using var beta = RepeatedHeads<T>.From(call.Beta!.Value, checked((int)call.Beta!.Value.Dims[2]), hkv, 1);
             using var conv = OnnxConvolution.From(call, _config.Convolution);
             using var norm = OnnxNorm.From(call, _config.Norm);
             var options = new DeltaRuleOptions
@@ -304,21 +305,28 @@ internal ref struct OnnxState
     }
 }
 
-/// <summary>beta as (B, T, Hkv): the tensor itself when it has one value per head, else (B, T, 1) repeated over the heads in a pooled buffer.</summary>
-internal ref struct BetaPerHead<T> where T : unmanaged
+/// <summary>
+/// (B, T, given·d) as (B, T, heads, d) (rank 3 when d is 1), head j reading given head j / (heads / given): the tensor
+/// itself when given = heads, else repeated into a pooled buffer — beta of width 1, a key whose heads ONNX Runtime shares.
+/// </summary>
+internal ref struct RepeatedHeads<T> where T : unmanaged
 {
     private T[]? _expanded;
 
     public ReadOnlyTensorSpan<T> Tensor { get; private set; }
 
-    public static BetaPerHead<T> From(OrtTensorView beta, int heads)
+    public static RepeatedHeads<T> From(OrtTensorView x, int given, int heads, int d)
     {
-        nint b = beta.Dims[0].AsNint(), t = beta.Dims[1].AsNint();
-        if (beta.Dims[2] == heads) return new BetaPerHead<T> { Tensor = beta.AsReadOnlyTensor<T>(b, t, heads) };
-        var values = beta.AsReadOnlySpan<T>();
-        var expanded = ArrayPool<T>.Shared.Rent(Math.Max(values.Length * heads, 1));
-        for (int i = 0; i < values.Length; i++) expanded.AsSpan(i * heads, heads).Fill(values[i]);
-        return new BetaPerHead<T> { _expanded = expanded, Tensor = new ReadOnlyTensorSpan<T>(expanded.AsSpan(0, values.Length * heads), [b, t, heads], []) };
+        nint b = x.Dims[0].AsNint(), t = x.Dims[1].AsNint();
+        nint[] shape = d == 1 ? [b, t, heads] : [b, t, heads, d];
+        if (given == heads) return new RepeatedHeads<T> { Tensor = x.AsReadOnlyTensor<T>(shape) };
+        var values = x.AsReadOnlySpan<T>();
+        int rows = checked((int)(b * t)), repeat = heads / given, length = checked(rows * heads * d);
+        var expanded = ArrayPool<T>.Shared.Rent(Math.Max(length, 1));
+        for (int row = 0; row < rows; row++)
+            for (int head = 0; head < heads; head++)
+                values.Slice((row * given + head / repeat) * d, d).CopyTo(expanded.AsSpan((row * heads + head) * d, d));
+        return new RepeatedHeads<T> { _expanded = expanded, Tensor = new ReadOnlyTensorSpan<T>(expanded.AsSpan(0, length), shape, []) };
     }
 
     public void Dispose()

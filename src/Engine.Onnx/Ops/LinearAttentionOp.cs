@@ -109,12 +109,16 @@ internal static class LinearAttentionSignature
     /// <summary>The key heads the engine's kernels take: min(q_num_heads, kv_num_heads).</summary>
     public static int KeyHeads(int qHeads, int kvHeads) => Math.Min(qHeads, kvHeads);
 
-    /// <summary>Why a key of this width does not fit the node's heads and dk, or null when it does (width = key heads·dk).</summary>
+    /// <summary>
+    /// Why a key of this width does not fit the node's heads and dk, or null when it does: width = key heads·dk, the key heads
+    /// dividing min(q_num_heads, kv_num_heads) — that many, or fewer shared as ONNX Runtime shares them (value head h reads
+    /// key head h / (kv_num_heads / key heads)), which the kernel repeats to min(q_num_heads, kv_num_heads).
+    /// </summary>
     public static string? KeyWidthProblem(int qHeads, int kvHeads, long dk, long keyWidth)
     {
         long keyHeads = KeyHeads(qHeads, kvHeads);
-        return keyWidth == keyHeads * dk ? null
-            : $"key width {keyWidth} must be key heads·dk = {keyHeads}·{dk} = {keyHeads * dk} (key heads = min(q_num_heads, kv_num_heads), dk = query width / q_num_heads)";
+        return keyWidth > 0 && keyWidth % dk == 0 && keyHeads % (keyWidth / dk) == 0 ? null
+            : $"key width {keyWidth} must be key heads·dk with the key heads dividing min(q_num_heads, kv_num_heads) = {keyHeads} (dk = query width / q_num_heads = {dk}; {keyHeads * dk} for one key head per query head)";
     }
 }
 
@@ -217,13 +221,9 @@ internal sealed record LinearAttentionConfig(string Node, int QHeads, int KvHead
         // Head dims, where the model fixes the packed widths.
         long? dk = q.Dim(2) is long qw ? (qw % qHeads == 0 ? qw / qHeads
             : throw new ModelNodeException($"{node}: query width {qw} is not a multiple of q_num_heads ({qHeads})")) : null;
-        if (k.Dim(2) is long kw)
-        {
-            if (kw % keyHeads != 0) throw new ModelNodeException($"{node}: key width {kw} is not a multiple of the key heads ({keyHeads} = min(q_num_heads, kv_num_heads))");
-            if (dk is long d && LinearAttentionSignature.KeyWidthProblem(qHeads, kvHeads, d, kw) is string problem)
-                throw new ModelNodeException($"{node}: {problem}");
-            dk ??= kw / keyHeads;
-        }
+        // The key's width gives no dk: its heads may be fewer than min(q_num_heads, kv_num_heads), shared.
+        if (k.Dim(2) is long kw && dk is long d && LinearAttentionSignature.KeyWidthProblem(qHeads, kvHeads, d, kw) is string problem)
+            throw new ModelNodeException($"{node}: {problem}");
         long? dv = v.Dim(2) is long vw ? (vw % kvHeads == 0 ? vw / kvHeads
             : throw new ModelNodeException($"{node}: value width {vw} is not a multiple of kv_num_heads ({kvHeads})")) : null;
         if (decay.Dim(2) is long gw && gw != kvHeads && (dk is not long d2 || gw != kvHeads * d2))

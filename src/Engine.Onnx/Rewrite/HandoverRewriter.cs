@@ -42,8 +42,8 @@ public sealed record EngineCapabilities(IReadOnlySet<UpdateRule> UpdateRules, IR
 /// (registered as ORT custom ops) run them; ORT keeps every other node.
 ///   com.microsoft LinearAttention, ai.onnx LinearAttention (opset 27)  → engine, when the engine has its update rule;
 ///   ai.onnx LinearAttention with a rule the engine lacks                → com.microsoft (ORT's own kernel, same signature);
-///   LinearAttention whose key heads are neither min(q_num_heads,
-///   kv_num_heads) nor refused by ORT (shared key heads), or with a
+///   LinearAttention whose key heads ORT shares among the value heads
+///   but do not divide min(q_num_heads, kv_num_heads), or with a
 ///   com.microsoft state_window (ORT: CUDA only)                         → com.microsoft;
 ///   com.microsoft CausalConvWithState, VarlenCausalConvWithState,
 ///   LinearAttentionGate, GatedRMSNorm, ai.onnx CausalConvWithState-27   → engine, unless a CUDA-only attribute, input or output,
@@ -178,7 +178,7 @@ public static class HandoverRewriter
             {
                 node.Domain = MicrosoftDomain;
                 nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain,
-                    $"{what}, {keyHeads} key heads shared by the value heads: the engine's kernels take min(q_num_heads, kv_num_heads) key heads, left to ORT"));
+                    $"{what}, {keyHeads} key heads shared by the value heads: the engine's kernels take key heads dividing min(q_num_heads, kv_num_heads), left to ORT"));
                 return;
             }
             var headDims = LinearAttentionHeadDims(node, hints);
@@ -234,8 +234,8 @@ public static class HandoverRewriter
     /// <summary>
     /// Checks the heads of a node bound for the engine as its kernel will at load (the same checks, the same messages) so
     /// the plan never claims a node the kernel then refuses. Returns the key heads when the model's widths show a key
-    /// whose heads ONNX Runtime shares among the value heads in a way the engine's kernels do not (not min(q_num_heads,
-    /// kv_num_heads), but dividing kv_num_heads): ORT's own kernel runs such a node. Null when the engine takes it.
+    /// whose heads ONNX Runtime shares among the value heads in a way the engine's kernels do not (dividing kv_num_heads,
+    /// not min(q_num_heads, kv_num_heads)): ORT's own kernel runs such a node. Null when the engine takes it.
     /// </summary>
     private static long? SharedKeyHeads(NodeProto node, bool fromOnnx, ShapeHints hints)
     {

@@ -179,7 +179,7 @@ public sealed class RewriteTests
     }
 
     /// <summary>A LinearAttention node over graph inputs query (B, T, 16), key (B, T, keyWidth), value (B, T, 4·kvHeads).</summary>
-    private static OnnxModel HeadsNode(long qHeads, long kvHeads, int keyWidth, string domain = HandoverRewriter.MicrosoftDomain)
+    private static OnnxModel HeadsNode(long qHeads, long kvHeads, object keyWidth, string domain = HandoverRewriter.MicrosoftDomain)
     {
         var b = new ModelBuilder(domain.Length == 0 ? 27 : 21);
         if (domain.Length > 0) b.Import(domain, 1);
@@ -396,32 +396,45 @@ public sealed class RewriteTests
         Assert.That(e!.Message, Does.Contain("LinearAttention node 'heads'").And.Contain("com.microsoft.LinearAttention's"));
     }
 
+    /// <summary>
+    /// A key with fewer heads than min(q_num_heads, kv_num_heads), each shared by value heads as ONNX Runtime shares them
+    /// (value head h reads key head h / (kv_num_heads / key heads)): the engine repeats them and runs the node, as ORT alone
+    /// does. It left them to ORT where the widths were declared, and refused them at run where they were symbolic.
+    /// </summary>
+    [TestCase(2L, 2L, 1, true)]
+    [TestCase(4L, 2L, 1, true)]
+    [TestCase(2L, 4L, 1, true)]
+    [TestCase(4L, 4L, 2, true)]
+    [TestCase(2L, 2L, 1, false)]
+    [TestCase(2L, 4L, 1, false)]
+    public void SharedKeyHeadsThatDivideTheMinimumRunOnTheEngineAsOnnxRuntimeRunsThem(long qHeads, long kvHeads, int keyHeads, bool declared)
+    {
+        int dk = 16 / (int)qHeads, keyWidth = keyHeads * dk;
+        var model = HeadsNode(qHeads, kvHeads, declared ? keyWidth : "KW");
+        var plan = HandoverRewriter.Rewrite(model.Clone());
+        Assert.That(plan.EngineNodes.Select(n => n.NodeName), Is.EqualTo(new[] { "heads" }));
+
+        var data = new TestData(4);
+        const int t = 5;
+        var inputs = new Dictionary<string, TensorData>
+        {
+            ["query"] = TensorData.Create(data.Normal(t * 16), 1, t, 16), ["key"] = TensorData.Create(data.UnitRows(t * keyHeads, dk), 1, t, keyWidth),
+            ["value"] = TensorData.Create(data.Normal(t * 4 * (int)kvHeads), 1, t, 4 * kvHeads),
+        };
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, $"{keyHeads} key heads for q_num_heads {qHeads}, kv_num_heads {kvHeads}");
+    }
+
     [Test]
     public void KeyHeadsSharedAnotherWayStayWithOnnxRuntime()
     {
-        // q_num_heads = kv_num_heads = 2 (dk 8) with one key head shared by both value heads: ONNX Runtime's own kernel
-        // runs it; the engine's kernels take min(q_num_heads, kv_num_heads) key heads, so the plan leaves it to ORT.
-        var model = HeadsNode(2, 2, keyWidth: 8);
-        var plan = HandoverRewriter.Rewrite(model);
+        // q_num_heads 2 (dk 8), kv_num_heads 4, a key of 4 heads: value head h reads query head h / 2 but key head h, which no
+        // repeat of the key to 2 heads gives. ONNX Runtime's own kernel runs it; the plan leaves it to ORT, saying why.
+        var plan = HandoverRewriter.Rewrite(HeadsNode(2, 4, keyWidth: 32));
         Assert.That(plan.EngineNodes, Is.Empty);
         Assert.That(plan.Nodes.Single().ToDomain, Is.EqualTo(HandoverRewriter.MicrosoftDomain));
-        Assert.That(plan.Nodes.Single().Detail, Does.Contain("1 key heads shared by the value heads"));
-
-        // It runs, as ONNX Runtime defines it: each value head reads the one key head.
-        var data = new TestData(4);
-        const int t = 5;
-        var q = data.Normal(t * 16);
-        var k = data.UnitRows(t, 8);
-        var v = data.Normal(t * 8);
-        using var session = OnnxTestHost.Open(model, HandoverBackend.Cpu);
-        var y = session.Run(new Dictionary<string, TensorData>
-        {
-            ["query"] = TensorData.Create(q, 1, t, 16), ["key"] = TensorData.Create(k, 1, t, 8), ["value"] = TensorData.Create(v, 1, t, 8),
-        })["y"];
-        var repeatedKeys = Enumerable.Range(0, t * 2).SelectMany(r => k.Skip(r / 2 * 8).Take(8)).Select(x => (double)x).ToArray();
-        var expected = LinearAttentionReference.Run(UpdateRule.Linear, 1, t, 2, 2, 8, 4, 1 / Math.Sqrt(8), TestData.ToDouble(q), repeatedKeys,
-            TestData.ToDouble(v), null, null, false, null, false);
-        OnnxAssert.Close(y, expected.Output, "output of the shared key head");
+        Assert.That(plan.Nodes.Single().Detail, Does.Contain("4 key heads shared by the value heads: the engine's kernels take key heads dividing min(q_num_heads, kv_num_heads)"));
     }
 
     [Test]
