@@ -325,7 +325,12 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         if (Gate != op.Gate)
             throw new ArgumentException($"g: the session was made for gate {op.Gate}, this call gives {Gate}", "g");
         if (Shapes.Sequences.Count != sequences)
-            throw new ArgumentException($"q: the session holds {sequences} sequences, this call has {Shapes.Sequences.Count} ({(cuSeqlens.IsEmpty ? "batch B" : "cu_seqlens")})", cuSeqlens.IsEmpty ? "q" : "cu_seqlens");
+        {
+            // The count comes from q's batch, or from cu_seqlens when the call packs its sequences: the message names that one.
+            string name = cuSeqlens.IsEmpty ? "q" : "cu_seqlens";
+            throw new ArgumentException($"{name}: the session holds {sequences} sequences, this call has {Shapes.Sequences.Count} " +
+                $"({(cuSeqlens.IsEmpty ? "batch B" : $"{cuSeqlens.Length} offsets")})", name);
+        }
     }
 
     /// <summary>The state's length in floats, the given initial and final states' shapes (rank 0: not given) checked.</summary>

@@ -294,6 +294,32 @@ public sealed class SessionLifetimeTests
     }
 
     /// <summary>
+    /// A call whose cu_seqlens packs another number of sequences than the session holds is refused naming cu_seqlens, on host
+    /// and device tensors; the message began with q, whose batch (B = 1) was not at fault.
+    /// </summary>
+    [TestCase(Backend.Cpu, false)]
+    [TestCase(Backend.Gpu, false)]
+    [TestCase(Backend.Gpu, true)]
+    public void APackedCallOfAnotherSequenceCountIsRefusedNamingCuSeqlens(Backend backend, bool onDevice)
+    {
+        var device = TestDevices.Of(backend);
+        using var session = new GlaSession(device, 2, new HeadLayout(1, 1, 4, 4), GateKind.None);
+        var x = Filled(1f, 1, 5, 1, 4);
+        var output = Filled(float.NaN, 1, 5, 1, 4);
+        int[] cu = [0, 2, 2, 5];
+        ArgumentException e;
+        if (onDevice)
+        {
+            using var dx = device.Upload(x.AsReadOnlyTensorSpan());
+            using var dOutput = device.Upload(output.AsReadOnlyTensorSpan());
+            e = Assert.Throws<ArgumentException>(() => session.Prefill(dx, dx, dx, null, dOutput, cu))!;
+        }
+        else e = Assert.Throws<ArgumentException>(() => session.Prefill<float>(x, x, x, null, output, cu))!;
+        Assert.That(e.ParamName, Is.EqualTo("cu_seqlens"));
+        Assert.That(e.Message, Does.StartWith("cu_seqlens: the session holds 2 sequences, this call has 3 (4 offsets)"));
+    }
+
+    /// <summary>
     /// The state shape a session hands out is the caller's to change: changed (e.g. to make a state tensor for more
     /// sequences), the session still holds its own sequences, refuses a call of another batch and checks its state against
     /// its own shape. Before, it handed out the very array its calls checked against: a batch of more sequences than its
