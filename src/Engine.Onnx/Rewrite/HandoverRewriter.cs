@@ -18,8 +18,11 @@ public sealed record HandoverNode(string NodeName, string OpType, string FromDom
 /// <summary>The rewritten model and what changed.</summary>
 public sealed record HandoverPlan(OnnxModel Model, IReadOnlyList<HandoverNode> Nodes, IReadOnlyList<string> Notes)
 {
-    /// <summary>Nodes the engine's kernels run.</summary>
+    /// <summary>The nodes the engine takes over, each as the model has it (a node folded into another is listed too).</summary>
     public IEnumerable<HandoverNode> EngineNodes => Nodes.Where(n => n.ToEngine);
+
+    /// <summary>The rewritten model's nodes the engine's kernels run, subgraphs included: fewer than <see cref="EngineNodes"/> where folds merged them.</summary>
+    public int EngineKernelNodes => OnnxModel.AllGraphs(Model.Graph).SelectMany(g => g.Node).Count(n => n.Domain == HandoverRewriter.EngineDomain);
 }
 
 /// <summary>What the engine can take over: the LinearAttention and GatedDeltaNet update rules it has kernels for, and its own ops.</summary>

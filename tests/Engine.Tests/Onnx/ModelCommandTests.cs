@@ -201,6 +201,15 @@ public sealed class ModelCommandTests
         Assert.That(stdout, Does.Contain("(IR 13, from Engine.Workloads)"), "the producer: the library that built the model");
     }
 
+    /// <summary>A layer whose companions fold into its LinearAttention: the nodes taken over and the one node that runs them (inspect counted only the first).</summary>
+    [Test]
+    public void InspectCountsTheEngineNodesLeftOnceFolded()
+    {
+        var (code, stdout, stderr) = CliFixture.Engine("inspect", SaveModel(GatedDeltaNetLayer.Model(new GatedDeltaNetSpec())));
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stdout, Does.Contain("the engine takes over 3 nodes, run as 1 engine node once folded:"));
+    }
+
     [Test]
     public void InspectSaysWhyAFoldWasRefused()
     {

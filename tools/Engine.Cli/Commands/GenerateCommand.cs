@@ -67,7 +67,7 @@ internal sealed class GenerateCommand : EngineCommand
                 var w = context.Out;
                 if (!json)
                 {
-                    w.WriteLine($"model: {folder}; engine: {host.Describe(backend)}; engine nodes: {paths[0].Generator.Handover.EngineNodes.Count()}");
+                    w.WriteLine($"model: {folder}; engine: {host.Describe(backend)}; engine nodes: {paths[0].Generator.Handover.EngineKernelNodes}");
                     w.WriteLine($"prompt {promptTokens} tokens, {newTokens} new tokens, {repeats} runs each, interleaved after a warm-up");
                 }
                 var results = context.Progress.Run(w, progress =>

@@ -113,7 +113,7 @@ internal sealed class RunModelCommand : EngineCommand
         });
         // Report puts the device in parentheses: ONNX Runtime alone is named without its own.
         files.Report(context, args.GetValue(_model.Json), "run", backend == HandoverBackend.None ? "ONNX Runtime only" : host.Describe(backend),
-            new Dictionary<string, object> { ["engine nodes"] = session.Handover.EngineNodes.Count() });
+            new Dictionary<string, object> { ["engine nodes"] = session.Handover.EngineKernelNodes });
         return 0;
     }
 
@@ -190,7 +190,7 @@ internal sealed class InspectModelCommand : EngineCommand
                 ["opsets"] = model.Opsets.Select(o => new Dictionary<string, object> { ["domain"] = Domain(o.Domain), ["version"] = o.Version }).ToArray(),
                 ["inputs"] = model.Inputs.Select(Value).ToArray(), ["outputs"] = model.Outputs.Select(Value).ToArray(),
                 ["node_counts"] = opTypes.ToDictionary(g => g.Key, g => g.Count()),
-                ["engine_nodes"] = engine.Select(Node).ToArray(), ["ort_nodes"] = plan.Nodes.Where(n => !n.ToEngine).Select(Node).ToArray(),
+                ["engine_nodes"] = engine.Select(Node).ToArray(), ["engine_kernel_nodes"] = plan.EngineKernelNodes, ["ort_nodes"] = plan.Nodes.Where(n => !n.ToEngine).Select(Node).ToArray(),
                 ["notes"] = plan.Notes,
             }, new JsonSerializerOptions { WriteIndented = true }));
             return 0;
@@ -203,7 +203,9 @@ internal sealed class InspectModelCommand : EngineCommand
         w.WriteLine("outputs:");
         foreach (var o in model.Outputs) w.WriteLine($"  {o}");
         w.WriteLine($"nodes: {model.NodeOpTypes.Count} ({string.Join(", ", opTypes.Select(g => $"{g.Key} ×{g.Count()}"))})");
-        w.WriteLine($"the engine takes over {engine.Length} node{(engine.Length == 1 ? "" : "s")}:");
+        int kernels = plan.EngineKernelNodes;
+        w.WriteLine($"the engine takes over {engine.Length} node{(engine.Length == 1 ? "" : "s")}" +
+            (kernels == engine.Length ? ":" : $", run as {kernels} engine node{(kernels == 1 ? "" : "s")} once folded:"));
         foreach (var n in engine) w.WriteLine($"  {n}");
         foreach (var n in plan.Nodes.Where(n => !n.ToEngine)) w.WriteLine($"  (ONNX Runtime) {n}");
         foreach (var note in plan.Notes) w.WriteLine($"note: {note}");
@@ -391,7 +393,7 @@ internal sealed class BenchModelCommand : EngineCommand
             var ortOutputs = OutputTensors(ort.Run(inputs));
             (engineSeconds, ortSeconds) = BenchTimer.MedianInterleaved(() => engine.RunInto(inputs, engineOutputs), () => ort.RunInto(inputs, ortOutputs), repeats,
                 block: spinning ? 8 : 1);
-            engineNodes = engine.Handover.EngineNodes.Count();
+            engineNodes = engine.Handover.EngineKernelNodes;
             opTypes = engine.Handover.EngineNodes.Select(n => n.OpType).ToHashSet();
         }
         var engineProfile = ProfileMilliseconds(model, inputs, BenchOptions(backend, host, spinning), repeats, opTypes, MatMul, null);
