@@ -168,17 +168,14 @@ public sealed class DeviceTensorTests
         var initial = new TestData(3).Normal(Heads * Dim * Dim, 0.5);
         var (expectedOutput, expectedState) = ReferenceGla(q, k, v, g, initial);
 
-        using var dq = _gpu.Upload(Tensor.Create(q, Shape));
-        using var dk = _gpu.Upload(Tensor.Create(k, Shape));
-        using var dv = _gpu.Upload(Tensor.Create(v, Shape));
-        using var dg = _gpu.Upload(Tensor.Create(g, Shape));
+        using var d = Upload(q, k, v, g);
         using var dInitial = _gpu.Upload(Tensor.Create(initial, StateShape));
         using var dOutput = _gpu.Upload(Tensor.Create(Numerics.NaNs(q.Length), Shape));
         using var dFinal = _gpu.Allocate<float>(StateShape);
         var options = new GlaOptions { ChunkSize = 16 };
-        Engine.Gla.Forward(_gpu, dq, dk, dv, dg, dOutput, dInitial, dFinal, options: options);
+        Engine.Gla.Forward(_gpu, d.Q, d.K, d.V, d.G, dOutput, dInitial, dFinal, options: options);
         var before = _gpu.GpuTraffic;
-        Engine.Gla.Forward(_gpu, dq, dk, dv, dg, dOutput, dInitial, dFinal, options: options);
+        Engine.Gla.Forward(_gpu, d.Q, d.K, d.V, d.G, dOutput, dInitial, dFinal, options: options);
         var call = _gpu.GpuTraffic.Since(before);
 
         Assert.Multiple(() =>
@@ -314,12 +311,9 @@ public sealed class DeviceTensorTests
         using var session = new GlaSession(_gpu, 1, heads, GateKind.PerKey, new GlaOptions { ChunkSize = 16 });
         var initial = new TestData(9).Normal(Heads * Dim * Dim, 0.5);
         session.SetState(Tensor.Create(initial, StateShape));
-        using var dq = _gpu.Upload(Tensor.Create(q, Shape));
-        using var dk = _gpu.Upload(Tensor.Create(k, Shape));
-        using var dv = _gpu.Upload(Tensor.Create(v, Shape));
-        using var dg = _gpu.Upload(Tensor.Create(g, Shape));
+        using var d = Upload(q, k, v, g);
         using var dOutput = _gpu.Allocate<float>(Shape);
-        var deviceError = Assert.Throws<ArgumentException>(() => session.Prefill(dq, dk, dv, dg, dOutput));
+        var deviceError = Assert.Throws<ArgumentException>(() => session.Prefill(d.Q, d.K, d.V, d.G, dOutput));
         var state = new float[initial.Length];
         session.GetState(new TensorSpan<float>(state, StateShape, []));
         Assert.Multiple(() =>
@@ -371,20 +365,17 @@ public sealed class DeviceTensorTests
         var (q, k, v, g) = Inputs(seed: 16, perKey: true);
         var initial = new TestData(17).Normal(Heads * Dim * Dim, 0.5);
         var (expectedOutput, expectedState) = ReferenceGla(q, k, v, g, initial);
-        using var dq = _gpu.Upload(Tensor.Create(q, Shape));
-        using var dk = _gpu.Upload(Tensor.Create(k, Shape));
-        using var dv = _gpu.Upload(Tensor.Create(v, Shape));
-        using var dg = _gpu.Upload(Tensor.Create(g, Shape));
+        using var d = Upload(q, k, v, g);
         using var dState = _gpu.Upload(Tensor.Create(initial, StateShape));
         using var dOutput = _gpu.Allocate<float>(Shape);
-        Engine.Gla.Forward(_gpu, dq, dk, dv, dg, dOutput, dState, dState, options: new GlaOptions { ChunkSize = 16 });
+        Engine.Gla.Forward(_gpu, d.Q, d.K, d.V, d.G, dOutput, dState, dState, options: new GlaOptions { ChunkSize = 16 });
         var passed = dState.ToTensor().ToArray();
         var passedOutput = dOutput.ToTensor().ToArray();
 
         // q = 0 keeps the output 0 while k·vᵀ overflows the chunked state.
         using var dZeros = _gpu.Upload(Tensor.Create(new float[q.Length], Shape));
         using var dLarge = _gpu.Upload(Tensor.Create(Enumerable.Repeat(1e20f, q.Length).ToArray(), Shape));
-        var refused = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward(_gpu, dZeros, dLarge, dLarge, dg, dOutput, dState, dState))!;
+        var refused = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward(_gpu, dZeros, dLarge, dLarge, d.G, dOutput, dState, dState))!;
         Assert.Multiple(() =>
         {
             Assert.That(Numerics.RelativeRms(passedOutput, expectedOutput), Is.LessThanOrEqualTo(1e-5));
@@ -455,13 +446,10 @@ public sealed class DeviceTensorTests
     public void AProfileNamesEachKernelWithItsLaunches()
     {
         var (q, k, v, g) = Inputs(seed: 11, perKey: true);
-        using var dq = _gpu.Upload(Tensor.Create(q, Shape));
-        using var dk = _gpu.Upload(Tensor.Create(k, Shape));
-        using var dv = _gpu.Upload(Tensor.Create(v, Shape));
-        using var dg = _gpu.Upload(Tensor.Create(g, Shape));
+        using var d = Upload(q, k, v, g);
         using var dOutput = _gpu.Allocate<float>(Shape);
         _gpu.StartGpuProfile();
-        for (int i = 0; i < 2; i++) Engine.Gla.Forward(_gpu, dq, dk, dv, dg, dOutput, options: new GlaOptions { ChunkSize = 16 });
+        for (int i = 0; i < 2; i++) Engine.Gla.Forward(_gpu, d.Q, d.K, d.V, d.G, dOutput, options: new GlaOptions { ChunkSize = 16 });
         var times = _gpu.StopGpuProfile();
         Assert.That(times.Select(t => (t.Kernel, t.Launches)), Is.EqualTo(new[]
         {
@@ -547,6 +535,21 @@ public sealed class DeviceTensorTests
         Assert.That(error!.ParamName, Is.EqualTo("u"));
         Assert.That(after, Is.EqualTo(sessionState), "a refused step leaves the state as it was");
     }
+
+    /// <summary>q, k, v and a per-key g [B, T, H, d] on the device.</summary>
+    private sealed record DeviceInputs(DeviceTensor<float> Q, DeviceTensor<float> K, DeviceTensor<float> V, DeviceTensor<float> G) : IDisposable
+    {
+        public void Dispose()
+        {
+            Q.Dispose();
+            K.Dispose();
+            V.Dispose();
+            G.Dispose();
+        }
+    }
+
+    private DeviceInputs Upload(float[] q, float[] k, float[] v, float[] g) =>
+        new(_gpu.Upload(Tensor.Create(q, Shape)), _gpu.Upload(Tensor.Create(k, Shape)), _gpu.Upload(Tensor.Create(v, Shape)), _gpu.Upload(Tensor.Create(g, Shape)));
 
     private static (float[] Q, float[] K, float[] V, float[] G) Inputs(int seed, bool perKey)
     {
