@@ -97,13 +97,13 @@ public static class HandoverRewriter
         }
 
         var uses = Uses(rewritten.Graph);
-        foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldTransposes(graph, uses, nodes);
+        foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldTransposes(graph, uses, onnxOpset, nodes);
         uses = Uses(rewritten.Graph);
-        foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldQkPreparation(graph, hints, uses, nodes);
+        foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldQkPreparation(graph, hints, uses, onnxOpset, nodes);
         uses = Uses(rewritten.Graph);
         foreach (var graph in OnnxModel.AllGraphs(rewritten.Graph)) FoldConvolution(graph, uses, nodes);
         if (capabilities.EngineOps.Contains(GatedRmsNormSignature.OpType))
-            foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldGatedNorm(graph, hints, uses, nodes, notes);
+            foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldGatedNorm(graph, hints, uses, onnxOpset, nodes, notes);
         uses = Uses(rewritten.Graph);
         foreach (var (graph, hints) in ShapeHints.OfEveryGraph(rewritten.Graph)) FoldOutputNorm(graph, hints, uses, nodes);
 
@@ -433,7 +433,7 @@ public static class HandoverRewriter
     /// convolution: the engine node reads and writes (B, T, C) itself (channels_last = 1, the state still (B, C, K−1)), the
     /// Transposes removed — only when the conv is the Transpose's one reader and the second Transpose the conv's.
     /// </summary>
-    private static void FoldTransposes(GraphProto graph, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
+    private static void FoldTransposes(GraphProto graph, IReadOnlyDictionary<string, int> uses, long onnxOpset, List<HandoverNode> nodes)
     {
         var producers = new Dictionary<string, NodeProto>();
         foreach (var n in graph.Node)
@@ -447,7 +447,7 @@ public static class HandoverRewriter
             string? kept = uses.GetValueOrDefault(conv.Input[0]) != 1 ? $"'{conv.Input[0]}' has another reader"
                 : after is null || !IsTranspose021(after) ? "its output is not read by a Transpose(0,2,1)"
                 : uses.GetValueOrDefault(conv.Output[0]) != 1 ? $"'{conv.Output[0]}' has another reader"
-                : null;
+                : NotAsItsOp([before, after], onnxOpset);
             int entry = nodes.FindLastIndex(n => n.NodeName == NameOf(conv) && n.ToEngine);
             if (kept is not null)
             {
@@ -474,11 +474,13 @@ public static class HandoverRewriter
     /// gives the head dims, the nodes lie in the attention's graph and the folded scale is finite and not 0 (which the kernel
     /// reads as 1/sqrt(dk)).
     /// </summary>
-    private static void FoldQkPreparation(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes)
+    private static void FoldQkPreparation(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, long onnxOpset, List<HandoverNode> nodes)
     {
         foreach (var attention in graph.Node.Where(n => n.Domain == EngineDomain && n.OpType == LinearAttentionSignature.OpType).ToArray())
         {
-            if (QkPreparation.Match(attention, graph, hints, uses, out string? refusal) is not QkPreparation fold)
+            var fold = QkPreparation.Match(attention, graph, hints, uses, out string? refusal);
+            refusal ??= fold is null ? null : NotAsItsOp(fold.Removed, onnxOpset);
+            if (fold is null || refusal is not null)
             {
                 if (refusal is not null) NoteKept(nodes, attention, $"q/k preparation kept: {refusal}");
                 continue;
@@ -557,11 +559,14 @@ public static class HandoverRewriter
     /// when the weight holds one head's d values, x is known to be [B, T, H·d] and the types of x, weight and gate are known
     /// and one; else a note says why ORT keeps the chain.
     /// </summary>
-    private static void FoldGatedNorm(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, List<HandoverNode> nodes, List<string> notes)
+    private static void FoldGatedNorm(GraphProto graph, ShapeHints hints, IReadOnlyDictionary<string, int> uses, long onnxOpset, List<HandoverNode> nodes,
+        List<string> notes)
     {
         foreach (var norm in graph.Node.Where(n => n.OpType == "SimplifiedLayerNormalization" && OnnxModel.SameDomain(n.Domain, OnnxModel.OnnxDomain)).ToArray())
         {
-            if (GatedNormChain.Match(norm, graph, hints, uses, out string? refusal) is not GatedNormChain chain)
+            var chain = GatedNormChain.Match(norm, graph, hints, uses, out string? refusal);
+            refusal ??= chain is null ? null : NotAsItsOp(chain.Removed, onnxOpset);
+            if (chain is null || refusal is not null)
             {
                 if (refusal is not null) notes.Add($"gated norm at '{NameOf(norm)}' kept with ORT: {refusal}");
                 continue;
@@ -665,6 +670,38 @@ public static class HandoverRewriter
         if (foldedEntry >= 0) nodes[foldedEntry] = nodes[foldedEntry] with { Detail = $"{nodes[foldedEntry].Detail}; folded into LinearAttention '{NameOf(attention)}'" };
         int entry = nodes.FindLastIndex(n => n.NodeName == NameOf(attention) && n.ToEngine);
         if (entry >= 0) nodes[entry] = nodes[entry] with { Detail = $"{nodes[entry].Detail}; {what}" };
+    }
+
+    /// <summary>
+    /// The attributes a fold lets the ai.onnx nodes it removes carry at an opset, those of ORT's schemas it reads or that change
+    /// nothing: a node with an attribute its op lacks is a model ORT refuses to load, which a fold that removed it would run.
+    /// </summary>
+    private static IEnumerable<string> FoldedAttributes(string opType, long onnxOpset) => opType switch
+    {
+        "Split" => onnxOpset < 13 ? ["axis", "split"] : ["axis"],
+        "Reshape" => onnxOpset >= 14 ? ["allowzero"] : [],
+        "LpNormalization" => ["axis", "p"],
+        "Transpose" => ["perm"],
+        // saturate acts on float8 targets only.
+        "Cast" => onnxOpset >= 19 ? ["to", "saturate"] : ["to"],
+        "SimplifiedLayerNormalization" => ["axis", "epsilon", "stash_type"],
+        _ => [],
+    };
+
+    /// <summary>Why a fold keeps the nodes it would remove: one carries an attribute the fold does not take at the model's opset; or null.</summary>
+    private static string? NotAsItsOp(IEnumerable<NodeProto> removed, long onnxOpset)
+    {
+        foreach (var node in removed)
+        {
+            var known = FoldedAttributes(node.OpType, onnxOpset).ToArray();
+            if (node.Attribute.FirstOrDefault(a => !known.Contains(a.Name)) is AttributeProto other)
+                return $"{node.OpType} '{NameOf(node)}' has attribute '{other.Name}', which the fold does not take at ai.onnx opset {onnxOpset}" +
+                    (known.Length > 0 ? $" (it takes {string.Join(", ", known)})" : "");
+            // Split reads its sizes from an input from opset 13 on, from its attribute before.
+            if (node.OpType == "Split" && onnxOpset < 13 && node.Input.Count > 1)
+                return $"Split '{NameOf(node)}' has a sizes input, which Split does not have at ai.onnx opset {onnxOpset}";
+        }
+        return null;
     }
 
     private static bool IsTranspose021(NodeProto node) =>

@@ -1,4 +1,5 @@
 using Engine.Onnx;
+using Engine.Onnx.Proto;
 using Engine.Workloads;
 using NUnit.Framework;
 
@@ -132,6 +133,36 @@ public sealed class GatedDeltaNetLayerTests
     {
         var e = Assert.Throws<ArgumentException>(() => GatedDeltaNetLayer.Model(new GatedDeltaNetSpec { QkHeads = 3, ValueHeads = 4 }));
         Assert.That(e!.Message, Does.StartWith("value heads (4) must be a multiple of query/key heads (3)"));
+    }
+
+    /// <summary>
+    /// A node a fold would remove that carries an attribute its op does not have at the model's opset (the layer imports
+    /// ai.onnx 21): ORT alone refuses the model naming it, and the hand-over leaves the node where ORT refuses it the same,
+    /// never runs the model with the attribute unread.
+    /// </summary>
+    [TestCase("q_l2norm/LpNormalization", "epsilon")]
+    [TestCase("split_qkv/Split", "split")]
+    [TestCase("q_scaled/Mul", "broadcast")]
+    [TestCase("qkv_transpose/Transpose", "axis")]
+    [TestCase("gated_norm/z_sigmoid/Sigmoid", "alpha")]
+    public void ANodeWithAnAttributeItsOpLacksIsNotFoldedAway(string node, string attribute)
+    {
+        var spec = new GatedDeltaNetSpec();
+        var model = GatedDeltaNetLayer.Model(spec);
+        var target = model.Proto.Graph.Node.Single(n => n.Name == "/model/layers.0/linear_attn/" + node);
+        int keyWidth = spec.QkHeads * spec.KeyDim;
+        target.Attribute.Add(attribute == "split"
+            ? new AttributeProto { Name = attribute, Type = AttributeProto.Types.AttributeType.Ints, Ints = { keyWidth, keyWidth, spec.ValueHeads * spec.ValueDim } }
+            : new AttributeProto { Name = attribute, Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+        var plan = HandoverRewriter.Rewrite(model);
+        Assert.That(plan.Model.Graph.Node.Any(n => n.Name == target.Name), Is.True, "the node is left to ORT");
+        Assert.That(plan.Nodes.Select(n => n.Detail).Concat(plan.Notes),
+            Has.Some.Contains($"'{target.Name}' has attribute '{attribute}', which the fold does not take at ai.onnx opset 21"));
+        foreach (var backend in new[] { HandoverBackend.None, HandoverBackend.Cpu })
+        {
+            var e = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(model, backend).Dispose(), $"{backend}");
+            Assert.That(e!.Message, Does.Contain($"Unrecognized attribute: {attribute} for operator {target.OpType}"), $"{backend}");
+        }
     }
 
     /// <summary>Hidden states N(0, 1), (batch, length, width).</summary>
