@@ -51,7 +51,7 @@ internal sealed record GatedNormChain(string X, string Scale, string Gate, strin
         string silu = product.Input[0] == normed ? product.Input[1] : product.Input[0];
         if (Uses(silu) != 1 || Producer(silu) is not { OpType: "Mul" } siluMul || !IsOnnx(siluMul) || siluMul.Input.Count != 2) return null;
         var sigmoidSide = siluMul.Input.Select(Producer).ToArray();
-        int s = sigmoidSide[0] is { OpType: "Sigmoid" } ? 0 : sigmoidSide[1] is { OpType: "Sigmoid" } ? 1 : -1;
+        int s = IsSigmoid(sigmoidSide[0]) ? 0 : IsSigmoid(sigmoidSide[1]) ? 1 : -1;
         if (s < 0) return null;
         var sigmoid = sigmoidSide[s]!;
         string gateFloat = siluMul.Input[1 - s];
@@ -125,6 +125,9 @@ internal sealed record GatedNormChain(string X, string Scale, string Gate, strin
         }
         return gate is null || gate.Count == 3;
     }
+
+    // Another domain's Sigmoid is no SiLU's: ORT runs it (or refuses it) as that domain says.
+    private static bool IsSigmoid(NodeProto? node) => node is { OpType: "Sigmoid" } && IsOnnx(node);
 
     private static bool IsCastToFloat(NodeProto cast) => IsOnnx(cast) && Int(cast, "to") == (long)TensorProto.Types.DataType.Float;
 

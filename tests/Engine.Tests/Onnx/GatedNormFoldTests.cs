@@ -71,6 +71,24 @@ public sealed class GatedNormFoldTests
         Assert.That(plan.Notes, Has.One.Contains("gated norm at 'SimplifiedLayerNormalization_").And.Contains("kept with ORT: ").And.Contains(reason));
     }
 
+    /// <summary>
+    /// A Sigmoid of another domain than ai.onnx is not SiLU's: the chain stays with ORT, which refuses the op it does not know
+    /// with the hand-over as it does alone.
+    /// </summary>
+    [Test]
+    public void ASigmoidOfAnotherDomainIsNotTakenForSilu()
+    {
+        var model = Model(Variant.AsTheBuilderWrites);
+        model.Proto.Graph.Node.Single(n => n.OpType == "Sigmoid").Domain = "com.microsoft";
+        model.Proto.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
+        Assert.That(HandoverRewriter.Rewrite(model).Model.NodeOpTypes, Does.Contain("SimplifiedLayerNormalization"), "the chain is left to ORT");
+        foreach (var backend in new[] { HandoverBackend.None, HandoverBackend.Cpu })
+        {
+            var e = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(model, backend).Dispose(), $"{backend}");
+            Assert.That(e!.Message, Does.Contain("com.microsoft:Sigmoid(-1) is not a registered function/op"), $"{backend}");
+        }
+    }
+
     internal static OnnxModel Model(Variant variant)
     {
         var b = new ModelBuilder();
