@@ -29,9 +29,10 @@ internal sealed record GatedNormChain(string X, string Scale, string Gate, strin
         string scale = norm.Input[1];
 
         // x → heads → norm → packed.
-        if (Producer(norm.Input[0]) is not { OpType: "Reshape" } toHeads || !IsOnnx(toHeads) || Uses(norm.Input[0]) != 1) return null;
+        // Nodes of other input counts are models ORT refuses: left to it, never read past their inputs.
+        if (Producer(norm.Input[0]) is not { OpType: "Reshape", Input.Count: 2 } toHeads || !IsOnnx(toHeads) || Uses(norm.Input[0]) != 1) return null;
         if (hints.Int64s(toHeads.Input[1]) is not [0, 0, long heads, long d] || d < 1) return null;
-        if (OnlyReader(norm.Output[0]) is not { OpType: "Reshape" } toPacked || !IsOnnx(toPacked)) return null;
+        if (OnlyReader(norm.Output[0]) is not { OpType: "Reshape", Input.Count: 2 } toPacked || !IsOnnx(toPacked)) return null;
         if (hints.Int64s(toPacked.Input[1]) is not [0, 0, long width] || (width != heads * d && width != -1)) return null;
         removed.AddRange([toHeads, norm, toPacked]);
         string x = toHeads.Input[0];
@@ -127,9 +128,9 @@ internal sealed record GatedNormChain(string X, string Scale, string Gate, strin
     }
 
     // Another domain's Sigmoid is no SiLU's: ORT runs it (or refuses it) as that domain says.
-    private static bool IsSigmoid(NodeProto? node) => node is { OpType: "Sigmoid" } && IsOnnx(node);
+    private static bool IsSigmoid(NodeProto? node) => node is { OpType: "Sigmoid", Input.Count: 1 } && IsOnnx(node);
 
-    private static bool IsCastToFloat(NodeProto cast) => IsOnnx(cast) && Int(cast, "to") == (long)TensorProto.Types.DataType.Float;
+    private static bool IsCastToFloat(NodeProto cast) => IsOnnx(cast) && cast.Input.Count == 1 && Int(cast, "to") == (long)TensorProto.Types.DataType.Float;
 
     private static bool IsOnnx(NodeProto node) => OnnxModel.SameDomain(node.Domain, OnnxModel.OnnxDomain);
 

@@ -705,7 +705,7 @@ public static class HandoverRewriter
     }
 
     private static bool IsTranspose021(NodeProto node) =>
-        node.OpType == "Transpose" && OnnxModel.SameDomain(node.Domain, OnnxModel.OnnxDomain) && node.Input.Count == 1 &&
+        node.OpType == "Transpose" && OnnxModel.SameDomain(node.Domain, OnnxModel.OnnxDomain) && node.Input.Count == 1 && node.Output.Count == 1 &&
         node.Attribute.FirstOrDefault(a => a.Name == "perm") is AttributeProto perm && perm.Ints.SequenceEqual([0L, 2L, 1L]);
 
     private static long? IntAttribute(NodeProto node, string name) => node.Attribute.FirstOrDefault(a => a.Name == name)?.I;

@@ -72,7 +72,8 @@ internal sealed record QkPreparation(NodeProto Split, float Scale, IReadOnlyList
         List<NodeProto> removed)
     {
         if (producer(value) is not { OpType: "Reshape" } unflat || !IsOnnx(unflat) || unflat.Input.Count != 2 || !onlyReader(value)) return null;
-        if (producer(unflat.Input[0]) is not { OpType: "LpNormalization" } norm || !IsOnnx(norm) || !onlyReader(unflat.Input[0])) return null;
+        // Nodes of other input counts are models ORT refuses: left to it, never read past their inputs.
+        if (producer(unflat.Input[0]) is not { OpType: "LpNormalization", Input.Count: 1 } norm || !IsOnnx(norm) || !onlyReader(unflat.Input[0])) return null;
         if ((Int(norm, "p") ?? 2) != 2 || (Int(norm, "axis") ?? -1) is not (-1 or 3)) return null;
         if (producer(norm.Input[0]) is not { OpType: "Reshape" } flat || !IsOnnx(flat) || flat.Input.Count != 2 || !onlyReader(norm.Input[0])) return null;
         if (hints.Int64s(flat.Input[1]) is not [0, 0, long h, long d] || h != heads || d < 1) return null;

@@ -165,6 +165,32 @@ public sealed class GatedDeltaNetLayerTests
         }
     }
 
+    /// <summary>
+    /// A node a fold would remove with fewer inputs or outputs than its op has: the rewrite leaves it to ORT, which refuses the
+    /// model naming it with the hand-over as it does alone, never fails on an index past the node's inputs.
+    /// </summary>
+    [TestCase("gated_norm/input_flat/Reshape", 1)]
+    [TestCase("gated_norm/norm_unflat/Reshape", 1)]
+    [TestCase("gated_norm/z_sigmoid/Sigmoid", 0)]
+    [TestCase("gated_norm/z_cast/Cast", 0)]
+    [TestCase("k_l2norm/LpNormalization", 0)]
+    [TestCase("conv_out/Transpose", -1)]
+    public void ANodeMissingAnInputOrOutputItsOpHasIsLeftToOrt(string node, int inputs)
+    {
+        var model = GatedDeltaNetLayer.Model(new GatedDeltaNetSpec());
+        var target = model.Proto.Graph.Node.Single(n => n.Name == "/model/layers.0/linear_attn/" + node);
+        // -1: no output instead.
+        if (inputs < 0) target.Output.Clear();
+        while (inputs >= 0 && target.Input.Count > inputs) target.Input.RemoveAt(target.Input.Count - 1);
+        var plan = HandoverRewriter.Rewrite(model);
+        Assert.That(plan.Model.Graph.Node.Any(n => n.Name == target.Name), Is.True, "the node is left to ORT");
+        foreach (var backend in new[] { HandoverBackend.None, HandoverBackend.Cpu })
+        {
+            var e = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(model, backend).Dispose(), $"{backend}");
+            Assert.That(e!.Message, Does.Contain("ONNX Runtime could not load the model"), $"{backend}");
+        }
+    }
+
     /// <summary>Hidden states N(0, 1), (batch, length, width).</summary>
     private static TensorData Hidden(Random random, TensorElementType type, int length, int width, int batch = 1)
     {
