@@ -32,7 +32,9 @@ internal sealed record QkPreparation(NodeProto Split, float Scale, IReadOnlyList
         float factor = 1f;
         if (Producer(query) is { OpType: "Mul" } mul && IsOnnx(mul) && mul.Input.Count == 2 && OnlyReader(query))
         {
-            int constant = hints.Scalar(mul.Input[1]) is not null ? 1 : hints.Scalar(mul.Input[0]) is not null ? 0 : -1;
+            // A one-element factor of rank above q's 3 makes the product rank 4, a query LinearAttention refuses.
+            bool IsFactor(string value) => hints.Scalar(value) is not null && hints.DeclaredRank(value) <= 3;
+            int constant = IsFactor(mul.Input[1]) ? 1 : IsFactor(mul.Input[0]) ? 0 : -1;
             if (constant < 0) return null;
             factor = hints.Scalar(mul.Input[constant])!.Value;
             query = mul.Input[1 - constant];

@@ -95,6 +95,37 @@ public sealed class QkPreparationFoldTests
     }
 
     /// <summary>
+    /// q's factor of one element but rank 4: the product, the query, is rank 4, which ORT's LinearAttention refuses when it runs;
+    /// the hand-over leaves the Mul in place, and its attention refuses the query the same, never runs it as a rank-3 one.
+    /// </summary>
+    [Test]
+    public void AQueryFactorOfRankFourIsNotFolded()
+    {
+        var model = Model(Variant.AsTheBuilderWrites);
+        var scale = model.Graph.Initializer.Single(t => t.Name == "q_scale");
+        scale.Dims.Clear();
+        scale.Dims.Add([1, 1, 1, 1]);
+        Assert.That(HandoverRewriter.Rewrite(model, OnnxTestHost.Host.Capabilities).Model.NodeOpTypes, Does.Contain("Mul"), "q's factor is left in place");
+        var random = new Random(6);
+        var inputs = new Dictionary<string, TensorData>
+        {
+            ["x"] = TensorData.Create(SampleModels.Weights(random, 1, Batch * Length * Width), Batch, Length, Width),
+            ["past_state"] = TensorData.Create(SampleModels.Weights(random, 1, Batch * ValueHeads * Dk * Dv), Batch, ValueHeads, Dk, Dv),
+            ["decay"] = TensorData.Create(Enumerable.Repeat(-0.1f, Batch * Length * ValueHeads).ToArray(), Batch, Length, ValueHeads),
+            ["beta"] = TensorData.Create(Enumerable.Repeat(0.5f, Batch * Length * ValueHeads).ToArray(), Batch, Length, ValueHeads),
+        };
+        foreach (var backend in new[] { HandoverBackend.None, HandoverBackend.Cpu })
+        {
+            var e = Assert.Throws<ModelRunException>(() =>
+            {
+                using var session = OnnxTestHost.Open(model, backend);
+                session.Run(inputs);
+            }, $"{backend}");
+            Assert.That(e!.Message, Does.Contain("query"), $"{backend}");
+        }
+    }
+
+    /// <summary>
     /// q's factor or a Reshape shape whose data do not hold its dims: no constant to fold, so ONNX Runtime, which checks every
     /// initializer it keeps, refuses the model naming the tensor; never an index past the data.
     /// </summary>
