@@ -32,8 +32,10 @@ internal sealed record QkPreparation(NodeProto Split, float Scale, IReadOnlyList
         float factor = 1f;
         if (Producer(query) is { OpType: "Mul" } mul && IsOnnx(mul) && mul.Input.Count == 2 && OnlyReader(query))
         {
-            // A one-element factor of rank above q's 3 makes the product rank 4, a query LinearAttention refuses.
-            bool IsFactor(string value) => hints.Scalar(value) is not null && hints.DeclaredRank(value) <= 3;
+            // A one-element factor of rank above q's 3 makes the product rank 4, a query LinearAttention refuses; one of another
+            // type than the attention's makes a Mul ORT refuses.
+            var type = hints.InferredType(inputs[LinearAttentionSignature.PastState]);
+            bool IsFactor(string value) => hints.Scalar(value) is not null && hints.DeclaredRank(value) <= 3 && type is not null && hints.Constant(value)!.DataType == (int)type;
             int constant = IsFactor(mul.Input[1]) ? 1 : IsFactor(mul.Input[0]) ? 0 : -1;
             if (constant < 0) return null;
             factor = hints.Scalar(mul.Input[constant])!.Value;
