@@ -50,7 +50,7 @@ public sealed class KernelHost : IDisposable
         if (IntraOpThreads < 1) throw new ArgumentOutOfRangeException(nameof(options), IntraOpThreads, "IntraOpThreads must be >= 1");
     }
 
-    /// <summary>The process-wide host sessions use unless given their own; never disposed.</summary>
+    /// <summary>The process-wide host sessions use unless given their own; never disposed (its Dispose does nothing).</summary>
     public static KernelHost Shared => SharedHost.Value;
 
     /// <summary>The options the host was made with.</summary>
@@ -109,6 +109,8 @@ public sealed class KernelHost : IDisposable
 
     public void Dispose()
     {
+        // The shared host serves every session opened without one of its own, in any part of the process.
+        if (SharedHost.IsValueCreated && ReferenceEquals(this, SharedHost.Value)) return;
         lock (_lock)
         {
             if (_disposeRequested) return;

@@ -120,6 +120,19 @@ public sealed class ConcurrentRunTests
     }
 
     /// <summary>
+    /// Disposing the shared host (as a caller may, with the host it was handed) leaves it serving: it released the
+    /// process-wide host, and every session opened later without a host of its own was refused as disposed.
+    /// </summary>
+    [Test]
+    public void DisposingTheSharedHostLeavesItServing()
+    {
+        KernelHost.Shared.Dispose();
+        Assert.That(KernelHost.Shared.Describe(HandoverBackend.Cpu), Does.StartWith("cpu"));
+        using var session = ModelSession.Open(SampleModels.LsslScanNode(channels: 2, stateSize: 4), new ModelSessionOptions { AllowSpinning = false });
+        Assert.That(session.Handover.EngineNodes.Count(), Is.EqualTo(1));
+    }
+
+    /// <summary>
     /// A disposed host refuses what would make a backend: describing one made its device and native op tables again, which
     /// nothing would release. Disposing it again is harmless.
     /// </summary>
