@@ -1,3 +1,5 @@
+using System.Runtime.ExceptionServices;
+
 namespace Engine;
 
 /// <summary>
@@ -48,10 +50,18 @@ public sealed class ThreadPoolScheduler : IWorkScheduler
             return;
         }
         int next = -1;
-        Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, worker =>
+        try
         {
-            int item;
-            while ((item = Interlocked.Increment(ref next)) < count) body(item, worker);
-        });
+            Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, worker =>
+            {
+                int item;
+                while ((item = Interlocked.Increment(ref next)) < count) body(item, worker);
+            });
+        }
+        catch (AggregateException e)
+        {
+            // The item's own exception, as one worker (run inline) passes it on: not wrapped by how many workers ran.
+            ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
+        }
     }
 }

@@ -303,6 +303,20 @@ public sealed class ConcurrencyTests
         });
     }
 
+    /// <summary>
+    /// The thread-pool scheduler passes an item's exception on as itself, as IWorkScheduler asks, whatever its workers: with
+    /// more than one it came wrapped in an AggregateException, so a caller saw another type than with one.
+    /// </summary>
+    [TestCase(1)]
+    [TestCase(2)]
+    [TestCase(4)]
+    public void TheThreadPoolSchedulerPassesAnItemsExceptionOnAsItself(int workers)
+    {
+        var scheduler = new ThreadPoolScheduler(workers);
+        Assert.That(() => scheduler.Run(8, (item, _) => { if (item == 5) throw new FormatException("item 5"); }),
+            Throws.InstanceOf<FormatException>().With.Message.EqualTo("item 5"));
+    }
+
     /// <summary>Runs the first half of the first call's items, then throws: a call stopped part way, as a cancelled one would be.</summary>
     private sealed class FailingScheduler : IWorkScheduler
     {
