@@ -189,15 +189,20 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
             if (finalState.Rank != 0)
             {
                 var final = TensorArgs.DenseSpan(finalState, "final_state");
-                GpuCheckFailure? stateFailure = null;
-                using (gpu.Enter())
+                bool check = OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend);
+                // Over the caller's initial state, a state to check lands in a copy first: refused, it leaves that state as it was.
+                float[]? landing = check && init.Span.Overlaps(final) ? ArrayPool<float>.Shared.Rent(final.Length) : null;
+                try
                 {
-                    // Checked where it lies, before it is downloaded over what may be the caller's initial state.
-                    if (OutputCheck.StateReachesNoOutput(batch.Chunked, device.Backend))
-                        stateFailure = lease.Kernel.Buffers.Checks.CheckNow(state, DeviceCall.FinalState, ValueRule.Finite);
-                    if (stateFailure is null) gpu.Download(state, final);
+                    var target = landing is null ? final : landing.AsSpan(0, final.Length);
+                    using (gpu.Enter()) gpu.Download(state, target);
+                    if (check) OutputCheck.RequireStateFinite(target, scheduler);
+                    if (landing is not null) target.CopyTo(final);
                 }
-                if (stateFailure is { } f) throw OutputCheck.StateOverflow(f.Value, f.Index);
+                finally
+                {
+                    if (landing is not null) ArrayPool<float>.Shared.Return(landing);
+                }
             }
         }
         else
@@ -582,6 +587,12 @@ internal static class OutputCheck
         TensorArgs.RequireFinite(initialState, stateName);
         if (!outputFinite) throw Overflow(FirstNotFinite(batch.Output, out int i), i);
         throw StateOverflow(FirstNotFinite(finalState, out int j), j);
+    }
+
+    /// <summary>Refuses a final state that is not finite from inputs and an initial state checked finite: an fp32 overflow.</summary>
+    public static void RequireStateFinite(ReadOnlySpan<float> finalState, IWorkScheduler scheduler)
+    {
+        if (!TensorArgs.AllFinite(finalState, scheduler)) throw StateOverflow(FirstNotFinite(finalState, out int i), i);
     }
 
     public static ArgumentException StateOverflow(float value, long index) =>
