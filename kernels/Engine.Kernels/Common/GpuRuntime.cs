@@ -145,7 +145,9 @@ public sealed class GpuRuntime : IDisposable
         where TShape : unmanaged, IEquatable<TShape>
         => (Action<KernelConfig, TArgs, SpecializedValue<TShape>>)_kernels.GetOrAdd(kernel.Method, method =>
         {
-            var launch = Accelerator.LoadStreamKernel(kernel);
+            // Under the lock: a runtime disposed meanwhile is refused as such, its freed accelerator never touched.
+            Action<KernelConfig, TArgs, SpecializedValue<TShape>> launch;
+            using (Enter()) launch = Accelerator.LoadStreamKernel(kernel);
             string name = GpuKernelCatalog.NameOf(method);
             return (Action<KernelConfig, TArgs, SpecializedValue<TShape>>)((config, args, shape) =>
             {

@@ -49,6 +49,19 @@ public sealed class DeviceTensorTests
         Assert.That(e.Message, Does.Contain("a power of two >= 16"));
     }
 
+    /// <summary>
+    /// A kernel loaded once its runtime is disposed (a device disposed on another thread while a call builds its kernels) is
+    /// refused as a disposed runtime, as a call is: it was loaded on the freed accelerator without the runtime's lock.
+    /// </summary>
+    [Test]
+    public void AKernelLoadedAfterItsRuntimeWasDisposedIsRefusedAsDisposed()
+    {
+        var runtime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator);
+        runtime.Dispose();
+        var e = Assert.Throws<ObjectDisposedException>(() => runtime.Kernel<TensorGpuArgs, TensorGpuShape>(TensorGpuKernels.Check))!;
+        Assert.That(e.ObjectName, Is.EqualTo(nameof(GpuRuntime)));
+    }
+
     [Test]
     public void UploadThenDownloadGivesTheValuesBackForFloatAndHalf()
     {
