@@ -59,7 +59,8 @@ internal sealed class GenerateCommand : EngineCommand
             // No more steps than context_length holds after the warm-up prompt (at least one: it holds what was asked for).
             int warmupSteps = Math.Min(WarmupSteps, first.ContextLength is int contextLength ? contextLength - warmupPrompt.Length + 1 : WarmupSteps);
 
-            using var cancel = new CancellationTokenSource();
+            // Not disposed: a Ctrl+C handler already running on another thread as the command ends may still cancel it.
+            var cancel = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
             Console.CancelKeyPress += onCancel;
             try
