@@ -71,6 +71,11 @@ public sealed class LsslSystem : IDisposable
                 throw new ArgumentException($"dt: every step must be finite and > 0, got {dt[i]} for channel {i}", "dt");
 
         bool dense = !config.IsDiagonal;
+        // Every table is one array: [H, Np, Np] (dense), [H, Np + Q, Q], and a channel's Krylov rows [Q + 1, N].
+        long largest = Math.Max((long)h * Math.Max(dense ? (long)np * np : np, (long)(np + q) * q), (long)(q + 1) * n);
+        if (largest > Array.MaxLength)
+            throw new ArgumentException($"C: {h} channels of state size {n} (padded {np}, chunk length {q}) need a table of {largest} elements, " +
+                $"more than one array holds ({Array.MaxLength})", "C");
         _abarMinusI64 = new double[dense ? h * n * n : h * n];
         _bbar64 = new double[h * n];
         _c64 = c.ToArray();

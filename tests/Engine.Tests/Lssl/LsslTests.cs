@@ -386,6 +386,23 @@ public sealed class LsslTests
         Assert.That(shared.StateMatrix, Is.EqualTo(LsslStateMatrix.DenseShared));
     }
 
+    [TestCase(LsslStateMatrix.DenseShared, 1024, 1500)]
+    [TestCase(LsslStateMatrix.Diagonal, 9000, 1000)]
+    public void TablesOfMoreElementsThanAnArrayHoldsAreRefusedAsC(LsslStateMatrix form, int h, int n)
+    {
+        // The tables [H, Np, Np] (1024 · 1504²) and [H, Np + Q, Q] (9000 · 1264 · 256) pass 2^31 from inputs of a few
+        // million elements: the build threw an OverflowException from inside.
+        var a = new float[form == LsslStateMatrix.DenseShared ? (long)n * n : (long)h * n];
+        if (form == LsslStateMatrix.Diagonal) Array.Fill(a, -1f);
+        else for (int i = 0; i < n; i++) a[(long)i * n + i] = -1f;
+        var b = Enumerable.Repeat(1f, n).ToArray();
+        var dt = Enumerable.Repeat(0.01f, h).ToArray();
+        Rejects(() => new LsslLayer(new ReadOnlyTensorSpan<float>(a, form == LsslStateMatrix.DenseShared ? [n, n] : [h, n]),
+            new ReadOnlyTensorSpan<float>(b, [n]), new ReadOnlyTensorSpan<float>(new float[(long)h * n], [h, n]),
+            new ReadOnlyTensorSpan<float>(new float[h], [h]), new ReadOnlyTensorSpan<float>(dt, [h]), new LsslOptions { StateMatrix = form }),
+            "C", $"{h} channels of state size {n}");
+    }
+
     [Test]
     public void UndefinedInitKindIsRejected()
     {
