@@ -29,7 +29,8 @@ public sealed record CausalConvConfig
         ConvLayout activations = ConvLayout.ChannelsFirst, ConvLayout state = ConvLayout.ChannelsFirst)
     {
         if (channels < 1) throw new ArgumentOutOfRangeException(nameof(channels), channels, "channels must be >= 1");
-        if (kernelSize < 1) throw new ArgumentOutOfRangeException(nameof(kernelSize), kernelSize, "kernel size must be >= 1");
+        if (kernelSize < 1 || kernelSize > MaxKernelSize)
+            throw new ArgumentOutOfRangeException(nameof(kernelSize), kernelSize, $"kernel size must be in [1, {MaxKernelSize}] (a short convolution)");
         if (dilation < 1) throw new ArgumentOutOfRangeException(nameof(dilation), dilation, "dilation must be >= 1");
         if ((long)(kernelSize - 1) * dilation > int.MaxValue / 2)
             throw new ArgumentOutOfRangeException(nameof(dilation), dilation, "(kernel size - 1) · dilation is too large");
@@ -40,6 +41,12 @@ public sealed record CausalConvConfig
         Activations = activations;
         State = state;
     }
+
+    /// <summary>
+    /// The longest kernel the CPU kernels take: a work item keeps its taps (K · 16 to 256 floats) and a row's K input rows on
+    /// its worker's stack. Short convolutions have K of 2 to 8; a kernel of thousands of taps is a job for an FFT.
+    /// </summary>
+    public const int MaxKernelSize = 4096;
 
     public int Channels { get; }
     public int KernelSize { get; }

@@ -153,8 +153,8 @@ internal sealed class CausalConvKernel(string node, ConvActivation activation, i
         var bias = context.Input(biasIndex);
         var past = context.Input(pastIndex);
 
-        if (weight.Dims.Length != 3 || weight.Dims[1] != 1 || weight.Dims[2] < 1)
-            throw Bad("weight", $"expected shape (channels, 1, K), got {TensorData.Format(weight.Dims)}");
+        if (weight.Dims.Length != 3 || weight.Dims[1] != 1 || weight.Dims[2] < 1 || weight.Dims[2] > CausalConvConfig.MaxKernelSize)
+            throw Bad("weight", $"expected shape (channels, 1, K) with K in [1, {CausalConvConfig.MaxKernelSize}], got {TensorData.Format(weight.Dims)}");
         long channels = weight.Dims[0], k = weight.Dims[2];
         var (stateDims, sequences) = Shapes(context, input, channels, k);
         if (bias is OrtTensorView b && (b.Dims.Length != 1 || b.Dims[0] != channels))

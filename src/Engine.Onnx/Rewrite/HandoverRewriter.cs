@@ -374,6 +374,9 @@ public static class HandoverRewriter
         var elementType = node.Input.Count > 0 ? hints.InferredType(node.Input[0]) : null;
         if (elementType is not null and not TensorProto.Types.DataType.Float and not TensorProto.Types.DataType.Float16)
             return ("", $"{elementType.Value.ToString().ToLowerInvariant()} tensors");
+        if (node.OpType is CausalConvSignature.OpType or VarlenCausalConvSignature.OpType && node.Input.Count > 1
+            && hints.LastDim(node.Input[1]) is long k && k > Kernels.Conv.CausalConvConfig.MaxKernelSize)
+            return ("", $"kernel size {k} (the engine's short convolution takes up to {Kernels.Conv.CausalConvConfig.MaxKernelSize})");
         string? Attr(string attribute) => node.Attribute.FirstOrDefault(a => a.Name == attribute) is AttributeProto a
             ? a.Type == AttributeProto.Types.AttributeType.String ? a.S.ToStringUtf8() : a.I.ToString() : null;
         bool Extra(int from, IList<string> values) => values.Skip(from).Any(v => v.Length > 0);

@@ -74,7 +74,8 @@ internal sealed class ConvolutionCall : IDisposable
     {
         if (conv is null) return null;
         int width = conv.Width;
-        if (width < 1) throw new ArgumentException($"convolution: width must be at least 1, got {width}", "options");
+        if (width < 1 || width > CausalConvConfig.MaxKernelSize)
+            throw new ArgumentException($"convolution: width must be in [1, {CausalConvConfig.MaxKernelSize}] (a short convolution), got {width}", "options");
         long channels = (long)(heads.QHeads + heads.KeyHeads) * heads.KeyDim + (long)heads.ValueHeads * heads.ValueDim;
         string layout = $"C = Hq·K + Hk·K + Hv·V = ({heads.QHeads} + {heads.KeyHeads})·{heads.KeyDim} + {heads.ValueHeads}·{heads.ValueDim} = {channels}";
         if (conv.Weight.Length != channels * width)

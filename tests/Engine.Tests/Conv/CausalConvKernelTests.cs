@@ -25,6 +25,18 @@ public sealed class CausalConvKernelTests
             yield return new TestCaseData(new CausalConvConfig(200, 20, 1, ConvActivation.None, activations, state), new[] { 0, 50 }, true, true, 2).SetName($"CausalConv {layouts}, K=20 (narrower channel blocks)");
             yield return new TestCaseData(new CausalConvConfig(33, 4, 1, ConvActivation.Silu, activations, state), new[] { 0, 5, 5, 7, 200, 201, 330 }, true, true, 3).SetName($"CausalConv {layouts}, ragged varlen with an empty sequence");
         }
+        // The longest kernel taken, its taps and a row's reach on the workers' stacks (three channel blocks: three work items).
+        yield return new TestCaseData(new CausalConvConfig(48, CausalConvConfig.MaxKernelSize, 1, ConvActivation.None, ConvLayout.ChannelsLast, ConvLayout.ChannelsFirst),
+            new[] { 0, 40 }, true, false, 2).SetName("CausalConv channels-last, K=4096 on worker threads");
+    }
+
+    /// <summary>A kernel past the longest taken is refused where it is built: K = 30,000 overflowed a worker's stack and ended the process.</summary>
+    [Test]
+    public void AKernelLongerThanTheLongestTakenIsRefused()
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => _ = new CausalConvConfig(16, CausalConvConfig.MaxKernelSize + 1))!;
+        Assert.That(e.ParamName, Is.EqualTo("kernelSize"));
+        Assert.That(e.Message, Does.Contain("kernel size must be in [1, 4096]"));
     }
 
     [TestCaseSource(nameof(Cases))]

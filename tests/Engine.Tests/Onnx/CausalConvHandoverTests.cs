@@ -257,6 +257,34 @@ public sealed class CausalConvHandoverTests
         Assert.That(node.Detail, Does.Contain(reason).And.EndWith("left to ORT"));
     }
 
+    /// <summary>
+    /// A kernel longer than the engine's short convolution takes stays with ORT, the plan saying why (the engine's kernel
+    /// would overflow a worker's stack); where the model leaves K symbolic, the run refuses it naming the weight.
+    /// </summary>
+    [Test]
+    public void AKernelLongerThanTheEngineTakesIsLeftToOrt()
+    {
+        const int k = CausalConvConfig.MaxKernelSize + 1;
+        var b = new ModelBuilder(21).Import(HandoverRewriter.MicrosoftDomain, 1);
+        b.Node("CausalConvWithState", [b.Input("x", F.Float, 1, 4, 8), b.Input("w", F.Float, 4, 1, k)], domain: HandoverRewriter.MicrosoftDomain,
+            name: "conv", outputNames: ["y"]);
+        b.Output("y", F.Float, 1, 4, 8);
+        var node = HandoverRewriter.Rewrite(b.Build()).Nodes.Single();
+        Assert.That(node.ToEngine, Is.False);
+        Assert.That(node.Detail, Does.Contain($"kernel size {k} (the engine's short convolution takes up to 4096)").And.EndWith("left to ORT"));
+
+        var symbolic = new ModelBuilder(21).Import(HandoverRewriter.MicrosoftDomain, 1);
+        symbolic.Node("CausalConvWithState", [symbolic.Input("x", F.Float, 1, 4, 8), symbolic.Input("w", F.Float, 4, 1, "K")], domain: HandoverRewriter.MicrosoftDomain,
+            name: "conv", outputNames: ["y"]);
+        symbolic.Output("y", F.Float, 1, 4, 8);
+        using var session = OnnxTestHost.Open(symbolic.Build(), HandoverBackend.Cpu);
+        var e = Assert.Throws<ModelRunException>(() => session.Run(new Dictionary<string, TensorData>
+        {
+            ["x"] = TensorData.Create(new float[32], 1, 4, 8), ["w"] = TensorData.Create(new float[4 * k], 4, 1, k),
+        }))!;
+        Assert.That(e.Message, Does.Contain("CausalConvWithState node 'conv': weight: expected shape (channels, 1, K) with K in [1, 4096]"));
+    }
+
     [Test]
     public void UnknownActivationIsRefusedNamingTheNode()
     {
