@@ -78,15 +78,7 @@ public sealed class QkPreparationFoldTests
             var model = OnnxModel.Load(path);
             using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
             using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
-            var random = new Random(5);
-            var inputs = new Dictionary<string, TensorData>
-            {
-                ["x"] = TensorData.Create(SampleModels.Weights(random, 1, Batch * Length * Width), Batch, Length, Width),
-                ["past_state"] = TensorData.Create(SampleModels.Weights(random, 1, Batch * ValueHeads * Dk * Dv), Batch, ValueHeads, Dk, Dv),
-                ["decay"] = TensorData.Create(Enumerable.Repeat(-0.1f, Batch * Length * ValueHeads).ToArray(), Batch, Length, ValueHeads),
-                ["beta"] = TensorData.Create(Enumerable.Repeat(0.5f, Batch * Length * ValueHeads).ToArray(), Batch, Length, ValueHeads),
-            };
-            OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, "constants in an external file");
+            OnnxAssert.AgreesWithOrtAlone(engine, ort, PlainInputs(seed: 5), "constants in an external file");
         }
         finally
         {
@@ -116,14 +108,7 @@ public sealed class QkPreparationFoldTests
             scale.Dims.Add([1, 1, 1, 1]);
         }
         Assert.That(HandoverRewriter.Rewrite(model, OnnxTestHost.Host.Capabilities).Model.NodeOpTypes, Does.Contain("Mul"), "q's factor is left in place");
-        var random = new Random(6);
-        var inputs = new Dictionary<string, TensorData>
-        {
-            ["x"] = TensorData.Create(SampleModels.Weights(random, 1, Batch * Length * Width), Batch, Length, Width),
-            ["past_state"] = TensorData.Create(SampleModels.Weights(random, 1, Batch * ValueHeads * Dk * Dv), Batch, ValueHeads, Dk, Dv),
-            ["decay"] = TensorData.Create(Enumerable.Repeat(-0.1f, Batch * Length * ValueHeads).ToArray(), Batch, Length, ValueHeads),
-            ["beta"] = TensorData.Create(Enumerable.Repeat(0.5f, Batch * Length * ValueHeads).ToArray(), Batch, Length, ValueHeads),
-        };
+        var inputs = PlainInputs(seed: 6);
         foreach (var backend in new[] { HandoverBackend.None, HandoverBackend.Cpu })
         {
             var e = Assert.Throws<ModelRunException>(() =>
@@ -199,5 +184,18 @@ public sealed class QkPreparationFoldTests
                 Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)F, Shape = new TensorShapeProto { Dim = { new TensorShapeProto.Types.Dimension { DimValue = 1 } } } } },
             });
         return model;
+    }
+
+    /// <summary>Random rows and past state, a constant decay and beta.</summary>
+    private static Dictionary<string, TensorData> PlainInputs(int seed)
+    {
+        var random = new Random(seed);
+        return new Dictionary<string, TensorData>
+        {
+            ["x"] = TensorData.Create(SampleModels.Weights(random, 1, Batch * Length * Width), Batch, Length, Width),
+            ["past_state"] = TensorData.Create(SampleModels.Weights(random, 1, Batch * ValueHeads * Dk * Dv), Batch, ValueHeads, Dk, Dv),
+            ["decay"] = TensorData.Create(Enumerable.Repeat(-0.1f, Batch * Length * ValueHeads).ToArray(), Batch, Length, ValueHeads),
+            ["beta"] = TensorData.Create(Enumerable.Repeat(0.5f, Batch * Length * ValueHeads).ToArray(), Batch, Length, ValueHeads),
+        };
     }
 }
