@@ -171,7 +171,9 @@ public sealed class DeviceTensorTests
         using var dq = _gpu.Allocate<float>(shape);
         using var dOutput = _gpu.Allocate<float>(shape);
         using var dg = _gpu.Allocate<float>(0, 4, Heads);
+        using var dState = _gpu.Allocate<float>(0, Heads, Dim, Dim);
         Assert.That(() => Engine.Gla.Forward(_gpu, dq, dq, dq, dg, dOutput), Throws.Nothing);
+        Assert.That(() => Engine.Gla.Forward(_gpu, dq, dq, dq, dg, dOutput, dState, dState), Throws.Nothing, "its empty state in place");
     }
 
     [Test]
