@@ -167,8 +167,8 @@ public struct DeltaRuleGpuArgs
     /// <summary>e^{G_last} per chunk and value head [chunks, Hv] (per key dim too with a per-key gate: [chunks, Hv, K]).</summary>
     public ArrayView<float> ChunkDecay;
 
-    /// <summary>Per-key gate: the log gates summed within each chunk, laid out as G.</summary>
-    public ArrayView<float> CumulativeGate;
+    /// <summary>Per-key gate: the log gates summed within each chunk, laid out as G (<see cref="CompensatedGateSum"/>).</summary>
+    public ArrayView<CompensatedGateSum> CumulativeGate;
 
     /// <summary>The <see cref="ChunkTable"/>: first token and length per chunk, first chunk per sequence.</summary>
     public ArrayView<int> ChunkStart, ChunkLength, FirstChunk;
@@ -186,11 +186,12 @@ internal readonly struct PrepareTiles(DeltaRuleGpuShape s)
     public int Merge => 2 * MatrixFloats;                    // [(blocks − 1) × 16 × 16] Σ A T of one block row
     public int MergeFloats => Math.Max(1, s.Blocks - 1) * DeltaRuleGpuShape.Tile * DeltaRuleGpuShape.Tile;
     public int Gates => Merge + MergeFloats;                 // [C] in-chunk cumulative log gate (per head; zeros otherwise)
-    public int Betas => Gates + s.Chunk;                     // [C]
+    public int GateErrors => Gates + s.Chunk;                // [C] the rounding its fp32 sum left (CompensatedGateSum)
+    public int Betas => GateErrors + s.Chunk;                // [C]
     public int KeyNorms => Betas + s.Chunk;                  // [C] 1 / ‖k_j‖ (or 1)
     public int QueryNorms => KeyNorms + s.Chunk;             // [C] 1 / ‖q_i‖ (or 1) of one output head's query head
-    public int Slabs => QueryNorms + s.Chunk;                // [3 × C × (slab + 1)] key-dim slabs of the rows x, the keys and the per-key gates
-    public int SlabFloats => 3 * s.Chunk * DeltaRuleGpuShape.SlabStride;
+    public int Slabs => QueryNorms + s.Chunk;                // [2 or 4 × C × (slab + 1)] key-dim slabs of the rows x, the keys, and per-key gates and their roundings
+    public int SlabFloats => (s.PerKey ? 4 : 2) * s.Chunk * DeltaRuleGpuShape.SlabStride;
     public int Floats => Slabs + SlabFloats;
 }
 
@@ -366,9 +367,17 @@ public static class DeltaRuleGpuKernels
     private static long ChunkTransposed(int cs, int len, int heads, int width, int h, int i, int c) =>
         ((long)cs * heads + (long)h * len) * width + (long)c * len + i;
 
-    /// <summary>The in-chunk cumulative log gate of chunk row i at key dim c: from CumulativeGate (per key) or <paramref name="gates"/> (per head, or zeros).</summary>
-    private static float CumulativeLogGate(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> gates, int start, int h, int i, int c) =>
-        s.PerKey ? args.CumulativeGate[((long)(start + i) * s.ValueHeads + h) * s.KeyDim + c] : gates[i];
+    /// <summary>
+    /// G_i − G_j of chunk rows j &lt;= i at key dim c (j = −1: the chunk start, G = 0), from the in-chunk cumulative log gate: CumulativeGate
+    /// (per key) or <paramref name="gates"/> (per head, or zeros), each with the rounding its sum left (<see cref="CompensatedGateSum"/>).
+    /// </summary>
+    private static float LogDecay(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> gates, ArrayView<float> gateErrors, int start, int h, int i, int j, int c)
+    {
+        var b = s.PerKey ? args.CumulativeGate[((long)(start + i) * s.ValueHeads + h) * s.KeyDim + c] : new CompensatedGateSum(gates[i], gateErrors[i]);
+        if (j < 0) return b.Value;
+        var before = s.PerKey ? args.CumulativeGate[((long)(start + j) * s.ValueHeads + h) * s.KeyDim + c] : new CompensatedGateSum(gates[j], gateErrors[j]);
+        return CompensatedGateSum.Difference(b, before);
+    }
 
     /// <summary>
     /// acc[i · (C + 1) + j] += Σ_c x̂_ic k̂_jc (e^{G_ic − G_jc} inside the sum with a per-key gate) for the chunk's rows j &lt; i (j &lt;= i with
@@ -382,7 +391,9 @@ public static class DeltaRuleGpuKernels
         int kd = s.KeyDim, ts = s.ChunkStride, nt = s.GroupSize, tid = Group.IdxX, kh = h / s.ValueGroup;
         var sx = slabs.SubView(0, s.Chunk * stride);
         var sk = slabs.SubView(s.Chunk * stride, s.Chunk * stride);
-        var sg = slabs.SubView(2 * s.Chunk * stride, s.Chunk * stride);
+        // The slabs of per-key gates follow (without them, views of the first two that nothing reads).
+        var sg = slabs.SubView(s.PerKey ? 2 * s.Chunk * stride : 0, s.Chunk * stride);
+        var sgError = slabs.SubView(s.PerKey ? 3 * s.Chunk * stride : 0, s.Chunk * stride);
         for (int c0 = 0; c0 < kd; c0 += slab)
         {
             for (int e = tid; e < len * slab; e += nt)
@@ -391,7 +402,12 @@ public static class DeltaRuleGpuKernels
                 bool inside = c < kd;
                 sx[j * stride + cl] = inside ? x[((long)(cs + j) * xHeads + xHead) * kd + c] * xNorms[j] : 0f;
                 sk[j * stride + cl] = inside ? args.K[((long)(cs + j) * s.KeyHeads + kh) * kd + c] * keyNorms[j] : 0f;
-                if (s.PerKey) sg[j * stride + cl] = inside ? args.CumulativeGate[((long)(cs + j) * s.ValueHeads + h) * kd + c] : 0f;
+                if (s.PerKey)
+                {
+                    var b = inside ? args.CumulativeGate[((long)(cs + j) * s.ValueHeads + h) * kd + c] : default;
+                    sg[j * stride + cl] = b.High;
+                    sgError[j * stride + cl] = b.Low;
+                }
             }
             Group.Barrier();
             for (int e = tid; e < len * len; e += nt)
@@ -402,7 +418,9 @@ public static class DeltaRuleGpuKernels
                 for (int cl = 0; cl < slab; cl++)
                 {
                     float product = sx[i * stride + cl] * sk[j * stride + cl];
-                    dot += s.PerKey ? product * XMath.Exp(sg[i * stride + cl] - sg[j * stride + cl]) : product;
+                    dot += s.PerKey
+                        ? product * XMath.Exp(CompensatedGateSum.Difference(new(sg[i * stride + cl], sgError[i * stride + cl]), new(sg[j * stride + cl], sgError[j * stride + cl])))
+                        : product;
                 }
                 acc[i * ts + j] += dot;
             }
@@ -450,7 +468,7 @@ public static class DeltaRuleGpuKernels
     }
 
     /// <summary>W = T diag(β) (K̂ ⊙ e^G) and U = T diag(β) V in fp32, threads along W's rows, which it stores transposed.</summary>
-    private static void WAndU(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> sT, ArrayView<float> sG, ArrayView<float> sBeta,
+    private static void WAndU(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> sT, ArrayView<float> sG, ArrayView<float> sGError, ArrayView<float> sBeta,
         ArrayView<float> sRk, int cs, int len, int h)
     {
         int ts = s.ChunkStride, kd = s.KeyDim, vd = s.ValueDim, hk = s.KeyHeads, hv = s.ValueHeads, kh = h / s.ValueGroup, nt = s.GroupSize, tid = Group.IdxX;
@@ -459,7 +477,7 @@ public static class DeltaRuleGpuKernels
             int i = e % len, c = e / len;
             float sum = 0f;
             for (int j = 0; j <= i; j++)
-                sum += sT[i * ts + j] * sBeta[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, j, c)) * sRk[j] * args.K[((long)(cs + j) * hk + kh) * kd + c];
+                sum += sT[i * ts + j] * sBeta[j] * XMath.Exp(LogDecay(args, s, sG, sGError, cs, h, j, -1, c)) * sRk[j] * args.K[((long)(cs + j) * hk + kh) * kd + c];
             args.W[ChunkTransposed(cs, len, hv, kd, h, i, c)] = sum;
         }
         for (int e = tid; e < len * vd; e += nt)
@@ -478,7 +496,7 @@ public static class DeltaRuleGpuKernels
     /// be stored transposed.
     /// </summary>
     private static void WAndUOnTensorCores<TMma>(DeltaRuleGpuArgs args, DeltaRuleGpuShape s, ArrayView<float> sT, ArrayView<float> stage, ArrayView<float> sG,
-        ArrayView<float> sBeta, ArrayView<float> sRk, int cs, int len, int h) where TMma : struct, IWarpMma
+        ArrayView<float> sGError, ArrayView<float> sBeta, ArrayView<float> sRk, int cs, int len, int h) where TMma : struct, IWarpMma
     {
         int ts = s.ChunkStride, kd = s.KeyDim, vd = s.ValueDim, hk = s.KeyHeads, hv = s.ValueHeads, kh = h / s.ValueGroup, cc = s.Chunk, nt = s.GroupSize;
         int tid = Group.IdxX, cols = s.ProductCols, stride = s.ProductStride;
@@ -489,7 +507,7 @@ public static class DeltaRuleGpuKernels
             {
                 int j = e / cols, c = c0 + e % cols;
                 stage[j * stride + e % cols] = j < len && c < kd
-                    ? sBeta[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, j, c)) * sRk[j] * args.K[((long)(cs + j) * hk + kh) * kd + c]
+                    ? sBeta[j] * XMath.Exp(LogDecay(args, s, sG, sGError, cs, h, j, -1, c)) * sRk[j] * args.K[((long)(cs + j) * hk + kh) * kd + c]
                     : 0f;
             }
             var w = TimesT<TMma>(sT, ts, stage, stride, len, layout);
@@ -542,6 +560,7 @@ public static class DeltaRuleGpuKernels
         var sT = shared.SubView(tiles.T, tiles.MatrixFloats);
         var sX = shared.SubView(tiles.Merge, tiles.MergeFloats);
         var sG = shared.SubView(tiles.Gates, cc);
+        var sGError = shared.SubView(tiles.GateErrors, cc);
         var sBeta = shared.SubView(tiles.Betas, cc);
         var sRk = shared.SubView(tiles.KeyNorms, cc);
         var sRq = shared.SubView(tiles.QueryNorms, cc);
@@ -552,11 +571,12 @@ public static class DeltaRuleGpuKernels
 
         if (tid == 0)
         {
-            float acc = 0f;
+            var sum = default(CompensatedGateSum);
             for (int i = 0; i < len; i++)
             {
-                if (s.PerHead) acc += LogGates.Summand(args.G[(long)(cs + i) * hv + h]);
-                sG[i] = acc;
+                if (s.PerHead) sum.Add(LogGates.Summand(args.G[(long)(cs + i) * hv + h]));
+                sG[i] = sum.High;
+                sGError[i] = sum.Low;
                 sBeta[i] = args.Beta[(long)(cs + i) * hv + h];
             }
         }
@@ -564,12 +584,12 @@ public static class DeltaRuleGpuKernels
         {
             for (int c = tid; c < kd; c += nt)
             {
-                float acc = 0f;
+                var sum = default(CompensatedGateSum);
                 for (int i = 0; i < len; i++)
                 {
                     long at = ((long)(cs + i) * hv + h) * kd + c;
-                    acc += LogGates.Summand(args.G[at]);
-                    args.CumulativeGate[at] = acc;
+                    sum.Add(LogGates.Summand(args.G[at]));
+                    args.CumulativeGate[at] = sum;
                 }
             }
         }
@@ -585,13 +605,13 @@ public static class DeltaRuleGpuKernels
         {
             int i = e / len, j = e % len;
             // Selected: the tensor-core product fills every pair, the strict lower part is A.
-            sA[i * ts + j] = j < i ? sA[i * ts + j] * sBeta[i] * (s.PerKey ? 1f : XMath.Exp(sG[i] - sG[j])) : 0f;
+            sA[i * ts + j] = j < i ? sA[i * ts + j] * sBeta[i] * (s.PerKey ? 1f : XMath.Exp(LogDecay(args, s, sG, sGError, cs, h, i, j, 0))) : 0f;
         }
         // The decayed keys k̂_j ⊙ e^{G_last − G_j}.
         for (int e = tid; e < len * kd; e += nt)
         {
             int j = e / kd, c = e % kd;
-            args.DecayedKeys[((long)(cs + j) * hv + h) * kd + c] = args.K[((long)(cs + j) * hk + kh) * kd + c] * sRk[j] * XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, len - 1, c) - CumulativeLogGate(args, s, sG, cs, h, j, c));
+            args.DecayedKeys[((long)(cs + j) * hv + h) * kd + c] = args.K[((long)(cs + j) * hk + kh) * kd + c] * sRk[j] * XMath.Exp(LogDecay(args, s, sG, sGError, cs, h, len - 1, j, c));
         }
         Group.Barrier();
 
@@ -634,15 +654,15 @@ public static class DeltaRuleGpuKernels
         }
 
         // W = T diag(β) (K̂ ⊙ e^G) and U = T diag(β) V (T is lower triangular); threads along W's rows, which it stores transposed.
-        if (s.TensorCores) WAndUOnTensorCores<TMma>(args, s, sT, sA, sG, sBeta, sRk, cs, len, h);
-        else WAndU(args, s, sT, sG, sBeta, sRk, cs, len, h);
+        if (s.TensorCores) WAndUOnTensorCores<TMma>(args, s, sT, sA, sG, sGError, sBeta, sRk, cs, len, h);
+        else WAndU(args, s, sT, sG, sGError, sBeta, sRk, cs, len, h);
         if (s.PerKey)
         {
-            for (int c = tid; c < kd; c += nt) args.ChunkDecay[((long)chunk * hv + h) * kd + c] = XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, len - 1, c));
+            for (int c = tid; c < kd; c += nt) args.ChunkDecay[((long)chunk * hv + h) * kd + c] = XMath.Exp(LogDecay(args, s, sG, sGError, cs, h, len - 1, -1, c));
         }
         else if (tid == 0)
         {
-            args.ChunkDecay[(long)chunk * hv + h] = XMath.Exp(sG[len - 1]);
+            args.ChunkDecay[(long)chunk * hv + h] = XMath.Exp(LogDecay(args, s, sG, sGError, cs, h, len - 1, -1, 0));
         }
 
         // Per output head: Q_g = scale q̂ ⊙ e^G and P_ij = scale Σ_c q̂_ic k̂_jc e^{G_ic − G_jc} for j <= i, summed in A's tile (T is built).
@@ -656,14 +676,14 @@ public static class DeltaRuleGpuKernels
             {
                 int i = e % len, c = e / len;
                 args.GatedQueries[ChunkTransposed(cs, len, ho, kd, o, i, c)] =
-                    XMath.Exp(CumulativeLogGate(args, s, sG, cs, h, i, c)) * sRq[i] * args.Q[((long)(cs + i) * s.QHeads + qh) * kd + c];
+                    XMath.Exp(LogDecay(args, s, sG, sGError, cs, h, i, -1, c)) * sRq[i] * args.Q[((long)(cs + i) * s.QHeads + qh) * kd + c];
             }
             if (s.TensorCores && !s.PerKey) ScoresOnTensorCores<TMma>(args, s, sT, sA, args.Q, s.QHeads, qh, sRq, sRk, cs, len, h);
             else DecayedProducts(args, s, sSlabs, sA, args.Q, s.QHeads, qh, sRq, sRk, cs, len, h, 1);
             for (int e = tid; e < len * len; e += nt)
             {
                 int i = e % len, j = e / len;
-                if (j <= i) args.Scores[ChunkTransposed(cs, len, ho, cc, o, i, j)] = sA[i * ts + j] * (s.PerKey ? 1f : XMath.Exp(sG[i] - sG[j]));
+                if (j <= i) args.Scores[ChunkTransposed(cs, len, ho, cc, o, i, j)] = sA[i * ts + j] * (s.PerKey ? 1f : XMath.Exp(LogDecay(args, s, sG, sGError, cs, h, i, j, 0)));
             }
             Group.Barrier();
         }

@@ -114,7 +114,7 @@ public sealed class GlaGpu : IAttentionGpu
             K = views.K,
             V = views.V,
             G = s.GatePerToken > 0 ? views.G : placeholder,
-            CumulativeGate = placeholder,
+            CumulativeGate = _buffers.Placeholder<CompensatedGateSum>(),
             ConstantDecay = placeholder,
             ChunkStates = placeholder,
             Output = views.Output,
@@ -137,7 +137,7 @@ public sealed class GlaGpu : IAttentionGpu
             return args;
         }
         (args.ChunkStart, args.ChunkLength, args.FirstChunk) = _buffers.UploadChunkTable(_chunks, sequences, s.Chunk);
-        if (s.GatePerToken > 0) args.CumulativeGate = _buffers.Get<float>(nameof(GlaGpuArgs.CumulativeGate), tokens * s.GatePerToken);
+        if (s.GatePerToken > 0) args.CumulativeGate = _buffers.Get<CompensatedGateSum>(nameof(GlaGpuArgs.CumulativeGate), tokens * s.GatePerToken);
         args.ChunkStates = _buffers.Get<float>(nameof(GlaGpuArgs.ChunkStates), _chunks.Chunks * s.ValueHeads * (long)s.KeyDim * s.ValueDim);
         return args;
     }

@@ -126,8 +126,8 @@ public struct GlaGpuArgs
     /// <summary>Inputs q [T, Hq, K], k [T, Hk, K], v [T, Hv, V]; G holds the raw log gates, laid out [T, Hv, K] or [T, Hv].</summary>
     public ArrayView<float> Q, K, V, G;
 
-    /// <summary>b: the log gates summed within each chunk, laid out as G.</summary>
-    public ArrayView<float> CumulativeGate;
+    /// <summary>b: the log gates summed within each chunk, laid out as G (<see cref="CompensatedGateSum"/>).</summary>
+    public ArrayView<CompensatedGateSum> CumulativeGate;
 
     /// <summary>[Hv] log decay of a constant gate.</summary>
     public ArrayView<float> ConstantDecay;
@@ -207,10 +207,10 @@ public static class GlaGpuKernels
     private const int SlicePitch = GlaGpuShape.SlicePitch;
     private const int ReferenceSpan = GlaGpuShape.ReferenceSpan;
 
-    /// <summary>b at local row i of the chunk starting at token <paramref name="start"/>, key dim c: per-key and per-head gates.</summary>
-    private static float CumulativeLogGate(GlaGpuArgs args, GlaGpuShape s, int h, int start, int i, int c) => s.PerKey
-        ? args.CumulativeGate[((long)(start + i) * s.ValueHeads + h) * s.KeyDim + c]
-        : args.CumulativeGate[(long)(start + i) * s.ValueHeads + h];
+    /// <summary>Where b at local row i of the chunk starting at token <paramref name="start"/>, key dim c lies: per-key and per-head gates.</summary>
+    private static long CumulativeGateAt(GlaGpuShape s, int h, int start, int i, int c) => s.PerKey
+        ? ((long)(start + i) * s.ValueHeads + h) * s.KeyDim + c
+        : (long)(start + i) * s.ValueHeads + h;
 
     /// <summary>
     /// exp(b_i − b_j) for local rows j &lt;= i of one chunk; j = −1 stands for the chunk start (b = 0).
@@ -220,8 +220,8 @@ public static class GlaGpuKernels
     {
         if (s.NoGate) return 1f;
         if (s.Constant) return XMath.Exp((i - j) * args.ConstantDecay[h]);
-        float before = j < 0 ? 0f : CumulativeLogGate(args, s, h, start, j, c);
-        return XMath.Exp(CumulativeLogGate(args, s, h, start, i, c) - before);
+        var b = args.CumulativeGate[CumulativeGateAt(s, h, start, i, c)];
+        return XMath.Exp(j < 0 ? b.Value : CompensatedGateSum.Difference(b, args.CumulativeGate[CumulativeGateAt(s, h, start, j, c)]));
     }
 
     /// <summary>
@@ -306,8 +306,9 @@ public static class GlaGpuKernels
     }
 
     /// <summary>
-    /// b = the log gates summed within the chunk, for <paramref name="count"/> gate entries of the head from <paramref name="first"/>
-    /// (key dims, or the one per-head entry): one thread per entry walks the chunk, four tokens' gates loaded ahead of their sums.
+    /// b = the log gates summed within the chunk (<see cref="CompensatedGateSum"/>), for <paramref name="count"/> gate entries of the head
+    /// from <paramref name="first"/> (key dims, or the one per-head entry): one thread per entry walks the chunk, four tokens' gates
+    /// loaded ahead of their sums.
     /// </summary>
     private static void StoreCumulativeGates(GlaGpuArgs args, GlaGpuShape s, int h, int start, int len, int first, int count, int tid)
     {
@@ -316,7 +317,7 @@ public static class GlaGpuKernels
         for (int entry = tid; entry < count; entry += s.GroupSize)
         {
             long at = ((long)start * s.ValueHeads + h) * perHead + first + entry;
-            float sum = 0f;
+            var sum = default(CompensatedGateSum);
             for (int i = 0; i < len; i += 4)
             {
                 // The loads read a valid token (the chunk's last again past its end) whatever the guards.
@@ -324,11 +325,11 @@ public static class GlaGpuKernels
                 long at2 = at + Math.Min(i + 2, len - 1) * perToken, at3 = at + Math.Min(i + 3, len - 1) * perToken;
                 float g0 = LogGates.Summand(args.G[at0]), g1 = LogGates.Summand(args.G[at1]);
                 float g2 = LogGates.Summand(args.G[at2]), g3 = LogGates.Summand(args.G[at3]);
-                sum += g0;
+                sum.Add(g0);
                 args.CumulativeGate[at0] = sum;
-                if (i + 1 < len) { sum += g1; args.CumulativeGate[at1] = sum; }
-                if (i + 2 < len) { sum += g2; args.CumulativeGate[at2] = sum; }
-                if (i + 3 < len) { sum += g3; args.CumulativeGate[at3] = sum; }
+                if (i + 1 < len) { sum.Add(g1); args.CumulativeGate[at1] = sum; }
+                if (i + 2 < len) { sum.Add(g2); args.CumulativeGate[at2] = sum; }
+                if (i + 3 < len) { sum.Add(g3); args.CumulativeGate[at3] = sum; }
             }
         }
     }

@@ -37,8 +37,6 @@ public abstract class AttentionCase : OpCase
 
     public override bool Half => Fp16;
 
-    public override double Tolerance => ExtremeGate is null ? base.Tolerance : Numerics.ResetGateTolerance;
-
     public int Hk => Hkv;
     public int Hv => Hkv * ValueGroup;
     /// <summary>Output heads: max(Hq, Hv).</summary>

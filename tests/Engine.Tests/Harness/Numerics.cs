@@ -6,12 +6,6 @@ public static class Numerics
     /// <summary>Tolerance (relative RMS error) for fp32 inputs and outputs.</summary>
     public const double Fp32Tolerance = 1e-5;
 
-    /// <summary>
-    /// Tolerance for fp32 log gates below the kernels' running-sum floor every few tokens (resets): a chunk's sum drops by 110
-    /// at each, so the factors between later tokens are exact only to the sum's ulp (6e-5 at a sum of −550).
-    /// </summary>
-    public const double ResetGateTolerance = 5e-5;
-
     /// <summary>Tolerance for fp16 inputs and outputs (fp32 accumulation and state).</summary>
     public const double Fp16Tolerance = 5e-3;
 
