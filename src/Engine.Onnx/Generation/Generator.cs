@@ -254,12 +254,16 @@ public sealed class Generator : IDisposable
         }
     }
 
-    /// <summary>Releases the session, once a generation in progress has ended (not from inside one: its callbacks may not dispose it).</summary>
+    /// <summary>
+    /// Releases the session, once a generation in progress has ended (not from inside one: its callbacks may not dispose it); a
+    /// Dispose on another thread meanwhile returns once the session is released too.
+    /// </summary>
     public void Dispose()
     {
         // Marked first, so a generation that starts from here on is refused before it reaches the session; unmarked when the
-        // session refuses (a Dispose from inside a generation's callback).
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        // session refuses (a Dispose from inside a generation's callback). Every disposer goes on to the session, whose
+        // Dispose returns once it is released.
+        Volatile.Write(ref _disposed, 1);
         try
         {
             _session.Dispose();

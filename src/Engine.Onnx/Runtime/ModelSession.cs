@@ -61,7 +61,7 @@ public sealed class ModelSession : IDisposable
     private readonly Dictionary<string, ModelValueInfo> _declaredInputs;
     // The runs in progress, by thread: Dispose waits for them, so ORT's session is never released under a run.
     private readonly List<int> _runningThreads = [];
-    private bool _disposed;
+    private bool _disposed, _released;
 
     private ModelSession(OnnxModel model, HandoverPlan plan, InferenceSession session, KernelHost? host, HandoverBackend backend)
     {
@@ -330,19 +330,40 @@ public sealed class ModelSession : IDisposable
         return _session.EndProfiling();
     }
 
-    /// <summary>Waits for the runs in progress to end, then releases ORT's session; later runs throw <see cref="ObjectDisposedException"/>.</summary>
+    /// <summary>
+    /// Waits for the runs in progress to end, then releases ORT's session; later runs throw <see cref="ObjectDisposedException"/>.
+    /// A Dispose on another thread meanwhile returns once the session is released, as the first one does.
+    /// </summary>
     public void Dispose()
     {
         lock (_runningThreads)
         {
-            if (_disposed) return;
-            if (_runningThreads.Contains(Environment.CurrentManagedThreadId))
+            bool inRun = _runningThreads.Contains(Environment.CurrentManagedThreadId);
+            if (_disposed)
+            {
+                // A second disposer that returned at once let its caller free what the runs still read; one inside a run
+                // would wait for itself.
+                while (!_released && !inRun) Monitor.Wait(_runningThreads);
+                return;
+            }
+            if (inRun)
                 throw new InvalidOperationException("the session cannot be disposed from inside one of its runs (an output reader or a generation's callback): dispose it after the run");
             _disposed = true;
             while (_runningThreads.Count > 0) Monitor.Wait(_runningThreads);
         }
-        _session.Dispose();
-        _host?.Release();
+        try
+        {
+            _session.Dispose();
+            _host?.Release();
+        }
+        finally
+        {
+            lock (_runningThreads)
+            {
+                _released = true;
+                Monitor.PulseAll(_runningThreads);
+            }
+        }
     }
 
     /// <summary>ONNX Runtime alone has no kernel for the engine's own ops (ai.engine): such a node is named before ORT refuses it without.</summary>

@@ -237,6 +237,52 @@ public sealed class GeneratorTests
         Assert.That(refused.ObjectName, Does.Contain(nameof(Generator)), "the generator is named, not its session");
     }
 
+    /// <summary>A second Dispose, on another thread while the first waits for a generation, also returns only once the generation has ended (it returned at once).</summary>
+    [Test]
+    public void ASecondDisposeWhileTheFirstWaitsAlsoWaitsForTheGeneration()
+    {
+        var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.Cpu));
+        long[] prompt = [3, 1, 4];
+        using var generating = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        bool generationEnded = false;  // set by the generation's last token
+        var generation = Task.Factory.StartNew(() => generator.Generate(prompt, 2, new GenerationOptions
+        {
+            StopTokenIds = [],
+            OnToken = (token, _) =>
+            {
+                generating.Set();
+                release.Wait();
+                if (token.Index == 1) Volatile.Write(ref generationEnded, true);
+            },
+        }), TaskCreationOptions.LongRunning);
+        generating.Wait();
+        var first = Task.Factory.StartNew(generator.Dispose, TaskCreationOptions.LongRunning);
+        // The first Dispose has begun once the generator refuses generations.
+        while (true)
+        {
+            try
+            {
+                generator.Validate(prompt, 1);
+                Thread.Sleep(1);
+            }
+            catch (ObjectDisposedException)
+            {
+                break;
+            }
+        }
+        var second = Task.Factory.StartNew(() =>
+        {
+            generator.Dispose();
+            return Volatile.Read(ref generationEnded);
+        }, TaskCreationOptions.LongRunning);
+        second.Wait(500);
+        release.Set();
+        Assert.That(generation.Result.Tokens, Has.Count.EqualTo(2));
+        first.Wait();
+        Assert.That(second.Result, Is.True, "the second Dispose returned after the generation ended");
+    }
+
     /// <summary>Generating from the positions model returns the positions of the tokens it feeds: position_ids count on from the prompt.</summary>
     [Test]
     public void PositionIdsCountOnFromThePrompt()

@@ -122,6 +122,52 @@ public sealed class SessionLifetimeTests
         Assert.Throws<ObjectDisposedException>(() => session.Run(inputs));
     }
 
+    /// <summary>
+    /// A second Dispose, on another thread while the first waits for a run, also returns only once that run has ended: it
+    /// returned at once, and its caller could free what the run still read.
+    /// </summary>
+    [Test]
+    public void ASecondDisposeWhileTheFirstWaitsAlsoWaitsForTheRun()
+    {
+        var c = new LinearAttentionNodeCase { Rule = UpdateRule.Linear, PastState = true };
+        var inputs = c.Inputs();
+        var session = OnnxTestHost.Open(c.Model(), HandoverBackend.Cpu);
+        using var reading = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        bool runEnded = false;  // set by the run's last step
+        var run = Task.Factory.StartNew(() => session.Run(inputs, (_, _, _, _) =>
+        {
+            reading.Set();
+            release.Wait();
+            Volatile.Write(ref runEnded, true);
+        }, ["output"]), TaskCreationOptions.LongRunning);
+        reading.Wait();
+        var first = Task.Factory.StartNew(session.Dispose, TaskCreationOptions.LongRunning);
+        // The first Dispose has begun once the session refuses runs.
+        while (true)
+        {
+            try
+            {
+                session.Run(inputs, ["output"]);
+                Thread.Sleep(1);
+            }
+            catch (ObjectDisposedException)
+            {
+                break;
+            }
+        }
+        var second = Task.Factory.StartNew(() =>
+        {
+            session.Dispose();
+            return Volatile.Read(ref runEnded);
+        }, TaskCreationOptions.LongRunning);
+        second.Wait(500);
+        release.Set();
+        run.Wait();
+        first.Wait();
+        Assert.That(second.Result, Is.True, "the second Dispose returned after the run ended");
+    }
+
     [Test]
     public void DisposeFromInsideARunIsRefused()
     {
