@@ -45,16 +45,19 @@ public sealed class LsslWorkload : IDisposable
 
     /// <summary>
     /// Model flops of a mode (not Auto), per channel and sequence: recurrent 2L(N² + N) (diagonal: 6LN); scan
-    /// 2L((Q + 1)/2 + 2N + N²/Q) (diagonal: N/Q for the carry), the triangular Toeplitz block counted once;
+    /// 2L'((Q + 1)/2 + 2N + N²/Q) (diagonal: N/Q for the carry) over the L' = L − (L mod Q) steps of whole chunks, the
+    /// triangular Toeplitz block counted once, and the recurrence's count for the L mod Q steps after them, which it runs;
     /// conv 5 n log₂ n + 8 n with n = the FFT size (two channels share a forward and an inverse transform).
     /// </summary>
     public static double ModelFlops(int batch, int length, int channels, int stateSize, bool diagonal, int chunk, LsslMode mode)
     {
         double n = stateSize, l = length, q = chunk;
+        double recurrentStep = diagonal ? 6 * n : 2 * (n * n + n);
+        double rest = length % chunk, chunked = l - rest;
         double perChannel = mode switch
         {
-            LsslMode.Recurrent => diagonal ? 6 * l * n : 2 * l * (n * n + n),
-            LsslMode.Scan => 2 * l * ((q + 1) / 2 + 2 * n + (diagonal ? n : n * n) / q),
+            LsslMode.Recurrent => l * recurrentStep,
+            LsslMode.Scan => 2 * chunked * ((q + 1) / 2 + 2 * n + (diagonal ? n : n * n) / q) + rest * recurrentStep,
             LsslMode.Conv => FftFlops(LsslCpu.FftSize(length)),
             _ => throw new ArgumentException($"mode {mode} has no flop model: resolve Auto first", nameof(mode)),
         };

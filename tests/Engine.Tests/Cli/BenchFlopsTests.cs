@@ -1,0 +1,37 @@
+using System.Text.Json;
+using NUnit.Framework;
+
+namespace Engine.Tests.Cli;
+
+/// <summary>
+/// The model flops `engine bench` rates a call with (model GFLOP/s × ms), against counts derived here from each op's math:
+/// every product a · b + c is one multiply-add, two flops.
+/// </summary>
+[TestFixture]
+public sealed class BenchFlopsTests : CliFixture
+{
+    [Test]
+    public void TheLsslScanCountsTheStepsAfterItsLastWholeChunkAsTheRecurrenceItRuns()
+    {
+        // L = 40 steps with N = 16 (chunks of Q = 16): two whole chunks, then 8 steps of the recurrence.
+        const int l = 40, n = 16, q = 16, chunks = l / q, rest = l % q;
+        // A whole chunk: its outputs' lower-triangular Toeplitz block (with D), its outputs' state part C Ā^(i+1) x, its
+        // inputs' share of the end state, and the carry's N × N mat-vec.
+        const double chunkFmas = q * (q + 1) / 2 + q * n + q * n + n * n;
+        // A step of the recurrence: x ← Ā x + B̄ u, as the recurrent mode counts it.
+        const double stepFmas = n * n + n;
+        double expected = 2 * (chunks * chunkFmas + rest * stepFmas);
+        Assert.That(ModelFlops("lssl", "--T", $"{l}", "--H", "1", "--N", $"{n}", "--mode", "scan"), Is.EqualTo(expected).Within(1e-6).Percent);
+    }
+
+    /// <summary>Runs `engine bench ... --repeats 1 --json` and returns the model flops of its one row.</summary>
+    private static double ModelFlops(params string[] args)
+    {
+        var (code, stdout, stderr) = Engine(["bench", .. args, "--repeats", "1", "--json"]);
+        Assert.That(code, Is.Zero, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        Assert.That(doc.RootElement.GetArrayLength(), Is.EqualTo(1), stdout);
+        var row = doc.RootElement[0];
+        return row.GetProperty("model_gflops").GetDouble() * 1e9 * row.GetProperty("ms").GetDouble() / 1e3;
+    }
+}
