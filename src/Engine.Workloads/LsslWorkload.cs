@@ -44,7 +44,7 @@ public sealed class LsslWorkload : IDisposable
     public double ModelFlops(LsslMode mode) => ModelFlops(Batch, Length, Channels, StateSize, Layer.StateMatrix == LsslStateMatrix.Diagonal, Layer.ChunkLength, mode);
 
     /// <summary>
-    /// Model flops of a mode (not Auto), per channel and sequence: recurrent 2L(N² + N) (diagonal: 6LN); scan
+    /// Model flops of a mode (not Auto), per channel and sequence: recurrent 2L(N² + 2N) (Ā x, B̄ u and C x; diagonal: 6LN); scan
     /// 2L'((Q + 1)/2 + 2N + N²/Q) (diagonal: N/Q for the carry) over the L' = L − (L mod Q) steps of whole chunks, the
     /// triangular Toeplitz block counted once, and the recurrence's count for the L mod Q steps after them, which it runs;
     /// conv 5 n log₂ n + 8 n with n = the FFT size (two channels share a forward and an inverse transform).
@@ -52,7 +52,7 @@ public sealed class LsslWorkload : IDisposable
     public static double ModelFlops(int batch, int length, int channels, int stateSize, bool diagonal, int chunk, LsslMode mode)
     {
         double n = stateSize, l = length, q = chunk;
-        double recurrentStep = diagonal ? 6 * n : 2 * (n * n + n);
+        double recurrentStep = diagonal ? 6 * n : 2 * (n * n + 2 * n);
         double rest = length % chunk, chunked = l - rest;
         double perChannel = mode switch
         {

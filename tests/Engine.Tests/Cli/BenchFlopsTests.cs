@@ -18,10 +18,19 @@ public sealed class BenchFlopsTests : CliFixture
         // A whole chunk: its outputs' lower-triangular Toeplitz block (with D), its outputs' state part C Ā^(i+1) x, its
         // inputs' share of the end state, and the carry's N × N mat-vec.
         const double chunkFmas = q * (q + 1) / 2 + q * n + q * n + n * n;
-        // A step of the recurrence: x ← Ā x + B̄ u, as the recurrent mode counts it.
-        const double stepFmas = n * n + n;
+        // A step of the recurrence: x ← Ā x + B̄ u, y = C x.
+        const double stepFmas = n * n + n + n;
         double expected = 2 * (chunks * chunkFmas + rest * stepFmas);
         Assert.That(ModelFlops("lssl", "--T", $"{l}", "--H", "1", "--N", $"{n}", "--mode", "scan"), Is.EqualTo(expected).Within(1e-6).Percent);
+    }
+
+    [Test]
+    public void TheLsslRecurrenceCountsItsOutputsAsWellAsItsStates()
+    {
+        const int l = 40, n = 16;
+        // Each step: the N × N mat-vec Ā x, B̄ u into the state, and the output C x.
+        const double stepFmas = n * n + n + n;
+        Assert.That(ModelFlops("lssl", "--T", $"{l}", "--H", "1", "--N", $"{n}", "--mode", "recurrent"), Is.EqualTo(2 * l * stepFmas).Within(1e-6).Percent);
     }
 
     /// <summary>Runs `engine bench ... --repeats 1 --json` and returns the model flops of its one row.</summary>

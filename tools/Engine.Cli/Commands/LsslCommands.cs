@@ -202,7 +202,7 @@ internal sealed class LsslBenchCommand : EngineCommand
 
     public LsslBenchCommand() : base("lssl", "time the LSSL state-space scan (recurrent, scan, conv)", """
         T is the sequence length L; the shape prints as B T H K V with K = N (state size) and V = 1 (one input per channel).
-        model flops per channel: recurrent 2L(N²+N) (diagonal 6LN); scan 2L((Q+1)/2 + 2N + N²/Q) (diagonal N/Q) over
+        model flops per channel: recurrent 2L(N²+2N) (diagonal 6LN); scan 2L((Q+1)/2 + 2N + N²/Q) (diagonal N/Q) over
         the whole chunks, the recurrence's count for the L mod Q steps after them;
         conv 5n·log2(n) + 8n with n = the FFT size (the GPU's conv mode is a direct O(L²) convolution).
         """)
