@@ -9,7 +9,8 @@ namespace Engine.Benchmarks;
 /// B = 1, HiPPO-LegS shared by the channels, bilinear, Q = 64. The layer is discretized (tables, conv kernel and
 /// spectra cached) before timing: one forward call is timed, with the final state written.
 /// Model flops (<see cref="LsslWorkload.ModelFlops(int, int, int, int, bool, int, LsslMode)"/>), per channel:
-///   recurrent 2L(N² + 2N); scan 2L((Q + 1)/2 + 2N + N²/Q) (L a multiple of Q here); conv 5n log₂ n + 8n, n = FFT size.
+///   recurrent 2L(N² + 2N); scan 2L((Q + 1)/2 + 2N + N²/Q) (L a multiple of Q here); conv 5n log₂ n + 8n, n = FFT size,
+///   and 2L(N + N²/Q) for the final state (the scan's state pass).
 /// Run: dotnet run -c Release --project benchmarks/Engine.Benchmarks -- --filter '*Lssl*'
 /// </summary>
 [Config(typeof(KernelBenchConfig))]

@@ -47,18 +47,20 @@ public sealed class LsslWorkload : IDisposable
     /// Model flops of a mode (not Auto), per channel and sequence: recurrent 2L(N² + 2N) (Ā x, B̄ u and C x; diagonal: 6LN); scan
     /// 2L'((Q + 1)/2 + 2N + N²/Q) (diagonal: N/Q for the carry) over the L' = L − (L mod Q) steps of whole chunks, the
     /// triangular Toeplitz block counted once, and the recurrence's count for the L mod Q steps after them, which it runs;
-    /// conv 5 n log₂ n + 8 n with n = the FFT size (two channels share a forward and an inverse transform).
+    /// conv 5 n log₂ n + 8 n with n = the FFT size (two channels share a forward and an inverse transform), and for the
+    /// final state the workload writes, the scan's state pass: 2L'(N + N²/Q), then L mod Q steps of the state's recurrence.
     /// </summary>
     public static double ModelFlops(int batch, int length, int channels, int stateSize, bool diagonal, int chunk, LsslMode mode)
     {
         double n = stateSize, l = length, q = chunk;
-        double recurrentStep = diagonal ? 6 * n : 2 * (n * n + 2 * n);
+        // A step of the state, x ← Ā x + B̄ u; the recurrence adds its output C x.
+        double stateStep = diagonal ? 4 * n : 2 * (n * n + n), recurrentStep = stateStep + 2 * n;
         double rest = length % chunk, chunked = l - rest;
         double perChannel = mode switch
         {
             LsslMode.Recurrent => l * recurrentStep,
             LsslMode.Scan => 2 * chunked * ((q + 1) / 2 + 2 * n + (diagonal ? n : n * n) / q) + rest * recurrentStep,
-            LsslMode.Conv => FftFlops(LsslCpu.FftSize(length)),
+            LsslMode.Conv => FftFlops(LsslCpu.FftSize(length)) + 2 * chunked * (n + (diagonal ? n : n * n) / q) + rest * stateStep,
             _ => throw new ArgumentException($"mode {mode} has no flop model: resolve Auto first", nameof(mode)),
         };
         return perChannel * batch * channels;

@@ -33,6 +33,18 @@ public sealed class BenchFlopsTests : CliFixture
         Assert.That(ModelFlops("lssl", "--T", $"{l}", "--H", "1", "--N", $"{n}", "--mode", "recurrent"), Is.EqualTo(2 * l * stepFmas).Within(1e-6).Percent);
     }
 
+    [Test]
+    public void TheLsslConvolutionCountsThePassThatMakesTheFinalState()
+    {
+        // L = 40 steps with N = 16 (chunks of Q = 16): the FFTs' size is the power of two >= 2L − 1.
+        const int l = 40, n = 16, q = 16, chunks = l / q, rest = l % q, fftSize = 128;
+        double fft = 5.0 * fftSize * Math.Log2(fftSize) + 8.0 * fftSize;
+        // The final state, which the bench writes: each whole chunk's inputs' share of its end state and the carry's
+        // N × N mat-vec, then x ← Ā x + B̄ u for each step after them.
+        const double stateFmas = chunks * (q * n + n * n) + rest * (n * n + n);
+        Assert.That(ModelFlops("lssl", "--T", $"{l}", "--H", "1", "--N", $"{n}", "--mode", "conv"), Is.EqualTo(fft + 2 * stateFmas).Within(1e-6).Percent);
+    }
+
     /// <summary>Runs `engine bench ... --repeats 1 --json` and returns the model flops of its one row.</summary>
     private static double ModelFlops(params string[] args)
     {

@@ -204,7 +204,8 @@ internal sealed class LsslBenchCommand : EngineCommand
         T is the sequence length L; the shape prints as B T H K V with K = N (state size) and V = 1 (one input per channel).
         model flops per channel: recurrent 2L(N²+2N) (diagonal 6LN); scan 2L((Q+1)/2 + 2N + N²/Q) (diagonal N/Q) over
         the whole chunks, the recurrence's count for the L mod Q steps after them;
-        conv 5n·log2(n) + 8n with n = the FFT size (the GPU's conv mode is a direct O(L²) convolution).
+        conv 5n·log2(n) + 8n with n = the FFT size (the GPU's conv mode is a direct O(L²) convolution), and the scan's
+        state pass for the final state, which the bench writes.
         """)
     {
         foreach (var option in _bench.All.Concat([_b, _h, _n, _kind, _mode])) Add(option);
