@@ -29,13 +29,19 @@ public sealed class GlaWorkload : AttentionWorkload
 
     public double ModelFlops(AttentionMode mode, int chunkSize) => ModelFlops(Batch, Tokens, Heads, KeyDim, ValueDim, mode, chunkSize);
 
-    /// <summary>Model flops: per token and head 2·C·(K+V) + 4·K·V for the chunked form, 4·K·V for the recurrent one.</summary>
+    /// <summary>
+    /// Model flops: per token and head 2·c·(K+V) + 4·K·V for the chunked form, c the length of the token's chunk (C, or
+    /// T mod C for the last, shorter one: its scores are c × c), 4·K·V for the recurrent one.
+    /// </summary>
     public static double ModelFlops(int batch, int tokens, int heads, int keyDim, int valueDim, AttentionMode mode, int chunkSize)
     {
-        double perTokenHead = mode == AttentionMode.Chunked
-            ? 2.0 * chunkSize * (keyDim + valueDim) + 4.0 * keyDim * valueDim
-            : 4.0 * keyDim * valueDim;
-        return perTokenHead * batch * tokens * heads;
+        double perHead = 4.0 * keyDim * valueDim * tokens;
+        if (mode == AttentionMode.Chunked)
+        {
+            double rest = tokens % chunkSize, full = tokens - rest;
+            perHead += 2.0 * (keyDim + valueDim) * (full * chunkSize + rest * rest);
+        }
+        return perHead * batch * heads;
     }
 
     public void Run(EngineDevice device, GlaOptions options)

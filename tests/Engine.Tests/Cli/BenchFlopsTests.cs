@@ -10,6 +10,19 @@ namespace Engine.Tests.Cli;
 [TestFixture]
 public sealed class BenchFlopsTests : CliFixture
 {
+    [TestCase("gla", "--chunk")]
+    [TestCase("lightning", "--block")]
+    public void AChunkedAttentionCountsItsLastShorterChunkAtItsOwnLength(string op, string chunkOption)
+    {
+        // T = 40 in chunks of 16: two whole chunks, then one of 8 tokens.
+        const int t = 40, c = 16, k = 16, v = 8;
+        // A chunk of n tokens: its scores Q Kᵀ (n × n × K), their product with V (n × n × V), the queries' product with
+        // the state before the chunk (n × K × V) and the chunk's update of the state (n × K × V).
+        static double ChunkFmas(int n) => n * n * k + n * n * v + 2.0 * n * k * v;
+        double expected = 2 * (2 * ChunkFmas(c) + ChunkFmas(t - 2 * c));
+        Assert.That(ModelFlops(op, "--T", $"{t}", "--H", "1", "--K", $"{k}", "--V", $"{v}", chunkOption, $"{c}"), Is.EqualTo(expected).Within(1e-6).Percent);
+    }
+
     [Test]
     public void TheLsslScanCountsTheStepsAfterItsLastWholeChunkAsTheRecurrenceItRuns()
     {
