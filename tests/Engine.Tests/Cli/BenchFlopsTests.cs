@@ -58,6 +58,15 @@ public sealed class BenchFlopsTests : CliFixture
         Assert.That(ModelFlops("lssl", "--T", $"{l}", "--H", "1", "--N", $"{n}", "--mode", "conv"), Is.EqualTo(fft + 2 * stateFmas).Within(1e-6).Percent);
     }
 
+    [Test]
+    public void EveryLsslModeTheReferenceRunsAsItsRecurrenceIsTimedOnce()
+    {
+        var (code, stdout, stderr) = Engine(["bench", "lssl", "--backend", "reference", "--mode", "all", "--T", "32", "--H", "1", "--N", "4", "--repeats", "1", "--json"]);
+        Assert.That(code, Is.Zero, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        Assert.That(doc.RootElement.EnumerateArray().Select(row => row.GetProperty("variant").GetString()), Is.EqualTo(new[] { "legs recurrent" }), stdout);
+    }
+
     /// <summary>Runs `engine bench ... --repeats 1 --json` and returns the model flops of its one row.</summary>
     private static double ModelFlops(params string[] args)
     {
