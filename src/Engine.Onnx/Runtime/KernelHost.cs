@@ -119,7 +119,8 @@ public sealed class KernelHost : IDisposable
         }
     }
 
-    private (EngineDevice Device, NativeOpDomain Domain) Backend(HandoverBackend backend)
+    /// <summary>The backend's device and op domain, made on first use.</summary>
+    internal (EngineDevice Device, NativeOpDomain Domain) Backend(HandoverBackend backend)
     {
         lock (_lock)
         {
@@ -129,7 +130,8 @@ public sealed class KernelHost : IDisposable
             var device = backend switch
             {
                 HandoverBackend.Cpu => EngineDevice.Create(Engine.Backend.Cpu, new EngineDeviceOptions { CpuThreads = IntraOpThreads }),
-                HandoverBackend.Gpu => EngineDevice.Create(Engine.Backend.Gpu, new EngineDeviceOptions { Gpu = Options.Gpu }),
+                // The GPU backend's CPU-side work (convolutions, gates, norms) runs on ORT's pool too: as many slots as its threads.
+                HandoverBackend.Gpu => EngineDevice.Create(Engine.Backend.Gpu, new EngineDeviceOptions { Gpu = Options.Gpu, CpuThreads = IntraOpThreads }),
                 _ => throw new ArgumentOutOfRangeException(nameof(backend), backend, "no engine kernels for this backend"),
             };
             try

@@ -212,6 +212,13 @@ public sealed class GpuBackendTests
     }
 
     [Test]
+    public void EveryBackendSplitsItsCpuWorkOverTheHostsIntraOpThreads([Values(HandoverBackend.Cpu, HandoverBackend.Gpu)] HandoverBackend backend)
+    {
+        using var host = new KernelHost(new KernelHostOptions { IntraOpThreads = 1, Gpu = GpuPreference.CpuAccelerator });
+        Assert.That(host.Backend(backend).Device.Threads, Is.EqualTo(1), "work items split over more slots than ORT's pool has threads");
+    }
+
+    [Test]
     public void LsslScanOnTheGpuBackend()
     {
         var model = SampleModels.LsslScanNode(channels: 4, stateSize: 8);
