@@ -22,7 +22,18 @@ public sealed record HandoverPlan(OnnxModel Model, IReadOnlyList<HandoverNode> N
     public IEnumerable<HandoverNode> EngineNodes => Nodes.Where(n => n.ToEngine);
 
     /// <summary>The rewritten model's nodes the engine's kernels run, subgraphs included: fewer than <see cref="EngineNodes"/> where folds merged them.</summary>
-    public int EngineKernelNodes => OnnxModel.AllGraphs(Model.Graph).SelectMany(g => g.Node).Count(n => n.Domain == HandoverRewriter.EngineDomain);
+    public int EngineKernelNodes => KernelNodes().Count();
+
+    /// <summary>The names of the rewritten model's nodes the engine's kernels run, subgraphs included (as ORT's profile names them).</summary>
+    public IReadOnlySet<string> EngineKernelNodeNames => KernelNodes().Select(n => n.Name).Where(n => n.Length > 0).ToHashSet();
+
+    private IEnumerable<NodeProto> KernelNodes() => OnnxModel.AllGraphs(Model.Graph).SelectMany(g => g.Node).Where(n => n.Domain == HandoverRewriter.EngineDomain);
+
+    /// <summary>
+    /// The names of the original model's nodes that ORT no longer runs: taken over by the engine, or folded into a node it
+    /// takes (Transposes, Splits, normalizations, gate chains). Unnamed nodes are left out: ORT's profile cannot name them either.
+    /// </summary>
+    public IReadOnlySet<string> ReplacedNodeNames { get; init; } = new HashSet<string>();
 }
 
 /// <summary>What the engine can take over: the LinearAttention and GatedDeltaNet update rules it has kernels for, and its own ops.</summary>
@@ -132,7 +143,9 @@ public static class HandoverRewriter
                     (needs27.Length > 0 ? $": still needed by {string.Join(", ", needs27)}" : ""));
             }
         }
-        return new HandoverPlan(rewritten, nodes, notes);
+        var runByOrt = OnnxModel.AllGraphs(rewritten.Graph).SelectMany(g => g.Node).Where(n => n.Domain != EngineDomain).Select(n => n.Name).ToHashSet();
+        var replaced = OnnxModel.AllGraphs(model.Graph).SelectMany(g => g.Node).Select(n => n.Name).Where(n => n.Length > 0 && !runByOrt.Contains(n)).ToHashSet();
+        return new HandoverPlan(rewritten, nodes, notes) { ReplacedNodeNames = replaced };
     }
 
     private static void RetargetLinearAttention(NodeProto node, long onnxOpset, EngineCapabilities capabilities, ShapeHints hints, List<HandoverNode> nodes)

@@ -94,6 +94,48 @@ public sealed class GatedDeltaNetLayerTests
             OnnxAssert.Close(byEngine[name], byOrt[name], $"{name}, hand-over vs ORT alone");
     }
 
+    /// <summary>
+    /// The plan names every node its engine nodes replace, the folded ones too, and no projection; ORT alone's profile, read by
+    /// those names, times them in every run (what `bench-model` compares the engine's nodes with).
+    /// </summary>
+    [Test]
+    public void ThePlanNamesEveryNodeTheEngineReplacesAndTheProfileTimesThem()
+    {
+        var model = GatedDeltaNetLayer.Model(new GatedDeltaNetSpec());
+        var plan = HandoverRewriter.Rewrite(model);
+        var original = OnnxModel.AllGraphs(model.Graph).SelectMany(g => g.Node).ToArray();
+        var keptByOrt = plan.Model.Graph.Node.Where(n => n.Domain != HandoverRewriter.EngineDomain).Select(n => n.Name).ToArray();
+        Assert.Multiple(() =>
+        {
+            Assert.That(plan.ReplacedNodeNames.Concat(keptByOrt), Is.EquivalentTo(original.Select(n => n.Name)), "each node replaced or kept, once");
+            Assert.That(plan.ReplacedNodeNames, Is.SupersetOf(original
+                .Where(n => n.OpType is "CausalConvWithState" or "Transpose" or "Split" or "LpNormalization" or "LinearAttention" or "SimplifiedLayerNormalization")
+                .Select(n => n.Name)));
+            Assert.That(plan.ReplacedNodeNames, Has.None.AnyOf(original.Where(n => n.OpType == "MatMul").Select(n => n.Name).ToArray()), "the projections stay with ORT");
+            Assert.That(plan.EngineKernelNodeNames, Is.EquivalentTo(original.Where(n => n.OpType == "LinearAttention").Select(n => n.Name)));
+        });
+
+        const int runs = 3;
+        string file;
+        using (var ort = ModelSession.Open(model, OnnxTestHost.Options(HandoverBackend.None) with { ProfilePrefix = Path.Combine(Path.GetTempPath(), $"engine-test-profile-{Environment.ProcessId}") }))
+        {
+            var inputs = Inputs(Hidden(new Random(3), TensorElementType.Float, 16, new GatedDeltaNetSpec().Hidden), ZeroStates(model));
+            for (int i = 0; i < runs; i++) ort.Run(inputs);
+            file = ort.EndProfiling();
+        }
+        try
+        {
+            double[] replaced = OrtProfile.MillisecondsPerRun(file, n => plan.ReplacedNodeNames.Contains(n.Name));
+            double[] all = OrtProfile.MillisecondsPerRun(file, null);
+            Assert.That(replaced, Has.Length.EqualTo(runs).And.All.GreaterThan(0.0));
+            Assert.That(replaced.Zip(all, (r, a) => r < a), Is.All.True, "the projections' time is not among the replaced nodes'");
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
     /// <summary>An empty request (no tokens, or no batch) gives an empty output, the states passed on, as ORT alone gives them.</summary>
     [TestCase(false, 1, 0)]
     [TestCase(true, 1, 0)]

@@ -228,7 +228,8 @@ internal sealed class BenchModelCommand : EngineCommand
     public BenchModelCommand() : base("bench-model", "time an ONNX model with and without the hand-over, side by side", """
         Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
         interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the
-        time spent in the nodes the engine takes over. Inputs not given as files are random, their symbolic dims from --dim
+        time spent in the engine's nodes and, with ORT alone, in every node they replace (the nodes taken over and those
+        folded into them: Transposes, Splits, normalizations, gate chains). Inputs not given as files are random, their symbolic dims from --dim
         (names with 'state' zeros, but 'hidden_state' N(0,1), 'decay' log gates, 'beta' in (0,1), other floats N(0,1);
         integers zeros and bools false, 'mask' ones and true).
         --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone, or the
@@ -384,7 +385,7 @@ internal sealed class BenchModelCommand : EngineCommand
     {
         double engineSeconds, ortSeconds;
         int engineNodes;
-        IReadOnlySet<string> opTypes;
+        IReadOnlySet<string> engineNames, replacedNames;
         using (var engine = ModelSession.Open(model, BenchOptions(backend, host, spinning)))
         using (var ort = ModelSession.Open(model, BenchOptions(HandoverBackend.None, host, spinning)))
         {
@@ -394,10 +395,13 @@ internal sealed class BenchModelCommand : EngineCommand
             (engineSeconds, ortSeconds) = BenchTimer.MedianInterleaved(() => engine.RunInto(inputs, engineOutputs), () => ort.RunInto(inputs, ortOutputs), repeats,
                 block: spinning ? 8 : 1);
             engineNodes = engine.Handover.EngineKernelNodes;
-            opTypes = engine.Handover.EngineNodes.Select(n => n.OpType).ToHashSet();
+            engineNames = engine.Handover.EngineKernelNodeNames;
+            replacedNames = engine.Handover.ReplacedNodeNames;
         }
-        var engineProfile = ProfileMilliseconds(model, inputs, BenchOptions(backend, host, spinning), repeats, opTypes, MatMul, null);
-        var ortProfile = ProfileMilliseconds(model, inputs, BenchOptions(HandoverBackend.None, host, spinning), repeats, opTypes);
+        // The engine's nodes against every node of the model they replace, folded ones too (Transposes, Split, normalizations).
+        var engineProfile = ProfileMilliseconds(model, inputs, BenchOptions(backend, host, spinning), repeats,
+            n => engineNames.Contains(n.Name), n => MatMul.Contains(n.OpType), null);
+        var ortProfile = ProfileMilliseconds(model, inputs, BenchOptions(HandoverBackend.None, host, spinning), repeats, n => replacedNames.Contains(n.Name));
         double? matMulShare = engineProfile[2] > 0 ? engineProfile[1] / engineProfile[2] : null;
         return new ModelTiming(label, what, tokens, engineNodes, engineSeconds * 1e3, ortSeconds * 1e3, engineProfile[0], ortProfile[0], matMulShare);
     }
@@ -413,11 +417,11 @@ internal sealed class BenchModelCommand : EngineCommand
         new() { Backend = backend, Host = host, AllowSpinning = spinning ? null : false };
 
     /// <summary>
-    /// Median time per run in the nodes of each set of op types (null: every node), read from ORT's profile of one separate
-    /// profiled session; 0 for a set no node of the model belongs to.
+    /// Median time per run in each selection of nodes (null: every node), read from ORT's profile of one separate profiled
+    /// session; 0 for a selection that picks no node of the model.
     /// </summary>
     private static double[] ProfileMilliseconds(OnnxModel model, Dictionary<string, TensorData> inputs, ModelSessionOptions options,
-        int repeats, params IReadOnlySet<string>?[] opTypes)
+        int repeats, params Func<ProfiledNode, bool>?[] selections)
     {
         string prefix = Path.Combine(Path.GetTempPath(), $"engine-profile-{Environment.ProcessId}-{options.Backend}");
         string file;
@@ -432,9 +436,9 @@ internal sealed class BenchModelCommand : EngineCommand
         }
         try
         {
-            return opTypes.Select(types =>
+            return selections.Select(selects =>
             {
-                var runs = OrtProfile.OpMillisecondsPerRun(file, types).Skip(warmup).ToArray();
+                var runs = OrtProfile.MillisecondsPerRun(file, selects).Skip(warmup).ToArray();
                 return runs.Length == 0 ? 0 : BenchTimer.MedianOf(runs);
             }).ToArray();
         }
@@ -498,7 +502,7 @@ internal sealed class BenchModelCommand : EngineCommand
         }
         w.WriteLine($"engine: {device}; ONNX Runtime {OrtInfo.Version} alone for comparison (median, runs interleaved); " +
             (spinning ? "ORT's default options (intra-op threads spin)" : "intra-op spinning off"));
-        w.WriteLine("whole model: median ms per run; nodes: median ms in the taken-over nodes (ORT's profile, separate runs)");
+        w.WriteLine("whole model: median ms per run; nodes: median ms in the engine's nodes and, with ORT alone, in the nodes they replace (ORT's profile, separate runs)");
         w.WriteLine($"{"model",-28} {"case",-12} {"nodes",5} {"engine ms",10} {"ORT ms",10} {"speedup",8} {"node engine",12} {"node ORT",10} {"speedup",8} {"MatMul",7}");
         foreach (var r in rows)
             w.WriteLine($"{r.Model,-28} {r.Case,-12} {r.EngineNodes,5} {r.EngineMs,10:F3} {r.OrtMs,10:F3} {r.Speedup,7:F2}x {r.EngineNodeMs,12:F3} {r.OrtNodeMs,10:F3} " +
