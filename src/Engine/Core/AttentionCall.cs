@@ -338,13 +338,17 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         }
     }
 
-    /// <summary>The state's length in floats, the given initial and final states' shapes (rank 0: not given) checked.</summary>
-    private int StateLength(AttentionOp op, ReadOnlySpan<nint> initialState, ReadOnlySpan<nint> finalState)
+    /// <summary>
+    /// The state's length in floats, the given initial and final states' shapes (rank 0: not given) checked. A state of more
+    /// floats than one array holds is refused as the final state, given or not: the call holds it as one span.
+    /// </summary>
+    public int StateLength(AttentionOp op, ReadOnlySpan<nint> initialState, ReadOnlySpan<nint> finalState)
     {
         nint[] stateShape = op.StateShape(Shapes.Sequences.Count);
+        TensorArgs.RequireArrayHolds(stateShape, DeviceCall.FinalState, $"the state {op.StateAxes}", "fewer sequences or smaller heads");
         if (initialState.Length != 0) TensorArgs.RequireShape(initialState, "initial_state", op.StateAxes, stateShape);
         if (finalState.Length != 0) TensorArgs.RequireShape(finalState, "final_state", op.StateAxes, stateShape);
-        return checked((int)(Shapes.Sequences.Count * op.Heads.StatePerSequence));
+        return (int)(Shapes.Sequences.Count * op.Heads.StatePerSequence);
     }
 
     /// <summary>

@@ -63,6 +63,19 @@ internal static class TensorArgs
         }
     }
 
+    /// <summary>
+    /// Refuses a shape the call derives (a state, an output to allocate) that holds more elements than one array, naming it:
+    /// unlike a given tensor's, its size is not bounded by any input's length (q, k and v of no token may ask for any heads).
+    /// </summary>
+    public static void RequireArrayHolds(ReadOnlySpan<nint> lengths, string name, string dims, string remedy)
+    {
+        // Exact for the int-sized lengths the calls derive, where a long product of three of them may already wrap.
+        Int128 count = 1;
+        foreach (nint n in lengths) count *= n;
+        if (count > Array.MaxLength)
+            throw new ArgumentException($"{name}: {dims} = {Format(lengths)} would hold {count} elements, more than one array holds ({Array.MaxLength}): {remedy}", name);
+    }
+
     /// <summary>A <see cref="Tensor{T}"/> the call reads, as a span: null refused by its name rather than dereferenced.</summary>
     public static ReadOnlyTensorSpan<T> Input<T>(Tensor<T>? tensor, string name) => (tensor ?? throw new ArgumentNullException(name)).AsReadOnlyTensorSpan();
 

@@ -115,12 +115,11 @@ public static class DeltaRule
         if (counts.Length != sequences) throw new ArgumentException($"counts: expected {sequences} values (one per sequence), got {counts.Length}", "counts");
         for (int n = 0; n < sequences; n++)
             if (counts[n] < 0) throw new ArgumentOutOfRangeException("counts", counts[n], $"counts: sequence {n}'s count must be >= 0");
-        if (initialState.Rank != 0) TensorArgs.RequireShape(initialState.Lengths, "initial_state", op.StateAxes, op.StateShape(sequences));
+        int stateLength = call.StateLength(op, initialState.Lengths, default);
 
         using var inputs = CallInputs.From(op, new AttentionTensors<T>(k, k, v, g, beta, default), rowsInPlace: false, ThreadPoolScheduler.CallingThread);
         using var init = FloatInput.From(initialState);
         TensorArgs.RequireFinite(init.Span, "initial_state");
-        int stateLength = checked((int)(sequences * config.Heads.StatePerSequence));
         var batch = inputs.Batch(false, call.Shapes.Sequences, default);
         // A NaN or infinity of k or v is named there, not in the deltas it would reach.
         TensorArgs.RequireFinite(batch.K, "k");

@@ -76,6 +76,41 @@ public sealed unsafe class ElementCountTests
         Assert.That(e.ParamName, Is.EqualTo("g"));
     }
 
+    /// <summary>
+    /// A state of more floats than one array holds, from q, k and v of no token or one: its size comes from the heads, which no
+    /// tensor's length bounds. Before, the call threw an OverflowException from inside.
+    /// </summary>
+    [TestCase(Backend.Reference, 0)]
+    [TestCase(Backend.Cpu, 0)]
+    [TestCase(Backend.Cpu, 1)]
+    [TestCase(Backend.Gpu, 1)]
+    public void AStateOfMoreFloatsThanAnArrayHoldsIsRefusedAsTheFinalState(Backend backend, int tokens)
+    {
+        var device = TestDevices.Of(backend);
+        const int dim = 1 << 16;
+        var q = new float[tokens * dim];
+        var output = new float[q.Length];
+        var e = Assert.Throws<ArgumentException>(() =>
+        {
+            var rows = new ReadOnlyTensorSpan<float>(q, [1, tokens, 1, dim], []);
+            Engine.Gla.Forward<float>(device, rows, rows, rows, default, new TensorSpan<float>(output, [1, tokens, 1, dim], []));
+        })!;
+        Assert.That(e.ParamName, Is.EqualTo("final_state"));
+        Assert.That(e.Message, Does.StartWith($"final_state: the state (N, Hv, K, V) = [1, 1, {dim}, {dim}] would hold {(long)dim * dim} elements"));
+    }
+
+    [Test]
+    public void CapturedTransitionsOfAStateOfMoreFloatsThanAnArrayHoldsAreRefusedAsTheFinalState()
+    {
+        const int valueHeads = 40000, dim = 256;
+        static Tensor<float> Empty(params nint[] shape) => Tensor.Create<float>([], shape);
+        var (keys, values, heads) = (Empty(1, 0, 1, dim), Empty(1, 0, valueHeads, dim), Empty(1, 0, valueHeads));
+        var e = Assert.Throws<ArgumentException>(() => Engine.DeltaRule.CaptureTransitions<float>(keys, values, heads, default, default, [0],
+            Empty(1, 0, valueHeads), Empty(1, 0, 1, dim), Empty(1, 0, valueHeads, dim)))!;
+        Assert.That(e.ParamName, Is.EqualTo("final_state"));
+        Assert.That(e.Message, Does.Contain("would hold 2621440000 elements"));
+    }
+
     [TestCase(Backend.Cpu)]
     [TestCase(Backend.Gpu)]
     public void AnLsslInputOfMoreElementsThanAnArrayHoldsIsRefusedByName(Backend backend)
