@@ -42,8 +42,13 @@ public sealed record AttentionResult<T>(Tensor<T> Output, Tensor<float> FinalSta
         // An undefined layout was given the key-major shape, which no call with that layout takes.
         if (!Enum.IsDefined(layout)) throw new ArgumentException($"state layout must be KeyMajor or ValueMajor, got {(int)layout}", nameof(layout));
         nint sequences = cuSeqlens.Length > 0 ? cuSeqlens.Length - 1 : q[0];
-        return new AttentionResult<T>(Tensor.CreateFromShapeUninitialized<T>([q[0], q[1], Math.Max(q[2], v[2]), v[3]]),
-            Tensor.CreateFromShapeUninitialized<float>(layout == StateLayout.ValueMajor ? [sequences, v[2], v[3], k[3]] : [sequences, v[2], k[3], v[3]]));
+        nint[] outputShape = [q[0], q[1], Math.Max(q[2], v[2]), v[3]];
+        nint[] stateShape = layout == StateLayout.ValueMajor ? [sequences, v[2], v[3], k[3]] : [sequences, v[2], k[3], v[3]];
+        // Neither is bounded by q's, k's or v's length: heads and head dims of tensors of one token or none may ask for any size.
+        TensorArgs.RequireArrayHolds(outputShape, "output", "(B, T, max(Hq, Hv), V)", "fewer tokens or heads");
+        TensorArgs.RequireArrayHolds(stateShape, "final_state", layout == StateLayout.ValueMajor ? "the state (N, Hv, V, K)" : "the state (N, Hv, K, V)",
+            "fewer sequences or smaller heads");
+        return new AttentionResult<T>(Tensor.CreateFromShapeUninitialized<T>(outputShape), Tensor.CreateFromShapeUninitialized<float>(stateShape));
     }
 
     internal static AttentionResult<T> Allocate(Tensor<T> q, Tensor<T> k, Tensor<T> v, int[]? cuSeqlens, AttentionOptions? options)

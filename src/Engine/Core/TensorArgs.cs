@@ -1,5 +1,6 @@
 using Engine.Kernels.Common;
 using System.Buffers;
+using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -69,8 +70,8 @@ internal static class TensorArgs
     /// </summary>
     public static void RequireArrayHolds(ReadOnlySpan<nint> lengths, string name, string dims, string remedy)
     {
-        // Exact for the int-sized lengths the calls derive, where a long product of three of them may already wrap.
-        Int128 count = 1;
+        // Exact: a long product of three int-sized lengths may already wrap.
+        BigInteger count = 1;
         foreach (nint n in lengths) count *= n;
         if (count > Array.MaxLength)
             throw new ArgumentException($"{name}: {dims} = {Format(lengths)} would hold {count} elements, more than one array holds ({Array.MaxLength}): {remedy}", name);

@@ -111,6 +111,32 @@ public sealed unsafe class ElementCountTests
         Assert.That(e.Message, Does.Contain("would hold 2621440000 elements"));
     }
 
+    /// <summary>
+    /// The convenience forms' output and final state, allocated from q, k and v of one token or none, of more elements than one
+    /// array holds: refused naming them. Before, the allocation threw an OverflowException.
+    /// </summary>
+    [Test]
+    public void AnAllocatedOutputOrStateOfMoreElementsThanAnArrayHoldsIsRefusedByName()
+    {
+        const int wide = 1 << 16;
+        var device = TestDevices.Reference;
+        static Tensor<float> Zeros(nint[] shape) => Tensor.CreateFromShape<float>(shape);
+        // 65536 query heads of one key dim over one value head of 65536 dims: an output of 2^32 elements from q and v of 2^16.
+        var e = Assert.Throws<ArgumentException>(() => Engine.Gla.Forward(device, Zeros([1, 1, wide, 1]),
+            Zeros([1, 1, 1, 1]), Zeros([1, 1, 1, wide]), null))!;
+        Assert.That(e.ParamName, Is.EqualTo("output"));
+        Assert.That(e.Message, Does.StartWith($"output: (B, T, max(Hq, Hv), V) = [1, 1, {wide}, {wide}] would hold {(long)wide * wide} elements"));
+
+        e = Assert.Throws<ArgumentException>(() => Engine.Lightning.Forward(device, Zeros([1, 0, 1, wide]),
+            Zeros([1, 0, 1, wide]), Zeros([1, 0, 1, wide])))!;
+        Assert.That(e.ParamName, Is.EqualTo("final_state"));
+        Assert.That(e.Message, Does.StartWith($"final_state: the state (N, Hv, K, V) = [1, 1, {wide}, {wide}] would hold"));
+
+        e = Assert.Throws<ArgumentException>(() => AttentionResult<float>.Allocate([1, 0, 1, wide], [1, 0, 1, wide], [1, 0, 1, wide], layout: StateLayout.ValueMajor))!;
+        Assert.That(e.ParamName, Is.EqualTo("final_state"));
+        Assert.That(e.Message, Does.StartWith("final_state: the state (N, Hv, V, K)"));
+    }
+
     [TestCase(Backend.Cpu)]
     [TestCase(Backend.Gpu)]
     public void AnLsslInputOfMoreElementsThanAnArrayHoldsIsRefusedByName(Backend backend)
