@@ -220,6 +220,26 @@ public sealed class GpuRuntime : IDisposable
         Interlocked.Add(ref _bytesToDevice, (long)source.Length * Unsafe.SizeOf<T>());
     }
 
+    /// <summary>
+    /// Refuses a kernel whose launches, sized in y and z by the heads and head dims, would pass the accelerator's grid there
+    /// (CUDA's: 65535 groups): ILGPU refuses such a launch only as it runs, naming the grid alone. <paramref name="shape"/>
+    /// says what sets them, e.g. "q, k, v: 70000 heads, K = 1, V = 1".
+    /// </summary>
+    public void RequireGrid(long groupsY, long groupsZ, string shape)
+    {
+        if (GridRefusal(groupsY, groupsZ, shape) is { } refusal) throw new NotSupportedException(refusal);
+    }
+
+    /// <summary>Why launches of these groups in y and z do not fit the accelerator's grid (see <see cref="RequireGrid"/>); null when they do.</summary>
+    public string? GridRefusal(long groupsY, long groupsZ, string shape)
+    {
+        var max = Accelerator.MaxGridSize;
+        return groupsY > max.Y || groupsZ > max.Z
+            ? $"{shape}: the GPU kernels would launch {groupsY} groups in a grid's y and {groupsZ} in its z, the accelerator takes at most {max.Y} and {max.Z} " +
+              "(the CPU backend has no such limit)"
+            : null;
+    }
+
     /// <summary>A grid of (x, y, z) groups of <see cref="GroupSize"/> threads, with <paramref name="sharedFloats"/> floats of dynamic shared memory.</summary>
     public KernelConfig Groups(int x, int y, int z, int sharedFloats = 0)
     {

@@ -27,6 +27,9 @@ public sealed class DeltaRuleGpu : IAttentionGpu
         Runtime = runtime;
         // The config's limits (K <= 256, chunk <= 64) keep every tile within 48 KB: Prepare's is the largest, 45.8 KB at chunk 64 with a per-key gate.
         _shape = new DeltaRuleGpuShape(config, runtime.GroupSize);
+        // y: a row of groups per head; z: a head's value columns in tiles (V <= 256 keeps them few).
+        runtime.RequireGrid(config.Heads.OutputHeads, Math.Max(_shape.ValueTiles, Math.Max(_shape.StateTiles, _shape.OutputTiles)),
+            $"q, k, v: {config.Heads.OutputHeads} heads, K = {config.Heads.KeyDim}, V = {config.Heads.ValueDim}");
         if (_shape.TensorCores) RequireTensorCoreTiles(_shape, runtime);
         _buffers = new GpuBuffers(runtime);
         _prepare = Load(DeltaRuleGpuKernels.Prepare);

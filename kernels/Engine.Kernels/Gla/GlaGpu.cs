@@ -18,6 +18,8 @@ public sealed class GlaGpu : IAttentionGpu
     private readonly ChunkTable _chunks = new();
     private readonly GlaGpuShape _shape;
     private readonly string? _recurrentTooLarge;
+    /// <summary>Why the recurrent or the chunked launches pass the accelerator's grid; null when they fit.</summary>
+    private readonly string? _recurrentGrid, _chunkedGrid;
     private readonly Launcher _chunkDeltas, _stateScan, _output, _recurrent;
     private bool _constantDecayUploaded;
 
@@ -31,6 +33,12 @@ public sealed class GlaGpu : IAttentionGpu
         long limit = runtime.SharedMemoryPerGroup;
 
         _shape = Shape(config, groupSize, limit);
+        // y: a row of groups per head; z: a head's value columns (recurrent), or its state tiles (chunk deltas) and entries (state scan).
+        var heads = config.Heads;
+        string shape = $"q, k, v: {heads.OutputHeads} heads, K = {heads.KeyDim}, V = {heads.ValueDim}";
+        _recurrentGrid = runtime.GridRefusal(heads.ValueHeads, DivUp(heads.ValueDim, _shape.RecurrentCols), shape);
+        _chunkedGrid = runtime.GridRefusal(heads.OutputHeads, Math.Max((long)DivUp(heads.KeyDim, _shape.StateRows) * DivUp(heads.ValueDim, _shape.StateCols),
+            ((long)heads.KeyDim * heads.ValueDim + groupSize - 1) / groupSize), shape);
         long recurrentBytes = SharedBytes(new RecurrentTiles(_shape).Floats);
         if (recurrentBytes > limit)
         {
@@ -97,6 +105,7 @@ public sealed class GlaGpu : IAttentionGpu
     private void RequireMode(bool chunked)
     {
         if (!chunked && _recurrentTooLarge is not null) throw new NotSupportedException(_recurrentTooLarge);
+        if ((chunked ? _chunkedGrid : _recurrentGrid) is { } grid) throw new NotSupportedException(grid);
     }
 
     private Launcher Load(Action<GlaGpuArgs, SpecializedValue<GlaGpuShape>> kernel) => Runtime.Kernel(kernel);
