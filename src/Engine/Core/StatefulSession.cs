@@ -26,14 +26,15 @@ public abstract class StatefulSession : IDisposable
         ArgumentNullException.ThrowIfNull(device);
         ObjectDisposedException.ThrowIf(device.IsDisposed, device);
         if (stateShape[0] < 1) throw new ArgumentOutOfRangeException("sequences", stateShape[0], "at least one sequence");
-        long floats = stateShape.Aggregate(1L, (a, d) => a * d);
+        // Exact: heads and head dims of int size make a product past long's range.
+        var floats = stateShape.Aggregate(System.Numerics.BigInteger.One, (a, d) => a * d);
         if (floats > Array.MaxLength)
             throw new ArgumentOutOfRangeException("sequences", stateShape[0],
                 $"the state {stateAxes} = [{string.Join(", ", stateShape)}] would hold {floats} floats, more than one array holds ({Array.MaxLength}): fewer sequences or smaller heads");
         Device = device;
         _stateShape = stateShape;
         _stateAxes = stateAxes;
-        States = new SessionState(device, floats);
+        States = new SessionState(device, (long)floats);
     }
 
     /// <summary>How many sequences the state holds (the batch, or the packed sequence count).</summary>

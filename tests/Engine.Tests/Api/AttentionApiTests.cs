@@ -61,6 +61,9 @@ public sealed class AttentionApiTests
             Throws.ArgumentException.With.Property("ParamName").EqualTo("q").And.Message.EqualTo("q: query heads must be >= 1, got 0 (Parameter 'q')"));
         Assert.That(() => new GlaSession(Cpu, int.MaxValue, new HeadLayout(H, H, K, V), GateKind.PerHead),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("sequences").And.Message.Contain("more than one array holds"));
+        // 2^64 floats: a long product wraps to 0.
+        Assert.That(() => new GlaSession(Cpu, 1, new HeadLayout(1, 1, 1 << 22, 1 << 21, 1 << 21), GateKind.PerHead),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("sequences").And.Message.Contain("more than one array holds"));
         Assert.That(() => Engine.Lightning.Forward(Cpu, Tensor.Create(new float[T * H * K], [1, T, H, K]), k, v, new LightningOptions { Layers = 4 }),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("layer").And.Message.Contain("give both or neither, got layers 4 alone"));
     }
