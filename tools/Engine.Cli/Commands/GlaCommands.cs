@@ -53,7 +53,8 @@ internal sealed class GlaBenchCommand : EngineCommand
 
     public GlaBenchCommand() : base("gla", "time gated linear attention",
         $"""
-        model flops per token and head: 2·C·(K+V) + 4·K·V chunked, 4·K·V recurrent (C = chunk size; T mod C in a last, shorter chunk).
+        model flops per token and head: 2·C·(K+V) + 4·K·V chunked, 4·K·V recurrent (C = chunk size; T mod C in a last,
+        shorter chunk).
         {AttentionBench.GpuNotes}
         ort-cuda linear-attention: ORT's com.microsoft.LinearAttention CUDA kernel (update_rule linear or gated).
         """)

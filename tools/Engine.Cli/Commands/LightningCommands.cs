@@ -68,7 +68,7 @@ internal sealed class LightningBenchCommand : EngineCommand
     private readonly Option<int> _block = Opt.OneOf("--block", 64, GlaConfig.ChunkSizes, "block size");
 
     public LightningBenchCommand() : base("lightning", "time Lightning attention",
-        "model flops per token and head: 2·B·(K+V) + 4·K·V in blocks of B tokens (T mod B in a last, shorter block), 4·K·V recurrent")
+        "model flops per token and head: 2·B·(K+V) + 4·K·V in blocks of B tokens (T mod B in a last, shorter block),\n4·K·V recurrent")
     {
         foreach (var option in _bench.All.Append(_block)) Add(option);
     }

@@ -229,9 +229,9 @@ internal sealed class BenchModelCommand : EngineCommand
         Times the model with the engine's kernels (--backend, default cpu) and with ONNX Runtime alone, runs
         interleaved (outputs written into tensors kept across runs), median of --repeats; then, from ORT's profile, the
         time spent in the engine's nodes and, with ORT alone, in every node they replace (the nodes taken over and those
-        folded into them: Transposes, Splits, normalizations, gate chains). Inputs not given as files are random, their symbolic dims from --dim
-        (names with 'state' zeros, but 'hidden_state' N(0,1), 'decay' log gates, 'beta' in (0,1), other floats N(0,1);
-        integers zeros and bools false, 'mask' ones and true).
+        folded into them: Transposes, Splits, normalizations, gate chains). Inputs not given as files are random, their
+        symbolic dims from --dim (names with 'state' zeros, but 'hidden_state' N(0,1), 'decay' log gates, 'beta' in (0,1),
+        other floats N(0,1); integers zeros and bools false, 'mask' ones and true).
         --sample times the LinearAttention block (B=1, Hq=Hkv=8, dk=dv=128, hidden 256) and the node alone, or the
         Gated DeltaNet layer as ONNX Runtime GenAI's builder writes it (hidden 2048, 16 query/key and 32 value heads of
         128, K=4; gdn-layer-fused: its fused-gate export; gdn-layer-int4: its CPU int4 export, the projections MatMulNBits),
