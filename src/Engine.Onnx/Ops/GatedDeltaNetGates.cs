@@ -105,8 +105,7 @@ internal ref struct GatedDeltaNetGates
         if (config.Gate == DecayGateActivation.Softplus)
         {
             // softplus(x) = max(x, 0) + log1p(exp(−|x|)), then times −exp(a_log).
-            ExpNegativeMagnitude(g, scratch);
-            TensorPrimitives.LogP1(scratch, scratch);
+            Log1pExpNegativeMagnitude(g, scratch);
             TensorPrimitives.Max(g, 0f, g);
             TensorPrimitives.Add(g, scratch, g);
             for (int row = 0; row < g.Length; row += width) TensorPrimitives.Multiply(g.Slice(row, width), rate, g.Slice(row, width));
@@ -121,15 +120,25 @@ internal ref struct GatedDeltaNetGates
         }
     }
 
-    /// <summary>dst = exp(−|x|): every exponent ≤ 0.</summary>
-    private static void ExpNegativeMagnitude(ReadOnlySpan<float> x, Span<float> dst)
+    /// <summary>
+    /// dst = log1p(exp(−|x|)), softplus's far tail kept: a large exp(a_log) brings it back into range, so exp keeps its
+    /// subnormals (below −87.3) and log1p its digits (TensorPrimitives.LogP1 is log(1 + e), 0 once e is under 6e-8).
+    /// Every exponent ≤ 0.
+    /// </summary>
+    private static void Log1pExpNegativeMagnitude(ReadOnlySpan<float> x, Span<float> dst)
     {
         int i = 0;
         ref float src = ref MemoryMarshal.GetReference(x);
         ref float to = ref MemoryMarshal.GetReference(dst);
+        var one = Vector512<float>.One;
         for (; i + 16 <= x.Length; i += 16)
-            SimdMath.ExpNonPositive(-Vector512.Abs(Vector512.LoadUnsafe(ref src, (nuint)i))).StoreUnsafe(ref to, (nuint)i);
-        for (; i < x.Length; i++) dst[i] = MathF.Exp(-MathF.Abs(x[i]));
+        {
+            var e = Vector512.Exp(-Vector512.Abs(Vector512.LoadUnsafe(ref src, (nuint)i)));
+            var u = one + e;
+            // ln(u) · e / (u − 1) cancels the rounding of u = 1 + e; where u rounds to 1, log1p(e) is e.
+            Vector512.ConditionalSelect(Vector512.Equals(u, one), e, Vector512.Log(u) * (e / (u - one))).StoreUnsafe(ref to, (nuint)i);
+        }
+        for (; i < x.Length; i++) dst[i] = SimdMath.Softplus(-MathF.Abs(x[i]));
     }
 
     /// <summary>dst = factor · sigmoid(x) = factor · (x ≥ 0 ? 1 : e) / (1 + e), e = exp(−|x|); x finite.</summary>

@@ -118,6 +118,40 @@ public sealed class GatedDeltaNetHandoverTests
         }
     }
 
+    [TestCase(false, TestName = "GatedDeltaNet softplus gate far in its negative tail, decay per head")]
+    [TestCase(true, TestName = "GatedDeltaNet softplus gate far in its negative tail, decay per key")]
+    public void SoftplusGateKeepsItsFarNegativeTail(bool perKey)
+    {
+        // g = −exp(a_log)·softplus(x) with x = −a_log + [−8, 2]: softplus(x) ≈ e^x from 1e-4 down to 1e-39 (below fp32's
+        // smallest normal), which exp(a_log) brings back to gates of −7 .. −3e-4. log(1 + e^x) in fp32, or an exp that
+        // flushed to 0, made them 0: the state never decayed. ORT's kernel keeps them.
+        float[] aLog = [3f, 30f, 60f, 80f];
+        var c = new GatedDeltaNetNodeCase
+        {
+            Spec = new() { DecayGateActivation = "softplus", DecayPerKey = perKey, GateParameters = (aLog, new float[4]) },
+            Lengths = [37],
+        };
+        var inputs = c.Inputs();
+        var decay = inputs["decay"].As<float>();
+        var offsets = new TestData(AttentionCase.StableSeed(c.Name)).Uniform(decay.Length, -8, 2);
+        int perHead = perKey ? c.Spec.KeyDim : 1;
+        for (int i = 0; i < decay.Length; i++) decay[i] = -aLog[i / perHead % aLog.Length] + offsets[i];
+        var reference = c.Reference(inputs);
+
+        using var ort = OnnxTestHost.Open(c.Model(), HandoverBackend.None);
+        var byOrt = ort.Run(inputs);
+        OnnxAssert.Close(byOrt["output"], reference.Output, "ORT kernel output vs reference", c.Tolerance);
+        OnnxAssert.Close(byOrt["final_state"], reference.FinalState, "ORT kernel final_state vs reference", c.Tolerance);
+        foreach (var backend in new[] { HandoverBackend.Cpu, HandoverBackend.Gpu })
+        {
+            using var engine = OnnxTestHost.Open(c.Model(), backend);
+            var byEngine = engine.Run(inputs);
+            OnnxAssert.Close(byEngine["output"], reference.Output, $"{backend}: output vs reference", c.Tolerance);
+            OnnxAssert.Close(byEngine["final_state"], reference.FinalState, $"{backend}: final_state vs reference", c.Tolerance);
+            OnnxAssert.Close(byEngine["output"], byOrt["output"], $"{backend}: output vs ORT kernel", c.Tolerance);
+        }
+    }
+
     [TestCase(HandoverBackend.Cpu)]
     [TestCase(HandoverBackend.Gpu)]
     [TestCase(HandoverBackend.None)]

@@ -214,10 +214,17 @@ public sealed record GatedDeltaNetNodeCase
             double bias = s.DtBiasPerKeyRank is null ? dtBias[h] : dtBias[column];
             double x = decay[i] + bias, a = Math.Exp(aLog[h]);
             g[i] = s.DecayGateActivation is "softplus" or "qwen"
-                ? (float)(-a * Math.Log(1 + Math.Exp(x)))
+                ? (float)(-a * Softplus(x))
                 : (float)((s.GateLowerBound ?? -5.0) / (1 + Math.Exp(-a * x)));
         }
         return g;
+    }
+
+    /// <summary>ln(1 + e^x) = max(x, 0) + ln(1 + e^−|x|), the second term with e^−|x|'s digits kept where 1 + e^−|x| rounds.</summary>
+    private static double Softplus(double x)
+    {
+        double e = Math.Exp(-Math.Abs(x)), u = 1 + e;
+        return Math.Max(x, 0) + (u == 1 ? e : Math.Log(u) * (e / (u - 1)));
     }
 
     /// <summary>
