@@ -15,8 +15,10 @@ namespace Engine.Onnx.Ops;
 ///   sigmoid   g = gate_lower_bound·sigmoid(exp(a_log)·(decay + dt_bias))
 ///   beta      sigmoid(beta) with beta_activation sigmoid, else beta
 /// sigmoid(y) = (y ≥ 0 ? 1 : e) / (1 + e) with e = exp(−|y|): every exponent of the data is ≤ 0. exp(a_log) is one
-/// value per head, refused when it overflows. Inputs that go through an activation are checked finite first, so a
-/// NaN never hides behind a saturated sigmoid; the facade then checks g (finite, ≤ 0) and beta as for every call.
+/// value per head; past float32 it saturates the gate as in ORT's kernel (a softplus gate of −∞ runs as the lowest finite
+/// one, a factor of 0 either way), and a gate of ∞·0, NaN in ORT's kernel, is refused. Inputs that go through an
+/// activation are checked finite first, so a NaN never hides behind a saturated sigmoid; the facade then checks g
+/// (finite, ≤ 0) and beta as for every call.
 /// </summary>
 internal ref struct GatedDeltaNetGates
 {
@@ -96,8 +98,6 @@ internal ref struct GatedDeltaNetGates
         {
             int h = i / perHead;
             float a = MathF.Exp(aLog[h]);
-            if (!float.IsFinite(a))
-                throw GatedDeltaNetCall.Bad(config, "a_log", $"exp(a_log) overflows float32 at head {h} (a_log = {aLog[h]})");
             bias[i] = dtBias.Length == width ? dtBias[i] : dtBias[h];
             rate[i] = config.Gate == DecayGateActivation.Softplus ? -a : a;
         }
@@ -109,13 +109,16 @@ internal ref struct GatedDeltaNetGates
             TensorPrimitives.Max(g, 0f, g);
             TensorPrimitives.Add(g, scratch, g);
             for (int row = 0; row < g.Length; row += width) TensorPrimitives.Multiply(g.Slice(row, width), rate, g.Slice(row, width));
-            // Finite inputs whose product overflows: refused as exp(a_log) overflowing is, not as a gate the user never gave.
-            if (FirstNonFinite(g) is int i and >= 0)
-                throw GatedDeltaNetCall.Bad(config, "decay", $"−exp(a_log)·softplus(decay + dt_bias) overflows float32 at flat index {i} (head {i % width / perHead})");
+            RefuseInfinityTimesZero(g, aLog, width, perHead, config);
+            // exp(a_log) or the product past float32 is a gate of −∞, whose factor ORT's kernel takes as 0: so is the lowest
+            // finite gate's, which the kernels take as a log gate (NaN stays NaN, refused above).
+            TensorPrimitives.Max(g, float.MinValue, g);
         }
         else
         {
+            // exp(a_log) or the product past float32 saturates the sigmoid, as in ORT's kernel.
             for (int row = 0; row < g.Length; row += width) TensorPrimitives.Multiply(g.Slice(row, width), rate, g.Slice(row, width));
+            RefuseInfinityTimesZero(g, aLog, width, perHead, config);
             Sigmoid(g, g, config.GateLowerBound);
         }
     }
@@ -161,6 +164,27 @@ internal ref struct GatedDeltaNetGates
             float e = MathF.Exp(-MathF.Abs(x[i]));
             dst[i] = factor * (x[i] >= 0f ? 1f : e) / (1f + e);
         }
+    }
+
+    /// <summary>
+    /// Refuses a NaN product: exp(a_log) past float32 times a softplus or decay + dt_bias of 0, or decay + dt_bias past
+    /// float32 times an exp(a_log) of 0. ∞·0 is NaN in ORT's kernel too, and no gate the engine could run instead.
+    /// </summary>
+    private static void RefuseInfinityTimesZero(ReadOnlySpan<float> product, ReadOnlySpan<float> aLog, int width, int perHead, GatedDeltaNetConfig config)
+    {
+        int i = 0;
+        ref float start = ref MemoryMarshal.GetReference(product);
+        for (; i + 16 <= product.Length; i += 16)
+        {
+            var x = Vector512.LoadUnsafe(ref start, (nuint)i);
+            if (!Vector512.EqualsAll(x, x)) break;
+        }
+        while (i < product.Length && !float.IsNaN(product[i])) i++;
+        if (i == product.Length) return;
+        int h = i % width / perHead;
+        throw float.IsInfinity(MathF.Exp(aLog[h]))
+            ? GatedDeltaNetCall.Bad(config, "a_log", $"exp(a_log) overflows float32 at head {h} (a_log = {aLog[h]}) where the gate's other factor is 0, at flat index {i}: the gate is ∞·0, NaN in ORT's kernel too")
+            : GatedDeltaNetCall.Bad(config, "decay", $"decay + dt_bias overflows float32 at flat index {i} (head {h}) where exp(a_log) is 0: the gate is ∞·0, NaN in ORT's kernel too");
     }
 
     private static void RequireFinite(ReadOnlySpan<float> values, GatedDeltaNetConfig config, string name)
