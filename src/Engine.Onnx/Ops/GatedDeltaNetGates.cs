@@ -144,7 +144,10 @@ internal ref struct GatedDeltaNetGates
         for (; i < x.Length; i++) dst[i] = SimdMath.Softplus(-MathF.Abs(x[i]));
     }
 
-    /// <summary>dst = factor · sigmoid(x) = factor · (x ≥ 0 ? 1 : e) / (1 + e), e = exp(−|x|); x finite.</summary>
+    /// <summary>
+    /// dst = factor · sigmoid(x) = factor · (x ≥ 0 ? 1 : e) / (1 + e), e = exp(−|x|) with its subnormals (below −87.3): a
+    /// gate_lower_bound near −3e38 brings them back into range. x not NaN.
+    /// </summary>
     private static void Sigmoid(ReadOnlySpan<float> x, Span<float> dst, float factor)
     {
         int i = 0;
@@ -155,7 +158,7 @@ internal ref struct GatedDeltaNetGates
         for (; i + 16 <= x.Length; i += 16)
         {
             var y = Vector512.LoadUnsafe(ref src, (nuint)i);
-            var e = SimdMath.ExpNonPositive(-Vector512.Abs(y));
+            var e = Vector512.Exp(-Vector512.Abs(y));
             var numerator = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(y, Vector512<float>.Zero), one, e);
             (f * numerator / (one + e)).StoreUnsafe(ref to, (nuint)i);
         }

@@ -179,6 +179,34 @@ public sealed class GatedDeltaNetHandoverTests
         }
     }
 
+    [Test]
+    public void SigmoidGateKeepsItsFarTailUnderALargeLowerBound()
+    {
+        // g = gate_lower_bound·sigmoid(y) with y in [−100, −84]: sigmoid(y) ≈ e^y lies below fp32's smallest normal, and a
+        // bound of −3e38 brings it back to gates of −1e-5 .. −20. An exp that flushed to 0 made them 0, as ORT's kernel does not.
+        var c = new GatedDeltaNetNodeCase
+        {
+            Spec = new() { DecayGateActivation = "sigmoid", GateLowerBound = -3e38f, GateParameters = (new float[4], new float[4]) },
+            Lengths = [37],
+        };
+        var inputs = c.Inputs();
+        var decay = inputs["decay"].As<float>();
+        new TestData(AttentionCase.StableSeed(c.Name)).Uniform(decay.Length, -100, -84).CopyTo(decay);
+        var reference = c.Reference(inputs);
+
+        using var ort = OnnxTestHost.Open(c.Model(), HandoverBackend.None);
+        var byOrt = ort.Run(inputs);
+        OnnxAssert.Close(byOrt["output"], reference.Output, "ORT kernel output vs reference", c.Tolerance);
+        foreach (var backend in new[] { HandoverBackend.Cpu, HandoverBackend.Gpu })
+        {
+            using var engine = OnnxTestHost.Open(c.Model(), backend);
+            var byEngine = engine.Run(inputs);
+            OnnxAssert.Close(byEngine["output"], reference.Output, $"{backend}: output vs reference", c.Tolerance);
+            OnnxAssert.Close(byEngine["final_state"], reference.FinalState, $"{backend}: final_state vs reference", c.Tolerance);
+            OnnxAssert.Close(byEngine["output"], byOrt["output"], $"{backend}: output vs ORT kernel", c.Tolerance);
+        }
+    }
+
     [TestCase(HandoverBackend.Cpu)]
     [TestCase(HandoverBackend.Gpu)]
     [TestCase(HandoverBackend.None)]
