@@ -16,7 +16,7 @@ namespace Engine.Onnx.Ops;
 ///   beta      sigmoid(beta) with beta_activation sigmoid, else beta
 /// sigmoid(y) = (y ≥ 0 ? 1 : e) / (1 + e) with e = exp(−|y|): every exponent of the data is ≤ 0. exp(a_log) is one
 /// value per head; past float32 it saturates the gate as in ORT's kernel (a softplus gate of −∞ runs as the lowest finite
-/// one, a factor of 0 either way), and a gate of ∞·0, NaN in ORT's kernel, is refused. Inputs that go through an
+/// one, a factor of 0 either way, as does a decay of −∞ without an activation), and a gate of ∞·0, NaN in ORT's kernel, is refused. Inputs that go through an
 /// activation are checked finite first, so a NaN never hides behind a saturated sigmoid; the facade then checks g
 /// (finite, ≤ 0) and beta as for every call.
 /// </summary>
@@ -38,7 +38,10 @@ internal ref struct GatedDeltaNetGates
                 int width = call.PerKeyDecay ? call.Hv * call.Dk : call.Hv;
                 nint[] shape = call.PerKeyDecay ? [b, t, hv, call.Dk] : [b, t, hv];
                 int n = checked((int)decay.ElementCount);
-                gates._g = Copy(decay, config.Gate != DecayGateActivation.None);
+                // A decay of −∞ is a factor of 0 in ORT's kernel, the state reset: the kernels take the lowest finite log gate for it.
+                bool reset = config.Gate == DecayGateActivation.None && (decay.ElementType != Ort.ElementFloat || decay.AsReadOnlySpan<float>().Contains(float.NegativeInfinity));
+                gates._g = Copy(decay, config.Gate != DecayGateActivation.None || reset);
+                if (reset) gates._g!.AsSpan(0, n).Replace(float.NegativeInfinity, float.MinValue);
                 if (config.Gate != DecayGateActivation.None)
                 {
                     var g = gates._g!.AsSpan(0, n);

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using Engine.Kernels.Common;
 using Engine.Onnx.Interop;
 
@@ -216,13 +217,15 @@ internal sealed class LinearAttentionKernel : IEngineKernel
                 Scale = _config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler,
                 QkL2Norm = _config.QkL2Norm, L2NormEpsilon = LinearAttentionSignature.LpNormalizationEpsilon, Convolution = conv.Convolution, OutputNorm = norm.Norm,
             };
-            DeltaRule.Forward(_device, q, k, v, beta.Tensor, Gates<T>(call, hkv, dk), output, state.Initial, state.Final, options: options);
+            using var gates = Gates<T>(call, hkv, dk);
+            DeltaRule.Forward(_device, q, k, v, beta.Tensor, gates.Tensor, output, state.Initial, state.Final, options: options);
             conv.Commit();
         }
         else
         {
             var options = new GlaOptions { Scale = _config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler };
-            Gla.Forward(_device, q, k, v, Gates<T>(call, hkv, dk), output, state.Initial, state.Final, options: options);
+            using var gates = Gates<T>(call, hkv, dk);
+            Gla.Forward(_device, q, k, v, gates.Tensor, output, state.Initial, state.Final, options: options);
         }
         state.Commit();
     }
@@ -232,12 +235,12 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         x.AsReadOnlyTensor<T>(x.Dims[0].AsNint(), x.Dims[1].AsNint(), heads, d);
 
     /// <summary>decay as the ops take g: (B, T, Hkv, dk) when one value per key dim, (B, T, Hkv) when per head, or absent.</summary>
-    private static ReadOnlyTensorSpan<T> Gates<T>(in LinearAttentionCall call, int kvHeads, int dk) where T : unmanaged
+    private static ResetGates<T> Gates<T>(in LinearAttentionCall call, int kvHeads, int dk) where T : unmanaged
     {
         if (call.Decay is not OrtTensorView decay) return default;
         nint b = decay.Dims[0].AsNint(), t = decay.Dims[1].AsNint();
-        return decay.Dims[2] == (long)kvHeads * dk ? decay.AsReadOnlyTensor<T>(b, t, kvHeads, dk)
-            : decay.Dims[2] == kvHeads ? decay.AsReadOnlyTensor<T>(b, t, kvHeads)
+        return decay.Dims[2] == (long)kvHeads * dk ? ResetGates<T>.From(decay, [b, t, kvHeads, dk])
+            : decay.Dims[2] == kvHeads ? ResetGates<T>.From(decay, [b, t, kvHeads])
             : throw new ArgumentException($"g: width {decay.Dims[2]} must be kv_num_heads ({kvHeads}, per head) or kv_num_heads·dk ({kvHeads * dk}, per key dim)", "g");
     }
 }
@@ -333,6 +336,40 @@ internal ref struct RepeatedHeads<T> where T : unmanaged
     {
         if (_expanded is not null) ArrayPool<T>.Shared.Return(_expanded);
         _expanded = null;
+    }
+}
+
+/// <summary>
+/// Log gates as the kernels take them, finite: ORT's kernel takes a decay of −∞ (what an unfused gate chain gives once
+/// exp(A_log) passes float32) as a factor of 0, the state reset. Such a decay runs on a copy with the lowest finite value in
+/// its place, whose factor is 0 too; any other decay where it lies.
+/// </summary>
+internal ref struct ResetGates<T> where T : unmanaged
+{
+    private T[]? _copy;
+
+    public ReadOnlyTensorSpan<T> Tensor { get; private set; }
+
+    public static ResetGates<T> From(OrtTensorView decay, nint[] shape)
+    {
+        var values = decay.AsReadOnlySpan<T>();
+        if (!HasNegativeInfinity(values)) return new ResetGates<T> { Tensor = decay.AsReadOnlyTensor<T>(shape) };
+        var copy = ArrayPool<T>.Shared.Rent(values.Length);
+        var span = copy.AsSpan(0, values.Length);
+        values.CopyTo(span);
+        if (typeof(T) == typeof(float)) MemoryMarshal.Cast<T, float>(span).Replace(float.NegativeInfinity, float.MinValue);
+        else MemoryMarshal.Cast<T, Half>(span).Replace(Half.NegativeInfinity, Half.MinValue);
+        return new ResetGates<T> { _copy = copy, Tensor = new ReadOnlyTensorSpan<T>(span, shape, []) };
+    }
+
+    private static bool HasNegativeInfinity(ReadOnlySpan<T> values) => typeof(T) == typeof(float)
+        ? MemoryMarshal.Cast<T, float>(values).Contains(float.NegativeInfinity)
+        : MemoryMarshal.Cast<T, Half>(values).Contains(Half.NegativeInfinity);
+
+    public void Dispose()
+    {
+        if (_copy is not null) ArrayPool<T>.Shared.Return(_copy);
+        _copy = null;
     }
 }
 

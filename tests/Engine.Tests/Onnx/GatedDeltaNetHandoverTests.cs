@@ -179,6 +179,30 @@ public sealed class GatedDeltaNetHandoverTests
         }
     }
 
+    [TestCase(false, TensorElementType.Float, TestName = "GatedDeltaNet decay of minus infinity without a gate activation resets the state, as ORT's kernel")]
+    [TestCase(true, TensorElementType.Float16, TestName = "GatedDeltaNet float16 per-key decay of minus infinity resets the state, as ORT's kernel")]
+    public void ADecayOfMinusInfinityResetsTheState(bool perKey, TensorElementType gateType)
+    {
+        var c = new GatedDeltaNetNodeCase { Spec = new() { DecayPerKey = perKey, GateElementType = gateType, ElementType = gateType }, Lengths = [37] };
+        var inputs = c.Inputs();
+        var values = OnnxAssert.Floats(inputs["decay"]);
+        for (int i = 0; i < values.Length; i += 7) values[i] = float.NegativeInfinity;
+        inputs["decay"] = gateType == TensorElementType.Float16
+            ? TensorData.Create(Harness.TestData.ToHalf(values), inputs["decay"].Shape)
+            : TensorData.Create(values, inputs["decay"].Shape);
+
+        using var ort = OnnxTestHost.Open(c.Model(), HandoverBackend.None);
+        var byOrt = ort.Run(inputs);
+        Assert.That(OnnxAssert.Floats(byOrt["output"]).Concat(OnnxAssert.Floats(byOrt["final_state"])), Is.All.Matches<float>(float.IsFinite), "ORT's outputs are finite");
+        foreach (var backend in new[] { HandoverBackend.Cpu, HandoverBackend.Gpu })
+        {
+            using var engine = OnnxTestHost.Open(c.Model(), backend);
+            var byEngine = engine.Run(inputs);
+            OnnxAssert.Close(byEngine["output"], byOrt["output"], $"{backend}: output vs ORT kernel", c.Tolerance);
+            OnnxAssert.Close(byEngine["final_state"], byOrt["final_state"], $"{backend}: final_state vs ORT kernel", c.Tolerance);
+        }
+    }
+
     [Test]
     public void SigmoidGateKeepsItsFarTailUnderALargeLowerBound()
     {

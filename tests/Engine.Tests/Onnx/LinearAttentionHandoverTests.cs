@@ -1,5 +1,6 @@
 using Engine.Onnx;
 using Engine.Onnx.Ops;
+using Engine.Tests.Harness;
 using NUnit.Framework;
 
 namespace Engine.Tests.Onnx;
@@ -91,6 +92,30 @@ public sealed class LinearAttentionHandoverTests
         OnnxAssert.Close(byOrt["present_state"], reference.State, "ORT kernel present_state vs reference", c.Tolerance);
         OnnxAssert.Close(byEngine["output"], reference.Output, "engine output vs reference", c.Tolerance);
         OnnxAssert.Close(byEngine["present_state"], reference.State, "engine present_state vs reference", c.Tolerance);
+        OnnxAssert.Close(byEngine["output"], byOrt["output"], "engine output vs ORT kernel output", c.Tolerance);
+        OnnxAssert.Close(byEngine["present_state"], byOrt["present_state"], "engine present_state vs ORT kernel present_state", c.Tolerance);
+    }
+
+    /// <summary>
+    /// A decay of −∞ (a gate of factor 0: the state reset) — what an unfused gate chain gives when exp(A_log) passes float32 —
+    /// runs as ORT's kernel runs it, every rule and decay form, whole sequences and decode, float32 and float16.
+    /// </summary>
+    [Test]
+    public void ADecayOfMinusInfinityResetsTheStateAsOrtsKernelDoes(
+        [Values(UpdateRule.Gated, UpdateRule.GatedDelta)] UpdateRule rule, [Values(DecayForm.PerKey, DecayForm.PerHead)] DecayForm decay,
+        [Values(1, 37)] int t, [Values(false, true)] bool half, [Values(HandoverBackend.Cpu, HandoverBackend.Gpu)] HandoverBackend backend)
+    {
+        var c = new LinearAttentionNodeCase { Rule = rule, Decay = decay, T = t, PastState = true, Half = half };
+        var model = c.Model();
+        var inputs = c.Inputs();
+        var values = OnnxAssert.Floats(inputs["decay"]);
+        for (int i = 0; i < values.Length; i += 5) values[i] = float.NegativeInfinity;
+        inputs["decay"] = half ? TensorData.Create(TestData.ToHalf(values), inputs["decay"].Shape) : TensorData.Create(values, inputs["decay"].Shape);
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        var byOrt = ort.Run(inputs);
+        using var engine = OnnxTestHost.Open(model, backend);
+        var byEngine = engine.Run(inputs);
+        Assert.That(OnnxAssert.Floats(byOrt["output"]), Is.All.Matches<float>(float.IsFinite), "ORT's kernel gives finite outputs");
         OnnxAssert.Close(byEngine["output"], byOrt["output"], "engine output vs ORT kernel output", c.Tolerance);
         OnnxAssert.Close(byEngine["present_state"], byOrt["present_state"], "engine present_state vs ORT kernel present_state", c.Tolerance);
     }
