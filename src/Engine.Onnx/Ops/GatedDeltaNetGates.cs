@@ -16,13 +16,14 @@ namespace Engine.Onnx.Ops;
 ///   beta      sigmoid(beta) with beta_activation sigmoid, else beta
 /// sigmoid(y) = (y ≥ 0 ? 1 : e) / (1 + e) with e = exp(−|y|): every exponent of the data is ≤ 0. exp(a_log) is one
 /// value per head; past float32 it saturates the gate as in ORT's kernel (a softplus gate of −∞ runs as the lowest finite
-/// one, a factor of 0 either way, as does a decay of −∞ without an activation), and a gate of ∞·0, NaN in ORT's kernel, is refused. Inputs that go through an
+/// one, a factor of 0 either way; a decay of −∞ without one, <see cref="ResetNegativeInfinity"/>), and a gate of ∞·0, NaN in ORT's kernel, is refused. Inputs that go through an
 /// activation are checked finite first, so a NaN never hides behind a saturated sigmoid; the facade then checks g
 /// (finite, ≤ 0) and beta as for every call.
 /// </summary>
 internal ref struct GatedDeltaNetGates
 {
     private float[]? _g, _beta, _scratch;
+    private nint[]? _shape;
 
     public ReadOnlyTensorSpan<float> G { get; private set; }
     public ReadOnlyTensorSpan<float> Beta { get; private set; }
@@ -38,10 +39,8 @@ internal ref struct GatedDeltaNetGates
                 int width = call.PerKeyDecay ? call.Hv * call.Dk : call.Hv;
                 nint[] shape = call.PerKeyDecay ? [b, t, hv, call.Dk] : [b, t, hv];
                 int n = checked((int)decay.ElementCount);
-                // A decay of −∞ is a factor of 0 in ORT's kernel, the state reset: the kernels take the lowest finite log gate for it.
-                bool reset = config.Gate == DecayGateActivation.None && (decay.ElementType != Ort.ElementFloat || decay.AsReadOnlySpan<float>().Contains(float.NegativeInfinity));
-                gates._g = Copy(decay, config.Gate != DecayGateActivation.None || reset);
-                if (reset) gates._g!.AsSpan(0, n).Replace(float.NegativeInfinity, float.MinValue);
+                gates._g = Copy(decay, config.Gate != DecayGateActivation.None);
+                gates._shape = shape;
                 if (config.Gate != DecayGateActivation.None)
                 {
                     var g = gates._g!.AsSpan(0, n);
@@ -213,6 +212,26 @@ internal ref struct GatedDeltaNetGates
         for (; i < values.Length; i++)
             if (!float.IsFinite(values[i])) return i;
         return -1;
+    }
+
+    /// <summary>
+    /// Whether g held −∞, a factor of 0 (the state reset) in ORT's kernel, which the kernels refuse as a log gate that is not
+    /// finite: <see cref="G"/> then holds the lowest finite log gate there, whose factor is 0 too (a copy of ORT's decay).
+    /// </summary>
+    public bool ResetNegativeInfinity()
+    {
+        if (G.IsEmpty) return false;
+        int n = checked((int)G.FlattenedLength);
+        var values = MemoryMarshal.CreateReadOnlySpan(in G.GetPinnableReference(), n);
+        if (!values.Contains(float.NegativeInfinity)) return false;
+        if (_g is null)
+        {
+            _g = ArrayPool<float>.Shared.Rent(n);
+            values.CopyTo(_g);
+        }
+        _g.AsSpan(0, n).Replace(float.NegativeInfinity, float.MinValue);
+        G = StridedView.Dense((ReadOnlySpan<float>)_g.AsSpan(0, n), _shape!);
+        return true;
     }
 
     public void Dispose()

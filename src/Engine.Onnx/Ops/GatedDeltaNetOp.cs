@@ -247,33 +247,56 @@ internal sealed class GatedDeltaNetKernel(GatedDeltaNetConfig config, EngineDevi
         NodeErrors.Guard(config.Node, name => name switch { "q" => "query", "k" => "key", "v" => "value", "g" => "decay", null => "input", _ => name }, () =>
         {
             using var inputs = new GatedDeltaNetViews(call, normalizeQk: config.QkL2Norm && !config.UsesBeta, config.L2NormEpsilon);
-            using var gates = GatedDeltaNetGates.From(config, call);
-            var initial = call.InitialState is OrtTensorView init ? init.AsReadOnlyTensor<float>(init.Lengths) : default;
-            var final = call.FinalState is OrtTensorView last ? last.AsTensor<float>(last.Lengths) : default;
-            if (config.UsesBeta)
+            // Not a using variable: a retry changes it.
+            var gates = GatedDeltaNetGates.From(config, call);
+            try
             {
-                var options = new DeltaRuleOptions
+                while (true)
                 {
-                    Scale = config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler, QkL2Norm = config.QkL2Norm,
-                    L2NormEpsilon = config.L2NormEpsilon, StateLayout = StateLayout.ValueMajor,
-                };
-                // Before the run: final_state may be initial_state's memory.
-                if (call.StateUpdate is OrtTensorView stateUpdate)
-                {
-                    TransitionViews(call, stateUpdate, out var decay, out var keys, out var deltas);
-                    DeltaRule.CaptureTransitions(inputs.K, inputs.V, gates.Beta, gates.G, initial, CaptureCounts(call), decay, keys, deltas, call.CuSeqlens, options);
+                    try
+                    {
+                        Run(call, mode, scheduler, inputs, gates);
+                        break;
+                    }
+                    // ORT's kernel takes a decay of −∞ as a factor of 0, the state reset; the kernels refuse it (leaving the state
+                    // as it was): then once more, with the lowest finite log gate in its place. Only a refused call looks for one.
+                    catch (ArgumentException refused) when (refused.ParamName == "g" && gates.ResetNegativeInfinity()) { }
                 }
-                DeltaRule.Forward(device, inputs.Q, inputs.K, inputs.V, gates.Beta, gates.G, inputs.Output, initial, final, call.CuSeqlens, options);
             }
-            else
+            finally
             {
-                Gla.Forward(device, inputs.Q, inputs.K, inputs.V, gates.G, inputs.Output, initial, final, call.CuSeqlens,
-                    new GlaOptions { Scale = config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler, StateLayout = StateLayout.ValueMajor });
-                // After the run, which has refused gates that are not log gates: these transitions read no state.
-                if (call.StateUpdate is OrtTensorView stateUpdate) CaptureAdditiveTransitions(call, inputs, gates, stateUpdate);
+                gates.Dispose();
             }
             inputs.Commit();
         });
+    }
+
+    private void Run(in GatedDeltaNetCall call, AttentionMode mode, IWorkScheduler scheduler, in GatedDeltaNetViews inputs, in GatedDeltaNetGates gates)
+    {
+        var initial = call.InitialState is OrtTensorView init ? init.AsReadOnlyTensor<float>(init.Lengths) : default;
+        var final = call.FinalState is OrtTensorView last ? last.AsTensor<float>(last.Lengths) : default;
+        if (config.UsesBeta)
+        {
+            var options = new DeltaRuleOptions
+            {
+                Scale = config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler, QkL2Norm = config.QkL2Norm,
+                L2NormEpsilon = config.L2NormEpsilon, StateLayout = StateLayout.ValueMajor,
+            };
+            // Before the run: final_state may be initial_state's memory.
+            if (call.StateUpdate is OrtTensorView stateUpdate)
+            {
+                TransitionViews(call, stateUpdate, out var decay, out var keys, out var deltas);
+                DeltaRule.CaptureTransitions(inputs.K, inputs.V, gates.Beta, gates.G, initial, CaptureCounts(call), decay, keys, deltas, call.CuSeqlens, options);
+            }
+            DeltaRule.Forward(device, inputs.Q, inputs.K, inputs.V, gates.Beta, gates.G, inputs.Output, initial, final, call.CuSeqlens, options);
+        }
+        else
+        {
+            Gla.Forward(device, inputs.Q, inputs.K, inputs.V, gates.G, inputs.Output, initial, final, call.CuSeqlens,
+                new GlaOptions { Scale = config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler, StateLayout = StateLayout.ValueMajor });
+            // After the run, which has refused gates that are not log gates: these transitions read no state.
+            if (call.StateUpdate is OrtTensorView stateUpdate) CaptureAdditiveTransitions(call, inputs, gates, stateUpdate);
+        }
     }
 
     /// <summary>capture_count as ORT's kernel reads it (a negative count captures nothing), or zeros when state_update_active is 0.</summary>

@@ -192,6 +192,31 @@ internal sealed class LinearAttentionKernel : IEngineKernel
 
     private void Run<T>(in LinearAttentionCall call, AttentionMode mode, IWorkScheduler scheduler) where T : unmanaged
     {
+        // Not a using variable: a retry changes it.
+        var gates = Gates<T>(call, _config.KvHeads, call.Dk);
+        try
+        {
+            while (true)
+            {
+                try
+                {
+                    Run(call, mode, scheduler, gates.Tensor);
+                    return;
+                }
+                // ORT's kernel takes a decay of −∞ as a factor of 0, the state reset; the kernels refuse it as a log gate that is
+                // not finite (leaving every state as it was): then once more, with the lowest finite log gate in its place. Only
+                // a refused call looks for one, so a decay is not read once more in every call.
+                catch (ArgumentException refused) when (refused.ParamName == "g" && gates.ResetNegativeInfinity()) { }
+            }
+        }
+        finally
+        {
+            gates.Dispose();
+        }
+    }
+
+    private void Run<T>(in LinearAttentionCall call, AttentionMode mode, IWorkScheduler scheduler, ReadOnlyTensorSpan<T> g) where T : unmanaged
+    {
         int hkv = _config.KvHeads, dk = call.Dk, dv = call.Dv;
         var packed = _config.Packed
             ? new PackedQkv<T>(call.Query.AsReadOnlySpan<T>(), call.B.AsNint(), call.T.AsNint(), _config.QHeads, _config.KeyHeads, hkv, dk, dv)
@@ -217,15 +242,13 @@ internal sealed class LinearAttentionKernel : IEngineKernel
                 Scale = _config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler,
                 QkL2Norm = _config.QkL2Norm, L2NormEpsilon = LinearAttentionSignature.LpNormalizationEpsilon, Convolution = conv.Convolution, OutputNorm = norm.Norm,
             };
-            using var gates = Gates<T>(call, hkv, dk);
-            DeltaRule.Forward(_device, q, k, v, beta.Tensor, gates.Tensor, output, state.Initial, state.Final, options: options);
+            DeltaRule.Forward(_device, q, k, v, beta.Tensor, g, output, state.Initial, state.Final, options: options);
             conv.Commit();
         }
         else
         {
             var options = new GlaOptions { Scale = _config.Scale, ChunkSize = _chunk, Mode = mode, Scheduler = scheduler };
-            using var gates = Gates<T>(call, hkv, dk);
-            Gla.Forward(_device, q, k, v, gates.Tensor, output, state.Initial, state.Final, options: options);
+            Gla.Forward(_device, q, k, v, g, output, state.Initial, state.Final, options: options);
         }
         state.Commit();
     }
@@ -340,31 +363,36 @@ internal ref struct RepeatedHeads<T> where T : unmanaged
 }
 
 /// <summary>
-/// Log gates as the kernels take them, finite: ORT's kernel takes a decay of −∞ (what an unfused gate chain gives once
-/// exp(A_log) passes float32) as a factor of 0, the state reset. Such a decay runs on a copy with the lowest finite value in
-/// its place, whose factor is 0 too; any other decay where it lies.
+/// The decay where it lies, or (<see cref="ResetNegativeInfinity"/>) a copy with the lowest finite log gate in place of −∞:
+/// ORT's kernel takes a decay of −∞ (what an unfused gate chain gives once exp(A_log) passes float32) as a factor of 0, the
+/// state reset, and so does the lowest finite one; the kernels take finite log gates only.
 /// </summary>
 internal ref struct ResetGates<T> where T : unmanaged
 {
     private T[]? _copy;
+    private nint[] _shape;
 
     public ReadOnlyTensorSpan<T> Tensor { get; private set; }
 
-    public static ResetGates<T> From(OrtTensorView decay, nint[] shape)
+    public static ResetGates<T> From(OrtTensorView decay, nint[] shape) => new() { Tensor = decay.AsReadOnlyTensor<T>(shape), _shape = shape };
+
+    /// <summary>Whether the decay held −∞ (the first time only): <see cref="Tensor"/> is then a copy with the lowest finite value there.</summary>
+    public bool ResetNegativeInfinity()
     {
-        var values = decay.AsReadOnlySpan<T>();
-        if (!HasNegativeInfinity(values)) return new ResetGates<T> { Tensor = decay.AsReadOnlyTensor<T>(shape) };
-        var copy = ArrayPool<T>.Shared.Rent(values.Length);
-        var span = copy.AsSpan(0, values.Length);
+        if (_copy is not null || Tensor.IsEmpty) return false;
+        var values = MemoryMarshal.CreateReadOnlySpan(in Tensor.GetPinnableReference(), checked((int)Tensor.FlattenedLength));
+        bool found = typeof(T) == typeof(float)
+            ? MemoryMarshal.Cast<T, float>(values).Contains(float.NegativeInfinity)
+            : MemoryMarshal.Cast<T, Half>(values).Contains(Half.NegativeInfinity);
+        if (!found) return false;
+        _copy = ArrayPool<T>.Shared.Rent(values.Length);
+        var span = _copy.AsSpan(0, values.Length);
         values.CopyTo(span);
         if (typeof(T) == typeof(float)) MemoryMarshal.Cast<T, float>(span).Replace(float.NegativeInfinity, float.MinValue);
         else MemoryMarshal.Cast<T, Half>(span).Replace(Half.NegativeInfinity, Half.MinValue);
-        return new ResetGates<T> { _copy = copy, Tensor = new ReadOnlyTensorSpan<T>(span, shape, []) };
+        Tensor = new ReadOnlyTensorSpan<T>(span, _shape, []);
+        return true;
     }
-
-    private static bool HasNegativeInfinity(ReadOnlySpan<T> values) => typeof(T) == typeof(float)
-        ? MemoryMarshal.Cast<T, float>(values).Contains(float.NegativeInfinity)
-        : MemoryMarshal.Cast<T, Half>(values).Contains(Half.NegativeInfinity);
 
     public void Dispose()
     {
