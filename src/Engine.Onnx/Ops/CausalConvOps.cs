@@ -156,7 +156,7 @@ internal sealed class CausalConvKernel(string node, ConvActivation activation, i
         if (weight.Dims.Length != 3 || weight.Dims[1] != 1 || weight.Dims[2] < 1 || weight.Dims[2] > CausalConvConfig.MaxKernelSize)
             throw Bad("weight", $"expected shape (channels, 1, K) with K in [1, {CausalConvConfig.MaxKernelSize}], got {TensorData.Format(weight.Dims)}");
         long channels = weight.Dims[0], k = weight.Dims[2];
-        var (stateDims, sequences) = Shapes(context, input, channels, k);
+        var (stateDims, packed) = Shapes(context, input, channels, k);
         if (bias is OrtTensorView b && (b.Dims.Length != 1 || b.Dims[0] != channels))
             throw Bad(names[biasIndex], $"expected shape ({channels}) (channels), got {TensorData.Format(b.Dims)}");
         if (past is OrtTensorView p && !p.Dims.SequenceEqual(stateDims))
@@ -166,6 +166,9 @@ internal sealed class CausalConvKernel(string node, ConvActivation activation, i
         var config = new CausalConvConfig(checked((int)channels), checked((int)k), dilation, activation, activations, state);
         var output = context.Output(0, input.Dims) ?? throw new ModelNodeException($"{node}: ORT gave no output tensor");
         var present = context.Output(1, stateDims);
+        // No batch or no channels: nothing to convolve or carry however long the other axes are, as ORT's kernel runs it.
+        if (output.ElementCount == 0 && (present is not OrtTensorView carried || carried.ElementCount == 0)) return;
+        var sequences = packed ?? DenseSequences(input);
         bool inline = (long)sequences.TotalTokens * channels * k <= InlineWork;
         var scheduler = CallScheduler.For(context, device, inline);
         using var views = new FloatViews();
@@ -177,8 +180,8 @@ internal sealed class CausalConvKernel(string node, ConvActivation activation, i
     private string StateShapeText => varlen ? "batch, channels, (K - 1)·dilation"
         : state == ConvLayout.ChannelsFirst ? "B, channels, (K - 1)·dilation" : "B, (K - 1)·dilation, d1..dn";
 
-    /// <summary>The state's dims and the sequences along the token axis the input implies.</summary>
-    private (long[] StateDims, SequenceLayout Sequences) Shapes(KernelContext context, OrtTensorView input, long channels, long k)
+    /// <summary>The state's dims, and the packed sequences of a varlen node (dense ones: <see cref="DenseSequences"/>).</summary>
+    private (long[] StateDims, SequenceLayout? Packed) Shapes(KernelContext context, OrtTensorView input, long channels, long k)
     {
         long stateLength = (k - 1) * dilation;
         string shape = TensorData.Format(input.Dims);
@@ -187,7 +190,8 @@ internal sealed class CausalConvKernel(string node, ConvActivation activation, i
             if (input.Dims.Length != 2 || input.Dims[1] != channels) throw Bad("input", $"expected shape (total_tokens, {channels}), got {shape}");
             var offsets = context.Input(VarlenCausalConvSignature.Offsets) ?? throw Bad("cumulative_sequence_length", "the required input was not given");
             if (offsets.Dims.Length != 1 || offsets.Dims[0] < 2) throw Bad("cumulative_sequence_length", $"expected rank 1 with at least 2 elements (batch + 1), got shape {TensorData.Format(offsets.Dims)}");
-            var sequences = NodeGuard(() => SequenceLayout.Packed(offsets.AsReadOnlySpan<int>(), checked((int)input.Dims[0]), "cumulative_sequence_length"));
+            if (input.Dims[0] > int.MaxValue) throw Bad("input", $"{input.Dims[0]} tokens is more than cumulative_sequence_length (int32) counts");
+            var sequences = NodeGuard(() => SequenceLayout.Packed(offsets.AsReadOnlySpan<int>(), (int)input.Dims[0], "cumulative_sequence_length"));
             long batch = offsets.Dims[0] - 1;
             return ([batch, channels, stateLength], sequences);
         }
@@ -196,10 +200,19 @@ internal sealed class CausalConvKernel(string node, ConvActivation activation, i
             throw Bad("input", $"expected {(last ? "rank 3 or more (B, L, d1..dn)" : "rank 3 (B, C, L)")}, got shape {shape}");
         long width = last ? input.Dims.Skip(2).Aggregate(1L, (a, d) => a * d) : input.Dims[1];
         if (width != channels) throw Bad("input", $"{(last ? "d1·…·dn" : "C")} must be weight's {channels} channels, got shape {shape}");
-        long b = input.Dims[0], l = input.Dims[last ? 1 : 2];
+        long b = input.Dims[0];
         long[] stateDims = state == ConvLayout.ChannelsFirst ? [b, channels, stateLength]
             : last ? [b, stateLength, .. input.Dims.Skip(2)] : [b, stateLength, channels];
-        return (stateDims, SequenceLayout.Dense(checked((int)b), checked((int)l)));
+        return (stateDims, null);
+    }
+
+    /// <summary>The (B, L) batch as the kernels count it: in int, refused naming the input past that.</summary>
+    private SequenceLayout DenseSequences(OrtTensorView input)
+    {
+        long b = input.Dims[0], l = input.Dims[activations == ConvLayout.ChannelsLast ? 1 : 2];
+        if (b > int.MaxValue || l > int.MaxValue || b * l > int.MaxValue)
+            throw Bad("input", $"(B, L) = ({b}, {l}) is more than {int.MaxValue} positions, which the convolution's kernels count");
+        return SequenceLayout.Dense((int)b, (int)l);
     }
 
     private T NodeGuard<T>(Func<T> make)

@@ -313,6 +313,38 @@ public sealed class CausalConvHandoverTests
     }
 
     /// <summary>
+    /// A batch of no sequences whose length passes int (every tensor empty) runs, as ORT 1.32 runs it channels-first (in 25 s
+    /// here; channels-last it ends the process). Before, the kernel counted the batch's positions in int and failed with an
+    /// OverflowException naming neither node nor input.
+    /// </summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void AnEmptyBatchLongerThanIntRuns(bool channelsLast)
+    {
+        const long length = 1L << 32;
+        var c = new ConvNodeCase { B = 0, C = 3, K = 4, ChannelsLast = channelsLast };
+        var b = new ModelBuilder(21).Import(HandoverRewriter.MicrosoftDomain, 1);
+        b.Node("CausalConvWithState", [b.Input("x", F.Float, channelsLast ? ["B", "T", c.C] : ["B", c.C, "T"]), b.Input("weight", F.Float, c.C, 1, c.K), "",
+            b.Input("past_state", F.Float, channelsLast ? ["B", c.S, c.C] : ["B", c.C, c.S])],
+            domain: HandoverRewriter.MicrosoftDomain, name: "conv", outputNames: ["y", "present_state"],
+            attributes: channelsLast ? [("channels_last", 1L)] : []);
+        b.Output("y", F.Float, null);
+        b.Output("present_state", F.Float, null);
+        long[] xShape = channelsLast ? [0, length, c.C] : [0, c.C, length], stateShape = channelsLast ? [0, c.S, c.C] : [0, c.C, c.S];
+        var inputs = new Dictionary<string, TensorData>
+        {
+            ["x"] = TensorData.Create(Array.Empty<float>(), xShape),
+            ["weight"] = c.Inputs("empty batch")["weight"],
+            ["past_state"] = TensorData.Create(Array.Empty<float>(), stateShape),
+        };
+        using var engine = OnnxTestHost.Open(b.Build(), HandoverBackend.Cpu);
+        Assert.That(engine.Handover.EngineNodes.Count(), Is.EqualTo(1));
+        var outputs = engine.Run(inputs);
+        OnnxAssert.Shape(outputs["y"], xShape);
+        OnnxAssert.Shape(outputs["present_state"], stateShape);
+    }
+
+    /// <summary>
     /// x (B, T, C) → Transpose → CausalConvWithState → Transpose → y, as the builder writes it; optionally a second reader of the
     /// transposed input, or the layout attributes written out at their defaults (channels_last = 0, state_channels_last = -1).
     /// </summary>
