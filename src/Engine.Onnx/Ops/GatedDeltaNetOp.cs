@@ -405,6 +405,9 @@ internal readonly struct GatedDeltaNetCall
         if (tokenRank is not (1 or 2))
             throw Bad(c, "query", $"expected rank {(c.Packed ? "2 [N, W] or 3 [B, S, W] (packed QKV)" : "3 [N, Hq, dk] or 4 [B, S, Hq, dk]")}, got shape {Shape(q.Dims)}");
         long[] tokenDims = q.Dims[..tokenRank];
+        // The kernels count tokens in int, as ORT's kernel does (it refuses more too).
+        if (tokenDims.Any(d => d > int.MaxValue) || tokenDims.Aggregate(1L, (n, d) => n * d) > int.MaxValue)
+            throw Bad(c, "query", $"token axes {Shape(tokenDims)} hold more than {int.MaxValue} tokens");
         if (state is OrtTensorView s && s.Dims.Length != 4) throw Bad(c, "initial_state", $"expected rank 4 [B, Hv, dv, dk], got shape {Shape(s.Dims)}");
 
         long hq, hv, dk, dv;

@@ -3,6 +3,7 @@ using Engine.Onnx.Ops;
 using Engine.Tests.Harness;
 using Engine.Workloads;
 using NUnit.Framework;
+using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Engine.Tests.Onnx;
 
@@ -403,6 +404,29 @@ public sealed class GatedDeltaNetHandoverTests
         var batched = new GatedDeltaNetNodeCase { Spec = new() { Layout = GatedDeltaNetLayout.Batched, SymbolicShapes = true } };
         AssertRefused(batched, i => i["initial_state"] = TensorData.Create(new float[4 * 16 * 16], 1, 4, 16, 16),
             "initial_state: expected shape [2, 4, 16, 16] [B, Hv, dv, dk] (value-major), got [1, 4, 16, 16]");
+    }
+
+    /// <summary>
+    /// Empty [B, S, ..] tensors whose token axes pass int: refused naming the node and the query, as ORT's kernel refuses them
+    /// ("total_tokens must be positive and fit in int32"). Before, an OverflowException named neither.
+    /// </summary>
+    [TestCase(0L, 1L << 32)]
+    [TestCase(1L << 32, 0L)]
+    public void TokenAxesPastIntAreRefusedNamingTheQuery(long batch, long length)
+    {
+        var b = new ModelBuilder(21).Import(HandoverRewriter.MicrosoftDomain, 1);
+        var inputs = new Dictionary<string, TensorData>();
+        string Input(string name, params object[] heads)
+        {
+            inputs[name] = TensorData.Create(Array.Empty<float>(), [batch, length, .. heads.Cast<int>().Select(h => (long)h)]);
+            return b.Input(name, F.Float, ["B", "S", .. heads]);
+        }
+        b.Node("GatedDeltaNet", [Input("query", 1, 4), Input("key", 1, 4), Input("value", 1, 4), "", Input("decay", 1), Input("beta", 1)],
+            domain: HandoverRewriter.MicrosoftDomain, name: "gated_delta_net", outputNames: ["output"]);
+        b.Output("output", F.Float, null);
+        using var session = OnnxTestHost.Open(b.Build(), HandoverBackend.Cpu);
+        var e = Assert.Throws<ModelRunException>(() => session.Run(inputs));
+        Assert.That(e!.Message, Does.Contain($"{Node}: query: token axes [{batch}, {length}] hold more than {int.MaxValue} tokens"));
     }
 
     [Test]
