@@ -17,8 +17,9 @@ namespace Engine.Onnx.Ops;
 /// sigmoid(y) = (y ≥ 0 ? 1 : e) / (1 + e) with e = exp(−|y|): every exponent of the data is ≤ 0. exp(a_log) is one
 /// value per head; past float32 it saturates the gate as in ORT's kernel (a softplus gate of −∞ runs as the lowest finite
 /// one, a factor of 0 either way; a decay of −∞ without one, <see cref="ResetNegativeInfinity"/>), and a gate of ∞·0, NaN in ORT's kernel, is refused. Inputs that go through an
-/// activation are checked finite first, so a NaN never hides behind a saturated sigmoid; the facade then checks g
-/// (finite, ≤ 0) and beta as for every call.
+/// activation are checked for NaN first, so a NaN never hides behind a saturated sigmoid; ±∞ saturates it as in ORT's
+/// kernel (softplus(−∞) = 0, softplus(∞) a gate of −∞, sigmoid(±∞) 1 or 0). The facade then checks g (finite, ≤ 0) and
+/// beta as for every call.
 /// </summary>
 internal ref struct GatedDeltaNetGates
 {
@@ -44,7 +45,7 @@ internal ref struct GatedDeltaNetGates
                 if (config.Gate != DecayGateActivation.None)
                 {
                     var g = gates._g!.AsSpan(0, n);
-                    RequireFinite(g, config, "decay");
+                    RequireNotNaN(g, config, "decay");
                     gates._scratch = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
                     Activate(config, call, g, width, gates._scratch.AsSpan(0, n));
                 }
@@ -56,7 +57,7 @@ internal ref struct GatedDeltaNetGates
             if (config.BetaSigmoid)
             {
                 var values = gates._beta!.AsSpan(0, betas);
-                RequireFinite(values, config, "beta");
+                RequireNotNaN(values, config, "beta");
                 Sigmoid(values, values, 1f);
             }
             gates.Beta = StridedView.Dense(gates._beta is float[] copied ? copied.AsSpan(0, betas) : beta.AsReadOnlySpan<float>(), [b, t, hv]);
@@ -177,19 +178,32 @@ internal ref struct GatedDeltaNetGates
     /// </summary>
     private static void RefuseInfinityTimesZero(ReadOnlySpan<float> product, ReadOnlySpan<float> aLog, int width, int perHead, GatedDeltaNetConfig config)
     {
-        int i = 0;
-        ref float start = ref MemoryMarshal.GetReference(product);
-        for (; i + 16 <= product.Length; i += 16)
-        {
-            var x = Vector512.LoadUnsafe(ref start, (nuint)i);
-            if (!Vector512.EqualsAll(x, x)) break;
-        }
-        while (i < product.Length && !float.IsNaN(product[i])) i++;
-        if (i == product.Length) return;
+        int i = FirstNaN(product);
+        if (i < 0) return;
         int h = i % width / perHead;
         throw float.IsInfinity(MathF.Exp(aLog[h]))
             ? GatedDeltaNetCall.Bad(config, "a_log", $"exp(a_log) overflows float32 at head {h} (a_log = {aLog[h]}) where the gate's other factor is 0, at flat index {i}: the gate is ∞·0, NaN in ORT's kernel too")
             : GatedDeltaNetCall.Bad(config, "decay", $"decay + dt_bias overflows float32 at flat index {i} (head {h}) where exp(a_log) is 0: the gate is ∞·0, NaN in ORT's kernel too");
+    }
+
+    private static void RequireNotNaN(ReadOnlySpan<float> values, GatedDeltaNetConfig config, string name)
+    {
+        if (FirstNaN(values) is int i and >= 0)
+            throw GatedDeltaNetCall.Bad(config, name, $"values must not be NaN, got NaN at flat index {i}");
+    }
+
+    /// <summary>The index of the first NaN, or −1.</summary>
+    private static int FirstNaN(ReadOnlySpan<float> values)
+    {
+        int i = 0;
+        ref float start = ref MemoryMarshal.GetReference(values);
+        for (; i + 16 <= values.Length; i += 16)
+        {
+            var x = Vector512.LoadUnsafe(ref start, (nuint)i);
+            if (!Vector512.EqualsAll(x, x)) break;
+        }
+        while (i < values.Length && !float.IsNaN(values[i])) i++;
+        return i < values.Length ? i : -1;
     }
 
     private static void RequireFinite(ReadOnlySpan<float> values, GatedDeltaNetConfig config, string name)
