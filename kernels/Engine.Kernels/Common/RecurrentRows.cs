@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -22,6 +23,24 @@ public static unsafe class RecurrentRows
     {
         if (SimdWidths.Wide) UpdateAndRead<Lanes512>(src, s, vp, kd, x, near, far, decayStride, k, q, acc);
         else UpdateAndRead<Lanes256>(src, s, vp, kd, x, near, far, decayStride, k, q, acc);
+    }
+
+    /// <summary>
+    /// Whether a token's write k xᵀ may pass half fp32's range: the near form's m · S + k x (|m| &lt;= 1/2) can then overflow
+    /// although S + m S + k x fits, where a state near fp32's range meets a write that cancels it.
+    /// </summary>
+    public static bool WriteMayOverflowNearForm(float* k, int kd, float* x, int xd) =>
+        MathF.Abs(TensorPrimitives.MaxMagnitude(new ReadOnlySpan<float>(k, kd))) * MathF.Abs(TensorPrimitives.MaxMagnitude(new ReadOnlySpan<float>(x, xd)))
+            > float.MaxValue / 2;
+
+    /// <summary>Puts every row's decay in the far form, one factor e^g = 1 + m + f with m = −1: m · S + k x is not formed.</summary>
+    public static void UseOneFactor(float* near, float* far, int kd)
+    {
+        for (int c = 0; c < kd; c++)
+        {
+            far[c] = 1f + near[c] + far[c];
+            near[c] = -1f;
+        }
     }
 
     /// <summary>acc = Σ_c q_c · S_c over every column: further query heads reading a state already updated.</summary>

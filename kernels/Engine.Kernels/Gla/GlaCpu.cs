@@ -263,6 +263,8 @@ public sealed unsafe class GlaCpu : IDisposable
             SimdOps.Fill(near, SimdMath.DecayNear(scalarGate), kd);
             SimdOps.Fill(far, SimdMath.DecayFar(scalarGate), kd);
         }
+        // A state near fp32's range may meet a write past half of it: that token's decay is one factor, rounded to fp32 once.
+        if (RecurrentRows.WriteMayOverflowNearForm(kt, kd, vrow, vd)) RecurrentRows.UseOneFactor(near, far, kd);
         // The output heads of value head h read adjacent query heads, from the first one's.
         float* q0 = io.Q + (long)t * io.Rows.Q + (long)heads.QueryHeadOf(h * group) * kd;
         if (layout == StateLayout.ValueMajor) RecurrentRows.UpdateValueRows(source, w.S, kd, vd, 0f, 0f, near, far, kt, null, 1f, q0, group, w.Acc, vp);

@@ -594,9 +594,11 @@ public static class GlaGpuKernels
             {
                 int at = c * cols + col;
                 // The near part joins the token's write before the state: S + near S rounded on its own drops a decay
-                // within half an ulp of 1 at every token.
+                // within half an ulp of 1 at every token. A write past half fp32's range could overflow near S + write
+                // although the decayed sum fits: it takes the decay as one factor, 1 + near + far.
                 float write = keys[c] * v;
-                state[at] = decay[c] == -1f ? decayFar[c] * state[at] + write : state[at] + (decay[c] * state[at] + write);
+                state[at] = decay[c] == -1f || XMath.Abs(write) > float.MaxValue / 2 ? (1f + decay[c] + decayFar[c]) * state[at] + write
+                    : state[at] + (decay[c] * state[at] + write);
             }
             for (int g = 0; g < s.Group; g++)
             {

@@ -132,4 +132,35 @@ public sealed class ExtremeDecayTests
             Assert.That(Numerics.RelativeRms(actual.FinalState.ToArray(), expected.FinalState.ToArray()), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "final state");
         });
     }
+
+    /// <summary>
+    /// One decode step from a state of 3e38 decayed by 0.75 with a write of −2.8e38: the decayed sum, −5.5e37, fits fp32, but
+    /// the recurrent forms (CPU and GPU) formed near S + k vᵀ = −3.55e38 first and refused the call as an fp32 overflow, where
+    /// the chunked forms and the reference computed it. A write past half fp32's range now takes its decay as one factor.
+    /// </summary>
+    [Test]
+    public void AWriteThatCancelsAStateNearFp32sRangeIsComputed(
+        [Values(Rule.GlaPerHead, Rule.GlaPerKey, Rule.Lightning)] Rule rule, [Values] TestBackend backend, [Values] StateLayout layout)
+    {
+        float gate = MathF.Log(0.75f);
+        var q = Tensor.Create(Enumerable.Repeat(1e-30f, K).ToArray(), [1, 1, 1, K]);
+        var k = Tensor.Create(Enumerable.Repeat(-1f, K).ToArray(), [1, 1, 1, K]);
+        var v = Tensor.Create(Enumerable.Repeat(2.8e38f, V).ToArray(), [1, 1, 1, V]);
+        var initial = Tensor.Create(Enumerable.Repeat(3e38f, K * V).ToArray(), [1, 1, K, V]);
+        AttentionResult<float> Step(EngineDevice device) => rule switch
+        {
+            Rule.GlaPerHead => Engine.Gla.Forward(device, q, k, v, Tensor.Create([gate], [1, 1, 1]),
+                new GlaOptions { Mode = AttentionMode.Recurrent, StateLayout = layout }, initial),
+            Rule.GlaPerKey => Engine.Gla.Forward(device, q, k, v, Tensor.Create(Enumerable.Repeat(gate, K).ToArray(), [1, 1, 1, K]),
+                new GlaOptions { Mode = AttentionMode.Recurrent, StateLayout = layout }, initial),
+            _ => Engine.Lightning.Forward(device, q, k, v, new LightningOptions { Mode = AttentionMode.Recurrent, Slopes = [-gate], StateLayout = layout }, initial),
+        };
+        var expected = Step(TestDevices.Reference);
+        var actual = Step(TestDevices.Get(backend));
+        Assert.Multiple(() =>
+        {
+            Assert.That(Numerics.RelativeRms(actual.Output.ToArray(), expected.Output.ToArray()), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "output");
+            Assert.That(Numerics.RelativeRms(actual.FinalState.ToArray(), expected.FinalState.ToArray()), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "final state");
+        });
+    }
 }
