@@ -16,17 +16,17 @@ namespace Engine.Onnx.Ops;
 ///   beta      sigmoid(beta) with beta_activation sigmoid, else beta
 /// sigmoid(y) = (y ≥ 0 ? 1 : e) / (1 + e) with e = exp(−|y|): every exponent of the data is ≤ 0. exp(a_log) is one
 /// value per head; past float32 it saturates the gate as in ORT's kernel (a softplus gate of −∞ runs as the lowest finite
-/// one, a factor of 0 either way; a decay of −∞ without one, <see cref="ResetNegativeInfinity"/>), and a gate of ∞·0, NaN in ORT's kernel, is refused. Inputs that go through an
-/// activation are checked for NaN first, so a NaN never hides behind a saturated sigmoid; ±∞ saturates it as in ORT's
-/// kernel (softplus(−∞) = 0, softplus(∞) a gate of −∞, sigmoid(±∞) 1 or 0). The facade then checks g (finite, ≤ 0) and
-/// beta as for every call.
+/// one, a factor of 0 either way; a decay of −∞ without one, <see cref="ResetNegativeInfinity"/>), and a gate of ∞·0, NaN
+/// in ORT's kernel, is refused. Inputs that go through an activation are checked for NaN first, so a NaN never hides
+/// behind a saturated sigmoid; ±∞ saturates it as in ORT's kernel (softplus(−∞) = 0, softplus(∞) a gate of −∞,
+/// sigmoid(±∞) 1 or 0). The facade then checks g (finite, ≤ 0) and beta as for every call.
 /// </summary>
 internal ref struct GatedDeltaNetGates
 {
     private float[]? _g, _beta, _scratch;
-    private nint[]? _shape;
+    private ResetGates<float> _gates;
 
-    public ReadOnlyTensorSpan<float> G { get; private set; }
+    public readonly ReadOnlyTensorSpan<float> G => _gates.Tensor;
     public ReadOnlyTensorSpan<float> Beta { get; private set; }
 
     public static GatedDeltaNetGates From(GatedDeltaNetConfig config, in GatedDeltaNetCall call)
@@ -41,7 +41,6 @@ internal ref struct GatedDeltaNetGates
                 nint[] shape = call.PerKeyDecay ? [b, t, hv, call.Dk] : [b, t, hv];
                 int n = checked((int)decay.ElementCount);
                 gates._g = Copy(decay, config.Gate != DecayGateActivation.None);
-                gates._shape = shape;
                 if (config.Gate != DecayGateActivation.None)
                 {
                     var g = gates._g!.AsSpan(0, n);
@@ -49,7 +48,7 @@ internal ref struct GatedDeltaNetGates
                     gates._scratch = ArrayPool<float>.Shared.Rent(Math.Max(n, 1));
                     Activate(config, call, g, width, gates._scratch.AsSpan(0, n));
                 }
-                gates.G = StridedView.Dense(gates._g is float[] copy ? copy.AsSpan(0, n) : decay.AsReadOnlySpan<float>(), shape);
+                gates._gates = ResetGates<float>.Over(StridedView.Dense(gates._g is float[] copy ? copy.AsSpan(0, n) : decay.AsReadOnlySpan<float>(), shape));
             }
             if (call.Beta is not OrtTensorView beta) return gates;
             int betas = checked((int)beta.ElementCount);
@@ -206,52 +205,22 @@ internal ref struct GatedDeltaNetGates
         return i < values.Length ? i : -1;
     }
 
+    /// <summary>a_log and dt_bias, one value per head or per key dim: a plain scan.</summary>
     private static void RequireFinite(ReadOnlySpan<float> values, GatedDeltaNetConfig config, string name)
     {
-        if (FirstNonFinite(values) is int i and >= 0)
-            throw GatedDeltaNetCall.Bad(config, name, $"values must be finite, got {values[i]} at flat index {i}");
+        for (int i = 0; i < values.Length; i++)
+            if (!float.IsFinite(values[i]))
+                throw GatedDeltaNetCall.Bad(config, name, $"values must be finite, got {values[i]} at flat index {i}");
     }
 
-    /// <summary>The index of the first NaN or infinity, or −1.</summary>
-    private static int FirstNonFinite(ReadOnlySpan<float> values)
-    {
-        // x − x is 0 exactly when x is finite.
-        int i = 0;
-        ref float start = ref MemoryMarshal.GetReference(values);
-        for (; i + 16 <= values.Length; i += 16)
-        {
-            var x = Vector512.LoadUnsafe(ref start, (nuint)i);
-            if (!Vector512.EqualsAll(x - x, Vector512<float>.Zero)) break;
-        }
-        for (; i < values.Length; i++)
-            if (!float.IsFinite(values[i])) return i;
-        return -1;
-    }
-
-    /// <summary>
-    /// Whether g held −∞, a factor of 0 (the state reset) in ORT's kernel, which the kernels refuse as a log gate that is not
-    /// finite: <see cref="G"/> then holds the lowest finite log gate there, whose factor is 0 too (a copy of ORT's decay).
-    /// </summary>
-    public bool ResetNegativeInfinity()
-    {
-        if (G.IsEmpty) return false;
-        int n = checked((int)G.FlattenedLength);
-        var values = MemoryMarshal.CreateReadOnlySpan(in G.GetPinnableReference(), n);
-        if (!values.Contains(float.NegativeInfinity)) return false;
-        if (_g is null)
-        {
-            _g = ArrayPool<float>.Shared.Rent(n);
-            values.CopyTo(_g);
-        }
-        _g.AsSpan(0, n).Replace(float.NegativeInfinity, float.MinValue);
-        G = StridedView.Dense((ReadOnlySpan<float>)_g.AsSpan(0, n), _shape!);
-        return true;
-    }
+    /// <summary>Whether g held −∞, which the kernels refuse: <see cref="G"/> then holds the lowest finite log gate there (<see cref="ResetGates{T}"/>).</summary>
+    public bool ResetNegativeInfinity() => _gates.ResetNegativeInfinity();
 
     public void Dispose()
     {
         foreach (var a in new[] { _g, _beta, _scratch })
             if (a is not null) ArrayPool<float>.Shared.Return(a);
         _g = _beta = _scratch = null;
+        _gates.Dispose();
     }
 }

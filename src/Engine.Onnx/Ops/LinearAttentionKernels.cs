@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Numerics.Tensors;
-using System.Runtime.InteropServices;
 using Engine.Kernels.Common;
 using Engine.Onnx.Interop;
 
@@ -262,8 +261,8 @@ internal sealed class LinearAttentionKernel : IEngineKernel
     {
         if (call.Decay is not OrtTensorView decay) return default;
         nint b = decay.Dims[0].AsNint(), t = decay.Dims[1].AsNint();
-        return decay.Dims[2] == (long)kvHeads * dk ? ResetGates<T>.From(decay, [b, t, kvHeads, dk])
-            : decay.Dims[2] == kvHeads ? ResetGates<T>.From(decay, [b, t, kvHeads])
+        return decay.Dims[2] == (long)kvHeads * dk ? ResetGates<T>.Over(decay.AsReadOnlyTensor<T>(b, t, kvHeads, dk))
+            : decay.Dims[2] == kvHeads ? ResetGates<T>.Over(decay.AsReadOnlyTensor<T>(b, t, kvHeads))
             : throw new ArgumentException($"g: width {decay.Dims[2]} must be kv_num_heads ({kvHeads}, per head) or kv_num_heads·dk ({kvHeads * dk}, per key dim)", "g");
     }
 }
@@ -359,45 +358,6 @@ internal ref struct RepeatedHeads<T> where T : unmanaged
     {
         if (_expanded is not null) ArrayPool<T>.Shared.Return(_expanded);
         _expanded = null;
-    }
-}
-
-/// <summary>
-/// The decay where it lies, or (<see cref="ResetNegativeInfinity"/>) a copy with the lowest finite log gate in place of −∞:
-/// ORT's kernel takes a decay of −∞ (what an unfused gate chain gives once exp(A_log) passes float32) as a factor of 0, the
-/// state reset, and so does the lowest finite one; the kernels take finite log gates only.
-/// </summary>
-internal ref struct ResetGates<T> where T : unmanaged
-{
-    private T[]? _copy;
-    private nint[] _shape;
-
-    public ReadOnlyTensorSpan<T> Tensor { get; private set; }
-
-    public static ResetGates<T> From(OrtTensorView decay, nint[] shape) => new() { Tensor = decay.AsReadOnlyTensor<T>(shape), _shape = shape };
-
-    /// <summary>Whether the decay held −∞ (the first time only): <see cref="Tensor"/> is then a copy with the lowest finite value there.</summary>
-    public bool ResetNegativeInfinity()
-    {
-        if (_copy is not null || Tensor.IsEmpty) return false;
-        var values = MemoryMarshal.CreateReadOnlySpan(in Tensor.GetPinnableReference(), checked((int)Tensor.FlattenedLength));
-        bool found = typeof(T) == typeof(float)
-            ? MemoryMarshal.Cast<T, float>(values).Contains(float.NegativeInfinity)
-            : MemoryMarshal.Cast<T, Half>(values).Contains(Half.NegativeInfinity);
-        if (!found) return false;
-        _copy = ArrayPool<T>.Shared.Rent(values.Length);
-        var span = _copy.AsSpan(0, values.Length);
-        values.CopyTo(span);
-        if (typeof(T) == typeof(float)) MemoryMarshal.Cast<T, float>(span).Replace(float.NegativeInfinity, float.MinValue);
-        else MemoryMarshal.Cast<T, Half>(span).Replace(Half.NegativeInfinity, Half.MinValue);
-        Tensor = new ReadOnlyTensorSpan<T>(span, _shape, []);
-        return true;
-    }
-
-    public void Dispose()
-    {
-        if (_copy is not null) ArrayPool<T>.Shared.Return(_copy);
-        _copy = null;
     }
 }
 
