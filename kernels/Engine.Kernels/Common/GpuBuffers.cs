@@ -24,7 +24,7 @@ public sealed class GpuBuffers(GpuRuntime runtime) : IDisposable
         if (!_buffers.TryGetValue(name, out var buffer) || buffer.Length < Math.Max(length, 1) || buffer.ElementSize != System.Runtime.CompilerServices.Unsafe.SizeOf<T>())
         {
             buffer?.Dispose();
-            buffer = runtime.Allocate<T>(Math.Max(length, 1));
+            buffer = runtime.Allocate<T>(Math.Max(length, 1), $"the GPU kernels' {name} buffer");
             _buffers[name] = buffer;
             _tables.Remove(name);
         }

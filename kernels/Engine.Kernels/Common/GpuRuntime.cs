@@ -198,11 +198,28 @@ public sealed class GpuRuntime : IDisposable
         }
     }
 
-    /// <summary>A device buffer of <paramref name="length"/> elements (counted in <see cref="Traffic"/>).</summary>
-    public MemoryBuffer1D<T, Stride1D.Dense> Allocate<T>(long length) where T : unmanaged
+    /// <summary>
+    /// A device buffer of <paramref name="length"/> elements (counted in <see cref="Traffic"/>). One the accelerator cannot
+    /// hold is refused with <see cref="InsufficientMemoryException"/> naming <paramref name="purpose"/> and its size: the
+    /// accelerator's own failure names neither.
+    /// </summary>
+    public MemoryBuffer1D<T, Stride1D.Dense> Allocate<T>(long length, string purpose) where T : unmanaged
     {
         MemoryBuffer1D<T, Stride1D.Dense> buffer;
-        using (Enter()) buffer = Accelerator.Allocate1D<T>(length);
+        using (Enter())
+        {
+            try
+            {
+                if ((Int128)length * Unsafe.SizeOf<T>() > Accelerator.MemorySize) throw new InsufficientMemoryException();
+                buffer = Accelerator.Allocate1D<T>(length);
+            }
+            catch (Exception e) when (e is OutOfMemoryException or CudaException { Error: nameof(CudaError.CUDA_ERROR_OUT_OF_MEMORY) })
+            {
+                throw new InsufficientMemoryException(
+                    $"{purpose}: {length} elements of {Unsafe.SizeOf<T>()} bytes could not be allocated on {Accelerator.Name} " +
+                    $"({Accelerator.MemorySize} bytes of memory); run fewer tokens per call or use the CPU backend", e);
+            }
+        }
         Interlocked.Increment(ref _allocations);
         return buffer;
     }

@@ -204,7 +204,7 @@ public sealed class LsslGpu : IDisposable
         public GpuArray(GpuRuntime runtime, float[] data, int stride = 0)
         {
             _accelerator = runtime.Accelerator;
-            _buffer = runtime.Allocate<float>(Math.Max(data.Length, 1));
+            _buffer = runtime.Allocate<float>(Math.Max(data.Length, 1), "an LSSL operand");
             runtime.Upload(_buffer.View, data.Length == 0 ? [0f] : data);
             Stride = stride;
         }

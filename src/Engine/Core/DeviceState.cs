@@ -63,7 +63,7 @@ internal sealed class GpuState : DeviceState
     public GpuState(GpuRuntime runtime, int length) : base(length)
     {
         _runtime = runtime;
-        Buffer = runtime.Allocate<float>(Math.Max(length, 1));
+        Buffer = runtime.Allocate<float>(Math.Max(length, 1), "the session's state");
         Clear();
     }
 

@@ -31,7 +31,7 @@ public sealed class DeviceTensor<T> : IDisposable where T : unmanaged
         Device = device;
         _lengths = lengths.ToArray();
         FlattenedLength = count;
-        _buffer = device.Gpu.Allocate<T>(Math.Max(count, 1));
+        _buffer = device.Gpu.Allocate<T>(Math.Max(count, 1), $"a device tensor of {TensorArgs.Format(lengths)}");
     }
 
     /// <summary>The device whose memory holds the tensor; calls on another device refuse it.</summary>

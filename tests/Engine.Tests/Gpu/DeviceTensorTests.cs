@@ -62,6 +62,19 @@ public sealed class DeviceTensorTests
         Assert.That(e.ObjectName, Is.EqualTo(nameof(GpuRuntime)));
     }
 
+    /// <summary>
+    /// A buffer the accelerator cannot hold (a petabyte: past any address space) is refused naming what it was for and its
+    /// size; it was the allocator's own OutOfMemoryException ("insufficient memory to continue"), naming neither.
+    /// </summary>
+    [Test]
+    public void ABufferTheAcceleratorCannotHoldIsRefusedNamingWhatItWasFor()
+    {
+        using var runtime = GpuRuntime.Create(GpuRuntime.Choice.CpuAccelerator);
+        var e = Assert.Throws<InsufficientMemoryException>(() => runtime.Allocate<float>(1L << 48, "the GPU kernels' ChunkStates buffer").Dispose())!;
+        Assert.That(e.Message, Does.StartWith($"the GPU kernels' ChunkStates buffer: {1L << 48} elements of 4 bytes could not be allocated on "));
+        Assert.That(runtime.Allocate<float>(16, "a small buffer").Length, Is.EqualTo(16), "the runtime still allocates afterwards");
+    }
+
     [Test]
     public void UploadThenDownloadGivesTheValuesBackForFloatAndHalf()
     {
