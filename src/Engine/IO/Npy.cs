@@ -254,7 +254,7 @@ public static class Npy
         {
             using var stream = File.OpenRead(path);
             var header = ReadHeader(stream);
-            if (!stream.CanSeek)
+            if (!IsSized(stream))
             {
                 var bytes = ReadBlock(stream, header.Bytes, header.Data);
                 RequireBools(header.Type, bytes);
@@ -352,12 +352,18 @@ public static class Npy
         return got == length ? block : throw Truncated(what, length, got);
     }
 
-    /// <summary>A seekable stream must hold <paramref name="length"/> more bytes.</summary>
+    /// <summary>A stream whose length says what it holds must hold <paramref name="length"/> more bytes.</summary>
     private static void RequireRemaining(Stream stream, long length, string what)
     {
-        if (stream.CanSeek && stream.Length - stream.Position < length)
+        if (IsSized(stream) && stream.Length - stream.Position < length)
             throw Truncated(what, length, Math.Max(0, stream.Length - stream.Position));
     }
+
+    /// <summary>
+    /// Whether the stream's length is what it holds: a device such as /dev/zero, or a file under /proc, seeks but says 0 and
+    /// is read as a pipe is (a file that is empty reads 0 bytes either way).
+    /// </summary>
+    private static bool IsSized(Stream stream) => stream.CanSeek && stream.Length > 0;
 
     private static InvalidDataException TrailingBytes(Header header, string extra) =>
         new($"{extra} follow {header.Data}: a .npy file ends with its one array's data");

@@ -244,6 +244,17 @@ public sealed class NpyFileTests
         Assert.That(new FileInfo(fifo).Length, Is.Zero, "still a FIFO, not a file moved over it");
     }
 
+    /// <summary>
+    /// A device that seeks but reports a length of 0 is read as a stream: /dev/zero is not a .npy file; it was refused as one
+    /// that "ends inside the preamble" after 0 bytes.
+    /// </summary>
+    [Test]
+    public void ADeviceIsReadAsAStream()
+    {
+        Assume.That(File.Exists("/dev/zero"), "/dev/zero");
+        Assert.That(() => Npy.Read("/dev/zero"), Throws.InstanceOf<InvalidDataException>().With.Message.EqualTo("/dev/zero: not a .npy file (bad magic)"));
+    }
+
     /// <summary>A folder given as the file to write, by its name or with a trailing separator: said as such (it was "Could not find a part of the path").</summary>
     [Test]
     public void AFolderIsNotWrittenAsAFile()
