@@ -139,7 +139,7 @@ internal static class Opt
     /// The most --threads takes: each thread past the cores only adds its start and its scratch, and a count far past
     /// them (a typo) would spend minutes and gigabytes starting threads.
     /// </summary>
-    public const int MaxThreads = 1024;
+    public const int MaxThreads = Engine.Onnx.KernelHost.MaxIntraOpThreads;
 
     /// <summary>
     /// --threads: CPU threads; null when not given, which the device and the kernel host take as the machine's cores. No

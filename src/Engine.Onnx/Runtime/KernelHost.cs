@@ -18,7 +18,10 @@ public enum HandoverBackend
 /// <summary>Options of a <see cref="KernelHost"/>.</summary>
 public sealed record KernelHostOptions
 {
-    /// <summary>ORT intra-op threads of every session on this host, which also run the engine's CPU work (default: all cores).</summary>
+    /// <summary>
+    /// ORT intra-op threads of every session on this host, which also run the engine's CPU work (default: all cores), 1 to
+    /// <see cref="KernelHost.MaxIntraOpThreads"/>.
+    /// </summary>
     public int? IntraOpThreads { get; init; }
 
     /// <summary>The accelerator behind <see cref="HandoverBackend.Gpu"/>.</summary>
@@ -42,13 +45,22 @@ public sealed class KernelHost : IDisposable
     private bool _released;
 
     /// <summary>A host of its own for the sessions given it in <see cref="ModelSessionOptions.Host"/>; dispose it after them.</summary>
-    /// <exception cref="ArgumentOutOfRangeException">IntraOpThreads below 1.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">IntraOpThreads below 1 or above <see cref="MaxIntraOpThreads"/>.</exception>
     public KernelHost(KernelHostOptions? options = null)
     {
         Options = options ?? new KernelHostOptions();
         IntraOpThreads = Options.IntraOpThreads ?? Environment.ProcessorCount;
-        if (IntraOpThreads < 1) throw new ArgumentOutOfRangeException(nameof(options), IntraOpThreads, "IntraOpThreads must be >= 1");
+        if (IntraOpThreads < 1 || IntraOpThreads > Math.Max(MaxIntraOpThreads, Environment.ProcessorCount))
+            throw new ArgumentOutOfRangeException(nameof(options), IntraOpThreads,
+                $"IntraOpThreads must be 1..{Math.Max(MaxIntraOpThreads, Environment.ProcessorCount)}");
     }
+
+    /// <summary>
+    /// The most intra-op threads a host takes (or the machine's cores, where there are more): ORT starts every one when a
+    /// session opens and joins them when it closes, so a count far past the cores (a typo) spent minutes there (5,000 on two
+    /// cores: 2 s to open, nearly 3 minutes to close), and int.MaxValue failed the open as ORT's std::bad_alloc.
+    /// </summary>
+    public const int MaxIntraOpThreads = 1024;
 
     /// <summary>The process-wide host sessions use unless given their own; never disposed (its Dispose does nothing).</summary>
     public static KernelHost Shared => SharedHost.Value;

@@ -218,6 +218,21 @@ public sealed class GpuBackendTests
         Assert.That(host.Backend(backend).Device.Threads, Is.EqualTo(1), "work items split over more slots than ORT's pool has threads");
     }
 
+    /// <summary>
+    /// Intra-op thread counts no machine uses are refused by name when the host is made: ORT started every thread when a
+    /// session opened (5,000 on two cores took nearly 3 minutes to close), and int.MaxValue failed the open as std::bad_alloc.
+    /// </summary>
+    [Test]
+    public void AnIntraOpThreadCountOutsideItsRangeIsRefusedByName()
+    {
+        int most = Math.Max(KernelHost.MaxIntraOpThreads, Environment.ProcessorCount);
+        foreach (int threads in new[] { 0, -1, most + 1, int.MaxValue })
+            Assert.That(() => new KernelHost(new KernelHostOptions { IntraOpThreads = threads }),
+                Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.Contain($"IntraOpThreads must be 1..{most}"), $"{threads} threads");
+        using var widest = new KernelHost(new KernelHostOptions { IntraOpThreads = most });
+        Assert.That(widest.IntraOpThreads, Is.EqualTo(most));
+    }
+
     [Test]
     public void LsslScanOnTheGpuBackend()
     {
