@@ -71,9 +71,9 @@ public static unsafe class RecurrentRows
             if (predictKey != null)
             {
                 var dot = Vector512<float>.Zero;
-                for (int c = 0; c < kd; c += 16) dot = Vector512.FusedMultiplyAdd(Vector512.Load(src + c), Vector512.Load(predictKey + c), dot);
+                for (int c = 0; c < kd; c += 16) dot = Vector512.MultiplyAddEstimate(Vector512.Load(src + c), Vector512.Load(predictKey + c), dot);
                 float predicted = Vector512.Sum(dot);
-                u = beta * (u - (keyNear == null ? MathF.FusedMultiplyAdd(far, predicted, MathF.FusedMultiplyAdd(near, predicted, predicted)) : predicted));
+                u = beta * (u - (keyNear == null ? float.MultiplyAddEstimate(far, predicted, float.MultiplyAddEstimate(near, predicted, predicted)) : predicted));
             }
             var uv = Vector512.Create(u);
             for (int c = 0; c < kd; c += 16)
@@ -82,15 +82,15 @@ public static unsafe class RecurrentRows
                 var write = uv * Vector512.Load(key + c);
                 // A per-head decay takes one form for the whole row; per-key factors choose theirs lane by lane.
                 var next = keyNear != null ? Decayed(Vector512.Load(keyNear + c), Vector512.Load(keyFar + c), old, write)
-                    : near == -1f ? Vector512.FusedMultiplyAdd(scalarFar, old, write)
-                    : old + Vector512.FusedMultiplyAdd(scalarNear, old, write);
+                    : near == -1f ? Vector512.MultiplyAddEstimate(scalarFar, old, write)
+                    : old + Vector512.MultiplyAddEstimate(scalarNear, old, write);
                 next.Store(dst + c);
             }
             for (int gi = 0; gi < group; gi++)
             {
                 float* q = queries + (long)gi * kd;
                 var read = Vector512<float>.Zero;
-                for (int c = 0; c < kd; c += 16) read = Vector512.FusedMultiplyAdd(Vector512.Load(dst + c), Vector512.Load(q + c), read);
+                for (int c = 0; c < kd; c += 16) read = Vector512.MultiplyAddEstimate(Vector512.Load(dst + c), Vector512.Load(q + c), read);
                 acc[(long)gi * ldo + j] = Vector512.Sum(read);
             }
         }
@@ -98,8 +98,8 @@ public static unsafe class RecurrentRows
 
     /// <summary>old decayed by its parts plus write: f old + write where m is −1, else old + (m old + write).</summary>
     private static Vector512<float> Decayed(Vector512<float> m, Vector512<float> f, Vector512<float> old, Vector512<float> write) =>
-        Vector512.ConditionalSelect(Vector512.Equals(m, Vector512.Create(-1f)), Vector512.FusedMultiplyAdd(f, old, write),
-            old + Vector512.FusedMultiplyAdd(m, old, write));
+        Vector512.ConditionalSelect(Vector512.Equals(m, Vector512.Create(-1f)), Vector512.MultiplyAddEstimate(f, old, write),
+            old + Vector512.MultiplyAddEstimate(m, old, write));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void UpdateAndRead<TV>(float* src, float* s, int vp, int kd, float* x, float* near, float* far, int decayStride, float* k, float* q, float* acc)

@@ -132,21 +132,21 @@ public static unsafe class SimdGemm
             var b0 = Vector512.Load(b);
             var b1 = Vector512.Load(b + 16);
             var x = Vector512.Create(a[0]);
-            c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
+            c00 = Vector512.MultiplyAddEstimate(x, b0, c00); c01 = Vector512.MultiplyAddEstimate(x, b1, c01);
             x = Vector512.Create(a[rs]);
-            c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
+            c10 = Vector512.MultiplyAddEstimate(x, b0, c10); c11 = Vector512.MultiplyAddEstimate(x, b1, c11);
             x = Vector512.Create(a[r2]);
-            c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
+            c20 = Vector512.MultiplyAddEstimate(x, b0, c20); c21 = Vector512.MultiplyAddEstimate(x, b1, c21);
             x = Vector512.Create(a[r3]);
-            c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
+            c30 = Vector512.MultiplyAddEstimate(x, b0, c30); c31 = Vector512.MultiplyAddEstimate(x, b1, c31);
             x = Vector512.Create(a[r4]);
-            c40 = Vector512.FusedMultiplyAdd(x, b0, c40); c41 = Vector512.FusedMultiplyAdd(x, b1, c41);
+            c40 = Vector512.MultiplyAddEstimate(x, b0, c40); c41 = Vector512.MultiplyAddEstimate(x, b1, c41);
             x = Vector512.Create(a[r5]);
-            c50 = Vector512.FusedMultiplyAdd(x, b0, c50); c51 = Vector512.FusedMultiplyAdd(x, b1, c51);
+            c50 = Vector512.MultiplyAddEstimate(x, b0, c50); c51 = Vector512.MultiplyAddEstimate(x, b1, c51);
             x = Vector512.Create(a[r6]);
-            c60 = Vector512.FusedMultiplyAdd(x, b0, c60); c61 = Vector512.FusedMultiplyAdd(x, b1, c61);
+            c60 = Vector512.MultiplyAddEstimate(x, b0, c60); c61 = Vector512.MultiplyAddEstimate(x, b1, c61);
             x = Vector512.Create(a[r7]);
-            c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71);
+            c70 = Vector512.MultiplyAddEstimate(x, b0, c70); c71 = Vector512.MultiplyAddEstimate(x, b1, c71);
         }
         // Causal: the triangle right of row 0's columns; column d − 1 of it goes to rows d and below.
         for (int d = 1; causal && d < 8; d++, a += ks, b += ldb)
@@ -157,19 +157,19 @@ public static unsafe class SimdGemm
             switch (d)
             {
                 case 1: x = Vector512.Create(a[rs]);
-                    c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11); goto case 2;
+                    c10 = Vector512.MultiplyAddEstimate(x, b0, c10); c11 = Vector512.MultiplyAddEstimate(x, b1, c11); goto case 2;
                 case 2: x = Vector512.Create(a[r2]);
-                    c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21); goto case 3;
+                    c20 = Vector512.MultiplyAddEstimate(x, b0, c20); c21 = Vector512.MultiplyAddEstimate(x, b1, c21); goto case 3;
                 case 3: x = Vector512.Create(a[r3]);
-                    c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31); goto case 4;
+                    c30 = Vector512.MultiplyAddEstimate(x, b0, c30); c31 = Vector512.MultiplyAddEstimate(x, b1, c31); goto case 4;
                 case 4: x = Vector512.Create(a[r4]);
-                    c40 = Vector512.FusedMultiplyAdd(x, b0, c40); c41 = Vector512.FusedMultiplyAdd(x, b1, c41); goto case 5;
+                    c40 = Vector512.MultiplyAddEstimate(x, b0, c40); c41 = Vector512.MultiplyAddEstimate(x, b1, c41); goto case 5;
                 case 5: x = Vector512.Create(a[r5]);
-                    c50 = Vector512.FusedMultiplyAdd(x, b0, c50); c51 = Vector512.FusedMultiplyAdd(x, b1, c51); goto case 6;
+                    c50 = Vector512.MultiplyAddEstimate(x, b0, c50); c51 = Vector512.MultiplyAddEstimate(x, b1, c51); goto case 6;
                 case 6: x = Vector512.Create(a[r6]);
-                    c60 = Vector512.FusedMultiplyAdd(x, b0, c60); c61 = Vector512.FusedMultiplyAdd(x, b1, c61); goto case 7;
+                    c60 = Vector512.MultiplyAddEstimate(x, b0, c60); c61 = Vector512.MultiplyAddEstimate(x, b1, c61); goto case 7;
                 case 7: x = Vector512.Create(a[r7]);
-                    c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71); break;
+                    c70 = Vector512.MultiplyAddEstimate(x, b0, c70); c71 = Vector512.MultiplyAddEstimate(x, b1, c71); break;
             }
         }
         c00.Store(c); c01.Store(c + 16);
@@ -199,14 +199,14 @@ public static unsafe class SimdGemm
         for (int p = 0; p < kd; p++, a += ks, b += ldb)
         {
             var b0 = Vector512.Load(b);
-            c0 = Vector512.FusedMultiplyAdd(Vector512.Create(a[0]), b0, c0);
-            c1 = Vector512.FusedMultiplyAdd(Vector512.Create(a[rs]), b0, c1);
-            c2 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r2]), b0, c2);
-            c3 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r3]), b0, c3);
-            c4 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r4]), b0, c4);
-            c5 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r5]), b0, c5);
-            c6 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r6]), b0, c6);
-            c7 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r7]), b0, c7);
+            c0 = Vector512.MultiplyAddEstimate(Vector512.Create(a[0]), b0, c0);
+            c1 = Vector512.MultiplyAddEstimate(Vector512.Create(a[rs]), b0, c1);
+            c2 = Vector512.MultiplyAddEstimate(Vector512.Create(a[r2]), b0, c2);
+            c3 = Vector512.MultiplyAddEstimate(Vector512.Create(a[r3]), b0, c3);
+            c4 = Vector512.MultiplyAddEstimate(Vector512.Create(a[r4]), b0, c4);
+            c5 = Vector512.MultiplyAddEstimate(Vector512.Create(a[r5]), b0, c5);
+            c6 = Vector512.MultiplyAddEstimate(Vector512.Create(a[r6]), b0, c6);
+            c7 = Vector512.MultiplyAddEstimate(Vector512.Create(a[r7]), b0, c7);
         }
         // Causal: the triangle right of row 0's columns; column d − 1 of it goes to rows d and below.
         for (int d = 1; causal && d < 8; d++, a += ks, b += ldb)
@@ -214,13 +214,13 @@ public static unsafe class SimdGemm
             var b0 = Vector512.Load(b);
             switch (d)
             {
-                case 1: c1 = Vector512.FusedMultiplyAdd(Vector512.Create(a[rs]), b0, c1); goto case 2;
-                case 2: c2 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r2]), b0, c2); goto case 3;
-                case 3: c3 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r3]), b0, c3); goto case 4;
-                case 4: c4 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r4]), b0, c4); goto case 5;
-                case 5: c5 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r5]), b0, c5); goto case 6;
-                case 6: c6 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r6]), b0, c6); goto case 7;
-                case 7: c7 = Vector512.FusedMultiplyAdd(Vector512.Create(a[r7]), b0, c7); break;
+                case 1: c1 = Vector512.MultiplyAddEstimate(Vector512.Create(a[rs]), b0, c1); goto case 2;
+                case 2: c2 = Vector512.MultiplyAddEstimate(Vector512.Create(a[r2]), b0, c2); goto case 3;
+                case 3: c3 = Vector512.MultiplyAddEstimate(Vector512.Create(a[r3]), b0, c3); goto case 4;
+                case 4: c4 = Vector512.MultiplyAddEstimate(Vector512.Create(a[r4]), b0, c4); goto case 5;
+                case 5: c5 = Vector512.MultiplyAddEstimate(Vector512.Create(a[r5]), b0, c5); goto case 6;
+                case 6: c6 = Vector512.MultiplyAddEstimate(Vector512.Create(a[r6]), b0, c6); goto case 7;
+                case 7: c7 = Vector512.MultiplyAddEstimate(Vector512.Create(a[r7]), b0, c7); break;
             }
         }
         c0.Store(c); c1.Store(c + ldc); c2.Store(c + 2 * ldc); c3.Store(c + 3 * ldc);
@@ -234,8 +234,8 @@ public static unsafe class SimdGemm
         for (int p = 0; p < kd; p++)
         {
             var x = Vector512.Create(a[p * ks]);
-            c0 = Vector512.FusedMultiplyAdd(x, Vector512.Load(b), c0);
-            c1 = Vector512.FusedMultiplyAdd(x, Vector512.Load(b + 16), c1);
+            c0 = Vector512.MultiplyAddEstimate(x, Vector512.Load(b), c0);
+            c1 = Vector512.MultiplyAddEstimate(x, Vector512.Load(b + 16), c1);
             b += ldb;
         }
         c0.Store(c); c1.Store(c + 16);
@@ -246,7 +246,7 @@ public static unsafe class SimdGemm
         var c0 = accumulate ? Vector512.Load(c) : Vector512<float>.Zero;
         for (int p = 0; p < kd; p++)
         {
-            c0 = Vector512.FusedMultiplyAdd(Vector512.Create(a[p * ks]), Vector512.Load(b), c0);
+            c0 = Vector512.MultiplyAddEstimate(Vector512.Create(a[p * ks]), Vector512.Load(b), c0);
             b += ldb;
         }
         c0.Store(c);
@@ -276,17 +276,17 @@ public static unsafe class SimdGemm
             var b0 = Vector256.Load(b);
             var b1 = Vector256.Load(b + 8);
             var x = Vector256.Create(a[0]);
-            c00 = Vector256.FusedMultiplyAdd(x, b0, c00); c01 = Vector256.FusedMultiplyAdd(x, b1, c01);
+            c00 = Vector256.MultiplyAddEstimate(x, b0, c00); c01 = Vector256.MultiplyAddEstimate(x, b1, c01);
             x = Vector256.Create(a[rs]);
-            c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11);
+            c10 = Vector256.MultiplyAddEstimate(x, b0, c10); c11 = Vector256.MultiplyAddEstimate(x, b1, c11);
             x = Vector256.Create(a[r2]);
-            c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
+            c20 = Vector256.MultiplyAddEstimate(x, b0, c20); c21 = Vector256.MultiplyAddEstimate(x, b1, c21);
             x = Vector256.Create(a[r3]);
-            c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
+            c30 = Vector256.MultiplyAddEstimate(x, b0, c30); c31 = Vector256.MultiplyAddEstimate(x, b1, c31);
             x = Vector256.Create(a[r4]);
-            c40 = Vector256.FusedMultiplyAdd(x, b0, c40); c41 = Vector256.FusedMultiplyAdd(x, b1, c41);
+            c40 = Vector256.MultiplyAddEstimate(x, b0, c40); c41 = Vector256.MultiplyAddEstimate(x, b1, c41);
             x = Vector256.Create(a[r5]);
-            c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51);
+            c50 = Vector256.MultiplyAddEstimate(x, b0, c50); c51 = Vector256.MultiplyAddEstimate(x, b1, c51);
         }
         // Causal: the triangle right of row 0's columns; column d − 1 of it goes to rows d and below.
         for (int d = 1; causal && d < 6; d++, a += ks, b += ldb)
@@ -297,15 +297,15 @@ public static unsafe class SimdGemm
             switch (d)
             {
                 case 1: x = Vector256.Create(a[rs]);
-                    c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11); goto case 2;
+                    c10 = Vector256.MultiplyAddEstimate(x, b0, c10); c11 = Vector256.MultiplyAddEstimate(x, b1, c11); goto case 2;
                 case 2: x = Vector256.Create(a[r2]);
-                    c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21); goto case 3;
+                    c20 = Vector256.MultiplyAddEstimate(x, b0, c20); c21 = Vector256.MultiplyAddEstimate(x, b1, c21); goto case 3;
                 case 3: x = Vector256.Create(a[r3]);
-                    c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31); goto case 4;
+                    c30 = Vector256.MultiplyAddEstimate(x, b0, c30); c31 = Vector256.MultiplyAddEstimate(x, b1, c31); goto case 4;
                 case 4: x = Vector256.Create(a[r4]);
-                    c40 = Vector256.FusedMultiplyAdd(x, b0, c40); c41 = Vector256.FusedMultiplyAdd(x, b1, c41); goto case 5;
+                    c40 = Vector256.MultiplyAddEstimate(x, b0, c40); c41 = Vector256.MultiplyAddEstimate(x, b1, c41); goto case 5;
                 case 5: x = Vector256.Create(a[r5]);
-                    c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51); break;
+                    c50 = Vector256.MultiplyAddEstimate(x, b0, c50); c51 = Vector256.MultiplyAddEstimate(x, b1, c51); break;
             }
         }
         c00.Store(c); c01.Store(c + 8);
@@ -337,13 +337,13 @@ public static unsafe class SimdGemm
             var b0 = Vector256.Load(b);
             var b1 = Vector256.Load(b + 8);
             var x = Vector256.Create(a[0]);
-            c00 = Vector256.FusedMultiplyAdd(x, b0, c00); c01 = Vector256.FusedMultiplyAdd(x, b1, c01);
+            c00 = Vector256.MultiplyAddEstimate(x, b0, c00); c01 = Vector256.MultiplyAddEstimate(x, b1, c01);
             x = Vector256.Create(a[rs]);
-            c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11);
+            c10 = Vector256.MultiplyAddEstimate(x, b0, c10); c11 = Vector256.MultiplyAddEstimate(x, b1, c11);
             x = Vector256.Create(a[r2]);
-            c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
+            c20 = Vector256.MultiplyAddEstimate(x, b0, c20); c21 = Vector256.MultiplyAddEstimate(x, b1, c21);
             x = Vector256.Create(a[r3]);
-            c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
+            c30 = Vector256.MultiplyAddEstimate(x, b0, c30); c31 = Vector256.MultiplyAddEstimate(x, b1, c31);
         }
         // Causal: the triangle right of row 0's columns; column d − 1 of it goes to rows d and below.
         for (int d = 1; causal && d < 4; d++, a += ks, b += ldb)
@@ -354,11 +354,11 @@ public static unsafe class SimdGemm
             switch (d)
             {
                 case 1: x = Vector256.Create(a[rs]);
-                    c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11); goto case 2;
+                    c10 = Vector256.MultiplyAddEstimate(x, b0, c10); c11 = Vector256.MultiplyAddEstimate(x, b1, c11); goto case 2;
                 case 2: x = Vector256.Create(a[r2]);
-                    c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21); goto case 3;
+                    c20 = Vector256.MultiplyAddEstimate(x, b0, c20); c21 = Vector256.MultiplyAddEstimate(x, b1, c21); goto case 3;
                 case 3: x = Vector256.Create(a[r3]);
-                    c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31); break;
+                    c30 = Vector256.MultiplyAddEstimate(x, b0, c30); c31 = Vector256.MultiplyAddEstimate(x, b1, c31); break;
             }
         }
         c00.Store(c); c01.Store(c + 8);
@@ -374,8 +374,8 @@ public static unsafe class SimdGemm
         for (int p = 0; p < kd; p++)
         {
             var x = Vector256.Create(a[p * ks]);
-            c0 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b), c0);
-            c1 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b + 8), c1);
+            c0 = Vector256.MultiplyAddEstimate(x, Vector256.Load(b), c0);
+            c1 = Vector256.MultiplyAddEstimate(x, Vector256.Load(b + 8), c1);
             b += ldb;
         }
         c0.Store(c); c1.Store(c + 8);

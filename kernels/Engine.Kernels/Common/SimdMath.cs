@@ -17,7 +17,7 @@ public static class SimdMath
     public static Vector512<float> ExpNonPositive(Vector512<float> x)
     {
         var p = Reduce(x, out var r, out var n, out var inRange);
-        return Vector512.ConditionalSelect(inRange, Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One) * PowerOfTwo(n), Vector512<float>.Zero);
+        return Vector512.ConditionalSelect(inRange, Vector512.MultiplyAddEstimate(p, r, Vector512<float>.One) * PowerOfTwo(n), Vector512<float>.Zero);
     }
 
     /// <summary>
@@ -32,8 +32,8 @@ public static class SimdMath
         var power = PowerOfTwo(n);
         var pr = p * r;
         var nearOne = Vector512.GreaterThanOrEqual(x, Vector512.Create(-Ln2));
-        far = Vector512.ConditionalSelect(nearOne | ~inRange, Vector512<float>.Zero, Vector512.FusedMultiplyAdd(power, pr, power));
-        return Vector512.ConditionalSelect(nearOne, Vector512.FusedMultiplyAdd(power, pr, power - Vector512<float>.One), Vector512.Create(-1f));
+        far = Vector512.ConditionalSelect(nearOne | ~inRange, Vector512<float>.Zero, Vector512.MultiplyAddEstimate(power, pr, power));
+        return Vector512.ConditionalSelect(nearOne, Vector512.MultiplyAddEstimate(power, pr, power - Vector512<float>.One), Vector512.Create(-1f));
     }
 
     /// <summary><see cref="DecayParts(Vector512{float}, out Vector512{float})"/>'s near part of one value: e^x − 1 where e^x &gt;= 1/2, else −1.</summary>
@@ -52,15 +52,15 @@ public static class SimdMath
         inRange = Vector512.GreaterThanOrEqual(x, Vector512.Create(ExpFloor));
         x = Vector512.Max(x, Vector512.Create(ExpFloor));
         n = Vector512.Round(x * Vector512.Create(Log2E));
-        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(Ln2High), x);
-        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(Ln2Low), r);
+        r = Vector512.MultiplyAddEstimate(n, Vector512.Create(Ln2High), x);
+        r = Vector512.MultiplyAddEstimate(n, Vector512.Create(Ln2Low), r);
         var p = Vector512.Create(T7);
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T6));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T5));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T4));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T3));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(T2));
-        return Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
+        p = Vector512.MultiplyAddEstimate(p, r, Vector512.Create(T6));
+        p = Vector512.MultiplyAddEstimate(p, r, Vector512.Create(T5));
+        p = Vector512.MultiplyAddEstimate(p, r, Vector512.Create(T4));
+        p = Vector512.MultiplyAddEstimate(p, r, Vector512.Create(T3));
+        p = Vector512.MultiplyAddEstimate(p, r, Vector512.Create(T2));
+        return Vector512.MultiplyAddEstimate(p, r, Vector512<float>.One);
     }
 
     /// <summary>
@@ -120,23 +120,23 @@ public static class SimdMath
             Vector512<float> n0 = Vector512.Round(a0 * log2e), n1 = Vector512.Round(a1 * log2e), n2 = Vector512.Round(a2 * log2e), n3 = Vector512.Round(a3 * log2e);
             var ln2High = Vector512.Create(Ln2High);
             var ln2Low = Vector512.Create(Ln2Low);
-            Vector512<float> r0 = Vector512.FusedMultiplyAdd(n0, ln2High, a0), r1 = Vector512.FusedMultiplyAdd(n1, ln2High, a1);
-            Vector512<float> r2 = Vector512.FusedMultiplyAdd(n2, ln2High, a2), r3 = Vector512.FusedMultiplyAdd(n3, ln2High, a3);
-            r0 = Vector512.FusedMultiplyAdd(n0, ln2Low, r0); r1 = Vector512.FusedMultiplyAdd(n1, ln2Low, r1);
-            r2 = Vector512.FusedMultiplyAdd(n2, ln2Low, r2); r3 = Vector512.FusedMultiplyAdd(n3, ln2Low, r3);
+            Vector512<float> r0 = Vector512.MultiplyAddEstimate(n0, ln2High, a0), r1 = Vector512.MultiplyAddEstimate(n1, ln2High, a1);
+            Vector512<float> r2 = Vector512.MultiplyAddEstimate(n2, ln2High, a2), r3 = Vector512.MultiplyAddEstimate(n3, ln2High, a3);
+            r0 = Vector512.MultiplyAddEstimate(n0, ln2Low, r0); r1 = Vector512.MultiplyAddEstimate(n1, ln2Low, r1);
+            r2 = Vector512.MultiplyAddEstimate(n2, ln2Low, r2); r3 = Vector512.MultiplyAddEstimate(n3, ln2Low, r3);
             Vector512<float> p0 = Vector512.Create(T7), p1 = p0, p2 = p0, p3 = p0, c = Vector512.Create(T6);
-            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
+            p0 = Vector512.MultiplyAddEstimate(p0, r0, c); p1 = Vector512.MultiplyAddEstimate(p1, r1, c); p2 = Vector512.MultiplyAddEstimate(p2, r2, c); p3 = Vector512.MultiplyAddEstimate(p3, r3, c);
             c = Vector512.Create(T5);
-            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
+            p0 = Vector512.MultiplyAddEstimate(p0, r0, c); p1 = Vector512.MultiplyAddEstimate(p1, r1, c); p2 = Vector512.MultiplyAddEstimate(p2, r2, c); p3 = Vector512.MultiplyAddEstimate(p3, r3, c);
             c = Vector512.Create(T4);
-            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
+            p0 = Vector512.MultiplyAddEstimate(p0, r0, c); p1 = Vector512.MultiplyAddEstimate(p1, r1, c); p2 = Vector512.MultiplyAddEstimate(p2, r2, c); p3 = Vector512.MultiplyAddEstimate(p3, r3, c);
             c = Vector512.Create(T3);
-            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
+            p0 = Vector512.MultiplyAddEstimate(p0, r0, c); p1 = Vector512.MultiplyAddEstimate(p1, r1, c); p2 = Vector512.MultiplyAddEstimate(p2, r2, c); p3 = Vector512.MultiplyAddEstimate(p3, r3, c);
             c = Vector512.Create(T2);
-            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
+            p0 = Vector512.MultiplyAddEstimate(p0, r0, c); p1 = Vector512.MultiplyAddEstimate(p1, r1, c); p2 = Vector512.MultiplyAddEstimate(p2, r2, c); p3 = Vector512.MultiplyAddEstimate(p3, r3, c);
             c = Vector512<float>.One;
-            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
-            p0 = Vector512.FusedMultiplyAdd(p0, r0, c); p1 = Vector512.FusedMultiplyAdd(p1, r1, c); p2 = Vector512.FusedMultiplyAdd(p2, r2, c); p3 = Vector512.FusedMultiplyAdd(p3, r3, c);
+            p0 = Vector512.MultiplyAddEstimate(p0, r0, c); p1 = Vector512.MultiplyAddEstimate(p1, r1, c); p2 = Vector512.MultiplyAddEstimate(p2, r2, c); p3 = Vector512.MultiplyAddEstimate(p3, r3, c);
+            p0 = Vector512.MultiplyAddEstimate(p0, r0, c); p1 = Vector512.MultiplyAddEstimate(p1, r1, c); p2 = Vector512.MultiplyAddEstimate(p2, r2, c); p3 = Vector512.MultiplyAddEstimate(p3, r3, c);
             var zero = Vector512<float>.Zero;
             Vector512<float> e0 = Vector512.ConditionalSelect(in0, p0 * PowerOfTwo(n0), zero), e1 = Vector512.ConditionalSelect(in1, p1 * PowerOfTwo(n1), zero);
             Vector512<float> e2 = Vector512.ConditionalSelect(in2, p2 * PowerOfTwo(n2), zero), e3 = Vector512.ConditionalSelect(in3, p3 * PowerOfTwo(n3), zero);
@@ -165,7 +165,7 @@ public static class SimdMath
     {
         if (!Avx512F.IsSupported) return Vector512<float>.One / d;
         var r = Avx512F.Reciprocal14(d);
-        return Vector512.FusedMultiplyAdd(r, Vector512.FusedMultiplyAdd(-d, r, Vector512<float>.One), r);
+        return Vector512.MultiplyAddEstimate(r, Vector512.MultiplyAddEstimate(-d, r, Vector512<float>.One), r);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

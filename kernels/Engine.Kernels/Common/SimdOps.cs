@@ -113,7 +113,7 @@ public static unsafe class SimdOps
     public static float Dot(float* a, float* b, int padded)
     {
         var acc = Vector512<float>.Zero;
-        for (int i = 0; i < padded; i += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), acc);
+        for (int i = 0; i < padded; i += 16) acc = Vector512.MultiplyAddEstimate(Vector512.Load(a + i), Vector512.Load(b + i), acc);
         return Vector512.Sum(acc);
     }
 
@@ -140,7 +140,7 @@ public static unsafe class SimdOps
         for (int i = 0; i < padded; i += 16)
         {
             var x = Vector512.Load(row + i);
-            Vector512.FusedMultiplyAdd(f, x, Vector512.FusedMultiplyAdd(m, x, x)).Store(row + i);
+            Vector512.MultiplyAddEstimate(f, x, Vector512.MultiplyAddEstimate(m, x, x)).Store(row + i);
         }
     }
 

@@ -29,26 +29,26 @@ public static unsafe class UnitLowerInverse
                 float* tm = t + (long)m * ldt;
                 var fe = Vector512.Create(a[m]);
                 var fo = Vector512.Create(a[m + 1]);
-                e0 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm), e0);
-                o0 = Vector512.FusedMultiplyAdd(fo, Vector512.Load(tm + ldt), o0);
+                e0 = Vector512.MultiplyAddEstimate(fe, Vector512.Load(tm), e0);
+                o0 = Vector512.MultiplyAddEstimate(fo, Vector512.Load(tm + ldt), o0);
                 if (m + 1 < 16) continue;
-                e1 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 16), e1);
-                o1 = Vector512.FusedMultiplyAdd(fo, Vector512.Load(tm + ldt + 16), o1);
+                e1 = Vector512.MultiplyAddEstimate(fe, Vector512.Load(tm + 16), e1);
+                o1 = Vector512.MultiplyAddEstimate(fo, Vector512.Load(tm + ldt + 16), o1);
                 if (m + 1 < 32) continue;
-                e2 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 32), e2);
-                o2 = Vector512.FusedMultiplyAdd(fo, Vector512.Load(tm + ldt + 32), o2);
+                e2 = Vector512.MultiplyAddEstimate(fe, Vector512.Load(tm + 32), e2);
+                o2 = Vector512.MultiplyAddEstimate(fo, Vector512.Load(tm + ldt + 32), o2);
                 if (m + 1 < 48) continue;
-                e3 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 48), e3);
-                o3 = Vector512.FusedMultiplyAdd(fo, Vector512.Load(tm + ldt + 48), o3);
+                e3 = Vector512.MultiplyAddEstimate(fe, Vector512.Load(tm + 48), e3);
+                o3 = Vector512.MultiplyAddEstimate(fo, Vector512.Load(tm + ldt + 48), o3);
             }
             if (m < i)
             {
                 float* tm = t + (long)m * ldt;
                 var fe = Vector512.Create(a[m]);
-                e0 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm), e0);
-                if (m >= 16) e1 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 16), e1);
-                if (m >= 32) e2 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 32), e2);
-                if (m >= 48) e3 = Vector512.FusedMultiplyAdd(fe, Vector512.Load(tm + 48), e3);
+                e0 = Vector512.MultiplyAddEstimate(fe, Vector512.Load(tm), e0);
+                if (m >= 16) e1 = Vector512.MultiplyAddEstimate(fe, Vector512.Load(tm + 16), e1);
+                if (m >= 32) e2 = Vector512.MultiplyAddEstimate(fe, Vector512.Load(tm + 32), e2);
+                if (m >= 48) e3 = Vector512.MultiplyAddEstimate(fe, Vector512.Load(tm + 48), e3);
             }
             (-(e0 + o0)).Store(ti);
             if (lenPadded > 16) (-(e1 + o1)).Store(ti + 16);

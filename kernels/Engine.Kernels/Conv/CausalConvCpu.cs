@@ -94,7 +94,7 @@ public static unsafe class CausalConvCpu
                     {
                         var acc = bias is null ? Vector512<float>.Zero : Vector512.Load(bias + c);
                         float* tap = taps + (c - c0);
-                        for (int j = 0; j < _k; j++) acc = Vector512.FusedMultiplyAdd(Vector512.Load(tap + j * width), Vector512.Load(first + j * tapStride + c), acc);
+                        for (int j = 0; j < _k; j++) acc = Vector512.MultiplyAddEstimate(Vector512.Load(tap + j * width), Vector512.Load(first + j * tapStride + c), acc);
                         acc.Store(yRow + c);
                     }
                     for (int c = vectorEnd; c < c1; c++) yRow[c] = Scalar(s, c, t, xs + c, _c);
@@ -127,7 +127,7 @@ public static unsafe class CausalConvCpu
             for (int j = 0; j < _k; j++)
             {
                 int p = t - (_k - 1 - j) * _d;
-                sum = MathF.FusedMultiplyAdd(w[(long)c * _k + j], p >= 0 ? xc[p * stride] : StateAt(s, c, _s + p), sum);
+                sum = float.MultiplyAddEstimate(w[(long)c * _k + j], p >= 0 ? xc[p * stride] : StateAt(s, c, _s + p), sum);
             }
             return sum;
         }
@@ -158,7 +158,7 @@ public static unsafe class CausalConvCpu
             for (; t + Lanes <= length; t += Lanes)
             {
                 var acc = b0;
-                for (int j = 0; j < _k; j++) acc = Vector512.FusedMultiplyAdd(Vector512.Create(wc[j]), Vector512.Load(xr + t - (_k - 1 - j) * _d), acc);
+                for (int j = 0; j < _k; j++) acc = Vector512.MultiplyAddEstimate(Vector512.Create(wc[j]), Vector512.Load(xr + t - (_k - 1 - j) * _d), acc);
                 acc.Store(yr + t);
             }
             for (; t < length; t++) yr[t] = Scalar(s, c, t, xr, 1);

@@ -51,7 +51,7 @@ public static unsafe class ReachRows
         {
             float sum = bias == null ? 0f : bias[c];
             for (int j = 0; j < k; j++)
-                if (taps[j].At != null) sum = MathF.FusedMultiplyAdd(weights[(long)c * k + j], taps[j].At[(long)c * taps[j].Stride + taps[j].Column], sum);
+                if (taps[j].At != null) sum = float.MultiplyAddEstimate(weights[(long)c * k + j], taps[j].At[(long)c * taps[j].Stride + taps[j].Column], sum);
             y[c] = sum;
         }
     }

@@ -73,7 +73,7 @@ public readonly unsafe struct ShortConvRows(float* weights, float* taps, float* 
         for (int i = from; i < to; i++, x += rows.Stride, y += ld)
         {
             var x3 = Vector512.Load(x);
-            var acc = Vector512.FusedMultiplyAdd(w3, x3, Vector512.FusedMultiplyAdd(w2, x2, Vector512.FusedMultiplyAdd(w1, x1, Vector512.FusedMultiplyAdd(w0, x0, b))));
+            var acc = Vector512.MultiplyAddEstimate(w3, x3, Vector512.MultiplyAddEstimate(w2, x2, Vector512.MultiplyAddEstimate(w1, x1, Vector512.MultiplyAddEstimate(w0, x0, b))));
             acc.Store(y);
             (x0, x1, x2) = (x1, x2, x3);
         }
@@ -87,7 +87,7 @@ public readonly unsafe struct ShortConvRows(float* weights, float* taps, float* 
             float* x0 = rows.Row(i - _carry) + c;
             var acc = _bias == null ? Vector512<float>.Zero : Vector512.Load(_bias + channel);
             for (int j = 0; j < _k; j++)
-                acc = Vector512.FusedMultiplyAdd(Vector512.Load(_taps + (long)j * _channels + channel), Vector512.Load(x0 + (long)j * rows.Stride), acc);
+                acc = Vector512.MultiplyAddEstimate(Vector512.Load(_taps + (long)j * _channels + channel), Vector512.Load(x0 + (long)j * rows.Stride), acc);
             acc.Store(dst + (long)i * ld);
         }
     }
@@ -118,7 +118,7 @@ public readonly unsafe struct ShortConvRows(float* weights, float* taps, float* 
         {
             int p = position - _carry + j;
             float x = p >= 0 ? rows.Row(i - _carry + j)[c] : Initial(sequence, channel + c, _carry + p);
-            sum = MathF.FusedMultiplyAdd(w[j], x, sum);
+            sum = float.MultiplyAddEstimate(w[j], x, sum);
         }
         return sum;
     }

@@ -439,7 +439,7 @@ public sealed unsafe class DeltaRuleCpu : IDisposable
             for (int c = 0; c < _kp; c += 16)
             {
                 var k = Vector512.Load(key + c);
-                Vector512.FusedMultiplyAdd(Vector512.Load(farRows + c), k, Vector512.FusedMultiplyAdd(Vector512.Load(nearRows + c), k, k)).Store(predictKey + c);
+                Vector512.MultiplyAddEstimate(Vector512.Load(farRows + c), k, Vector512.MultiplyAddEstimate(Vector512.Load(nearRows + c), k, k)).Store(predictKey + c);
             }
         }
         // The output heads of value head h read adjacent query heads, from the first one's.

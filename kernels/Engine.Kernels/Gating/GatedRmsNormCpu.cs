@@ -79,15 +79,15 @@ public static unsafe class GatedRmsNormCpu
         for (; i + Lanes <= c; i += Lanes)
         {
             var v = Vector512.Load(x + i);
-            squares = Vector512.FusedMultiplyAdd(v, v, squares);
+            squares = Vector512.MultiplyAddEstimate(v, v, squares);
         }
         float sum = Vector512.Sum(squares);
-        for (; i < c; i++) sum = MathF.FusedMultiplyAdd(x[i], x[i], sum);
+        for (; i < c; i++) sum = float.MultiplyAddEstimate(x[i], x[i], sum);
         if (float.IsFinite(sum)) return 1f / MathF.Sqrt(sum / c + epsilon);
         var row = new ReadOnlySpan<float>(x, c);
         float largest = MathF.Abs(TensorPrimitives.MaxMagnitude(row));
         float scaled = 0f;
-        foreach (float value in row) scaled = MathF.FusedMultiplyAdd(value / largest, value / largest, scaled);
+        foreach (float value in row) scaled = float.MultiplyAddEstimate(value / largest, value / largest, scaled);
         return 1f / (largest * MathF.Sqrt(scaled / c + epsilon / largest / largest));
     }
 }

@@ -53,7 +53,7 @@ public static class Float64Matrix
         {
             var xv = Vector512.Create(x);
             for (; i + 8 <= dst.Length; i += 8)
-                Vector512.FusedMultiplyAdd(xv, Vector512.Create(src.Slice(i, 8)), Vector512.Create(dst.Slice(i, 8))).CopyTo(dst.Slice(i, 8));
+                Vector512.MultiplyAddEstimate(xv, Vector512.Create(src.Slice(i, 8)), Vector512.Create(dst.Slice(i, 8))).CopyTo(dst.Slice(i, 8));
         }
         for (; i < dst.Length; i++) dst[i] += x * src[i];
     }

@@ -336,7 +336,7 @@ public sealed unsafe class LsslCpu : IDisposable
                     var xv = Vector512.Load(x + i);
                     // Ā^Q x first, then the chunk's input: x + Z rounded first would lose a small Z against a large x
                     // that (Ā^Q − I) x then cancels (a decayed Ā^Q).
-                    var r = Vector512.FusedMultiplyAdd(Vector512.Load(p + i), xv, Vector512.Load(keep + i) * xv);
+                    var r = Vector512.MultiplyAddEstimate(Vector512.Load(p + i), xv, Vector512.Load(keep + i) * xv);
                     if (add != null) r += Vector512.Load(add + i);
                     r.Store(next + i);
                 }
@@ -367,9 +367,9 @@ public sealed unsafe class LsslCpu : IDisposable
                 {
                     var xv = Vector512.Load(x + i);
                     // Ā x first, then B̄ u (see Carry).
-                    var r = Vector512.FusedMultiplyAdd(Vector512.Load(bbar + i), uv, Vector512.FusedMultiplyAdd(Vector512.Load(step + i), xv, Vector512.Load(keep + i) * xv));
+                    var r = Vector512.MultiplyAddEstimate(Vector512.Load(bbar + i), uv, Vector512.MultiplyAddEstimate(Vector512.Load(step + i), xv, Vector512.Load(keep + i) * xv));
                     r.Store(x + i);
-                    acc = Vector512.FusedMultiplyAdd(Vector512.Load(c + i), r, acc);
+                    acc = Vector512.MultiplyAddEstimate(Vector512.Load(c + i), r, acc);
                 }
                 if (yc != null) yc[s] = Vector512.Sum(acc) + d * us;
             }
