@@ -24,6 +24,7 @@ internal sealed class DevicesCommand : EngineCommand
             {
                 ["cpu_cores"] = Environment.ProcessorCount, ["simd"] = CpuInfo.SimdDescription,
                 ["vector512_accelerated"] = Vector512.IsHardwareAccelerated, ["vector256_accelerated"] = Vector256.IsHardwareAccelerated,
+                ["vector128_accelerated"] = Vector128.IsHardwareAccelerated,
                 ["cuda_devices"] = cuda,
                 // Where the gpu backend's kernels run: CUDA, or without a CUDA device ILGPU's CPU accelerator (correctness only).
                 ["gpu_backend_runs_on"] = cuda.Count == 0 ? "ilgpu-cpu-accelerator" : "cuda",
@@ -32,7 +33,8 @@ internal sealed class DevicesCommand : EngineCommand
         }
         w.WriteLine("reference  float64 loops (the oracle; slow)");
         w.WriteLine($"cpu        {Environment.ProcessorCount} cores, {CpuInfo.SimdDescription}; " +
-                    $"Vector512 {(Vector512.IsHardwareAccelerated ? "accelerated" : "not accelerated")}, Vector256 {(Vector256.IsHardwareAccelerated ? "accelerated" : "not accelerated")}");
+                    $"Vector512 {(Vector512.IsHardwareAccelerated ? "accelerated" : "not accelerated")}, Vector256 {(Vector256.IsHardwareAccelerated ? "accelerated" : "not accelerated")}, " +
+                    $"Vector128 {(Vector128.IsHardwareAccelerated ? "accelerated" : "not accelerated")}");
         if (cuda.Count == 0)
             w.WriteLine("gpu        no CUDA device: the GPU kernels run on ILGPU's CPU accelerator (correctness only)");
         foreach (var d in cuda) w.WriteLine($"gpu        CUDA: {d}");
