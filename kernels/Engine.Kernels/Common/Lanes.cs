@@ -22,8 +22,9 @@ public unsafe interface ILanes<TSelf> where TSelf : unmanaged, ILanes<TSelf>
     static abstract TSelf operator -(TSelf a, TSelf b);
     static abstract float Sum(TSelf x);
     /// <summary>
-    /// Column j of Count rows of n floats that lie one after the other from p: lane i is p[i·n + j]. Moved into place by
-    /// shuffles of the rows' vectors (no gather); reads nothing past the last row.
+    /// Column j of Count rows of n floats that lie one after the other from p: lane i is p[i·n + j]. Rows shorter than a
+    /// vector are moved into place by shuffles of the rows' vectors (no gather), longer ones read lane by lane; reads
+    /// nothing past the last row.
     /// </summary>
     static abstract TSelf Column(float* p, int n, int j);
     void Store(float* p);
@@ -46,6 +47,9 @@ public readonly unsafe struct Lanes256(Vector256<float> v) : ILanes<Lanes256>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Lanes256 Column(float* p, int n, int j)
     {
+        // Rows a vector or longer put each lane in its own vector: the shuffles below would visit every vector in between.
+        if (n >= Count)
+            return new(Vector256.Create(p[j], p[n + j], p[2L * n + j], p[3L * n + j], p[4L * n + j], p[5L * n + j], p[6L * n + j], p[7L * n + j]));
         // Lane i's value lies in vector (i·n + j) / Count; a shuffle index outside 0..Count − 1 gives zero.
         var index = Vector256<int>.Indices * n + Vector256.Create(j);
         var column = Vector256<float>.Zero;
@@ -73,6 +77,11 @@ public readonly unsafe struct Lanes512(Vector512<float> v) : ILanes<Lanes512>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Lanes512 Column(float* p, int n, int j)
     {
+        // Rows a vector or longer put each lane in its own vector: the shuffles below would visit every vector in between.
+        if (n >= Count)
+            return new(Vector512.Create(
+                p[j], p[n + j], p[2L * n + j], p[3L * n + j], p[4L * n + j], p[5L * n + j], p[6L * n + j], p[7L * n + j],
+                p[8L * n + j], p[9L * n + j], p[10L * n + j], p[11L * n + j], p[12L * n + j], p[13L * n + j], p[14L * n + j], p[15L * n + j]));
         // Lane i's value lies in vector (i·n + j) / Count; a shuffle index outside 0..Count − 1 gives zero.
         var index = Vector512<int>.Indices * n + Vector512.Create(j);
         var column = Vector512<float>.Zero;

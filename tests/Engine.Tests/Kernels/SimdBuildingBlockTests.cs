@@ -331,4 +331,26 @@ public sealed unsafe class SimdBuildingBlockTests
         Assert.That(Numerics.RelativeRms(outputs[1], expected), Is.LessThanOrEqualTo(1e-6));
         Assert.That(outputs[0], Is.EqualTo(outputs[1]), "the two widths");
     }
+
+    /// <summary>
+    /// A row of the longest kernel taken, its weights' columns (rows of K floats, far longer than a vector) read lane by lane:
+    /// they were moved into lanes by a shuffle of every vector between a column's first and last float (O(K²) per row).
+    /// </summary>
+    [Test]
+    public void ARowOfTheLongestKernelMatchesItsSums()
+    {
+        const int Width = 48, K = CausalConvConfig.MaxKernelSize;
+        var data = new TestData(Width * K);
+        float[] weights = data.Normal(Width * K), row = data.Normal(Width), y = Numerics.NaNs(Width);
+        var expected = new double[Width];
+        for (int c = 0; c < Width; c++)
+            for (int j = 0; j < K; j++) expected[c] += (double)weights[c * K + j] * row[c];
+        fixed (float* pw = weights, pr = row, py = y)
+        {
+            var taps = stackalloc ReachRows.Tap[K];
+            for (int j = 0; j < K; j++) taps[j] = ReachRows.Tap.Row(pr);
+            ReachRows.Compute(py, Width, null, pw, K, taps);
+        }
+        Assert.That(Numerics.RelativeRms(y, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+    }
 }
