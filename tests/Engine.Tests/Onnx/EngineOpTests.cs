@@ -24,16 +24,19 @@ public sealed class EngineOpTests
 
     public static IEnumerable<TestCaseData> LightningCases()
     {
-        yield return new TestCaseData(4, 4, null, null, true).SetName("Lightning default slopes, past state");
-        yield return new TestCaseData(4, 2, null, (3, 8), false).SetName("Lightning layer 3 of 8, grouped heads");
-        yield return new TestCaseData(2, 2, new[] { 0.3f, 0.01f }, null, true).SetName("Lightning explicit slopes");
-        yield return new TestCaseData(2, 4, null, null, true).SetName("Lightning default slopes, grouped value heads");
+        yield return new TestCaseData(4, 4, null, null, true, 70).SetName("Lightning default slopes, past state");
+        yield return new TestCaseData(4, 2, null, (3, 8), false, 70).SetName("Lightning layer 3 of 8, grouped heads");
+        yield return new TestCaseData(2, 2, new[] { 0.3f, 0.01f }, null, true, 70).SetName("Lightning explicit slopes");
+        yield return new TestCaseData(2, 4, null, null, true, 70).SetName("Lightning default slopes, grouped value heads");
+        // Calls of at most CallScheduler.RecurrentUpTo tokens take the recurrent form: a decode step, and the longest such call.
+        yield return new TestCaseData(4, 2, null, null, true, 1).SetName("Lightning decode step, past state");
+        yield return new TestCaseData(2, 4, new[] { 50f, 1e-8f, 0.3f, 0f }, null, true, CallScheduler.RecurrentUpTo).SetName("Lightning recurrent form, strong and no decay");
     }
 
     [TestCaseSource(nameof(LightningCases))]
-    public void LightningMatchesReferenceAndOrtWithTheSameDecay(int hq, int hkv, float[]? slopes, (int, int)? schedule, bool past)
+    public void LightningMatchesReferenceAndOrtWithTheSameDecay(int hq, int hkv, float[]? slopes, (int, int)? schedule, bool past, int tokens)
     {
-        var c = new LinearAttentionNodeCase { Rule = UpdateRule.Gated, Decay = DecayForm.PerHead, Hq = hq, Hkv = hkv, PastState = past, Scale = 1f, T = 70 };
+        var c = new LinearAttentionNodeCase { Rule = UpdateRule.Gated, Decay = DecayForm.PerHead, Hq = hq, Hkv = hkv, PastState = past, Scale = 1f, T = tokens };
         var expectedSlopes = slopes ?? AlibiSlopes(hkv, schedule?.Item1, schedule?.Item2);
         var inputs = c.Inputs();
         // The same call as gated LinearAttention: decay −s_h at every token.
