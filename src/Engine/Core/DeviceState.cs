@@ -21,7 +21,7 @@ internal abstract class DeviceState : IDisposable
     public abstract void CopyFrom(DeviceState source);
 
     /// <summary>A state of this length from the device's pool (made on first use): a whole-sequence call allocates no device memory in steady state.</summary>
-    public static KernelLease<DeviceState> Lease(EngineDevice device, long length) => device.Lease((typeof(DeviceState), length), () => Create(device, length));
+    public static KernelLease<DeviceState> Lease(EngineDevice device, long length) => device.Lease(length, static (l, d) => Create(d, l));
 
     public static DeviceState Create(EngineDevice device, long length)
     {

@@ -47,7 +47,8 @@ public enum GpuPreference
 /// </summary>
 public sealed class EngineDevice : IDisposable
 {
-    private readonly ConcurrentDictionary<object, ConcurrentBag<IDisposable>> _pools = new();
+    // Keyed by a tuple held unboxed, and kernels made by a factory of the config: a call that finds its kernel pooled allocates nothing.
+    private readonly ConcurrentDictionary<(Type Kernel, object Config), ConcurrentBag<IDisposable>> _pools = new();
     private readonly GpuRuntime? _gpu;
     private bool _disposed;
 
@@ -174,17 +175,18 @@ public sealed class EngineDevice : IDisposable
     public IReadOnlyList<GpuKernelTime> StopGpuProfile() => Gpu.StopProfile();
 
     /// <summary>A kernel of this type for <paramref name="config"/> from the pool (or a new one), returned when the lease is disposed.</summary>
-    internal KernelLease<TKernel> Lease<TKernel>(object config, Func<TKernel> create) where TKernel : class, IDisposable
+    internal KernelLease<TKernel> Lease<TKernel, TConfig>(TConfig config, Func<TConfig, EngineDevice, TKernel> create)
+        where TKernel : class, IDisposable where TConfig : notnull
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var key = (typeof(TKernel), config);
-        var pool = _pools.GetOrAdd(key, _ => new ConcurrentBag<IDisposable>());
-        return new KernelLease<TKernel>(this, key, pool.TryTake(out var kernel) ? (TKernel)kernel : create());
+        var key = (typeof(TKernel), (object)config);
+        var pool = _pools.GetOrAdd(key, static _ => new ConcurrentBag<IDisposable>());
+        return new KernelLease<TKernel>(this, key, pool.TryTake(out var kernel) ? (TKernel)kernel : create(config, this));
     }
 
-    internal void Return(object key, IDisposable kernel)
+    internal void Return((Type Kernel, object Config) key, IDisposable kernel)
     {
-        var pool = _pools.GetOrAdd(key, _ => new ConcurrentBag<IDisposable>());
+        var pool = _pools.GetOrAdd(key, static _ => new ConcurrentBag<IDisposable>());
         pool.Add(kernel);
         // A Dispose that ran between the call's start and here has drained the pools already: drain this one again, so a
         // kernel given back meanwhile is disposed too (Dispose marks, then drains; this adds, then reads the mark).
@@ -206,7 +208,7 @@ public sealed class EngineDevice : IDisposable
 }
 
 /// <summary>A pooled kernel in use; disposing the lease gives it back to its device.</summary>
-internal readonly struct KernelLease<TKernel>(EngineDevice device, object key, TKernel kernel) : IDisposable where TKernel : class, IDisposable
+internal readonly struct KernelLease<TKernel>(EngineDevice device, (Type Kernel, object Config) key, TKernel kernel) : IDisposable where TKernel : class, IDisposable
 {
     public TKernel Kernel { get; } = kernel;
 

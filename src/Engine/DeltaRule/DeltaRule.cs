@@ -247,7 +247,7 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
 
     public override unsafe void RunCpu(EngineDevice device, IWorkScheduler scheduler, in AttentionBatch b, Span<float> state, ReadOnlySpan<float> initialState)
     {
-        using var lease = device.Lease(config, () => new DeltaRuleCpu(config));
+        using var lease = device.Lease(config, static (c, _) => new DeltaRuleCpu(c));
         var conv = b.Convolution;
         var norm = b.Norm;
         fixed (float* weights = conv is null ? default : conv.Weights, taps = conv is null ? default : conv.Taps, bias = conv is null ? default : conv.Bias, past = conv is null ? default : conv.InitialState,
@@ -260,5 +260,5 @@ internal sealed class DeltaRuleOp(DeltaRuleConfig config) : AttentionOp
         }
     }
 
-    public override KernelLease<IAttentionGpu> LeaseGpu(EngineDevice device) => device.Lease<IAttentionGpu>(config, () => new DeltaRuleGpu(config, device.Gpu));
+    public override KernelLease<IAttentionGpu> LeaseGpu(EngineDevice device) => device.Lease<IAttentionGpu, DeltaRuleConfig>(config, static (c, d) => new DeltaRuleGpu(c, d.Gpu));
 }

@@ -146,10 +146,10 @@ internal sealed class GlaOp(GlaConfig config) : AttentionOp
 
     public override void RunCpu(EngineDevice device, IWorkScheduler scheduler, in AttentionBatch b, Span<float> state, ReadOnlySpan<float> initialState)
     {
-        using var lease = device.Lease(config, () => new GlaCpu(config));
+        using var lease = device.Lease(config, static (c, _) => new GlaCpu(c));
         if (b.Chunked) lease.Kernel.Chunked(scheduler, b.Sequences, b.Q, b.K, b.V, b.G, b.Output, state, initialState, b.Rows);
         else lease.Kernel.Recurrent(scheduler, b.Sequences, b.Q, b.K, b.V, b.G, b.Output, state, initialState, b.Rows);
     }
 
-    public override KernelLease<IAttentionGpu> LeaseGpu(EngineDevice device) => device.Lease<IAttentionGpu>(config, () => new GlaGpu(config, device.Gpu));
+    public override KernelLease<IAttentionGpu> LeaseGpu(EngineDevice device) => device.Lease<IAttentionGpu, GlaConfig>(config, static (c, d) => new GlaGpu(c, d.Gpu));
 }

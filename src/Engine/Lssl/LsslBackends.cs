@@ -21,7 +21,7 @@ internal static class LsslBackends
                 break;
             case Backend.Cpu:
             {
-                using var lease = device.Lease(system.Config, () => new LsslCpu(system.Config));
+                using var lease = device.Lease(system.Config, static (c, _) => new LsslCpu(c));
                 // The conv mode's state pass reads u after the kernel wrote y: y written over u (an in-place call) reads a copy.
                 float[]? copy = null;
                 if (mode == LsslMode.Conv && u.Overlaps(y))

@@ -72,7 +72,7 @@ internal static class LsslCall
     public static KernelLease<LsslGpu> LeaseGpu(EngineDevice device, IWorkScheduler? scheduler, LsslSystem system, LsslMode mode, int length)
     {
         if (mode == LsslMode.Conv) system.ConvKernel(length, device.SchedulerFor(scheduler));
-        return device.Lease(system.Config, () => new LsslGpu(system.Config, device.Gpu));
+        return device.Lease(system.Config, static (c, d) => new LsslGpu(c, d.Gpu));
     }
 
     /// <summary>The launches of a call on device tensors (under the runtime's lock): u checked, the state loaded, the kernels, y checked; then the check words read.</summary>

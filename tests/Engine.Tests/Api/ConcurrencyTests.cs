@@ -177,7 +177,7 @@ public sealed class ConcurrencyTests
     public void AKernelReturnedWhileTheDeviceIsDisposedIsDisposed()
     {
         var lease = typeof(EngineDevice).GetMethod("Lease", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!
-            .MakeGenericMethod(typeof(CountedKernel));
+            .MakeGenericMethod(typeof(CountedKernel), typeof(string));
         var kernels = new List<CountedKernel>();
         using var start = new Barrier(2);
         for (int i = 0; i < 2000; i++)
@@ -185,7 +185,7 @@ public sealed class ConcurrencyTests
             var device = EngineDevice.Create(Backend.Cpu, new EngineDeviceOptions { CpuThreads = 1 });
             var kernel = new CountedKernel();
             kernels.Add(kernel);
-            var leased = (IDisposable)lease.Invoke(device, ["config", (Func<CountedKernel>)(() => kernel)])!;
+            var leased = (IDisposable)lease.Invoke(device, ["config", (Func<string, EngineDevice, CountedKernel>)((_, _) => kernel)])!;
             var returner = new Thread(() =>
             {
                 start.SignalAndWait();
