@@ -14,7 +14,8 @@ internal static class LsslCall
         layer.ThrowIfDisposed();
         TensorArgs.RequireRank(u, "u", 3, "(B, L, H)");
         int b = TensorArgs.Dim(u, 0, "u"), l = TensorArgs.Dim(u, 1, "u");
-        TensorArgs.RequireDims(u, "u", $"(B, L, H) with the layer's H = {layer.Channels}", -1, -1, layer.Channels);
+        // The message is formatted only for a refusal: a decode step formats no string.
+        if (u[2] != layer.Channels) TensorArgs.RequireDims(u, "u", $"(B, L, H) with the layer's H = {layer.Channels}", -1, -1, layer.Channels);
         if (session is not null && b != session.Sequences)
             throw new ArgumentException($"u: the session holds {session.Sequences} sequences, this call has batch B = {b}", "u");
         TensorArgs.RequireShape(y, "y", "(B, L, H) matching u", b, l, layer.Channels);
