@@ -50,9 +50,9 @@ public sealed class KernelHost : IDisposable
     {
         Options = options ?? new KernelHostOptions();
         IntraOpThreads = Options.IntraOpThreads ?? Environment.ProcessorCount;
-        if (IntraOpThreads < 1 || IntraOpThreads > Math.Max(MaxIntraOpThreads, Environment.ProcessorCount))
-            throw new ArgumentOutOfRangeException(nameof(options), IntraOpThreads,
-                $"IntraOpThreads must be 1..{Math.Max(MaxIntraOpThreads, Environment.ProcessorCount)}");
+        int most = Math.Max(MaxIntraOpThreads, Environment.ProcessorCount);
+        if (IntraOpThreads < 1 || IntraOpThreads > most)
+            throw new ArgumentOutOfRangeException(nameof(options), IntraOpThreads, $"IntraOpThreads must be 1..{most}");
     }
 
     /// <summary>
