@@ -86,12 +86,13 @@ internal sealed class ShapeHints
             if (node.OpType == "Constant" && node.Output.Count == 1 && node.Attribute.FirstOrDefault(a => a.Name == "value")?.T is TensorProto value)
             {
                 _constants[node.Output[0]] = value;
+                _elementTypes[node.Output[0]] = value.DataType;
                 _declared[node.Output[0]] = value.Dims.ToArray();
             }
         }
     }
 
-    /// <summary>The element type the model declares for <paramref name="value"/>, or null.</summary>
+    /// <summary>The element type the model declares for <paramref name="value"/> (a Constant node's tensor declares its own), or null.</summary>
     public TensorProto.Types.DataType? ElementType(string value) =>
         _elementTypes.TryGetValue(value, out int type) ? (TensorProto.Types.DataType)type : null;
 

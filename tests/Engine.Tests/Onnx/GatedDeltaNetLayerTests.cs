@@ -233,6 +233,32 @@ public sealed class GatedDeltaNetLayerTests
         }
     }
 
+    /// <summary>
+    /// The norm's weight given as a Constant node, as exporters that inline small constants write it, instead of an
+    /// initializer: the gated norm still folds into the attention, and the layer agrees with ONNX Runtime alone.
+    /// </summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void ANormWeightGivenAsAConstantNodeFoldsAsAnInitializerDoes(bool fusedGates)
+    {
+        var spec = new GatedDeltaNetSpec { FusedGates = fusedGates };
+        var model = GatedDeltaNetLayer.Model(spec);
+        var weight = model.Graph.Initializer.Single(t => t.Name.EndsWith("/norm.weight", StringComparison.Ordinal));
+        model.Graph.Initializer.Remove(weight);
+        var constant = new NodeProto { OpType = "Constant", Name = weight.Name + "/Constant", Output = { weight.Name } };
+        constant.Attribute.Add(new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = weight });
+        model.Graph.Node.Insert(0, constant);
+
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        Assert.That(engine.Handover.EngineKernelNodes, Is.EqualTo(fusedGates ? 2 : 1), "the attention, and the fused gate where the model has one");
+        Assert.That(engine.Handover.EngineNodes.Single(n => n.OpType == "LinearAttention").Detail, Does.Contain("normalizes and gates its output heads"));
+        Assert.That(engine.Handover.Model.NodeOpTypes, Has.None.AnyOf("SimplifiedLayerNormalization", "GatedRMSNorm"));
+        var inputs = Inputs(Hidden(new Random(11), TensorElementType.Float, 9, spec.Hidden, batch: 2),
+            ModelInputs.Random(model, new Dictionary<string, long> { ["batch_size"] = 2, ["sequence_length"] = 1 }).Where(p => p.Key != GatedDeltaNetLayer.Input).ToDictionary());
+        OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, "norm weight as a Constant node");
+    }
+
     /// <summary>Hidden states N(0, 1), (batch, length, width).</summary>
     private static TensorData Hidden(Random random, TensorElementType type, int length, int width, int batch = 1)
     {
