@@ -694,7 +694,7 @@ public static class HandoverRewriter
     /// </summary>
     private static IEnumerable<string> FoldedAttributes(string opType, long onnxOpset) => opType switch
     {
-        "Split" => onnxOpset < 13 ? ["axis", "split"] : ["axis"],
+        "Split" => onnxOpset < 13 ? ["axis", "split"] : onnxOpset >= 18 ? ["axis", "num_outputs"] : ["axis"],
         "Reshape" => onnxOpset >= 14 ? ["allowzero"] : [],
         "LpNormalization" => ["axis", "p"],
         "Transpose" => ["perm"],

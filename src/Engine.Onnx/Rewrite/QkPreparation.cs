@@ -52,7 +52,10 @@ internal sealed record QkPreparation(NodeProto Split, float Scale, IReadOnlyList
             return null;
         long axis = Int(split, "axis") ?? 0;
         if (axis is not (-1 or 2)) return null;
-        long[]? sizes = split.Input.Count > 1 && split.Input[1].Length > 0 ? hints.Int64s(split.Input[1])
+        bool sizesInput = split.Input.Count > 1 && split.Input[1].Length > 0;
+        // num_outputs (opset 18) with a sizes input too, or other than its outputs, is a Split ORT refuses: never read past it.
+        long[]? sizes = Int(split, "num_outputs") is long parts ? (sizesInput || parts != split.Output.Count ? null : EvenParts(hints.LastDim(split.Input[0]), split.Output.Count))
+            : sizesInput ? hints.Int64s(split.Input[1])
             : split.Attribute.FirstOrDefault(a => a.Name == "split")?.Ints.ToArray();
         if (sizes is not [long qWidth, long kWidth, long vWidth] || qWidth != qHeads * dk || kWidth != keyHeads * dk || vWidth % kvHeads != 0) return null;
         removed.Add(split);
@@ -85,6 +88,16 @@ internal sealed record QkPreparation(NodeProto Split, float Scale, IReadOnlyList
         if (Int(flat, "allowzero") is 1 || Int(unflat, "allowzero") is 1) return null;
         removed.AddRange([unflat, norm, flat]);
         return (flat.Input[0], d);
+    }
+
+    /// <summary>The sizes Split's num_outputs gives a width: each part ceil(width / parts), the last what is left; or null.</summary>
+    private static long[]? EvenParts(long? width, int parts)
+    {
+        if (width is not long n || n < parts) return null;
+        long part = (n + parts - 1) / parts;
+        var sizes = Enumerable.Repeat(part, parts).ToArray();
+        sizes[^1] = n - part * (parts - 1);
+        return sizes[^1] > 0 ? sizes : null;
     }
 
     private static bool IsOnnx(NodeProto node) => OnnxModel.SameDomain(node.Domain, OnnxModel.OnnxDomain);

@@ -18,13 +18,15 @@ public sealed class QkPreparationFoldTests
 
     /// <summary>
     /// How a test model departs from the builder's pattern (QueryScaleFedOver: q's factor is an initializer that is also a graph
-    /// input, fed 2.5; QueryTimesZero: q's factor is 0, a scale the engine's attribute reads as 1/sqrt(dk)).
+    /// input, fed 2.5; QueryTimesZero: q's factor is 0, a scale the engine's attribute reads as 1/sqrt(dk); SplitIntoEqualParts:
+    /// the Split's num_outputs of opset 18, q, k and v of one width, instead of its sizes).
     /// </summary>
-    public enum Variant { AsTheBuilderWrites, ConstantFirstInMul, NoQueryScaling, SplitOutputAlsoAGraphOutput, L1Normalization, QueryScaleFedOver, QueryTimesZero }
+    public enum Variant { AsTheBuilderWrites, ConstantFirstInMul, NoQueryScaling, SplitIntoEqualParts, SplitOutputAlsoAGraphOutput, L1Normalization, QueryScaleFedOver, QueryTimesZero }
 
     [TestCase(Variant.AsTheBuilderWrites, true)]
     [TestCase(Variant.ConstantFirstInMul, true)]
     [TestCase(Variant.NoQueryScaling, true)]
+    [TestCase(Variant.SplitIntoEqualParts, true)]
     [TestCase(Variant.SplitOutputAlsoAGraphOutput, false)]
     [TestCase(Variant.L1Normalization, false)]
     [TestCase(Variant.QueryScaleFedOver, false)]
@@ -154,7 +156,9 @@ public sealed class QkPreparationFoldTests
         string past = b.Input("past_state", F, Batch, ValueHeads, Dk, Dv);
         string decay = b.Input("decay", F, Batch, Length, ValueHeads);
         string beta = b.Input("beta", F, Batch, Length, ValueHeads);
-        var split = b.Node("Split", [x, b.Int64s("sizes", KeyWidth, KeyWidth, ValueWidth)], outputs: 3, attributes: [("axis", -1L)]);
+        var split = variant == Variant.SplitIntoEqualParts
+            ? b.Node("Split", [x], outputs: 3, attributes: [("axis", -1L), ("num_outputs", 3L)])
+            : b.Node("Split", [x, b.Int64s("sizes", KeyWidth, KeyWidth, ValueWidth)], outputs: 3, attributes: [("axis", -1L)]);
         string PerHead(string part, string input)
         {
             string heads = b.Op("Reshape", input, b.Int64s(part + "_heads", 0, 0, QkHeads, Dk));
