@@ -34,6 +34,8 @@ internal sealed record GatedNormChain(string X, string Scale, string Gate, strin
         if (hints.Int64s(toHeads.Input[1]) is not [0, 0, long heads, long d] || d < 1) return null;
         if (OnlyReader(norm.Output[0]) is not { OpType: "Reshape", Input.Count: 2 } toPacked || !IsOnnx(toPacked)) return null;
         if (hints.Int64s(toPacked.Input[1]) is not [0, 0, long width] || (width != heads * d && width != -1)) return null;
+        // allowzero = 1 takes the shapes' zeros as sizes, not as "keep": a chain ORT refuses unless x is empty.
+        if (Int(toHeads, "allowzero") is 1 || Int(toPacked, "allowzero") is 1) return null;
         removed.AddRange([toHeads, norm, toPacked]);
         string x = toHeads.Input[0];
 

@@ -89,6 +89,25 @@ public sealed class GatedNormFoldTests
         }
     }
 
+    /// <summary>
+    /// Reshapes with allowzero = 1 take the shapes' zeros as sizes: ORT refuses such a chain as it loads the model (its shapes
+    /// do not meet), and did so alone while the hand-over folded the chain (reading the zeros as "keep") and ran it. Now the
+    /// chain stays with ORT, which refuses it either way.
+    /// </summary>
+    [Test]
+    public void ReshapesThatTakeZeroAsASizeAreNotFolded()
+    {
+        var model = Model(Variant.AsTheBuilderWrites);
+        foreach (var reshape in model.Proto.Graph.Node.Where(n => n.OpType == "Reshape"))
+            reshape.Attribute.Add(new AttributeProto { Name = "allowzero", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+        Assert.That(HandoverRewriter.Rewrite(model).Model.NodeOpTypes, Does.Contain("SimplifiedLayerNormalization"), "the chain is left to ORT");
+        foreach (var backend in new[] { HandoverBackend.None, HandoverBackend.Cpu })
+        {
+            var e = Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(model, backend).Dispose(), $"{backend}");
+            Assert.That(e!.Message, Does.Contain("ShapeInferenceError"), $"{backend}");
+        }
+    }
+
     internal static OnnxModel Model(Variant variant)
     {
         var b = new ModelBuilder();
