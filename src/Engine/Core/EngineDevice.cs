@@ -47,7 +47,8 @@ public enum GpuPreference
 /// </summary>
 public sealed class EngineDevice : IDisposable
 {
-    // Keyed by a tuple held unboxed, and kernels made by a factory of the config: a call that finds its kernel pooled allocates nothing.
+    // Keyed by a tuple held unboxed, and kernels made by a factory of the config: a call that finds its kernel pooled allocates
+    // nothing for it (a config that is a value, a state's length, is still boxed into the key).
     private readonly ConcurrentDictionary<(Type Kernel, object Config), ConcurrentBag<IDisposable>> _pools = new();
     private readonly GpuRuntime? _gpu;
     private bool _disposed;
