@@ -83,13 +83,32 @@ internal sealed class ShapeHints
         foreach (var node in graph.Node)
         {
             foreach (var output in node.Output) _producers[output] = node;
-            if (node.OpType == "Constant" && node.Output.Count == 1 && node.Attribute.FirstOrDefault(a => a.Name == "value")?.T is TensorProto value)
+            if (node.OpType == "Constant" && node.Output.Count == 1 && ConstantValue(node) is TensorProto value)
             {
                 _constants[node.Output[0]] = value;
                 _elementTypes[node.Output[0]] = value.DataType;
                 _declared[node.Output[0]] = value.Dims.ToArray();
             }
         }
+    }
+
+    /// <summary>
+    /// A Constant node's tensor: its value attribute, or one of the numbers value_int, value_ints, value_float and value_floats
+    /// give (int64 and float32; a scalar or a 1-D tensor); null for one given otherwise (sparse, strings).
+    /// </summary>
+    private static TensorProto? ConstantValue(NodeProto node)
+    {
+        if (node.Attribute.Count != 1) return null;
+        var a = node.Attribute[0];
+        return a.Name switch
+        {
+            "value" => a.T,
+            "value_int" => new TensorProto { DataType = (int)TensorProto.Types.DataType.Int64, Int64Data = { a.I } },
+            "value_ints" => new TensorProto { DataType = (int)TensorProto.Types.DataType.Int64, Dims = { a.Ints.Count }, Int64Data = { a.Ints } },
+            "value_float" => new TensorProto { DataType = (int)TensorProto.Types.DataType.Float, FloatData = { a.F } },
+            "value_floats" => new TensorProto { DataType = (int)TensorProto.Types.DataType.Float, Dims = { a.Floats.Count }, FloatData = { a.Floats } },
+            _ => null,
+        };
     }
 
     /// <summary>The element type the model declares for <paramref name="value"/> (a Constant node's tensor declares its own), or null.</summary>

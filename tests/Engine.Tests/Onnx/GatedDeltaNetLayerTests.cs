@@ -259,6 +259,50 @@ public sealed class GatedDeltaNetLayerTests
         OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, "norm weight as a Constant node");
     }
 
+    /// <summary>
+    /// Every int64 constant (Reshape shapes, Split sizes) and float32 scalar of the layer given as a Constant node's value_ints,
+    /// value_int or value_float, as exporters write small constants: the layer folds as it does with initializers and agrees
+    /// with ONNX Runtime alone.
+    /// </summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void ConstantsGivenAsConstantNodeNumbersFoldAsInitializersDo(bool fusedGates)
+    {
+        var spec = new GatedDeltaNetSpec { FusedGates = fusedGates };
+        var model = GatedDeltaNetLayer.Model(spec);
+        int folded = HandoverRewriter.Rewrite(model).EngineKernelNodes;
+        int moved = 0;
+        foreach (var t in model.Graph.Initializer.ToArray())
+        {
+            var attribute = (TensorProto.Types.DataType)t.DataType switch
+            {
+                TensorProto.Types.DataType.Int64 when t.Dims.Count == 1 => new AttributeProto { Name = "value_ints", Type = AttributeProto.Types.AttributeType.Ints, Ints = { Int64s(t) } },
+                TensorProto.Types.DataType.Int64 when t.Dims.Count == 0 => new AttributeProto { Name = "value_int", Type = AttributeProto.Types.AttributeType.Int, I = Int64s(t)[0] },
+                TensorProto.Types.DataType.Float when t.Dims.Count == 0 => new AttributeProto { Name = "value_float", Type = AttributeProto.Types.AttributeType.Float, F = Floats(t)[0] },
+                _ => null,
+            };
+            if (attribute is null) continue;
+            model.Graph.Initializer.Remove(t);
+            model.Graph.Node.Insert(0, new NodeProto { OpType = "Constant", Name = t.Name + "/Constant", Output = { t.Name }, Attribute = { attribute } });
+            moved++;
+        }
+        Assert.That(moved, Is.GreaterThanOrEqualTo(3), "the layer's Reshape shapes, Split sizes and the q scale");
+
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        Assert.That(engine.Handover.EngineKernelNodes, Is.EqualTo(folded), "as many engine nodes as with initializers");
+        Assert.That(engine.Handover.Model.NodeOpTypes, Has.None.AnyOf("Split", "LpNormalization", "SimplifiedLayerNormalization", "GatedRMSNorm"));
+        var inputs = Inputs(Hidden(new Random(12), TensorElementType.Float, 9, spec.Hidden, batch: 2),
+            ModelInputs.Random(model, new Dictionary<string, long> { ["batch_size"] = 2, ["sequence_length"] = 1 }).Where(p => p.Key != GatedDeltaNetLayer.Input).ToDictionary());
+        OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, "constants as Constant node numbers");
+    }
+
+    private static long[] Int64s(TensorProto t) =>
+        t.HasRawData ? System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(t.RawData.Span).ToArray() : t.Int64Data.ToArray();
+
+    private static float[] Floats(TensorProto t) =>
+        t.HasRawData ? System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.RawData.Span).ToArray() : t.FloatData.ToArray();
+
     /// <summary>Hidden states N(0, 1), (batch, length, width).</summary>
     private static TensorData Hidden(Random random, TensorElementType type, int length, int width, int batch = 1)
     {
