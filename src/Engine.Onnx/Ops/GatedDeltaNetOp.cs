@@ -173,6 +173,12 @@ internal sealed record GatedDeltaNetConfig(string Node, UpdateRule Rule, float? 
             };
             if (!typeOk) throw new ModelNodeException($"{node}: input {name} ('{input.Name}') has element type {ElementTypeName(type)}, expected {ExpectedType(i)}");
         }
+        // decay and beta share one type parameter in ORT's schema (TG): it refuses a model that gives them two types.
+        var decayInput = info.Input(GatedDeltaNetSignature.Decay);
+        var betaInput = info.Input(GatedDeltaNetSignature.Beta);
+        if (decayInput.Present && betaInput.Present && decayInput.ElementType != 0 && betaInput.ElementType != 0 && decayInput.ElementType != betaInput.ElementType)
+            throw new ModelNodeException($"{node}: decay ('{decayInput.Name}') and beta ('{betaInput.Name}') must have one element type, " +
+                $"the model gives {ElementTypeName(decayInput.ElementType)} and {ElementTypeName(betaInput.ElementType)}");
         CheckFixedDims(info, node, packed);
         if (info.OutputCount > 2 && info.OutputName(2).Length > 0 && capacity == 0)
             throw new ModelNodeException($"{node}: the state_update output needs state_update_capacity > 0");
@@ -467,6 +473,8 @@ internal readonly struct GatedDeltaNetCall
         {
             RequireDims(c, bt, "beta", [.. tokenDims, hv], "[tokens, Hv]");
             RequireGateType(c, bt, q, "beta");
+            if (decay is OrtTensorView dt && dt.ElementType != bt.ElementType)
+                throw Bad(c, "beta", $"element type {bt.ElementType} must be decay's ({dt.ElementType}): decay and beta have one type");
         }
         if (state is OrtTensorView init) RequireDims(c, init, "initial_state", [sequences, hv, dv, dk], "[B, Hv, dv, dk] (value-major)");
         var aLog = context.Input(GatedDeltaNetSignature.ALog);

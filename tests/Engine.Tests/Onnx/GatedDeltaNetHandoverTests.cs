@@ -435,6 +435,36 @@ public sealed class GatedDeltaNetHandoverTests
         Assert.That(e!.Message, Does.Contain($"{Node}: query: token axes [{batch}, {length}] hold more than {int.MaxValue} tokens"));
     }
 
+    /// <summary>
+    /// decay and beta share one type parameter in ORT's schema: a 16-bit node whose decay is float32 and beta its own type (or
+    /// the other way round) is refused by ORT alone when the model loads, and by the engine naming the node; it ran before.
+    /// </summary>
+    [TestCase(TensorElementType.Float16, "decay")]
+    [TestCase(TensorElementType.Float16, "beta")]
+    [TestCase(TensorElementType.BFloat16, "decay")]
+    [TestCase(TensorElementType.BFloat16, "beta")]
+    public void DecayAndBetaOfTwoTypesAreRefusedAsOrtRefusesThem(TensorElementType type, string float32Input)
+    {
+        var c = new GatedDeltaNetNodeCase { Spec = new() { ElementType = type, GateElementType = type }, Lengths = [5, 5] };
+        var model = c.Model();
+        model.Graph.Input.Single(i => i.Name == float32Input).Type.TensorType.ElemType = (int)TensorElementType.Float;
+        var inputs = c.Inputs();
+        inputs[float32Input] = TensorData.Create(OnnxAssert.Floats(inputs[float32Input]), inputs[float32Input].Shape);
+
+        Assert.Catch<Exception>(() =>
+        {
+            using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+            ort.Run(inputs);
+        }, "ORT alone refuses the model");
+        string types = float32Input == "decay" ? $"float and {type.ToString().ToLowerInvariant()}" : $"{type.ToString().ToLowerInvariant()} and float";
+        var e = Assert.Catch<Exception>(() =>
+        {
+            using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+            engine.Run(inputs);
+        }, "the hand-over refuses it too")!;
+        Assert.That(e.Message, Does.Contain($"{Node}: decay ('decay') and beta ('beta') must have one element type, the model gives {types}"));
+    }
+
     [Test]
     public void BadNodesAreRefusedWhenTheSessionOpens()
     {
