@@ -6,7 +6,8 @@ namespace Engine.Onnx;
 /// <summary>
 /// The gated RMS norm as ONNX Runtime GenAI's builder writes it without com.microsoft.GatedRMSNorm:
 /// y = Cast(Cast(Reshape(SimplifiedLayerNormalization(Reshape(x, (.., .., H, d)), scale), (.., .., H·d)), float) · SiLU(z_f)),
-/// z_f = Cast(z, float) (each Cast to float optional), SiLU(z_f) = z_f · Sigmoid(z_f), the last Cast back to x's type.
+/// z_f = Cast(z, float) (each Cast to float optional), SiLU(z_f) = z_f · Sigmoid(z_f), the last Cast back to x's type (optional
+/// for a float32 chain).
 /// <see cref="Match"/> finds it when every tensor in between has one reader (z_f two: the Sigmoid and the product) and every
 /// node of it lies in the graph searched.
 /// </summary>
@@ -70,13 +71,20 @@ internal sealed record GatedNormChain(string X, string Scale, string Gate, strin
             gateCast = true;
         }
 
-        // Back to x's type: the fused node writes the Cast's output.
-        if (OnlyReader(product.Output[0]) is not { OpType: "Cast" } back || !IsOnnx(back)) return null;
-        removed.Add(back);
+        // Back to x's type: the fused node writes the Cast's output; without one (a float32 chain whose no-op Cast an optimizer
+        // removed) the product's, which must then be float32 already.
+        string output = product.Output[0];
+        long? backTo = (long)TensorProto.Types.DataType.Float;
+        if (OnlyReader(output) is { OpType: "Cast" } back && IsOnnx(back))
+        {
+            removed.Add(back);
+            output = back.Output[0];
+            backTo = Int(back, "to");
+        }
 
         refusal = !GatedRmsNormSignature.EngineRuns(epsilon) ? $"its epsilon is {epsilon}, the engine takes a finite epsilon >= 0"
-            : Refusal(hints, x, scale, gate, gateCast, productInFloat, heads, d, Int(back, "to"));
-        return refusal is null ? new GatedNormChain(x, scale, gate, back.Output[0], epsilon, removed) : null;
+            : Refusal(hints, x, scale, gate, gateCast, productInFloat, heads, d, backTo);
+        return refusal is null ? new GatedNormChain(x, scale, gate, output, epsilon, removed) : null;
     }
 
     /// <summary>
@@ -91,7 +99,7 @@ internal sealed record GatedNormChain(string X, string Scale, string Gate, strin
         var scaleDims = hints.DeclaredDims(scale);
         if (scaleDims is null || scaleDims.Any(n => n < 0) || scaleDims.Aggregate(1L, (a, n) => a * n) != d)
             return $"its weight '{scale}' is {Dims(scaleDims)}, the fold needs [{d}] (one head's)";
-        if (backTo != (long)type) return $"it casts back to {TypeName((TensorProto.Types.DataType?)backTo)}, its weight is {TypeName(type)}";
+        if (backTo != (long)type) return $"its output is {TypeName((TensorProto.Types.DataType?)backTo)}, its weight {TypeName(type)}";
         var xDims = hints.DeclaredDims(x);
         if (hints.Rank(x) != 3 || xDims is not null && xDims[2] >= 0 && xDims[2] != heads * d)
             return $"x '{x}' is {Dims(xDims)}, the fold needs [B, T, {heads * d}]";

@@ -20,18 +20,21 @@ public sealed class GatedNormFoldTests
     /// group of the scale's length normalized) cannot take: a float16 x whose float gate is not cast, a gate [B, 1, H·d]
     /// broadcast over the tokens, an x [B, T, H, d] the chain flattens (declared, or a Reshape's output of no declared shape),
     /// a weight [H, d] (one per head), and a float16 z negated (no declared type) and then cast to float. NegativeEpsilon is a
-    /// chain ORT runs with an epsilon the engine's kernel refuses.
+    /// chain ORT runs with an epsilon the engine's kernel refuses. NoFinalCast: a float32 chain without its last Cast (the no-op an
+    /// optimizer removes); HalfNoFinalCast: a float16 one that ends in float32, which the fused node (y in x's type) cannot write.
     /// </summary>
     public enum Variant
     {
-        AsTheBuilderWrites, NoCastOfZ, WeightOneByD, NormOutputAlsoAGraphOutput, TanhGate, HalfXFloatGateNotCast, GateBroadcastOverTokens, XOfRankFour,
+        AsTheBuilderWrites, NoCastOfZ, WeightOneByD, NoFinalCast, NormOutputAlsoAGraphOutput, HalfNoFinalCast, TanhGate, HalfXFloatGateNotCast, GateBroadcastOverTokens, XOfRankFour,
         XOfRankFourUndeclared, WeightPerHead, HalfGateOfUndeclaredType, NegativeEpsilon,
     }
 
     [TestCase(Variant.AsTheBuilderWrites, true)]
     [TestCase(Variant.NoCastOfZ, true)]
     [TestCase(Variant.WeightOneByD, true)]
+    [TestCase(Variant.NoFinalCast, true)]
     [TestCase(Variant.NormOutputAlsoAGraphOutput, false)]
+    [TestCase(Variant.HalfNoFinalCast, false)]
     [TestCase(Variant.TanhGate, false)]
     [TestCase(Variant.HalfXFloatGateNotCast, false)]
     [TestCase(Variant.GateBroadcastOverTokens, false)]
@@ -54,10 +57,10 @@ public sealed class GatedNormFoldTests
         var xValues = SampleModels.Weights(random, 1, Batch * Length * Width);
         var inputs = new Dictionary<string, TensorData>
         {
-            ["x"] = variant == Variant.HalfXFloatGateNotCast ? TensorData.Create(xValues.Select(v => (Half)v).ToArray(), xShape) : TensorData.Create(xValues, xShape),
+            ["x"] = variant is Variant.HalfXFloatGateNotCast or Variant.HalfNoFinalCast ? TensorData.Create(xValues.Select(v => (Half)v).ToArray(), xShape) : TensorData.Create(xValues, xShape),
             ["z"] = TensorData.Create(SampleModels.Weights(random, 1, (int)zShape.Aggregate(1L, (a, d) => a * d)), zShape),
         };
-        if (variant == Variant.HalfGateOfUndeclaredType) inputs["z"] = TensorData.Create(inputs["z"].As<float>().Select(v => (Half)v).ToArray(), zShape);
+        if (variant is Variant.HalfGateOfUndeclaredType or Variant.HalfNoFinalCast) inputs["z"] = TensorData.Create(inputs["z"].As<float>().Select(v => (Half)v).ToArray(), zShape);
         OnnxAssert.AgreesWithOrtAlone(engine, ort, inputs, $"{variant}");
     }
 
@@ -65,6 +68,7 @@ public sealed class GatedNormFoldTests
     [TestCase(Variant.XOfRankFourUndeclared, "is of unknown shape, the fold needs [B, T, 48]")]
     [TestCase(Variant.HalfGateOfUndeclaredType, "is of unknown type, its weight float32")]
     [TestCase(Variant.NegativeEpsilon, "its epsilon is -1E-06, the engine takes a finite epsilon >= 0")]
+    [TestCase(Variant.HalfNoFinalCast, "its output is float32, its weight float16")]
     public void ARefusedChainIsNotedWithItsReason(Variant variant, string reason)
     {
         var plan = HandoverRewriter.Rewrite(Model(variant));
@@ -112,9 +116,9 @@ public sealed class GatedNormFoldTests
     {
         var b = new ModelBuilder();
         const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
-        var xType = variant == Variant.HalfXFloatGateNotCast ? TensorProto.Types.DataType.Float16 : F;
+        var xType = variant is Variant.HalfXFloatGateNotCast or Variant.HalfNoFinalCast ? TensorProto.Types.DataType.Float16 : F;
         string x = variant == Variant.XOfRankFour ? b.Input("x", F, Batch, Length, Heads, Dim) : b.Input("x", xType, Batch, Length, Width);
-        string z = b.Input("z", variant == Variant.HalfGateOfUndeclaredType ? TensorProto.Types.DataType.Float16 : F,
+        string z = b.Input("z", variant is Variant.HalfGateOfUndeclaredType or Variant.HalfNoFinalCast ? TensorProto.Types.DataType.Float16 : F,
             Batch, variant == Variant.GateBroadcastOverTokens ? 1 : Length, Width);
         const int dim = Dim;
         long[] weightDims = variant switch { Variant.WeightOneByD => [1, dim], Variant.WeightPerHead => [Heads, dim], _ => [dim] };
@@ -132,9 +136,16 @@ public sealed class GatedNormFoldTests
             _ => Cast(z),
         };
         string silu = b.Op("Mul", zFloat, b.Op(variant == Variant.TanhGate ? "Tanh" : "Sigmoid", zFloat));
-        string product = b.Op("Mul", Cast(packed), silu);
-        b.Node("Cast", [product], outputNames: ["y"], attributes: [("to", (long)xType)]);
-        b.Output("y", xType, Batch, Length, Width);
+        if (variant is Variant.NoFinalCast or Variant.HalfNoFinalCast)
+        {
+            b.Node("Mul", [Cast(packed), silu], outputNames: ["y"]);
+            b.Output("y", F, Batch, Length, Width);
+        }
+        else
+        {
+            b.Node("Cast", [b.Op("Mul", Cast(packed), silu)], outputNames: ["y"], attributes: [("to", (long)xType)]);
+            b.Output("y", xType, Batch, Length, Width);
+        }
         if (variant == Variant.NormOutputAlsoAGraphOutput) b.Output(norm, F, Batch, Length, Heads, Dim);
         return b.Build();
     }
