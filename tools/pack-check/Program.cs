@@ -3,6 +3,7 @@
 using System.IO.Compression;
 using System.Numerics.Tensors;
 using System.Reflection.Metadata;
+using System.Reflection.PortableExecutable;
 using Engine;
 using Engine.Onnx;
 
@@ -56,7 +57,8 @@ foreach (var name in handedOver.OutputNames)
 }
 
 // The symbol packages (in the feed, args[1]): each PDB carries every source file it names, so a debugger steps into the
-// packages' code without fetching anything.
+// packages' code without fetching anything. Source paths are mapped (/_/): no file names the folder the packages were
+// packed in, here or in the assemblies' debug directories.
 var embeddedSource = new Guid("0E8A571B-6926-466E-B4AD-8AB04611F5FE");
 foreach (var symbols in Directory.GetFiles(args[1], "*.snupkg"))
 {
@@ -73,6 +75,27 @@ foreach (var symbols in Directory.GetFiles(args[1], "*.snupkg"))
             .Select(d => reader.GetString(reader.GetDocument(d).Name)).ToList();
         if (reader.Documents.Count == 0 || missing.Count > 0)
             Fail($"{Path.GetFileName(symbols)}/{entry.FullName}: {reader.Documents.Count} source files, {missing.Count} not embedded ({string.Join(", ", missing.Take(3))})");
+        var unmapped = reader.Documents.Select(d => reader.GetString(reader.GetDocument(d).Name))
+            .Where(name => !name.StartsWith("/_/", StringComparison.Ordinal)).ToList();
+        if (unmapped.Count > 0)
+            Fail($"{Path.GetFileName(symbols)}/{entry.FullName}: {unmapped.Count} source paths not mapped to /_/ ({string.Join(", ", unmapped.Take(3))})");
+    }
+}
+foreach (var package in Directory.GetFiles(args[1], "*.nupkg"))
+{
+    using var archive = ZipFile.OpenRead(package);
+    foreach (var entry in archive.Entries.Where(e => e.Name.StartsWith("Engine.", StringComparison.OrdinalIgnoreCase) && e.Name.EndsWith(".dll", StringComparison.Ordinal)))
+    {
+        var image = new MemoryStream();
+        using (var stream = entry.Open()) stream.CopyTo(image);
+        image.Position = 0;
+        using var pe = new PEReader(image);
+        foreach (var debug in pe.ReadDebugDirectory().Where(d => d.Type == DebugDirectoryEntryType.CodeView))
+        {
+            string pdbPath = pe.ReadCodeViewDebugDirectoryData(debug).Path;
+            if (!pdbPath.StartsWith("/_/", StringComparison.Ordinal) && Path.IsPathRooted(pdbPath))
+                Fail($"{Path.GetFileName(package)}/{entry.FullName}: its PDB path {pdbPath} names the machine it was packed on");
+        }
     }
 }
 Console.WriteLine("OK");
