@@ -540,8 +540,8 @@ public static class HandoverRewriter
                 : Attr("channels_last") != 1 || Attr("state_channels_last") != 0 ? "it is not channels-last with its state channels first"
                 : (Attr("dilation") ?? 1) != 1 ? $"dilation {Attr("dilation")} (the fold takes 1)"
                 : (Attr("ndim") ?? 1) != 1 ? $"ndim {Attr("ndim")} (the fold takes 1)"
-                : conv.Attribute.FirstOrDefault(a => a.Name is not ("channels_last" or "state_channels_last" or "dilation" or "ndim" or "activation")) is AttributeProto other
-                    ? $"attribute '{other.Name}' (the fold takes channels_last, state_channels_last, dilation, ndim and activation)"
+                : conv.Attribute.FirstOrDefault(a => a.Name is not ("channels_last" or "state_channels_last" or "dilation" or "ndim" or "activation") && !IsUnsetConvAttribute(a)) is AttributeProto other
+                    ? $"attribute '{other.Name}' (the fold takes channels_last, state_channels_last, dilation, ndim and activation; the others at 0)"
                 : activation is not ("none" or "silu" or "swish") ? $"activation {activation}"
                 : null;
             if (kept is not null)
@@ -568,6 +568,14 @@ public static class HandoverRewriter
             NoteFold(nodes, conv, attention, $"convolves the rows of '{conv.Input[0]}' as it loads them: CausalConvWithState '{NameOf(conv)}' folded in");
         }
     }
+
+    /// <summary>
+    /// state_window or a CUDA-only attribute written out at 0, its default, as ORT writes every attribute of a model it saves
+    /// optimized: it asks for nothing the fold leaves out.
+    /// </summary>
+    private static bool IsUnsetConvAttribute(AttributeProto a) =>
+        a.Type == AttributeProto.Types.AttributeType.Int && a.I == 0
+        && (a.Name == "state_window" || (a.Name != "state_channels_last" && CausalConvSignature.CudaOnlyAttributes.Contains(a.Name)));
 
     /// <summary>
     /// The unfused gated RMS norm ONNX Runtime GenAI's builder writes after the attention (Reshape to heads,

@@ -17,13 +17,18 @@ public sealed class ConvolutionFoldTests
     private const int Batch = 2, QkHeads = 2, ValueHeads = 4, Dk = 16, Dv = 8, ConvWidth = 4;
     private const int KeyWidth = QkHeads * Dk, ValueWidth = ValueHeads * Dv, Channels = 2 * KeyWidth + ValueWidth;
 
-    /// <summary>How a test model departs from the builder's pattern.</summary>
-    public enum Variant { AsTheBuilderWrites, NoBiasNoActivation, ConvolvedRowsAlsoAGraphOutput }
+    /// <summary>
+    /// How a test model departs from the builder's pattern. EveryAttributeWritten: the convolution's every attribute written out at
+    /// its default, as ORT writes a model it saves optimized.
+    /// </summary>
+    public enum Variant { AsTheBuilderWrites, NoBiasNoActivation, EveryAttributeWritten, ConvolvedRowsAlsoAGraphOutput }
 
     [TestCase(Variant.AsTheBuilderWrites, 37, true)]
     [TestCase(Variant.AsTheBuilderWrites, 1, true)]
     [TestCase(Variant.AsTheBuilderWrites, 2, true)]
     [TestCase(Variant.NoBiasNoActivation, 37, true)]
+    [TestCase(Variant.EveryAttributeWritten, 37, true)]
+    [TestCase(Variant.EveryAttributeWritten, 1, true)]
     [TestCase(Variant.ConvolvedRowsAlsoAGraphOutput, 37, false)]
     public void FoldsWhereThePatternAllowsAndAgreesWithOrtAlone(Variant variant, int length, bool folded)
     {
@@ -63,7 +68,16 @@ public sealed class ConvolutionFoldTests
         string[] convInputs = variant == Variant.NoBiasNoActivation
             ? [channelsFirst, weight, "", pastConv]
             : [channelsFirst, weight, b.Initializer("conv_bias", SampleModels.Weights(random, 1, Channels), Channels), pastConv];
-        (string, object)[] convAttributes = variant == Variant.NoBiasNoActivation ? [("ndim", 1L)] : [("ndim", 1L), ("activation", "silu")];
+        (string, object)[] convAttributes = variant switch
+        {
+            Variant.NoBiasNoActivation => [("ndim", 1L)],
+            Variant.EveryAttributeWritten =>
+            [
+                ("channels_last", 0L), ("input_channel_offset", 0L), ("state_window", 0L), ("activation", "silu"), ("ndim", 1L), ("dilation", 1L),
+                ("state_update_capacity", 0L), ("input_channels", 0L), ("state_length", 0L), ("state_channels_last", -1L),
+            ],
+            _ => [("ndim", 1L), ("activation", "silu")],
+        };
         string conv = b.Node("CausalConvWithState", convInputs, domain: "com.microsoft", name: "conv", outputNames: ["conv_out", "present_conv_state"],
             attributes: convAttributes)[0];
         string rows = b.Node("Transpose", [conv], attributes: [("perm", new long[] { 0, 2, 1 })])[0];
