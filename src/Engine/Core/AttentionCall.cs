@@ -154,6 +154,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         RequireStateApart(finalState, "final_state", t);
         using var conv = ConvolutionCall.Check(convolution, op.Heads, call.Shapes.Sequences);
         var norm = NormCall.Check(outputNorm, op.Heads, call.Shapes.Sequences.TotalTokens);
+        norm?.RequireApart((ReadOnlyTensorSpan<T>)t.Output, finalState);
         bool cpu = device.Backend == Backend.Cpu;
         var scheduler = device.SchedulerFor(options.Scheduler);
 

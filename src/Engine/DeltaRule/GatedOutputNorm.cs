@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using Engine.Kernels.Common;
 using Engine.Kernels.Gating;
 
@@ -15,7 +16,10 @@ public sealed record GatedOutputNorm
     /// <summary>[V]: the norm's weight, finite.</summary>
     public required ReadOnlyMemory<float> Scale { get; init; }
 
-    /// <summary>[B·T (or the packed tokens), max(Hq, Hv), V]: the gate z of this call, finite.</summary>
+    /// <summary>
+    /// [B·T (or the packed tokens), max(Hq, Hv), V]: the gate z of this call, finite. It and <see cref="Scale"/> lie apart
+    /// from the call's output and final state: a call whose output or final state shares memory with them is refused.
+    /// </summary>
     public required ReadOnlyMemory<float> Gate { get; init; }
 
     /// <summary>Added to the mean square, finite and >= 0 (with 0 a row of zeros gives 0); default 1e-6.</summary>
@@ -45,6 +49,20 @@ internal sealed class NormCall(GatedOutputNorm norm, HeadLayout heads)
             throw new ArgumentException($"output norm activation must be Silu or Sigmoid, got {(int)norm.Activation}", "options");
         TensorArgs.RequireFinite(norm.Scale.Span, "output norm scale");
         return new NormCall(norm, heads);
+    }
+
+    /// <summary>
+    /// Refuses an output or a final state sharing memory with the gate or the scale: the CPU kernels write them while they
+    /// read the norm, and the other backends read the norm after their run wrote them.
+    /// </summary>
+    public void RequireApart<T>(ReadOnlyTensorSpan<T> output, ReadOnlyTensorSpan<float> finalState)
+    {
+        var gate = new ReadOnlyTensorSpan<float>(Norm.Gate.Span);
+        var scale = new ReadOnlyTensorSpan<float>(Norm.Scale.Span);
+        TensorArgs.RequireApart(output, "output", gate, "output norm gate");
+        TensorArgs.RequireApart(output, "output", scale, "output norm scale");
+        TensorArgs.RequireApart(finalState, DeviceCall.FinalState, gate, "output norm gate");
+        TensorArgs.RequireApart(finalState, DeviceCall.FinalState, scale, "output norm scale");
     }
 
     /// <summary>The kernels' view, on the pinned gate and scale.</summary>

@@ -61,6 +61,55 @@ public sealed class OutputNormTests
         Assert.That(Numerics.RelativeRms(actual, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
     }
 
+    /// <summary>
+    /// The gate or the scale in the memory of the output (the gate as the output's very tensor, a natural in-place gating) or
+    /// of the final state: the reference and the GPU backend normalized the finished output with a gate and scale it had been
+    /// written over, the CPU kernels stored rows over values they had still to read: wrong output, no error. Refused on every
+    /// backend, naming the tensor written and the one read, before anything is written; apart, the call matches the reference.
+    /// </summary>
+    [Test]
+    public void AGateOrScaleSharingMemoryWithTheOutputOrStateIsRefused([Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend,
+        [Values("output/gate", "output/scale", "final_state/scale")] string overlap)
+    {
+        int h = 2, d = 16, n = B * T * h * d;
+        var data = new TestData(12);
+        var rows = Tensor.Create(data.Normal(n, 0.5), [B, T, h, d]);
+        var beta = Tensor.Create(data.Uniform(B * T * h, 0.1, 0.9), [B, T, h]);
+        var gate = data.Normal(n, 1.0);
+        var scale = data.Uniform(d, 0.5, 1.5);
+        var options = new DeltaRuleOptions { QkL2Norm = true, OutputNorm = new GatedOutputNorm { Scale = scale, Gate = gate } };
+        var expected = Numerics.NaNs(n);
+        Engine.DeltaRule.Forward<float>(TestDevices.Reference, rows, rows, rows, beta, default, new TensorSpan<float>(expected, [B, T, h, d], []), options: options);
+
+        // The shared memory holds the gate's (or the scale's) values: only the overlap differs from the call above.
+        var output = Numerics.NaNs(n);
+        var state = Numerics.NaNs(B * h * d * d);
+        var (written, writtenName, read) = overlap switch
+        {
+            "output/gate" => (output, "output", "gate"),
+            "output/scale" => (output, "output", "scale"),
+            _ => (state, "final_state", "scale"),
+        };
+        if (read == "gate") gate.CopyTo(written, 0);
+        else scale.CopyTo(written, 5 * d);
+        var shared = options with
+        {
+            OutputNorm = read == "gate" ? options.OutputNorm with { Gate = written } : options.OutputNorm with { Scale = new ReadOnlyMemory<float>(written, 5 * d, d) },
+        };
+        var before = (float[])written.Clone();
+        var e = Assert.Throws<ArgumentException>(() => Engine.DeltaRule.Forward<float>(TestDevices.Of(backend), rows, rows, rows, beta, default,
+            new TensorSpan<float>(output, [B, T, h, d], []), default, new TensorSpan<float>(state, [B, h, d, d], []), options: shared))!;
+        Assert.Multiple(() =>
+        {
+            Assert.That(e.ParamName, Is.EqualTo(writtenName), e.Message);
+            Assert.That(e.Message, Does.StartWith($"{writtenName}: shares memory with output norm {read}"));
+            Assert.That(written, Is.EqualTo(before).Using<float>((a, b) => a.Equals(b)), "the refused call wrote nothing");
+        });
+        var apart = Numerics.NaNs(n);
+        Engine.DeltaRule.Forward<float>(TestDevices.Of(backend), rows, rows, rows, beta, default, new TensorSpan<float>(apart, [B, T, h, d], []), options: options);
+        Assert.That(Numerics.RelativeRms(apart, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "apart");
+    }
+
     [Test]
     public void ANonFiniteGateIsNamed()
     {
