@@ -153,6 +153,7 @@ internal readonly record struct AttentionCall(AttentionShapes Shapes, GateKind G
         RequireStateApart(initialState, "initial_state", t);
         RequireStateApart(finalState, "final_state", t);
         using var conv = ConvolutionCall.Check(convolution, op.Heads, call.Shapes.Sequences);
+        conv?.RequireApart((ReadOnlyTensorSpan<T>)t.Output, finalState);
         var norm = NormCall.Check(outputNorm, op.Heads, call.Shapes.Sequences.TotalTokens);
         norm?.RequireApart((ReadOnlyTensorSpan<T>)t.Output, finalState);
         bool cpu = device.Backend == Backend.Cpu;

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Numerics.Tensors;
 using Engine.Kernels.Common;
 using Engine.Kernels.Conv;
 
@@ -34,7 +35,9 @@ public sealed record ShortConvolution
 
     /// <summary>
     /// [N, C, W − 1]: written with the last W − 1 positions of [initial state | input] of each sequence; may be the memory of
-    /// <see cref="InitialState"/>; empty when not wanted.
+    /// <see cref="InitialState"/>; empty when not wanted. It, <see cref="Weight"/>, <see cref="Bias"/> and
+    /// <see cref="InitialState"/> lie apart from the call's output and final state: a call whose output or final state shares
+    /// memory with one of them is refused.
     /// </summary>
     public Memory<float> FinalState { get; init; }
 }
@@ -94,6 +97,25 @@ internal sealed class ConvolutionCall : IDisposable
         var call = new ConvolutionCall(conv, (int)channels, sequences);
         if (sequences.MaxLength > width - 1) call._taps = TapMajor(conv.Weight.Span, (int)channels, width);
         return call;
+    }
+
+    /// <summary>
+    /// Refuses an output or a final state sharing memory with the convolution's weight, bias or states: the CPU kernels write
+    /// them while they convolve the rows, and the convolution's final state is written over them once the call ran.
+    /// </summary>
+    public void RequireApart<T>(ReadOnlyTensorSpan<T> output, ReadOnlyTensorSpan<float> finalState)
+    {
+        Apart(output, finalState, _conv.Weight.Span, "convolution weight");
+        Apart(output, finalState, _conv.Bias.Span, "convolution bias");
+        Apart(output, finalState, _conv.InitialState.Span, "convolution initial state");
+        Apart(output, finalState, _conv.FinalState.Span, "convolution final state");
+
+        static void Apart(ReadOnlyTensorSpan<T> output, ReadOnlyTensorSpan<float> finalState, ReadOnlySpan<float> memory, string name)
+        {
+            var read = new ReadOnlyTensorSpan<float>(memory);
+            TensorArgs.RequireApart(output, "output", read, name);
+            TensorArgs.RequireApart(finalState, DeviceCall.FinalState, read, name);
+        }
     }
 
     private static unsafe float[] TapMajor(ReadOnlySpan<float> weight, int channels, int width)

@@ -160,6 +160,57 @@ public sealed class ShortConvolutionTests
         Assert.That(e.Message, Does.StartWith("output: shares memory with v (the short convolution reads each row of v as it was for the tokens after it)"));
     }
 
+    /// <summary>
+    /// An output or final state sharing memory with the convolution's weight, bias or states: the CPU kernels convolved rows
+    /// from a weight, bias or initial state they had already written over (relative errors near 0.2), and on every backend the
+    /// carried convolution state was stored over the output or the final state once the call ran (the output then held
+    /// state values: errors near 8). Refused on every backend, naming both, before anything is written; apart, the call
+    /// matches the reference.
+    /// </summary>
+    [Test]
+    public void AnOutputOrStateSharingMemoryWithTheConvolutionIsRefused([Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend,
+        [Values("output", "final_state")] string written, [Values("weight", "bias", "initial state", "final state")] string read)
+    {
+        var c = MakeCase(16, 16, bias: true, seed: 9);
+        int tokens = c.Tokens, sequences = c.Sequences;
+        var beta = Tensor.Create(new TestData(7).Uniform(tokens * Hv, 0.1, 0.9), [1, tokens, Hv]);
+        var options = new DeltaRuleOptions { QkL2Norm = true, ChunkSize = 16 };
+        var conv = new ShortConvolution { Weight = c.Weight, Width = ConvWidth, Bias = c.Bias, InitialState = c.InitialState, FinalState = new float[c.InitialState.Length] };
+        var device = TestDevices.Of(backend);
+        void Run(EngineDevice on, float[] output, float[] state, ShortConvolution convolution) =>
+            Engine.DeltaRule.Forward(on, c.View(0, Hk, 16), c.View(Hk * 16, Hk, 16), c.View(2 * Hk * 16, Hv, 16), beta.AsReadOnlyTensorSpan(), default,
+                new TensorSpan<float>(output, [1, tokens, Hv, 16], []), finalState: new TensorSpan<float>(state, [sequences, Hv, 16, 16], []),
+                cuSeqlens: c.Offsets, options: options with { Convolution = convolution });
+
+        // The shared memory holds the convolution array's values: only the overlap differs from a call with it apart.
+        var output = Numerics.NaNs(tokens * Hv * 16);
+        var state = Numerics.NaNs(sequences * Hv * 16 * 16);
+        var memory = written == "output" ? output : state;
+        var values = read switch { "weight" => c.Weight, "bias" => c.Bias, "initial state" => c.InitialState, _ => [] };
+        values.CopyTo(memory, 0);
+        var shared = read switch
+        {
+            "weight" => conv with { Weight = memory.AsMemory(0, values.Length) },
+            "bias" => conv with { Bias = memory.AsMemory(0, values.Length) },
+            "initial state" => conv with { InitialState = memory.AsMemory(0, values.Length) },
+            _ => conv with { FinalState = memory.AsMemory(0, c.InitialState.Length) },
+        };
+        var before = (float[])memory.Clone();
+        var e = Assert.Throws<ArgumentException>(() => Run(device, output, state, shared))!;
+        Assert.Multiple(() =>
+        {
+            Assert.That(e.ParamName, Is.EqualTo(written), e.Message);
+            Assert.That(e.Message, Does.StartWith($"{written}: shares memory with convolution {read}"));
+            Assert.That(memory, Is.EqualTo(before).Using<float>((a, b) => a.Equals(b)), "the refused call wrote nothing");
+        });
+
+        var expected = Numerics.NaNs(output.Length);
+        Run(TestDevices.Reference, expected, new float[state.Length], conv with { FinalState = new float[c.InitialState.Length] });
+        var apart = Numerics.NaNs(output.Length);
+        Run(device, apart, new float[state.Length], conv);
+        Assert.That(Numerics.RelativeRms(apart, expected), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance), "apart");
+    }
+
     [TestCase("weight", "convolution weight")]
     [TestCase("bias", "convolution bias")]
     [TestCase("state", "convolution initial state")]
