@@ -116,8 +116,10 @@ public sealed class ModelSession : IDisposable
             sessionOptions.LogSeverityLevel = options.LogLevel;
             if (options.ProfilePrefix is not null)
             {
-                sessionOptions.EnableProfiling = true;
+                // The prefix first: the package hands ORT the prefix it holds when profiling is enabled, and a prefix set after
+                // is never read (the profile went to the working directory under ORT's default name).
                 sessionOptions.ProfileOutputPathPrefix = options.ProfilePrefix;
+                sessionOptions.EnableProfiling = true;
             }
             sessionOptions.IntraOpNumThreads = (options.Host ?? KernelHost.Shared).IntraOpThreads;
             if (options.AllowSpinning is bool spin) sessionOptions.AddSessionConfigEntry("session.intra_op.allow_spinning", spin ? "1" : "0");

@@ -168,6 +168,41 @@ public sealed class SessionLifetimeTests
         Assert.That(second.Result, Is.True, "the second Dispose returned after the run ended");
     }
 
+    /// <summary>
+    /// The profile lands at the prefix asked for: it went to the working directory under ORT's default name, so a service's
+    /// profiles piled up wherever it ran, and a caller cleaning up by the prefix found none of them.
+    /// </summary>
+    [Test]
+    public void TheProfileIsWrittenAtThePrefixGiven()
+    {
+        string folder = Path.Combine(Path.GetTempPath(), $"engine-profile-test-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(folder);
+        try
+        {
+            string prefix = Path.Combine(folder, "run");
+            var c = new LinearAttentionNodeCase { Rule = UpdateRule.Linear, PastState = true };
+            string file;
+            using (var session = ModelSession.Open(c.Model(), OnnxTestHost.Options(HandoverBackend.Cpu) with { ProfilePrefix = prefix }))
+            {
+                session.Run(c.Inputs());
+                file = session.EndProfiling();
+            }
+            try
+            {
+                Assert.That(Path.GetFullPath(file), Does.StartWith(prefix));
+                Assert.That(Directory.GetFiles(folder), Has.Length.EqualTo(1));
+            }
+            finally
+            {
+                File.Delete(file);
+            }
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     [Test]
     public void DisposeFromInsideARunIsRefused()
     {
