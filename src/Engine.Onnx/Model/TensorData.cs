@@ -179,8 +179,11 @@ public sealed class TensorData
     {
         ClrTypeOf(type);
         if (!TryCount(shape, out long count)) throw BadShape(shape);
-        if (count * ElementSize(type) != length)
-            throw new ArgumentException($"{type} tensor of shape {Format(shape)} needs {count * ElementSize(type)} bytes, got {length}", "bytes");
+        int size = ElementSize(type);
+        // Compared as a count first: the byte count of a shape past long's range / size wrapped, and a shape of 2^62 floats
+        // "needed" 0 bytes.
+        if (count > length / size || count * size != length)
+            throw new ArgumentException($"{type} tensor of shape {Format(shape)} needs {(Int128)count * size} bytes, got {length}", "bytes");
         return count;
     }
 
