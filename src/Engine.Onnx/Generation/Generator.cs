@@ -196,6 +196,8 @@ public sealed class Generator : IDisposable
     /// </exception>
     /// <exception cref="InvalidOperationException">Another generation is in progress on this generator.</exception>
     /// <exception cref="ModelRunException">ONNX Runtime failed to run the model.</exception>
+    /// <exception cref="InvalidDataException">The model's logits are not [1, tokens, vocabulary] or hold a NaN or an infinity.</exception>
+    /// <exception cref="ObjectDisposedException">The generator was disposed.</exception>
     public GenerationResult Generate(IReadOnlyList<long> prompt, int newTokens, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
         Validate(prompt, newTokens);

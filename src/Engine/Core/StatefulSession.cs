@@ -8,8 +8,10 @@ namespace Engine;
 /// A session carries one state, so it serves one thread at a time: a call made while another is running on it
 /// throws <see cref="InvalidOperationException"/>. Devices may be shared by any number of threads and sessions.
 /// Dispose waits for a call running on another thread, then frees the state; later calls throw
-/// <see cref="ObjectDisposedException"/>. Dispose may be called again, or by several threads at once. Disposing it, or
-/// calling it again, from inside one of its calls (its scheduler) throws <see cref="InvalidOperationException"/>.
+/// <see cref="ObjectDisposedException"/>. Dispose may be called again, or by several threads at once. Calling it again from
+/// inside one of its calls (its scheduler) throws <see cref="InvalidOperationException"/>, and so does disposing it from the
+/// thread that made the call (a scheduler that runs items there). Do not dispose it from a scheduler item running on another
+/// thread: that Dispose waits for the call it is part of, which never ends.
 /// </summary>
 public abstract class StatefulSession : IDisposable
 {

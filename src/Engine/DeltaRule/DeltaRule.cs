@@ -95,6 +95,11 @@ public static class DeltaRule
     /// takes it (zeros when empty), counts [N]; decay [N, C, Hv] (or [N, C, Hv, K] with a per-key g), keys [N, C, Hk, K],
     /// deltas [N, C, Hv, V], C the capacity; the destinations may be strided views.
     /// </summary>
+    /// <exception cref="ArgumentException">
+    /// A tensor whose shape does not match k's, counts not one per sequence, invalid options, non-finite k, v, beta or initial
+    /// state, log gates above 0, or deltas that overflow fp32; a count below 0 is an <see cref="ArgumentOutOfRangeException"/>.
+    /// </exception>
+    /// <exception cref="NotSupportedException">Options with a <see cref="DeltaRuleOptions.Convolution"/> or an <see cref="DeltaRuleOptions.OutputNorm"/>.</exception>
     public static void CaptureTransitions<T>(ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> beta, ReadOnlyTensorSpan<T> g,
         ReadOnlyTensorSpan<float> initialState, ReadOnlySpan<int> counts, TensorSpan<float> decay, TensorSpan<float> keys, TensorSpan<float> deltas,
         ReadOnlySpan<int> cuSeqlens = default, DeltaRuleOptions? options = null) where T : unmanaged

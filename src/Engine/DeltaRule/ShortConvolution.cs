@@ -21,7 +21,7 @@ public sealed record ShortConvolution
     /// <summary>[C, W] taps per channel (ONNX's (C, 1, W) weight), W = <see cref="Width"/>; finite.</summary>
     public required ReadOnlyMemory<float> Weight { get; init; }
 
-    /// <summary>Taps per channel W, at least 1 (Gated DeltaNet: 4); the carried state holds W − 1 positions.</summary>
+    /// <summary>Taps per channel W, 1 to <see cref="CausalConvConfig.MaxKernelSize"/> (4096) (Gated DeltaNet: 4); the carried state holds W − 1 positions.</summary>
     public required int Width { get; init; }
 
     /// <summary>[C], or empty for none; finite.</summary>
