@@ -208,8 +208,8 @@ public sealed class ModelSession : IDisposable
 
     /// <summary>
     /// Runs the model. Inputs are passed to ORT without copies; returns the requested outputs (all by default).
-    /// Inputs the model does not take (a required one missing, an unknown name, another element type or rank)
-    /// are an <see cref="ArgumentException"/> naming the input and the model; errors ORT raises while running
+    /// Inputs the model does not take (a required one missing, an unknown name, another element type or rank), and outputs
+    /// it does not have or an empty list of them, are an <see cref="ArgumentException"/> naming the tensor and the model; errors ORT raises while running
     /// are a <see cref="ModelRunException"/>; an output over 2 GiB, which one array cannot hold, a <see cref="NotSupportedException"/> naming it.
     /// </summary>
     public IReadOnlyDictionary<string, TensorData> Run(IReadOnlyDictionary<string, TensorData> inputs, IReadOnlyCollection<string>? outputs = null)
@@ -239,6 +239,8 @@ public sealed class ModelSession : IDisposable
         CheckInputs(inputs);
         using var bound = new BoundTensors(inputs);
         var wanted = (outputs ?? OutputNames).ToArray();
+        if (wanted.Length == 0) throw new ArgumentException("no output asked for: name at least one, or give null for all of them", nameof(outputs));
+        foreach (string name in wanted) RequireOutput(name);
         IDisposableReadOnlyCollection<OrtValue> results;
         try
         {
@@ -292,8 +294,7 @@ public sealed class ModelSession : IDisposable
         {
             if (data is null) throw new ArgumentNullException(nameof(outputs), $"output '{name}' is null; give it a tensor");
             if (!data.ShapeHoldsValues) throw new ArgumentException($"{name}: {ShapeChanged(data)}", nameof(outputs));
-            if (!OutputNames.Contains(name))
-                throw new ArgumentException($"{name}: the model has no such output (outputs: {string.Join(", ", OutputNames)})", nameof(outputs));
+            RequireOutput(name);
             if (data.IsReadOnly)
                 throw new ArgumentException($"{name}: lies in read-only memory (TensorData.Over); give it a tensor of its own", nameof(outputs));
             foreach (var (inputName, input) in inputs)
@@ -315,6 +316,12 @@ public sealed class ModelSession : IDisposable
         {
             throw new ModelRunException($"running the model failed: {e.Message}", e);
         }
+    }
+
+    private void RequireOutput(string name)
+    {
+        if (!OutputNames.Contains(name))
+            throw new ArgumentException($"{name}: {Model.DisplayName} has no such output (outputs: {string.Join(", ", OutputNames)})", "outputs");
     }
 
     /// <summary>Runs a model whose inputs and outputs are all float32.</summary>

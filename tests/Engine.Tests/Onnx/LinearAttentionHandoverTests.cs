@@ -181,7 +181,12 @@ public sealed class LinearAttentionHandoverTests
         TensorData Output(long t) => TensorData.Create(Harness.Numerics.NaNs((int)(t * c.Hq * c.Dv)), 1, t, c.Hq * c.Dv);
 
         var unknown = Assert.Throws<ArgumentException>(() => session.RunInto(inputs, new Dictionary<string, TensorData> { ["out"] = Output(3) }));
-        Assert.That(unknown!.Message, Does.StartWith("out: the model has no such output"));
+        Assert.That(unknown!.Message, Does.StartWith("out: model '").And.Contain("has no such output (outputs: output, present_state)"));
+        // Run names the outputs it is asked for as RunInto does, before ORT sees them.
+        var unknownRun = Assert.Throws<ArgumentException>(() => session.Run(inputs, ["output", "out"]));
+        Assert.That(unknownRun!.Message, Does.StartWith("out: model '").And.Contain("has no such output (outputs: output, present_state)"));
+        var none = Assert.Throws<ArgumentException>(() => session.Run(inputs, Array.Empty<string>()));
+        Assert.That(none!.Message, Does.StartWith("no output asked for"));
         var shared = Assert.Throws<ArgumentException>(() => session.RunInto(inputs, new Dictionary<string, TensorData> { ["present_state"] = state }));
         Assert.That(shared!.Message, Does.StartWith("present_state: shares its array with the input past_state"));
         var first = Output(3);
