@@ -17,10 +17,10 @@ public sealed record GatedOutputNorm
     public required ReadOnlyMemory<float> Scale { get; init; }
 
     /// <summary>
-    /// [B·T (or the packed tokens), max(Hq, Hv), V]: the gate z of this call, finite. It is not checked up front: a gate that
-    /// makes the output not finite is refused by name, but with <see cref="GateActivation.Sigmoid"/> an infinite gate gives
-    /// act 0 or 1 and is taken. It and <see cref="Scale"/> lie apart
-    /// from the call's output and final state: a call whose output or final state shares memory with them is refused.
+    /// [B·T (or the packed tokens), max(Hq, Hv), V]: the gate z of this call. Not checked up front: a gate that makes the output
+    /// not finite is refused by name, but with <see cref="GateActivation.Sigmoid"/> an infinite gate gives act 0 or 1 and is
+    /// taken. It and <see cref="Scale"/> lie apart from the call's output and final state: a call whose output or final state
+    /// shares memory with them is refused.
     /// </summary>
     public required ReadOnlyMemory<float> Gate { get; init; }
 
