@@ -635,7 +635,8 @@ public static class HandoverRewriter
                     ? $"its scale '{scale}' is {(scaleDims is null ? "of unknown shape" : $"[{string.Join(", ", scaleDims)}]")}, the fold needs [{dv}] (one head's)"
                 : scaleDims.Count > 1 && hints.Constant(scale) is null ? $"its scale '{scale}' is [{string.Join(", ", scaleDims)}] and no constant to give as [{dv}]"
                 : type is null || hints.ElementType(scale) != type || hints.InferredType(gate) != type ? "the types of past_state, the scale and the gate are not known to be one"
-                : hints.Producer(gate) is NodeProto gateNode && graph.Node.IndexOf(gateNode) > graph.Node.IndexOf(attention) ? $"the gate '{gate}' is computed after the attention"
+                : LateInput(graph, hints, attention, norm, scale, gate) is string late && ReadBetween(graph, attention, norm)
+                    ? $"the {late} is computed after the attention, whose outputs are read before the norm"
                 : !GatedRmsNormSignature.EngineRuns(NormEpsilon(norm)) ? $"its epsilon is {NormEpsilon(norm)}, the engine takes a finite epsilon >= 0"
                 : null;
             if (kept is not null)
@@ -644,6 +645,13 @@ public static class HandoverRewriter
                 continue;
             }
             if (scaleDims!.Count > 1) scale = ConstantAsVector(graph, hints.Constant(scale)!, scale);
+            // A gate or scale computed after the attention (ONNX Runtime's saved optimized models order the projections so): the
+            // attention moves to the norm's place, after both, where nothing in between reads what it writes.
+            if (LateInput(graph, hints, attention, norm, norm.Input[1], gate) is not null)
+            {
+                graph.Node.Remove(attention);
+                graph.Node.Insert(graph.Node.IndexOf(norm), attention);
+            }
 
             while (attention.Input.Count < LinearAttentionSignature.NormScale) attention.Input.Add("");
             attention.Input.Add(scale);
@@ -662,6 +670,24 @@ public static class HandoverRewriter
             graph.Node.Remove(norm);
             NoteFold(nodes, norm, attention, $"normalizes and gates its output heads: GatedRMSNorm '{NameOf(norm)}' folded in");
         }
+    }
+
+    /// <summary>"scale '…'" or "gate '…'" when that input of the norm is made by a node of the graph after the attention; else null.</summary>
+    private static string? LateInput(GraphProto graph, ShapeHints hints, NodeProto attention, NodeProto norm, string scale, string gate)
+    {
+        int at = graph.Node.IndexOf(attention);
+        bool Late(string value) => hints.Producer(value) is NodeProto producer && graph.Node.IndexOf(producer) > at;
+        return Late(gate) ? $"gate '{gate}'" : Late(scale) ? $"scale '{scale}'" : null;
+    }
+
+    /// <summary>Whether a node between the attention and the norm (or a subgraph of one) reads an output of the attention.</summary>
+    private static bool ReadBetween(GraphProto graph, NodeProto attention, NodeProto norm)
+    {
+        var written = attention.Output.Where(o => o.Length > 0).ToHashSet();
+        int from = graph.Node.IndexOf(attention) + 1, to = graph.Node.IndexOf(norm);
+        return graph.Node.Skip(from).Take(to - from).Any(n => n.Input.Any(written.Contains)
+            || n.Attribute.SelectMany(a => a.G is null ? a.Graphs : a.Graphs.Prepend(a.G)).SelectMany(OnnxModel.AllGraphs)
+                .Any(g => g.Node.Any(inner => inner.Input.Any(written.Contains))));
     }
 
     private static float NormEpsilon(NodeProto norm) => norm.Attribute.FirstOrDefault(a => a.Name == "epsilon")?.F ?? GatedRmsNormSignature.DefaultEpsilon;

@@ -67,6 +67,47 @@ public sealed class OutputNormFoldTests
         OnnxAssert.AgreesWithOrtAlone(engine, ort, Inputs(new Random(5)), "GatedRMSNorm with epsilon 0");
     }
 
+    /// <summary>
+    /// The gate made by a node after the attention, as ONNX Runtime orders the projections in a model it saves optimized: the
+    /// attention moves after it and takes the norm; where a node in between reads the attention's state, the norm stays with ORT.
+    /// </summary>
+    [TestCase(false, false)]
+    [TestCase(true, false)]
+    [TestCase(true, true)]
+    public void AGateComputedAfterTheAttentionFoldsUnlessTheStateIsReadBeforeTheNorm(bool fusedNorm, bool stateReadBetween)
+    {
+        var model = Model(fusedNorm, [Dv]);
+        var graph = model.Proto.Graph;
+        var zReaders = graph.Node.Where(n => n.Input.Contains("z")).ToArray();
+        foreach (var reader in zReaders)
+            for (int i = 0; i < reader.Input.Count; i++)
+                if (reader.Input[i] == "z") reader.Input[i] = "z_late";
+        int at = graph.Node.IndexOf(graph.Node.Single(n => n.Name == "attention"));
+        graph.Node.Insert(at + 1, new NodeProto { OpType = "Neg", Name = "z_late", Input = { "z" }, Output = { "z_late" } });
+        graph.ValueInfo.Add(graph.Input.Single(i => i.Name == "z").Clone());
+        graph.ValueInfo[^1].Name = "z_late";
+        if (stateReadBetween)
+        {
+            graph.Node.Insert(at + 1, new NodeProto { OpType = "Identity", Name = "state_copy", Input = { "present_state" }, Output = { "state_copy" } });
+            graph.Output.Add(graph.Output.Single(o => o.Name == "present_state").Clone());
+            graph.Output[^1].Name = "state_copy";
+        }
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        var attention = engine.Handover.EngineNodes.Single(n => n.OpType == "LinearAttention");
+        if (stateReadBetween)
+        {
+            Assert.That(attention.Detail, Does.Contain("output norm 'norm' kept: the gate 'z_late' is computed after the attention, whose outputs are read before the norm"));
+        }
+        else
+        {
+            Assert.That(attention.Detail, Does.Contain("normalizes and gates its output heads"));
+            var nodes = engine.Handover.Model.Proto.Graph.Node.Select(n => n.Name).ToList();
+            Assert.That(nodes.IndexOf("attention"), Is.GreaterThan(nodes.IndexOf("z_late")), "the nodes stay in topological order");
+        }
+        OnnxAssert.AgreesWithOrtAlone(engine, ort, Inputs(new Random(6)), $"{(fusedNorm ? "GatedRMSNorm" : "unfused chain")}, gate computed after the attention");
+    }
+
     /// <summary>The attention in the main graph, the gated norm chain inside an If's then-branch: the norm folds there, not into the attention.</summary>
     [Test]
     public void ANormInsideAnIfBranchStaysOutOfTheAttentionOutside()
