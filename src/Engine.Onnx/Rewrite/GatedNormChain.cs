@@ -6,9 +6,9 @@ namespace Engine.Onnx;
 /// <summary>
 /// The gated RMS norm as ONNX Runtime GenAI's builder writes it without com.microsoft.GatedRMSNorm:
 /// y = Cast(Cast(Reshape(SimplifiedLayerNormalization(Reshape(x, (.., .., H, d)), scale), (.., .., H·d)), float) · SiLU(z_f)),
-/// z_f = Cast(z, float) (each Cast to float optional), SiLU(z_f) = z_f · Sigmoid(z_f), the last Cast back to x's type (optional
+/// z_f = Cast(z, float) (each Cast to float optional), SiLU(z_f) = z_f · Sigmoid(z_f) (or com.microsoft QuickGelu(z_f) with alpha 1), the last Cast back to x's type (optional
 /// for a float32 chain).
-/// <see cref="Match"/> finds it when every tensor in between has one reader (z_f two: the Sigmoid and the product) and every
+/// <see cref="Match"/> finds it when every tensor in between has one reader (z_f two: the Sigmoid and the product; one: the QuickGelu) and every
 /// node of it lies in the graph searched.
 /// </summary>
 internal sealed record GatedNormChain(string X, string Scale, string Gate, string Output, float Epsilon, IReadOnlyList<NodeProto> Removed)
@@ -53,14 +53,27 @@ internal sealed record GatedNormChain(string X, string Scale, string Gate, strin
         }
         if (reader is not { OpType: "Mul" } product || !IsOnnx(product) || product.Input.Count != 2) return null;
         string silu = product.Input[0] == normed ? product.Input[1] : product.Input[0];
-        if (Uses(silu) != 1 || Producer(silu) is not { OpType: "Mul" } siluMul || !IsOnnx(siluMul) || siluMul.Input.Count != 2) return null;
-        var sigmoidSide = siluMul.Input.Select(Producer).ToArray();
-        int s = IsSigmoid(sigmoidSide[0]) ? 0 : IsSigmoid(sigmoidSide[1]) ? 1 : -1;
-        if (s < 0) return null;
-        var sigmoid = sigmoidSide[s]!;
-        string gateFloat = siluMul.Input[1 - s];
-        if (sigmoid.Input[0] != gateFloat || Uses(siluMul.Input[s]) != 1 || Uses(gateFloat) != 2) return null;
-        removed.AddRange([sigmoid, siluMul, product]);
+        string gateFloat;
+        if (Uses(silu) != 1) return null;
+        if (Producer(silu) is { } quickGelu && IsSiluQuickGelu(quickGelu))
+        {
+            // ONNX Runtime's QuickGeluFusion (EXTENDED) writes x · Sigmoid(x) as com.microsoft QuickGelu, x · sigmoid(alpha · x),
+            // alpha 1: the same SiLU.
+            gateFloat = quickGelu.Input[0];
+            if (Uses(gateFloat) != 1) return null;
+            removed.AddRange([quickGelu, product]);
+        }
+        else
+        {
+            if (Producer(silu) is not { OpType: "Mul" } siluMul || !IsOnnx(siluMul) || siluMul.Input.Count != 2) return null;
+            var sigmoidSide = siluMul.Input.Select(Producer).ToArray();
+            int s = IsSigmoid(sigmoidSide[0]) ? 0 : IsSigmoid(sigmoidSide[1]) ? 1 : -1;
+            if (s < 0) return null;
+            var sigmoid = sigmoidSide[s]!;
+            gateFloat = siluMul.Input[1 - s];
+            if (sigmoid.Input[0] != gateFloat || Uses(siluMul.Input[s]) != 1 || Uses(gateFloat) != 2) return null;
+            removed.AddRange([sigmoid, siluMul, product]);
+        }
         // The fused node takes the gate in x's type: z itself when it is cast to float, else z_f, float when the product is.
         string gate = gateFloat;
         bool gateCast = false;
@@ -139,6 +152,14 @@ internal sealed record GatedNormChain(string X, string Scale, string Gate, strin
 
     // Another domain's Sigmoid is no SiLU's: ORT runs it (or refuses it) as that domain says.
     private static bool IsSigmoid(NodeProto? node) => node is { OpType: "Sigmoid", Input.Count: 1 } && IsOnnx(node);
+
+    /// <summary>
+    /// com.microsoft QuickGelu with alpha given as exactly 1: x · sigmoid(x), SiLU. Without the attribute alpha is 1.702 (ORT's
+    /// schema), another function.
+    /// </summary>
+    private static bool IsSiluQuickGelu(NodeProto node) =>
+        node is { OpType: "QuickGelu", Domain: "com.microsoft", Input.Count: 1, Output.Count: 1, Attribute.Count: 1 }
+        && node.Attribute[0] is { Name: "alpha", Type: AttributeProto.Types.AttributeType.Float } alpha && alpha.F == 1f;
 
     private static bool IsCastToFloat(NodeProto cast) => IsOnnx(cast) && cast.Input.Count == 1 && Int(cast, "to") == (long)TensorProto.Types.DataType.Float;
 

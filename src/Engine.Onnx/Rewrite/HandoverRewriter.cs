@@ -735,6 +735,7 @@ public static class HandoverRewriter
         // saturate acts on float8 targets only.
         "Cast" => onnxOpset >= 19 ? ["to", "saturate"] : ["to"],
         "SimplifiedLayerNormalization" => ["axis", "epsilon", "stash_type"],
+        "QuickGelu" => ["alpha"],
         _ => [],
     };
 

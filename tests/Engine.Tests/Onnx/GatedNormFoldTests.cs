@@ -22,17 +22,22 @@ public sealed class GatedNormFoldTests
     /// a weight [H, d] (one per head), and a float16 z negated (no declared type) and then cast to float. NegativeEpsilon is a
     /// chain ORT runs with an epsilon the engine's kernel refuses. NoFinalCast: a float32 chain without its last Cast (the no-op an
     /// optimizer removes); HalfNoFinalCast: a float16 one that ends in float32, which the fused node (y in x's type) cannot write.
+    /// QuickGelu*: the float32 chain as ONNX Runtime saves it optimized at EXTENDED, its no-op Casts removed and z · Sigmoid(z) fused
+    /// into com.microsoft QuickGelu, z · sigmoid(alpha · z): SiLU with alpha 1, another function with 1.702 (also its default).
     /// </summary>
     public enum Variant
     {
         AsTheBuilderWrites, NoCastOfZ, WeightOneByD, NoFinalCast, NormOutputAlsoAGraphOutput, HalfNoFinalCast, TanhGate, HalfXFloatGateNotCast, GateBroadcastOverTokens, XOfRankFour,
-        XOfRankFourUndeclared, WeightPerHead, HalfGateOfUndeclaredType, NegativeEpsilon,
+        XOfRankFourUndeclared, WeightPerHead, HalfGateOfUndeclaredType, NegativeEpsilon, QuickGeluAlphaOne, QuickGeluAlpha1702, QuickGeluWithoutAlpha,
     }
 
     [TestCase(Variant.AsTheBuilderWrites, true)]
     [TestCase(Variant.NoCastOfZ, true)]
     [TestCase(Variant.WeightOneByD, true)]
     [TestCase(Variant.NoFinalCast, true)]
+    [TestCase(Variant.QuickGeluAlphaOne, true)]
+    [TestCase(Variant.QuickGeluAlpha1702, false)]
+    [TestCase(Variant.QuickGeluWithoutAlpha, false)]
     [TestCase(Variant.NormOutputAlsoAGraphOutput, false)]
     [TestCase(Variant.HalfNoFinalCast, false)]
     [TestCase(Variant.TanhGate, false)]
@@ -115,6 +120,8 @@ public sealed class GatedNormFoldTests
     internal static OnnxModel Model(Variant variant)
     {
         var b = new ModelBuilder();
+        bool quickGelu = variant is Variant.QuickGeluAlphaOne or Variant.QuickGeluAlpha1702 or Variant.QuickGeluWithoutAlpha;
+        if (quickGelu) b.Import("com.microsoft", 1);
         const TensorProto.Types.DataType F = TensorProto.Types.DataType.Float;
         var xType = variant is Variant.HalfXFloatGateNotCast or Variant.HalfNoFinalCast ? TensorProto.Types.DataType.Float16 : F;
         string x = variant == Variant.XOfRankFour ? b.Input("x", F, Batch, Length, Heads, Dim) : b.Input("x", xType, Batch, Length, Width);
@@ -131,10 +138,18 @@ public sealed class GatedNormFoldTests
         string Cast(string value) => b.Node("Cast", [value], attributes: [("to", (long)TensorElementType.Float)])[0];
         string zFloat = variant switch
         {
-            Variant.NoCastOfZ or Variant.HalfXFloatGateNotCast => z,
+            Variant.NoCastOfZ or Variant.HalfXFloatGateNotCast or Variant.QuickGeluAlphaOne or Variant.QuickGeluAlpha1702 or Variant.QuickGeluWithoutAlpha => z,
             Variant.HalfGateOfUndeclaredType => Cast(b.Op("Neg", z)),
             _ => Cast(z),
         };
+        if (quickGelu)
+        {
+            string gate = variant == Variant.QuickGeluWithoutAlpha ? b.Node("QuickGelu", [zFloat], domain: "com.microsoft")[0]
+                : b.Node("QuickGelu", [zFloat], domain: "com.microsoft", attributes: [("alpha", variant == Variant.QuickGeluAlphaOne ? 1f : 1.702f)])[0];
+            b.Node("Mul", [packed, gate], outputNames: ["y"]);
+            b.Output("y", F, Batch, Length, Width);
+            return b.Build();
+        }
         string silu = b.Op("Mul", zFloat, b.Op(variant == Variant.TanhGate ? "Tanh" : "Sigmoid", zFloat));
         if (variant is Variant.NoFinalCast or Variant.HalfNoFinalCast)
         {
