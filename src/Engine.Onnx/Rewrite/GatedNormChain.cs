@@ -6,10 +6,10 @@ namespace Engine.Onnx;
 /// <summary>
 /// The gated RMS norm as ONNX Runtime GenAI's builder writes it without com.microsoft.GatedRMSNorm:
 /// y = Cast(Cast(Reshape(SimplifiedLayerNormalization(Reshape(x, (.., .., H, d)), scale), (.., .., H·d)), float) · SiLU(z_f)),
-/// z_f = Cast(z, float) (each Cast to float optional), SiLU(z_f) = z_f · Sigmoid(z_f) (or com.microsoft QuickGelu(z_f) with alpha 1), the last Cast back to x's type (optional
-/// for a float32 chain).
-/// <see cref="Match"/> finds it when every tensor in between has one reader (z_f two: the Sigmoid and the product; one: the QuickGelu) and every
-/// node of it lies in the graph searched.
+/// z_f = Cast(z, float) (each Cast to float optional), SiLU(z_f) = z_f · Sigmoid(z_f) (or com.microsoft QuickGelu(z_f) with
+/// alpha 1), the last Cast back to x's type (optional for a float32 chain).
+/// <see cref="Match"/> finds it when every tensor in between has one reader (z_f two: the Sigmoid and the product; one: the
+/// QuickGelu) and every node of it lies in the graph searched.
 /// </summary>
 internal sealed record GatedNormChain(string X, string Scale, string Gate, string Output, float Epsilon, IReadOnlyList<NodeProto> Removed)
 {
