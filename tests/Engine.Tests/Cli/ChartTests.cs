@@ -124,6 +124,20 @@ public sealed class ChartTests : CliFixture
         Assert.That(System.IO.Directory.GetFiles(Directory), Is.Empty);
     }
 
+    /// <summary>
+    /// A chart that passes the checks before timing but cannot be written (here a symbolic link into a missing folder) is an
+    /// error, and an error leaves stdout empty: no JSON document or table beside exit code 1.
+    /// </summary>
+    [Test]
+    public void AChartThatCannotBeWrittenLeavesNoReportOnStdout()
+    {
+        string chart = PathOf("chart.svg");
+        File.CreateSymbolicLink(chart, PathOf("missing/chart.svg"));
+        foreach (var command in new[] { TinyGla, ["bench-model", "--sample", "linear", "--T", "16", "--repeats", "1", "--threads", "1"] })
+            foreach (var json in new[] { true, false })
+                AssertOneLineError(Engine([.. command, .. json ? new[] { "--json" } : [], "--plot", chart]), 1, $"--plot {chart}: cannot be written");
+    }
+
     [Test]
     public void BenchModelChartsOnlySampleRuns()
     {

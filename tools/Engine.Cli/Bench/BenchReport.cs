@@ -150,16 +150,19 @@ public static class BenchReport
         IReadOnlyList<string>? notes = null)
     {
         double? peak = device.Backend == Backend.Cpu ? Peak(device.Threads) : null;
+        // The chart first: a chart that cannot be written is an error, and an error leaves stdout empty (no report, no JSON).
+        if (chart is not null)
+        {
+            var series = results.GroupBy(r => r.Variant)
+                .Select(g => new ChartSeries(g.Key, g.Select(r => ((double)r.Shape.T, r.Seconds * 1e3)).ToArray())).ToArray();
+            string op = results.Count > 0 ? results[0].Op : "";
+            var shape = results.Count > 0 ? results[0].Shape : null;
+            string title = $"engine bench {op}: {(shape is null ? "" : $"B{shape.B} H{shape.H} K{shape.K} V{shape.V}, ")}{timing}";
+            BenchChart.Save(chart, BenchChart.Caption(device.Description, peak), [BenchChart.Panel(title, "ms per call", series)]);
+        }
         Print(context.Out, results, peak, timing, json);
         foreach (var note in notes ?? []) (json ? context.Error : context.Out).WriteLine($"note: {note}");
-        if (chart is null) return;
-        var series = results.GroupBy(r => r.Variant)
-            .Select(g => new ChartSeries(g.Key, g.Select(r => ((double)r.Shape.T, r.Seconds * 1e3)).ToArray())).ToArray();
-        string op = results.Count > 0 ? results[0].Op : "";
-        var shape = results.Count > 0 ? results[0].Shape : null;
-        string title = $"engine bench {op}: {(shape is null ? "" : $"B{shape.B} H{shape.H} K{shape.K} V{shape.V}, ")}{timing}";
-        BenchChart.Save(chart, BenchChart.Caption(device.Description, peak), [BenchChart.Panel(title, "ms per call", series)]);
-        BenchChart.Report(context, chart, json);
+        if (chart is not null) BenchChart.Report(context, chart, json);
     }
 
     private const string CpuAcceleratorNote =

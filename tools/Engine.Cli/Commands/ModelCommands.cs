@@ -337,12 +337,10 @@ internal sealed class BenchModelCommand : EngineCommand
             }).ToList();
         });
         bool json = args.GetValue(_model.Json);
+        // The chart before the report: a chart that cannot be written is an error, and an error leaves stdout empty.
+        if (chart is not null) Chart(chart, rows, host.Describe(backend), BenchReport.Peak(host.IntraOpThreads), spinning);
         Print(context.Out, rows, host.Describe(backend), spinning, json);
-        if (chart is not null)
-        {
-            Chart(chart, rows, host.Describe(backend), BenchReport.Peak(host.IntraOpThreads), spinning);
-            BenchChart.Report(context, chart, json);
-        }
+        if (chart is not null) BenchChart.Report(context, chart, json);
         return 0;
     }
 
