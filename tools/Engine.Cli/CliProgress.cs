@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Spectre.Console;
 
 namespace Engine.Cli;
@@ -12,7 +13,7 @@ public sealed class CliProgress
 {
     private readonly IAnsiConsole? _console;
 
-    private CliProgress(IAnsiConsole? console) => _console = console;
+    internal CliProgress(IAnsiConsole? console) => _console = console;
 
     /// <summary>Bars where <paramref name="error"/> is the process's own stderr and that is a terminal.</summary>
     public static CliProgress For(TextWriter error) =>
@@ -25,11 +26,23 @@ public sealed class CliProgress
     {
         if (_console is null) return work(new Steps(null, output));
         var held = new StringWriter();
+        // The bars hide the terminal's cursor until they end; Ctrl+C (SIGINT) or SIGTERM ends the process before they do,
+        // and would leave the shell without a cursor: it is shown again, and the process then ends as the signal asks.
+        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, _ => Interrupted());
+        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, _ => Interrupted());
         T result = _console.Progress().AutoClear(true).HideCompleted(false)
             .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
             .Start(context => work(new Steps(context, held)));
         output.Write(held.ToString());
         return result;
+    }
+
+    /// <summary>What a signal that ends the process does while bars are drawn: the cursor shown, the prompt on a line of its own.</summary>
+    internal void Interrupted()
+    {
+        if (_console is null) return;
+        _console.Cursor.Show();
+        _console.WriteLine();
     }
 
     public void Run(TextWriter output, Action<Steps> work) => Run(output, steps => { work(steps); return 0; });
