@@ -66,6 +66,8 @@ public static class Demo
             return (rows, OnnxDemo.Measure(quick, progress));
         });
         bool ok = rows.All(r => r.RelativeError <= 1e-5) && onnx.Ok;
+        // The exit code's reason on stderr too, where a script reading --json or the table looks for it.
+        if (!ok) context.Error.WriteLine("engine: error: some outputs disagree with the reference (see the report)");
         if (json)
         {
             w.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?>

@@ -98,7 +98,7 @@ public sealed class EngineDevice : IDisposable
     public string Description => Backend switch
     {
         Backend.Reference => "reference: float64 loops, one thread",
-        Backend.Cpu => $"cpu: {Scheduler.Workers} threads, {CpuInfo.SimdDescription}",
+        Backend.Cpu => $"cpu: {Scheduler.Workers} thread{(Scheduler.Workers == 1 ? "" : "s")}, {CpuInfo.SimdDescription}",
         _ => $"gpu: {_gpu!.Description}",
     };
 

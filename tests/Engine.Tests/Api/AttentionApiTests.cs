@@ -583,6 +583,14 @@ public sealed class NonFiniteInputTests
         });
     }
 
+    [TestCase(1, "cpu: 1 thread, ")]
+    [TestCase(3, "cpu: 3 threads, ")]
+    public void TheCpuDeviceIsDescribedByItsThreads(int threads, string start)
+    {
+        using var device = EngineDevice.Create(Backend.Cpu, new EngineDeviceOptions { CpuThreads = threads });
+        Assert.That(device.Description, Does.StartWith(start));
+    }
+
     /// <summary>An invalid log gate anywhere in a long call (its gates are checked a slice per worker) is named, and the state is left as it was.</summary>
     [TestCase(3, 0.5f)]
     [TestCase(1500, float.NaN)]
