@@ -233,7 +233,7 @@ internal sealed class LinearAttentionKernel : IEngineKernel
         }
         else if (LinearAttentionSignature.UsesBeta(_config.Rule))
         {
-            using var beta = RepeatedHeads<T>.From(call.Beta!.Value, checked((int)call.Beta!.Value.Dims[2]), hkv, 1);
+            using var beta = RepeatedHeads<T>.From(call.Beta!.Value, checked((int)call.Beta!.Value.Dims[2]), hkv, 1, perHead: true);
             using var conv = OnnxConvolution.From(call, _config.Convolution);
             using var norm = OnnxNorm.From(call, _config.Norm);
             var options = new DeltaRuleOptions
@@ -331,8 +331,9 @@ internal ref struct OnnxState
 }
 
 /// <summary>
-/// (B, T, given·d) as (B, T, heads, d) (rank 3 when d is 1), head j reading given head j / (heads / given): the tensor
-/// itself when given = heads, else repeated into a pooled buffer — beta of width 1, a key whose heads ONNX Runtime shares.
+/// (B, T, given·d) as (B, T, heads, d) (as (B, T, heads) where <c>perHead</c>: beta), head j reading given head j / (heads / given):
+/// the tensor itself when given = heads, else repeated into a pooled buffer — beta of width 1, a key whose heads ONNX Runtime shares.
+/// A key stays rank 4 when dk is 1.
 /// </summary>
 internal ref struct RepeatedHeads<T> where T : unmanaged
 {
@@ -340,10 +341,10 @@ internal ref struct RepeatedHeads<T> where T : unmanaged
 
     public ReadOnlyTensorSpan<T> Tensor { get; private set; }
 
-    public static RepeatedHeads<T> From(OrtTensorView x, int given, int heads, int d)
+    public static RepeatedHeads<T> From(OrtTensorView x, int given, int heads, int d, bool perHead = false)
     {
         nint b = x.Dims[0].AsNint(), t = x.Dims[1].AsNint();
-        nint[] shape = d == 1 ? [b, t, heads] : [b, t, heads, d];
+        nint[] shape = perHead ? [b, t, heads] : [b, t, heads, d];
         if (given == heads) return new RepeatedHeads<T> { Tensor = x.AsReadOnlyTensor<T>(shape) };
         var values = x.AsReadOnlySpan<T>();
         int rows = checked((int)(b * t)), repeat = heads / given, length = checked(rows * heads * d);

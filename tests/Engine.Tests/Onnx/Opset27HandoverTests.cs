@@ -1,0 +1,101 @@
+using Engine.Onnx;
+using Engine.Tests.Harness;
+using Engine.Workloads;
+using NUnit.Framework;
+using F = Engine.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>
+/// ai.onnx LinearAttention-27 and CausalConvWithState-27 nodes the hand-over meets at their edges, each against ONNX Runtime 1.32
+/// alone (which runs them as their ONNX function bodies): the hand-over runs what ORT runs, with the same results (fp32 1e-5
+/// relative RMS; the engine's outputs pre-filled with NaN), and refuses what ORT refuses.
+/// </summary>
+[TestFixture]
+public sealed class Opset27HandoverTests
+{
+    /// <summary>An ai.onnx LinearAttention-27 node over graph inputs, every tensor of <paramref name="type"/> but past_state (<paramref name="stateType"/>).</summary>
+    private static OnnxModel Node(string rule, int hq, int hkv, int dk, int dv, bool decayPerKey = false, F type = F.Float, F? stateType = null,
+        long opset = 27, params (string, object)[] extra)
+    {
+        var state = stateType ?? type;
+        var b = new ModelBuilder(opset, "opset27");
+        bool decay = rule is "gated" or "gated_delta", beta = rule is "delta" or "gated_delta";
+        var inputs = new List<string>
+        {
+            b.Input("query", type, "B", "T", hq * dk), b.Input("key", type, "B", "T", hkv * dk), b.Input("value", type, "B", "T", hkv * dv),
+            b.Input("past_state", state, "B", hkv, dk, dv),
+        };
+        if (decay || beta) inputs.Add(decay ? b.Input("decay", type, "B", "T", decayPerKey ? hkv * dk : hkv) : "");
+        if (beta) inputs.Add(b.Input("beta", type, "B", "T", hkv));
+        b.Node("LinearAttention", inputs, name: "attention", outputNames: ["output", "present_state"],
+            attributes: [("q_num_heads", (long)hq), ("kv_num_heads", (long)hkv), ("update_rule", rule), .. extra]);
+        b.Output("output", type, null);
+        b.Output("present_state", state, null);
+        return b.Build();
+    }
+
+    private static Dictionary<string, TensorData> Inputs(OnnxModel model, int batch, int length, int seed)
+    {
+        var data = new TestData(seed);
+        var inputs = new Dictionary<string, TensorData>();
+        foreach (var input in model.Proto.Graph.Input)
+        {
+            var dims = input.Type.TensorType.Shape.Dim.Select(d => d.DimParam == "B" ? batch : d.DimParam == "T" ? length : d.DimValue).ToArray();
+            long count = dims.Aggregate(1L, (a, d) => a * d);
+            var values = input.Name switch
+            {
+                "decay" => data.Uniform(count, -0.6, -0.01),
+                "beta" => data.Uniform(count, 0.05, 1.0),
+                _ => data.Normal(count, 0.5),
+            };
+            inputs[input.Name] = (F)input.Type.TensorType.ElemType switch
+            {
+                F.Float16 => TensorData.Create(TestData.ToHalf(values), dims),
+                F.Bfloat16 => TensorData.Create(TestData.ToBFloat16(values), dims),
+                _ => TensorData.Create(values, dims),
+            };
+        }
+        return inputs;
+    }
+
+    /// <summary>The hand-over's outputs, written into tensors pre-filled with NaN, against ORT alone's (relative RMS).</summary>
+    private static void AgreesWithOrtAlone(OnnxModel model, Dictionary<string, TensorData> inputs, double tolerance = Numerics.Fp32Tolerance)
+    {
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        var expected = ort.Run(inputs);
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        var outputs = expected.ToDictionary(e => e.Key, e => NaNs(e.Value));
+        engine.RunInto(inputs, outputs);
+        foreach (var (name, want) in expected)
+        {
+            Assert.That(OnnxAssert.Floats(want).All(float.IsFinite), Is.True, $"ORT's {name} is finite");
+            OnnxAssert.Close(outputs[name], want, $"{name}, hand-over vs ORT alone", tolerance);
+        }
+    }
+
+    private static TensorData NaNs(TensorData like)
+    {
+        int count = (int)like.ElementCount;
+        return like.ElementType switch
+        {
+            TensorElementType.Float16 => TensorData.Create(Enumerable.Repeat(Half.NaN, count).ToArray(), like.Shape),
+            TensorElementType.BFloat16 => TensorData.Create(TestData.ToBFloat16(Enumerable.Repeat(float.NaN, count).ToArray()), like.Shape),
+            _ => TensorData.Create(Enumerable.Repeat(float.NaN, count).ToArray(), like.Shape),
+        };
+    }
+
+    /// <summary>
+    /// Head dim dk = 1: the kernels took such a key as (B, T, heads) and refused it at the run ("key: expected rank 4"),
+    /// where ORT runs the node.
+    /// </summary>
+    [TestCase("linear", 1, 1)]
+    [TestCase("gated", 2, 1)]
+    [TestCase("delta", 1, 1)]
+    [TestCase("gated_delta", 6, 2)]
+    public void KeyHeadDimOfOneRuns(string rule, int hq, int hkv)
+    {
+        var model = Node(rule, hq, hkv, dk: 1, dv: 6);
+        AgreesWithOrtAlone(model, Inputs(model, batch: 2, length: 37, seed: 1));
+    }
+}
