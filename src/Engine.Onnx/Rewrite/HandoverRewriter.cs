@@ -183,9 +183,9 @@ public static class HandoverRewriter
         var elementType = node.Input.Count > 0 ? hints.InferredType(node.Input[0]) : null;
         if (elementType is not null and not TensorProto.Types.DataType.Float and not TensorProto.Types.DataType.Float16)
         {
-            // The engine's LinearAttention takes float32 and float16; ORT keeps other types (or refuses them itself).
-            if (fromOnnx) node.Domain = MicrosoftDomain;
-            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, MicrosoftDomain, $"{what}, {elementType.Value.ToString().ToLowerInvariant()} tensors: left to ORT"));
+            // The engine's LinearAttention takes float32 and float16; ORT keeps other types (or refuses them itself). An ai.onnx node
+            // stays ai.onnx: ORT runs its function body in any type the schema allows, its com.microsoft kernel float32 and float16 only.
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, from, $"{what}, {elementType.Value.ToString().ToLowerInvariant()} tensors: left to ORT"));
             return;
         }
         if (capabilities.Takes(rule))

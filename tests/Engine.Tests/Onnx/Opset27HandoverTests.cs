@@ -98,4 +98,21 @@ public sealed class Opset27HandoverTests
         var model = Node(rule, hq, hkv, dk: 1, dv: 6);
         AgreesWithOrtAlone(model, Inputs(model, batch: 2, length: 37, seed: 1));
     }
+    /// <summary>
+    /// bfloat16 tensors: ORT runs the ai.onnx node as its function body; the hand-over moved it to com.microsoft, for which ORT
+    /// has no bfloat16 CPU kernel, and the model failed to load ("Could not find an implementation for LinearAttention(1)").
+    /// The node stays ai.onnx (opset 27 kept). Compared at bfloat16's precision: both sides run the same function body.
+    /// </summary>
+    [TestCase("linear")]
+    [TestCase("gated_delta")]
+    public void BFloat16NodeStaysWithItsFunctionBody(string rule)
+    {
+        var model = Node(rule, 2, 1, dk: 8, dv: 6, type: F.Bfloat16);
+        using (var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu))
+        {
+            Assert.That(engine.Handover.Nodes.Single().ToDomain, Is.EqualTo(""));
+            Assert.That(engine.Handover.Model.OpsetOf(""), Is.EqualTo(27));
+        }
+        AgreesWithOrtAlone(model, Inputs(model, batch: 2, length: 9, seed: 2));
+    }
 }
