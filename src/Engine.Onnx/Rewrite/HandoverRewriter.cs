@@ -188,6 +188,16 @@ public static class HandoverRewriter
             nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, from, $"{what}, {elementType.Value.ToString().ToLowerInvariant()} tensors: left to ORT"));
             return;
         }
+        // ai.onnx LinearAttention-27 types the state apart from the activations (S, T: float32, float16, bfloat16); the engine's op
+        // takes one type for every tensor of a node, so a past_state of another type than the query's stays with ORT.
+        var stateType = node.Input.Count > LinearAttentionSignature.PastState && node.Input[LinearAttentionSignature.PastState].Length > 0
+            ? hints.InferredType(node.Input[LinearAttentionSignature.PastState]) : null;
+        if (elementType is not null && stateType is not null && stateType != elementType)
+        {
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, from,
+                $"{what}, {elementType.Value.ToString().ToLowerInvariant()} tensors with a {stateType.Value.ToString().ToLowerInvariant()} past_state: left to ORT"));
+            return;
+        }
         if (capabilities.Takes(rule))
         {
             if (SharedKeyHeads(node, fromOnnx, hints) is long keyHeads)

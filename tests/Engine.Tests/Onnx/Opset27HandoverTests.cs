@@ -115,4 +115,23 @@ public sealed class Opset27HandoverTests
         }
         AgreesWithOrtAlone(model, Inputs(model, batch: 2, length: 9, seed: 2));
     }
+    /// <summary>
+    /// ai.onnx LinearAttention-27 types past_state and present_state (S) apart from query, key and value (T); ORT runs a node whose
+    /// state is float32 and activations float16 (or the other way round, or a bfloat16 state). The engine's op takes one type
+    /// for all: ORT refused the rewritten model at load ("no kernel def matches node inputs"). Such a node stays with ORT.
+    /// </summary>
+    [TestCase(TensorElementType.Float16, TensorElementType.Float)]
+    [TestCase(TensorElementType.Float, TensorElementType.Float16)]
+    [TestCase(TensorElementType.Float, TensorElementType.BFloat16)]
+    public void PastStateOfAnotherTypeStaysWithOnnxRuntime(TensorElementType type, TensorElementType stateType)
+    {
+        var model = Node("gated_delta", 2, 1, dk: 8, dv: 6, type: (F)type, stateType: (F)stateType);
+        using (var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu))
+        {
+            var node = engine.Handover.Nodes.Single();
+            Assert.That(node.ToEngine, Is.False);
+            Assert.That(node.Detail, Does.Contain("past_state: left to ORT"));
+        }
+        AgreesWithOrtAlone(model, Inputs(model, batch: 2, length: 9, seed: 3));
+    }
 }
