@@ -156,6 +156,7 @@ public static class HandoverRewriter
         if (node.Name.Length == 0) node.Name = NameOf(node);
         if (fromOnnx && onnxOpset < 27)
             throw new ModelNodeException($"LinearAttention node '{NameOf(node)}': ai.onnx LinearAttention needs opset 27, the model imports ai.onnx opset {onnxOpset}");
+        if (fromOnnx) RequirePresentState(node, $"LinearAttention node '{NameOf(node)}'", "LinearAttention");
         foreach (var attribute in node.Attribute)
             if (!LinearAttentionSignature.AttributeNames.Contains(attribute.Name) && (fromOnnx || attribute.Name != LinearAttentionSignature.StateWindow))
                 throw new ModelNodeException($"LinearAttention node '{NameOf(node)}': unknown attribute '{attribute.Name}' (LinearAttention has {string.Join(", ", LinearAttentionSignature.AttributeNames)})");
@@ -282,6 +283,16 @@ public static class HandoverRewriter
         throw new ModelNodeException($"{name}: {problem}");
     }
 
+    /// <summary>
+    /// ai.onnx LinearAttention-27 and CausalConvWithState-27 have two outputs, both required (ORT refuses a node without
+    /// present_state); the engine's ops make present_state optional, so the rewrite refuses such a node as ORT does.
+    /// </summary>
+    private static void RequirePresentState(NodeProto node, string name, string op)
+    {
+        if (node.Output.Count < 2 || node.Output[1].Length == 0)
+            throw new ModelNodeException($"{name}: ai.onnx {op}-27 requires its second output, present_state; the node leaves it out");
+    }
+
     /// <summary>The type of each attribute LinearAttention and GatedDeltaNet have (ORT's schemas).</summary>
     private static readonly Dictionary<string, AttributeProto.Types.AttributeType> AttentionAttributeTypes = new()
     {
@@ -370,6 +381,7 @@ public static class HandoverRewriter
         string name = $"{node.OpType} node '{node.Name}'";
         if (fromOnnx && onnxOpset < 27)
             throw new ModelNodeException($"{name}: ai.onnx CausalConvWithState needs opset 27, the model imports ai.onnx opset {onnxOpset}");
+        if (fromOnnx) RequirePresentState(node, name, "CausalConvWithState");
         string from = fromOnnx ? OnnxModel.OnnxDomain : MicrosoftDomain;
         var (detail, leftToOrt) = CompanionPlan(node, fromOnnx, hints, name);
         if (leftToOrt is not null)

@@ -134,4 +134,29 @@ public sealed class Opset27HandoverTests
         }
         AgreesWithOrtAlone(model, Inputs(model, batch: 2, length: 9, seed: 3));
     }
+    /// <summary>
+    /// present_state is a required output of ai.onnx LinearAttention-27 and CausalConvWithState-27 (two outputs, both required):
+    /// ORT refuses a node that leaves it out. The hand-over ran such a node on the engine (whose ops make it optional); it
+    /// now refuses it too, naming the node.
+    /// </summary>
+    [TestCase("LinearAttention", false)]
+    [TestCase("LinearAttention", true)]
+    [TestCase("CausalConvWithState", false)]
+    [TestCase("CausalConvWithState", true)]
+    public void PresentStateLeftOutIsRefusedAsOnnxRuntimeRefusesIt(string op, bool emptyName)
+    {
+        var b = new ModelBuilder(27);
+        string[] outputs = emptyName ? ["y", ""] : ["y"];
+        if (op == "LinearAttention")
+            b.Node(op, [b.Input("q", F.Float, "B", "T", 16), b.Input("k", F.Float, "B", "T", 16), b.Input("v", F.Float, "B", "T", 8)],
+                name: "no_state", outputNames: outputs, attributes: [("q_num_heads", 2L), ("kv_num_heads", 2L), ("update_rule", "linear")]);
+        else
+            b.Node(op, [b.Input("x", F.Float, "B", 4, "T"), b.Input("w", F.Float, 4, 1, 3)], name: "no_state", outputNames: outputs,
+                attributes: [("activation", "silu")]);
+        b.Output("y", F.Float, null);
+        var model = b.Build();
+        Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(model, HandoverBackend.None).Dispose(), "ORT alone refuses it");
+        var e = Assert.Throws<ModelNodeException>(() => OnnxTestHost.Open(model, HandoverBackend.Cpu).Dispose());
+        Assert.That(e!.Message, Does.Contain("no_state").And.Contain("present_state"));
+    }
 }
