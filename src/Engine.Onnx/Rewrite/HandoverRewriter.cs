@@ -157,6 +157,11 @@ public static class HandoverRewriter
         if (fromOnnx && onnxOpset < 27)
             throw new ModelNodeException($"LinearAttention node '{NameOf(node)}': ai.onnx LinearAttention needs opset 27, the model imports ai.onnx opset {onnxOpset}");
         if (fromOnnx) RequirePresentState(node, $"LinearAttention node '{NameOf(node)}'", "LinearAttention");
+        if (fromOnnx && onnxOpset > 27)
+        {
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, OnnxModel.OnnxDomain, OnnxModel.OnnxDomain, $"{LaterOpset(onnxOpset, "LinearAttention")}: left to ORT"));
+            return;
+        }
         foreach (var attribute in node.Attribute)
             if (!LinearAttentionSignature.AttributeNames.Contains(attribute.Name) && (fromOnnx || attribute.Name != LinearAttentionSignature.StateWindow))
                 throw new ModelNodeException($"LinearAttention node '{NameOf(node)}': unknown attribute '{attribute.Name}' (LinearAttention has {string.Join(", ", LinearAttentionSignature.AttributeNames)})");
@@ -284,6 +289,13 @@ public static class HandoverRewriter
     }
 
     /// <summary>
+    /// The engine knows the ai.onnx ops as opset 27 defines them; a later opset may define them otherwise, so a node under a later
+    /// import stays with ORT, which runs it as that opset's schema says.
+    /// </summary>
+    private static string LaterOpset(long onnxOpset, string op) =>
+        $"ai.onnx opset {onnxOpset}: the engine runs {op} as opset 27 defines it, not a later opset's";
+
+    /// <summary>
     /// ai.onnx LinearAttention-27 and CausalConvWithState-27 have two outputs, both required (ORT refuses a node without
     /// present_state); the engine's ops make present_state optional, so the rewrite refuses such a node as ORT does.
     /// </summary>
@@ -382,6 +394,11 @@ public static class HandoverRewriter
         if (fromOnnx && onnxOpset < 27)
             throw new ModelNodeException($"{name}: ai.onnx CausalConvWithState needs opset 27, the model imports ai.onnx opset {onnxOpset}");
         if (fromOnnx) RequirePresentState(node, name, "CausalConvWithState");
+        if (fromOnnx && onnxOpset > 27)
+        {
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, OnnxModel.OnnxDomain, OnnxModel.OnnxDomain, $"{LaterOpset(onnxOpset, "CausalConvWithState")}: left to ORT"));
+            return;
+        }
         string from = fromOnnx ? OnnxModel.OnnxDomain : MicrosoftDomain;
         var (detail, leftToOrt) = CompanionPlan(node, fromOnnx, hints, name);
         if (leftToOrt is not null)

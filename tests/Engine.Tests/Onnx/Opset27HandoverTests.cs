@@ -159,4 +159,30 @@ public sealed class Opset27HandoverTests
         var e = Assert.Throws<ModelNodeException>(() => OnnxTestHost.Open(model, HandoverBackend.Cpu).Dispose());
         Assert.That(e!.Message, Does.Contain("no_state").And.Contain("present_state"));
     }
+    /// <summary>
+    /// A model importing ai.onnx opset 28: ORT 1.32 loads it and runs LinearAttention and CausalConvWithState as their function
+    /// bodies. The engine knows those ops as opset 27 defines them, and took them at any later opset; they now stay with ORT, the
+    /// plan saying why.
+    /// </summary>
+    [Test]
+    public void NodesUnderALaterOpsetStayWithOnnxRuntime()
+    {
+        var model = Node("gated_delta", 2, 1, dk: 8, dv: 6, opset: 28);
+        using (var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu))
+        {
+            var node = engine.Handover.Nodes.Single();
+            Assert.That(node.ToEngine, Is.False);
+            Assert.That(node.Detail, Does.Contain("opset 28"));
+        }
+        AgreesWithOrtAlone(model, Inputs(model, batch: 2, length: 9, seed: 4));
+
+        var b = new ModelBuilder(28);
+        b.Node("CausalConvWithState", [b.Input("x", F.Float, "B", 4, "T"), b.Input("w", F.Float, 4, 1, 3)], name: "conv", outputNames: ["y", "state"],
+            attributes: [("activation", "silu")]);
+        b.Output("y", F.Float, null);
+        b.Output("state", F.Float, null);
+        var conv = b.Build();
+        Assert.That(HandoverRewriter.Rewrite(conv).EngineNodes, Is.Empty);
+        AgreesWithOrtAlone(conv, Inputs(conv, batch: 2, length: 9, seed: 5));
+    }
 }
