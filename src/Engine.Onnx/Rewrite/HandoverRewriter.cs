@@ -283,6 +283,11 @@ public static class HandoverRewriter
             || hints.LastDim(query) is not long queryWidth || queryWidth % qHeads != 0 || hints.LastDim(key) is not long keyWidth)
             return null;
         long dk = queryWidth / qHeads;
+        // ai.onnx LinearAttention-27's key has kv_num_heads heads of dk (ORT refuses other widths); fewer key heads, shared among
+        // the value heads, are com.microsoft's.
+        if (fromOnnx && keyWidth != kvHeads * dk)
+            throw new ModelNodeException($"{name}: ai.onnx LinearAttention-27 needs a key of width kv_num_heads·dk = {kvHeads}·{dk} = {kvHeads * dk}, got {keyWidth}; " +
+                "keys with fewer heads are com.microsoft.LinearAttention's");
         if (LinearAttentionSignature.KeyWidthProblem(qHeads, kvHeads, dk, keyWidth) is not string problem) return null;
         if (keyWidth % dk == 0 && keyWidth > 0 && kvHeads % (keyWidth / dk) == 0) return keyWidth / dk;
         throw new ModelNodeException($"{name}: {problem}");

@@ -185,4 +185,23 @@ public sealed class Opset27HandoverTests
         Assert.That(HandoverRewriter.Rewrite(conv).EngineNodes, Is.Empty);
         AgreesWithOrtAlone(conv, Inputs(conv, batch: 2, length: 9, seed: 5));
     }
+    /// <summary>
+    /// A key with fewer heads than kv_num_heads: ORT refuses it for ai.onnx LinearAttention-27 (shape inference: "Dimension
+    /// mismatch"), where com.microsoft's kernel shares such key heads. The hand-over ran it on the engine as com.microsoft's; it
+    /// now refuses it, naming the node.
+    /// </summary>
+    [TestCase(2, 2)]
+    [TestCase(4, 2)]
+    public void KeyWithFewerHeadsIsRefusedAsOnnxRuntimeRefusesIt(int hq, int hkv)
+    {
+        var b = new ModelBuilder(27);
+        b.Node("LinearAttention", [b.Input("query", F.Float, "B", "T", hq * 8), b.Input("key", F.Float, "B", "T", 8), b.Input("value", F.Float, "B", "T", hkv * 6)],
+            name: "shared_key", outputNames: ["output", "present_state"], attributes: [("q_num_heads", (long)hq), ("kv_num_heads", (long)hkv), ("update_rule", "linear")]);
+        b.Output("output", F.Float, null);
+        b.Output("present_state", F.Float, null);
+        var model = b.Build();
+        Assert.Throws<ModelRunException>(() => OnnxTestHost.Open(model, HandoverBackend.None).Dispose(), "ORT alone refuses it");
+        var e = Assert.Throws<ModelNodeException>(() => OnnxTestHost.Open(model, HandoverBackend.Cpu).Dispose());
+        Assert.That(e!.Message, Does.Contain("shared_key").And.Contain("key of width"));
+    }
 }
