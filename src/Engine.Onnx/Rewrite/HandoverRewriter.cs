@@ -194,6 +194,12 @@ public static class HandoverRewriter
             nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, from, $"{what}, {elementType.Value.ToString().ToLowerInvariant()} tensors: left to ORT"));
             return;
         }
+        // ORT multiplies the readout by any scale; the engine's kernels take finite ones (a node with another stays with ORT).
+        if (node.Attribute.FirstOrDefault(a => a.Name == "scale") is AttributeProto scale && !float.IsFinite(scale.F))
+        {
+            nodes.Add(new HandoverNode(NameOf(node), node.OpType, from, from, $"{what}, scale {scale.F} (the engine takes a finite scale): left to ORT"));
+            return;
+        }
         // ai.onnx LinearAttention-27 types the state apart from the activations (S, T: float32, float16, bfloat16); the engine's op
         // takes one type for every tensor of a node, so a past_state of another type than the query's stays with ORT.
         var stateType = node.Input.Count > LinearAttentionSignature.PastState && node.Input[LinearAttentionSignature.PastState].Length > 0

@@ -204,4 +204,23 @@ public sealed class Opset27HandoverTests
         var e = Assert.Throws<ModelNodeException>(() => OnnxTestHost.Open(model, HandoverBackend.Cpu).Dispose());
         Assert.That(e!.Message, Does.Contain("shared_key").And.Contain("key of width"));
     }
+    /// <summary>
+    /// A scale that is not finite: ORT runs the node (its output not finite, its present_state as any other scale's). The engine's
+    /// kernel refused it when the session opened ("scale must be finite"); the node now stays with ORT and the model runs.
+    /// </summary>
+    [TestCase(float.NaN)]
+    [TestCase(float.PositiveInfinity)]
+    public void ScaleThatIsNotFiniteStaysWithOnnxRuntime(float scale)
+    {
+        var model = Node("gated_delta", 2, 1, dk: 8, dv: 6, extra: ("scale", scale));
+        var inputs = Inputs(model, batch: 2, length: 9, seed: 6);
+        using var ort = OnnxTestHost.Open(model, HandoverBackend.None);
+        var expected = ort.Run(inputs);
+        using var engine = OnnxTestHost.Open(model, HandoverBackend.Cpu);
+        Assert.That(engine.Handover.Nodes.Single().ToEngine, Is.False);
+        var outputs = expected.ToDictionary(e => e.Key, e => NaNs(e.Value));
+        engine.RunInto(inputs, outputs);
+        OnnxAssert.Close(outputs["present_state"], expected["present_state"], "present_state, hand-over vs ORT alone");
+        Assert.That(OnnxAssert.Floats(outputs["output"]).Select(float.IsFinite), Is.EqualTo(OnnxAssert.Floats(expected["output"]).Select(float.IsFinite)));
+    }
 }
