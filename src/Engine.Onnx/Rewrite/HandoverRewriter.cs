@@ -139,8 +139,8 @@ public static class HandoverRewriter
             }
             else
             {
-                notes.Add($"ai.onnx opset {onnxOpset} kept (ONNX Runtime {OrtInfo.Version} runs up to {HighestOnnxOpsetOfRuntime})" +
-                    (needs27.Length > 0 ? $": still needed by {string.Join(", ", needs27)}" : ""));
+                notes.Add(needs27.Length > 0 ? $"ai.onnx opset {onnxOpset} kept: still needed by {string.Join(", ", needs27)}"
+                    : $"ai.onnx opset {onnxOpset} kept: the rewrite lowers opset 27 only, whose two new ops it knows, to {HighestOnnxOpsetOfRuntime}");
             }
         }
         var runByOrt = OnnxModel.AllGraphs(rewritten.Graph).SelectMany(g => g.Node).Where(n => n.Domain != EngineDomain).Select(n => n.Name).ToHashSet();

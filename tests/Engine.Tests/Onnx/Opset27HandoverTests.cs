@@ -98,6 +98,7 @@ public sealed class Opset27HandoverTests
         var model = Node(rule, hq, hkv, dk: 1, dv: 6);
         AgreesWithOrtAlone(model, Inputs(model, batch: 2, length: 37, seed: 1));
     }
+
     /// <summary>
     /// bfloat16 tensors: ORT runs the ai.onnx node as its function body; the hand-over moved it to com.microsoft, for which ORT
     /// has no bfloat16 CPU kernel, and the model failed to load ("Could not find an implementation for LinearAttention(1)").
@@ -115,6 +116,7 @@ public sealed class Opset27HandoverTests
         }
         AgreesWithOrtAlone(model, Inputs(model, batch: 2, length: 9, seed: 2));
     }
+
     /// <summary>
     /// ai.onnx LinearAttention-27 types past_state and present_state (S) apart from query, key and value (T); ORT runs a node whose
     /// state is float32 and activations float16 (or the other way round, or a bfloat16 state). The engine's op takes one type
@@ -134,6 +136,7 @@ public sealed class Opset27HandoverTests
         }
         AgreesWithOrtAlone(model, Inputs(model, batch: 2, length: 9, seed: 3));
     }
+
     /// <summary>
     /// present_state is a required output of ai.onnx LinearAttention-27 and CausalConvWithState-27 (two outputs, both required):
     /// ORT refuses a node that leaves it out. The hand-over ran such a node on the engine (whose ops make it optional); it
@@ -159,6 +162,7 @@ public sealed class Opset27HandoverTests
         var e = Assert.Throws<ModelNodeException>(() => OnnxTestHost.Open(model, HandoverBackend.Cpu).Dispose());
         Assert.That(e!.Message, Does.Contain("no_state").And.Contain("present_state"));
     }
+
     /// <summary>
     /// A model importing ai.onnx opset 28: ORT 1.32 loads it and runs LinearAttention and CausalConvWithState as their function
     /// bodies. The engine knows those ops as opset 27 defines them, and took them at any later opset; they now stay with ORT, the
@@ -173,6 +177,7 @@ public sealed class Opset27HandoverTests
             var node = engine.Handover.Nodes.Single();
             Assert.That(node.ToEngine, Is.False);
             Assert.That(node.Detail, Does.Contain("opset 28"));
+            Assert.That(engine.Handover.Notes.Single(), Does.StartWith("ai.onnx opset 28 kept: still needed by "));
         }
         AgreesWithOrtAlone(model, Inputs(model, batch: 2, length: 9, seed: 4));
 
@@ -183,8 +188,14 @@ public sealed class Opset27HandoverTests
         b.Output("state", F.Float, null);
         var conv = b.Build();
         Assert.That(HandoverRewriter.Rewrite(conv).EngineNodes, Is.Empty);
+        var plain = new ModelBuilder(28);
+        plain.Node("Neg", [plain.Input("x", F.Float, 2)], outputNames: ["y"]);
+        plain.Output("y", F.Float, 2);
+        Assert.That(HandoverRewriter.Rewrite(plain.Build()).Notes.Single(),
+            Is.EqualTo("ai.onnx opset 28 kept: the rewrite lowers opset 27 only, whose two new ops it knows, to 26"));
         AgreesWithOrtAlone(conv, Inputs(conv, batch: 2, length: 9, seed: 5));
     }
+
     /// <summary>
     /// A key with fewer heads than kv_num_heads: ORT refuses it for ai.onnx LinearAttention-27 (shape inference: "Dimension
     /// mismatch"), where com.microsoft's kernel shares such key heads. The hand-over ran it on the engine as com.microsoft's; it
@@ -204,6 +215,7 @@ public sealed class Opset27HandoverTests
         var e = Assert.Throws<ModelNodeException>(() => OnnxTestHost.Open(model, HandoverBackend.Cpu).Dispose());
         Assert.That(e!.Message, Does.Contain("shared_key").And.Contain("key of width"));
     }
+
     /// <summary>
     /// A scale that is not finite: ORT runs the node (its output not finite, its present_state as any other scale's). The engine's
     /// kernel refused it when the session opened ("scale must be finite"); the node now stays with ORT and the model runs.
