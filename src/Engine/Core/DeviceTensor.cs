@@ -109,16 +109,18 @@ public sealed class DeviceTensor<T> : IDisposable where T : unmanaged
     /// </summary>
     public void Dispose()
     {
-        // Taken before the lock: two disposers both waiting for it would otherwise both free it.
-        var buffer = Interlocked.Exchange(ref _buffer, null);
-        if (buffer is null) return;
+        if (Volatile.Read(ref _buffer) is null) return;
         try
         {
-            using (Device.Gpu.Enter()) buffer.Dispose();
+            // Let go of under the lock, not before it: a call running meanwhile reads the tensor more than once (a float16
+            // output again to convert the result into it, a state to store it) and must still find it. Taken by exchange, so
+            // of two disposers that both waited for the lock only the first frees it.
+            using (Device.Gpu.Enter()) Interlocked.Exchange(ref _buffer, null)?.Dispose();
         }
         catch (ObjectDisposedException)
         {
             // The device is gone: its accelerator released every buffer.
+            Volatile.Write(ref _buffer, null);
         }
     }
 

@@ -251,6 +251,46 @@ public sealed class ConcurrencyTests
         Assert.That(() => tensor.ToTensor(), Throws.InstanceOf<ObjectDisposedException>().With.Message.Contain("device tensor was disposed"));
     }
 
+    /// <summary>
+    /// A device tensor disposed on another thread while a call is running on it (its kernels launched, the output already
+    /// read once): the call finishes as it does alone, and only then is the tensor freed. Dispose used to let go of the
+    /// buffer before it waited for the call, so the call's second read of its float16 output (to convert the result into
+    /// it) found the tensor gone and the call was refused part way with an ObjectDisposedException.
+    /// </summary>
+    [Test]
+    public void ADeviceTensorDisposedDuringACallOnItLetsTheCallFinish()
+    {
+        using var device = EngineDevice.Create(Backend.Gpu, new EngineDeviceOptions { Gpu = GpuPreference.CpuAccelerator });
+        var heads = new HeadLayout(2, 2, 16, 16);
+        const int tokens = 64;
+        var data = new TestData(5);
+        using var q = device.Upload(new ReadOnlyTensorSpan<Half>(TestData.ToHalf(data.Normal(tokens * 32)), [1, tokens, 2, 16]));
+        using var k = device.Upload(new ReadOnlyTensorSpan<Half>(TestData.ToHalf(data.UnitRows(tokens * 2, 16)), [1, tokens, 2, 16]));
+        using var v = device.Upload(new ReadOnlyTensorSpan<Half>(TestData.ToHalf(data.Normal(tokens * 32)), [1, tokens, 2, 16]));
+        var options = new GlaOptions { Mode = AttentionMode.Recurrent };
+        var stopwatch = System.Diagnostics.Stopwatch.StartNew();
+        int raced = 0;
+        for (int attempt = 0; attempt < 50 && raced < 5 && stopwatch.Elapsed < TimeSpan.FromSeconds(20); attempt++)
+        {
+            var output = device.Allocate<Half>(1, tokens, 2, 16);
+            long before = device.GpuTraffic.Launches;
+            Exception? failure = null;
+            var call = new Thread(() =>
+            {
+                try { Engine.Gla.Forward(device, q, k, v, null, output, options: options); }
+                catch (Exception e) { failure = e; }
+            });
+            call.Start();
+            // q, k and v converted and checked (six launches), then the kernel: once it is launched the call has read its output tensor.
+            bool during = SpinWait.SpinUntil(() => device.GpuTraffic.Launches > before + 6 || !call.IsAlive, TimeSpan.FromSeconds(10)) && call.IsAlive;
+            output.Dispose();
+            call.Join();
+            if (during) raced++;
+            Assert.That(failure, Is.Null, $"attempt {attempt}: the call running when its output was disposed");
+        }
+        Assert.That(raced, Is.GreaterThan(0), "no Dispose landed while a call ran");
+    }
+
     /// <summary>Every call on a disposed device, of every backend, is refused as disposed, naming the device.</summary>
     [TestCase(Backend.Reference)]
     [TestCase(Backend.Cpu)]
