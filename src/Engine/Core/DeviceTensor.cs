@@ -112,7 +112,7 @@ public sealed class DeviceTensor<T> : IDisposable where T : unmanaged
         if (Volatile.Read(ref _buffer) is null) return;
         try
         {
-            // Let go of under the lock, not before it: a call running meanwhile reads the tensor more than once (a float16
+            // Released under the lock, not before it: a call running meanwhile reads the tensor more than once (a float16
             // output again to convert the result into it, a state to store it) and must still find it. Taken by exchange, so
             // of two disposers that both waited for the lock only the first frees it.
             using (Device.Gpu.Enter()) Interlocked.Exchange(ref _buffer, null)?.Dispose();
