@@ -24,10 +24,28 @@ public static class ModelInputs
             _ when NpyTypes.TryGetValue(wanted, out var same) && same == array.Type => TensorData.Over(wanted, shape, array.Data),
             (TensorElementType.Float, _) when floats => TensorData.Create(array.ToFloat32(), shape),
             (TensorElementType.Float16, _) when floats => TensorData.Create(array.ToFloat16(), shape),
+            (TensorElementType.BFloat16, NpyType.Float64) => TensorData.Create(array.Narrowed(MemoryMarshal.Cast<byte, double>(array.Data.Span), ToBFloat16, double.IsFinite, b => float.IsFinite(b.ToFloat()), "bfloat16"), shape),
             (TensorElementType.BFloat16, _) when floats => TensorData.Create(array.Narrowed<float, BFloat16>(array.ToFloat32(), f => (BFloat16)f, float.IsFinite, b => float.IsFinite(b.ToFloat()), "bfloat16"), shape),
             (TensorElementType.Int64, NpyType.Int32) => TensorData.Create(Array.ConvertAll(array.ToInt32(), i => (long)i), shape),
             _ => throw new ArgumentException($"{name}: the model takes {wanted}, {array.SourceFile ?? "the file"} holds {array.Type}", name),
         };
+    }
+
+    /// <summary>
+    /// A float64 rounded once to the nearest bfloat16 (ties to even). Rounded to float32 first, a value just past a tie
+    /// between two bfloat16s would become the tie and then go to the even one: the float32 is rounded to odd instead
+    /// (truncated, its last bit set when inexact), which float32's 16 more bits make exact for the second rounding.
+    /// </summary>
+    private static BFloat16 ToBFloat16(double value)
+    {
+        float single = (float)value;
+        if (double.IsFinite(value) && single != value)
+        {
+            uint bits = BitConverter.SingleToUInt32Bits(single);
+            if (Math.Abs((double)single) > Math.Abs(value)) bits--;
+            single = BitConverter.UInt32BitsToSingle(bits | 1);
+        }
+        return (BFloat16)single;
     }
 
     /// <summary>

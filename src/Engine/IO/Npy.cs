@@ -86,8 +86,16 @@ public sealed class NpyArray : IDisposable
         _ => throw Invalid($"expected a float array (float32, float16 or float64), got {Npy.Descr(Type)}"),
     };
 
-    /// <summary>The values as float16, in a new array; a finite value past float16's range (65504) is refused.</summary>
-    public Half[] ToFloat16() => Type == NpyType.Float16 ? MemoryMarshal.Cast<byte, Half>(Data.Span).ToArray() : Narrowed<float, Half>(ToFloat32(), f => (Half)f, float.IsFinite, Half.IsFinite, "float16");
+    /// <summary>
+    /// The values as float16, in a new array; a finite value that rounds past float16's range (65504) is refused. float64
+    /// values are rounded once, straight to float16: through float32 they would be rounded twice.
+    /// </summary>
+    public Half[] ToFloat16() => Type switch
+    {
+        NpyType.Float16 => MemoryMarshal.Cast<byte, Half>(Data.Span).ToArray(),
+        NpyType.Float64 => Narrowed(MemoryMarshal.Cast<byte, double>(Data.Span), d => (Half)d, double.IsFinite, Half.IsFinite, "float16"),
+        _ => Narrowed<float, Half>(ToFloat32(), f => (Half)f, float.IsFinite, Half.IsFinite, "float16"),
+    };
 
     /// <summary>Each value converted to a narrower type; a finite one that becomes infinite there is refused, naming it.</summary>
     public TOut[] Narrowed<TIn, TOut>(ReadOnlySpan<TIn> source, Func<TIn, TOut> convert, Func<TIn, bool> finite, Func<TOut, bool> finiteThere, string type)

@@ -42,6 +42,21 @@ public sealed class NpyTests
         Assert.That(infinite.ToFloat32(), Is.EqualTo(new[] { float.PositiveInfinity, 2f }), "an infinity stays one: the caller's finite checks name it");
     }
 
+    /// <summary>
+    /// float64 values round once, straight to float16: through float32, 1 + 2^-11 + 2^-40 became the tie 1 + 2^-11 and went to
+    /// 1, and 65519.999, which rounds to 65504, became 65520 and was refused as past the range.
+    /// </summary>
+    [Test]
+    public void Float64RoundsOnceToFloat16()
+    {
+        double justPastATie = 1 + Math.Pow(2, -11) + Math.Pow(2, -40);
+        var wide = RoundTrip(NpyArray.From([justPastATie, 65519.999, -0.1, 65520.0], [4]));
+        Assert.That(() => wide.ToFloat16(), Throws.InstanceOf<InvalidDataException>().With.Message.Contain("value 65520 at flat index 3 is outside float16's range"));
+        var inRange = RoundTrip(NpyArray.From([justPastATie, 65519.999, -0.1], [3]));
+        Assert.That(inRange.ToFloat16(), Is.EqualTo(new[] { (Half)1.0009765625, (Half)65504, (Half)(-0.0999755859375) }));
+        Assert.That(() => RoundTrip(NpyArray.From([1e300], [1])).ToFloat16(), Throws.InstanceOf<InvalidDataException>().With.Message.Contain("outside float16's range"));
+    }
+
     [Test]
     public void HeaderIsNumPysLayout()
     {

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Engine.Onnx;
 using Engine.Onnx.Ops;
 using Engine.Tests.Harness;
@@ -50,6 +51,23 @@ public sealed class ModelInputsTests
             Assert.That(OnnxAssert.Floats(made), Is.EqualTo(type == F.Float16 ? TestData.RoundToHalf(floats)
                 : TestData.FromBFloat16(TestData.ToBFloat16(floats))), type.ToString());
         }
+    }
+
+    /// <summary>
+    /// A float64 file for a float16 or bfloat16 input rounds once to the nearest value: through float32, a value just past a
+    /// tie became the tie and went to the even neighbour, and 65519.999 (float16 65504) was refused as 65520.
+    /// </summary>
+    [Test]
+    public void Float64FilesRoundOnceToHalfPrecisionInputs()
+    {
+        var wide = Engine.IO.NpyArray.From([1 + Math.Pow(2, -11) + Math.Pow(2, -40), 65519.999, 1 + Math.Pow(2, -8) + Math.Pow(2, -40), -(1 + Math.Pow(2, -8)), 1e-300], [5]);
+        var half = ModelInputs.FromNpy(wide, TensorElementType.Float16, "x");
+        Assert.That(MemoryMarshal.Cast<byte, Half>(half.Bytes).ToArray(), Is.EqualTo(new[] { (Half)1.0009765625, (Half)65504, (Half)1.00390625, (Half)(-1.00390625), (Half)0 }));
+        var brain = ModelInputs.FromNpy(wide, TensorElementType.BFloat16, "x");
+        Assert.That(MemoryMarshal.Cast<byte, ushort>(brain.Bytes).ToArray(), Is.EqualTo(new ushort[] { 0x3F80, 0x4780, 0x3F81, 0xBF80, 0x0000 }),
+            "1 + 2^-8 + 2^-40 rounds up to 0x3F81; the tie -(1 + 2^-8) goes to the even 0xBF80; 1e-300 underflows to 0");
+        var past = Engine.IO.NpyArray.From([3.3962e38], [1]);
+        Assert.That(() => ModelInputs.FromNpy(past, TensorElementType.BFloat16, "x"), Throws.InstanceOf<InvalidDataException>().With.Message.Contain("outside bfloat16's range"));
     }
 
     /// <summary>
