@@ -482,7 +482,8 @@ public static class Npy
         string descr = Field(header, "descr");
         string trimmed = descr.Trim().Trim('\'', '"');
         bool marked = trimmed.Length > 0 && "<>|=".Contains(trimmed[0]);
-        char order = marked ? trimmed[0] : '<';
+        // '=' is the writing machine's order, which NumPy reads as its own: on a little-endian machine, little-endian.
+        char order = !marked ? '<' : trimmed[0] == '=' && BitConverter.IsLittleEndian ? '<' : trimmed[0];
         string kindAndSize = marked ? trimmed[1..] : trimmed;
         var known = Enum.GetValues<NpyType>().Where(t => Descr(t)[1..] == kindAndSize).Select(t => (NpyType?)t).SingleOrDefault();
         // A one-byte type has no byte order: NumPy writes '|' and reads any mark alike. Wider types are read little-endian only.

@@ -85,6 +85,18 @@ public sealed class NpyTests
         return file.ToArray();
     }
 
+    /// <summary>A '=' (native order) dtype is read as NumPy reads it, little-endian here; it was refused as an unsupported dtype.</summary>
+    [TestCase("=f4")]
+    [TestCase("=i4")]
+    public void NativeOrderIsReadAsLittleEndian(string descr)
+    {
+        var data = BitConverter.GetBytes(3).Concat(BitConverter.GetBytes(-7)).ToArray();
+        var a = Npy.Read(new MemoryStream(Handmade(2, $"{{'descr': '{descr}', 'fortran_order': False, 'shape': (2,), }}", data)));
+        Assert.That(a.Type, Is.EqualTo(descr == "=f4" ? NpyType.Float32 : NpyType.Int32));
+        Assert.That(a.Data.ToArray(), Is.EqualTo(data));
+        Assert.That(a.Shape, Is.EqualTo(new nint[] { 2 }));
+    }
+
     [TestCase(2)]
     [TestCase(3)]
     public void ReadsVersionsTwoAndThree(int major)
