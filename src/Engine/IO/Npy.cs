@@ -321,6 +321,9 @@ public static class Npy
     private static Header ReadHeader(Stream stream)
     {
         var preamble = ReadBlock(stream, 8, "the preamble (the .npy magic and version)");
+        // numpy.savez writes a zip of .npy files, easily given for one: name it rather than report a bad magic.
+        if (preamble.AsSpan().StartsWith("PK\x03\x04"u8) || preamble.AsSpan().StartsWith("PK\x05\x06"u8))
+            throw new InvalidDataException("a .npz archive (zip), not a .npy file: give one array of it saved with numpy.save");
         if (!preamble.AsSpan(0, 6).SequenceEqual(Magic)) throw new InvalidDataException("not a .npy file (bad magic)");
         int major = preamble[6];
         int headerLength;

@@ -289,6 +289,9 @@ public sealed class NpyFileTests
         yield return new TestCaseData(NpyTests.Handmade(2, "{'descr': '<f4', 'fortran_order': False, 'shape': (a,), }", new byte[4]), "bad dimension 'a'").SetName("bad dimension");
         yield return new TestCaseData(NpyTests.Handmade(2, "{'descr': '<f4', 'fortran_order': False, 'shape': (1048576, 1048576), }", new byte[4]), "too large").SetName("too large");
         yield return new TestCaseData(Encoding.ASCII.GetBytes("not numpy at all"), "not a .npy file (bad magic)").SetName("bad magic");
+        // numpy.savez's archive given as a .npy: a zip's local file header, then an empty zip's end record.
+        yield return new TestCaseData(new byte[] { (byte)'P', (byte)'K', 3, 4, 20, 0, 0, 0, 0, 0, 0, 0 }, "a .npz archive (zip), not a .npy file").SetName("npz");
+        yield return new TestCaseData(new byte[] { (byte)'P', (byte)'K', 5, 6, 0, 0, 0, 0, 0, 0, 0, 0 }, "a .npz archive (zip), not a .npy file").SetName("empty npz");
         yield return new TestCaseData(valid[..7], "file ends inside the preamble (the .npy magic and version): expected 8 bytes, got 7").SetName("cut in the preamble");
         yield return new TestCaseData(valid[..40], "file ends inside the header: expected 118 bytes, got 30").SetName("cut in the header");
         yield return new TestCaseData(valid[..130], "file ends inside the data of shape [3] (<f4): expected 12 bytes, got 2").SetName("cut in the data");
