@@ -508,7 +508,10 @@ public static class Npy
         return (type, fortran, shape);
     }
 
-    /// <summary>The value text of a key in the header's dict literal (values here never contain ':' or '{').</summary>
+    /// <summary>
+    /// The value text of a key in the header's dict literal (values here never contain ':' or '{'): to the comma or brace
+    /// outside parentheses and brackets, so a structured dtype's list of fields is its whole value.
+    /// </summary>
     private static string Field(string header, string key)
     {
         int k = header.IndexOf($"'{key}'", StringComparison.Ordinal);
@@ -521,8 +524,8 @@ public static class Npy
         for (; i < header.Length; i++)
         {
             char c = header[i];
-            if (c == '(') depth++;
-            if (c == ')') depth--;
+            if (c is '(' or '[') depth++;
+            if (c is ')' or ']') depth--;
             if (depth == 0 && (c == ',' || c == '}')) break;
             value.Append(c);
         }

@@ -288,6 +288,9 @@ public sealed class NpyFileTests
         yield return new TestCaseData(NpyTests.Handmade(2, "{'descr': '<f4', 'shape': (1,), }", new byte[4]), "header has no 'fortran_order'").SetName("no fortran_order");
         yield return new TestCaseData(NpyTests.Handmade(2, "{'descr': '<f4', 'fortran_order': False, 'shape': (a,), }", new byte[4]), "bad dimension 'a'").SetName("bad dimension");
         yield return new TestCaseData(NpyTests.Handmade(2, "{'descr': '<f4', 'fortran_order': False, 'shape': (1048576, 1048576), }", new byte[4]), "too large").SetName("too large");
+        // A structured dtype is named whole: its value was cut at the first field's comma.
+        yield return new TestCaseData(NpyTests.Handmade(2, "{'descr': [('a', '<f4'), ('b', '<i4')], 'fortran_order': False, 'shape': (1,), }", new byte[8]),
+            "unsupported dtype [('a', '<f4'), ('b', '<i4')]: use").SetName("structured dtype");
         yield return new TestCaseData(Encoding.ASCII.GetBytes("not numpy at all"), "not a .npy file (bad magic)").SetName("bad magic");
         // numpy.savez's archive given as a .npy: a zip's local file header, then an empty zip's end record.
         yield return new TestCaseData(new byte[] { (byte)'P', (byte)'K', 3, 4, 20, 0, 0, 0, 0, 0, 0, 0 }, "a .npz archive (zip), not a .npy file").SetName("npz");
