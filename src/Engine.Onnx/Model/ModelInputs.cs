@@ -12,7 +12,7 @@ public static class ModelInputs
     /// <summary>
     /// An .npy array as the element type the model declares for the input: where it lies when it holds that type
     /// (<see cref="TensorData.Over"/>, valid while the array is: a file's array is its mapped data), else float types
-    /// converted and int32 widened to int64; any other pair of types is refused, naming the input, the file and both.
+    /// converted (float64 inputs take float32 and float16 files exactly) and int32 widened to int64; any other pair of types is refused, naming the input, the file and both.
     /// </summary>
     public static TensorData FromNpy(NpyArray array, TensorElementType wanted, string name)
     {
@@ -26,6 +26,8 @@ public static class ModelInputs
             (TensorElementType.Float16, _) when floats => TensorData.Create(array.ToFloat16(), shape),
             (TensorElementType.BFloat16, NpyType.Float64) => TensorData.Create(array.Narrowed(MemoryMarshal.Cast<byte, double>(array.Data.Span), ToBFloat16, double.IsFinite, b => float.IsFinite(b.ToFloat()), "bfloat16"), shape),
             (TensorElementType.BFloat16, _) when floats => TensorData.Create(array.Narrowed<float, BFloat16>(array.ToFloat32(), f => (BFloat16)f, float.IsFinite, b => float.IsFinite(b.ToFloat()), "bfloat16"), shape),
+            // float32 and float16 widen to float64 exactly.
+            (TensorElementType.Double, _) when floats => TensorData.Create(Array.ConvertAll(array.ToFloat32(), f => (double)f), shape),
             (TensorElementType.Int64, NpyType.Int32) => TensorData.Create(Array.ConvertAll(array.ToInt32(), i => (long)i), shape),
             _ => throw new ArgumentException($"{name}: the model takes {wanted}, {array.SourceFile ?? "the file"} holds {array.Type}", name),
         };

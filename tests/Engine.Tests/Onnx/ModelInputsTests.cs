@@ -70,6 +70,19 @@ public sealed class ModelInputsTests
         Assert.That(() => ModelInputs.FromNpy(past, TensorElementType.BFloat16, "x"), Throws.InstanceOf<InvalidDataException>().With.Message.Contain("outside bfloat16's range"));
     }
 
+    /// <summary>A float64 input takes a float32 or float16 file, widened exactly (it was refused, though any float file converts).</summary>
+    [Test]
+    public void Float32AndFloat16FilesWidenToAFloat64Input()
+    {
+        float[] values = [1.1f, -3.4e38f, 1e-45f, 0f];
+        var single = ModelInputs.FromNpy(Engine.IO.NpyArray.From(values, [2, 2]), TensorElementType.Double, "x");
+        Assert.That(single.Shape, Is.EqualTo(new long[] { 2, 2 }));
+        Assert.That(MemoryMarshal.Cast<byte, double>(single.Bytes).ToArray(), Is.EqualTo(values.Select(v => (double)v).ToArray()));
+        Half[] halves = [(Half)0.333f, (Half)(-65504f)];
+        var half = ModelInputs.FromNpy(Engine.IO.NpyArray.From(halves, [2]), TensorElementType.Double, "x");
+        Assert.That(MemoryMarshal.Cast<byte, double>(half.Bytes).ToArray(), Is.EqualTo(halves.Select(h => (double)h).ToArray()));
+    }
+
     /// <summary>
     /// Carried states start at zero; a layer's hidden states are activations, N(0, 1): all zeros there made the sample
     /// layers' projections multiply zeros (which ran at half speed on some CPUs) and their mixers see only biases.
