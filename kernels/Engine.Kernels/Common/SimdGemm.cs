@@ -9,7 +9,9 @@ namespace Engine.Kernels.Common;
 /// scratch is padded so it always is. Two register tilings, one per SIMD width (<see cref="SimdWidth"/>):
 /// with AVX-512 an 8 × 32 block of C in 16 Vector512 registers (two vector loads and eight broadcasts feed
 /// 16 FMAs); with 256-bit vectors (16 registers) a 6 × 16 block in 12 Vector256 registers (two loads and six
-/// broadcasts feed 12 FMAs), rows left over in 4-row and single-row tiles.
+/// broadcasts feed 12 FMAs), rows left over in 4-row and single-row tiles. Accumulating, a block sums its product on its own
+/// and adds C once: no term is added straight onto a large C (a state grown over a long sequence), one rounding at C's size per
+/// call instead of one per term.
 /// </summary>
 public static unsafe class SimdGemm
 {
@@ -110,22 +112,8 @@ public static unsafe class SimdGemm
     private static void Tile8x32(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate, bool causal)
     {
         Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
-        if (accumulate)
-        {
-            c00 = Vector512.Load(c); c01 = Vector512.Load(c + 16);
-            c10 = Vector512.Load(c + ldc); c11 = Vector512.Load(c + ldc + 16);
-            c20 = Vector512.Load(c + 2 * ldc); c21 = Vector512.Load(c + 2 * ldc + 16);
-            c30 = Vector512.Load(c + 3 * ldc); c31 = Vector512.Load(c + 3 * ldc + 16);
-            c40 = Vector512.Load(c + 4 * ldc); c41 = Vector512.Load(c + 4 * ldc + 16);
-            c50 = Vector512.Load(c + 5 * ldc); c51 = Vector512.Load(c + 5 * ldc + 16);
-            c60 = Vector512.Load(c + 6 * ldc); c61 = Vector512.Load(c + 6 * ldc + 16);
-            c70 = Vector512.Load(c + 7 * ldc); c71 = Vector512.Load(c + 7 * ldc + 16);
-        }
-        else
-        {
-            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = Vector512<float>.Zero;
-            c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = Vector512<float>.Zero;
-        }
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = Vector512<float>.Zero;
+        c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = Vector512<float>.Zero;
         nint r2 = 2 * rs, r3 = 3 * rs, r4 = 4 * rs, r5 = 5 * rs, r6 = 6 * rs, r7 = 7 * rs;
         for (int p = 0; p < kd; p++, a += ks, b += ldb)
         {
@@ -172,6 +160,17 @@ public static unsafe class SimdGemm
                     c70 = Vector512.MultiplyAddEstimate(x, b0, c70); c71 = Vector512.MultiplyAddEstimate(x, b1, c71); break;
             }
         }
+        if (accumulate)
+        {
+            c00 += Vector512.Load(c); c01 += Vector512.Load(c + 16);
+            c10 += Vector512.Load(c + ldc); c11 += Vector512.Load(c + ldc + 16);
+            c20 += Vector512.Load(c + 2 * ldc); c21 += Vector512.Load(c + 2 * ldc + 16);
+            c30 += Vector512.Load(c + 3 * ldc); c31 += Vector512.Load(c + 3 * ldc + 16);
+            c40 += Vector512.Load(c + 4 * ldc); c41 += Vector512.Load(c + 4 * ldc + 16);
+            c50 += Vector512.Load(c + 5 * ldc); c51 += Vector512.Load(c + 5 * ldc + 16);
+            c60 += Vector512.Load(c + 6 * ldc); c61 += Vector512.Load(c + 6 * ldc + 16);
+            c70 += Vector512.Load(c + 7 * ldc); c71 += Vector512.Load(c + 7 * ldc + 16);
+        }
         c00.Store(c); c01.Store(c + 16);
         c10.Store(c + ldc); c11.Store(c + ldc + 16);
         c20.Store(c + 2 * ldc); c21.Store(c + 2 * ldc + 16);
@@ -186,15 +185,7 @@ public static unsafe class SimdGemm
     private static void Tile8x16(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate, bool causal)
     {
         Vector512<float> c0, c1, c2, c3, c4, c5, c6, c7;
-        if (accumulate)
-        {
-            c0 = Vector512.Load(c); c1 = Vector512.Load(c + ldc); c2 = Vector512.Load(c + 2 * ldc); c3 = Vector512.Load(c + 3 * ldc);
-            c4 = Vector512.Load(c + 4 * ldc); c5 = Vector512.Load(c + 5 * ldc); c6 = Vector512.Load(c + 6 * ldc); c7 = Vector512.Load(c + 7 * ldc);
-        }
-        else
-        {
-            c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = Vector512<float>.Zero;
-        }
+        c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = Vector512<float>.Zero;
         nint r2 = 2 * rs, r3 = 3 * rs, r4 = 4 * rs, r5 = 5 * rs, r6 = 6 * rs, r7 = 7 * rs;
         for (int p = 0; p < kd; p++, a += ks, b += ldb)
         {
@@ -223,14 +214,19 @@ public static unsafe class SimdGemm
                 case 7: c7 = Vector512.MultiplyAddEstimate(Vector512.Create(a[r7]), b0, c7); break;
             }
         }
+        if (accumulate)
+        {
+            c0 += Vector512.Load(c); c1 += Vector512.Load(c + ldc); c2 += Vector512.Load(c + 2 * ldc); c3 += Vector512.Load(c + 3 * ldc);
+            c4 += Vector512.Load(c + 4 * ldc); c5 += Vector512.Load(c + 5 * ldc); c6 += Vector512.Load(c + 6 * ldc); c7 += Vector512.Load(c + 7 * ldc);
+        }
         c0.Store(c); c1.Store(c + ldc); c2.Store(c + 2 * ldc); c3.Store(c + 3 * ldc);
         c4.Store(c + 4 * ldc); c5.Store(c + 5 * ldc); c6.Store(c + 6 * ldc); c7.Store(c + 7 * ldc);
     }
 
     private static void Tile1x32(float* a, nint ks, float* b, nint ldb, float* c, int kd, bool accumulate)
     {
-        var c0 = accumulate ? Vector512.Load(c) : Vector512<float>.Zero;
-        var c1 = accumulate ? Vector512.Load(c + 16) : Vector512<float>.Zero;
+        var c0 = Vector512<float>.Zero;
+        var c1 = Vector512<float>.Zero;
         for (int p = 0; p < kd; p++)
         {
             var x = Vector512.Create(a[p * ks]);
@@ -238,16 +234,25 @@ public static unsafe class SimdGemm
             c1 = Vector512.MultiplyAddEstimate(x, Vector512.Load(b + 16), c1);
             b += ldb;
         }
+        if (accumulate)
+        {
+            c0 += Vector512.Load(c);
+            c1 += Vector512.Load(c + 16);
+        }
         c0.Store(c); c1.Store(c + 16);
     }
 
     private static void Tile1x16(float* a, nint ks, float* b, nint ldb, float* c, int kd, bool accumulate)
     {
-        var c0 = accumulate ? Vector512.Load(c) : Vector512<float>.Zero;
+        var c0 = Vector512<float>.Zero;
         for (int p = 0; p < kd; p++)
         {
             c0 = Vector512.MultiplyAddEstimate(Vector512.Create(a[p * ks]), Vector512.Load(b), c0);
             b += ldb;
+        }
+        if (accumulate)
+        {
+            c0 += Vector512.Load(c);
         }
         c0.Store(c);
     }
@@ -256,20 +261,8 @@ public static unsafe class SimdGemm
     private static void Tile6x16(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate, bool causal)
     {
         Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-        if (accumulate)
-        {
-            c00 = Vector256.Load(c); c01 = Vector256.Load(c + 8);
-            c10 = Vector256.Load(c + ldc); c11 = Vector256.Load(c + ldc + 8);
-            c20 = Vector256.Load(c + 2 * ldc); c21 = Vector256.Load(c + 2 * ldc + 8);
-            c30 = Vector256.Load(c + 3 * ldc); c31 = Vector256.Load(c + 3 * ldc + 8);
-            c40 = Vector256.Load(c + 4 * ldc); c41 = Vector256.Load(c + 4 * ldc + 8);
-            c50 = Vector256.Load(c + 5 * ldc); c51 = Vector256.Load(c + 5 * ldc + 8);
-        }
-        else
-        {
-            c00 = c01 = c10 = c11 = c20 = c21 = Vector256<float>.Zero;
-            c30 = c31 = c40 = c41 = c50 = c51 = Vector256<float>.Zero;
-        }
+        c00 = c01 = c10 = c11 = c20 = c21 = Vector256<float>.Zero;
+        c30 = c31 = c40 = c41 = c50 = c51 = Vector256<float>.Zero;
         nint r2 = 2 * rs, r3 = 3 * rs, r4 = 4 * rs, r5 = 5 * rs;
         for (int p = 0; p < kd; p++, a += ks, b += ldb)
         {
@@ -308,6 +301,15 @@ public static unsafe class SimdGemm
                     c50 = Vector256.MultiplyAddEstimate(x, b0, c50); c51 = Vector256.MultiplyAddEstimate(x, b1, c51); break;
             }
         }
+        if (accumulate)
+        {
+            c00 += Vector256.Load(c); c01 += Vector256.Load(c + 8);
+            c10 += Vector256.Load(c + ldc); c11 += Vector256.Load(c + ldc + 8);
+            c20 += Vector256.Load(c + 2 * ldc); c21 += Vector256.Load(c + 2 * ldc + 8);
+            c30 += Vector256.Load(c + 3 * ldc); c31 += Vector256.Load(c + 3 * ldc + 8);
+            c40 += Vector256.Load(c + 4 * ldc); c41 += Vector256.Load(c + 4 * ldc + 8);
+            c50 += Vector256.Load(c + 5 * ldc); c51 += Vector256.Load(c + 5 * ldc + 8);
+        }
         c00.Store(c); c01.Store(c + 8);
         c10.Store(c + ldc); c11.Store(c + ldc + 8);
         c20.Store(c + 2 * ldc); c21.Store(c + 2 * ldc + 8);
@@ -320,17 +322,7 @@ public static unsafe class SimdGemm
     private static void Tile4x16(float* a, nint rs, nint ks, float* b, nint ldb, float* c, nint ldc, int kd, bool accumulate, bool causal)
     {
         Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31;
-        if (accumulate)
-        {
-            c00 = Vector256.Load(c); c01 = Vector256.Load(c + 8);
-            c10 = Vector256.Load(c + ldc); c11 = Vector256.Load(c + ldc + 8);
-            c20 = Vector256.Load(c + 2 * ldc); c21 = Vector256.Load(c + 2 * ldc + 8);
-            c30 = Vector256.Load(c + 3 * ldc); c31 = Vector256.Load(c + 3 * ldc + 8);
-        }
-        else
-        {
-            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = Vector256<float>.Zero;
-        }
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = Vector256<float>.Zero;
         nint r2 = 2 * rs, r3 = 3 * rs;
         for (int p = 0; p < kd; p++, a += ks, b += ldb)
         {
@@ -361,6 +353,13 @@ public static unsafe class SimdGemm
                     c30 = Vector256.MultiplyAddEstimate(x, b0, c30); c31 = Vector256.MultiplyAddEstimate(x, b1, c31); break;
             }
         }
+        if (accumulate)
+        {
+            c00 += Vector256.Load(c); c01 += Vector256.Load(c + 8);
+            c10 += Vector256.Load(c + ldc); c11 += Vector256.Load(c + ldc + 8);
+            c20 += Vector256.Load(c + 2 * ldc); c21 += Vector256.Load(c + 2 * ldc + 8);
+            c30 += Vector256.Load(c + 3 * ldc); c31 += Vector256.Load(c + 3 * ldc + 8);
+        }
         c00.Store(c); c01.Store(c + 8);
         c10.Store(c + ldc); c11.Store(c + ldc + 8);
         c20.Store(c + 2 * ldc); c21.Store(c + 2 * ldc + 8);
@@ -369,14 +368,19 @@ public static unsafe class SimdGemm
 
     private static void Tile1x16x256(float* a, nint ks, float* b, nint ldb, float* c, int kd, bool accumulate)
     {
-        var c0 = accumulate ? Vector256.Load(c) : Vector256<float>.Zero;
-        var c1 = accumulate ? Vector256.Load(c + 8) : Vector256<float>.Zero;
+        var c0 = Vector256<float>.Zero;
+        var c1 = Vector256<float>.Zero;
         for (int p = 0; p < kd; p++)
         {
             var x = Vector256.Create(a[p * ks]);
             c0 = Vector256.MultiplyAddEstimate(x, Vector256.Load(b), c0);
             c1 = Vector256.MultiplyAddEstimate(x, Vector256.Load(b + 8), c1);
             b += ldb;
+        }
+        if (accumulate)
+        {
+            c0 += Vector256.Load(c);
+            c1 += Vector256.Load(c + 8);
         }
         c0.Store(c); c1.Store(c + 8);
     }
