@@ -11,23 +11,12 @@ internal readonly unsafe struct OrtTensorView
     public OrtTensorView(nint value)
     {
         Value = value;
-        nint info;
-        Ort.Check(Ort.GetTensorTypeAndShape(value, &info));
-        try
-        {
-            int type;
-            Ort.Check(Ort.GetTensorElementType(info, &type));
-            ElementType = type;
-            nuint rank;
-            Ort.Check(Ort.GetDimensionsCount(info, &rank));
-            var dims = new long[rank];
-            fixed (long* p = dims) Ort.Check(Ort.GetDimensions(info, p, rank));
-            Dims = dims;
-        }
-        finally
-        {
-            Ort.ReleaseTensorTypeAndShapeInfo(info);
-        }
+        int type;
+        long* shape;
+        nuint rank;
+        Ort.Check(Ort.GetTensorElementTypeAndShapeDataReference(value, &type, &shape, &rank));
+        ElementType = type;
+        Dims = new ReadOnlySpan<long>(shape, checked((int)rank)).ToArray();
         void* data;
         Ort.Check(Ort.GetTensorMutableData(value, &data));
         Data = data;
@@ -70,36 +59,30 @@ internal readonly unsafe struct OrtTensorView
 }
 
 /// <summary>The inputs and outputs of one kernel call. Valid only inside the compute callback.</summary>
-internal readonly unsafe struct KernelContext(nint context)
+internal readonly unsafe struct KernelContext
 {
-    public nint Handle => context;
-
-    public int InputCount
+    public KernelContext(nint context)
     {
-        get
-        {
-            nuint n;
-            Ort.Check(Ort.KernelContextGetInputCount(context, &n));
-            return (int)n;
-        }
+        Handle = context;
+        nuint inputs, outputs;
+        Ort.Check(Ort.KernelContextGetInputCount(context, &inputs));
+        Ort.Check(Ort.KernelContextGetOutputCount(context, &outputs));
+        InputCount = (int)inputs;
+        OutputCount = (int)outputs;
     }
 
-    public int OutputCount
-    {
-        get
-        {
-            nuint n;
-            Ort.Check(Ort.KernelContextGetOutputCount(context, &n));
-            return (int)n;
-        }
-    }
+    public nint Handle { get; }
+
+    public int InputCount { get; }
+
+    public int OutputCount { get; }
 
     /// <summary>Input <paramref name="index"/>, or null when the node leaves that optional input out.</summary>
     public OrtTensorView? Input(int index)
     {
         if (index >= InputCount) return null;
         nint value;
-        Ort.Check(Ort.KernelContextGetInput(context, (nuint)index, &value));
+        Ort.Check(Ort.KernelContextGetInput(Handle, (nuint)index, &value));
         return value == 0 ? null : new OrtTensorView(value);
     }
 
@@ -108,7 +91,7 @@ internal readonly unsafe struct KernelContext(nint context)
     {
         if (index >= OutputCount) return null;
         nint value;
-        fixed (long* p = dims) Ort.Check(Ort.KernelContextGetOutput(context, (nuint)index, p, (nuint)dims.Length, &value));
+        fixed (long* p = dims) Ort.Check(Ort.KernelContextGetOutput(Handle, (nuint)index, p, (nuint)dims.Length, &value));
         return value == 0 ? null : new OrtTensorView(value);
     }
 }

@@ -64,9 +64,9 @@ internal static unsafe class Ort
     public static readonly delegate* unmanaged[Cdecl]<nint, int*, nint> GetTensorElementType;
     public static readonly delegate* unmanaged[Cdecl]<nint, nuint*, nint> GetDimensionsCount;
     public static readonly delegate* unmanaged[Cdecl]<nint, long*, nuint, nint> GetDimensions;
-    public static readonly delegate* unmanaged[Cdecl]<nint, nint*, nint> GetTensorTypeAndShape;
-    public static readonly delegate* unmanaged[Cdecl]<nint, void> ReleaseTensorTypeAndShapeInfo;
     public static readonly delegate* unmanaged[Cdecl]<nint, void**, nint> GetTensorMutableData;
+    /// <summary>A tensor's element type and its own dims array, read without the shape object GetTensorTypeAndShape allocates (API 24).</summary>
+    public static readonly delegate* unmanaged[Cdecl]<nint, int*, long**, nuint*, nint> GetTensorElementTypeAndShapeDataReference;
 
     public static readonly delegate* unmanaged[Cdecl]<nint, nuint*, nint> KernelContextGetInputCount;
     public static readonly delegate* unmanaged[Cdecl]<nint, nuint*, nint> KernelContextGetOutputCount;
@@ -112,9 +112,8 @@ internal static unsafe class Ort
         GetTensorElementType = (delegate* unmanaged[Cdecl]<nint, int*, nint>)api.GetTensorElementType;
         GetDimensionsCount = (delegate* unmanaged[Cdecl]<nint, nuint*, nint>)api.GetDimensionsCount;
         GetDimensions = (delegate* unmanaged[Cdecl]<nint, long*, nuint, nint>)api.GetDimensions;
-        GetTensorTypeAndShape = (delegate* unmanaged[Cdecl]<nint, nint*, nint>)api.GetTensorTypeAndShape;
-        ReleaseTensorTypeAndShapeInfo = (delegate* unmanaged[Cdecl]<nint, void>)api.ReleaseTensorTypeAndShapeInfo;
         GetTensorMutableData = (delegate* unmanaged[Cdecl]<nint, void**, nint>)api.GetTensorMutableData;
+        GetTensorElementTypeAndShapeDataReference = (delegate* unmanaged[Cdecl]<nint, int*, long**, nuint*, nint>)api.GetTensorElementTypeAndShapeDataReference;
 
         KernelContextGetInputCount = (delegate* unmanaged[Cdecl]<nint, nuint*, nint>)api.KernelContext_GetInputCount;
         KernelContextGetOutputCount = (delegate* unmanaged[Cdecl]<nint, nuint*, nint>)api.KernelContext_GetOutputCount;
