@@ -9,10 +9,11 @@ namespace Engine.Onnx;
 /// recurrent_state for the last part, and LFM2's conv cache by its own (past_conv.%d → present_conv.%d). Every name but
 /// the decoder's filename may be left out, as GenAI lets it be: its default is GenAI's (config.h). An attention mask
 /// or position ids the config does not name are the model's attention_mask or position_ids input, when it takes one.
+/// With no eos_token_id (or an empty list), generation stops at pad_token_id, 0 when that is not given either, as in GenAI.
 /// </summary>
 internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string InputIds, string? AttentionMask, string? PositionIds, string Logits,
     string PastKeyTemplate, string PastValueTemplate, string PresentKeyTemplate, string PresentValueTemplate,
-    string PastConvTemplate, string PresentConvTemplate, int? ContextLength, int? VocabSize, IReadOnlyList<long> EosTokenIds)
+    string PastConvTemplate, string PresentConvTemplate, int? ContextLength, int? VocabSize, IReadOnlyList<long> EosTokenIds, string EosKey)
 {
     public const string FileName = "genai_config.json";
 
@@ -60,7 +61,14 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
             throw new InvalidDataException($"{path}: model.decoder.filename names '{filename}', a symbolic link to '{realModel}', outside the model folder");
         int? context = root.GetProperty("model").TryGetProperty("context_length", out var c) ? reader.PositiveInt(c, "model.context_length") : null;
         int? vocab = root.GetProperty("model").TryGetProperty("vocab_size", out var v) ? reader.PositiveInt(v, "model.vocab_size") : null;
+        // As GenAI's config.cpp: no eos_token_id (or an empty list) stops at pad_token_id, itself 0 when the config gives none.
         long[] eos = root.GetProperty("model").TryGetProperty("eos_token_id", out var eosIds) ? reader.TokenIds(eosIds, "model.eos_token_id") : [];
+        string eosKey = "model.eos_token_id";
+        if (eos.Length == 0)
+        {
+            eos = [root.GetProperty("model").TryGetProperty("pad_token_id", out var pad) ? reader.TokenId(pad, "model.pad_token_id") : 0];
+            eosKey = "model.pad_token_id (the stop token where model.eos_token_id gives none)";
+        }
         return new GenAiConfig(path, modelPath,
             reader.OptionalString(inputs, "model.decoder.inputs", "input_ids") ?? "input_ids",
             reader.OptionalString(inputs, "model.decoder.inputs", "attention_mask"),
@@ -72,7 +80,7 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
             reader.Template(outputs, "model.decoder.outputs", "present_value_names", "present.%d.value", lastPartAfter: true),
             reader.Template(inputs, "model.decoder.inputs", "past_conv_names", "past_conv.%d", lastPartAfter: false),
             reader.Template(outputs, "model.decoder.outputs", "present_conv_names", "present_conv.%d", lastPartAfter: false),
-            context, vocab, eos);
+            context, vocab, eos, eosKey);
     }
 
     /// <summary>A template with its last part replaced (past_key_values.%d.key → past_key_values.%d.conv_state), as GenAI derives the state names.</summary>
@@ -135,6 +143,11 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
         public int PositiveInt(JsonElement value, string key) =>
             value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int n) && n > 0 ? n
                 : throw new InvalidDataException($"{path}: {key} must be a positive integer, got {value}");
+
+        /// <summary>One token id (a non-negative integer), as GenAI reads pad_token_id.</summary>
+        public long TokenId(JsonElement value, string key) =>
+            value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out long id) && id >= 0 ? id
+                : throw new InvalidDataException($"{path}: {key} must be a token id (a non-negative integer), got {value}");
 
         /// <summary>A token id or a list of them, as GenAI reads eos_token_id.</summary>
         public long[] TokenIds(JsonElement value, string key)

@@ -28,7 +28,7 @@ public sealed record GenerationOptions
     /// <summary>
     /// Tokens that end the generation before the number asked for: the first one chosen is the last token of the result
     /// (reported to <see cref="OnToken"/> like the others). Null, the default, takes genai_config.json's
-    /// model.eos_token_id (<see cref="Generator.EosTokenIds"/>), as ONNX Runtime GenAI does; an empty list never stops
+    /// model.eos_token_id, or its pad_token_id where it gives none (<see cref="Generator.EosTokenIds"/>), as ONNX Runtime GenAI does; an empty list never stops
     /// early, so every generation makes the number of tokens asked for (what a benchmark times).
     /// </summary>
     public IReadOnlyCollection<long>? StopTokenIds { get; init; }
@@ -107,7 +107,7 @@ public sealed class Generator : IDisposable
         if (config.VocabSize is int said && said != VocabSize)
             throw new InvalidDataException($"{config.ConfigPath}: model.vocab_size is {said}, but {modelName}'s logits '{config.Logits}' hold {VocabSize} tokens");
         if (VocabSize is int size && config.EosTokenIds.FirstOrDefault(id => id >= size) is var eos and > 0)
-            throw new InvalidDataException($"{config.ConfigPath}: model.eos_token_id {eos} is not a token of the vocabulary ({size} tokens)");
+            throw new InvalidDataException($"{config.ConfigPath}: {config.EosKey} {eos} is not a token of the vocabulary ({size} tokens)");
 
         // Past → present pairs: the KV cache by its templates, the linear-attention states by the same templates with
         // another last part, LFM2's conv cache by its own.
@@ -178,7 +178,11 @@ public sealed class Generator : IDisposable
     /// <summary>The longest generation (prompt and new tokens but the last) genai_config.json allows: its context_length, when it gives one.</summary>
     public int? ContextLength => _config.ContextLength;
 
-    /// <summary>genai_config.json's model.eos_token_id (a token or a list of them; none when it gives none): where a generation stops unless <see cref="GenerationOptions.StopTokenIds"/> says otherwise.</summary>
+    /// <summary>
+    /// genai_config.json's model.eos_token_id (a token or a list of them), or, where it gives none or an empty list, its
+    /// pad_token_id (0 when that is not given either), as GenAI reads them: where a generation stops unless
+    /// <see cref="GenerationOptions.StopTokenIds"/> says otherwise.
+    /// </summary>
     public IReadOnlyList<long> EosTokenIds => _config.EosTokenIds;
 
     /// <summary>The past inputs the generator carries from run to run, each with the present output it is fed from.</summary>

@@ -509,6 +509,38 @@ public sealed class GeneratorTests
     }
 
     /// <summary>
+    /// Where genai_config.json gives no eos_token_id, or an empty list, GenAI (config.cpp) stops at pad_token_id, and at
+    /// token 0 when the config gives no pad_token_id either; the generator read no stop token and made every token asked for.
+    /// </summary>
+    [TestCase(null, 6L, 6L)]
+    [TestCase("[]", 7L, 7L)]
+    [TestCase(null, null, 0L)]
+    public void WithoutEosTokensGenerationStopsAtThePadToken(string? eos, long? pad, long stop)
+    {
+        string folder = CountingModel(conv: false, config =>
+        {
+            var model = config["model"]!.AsObject();
+            model.Remove("eos_token_id");
+            model.Remove("pad_token_id");
+            if (eos is not null) model["eos_token_id"] = JsonNode.Parse(eos);
+            if (pad is not null) model["pad_token_id"] = pad;
+        });
+        try
+        {
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            Assert.That(generator.EosTokenIds, Is.EqualTo(new[] { stop }));
+            var result = generator.Generate([3], 10);
+            Assert.That(result.Tokens[^1], Is.EqualTo(stop));
+            Assert.That(result.Tokens, Has.Count.EqualTo((int)((stop - 3 + CountingVocab) % CountingVocab)));
+            Assert.That(result.StopReason, Is.EqualTo(GenerationStopReason.StopToken));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>
     /// Without a context_length, a generation asked for 100 million tokens (meant to end at a stop token or a cancel)
     /// allocated the attention mask and position ids for all of them (1.6 GB) before its first token.
     /// </summary>
@@ -700,6 +732,10 @@ public sealed class GeneratorTests
             $"model.vocab_size is 10, but model.onnx's logits 'logits' hold {new HybridDecoderSpec().VocabSize} tokens");
         yield return Case("eos token outside the vocabulary", c => c["model"]!["eos_token_id"] = new JsonArray(2, 1_000_000),
             $"model.eos_token_id 1000000 is not a token of the vocabulary ({new HybridDecoderSpec().VocabSize} tokens)");
+        yield return Case("pad token as the stop token outside the vocabulary", c => { c["model"]!.AsObject().Remove("eos_token_id"); c["model"]!["pad_token_id"] = 5000; },
+            $"model.pad_token_id (the stop token where model.eos_token_id gives none) 5000 is not a token of the vocabulary ({new HybridDecoderSpec().VocabSize} tokens)");
+        yield return Case("pad token a list", c => { c["model"]!.AsObject().Remove("eos_token_id"); c["model"]!["pad_token_id"] = new JsonArray(1); },
+            "model.pad_token_id must be a token id (a non-negative integer), got [1]");
     }
 
     [TestCaseSource(nameof(BadConfigs))]
