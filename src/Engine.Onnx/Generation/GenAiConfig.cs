@@ -142,12 +142,12 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
 
         public int PositiveInt(JsonElement value, string key) =>
             value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int n) && n > 0 ? n
-                : throw new InvalidDataException($"{path}: {key} must be a positive integer, got {value}");
+                : throw new InvalidDataException($"{path}: {key} must be a positive integer, got {Shown(value)}");
 
         /// <summary>One token id (a non-negative integer), as GenAI reads pad_token_id.</summary>
         public long TokenId(JsonElement value, string key) =>
             value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out long id) && id >= 0 ? id
-                : throw new InvalidDataException($"{path}: {key} must be a token id (a non-negative integer), got {value}");
+                : throw new InvalidDataException($"{path}: {key} must be a token id (a non-negative integer), got {Shown(value)}");
 
         /// <summary>A token id or a list of them, as GenAI reads eos_token_id.</summary>
         public long[] TokenIds(JsonElement value, string key)
@@ -155,7 +155,14 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
             static bool IsId(JsonElement e) => e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out long id) && id >= 0;
             if (IsId(value)) return [value.GetInt64()];
             if (value.ValueKind == JsonValueKind.Array && value.EnumerateArray().All(IsId)) return [.. value.EnumerateArray().Select(e => e.GetInt64())];
-            throw new InvalidDataException($"{path}: {key} must be a token id or a list of token ids (non-negative integers), got {value}");
+            throw new InvalidDataException($"{path}: {key} must be a token id or a list of token ids (non-negative integers), got {Shown(value)}");
+        }
+
+        /// <summary>A value as the config writes it (null as null, a string in its quotes), cut after 80 characters.</summary>
+        private static string Shown(JsonElement value)
+        {
+            string text = value.GetRawText();
+            return text.Length <= 80 ? text : text[..80] + "...";
         }
 
         private JsonElement Property(JsonElement parent, string where, string key) =>

@@ -734,6 +734,9 @@ public sealed class GeneratorTests
             $"model.eos_token_id 1000000 is not a token of the vocabulary ({new HybridDecoderSpec().VocabSize} tokens)");
         yield return Case("pad token as the stop token outside the vocabulary", c => { c["model"]!.AsObject().Remove("eos_token_id"); c["model"]!["pad_token_id"] = 5000; },
             $"model.pad_token_id (the stop token where model.eos_token_id gives none) 5000 is not a token of the vocabulary ({new HybridDecoderSpec().VocabSize} tokens)");
+        yield return Case("eos token null", c => c["model"]!["eos_token_id"] = null,
+            "model.eos_token_id must be a token id or a list of token ids (non-negative integers), got null");
+        yield return Case("context length a string", c => c["model"]!["context_length"] = "4096", "model.context_length must be a positive integer, got \"4096\"");
         yield return Case("pad token a list", c => { c["model"]!.AsObject().Remove("eos_token_id"); c["model"]!["pad_token_id"] = new JsonArray(1); },
             "model.pad_token_id must be a token id (a non-negative integer), got [1]");
     }
