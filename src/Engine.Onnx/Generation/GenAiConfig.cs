@@ -74,17 +74,24 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
             reader.OptionalString(inputs, "model.decoder.inputs", "attention_mask"),
             reader.OptionalString(inputs, "model.decoder.inputs", "position_ids"),
             reader.OptionalString(outputs, "model.decoder.outputs", "logits") ?? "logits",
-            reader.Template(inputs, "model.decoder.inputs", "past_key_names", "past_key_values.%d.key", lastPartAfter: true),
-            reader.Template(inputs, "model.decoder.inputs", "past_value_names", "past_key_values.%d.value", lastPartAfter: true),
-            reader.Template(outputs, "model.decoder.outputs", "present_key_names", "present.%d.key", lastPartAfter: true),
-            reader.Template(outputs, "model.decoder.outputs", "present_value_names", "present.%d.value", lastPartAfter: true),
-            reader.Template(inputs, "model.decoder.inputs", "past_conv_names", "past_conv.%d", lastPartAfter: false),
-            reader.Template(outputs, "model.decoder.outputs", "present_conv_names", "present_conv.%d", lastPartAfter: false),
+            reader.Template(inputs, "model.decoder.inputs", "past_key_names", "past_key_values.%d.key"),
+            reader.Template(inputs, "model.decoder.inputs", "past_value_names", "past_key_values.%d.value"),
+            reader.Template(outputs, "model.decoder.outputs", "present_key_names", "present.%d.key"),
+            reader.Template(outputs, "model.decoder.outputs", "present_value_names", "present.%d.value"),
+            reader.Template(inputs, "model.decoder.inputs", "past_conv_names", "past_conv.%d"),
+            reader.Template(outputs, "model.decoder.outputs", "present_conv_names", "present_conv.%d"),
             context, vocab, eos, eosKey);
     }
 
-    /// <summary>A template with its last part replaced (past_key_values.%d.key → past_key_values.%d.conv_state), as GenAI derives the state names.</summary>
-    public static string WithLastPart(string template, string part) => template[..(template.LastIndexOf('.') + 1)] + part;
+    /// <summary>
+    /// A template with its last part replaced (past_key_values.%d.key → past_key_values.%d.conv_state), as GenAI derives the
+    /// state names; null where the template has no '.' after its %d (past_key_%d): no state name derives from it.
+    /// </summary>
+    public static string? WithLastPart(string template, string part)
+    {
+        int dot = template.LastIndexOf('.');
+        return dot > template.IndexOf("%d", StringComparison.Ordinal) ? template[..(dot + 1)] + part : null;
+    }
 
     /// <summary>The layer index a name matches the template at, or null.</summary>
     public static int? LayerOf(string template, string name)
@@ -125,18 +132,13 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
         public JsonElement OptionalObject(JsonElement parent, string where, string key) =>
             parent.TryGetProperty(key, out _) ? Object(parent, where, key) : default;
 
-        /// <summary>
-        /// A name template with one %d for the layer, or <paramref name="fallback"/> when the key is left out.
-        /// <paramref name="lastPartAfter"/>: the KV templates, whose last '.' part the linear-attention states replace, hold it after the %d.
-        /// </summary>
-        public string Template(JsonElement parent, string where, string key, string fallback, bool lastPartAfter)
+        /// <summary>A name template with one %d for the layer, or <paramref name="fallback"/> when the key is left out.</summary>
+        public string Template(JsonElement parent, string where, string key, string fallback)
         {
             string template = OptionalString(parent, where, key) ?? fallback;
             int at = template.IndexOf("%d", StringComparison.Ordinal);
             if (at < 0 || template.IndexOf("%d", at + 2, StringComparison.Ordinal) >= 0)
                 throw new InvalidDataException($"{path}: {Key(where, key)} must hold one %d (e.g. {fallback}), got '{template}'");
-            if (lastPartAfter && template.LastIndexOf('.') < at)
-                throw new InvalidDataException($"{path}: {Key(where, key)} must hold its %d before its last '.' part (e.g. {fallback}), got '{template}'");
             return template;
         }
 

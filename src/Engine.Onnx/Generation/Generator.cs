@@ -113,12 +113,15 @@ public sealed class Generator : IDisposable
         // another last part, LFM2's conv cache by its own.
         // WindowedRank: the rank of a state exported with a window of its last W states ahead of the batch (qwen.py's
         // state_window: [W, batch, ...]), by which GenAI tells it (recurrent_state.cpp); 0 where there is no such form.
-        (string Past, string Present, string Key, bool Cache, int WindowedRank)[] templates =
+        // A KV template with no '.' part after its %d (past_key_%d, which GenAI takes) names no linear-attention states.
+        // Present: null where the present template has no such part while the past's has (no name to carry from).
+        (string Past, string? Present, string Key, bool Cache, int WindowedRank)[] templates =
         [
             (config.PastKeyTemplate, config.PresentKeyTemplate, "present_key_names", true, 0),
             (config.PastValueTemplate, config.PresentValueTemplate, "present_value_names", true, 0),
-            (GenAiConfig.WithLastPart(config.PastKeyTemplate, "conv_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "conv_state"), "present_key_names", false, 4),
-            (GenAiConfig.WithLastPart(config.PastKeyTemplate, "recurrent_state"), GenAiConfig.WithLastPart(config.PresentKeyTemplate, "recurrent_state"), "present_key_names", false, 5),
+            .. new[] { ("conv_state", 4), ("recurrent_state", 5) }
+                .Where(s => GenAiConfig.WithLastPart(config.PastKeyTemplate, s.Item1) is not null)
+                .Select(s => (GenAiConfig.WithLastPart(config.PastKeyTemplate, s.Item1)!, GenAiConfig.WithLastPart(config.PresentKeyTemplate, s.Item1), "present_key_names", false, s.Item2)),
             (config.PastConvTemplate, config.PresentConvTemplate, "present_conv_names", false, 0),
         ];
         var carried = new List<CarriedState>();
@@ -130,6 +133,9 @@ public sealed class Generator : IDisposable
             if (match.Layer is not int layer)
                 throw new InvalidDataException($"{config.ConfigPath}: {modelName} takes the input '{input.Name}', which genai_config.json does not name: " +
                     $"it is not model.decoder.inputs' input_ids, attention_mask or position_ids, and no past template ({string.Join(", ", templates.Select(t => t.Past))}) matches it");
+            if (match.t.Present is null)
+                throw new InvalidDataException($"{config.ConfigPath}: {modelName} takes '{input.Name}', named by model.decoder.inputs.past_key_names with its last part replaced, " +
+                    $"but model.decoder.outputs.present_key_names ('{config.PresentKeyTemplate}') has no '.' part after its %d to name the output carried into it");
             string present = GenAiConfig.Name(match.t.Present, layer);
             if (!outputs.TryGetValue(present, out var presentInfo))
                 throw new InvalidDataException($"{config.ConfigPath}: {modelName} takes '{input.Name}' but does not give '{present}' to carry into it (model.decoder.outputs.{match.t.Key})");

@@ -476,6 +476,32 @@ public sealed class GeneratorTests
     }
 
     /// <summary>
+    /// GenAI takes KV templates with no '.' part after the %d (past_key_%d → present_key_%d): it derives no linear-attention
+    /// state names from them and carries the cache. Such a config was refused as if the templates were malformed.
+    /// </summary>
+    [Test]
+    public void KvTemplatesWithoutADottedLastPartAreCarried()
+    {
+        string folder = CountingModel(conv: false, config =>
+        {
+            config["model"]!["decoder"]!["inputs"]!["past_key_names"] = "past_key_%d";
+            config["model"]!["decoder"]!["inputs"]!["past_value_names"] = "past_value_%d";
+            config["model"]!["decoder"]!["outputs"]!["present_key_names"] = "present_key_%d";
+            config["model"]!["decoder"]!["outputs"]!["present_value_names"] = "present_value_%d";
+        }, pastName: "past_{0}_1", presentName: "present_{0}_1");
+        try
+        {
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            Assert.That(generator.CarriedStates, Is.EqualTo(new[] { ("past_key_1", "present_key_1"), ("past_value_1", "present_value_1") }));
+            Assert.That(generator.Generate([3], 3).Tokens, Is.EqualTo(new long[] { 4, 5, 6 }));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>
     /// Generation stops at genai_config.json's eos_token_id (a token or a list), as GenAI does, the stop token the last
     /// of the result; GenerationOptions.StopTokenIds replaces them, and an empty list makes every token asked for.
     /// </summary>
@@ -649,7 +675,7 @@ public sealed class GeneratorTests
     /// with a KV cache for layer 1 (past_key_values.1.key/value → present.1.key/value) and, with <paramref name="conv"/>,
     /// an LFM2-style conv cache past_conv.0 → present_conv.0 as lfm2.py names it. <paramref name="edit"/> edits genai_config.json.
     /// </summary>
-    private static string CountingModel(bool conv, Action<JsonNode> edit)
+    private static string CountingModel(bool conv, Action<JsonNode> edit, string pastName = "past_key_values.1.{0}", string presentName = "present.1.{0}")
     {
         const int vocab = CountingVocab;
         const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
@@ -663,9 +689,11 @@ public sealed class GeneratorTests
         string asKeys = b.Op("Unsqueeze", b.Node("Cast", [ids], attributes: [("to", 1L)])[0], b.Int64s("axes", 1, 3));
         foreach (var part in new[] { "key", "value" })
         {
-            b.Input($"past_key_values.1.{part}", F, "batch_size", 1, "past_sequence_length", 1);
-            b.Node("Concat", [$"past_key_values.1.{part}", asKeys], outputNames: [$"present.1.{part}"], attributes: [("axis", 2L)]);
-            b.Output($"present.1.{part}", F, "batch_size", 1, "total_sequence_length", 1);
+            string past = string.Format(System.Globalization.CultureInfo.InvariantCulture, pastName, part);
+            string present = string.Format(System.Globalization.CultureInfo.InvariantCulture, presentName, part);
+            b.Input(past, F, "batch_size", 1, "past_sequence_length", 1);
+            b.Node("Concat", [past, asKeys], outputNames: [present], attributes: [("axis", 2L)]);
+            b.Output(present, F, "batch_size", 1, "total_sequence_length", 1);
         }
         if (conv)
         {
@@ -717,6 +745,9 @@ public sealed class GeneratorTests
             "input_ids, attention_mask or position_ids, and no past template (cache.%d.key, past_key_values.%d.value, cache.%d.conv_state, cache.%d.recurrent_state, past_conv.%d) matches it");
         yield return Case("other present names", c => c["model"]!["decoder"]!["outputs"]!["present_key_names"] = "present.%d.k",
             "model.onnx takes 'past_key_values.3.key' but does not give 'present.3.k' to carry into it (model.decoder.outputs.present_key_names)");
+        yield return Case("present names with no dotted part for the states", c => c["model"]!["decoder"]!["outputs"]!["present_key_names"] = "present_key_%d",
+            "model.onnx takes 'past_key_values.0.conv_state', named by model.decoder.inputs.past_key_names with its last part replaced, " +
+            "but model.decoder.outputs.present_key_names ('present_key_%d') has no '.' part after its %d to name the output carried into it");
         yield return Case("two pasts from one present", c => c["model"]!["decoder"]!["outputs"]!["present_value_names"] = "present.%d.key",
             "'present.3.key' would be carried into both 'past_key_values.3.key' and 'past_key_values.3.value' (model.decoder.outputs.present_value_names)");
         yield return Case("a file outside the folder", c => c["model"]!["decoder"]!["filename"] = "../model.onnx", "model.decoder.filename must name a file in the model folder, got '../model.onnx'");
