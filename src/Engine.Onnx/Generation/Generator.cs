@@ -28,8 +28,9 @@ public sealed record GenerationOptions
     /// <summary>
     /// Tokens that end the generation before the number asked for: the first one chosen is the last token of the result
     /// (reported to <see cref="OnToken"/> like the others). Null, the default, takes genai_config.json's
-    /// model.eos_token_id, or its pad_token_id where it gives none (<see cref="Generator.EosTokenIds"/>), as ONNX Runtime GenAI does; an empty list never stops
-    /// early, so every generation makes the number of tokens asked for (what a benchmark times).
+    /// model.eos_token_id, or its pad_token_id where it gives none (<see cref="Generator.EosTokenIds"/>), as ONNX Runtime
+    /// GenAI does; an empty list never stops early, so every generation makes the number of tokens asked for (what a
+    /// benchmark times).
     /// </summary>
     public IReadOnlyCollection<long>? StopTokenIds { get; init; }
 }
