@@ -19,7 +19,14 @@ try
     // Two sessions taking turns: their intra-op threads must not spin, or one's idle threads take the cores from the other.
     using var engine = ModelSession.Open(path, new ModelSessionOptions { AllowSpinning = false });                      // the node on the engine
     using var ort = ModelSession.Open(path, new ModelSessionOptions { Backend = HandoverBackend.None, AllowSpinning = false });  // ORT alone
-    Console.WriteLine($"{Path.GetFileName(path)}: the engine takes over {engine.Handover.EngineNodes.Count()} node(s); ONNX Runtime {OrtInfo.Version}");
+    int taken = engine.Handover.EngineNodes.Count();
+    Console.WriteLine($"{Path.GetFileName(path)}: the engine takes over {taken} node(s); ONNX Runtime {OrtInfo.Version}");
+    // Without the hand-over both sessions are ORT alone: their outputs would agree and prove nothing.
+    if (taken == 0)
+    {
+        Console.Error.WriteLine("the engine took over no node: nothing to compare");
+        return 1;
+    }
 
     // A first run of each loads and compiles; then the two take turns, so the host's load falls on both alike.
     var byEngine = engine.Run(inputs);
