@@ -261,16 +261,14 @@ public sealed class ConcurrencyTests
     public void ADeviceTensorDisposedDuringACallOnItLetsTheCallFinish()
     {
         using var device = EngineDevice.Create(Backend.Gpu, new EngineDeviceOptions { Gpu = GpuPreference.CpuAccelerator });
-        var heads = new HeadLayout(2, 2, 16, 16);
         const int tokens = 64;
         var data = new TestData(5);
         using var q = device.Upload(new ReadOnlyTensorSpan<Half>(TestData.ToHalf(data.Normal(tokens * 32)), [1, tokens, 2, 16]));
         using var k = device.Upload(new ReadOnlyTensorSpan<Half>(TestData.ToHalf(data.UnitRows(tokens * 2, 16)), [1, tokens, 2, 16]));
         using var v = device.Upload(new ReadOnlyTensorSpan<Half>(TestData.ToHalf(data.Normal(tokens * 32)), [1, tokens, 2, 16]));
         var options = new GlaOptions { Mode = AttentionMode.Recurrent };
-        var stopwatch = System.Diagnostics.Stopwatch.StartNew();
         int raced = 0;
-        for (int attempt = 0; attempt < 50 && raced < 5 && stopwatch.Elapsed < TimeSpan.FromSeconds(20); attempt++)
+        for (int attempt = 0; attempt < 50 && raced < 5; attempt++)
         {
             var output = device.Allocate<Half>(1, tokens, 2, 16);
             long before = device.GpuTraffic.Launches;
