@@ -90,7 +90,7 @@ internal static class TensorArgs
         return (int)n;
     }
 
-    /// <summary>Refuses <paramref name="a"/> and <paramref name="b"/> sharing any byte from their first element to their last.</summary>
+    /// <summary>Refuses <paramref name="a"/> and <paramref name="b"/> sharing a byte of an element (views interleaved in one buffer may lie apart).</summary>
     public static void RequireApart<TA, TB>(ReadOnlyTensorSpan<TA> a, string nameA, ReadOnlyTensorSpan<TB> b, string nameB, string? why = null)
     {
         if (Overlap(a, b)) throw new ArgumentException($"{nameA}: shares memory with {nameB}{(why is null ? "" : $" ({why})")}: give it a tensor of its own", nameA);
@@ -109,21 +109,14 @@ internal static class TensorArgs
             $"strides): give {writtenName} a tensor of its own, or {readName} itself", writtenName);
     }
 
-    /// <summary>Whether two tensors share any byte from their first element to their last.</summary>
+    /// <summary>Whether two tensors share a byte of an element (<see cref="StridedRegion.Overlap"/>).</summary>
     private static bool Overlap<TA, TB>(ReadOnlyTensorSpan<TA> a, ReadOnlyTensorSpan<TB> b)
     {
         if (a.IsEmpty || b.IsEmpty) return false;
         nint offset = Unsafe.ByteOffset(ref Unsafe.As<TA, byte>(ref Unsafe.AsRef(in a.GetPinnableReference())),
             ref Unsafe.As<TB, byte>(ref Unsafe.AsRef(in b.GetPinnableReference())));
-        return offset < ExtentBytes(a) && -offset < ExtentBytes(b);
-    }
-
-    /// <summary>Bytes from a tensor's first element to the end of its last (strides of 0 and gaps included).</summary>
-    private static long ExtentBytes<T>(ReadOnlyTensorSpan<T> t)
-    {
-        long last = 0;
-        for (int i = 0; i < t.Rank; i++) last += (long)(t.Lengths[i] - 1) * t.Strides[i];
-        return (last + 1) * Unsafe.SizeOf<T>();
+        return StridedRegion.Overlap(new StridedRegion(0, a.Lengths, a.Strides, Unsafe.SizeOf<TA>()),
+            new StridedRegion(offset, b.Lengths, b.Strides, Unsafe.SizeOf<TB>()));
     }
 
     /// <summary>Every value finite.</summary>

@@ -284,6 +284,26 @@ public sealed class AttentionApiTests
         Assert.That(Flat(state), Is.EqualTo(before), "the refused call left the state as it was");
     }
 
+    /// <summary>
+    /// An output laid in the gap between q's first two token rows, a view of rows far apart in one buffer, shares no element
+    /// with q: it was refused as sharing memory with it (the check compared first and last bytes). It is taken, and gives the
+    /// output of separate tensors.
+    /// </summary>
+    [Test]
+    public void AnOutputInTheGapsOfAStridedQIsTaken([Values(Backend.Reference, Backend.Cpu, Backend.Gpu)] Backend backend)
+    {
+        var device = TestDevices.Of(backend);
+        var (q, k, v, g, _) = Inputs();
+        const int rowStride = H * K + T * H * V;
+        var memory = Numerics.NaNs((T - 1) * rowStride + H * K);
+        var dense = Flat(q);
+        for (int t = 0; t < T; t++) dense.AsSpan(t * H * K, H * K).CopyTo(memory.AsSpan(t * rowStride));
+        var strided = new ReadOnlyTensorSpan<float>(memory, [1, T, H, K], [0, rowStride, K, 1]);
+        Engine.Gla.Forward<float>(device, strided, k, v, g, new TensorSpan<float>(memory.AsSpan(H * K, T * H * V), [1, T, H, V], []), default, default);
+        var expected = Engine.Gla.Forward(TestDevices.Reference, q, k, v, g).Output;
+        Assert.That(Numerics.RelativeRms(memory[(H * K)..(H * K + T * H * V)], Flat(expected)), Is.LessThanOrEqualTo(Numerics.Fp32Tolerance));
+    }
+
     [Test]
     public void AFinalStateOverlappingTheInitialStateIsRefused()
     {
