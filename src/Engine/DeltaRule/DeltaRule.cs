@@ -96,8 +96,9 @@ public static class DeltaRule
     /// deltas [N, C, Hv, V], C the capacity; the destinations may be strided views.
     /// </summary>
     /// <exception cref="ArgumentException">
-    /// A tensor whose shape does not match k's, counts not one per sequence, invalid options, non-finite k, v, beta or initial
-    /// state, log gates above 0, or deltas that overflow fp32; a count below 0 is an <see cref="ArgumentOutOfRangeException"/>.
+    /// A tensor whose shape does not match k's, counts not one per sequence, a destination sharing an element with another or
+    /// with an input, invalid options, non-finite k, v, beta or initial state, log gates above 0, or deltas that overflow fp32;
+    /// a count below 0 is an <see cref="ArgumentOutOfRangeException"/>.
     /// </exception>
     /// <exception cref="NotSupportedException">Options with a <see cref="DeltaRuleOptions.Convolution"/> or an <see cref="DeltaRuleOptions.OutputNorm"/>.</exception>
     public static void CaptureTransitions<T>(ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> beta, ReadOnlyTensorSpan<T> g,
@@ -121,6 +122,7 @@ public static class DeltaRule
         for (int n = 0; n < sequences; n++)
             if (counts[n] < 0) throw new ArgumentOutOfRangeException("counts", counts[n], $"counts: sequence {n}'s count must be >= 0");
         int stateLength = call.StateLength(op, initialState.Lengths, default);
+        RequireDestinationsApart(decay, keys, deltas, k, v, beta, g, initialState);
 
         using var inputs = CallInputs.From(op, new AttentionTensors<T>(k, k, v, g, beta, default), rowsInPlace: false, ThreadPoolScheduler.CallingThread);
         using var init = FloatInput.From(initialState);
@@ -148,6 +150,32 @@ public static class DeltaRule
             if (zeros.Length > 0) ArrayPool<float>.Shared.Return(zeros);
             ArrayPool<float>.Shared.Return(dense);
         }
+    }
+
+    /// <summary>
+    /// Refuses a destination of <see cref="CaptureTransitions{T}"/> sharing an element with another or with an input: each is
+    /// written whole after the others, over what they wrote. Views interleaved in one buffer (GatedDeltaNet's state_update
+    /// rows) share none and are taken. Where ranges meet, the elements compared are at most those the call reads or writes.
+    /// </summary>
+    private static void RequireDestinationsApart<T>(ReadOnlyTensorSpan<float> decay, ReadOnlyTensorSpan<float> keys, ReadOnlyTensorSpan<float> deltas,
+        ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> beta, ReadOnlyTensorSpan<T> g, ReadOnlyTensorSpan<float> initialState)
+    {
+        TensorArgs.RequireApart(decay, "decay", keys, "keys");
+        TensorArgs.RequireApart(decay, "decay", deltas, "deltas");
+        TensorArgs.RequireApart(keys, "keys", deltas, "deltas");
+        RequireApartFromInputs(decay, "decay", k, v, beta, g, initialState);
+        RequireApartFromInputs(keys, "keys", k, v, beta, g, initialState);
+        RequireApartFromInputs(deltas, "deltas", k, v, beta, g, initialState);
+    }
+
+    private static void RequireApartFromInputs<T>(ReadOnlyTensorSpan<float> destination, string name,
+        ReadOnlyTensorSpan<T> k, ReadOnlyTensorSpan<T> v, ReadOnlyTensorSpan<T> beta, ReadOnlyTensorSpan<T> g, ReadOnlyTensorSpan<float> initialState)
+    {
+        TensorArgs.RequireApart(destination, name, k, "k");
+        TensorArgs.RequireApart(destination, name, v, "v");
+        TensorArgs.RequireApart(destination, name, beta, "beta");
+        TensorArgs.RequireApart(destination, name, g, "g");
+        TensorArgs.RequireApart(destination, name, initialState, "initial_state");
     }
 
     /// <summary>Runs the delta rule on device tensors; states and checks as in <see cref="Gla.Forward{T}(EngineDevice, DeviceTensor{T}, DeviceTensor{T}, DeviceTensor{T}, DeviceTensor{T}?, DeviceTensor{T}, DeviceTensor{float}?, DeviceTensor{float}?, ReadOnlySpan{int}, GlaOptions?)"/>.</summary>

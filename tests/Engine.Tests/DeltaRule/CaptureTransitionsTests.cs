@@ -125,6 +125,93 @@ public sealed class CaptureTransitionsTests
         Assert.That(e.Message, Does.Contain("expected shape [1, 3, 1, 8] (N, C, Hv, V)"));
     }
 
+    /// <summary>
+    /// Destinations laid as GatedDeltaNet's state_update lays them, each sequence's row [decay | keys | deltas] of one buffer:
+    /// their first-to-last byte ranges meet, their elements do not. They are taken and get exactly what separate tensors get
+    /// (the same computation, tolerance 0).
+    /// </summary>
+    [Test]
+    public void InterleavedDestinationsGetWhatSeparateOnesGet()
+    {
+        const int hk = 1, hv = 2, k = 16, v = 8, capacity = 3;
+        int[] cu = [0, 4, 9];
+        int[] counts = [3, 2];
+        int n = cu[^1], sequences = cu.Length - 1;
+        var data = new TestData(29);
+        var key = new ReadOnlyTensorSpan<float>(data.Normal((long)n * hk * k), [1, n, hk, k]);
+        var value = new ReadOnlyTensorSpan<float>(data.Normal((long)n * hv * v), [1, n, hv, v]);
+        var beta = new ReadOnlyTensorSpan<float>(data.Uniform((long)n * hv, 0.1, 0.9), [1, n, hv]);
+        var g = new ReadOnlyTensorSpan<float>(data.LogGates((long)n * hv, 1.0), [1, n, hv]);
+        var initial = new ReadOnlyTensorSpan<float>(data.Normal((long)sequences * hv * k * v, 0.5), [sequences, hv, k, v]);
+        float[] decay = Numerics.NaNs(sequences * capacity * hv), keys = Numerics.NaNs(sequences * capacity * hk * k),
+            deltas = Numerics.NaNs(sequences * capacity * hv * v);
+        Engine.DeltaRule.CaptureTransitions(key, value, beta, g, initial, counts, new TensorSpan<float>(decay, [sequences, capacity, hv]),
+            new TensorSpan<float>(keys, [sequences, capacity, hk, k]), new TensorSpan<float>(deltas, [sequences, capacity, hv, v]), cu);
+
+        const int decayWidth = capacity * hv, keysWidth = capacity * hk * k, row = decayWidth + keysWidth + capacity * hv * v;
+        var memory = Numerics.NaNs(sequences * row);
+        Engine.DeltaRule.CaptureTransitions(key, value, beta, g, initial, counts,
+            new TensorSpan<float>(memory, [sequences, capacity, hv], [row, hv, 1]),
+            // hk = 1: System.Numerics.Tensors takes a stride of 0 for an axis of length 1.
+            new TensorSpan<float>(memory.AsSpan(decayWidth), [sequences, capacity, hk, k], [row, hk * k, 0, 1]),
+            new TensorSpan<float>(memory.AsSpan(decayWidth + keysWidth), [sequences, capacity, hv, v], [row, hv * v, v, 1]), cu);
+        for (int s = 0; s < sequences; s++)
+        {
+            Assert.That(memory.AsSpan(s * row, decayWidth).ToArray(), Is.EqualTo(decay.AsSpan(s * decayWidth, decayWidth).ToArray()), $"sequence {s}: decay");
+            Assert.That(memory.AsSpan(s * row + decayWidth, keysWidth).ToArray(), Is.EqualTo(keys.AsSpan(s * keysWidth, keysWidth).ToArray()), $"sequence {s}: keys");
+            int deltasWidth = row - decayWidth - keysWidth;
+            Assert.That(memory.AsSpan(s * row + decayWidth + keysWidth, deltasWidth).ToArray(), Is.EqualTo(deltas.AsSpan(s * deltasWidth, deltasWidth).ToArray()),
+                $"sequence {s}: deltas");
+        }
+    }
+
+    /// <summary>
+    /// A destination sharing an element with another or with an input: each destination is written whole after the others,
+    /// so one written over another's last element left it wrong, without an error. Refused, naming both tensors. The second
+    /// tensor starts on the first's last element; "strided" lays keys and deltas as interleaved rows, deltas one element early.
+    /// </summary>
+    [TestCase("decay", "keys")]
+    [TestCase("decay", "deltas")]
+    [TestCase("keys", "deltas")]
+    [TestCase("keys", "k")]
+    [TestCase("deltas", "v")]
+    [TestCase("decay", "beta")]
+    [TestCase("deltas", "initial_state")]
+    [TestCase("keys", "deltas", true)]
+    public void DestinationsSharingAnElementAreRefused(string first, string second, bool strided = false)
+    {
+        var sizes = new Dictionary<string, int> { ["decay"] = 2, ["keys"] = 32, ["deltas"] = 16, ["k"] = 32, ["v"] = 16, ["beta"] = 2, ["initial_state"] = 128 };
+        var shapes = new Dictionary<string, nint[]>
+        {
+            ["decay"] = [1, 2, 1], ["keys"] = [1, 2, 1, 16], ["deltas"] = [1, 2, 1, 8], ["k"] = [1, 2, 1, 16], ["v"] = [1, 2, 1, 8], ["beta"] = [1, 2, 1],
+            ["initial_state"] = [1, 1, 16, 8],
+        };
+        var memory = new TestData(31).Uniform(sizes[first] + sizes[second], 0.1, 0.9);
+        int[] offsets = new int[2];
+        offsets[1] = sizes[first] - 1;
+        var strides = new Dictionary<string, nint[]>();
+        if (strided)
+        {
+            // Token rows 24 floats apart: keys' 16 then deltas' 8, deltas moved one float into keys.
+            strides["keys"] = [0, 24, 0, 1];
+            strides["deltas"] = [0, 24, 0, 1];
+            offsets[1] = 15;
+        }
+        float[] Memory(string name) => name == first || name == second ? memory : new TestData(37).Uniform(sizes[name], 0.1, 0.9);
+        int Offset(string name) => name == first ? offsets[0] : name == second ? offsets[1] : 0;
+        nint[] Strides(string name) => strides.TryGetValue(name, out var s) ? s : [];
+        TensorSpan<float> View(string name)
+        {
+            var m = Memory(name);
+            int length = strides.ContainsKey(name) ? m.Length - Offset(name) : sizes[name];
+            return new TensorSpan<float>(m.AsSpan(Offset(name), length), shapes[name], Strides(name));
+        }
+        var e = Assert.Catch<ArgumentException>(() => Engine.DeltaRule.CaptureTransitions<float>(View("k"), View("v"), View("beta"), default,
+            View("initial_state"), [2], View("decay"), View("keys"), View("deltas")))!;
+        Assert.That(e.ParamName, Is.EqualTo(first), e.Message);
+        Assert.That(e.Message, Does.StartWith($"{first}: shares memory with {second}"));
+    }
+
     /// <summary>A count above the capacity or the length takes what there is; a negative one is bad input (it was taken as 0).</summary>
     [Test]
     public void ANegativeCountIsRefused()
