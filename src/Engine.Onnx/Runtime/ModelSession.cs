@@ -59,6 +59,8 @@ public sealed class ModelSession : IDisposable
     private readonly InferenceSession _session;
     private readonly KernelHost? _host;
     private readonly Dictionary<string, ModelValueInfo> _declaredInputs;
+    // Inputs and outputs that are not tensors of a type TensorData holds (String, sequences, maps), with what they are.
+    private readonly Dictionary<string, string> _valuesNotHeld;
     // The runs in progress, by thread: Dispose waits for them, so ORT's session is never released under a run.
     private readonly List<int> _runningThreads = [];
     private bool _disposed, _released;
@@ -74,7 +76,15 @@ public sealed class ModelSession : IDisposable
         OutputNames = session.OutputNames.ToArray();
         // Every graph input, initializers listed as inputs too (a run may override those).
         _declaredInputs = model.Graph.Input.Select(ModelValueInfo.From).ToDictionary(i => i.Name);
+        _valuesNotHeld = session.InputMetadata.Concat(session.OutputMetadata)
+            .Select(p => (p.Key, What: NotHeld(p.Value))).Where(p => p.What is not null).ToDictionary(p => p.Key, p => p.What!);
     }
+
+    /// <summary>What a value is when <see cref="TensorData"/> cannot hold it; null when it can.</summary>
+    private static string? NotHeld(NodeMetadata value) =>
+        value.OnnxValueType != OnnxValueType.ONNX_TYPE_TENSOR ? $"a {value.OnnxValueType} value, not a tensor"
+        : TensorData.Holds((TensorElementType)value.ElementDataType) ? null
+        : $"a {(TensorElementType)value.ElementDataType} tensor";
 
     /// <summary>
     /// Loads the model file (external data resolved next to it, <see cref="OnnxModel.Load(string)"/>), rewrites it for the
@@ -209,7 +219,8 @@ public sealed class ModelSession : IDisposable
     /// <summary>
     /// Runs the model. Inputs are passed to ORT without copies; returns the requested outputs (all by default).
     /// Inputs the model does not take (a required one missing, an unknown name, another element type or rank), and outputs
-    /// it does not have or an empty list of them, are an <see cref="ArgumentException"/> naming the tensor and the model; errors ORT raises while running
+    /// it does not have or an empty list of them, are an <see cref="ArgumentException"/> naming the tensor and the model, as is an input or output that
+    /// <see cref="TensorData"/> does not hold (a String tensor, a sequence: name the outputs wanted); errors ORT raises while running
     /// are a <see cref="ModelRunException"/>; an output over 2 GiB, which one array cannot hold, a <see cref="NotSupportedException"/> naming it.
     /// </summary>
     public IReadOnlyDictionary<string, TensorData> Run(IReadOnlyDictionary<string, TensorData> inputs, IReadOnlyCollection<string>? outputs = null)
@@ -322,6 +333,9 @@ public sealed class ModelSession : IDisposable
     {
         if (!OutputNames.Contains(name))
             throw new ArgumentException($"{name}: {Model.DisplayName} has no such output (outputs: {string.Join(", ", OutputNames)})", "outputs");
+        if (_valuesNotHeld.TryGetValue(name, out var what))
+            throw new ArgumentException($"{name}: {Model.DisplayName}'s output is {what}, which TensorData does not hold: name the outputs to run " +
+                $"(those it holds: {string.Join(", ", OutputNames.Where(o => !_valuesNotHeld.ContainsKey(o)))})", "outputs");
     }
 
     /// <summary>Runs a model whose inputs and outputs are all float32.</summary>
@@ -393,7 +407,9 @@ public sealed class ModelSession : IDisposable
     {
         foreach (var name in InputNames)
             if (!inputs.ContainsKey(name))
-                throw new ArgumentException($"{Model.DisplayName}: the required input '{name}' is missing (inputs: {string.Join(", ", InputNames)})", nameof(inputs));
+                throw new ArgumentException(_valuesNotHeld.TryGetValue(name, out var what)
+                    ? $"{Model.DisplayName}: the required input '{name}' is {what}, which TensorData does not hold: ModelSession cannot give it, so it cannot run this model"
+                    : $"{Model.DisplayName}: the required input '{name}' is missing (inputs: {string.Join(", ", InputNames)})", nameof(inputs));
         foreach (var (name, data) in inputs)
         {
             if (data is null) throw new ArgumentNullException(nameof(inputs), $"{Model.DisplayName}: input '{name}' is null; give it a tensor");

@@ -1,5 +1,6 @@
 using Engine.Onnx;
 using Engine.Onnx.Ops;
+using Engine.Onnx.Proto;
 using NUnit.Framework;
 
 namespace Engine.Tests.Onnx;
@@ -76,5 +77,55 @@ public sealed class SessionInputTests
         inputs.Remove("past_state");
         var e = Assert.Throws<ArgumentException>(() => session.Run(inputs));
         Assert.That(e!.Message, Does.StartWith("model 'linear_attention': the required input 'past_state' is missing"));
+    }
+
+    /// <summary>The node's model with a String constant output, a Bool input negated to an output and, when asked, a String input.</summary>
+    private static OnnxModel WithStringAndBool(bool stringInput)
+    {
+        var model = Case.Model();
+        var graph = model.Proto.Graph;
+        var label = new TensorProto { Name = "label_value", DataType = (int)TensorElementType.String };
+        label.StringData.Add(Google.Protobuf.ByteString.CopyFromUtf8("gated"));
+        var constant = new NodeProto { OpType = "Constant", Name = "label", Output = { "label" } };
+        constant.Attribute.Add(new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = label });
+        graph.Node.Add(constant);
+        graph.Node.Add(new NodeProto { OpType = "Not", Name = "not", Input = { "flag" }, Output = { "not_flag" } });
+        graph.Input.Add(Scalar("flag", TensorElementType.Bool));
+        graph.Output.Add(Scalar("label", TensorElementType.String));
+        graph.Output.Add(Scalar("not_flag", TensorElementType.Bool));
+        if (stringInput)
+        {
+            graph.Node.Add(new NodeProto { OpType = "Identity", Name = "echo", Input = { "text" }, Output = { "echoed" } });
+            graph.Input.Add(Scalar("text", TensorElementType.String));
+            graph.Output.Add(Scalar("echoed", TensorElementType.String));
+        }
+        return model;
+    }
+
+    private static ValueInfoProto Scalar(string name, TensorElementType type) =>
+        new() { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = new TensorShapeProto() } } };
+
+    [TestCase(HandoverBackend.Cpu)]
+    [TestCase(HandoverBackend.None)]
+    public void AStringOutputIsRefusedByNameAndTheOthersRun(HandoverBackend backend)
+    {
+        using var session = OnnxTestHost.Open(WithStringAndBool(stringInput: false), backend);
+        var inputs = new Dictionary<string, TensorData>(Case.Inputs()) { ["flag"] = TensorData.Create([true]) };
+        var e = Assert.Throws<ArgumentException>(() => session.Run(inputs));
+        Assert.That(e!.Message, Does.StartWith("label: model 'linear_attention''s output is a String tensor, which TensorData does not hold")
+            .And.Contain("(those it holds: output, present_state, not_flag)"));
+
+        var outputs = session.Run(inputs, ["output", "not_flag"]);
+        Assert.That(outputs["not_flag"].As<bool>(), Is.EqualTo(new[] { false }));
+        OnnxAssert.Close(outputs["output"], Case.Reference(Case.Inputs()).Output, "output beside the String and Bool values");
+    }
+
+    [Test]
+    public void AStringInputIsNamedAsOneTensorDataDoesNotHold()
+    {
+        using var session = OnnxTestHost.Open(WithStringAndBool(stringInput: true), HandoverBackend.Cpu);
+        var inputs = new Dictionary<string, TensorData>(Case.Inputs()) { ["flag"] = TensorData.Create([true]) };
+        var e = Assert.Throws<ArgumentException>(() => session.Run(inputs, ["output"]));
+        Assert.That(e!.Message, Does.StartWith("model 'linear_attention': the required input 'text' is a String tensor, which TensorData does not hold"));
     }
 }
