@@ -155,7 +155,8 @@ internal sealed unsafe class NativeCustomOp : IDisposable
         }
         catch (Exception e)
         {
-            return Ort.Status(e is ModelNodeException or ArgumentException ? Ort.ErrorInvalidArgument : Ort.ErrorFail, Ops.NodeErrors.MessageOf(e));
+            int code = e switch { OrtCallException ort => ort.OrtErrorCode, ModelNodeException or ArgumentException => Ort.ErrorInvalidArgument, _ => Ort.ErrorFail };
+            return Ort.Status(code, Ops.NodeErrors.MessageOf(e));
         }
     }
 
@@ -170,7 +171,9 @@ internal sealed unsafe class NativeCustomOp : IDisposable
         }
         catch (Exception e)
         {
-            return Ort.Status(e is ArgumentException ? Ort.ErrorInvalidArgument : Ort.ErrorRuntimeException, Ops.NodeErrors.MessageOf(e));
+            // An ORT call that failed (e.g. an output the caller pre-allocated with another shape) keeps ORT's own code.
+            int code = e switch { OrtCallException ort => ort.OrtErrorCode, ArgumentException => Ort.ErrorInvalidArgument, _ => Ort.ErrorRuntimeException };
+            return Ort.Status(code, Ops.NodeErrors.MessageOf(e));
         }
     }
 

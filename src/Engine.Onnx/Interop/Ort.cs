@@ -127,8 +127,9 @@ internal static unsafe class Ort
     {
         if (status == 0) return;
         var message = Marshal.PtrToStringUTF8((nint)GetErrorMessage(status)) ?? "unknown error";
+        int code = GetErrorCode(status);
         ReleaseStatus(status);
-        throw new OrtCallException(message);
+        throw new OrtCallException(message) { OrtErrorCode = code };
     }
 
     /// <summary>Whether the call succeeded; a failure status is released.</summary>

@@ -128,4 +128,19 @@ public sealed class SessionInputTests
         var e = Assert.Throws<ArgumentException>(() => session.Run(inputs, ["output"]));
         Assert.That(e!.Message, Does.StartWith("model 'linear_attention': the required input 'text' is a String tensor, which TensorData does not hold"));
     }
+
+    [TestCase(HandoverBackend.Cpu)]
+    [TestCase(HandoverBackend.None)]
+    public void AnOutputOfAnotherShapeIsOrtsInvalidArgumentAndTheSessionRunsOn(HandoverBackend backend)
+    {
+        using var session = OnnxTestHost.Open(Case.Model(), backend);
+        var shortOutput = new Dictionary<string, TensorData> { ["output"] = TensorData.Create(new float[1 * 2 * 24], 1, 2, 24) };
+        var e = Assert.Throws<ModelRunException>(() => session.RunInto(Case.Inputs(), shortOutput));
+        Assert.That(e!.Message, Does.StartWith("running the model failed: [ErrorCode:InvalidArgument] ")
+            .And.Contain("output 'output' of node 'linear_attention'"));
+
+        var output = TensorData.Create(Enumerable.Repeat(float.NaN, 1 * 3 * 24).ToArray(), 1, 3, 24);
+        session.RunInto(Case.Inputs(), new Dictionary<string, TensorData> { ["output"] = output });
+        OnnxAssert.Close(output, Case.Reference(Case.Inputs()).Output, "output after the refused run");
+    }
 }
