@@ -50,9 +50,12 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
         var outputs = reader.OptionalObject(decoder, "model.decoder", "outputs");
         // A NUL is no character of a path: .NET's own refusal ("Null character in path.") names neither the file nor the key.
         if (filename.Contains('\0')) throw new InvalidDataException($"{path}: model.decoder.filename contains a NUL character");
-        string modelPath = Path.GetFullPath(Path.Combine(directory, filename));
+        if (Path.IsPathRooted(filename))
+            throw new InvalidDataException($"{path}: model.decoder.filename must be a path relative to the model folder, got '{filename}'");
+        // A subfolder is the user's folder too (onnx/model.onnx); '..' out of it is not.
         string folder = Path.GetFullPath(directory);
-        if (Path.IsPathRooted(filename) || Path.GetDirectoryName(modelPath) != Path.TrimEndingDirectorySeparator(folder))
+        string modelPath = Path.GetFullPath(Path.Combine(folder, filename));
+        if (!FilePaths.IsInside(folder, modelPath))
             throw new InvalidDataException($"{path}: model.decoder.filename must name a file in the model folder, got '{filename}'");
         if (!File.Exists(modelPath)) throw new FileNotFoundException($"{path}: model.decoder.filename names '{filename}', which is not in the folder", modelPath);
         // The name is checked as text above; a symbolic link may still lead out, as external data's links are refused to.

@@ -751,6 +751,10 @@ public sealed class GeneratorTests
         yield return Case("two pasts from one present", c => c["model"]!["decoder"]!["outputs"]!["present_value_names"] = "present.%d.key",
             "'present.3.key' would be carried into both 'past_key_values.3.key' and 'past_key_values.3.value' (model.decoder.outputs.present_value_names)");
         yield return Case("a file outside the folder", c => c["model"]!["decoder"]!["filename"] = "../model.onnx", "model.decoder.filename must name a file in the model folder, got '../model.onnx'");
+        yield return Case("a file outside the folder through a subfolder", c => c["model"]!["decoder"]!["filename"] = "onnx/../../model.onnx",
+            "model.decoder.filename must name a file in the model folder, got 'onnx/../../model.onnx'");
+        yield return Case("an absolute filename", c => c["model"]!["decoder"]!["filename"] = "/model.onnx",
+            "model.decoder.filename must be a path relative to the model folder, got '/model.onnx'");
         yield return Case("a NUL in the filename", c => c["model"]!["decoder"]!["filename"] = "model\0.onnx", "model.decoder.filename contains a NUL character");
         yield return Case("a missing file", c => c["model"]!["decoder"]!["filename"] = "other.onnx", "model.decoder.filename names 'other.onnx', which is not in the folder");
         yield return Case("context length zero", c => c["model"]!["context_length"] = 0, "model.context_length must be a positive integer, got 0");
@@ -791,6 +795,42 @@ public sealed class GeneratorTests
         finally
         {
             Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// model.decoder.filename may name a file in a subfolder (onnx/model.onnx, its external data beside it), which was
+    /// refused as outside the folder; a subfolder that is a symbolic link out of the folder is still refused.
+    /// </summary>
+    [Test]
+    public void ADecoderFileInASubfolderIsRead()
+    {
+        string folder = Directory.CreateTempSubdirectory("engine-subfolder-").FullName;
+        string outside = Directory.CreateTempSubdirectory("engine-outside-").FullName;
+        try
+        {
+            string subfolder = Directory.CreateDirectory(Path.Combine(folder, "onnx")).FullName;
+            foreach (var file in new[] { HybridDecoder.ModelFile, HybridDecoder.DataFile })
+                File.Copy(Path.Combine(_folder, file), Path.Combine(subfolder, file));
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(_folder, HybridDecoder.ConfigFile)))!;
+            config["model"]!["decoder"]!["filename"] = "onnx/model.onnx";
+            File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
+            var prompt = Prompt(6, new HybridDecoderSpec().VocabSize);
+            var options = new GenerationOptions { StopTokenIds = [] };
+            using (var expected = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.None)))
+            using (var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None)))
+                Assert.That(generator.Generate(prompt, 3, options).Tokens, Is.EqualTo(expected.Generate(prompt, 3, options).Tokens));
+
+            Directory.Move(subfolder, Path.Combine(outside, "onnx"));
+            Directory.CreateSymbolicLink(subfolder, Path.Combine(outside, "onnx"));
+            Assert.That(() => Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None)), Throws.InstanceOf<InvalidDataException>().With.Message.EqualTo(
+                $"{Path.Combine(folder, HybridDecoder.ConfigFile)}: model.decoder.filename names 'onnx/model.onnx', a symbolic link to " +
+                $"'{Path.Combine(outside, "onnx", HybridDecoder.ModelFile)}', outside the model folder"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+            Directory.Delete(outside, recursive: true);
         }
     }
 
