@@ -24,6 +24,8 @@ public sealed record HybridDecoderSpec
     public float RopeTheta { get; init; } = 10_000f;
     public float NormEpsilon { get; init; } = 1e-6f;
     public TensorElementType ElementType { get; init; } = TensorElementType.Float;
+    /// <summary>input_ids' and attention_mask's element type: int64, as the builder writes them, or int32, as some exports take them.</summary>
+    public TensorElementType IndexType { get; init; } = TensorElementType.Int64;
     /// <summary>The builder's CPU int4 export: every projection, the LM head's too, a com.microsoft MatMulNBits with 4-bit weights.</summary>
     public bool Int4Weights { get; init; }
     /// <summary>The int4 projections' accuracy_level (<see cref="GatedDeltaNetSpec.Int4AccuracyLevel"/>).</summary>
@@ -62,6 +64,8 @@ public sealed record HybridDecoderSpec
             throw new ArgumentException($"attention heads ({AttentionHeads}) must be a multiple of key/value heads ({KvHeads})", nameof(HybridDecoderSpec));
         if (HeadSize < 2 || HeadSize % 2 != 0)
             throw new ArgumentException($"the head size ({HeadSize}) must be even (rotary embedding rotates pairs)", nameof(HybridDecoderSpec));
+        if (IndexType is not (TensorElementType.Int64 or TensorElementType.Int32))
+            throw new ArgumentException($"the index type ({IndexType}) must be Int64 or Int32", nameof(HybridDecoderSpec));
         LinearLayer.Validate();
     }
 }
@@ -89,8 +93,9 @@ public static class HybridDecoder
         var random = new Random(spec.Seed);
         var b = new ModelBuilder(21, "hybrid_decoder").Import(HandoverRewriter.MicrosoftDomain, 1);
         int d = spec.Hidden;
-        string ids = b.Input("input_ids", TensorProto.Types.DataType.Int64, "batch_size", "sequence_length");
-        string mask = b.Input("attention_mask", TensorProto.Types.DataType.Int64, "batch_size", "total_sequence_length");
+        var index = (TensorProto.Types.DataType)spec.IndexType;
+        string ids = b.Input("input_ids", index, "batch_size", "sequence_length");
+        string mask = b.Input("attention_mask", index, "batch_size", "total_sequence_length");
         string Weight(string name, float[] values, params long[] dims) => b.Initializer(name, values, io, dims);
         string NormWeight(string name, int width) => Weight(name, Enumerable.Range(0, width).Select(_ => 1f + 0.1f * (2 * random.NextSingle() - 1)).ToArray(), width);
         int? int4 = spec.LinearLayer.Int4Projections;
@@ -101,7 +106,8 @@ public static class HybridDecoder
             name: "/model/embed_tokens/Gather")[0];
         // GroupQueryAttention's lengths from the mask, as the builder derives them: seqlens_k = tokens − 1, total_sequence_length.
         string tokens = b.Node("ReduceSum", [mask, b.Int64s("/model/constants/axis_1", 1)], name: "/model/attn_mask_reformat/ReduceSum", attributes: [("keepdims", 0L)])[0];
-        string lastIndex = b.Node("Sub", [tokens, b.Int64s("/model/constants/one", 1)], name: "/model/attn_mask_reformat/Sub")[0];
+        string one = spec.IndexType == TensorElementType.Int32 ? b.Initializer("/model/constants/one", TensorData.Create(new[] { 1 }, 1)) : b.Int64s("/model/constants/one", 1);
+        string lastIndex = b.Node("Sub", [tokens, one], name: "/model/attn_mask_reformat/Sub")[0];
         string seqlensK = b.Node("Cast", [lastIndex], name: "/model/attn_mask_reformat/seqlens_k", attributes: [("to", (long)TensorElementType.Int32)])[0];
         string maskShape = b.Node("Shape", [mask], name: "/model/attn_mask_reformat/Shape")[0];
         string total = b.Node("Gather", [maskShape, b.Initializer("/model/constants/index_1", TensorData.Create(new long[] { 1 }))], name: "/model/attn_mask_reformat/Gather")[0];

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using Engine.Onnx.Interop;
@@ -64,10 +65,9 @@ public sealed class Generator : IDisposable
     private readonly GenAiConfig _config;
     private readonly CarriedState[] _carried;
     private readonly string[] _outputNames;
-    private readonly string? _attentionMask;
-    private readonly string? _positionIds;
-    /// <summary>The attention mask's ones, kept from one generation to the next (one at a time).</summary>
-    private long[] _ones = [];
+    private readonly IndexInput _inputIds;
+    private readonly IndexInput? _attentionMask;
+    private readonly IndexInput? _positionIds;
     private int _busy;
     private int _disposed;
 
@@ -81,23 +81,28 @@ public sealed class Generator : IDisposable
         var outputs = model.Outputs.ToDictionary(o => o.Name);
 
         // Named by the config, or GenAI's default name where the model takes that input.
-        _attentionMask = config.AttentionMask ?? (inputs.ContainsKey(GenAiConfig.DefaultAttentionMask) ? GenAiConfig.DefaultAttentionMask : null);
-        _positionIds = config.PositionIds ?? (inputs.ContainsKey(GenAiConfig.DefaultPositionIds) ? GenAiConfig.DefaultPositionIds : null);
+        string? attentionMask = config.AttentionMask ?? (inputs.ContainsKey(GenAiConfig.DefaultAttentionMask) ? GenAiConfig.DefaultAttentionMask : null);
+        string? positionIds = config.PositionIds ?? (inputs.ContainsKey(GenAiConfig.DefaultPositionIds) ? GenAiConfig.DefaultPositionIds : null);
         var roles = new Dictionary<string, string>();
-        foreach (var (name, key) in new[] { (config.InputIds, "input_ids"), (_attentionMask, "attention_mask"), (_positionIds, "position_ids") })
+        var fed = new Dictionary<string, IndexInput>();
+        foreach (var (name, key) in new[] { (config.InputIds, "input_ids"), (attentionMask, "attention_mask"), (positionIds, "position_ids") })
         {
             if (name is null) continue;
             if (!roles.TryAdd(name, key))
                 throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} names '{name}', which model.decoder.inputs.{roles[name]} names too: each names its own input");
             if (!inputs.TryGetValue(name, out var input))
                 throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} names '{name}', which {modelName} does not take (inputs: {string.Join(", ", inputs.Keys)})");
-            if (input.ElementType != TensorElementType.Int64)
-                throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} ('{name}') must be an int64 input of {modelName}, it is {input.ElementType}");
+            if (input.ElementType is not (TensorElementType.Int64 or TensorElementType.Int32))
+                throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} ('{name}') must be an int64 or int32 input of {modelName}, it is {input.ElementType}");
             // Fed as [1, tokens]: a multimodal model's 3-D position ids ([3, batch, sequence], Qwen VL's rotary) would fail at the first run.
             if (input.Dims is { Count: not 2 } rank)
                 throw new InvalidDataException($"{config.ConfigPath}: model.decoder.inputs.{key} ('{name}') is [{string.Join(", ", rank)}] in {modelName}; " +
                     "the generator feeds it as [batch, sequence] and takes no other layout (such as the 3-D position ids of a multimodal model)");
+            fed[key] = IndexInput.For(name, input.ElementType);
         }
+        _inputIds = fed["input_ids"];
+        _attentionMask = fed.GetValueOrDefault("attention_mask");
+        _positionIds = fed.GetValueOrDefault("position_ids");
         if (!outputs.TryGetValue(config.Logits, out var logits))
             throw new InvalidDataException($"{config.ConfigPath}: model.decoder.outputs.logits names '{config.Logits}', which {modelName} does not give (outputs: {string.Join(", ", outputs.Keys)})");
         if (logits.ElementType is not (TensorElementType.Float or TensorElementType.Float16))
@@ -235,7 +240,13 @@ public sealed class Generator : IDisposable
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         if (prompt.Count == 0) throw new ArgumentException("the prompt needs at least one token", nameof(prompt));
         ValidateLength(prompt.Count, newTokens);
-        for (int i = 0; i < prompt.Count; i++) CheckToken(prompt[i], VocabSize, nameof(prompt), $"prompt token {i}");
+        for (int i = 0; i < prompt.Count; i++)
+        {
+            CheckToken(prompt[i], VocabSize, nameof(prompt), $"prompt token {i}");
+            // Where the model does not fix the vocabulary, an int32 input_ids still bounds the ids.
+            if (prompt[i] > _inputIds.MaxValue)
+                throw new ArgumentOutOfRangeException(nameof(prompt), prompt[i], $"prompt token {i} is {prompt[i]}, past the largest id the model's {_inputIds.Name} holds ({_inputIds.MaxValue})");
+        }
     }
 
     /// <summary>
@@ -339,34 +350,23 @@ public sealed class Generator : IDisposable
     }
 
     /// <summary>One run over <paramref name="ids"/> at <paramref name="position"/>: the pasts are replaced by the run's presents (the old ones disposed); returns the last position's logits.</summary>
-    private float[] Step(RunOptions runOptions, long[] ids, int position, OrtValue?[] pasts, float[] logits)
+    private float[] Step(RunOptions runOptions, ReadOnlySpan<long> ids, int position, OrtValue?[] pasts, float[] logits)
     {
         var names = new List<string>(_carried.Length + 3);
         var values = new List<OrtValue>(_carried.Length + 3);
-        using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]);
-        names.Add(_config.InputIds);
+        using var idsValue = _inputIds.Ids(ids);
+        names.Add(_inputIds.Name);
         values.Add(idsValue);
-        int total = position + ids.Length;
-        if (_attentionMask is not null && _ones.Length < total)
-        {
-            // Grown as the generation goes (doubling), not sized for the tokens asked for: a generation meant to end at a
-            // stop token may ask for many more than it makes.
-            _ones = new long[Math.Max(total, (int)Math.Min(2L * _ones.Length, Array.MaxLength))];
-            Array.Fill(_ones, 1L);
-        }
-        using var mask = _attentionMask is null ? null
-            : OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _ones.AsMemory(0, total), [1, total]);
+        using var mask = _attentionMask?.Ones(position + ids.Length);
         if (mask is not null)
         {
-            names.Add(_attentionMask!);
+            names.Add(_attentionMask!.Name);
             values.Add(mask);
         }
-        long[] positions = _positionIds is null ? [] : new long[ids.Length];
-        for (int i = 0; i < positions.Length; i++) positions[i] = position + i;
-        using var positionValue = _positionIds is null ? null : OrtValue.CreateTensorValueFromMemory(positions, [1, ids.Length]);
+        using var positionValue = _positionIds?.Positions(position, ids.Length);
         if (positionValue is not null)
         {
-            names.Add(_positionIds!);
+            names.Add(_positionIds!.Name);
             values.Add(positionValue);
         }
         for (int i = 0; i < _carried.Length; i++)
@@ -459,4 +459,70 @@ public sealed class Generator : IDisposable
     }
 
     private sealed record CarriedState(string Past, string Present, TensorElementType ElementType, long[] InitialShape);
+
+    /// <summary>
+    /// An input the generator makes (input_ids, attention_mask, position_ids) in the element type the model declares, int64
+    /// or int32: written into a buffer kept from run to run (one generation at a time) and handed to ONNX Runtime where it lies.
+    /// </summary>
+    private abstract class IndexInput(string name)
+    {
+        public string Name { get; } = name;
+
+        /// <summary>The largest value the input's element type holds.</summary>
+        public abstract long MaxValue { get; }
+
+        public static IndexInput For(string name, TensorElementType type) =>
+            type == TensorElementType.Int32 ? new Typed<int>(name) : new Typed<long>(name);
+
+        /// <summary>The token ids as [1, ids].</summary>
+        public abstract OrtValue Ids(ReadOnlySpan<long> ids);
+
+        /// <summary>An attention mask over <paramref name="count"/> positions, all ones, as [1, count].</summary>
+        public abstract OrtValue Ones(int count);
+
+        /// <summary>The positions <paramref name="start"/> to <paramref name="start"/> + <paramref name="count"/> − 1 as [1, count].</summary>
+        public abstract OrtValue Positions(int start, int count);
+
+        private sealed class Typed<T>(string name) : IndexInput(name) where T : unmanaged, IBinaryInteger<T>, IMinMaxValue<T>
+        {
+            private T[] _buffer = [];
+
+            public override long MaxValue => long.CreateTruncating(T.MaxValue);
+
+            public override OrtValue Ids(ReadOnlySpan<long> ids)
+            {
+                var buffer = Buffer(ids.Length);
+                // Ids past the type's range were refused before the generation (Validate, the vocabulary's size).
+                for (int i = 0; i < ids.Length; i++) buffer[i] = T.CreateTruncating(ids[i]);
+                return Tensor(ids.Length);
+            }
+
+            public override OrtValue Ones(int count)
+            {
+                if (_buffer.Length < count)
+                {
+                    // Grown as the generation goes (doubling), not sized for the tokens asked for: a generation meant to end
+                    // at a stop token may ask for many more than it makes. Only the mask's buffer holds ones: filled once.
+                    _buffer = new T[Math.Max(count, (int)Math.Min(2L * _buffer.Length, Array.MaxLength))];
+                    Array.Fill(_buffer, T.One);
+                }
+                return Tensor(count);
+            }
+
+            public override OrtValue Positions(int start, int count)
+            {
+                var buffer = Buffer(count);
+                for (int i = 0; i < count; i++) buffer[i] = T.CreateTruncating(start + i);
+                return Tensor(count);
+            }
+
+            private Span<T> Buffer(int count)
+            {
+                if (_buffer.Length < count) _buffer = new T[count];
+                return _buffer.AsSpan(0, count);
+            }
+
+            private OrtValue Tensor(int count) => OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _buffer.AsMemory(0, count), [1, count]);
+        }
+    }
 }

@@ -283,11 +283,15 @@ public sealed class GeneratorTests
         Assert.That(second.Result, Is.True, "the second Dispose returned after the generation ended");
     }
 
-    /// <summary>Generating from the positions model returns the positions of the tokens it feeds: position_ids count on from the prompt.</summary>
-    [Test]
-    public void PositionIdsCountOnFromThePrompt()
+    /// <summary>
+    /// Generating from the positions model returns the positions of the tokens it feeds: position_ids count on from the
+    /// prompt, whether the model takes its ids, mask and positions as int64 or int32 (which was refused).
+    /// </summary>
+    [TestCase(TensorElementType.Int64)]
+    [TestCase(TensorElementType.Int32)]
+    public void PositionIdsCountOnFromThePrompt(TensorElementType indexType)
     {
-        string folder = PositionsModel(PositionsVocab);
+        string folder = PositionsModel(PositionsVocab, indexType: indexType);
         try
         {
             using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
@@ -322,6 +326,44 @@ public sealed class GeneratorTests
         {
             Directory.Delete(folder, recursive: true);
         }
+    }
+
+    /// <summary>Where the model does not fix the vocabulary, int32 input_ids bound the prompt's ids: one past int32's range is refused naming the input.</summary>
+    [Test]
+    public void Int32IdsPastTheirRangeAreRefused()
+    {
+        string folder = PositionsModel("vocab", configVocab: false, indexType: TensorElementType.Int32);
+        try
+        {
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+            Assert.That(() => generator.Validate([1, 1L << 31], 1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.StartWith(
+                "prompt token 1 is 2147483648, past the largest id the model's input_ids holds (2147483647)"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// The hybrid decoder written with int32 input_ids and attention_mask (which were refused) generates what the int64 one
+    /// generates, on the hand-over and on ONNX Runtime alone: the same weights, the ids and mask fed in the model's type.
+    /// </summary>
+    [TestCase(HandoverBackend.Cpu)]
+    [TestCase(HandoverBackend.None)]
+    public void Int32InputIdsGenerateWhatInt64IdsGenerate(HandoverBackend backend)
+    {
+        string folder = Path.Combine(_folder, $"int32-{backend}");
+        HybridDecoder.Write(folder, new HybridDecoderSpec { IndexType = TensorElementType.Int32 });
+        Assert.That(OnnxModel.Load(Path.Combine(folder, HybridDecoder.ModelFile)).Inputs.Where(i => i.Name is "input_ids" or "attention_mask").Select(i => i.ElementType),
+            Is.EqualTo(new[] { TensorElementType.Int32, TensorElementType.Int32 }));
+        using var int64 = Generator.Open(_folder, OnnxTestHost.Options(backend));
+        using var int32 = Generator.Open(folder, OnnxTestHost.Options(backend));
+        var prompt = Prompt(9, int64.VocabSize!.Value);
+        var options = new GenerationOptions { StopTokenIds = [] };
+        var expected = int64.Generate(prompt, 6, options).Tokens;
+        Assert.That(int32.Generate(prompt, 6, options).Tokens, Is.EqualTo(expected));
+        Assert.That(int32.Generate(prompt, 6, options).Tokens, Is.EqualTo(expected), "a second generation, the buffers kept from the first");
     }
 
     /// <summary>
@@ -388,14 +430,15 @@ public sealed class GeneratorTests
     /// the positions of the tokens it feeds. <paramref name="vocabDim"/>: the logits' last dim as declared; <paramref name="configVocab"/>:
     /// whether genai_config.json gives vocab_size.
     /// </summary>
-    private static string PositionsModel(object vocabDim, bool configVocab = true)
+    private static string PositionsModel(object vocabDim, bool configVocab = true, TensorElementType indexType = TensorElementType.Int64)
     {
         const int vocab = PositionsVocab;
-        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float, I64 = Engine.Onnx.Proto.TensorProto.Types.DataType.Int64;
+        const Engine.Onnx.Proto.TensorProto.Types.DataType F = Engine.Onnx.Proto.TensorProto.Types.DataType.Float;
+        var index = (Engine.Onnx.Proto.TensorProto.Types.DataType)indexType;
         var b = new ModelBuilder(21, "positions");
-        b.Input("input_ids", I64, "batch_size", "sequence_length");
-        b.Input("attention_mask", I64, "batch_size", "total_sequence_length");
-        string positions = b.Input("position_ids", I64, "batch_size", "sequence_length");
+        b.Input("input_ids", index, "batch_size", "sequence_length");
+        b.Input("attention_mask", index, "batch_size", "total_sequence_length");
+        string positions = b.Input("position_ids", index, "batch_size", "sequence_length");
         var identity = new float[vocab * vocab];
         for (int i = 0; i < vocab; i++) identity[i * vocab + i] = 1;
         b.Node("Gather", [b.Initializer("one_hot", identity, vocab, vocab), positions], outputNames: ["logits"]);
