@@ -10,10 +10,11 @@ namespace Engine.Onnx;
 /// the decoder's filename may be left out, as GenAI lets it be: its default is GenAI's (config.h). An attention mask
 /// or position ids the config does not name are the model's attention_mask or position_ids input, when it takes one.
 /// With no eos_token_id (or an empty list), generation stops at pad_token_id, 0 when that is not given either, as in GenAI.
+/// The "search" section, every key optional with GenAI's default, gives <see cref="SearchOptions"/>.
 /// </summary>
 internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string InputIds, string? AttentionMask, string? PositionIds, string Logits,
     string PastKeyTemplate, string PastValueTemplate, string PresentKeyTemplate, string PresentValueTemplate,
-    string PastConvTemplate, string PresentConvTemplate, int? ContextLength, int? VocabSize, IReadOnlyList<long> EosTokenIds, string EosKey)
+    string PastConvTemplate, string PresentConvTemplate, int? ContextLength, int? VocabSize, IReadOnlyList<long> EosTokenIds, string EosKey, SearchOptions Search)
 {
     public const string FileName = "genai_config.json";
 
@@ -83,7 +84,32 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
             reader.Template(outputs, "model.decoder.outputs", "present_value_names", "present.%d.value"),
             reader.Template(inputs, "model.decoder.inputs", "past_conv_names", "past_conv.%d"),
             reader.Template(outputs, "model.decoder.outputs", "present_conv_names", "present_conv.%d"),
-            context, vocab, eos, eosKey);
+            context, vocab, eos, eosKey, ReadSearch(reader, root, context));
+    }
+
+    /// <summary>The search section's keys the generator applies, GenAI's defaults where left out; a value it refuses names its key.</summary>
+    private static SearchOptions ReadSearch(Reader reader, JsonElement root, int? contextLength)
+    {
+        var section = reader.OptionalObject(root, "", "search");
+        var defaults = new SearchOptions();
+        // As GenAI: a max_length of 0, or none, is the context length.
+        int? maxLength = reader.OptionalInt(section, "search", "max_length") is int max and not 0 ? max : contextLength;
+        int seed = reader.OptionalInt(section, "search", "random_seed") ?? -1;
+        var search = new SearchOptions
+        {
+            MaxLength = maxLength,
+            MinLength = reader.OptionalInt(section, "search", "min_length") ?? defaults.MinLength,
+            DoSample = reader.OptionalBool(section, "search", "do_sample") ?? defaults.DoSample,
+            TopK = reader.OptionalInt(section, "search", "top_k") ?? defaults.TopK,
+            TopP = reader.OptionalFloat(section, "search", "top_p") ?? defaults.TopP,
+            Temperature = reader.OptionalFloat(section, "search", "temperature") ?? defaults.Temperature,
+            RepetitionPenalty = reader.OptionalFloat(section, "search", "repetition_penalty") ?? defaults.RepetitionPenalty,
+            NumBeams = reader.OptionalInt(section, "search", "num_beams") ?? defaults.NumBeams,
+            RandomSeed = seed == -1 ? null : seed,
+        };
+        foreach (var (key, _, problem) in search.Problems())
+            throw new InvalidDataException($"{reader.ConfigPath}: search.{key} {problem}");
+        return search;
     }
 
     /// <summary>
@@ -112,6 +138,8 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
     /// <summary>Reads keys of the config, naming the file and the key in every refusal.</summary>
     private sealed class Reader(string path)
     {
+        public string ConfigPath => path;
+
         public JsonElement Object(JsonElement parent, string key) => Object(parent, "", key);
 
         public JsonElement Object(JsonElement parent, string where, string key)
@@ -143,6 +171,27 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
             if (at < 0 || template.IndexOf("%d", at + 2, StringComparison.Ordinal) >= 0)
                 throw new InvalidDataException($"{path}: {Key(where, key)} must hold one %d (e.g. {fallback}), got '{template}'");
             return template;
+        }
+
+        public int? OptionalInt(JsonElement parent, string where, string key)
+        {
+            if (parent.ValueKind != JsonValueKind.Object || !parent.TryGetProperty(key, out var value)) return null;
+            return value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int n) ? n
+                : throw new InvalidDataException($"{path}: {Key(where, key)} must be an integer, got {Shown(value)}");
+        }
+
+        public float? OptionalFloat(JsonElement parent, string where, string key)
+        {
+            if (parent.ValueKind != JsonValueKind.Object || !parent.TryGetProperty(key, out var value)) return null;
+            return value.ValueKind == JsonValueKind.Number && value.TryGetSingle(out float x) && float.IsFinite(x) ? x
+                : throw new InvalidDataException($"{path}: {Key(where, key)} must be a number, got {Shown(value)}");
+        }
+
+        public bool? OptionalBool(JsonElement parent, string where, string key)
+        {
+            if (parent.ValueKind != JsonValueKind.Object || !parent.TryGetProperty(key, out var value)) return null;
+            return value.ValueKind is JsonValueKind.True or JsonValueKind.False ? value.GetBoolean()
+                : throw new InvalidDataException($"{path}: {Key(where, key)} must be true or false, got {Shown(value)}");
         }
 
         public int PositiveInt(JsonElement value, string key) =>

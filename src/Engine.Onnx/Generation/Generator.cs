@@ -20,8 +20,17 @@ public readonly record struct GeneratedToken(int Index, long TokenId, TimeSpan E
 /// <summary>How <see cref="Generator.Generate"/> chooses and reports tokens, and when it stops.</summary>
 public sealed record GenerationOptions
 {
-    /// <summary>Chooses each token; null is greedy (the highest logit, the lowest id among equals).</summary>
+    /// <summary>
+    /// Chooses each token, whatever <see cref="Search"/> says of sampling; null: the search's choice, greedy (the highest
+    /// logit, the lowest id among equals) or, where it samples, its top-k / top-p / temperature sampler.
+    /// </summary>
     public TokenSampler? Sampler { get; init; }
+
+    /// <summary>
+    /// The search options: the length limits, sampling and the repetition penalty. Null, the default, takes genai_config.json's
+    /// (<see cref="Generator.Search"/>); to change some, start from those: <c>generator.Search with { DoSample = true }</c>.
+    /// </summary>
+    public SearchOptions? Search { get; init; }
 
     /// <summary>Called with each generated token as it is chosen, and the logits it was chosen from (valid during the call only); null: none.</summary>
     public TokenCallback? OnToken { get; init; }
@@ -44,6 +53,9 @@ public enum GenerationStopReason
 
     /// <summary>It chose one of the stop tokens (<see cref="GenerationOptions.StopTokenIds"/>), the result's last token.</summary>
     StopToken,
+
+    /// <summary>The prompt and the new tokens reached the search's max_length (<see cref="SearchOptions.MaxLength"/>) before the number asked for.</summary>
+    MaxLength,
 }
 
 /// <summary>The new tokens, the time to the first one (the prompt's prefill and its choice), the time of the rest, and why it ended.</summary>
@@ -197,18 +209,23 @@ public sealed class Generator : IDisposable
     /// </summary>
     public IReadOnlyList<long> EosTokenIds => _config.EosTokenIds;
 
+    /// <summary>genai_config.json's search options (its "search" section, GenAI's defaults where it leaves keys out): what a generation applies unless <see cref="GenerationOptions.Search"/> replaces them.</summary>
+    public SearchOptions Search => _config.Search;
+
     /// <summary>The past inputs the generator carries from run to run, each with the present output it is fed from.</summary>
     public IReadOnlyList<(string Past, string Present)> CarriedStates => _carried.Select(c => (c.Past, c.Present)).ToArray();
 
     /// <summary>
     /// Prefills <paramref name="prompt"/> and generates <paramref name="newTokens"/> tokens, fewer where a stop token
-    /// (<see cref="GenerationOptions.StopTokenIds"/>, by default the config's eos_token_id) is chosen first:
-    /// <see cref="GenerationResult.StopReason"/> says which. Memory grows with the tokens generated, not those asked for.
+    /// (<see cref="GenerationOptions.StopTokenIds"/>, by default the config's eos_token_id) is chosen first or the search's
+    /// max_length is reached: <see cref="GenerationResult.StopReason"/> says which. Each token's logits go through the
+    /// search's repetition penalty and min_length before the choice (and the callbacks see them so). Memory grows with the tokens generated, not those asked for.
     /// Cancelling stops the run in progress (ONNX Runtime's terminate flag) and throws <see cref="OperationCanceledException"/>.
     /// </summary>
     /// <exception cref="ArgumentException">
     /// What <see cref="Validate"/> refuses (an empty prompt, a token outside the vocabulary, fewer than one new token, more
-    /// positions than context_length), or a sampler's token outside the vocabulary.
+    /// positions than context_length, a prompt that reaches max_length, search options out of range or beam search), or a
+    /// sampler's token outside the vocabulary.
     /// </exception>
     /// <exception cref="InvalidOperationException">Another generation is in progress on this generator.</exception>
     /// <exception cref="ModelRunException">ONNX Runtime failed to run the model.</exception>
@@ -216,13 +233,14 @@ public sealed class Generator : IDisposable
     /// <exception cref="ObjectDisposedException">The generator was disposed.</exception>
     public GenerationResult Generate(IReadOnlyList<long> prompt, int newTokens, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
-        Validate(prompt, newTokens);
+        var search = options?.Search ?? Search;
+        Validate(prompt, newTokens, search);
         if (Interlocked.Exchange(ref _busy, 1) != 0) throw new InvalidOperationException("the generator is already generating (one generation at a time)");
         try
         {
             // The generation's values stay ORT's from run to run: the session stays open until it ends.
             using var run = EnterRun();
-            return Run(prompt, newTokens, options ?? new GenerationOptions(), cancellationToken);
+            return Run(prompt, newTokens, options ?? new GenerationOptions(), search, cancellationToken);
         }
         finally
         {
@@ -232,14 +250,15 @@ public sealed class Generator : IDisposable
 
     /// <summary>
     /// Refuses what <see cref="Generate"/> would refuse before running: an empty prompt, a token outside the vocabulary,
-    /// fewer than one new token, more positions than the config's context_length.
+    /// fewer than one new token, more positions than the config's context_length, and what <see cref="ValidateLength"/>
+    /// refuses of <paramref name="search"/> (null: <see cref="Search"/>).
     /// </summary>
-    public void Validate(IReadOnlyList<long> prompt, int newTokens)
+    public void Validate(IReadOnlyList<long> prompt, int newTokens, SearchOptions? search = null)
     {
         ArgumentNullException.ThrowIfNull(prompt);
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         if (prompt.Count == 0) throw new ArgumentException("the prompt needs at least one token", nameof(prompt));
-        ValidateLength(prompt.Count, newTokens);
+        ValidateLength(prompt.Count, newTokens, search);
         for (int i = 0; i < prompt.Count; i++)
         {
             CheckToken(prompt[i], VocabSize, nameof(prompt), $"prompt token {i}");
@@ -251,15 +270,27 @@ public sealed class Generator : IDisposable
 
     /// <summary>
     /// Refuses a generation of <paramref name="promptTokens"/> and <paramref name="newTokens"/> that needs more positions than
-    /// the config's context_length, or than one array holds: a check to make before the prompt is made.
+    /// the config's context_length, or than one array holds, and <paramref name="search"/> options (null: <see cref="Search"/>)
+    /// out of range, asking for beam search, or whose max_length the prompt already reaches: a check to make before the
+    /// prompt is made. The new tokens count up to max_length only: generation stops there.
     /// </summary>
-    public void ValidateLength(int promptTokens, int newTokens)
+    public void ValidateLength(int promptTokens, int newTokens, SearchOptions? search = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(promptTokens, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(newTokens, 1);
+        search ??= Search;
+        // The config's options were checked as it was read, naming its keys; the caller's are named as properties.
+        foreach (var (_, property, problem) in search.Problems())
+            throw new ArgumentException($"{nameof(SearchOptions)}.{property} {problem}", nameof(search));
+        if (search.NumBeams > 1)
+            throw new ArgumentException($"search.num_beams is {search.NumBeams}: beam search is not supported (greedy or sampling: num_beams 1)", nameof(search));
+        // The model's own limit first; the new tokens count up to max_length only, where generation stops.
+        if (search.MaxLength is int cap && cap > promptTokens) newTokens = Math.Min(newTokens, cap - promptTokens);
         long positions = (long)promptTokens + newTokens - 1;
         if (_config.ContextLength is int context && positions > context)
             throw new ArgumentException($"{promptTokens} prompt tokens and {newTokens} new ones need {positions} positions; the model's context_length is {context} ({_config.ConfigPath})", nameof(newTokens));
+        if (search.MaxLength is int maxLength && promptTokens >= maxLength)
+            throw new ArgumentException($"the prompt's {promptTokens} tokens reach search.max_length {maxLength} (prompt and new tokens): no room for a new token", nameof(promptTokens));
         // The attention mask holds every position and one more.
         if (positions >= Array.MaxLength)
             throw new ArgumentException($"{promptTokens} prompt tokens and {newTokens} new ones need {positions} positions; a generation holds at most {Array.MaxLength - 1}", nameof(newTokens));
@@ -299,12 +330,21 @@ public sealed class Generator : IDisposable
         }
     }
 
-    private GenerationResult Run(IReadOnlyList<long> prompt, int newTokens, GenerationOptions options, CancellationToken cancellationToken)
+    private GenerationResult Run(IReadOnlyList<long> prompt, int newTokens, GenerationOptions options, SearchOptions search, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
         var tokens = new List<long>();
         var stopTokens = (options.StopTokenIds ?? _config.EosTokenIds).ToHashSet();
         var stopReason = GenerationStopReason.Length;
+        if (search.MaxLength is int maxLength && maxLength - prompt.Count < newTokens)
+        {
+            newTokens = maxLength - prompt.Count;
+            stopReason = GenerationStopReason.MaxLength;
+        }
+        TokenSampler choose = options.Sampler
+            ?? (search.DoSample ? new SearchSampler(search, search.RandomSeed is int seed ? new Random(seed) : new Random()).Sample : ArgMax);
+        // The sequence's tokens so far, which the repetition penalty applies to.
+        var seen = search.RepetitionPenalty != 1 ? prompt.ToHashSet() : null;
         TimeSpan firstToken = default;
         long[] promptIds = [.. prompt], step = new long[1];
         float[] logits = new float[VocabSize ?? 0];
@@ -321,9 +361,15 @@ public sealed class Generator : IDisposable
                 long[] ids = index == 0 ? promptIds : step;
                 logits = Step(runOptions, ids, position, pasts, logits);
                 position += ids.Length;
-                long next = options.Sampler is { } sampler ? sampler(logits) : ArgMax(logits);
+                if (seen is not null) Penalize(logits, seen, search.RepetitionPenalty);
+                // As GenAI's min_length: the length before this token, the prompt's counted.
+                if (prompt.Count + index < search.MinLength)
+                    foreach (long stop in stopTokens)
+                        if (stop < logits.Length) logits[stop] = float.NegativeInfinity;
+                long next = choose(logits);
                 CheckToken(next, logits.Length, nameof(options), $"the sampler's token {index}");
                 tokens.Add(next);
+                seen?.Add(next);
                 step[0] = next;
                 if (index == 0) firstToken = clock.Elapsed;
                 options.OnToken?.Invoke(new GeneratedToken(index, next, clock.Elapsed), logits);
@@ -415,6 +461,13 @@ public sealed class Generator : IDisposable
         foreach (float f in row)
             if (!float.IsFinite(f)) throw new InvalidDataException($"{_config.ModelPath}: the logits '{_config.Logits}' hold {f}");
         return row;
+    }
+
+    /// <summary>The repetition penalty as GenAI and Hugging Face apply it: each token seen has its logit divided by the penalty where positive, multiplied where negative.</summary>
+    private static void Penalize(float[] logits, HashSet<long> seen, float penalty)
+    {
+        foreach (long id in seen)
+            if (id < logits.Length) logits[id] = logits[id] < 0 ? logits[id] * penalty : logits[id] / penalty;
     }
 
     private static long ArgMax(ReadOnlySpan<float> logits)

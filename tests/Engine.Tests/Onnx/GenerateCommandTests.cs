@@ -32,6 +32,36 @@ public sealed class GenerateCommandTests : CliFixture
                 Assert.That(json.GetProperty(path).GetProperty(key).GetDouble(), Is.GreaterThan(0), $"{path} {key}");
     }
 
+    /// <summary>
+    /// --search sample samples on both paths from --seed, so their tokens still compare; the report names the search. With
+    /// top_k 1 sampling is greedy: the same tokens as a greedy run.
+    /// </summary>
+    [Test]
+    public void GenerateSamplesWhereAskedAndBothPathsDrawAlike()
+    {
+        string folder = WriteSamples();
+        string[] run = ["generate", folder, "--prompt-tokens", "6", "--new-tokens", "4", "--repeats", "1", "--threads", "1", "--json"];
+        var (code, stdout, stderr) = Engine([.. run, "--search", "sample", "--top-k", "5", "--temperature", "2", "--seed", "4"]);
+        Assert.That(code, Is.Zero, stderr);
+        var json = JsonDocument.Parse(stdout).RootElement;
+        Assert.That(json.GetProperty("search").GetString(), Is.EqualTo("sampling (top_k 5, top_p 1, temperature 2, seed 4)"));
+        Assert.That(json.GetProperty("same_tokens").GetBoolean(), Is.True);
+        (code, stdout, stderr) = Engine([.. run, "--search", "greedy", "--repetition-penalty", "1.5"]);
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(JsonDocument.Parse(stdout).RootElement.GetProperty("search").GetString(), Is.EqualTo("greedy, repetition penalty 1.5"));
+    }
+
+    /// <summary>A benchmark makes exactly the tokens asked for: past search.max_length (the config's or --max-length) it is refused, not cut short.</summary>
+    [Test]
+    public void GeneratePastMaxLengthIsRefused()
+    {
+        string folder = WriteSamples();
+        AssertOneLineError(Engine("generate", folder, "--prompt-tokens", "8", "--new-tokens", "5", "--max-length", "12", "--backend", "none"), 1,
+            "8 prompt tokens and 5 new ones pass search.max_length 12 (every run makes exactly the new tokens asked for; --max-length sets it)");
+        AssertOneLineError(Engine("generate", folder, "--prompt-tokens", "8", "--new-tokens", "5", "--top-p", "1.5", "--backend", "none"), 1,
+            "SearchOptions.TopP must be in (0, 1], got 1.5");
+    }
+
     /// <summary>Where two generations part: the first index that differs, where the shorter one ends, or −1.</summary>
     [TestCase(new long[] { 1, 2, 3 }, new long[] { 1, 2, 3 }, -1)]
     [TestCase(new long[] { 1, 2, 3 }, new long[] { 1, 2, 4 }, 2)]
@@ -96,7 +126,7 @@ public sealed class GenerateCommandTests : CliFixture
         AssertOneLineError(Engine("generate", folder, "--prompt-tokens", "4", "--new-tokens", "2"), 1,
             $"{config}: model.decoder.outputs.logits names 'scores', which model.onnx does not give");
         File.WriteAllText(config, File.ReadAllText(config).Replace("\"scores\"", "\"logits\""));
-        AssertOneLineError(Engine("generate", folder, "--prompt-tokens", "250", "--new-tokens", "8", "--backend", "none"), 1,
+        AssertOneLineError(Engine("generate", folder, "--prompt-tokens", "250", "--new-tokens", "8", "--max-length", "1000", "--backend", "none"), 1,
             "250 prompt tokens and 8 new ones need 257 positions; the model's context_length is 256");
     }
 }

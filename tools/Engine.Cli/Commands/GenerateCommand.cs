@@ -17,19 +17,28 @@ internal sealed class GenerateCommand : EngineCommand
     private readonly Option<int> _promptTokens = Opt.RequiredInt("--prompt-tokens", "prompt length N (random token ids)", min: 1);
     private readonly Option<int> _newTokens = Opt.RequiredInt("--new-tokens", "tokens to generate M (exactly: no stop at eos_token_id)", min: 1);
     private readonly Option<int> _repeats = Opt.Int("--repeats", 3, "timed generations of each path", min: 1);
-    private readonly Option<int> _seed = Opt.Int("--seed", 1, "seed of the random prompt");
+    private readonly Option<int> _seed = Opt.Int("--seed", 1, "seed of the random prompt and of sampling");
+    private readonly Option<string> _search = Opt.Choice("--search", null, ["greedy", "sample"], "greedy or sampling (default: the config's search.do_sample)");
+    private readonly Option<int?> _maxLength = Opt.OptionalInt("--max-length", "prompt and new tokens at most (default: the config's search.max_length)", min: 1);
+    private readonly Option<int?> _topK = Opt.OptionalInt("--top-k", "sampling: the k highest logits, 0 all (default: the config's search.top_k)", min: 0);
+    private readonly Option<float?> _topP = Opt.Float("--top-p", "sampling: the nucleus, in (0, 1] (default: the config's search.top_p)");
+    private readonly Option<float?> _temperature = Opt.Float("--temperature", "sampling: divides the logits (default: the config's search.temperature)");
+    private readonly Option<float?> _repetitionPenalty = Opt.Float("--repetition-penalty", "penalty of the tokens seen, 1 none (default: the config's)");
     private readonly ModelOptions _model = new();
 
     public GenerateCommand() : base("generate", "generate tokens from a GenAI model folder: time to first token and decode tokens/s, engine vs ORT", """
-        Greedy generation over the folder's genai_config.json and model: a prompt of N random token ids (from --seed),
-        then M new tokens, every state carried from run to run as ONNX Runtime values. Times the engine's hand-over
+        Generation over the folder's genai_config.json and model: a prompt of N random token ids (from --seed), then M
+        new tokens, every state carried from run to run as ONNX Runtime values. The config's search section chooses them
+        (greedy, or sampling with top_k, top_p and temperature, seeded by --seed; a repetition penalty); the options
+        override it. Prompt and new tokens must fit the search's max_length. Times the engine's hand-over
         (--backend, default cpu) and ONNX Runtime alone, runs interleaved after a warm-up: median time to first token
         (the prompt's prefill), decode tokens/s and the median decode step. --backend none times ONNX Runtime alone only.
         A benchmark: every run makes exactly M tokens, without stopping at the config's eos_token_id, so runs compare.
         """)
     {
         Add(_folder);
-        foreach (var option in new Option[] { _promptTokens, _newTokens, _repeats, _seed, _model.Backend, _model.Threads, _model.Json }) Add(option);
+        foreach (var option in new Option[] { _promptTokens, _newTokens, _repeats, _seed, _search, _maxLength, _topK, _topP, _temperature, _repetitionPenalty,
+            _model.Backend, _model.Threads, _model.Json }) Add(option);
     }
 
     protected override int Run(ParseResult args, CliContext context)
@@ -50,11 +59,26 @@ internal sealed class GenerateCommand : EngineCommand
             paths.Add(("ort", Generator.Open(folder, Options(HandoverBackend.None))));
             int vocab = paths[0].Generator.VocabSize ?? throw new InvalidDataException($"{folder}: the model's logits do not fix the vocabulary size; random prompts need it");
             var first = paths[0].Generator;
+            var configured = first.Search;
+            // Seeded: both paths sample the same draws, so their tokens compare.
+            var search = configured with
+            {
+                DoSample = args.GetValue(_search) is string choice ? choice == "sample" : configured.DoSample,
+                MaxLength = args.GetValue(_maxLength) ?? configured.MaxLength,
+                TopK = args.GetValue(_topK) ?? configured.TopK,
+                TopP = args.GetValue(_topP) ?? configured.TopP,
+                Temperature = args.GetValue(_temperature) ?? configured.Temperature,
+                RepetitionPenalty = args.GetValue(_repetitionPenalty) ?? configured.RepetitionPenalty,
+                RandomSeed = seed,
+            };
             // Before the prompt is made: a length the model cannot take would otherwise be allocated first.
-            first.ValidateLength(promptTokens, newTokens);
+            first.ValidateLength(promptTokens, newTokens, search);
+            if (search.MaxLength is int maxLength && (long)promptTokens + newTokens > maxLength)
+                throw new ArgumentException($"{promptTokens} prompt tokens and {newTokens} new ones pass search.max_length {maxLength} " +
+                    "(every run makes exactly the new tokens asked for; --max-length sets it)");
             var random = new Random(seed);
             long[] prompt = Enumerable.Range(0, promptTokens).Select(_ => (long)random.Next(vocab)).ToArray();
-            first.Validate(prompt, newTokens);
+            first.Validate(prompt, newTokens, search);
             long[] warmupPrompt = prompt[..Math.Min(prompt.Length, WarmupPromptTokens)];
             // No more steps than context_length holds after the warm-up prompt (at least one: it holds what was asked for).
             int warmupSteps = Math.Min(WarmupSteps, first.ContextLength is int contextLength ? contextLength - warmupPrompt.Length + 1 : WarmupSteps);
@@ -69,7 +93,7 @@ internal sealed class GenerateCommand : EngineCommand
                 if (!json)
                 {
                     w.WriteLine($"model: {folder}; engine: {host.Describe(backend)}; engine nodes: {paths[0].Generator.Handover.EngineKernelNodes}");
-                    w.WriteLine($"prompt {promptTokens} tokens, {newTokens} new tokens, {repeats} runs each, interleaved after a warm-up");
+                    w.WriteLine($"prompt {promptTokens} tokens, {newTokens} new tokens, {repeats} runs each, interleaved after a warm-up; {Describe(search)}");
                 }
                 var results = context.Progress.Run(w, progress =>
                 {
@@ -79,7 +103,7 @@ internal sealed class GenerateCommand : EngineCommand
                     {
                         var warmup = progress.Add($"warm-up {label}", warmupSteps + 1);
                         generator.Generate(warmupPrompt, warmupSteps,
-                            new GenerationOptions { OnToken = (_, _) => warmup.Advance(), StopTokenIds = [] }, cancel.Token);
+                            new GenerationOptions { OnToken = (_, _) => warmup.Advance(), StopTokenIds = [], Search = search }, cancel.Token);
                         warmup.Finish();
                     }
                     var results = paths.ToDictionary(p => p.Label, _ => new List<TimedRun>());
@@ -94,6 +118,7 @@ internal sealed class GenerateCommand : EngineCommand
                             {
                                 // Exactly newTokens, as the timings assume.
                                 StopTokenIds = [],
+                                Search = search,
                                 OnToken = (token, _) =>
                                 {
                                     if (token.Index > 0) steps.Add((token.Elapsed - previous).TotalMilliseconds);
@@ -109,7 +134,7 @@ internal sealed class GenerateCommand : EngineCommand
                     }
                     return results;
                 });
-                Print(w, json, folder, host.Describe(backend), promptTokens, newTokens, results);
+                Print(w, json, folder, host.Describe(backend), promptTokens, newTokens, Describe(search), results);
             }
             finally
             {
@@ -131,7 +156,12 @@ internal sealed class GenerateCommand : EngineCommand
     /// <summary>One timed generation and the time of each decode step (token after token).</summary>
     private sealed record TimedRun(GenerationResult Result, List<double> StepMs);
 
-    private static void Print(TextWriter w, bool json, string folder, string device, int promptTokens, int newTokens, Dictionary<string, List<TimedRun>> results)
+    /// <summary>The search as the report shows it: greedy, or sampling with its parameters; the repetition penalty where there is one.</summary>
+    internal static string Describe(SearchOptions search) =>
+        (search.DoSample ? FormattableString.Invariant($"sampling (top_k {search.TopK}, top_p {search.TopP}, temperature {search.Temperature}, seed {search.RandomSeed})") : "greedy")
+        + (search.RepetitionPenalty != 1 ? FormattableString.Invariant($", repetition penalty {search.RepetitionPenalty}") : "");
+
+    private static void Print(TextWriter w, bool json, string folder, string device, int promptTokens, int newTokens, string search, Dictionary<string, List<TimedRun>> results)
     {
         // The median step shows the usual decode step; tokens/s (the mean) also counts the stalls a shared machine adds.
         var summary = results.ToDictionary(r => r.Key, r => new
@@ -140,7 +170,7 @@ internal sealed class GenerateCommand : EngineCommand
             DecodeTokensPerSecond = BenchTimer.MedianOf(r.Value.Select(x => x.Result.DecodeTokensPerSecond)),
             MedianStepMs = BenchTimer.MedianOf(r.Value.SelectMany(x => x.StepMs).DefaultIfEmpty(double.NaN)),
         });
-        // Greedy generation is deterministic per path: the last run's tokens stand for all. Where they part tells a rounding
+        // Generation is deterministic per path (greedy, or sampling from the one seed): the last run's tokens stand for all. Where they part tells a rounding
         // difference late in a long generation from a wrong first token.
         int? firstDifferent = results.Count == 2 ? FirstDifference(results["engine"][^1].Result.Tokens, results["ort"][^1].Result.Tokens) : null;
         bool? same = firstDifferent is null ? null : firstDifferent < 0;
@@ -148,7 +178,7 @@ internal sealed class GenerateCommand : EngineCommand
         {
             var document = new Dictionary<string, object?>
             {
-                ["model"] = folder, ["device"] = device, ["prompt_tokens"] = promptTokens, ["new_tokens"] = newTokens, ["runs"] = results.First().Value.Count,
+                ["model"] = folder, ["device"] = device, ["prompt_tokens"] = promptTokens, ["new_tokens"] = newTokens, ["search"] = search, ["runs"] = results.First().Value.Count,
                 ["same_tokens"] = same, ["first_different_token"] = firstDifferent >= 0 ? firstDifferent : null,
             };
             foreach (var (label, s) in summary)
