@@ -342,7 +342,7 @@ public sealed class Generator : IDisposable
             stopReason = GenerationStopReason.MaxLength;
         }
         TokenSampler choose = options.Sampler
-            ?? (search.DoSample ? new SearchSampler(search, search.RandomSeed is int seed ? new Random(seed) : new Random()).Sample : ArgMax);
+            ?? (search.Samples ? new SearchSampler(search, search.RandomSeed is int seed ? new Random(seed) : new Random()).Sample : ArgMax);
         // The sequence's tokens so far, which the repetition penalty applies to.
         var seen = search.RepetitionPenalty != 1 ? prompt.ToHashSet() : null;
         TimeSpan firstToken = default;

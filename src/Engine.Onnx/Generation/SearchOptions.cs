@@ -17,16 +17,22 @@ public sealed record SearchOptions
     /// <summary>search.min_length: until the sequence (prompt and new tokens) is this long, stop tokens get a logit of −∞ and are not chosen.</summary>
     public int MinLength { get; init; }
 
-    /// <summary>search.do_sample: sample from <see cref="TopK"/>, <see cref="TopP"/> and <see cref="Temperature"/>; false: greedy.</summary>
+    /// <summary>
+    /// search.do_sample: sample from <see cref="TopK"/>, <see cref="TopP"/> and <see cref="Temperature"/>; false: greedy. As in
+    /// GenAI, a top_k of 1 or a temperature of 0 samples greedily too.
+    /// </summary>
     public bool DoSample { get; init; }
 
     /// <summary>search.top_k: sampling keeps the k highest logits (0: all of them).</summary>
     public int TopK { get; init; } = 50;
 
-    /// <summary>search.top_p, in (0, 1]: sampling keeps the most probable tokens until their probabilities reach p.</summary>
+    /// <summary>
+    /// search.top_p, in [0, 1]: sampling keeps the most probable tokens until their probabilities reach p. As in GenAI, 0 with a
+    /// top_k above 1 keeps the k tokens whole (no top-p), and 0 with top_k 0 keeps the best token only.
+    /// </summary>
     public float TopP { get; init; } = 1;
 
-    /// <summary>search.temperature: sampling divides the logits by it (positive when sampling).</summary>
+    /// <summary>search.temperature: sampling divides the logits by it; 0 samples greedily, as in GenAI.</summary>
     public float Temperature { get; init; } = 1;
 
     /// <summary>search.repetition_penalty: every token of the sequence so far has its logit divided by it where positive, multiplied where negative (1: none).</summary>
@@ -44,14 +50,17 @@ public sealed record SearchOptions
         if (MaxLength is < 1) yield return ("max_length", nameof(MaxLength), $"must be a positive integer, got {MaxLength}");
         if (MinLength < 0) yield return ("min_length", nameof(MinLength), $"must not be negative, got {MinLength}");
         if (TopK < 0) yield return ("top_k", nameof(TopK), $"must not be negative (0 keeps every token), got {TopK}");
-        if (!(TopP > 0 && TopP <= 1)) yield return ("top_p", nameof(TopP), $"must be in (0, 1], got {TopP}");
-        if (DoSample && !(Temperature > 0 && float.IsFinite(Temperature)))
-            yield return ("temperature", nameof(Temperature), $"must be positive and finite when sampling (do_sample), got {Temperature}");
+        if (!(TopP >= 0 && TopP <= 1)) yield return ("top_p", nameof(TopP), $"must be in [0, 1], got {TopP}");
+        if (DoSample && !(Temperature >= 0 && float.IsFinite(Temperature)))
+            yield return ("temperature", nameof(Temperature), $"must be finite and not negative when sampling (do_sample; 0 is greedy), got {Temperature}");
         if (!(RepetitionPenalty > 0 && float.IsFinite(RepetitionPenalty)))
             yield return ("repetition_penalty", nameof(RepetitionPenalty), $"must be positive and finite (1: none), got {RepetitionPenalty}");
         if (NumBeams < 1) yield return ("num_beams", nameof(NumBeams), $"must be at least 1, got {NumBeams}");
         if (RandomSeed is < 0) yield return ("random_seed", nameof(RandomSeed), $"must not be negative (-1 in genai_config.json: a random seed), got {RandomSeed}");
     }
+
+    /// <summary>Whether a generation draws its tokens: GenAI searches greedily without do_sample, with top_k 1 or at temperature 0.</summary>
+    internal bool Samples => DoSample && TopK != 1 && Temperature != 0;
 }
 
 /// <summary>
@@ -101,7 +110,9 @@ internal sealed class SearchSampler(SearchOptions search, Random random)
 
         double top = scores[_candidates[0]], sum = 0;
         for (int i = 0; i < k; i++) sum += _weights[i] = Math.Exp((scores[_candidates[i]] - top) / search.Temperature);
-        double threshold = random.NextDouble() * search.TopP * sum;
+        // GenAI applies top_p where it is below 1 and above 0, or where top_k is 0 (SampleTopP, where p = 0 takes the best).
+        double p = search.TopP > 0 || search.TopK == 0 ? search.TopP : 1;
+        double threshold = random.NextDouble() * p * sum;
         for (int i = 0; i < k; i++)
         {
             threshold -= _weights[i];

@@ -59,7 +59,7 @@ public sealed class GenerateCommandTests : CliFixture
         AssertOneLineError(Engine("generate", folder, "--prompt-tokens", "8", "--new-tokens", "5", "--max-length", "12", "--backend", "none"), 1,
             "8 prompt tokens and 5 new ones pass search.max_length 12 (every run makes exactly the new tokens asked for; --max-length sets it)");
         AssertOneLineError(Engine("generate", folder, "--prompt-tokens", "8", "--new-tokens", "5", "--top-p", "1.5", "--backend", "none"), 1,
-            "SearchOptions.TopP must be in (0, 1], got 1.5");
+            "SearchOptions.TopP must be in [0, 1], got 1.5");
     }
 
     /// <summary>Where two generations part: the first index that differs, where the shorter one ends, or −1.</summary>

@@ -209,6 +209,22 @@ public sealed class SearchOptionsTests
         AssertFrequencies(new SearchOptions { DoSample = true, TopK = 0, TopP = 0.6f }, logits, [0, 0.5 / 0.6, 0.1 / 0.6]);
     }
 
+    /// <summary>
+    /// top_p 0 as GenAI reads it (it accepts [0, 1]): with a top_k above 1, no top-p at all, so the draws follow the k tokens'
+    /// softmax; with top_k 0, only the best token.
+    /// </summary>
+    [Test]
+    public void TopPZeroSamplesTheTopKWholeOrTakesTheBest()
+    {
+        float[] logits = [2f, 1f, 0.5f, -1f, 3f, 0.9f];
+        int[] best = [4, 0, 1];
+        double[] weights = [.. best.Select(id => Math.Exp(logits[id]))];
+        var expected = new double[logits.Length];
+        for (int i = 0; i < best.Length; i++) expected[best[i]] = weights[i] / weights.Sum();
+        AssertFrequencies(new SearchOptions { DoSample = true, TopK = 3, TopP = 0 }, logits, expected);
+        AssertFrequencies(new SearchOptions { DoSample = true, TopK = 0, TopP = 0 }, logits, [0, 0, 0, 0, 1, 0]);
+    }
+
     private static void AssertFrequencies(SearchOptions search, float[] logits, double[] expected)
     {
         const int draws = 40_000;
@@ -226,11 +242,10 @@ public sealed class SearchOptionsTests
     {
         static TestCaseData Case(string key, JsonNode? value, string message, bool sample = false) =>
             new TestCaseData(key, value, sample, message).SetName($"Bad search.{key}: {value?.ToJsonString() ?? "null"}{(sample ? " sampling" : "")}");
-        yield return Case("top_p", 1.5, "search.top_p must be in (0, 1], got 1.5");
-        yield return Case("top_p", 0, "search.top_p must be in (0, 1], got 0");
+        yield return Case("top_p", 1.5, "search.top_p must be in [0, 1], got 1.5");
+        yield return Case("top_p", -0.1, "search.top_p must be in [0, 1], got -0.1");
         yield return Case("top_k", -1, "search.top_k must not be negative (0 keeps every token), got -1");
-        yield return Case("temperature", 0, "search.temperature must be positive and finite when sampling (do_sample), got 0", sample: true);
-        yield return Case("temperature", -0.5, "search.temperature must be positive and finite when sampling (do_sample), got -0.5", sample: true);
+        yield return Case("temperature", -0.5, "search.temperature must be finite and not negative when sampling (do_sample; 0 is greedy), got -0.5", sample: true);
         yield return Case("repetition_penalty", 0, "search.repetition_penalty must be positive and finite (1: none), got 0");
         yield return Case("max_length", -3, "search.max_length must be a positive integer, got -3");
         yield return Case("min_length", -1, "search.min_length must not be negative, got -1");
@@ -260,10 +275,12 @@ public sealed class SearchOptionsTests
         }
     }
 
-    /// <summary>A temperature of 0 is no error for greedy search, which does not read it.</summary>
-    [Test]
-    public void AZeroTemperatureIsTakenForGreedySearch() =>
-        WithGenerator(Search(("temperature", 0), ("do_sample", false)), generator => Assert.That(generator.Generate([1], 2).Tokens, Is.All.EqualTo(2L)));
+    /// <summary>A temperature of 0 is no error for greedy search, which does not read it, and makes sampling greedy (as in GenAI).</summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void AZeroTemperatureSearchesGreedily(bool doSample) =>
+        WithGenerator(Search(("temperature", 0), ("do_sample", doSample), ("top_k", 0)), generator =>
+            Assert.That(generator.Generate([1], 8, new GenerationOptions { StopTokenIds = [] }).Tokens, Is.All.EqualTo(2L)));
 
     /// <summary>num_beams above 1 (beam search) is refused when generating, not run greedily; the caller's num_beams 1 runs. Options the caller gives out of range are named as properties.</summary>
     [Test]
@@ -274,10 +291,10 @@ public sealed class SearchOptionsTests
             Assert.That(() => generator.Generate([1], 2), Throws.ArgumentException.With.Message.StartWith(
                 "search.num_beams is 4: beam search is not supported (greedy or sampling: num_beams 1)"));
             Assert.That(generator.Generate([1], 2, new GenerationOptions { Search = generator.Search with { NumBeams = 1 } }).Tokens, Is.All.EqualTo(2L));
-            Assert.That(() => generator.Generate([1], 2, new GenerationOptions { Search = new SearchOptions { TopP = 0 } }),
-                Throws.ArgumentException.With.Message.StartWith("SearchOptions.TopP must be in (0, 1], got 0"));
-            Assert.That(() => generator.Validate([1], 2, new SearchOptions { DoSample = true, Temperature = 0 }),
-                Throws.ArgumentException.With.Message.StartWith("SearchOptions.Temperature must be positive and finite when sampling (do_sample), got 0"));
+            Assert.That(() => generator.Generate([1], 2, new GenerationOptions { Search = new SearchOptions { TopP = 2 } }),
+                Throws.ArgumentException.With.Message.StartWith("SearchOptions.TopP must be in [0, 1], got 2"));
+            Assert.That(() => generator.Validate([1], 2, new SearchOptions { DoSample = true, Temperature = -1 }),
+                Throws.ArgumentException.With.Message.StartWith("SearchOptions.Temperature must be finite and not negative when sampling (do_sample; 0 is greedy), got -1"));
         });
     }
 }

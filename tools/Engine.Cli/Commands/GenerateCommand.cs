@@ -21,7 +21,7 @@ internal sealed class GenerateCommand : EngineCommand
     private readonly Option<string> _search = Opt.Choice("--search", null, ["greedy", "sample"], "greedy or sampling (default: the config's search.do_sample)");
     private readonly Option<int?> _maxLength = Opt.OptionalInt("--max-length", "prompt and new tokens at most (default: the config's search.max_length)", min: 1);
     private readonly Option<int?> _topK = Opt.OptionalInt("--top-k", "sampling: the k highest logits, 0 all (default: the config's search.top_k)", min: 0);
-    private readonly Option<float?> _topP = Opt.Float("--top-p", "sampling: the nucleus, in (0, 1] (default: the config's search.top_p)");
+    private readonly Option<float?> _topP = Opt.Float("--top-p", "sampling: the nucleus, in [0, 1] (default: the config's search.top_p)");
     private readonly Option<float?> _temperature = Opt.Float("--temperature", "sampling: divides the logits (default: the config's search.temperature)");
     private readonly Option<float?> _repetitionPenalty = Opt.Float("--repetition-penalty", "penalty of the tokens seen, 1 none (default: the config's)");
     private readonly ModelOptions _model = new();
@@ -158,7 +158,7 @@ internal sealed class GenerateCommand : EngineCommand
 
     /// <summary>The search as the report shows it: greedy, or sampling with its parameters; the repetition penalty where there is one.</summary>
     internal static string Describe(SearchOptions search) =>
-        (search.DoSample ? FormattableString.Invariant($"sampling (top_k {search.TopK}, top_p {search.TopP}, temperature {search.Temperature}, seed {search.RandomSeed})") : "greedy")
+        (search.Samples ? FormattableString.Invariant($"sampling (top_k {search.TopK}, top_p {search.TopP}, temperature {search.Temperature}, seed {search.RandomSeed})") : "greedy")
         + (search.RepetitionPenalty != 1 ? FormattableString.Invariant($", repetition penalty {search.RepetitionPenalty}") : "");
 
     private static void Print(TextWriter w, bool json, string folder, string device, int promptTokens, int newTokens, string search, Dictionary<string, List<TimedRun>> results)
