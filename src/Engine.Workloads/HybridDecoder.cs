@@ -1,5 +1,7 @@
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Engine.IO;
 using Engine.Onnx;
 using Engine.Onnx.Proto;
 
@@ -160,7 +162,8 @@ public static class HybridDecoder
         var model = Model(spec);
         Directory.CreateDirectory(directory);
         model.SaveWithExternalData(Path.Combine(directory, ModelFile), DataFile);
-        File.WriteAllText(Path.Combine(directory, ConfigFile), Config(spec).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        string config = Config(spec).ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+        OutputFile.Write(Path.Combine(directory, ConfigFile), stream => stream.Write(Encoding.UTF8.GetBytes(config)));
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Engine.IO;
 using Engine.Onnx.Proto;
 using Google.Protobuf;
 
@@ -92,7 +93,7 @@ public sealed class OnnxModel
 
     public byte[] ToBytes() => Proto.ToByteArray();
 
-    public void Save(string path) => File.WriteAllBytes(path, ToBytes());
+    public void Save(string path) => OutputFile.Write(path, stream => stream.Write(ToBytes()));
 
     /// <summary>
     /// Saves the model with every raw initializer of at least <paramref name="minBytes"/> bytes moved to
@@ -102,7 +103,7 @@ public sealed class OnnxModel
     {
         var copy = Proto.Clone();
         var dataPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, dataFileName);
-        using (var data = File.Create(dataPath))
+        OutputFile.Write(dataPath, data =>
         {
             foreach (var tensor in AllGraphs(copy.Graph).SelectMany(g => g.Initializer))
             {
@@ -114,8 +115,8 @@ public sealed class OnnxModel
                 tensor.DataLocation = TensorProto.Types.DataLocation.External;
                 tensor.ClearRawData();
             }
-        }
-        File.WriteAllBytes(path, copy.ToByteArray());
+        });
+        OutputFile.Write(path, stream => stream.Write(copy.ToByteArray()));
     }
 
     public OnnxModel Clone() => new(Proto.Clone(), BaseDirectory, FilePath);

@@ -415,37 +415,8 @@ public static class Npy
     /// </summary>
     public static void Write(string path, NpyType type, ReadOnlySpan<nint> shape, ReadOnlySpan<byte> data)
     {
-        string full = Path.GetFullPath(path), folder = Path.GetDirectoryName(full)!;
-        if (Path.EndsInDirectorySeparator(path) || Directory.Exists(full)) throw new IOException($"{path}: is a folder, not a file to write");
-        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{path}: the folder {folder} does not exist");
-        if (OutputPath.IsWrittenThrough(full))
-        {
-            try
-            {
-                using var through = new FileStream(full, FileMode.Create, FileAccess.Write, FileShare.ReadWrite);
-                Write(through, type, shape, data);
-                return;
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                throw new IOException($"{path}: cannot be written ({e.Message})", e);
-            }
-        }
-        string temporary = Path.Combine(folder, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var stream = File.Create(temporary)) Write(stream, type, shape, data);
-            File.Move(temporary, full, overwrite: true);
-        }
-        // The file written beside the path is this method's own: the caller is told of the path it gave.
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new IOException($"{path}: cannot be written ({e.Message.Replace(temporary, full)})", e);
-        }
-        finally
-        {
-            File.Delete(temporary);
-        }
+        nint[] dims = shape.ToArray();
+        OutputFile.Write(path, data, (stream, bytes) => Write(stream, type, dims, bytes));
     }
 
     private static void Write(Stream stream, NpyType type, ReadOnlySpan<nint> shape, ReadOnlySpan<byte> data)

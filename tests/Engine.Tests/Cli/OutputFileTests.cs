@@ -104,6 +104,42 @@ public sealed class OutputFileTests : CliFixture
         Assert.That(System.IO.Directory.GetFileSystemEntries(ptx), Is.EqualTo(new[] { kernel }), "nothing written");
     }
 
+    /// <summary>
+    /// `samples` writes each model beside its path and moves it over an earlier run's: the same bytes as the model's own,
+    /// the hybrid decoder loadable with its data, and no file left beside them.
+    /// </summary>
+    [Test]
+    public void SamplesReplaceAnEarlierRunsFilesWithTheModelsOwnBytes()
+    {
+        string dir = PathOf("samples"), hybrid = Path.Combine(dir, "hybrid_decoder");
+        string[] small = ["--vocab", "16", "--hidden", "8", "--layers", "1", "--context", "8", "--qk-heads", "1", "--value-heads", "1", "--head-dim", "8"];
+        System.IO.Directory.CreateDirectory(hybrid);
+        foreach (var name in Workloads.SampleModels.Samples().Keys) File.WriteAllText(Path.Combine(dir, name), "an earlier run's file, cut short");
+        File.WriteAllText(Path.Combine(hybrid, Workloads.HybridDecoder.DataFile), "cut short");
+        var (code, _, stderr) = Engine(["samples", dir, .. small]);
+        Assert.That(code, Is.Zero, stderr);
+        foreach (var (name, model) in Workloads.SampleModels.Samples())
+            Assert.That(File.ReadAllBytes(Path.Combine(dir, name)), Is.EqualTo(model.ToBytes()), name);
+        Assert.That(System.IO.Directory.GetFiles(dir).Select(Path.GetFileName), Is.EquivalentTo(Workloads.SampleModels.Samples().Keys), "no file beside the models");
+        Assert.That(System.IO.Directory.GetFiles(hybrid).Select(Path.GetFileName),
+            Is.EquivalentTo(new[] { Workloads.HybridDecoder.ModelFile, Workloads.HybridDecoder.DataFile, Workloads.HybridDecoder.ConfigFile }));
+        var loaded = global::Engine.Onnx.OnnxModel.Load(Path.Combine(hybrid, Workloads.HybridDecoder.ModelFile));
+        Assert.That(loaded.Inputs.Select(i => i.Name), Does.Contain("input_ids"));
+    }
+
+    /// <summary>`ptx` writes each kernel's PTX, a run over an earlier one's files leaving nothing beside them.</summary>
+    [Test]
+    public void PtxReplacesAnEarlierRunsFiles()
+    {
+        string dir = System.IO.Directory.CreateDirectory(PathOf("ptx")).FullName;
+        string first = Path.Combine(dir, GpuKernelCatalog.Launches[0].Name + ".ptx");
+        File.WriteAllText(first, "cut short");
+        var (code, _, stderr) = Engine("ptx", dir);
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(File.ReadAllText(first), Does.Contain(".target sm_90"));
+        Assert.That(System.IO.Directory.GetFiles(dir), Has.Length.EqualTo(GpuKernelCatalog.Launches.Count), "no file beside the kernels'");
+    }
+
     /// <summary>A file that cannot be written is named as the user gave it, not by the file written beside it first.</summary>
     [Test]
     public void AnUnwritableOutputIsNamedAsGiven()

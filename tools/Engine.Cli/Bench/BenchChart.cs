@@ -1,4 +1,5 @@
 using System.Globalization;
+using Engine.IO;
 using Engine.Onnx;
 using ScottPlot;
 using SkiaSharp;
@@ -78,19 +79,6 @@ public static class BenchChart
         return plot;
     }
 
-    /// <summary>The --plot file, opened for writing; one that cannot be is named as the option gave it (.NET's message has no option).</summary>
-    private static FileStream Create(string path)
-    {
-        try
-        {
-            return File.Create(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new IOException($"--plot {path}: cannot be written ({e.Message})", e);
-        }
-    }
-
     /// <summary>Writes the panels side by side, the caption under them, as SVG or PNG (by the file's extension).</summary>
     public static void Save(string path, IReadOnlyList<string> caption, IReadOnlyList<Plot> panels)
     {
@@ -114,18 +102,30 @@ public static class BenchChart
             for (int i = 0; i < caption.Count; i++)
                 canvas.DrawText(caption[i], 12, Height - captionHeight + lineHeight * (i + 1), font, paint);
         }
-        using var stream = Create(path);
-        if (Path.GetExtension(path).Equals(".svg", StringComparison.OrdinalIgnoreCase))
+        bool svg = Path.GetExtension(path).Equals(".svg", StringComparison.OrdinalIgnoreCase);
+        try
         {
-            using var canvas = SKSvgCanvas.Create(new SKRect(0, 0, width, Height), stream);
-            Draw(canvas);
-            return;
+            OutputFile.Write(path, stream =>
+            {
+                if (svg)
+                {
+                    // The SVG is complete once the canvas is disposed, before the file is moved into place.
+                    using var canvas = SKSvgCanvas.Create(new SKRect(0, 0, width, Height), stream);
+                    Draw(canvas);
+                    return;
+                }
+                using var surface = SKSurface.Create(new SKImageInfo(width, Height));
+                Draw(surface.Canvas);
+                using var image = surface.Snapshot();
+                using var png = image.Encode(SKEncodedImageFormat.Png, 100);
+                png.SaveTo(stream);
+            });
         }
-        using var surface = SKSurface.Create(new SKImageInfo(width, Height));
-        Draw(surface.Canvas);
-        using var image = surface.Snapshot();
-        using var png = image.Encode(SKEncodedImageFormat.Png, 100);
-        png.SaveTo(stream);
+        // Named as the option gave it.
+        catch (IOException e)
+        {
+            throw new IOException($"--plot {Cli.OneLine(e)}", e);
+        }
     }
 
     /// <summary>Says where the chart went: on stdout, or on stderr where stdout carries JSON.</summary>

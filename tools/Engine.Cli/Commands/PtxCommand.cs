@@ -1,5 +1,7 @@
 using System.CommandLine;
+using System.Text;
 using System.Text.Json;
+using Engine.IO;
 using Engine.Kernels.Common;
 
 namespace Engine.Cli.Commands;
@@ -35,7 +37,8 @@ internal sealed class PtxCommand : EngineCommand
         foreach (var launch in GpuKernelCatalog.Launches)
         {
             string file = Path.Combine(directory, launch.Name + ".ptx");
-            File.WriteAllText(file, compiler.Compile(launch));
+            string ptx = compiler.Compile(launch);
+            OutputFile.Write(file, stream => stream.Write(Encoding.UTF8.GetBytes(ptx)));
             files.Add(new() { ["kernel"] = launch.Kernel.Name, ["variant"] = launch.Variant, ["file"] = file });
             if (!json) context.Out.WriteLine($"wrote {file}");
         }

@@ -1,0 +1,74 @@
+using System.Text;
+using Engine.IO;
+using NUnit.Framework;
+
+namespace Engine.Tests.IO;
+
+/// <summary>
+/// Every output file is written beside its path and moved over it: a write that fails midway leaves the file that was
+/// there (or none) and nothing beside it; one that succeeds leaves exactly the bytes written.
+/// </summary>
+[TestFixture]
+public sealed class OutputFileWriteTests
+{
+    private string _dir = "";
+
+    [SetUp]
+    public void MakeDirectory() => _dir = Directory.CreateTempSubdirectory("engine-output-file-").FullName;
+
+    [TearDown]
+    public void RemoveDirectory() => Directory.Delete(_dir, recursive: true);
+
+    private string PathOf(string name) => Path.Combine(_dir, name);
+
+    private static readonly byte[] Previous = Encoding.ASCII.GetBytes("the file a previous run wrote");
+
+    /// <summary>The content writer throws after writing part of the file (an exception, or a cancelled command).</summary>
+    [TestCase(typeof(InvalidOperationException))]
+    [TestCase(typeof(OperationCanceledException))]
+    public void AWriteThatFailsMidwayLeavesThePreviousFileAndNothingBesideIt(Type exception)
+    {
+        string path = PathOf("out.bin");
+        File.WriteAllBytes(path, Previous);
+        Assert.Throws(exception, () => OutputFile.Write(path, stream =>
+        {
+            stream.Write(new byte[4096]);
+            throw (Exception)Activator.CreateInstance(exception, "failed midway")!;
+        }));
+        Assert.That(File.ReadAllBytes(path), Is.EqualTo(Previous), "the previous file as it was");
+        Assert.That(Directory.GetFileSystemEntries(_dir), Is.EqualTo(new[] { path }), "no temporary file left");
+    }
+
+    [Test]
+    public void AWriteThatFailsWhereNoFileWasLeavesNone()
+    {
+        Assert.Throws<InvalidOperationException>(() => OutputFile.Write(PathOf("out.bin"), stream =>
+        {
+            stream.Write(Previous);
+            throw new InvalidOperationException("failed midway");
+        }));
+        Assert.That(Directory.GetFileSystemEntries(_dir), Is.Empty);
+    }
+
+    /// <summary>A target that cannot be written (under /proc) is named as given, not by the file beside it.</summary>
+    [Test]
+    public void AnUnwritableTargetIsNamedAsGiven()
+    {
+        var e = Assert.Throws<IOException>(() => OutputFile.Write("/proc/engine-output.bin", stream => stream.Write(Previous)));
+        Assert.That(e!.Message, Does.StartWith("/proc/engine-output.bin: cannot be written").And.Not.Contain(".tmp"));
+    }
+
+    /// <summary>The file holds exactly what the writer wrote, as a write in place would leave it.</summary>
+    [Test]
+    public void ASuccessfulWriteLeavesTheBytesWritten()
+    {
+        string path = PathOf("out.npy");
+        File.WriteAllBytes(path, Previous);
+        var array = NpyArray.From([1f, 2f, 3f, 4f, 5f, 6f], [2, 3]);
+        var expected = new MemoryStream();
+        Npy.Write(expected, array);
+        Npy.Write(path, array);
+        Assert.That(File.ReadAllBytes(path), Is.EqualTo(expected.ToArray()));
+        Assert.That(Directory.GetFileSystemEntries(_dir), Is.EqualTo(new[] { path }));
+    }
+}
