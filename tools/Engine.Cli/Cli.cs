@@ -8,35 +8,60 @@ using Engine.Onnx;
 
 namespace Engine.Cli;
 
-/// <summary>What a command writes to: its report on <see cref="Out"/>, errors and progress on <see cref="Error"/>.</summary>
-public sealed class CliContext(TextWriter output, TextWriter error)
+/// <summary>
+/// What a command writes to: its report on <see cref="Out"/>, errors and progress on <see cref="Error"/>; and
+/// <see cref="Cancellation"/>, cancelled by Ctrl+C or SIGTERM (<see cref="Interruption"/>).
+/// </summary>
+public sealed class CliContext(TextWriter output, TextWriter error, CancellationToken cancellation = default)
 {
     public TextWriter Out { get; } = output;
     public TextWriter Error { get; } = error;
+    public CancellationToken Cancellation { get; } = cancellation;
 
-    /// <summary>Progress bars on stderr where stderr is a terminal; nothing where it is redirected.</summary>
-    public CliProgress Progress { get; } = CliProgress.For(error);
+    /// <summary>Progress bars on stderr where stderr is a terminal; nothing where it is redirected. Its steps stop a cancelled command.</summary>
+    public CliProgress Progress { get; } = CliProgress.For(error, cancellation);
 
-    internal static CliContext Of(ParseResult result) => new(result.InvocationConfiguration.Output, result.InvocationConfiguration.Error);
+    internal static CliContext Of(ParseResult result, CancellationToken cancellation) =>
+        new(result.InvocationConfiguration.Output, result.InvocationConfiguration.Error, cancellation);
 }
 
 /// <summary>
 /// The `engine` command: the command tree, help, --version, and the error contract: a bad command line is one line on
-/// stderr and exit code 2, bad input (files, shapes, values) one line and exit code 1.
+/// stderr and exit code 2, bad input (files, shapes, values) one line and exit code 1, a command cancelled by Ctrl+C or
+/// SIGTERM one line and exit code 130 or 143.
 /// </summary>
 public static class Cli
 {
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    /// <param name="interruption">the signals that cancel the command; none where not given (a run inside another program).</param>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, Interruption? interruption = null)
     {
+        interruption ??= new Interruption();
         var result = Root().Parse(args, Parsing());
         if (result.Action is ParseErrorAction)
         {
             stderr.WriteLine(ErrorLine(result));
             return 2;
         }
+        int code = Invoke(result, stdout, stderr, interruption);
+        // Said after the command has unwound (its bars gone, the file it was writing deleted), also where it ended before it
+        // reached a step that stops it.
+        if (interruption.ExitCode is not int interrupted) return code;
+        interruption.Report(stderr);
+        return interrupted;
+    }
+
+    private static int Invoke(ParseResult result, TextWriter stdout, TextWriter stderr, Interruption interruption)
+    {
         try
         {
-            return result.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+            // ProcessTerminationTimeout null: the signals are the interruption's, not the parser's.
+            return result.InvokeAsync(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null },
+                interruption.Token).GetAwaiter().GetResult();
+        }
+        // The parser hands the command a token linked to the interruption's: the interruption says whether it was the cause.
+        catch (OperationCanceledException) when (interruption.ExitCode is int interrupted)
+        {
+            return interrupted;
         }
         catch (UsageException e)
         {

@@ -7,32 +7,38 @@ namespace Engine.Cli;
 /// Progress of a command that runs for more than a second, drawn on stderr by Spectre.Console where stderr is a
 /// terminal and off elsewhere (redirected, in-process tests), so stdout carries the report (or the JSON) alone.
 /// While bars are drawn, lines a command prints along the way wait until the bars are gone (<see cref="Steps.Print"/>):
-/// stdout and stderr may be the same terminal.
+/// stdout and stderr may be the same terminal. Each step added or advanced throws <see cref="OperationCanceledException"/>
+/// once the command is cancelled (<see cref="Interruption"/>): the command stops there.
 /// </summary>
 public sealed class CliProgress
 {
     private readonly IAnsiConsole? _console;
+    private readonly CancellationToken _cancellation;
 
-    internal CliProgress(IAnsiConsole? console) => _console = console;
+    internal CliProgress(IAnsiConsole? console, CancellationToken cancellation = default)
+    {
+        _console = console;
+        _cancellation = cancellation;
+    }
 
     /// <summary>Bars where <paramref name="error"/> is the process's own stderr and that is a terminal.</summary>
-    public static CliProgress For(TextWriter error) =>
+    public static CliProgress For(TextWriter error, CancellationToken cancellation) =>
         new(ReferenceEquals(error, Console.Error) && !Console.IsErrorRedirected
             ? AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error), Interactive = InteractionSupport.Yes })
-            : null);
+            : null, cancellation);
 
     /// <summary>Runs <paramref name="work"/>, which adds its steps and advances them; then prints the lines it held back.</summary>
     public T Run<T>(TextWriter output, Func<Steps, T> work)
     {
-        if (_console is null) return work(new Steps(null, output));
+        if (_console is null) return work(new Steps(null, output, _cancellation));
         var held = new StringWriter();
-        // The bars hide the terminal's cursor until they end; Ctrl+C (SIGINT) or SIGTERM ends the process before they do,
-        // and would leave the shell without a cursor: it is shown again, and the process then ends as the signal asks.
+        // The bars hide the terminal's cursor until they end; a second Ctrl+C (SIGINT) or SIGTERM ends the process before they
+        // do, and would leave the shell without a cursor: it is shown again, and the process then ends as the signal asks.
         using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, _ => Interrupted());
         using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, _ => Interrupted());
         T result = _console.Progress().AutoClear(true).HideCompleted(false)
             .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
-            .Start(context => work(new Steps(context, held)));
+            .Start(context => work(new Steps(context, held, _cancellation)));
         output.Write(held.ToString());
         return result;
     }
@@ -48,15 +54,16 @@ public sealed class CliProgress
     public void Run(TextWriter output, Action<Steps> work) => Run(output, steps => { work(steps); return 0; });
 
     /// <summary>The steps of one command's progress.</summary>
-    public sealed class Steps(ProgressContext? context, TextWriter output)
+    public sealed class Steps(ProgressContext? context, TextWriter output, CancellationToken cancellation)
     {
         /// <summary>A bar of <paramref name="total"/> units (0: a step of unknown length, shown as running).</summary>
         public Step Add(string description, double total = 0)
         {
-            if (context is null) return new Step(null);
+            cancellation.ThrowIfCancellationRequested();
+            if (context is null) return new Step(null, cancellation);
             var task = context.AddTask(Markup.Escape(description), maxValue: Math.Max(total, 1));
             task.IsIndeterminate = total <= 0;
-            return new Step(task);
+            return new Step(task, cancellation);
         }
 
         /// <summary>A line of the report printed along the way: now, or after the bars where they are drawn.</summary>
@@ -64,9 +71,13 @@ public sealed class CliProgress
     }
 
     /// <summary>One bar.</summary>
-    public sealed class Step(ProgressTask? task)
+    public sealed class Step(ProgressTask? task, CancellationToken cancellation)
     {
-        public void Advance(double units = 1) => task?.Increment(units);
+        public void Advance(double units = 1)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            task?.Increment(units);
+        }
 
         public void Describe(string description)
         {

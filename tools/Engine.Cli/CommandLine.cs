@@ -23,7 +23,7 @@ internal abstract class EngineCommand : Command
     protected EngineCommand(string name, string summary, string notes = "") : base(name, summary)
     {
         Notes = notes;
-        SetAction(result => Run(result, CliContext.Of(result)));
+        SetAction((result, cancellation) => Task.FromResult(Run(result, CliContext.Of(result, cancellation))));
     }
 
     public string Notes { get; }

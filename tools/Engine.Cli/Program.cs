@@ -1,1 +1,2 @@
-return Engine.Cli.Cli.Run(args, Console.Out, Console.Error);
+using var interruption = Engine.Cli.Interruption.OnSignals();
+return Engine.Cli.Cli.Run(args, Console.Out, Console.Error, interruption);

@@ -83,68 +83,52 @@ internal sealed class GenerateCommand : EngineCommand
             // No more steps than context_length holds after the warm-up prompt (at least one: it holds what was asked for).
             int warmupSteps = Math.Min(WarmupSteps, first.ContextLength is int contextLength ? contextLength - warmupPrompt.Length + 1 : WarmupSteps);
 
-            // Not disposed: a Ctrl+C handler already running on another thread as the command ends may still cancel it.
-            var cancel = new CancellationTokenSource();
-            ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
-            Console.CancelKeyPress += onCancel;
-            try
+            var w = context.Out;
+            if (!json)
             {
-                var w = context.Out;
-                if (!json)
+                w.WriteLine($"model: {folder}; engine: {host.Describe(backend)}; engine nodes: {paths[0].Generator.Handover.EngineKernelNodes}");
+                w.WriteLine($"prompt {promptTokens} tokens, {newTokens} new tokens, {repeats} runs each, interleaved after a warm-up; {Describe(search)}");
+            }
+            var results = context.Progress.Run(w, progress =>
+            {
+                // Warm-up, not timed: ORT's first-run allocations, and enough decode steps on a short prompt for .NET's tiered
+                // compilation to reach the decode path's final code (two dozen steps left it at 0.65x of its settled speed).
+                foreach (var (label, generator) in paths)
                 {
-                    w.WriteLine($"model: {folder}; engine: {host.Describe(backend)}; engine nodes: {paths[0].Generator.Handover.EngineKernelNodes}");
-                    w.WriteLine($"prompt {promptTokens} tokens, {newTokens} new tokens, {repeats} runs each, interleaved after a warm-up; {Describe(search)}");
+                    var warmup = progress.Add($"warm-up {label}", warmupSteps + 1);
+                    generator.Generate(warmupPrompt, warmupSteps,
+                        new GenerationOptions { OnToken = (_, _) => warmup.Advance(), StopTokenIds = [], Search = search }, context.Cancellation);
+                    warmup.Finish();
                 }
-                var results = context.Progress.Run(w, progress =>
+                var results = paths.ToDictionary(p => p.Label, _ => new List<TimedRun>());
+                for (int run = 0; run < repeats; run++)
                 {
-                    // Warm-up, not timed: ORT's first-run allocations, and enough decode steps on a short prompt for .NET's tiered
-                    // compilation to reach the decode path's final code (two dozen steps left it at 0.65x of its settled speed).
                     foreach (var (label, generator) in paths)
                     {
-                        var warmup = progress.Add($"warm-up {label}", warmupSteps + 1);
-                        generator.Generate(warmupPrompt, warmupSteps,
-                            new GenerationOptions { OnToken = (_, _) => warmup.Advance(), StopTokenIds = [], Search = search }, cancel.Token);
-                        warmup.Finish();
-                    }
-                    var results = paths.ToDictionary(p => p.Label, _ => new List<TimedRun>());
-                    for (int run = 0; run < repeats; run++)
-                    {
-                        foreach (var (label, generator) in paths)
+                        var step = progress.Add($"[{run + 1}/{repeats}] {label} tokens", newTokens);
+                        var steps = new List<double>(newTokens);
+                        TimeSpan previous = default;
+                        var options = new GenerationOptions
                         {
-                            var step = progress.Add($"[{run + 1}/{repeats}] {label} tokens", newTokens);
-                            var steps = new List<double>(newTokens);
-                            TimeSpan previous = default;
-                            var options = new GenerationOptions
+                            // Exactly newTokens, as the timings assume.
+                            StopTokenIds = [],
+                            Search = search,
+                            OnToken = (token, _) =>
                             {
-                                // Exactly newTokens, as the timings assume.
-                                StopTokenIds = [],
-                                Search = search,
-                                OnToken = (token, _) =>
-                                {
-                                    if (token.Index > 0) steps.Add((token.Elapsed - previous).TotalMilliseconds);
-                                    previous = token.Elapsed;
-                                    step.Advance();
-                                    if (token.Index == 0 && !json) progress.Print($"[{run + 1}/{repeats}] {label,-6} first token after {token.Elapsed.TotalMilliseconds:F1} ms");
-                                },
-                            };
-                            var result = generator.Generate(prompt, newTokens, options, cancel.Token);
-                            results[label].Add(new TimedRun(result, steps));
-                            if (!json) progress.Print($"[{run + 1}/{repeats}] {label,-6} {newTokens} tokens, decode {Shown(result.DecodeTokensPerSecond, "F1")} tokens/s");
-                        }
+                                if (token.Index > 0) steps.Add((token.Elapsed - previous).TotalMilliseconds);
+                                previous = token.Elapsed;
+                                step.Advance();
+                                if (token.Index == 0 && !json) progress.Print($"[{run + 1}/{repeats}] {label,-6} first token after {token.Elapsed.TotalMilliseconds:F1} ms");
+                            },
+                        };
+                        var result = generator.Generate(prompt, newTokens, options, context.Cancellation);
+                        results[label].Add(new TimedRun(result, steps));
+                        if (!json) progress.Print($"[{run + 1}/{repeats}] {label,-6} {newTokens} tokens, decode {Shown(result.DecodeTokensPerSecond, "F1")} tokens/s");
                     }
-                    return results;
-                });
-                Print(w, json, folder, host.Describe(backend), promptTokens, newTokens, Describe(search), results);
-            }
-            finally
-            {
-                Console.CancelKeyPress -= onCancel;
-            }
-        }
-        catch (OperationCanceledException)
-        {
-            context.Error.WriteLine("engine: generation cancelled");
-            return 1;
+                }
+                return results;
+            });
+            Print(w, json, folder, host.Describe(backend), promptTokens, newTokens, Describe(search), results);
         }
         finally
         {

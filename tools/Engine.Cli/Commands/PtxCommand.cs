@@ -36,6 +36,8 @@ internal sealed class PtxCommand : EngineCommand
         var files = new List<Dictionary<string, string>>();
         foreach (var launch in GpuKernelCatalog.Launches)
         {
+            // Compiling every launch takes a while: a cancelled run stops between files.
+            context.Cancellation.ThrowIfCancellationRequested();
             string file = Path.Combine(directory, launch.Name + ".ptx");
             string ptx = compiler.Compile(launch);
             OutputFile.Write(file, stream => stream.Write(Encoding.UTF8.GetBytes(ptx)));
