@@ -75,7 +75,7 @@ public static class Demo
                 ["cpu"] = cpu.Description, ["gpu"] = gpu.Description, ["gpu_simulated"] = simulated,
                 ["ops"] = rows.Select(r => new Dictionary<string, object?>
                 {
-                    ["op"] = r.Op, ["backend"] = r.Backend, ["shape"] = r.Shape, ["relative_error"] = Finite(r.RelativeError), ["ms"] = r.Seconds * 1e3,
+                    ["op"] = r.Op, ["backend"] = r.Backend, ["shape"] = r.Shape, ["relative_error"] = Finite(r.RelativeError), ["milliseconds"] = r.Seconds * 1e3,
                     ["tokens_per_s"] = r.Tokens / r.Seconds, ["model_gflops"] = r.ModelFlops / r.Seconds / 1e9,
                 }).ToArray(),
                 ["onnx"] = onnx.Json(), ["ok"] = ok,

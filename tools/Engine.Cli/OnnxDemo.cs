@@ -33,7 +33,7 @@ public static class OnnxDemo
 
         public Dictionary<string, object> Json() => new()
         {
-            ["ort_version"] = OrtInfo.Version, ["T"] = Tokens, ["opset27_notes"] = Opset27Notes,
+            ["ort_version"] = OrtInfo.Version, ["t"] = Tokens, ["opset27_notes"] = Opset27Notes,
             ["models"] = Rows.Select(r => new Dictionary<string, object?>
             {
                 ["model"] = r.Model, ["engine_ms"] = r.EngineMs, ["ort_ms"] = r.OrtMs, ["relative_difference"] = Demo.Finite(r.Difference),

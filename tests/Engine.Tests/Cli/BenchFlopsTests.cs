@@ -75,6 +75,6 @@ public sealed class BenchFlopsTests : CliFixture
         using var doc = JsonDocument.Parse(stdout);
         Assert.That(doc.RootElement.GetArrayLength(), Is.EqualTo(1), stdout);
         var row = doc.RootElement[0];
-        return row.GetProperty("model_gflops").GetDouble() * 1e9 * row.GetProperty("ms").GetDouble() / 1e3;
+        return row.GetProperty("model_gflops").GetDouble() * 1e9 * row.GetProperty("milliseconds").GetDouble() / 1e3;
     }
 }

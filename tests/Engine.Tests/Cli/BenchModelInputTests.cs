@@ -24,7 +24,7 @@ public sealed class BenchModelInputTests : CliFixture
         var (code, stdout, stderr) = Engine("bench-model", model, "--dim", "B=1", "--dim", "T=4", "--repeats", "1", "--threads", "1", "--json");
         Assert.That(code, Is.Zero, stderr);
         var row = JsonDocument.Parse(stdout).RootElement[0];
-        Assert.That(row.GetProperty("engine_nodes").GetInt32(), Is.Zero);
+        Assert.That(row.GetProperty("engine_kernel_nodes").GetInt32(), Is.Zero);
         Assert.That(row.GetProperty("node_speedup").ValueKind, Is.EqualTo(JsonValueKind.Null));
 
         var text = Engine("bench-model", model, "--dim", "B=1", "--dim", "T=4", "--repeats", "1", "--threads", "1");
@@ -121,8 +121,8 @@ public sealed class BenchModelInputTests : CliFixture
         var (code, stdout, stderr) = Engine("inspect", AddModel(), "--json");
         Assert.That(code, Is.Zero, stderr);
         var x = JsonDocument.Parse(stdout).RootElement.GetProperty("inputs")[0];
-        Assert.That(x.GetProperty("type").GetString(), Is.EqualTo("float32"));
-        var dims = x.GetProperty("dims").EnumerateArray().ToArray();
+        Assert.That(x.GetProperty("dtype").GetString(), Is.EqualTo("float32"));
+        var dims = x.GetProperty("shape").EnumerateArray().ToArray();
         Assert.That(dims.Select(d => d.ValueKind), Is.EqualTo(new[] { JsonValueKind.String, JsonValueKind.String, JsonValueKind.Number }));
         Assert.That((dims[0].GetString(), dims[1].GetString(), dims[2].GetInt64()), Is.EqualTo(("B", "T", 8L)));
     }

@@ -210,7 +210,7 @@ public sealed class CliTests : CliFixture
         var (code, stdout, stderr) = Engine("bench", "lightning", "--T", "+32, 48", "--H", "+1", "--K", "16", "--V", "16", "--repeats", "1", "--json");
         Assert.That(code, Is.Zero, stderr);
         using var doc = System.Text.Json.JsonDocument.Parse(stdout);
-        Assert.That(doc.RootElement.EnumerateArray().Select(r => r.GetProperty("T").GetInt32()), Is.EqualTo(new[] { 32, 48 }));
+        Assert.That(doc.RootElement.EnumerateArray().Select(r => r.GetProperty("t").GetInt32()), Is.EqualTo(new[] { 32, 48 }));
     }
 
     [Test]
@@ -257,7 +257,7 @@ public sealed class CliTests : CliFixture
         using var doc = System.Text.Json.JsonDocument.Parse(stdout);
         Assert.That(doc.RootElement.GetArrayLength(), Is.EqualTo(2));
         var row = doc.RootElement[0];
-        double flops = row.GetProperty("model_gflops").GetDouble() * row.GetProperty("ms").GetDouble() / 1e3 * 1e9;
+        double flops = row.GetProperty("model_gflops").GetDouble() * row.GetProperty("milliseconds").GetDouble() / 1e3 * 1e9;
         Assert.That(flops, Is.EqualTo(64 * (2.0 * 64 * 32 + 4.0 * 16 * 16)).Within(1e-6).Percent, "chunked model flops 2·C·(K+V) + 4·K·V per token");
         Assert.That(row.GetProperty("gpu_launches").ValueKind, Is.EqualTo(System.Text.Json.JsonValueKind.Null), "no GPU traffic on the CPU");
     }

@@ -109,7 +109,7 @@ public sealed class DeltaRuleCliTests : CliFixture
         double expected = 2 * (2 * c * c * d + c * c * c / 3 + 2 * c * c * 2 * d + 4 * c * d * d + 2 * c * c * d + 2 * c * c * d + 2 * c * d * d);
         foreach (var row in doc.RootElement.EnumerateArray())
         {
-            double flops = row.GetProperty("model_gflops").GetDouble() * row.GetProperty("ms").GetDouble() / 1e3 * 1e9;
+            double flops = row.GetProperty("model_gflops").GetDouble() * row.GetProperty("milliseconds").GetDouble() / 1e3 * 1e9;
             Assert.That(flops, Is.EqualTo(expected).Within(1e-6).Percent);
         }
     }

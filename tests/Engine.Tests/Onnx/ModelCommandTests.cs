@@ -44,7 +44,7 @@ public sealed class ModelCommandTests
         var (code, stdout, stderr) = CliFixture.Engine("run", SaveModel(model), "--input", $"x={xPath}", "--input", $"past_state={pastPath}",
             "--output-dir", outDir, "--backend", backend, "--threads", "2");
         Assert.That(code, Is.Zero, stderr);
-        Assert.That(stdout, Does.Contain($"engine nodes: {(backend == "cpu" ? 1 : 0)}").And.Contain(backend == "none" ? " ms (ONNX Runtime only)" : " ms (cpu: ")
+        Assert.That(stdout, Does.Contain($"engine kernel nodes: {(backend == "cpu" ? 1 : 0)}").And.Contain(backend == "none" ? " ms (ONNX Runtime only)" : " ms (cpu: ")
             .And.Contain($"y: float32 [2, 30, 16] -> {Path.Combine(outDir, "y.npy")}"));
         using var y = Npy.Read(Path.Combine(outDir, "y.npy"));
         Assert.That(y.Shape, Is.EqualTo(new nint[] { 2, 30, 16 }));
@@ -56,7 +56,7 @@ public sealed class ModelCommandTests
             "--output-dir", outDir, "--backend", backend, "--threads", "2", "--json");
         Assert.That(json.code, Is.Zero, json.stderr);
         var report = System.Text.Json.JsonDocument.Parse(json.stdout).RootElement;
-        Assert.That(report.GetProperty("engine_nodes").GetInt32(), Is.EqualTo(backend == "cpu" ? 1 : 0));
+        Assert.That(report.GetProperty("engine_kernel_nodes").GetInt32(), Is.EqualTo(backend == "cpu" ? 1 : 0));
         Assert.That(report.GetProperty("outputs").EnumerateArray().Select(o => o.GetProperty("name").GetString()), Is.EquivalentTo(new[] { "y", "present_state" }));
     }
 
@@ -76,7 +76,7 @@ public sealed class ModelCommandTests
         }
         var (code, stdout, stderr) = CliFixture.Engine([.. args]);
         Assert.That(code, Is.Zero, stderr);
-        Assert.That(stdout, Does.Contain("engine nodes: 1").And.Contain("output: float32"));
+        Assert.That(stdout, Does.Contain("engine kernel nodes: 1").And.Contain("output: float32"));
         using var output = Npy.Read(Path.Combine(_dir, "out", "output.npy"));
         Assert.That(Harness.Numerics.RelativeRms(output.ToFloat32(), expected.Output), Is.LessThanOrEqualTo(Harness.Numerics.Bf16Tolerance));
         using var state = Npy.Read(Path.Combine(_dir, "out", "final_state.npy"));
@@ -131,7 +131,7 @@ public sealed class ModelCommandTests
         {
             var (code, stdout, stderr) = CliFixture.Engine(["bench-model", model, .. given, "--repeats", "1", "--threads", "1", "--json"]);
             Assert.That(code, Is.Zero, stderr);
-            Assert.That(System.Text.Json.JsonDocument.Parse(stdout).RootElement[0].GetProperty("engine_nodes").GetInt32(), Is.Zero);
+            Assert.That(System.Text.Json.JsonDocument.Parse(stdout).RootElement[0].GetProperty("engine_kernel_nodes").GetInt32(), Is.Zero);
         }
     }
 
@@ -238,7 +238,7 @@ public sealed class ModelCommandTests
         var (code, stdout, stderr) = CliFixture.Engine("bench-model", SaveModel(model), "--dim", "B=1", "--dim", "T=64", "--repeats", "1", "--threads", "1", "--json");
         Assert.That(code, Is.Zero, stderr);
         var row = System.Text.Json.JsonDocument.Parse(stdout).RootElement[0];
-        Assert.That(row.GetProperty("engine_nodes").GetInt32(), Is.EqualTo(1));
+        Assert.That(row.GetProperty("engine_kernel_nodes").GetInt32(), Is.EqualTo(1));
         foreach (var key in new[] { "engine_ms", "ort_ms", "engine_node_ms", "ort_node_ms" })
             Assert.That(row.GetProperty(key).GetDouble(), Is.GreaterThan(0), key);
         Assert.That(row.GetProperty("engine_matmul_share").GetDouble(), Is.Zero, "the node alone has no MatMul");

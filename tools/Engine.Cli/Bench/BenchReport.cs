@@ -182,11 +182,11 @@ public static class BenchReport
             var rows = results.Select(r => new Dictionary<string, object?>
             {
                 ["op"] = r.Op, ["variant"] = r.Variant, ["device"] = r.Device,
-                ["B"] = r.Shape.B, ["T"] = r.Shape.T, ["H"] = r.Shape.H, ["K"] = r.Shape.K, ["V"] = r.Shape.V,
-                ["timing"] = timing.ToString(), ["ms"] = r.Seconds * 1e3, ["tokens_per_s"] = r.TokensPerSecond, ["model_gflops"] = r.GFlops,
+                ["b"] = r.Shape.B, ["t"] = r.Shape.T, ["h"] = r.Shape.H, ["k"] = r.Shape.K, ["v"] = r.Shape.V,
+                ["timing"] = timing.ToString(), ["milliseconds"] = r.Seconds * 1e3, ["tokens_per_s"] = r.TokensPerSecond, ["model_gflops"] = r.GFlops,
                 ["peak_gflops"] = peakGFlops, ["fraction_of_peak"] = peakGFlops is null ? null : r.GFlops / peakGFlops,
                 ["gpu_launches"] = r.Traffic?.Launches, ["gpu_bytes_to_device"] = r.Traffic?.BytesToDevice, ["gpu_bytes_to_host"] = r.Traffic?.BytesToHost,
-                ["gpu_kernels"] = r.Kernels?.Select(k => new Dictionary<string, object> { ["kernel"] = k.Kernel, ["launches"] = k.Launches, ["ms"] = k.Seconds * 1e3 }),
+                ["gpu_kernels"] = r.Kernels?.Select(k => new Dictionary<string, object> { ["kernel"] = k.Kernel, ["launches"] = k.Launches, ["milliseconds"] = k.Seconds * 1e3 }),
                 ["gpu_kernels_ms"] = r.KernelSeconds * 1e3,
                 ["peer_of"] = r.PeerOf, ["ratio_to_engine"] = RatioToEngine(r, results),
             });

@@ -113,7 +113,7 @@ internal sealed class RunModelCommand : EngineCommand
         });
         // Report puts the device in parentheses: ONNX Runtime alone is named without its own.
         files.Report(context, args.GetValue(_model.Json), "run", backend == HandoverBackend.None ? "ONNX Runtime only" : host.Describe(backend),
-            new Dictionary<string, object> { ["engine nodes"] = session.Handover.EngineKernelNodes });
+            new Dictionary<string, object> { ["engine kernel nodes"] = session.Handover.EngineKernelNodes });
         return 0;
     }
 
@@ -177,8 +177,8 @@ internal sealed class InspectModelCommand : EngineCommand
             // Fixed dims as numbers, symbolic ones as their names.
             static object Value(ModelValueInfo v) => new Dictionary<string, object?>
             {
-                ["name"] = v.Name, ["type"] = ModelIo.TypeName(v.ElementType),
-                ["dims"] = v.Dims?.Select(d => long.TryParse(d, NumberStyles.None, CultureInfo.InvariantCulture, out long n) ? (object)n : d).ToArray(),
+                ["name"] = v.Name, ["dtype"] = ModelIo.TypeName(v.ElementType),
+                ["shape"] = v.Dims?.Select(d => long.TryParse(d, NumberStyles.None, CultureInfo.InvariantCulture, out long n) ? (object)n : d).ToArray(),
             };
             static object Node(HandoverNode n) => new Dictionary<string, object>
             {
@@ -491,7 +491,7 @@ internal sealed class BenchModelCommand : EngineCommand
         {
             w.WriteLine(JsonSerializer.Serialize(rows.Select(r => new Dictionary<string, object?>
             {
-                ["model"] = r.Model, ["case"] = r.Case, ["engine_nodes"] = r.EngineNodes, ["device"] = device, ["ort_spinning"] = spinning,
+                ["model"] = r.Model, ["case"] = r.Case, ["engine_kernel_nodes"] = r.EngineNodes, ["device"] = device, ["ort_spinning"] = spinning,
                 ["engine_ms"] = r.EngineMs, ["ort_ms"] = r.OrtMs, ["speedup"] = r.Speedup,
                 ["engine_node_ms"] = r.EngineNodeMs, ["ort_node_ms"] = r.OrtNodeMs, ["node_speedup"] = r.NodeSpeedup,
                 ["engine_matmul_share"] = r.MatMulShare,
