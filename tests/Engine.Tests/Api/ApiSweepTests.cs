@@ -100,7 +100,7 @@ public sealed class ApiSweepTests
         return spec.Fp16 ? spec with { Extreme = null } : spec;
     }
 
-    private static readonly int[] GlaChunks = [16, 32, 64, 16, 32];
+    private static readonly int[] GlaChunks = [16, 32, 64, 128, 256];
     private static readonly int[] DeltaRuleConfigChunks = [16, 32, 64];
 
     internal static Inputs Make(Spec s, int seed)
