@@ -130,14 +130,17 @@ internal sealed class GlaOp(GlaConfig config) : AttentionOp
     /// <summary>Lightning's constant log decay per value head (−s_h); null for the other gates.</summary>
     public float[]? ConstantLogDecay => config.ConstantLogDecay;
 
-    /// <summary>The op for these heads and gate, its options checked (the only place they are).</summary>
-    public static GlaOp Create(HeadLayout heads, GateKind gate, GlaOptions options, float[]? constantLogDecay = null)
+    /// <summary>
+    /// The op for these heads and gate, its options checked (the only place they are); <paramref name="chunkSizeName"/> names
+    /// the chunk size in messages as the caller's options call it (Lightning's BlockSize).
+    /// </summary>
+    public static GlaOp Create(HeadLayout heads, GateKind gate, GlaOptions options, float[]? constantLogDecay = null, string chunkSizeName = "chunk size")
     {
         if (!Enum.IsDefined(gate)) throw new ArgumentException($"gate must be one of {string.Join(", ", Enum.GetNames<GateKind>())}, got {(int)gate}", nameof(gate));
         float scale = options.Scale ?? 1f / MathF.Sqrt(heads.KeyDim);
         if (!float.IsFinite(scale)) throw new ArgumentException($"scale must be finite, got {scale}", "options");
         if (!GlaConfig.ChunkSizes.Contains(options.ChunkSize))
-            throw new ArgumentException($"chunk size must be one of {string.Join(", ", GlaConfig.ChunkSizes)}, got {options.ChunkSize}", "options");
+            throw new ArgumentException($"{chunkSizeName} must be one of {string.Join(", ", GlaConfig.ChunkSizes)}, got {options.ChunkSize}", "options");
         return new GlaOp(new GlaConfig(heads, gate, scale, options.ChunkSize, constantLogDecay, options.CheckedGpuPrecision, options.CheckedStateLayout));
     }
 

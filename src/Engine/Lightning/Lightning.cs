@@ -98,7 +98,8 @@ public static class Lightning
 
     /// <summary>The GLA op with the constant gate −s_h and the block size as its chunk.</summary>
     internal static GlaOp Op(HeadLayout heads, LightningOptions options) =>
-        GlaOp.Create(heads, GateKind.Constant, new GlaOptions { Scale = options.Scale, ChunkSize = options.BlockSize, GpuPrecision = options.GpuPrecision, StateLayout = options.StateLayout }, LogDecay(heads.ValueHeads, options));
+        GlaOp.Create(heads, GateKind.Constant, new GlaOptions { Scale = options.Scale, ChunkSize = options.BlockSize, GpuPrecision = options.GpuPrecision, StateLayout = options.StateLayout }, LogDecay(heads.ValueHeads, options),
+            chunkSizeName: "block size (BlockSize)");
 
     /// <summary>−s_h per value head, from the given slopes or the schedule; checks them.</summary>
     private static float[] LogDecay(int valueHeads, LightningOptions options)
