@@ -116,8 +116,9 @@ public sealed class JsonFieldTests : CliFixture
         var (code, _, stderr) = Engine("samples", Directory, "--vocab", "64", "--hidden", "32", "--context", "256");
         Assert.That(code, Is.Zero, stderr);
         var json = Json("generate", PathOf("hybrid_decoder"), "--prompt-tokens", "4", "--new-tokens", "2", "--repeats", "1", "--threads", "1");
-        AssertFields(json, "model", "device", "prompt_tokens", "new_tokens", "runs", "same_tokens", "first_different_token", "engine", "ort");
-        foreach (var path in new[] { "engine", "ort" }) AssertFields(json.GetProperty(path), "ttft_ms", "decode_tokens_per_s", "median_step_ms");
+        AssertFields(json, "model", "device", "prompt_tokens", "new_tokens", "search", "runs", "same_tokens", "first_different_token",
+            "genai_version", "genai_same_tokens", "genai_first_different_token", "engine", "ort", "genai");
+        foreach (var path in new[] { "engine", "ort", "genai" }) AssertFields(json.GetProperty(path), "ttft_ms", "decode_tokens_per_s", "median_step_ms");
     }
 
     [Test]

@@ -16,20 +16,50 @@ public sealed class GenerateCommandTests : CliFixture
         return PathOf("hybrid_decoder");
     }
 
+    /// <summary>
+    /// The engine, ORT alone and ONNX Runtime GenAI's own loop, greedy: all three make the same tokens (GenAI's checked
+    /// against ORT alone's by the command). --no-genai leaves GenAI out.
+    /// </summary>
     [Test]
-    public void GenerateTimesBothPathsAndTheyGenerateTheSameTokens()
+    public void GenerateTimesEveryPathAndTheyGenerateTheSameTokens()
     {
         string folder = WriteSamples();
         Assert.That(File.Exists(PathOf("gla_block.onnx")), Is.True, "the other samples");
-        var (code, stdout, stderr) = Engine("generate", folder, "--prompt-tokens", "12", "--new-tokens", "5", "--repeats", "1", "--threads", "1", "--json");
+        string[] run = ["generate", folder, "--prompt-tokens", "12", "--new-tokens", "5", "--repeats", "1", "--threads", "1", "--json"];
+        var (code, stdout, stderr) = Engine(run);
         Assert.That(code, Is.Zero, stderr);
         var json = JsonDocument.Parse(stdout).RootElement;
         Assert.That(json.GetProperty("same_tokens").GetBoolean(), Is.True);
         Assert.That(json.GetProperty("first_different_token").ValueKind, Is.EqualTo(JsonValueKind.Null));
+        Assert.That(json.GetProperty("genai_same_tokens").GetBoolean(), Is.True);
+        Assert.That(json.GetProperty("genai_version").GetString(), Does.Match(@"^\d+\.\d+\.\d+"));
         Assert.That(json.GetProperty("prompt_tokens").GetInt32(), Is.EqualTo(12));
-        foreach (var path in new[] { "engine", "ort" })
+        foreach (var path in new[] { "engine", "ort", "genai" })
             foreach (var key in new[] { "ttft_ms", "decode_tokens_per_s", "median_step_ms" })
                 Assert.That(json.GetProperty(path).GetProperty(key).GetDouble(), Is.GreaterThan(0), $"{path} {key}");
+
+        (code, stdout, stderr) = Engine([.. run, "--no-genai"]);
+        Assert.That(code, Is.Zero, stderr);
+        json = JsonDocument.Parse(stdout).RootElement;
+        Assert.That(json.TryGetProperty("genai", out _), Is.False, "--no-genai");
+        Assert.That(json.GetProperty("genai_same_tokens").ValueKind, Is.EqualTo(JsonValueKind.Null));
+    }
+
+    /// <summary>A folder GenAI cannot run (a model type it does not know) is timed without it, and stderr says why.</summary>
+    [Test]
+    public void AFolderGenAiCannotRunIsTimedWithoutIt()
+    {
+        string folder = WriteSamples();
+        string config = Path.Combine(folder, "genai_config.json");
+        var document = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config))!;
+        document["model"]!["type"] = "not_a_model_type";
+        File.WriteAllText(config, document.ToJsonString());
+        var (code, stdout, stderr) = Engine("generate", folder, "--prompt-tokens", "4", "--new-tokens", "2", "--repeats", "1", "--threads", "1", "--json");
+        Assert.That(code, Is.Zero, stderr);
+        Assert.That(stderr, Does.StartWith($"engine: ONNX Runtime GenAI ").And.Contain($"cannot run {folder}, timed without it: "));
+        var json = JsonDocument.Parse(stdout).RootElement;
+        Assert.That(json.TryGetProperty("genai", out _), Is.False);
+        Assert.That(json.GetProperty("same_tokens").GetBoolean(), Is.True, "the engine and ORT alone still run");
     }
 
     /// <summary>

@@ -24,6 +24,7 @@ internal sealed class GenerateCommand : EngineCommand
     private readonly Option<float?> _topP = Opt.Float("--top-p", "sampling: the nucleus, in [0, 1] (default: the config's search.top_p)");
     private readonly Option<float?> _temperature = Opt.Float("--temperature", "sampling: divides the logits (default: the config's search.temperature)");
     private readonly Option<float?> _repetitionPenalty = Opt.Float("--repetition-penalty", "penalty of the tokens seen, 1 none (default: the config's)");
+    private readonly Option<bool> _noGenAi = Opt.Flag("--no-genai", "leave out ONNX Runtime GenAI's own generation loop");
     private readonly ModelOptions _model = new();
 
     public GenerateCommand() : base("generate", "generate tokens from a GenAI model folder: time to first token and decode tokens/s, engine vs ORT", """
@@ -31,14 +32,16 @@ internal sealed class GenerateCommand : EngineCommand
         new tokens, every state carried from run to run as ONNX Runtime values. The config's search section chooses them
         (greedy, or sampling with top_k, top_p and temperature, seeded by --seed; a repetition penalty); the options
         override it. Prompt and new tokens must fit the search's max_length. Times the engine's hand-over
-        (--backend, default cpu) and ONNX Runtime alone, runs interleaved after a warm-up: median time to first token
-        (the prompt's prefill), decode tokens/s and the median decode step. --backend none times ONNX Runtime alone only.
-        A benchmark: every run makes exactly M tokens, without stopping at the config's eos_token_id, so runs compare.
+        (--backend, default cpu), ONNX Runtime alone and ONNX Runtime GenAI's own loop (ORT alone, its own session
+        options), runs interleaved after a warm-up: median time to first token (the prompt's prefill), decode tokens/s
+        and the median decode step. --backend none leaves the engine out. A benchmark: every run makes exactly M
+        tokens, without stopping at the config's eos_token_id, so runs compare; the report says whether the paths made
+        the same tokens.
         """)
     {
         Add(_folder);
         foreach (var option in new Option[] { _promptTokens, _newTokens, _repeats, _seed, _search, _maxLength, _topK, _topP, _temperature, _repetitionPenalty,
-            _model.Backend, _model.Threads, _model.Json }) Add(option);
+            _noGenAi, _model.Backend, _model.Threads, _model.Json }) Add(option);
     }
 
     protected override int Run(ParseResult args, CliContext context)
@@ -52,13 +55,13 @@ internal sealed class GenerateCommand : EngineCommand
         // Both sessions' intra-op threads do not spin: the paths run alternately.
         ModelSessionOptions Options(HandoverBackend b) => new() { Backend = b, Host = host, AllowSpinning = false };
 
-        var paths = new List<(string Label, Generator Generator)>();
+        var paths = new List<IGenerationPath>();
         try
         {
-            if (backend != HandoverBackend.None) paths.Add(("engine", Generator.Open(folder, Options(backend))));
-            paths.Add(("ort", Generator.Open(folder, Options(HandoverBackend.None))));
-            int vocab = paths[0].Generator.VocabSize ?? throw new InvalidDataException($"{folder}: the model's logits do not fix the vocabulary size; random prompts need it");
-            var first = paths[0].Generator;
+            if (backend != HandoverBackend.None) paths.Add(new GeneratorPath("engine", Generator.Open(folder, Options(backend))));
+            paths.Add(new GeneratorPath("ort", Generator.Open(folder, Options(HandoverBackend.None))));
+            var first = ((GeneratorPath)paths[0]).Generator;
+            int vocab = first.VocabSize ?? throw new InvalidDataException($"{folder}: the model's logits do not fix the vocabulary size; random prompts need it");
             var configured = first.Search;
             // Seeded: both paths sample the same draws, so their tokens compare.
             var search = configured with
@@ -83,56 +86,62 @@ internal sealed class GenerateCommand : EngineCommand
             // No more steps than context_length holds after the warm-up prompt (at least one: it holds what was asked for).
             int warmupSteps = Math.Min(WarmupSteps, first.ContextLength is int contextLength ? contextLength - warmupPrompt.Length + 1 : WarmupSteps);
 
+            if (!args.GetValue(_noGenAi))
+            {
+                // A peer: a folder GenAI cannot run is timed without it, and the report says why.
+                try
+                {
+                    paths.Add(GenAiPath.Open(folder, host.IntraOpThreads));
+                }
+                catch (Microsoft.ML.OnnxRuntimeGenAI.OnnxRuntimeGenAIException e)
+                {
+                    context.Error.WriteLine($"engine: ONNX Runtime GenAI {GenAiPath.Version} cannot run {folder}, timed without it: {e.Message}");
+                }
+            }
+
             var w = context.Out;
             if (!json)
             {
-                w.WriteLine($"model: {folder}; engine: {host.Describe(backend)}; engine nodes: {paths[0].Generator.Handover.EngineKernelNodes}");
+                w.WriteLine($"model: {folder}; engine: {host.Describe(backend)}; engine nodes: {first.Handover.EngineKernelNodes}");
                 w.WriteLine($"prompt {promptTokens} tokens, {newTokens} new tokens, {repeats} runs each, interleaved after a warm-up; {Describe(search)}");
             }
             var results = context.Progress.Run(w, progress =>
             {
                 // Warm-up, not timed: ORT's first-run allocations, and enough decode steps on a short prompt for .NET's tiered
                 // compilation to reach the decode path's final code (two dozen steps left it at 0.65x of its settled speed).
-                foreach (var (label, generator) in paths)
+                foreach (var path in paths)
                 {
-                    var warmup = progress.Add($"warm-up {label}", warmupSteps + 1);
-                    generator.Generate(warmupPrompt, warmupSteps,
-                        new GenerationOptions { OnToken = (_, _) => warmup.Advance(), StopTokenIds = [], Search = search }, context.Cancellation);
+                    var warmup = progress.Add($"warm-up {path.Label}", warmupSteps + 1);
+                    path.Generate(warmupPrompt, warmupSteps, search, _ => warmup.Advance(), context.Cancellation);
                     warmup.Finish();
                 }
                 var results = paths.ToDictionary(p => p.Label, _ => new List<TimedRun>());
                 for (int run = 0; run < repeats; run++)
                 {
-                    foreach (var (label, generator) in paths)
+                    foreach (var path in paths)
                     {
+                        string label = path.Label;
                         var step = progress.Add($"[{run + 1}/{repeats}] {label} tokens", newTokens);
                         var steps = new List<double>(newTokens);
                         TimeSpan previous = default;
-                        var options = new GenerationOptions
+                        var result = path.Generate(prompt, newTokens, search, token =>
                         {
-                            // Exactly newTokens, as the timings assume.
-                            StopTokenIds = [],
-                            Search = search,
-                            OnToken = (token, _) =>
-                            {
-                                if (token.Index > 0) steps.Add((token.Elapsed - previous).TotalMilliseconds);
-                                previous = token.Elapsed;
-                                step.Advance();
-                                if (token.Index == 0 && !json) progress.Print($"[{run + 1}/{repeats}] {label,-6} first token after {token.Elapsed.TotalMilliseconds:F1} ms");
-                            },
-                        };
-                        var result = generator.Generate(prompt, newTokens, options, context.Cancellation);
+                            if (token.Index > 0) steps.Add((token.Elapsed - previous).TotalMilliseconds);
+                            previous = token.Elapsed;
+                            step.Advance();
+                            if (token.Index == 0 && !json) progress.Print($"[{run + 1}/{repeats}] {label,-6} first token after {token.Elapsed.TotalMilliseconds:F1} ms");
+                        }, context.Cancellation);
                         results[label].Add(new TimedRun(result, steps));
                         if (!json) progress.Print($"[{run + 1}/{repeats}] {label,-6} {newTokens} tokens, decode {Shown(result.DecodeTokensPerSecond, "F1")} tokens/s");
                     }
                 }
                 return results;
             });
-            Print(w, json, folder, host.Describe(backend), promptTokens, newTokens, Describe(search), results);
+            Print(w, json, folder, host.Describe(backend), promptTokens, newTokens, Describe(search), search.Samples, results);
         }
         finally
         {
-            foreach (var (_, generator) in paths) generator.Dispose();
+            foreach (var path in paths) path.Dispose();
         }
         return 0;
     }
@@ -145,7 +154,8 @@ internal sealed class GenerateCommand : EngineCommand
         (search.Samples ? FormattableString.Invariant($"sampling (top_k {search.TopK}, top_p {search.TopP}, temperature {search.Temperature}, seed {search.RandomSeed})") : "greedy")
         + (search.RepetitionPenalty != 1 ? FormattableString.Invariant($", repetition penalty {search.RepetitionPenalty}") : "");
 
-    private static void Print(TextWriter w, bool json, string folder, string device, int promptTokens, int newTokens, string search, Dictionary<string, List<TimedRun>> results)
+    private static void Print(TextWriter w, bool json, string folder, string device, int promptTokens, int newTokens, string search, bool sampling,
+        Dictionary<string, List<TimedRun>> results)
     {
         // The median step shows the usual decode step; tokens/s (the mean) also counts the stalls a shared machine adds.
         var summary = results.ToDictionary(r => r.Key, r => new
@@ -155,15 +165,18 @@ internal sealed class GenerateCommand : EngineCommand
             MedianStepMs = BenchTimer.MedianOf(r.Value.SelectMany(x => x.StepMs).DefaultIfEmpty(double.NaN)),
         });
         // Generation is deterministic per path (greedy, or sampling from the one seed): the last run's tokens stand for all. Where they part tells a rounding
-        // difference late in a long generation from a wrong first token.
-        int? firstDifferent = results.Count == 2 ? FirstDifference(results["engine"][^1].Result.Tokens, results["ort"][^1].Result.Tokens) : null;
-        bool? same = firstDifferent is null ? null : firstDifferent < 0;
+        // difference late in a long generation from a wrong first token. GenAI samples with a generator of its own: its draws compare only when greedy.
+        int? Difference(string label) => results.TryGetValue(label, out var runs) && (label != "genai" || !sampling)
+            ? FirstDifference(runs[^1].Result.Tokens, results["ort"][^1].Result.Tokens) : null;
+        int? engineDifference = Difference("engine"), genAiDifference = Difference("genai");
         if (json)
         {
             var document = new Dictionary<string, object?>
             {
                 ["model"] = folder, ["device"] = device, ["prompt_tokens"] = promptTokens, ["new_tokens"] = newTokens, ["search"] = search, ["runs"] = results.First().Value.Count,
-                ["same_tokens"] = same, ["first_different_token"] = firstDifferent >= 0 ? firstDifferent : null,
+                ["same_tokens"] = engineDifference is int e ? e < 0 : null, ["first_different_token"] = engineDifference >= 0 ? engineDifference : null,
+                ["genai_version"] = results.ContainsKey("genai") ? GenAiPath.Version : null,
+                ["genai_same_tokens"] = genAiDifference is int g ? g < 0 : null, ["genai_first_different_token"] = genAiDifference >= 0 ? genAiDifference : null,
             };
             foreach (var (label, s) in summary)
                 document[label] = new Dictionary<string, double?>
@@ -174,14 +187,18 @@ internal sealed class GenerateCommand : EngineCommand
             w.WriteLine(JsonSerializer.Serialize(document, new JsonSerializerOptions { WriteIndented = true }));
             return;
         }
-        w.WriteLine($"ONNX Runtime {OrtInfo.Version}; medians of the runs");
+        w.WriteLine($"ONNX Runtime {OrtInfo.Version}{(results.ContainsKey("genai") ? $", ONNX Runtime GenAI {GenAiPath.Version}" : "")}; medians of the runs");
         w.WriteLine($"{"path",-8} {"TTFT ms",10} {"decode tokens/s",16} {"median step ms",15}");
         foreach (var (label, s) in summary) w.WriteLine($"{label,-8} {s.TtftMs,10:F1} {Shown(s.DecodeTokensPerSecond, "F1"),16} {Shown(s.MedianStepMs, "F3"),15}");
-        if (same is bool equal)
+        string Tokens(int? difference) => difference is int d ? (d < 0 ? "yes" : $"no, from token {d} (counting from 0)") : "not compared (GenAI samples with its own generator)";
+        foreach (var (peer, name) in new[] { ("ort", "ORT"), ("genai", "GenAI") })
         {
-            w.WriteLine($"engine vs ORT: TTFT {summary["ort"].TtftMs / summary["engine"].TtftMs:F2}x, decode {Shown(summary["engine"].DecodeTokensPerSecond / summary["ort"].DecodeTokensPerSecond, "0.00x")}; " +
-                        $"same tokens: {(equal ? "yes" : $"no, from token {firstDifferent} (counting from 0)")}");
+            if (!summary.ContainsKey("engine") || !summary.TryGetValue(peer, out var p)) continue;
+            var engine = summary["engine"];
+            w.WriteLine($"engine vs {name}: TTFT {p.TtftMs / engine.TtftMs:F2}x, decode {Shown(engine.DecodeTokensPerSecond / p.DecodeTokensPerSecond, "0.00x")}; " +
+                        (peer == "ort" ? $"same tokens: {Tokens(engineDifference)}" : $"GenAI's tokens same as ORT's: {Tokens(genAiDifference)}"));
         }
+        if (!summary.ContainsKey("engine") && summary.ContainsKey("genai")) w.WriteLine($"GenAI's tokens same as ORT's: {Tokens(genAiDifference)}");
     }
 
     /// <summary>The first index where the two token lists differ (a shorter list differs where it ends); −1 where they are equal.</summary>
