@@ -213,7 +213,7 @@ public static class HybridDecoder
                 ["max_length"] = spec.ContextLength,
                 ["min_length"] = 0,
                 ["num_beams"] = 1,
-                ["past_present_share_buffer"] = false,
+                ["past_present_share_buffer"] = true,
                 ["temperature"] = 1.0,
                 ["top_k"] = 50,
                 ["top_p"] = 1.0,

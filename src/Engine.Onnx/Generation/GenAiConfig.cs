@@ -14,7 +14,8 @@ namespace Engine.Onnx;
 /// </summary>
 internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string InputIds, string? AttentionMask, string? PositionIds, string Logits,
     string PastKeyTemplate, string PastValueTemplate, string PresentKeyTemplate, string PresentValueTemplate,
-    string PastConvTemplate, string PresentConvTemplate, int? ContextLength, int? VocabSize, IReadOnlyList<long> EosTokenIds, string EosKey, SearchOptions Search)
+    string PastConvTemplate, string PresentConvTemplate, int? ContextLength, int? VocabSize, IReadOnlyList<long> EosTokenIds, string EosKey, SearchOptions Search,
+    bool PastPresentShareBuffer)
 {
     public const string FileName = "genai_config.json";
 
@@ -84,7 +85,8 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
             reader.Template(outputs, "model.decoder.outputs", "present_value_names", "present.%d.value"),
             reader.Template(inputs, "model.decoder.inputs", "past_conv_names", "past_conv.%d"),
             reader.Template(outputs, "model.decoder.outputs", "present_conv_names", "present_conv.%d"),
-            context, vocab, eos, eosKey, ReadSearch(reader, root, context));
+            context, vocab, eos, eosKey, ReadSearch(reader, root, context),
+            reader.OptionalBool(reader.OptionalObject(root, "", "search"), "search", "past_present_share_buffer") ?? false);
     }
 
     /// <summary>The search section's keys the generator applies, GenAI's defaults where left out; a value it refuses names its key.</summary>

@@ -76,7 +76,6 @@ public sealed class Generator : IDisposable
     private readonly ModelSession _session;
     private readonly GenAiConfig _config;
     private readonly CarriedState[] _carried;
-    private readonly string[] _outputNames;
     private readonly IndexInput _inputIds;
     private readonly IndexInput? _attentionMask;
     private readonly IndexInput? _positionIds;
@@ -162,10 +161,9 @@ public sealed class Generator : IDisposable
             if (!carriedFrom.TryAdd(present, input.Name))
                 throw new InvalidDataException($"{config.ConfigPath}: '{present}' would be carried into both '{carriedFrom[present]}' and '{input.Name}' (model.decoder.outputs.{match.t.Key}): each past takes its own present");
             int batchAxis = input.Dims?.Count == match.t.WindowedRank ? 1 : 0;
-            carried.Add(new CarriedState(input.Name, present, input.ElementType, InitialShape(input, batchAxis, match.t.Cache, modelName)));
+            carried.Add(new CarriedState(input.Name, present, input.ElementType, InitialShape(input, batchAxis, match.t.Cache, modelName), match.t.Cache));
         }
         _carried = [.. carried.OrderBy(c => c.Past, StringComparer.Ordinal)];
-        _outputNames = [config.Logits, .. _carried.Select(c => c.Present)];
     }
 
     /// <summary>Opens the model folder: reads genai_config.json and opens the model it names with <paramref name="options"/> (the hand-over backend, the host).</summary>
@@ -219,7 +217,7 @@ public sealed class Generator : IDisposable
     /// Prefills <paramref name="prompt"/> and generates <paramref name="newTokens"/> tokens, fewer where a stop token
     /// (<see cref="GenerationOptions.StopTokenIds"/>, by default the config's eos_token_id) is chosen first or the search's
     /// max_length is reached: <see cref="GenerationResult.StopReason"/> says which. Each token's logits go through the
-    /// search's repetition penalty and min_length before the choice (and the callbacks see them so). Memory grows with the tokens generated, not those asked for.
+    /// search's repetition penalty and min_length before the choice (and the callbacks see them so). Memory grows with the tokens generated, not those asked for, but for a KV cache the config shares (search.past_present_share_buffer): one buffer of the prompt and the tokens asked for.
     /// Cancelling stops the run in progress (ONNX Runtime's terminate flag) and throws <see cref="OperationCanceledException"/>.
     /// </summary>
     /// <exception cref="ArgumentException">
@@ -349,17 +347,22 @@ public sealed class Generator : IDisposable
         long[] promptIds = [.. prompt], step = new long[1];
         float[] logits = new float[VocabSize ?? 0];
         var pasts = new OrtValue?[_carried.Length];
+        // As GenAI with search.past_present_share_buffer (the builder's choice for GroupQueryAttention): each KV cache is one
+        // buffer of every position the generation reaches, which the attention reads as past and writes as present in place,
+        // rather than a new present each step holding a copy of the past.
+        int shared = _config.PastPresentShareBuffer ? prompt.Count + newTokens : 0;
+        using var binding = _session.Inference.CreateIoBinding();
         using var runOptions = new RunOptions();
         using var cancellation = cancellationToken.Register(() => runOptions.Terminate = true);
         try
         {
-            for (int i = 0; i < _carried.Length; i++) pasts[i] = Zeros(_carried[i]);
+            for (int i = 0; i < _carried.Length; i++) pasts[i] = Zeros(_carried[i], shared);
             int position = 0;
             for (int index = 0; index < newTokens; index++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 long[] ids = index == 0 ? promptIds : step;
-                logits = Step(runOptions, ids, position, pasts, logits);
+                logits = Step(runOptions, binding, shared > 0, ids, position, pasts, logits);
                 position += ids.Length;
                 if (seen is not null) Penalize(logits, seen, search.RepetitionPenalty);
                 // As GenAI's min_length: the length before this token, the prompt's counted.
@@ -396,32 +399,31 @@ public sealed class Generator : IDisposable
     }
 
     /// <summary>One run over <paramref name="ids"/> at <paramref name="position"/>: the pasts are replaced by the run's presents (the old ones disposed); returns the last position's logits.</summary>
-    private float[] Step(RunOptions runOptions, ReadOnlySpan<long> ids, int position, OrtValue?[] pasts, float[] logits)
+    /// <summary>
+    /// One run: the ids, mask and positions, and every past as it lies, bound as inputs; the logits and the presents bound as
+    /// outputs ONNX Runtime allocates, but for a shared KV cache (<paramref name="shareCache"/>), bound to its own past.
+    /// </summary>
+    private float[] Step(RunOptions runOptions, OrtIoBinding binding, bool shareCache, ReadOnlySpan<long> ids, int position, OrtValue?[] pasts, float[] logits)
     {
-        var names = new List<string>(_carried.Length + 3);
-        var values = new List<OrtValue>(_carried.Length + 3);
+        binding.ClearBoundInputs();
+        binding.ClearBoundOutputs();
         using var idsValue = _inputIds.Ids(ids);
-        names.Add(_inputIds.Name);
-        values.Add(idsValue);
+        binding.BindInput(_inputIds.Name, idsValue);
         using var mask = _attentionMask?.Ones(position + ids.Length);
-        if (mask is not null)
-        {
-            names.Add(_attentionMask!.Name);
-            values.Add(mask);
-        }
+        if (mask is not null) binding.BindInput(_attentionMask!.Name, mask);
         using var positionValue = _positionIds?.Positions(position, ids.Length);
-        if (positionValue is not null)
-        {
-            names.Add(_positionIds!.Name);
-            values.Add(positionValue);
-        }
+        if (positionValue is not null) binding.BindInput(_positionIds!.Name, positionValue);
+        binding.BindOutputToDevice(_config.Logits, OrtMemoryInfo.DefaultInstance);
         for (int i = 0; i < _carried.Length; i++)
         {
-            names.Add(_carried[i].Past);
-            values.Add(pasts[i]!);
+            binding.BindInput(_carried[i].Past, pasts[i]!);
+            if (shareCache && _carried[i].Cache) binding.BindOutput(_carried[i].Present, pasts[i]!);
+            else binding.BindOutputToDevice(_carried[i].Present, OrtMemoryInfo.DefaultInstance);
         }
 
-        var outputs = _session.Inference.Run(runOptions, names, values, _outputNames).ToArray();
+        _session.Inference.RunWithBinding(runOptions, binding);
+        // In the order bound: the logits, then each present.
+        var outputs = binding.GetOutputValues().ToArray();
         try
         {
             logits = LastRow(outputs[0], logits);
@@ -429,9 +431,14 @@ public sealed class Generator : IDisposable
         finally
         {
             outputs[0].Dispose();
-            // The presents become the next run's pasts as they are: no copy.
+            // The presents become the next run's pasts as they are: no copy. A shared cache stays its own past.
             for (int i = 0; i < _carried.Length; i++)
             {
+                if (shareCache && _carried[i].Cache)
+                {
+                    outputs[i + 1].Dispose();
+                    continue;
+                }
                 pasts[i]?.Dispose();
                 pasts[i] = outputs[i + 1];
             }
@@ -502,16 +509,19 @@ public sealed class Generator : IDisposable
         return shape;
     }
 
-    private static unsafe OrtValue Zeros(CarriedState state)
+    /// <summary>A past's first value: zeros of its initial shape, or of <paramref name="sequence"/> positions where the KV cache's sequence dims start at 0.</summary>
+    private static unsafe OrtValue Zeros(CarriedState state, int sequence = 0)
     {
-        var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, (OrtElementType)state.ElementType, state.InitialShape);
+        long[] shape = [.. state.InitialShape.Select((d, axis) => state.Cache && d == 0 && axis > 0 ? sequence : d)];
+        var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, (OrtElementType)state.ElementType, shape);
         // By pointer: a state may pass the 2 GiB a span covers.
-        long bytes = state.InitialShape.Aggregate(1L, (n, d) => n * d) * TensorData.ElementSize(state.ElementType);
+        long bytes = shape.Aggregate(1L, (n, d) => n * d) * TensorData.ElementSize(state.ElementType);
         if (bytes > 0) NativeMemory.Clear(OrtValueMemory.Data(value), (nuint)bytes);
         return value;
     }
 
-    private sealed record CarriedState(string Past, string Present, TensorElementType ElementType, long[] InitialShape);
+    /// <param name="Cache">A KV cache (its sequence dims start at 0): with search.past_present_share_buffer, one buffer for the whole generation.</param>
+    private sealed record CarriedState(string Past, string Present, TensorElementType ElementType, long[] InitialShape, bool Cache);
 
     /// <summary>
     /// An input the generator makes (input_ids, attention_mask, position_ids) in the element type the model declares, int64

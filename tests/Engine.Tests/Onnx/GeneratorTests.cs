@@ -24,6 +24,17 @@ public sealed class GeneratorTests
     [OneTimeTearDown]
     public void DeleteSample() => Directory.Delete(_folder, recursive: true);
 
+    /// <summary>
+    /// The sample's config for a test model whose KV cache is a Concat of past and new rows: a new present each run, not one
+    /// buffer written in place (search.past_present_share_buffer, which the builder sets for GroupQueryAttention only).
+    /// </summary>
+    private static JsonObject ConcatCacheConfig(HybridDecoderSpec spec)
+    {
+        var config = HybridDecoder.Config(spec);
+        config["search"]!["past_present_share_buffer"] = false;
+        return config;
+    }
+
     private static IReadOnlyList<long> Prompt(int length, int vocab, int seed = 3)
     {
         var random = new Random(seed);
@@ -397,7 +408,7 @@ public sealed class GeneratorTests
         try
         {
             b.Build().Save(Path.Combine(folder, "model.onnx"));
-            var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = vocab, ContextLength = 4096 });
+            var config = ConcatCacheConfig(new HybridDecoderSpec { VocabSize = vocab, ContextLength = 4096 });
             File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
             var prompt = new long[promptLength];
             prompt[^1] = 2;
@@ -452,7 +463,7 @@ public sealed class GeneratorTests
         }
         string folder = Directory.CreateTempSubdirectory("engine-positions-").FullName;
         b.Build().Save(Path.Combine(folder, "model.onnx"));
-        var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = vocab, ContextLength = vocab });
+        var config = ConcatCacheConfig(new HybridDecoderSpec { VocabSize = vocab, ContextLength = vocab });
         config["model"]!["decoder"]!["inputs"]!["position_ids"] = "position_ids";
         if (!configVocab) config["model"]!.AsObject().Remove("vocab_size");
         File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
@@ -665,7 +676,7 @@ public sealed class GeneratorTests
         try
         {
             b.Build().Save(Path.Combine(folder, "model.onnx"));
-            var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = CountingVocab, ContextLength = 64 });
+            var config = ConcatCacheConfig(new HybridDecoderSpec { VocabSize = CountingVocab, ContextLength = 64 });
             File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
             if (channels is string)
             {
@@ -698,7 +709,7 @@ public sealed class GeneratorTests
         try
         {
             b.Build().Save(Path.Combine(folder, "model.onnx"));
-            var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = CountingVocab, ContextLength = 64 });
+            var config = ConcatCacheConfig(new HybridDecoderSpec { VocabSize = CountingVocab, ContextLength = 64 });
             config["model"]!["decoder"]!["inputs"]!["position_ids"] = "position_ids";
             string path = Path.Combine(folder, HybridDecoder.ConfigFile);
             File.WriteAllText(path, config.ToJsonString());
@@ -746,7 +757,7 @@ public sealed class GeneratorTests
         }
         string folder = Directory.CreateTempSubdirectory("engine-counting-").FullName;
         b.Build().Save(Path.Combine(folder, "model.onnx"));
-        var config = HybridDecoder.Config(new HybridDecoderSpec { VocabSize = vocab, ContextLength = 64 });
+        var config = ConcatCacheConfig(new HybridDecoderSpec { VocabSize = vocab, ContextLength = 64 });
         edit(config);
         File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
         return folder;

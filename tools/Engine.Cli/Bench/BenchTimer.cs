@@ -23,7 +23,7 @@ public static class BenchTimer
     }
 
     /// <summary>Longer than ORT's intra-op threads spin after their last work before they sleep.</summary>
-    private static readonly TimeSpan SpinSettle = TimeSpan.FromMilliseconds(100);
+    internal static readonly TimeSpan SpinSettle = TimeSpan.FromMilliseconds(100);
 
     /// <summary>
     /// Two variants timed in one run: both warmed up, then they take turns, <paramref name="block"/> runs at a time, so that

@@ -32,11 +32,11 @@ internal sealed class GenerateCommand : EngineCommand
         new tokens, every state carried from run to run as ONNX Runtime values. The config's search section chooses them
         (greedy, or sampling with top_k, top_p and temperature, seeded by --seed; a repetition penalty); the options
         override it. Prompt and new tokens must fit the search's max_length. Times the engine's hand-over
-        (--backend, default cpu), ONNX Runtime alone and ONNX Runtime GenAI's own loop (ORT alone, its own session
-        options), runs interleaved after a warm-up: median time to first token (the prompt's prefill), decode tokens/s
-        and the median decode step. --backend none leaves the engine out. A benchmark: every run makes exactly M
-        tokens, without stopping at the config's eos_token_id, so runs compare; the report says whether the paths made
-        the same tokens.
+        (--backend, default cpu), ONNX Runtime alone and ONNX Runtime GenAI's own loop (ORT alone), all on ORT's default
+        options (intra-op threads spin; each run starts after the previous path's settle), runs interleaved after a
+        warm-up: median time to first token (the prompt's prefill), decode tokens/s and the median decode step.
+        --backend none leaves the engine out. A benchmark: every run makes exactly M tokens, without stopping at the
+        config's eos_token_id, so runs compare; the report says whether the paths made the same tokens.
         """)
     {
         Add(_folder);
@@ -52,8 +52,8 @@ internal sealed class GenerateCommand : EngineCommand
         bool json = args.GetValue(_model.Json);
         var backend = args.GetValue(_model.Backend);
         using var host = _model.Host(args);
-        // Both sessions' intra-op threads do not spin: the paths run alternately.
-        ModelSessionOptions Options(HandoverBackend b) => new() { Backend = b, Host = host, AllowSpinning = false };
+        // ORT's default options, as GenAI's sessions run: intra-op threads spin (each path's runs start after they settle).
+        ModelSessionOptions Options(HandoverBackend b) => new() { Backend = b, Host = host };
 
         var paths = new List<IGenerationPath>();
         try
@@ -124,6 +124,7 @@ internal sealed class GenerateCommand : EngineCommand
                         var step = progress.Add($"[{run + 1}/{repeats}] {label} tokens", newTokens);
                         var steps = new List<double>(newTokens);
                         TimeSpan previous = default;
+                        Thread.Sleep(BenchTimer.SpinSettle);
                         var result = path.Generate(prompt, newTokens, search, token =>
                         {
                             if (token.Index > 0) steps.Add((token.Elapsed - previous).TotalMilliseconds);
