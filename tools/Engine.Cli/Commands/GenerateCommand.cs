@@ -83,21 +83,32 @@ internal sealed class GenerateCommand : EngineCommand
             long[] prompt = Enumerable.Range(0, promptTokens).Select(_ => (long)random.Next(vocab)).ToArray();
             first.Validate(prompt, newTokens, search);
             long[] warmupPrompt = prompt[..Math.Min(prompt.Length, WarmupPromptTokens)];
-            // No more steps than context_length holds after the warm-up prompt (at least one: it holds what was asked for).
-            int warmupSteps = Math.Min(WarmupSteps, first.ContextLength is int contextLength ? contextLength - warmupPrompt.Length + 1 : WarmupSteps);
 
+            // A peer: a folder or a length GenAI cannot run is timed without it, and the report says why. GenAI's sequence,
+            // the last token included, stays within context_length; Generator's may pass it by that token, never run.
             if (!args.GetValue(_noGenAi))
             {
-                // A peer: a folder GenAI cannot run is timed without it, and the report says why.
-                try
+                if (first.ContextLength is int limit && (long)promptTokens + newTokens > limit)
                 {
-                    paths.Add(GenAiPath.Open(folder, host.IntraOpThreads));
+                    context.Error.WriteLine($"engine: ONNX Runtime GenAI makes at most context_length ({limit}) tokens, the prompt's included: timed without it");
                 }
-                catch (Microsoft.ML.OnnxRuntimeGenAI.OnnxRuntimeGenAIException e)
+                else
                 {
-                    context.Error.WriteLine($"engine: ONNX Runtime GenAI {GenAiPath.Version} cannot run {folder}, timed without it: {e.Message}");
+                    try
+                    {
+                        paths.Add(GenAiPath.Open(folder, host.IntraOpThreads));
+                    }
+                    catch (Microsoft.ML.OnnxRuntimeGenAI.OnnxRuntimeGenAIException e)
+                    {
+                        context.Error.WriteLine($"engine: ONNX Runtime GenAI {GenAiPath.Version} cannot run {folder}, timed without it: {e.Message}");
+                    }
                 }
             }
+            // No more steps than context_length holds after the warm-up prompt (at least one: it holds what was asked for), and
+            // for GenAI not the one past it.
+            int warmupSteps = Math.Min(WarmupSteps, first.ContextLength is int contextLength
+                ? contextLength - warmupPrompt.Length + (paths.Any(p => p is GenAiPath) ? 0 : 1)
+                : WarmupSteps);
 
             var w = context.Out;
             if (!json)
