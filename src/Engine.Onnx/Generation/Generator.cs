@@ -222,8 +222,8 @@ public sealed class Generator : IDisposable
     /// </summary>
     /// <exception cref="ArgumentException">
     /// What <see cref="Validate"/> refuses (an empty prompt, a token outside the vocabulary, fewer than one new token, more
-    /// positions than context_length, a prompt that reaches max_length, search options out of range or beam search), or a
-    /// sampler's token outside the vocabulary.
+    /// positions than context_length, a max_length past context_length, a prompt that reaches max_length, search options out
+    /// of range or beam search), or a sampler's token outside the vocabulary.
     /// </exception>
     /// <exception cref="InvalidOperationException">Another generation is in progress on this generator.</exception>
     /// <exception cref="ModelRunException">ONNX Runtime failed to run the model.</exception>
@@ -269,7 +269,8 @@ public sealed class Generator : IDisposable
     /// <summary>
     /// Refuses a generation of <paramref name="promptTokens"/> and <paramref name="newTokens"/> that needs more positions than
     /// the config's context_length, or than one array holds, and <paramref name="search"/> options (null: <see cref="Search"/>)
-    /// out of range, asking for beam search, or whose max_length the prompt already reaches: a check to make before the
+    /// out of range, asking for beam search, whose max_length passes the context_length (as GenAI refuses it) or whose
+    /// max_length the prompt already reaches: a check to make before the
     /// prompt is made. The new tokens count up to max_length only: generation stops there.
     /// </summary>
     public void ValidateLength(int promptTokens, int newTokens, SearchOptions? search = null)
@@ -287,6 +288,9 @@ public sealed class Generator : IDisposable
         long positions = (long)promptTokens + newTokens - 1;
         if (_config.ContextLength is int context && positions > context)
             throw new ArgumentException($"{promptTokens} prompt tokens and {newTokens} new ones need {positions} positions; the model's context_length is {context} ({_config.ConfigPath})", nameof(newTokens));
+        // As GenAI, which refuses to start a generation whose max_length passes the context length, whatever it asks for.
+        if (search.MaxLength is int longest && _config.ContextLength is int contextLength && longest > contextLength)
+            throw new ArgumentException($"search.max_length {longest} passes the model's context_length {contextLength} ({_config.ConfigPath}): no sequence may be longer than the context", nameof(search));
         if (search.MaxLength is int maxLength && promptTokens >= maxLength)
             throw new ArgumentException($"the prompt's {promptTokens} tokens reach search.max_length {maxLength} (prompt and new tokens): no room for a new token", nameof(promptTokens));
         // The attention mask holds every position and one more.

@@ -10,7 +10,8 @@ public sealed record SearchOptions
     /// <summary>
     /// search.max_length: the longest sequence, prompt and new tokens; generation stops there
     /// (<see cref="GenerationStopReason.MaxLength"/>) and a prompt that already reaches it is refused. Where the config gives
-    /// none (or 0), its model.context_length, as GenAI does; null: no cap.
+    /// none (or 0), its model.context_length, as GenAI does, which it may not pass (refused when generating, as GenAI
+    /// refuses it); null: no cap.
     /// </summary>
     public int? MaxLength { get; init; }
 

@@ -1,0 +1,93 @@
+using System.Text.Json.Nodes;
+using Engine.Onnx;
+using Engine.Workloads;
+using NUnit.Framework;
+using GenAi = Microsoft.ML.OnnxRuntimeGenAI;
+
+namespace Engine.Tests.Onnx;
+
+/// <summary>
+/// genai_config.json's search section and stop tokens as ONNX Runtime GenAI 0.20 applies them, side by side with
+/// <see cref="Generator"/> over ONNX Runtime alone on the default hybrid decoder sample: the same config file read by
+/// both, the same greedy tokens exactly, the same stop, and the same refusals.
+/// </summary>
+[TestFixture]
+public sealed class GenAiSearchTests
+{
+    private static readonly HybridDecoderSpec Spec = new();
+    private string _root = "";
+    private string _sample = "";
+    private int _folders;
+
+    [OneTimeSetUp]
+    public void WriteSample()
+    {
+        _root = Path.Combine(Path.GetTempPath(), $"engine-genai-search-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        _sample = Path.Combine(_root, "sample");
+        HybridDecoder.Write(_sample, Spec);
+    }
+
+    [OneTimeTearDown]
+    public void DeleteRoot()
+    {
+        if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true);
+    }
+
+    /// <summary>GenAI refuses to start a generation whose max_length passes the context length, even one whose tokens fit it.</summary>
+    [Test]
+    public void AMaxLengthPastTheContextLengthIsRefusedAsGenAiRefusesIt()
+    {
+        long[] prompt = Prompt(12);
+        string atContext = Folder(c => { c["model"]!["context_length"] = 20; c["search"]!["max_length"] = 20; });
+        var (genAiTokens, _) = GenerateWithGenAi(atContext, prompt);
+        Assert.That(genAiTokens, Has.Count.EqualTo(8), "GenAI fills max_length, the context length");
+        Assert.That(Generate(atContext, prompt, 8).Tokens, Is.EqualTo(genAiTokens));
+
+        string pastContext = Folder(c => { c["model"]!["context_length"] = 20; c["search"]!["max_length"] = 21; });
+        Assert.That(() => GenerateWithGenAi(pastContext, prompt), Throws.InstanceOf<GenAi.OnnxRuntimeGenAIException>()
+            .With.Message.Contains("max_length (21) cannot be greater than model context_length (20)"));
+        Assert.That(() => Generate(pastContext, prompt, 8), Throws.ArgumentException.With.Message.StartWith(
+            $"search.max_length 21 passes the model's context_length 20 ({Path.Combine(pastContext, HybridDecoder.ConfigFile)}): no sequence may be longer than the context"));
+    }
+
+    /// <summary>The sample's genai_config.json edited by <paramref name="edit"/>, in a folder of its own beside a copy of the model.</summary>
+    private string Folder(Action<JsonNode> edit)
+    {
+        string folder = Path.Combine(_root, $"case-{Interlocked.Increment(ref _folders)}");
+        Directory.CreateDirectory(folder);
+        foreach (string file in Directory.GetFiles(_sample).Where(f => Path.GetFileName(f) != HybridDecoder.ConfigFile))
+            File.Copy(file, Path.Combine(folder, Path.GetFileName(file)));
+        var config = HybridDecoder.Config(Spec);
+        edit(config);
+        File.WriteAllText(Path.Combine(folder, HybridDecoder.ConfigFile), config.ToJsonString());
+        return folder;
+    }
+
+    private static long[] Prompt(int tokens)
+    {
+        var random = new Random(7);
+        return [.. Enumerable.Range(0, tokens).Select(_ => (long)random.Next(Spec.VocabSize))];
+    }
+
+    private static GenerationResult Generate(string folder, long[] prompt, int newTokens)
+    {
+        using var generator = Generator.Open(folder, OnnxTestHost.Options(HandoverBackend.None));
+        return generator.Generate(prompt, newTokens);
+    }
+
+    /// <summary>GenAI's loop as its config says: each step's token (GetNextTokens) and, once done, the sequence it holds.</summary>
+    private static (List<long> Tokens, long[] Sequence) GenerateWithGenAi(string folder, long[] prompt)
+    {
+        using var model = new GenAi.Model(folder);
+        using var options = new GenAi.GeneratorParams(model);
+        using var generator = new GenAi.Generator(model, options);
+        generator.AppendTokens([.. prompt.Select(t => checked((int)t))]);
+        var tokens = new List<long>();
+        while (!generator.IsDone())
+        {
+            generator.GenerateNextToken();
+            tokens.Add(generator.GetNextTokens()[0]);
+        }
+        return (tokens, [.. generator.GetSequence(0).ToArray().Select(t => (long)t)]);
+    }
+}
