@@ -283,16 +283,17 @@ public sealed class Generator : IDisposable
             throw new ArgumentException($"{nameof(SearchOptions)}.{property} {problem}", nameof(search));
         if (search.NumBeams > 1)
             throw new ArgumentException($"search.num_beams is {search.NumBeams}: beam search is not supported (greedy or sampling: num_beams 1)", nameof(search));
-        // The model's own limit first; the new tokens count up to max_length only, where generation stops.
-        if (search.MaxLength is int cap && cap > promptTokens) newTokens = Math.Min(newTokens, cap - promptTokens);
+        // Before the context length: a prompt at max_length makes no token, however many are asked for.
+        if (search.MaxLength is int maxLength && promptTokens >= maxLength)
+            throw new ArgumentException($"the prompt's {promptTokens} tokens reach search.max_length {maxLength} (prompt and new tokens): no room for a new token", nameof(promptTokens));
+        // The new tokens count up to max_length only, where generation stops.
+        if (search.MaxLength is int cap) newTokens = Math.Min(newTokens, cap - promptTokens);
         long positions = (long)promptTokens + newTokens - 1;
         if (_config.ContextLength is int context && positions > context)
             throw new ArgumentException($"{promptTokens} prompt tokens and {newTokens} new ones need {positions} positions; the model's context_length is {context} ({_config.ConfigPath})", nameof(newTokens));
         // As GenAI, which refuses to start a generation whose max_length passes the context length, whatever it asks for.
         if (search.MaxLength is int longest && _config.ContextLength is int contextLength && longest > contextLength)
             throw new ArgumentException($"search.max_length {longest} passes the model's context_length {contextLength} ({_config.ConfigPath}): no sequence may be longer than the context", nameof(search));
-        if (search.MaxLength is int maxLength && promptTokens >= maxLength)
-            throw new ArgumentException($"the prompt's {promptTokens} tokens reach search.max_length {maxLength} (prompt and new tokens): no room for a new token", nameof(promptTokens));
         // The attention mask holds every position and one more.
         if (positions >= Array.MaxLength)
             throw new ArgumentException($"{promptTokens} prompt tokens and {newTokens} new ones need {positions} positions; a generation holds at most {Array.MaxLength - 1}", nameof(newTokens));

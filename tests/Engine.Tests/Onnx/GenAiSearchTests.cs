@@ -50,6 +50,25 @@ public sealed class GenAiSearchTests
             $"search.max_length 21 passes the model's context_length 20 ({Path.Combine(pastContext, HybridDecoder.ConfigFile)}): no sequence may be longer than the context"));
     }
 
+    /// <summary>
+    /// A prompt that reaches max_length (here the context length: max_length 0) leaves no room for a token: GenAI takes it
+    /// and is done at once, and refuses one token more; Generator refuses both, naming max_length, not the positions of the
+    /// tokens asked for, which it would never make.
+    /// </summary>
+    [Test]
+    public void APromptThatReachesMaxLengthIsRefusedNamingMaxLength()
+    {
+        string folder = Folder(c => { c["model"]!["context_length"] = 12; c["search"]!["max_length"] = 0; });
+        var (tokens, sequence) = GenerateWithGenAi(folder, Prompt(12));
+        Assert.That(tokens, Is.Empty, "GenAI is done with the prompt");
+        Assert.That(sequence, Is.EqualTo(Prompt(12)));
+        Assert.That(() => GenerateWithGenAi(folder, Prompt(13)), Throws.InstanceOf<GenAi.OnnxRuntimeGenAIException>()
+            .With.Message.Contains("exceeds max length (12)"));
+        foreach (int promptTokens in new[] { 12, 13 })
+            Assert.That(() => Generate(folder, Prompt(promptTokens), 28), Throws.ArgumentException.With.Message.StartWith(
+                $"the prompt's {promptTokens} tokens reach search.max_length 12 (prompt and new tokens): no room for a new token"));
+    }
+
     /// <summary>The sample's genai_config.json edited by <paramref name="edit"/>, in a folder of its own beside a copy of the model.</summary>
     private string Folder(Action<JsonNode> edit)
     {
