@@ -33,6 +33,59 @@ public sealed class GenAiSearchTests
         if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true);
     }
 
+    /// <summary>
+    /// Stop tokens, min_length, the repetition penalty and greedy sampling, each in a config edited given the sample's first
+    /// greedy tokens (so that the stop token really comes): Generator, over ONNX Runtime alone and with the hand-over, makes
+    /// GenAI's tokens step by step (GetNextTokens), the stop token included, and stops where GenAI stops. GenAI's sequence
+    /// leaves the stop token out at batch 1 (its search appends a token only while not done): prompt and Generator's tokens
+    /// but a last stop token.
+    /// </summary>
+    [TestCaseSource(nameof(Searches))]
+    public void GeneratorStopsWhereGenAiStops(Action<JsonNode, long[]> edit)
+    {
+        long[] prompt = Prompt(12);
+        long[] greedy = [.. GenerateWithGenAi(Folder(c => c["search"]!["max_length"] = prompt.Length + 8), prompt).Tokens];
+        Assert.That(greedy.Take(3).Distinct().Count(), Is.EqualTo(3), "the first three greedy tokens differ, so the third first comes third");
+        string folder = Folder(c =>
+        {
+            c["search"]!["max_length"] = prompt.Length + 8;
+            edit(c, greedy);
+        });
+        var (genAiTokens, genAiSequence) = GenerateWithGenAi(folder, prompt);
+        foreach (var backend in new[] { HandoverBackend.None, HandoverBackend.Cpu })
+        {
+            using var generator = Generator.Open(folder, OnnxTestHost.Options(backend));
+            var result = generator.Generate(prompt, 100);
+            Assert.That(result.Tokens, Is.EqualTo(genAiTokens), $"{backend}: the tokens GenAI chose");
+            bool stopped = generator.EosTokenIds.Contains(result.Tokens[^1]);
+            Assert.That(result.StopReason, Is.EqualTo(stopped ? GenerationStopReason.StopToken : GenerationStopReason.MaxLength), $"{backend}: why it ended");
+            Assert.That(genAiSequence, Is.EqualTo(prompt.Concat(stopped ? result.Tokens.SkipLast(1) : result.Tokens)), $"{backend}: GenAI's sequence");
+        }
+    }
+
+    public static IEnumerable<TestCaseData> Searches()
+    {
+        static TestCaseData Case(string name, Action<JsonNode, long[]> edit) => new TestCaseData(edit).SetName($"GeneratorStopsWhereGenAiStops({name})");
+        static void Eos(JsonNode c, JsonNode? eos) => c["model"]!["eos_token_id"] = eos;
+        static void Search(JsonNode c, string key, JsonNode value) => c["search"]![key] = value;
+        yield return Case("eos the third token", (c, g) => Eos(c, g[2]));
+        yield return Case("eos the first token", (c, g) => Eos(c, g[0]));
+        yield return Case("eos a list", (c, g) => Eos(c, new JsonArray(g[5], g[2])));
+        yield return Case("no eos, pad_token_id", (c, g) => { c["model"]!.AsObject().Remove("eos_token_id"); c["model"]!["pad_token_id"] = g[2]; });
+        yield return Case("eos an empty list, pad_token_id", (c, g) => { Eos(c, new JsonArray()); c["model"]!["pad_token_id"] = g[2]; });
+        yield return Case("eos the token that reaches max_length", (c, g) => { Eos(c, g[2]); Search(c, "max_length", 15); });
+        // The sequence before the third token is 14 long: min_length 14 lets the stop token come, 15 keeps it off.
+        foreach (int minLength in new[] { 5, 12, 14, 15 })
+            yield return Case($"eos the third token, min_length {minLength}", (c, g) => { Eos(c, g[2]); Search(c, "min_length", minLength); });
+        yield return Case("eos the first token, min_length 13", (c, g) => { Eos(c, g[0]); Search(c, "min_length", 13); });
+        yield return Case("eos a list, min_length 15", (c, g) => { Eos(c, new JsonArray(g[0], g[2])); Search(c, "min_length", 15); });
+        foreach (double penalty in new[] { 1.3, 0.7 })
+            yield return Case($"repetition_penalty {penalty}", (c, g) => { Eos(c, g[2]); Search(c, "repetition_penalty", penalty); });
+        yield return Case("do_sample at temperature 0", (c, g) => { Eos(c, g[2]); Search(c, "do_sample", true); Search(c, "temperature", 0); });
+        yield return Case("do_sample with top_k 1", (c, g) => { Eos(c, g[2]); Search(c, "do_sample", true); Search(c, "top_k", 1); });
+        yield return Case("do_sample with top_k 0 and top_p 0", (c, g) => { Eos(c, g[2]); Search(c, "do_sample", true); Search(c, "top_k", 0); Search(c, "top_p", 0); });
+    }
+
     /// <summary>GenAI refuses to start a generation whose max_length passes the context length, even one whose tokens fit it.</summary>
     [Test]
     public void AMaxLengthPastTheContextLengthIsRefusedAsGenAiRefusesIt()
