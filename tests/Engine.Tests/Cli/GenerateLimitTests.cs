@@ -23,24 +23,10 @@ public sealed class GenerateLimitTests : CliFixture
         Assert.That(stdout, Does.Contain("\"new_tokens\": 4"));
     }
 
-    /// <summary>
-    /// The last new token is never run, so the engine and ORT alone make 60 + 5 tokens on 64 positions (max_length 65 lets
-    /// them); GenAI keeps the whole sequence within context_length and is left out, stderr saying why.
-    /// </summary>
-    [Test]
-    public void GenAiIsLeftOutWhereTheSequencePassesTheContextByItsLastToken()
-    {
-        var (code, stdout, stderr) = Engine("generate", ShortContextDecoder(), "--prompt-tokens", "60", "--new-tokens", "5", "--max-length", "65",
-            "--repeats", "1", "--threads", "1", "--json");
-        Assert.That(code, Is.Zero, stderr);
-        Assert.That(stderr, Does.Contain("engine: ONNX Runtime GenAI makes at most context_length (64) tokens, the prompt's included: timed without it"));
-        Assert.That(stdout, Does.Contain("\"new_tokens\": 5").And.Not.Contain("\"genai\":"));
-    }
-
     [Test]
     public void APromptLongerThanTheContextIsRefusedBeforeItIsMade() =>
         AssertOneLineError(Engine("generate", ShortContextDecoder(), "--prompt-tokens", "2147483647", "--new-tokens", "2", "--backend", "none"), 1,
-            "2147483647 prompt tokens and 2 new ones need 2147483648 positions; the model's context_length is 64");
+            "the prompt's 2147483647 tokens reach search.max_length 64 (prompt and new tokens): no room for a new token");
 
     [Test]
     public void AModelFileLinkedFromOutsideTheFolderIsRefused()

@@ -84,28 +84,21 @@ internal sealed class GenerateCommand : EngineCommand
             first.Validate(prompt, newTokens, search);
             long[] warmupPrompt = prompt[..Math.Min(prompt.Length, WarmupPromptTokens)];
 
-            // A peer: a folder or a length GenAI cannot run is timed without it, and the report says why. GenAI's sequence,
-            // the last token included, stays within context_length; Generator's may pass it by that token, never run.
+            // A peer: a folder GenAI cannot run is timed without it, and the report says why. The run fits GenAI's context:
+            // prompt and new tokens within max_length, which is within context_length.
             if (!args.GetValue(_noGenAi))
             {
-                if (first.ContextLength is int limit && (long)promptTokens + newTokens > limit)
+                try
                 {
-                    context.Error.WriteLine($"engine: ONNX Runtime GenAI makes at most context_length ({limit}) tokens, the prompt's included: timed without it");
+                    paths.Add(GenAiPath.Open(folder, host.IntraOpThreads));
                 }
-                else
+                catch (Microsoft.ML.OnnxRuntimeGenAI.OnnxRuntimeGenAIException e)
                 {
-                    try
-                    {
-                        paths.Add(GenAiPath.Open(folder, host.IntraOpThreads));
-                    }
-                    catch (Microsoft.ML.OnnxRuntimeGenAI.OnnxRuntimeGenAIException e)
-                    {
-                        context.Error.WriteLine($"engine: ONNX Runtime GenAI {GenAiPath.Version} cannot run {folder}, timed without it: {e.Message}");
-                    }
+                    context.Error.WriteLine($"engine: ONNX Runtime GenAI {GenAiPath.Version} cannot run {folder}, timed without it: {e.Message}");
                 }
             }
             // No more steps than context_length holds after the warm-up prompt (at least one: it holds what was asked for), and
-            // for GenAI not the one past it.
+            // for GenAI, whose sequence keeps within it, not the one past it that Generator never runs.
             int warmupSteps = Math.Min(WarmupSteps, first.ContextLength is int contextLength
                 ? contextLength - warmupPrompt.Length + (paths.Any(p => p is GenAiPath) ? 0 : 1)
                 : WarmupSteps);
