@@ -49,7 +49,22 @@ internal static unsafe partial class OutputFile
         }
         finally
         {
+            DeleteLeftover(temporary);
+        }
+    }
+
+    /// <summary>
+    /// Deletes the file beside the path (already gone where it was moved over it). Where that fails too, the folder removed
+    /// meanwhile say, the error of the write or the move is the one reported, not this one naming the file beside it.
+    /// </summary>
+    private static void DeleteLeftover(string temporary)
+    {
+        try
+        {
             File.Delete(temporary);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
         }
     }
 

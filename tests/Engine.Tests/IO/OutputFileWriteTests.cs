@@ -50,6 +50,32 @@ public sealed class OutputFileWriteTests
         Assert.That(Directory.GetFileSystemEntries(_dir), Is.Empty);
     }
 
+    /// <summary>
+    /// The folder removed while the file is written (by another process): the writer's own exception, or the path named
+    /// as given, not the file beside it, which went with the folder.
+    /// </summary>
+    [Test]
+    public void AFolderRemovedDuringTheWriteIsReportedAsThePathNotTheFileBesideIt()
+    {
+        string folder = PathOf("removed");
+        string path = Path.Combine(folder, "out.bin");
+        Directory.CreateDirectory(folder);
+        var e = Assert.Throws<IOException>(() => OutputFile.Write(path, stream =>
+        {
+            stream.Write(Previous);
+            Directory.Delete(folder, recursive: true);
+        }));
+        Assert.That(e!.Message, Does.StartWith($"{path}: cannot be written").And.Not.Contain(".tmp"));
+
+        Directory.CreateDirectory(folder);
+        var own = Assert.Throws<InvalidOperationException>(() => OutputFile.Write(path, _ =>
+        {
+            Directory.Delete(folder, recursive: true);
+            throw new InvalidOperationException("failed midway");
+        }));
+        Assert.That(own!.Message, Is.EqualTo("failed midway"));
+    }
+
     /// <summary>A target that cannot be written (under /proc) is named as given, not by the file beside it.</summary>
     [Test]
     public void AnUnwritableTargetIsNamedAsGiven()
