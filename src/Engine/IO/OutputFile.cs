@@ -37,7 +37,7 @@ internal static unsafe partial class OutputFile
                 throw new IOException($"{path}: cannot be written ({e.Message})", e);
             }
         }
-        string temporary = Path.Combine(folder, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        string temporary = Path.Combine(folder, $".{TemporaryStem(Path.GetFileName(full))}.{Guid.NewGuid():N}.tmp");
         try
         {
             using (var stream = File.Create(temporary)) write(stream, content);
@@ -51,6 +51,18 @@ internal static unsafe partial class OutputFile
         {
             DeleteLeftover(temporary);
         }
+    }
+
+    /// <summary>
+    /// The start of the name of the file beside <paramref name="name"/>: at most 64 characters of it (192 bytes in UTF-8), so
+    /// that with its 38 more it fits a folder entry (255 bytes) wherever the name itself does.
+    /// </summary>
+    private static string TemporaryStem(string name)
+    {
+        const int Longest = 64;
+        if (name.Length <= Longest) return name;
+        // Not half of a surrogate pair.
+        return name[..(char.IsHighSurrogate(name[Longest - 1]) ? Longest - 1 : Longest)];
     }
 
     /// <summary>

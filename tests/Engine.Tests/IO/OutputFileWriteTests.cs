@@ -76,6 +76,16 @@ public sealed class OutputFileWriteTests
         Assert.That(own!.Message, Is.EqualTo("failed midway"));
     }
 
+    /// <summary>A name as long as a folder entry may be (255 bytes): the file beside it, longer by its suffix, must still fit.</summary>
+    [Test]
+    public void ANameOfTheLongestLengthIsWritten()
+    {
+        string path = PathOf(new string('n', 251) + ".npy");
+        OutputFile.Write(path, stream => stream.Write(Previous));
+        Assert.That(File.ReadAllBytes(path), Is.EqualTo(Previous));
+        Assert.That(Directory.GetFileSystemEntries(_dir), Is.EqualTo(new[] { path }));
+    }
+
     /// <summary>A target that cannot be written (under /proc) is named as given, not by the file beside it.</summary>
     [Test]
     public void AnUnwritableTargetIsNamedAsGiven()
