@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 
 namespace Engine.IO;
 
@@ -15,7 +16,7 @@ internal static unsafe partial class OutputFile
     /// <summary>
     /// Writes <paramref name="path"/> with what <paramref name="write"/> writes of <paramref name="content"/> (a span, say)
     /// to the stream it is given. Where <paramref name="write"/> throws, the file at the path stays as it was and the file
-    /// beside it is deleted. A path that is not a regular file (a symbolic link, a device such as /dev/null, a FIFO) is
+    /// beside it is deleted; a file replaced keeps its permissions. A path that is not a regular file (a symbolic link, a device such as /dev/null, a FIFO) is
     /// written through instead, as a shell's redirection would: the link, the device stay. A file that cannot be written
     /// is named as given, not by the file beside it.
     /// </summary>
@@ -40,7 +41,11 @@ internal static unsafe partial class OutputFile
         string temporary = Path.Combine(folder, $".{TemporaryStem(Path.GetFileName(full))}.{Guid.NewGuid():N}.tmp");
         try
         {
-            using (var stream = File.Create(temporary)) write(stream, content);
+            using (var stream = File.Create(temporary))
+            {
+                KeepPermissions(full, stream.SafeFileHandle);
+                write(stream, content);
+            }
             File.Move(temporary, full, overwrite: true);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -51,6 +56,16 @@ internal static unsafe partial class OutputFile
         {
             DeleteLeftover(temporary);
         }
+    }
+
+    /// <summary>
+    /// Gives the file beside <paramref name="full"/> the permissions of the file it will replace, as a write in place keeps
+    /// them, before a byte is written: a private file's new contents are never readable by others, an executable stays so.
+    /// </summary>
+    private static void KeepPermissions(string full, SafeFileHandle beside)
+    {
+        if (OperatingSystem.IsWindows() || !File.Exists(full)) return;
+        File.SetUnixFileMode(beside, File.GetUnixFileMode(full));
     }
 
     /// <summary>

@@ -86,6 +86,24 @@ public sealed class OutputFileWriteTests
         Assert.That(Directory.GetFileSystemEntries(_dir), Is.EqualTo(new[] { path }));
     }
 
+    /// <summary>The file replaced keeps its permissions, as a write in place keeps them: an executable or private file stays so.</summary>
+    [Test]
+    public void TheFileReplacedKeepsItsPermissions()
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            Assert.Ignore("no Unix permissions");
+            return;
+        }
+        string path = PathOf("run.sh");
+        File.WriteAllBytes(path, Previous);
+        // Execute: a file is never created with it, whatever the umask.
+        const UnixFileMode Kept = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+        File.SetUnixFileMode(path, Kept);
+        OutputFile.Write(path, stream => stream.Write(Previous));
+        Assert.That(File.GetUnixFileMode(path), Is.EqualTo(Kept));
+    }
+
     /// <summary>A target that cannot be written (under /proc) is named as given, not by the file beside it.</summary>
     [Test]
     public void AnUnwritableTargetIsNamedAsGiven()
