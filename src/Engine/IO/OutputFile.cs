@@ -16,9 +16,9 @@ internal static unsafe partial class OutputFile
     /// <summary>
     /// Writes <paramref name="path"/> with what <paramref name="write"/> writes of <paramref name="content"/> (a span, say)
     /// to the stream it is given. Where <paramref name="write"/> throws, the file at the path stays as it was and the file
-    /// beside it is deleted; a file replaced keeps its permissions. A path that is not a regular file (a symbolic link, a device such as /dev/null, a FIFO) is
-    /// written through instead, as a shell's redirection would: the link, the device stay. A file that cannot be written
-    /// is named as given, not by the file beside it.
+    /// beside it is deleted; a file replaced keeps its permissions. A path that is not a regular file (a symbolic link, a
+    /// device such as /dev/null, a FIFO) or is a file mounted there is written through instead, as a shell's redirection
+    /// would: the link, the device, the mount stay. A file that cannot be written is named as given, not by the file beside it.
     /// </summary>
     public static void Write<TContent>(string path, TContent content, Action<Stream, TContent> write) where TContent : allows ref struct
     {
@@ -98,20 +98,24 @@ internal static unsafe partial class OutputFile
     private const int AtCurrentDirectory = -100, AtSymlinkNoFollow = 0x100;
     private const uint StatxType = 1;
     private const int TypeMask = 0xF000, RegularFile = 0x8000;
+    private const ulong MountRoot = 0x2000;
 
     /// <summary>
-    /// Whether <paramref name="fullPath"/> exists and is not a regular file: a symbolic link, a device such as /dev/null, a
-    /// FIFO. Such a path is written through, as a shell's redirection writes it, not replaced by a file moved over it.
+    /// Whether <paramref name="fullPath"/> exists and is not a regular file (a symbolic link, a device such as /dev/null, a
+    /// FIFO) or is a file mounted over the path (a bind mount, as a container is given files), which a move cannot replace.
+    /// Such a path is written through, as a shell's redirection writes it, not replaced by a file moved over it.
     /// </summary>
     private static bool IsWrittenThrough(string fullPath)
     {
         if (new FileInfo(fullPath).LinkTarget is not null) return true;
         if (!OperatingSystem.IsLinux()) return false;
-        // statx's buffer has one layout on every Linux architecture: stx_mode is the 16 bits at byte 28.
+        // statx's buffer has one layout on every Linux architecture: stx_attributes is the 64 bits at byte 8 (the mount root's
+        // bit from Linux 5.8), stx_mode the 16 bits at byte 28.
         byte* buffer = stackalloc byte[256];
         try
         {
-            return Statx(AtCurrentDirectory, fullPath, AtSymlinkNoFollow, StatxType, buffer) == 0 && (*(ushort*)(buffer + 28) & TypeMask) != RegularFile;
+            return Statx(AtCurrentDirectory, fullPath, AtSymlinkNoFollow, StatxType, buffer) == 0
+                && ((*(ushort*)(buffer + 28) & TypeMask) != RegularFile || (*(ulong*)(buffer + 8) & MountRoot) != 0);
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
         {

@@ -104,6 +104,43 @@ public sealed class OutputFileWriteTests
         Assert.That(File.GetUnixFileMode(path), Is.EqualTo(Kept));
     }
 
+    /// <summary>
+    /// A file mounted over the path (a bind mount, as a container is given files) cannot be replaced by a move: it is
+    /// written through, as a shell's redirection writes it, where it failed as "Device or resource busy".
+    /// </summary>
+    [Test]
+    public void AFileMountedOverThePathIsWrittenThrough()
+    {
+        string mounted = PathOf("mounted.bin"), source = PathOf("source.bin");
+        File.WriteAllBytes(mounted, []);
+        File.WriteAllBytes(source, Previous);
+        Assume.That(Run("mount", "--bind", source, mounted), Is.Zero, "bind mounts need Linux and the right to mount");
+        try
+        {
+            OutputFile.Write(mounted, stream => stream.Write("written through"u8));
+            Assert.That(File.ReadAllText(source), Is.EqualTo("written through"));
+        }
+        finally
+        {
+            Assert.That(Run("umount", mounted), Is.Zero, "umount");
+        }
+        Assert.That(Directory.GetFileSystemEntries(_dir).Order(), Is.EqualTo(new[] { mounted, source }));
+    }
+
+    private static int Run(string program, params string[] arguments)
+    {
+        try
+        {
+            using var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(program, arguments) { RedirectStandardError = true });
+            process!.WaitForExit();
+            return process.ExitCode;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return -1;
+        }
+    }
+
     /// <summary>A target that cannot be written (under /proc) is named as given, not by the file beside it.</summary>
     [Test]
     public void AnUnwritableTargetIsNamedAsGiven()
