@@ -79,6 +79,7 @@ public sealed class Generator : IDisposable
     private readonly IndexInput _inputIds;
     private readonly IndexInput? _attentionMask;
     private readonly IndexInput? _positionIds;
+    private readonly TensorElementType _logitsType;
     private int _busy;
     private int _disposed;
 
@@ -118,6 +119,7 @@ public sealed class Generator : IDisposable
             throw new InvalidDataException($"{config.ConfigPath}: model.decoder.outputs.logits names '{config.Logits}', which {modelName} does not give (outputs: {string.Join(", ", outputs.Keys)})");
         if (logits.ElementType is not (TensorElementType.Float or TensorElementType.Float16))
             throw new InvalidDataException($"{config.ConfigPath}: the logits output '{config.Logits}' must be float or float16, it is {logits.ElementType}");
+        _logitsType = logits.ElementType;
         if (logits.Dims is { Count: not 3 } declared)
             throw new InvalidDataException($"{config.ConfigPath}: the logits output '{config.Logits}' must be [batch, tokens, vocabulary], {modelName} declares it [{string.Join(", ", declared)}]");
         VocabSize = logits.Dims is { Count: 3 } dims && long.TryParse(dims[2], out long vocab) ? checked((int)vocab) : config.VocabSize;
@@ -349,26 +351,56 @@ public sealed class Generator : IDisposable
         // The sequence's tokens so far, which the repetition penalty applies to.
         var seen = search.RepetitionPenalty != 1 ? prompt.ToHashSet() : null;
         TimeSpan firstToken = default;
-        long[] promptIds = [.. prompt], step = new long[1];
+        long[] promptIds = [.. prompt];
         float[] logits = new float[VocabSize ?? 0];
         var pasts = new OrtValue?[_carried.Length];
+        // Each present's buffer where the generator owns it: a shared KV cache's is its past; a state of fixed shape (a conv or
+        // recurrent state) has two, this one and its past, which take turns. Null: ONNX Runtime allocates the present (a KV
+        // cache that grows each run).
+        var presents = new OrtValue?[_carried.Length];
+        // The decode steps' logits [1, 1, vocabulary], made once the prompt's run gave the vocabulary; the prompt's are ONNX Runtime's.
+        OrtValue? stepLogits = null;
         // As GenAI with search.past_present_share_buffer (the builder's choice for GroupQueryAttention): each KV cache is one
         // buffer of every position the generation reaches, which the attention reads as past and writes as present in place,
         // rather than a new present each step holding a copy of the past.
         int shared = _config.PastPresentShareBuffer ? prompt.Count + newTokens : 0;
-        using var binding = _session.Inference.CreateIoBinding();
+        // The decode steps take two bindings in turn: a fixed state's past in one is its present in the other, so each binding
+        // keeps what its first run bound, and a step binds only the attention mask (longer each step) and a KV cache that grows.
+        using var prefill = _session.Inference.CreateIoBinding();
+        using var even = _session.Inference.CreateIoBinding();
+        using var odd = _session.Inference.CreateIoBinding();
+        using var stepIds = _inputIds.StepValue();
+        using var stepPositions = _positionIds?.StepValue();
         using var runOptions = new RunOptions();
         using var cancellation = cancellationToken.Register(() => runOptions.Terminate = true);
         try
         {
-            for (int i = 0; i < _carried.Length; i++) pasts[i] = Zeros(_carried[i], shared);
+            for (int i = 0; i < _carried.Length; i++)
+            {
+                pasts[i] = Zeros(_carried[i], shared);
+                presents[i] = !_carried[i].Cache ? Zeros(_carried[i]) : shared > 0 ? pasts[i] : null;
+            }
             int position = 0;
             for (int index = 0; index < newTokens; index++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                long[] ids = index == 0 ? promptIds : step;
-                logits = Step(runOptions, binding, shared > 0, ids, position, pasts, logits);
-                position += ids.Length;
+                if (index == 0)
+                {
+                    using var ids = _inputIds.Ids(promptIds);
+                    using var positions = _positionIds?.Positions(0, promptIds.Length);
+                    logits = Step(runOptions, prefill, bindAll: true, swapped: false, ids, positions, promptIds.Length, pasts, presents, null, logits);
+                    stepLogits = LogitsBuffer(logits.Length);
+                    position = promptIds.Length;
+                }
+                else
+                {
+                    _inputIds.SetStep(tokens[^1]);
+                    _positionIds?.SetStep(position);
+                    bool swapped = index % 2 == 1;
+                    // Bound whole on each binding's first run: the odd one's at step 1, the even one's at step 2.
+                    logits = Step(runOptions, swapped ? odd : even, bindAll: index <= 2, swapped, stepIds, stepPositions, position + 1, pasts, presents, stepLogits, logits);
+                    position++;
+                }
                 if (seen is not null) Penalize(logits, seen, search.RepetitionPenalty);
                 // As GenAI's min_length: the length before this token, the prompt's counted.
                 if (prompt.Count + index < search.MinLength)
@@ -378,7 +410,6 @@ public sealed class Generator : IDisposable
                 CheckToken(next, logits.Length, nameof(options), $"the sampler's token {index}");
                 tokens.Add(next);
                 seen?.Add(next);
-                step[0] = next;
                 if (index == 0) firstToken = clock.Elapsed;
                 options.OnToken?.Invoke(new GeneratedToken(index, next, clock.Elapsed), logits);
                 if (stopTokens.Contains(next))
@@ -398,36 +429,57 @@ public sealed class Generator : IDisposable
         }
         finally
         {
-            foreach (var past in pasts) past?.Dispose();
+            for (int i = 0; i < _carried.Length; i++)
+            {
+                pasts[i]?.Dispose();
+                if (!ReferenceEquals(presents[i], pasts[i])) presents[i]?.Dispose();
+            }
+            stepLogits?.Dispose();
         }
         return new GenerationResult(tokens, firstToken, clock.Elapsed - firstToken, stopReason);
     }
 
-    /// <summary>One run over <paramref name="ids"/> at <paramref name="position"/>: the pasts are replaced by the run's presents (the old ones disposed); returns the last position's logits.</summary>
     /// <summary>
-    /// One run: the ids, mask and positions, and every past as it lies, bound as inputs; the logits and the presents bound as
-    /// outputs ONNX Runtime allocates, but for a shared KV cache (<paramref name="shareCache"/>), bound to its own past.
+    /// One run of <paramref name="ids"/> over a sequence of <paramref name="length"/> tokens: each past bound as input and
+    /// each present as output, swapped where <paramref name="swapped"/> (a fixed state's two buffers take turns), ONNX
+    /// Runtime allocating a present that is null in <paramref name="presents"/> and the logits where
+    /// <paramref name="logitsBuffer"/> is null. Unless <paramref name="bindAll"/>, only the mask and the presents ONNX Runtime
+    /// allocates are bound: the rest is as the binding's last run left it. A present ONNX Runtime allocated is the next
+    /// run's past as it is (the old past disposed). Returns the last position's logits.
     /// </summary>
-    private float[] Step(RunOptions runOptions, OrtIoBinding binding, bool shareCache, ReadOnlySpan<long> ids, int position, OrtValue?[] pasts, float[] logits)
+    private float[] Step(RunOptions runOptions, OrtIoBinding binding, bool bindAll, bool swapped, OrtValue ids, OrtValue? positions, int length,
+        OrtValue?[] pasts, OrtValue?[] presents, OrtValue? logitsBuffer, float[] logits)
     {
-        binding.ClearBoundInputs();
-        binding.ClearBoundOutputs();
-        using var idsValue = _inputIds.Ids(ids);
-        binding.BindInput(_inputIds.Name, idsValue);
-        using var mask = _attentionMask?.Ones(position + ids.Length);
+        using var mask = _attentionMask?.Ones(length);
         if (mask is not null) binding.BindInput(_attentionMask!.Name, mask);
-        using var positionValue = _positionIds?.Positions(position, ids.Length);
-        if (positionValue is not null) binding.BindInput(_positionIds!.Name, positionValue);
-        binding.BindOutputToDevice(_config.Logits, OrtMemoryInfo.DefaultInstance);
+        if (bindAll)
+        {
+            binding.BindInput(_inputIds.Name, ids);
+            if (positions is not null) binding.BindInput(_positionIds!.Name, positions);
+            if (logitsBuffer is null) binding.BindOutputToDevice(_config.Logits, OrtMemoryInfo.DefaultInstance);
+            else binding.BindOutput(_config.Logits, logitsBuffer);
+        }
+        bool allocated = logitsBuffer is null;
         for (int i = 0; i < _carried.Length; i++)
         {
-            binding.BindInput(_carried[i].Past, pasts[i]!);
-            if (shareCache && _carried[i].Cache) binding.BindOutput(_carried[i].Present, pasts[i]!);
-            else binding.BindOutputToDevice(_carried[i].Present, OrtMemoryInfo.DefaultInstance);
+            var state = _carried[i];
+            if (presents[i] is null)
+            {
+                binding.BindInput(state.Past, pasts[i]!);
+                binding.BindOutputToDevice(state.Present, OrtMemoryInfo.DefaultInstance);
+                allocated = true;
+            }
+            else if (bindAll)
+            {
+                var (past, present) = swapped ? (presents[i]!, pasts[i]!) : (pasts[i]!, presents[i]!);
+                binding.BindInput(state.Past, past);
+                binding.BindOutput(state.Present, present);
+            }
         }
 
         _session.Inference.RunWithBinding(runOptions, binding);
-        // In the order bound: the logits, then each present.
+        if (!allocated) return LastRow(logitsBuffer!, logits);
+        // In the order the binding's first run bound them: the logits, then each present.
         var outputs = binding.GetOutputValues().ToArray();
         try
         {
@@ -436,20 +488,22 @@ public sealed class Generator : IDisposable
         finally
         {
             outputs[0].Dispose();
-            // The presents become the next run's pasts as they are: no copy. A shared cache stays its own past.
             for (int i = 0; i < _carried.Length; i++)
             {
-                if (shareCache && _carried[i].Cache)
+                if (presents[i] is null)
                 {
-                    outputs[i + 1].Dispose();
-                    continue;
+                    pasts[i]?.Dispose();
+                    pasts[i] = outputs[i + 1];
                 }
-                pasts[i]?.Dispose();
-                pasts[i] = outputs[i + 1];
+                else outputs[i + 1].Dispose();
             }
         }
         return logits;
     }
+
+    /// <summary>The logits of one position, [1, 1, <paramref name="vocab"/>], in the model's element type.</summary>
+    private OrtValue LogitsBuffer(int vocab) =>
+        OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, (OrtElementType)_logitsType, [1, 1, vocab]);
 
     /// <summary>
     /// The logits of the last position, as floats, into <paramref name="row"/> (resized when the model does not fix the
@@ -551,9 +605,16 @@ public sealed class Generator : IDisposable
         /// <summary>The positions <paramref name="start"/> to <paramref name="start"/> + <paramref name="count"/> − 1 as [1, count].</summary>
         public abstract OrtValue Positions(int start, int count);
 
+        /// <summary>A decode step's id or position as [1, 1], over a buffer of its own: bound once, set each step by <see cref="SetStep"/>.</summary>
+        public abstract OrtValue StepValue();
+
+        /// <summary>Writes the value <see cref="StepValue"/> holds.</summary>
+        public abstract void SetStep(long value);
+
         private sealed class Typed<T>(string name) : IndexInput(name) where T : unmanaged, IBinaryInteger<T>, IMinMaxValue<T>
         {
             private T[] _buffer = [];
+            private readonly T[] _step = new T[1];
 
             public override long MaxValue => long.CreateTruncating(T.MaxValue);
 
@@ -583,6 +644,10 @@ public sealed class Generator : IDisposable
                 for (int i = 0; i < count; i++) buffer[i] = T.CreateTruncating(start + i);
                 return Tensor(count);
             }
+
+            public override OrtValue StepValue() => OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _step.AsMemory(), [1, 1]);
+
+            public override void SetStep(long value) => _step[0] = T.CreateTruncating(value);
 
             private Span<T> Buffer(int count)
             {

@@ -653,6 +653,28 @@ public sealed class GeneratorTests
     }
 
     /// <summary>
+    /// A decode step binds only the attention mask (longer each step) and a KV cache that grows; the logits and every state
+    /// are written into buffers the generation made once. Before, each step rebound every input and output and took new
+    /// logits and presents from ONNX Runtime: 2.3 KB of managed allocations a step on the sample, now about 300 bytes.
+    /// </summary>
+    [Test]
+    public void ADecodeStepAllocatesUnderAKilobyte()
+    {
+        using var generator = Generator.Open(_folder, OnnxTestHost.Options(HandoverBackend.None));
+        var prompt = Prompt(8, generator.VocabSize!.Value);
+        var options = new GenerationOptions { StopTokenIds = [] };
+        generator.Generate(prompt, 64, options);
+        long Allocated(int newTokens)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            generator.Generate(prompt, newTokens, options);
+            return GC.GetAllocatedBytesForCurrentThread() - before;
+        }
+        long few = Allocated(32), many = Allocated(288);
+        Assert.That((many - few) / 256.0, Is.LessThan(1024), "managed bytes allocated per decode step");
+    }
+
+    /// <summary>
     /// States exported with a window of their last W states ahead of the batch (qwen.py's state_window: conv_state
     /// [W, batch, C, K - 1]) start as zeros with batch 1 at axis 1, as GenAI tells them by their rank; a symbolic dim
     /// other than the batch is refused naming the input, the dim and where the batch is.
