@@ -29,10 +29,11 @@ internal sealed class GeneratorPath(string label, Generator generator) : IGenera
 }
 
 /// <summary>
-/// ONNX Runtime GenAI's own generation loop over the folder (ORT alone, GenAI's session options, its eos_token_id
-/// emptied so it makes every token asked for). GenAI runs the model lazily: AppendTokens runs the prompt, and each
-/// GenerateNextToken after the first runs the previous token before it picks; so the first token's time is the
-/// prompt's, and each later one a decode step, as Generator counts them.
+/// ONNX Runtime GenAI's own generation loop over the folder (ORT alone, GenAI's session options). It makes every token
+/// asked for: its min_length is the whole sequence, so it never chooses a stop token (an empty eos_token_id in its config
+/// still stops at the model's own); where the other paths choose one, GenAI takes the next best. GenAI runs the model
+/// lazily: AppendTokens runs the prompt, and each GenerateNextToken after the first runs the previous token before it
+/// picks; so the first token's time is the prompt's, and each later one a decode step, as Generator counts them.
 /// </summary>
 internal sealed class GenAiPath : IGenerationPath
 {
@@ -58,7 +59,6 @@ internal sealed class GenAiPath : IGenerationPath
             {
                 ["model"] = new JsonObject
                 {
-                    ["eos_token_id"] = new JsonArray(),
                     ["decoder"] = new JsonObject { ["session_options"] = new JsonObject { ["intra_op_num_threads"] = threads } },
                 },
             };
@@ -78,7 +78,7 @@ internal sealed class GenAiPath : IGenerationPath
         var clock = Stopwatch.StartNew();
         using var parameters = new GenAi.GeneratorParams(_model);
         parameters.SetSearchOption("max_length", prompt.Length + newTokens);
-        parameters.SetSearchOption("min_length", search.MinLength);
+        parameters.SetSearchOption("min_length", prompt.Length + newTokens);
         parameters.SetSearchOption("do_sample", search.DoSample);
         parameters.SetSearchOption("top_k", search.TopK);
         parameters.SetSearchOption("top_p", search.TopP);
@@ -99,6 +99,8 @@ internal sealed class GenAiPath : IGenerationPath
             onToken(new GeneratedToken(tokens.Count, token, elapsed));
             tokens.Add(token);
         }
+        if (tokens.Count != newTokens)
+            throw new InvalidOperationException($"ONNX Runtime GenAI made {tokens.Count} tokens where {newTokens} were asked for");
         return new GenerationResult(tokens, firstToken, clock.Elapsed - firstToken, GenerationStopReason.Length);
     }
 

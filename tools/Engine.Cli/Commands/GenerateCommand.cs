@@ -142,7 +142,7 @@ internal sealed class GenerateCommand : EngineCommand
                 }
                 return results;
             });
-            Print(w, json, folder, host.Describe(backend), promptTokens, newTokens, Describe(search), search.Samples, results);
+            Print(w, json, folder, host.Describe(backend), promptTokens, newTokens, Describe(search), search.Samples, first.EosTokenIds, results);
         }
         finally
         {
@@ -160,7 +160,7 @@ internal sealed class GenerateCommand : EngineCommand
         + (search.RepetitionPenalty != 1 ? FormattableString.Invariant($", repetition penalty {search.RepetitionPenalty}") : "");
 
     private static void Print(TextWriter w, bool json, string folder, string device, int promptTokens, int newTokens, string search, bool sampling,
-        Dictionary<string, List<TimedRun>> results)
+        IReadOnlyCollection<long> stopTokens, Dictionary<string, List<TimedRun>> results)
     {
         // The median step shows the usual decode step; tokens/s (the mean) also counts the stalls a shared machine adds.
         var summary = results.ToDictionary(r => r.Key, r => new
@@ -170,9 +170,15 @@ internal sealed class GenerateCommand : EngineCommand
             MedianStepMs = BenchTimer.MedianOf(r.Value.SelectMany(x => x.StepMs).DefaultIfEmpty(double.NaN)),
         });
         // Generation is deterministic per path (greedy, or sampling from the one seed): the last run's tokens stand for all. Where they part tells a rounding
-        // difference late in a long generation from a wrong first token. GenAI samples with a generator of its own: its draws compare only when greedy.
-        int? Difference(string label) => results.TryGetValue(label, out var runs) && (label != "genai" || !sampling)
-            ? FirstDifference(runs[^1].Result.Tokens, results["ort"][^1].Result.Tokens) : null;
+        // difference late in a long generation from a wrong first token. GenAI samples with a generator of its own: its draws compare only when greedy, and
+        // only before ORT alone's first stop token, which GenAI, made to make every token, does not choose.
+        int? Difference(string label)
+        {
+            if (!results.TryGetValue(label, out var runs) || (label == "genai" && sampling)) return null;
+            IReadOnlyList<long> tokens = runs[^1].Result.Tokens, ort = results["ort"][^1].Result.Tokens;
+            int compared = label == "genai" ? ort.TakeWhile(t => !stopTokens.Contains(t)).Count() : ort.Count;
+            return FirstDifference(tokens.Take(compared).ToArray(), ort.Take(compared).ToArray());
+        }
         int? engineDifference = Difference("engine"), genAiDifference = Difference("genai");
         if (json)
         {
@@ -201,9 +207,9 @@ internal sealed class GenerateCommand : EngineCommand
             if (!summary.ContainsKey("engine") || !summary.TryGetValue(peer, out var p)) continue;
             var engine = summary["engine"];
             w.WriteLine($"engine vs {name}: TTFT {p.TtftMs / engine.TtftMs:F2}x, decode {Shown(engine.DecodeTokensPerSecond / p.DecodeTokensPerSecond, "0.00x")}; " +
-                        (peer == "ort" ? $"same tokens: {Tokens(engineDifference)}" : $"GenAI's tokens same as ORT's: {Tokens(genAiDifference)}"));
+                        (peer == "ort" ? $"same tokens: {Tokens(engineDifference)}" : $"GenAI's tokens same as ORT's (before its first stop token): {Tokens(genAiDifference)}"));
         }
-        if (!summary.ContainsKey("engine") && summary.ContainsKey("genai")) w.WriteLine($"GenAI's tokens same as ORT's: {Tokens(genAiDifference)}");
+        if (!summary.ContainsKey("engine") && summary.ContainsKey("genai")) w.WriteLine($"GenAI's tokens same as ORT's (before its first stop token): {Tokens(genAiDifference)}");
     }
 
     /// <summary>The first index where the two token lists differ (a shorter list differs where it ends); −1 where they are equal.</summary>
