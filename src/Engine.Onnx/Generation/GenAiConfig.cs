@@ -65,6 +65,7 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
         if (!FilePaths.IsInside(FilePaths.Real(folder), realModel))
             throw new InvalidDataException($"{path}: model.decoder.filename names '{filename}', a symbolic link to '{realModel}', outside the model folder");
         int? context = root.GetProperty("model").TryGetProperty("context_length", out var c) ? reader.PositiveInt(c, "model.context_length") : null;
+        var search = reader.OptionalObject(root, "", "search");
         int? vocab = root.GetProperty("model").TryGetProperty("vocab_size", out var v) ? reader.PositiveInt(v, "model.vocab_size") : null;
         // As GenAI's config.cpp: no eos_token_id (or an empty list) stops at pad_token_id, itself 0 when the config gives none.
         long[] eos = root.GetProperty("model").TryGetProperty("eos_token_id", out var eosIds) ? reader.TokenIds(eosIds, "model.eos_token_id") : [];
@@ -85,14 +86,13 @@ internal sealed record GenAiConfig(string ConfigPath, string ModelPath, string I
             reader.Template(outputs, "model.decoder.outputs", "present_value_names", "present.%d.value"),
             reader.Template(inputs, "model.decoder.inputs", "past_conv_names", "past_conv.%d"),
             reader.Template(outputs, "model.decoder.outputs", "present_conv_names", "present_conv.%d"),
-            context, vocab, eos, eosKey, ReadSearch(reader, root, context),
-            reader.OptionalBool(reader.OptionalObject(root, "", "search"), "search", "past_present_share_buffer") ?? false);
+            context, vocab, eos, eosKey, ReadSearch(reader, search, context),
+            reader.OptionalBool(search, "search", "past_present_share_buffer") ?? false);
     }
 
     /// <summary>The search section's keys the generator applies, GenAI's defaults where left out; a value it refuses names its key.</summary>
-    private static SearchOptions ReadSearch(Reader reader, JsonElement root, int? contextLength)
+    private static SearchOptions ReadSearch(Reader reader, JsonElement section, int? contextLength)
     {
-        var section = reader.OptionalObject(root, "", "search");
         var defaults = new SearchOptions();
         // As GenAI: a max_length of 0, or none, is the context length.
         int? maxLength = reader.OptionalInt(section, "search", "max_length") is int max and not 0 ? max : contextLength;
